@@ -1,0 +1,78 @@
+// tinylm/core/arena.hpp: one aligned block, handed out by bumping an offset.
+//
+// tinylm keeps two arenas per model: one for parameters, gradients and optimizer state (allocated once,
+// at construction), one for activations (planned for a batch shape before training starts). Nothing is
+// allocated inside a training step. An arena built with `arena::measuring()` hands out null views and only
+// records how many bytes a sequence of allocations needs: the planner runs the same allocation code twice,
+// first to measure, then for real, so the two can never disagree.
+#pragma once
+
+#include <tinylm/core/error.hpp>
+#include <tinylm/core/tensor.hpp>
+
+#include <cstddef>
+#include <cstdlib>
+#include <memory>
+#include <new>
+
+namespace tl {
+
+class arena {
+public:
+    static constexpr std::size_t alignment = 64; // one cache line; also AVX-512 alignment
+
+    arena() = default;
+    explicit arena(std::size_t capacity_bytes) : capacity_(round_up(capacity_bytes)) {
+        if (capacity_ > 0) {
+            void* p = std::aligned_alloc(alignment, capacity_);
+            if (p == nullptr) throw std::bad_alloc();
+            block_.reset(static_cast<std::byte*>(p));
+        }
+    }
+    static arena measuring() {
+        arena a;
+        a.measuring_ = true;
+        return a;
+    }
+
+    template <class T>
+    tensor_view<T> allocate(shape s) {
+        static_assert(alignof(T) <= alignment);
+        const std::size_t bytes = round_up(std::size_t(s.numel()) * sizeof(T));
+        if (measuring_) {
+            used_ += bytes;
+            return {nullptr, s};
+        }
+        check(used_ + bytes <= capacity_, [&] {
+            return "arena: allocating " + s.str() + " (" + std::to_string(bytes) + " bytes) exceeds capacity " +
+                   std::to_string(capacity_) + " (used " + std::to_string(used_) + ")";
+        });
+        T* p = reinterpret_cast<T*>(block_.get() + used_);
+        used_ += bytes;
+        return {p, s};
+    }
+    template <class T>
+    tensor_view<T> allocate_zeroed(shape s) {
+        auto v = allocate<T>(s);
+        if (v.data) v.fill(T{});
+        return v;
+    }
+
+    void reset() { used_ = 0; }
+    std::size_t used() const { return used_; }
+    std::size_t capacity() const { return capacity_; }
+    bool is_measuring() const { return measuring_; }
+
+    static constexpr std::size_t round_up(std::size_t n) { return (n + alignment - 1) / alignment * alignment; }
+
+private:
+    struct free_deleter {
+        void operator()(std::byte* p) const { std::free(p); }
+    };
+    std::unique_ptr<std::byte, free_deleter> block_;
+    std::size_t capacity_ = 0;
+    std::size_t used_ = 0;
+    bool measuring_ = false;
+};
+
+} // namespace tl

@@ -1,0 +1,53 @@
+// tinylm/core/shape.hpp: a small fixed-capacity shape (up to 4 dimensions), row-major.
+#pragma once
+
+#include <tinylm/core/error.hpp>
+
+#include <array>
+#include <cstdint>
+#include <initializer_list>
+#include <string>
+
+namespace tl {
+
+using index_t = std::int64_t;
+
+struct shape {
+    static constexpr int max_rank = 4;
+    std::array<index_t, max_rank> dims{};
+    int rank = 0;
+
+    constexpr shape() = default;
+    constexpr shape(std::initializer_list<index_t> d) {
+        if (d.size() > max_rank) throw error("tinylm: shape has more than 4 dimensions");
+        for (index_t v : d)
+            dims[rank++] = v;
+    }
+
+    constexpr index_t operator[](int i) const { return dims[i]; }
+    constexpr index_t numel() const {
+        index_t n = 1;
+        for (int i = 0; i < rank; ++i)
+            n *= dims[i];
+        return n;
+    }
+    // Product of all dimensions but the last: the number of rows of a row-major matrix view.
+    constexpr index_t rows() const { return rank == 0 ? 1 : numel() / dims[rank - 1]; }
+    constexpr index_t cols() const { return rank == 0 ? 1 : dims[rank - 1]; }
+
+    friend constexpr bool operator==(const shape& a, const shape& b) {
+        if (a.rank != b.rank) return false;
+        for (int i = 0; i < a.rank; ++i)
+            if (a.dims[i] != b.dims[i]) return false;
+        return true;
+    }
+
+    std::string str() const {
+        std::string s = "[";
+        for (int i = 0; i < rank; ++i)
+            s += (i ? ", " : "") + std::to_string(dims[i]);
+        return s + "]";
+    }
+};
+
+} // namespace tl

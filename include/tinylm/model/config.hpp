@@ -1,0 +1,141 @@
+// tinylm/model/config.hpp: the compile-time description of a decoder-only transformer.
+//
+// A configuration is a named type holding `static constexpr model_config value`, written with designated
+// initializers (see model/presets.hpp). Structure lives here; learning rate, batch and sampling are
+// run-time settings and live elsewhere. validate_config<C>() states each rule once, as a static_assert
+// whose message names the field and the fix.
+//
+// Attention heads: n_heads query heads share n_kv_heads key/value heads.
+//
+//   MHA  n_kv_heads == n_heads   q: 0 1 2 3    kv: 0 1 2 3
+//   GQA  1 < n_kv_heads < n_h    q: 0 1 2 3    kv: 0 . 1 .     (each kv head serves n_heads/n_kv_heads)
+//   MQA  n_kv_heads == 1         q: 0 1 2 3    kv: 0 . . .
+//
+// A sliding window W > 0 lets query i see keys i-W+1 .. i (Mistral); 0 means full causal attention.
+#pragma once
+
+#include <concepts>
+#include <cstdint>
+
+namespace tl {
+
+enum class mlp_kind : std::uint8_t {
+    swiglu, // down(silu(gate(x)) * up(x)): Llama, Qwen2, Mistral
+    gelu,   // down(gelu(up(x)))
+};
+
+enum class norm_kind : std::uint8_t { rmsnorm, layernorm };
+
+// Mixture of experts: a slot the MoE issue fills. n_experts == 0 means a dense MLP.
+struct moe_config {
+    int n_experts = 0;
+    int top_k = 0;
+};
+
+// LoRA: a slot the fine-tuning issue fills. rank == 0 means no adapter.
+enum lora_target : std::uint32_t {
+    lora_q = 1u << 0,
+    lora_k = 1u << 1,
+    lora_v = 1u << 2,
+    lora_o = 1u << 3,
+    lora_gate = 1u << 4,
+    lora_up = 1u << 5,
+    lora_down = 1u << 6,
+};
+struct lora_config {
+    int rank = 0;
+    float alpha = 0;
+    std::uint32_t targets = 0; // a bitwise or of lora_target
+};
+
+struct model_config {
+    // Sizes
+    int vocab_size = 0;
+    int d_model = 0; // hidden size
+    int n_layers = 0;
+    int n_heads = 0;     // query heads
+    int n_kv_heads = 0;  // key/value heads (see the diagram above)
+    int d_head = 0;      // 0: d_model / n_heads
+    int d_ff = 0;        // MLP intermediate size
+    int max_seq_len = 0; // context length the model is trained for
+
+    // Attention
+    int sliding_window = 0; // 0: full causal attention
+    double rope_theta = 10000.0;
+    bool qkv_bias = false; // Qwen2 has biases on q, k and v projections
+
+    // Blocks
+    mlp_kind mlp = mlp_kind::swiglu;
+    norm_kind norm = norm_kind::rmsnorm;
+    double norm_eps = 1e-5;
+    bool tied_embeddings = false; // lm_head shares the embedding matrix
+
+    // Initialisation: N(0, init_std^2) for weights, ones for norm weights, zeros for biases
+    double init_std = 0.02;
+
+    // Slots for later features
+    moe_config moe{};
+    lora_config lora{};
+
+    constexpr int head_dim() const { return d_head ? d_head : d_model / n_heads; }
+    constexpr int q_width() const { return n_heads * head_dim(); }
+    constexpr int kv_width() const { return n_kv_heads * head_dim(); }
+};
+
+// Number of trainable parameters (LoRA excluded).
+constexpr std::int64_t parameter_count(const model_config& c) {
+    const std::int64_t d = c.d_model, ff = c.d_ff, q = c.q_width(), kv = c.kv_width();
+    const std::int64_t norm = c.norm == norm_kind::layernorm ? 2 * d : d;
+    std::int64_t attn = d * q + 2 * d * kv + q * d;
+    if (c.qkv_bias) attn += q + 2 * kv;
+    const std::int64_t mlp = c.mlp == mlp_kind::swiglu ? 3 * d * ff : 2 * d * ff;
+    const std::int64_t layer = attn + mlp + 2 * norm;
+    const std::int64_t embed = std::int64_t(c.vocab_size) * d;
+    return embed + (c.tied_embeddings ? 0 : embed) + c.n_layers * layer + norm;
+}
+
+// Training FLOPs per token at context length `seq_len`: 6 per weight of every matrix product (forward 2,
+// backward 4; the embedding lookup is not a product, the output head is) plus attention scores and values,
+// 6 * 2 * n_layers * q_width * (average keys per query). Causal masking halves the keys; a window caps them.
+constexpr double flops_per_token(const model_config& c, int seq_len) {
+    const double d = c.d_model, ff = c.d_ff, q = c.q_width(), kv = c.kv_width();
+    const double matmul_weights =
+        c.n_layers * (d * q + 2 * d * kv + q * d + (c.mlp == mlp_kind::swiglu ? 3 : 2) * d * ff) +
+        double(c.vocab_size) * d;
+    double keys = (seq_len + 1) / 2.0;
+    if (c.sliding_window > 0 && c.sliding_window < seq_len) {
+        const double w = c.sliding_window; // average over positions of min(i + 1, w)
+        keys = (w * (w + 1) / 2 + (seq_len - w) * w) / seq_len;
+    }
+    return 6 * matmul_weights + 6 * 2 * c.n_layers * q * keys;
+}
+
+// A named configuration type: `struct my_model { static constexpr model_config value{...}; };`
+template <class C>
+concept ModelConfig = requires {
+    { C::value } -> std::convertible_to<const model_config&>;
+};
+
+template <ModelConfig C>
+constexpr bool validate_config() {
+    constexpr model_config c = C::value;
+    static_assert(c.vocab_size > 0, "model_config: vocab_size must be positive");
+    static_assert(c.d_model > 0 && c.n_layers > 0 && c.d_ff > 0,
+                  "model_config: d_model, n_layers, d_ff must be positive");
+    static_assert(c.n_heads > 0 && c.n_kv_heads > 0, "model_config: n_heads and n_kv_heads must be positive");
+    static_assert(c.n_heads % c.n_kv_heads == 0,
+                  "model_config: n_heads must be a multiple of n_kv_heads (MHA: equal, GQA: a divisor, MQA: 1)");
+    static_assert(c.d_head != 0 || c.d_model % c.n_heads == 0,
+                  "model_config: d_model must be divisible by n_heads, or set d_head explicitly");
+    static_assert(c.head_dim() % 2 == 0, "model_config: the head width must be even for rotary embeddings");
+    static_assert(c.max_seq_len > 0, "model_config: max_seq_len must be positive");
+    static_assert(c.sliding_window >= 0, "model_config: sliding_window must be 0 (off) or a positive width");
+    static_assert(c.rope_theta > 0, "model_config: rope_theta must be positive");
+    static_assert(c.norm_eps > 0, "model_config: norm_eps must be positive");
+    static_assert(c.moe.n_experts == 0,
+                  "model_config: mixture of experts is not implemented yet; leave moe.n_experts at 0");
+    static_assert(c.lora.rank >= 0, "model_config: lora.rank must be >= 0");
+    return true;
+}
+
+} // namespace tl

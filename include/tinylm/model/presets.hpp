@@ -1,0 +1,65 @@
+// tinylm/model/presets.hpp: named configurations. Each states its parameter count, checked at compile time.
+#pragma once
+
+#include <tinylm/model/config.hpp>
+
+namespace tl::presets {
+
+// Small enough to train in seconds on two cores; byte-level vocabulary (no tokenizer needed).
+struct tiny {
+    static constexpr model_config value{.vocab_size = 256,
+                                        .d_model = 64,
+                                        .n_layers = 2,
+                                        .n_heads = 4,
+                                        .n_kv_heads = 2,
+                                        .d_ff = 176,
+                                        .max_seq_len = 64,
+                                        .init_std = 0.05};
+};
+
+// The course's Llama-style model for Russian novels (3k BPE vocabulary, untied head).
+struct russian_novels_150m {
+    static constexpr model_config value{.vocab_size = 3000,
+                                        .d_model = 1024,
+                                        .n_layers = 16,
+                                        .n_heads = 16,
+                                        .n_kv_heads = 8,
+                                        .d_ff = 1536,
+                                        .max_seq_len = 512};
+};
+// 16 layers x (q 1024^2 + k,v 2 x 1024 x 512 + o 1024^2 + mlp 3 x 1024 x 1536 + 2 norms of 1024)
+// + embedding and head 2 x 3000 x 1024 + final norm 1024.
+static_assert(parameter_count(russian_novels_150m::value) == 132'006'912);
+
+// Qwen2.5-0.5B (huggingface.co/Qwen/Qwen2.5-0.5B/config.json): GQA 14/2, q/k/v biases, tied embeddings.
+struct qwen2_5_0_5b {
+    static constexpr model_config value{.vocab_size = 151936,
+                                        .d_model = 896,
+                                        .n_layers = 24,
+                                        .n_heads = 14,
+                                        .n_kv_heads = 2,
+                                        .d_ff = 4864,
+                                        .max_seq_len = 32768,
+                                        .rope_theta = 1000000.0,
+                                        .qkv_bias = true,
+                                        .norm_eps = 1e-6,
+                                        .tied_embeddings = true};
+};
+static_assert(parameter_count(qwen2_5_0_5b::value) == 494'032'768); // the published 0.49B
+
+// TinyLlama-1.1B (huggingface.co/TinyLlama/TinyLlama-1.1B-Chat-v1.0/config.json): GQA 32/4, untied.
+struct tinyllama_1_1b {
+    static constexpr model_config value{.vocab_size = 32000,
+                                        .d_model = 2048,
+                                        .n_layers = 22,
+                                        .n_heads = 32,
+                                        .n_kv_heads = 4,
+                                        .d_ff = 5632,
+                                        .max_seq_len = 2048};
+};
+static_assert(parameter_count(tinyllama_1_1b::value) == 1'100'048'384); // the published 1.1B
+
+static_assert(validate_config<tiny>() && validate_config<russian_novels_150m>() && validate_config<qwen2_5_0_5b>() &&
+              validate_config<tinyllama_1_1b>());
+
+} // namespace tl::presets

@@ -1,0 +1,66 @@
+// tinylm/ops/activation.hpp: the MLP non-linearities, elementwise over (N, F).
+//   swiglu:  h = silu(g) * u, silu(g) = g * sigmoid(g)   (Shazeer 2020; Llama, Qwen2)
+//            dg = dh * u * sigmoid(g) * (1 + g * (1 - sigmoid(g))),  du = dh * silu(g)
+//   gelu:    y = x * Phi(x) with the exact erf form (BERT, GPT-2 uses the tanh approximation)
+//            dx = dy * (Phi(x) + x * phi(x))
+// Input gradients are assigned.
+#pragma once
+
+#include <tinylm/ops/common.hpp>
+
+#include <cmath>
+#include <numbers>
+
+namespace tl {
+
+template <class T>
+void swiglu_forward(tensor_view<T> h, cview<T> gate, cview<T> up) {
+    expect_same_shape("swiglu", "up", up, gate);
+    expect_same_shape("swiglu", "h", h, gate);
+    const index_t n = gate.numel();
+#pragma omp parallel for schedule(static)
+    for (index_t i = 0; i < n; ++i) {
+        const double g = double(gate[i]);
+        h[i] = T(g / (1.0 + std::exp(-g)) * double(up[i]));
+    }
+}
+
+template <class T>
+void swiglu_backward(tensor_view<T> dgate, tensor_view<T> dup, cview<T> dh, cview<T> gate, cview<T> up) {
+    expect_same_shape("swiglu_backward", "dh", dh, gate);
+    expect_same_shape("swiglu_backward", "dgate", dgate, gate);
+    expect_same_shape("swiglu_backward", "dup", dup, gate);
+    const index_t n = gate.numel();
+#pragma omp parallel for schedule(static)
+    for (index_t i = 0; i < n; ++i) {
+        const double g = double(gate[i]), sig = 1.0 / (1.0 + std::exp(-g)), d = double(dh[i]);
+        dgate[i] = T(d * double(up[i]) * sig * (1.0 + g * (1.0 - sig)));
+        dup[i] = T(d * g * sig);
+    }
+}
+
+template <class T>
+void gelu_forward(tensor_view<T> y, cview<T> x) {
+    expect_same_shape("gelu", "y", y, x);
+    const index_t n = x.numel();
+#pragma omp parallel for schedule(static)
+    for (index_t i = 0; i < n; ++i) {
+        const double v = double(x[i]);
+        y[i] = T(0.5 * v * (1.0 + std::erf(v * std::numbers::sqrt2 / 2)));
+    }
+}
+
+template <class T>
+void gelu_backward(tensor_view<T> dx, cview<T> dy, cview<T> x) {
+    expect_same_shape("gelu_backward", "dx", dx, x);
+    const index_t n = x.numel();
+    constexpr double inv_sqrt_2pi = 0.3989422804014327;
+#pragma omp parallel for schedule(static)
+    for (index_t i = 0; i < n; ++i) {
+        const double v = double(x[i]);
+        const double cdf = 0.5 * (1.0 + std::erf(v * std::numbers::sqrt2 / 2));
+        dx[i] = T(double(dy[i]) * (cdf + v * inv_sqrt_2pi * std::exp(-0.5 * v * v)));
+    }
+}
+
+} // namespace tl

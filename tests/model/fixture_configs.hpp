@@ -1,0 +1,46 @@
+// The tiny configurations of tests/reference/make_fixtures.py, as tinylm configurations.
+#pragma once
+
+#include <tinylm/model/config.hpp>
+
+namespace tl::test {
+
+struct llama_gqa {
+    static constexpr model_config value{
+        .vocab_size = 64, .d_model = 32, .n_layers = 2, .n_heads = 4, .n_kv_heads = 2, .d_ff = 48, .max_seq_len = 64};
+};
+struct llama_mha {
+    static constexpr model_config value{.vocab_size = 64,
+                                        .d_model = 32,
+                                        .n_layers = 2,
+                                        .n_heads = 4,
+                                        .n_kv_heads = 4,
+                                        .d_ff = 48,
+                                        .max_seq_len = 64,
+                                        .rope_theta = 500000.0};
+};
+struct mistral_window {
+    static constexpr model_config value{.vocab_size = 64,
+                                        .d_model = 32,
+                                        .n_layers = 2,
+                                        .n_heads = 4,
+                                        .n_kv_heads = 1,
+                                        .d_ff = 48,
+                                        .max_seq_len = 64,
+                                        .sliding_window = 4};
+};
+struct qwen2_tied {
+    static constexpr model_config value{.vocab_size = 64,
+                                        .d_model = 32,
+                                        .n_layers = 2,
+                                        .n_heads = 4,
+                                        .n_kv_heads = 2,
+                                        .d_ff = 48,
+                                        .max_seq_len = 64,
+                                        .rope_theta = 1000000.0,
+                                        .qkv_bias = true,
+                                        .norm_eps = 1e-6,
+                                        .tied_embeddings = true};
+};
+
+} // namespace tl::test

@@ -1,0 +1,138 @@
+// The decoder against Hugging Face transformers on the same weights (fixtures written by
+// tests/reference/make_fixtures.py in float64): logits, loss, every parameter gradient, and the parameters
+// after one AdamW step. Prints the worst relative error per named tensor.
+//
+// TINYLM_FIXTURE_DIR overrides the fixture folder (the `torch` ctest label regenerates fixtures into a
+// temporary folder and points this test at it).
+#include "../support/random.hpp"
+#include "fixture_configs.hpp"
+
+#include <tinylm/io/safetensors.hpp>
+#include <tinylm/model/decoder.hpp>
+#include <tinylm/optim/adamw.hpp>
+
+#include <boost/mpl/list.hpp>
+#include <boost/test/unit_test.hpp>
+#include <nlohmann/json.hpp>
+
+#include <cstdlib>
+#include <filesystem>
+
+using namespace tl;
+using namespace tl::test;
+
+namespace {
+
+std::filesystem::path fixture_dir() {
+    if (const char* dir = std::getenv("TINYLM_FIXTURE_DIR")) return dir;
+    return std::filesystem::path(TINYLM_SOURCE_DIR) / "tests" / "reference" / "fixtures";
+}
+
+// fp32 against the fp64 oracle: the issue asks for <= 1e-4; fp32 itself is at ~1e-6 here.
+constexpr double tolerance = 1e-4;
+
+template <class Config, class B>
+void check_fixture(const std::string& name) {
+    const safetensors_reader fx(fixture_dir() / (name + ".safetensors"));
+    decoder<Config, B> model(0);
+    for (const parameter_entry& e : model.parameter_entries())
+        fx.read("param." + e.name, e.value);
+    // Every tensor of the Hugging Face model is accounted for, and nothing else.
+    std::size_t fixture_params = 0;
+    for (const auto& [n, t] : fx.tensors())
+        fixture_params += n.starts_with("param.");
+    BOOST_TEST(fixture_params == model.parameter_entries().size());
+
+    shape ids_shape;
+    const auto ids64 = fx.read_all<std::int64_t>("input_ids", &ids_shape);
+    const auto labels64 = fx.read_all<std::int64_t>("labels");
+    const index_t B_ = ids_shape[0], T = ids_shape[1];
+    owned<token_t> ids(ids_shape), targets(ids_shape, ignore_index);
+    for (index_t b = 0; b < B_; ++b)
+        for (index_t t = 0; t < T; ++t) {
+            ids.data[b * T + t] = token_t(ids64[b * T + t]);
+            if (t + 1 < T) targets.data[b * T + t] = token_t(labels64[b * T + t + 1]); // HF shifts labels
+        }
+
+    const std::string tag = name + " [" + std::string(B::name) + "]";
+    owned<float> logits({B_, T, Config::value.vocab_size});
+    model.logits(ids, logits);
+    const double logits_err = rel_error(logits.data, fx.read_all<float>("logits"));
+    BOOST_TEST_MESSAGE(tag << " logits: " << logits_err);
+    BOOST_TEST(logits_err < tolerance, tag << " logits");
+
+    const float loss = model.loss(ids, targets);
+    const float expected_loss = fx.read_all<float>("loss")[0];
+    const double loss_err = std::abs(double(loss) - expected_loss) / expected_loss;
+    BOOST_TEST_MESSAGE(tag << " loss: " << loss << " vs " << expected_loss << " (" << loss_err << ")");
+    BOOST_TEST(loss_err < tolerance, tag << " loss");
+
+    model.backward();
+    double worst_grad = 0;
+    std::string worst_name;
+    for (const parameter_entry& e : model.parameter_entries()) {
+        const std::vector<float> got(e.grad.begin(), e.grad.end());
+        const double err = rel_error(got, fx.read_all<float>("grad." + e.name));
+        BOOST_TEST_MESSAGE(tag << " grad " << e.name << ": " << err);
+        BOOST_TEST(err < tolerance, tag << " grad " << e.name);
+        if (err > worst_grad) worst_grad = err, worst_name = e.name;
+    }
+
+    const auto hp = nlohmann::json::parse(fx.metadata().at("adamw"));
+    adamw opt(model, {.lr = hp.at("lr"),
+                      .beta1 = hp.at("beta1"),
+                      .beta2 = hp.at("beta2"),
+                      .eps = hp.at("eps"),
+                      .weight_decay = hp.at("weight_decay")});
+    opt.step();
+    // The first AdamW step moves each weight by about lr * sign(g): compare in units of lr.
+    const double lr = hp.at("lr");
+    double worst_step = 0;
+    for (const parameter_entry& e : model.parameter_entries()) {
+        const auto expected = fx.read_all<float>("adamw." + e.name);
+        double diff = 0;
+        for (index_t i = 0; i < e.value.numel(); ++i)
+            diff = std::max(diff, double(std::abs(e.value[i] - expected[i])));
+        worst_step = std::max(worst_step, diff / lr);
+        BOOST_TEST(diff / lr < 1e-2, tag << " adamw " << e.name << ": " << diff / lr << " lr");
+    }
+    BOOST_TEST_MESSAGE(tag << " worst gradient error " << worst_grad << " (" << worst_name
+                           << "), worst AdamW step error " << worst_step << " lr");
+}
+
+#ifdef TINYLM_HAS_ONEDNN
+using all_backends = boost::mpl::list<reference_cpu, eigen_cpu, onednn_cpu>;
+#else
+using all_backends = boost::mpl::list<reference_cpu, eigen_cpu>;
+#endif
+
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(hf_parity)
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(llama_gqa_matches_transformers, B, all_backends) {
+    check_fixture<test::llama_gqa, B>("llama_gqa");
+}
+BOOST_AUTO_TEST_CASE_TEMPLATE(llama_mha_matches_transformers, B, all_backends) {
+    check_fixture<test::llama_mha, B>("llama_mha");
+}
+BOOST_AUTO_TEST_CASE_TEMPLATE(mistral_window_matches_transformers, B, all_backends) {
+    check_fixture<test::mistral_window, B>("mistral_window");
+}
+BOOST_AUTO_TEST_CASE_TEMPLATE(qwen2_tied_matches_transformers, B, all_backends) {
+    check_fixture<test::qwen2_tied, B>("qwen2_tied");
+}
+
+BOOST_AUTO_TEST_CASE(fixture_config_matches_the_cpp_config) {
+    // Guards against the Python and C++ sides drifting apart.
+    const auto cfg =
+        nlohmann::json::parse(safetensors_reader(fixture_dir() / "qwen2_tied.safetensors").metadata().at("config"));
+    BOOST_TEST(cfg.at("hidden_size").get<int>() == test::qwen2_tied::value.d_model);
+    BOOST_TEST(cfg.at("num_key_value_heads").get<int>() == test::qwen2_tied::value.n_kv_heads);
+    BOOST_TEST(cfg.at("tie_word_embeddings").get<bool>() == test::qwen2_tied::value.tied_embeddings);
+    const auto mistral =
+        nlohmann::json::parse(safetensors_reader(fixture_dir() / "mistral_window.safetensors").metadata().at("config"));
+    BOOST_TEST(mistral.at("sliding_window").get<int>() == test::mistral_window::value.sliding_window);
+}
+
+BOOST_AUTO_TEST_SUITE_END()

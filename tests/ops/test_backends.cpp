@@ -1,0 +1,251 @@
+// Fast backends against the reference on random inputs, the gradient accumulation rule, and each generic
+// op in f32 against the same op in f64.
+#include "../support/random.hpp"
+
+#include <tinylm/backend/default.hpp>
+#include <tinylm/ops/activation.hpp>
+#include <tinylm/ops/attention.hpp>
+#include <tinylm/ops/cross_entropy.hpp>
+#include <tinylm/ops/embedding.hpp>
+#include <tinylm/ops/layernorm.hpp>
+#include <tinylm/ops/linear.hpp>
+#include <tinylm/ops/rmsnorm.hpp>
+#include <tinylm/ops/rope.hpp>
+
+#include <boost/mpl/list.hpp>
+#include <boost/test/unit_test.hpp>
+
+#include <cmath>
+#include <limits>
+
+using namespace tl;
+using namespace tl::test;
+
+#ifdef TINYLM_HAS_ONEDNN
+using fast_backends = boost::mpl::list<eigen_cpu, onednn_cpu>;
+#else
+using fast_backends = boost::mpl::list<eigen_cpu>;
+#endif
+
+namespace {
+constexpr double f32_tolerance = 2e-5;
+}
+
+BOOST_AUTO_TEST_SUITE(backends)
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(gemm_matches_reference, B, fast_backends) {
+    const index_t m = 37, n = 29, k = 45, pad = 3; // odd sizes and padded row strides
+    for (bool ta : {false, true})
+        for (bool tb : {false, true})
+            for (float beta : {0.0f, 1.0f, -0.5f}) {
+                const index_t lda = (ta ? m : k) + pad, ldb = (tb ? k : n) + pad, ldc = n + pad;
+                auto a = random_tensor<float>({(ta ? k : m), lda}, 1), b = random_tensor<float>({(tb ? n : k), ldb}, 2);
+                auto c0 = random_tensor<float>({m, ldc}, 3);
+                if (beta == 0.0f) c0.data.assign(c0.data.size(), std::numeric_limits<float>::quiet_NaN());
+                auto c_ref = c0, c_fast = c0;
+                const gemm_args<float> g{.trans_a = ta,
+                                         .trans_b = tb,
+                                         .m = m,
+                                         .n = n,
+                                         .k = k,
+                                         .alpha = 0.75f,
+                                         .a = a.data.data(),
+                                         .lda = lda,
+                                         .b = b.data.data(),
+                                         .ldb = ldb,
+                                         .beta = beta,
+                                         .c = nullptr,
+                                         .ldc = ldc};
+                auto g_ref = g, g_fast = g;
+                g_ref.c = c_ref.data.data();
+                g_fast.c = c_fast.data.data();
+                reference_cpu::gemm(g_ref);
+                B::gemm(g_fast);
+                // Compare only the m x n block; the padding must be untouched.
+                double diff = 0, scale = 0;
+                bool padding_kept = true;
+                for (index_t i = 0; i < m; ++i)
+                    for (index_t j = 0; j < ldc; ++j) {
+                        const std::size_t at = std::size_t(i * ldc + j);
+                        if (j >= n)
+                            padding_kept &= (c_fast.data[at] == c0.data[at]) || std::isnan(c0.data[at]);
+                        else {
+                            diff = std::max(diff, double(std::abs(c_fast.data[at] - c_ref.data[at])));
+                            scale = std::max(scale, double(std::abs(c_ref.data[at])));
+                        }
+                    }
+                BOOST_TEST(diff / scale < f32_tolerance, B::name << " ta=" << ta << " tb=" << tb << " beta=" << beta);
+                BOOST_TEST(padding_kept);
+            }
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(linear_matches_reference, B, fast_backends) {
+    auto x = random_tensor<float>({9, 16}, 4), w = random_tensor<float>({12, 16}, 5), b = random_tensor<float>({12}, 6);
+    auto dy = random_tensor<float>({9, 12}, 7);
+    owned<float> y_ref({9, 12}), y({9, 12}), dx_ref({9, 16}), dx({9, 16}), dw_ref({12, 16}), dw({12, 16}), db_ref({12}),
+        db({12});
+    linear_forward<reference_cpu, float>(y_ref, x, w, b);
+    linear_forward<B, float>(y, x, w, b);
+    linear_backward<reference_cpu, float>(dx_ref, dw_ref, db_ref, dy, x, w);
+    linear_backward<B, float>(dx, dw, db, dy, x, w);
+    BOOST_TEST(rel_error(y.data, y_ref.data) < f32_tolerance);
+    BOOST_TEST(rel_error(dx.data, dx_ref.data) < f32_tolerance);
+    BOOST_TEST(rel_error(dw.data, dw_ref.data) < f32_tolerance);
+    BOOST_TEST(rel_error(db.data, db_ref.data) < f32_tolerance);
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(cross_entropy_matches_reference_and_direct_formula, B, fast_backends) {
+    const index_t N = 10, d = 8, V = 50;
+    auto h = random_tensor<float>({N, d}, 8), w = random_tensor<float>({V, d}, 9);
+    owned<token_t> targets({N});
+    targets.data = {1, 49, 7, ignore_index, 0, 33, 21, ignore_index, 48, 5};
+    // The direct formula, in double, from full logits.
+    double expected = 0;
+    for (index_t r = 0; r < N; ++r) {
+        if (targets.data[r] == ignore_index) continue;
+        std::vector<double> z(V);
+        for (index_t v = 0; v < V; ++v)
+            for (index_t c = 0; c < d; ++c)
+                z[v] += double(h.data[r * d + c]) * w.data[v * d + c];
+        double m = *std::max_element(z.begin(), z.end()), s = 0;
+        for (double zi : z)
+            s += std::exp(zi - m);
+        expected += m + std::log(s) - z[targets.data[r]];
+    }
+    expected /= 8;
+    arena a(1 << 20);
+    for (index_t chunk : {index_t(7), index_t(16), V}) {
+        a.reset();
+        const auto ws = cross_entropy_workspace<float>::allocate(a, N, chunk);
+        owned<float> lse({N}), dh({N, d}), dw({V, d}), lse_ref({N}), dh_ref({N, d}), dw_ref({V, d});
+        const auto r = head_cross_entropy_forward<B, float>(lse, ws, h, w, targets);
+        const auto r_ref = head_cross_entropy_forward<reference_cpu, float>(lse_ref, ws, h, w, targets);
+        BOOST_TEST(std::abs(r.loss - expected) / expected < 1e-6, "chunk " << chunk);
+        BOOST_TEST(std::abs(r_ref.loss - expected) / expected < 1e-6);
+        head_cross_entropy_backward<B, float>(dh, dw, ws, h, w, targets, lse);
+        head_cross_entropy_backward<reference_cpu, float>(dh_ref, dw_ref, ws, h, w, targets, lse_ref);
+        BOOST_TEST(rel_error(dh.data, dh_ref.data) < f32_tolerance);
+        BOOST_TEST(rel_error(dw.data, dw_ref.data) < f32_tolerance);
+    }
+}
+
+// Parameter gradients accumulate; activation gradients are assigned (docs/conventions.md).
+BOOST_AUTO_TEST_CASE(accumulation_rule) {
+    auto x = random_tensor<float>({4, 6}, 10), w = random_tensor<float>({5, 6}, 11),
+         dy = random_tensor<float>({4, 5}, 12);
+    owned<float> dx({4, 6}, 99.0f), dw({5, 6}), db({5});
+    linear_backward<reference_cpu, float>(dx, dw, db, dy, x, w);
+    const auto dx1 = dx.data, dw1 = dw.data, db1 = db.data;
+    linear_backward<reference_cpu, float>(dx, dw, db, dy, x, w);
+    BOOST_TEST(rel_error(dx.data, dx1) == 0.0); // assigned: the 99s and the first call are overwritten
+    auto doubled = [](const std::vector<float>& now, const std::vector<float>& once) {
+        std::vector<float> twice(once.size());
+        for (std::size_t i = 0; i < once.size(); ++i)
+            twice[i] = 2 * once[i];
+        return rel_error(now, twice) < 1e-6; // f32 rounding of the second sum
+    };
+    BOOST_TEST(doubled(dw.data, dw1));
+    BOOST_TEST(doubled(db.data, db1));
+    // grad_write::add adds instead of assigning.
+    linear_backward<reference_cpu, float>(dx, dw, db, dy, x, w, grad_write::add);
+    for (std::size_t i = 0; i < dx.data.size(); ++i)
+        BOOST_TEST(std::abs(dx.data[i] - 2 * dx1[i]) <= 1e-6f * std::abs(dx1[i]) + 1e-7f);
+
+    auto nw = random_tensor<float>({6}, 13, 0.2, 1.0);
+    owned<float> y({4, 6}), rstd({4}), ndx({4, 6}, 7.0f), ndw({6});
+    auto ndy = random_tensor<float>({4, 6}, 14);
+    rmsnorm_forward<float>(y, rstd, x, nw, 1e-5);
+    rmsnorm_backward<float>(ndx, ndw, ndy, x, nw, rstd);
+    const auto ndx1 = ndx.data, ndw1 = ndw.data;
+    rmsnorm_backward<float>(ndx, ndw, ndy, x, nw, rstd);
+    BOOST_TEST(rel_error(ndx.data, ndx1) == 0.0);
+    BOOST_TEST(doubled(ndw.data, ndw1));
+
+    owned<token_t> ids({4});
+    ids.data = {2, 0, 2, 1};
+    owned<float> edw({3, 6});
+    embedding_backward<float>(edw, ids, x);
+    const auto edw1 = edw.data;
+    embedding_backward<float>(edw, ids, x);
+    BOOST_TEST(doubled(edw.data, edw1));
+}
+
+// The generic ops run the same code for every backend; check that f32 stays close to f64.
+BOOST_AUTO_TEST_CASE(generic_ops_f32_close_to_f64) {
+    const index_t B = 2, T = 9, H = 4, Hkv = 2, D = 8;
+    auto q = random_tensor<double>({B, T, H, D}, 20), k = random_tensor<double>({B, T, Hkv, D}, 21);
+    auto v = random_tensor<double>({B, T, Hkv, D}, 22), dout = random_tensor<double>({B, T, H, D}, 23);
+    owned<double> cos({T, D / 2}), sin({T, D / 2});
+    rope_table<double>(cos, sin, 10000.0);
+    auto qf = cast<float>(q), kf = cast<float>(k), vf = cast<float>(v), doutf = cast<float>(dout);
+    auto cosf = cast<float>(cos), sinf = cast<float>(sin);
+    rope_forward<double>(q, cos, sin);
+    rope_forward<float>(qf, cosf, sinf);
+    BOOST_TEST(rel_error(qf.data, q.data) < 1e-6);
+    for (index_t window : {index_t(0), index_t(4)}) {
+        owned<double> out(q.shape), lse({B, H, T}), dq(q.shape), dk(k.shape), dv(v.shape);
+        owned<float> outf(q.shape), lsef({B, H, T}), dqf(q.shape), dkf(k.shape), dvf(v.shape);
+        attention_forward<double>(out, lse, q, k, v, window);
+        attention_forward<float>(outf, lsef, qf, kf, vf, window);
+        attention_backward<double>(dq, dk, dv, dout, q, k, v, out, lse, window);
+        attention_backward<float>(dqf, dkf, dvf, doutf, qf, kf, vf, outf, lsef, window);
+        BOOST_TEST(rel_error(outf.data, out.data) < 1e-6);
+        BOOST_TEST(rel_error(dqf.data, dq.data) < 1e-5);
+        BOOST_TEST(rel_error(dkf.data, dk.data) < 1e-5);
+        BOOST_TEST(rel_error(dvf.data, dv.data) < 1e-5);
+    }
+    auto g = random_tensor<double>({6, 10}, 24, 2.0), u = random_tensor<double>({6, 10}, 25);
+    auto gf = cast<float>(g), uf = cast<float>(u);
+    owned<double> h({6, 10});
+    owned<float> hf({6, 10});
+    swiglu_forward<double>(h, g, u);
+    swiglu_forward<float>(hf, gf, uf);
+    BOOST_TEST(rel_error(hf.data, h.data) < 1e-6);
+    gelu_forward<double>(h, g);
+    gelu_forward<float>(hf, gf);
+    BOOST_TEST(rel_error(hf.data, h.data) < 1e-6);
+    auto lw = random_tensor<double>({10}, 26, 0.2, 1.0), lb = random_tensor<double>({10}, 27);
+    auto lwf = cast<float>(lw), lbf = cast<float>(lb);
+    owned<double> mean({6}), rstd({6});
+    owned<float> meanf({6}), rstdf({6});
+    layernorm_forward<double>(h, mean, rstd, g, lw, lb, 1e-5);
+    layernorm_forward<float>(hf, meanf, rstdf, gf, lwf, lbf, 1e-5);
+    BOOST_TEST(rel_error(hf.data, h.data) < 1e-6);
+}
+
+BOOST_AUTO_TEST_CASE(attention_window_masks_distant_keys) {
+    // With window 2, queries 4 and 5 must not depend on keys 0..2: changing them leaves their output unchanged.
+    const index_t T = 6, D = 4;
+    auto q = random_tensor<float>({1, T, 1, D}, 30), k = random_tensor<float>({1, T, 1, D}, 31),
+         v = random_tensor<float>({1, T, 1, D}, 32);
+    owned<float> out1(q.shape), out2(q.shape), lse({1, 1, T});
+    attention_forward<float>(out1, lse, q, k, v, 2);
+    for (index_t j = 0; j < 3; ++j)
+        for (index_t c = 0; c < D; ++c)
+            k.data[j * D + c] += 5.0f, v.data[j * D + c] -= 3.0f;
+    attention_forward<float>(out2, lse, q, k, v, 2);
+    for (index_t c = 0; c < D; ++c) {
+        BOOST_TEST(out1.data[5 * D + c] == out2.data[5 * D + c]);
+        BOOST_TEST(out1.data[4 * D + c] == out2.data[4 * D + c]);
+    }
+    BOOST_TEST(out1.data[3 * D] != out2.data[3 * D]); // query 3 sees key 2 (changed) and key 3
+}
+
+BOOST_AUTO_TEST_CASE(errors_name_the_shapes) {
+    auto x = random_tensor<float>({4, 6}, 40), w = random_tensor<float>({5, 7}, 41);
+    owned<float> y({4, 5});
+    try {
+        linear_forward<reference_cpu, float>(y, x, w);
+        BOOST_FAIL("expected an error");
+    } catch (const tl::error& e) {
+        const std::string msg = e.what();
+        BOOST_TEST(msg.find("[4, 6]") != std::string::npos, msg);
+        BOOST_TEST(msg.find("[5, 7]") != std::string::npos, msg);
+    }
+    owned<token_t> ids({2});
+    ids.data = {0, 9};
+    owned<float> emb({2, 7});
+    BOOST_CHECK_THROW(embedding_forward<float>(emb, ids, w), tl::error);
+}
+
+BOOST_AUTO_TEST_SUITE_END()

@@ -1,0 +1,353 @@
+#!/usr/bin/env python3
+"""Generate reference fixtures for tinylm with Hugging Face `transformers`.
+
+For each configuration below, this builds a tiny causal LM, fills every
+parameter with seeded random values, and runs a forward pass, the loss, the
+backward pass and one AdamW step, all in float64. It writes inputs, logits,
+loss, parameters, gradients and updated parameters as float32 into
+`<out>/<name>.safetensors`.
+
+Usage:  python make_fixtures.py [--out DIR]   (default: fixtures/ next to this file)
+
+Float64 oracle: in float64, stock transformers still does some steps in
+float32: RMSNorm, RoPE cos/sin (with float32 inv_freq), the eager-attention
+softmax, and the causal-LM loss (`logits.float()`). While the oracle runs, the
+script patches those steps so that they keep float64 when the input is float64.
+The math does not change, only the precision. Float32 runs are not patched. The
+script checks the oracle against stock HF float32 and against HF's own loss.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import math
+import os
+import struct
+import sys
+
+import numpy as np
+import torch
+import transformers
+from safetensors import safe_open
+from safetensors.torch import load_file, save
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
+from transformers.models.llama import modeling_llama
+from transformers.models.mistral import modeling_mistral
+from transformers.models.qwen2 import modeling_qwen2
+
+B, T = 2, 12
+IGNORE_INDEX = -100
+ADAMW = {"lr": 1e-2, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "weight_decay": 0.1}
+
+COMMON = dict(
+    vocab_size=64,
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    hidden_act="silu",
+    max_position_embeddings=64,
+    attention_dropout=0.0,
+    initializer_range=0.02,
+    pad_token_id=None,
+)
+
+# name -> (config class, model class, config kwargs, seed)
+CONFIGS = {
+    "llama_gqa": (LlamaConfig, LlamaForCausalLM, dict(
+        COMMON, head_dim=8, num_key_value_heads=2, rms_norm_eps=1e-5,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        tie_word_embeddings=False, attention_bias=False, mlp_bias=False), 1001),
+    "llama_mha": (LlamaConfig, LlamaForCausalLM, dict(
+        COMMON, head_dim=8, num_key_value_heads=4, rms_norm_eps=1e-5,
+        rope_parameters={"rope_type": "default", "rope_theta": 500000.0},
+        tie_word_embeddings=False, attention_bias=False, mlp_bias=False), 1002),
+    "mistral_window": (MistralConfig, MistralForCausalLM, dict(
+        COMMON, head_dim=8, num_key_value_heads=1, rms_norm_eps=1e-5, sliding_window=4,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        tie_word_embeddings=False), 1003),
+    # Qwen2Config has no head_dim field; the model uses hidden_size // num_attention_heads = 8.
+    "qwen2_tied": (Qwen2Config, Qwen2ForCausalLM, dict(
+        COMMON, num_key_value_heads=2, rms_norm_eps=1e-6,
+        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+        tie_word_embeddings=True, use_sliding_window=False), 1004),
+}
+
+
+# ----------------------------------------------------------------------------
+# float64 patches (active only inside `float64_oracle()` and only for fp64 input)
+# ----------------------------------------------------------------------------
+_RMSNORM_CLASSES = [modeling_llama.LlamaRMSNorm, modeling_mistral.MistralRMSNorm, modeling_qwen2.Qwen2RMSNorm]
+_ROPE_CLASSES = [modeling_llama.LlamaRotaryEmbedding, modeling_mistral.MistralRotaryEmbedding,
+                 modeling_qwen2.Qwen2RotaryEmbedding]
+
+
+def _make_rmsnorm_forward(orig):
+    def forward(self, hidden_states):
+        if hidden_states.dtype != torch.float64:
+            return orig(self, hidden_states)
+        variance = hidden_states.pow(2).mean(-1, keepdim=True)
+        return self.weight * (hidden_states * torch.rsqrt(variance + self.variance_epsilon))
+    return forward
+
+
+def _make_rope_forward(orig):
+    @torch.no_grad()
+    def forward(self, x, position_ids):
+        if x.dtype != torch.float64:
+            return orig(self, x, position_ids)
+        rp = self.config.rope_parameters
+        assert rp["rope_type"] == "default" and self.attention_scaling == 1.0
+        dim = getattr(self.config, "head_dim", None) or self.config.hidden_size // self.config.num_attention_heads
+        inv_freq = 1.0 / (float(rp["rope_theta"]) ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
+        freqs = position_ids[..., None].to(torch.float64) * inv_freq.to(x.device)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos(), emb.sin()
+    return forward
+
+
+@contextlib.contextmanager
+def float64_oracle():
+    saved = []
+    for cls in _RMSNORM_CLASSES:
+        saved.append((cls, "forward", cls.forward))
+        cls.forward = _make_rmsnorm_forward(cls.forward)
+    for cls in _ROPE_CLASSES:
+        saved.append((cls, "forward", cls.forward))
+        cls.forward = _make_rope_forward(cls.forward)
+    orig_softmax = torch.nn.functional.softmax
+
+    def softmax(input, dim=None, _stacklevel=3, dtype=None):
+        if input.dtype == torch.float64 and dtype == torch.float32:
+            dtype = torch.float64
+        return orig_softmax(input, dim=dim, dtype=dtype)
+
+    saved.append((torch.nn.functional, "softmax", orig_softmax))
+    torch.nn.functional.softmax = softmax
+    try:
+        yield
+    finally:
+        for obj, attr, val in reversed(saved):
+            setattr(obj, attr, val)
+
+
+# ----------------------------------------------------------------------------
+def causal_lm_loss(logits, labels):
+    """Same as HF ForCausalLMLoss (shift, ignore -100, mean), kept in the dtype of the logits."""
+    V = logits.shape[-1]
+    shift_labels = torch.nn.functional.pad(labels, (0, 1), value=IGNORE_INDEX)[..., 1:]
+    return torch.nn.functional.cross_entropy(
+        logits.reshape(-1, V), shift_labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="mean")
+
+
+def build_model(cfg_cls, model_cls, kwargs, seed):
+    torch.manual_seed(seed)
+    config = cfg_cls(**kwargs)
+    config._attn_implementation = "eager"
+    model = model_cls(config)
+    assert model.config._attn_implementation == "eager"
+    model.double()
+    model.eval()  # dropout is 0 anyway
+    assert model.model.embed_tokens.padding_idx is None
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            owner = model.get_submodule(name.rsplit(".", 1)[0])
+            leaf = name.rsplit(".", 1)[1]
+            if isinstance(owner, torch.nn.Embedding):
+                std, mean = 0.2, 0.0
+            elif isinstance(owner, torch.nn.Linear) and leaf == "weight":
+                std, mean = 1.0 / math.sqrt(owner.in_features), 0.0
+            elif leaf == "bias":
+                std, mean = 0.1, 0.0
+            elif leaf == "weight" and "RMSNorm" in type(owner).__name__:
+                std, mean = 0.1, 1.0
+            else:
+                raise RuntimeError(f"unexpected parameter {name} ({type(owner).__name__})")
+            p.copy_(mean + std * torch.randn(p.shape, generator=gen, dtype=torch.float64))
+    if config.tie_word_embeddings:
+        assert model.lm_head.weight is model.model.embed_tokens.weight
+    else:
+        assert model.lm_head.weight is not model.model.embed_tokens.weight
+
+    input_ids = torch.randint(0, config.vocab_size, (B, T), generator=gen, dtype=torch.int64)
+    labels = input_ids.clone()
+    labels[0, 3] = IGNORE_INDEX
+    labels[1, 7] = IGNORE_INDEX
+    return model, input_ids, labels
+
+
+def forward_backward_step(model, input_ids, labels):
+    """Returns logits, loss, grads, params after one AdamW step. Uses the dtype of the model."""
+    model.zero_grad(set_to_none=True)
+    out = model(input_ids=input_ids, labels=labels, use_cache=False)
+    loss = causal_lm_loss(out.logits, labels)
+    # HF's own loss (computed in float32 by transformers) must agree.
+    hf_loss = out.loss.double().item()
+    assert abs(hf_loss - loss.item()) <= 1e-5 * abs(loss.item()), (hf_loss, loss.item())
+    loss.backward()
+    grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+
+    decay = [p for p in model.parameters() if p.dim() == 2]
+    no_decay = [p for p in model.parameters() if p.dim() != 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": ADAMW["weight_decay"]},
+         {"params": no_decay, "weight_decay": 0.0}],
+        lr=ADAMW["lr"], betas=(ADAMW["beta1"], ADAMW["beta2"]), eps=ADAMW["eps"],
+        foreach=False, fused=False)
+    opt.step()
+    stepped = {n: p.detach().clone() for n, p in model.named_parameters()}
+    return out.logits.detach().clone(), loss.detach().clone(), grads, stepped
+
+
+def canonical_safetensors(tensors, metadata):
+    """safetensors bytes with a byte-reproducible header.
+
+    The safetensors library writes `__metadata__` from a Rust HashMap, so its key order (and therefore
+    the file hash) changes from run to run. Re-serialise the header with sorted metadata keys; the
+    tensor layout and data bytes are left exactly as the library wrote them.
+    """
+    raw = save(tensors, metadata=metadata)
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    ordered = {"__metadata__": header.pop("__metadata__")}
+    ordered.update(sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]))
+    hb = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    hb += b" " * (-len(hb) % 8)
+    return struct.pack("<Q", len(hb)) + hb + raw[8 + n:]
+
+
+def f32(t):
+    return t.detach().to(torch.float32).contiguous()
+
+
+def rel(a, b):
+    """max |a-b| / max |b|"""
+    return ((a.double() - b.double()).abs().max() / b.double().abs().max()).item()
+
+
+def check_sliding_window(model, input_ids, window):
+    """Evidence for the exact masking rule, plus check that the window changes the logits."""
+    with torch.no_grad(), float64_oracle():
+        out = model(input_ids=input_ids, output_attentions=True, use_cache=False)
+        visible = out.attentions[0][0, 0] > 0  # layer 0, batch 0, head 0: (T, T)
+        i = torch.arange(T)[:, None]
+        j = torch.arange(T)[None, :]
+        rule_lt = (i - j >= 0) & (i - j < window)
+        rule_le = (i - j >= 0) & (i - j <= window)
+        assert all(torch.equal(a[b, h] > 0, visible) for a in out.attentions
+                   for b in range(B) for h in range(a.shape[1]))
+        assert torch.equal(visible, rule_lt) and not torch.equal(visible, rule_le)
+
+        full = copy.deepcopy(model)
+        full.config.sliding_window = None
+        out_full = full(input_ids=input_ids, use_cache=False)
+        diff = (out.logits - out_full.logits).abs().max().item()
+        assert diff > 1e-3, f"sliding window had no effect on logits (max diff {diff})"
+    print(f"  sliding_window={window}: visible(i,j) == (0 <= i-j < {window}) confirmed on every "
+          f"layer/batch/head; row i=11 sees j={visible[11].nonzero().flatten().tolist()}; "
+          f"max |logits(window) - logits(no window)| = {diff:.4f}")
+    return visible
+
+
+def make_one(name, out_dir):
+    cfg_cls, model_cls, kwargs, seed = CONFIGS[name]
+    model, input_ids, labels = build_model(cfg_cls, model_cls, kwargs, seed)
+    model32 = copy.deepcopy(model).float()
+    model64_stock = copy.deepcopy(model)
+    init = {n: p.detach().clone() for n, p in model.named_parameters()}
+    print(f"[{name}] {model_cls.__name__}")
+
+    if getattr(model.config, "sliding_window", None) is not None:
+        check_sliding_window(model, input_ids, model.config.sliding_window)
+
+    with float64_oracle():
+        logits, loss, grads, stepped = forward_backward_step(model, input_ids, labels)
+
+    # Precision floors: stock-HF fp32 and stock-HF fp64 (with its internal fp32 steps) vs the fp64 oracle.
+    logits32, loss32, grads32, stepped32 = forward_backward_step(model32, input_ids, labels)
+    with torch.no_grad():
+        logits64s = model64_stock(input_ids=input_ids, use_cache=False).logits
+    stats = {
+        "fp32_logits_rel": rel(logits32, logits),
+        "fp32_logits_abs": (logits32.double() - logits).abs().max().item(),
+        "fp32_loss_rel": abs(loss32.item() - loss.item()) / abs(loss.item()),
+        "fp32_grad_rel_worst": max(rel(grads32[n], grads[n]) for n in grads),
+        "fp32_adamw_abs_worst": max((stepped32[n].double() - stepped[n]).abs().max().item() for n in grads),
+        "stock_fp64_logits_rel": rel(logits64s, logits),
+    }
+    assert stats["fp32_logits_rel"] < 1e-4, stats
+
+    tensors = {"input_ids": input_ids.contiguous(), "labels": labels.contiguous(),
+               "logits": f32(logits), "loss": f32(loss.reshape(1))}
+    for n in init:
+        tensors[f"param.{n}"] = f32(init[n])
+        tensors[f"grad.{n}"] = f32(grads[n])
+        tensors[f"adamw.{n}"] = f32(stepped[n])
+    if model.config.tie_word_embeddings:
+        assert not any(k.endswith("lm_head.weight") for k in tensors)
+
+    metadata = {
+        "config": model.config.to_json_string(),
+        "architecture": model_cls.__name__,
+        "adamw": json.dumps(ADAMW, sort_keys=True),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
+    if getattr(model.config, "sliding_window", None) is not None:
+        metadata["sliding_window_rule"] = "key j visible from query i iff 0 <= i-j < sliding_window"
+    path = os.path.join(out_dir, f"{name}.safetensors")
+    with open(path, "wb") as fh:
+        fh.write(canonical_safetensors(tensors, metadata))
+    return path, stats
+
+
+def verify(path, stats):
+    t = load_file(path)
+    with safe_open(path, "pt") as f:
+        md = f.metadata()
+    for k, v in t.items():
+        want = torch.int64 if k in ("input_ids", "labels") else torch.float32
+        assert v.dtype == want and v.is_contiguous(), k
+    for k in ("config", "architecture", "adamw", "torch", "transformers"):
+        assert k in md, k
+    json.loads(md["config"]), json.loads(md["adamw"])
+    name = os.path.basename(path)
+    print(f"  {name}: loss={t['loss'].item():.6f}  max|logit|={t['logits'].abs().max().item():.4f}  "
+          f"tensors={len(t)}  size={os.path.getsize(path)} B")
+    print(f"    fp32-vs-fp64 logits: max rel (max|d|/max|ref|) = {stats['fp32_logits_rel']:.3e}, "
+          f"max abs = {stats['fp32_logits_abs']:.3e}; loss rel = {stats['fp32_loss_rel']:.3e}; "
+          f"worst grad rel = {stats['fp32_grad_rel_worst']:.3e}; worst adamw abs = "
+          f"{stats['fp32_adamw_abs_worst']:.3e}; stock-HF-fp64 logits rel = {stats['stock_fp64_logits_rel']:.3e}")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures"))
+    ap.add_argument("--only", nargs="*", choices=list(CONFIGS), help="subset of configurations")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)  # reproducible reductions
+    torch.use_deterministic_algorithms(True)
+    os.makedirs(args.out, exist_ok=True)
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}, numpy {np.__version__}")
+    results = [make_one(n, args.out) for n in (args.only or CONFIGS)]
+    print("verification (reloaded from disk):")
+    for path, stats in results:
+        verify(path, stats)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
