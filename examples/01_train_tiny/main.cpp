@@ -9,7 +9,9 @@
 // Command:  build/examples/01_train_tiny [--steps 1500] [--text FILE]
 // Output:   a line per 100 steps (step, train loss, learning rate, tokens/s), the validation loss in nats
 //           per byte, and a 300-byte sample continuing a prompt.
+#include <tinylm/eval/generate.hpp>
 #include <tinylm/tinylm.hpp>
+#include <tinylm/train/trainer.hpp>
 
 #include <CLI/CLI.hpp>
 
@@ -49,45 +51,24 @@ std::string read_file(const fs::path& p) {
     return s.str();
 }
 
-// Mean loss over consecutive windows of the held-out bytes.
-double evaluate(model_t& model, const std::string& text, tl::index_t T) {
-    const tl::index_t windows = std::min<tl::index_t>(64, (tl::index_t(text.size()) - 1) / T);
-    if (windows == 0) return NAN;
-    std::vector<tl::token_t> ids(windows * T), targets(windows * T);
-    for (tl::index_t w = 0; w < windows; ++w)
-        for (tl::index_t t = 0; t < T; ++t) {
-            ids[w * T + t] = static_cast<unsigned char>(text[w * T + t]);
-            targets[w * T + t] = static_cast<unsigned char>(text[w * T + t + 1]);
-        }
-    return model.loss(tl::cview<tl::token_t>{ids.data(), {windows, T}},
-                      tl::cview<tl::token_t>{targets.data(), {windows, T}});
-}
-
-std::string sample(model_t& model, std::string context, int n_bytes, double temperature, std::uint64_t seed) {
-    const tl::index_t T = model_t::config.max_seq_len, V = model_t::vocab;
-    tl::counter_rng rng(seed, 99);
+// A continuation longer than the 64-byte context: generate with the KV cache, and when the context is full
+// start again from the last 32 bytes.
+std::string sample(const model_t& model, std::string_view prompt, int n_bytes, double temperature, std::uint64_t seed) {
+    const std::size_t keep = model_t::config.max_seq_len / 2;
+    std::vector<tl::token_t> context;
+    for (unsigned char c : prompt)
+        context.push_back(c);
     std::string out;
-    std::vector<float> logits(T * V);
-    for (int i = 0; i < n_bytes; ++i) {
-        const std::string window = context.size() > std::size_t(T) ? context.substr(context.size() - T) : context;
-        const tl::index_t len = tl::index_t(window.size());
-        std::vector<tl::token_t> ids(window.begin(), window.end());
-        for (auto& id : ids)
-            id = static_cast<unsigned char>(id);
-        model.logits(tl::cview<tl::token_t>{ids.data(), {1, len}}, tl::tensor_view<float>{logits.data(), {1, len, V}});
-        const float* last = logits.data() + (len - 1) * V;
-        double max = last[0], total = 0;
-        for (tl::index_t v = 1; v < V; ++v)
-            max = std::max(max, double(last[v]));
-        std::vector<double> p(V);
-        for (tl::index_t v = 0; v < V; ++v)
-            total += p[v] = std::exp((last[v] - max) / temperature);
-        double u = rng.uniform() * total;
-        tl::index_t pick = 0;
-        while (pick < V - 1 && (u -= p[pick]) > 0)
-            ++pick;
-        context += char(pick);
-        out += char(pick);
+    for (std::uint64_t round = 0; int(out.size()) < n_bytes; ++round) {
+        if (context.size() > keep) context.erase(context.begin(), context.end() - std::ptrdiff_t(keep));
+        const int room = int(model_t::config.max_seq_len - context.size());
+        const tl::generation_options g{.max_new_tokens = std::min(room, n_bytes - int(out.size())),
+                                       .stop_tokens = {},
+                                       .sampling = {.temperature = temperature, .top_k = 40, .seed = seed + round}};
+        for (tl::token_t t : tl::generate(model, context, g)) {
+            context.push_back(t);
+            out += char(t);
+        }
     }
     return out;
 }
@@ -96,18 +77,33 @@ std::string sample(model_t& model, std::string context, int n_bytes, double temp
 
 int main(int argc, char** argv) try {
     CLI::App app{"Train the tiny byte-level tinylm decoder and sample from it"};
-    int steps = 1500, batch = 16;
-    double lr = 3e-3;
+    tl::trainer_options options{.batch_size = 16,
+                                .seq_len = model_t::config.max_seq_len,
+                                .max_steps = 1500,
+                                .peak_lr = 3e-3,
+                                .warmup_steps = 100,
+                                .adamw = {.weight_decay = 0.01},
+                                .eval_every = 500,
+                                .checkpoint_every = 250,
+                                .out_dir = "runs/tiny"};
     std::uint64_t seed = 1;
+    bool fresh = false;
     std::string text_file, data_dir = default_data_dir().string(), prompt = "Маша вошла в комнату и";
-    app.add_option("--steps", steps, "optimizer steps")->check(CLI::PositiveNumber);
-    app.add_option("--batch", batch, "sequences per step")->check(CLI::PositiveNumber);
-    app.add_option("--lr", lr, "peak learning rate");
+    app.add_option("--steps", options.max_steps, "optimizer steps")->check(CLI::PositiveNumber);
+    app.add_option("--batch", options.batch_size, "sequences per step")->check(CLI::PositiveNumber);
+    app.add_option("--lr", options.peak_lr, "peak learning rate");
     app.add_option("--seed", seed, "initialisation and batching seed");
     app.add_option("--text", text_file, "train on this UTF-8 file instead of the default novel");
     app.add_option("--data-dir", data_dir, "tinylm data directory (default: $TINYLM_DATA_DIR or ../shared/data)");
+    app.add_option("--out", options.out_dir, "run directory; checkpoints go to OUT/checkpoint");
+    app.add_option("--checkpoint-every", options.checkpoint_every, "steps between checkpoints");
+    app.add_flag("--fresh", fresh, "start over even if OUT/checkpoint exists");
     app.add_option("--prompt", prompt, "text the sample continues");
     CLI11_PARSE(app, argc, argv);
+    options.resume = !fresh;
+    options.warmup_steps = std::min<long long>(options.warmup_steps, options.max_steps / 10);
+    options.min_lr = options.peak_lr / 10;
+    if (fresh) fs::remove_all(options.out_dir / "checkpoint");
 
     std::string text, source;
     if (!text_file.empty())
@@ -119,55 +115,46 @@ int main(int argc, char** argv) try {
         text = builtin_text;
         source = "the built-in paragraph (no data directory found; see docs/data.md)";
     }
-    const tl::index_t T = model_t::config.max_seq_len, B = batch;
-    if (text.size() < std::size_t(4 * T)) throw tl::error("tinylm: the training text is shorter than 4 contexts");
-    const std::size_t split = text.size() * 9 / 10;
-    const std::string train = text.substr(0, split), val = text.substr(split);
-    std::printf("data: %s (%zu bytes: %zu train, %zu validation)\n", source.c_str(), text.size(), train.size(),
-                val.size());
+    if (text.size() < std::size_t(4 * options.seq_len))
+        throw tl::error("tinylm: the training text is shorter than 4 contexts");
+    std::vector<tl::token_t> tokens;
+    for (unsigned char c : text)
+        tokens.push_back(c);
+    const auto split = std::ptrdiff_t(tokens.size() * 9 / 10);
+    std::printf("data: %s (%zu bytes: %td train, %td validation)\n", source.c_str(), text.size(), split,
+                std::ptrdiff_t(text.size()) - split);
     std::printf("model: presets::tiny, %lld parameters, backend %s\n",
                 static_cast<long long>(tl::parameter_count(model_t::config)),
                 std::string(model_t::backend::name).c_str());
 
     model_t model(seed);
-    model.plan(B, T);
-    tl::adamw opt(model, {.weight_decay = 0.01});
-    const tl::lr_schedule schedule{
-        .peak_lr = lr, .min_lr = lr / 10, .warmup_steps = std::min(100, steps / 10), .total_steps = steps};
-    std::vector<tl::token_t> ids(B * T), targets(B * T);
-    tl::counter_rng rng(seed, 1);
-    auto start = std::chrono::steady_clock::now();
-    double loss_sum = 0;
-    for (int step = 0; step < steps; ++step) {
-        for (tl::index_t b = 0; b < B; ++b) {
-            const std::size_t at = rng.below(train.size() - T - 1);
-            for (tl::index_t t = 0; t < T; ++t) {
-                ids[b * T + t] = static_cast<unsigned char>(train[at + t]);
-                targets[b * T + t] = static_cast<unsigned char>(train[at + t + 1]);
-            }
-        }
-        model.zero_grad();
-        const float loss =
-            model.loss(tl::cview<tl::token_t>{ids.data(), {B, T}}, tl::cview<tl::token_t>{targets.data(), {B, T}});
-        if (!std::isfinite(loss))
-            throw tl::error("tinylm: the loss became " + std::to_string(loss) + " at step " + std::to_string(step));
-        model.backward();
-        tl::clip_grad_norm(model.parameter_entries(), 1.0);
-        opt.step(schedule.lr_at(step));
-        loss_sum += loss;
-        if ((step + 1) % 100 == 0 || step + 1 == steps) {
-            const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-            const int done = (step % 100) + 1;
-            std::printf("step %5d  loss %.4f  lr %.2e  %.0f tokens/s\n", step + 1, loss_sum / done,
-                        schedule.lr_at(step), double(done) * B * T / secs);
+    tl::token_windows train({tokens.begin(), tokens.begin() + split}, seed);
+    tl::trainer run(model, train, {tokens.begin() + split, tokens.end()}, options);
+    double loss_sum = 0, tokens_per_s = 0, val_loss = NAN;
+    int count = 0;
+    run.on_step = [&](const tl::step_report& r) {
+        loss_sum += r.loss;
+        tokens_per_s += r.tokens_per_second;
+        if (++count; r.step % 100 == 0 || r.step == r.max_steps) {
+            std::printf("step %5lld  loss %.4f  lr %.2e  %.0f tokens/s\n", r.step, loss_sum / count, r.lr,
+                        tokens_per_s / count);
             std::fflush(stdout);
-            loss_sum = 0;
-            start = std::chrono::steady_clock::now();
+            loss_sum = tokens_per_s = count = 0;
         }
+    };
+    run.on_eval = [&](long long step, double loss) {
+        val_loss = loss;
+        std::printf("step %5lld  validation loss %.4f\n", step, loss);
+    };
+    if (run.run() == tl::train_outcome::interrupted) {
+        std::printf("interrupted at step %lld; checkpoint saved in %s (run again to resume)\n", run.state().step,
+                    run.checkpoint_dir().c_str());
+        return 130;
     }
-    const double val_loss = evaluate(model, val, T);
+    if (std::isnan(val_loss)) val_loss = run.evaluate(); // resumed after the last step
     std::printf("validation loss %.4f nats/byte (%.3f bits/byte)\n", val_loss, val_loss / std::log(2.0));
-    std::printf("sample (temperature 0.8):\n%s%s\n", prompt.c_str(), sample(model, prompt, 300, 0.8, seed).c_str());
+    std::printf("sample (temperature 0.8, top-k 40):\n%s%s\n", prompt.c_str(),
+                sample(model, prompt, 300, 0.8, seed).c_str());
     return 0;
 } catch (const std::exception& e) {
     std::cerr << e.what() << "\n";

@@ -189,6 +189,88 @@ public:
         embedding_backward<float>(grads_.embed, a.ids, a.dx);
     }
 
+    // ---- inference with a KV cache ---------------------------------------------------------------------
+
+    // Keys and values of every layer for `batch` sequences of up to `capacity` positions, plus the scratch
+    // one chunk of new tokens needs. Memory is allocated once, here.
+    class kv_cache {
+    public:
+        index_t batch() const { return batch_; }
+        index_t capacity() const { return capacity_; }
+        index_t length() const { return length_; } // positions filled so far
+        void clear() { length_ = 0; }
+
+    private:
+        friend class decoder;
+        arena arena_;
+        index_t batch_ = 0, capacity_ = 0, chunk_ = 0, length_ = 0;
+        std::vector<tensor_view<float>> k_, v_;  // per layer (B, capacity, Hkv, D)
+        tensor_view<float> rope_cos_, rope_sin_; // (capacity, D/2)
+        tensor_view<float> x_, normed_, q_, k_new_, v_new_, att_, tmp_, gate_, up_, hidden_; // chunk scratch
+        tensor_view<float> last_, last_normed_, last_rstd_, last_mean_, rstd_, mean_;
+    };
+
+    kv_cache make_cache(index_t batch, index_t capacity, index_t chunk = 64) const {
+        check(batch > 0 && capacity > 0 && chunk > 0,
+              "decoder::make_cache: batch, capacity and chunk must be positive");
+        chunk = std::min(chunk, capacity);
+        kv_cache c;
+        c.batch_ = batch;
+        c.capacity_ = capacity;
+        c.chunk_ = chunk;
+        auto plan = [&](arena& a) {
+            c.k_.clear();
+            c.v_.clear();
+            for (int l = 0; l < config.n_layers; ++l) {
+                c.k_.push_back(a.allocate<float>({batch, capacity, n_kv, hd}));
+                c.v_.push_back(a.allocate<float>({batch, capacity, n_kv, hd}));
+            }
+            const index_t n = batch * chunk;
+            c.rope_cos_ = a.allocate<float>({capacity, hd / 2});
+            c.rope_sin_ = a.allocate<float>({capacity, hd / 2});
+            c.x_ = a.allocate<float>({n, d});
+            c.normed_ = a.allocate<float>({n, d});
+            c.rstd_ = a.allocate<float>({n});
+            c.mean_ = a.allocate<float>({n});
+            c.q_ = a.allocate<float>({n, qw});
+            c.k_new_ = a.allocate<float>({n, kvw});
+            c.v_new_ = a.allocate<float>({n, kvw});
+            c.att_ = a.allocate<float>({n, qw});
+            c.tmp_ = a.allocate<float>({n, d});
+            c.gate_ = a.allocate<float>({n, ff});
+            c.up_ = a.allocate<float>({n, ff});
+            c.hidden_ = a.allocate<float>({n, ff});
+            c.last_ = a.allocate<float>({batch, d});
+            c.last_normed_ = a.allocate<float>({batch, d});
+            c.last_rstd_ = a.allocate<float>({batch});
+            c.last_mean_ = a.allocate<float>({batch});
+        };
+        arena measure = arena::measuring();
+        plan(measure);
+        c.arena_ = arena(measure.used());
+        plan(c.arena_);
+        rope_table(c.rope_cos_, c.rope_sin_, config.rope_theta);
+        return c;
+    }
+
+    // Appends ids (B, T) to the cache and writes the logits of the last new position, (B, V).
+    void forward_cached(kv_cache& c, cview<token_t> ids, tensor_view<float> last_logits) const {
+        check(ids.shape.rank == 2 && ids.dim(0) == c.batch_, [&] {
+            return "decoder::forward_cached: ids must be (" + std::to_string(c.batch_) + ", T), got " + ids.shape.str();
+        });
+        const index_t total = ids.dim(1);
+        check(c.length_ + total <= c.capacity_, [&] {
+            return "decoder::forward_cached: " + std::to_string(c.length_ + total) +
+                   " positions exceed the cache capacity " + std::to_string(c.capacity_);
+        });
+        expect_shape("decoder::forward_cached", "last_logits", last_logits, {c.batch_, vocab});
+        for (index_t t0 = 0; t0 < total; t0 += c.chunk_) {
+            const index_t t_len = std::min(c.chunk_, total - t0);
+            forward_cached_chunk(c, ids, t0, t_len);
+        }
+        linear_forward<B, float>(last_logits, c.last_normed_, params_.head);
+    }
+
 private:
     struct norm_stats {
         tensor_view<float> mean, rstd; // mean only for layernorm
@@ -312,7 +394,59 @@ private:
         return s;
     }
 
-    void norm_forward(tensor_view<float> y, const norm_stats& st, cview<float> x, const norm_params& p) {
+    // One chunk of t_len new positions per sequence: the training forward, reading keys and values from the
+    // cache. Ends with the final norm of each sequence's last position in c.last_normed_.
+    void forward_cached_chunk(kv_cache& c, cview<token_t> ids, index_t t0, index_t t_len) const {
+        const index_t batch = c.batch_, n = batch * t_len, start = c.length_, half = hd / 2;
+        auto rows = [&](tensor_view<float> t, index_t width) { return tensor_view<float>{t.data, {n, width}}; };
+        auto heads = [&](tensor_view<float> t, index_t h) { return tensor_view<float>{t.data, {batch, t_len, h, hd}}; };
+        const tensor_view<float> x = rows(c.x_, d), normed = rows(c.normed_, d), tmp = rows(c.tmp_, d);
+        const cview<float> cos{c.rope_cos_.data + start * half, {t_len, half}},
+            sin{c.rope_sin_.data + start * half, {t_len, half}};
+        const norm_stats st{tensor_view<float>{c.mean_.data, {n}}, tensor_view<float>{c.rstd_.data, {n}}};
+        for (index_t b = 0; b < batch; ++b)
+            for (index_t t = 0; t < t_len; ++t) {
+                const token_t id = ids[b * ids.dim(1) + t0 + t];
+                check(id >= 0 && id < vocab, [&] {
+                    return "decoder::forward_cached: token id " + std::to_string(id) + " is outside the vocabulary";
+                });
+                std::copy_n(params_.embed.row(id), d, x.row(b * t_len + t));
+            }
+        for (index_t l = 0; l < config.n_layers; ++l) {
+            const layer_params& p = params_.layers[l];
+            norm_forward(normed, st, x, p.attn_norm);
+            linear_forward<B, float>(rows(c.q_, qw), normed, p.q, p.q_bias);
+            linear_forward<B, float>(rows(c.k_new_, kvw), normed, p.k, p.k_bias);
+            linear_forward<B, float>(rows(c.v_new_, kvw), normed, p.v, p.v_bias);
+            rope_forward<float>(heads(c.q_, n_heads), cos, sin);
+            rope_forward<float>(heads(c.k_new_, n_kv), cos, sin);
+            for (index_t b = 0; b < batch; ++b) { // append to the cache
+                const index_t width = t_len * kvw, at = (b * c.capacity_ + start) * kvw;
+                std::copy_n(c.k_new_.data + b * width, width, c.k_[l].data + at);
+                std::copy_n(c.v_new_.data + b * width, width, c.v_[l].data + at);
+            }
+            attention_forward<float>(heads(c.att_, n_heads), {}, heads(c.q_, n_heads), c.k_[l], c.v_[l],
+                                     config.sliding_window, start);
+            linear_forward<B, float>(tmp, rows(c.att_, qw), p.o);
+            residual_forward<float>(x, x, tmp);
+            norm_forward(normed, st, x, p.mlp_norm);
+            linear_forward<B, float>(rows(c.up_, ff), normed, p.up);
+            if constexpr (swiglu) {
+                linear_forward<B, float>(rows(c.gate_, ff), normed, p.gate);
+                swiglu_forward<float>(rows(c.hidden_, ff), rows(c.gate_, ff), rows(c.up_, ff));
+            } else {
+                gelu_forward<float>(rows(c.hidden_, ff), rows(c.up_, ff));
+            }
+            linear_forward<B, float>(tmp, rows(c.hidden_, ff), p.down);
+            residual_forward<float>(x, x, tmp);
+        }
+        c.length_ += t_len;
+        for (index_t b = 0; b < batch; ++b)
+            std::copy_n(x.row(b * t_len + t_len - 1), d, c.last_.row(b));
+        norm_forward(c.last_normed_, norm_stats{c.last_mean_, c.last_rstd_}, c.last_, params_.final_norm);
+    }
+
+    void norm_forward(tensor_view<float> y, const norm_stats& st, cview<float> x, const norm_params& p) const {
         if constexpr (has_norm_bias)
             layernorm_forward<float>(y, st.mean, st.rstd, x, p.weight, p.bias, config.norm_eps);
         else

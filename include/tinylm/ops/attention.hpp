@@ -10,6 +10,9 @@
 // one pass over the keys and no scratch memory:
 //   p = exp(s - lse), dp = dout . v, ds = p (dp - Dq), dq += ds k / sqrt(D), dk += ds q / sqrt(D), dv += p dout
 // dq, dk and dv are assigned (zeroed here, then accumulated over the keys and queries).
+//
+// Inference with a KV cache uses the same forward: k and v are then the cache (B, capacity, Hkv, D), the
+// queries sit at positions q_start .. q_start + T - 1, and lse may be left empty.
 #pragma once
 
 #include <tinylm/ops/common.hpp>
@@ -22,35 +25,43 @@ namespace tl {
 
 struct attention_shape {
     index_t batch, time, q_heads, kv_heads, head_dim;
-    index_t window = 0; // 0: full causal attention
+    index_t window = 0;   // 0: full causal attention
+    index_t key_time = 0; // time extent of k and v (the cache capacity at inference; = time in training)
 
     index_t first_visible_key(index_t i) const { return window > 0 ? std::max<index_t>(0, i - window + 1) : 0; }
 };
 
 namespace detail {
-inline attention_shape attention_shape_of(const shape& q, const shape& k, index_t window) {
+inline attention_shape attention_shape_of(const shape& q, const shape& k, index_t window, index_t q_start = 0) {
     check(q.rank == 4 && k.rank == 4,
           [&] { return "attention: q and k must be (B, T, H, D), got q " + q.str() + " and k " + k.str(); });
-    attention_shape s{q[0], q[1], q[2], k[2], q[3], window};
-    check(k[0] == s.batch && k[1] == s.time && k[3] == s.head_dim && s.kv_heads > 0 && s.q_heads % s.kv_heads == 0,
+    attention_shape s{q[0], q[1], q[2], k[2], q[3], window, k[1]};
+    check(k[0] == s.batch && k[1] >= q_start + s.time && k[3] == s.head_dim && s.kv_heads > 0 &&
+              s.q_heads % s.kv_heads == 0,
           [&] {
-              return "attention: k has shape " + k.str() + ", incompatible with q " + q.str() +
-                     " (same B, T, D; query heads a multiple of key/value heads)";
+              return "attention: k has shape " + k.str() + ", incompatible with q " + q.str() + " at position " +
+                     std::to_string(q_start) +
+                     " (same B and D, keys up to the last query, query heads a multiple of "
+                     "key/value heads)";
           });
     return s;
 }
 } // namespace detail
 
 template <class T>
-void attention_forward(tensor_view<T> out, tensor_view<T> lse, cview<T> q, cview<T> k, cview<T> v, index_t window = 0) {
-    const attention_shape s = detail::attention_shape_of(q.shape, k.shape, window);
+void attention_forward(tensor_view<T> out, tensor_view<T> lse, cview<T> q, cview<T> k, cview<T> v, index_t window = 0,
+                       index_t q_start = 0) {
+    const attention_shape s = detail::attention_shape_of(q.shape, k.shape, window, q_start);
     expect_same_shape("attention", "v", v, k);
     expect_same_shape("attention", "out", out, q);
-    expect_shape("attention", "lse", lse, {s.batch, s.q_heads, s.time});
+    if (lse.data) expect_shape("attention", "lse", lse, {s.batch, s.q_heads, s.time});
     const index_t D = s.head_dim, group = s.q_heads / s.kv_heads;
     const double scale = 1.0 / std::sqrt(double(D));
     auto at = [&](auto& t, index_t b, index_t i, index_t h, index_t heads) {
         return t.data + ((b * s.time + i) * heads + h) * D;
+    };
+    auto at_key = [&](auto& t, index_t b, index_t j, index_t h) {
+        return t.data + ((b * s.key_time + j) * s.kv_heads + h) * D;
     };
 #pragma omp parallel for collapse(3) schedule(static)
     for (index_t b = 0; b < s.batch; ++b)
@@ -61,9 +72,10 @@ void attention_forward(tensor_view<T> out, tensor_view<T> lse, cview<T> q, cview
                 T* oi = at(out, b, i, h, s.q_heads);
                 std::fill_n(oi, D, T(0));
                 double running_max = -std::numeric_limits<double>::infinity(), running_sum = 0;
-                for (index_t j = s.first_visible_key(i); j <= i; ++j) {
-                    const T* kj = at(k, b, j, hk, s.kv_heads);
-                    const T* vj = at(v, b, j, hk, s.kv_heads);
+                const index_t pos = q_start + i;
+                for (index_t j = s.first_visible_key(pos); j <= pos; ++j) {
+                    const T* kj = at_key(k, b, j, hk);
+                    const T* vj = at_key(v, b, j, hk);
                     double score = 0;
                     for (index_t c = 0; c < D; ++c)
                         score += double(qi[c]) * double(kj[c]);
@@ -82,7 +94,7 @@ void attention_forward(tensor_view<T> out, tensor_view<T> lse, cview<T> q, cview
                 }
                 for (index_t c = 0; c < D; ++c)
                     oi[c] = T(double(oi[c]) / running_sum);
-                lse[(b * s.q_heads + h) * s.time + i] = T(running_max + std::log(running_sum));
+                if (lse.data) lse[(b * s.q_heads + h) * s.time + i] = T(running_max + std::log(running_sum));
             }
 }
 
@@ -90,6 +102,7 @@ template <class T>
 void attention_backward(tensor_view<T> dq, tensor_view<T> dk, tensor_view<T> dv, cview<T> dout, cview<T> q, cview<T> k,
                         cview<T> v, cview<T> out, cview<T> lse, index_t window = 0) {
     const attention_shape s = detail::attention_shape_of(q.shape, k.shape, window);
+    check(s.key_time == s.time, "attention_backward: keys and queries must span the same positions");
     expect_same_shape("attention_backward", "dq", dq, q);
     expect_same_shape("attention_backward", "dk", dk, k);
     expect_same_shape("attention_backward", "dv", dv, v);

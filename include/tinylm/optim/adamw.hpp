@@ -59,6 +59,7 @@ public:
     }
 
     long long steps() const { return t_; }
+    void set_steps(long long t) { t_ = t; } // when restoring moments from a checkpoint
     const adamw_options& options() const { return options_; }
     // Moments, in parameter_entries() order (checkpoints save them).
     const std::vector<tensor_view<float>>& first_moments() const { return m_; }

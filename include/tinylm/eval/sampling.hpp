@@ -1,0 +1,103 @@
+// tinylm/eval/sampling.hpp: choosing the next token from logits.
+//
+// In order (as Hugging Face's generate applies them): repetition penalty over the tokens seen so far
+// (Keskar et al. 2019: a positive logit is divided by the penalty, a negative one multiplied), temperature,
+// top-k, then top-p (nucleus: the smallest set of most likely tokens whose probability reaches p), then a
+// draw. temperature == 0 means greedy. Deterministic for a given seed: draws come from a counter-based RNG.
+#pragma once
+
+#include <tinylm/core/rng.hpp>
+#include <tinylm/ops/common.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <span>
+#include <vector>
+
+namespace tl {
+
+struct sampling_options {
+    double temperature = 1.0;        // 0: greedy
+    int top_k = 0;                   // 0: off
+    double top_p = 1.0;              // 1: off
+    double repetition_penalty = 1.0; // 1: off
+    std::uint64_t seed = 0;
+};
+
+class sampler {
+public:
+    sampler(index_t vocab, sampling_options options)
+        : options_(options), rng_(options.seed, 0x5a4d), logits_(std::size_t(vocab)), order_(std::size_t(vocab)),
+          seen_(std::size_t(vocab), 0) {
+        check(options.temperature >= 0 && options.top_k >= 0 && options.top_p > 0 && options.top_p <= 1 &&
+                  options.repetition_penalty > 0,
+              "sampler: need temperature >= 0, top_k >= 0, 0 < top_p <= 1, repetition_penalty > 0");
+    }
+
+    // Picks a token given the logits of one position and the tokens seen so far (prompt and output).
+    token_t sample(std::span<const float> logits, std::span<const token_t> history) {
+        const index_t vocab = index_t(logits_.size());
+        check(index_t(logits.size()) == vocab, "sampler: logits do not match the vocabulary size");
+        std::copy(logits.begin(), logits.end(), logits_.begin());
+        if (options_.repetition_penalty != 1.0) {
+            for (token_t t : history)
+                if (t >= 0 && t < vocab && !seen_[std::size_t(t)]) {
+                    seen_[std::size_t(t)] = 1;
+                    double& z = logits_[std::size_t(t)];
+                    z = z > 0 ? z / options_.repetition_penalty : z * options_.repetition_penalty;
+                }
+            for (token_t t : history)
+                if (t >= 0 && t < vocab) seen_[std::size_t(t)] = 0;
+        }
+        if (options_.temperature == 0.0)
+            return token_t(std::max_element(logits_.begin(), logits_.end()) - logits_.begin());
+
+        std::iota(order_.begin(), order_.end(), 0);
+        index_t keep = vocab;
+        auto by_logit = [&](index_t a, index_t b) { return logits_[std::size_t(a)] > logits_[std::size_t(b)]; };
+        if (options_.top_k > 0 && options_.top_k < vocab) {
+            keep = options_.top_k;
+            std::partial_sort(order_.begin(), order_.begin() + keep, order_.end(), by_logit);
+        } else if (options_.top_p < 1.0) {
+            std::sort(order_.begin(), order_.end(), by_logit);
+        }
+        // Probabilities of the kept tokens (sorted when top-k or top-p is on).
+        const double top = *std::max_element(logits_.begin(), logits_.end());
+        double total = 0;
+        for (index_t i = 0; i < keep; ++i) {
+            double& z = logits_[std::size_t(order_[std::size_t(i)])];
+            z = std::exp((z - top) / options_.temperature);
+            total += z;
+        }
+        if (options_.top_p < 1.0) {
+            double cumulative = 0;
+            index_t i = 0;
+            while (i < keep) {
+                cumulative += logits_[std::size_t(order_[std::size_t(i++)])] / total;
+                if (cumulative >= options_.top_p) break;
+            }
+            keep = i;
+            total = 0;
+            for (index_t j = 0; j < keep; ++j)
+                total += logits_[std::size_t(order_[std::size_t(j)])];
+        }
+        double u = rng_.uniform() * total;
+        for (index_t i = 0; i < keep; ++i) {
+            u -= logits_[std::size_t(order_[std::size_t(i)])];
+            if (u < 0) return token_t(order_[std::size_t(i)]);
+        }
+        return token_t(order_[std::size_t(keep - 1)]);
+    }
+
+    const sampling_options& options() const { return options_; }
+
+private:
+    sampling_options options_;
+    counter_rng rng_;
+    std::vector<double> logits_;
+    std::vector<index_t> order_;
+    std::vector<unsigned char> seen_;
+};
+
+} // namespace tl

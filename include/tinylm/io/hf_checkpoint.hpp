@@ -1,0 +1,199 @@
+// tinylm/io/hf_checkpoint.hpp: checkpoints in the Hugging Face layout.
+//
+//   <dir>/config.json             LlamaForCausalLM, Qwen2ForCausalLM (q/k/v biases) or MistralForCausalLM
+//                                 (sliding window), chosen from the model_config
+//   <dir>/generation_config.json
+//   <dir>/model.safetensors       f32 tensors under their Hugging Face names (no lm_head when tied)
+//
+// transformers.AutoModelForCausalLM.from_pretrained(<dir>) loads what save_pretrained writes, and
+// load_pretrained reads both ours and theirs (f32, bf16 or f64 tensors; one file or a sharded index).
+// Loading checks config.json against the compile-time configuration and names every field that differs.
+// Saving writes a sibling "<dir>.tmp" and swaps it in, so an interrupted save leaves the old checkpoint.
+#pragma once
+
+#include <tinylm/io/safetensors.hpp>
+#include <tinylm/model/decoder.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+namespace tl {
+
+namespace fs = std::filesystem;
+
+inline std::string hf_architecture(const model_config& c) {
+    check(c.norm == norm_kind::rmsnorm && c.mlp == mlp_kind::swiglu && c.moe.n_experts == 0,
+          "hf_checkpoint: only RMSNorm + SwiGLU decoders map onto Llama, Qwen2 or Mistral");
+    check(!(c.qkv_bias && c.sliding_window > 0),
+          "hf_checkpoint: q/k/v biases with a sliding window have no Hugging Face "
+          "architecture here (Qwen2's sliding window is per layer)");
+    if (c.qkv_bias) return "Qwen2ForCausalLM";
+    if (c.sliding_window > 0) return "MistralForCausalLM";
+    return "LlamaForCausalLM";
+}
+
+struct special_token_ids {
+    int bos = -1, eos = -1, pad = -1; // -1: none
+};
+
+inline nlohmann::json hf_config_json(const model_config& c, special_token_ids special = {}) {
+    const std::string arch = hf_architecture(c);
+    nlohmann::json j{
+        {"architectures", {arch}},
+        {"model_type", arch == "Qwen2ForCausalLM"     ? "qwen2"
+                       : arch == "MistralForCausalLM" ? "mistral"
+                                                      : "llama"},
+        {"vocab_size", c.vocab_size},
+        {"hidden_size", c.d_model},
+        {"intermediate_size", c.d_ff},
+        {"num_hidden_layers", c.n_layers},
+        {"num_attention_heads", c.n_heads},
+        {"num_key_value_heads", c.n_kv_heads},
+        {"head_dim", c.head_dim()},
+        {"max_position_embeddings", c.max_seq_len},
+        {"rms_norm_eps", c.norm_eps},
+        {"rope_theta", c.rope_theta},
+        {"tie_word_embeddings", c.tied_embeddings},
+        {"hidden_act", "silu"},
+        {"initializer_range", c.init_std},
+        {"torch_dtype", "float32"},
+        {"use_cache", true},
+    };
+    if (arch == "LlamaForCausalLM") j["attention_bias"] = false, j["mlp_bias"] = false;
+    if (arch == "MistralForCausalLM") j["sliding_window"] = c.sliding_window;
+    if (arch == "Qwen2ForCausalLM") j["use_sliding_window"] = false, j["sliding_window"] = nullptr;
+    if (special.bos >= 0) j["bos_token_id"] = special.bos;
+    if (special.eos >= 0) j["eos_token_id"] = special.eos;
+    if (special.pad >= 0) j["pad_token_id"] = special.pad;
+    return j;
+}
+
+// Throws naming each field of config.json that disagrees with the compile-time configuration.
+inline void check_hf_config(const nlohmann::json& j, const model_config& c, const std::string& where) {
+    std::string diffs;
+    auto expect = [&](const char* key, auto want) {
+        using W = decltype(want);
+        if (!j.contains(key) || j[key].is_null()) {
+            diffs += std::string("\n  ") + key + ": missing, the model needs " + nlohmann::json(want).dump();
+            return;
+        }
+        const W got = j[key].template get<W>();
+        const bool same = [&] {
+            if constexpr (std::is_floating_point_v<W>)
+                return std::abs(got - want) <= 1e-9 * std::abs(want);
+            else
+                return got == want;
+        }();
+        if (!same)
+            diffs += std::string("\n  ") + key + ": " + j[key].dump() + " in the file, " + nlohmann::json(want).dump() +
+                     " in the model";
+    };
+    expect("vocab_size", c.vocab_size);
+    expect("hidden_size", c.d_model);
+    expect("intermediate_size", c.d_ff);
+    expect("num_hidden_layers", c.n_layers);
+    expect("num_attention_heads", c.n_heads);
+    if (j.contains("num_key_value_heads"))
+        expect("num_key_value_heads", c.n_kv_heads);
+    else if (c.n_kv_heads != c.n_heads)
+        diffs += "\n  num_key_value_heads: missing (means MHA), the model has GQA/MQA";
+    if (j.contains("head_dim") && !j["head_dim"].is_null()) expect("head_dim", c.head_dim());
+    expect("rms_norm_eps", c.norm_eps);
+    expect("rope_theta", c.rope_theta);
+    expect("tie_word_embeddings", c.tied_embeddings);
+    const bool file_window =
+        j.contains("sliding_window") && !j["sliding_window"].is_null() && j.value("use_sliding_window", true);
+    const int window = file_window ? j["sliding_window"].get<int>() : 0;
+    if (window != c.sliding_window)
+        diffs += "\n  sliding_window: " + std::to_string(window) + " in the file, " + std::to_string(c.sliding_window) +
+                 " in the model";
+    const bool file_bias = j.value("model_type", "") == "qwen2" || j.value("attention_bias", false);
+    if (file_bias != c.qkv_bias)
+        diffs += std::string("\n  q/k/v biases: ") + (file_bias ? "present" : "absent") + " in the file, " +
+                 (c.qkv_bias ? "present" : "absent") + " in the model";
+    check(diffs.empty(),
+          [&] { return "hf_checkpoint: " + where + " does not match the model's configuration:" + diffs; });
+}
+
+namespace detail {
+inline void write_text(const fs::path& p, const std::string& text) {
+    std::ofstream out(p, std::ios::binary | std::ios::trunc);
+    out << text;
+    out.flush();
+    check(bool(out), [&] { return "hf_checkpoint: writing " + p.string() + " failed (disk full?)"; });
+}
+
+// Replaces `dir` by `staged` so that at every moment one complete checkpoint exists on disk.
+inline void swap_in(const fs::path& staged, const fs::path& dir) {
+    const fs::path old = dir.string() + ".old";
+    fs::remove_all(old);
+    if (fs::exists(dir)) fs::rename(dir, old);
+    fs::rename(staged, dir);
+    fs::remove_all(old);
+}
+} // namespace detail
+
+// Writes config.json, generation_config.json and model.safetensors into `stage` (created if missing).
+template <class Model>
+void write_hf_files(const Model& model, const fs::path& stage, special_token_ids special = {}) {
+    fs::create_directories(stage);
+    detail::write_text(stage / "config.json", hf_config_json(Model::config, special).dump(2) + "\n");
+    nlohmann::json gen{{"_from_model_config", true}};
+    if (special.bos >= 0) gen["bos_token_id"] = special.bos;
+    if (special.eos >= 0) gen["eos_token_id"] = special.eos;
+    detail::write_text(stage / "generation_config.json", gen.dump(2) + "\n");
+    safetensors_writer w;
+    w.add_metadata("format", "pt"); // transformers asks for it
+    for (const parameter_entry& e : model.parameter_entries())
+        w.add<float>(e.name, e.value);
+    w.save(stage / "model.safetensors");
+}
+
+template <class Model>
+void save_pretrained(const Model& model, const fs::path& dir, special_token_ids special = {}) {
+    const fs::path stage = dir.string() + ".tmp";
+    fs::remove_all(stage);
+    write_hf_files(model, stage, special);
+    detail::swap_in(stage, dir);
+}
+
+template <class Model>
+void load_pretrained(Model& model, const fs::path& dir) {
+    const fs::path config_path = dir / "config.json";
+    check(fs::exists(config_path), [&] { return "hf_checkpoint: " + dir.string() + " has no config.json"; });
+    nlohmann::json config;
+    try {
+        config = nlohmann::json::parse(std::ifstream(config_path));
+    } catch (const nlohmann::json::exception& e) {
+        fail("hf_checkpoint: " + config_path.string() + " is not valid JSON: " + e.what());
+    }
+    check_hf_config(config, Model::config, config_path.string());
+
+    // One file, or shards listed by model.safetensors.index.json.
+    std::map<std::string, std::string> file_of;
+    if (fs::exists(dir / "model.safetensors")) {
+        for (const parameter_entry& e : model.parameter_entries())
+            file_of[e.name] = "model.safetensors";
+    } else {
+        const fs::path index = dir / "model.safetensors.index.json";
+        check(fs::exists(index),
+              [&] { return "hf_checkpoint: " + dir.string() + " has neither model.safetensors nor an index"; });
+        const auto map = nlohmann::json::parse(std::ifstream(index)).at("weight_map");
+        for (const parameter_entry& e : model.parameter_entries()) {
+            check(map.contains(e.name),
+                  [&] { return "hf_checkpoint: " + index.string() + " does not list " + e.name; });
+            file_of[e.name] = map[e.name].get<std::string>();
+        }
+    }
+    std::map<std::string, std::unique_ptr<safetensors_reader>> readers;
+    for (const parameter_entry& e : model.parameter_entries()) {
+        auto& r = readers[file_of[e.name]];
+        if (!r) r = std::make_unique<safetensors_reader>(dir / file_of[e.name]);
+        r->read(e.name, e.value);
+    }
+}
+
+} // namespace tl

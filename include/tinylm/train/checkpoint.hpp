@@ -1,0 +1,66 @@
+// tinylm/train/checkpoint.hpp: a training checkpoint = a Hugging Face model folder (io/hf_checkpoint.hpp)
+// plus what resuming needs:
+//   optimizer.safetensors   AdamW moments, "exp_avg.<name>" and "exp_avg_sq.<name>"
+//   trainer_state.json      step, optimizer step count, data position, and the run's history
+// The folder is staged as "<dir>.tmp" and swapped in whole: a crash mid-save keeps the previous checkpoint.
+#pragma once
+
+#include <tinylm/io/hf_checkpoint.hpp>
+#include <tinylm/optim/adamw.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <functional>
+
+namespace tl {
+
+struct training_state {
+    long long step = 0;                                // optimizer steps completed
+    std::uint64_t data_position = 0;                   // BatchSource::position() after the last step
+    nlohmann::json history = nlohmann::json::object(); // free-form: losses, best validation, ...
+};
+
+// `extra(stage_dir)` may add files (a tokenizer.json) before the swap.
+template <class Model>
+void save_training_checkpoint(const Model& model, const adamw& opt, const training_state& state, const fs::path& dir,
+                              special_token_ids special = {}, const std::function<void(const fs::path&)>& extra = {}) {
+    const fs::path stage = dir.string() + ".tmp";
+    fs::remove_all(stage);
+    write_hf_files(model, stage, special);
+    safetensors_writer w;
+    const auto& entries = model.parameter_entries();
+    for (std::size_t i = 0; i < entries.size(); ++i) {
+        w.add<float>("exp_avg." + entries[i].name, opt.first_moments()[i]);
+        w.add<float>("exp_avg_sq." + entries[i].name, opt.second_moments()[i]);
+    }
+    w.save(stage / "optimizer.safetensors");
+    const nlohmann::json j{{"step", state.step},
+                           {"optimizer_steps", opt.steps()},
+                           {"data_position", state.data_position},
+                           {"history", state.history}};
+    detail::write_text(stage / "trainer_state.json", j.dump(2) + "\n");
+    if (extra) extra(stage);
+    detail::swap_in(stage, dir);
+}
+
+template <class Model>
+training_state load_training_checkpoint(Model& model, adamw& opt, const fs::path& dir) {
+    load_pretrained(model, dir);
+    const safetensors_reader r(dir / "optimizer.safetensors");
+    const auto& entries = model.parameter_entries();
+    for (std::size_t i = 0; i < entries.size(); ++i) {
+        r.read("exp_avg." + entries[i].name, opt.first_moments()[i]);
+        r.read("exp_avg_sq." + entries[i].name, opt.second_moments()[i]);
+    }
+    nlohmann::json j;
+    try {
+        j = nlohmann::json::parse(std::ifstream(dir / "trainer_state.json"));
+    } catch (const nlohmann::json::exception& e) {
+        fail("checkpoint: " + (dir / "trainer_state.json").string() + " is unreadable: " + e.what());
+    }
+    opt.set_steps(j.at("optimizer_steps").get<long long>());
+    return {j.at("step").get<long long>(), j.at("data_position").get<std::uint64_t>(),
+            j.value("history", nlohmann::json::object())};
+}
+
+} // namespace tl

@@ -1,0 +1,174 @@
+// tinylm/train/trainer.hpp: the training loop every recipe uses.
+//
+// Each step: grad_accum micro-batches of (batch_size, seq_len) from a BatchSource, each backward scaled by
+// 1 / grad_accum; global-norm clipping; AdamW at the scheduled rate (linear warmup, then cosine/linear/
+// constant decay). Every eval_every steps the validation loss over fixed windows; every checkpoint_every
+// steps a checkpoint (train/checkpoint.hpp) in out_dir/checkpoint, which the next run resumes from, so an
+// interrupted run continues bit-identically. Ctrl-C (SIGINT) finishes the current step, saves and returns
+// `interrupted`. A non-finite loss or gradient norm stops the run with an error that points at the last
+// good checkpoint; nothing is saved over it.
+#pragma once
+
+#include <tinylm/optim/adamw.hpp>
+#include <tinylm/optim/clip.hpp>
+#include <tinylm/optim/schedule.hpp>
+#include <tinylm/train/batches.hpp>
+#include <tinylm/train/checkpoint.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <functional>
+
+namespace tl {
+
+struct trainer_options {
+    index_t batch_size = 8;     // sequences per micro-batch
+    index_t seq_len = 64;       // tokens per sequence
+    int grad_accum = 1;         // micro-batches per optimizer step
+    long long max_steps = 1000; // optimizer steps
+    double peak_lr = 3e-4;
+    double min_lr = 3e-5;
+    long long warmup_steps = 100;
+    decay_kind decay = decay_kind::cosine;
+    adamw_options adamw{};
+    double clip = 1.0;           // global gradient norm limit; 0 turns clipping off
+    int eval_every = 100;        // steps between validation passes (and at the end); 0: only at the end
+    index_t eval_windows = 32;   // validation windows of seq_len tokens
+    int checkpoint_every = 100;  // steps between checkpoints (and at the end); 0: only at the end
+    fs::path out_dir;            // checkpoints go to out_dir / "checkpoint"; empty: none
+    bool resume = true;          // continue from out_dir / "checkpoint" when it exists
+    special_token_ids special{}; // written into config.json
+};
+
+struct step_report {
+    long long step = 0, max_steps = 0; // step counts from 1
+    double loss = 0, lr = 0, grad_norm = 0;
+    double tokens_per_second = 0, elapsed_seconds = 0;
+};
+
+enum class train_outcome { finished, interrupted };
+
+namespace detail {
+inline std::atomic<int> interrupt_requests{0};
+extern "C" inline void on_interrupt(int) { interrupt_requests.store(1); }
+} // namespace detail
+
+template <class Model, BatchSource Source>
+class trainer {
+public:
+    trainer(Model& model, Source& train, std::vector<token_t> validation_tokens, trainer_options options)
+        : model_(model), train_(train), options_(std::move(options)),
+          opt_(model, options_.adamw), schedule_{options_.peak_lr, options_.min_lr, options_.warmup_steps,
+                                                 options_.max_steps, options_.decay},
+          ids_(std::size_t(options_.batch_size * options_.seq_len)), targets_(ids_.size()) {
+        check(options_.batch_size > 0 && options_.seq_len > 0 && options_.grad_accum > 0 && options_.max_steps > 0,
+              "trainer: batch_size, seq_len, grad_accum and max_steps must be positive");
+        std::tie(val_ids_, val_targets_) =
+            validation_windows(validation_tokens, options_.seq_len, options_.eval_windows);
+    }
+
+    // Hooks (all optional).
+    std::function<void(const step_report&)> on_step;                   // after every optimizer step
+    std::function<void(long long step, double val_loss)> on_eval;      // after every validation pass
+    std::function<void(const fs::path& staged_dir)> add_to_checkpoint; // extra files, e.g. tokenizer.json
+
+    fs::path checkpoint_dir() const { return options_.out_dir.empty() ? fs::path{} : options_.out_dir / "checkpoint"; }
+    const training_state& state() const { return state_; }
+    adamw& optimizer() { return opt_; }
+
+    // Mean loss over the validation windows (NaN when there are none).
+    double evaluate() {
+        const index_t windows = index_t(val_ids_.size()) / options_.seq_len;
+        if (windows == 0) return NAN;
+        double total = 0;
+        index_t counted = 0;
+        for (index_t w0 = 0; w0 < windows; w0 += options_.batch_size) {
+            const index_t n = std::min(options_.batch_size, windows - w0);
+            const shape s{n, options_.seq_len};
+            const float loss = model_.loss(cview<token_t>{val_ids_.data() + w0 * options_.seq_len, s},
+                                           cview<token_t>{val_targets_.data() + w0 * options_.seq_len, s});
+            total += double(loss) * double(model_.counted_targets());
+            counted += model_.counted_targets();
+        }
+        return total / double(counted);
+    }
+
+    train_outcome run() {
+        if (options_.resume && !checkpoint_dir().empty() && fs::exists(checkpoint_dir() / "trainer_state.json")) {
+            state_ = load_training_checkpoint(model_, opt_, checkpoint_dir());
+            train_.seek(state_.data_position);
+        }
+        model_.plan(options_.batch_size, options_.seq_len);
+        detail::interrupt_requests.store(0);
+        const auto previous = std::signal(SIGINT, detail::on_interrupt);
+        struct restore {
+            decltype(previous) handler;
+            ~restore() { std::signal(SIGINT, handler); }
+        } restore_handler{previous};
+
+        const auto start = std::chrono::steady_clock::now();
+        const shape batch{options_.batch_size, options_.seq_len};
+        while (state_.step < options_.max_steps) {
+            const auto step_start = std::chrono::steady_clock::now();
+            model_.zero_grad();
+            double loss = 0;
+            for (int micro = 0; micro < options_.grad_accum; ++micro) {
+                train_.next(tensor_view<token_t>{ids_.data(), batch}, tensor_view<token_t>{targets_.data(), batch});
+                loss += model_.loss(cview<token_t>{ids_.data(), batch}, cview<token_t>{targets_.data(), batch});
+                model_.backward(1.0 / options_.grad_accum);
+            }
+            loss /= options_.grad_accum;
+            const double norm = options_.clip > 0 ? clip_grad_norm(model_.parameter_entries(), options_.clip)
+                                                  : grad_norm(model_.parameter_entries());
+            if (!std::isfinite(loss) || !std::isfinite(norm))
+                fail("trainer: training diverged at step " + std::to_string(state_.step + 1) + " (loss " +
+                     std::to_string(loss) + ", gradient norm " + std::to_string(norm) + "); " +
+                     (checkpoint_dir().empty() ? std::string("no checkpoint was configured")
+                                               : "the last good checkpoint is " + checkpoint_dir().string()) +
+                     ". Lower the learning rate or check the data.");
+            const double lr = schedule_.lr_at(state_.step);
+            opt_.step(lr);
+            ++state_.step;
+            state_.data_position = train_.position();
+            state_.history["last_train_loss"] = loss;
+
+            const auto now = std::chrono::steady_clock::now();
+            if (on_step) {
+                const double secs = std::chrono::duration<double>(now - step_start).count();
+                on_step({state_.step, options_.max_steps, loss, lr, norm,
+                         double(options_.grad_accum * options_.batch_size * options_.seq_len) / secs,
+                         std::chrono::duration<double>(now - start).count()});
+            }
+            const bool last = state_.step == options_.max_steps;
+            if ((options_.eval_every > 0 && state_.step % options_.eval_every == 0) || last) {
+                const double val = evaluate();
+                state_.history["val_loss"].push_back({state_.step, val});
+                if (on_eval) on_eval(state_.step, val);
+                model_.plan(options_.batch_size, options_.seq_len);
+            }
+            const bool interrupted = detail::interrupt_requests.load() != 0;
+            if ((options_.checkpoint_every > 0 && state_.step % options_.checkpoint_every == 0) || last || interrupted)
+                save();
+            if (interrupted) return train_outcome::interrupted;
+        }
+        return train_outcome::finished;
+    }
+
+    void save() {
+        if (checkpoint_dir().empty()) return;
+        save_training_checkpoint(model_, opt_, state_, checkpoint_dir(), options_.special, add_to_checkpoint);
+    }
+
+private:
+    Model& model_;
+    Source& train_;
+    trainer_options options_;
+    adamw opt_;
+    lr_schedule schedule_;
+    training_state state_;
+    std::vector<token_t> ids_, targets_, val_ids_, val_targets_;
+};
+
+} // namespace tl

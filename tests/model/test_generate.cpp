@@ -1,0 +1,123 @@
+// Generation: the KV-cache path reproduces the full forward pass position by position, chunked prefill
+// included, and sampling follows its definitions.
+#include "../support/random.hpp"
+#include "fixture_configs.hpp"
+
+#include <tinylm/eval/generate.hpp>
+#include <tinylm/io/safetensors.hpp>
+#include <tinylm/model/decoder.hpp>
+
+#include <boost/mpl/list.hpp>
+#include <boost/test/unit_test.hpp>
+
+#include <filesystem>
+#include <map>
+
+using namespace tl;
+using namespace tl::test;
+
+namespace {
+
+template <class Model>
+void load_fixture(Model& model, const std::string& name) {
+    const safetensors_reader fx(std::filesystem::path(TINYLM_SOURCE_DIR) / "tests/reference/fixtures" /
+                                (name + ".safetensors"));
+    for (const parameter_entry& e : model.parameter_entries())
+        fx.read("param." + e.name, e.value);
+}
+
+// Logits of every position from the training forward pass, against the cache fed in uneven chunks.
+template <class Config>
+void check_cache_matches_full_forward(const std::string& name) {
+    decoder<Config, reference_cpu> model(0);
+    load_fixture(model, name);
+    const index_t B = 2, T = 11, V = Config::value.vocab_size;
+    owned<token_t> ids({B, T});
+    counter_rng rng(5);
+    for (auto& id : ids.data)
+        id = token_t(rng.below(std::uint64_t(V)));
+    owned<float> full({B, T, V});
+    model.logits(ids, full);
+
+    auto cache = model.make_cache(B, 16, /*chunk=*/3);
+    owned<float> last({B, V});
+    index_t pos = 0;
+    double worst = 0;
+    for (index_t step : {5, 1, 1, 4}) { // a prefill of 5 (two chunks of 3), two single tokens, then 4 more
+        owned<token_t> part({B, step});
+        for (index_t b = 0; b < B; ++b)
+            for (index_t t = 0; t < step; ++t)
+                part.data[b * step + t] = ids.data[b * T + pos + t];
+        model.forward_cached(cache, part, last);
+        pos += step;
+        for (index_t b = 0; b < B; ++b) {
+            const std::vector<float> want(full.data.begin() + (b * T + pos - 1) * V,
+                                          full.data.begin() + (b * T + pos) * V);
+            const std::vector<float> got(last.data.begin() + b * V, last.data.begin() + (b + 1) * V);
+            worst = std::max(worst, rel_error(got, want));
+        }
+    }
+    BOOST_TEST(cache.length() == T);
+    BOOST_TEST_MESSAGE(name << ": cached vs full logits " << worst);
+    BOOST_TEST(worst < 1e-5, name);
+    BOOST_CHECK_THROW(model.forward_cached(cache, owned<token_t>({B, 6}, 1), last), tl::error); // over capacity
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(generation)
+
+BOOST_AUTO_TEST_CASE(kv_cache_matches_full_forward) {
+    check_cache_matches_full_forward<test::llama_gqa>("llama_gqa");
+    check_cache_matches_full_forward<test::mistral_window>("mistral_window"); // window 4 < 11 positions
+    check_cache_matches_full_forward<test::qwen2_tied>("qwen2_tied");
+}
+
+BOOST_AUTO_TEST_CASE(greedy_generation_is_the_argmax_of_the_full_forward) {
+    decoder<test::llama_gqa, eigen_cpu> model(0);
+    load_fixture(model, "llama_gqa");
+    const std::vector<token_t> prompt{3, 14, 15, 9};
+    const auto out = generate(model, prompt, {.max_new_tokens = 8, .stop_tokens = {}, .sampling = {.temperature = 0}});
+    BOOST_TEST(out.size() == 8u);
+    std::vector<token_t> seq = prompt;
+    for (token_t expected : out) {
+        const index_t T = index_t(seq.size()), V = test::llama_gqa::value.vocab_size;
+        owned<float> logits({1, T, V});
+        model.logits(cview<token_t>{seq.data(), {1, T}}, logits);
+        const auto last = logits.data.begin() + (T - 1) * V;
+        BOOST_TEST(expected == token_t(std::max_element(last, last + V) - last));
+        seq.push_back(expected);
+    }
+    // Stop tokens end generation without being emitted.
+    const auto stopped =
+        generate(model, prompt, {.max_new_tokens = 8, .stop_tokens = {out[2]}, .sampling = {.temperature = 0}});
+    BOOST_TEST(stopped.size() == 2u);
+}
+
+BOOST_AUTO_TEST_CASE(sampling_definitions) {
+    const std::vector<float> logits{2.0f, 1.0f, 0.5f, -1.0f, 3.0f};
+    // Same seed, same draws.
+    sampler a(5, {.temperature = 1.0, .seed = 7}), b(5, {.temperature = 1.0, .seed = 7});
+    for (int i = 0; i < 50; ++i)
+        BOOST_TEST_REQUIRE(a.sample(logits, {}) == b.sample(logits, {}));
+    // top-k = 2 only ever picks the two largest logits (tokens 4 and 0).
+    sampler k2(5, {.top_k = 2, .seed = 1});
+    std::map<token_t, int> counts;
+    for (int i = 0; i < 2000; ++i)
+        ++counts[k2.sample(logits, {})];
+    BOOST_TEST(counts.size() == 2u);
+    BOOST_TEST((counts.contains(4) && counts.contains(0)));
+    // Frequencies follow softmax: p(4) / p(0) = e^(3-2).
+    BOOST_TEST(std::abs(double(counts[4]) / counts[0] - std::exp(1.0)) < 0.3);
+    // top-p = 0.5: token 4 alone has probability 0.61 >= 0.5.
+    sampler p(5, {.top_p = 0.5, .seed = 2});
+    for (int i = 0; i < 100; ++i)
+        BOOST_TEST_REQUIRE(p.sample(logits, {}) == 4);
+    // A strong repetition penalty moves greedy away from a token already seen.
+    sampler rep(5, {.temperature = 0, .repetition_penalty = 2.0});
+    const std::vector<token_t> history{4};
+    BOOST_TEST(rep.sample(logits, history) == 0); // 3.0 / 2 = 1.5 < 2.0
+    BOOST_CHECK_THROW(sampler(5, {.top_p = 0.0}), tl::error);
+}
+
+BOOST_AUTO_TEST_SUITE_END()

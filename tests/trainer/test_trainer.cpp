@@ -1,0 +1,189 @@
+// The training loop: resume after a crash is bit-identical, SIGINT saves and returns, divergence stops
+// with a clear error, gradient accumulation equals the full batch, and checkpoints round-trip.
+#include "../model/fixture_configs.hpp"
+#include "../support/random.hpp"
+
+#include <tinylm/io/hf_checkpoint.hpp>
+#include <tinylm/model/presets.hpp>
+#include <tinylm/train/trainer.hpp>
+
+#include <boost/test/unit_test.hpp>
+
+#include <csignal>
+#include <cstring>
+#include <filesystem>
+
+using namespace tl;
+using namespace tl::test;
+using model_t = decoder<presets::tiny>;
+
+namespace {
+
+struct temp_dir {
+    fs::path path;
+    explicit temp_dir(const std::string& name)
+        : path(fs::temp_directory_path() / ("tinylm_trainer_" + name + "_" + std::to_string(::getpid()))) {
+        fs::remove_all(path);
+    }
+    ~temp_dir() { fs::remove_all(path); }
+};
+
+std::vector<token_t> byte_tokens(std::size_t n, std::uint64_t seed) {
+    // Text-like bytes: a few repeating words, so the model has something to learn.
+    const char* words[] = {"мир ", "война ", "и ", "дух ", "сила ", "мысль "};
+    counter_rng rng(seed);
+    std::vector<token_t> t;
+    while (t.size() < n)
+        for (const char* c = words[rng.below(6)]; *c; ++c)
+            t.push_back(static_cast<unsigned char>(*c));
+    t.resize(n);
+    return t;
+}
+
+trainer_options small_run(const fs::path& out) {
+    return {.batch_size = 4,
+            .seq_len = 32,
+            .grad_accum = 2,
+            .max_steps = 30,
+            .peak_lr = 3e-3,
+            .min_lr = 3e-4,
+            .warmup_steps = 5,
+            .decay = decay_kind::cosine,
+            .adamw = {},
+            .clip = 1.0,
+            .eval_every = 10,
+            .eval_windows = 8,
+            .checkpoint_every = 10,
+            .out_dir = out,
+            .resume = true,
+            .special = {}};
+}
+
+bool same_bits(const model_t& a, const model_t& b) {
+    for (std::size_t i = 0; i < a.parameter_entries().size(); ++i) {
+        const auto& x = a.parameter_entries()[i].value;
+        const auto& y = b.parameter_entries()[i].value;
+        if (std::memcmp(x.data, y.data, std::size_t(x.numel()) * sizeof(float)) != 0) return false;
+    }
+    return true;
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(trainer_loop)
+
+BOOST_AUTO_TEST_CASE(resume_after_a_crash_is_bit_identical) {
+    const auto train_tokens = byte_tokens(20000, 1), val_tokens = byte_tokens(4000, 2);
+    temp_dir a("a"), b("b");
+
+    model_t reference(7);
+    token_windows src_a(train_tokens, 3);
+    trainer ta(reference, src_a, val_tokens, small_run(a.path));
+    BOOST_TEST((ta.run() == train_outcome::finished));
+    const double first_val = ta.state().history["val_loss"][0][1], last_val = ta.state().history["val_loss"].back()[1];
+    BOOST_TEST_MESSAGE("validation loss " << first_val << " -> " << last_val);
+    BOOST_TEST(last_val < first_val);
+
+    { // a run that dies at step 17 (after the checkpoint of step 10)
+        model_t crashed(7);
+        token_windows src(train_tokens, 3);
+        trainer t(crashed, src, val_tokens, small_run(b.path));
+        t.on_step = [](const step_report& r) {
+            if (r.step == 17) throw std::runtime_error("simulated crash");
+        };
+        BOOST_CHECK_THROW(t.run(), std::runtime_error);
+    }
+    model_t resumed(99); // a different seed: everything must come from the checkpoint
+    token_windows src_b(train_tokens, 3);
+    trainer tb(resumed, src_b, val_tokens, small_run(b.path));
+    long long first_step = 0;
+    tb.on_step = [&](const step_report& r) {
+        if (!first_step) first_step = r.step;
+    };
+    BOOST_TEST((tb.run() == train_outcome::finished));
+    BOOST_TEST(first_step == 11); // resumed after the step-10 checkpoint
+    BOOST_TEST(same_bits(reference, resumed));
+    BOOST_TEST(tb.state().data_position == ta.state().data_position);
+}
+
+BOOST_AUTO_TEST_CASE(sigint_saves_a_checkpoint_and_returns) {
+    const auto tokens = byte_tokens(8000, 4);
+    temp_dir dir("sigint");
+    model_t model(1);
+    token_windows src(tokens, 5);
+    auto options = small_run(dir.path);
+    options.checkpoint_every = 0;
+    trainer t(model, src, tokens, options);
+    t.on_step = [](const step_report& r) {
+        if (r.step == 6) std::raise(SIGINT);
+    };
+    BOOST_TEST((t.run() == train_outcome::interrupted));
+    const auto state = nlohmann::json::parse(std::ifstream(dir.path / "checkpoint/trainer_state.json"));
+    BOOST_TEST(state.at("step").get<int>() == 6);
+    BOOST_TEST(!fs::exists(dir.path / "checkpoint.tmp"));
+}
+
+BOOST_AUTO_TEST_CASE(divergence_stops_with_a_clear_error) {
+    const auto tokens = byte_tokens(8000, 6);
+    model_t model(1);
+    model.parameter_entries()[3].value[0] = std::numeric_limits<float>::quiet_NaN();
+    token_windows src(tokens, 5);
+    trainer t(model, src, tokens, small_run({}));
+    try {
+        t.run();
+        BOOST_FAIL("expected an error");
+    } catch (const tl::error& e) {
+        BOOST_TEST(std::string(e.what()).find("diverged at step 1") != std::string::npos, e.what());
+    }
+}
+
+BOOST_AUTO_TEST_CASE(gradient_accumulation_equals_the_full_batch) {
+    const auto tokens = byte_tokens(4000, 8);
+    model_t full(3), accumulated(3);
+    const index_t B = 4, T = 16;
+    std::vector<token_t> ids(B * T), targets(B * T);
+    token_windows src(tokens, 1);
+    src.next({ids.data(), {B, T}}, {targets.data(), {B, T}});
+    full.loss(cview<token_t>{ids.data(), {B, T}}, cview<token_t>{targets.data(), {B, T}});
+    full.backward();
+    for (index_t half = 0; half < 2; ++half) {
+        accumulated.loss(cview<token_t>{ids.data() + half * 2 * T, {2, T}},
+                         cview<token_t>{targets.data() + half * 2 * T, {2, T}});
+        accumulated.backward(0.5);
+    }
+    for (std::size_t i = 0; i < full.parameter_entries().size(); ++i) {
+        const auto& g1 = full.parameter_entries()[i].grad;
+        const auto& g2 = accumulated.parameter_entries()[i].grad;
+        BOOST_TEST_REQUIRE(
+            rel_error(std::vector<float>(g2.begin(), g2.end()), std::vector<float>(g1.begin(), g1.end())) < 1e-5,
+            full.parameter_entries()[i].name);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(hf_checkpoint_round_trip_and_config_mismatch) {
+    temp_dir dir("hf");
+    decoder<test::qwen2_tied, eigen_cpu> a(11), b(12);
+    save_pretrained(a, dir.path / "ckpt", {.bos = 1, .eos = 2});
+    const auto config = nlohmann::json::parse(std::ifstream(dir.path / "ckpt/config.json"));
+    BOOST_TEST(config.at("architectures")[0].get<std::string>() == "Qwen2ForCausalLM");
+    BOOST_TEST(config.at("eos_token_id").get<int>() == 2);
+    const safetensors_reader st(dir.path / "ckpt/model.safetensors");
+    BOOST_TEST(!st.contains("lm_head.weight")); // tied
+    load_pretrained(b, dir.path / "ckpt");
+    for (std::size_t i = 0; i < a.parameter_entries().size(); ++i) {
+        const auto& x = a.parameter_entries()[i].value;
+        BOOST_TEST_REQUIRE(std::memcmp(x.data, b.parameter_entries()[i].value.data, std::size_t(x.numel()) * 4) == 0);
+    }
+    decoder<test::llama_gqa, eigen_cpu> other(1);
+    try {
+        load_pretrained(other, dir.path / "ckpt");
+        BOOST_FAIL("expected an error");
+    } catch (const tl::error& e) {
+        const std::string msg = e.what();
+        BOOST_TEST(msg.find("rope_theta") != std::string::npos, msg);
+        BOOST_TEST(msg.find("tie_word_embeddings") != std::string::npos, msg);
+        BOOST_TEST(msg.find("q/k/v biases") != std::string::npos, msg);
+    }
+}
+
+BOOST_AUTO_TEST_SUITE_END()
