@@ -11,7 +11,7 @@
 //           per byte, and a 300-byte sample continuing a prompt.
 #include <tinylm/eval/generate.hpp>
 #include <tinylm/tinylm.hpp>
-#include <tinylm/train/trainer.hpp>
+#include <tinylm/train/run_logger.hpp>
 
 #include <CLI/CLI.hpp>
 
@@ -115,12 +115,13 @@ int main(int argc, char** argv) try {
         text = builtin_text;
         source = "the built-in paragraph (no data directory found; see docs/data.md)";
     }
-    if (text.size() < std::size_t(4 * options.seq_len))
-        throw tl::error("tinylm: the training text is shorter than 4 contexts");
+    const std::ptrdiff_t T = options.seq_len;
+    if (text.size() < std::size_t(4 * T)) throw tl::error("tinylm: the training text is shorter than 4 contexts");
     std::vector<tl::token_t> tokens;
     for (unsigned char c : text)
         tokens.push_back(c);
-    const auto split = std::ptrdiff_t(tokens.size() * 9 / 10);
+    // 10% for validation, but at least two full windows.
+    const auto split = std::min(std::ptrdiff_t(tokens.size() * 9 / 10), std::ptrdiff_t(tokens.size()) - 2 * T - 1);
     std::printf("data: %s (%zu bytes: %td train, %td validation)\n", source.c_str(), text.size(), split,
                 std::ptrdiff_t(text.size()) - split);
     std::printf("model: presets::tiny, %lld parameters, backend %s\n",
@@ -130,31 +131,28 @@ int main(int argc, char** argv) try {
     model_t model(seed);
     tl::token_windows train({tokens.begin(), tokens.begin() + split}, seed);
     tl::trainer run(model, train, {tokens.begin() + split, tokens.end()}, options);
-    double loss_sum = 0, tokens_per_s = 0, val_loss = NAN;
-    int count = 0;
-    run.on_step = [&](const tl::step_report& r) {
-        loss_sum += r.loss;
-        tokens_per_s += r.tokens_per_second;
-        if (++count; r.step % 100 == 0 || r.step == r.max_steps) {
-            std::printf("step %5lld  loss %.4f  lr %.2e  %.0f tokens/s\n", r.step, loss_sum / count, r.lr,
-                        tokens_per_s / count);
-            std::fflush(stdout);
-            loss_sum = tokens_per_s = count = 0;
-        }
-    };
+    tl::run_logger logger(options.out_dir, "tinylm: tiny byte-level model", options.max_steps, run.restore());
+    logger.summary("data", source);
+    logger.summary("parameters", std::to_string(tl::parameter_count(model_t::config)));
+    double val_loss = NAN;
+    run.on_step = [&](const tl::step_report& r) { logger.step(r); };
     run.on_eval = [&](long long step, double loss) {
+        logger.eval(step, loss);
         val_loss = loss;
-        std::printf("step %5lld  validation loss %.4f\n", step, loss);
+        logger.samples(step, {{prompt, sample(model, prompt, 120, 0.8, seed)}});
     };
     if (run.run() == tl::train_outcome::interrupted) {
+        logger.finish();
         std::printf("interrupted at step %lld; checkpoint saved in %s (run again to resume)\n", run.state().step,
                     run.checkpoint_dir().c_str());
         return 130;
     }
     if (std::isnan(val_loss)) val_loss = run.evaluate(); // resumed after the last step
     std::printf("validation loss %.4f nats/byte (%.3f bits/byte)\n", val_loss, val_loss / std::log(2.0));
-    std::printf("sample (temperature 0.8, top-k 40):\n%s%s\n", prompt.c_str(),
-                sample(model, prompt, 300, 0.8, seed).c_str());
+    const std::string text_out = sample(model, prompt, 300, 0.8, seed);
+    logger.samples(-1, {{prompt, text_out}});
+    std::printf("sample (temperature 0.8, top-k 40):\n%s%s\n", prompt.c_str(), text_out.c_str());
+    std::printf("report: %s, TensorBoard: %s\n", logger.finish().c_str(), (options.out_dir / "tensorboard").c_str());
     return 0;
 } catch (const std::exception& e) {
     std::cerr << e.what() << "\n";

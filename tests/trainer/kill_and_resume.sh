@@ -5,13 +5,13 @@ set -euo pipefail
 exe=$1
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-args=(--steps 300 --batch 4 --checkpoint-every 20)
+args=(--steps 160 --batch 2 --checkpoint-every 10)
 
 "$exe" "${args[@]}" --out "$work/a" --fresh > "$work/a.log"
 
-# Wait until the checkpoint of a random step in 20..260 exists, then kill without warning: the process is
+# Wait until the checkpoint of a random step in 10..130 exists, then kill without warning: the process is
 # somewhere in the steps after it.
-target=$((20 * (1 + RANDOM % 13)))
+target=$((10 * (1 + RANDOM % 13)))
 "$exe" "${args[@]}" --out "$work/b" --fresh > "$work/b1.log" &
 pid=$!
 state="$work/b/checkpoint/trainer_state.json"

@@ -174,6 +174,17 @@ BOOST_AUTO_TEST_CASE(hf_checkpoint_round_trip_and_config_mismatch) {
         const auto& x = a.parameter_entries()[i].value;
         BOOST_TEST_REQUIRE(std::memcmp(x.data, b.parameter_entries()[i].value.data, std::size_t(x.numel()) * 4) == 0);
     }
+    // transformers 5 nests rope_theta in rope_parameters.
+    auto nested = config;
+    nested.erase("rope_theta");
+    nested["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", test::qwen2_tied::value.rope_theta}};
+    std::ofstream(dir.path / "ckpt/config.json") << nested.dump();
+    load_pretrained(b, dir.path / "ckpt");
+    nested["rope_parameters"]["rope_theta"] = 10000.0;
+    std::ofstream(dir.path / "ckpt/config.json") << nested.dump();
+    BOOST_CHECK_THROW(load_pretrained(b, dir.path / "ckpt"), tl::error);
+    std::ofstream(dir.path / "ckpt/config.json") << config.dump();
+
     decoder<test::llama_gqa, eigen_cpu> other(1);
     try {
         load_pretrained(other, dir.path / "ckpt");
@@ -184,6 +195,49 @@ BOOST_AUTO_TEST_CASE(hf_checkpoint_round_trip_and_config_mismatch) {
         BOOST_TEST(msg.find("tie_word_embeddings") != std::string::npos, msg);
         BOOST_TEST(msg.find("q/k/v biases") != std::string::npos, msg);
     }
+}
+
+// Writes checkpoints for tests/reference/check_hf_checkpoint.py (ctest -L torch): for each architecture, a
+// model trained for a few steps, saved with save_pretrained, plus input ids and tinylm's logits.
+namespace {
+template <class Config>
+void export_one(const fs::path& root, const std::string& name) {
+    decoder<Config, eigen_cpu> model(21);
+    const auto tokens = byte_tokens(4000, 9);
+    std::vector<token_t> small(tokens.size());
+    std::transform(tokens.begin(), tokens.end(), small.begin(), [](token_t t) { return t % Config::value.vocab_size; });
+    token_windows src(small, 2);
+    trainer t(model, src, small,
+              {.batch_size = 2,
+               .seq_len = 12,
+               .max_steps = 3,
+               .peak_lr = 1e-2,
+               .warmup_steps = 0,
+               .eval_every = 0,
+               .checkpoint_every = 0});
+    t.run();
+    save_pretrained(model, root / name, {.bos = 1, .eos = 2});
+    owned<token_t> ids({2, 12});
+    counter_rng rng(3);
+    for (auto& id : ids.data)
+        id = token_t(rng.below(Config::value.vocab_size));
+    owned<float> logits({2, 12, Config::value.vocab_size});
+    model.logits(ids, logits);
+    owned<std::int64_t> ids64({2, 12});
+    std::copy(ids.data.begin(), ids.data.end(), ids64.data.begin());
+    safetensors_writer w;
+    w.add<std::int64_t>("input_ids", ids64.cv());
+    w.add<float>("logits", logits.cv());
+    w.save(root / name / "expected.safetensors");
+}
+} // namespace
+
+BOOST_AUTO_TEST_CASE(export_for_transformers, *boost::unit_test::disabled()) {
+    const char* dir = std::getenv("TINYLM_HF_EXPORT_DIR");
+    BOOST_TEST_REQUIRE(dir != nullptr, "set TINYLM_HF_EXPORT_DIR");
+    export_one<test::llama_gqa>(dir, "llama_gqa");
+    export_one<test::mistral_window>(dir, "mistral_window");
+    export_one<test::qwen2_tied>(dir, "qwen2_tied");
 }
 
 BOOST_AUTO_TEST_SUITE_END()

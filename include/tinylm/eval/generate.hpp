@@ -14,7 +14,7 @@ namespace tl {
 
 struct generation_options {
     int max_new_tokens = 128;
-    std::vector<token_t> stop_tokens;
+    std::vector<token_t> stop_tokens{};
     sampling_options sampling;
 };
 

@@ -37,7 +37,7 @@ struct trainer_options {
     int eval_every = 100;        // steps between validation passes (and at the end); 0: only at the end
     index_t eval_windows = 32;   // validation windows of seq_len tokens
     int checkpoint_every = 100;  // steps between checkpoints (and at the end); 0: only at the end
-    fs::path out_dir;            // checkpoints go to out_dir / "checkpoint"; empty: none
+    fs::path out_dir{};          // checkpoints go to out_dir / "checkpoint"; empty: none
     bool resume = true;          // continue from out_dir / "checkpoint" when it exists
     special_token_ids special{}; // written into config.json
 };
@@ -95,11 +95,20 @@ public:
         return total / double(counted);
     }
 
-    train_outcome run() {
-        if (options_.resume && !checkpoint_dir().empty() && fs::exists(checkpoint_dir() / "trainer_state.json")) {
+    // Continues from out_dir/checkpoint when resuming is on and one exists (once; run() calls it too).
+    // Returns the step the run continues from.
+    long long restore() {
+        if (!restored_ && options_.resume && !checkpoint_dir().empty() &&
+            fs::exists(checkpoint_dir() / "trainer_state.json")) {
             state_ = load_training_checkpoint(model_, opt_, checkpoint_dir());
             train_.seek(state_.data_position);
         }
+        restored_ = true;
+        return state_.step;
+    }
+
+    train_outcome run() {
+        restore();
         model_.plan(options_.batch_size, options_.seq_len);
         detail::interrupt_requests.store(0);
         const auto previous = std::signal(SIGINT, detail::on_interrupt);
@@ -168,6 +177,7 @@ private:
     adamw opt_;
     lr_schedule schedule_;
     training_state state_;
+    bool restored_ = false;
     std::vector<token_t> ids_, targets_, val_ids_, val_targets_;
 };
 

@@ -1,0 +1,39 @@
+"""transformers loads the checkpoints tinylm wrote and reproduces tinylm's logits.
+
+Usage: check_hf_checkpoint.py DIR   (DIR holds one folder per model, written by
+       test_trainer --run_test=trainer_loop/export_for_transformers with TINYLM_HF_EXPORT_DIR=DIR)
+Each folder: config.json, generation_config.json, model.safetensors (save_pretrained) and
+expected.safetensors (input_ids, logits computed by tinylm in f32).
+"""
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+TOLERANCE = 1e-4  # max |hf - tinylm| / max |tinylm|
+
+
+def main(root: Path) -> int:
+    folders = sorted(p for p in root.iterdir() if (p / "config.json").exists())
+    if not folders:
+        print(f"no checkpoints under {root}")
+        return 1
+    failed = 0
+    for folder in folders:
+        model = AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32, attn_implementation="eager")
+        model.eval()
+        expected = load_file(folder / "expected.safetensors")
+        with torch.no_grad():
+            logits = model(input_ids=expected["input_ids"]).logits
+        err = ((logits - expected["logits"]).abs().max() / expected["logits"].abs().max()).item()
+        ok = err <= TOLERANCE
+        failed += not ok
+        print(f"{folder.name}: {type(model).__name__} loaded, logits relative error {err:.2e} "
+              f"{'OK' if ok else 'FAIL'}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1])))
