@@ -42,5 +42,15 @@ struct qwen2_tied {
                                         .norm_eps = 1e-6,
                                         .tied_embeddings = true};
 };
+struct mixtral_moe { // MixtralForCausalLM: 4 experts, top-2, router_aux_loss_coef 0.02 (output_router_logits)
+    static constexpr model_config value{.vocab_size = 64,
+                                        .d_model = 32,
+                                        .n_layers = 2,
+                                        .n_heads = 4,
+                                        .n_kv_heads = 2,
+                                        .d_ff = 48,
+                                        .max_seq_len = 64,
+                                        .moe = {.n_experts = 4, .top_k = 2, .aux_loss_weight = 0.02}};
+};
 
 } // namespace tl::test

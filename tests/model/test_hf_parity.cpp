@@ -17,6 +17,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <sstream>
 
 using namespace tl;
 using namespace tl::test;
@@ -66,6 +67,21 @@ void check_fixture(const std::string& name) {
     const double loss_err = std::abs(double(loss) - expected_loss) / expected_loss;
     BOOST_TEST_MESSAGE(tag << " loss: " << loss << " vs " << expected_loss << " (" << loss_err << ")");
     BOOST_TEST(loss_err < tolerance, tag << " loss");
+    if constexpr (Config::value.moe.n_experts > 0) {
+        // The loss above includes aux_loss_weight * aux; the load-balancing loss on its own:
+        const double aux = model.aux_loss(), expected_aux = fx.read_all<float>("aux_loss")[0];
+        const double aux_err = std::abs(aux - expected_aux) / expected_aux;
+        BOOST_TEST_MESSAGE(tag << " aux loss: " << aux << " vs " << expected_aux << " (" << aux_err << ")");
+        BOOST_TEST(aux_err < tolerance, tag << " aux loss");
+        index_t routed = 0;
+        for (index_t l = 0; l < Config::value.n_layers; ++l) {
+            std::ostringstream usage;
+            for (const index_t c : model.expert_counts(l))
+                usage << ' ' << c, routed += c;
+            BOOST_TEST_MESSAGE(tag << " layer " << l << " tokens per expert:" << usage.str());
+        }
+        BOOST_TEST(routed == Config::value.n_layers * B_ * T * Config::value.moe.top_k);
+    }
 
     model.backward();
     double worst_grad = 0;
@@ -122,6 +138,9 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(mistral_window_matches_transformers, B, all_backen
 BOOST_AUTO_TEST_CASE_TEMPLATE(qwen2_tied_matches_transformers, B, all_backends) {
     check_fixture<test::qwen2_tied, B>("qwen2_tied");
 }
+BOOST_AUTO_TEST_CASE_TEMPLATE(mixtral_moe_matches_transformers, B, all_backends) {
+    check_fixture<test::mixtral_moe, B>("mixtral_moe");
+}
 
 BOOST_AUTO_TEST_CASE(fixture_config_matches_the_cpp_config) {
     // Guards against the Python and C++ sides drifting apart.
@@ -133,6 +152,12 @@ BOOST_AUTO_TEST_CASE(fixture_config_matches_the_cpp_config) {
     const auto mistral =
         nlohmann::json::parse(safetensors_reader(fixture_dir() / "mistral_window.safetensors").metadata().at("config"));
     BOOST_TEST(mistral.at("sliding_window").get<int>() == test::mistral_window::value.sliding_window);
+    const auto mixtral =
+        nlohmann::json::parse(safetensors_reader(fixture_dir() / "mixtral_moe.safetensors").metadata().at("config"));
+    BOOST_TEST(mixtral.at("num_local_experts").get<int>() == test::mixtral_moe::value.moe.n_experts);
+    BOOST_TEST(mixtral.at("num_experts_per_tok").get<int>() == test::mixtral_moe::value.moe.top_k);
+    BOOST_TEST(mixtral.at("router_aux_loss_coef").get<double>() == test::mixtral_moe::value.moe.aux_loss_weight);
+    BOOST_TEST(mixtral.at("output_router_logits").get<bool>());
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -38,11 +38,14 @@ from transformers import (
     LlamaForCausalLM,
     MistralConfig,
     MistralForCausalLM,
+    MixtralConfig,
+    MixtralForCausalLM,
     Qwen2Config,
     Qwen2ForCausalLM,
 )
 from transformers.models.llama import modeling_llama
 from transformers.models.mistral import modeling_mistral
+from transformers.models.mixtral import modeling_mixtral
 from transformers.models.qwen2 import modeling_qwen2
 
 B, T = 2, 12
@@ -81,15 +84,26 @@ CONFIGS = {
         COMMON, num_key_value_heads=2, rms_norm_eps=1e-6,
         rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
         tie_word_embeddings=True, use_sliding_window=False), 1004),
+    # Mixture of experts: 4 SwiGLU experts of width 48, top-2 routing with renormalised weights. With
+    # output_router_logits=True, HF's loss is cross-entropy + router_aux_loss_coef * load-balancing loss.
+    # Seed 1013: no top-k near-tie (margin 2e-3) and no gradient element near AdamW's eps (smallest |g| 3.5e-7;
+    # with seed 1005 one expert weight had |g| = 1.2e-8, where the first step lr * g / (|g| + eps) is
+    # ill-conditioned: stock HF in float32 itself then misses the oracle's step by 0.34 lr).
+    "mixtral_moe": (MixtralConfig, MixtralForCausalLM, dict(
+        COMMON, head_dim=8, num_key_value_heads=2, rms_norm_eps=1e-5,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        tie_word_embeddings=False, sliding_window=None, num_local_experts=4, num_experts_per_tok=2,
+        router_aux_loss_coef=0.02, output_router_logits=True, router_jitter_noise=0.0), 1013),
 }
 
 
 # ----------------------------------------------------------------------------
 # float64 patches (active only inside `float64_oracle()` and only for fp64 input)
 # ----------------------------------------------------------------------------
-_RMSNORM_CLASSES = [modeling_llama.LlamaRMSNorm, modeling_mistral.MistralRMSNorm, modeling_qwen2.Qwen2RMSNorm]
+_RMSNORM_CLASSES = [modeling_llama.LlamaRMSNorm, modeling_mistral.MistralRMSNorm, modeling_qwen2.Qwen2RMSNorm,
+                    modeling_mixtral.MixtralRMSNorm]
 _ROPE_CLASSES = [modeling_llama.LlamaRotaryEmbedding, modeling_mistral.MistralRotaryEmbedding,
-                 modeling_qwen2.Qwen2RotaryEmbedding]
+                 modeling_qwen2.Qwen2RotaryEmbedding, modeling_mixtral.MixtralRotaryEmbedding]
 
 
 def _make_rmsnorm_forward(orig):
@@ -116,6 +130,20 @@ def _make_rope_forward(orig):
     return forward
 
 
+def _make_router_forward(orig):
+    # MixtralTopKRouter takes the softmax of `router_logits.float()`; keep float64 instead.
+    def forward(self, hidden_states):
+        if hidden_states.dtype != torch.float64:
+            return orig(self, hidden_states)
+        hidden_states = hidden_states.reshape(-1, self.hidden_dim)
+        router_logits = torch.nn.functional.linear(hidden_states, self.weight)
+        router_probs = torch.nn.functional.softmax(router_logits, dim=-1)
+        router_top_value, router_indices = torch.topk(router_probs, self.top_k, dim=-1)
+        router_top_value = router_top_value / router_top_value.sum(dim=-1, keepdim=True)
+        return router_logits, router_top_value, router_indices
+    return forward
+
+
 @contextlib.contextmanager
 def float64_oracle():
     saved = []
@@ -125,6 +153,9 @@ def float64_oracle():
     for cls in _ROPE_CLASSES:
         saved.append((cls, "forward", cls.forward))
         cls.forward = _make_rope_forward(cls.forward)
+    router = modeling_mixtral.MixtralTopKRouter
+    saved.append((router, "forward", router.forward))
+    router.forward = _make_router_forward(router.forward)
     orig_softmax = torch.nn.functional.softmax
 
     def softmax(input, dim=None, _stacklevel=3, dtype=None):
@@ -150,10 +181,36 @@ def causal_lm_loss(logits, labels):
         logits.reshape(-1, V), shift_labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="mean")
 
 
+def load_balancing_loss(router_logits, num_experts, top_k):
+    """transformers' load_balancing_loss_func (no attention mask), kept in the dtype of the logits.
+
+    Over all layers' rows together: f_e = share of top-k assignments that go to expert e, P_e = mean router
+    probability of e; loss = num_experts * sum_e f_e * P_e. (HF accumulates in float32.)
+    """
+    probs = torch.cat([torch.nn.functional.softmax(g, dim=-1) for g in router_logits], dim=0)
+    _, selected = torch.topk(probs, top_k, dim=-1)
+    counts = torch.nn.functional.one_hot(selected, num_experts).sum(dim=(0, 1)).to(probs.dtype)
+    rows = probs.shape[0]
+    return num_experts * torch.sum((counts / rows) * (probs.sum(dim=0) / rows))
+
+
+def is_moe(model):
+    return getattr(model.config, "num_local_experts", 0) > 0
+
+
+def topk_margin(router_logits, top_k):
+    """Smallest gap between the k-th and (k+1)-th router probability of any row (near-ties flip in f32)."""
+    probs = torch.cat([torch.nn.functional.softmax(g.double(), dim=-1) for g in router_logits], dim=0)
+    top = torch.topk(probs, top_k + 1, dim=-1).values
+    return (top[:, top_k - 1] - top[:, top_k]).min().item()
+
+
 def build_model(cfg_cls, model_cls, kwargs, seed):
     torch.manual_seed(seed)
     config = cfg_cls(**kwargs)
     config._attn_implementation = "eager"
+    if getattr(config, "num_local_experts", 0) > 0:
+        config._experts_implementation = "eager"  # the per-expert loop of MixtralExperts.forward
     model = model_cls(config)
     assert model.config._attn_implementation == "eager"
     model.double()
@@ -169,6 +226,10 @@ def build_model(cfg_cls, model_cls, kwargs, seed):
                 std, mean = 0.2, 0.0
             elif isinstance(owner, torch.nn.Linear) and leaf == "weight":
                 std, mean = 1.0 / math.sqrt(owner.in_features), 0.0
+            elif isinstance(owner, modeling_mixtral.MixtralTopKRouter) and leaf == "weight":
+                std, mean = 1.0 / math.sqrt(owner.hidden_dim), 0.0
+            elif isinstance(owner, modeling_mixtral.MixtralExperts) and leaf in ("gate_up_proj", "down_proj"):
+                std, mean = 1.0 / math.sqrt(p.shape[-1]), 0.0  # (E, out, in): 1 / sqrt(fan_in)
             elif leaf == "bias":
                 std, mean = 0.1, 0.0
             elif leaf == "weight" and "RMSNorm" in type(owner).__name__:
@@ -193,14 +254,21 @@ def forward_backward_step(model, input_ids, labels):
     model.zero_grad(set_to_none=True)
     out = model(input_ids=input_ids, labels=labels, use_cache=False)
     loss = causal_lm_loss(out.logits, labels)
-    # HF's own loss (computed in float32 by transformers) must agree.
+    aux = None
+    if is_moe(model):
+        c = model.config
+        aux = load_balancing_loss(out.router_logits, c.num_local_experts, c.num_experts_per_tok)
+        assert abs(out.aux_loss.double().item() - aux.item()) <= 1e-5 * abs(aux.item()), (out.aux_loss, aux)
+        loss = loss + c.router_aux_loss_coef * aux
+    # HF's own loss (computed in float32 by transformers; with the aux term for MoE) must agree.
     hf_loss = out.loss.double().item()
     assert abs(hf_loss - loss.item()) <= 1e-5 * abs(loss.item()), (hf_loss, loss.item())
     loss.backward()
     grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
 
-    decay = [p for p in model.parameters() if p.dim() == 2]
-    no_decay = [p for p in model.parameters() if p.dim() != 2]
+    # Matrices decay (the (E, out, in) expert stacks too); norms and biases do not.
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": ADAMW["weight_decay"]},
          {"params": no_decay, "weight_decay": 0.0}],
@@ -208,7 +276,10 @@ def forward_backward_step(model, input_ids, labels):
         foreach=False, fused=False)
     opt.step()
     stepped = {n: p.detach().clone() for n, p in model.named_parameters()}
-    return out.logits.detach().clone(), loss.detach().clone(), grads, stepped
+    extra = {}
+    if aux is not None:
+        extra = {"aux_loss": aux.detach().clone(), "router_logits": [g.detach().clone() for g in out.router_logits]}
+    return out.logits.detach().clone(), loss.detach().clone(), grads, stepped, extra
 
 
 def canonical_safetensors(tensors, metadata):
@@ -274,10 +345,10 @@ def make_one(name, out_dir):
         check_sliding_window(model, input_ids, model.config.sliding_window)
 
     with float64_oracle():
-        logits, loss, grads, stepped = forward_backward_step(model, input_ids, labels)
+        logits, loss, grads, stepped, extra = forward_backward_step(model, input_ids, labels)
 
     # Precision floors: stock-HF fp32 and stock-HF fp64 (with its internal fp32 steps) vs the fp64 oracle.
-    logits32, loss32, grads32, stepped32 = forward_backward_step(model32, input_ids, labels)
+    logits32, loss32, grads32, stepped32, _ = forward_backward_step(model32, input_ids, labels)
     with torch.no_grad():
         logits64s = model64_stock(input_ids=input_ids, use_cache=False).logits
     stats = {
@@ -288,6 +359,9 @@ def make_one(name, out_dir):
         "fp32_adamw_abs_worst": max((stepped32[n].double() - stepped[n]).abs().max().item() for n in grads),
         "stock_fp64_logits_rel": rel(logits64s, logits),
     }
+    if extra:
+        stats["topk_margin"] = topk_margin(extra["router_logits"], model.config.num_experts_per_tok)
+        assert stats["topk_margin"] > 1e-3, stats  # no near-ties: f32 and f64 pick the same experts
     assert stats["fp32_logits_rel"] < 1e-4, stats
 
     tensors = {"input_ids": input_ids.contiguous(), "labels": labels.contiguous(),
@@ -296,6 +370,9 @@ def make_one(name, out_dir):
         tensors[f"param.{n}"] = f32(init[n])
         tensors[f"grad.{n}"] = f32(grads[n])
         tensors[f"adamw.{n}"] = f32(stepped[n])
+    if extra:
+        tensors["aux_loss"] = f32(extra["aux_loss"].reshape(1))
+        tensors["router_logits"] = f32(torch.stack(extra["router_logits"]))  # (layers, B*T, experts)
     if model.config.tie_word_embeddings:
         assert not any(k.endswith("lm_head.weight") for k in tensors)
 
@@ -306,6 +383,9 @@ def make_one(name, out_dir):
         "torch": torch.__version__,
         "transformers": transformers.__version__,
     }
+    if extra:
+        metadata["aux_loss_rule"] = ("loss = cross_entropy + router_aux_loss_coef * aux_loss; aux_loss = "
+                                     "num_experts * sum_e f_e * P_e over all layers' rows")
     if getattr(model.config, "sliding_window", None) is not None:
         metadata["sliding_window_rule"] = "key j visible from query i iff 0 <= i-j < sliding_window"
     path = os.path.join(out_dir, f"{name}.safetensors")
@@ -331,6 +411,8 @@ def verify(path, stats):
           f"max abs = {stats['fp32_logits_abs']:.3e}; loss rel = {stats['fp32_loss_rel']:.3e}; "
           f"worst grad rel = {stats['fp32_grad_rel_worst']:.3e}; worst adamw abs = "
           f"{stats['fp32_adamw_abs_worst']:.3e}; stock-HF-fp64 logits rel = {stats['stock_fp64_logits_rel']:.3e}")
+    if "aux_loss" in t:
+        print(f"    aux_loss={t['aux_loss'].item():.6f}  smallest top-k probability margin = {stats['topk_margin']:.3e}")
 
 
 def main(argv=None):

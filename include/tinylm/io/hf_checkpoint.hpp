@@ -1,7 +1,7 @@
 // tinylm/io/hf_checkpoint.hpp: checkpoints in the Hugging Face layout.
 //
-//   <dir>/config.json             LlamaForCausalLM, Qwen2ForCausalLM (q/k/v biases) or MistralForCausalLM
-//                                 (sliding window), chosen from the model_config
+//   <dir>/config.json             LlamaForCausalLM, Qwen2ForCausalLM (q/k/v biases), MistralForCausalLM
+//                                 (sliding window) or MixtralForCausalLM (experts), chosen from the model_config
 //   <dir>/generation_config.json
 //   <dir>/model.safetensors       f32 tensors under their Hugging Face names (no lm_head when tied)
 //
@@ -25,8 +25,12 @@ namespace tl {
 namespace fs = std::filesystem;
 
 inline std::string hf_architecture(const model_config& c) {
-    check(c.norm == norm_kind::rmsnorm && c.mlp == mlp_kind::swiglu && c.moe.n_experts == 0,
-          "hf_checkpoint: only RMSNorm + SwiGLU decoders map onto Llama, Qwen2 or Mistral");
+    check(c.norm == norm_kind::rmsnorm && c.mlp == mlp_kind::swiglu,
+          "hf_checkpoint: only RMSNorm + SwiGLU decoders map onto Llama, Qwen2, Mistral or Mixtral");
+    if (c.moe.n_experts > 0) {
+        check(!c.qkv_bias, "hf_checkpoint: experts with q/k/v biases have no Hugging Face architecture here");
+        return "MixtralForCausalLM";
+    }
     check(!(c.qkv_bias && c.sliding_window > 0),
           "hf_checkpoint: q/k/v biases with a sliding window have no Hugging Face "
           "architecture here (Qwen2's sliding window is per layer)");
@@ -45,6 +49,7 @@ inline nlohmann::json hf_config_json(const model_config& c, special_token_ids sp
         {"architectures", {arch}},
         {"model_type", arch == "Qwen2ForCausalLM"     ? "qwen2"
                        : arch == "MistralForCausalLM" ? "mistral"
+                       : arch == "MixtralForCausalLM" ? "mixtral"
                                                       : "llama"},
         {"vocab_size", c.vocab_size},
         {"hidden_size", c.d_model},
@@ -65,6 +70,15 @@ inline nlohmann::json hf_config_json(const model_config& c, special_token_ids sp
     if (arch == "LlamaForCausalLM") j["attention_bias"] = false, j["mlp_bias"] = false;
     if (arch == "MistralForCausalLM") j["sliding_window"] = c.sliding_window;
     if (arch == "Qwen2ForCausalLM") j["use_sliding_window"] = false, j["sliding_window"] = nullptr;
+    if (arch == "MixtralForCausalLM") {
+        j["sliding_window"] = c.sliding_window > 0 ? nlohmann::json(c.sliding_window) : nlohmann::json(nullptr);
+        j["num_local_experts"] = c.moe.n_experts;
+        j["num_experts_per_tok"] = c.moe.top_k;
+        j["router_jitter_noise"] = 0.0;
+        // HF adds router_aux_loss_coef * aux_loss to the loss only with output_router_logits.
+        j["output_router_logits"] = c.moe.aux_loss_weight > 0;
+        j["router_aux_loss_coef"] = c.moe.aux_loss_weight;
+    }
     if (special.bos >= 0) j["bos_token_id"] = special.bos;
     if (special.eos >= 0) j["eos_token_id"] = special.eos;
     if (special.pad >= 0) j["pad_token_id"] = special.pad;
@@ -102,7 +116,16 @@ inline void check_hf_config(const nlohmann::json& j, const model_config& c, cons
         diffs += "\n  num_key_value_heads: missing (means MHA), the model has GQA/MQA";
     if (j.contains("head_dim") && !j["head_dim"].is_null()) expect("head_dim", c.head_dim());
     expect("rms_norm_eps", c.norm_eps);
-    expect("rope_theta", c.rope_theta);
+    // transformers 5 writes rope_theta inside rope_parameters; earlier versions at the top level.
+    if (j.contains("rope_parameters") && j["rope_parameters"].is_object() &&
+        j["rope_parameters"].contains("rope_theta")) {
+        const double theta = j["rope_parameters"]["rope_theta"].get<double>();
+        if (std::abs(theta - c.rope_theta) > 1e-9 * c.rope_theta)
+            diffs += "\n  rope_parameters.rope_theta: " + std::to_string(theta) + " in the file, " +
+                     std::to_string(c.rope_theta) + " in the model";
+    } else {
+        expect("rope_theta", c.rope_theta);
+    }
     expect("tie_word_embeddings", c.tied_embeddings);
     const bool file_window =
         j.contains("sliding_window") && !j["sliding_window"].is_null() && j.value("use_sliding_window", true);
@@ -114,6 +137,17 @@ inline void check_hf_config(const nlohmann::json& j, const model_config& c, cons
     if (file_bias != c.qkv_bias)
         diffs += std::string("\n  q/k/v biases: ") + (file_bias ? "present" : "absent") + " in the file, " +
                  (c.qkv_bias ? "present" : "absent") + " in the model";
+    // Experts: Mixtral's num_local_experts / num_experts_per_tok (absent: a dense MLP). The aux-loss weight
+    // is a training setting: checked only when the file says that its loss uses it (output_router_logits).
+    const int file_experts =
+        j.contains("num_local_experts") && !j["num_local_experts"].is_null() ? j["num_local_experts"].get<int>() : 0;
+    if (file_experts != c.moe.n_experts)
+        diffs += "\n  num_local_experts: " + std::to_string(file_experts) + " in the file (0: dense MLP), " +
+                 std::to_string(c.moe.n_experts) + " in the model (moe.n_experts)";
+    if (file_experts > 0 && c.moe.n_experts > 0) {
+        expect("num_experts_per_tok", c.moe.top_k);
+        if (j.value("output_router_logits", false)) expect("router_aux_loss_coef", c.moe.aux_loss_weight);
+    }
     check(diffs.empty(),
           [&] { return "hf_checkpoint: " + where + " does not match the model's configuration:" + diffs; });
 }

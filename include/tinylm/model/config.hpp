@@ -26,10 +26,14 @@ enum class mlp_kind : std::uint8_t {
 
 enum class norm_kind : std::uint8_t { rmsnorm, layernorm };
 
-// Mixture of experts: a slot the MoE issue fills. n_experts == 0 means a dense MLP.
+// Mixture of experts (Mixtral): n_experts == 0 means a dense MLP. Otherwise every layer's MLP is n_experts
+// SwiGLU experts of width d_ff and a softmax router that sends each token to its top_k experts with
+// renormalised weights; the loss adds aux_loss_weight * the load-balancing loss (transformers'
+// router_aux_loss_coef with output_router_logits=True). See ops/moe.hpp.
 struct moe_config {
     int n_experts = 0;
     int top_k = 0;
+    double aux_loss_weight = 0.0;
 };
 
 // LoRA: a slot the fine-tuning issue fills. rank == 0 means no adapter.
@@ -88,7 +92,8 @@ constexpr std::int64_t parameter_count(const model_config& c) {
     const std::int64_t norm = c.norm == norm_kind::layernorm ? 2 * d : d;
     std::int64_t attn = d * q + 2 * d * kv + q * d;
     if (c.qkv_bias) attn += q + 2 * kv;
-    const std::int64_t mlp = c.mlp == mlp_kind::swiglu ? 3 * d * ff : 2 * d * ff;
+    std::int64_t mlp = c.mlp == mlp_kind::swiglu ? 3 * d * ff : 2 * d * ff;
+    if (c.moe.n_experts > 0) mlp = c.moe.n_experts * (3 * d * ff + d); // experts and the router's row each
     const std::int64_t layer = attn + mlp + 2 * norm;
     const std::int64_t embed = std::int64_t(c.vocab_size) * d;
     return embed + (c.tied_embeddings ? 0 : embed) + c.n_layers * layer + norm;
@@ -97,11 +102,12 @@ constexpr std::int64_t parameter_count(const model_config& c) {
 // Training FLOPs per token at context length `seq_len`: 6 per weight of every matrix product (forward 2,
 // backward 4; the embedding lookup is not a product, the output head is) plus attention scores and values,
 // 6 * 2 * n_layers * q_width * (average keys per query). Causal masking halves the keys; a window caps them.
+// With experts, a token goes through top_k of them (and the router's n_experts x d product).
 constexpr double flops_per_token(const model_config& c, int seq_len) {
     const double d = c.d_model, ff = c.d_ff, q = c.q_width(), kv = c.kv_width();
-    const double matmul_weights =
-        c.n_layers * (d * q + 2 * d * kv + q * d + (c.mlp == mlp_kind::swiglu ? 3 : 2) * d * ff) +
-        double(c.vocab_size) * d;
+    const double mlp_weights = c.moe.n_experts > 0 ? c.moe.top_k * 3 * d * ff + c.moe.n_experts * d
+                                                   : (c.mlp == mlp_kind::swiglu ? 3 : 2) * d * ff;
+    const double matmul_weights = c.n_layers * (d * q + 2 * d * kv + q * d + mlp_weights) + double(c.vocab_size) * d;
     double keys = (seq_len + 1) / 2.0;
     if (c.sliding_window > 0 && c.sliding_window < seq_len) {
         const double w = c.sliding_window; // average over positions of min(i + 1, w)
@@ -132,8 +138,12 @@ constexpr bool validate_config() {
     static_assert(c.sliding_window >= 0, "model_config: sliding_window must be 0 (off) or a positive width");
     static_assert(c.rope_theta > 0, "model_config: rope_theta must be positive");
     static_assert(c.norm_eps > 0, "model_config: norm_eps must be positive");
-    static_assert(c.moe.n_experts == 0,
-                  "model_config: mixture of experts is not implemented yet; leave moe.n_experts at 0");
+    static_assert(c.moe.n_experts >= 0, "model_config: moe.n_experts must be 0 (dense MLP) or the number of experts");
+    static_assert(c.moe.n_experts == 0 || (c.moe.top_k >= 1 && c.moe.top_k <= c.moe.n_experts),
+                  "model_config: moe.top_k must be in [1, moe.n_experts] (Mixtral: 2 of 8)");
+    static_assert(c.moe.n_experts == 0 || c.mlp == mlp_kind::swiglu,
+                  "model_config: mixture of experts needs mlp = mlp_kind::swiglu (the experts are SwiGLU MLPs)");
+    static_assert(c.moe.aux_loss_weight >= 0, "model_config: moe.aux_loss_weight must be >= 0 (0: no aux loss)");
     static_assert(c.lora.rank >= 0, "model_config: lora.rank must be >= 0");
     return true;
 }

@@ -4,7 +4,9 @@
 //   x = embed(ids)
 //   for each layer:  x = x + o_proj(attention(rope(q(norm1(x))), rope(k(..)), v(..)))
 //                    x = x + down(mlp(gate(norm2(x)), up(norm2(x))))
+//                        (with config.moe.n_experts > 0: x = x + moe(norm2(x)), Mixtral's sparse block)
 //   logits = head(norm(x))            loss = cross_entropy(logits, targets), chunked over the vocabulary
+//                                     (+ moe.aux_loss_weight * the load-balancing loss over all layers)
 //
 // Memory: parameters, gradients and optimizer state share one arena, allocated at construction;
 // activations live in a second arena planned for the batch shape (plan(B, T)), so a training step allocates
@@ -22,6 +24,7 @@
 #include <tinylm/ops/embedding.hpp>
 #include <tinylm/ops/layernorm.hpp>
 #include <tinylm/ops/linear.hpp>
+#include <tinylm/ops/moe.hpp>
 #include <tinylm/ops/residual.hpp>
 #include <tinylm/ops/rmsnorm.hpp>
 #include <tinylm/ops/rope.hpp>
@@ -54,6 +57,8 @@ public:
                              vocab = config.vocab_size;
     static constexpr bool has_norm_bias = config.norm == norm_kind::layernorm;
     static constexpr bool swiglu = config.mlp == mlp_kind::swiglu;
+    static constexpr bool is_moe = config.moe.n_experts > 0;
+    static constexpr index_t n_experts = config.moe.n_experts, top_k = config.moe.top_k;
 
     // Number of parameter-shaped state tensors an optimizer may allocate (AdamW needs two).
     static constexpr int max_optimizer_slots = 2;
@@ -66,7 +71,9 @@ public:
         tensor_view<float> q, k, v, o;
         tensor_view<float> q_bias, k_bias, v_bias; // only with qkv_bias
         norm_params mlp_norm;
-        tensor_view<float> gate, up, down; // gate only for swiglu
+        tensor_view<float> gate, up, down; // gate only for swiglu; none with experts
+        // Experts (is_moe): router (E, d), gate|up stacked (E, 2F, d), down (E, d, F)
+        tensor_view<float> router, experts_gate_up, experts_down;
     };
     struct parameters {
         tensor_view<float> embed;
@@ -171,14 +178,27 @@ public:
                                                             flat_targets());
         loss_count_ = r.count;
         has_forward_ = true;
+        if constexpr (is_moe) return float(r.loss + config.moe.aux_loss_weight * aux_loss_);
         return float(r.loss);
     }
     index_t counted_targets() const { return loss_count_; }
+    // Mixture of experts: the load-balancing loss of the last forward (unweighted; loss() adds
+    // moe.aux_loss_weight times it), and the tokens each expert of `layer` received (top_k per token).
+    double aux_loss() const { return aux_loss_; }
+    std::vector<index_t> expert_counts(index_t layer) const {
+        std::vector<index_t> counts;
+        check(layer >= 0 && layer < index_t(acts_.layers.size()), "decoder::expert_counts: run a forward first");
+        if constexpr (is_moe)
+            for (index_t e = 0; e < n_experts; ++e)
+                counts.push_back(acts_.layers[layer].moe.tokens_of(e));
+        return counts;
+    }
 
     // Adds d(loss * scale)/d(parameter) into the gradients, for the last call of loss().
     void backward(double scale = 1.0) {
         check(has_forward_, "decoder::backward: call loss() first");
         has_forward_ = false;
+        daux_ = config.moe.aux_loss_weight * scale;
         auto& a = acts_;
         head_cross_entropy_backward<B, float>(a.dnormed, grads_.head, a.ce, a.final_normed, params_.head,
                                               flat_targets(), a.ce_lse, scale);
@@ -208,6 +228,8 @@ public:
         tensor_view<float> rope_cos_, rope_sin_; // (capacity, D/2)
         tensor_view<float> x_, normed_, q_, k_new_, v_new_, att_, tmp_, gate_, up_, hidden_; // chunk scratch
         tensor_view<float> last_, last_normed_, last_rstd_, last_mean_, rstd_, mean_;
+        moe_cache<float> moe_;        // experts only
+        moe_workspace<float> moe_ws_; // experts only
     };
 
     kv_cache make_cache(index_t batch, index_t capacity, index_t chunk = 64) const {
@@ -244,6 +266,10 @@ public:
             c.last_normed_ = a.allocate<float>({batch, d});
             c.last_rstd_ = a.allocate<float>({batch});
             c.last_mean_ = a.allocate<float>({batch});
+            if constexpr (is_moe) {
+                c.moe_ = moe_cache<float>::allocate(a, n, ff, n_experts, top_k);
+                c.moe_ws_ = moe_workspace<float>::allocate(a, n, d, ff, n_experts, top_k);
+            }
         };
         arena measure = arena::measuring();
         plan(measure);
@@ -278,6 +304,7 @@ private:
     struct layer_activations {
         tensor_view<float> normed1, q, k, v, att, lse, resid, normed2, gate, up, hidden;
         norm_stats stats1, stats2;
+        moe_cache<float> moe; // experts only (then gate, up, hidden are empty)
     };
     struct activations {
         tensor_view<token_t> ids, targets;  // (B, T)
@@ -290,6 +317,8 @@ private:
         tensor_view<float> rope_cos, rope_sin; // (T, D/2)
         // Scratch, shared by all layers: a temporary in forward, gradients in backward.
         tensor_view<float> tmp, dx, dnormed, dq, dk, dv, datt, dgate, dup, dhidden;
+        moe_workspace<float> moe_ws; // experts only: scratch shared by the layers
+        moe_balance balance;         // experts only: aux-loss statistics of all layers
     };
 
     parameters allocate_parameters(arena& a) {
@@ -311,9 +340,15 @@ private:
             }
             lp.o = a.allocate<float>({d, qw});
             lp.mlp_norm = norm();
-            if constexpr (swiglu) lp.gate = a.allocate<float>({ff, d});
-            lp.up = a.allocate<float>({ff, d});
-            lp.down = a.allocate<float>({d, ff});
+            if constexpr (is_moe) {
+                lp.router = a.allocate<float>({n_experts, d});
+                lp.experts_gate_up = a.allocate<float>({n_experts, 2 * ff, d});
+                lp.experts_down = a.allocate<float>({n_experts, d, ff});
+            } else {
+                if constexpr (swiglu) lp.gate = a.allocate<float>({ff, d});
+                lp.up = a.allocate<float>({ff, d});
+                lp.down = a.allocate<float>({d, ff});
+            }
         }
         p.final_norm = norm();
         p.head = config.tied_embeddings ? p.embed : a.allocate<float>({vocab, d});
@@ -344,6 +379,9 @@ private:
             add(p + "mlp.gate_proj.weight", v.gate, g.gate, param_kind::weight);
             add(p + "mlp.up_proj.weight", v.up, g.up, param_kind::weight);
             add(p + "mlp.down_proj.weight", v.down, g.down, param_kind::weight);
+            add(p + "mlp.gate.weight", v.router, g.router, param_kind::weight); // experts only (transformers 5)
+            add(p + "mlp.experts.gate_up_proj", v.experts_gate_up, g.experts_gate_up, param_kind::weight);
+            add(p + "mlp.experts.down_proj", v.experts_down, g.experts_down, param_kind::weight);
         }
         add_norm("model.norm", params_.final_norm, grads_.final_norm);
         if (!config.tied_embeddings) add("lm_head.weight", params_.head, grads_.head, param_kind::weight);
@@ -371,9 +409,13 @@ private:
             la.resid = a.allocate<float>({n, d});
             la.normed2 = a.allocate<float>({n, d});
             la.stats2 = stats();
-            if constexpr (swiglu) la.gate = a.allocate<float>({n, ff});
-            la.up = a.allocate<float>({n, ff});
-            la.hidden = a.allocate<float>({n, ff});
+            if constexpr (is_moe) {
+                la.moe = moe_cache<float>::allocate(a, n, ff, n_experts, top_k);
+            } else {
+                if constexpr (swiglu) la.gate = a.allocate<float>({n, ff});
+                la.up = a.allocate<float>({n, ff});
+                la.hidden = a.allocate<float>({n, ff});
+            }
         }
         s.final_normed = a.allocate<float>({n, d});
         s.final_stats = stats();
@@ -388,9 +430,14 @@ private:
         s.dk = a.allocate<float>({batch, time, n_kv, hd});
         s.dv = a.allocate<float>({batch, time, n_kv, hd});
         s.datt = a.allocate<float>({n, qw});
-        s.dgate = a.allocate<float>({n, ff});
-        s.dup = a.allocate<float>({n, ff});
-        s.dhidden = a.allocate<float>({n, ff});
+        if constexpr (is_moe) {
+            s.moe_ws = moe_workspace<float>::allocate(a, n, d, ff, n_experts, top_k);
+            s.balance = moe_balance::allocate(a, n_experts);
+        } else {
+            s.dgate = a.allocate<float>({n, ff});
+            s.dup = a.allocate<float>({n, ff});
+            s.dhidden = a.allocate<float>({n, ff});
+        }
         return s;
     }
 
@@ -430,14 +477,19 @@ private:
             linear_forward<B, float>(tmp, rows(c.att_, qw), p.o);
             residual_forward<float>(x, x, tmp);
             norm_forward(normed, st, x, p.mlp_norm);
-            linear_forward<B, float>(rows(c.up_, ff), normed, p.up);
-            if constexpr (swiglu) {
-                linear_forward<B, float>(rows(c.gate_, ff), normed, p.gate);
-                swiglu_forward<float>(rows(c.hidden_, ff), rows(c.gate_, ff), rows(c.up_, ff));
+            if constexpr (is_moe) {
+                moe_forward<B, float>(tmp, c.moe_.first_rows(n), c.moe_ws_.first_rows(n), normed, p.router,
+                                      p.experts_gate_up, p.experts_down);
             } else {
-                gelu_forward<float>(rows(c.hidden_, ff), rows(c.up_, ff));
+                linear_forward<B, float>(rows(c.up_, ff), normed, p.up);
+                if constexpr (swiglu) {
+                    linear_forward<B, float>(rows(c.gate_, ff), normed, p.gate);
+                    swiglu_forward<float>(rows(c.hidden_, ff), rows(c.gate_, ff), rows(c.up_, ff));
+                } else {
+                    gelu_forward<float>(rows(c.hidden_, ff), rows(c.up_, ff));
+                }
+                linear_forward<B, float>(tmp, rows(c.hidden_, ff), p.down);
             }
-            linear_forward<B, float>(tmp, rows(c.hidden_, ff), p.down);
             residual_forward<float>(x, x, tmp);
         }
         c.length_ += t_len;
@@ -471,8 +523,10 @@ private:
         auto& a = acts_;
         copy(ids, a.ids);
         embedding_forward<float>(a.xs[0], a.ids.reshaped({batch_ * time_}), params_.embed);
+        if constexpr (is_moe) a.balance.clear();
         for (index_t l = 0; l < config.n_layers; ++l)
             layer_forward(l);
+        if constexpr (is_moe) aux_loss_ = a.balance.loss();
         norm_forward(a.final_normed, a.final_stats, a.xs.back(), params_.final_norm);
     }
 
@@ -492,14 +546,19 @@ private:
         residual_forward<float>(la.resid, x, acts_.tmp);
         // MLP
         norm_forward(la.normed2, la.stats2, la.resid, p.mlp_norm);
-        linear_forward<B, float>(la.up, la.normed2, p.up);
-        if constexpr (swiglu) {
-            linear_forward<B, float>(la.gate, la.normed2, p.gate);
-            swiglu_forward<float>(la.hidden, la.gate, la.up);
+        if constexpr (is_moe) {
+            moe_forward<B, float>(acts_.tmp, la.moe, acts_.moe_ws, la.normed2, p.router, p.experts_gate_up,
+                                  p.experts_down, &acts_.balance);
         } else {
-            gelu_forward<float>(la.hidden, la.up);
+            linear_forward<B, float>(la.up, la.normed2, p.up);
+            if constexpr (swiglu) {
+                linear_forward<B, float>(la.gate, la.normed2, p.gate);
+                swiglu_forward<float>(la.hidden, la.gate, la.up);
+            } else {
+                gelu_forward<float>(la.hidden, la.up);
+            }
+            linear_forward<B, float>(acts_.tmp, la.hidden, p.down);
         }
-        linear_forward<B, float>(acts_.tmp, la.hidden, p.down);
         residual_forward<float>(out, la.resid, acts_.tmp);
     }
 
@@ -511,14 +570,19 @@ private:
         const layer_activations& la = acts_.layers[l];
         auto& a = acts_;
         // MLP (mirror of the forward MLP block)
-        linear_backward<B, float>(a.dhidden, g.down, {}, a.dx, la.hidden, p.down);
-        if constexpr (swiglu) {
-            swiglu_backward<float>(a.dgate, a.dup, a.dhidden, la.gate, la.up);
-            linear_backward<B, float>(a.dnormed, g.gate, {}, a.dgate, la.normed2, p.gate);
-            linear_backward<B, float>(a.dnormed, g.up, {}, a.dup, la.normed2, p.up, grad_write::add);
+        if constexpr (is_moe) { // the router also receives the aux loss's gradient (daux_, set by backward())
+            moe_backward<B, float>(a.dnormed, g.router, g.experts_gate_up, g.experts_down, a.dx, la.normed2, p.router,
+                                   p.experts_gate_up, p.experts_down, la.moe, a.moe_ws, &a.balance, daux_);
         } else {
-            gelu_backward<float>(a.dup, a.dhidden, la.up);
-            linear_backward<B, float>(a.dnormed, g.up, {}, a.dup, la.normed2, p.up);
+            linear_backward<B, float>(a.dhidden, g.down, {}, a.dx, la.hidden, p.down);
+            if constexpr (swiglu) {
+                swiglu_backward<float>(a.dgate, a.dup, a.dhidden, la.gate, la.up);
+                linear_backward<B, float>(a.dnormed, g.gate, {}, a.dgate, la.normed2, p.gate);
+                linear_backward<B, float>(a.dnormed, g.up, {}, a.dup, la.normed2, p.up, grad_write::add);
+            } else {
+                gelu_backward<float>(a.dup, a.dhidden, la.up);
+                linear_backward<B, float>(a.dnormed, g.up, {}, a.dup, la.normed2, p.up);
+            }
         }
         norm_backward(a.dx, g.mlp_norm, a.dnormed, la.resid, p.mlp_norm, la.stats2, grad_write::add);
         // attention (mirror of the forward attention block)
@@ -546,6 +610,8 @@ private:
     index_t ce_chunk_;
     index_t loss_count_ = 0;
     bool has_forward_ = false;
+    double aux_loss_ = 0; // experts only: load-balancing loss of the last forward
+    double daux_ = 0;     // experts only: d(scaled loss)/d(aux loss) during backward()
 };
 
 } // namespace tl

@@ -1,0 +1,367 @@
+// The mixture-of-experts op (ops/moe.hpp): forward against a direct per-token formula, finite-difference
+// gradient checks in double on the reference backend (inputs, router, every expert weight; with and without
+// the aux loss; one and two layers sharing the aux loss), fast backends against the reference in f32, and
+// the gradient rule. Then the decoder with experts: the KV-cache path against the full forward, and Hugging
+// Face checkpoints (MixtralForCausalLM names and config.json). Parity with transformers is in
+// tests/model/test_hf_parity.cpp (fixture mixtral_moe).
+#include "../model/fixture_configs.hpp"
+#include "../support/gradcheck.hpp"
+
+#include <tinylm/backend/default.hpp>
+#include <tinylm/io/hf_checkpoint.hpp>
+#include <tinylm/model/decoder.hpp>
+#include <tinylm/ops/moe.hpp>
+
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include <boost/mpl/list.hpp>
+#include <boost/test/unit_test.hpp>
+
+#include <cmath>
+#include <numeric>
+
+using namespace tl;
+using namespace tl::test;
+using ref = reference_cpu;
+
+#ifdef TINYLM_HAS_ONEDNN
+using fast_backends = boost::mpl::list<eigen_cpu, onednn_cpu>;
+#else
+using fast_backends = boost::mpl::list<eigen_cpu>;
+#endif
+
+namespace {
+
+constexpr double tolerance = 1e-6;
+constexpr double f32_tolerance = 2e-5;
+
+// One MoE layer's parameters, gradients and buffers, in T.
+template <class T>
+struct moe_case {
+    index_t n, d, f, e, k;
+    owned<T> x, router, gate_up, down;
+    owned<T> y, dx, drouter, dgate_up, ddown;
+    arena mem;
+    moe_cache<T> cache;
+    moe_workspace<T> ws;
+    moe_balance balance;
+
+    moe_case(index_t n_, index_t d_, index_t f_, index_t e_, index_t k_, std::uint64_t seed)
+        : n(n_), d(d_), f(f_), e(e_), k(k_), x(random_tensor<T>({n_, d_}, seed)),
+          router(random_tensor<T>({e_, d_}, seed + 1)), gate_up(random_tensor<T>({e_, 2 * f_, d_}, seed + 2, 0.5)),
+          down(random_tensor<T>({e_, d_, f_}, seed + 3, 0.5)), y({n_, d_}), dx({n_, d_}), drouter({e_, d_}),
+          dgate_up({e_, 2 * f_, d_}), ddown({e_, d_, f_}), mem(1 << 20) {
+        cache = moe_cache<T>::allocate(mem, n, f, e, k);
+        ws = moe_workspace<T>::allocate(mem, n, d, f, e, k);
+        balance = moe_balance::allocate(mem, e);
+        balance.clear();
+    }
+    template <class B = ref>
+    void forward(cview<T> input, moe_balance* bal) {
+        moe_forward<B, T>(y, cache, ws, input, router, gate_up, down, bal);
+    }
+    template <class B = ref>
+    void backward(cview<T> dy, cview<T> input, const moe_balance* bal, double daux,
+                  grad_write mode = grad_write::assign) {
+        moe_backward<B, T>(dx, drouter, dgate_up, ddown, dy, input, router, gate_up, down, cache, ws, bal, daux, mode);
+    }
+};
+
+// Smallest gap between the k-th and (k+1)-th router probability over the rows (top-k must not flip under
+// the finite-difference step).
+template <class T>
+double topk_margin(const moe_cache<T>& c) {
+    double margin = std::numeric_limits<double>::infinity();
+    if (c.top_k() == c.n_experts()) return margin;
+    for (index_t t = 0; t < c.rows(); ++t) {
+        std::vector<double> p(c.probs.row(t), c.probs.row(t) + c.n_experts());
+        std::sort(p.rbegin(), p.rend());
+        margin = std::min(margin, p[c.top_k() - 1] - p[c.top_k()]);
+    }
+    return margin;
+}
+
+void report(const std::string& what, const std::string& input, double err) {
+    BOOST_TEST_MESSAGE("gradcheck " << what << " d" << input << ": " << err);
+}
+
+double silu(double g) { return g / (1.0 + std::exp(-g)); }
+
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(moe)
+
+BOOST_AUTO_TEST_CASE(forward_matches_the_direct_formula_and_counts_usage) {
+    moe_case<double> m(9, 5, 6, 4, 2, 100);
+    m.forward(m.x, &m.balance);
+    // Per token: softmax, top-2, renormalise, sum of the weighted SwiGLU experts.
+    std::vector<double> counts(4), prob_sum(4);
+    double worst = 0;
+    for (index_t t = 0; t < m.n; ++t) {
+        std::vector<double> z(4), p(4);
+        for (index_t e = 0; e < 4; ++e)
+            for (index_t i = 0; i < m.d; ++i)
+                z[e] += m.x.data[t * m.d + i] * m.router.data[e * m.d + i];
+        const double mx = *std::max_element(z.begin(), z.end());
+        double s = 0;
+        for (index_t e = 0; e < 4; ++e)
+            s += std::exp(z[e] - mx);
+        for (index_t e = 0; e < 4; ++e)
+            p[e] = std::exp(z[e] - mx) / s, prob_sum[e] += p[e];
+        std::vector<index_t> order(4);
+        std::iota(order.begin(), order.end(), 0);
+        std::sort(order.begin(), order.end(), [&](index_t a, index_t b) { return p[a] > p[b]; });
+        const double kept = p[order[0]] + p[order[1]];
+        for (index_t i = 0; i < m.d; ++i) {
+            double yi = 0;
+            for (int j = 0; j < 2; ++j) {
+                const index_t e = order[j];
+                double o = 0;
+                for (index_t h = 0; h < m.f; ++h) {
+                    double g = 0, u = 0;
+                    for (index_t c = 0; c < m.d; ++c) {
+                        g += m.gate_up.data[(e * 2 * m.f + h) * m.d + c] * m.x.data[t * m.d + c];
+                        u += m.gate_up.data[(e * 2 * m.f + m.f + h) * m.d + c] * m.x.data[t * m.d + c];
+                    }
+                    o += silu(g) * u * m.down.data[(e * m.d + i) * m.f + h];
+                }
+                yi += p[e] / kept * o;
+            }
+            worst = std::max(worst, std::abs(yi - m.y.data[t * m.d + i]));
+        }
+        counts[order[0]] += 1, counts[order[1]] += 1;
+    }
+    BOOST_TEST(worst < 1e-12);
+    double aux = 0;
+    for (index_t e = 0; e < 4; ++e) {
+        BOOST_TEST(double(m.cache.tokens_of(e)) == counts[e]);
+        aux += counts[e] / 9 * prob_sum[e] / 9;
+    }
+    BOOST_TEST(m.cache.offsets[4] == 18);
+    BOOST_TEST(std::abs(m.balance.loss() - 4 * aux) < 1e-12);
+    BOOST_TEST_MESSAGE("moe usage (tokens per expert, 9 tokens, top-2): " << counts[0] << " " << counts[1] << " "
+                                                                          << counts[2] << " " << counts[3]);
+}
+
+BOOST_AUTO_TEST_CASE(gradcheck_one_layer) {
+    struct variant {
+        const char* name;
+        index_t n, d, f, e, k;
+        double aux_weight;
+        std::uint64_t seed;
+        double output_weight = 1.0; // 0: the aux loss alone
+    };
+    for (const variant& v :
+         {variant{"top2of4", 7, 5, 6, 4, 2, 0.0, 10}, variant{"top2of4+aux", 7, 5, 6, 4, 2, 0.3, 10},
+          variant{"top1of3+aux", 6, 4, 3, 3, 1, 0.5, 20}, variant{"top3of3+aux", 5, 4, 3, 3, 3, 0.5, 30},
+          variant{"top3of5+aux", 8, 3, 5, 5, 3, 0.2, 40}, variant{"aux only, top2of4", 7, 5, 6, 4, 2, 1.0, 10, 0.0}}) {
+        moe_case<double> m(v.n, v.d, v.f, v.e, v.k, v.seed);
+        auto r = random_tensor<double>({v.n, v.d}, v.seed + 9, v.output_weight);
+        auto loss = [&] {
+            m.balance.clear();
+            m.forward(m.x, &m.balance);
+            return weighted_sum(m.y.data, r.data) + v.aux_weight * m.balance.loss();
+        };
+        loss();
+        const double margin = topk_margin(m.cache);
+        BOOST_TEST_MESSAGE("moe " << v.name << ": smallest top-k probability margin " << margin);
+        BOOST_REQUIRE_MESSAGE(margin > 1e-3, v.name << ": near-tie in the top-k, pick another seed");
+        m.backward(r, m.x, &m.balance, v.aux_weight);
+        const double err = gradcheck(loss,
+                                     {{"x", &m.x.data, &m.dx.data},
+                                      {"router", &m.router.data, &m.drouter.data},
+                                      {"gate_up", &m.gate_up.data, &m.dgate_up.data},
+                                      {"down", &m.down.data, &m.ddown.data}},
+                                     [&](const std::string& n, double e) { report(v.name, n, e); });
+        BOOST_TEST(err < tolerance, v.name);
+    }
+}
+
+// Two layers share one aux loss (transformers pools the statistics of all layers before multiplying).
+BOOST_AUTO_TEST_CASE(gradcheck_two_layers_sharing_the_aux_loss) {
+    const index_t n = 6, d = 4, f = 5, e = 4, k = 2;
+    moe_case<double> a(n, d, f, e, k, 50), b(n, d, f, e, k, 60);
+    auto r = random_tensor<double>({n, d}, 70);
+    const double w = 0.4;
+    moe_balance& shared = a.balance;
+    auto loss = [&] {
+        shared.clear();
+        a.forward(a.x, &shared);
+        b.forward(a.y, &shared);
+        return weighted_sum(b.y.data, r.data) + w * shared.loss();
+    };
+    loss();
+    BOOST_REQUIRE(topk_margin(a.cache) > 1e-3);
+    BOOST_REQUIRE(topk_margin(b.cache) > 1e-3);
+    b.backward(r, a.y, &shared, w);
+    a.backward(b.dx, a.x, &shared, w);
+    const double err = gradcheck(loss,
+                                 {{"x", &a.x.data, &a.dx.data},
+                                  {"router1", &a.router.data, &a.drouter.data},
+                                  {"gate_up1", &a.gate_up.data, &a.dgate_up.data},
+                                  {"down1", &a.down.data, &a.ddown.data},
+                                  {"router2", &b.router.data, &b.drouter.data},
+                                  {"gate_up2", &b.gate_up.data, &b.dgate_up.data},
+                                  {"down2", &b.down.data, &b.ddown.data}},
+                                 [&](const std::string& nm, double er) { report("two layers+aux", nm, er); });
+    BOOST_TEST(err < tolerance);
+}
+
+BOOST_AUTO_TEST_CASE(gradient_rule) {
+    moe_case<double> m(7, 5, 6, 4, 2, 10);
+    auto r = random_tensor<double>({7, 5}, 19);
+    m.forward(m.x, &m.balance);
+    m.backward(r, m.x, &m.balance, 0.3);
+    const auto dx1 = m.dx.data, dr1 = m.drouter.data, dgu1 = m.dgate_up.data, dd1 = m.ddown.data;
+    m.backward(r, m.x, &m.balance, 0.3); // parameters accumulate, dx is assigned
+    BOOST_TEST(rel_error(m.dx.data, dx1) < 1e-15);
+    for (std::size_t i = 0; i < dr1.size(); ++i)
+        BOOST_TEST(std::abs(m.drouter.data[i] - 2 * dr1[i]) < 1e-12);
+    for (std::size_t i = 0; i < dgu1.size(); ++i)
+        BOOST_TEST(std::abs(m.dgate_up.data[i] - 2 * dgu1[i]) < 1e-12);
+    for (std::size_t i = 0; i < dd1.size(); ++i)
+        BOOST_TEST(std::abs(m.ddown.data[i] - 2 * dd1[i]) < 1e-12);
+    m.backward(r, m.x, &m.balance, 0.3, grad_write::add); // dx adds when asked
+    for (std::size_t i = 0; i < dx1.size(); ++i)
+        BOOST_TEST(std::abs(m.dx.data[i] - 2 * dx1[i]) < 1e-12);
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(fast_backends_match_reference_f32, B, fast_backends) {
+    // Enough rows that every expert gets several, and widths that are not multiples of a SIMD width.
+    const index_t n = 37, d = 24, f = 20, e = 5, k = 2;
+    moe_case<float> want(n, d, f, e, k, 80), got(n, d, f, e, k, 80);
+    auto dy = random_tensor<float>({n, d}, 90);
+    want.forward<ref>(want.x, &want.balance);
+    got.forward<B>(got.x, &got.balance);
+    BOOST_TEST(rel_error(got.y.data, want.y.data) < f32_tolerance);
+    BOOST_TEST(std::abs(got.balance.loss() - want.balance.loss()) < 1e-5 * want.balance.loss());
+    for (index_t x = 0; x < e; ++x)
+        BOOST_TEST(got.cache.tokens_of(x) == want.cache.tokens_of(x));
+    want.backward<ref>(dy, want.x, &want.balance, 0.1);
+    got.backward<B>(dy, got.x, &got.balance, 0.1);
+    BOOST_TEST(rel_error(got.dx.data, want.dx.data) < f32_tolerance);
+    BOOST_TEST(rel_error(got.drouter.data, want.drouter.data) < f32_tolerance);
+    BOOST_TEST(rel_error(got.dgate_up.data, want.dgate_up.data) < f32_tolerance);
+    BOOST_TEST(rel_error(got.ddown.data, want.ddown.data) < f32_tolerance);
+    // f32 against the f64 run of the same op
+    moe_case<double> exact(n, d, f, e, k, 80);
+    exact.forward(exact.x, &exact.balance);
+    exact.backward(cast<double>(dy), exact.x, &exact.balance, 0.1);
+    BOOST_TEST(rel_error(got.y.data, exact.y.data) < f32_tolerance);
+    BOOST_TEST(rel_error(got.drouter.data, exact.drouter.data) < f32_tolerance);
+    BOOST_TEST(rel_error(got.dgate_up.data, exact.dgate_up.data) < f32_tolerance);
+}
+
+BOOST_AUTO_TEST_CASE(errors_name_the_shapes) {
+    moe_case<double> m(4, 5, 6, 3, 2, 1);
+    owned<double> bad_router({3, 4});
+    try {
+        moe_forward<ref, double>(m.y, m.cache, m.ws, m.x, bad_router, m.gate_up, m.down);
+        BOOST_FAIL("expected an error");
+    } catch (const tl::error& e) {
+        BOOST_TEST(std::string(e.what()).find("router has shape [3, 4]") != std::string::npos, e.what());
+    }
+    arena a(1 << 16);
+    auto too_many = moe_cache<double>::allocate(a, 4, 6, 3, 4); // top_k 4 of 3 experts
+    try {
+        moe_forward<ref, double>(m.y, too_many, m.ws, m.x, m.router, m.gate_up, m.down);
+        BOOST_FAIL("expected an error");
+    } catch (const tl::error& e) {
+        BOOST_TEST(std::string(e.what()).find("top_k 4 must be in [1, n_experts = 3]") != std::string::npos, e.what());
+    }
+}
+
+// ---- the decoder with experts ---------------------------------------------------------------------------
+
+namespace {
+template <class Model>
+void load_fixture(Model& model, const std::string& name) {
+    const safetensors_reader fx(std::filesystem::path(TINYLM_SOURCE_DIR) / "tests/reference/fixtures" /
+                                (name + ".safetensors"));
+    for (const parameter_entry& e : model.parameter_entries())
+        fx.read("param." + e.name, e.value);
+}
+} // namespace
+
+BOOST_AUTO_TEST_CASE(decoder_kv_cache_matches_full_forward) {
+    decoder<test::mixtral_moe, reference_cpu> model(0);
+    load_fixture(model, "mixtral_moe");
+    const index_t B = 2, T = 11, V = test::mixtral_moe::value.vocab_size;
+    owned<token_t> ids({B, T});
+    counter_rng rng(5);
+    for (auto& id : ids.data)
+        id = token_t(rng.below(std::uint64_t(V)));
+    owned<float> full({B, T, V});
+    model.logits(ids, full);
+    auto cache = model.make_cache(B, 16, /*chunk=*/3);
+    owned<float> last({B, V});
+    index_t pos = 0;
+    double worst = 0;
+    for (index_t step : {5, 1, 1, 4}) { // chunks of 3 and 2 rows per sequence, single tokens, then 3 + 1
+        owned<token_t> part({B, step});
+        for (index_t b = 0; b < B; ++b)
+            for (index_t t = 0; t < step; ++t)
+                part.data[b * step + t] = ids.data[b * T + pos + t];
+        model.forward_cached(cache, part, last);
+        pos += step;
+        for (index_t b = 0; b < B; ++b) {
+            const std::vector<float> want(full.data.begin() + (b * T + pos - 1) * V,
+                                          full.data.begin() + (b * T + pos) * V);
+            const std::vector<float> got(last.data.begin() + b * V, last.data.begin() + (b + 1) * V);
+            worst = std::max(worst, rel_error(got, want));
+        }
+    }
+    BOOST_TEST_MESSAGE("mixtral_moe: cached vs full logits " << worst);
+    BOOST_TEST(worst < 1e-5);
+}
+
+BOOST_AUTO_TEST_CASE(decoder_counts_parameters_and_flops_with_experts) {
+    using C = test::mixtral_moe;
+    decoder<C, reference_cpu> model(1);
+    std::int64_t n = 0;
+    for (const parameter_entry& e : model.parameter_entries())
+        n += e.value.numel();
+    BOOST_TEST(n == parameter_count(C::value));
+    // Against the dense model of the same shape: 4 experts and a router instead of one MLP; top-2 flops.
+    model_config dense = C::value;
+    dense.moe = {};
+    BOOST_TEST(parameter_count(C::value) - parameter_count(dense) == 2 * (3 * (3 * 32 * 48) + 4 * 32));
+    BOOST_TEST(flops_per_token(C::value, 12) - flops_per_token(dense, 12) == 6.0 * 2 * (3 * 32 * 48 + 4 * 32));
+}
+
+BOOST_AUTO_TEST_CASE(decoder_hf_checkpoint_uses_mixtral_names_and_config) {
+    const auto dir = std::filesystem::temp_directory_path() / ("tinylm_moe_" + std::to_string(::getpid()));
+    decoder<test::mixtral_moe, eigen_cpu> a(11), b(12);
+    save_pretrained(a, dir / "ckpt");
+    const auto config = nlohmann::json::parse(std::ifstream(dir / "ckpt/config.json"));
+    BOOST_TEST(config.at("architectures")[0].get<std::string>() == "MixtralForCausalLM");
+    BOOST_TEST(config.at("model_type").get<std::string>() == "mixtral");
+    BOOST_TEST(config.at("num_local_experts").get<int>() == 4);
+    BOOST_TEST(config.at("num_experts_per_tok").get<int>() == 2);
+    BOOST_TEST(config.at("router_aux_loss_coef").get<double>() == 0.02);
+    BOOST_TEST(config.at("output_router_logits").get<bool>());
+    const safetensors_reader st(dir / "ckpt/model.safetensors");
+    for (const char* name : {"model.layers.1.mlp.gate.weight", "model.layers.1.mlp.experts.gate_up_proj",
+                             "model.layers.1.mlp.experts.down_proj"})
+        BOOST_TEST(st.contains(name), name);
+    BOOST_TEST(!st.contains("model.layers.0.mlp.up_proj.weight"));
+    load_pretrained(b, dir / "ckpt");
+    for (std::size_t i = 0; i < a.parameter_entries().size(); ++i) {
+        const auto& x = a.parameter_entries()[i].value;
+        BOOST_TEST_REQUIRE(std::memcmp(x.data, b.parameter_entries()[i].value.data, std::size_t(x.numel()) * 4) == 0);
+    }
+    decoder<test::llama_gqa, eigen_cpu> dense(1);
+    try {
+        load_pretrained(dense, dir / "ckpt");
+        BOOST_FAIL("expected an error");
+    } catch (const tl::error& e) {
+        BOOST_TEST(std::string(e.what()).find("num_local_experts: 4 in the file") != std::string::npos, e.what());
+    }
+    std::filesystem::remove_all(dir);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
