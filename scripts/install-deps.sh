@@ -14,6 +14,7 @@ packages=(
   libutf8proc-dev        # Unicode normalisation (tokenizer, corpus)
   libboost-test-dev      # tests
   libbenchmark-dev       # benchmarks (Google Benchmark)
+  sentencepiece          # spm_train, the peer of benchmarks/tokenizer/compare.py
 )
 
 missing=()
