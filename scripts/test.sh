@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE} # no spinning at barriers: tests share 2 cores with ctest -j
 build=${TINYLM_BUILD_DIR:-build}
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DTINYLM_WERROR=ON
 cmake --build "$build" -j "$(nproc)"

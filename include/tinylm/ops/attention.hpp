@@ -46,6 +46,15 @@ inline attention_shape attention_shape_of(const shape& q, const shape& k, index_
           });
     return s;
 }
+// Accumulates in T: f32 in training (vectorised), f64 in the gradient checks.
+template <class T>
+inline T dot(const T* a, const T* b, index_t n) {
+    T sum = 0;
+#pragma omp simd reduction(+ : sum)
+    for (index_t c = 0; c < n; ++c)
+        sum += a[c] * b[c];
+    return sum;
+}
 } // namespace detail
 
 template <class T>
@@ -56,7 +65,7 @@ void attention_forward(tensor_view<T> out, tensor_view<T> lse, cview<T> q, cview
     expect_same_shape("attention", "out", out, q);
     if (lse.data) expect_shape("attention", "lse", lse, {s.batch, s.q_heads, s.time});
     const index_t D = s.head_dim, group = s.q_heads / s.kv_heads;
-    const double scale = 1.0 / std::sqrt(double(D));
+    const T scale = T(1.0 / std::sqrt(double(D)));
     auto at = [&](auto& t, index_t b, index_t i, index_t h, index_t heads) {
         return t.data + ((b * s.time + i) * heads + h) * D;
     };
@@ -71,29 +80,30 @@ void attention_forward(tensor_view<T> out, tensor_view<T> lse, cview<T> q, cview
                 const T* qi = at(q, b, i, h, s.q_heads);
                 T* oi = at(out, b, i, h, s.q_heads);
                 std::fill_n(oi, D, T(0));
-                double running_max = -std::numeric_limits<double>::infinity(), running_sum = 0;
+                T running_max = -std::numeric_limits<T>::infinity(), running_sum = 0;
                 const index_t pos = q_start + i;
                 for (index_t j = s.first_visible_key(pos); j <= pos; ++j) {
                     const T* kj = at_key(k, b, j, hk);
                     const T* vj = at_key(v, b, j, hk);
-                    double score = 0;
-                    for (index_t c = 0; c < D; ++c)
-                        score += double(qi[c]) * double(kj[c]);
-                    score *= scale;
+                    const T score = detail::dot(qi, kj, D) * scale;
                     if (score > running_max) { // rescale what has been summed so far
-                        const double r = std::exp(running_max - score);
+                        const T r = std::exp(running_max - score);
                         running_sum *= r;
+#pragma omp simd
                         for (index_t c = 0; c < D; ++c)
-                            oi[c] = T(double(oi[c]) * r);
+                            oi[c] *= r;
                         running_max = score;
                     }
-                    const double p = std::exp(score - running_max);
+                    const T p = std::exp(score - running_max);
                     running_sum += p;
+#pragma omp simd
                     for (index_t c = 0; c < D; ++c)
-                        oi[c] = T(double(oi[c]) + p * double(vj[c]));
+                        oi[c] += p * vj[c];
                 }
+                const T inv_sum = T(1) / running_sum;
+#pragma omp simd
                 for (index_t c = 0; c < D; ++c)
-                    oi[c] = T(double(oi[c]) / running_sum);
+                    oi[c] *= inv_sum;
                 if (lse.data) lse[(b * s.q_heads + h) * s.time + i] = T(running_max + std::log(running_sum));
             }
 }
@@ -108,7 +118,7 @@ void attention_backward(tensor_view<T> dq, tensor_view<T> dk, tensor_view<T> dv,
     expect_same_shape("attention_backward", "dv", dv, v);
     expect_same_shape("attention_backward", "dout", dout, q);
     const index_t D = s.head_dim, group = s.q_heads / s.kv_heads;
-    const double scale = 1.0 / std::sqrt(double(D));
+    const T scale = T(1.0 / std::sqrt(double(D)));
     auto at = [&](auto& t, index_t b, index_t i, index_t h, index_t heads) {
         return t.data + ((b * s.time + i) * heads + h) * D;
     };
@@ -128,26 +138,20 @@ void attention_backward(tensor_view<T> dq, tensor_view<T> dk, tensor_view<T> dv,
                     const T* oi = at(out, b, i, h, s.q_heads);
                     T* dqi = at(dq, b, i, h, s.q_heads);
                     std::fill_n(dqi, D, T(0));
-                    double d_i = 0;
-                    for (index_t c = 0; c < D; ++c)
-                        d_i += double(doi[c]) * double(oi[c]);
-                    const double lse_i = double(lse[(b * s.q_heads + h) * s.time + i]);
+                    const T d_i = detail::dot(doi, oi, D);
+                    const T lse_i = lse[(b * s.q_heads + h) * s.time + i];
                     for (index_t j = s.first_visible_key(i); j <= i; ++j) {
                         const T* kj = at(k, b, j, hk, s.kv_heads);
                         const T* vj = at(v, b, j, hk, s.kv_heads);
                         T* dkj = at(dk, b, j, hk, s.kv_heads);
                         T* dvj = at(dv, b, j, hk, s.kv_heads);
-                        double score = 0, dp = 0;
+                        const T p = std::exp(detail::dot(qi, kj, D) * scale - lse_i);
+                        const T ds = p * (detail::dot(doi, vj, D) - d_i) * scale;
+#pragma omp simd
                         for (index_t c = 0; c < D; ++c) {
-                            score += double(qi[c]) * double(kj[c]);
-                            dp += double(doi[c]) * double(vj[c]);
-                        }
-                        const double p = std::exp(score * scale - lse_i);
-                        const double ds = p * (dp - d_i) * scale;
-                        for (index_t c = 0; c < D; ++c) {
-                            dqi[c] = T(double(dqi[c]) + ds * double(kj[c]));
-                            dkj[c] = T(double(dkj[c]) + ds * double(qi[c]));
-                            dvj[c] = T(double(dvj[c]) + p * double(doi[c]));
+                            dqi[c] += ds * kj[c];
+                            dkj[c] += ds * qi[c];
+                            dvj[c] += p * doi[c];
                         }
                     }
                 }

@@ -10,7 +10,7 @@
 
 namespace tl {
 
-struct decoder {
+struct token_decoder {
     // "▁" → " ".
     bool metaspace = false;
     // Remove one leading space from the whole text (Hugging Face Strip(" ", 1, 0) / Metaspace prepend).

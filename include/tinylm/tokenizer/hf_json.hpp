@@ -124,7 +124,7 @@ struct json_reader {
         }
     }
 
-    void decoder_part(const json& j, decoder& d) const {
+    void decoder_part(const json& j, token_decoder& d) const {
         if (j.is_null()) return;
         const std::string t = type_of(j);
         if (t == "Sequence") {

@@ -124,7 +124,7 @@ public:
     pre_tokenizer pre;
     bpe_model model;
     added_vocabulary added;
-    decoder dec;
+    token_decoder dec;
     // Post-processor (single sequence): tokens put before and after the text when add_special_tokens.
     std::vector<token_id> prefix_tokens, suffix_tokens;
 
