@@ -7,7 +7,11 @@ backward pass and one AdamW step, all in float64. It writes inputs, logits,
 loss, parameters, gradients and updated parameters as float32 into
 `<out>/<name>.safetensors`.
 
-Usage:  python make_fixtures.py [--out DIR]   (default: fixtures/ next to this file)
+Usage:  python make_fixtures.py [--out DIR] [--only NAME ...]   (default: fixtures/ next to this file)
+
+`llama_gqa_lora` is the llama_gqa model wrapped by `peft` (LoRA r=4, alpha=8 on all seven projections, B
+random instead of zero): base weights, LoRA weights under PEFT's names, logits, loss, LoRA gradients and the
+LoRA weights after one AdamW step on the LoRA parameters only.
 
 Float64 oracle: in float64, stock transformers still does some steps in
 float32: RMSNorm, RoPE cos/sin (with float32 inv_freq), the eager-attention
@@ -415,16 +419,121 @@ def verify(path, stats):
         print(f"    aux_loss={t['aux_loss'].item():.6f}  smallest top-k probability margin = {stats['topk_margin']:.3e}")
 
 
+# ----------------------------------------------------------------------------
+# LoRA (peft): the llama_gqa model with an adapter on all seven projections
+# ----------------------------------------------------------------------------
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+# name -> (base configuration, LoraConfig kwargs, seed for the adapter weights)
+LORA_CASES = {
+    "llama_gqa_lora": ("llama_gqa", dict(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=LORA_TARGETS), 2001),
+}
+
+
+def peft_saved_name(n):
+    """PeftModel parameter name -> the name in adapter_model.safetensors (no adapter name)."""
+    return n.replace(".default.", ".")
+
+
+def make_lora(name, out_dir):
+    """Base weights, LoRA weights (PEFT names), logits, loss, LoRA gradients, LoRA weights after one AdamW step.
+
+    B is set to small random values instead of PEFT's zeros so that every gradient is non-zero. AdamW runs
+    on the LoRA parameters only (the base is frozen), all of them with weight decay.
+    """
+    import peft
+
+    base_name, lora_kwargs, lora_seed = LORA_CASES[name]
+    cfg_cls, model_cls, kwargs, seed = CONFIGS[base_name]
+    base, input_ids, labels = build_model(cfg_cls, model_cls, kwargs, seed)
+    base_params = {n: p.detach().clone() for n, p in base.named_parameters()}
+    lcfg = peft.LoraConfig(task_type="CAUSAL_LM", bias="none", **lora_kwargs)
+    model = peft.get_peft_model(base, lcfg)
+    model.double()
+    model.eval()
+    gen = torch.Generator().manual_seed(lora_seed)
+    lora = {}
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_A" in n:
+                p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float64) / math.sqrt(p.shape[1]))
+            elif "lora_B" in n:
+                p.copy_(0.1 * torch.randn(p.shape, generator=gen, dtype=torch.float64) / math.sqrt(p.shape[1]))
+            else:
+                assert not p.requires_grad, n
+                continue
+            lora[n] = p
+    assert len(lora) == 2 * len(LORA_TARGETS) * kwargs["num_hidden_layers"], len(lora)
+    print(f"[{name}] peft {peft.__version__} LoRA r={lcfg.r} alpha={lcfg.lora_alpha} on {base_name}")
+
+    def run(m):
+        m.zero_grad(set_to_none=True)
+        out = m(input_ids=input_ids, labels=labels, use_cache=False)
+        loss = causal_lm_loss(out.logits, labels)
+        assert abs(out.loss.double().item() - loss.item()) <= 1e-5 * abs(loss.item())
+        loss.backward()
+        params = [p for p in m.parameters() if p.requires_grad]
+        grads = {peft_saved_name(n): p.grad.detach().clone() for n, p in m.named_parameters() if p.requires_grad}
+        opt = torch.optim.AdamW(params, lr=ADAMW["lr"], betas=(ADAMW["beta1"], ADAMW["beta2"]), eps=ADAMW["eps"],
+                                weight_decay=ADAMW["weight_decay"], foreach=False, fused=False)
+        opt.step()
+        stepped = {peft_saved_name(n): p.detach().clone() for n, p in m.named_parameters() if p.requires_grad}
+        return out.logits.detach().clone(), loss.detach().clone(), grads, stepped
+
+    init = {peft_saved_name(n): p.detach().clone() for n, p in lora.items()}
+    model32 = copy.deepcopy(model).float()
+    with float64_oracle():
+        logits, loss, grads, stepped = run(model)
+    logits32, loss32, grads32, _ = run(model32)
+    stats = {
+        "fp32_logits_rel": rel(logits32, logits),
+        "fp32_logits_abs": (logits32.double() - logits).abs().max().item(),
+        "fp32_loss_rel": abs(loss32.item() - loss.item()) / abs(loss.item()),
+        "fp32_grad_rel_worst": max(rel(grads32[n], grads[n]) for n in grads),
+        "fp32_adamw_abs_worst": 0.0,
+        "stock_fp64_logits_rel": 0.0,
+    }
+    assert stats["fp32_logits_rel"] < 1e-4, stats
+    assert min(g.abs().min().item() for g in grads.values()) > 0, "a LoRA gradient element is zero"
+    for n, p in model.named_parameters():  # the base did not move
+        if not p.requires_grad:
+            key = n.replace("base_model.model.", "", 1).replace(".base_layer.", ".")
+            assert torch.equal(p, base_params[key]), n
+
+    tensors = {"input_ids": input_ids.contiguous(), "labels": labels.contiguous(),
+               "logits": f32(logits), "loss": f32(loss.reshape(1))}
+    for n, p in base_params.items():
+        tensors[f"param.{n}"] = f32(p)
+    for n in init:
+        tensors[f"lora.{n}"] = f32(init[n])
+        tensors[f"grad.{n}"] = f32(grads[n])
+        tensors[f"adamw.{n}"] = f32(stepped[n])
+    metadata = {
+        "config": model.base_model.model.config.to_json_string(),
+        "architecture": model_cls.__name__,
+        "adamw": json.dumps(ADAMW, sort_keys=True),
+        "lora": json.dumps({"r": lcfg.r, "lora_alpha": lcfg.lora_alpha, "lora_dropout": lcfg.lora_dropout,
+                            "target_modules": LORA_TARGETS}, sort_keys=True),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+    }
+    path = os.path.join(out_dir, f"{name}.safetensors")
+    with open(path, "wb") as fh:
+        fh.write(canonical_safetensors(tensors, metadata))
+    return path, stats
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures"))
-    ap.add_argument("--only", nargs="*", choices=list(CONFIGS), help="subset of configurations")
+    ap.add_argument("--only", nargs="*", choices=list(CONFIGS) + list(LORA_CASES), help="subset of configurations")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)  # reproducible reductions
     torch.use_deterministic_algorithms(True)
     os.makedirs(args.out, exist_ok=True)
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, numpy {np.__version__}")
-    results = [make_one(n, args.out) for n in (args.only or CONFIGS)]
+    names = args.only or list(CONFIGS) + list(LORA_CASES)
+    results = [make_lora(n, args.out) if n in LORA_CASES else make_one(n, args.out) for n in names]
     print("verification (reloaded from disk):")
     for path, stats in results:
         verify(path, stats)

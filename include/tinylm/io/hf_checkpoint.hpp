@@ -9,6 +9,8 @@
 // load_pretrained reads both ours and theirs (f32, bf16 or f64 tensors; one file or a sharded index).
 // Loading checks config.json against the compile-time configuration and names every field that differs.
 // Saving writes a sibling "<dir>.tmp" and swaps it in, so an interrupted save leaves the old checkpoint.
+// A LoRA model's files hold its base only (merge() first to save the fine-tuned model as a plain
+// checkpoint); the adapter goes to the PEFT format (io/peft.hpp).
 #pragma once
 
 #include <tinylm/io/safetensors.hpp>
@@ -182,7 +184,7 @@ void write_hf_files(const Model& model, const fs::path& stage, special_token_ids
     safetensors_writer w;
     w.add_metadata("format", "pt"); // transformers asks for it
     for (const parameter_entry& e : model.parameter_entries())
-        w.add<float>(e.name, e.value);
+        if (e.kind != param_kind::adapter) w.add<float>(e.name, e.value); // LoRA: io/peft.hpp
     w.save(stage / "model.safetensors");
 }
 
@@ -210,13 +212,14 @@ void load_pretrained(Model& model, const fs::path& dir) {
     std::map<std::string, std::string> file_of;
     if (fs::exists(dir / "model.safetensors")) {
         for (const parameter_entry& e : model.parameter_entries())
-            file_of[e.name] = "model.safetensors";
+            if (e.kind != param_kind::adapter) file_of[e.name] = "model.safetensors";
     } else {
         const fs::path index = dir / "model.safetensors.index.json";
         check(fs::exists(index),
               [&] { return "hf_checkpoint: " + dir.string() + " has neither model.safetensors nor an index"; });
         const auto map = nlohmann::json::parse(std::ifstream(index)).at("weight_map");
         for (const parameter_entry& e : model.parameter_entries()) {
+            if (e.kind == param_kind::adapter) continue;
             check(map.contains(e.name),
                   [&] { return "hf_checkpoint: " + index.string() + " does not list " + e.name; });
             file_of[e.name] = map[e.name].get<std::string>();
@@ -224,6 +227,7 @@ void load_pretrained(Model& model, const fs::path& dir) {
     }
     std::map<std::string, std::unique_ptr<safetensors_reader>> readers;
     for (const parameter_entry& e : model.parameter_entries()) {
+        if (e.kind == param_kind::adapter) continue;
         auto& r = readers[file_of[e.name]];
         if (!r) r = std::make_unique<safetensors_reader>(dir / file_of[e.name]);
         r->read(e.name, e.value);

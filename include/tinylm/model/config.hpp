@@ -36,21 +36,51 @@ struct moe_config {
     double aux_loss_weight = 0.0;
 };
 
-// LoRA: a slot the fine-tuning issue fills. rank == 0 means no adapter.
+// LoRA (Hu et al. 2021), as peft's LoraConfig: every targeted projection y = x W^T gets a trainable low-rank
+// update y += (alpha / rank) * B(A(dropout(x))) with A (rank, in) and B (out, rank); the base is frozen.
+// The adapter is the decoder's third template argument, a named type holding `static constexpr lora_config
+// value` (see LoraAdapter below); rank == 0 means no adapter. The targets are PEFT's target_modules.
 enum lora_target : std::uint32_t {
-    lora_q = 1u << 0,
-    lora_k = 1u << 1,
-    lora_v = 1u << 2,
-    lora_o = 1u << 3,
-    lora_gate = 1u << 4,
-    lora_up = 1u << 5,
-    lora_down = 1u << 6,
+    lora_q = 1u << 0,    // self_attn.q_proj
+    lora_k = 1u << 1,    // self_attn.k_proj
+    lora_v = 1u << 2,    // self_attn.v_proj
+    lora_o = 1u << 3,    // self_attn.o_proj
+    lora_gate = 1u << 4, // mlp.gate_proj
+    lora_up = 1u << 5,   // mlp.up_proj
+    lora_down = 1u << 6, // mlp.down_proj
+    lora_attention = lora_q | lora_k | lora_v | lora_o,
+    lora_all = lora_attention | lora_gate | lora_up | lora_down,
 };
+inline constexpr int lora_target_count = 7;
 struct lora_config {
     int rank = 0;
     float alpha = 0;
+    float dropout = 0;         // on the adapter's input, during training only (loss/backward)
     std::uint32_t targets = 0; // a bitwise or of lora_target
 };
+
+// The adapter of a plain decoder: none (zero cost).
+struct no_adapter {
+    static constexpr lora_config value{};
+};
+
+// A named adapter type: `struct my_lora { static constexpr lora_config value{.rank = 8, .alpha = 16,
+// .dropout = 0.05f, .targets = lora_all}; };`
+template <class A>
+concept LoraAdapter = requires {
+    { A::value } -> std::convertible_to<const lora_config&>;
+};
+
+template <LoraAdapter A>
+constexpr bool validate_adapter() {
+    constexpr lora_config c = A::value;
+    static_assert(c.rank >= 0, "lora_config: rank must be >= 0 (0: no adapter)");
+    static_assert(c.rank == 0 || c.alpha > 0, "lora_config: alpha must be positive (the scale is alpha / rank)");
+    static_assert(c.dropout >= 0 && c.dropout < 1, "lora_config: dropout must be in [0, 1)");
+    static_assert(c.rank == 0 || (c.targets != 0 && (c.targets & ~std::uint32_t(lora_all)) == 0),
+                  "lora_config: targets must be a non-empty bitwise or of lora_target (lora_q ... lora_down)");
+    return true;
+}
 
 struct model_config {
     // Sizes

@@ -12,6 +12,15 @@
 // activations live in a second arena planned for the batch shape (plan(B, T)), so a training step allocates
 // nothing. Parameter names are the Hugging Face ones (model.layers.3.self_attn.q_proj.weight) and weights
 // are stored (out, in), so checkpoints load without renaming or transposes.
+//
+// LoRA: the third template argument is an adapter type (model/config.hpp, default no_adapter: zero cost).
+// With one, every targeted projection computes y = x W^T (+ b) + (alpha / r) * (dropout(x) A^T) B^T with
+// A (r, in) initialised like peft (kaiming-uniform, a = sqrt(5): U(-1/sqrt(in), 1/sqrt(in))) and B zero.
+// The base is frozen: it has no gradients (no dW products, no gradient memory) and only the LoRA tensors
+// are trainable (parameter_entry::trainable; trainable_entries() is what optimizers see). Their names are
+// peft's without the "base_model.model." prefix: model.layers.0.self_attn.q_proj.lora_A.weight.
+// Dropout uses the counter-based RNG, stream (training forward count, layer, target), and is active only
+// in loss()/backward(). merge() folds (alpha / r) B A into W; unmerge() takes it out again.
 #pragma once
 
 #include <tinylm/backend/default.hpp>
@@ -29,6 +38,7 @@
 #include <tinylm/ops/rmsnorm.hpp>
 #include <tinylm/ops/rope.hpp>
 
+#include <array>
 #include <functional>
 #include <string>
 #include <vector>
@@ -36,21 +46,41 @@
 namespace tl {
 
 // How the optimizer treats a parameter (weight decay groups): decay weights, and by option embeddings.
-enum class param_kind : std::uint8_t { weight, embedding, norm, bias };
+// LoRA A/B matrices are `adapter` (decayed, as torch.optim.AdamW decays every parameter it is given).
+enum class param_kind : std::uint8_t { weight, embedding, norm, bias, adapter };
 
 struct parameter_entry {
-    std::string name;         // Hugging Face name
+    std::string name;         // Hugging Face name (LoRA: peft's without "base_model.model.")
     tensor_view<float> value; // the parameter
-    tensor_view<float> grad;  // its gradient, same shape
+    tensor_view<float> grad;  // its gradient, same shape; empty when the parameter is frozen
     param_kind kind;
+    bool trainable = true; // false: frozen (the base of a LoRA model); optimizers and clipping skip it
 };
 
-template <ModelConfig C, Backend B = default_backend>
+template <ModelConfig C, Backend B = default_backend, LoraAdapter A = no_adapter>
 class decoder {
 public:
     static constexpr model_config config = C::value;
     static_assert(validate_config<C>());
+    static_assert(validate_adapter<A>());
     using backend = B;
+    using adapter = A;
+
+    // ---- LoRA (compile time) ---------------------------------------------------------------------------
+    static constexpr lora_config lora = A::value;
+    static constexpr bool has_adapter = lora.rank > 0;
+    static constexpr index_t lora_rank = lora.rank;
+    static constexpr float lora_scale = has_adapter ? lora.alpha / float(lora.rank) : 0.0f;
+    static constexpr bool lora_dropout = has_adapter && lora.dropout > 0;
+    // Target t in 0..6: q, k, v, o, gate, up, down (the bit order of lora_target).
+    static constexpr std::array<const char*, lora_target_count> lora_modules = {
+        "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+        "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
+    static constexpr bool lora_targets(int t) { return has_adapter && ((lora.targets >> t) & 1u); }
+    static_assert(!has_adapter || config.moe.n_experts == 0 || (lora.targets & (lora_gate | lora_up | lora_down)) == 0,
+                  "lora_config: with experts there are no gate/up/down projections to target (attention only)");
+    static_assert(!has_adapter || config.mlp == mlp_kind::swiglu || (lora.targets & lora_gate) == 0,
+                  "lora_config: a GELU MLP has no gate projection to target");
 
     static constexpr index_t d = config.d_model, n_heads = config.n_heads, n_kv = config.n_kv_heads,
                              hd = config.head_dim(), qw = config.q_width(), kvw = config.kv_width(), ff = config.d_ff,
@@ -81,17 +111,44 @@ public:
         norm_params final_norm;
         tensor_view<float> head; // the embedding when tied
     };
+    struct lora_pair {
+        tensor_view<float> a, b; // A (r, in), B (out, r); empty when the projection is not targeted
+    };
+    struct lora_params {
+        std::vector<std::array<lora_pair, lora_target_count>> layers;
+    };
+    static constexpr index_t lora_in(int t) {
+        constexpr index_t in[] = {d, d, d, qw, d, d, ff};
+        return in[t];
+    }
+    static constexpr index_t lora_out(int t) {
+        constexpr index_t out[] = {qw, kvw, kvw, d, ff, ff, d};
+        return out[t];
+    }
 
     // Allocates parameters, gradients and optimizer state in one arena; initialises from `seed`.
-    explicit decoder(std::uint64_t seed = 0, index_t cross_entropy_chunk = 4096) : ce_chunk_(cross_entropy_chunk) {
+    // With an adapter: base, LoRA, LoRA gradients and optimizer state for the LoRA tensors only.
+    explicit decoder(std::uint64_t seed = 0, index_t cross_entropy_chunk = 4096)
+        : dropout_seed_(mix64(seed ^ 0x4c6f5241ull)), ce_chunk_(cross_entropy_chunk) {
         arena measure = arena::measuring();
         allocate_parameters(measure);
         const std::size_t block = measure.used();
-        param_arena_ = arena(block * (2 + max_optimizer_slots));
-        params_ = allocate_parameters(param_arena_);
-        grads_ = allocate_parameters(param_arena_);
-        grad_begin_ = grads_.embed.data;
-        grad_bytes_ = block;
+        if constexpr (has_adapter) {
+            arena measure_lora = arena::measuring();
+            allocate_lora(measure_lora);
+            const std::size_t lora_block = measure_lora.used();
+            param_arena_ = arena(block + lora_block * (2 + max_optimizer_slots));
+            params_ = allocate_parameters(param_arena_);
+            lora_ = allocate_lora(param_arena_);
+            lora_grads_ = allocate_lora(param_arena_);
+            grads_.layers.resize(std::size_t(config.n_layers)); // frozen base: no gradients
+        } else {
+            param_arena_ = arena(block * (2 + max_optimizer_slots));
+            params_ = allocate_parameters(param_arena_);
+            grads_ = allocate_parameters(param_arena_);
+            grad_begin_ = grads_.embed.data;
+            grad_bytes_ = block;
+        }
         build_entries();
         init(seed);
         zero_grad();
@@ -105,26 +162,40 @@ public:
     const parameters& grads() const { return grads_; }
     // One walk over every parameter, in a fixed order, with its Hugging Face name: optimizers, checkpoints,
     // clipping, freezing and counting all use it.
+    // With an adapter the walk holds the frozen base (trainable == false, no grad) and then the LoRA tensors.
     const std::vector<parameter_entry>& parameter_entries() const { return entries_; }
+    // The entries an optimizer updates: all of them, or only the LoRA tensors with an adapter.
+    const std::vector<parameter_entry>& trainable_entries() const { return trainable_; }
+    const lora_params& lora_weights() const { return lora_; }
+    const lora_params& lora_grads() const { return lora_grads_; }
     template <class F>
     void visit_parameters(F&& f) const {
         for (const parameter_entry& e : entries_)
             f(e);
     }
-    // A zeroed tensor per parameter, in parameter_entries() order, from the parameter arena.
+    // A zeroed tensor per trainable parameter, in trainable_entries() order, from the parameter arena.
     std::vector<tensor_view<float>> allocate_optimizer_state() {
         check(optimizer_slots_used_ < max_optimizer_slots, "decoder: all optimizer state slots are in use");
         ++optimizer_slots_used_;
         std::vector<tensor_view<float>> state;
-        for (const parameter_entry& e : entries_)
+        for (const parameter_entry& e : trainable_)
             state.push_back(param_arena_.allocate_zeroed<float>(e.value.shape));
         return state;
     }
-    void zero_grad() { std::fill_n(reinterpret_cast<std::byte*>(grad_begin_), grad_bytes_, std::byte{0}); }
-    // Re-initialises every parameter: N(0, init_std^2) weights, unit norm weights, zero biases.
+    void zero_grad() {
+        if constexpr (has_adapter) {
+            for (const parameter_entry& e : trainable_)
+                e.grad.fill(0.0f);
+        } else {
+            std::fill_n(reinterpret_cast<std::byte*>(grad_begin_), grad_bytes_, std::byte{0});
+        }
+    }
+    // Re-initialises every parameter: N(0, init_std^2) weights, unit norm weights, zero biases; LoRA as
+    // init_adapter(seed). The base's random streams do not depend on the adapter.
     void init(std::uint64_t seed) {
         std::uint64_t stream = 0;
         for (const parameter_entry& e : entries_) {
+            if (e.kind == param_kind::adapter) break;
             counter_rng rng(seed, stream++);
             if (e.kind == param_kind::norm)
                 e.value.fill(1.0f);
@@ -134,7 +205,40 @@ public:
                 for (float& w : e.value)
                     w = float(rng.normal() * config.init_std);
         }
+        init_adapter(seed);
     }
+    // Re-initialises the LoRA tensors only, as peft does: A ~ U(-1/sqrt(in), 1/sqrt(in)) (kaiming-uniform
+    // with a = sqrt(5)), B = 0, so that a fresh adapter leaves the model's output unchanged.
+    void init_adapter(std::uint64_t seed) {
+        if constexpr (has_adapter) {
+            check(!merged_, "decoder::init_adapter: unmerge() the adapter first");
+            for (index_t l = 0; l < config.n_layers; ++l)
+                for (int t = 0; t < lora_target_count; ++t) {
+                    const lora_pair& p = lora_.layers[l][t];
+                    if (!p.a.data) continue;
+                    counter_rng rng(seed ^ 0x6c6f7261ull, std::uint64_t(l * lora_target_count + t));
+                    const double bound = 1.0 / std::sqrt(double(lora_in(t)));
+                    for (float& w : p.a)
+                        w = float((2 * rng.uniform() - 1) * bound);
+                    p.b.fill(0.0f);
+                }
+        }
+    }
+
+    // ---- LoRA: merge and dropout state -----------------------------------------------------------------
+
+    // W += (alpha / r) B A for every targeted projection; the forward then skips the adapter path.
+    // Training (backward) needs the unmerged form. unmerge() subtracts the same product again (W comes back
+    // up to f32 rounding). Both are no-ops without an adapter.
+    void merge() { merge_sign(+1); }
+    void unmerge() { merge_sign(-1); }
+    bool merged() const { return merged_; }
+    // The dropout masks' key (from the constructor's seed) and the number of training forwards so far: a
+    // training checkpoint saves both so that a resumed run draws the same masks.
+    std::uint64_t dropout_seed() const { return dropout_seed_; }
+    void set_dropout_seed(std::uint64_t s) { dropout_seed_ = s; }
+    std::uint64_t dropout_calls() const { return dropout_calls_; }
+    void set_dropout_calls(std::uint64_t n) { dropout_calls_ = n; }
 
     // ---- activations -----------------------------------------------------------------------------------
 
@@ -165,13 +269,28 @@ public:
         forward_hidden(ids);
         const index_t n = batch_ * time_;
         expect_shape("decoder::logits", "out", out, {batch_, time_, vocab});
+        if constexpr (has_adapter) has_forward_ = false; // the LoRA activations now hold an inference forward
         linear_forward<B, float>(out.reshaped({n, vocab}), acts_.final_normed, params_.head);
     }
 
     // Mean cross-entropy of targets (B, T) given ids (B, T); positions with target -100 are not counted.
     // Keeps the activations for backward(). The vocabulary is processed in chunks.
-    float loss(cview<token_t> ids, cview<token_t> targets) {
+    float loss(cview<token_t> ids, cview<token_t> targets) { return loss_impl(ids, targets, true); }
+    // The same loss without LoRA dropout and without advancing its masks: validation. (Without dropout in
+    // the adapter it is loss().) After it, backward() needs another loss() when the adapter has dropout.
+    float eval_loss(cview<token_t> ids, cview<token_t> targets) {
+        const float l = loss_impl(ids, targets, false);
+        if constexpr (lora_dropout) has_forward_ = false;
+        return l;
+    }
+
+private:
+    float loss_impl(cview<token_t> ids, cview<token_t> targets, bool train) {
+        if constexpr (lora_dropout)
+            if (train) ++dropout_calls_;
+        training_ = train;
         forward_hidden(ids);
+        training_ = false;
         expect_same_shape("decoder::loss", "targets", targets, ids);
         copy(targets, acts_.targets);
         const auto r = head_cross_entropy_forward<B, float>(acts_.ce_lse, acts_.ce, acts_.final_normed, params_.head,
@@ -181,6 +300,8 @@ public:
         if constexpr (is_moe) return float(r.loss + config.moe.aux_loss_weight * aux_loss_);
         return float(r.loss);
     }
+
+public:
     index_t counted_targets() const { return loss_count_; }
     // Mixture of experts: the load-balancing loss of the last forward (unweighted; loss() adds
     // moe.aux_loss_weight times it), and the tokens each expert of `layer` received (top_k per token).
@@ -197,16 +318,17 @@ public:
     // Adds d(loss * scale)/d(parameter) into the gradients, for the last call of loss().
     void backward(double scale = 1.0) {
         check(has_forward_, "decoder::backward: call loss() first");
+        check(!merged_, "decoder::backward: the adapter is merged; unmerge() it before training");
         has_forward_ = false;
         daux_ = config.moe.aux_loss_weight * scale;
         auto& a = acts_;
         head_cross_entropy_backward<B, float>(a.dnormed, grads_.head, a.ce, a.final_normed, params_.head,
-                                              flat_targets(), a.ce_lse, scale);
+                                              flat_targets(), a.ce_lse, scale); // no dW when frozen
         norm_backward(a.dx, grads_.final_norm, a.dnormed, a.xs.back(), params_.final_norm, a.final_stats,
                       grad_write::assign);
         for (index_t l = config.n_layers - 1; l >= 0; --l)
             layer_backward(l);
-        embedding_backward<float>(grads_.embed, a.ids, a.dx);
+        if constexpr (!has_adapter) embedding_backward<float>(grads_.embed, a.ids, a.dx);
     }
 
     // ---- inference with a KV cache ---------------------------------------------------------------------
@@ -230,6 +352,7 @@ public:
         tensor_view<float> last_, last_normed_, last_rstd_, last_mean_, rstd_, mean_;
         moe_cache<float> moe_;        // experts only
         moe_workspace<float> moe_ws_; // experts only
+        tensor_view<float> lora_h_;   // LoRA only: (chunk rows, r)
     };
 
     kv_cache make_cache(index_t batch, index_t capacity, index_t chunk = 64) const {
@@ -270,6 +393,7 @@ public:
                 c.moe_ = moe_cache<float>::allocate(a, n, ff, n_experts, top_k);
                 c.moe_ws_ = moe_workspace<float>::allocate(a, n, d, ff, n_experts, top_k);
             }
+            if constexpr (has_adapter) c.lora_h_ = a.allocate<float>({n, lora_rank});
         };
         arena measure = arena::measuring();
         plan(measure);
@@ -304,7 +428,8 @@ private:
     struct layer_activations {
         tensor_view<float> normed1, q, k, v, att, lse, resid, normed2, gate, up, hidden;
         norm_stats stats1, stats2;
-        moe_cache<float> moe; // experts only (then gate, up, hidden are empty)
+        moe_cache<float> moe;                                     // experts only (then gate, up, hidden are empty)
+        std::array<tensor_view<float>, lora_target_count> lora_h; // LoRA: dropout(x) A^T (N, r) per target
     };
     struct activations {
         tensor_view<token_t> ids, targets;  // (B, T)
@@ -317,8 +442,9 @@ private:
         tensor_view<float> rope_cos, rope_sin; // (T, D/2)
         // Scratch, shared by all layers: a temporary in forward, gradients in backward.
         tensor_view<float> tmp, dx, dnormed, dq, dk, dv, datt, dgate, dup, dhidden;
-        moe_workspace<float> moe_ws; // experts only: scratch shared by the layers
-        moe_balance balance;         // experts only: aux-loss statistics of all layers
+        moe_workspace<float> moe_ws;                 // experts only: scratch shared by the layers
+        moe_balance balance;                         // experts only: aux-loss statistics of all layers
+        tensor_view<float> lora_x, lora_dx, lora_dh; // LoRA scratch: dropout(x) and its gradient (N, max in), dh
     };
 
     parameters allocate_parameters(arena& a) {
@@ -355,9 +481,22 @@ private:
         return p;
     }
 
+    lora_params allocate_lora(arena& a) {
+        lora_params p;
+        p.layers.resize(std::size_t(config.n_layers));
+        for (int l = 0; l < config.n_layers; ++l)
+            for (int t = 0; t < lora_target_count; ++t)
+                if (lora_targets(t)) {
+                    p.layers[l][t].a = a.allocate<float>({lora_rank, lora_in(t)});
+                    p.layers[l][t].b = a.allocate<float>({lora_out(t), lora_rank});
+                }
+        return p;
+    }
+
     void build_entries() {
         auto add = [&](std::string name, tensor_view<float> v, tensor_view<float> g, param_kind k) {
-            if (v.data) entries_.push_back({std::move(name), v, g, k});
+            if (v.data)
+                entries_.push_back({std::move(name), v, has_adapter ? tensor_view<float>{} : g, k, !has_adapter});
         };
         auto add_norm = [&](const std::string& prefix, const norm_params& v, const norm_params& g) {
             add(prefix + ".weight", v.weight, g.weight, param_kind::norm);
@@ -385,6 +524,17 @@ private:
         }
         add_norm("model.norm", params_.final_norm, grads_.final_norm);
         if (!config.tied_embeddings) add("lm_head.weight", params_.head, grads_.head, param_kind::weight);
+        if constexpr (has_adapter)
+            for (int l = 0; l < config.n_layers; ++l)
+                for (int t = 0; t < lora_target_count; ++t) {
+                    const lora_pair &v = lora_.layers[l][t], &g = lora_grads_.layers[l][t];
+                    if (!v.a.data) continue;
+                    const std::string p = "model.layers." + std::to_string(l) + "." + lora_modules[t];
+                    entries_.push_back({p + ".lora_A.weight", v.a, g.a, param_kind::adapter, true});
+                    entries_.push_back({p + ".lora_B.weight", v.b, g.b, param_kind::adapter, true});
+                }
+        for (const parameter_entry& e : entries_)
+            if (e.trainable) trainable_.push_back(e);
     }
 
     activations allocate_activations(arena& a, index_t batch, index_t time) {
@@ -438,6 +588,17 @@ private:
             s.dup = a.allocate<float>({n, ff});
             s.dhidden = a.allocate<float>({n, ff});
         }
+        if constexpr (has_adapter) {
+            for (int l = 0; l < config.n_layers; ++l)
+                for (int t = 0; t < lora_target_count; ++t)
+                    if (lora_targets(t)) s.layers[l].lora_h[t] = a.allocate<float>({n, lora_rank});
+            s.lora_dh = a.allocate<float>({n, lora_rank});
+            if constexpr (lora_dropout) {
+                const index_t in_max = std::max({d, qw, ff});
+                s.lora_x = a.allocate<float>({n, in_max});
+                s.lora_dx = a.allocate<float>({n, in_max});
+            }
+        }
         return s;
     }
 
@@ -459,12 +620,13 @@ private:
                 });
                 std::copy_n(params_.embed.row(id), d, x.row(b * t_len + t));
             }
+        const tensor_view<float> h = has_adapter ? rows(c.lora_h_, lora_rank) : tensor_view<float>{};
         for (index_t l = 0; l < config.n_layers; ++l) {
             const layer_params& p = params_.layers[l];
             norm_forward(normed, st, x, p.attn_norm);
-            linear_forward<B, float>(rows(c.q_, qw), normed, p.q, p.q_bias);
-            linear_forward<B, float>(rows(c.k_new_, kvw), normed, p.k, p.k_bias);
-            linear_forward<B, float>(rows(c.v_new_, kvw), normed, p.v, p.v_bias);
+            proj_forward(rows(c.q_, qw), normed, p.q, p.q_bias, l, 0, h, false);
+            proj_forward(rows(c.k_new_, kvw), normed, p.k, p.k_bias, l, 1, h, false);
+            proj_forward(rows(c.v_new_, kvw), normed, p.v, p.v_bias, l, 2, h, false);
             rope_forward<float>(heads(c.q_, n_heads), cos, sin);
             rope_forward<float>(heads(c.k_new_, n_kv), cos, sin);
             for (index_t b = 0; b < batch; ++b) { // append to the cache
@@ -474,21 +636,21 @@ private:
             }
             attention_forward<float>(heads(c.att_, n_heads), {}, heads(c.q_, n_heads), c.k_[l], c.v_[l],
                                      config.sliding_window, start);
-            linear_forward<B, float>(tmp, rows(c.att_, qw), p.o);
+            proj_forward(tmp, rows(c.att_, qw), p.o, {}, l, 3, h, false);
             residual_forward<float>(x, x, tmp);
             norm_forward(normed, st, x, p.mlp_norm);
             if constexpr (is_moe) {
                 moe_forward<B, float>(tmp, c.moe_.first_rows(n), c.moe_ws_.first_rows(n), normed, p.router,
                                       p.experts_gate_up, p.experts_down);
             } else {
-                linear_forward<B, float>(rows(c.up_, ff), normed, p.up);
+                proj_forward(rows(c.up_, ff), normed, p.up, {}, l, 5, h, false);
                 if constexpr (swiglu) {
-                    linear_forward<B, float>(rows(c.gate_, ff), normed, p.gate);
+                    proj_forward(rows(c.gate_, ff), normed, p.gate, {}, l, 4, h, false);
                     swiglu_forward<float>(rows(c.hidden_, ff), rows(c.gate_, ff), rows(c.up_, ff));
                 } else {
                     gelu_forward<float>(rows(c.hidden_, ff), rows(c.up_, ff));
                 }
-                linear_forward<B, float>(tmp, rows(c.hidden_, ff), p.down);
+                proj_forward(tmp, rows(c.hidden_, ff), p.down, {}, l, 6, h, false);
             }
             residual_forward<float>(x, x, tmp);
         }
@@ -496,6 +658,171 @@ private:
         for (index_t b = 0; b < batch; ++b)
             std::copy_n(x.row(b * t_len + t_len - 1), d, c.last_.row(b));
         norm_forward(c.last_normed_, norm_stats{c.last_mean_, c.last_rstd_}, c.last_, params_.final_norm);
+    }
+
+    // ---- LoRA paths ------------------------------------------------------------------------------------
+
+    tensor_view<float> base_weight(index_t l, int t) const {
+        const layer_params& p = params_.layers[l];
+        const std::array<tensor_view<float>, lora_target_count> w = {p.q, p.k, p.v, p.o, p.gate, p.up, p.down};
+        return w[t];
+    }
+    void merge_sign(int sign) {
+        if constexpr (has_adapter) {
+            check(merged_ != (sign > 0), sign > 0 ? "decoder::merge: the adapter is already merged"
+                                                  : "decoder::unmerge: the adapter is not merged");
+            for (index_t l = 0; l < config.n_layers; ++l)
+                for (int t = 0; t < lora_target_count; ++t) {
+                    const lora_pair& p = lora_.layers[l][t];
+                    if (!p.a.data) continue;
+                    B::gemm(gemm_args<float>{.m = lora_out(t),
+                                             .n = lora_in(t),
+                                             .k = lora_rank,
+                                             .alpha = float(sign) * lora_scale,
+                                             .a = p.b.data,
+                                             .lda = lora_rank,
+                                             .b = p.a.data,
+                                             .ldb = lora_in(t),
+                                             .beta = 1.0f,
+                                             .c = base_weight(l, t).data,
+                                             .ldc = lora_in(t)});
+                }
+            merged_ = sign > 0;
+        } else {
+            (void)sign;
+        }
+    }
+    // Dropout keeps element i of target t in layer l with probability 1 - p, in the current training forward.
+    bool dropout_keeps(const counter_rng& rng, index_t i) const {
+        return double(rng.at(std::uint64_t(i)) >> 11) * 0x1.0p-53 >= double(lora.dropout);
+    }
+    counter_rng dropout_rng(index_t l, int t) const {
+        return counter_rng(dropout_seed_,
+                           (dropout_calls_ * std::uint64_t(config.n_layers) + std::uint64_t(l)) * lora_target_count +
+                               std::uint64_t(t));
+    }
+    // dropout(x) into the scratch acts_.lora_x, (N, in).
+    cview<float> dropout_input(cview<float> x, index_t l, int t) const {
+        const tensor_view<float> xd{acts_.lora_x.data, {x.rows(), x.cols()}};
+        const counter_rng rng = dropout_rng(l, t);
+        const float keep_scale = float(1.0 / (1.0 - double(lora.dropout)));
+        const index_t n = x.numel();
+        for (index_t i = 0; i < n; ++i)
+            xd.data[i] = dropout_keeps(rng, i) ? x.data[i] * keep_scale : 0.0f;
+        return xd;
+    }
+    // y = x W^T (+ b), plus (alpha / r) (dropout(x) A^T) B^T for a targeted projection; h keeps
+    // dropout(x) A^T (N, r) for the backward.
+    void proj_forward(tensor_view<float> y, cview<float> x, cview<float> w, cview<float> bias, index_t l, int t,
+                      [[maybe_unused]] tensor_view<float> h, [[maybe_unused]] bool train) const {
+        linear_forward<B, float>(y, x, w, bias);
+        if constexpr (has_adapter) {
+            const lora_pair& p = lora_.layers[l][t];
+            if (!p.a.data || merged_) return;
+            const index_t n = x.rows(), in = lora_in(t), out = lora_out(t), r = lora_rank;
+            const cview<float> xd = lora_dropout && train ? dropout_input(x, l, t) : x;
+            B::gemm(gemm_args<float>{.trans_b = true,
+                                     .m = n,
+                                     .n = r,
+                                     .k = in,
+                                     .a = xd.data,
+                                     .lda = in,
+                                     .b = p.a.data,
+                                     .ldb = in,
+                                     .c = h.data,
+                                     .ldc = r});
+            B::gemm(gemm_args<float>{.trans_b = true,
+                                     .m = n,
+                                     .n = out,
+                                     .k = r,
+                                     .alpha = lora_scale,
+                                     .a = h.data,
+                                     .lda = r,
+                                     .b = p.b.data,
+                                     .ldb = r,
+                                     .beta = 1.0f,
+                                     .c = y.data,
+                                     .ldc = out});
+        }
+    }
+    // The backward of proj_forward. With an adapter the base is frozen: only dx = dy W (no dW, no db), plus
+    // the LoRA path: dB += s dy^T h, dh = s dy B, dA += dh^T dropout(x), dx += dropout'(dh A).
+    void proj_backward(tensor_view<float> dx, [[maybe_unused]] tensor_view<float> dw,
+                       [[maybe_unused]] tensor_view<float> db, cview<float> dy, cview<float> x, cview<float> w,
+                       grad_write mode, [[maybe_unused]] index_t l, [[maybe_unused]] int t) {
+        if constexpr (!has_adapter) {
+            linear_backward<B, float>(dx, dw, db, dy, x, w, mode);
+        } else {
+            const index_t n = x.rows(), in = x.cols(), out = w.dim(0), r = lora_rank;
+            B::gemm(gemm_args<float>{.m = n,
+                                     .n = in,
+                                     .k = out,
+                                     .a = dy.data,
+                                     .lda = out,
+                                     .b = w.data,
+                                     .ldb = in,
+                                     .beta = mode == grad_write::add ? 1.0f : 0.0f,
+                                     .c = dx.data,
+                                     .ldc = in});
+            const lora_pair &p = lora_.layers[l][t], &g = lora_grads_.layers[l][t];
+            if (!p.a.data) return;
+            const float* h = acts_.layers[l].lora_h[t].data;
+            float* dh = acts_.lora_dh.data;
+            B::gemm(gemm_args<float>{.trans_a = true,
+                                     .m = out,
+                                     .n = r,
+                                     .k = n,
+                                     .alpha = lora_scale,
+                                     .a = dy.data,
+                                     .lda = out,
+                                     .b = h,
+                                     .ldb = r,
+                                     .beta = 1.0f,
+                                     .c = g.b.data,
+                                     .ldc = r});
+            B::gemm(gemm_args<float>{.m = n,
+                                     .n = r,
+                                     .k = out,
+                                     .alpha = lora_scale,
+                                     .a = dy.data,
+                                     .lda = out,
+                                     .b = p.b.data,
+                                     .ldb = r,
+                                     .c = dh,
+                                     .ldc = r});
+            const cview<float> xd = lora_dropout ? dropout_input(x, l, t) : x;
+            B::gemm(gemm_args<float>{.trans_a = true,
+                                     .m = r,
+                                     .n = in,
+                                     .k = n,
+                                     .a = dh,
+                                     .lda = r,
+                                     .b = xd.data,
+                                     .ldb = in,
+                                     .beta = 1.0f,
+                                     .c = g.a.data,
+                                     .ldc = in});
+            if constexpr (!lora_dropout) {
+                B::gemm(gemm_args<float>{.m = n,
+                                         .n = in,
+                                         .k = r,
+                                         .a = dh,
+                                         .lda = r,
+                                         .b = p.a.data,
+                                         .ldb = in,
+                                         .beta = 1.0f,
+                                         .c = dx.data,
+                                         .ldc = in});
+            } else {
+                float* dxd = acts_.lora_dx.data;
+                B::gemm(gemm_args<float>{
+                    .m = n, .n = in, .k = r, .a = dh, .lda = r, .b = p.a.data, .ldb = in, .c = dxd, .ldc = in});
+                const counter_rng rng = dropout_rng(l, t);
+                const float keep_scale = float(1.0 / (1.0 - double(lora.dropout)));
+                for (index_t i = 0; i < n * in; ++i)
+                    if (dropout_keeps(rng, i)) dx.data[i] += dxd[i] * keep_scale;
+            }
+        }
     }
 
     void norm_forward(tensor_view<float> y, const norm_stats& st, cview<float> x, const norm_params& p) const {
@@ -536,13 +863,13 @@ private:
         const tensor_view<float> x = acts_.xs[l], out = acts_.xs[l + 1];
         // attention
         norm_forward(la.normed1, la.stats1, x, p.attn_norm);
-        linear_forward<B, float>(flat(la.q), la.normed1, p.q, p.q_bias);
-        linear_forward<B, float>(flat(la.k), la.normed1, p.k, p.k_bias);
-        linear_forward<B, float>(flat(la.v), la.normed1, p.v, p.v_bias);
+        proj_forward(flat(la.q), la.normed1, p.q, p.q_bias, l, 0, la.lora_h[0], training_);
+        proj_forward(flat(la.k), la.normed1, p.k, p.k_bias, l, 1, la.lora_h[1], training_);
+        proj_forward(flat(la.v), la.normed1, p.v, p.v_bias, l, 2, la.lora_h[2], training_);
         rope_forward<float>(la.q, acts_.rope_cos, acts_.rope_sin);
         rope_forward<float>(la.k, acts_.rope_cos, acts_.rope_sin);
         attention_forward<float>(la.att, la.lse, la.q, la.k, la.v, config.sliding_window);
-        linear_forward<B, float>(acts_.tmp, flat(la.att), p.o);
+        proj_forward(acts_.tmp, flat(la.att), p.o, {}, l, 3, la.lora_h[3], training_);
         residual_forward<float>(la.resid, x, acts_.tmp);
         // MLP
         norm_forward(la.normed2, la.stats2, la.resid, p.mlp_norm);
@@ -550,14 +877,14 @@ private:
             moe_forward<B, float>(acts_.tmp, la.moe, acts_.moe_ws, la.normed2, p.router, p.experts_gate_up,
                                   p.experts_down, &acts_.balance);
         } else {
-            linear_forward<B, float>(la.up, la.normed2, p.up);
+            proj_forward(la.up, la.normed2, p.up, {}, l, 5, la.lora_h[5], training_);
             if constexpr (swiglu) {
-                linear_forward<B, float>(la.gate, la.normed2, p.gate);
+                proj_forward(la.gate, la.normed2, p.gate, {}, l, 4, la.lora_h[4], training_);
                 swiglu_forward<float>(la.hidden, la.gate, la.up);
             } else {
                 gelu_forward<float>(la.hidden, la.up);
             }
-            linear_forward<B, float>(acts_.tmp, la.hidden, p.down);
+            proj_forward(acts_.tmp, la.hidden, p.down, {}, l, 6, la.lora_h[6], training_);
         }
         residual_forward<float>(out, la.resid, acts_.tmp);
     }
@@ -574,26 +901,26 @@ private:
             moe_backward<B, float>(a.dnormed, g.router, g.experts_gate_up, g.experts_down, a.dx, la.normed2, p.router,
                                    p.experts_gate_up, p.experts_down, la.moe, a.moe_ws, &a.balance, daux_);
         } else {
-            linear_backward<B, float>(a.dhidden, g.down, {}, a.dx, la.hidden, p.down);
+            proj_backward(a.dhidden, g.down, {}, a.dx, la.hidden, p.down, grad_write::assign, l, 6);
             if constexpr (swiglu) {
                 swiglu_backward<float>(a.dgate, a.dup, a.dhidden, la.gate, la.up);
-                linear_backward<B, float>(a.dnormed, g.gate, {}, a.dgate, la.normed2, p.gate);
-                linear_backward<B, float>(a.dnormed, g.up, {}, a.dup, la.normed2, p.up, grad_write::add);
+                proj_backward(a.dnormed, g.gate, {}, a.dgate, la.normed2, p.gate, grad_write::assign, l, 4);
+                proj_backward(a.dnormed, g.up, {}, a.dup, la.normed2, p.up, grad_write::add, l, 5);
             } else {
                 gelu_backward<float>(a.dup, a.dhidden, la.up);
-                linear_backward<B, float>(a.dnormed, g.up, {}, a.dup, la.normed2, p.up);
+                proj_backward(a.dnormed, g.up, {}, a.dup, la.normed2, p.up, grad_write::assign, l, 5);
             }
         }
         norm_backward(a.dx, g.mlp_norm, a.dnormed, la.resid, p.mlp_norm, la.stats2, grad_write::add);
         // attention (mirror of the forward attention block)
-        linear_backward<B, float>(a.datt, g.o, {}, a.dx, flat(la.att), p.o);
+        proj_backward(a.datt, g.o, {}, a.dx, flat(la.att), p.o, grad_write::assign, l, 3);
         attention_backward<float>(a.dq, a.dk, a.dv, a.datt.reshaped(la.att.shape), la.q, la.k, la.v, la.att, la.lse,
                                   config.sliding_window);
         rope_backward<float>(a.dq, a.rope_cos, a.rope_sin);
         rope_backward<float>(a.dk, a.rope_cos, a.rope_sin);
-        linear_backward<B, float>(a.dnormed, g.q, g.q_bias, flat(a.dq), la.normed1, p.q);
-        linear_backward<B, float>(a.dnormed, g.k, g.k_bias, flat(a.dk), la.normed1, p.k, grad_write::add);
-        linear_backward<B, float>(a.dnormed, g.v, g.v_bias, flat(a.dv), la.normed1, p.v, grad_write::add);
+        proj_backward(a.dnormed, g.q, g.q_bias, flat(a.dq), la.normed1, p.q, grad_write::assign, l, 0);
+        proj_backward(a.dnormed, g.k, g.k_bias, flat(a.dk), la.normed1, p.k, grad_write::add, l, 1);
+        proj_backward(a.dnormed, g.v, g.v_bias, flat(a.dv), la.normed1, p.v, grad_write::add, l, 2);
         norm_backward(a.dx, g.attn_norm, a.dnormed, a.xs[l], p.attn_norm, la.stats1, grad_write::add);
     }
 
@@ -601,8 +928,12 @@ private:
     parameters params_, grads_;
     float* grad_begin_ = nullptr;
     std::size_t grad_bytes_ = 0;
-    std::vector<parameter_entry> entries_;
+    std::vector<parameter_entry> entries_, trainable_;
     int optimizer_slots_used_ = 0;
+    lora_params lora_, lora_grads_; // adapter only
+    bool merged_ = false;
+    bool training_ = false; // inside loss(): LoRA dropout is active
+    std::uint64_t dropout_seed_ = 0, dropout_calls_ = 0;
 
     arena act_arena_;
     activations acts_;

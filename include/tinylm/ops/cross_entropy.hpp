@@ -117,7 +117,7 @@ void head_cross_entropy_backward(tensor_view<T> dh, tensor_view<T> dweight, cons
     const tensor_view<T> scratch = ws.logits;
     const index_t n = h.rows(), d = h.cols(), vocab = weight.dim(0), chunk = scratch.cols();
     expect_same_shape("cross_entropy_backward", "dh", dh, h);
-    expect_same_shape("cross_entropy_backward", "dweight", dweight, weight);
+    if (dweight.data) expect_same_shape("cross_entropy_backward", "dweight", dweight, weight);
     const index_t count = detail::count_targets(targets, vocab);
     const double scale = count ? dloss / double(count) : 0.0;
     for (index_t v0 = 0; v0 < vocab; v0 += chunk) {
@@ -154,6 +154,7 @@ void head_cross_entropy_backward(tensor_view<T> dh, tensor_view<T> dweight, cons
                              .beta = T(v0 == 0 ? 0 : 1),
                              .c = dh.data,
                              .ldc = d});
+        if (!dweight.data) continue; // a frozen head (LoRA): no weight gradient
         B::gemm(gemm_args<T>{.trans_a = true,
                              .m = width,
                              .n = d,

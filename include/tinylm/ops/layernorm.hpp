@@ -63,6 +63,7 @@ void layernorm_backward(tensor_view<T> dx, tensor_view<T> dweight, tensor_view<T
             write_grad(dx.row(r)[j], T(s * (g - mean_g - xhat * mean_gx)), dx_mode);
         }
     }
+    if (!dweight.data) return; // a frozen norm (LoRA): no weight or bias gradient
     for (index_t r = 0; r < n; ++r)
         for (index_t j = 0; j < d; ++j) {
             const double xhat = (double(x.row(r)[j]) - double(mean[r])) * double(rstd[r]);

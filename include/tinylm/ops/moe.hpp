@@ -304,9 +304,10 @@ void moe_backward(tensor_view<T> dx, tensor_view<T> drouter, tensor_view<T> dgat
     detail::moe_check_workspace("moe_backward", ws, n, d, f, n_exp, k);
     expect_same_shape("moe_backward", "dx", dx, x);
     expect_same_shape("moe_backward", "dy", dy, x);
-    expect_same_shape("moe_backward", "drouter", drouter, router);
-    expect_same_shape("moe_backward", "dgate_up", dgate_up, gate_up);
-    expect_same_shape("moe_backward", "ddown", ddown, down);
+    // Empty weight gradients (a frozen MoE block under a LoRA adapter) skip their products.
+    if (drouter.data) expect_same_shape("moe_backward", "drouter", drouter, router);
+    if (dgate_up.data) expect_same_shape("moe_backward", "dgate_up", dgate_up, gate_up);
+    if (ddown.data) expect_same_shape("moe_backward", "ddown", ddown, down);
     check(daux == 0.0 || (balance && balance->rows > 0),
           "moe_backward: the aux-loss gradient needs the moe_balance that the forward filled");
     const tensor_view<T> rows = ws.rows, xg = ws.gathered, dh = ws.dhidden, dgu = ws.dgate_up;
@@ -362,28 +363,30 @@ void moe_backward(tensor_view<T> dx, tensor_view<T> drouter, tensor_view<T> dgat
     for (index_t e = 0; e < n_exp; ++e) {
         const index_t r0 = c.offsets[e], m = c.offsets[e + 1] - r0;
         if (m == 0) continue;
-        B::gemm(gemm_args<T>{.trans_a = true,
-                             .m = d,
-                             .n = f,
-                             .k = m,
-                             .a = rows.row(r0),
-                             .lda = d,
-                             .b = c.hidden.row(r0),
-                             .ldb = f,
-                             .beta = T(1),
-                             .c = ddown.data + e * d * f,
-                             .ldc = f});
-        B::gemm(gemm_args<T>{.trans_a = true,
-                             .m = 2 * f,
-                             .n = d,
-                             .k = m,
-                             .a = dgu.row(r0),
-                             .lda = 2 * f,
-                             .b = xg.row(r0),
-                             .ldb = d,
-                             .beta = T(1),
-                             .c = dgate_up.data + e * 2 * f * d,
-                             .ldc = d});
+        if (ddown.data)
+            B::gemm(gemm_args<T>{.trans_a = true,
+                                 .m = d,
+                                 .n = f,
+                                 .k = m,
+                                 .a = rows.row(r0),
+                                 .lda = d,
+                                 .b = c.hidden.row(r0),
+                                 .ldb = f,
+                                 .beta = T(1),
+                                 .c = ddown.data + e * d * f,
+                                 .ldc = f});
+        if (dgate_up.data)
+            B::gemm(gemm_args<T>{.trans_a = true,
+                                 .m = 2 * f,
+                                 .n = d,
+                                 .k = m,
+                                 .a = dgu.row(r0),
+                                 .lda = 2 * f,
+                                 .b = xg.row(r0),
+                                 .ldb = d,
+                                 .beta = T(1),
+                                 .c = dgate_up.data + e * 2 * f * d,
+                                 .ldc = d});
         B::gemm(gemm_args<T>{.m = m,
                              .n = d,
                              .k = 2 * f,
@@ -418,17 +421,18 @@ void moe_backward(tensor_view<T> dx, tensor_view<T> drouter, tensor_view<T> dgat
         for (index_t e = 0; e < n_exp; ++e)
             ws.dlogits.row(t)[e] = T(double(p[e]) * (dp(e) - dot));
     }
-    B::gemm(gemm_args<T>{.trans_a = true,
-                         .m = n_exp,
-                         .n = d,
-                         .k = n,
-                         .a = ws.dlogits.data,
-                         .lda = n_exp,
-                         .b = x.data,
-                         .ldb = d,
-                         .beta = T(1),
-                         .c = drouter.data,
-                         .ldc = d});
+    if (drouter.data)
+        B::gemm(gemm_args<T>{.trans_a = true,
+                             .m = n_exp,
+                             .n = d,
+                             .k = n,
+                             .a = ws.dlogits.data,
+                             .lda = n_exp,
+                             .b = x.data,
+                             .ldb = d,
+                             .beta = T(1),
+                             .c = drouter.data,
+                             .ldc = d});
     B::gemm(gemm_args<T>{.m = n,
                          .n = d,
                          .k = n_exp,

@@ -2,7 +2,7 @@
 //   forward:  y (N, d) = x / sqrt(mean(x^2) + eps) * w (d);   saves rstd (N) = 1 / sqrt(mean(x^2) + eps)
 //   backward: with xhat = x * rstd and g = dy * w:
 //             dx = rstd * (g - xhat * mean(g * xhat))   (assigned or added)
-//             dw += sum over rows of dy * xhat
+//             dw += sum over rows of dy * xhat      (skipped when dw is empty: a frozen weight)
 #pragma once
 
 #include <tinylm/ops/common.hpp>
@@ -37,7 +37,7 @@ void rmsnorm_backward(tensor_view<T> dx, tensor_view<T> dweight, cview<T> dy, cv
     const index_t n = x.rows(), d = x.cols();
     expect_same_shape("rmsnorm_backward", "dx", dx, x);
     expect_same_shape("rmsnorm_backward", "dy", dy, x);
-    expect_same_shape("rmsnorm_backward", "dweight", dweight, weight);
+    if (dweight.data) expect_same_shape("rmsnorm_backward", "dweight", dweight, weight);
 #pragma omp parallel for schedule(static)
     for (index_t r = 0; r < n; ++r) {
         const T* xr = x.row(r);
@@ -53,7 +53,9 @@ void rmsnorm_backward(tensor_view<T> dx, tensor_view<T> dweight, cview<T> dy, cv
             write_grad(dxr[j], T(s * (double(dyr[j]) * double(weight[j]) - xhat * dot)), dx_mode);
         }
     }
-    for (index_t r = 0; r < n; ++r) // serial over rows: every row adds into the same dweight
+    if (!dweight.data) return; // a frozen norm (LoRA): no weight gradient
+    // serial over rows: every row adds into the same dweight
+    for (index_t r = 0; r < n; ++r)
         for (index_t j = 0; j < d; ++j)
             dweight[j] += T(double(dy.row(r)[j]) * double(x.row(r)[j]) * double(rstd[r]));
 }

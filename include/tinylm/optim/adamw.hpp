@@ -3,7 +3,9 @@
 //   p -= lr * wd * p;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
 //   p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
 // Weight decay applies to weights and, unless decay_embeddings is false, to embeddings; never to norm
-// weights or biases. Moments live in the model's parameter arena.
+// weights or biases; LoRA matrices decay (torch decays every parameter given to it). Only the model's
+// trainable_entries() are updated (with a LoRA adapter: the A/B matrices; the frozen base has no moments, so
+// the optimizer state is as small as the adapter). Moments live in the model's parameter arena.
 #pragma once
 
 #include <tinylm/model/decoder.hpp>
@@ -23,14 +25,15 @@ struct adamw_options {
 };
 
 inline bool decays(param_kind kind, bool decay_embeddings) {
-    return kind == param_kind::weight || (kind == param_kind::embedding && decay_embeddings);
+    return kind == param_kind::weight || kind == param_kind::adapter ||
+           (kind == param_kind::embedding && decay_embeddings);
 }
 
 class adamw {
 public:
     template <class Model>
     explicit adamw(Model& model, adamw_options options = {})
-        : options_(options), entries_(&model.parameter_entries()), m_(model.allocate_optimizer_state()),
+        : options_(options), entries_(&model.trainable_entries()), m_(model.allocate_optimizer_state()),
           v_(model.allocate_optimizer_state()) {}
 
     void step() { step(options_.lr); }
@@ -61,7 +64,9 @@ public:
     long long steps() const { return t_; }
     void set_steps(long long t) { t_ = t; } // when restoring moments from a checkpoint
     const adamw_options& options() const { return options_; }
-    // Moments, in parameter_entries() order (checkpoints save them).
+    // The parameters it updates (the model's trainable_entries()), and their moments in that order
+    // (checkpoints save them).
+    const std::vector<parameter_entry>& entries() const { return *entries_; }
     const std::vector<tensor_view<float>>& first_moments() const { return m_; }
     const std::vector<tensor_view<float>>& second_moments() const { return v_; }
 

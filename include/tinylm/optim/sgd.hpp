@@ -1,5 +1,6 @@
 // tinylm/optim/sgd.hpp: SGD with momentum, as torch.optim.SGD (coupled L2 weight decay, no dampening):
 //   g' = g + wd * p;  buf = momentum * buf + g';  p -= lr * buf   (first step: buf = g')
+// Only the model's trainable_entries() are updated (a LoRA model: the adapter).
 #pragma once
 
 #include <tinylm/model/decoder.hpp>
@@ -20,7 +21,7 @@ class sgd {
 public:
     template <class Model>
     explicit sgd(Model& model, sgd_options options = {})
-        : options_(options), entries_(&model.parameter_entries()), buf_(model.allocate_optimizer_state()) {}
+        : options_(options), entries_(&model.trainable_entries()), buf_(model.allocate_optimizer_state()) {}
 
     void step() { step(options_.lr); }
     void step(double lr) {

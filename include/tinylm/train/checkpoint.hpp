@@ -1,11 +1,14 @@
 // tinylm/train/checkpoint.hpp: a training checkpoint = a Hugging Face model folder (io/hf_checkpoint.hpp)
 // plus what resuming needs:
-//   optimizer.safetensors   AdamW moments, "exp_avg.<name>" and "exp_avg_sq.<name>"
+//   optimizer.safetensors   AdamW moments of the trainable parameters, "exp_avg.<name>" and "exp_avg_sq.<name>"
 //   trainer_state.json      step, optimizer step count, data position, and the run's history
+// A LoRA model also gets its adapter in the PEFT format (adapter_config.json, adapter_model.safetensors) and
+// the LoRA dropout's key and forward count in trainer_state.json, so that a resume continues bit-identically.
 // The folder is staged as "<dir>.tmp" and swapped in whole: a crash mid-save keeps the previous checkpoint.
 #pragma once
 
 #include <tinylm/io/hf_checkpoint.hpp>
+#include <tinylm/io/peft.hpp>
 #include <tinylm/optim/adamw.hpp>
 
 #include <nlohmann/json.hpp>
@@ -27,17 +30,22 @@ void save_training_checkpoint(const Model& model, const adamw& opt, const traini
     const fs::path stage = dir.string() + ".tmp";
     fs::remove_all(stage);
     write_hf_files(model, stage, special);
+    if constexpr (Model::has_adapter) write_adapter_files(model, stage);
     safetensors_writer w;
-    const auto& entries = model.parameter_entries();
+    const auto& entries = opt.entries();
     for (std::size_t i = 0; i < entries.size(); ++i) {
         w.add<float>("exp_avg." + entries[i].name, opt.first_moments()[i]);
         w.add<float>("exp_avg_sq." + entries[i].name, opt.second_moments()[i]);
     }
     w.save(stage / "optimizer.safetensors");
-    const nlohmann::json j{{"step", state.step},
-                           {"optimizer_steps", opt.steps()},
-                           {"data_position", state.data_position},
-                           {"history", state.history}};
+    nlohmann::json j{{"step", state.step},
+                     {"optimizer_steps", opt.steps()},
+                     {"data_position", state.data_position},
+                     {"history", state.history}};
+    if constexpr (Model::has_adapter) {
+        j["lora_dropout_seed"] = model.dropout_seed();
+        j["lora_dropout_calls"] = model.dropout_calls();
+    }
     detail::write_text(stage / "trainer_state.json", j.dump(2) + "\n");
     if (extra) extra(stage);
     detail::swap_in(stage, dir);
@@ -46,8 +54,9 @@ void save_training_checkpoint(const Model& model, const adamw& opt, const traini
 template <class Model>
 training_state load_training_checkpoint(Model& model, adamw& opt, const fs::path& dir) {
     load_pretrained(model, dir);
+    if constexpr (Model::has_adapter) load_adapter(model, dir);
     const safetensors_reader r(dir / "optimizer.safetensors");
-    const auto& entries = model.parameter_entries();
+    const auto& entries = opt.entries();
     for (std::size_t i = 0; i < entries.size(); ++i) {
         r.read("exp_avg." + entries[i].name, opt.first_moments()[i]);
         r.read("exp_avg_sq." + entries[i].name, opt.second_moments()[i]);
@@ -59,6 +68,10 @@ training_state load_training_checkpoint(Model& model, adamw& opt, const fs::path
         fail("checkpoint: " + (dir / "trainer_state.json").string() + " is unreadable: " + e.what());
     }
     opt.set_steps(j.at("optimizer_steps").get<long long>());
+    if constexpr (Model::has_adapter) {
+        model.set_dropout_seed(j.value("lora_dropout_seed", model.dropout_seed()));
+        model.set_dropout_calls(j.value("lora_dropout_calls", std::uint64_t(0)));
+    }
     return {j.at("step").get<long long>(), j.at("data_position").get<std::uint64_t>(),
             j.value("history", nlohmann::json::object())};
 }

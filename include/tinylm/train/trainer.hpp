@@ -87,7 +87,7 @@ public:
         for (index_t w0 = 0; w0 < windows; w0 += options_.batch_size) {
             const index_t n = std::min(options_.batch_size, windows - w0);
             const shape s{n, options_.seq_len};
-            const float loss = model_.loss(cview<token_t>{val_ids_.data() + w0 * options_.seq_len, s},
+            const float loss = model_.eval_loss(cview<token_t>{val_ids_.data() + w0 * options_.seq_len, s},
                                            cview<token_t>{val_targets_.data() + w0 * options_.seq_len, s});
             total += double(loss) * double(model_.counted_targets());
             counted += model_.counted_targets();

@@ -1,0 +1,167 @@
+// tinylm/io/peft.hpp: LoRA adapters in the PEFT format, the folder peft's save_pretrained writes and
+// peft.PeftModel.from_pretrained(base, <dir>) loads:
+//
+//   <dir>/adapter_config.json         peft_type "LORA", r, lora_alpha, lora_dropout, target_modules, ...
+//   <dir>/adapter_model.safetensors   base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight (r, in)
+//                                     base_model.model.model.layers.N.self_attn.q_proj.lora_B.weight (out, r)
+//
+// save_adapter writes a sibling "<dir>.tmp" and swaps it in. load_adapter reads adapters written by tinylm
+// and by peft (f32, bf16 or f64 tensors), checks r, lora_alpha and target_modules against the compile-time
+// adapter (one error naming every difference) and refuses features tinylm does not compute (DoRA, rsLoRA,
+// per-module rank or alpha patterns, layer subsets, fan_in_fan_out, trained biases). lora_dropout is a
+// training setting: a different value is accepted.
+#pragma once
+
+#include <tinylm/io/hf_checkpoint.hpp>
+#include <tinylm/io/safetensors.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <set>
+#include <string>
+
+namespace tl {
+
+inline constexpr const char* peft_prefix = "base_model.model.";
+
+// peft's target_modules names of a lora_target bitmask: q_proj, k_proj, ..., down_proj.
+inline std::vector<std::string> peft_target_modules(std::uint32_t targets) {
+    static const char* names[lora_target_count] = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
+                                                   "gate_proj", "up_proj", "down_proj"};
+    std::vector<std::string> out;
+    for (int t = 0; t < lora_target_count; ++t)
+        if ((targets >> t) & 1u) out.emplace_back(names[t]);
+    return out;
+}
+
+inline nlohmann::json peft_adapter_config(const lora_config& c, const std::string& base_model_name_or_path = "") {
+    return nlohmann::json{
+        {"peft_type", "LORA"},
+        {"task_type", "CAUSAL_LM"},
+        {"base_model_name_or_path",
+         base_model_name_or_path.empty() ? nlohmann::json(nullptr) : nlohmann::json(base_model_name_or_path)},
+        {"r", c.rank},
+        {"lora_alpha", c.alpha},
+        {"lora_dropout", c.dropout},
+        {"target_modules", peft_target_modules(c.targets)},
+        {"bias", "none"},
+        {"fan_in_fan_out", false},
+        {"use_rslora", false},
+        {"use_dora", false},
+        {"init_lora_weights", true},
+        {"inference_mode", true},
+        {"modules_to_save", nullptr},
+        {"layers_to_transform", nullptr},
+        {"layers_pattern", nullptr},
+        {"rank_pattern", nlohmann::json::object()},
+        {"alpha_pattern", nlohmann::json::object()},
+        {"revision", nullptr},
+    };
+}
+
+// Writes adapter_config.json and adapter_model.safetensors into `stage` (created if missing).
+template <class Model>
+void write_adapter_files(const Model& model, const fs::path& stage, const std::string& base_model_name_or_path = "") {
+    static_assert(Model::has_adapter,
+                  "save_adapter: the model has no LoRA adapter (decoder<Config, Backend, Adapter>)");
+    check(!model.merged(), "peft: save_adapter needs the unmerged adapter; call unmerge() first");
+    fs::create_directories(stage);
+    detail::write_text(stage / "adapter_config.json",
+                       peft_adapter_config(Model::lora, base_model_name_or_path).dump(2) + "\n");
+    safetensors_writer w;
+    w.add_metadata("format", "pt");
+    for (const parameter_entry& e : model.parameter_entries())
+        if (e.kind == param_kind::adapter) w.add<float>(peft_prefix + e.name, e.value);
+    w.save(stage / "adapter_model.safetensors");
+}
+
+template <class Model>
+void save_adapter(const Model& model, const fs::path& dir, const std::string& base_model_name_or_path = "") {
+    const fs::path stage = dir.string() + ".tmp";
+    fs::remove_all(stage);
+    write_adapter_files(model, stage, base_model_name_or_path);
+    detail::swap_in(stage, dir);
+}
+
+// Throws naming every field of adapter_config.json that the compile-time adapter `c` cannot take.
+inline void check_adapter_config(const nlohmann::json& j, const lora_config& c, const std::string& where) {
+    std::string diffs;
+    const std::string type = j.value("peft_type", "");
+    if (type != "LORA") diffs += "\n  peft_type: \"" + type + "\" in the file, tinylm loads \"LORA\"";
+    const int r = j.value("r", -1);
+    if (r != c.rank)
+        diffs += "\n  r: " + std::to_string(r) + " in the file, " + std::to_string(c.rank) + " in the model";
+    const double alpha = j.contains("lora_alpha") && j["lora_alpha"].is_number() ? j["lora_alpha"].get<double>() : -1;
+    if (std::abs(alpha - double(c.alpha)) > 1e-6 * std::abs(double(c.alpha)))
+        diffs += "\n  lora_alpha: " + (j.contains("lora_alpha") ? j["lora_alpha"].dump() : std::string("missing")) +
+                 " in the file, " + nlohmann::json(c.alpha).dump() + " in the model";
+    std::set<std::string> want, got;
+    for (const std::string& m : peft_target_modules(c.targets))
+        want.insert(m);
+    if (j.contains("target_modules") && j["target_modules"].is_array()) {
+        for (const auto& m : j["target_modules"])
+            got.insert(m.get<std::string>());
+    } else if (j.contains("target_modules") && j["target_modules"].is_string()) {
+        diffs +=
+            "\n  target_modules: a pattern (" + j["target_modules"].dump() + "); tinylm needs a list of module names";
+    } else {
+        diffs += "\n  target_modules: missing";
+    }
+    if (!got.empty() && got != want) {
+        auto list = [](const std::set<std::string>& s) {
+            std::string out;
+            for (const auto& m : s)
+                out += (out.empty() ? "" : ", ") + m;
+            return "[" + out + "]";
+        };
+        diffs += "\n  target_modules: " + list(got) + " in the file, " + list(want) + " in the model";
+    }
+    auto must_be = [&](const char* key, const nlohmann::json& value, const char* why) {
+        if (j.contains(key) && !j[key].is_null() && j[key] != value)
+            diffs += std::string("\n  ") + key + ": " + j[key].dump() + " in the file; " + why;
+    };
+    must_be("use_dora", false, "DoRA is not supported");
+    must_be("use_rslora", false, "rsLoRA (scale alpha / sqrt(r)) is not supported");
+    must_be("fan_in_fan_out", false, "tinylm stores weights (out, in)");
+    must_be("bias", "none", "trained biases are not supported");
+    must_be("rank_pattern", nlohmann::json::object(), "per-module ranks are not supported");
+    must_be("alpha_pattern", nlohmann::json::object(), "per-module alphas are not supported");
+    must_be("layers_to_transform", nullptr, "the adapter must cover every layer");
+    must_be("modules_to_save", nullptr, "fully trained extra modules are not supported");
+    check(diffs.empty(), [&] { return "peft: " + where + " does not match the model's LoRA adapter:" + diffs; });
+}
+
+// Reads an adapter folder into the model's LoRA tensors (the base is untouched; load it with
+// load_pretrained). Every tensor of adapter_model.safetensors must be one of the model's.
+template <class Model>
+void load_adapter(Model& model, const fs::path& dir) {
+    static_assert(Model::has_adapter,
+                  "load_adapter: the model has no LoRA adapter (decoder<Config, Backend, Adapter>)");
+    check(!model.merged(), "peft: load_adapter needs the unmerged model; call unmerge() first");
+    const fs::path config_path = dir / "adapter_config.json", weights = dir / "adapter_model.safetensors";
+    check(fs::exists(config_path), [&] { return "peft: " + dir.string() + " has no adapter_config.json"; });
+    check(fs::exists(weights), [&] { return "peft: " + dir.string() + " has no adapter_model.safetensors"; });
+    nlohmann::json config;
+    try {
+        config = nlohmann::json::parse(std::ifstream(config_path));
+    } catch (const nlohmann::json::exception& e) {
+        fail("peft: " + config_path.string() + " is not valid JSON: " + e.what());
+    }
+    check_adapter_config(config, Model::lora, config_path.string());
+    const safetensors_reader r(weights);
+    std::set<std::string> expected;
+    for (const parameter_entry& e : model.parameter_entries())
+        if (e.kind == param_kind::adapter) {
+            const std::string name = peft_prefix + e.name;
+            expected.insert(name);
+            check(r.contains(name), [&] { return "peft: " + weights.string() + " has no tensor " + name; });
+            r.read(name, e.value);
+        }
+    for (const auto& [name, info] : r.tensors())
+        check(expected.contains(name), [&] {
+            return "peft: " + weights.string() + " holds " + name + ", which the model's adapter does not have";
+        });
+}
+
+} // namespace tl
