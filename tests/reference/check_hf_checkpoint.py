@@ -2,15 +2,16 @@
 
 Usage: check_hf_checkpoint.py DIR   (DIR holds one folder per model, written by
        test_trainer --run_test=trainer_loop/export_for_transformers with TINYLM_HF_EXPORT_DIR=DIR)
-Each folder: config.json, generation_config.json, model.safetensors (save_pretrained) and
-expected.safetensors (input_ids, logits computed by tinylm in f32).
+Each folder: config.json, generation_config.json, model.safetensors (save_pretrained), and
+expected.safetensors (input_ids, logits computed by tinylm in f32) and/or tokenizer.json (a recipe
+checkpoint: AutoTokenizer must load it, round-trip text, and generate with the model).
 """
 import sys
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 TOLERANCE = 1e-4  # max |hf - tinylm| / max |tinylm|
 
@@ -24,14 +25,26 @@ def main(root: Path) -> int:
     for folder in folders:
         model = AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32, attn_implementation="eager")
         model.eval()
-        expected = load_file(folder / "expected.safetensors")
-        with torch.no_grad():
-            logits = model(input_ids=expected["input_ids"]).logits
-        err = ((logits - expected["logits"]).abs().max() / expected["logits"].abs().max()).item()
-        ok = err <= TOLERANCE
-        failed += not ok
-        print(f"{folder.name}: {type(model).__name__} loaded, logits relative error {err:.2e} "
-              f"{'OK' if ok else 'FAIL'}")
+        if (folder / "expected.safetensors").exists():
+            expected = load_file(folder / "expected.safetensors")
+            with torch.no_grad():
+                logits = model(input_ids=expected["input_ids"]).logits
+            err = ((logits - expected["logits"]).abs().max() / expected["logits"].abs().max()).item()
+            ok = err <= TOLERANCE
+            failed += not ok
+            print(f"{folder.name}: {type(model).__name__} loaded, logits relative error {err:.2e} "
+                  f"{'OK' if ok else 'FAIL'}")
+        if (folder / "tokenizer.json").exists():
+            # A recipe checkpoint: AutoTokenizer loads tinylm's tokenizer.json and the pair generates text.
+            tok = AutoTokenizer.from_pretrained(folder)
+            text = "Сила войска зависит от его духа"
+            ids = tok(text)["input_ids"]
+            bos = model.config.bos_token_id
+            out = model.generate(torch.tensor([[bos] + ids]), max_new_tokens=8, do_sample=False)
+            ok = tok.decode(ids) == text and len(tok) == model.config.vocab_size and out.shape[1] > len(ids) + 1
+            failed += not ok
+            print(f"{folder.name}: AutoTokenizer ({type(tok).__name__}, {len(tok)} tokens) round-trips, "
+                  f"generated {tok.decode(out[0][len(ids) + 1:])!r} {'OK' if ok else 'FAIL'}")
     return 1 if failed else 0
 
 
