@@ -14,6 +14,7 @@
 // Data: Pushkin's "The Captain's Daughter" from the data directory (--data-dir, TINYLM_DATA_DIR or ../shared/data),
 // or --text FILE; bytes are tokens; the last 10% is held out for validation (as examples/01_train_tiny).
 // Command: build-lc/benchmarks/learning_check/learning_check --config tiny --out runs/lc-tiny
+#include <tinylm/core/data_dir.hpp>
 #include <tinylm/io/hf_checkpoint.hpp>
 #include <tinylm/tinylm.hpp>
 #include <tinylm/train/trainer.hpp>
@@ -71,13 +72,6 @@ private:
     tl::index_t batches_ = 0;
 };
 
-fs::path default_data_dir() {
-    if (const char* env = std::getenv("TINYLM_DATA_DIR")) return env;
-    for (fs::path p : {fs::path("../shared/data"), fs::path("../../shared/data"), fs::path("../../../shared/data")})
-        if (fs::exists(p / "russian_novels")) return p;
-    return {};
-}
-
 std::string read_file(const fs::path& p) {
     std::ifstream in(p, std::ios::binary);
     if (!in) throw tl::error("learning_check: cannot read " + p.string());
@@ -100,10 +94,17 @@ const char* decay_name(tl::decay_kind k) {
 }
 
 nlohmann::json config_json(const tl::model_config& c) {
-    return {{"vocab_size", c.vocab_size}, {"d_model", c.d_model},         {"n_layers", c.n_layers},
-            {"n_heads", c.n_heads},       {"n_kv_heads", c.n_kv_heads},   {"d_ff", c.d_ff},
-            {"max_seq_len", c.max_seq_len}, {"norm_eps", c.norm_eps},     {"rope_theta", c.rope_theta},
-            {"init_std", c.init_std},     {"tied_embeddings", c.tied_embeddings}};
+    return {{"vocab_size", c.vocab_size},
+            {"d_model", c.d_model},
+            {"n_layers", c.n_layers},
+            {"n_heads", c.n_heads},
+            {"n_kv_heads", c.n_kv_heads},
+            {"d_ff", c.d_ff},
+            {"max_seq_len", c.max_seq_len},
+            {"norm_eps", c.norm_eps},
+            {"rope_theta", c.rope_theta},
+            {"init_std", c.init_std},
+            {"tied_embeddings", c.tied_embeddings}};
 }
 
 struct run_settings {
@@ -123,8 +124,7 @@ int run(run_settings& s) {
     const std::ptrdiff_t T = options.seq_len;
     if (s.tokens.size() < std::size_t(4 * T)) throw tl::error("learning_check: the text is shorter than 4 contexts");
     // 10% for validation, but at least two full windows (as examples/01_train_tiny).
-    const auto split =
-        std::min(std::ptrdiff_t(s.tokens.size() * 9 / 10), std::ptrdiff_t(s.tokens.size()) - 2 * T - 1);
+    const auto split = std::min(std::ptrdiff_t(s.tokens.size() * 9 / 10), std::ptrdiff_t(s.tokens.size()) - 2 * T - 1);
     std::vector<tl::token_t> train_tokens(s.tokens.begin(), s.tokens.begin() + split);
     std::vector<tl::token_t> val_tokens(s.tokens.begin() + split, s.tokens.end());
 
@@ -185,16 +185,30 @@ int run(run_settings& s) {
         {"config", config_json(model_t::config)},
         {"parameters", tl::parameter_count(model_t::config)},
         {"backend", std::string(model_t::backend::name)},
-        {"data", {{"source", s.source}, {"bytes", s.tokens.size()}, {"train_tokens", split},
-                  {"val_tokens", val_tokens.size()}, {"val_windows", n_val}}},
+        {"data",
+         {{"source", s.source},
+          {"bytes", s.tokens.size()},
+          {"train_tokens", split},
+          {"val_tokens", val_tokens.size()},
+          {"val_windows", n_val}}},
         {"seed", s.seed},
         {"trainer",
-         {{"batch_size", options.batch_size}, {"seq_len", options.seq_len}, {"grad_accum", options.grad_accum},
-          {"max_steps", options.max_steps}, {"peak_lr", options.peak_lr}, {"min_lr", options.min_lr},
-          {"warmup_steps", options.warmup_steps}, {"decay", decay_name(options.decay)}, {"clip", options.clip},
-          {"eval_every", options.eval_every}, {"eval_windows", options.eval_windows}}},
+         {{"batch_size", options.batch_size},
+          {"seq_len", options.seq_len},
+          {"grad_accum", options.grad_accum},
+          {"max_steps", options.max_steps},
+          {"peak_lr", options.peak_lr},
+          {"min_lr", options.min_lr},
+          {"warmup_steps", options.warmup_steps},
+          {"decay", decay_name(options.decay)},
+          {"clip", options.clip},
+          {"eval_every", options.eval_every},
+          {"eval_windows", options.eval_windows}}},
         {"adamw",
-         {{"beta1", a.beta1}, {"beta2", a.beta2}, {"eps", a.eps}, {"weight_decay", a.weight_decay},
+         {{"beta1", a.beta1},
+          {"beta2", a.beta2},
+          {"eps", a.eps},
+          {"weight_decay", a.weight_decay},
           {"decay_embeddings", a.decay_embeddings}}},
         {"steps", steps},
         {"val", evals},
@@ -224,7 +238,7 @@ int main(int argc, char** argv) try {
                             .eval_windows = 64,
                             .checkpoint_every = 0};
     s.config_name = "tiny";
-    std::string text_file, data_dir = default_data_dir().string(), decay = "cosine";
+    std::string text_file, data_dir = tl::find_data_dir().string(), decay = "cosine";
     bool no_decay_embeddings = false;
     s.out = "runs/learning_check";
     app.add_option("--config", s.config_name, "tiny (presets::tiny) or small (d 128, 4 layers, context 128)")
@@ -235,7 +249,8 @@ int main(int argc, char** argv) try {
     app.add_option("--lr", o.peak_lr, "peak learning rate");
     app.add_option("--min-lr", o.min_lr, "final learning rate");
     app.add_option("--warmup", o.warmup_steps, "linear warmup steps (default: 10% of the steps)");
-    app.add_option("--decay", decay, "cosine, linear or constant")->check(CLI::IsMember({"cosine", "linear", "constant"}));
+    app.add_option("--decay", decay, "cosine, linear or constant")
+        ->check(CLI::IsMember({"cosine", "linear", "constant"}));
     app.add_option("--beta1", o.adamw.beta1);
     app.add_option("--beta2", o.adamw.beta2);
     app.add_option("--eps", o.adamw.eps);
@@ -249,8 +264,9 @@ int main(int argc, char** argv) try {
     app.add_option("--data-dir", data_dir, "tinylm data directory (default: $TINYLM_DATA_DIR or ../shared/data)");
     app.add_option("--out", s.out, "output directory");
     CLI11_PARSE(app, argc, argv);
-    o.decay = decay == "cosine" ? tl::decay_kind::cosine : decay == "linear" ? tl::decay_kind::linear
-                                                                            : tl::decay_kind::constant;
+    o.decay = decay == "cosine"   ? tl::decay_kind::cosine
+              : decay == "linear" ? tl::decay_kind::linear
+                                  : tl::decay_kind::constant;
     o.adamw.decay_embeddings = !no_decay_embeddings;
     // The small configuration's default budget: 200 steps of 2 x 8 sequences of 128 (when not given explicitly).
     if (s.config_name == "small") {

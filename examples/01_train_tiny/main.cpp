@@ -9,6 +9,7 @@
 // Command:  build/examples/01_train_tiny [--steps 1500] [--text FILE]
 // Output:   a line per 100 steps (step, train loss, learning rate, tokens/s), the validation loss in nats
 //           per byte, and a 300-byte sample continuing a prompt.
+#include <tinylm/core/data_dir.hpp>
 #include <tinylm/eval/generate.hpp>
 #include <tinylm/tinylm.hpp>
 #include <tinylm/train/run_logger.hpp>
@@ -35,13 +36,6 @@ const char* builtin_text =
     "Отец мой Андрей Петрович Гринёв в молодости своей служил при графе Минихе и вышел в отставку премьер-майором. "
     "С тех пор жил он в своей Симбирской деревне, где и женился на девице Авдотье Васильевне Ю., дочери бедного "
     "тамошнего дворянина. Нас было девять человек детей. Все мои братья и сестры умерли во младенчестве. ";
-
-fs::path default_data_dir() {
-    if (const char* env = std::getenv("TINYLM_DATA_DIR")) return env;
-    for (fs::path p : {fs::path("../shared/data"), fs::path("../../shared/data"), fs::path("../../../shared/data")})
-        if (fs::exists(p / "russian_novels")) return p;
-    return {};
-}
 
 std::string read_file(const fs::path& p) {
     std::ifstream in(p, std::ios::binary);
@@ -88,7 +82,7 @@ int main(int argc, char** argv) try {
                                 .out_dir = "runs/tiny"};
     std::uint64_t seed = 1;
     bool fresh = false;
-    std::string text_file, data_dir = default_data_dir().string(), prompt = "Маша вошла в комнату и";
+    std::string text_file, data_dir = tl::find_data_dir().string(), prompt = "Маша вошла в комнату и";
     app.add_option("--steps", options.max_steps, "optimizer steps")->check(CLI::PositiveNumber);
     app.add_option("--batch", options.batch_size, "sequences per step")->check(CLI::PositiveNumber);
     app.add_option("--lr", options.peak_lr, "peak learning rate");

@@ -8,6 +8,7 @@
 // The data dir is --data-dir, else $TINYLM_DATA_DIR, else ../shared/data (or ../../, ../../../ as in
 // docs/data.md). Output goes to --out: clean.jsonl (one kept paragraph per line: doc, source, text),
 // report.md, report.json and three SVG plots.
+#include <tinylm/core/data_dir.hpp>
 #include <tinylm/data/langid.hpp>
 #include <tinylm/data/pipeline.hpp>
 #include <tinylm/data/reader.hpp>
@@ -28,14 +29,6 @@ namespace fs = std::filesystem;
 using namespace tl::data;
 
 namespace {
-
-fs::path find_data_dir(const std::string& flag) {
-    if (!flag.empty()) return flag;
-    if (const char* env = std::getenv("TINYLM_DATA_DIR"); env && *env) return env;
-    for (const char* p : {"../shared/data", "../../shared/data", "../../../shared/data"}) // as docs/data.md
-        if (fs::exists(p)) return p;
-    return "../shared/data";
-}
 
 // Placeholder until the BPE tokenizer lands: bytes 0..255, <bos> 256, <eos> 257.
 struct byte_encoder {
@@ -80,7 +73,7 @@ int main(int argc, char** argv) try {
     app.add_option("--val-fraction", val_fraction, "share of documents in val.bin");
     CLI11_PARSE(app, argc, argv);
 
-    const fs::path data_dir = find_data_dir(data_dir_flag);
+    const fs::path data_dir = tl::find_data_dir(data_dir_flag);
     std::vector<fs::path> in;
     for (const auto& i : inputs)
         in.emplace_back(fs::exists(i) || !fs::exists(data_dir / i) ? fs::path(i) : data_dir / i);

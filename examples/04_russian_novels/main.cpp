@@ -19,6 +19,7 @@
 // Command:  build/examples/04_russian_novels [--preset cpu] [--steps N] [--out runs/russian_novels]
 // Output:   progress lines, validation loss and perplexity, the ten continuations; OUT/report.md (loss
 //           curves and samples), OUT/tensorboard, OUT/log.jsonl, OUT/checkpoint.
+#include <tinylm/core/data_dir.hpp>
 #include <tinylm/data/corpus.hpp>
 #include <tinylm/eval/generate.hpp>
 #include <tinylm/tinylm.hpp>
@@ -63,14 +64,6 @@ const std::vector<std::string> course_prompts = {"Все мысли, котор�
 
 double seconds_since(std::chrono::steady_clock::time_point t) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-}
-
-fs::path find_data_dir(const std::string& flag) {
-    if (!flag.empty()) return flag;
-    if (const char* env = std::getenv("TINYLM_DATA_DIR")) return env;
-    for (fs::path p : {fs::path("../shared/data"), fs::path("../../shared/data"), fs::path("../../../shared/data")})
-        if (fs::exists(p / "russian_novels")) return p;
-    return {};
 }
 
 std::uint64_t file_hash(const fs::path& p) { // FNV-1a over the bytes: identifies the tokenizer in shard headers
@@ -320,7 +313,7 @@ int main(int argc, char** argv) try {
     }
     if (fresh) fs::remove_all(options.out_dir / "checkpoint");
 
-    const fs::path data_dir = find_data_dir(data_dir_flag), corpus = data_dir / "russian_novels" / "corpus";
+    const fs::path data_dir = tl::find_data_dir(data_dir_flag), corpus = data_dir / "russian_novels" / "corpus";
     if (!fs::exists(corpus)) {
         std::cerr << "04_russian_novels: " << corpus << " does not exist. Set --data-dir or TINYLM_DATA_DIR, or "
                   << "download the corpus from github.com/JoannaBy/RussianNovels (folder corpus/).\n";
