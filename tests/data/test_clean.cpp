@@ -61,6 +61,7 @@ BOOST_AUTO_TEST_CASE(punctuation) {
     BOOST_TEST(norm_p("северо-запад") == "северо-запад");
     BOOST_TEST(norm_p("Слово , слово ! ( скобки ) « кавычки »") == "Слово, слово! (скобки) «кавычки»");
     BOOST_TEST(norm_p("Да,, да") == "Да, да");
+    BOOST_TEST(norm_p("кто#нибудь, #1, C# и ##") == "кто-нибудь, #1, C# и ##");
     punctuation_options ascii;
     ascii.quotes = quote_style::ascii;
     std::string q = "«Ёлка»";

@@ -158,6 +158,9 @@ struct punctuation_options {
     quote_style quotes = quote_style::guillemets; // « » „ “ ” "  -> «» (or ")
     bool dashes = true;                           // " - ", " – ", "--" and a leading "- " -> em dash
     bool space_before_punct = true; // "слово ," -> "слово,"; "( x )" -> "(x)"; "« x »" -> "«x»"
+    // "кто#нибудь" -> "кто-нибудь": some digitised novels of the Russian corpus (Dostoyevsky, Chekhov, Gogol)
+    // carry '#' for the hyphen; between two letters it is never anything else.
+    bool hash_hyphen = true;
 };
 
 inline bool normalize_punctuation(std::string& s, const punctuation_options& opt = {}) {
@@ -199,6 +202,8 @@ inline bool normalize_punctuation(std::string& s, const punctuation_options& opt
             continue;
         }
         if (opt.collapse_repeats && (c == ',' || c == ';' || c == ':') && !o.empty() && o.back() == c) continue;
+        if (opt.hash_hyphen && c == '#' && !o.empty() && is_letter(o.back()) && i + 1 < t.size() && is_letter(t[i + 1]))
+            c = '-';
         if (opt.dashes) {
             if (c == '-' && i + 1 < t.size() && t[i + 1] == '-') { // "--" or "---"
                 while (i + 1 < t.size() && t[i + 1] == '-')
