@@ -40,17 +40,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Sized for two cores: about 6M parameters, context 256.
-struct russian_novels_cpu {
-    static constexpr tl::model_config value{.vocab_size = 3000,
-                                            .d_model = 256,
-                                            .n_layers = 4,
-                                            .n_heads = 8,
-                                            .n_kv_heads = 4,
-                                            .d_ff = 704,
-                                            .max_seq_len = 256};
-};
-
 const std::vector<std::string> course_prompts = {"Все мысли, которые имеют огромные последствия",
                                                  "Сила войска зависит от его духа",
                                                  "Мысль о том, что он принес страдания",
@@ -327,8 +316,8 @@ int main(int argc, char** argv) try {
     std::printf("data: ready after %.0f s\n", seconds_since(start));
     const int rc = preset == "150m" ? train<tl::presets::russian_novels_150m>(data, options, seed, sample_tokens,
                                                                               "tinylm: Russian novels, 150m preset")
-                                    : train<russian_novels_cpu>(data, options, seed, sample_tokens,
-                                                                "tinylm: Russian novels, cpu preset");
+                                    : train<tl::presets::russian_novels_cpu>(data, options, seed, sample_tokens,
+                                                                             "tinylm: Russian novels, cpu preset");
     std::printf("total time %.1f minutes\n", seconds_since(start) / 60);
     return rc;
 } catch (const std::exception& e) {

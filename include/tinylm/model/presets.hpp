@@ -31,6 +31,19 @@ struct russian_novels_150m {
 // + embedding and head 2 x 3000 x 1024 + final norm 1024.
 static_assert(parameter_count(russian_novels_150m::value) == 132'006'912);
 
+// The same family sized for two CPU cores (examples/04_russian_novels --preset cpu, the learning check's
+// `recipe` configuration): 4.5M parameters, context 256.
+struct russian_novels_cpu {
+    static constexpr model_config value{.vocab_size = 3000,
+                                        .d_model = 256,
+                                        .n_layers = 4,
+                                        .n_heads = 8,
+                                        .n_kv_heads = 4,
+                                        .d_ff = 704,
+                                        .max_seq_len = 256};
+};
+static_assert(parameter_count(russian_novels_cpu::value) == 4'487'424);
+
 // Qwen2.5-0.5B (huggingface.co/Qwen/Qwen2.5-0.5B/config.json): GQA 14/2, q/k/v biases, tied embeddings.
 struct qwen2_5_0_5b {
     static constexpr model_config value{.vocab_size = 151936,
