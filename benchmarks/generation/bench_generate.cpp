@@ -1,0 +1,122 @@
+// bench_generate: batch-1 generation speed with the KV cache (tl::generate, greedy) and the machine's memory
+// bandwidth, measured in the same process (issue 6, docs/performance.md). One JSON line on stdout; run.py runs it
+// beside generation_peer.py (Hugging Face generate, use_cache, greedy).
+//
+//   build-speed/benchmarks/generation/bench_generate --config b --new-tokens 256 --repeats 3
+//
+// Decode tokens/s counts the new tokens after the first (each costs one cached forward of one position) over the
+// time between the first and the last; prefill (the prompt) is reported apart. Bytes read per decoded token: every
+// weight matrix once (the output head included; of the embedding only one row) plus the keys and values of every
+// layer up to the current position (averaged over the decode). The bandwidth is a STREAM-style triad
+// a = b + s c over three 128 MiB float arrays (bytes counted as STREAM does: 3 x 4 per element), best of 5.
+#include "../train_throughput/bench_configs.hpp"
+
+#include <tinylm/eval/generate.hpp>
+#include <tinylm/model/decoder.hpp>
+
+#include <CLI/CLI.hpp>
+#include <omp.h>
+
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace {
+
+double triad_gb_per_s() {
+    const std::size_t n = std::size_t(32) << 20; // 32 Mi floats = 128 MiB per array, 4x the L3
+    std::vector<float> a(n), b(n), c(n);
+#pragma omp parallel for schedule(static)
+    for (std::size_t i = 0; i < n; ++i) { // first touch by the threads that use it
+        a[i] = 0;
+        b[i] = 1;
+        c[i] = 2;
+    }
+    double best = 1e30;
+    for (int rep = 0; rep < 5; ++rep) {
+        const double t0 = bench::now_seconds();
+        const float s = 3.0f;
+        float* pa = a.data();
+        const float *pb = b.data(), *pc = c.data();
+#pragma omp parallel for schedule(static)
+        for (std::size_t i = 0; i < n; ++i)
+            pa[i] = pb[i] + s * pc[i];
+        best = std::min(best, bench::now_seconds() - t0);
+    }
+    if (a[n / 2] != 7.0f) std::fprintf(stderr, "triad: unexpected value %g\n", double(a[n / 2]));
+    return 3.0 * 4.0 * double(n) / best * 1e-9;
+}
+
+template <class Config>
+int run(const std::string& name, int prompt_len, int new_tokens, int repeats) {
+    using model_t = tl::decoder<Config>;
+    constexpr tl::model_config c = model_t::config;
+    auto model = std::make_unique<model_t>(1);
+    std::vector<tl::token_t> prompt(static_cast<std::size_t>(prompt_len));
+    tl::counter_rng rng(7);
+    for (auto& t : prompt)
+        t = tl::token_t(rng.below(std::uint64_t(c.vocab_size)));
+    tl::generation_options options{.max_new_tokens = new_tokens, .sampling = {.temperature = 0.0}};
+
+    const double bandwidth_before = triad_gb_per_s();
+    std::vector<double> decode_tps, prefill_seconds;
+    std::vector<tl::token_t> first_output;
+    for (int r = 0; r < repeats + 1; ++r) { // the first is a warm-up
+        std::vector<double> stamps;
+        const double t0 = bench::now_seconds();
+        const auto out = tl::generate(*model, prompt, options, [&](tl::token_t) {
+            stamps.push_back(bench::now_seconds());
+            return true;
+        });
+        if (int(out.size()) != new_tokens) {
+            std::fprintf(stderr, "bench_generate: generated %zu tokens, expected %d\n", out.size(), new_tokens);
+            return 1;
+        }
+        if (r == 0) {
+            first_output = out;
+            continue;
+        }
+        prefill_seconds.push_back(stamps.front() - t0);
+        decode_tps.push_back(double(new_tokens - 1) / (stamps.back() - stamps.front()));
+    }
+    const double bandwidth = std::max(bandwidth_before, triad_gb_per_s());
+
+    const double d = c.d_model, ff = c.d_ff, q = c.q_width(), kv = c.kv_width();
+    const double weights = c.n_layers * (d * q + 2 * d * kv + q * d + 3 * d * ff + 2 * d) + d +
+                           double(c.vocab_size) * d + d; // layers, final norm, head, one embedding row
+    const double mean_position = prompt_len + (new_tokens - 1) / 2.0;
+    const double kv_bytes = 4.0 * c.n_layers * 2 * kv * mean_position;
+    const double bytes_per_token = 4.0 * weights + kv_bytes;
+    const double tps = bench::median(decode_tps);
+    std::printf(
+        "{\"impl\": \"tinylm\", \"config\": \"%s\", \"threads\": %d, \"prompt_tokens\": %d, \"new_tokens\": %d, "
+        "\"decode_tokens_per_s\": %s, \"decode_tokens_per_s_median\": %.3f, \"prefill_seconds\": %s, "
+        "\"bytes_per_token\": %.0f, \"triad_gb_per_s\": %.2f, \"bandwidth_fraction\": %.4f, "
+        "\"peak_rss_mib\": %.1f, \"first_tokens\": [%d, %d, %d, %d]}\n",
+        name.c_str(), omp_get_max_threads(), prompt_len, new_tokens, bench::json_array(decode_tps).c_str(), tps,
+        bench::json_array(prefill_seconds).c_str(), bytes_per_token, bandwidth,
+        bytes_per_token * tps / (bandwidth * 1e9), bench::peak_rss_mib(), first_output[0], first_output[1],
+        first_output[2], first_output[3]);
+    return 0;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"tinylm batch-1 generation speed and memory bandwidth (issue 6; docs/performance.md)"};
+    std::string config = "b";
+    int prompt_len = 16, new_tokens = 256, repeats = 3;
+    app.add_option("--config", config, "a or b")->check(CLI::IsMember({"a", "b"}));
+    app.add_option("--prompt", prompt_len, "prompt tokens (random)")->check(CLI::PositiveNumber);
+    app.add_option("--new-tokens", new_tokens, "tokens to generate")->check(CLI::Range(2, 4096));
+    app.add_option("--repeats", repeats, "timed generations after one warm-up")->check(CLI::PositiveNumber);
+    CLI11_PARSE(app, argc, argv);
+    try {
+        return config == "a" ? run<bench::config_a>(config, prompt_len, new_tokens, repeats)
+                             : run<bench::config_b>(config, prompt_len, new_tokens, repeats);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "bench_generate: %s\n", e.what());
+        return 1;
+    }
+}

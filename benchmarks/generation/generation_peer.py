@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""The PyTorch peer of bench_generate: batch-1 greedy generation with the KV cache, Hugging Face generate
+(use_cache=True, do_sample=False, no end-of-sequence token so that all new tokens are produced), LlamaForCausalLM of
+the same shape as tinylm's config (benchmarks/train_throughput/pytorch_peer.py builds it), float32, sdpa attention,
+torch.inference_mode, --threads threads. A streamer timestamps every new token, so decode tokens/s is measured as in
+bench_generate: new tokens after the first over the time between the first and the last. One JSON line on stdout.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ap = argparse.ArgumentParser(description=__doc__)
+ap.add_argument("--config", choices=["a", "b"], default="b")
+ap.add_argument("--prompt", type=int, default=16)
+ap.add_argument("--new-tokens", type=int, default=256)
+ap.add_argument("--repeats", type=int, default=3)
+ap.add_argument("--threads", type=int, default=2)
+ap.add_argument("--attn", choices=["sdpa", "eager"], default="sdpa")
+args = ap.parse_args()
+for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[var] = str(args.threads)
+
+import torch  # noqa: E402
+from transformers import LlamaForCausalLM  # noqa: E402
+from transformers.generation.streamers import BaseStreamer  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "train_throughput"))
+import pytorch_peer  # noqa: E402
+
+
+class Stamps(BaseStreamer):
+    def __init__(self):
+        self.times = []
+        self.calls = 0
+
+    def put(self, value):
+        self.calls += 1
+        if self.calls > 1:  # the first call carries the prompt
+            self.times.append(time.perf_counter())
+
+    def end(self):
+        pass
+
+
+def main():
+    torch.set_num_threads(args.threads)
+    torch.set_num_interop_threads(1)
+    c = pytorch_peer.CONFIGS[args.config]
+    torch.manual_seed(1)
+    model = LlamaForCausalLM(pytorch_peer.llama_config(c, args.attn)).float().eval()
+    g = torch.Generator().manual_seed(7)
+    prompt = torch.randint(0, c["vocab_size"], (1, args.prompt), generator=g)
+    tps, prefill = [], []
+    for r in range(args.repeats + 1):
+        s = Stamps()
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=args.new_tokens,
+                                 do_sample=False, use_cache=True, eos_token_id=None, pad_token_id=0, streamer=s)
+        n = out.shape[1] - args.prompt
+        assert n == args.new_tokens and len(s.times) == n, f"generated {n} tokens, stamped {len(s.times)}"
+        if r == 0:
+            continue
+        prefill.append(s.times[0] - t0)
+        tps.append((n - 1) / (s.times[-1] - s.times[0]))
+    tps_sorted = sorted(tps)
+    print(json.dumps({"impl": "pytorch", "config": args.config, "threads": torch.get_num_threads(),
+                      "prompt_tokens": args.prompt, "new_tokens": args.new_tokens, "decode_tokens_per_s": tps,
+                      "decode_tokens_per_s_median": tps_sorted[len(tps) // 2] if len(tps) % 2 else
+                      0.5 * (tps_sorted[len(tps) // 2 - 1] + tps_sorted[len(tps) // 2]),
+                      "prefill_seconds": prefill, "peak_rss_mib": pytorch_peer.peak_rss_mib(),
+                      "settings": {"torch": torch.__version__, "attn": args.attn, "inference_mode": True,
+                                   "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+                                   "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE")}}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

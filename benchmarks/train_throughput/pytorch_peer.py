@@ -1,0 +1,216 @@
+#!/usr/bin/env python3
+"""The PyTorch peer of bench_train (issue 6, docs/performance.md): the same Llama architecture, shapes, threads and
+step (zero_grad, forward, cross-entropy, backward, AdamW) on random tokens, plus torch.matmul's GEMM ceiling at the
+model's shapes, measured in the same process. Prints one JSON line like bench_train's.
+
+The model is transformers' LlamaForCausalLM, built from the same fields tinylm writes to config.json (the learning
+check's model-building path: `--check DIR` loads DIR/init, written by `bench_train --save-init DIR`, with
+AutoModelForCausalLM exactly as benchmarks/learning_check/pytorch_reference.py does, and checks that the first loss
+on the same batch equals tinylm's).
+
+What is tuned (and printed in the JSON under "settings"):
+  OMP_NUM_THREADS / MKL_NUM_THREADS = --threads (set before torch is imported), torch.set_num_threads(--threads),
+  torch.set_num_interop_threads(1); float32 matmul precision "highest" (no TF32/bf16 shortcuts: fp32 like tinylm);
+  attention "sdpa" (PyTorch's fused CPU flash attention; "eager" selectable); AdamW fused=True (one kernel for
+  all parameters; foreach selectable); zero_grad(set_to_none=True); optionally torch.compile (inductor, CPU) of the
+  model's forward (--compile); the optimizer stays eager.
+
+Usage: pytorch_peer.py --config b --steps 3 --warmup 1 [--compile]
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+
+def parse():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", choices=["a", "b", "150m"], default="a")
+    ap.add_argument("--batch", type=int, default=0, help="default: a 16, b 8, 150m 4 (as bench_train)")
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=1, help="untimed steps first (with --compile: at least 2)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--compile", action="store_true", help="torch.compile the model (inductor)")
+    ap.add_argument("--attn", choices=["sdpa", "eager"], default="sdpa")
+    ap.add_argument("--optimizer", choices=["fused", "foreach"], default="fused")
+    ap.add_argument("--no-ceiling", action="store_true")
+    ap.add_argument("--check", metavar="DIR", help="load DIR/init and DIR/batch.safetensors; compare the first loss")
+    ap.add_argument("--seed", type=int, default=1)
+    return ap.parse_args()
+
+
+args = None
+if __name__ == "__main__":  # imported by generation_peer.py for CONFIGS and llama_config
+    args = parse()
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(args.threads)
+
+import torch  # noqa: E402  (after the thread variables)
+import torch.nn.functional as F  # noqa: E402
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM  # noqa: E402
+from transformers.utils import logging as hf_logging  # noqa: E402
+
+CONFIGS = {  # bench_configs.hpp and tl::presets::russian_novels_150m
+    "a": dict(vocab_size=3000, hidden_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+              intermediate_size=768, max_position_embeddings=256, batch=16),
+    "b": dict(vocab_size=8000, hidden_size=512, num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=4,
+              intermediate_size=1536, max_position_embeddings=512, batch=8),
+    "150m": dict(vocab_size=3000, hidden_size=1024, num_hidden_layers=16, num_attention_heads=16,
+                 num_key_value_heads=8, intermediate_size=1536, max_position_embeddings=512, batch=4),
+}
+
+
+def flops_per_token(c, T):
+    """tl::flops_per_token (model/config.hpp): 6 x matmul weights + 12 x layers x q_width x average keys."""
+    d, ff, L, V = c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"], c["vocab_size"]
+    q = d
+    kv = d // c["num_attention_heads"] * c["num_key_value_heads"]
+    weights = L * (d * q + 2 * d * kv + q * d + 3 * d * ff) + V * d
+    return 6 * weights + 6 * 2 * L * q * (T + 1) / 2
+
+
+def llama_config(c, attn):
+    fields = {k: v for k, v in c.items() if k != "batch"}
+    cfg = LlamaConfig(**fields, rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=False,
+                      attention_bias=False, mlp_bias=False, hidden_act="silu")
+    cfg._attn_implementation = attn
+    return cfg
+
+
+def peak_rss_mib():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    return -1.0
+
+
+def gemm_ceiling(c, rows, reps=3):
+    """As gemm_ceiling.hpp: forward, input-gradient and weight-gradient products of every projection, weighted by
+    how often a step runs them, and one 2048^3 product; median of reps after one untimed run."""
+    d, ff, L, V = c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"], c["vocab_size"]
+    kv = d // c["num_attention_heads"] * c["num_key_value_heads"]
+    projs = [(d, d, L), (kv, d, 2 * L), (d, d, L), (ff, d, 2 * L), (d, ff, L), (V, d, 1)]
+
+    def timed(fn):
+        fn()
+        ts = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+        ts.sort()
+        return ts[len(ts) // 2]
+
+    flops = seconds = 0.0
+    with torch.no_grad():
+        for out, inp, count in projs:
+            x = torch.rand(rows, inp) - 0.5
+            dy = torch.rand(rows, out) - 0.5
+            w = torch.rand(out, inp) - 0.5
+            dw = torch.zeros(out, inp)
+            y = torch.empty(rows, out)
+            dx = torch.empty(rows, inp)
+            t = timed(lambda: torch.matmul(x, w.t(), out=y)) + timed(lambda: torch.matmul(dy, w, out=dx)) + \
+                timed(lambda: dw.addmm_(dy.t(), x))
+            seconds += count * t
+            flops += count * 3 * 2.0 * rows * out * inp
+        s = 2048
+        a, b = torch.rand(s, s), torch.rand(s, s)
+        cm = torch.empty(s, s)
+        square = 2.0 * s ** 3 / timed(lambda: torch.matmul(a, b, out=cm)) * 1e-9
+    return flops / seconds * 1e-9, square, seconds
+
+
+def random_batch(B, T, V, step, seed):
+    g = torch.Generator().manual_seed(seed * 100003 + step)
+    return torch.randint(0, V, (B, T), generator=g), torch.randint(0, V, (B, T), generator=g)
+
+
+def mean_ce(model, ids, targets):
+    logits = model(input_ids=ids).logits
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+
+def check(directory):
+    from pathlib import Path
+    from safetensors.torch import load_file
+    d = Path(directory)
+    model = AutoModelForCausalLM.from_pretrained(d / "init", dtype=torch.float32, attn_implementation=args.attn)
+    ours = llama_config(CONFIGS[args.config], args.attn)
+    for field in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                  "num_key_value_heads", "rms_norm_eps", "tie_word_embeddings"):
+        assert getattr(model.config, field) == getattr(ours, field), f"{field}: {getattr(model.config, field)} vs " \
+                                                                      f"{getattr(ours, field)}"
+    batch = load_file(d / "batch.safetensors")
+    with torch.no_grad():
+        loss = float(mean_ce(model, batch["ids"].long(), batch["targets"].long()))
+    ref = json.loads((d / "tinylm_loss.json").read_text())["loss"]
+    rel = abs(loss - ref) / abs(ref)
+    ok = rel < 1e-4
+    print(f"check: config {args.config}, {sum(p.numel() for p in model.parameters())} parameters; first loss tinylm "
+          f"{ref:.6f}, pytorch {loss:.6f}, relative difference {rel:.1e}: {'SAME MODEL' if ok else 'DIFFERENT'}")
+    return 0 if ok else 1
+
+
+def main():
+    torch.set_num_threads(args.threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass
+    torch.set_float32_matmul_precision("highest")
+    hf_logging.disable_progress_bar()
+    if args.check:
+        return check(args.check)
+    c = CONFIGS[args.config]
+    B = args.batch or c["batch"]
+    T, V = c["max_position_embeddings"], c["vocab_size"]
+    torch.manual_seed(args.seed)
+    model = LlamaForCausalLM(llama_config(c, args.attn)).float()
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1,
+                            **({"fused": True} if args.optimizer == "fused" else {"foreach": True}))
+    forward = torch.compile(model) if args.compile else model
+
+    steps, losses, compile_seconds = [], [], None
+    for step in range(args.warmup + args.steps):
+        ids, targets = random_batch(B, T, V, step, args.seed)
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss = mean_ce(forward, ids, targets)
+        loss.backward()
+        opt.step()
+        t = time.perf_counter() - t0
+        if step == 0 and args.compile:
+            compile_seconds = t
+        losses.append(float(loss.detach()))
+        if step >= args.warmup:
+            steps.append(t)
+        print(f"pytorch{' compiled' if args.compile else ''} {args.config} step {step}: loss {losses[-1]:.5f}, "
+              f"{t:.3f} s", file=sys.stderr)
+    rss = peak_rss_mib()
+    shapes, square, shape_seconds = (0.0, 0.0, 0.0) if args.no_ceiling else gemm_ceiling(c, B * T)
+    print(json.dumps({
+        "impl": "pytorch", "variant": "compiled" if args.compile else "eager", "config": args.config, "batch": B,
+        "seq_len": T, "threads": torch.get_num_threads(), "parameters": sum(p.numel() for p in model.parameters()),
+        "flops_per_token": flops_per_token(c, T), "tokens_per_step": B * T, "step_seconds": steps, "losses": losses,
+        "peak_rss_mib": rss, "gemm_model_shapes_gflops": shapes, "gemm_square_gflops": square,
+        "gemm_model_shapes_seconds": shape_seconds, "compile_first_step_seconds": compile_seconds,
+        "settings": {"torch": torch.__version__, "threads": torch.get_num_threads(),
+                     "interop_threads": torch.get_num_interop_threads(), "attn": args.attn,
+                     "optimizer": args.optimizer, "compile": args.compile,
+                     "matmul_precision": torch.get_float32_matmul_precision(),
+                     "mkldnn": torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled,
+                     "mkl": torch.backends.mkl.is_available(),
+                     "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                     "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+                     "MKL_NUM_THREADS": os.environ.get("MKL_NUM_THREADS"),
+                     "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
+                     "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE")}}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

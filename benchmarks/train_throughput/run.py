@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""Training throughput, tinylm against PyTorch, side by side in one run (issue 6, docs/performance.md).
+
+For each config, runs `repeats` rounds; each round runs bench_train (tinylm), pytorch_peer.py (eager) and, unless left
+out, pytorch_peer.py --compile, one after another (interleaved, so that the machine's load hits all alike). Every
+process measures its own GEMM ceiling (oneDNN sgemm / torch.matmul at the model's shapes and at 2048^3) and its
+peak memory (VmHWM). Prints per config: median tokens/s over rounds (each round: the median step), model FLOPs per
+token (6N + attention, tl::flops_per_token), achieved GFLOP/s, MFU against the ceilings, peak memory, and the
+tinylm/PyTorch ratio (median of the per-round ratios).
+
+  export OMP_WAIT_POLICY=PASSIVE
+  /work/venv/bin/python benchmarks/train_throughput/run.py --build build-speed --configs a b --repeats 3 \
+      --out runs/speed/train.json
+  /work/venv/bin/python benchmarks/train_throughput/run.py --build build-speed --configs 150m --repeats 1 \
+      --steps 1 --batch 1 --variants tinylm eager
+  /work/venv/bin/python benchmarks/train_throughput/run.py --build build-speed --check   (same model? config a)
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def run_json(cmd, env):
+    print("$ " + " ".join(str(c) for c in cmd), file=sys.stderr, flush=True)
+    p = subprocess.run([str(c) for c in cmd], env=env, stdout=subprocess.PIPE, text=True)
+    if p.returncode != 0:
+        raise SystemExit(f"run.py: {cmd[0]} failed with status {p.returncode}")
+    lines = [l for l in p.stdout.splitlines() if l.startswith("{")]
+    return json.loads(lines[-1])
+
+
+def machine():
+    info = {"cpu": "", "cores": os.cpu_count(), "python": platform.python_version()}
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+        flags = next(l for l in open("/proc/cpuinfo") if l.startswith("flags")).split()
+        info["avx512f"] = "avx512f" in flags
+        info["avx512_bf16"] = "avx512_bf16" in flags
+        info["avx2"] = "avx2" in flags
+    except (OSError, StopIteration):
+        pass
+    return info
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", default="build-speed", help="build directory with benchmarks/train_throughput")
+    ap.add_argument("--configs", nargs="+", default=["a", "b"], choices=["a", "b", "150m"])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=3, help="timed steps per process")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed steps per process (compiled: +1)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=0, help="sequences per step (default: the config's, a 16, b 8, 150m 4)")
+    ap.add_argument("--variants", nargs="+", default=["tinylm", "eager", "compiled"],
+                    choices=["tinylm", "eager", "compiled"])
+    ap.add_argument("--out", type=Path, help="write every process's JSON here")
+    ap.add_argument("--check", action="store_true", help="only check that both build the same model (config a)")
+    args = ap.parse_args()
+
+    exe = Path(args.build) / "benchmarks" / "train_throughput" / "bench_train"
+    peer = [sys.executable, HERE / "pytorch_peer.py"]
+    env = dict(os.environ)
+    coretype = env.pop("OPENBLAS_CORETYPE", None)  # must be unset for the peer; recorded below
+    env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(args.threads)
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+    if args.check:
+        with tempfile.TemporaryDirectory() as d:
+            run_json([exe, "--config", "a", "--steps", "1", "--warmup", "0", "--no-ceiling", "--save-init", d], env)
+            return subprocess.run([str(c) for c in peer + ["--config", "a", "--check", d]], env=env).returncode
+
+    m = machine()
+    print(f"machine: {m}; OPENBLAS_CORETYPE in the caller's environment: {coretype!r} (unset for the runs); "
+          f"OMP_NUM_THREADS={env['OMP_NUM_THREADS']} OMP_WAIT_POLICY={env['OMP_WAIT_POLICY']}")
+    results = []
+    for config in args.configs:
+        for r in range(args.repeats):
+            common = ["--config", config, "--steps", args.steps] + (["--batch", args.batch] if args.batch else [])
+            for v in args.variants:
+                if v == "tinylm":
+                    res = run_json([exe, *common, "--warmup", args.warmup], env)
+                elif v == "eager":
+                    res = run_json(peer + [*common, "--warmup", args.warmup, "--threads", args.threads], env)
+                else:
+                    res = run_json(peer + [*common, "--warmup", args.warmup + 1, "--threads", args.threads,
+                                           "--compile"], env)
+                res["round"] = r
+                res["key"] = v
+                results.append(res)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"machine": m, "openblas_coretype": coretype, "runs": results}, indent=1))
+    report(results, args.variants)
+    return 0
+
+
+def report(results, variants):
+    configs = list(dict.fromkeys(r["config"] for r in results))
+    print(f"\n{'config':<6} {'impl':<16} {'tokens/s':>9} {'MFLOP/tok':>9} {'GFLOP/s':>8} {'ceil shapes':>11} "
+          f"{'ceil 2048':>9} {'MFU shp':>7} {'MFU sq':>7} {'VmHWM MiB':>9} {'rounds':>6}")
+    for config in configs:
+        rows = {}
+        for v in variants:
+            runs = [r for r in results if r["config"] == config and r["key"] == v]
+            if not runs:
+                continue
+            tps = [r["tokens_per_step"] / statistics.median(r["step_seconds"]) for r in runs]
+            f = runs[0]["flops_per_token"]
+            shapes = statistics.median(r["gemm_model_shapes_gflops"] for r in runs)
+            square = statistics.median(r["gemm_square_gflops"] for r in runs)
+            tok = statistics.median(tps)
+            gf = tok * f * 1e-9
+            rows[v] = {r["round"]: t for r, t in zip(runs, tps)}
+            name = "tinylm" if v == "tinylm" else f"pytorch {v}"
+            print(f"{config:<6} {name:<16} {tok:>9.1f} {f * 1e-6:>9.1f} {gf:>8.1f} {shapes:>11.1f} {square:>9.1f} "
+                  f"{100 * gf / shapes if shapes else 0:>6.1f}% {100 * gf / square if square else 0:>6.1f}% "
+                  f"{statistics.median(r['peak_rss_mib'] for r in runs):>9.0f} {len(runs):>6}")
+        for v in ("eager", "compiled"):
+            if "tinylm" in rows and v in rows:
+                common = sorted(set(rows["tinylm"]) & set(rows[v]))
+                ratios = [rows["tinylm"][k] / rows[v][k] for k in common]
+                print(f"{config:<6} ratio tinylm / pytorch {v}: {statistics.median(ratios):.3f} "
+                      f"(rounds: {', '.join(f'{x:.3f}' for x in ratios)})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
