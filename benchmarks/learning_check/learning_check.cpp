@@ -9,12 +9,16 @@
 //   OUT/final/              the weights after training
 //   OUT/tinylm.json         hyper-parameters, per-step train loss / lr / gradient norm, validation losses, final loss
 //
-// Configurations: --config tiny (tl::presets::tiny: vocab 256, d 64, 2 layers, GQA 4/2, ff 176, context 64) or
-// --config small (vocab 256, d 128, 4 layers, GQA 4/2, ff 352, context 128; defined below).
-// Data: Pushkin's "The Captain's Daughter" from the data directory (--data-dir, TINYLM_DATA_DIR or ../shared/data),
-// or --text FILE; bytes are tokens; the last 10% is held out for validation (as examples/01_train_tiny).
+// Configurations: --config tiny (tl::presets::tiny: vocab 256, d 64, 2 layers, GQA 4/2, ff 176, context 64),
+// --config small (vocab 256, d 128, 4 layers, GQA 4/2, ff 352, context 128; defined below), or --config recipe
+// (tl::presets::russian_novels_cpu, the main recipe's model: 3k BPE, d 256, 4 layers, GQA 8/4, ff 704, context 256).
+// Data: byte-level configs read Pushkin's "The Captain's Daughter" from the data directory (--data-dir,
+// TINYLM_DATA_DIR or ../shared/data) or --text FILE; bytes are tokens; the last 10% is held out for validation (as
+// examples/01_train_tiny). The recipe config reads the token shards examples/04_russian_novels prepared (--shards
+// DIR: DIR/train.bin and DIR/val.bin, split by novel), so it trains on the recipe's own BPE tokens.
 // Command: build-lc/benchmarks/learning_check/learning_check --config tiny --out runs/lc-tiny
 #include <tinylm/core/data_dir.hpp>
+#include <tinylm/data/shards.hpp>
 #include <tinylm/io/hf_checkpoint.hpp>
 #include <tinylm/tinylm.hpp>
 #include <tinylm/train/trainer.hpp>
@@ -114,6 +118,7 @@ struct run_settings {
     fs::path out;
     std::string source;
     std::vector<tl::token_t> tokens;
+    std::vector<tl::token_t> val_tokens; // empty: split `tokens` 90/10
 };
 
 template <class ModelConfig>
@@ -123,10 +128,13 @@ int run(run_settings& s) {
     options.seq_len = model_t::config.max_seq_len;
     const std::ptrdiff_t T = options.seq_len;
     if (s.tokens.size() < std::size_t(4 * T)) throw tl::error("learning_check: the text is shorter than 4 contexts");
-    // 10% for validation, but at least two full windows (as examples/01_train_tiny).
-    const auto split = std::min(std::ptrdiff_t(s.tokens.size() * 9 / 10), std::ptrdiff_t(s.tokens.size()) - 2 * T - 1);
+    // Without a separate validation split: 10% of the text, but at least two full windows (as 01_train_tiny).
+    const auto split = !s.val_tokens.empty() ? std::ptrdiff_t(s.tokens.size())
+                                             : std::min(std::ptrdiff_t(s.tokens.size() * 9 / 10),
+                                                        std::ptrdiff_t(s.tokens.size()) - 2 * T - 1);
     std::vector<tl::token_t> train_tokens(s.tokens.begin(), s.tokens.begin() + split);
-    std::vector<tl::token_t> val_tokens(s.tokens.begin() + split, s.tokens.end());
+    std::vector<tl::token_t> val_tokens =
+        !s.val_tokens.empty() ? s.val_tokens : std::vector<tl::token_t>(s.tokens.begin() + split, s.tokens.end());
 
     fs::create_directories(s.out);
     model_t model(s.seed);
@@ -146,8 +154,8 @@ int run(run_settings& s) {
     std::printf("learning_check: config %s (%lld parameters, backend %s)\n", s.config_name.c_str(),
                 static_cast<long long>(tl::parameter_count(model_t::config)),
                 std::string(model_t::backend::name).c_str());
-    std::printf("data: %s (%zu bytes: %td train, %zu validation; %lld validation windows of %td)\n", s.source.c_str(),
-                s.tokens.size(), split, val_tokens.size(), static_cast<long long>(n_val), T);
+    std::printf("data: %s (%td train tokens, %zu validation tokens; %lld validation windows of %td)\n",
+                s.source.c_str(), split, val_tokens.size(), static_cast<long long>(n_val), T);
     std::printf("steps %lld, batch %lld x %d micro-batches, lr %.3g -> %.3g (warmup %lld, %s), wd %.3g, clip %.3g\n",
                 options.max_steps, static_cast<long long>(options.batch_size), options.grad_accum, options.peak_lr,
                 options.min_lr, options.warmup_steps, decay_name(options.decay), options.adamw.weight_decay,
@@ -187,7 +195,7 @@ int run(run_settings& s) {
         {"backend", std::string(model_t::backend::name)},
         {"data",
          {{"source", s.source},
-          {"bytes", s.tokens.size()},
+          {"tokens", s.tokens.size() + s.val_tokens.size()},
           {"train_tokens", split},
           {"val_tokens", val_tokens.size()},
           {"val_windows", n_val}}},
@@ -215,7 +223,7 @@ int run(run_settings& s) {
         {"final_val_loss", final_val},
     };
     std::ofstream(s.out / "tinylm.json") << report.dump(1) << "\n";
-    std::printf("tinylm final validation loss %.5f nats/byte after %lld steps\n", final_val, options.max_steps);
+    std::printf("tinylm final validation loss %.5f nats/token after %lld steps\n", final_val, options.max_steps);
     std::printf("wrote %s/{init,final,batches.safetensors,val.safetensors,tinylm.json}\n", s.out.c_str());
     return 0;
 }
@@ -238,11 +246,12 @@ int main(int argc, char** argv) try {
                             .eval_windows = 64,
                             .checkpoint_every = 0};
     s.config_name = "tiny";
-    std::string text_file, data_dir = tl::find_data_dir().string(), decay = "cosine";
+    std::string text_file, shards_dir, data_dir = tl::find_data_dir().string(), decay = "cosine";
     bool no_decay_embeddings = false;
     s.out = "runs/learning_check";
-    app.add_option("--config", s.config_name, "tiny (presets::tiny) or small (d 128, 4 layers, context 128)")
-        ->check(CLI::IsMember({"tiny", "small"}));
+    app.add_option("--config", s.config_name,
+                   "tiny (presets::tiny), small (d 128, 4 layers, context 128) or recipe (presets::russian_novels_cpu)")
+        ->check(CLI::IsMember({"tiny", "small", "recipe"}));
     app.add_option("--steps", o.max_steps, "optimizer steps")->check(CLI::PositiveNumber);
     app.add_option("--batch", o.batch_size, "sequences per micro-batch")->check(CLI::PositiveNumber);
     app.add_option("--grad-accum", o.grad_accum, "micro-batches per optimizer step")->check(CLI::PositiveNumber);
@@ -261,6 +270,8 @@ int main(int argc, char** argv) try {
     app.add_option("--eval-windows", o.eval_windows, "validation windows of one context each");
     app.add_option("--seed", s.seed, "initialisation and batching seed");
     app.add_option("--text", text_file, "train on this file instead of the default novel");
+    app.add_option("--shards", shards_dir,
+                   "recipe config: folder with train.bin and val.bin of examples/04_russian_novels");
     app.add_option("--data-dir", data_dir, "tinylm data directory (default: $TINYLM_DATA_DIR or ../shared/data)");
     app.add_option("--out", s.out, "output directory");
     CLI11_PARSE(app, argc, argv);
@@ -274,6 +285,22 @@ int main(int argc, char** argv) try {
         if (app.count("--grad-accum") == 0) o.grad_accum = 2;
     }
     if (app.count("--warmup") == 0) o.warmup_steps = o.max_steps / 10;
+
+    if (s.config_name == "recipe") {
+        if (shards_dir.empty())
+            throw tl::error("learning_check: --config recipe needs --shards DIR (the data folder that "
+                            "examples/04_russian_novels prepared, with train.bin and val.bin)");
+        const tl::data::token_shard train_shard(fs::path(shards_dir) / "train.bin"),
+            val_shard(fs::path(shards_dir) / "val.bin");
+        s.tokens.resize(train_shard.size());
+        train_shard.copy<tl::token_t>(0, s.tokens);
+        // The validation windows come from the start of the validation split; no need to copy all of it.
+        s.val_tokens.resize(std::min<std::uint64_t>(
+            val_shard.size(), std::uint64_t(o.eval_windows) * tl::presets::russian_novels_cpu::value.max_seq_len + 1));
+        val_shard.copy<tl::token_t>(0, s.val_tokens);
+        s.source = shards_dir;
+        return run<tl::presets::russian_novels_cpu>(s);
+    }
 
     std::string text;
     if (!text_file.empty())

@@ -170,7 +170,7 @@ def main():
     tl_final, pt_final = ref["final_val_loss"], val_curve[-1]["val_loss"]
     ratio = tl_final / pt_final
     ok = abs(ratio - 1) <= args.bar
-    print(f"\nfinal validation loss after {steps} steps: tinylm {tl_final:.5f}, pytorch {pt_final:.5f} nats/byte; "
+    print(f"\nfinal validation loss after {steps} steps: tinylm {tl_final:.5f}, pytorch {pt_final:.5f} nats/token; "
           f"ratio {ratio:.5f} ({100 * (ratio - 1):+.3f}%); bar ±{100 * args.bar:g}%: {'PASS' if ok else 'FAIL'}")
     print(f"(pytorch training took {seconds:.0f} s)")
     json_name = "pytorch.json" if args.dtype == "float32" else f"pytorch_{args.dtype}.json"

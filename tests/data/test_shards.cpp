@@ -1,4 +1,5 @@
 // data/shards.hpp: chunking, shard round trip, header errors, deterministic and resumable batches.
+#include <tinylm/data/reader.hpp>
 #include <tinylm/data/shards.hpp>
 
 #include <boost/test/unit_test.hpp>
@@ -203,6 +204,26 @@ BOOST_AUTO_TEST_CASE(loader_is_deterministic_and_resumable) {
     other.next(std::span(batch));
     BOOST_TEST(batch != run[0]);
     BOOST_CHECK_THROW(batch_loader(s, 1, 10000, 1), tl::error);
+}
+
+// The split is a function of the file name and the document number, not of the folder a run uses.
+BOOST_AUTO_TEST_CASE(document_ids_do_not_depend_on_the_folder) {
+    std::vector<std::vector<std::string>> ids;
+    for (const char* folder : {"run_a", "elsewhere/run_b"}) {
+        const fs::path dir = scratch("ids") / folder;
+        fs::create_directories(dir);
+        std::ofstream(dir / "clean.jsonl") << "{\"doc\": 0, \"text\": \"a\"}\n{\"doc\": 0, \"text\": \"b\"}\n"
+                                           << "{\"doc\": 7, \"text\": \"c\"}\n";
+        jsonl_reader in({dir / "clean.jsonl"}, "text", true, "doc");
+        document_reader docs(in);
+        document d;
+        ids.emplace_back();
+        while (docs.next(d))
+            ids.back().push_back(d.id + ":" + std::to_string(d.paragraphs.size()));
+    }
+    BOOST_TEST(ids[0] == (std::vector<std::string>{"clean.jsonl#0:2", "clean.jsonl#7:1"}),
+               boost::test_tools::per_element());
+    BOOST_TEST(ids[0] == ids[1], boost::test_tools::per_element());
 }
 
 BOOST_AUTO_TEST_SUITE_END()

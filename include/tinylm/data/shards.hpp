@@ -382,8 +382,9 @@ struct document {
     std::vector<std::string> paragraphs;
 };
 
-// Groups consecutive records of a reader with the same `doc` into documents; the id is the record's source
-// up to its first ':' (the file).
+// Groups consecutive records of a reader with the same `doc` into documents; the id is the file name of the
+// record's source (up to its first ':', without the folder, so that the train/validation split does not
+// depend on where a run keeps its files) and the document number.
 class document_reader {
 public:
     explicit document_reader(reader& in) : in_(&in) {}
@@ -392,7 +393,8 @@ public:
         if (!have_) have_ = in_->next(rec_);
         if (!have_) return false;
         const std::uint64_t doc = rec_.doc;
-        d.id = rec_.source.substr(0, rec_.source.find(':')) + "#" + std::to_string(doc);
+        d.id = std::filesystem::path(rec_.source.substr(0, rec_.source.find(':'))).filename().string() + "#" +
+               std::to_string(doc);
         while (have_ && rec_.doc == doc) {
             d.paragraphs.push_back(std::move(rec_.text));
             have_ = in_->next(rec_);
