@@ -4,7 +4,9 @@
 // Checks (before any timing; the program aborts with the largest difference when one fails):
 //   linear and the head's chunked cross-entropy, forward and backward: the default backend (oneDNN) against
 //     reference_cpu (naive, double accumulation) on random inputs, on the first rows (the reference is slow);
-//   attention, RMSNorm and SwiGLU, forward and backward: these ops have one generic implementation, so the f32
+//   attention, forward and backward: the tiled f32 kernels that training runs against the straightforward
+//     reference kernels in f64;
+//   RMSNorm and SwiGLU, forward and backward: these ops have one generic implementation, so the f32
 //     instantiation that training runs is checked against the same op in f64 (the reference's precision).
 // Error metric: max |fast - reference| / max |reference| per tensor (docs/testing.md).
 //
@@ -119,27 +121,31 @@ template <class T>
 struct attention_run {
     std::vector<T> out, lse, dq, dk, dv;
 };
-template <class T>
+template <class T, bool reference>
 attention_run<T> run_attention(index_t b, index_t t, const std::vector<double>& q, const std::vector<double>& k,
                                const std::vector<double>& v, const std::vector<double>& dout) {
     auto qt = cast<T>(q), kt = cast<T>(k), vt = cast<T>(v), dot = cast<T>(dout);
     const tl::shape qs{b, t, heads, head_dim}, ks{b, t, kv_heads, head_dim};
     attention_run<T> r{std::vector<T>(qt.size()), std::vector<T>(std::size_t(b * heads * t)), std::vector<T>(qt.size()),
                        std::vector<T>(kt.size()), std::vector<T>(kt.size())};
-    tl::attention_forward<T>(view(r.out, qs), view(r.lse, {b, heads, t}), view(qt, qs), view(kt, ks), view(vt, ks));
-    tl::attention_backward<T>(view(r.dq, qs), view(r.dk, ks), view(r.dv, ks), view(dot, qs), view(qt, qs), view(kt, ks),
-                              view(vt, ks), view(r.out, qs), view(r.lse, {b, heads, t}));
+    const auto forward = reference ? tl::attention_forward_reference<T> : tl::attention_forward<T>;
+    const auto backward = reference ? tl::attention_backward_reference<T> : tl::attention_backward<T>;
+    forward(view(r.out, qs), view(r.lse, {b, heads, t}), view(qt, qs), view(kt, ks), view(vt, ks), 0, 0, {});
+    backward(view(r.dq, qs), view(r.dk, ks), view(r.dv, ks), view(dot, qs), view(qt, qs), view(kt, ks), view(vt, ks),
+             view(r.out, qs), view(r.lse, {b, heads, t}), 0, {});
     return r;
 }
 
+// The tiled kernels (f32, as trained) against the straightforward reference kernels in f64; 300 queries, so
+// that the last tile is partial.
 void check_attention() {
-    const index_t b = 1, t = 128;
+    const index_t b = 1, t = 300;
     const auto q = random_vector<double>(b * t * heads * head_dim, 7),
                k = random_vector<double>(b * t * kv_heads * head_dim, 8),
                v = random_vector<double>(b * t * kv_heads * head_dim, 9),
                dout = random_vector<double>(b * t * heads * head_dim, 10);
-    const auto f = run_attention<float>(b, t, q, k, v, dout);
-    const auto r = run_attention<double>(b, t, q, k, v, dout);
+    const auto f = run_attention<float, false>(b, t, q, k, v, dout);
+    const auto r = run_attention<double, true>(b, t, q, k, v, dout);
     expect_close("attention forward", f.out.data(), r.out.data(), index_t(r.out.size()), 1e-5);
     expect_close("attention backward dq", f.dq.data(), r.dq.data(), index_t(r.dq.size()), 1e-4);
     expect_close("attention backward dk", f.dk.data(), r.dk.data(), index_t(r.dk.size()), 1e-4);
@@ -217,8 +223,14 @@ void bm_linear_backward(benchmark::State& state) {
 BENCHMARK(bm_linear_forward) LINEAR_SHAPES;
 BENCHMARK(bm_linear_backward) LINEAR_SHAPES;
 
+// Tiled kernels (attention_forward / attention_backward), the same kernels without their AVX2 clones (the
+// baseline x86-64 build of the tiles), and the straightforward reference kernels (attention_*_reference, what
+// ran before) at config B's shapes.
+enum class attention_kernel { tiled, tiled_baseline, reference };
+template <attention_kernel kernel>
 struct attention_inputs {
     static constexpr index_t b = 8, t = 512;
+    static constexpr bool reference = kernel == attention_kernel::reference;
     std::vector<float> q = random_vector<float>(b * t * heads * head_dim, 7),
                        k = random_vector<float>(b * t * kv_heads * head_dim, 8),
                        v = random_vector<float>(b * t * kv_heads * head_dim, 9),
@@ -226,31 +238,43 @@ struct attention_inputs {
                        lse = std::vector<float>(b * heads * t), dq = std::vector<float>(q.size()),
                        dk = std::vector<float>(k.size()), dv = std::vector<float>(k.size());
     tl::shape qs{b, t, heads, head_dim}, ks{b, t, kv_heads, head_dim};
+    attention_inputs() { tl::detail::attention_allow_avx2_clones = kernel != attention_kernel::tiled_baseline; }
+    ~attention_inputs() { tl::detail::attention_allow_avx2_clones = true; }
     void forward() {
-        tl::attention_forward<float>(view(out, qs), view(lse, {b, heads, t}), view(q, qs), view(k, ks), view(v, ks));
+        const auto f = reference ? tl::attention_forward_reference<float> : tl::attention_forward<float>;
+        f(view(out, qs), view(lse, {b, heads, t}), view(q, qs), view(k, ks), view(v, ks), 0, 0, {});
     }
     void backward() {
-        tl::attention_backward<float>(view(dq, qs), view(dk, ks), view(dv, ks), view(dout, qs), view(q, qs),
-                                      view(k, ks), view(v, ks), view(out, qs), view(lse, {b, heads, t}));
+        const auto f = reference ? tl::attention_backward_reference<float> : tl::attention_backward<float>;
+        f(view(dq, qs), view(dk, ks), view(dv, ks), view(dout, qs), view(q, qs), view(k, ks), view(v, ks),
+          view(out, qs), view(lse, {b, heads, t}), 0, {});
     }
     // score and value products over the causal half: 2 products x 2 FLOPs x B H T (T+1)/2 D
     static double forward_flops() { return 4.0 * b * heads * t * (t + 1) / 2.0 * head_dim; }
 };
+template <attention_kernel kernel>
 void bm_attention_forward(benchmark::State& state) {
-    attention_inputs a;
+    attention_inputs<kernel> a;
     for (auto _ : state)
         a.forward();
-    gflops(state, attention_inputs::forward_flops());
+    gflops(state, attention_inputs<kernel>::forward_flops());
 }
+template <attention_kernel kernel>
 void bm_attention_backward(benchmark::State& state) {
-    attention_inputs a;
+    attention_inputs<kernel> a;
     a.forward();
     for (auto _ : state)
         a.backward();
-    gflops(state, 2 * attention_inputs::forward_flops()); // dq, dk, dv, dp: twice the forward's products
+    gflops(state, 2 * attention_inputs<kernel>::forward_flops()); // dq, dk, dv, dp: twice the forward's
 }
-BENCHMARK(bm_attention_forward)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(bm_attention_backward)->Unit(benchmark::kMillisecond)->UseRealTime();
+#define ATTENTION_BENCHMARK(op, kernel, name)                                                                          \
+    BENCHMARK(bm_attention_##op<attention_kernel::kernel>)->Name(name)->Unit(benchmark::kMillisecond)->UseRealTime()
+ATTENTION_BENCHMARK(forward, tiled, "bm_attention_forward");
+ATTENTION_BENCHMARK(backward, tiled, "bm_attention_backward");
+ATTENTION_BENCHMARK(forward, tiled_baseline, "bm_attention_forward_baseline");
+ATTENTION_BENCHMARK(backward, tiled_baseline, "bm_attention_backward_baseline");
+ATTENTION_BENCHMARK(forward, reference, "bm_attention_forward_reference");
+ATTENTION_BENCHMARK(backward, reference, "bm_attention_backward_reference");
 
 void bm_rmsnorm_forward(benchmark::State& state) {
     auto x = random_vector<float>(rows * d, 11), w = random_vector<float>(d, 12);

@@ -52,5 +52,16 @@ struct mixtral_moe { // MixtralForCausalLM: 4 experts, top-2, router_aux_loss_co
                                         .max_seq_len = 64,
                                         .moe = {.n_experts = 4, .top_k = 2, .aux_loss_weight = 0.02}};
 };
+struct ministral_layers { // MinistralForCausalLM with layer_types: sliding, full, sliding (window 4)
+    static constexpr model_config value{.vocab_size = 64,
+                                        .d_model = 32,
+                                        .n_layers = 3,
+                                        .n_heads = 4,
+                                        .n_kv_heads = 2,
+                                        .d_ff = 48,
+                                        .max_seq_len = 64,
+                                        .sliding_window = 4,
+                                        .full_attention_every = 2};
+};
 
 } // namespace tl::test

@@ -141,6 +141,9 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(qwen2_tied_matches_transformers, B, all_backends) 
 BOOST_AUTO_TEST_CASE_TEMPLATE(mixtral_moe_matches_transformers, B, all_backends) {
     check_fixture<test::mixtral_moe, B>("mixtral_moe");
 }
+BOOST_AUTO_TEST_CASE_TEMPLATE(ministral_layers_matches_transformers, B, all_backends) {
+    check_fixture<test::ministral_layers, B>("ministral_layers"); // sliding window in layers 0 and 2 only
+}
 
 BOOST_AUTO_TEST_CASE(fixture_config_matches_the_cpp_config) {
     // Guards against the Python and C++ sides drifting apart.

@@ -142,6 +142,50 @@ BOOST_AUTO_TEST_CASE(attention_variants) {
     }
 }
 
+// Packed rows (data/sft_batch.hpp): doc_start keeps queries inside their document, positions restart RoPE.
+BOOST_AUTO_TEST_CASE(attention_and_rope_with_documents) {
+    const index_t B = 2, T = 7, D = 4;
+    owned<index_t> doc_start({B, T});
+    doc_start.data = {0, 0, 0, 3, 3, 3, 6, /* row 1 */ 0, 1, 1, 1, 4, 4, 4};
+    for (const index_t window : {index_t(0), index_t(2)}) {
+        const index_t hq = 4, hkv = 2;
+        auto q = random_tensor<double>({B, T, hq, D}, 40), k = random_tensor<double>({B, T, hkv, D}, 41);
+        auto val = random_tensor<double>({B, T, hkv, D}, 42), r = random_tensor<double>({B, T, hq, D}, 43);
+        owned<double> out({B, T, hq, D}), lse({B, hq, T}), dq(q.shape), dk(k.shape), dv(val.shape);
+        attention_forward<double>(out, lse, q, k, val, window, 0, doc_start);
+        attention_backward<double>(dq, dk, dv, r, q, k, val, out, lse, window, doc_start);
+        const double err = check("attention+documents",
+                                 [&] {
+                                     attention_forward<double>(out, lse, q, k, val, window, 0, doc_start);
+                                     return weighted_sum(out.data, r.data);
+                                 },
+                                 {{"q", &q.data, &dq.data}, {"k", &k.data, &dk.data}, {"v", &val.data, &dv.data}});
+        BOOST_TEST(err < tolerance);
+        // The first token of a document sees only itself: its output is its own value row.
+        for (const index_t t : {index_t(3), index_t(6)})
+            for (index_t c = 0; c < D; ++c)
+                BOOST_TEST(out.data[std::size_t(((0 * T + t) * hq + 1) * D + c)] ==
+                           val.data[std::size_t(((0 * T + t) * hkv + 0) * D + c)]);
+    }
+    owned<index_t> positions({B, T});
+    for (index_t i = 0; i < B * T; ++i)
+        positions.data[std::size_t(i)] = i % T - doc_start.data[std::size_t(i)];
+    const shape s{B, T, 3, 8};
+    auto x = random_tensor<double>(s, 44), r = random_tensor<double>(s, 45);
+    owned<double> cos({T, 4}), sin({T, 4});
+    rope_table<double>(cos, sin, 100.0, 3);
+    owned<double> dx = r;
+    rope_backward<double>(dx, cos, sin, positions);
+    const double err = check("rope+positions",
+                             [&] {
+                                 owned<double> y = x;
+                                 rope_forward<double>(y, cos, sin, positions);
+                                 return weighted_sum(y.data, r.data);
+                             },
+                             {{"x", &x.data, &dx.data}});
+    BOOST_TEST(err < tolerance);
+}
+
 BOOST_AUTO_TEST_CASE(swiglu) {
     auto g = random_tensor<double>({3, 8}, 20, 2.0), u = random_tensor<double>({3, 8}, 21),
          r = random_tensor<double>({3, 8}, 22);

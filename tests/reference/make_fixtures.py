@@ -40,6 +40,8 @@ from safetensors.torch import load_file, save
 from transformers import (
     LlamaConfig,
     LlamaForCausalLM,
+    MinistralConfig,
+    MinistralForCausalLM,
     MistralConfig,
     MistralForCausalLM,
     MixtralConfig,
@@ -48,6 +50,7 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 from transformers.models.llama import modeling_llama
+from transformers.models.ministral import modeling_ministral
 from transformers.models.mistral import modeling_mistral
 from transformers.models.mixtral import modeling_mixtral
 from transformers.models.qwen2 import modeling_qwen2
@@ -98,6 +101,13 @@ CONFIGS = {
         rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
         tie_word_embeddings=False, sliding_window=None, num_local_experts=4, num_experts_per_tok=2,
         router_aux_loss_coef=0.02, output_router_logits=True, router_jitter_noise=0.0), 1013),
+    # Sliding window in some layers only: Ministral honours layer_types (Mistral ignores them). Three layers,
+    # tinylm's full_attention_every = 2: windowed, full, windowed.
+    "ministral_layers": (MinistralConfig, MinistralForCausalLM, dict(
+        COMMON, num_hidden_layers=3, head_dim=8, num_key_value_heads=2, rms_norm_eps=1e-5, sliding_window=4,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        tie_word_embeddings=False), 1006),
 }
 
 
@@ -108,6 +118,8 @@ _RMSNORM_CLASSES = [modeling_llama.LlamaRMSNorm, modeling_mistral.MistralRMSNorm
                     modeling_mixtral.MixtralRMSNorm]
 _ROPE_CLASSES = [modeling_llama.LlamaRotaryEmbedding, modeling_mistral.MistralRotaryEmbedding,
                  modeling_qwen2.Qwen2RotaryEmbedding, modeling_mixtral.MixtralRotaryEmbedding]
+_RMSNORM_CLASSES.append(modeling_ministral.MinistralRMSNorm)
+_ROPE_CLASSES.append(modeling_ministral.MinistralRotaryEmbedding)
 
 
 def _make_rmsnorm_forward(orig):
@@ -337,6 +349,27 @@ def check_sliding_window(model, input_ids, window):
     return visible
 
 
+def check_layer_types(model, input_ids, window):
+    """Per-layer window (layer_types): each layer's attention pattern, and the window changes the logits."""
+    types = model.config.layer_types
+    with torch.no_grad(), float64_oracle():
+        out = model(input_ids=input_ids, output_attentions=True, use_cache=False)
+        i = torch.arange(T)[:, None]
+        j = torch.arange(T)[None, :]
+        sliding, causal = (i - j >= 0) & (i - j < window), i - j >= 0
+        for layer, (kind, att) in enumerate(zip(types, out.attentions)):
+            want = sliding if kind == "sliding_attention" else causal
+            assert all(torch.equal(att[b, h] > 0, want) for b in range(B) for h in range(att.shape[1])), layer
+
+        full = copy.deepcopy(model)
+        full.config.layer_types = ["full_attention"] * len(types)
+        out_full = full(input_ids=input_ids, use_cache=False)
+        diff = (out.logits - out_full.logits).abs().max().item()
+        assert diff > 1e-3, f"the sliding layers had no effect on logits (max diff {diff})"
+    print(f"  layer_types={types}, sliding_window={window}: sliding layers see 0 <= i-j < {window}, full layers "
+          f"0 <= i-j; max |logits(layer_types) - logits(all full)| = {diff:.4f}")
+
+
 def make_one(name, out_dir):
     cfg_cls, model_cls, kwargs, seed = CONFIGS[name]
     model, input_ids, labels = build_model(cfg_cls, model_cls, kwargs, seed)
@@ -346,7 +379,10 @@ def make_one(name, out_dir):
     print(f"[{name}] {model_cls.__name__}")
 
     if getattr(model.config, "sliding_window", None) is not None:
-        check_sliding_window(model, input_ids, model.config.sliding_window)
+        if len(set(getattr(model.config, "layer_types", None) or ["sliding_attention"])) > 1:
+            check_layer_types(model, input_ids, model.config.sliding_window)
+        else:
+            check_sliding_window(model, input_ids, model.config.sliding_window)
 
     with float64_oracle():
         logits, loss, grads, stepped, extra = forward_backward_step(model, input_ids, labels)

@@ -1,12 +1,13 @@
 // tinylm/io/hf_checkpoint.hpp: checkpoints in the Hugging Face layout.
 //
 //   <dir>/config.json             LlamaForCausalLM, Qwen2ForCausalLM (q/k/v biases), MistralForCausalLM
-//                                 (sliding window) or MixtralForCausalLM (experts), chosen from the model_config
+//                                 (sliding window), MinistralForCausalLM (sliding window in some layers only,
+//                                 with layer_types) or MixtralForCausalLM (experts), chosen from the model_config
 //   <dir>/generation_config.json
 //   <dir>/model.safetensors       f32 tensors under their Hugging Face names (no lm_head when tied)
 //
 // transformers.AutoModelForCausalLM.from_pretrained(<dir>) loads what save_pretrained writes, and
-// load_pretrained reads both ours and theirs (f32, bf16 or f64 tensors; one file or a sharded index).
+// load_pretrained reads both ours and theirs (f32, f16, bf16 or f64 tensors; one file or a sharded index).
 // Loading checks config.json against the compile-time configuration and names every field that differs.
 // Saving writes a sibling "<dir>.tmp" and swaps it in, so an interrupted save leaves the old checkpoint.
 // A LoRA model's files hold its base only (merge() first to save the fine-tuned model as a plain
@@ -20,7 +21,9 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <string>
+#include <vector>
 
 namespace tl {
 
@@ -29,14 +32,18 @@ namespace fs = std::filesystem;
 inline std::string hf_architecture(const model_config& c) {
     check(c.norm == norm_kind::rmsnorm && c.mlp == mlp_kind::swiglu,
           "hf_checkpoint: only RMSNorm + SwiGLU decoders map onto Llama, Qwen2, Mistral or Mixtral");
+    const bool per_layer_window = c.sliding_window > 0 && c.full_attention_every > 0;
     if (c.moe.n_experts > 0) {
         check(!c.qkv_bias, "hf_checkpoint: experts with q/k/v biases have no Hugging Face architecture here");
+        check(!per_layer_window, "hf_checkpoint: experts with a per-layer sliding window have no Hugging Face "
+                                 "architecture here (MixtralForCausalLM ignores layer_types)");
         return "MixtralForCausalLM";
     }
     check(!(c.qkv_bias && c.sliding_window > 0),
           "hf_checkpoint: q/k/v biases with a sliding window have no Hugging Face "
           "architecture here (Qwen2's sliding window is per layer)");
     if (c.qkv_bias) return "Qwen2ForCausalLM";
+    if (per_layer_window) return "MinistralForCausalLM"; // Mistral's blocks; honours layer_types
     if (c.sliding_window > 0) return "MistralForCausalLM";
     return "LlamaForCausalLM";
 }
@@ -49,10 +56,11 @@ inline nlohmann::json hf_config_json(const model_config& c, special_token_ids sp
     const std::string arch = hf_architecture(c);
     nlohmann::json j{
         {"architectures", {arch}},
-        {"model_type", arch == "Qwen2ForCausalLM"     ? "qwen2"
-                       : arch == "MistralForCausalLM" ? "mistral"
-                       : arch == "MixtralForCausalLM" ? "mixtral"
-                                                      : "llama"},
+        {"model_type", arch == "Qwen2ForCausalLM"       ? "qwen2"
+                       : arch == "MistralForCausalLM"   ? "mistral"
+                       : arch == "MixtralForCausalLM"   ? "mixtral"
+                       : arch == "MinistralForCausalLM" ? "ministral"
+                                                        : "llama"},
         {"vocab_size", c.vocab_size},
         {"hidden_size", c.d_model},
         {"intermediate_size", c.d_ff},
@@ -71,6 +79,12 @@ inline nlohmann::json hf_config_json(const model_config& c, special_token_ids sp
     };
     if (arch == "LlamaForCausalLM") j["attention_bias"] = false, j["mlp_bias"] = false;
     if (arch == "MistralForCausalLM") j["sliding_window"] = c.sliding_window;
+    if (arch == "MinistralForCausalLM") {
+        j["sliding_window"] = c.sliding_window;
+        j["layer_types"] = nlohmann::json::array();
+        for (int l = 0; l < c.n_layers; ++l)
+            j["layer_types"].push_back(c.layer_window(l) > 0 ? "sliding_attention" : "full_attention");
+    }
     if (arch == "Qwen2ForCausalLM") j["use_sliding_window"] = false, j["sliding_window"] = nullptr;
     if (arch == "MixtralForCausalLM") {
         j["sliding_window"] = c.sliding_window > 0 ? nlohmann::json(c.sliding_window) : nlohmann::json(nullptr);
@@ -118,6 +132,17 @@ inline void check_hf_config(const nlohmann::json& j, const model_config& c, cons
         diffs += "\n  num_key_value_heads: missing (means MHA), the model has GQA/MQA";
     if (j.contains("head_dim") && !j["head_dim"].is_null()) expect("head_dim", c.head_dim());
     expect("rms_norm_eps", c.norm_eps);
+    // The block tinylm computes: SwiGLU with SiLU, no MLP biases, no rope scaling.
+    if (j.contains("hidden_act") && j["hidden_act"] != "silu")
+        diffs += "\n  hidden_act: " + j["hidden_act"].dump() + " in the file, \"silu\" in the model";
+    if (j.contains("mlp_bias") && j["mlp_bias"] == true)
+        diffs += "\n  mlp_bias: true in the file, the model has no MLP biases";
+    if (j.contains("rope_scaling") && !j["rope_scaling"].is_null())
+        diffs += "\n  rope_scaling: " + j["rope_scaling"].dump() + " in the file, the model has plain RoPE";
+    if (j.contains("rope_parameters") && j["rope_parameters"].is_object() &&
+        j["rope_parameters"].contains("rope_type") && j["rope_parameters"]["rope_type"] != "default")
+        diffs += "\n  rope_parameters.rope_type: " + j["rope_parameters"]["rope_type"].dump() +
+                 " in the file, the model has plain RoPE (\"default\")";
     // transformers 5 writes rope_theta inside rope_parameters; earlier versions at the top level.
     if (j.contains("rope_parameters") && j["rope_parameters"].is_object() &&
         j["rope_parameters"].contains("rope_theta")) {
@@ -135,6 +160,25 @@ inline void check_hf_config(const nlohmann::json& j, const model_config& c, cons
     if (window != c.sliding_window)
         diffs += "\n  sliding_window: " + std::to_string(window) + " in the file, " + std::to_string(c.sliding_window) +
                  " in the model";
+    // Which layers slide: layer_types when present (Ministral, Qwen2), else Qwen2's max_window_layers (the
+    // layers from there on slide), else all of them (Mistral, Mixtral).
+    if (window > 0 && window == c.sliding_window) {
+        const bool listed = j.contains("layer_types") && j["layer_types"].is_array();
+        check(!listed || j["layer_types"].size() == std::size_t(c.n_layers),
+              [&] { return "hf_checkpoint: " + where + ": layer_types must have num_hidden_layers entries"; });
+        const int first_sliding =
+            j.value("model_type", "") == "qwen2" && !listed ? j.value("max_window_layers", 28) : 0;
+        std::string file_types, model_types;
+        for (int l = 0; l < c.n_layers; ++l) {
+            const bool file_slides =
+                listed ? j["layer_types"][std::size_t(l)] == "sliding_attention" : l >= first_sliding;
+            file_types += file_slides ? 'S' : 'F';
+            model_types += c.layer_window(l) > 0 ? 'S' : 'F';
+        }
+        if (file_types != model_types)
+            diffs += "\n  layer_types (S sliding, F full): " + file_types + " in the file, " + model_types +
+                     " in the model (full_attention_every = " + std::to_string(c.full_attention_every) + ")";
+    }
     const bool file_bias = j.value("model_type", "") == "qwen2" || j.value("attention_bias", false);
     if (file_bias != c.qkv_bias)
         diffs += std::string("\n  q/k/v biases: ") + (file_bias ? "present" : "absent") + " in the file, " +
@@ -172,7 +216,14 @@ inline void swap_in(const fs::path& staged, const fs::path& dir) {
 }
 } // namespace detail
 
+// True for a QLoRA decoder (lora_config::quantized_base): its projections are NF4, outside parameter_entries().
+template <class Model>
+constexpr bool has_quantized_base = requires {
+    requires Model::quantized_base;
+};
+
 // Writes config.json, generation_config.json and model.safetensors into `stage` (created if missing).
+// A QLoRA model writes its NF4 projections dequantised to f32 (what it computes with).
 template <class Model>
 void write_hf_files(const Model& model, const fs::path& stage, special_token_ids special = {}) {
     fs::create_directories(stage);
@@ -185,6 +236,15 @@ void write_hf_files(const Model& model, const fs::path& stage, special_token_ids
     w.add_metadata("format", "pt"); // transformers asks for it
     for (const parameter_entry& e : model.parameter_entries())
         if (e.kind != param_kind::adapter) w.add<float>(e.name, e.value); // LoRA: io/peft.hpp
+    if constexpr (has_quantized_base<Model>) {
+        std::vector<float> staging;
+        for (const auto& q : model.quantized_entries()) {
+            staging.resize(std::size_t(q.shape.numel()));
+            const tensor_view<float> v{staging.data(), q.shape};
+            dequantize(model.quantized_weight(q.layer, q.target), v);
+            w.add<float>(q.name, cview<float>(v));
+        }
+    }
     w.save(stage / "model.safetensors");
 }
 
@@ -196,41 +256,95 @@ void save_pretrained(const Model& model, const fs::path& dir, special_token_ids 
     detail::swap_in(stage, dir);
 }
 
+namespace detail {
+inline nlohmann::json read_json_file(const fs::path& path, const std::string& who) {
+    std::ifstream in(path, std::ios::binary);
+    check(bool(in), [&] { return who + ": cannot open " + path.string(); });
+    try {
+        return nlohmann::json::parse(in);
+    } catch (const nlohmann::json::exception& e) {
+        fail(who + ": " + path.string() + " is not valid JSON: " + e.what());
+    }
+}
+
+// The file holding each tensor: model.safetensors, or the shard model.safetensors.index.json names.
+inline std::map<std::string, std::string> hf_weight_files(const fs::path& dir, const std::vector<std::string>& names) {
+    std::map<std::string, std::string> file_of;
+    if (fs::exists(dir / "model.safetensors")) {
+        for (const std::string& n : names)
+            file_of[n] = "model.safetensors";
+        return file_of;
+    }
+    const fs::path index = dir / "model.safetensors.index.json";
+    check(fs::exists(index), [&] {
+        return "hf_checkpoint: " + dir.string() + " has neither model.safetensors nor model.safetensors.index.json";
+    });
+    const nlohmann::json j = read_json_file(index, "hf_checkpoint");
+    check(j.contains("weight_map") && j["weight_map"].is_object(),
+          [&] { return "hf_checkpoint: " + index.string() + " has no weight_map object"; });
+    const auto& map = j["weight_map"];
+    std::string missing;
+    for (const std::string& n : names) {
+        if (!map.contains(n) || !map[n].is_string()) {
+            missing += "\n  " + n;
+            continue;
+        }
+        const std::string file = map[n].get<std::string>();
+        check(fs::path(file).filename() == fs::path(file) && fs::exists(dir / file), [&] {
+            return "hf_checkpoint: " + index.string() + " puts " + n + " in " + file + ", which is not in " +
+                   dir.string();
+        });
+        file_of[n] = file;
+    }
+    check(missing.empty(), [&] { return "hf_checkpoint: " + index.string() + " does not list:" + missing; });
+    return file_of;
+}
+} // namespace detail
+
+// Reads a Hugging Face model folder into `model`: config.json checked against Model::config (one error listing
+// every difference), then the tensors of model.safetensors or of the shards of model.safetensors.index.json,
+// one file at a time (a shard's bytes are released before the next is read), in F32, F16, BF16 or F64,
+// converted to f32. With tied embeddings there is no lm_head.weight to read (one in the file is ignored, as
+// transformers does); tensors the model does not have (e.g. rotary inv_freq buffers) are ignored. A QLoRA
+// model quantises each projection as it is read, so its f32 copy exists one matrix at a time.
 template <class Model>
 void load_pretrained(Model& model, const fs::path& dir) {
     const fs::path config_path = dir / "config.json";
     check(fs::exists(config_path), [&] { return "hf_checkpoint: " + dir.string() + " has no config.json"; });
-    nlohmann::json config;
-    try {
-        config = nlohmann::json::parse(std::ifstream(config_path));
-    } catch (const nlohmann::json::exception& e) {
-        fail("hf_checkpoint: " + config_path.string() + " is not valid JSON: " + e.what());
-    }
-    check_hf_config(config, Model::config, config_path.string());
+    check_hf_config(detail::read_json_file(config_path, "hf_checkpoint"), Model::config, config_path.string());
 
-    // One file, or shards listed by model.safetensors.index.json.
-    std::map<std::string, std::string> file_of;
-    if (fs::exists(dir / "model.safetensors")) {
-        for (const parameter_entry& e : model.parameter_entries())
-            if (e.kind != param_kind::adapter) file_of[e.name] = "model.safetensors";
-    } else {
-        const fs::path index = dir / "model.safetensors.index.json";
-        check(fs::exists(index),
-              [&] { return "hf_checkpoint: " + dir.string() + " has neither model.safetensors nor an index"; });
-        const auto map = nlohmann::json::parse(std::ifstream(index)).at("weight_map");
-        for (const parameter_entry& e : model.parameter_entries()) {
-            if (e.kind == param_kind::adapter) continue;
-            check(map.contains(e.name),
-                  [&] { return "hf_checkpoint: " + index.string() + " does not list " + e.name; });
-            file_of[e.name] = map[e.name].get<std::string>();
+    // Every tensor to read: an f32 entry, or (QLoRA) an NF4 projection, by name.
+    std::vector<std::string> names;
+    for (const parameter_entry& e : model.parameter_entries())
+        if (e.kind != param_kind::adapter) names.push_back(e.name);
+    if constexpr (has_quantized_base<Model>)
+        for (const auto& q : model.quantized_entries())
+            names.push_back(q.name);
+    const std::map<std::string, std::string> file_of = detail::hf_weight_files(dir, names);
+    std::map<std::string, std::vector<std::string>> by_file;
+    for (const std::string& n : names)
+        by_file[file_of.at(n)].push_back(n);
+
+    std::map<std::string, const parameter_entry*> entry_of;
+    for (const parameter_entry& e : model.parameter_entries())
+        entry_of[e.name] = &e;
+    [[maybe_unused]] std::vector<float> staging;
+    for (const auto& [file, tensors] : by_file) {
+        const safetensors_reader r(dir / file);
+        for (const std::string& n : tensors) {
+            if (const auto it = entry_of.find(n); it != entry_of.end()) {
+                r.read(n, it->second->value);
+                continue;
+            }
+            if constexpr (has_quantized_base<Model>)
+                for (const auto& q : model.quantized_entries())
+                    if (q.name == n) {
+                        staging.resize(std::size_t(q.shape.numel()));
+                        const tensor_view<float> v{staging.data(), q.shape};
+                        r.read(n, v);
+                        model.set_quantized_weight(q.layer, q.target, v);
+                    }
         }
-    }
-    std::map<std::string, std::unique_ptr<safetensors_reader>> readers;
-    for (const parameter_entry& e : model.parameter_entries()) {
-        if (e.kind == param_kind::adapter) continue;
-        auto& r = readers[file_of[e.name]];
-        if (!r) r = std::make_unique<safetensors_reader>(dir / file_of[e.name]);
-        r->read(e.name, e.value);
     }
 }
 

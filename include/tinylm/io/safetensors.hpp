@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <bit>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -32,6 +33,15 @@ inline int safetensors_dtype_size(const std::string& dtype) {
                                                   {"I32", 4}, {"I16", 2}, {"I8", 1},  {"U8", 1},   {"BOOL", 1}};
     const auto it = sizes.find(dtype);
     return it == sizes.end() ? 0 : it->second;
+}
+
+// IEEE binary16 to f32, exactly (every half is an f32): normals, subnormals, infinities and NaN.
+inline float half_to_float(std::uint16_t h) {
+    const std::uint32_t sign = std::uint32_t(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu;
+    if (exp == 0x1f) return std::bit_cast<float>(sign | 0x7f800000u | (mant << 13)); // inf, NaN
+    if (exp != 0) return std::bit_cast<float>(sign | ((exp + 112) << 23) | (mant << 13));
+    const float sub = float(mant) * 0x1.0p-24f; // subnormal (or zero): mant * 2^-24
+    return sign ? -sub : sub;
 }
 
 class safetensors_reader {
@@ -72,7 +82,7 @@ public:
         return it->second;
     }
 
-    // Copies a tensor into `out`, converting F32/F64/BF16 to T (float or double) or I32/I64 to an integer T.
+    // Copies a tensor into `out`, converting F32/F64/F16/BF16 to T (float or double) or I32/I64 to an integer T.
     // The shape must match exactly.
     template <class T>
     void read(const std::string& name, tensor_view<T> out) const {
@@ -103,6 +113,12 @@ public:
                     std::uint16_t b;
                     std::memcpy(&b, src + 2 * i, 2);
                     out[i] = T(float(bf16::from_bits(b)));
+                }
+            else if (t.dtype == "F16")
+                for (index_t i = 0; i < n; ++i) {
+                    std::uint16_t h;
+                    std::memcpy(&h, src + 2 * i, 2);
+                    out[i] = T(half_to_float(h));
                 }
             else
                 fail("safetensors: tensor '" + name + "' in " + path_ + " has dtype " + t.dtype +

@@ -12,6 +12,8 @@
 //   MQA  n_kv_heads == 1         q: 0 1 2 3    kv: 0 . . .
 //
 // A sliding window W > 0 lets query i see keys i-W+1 .. i (Mistral); 0 means full causal attention.
+// Per layer: full_attention_every = k > 0 keeps every k-th layer (l = k-1, 2k-1, ...) full and slides the
+// others (k = 2: windowed, full, windowed, full, as Gemma 2); layer_window(l) is the window of layer l.
 #pragma once
 
 #include <concepts>
@@ -57,6 +59,10 @@ struct lora_config {
     float alpha = 0;
     float dropout = 0;         // on the adapter's input, during training only (loss/backward)
     std::uint32_t targets = 0; // a bitwise or of lora_target
+    // QLoRA (Dettmers et al. 2023): the frozen q/k/v/o/gate/up/down weights of every layer (targeted or not)
+    // are stored in NF4 with double quantisation (ops/nf4.hpp) and dequantised tile by tile in forward and
+    // backward; embeddings, norms, biases, the head and the adapter stay f32.
+    bool quantized_base = false;
 };
 
 // The adapter of a plain decoder: none (zero cost).
@@ -79,6 +85,8 @@ constexpr bool validate_adapter() {
     static_assert(c.dropout >= 0 && c.dropout < 1, "lora_config: dropout must be in [0, 1)");
     static_assert(c.rank == 0 || (c.targets != 0 && (c.targets & ~std::uint32_t(lora_all)) == 0),
                   "lora_config: targets must be a non-empty bitwise or of lora_target (lora_q ... lora_down)");
+    static_assert(!c.quantized_base || c.rank > 0,
+                  "lora_config: quantized_base (QLoRA) needs an adapter (rank > 0): the 4-bit base is frozen");
     return true;
 }
 
@@ -94,7 +102,8 @@ struct model_config {
     int max_seq_len = 0; // context length the model is trained for
 
     // Attention
-    int sliding_window = 0; // 0: full causal attention
+    int sliding_window = 0;       // 0: full causal attention
+    int full_attention_every = 0; // with a window: layers l with (l + 1) % k == 0 attend fully; 0: all slide
     double rope_theta = 10000.0;
     bool qkv_bias = false; // Qwen2 has biases on q, k and v projections
 
@@ -114,6 +123,11 @@ struct model_config {
     constexpr int head_dim() const { return d_head ? d_head : d_model / n_heads; }
     constexpr int q_width() const { return n_heads * head_dim(); }
     constexpr int kv_width() const { return n_kv_heads * head_dim(); }
+    // The attention window of layer l (0: full causal attention); Hugging Face's layer_types[l] is
+    // "sliding_attention" exactly when it is positive.
+    constexpr int layer_window(int l) const {
+        return full_attention_every > 0 && (l + 1) % full_attention_every == 0 ? 0 : sliding_window;
+    }
 };
 
 // Number of trainable parameters (LoRA excluded).
@@ -138,12 +152,17 @@ constexpr double flops_per_token(const model_config& c, int seq_len) {
     const double mlp_weights = c.moe.n_experts > 0 ? c.moe.top_k * 3 * d * ff + c.moe.n_experts * d
                                                    : (c.mlp == mlp_kind::swiglu ? 3 : 2) * d * ff;
     const double matmul_weights = c.n_layers * (d * q + 2 * d * kv + q * d + mlp_weights) + double(c.vocab_size) * d;
-    double keys = (seq_len + 1) / 2.0;
-    if (c.sliding_window > 0 && c.sliding_window < seq_len) {
-        const double w = c.sliding_window; // average over positions of min(i + 1, w)
-        keys = (w * (w + 1) / 2 + (seq_len - w) * w) / seq_len;
+    double keys = 0; // summed over layers
+    for (int l = 0; l < c.n_layers; ++l) {
+        const int window = c.layer_window(l);
+        if (window > 0 && window < seq_len) {
+            const double w = window; // average over positions of min(i + 1, w)
+            keys += (w * (w + 1) / 2 + (seq_len - w) * w) / seq_len;
+        } else {
+            keys += (seq_len + 1) / 2.0;
+        }
     }
-    return 6 * matmul_weights + 6 * 2 * c.n_layers * q * keys;
+    return 6 * matmul_weights + 6 * 2 * q * keys;
 }
 
 // A named configuration type: `struct my_model { static constexpr model_config value{...}; };`
@@ -166,6 +185,9 @@ constexpr bool validate_config() {
     static_assert(c.head_dim() % 2 == 0, "model_config: the head width must be even for rotary embeddings");
     static_assert(c.max_seq_len > 0, "model_config: max_seq_len must be positive");
     static_assert(c.sliding_window >= 0, "model_config: sliding_window must be 0 (off) or a positive width");
+    static_assert(c.full_attention_every >= 0 && (c.full_attention_every == 0 || c.sliding_window > 0),
+                  "model_config: full_attention_every (every k-th layer full) needs a sliding_window > 0; "
+                  "0 slides every layer");
     static_assert(c.rope_theta > 0, "model_config: rope_theta must be positive");
     static_assert(c.norm_eps > 0, "model_config: norm_eps must be positive");
     static_assert(c.moe.n_experts >= 0, "model_config: moe.n_experts must be 0 (dense MLP) or the number of experts");

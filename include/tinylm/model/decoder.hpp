@@ -21,6 +21,12 @@
 // peft's without the "base_model.model." prefix: model.layers.0.self_attn.q_proj.lora_A.weight.
 // Dropout uses the counter-based RNG, stream (training forward count, layer, target), and is active only
 // in loss()/backward(). merge() folds (alpha / r) B A into W; unmerge() takes it out again.
+//
+// QLoRA (lora_config::quantized_base): the frozen q/k/v/o/gate/up/down weights live in NF4 with double
+// quantisation (ops/nf4.hpp, about 0.516 bytes per weight), never as f32: init() and load_pretrained quantise
+// one matrix at a time, forward and backward dequantise tiles of 512 rows into a scratch (ops/nf4_linear.hpp).
+// They are not parameter_entries(); quantized_entries() names them. merge() re-quantises W + (alpha / r) B A
+// (lossy, measured in docs/quantization.md) and keeps the 4-bit weights it replaced, which unmerge() restores.
 #pragma once
 
 #include <tinylm/backend/default.hpp>
@@ -34,6 +40,7 @@
 #include <tinylm/ops/layernorm.hpp>
 #include <tinylm/ops/linear.hpp>
 #include <tinylm/ops/moe.hpp>
+#include <tinylm/ops/nf4_linear.hpp>
 #include <tinylm/ops/residual.hpp>
 #include <tinylm/ops/rmsnorm.hpp>
 #include <tinylm/ops/rope.hpp>
@@ -72,6 +79,9 @@ public:
     static constexpr index_t lora_rank = lora.rank;
     static constexpr float lora_scale = has_adapter ? lora.alpha / float(lora.rank) : 0.0f;
     static constexpr bool lora_dropout = has_adapter && lora.dropout > 0;
+    static constexpr bool quantized_base = has_adapter && lora.quantized_base; // QLoRA: an NF4 base
+    static_assert(!quantized_base || config.moe.n_experts == 0,
+                  "lora_config: quantized_base (QLoRA) supports dense MLPs only, not experts");
     // Target t in 0..6: q, k, v, o, gate, up, down (the bit order of lora_target).
     static constexpr std::array<const char*, lora_target_count> lora_modules = {
         "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
@@ -142,6 +152,11 @@ public:
             lora_ = allocate_lora(param_arena_);
             lora_grads_ = allocate_lora(param_arena_);
             grads_.layers.resize(std::size_t(config.n_layers)); // frozen base: no gradients
+            if constexpr (quantized_base) {
+                qbase_.resize(std::size_t(config.n_layers));
+                qbase_unmerged_.resize(std::size_t(config.n_layers));
+                nf4_scratch_.resize(std::size_t(nf4_tile_rows * std::max({d, qw, ff})));
+            }
         } else {
             param_arena_ = arena(block * (2 + max_optimizer_slots));
             params_ = allocate_parameters(param_arena_);
@@ -168,6 +183,37 @@ public:
     const std::vector<parameter_entry>& trainable_entries() const { return trainable_; }
     const lora_params& lora_weights() const { return lora_; }
     const lora_params& lora_grads() const { return lora_grads_; }
+
+    // ---- QLoRA: the NF4 base (quantized_base only) -----------------------------------------------------
+    // Projection t (0..6: q, k, v, o, gate, up, down) of layer l, with its Hugging Face name, in the order
+    // of the f32 walk they replace.
+    struct quantized_entry {
+        std::string name; // model.layers.3.self_attn.q_proj.weight
+        index_t layer;
+        int target;
+        tl::shape shape; // (out, in)
+    };
+    const std::vector<quantized_entry>& quantized_entries() const { return quantized_; }
+    const nf4_tensor& quantized_weight(index_t l, int t) const { return qbase_.at(std::size_t(l))[std::size_t(t)]; }
+    // Quantises w (out, in) into projection t of layer l (loading; the f32 copy stays the caller's).
+    void set_quantized_weight(index_t l, int t, cview<float> w) {
+        check(!merged_, "decoder::set_quantized_weight: unmerge() the adapter first");
+        expect_shape("decoder::set_quantized_weight", "w", w, {lora_out(t), lora_in(t)});
+        qbase_.at(std::size_t(l))[std::size_t(t)] = quantize_nf4(w, true);
+    }
+    // Bytes held by the NF4 base (codes and both levels of scales) and the number of weights it stores.
+    std::size_t quantized_base_bytes() const {
+        std::size_t bytes = 0;
+        for (const quantized_entry& q : quantized_)
+            bytes += storage_bytes(quantized_weight(q.layer, q.target));
+        return bytes;
+    }
+    index_t quantized_base_params() const {
+        index_t n = 0;
+        for (const quantized_entry& q : quantized_)
+            n += q.shape.numel();
+        return n;
+    }
     template <class F>
     void visit_parameters(F&& f) const {
         for (const parameter_entry& e : entries_)
@@ -192,11 +238,21 @@ public:
     }
     // Re-initialises every parameter: N(0, init_std^2) weights, unit norm weights, zero biases; LoRA as
     // init_adapter(seed). The base's random streams do not depend on the adapter.
+    // An NF4 base draws each projection in f32 with its f32 stream and quantises it (one matrix at a time).
     void init(std::uint64_t seed) {
-        std::uint64_t stream = 0;
-        for (const parameter_entry& e : entries_) {
-            if (e.kind == param_kind::adapter) break;
-            counter_rng rng(seed, stream++);
+        [[maybe_unused]] std::vector<float> staging;
+        for (std::size_t stream = 0; stream < base_order_.size(); ++stream) {
+            counter_rng rng(seed, stream);
+            if (base_order_[stream] < 0) { // quantized_base only
+                const quantized_entry& q = quantized_[std::size_t(-base_order_[stream] - 1)];
+                staging.resize(std::size_t(q.shape.numel()));
+                for (float& w : staging)
+                    w = float(rng.normal() * config.init_std);
+                qbase_[std::size_t(q.layer)][std::size_t(q.target)] =
+                    quantize_nf4(cview<float>{staging.data(), q.shape});
+                continue;
+            }
+            const parameter_entry& e = entries_[std::size_t(base_order_[stream])];
             if (e.kind == param_kind::norm)
                 e.value.fill(1.0f);
             else if (e.kind == param_kind::bias)
@@ -264,9 +320,13 @@ public:
 
     // ---- forward and backward --------------------------------------------------------------------------
 
+    // doc_start (B, T), optional in logits/loss/eval_loss: packed rows of several documents (data/sft_batch.hpp).
+    // For each token, the index in its row of its document's first token: attention does not look across
+    // documents and RoPE positions restart at each (t - doc_start). Empty: one document per row, as before.
+
     // Logits (B, T, V) for ids (B, T), written to `out`. Inference path: materialises all logits.
-    void logits(cview<token_t> ids, tensor_view<float> out) {
-        forward_hidden(ids);
+    void logits(cview<token_t> ids, tensor_view<float> out, cview<index_t> doc_start = {}) {
+        forward_hidden(ids, doc_start);
         const index_t n = batch_ * time_;
         expect_shape("decoder::logits", "out", out, {batch_, time_, vocab});
         if constexpr (has_adapter) has_forward_ = false; // the LoRA activations now hold an inference forward
@@ -275,21 +335,23 @@ public:
 
     // Mean cross-entropy of targets (B, T) given ids (B, T); positions with target -100 are not counted.
     // Keeps the activations for backward(). The vocabulary is processed in chunks.
-    float loss(cview<token_t> ids, cview<token_t> targets) { return loss_impl(ids, targets, true); }
+    float loss(cview<token_t> ids, cview<token_t> targets, cview<index_t> doc_start = {}) {
+        return loss_impl(ids, targets, true, doc_start);
+    }
     // The same loss without LoRA dropout and without advancing its masks: validation. (Without dropout in
     // the adapter it is loss().) After it, backward() needs another loss() when the adapter has dropout.
-    float eval_loss(cview<token_t> ids, cview<token_t> targets) {
-        const float l = loss_impl(ids, targets, false);
+    float eval_loss(cview<token_t> ids, cview<token_t> targets, cview<index_t> doc_start = {}) {
+        const float l = loss_impl(ids, targets, false, doc_start);
         if constexpr (lora_dropout) has_forward_ = false;
         return l;
     }
 
 private:
-    float loss_impl(cview<token_t> ids, cview<token_t> targets, bool train) {
+    float loss_impl(cview<token_t> ids, cview<token_t> targets, bool train, cview<index_t> doc_start) {
         if constexpr (lora_dropout)
             if (train) ++dropout_calls_;
         training_ = train;
-        forward_hidden(ids);
+        forward_hidden(ids, doc_start);
         training_ = false;
         expect_same_shape("decoder::loss", "targets", targets, ids);
         copy(targets, acts_.targets);
@@ -439,7 +501,8 @@ private:
         norm_stats final_stats;
         tensor_view<float> ce_lse; // (N)
         cross_entropy_workspace<float> ce;
-        tensor_view<float> rope_cos, rope_sin; // (T, D/2)
+        tensor_view<float> rope_cos, rope_sin;     // (T, D/2)
+        tensor_view<index_t> doc_start, positions; // (B, T): packed documents (when documents_)
         // Scratch, shared by all layers: a temporary in forward, gradients in backward.
         tensor_view<float> tmp, dx, dnormed, dq, dk, dv, datt, dgate, dup, dhidden;
         moe_workspace<float> moe_ws;                 // experts only: scratch shared by the layers
@@ -456,21 +519,23 @@ private:
         for (int l = 0; l < config.n_layers; ++l) {
             layer_params& lp = p.layers.emplace_back();
             lp.attn_norm = norm();
-            lp.q = a.allocate<float>({qw, d});
-            lp.k = a.allocate<float>({kvw, d});
-            lp.v = a.allocate<float>({kvw, d});
+            if constexpr (!quantized_base) { // QLoRA keeps q/k/v/o/gate/up/down in qbase_ (NF4)
+                lp.q = a.allocate<float>({qw, d});
+                lp.k = a.allocate<float>({kvw, d});
+                lp.v = a.allocate<float>({kvw, d});
+            }
             if constexpr (config.qkv_bias) {
                 lp.q_bias = a.allocate<float>({qw});
                 lp.k_bias = a.allocate<float>({kvw});
                 lp.v_bias = a.allocate<float>({kvw});
             }
-            lp.o = a.allocate<float>({d, qw});
+            if constexpr (!quantized_base) lp.o = a.allocate<float>({d, qw});
             lp.mlp_norm = norm();
             if constexpr (is_moe) {
                 lp.router = a.allocate<float>({n_experts, d});
                 lp.experts_gate_up = a.allocate<float>({n_experts, 2 * ff, d});
                 lp.experts_down = a.allocate<float>({n_experts, d, ff});
-            } else {
+            } else if constexpr (!quantized_base) {
                 if constexpr (swiglu) lp.gate = a.allocate<float>({ff, d});
                 lp.up = a.allocate<float>({ff, d});
                 lp.down = a.allocate<float>({d, ff});
@@ -495,8 +560,19 @@ private:
 
     void build_entries() {
         auto add = [&](std::string name, tensor_view<float> v, tensor_view<float> g, param_kind k) {
-            if (v.data)
-                entries_.push_back({std::move(name), v, has_adapter ? tensor_view<float>{} : g, k, !has_adapter});
+            if (!v.data) return;
+            base_order_.push_back(index_t(entries_.size()));
+            entries_.push_back({std::move(name), v, has_adapter ? tensor_view<float>{} : g, k, !has_adapter});
+        };
+        // Projection t of layer l: an f32 entry, or an NF4 one (quantized_base) at the same place of the walk.
+        auto add_proj = [&](std::string name, tensor_view<float> v, tensor_view<float> g, index_t l, int t) {
+            if constexpr (quantized_base) {
+                if (t == 4 && !swiglu) return; // no gate
+                base_order_.push_back(-index_t(quantized_.size()) - 1);
+                quantized_.push_back({std::move(name), l, t, {lora_out(t), lora_in(t)}});
+            } else {
+                add(std::move(name), v, g, param_kind::weight);
+            }
         };
         auto add_norm = [&](const std::string& prefix, const norm_params& v, const norm_params& g) {
             add(prefix + ".weight", v.weight, g.weight, param_kind::norm);
@@ -507,17 +583,19 @@ private:
             const std::string p = "model.layers." + std::to_string(l) + ".";
             const layer_params &v = params_.layers[l], &g = grads_.layers[l];
             add_norm(p + "input_layernorm", v.attn_norm, g.attn_norm);
-            add(p + "self_attn.q_proj.weight", v.q, g.q, param_kind::weight);
+            add_proj(p + "self_attn.q_proj.weight", v.q, g.q, l, 0);
             add(p + "self_attn.q_proj.bias", v.q_bias, g.q_bias, param_kind::bias);
-            add(p + "self_attn.k_proj.weight", v.k, g.k, param_kind::weight);
+            add_proj(p + "self_attn.k_proj.weight", v.k, g.k, l, 1);
             add(p + "self_attn.k_proj.bias", v.k_bias, g.k_bias, param_kind::bias);
-            add(p + "self_attn.v_proj.weight", v.v, g.v, param_kind::weight);
+            add_proj(p + "self_attn.v_proj.weight", v.v, g.v, l, 2);
             add(p + "self_attn.v_proj.bias", v.v_bias, g.v_bias, param_kind::bias);
-            add(p + "self_attn.o_proj.weight", v.o, g.o, param_kind::weight);
+            add_proj(p + "self_attn.o_proj.weight", v.o, g.o, l, 3);
             add_norm(p + "post_attention_layernorm", v.mlp_norm, g.mlp_norm);
-            add(p + "mlp.gate_proj.weight", v.gate, g.gate, param_kind::weight);
-            add(p + "mlp.up_proj.weight", v.up, g.up, param_kind::weight);
-            add(p + "mlp.down_proj.weight", v.down, g.down, param_kind::weight);
+            if constexpr (!is_moe) {
+                add_proj(p + "mlp.gate_proj.weight", v.gate, g.gate, l, 4);
+                add_proj(p + "mlp.up_proj.weight", v.up, g.up, l, 5);
+                add_proj(p + "mlp.down_proj.weight", v.down, g.down, l, 6);
+            }
             add(p + "mlp.gate.weight", v.router, g.router, param_kind::weight); // experts only (transformers 5)
             add(p + "mlp.experts.gate_up_proj", v.experts_gate_up, g.experts_gate_up, param_kind::weight);
             add(p + "mlp.experts.down_proj", v.experts_down, g.experts_down, param_kind::weight);
@@ -573,6 +651,8 @@ private:
         s.ce = cross_entropy_workspace<float>::allocate(a, n, std::min<index_t>(ce_chunk_, vocab));
         s.rope_cos = a.allocate<float>({time, hd / 2});
         s.rope_sin = a.allocate<float>({time, hd / 2});
+        s.doc_start = a.allocate<index_t>({batch, time});
+        s.positions = a.allocate<index_t>({batch, time});
         s.tmp = a.allocate<float>({n, d});
         s.dx = a.allocate<float>({n, d});
         s.dnormed = a.allocate<float>({n, d});
@@ -635,7 +715,7 @@ private:
                 std::copy_n(c.v_new_.data + b * width, width, c.v_[l].data + at);
             }
             attention_forward<float>(heads(c.att_, n_heads), {}, heads(c.q_, n_heads), c.k_[l], c.v_[l],
-                                     config.sliding_window, start);
+                                     config.layer_window(int(l)), start);
             proj_forward(tmp, rows(c.att_, qw), p.o, {}, l, 3, h, false);
             residual_forward<float>(x, x, tmp);
             norm_forward(normed, st, x, p.mlp_norm);
@@ -675,6 +755,10 @@ private:
                 for (int t = 0; t < lora_target_count; ++t) {
                     const lora_pair& p = lora_.layers[l][t];
                     if (!p.a.data) continue;
+                    if constexpr (quantized_base) {
+                        merge_quantized(l, t, sign);
+                        continue;
+                    }
                     B::gemm(gemm_args<float>{.m = lora_out(t),
                                              .n = lora_in(t),
                                              .k = lora_rank,
@@ -691,6 +775,35 @@ private:
         } else {
             (void)sign;
         }
+    }
+    // QLoRA merge: W' = quantize_nf4(dequantize(W) + (alpha / r) B A), keeping W for unmerge() (exact).
+    void merge_quantized(index_t l, int t, int sign) {
+        nf4_tensor &q = qbase_[std::size_t(l)][std::size_t(t)], &kept = qbase_unmerged_[std::size_t(l)][std::size_t(t)];
+        if (sign < 0) {
+            q = std::move(kept);
+            kept = nf4_tensor{};
+            return;
+        }
+        const lora_pair& p = lora_.layers[l][t];
+        std::vector<float> w(std::size_t(q.numel()));
+        dequantize(q, tensor_view<float>{w.data(), q.shape()});
+        B::gemm(gemm_args<float>{.m = lora_out(t),
+                                 .n = lora_in(t),
+                                 .k = lora_rank,
+                                 .alpha = lora_scale,
+                                 .a = p.b.data,
+                                 .lda = lora_rank,
+                                 .b = p.a.data,
+                                 .ldb = lora_in(t),
+                                 .beta = 1.0f,
+                                 .c = w.data(),
+                                 .ldc = lora_in(t)});
+        kept = std::move(q);
+        q = quantize_nf4(cview<float>{w.data(), kept.shape()}, true);
+    }
+    // Scratch for nf4_linear: nf4_tile_rows rows of a projection with `in` inputs.
+    tensor_view<float> nf4_scratch(int t) const {
+        return tensor_view<float>{nf4_scratch_.data(), {nf4_tile_rows, lora_in(t)}};
     }
     // Dropout keeps element i of target t in layer l with probability 1 - p, in the current training forward.
     bool dropout_keeps(const counter_rng& rng, index_t i) const {
@@ -713,9 +826,12 @@ private:
     }
     // y = x W^T (+ b), plus (alpha / r) (dropout(x) A^T) B^T for a targeted projection; h keeps
     // dropout(x) A^T (N, r) for the backward.
-    void proj_forward(tensor_view<float> y, cview<float> x, cview<float> w, cview<float> bias, index_t l, int t,
-                      [[maybe_unused]] tensor_view<float> h, [[maybe_unused]] bool train) const {
-        linear_forward<B, float>(y, x, w, bias);
+    void proj_forward(tensor_view<float> y, cview<float> x, [[maybe_unused]] cview<float> w, cview<float> bias,
+                      index_t l, int t, [[maybe_unused]] tensor_view<float> h, [[maybe_unused]] bool train) const {
+        if constexpr (quantized_base)
+            nf4_linear_forward<B, float>(y, x, qbase_[std::size_t(l)][std::size_t(t)], bias, nf4_scratch(t));
+        else
+            linear_forward<B, float>(y, x, w, bias);
         if constexpr (has_adapter) {
             const lora_pair& p = lora_.layers[l][t];
             if (!p.a.data || merged_) return;
@@ -748,22 +864,26 @@ private:
     // The backward of proj_forward. With an adapter the base is frozen: only dx = dy W (no dW, no db), plus
     // the LoRA path: dB += s dy^T h, dh = s dy B, dA += dh^T dropout(x), dx += dropout'(dh A).
     void proj_backward(tensor_view<float> dx, [[maybe_unused]] tensor_view<float> dw,
-                       [[maybe_unused]] tensor_view<float> db, cview<float> dy, cview<float> x, cview<float> w,
-                       grad_write mode, [[maybe_unused]] index_t l, [[maybe_unused]] int t) {
+                       [[maybe_unused]] tensor_view<float> db, cview<float> dy, cview<float> x,
+                       [[maybe_unused]] cview<float> w, grad_write mode, [[maybe_unused]] index_t l,
+                       [[maybe_unused]] int t) {
         if constexpr (!has_adapter) {
             linear_backward<B, float>(dx, dw, db, dy, x, w, mode);
         } else {
-            const index_t n = x.rows(), in = x.cols(), out = w.dim(0), r = lora_rank;
-            B::gemm(gemm_args<float>{.m = n,
-                                     .n = in,
-                                     .k = out,
-                                     .a = dy.data,
-                                     .lda = out,
-                                     .b = w.data,
-                                     .ldb = in,
-                                     .beta = mode == grad_write::add ? 1.0f : 0.0f,
-                                     .c = dx.data,
-                                     .ldc = in});
+            const index_t n = x.rows(), in = x.cols(), out = dy.cols(), r = lora_rank;
+            if constexpr (quantized_base)
+                nf4_linear_backward<B, float>(dx, dy, qbase_[std::size_t(l)][std::size_t(t)], nf4_scratch(t), mode);
+            else
+                B::gemm(gemm_args<float>{.m = n,
+                                         .n = in,
+                                         .k = out,
+                                         .a = dy.data,
+                                         .lda = out,
+                                         .b = w.data,
+                                         .ldb = in,
+                                         .beta = mode == grad_write::add ? 1.0f : 0.0f,
+                                         .c = dx.data,
+                                         .ldc = in});
             const lora_pair &p = lora_.layers[l][t], &g = lora_grads_.layers[l][t];
             if (!p.a.data) return;
             const float* h = acts_.layers[l].lora_h[t].data;
@@ -842,13 +962,23 @@ private:
         return t.reshaped({t.dim(0) * t.dim(1), t.numel() / (t.dim(0) * t.dim(1))});
     }
 
+    cview<index_t> doc_starts() const { return documents_ ? cview<index_t>(acts_.doc_start) : cview<index_t>{}; }
+    cview<index_t> doc_positions() const { return documents_ ? cview<index_t>(acts_.positions) : cview<index_t>{}; }
     cview<token_t> flat_targets() const { return acts_.targets.reshaped({batch_ * time_}); }
 
-    void forward_hidden(cview<token_t> ids) {
+    void forward_hidden(cview<token_t> ids, cview<index_t> doc_start) {
         check(ids.shape.rank == 2, [&] { return "decoder: ids must be (B, T), got " + ids.shape.str(); });
         plan(ids.dim(0), ids.dim(1));
         auto& a = acts_;
         copy(ids, a.ids);
+        documents_ = doc_start.data != nullptr;
+        if (documents_) {
+            expect_same_shape("decoder", "doc_start", doc_start, ids);
+            check_document_starts(doc_start, "decoder");
+            copy(doc_start, a.doc_start);
+            for (index_t i = 0; i < batch_ * time_; ++i)
+                a.positions[i] = i % time_ - a.doc_start[i];
+        }
         embedding_forward<float>(a.xs[0], a.ids.reshaped({batch_ * time_}), params_.embed);
         if constexpr (is_moe) a.balance.clear();
         for (index_t l = 0; l < config.n_layers; ++l)
@@ -866,9 +996,9 @@ private:
         proj_forward(flat(la.q), la.normed1, p.q, p.q_bias, l, 0, la.lora_h[0], training_);
         proj_forward(flat(la.k), la.normed1, p.k, p.k_bias, l, 1, la.lora_h[1], training_);
         proj_forward(flat(la.v), la.normed1, p.v, p.v_bias, l, 2, la.lora_h[2], training_);
-        rope_forward<float>(la.q, acts_.rope_cos, acts_.rope_sin);
-        rope_forward<float>(la.k, acts_.rope_cos, acts_.rope_sin);
-        attention_forward<float>(la.att, la.lse, la.q, la.k, la.v, config.sliding_window);
+        rope_forward<float>(la.q, acts_.rope_cos, acts_.rope_sin, doc_positions());
+        rope_forward<float>(la.k, acts_.rope_cos, acts_.rope_sin, doc_positions());
+        attention_forward<float>(la.att, la.lse, la.q, la.k, la.v, config.layer_window(int(l)), 0, doc_starts());
         proj_forward(acts_.tmp, flat(la.att), p.o, {}, l, 3, la.lora_h[3], training_);
         residual_forward<float>(la.resid, x, acts_.tmp);
         // MLP
@@ -915,9 +1045,9 @@ private:
         // attention (mirror of the forward attention block)
         proj_backward(a.datt, g.o, {}, a.dx, flat(la.att), p.o, grad_write::assign, l, 3);
         attention_backward<float>(a.dq, a.dk, a.dv, a.datt.reshaped(la.att.shape), la.q, la.k, la.v, la.att, la.lse,
-                                  config.sliding_window);
-        rope_backward<float>(a.dq, a.rope_cos, a.rope_sin);
-        rope_backward<float>(a.dk, a.rope_cos, a.rope_sin);
+                                  config.layer_window(int(l)), doc_starts());
+        rope_backward<float>(a.dq, a.rope_cos, a.rope_sin, doc_positions());
+        rope_backward<float>(a.dk, a.rope_cos, a.rope_sin, doc_positions());
         proj_backward(a.dnormed, g.q, g.q_bias, flat(a.dq), la.normed1, p.q, grad_write::assign, l, 0);
         proj_backward(a.dnormed, g.k, g.k_bias, flat(a.dk), la.normed1, p.k, grad_write::add, l, 1);
         proj_backward(a.dnormed, g.v, g.v_bias, flat(a.dv), la.normed1, p.v, grad_write::add, l, 2);
@@ -931,6 +1061,14 @@ private:
     std::vector<parameter_entry> entries_, trainable_;
     int optimizer_slots_used_ = 0;
     lora_params lora_, lora_grads_; // adapter only
+    // QLoRA (quantized_base): the base walk for init() (entries_ index, or -1 - quantized_ index), the NF4
+    // projections per layer, the 4-bit weights merge() replaced, and the dequantisation scratch
+    // (nf4_tile_rows x the widest input; mutable: the const forward_cached uses it too).
+    std::vector<index_t> base_order_;
+    std::vector<quantized_entry> quantized_;
+    std::vector<std::array<nf4_tensor, lora_target_count>> qbase_, qbase_unmerged_;
+    static constexpr index_t nf4_tile_rows = 512; // fewer gemm calls; scratch 512 x 4864 f32 = 10 MB for Qwen2.5
+    mutable std::vector<float> nf4_scratch_;
     bool merged_ = false;
     bool training_ = false; // inside loss(): LoRA dropout is active
     std::uint64_t dropout_seed_ = 0, dropout_calls_ = 0;
@@ -941,8 +1079,9 @@ private:
     index_t ce_chunk_;
     index_t loss_count_ = 0;
     bool has_forward_ = false;
-    double aux_loss_ = 0; // experts only: load-balancing loss of the last forward
-    double daux_ = 0;     // experts only: d(scaled loss)/d(aux loss) during backward()
+    bool documents_ = false; // the last forward had doc_start (packed rows)
+    double aux_loss_ = 0;    // experts only: load-balancing loss of the last forward
+    double daux_ = 0;        // experts only: d(scaled loss)/d(aux loss) during backward()
 };
 
 } // namespace tl

@@ -44,6 +44,35 @@ struct russian_novels_cpu {
 };
 static_assert(parameter_count(russian_novels_cpu::value) == 4'487'424);
 
+// The Tatar recipe's three variants (examples/05_tatar, docs/tatar.md): the same width, depth, heads and
+// 4k vocabulary. The MoE variant splits the dense MLP's width over 4 experts of d_ff / 2 (top-2), so a token
+// passes through the same MLP width; the sliding variant windows layers 0 and 2 at 32 tokens.
+struct tatar_dense {
+    static constexpr model_config value{.vocab_size = 4000,
+                                        .d_model = 256,
+                                        .n_layers = 4,
+                                        .n_heads = 8,
+                                        .n_kv_heads = 4,
+                                        .d_ff = 704,
+                                        .max_seq_len = 256};
+};
+struct tatar_moe {
+    static constexpr model_config value = [] {
+        model_config c = tatar_dense::value;
+        c.d_ff = tatar_dense::value.d_ff / 2;
+        c.moe = {.n_experts = 4, .top_k = 2, .aux_loss_weight = 0.01};
+        return c;
+    }();
+};
+struct tatar_sliding {
+    static constexpr model_config value = [] {
+        model_config c = tatar_dense::value;
+        c.sliding_window = 32;
+        c.full_attention_every = 2;
+        return c;
+    }();
+};
+
 // Qwen2.5-0.5B (huggingface.co/Qwen/Qwen2.5-0.5B/config.json): GQA 14/2, q/k/v biases, tied embeddings.
 struct qwen2_5_0_5b {
     static constexpr model_config value{.vocab_size = 151936,

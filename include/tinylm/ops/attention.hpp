@@ -11,15 +11,33 @@
 //   p = exp(s - lse), dp = dout . v, ds = p (dp - Dq), dq += ds k / sqrt(D), dk += ds q / sqrt(D), dv += p dout
 // dq, dk and dv are assigned (zeroed here, then accumulated over the keys and queries).
 //
+// attention_forward / attention_backward work on tiles of 64 queries x 64 keys (FlashAttention-2): a tile's
+// scores, dp, and its products with v, dout, q and k are small register-blocked matrix products; tiles
+// outside the causal mask, the window or the documents are never visited, partial tiles are masked. Forward
+// runs one task per (batch, query head, query block); backward one per (batch, key/value head), which owns
+// dk and dv of that head and dq of its query heads (no races). Scratch: a few tiles on the stack.
+// attention_forward_reference / attention_backward_reference are the straightforward kernels (one query row
+// at a time), kept as the tests' oracle.
+//
 // Inference with a KV cache uses the same forward: k and v are then the cache (B, capacity, Hkv, D), the
 // queries sit at positions q_start .. q_start + T - 1, and lse may be left empty.
+//
+// Documents (packed SFT rows): doc_start (B, T), for each query the index in its row of the first token of
+// its document; query i then sees only keys j >= doc_start[b, i], so no token attends across a document
+// boundary. Empty (the default): one document per row, at no cost. The keys before doc_start are skipped,
+// not masked, in forward and backward alike.
 #pragma once
 
 #include <tinylm/ops/common.hpp>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstdint>
 #include <limits>
+#include <string>
+#include <string_view>
+#include <type_traits>
 
 namespace tl {
 
@@ -30,6 +48,25 @@ struct attention_shape {
 
     index_t first_visible_key(index_t i) const { return window > 0 ? std::max<index_t>(0, i - window + 1) : 0; }
 };
+
+// Throws unless doc_start (B, T) describes documents that tile each row: doc_start[b, 0] = 0 and each
+// later token either continues the previous token's document or starts one (doc_start[b, t] = t).
+inline void check_document_starts(cview<index_t> doc_start, std::string_view where) {
+    check(doc_start.shape.rank == 2,
+          [&] { return std::string(where) + ": doc_start must be (B, T), got " + doc_start.shape.str(); });
+    const index_t rows = doc_start.dim(0), time = doc_start.dim(1);
+    for (index_t b = 0; b < rows; ++b)
+        for (index_t t = 0; t < time; ++t) {
+            const index_t s = doc_start[b * time + t];
+            const bool ok = t == 0 ? s == 0 : (s == t || s == doc_start[b * time + t - 1]);
+            check(ok, [&] {
+                return std::string(where) + ": doc_start[" + std::to_string(b) + ", " + std::to_string(t) +
+                       "] = " + std::to_string(s) +
+                       " does not tile the row (expected the previous token's document start or " + std::to_string(t) +
+                       ")";
+            });
+        }
+}
 
 namespace detail {
 inline attention_shape attention_shape_of(const shape& q, const shape& k, index_t window, index_t q_start = 0) {
@@ -46,6 +83,24 @@ inline attention_shape attention_shape_of(const shape& q, const shape& k, index_
           });
     return s;
 }
+// doc_start, when given, is (B, T) and names for each query a key at or before it.
+inline void check_doc_start_view(cview<index_t> doc_start, const attention_shape& s, index_t q_start,
+                                 std::string_view op) {
+    if (!doc_start.data) return;
+    expect_shape(op, "doc_start", doc_start, {s.batch, s.time});
+    for (index_t b = 0; b < s.batch; ++b)
+        for (index_t i = 0; i < s.time; ++i) {
+            const index_t first = doc_start[b * s.time + i];
+            check(first >= 0 && first <= q_start + i, [&] {
+                return std::string(op) + ": doc_start[" + std::to_string(b) + ", " + std::to_string(i) +
+                       "] = " + std::to_string(first) + " is not a key position at or before the query";
+            });
+        }
+}
+// First key of query i's document (0 without documents).
+inline index_t doc_first_key(cview<index_t> doc_start, index_t b, index_t i, index_t time) {
+    return doc_start.data ? doc_start[b * time + i] : 0;
+}
 // Accumulates in T: f32 in training (vectorised), f64 in the gradient checks.
 template <class T>
 inline T dot(const T* a, const T* b, index_t n) {
@@ -57,13 +112,15 @@ inline T dot(const T* a, const T* b, index_t n) {
 }
 } // namespace detail
 
+// The straightforward kernels (one query row at a time): the oracle of the tiled ones below.
 template <class T>
-void attention_forward(tensor_view<T> out, tensor_view<T> lse, cview<T> q, cview<T> k, cview<T> v, index_t window = 0,
-                       index_t q_start = 0) {
+void attention_forward_reference(tensor_view<T> out, tensor_view<T> lse, cview<T> q, cview<T> k, cview<T> v,
+                                 index_t window = 0, index_t q_start = 0, cview<index_t> doc_start = {}) {
     const attention_shape s = detail::attention_shape_of(q.shape, k.shape, window, q_start);
-    expect_same_shape("attention", "v", v, k);
-    expect_same_shape("attention", "out", out, q);
-    if (lse.data) expect_shape("attention", "lse", lse, {s.batch, s.q_heads, s.time});
+    detail::check_doc_start_view(doc_start, s, q_start, "attention_reference");
+    expect_same_shape("attention_reference", "v", v, k);
+    expect_same_shape("attention_reference", "out", out, q);
+    if (lse.data) expect_shape("attention_reference", "lse", lse, {s.batch, s.q_heads, s.time});
     const index_t D = s.head_dim, group = s.q_heads / s.kv_heads;
     const T scale = T(1.0 / std::sqrt(double(D)));
     auto at = [&](auto& t, index_t b, index_t i, index_t h, index_t heads) {
@@ -82,7 +139,9 @@ void attention_forward(tensor_view<T> out, tensor_view<T> lse, cview<T> q, cview
                 std::fill_n(oi, D, T(0));
                 T running_max = -std::numeric_limits<T>::infinity(), running_sum = 0;
                 const index_t pos = q_start + i;
-                for (index_t j = s.first_visible_key(pos); j <= pos; ++j) {
+                const index_t first =
+                    std::max(s.first_visible_key(pos), detail::doc_first_key(doc_start, b, i, s.time));
+                for (index_t j = first; j <= pos; ++j) {
                     const T* kj = at_key(k, b, j, hk);
                     const T* vj = at_key(v, b, j, hk);
                     const T score = detail::dot(qi, kj, D) * scale;
@@ -109,14 +168,16 @@ void attention_forward(tensor_view<T> out, tensor_view<T> lse, cview<T> q, cview
 }
 
 template <class T>
-void attention_backward(tensor_view<T> dq, tensor_view<T> dk, tensor_view<T> dv, cview<T> dout, cview<T> q, cview<T> k,
-                        cview<T> v, cview<T> out, cview<T> lse, index_t window = 0) {
+void attention_backward_reference(tensor_view<T> dq, tensor_view<T> dk, tensor_view<T> dv, cview<T> dout, cview<T> q,
+                                  cview<T> k, cview<T> v, cview<T> out, cview<T> lse, index_t window = 0,
+                                  cview<index_t> doc_start = {}) {
     const attention_shape s = detail::attention_shape_of(q.shape, k.shape, window);
-    check(s.key_time == s.time, "attention_backward: keys and queries must span the same positions");
-    expect_same_shape("attention_backward", "dq", dq, q);
-    expect_same_shape("attention_backward", "dk", dk, k);
-    expect_same_shape("attention_backward", "dv", dv, v);
-    expect_same_shape("attention_backward", "dout", dout, q);
+    detail::check_doc_start_view(doc_start, s, 0, "attention_backward_reference");
+    check(s.key_time == s.time, "attention_backward_reference: keys and queries must span the same positions");
+    expect_same_shape("attention_backward_reference", "dq", dq, q);
+    expect_same_shape("attention_backward_reference", "dk", dk, k);
+    expect_same_shape("attention_backward_reference", "dv", dv, v);
+    expect_same_shape("attention_backward_reference", "dout", dout, q);
     const index_t D = s.head_dim, group = s.q_heads / s.kv_heads;
     const T scale = T(1.0 / std::sqrt(double(D)));
     auto at = [&](auto& t, index_t b, index_t i, index_t h, index_t heads) {
@@ -140,7 +201,9 @@ void attention_backward(tensor_view<T> dq, tensor_view<T> dk, tensor_view<T> dv,
                     std::fill_n(dqi, D, T(0));
                     const T d_i = detail::dot(doi, oi, D);
                     const T lse_i = lse[(b * s.q_heads + h) * s.time + i];
-                    for (index_t j = s.first_visible_key(i); j <= i; ++j) {
+                    const index_t first =
+                        std::max(s.first_visible_key(i), detail::doc_first_key(doc_start, b, i, s.time));
+                    for (index_t j = first; j <= i; ++j) {
                         const T* kj = at(k, b, j, hk, s.kv_heads);
                         const T* vj = at(v, b, j, hk, s.kv_heads);
                         T* dkj = at(dk, b, j, hk, s.kv_heads);
@@ -155,6 +218,342 @@ void attention_backward(tensor_view<T> dq, tensor_view<T> dk, tensor_view<T> dv,
                         }
                     }
                 }
+        }
+}
+
+// ---- tiled kernels ------------------------------------------------------------------------------------
+// Flash-style: blocks of queries x blocks of keys. A tile's scores are a small matrix product (tile_nt),
+// its probabilities times values another (tile_nn); both are register-blocked loops that the compiler
+// vectorises. The only memory besides the outputs is a few tiles on the stack.
+namespace detail {
+constexpr index_t attention_block = 64; // queries and keys per tile (S, P and dP tiles of 64 x 64)
+
+// Columns of C kept in registers per row by tile_nn: two vector registers of the instruction set in use.
+#if defined(__AVX512F__)
+constexpr index_t simd_bytes = 64;
+#elif defined(__AVX__)
+constexpr index_t simd_bytes = 32;
+#else
+constexpr index_t simd_bytes = 16;
+#endif
+template <class T, index_t bytes = simd_bytes>
+constexpr index_t register_columns = 2 * bytes / index_t(sizeof(T));
+
+// exp(x) for x <= ~0 (scores minus their maximum or their log-sum-exp), vectorisable inside omp simd:
+// x = n ln2 + r with |r| <= ln2 / 2, exp(r) by its Taylor series to r^7 (truncation error < 6e-9,
+// below float's rounding), 2^n written into the exponent bits. Double keeps std::exp, so that the
+// gradient checks see exact arithmetic.
+template <class T>
+inline T exp_tile(T x) {
+    if constexpr (std::is_same_v<T, float>) {
+        // n = round(x / ln2) by the 1.5 * 2^23 trick. No float comparison: with GCC's default -ftrapping-math
+        // it would be a branch, and the loop would not vectorise. Accurate to float rounding on -87 < x < 88,
+        // 0 below about -87.7 (down to x ~ -1e12; the kernels pass differences of finite scores).
+        const float nf = (x * 1.44269504088896341f + 12582912.f) - 12582912.f;
+        const float r = (x - nf * 0.693145751953125f) - nf * 1.428606765330187e-06f;
+        float p = 1.f / 5040.f;
+        p = p * r + 1.f / 720.f;
+        p = p * r + 1.f / 120.f;
+        p = p * r + 1.f / 24.f;
+        p = p * r + 1.f / 6.f;
+        p = p * r + 0.5f;
+        p = p * r + 1.f;
+        p = p * r + 1.f;
+        std::int32_t n = std::int32_t(nf);
+        n = n > 127 ? 127 : n;
+        const std::int32_t two_n = n < -126 ? 0 : (n + 127) << 23; // 2^n, or 0 where it would be subnormal
+        return p * std::bit_cast<float>(two_n);
+    } else {
+        return std::exp(x);
+    }
+}
+
+// C[i, 0:n] += sum_p A(i, p) B[p, 0:n] for i < m, p < kk, where A(i, p) = A[i * ars + p * acs] (so that
+// A may be a tile or its transpose): 4 rows x NR columns of C stay in registers over the whole sum.
+template <index_t NR, class T>
+inline void tile_nn(T* C, index_t ldc, const T* A, index_t ars, index_t acs, const T* B, index_t ldb, index_t m,
+                    index_t n, index_t kk) {
+    index_t i = 0;
+    for (; i + 4 <= m; i += 4) {
+        T* c0 = C + i * ldc;
+        const T* ai = A + i * ars;
+        index_t col = 0;
+        for (; col + NR <= n; col += NR) {
+            T acc[4][NR];
+            for (index_t r = 0; r < 4; ++r)
+                for (index_t cc = 0; cc < NR; ++cc)
+                    acc[r][cc] = c0[r * ldc + col + cc];
+            for (index_t p = 0; p < kk; ++p) {
+                const T* b = B + p * ldb + col;
+                const T a0 = ai[p * acs], a1 = ai[ars + p * acs], a2 = ai[2 * ars + p * acs],
+                        a3 = ai[3 * ars + p * acs];
+#pragma omp simd
+                for (index_t cc = 0; cc < NR; ++cc) {
+                    acc[0][cc] += a0 * b[cc];
+                    acc[1][cc] += a1 * b[cc];
+                    acc[2][cc] += a2 * b[cc];
+                    acc[3][cc] += a3 * b[cc];
+                }
+            }
+            for (index_t r = 0; r < 4; ++r)
+                for (index_t cc = 0; cc < NR; ++cc)
+                    c0[r * ldc + col + cc] = acc[r][cc];
+        }
+        for (index_t r = 0; r < 4; ++r)
+            for (index_t p = 0; p < kk; ++p) {
+                const T a = ai[r * ars + p * acs];
+                for (index_t cc = col; cc < n; ++cc)
+                    c0[r * ldc + cc] += a * B[p * ldb + cc];
+            }
+    }
+    for (; i < m; ++i)
+        for (index_t p = 0; p < kk; ++p) {
+            const T a = A[i * ars + p * acs];
+            const T* b = B + p * ldb;
+            T* c = C + i * ldc;
+#pragma omp simd
+            for (index_t cc = 0; cc < n; ++cc)
+                c[cc] += a * b[cc];
+        }
+}
+
+// C[i, j] = alpha * sum_c A[i, c] B[j, c] for an m x n tile (n <= attention_block; rows of A and B: length
+// kd, strides lda and ldb). B is transposed 64 columns at a time into a stack tile, so that the product is
+// tile_nn's broadcast-and-add, without horizontal sums.
+template <index_t NR, class T>
+inline void tile_nt(T* C, index_t ldc, const T* A, index_t lda, const T* B, index_t ldb, index_t m, index_t n,
+                    index_t kd, T alpha) {
+    constexpr index_t KC = 64, BK = attention_block;
+    alignas(64) T Bt[KC * BK];
+    for (index_t i = 0; i < m; ++i)
+        std::fill_n(C + i * ldc, n, T(0));
+    for (index_t c0 = 0; c0 < kd; c0 += KC) {
+        const index_t kc = std::min(KC, kd - c0);
+        for (index_t j = 0; j < n; ++j)
+            for (index_t c = 0; c < kc; ++c)
+                Bt[c * BK + j] = B[j * ldb + c0 + c];
+        tile_nn<NR>(C, ldc, A + c0, lda, index_t(1), Bt, BK, m, n, kc);
+    }
+    for (index_t i = 0; i < m; ++i) {
+        T* ci = C + i * ldc;
+#pragma omp simd
+        for (index_t j = 0; j < n; ++j)
+            ci[j] *= alpha;
+    }
+}
+
+// The keys a block of queries sees: lo[r] .. hi[r] for its row r (window and document rules). Both bounds
+// grow with r, so the block needs the keys lo[0] .. hi[rows - 1], and every key in that range is visible
+// to some row: no tile in it is masked whole, and none outside it is visited.
+template <class Shape>
+inline void visible_keys(index_t* lo, index_t* hi, const Shape& s, cview<index_t> doc_start, index_t b, index_t i0,
+                         index_t rows, index_t q_start) {
+    for (index_t r = 0; r < rows; ++r) {
+        const index_t pos = q_start + i0 + r;
+        lo[r] = std::max(s.first_visible_key(pos), doc_first_key(doc_start, b, i0 + r, s.time));
+        hi[r] = pos;
+    }
+}
+// One query block of one head: rows i0 .. i0 + rows - 1 of out (and lse), over the key tiles it sees.
+template <class T, index_t NR>
+void attention_forward_block(tensor_view<T> out, tensor_view<T> lse, cview<T> q, cview<T> k, cview<T> v,
+                             const attention_shape& s, index_t q_start, cview<index_t> doc_start, index_t b, index_t h,
+                             index_t qb) {
+    constexpr index_t BQ = attention_block, BK = attention_block;
+    constexpr T neg_inf = -std::numeric_limits<T>::infinity();
+    const index_t D = s.head_dim, hk = h / (s.q_heads / s.kv_heads), ldq = s.q_heads * D, ldk = s.kv_heads * D;
+    const index_t i0 = qb * BQ, rows = std::min(BQ, s.time - i0);
+    const T scale = T(1.0 / std::sqrt(double(D)));
+    const T* q0 = q.data + (b * s.time + i0) * ldq + h * D;
+    T* o0 = out.data + (b * s.time + i0) * ldq + h * D;
+    const T* kb = k.data + b * s.key_time * ldk + hk * D;
+    const T* vb = v.data + b * s.key_time * ldk + hk * D;
+    index_t lo[BQ] = {}, hi[BQ] = {};
+    T row_max[BQ], row_sum[BQ], S[BQ * BK];
+    visible_keys(lo, hi, s, doc_start, b, i0, rows, q_start);
+    for (index_t r = 0; r < rows; ++r) {
+        row_max[r] = neg_inf, row_sum[r] = 0;
+        std::fill_n(o0 + r * ldq, D, T(0));
+    }
+    for (index_t j0 = lo[0]; j0 <= hi[rows - 1]; j0 += BK) {
+        const index_t cols = std::min(BK, hi[rows - 1] + 1 - j0);
+        tile_nt<NR>(S, BK, q0, ldq, kb + j0 * ldk, ldk, rows, cols, D, scale);
+        for (index_t r = 0; r < rows; ++r) {
+            T* sr = S + r * BK;
+            // Row r sees the columns ja .. jz of this tile (a contiguous range, maybe empty).
+            const index_t ja = std::max<index_t>(lo[r] - j0, 0), jz = std::min(hi[r] - j0, cols - 1);
+            if (ja > jz) { // nothing visible here: this row adds nothing
+                std::fill_n(sr, cols, T(0));
+                continue;
+            }
+            T tile_max = neg_inf;
+            for (index_t j = ja; j <= jz; ++j)
+                tile_max = std::max(tile_max, sr[j]);
+            const T new_max = std::max(row_max[r], tile_max);
+            std::fill_n(sr, ja, T(0));
+            std::fill(sr + jz + 1, sr + cols, T(0));
+            T sum = 0;
+#pragma omp simd reduction(+ : sum)
+            for (index_t j = ja; j <= jz; ++j) {
+                const T p = exp_tile(sr[j] - new_max);
+                sr[j] = p;
+                sum += p;
+            }
+            if (new_max > row_max[r]) { // rescale what has been summed so far
+                const T factor = std::exp(row_max[r] - new_max);
+                row_sum[r] *= factor;
+                T* orow = o0 + r * ldq;
+#pragma omp simd
+                for (index_t c = 0; c < D; ++c)
+                    orow[c] *= factor;
+                row_max[r] = new_max;
+            }
+            row_sum[r] += sum;
+        }
+        tile_nn<NR>(o0, ldq, S, BK, index_t(1), vb + j0 * ldk, ldk, rows, D, cols);
+    }
+    for (index_t r = 0; r < rows; ++r) {
+        const T inv_sum = T(1) / row_sum[r];
+        T* orow = o0 + r * ldq;
+#pragma omp simd
+        for (index_t c = 0; c < D; ++c)
+            orow[c] *= inv_sum;
+        if (lse.data) lse[(b * s.q_heads + h) * s.time + i0 + r] = T(row_max[r] + std::log(row_sum[r]));
+    }
+}
+
+// One (batch, key/value head): dk and dv of that head, dq of its query heads.
+template <class T, index_t NR>
+void attention_backward_group(tensor_view<T> dq, tensor_view<T> dk, tensor_view<T> dv, cview<T> dout, cview<T> q,
+                              cview<T> k, cview<T> v, cview<T> out, cview<T> lse, const attention_shape& s,
+                              cview<index_t> doc_start, index_t b, index_t hk) {
+    constexpr index_t BQ = attention_block, BK = attention_block;
+    const index_t D = s.head_dim, group = s.q_heads / s.kv_heads, blocks = (s.time + BQ - 1) / BQ;
+    const index_t ldq = s.q_heads * D, ldk = s.kv_heads * D;
+    const T scale = T(1.0 / std::sqrt(double(D)));
+    const T* kb = k.data + b * s.time * ldk + hk * D;
+    const T* vb = v.data + b * s.time * ldk + hk * D;
+    T* dkb = dk.data + b * s.time * ldk + hk * D;
+    T* dvb = dv.data + b * s.time * ldk + hk * D;
+    for (index_t j = 0; j < s.time; ++j) {
+        std::fill_n(dkb + j * ldk, D, T(0));
+        std::fill_n(dvb + j * ldk, D, T(0));
+    }
+    for (index_t h = hk * group; h < (hk + 1) * group; ++h)
+        for (index_t qb = 0; qb < blocks; ++qb) {
+            const index_t i0 = qb * BQ, rows = std::min(BQ, s.time - i0);
+            const index_t at = (b * s.time + i0) * ldq + h * D;
+            const T *q0 = q.data + at, *do0 = dout.data + at, *o0 = out.data + at;
+            T* dq0 = dq.data + at;
+            index_t lo[BQ] = {}, hi[BQ] = {};
+            T d_row[BQ], lse_row[BQ], P[BQ * BK], dS[BQ * BK];
+            visible_keys(lo, hi, s, doc_start, b, i0, rows, 0);
+            for (index_t r = 0; r < rows; ++r) {
+                std::fill_n(dq0 + r * ldq, D, T(0));
+                d_row[r] = dot(do0 + r * ldq, o0 + r * ldq, D);
+                lse_row[r] = lse[(b * s.q_heads + h) * s.time + i0 + r];
+            }
+            for (index_t j0 = lo[0]; j0 <= hi[rows - 1]; j0 += BK) {
+                const index_t cols = std::min(BK, hi[rows - 1] + 1 - j0);
+                tile_nt<NR>(P, BK, q0, ldq, kb + j0 * ldk, ldk, rows, cols, D, scale);
+                tile_nt<NR>(dS, BK, do0, ldq, vb + j0 * ldk, ldk, rows, cols, D, T(1));
+                for (index_t r = 0; r < rows; ++r) {
+                    T *pr = P + r * BK, *dsr = dS + r * BK;
+                    const index_t ja = std::max<index_t>(lo[r] - j0, 0), jz = std::min(hi[r] - j0, cols - 1);
+                    const T l = lse_row[r], d = d_row[r];
+                    for (index_t j = 0; j < cols; ++j) // invisible columns: p = ds = 0
+                        if (j < ja || j > jz) pr[j] = dsr[j] = T(0);
+#pragma omp simd
+                    for (index_t j = ja; j <= jz; ++j) {
+                        const T p = exp_tile(pr[j] - l);
+                        pr[j] = p;
+                        dsr[j] = p * (dsr[j] - d) * scale;
+                    }
+                }
+                // dv += P^T dout, dk += dS^T q, dq += dS k
+                tile_nn<NR>(dvb + j0 * ldk, ldk, P, index_t(1), BK, do0, ldq, cols, D, rows);
+                tile_nn<NR>(dkb + j0 * ldk, ldk, dS, index_t(1), BK, q0, ldq, cols, D, rows);
+                tile_nn<NR>(dq0, ldq, dS, BK, index_t(1), kb + j0 * ldk, ldk, rows, D, cols);
+            }
+        }
+}
+
+// The default build targets the baseline x86-64 (SSE2). On GCC, the blocks are compiled a second time for
+// AVX2 + FMA (the whole block inlined into one function with that target) and chosen at run time when the
+// CPU has them (bench_ops: bm_attention_* against bm_attention_*_baseline), the same results to float rounding.
+// Tests turn this off to check the baseline kernels on a machine that has AVX2.
+inline bool attention_allow_avx2_clones = true;
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__AVX2__)
+#define TINYLM_ATTENTION_AVX2_CLONES 1
+template <class T, class... Args>
+__attribute__((target("avx2,fma"), flatten)) void attention_forward_block_avx2(Args... args) {
+    attention_forward_block<T, register_columns<T, 32>>(args...);
+}
+template <class T, class... Args>
+__attribute__((target("avx2,fma"), flatten)) void attention_backward_group_avx2(Args... args) {
+    attention_backward_group<T, register_columns<T, 32>>(args...);
+}
+inline bool cpu_has_avx2_fma() {
+    static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return yes;
+}
+#endif
+} // namespace detail
+
+template <class T>
+void attention_forward(tensor_view<T> out, tensor_view<T> lse, cview<T> q, cview<T> k, cview<T> v, index_t window = 0,
+                       index_t q_start = 0, cview<index_t> doc_start = {}) {
+    const attention_shape s = detail::attention_shape_of(q.shape, k.shape, window, q_start);
+    detail::check_doc_start_view(doc_start, s, q_start, "attention");
+    expect_same_shape("attention", "v", v, k);
+    expect_same_shape("attention", "out", out, q);
+    if (lse.data) expect_shape("attention", "lse", lse, {s.batch, s.q_heads, s.time});
+    const index_t blocks = (s.time + detail::attention_block - 1) / detail::attention_block;
+#ifdef TINYLM_ATTENTION_AVX2_CLONES
+    const bool avx2 = detail::attention_allow_avx2_clones && detail::cpu_has_avx2_fma();
+#endif
+    // One task per (batch, query head, query block); later blocks see more keys, hence dynamic.
+#pragma omp parallel for collapse(3) schedule(dynamic, 1)
+    for (index_t b = 0; b < s.batch; ++b)
+        for (index_t h = 0; h < s.q_heads; ++h)
+            for (index_t qb = 0; qb < blocks; ++qb) {
+#ifdef TINYLM_ATTENTION_AVX2_CLONES
+                if (avx2) {
+                    detail::attention_forward_block_avx2<T>(out, lse, q, k, v, s, q_start, doc_start, b, h, qb);
+                    continue;
+                }
+#endif
+                detail::attention_forward_block<T, detail::register_columns<T>>(out, lse, q, k, v, s, q_start,
+                                                                                doc_start, b, h, qb);
+            }
+}
+
+template <class T>
+void attention_backward(tensor_view<T> dq, tensor_view<T> dk, tensor_view<T> dv, cview<T> dout, cview<T> q, cview<T> k,
+                        cview<T> v, cview<T> out, cview<T> lse, index_t window = 0, cview<index_t> doc_start = {}) {
+    const attention_shape s = detail::attention_shape_of(q.shape, k.shape, window);
+    detail::check_doc_start_view(doc_start, s, 0, "attention_backward");
+    check(s.key_time == s.time, "attention_backward: keys and queries must span the same positions");
+    expect_same_shape("attention_backward", "dq", dq, q);
+    expect_same_shape("attention_backward", "dk", dk, k);
+    expect_same_shape("attention_backward", "dv", dv, v);
+    expect_same_shape("attention_backward", "dout", dout, q);
+#ifdef TINYLM_ATTENTION_AVX2_CLONES
+    const bool avx2 = detail::attention_allow_avx2_clones && detail::cpu_has_avx2_fma();
+#endif
+    // One task per (batch, key/value head): it owns dk and dv of that head and dq of its query heads, so no
+    // two threads write the same element; the query heads of the group share its K and V tiles.
+#pragma omp parallel for collapse(2) schedule(dynamic, 1)
+    for (index_t b = 0; b < s.batch; ++b)
+        for (index_t hk = 0; hk < s.kv_heads; ++hk) {
+#ifdef TINYLM_ATTENTION_AVX2_CLONES
+            if (avx2) {
+                detail::attention_backward_group_avx2<T>(dq, dk, dv, dout, q, k, v, out, lse, s, doc_start, b, hk);
+                continue;
+            }
+#endif
+            detail::attention_backward_group<T, detail::register_columns<T>>(dq, dk, dv, dout, q, k, v, out, lse, s,
+                                                                             doc_start, b, hk);
         }
 }
 

@@ -301,11 +301,26 @@ void dequantize_rows(const nf4_tensor& q, index_t row0, tensor_view<T> rows) {
                " into a buffer " + rows.shape.str() + " of an nf4 weight " + q.shape().str();
     });
     const index_t begin = row0 * q.in, end = begin + rows.numel();
+    const std::uint8_t* codes = q.codes.data();
+    T* out = rows.data;
     for (index_t b0 = begin - begin % nf4_block_size; b0 < end; b0 += nf4_block_size) {
+        // The block's 16 values nf4[c] * scale, each the same f32 product as element-wise dequantisation.
         const float scale = q.block_scale(b0 / nf4_block_size);
+        std::array<float, 16> value;
+        for (std::size_t c = 0; c < 16; ++c)
+            value[c] = nf4_code[c] * scale;
         const index_t lo = std::max(b0, begin), hi = std::min(b0 + nf4_block_size, end);
-        for (index_t i = lo; i < hi; ++i)
-            rows[i - begin] = T(nf4_code[std::size_t(q.code(i))] * scale);
+        index_t i = lo;
+        if (i % 2 && i < hi) { // odd start: the low nibble of a byte
+            out[i - begin] = T(value[codes[i / 2] & 0x0F]);
+            ++i;
+        }
+        for (; i + 1 < hi; i += 2) { // two elements per byte, high nibble first
+            const std::uint8_t byte = codes[i / 2];
+            out[i - begin] = T(value[byte >> 4]);
+            out[i + 1 - begin] = T(value[byte & 0x0F]);
+        }
+        if (i < hi) out[i - begin] = T(value[codes[i / 2] >> 4]);
     }
 }
 

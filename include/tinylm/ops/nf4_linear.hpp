@@ -5,7 +5,8 @@
 //   backward: dx (N, in) = dy W   (assigned, or added with grad_write::add)   dx += dy[:, r:r+k] tile
 //             no weight gradient: the base is frozen (LoRA adapters carry the trainable part).
 // The scratch view sets the tile: any (k, in) with k >= 1 (k > out is fine); nf4_scratch_shape(w, k) gives
-// (min(k, out), in). Memory beyond the packed weight is k * in elements; the result equals linear_forward /
+// (min(k, out), in). Memory beyond the packed weight is k * in elements; larger tiles mean fewer, larger gemm
+// calls (the decoder uses 512 rows). Tiles are dequantised in parallel (OpenMP). The result equals linear_forward /
 // linear_backward on dequantize(w) up to f32 summation order (backward sums the tiles' products).
 // An empty bias view (data == nullptr) means no bias.
 #pragma once
@@ -24,6 +25,18 @@ inline shape nf4_scratch_shape(const nf4_tensor& w, index_t tile_rows = 256) {
 }
 
 namespace detail {
+// Dequantises rows [r0, r0 + k) of w into scratch, in parallel over groups of 16 rows (each group is
+// dequantize_rows on its own range, so the values are those of one call).
+template <class T>
+void dequantize_tile(const nf4_tensor& w, index_t r0, index_t k, T* scratch) {
+    const index_t groups = (k + 15) / 16;
+#pragma omp parallel for schedule(static)
+    for (index_t g = 0; g < groups; ++g) {
+        const index_t first = g * 16, rows = std::min<index_t>(16, k - first);
+        dequantize_rows(w, r0 + first, tensor_view<T>{scratch + first * w.in, {rows, w.in}});
+    }
+}
+
 template <class T>
 void check_nf4_scratch(std::string_view op, const nf4_tensor& w, const tensor_view<T>& scratch) {
     check_nf4(op, w);
@@ -55,7 +68,7 @@ void nf4_linear_forward(tensor_view<T> y, cview<T> x, const nf4_tensor& w, cview
     const index_t tile = scratch.dim(0);
     for (index_t r0 = 0; r0 < out; r0 += tile) {
         const index_t k = std::min(tile, out - r0);
-        dequantize_rows(w, r0, tensor_view<T>{scratch.data, {k, in}});
+        detail::dequantize_tile(w, r0, k, scratch.data);
         B::gemm(gemm_args<T>{.trans_b = true,
                              .m = n,
                              .n = k,
@@ -91,7 +104,7 @@ void nf4_linear_backward(tensor_view<T> dx, cview<T> dy, const nf4_tensor& w, te
     const index_t tile = scratch.dim(0);
     for (index_t r0 = 0; r0 < out; r0 += tile) {
         const index_t k = std::min(tile, out - r0);
-        dequantize_rows(w, r0, tensor_view<T>{scratch.data, {k, in}});
+        detail::dequantize_tile(w, r0, k, scratch.data);
         const bool first = r0 == 0;
         B::gemm(gemm_args<T>{.m = n,
                              .n = in,

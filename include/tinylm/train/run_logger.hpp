@@ -1,7 +1,8 @@
 // tinylm/train/run_logger.hpp: everything a training run records, fed from the trainer's hooks.
 //
 //   out_dir/tensorboard/  scalars train/loss, train/lr, train/grad_norm, train/tokens_per_s, val/loss;
-//                         text "samples" (prompt and continuation)
+//                         text "samples" (prompt and continuation); with experts (expert_usage()):
+//                         moe/layer<l>/expert<e>, moe/max_usage, moe/min_usage
 //   out_dir/log.jsonl     one line per step, validation and sample set; on resume, lines after the resumed
 //                         step are dropped first, so the log reads like one uninterrupted run
 //   terminal              a progress line (plain lines when stdout is not a terminal)
@@ -14,6 +15,9 @@
 #include <tinylm/train/tensorboard.hpp>
 #include <tinylm/train/trainer.hpp>
 
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
 #include <fstream>
 #include <string>
 #include <utility>
@@ -67,15 +71,81 @@ public:
         board_.text("samples", markdown, std::max(s, 0LL));
     }
 
+    // Mixture of experts: counts[l][e] is the number of tokens expert e of layer l received in the step's last
+    // forward (decoder::expert_counts). Usage relative to uniform is count / (routed tokens / experts): 1 is a
+    // perfect balance, 2 twice the fair share. Logged per layer and expert to TensorBoard, with the step's
+    // extremes; the JSONL line keeps the raw counts, so that a resumed run's report still sums the whole run.
+    void expert_usage(long long s, const std::vector<std::vector<std::int64_t>>& counts) {
+        double lo = 0, hi = 0;
+        usage_extremes(counts, &lo, &hi, [&](std::size_t l, std::size_t e, double u) {
+            board_.scalar("moe/layer" + std::to_string(l) + "/expert" + std::to_string(e), u, s);
+        });
+        board_.scalar("moe/max_usage", hi, s);
+        board_.scalar("moe/min_usage", lo, s);
+        nlohmann::ordered_json line{{"step", s}, {"expert_counts", counts}, {"max_usage", hi}, {"min_usage", lo}};
+        log_.write_line(line);
+        add_usage(counts, lo, hi);
+    }
+
     void summary(const std::string& key, const std::string& value) { report_.add_summary(key, value); }
 
     fs::path finish() {
+        if (!usage_total_.empty()) summarise_usage();
         bar_.finish();
         board_.flush();
         return report_.write(out_dir_, "report");
     }
 
 private:
+    // Calls f(layer, expert, usage) for every expert; *lo and *hi receive the extremes over all layers.
+    template <class F>
+    static void usage_extremes(const std::vector<std::vector<std::int64_t>>& counts, double* lo, double* hi, F&& f) {
+        *lo = INFINITY;
+        *hi = 0;
+        for (std::size_t l = 0; l < counts.size(); ++l) {
+            std::int64_t total = 0;
+            for (const std::int64_t c : counts[l])
+                total += c;
+            for (std::size_t e = 0; e < counts[l].size(); ++e) {
+                const double u = total > 0 ? double(counts[l][e]) * double(counts[l].size()) / double(total) : 0.0;
+                f(l, e, u);
+                *lo = std::min(*lo, u);
+                *hi = std::max(*hi, u);
+            }
+        }
+        if (!std::isfinite(*lo)) *lo = 0;
+    }
+    void add_usage(const std::vector<std::vector<std::int64_t>>& counts, double lo, double hi) {
+        if (usage_total_.empty()) {
+            usage_total_.resize(counts.size());
+            for (std::size_t l = 0; l < counts.size(); ++l)
+                usage_total_[l].assign(counts[l].size(), 0);
+        }
+        for (std::size_t l = 0; l < counts.size() && l < usage_total_.size(); ++l)
+            for (std::size_t e = 0; e < counts[l].size() && e < usage_total_[l].size(); ++e)
+                usage_total_[l][e] += counts[l][e];
+        step_usage_lo_ = usage_steps_ == 0 ? lo : std::min(step_usage_lo_, lo);
+        step_usage_hi_ = usage_steps_ == 0 ? hi : std::max(step_usage_hi_, hi);
+        ++usage_steps_;
+    }
+    // Report rows: usage of the counts summed over the run, per layer, and the extremes of single steps.
+    void summarise_usage() {
+        std::vector<std::string> rows(usage_total_.size(), "by expert:"); // a leading digit would be escaped
+        double lo = 0, hi = 0;
+        usage_extremes(usage_total_, &lo, &hi, [&](std::size_t l, std::size_t, double u) {
+            char cell[16];
+            std::snprintf(cell, sizeof cell, " %.2f", u);
+            rows[l] += cell;
+        });
+        char line[200];
+        std::snprintf(line, sizeof line,
+                      "max %.2f, min %.2f of uniform (tokens summed over %lld steps); single steps: max %.2f, min %.2f",
+                      hi, lo, usage_steps_, step_usage_hi_, step_usage_lo_);
+        report_.add_summary("expert usage", line);
+        for (std::size_t l = 0; l < rows.size(); ++l)
+            report_.add_summary("expert usage, layer " + std::to_string(l), rows[l]);
+    }
+
     // Drops log lines after `step` and feeds the kept losses back into the report.
     void replay(const fs::path& path) {
         std::ifstream in(path);
@@ -87,6 +157,9 @@ private:
             if (j.contains("loss") && j["loss"].is_number()) report_.add_train_loss(s, j["loss"].get<double>());
             if (j.contains("val_loss") && j["val_loss"].is_number())
                 report_.add_val_loss(s, j["val_loss"].get<double>());
+            if (j.contains("expert_counts") && j["expert_counts"].is_array())
+                add_usage(j["expert_counts"].get<std::vector<std::vector<std::int64_t>>>(), j.value("min_usage", 0.0),
+                          j.value("max_usage", 0.0));
         }
     }
     // On resume: keeps the lines up to `step` (report_ is constructed before log_, so it can be fed here).
@@ -106,6 +179,9 @@ private:
 
     fs::path out_dir_;
     run_report report_;
+    std::vector<std::vector<std::int64_t>> usage_total_; // experts: tokens per layer and expert over the run
+    double step_usage_lo_ = 0, step_usage_hi_ = 0;
+    long long usage_steps_ = 0;
     long long first_step_;
     jsonl_log log_;
     tensorboard_writer board_;

@@ -1,0 +1,168 @@
+// The tiled attention kernels (ops/attention.hpp) against the straightforward reference kernels on random
+// inputs: sequence lengths that are not a multiple of the tile, MHA, GQA and MQA, windows smaller and larger
+// than a tile, packed documents, and the KV-cache forms (one decoded query, a prefill chunk at q_start > 0).
+#include "../support/random.hpp"
+
+#include <tinylm/ops/attention.hpp>
+
+#include <boost/mpl/list.hpp>
+#include <boost/test/unit_test.hpp>
+
+#include <string>
+#include <vector>
+
+using namespace tl;
+using namespace tl::test;
+
+namespace {
+using real_types = boost::mpl::list<float, double>;
+
+template <class T>
+double tolerance() {
+    return std::is_same_v<T, float> ? 2e-5 : 1e-12;
+}
+
+struct attention_case {
+    std::string name;
+    index_t batch, time, q_heads, kv_heads, head_dim, window;
+    std::vector<index_t> doc_lengths; // empty: one document per row; else lengths repeated to fill each row
+};
+
+// doc_start (B, T) from document lengths, shifted by the row so that rows differ.
+owned<index_t> document_starts(index_t batch, index_t time, const std::vector<index_t>& lengths) {
+    owned<index_t> starts({batch, time});
+    for (index_t b = 0; b < batch; ++b) {
+        index_t start = 0, next = 0;
+        std::size_t which = std::size_t(b);
+        for (index_t t = 0; t < time; ++t) {
+            if (t == next) {
+                start = t;
+                next = t + lengths[which++ % lengths.size()];
+            }
+            starts.data[std::size_t(b * time + t)] = start;
+        }
+    }
+    return starts;
+}
+
+template <class T>
+void compare_training(const attention_case& c, std::uint64_t seed) {
+    const shape qs{c.batch, c.time, c.q_heads, c.head_dim}, ks{c.batch, c.time, c.kv_heads, c.head_dim};
+    auto q = random_tensor<T>(qs, seed), k = random_tensor<T>(ks, seed + 1), v = random_tensor<T>(ks, seed + 2);
+    auto dout = random_tensor<T>(qs, seed + 3);
+    owned<index_t> docs =
+        c.doc_lengths.empty() ? owned<index_t>({0, 0}) : document_starts(c.batch, c.time, c.doc_lengths);
+    const cview<index_t> doc_view = c.doc_lengths.empty() ? cview<index_t>{} : docs.cv();
+    owned<T> out(qs), lse({c.batch, c.q_heads, c.time}), dq(qs), dk(ks), dv(ks);
+    owned<T> out_ref(qs), lse_ref({c.batch, c.q_heads, c.time}), dq_ref(qs), dk_ref(ks), dv_ref(ks);
+    // Outputs start as garbage: the kernels must assign every element.
+    for (auto* t : {&out, &dq, &dk, &dv})
+        std::fill(t->data.begin(), t->data.end(), T(7));
+    attention_forward<T>(out, lse, q, k, v, c.window, 0, doc_view);
+    attention_forward_reference<T>(out_ref, lse_ref, q, k, v, c.window, 0, doc_view);
+    attention_backward<T>(dq, dk, dv, dout, q, k, v, out, lse, c.window, doc_view);
+    attention_backward_reference<T>(dq_ref, dk_ref, dv_ref, dout, q, k, v, out_ref, lse_ref, c.window, doc_view);
+    BOOST_TEST(rel_error(out.data, out_ref.data) < tolerance<T>(),
+               c.name << " out " << rel_error(out.data, out_ref.data));
+    BOOST_TEST(rel_error(lse.data, lse_ref.data) < tolerance<T>(), c.name << " lse");
+    BOOST_TEST(rel_error(dq.data, dq_ref.data) < tolerance<T>(), c.name << " dq " << rel_error(dq.data, dq_ref.data));
+    BOOST_TEST(rel_error(dk.data, dk_ref.data) < tolerance<T>(), c.name << " dk " << rel_error(dk.data, dk_ref.data));
+    BOOST_TEST(rel_error(dv.data, dv_ref.data) < tolerance<T>(), c.name << " dv " << rel_error(dv.data, dv_ref.data));
+}
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(attention_tiles)
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(training_kernels_match_reference, T, real_types) {
+    const std::vector<attention_case> cases = {
+        {"one tile, MHA", 2, 37, 2, 2, 16, 0, {}},
+        {"T not a multiple of the tile, GQA", 2, 150, 4, 2, 16, 0, {}},
+        {"MQA, odd head width", 1, 129, 3, 1, 13, 0, {}},
+        {"window smaller than a tile", 2, 140, 4, 2, 8, 5, {}},
+        {"window larger than a tile", 1, 200, 2, 1, 8, 70, {}},
+        {"window = 1 (each query sees itself)", 1, 90, 2, 2, 8, 1, {}},
+        {"documents", 2, 170, 4, 2, 8, 0, {3, 40, 1, 70, 9, 100}},
+        {"documents and a window", 2, 170, 2, 1, 8, 20, {65, 2, 30}},
+        {"head width 64 (config B)", 1, 130, 2, 1, 64, 0, {}},
+    };
+    // Both builds of the tiles: the AVX2 clones (where the CPU has them) and the baseline x86-64 code.
+    for (const bool clones : {true, false}) {
+        detail::attention_allow_avx2_clones = clones;
+        std::uint64_t seed = 100;
+        for (const auto& c : cases)
+            compare_training<T>(c, seed += 10);
+    }
+    detail::attention_allow_avx2_clones = true;
+}
+
+// KV cache: k and v are the cache (capacity > the positions written), queries start at q_start.
+BOOST_AUTO_TEST_CASE_TEMPLATE(cache_forward_matches_reference, T, real_types) {
+    const index_t B = 2, Hq = 4, Hkv = 2, D = 16, capacity = 260;
+    const shape ks{B, capacity, Hkv, D};
+    auto k = random_tensor<T>(ks, 200), v = random_tensor<T>(ks, 201);
+    struct step {
+        const char* name;
+        index_t q_start, time, window;
+        bool with_lse, with_docs;
+    };
+    for (const bool clones : {true, false}) { // the AVX2 clones and the baseline code
+        detail::attention_allow_avx2_clones = clones;
+        for (const step st :
+             {step{"decode one query", 199, 1, 0, false, false}, step{"decode with a window", 199, 1, 40, false, false},
+              step{"prefill chunk", 70, 100, 0, true, false},
+              step{"prefill chunk with a window", 70, 100, 30, false, false},
+              step{"prefill chunk with documents", 10, 90, 0, true, true}}) {
+            const shape qs{B, st.time, Hq, D};
+            auto q = random_tensor<T>(qs, 202 + std::uint64_t(st.time));
+            owned<T> out(qs, T(7)), out_ref(qs), lse({B, Hq, st.time}), lse_ref({B, Hq, st.time});
+            owned<index_t> docs({B, st.time});
+            for (index_t b = 0; b < B; ++b) // the chunk's first tokens continue a document started at key 3
+                for (index_t i = 0; i < st.time; ++i)
+                    docs.data[std::size_t(b * st.time + i)] = i < 25 + b ? 3 : st.q_start + 25 + b;
+            const cview<index_t> doc_view = st.with_docs ? docs.cv() : cview<index_t>{};
+            const tensor_view<T> lse_view = st.with_lse ? lse.view() : tensor_view<T>{};
+            attention_forward<T>(out, lse_view, q, k, v, st.window, st.q_start, doc_view);
+            attention_forward_reference<T>(out_ref, st.with_lse ? lse_ref.view() : tensor_view<T>{}, q, k, v, st.window,
+                                           st.q_start, doc_view);
+            BOOST_TEST(rel_error(out.data, out_ref.data) < tolerance<T>(), st.name);
+            if (st.with_lse) BOOST_TEST(rel_error(lse.data, lse_ref.data) < tolerance<T>(), st.name);
+        }
+    }
+    detail::attention_allow_avx2_clones = true;
+}
+
+// Scores far apart (large activations): the online maximum must rescale without overflow or underflow.
+BOOST_AUTO_TEST_CASE(large_scores_stay_finite) {
+    const index_t B = 1, T = 150, H = 2, D = 8;
+    auto q = random_tensor<float>({B, T, H, D}, 300, 12.0), k = random_tensor<float>({B, T, H, D}, 301, 12.0);
+    auto v = random_tensor<float>({B, T, H, D}, 302), dout = random_tensor<float>({B, T, H, D}, 303);
+    owned<float> out(q.shape), lse({B, H, T}), dq(q.shape), dk(k.shape), dv(v.shape);
+    owned<float> out_ref(q.shape), lse_ref({B, H, T}), dq_ref(q.shape), dk_ref(k.shape), dv_ref(v.shape);
+    attention_forward<float>(out, lse, q, k, v);
+    attention_forward_reference<float>(out_ref, lse_ref, q, k, v);
+    attention_backward<float>(dq, dk, dv, dout, q, k, v, out, lse);
+    attention_backward_reference<float>(dq_ref, dk_ref, dv_ref, dout, q, k, v, out_ref, lse_ref);
+    BOOST_TEST(rel_error(out.data, out_ref.data) < 1e-5);
+    BOOST_TEST(rel_error(lse.data, lse_ref.data) < 1e-5);
+    BOOST_TEST(rel_error(dq.data, dq_ref.data) < 1e-4);
+    BOOST_TEST(rel_error(dk.data, dk_ref.data) < 1e-4);
+    BOOST_TEST(rel_error(dv.data, dv_ref.data) < 1e-4);
+}
+
+// The vectorised exp of the float tiles against std::exp over the range the kernels use.
+BOOST_AUTO_TEST_CASE(tile_exp_is_accurate) {
+    double worst = 0;
+    for (int i = 0; i <= 200000; ++i) {
+        const float x = -90.0f + 90.5f * float(i) / 200000.0f;
+        const double expected = std::exp(double(x)), got = double(detail::exp_tile(x));
+        if (x > -87.0f)
+            worst = std::max(worst, std::abs(got - expected) / expected);
+        else
+            BOOST_TEST(got >= 0.0);
+    }
+    BOOST_TEST(worst < 4e-7, "worst relative error " << worst);
+    BOOST_TEST(detail::exp_tile(0.0f) == 1.0f);
+    BOOST_TEST(detail::exp_tile(-1000.0f) == 0.0f);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
