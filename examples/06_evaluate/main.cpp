@@ -30,7 +30,8 @@ namespace te = tl::eval;
 namespace {
 
 // The configurations this program can load (the first one config.json matches is used).
-using known_configs = std::tuple<tl::presets::tiny, tl::presets::russian_novels_cpu>;
+using known_configs = std::tuple<tl::presets::tiny, tl::presets::russian_novels_cpu, tl::presets::tatar_dense,
+                                 tl::presets::tatar_moe, tl::presets::tatar_sliding>;
 
 struct settings {
     std::string command;

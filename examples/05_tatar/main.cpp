@@ -1,0 +1,747 @@
+// 05_tatar: a small Tatar language model from scratch, and three ways of spending the same compute on it.
+//
+// Task:     a decoder-only model (RoPE, GQA, SwiGLU, RMSNorm) trained from scratch on Tatar, a language
+//           outside the world's top 50, in three variants at equal compute: dense, mixture of experts
+//           (4 experts, top-2, load-balancing loss) and sliding window (every other layer windowed).
+// Stages:   1. clean the Tatar running text of the data directory (Tatar alphabet, sentences with other
+//              letters dropped, an n-gram language filter that drops Russian, exact and near duplicates),
+//              plus any Leipzig Wortschatz files given with --leipzig; statistics in OUT/data/corpus/report.md;
+//           2. train a byte-level BPE tokenizer (--vocab, default 4000: the tokenizer lab's choice, docs/tatar.md);
+//           3. cut documents into --context-token chunks and write train.bin / val.bin (split by document);
+//           4. train each variant on the same batches for the same steps, validating and continuing eight
+//              Tatar prompts every --eval-every steps (TensorBoard, JSONL, report per variant; the MoE run
+//              logs every expert's share of the tokens);
+//           5. compare the variants (OUT/report.md) and keep the best one by validation loss as OUT/model
+//              (Hugging Face layout with tokenizer.json);
+//           6. score every variant on the paraphrase-consistency QA benchmark (benchmarks/tatar_qa, --qa-set)
+//              against two floors: the same model untrained and a unigram model of the training tokens.
+//           Stages 1-3 are cached in OUT/data_*; a variant resumes from its checkpoint; run again to continue.
+// Data:     ../shared/data/tatar (TINYLM_DATA_DIR or --data-dir; sources in ../shared/data/DATA.md and
+//           docs/tatar.md). More text: --leipzig FILE (the *-sentences.txt file of a Leipzig Wortschatz
+//           Tatar collection, lines "id<TAB>sentence"), repeatable.
+// Command:  scripts/run-tatar.sh [flags], or build/examples/05_tatar/05_tatar [--out runs/tatar] [--steps N]
+//           [--variants dense,moe,sliding] [--smoke]
+// Output:   OUT/report.md (corpus, tokenizer, context in tokens and characters, the variants' validation
+//           losses, expert usage, samples), OUT/<variant>/{report.md,tensorboard,log.jsonl,checkpoint},
+//           OUT/model (the chosen checkpoint).
+#include <tinylm/core/data_dir.hpp>
+#include <tinylm/data/corpus.hpp>
+#include <tinylm/eval/generate.hpp>
+#include <tinylm/eval/paraphrase_qa.hpp>
+#include <tinylm/tinylm.hpp>
+#include <tinylm/tokenizer/bpe_trainer.hpp>
+#include <tinylm/tokenizer/hf_json.hpp>
+#include <tinylm/train/run_logger.hpp>
+
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <tuple>
+
+namespace fs = std::filesystem;
+namespace td = tl::data;
+namespace te = tl::eval;
+
+namespace {
+
+// ---- the three variants ---------------------------------------------------------------------------------
+// Same width, depth, heads and vocabulary. The MoE variant splits the dense MLP's width over its experts
+// (4 experts of d_ff / 2, top-2), so a token passes through the same MLP width (plus the router's 4 x d
+// product); the sliding variant has the dense model's weights and windows layers 0 and 2 at 32 tokens, so it
+// spends fewer FLOPs on attention (stated in the report from tl::flops_per_token).
+constexpr int model_vocab = tl::presets::tatar_dense::value.vocab_size,
+              model_context = tl::presets::tatar_dense::value.max_seq_len;
+using tl::presets::tatar_dense, tl::presets::tatar_moe, tl::presets::tatar_sliding;
+
+// Parameters a token passes through (the experts it is not routed to excluded).
+constexpr std::int64_t active_parameters(const tl::model_config& c) {
+    const std::int64_t idle = c.moe.n_experts > 0 ? std::int64_t(c.n_layers) * (c.moe.n_experts - c.moe.top_k) * 3 *
+                                                        std::int64_t(c.d_model) * c.d_ff
+                                                  : 0;
+    return tl::parameter_count(c) - idle;
+}
+
+// Prompts for samples during and after training: a place, a poet, a song, a tale, everyday speech.
+const std::vector<std::string> tatar_prompts = {"Татарстан Республикасының башкаласы",
+                                                "Габдулла Тукай",
+                                                "Туган тел",
+                                                "Бервакыт бер авылда",
+                                                "Әнием, сиңа",
+                                                "Һәр кешенең",
+                                                "Казан шәһәре",
+                                                "Яз килде,"};
+
+// Files of ../shared/data/tatar that are Tatar running text (DATA.md). Left out: the .rus/.eng translations,
+// the word-frequency list and the 1931 word-pair dictionary (word lists, half Russian).
+const std::vector<std::string> tatar_text_files = {"song_lyrics.txt",
+                                                   "explanatory_dictionary.txt",
+                                                   "bible_nt.txt",
+                                                   "ntrex128.tat.txt",
+                                                   "udhr.txt",
+                                                   "wikipedia_lines.txt",
+                                                   "ud_nmctt_sentences.txt",
+                                                   "apertium_story.txt",
+                                                   "apertium_tat_rus.tat.txt",
+                                                   "apertium_commonvoice_lines.txt"};
+const std::vector<std::string> smoke_files = {"udhr.txt", "wikipedia_lines.txt", "ud_nmctt_sentences.txt",
+                                              "apertium_story.txt", "apertium_commonvoice_lines.txt"};
+
+double seconds_since(std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+std::uint64_t file_hash(const fs::path& p) { // FNV-1a over the bytes: identifies the tokenizer in shard headers
+    std::ifstream in(p, std::ios::binary);
+    std::uint64_t h = 0xcbf29ce484222325ull;
+    for (char c; in.get(c);)
+        h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
+    return h;
+}
+
+// ---- readers --------------------------------------------------------------------------------------------
+
+// A Leipzig Wortschatz sentences file: "id<TAB>sentence" per line (the corpora are shuffled sentences, so
+// every line is its own paragraph). Lines without a tab are counted as problems and skipped.
+class leipzig_reader : public td::reader {
+public:
+    explicit leipzig_reader(fs::path path) : path_(std::move(path)), lines_(path_) { files_ = 1; }
+    bool next(td::record& r) override {
+        std::string line;
+        while (lines_.next(line)) {
+            ++line_no_;
+            const auto tab = line.find('\t');
+            if (tab == std::string::npos) {
+                problems_.add(path_.string() + ":" + std::to_string(line_no_) + ": no id<TAB>sentence");
+                continue;
+            }
+            r.text = line.substr(tab + 1);
+            r.source = path_.string() + ":" + std::to_string(line_no_);
+            r.doc = 0; // one document: document_chunker cuts it into pieces
+            return true;
+        }
+        repairs_ = lines_.repairs();
+        return false;
+    }
+
+private:
+    fs::path path_;
+    td::line_stream lines_;
+    std::uint64_t line_no_ = 0;
+};
+
+// Several readers in a row, with documents of at most `paragraphs_per_doc` paragraphs: a file is one document
+// to text_reader, and the validation split is by document, so a handful of big files would split coarsely.
+class document_chunker : public td::reader {
+public:
+    document_chunker(std::vector<std::unique_ptr<td::reader>> inputs, std::uint64_t paragraphs_per_doc)
+        : inputs_(std::move(inputs)), per_doc_(paragraphs_per_doc) {}
+    bool next(td::record& r) override {
+        while (at_ < inputs_.size()) {
+            if (inputs_[at_]->next(r)) {
+                if (first_ || r.doc != inner_doc_ || in_doc_ == per_doc_) ++doc_, in_doc_ = 0;
+                first_ = false;
+                inner_doc_ = r.doc;
+                ++in_doc_;
+                r.doc = doc_;
+                return true;
+            }
+            const td::reader& done = *inputs_[at_++];
+            repairs_ += done.repairs();
+            files_ += done.files();
+            problems_.count += done.problems().count;
+            for (const auto& e : done.problems().examples)
+                if (problems_.examples.size() < 5) problems_.examples.push_back(e);
+            first_ = true; // the next input starts a document
+        }
+        return false;
+    }
+
+private:
+    std::vector<std::unique_ptr<td::reader>> inputs_;
+    std::uint64_t per_doc_;
+    std::size_t at_ = 0;
+    bool first_ = true;
+    std::uint64_t doc_ = 0, inner_doc_ = 0, in_doc_ = 0;
+};
+
+// ---- stages 1-3 -----------------------------------------------------------------------------------------
+
+struct prepared_data {
+    tl::tokenizer tok;
+    td::tokenizer_info info;
+    fs::path dir, train_bin, val_bin;
+    nlohmann::json corpus; // the statistics the report quotes
+};
+
+std::vector<std::string> read_lines(const fs::path& p) {
+    td::text_reader r({p}, {.mode = td::paragraph_mode::line});
+    std::vector<std::string> lines;
+    td::record rec;
+    while (r.next(rec))
+        lines.push_back(rec.text);
+    return lines;
+}
+
+prepared_data prepare(const fs::path& tatar_dir, const std::vector<std::string>& files,
+                      const std::vector<fs::path>& leipzig, const fs::path& dir, std::size_t vocab, std::size_t context,
+                      double val_fraction, int threads) {
+    prepared_data d;
+    d.dir = dir;
+    d.train_bin = dir / "train.bin";
+    d.val_bin = dir / "val.bin";
+    const fs::path tok_path = dir / "tokenizer.json", clean_path = dir / "corpus" / "clean.jsonl",
+                   summary_path = dir / "corpus" / "summary.json";
+    const auto load_info = [&] {
+        d.info = {file_hash(tok_path), std::uint32_t(d.tok.token_to_id("<bos>")),
+                  std::uint32_t(d.tok.token_to_id("<eos>")), std::uint32_t(d.tok.vocab_size())};
+    };
+    if (fs::exists(d.val_bin) && fs::exists(tok_path) && fs::exists(summary_path)) {
+        d.tok = tl::load_tokenizer_json(tok_path.string());
+        load_info();
+        d.corpus = nlohmann::json::parse(std::ifstream(summary_path));
+        std::printf("data: reusing %s\n", dir.c_str());
+        return d;
+    }
+    fs::create_directories(dir / "corpus");
+
+    // 1. Clean. The language identifier learns Tatar and Russian from line-aligned translations.
+    auto t0 = std::chrono::steady_clock::now();
+    td::ngram_langid langid;
+    for (const auto& [lang, file] : {std::pair{"tt", "ntrex128.tat.txt"}, std::pair{"tt", "apertium_tat_rus.tat.txt"},
+                                     std::pair{"ru", "ntrex128.rus.txt"}, std::pair{"ru", "apertium_tat_rus.rus.txt"}})
+        for (const auto& line : read_lines(tatar_dir / file))
+            langid.train(lang, line);
+    td::clean_options opt;
+    opt.allowed = td::alphabet::preset("tatar");
+    opt.langid = &langid;
+    opt.keep_languages = {"tt"};
+    opt.langid_min_letters = 10; // shorter lines (interjections, names) are kept undecided: docs/corpus.md
+    opt.threads = threads;
+    std::vector<std::unique_ptr<td::reader>> inputs;
+    std::vector<fs::path> paths;
+    for (const auto& f : files)
+        paths.push_back(tatar_dir / f);
+    inputs.push_back(std::make_unique<td::text_reader>(paths));
+    for (const auto& p : leipzig)
+        inputs.push_back(std::make_unique<leipzig_reader>(p));
+    document_chunker reader(std::move(inputs), 64);
+    td::cleaner cleaner(opt);
+    td::corpus_stats stats;
+    std::string all_text; // tokenizer training text
+    {
+        std::ofstream out(clean_path, std::ios::binary);
+        cleaner.run(reader, [&](const td::clean_paragraph& p) {
+            stats.add(p);
+            out << nlohmann::json{{"doc", p.doc}, {"source", p.source}, {"text", p.text}}.dump() << '\n';
+            all_text += p.text;
+            all_text += '\n';
+        });
+    }
+    std::ofstream(dir / "corpus" / "clean.txt", std::ios::binary) << all_text; // plain text for the tokenizer lab
+    td::write_report(dir / "corpus", cleaner.report(), stats, "Tatar corpus");
+    const auto& rep = cleaner.report();
+    const auto* lang_stage = rep.stage("language");
+    d.corpus = {{"files", rep.files},
+                {"mb_in", double(rep.bytes_in) / 1e6},
+                {"mb_out", double(rep.bytes_out) / 1e6},
+                {"paragraphs", rep.paragraphs_out},
+                {"sentences_in", rep.sentences_in},
+                {"sentences", rep.sentences_out},
+                {"words", stats.words},
+                {"word_types", stats.word_counts.size()},
+                {"removed_as_russian", lang_stage ? lang_stage->removed : 0}};
+    std::printf("data: cleaned %llu files, %.1f MB -> %.1f MB, %llu paragraphs, %llu of %llu sentences kept, "
+                "%llu dropped as Russian (%.1f s)\n",
+                (unsigned long long)rep.files, double(rep.bytes_in) / 1e6, double(rep.bytes_out) / 1e6,
+                (unsigned long long)rep.paragraphs_out, (unsigned long long)rep.sentences_out,
+                (unsigned long long)rep.sentences_in, (unsigned long long)(lang_stage ? lang_stage->removed : 0),
+                seconds_since(t0));
+
+    // 2. Tokenizer.
+    t0 = std::chrono::steady_clock::now();
+    tl::bpe_trainer_options topt;
+    topt.vocab_size = vocab;
+    topt.special_tokens = {"<bos>", "<eos>", "<pad>"};
+    topt.n_threads = threads;
+    tl::bpe_trainer trainer(topt);
+    trainer.feed(all_text);
+    d.tok = trainer.train();
+    tl::save_tokenizer_json(d.tok, tok_path.string());
+    std::printf("data: trained a %zu-token byte-level BPE tokenizer (%.1f s)\n", d.tok.vocab_size(), seconds_since(t0));
+    all_text.clear();
+    all_text.shrink_to_fit();
+
+    // 3. Shards.
+    t0 = std::chrono::steady_clock::now();
+    load_info();
+    td::jsonl_reader cleaned({clean_path}, "text", true, "doc");
+    td::document_reader docs(cleaned);
+    const auto encode = [&](std::string_view s) {
+        thread_local tl::encode_cache cache;
+        std::vector<tl::token_id> ids;
+        d.tok.encode_into(s, ids, &cache);
+        return std::vector<std::uint32_t>(ids.begin(), ids.end());
+    };
+    const auto sum = td::write_shards(
+        [&](td::document& doc) {
+            if (!docs.next(doc)) return false;
+            doc.id = "tatar" + doc.id.substr(doc.id.rfind('#')); // the split must not depend on --out
+            return true;
+        },
+        encode, d.info, d.train_bin, d.val_bin,
+        {.chunk = {.context = context}, .val_fraction = val_fraction, .threads = threads});
+    d.corpus["train_tokens"] = sum.train_tokens;
+    d.corpus["val_tokens"] = sum.val_tokens;
+    d.corpus["train_docs"] = sum.train_docs;
+    d.corpus["val_docs"] = sum.val_docs;
+    std::ofstream(summary_path) << d.corpus.dump(2) << '\n'; // written last: its presence marks the cache complete
+    std::printf("data: shards: train %llu tokens (%llu documents), validation %llu tokens (%llu documents) (%.1f s)\n",
+                (unsigned long long)sum.train_tokens, (unsigned long long)sum.train_docs,
+                (unsigned long long)sum.val_tokens, (unsigned long long)sum.val_docs, seconds_since(t0));
+    return d;
+}
+
+// Characters and bytes per token of the validation split (its text decoded back, <bos>/<eos> left out).
+struct compression {
+    double chars_per_token = 0, bytes_per_token = 0;
+};
+compression measure_compression(const prepared_data& d) {
+    const td::token_shard val(d.val_bin, d.info.hash);
+    std::vector<tl::token_t> all(val.size());
+    val.copy<tl::token_t>(0, all);
+    std::vector<tl::token_id> ids;
+    for (const tl::token_t t : all)
+        if (std::uint32_t(t) != d.info.bos && std::uint32_t(t) != d.info.eos) ids.push_back(tl::token_id(t));
+    const std::string text = d.tok.decode(ids);
+    std::size_t chars = 0;
+    for (const char c : text)
+        chars += (static_cast<unsigned char>(c) & 0xC0) != 0x80; // UTF-8 lead bytes
+    if (ids.empty()) return {};
+    return {double(chars) / double(ids.size()), double(text.size()) / double(ids.size())};
+}
+
+// ---- stage 4: one variant -------------------------------------------------------------------------------
+
+// The trainer's view of a token shard: (B, T) inputs and targets from (B, T + 1) windows.
+class shard_batches {
+public:
+    shard_batches(const td::token_shard& shard, tl::index_t B, tl::index_t T, std::uint64_t seed)
+        : loader_(shard, std::size_t(B), std::size_t(T), seed), window_(std::size_t(B * (T + 1))) {}
+    void next(tl::tensor_view<tl::token_t> ids, tl::tensor_view<tl::token_t> targets) {
+        loader_.next(std::span<std::int32_t>(window_));
+        const tl::index_t B = ids.dim(0), T = ids.dim(1);
+        for (tl::index_t b = 0; b < B; ++b) {
+            std::copy_n(window_.begin() + b * (T + 1), T, ids.row(b));
+            std::copy_n(window_.begin() + b * (T + 1) + 1, T, targets.row(b));
+        }
+    }
+    std::uint64_t position() const { return loader_.position(); }
+    void seek(std::uint64_t p) { loader_.seek(p); }
+
+private:
+    td::batch_loader loader_;
+    std::vector<std::int32_t> window_;
+};
+
+template <class Model>
+std::vector<std::pair<std::string, std::string>> continue_prompts(const Model& model, const tl::tokenizer& tok,
+                                                                  int new_tokens, std::uint64_t seed) {
+    std::vector<std::pair<std::string, std::string>> out;
+    const tl::token_t bos = tok.token_to_id("<bos>"), eos = tok.token_to_id("<eos>");
+    for (std::size_t i = 0; i < tatar_prompts.size(); ++i) {
+        std::vector<tl::token_t> ids{bos};
+        for (tl::token_id id : tok.encode(tatar_prompts[i]))
+            ids.push_back(id);
+        const tl::generation_options g{
+            .max_new_tokens = new_tokens,
+            .stop_tokens = {eos},
+            .sampling = {.temperature = 0.8, .top_k = 50, .top_p = 0.95, .repetition_penalty = 1.1, .seed = seed + i}};
+        const auto gen = tl::generate(model, ids, g);
+        out.emplace_back(tatar_prompts[i], tok.decode(std::vector<tl::token_id>(gen.begin(), gen.end()), true));
+    }
+    return out;
+}
+
+struct variant_result {
+    std::string name{}, what{};
+    std::int64_t parameters = 0, active = 0;
+    double flops_per_token = 0, val_loss = NAN, seconds = 0, tokens_per_s = 0;
+    double usage_max = NAN, usage_min = NAN, step_usage_max = NAN, step_usage_min = NAN; // experts only
+    fs::path dir{};
+    std::vector<std::pair<std::string, std::string>> samples{};
+    std::optional<te::qa_report> qa{}, qa_untrained{}; // the QA benchmark, trained and untrained
+    bool interrupted = false;
+};
+
+// The QA benchmark and what scoring it needs; the unigram floor does not depend on the variant.
+struct qa_setup {
+    te::qa_set set{};
+    te::qa_options options{};
+    std::optional<te::qa_report> unigram{};
+};
+
+// Expert usage relative to uniform (1 = a fair share) of counts[l][e]; the extremes over all layers.
+std::pair<double, double> usage_range(const std::vector<std::vector<std::int64_t>>& counts) {
+    double lo = INFINITY, hi = 0;
+    for (const auto& layer : counts) {
+        std::int64_t total = 0;
+        for (const auto c : layer)
+            total += c;
+        for (const auto c : layer) {
+            const double u = total > 0 ? double(c) * double(layer.size()) / double(total) : 0;
+            lo = std::min(lo, u), hi = std::max(hi, u);
+        }
+    }
+    return {lo, hi};
+}
+
+template <class Config>
+variant_result train_variant(const std::string& name, const std::string& what, const prepared_data& data,
+                             tl::trainer_options options, std::uint64_t seed, int sample_tokens, const qa_setup* qa) {
+    using model_t = tl::decoder<Config>;
+    constexpr tl::model_config c = Config::value;
+    tl::check(data.tok.vocab_size() <= std::size_t(model_t::vocab),
+              "05_tatar: the tokenizer is larger than the model's vocabulary (--vocab at most 4000)");
+    const td::token_shard train_shard(data.train_bin, data.info.hash), val_shard(data.val_bin, data.info.hash);
+    tl::check(val_shard.size() > std::size_t(options.seq_len) + 1, [&] {
+        return "05_tatar: the validation split has only " + std::to_string(val_shard.size()) + " tokens; delete " +
+               data.dir.string() + " and use a larger --val-fraction";
+    });
+    std::vector<tl::token_t> val_tokens(
+        std::min<std::size_t>(val_shard.size(), std::size_t(options.eval_windows * options.seq_len + 1)));
+    val_shard.copy<tl::token_t>(0, val_tokens);
+
+    variant_result res{.name = name,
+                       .what = what,
+                       .parameters = tl::parameter_count(c),
+                       .active = active_parameters(c),
+                       .flops_per_token = tl::flops_per_token(c, int(options.seq_len)),
+                       .dir = options.out_dir};
+    model_t model(seed); // the same seed for every variant: same batches, comparable initial draws
+    shard_batches batches(train_shard, options.batch_size, options.seq_len, seed);
+    options.special = {.bos = int(data.info.bos), .eos = int(data.info.eos), .pad = data.tok.token_to_id("<pad>")};
+    tl::trainer run(model, batches, val_tokens, options);
+    run.add_to_checkpoint = [&](const fs::path& dir) {
+        fs::copy_file(data.dir / "tokenizer.json", dir / "tokenizer.json");
+    };
+    tl::run_logger logger(options.out_dir, "tinylm: Tatar, " + name + " (" + what + ")", options.max_steps,
+                          run.restore());
+    const double tokens = double(options.max_steps) * double(options.batch_size * options.seq_len * options.grad_accum);
+    logger.summary("model", what + "; " + std::to_string(res.parameters) + " parameters (" +
+                                std::to_string(res.active) + " active per token), backend " +
+                                std::string(model_t::backend::name));
+    logger.summary("training FLOPs per token",
+                   std::to_string(res.flops_per_token / 1e6) + " M (context " + std::to_string(options.seq_len) + ")");
+    logger.summary("training tokens", std::to_string(static_cast<long long>(tokens)));
+    std::printf("\n== %s: %s; %lld parameters (%lld active), %.2f MFLOP/token, %lld steps of %lld tokens\n",
+                name.c_str(), what.c_str(), (long long)res.parameters, (long long)res.active, res.flops_per_token / 1e6,
+                options.max_steps, static_cast<long long>(options.batch_size * options.seq_len * options.grad_accum));
+
+    std::vector<std::vector<std::int64_t>> usage_total;
+    double tps_sum = 0;
+    long long tps_n = 0;
+    run.on_step = [&](const tl::step_report& r) {
+        logger.step(r);
+        tps_sum += r.tokens_per_second, ++tps_n;
+        if constexpr (model_t::is_moe) {
+            std::vector<std::vector<std::int64_t>> counts;
+            for (tl::index_t l = 0; l < c.n_layers; ++l) {
+                const auto layer = model.expert_counts(l);
+                counts.emplace_back(layer.begin(), layer.end());
+            }
+            logger.expert_usage(r.step, counts);
+            const auto [lo, hi] = usage_range(counts);
+            res.step_usage_min = std::isnan(res.step_usage_min) ? lo : std::min(res.step_usage_min, lo);
+            res.step_usage_max = std::isnan(res.step_usage_max) ? hi : std::max(res.step_usage_max, hi);
+            if (usage_total.empty())
+                usage_total = counts;
+            else
+                for (std::size_t l = 0; l < counts.size(); ++l)
+                    for (std::size_t e = 0; e < counts[l].size(); ++e)
+                        usage_total[l][e] += counts[l][e];
+        }
+    };
+    run.on_eval = [&](long long step, double loss) {
+        logger.eval(step, loss);
+        res.val_loss = loss;
+        if (step < options.max_steps) logger.samples(step, continue_prompts(model, data.tok, sample_tokens / 2, seed));
+    };
+    const auto t0 = std::chrono::steady_clock::now();
+    if (run.run() == tl::train_outcome::interrupted) {
+        logger.finish();
+        res.interrupted = true;
+        return res;
+    }
+    res.seconds = seconds_since(t0);
+    res.tokens_per_s = tps_n ? tps_sum / double(tps_n) : NAN;
+    if (std::isnan(res.val_loss)) res.val_loss = run.evaluate();
+    if (!usage_total.empty()) std::tie(res.usage_min, res.usage_max) = usage_range(usage_total);
+    res.samples = continue_prompts(model, data.tok, sample_tokens, seed);
+    logger.samples(-1, res.samples);
+    if (qa) {
+        res.qa = te::evaluate_qa(model, data.tok, qa->set, qa->options);
+        model_t untrained(seed); // the initial weights of this run
+        res.qa_untrained = te::evaluate_qa(untrained, data.tok, qa->set, qa->options);
+        logger.summary("QA benchmark", res.qa->summary());
+        logger.summary("QA benchmark, untrained", res.qa_untrained->summary());
+        std::printf("%s: QA %s\n%s: QA untrained %s\n", name.c_str(), res.qa->summary().c_str(), name.c_str(),
+                    res.qa_untrained->summary().c_str());
+    }
+    logger.summary("validation loss", std::to_string(res.val_loss) + " nats/token");
+    logger.finish();
+    std::printf("%s: validation loss %.4f nats/token after %.0f s (%.0f tokens/s)\n", name.c_str(), res.val_loss,
+                res.seconds, res.tokens_per_s);
+    return res;
+}
+
+// ---- stage 5: the comparison ----------------------------------------------------------------------------
+
+std::string fmt(const char* f, double v) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, f, v);
+    return buf;
+}
+
+void write_comparison(const fs::path& out, const prepared_data& data, const compression& comp,
+                      const tl::trainer_options& options, const std::vector<variant_result>& results,
+                      const variant_result* chosen, const qa_setup* qa, double total_seconds) {
+    const auto& cs = data.corpus;
+    std::string md = "# tinylm: Tatar pretraining, three variants at equal compute\n\n";
+    md += "## Corpus\n\n";
+    md += "Tatar running text of the data directory (and any --leipzig files), cleaned with the Tatar alphabet and "
+          "the language filter dropping Russian; full statistics in `" +
+          (data.dir / "corpus" / "report.md").string() + "`.\n\n";
+    md += "| | |\n| --- | --- |\n";
+    md += "| input | " + std::to_string(cs.value("files", 0LL)) + " files, " + fmt("%.1f", cs.value("mb_in", 0.0)) +
+          " MB |\n";
+    md += "| kept | " + fmt("%.1f", cs.value("mb_out", 0.0)) + " MB, " + std::to_string(cs.value("paragraphs", 0LL)) +
+          " paragraphs, " + std::to_string(cs.value("sentences", 0LL)) + " of " +
+          std::to_string(cs.value("sentences_in", 0LL)) + " sentences |\n";
+    md += "| dropped as Russian | " + std::to_string(cs.value("removed_as_russian", 0LL)) + " sentences |\n";
+    md += "| words | " + std::to_string(cs.value("words", 0LL)) + " (" + std::to_string(cs.value("word_types", 0LL)) +
+          " types) |\n";
+    md += "| tokens | train " + std::to_string(cs.value("train_tokens", 0LL)) + " (" +
+          std::to_string(cs.value("train_docs", 0LL)) + " documents), validation " +
+          std::to_string(cs.value("val_tokens", 0LL)) + " (" + std::to_string(cs.value("val_docs", 0LL)) +
+          " documents) |\n\n";
+    md += "## Tokenizer and context\n\n";
+    md += "Byte-level BPE, " + std::to_string(data.tok.vocab_size()) + " tokens; on the validation split " +
+          fmt("%.2f", comp.chars_per_token) + " characters (" + fmt("%.2f", comp.bytes_per_token) +
+          " bytes) per token. Context: " + std::to_string(options.seq_len) + " tokens, about " +
+          fmt("%.0f", comp.chars_per_token * double(options.seq_len)) + " characters.\n\n";
+    md += "## Variants\n\n";
+    const double tokens = double(options.max_steps) * double(options.batch_size * options.seq_len * options.grad_accum);
+    md += "Each variant: " + std::to_string(options.max_steps) + " steps of " +
+          std::to_string(options.batch_size * options.seq_len * options.grad_accum) + " tokens (" +
+          fmt("%.2f", tokens / 1e6) + " M tokens), the same batches, AdamW with warmup and cosine decay to " +
+          fmt("%g", options.min_lr) + " from " + fmt("%g", options.peak_lr) +
+          ". Validation loss in nats per token (the same tokenizer for all: comparable); bits per byte = loss / ln 2 "
+          "/ bytes per token.\n\n";
+    md +=
+        "| variant | parameters (active) | MFLOP/token | validation loss | bits/byte | tokens/s | time | expert usage "
+        "(max / min of uniform) |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n";
+    for (const auto& r : results) {
+        md += "| " + r.name + ": " + r.what + " | " + std::to_string(r.parameters) + " (" + std::to_string(r.active) +
+              ") | " + fmt("%.2f", r.flops_per_token / 1e6) + " | " + fmt("%.4f", r.val_loss) + " | " +
+              fmt("%.3f", r.val_loss / std::log(2.0) / comp.bytes_per_token) + " | " + fmt("%.0f", r.tokens_per_s) +
+              " | " + fmt("%.0f s", r.seconds) + " | " +
+              (std::isnan(r.usage_max)
+                   ? std::string("—")
+                   : fmt("%.2f", r.usage_max) + " / " + fmt("%.2f", r.usage_min) + " over the run; single steps " +
+                         fmt("%.2f", r.step_usage_max) + " / " + fmt("%.2f", r.step_usage_min)) +
+              " |\n";
+    }
+    md += "\nPer-variant reports, TensorBoard logs and samples during training: `<out>/<variant>/report.md`, "
+          "`<out>/<variant>/tensorboard`.\n\n";
+    if (chosen) {
+        md += "## Chosen model\n\n`" + chosen->name + "` (lowest validation loss, " + fmt("%.4f", chosen->val_loss) +
+              "), copied to `" + (out / "model").string() + "` (Hugging Face layout with tokenizer.json).\n\n";
+        md += "Samples after training (temperature 0.8, top-k 50, top-p 0.95, repetition penalty 1.1):\n\n";
+        for (auto [prompt, text] : chosen->samples) {
+            std::replace(text.begin(), text.end(), '\n', ' '); // one list item per sample
+            md += "- **" + prompt + "**" + text + "\n";
+        }
+        md += "\n";
+    }
+    if (qa) {
+        md += "## Paraphrase-consistency QA\n\n" + std::to_string(qa->set.facts.size()) +
+              " facts of the training "
+              "corpus, " +
+              std::to_string(qa->set.question_count()) +
+              " questions (each fact asked in several Tatar phrasings), the right answer against three distractors "
+              "by log-likelihood per character (`benchmarks/tatar_qa`, include/tinylm/eval/paraphrase_qa.hpp). "
+              "Consistency: the share of facts answered the same way in every phrasing; the figure that counts is "
+              "consistent and correct (a model that ignores the question is consistent by construction).\n\n";
+        md += "| model | accuracy | consistency | consistent and correct |\n| --- | ---: | ---: | ---: |\n";
+        const auto row = [&](const std::string& who, const te::qa_report& r) {
+            md += "| " + who + " | " + fmt("%.3f", r.accuracy()) + " | " + fmt("%.3f", r.consistency()) + " | " +
+                  fmt("%.3f", r.consistent_correct()) + " |\n";
+        };
+        for (const auto& r : results) {
+            if (r.qa) row(r.name + " (trained)", *r.qa);
+            if (r.qa_untrained) row(r.name + " (untrained)", *r.qa_untrained);
+        }
+        if (qa->unigram) row("unigram of the training tokens", *qa->unigram);
+        md += fmt("\nChance: %.3f.\n\n", results.empty() || !results.front().qa ? 0.25 : results.front().qa->chance);
+    }
+    md += fmt("Total time: %.1f minutes.\n", total_seconds / 60);
+    std::ofstream(out / "report.md") << md;
+}
+
+} // namespace
+
+int main(int argc, char** argv) try {
+    CLI::App app{"Pretrain a small Tatar model: dense, mixture-of-experts and sliding-window variants"};
+    std::string data_dir_flag, variants = "dense,moe,sliding";
+    std::vector<std::string> leipzig_flags;
+    tl::trainer_options options{.batch_size = 16,
+                                .seq_len = 128,
+                                .grad_accum = 1,
+                                .max_steps = 1000, // 2.05M tokens per variant: docs/tatar.md sizes it
+                                .peak_lr = 3e-3,
+                                .min_lr = 3e-4,
+                                .warmup_steps = 60,
+                                .adamw = {.weight_decay = 0.1},
+                                .eval_every = 125,
+                                .eval_windows = 64,
+                                .checkpoint_every = 125,
+                                .out_dir = "runs/tatar"};
+    std::uint64_t seed = 1;
+    std::size_t vocab = 4000;
+    double val_fraction = 0.03;
+    int threads = 2, sample_tokens = 48;
+    bool fresh = false, smoke = false, prepare_only = false;
+    std::string qa_set_path = TINYLM_SOURCE_DIR "/benchmarks/tatar_qa/facts.jsonl";
+    app.add_option("--data-dir", data_dir_flag, "tinylm data directory (default: $TINYLM_DATA_DIR or ../shared/data)");
+    app.add_option("--leipzig", leipzig_flags,
+                   "a Leipzig Wortschatz *-sentences.txt file (id<TAB>sentence), repeatable");
+    app.add_option("--out", options.out_dir, "run directory");
+    app.add_option("--vocab", vocab, "BPE vocabulary size (at most 4000, the models' embedding size)")
+        ->check(CLI::Range(300, model_vocab));
+    app.add_option("--context", options.seq_len, "context in tokens")->check(CLI::Range(16, model_context));
+    app.add_option("--steps", options.max_steps, "optimizer steps per variant")->check(CLI::PositiveNumber);
+    app.add_option("--batch", options.batch_size, "sequences per micro-batch")->check(CLI::PositiveNumber);
+    app.add_option("--lr", options.peak_lr, "peak learning rate");
+    app.add_option("--eval-every", options.eval_every, "steps between validation and prompt samples");
+    app.add_option("--variants", variants, "comma-separated subset of dense,moe,sliding");
+    app.add_option("--sample-tokens", sample_tokens, "new tokens per prompt continuation");
+    app.add_option("--seed", seed, "initialisation and batching seed");
+    app.add_option("--qa-set", qa_set_path, "paraphrase QA facts (JSONL); empty: skip the QA benchmark");
+    app.add_flag("--fresh", fresh, "discard the variants' checkpoints in --out (the prepared data is kept)");
+    app.add_flag("--prepare-only", prepare_only, "stop after cleaning, the tokenizer and the shards");
+    app.add_flag("--smoke", smoke, "a minute-long run on five small files (for CI)");
+    CLI11_PARSE(app, argc, argv);
+    if (smoke) {
+        vocab = 400;
+        val_fraction = 0.3;
+        options.max_steps = 6;
+        options.batch_size = 2;
+        options.seq_len = 64;
+        options.eval_every = 3;
+        options.eval_windows = 2;
+        options.warmup_steps = 2;
+        sample_tokens = 8;
+        options.out_dir = options.out_dir / "smoke";
+    }
+    options.min_lr = options.peak_lr / 10;
+    options.warmup_steps = std::min<long long>(options.warmup_steps, options.max_steps / 5);
+    const auto wanted = [&](const std::string& v) {
+        return ("," + variants + ",").find("," + v + ",") != std::string::npos;
+    };
+
+    const fs::path data_dir = tl::find_data_dir(data_dir_flag), tatar_dir = data_dir / "tatar";
+    const auto& files = smoke ? smoke_files : tatar_text_files;
+    for (const auto& f : files)
+        if (!fs::exists(tatar_dir / f)) {
+            std::cerr << "05_tatar: " << tatar_dir / f << " does not exist. Set --data-dir or TINYLM_DATA_DIR; "
+                      << "the sources are listed in docs/tatar.md.\n";
+            return 2;
+        }
+    std::vector<fs::path> leipzig;
+    for (const auto& l : leipzig_flags) {
+        tl::check(fs::exists(l), [&] { return "05_tatar: --leipzig " + l + " does not exist"; });
+        leipzig.emplace_back(l);
+    }
+    const auto start = std::chrono::steady_clock::now();
+    const fs::path data_cache =
+        options.out_dir / ("data_v" + std::to_string(vocab) + "_ctx" + std::to_string(options.seq_len) +
+                           (leipzig.empty() ? "" : "_leipzig"));
+    const prepared_data data =
+        prepare(tatar_dir, files, leipzig, data_cache, vocab, std::size_t(options.seq_len), val_fraction, threads);
+    const compression comp = measure_compression(data);
+    std::printf("data: ready after %.0f s; %.2f characters (%.2f bytes) per token on the validation split, so the "
+                "context of %lld tokens holds about %.0f characters\n",
+                seconds_since(start), comp.chars_per_token, comp.bytes_per_token, (long long)options.seq_len,
+                comp.chars_per_token * double(options.seq_len));
+    if (prepare_only) return 0;
+
+    std::optional<qa_setup> qa;
+    if (!qa_set_path.empty()) {
+        qa.emplace();
+        qa->set = te::load_qa(qa_set_path);
+        qa->options.loglikelihood.prefix_token = te::default_prefix_token(data.tok);
+        te::unigram_model unigram(data.tok.vocab_size());
+        const td::token_shard train_shard(data.train_bin, data.info.hash);
+        std::vector<tl::token_t> train_tokens(train_shard.size());
+        train_shard.copy<tl::token_t>(0, train_tokens);
+        unigram.add(train_tokens);
+        qa->unigram = te::evaluate_qa(unigram, data.tok, qa->set, qa->options);
+        std::printf("QA benchmark: %s, %zu facts, %zu questions; unigram floor: %s\n", qa_set_path.c_str(),
+                    qa->set.facts.size(), qa->set.question_count(), qa->unigram->summary().c_str());
+    }
+
+    std::vector<variant_result> results;
+    const auto run_one = [&](auto config_tag, const std::string& name, const std::string& what) {
+        using Config = decltype(config_tag);
+        tl::trainer_options o = options;
+        o.out_dir = options.out_dir / name;
+        if (fresh) fs::remove_all(o.out_dir / "checkpoint");
+        results.push_back(train_variant<Config>(name, what, data, o, seed, sample_tokens, qa ? &*qa : nullptr));
+        return !results.back().interrupted;
+    };
+    bool finished = true;
+    if (finished && wanted("dense")) finished = run_one(tatar_dense{}, "dense", "dense SwiGLU MLP, full attention");
+    if (finished && wanted("moe"))
+        finished = run_one(tatar_moe{}, "moe", "4 SwiGLU experts of half width, top-2, aux loss 0.01");
+    if (finished && wanted("sliding"))
+        finished = run_one(tatar_sliding{}, "sliding", "dense, layers 0 and 2 windowed at 32 tokens");
+    if (!finished) {
+        std::printf("interrupted; run the same command again to resume\n");
+        return 130;
+    }
+    tl::check(!results.empty(), "05_tatar: --variants names none of dense, moe, sliding");
+
+    // The chosen model: the lowest validation loss; its final checkpoint becomes OUT/model.
+    const variant_result* chosen = &results.front();
+    for (const auto& r : results)
+        if (r.val_loss < chosen->val_loss) chosen = &r;
+    const fs::path model_dir = options.out_dir / "model";
+    fs::remove_all(model_dir);
+    fs::create_directories(model_dir);
+    for (const char* f : {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json"})
+        fs::copy_file(chosen->dir / "checkpoint" / f, model_dir / f); // the model without the optimizer state
+    write_comparison(options.out_dir, data, comp, options, results, chosen, qa ? &*qa : nullptr, seconds_since(start));
+
+    std::printf("\n%-8s %12s %12s %10s %10s\n", "variant", "parameters", "MFLOP/token", "val loss", "bits/byte");
+    for (const auto& r : results)
+        std::printf("%-8s %12lld %12.2f %10.4f %10.3f\n", r.name.c_str(), (long long)r.parameters,
+                    r.flops_per_token / 1e6, r.val_loss, r.val_loss / std::log(2.0) / comp.bytes_per_token);
+    std::printf("\nchosen model: %s (validation loss %.4f) in %s\n\n", chosen->name.c_str(), chosen->val_loss,
+                model_dir.c_str());
+    for (const auto& [prompt, text] : chosen->samples)
+        std::printf("%s|%s\n\n", prompt.c_str(), text.c_str());
+    std::printf("report: %s\ntotal time %.1f minutes\n", (options.out_dir / "report.md").c_str(),
+                seconds_since(start) / 60);
+    return 0;
+} catch (const std::exception& e) {
+    std::cerr << "05_tatar: " << e.what() << "\n";
+    return 1;
+}
