@@ -1,0 +1,122 @@
+// 07_sft_instruct: supervised fine-tuning on Russian instructions (alpaca style), with LoRA or in full.
+//
+// Task:     instruction (+ input) -> output conversations in the model's chat format, loss on the assistant's
+//           tokens only, AdamW; validation loss on held-out instructions before and after; the adapter (PEFT
+//           format) or the whole model (Hugging Face format) saved, reloaded and checked against the trained
+//           logits; a before/after report for a prompt basket at three sampling settings.
+// Data:     ../shared/data/instruct/ru_alpaca_seed_tasks.jsonl (rulm seed tasks) and
+//           ru_instruct_gpt4_first100.jsonl (alpaca); more files with --data (alpaca JSON/JSONL, seed tasks, chat
+//           messages JSONL, prompt/completion JSONL, CSV: the format is detected, see docs/sft.md).
+// Base:     a Hugging Face folder (--base): our own pretrained Russian model (examples/04_russian_novels,
+//           --preset russian_novels_cpu, the offline demo, with a plain-text chat format) or Qwen2.5-0.5B(-Instruct)
+//           (--preset qwen2_5_0_5b: ChatML from its tokenizer_config.json; --qlora for a 4-bit NF4 base).
+// Command:  build/examples/07_sft_instruct/07_sft_instruct [--base runs/russian_novels/checkpoint] [--full]
+//           [--out runs/sft_instruct] [--steps N]
+// Output:   validation losses, OUT/before_after.md, OUT/adapter or OUT/model, OUT/training (log.jsonl,
+//           TensorBoard, loss curves).
+#include "sft_recipe.hpp"
+
+#include <tinylm/core/data_dir.hpp>
+
+#include <CLI/CLI.hpp>
+
+#include <iostream>
+
+namespace fs = std::filesystem;
+
+int main(int argc, char** argv) try {
+    CLI::App app{"Fine-tune a pretrained model on Russian instructions"};
+    fs::path base = "runs/russian_novels/checkpoint", out = "runs/sft_instruct";
+    std::string preset = "russian_novels_cpu", data_dir, system_prompt;
+    std::vector<fs::path> extra;
+    bool full = false, qlora = false, smoke = false, no_shared = false;
+    std::size_t limit = 0;
+    recipe::recipe_inputs in;
+    in.title = "tinylm: instruction fine-tuning";
+    in.train = {.steps = 200, .batch = 8, .time = 256, .lr = 2e-3, .warmup = 20, .eval_every = 50};
+    in.val_count = 24;
+    in.truncate = true; // long answers: their beginning still teaches the format
+    app.add_option("--base", base, "Hugging Face folder of the base model (with tokenizer.json)");
+    app.add_option("--preset", preset, "the base's configuration")
+        ->check(CLI::IsMember({"russian_novels_cpu", "qwen2_5_0_5b"}));
+    app.add_flag("--full", full, "full fine-tuning instead of LoRA");
+    app.add_flag("--qlora", qlora, "LoRA on a 4-bit NF4 base (qwen2_5_0_5b)");
+    app.add_option("--out", out, "run directory");
+    app.add_option("--data-dir", data_dir, "tinylm data directory (default: $TINYLM_DATA_DIR or ../shared/data)");
+    app.add_option("--data", extra, "more SFT files (alpaca, seed tasks, chat messages, prompt/completion, CSV)");
+    app.add_flag("--no-shared", no_shared, "train on the --data files only");
+    app.add_option("--system", system_prompt, "a system message for conversations without one and for the basket");
+    app.add_option("--val", in.val_count, "held-out conversations");
+    app.add_option("--chat-format", in.chat_format, "auto, folder, plain, chatml or zephyr");
+    app.add_option("--steps", in.train.steps, "optimizer steps")->check(CLI::PositiveNumber);
+    app.add_option("--batch", in.train.batch, "rows per step")->check(CLI::PositiveNumber);
+    app.add_option("--seq-len", in.train.time, "tokens per packed row")->check(CLI::PositiveNumber);
+    app.add_option("--lr", in.train.lr, "peak learning rate (default 2e-3 with LoRA, 3e-4 with --full)");
+    app.add_option("--weight-decay", in.train.weight_decay, "AdamW weight decay");
+    app.add_option("--eval-every", in.train.eval_every, "steps between validation losses")->check(CLI::PositiveNumber);
+    app.add_option("--new-tokens", in.new_tokens, "new tokens per sample");
+    app.add_option("--seed", in.train.seed, "split, batching, adapter and sampling seed");
+    app.add_flag("--smoke", smoke, "a seconds-long run on a few instructions (for CI)");
+    CLI11_PARSE(app, argc, argv);
+    tl::check(!(full && qlora), "07_sft_instruct: --full and --qlora exclude each other");
+    tl::check(!qlora || preset == "qwen2_5_0_5b", "07_sft_instruct: --qlora is meant for qwen2_5_0_5b");
+    in.prompts = {"Назови три столицы европейских государств.",  "Объясни, что такое фотосинтез.",
+                  "Придумай название для нового кафе.",          "Напиши короткое стихотворение о зиме.",
+                  "Дай три совета, как лучше запоминать слова.", "Сколько будет два плюс два?",
+                  "Опиши осенний лес в двух предложениях.",      "Почему небо голубое?"};
+    in.system_prompt = system_prompt;
+    if (smoke) {
+        in.train = {.steps = 4, .batch = 2, .time = 128, .lr = 2e-3, .warmup = 1, .eval_every = 2};
+        in.prompts.resize(2);
+        in.new_tokens = 8;
+        in.val_count = 6;
+        limit = 30;
+        out = out / "smoke";
+    }
+    if (full && app.count("--lr") == 0) in.train.lr = 3e-4; // every weight moves: a LoRA rate would wreck the base
+    in.base = base;
+    in.out = out;
+
+    const fs::path instruct = tl::find_data_dir(data_dir) / "instruct";
+    const fs::path seed_tasks = instruct / "ru_alpaca_seed_tasks.jsonl",
+                   gpt4 = instruct / "ru_instruct_gpt4_first100.jsonl";
+    if (!no_shared && (!fs::exists(seed_tasks) || !fs::exists(gpt4))) {
+        std::cerr << "07_sft_instruct: " << instruct << " lacks ru_alpaca_seed_tasks.jsonl or "
+                  << "ru_instruct_gpt4_first100.jsonl. Set --data-dir or TINYLM_DATA_DIR (sources in DATA.md), or "
+                  << "train on your own files with --data ... --no-shared.\n";
+        return 2;
+    }
+    if (!fs::exists(base / "config.json")) {
+        std::cerr << "07_sft_instruct: no base model in " << base << "; train one with scripts/run-main.sh "
+                  << "(examples/04_russian_novels) or point --base at a downloaded Qwen2.5-0.5B folder.\n";
+        return 2;
+    }
+
+    const tl::data::sft_read_options read{.system_prompt = system_prompt, .limit = limit};
+    std::vector<fs::path> files;
+    if (!no_shared) files = {seed_tasks, gpt4};
+    files.insert(files.end(), extra.begin(), extra.end());
+    tl::check(!files.empty(), "07_sft_instruct: no data (--no-shared without --data)");
+    for (const auto& f : files) {
+        auto convs = tl::data::read_sft(f, tl::data::sft_format::automatic, read);
+        in.data_summary += (in.data_summary.empty() ? "" : ", ") + std::to_string(convs.size()) +
+                           " conversations from " + f.filename().string();
+        in.convs.insert(in.convs.end(), convs.begin(), convs.end());
+    }
+    std::printf("data: %s\n", in.data_summary.c_str());
+
+    using tl::default_backend;
+    using namespace tl::presets;
+    if (preset == "qwen2_5_0_5b") {
+        in.title = "tinylm: instruction fine-tuning of Qwen2.5-0.5B";
+        if (full) return recipe::run<tl::decoder<qwen2_5_0_5b, default_backend>>(std::move(in));
+        if (qlora) return recipe::run<tl::decoder<qwen2_5_0_5b, default_backend, recipe::qlora8>>(std::move(in));
+        return recipe::run<tl::decoder<qwen2_5_0_5b, default_backend, recipe::lora8>>(std::move(in));
+    }
+    in.title = "tinylm: instruction fine-tuning of our pretrained Russian model";
+    if (full) return recipe::run<tl::decoder<russian_novels_cpu, default_backend>>(std::move(in));
+    return recipe::run<tl::decoder<russian_novels_cpu, default_backend, recipe::lora8>>(std::move(in));
+} catch (const std::exception& e) {
+    std::cerr << e.what() << "\n";
+    return 1;
+}

@@ -1,0 +1,135 @@
+// 08_jokes_lora: teach a pretrained model to tell Russian jokes on request, with a LoRA adapter.
+//
+// Task:     conversations "Расскажи анекдот про <тему>" -> a joke; loss on the assistant's tokens only;
+//           LoRA r=8, alpha=16, dropout 0.05 on q/k/v/o/gate/up/down, AdamW; validation loss on held-out
+//           jokes before and after; the adapter saved in PEFT format, reloaded onto the base and checked
+//           against the fine-tuned logits; a before/after report for a prompt basket at three sampling settings.
+// Data:     ../shared/data/jokes/anekdoty_themed.jsonl (theme per joke: the prompt names it),
+//           ../shared/data/jokes/clean_comedy_gold_ru.csv (jokes rated at least --min-rating),
+//           and Debian's fortunes-ru (apt-get install fortunes-ru; /usr/share/games/fortunes/ru, entries
+//           separated by lines holding '%'; the file name gives the theme), when installed.
+// Base:     a Hugging Face folder (--base): our own pretrained Russian model (examples/04_russian_novels,
+//           --preset russian_novels_cpu, the offline demo) or TinyLlama-1.1B-Chat (--preset tinyllama_1_1b,
+//           optionally --qlora for a 4-bit NF4 base).
+// Command:  build/examples/08_jokes_lora/08_jokes_lora [--base runs/russian_novels/checkpoint]
+//           [--out runs/jokes_lora] [--steps N]
+// Output:   validation losses, OUT/before_after.md, OUT/adapter (adapter_config.json,
+//           adapter_model.safetensors), OUT/training (log.jsonl, TensorBoard, loss curves).
+#include "jokes_data.hpp"
+#include "sft_recipe.hpp"
+
+#include <tinylm/core/data_dir.hpp>
+
+#include <CLI/CLI.hpp>
+
+#include <iostream>
+
+namespace fs = std::filesystem;
+
+namespace {
+
+using jokes::ask;
+
+struct options {
+    fs::path base = "runs/russian_novels/checkpoint", out = "runs/jokes_lora",
+             fortunes = "/usr/share/games/fortunes/ru";
+    std::string preset = "russian_novels_cpu", data_dir, chat_format = "auto";
+    double min_rating = 3.0;
+    std::size_t max_fortunes = 3000, val_count = 150, limit = 0;
+    bool qlora = false, smoke = false;
+};
+
+} // namespace
+
+int main(int argc, char** argv) try {
+    CLI::App app{"Fine-tune a pretrained model on Russian jokes with LoRA"};
+    options o;
+    recipe::recipe_inputs in;
+    in.title = "tinylm: jokes LoRA";
+    in.train = {.steps = 300, .batch = 8, .time = 256, .lr = 2e-3, .warmup = 20, .eval_every = 100};
+    app.add_option("--base", o.base, "Hugging Face folder of the base model (with tokenizer.json)");
+    app.add_option("--preset", o.preset, "the base's configuration")
+        ->check(CLI::IsMember({"russian_novels_cpu", "tinyllama_1_1b"}));
+    app.add_flag("--qlora", o.qlora, "store the frozen base in NF4 (tinyllama_1_1b)");
+    app.add_option("--out", o.out, "run directory");
+    app.add_option("--data-dir", o.data_dir, "tinylm data directory (default: $TINYLM_DATA_DIR or ../shared/data)");
+    app.add_option("--fortunes", o.fortunes, "fortunes-ru folder (skipped when absent)");
+    app.add_option("--max-fortunes", o.max_fortunes, "at most this many fortunes (drawn at random)");
+    app.add_option("--min-rating", o.min_rating, "keep clean_comedy_gold_ru jokes rated at least this (1-5)");
+    app.add_option("--val", o.val_count, "held-out conversations");
+    app.add_option("--chat-format", o.chat_format, "auto, folder, plain, chatml or zephyr");
+    app.add_option("--steps", in.train.steps, "optimizer steps")->check(CLI::PositiveNumber);
+    app.add_option("--batch", in.train.batch, "rows per step")->check(CLI::PositiveNumber);
+    app.add_option("--seq-len", in.train.time, "tokens per packed row")->check(CLI::PositiveNumber);
+    app.add_option("--lr", in.train.lr, "peak learning rate");
+    app.add_option("--eval-every", in.train.eval_every, "steps between validation losses")->check(CLI::PositiveNumber);
+    app.add_option("--new-tokens", in.new_tokens, "new tokens per sample");
+    app.add_option("--seed", in.train.seed, "split, batching, adapter and sampling seed");
+    app.add_flag("--smoke", o.smoke, "a seconds-long run on a few jokes (for CI)");
+    CLI11_PARSE(app, argc, argv);
+    in.base = o.base;
+    in.out = o.out;
+    in.chat_format = o.chat_format;
+    in.val_count = o.val_count;
+    in.prompts = {ask + " про врачей", ask + " про Вовочку", ask + " про программистов", ask + " про армянское радио",
+                  ask + " про тёщу",   ask + " про школу",   ask + " про работу",        ask + "."};
+    if (o.smoke) {
+        in.train = {.steps = 4, .batch = 2, .time = 128, .lr = 2e-3, .warmup = 1, .eval_every = 2};
+        in.prompts.resize(2);
+        in.new_tokens = 8;
+        in.val_count = 8;
+        o.limit = 40;
+        o.max_fortunes = 20;
+        in.out = in.out / "smoke";
+    }
+
+    const fs::path jokes_dir = tl::find_data_dir(o.data_dir) / "jokes";
+    if (!fs::exists(jokes_dir / "anekdoty_themed.jsonl") || !fs::exists(jokes_dir / "clean_comedy_gold_ru.csv")) {
+        std::cerr << "08_jokes_lora: " << jokes_dir << " lacks anekdoty_themed.jsonl or clean_comedy_gold_ru.csv. Set "
+                  << "--data-dir or TINYLM_DATA_DIR (sources in DATA.md).\n";
+        return 2;
+    }
+    if (!fs::exists(o.base / "config.json")) {
+        std::cerr << "08_jokes_lora: no base model in " << o.base << "; train one with scripts/run-main.sh "
+                  << "(examples/04_russian_novels) or point --base at a downloaded TinyLlama-1.1B-Chat folder.\n";
+        return 2;
+    }
+
+    // Data.
+    auto themed = jokes::read_themed(jokes_dir / "anekdoty_themed.jsonl", o.limit);
+    auto rated = tl::data::read_rated_csv(
+        jokes_dir / "clean_comedy_gold_ru.csv",
+        {.prompt = ask + ".", .rating_column = "score", .min_rating = o.min_rating, .read = {.limit = o.limit}});
+    std::vector<tl::data::conversation> fortunes;
+    if (fs::exists(o.fortunes)) {
+        fortunes = jokes::read_fortunes(o.fortunes, 600);
+        const std::size_t found = fortunes.size();
+        std::mt19937_64 rng(in.train.seed);
+        std::shuffle(fortunes.begin(), fortunes.end(), rng);
+        if (fortunes.size() > o.max_fortunes) fortunes.resize(o.max_fortunes);
+        std::printf("data: fortunes-ru: %zu entries of up to 600 bytes, %zu used\n", found, fortunes.size());
+    } else {
+        std::printf("data: %s not found (apt-get install fortunes-ru); using ../shared/data/jokes alone\n",
+                    o.fortunes.c_str());
+    }
+    in.data_summary = std::to_string(themed.size()) + " themed jokes (anekdoty_themed.jsonl), " +
+                      std::to_string(rated.size()) + " jokes rated >= " + std::to_string(o.min_rating).substr(0, 4) +
+                      " (clean_comedy_gold_ru.csv), " + std::to_string(fortunes.size()) + " fortunes-ru entries";
+    std::printf("data: %s\n", in.data_summary.c_str());
+    in.convs = std::move(themed);
+    in.convs.insert(in.convs.end(), rated.begin(), rated.end());
+    in.convs.insert(in.convs.end(), fortunes.begin(), fortunes.end());
+
+    using tl::default_backend;
+    if (o.preset == "tinyllama_1_1b") {
+        in.title = "tinylm: jokes LoRA on TinyLlama-1.1B";
+        if (o.qlora) return recipe::run<tl::decoder<tl::presets::tinyllama_1_1b, default_backend, recipe::qlora8>>(in);
+        return recipe::run<tl::decoder<tl::presets::tinyllama_1_1b, default_backend, recipe::lora8>>(in);
+    }
+    tl::check(!o.qlora, "08_jokes_lora: --qlora is meant for tinyllama_1_1b (the 4.5M model gains nothing from it)");
+    in.title = "tinylm: jokes LoRA on our pretrained Russian model";
+    return recipe::run<tl::decoder<tl::presets::russian_novels_cpu, default_backend, recipe::lora8>>(in);
+} catch (const std::exception& e) {
+    std::cerr << e.what() << "\n";
+    return 1;
+}

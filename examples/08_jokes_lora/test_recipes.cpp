@@ -1,0 +1,124 @@
+// Tests of the fine-tuning recipes' own pieces (examples 07 and 08): the plain-text chat format for models
+// without chat tokens, the held-out split, and the fortune(6) reader.
+#include "jokes_data.hpp"
+#include "sft_recipe.hpp"
+
+#include <tinylm/tokenizer/bpe_trainer.hpp>
+
+#include <boost/test/unit_test.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <string>
+
+namespace {
+
+// A byte-level BPE with <bos>/<eos>/<pad>, as examples/04_russian_novels trains for our model.
+const tl::tokenizer& russian_tok() {
+    static const tl::tokenizer t = [] {
+        tl::bpe_trainer_options opt;
+        opt.vocab_size = 400;
+        opt.special_tokens = {"<bos>", "<eos>", "<pad>"};
+        opt.n_threads = 1;
+        tl::bpe_trainer trainer(opt);
+        for (int i = 0; i < 4; ++i)
+            trainer.feed("Расскажи анекдот про врачей. Приходит мужик к врачу. Доктор, у меня болит голова! "
+                         "### Вопрос: ### Ответ: Сколько будет два плюс два? Четыре. ");
+        return trainer.train();
+    }();
+    return t;
+}
+
+tl::hf_folder folder_without_chat_tokens() {
+    tl::hf_folder f;
+    f.tokenizer = russian_tok();
+    f.generation.eos_token_ids = {russian_tok().token_to_id("<eos>")};
+    return f;
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(recipes)
+
+BOOST_AUTO_TEST_CASE(plain_chat_format_labels_replies_and_eos_only) {
+    const tl::tokenizer& tok = russian_tok();
+    const recipe::chat_format fmt = recipe::pick_chat_format(folder_without_chat_tokens(), "auto");
+    BOOST_TEST(fmt.name == "plain");
+    const tl::token_t eos = tok.token_to_id("<eos>");
+    BOOST_TEST(fmt.stop == std::vector<tl::token_t>{eos});
+
+    const tl::data::conversation c{{{"system", "Ты врач."},
+                                    {"user", "Расскажи анекдот про врачей"},
+                                    {"assistant", "Приходит мужик к врачу."},
+                                    {"user", "Сколько будет два плюс два?"},
+                                    {"assistant", "Четыре."}},
+                                   "test"};
+    const std::string text = fmt.tmpl.render(c.to_json());
+    BOOST_TEST(text == "<bos>Ты врач.\n\n### Вопрос:\nРасскажи анекдот про врачей\n\n### Ответ:\nПриходит мужик к "
+                       "врачу.<eos>\n\n### Вопрос:\nСколько будет два плюс два?\n\n### Ответ:\nЧетыре.<eos>\n\n");
+    const auto prompt = fmt.tmpl.render(nlohmann::ordered_json::array({{{"role", "user"}, {"content", "Привет"}}}),
+                                        {.add_generation_prompt = true});
+    BOOST_TEST(prompt == "<bos>### Вопрос:\nПривет\n\n### Ответ:\n");
+
+    const auto ex = tl::data::tokenize_conversation(tok, fmt.tmpl, c);
+    BOOST_TEST(ex.ids.front() == tok.token_to_id("<bos>")); // the special token, not its letters
+    const auto runs = tl::data::labelled_runs(ex.labels);
+    BOOST_TEST_REQUIRE(runs.size() == 2u);
+    const std::vector<std::string> replies = {"Приходит мужик к врачу.<eos>", "Четыре.<eos>"};
+    for (std::size_t i = 0; i < runs.size(); ++i) {
+        const std::vector<tl::token_id> run(ex.ids.begin() + long(runs[i].first),
+                                            ex.ids.begin() + long(runs[i].second));
+        BOOST_TEST(tok.decode(run) == replies[i]);
+        BOOST_TEST(run.back() == eos);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(hold_out_is_a_seeded_partition) {
+    std::vector<tl::data::conversation> all;
+    for (int i = 0; i < 50; ++i)
+        all.push_back({{{"user", "q"}, {"assistant", std::to_string(i)}}, std::to_string(i)});
+    const auto a = recipe::hold_out(all, 10, 3), b = recipe::hold_out(all, 10, 3), c = recipe::hold_out(all, 10, 4);
+    BOOST_TEST(a.val.size() == 10u);
+    BOOST_TEST(a.train.size() == 40u);
+    std::set<std::string> seen;
+    for (const auto* part : {&a.train, &a.val})
+        for (const auto& conv : *part)
+            seen.insert(conv.source);
+    BOOST_TEST(seen.size() == 50u); // nothing lost, nothing twice
+    auto sources = [](const std::vector<tl::data::conversation>& v) {
+        std::vector<std::string> s;
+        for (const auto& conv : v)
+            s.push_back(conv.source);
+        return s;
+    };
+    BOOST_TEST(sources(a.val) == sources(b.val));
+    BOOST_TEST(sources(a.val) != sources(c.val));
+    BOOST_TEST(recipe::hold_out(all, 40, 3).val.size() == 25u); // never more than half
+}
+
+BOOST_AUTO_TEST_CASE(fortune_files) {
+    const auto dir = std::filesystem::temp_directory_path() / "tinylm_test_recipes_fortunes";
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    {
+        std::ofstream(dir / "programming", std::ios::binary)
+            << "Первая шутка\nв две строки.\r\n%\r\nВторая.\n\t\t-- Автор\n%\n\n%\nТретья без конца";
+        std::ofstream(dir / "other", std::ios::binary) << "Разное.\n%\n" << std::string("\xff\xfe") << "\n%\n";
+        std::ofstream(dir / "programming.dat", std::ios::binary) << "index";
+        std::ofstream(dir / "sex", std::ios::binary) << "Не берём.\n%\n";
+    }
+    const auto convs = jokes::read_fortunes(dir, 600);
+    BOOST_TEST_REQUIRE(convs.size() == 4u); // files in name order; the empty and the non-UTF-8 entries left out
+    BOOST_TEST(convs[0].messages[0].content == "Расскажи анекдот.");
+    BOOST_TEST(convs[0].messages[1].content == "Разное.");
+    BOOST_TEST(convs[1].messages[0].content == "Расскажи анекдот про программистов");
+    BOOST_TEST(convs[1].messages[1].content == "Первая шутка\nв две строки.");
+    BOOST_TEST(convs[2].messages[1].content == "Вторая."); // attribution dropped
+    BOOST_TEST(convs[3].messages[1].content == "Третья без конца");
+    BOOST_TEST(convs[2].source == (dir / "programming").string() + ":4");
+    BOOST_TEST(jokes::read_fortunes(dir, 14).size() == 2u); // longer than 14 bytes: left out
+    std::filesystem::remove_all(dir);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
