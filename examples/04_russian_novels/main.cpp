@@ -26,6 +26,7 @@
 #include <tinylm/tokenizer/bpe_trainer.hpp>
 #include <tinylm/tokenizer/hf_json.hpp>
 #include <tinylm/train/run_logger.hpp>
+#include <tinylm/train/shard_batches.hpp>
 
 #include <CLI/CLI.hpp>
 
@@ -148,27 +149,6 @@ prepared_data prepare(const fs::path& corpus, const fs::path& dir, std::size_t v
     return d;
 }
 
-// The trainer's view of a token shard: (B, T) inputs and targets from (B, T + 1) windows.
-class shard_batches {
-public:
-    shard_batches(const tl::data::token_shard& shard, tl::index_t B, tl::index_t T, std::uint64_t seed)
-        : loader_(shard, std::size_t(B), std::size_t(T), seed), window_(std::size_t(B * (T + 1))) {}
-    void next(tl::tensor_view<tl::token_t> ids, tl::tensor_view<tl::token_t> targets) {
-        loader_.next(std::span<std::int32_t>(window_));
-        const tl::index_t B = ids.dim(0), T = ids.dim(1);
-        for (tl::index_t b = 0; b < B; ++b) {
-            std::copy_n(window_.begin() + b * (T + 1), T, ids.row(b));
-            std::copy_n(window_.begin() + b * (T + 1) + 1, T, targets.row(b));
-        }
-    }
-    std::uint64_t position() const { return loader_.position(); }
-    void seek(std::uint64_t p) { loader_.seek(p); }
-
-private:
-    tl::data::batch_loader loader_;
-    std::vector<std::int32_t> window_;
-};
-
 template <class Model>
 std::vector<std::pair<std::string, std::string>> continue_prompts(const Model& model, const tl::tokenizer& tok,
                                                                   int new_tokens, std::uint64_t seed) {
@@ -204,7 +184,7 @@ int train(const prepared_data& data, tl::trainer_options options, std::uint64_t 
     val_shard.copy<tl::token_t>(0, val_tokens);
 
     model_t model(seed);
-    shard_batches batches(train_shard, options.batch_size, options.seq_len, seed);
+    tl::shard_batches batches(train_shard, options.batch_size, options.seq_len, seed);
     options.special = {.bos = int(data.info.bos), .eos = int(data.info.eos), .pad = data.tok.token_to_id("<pad>")};
     tl::trainer run(model, batches, val_tokens, options);
     const fs::path tok_json = fs::path(data.val_bin).parent_path() / "tokenizer.json";

@@ -1,6 +1,7 @@
 // data/shards.hpp: chunking, shard round trip, header errors, deterministic and resumable batches.
 #include <tinylm/data/reader.hpp>
 #include <tinylm/data/shards.hpp>
+#include <tinylm/train/shard_batches.hpp>
 
 #include <boost/test/unit_test.hpp>
 
@@ -224,6 +225,35 @@ BOOST_AUTO_TEST_CASE(document_ids_do_not_depend_on_the_folder) {
     BOOST_TEST(ids[0] == (std::vector<std::string>{"clean.jsonl#0:2", "clean.jsonl#7:1"}),
                boost::test_tools::per_element());
     BOOST_TEST(ids[0] == ids[1], boost::test_tools::per_element());
+}
+
+// The trainer's view of a shard: targets are the ids shifted by one, and seek resumes the same batches.
+BOOST_AUTO_TEST_CASE(shard_batches_give_next_token_targets_and_resume) {
+    {
+        shard_writer w(scratch("seq2.bin"), {.hash = 7, .bos = 0, .eos = 1, .vocab_size = 0}, token_dtype::u32);
+        std::vector<std::uint32_t> ids(5000);
+        for (std::uint32_t i = 0; i < ids.size(); ++i)
+            ids[i] = i;
+        w.append(ids);
+        w.close();
+    }
+    const token_shard s(scratch("seq2.bin"), 7);
+    constexpr tl::index_t B = 3, T = 8;
+    std::vector<tl::token_t> ids(B * T), targets(B * T), again_ids(B * T), again_targets(B * T);
+    const tl::tensor_view<tl::token_t> x{ids.data(), {B, T}}, y{targets.data(), {B, T}};
+    tl::shard_batches a(s, B, T, 5);
+    a.next(x, y);
+    const std::uint64_t saved = a.position();
+    a.next(x, y);
+    for (std::size_t i = 0; i < ids.size(); ++i)
+        BOOST_TEST_REQUIRE(targets[i] == ids[i] + 1);
+    tl::shard_batches b(s, B, T, 5);
+    b.seek(saved);
+    b.next({again_ids.data(), {B, T}}, {again_targets.data(), {B, T}});
+    BOOST_TEST(again_ids == ids, boost::test_tools::per_element());
+    BOOST_TEST(again_targets == targets, boost::test_tools::per_element());
+    std::vector<tl::token_t> wrong(B * (T + 1));
+    BOOST_CHECK_THROW(b.next({wrong.data(), {B, T + 1}}, {wrong.data(), {B, T + 1}}), tl::error);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
