@@ -1,8 +1,8 @@
 // The mixture-of-experts op (ops/moe.hpp): forward against a direct per-token formula, finite-difference
 // gradient checks in double on the reference backend (inputs, router, every expert weight; with and without
 // the aux loss; one and two layers sharing the aux loss), fast backends against the reference in f32, and
-// the gradient rule. Then the decoder with experts: the KV-cache path against the full forward, and Hugging
-// Face checkpoints (MixtralForCausalLM names and config.json). Parity with transformers is in
+// the gradient rule. Then the decoder with experts: the KV-cache path against the full forward, the router's
+// gradient with pooled and per-layer balance (finite differences), and Hugging Face checkpoints (MixtralForCausalLM names and config.json). Parity with transformers is in
 // tests/model/test_hf_parity.cpp (fixture mixtral_moe).
 #include "../model/fixture_configs.hpp"
 #include "../support/gradcheck.hpp"
@@ -317,6 +317,86 @@ BOOST_AUTO_TEST_CASE(decoder_kv_cache_matches_full_forward) {
     }
     BOOST_TEST_MESSAGE("mixtral_moe: cached vs full logits " << worst);
     BOOST_TEST(worst < 1e-5);
+}
+
+namespace {
+template <bool PerLayer>
+struct heavy_aux { // the fixture's shape with a heavy aux loss, pooled (transformers) or per layer
+    static constexpr model_config value = [] {
+        model_config c = test::mixtral_moe::value;
+        c.moe.aux_loss_weight = 1.0;
+        c.moe.balance_per_layer = PerLayer;
+        return c;
+    }();
+};
+
+// A central difference of loss() along a random direction of each layer's router against the gradient
+// backward() accumulated. Router weights are scaled up so that top-2 choices have margins wider than the
+// step (a flipped choice is a jump, not a slope); the expert counts at both ends are checked to be unchanged.
+template <class Config>
+void check_router_gradient(const char* label) {
+    decoder<Config, ref> model(21);
+    const index_t B = 2, T = 9, V = Config::value.vocab_size;
+    owned<token_t> ids({B, T}), targets({B, T});
+    counter_rng rng(8);
+    for (index_t i = 0; i < B * T; ++i) {
+        ids.data[i] = token_t(rng.below(std::uint64_t(V)));
+        targets.data[i] = token_t(rng.below(std::uint64_t(V)));
+    }
+    std::vector<tensor_view<float>> routers, grads;
+    for (const parameter_entry& e : model.parameter_entries())
+        if (e.name.ends_with("mlp.gate.weight")) {
+            for (index_t i = 0; i < e.value.numel(); ++i)
+                e.value[i] *= 40.0f;
+            routers.push_back(e.value);
+            grads.push_back(e.grad);
+        }
+    BOOST_TEST_REQUIRE(routers.size() == 2u);
+    model.loss(ids, targets);
+    BOOST_TEST(model.aux_loss() > 2.0); // top-2: uniform routing gives exactly 2
+    model.backward();
+    auto counts = [&] { return std::vector{model.expert_counts(0), model.expert_counts(1)}; };
+    const auto base_counts = counts();
+    for (std::size_t l = 0; l < routers.size(); ++l) {
+        std::vector<float> dir(std::size_t(routers[l].numel()));
+        double slope = 0;
+        for (std::size_t i = 0; i < dir.size(); ++i) {
+            dir[i] = rng.uniform() < 0.5 ? -1.0f : 1.0f;
+            slope += double(grads[l][index_t(i)]) * dir[i];
+        }
+        const float eps = 1e-3f;
+        auto loss_at = [&](float t) {
+            for (std::size_t i = 0; i < dir.size(); ++i)
+                routers[l][index_t(i)] += t * dir[i];
+            const double v = model.eval_loss(ids, targets);
+            BOOST_TEST_REQUIRE((counts() == base_counts), label << ": a top-2 choice flipped; use a smaller step");
+            for (std::size_t i = 0; i < dir.size(); ++i)
+                routers[l][index_t(i)] -= t * dir[i];
+            return v;
+        };
+        const double numeric = (loss_at(eps) - loss_at(-eps)) / (2.0 * eps);
+        const double err = std::abs(numeric - slope) / std::max(1.0, std::abs(slope));
+        BOOST_TEST_MESSAGE(label << " layer " << l << ": directional derivative " << numeric << " vs " << slope);
+        BOOST_TEST(err < 5e-3, label << " layer " << l << ": " << numeric << " vs " << slope);
+    }
+}
+} // namespace
+
+// The aux loss is part of loss() and eval_loss(); its router gradient matches a finite difference both when
+// the layers pool their statistics (transformers) and when each layer has its own balance term (the mean).
+BOOST_AUTO_TEST_CASE(decoder_router_gradient_pooled_and_per_layer_balance) {
+    check_router_gradient<heavy_aux<false>>("pooled");
+    check_router_gradient<heavy_aux<true>>("per layer");
+    // Same weights, same batch: the two definitions differ, and a 1-layer model cannot tell them apart.
+    decoder<heavy_aux<false>, ref> pooled(21);
+    decoder<heavy_aux<true>, ref> per_layer(21);
+    owned<token_t> ids({1, 7}, token_t(3)), targets({1, 7}, token_t(5));
+    for (index_t i = 0; i < 7; ++i)
+        ids.data[i] = token_t(i * 5 % 64);
+    pooled.loss(ids, targets);
+    per_layer.loss(ids, targets);
+    BOOST_TEST(std::isfinite(per_layer.aux_loss()));
+    BOOST_TEST(pooled.aux_loss() != per_layer.aux_loss());
 }
 
 BOOST_AUTO_TEST_CASE(decoder_counts_parameters_and_flops_with_experts) {

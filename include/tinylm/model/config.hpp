@@ -36,6 +36,10 @@ struct moe_config {
     int n_experts = 0;
     int top_k = 0;
     double aux_loss_weight = 0.0;
+    // false: transformers' Mixtral loss, the statistics of all layers pooled before multiplying (a layer can
+    // starve an expert while another layer over-uses it and the pooled loss sees balance). true: the mean
+    // of per-layer losses (Switch Transformer, GShard), so every layer's router is pulled towards balance.
+    bool balance_per_layer = false;
 };
 
 // LoRA (Hu et al. 2021), as peft's LoraConfig: every targeted projection y = x W^T gets a trainable low-rank

@@ -6,7 +6,8 @@
 //                    x = x + down(mlp(gate(norm2(x)), up(norm2(x))))
 //                        (with config.moe.n_experts > 0: x = x + moe(norm2(x)), Mixtral's sparse block)
 //   logits = head(norm(x))            loss = cross_entropy(logits, targets), chunked over the vocabulary
-//                                     (+ moe.aux_loss_weight * the load-balancing loss over all layers)
+//                                     (+ moe.aux_loss_weight * the load-balancing loss over all layers,
+//                                      or the mean of per-layer ones: moe.balance_per_layer)
 //
 // Memory: parameters, gradients and optimizer state share one arena, allocated at construction;
 // activations live in a second arena planned for the batch shape (plan(B, T)), so a training step allocates
@@ -506,7 +507,7 @@ private:
         // Scratch, shared by all layers: a temporary in forward, gradients in backward.
         tensor_view<float> tmp, dx, dnormed, dq, dk, dv, datt, dgate, dup, dhidden;
         moe_workspace<float> moe_ws;                 // experts only: scratch shared by the layers
-        moe_balance balance;                         // experts only: aux-loss statistics of all layers
+        std::vector<moe_balance> balances; // experts only: aux-loss statistics, per layer or one for all
         tensor_view<float> lora_x, lora_dx, lora_dh; // LoRA scratch: dropout(x) and its gradient (N, max in), dh
     };
 
@@ -662,7 +663,9 @@ private:
         s.datt = a.allocate<float>({n, qw});
         if constexpr (is_moe) {
             s.moe_ws = moe_workspace<float>::allocate(a, n, d, ff, n_experts, top_k);
-            s.balance = moe_balance::allocate(a, n_experts);
+            s.balances.resize(config.moe.balance_per_layer ? config.n_layers : 1);
+            for (auto& b : s.balances)
+                b = moe_balance::allocate(a, n_experts);
         } else {
             s.dgate = a.allocate<float>({n, ff});
             s.dup = a.allocate<float>({n, ff});
@@ -980,12 +983,21 @@ private:
                 a.positions[i] = i % time_ - a.doc_start[i];
         }
         embedding_forward<float>(a.xs[0], a.ids.reshaped({batch_ * time_}), params_.embed);
-        if constexpr (is_moe) a.balance.clear();
+        if constexpr (is_moe)
+            for (auto& b : a.balances)
+                b.clear();
         for (index_t l = 0; l < config.n_layers; ++l)
             layer_forward(l);
-        if constexpr (is_moe) aux_loss_ = a.balance.loss();
+        if constexpr (is_moe) {
+            aux_loss_ = 0;
+            for (const auto& b : a.balances)
+                aux_loss_ += b.loss() / double(a.balances.size());
+        }
         norm_forward(a.final_normed, a.final_stats, a.xs.back(), params_.final_norm);
     }
+
+    // Experts: the aux-loss statistics layer l adds to (its own with moe.balance_per_layer, else the shared one).
+    moe_balance& balance_of(index_t l) { return acts_.balances[acts_.balances.size() == 1 ? 0 : l]; }
 
     void layer_forward(index_t l) {
         const layer_params& p = params_.layers[l];
@@ -1005,7 +1017,7 @@ private:
         norm_forward(la.normed2, la.stats2, la.resid, p.mlp_norm);
         if constexpr (is_moe) {
             moe_forward<B, float>(acts_.tmp, la.moe, acts_.moe_ws, la.normed2, p.router, p.experts_gate_up,
-                                  p.experts_down, &acts_.balance);
+                                  p.experts_down, &balance_of(l));
         } else {
             proj_forward(la.up, la.normed2, p.up, {}, l, 5, la.lora_h[5], training_);
             if constexpr (swiglu) {
@@ -1029,7 +1041,8 @@ private:
         // MLP (mirror of the forward MLP block)
         if constexpr (is_moe) { // the router also receives the aux loss's gradient (daux_, set by backward())
             moe_backward<B, float>(a.dnormed, g.router, g.experts_gate_up, g.experts_down, a.dx, la.normed2, p.router,
-                                   p.experts_gate_up, p.experts_down, la.moe, a.moe_ws, &a.balance, daux_);
+                                   p.experts_gate_up, p.experts_down, la.moe, a.moe_ws, &balance_of(l),
+                                   daux_ / double(a.balances.size())); // aux is the mean over the balances
         } else {
             proj_backward(a.dhidden, g.down, {}, a.dx, la.hidden, p.down, grad_write::assign, l, 6);
             if constexpr (swiglu) {

@@ -60,7 +60,7 @@ struct tatar_moe {
     static constexpr model_config value = [] {
         model_config c = tatar_dense::value;
         c.d_ff = tatar_dense::value.d_ff / 2;
-        c.moe = {.n_experts = 4, .top_k = 2, .aux_loss_weight = 0.01};
+        c.moe = {.n_experts = 4, .top_k = 2, .aux_loss_weight = 0.01, .balance_per_layer = true};
         return c;
     }();
 };
