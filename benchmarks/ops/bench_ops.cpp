@@ -238,8 +238,8 @@ struct attention_inputs {
                        lse = std::vector<float>(b * heads * t), dq = std::vector<float>(q.size()),
                        dk = std::vector<float>(k.size()), dv = std::vector<float>(k.size());
     tl::shape qs{b, t, heads, head_dim}, ks{b, t, kv_heads, head_dim};
-    attention_inputs() { tl::detail::attention_allow_avx2_clones = kernel != attention_kernel::tiled_baseline; }
-    ~attention_inputs() { tl::detail::attention_allow_avx2_clones = true; }
+    attention_inputs() { tl::detail::allow_avx2_clones = kernel != attention_kernel::tiled_baseline; }
+    ~attention_inputs() { tl::detail::allow_avx2_clones = true; }
     void forward() {
         const auto f = reference ? tl::attention_forward_reference<float> : tl::attention_forward<float>;
         f(view(out, qs), view(lse, {b, heads, t}), view(q, qs), view(k, ks), view(v, ks), 0, 0, {});

@@ -87,12 +87,12 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(training_kernels_match_reference, T, real_types) {
     };
     // Both builds of the tiles: the AVX2 clones (where the CPU has them) and the baseline x86-64 code.
     for (const bool clones : {true, false}) {
-        detail::attention_allow_avx2_clones = clones;
+        detail::allow_avx2_clones = clones;
         std::uint64_t seed = 100;
         for (const auto& c : cases)
             compare_training<T>(c, seed += 10);
     }
-    detail::attention_allow_avx2_clones = true;
+    detail::allow_avx2_clones = true;
 }
 
 // KV cache: k and v are the cache (capacity > the positions written), queries start at q_start.
@@ -106,7 +106,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(cache_forward_matches_reference, T, real_types) {
         bool with_lse, with_docs;
     };
     for (const bool clones : {true, false}) { // the AVX2 clones and the baseline code
-        detail::attention_allow_avx2_clones = clones;
+        detail::allow_avx2_clones = clones;
         for (const step st :
              {step{"decode one query", 199, 1, 0, false, false}, step{"decode with a window", 199, 1, 40, false, false},
               step{"prefill chunk", 70, 100, 0, true, false},
@@ -128,7 +128,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(cache_forward_matches_reference, T, real_types) {
             if (st.with_lse) BOOST_TEST(rel_error(lse.data, lse_ref.data) < tolerance<T>(), st.name);
         }
     }
-    detail::attention_allow_avx2_clones = true;
+    detail::allow_avx2_clones = true;
 }
 
 // Scores far apart (large activations): the online maximum must rescale without overflow or underflow.
@@ -154,15 +154,15 @@ BOOST_AUTO_TEST_CASE(tile_exp_is_accurate) {
     double worst = 0;
     for (int i = 0; i <= 200000; ++i) {
         const float x = -90.0f + 90.5f * float(i) / 200000.0f;
-        const double expected = std::exp(double(x)), got = double(detail::exp_tile(x));
+        const double expected = std::exp(double(x)), got = double(detail::fast_exp(x));
         if (x > -87.0f)
             worst = std::max(worst, std::abs(got - expected) / expected);
         else
             BOOST_TEST(got >= 0.0);
     }
     BOOST_TEST(worst < 4e-7, "worst relative error " << worst);
-    BOOST_TEST(detail::exp_tile(0.0f) == 1.0f);
-    BOOST_TEST(detail::exp_tile(-1000.0f) == 0.0f);
+    BOOST_TEST(detail::fast_exp(0.0f) == 1.0f);
+    BOOST_TEST(detail::fast_exp(-1000.0f) == 0.0f);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

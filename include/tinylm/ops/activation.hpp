@@ -3,26 +3,31 @@
 //            dg = dh * u * sigmoid(g) * (1 + g * (1 - sigmoid(g))),  du = dh * silu(g)
 //   gelu:    y = x * Phi(x) with the exact erf form (BERT, GPT-2 uses the tanh approximation)
 //            dx = dy * (Phi(x) + x * phi(x))
-// Input gradients are assigned.
+// Input gradients are assigned. SwiGLU runs in the input type with simd.hpp's fast_exp (AVX2 copy chosen at run
+// time); double inputs keep std::exp for the gradient checks.
 #pragma once
 
 #include <tinylm/ops/common.hpp>
+#include <tinylm/ops/simd.hpp>
 
 #include <cmath>
 #include <numbers>
 
 namespace tl {
 
+inline constexpr index_t elementwise_grain = 16384; // elements per parallel block (64 KiB of float)
+
 template <class T>
 void swiglu_forward(tensor_view<T> h, cview<T> gate, cview<T> up) {
     expect_same_shape("swiglu", "up", up, gate);
     expect_same_shape("swiglu", "h", h, gate);
-    const index_t n = gate.numel();
-#pragma omp parallel for schedule(static)
-    for (index_t i = 0; i < n; ++i) {
-        const double g = double(gate[i]);
-        h[i] = T(g / (1.0 + std::exp(-g)) * double(up[i]));
-    }
+    detail::parallel_ranges(gate.numel(), elementwise_grain, [&](index_t begin, index_t end) {
+        T* hp = h.data;
+        const T *g = gate.data, *u = up.data;
+#pragma omp simd
+        for (index_t i = begin; i < end; ++i)
+            hp[i] = g[i] / (T(1) + detail::fast_exp(-g[i])) * u[i];
+    });
 }
 
 template <class T>
@@ -30,13 +35,16 @@ void swiglu_backward(tensor_view<T> dgate, tensor_view<T> dup, cview<T> dh, cvie
     expect_same_shape("swiglu_backward", "dh", dh, gate);
     expect_same_shape("swiglu_backward", "dgate", dgate, gate);
     expect_same_shape("swiglu_backward", "dup", dup, gate);
-    const index_t n = gate.numel();
-#pragma omp parallel for schedule(static)
-    for (index_t i = 0; i < n; ++i) {
-        const double g = double(gate[i]), sig = 1.0 / (1.0 + std::exp(-g)), d = double(dh[i]);
-        dgate[i] = T(d * double(up[i]) * sig * (1.0 + g * (1.0 - sig)));
-        dup[i] = T(d * g * sig);
-    }
+    detail::parallel_ranges(gate.numel(), elementwise_grain, [&](index_t begin, index_t end) {
+        T *dg = dgate.data, *du = dup.data;
+        const T *g = gate.data, *u = up.data, *d = dh.data;
+#pragma omp simd
+        for (index_t i = begin; i < end; ++i) {
+            const T sig = T(1) / (T(1) + detail::fast_exp(-g[i]));
+            dg[i] = d[i] * u[i] * sig * (T(1) + g[i] * (T(1) - sig));
+            du[i] = d[i] * g[i] * sig;
+        }
+    });
 }
 
 template <class T>

@@ -29,6 +29,7 @@
 #pragma once
 
 #include <tinylm/ops/common.hpp>
+#include <tinylm/ops/simd.hpp>
 
 #include <algorithm>
 #include <bit>
@@ -239,35 +240,6 @@ constexpr index_t simd_bytes = 16;
 template <class T, index_t bytes = simd_bytes>
 constexpr index_t register_columns = 2 * bytes / index_t(sizeof(T));
 
-// exp(x) for x <= ~0 (scores minus their maximum or their log-sum-exp), vectorisable inside omp simd:
-// x = n ln2 + r with |r| <= ln2 / 2, exp(r) by its Taylor series to r^7 (truncation error < 6e-9,
-// below float's rounding), 2^n written into the exponent bits. Double keeps std::exp, so that the
-// gradient checks see exact arithmetic.
-template <class T>
-inline T exp_tile(T x) {
-    if constexpr (std::is_same_v<T, float>) {
-        // n = round(x / ln2) by the 1.5 * 2^23 trick. No float comparison: with GCC's default -ftrapping-math
-        // it would be a branch, and the loop would not vectorise. Accurate to float rounding on -87 < x < 88,
-        // 0 below about -87.7 (down to x ~ -1e12; the kernels pass differences of finite scores).
-        const float nf = (x * 1.44269504088896341f + 12582912.f) - 12582912.f;
-        const float r = (x - nf * 0.693145751953125f) - nf * 1.428606765330187e-06f;
-        float p = 1.f / 5040.f;
-        p = p * r + 1.f / 720.f;
-        p = p * r + 1.f / 120.f;
-        p = p * r + 1.f / 24.f;
-        p = p * r + 1.f / 6.f;
-        p = p * r + 0.5f;
-        p = p * r + 1.f;
-        p = p * r + 1.f;
-        std::int32_t n = std::int32_t(nf);
-        n = n > 127 ? 127 : n;
-        const std::int32_t two_n = n < -126 ? 0 : (n + 127) << 23; // 2^n, or 0 where it would be subnormal
-        return p * std::bit_cast<float>(two_n);
-    } else {
-        return std::exp(x);
-    }
-}
-
 // C[i, 0:n] += sum_p A(i, p) B[p, 0:n] for i < m, p < kk, where A(i, p) = A[i * ars + p * acs] (so that
 // A may be a tile or its transpose): 4 rows x NR columns of C stay in registers over the whole sum.
 template <index_t NR, class T>
@@ -395,7 +367,7 @@ void attention_forward_block(tensor_view<T> out, tensor_view<T> lse, cview<T> q,
             T sum = 0;
 #pragma omp simd reduction(+ : sum)
             for (index_t j = ja; j <= jz; ++j) {
-                const T p = exp_tile(sr[j] - new_max);
+                const T p = fast_exp(sr[j] - new_max);
                 sr[j] = p;
                 sum += p;
             }
@@ -465,7 +437,7 @@ void attention_backward_group(tensor_view<T> dq, tensor_view<T> dk, tensor_view<
                         if (j < ja || j > jz) pr[j] = dsr[j] = T(0);
 #pragma omp simd
                     for (index_t j = ja; j <= jz; ++j) {
-                        const T p = exp_tile(pr[j] - l);
+                        const T p = fast_exp(pr[j] - l);
                         pr[j] = p;
                         dsr[j] = p * (dsr[j] - d) * scale;
                     }
@@ -481,10 +453,8 @@ void attention_backward_group(tensor_view<T> dq, tensor_view<T> dk, tensor_view<
 // The default build targets the baseline x86-64 (SSE2). On GCC, the blocks are compiled a second time for
 // AVX2 + FMA (the whole block inlined into one function with that target) and chosen at run time when the
 // CPU has them (bench_ops: bm_attention_* against bm_attention_*_baseline), the same results to float rounding.
-// Tests turn this off to check the baseline kernels on a machine that has AVX2.
-inline bool attention_allow_avx2_clones = true;
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__AVX2__)
-#define TINYLM_ATTENTION_AVX2_CLONES 1
+// Tests turn detail::allow_avx2_clones off to check the baseline kernels on a machine that has AVX2 (simd.hpp).
+#ifdef TINYLM_AVX2_CLONES
 template <class T, class... Args>
 __attribute__((target("avx2,fma"), flatten)) void attention_forward_block_avx2(Args... args) {
     attention_forward_block<T, register_columns<T, 32>>(args...);
@@ -492,10 +462,6 @@ __attribute__((target("avx2,fma"), flatten)) void attention_forward_block_avx2(A
 template <class T, class... Args>
 __attribute__((target("avx2,fma"), flatten)) void attention_backward_group_avx2(Args... args) {
     attention_backward_group<T, register_columns<T, 32>>(args...);
-}
-inline bool cpu_has_avx2_fma() {
-    static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    return yes;
 }
 #endif
 } // namespace detail
@@ -509,15 +475,15 @@ void attention_forward(tensor_view<T> out, tensor_view<T> lse, cview<T> q, cview
     expect_same_shape("attention", "out", out, q);
     if (lse.data) expect_shape("attention", "lse", lse, {s.batch, s.q_heads, s.time});
     const index_t blocks = (s.time + detail::attention_block - 1) / detail::attention_block;
-#ifdef TINYLM_ATTENTION_AVX2_CLONES
-    const bool avx2 = detail::attention_allow_avx2_clones && detail::cpu_has_avx2_fma();
+#ifdef TINYLM_AVX2_CLONES
+    const bool avx2 = detail::avx2_clones_active();
 #endif
     // One task per (batch, query head, query block); later blocks see more keys, hence dynamic.
 #pragma omp parallel for collapse(3) schedule(dynamic, 1)
     for (index_t b = 0; b < s.batch; ++b)
         for (index_t h = 0; h < s.q_heads; ++h)
             for (index_t qb = 0; qb < blocks; ++qb) {
-#ifdef TINYLM_ATTENTION_AVX2_CLONES
+#ifdef TINYLM_AVX2_CLONES
                 if (avx2) {
                     detail::attention_forward_block_avx2<T>(out, lse, q, k, v, s, q_start, doc_start, b, h, qb);
                     continue;
@@ -538,15 +504,15 @@ void attention_backward(tensor_view<T> dq, tensor_view<T> dk, tensor_view<T> dv,
     expect_same_shape("attention_backward", "dk", dk, k);
     expect_same_shape("attention_backward", "dv", dv, v);
     expect_same_shape("attention_backward", "dout", dout, q);
-#ifdef TINYLM_ATTENTION_AVX2_CLONES
-    const bool avx2 = detail::attention_allow_avx2_clones && detail::cpu_has_avx2_fma();
+#ifdef TINYLM_AVX2_CLONES
+    const bool avx2 = detail::avx2_clones_active();
 #endif
     // One task per (batch, key/value head): it owns dk and dv of that head and dq of its query heads, so no
     // two threads write the same element; the query heads of the group share its K and V tiles.
 #pragma omp parallel for collapse(2) schedule(dynamic, 1)
     for (index_t b = 0; b < s.batch; ++b)
         for (index_t hk = 0; hk < s.kv_heads; ++hk) {
-#ifdef TINYLM_ATTENTION_AVX2_CLONES
+#ifdef TINYLM_AVX2_CLONES
             if (avx2) {
                 detail::attention_backward_group_avx2<T>(dq, dk, dv, dout, q, k, v, out, lse, s, doc_start, b, hk);
                 continue;

@@ -7,12 +7,14 @@
 //   backward: for each chunk, dlogits = (softmax - onehot) * dloss / count (zero on ignored rows);
 //             dh = dlogits W (assigned),  dW += dlogits^T h
 // The workspace holds one chunk of logits (N, chunk) and two per-row sums; allocate it once, outside
-// the training step (cross_entropy_workspace::allocate).
+// the training step (cross_entropy_workspace::allocate). exp runs in T (simd.hpp's fast_exp, std::exp for
+// double); the row sums are kept in double.
 #pragma once
 
 #include <tinylm/backend/backend.hpp>
 #include <tinylm/core/arena.hpp>
 #include <tinylm/ops/common.hpp>
+#include <tinylm/ops/simd.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -37,6 +39,8 @@ struct cross_entropy_workspace {
 };
 
 namespace detail {
+inline constexpr index_t row_grain = 16; // rows of a logits chunk per parallel block
+
 inline index_t count_targets(cview<token_t> targets, index_t vocab) {
     index_t count = 0;
     for (index_t r = 0; r < targets.numel(); ++r) {
@@ -84,21 +88,25 @@ requires BackendFor<B, T> cross_entropy_result head_cross_entropy_forward(tensor
                              .ldb = d,
                              .c = scratch.data,
                              .ldc = chunk});
-#pragma omp parallel for schedule(static)
-        for (index_t r = 0; r < n; ++r) {
-            const T* z = scratch.row(r);
-            double m = double(lse[r]);
-            const double chunk_max = double(*std::max_element(z, z + width));
-            if (chunk_max > m) {
-                sum[r] *= std::exp(m - chunk_max);
-                m = chunk_max;
+        detail::parallel_ranges(n, detail::row_grain, [&](index_t r0, index_t r1) {
+            for (index_t r = r0; r < r1; ++r) {
+                const T* z = scratch.row(r);
+                T m = lse[r];
+                const T chunk_max = *std::max_element(z, z + width);
+                if (chunk_max > m) {
+                    sum[r] *= std::exp(double(m) - double(chunk_max));
+                    m = chunk_max;
+                }
+                double s = 0; // exp in T (fast_exp), the sum in double
+#pragma omp simd reduction(+ : s)
+                for (index_t j = 0; j < width; ++j)
+                    s += double(detail::fast_exp(z[j] - m));
+                sum[r] += s;
+                lse[r] = m;
+                const token_t t = targets[r];
+                if (t >= v0 && t < v0 + width) target_logit[r] = double(z[t - v0]);
             }
-            for (index_t j = 0; j < width; ++j)
-                sum[r] += std::exp(double(z[j]) - m);
-            lse[r] = T(m);
-            const token_t t = targets[r];
-            if (t >= v0 && t < v0 + width) target_logit[r] = double(z[t - v0]);
-        }
+        });
     }
     double total = 0;
     for (index_t r = 0; r < n; ++r) {
@@ -132,18 +140,21 @@ void head_cross_entropy_backward(tensor_view<T> dh, tensor_view<T> dweight, cons
                              .ldb = d,
                              .c = scratch.data,
                              .ldc = chunk});
-#pragma omp parallel for schedule(static)
-        for (index_t r = 0; r < n; ++r) {
-            T* z = scratch.row(r);
-            const token_t t = targets[r];
-            if (t == ignore_index) {
-                std::fill_n(z, width, T(0));
-                continue;
+        detail::parallel_ranges(n, detail::row_grain, [&](index_t r0, index_t r1) {
+            for (index_t r = r0; r < r1; ++r) {
+                T* z = scratch.row(r);
+                const token_t t = targets[r];
+                if (t == ignore_index) {
+                    std::fill_n(z, width, T(0));
+                    continue;
+                }
+                const T l = lse[r], sc = T(scale);
+#pragma omp simd
+                for (index_t j = 0; j < width; ++j)
+                    z[j] = detail::fast_exp(z[j] - l) * sc;
+                if (t >= v0 && t < v0 + width) z[t - v0] = T(double(z[t - v0]) - scale);
             }
-            for (index_t j = 0; j < width; ++j)
-                z[j] = T(std::exp(double(z[j]) - double(lse[r])) * scale);
-            if (t >= v0 && t < v0 + width) z[t - v0] = T(double(z[t - v0]) - scale);
-        }
+        });
         B::gemm(gemm_args<T>{.m = n,
                              .n = d,
                              .k = width,
