@@ -2,7 +2,7 @@
 // GEMM ceiling measured in the same process. One JSON line on stdout; run.py runs it beside the PyTorch peer
 // (pytorch_peer.py) and prints the comparison (docs/performance.md).
 //
-//   build-speed/benchmarks/train_throughput/bench_train --config b --steps 3 --warmup 1
+//   build-speed/benchmarks/train_throughput/bench_train --config b --steps 3 --warmup 1 [--checkpointing]
 //   build-speed/benchmarks/train_throughput/bench_train --config a --save-init runs/speed-a   (for run.py --check)
 //
 // Configs: a, b (bench_configs.hpp) and 150m (tl::presets::russian_novels_150m). Every step draws a fresh batch of
@@ -33,6 +33,7 @@ struct settings {
     int steps = 3;
     int warmup = 1;
     bool ceiling = true;
+    bool checkpointing = false;
     std::string save_init;
     std::uint64_t seed = 1;
 };
@@ -45,6 +46,7 @@ int run(const settings& s, int default_batch) {
 
     auto model = std::make_unique<model_t>(s.seed);
     if (!s.save_init.empty()) tl::save_pretrained(*model, std::filesystem::path(s.save_init) / "init");
+    model->set_gradient_checkpointing(s.checkpointing);
     model->plan(B, T);
     tl::adamw opt(*model, {.lr = 1e-4, .weight_decay = 0.1});
 
@@ -83,14 +85,15 @@ int run(const settings& s, int default_batch) {
     if (s.ceiling) ceiling = bench::measure_gemm_ceiling<typename model_t::backend>(model_t::config, B * T);
 
     std::printf("{\"impl\": \"tinylm\", \"variant\": \"%s\", \"config\": \"%s\", \"batch\": %lld, \"seq_len\": %lld, "
-                "\"threads\": %d, \"parameters\": %lld, \"flops_per_token\": %.6g, \"tokens_per_step\": %lld, "
+                "\"checkpointing\": %s, \"threads\": %d, \"parameters\": %lld, \"flops_per_token\": %.6g, "
+                "\"tokens_per_step\": %lld, "
                 "\"step_seconds\": %s, \"losses\": %s, \"peak_rss_mib\": %.1f, \"activation_mib\": %.1f, "
                 "\"parameter_arena_mib\": %.1f, \"gemm_model_shapes_gflops\": %.2f, \"gemm_square_gflops\": %.2f, "
                 "\"gemm_model_shapes_seconds\": %.4f}\n",
                 std::string(model_t::backend::name).c_str(), s.config.c_str(), (long long)B, (long long)T,
-                omp_get_max_threads(), (long long)tl::parameter_count(model_t::config),
-                tl::flops_per_token(model_t::config, int(T)), (long long)(B * T),
-                bench::json_array(step_seconds).c_str(), bench::json_array(losses).c_str(), rss,
+                s.checkpointing ? "true" : "false", omp_get_max_threads(),
+                (long long)tl::parameter_count(model_t::config), tl::flops_per_token(model_t::config, int(T)),
+                (long long)(B * T), bench::json_array(step_seconds).c_str(), bench::json_array(losses).c_str(), rss,
                 double(model->activation_bytes()) / (1 << 20), double(model->parameter_arena_bytes()) / (1 << 20),
                 ceiling.model_shapes_gflops, ceiling.square_gflops, ceiling.model_shapes_seconds);
     if (!s.save_init.empty()) {
@@ -114,6 +117,7 @@ int main(int argc, char** argv) {
     app.add_option("--warmup", s.warmup, "untimed steps first");
     app.add_option("--seed", s.seed, "initialisation and token seed");
     app.add_flag("!--no-ceiling", s.ceiling, "skip the GEMM ceiling measurement");
+    app.add_flag("--checkpointing", s.checkpointing, "gradient checkpointing per block (recompute in backward)");
     app.add_option("--save-init", s.save_init,
                    "write the initial weights (DIR/init, Hugging Face layout), the first batch and its loss, so that "
                    "pytorch_peer.py --check DIR can confirm it builds the same model");

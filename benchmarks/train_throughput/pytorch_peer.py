@@ -32,6 +32,8 @@ def parse():
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps first (with --compile: at least 2)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--compile", action="store_true", help="torch.compile the model (inductor)")
+    ap.add_argument("--checkpointing", action="store_true",
+                    help="transformers' gradient_checkpointing_enable (per decoder layer, use_reentrant=False)")
     ap.add_argument("--attn", choices=["sdpa", "eager"], default="sdpa")
     ap.add_argument("--optimizer", choices=["fused", "foreach"], default="fused")
     ap.add_argument("--no-ceiling", action="store_true")
@@ -170,6 +172,8 @@ def main():
     torch.manual_seed(args.seed)
     model = LlamaForCausalLM(llama_config(c, args.attn)).float()
     model.train()
+    if args.checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1,
                             **({"fused": True} if args.optimizer == "fused" else {"foreach": True}))
     forward = torch.compile(model) if args.compile else model
@@ -194,6 +198,7 @@ def main():
     shapes, square, shape_seconds = (0.0, 0.0, 0.0) if args.no_ceiling else gemm_ceiling(c, B * T)
     print(json.dumps({
         "impl": "pytorch", "variant": "compiled" if args.compile else "eager", "config": args.config, "batch": B,
+        "checkpointing": args.checkpointing,
         "seq_len": T, "threads": torch.get_num_threads(), "parameters": sum(p.numel() for p in model.parameters()),
         "flops_per_token": flops_per_token(c, T), "tokens_per_step": B * T, "step_seconds": steps, "losses": losses,
         "peak_rss_mib": rss, "gemm_model_shapes_gflops": shapes, "gemm_square_gflops": square,
@@ -201,6 +206,7 @@ def main():
         "settings": {"torch": torch.__version__, "threads": torch.get_num_threads(),
                      "interop_threads": torch.get_num_interop_threads(), "attn": args.attn,
                      "optimizer": args.optimizer, "compile": args.compile,
+                     "checkpointing": args.checkpointing,
                      "matmul_precision": torch.get_float32_matmul_precision(),
                      "mkldnn": torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled,
                      "mkl": torch.backends.mkl.is_available(),

@@ -63,7 +63,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=0, help="sequences per step (default: the config's, a 16, b 8, 150m 4)")
     ap.add_argument("--variants", nargs="+", default=["tinylm", "eager", "compiled"],
-                    choices=["tinylm", "eager", "compiled"])
+                    choices=["tinylm", "eager", "compiled", "tinylm-ckpt", "eager-ckpt"],
+                    help="-ckpt: with gradient checkpointing per block (bench_train/pytorch_peer.py --checkpointing)")
     ap.add_argument("--out", type=Path, help="write every process's JSON here")
     ap.add_argument("--check", action="store_true", help="only check that both build the same model (config a)")
     args = ap.parse_args()
@@ -88,10 +89,11 @@ def main():
         for r in range(args.repeats):
             common = ["--config", config, "--steps", args.steps] + (["--batch", args.batch] if args.batch else [])
             for v in args.variants:
-                if v == "tinylm":
-                    res = run_json([exe, *common, "--warmup", args.warmup], env)
-                elif v == "eager":
-                    res = run_json(peer + [*common, "--warmup", args.warmup, "--threads", args.threads], env)
+                ckpt = ["--checkpointing"] if v.endswith("-ckpt") else []
+                if v.startswith("tinylm"):
+                    res = run_json([exe, *common, "--warmup", args.warmup, *ckpt], env)
+                elif v.startswith("eager"):
+                    res = run_json(peer + [*common, "--warmup", args.warmup, "--threads", args.threads, *ckpt], env)
                 else:
                     res = run_json(peer + [*common, "--warmup", args.warmup + 1, "--threads", args.threads,
                                            "--compile"], env)
@@ -108,7 +110,7 @@ def main():
 def report(results, variants):
     configs = list(dict.fromkeys(r["config"] for r in results))
     print(f"\n{'config':<6} {'impl':<16} {'tokens/s':>9} {'MFLOP/tok':>9} {'GFLOP/s':>8} {'ceil shapes':>11} "
-          f"{'ceil 2048':>9} {'MFU shp':>7} {'MFU sq':>7} {'VmHWM MiB':>9} {'rounds':>6}")
+          f"{'ceil 2048':>9} {'MFU shp':>7} {'MFU sq':>7} {'VmHWM MiB':>9} {'act MiB':>7} {'rounds':>6}")
     for config in configs:
         rows = {}
         for v in variants:
@@ -122,15 +124,16 @@ def report(results, variants):
             tok = statistics.median(tps)
             gf = tok * f * 1e-9
             rows[v] = {r["round"]: t for r, t in zip(runs, tps)}
-            name = "tinylm" if v == "tinylm" else f"pytorch {v}"
+            name = v if v.startswith("tinylm") else f"pytorch {v}"
             print(f"{config:<6} {name:<16} {tok:>9.1f} {f * 1e-6:>9.1f} {gf:>8.1f} {shapes:>11.1f} {square:>9.1f} "
                   f"{100 * gf / shapes if shapes else 0:>6.1f}% {100 * gf / square if square else 0:>6.1f}% "
-                  f"{statistics.median(r['peak_rss_mib'] for r in runs):>9.0f} {len(runs):>6}")
-        for v in ("eager", "compiled"):
-            if "tinylm" in rows and v in rows:
-                common = sorted(set(rows["tinylm"]) & set(rows[v]))
-                ratios = [rows["tinylm"][k] / rows[v][k] for k in common]
-                print(f"{config:<6} ratio tinylm / pytorch {v}: {statistics.median(ratios):.3f} "
+                  f"{statistics.median(r['peak_rss_mib'] for r in runs):>9.0f} "
+                  f"{runs[0]['activation_mib'] if 'activation_mib' in runs[0] else '-':>7} {len(runs):>6}")
+        for mine, v in (("tinylm", "eager"), ("tinylm", "compiled"), ("tinylm-ckpt", "eager-ckpt")):
+            if mine in rows and v in rows:
+                common = sorted(set(rows[mine]) & set(rows[v]))
+                ratios = [rows[mine][k] / rows[v][k] for k in common]
+                print(f"{config:<6} ratio {mine} / pytorch {v}: {statistics.median(ratios):.3f} "
                       f"(rounds: {', '.join(f'{x:.3f}' for x in ratios)})")
 
 

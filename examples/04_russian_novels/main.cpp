@@ -252,6 +252,8 @@ int main(int argc, char** argv) try {
     app.add_option("--steps", options.max_steps, "optimizer steps")->check(CLI::PositiveNumber);
     app.add_option("--batch", options.batch_size, "sequences per micro-batch")->check(CLI::PositiveNumber);
     app.add_option("--grad-accum", options.grad_accum, "micro-batches per step")->check(CLI::PositiveNumber);
+    app.add_flag("--gradient-checkpointing", options.gradient_checkpointing,
+                 "recompute each block's forward in backward: activations of one layer instead of all");
     app.add_option("--lr", options.peak_lr, "peak learning rate");
     app.add_option("--eval-every", options.eval_every, "steps between validation and prompt samples");
     app.add_option("--max-files", max_files, "use only the first N novels (0: all)");

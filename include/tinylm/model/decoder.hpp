@@ -317,6 +317,20 @@ public:
         rope_table(acts_.rope_cos, acts_.rope_sin, config.rope_theta);
     }
     std::size_t activation_bytes() const { return act_arena_.capacity(); }
+    // Gradient checkpointing per block: the forward keeps only each layer's input (the residual stream) and
+    // one layer's activations; backward() recomputes each layer's forward just before its backward. About
+    // one extra forward of the blocks per step (not of the head) for activation memory of ~1 layer instead
+    // of L. Gradients are bit-identical to the stored forward's (tests/model/test_checkpointing.cpp).
+    void set_gradient_checkpointing(bool on) {
+        if (on == checkpointing_) return;
+        checkpointing_ = on;
+        has_forward_ = false;
+        const index_t b = batch_, t = time_;
+        batch_ = time_ = 0;
+        act_arena_ = arena();
+        if (b > 0) plan(b, t);
+    }
+    bool gradient_checkpointing() const { return checkpointing_; }
     std::size_t parameter_arena_bytes() const { return param_arena_.capacity(); }
 
     // ---- forward and backward --------------------------------------------------------------------------
@@ -351,7 +365,7 @@ private:
     float loss_impl(cview<token_t> ids, cview<token_t> targets, bool train, cview<index_t> doc_start) {
         if constexpr (lora_dropout)
             if (train) ++dropout_calls_;
-        training_ = train;
+        training_ = forward_training_ = train;
         forward_hidden(ids, doc_start);
         training_ = false;
         expect_same_shape("decoder::loss", "targets", targets, ids);
@@ -371,11 +385,8 @@ public:
     double aux_loss() const { return aux_loss_; }
     std::vector<index_t> expert_counts(index_t layer) const {
         std::vector<index_t> counts;
-        check(layer >= 0 && layer < index_t(acts_.layers.size()), "decoder::expert_counts: run a forward first");
-        if constexpr (is_moe)
-            for (index_t e = 0; e < n_experts; ++e)
-                counts.push_back(acts_.layers[layer].moe.tokens_of(e));
-        return counts;
+        check(layer >= 0 && layer < index_t(expert_counts_.size()), "decoder::expert_counts: run a forward first");
+        return expert_counts_[std::size_t(layer)];
     }
 
     // Adds d(loss * scale)/d(parameter) into the gradients, for the last call of loss().
@@ -389,8 +400,10 @@ public:
                                               flat_targets(), a.ce_lse, scale); // no dW when frozen
         norm_backward(a.dx, grads_.final_norm, a.dnormed, a.xs.back(), params_.final_norm, a.final_stats,
                       grad_write::assign);
-        for (index_t l = config.n_layers - 1; l >= 0; --l)
+        for (index_t l = config.n_layers - 1; l >= 0; --l) {
+            if (checkpointing_) recompute_layer(l);
             layer_backward(l);
+        }
         if constexpr (!has_adapter) embedding_backward<float>(grads_.embed, a.ids, a.dx);
     }
 
@@ -507,7 +520,7 @@ private:
         // Scratch, shared by all layers: a temporary in forward, gradients in backward.
         tensor_view<float> tmp, dx, dnormed, dq, dk, dv, datt, dgate, dup, dhidden;
         moe_workspace<float> moe_ws;                 // experts only: scratch shared by the layers
-        std::vector<moe_balance> balances; // experts only: aux-loss statistics, per layer or one for all
+        std::vector<moe_balance> balances;           // experts only: aux-loss statistics, per layer or one for all
         tensor_view<float> lora_x, lora_dx, lora_dh; // LoRA scratch: dropout(x) and its gradient (N, max in), dh
     };
 
@@ -626,7 +639,7 @@ private:
         s.targets = a.allocate<token_t>({batch, time});
         for (int l = 0; l <= config.n_layers; ++l)
             s.xs.push_back(a.allocate<float>({n, d}));
-        for (int l = 0; l < config.n_layers; ++l) {
+        for (int l = 0; l < (checkpointing_ ? 1 : config.n_layers); ++l) {
             layer_activations& la = s.layers.emplace_back();
             la.normed1 = a.allocate<float>({n, d});
             la.stats1 = stats();
@@ -672,9 +685,9 @@ private:
             s.dhidden = a.allocate<float>({n, ff});
         }
         if constexpr (has_adapter) {
-            for (int l = 0; l < config.n_layers; ++l)
+            for (layer_activations& la : s.layers)
                 for (int t = 0; t < lora_target_count; ++t)
-                    if (lora_targets(t)) s.layers[l].lora_h[t] = a.allocate<float>({n, lora_rank});
+                    if (lora_targets(t)) la.lora_h[t] = a.allocate<float>({n, lora_rank});
             s.lora_dh = a.allocate<float>({n, lora_rank});
             if constexpr (lora_dropout) {
                 const index_t in_max = std::max({d, qw, ff});
@@ -889,7 +902,7 @@ private:
                                          .ldc = in});
             const lora_pair &p = lora_.layers[l][t], &g = lora_grads_.layers[l][t];
             if (!p.a.data) return;
-            const float* h = acts_.layers[l].lora_h[t].data;
+            const float* h = layer_acts(l).lora_h[t].data;
             float* dh = acts_.lora_dh.data;
             B::gemm(gemm_args<float>{.trans_a = true,
                                      .m = out,
@@ -999,9 +1012,20 @@ private:
     // Experts: the aux-loss statistics layer l adds to (its own with moe.balance_per_layer, else the shared one).
     moe_balance& balance_of(index_t l) { return acts_.balances[acts_.balances.size() == 1 ? 0 : l]; }
 
-    void layer_forward(index_t l) {
+    // The activations layer l writes: its own, or the one shared set under gradient checkpointing.
+    layer_activations& layer_acts(index_t l) { return acts_.layers[checkpointing_ ? 0 : std::size_t(l)]; }
+
+    // Gradient checkpointing: layer l's forward again, from its kept input, with the dropout masks of the
+    // forward (same dropout_calls_) and without adding to the aux-loss statistics a second time.
+    void recompute_layer(index_t l) {
+        training_ = forward_training_;
+        layer_forward(l, /*recompute=*/true);
+        training_ = false;
+    }
+
+    void layer_forward(index_t l, bool recompute = false) {
         const layer_params& p = params_.layers[l];
-        layer_activations& la = acts_.layers[l];
+        layer_activations& la = layer_acts(l);
         const tensor_view<float> x = acts_.xs[l], out = acts_.xs[l + 1];
         // attention
         norm_forward(la.normed1, la.stats1, x, p.attn_norm);
@@ -1017,7 +1041,10 @@ private:
         norm_forward(la.normed2, la.stats2, la.resid, p.mlp_norm);
         if constexpr (is_moe) {
             moe_forward<B, float>(acts_.tmp, la.moe, acts_.moe_ws, la.normed2, p.router, p.experts_gate_up,
-                                  p.experts_down, &balance_of(l));
+                                  p.experts_down, recompute ? nullptr : &balance_of(l));
+            if (!recompute)
+                for (index_t e = 0; e < n_experts; ++e)
+                    expert_counts_[std::size_t(l)][std::size_t(e)] = la.moe.tokens_of(e);
         } else {
             proj_forward(la.up, la.normed2, p.up, {}, l, 5, la.lora_h[5], training_);
             if constexpr (swiglu) {
@@ -1036,7 +1063,7 @@ private:
     void layer_backward(index_t l) {
         const layer_params& p = params_.layers[l];
         const layer_params& g = grads_.layers[l];
-        const layer_activations& la = acts_.layers[l];
+        const layer_activations& la = layer_acts(l);
         auto& a = acts_;
         // MLP (mirror of the forward MLP block)
         if constexpr (is_moe) { // the router also receives the aux loss's gradient (daux_, set by backward())
@@ -1083,7 +1110,9 @@ private:
     static constexpr index_t nf4_tile_rows = 512; // fewer gemm calls; scratch 512 x 4864 f32 = 10 MB for Qwen2.5
     mutable std::vector<float> nf4_scratch_;
     bool merged_ = false;
-    bool training_ = false; // inside loss(): LoRA dropout is active
+    bool training_ = false;         // inside loss() (and its recomputation): LoRA dropout is active
+    bool forward_training_ = false; // the last loss_impl's `train`, for recompute_layer
+    bool checkpointing_ = false;    // set_gradient_checkpointing
     std::uint64_t dropout_seed_ = 0, dropout_calls_ = 0;
 
     arena act_arena_;
@@ -1095,6 +1124,10 @@ private:
     bool documents_ = false; // the last forward had doc_start (packed rows)
     double aux_loss_ = 0;    // experts only: load-balancing loss of the last forward
     double daux_ = 0;        // experts only: d(scaled loss)/d(aux loss) during backward()
+    // experts only: tokens per expert of each layer in the last forward (kept apart from the activations,
+    // which gradient checkpointing shares between layers)
+    std::vector<std::vector<index_t>> expert_counts_ =
+        std::vector<std::vector<index_t>>(std::size_t(config.n_layers), std::vector<index_t>(n_experts));
 };
 
 } // namespace tl

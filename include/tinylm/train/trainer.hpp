@@ -33,13 +33,14 @@ struct trainer_options {
     long long warmup_steps = 100;
     decay_kind decay = decay_kind::cosine;
     adamw_options adamw{};
-    double clip = 1.0;           // global gradient norm limit; 0 turns clipping off
-    int eval_every = 100;        // steps between validation passes (and at the end); 0: only at the end
-    index_t eval_windows = 32;   // validation windows of seq_len tokens
-    int checkpoint_every = 100;  // steps between checkpoints (and at the end); 0: only at the end
-    fs::path out_dir{};          // checkpoints go to out_dir / "checkpoint"; empty: none
-    bool resume = true;          // continue from out_dir / "checkpoint" when it exists
-    special_token_ids special{}; // written into config.json
+    double clip = 1.0;                   // global gradient norm limit; 0 turns clipping off
+    int eval_every = 100;                // steps between validation passes (and at the end); 0: only at the end
+    index_t eval_windows = 32;           // validation windows of seq_len tokens
+    int checkpoint_every = 100;          // steps between checkpoints (and at the end); 0: only at the end
+    fs::path out_dir{};                  // checkpoints go to out_dir / "checkpoint"; empty: none
+    bool resume = true;                  // continue from out_dir / "checkpoint" when it exists
+    special_token_ids special{};         // written into config.json
+    bool gradient_checkpointing = false; // recompute each block's forward in backward (decoder.hpp)
 };
 
 struct step_report {
@@ -88,7 +89,7 @@ public:
             const index_t n = std::min(options_.batch_size, windows - w0);
             const shape s{n, options_.seq_len};
             const float loss = model_.eval_loss(cview<token_t>{val_ids_.data() + w0 * options_.seq_len, s},
-                                           cview<token_t>{val_targets_.data() + w0 * options_.seq_len, s});
+                                                cview<token_t>{val_targets_.data() + w0 * options_.seq_len, s});
             total += double(loss) * double(model_.counted_targets());
             counted += model_.counted_targets();
         }
@@ -109,6 +110,7 @@ public:
 
     train_outcome run() {
         restore();
+        model_.set_gradient_checkpointing(options_.gradient_checkpointing);
         model_.plan(options_.batch_size, options_.seq_len);
         detail::interrupt_requests.store(0);
         const auto previous = std::signal(SIGINT, detail::on_interrupt);
