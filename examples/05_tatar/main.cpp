@@ -690,7 +690,7 @@ int main(int argc, char** argv) try {
     bool finished = true;
     if (finished && wanted("dense")) finished = run_one(tatar_dense{}, "dense", "dense SwiGLU MLP, full attention");
     if (finished && wanted("moe"))
-        finished = run_one(tatar_moe{}, "moe", "4 SwiGLU experts of half width, top-2, aux loss 0.01");
+        finished = run_one(tatar_moe{}, "moe", "4 SwiGLU experts of half width, top-2, per-layer aux loss 0.01");
     if (finished && wanted("sliding"))
         finished = run_one(tatar_sliding{}, "sliding", "dense, layers 0 and 2 windowed at 32 tokens");
     if (!finished) {
