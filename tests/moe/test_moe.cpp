@@ -2,8 +2,8 @@
 // gradient checks in double on the reference backend (inputs, router, every expert weight; with and without
 // the aux loss; one and two layers sharing the aux loss), fast backends against the reference in f32, and
 // the gradient rule. Then the decoder with experts: the KV-cache path against the full forward, the router's
-// gradient with pooled and per-layer balance (finite differences), and Hugging Face checkpoints (MixtralForCausalLM names and config.json). Parity with transformers is in
-// tests/model/test_hf_parity.cpp (fixture mixtral_moe).
+// gradient with pooled and per-layer balance (finite differences), and Hugging Face checkpoints (MixtralForCausalLM
+// names and config.json). Parity with transformers is in tests/model/test_hf_parity.cpp (fixture mixtral_moe).
 #include "../model/fixture_configs.hpp"
 #include "../support/gradcheck.hpp"
 
