@@ -19,6 +19,9 @@ ap.add_argument("--new-tokens", type=int, default=256)
 ap.add_argument("--repeats", type=int, default=3)
 ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--attn", choices=["sdpa", "eager"], default="sdpa")
+ap.add_argument("--loop", choices=["generate", "manual"], default="generate",
+                help="model.generate with a timestamping streamer, or a hand-written greedy loop over model() with "
+                     "the KV cache and logits_to_keep=1 (no logits processors, no streamer)")
 args = ap.parse_args()
 for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[var] = str(args.threads)
@@ -58,8 +61,18 @@ def main():
         s = Stamps()
         t0 = time.perf_counter()
         with torch.inference_mode():
-            out = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=args.new_tokens,
-                                 do_sample=False, use_cache=True, eos_token_id=None, pad_token_id=0, streamer=s)
+            if args.loop == "generate":
+                out = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=args.new_tokens,
+                                     do_sample=False, use_cache=True, eos_token_id=None, pad_token_id=0, streamer=s)
+            else:
+                step = model(prompt, use_cache=True, logits_to_keep=1)
+                tokens = [step.logits[:, -1].argmax(-1, keepdim=True)]
+                s.times.append(time.perf_counter())
+                for _ in range(args.new_tokens - 1):
+                    step = model(tokens[-1], past_key_values=step.past_key_values, use_cache=True, logits_to_keep=1)
+                    tokens.append(step.logits[:, -1].argmax(-1, keepdim=True))
+                    s.times.append(time.perf_counter())
+                out = torch.cat([prompt, *tokens], dim=1)
         n = out.shape[1] - args.prompt
         assert n == args.new_tokens and len(s.times) == n, f"generated {n} tokens, stamped {len(s.times)}"
         if r == 0:
@@ -72,7 +85,7 @@ def main():
                       "decode_tokens_per_s_median": tps_sorted[len(tps) // 2] if len(tps) % 2 else
                       0.5 * (tps_sorted[len(tps) // 2 - 1] + tps_sorted[len(tps) // 2]),
                       "prefill_seconds": prefill, "peak_rss_mib": pytorch_peer.peak_rss_mib(),
-                      "settings": {"torch": torch.__version__, "attn": args.attn, "inference_mode": True,
+                      "settings": {"torch": torch.__version__, "attn": args.attn, "inference_mode": True, "loop": args.loop,
                                    "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
                                    "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE")}}))
     return 0

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Batch-1 generation, tinylm against Hugging Face generate, interleaved rounds in one run (docs/performance.md).
 
-  export OMP_WAIT_POLICY=PASSIVE
   /work/venv/bin/python benchmarks/generation/run.py --build build-speed --rounds 3 --out runs/speed/generation.json
+
+Both processes run with the same OMP_WAIT_POLICY (--wait-policy, default ACTIVE): at batch 1 a token is ~100 short
+parallel regions, and PASSIVE threads sleep between them (3x slower decode on 2 cores, docs/performance.md).
 
 Prints decode tokens/s (median over rounds; each round's number is the median of its generations), the ratio, and
 the fraction of the memory bandwidth (STREAM-style triad measured inside bench_generate) that tinylm's decode reaches
@@ -35,23 +37,29 @@ def main():
     ap.add_argument("--repeats", type=int, default=2, help="generations per process after one warm-up")
     ap.add_argument("--new-tokens", type=int, default=256)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--wait-policy", choices=["ACTIVE", "PASSIVE"], default="ACTIVE",
+                    help="OMP_WAIT_POLICY for both processes")
+    ap.add_argument("--peer-loop", choices=["generate", "manual"], default="generate",
+                    help="generation_peer.py --loop: HF generate, or a hand-written greedy loop")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     env = dict(os.environ)
     coretype = env.pop("OPENBLAS_CORETYPE", None)
     env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(args.threads)
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    print(f"OPENBLAS_CORETYPE in the caller's environment: {coretype!r} (unset for the runs)")
+    env["OMP_WAIT_POLICY"] = args.wait_policy
+    print(f"OPENBLAS_CORETYPE in the caller's environment: {coretype!r} (unset for the runs); "
+          f"OMP_WAIT_POLICY={args.wait_policy}")
     exe = Path(args.build) / "benchmarks" / "generation" / "bench_generate"
     common = ["--config", args.config, "--new-tokens", args.new_tokens, "--repeats", args.repeats]
     runs = []
     for r in range(args.rounds):
         t = run_json([exe, *common], env)
-        p = run_json([sys.executable, HERE / "generation_peer.py", *common, "--threads", args.threads], env)
+        p = run_json([sys.executable, HERE / "generation_peer.py", *common, "--threads", args.threads,
+                                                                   "--loop", args.peer_loop], env)
         runs.append((t, p))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"openblas_coretype": coretype, "runs": [list(x) for x in runs]}, indent=1))
+        args.out.write_text(json.dumps({"openblas_coretype": coretype, "omp_wait_policy": args.wait_policy, "runs": [list(x) for x in runs]}, indent=1))
     tl_tps = [t["decode_tokens_per_s_median"] for t, _ in runs]
     pt_tps = [p["decode_tokens_per_s_median"] for _, p in runs]
     bw = statistics.median(t["triad_gb_per_s"] for t, _ in runs)

@@ -33,50 +33,63 @@ constexpr double f32_tolerance = 2e-5;
 
 BOOST_AUTO_TEST_SUITE(backends)
 
+// Odd sizes and padded row strides; m = 1 is the decoding path (backend/gemv.hpp: n over several of its
+// 64-row blocks and a tail of fewer than 4 rows), run with its AVX2 copy and its baseline copy.
 BOOST_AUTO_TEST_CASE_TEMPLATE(gemm_matches_reference, B, fast_backends) {
-    const index_t m = 37, n = 29, k = 45, pad = 3; // odd sizes and padded row strides
-    for (bool ta : {false, true})
-        for (bool tb : {false, true})
-            for (float beta : {0.0f, 1.0f, -0.5f}) {
-                const index_t lda = (ta ? m : k) + pad, ldb = (tb ? k : n) + pad, ldc = n + pad;
-                auto a = random_tensor<float>({(ta ? k : m), lda}, 1), b = random_tensor<float>({(tb ? n : k), ldb}, 2);
-                auto c0 = random_tensor<float>({m, ldc}, 3);
-                if (beta == 0.0f) c0.data.assign(c0.data.size(), std::numeric_limits<float>::quiet_NaN());
-                auto c_ref = c0, c_fast = c0;
-                const gemm_args<float> g{.trans_a = ta,
-                                         .trans_b = tb,
-                                         .m = m,
-                                         .n = n,
-                                         .k = k,
-                                         .alpha = 0.75f,
-                                         .a = a.data.data(),
-                                         .lda = lda,
-                                         .b = b.data.data(),
-                                         .ldb = ldb,
-                                         .beta = beta,
-                                         .c = nullptr,
-                                         .ldc = ldc};
-                auto g_ref = g, g_fast = g;
-                g_ref.c = c_ref.data.data();
-                g_fast.c = c_fast.data.data();
-                reference_cpu::gemm(g_ref);
-                B::gemm(g_fast);
-                // Compare only the m x n block; the padding must be untouched.
-                double diff = 0, scale = 0;
-                bool padding_kept = true;
-                for (index_t i = 0; i < m; ++i)
-                    for (index_t j = 0; j < ldc; ++j) {
-                        const std::size_t at = std::size_t(i * ldc + j);
-                        if (j >= n)
-                            padding_kept &= (c_fast.data[at] == c0.data[at]) || std::isnan(c0.data[at]);
-                        else {
-                            diff = std::max(diff, double(std::abs(c_fast.data[at] - c_ref.data[at])));
-                            scale = std::max(scale, double(std::abs(c_ref.data[at])));
+    const index_t k = 45, pad = 3;
+    struct size {
+        index_t m, n;
+        bool avx2;
+    };
+    for (const size sz : {size{37, 29, true}, size{1, 29, true}, size{1, 150, true}, size{1, 150, false}}) {
+        const index_t m = sz.m, n = sz.n;
+        detail::allow_avx2_clones = sz.avx2;
+        for (bool ta : {false, true})
+            for (bool tb : {false, true})
+                for (float beta : {0.0f, 1.0f, -0.5f}) {
+                    const index_t lda = (ta ? m : k) + pad, ldb = (tb ? k : n) + pad, ldc = n + pad;
+                    auto a = random_tensor<float>({(ta ? k : m), lda}, 1),
+                         b = random_tensor<float>({(tb ? n : k), ldb}, 2);
+                    auto c0 = random_tensor<float>({m, ldc}, 3);
+                    if (beta == 0.0f) c0.data.assign(c0.data.size(), std::numeric_limits<float>::quiet_NaN());
+                    auto c_ref = c0, c_fast = c0;
+                    const gemm_args<float> g{.trans_a = ta,
+                                             .trans_b = tb,
+                                             .m = m,
+                                             .n = n,
+                                             .k = k,
+                                             .alpha = 0.75f,
+                                             .a = a.data.data(),
+                                             .lda = lda,
+                                             .b = b.data.data(),
+                                             .ldb = ldb,
+                                             .beta = beta,
+                                             .c = nullptr,
+                                             .ldc = ldc};
+                    auto g_ref = g, g_fast = g;
+                    g_ref.c = c_ref.data.data();
+                    g_fast.c = c_fast.data.data();
+                    reference_cpu::gemm(g_ref);
+                    B::gemm(g_fast);
+                    // Compare only the m x n block; the padding must be untouched.
+                    double diff = 0, scale = 0;
+                    bool padding_kept = true;
+                    for (index_t i = 0; i < m; ++i)
+                        for (index_t j = 0; j < ldc; ++j) {
+                            const std::size_t at = std::size_t(i * ldc + j);
+                            if (j >= n)
+                                padding_kept &= (c_fast.data[at] == c0.data[at]) || std::isnan(c0.data[at]);
+                            else {
+                                diff = std::max(diff, double(std::abs(c_fast.data[at] - c_ref.data[at])));
+                                scale = std::max(scale, double(std::abs(c_ref.data[at])));
+                            }
                         }
-                    }
-                BOOST_TEST(diff / scale < f32_tolerance, B::name << " ta=" << ta << " tb=" << tb << " beta=" << beta);
-                BOOST_TEST(padding_kept);
-            }
+                    BOOST_TEST(diff / scale < f32_tolerance,
+                               B::name << " m=" << m << " n=" << n << " ta=" << ta << " tb=" << tb << " beta=" << beta);
+                    BOOST_TEST(padding_kept);
+                }
+    }
+    detail::allow_avx2_clones = true;
 }
 
 BOOST_AUTO_TEST_CASE_TEMPLATE(linear_matches_reference, B, fast_backends) {

@@ -7,7 +7,7 @@
 #include <tinylm/core/arena.hpp>
 #include <tinylm/ops/activation.hpp>
 #include <tinylm/ops/cross_entropy.hpp>
-#include <tinylm/ops/simd.hpp>
+#include <tinylm/core/simd.hpp>
 
 #include <boost/test/unit_test.hpp>
 

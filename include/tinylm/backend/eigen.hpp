@@ -2,8 +2,11 @@
 #pragma once
 
 #include <tinylm/backend/backend.hpp>
+#include <tinylm/backend/gemv.hpp>
 
 #include <Eigen/Core>
+
+#include <type_traits>
 
 namespace tl {
 
@@ -12,6 +15,8 @@ struct eigen_cpu {
 
     template <class T>
     static void gemm(const gemm_args<T>& g) {
+        if constexpr (std::is_same_v<T, float>)
+            if (detail::gemv_applies(g)) return detail::gemv_nt(g); // one row (decoding): see gemv.hpp
         using matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
         using stride = Eigen::OuterStride<>;
         using cmap = Eigen::Map<const matrix, Eigen::Unaligned, stride>;

@@ -9,6 +9,7 @@
 #endif
 
 #include <tinylm/backend/backend.hpp>
+#include <tinylm/backend/gemv.hpp>
 #include <tinylm/core/error.hpp>
 
 #include <oneapi/dnnl/dnnl.h>
@@ -22,6 +23,7 @@ struct onednn_cpu {
 
     static void gemm(const gemm_args<float>& g) {
         if (g.m == 0 || g.n == 0) return;
+        if (detail::gemv_applies(g)) return detail::gemv_nt(g); // one row (decoding): see gemv.hpp
         const dnnl_status_t s = dnnl_sgemm(g.trans_a ? 'T' : 'N', g.trans_b ? 'T' : 'N', g.m, g.n, g.k, g.alpha, g.a,
                                            g.lda, g.b, g.ldb, g.beta, g.c, g.ldc);
         check(s == dnnl_success, [&] {

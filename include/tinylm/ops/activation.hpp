@@ -8,7 +8,7 @@
 #pragma once
 
 #include <tinylm/ops/common.hpp>
-#include <tinylm/ops/simd.hpp>
+#include <tinylm/core/simd.hpp>
 
 #include <cmath>
 #include <numbers>

@@ -13,8 +13,8 @@
 
 #include <tinylm/backend/backend.hpp>
 #include <tinylm/core/arena.hpp>
+#include <tinylm/core/simd.hpp>
 #include <tinylm/ops/common.hpp>
-#include <tinylm/ops/simd.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -97,10 +97,16 @@ requires BackendFor<B, T> cross_entropy_result head_cross_entropy_forward(tensor
                     sum[r] *= std::exp(double(m) - double(chunk_max));
                     m = chunk_max;
                 }
-                double s = 0; // exp in T (fast_exp), the sum in double
-#pragma omp simd reduction(+ : s)
-                for (index_t j = 0; j < width; ++j)
-                    s += double(detail::fast_exp(z[j] - m));
+                // exp and partial sums of 512 in T (a vector reduction), the row's sum in double
+                double s = 0;
+                for (index_t j0 = 0; j0 < width; j0 += 512) {
+                    const index_t j1 = std::min(width, j0 + 512);
+                    T part = 0;
+#pragma omp simd reduction(+ : part)
+                    for (index_t j = j0; j < j1; ++j)
+                        part += detail::fast_exp(z[j] - m);
+                    s += double(part);
+                }
                 sum[r] += s;
                 lse[r] = m;
                 const token_t t = targets[r];

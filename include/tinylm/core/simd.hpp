@@ -1,4 +1,4 @@
-// tinylm/ops/simd.hpp: what the elementwise and row kernels share to run at vector speed.
+// tinylm/core/simd.hpp: what the elementwise and row kernels share to run at vector speed.
 //   fast_exp(x)                 float exp that vectorises inside `omp simd` (double keeps std::exp)
 //   parallel_ranges(n, g, f)    f(begin, end) over [0, n) in blocks of g, spread over the OpenMP threads, and
 //                               compiled a second time for AVX2 + FMA, chosen at run time

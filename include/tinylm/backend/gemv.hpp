@@ -1,0 +1,53 @@
+// tinylm/backend/gemv.hpp: c = alpha * a B^T + beta * c for a single row a (m = 1) and B (n, k) row-major:
+// every projection when a model decodes one token (the weights are (out, in), y = x W^T).
+//
+// Why not the GEMM library: at m = 1 the product is one pass over the weights, so its speed is the memory
+// bandwidth. sgemm packs B into its own layout first (reading the weights and writing a copy on every call),
+// which at batch 1 costs more than the product (benchmarks/generation: docs/performance.md). Here each weight
+// row is read once, four rows per pass sharing the loads of a, spread over the OpenMP threads, with an AVX2
+// copy chosen at run time (core/simd.hpp). Sums run in a different order than the GEMM's: results agree to
+// float rounding, not bit for bit.
+#pragma once
+
+#include <tinylm/backend/backend.hpp>
+#include <tinylm/core/simd.hpp>
+
+namespace tl::detail {
+
+inline bool gemv_applies(const gemm_args<float>& g) { return g.m == 1 && !g.trans_a && g.trans_b && g.k > 0; }
+
+inline void gemv_nt(const gemm_args<float>& g) {
+    parallel_ranges(g.n, 64, [&g](index_t j0, index_t j1) {
+        // Locals, not captures: a pointer read through the closure inside the loop stops the vectoriser.
+        const float* a = g.a;
+        const index_t k = g.k, ldb = g.ldb;
+        auto store = [&](index_t j, float s) { g.c[j] = g.alpha * s + (g.beta == 0.0f ? 0.0f : g.beta * g.c[j]); };
+        index_t j = j0;
+        for (; j + 4 <= j1; j += 4) {
+            const float *b0 = g.b + j * ldb, *b1 = b0 + ldb, *b2 = b1 + ldb, *b3 = b2 + ldb;
+            float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+#pragma omp simd reduction(+ : s0, s1, s2, s3)
+            for (index_t p = 0; p < k; ++p) {
+                const float x = a[p];
+                s0 += x * b0[p];
+                s1 += x * b1[p];
+                s2 += x * b2[p];
+                s3 += x * b3[p];
+            }
+            store(j, s0);
+            store(j + 1, s1);
+            store(j + 2, s2);
+            store(j + 3, s3);
+        }
+        for (; j < j1; ++j) {
+            const float* b0 = g.b + j * ldb;
+            float s0 = 0;
+#pragma omp simd reduction(+ : s0)
+            for (index_t p = 0; p < k; ++p)
+                s0 += a[p] * b0[p];
+            store(j, s0);
+        }
+    });
+}
+
+} // namespace tl::detail
