@@ -4,6 +4,8 @@
 // step over a single position. on_token(token) is called as each token is chosen (stream it to the
 // terminal); returning false stops early. Generation also stops at any of stop_tokens (which is not
 // emitted) or after max_new_tokens.
+// Speed: a decoded token is ~100 short OpenMP regions; with OMP_WAIT_POLICY=PASSIVE the threads sleep between
+// them and decoding is ~3x slower on 2 cores than with ACTIVE (docs/performance.md, batch-1 decoding).
 #pragma once
 
 #include <tinylm/eval/sampling.hpp>
