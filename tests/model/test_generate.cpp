@@ -1,5 +1,6 @@
 // Generation: the KV-cache path reproduces the full forward pass position by position, chunked prefill
 // included, and sampling follows its definitions.
+#include "../support/kv_cache.hpp"
 #include "../support/random.hpp"
 #include "fixture_configs.hpp"
 
@@ -36,27 +37,10 @@ void check_cache_matches_full_forward(const std::string& name) {
     counter_rng rng(5);
     for (auto& id : ids.data)
         id = token_t(rng.below(std::uint64_t(V)));
-    owned<float> full({B, T, V});
-    model.logits(ids, full);
-
     auto cache = model.make_cache(B, 16, /*chunk=*/3);
+    // a prefill of 5 (two chunks of 3), two single tokens, then 4 more
+    const double worst = cached_vs_full_logits(model, cache, ids, {5, 1, 1, 4});
     owned<float> last({B, V});
-    index_t pos = 0;
-    double worst = 0;
-    for (index_t step : {5, 1, 1, 4}) { // a prefill of 5 (two chunks of 3), two single tokens, then 4 more
-        owned<token_t> part({B, step});
-        for (index_t b = 0; b < B; ++b)
-            for (index_t t = 0; t < step; ++t)
-                part.data[b * step + t] = ids.data[b * T + pos + t];
-        model.forward_cached(cache, part, last);
-        pos += step;
-        for (index_t b = 0; b < B; ++b) {
-            const std::vector<float> want(full.data.begin() + (b * T + pos - 1) * V,
-                                          full.data.begin() + (b * T + pos) * V);
-            const std::vector<float> got(last.data.begin() + b * V, last.data.begin() + (b + 1) * V);
-            worst = std::max(worst, rel_error(got, want));
-        }
-    }
     BOOST_TEST(cache.length() == T);
     BOOST_TEST_MESSAGE(name << ": cached vs full logits " << worst);
     BOOST_TEST(worst < 1e-5, name);

@@ -2,6 +2,7 @@
 // full layer differ exactly at the positions the window cuts, that generation with the KV cache follows the
 // same per-layer windows, the FLOPs formula, and config.json's layer_types (Hugging Face's MinistralForCausalLM).
 // The parity with transformers on the same weights is in test_hf_parity.cpp (fixture ministral_layers).
+#include "../support/kv_cache.hpp"
 #include "../support/random.hpp"
 #include "fixture_configs.hpp"
 
@@ -166,26 +167,9 @@ BOOST_AUTO_TEST_CASE(kv_cache_uses_each_layers_window) {
     decoder<mixed, reference_cpu> model(3);
     const index_t B = 2, T = 13, V = mixed::value.vocab_size;
     const auto ids = random_ids(B, T, V, 5);
-    owned<float> full({B, T, V});
-    model.logits(ids, full);
     auto cache = model.make_cache(B, 16, /*chunk=*/3);
-    owned<float> last({B, V});
-    index_t pos = 0;
-    double worst = 0;
-    for (index_t step : {5, 1, 1, 6}) { // a chunked prefill, single tokens, and a chunk across the window
-        owned<token_t> part({B, step});
-        for (index_t b = 0; b < B; ++b)
-            for (index_t t = 0; t < step; ++t)
-                part.data[b * step + t] = ids.data[b * T + pos + t];
-        model.forward_cached(cache, part, last);
-        pos += step;
-        for (index_t b = 0; b < B; ++b) {
-            const std::vector<float> want(full.data.begin() + (b * T + pos - 1) * V,
-                                          full.data.begin() + (b * T + pos) * V);
-            const std::vector<float> got(last.data.begin() + b * V, last.data.begin() + (b + 1) * V);
-            worst = std::max(worst, rel_error(got, want));
-        }
-    }
+    // a chunked prefill, single tokens, and a chunk across the window
+    const double worst = cached_vs_full_logits(model, cache, ids, {5, 1, 1, 6});
     BOOST_TEST_MESSAGE("KV cache against the full forward, worst relative error " << worst);
     BOOST_TEST(worst < 1e-5);
 }

@@ -6,6 +6,7 @@
 // names and config.json). Parity with transformers is in tests/model/test_hf_parity.cpp (fixture mixtral_moe).
 #include "../model/fixture_configs.hpp"
 #include "../support/gradcheck.hpp"
+#include "../support/kv_cache.hpp"
 
 #include <tinylm/backend/default.hpp>
 #include <tinylm/io/hf_checkpoint.hpp>
@@ -295,26 +296,9 @@ BOOST_AUTO_TEST_CASE(decoder_kv_cache_matches_full_forward) {
     counter_rng rng(5);
     for (auto& id : ids.data)
         id = token_t(rng.below(std::uint64_t(V)));
-    owned<float> full({B, T, V});
-    model.logits(ids, full);
     auto cache = model.make_cache(B, 16, /*chunk=*/3);
-    owned<float> last({B, V});
-    index_t pos = 0;
-    double worst = 0;
-    for (index_t step : {5, 1, 1, 4}) { // chunks of 3 and 2 rows per sequence, single tokens, then 3 + 1
-        owned<token_t> part({B, step});
-        for (index_t b = 0; b < B; ++b)
-            for (index_t t = 0; t < step; ++t)
-                part.data[b * step + t] = ids.data[b * T + pos + t];
-        model.forward_cached(cache, part, last);
-        pos += step;
-        for (index_t b = 0; b < B; ++b) {
-            const std::vector<float> want(full.data.begin() + (b * T + pos - 1) * V,
-                                          full.data.begin() + (b * T + pos) * V);
-            const std::vector<float> got(last.data.begin() + b * V, last.data.begin() + (b + 1) * V);
-            worst = std::max(worst, rel_error(got, want));
-        }
-    }
+    // chunks of 3 and 2 rows per sequence, single tokens, then 3 + 1
+    const double worst = cached_vs_full_logits(model, cache, ids, {5, 1, 1, 4});
     BOOST_TEST_MESSAGE("mixtral_moe: cached vs full logits " << worst);
     BOOST_TEST(worst < 1e-5);
 }
