@@ -106,6 +106,38 @@ BOOST_AUTO_TEST_CASE(resume_after_a_crash_is_bit_identical) {
     BOOST_TEST(tb.state().data_position == ta.state().data_position);
 }
 
+BOOST_AUTO_TEST_CASE(a_run_paused_at_stop_at_continues_on_the_same_schedule) {
+    const auto train_tokens = byte_tokens(20000, 11), val_tokens = byte_tokens(4000, 12);
+    temp_dir a("whole"), b("staged");
+    model_t whole(3);
+    token_windows src_a(train_tokens, 4);
+    trainer ta(whole, src_a, val_tokens, small_run(a.path));
+    BOOST_TEST((ta.run() == train_outcome::finished));
+
+    { // stage 1: the first 13 steps (not a multiple of eval_every or checkpoint_every)
+        model_t first(3);
+        token_windows src(train_tokens, 4);
+        auto options = small_run(b.path);
+        options.stop_at = 13;
+        trainer t(first, src, val_tokens, options);
+        std::vector<double> lrs;
+        t.on_step = [&](const step_report& r) { lrs.push_back(r.lr); };
+        BOOST_TEST((t.run() == train_outcome::paused));
+        BOOST_TEST(lrs.size() == 13u);
+        BOOST_TEST(t.state().history["val_loss"].back()[0].get<long long>() == 13); // validated at the pause
+    }
+    model_t staged(99); // everything comes from the step-13 checkpoint
+    token_windows src_b(train_tokens, 4);
+    trainer tb(staged, src_b, val_tokens, small_run(b.path));
+    long long first_step = 0;
+    tb.on_step = [&](const step_report& r) {
+        if (!first_step) first_step = r.step;
+    };
+    BOOST_TEST((tb.run() == train_outcome::finished));
+    BOOST_TEST(first_step == 14);
+    BOOST_TEST(same_bits(whole, staged)); // the schedule spans max_steps in both stages
+}
+
 BOOST_AUTO_TEST_CASE(sigint_saves_a_checkpoint_and_returns) {
     const auto tokens = byte_tokens(8000, 4);
     temp_dir dir("sigint");

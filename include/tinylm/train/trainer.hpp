@@ -27,7 +27,8 @@ struct trainer_options {
     index_t batch_size = 8;     // sequences per micro-batch
     index_t seq_len = 64;       // tokens per sequence
     int grad_accum = 1;         // micro-batches per optimizer step
-    long long max_steps = 1000; // optimizer steps
+    long long max_steps = 1000; // optimizer steps; the learning-rate schedule spans them
+    long long stop_at = 0;      // pause after this step (validation, checkpoint); 0: run to max_steps
     double peak_lr = 3e-4;
     double min_lr = 3e-5;
     long long warmup_steps = 100;
@@ -49,7 +50,9 @@ struct step_report {
     double tokens_per_second = 0, elapsed_seconds = 0;
 };
 
-enum class train_outcome { finished, interrupted };
+// paused: stopped at stop_at before max_steps; a trainer with a later stop_at continues from the checkpoint on
+// the same schedule (staged runs: compare candidates early, then continue the best).
+enum class train_outcome { finished, paused, interrupted };
 
 namespace detail {
 inline std::atomic<int> interrupt_requests{0};
@@ -121,7 +124,9 @@ public:
 
         const auto start = std::chrono::steady_clock::now();
         const shape batch{options_.batch_size, options_.seq_len};
-        while (state_.step < options_.max_steps) {
+        const long long stop =
+            options_.stop_at > 0 ? std::min(options_.stop_at, options_.max_steps) : options_.max_steps;
+        while (state_.step < stop) {
             const auto step_start = std::chrono::steady_clock::now();
             model_.zero_grad();
             double loss = 0;
@@ -152,7 +157,7 @@ public:
                          double(options_.grad_accum * options_.batch_size * options_.seq_len) / secs,
                          std::chrono::duration<double>(now - start).count()});
             }
-            const bool last = state_.step == options_.max_steps;
+            const bool last = state_.step == stop; // validated and saved like the end of the run
             if ((options_.eval_every > 0 && state_.step % options_.eval_every == 0) || last) {
                 const double val = evaluate();
                 state_.history["val_loss"].push_back({state_.step, val});
@@ -164,7 +169,7 @@ public:
                 save();
             if (interrupted) return train_outcome::interrupted;
         }
-        return train_outcome::finished;
+        return state_.step < options_.max_steps ? train_outcome::paused : train_outcome::finished;
     }
 
     void save() {
