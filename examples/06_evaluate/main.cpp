@@ -83,7 +83,9 @@ std::vector<std::string> split_documents(const std::string& text, const std::str
     return docs;
 }
 
-void print_qa(const char* who, const te::qa_report& r) { std::printf("%-10s %s\n", who, r.summary().c_str()); }
+void print_qa(const char* who, const te::qa_report& r) {
+    std::printf("%-10s %s\n%-10s by group: %s\n", who, r.summary().c_str(), "", r.group_summary().c_str());
+}
 
 template <class Config>
 int run(const settings& s, const tl::tokenizer& tok) {
@@ -121,7 +123,9 @@ int run(const settings& s, const tl::tokenizer& tok) {
         const te::qa_set set = te::load_qa(s.qa_set_path);
         for (const std::string& p : te::qa_problems(set, {.min_facts = 1}))
             std::fprintf(stderr, "warning: %s\n", p.c_str());
-        te::qa_options o{.score = s.qa_score == "sum" ? te::qa_score::sum : te::qa_score::per_char};
+        te::qa_options o{.score = s.qa_score == "sum"           ? te::qa_score::sum
+                                  : s.qa_score == "mutual-info" ? te::qa_score::mutual_info
+                                                                : te::qa_score::per_char};
         o.loglikelihood.prefix_token = prefix;
         std::printf("qa: %s, %zu facts, %zu questions\n", s.qa_set_path.c_str(), set.facts.size(),
                     set.question_count());
@@ -192,7 +196,8 @@ int main(int argc, char** argv) try {
     CLI::App* qa = app.add_subcommand("qa", "the paraphrase-consistency QA benchmark");
     common(qa);
     qa->add_option("--set", s.qa_set_path, "facts JSONL");
-    qa->add_option("--score", s.qa_score, "per-char (acc_norm) or sum")->check(CLI::IsMember({"per-char", "sum"}));
+    qa->add_option("--score", s.qa_score, "per-char (acc_norm), sum, or mutual-info (minus the empty-context score)")
+        ->check(CLI::IsMember({"per-char", "sum", "mutual-info"}));
     qa->add_flag("--floors", s.floors, "also score an untrained model and (with --train-text) a unigram model");
     qa->add_option("--train-text", s.train_texts, "training text for the unigram floor");
     CLI11_PARSE(app, argc, argv);

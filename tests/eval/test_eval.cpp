@@ -358,8 +358,43 @@ BOOST_AUTO_TEST_CASE(qa_report_counts_by_hand) {
     BOOST_TEST(picked.size() > 1u);
 }
 
-BOOST_AUTO_TEST_CASE(tatar_qa_file_is_valid_and_sourced) {
-    const fs::path file = fs::path(TINYLM_SOURCE_DIR) / "benchmarks/tatar_qa/facts.jsonl";
+BOOST_AUTO_TEST_CASE(qa_mutual_info_and_groups_by_hand) {
+    qa_set set;
+    set.facts.push_back({"num_a", "x:1", "yes", {"p1", "p2", "p3"}, {"n1", "n2", "n3"}});
+    set.facts.push_back({"kind_b", "x:2", "yes", {"q1", "q2", "q3"}, {"m1", "m2", "m3"}});
+    const qa_options mi{.score = qa_score::mutual_info};
+    const std::vector<text_request> reqs = qa_requests(set, mi);
+    BOOST_TEST_REQUIRE(reqs.size() == 24u + 8u); // then one empty-context request per fact and choice
+    BOOST_TEST(reqs[24].context.empty());
+    BOOST_TEST(reqs[24].continuation == " yes");
+    BOOST_TEST(reqs[31].continuation == " m3");
+    // The answer is the likeliest choice after every question; in fact b it is as likely without the question,
+    // while choice 2 gains most from the question: mutual information picks choice 2 there.
+    std::vector<double> lls;
+    for (int p = 0; p < 3; ++p)
+        lls.insert(lls.end(), {-1, -3, -3, -3});
+    for (int p = 0; p < 3; ++p)
+        lls.insert(lls.end(), {-1, -3, -2, -3});
+    lls.insert(lls.end(), {-4, -4, -4, -4, -1, -4, -4, -4});
+    const qa_report r = qa_report_from(set, mi, lls);
+    BOOST_TEST(r.correct == 3u);
+    BOOST_TEST(r.results[3].chosen == 2);
+    BOOST_TEST(r.consistent_facts == 2u);
+    BOOST_TEST(r.consistent_correct_facts == 1u);
+    BOOST_TEST_REQUIRE(r.groups.size() == 2u);
+    BOOST_TEST(r.groups[0].name == "num");
+    BOOST_TEST(r.groups[0].correct == 3u);
+    BOOST_TEST(r.groups[1].name == "kind");
+    BOOST_TEST(r.groups[1].questions == 3u);
+    BOOST_TEST(r.groups[1].correct == 0u);
+    BOOST_TEST(r.group_summary() == "num 3/3, kind 0/3");
+    // The same likelihoods scored by their sums (the unconditional ones are not requested then).
+    const std::vector<double> conditional(lls.begin(), lls.begin() + 24);
+    BOOST_TEST(qa_report_from(set, {.score = qa_score::sum}, conditional).correct == 6u);
+    BOOST_CHECK_THROW(qa_report_from(set, mi, conditional), tl::error);
+}
+
+void check_tatar_qa_file(const fs::path& file) {
     const qa_set set = load_qa(file);
     const std::vector<std::string> problems = qa_problems(set);
     for (const std::string& p : problems)
@@ -373,7 +408,22 @@ BOOST_AUTO_TEST_CASE(tatar_qa_file_is_valid_and_sourced) {
         return;
     }
     std::map<std::string, std::vector<std::string>> files;
+    std::string corpus; // the running text, case-folded, for the `stated` counts
+    for (const char* f : {"song_lyrics.txt", "explanatory_dictionary.txt", "bible_nt.txt", "ntrex128.tat.txt",
+                          "udhr.txt", "wikipedia_lines.txt"}) {
+        std::ifstream in(data / f);
+        corpus += casefold(std::string(std::istreambuf_iterator<char>(in), {}));
+    }
     for (const qa_fact& f : set.facts) {
+        if (!f.stated.empty()) {
+            const std::string stated = casefold(f.stated);
+            BOOST_TEST(stated.find(casefold(f.answer)) != std::string::npos, f.id + ": the answer is not in `stated`");
+            std::size_t count = 0;
+            for (std::size_t at = corpus.find(stated); at != std::string::npos; at = corpus.find(stated, at + 1))
+                ++count;
+            BOOST_TEST(count >= 5u,
+                       f.id + ": \"" + f.stated + "\" is in the corpus " + std::to_string(count) + " times");
+        }
         bool found = false;
         std::string_view rest = f.source;
         while (!rest.empty()) {
@@ -395,6 +445,36 @@ BOOST_AUTO_TEST_CASE(tatar_qa_file_is_valid_and_sourced) {
             found = found || casefold(lines[line - 1]).find(casefold(f.answer)) != std::string::npos;
         }
         BOOST_TEST(found, f.id + ": the answer \"" + f.answer + "\" is on none of its source lines");
+    }
+}
+
+BOOST_AUTO_TEST_CASE(qa_blank_phrasings_score_the_rest_of_the_sentence) {
+    qa_set set;
+    set.facts.push_back({"colour_snow", "x:1", "ак", {"Кышын ___ кар ява.", "Кар нинди? Ул"}, {"кара"}});
+    const std::vector<text_request> reqs = qa_requests(set, {});
+    BOOST_TEST_REQUIRE(reqs.size() == 4u);
+    BOOST_TEST(reqs[0].context == "Кышын ак");
+    BOOST_TEST(reqs[0].continuation == " кар ява.");
+    BOOST_TEST(reqs[1].context == "Кышын кара");
+    BOOST_TEST(reqs[1].continuation == " кар ява.");
+    BOOST_TEST(reqs[2].context == "Кар нинди? Ул");
+    BOOST_TEST(reqs[3].continuation == " кара");
+    // The blank phrasing compares sums (per character would favour the longer choice, "кара", here: -5/4 >
+    // -3/2); the completion phrasing divides by the choice's characters: "ак" -3/2 loses to "кара" -5/4.
+    const qa_report r = qa_report_from(set, {}, std::vector<double>{-3, -5, -3, -5});
+    BOOST_TEST(r.results[0].chosen == 0);
+    BOOST_TEST(r.results[1].chosen == 1);
+    // A sentence needs exactly one blank with text after it.
+    set.facts[0].questions = {"___ кар ___", "Кар ___", "Кар ___ ", "___ кар ява."};
+    const std::vector<std::string> problems = qa_problems(set, {.min_facts = 1, .min_phrasings = 1, .distractors = 1});
+    BOOST_TEST(problems.size() == 3u);
+}
+
+// Both Tatar QA sets: valid, every answer written on one of its source lines; the frequent set's facts are
+// stated at least 5 times in the corpus (their `stated` phrase, case-folded, counted over the running text).
+BOOST_AUTO_TEST_CASE(tatar_qa_file_is_valid_and_sourced) {
+    for (const char* name : {"facts.jsonl", "frequent_facts.jsonl"}) {
+        BOOST_TEST_CONTEXT(name) { check_tatar_qa_file(fs::path(TINYLM_SOURCE_DIR) / "benchmarks/tatar_qa" / name); }
     }
 }
 

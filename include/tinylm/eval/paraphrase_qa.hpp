@@ -4,16 +4,24 @@
 // Data: JSONL, one fact per line (benchmarks/tatar_qa/facts.jsonl):
 //   {"id": "...", "source": "file:line ...", "questions": ["phrasing 1", "phrasing 2", ...],
 //    "answer": "...", "distractors": ["...", "...", "..."]}
-// Each phrasing is a prompt that the answer completes. Scoring (lm-eval's multiple-choice rules, see
+// Each phrasing is a prompt that the answer completes, or a sentence with one blank "___" where the answer goes.
+// A blank phrasing is scored the way lm-eval scores Winogrande (partial evaluation): the choice is written into
+// the blank and the model scores the rest of the sentence after it (the same text for every choice, so the sum
+// is compared and the choice's own frequency plays no part). That suits languages such as Tatar where the
+// telling word comes after the answer ("___ кар ява": snow is white). A completion phrasing is scored by
+// lm-eval's multiple-choice rules (see
 // loglikelihood.hpp): context = the prompt template with {question} replaced, continuation = " " + choice;
 // the chosen choice maximises the log-likelihood divided by the choice's length in characters (acc_norm;
-// qa_score::sum uses the plain sum). Choices are compared in an order shuffled per question (a fixed hash),
-// so that ties, which a context-free scorer meets often, do not favour the answer.
+// qa_score::sum uses the plain sum; qa_score::mutual_info subtracts the choice's log-likelihood after an
+// empty context, lm-eval's acc_mutual_info, so that a choice is not picked for being a frequent word). Choices
+// are compared in an order shuffled per question (a fixed hash), so that ties, which a context-free scorer
+// meets often, do not favour the answer.
 //
 // Report: accuracy over all questions; consistency = share of facts whose chosen choice is the same for
 // every phrasing; consistent-and-correct = share of facts answered right for every phrasing. A scorer that
 // ignores the question (the unigram floor) is perfectly consistent, so consistency alone proves nothing:
-// the headline is consistent-and-correct, against the untrained-model and unigram floors.
+// the headline is consistent-and-correct, against the untrained-model and unigram floors. Accuracy is also
+// reported per group of facts (the id up to its first '_': month, kind, nt, ...).
 #pragma once
 
 #include <tinylm/eval/loglikelihood.hpp>
@@ -22,6 +30,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -34,7 +43,10 @@ namespace tl::eval {
 struct qa_fact {
     std::string id{}, source{}, answer{};
     std::vector<std::string> questions{}, distractors{};
+    std::string stated{}; // optional: the phrase the corpus states the fact with (checked by test_eval)
 };
+
+inline constexpr std::string_view qa_blank = "___";
 
 struct qa_set {
     std::vector<qa_fact> facts;
@@ -58,7 +70,7 @@ inline qa_set load_qa(const std::filesystem::path& path) {
             const nlohmann::json j = nlohmann::json::parse(line);
             set.facts.push_back({j.at("id").get<std::string>(), j.at("source").get<std::string>(),
                                  j.at("answer").get<std::string>(), j.at("questions").get<std::vector<std::string>>(),
-                                 j.at("distractors").get<std::vector<std::string>>()});
+                                 j.at("distractors").get<std::vector<std::string>>(), j.value("stated", "")});
         } catch (const nlohmann::json::exception& e) {
             fail("load_qa: " + path.string() + ":" + std::to_string(line_no) + ": " + e.what());
         }
@@ -92,11 +104,19 @@ inline std::vector<std::string> qa_problems(const qa_set& set, const qa_requirem
             problems.push_back(who + "the answer is empty or among the distractors");
         for (const std::string& c : choices)
             if (c.empty()) problems.push_back(who + "an empty choice");
+        for (const std::string& q : f.questions) {
+            const std::size_t blank = q.find(qa_blank);
+            if (blank == std::string::npos) continue;
+            if (q.find(qa_blank, blank + 1) != std::string::npos)
+                problems.push_back(who + "more than one blank in \"" + q + "\"");
+            else if (q.find_first_not_of(" ", blank + qa_blank.size()) == std::string::npos)
+                problems.push_back(who + "nothing after the blank in \"" + q + "\" (write it without the blank)");
+        }
     }
     return problems;
 }
 
-enum class qa_score { per_char, sum };
+enum class qa_score { per_char, sum, mutual_info };
 
 struct qa_options {
     std::string prompt = "{question}"; // template of the context
@@ -111,10 +131,16 @@ struct qa_question_result {
     int chosen = 0;                 // index into (answer, distractors...); 0 is right
 };
 
+struct qa_group {
+    std::string name{};
+    std::size_t questions = 0, correct = 0;
+};
+
 struct qa_report {
     std::size_t facts = 0, questions = 0, correct = 0, consistent_facts = 0, consistent_correct_facts = 0;
     double chance = 0; // expected accuracy of a random pick
     std::vector<qa_question_result> results{};
+    std::vector<qa_group> groups{}; // in order of first appearance
     double accuracy() const { return questions ? double(correct) / double(questions) : NAN; }
     double consistency() const { return facts ? double(consistent_facts) / double(facts) : NAN; }
     double consistent_correct() const { return facts ? double(consistent_correct_facts) / double(facts) : NAN; }
@@ -127,7 +153,17 @@ struct qa_report {
                       consistent_correct(), consistent_correct_facts, facts);
         return buf;
     }
+    std::string group_summary() const { // "month 12/33, kind 30/81, ..."
+        std::string out;
+        for (const qa_group& g : groups)
+            out += (out.empty() ? "" : ", ") + g.name + " " + std::to_string(g.correct) + "/" +
+                   std::to_string(g.questions);
+        return out;
+    }
 };
+
+// The group of a fact: its id up to the first '_' (the whole id when there is none).
+inline std::string qa_group_of(const std::string& id) { return id.substr(0, id.find('_')); }
 
 namespace detail {
 inline std::uint64_t qa_hash(std::string_view s, std::uint64_t h = 0xcbf29ce484222325ull) {
@@ -155,33 +191,59 @@ inline std::vector<std::string> qa_choices(const qa_fact& f) {
     return c;
 }
 
-// One (context, continuation) request per fact, phrasing and choice, in that order.
+// One (context, continuation) request per fact, phrasing and choice, in that order; for mutual_info then one
+// request per fact and choice with an empty context. A blank phrasing gives (text before the blank + choice,
+// text after the blank).
 inline std::vector<text_request> qa_requests(const qa_set& set, const qa_options& o) {
     std::vector<text_request> reqs;
     for (const qa_fact& f : set.facts)
         for (const std::string& q : f.questions) {
             const std::string ctx = render_doc_text(o.prompt, mc_doc{q, {}, 0});
+            const std::size_t blank = ctx.find(qa_blank);
             for (const std::string& c : qa_choices(f))
-                reqs.push_back({ctx, o.target_delimiter + c});
+                reqs.push_back(blank == std::string::npos
+                                   ? text_request{ctx, o.target_delimiter + c}
+                                   : text_request{ctx.substr(0, blank) + c, ctx.substr(blank + qa_blank.size())});
         }
+    if (o.score == qa_score::mutual_info)
+        for (const qa_fact& f : set.facts)
+            for (const std::string& c : qa_choices(f))
+                reqs.push_back({"", o.target_delimiter + c});
     return reqs;
 }
 
 // The report from the log-likelihoods of qa_requests(set, options), in that order.
 inline qa_report qa_report_from(const qa_set& set, const qa_options& o, std::span<const double> lls) {
     qa_report r;
-    std::size_t at = 0;
+    std::size_t at = 0, unconditional = 0;
+    if (o.score == qa_score::mutual_info) {
+        for (const qa_fact& f : set.facts)
+            unconditional += f.questions.size() * (1 + f.distractors.size());
+    }
+    check(lls.size() == qa_requests(set, o).size(), "qa_report_from: one log-likelihood per request needed");
     for (std::size_t fi = 0; fi < set.facts.size(); ++fi) {
         const qa_fact& f = set.facts[fi];
         const std::vector<std::string> choices = qa_choices(f);
+        const std::string group = qa_group_of(f.id);
+        auto g = std::find_if(r.groups.begin(), r.groups.end(), [&](const qa_group& x) { return x.name == group; });
+        if (g == r.groups.end()) g = r.groups.insert(g, {group});
         bool all_same = true, all_right = true;
         int first_choice = -1;
         for (std::size_t p = 0; p < f.questions.size(); ++p) {
             qa_question_result q{.fact = fi, .phrasing = p};
             for (std::size_t c = 0; c < choices.size(); ++c)
                 q.logprobs.push_back(lls[at++]);
+            const bool blank = f.questions[p].find(qa_blank) != std::string::npos;
             const auto score = [&](std::size_t c) {
-                return o.score == qa_score::sum ? q.logprobs[c] : q.logprobs[c] / double(code_points(choices[c]));
+                if (blank) return q.logprobs[c]; // the same continuation for every choice
+                switch (o.score) {
+                case qa_score::sum:
+                    return q.logprobs[c];
+                case qa_score::mutual_info:
+                    return q.logprobs[c] - lls[unconditional + c];
+                default:
+                    return q.logprobs[c] / double(code_points(choices[c]));
+                }
             };
             const std::vector<std::size_t> order = detail::qa_order(f, p, choices.size());
             std::size_t best = order[0];
@@ -189,6 +251,8 @@ inline qa_report qa_report_from(const qa_set& set, const qa_options& o, std::spa
                 if (score(order[i]) > score(best)) best = order[i];
             q.chosen = int(best);
             r.correct += best == 0;
+            g->questions += 1;
+            g->correct += best == 0;
             r.chance += 1.0 / double(choices.size());
             all_right = all_right && best == 0;
             if (first_choice < 0) first_choice = q.chosen;
@@ -197,6 +261,7 @@ inline qa_report qa_report_from(const qa_set& set, const qa_options& o, std::spa
         }
         r.consistent_facts += all_same;
         r.consistent_correct_facts += all_right;
+        unconditional += choices.size();
     }
     r.facts = set.facts.size();
     r.questions = r.results.size();
