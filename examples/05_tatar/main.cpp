@@ -13,7 +13,7 @@
 //              logs every expert's share of the tokens);
 //           5. compare the variants (OUT/report.md) and keep the best one by validation loss as OUT/model
 //              (Hugging Face layout with tokenizer.json);
-//           6. score every variant on the paraphrase-consistency QA benchmark (benchmarks/tatar_qa, --qa-set)
+//           6. score every variant on the paraphrase-consistency QA benchmarks (benchmarks/tatar_qa, --qa-set)
 //              against two floors: the same model untrained and a unigram model of the training tokens.
 //           Stages 1-3 are cached in OUT/data_*; a variant resumes from its checkpoint; run again to continue.
 // Data:     ../shared/data/tatar (TINYLM_DATA_DIR or --data-dir; sources in ../shared/data/DATA.md and
@@ -58,6 +58,15 @@ namespace {
 // (4 experts of d_ff / 2, top-2), so a token passes through the same MLP width (plus the router's 4 x d
 // product); the sliding variant has the dense model's weights and windows layers 0 and 2 at 32 tokens, so it
 // spends fewer FLOPs on attention (stated in the report from tl::flops_per_token).
+const std::vector<std::pair<std::string, std::string>> variant_descriptions = {
+    {"dense", "dense SwiGLU MLP, full attention"},
+    {"moe", "4 SwiGLU experts of half width, top-2, per-layer aux loss 0.01"},
+    {"sliding", "dense, layers 0 and 2 windowed at 32 tokens"}};
+std::string variant_what(const std::string& name) {
+    for (const auto& [n, what] : variant_descriptions)
+        if (n == name) return what;
+    return name;
+}
 constexpr int model_vocab = tl::presets::tatar_dense::value.vocab_size,
               model_context = tl::presets::tatar_dense::value.max_seq_len;
 using tl::presets::tatar_dense, tl::presets::tatar_moe, tl::presets::tatar_sliding;
@@ -350,21 +359,29 @@ std::vector<std::pair<std::string, std::string>> continue_prompts(const Model& m
     return out;
 }
 
+// A QA set's reports for a trained model and the same configuration untrained, by the set's scoring and by
+// mutual information.
+struct qa_scores {
+    te::qa_report trained{}, untrained{}, trained_mi{}, untrained_mi{};
+};
+
 struct variant_result {
     std::string name{}, what{};
+    long long steps = 0; // where the variant's run stopped (the comparison point, or the end)
     std::int64_t parameters = 0, active = 0;
     double flops_per_token = 0, val_loss = NAN, seconds = 0, tokens_per_s = 0;
     double usage_max = NAN, usage_min = NAN, step_usage_max = NAN, step_usage_min = NAN; // experts only
     fs::path dir{};
     std::vector<std::pair<std::string, std::string>> samples{};
-    std::optional<te::qa_report> qa{}, qa_untrained{}; // the QA benchmark, trained and untrained
-    bool interrupted = false;
+    std::vector<qa_scores> qa{};                 // one per QA set
+    bool interrupted = false, continued = false; // continued: the chosen variant's continuation
 };
 
 // The QA benchmark and what scoring it needs; the unigram floor does not depend on the variant.
 struct qa_setup {
+    std::string name{};
     te::qa_set set{};
-    te::qa_options options{};
+    te::qa_options options{}, mutual_info{};
     std::optional<te::qa_report> unigram{};
 };
 
@@ -383,9 +400,42 @@ std::pair<double, double> usage_range(const std::vector<std::vector<std::int64_t
     return {lo, hi};
 }
 
+// Training time, throughput and expert counts add up over the invocations of a resumed run (a second run of the
+// finished command trains nothing and reports the first run's figures), kept in OUT/<variant>/run_stats.json.
+void merge_run_stats(const fs::path& file, variant_result& res, double tps_sum, long long tps_n,
+                     std::vector<std::vector<std::int64_t>>& usage_total) {
+    nlohmann::json j = fs::exists(file) ? nlohmann::json::parse(std::ifstream(file)) : nlohmann::json::object();
+    const double seconds = j.value("seconds", 0.0) + (tps_n ? res.seconds : 0.0);
+    const double sum = j.value("tokens_per_s_sum", 0.0) + tps_sum;
+    const long long n = j.value("steps", 0LL) + tps_n;
+    if (j.contains("usage_total")) {
+        const auto before = j["usage_total"].get<std::vector<std::vector<std::int64_t>>>();
+        if (usage_total.empty())
+            usage_total = before;
+        else
+            for (std::size_t l = 0; l < before.size() && l < usage_total.size(); ++l)
+                for (std::size_t e = 0; e < before[l].size() && e < usage_total[l].size(); ++e)
+                    usage_total[l][e] += before[l][e];
+    }
+    const auto keep = [&](const char* key, double now, auto pick) {
+        const double was = j.value(key, NAN);
+        return std::isnan(was) ? now : std::isnan(now) ? was : pick(was, now);
+    };
+    res.step_usage_min = keep("step_usage_min", res.step_usage_min, [](double a, double b) { return std::min(a, b); });
+    res.step_usage_max = keep("step_usage_max", res.step_usage_max, [](double a, double b) { return std::max(a, b); });
+    res.seconds = seconds;
+    res.tokens_per_s = n ? sum / double(n) : NAN;
+    j = {{"seconds", seconds}, {"tokens_per_s_sum", sum}, {"steps", n}};
+    if (!usage_total.empty()) j["usage_total"] = usage_total;
+    if (!std::isnan(res.step_usage_min))
+        j["step_usage_min"] = res.step_usage_min, j["step_usage_max"] = res.step_usage_max;
+    std::ofstream(file) << j.dump() << '\n';
+}
+
 template <class Config>
 variant_result train_variant(const std::string& name, const std::string& what, const prepared_data& data,
-                             tl::trainer_options options, std::uint64_t seed, int sample_tokens, const qa_setup* qa) {
+                             tl::trainer_options options, std::uint64_t seed, int sample_tokens,
+                             const std::vector<qa_setup>& qas) {
     using model_t = tl::decoder<Config>;
     constexpr tl::model_config c = Config::value;
     tl::check(data.tok.vocab_size() <= std::size_t(model_t::vocab),
@@ -412,18 +462,20 @@ variant_result train_variant(const std::string& name, const std::string& what, c
     run.add_to_checkpoint = [&](const fs::path& dir) {
         fs::copy_file(data.dir / "tokenizer.json", dir / "tokenizer.json");
     };
-    tl::run_logger logger(options.out_dir, "tinylm: Tatar, " + name + " (" + what + ")", options.max_steps,
-                          run.restore());
-    const double tokens = double(options.max_steps) * double(options.batch_size * options.seq_len * options.grad_accum);
+    const long long stop = options.stop_at > 0 ? std::min(options.stop_at, options.max_steps) : options.max_steps;
+    tl::run_logger logger(options.out_dir, "tinylm: Tatar, " + name + " (" + what + ")", stop, run.restore());
+    const double tokens = double(stop) * double(options.batch_size * options.seq_len * options.grad_accum);
     logger.summary("model", what + "; " + std::to_string(res.parameters) + " parameters (" +
                                 std::to_string(res.active) + " active per token), backend " +
                                 std::string(model_t::backend::name));
     logger.summary("training FLOPs per token",
                    std::to_string(res.flops_per_token / 1e6) + " M (context " + std::to_string(options.seq_len) + ")");
     logger.summary("training tokens", std::to_string(static_cast<long long>(tokens)));
-    std::printf("\n== %s: %s; %lld parameters (%lld active), %.2f MFLOP/token, %lld steps of %lld tokens\n",
+    std::printf("\n== %s: %s; %lld parameters (%lld active), %.2f MFLOP/token, steps to %lld of a %lld-step "
+                "schedule, %lld tokens each\n",
                 name.c_str(), what.c_str(), (long long)res.parameters, (long long)res.active, res.flops_per_token / 1e6,
-                options.max_steps, static_cast<long long>(options.batch_size * options.seq_len * options.grad_accum));
+                stop, options.max_steps,
+                static_cast<long long>(options.batch_size * options.seq_len * options.grad_accum));
 
     std::vector<std::vector<std::int64_t>> usage_total;
     double tps_sum = 0;
@@ -452,7 +504,7 @@ variant_result train_variant(const std::string& name, const std::string& what, c
     run.on_eval = [&](long long step, double loss) {
         logger.eval(step, loss);
         res.val_loss = loss;
-        if (step < options.max_steps) logger.samples(step, continue_prompts(model, data.tok, sample_tokens / 2, seed));
+        if (step < stop) logger.samples(step, continue_prompts(model, data.tok, sample_tokens / 2, seed));
     };
     const auto t0 = std::chrono::steady_clock::now();
     if (run.run() == tl::train_outcome::interrupted) {
@@ -460,20 +512,26 @@ variant_result train_variant(const std::string& name, const std::string& what, c
         res.interrupted = true;
         return res;
     }
+    res.steps = run.state().step;
     res.seconds = seconds_since(t0);
-    res.tokens_per_s = tps_n ? tps_sum / double(tps_n) : NAN;
+    merge_run_stats(options.out_dir / "run_stats.json", res, tps_sum, tps_n, usage_total);
     if (std::isnan(res.val_loss)) res.val_loss = run.evaluate();
     if (!usage_total.empty()) std::tie(res.usage_min, res.usage_max) = usage_range(usage_total);
     res.samples = continue_prompts(model, data.tok, sample_tokens, seed);
     logger.samples(-1, res.samples);
-    if (qa) {
-        res.qa = te::evaluate_qa(model, data.tok, qa->set, qa->options);
-        model_t untrained(seed); // the initial weights of this run
-        res.qa_untrained = te::evaluate_qa(untrained, data.tok, qa->set, qa->options);
-        logger.summary("QA benchmark", res.qa->summary());
-        logger.summary("QA benchmark, untrained", res.qa_untrained->summary());
-        std::printf("%s: QA %s\n%s: QA untrained %s\n", name.c_str(), res.qa->summary().c_str(), name.c_str(),
-                    res.qa_untrained->summary().c_str());
+    model_t untrained(seed); // the initial weights of this run
+    for (const qa_setup& q : qas) {
+        qa_scores& sc = res.qa.emplace_back();
+        sc.trained = te::evaluate_qa(model, data.tok, q.set, q.options);
+        sc.untrained = te::evaluate_qa(untrained, data.tok, q.set, q.options);
+        sc.trained_mi = te::evaluate_qa(model, data.tok, q.set, q.mutual_info);
+        sc.untrained_mi = te::evaluate_qa(untrained, data.tok, q.set, q.mutual_info);
+        logger.summary("QA " + q.name, sc.trained.summary() + "; by group " + sc.trained.group_summary());
+        logger.summary("QA " + q.name + ", untrained", sc.untrained.summary());
+        std::printf("%s: QA %s: %s\n  by group: %s\n  untrained: %s\n  mutual-information accuracy %.3f (untrained "
+                    "%.3f)\n",
+                    name.c_str(), q.name.c_str(), sc.trained.summary().c_str(), sc.trained.group_summary().c_str(),
+                    sc.untrained.summary().c_str(), sc.trained_mi.accuracy(), sc.untrained_mi.accuracy());
     }
     logger.summary("validation loss", std::to_string(res.val_loss) + " nats/token");
     logger.finish();
@@ -490,9 +548,20 @@ std::string fmt(const char* f, double v) {
     return buf;
 }
 
+// The comparison runs and, when there is one, the chosen variant's continuation, in report order.
+std::vector<const variant_result*> with_final(const std::vector<variant_result>& results,
+                                              const variant_result* final_run) {
+    std::vector<const variant_result*> all;
+    for (const auto& r : results)
+        all.push_back(&r);
+    if (final_run) all.push_back(final_run);
+    return all;
+}
+
 void write_comparison(const fs::path& out, const prepared_data& data, const compression& comp,
-                      const tl::trainer_options& options, const std::vector<variant_result>& results,
-                      const variant_result* chosen, const qa_setup* qa, double total_seconds) {
+                      const tl::trainer_options& options, long long compare_at,
+                      const std::vector<variant_result>& results, const variant_result& chosen,
+                      const variant_result* final_run, const std::vector<qa_setup>& qas, double total_seconds) {
     const auto& cs = data.corpus;
     std::string md = "# tinylm: Tatar pretraining, three variants at equal compute\n\n";
     md += "## Corpus\n\n";
@@ -518,61 +587,81 @@ void write_comparison(const fs::path& out, const prepared_data& data, const comp
           " bytes) per token. Context: " + std::to_string(options.seq_len) + " tokens, about " +
           fmt("%.0f", comp.chars_per_token * double(options.seq_len)) + " characters.\n\n";
     md += "## Variants\n\n";
-    const double tokens = double(options.max_steps) * double(options.batch_size * options.seq_len * options.grad_accum);
-    md += "Each variant: " + std::to_string(options.max_steps) + " steps of " +
-          std::to_string(options.batch_size * options.seq_len * options.grad_accum) + " tokens (" +
-          fmt("%.2f", tokens / 1e6) + " M tokens), the same batches, AdamW with warmup and cosine decay to " +
-          fmt("%g", options.min_lr) + " from " + fmt("%g", options.peak_lr) +
+    const long long tokens_per_step = options.batch_size * options.seq_len * options.grad_accum;
+    const auto mtokens = [&](long long steps) { return fmt("%.2f", double(steps) * double(tokens_per_step) / 1e6); };
+    md += "Each variant: " + std::to_string(compare_at) + " steps of " + std::to_string(tokens_per_step) + " tokens (" +
+          mtokens(compare_at) + " M tokens), the same batches, AdamW with warmup and cosine decay to " +
+          fmt("%g", options.min_lr) + " from " + fmt("%g", options.peak_lr) + " over " +
+          std::to_string(options.max_steps) + " steps" +
+          (compare_at < options.max_steps
+               ? "; the variant with the lowest validation loss at step " + std::to_string(compare_at) +
+                     " continues on the same schedule to step " + std::to_string(options.max_steps) + " (" +
+                     mtokens(options.max_steps) + " M tokens)"
+               : std::string()) +
           ". Validation loss in nats per token (the same tokenizer for all: comparable); bits per byte = loss / ln 2 "
           "/ bytes per token.\n\n";
-    md +=
-        "| variant | parameters (active) | MFLOP/token | validation loss | bits/byte | tokens/s | time | expert usage "
-        "(max / min of uniform) |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n";
-    for (const auto& r : results) {
-        md += "| " + r.name + ": " + r.what + " | " + std::to_string(r.parameters) + " (" + std::to_string(r.active) +
-              ") | " + fmt("%.2f", r.flops_per_token / 1e6) + " | " + fmt("%.4f", r.val_loss) + " | " +
-              fmt("%.3f", r.val_loss / std::log(2.0) / comp.bytes_per_token) + " | " + fmt("%.0f", r.tokens_per_s) +
-              " | " + fmt("%.0f s", r.seconds) + " | " +
-              (std::isnan(r.usage_max)
+    md += "| variant | parameters (active) | MFLOP/token | steps | validation loss | bits/byte | tokens/s | time | "
+          "expert usage (max / min of uniform) |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n";
+    for (const variant_result* r : with_final(results, final_run)) {
+        md += "| " + r->name + (r->continued ? " (continued)" : ": " + r->what) + " | " +
+              std::to_string(r->parameters) + " (" + std::to_string(r->active) + ") | " +
+              fmt("%.2f", r->flops_per_token / 1e6) + " | " + std::to_string(r->steps) + " | " +
+              fmt("%.4f", r->val_loss) + " | " + fmt("%.3f", r->val_loss / std::log(2.0) / comp.bytes_per_token) +
+              " | " + fmt("%.0f", r->tokens_per_s) + " | " + fmt("%.0f s", r->seconds) + " | " +
+              (std::isnan(r->usage_max)
                    ? std::string("—")
-                   : fmt("%.2f", r.usage_max) + " / " + fmt("%.2f", r.usage_min) + " over the run; single steps " +
-                         fmt("%.2f", r.step_usage_max) + " / " + fmt("%.2f", r.step_usage_min)) +
+                   : fmt("%.2f", r->usage_max) + " / " + fmt("%.2f", r->usage_min) + " over the run; single steps " +
+                         fmt("%.2f", r->step_usage_max) + " / " + fmt("%.2f", r->step_usage_min)) +
               " |\n";
     }
     md += "\nPer-variant reports, TensorBoard logs and samples during training: `<out>/<variant>/report.md`, "
-          "`<out>/<variant>/tensorboard`.\n\n";
-    if (chosen) {
-        md += "## Chosen model\n\n`" + chosen->name + "` (lowest validation loss, " + fmt("%.4f", chosen->val_loss) +
-              "), copied to `" + (out / "model").string() + "` (Hugging Face layout with tokenizer.json).\n\n";
-        md += "Samples after training (temperature 0.8, top-k 50, top-p 0.95, repetition penalty 1.1):\n\n";
-        for (auto [prompt, text] : chosen->samples) {
-            std::replace(text.begin(), text.end(), '\n', ' '); // one list item per sample
-            md += "- **" + prompt + "**" + text + "\n";
-        }
-        md += "\n";
+          "`<out>/<variant>/tensorboard` (the continuation: `<out>/final/`).\n\n";
+    const variant_result& model_run = final_run ? *final_run : chosen;
+    md += "## Chosen model\n\n`" + chosen.name + "` (lowest validation loss at step " + std::to_string(compare_at) +
+          ", " + fmt("%.4f", chosen.val_loss) + ")" +
+          (final_run ? ", continued to step " + std::to_string(final_run->steps) + " (validation loss " +
+                           fmt("%.4f", final_run->val_loss) + ")"
+                     : std::string()) +
+          ", copied to `" + (out / "model").string() + "` (Hugging Face layout with tokenizer.json).\n\n";
+    md += "Samples after training (temperature 0.8, top-k 50, top-p 0.95, repetition penalty 1.1):\n\n";
+    for (auto [prompt, text] : model_run.samples) {
+        std::replace(text.begin(), text.end(), '\n', ' '); // one list item per sample
+        md += "- **" + prompt + "**" + text + "\n";
     }
-    if (qa) {
-        md += "## Paraphrase-consistency QA\n\n" + std::to_string(qa->set.facts.size()) +
-              " facts of the training "
-              "corpus, " +
-              std::to_string(qa->set.question_count()) +
+    md += "\n";
+    for (std::size_t i = 0; i < qas.size(); ++i) {
+        const qa_setup& qa = qas[i];
+        md += "## Paraphrase-consistency QA: " + qa.name + "\n\n" + std::to_string(qa.set.facts.size()) +
+              " facts of the training corpus, " + std::to_string(qa.set.question_count()) +
               " questions (each fact asked in several Tatar phrasings), the right answer against three distractors "
-              "by log-likelihood per character (`benchmarks/tatar_qa`, include/tinylm/eval/paraphrase_qa.hpp). "
-              "Consistency: the share of facts answered the same way in every phrasing; the figure that counts is "
-              "consistent and correct (a model that ignores the question is consistent by construction).\n\n";
-        md += "| model | accuracy | consistency | consistent and correct |\n| --- | ---: | ---: | ---: |\n";
-        const auto row = [&](const std::string& who, const te::qa_report& r) {
-            md += "| " + who + " | " + fmt("%.3f", r.accuracy()) + " | " + fmt("%.3f", r.consistency()) + " | " +
-                  fmt("%.3f", r.consistent_correct()) + " |\n";
+              "(`benchmarks/tatar_qa`, include/tinylm/eval/paraphrase_qa.hpp: a sentence with a blank scores the "
+              "rest of the sentence after each choice, a question scores the choice by log-likelihood per "
+              "character). Consistency: the share of facts answered the same way in every phrasing; the figure "
+              "that counts is consistent and correct (a model that ignores the question is consistent by "
+              "construction). Last column: accuracy when a question's choices are scored by their log-likelihood "
+              "after the question minus after an empty context (lm-eval's acc_mutual_info).\n\n";
+        md += "| model | steps | accuracy | consistency | consistent and correct | accuracy by group | "
+              "mutual-information accuracy |\n| --- | ---: | ---: | ---: | ---: | --- | ---: |\n";
+        const auto row = [&](const std::string& who, const std::string& steps, const te::qa_report& r,
+                             const te::qa_report* mi) {
+            md += "| " + who + " | " + steps + " | " + fmt("%.3f", r.accuracy()) + " | " +
+                  fmt("%.3f", r.consistency()) + " | " + fmt("%.3f", r.consistent_correct()) + " | " +
+                  r.group_summary() + " | " + (mi ? fmt("%.3f", mi->accuracy()) : std::string("—")) + " |\n";
         };
-        for (const auto& r : results) {
-            if (r.qa) row(r.name + " (trained)", *r.qa);
-            if (r.qa_untrained) row(r.name + " (untrained)", *r.qa_untrained);
+        for (const variant_result* r : with_final(results, final_run)) {
+            if (i >= r->qa.size()) continue;
+            const qa_scores& sc = r->qa[i];
+            row(r->name + (r->continued ? " (continued)" : ""), std::to_string(r->steps), sc.trained, &sc.trained_mi);
+            if (!r->continued) row(r->name + " (untrained)", "0", sc.untrained, &sc.untrained_mi);
         }
-        if (qa->unigram) row("unigram of the training tokens", *qa->unigram);
-        md += fmt("\nChance: %.3f.\n\n", results.empty() || !results.front().qa ? 0.25 : results.front().qa->chance);
+        if (qa.unigram) row("unigram of the training tokens", "—", *qa.unigram, nullptr);
+        md += fmt("\nChance: %.3f.", qa.unigram ? qa.unigram->chance : 0.25) +
+              " The unigram floor has no mutual-information score: it scores a choice the same with and without "
+              "the question.\n\n";
     }
-    md += fmt("Total time: %.1f minutes.\n", total_seconds / 60);
+    md += "Time of this invocation: " + fmt("%.1f", total_seconds / 60) +
+          " minutes (a resumed run counts only its own part; each variant's training time, summed over "
+          "invocations, is in the table).\n";
     std::ofstream(out / "report.md") << md;
 }
 
@@ -585,7 +674,7 @@ int main(int argc, char** argv) try {
     tl::trainer_options options{.batch_size = 16,
                                 .seq_len = 128,
                                 .grad_accum = 1,
-                                .max_steps = 1000, // 2.05M tokens per variant: docs/tatar.md sizes it
+                                .max_steps = 3400, // the chosen variant's 6.96M tokens: docs/tatar.md sizes it
                                 .peak_lr = 3e-3,
                                 .min_lr = 3e-4,
                                 .warmup_steps = 60,
@@ -594,12 +683,14 @@ int main(int argc, char** argv) try {
                                 .eval_windows = 64,
                                 .checkpoint_every = 125,
                                 .out_dir = "runs/tatar"};
+    long long compare_steps = 400;
     std::uint64_t seed = 1;
     std::size_t vocab = 4000;
     double val_fraction = 0.03;
     int threads = 2, sample_tokens = 48;
     bool fresh = false, smoke = false, prepare_only = false;
-    std::string qa_set_path = TINYLM_SOURCE_DIR "/benchmarks/tatar_qa/facts.jsonl";
+    std::vector<std::string> qa_set_paths = {TINYLM_SOURCE_DIR "/benchmarks/tatar_qa/frequent_facts.jsonl",
+                                             TINYLM_SOURCE_DIR "/benchmarks/tatar_qa/facts.jsonl"};
     app.add_option("--data-dir", data_dir_flag, "tinylm data directory (default: $TINYLM_DATA_DIR or ../shared/data)");
     app.add_option("--leipzig", leipzig_flags,
                    "a Leipzig Wortschatz *-sentences.txt file (id<TAB>sentence), repeatable");
@@ -607,14 +698,18 @@ int main(int argc, char** argv) try {
     app.add_option("--vocab", vocab, "BPE vocabulary size (at most 4000, the models' embedding size)")
         ->check(CLI::Range(300, model_vocab));
     app.add_option("--context", options.seq_len, "context in tokens")->check(CLI::Range(16, model_context));
-    app.add_option("--steps", options.max_steps, "optimizer steps per variant")->check(CLI::PositiveNumber);
+    app.add_option("--steps", options.max_steps, "optimizer steps of the chosen variant (the schedule's length)")
+        ->check(CLI::PositiveNumber);
+    app.add_option("--compare-steps", compare_steps,
+                   "steps after which the variants are compared; the best continues to --steps (0: all run --steps)")
+        ->check(CLI::NonNegativeNumber);
     app.add_option("--batch", options.batch_size, "sequences per micro-batch")->check(CLI::PositiveNumber);
     app.add_option("--lr", options.peak_lr, "peak learning rate");
     app.add_option("--eval-every", options.eval_every, "steps between validation and prompt samples");
     app.add_option("--variants", variants, "comma-separated subset of dense,moe,sliding");
     app.add_option("--sample-tokens", sample_tokens, "new tokens per prompt continuation");
     app.add_option("--seed", seed, "initialisation and batching seed");
-    app.add_option("--qa-set", qa_set_path, "paraphrase QA facts (JSONL); empty: skip the QA benchmark");
+    app.add_option("--qa-set", qa_set_paths, "paraphrase QA facts (JSONL), repeatable; 'none': skip the benchmark");
     app.add_flag("--fresh", fresh, "discard the variants' checkpoints in --out (the prepared data is kept)");
     app.add_flag("--prepare-only", prepare_only, "stop after cleaning, the tokenizer and the shards");
     app.add_flag("--smoke", smoke, "a minute-long run on five small files (for CI)");
@@ -623,6 +718,7 @@ int main(int argc, char** argv) try {
         vocab = 400;
         val_fraction = 0.3;
         options.max_steps = 6;
+        compare_steps = 3;
         options.batch_size = 2;
         options.seq_len = 64;
         options.eval_every = 3;
@@ -663,61 +759,100 @@ int main(int argc, char** argv) try {
                 comp.chars_per_token * double(options.seq_len));
     if (prepare_only) return 0;
 
-    std::optional<qa_setup> qa;
-    if (!qa_set_path.empty()) {
-        qa.emplace();
-        qa->set = te::load_qa(qa_set_path);
-        qa->options.loglikelihood.prefix_token = te::default_prefix_token(data.tok);
+    std::vector<qa_setup> qas;
+    if (!(qa_set_paths.size() == 1 && qa_set_paths[0] == "none")) {
         te::unigram_model unigram(data.tok.vocab_size());
         const td::token_shard train_shard(data.train_bin, data.info.hash);
         std::vector<tl::token_t> train_tokens(train_shard.size());
         train_shard.copy<tl::token_t>(0, train_tokens);
         unigram.add(train_tokens);
-        qa->unigram = te::evaluate_qa(unigram, data.tok, qa->set, qa->options);
-        std::printf("QA benchmark: %s, %zu facts, %zu questions; unigram floor: %s\n", qa_set_path.c_str(),
-                    qa->set.facts.size(), qa->set.question_count(), qa->unigram->summary().c_str());
+        for (const std::string& path : qa_set_paths) {
+            qa_setup& q = qas.emplace_back();
+            q.name = fs::path(path).stem().string();
+            q.set = te::load_qa(path);
+            q.options.loglikelihood.prefix_token = te::default_prefix_token(data.tok);
+            q.mutual_info = q.options;
+            q.mutual_info.score = te::qa_score::mutual_info;
+            q.unigram = te::evaluate_qa(unigram, data.tok, q.set, q.options);
+            std::printf("QA benchmark %s: %zu facts, %zu questions; unigram floor: %s\n", path.c_str(),
+                        q.set.facts.size(), q.set.question_count(), q.unigram->summary().c_str());
+        }
     }
 
-    std::vector<variant_result> results;
-    const auto run_one = [&](auto config_tag, const std::string& name, const std::string& what) {
-        using Config = decltype(config_tag);
+    // Stage 4: every variant to the comparison point on the same schedule, then the best one to the end.
+    const long long compare_at =
+        compare_steps > 0 && compare_steps < options.max_steps ? compare_steps : options.max_steps;
+    const auto run_variant = [&](const std::string& name, const fs::path& dir, long long stop_at) {
         tl::trainer_options o = options;
-        o.out_dir = options.out_dir / name;
-        if (fresh) fs::remove_all(o.out_dir / "checkpoint");
-        results.push_back(train_variant<Config>(name, what, data, o, seed, sample_tokens, qa ? &*qa : nullptr));
-        return !results.back().interrupted;
+        o.out_dir = dir;
+        o.stop_at = stop_at;
+        if (name == "dense")
+            return train_variant<tatar_dense>(name, variant_what(name), data, o, seed, sample_tokens, qas);
+        if (name == "moe") return train_variant<tatar_moe>(name, variant_what(name), data, o, seed, sample_tokens, qas);
+        return train_variant<tatar_sliding>(name, variant_what(name), data, o, seed, sample_tokens, qas);
     };
-    bool finished = true;
-    if (finished && wanted("dense")) finished = run_one(tatar_dense{}, "dense", "dense SwiGLU MLP, full attention");
-    if (finished && wanted("moe"))
-        finished = run_one(tatar_moe{}, "moe", "4 SwiGLU experts of half width, top-2, per-layer aux loss 0.01");
-    if (finished && wanted("sliding"))
-        finished = run_one(tatar_sliding{}, "sliding", "dense, layers 0 and 2 windowed at 32 tokens");
-    if (!finished) {
-        std::printf("interrupted; run the same command again to resume\n");
-        return 130;
+    std::vector<variant_result> results;
+    for (const auto& [name, what] : variant_descriptions) {
+        if (!wanted(name)) continue;
+        if (fresh)
+            fs::remove_all(options.out_dir / name / "checkpoint"),
+                fs::remove(options.out_dir / name / "run_stats.json");
+        results.push_back(run_variant(name, options.out_dir / name, compare_at));
+        if (results.back().interrupted) {
+            std::printf("interrupted; run the same command again to resume\n");
+            return 130;
+        }
     }
     tl::check(!results.empty(), "05_tatar: --variants names none of dense, moe, sliding");
-
-    // The chosen model: the lowest validation loss; its final checkpoint becomes OUT/model.
-    const variant_result* chosen = &results.front();
+    const variant_result* chosen = &results.front(); // the lowest validation loss at the comparison point
     for (const auto& r : results)
         if (r.val_loss < chosen->val_loss) chosen = &r;
+
+    // The continuation starts from a copy of the chosen variant's checkpoint in OUT/final, so that the
+    // comparison checkpoints stay where they are (a second run of the command re-reads them unchanged).
+    std::optional<variant_result> final_run;
+    if (compare_at < options.max_steps) {
+        const fs::path final_dir = options.out_dir / "final", marker = final_dir / "variant.txt";
+        std::string previous;
+        if (std::ifstream in(marker); in) std::getline(in, previous);
+        if (fresh || previous != chosen->name) fs::remove_all(final_dir);
+        if (!fs::exists(final_dir / "checkpoint" / "trainer_state.json")) {
+            fs::create_directories(final_dir);
+            fs::copy(chosen->dir / "checkpoint", final_dir / "checkpoint", fs::copy_options::recursive);
+            std::ofstream(marker) << chosen->name << "\n";
+        }
+        std::printf("\n%s has the lowest validation loss at step %lld (%.4f): it continues to step %lld\n",
+                    chosen->name.c_str(), compare_at, chosen->val_loss, options.max_steps);
+        final_run = run_variant(chosen->name, final_dir, 0);
+        final_run->continued = true;
+        if (final_run->interrupted) {
+            std::printf("interrupted; run the same command again to resume\n");
+            return 130;
+        }
+    }
+    const variant_result& model_run = final_run ? *final_run : *chosen;
     const fs::path model_dir = options.out_dir / "model";
     fs::remove_all(model_dir);
     fs::create_directories(model_dir);
     for (const char* f : {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json"})
-        fs::copy_file(chosen->dir / "checkpoint" / f, model_dir / f); // the model without the optimizer state
-    write_comparison(options.out_dir, data, comp, options, results, chosen, qa ? &*qa : nullptr, seconds_since(start));
+        fs::copy_file(model_run.dir / "checkpoint" / f, model_dir / f); // the model without the optimizer state
+    write_comparison(options.out_dir, data, comp, options, compare_at, results, *chosen,
+                     final_run ? &*final_run : nullptr, qas, seconds_since(start));
 
-    std::printf("\n%-8s %12s %12s %10s %10s\n", "variant", "parameters", "MFLOP/token", "val loss", "bits/byte");
-    for (const auto& r : results)
-        std::printf("%-8s %12lld %12.2f %10.4f %10.3f\n", r.name.c_str(), (long long)r.parameters,
-                    r.flops_per_token / 1e6, r.val_loss, r.val_loss / std::log(2.0) / comp.bytes_per_token);
-    std::printf("\nchosen model: %s (validation loss %.4f) in %s\n\n", chosen->name.c_str(), chosen->val_loss,
-                model_dir.c_str());
-    for (const auto& [prompt, text] : chosen->samples)
+    std::printf("\n%-8s %12s %12s %6s %10s %10s\n", "variant", "parameters", "MFLOP/token", "step", "val loss",
+                "bits/byte");
+    for (const variant_result* r : with_final(results, final_run ? &*final_run : nullptr))
+        std::printf("%-8s %12lld %12.2f %6lld %10.4f %10.3f\n", r->name.c_str(), (long long)r->parameters,
+                    r->flops_per_token / 1e6, r->steps, r->val_loss,
+                    r->val_loss / std::log(2.0) / comp.bytes_per_token);
+    std::printf("\nchosen model: %s after %lld steps (validation loss %.4f) in %s\n\n", model_run.name.c_str(),
+                model_run.steps, model_run.val_loss, model_dir.c_str());
+    for (const auto& [prompt, text] : model_run.samples)
         std::printf("%s|%s\n\n", prompt.c_str(), text.c_str());
+    for (std::size_t i = 0; i < qas.size() && i < model_run.qa.size(); ++i)
+        std::printf("QA %s: %s\n  unigram floor: %s\n  untrained: %s\n", qas[i].name.c_str(),
+                    model_run.qa[i].trained.summary().c_str(), qas[i].unigram->summary().c_str(),
+                    model_run.qa[i].untrained.summary().c_str());
     std::printf("report: %s\ntotal time %.1f minutes\n", (options.out_dir / "report.md").c_str(),
                 seconds_since(start) / 60);
     return 0;
