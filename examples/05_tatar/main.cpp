@@ -519,19 +519,21 @@ variant_result train_variant(const std::string& name, const std::string& what, c
     if (!usage_total.empty()) std::tie(res.usage_min, res.usage_max) = usage_range(usage_total);
     res.samples = continue_prompts(model, data.tok, sample_tokens, seed);
     logger.samples(-1, res.samples);
-    model_t untrained(seed); // the initial weights of this run
-    for (const qa_setup& q : qas) {
-        qa_scores& sc = res.qa.emplace_back();
-        sc.trained = te::evaluate_qa(model, data.tok, q.set, q.options);
-        sc.untrained = te::evaluate_qa(untrained, data.tok, q.set, q.options);
-        sc.trained_mi = te::evaluate_qa(model, data.tok, q.set, q.mutual_info);
-        sc.untrained_mi = te::evaluate_qa(untrained, data.tok, q.set, q.mutual_info);
-        logger.summary("QA " + q.name, sc.trained.summary() + "; by group " + sc.trained.group_summary());
-        logger.summary("QA " + q.name + ", untrained", sc.untrained.summary());
-        std::printf("%s: QA %s: %s\n  by group: %s\n  untrained: %s\n  mutual-information accuracy %.3f (untrained "
-                    "%.3f)\n",
-                    name.c_str(), q.name.c_str(), sc.trained.summary().c_str(), sc.trained.group_summary().c_str(),
-                    sc.untrained.summary().c_str(), sc.trained_mi.accuracy(), sc.untrained_mi.accuracy());
+    if (!qas.empty()) {
+        model_t untrained(seed); // the initial weights of this run
+        for (const qa_setup& q : qas) {
+            qa_scores& sc = res.qa.emplace_back();
+            sc.trained = te::evaluate_qa(model, data.tok, q.set, q.options);
+            sc.untrained = te::evaluate_qa(untrained, data.tok, q.set, q.options);
+            sc.trained_mi = te::evaluate_qa(model, data.tok, q.set, q.mutual_info);
+            sc.untrained_mi = te::evaluate_qa(untrained, data.tok, q.set, q.mutual_info);
+            logger.summary("QA " + q.name, sc.trained.summary() + "; by group " + sc.trained.group_summary());
+            logger.summary("QA " + q.name + ", untrained", sc.untrained.summary());
+            std::printf("%s: QA %s: %s\n  by group: %s\n  untrained: %s\n  mutual-information accuracy %.3f (untrained "
+                        "%.3f)\n",
+                        name.c_str(), q.name.c_str(), sc.trained.summary().c_str(), sc.trained.group_summary().c_str(),
+                        sc.untrained.summary().c_str(), sc.trained_mi.accuracy(), sc.untrained_mi.accuracy());
+        }
     }
     logger.summary("validation loss", std::to_string(res.val_loss) + " nats/token");
     logger.finish();

@@ -68,6 +68,22 @@ bool same_bits(const model_t& a, const model_t& b) {
     return true;
 }
 
+// A fresh trainer over `dir`, which holds a checkpoint, run to the end (the model's own seed must not matter:
+// everything comes from the checkpoint). Returns the first step it trained.
+long long finish_from_checkpoint(model_t& model, const std::vector<token_t>& train_tokens,
+                                 const std::vector<token_t>& val_tokens, std::uint64_t data_seed, const fs::path& dir,
+                                 training_state* state = nullptr) {
+    token_windows src(train_tokens, data_seed);
+    trainer t(model, src, val_tokens, small_run(dir));
+    long long first_step = 0;
+    t.on_step = [&](const step_report& r) {
+        if (!first_step) first_step = r.step;
+    };
+    BOOST_TEST((t.run() == train_outcome::finished));
+    if (state) *state = t.state();
+    return first_step;
+}
+
 } // namespace
 
 BOOST_AUTO_TEST_SUITE(trainer_loop)
@@ -93,17 +109,11 @@ BOOST_AUTO_TEST_CASE(resume_after_a_crash_is_bit_identical) {
         };
         BOOST_CHECK_THROW(t.run(), std::runtime_error);
     }
-    model_t resumed(99); // a different seed: everything must come from the checkpoint
-    token_windows src_b(train_tokens, 3);
-    trainer tb(resumed, src_b, val_tokens, small_run(b.path));
-    long long first_step = 0;
-    tb.on_step = [&](const step_report& r) {
-        if (!first_step) first_step = r.step;
-    };
-    BOOST_TEST((tb.run() == train_outcome::finished));
-    BOOST_TEST(first_step == 11); // resumed after the step-10 checkpoint
+    model_t resumed(99);
+    training_state state;
+    BOOST_TEST(finish_from_checkpoint(resumed, train_tokens, val_tokens, 3, b.path, &state) == 11); // after step 10
     BOOST_TEST(same_bits(reference, resumed));
-    BOOST_TEST(tb.state().data_position == ta.state().data_position);
+    BOOST_TEST(state.data_position == ta.state().data_position);
 }
 
 BOOST_AUTO_TEST_CASE(a_run_paused_at_stop_at_continues_on_the_same_schedule) {
@@ -126,15 +136,8 @@ BOOST_AUTO_TEST_CASE(a_run_paused_at_stop_at_continues_on_the_same_schedule) {
         BOOST_TEST(lrs.size() == 13u);
         BOOST_TEST(t.state().history["val_loss"].back()[0].get<long long>() == 13); // validated at the pause
     }
-    model_t staged(99); // everything comes from the step-13 checkpoint
-    token_windows src_b(train_tokens, 4);
-    trainer tb(staged, src_b, val_tokens, small_run(b.path));
-    long long first_step = 0;
-    tb.on_step = [&](const step_report& r) {
-        if (!first_step) first_step = r.step;
-    };
-    BOOST_TEST((tb.run() == train_outcome::finished));
-    BOOST_TEST(first_step == 14);
+    model_t staged(99);
+    BOOST_TEST(finish_from_checkpoint(staged, train_tokens, val_tokens, 4, b.path) == 14); // after the pause
     BOOST_TEST(same_bits(whole, staged)); // the schedule spans max_steps in both stages
 }
 

@@ -215,12 +215,15 @@ inline std::vector<text_request> qa_requests(const qa_set& set, const qa_options
 // The report from the log-likelihoods of qa_requests(set, options), in that order.
 inline qa_report qa_report_from(const qa_set& set, const qa_options& o, std::span<const double> lls) {
     qa_report r;
-    std::size_t at = 0, unconditional = 0;
-    if (o.score == qa_score::mutual_info) {
-        for (const qa_fact& f : set.facts)
-            unconditional += f.questions.size() * (1 + f.distractors.size());
+    std::size_t conditional = 0, choices_in_set = 0; // request counts, as qa_requests makes them
+    for (const qa_fact& f : set.facts) {
+        conditional += f.questions.size() * (1 + f.distractors.size());
+        choices_in_set += 1 + f.distractors.size();
     }
-    check(lls.size() == qa_requests(set, o).size(), "qa_report_from: one log-likelihood per request needed");
+    const bool mutual_info = o.score == qa_score::mutual_info;
+    check(lls.size() == conditional + (mutual_info ? choices_in_set : 0),
+          "qa_report_from: one log-likelihood per request of qa_requests needed");
+    std::size_t at = 0, unconditional = conditional; // this fact's empty-context requests
     for (std::size_t fi = 0; fi < set.facts.size(); ++fi) {
         const qa_fact& f = set.facts[fi];
         const std::vector<std::string> choices = qa_choices(f);
