@@ -51,7 +51,7 @@ double triad_gb_per_s() {
 template <class Config>
 int run(const std::string& name, int prompt_len, int new_tokens, int repeats) {
     using model_t = tl::decoder<Config>;
-    constexpr tl::model_config c = model_t::config;
+    constexpr tl::model_config c = Config::value;
     auto model = std::make_unique<model_t>(1);
     std::vector<tl::token_t> prompt(static_cast<std::size_t>(prompt_len));
     tl::counter_rng rng(7);

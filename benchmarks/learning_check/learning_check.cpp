@@ -125,7 +125,7 @@ template <class ModelConfig>
 int run(run_settings& s) {
     using model_t = tl::decoder<ModelConfig>;
     auto& options = s.options;
-    options.seq_len = model_t::config.max_seq_len;
+    options.seq_len = ModelConfig::value.max_seq_len;
     const std::ptrdiff_t T = options.seq_len;
     if (s.tokens.size() < std::size_t(4 * T)) throw tl::error("learning_check: the text is shorter than 4 contexts");
     // Without a separate validation split: 10% of the text, but at least two full windows (as 01_train_tiny).
@@ -152,7 +152,7 @@ int run(run_settings& s) {
     save_pair(s.out / "val.safetensors", val_ids, val_targets, {n_val, options.seq_len});
 
     std::printf("learning_check: config %s (%lld parameters, backend %s)\n", s.config_name.c_str(),
-                static_cast<long long>(tl::parameter_count(model_t::config)),
+                static_cast<long long>(tl::parameter_count(ModelConfig::value)),
                 std::string(model_t::backend::name).c_str());
     std::printf("data: %s (%td train tokens, %zu validation tokens; %lld validation windows of %td)\n",
                 s.source.c_str(), split, val_tokens.size(), static_cast<long long>(n_val), T);
@@ -190,8 +190,8 @@ int run(run_settings& s) {
     const auto& a = options.adamw;
     const nlohmann::json report{
         {"config_name", s.config_name},
-        {"config", config_json(model_t::config)},
-        {"parameters", tl::parameter_count(model_t::config)},
+        {"config", config_json(ModelConfig::value)},
+        {"parameters", tl::parameter_count(ModelConfig::value)},
         {"backend", std::string(model_t::backend::name)},
         {"data",
          {{"source", s.source},

@@ -41,8 +41,8 @@ struct settings {
 template <class Config>
 int run(const settings& s, int default_batch) {
     using model_t = tl::decoder<Config>;
-    const tl::index_t B = s.batch > 0 ? s.batch : default_batch, T = model_t::config.max_seq_len;
-    const tl::index_t vocab = model_t::vocab;
+    const tl::index_t B = s.batch > 0 ? s.batch : default_batch, T = Config::value.max_seq_len;
+    const tl::index_t vocab = Config::value.vocab_size;
 
     auto model = std::make_unique<model_t>(s.seed);
     if (!s.save_init.empty()) tl::save_pretrained(*model, std::filesystem::path(s.save_init) / "init");
@@ -82,7 +82,7 @@ int run(const settings& s, int default_batch) {
     }
     const double rss = bench::peak_rss_mib(); // before the ceiling's buffers
     bench::gemm_ceiling_result ceiling;
-    if (s.ceiling) ceiling = bench::measure_gemm_ceiling<typename model_t::backend>(model_t::config, B * T);
+    if (s.ceiling) ceiling = bench::measure_gemm_ceiling<typename model_t::backend>(Config::value, B * T);
 
     std::printf("{\"impl\": \"tinylm\", \"variant\": \"%s\", \"config\": \"%s\", \"batch\": %lld, \"seq_len\": %lld, "
                 "\"checkpointing\": %s, \"threads\": %d, \"parameters\": %lld, \"flops_per_token\": %.6g, "
@@ -92,7 +92,7 @@ int run(const settings& s, int default_batch) {
                 "\"gemm_model_shapes_seconds\": %.4f}\n",
                 std::string(model_t::backend::name).c_str(), s.config.c_str(), (long long)B, (long long)T,
                 s.checkpointing ? "true" : "false", omp_get_max_threads(),
-                (long long)tl::parameter_count(model_t::config), tl::flops_per_token(model_t::config, int(T)),
+                (long long)tl::parameter_count(Config::value), tl::flops_per_token(Config::value, int(T)),
                 (long long)(B * T), bench::json_array(step_seconds).c_str(), bench::json_array(losses).c_str(), rss,
                 double(model->activation_bytes()) / (1 << 20), double(model->parameter_arena_bytes()) / (1 << 20),
                 ceiling.model_shapes_gflops, ceiling.square_gflops, ceiling.model_shapes_seconds);

@@ -48,14 +48,14 @@ std::string read_file(const fs::path& p) {
 // A continuation longer than the 64-byte context: generate with the KV cache, and when the context is full
 // start again from the last 32 bytes.
 std::string sample(const model_t& model, std::string_view prompt, int n_bytes, double temperature, std::uint64_t seed) {
-    const std::size_t keep = model_t::config.max_seq_len / 2;
+    const std::size_t keep = std::size_t(model.config().max_seq_len) / 2;
     std::vector<tl::token_t> context;
     for (unsigned char c : prompt)
         context.push_back(c);
     std::string out;
     for (std::uint64_t round = 0; int(out.size()) < n_bytes; ++round) {
         if (context.size() > keep) context.erase(context.begin(), context.end() - std::ptrdiff_t(keep));
-        const int room = int(model_t::config.max_seq_len - context.size());
+        const int room = int(model.config().max_seq_len - context.size());
         const tl::generation_options g{.max_new_tokens = std::min(room, n_bytes - int(out.size())),
                                        .stop_tokens = {},
                                        .sampling = {.temperature = temperature, .top_k = 40, .seed = seed + round}};
@@ -72,7 +72,7 @@ std::string sample(const model_t& model, std::string_view prompt, int n_bytes, d
 int main(int argc, char** argv) try {
     CLI::App app{"Train the tiny byte-level tinylm decoder and sample from it"};
     tl::trainer_options options{.batch_size = 16,
-                                .seq_len = model_t::config.max_seq_len,
+                                .seq_len = tl::presets::tiny::value.max_seq_len,
                                 .max_steps = 1500,
                                 .peak_lr = 3e-3,
                                 .warmup_steps = 100,
@@ -119,7 +119,7 @@ int main(int argc, char** argv) try {
     std::printf("data: %s (%zu bytes: %td train, %td validation)\n", source.c_str(), text.size(), split,
                 std::ptrdiff_t(text.size()) - split);
     std::printf("model: presets::tiny, %lld parameters, backend %s\n",
-                static_cast<long long>(tl::parameter_count(model_t::config)),
+                static_cast<long long>(tl::parameter_count(model.config())),
                 std::string(model_t::backend::name).c_str());
 
     model_t model(seed);
@@ -127,7 +127,7 @@ int main(int argc, char** argv) try {
     tl::trainer run(model, train, {tokens.begin() + split, tokens.end()}, options);
     tl::run_logger logger(options.out_dir, "tinylm: tiny byte-level model", options.max_steps, run.restore());
     logger.summary("data", source);
-    logger.summary("parameters", std::to_string(tl::parameter_count(model_t::config)));
+    logger.summary("parameters", std::to_string(tl::parameter_count(model.config())));
     double val_loss = NAN;
     run.on_step = [&](const tl::step_report& r) { logger.step(r); };
     run.on_eval = [&](long long step, double loss) {

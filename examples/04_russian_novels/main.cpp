@@ -172,7 +172,7 @@ template <class Config>
 int train(const prepared_data& data, tl::trainer_options options, std::uint64_t seed, int sample_tokens,
           const std::string& title) {
     using model_t = tl::decoder<Config>;
-    tl::check(data.tok.vocab_size() <= std::size_t(model_t::vocab),
+    tl::check(data.tok.vocab_size() <= std::size_t(Config::value.vocab_size),
               "04_russian_novels: the tokenizer is larger than the model's vocabulary");
     const tl::data::token_shard train_shard(data.train_bin, data.info.hash), val_shard(data.val_bin, data.info.hash);
     tl::check(val_shard.size() > std::size_t(options.seq_len) + 1, [&] {

@@ -438,7 +438,7 @@ variant_result train_variant(const std::string& name, const std::string& what, c
                              const std::vector<qa_setup>& qas) {
     using model_t = tl::decoder<Config>;
     constexpr tl::model_config c = Config::value;
-    tl::check(data.tok.vocab_size() <= std::size_t(model_t::vocab),
+    tl::check(data.tok.vocab_size() <= std::size_t(Config::value.vocab_size),
               "05_tatar: the tokenizer is larger than the model's vocabulary (--vocab at most 4000)");
     const td::token_shard train_shard(data.train_bin, data.info.hash), val_shard(data.val_bin, data.info.hash);
     tl::check(val_shard.size() > std::size_t(options.seq_len) + 1, [&] {

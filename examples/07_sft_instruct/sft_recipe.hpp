@@ -236,7 +236,7 @@ samples_t sample_basket(const Model& model, const tl::tokenizer& tok, const chat
             if (!system_prompt.empty()) messages.push_back({{"role", "system"}, {"content", system_prompt}});
             messages.push_back({{"role", "user"}, {"content", prompts[i]}});
             const auto ids = tok.encode(fmt.tmpl.render(messages, {.add_generation_prompt = true}));
-            const int room = int(Model::config.max_seq_len) - int(ids.size());
+            const int room = int(model.config().max_seq_len) - int(ids.size());
             tl::sampling_options sampling = s.sampling;
             sampling.seed = seed + i;
             const tl::generation_options g{.max_new_tokens = std::max(0, std::min(new_tokens, room)),
@@ -296,8 +296,8 @@ inline double relative_difference(const std::vector<float>& a, const std::vector
 
 template <class Model>
 std::vector<float> first_row_logits(Model& model, const tl::data::sft_rows& rows) {
-    std::vector<float> out(std::size_t(rows.time * Model::vocab));
-    model.logits(rows.ids_view(0, 1), {out.data(), {1, rows.time, Model::vocab}}, rows.doc_start_view(0, 1));
+    std::vector<float> out(std::size_t(rows.time * model.config().vocab_size));
+    model.logits(rows.ids_view(0, 1), {out.data(), {1, rows.time, model.config().vocab_size}}, rows.doc_start_view(0, 1));
     return out;
 }
 
@@ -309,10 +309,6 @@ int run(recipe_inputs in) {
     auto seconds = [](clock::time_point t) { return std::chrono::duration<double>(clock::now() - t).count(); };
     constexpr bool lora = Model::has_adapter;
     const auto& tr = in.train;
-    tl::check(tr.time <= Model::config.max_seq_len, [&] {
-        return "recipe: rows of " + std::to_string(tr.time) + " tokens exceed the model's context of " +
-               std::to_string(Model::config.max_seq_len);
-    });
     fs::create_directories(in.out);
 
     // Base model, tokenizer, chat format.
@@ -323,8 +319,12 @@ int run(recipe_inputs in) {
     const chat_format fmt = pick_chat_format(folder, in.chat_format);
     auto model = std::make_unique<Model>(tr.seed);
     load_base(*model, in.base);
+    tl::check(tr.time <= model->config().max_seq_len, [&] {
+        return "recipe: rows of " + std::to_string(tr.time) + " tokens exceed the model's context of " +
+               std::to_string(model->config().max_seq_len);
+    });
     std::printf("base: %s (%lld parameters), loaded in %.1f s; chat format: %s\n", in.base.c_str(),
-                static_cast<long long>(tl::parameter_count(Model::config)), seconds(t0), fmt.name.c_str());
+                static_cast<long long>(tl::parameter_count(model->config())), seconds(t0), fmt.name.c_str());
     long long trainable = 0;
     for (const auto& e : model->trainable_entries())
         trainable += static_cast<long long>(e.value.shape.numel());
@@ -431,7 +431,7 @@ int run(recipe_inputs in) {
     // Report.
     std::ofstream md(in.out / "before_after.md", std::ios::binary);
     md << "# " << in.title << "\n\n| | |\n| --- | --- |\n";
-    md << "| base | `" << in.base.string() << "` (" << tl::parameter_count(Model::config) << " parameters) |\n";
+    md << "| base | `" << in.base.string() << "` (" << tl::parameter_count(reloaded->config()) << " parameters) |\n";
     md << "| method | "
        << (lora ? "LoRA r=" + std::to_string(Model::lora.rank) + ", alpha " + std::to_string(int(Model::lora.alpha)) +
                       ", dropout " + std::to_string(Model::lora.dropout).substr(0, 4) +

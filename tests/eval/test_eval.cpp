@@ -87,7 +87,7 @@ template <class Model>
 double direct_continuation(Model& m, const token_request& r) {
     std::vector<token_t> whole(r.context);
     whole.insert(whole.end(), r.continuation.begin(), r.continuation.end());
-    const std::size_t max_len = std::size_t(Model::config.max_seq_len);
+    const std::size_t max_len = std::size_t(m.config().max_seq_len);
     const std::size_t begin = whole.size() > max_len + 1 ? whole.size() - max_len - 1 : 0;
     double s = 0;
     for (std::size_t k = r.context.size(); k < whole.size(); ++k)

@@ -83,7 +83,7 @@ double logits_error(Model& model, const std::string& name) {
     const auto ids64 = expected_tensors().read_all<std::int64_t>(name + ".input_ids", &s);
     owned<token_t> ids(s);
     std::transform(ids64.begin(), ids64.end(), ids.data.begin(), [](std::int64_t v) { return token_t(v); });
-    owned<float> out({s[0], s[1], Model::vocab});
+    owned<float> out({s[0], s[1], model.config().vocab_size});
     model.logits(ids, out);
     return rel_error(out.data, expected_tensors().read_all<float>(name + ".logits"));
 }

@@ -77,7 +77,7 @@ void randomise_lora(Model& model, std::uint64_t seed) {
 
 template <class Model>
 std::vector<float> logits_of(Model& model, const batch& b) {
-    owned<float> out({b.ids.shape[0], b.ids.shape[1], Model::config.vocab_size});
+    owned<float> out({b.ids.shape[0], b.ids.shape[1], model.config().vocab_size});
     model.logits(b.ids, out);
     return out.data;
 }

@@ -61,7 +61,7 @@ void check_identical(const std::string& label, bool packed = false) {
     recomputed.set_gradient_checkpointing(true);
     BOOST_TEST(recomputed.gradient_checkpointing());
     constexpr index_t B = 2, T = 12;
-    const batch b = make_batch(B, T, Model::config.vocab_size, packed);
+    const batch b = make_batch(B, T, stored.config().vocab_size, packed);
     const cview<index_t> doc = packed ? b.doc_start.cv() : cview<index_t>{};
     for (int step = 0; step < 2; ++step) {
         Model* models[] = {&stored, &recomputed};
@@ -81,7 +81,7 @@ void check_identical(const std::string& label, bool packed = false) {
             BOOST_TEST(same_bits(ea[i].grad, eb[i].grad), label << " step " << step << ": " << ea[i].name);
         }
         BOOST_TEST(compared > 0u);
-        for (index_t l = 0; l < Model::config.n_layers; ++l)
+        for (index_t l = 0; l < stored.config().n_layers; ++l)
             BOOST_TEST((stored.expert_counts(l) == recomputed.expert_counts(l)), label << " layer " << l);
         for (Model* m : models) // the same plain SGD step on both
             for (const parameter_entry& e : m->trainable_entries())

@@ -17,7 +17,7 @@ namespace tl::test {
 template <class Model>
 double cached_vs_full_logits(Model& model, typename Model::kv_cache& cache, const owned<token_t>& ids,
                              std::initializer_list<index_t> chunks) {
-    const index_t B = ids.shape.dims[0], T = ids.shape.dims[1], V = Model::vocab;
+    const index_t B = ids.shape.dims[0], T = ids.shape.dims[1], V = model.config().vocab_size;
     owned<float> full({B, T, V}), last({B, V});
     model.logits(ids, full);
     index_t pos = 0;

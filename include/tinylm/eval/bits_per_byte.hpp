@@ -102,7 +102,7 @@ double windows_nll(Model& model, std::vector<bpb_window>& windows, index_t batch
         }
         const shape sh{index_t(n), index_t(T)};
         double loss = model.eval_loss(cview<token_t>{ids.data(), sh}, cview<token_t>{targets.data(), sh});
-        if constexpr (Model::is_moe) loss -= double(Model::config.moe.aux_loss_weight) * model.aux_loss();
+        if constexpr (Model::is_moe) loss -= double(model.config().moe.aux_loss_weight) * model.aux_loss();
         total += loss * double(model.counted_targets());
     }
     return total;
@@ -112,10 +112,10 @@ double windows_nll(Model& model, std::vector<bpb_window>& windows, index_t batch
 template <class Model>
 bpb_report evaluate_bpb_tokens(Model& model, std::span<const std::vector<token_t>> documents, std::size_t bytes,
                                const bpb_options& options = {}) {
-    const index_t context = options.context > 0 ? options.context : Model::config.max_seq_len;
+    const index_t context = options.context > 0 ? options.context : model.config().max_seq_len;
     const index_t stride = options.stride > 0 ? options.stride : context;
-    check(context <= Model::config.max_seq_len,
-          "evaluate_bpb: the window is longer than the model's context " + std::to_string(Model::config.max_seq_len));
+    check(context <= model.config().max_seq_len,
+          "evaluate_bpb: the window is longer than the model's context " + std::to_string(model.config().max_seq_len));
     bpb_report r;
     r.bytes = bytes;
     std::vector<bpb_window> windows;

@@ -25,17 +25,17 @@ std::vector<token_t> generate(const Model& model, std::span<const token_t> promp
                               OnToken&& on_token) {
     check(!prompt.empty(), "generate: the prompt must hold at least one token");
     const index_t capacity =
-        std::min<index_t>(Model::config.max_seq_len, index_t(prompt.size()) + options.max_new_tokens);
+        std::min<index_t>(model.config().max_seq_len, index_t(prompt.size()) + options.max_new_tokens);
     check(index_t(prompt.size()) < capacity || options.max_new_tokens == 0, [&] {
         return "generate: the prompt has " + std::to_string(prompt.size()) + " tokens, the context is " +
-               std::to_string(Model::config.max_seq_len);
+               std::to_string(model.config().max_seq_len);
     });
     auto cache = model.make_cache(1, capacity);
-    std::vector<float> logits(std::size_t(Model::vocab));
-    const tensor_view<float> logits_view{logits.data(), {1, Model::vocab}};
+    std::vector<float> logits(std::size_t(model.config().vocab_size));
+    const tensor_view<float> logits_view{logits.data(), {1, model.config().vocab_size}};
     model.forward_cached(cache, cview<token_t>{prompt.data(), {1, index_t(prompt.size())}}, logits_view);
     std::vector<token_t> history(prompt.begin(), prompt.end()), output;
-    sampler pick(Model::vocab, options.sampling);
+    sampler pick(model.config().vocab_size, options.sampling);
     for (int i = 0; i < options.max_new_tokens; ++i) {
         const token_t next = pick.sample(logits, history);
         if (std::find(options.stop_tokens.begin(), options.stop_tokens.end(), next) != options.stop_tokens.end()) break;

@@ -15,6 +15,7 @@
 
 #include <tinylm/core/error.hpp>
 #include <tinylm/core/tensor.hpp>
+#include <tinylm/model/config.hpp>
 #include <tinylm/ops/common.hpp>
 #include <tinylm/tokenizer/tokenizer.hpp>
 
@@ -28,11 +29,10 @@
 
 namespace tl::eval {
 
-// A decoder (model/decoder.hpp), or anything with its compile-time configuration and logits().
+// A decoder (model/decoder.hpp), or anything with its configuration and logits().
 template <class M>
-concept DecoderModel = requires {
-    M::config.max_seq_len;
-    M::vocab;
+concept DecoderModel = requires(const M& m) {
+    { m.config() } -> std::convertible_to<const model_config&>;
 };
 
 // Token ids of one request: the model reads `context` and is scored on `continuation`.
@@ -95,7 +95,7 @@ inline token_request encode_pair(const tokenizer& tok, std::string_view context,
 // Scores token requests with the model; results are in request order.
 template <DecoderModel Model>
 std::vector<ll_result> score_requests(Model& model, std::span<const token_request> requests, index_t batch = 8) {
-    constexpr index_t max_len = Model::config.max_seq_len, vocab = Model::vocab;
+    const index_t max_len = model.config().max_seq_len, vocab = model.config().vocab_size;
     check(batch > 0, "score_requests: batch must be positive");
     // What the model reads: (context + continuation)[-(max_len + 1):][:-1].
     std::vector<std::vector<token_t>> inputs(requests.size());

@@ -227,7 +227,7 @@ constexpr bool has_quantized_base = requires {
 template <class Model>
 void write_hf_files(const Model& model, const fs::path& stage, special_token_ids special = {}) {
     fs::create_directories(stage);
-    detail::write_text(stage / "config.json", hf_config_json(Model::config, special).dump(2) + "\n");
+    detail::write_text(stage / "config.json", hf_config_json(model.config(), special).dump(2) + "\n");
     nlohmann::json gen{{"_from_model_config", true}};
     if (special.bos >= 0) gen["bos_token_id"] = special.bos;
     if (special.eos >= 0) gen["eos_token_id"] = special.eos;
@@ -301,7 +301,7 @@ inline std::map<std::string, std::string> hf_weight_files(const fs::path& dir, c
 }
 } // namespace detail
 
-// Reads a Hugging Face model folder into `model`: config.json checked against Model::config (one error listing
+// Reads a Hugging Face model folder into `model`: config.json checked against model.config() (one error listing
 // every difference), then the tensors of model.safetensors or of the shards of model.safetensors.index.json,
 // one file at a time (a shard's bytes are released before the next is read), in F32, F16, BF16 or F64,
 // converted to f32. With tied embeddings there is no lm_head.weight to read (one in the file is ignored, as
@@ -311,7 +311,7 @@ template <class Model>
 void load_pretrained(Model& model, const fs::path& dir) {
     const fs::path config_path = dir / "config.json";
     check(fs::exists(config_path), [&] { return "hf_checkpoint: " + dir.string() + " has no config.json"; });
-    check_hf_config(detail::read_json_file(config_path, "hf_checkpoint"), Model::config, config_path.string());
+    check_hf_config(detail::read_json_file(config_path, "hf_checkpoint"), model.config(), config_path.string());
 
     // Every tensor to read: an f32 entry, or (QLoRA) an NF4 projection, by name.
     std::vector<std::string> names;

@@ -187,10 +187,10 @@ hf_folder load_hf_folder(Model& model, const std::filesystem::path& dir) {
     hf_folder f = read_hf_folder(dir);
     load_pretrained(model, dir);
     if (f.tokenizer)
-        check(index_t(f.tokenizer->vocab_size()) <= Model::vocab, [&] {
+        check(index_t(f.tokenizer->vocab_size()) <= model.config().vocab_size, [&] {
             return "hf_folder: " + (dir / "tokenizer.json").string() + " has " +
                    std::to_string(f.tokenizer->vocab_size()) + " tokens, more than the model's vocabulary of " +
-                   std::to_string(Model::vocab);
+                   std::to_string(model.config().vocab_size);
         });
     return f;
 }

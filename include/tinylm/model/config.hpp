@@ -94,6 +94,21 @@ constexpr bool validate_adapter() {
     return true;
 }
 
+// Llama 3.x long-context RoPE ("rope_type": "llama3" in config.json): wavelengths longer than
+// original_max_position / low_freq_factor are divided by `factor`, shorter than original_max_position /
+// high_freq_factor are kept, and those between are interpolated smoothly (transformers'
+// _compute_llama3_parameters). factor == 0 means plain RoPE.
+struct rope_scaling_config {
+    double factor = 0;
+    double low_freq_factor = 1;
+    double high_freq_factor = 4;
+    int original_max_position = 8192;
+};
+
+// A size field set to `dynamic` in a configuration type is read at run time (from config.json, or a
+// model_config passed to the constructor) instead of being a compile-time constant. See docs/config.md.
+inline constexpr int dynamic = -1;
+
 struct model_config {
     // Sizes
     int vocab_size = 0;
@@ -120,9 +135,10 @@ struct model_config {
     // Initialisation: N(0, init_std^2) for weights, ones for norm weights, zeros for biases
     double init_std = 0.02;
 
-    // Slots for later features
+    // Llama 3 "rope_scaling" ({"rope_type": "llama3", ...}); factor 0: plain RoPE
+    rope_scaling_config rope_scaling{};
+
     moe_config moe{};
-    lora_config lora{};
 
     constexpr int head_dim() const { return d_head ? d_head : d_model / n_heads; }
     constexpr int q_width() const { return n_heads * head_dim(); }
@@ -200,7 +216,6 @@ constexpr bool validate_config() {
     static_assert(c.moe.n_experts == 0 || c.mlp == mlp_kind::swiglu,
                   "model_config: mixture of experts needs mlp = mlp_kind::swiglu (the experts are SwiGLU MLPs)");
     static_assert(c.moe.aux_loss_weight >= 0, "model_config: moe.aux_loss_weight must be >= 0 (0: no aux loss)");
-    static_assert(c.lora.rank >= 0, "model_config: lora.rank must be >= 0");
     return true;
 }
 

@@ -4,7 +4,7 @@
 //   x = embed(ids)
 //   for each layer:  x = x + o_proj(attention(rope(q(norm1(x))), rope(k(..)), v(..)))
 //                    x = x + down(mlp(gate(norm2(x)), up(norm2(x))))
-//                        (with config.moe.n_experts > 0: x = x + moe(norm2(x)), Mixtral's sparse block)
+//                        (with static_config.moe.n_experts > 0: x = x + moe(norm2(x)), Mixtral's sparse block)
 //   logits = head(norm(x))            loss = cross_entropy(logits, targets), chunked over the vocabulary
 //                                     (+ moe.aux_loss_weight * the load-balancing loss over all layers,
 //                                      or the mean of per-layer ones: moe.balance_per_layer)
@@ -14,7 +14,7 @@
 // nothing. Parameter names are the Hugging Face ones (model.layers.3.self_attn.q_proj.weight) and weights
 // are stored (out, in), so checkpoints load without renaming or transposes.
 //
-// LoRA: the third template argument is an adapter type (model/config.hpp, default no_adapter: zero cost).
+// LoRA: the third template argument is an adapter type (model/static_config.hpp, default no_adapter: zero cost).
 // With one, every targeted projection computes y = x W^T (+ b) + (alpha / r) * (dropout(x) A^T) B^T with
 // A (r, in) initialised like peft (kaiming-uniform, a = sqrt(5): U(-1/sqrt(in), 1/sqrt(in))) and B zero.
 // The base is frozen: it has no gradients (no dW products, no gradient memory) and only the LoRA tensors
@@ -34,6 +34,7 @@
 #include <tinylm/core/arena.hpp>
 #include <tinylm/core/rng.hpp>
 #include <tinylm/model/config.hpp>
+#include <tinylm/model/parameter.hpp>
 #include <tinylm/ops/activation.hpp>
 #include <tinylm/ops/attention.hpp>
 #include <tinylm/ops/cross_entropy.hpp>
@@ -53,22 +54,11 @@
 
 namespace tl {
 
-// How the optimizer treats a parameter (weight decay groups): decay weights, and by option embeddings.
-// LoRA A/B matrices are `adapter` (decayed, as torch.optim.AdamW decays every parameter it is given).
-enum class param_kind : std::uint8_t { weight, embedding, norm, bias, adapter };
-
-struct parameter_entry {
-    std::string name;         // Hugging Face name (LoRA: peft's without "base_model.model.")
-    tensor_view<float> value; // the parameter
-    tensor_view<float> grad;  // its gradient, same shape; empty when the parameter is frozen
-    param_kind kind;
-    bool trainable = true; // false: frozen (the base of a LoRA model); optimizers and clipping skip it
-};
-
 template <ModelConfig C, Backend B = default_backend, LoraAdapter A = no_adapter>
 class decoder {
 public:
-    static constexpr model_config config = C::value;
+    static constexpr model_config static_config = C::value;
+    const model_config& config() const { return static_config; }
     static_assert(validate_config<C>());
     static_assert(validate_adapter<A>());
     using backend = B;
@@ -81,25 +71,25 @@ public:
     static constexpr float lora_scale = has_adapter ? lora.alpha / float(lora.rank) : 0.0f;
     static constexpr bool lora_dropout = has_adapter && lora.dropout > 0;
     static constexpr bool quantized_base = has_adapter && lora.quantized_base; // QLoRA: an NF4 base
-    static_assert(!quantized_base || config.moe.n_experts == 0,
+    static_assert(!quantized_base || static_config.moe.n_experts == 0,
                   "lora_config: quantized_base (QLoRA) supports dense MLPs only, not experts");
     // Target t in 0..6: q, k, v, o, gate, up, down (the bit order of lora_target).
     static constexpr std::array<const char*, lora_target_count> lora_modules = {
         "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
         "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
     static constexpr bool lora_targets(int t) { return has_adapter && ((lora.targets >> t) & 1u); }
-    static_assert(!has_adapter || config.moe.n_experts == 0 || (lora.targets & (lora_gate | lora_up | lora_down)) == 0,
+    static_assert(!has_adapter || static_config.moe.n_experts == 0 || (lora.targets & (lora_gate | lora_up | lora_down)) == 0,
                   "lora_config: with experts there are no gate/up/down projections to target (attention only)");
-    static_assert(!has_adapter || config.mlp == mlp_kind::swiglu || (lora.targets & lora_gate) == 0,
+    static_assert(!has_adapter || static_config.mlp == mlp_kind::swiglu || (lora.targets & lora_gate) == 0,
                   "lora_config: a GELU MLP has no gate projection to target");
 
-    static constexpr index_t d = config.d_model, n_heads = config.n_heads, n_kv = config.n_kv_heads,
-                             hd = config.head_dim(), qw = config.q_width(), kvw = config.kv_width(), ff = config.d_ff,
-                             vocab = config.vocab_size;
-    static constexpr bool has_norm_bias = config.norm == norm_kind::layernorm;
-    static constexpr bool swiglu = config.mlp == mlp_kind::swiglu;
-    static constexpr bool is_moe = config.moe.n_experts > 0;
-    static constexpr index_t n_experts = config.moe.n_experts, top_k = config.moe.top_k;
+    static constexpr index_t d = static_config.d_model, n_heads = static_config.n_heads, n_kv = static_config.n_kv_heads,
+                             hd = static_config.head_dim(), qw = static_config.q_width(), kvw = static_config.kv_width(), ff = static_config.d_ff,
+                             vocab = static_config.vocab_size;
+    static constexpr bool has_norm_bias = static_config.norm == norm_kind::layernorm;
+    static constexpr bool swiglu = static_config.mlp == mlp_kind::swiglu;
+    static constexpr bool is_moe = static_config.moe.n_experts > 0;
+    static constexpr index_t n_experts = static_config.moe.n_experts, top_k = static_config.moe.top_k;
 
     // Number of parameter-shaped state tensors an optimizer may allocate (AdamW needs two).
     static constexpr int max_optimizer_slots = 2;
@@ -152,10 +142,10 @@ public:
             params_ = allocate_parameters(param_arena_);
             lora_ = allocate_lora(param_arena_);
             lora_grads_ = allocate_lora(param_arena_);
-            grads_.layers.resize(std::size_t(config.n_layers)); // frozen base: no gradients
+            grads_.layers.resize(std::size_t(static_config.n_layers)); // frozen base: no gradients
             if constexpr (quantized_base) {
-                qbase_.resize(std::size_t(config.n_layers));
-                qbase_unmerged_.resize(std::size_t(config.n_layers));
+                qbase_.resize(std::size_t(static_config.n_layers));
+                qbase_unmerged_.resize(std::size_t(static_config.n_layers));
                 nf4_scratch_.resize(std::size_t(nf4_tile_rows * std::max({d, qw, ff})));
             }
         } else {
@@ -248,7 +238,7 @@ public:
                 const quantized_entry& q = quantized_[std::size_t(-base_order_[stream] - 1)];
                 staging.resize(std::size_t(q.shape.numel()));
                 for (float& w : staging)
-                    w = float(rng.normal() * config.init_std);
+                    w = float(rng.normal() * static_config.init_std);
                 qbase_[std::size_t(q.layer)][std::size_t(q.target)] =
                     quantize_nf4(cview<float>{staging.data(), q.shape});
                 continue;
@@ -260,7 +250,7 @@ public:
                 e.value.fill(0.0f);
             else
                 for (float& w : e.value)
-                    w = float(rng.normal() * config.init_std);
+                    w = float(rng.normal() * static_config.init_std);
         }
         init_adapter(seed);
     }
@@ -269,7 +259,7 @@ public:
     void init_adapter(std::uint64_t seed) {
         if constexpr (has_adapter) {
             check(!merged_, "decoder::init_adapter: unmerge() the adapter first");
-            for (index_t l = 0; l < config.n_layers; ++l)
+            for (index_t l = 0; l < static_config.n_layers; ++l)
                 for (int t = 0; t < lora_target_count; ++t) {
                     const lora_pair& p = lora_.layers[l][t];
                     if (!p.a.data) continue;
@@ -302,9 +292,9 @@ public:
     // Plans activation memory for batches of shape (batch, time). Allocates only when a larger shape than
     // ever before is planned; call it before the training loop so that steps never allocate.
     void plan(index_t batch, index_t time) {
-        check(batch > 0 && time > 0 && time <= config.max_seq_len, [&] {
+        check(batch > 0 && time > 0 && time <= static_config.max_seq_len, [&] {
             return "decoder: batch " + std::to_string(batch) + " x time " + std::to_string(time) +
-                   " is not valid (time must be in [1, max_seq_len = " + std::to_string(config.max_seq_len) + "])";
+                   " is not valid (time must be in [1, max_seq_len = " + std::to_string(static_config.max_seq_len) + "])";
         });
         if (batch == batch_ && time == time_) return;
         arena measure = arena::measuring();
@@ -314,7 +304,7 @@ public:
         acts_ = allocate_activations(act_arena_, batch, time);
         batch_ = batch;
         time_ = time;
-        rope_table(acts_.rope_cos, acts_.rope_sin, config.rope_theta);
+        rope_table(acts_.rope_cos, acts_.rope_sin, static_config.rope_theta);
     }
     std::size_t activation_bytes() const { return act_arena_.capacity(); }
     // Gradient checkpointing per block: the forward keeps only each layer's input (the residual stream) and
@@ -374,7 +364,7 @@ private:
                                                             flat_targets());
         loss_count_ = r.count;
         has_forward_ = true;
-        if constexpr (is_moe) return float(r.loss + config.moe.aux_loss_weight * aux_loss_);
+        if constexpr (is_moe) return float(r.loss + static_config.moe.aux_loss_weight * aux_loss_);
         return float(r.loss);
     }
 
@@ -394,13 +384,13 @@ public:
         check(has_forward_, "decoder::backward: call loss() first");
         check(!merged_, "decoder::backward: the adapter is merged; unmerge() it before training");
         has_forward_ = false;
-        daux_ = config.moe.aux_loss_weight * scale;
+        daux_ = static_config.moe.aux_loss_weight * scale;
         auto& a = acts_;
         head_cross_entropy_backward<B, float>(a.dnormed, grads_.head, a.ce, a.final_normed, params_.head,
                                               flat_targets(), a.ce_lse, scale); // no dW when frozen
         norm_backward(a.dx, grads_.final_norm, a.dnormed, a.xs.back(), params_.final_norm, a.final_stats,
                       grad_write::assign);
-        for (index_t l = config.n_layers - 1; l >= 0; --l) {
+        for (index_t l = static_config.n_layers - 1; l >= 0; --l) {
             if (checkpointing_) recompute_layer(l);
             layer_backward(l);
         }
@@ -442,7 +432,7 @@ public:
         auto plan = [&](arena& a) {
             c.k_.clear();
             c.v_.clear();
-            for (int l = 0; l < config.n_layers; ++l) {
+            for (int l = 0; l < static_config.n_layers; ++l) {
                 c.k_.push_back(a.allocate<float>({batch, capacity, n_kv, hd}));
                 c.v_.push_back(a.allocate<float>({batch, capacity, n_kv, hd}));
             }
@@ -475,7 +465,7 @@ public:
         plan(measure);
         c.arena_ = arena(measure.used());
         plan(c.arena_);
-        rope_table(c.rope_cos_, c.rope_sin_, config.rope_theta);
+        rope_table(c.rope_cos_, c.rope_sin_, static_config.rope_theta);
         return c;
     }
 
@@ -530,7 +520,7 @@ private:
             return norm_params{a.allocate<float>({d}), has_norm_bias ? a.allocate<float>({d}) : tensor_view<float>{}};
         };
         p.embed = a.allocate<float>({vocab, d});
-        for (int l = 0; l < config.n_layers; ++l) {
+        for (int l = 0; l < static_config.n_layers; ++l) {
             layer_params& lp = p.layers.emplace_back();
             lp.attn_norm = norm();
             if constexpr (!quantized_base) { // QLoRA keeps q/k/v/o/gate/up/down in qbase_ (NF4)
@@ -538,7 +528,7 @@ private:
                 lp.k = a.allocate<float>({kvw, d});
                 lp.v = a.allocate<float>({kvw, d});
             }
-            if constexpr (config.qkv_bias) {
+            if constexpr (static_config.qkv_bias) {
                 lp.q_bias = a.allocate<float>({qw});
                 lp.k_bias = a.allocate<float>({kvw});
                 lp.v_bias = a.allocate<float>({kvw});
@@ -556,14 +546,14 @@ private:
             }
         }
         p.final_norm = norm();
-        p.head = config.tied_embeddings ? p.embed : a.allocate<float>({vocab, d});
+        p.head = static_config.tied_embeddings ? p.embed : a.allocate<float>({vocab, d});
         return p;
     }
 
     lora_params allocate_lora(arena& a) {
         lora_params p;
-        p.layers.resize(std::size_t(config.n_layers));
-        for (int l = 0; l < config.n_layers; ++l)
+        p.layers.resize(std::size_t(static_config.n_layers));
+        for (int l = 0; l < static_config.n_layers; ++l)
             for (int t = 0; t < lora_target_count; ++t)
                 if (lora_targets(t)) {
                     p.layers[l][t].a = a.allocate<float>({lora_rank, lora_in(t)});
@@ -593,7 +583,7 @@ private:
             add(prefix + ".bias", v.bias, g.bias, param_kind::bias);
         };
         add("model.embed_tokens.weight", params_.embed, grads_.embed, param_kind::embedding);
-        for (int l = 0; l < config.n_layers; ++l) {
+        for (int l = 0; l < static_config.n_layers; ++l) {
             const std::string p = "model.layers." + std::to_string(l) + ".";
             const layer_params &v = params_.layers[l], &g = grads_.layers[l];
             add_norm(p + "input_layernorm", v.attn_norm, g.attn_norm);
@@ -615,9 +605,9 @@ private:
             add(p + "mlp.experts.down_proj", v.experts_down, g.experts_down, param_kind::weight);
         }
         add_norm("model.norm", params_.final_norm, grads_.final_norm);
-        if (!config.tied_embeddings) add("lm_head.weight", params_.head, grads_.head, param_kind::weight);
+        if (!static_config.tied_embeddings) add("lm_head.weight", params_.head, grads_.head, param_kind::weight);
         if constexpr (has_adapter)
-            for (int l = 0; l < config.n_layers; ++l)
+            for (int l = 0; l < static_config.n_layers; ++l)
                 for (int t = 0; t < lora_target_count; ++t) {
                     const lora_pair &v = lora_.layers[l][t], &g = lora_grads_.layers[l][t];
                     if (!v.a.data) continue;
@@ -637,9 +627,9 @@ private:
         activations s;
         s.ids = a.allocate<token_t>({batch, time});
         s.targets = a.allocate<token_t>({batch, time});
-        for (int l = 0; l <= config.n_layers; ++l)
+        for (int l = 0; l <= static_config.n_layers; ++l)
             s.xs.push_back(a.allocate<float>({n, d}));
-        for (int l = 0; l < (checkpointing_ ? 1 : config.n_layers); ++l) {
+        for (int l = 0; l < (checkpointing_ ? 1 : static_config.n_layers); ++l) {
             layer_activations& la = s.layers.emplace_back();
             la.normed1 = a.allocate<float>({n, d});
             la.stats1 = stats();
@@ -676,7 +666,7 @@ private:
         s.datt = a.allocate<float>({n, qw});
         if constexpr (is_moe) {
             s.moe_ws = moe_workspace<float>::allocate(a, n, d, ff, n_experts, top_k);
-            s.balances.resize(config.moe.balance_per_layer ? config.n_layers : 1);
+            s.balances.resize(static_config.moe.balance_per_layer ? static_config.n_layers : 1);
             for (auto& b : s.balances)
                 b = moe_balance::allocate(a, n_experts);
         } else {
@@ -717,7 +707,7 @@ private:
                 std::copy_n(params_.embed.row(id), d, x.row(b * t_len + t));
             }
         const tensor_view<float> h = has_adapter ? rows(c.lora_h_, lora_rank) : tensor_view<float>{};
-        for (index_t l = 0; l < config.n_layers; ++l) {
+        for (index_t l = 0; l < static_config.n_layers; ++l) {
             const layer_params& p = params_.layers[l];
             norm_forward(normed, st, x, p.attn_norm);
             proj_forward(rows(c.q_, qw), normed, p.q, p.q_bias, l, 0, h, false);
@@ -731,7 +721,7 @@ private:
                 std::copy_n(c.v_new_.data + b * width, width, c.v_[l].data + at);
             }
             attention_forward<float>(heads(c.att_, n_heads), {}, heads(c.q_, n_heads), c.k_[l], c.v_[l],
-                                     config.layer_window(int(l)), start);
+                                     static_config.layer_window(int(l)), start);
             proj_forward(tmp, rows(c.att_, qw), p.o, {}, l, 3, h, false);
             residual_forward<float>(x, x, tmp);
             norm_forward(normed, st, x, p.mlp_norm);
@@ -767,7 +757,7 @@ private:
         if constexpr (has_adapter) {
             check(merged_ != (sign > 0), sign > 0 ? "decoder::merge: the adapter is already merged"
                                                   : "decoder::unmerge: the adapter is not merged");
-            for (index_t l = 0; l < config.n_layers; ++l)
+            for (index_t l = 0; l < static_config.n_layers; ++l)
                 for (int t = 0; t < lora_target_count; ++t) {
                     const lora_pair& p = lora_.layers[l][t];
                     if (!p.a.data) continue;
@@ -827,7 +817,7 @@ private:
     }
     counter_rng dropout_rng(index_t l, int t) const {
         return counter_rng(dropout_seed_,
-                           (dropout_calls_ * std::uint64_t(config.n_layers) + std::uint64_t(l)) * lora_target_count +
+                           (dropout_calls_ * std::uint64_t(static_config.n_layers) + std::uint64_t(l)) * lora_target_count +
                                std::uint64_t(t));
     }
     // dropout(x) into the scratch acts_.lora_x, (N, in).
@@ -963,9 +953,9 @@ private:
 
     void norm_forward(tensor_view<float> y, const norm_stats& st, cview<float> x, const norm_params& p) const {
         if constexpr (has_norm_bias)
-            layernorm_forward<float>(y, st.mean, st.rstd, x, p.weight, p.bias, config.norm_eps);
+            layernorm_forward<float>(y, st.mean, st.rstd, x, p.weight, p.bias, static_config.norm_eps);
         else
-            rmsnorm_forward<float>(y, st.rstd, x, p.weight, config.norm_eps);
+            rmsnorm_forward<float>(y, st.rstd, x, p.weight, static_config.norm_eps);
     }
     void norm_backward(tensor_view<float> dx, const norm_params& g, cview<float> dy, cview<float> x,
                        const norm_params& p, const norm_stats& st, grad_write mode) {
@@ -999,7 +989,7 @@ private:
         if constexpr (is_moe)
             for (auto& b : a.balances)
                 b.clear();
-        for (index_t l = 0; l < config.n_layers; ++l)
+        for (index_t l = 0; l < static_config.n_layers; ++l)
             layer_forward(l);
         if constexpr (is_moe) {
             aux_loss_ = 0;
@@ -1034,7 +1024,7 @@ private:
         proj_forward(flat(la.v), la.normed1, p.v, p.v_bias, l, 2, la.lora_h[2], training_);
         rope_forward<float>(la.q, acts_.rope_cos, acts_.rope_sin, doc_positions());
         rope_forward<float>(la.k, acts_.rope_cos, acts_.rope_sin, doc_positions());
-        attention_forward<float>(la.att, la.lse, la.q, la.k, la.v, config.layer_window(int(l)), 0, doc_starts());
+        attention_forward<float>(la.att, la.lse, la.q, la.k, la.v, static_config.layer_window(int(l)), 0, doc_starts());
         proj_forward(acts_.tmp, flat(la.att), p.o, {}, l, 3, la.lora_h[3], training_);
         residual_forward<float>(la.resid, x, acts_.tmp);
         // MLP
@@ -1085,7 +1075,7 @@ private:
         // attention (mirror of the forward attention block)
         proj_backward(a.datt, g.o, {}, a.dx, flat(la.att), p.o, grad_write::assign, l, 3);
         attention_backward<float>(a.dq, a.dk, a.dv, a.datt.reshaped(la.att.shape), la.q, la.k, la.v, la.att, la.lse,
-                                  config.layer_window(int(l)), doc_starts());
+                                  static_config.layer_window(int(l)), doc_starts());
         rope_backward<float>(a.dq, a.rope_cos, a.rope_sin, doc_positions());
         rope_backward<float>(a.dk, a.rope_cos, a.rope_sin, doc_positions());
         proj_backward(a.dnormed, g.q, g.q_bias, flat(a.dq), la.normed1, p.q, grad_write::assign, l, 0);
@@ -1127,7 +1117,7 @@ private:
     // experts only: tokens per expert of each layer in the last forward (kept apart from the activations,
     // which gradient checkpointing shares between layers)
     std::vector<std::vector<index_t>> expert_counts_ =
-        std::vector<std::vector<index_t>>(std::size_t(config.n_layers), std::vector<index_t>(n_experts));
+        std::vector<std::vector<index_t>>(std::size_t(static_config.n_layers), std::vector<index_t>(n_experts));
 };
 
 } // namespace tl
