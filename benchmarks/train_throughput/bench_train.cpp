@@ -14,6 +14,7 @@
 #include <tinylm/io/hf_checkpoint.hpp>
 #include <tinylm/io/safetensors.hpp>
 #include <tinylm/model/decoder.hpp>
+#include <tinylm/model/families.hpp>
 #include <tinylm/optim/adamw.hpp>
 
 #include <CLI/CLI.hpp>
@@ -35,16 +36,19 @@ struct settings {
     bool ceiling = true;
     bool checkpointing = false;
     std::string save_init;
+    bool runtime_sizes = false;
     std::uint64_t seed = 1;
 };
 
-template <class Config>
+// Model: decoder<Config> (sizes fixed at compile time) or decoder<families::llama> (the same sizes read at run
+// time, --runtime-sizes); both are built from Config::value.
+template <class Config, class Model>
 int run(const settings& s, int default_batch) {
-    using model_t = tl::decoder<Config>;
+    using model_t = Model;
     const tl::index_t B = s.batch > 0 ? s.batch : default_batch, T = Config::value.max_seq_len;
     const tl::index_t vocab = Config::value.vocab_size;
 
-    auto model = std::make_unique<model_t>(s.seed);
+    auto model = std::make_unique<model_t>(Config::value, s.seed);
     if (!s.save_init.empty()) tl::save_pretrained(*model, std::filesystem::path(s.save_init) / "init");
     model->set_gradient_checkpointing(s.checkpointing);
     model->plan(B, T);
@@ -84,13 +88,14 @@ int run(const settings& s, int default_batch) {
     bench::gemm_ceiling_result ceiling;
     if (s.ceiling) ceiling = bench::measure_gemm_ceiling<typename model_t::backend>(Config::value, B * T);
 
-    std::printf("{\"impl\": \"tinylm\", \"variant\": \"%s\", \"config\": \"%s\", \"batch\": %lld, \"seq_len\": %lld, "
+    std::printf("{\"impl\": \"tinylm\", \"variant\": \"%s\", \"sizes\": \"%s\", \"config\": \"%s\", \"batch\": %lld, \"seq_len\": %lld, "
                 "\"checkpointing\": %s, \"threads\": %d, \"parameters\": %lld, \"flops_per_token\": %.6g, "
                 "\"tokens_per_step\": %lld, "
                 "\"step_seconds\": %s, \"losses\": %s, \"peak_rss_mib\": %.1f, \"activation_mib\": %.1f, "
                 "\"parameter_arena_mib\": %.1f, \"gemm_model_shapes_gflops\": %.2f, \"gemm_square_gflops\": %.2f, "
                 "\"gemm_model_shapes_seconds\": %.4f}\n",
-                std::string(model_t::backend::name).c_str(), s.config.c_str(), (long long)B, (long long)T,
+                std::string(model_t::backend::name).c_str(), s.runtime_sizes ? "run-time" : "compile-time",
+                s.config.c_str(), (long long)B, (long long)T,
                 s.checkpointing ? "true" : "false", omp_get_max_threads(),
                 (long long)tl::parameter_count(Config::value), tl::flops_per_token(Config::value, int(T)),
                 (long long)(B * T), bench::json_array(step_seconds).c_str(), bench::json_array(losses).c_str(), rss,
@@ -118,15 +123,21 @@ int main(int argc, char** argv) {
     app.add_option("--seed", s.seed, "initialisation and token seed");
     app.add_flag("!--no-ceiling", s.ceiling, "skip the GEMM ceiling measurement");
     app.add_flag("--checkpointing", s.checkpointing, "gradient checkpointing per block (recompute in backward)");
+    app.add_flag("--runtime-sizes", s.runtime_sizes,
+                 "the model as tl::families::llama with the config's sizes given at run time (issue 14)");
     app.add_option("--save-init", s.save_init,
                    "write the initial weights (DIR/init, Hugging Face layout), the first batch and its loss, so that "
                    "pytorch_peer.py --check DIR can confirm it builds the same model");
     CLI11_PARSE(app, argc, argv);
     try {
         if (!s.save_init.empty()) std::filesystem::create_directories(s.save_init);
-        if (s.config == "a") return run<bench::config_a>(s, 16);
-        if (s.config == "b") return run<bench::config_b>(s, 8);
-        return run<tl::presets::russian_novels_150m>(s, 4);
+        auto go = [&]<class Config>(int default_batch) {
+            return s.runtime_sizes ? run<Config, tl::decoder<tl::families::llama>>(s, default_batch)
+                                   : run<Config, tl::decoder<Config>>(s, default_batch);
+        };
+        if (s.config == "a") return go.template operator()<bench::config_a>(16);
+        if (s.config == "b") return go.template operator()<bench::config_b>(8);
+        return go.template operator()<tl::presets::russian_novels_150m>(4);
     } catch (const std::exception& e) {
         std::fprintf(stderr, "bench_train: %s\n", e.what());
         return 1;

@@ -330,7 +330,7 @@ BOOST_AUTO_TEST_CASE(merge_into_4bit_error_is_measured) {
     for (const auto& qe : model.quantized_entries()) {
         auto w = dequantized(model.quantized_weight(qe.layer, qe.target));
         std::vector<float> u(w.size());
-        const auto& p = model.lora_weights().layers[std::size_t(qe.layer)][std::size_t(qe.target)];
+        const auto p = model.lora_weights(qe.layer, qe.target);
         const index_t out = qe.shape[0], in = qe.shape[1], r = 4;
         for (index_t o = 0; o < out; ++o)
             for (index_t i = 0; i < in; ++i) {

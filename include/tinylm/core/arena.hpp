@@ -61,6 +61,7 @@ public:
     void reset() { used_ = 0; }
     std::size_t used() const { return used_; }
     std::size_t capacity() const { return capacity_; }
+    std::byte* base() const { return block_.get(); }
     bool is_measuring() const { return measuring_; }
 
     static constexpr std::size_t round_up(std::size_t n) { return (n + alignment - 1) / alignment * alignment; }

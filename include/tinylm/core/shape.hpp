@@ -35,12 +35,9 @@ struct shape {
     constexpr index_t rows() const { return rank == 0 ? 1 : numel() / dims[rank - 1]; }
     constexpr index_t cols() const { return rank == 0 ? 1 : dims[rank - 1]; }
 
-    friend constexpr bool operator==(const shape& a, const shape& b) {
-        if (a.rank != b.rank) return false;
-        for (int i = 0; i < a.rank; ++i)
-            if (a.dims[i] != b.dims[i]) return false;
-        return true;
-    }
+    // Dimensions past the rank are always zero, so whole arrays compare. (A loop to the rank made GCC 12
+    // warn that an inlined temporary shape "may be used uninitialized".)
+    friend constexpr bool operator==(const shape& a, const shape& b) { return a.rank == b.rank && a.dims == b.dims; }
 
     std::string str() const {
         std::string s = "[";

@@ -17,6 +17,8 @@
 #pragma once
 
 #include <concepts>
+#include <tinylm/core/error.hpp>
+#include <string>
 #include <cstdint>
 
 namespace tl {
@@ -191,31 +193,141 @@ concept ModelConfig = requires {
     { C::value } -> std::convertible_to<const model_config&>;
 };
 
+// ---- run-time sizes ----------------------------------------------------------------------------------
+// The size fields that may be tl::dynamic, by name: one list serves has_dynamic_fields, resolve_config and
+// the messages naming a field that disagrees.
+template <class F>
+constexpr void for_each_size_field(F&& f, model_config& a, const model_config& b) {
+    f("vocab_size", a.vocab_size, b.vocab_size);
+    f("d_model", a.d_model, b.d_model);
+    f("n_layers", a.n_layers, b.n_layers);
+    f("n_heads", a.n_heads, b.n_heads);
+    f("n_kv_heads", a.n_kv_heads, b.n_kv_heads);
+    f("d_head", a.d_head, b.d_head);
+    f("d_ff", a.d_ff, b.d_ff);
+    f("max_seq_len", a.max_seq_len, b.max_seq_len);
+    f("sliding_window", a.sliding_window, b.sliding_window);
+    f("full_attention_every", a.full_attention_every, b.full_attention_every);
+    f("rope_theta", a.rope_theta, b.rope_theta);
+    f("norm_eps", a.norm_eps, b.norm_eps);
+    f("init_std", a.init_std, b.init_std);
+    f("rope_scaling.factor", a.rope_scaling.factor, b.rope_scaling.factor);
+    f("moe.n_experts", a.moe.n_experts, b.moe.n_experts);
+    f("moe.top_k", a.moe.top_k, b.moe.top_k);
+    f("moe.aux_loss_weight", a.moe.aux_loss_weight, b.moe.aux_loss_weight);
+}
+
+template <class T>
+constexpr bool is_dynamic(T v) {
+    return v == T(dynamic);
+}
+
+// True when some size is left to run time (a "family" type such as families::llama).
+constexpr bool has_dynamic_fields(model_config c) {
+    bool any = false;
+    for_each_size_field([&](const char*, auto& v, const auto&) { any = any || is_dynamic(v); }, c, c);
+    return any;
+}
+
+// Run-time check of a resolved configuration: throws naming the field and the fix.
+inline void check_config(const model_config& c) {
+    auto need = [](bool ok, const char* what) {
+        if (!ok) throw error(std::string("model_config: ") + what);
+    };
+    need(c.vocab_size > 0, "vocab_size must be positive");
+    need(c.d_model > 0 && c.n_layers > 0 && c.d_ff > 0, "d_model, n_layers, d_ff must be positive");
+    need(c.n_heads > 0 && c.n_kv_heads > 0, "n_heads and n_kv_heads must be positive");
+    need(c.n_heads % c.n_kv_heads == 0, "n_heads must be a multiple of n_kv_heads (MHA: equal, GQA: a divisor, MQA: 1)");
+    need(c.d_head > 0 || c.d_model % c.n_heads == 0, "d_model must be divisible by n_heads, or set d_head");
+    need(c.head_dim() % 2 == 0, "the head width must be even for rotary embeddings");
+    need(c.max_seq_len > 0, "max_seq_len must be positive");
+    need(c.sliding_window >= 0, "sliding_window must be 0 (off) or a positive width");
+    need(c.full_attention_every >= 0 && (c.full_attention_every == 0 || c.sliding_window > 0),
+         "full_attention_every (every k-th layer full) needs a sliding_window > 0");
+    need(c.rope_theta > 0 && c.norm_eps > 0, "rope_theta and norm_eps must be positive");
+    need(c.rope_scaling.factor >= 0, "rope_scaling.factor must be >= 0 (0: plain RoPE)");
+    need(c.moe.n_experts >= 0, "moe.n_experts must be 0 (dense MLP) or the number of experts");
+    need(c.moe.n_experts == 0 || (c.moe.top_k >= 1 && c.moe.top_k <= c.moe.n_experts),
+         "moe.top_k must be in [1, moe.n_experts]");
+    need(c.moe.n_experts == 0 || c.mlp == mlp_kind::swiglu, "mixture of experts needs mlp = mlp_kind::swiglu");
+    need(c.moe.aux_loss_weight >= 0, "moe.aux_loss_weight must be >= 0");
+}
+
+// The configuration a model of type C runs with: C's fixed fields, and `runtime`'s where C says dynamic.
+// A fixed field that `runtime` contradicts is an error naming it (a checkpoint of another shape); the
+// structure (norm, MLP kind, q/k/v biases, experts or not) must agree. The flags tied_embeddings and
+// moe.balance_per_layer come from `runtime` when C has any dynamic size.
+inline model_config resolve_config(const model_config& fixed, const model_config& runtime) {
+    model_config c = fixed;
+    std::string diffs;
+    for_each_size_field(
+        [&](const char* name, auto& v, const auto& r) {
+            if (is_dynamic(v))
+                v = r;
+            else if (v != r)
+                diffs += std::string("\n  ") + name + ": the model type fixes " + std::to_string(v) + ", got " +
+                         std::to_string(r);
+        },
+        c, runtime);
+    const bool family = has_dynamic_fields(fixed);
+    if (family) {
+        c.tied_embeddings = runtime.tied_embeddings;
+        c.moe.balance_per_layer = runtime.moe.balance_per_layer;
+        c.rope_scaling = runtime.rope_scaling;
+    } else if (c.tied_embeddings != runtime.tied_embeddings) {
+        diffs += "\n  tied_embeddings differs";
+    }
+    if (c.mlp != runtime.mlp || c.norm != runtime.norm || c.qkv_bias != runtime.qkv_bias)
+        diffs += "\n  structure (mlp, norm or qkv_bias) differs from the model type";
+    if ((fixed.moe.n_experts != 0) != (runtime.moe.n_experts != 0))
+        diffs += "\n  moe.n_experts: experts in one and a dense MLP in the other";
+    if (!diffs.empty()) throw error("model_config: the configuration does not fit the model type:" + diffs);
+    check_config(c);
+    return c;
+}
+
+// An adapter's targets must exist in the model's structure.
+template <ModelConfig C, LoraAdapter A>
+constexpr bool validate_adapter_for() {
+    constexpr lora_config l = A::value;
+    constexpr bool experts = C::value.moe.n_experts != 0, adapter = l.rank > 0;
+    static_assert(validate_adapter<A>());
+    static_assert(!l.quantized_base || !experts, "lora_config: quantized_base (QLoRA) supports dense MLPs only");
+    static_assert(!adapter || !experts || (l.targets & (lora_gate | lora_up | lora_down)) == 0,
+                  "lora_config: with experts there are no gate/up/down projections to target (attention only)");
+    static_assert(!adapter || C::value.mlp == mlp_kind::swiglu || (l.targets & lora_gate) == 0,
+                  "lora_config: a GELU MLP has no gate projection to target");
+    return true;
+}
+
+// Compile-time rules for a configuration type; a dynamic field is checked at run time (check_config).
 template <ModelConfig C>
 constexpr bool validate_config() {
     constexpr model_config c = C::value;
-    static_assert(c.vocab_size > 0, "model_config: vocab_size must be positive");
-    static_assert(c.d_model > 0 && c.n_layers > 0 && c.d_ff > 0,
-                  "model_config: d_model, n_layers, d_ff must be positive");
-    static_assert(c.n_heads > 0 && c.n_kv_heads > 0, "model_config: n_heads and n_kv_heads must be positive");
-    static_assert(c.n_heads % c.n_kv_heads == 0,
-                  "model_config: n_heads must be a multiple of n_kv_heads (MHA: equal, GQA: a divisor, MQA: 1)");
-    static_assert(c.d_head != 0 || c.d_model % c.n_heads == 0,
-                  "model_config: d_model must be divisible by n_heads, or set d_head explicitly");
-    static_assert(c.head_dim() % 2 == 0, "model_config: the head width must be even for rotary embeddings");
-    static_assert(c.max_seq_len > 0, "model_config: max_seq_len must be positive");
-    static_assert(c.sliding_window >= 0, "model_config: sliding_window must be 0 (off) or a positive width");
-    static_assert(c.full_attention_every >= 0 && (c.full_attention_every == 0 || c.sliding_window > 0),
-                  "model_config: full_attention_every (every k-th layer full) needs a sliding_window > 0; "
-                  "0 slides every layer");
-    static_assert(c.rope_theta > 0, "model_config: rope_theta must be positive");
-    static_assert(c.norm_eps > 0, "model_config: norm_eps must be positive");
-    static_assert(c.moe.n_experts >= 0, "model_config: moe.n_experts must be 0 (dense MLP) or the number of experts");
-    static_assert(c.moe.n_experts == 0 || (c.moe.top_k >= 1 && c.moe.top_k <= c.moe.n_experts),
-                  "model_config: moe.top_k must be in [1, moe.n_experts] (Mixtral: 2 of 8)");
+    if constexpr (!has_dynamic_fields(c)) {
+        static_assert(c.vocab_size > 0, "model_config: vocab_size must be positive");
+        static_assert(c.d_model > 0 && c.n_layers > 0 && c.d_ff > 0,
+                      "model_config: d_model, n_layers, d_ff must be positive");
+        static_assert(c.n_heads > 0 && c.n_kv_heads > 0, "model_config: n_heads and n_kv_heads must be positive");
+        static_assert(c.n_heads % c.n_kv_heads == 0,
+                      "model_config: n_heads must be a multiple of n_kv_heads (MHA: equal, GQA: a divisor, MQA: 1)");
+        static_assert(c.d_head != 0 || c.d_model % c.n_heads == 0,
+                      "model_config: d_model must be divisible by n_heads, or set d_head explicitly");
+        static_assert(c.head_dim() % 2 == 0, "model_config: the head width must be even for rotary embeddings");
+        static_assert(c.max_seq_len > 0, "model_config: max_seq_len must be positive");
+        static_assert(c.sliding_window >= 0, "model_config: sliding_window must be 0 (off) or a positive width");
+        static_assert(c.full_attention_every >= 0 && (c.full_attention_every == 0 || c.sliding_window > 0),
+                      "model_config: full_attention_every (every k-th layer full) needs a sliding_window > 0; "
+                      "0 slides every layer");
+        static_assert(c.rope_theta > 0, "model_config: rope_theta must be positive");
+        static_assert(c.norm_eps > 0, "model_config: norm_eps must be positive");
+        static_assert(c.moe.n_experts >= 0, "model_config: moe.n_experts must be 0 (dense MLP) or the number of experts");
+        static_assert(c.moe.n_experts == 0 || (c.moe.top_k >= 1 && c.moe.top_k <= c.moe.n_experts),
+                      "model_config: moe.top_k must be in [1, moe.n_experts] (Mixtral: 2 of 8)");
+        static_assert(c.moe.aux_loss_weight >= 0, "model_config: moe.aux_loss_weight must be >= 0 (0: no aux loss)");
+    }
     static_assert(c.moe.n_experts == 0 || c.mlp == mlp_kind::swiglu,
                   "model_config: mixture of experts needs mlp = mlp_kind::swiglu (the experts are SwiGLU MLPs)");
-    static_assert(c.moe.aux_loss_weight >= 0, "model_config: moe.aux_loss_weight must be >= 0 (0: no aux loss)");
     return true;
 }
 

@@ -10,17 +10,39 @@
 #include <tinylm/ops/common.hpp>
 
 #include <cmath>
+#include <numbers>
 #include <string>
 
 namespace tl {
 
+// Llama 3 frequency scaling ("rope_type": "llama3"; transformers' _compute_llama3_parameters): wavelengths
+// longer than original_max_position / low_freq_factor are divided by `factor`, shorter than
+// original_max_position / high_freq_factor kept, those between interpolated. factor == 0: none.
+struct rope_llama3_scaling {
+    double factor = 0, low_freq_factor = 1, high_freq_factor = 4;
+    double original_max_position = 8192;
+};
+
+inline float rope_inverse_frequency(index_t i, index_t half, double theta, const rope_llama3_scaling& scaling = {}) {
+    // Rounded to f32 as transformers does, so long contexts agree with it.
+    const float inv_freq = 1.0f / std::pow(float(theta), float(2 * i) / float(2 * half));
+    if (scaling.factor <= 0) return inv_freq;
+    const float factor = float(scaling.factor), low = float(scaling.low_freq_factor),
+                high = float(scaling.high_freq_factor), old_len = float(scaling.original_max_position);
+    const float wavelen = float(2 * std::numbers::pi) / inv_freq;
+    if (wavelen < old_len / high) return inv_freq;            // high frequencies: kept
+    if (wavelen > old_len / low) return inv_freq / factor;    // low frequencies: scaled
+    const float smooth = (old_len / wavelen - low) / (high - low); // in between: interpolated
+    return (1 - smooth) * inv_freq / factor + smooth * inv_freq;
+}
+
 template <class T>
-void rope_table(tensor_view<T> cos, tensor_view<T> sin, double theta, index_t first_position = 0) {
+void rope_table(tensor_view<T> cos, tensor_view<T> sin, double theta, index_t first_position = 0,
+                const rope_llama3_scaling& scaling = {}) {
     const index_t t_len = cos.dim(0), half = cos.dim(1);
     expect_same_shape("rope_table", "sin", sin, cos);
     for (index_t i = 0; i < half; ++i) {
-        // The inverse frequency is rounded to f32 as transformers does, so long contexts agree with it.
-        const float inv_freq = 1.0f / std::pow(float(theta), float(2 * i) / float(2 * half));
+        const float inv_freq = rope_inverse_frequency(i, half, theta, scaling);
         for (index_t t = 0; t < t_len; ++t) {
             const double angle = double(first_position + t) * double(inv_freq);
             cos[t * half + i] = T(std::cos(angle));

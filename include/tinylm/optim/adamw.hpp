@@ -8,7 +8,8 @@
 // the optimizer state is as small as the adapter). Moments live in the model's parameter arena.
 #pragma once
 
-#include <tinylm/model/decoder.hpp>
+#include <tinylm/core/arena.hpp>
+#include <tinylm/model/parameter.hpp>
 
 #include <cmath>
 #include <vector>
@@ -29,12 +30,27 @@ inline bool decays(param_kind kind, bool decay_embeddings) {
            (kind == param_kind::embedding && decay_embeddings);
 }
 
+// A zeroed tensor per entry, in a new arena of `owner`.
+inline std::vector<tensor_view<float>> zeroed_state(const std::vector<parameter_entry>& entries,
+                                                    std::vector<arena>& owner) {
+    std::size_t bytes = 0;
+    for (const parameter_entry& e : entries)
+        bytes += arena::round_up(std::size_t(e.value.numel()) * sizeof(float));
+    arena& a = owner.emplace_back(bytes);
+    std::vector<tensor_view<float>> state;
+    for (const parameter_entry& e : entries)
+        state.push_back(a.allocate_zeroed<float>(e.value.shape));
+    return state;
+}
+
 class adamw {
+    std::vector<arena> state_; // the optimizer owns its state (declared first: the moments below live in it)
+
 public:
     template <class Model>
     explicit adamw(Model& model, adamw_options options = {})
-        : options_(options), entries_(&model.trainable_entries()), m_(model.allocate_optimizer_state()),
-          v_(model.allocate_optimizer_state()) {}
+        : options_(options), entries_(&model.trainable_entries()), m_(zeroed_state(model.trainable_entries(), state_)),
+          v_(zeroed_state(model.trainable_entries(), state_)) {}
 
     void step() { step(options_.lr); }
     void step(double lr) {

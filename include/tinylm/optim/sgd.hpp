@@ -3,7 +3,8 @@
 // Only the model's trainable_entries() are updated (a LoRA model: the adapter).
 #pragma once
 
-#include <tinylm/model/decoder.hpp>
+#include <tinylm/core/arena.hpp>
+#include <tinylm/model/parameter.hpp>
 #include <tinylm/optim/adamw.hpp>
 
 #include <vector>
@@ -18,10 +19,12 @@ struct sgd_options {
 };
 
 class sgd {
+    std::vector<arena> state_; // the optimizer owns its state (declared first: the moments below live in it)
+
 public:
     template <class Model>
     explicit sgd(Model& model, sgd_options options = {})
-        : options_(options), entries_(&model.trainable_entries()), buf_(model.allocate_optimizer_state()) {}
+        : options_(options), entries_(&model.trainable_entries()), buf_(zeroed_state(model.trainable_entries(), state_)) {}
 
     void step() { step(options_.lr); }
     void step(double lr) {

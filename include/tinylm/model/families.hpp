@@ -1,0 +1,47 @@
+// tinylm/model/families.hpp: configuration types whose sizes are all read at run time, one per structure.
+// A family fixes what changes the code (norm and MLP kind, q/k/v biases, experts or not) and leaves every
+// size tl::dynamic, so decoder<families::llama>(config) holds any Llama-shaped checkpoint without a rebuild:
+//   llama   Llama 1-3 (rope_scaling), Mistral and Ministral (the window is a size), TinyLlama, SmolLM
+//   qwen2   Qwen2 / Qwen2.5 (q/k/v biases)
+//   mixtral Mixtral (experts)
+// io/hf_any.hpp picks the family from a folder's config.json.
+#pragma once
+
+#include <tinylm/model/config.hpp>
+
+namespace tl::families {
+
+inline constexpr model_config all_dynamic{.vocab_size = dynamic,
+                                          .d_model = dynamic,
+                                          .n_layers = dynamic,
+                                          .n_heads = dynamic,
+                                          .n_kv_heads = dynamic,
+                                          .d_head = dynamic,
+                                          .d_ff = dynamic,
+                                          .max_seq_len = dynamic,
+                                          .sliding_window = dynamic,
+                                          .full_attention_every = dynamic,
+                                          .rope_theta = dynamic,
+                                          .norm_eps = dynamic,
+                                          .init_std = dynamic,
+                                          .rope_scaling = {.factor = dynamic}};
+
+struct llama {
+    static constexpr model_config value = all_dynamic;
+};
+struct qwen2 {
+    static constexpr model_config value = [] {
+        model_config c = all_dynamic;
+        c.qkv_bias = true;
+        return c;
+    }();
+};
+struct mixtral {
+    static constexpr model_config value = [] {
+        model_config c = all_dynamic;
+        c.moe = {.n_experts = dynamic, .top_k = dynamic, .aux_loss_weight = dynamic};
+        return c;
+    }();
+};
+
+} // namespace tl::families

@@ -1,0 +1,116 @@
+// tinylm/model/kv_cache.hpp: keys and values of every layer for `batch` sequences of up to `capacity`
+// positions, plus the scratch one chunk of new tokens needs; memory is allocated once, at construction.
+// The model's forward_cached runs each chunk through the same block forward as training (the attention half
+// appends the chunk's keys and values and attends over the cache): there is no second copy of the forward.
+#pragma once
+
+#include <tinylm/core/arena.hpp>
+#include <tinylm/model/config.hpp>
+#include <tinylm/model/self_attention.hpp>
+
+#include <vector>
+
+namespace tl {
+
+template <class Block>
+class kv_cache {
+public:
+    kv_cache() = default;
+    kv_cache(const Block& b, const model_config& c, index_t batch, index_t capacity, index_t chunk)
+        : batch_(batch), capacity_(capacity), chunk_(std::min(chunk, capacity)) {
+        check(batch > 0 && capacity > 0 && chunk > 0, "make_cache: batch, capacity and chunk must be positive");
+        auto plan = [&](arena& a) {
+            k_.clear();
+            v_.clear();
+            for (int l = 0; l < c.n_layers; ++l) {
+                k_.push_back(a.allocate<float>({batch, capacity, c.n_kv_heads, c.head_dim()}));
+                v_.push_back(a.allocate<float>({batch, capacity, c.n_kv_heads, c.head_dim()}));
+            }
+            rope_cos_ = a.allocate<float>({capacity, c.head_dim() / 2});
+            rope_sin_ = a.allocate<float>({capacity, c.head_dim() / 2});
+            last_ = a.allocate<float>({batch, c.d_model});
+            last_normed_ = a.allocate<float>({batch, c.d_model});
+        };
+        arena measure = arena::measuring();
+        plan(measure);
+        arena_ = arena(measure.used());
+        plan(arena_);
+        arena chunk_measure = arena::measuring();
+        plan_chunk(b, c.d_model, chunk_measure, chunk_);
+        chunk_arena_ = arena(chunk_measure.used());
+    }
+
+    index_t batch() const { return batch_; }
+    index_t capacity() const { return capacity_; }
+    index_t chunk() const { return chunk_; }
+    index_t length() const { return length_; } // positions filled so far
+    void clear() { length_ = 0; }
+
+    tensor_view<float> rope_cos() const { return rope_cos_; }
+    tensor_view<float> rope_sin() const { return rope_sin_; }
+    tensor_view<float> last_normed() const { return last_normed_; }
+
+    // Runs ids (B, T) through the blocks chunk by chunk, appending their keys and values; leaves each
+    // sequence's last position, final-normed, in last_normed().
+    template <class Norm, class Adapter>
+    void append(cview<token_t> ids, cview<float> embed, const std::vector<Block>& blocks, const Norm& final_norm,
+                const Adapter& adapter) {
+        check(ids.shape.rank == 2 && ids.dim(0) == batch_, [&] {
+            return "forward_cached: ids must be (" + std::to_string(batch_) + ", T), got " + ids.shape.str();
+        });
+        const index_t total = ids.dim(1), d = embed.dim(1), half = rope_cos_.dim(1);
+        check(length_ + total <= capacity_, [&] {
+            return "forward_cached: " + std::to_string(length_ + total) + " positions exceed the cache capacity " +
+                   std::to_string(capacity_);
+        });
+        for (index_t t0 = 0; t0 < total; t0 += chunk_) {
+            const index_t t_len = std::min(chunk_, total - t0), start = length_;
+            chunk_arena_.reset();
+            const chunk_views v = plan_chunk(blocks.front(), d, chunk_arena_, t_len);
+            for (index_t b = 0; b < batch_; ++b)
+                for (index_t t = 0; t < t_len; ++t) {
+                    const token_t id = ids[b * total + t0 + t];
+                    check(id >= 0 && id < embed.dim(0), [&] {
+                        return "forward_cached: token id " + std::to_string(id) + " is outside the vocabulary";
+                    });
+                    std::copy_n(embed.row(id), d, v.x.row(b * t_len + t));
+                }
+            attention_context ctx{.cos = {rope_cos_.data + start * half, {t_len, half}},
+                                  .sin = {rope_sin_.data + start * half, {t_len, half}},
+                                  .start = start};
+            for (std::size_t l = 0; l < blocks.size(); ++l) {
+                ctx.k_cache = k_[l];
+                ctx.v_cache = v_[l];
+                blocks[l].forward(v.x, v.x, v.acts, v.scratch, ctx, adapter, {});
+            }
+            length_ += t_len;
+            for (index_t b = 0; b < batch_; ++b)
+                std::copy_n(v.x.row(b * t_len + t_len - 1), d, last_.row(b));
+            final_norm.forward(last_normed_, {v.last_mean, v.last_rstd}, last_);
+        }
+    }
+
+private:
+    struct chunk_views {
+        tensor_view<float> x, last_mean, last_rstd; // x (B * t_len, d)
+        typename Block::activations acts;
+        typename Block::scratch scratch;
+    };
+    chunk_views plan_chunk(const Block& b, index_t d, arena& a, index_t t_len) const {
+        chunk_views v;
+        v.x = a.allocate<float>({batch_ * t_len, d});
+        v.last_mean = a.allocate<float>({batch_});
+        v.last_rstd = a.allocate<float>({batch_});
+        v.acts = b.allocate(a, batch_, t_len, false);
+        v.scratch = b.allocate_scratch(a, batch_, t_len, false);
+        return v;
+    }
+
+    arena arena_, chunk_arena_;
+    index_t batch_ = 0, capacity_ = 0, chunk_ = 0, length_ = 0;
+    std::vector<tensor_view<float>> k_, v_;  // per layer (B, capacity, Hkv, D)
+    tensor_view<float> rope_cos_, rope_sin_; // (capacity, D/2)
+    tensor_view<float> last_, last_normed_;  // each sequence's last position: residual stream, final norm
+};
+
+} // namespace tl

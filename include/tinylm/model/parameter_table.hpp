@@ -1,0 +1,135 @@
+// tinylm/model/parameter_table.hpp: a model's parameters as one table, built from its walk (model/slot.hpp).
+//
+// Memory: one arena holding the values and then the gradients (or, with a frozen base, the base, the
+// adapter and the adapter's gradients), so zero_grad() is one fill. The entries (parameter.hpp) are what
+// optimizers, clipping, checkpoints and counting see; freezing flips `trainable` at run time and row masks
+// restrict the embedding and head to chosen rows. Initialisation draws one counter-based stream per tensor
+// in walk order, so a model's initial weights do not depend on anything but its walk and the seed.
+#pragma once
+
+#include <tinylm/core/arena.hpp>
+#include <tinylm/core/rng.hpp>
+#include <tinylm/model/slot.hpp>
+
+#include <algorithm>
+#include <array>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace tl {
+
+class parameter_table {
+public:
+    // walk_base(visit) visits the base tensors, walk_adapter(visit) the adapter's. With `frozen_base` the
+    // base gets no gradient memory and does not train.
+    template <class WalkBase, class WalkAdapter>
+    void build(WalkBase&& walk_base, WalkAdapter&& walk_adapter, bool frozen_base) {
+        auto values = [](arena& a) {
+            return [&a](const param_slot& s) {
+                if (s.value) *s.value = a.allocate<float>(s.shape);
+            };
+        };
+        auto grads = [](arena& a) {
+            return [&a](const param_slot& s) {
+                if (s.grad) *s.grad = a.allocate<float>(s.shape);
+            };
+        };
+        auto run = [&](arena& a) -> std::size_t { // returns where the gradients begin
+            walk_base(values(a));
+            walk_adapter(values(a));
+            const std::size_t grads_at = a.used();
+            if (!frozen_base) walk_base(grads(a));
+            walk_adapter(grads(a));
+            return grads_at;
+        };
+        arena measure = arena::measuring();
+        run(measure);
+        arena_ = arena(measure.used());
+        const std::size_t grads_at = run(arena_);
+        grad_begin_ = arena_.base() + grads_at;
+        grad_end_ = arena_.base() + arena_.used();
+        walk_base([&](const param_slot& s) {
+            base_.push_back(s);
+            if (s.value)
+                entries_.push_back({s.name, *s.value, frozen_base ? tensor_view<float>{} : *s.grad, s.kind,
+                                    !frozen_base, s.group});
+        });
+        walk_adapter([&](const param_slot& s) { entries_.push_back({s.name, *s.value, *s.grad, s.kind, true, s.group}); });
+        rebuild_trainable();
+    }
+
+    const std::vector<parameter_entry>& entries() const { return entries_; }
+    const std::vector<parameter_entry>& trainable() const { return trainable_; }
+    // The base walk as built (QLoRA: its NF4 slots have `quantized` set and no entry).
+    const std::vector<param_slot>& base_slots() const { return base_; }
+    std::size_t bytes() const { return arena_.capacity(); }
+    void zero_grad() { std::fill(grad_begin_, grad_end_, std::byte{0}); }
+
+    // N(0, std^2) weights, unit norm weights, zero biases; stream i for the i-th tensor of the base walk
+    // (an NF4 one draws in f32 and is quantised).
+    void init(std::uint64_t seed, double std) {
+        std::vector<float> staging;
+        for (std::size_t stream = 0; stream < base_.size(); ++stream) {
+            const param_slot& s = base_[stream];
+            counter_rng rng(seed, stream);
+            if (s.quantized) {
+                staging.resize(std::size_t(s.shape.numel()));
+                for (float& w : staging)
+                    w = float(rng.normal() * std);
+                *s.quantized = quantize_nf4(cview<float>{staging.data(), s.shape});
+            } else if (s.kind == param_kind::norm) {
+                s.value->fill(1.0f);
+            } else if (s.kind == param_kind::bias) {
+                s.value->fill(0.0f);
+            } else {
+                for (float& w : *s.value)
+                    w = float(rng.normal() * std);
+            }
+        }
+    }
+
+    // Freezes or unfreezes the entries `pred` selects; one without gradient memory cannot train.
+    void set_trainable(const std::function<bool(const parameter_entry&)>& pred, bool on) {
+        for (parameter_entry& e : entries_)
+            if (pred(e)) {
+                check(!on || e.grad.data, [&] {
+                    return "set_trainable: " + e.name + " has no gradient memory (a frozen base under an adapter)";
+                });
+                e.trainable = on;
+            }
+        rebuild_trainable();
+    }
+    // Only rows with mask[row] != 0 of the embedding or head train; an empty mask trains all rows.
+    void set_row_mask(param_group group, std::vector<std::uint8_t> mask) {
+        check(group == param_group::embedding || group == param_group::head,
+              "set_row_mask: rows can be masked in the embedding and the head only");
+        std::vector<std::uint8_t>& kept = masks_[group == param_group::head ? 1 : 0];
+        kept = std::move(mask);
+        for (parameter_entry& e : entries_)
+            if (e.group == group) {
+                check(kept.empty() || index_t(kept.size()) == e.value.dim(0), [&] {
+                    return "set_row_mask: the mask has " + std::to_string(kept.size()) + " rows, " + e.name + " " +
+                           std::to_string(e.value.dim(0));
+                });
+                e.row_mask = kept.empty() ? nullptr : &kept;
+            }
+        rebuild_trainable();
+    }
+
+private:
+    void rebuild_trainable() {
+        trainable_.clear();
+        for (const parameter_entry& e : entries_)
+            if (e.trainable) trainable_.push_back(e);
+    }
+
+    arena arena_;
+    std::byte *grad_begin_ = nullptr, *grad_end_ = nullptr;
+    std::vector<param_slot> base_;
+    std::vector<parameter_entry> entries_, trainable_;
+    std::array<std::vector<std::uint8_t>, 2> masks_; // embedding, head
+};
+
+} // namespace tl

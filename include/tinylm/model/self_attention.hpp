@@ -1,0 +1,117 @@
+// tinylm/model/self_attention.hpp: the attention half of a block, forward and backward:
+//   q, k, v = projections of x;  rope(q), rope(k);  att = softmax(q k^T / sqrt(D) + mask) v;  y = o(att)
+// with GQA (n_kv_heads key/value heads shared by n_heads query heads), a causal mask, an optional sliding
+// window, and packed documents (doc_start: no attention across documents, RoPE positions restart).
+// Under a KV cache the new keys and values are appended to the cache at `start` and the queries attend over
+// everything cached: the same forward serves training, evaluation and generation.
+#pragma once
+
+#include <tinylm/model/projection.hpp>
+#include <tinylm/ops/attention.hpp>
+#include <tinylm/ops/rope.hpp>
+
+namespace tl {
+
+// Where a forward's tokens sit: rope rows, packed documents, and the KV cache when generating.
+struct attention_context {
+    cview<float> cos{}, sin{};              // (T, D/2) rows of the rope table for these positions
+    cview<index_t> positions{};             // (B, T) packed documents: rope row of each token; else empty
+    cview<index_t> doc_start{};             // (B, T) packed documents: first token of each token's document
+    tensor_view<float> k_cache{}, v_cache{}; // (B, capacity, Hkv, D): generating with a KV cache
+    index_t start = 0;                      // cached positions before these
+};
+
+template <class Backend, LoraAdapter Adapter>
+class self_attention {
+public:
+    using projection_t = projection<Backend, Adapter>;
+    struct activations {
+        tensor_view<float> q, k, v, att, lse; // (B, T, H, D), lse (B, H, T) (empty when not training)
+        std::array<tensor_view<float>, 4> lora_h;
+    };
+    // Gradients of the backward, shared by all layers.
+    struct scratch {
+        tensor_view<float> dq, dk, dv, datt;
+    };
+
+    self_attention() = default;
+    self_attention(const model_config& c, index_t layer)
+        : heads_(c.n_heads), kv_heads_(c.n_kv_heads), head_dim_(c.head_dim()), window_(c.layer_window(int(layer))),
+          q_(c.d_model, c.q_width(), layer, proj::q, c.qkv_bias), k_(c.d_model, c.kv_width(), layer, proj::k, c.qkv_bias),
+          v_(c.d_model, c.kv_width(), layer, proj::v, c.qkv_bias), o_(c.q_width(), c.d_model, layer, proj::o, false) {}
+
+    template <class Visit>
+    void walk(Visit&& visit, const std::string& prefix) {
+        q_.walk(visit, prefix + "self_attn.q_proj", param_group::attention);
+        k_.walk(visit, prefix + "self_attn.k_proj", param_group::attention);
+        v_.walk(visit, prefix + "self_attn.v_proj", param_group::attention);
+        o_.walk(visit, prefix + "self_attn.o_proj", param_group::attention);
+    }
+    template <class F>
+    void for_each_projection(F&& f) {
+        f(q_), f(k_), f(v_), f(o_);
+    }
+
+    activations allocate(arena& a, index_t batch, index_t time, bool training) const {
+        activations s;
+        s.q = a.allocate<float>({batch, time, heads_, head_dim_});
+        s.k = a.allocate<float>({batch, time, kv_heads_, head_dim_});
+        s.v = a.allocate<float>({batch, time, kv_heads_, head_dim_});
+        s.att = a.allocate<float>({batch, time, heads_, head_dim_});
+        if (training) s.lse = a.allocate<float>({batch, heads_, time});
+        const projection_t* p[] = {&q_, &k_, &v_, &o_};
+        for (int t = 0; t < 4; ++t)
+            if (p[t]->targeted()) s.lora_h[std::size_t(t)] = a.allocate<float>({batch * time, projection_t::lora.rank});
+        return s;
+    }
+    scratch allocate_scratch(arena& a, index_t batch, index_t time) const {
+        return {a.allocate<float>({batch, time, heads_, head_dim_}), a.allocate<float>({batch, time, kv_heads_, head_dim_}),
+                a.allocate<float>({batch, time, kv_heads_, head_dim_}), a.allocate<float>({batch * time, heads_ * head_dim_})};
+    }
+
+    // y (N, d) = the attention half applied to x (N, d).
+    void forward(tensor_view<float> y, cview<float> x, const activations& s, const attention_context& ctx,
+                 const adapter_state& ad) const {
+        q_.forward(flat(s.q), x, s.lora_h[0], ad);
+        k_.forward(flat(s.k), x, s.lora_h[1], ad);
+        v_.forward(flat(s.v), x, s.lora_h[2], ad);
+        rope_forward<float>(s.q, ctx.cos, ctx.sin, ctx.positions);
+        rope_forward<float>(s.k, ctx.cos, ctx.sin, ctx.positions);
+        if (ctx.k_cache.data) { // append to the cache, attend over all of it
+            const index_t batch = s.k.dim(0), t_len = s.k.dim(1), width = kv_heads_ * head_dim_,
+                          capacity = ctx.k_cache.dim(1);
+            for (index_t b = 0; b < batch; ++b) {
+                const index_t at = (b * capacity + ctx.start) * width;
+                std::copy_n(s.k.data + b * t_len * width, t_len * width, ctx.k_cache.data + at);
+                std::copy_n(s.v.data + b * t_len * width, t_len * width, ctx.v_cache.data + at);
+            }
+            attention_forward<float>(s.att, s.lse, s.q, ctx.k_cache, ctx.v_cache, window_, ctx.start);
+        } else {
+            attention_forward<float>(s.att, s.lse, s.q, s.k, s.v, window_, 0, ctx.doc_start);
+        }
+        o_.forward(y, flat(s.att), s.lora_h[3], ad);
+    }
+
+    // dx = (or +=, by mode) d(loss)/dx given dy; parameter gradients accumulate.
+    void backward(tensor_view<float> dx, cview<float> dy, cview<float> x, const activations& s, const scratch& g,
+                  const attention_context& ctx, const adapter_state& ad, grad_write mode) const {
+        o_.backward(g.datt, dy, flat(s.att), s.lora_h[3], ad, grad_write::assign);
+        attention_backward<float>(g.dq, g.dk, g.dv, g.datt.reshaped(s.att.shape), s.q, s.k, s.v, s.att, s.lse, window_,
+                                  ctx.doc_start);
+        rope_backward<float>(g.dq, ctx.cos, ctx.sin, ctx.positions);
+        rope_backward<float>(g.dk, ctx.cos, ctx.sin, ctx.positions);
+        q_.backward(dx, flat(g.dq), x, s.lora_h[0], ad, mode);
+        k_.backward(dx, flat(g.dk), x, s.lora_h[1], ad, grad_write::add);
+        v_.backward(dx, flat(g.dv), x, s.lora_h[2], ad, grad_write::add);
+    }
+
+    static tensor_view<float> flat(tensor_view<float> t) {
+        return t.reshaped({t.dim(0) * t.dim(1), t.numel() / (t.dim(0) * t.dim(1))});
+    }
+
+private:
+    index_t heads_ = 0, kv_heads_ = 0, head_dim_ = 0, window_ = 0;
+    projection_t q_, k_, v_, o_;
+};
+
+} // namespace tl
