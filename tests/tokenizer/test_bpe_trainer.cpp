@@ -106,12 +106,8 @@ BOOST_AUTO_TEST_CASE(trained_ids_match_hf) {
     }
 }
 
-BOOST_AUTO_TEST_CASE(deterministic_on_real_corpus) {
-    const std::string dir = tl::test::data_dir() + "/russian_novels/corpus";
-    if (!std::filesystem::exists(dir)) {
-        BOOST_TEST_MESSAGE("SKIPPED: " << dir << " not found (set TINYLM_DATA_DIR)");
-        return;
-    }
+BOOST_AUTO_TEST_CASE(deterministic_on_real_corpus, tl_test::needs_data("russian_novels/corpus")) {
+    const auto dir = tl_test::data_path("russian_novels/corpus");
     std::vector<std::filesystem::path> files;
     for (const auto& e : std::filesystem::directory_iterator(dir))
         files.push_back(e.path());
