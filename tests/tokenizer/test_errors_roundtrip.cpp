@@ -131,10 +131,10 @@ BOOST_AUTO_TEST_CASE(invalid_utf8_and_unknown_ids) {
     const tl::tokenizer tok = tl::parse_tokenizer_json(small_json());
     const std::string msg = error_of([&] { (void)tok.encode("ok \xD0"); });
     BOOST_TEST(msg.find("invalid UTF-8 at byte 3") != std::string::npos, msg);
-    const std::vector<tl::token_id> bad{5, 70000};
+    const std::vector<tl::token_t> bad{5, 70000};
     BOOST_TEST(error_of([&] { (void)tok.decode(bad); }).find("token id 70000 is outside the vocabulary") !=
                std::string::npos);
-    const std::vector<tl::token_id> negative{-1};
+    const std::vector<tl::token_t> negative{-1};
     BOOST_TEST(error_of([&] { (void)tok.decode(negative); }).find("token id -1") != std::string::npos);
 }
 
