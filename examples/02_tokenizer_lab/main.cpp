@@ -10,6 +10,7 @@
 //   - the rarest used tokens and how many tokens are never used,
 //   - the vocabulary by script (Cyrillic, Latin, digits, punctuation and spaces, mixed, partial characters).
 // Report: lab/report.md, lab/report.json and lab/bytes_per_token.svg (the curve over vocabulary size).
+#include <tinylm/core/svg_plot.hpp>
 #include <tinylm/tokenizer/bpe_trainer.hpp>
 #include <tinylm/tokenizer/hf_json.hpp>
 
@@ -133,39 +134,17 @@ std::string escape_md(std::string s) {
 }
 
 std::string svg_curve(const std::vector<result>& rs) {
-    const double w = 640, h = 360, l = 70, r = 20, t = 30, b = 50;
-    double xmin = std::log10(static_cast<double>(rs.front().vocab)),
-           xmax = std::log10(static_cast<double>(rs.back().vocab));
-    if (xmax - xmin < 1e-9) xmin -= 0.5, xmax += 0.5;
-    double ymax = 0;
-    for (const auto& x : rs)
-        ymax = std::max(ymax, x.bytes_per_token);
-    ymax = std::ceil(ymax + 0.5);
-    auto X = [&](double v) { return l + (std::log10(v) - xmin) / (xmax - xmin) * (w - l - r); };
-    auto Y = [&](double v) { return h - b - v / ymax * (h - t - b); };
-    std::ostringstream s;
-    s << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << w << "\" height=\"" << h
-      << "\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
-      << "<text x=\"" << w / 2
-      << "\" y=\"18\" text-anchor=\"middle\">bytes per token (held-out text) by vocabulary size</text>\n"
-      << "<line x1=\"" << l << "\" y1=\"" << h - b << "\" x2=\"" << w - r << "\" y2=\"" << h - b
-      << "\" stroke=\"black\"/>\n"
-      << "<line x1=\"" << l << "\" y1=\"" << t << "\" x2=\"" << l << "\" y2=\"" << h - b << "\" stroke=\"black\"/>\n";
-    for (int k = 0; k <= static_cast<int>(ymax); ++k)
-        s << "<text x=\"" << l - 8 << "\" y=\"" << Y(k) + 4 << "\" text-anchor=\"end\">" << k << "</text>\n";
-    std::string points;
+    tl::plot_series curve{.name = "held-out text", .markers = true};
     for (const auto& x : rs) {
-        const double px = X(static_cast<double>(x.vocab)), py = Y(x.bytes_per_token);
-        points += std::to_string(px) + "," + std::to_string(py) + " ";
-        s << "<circle cx=\"" << px << "\" cy=\"" << py << "\" r=\"4\" fill=\"#1f77b4\"/>\n"
-          << "<text x=\"" << px << "\" y=\"" << h - b + 18 << "\" text-anchor=\"middle\">" << x.vocab << "</text>\n"
-          << "<text x=\"" << px << "\" y=\"" << py - 10 << "\" text-anchor=\"middle\">"
-          << std::round(x.bytes_per_token * 100) / 100 << "</text>\n";
+        curve.x.push_back(static_cast<double>(x.vocab));
+        curve.y.push_back(x.bytes_per_token);
     }
-    s << "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"2\" points=\"" << points << "\"/>\n"
-      << "<text x=\"" << w / 2 << "\" y=\"" << h - 12
-      << "\" text-anchor=\"middle\">vocabulary size (log scale)</text>\n</svg>\n";
-    return s.str();
+    return tl::svg_line_plot({curve}, {.title = "bytes per token (held-out text) by vocabulary size",
+                                       .x_label = "vocabulary size (log scale)",
+                                       .y_label = "bytes per token",
+                                       .width = 640,
+                                       .height = 360,
+                                       .log_x = true});
 }
 
 } // namespace
@@ -216,15 +195,15 @@ int main(int argc, char** argv) {
             tl::save_tokenizer_json(tok, path);
 
             // Held-out statistics.
-            const std::vector<tl::token_id> ids = tok.encode_parallel(test_text, threads);
+            const std::vector<tl::token_t> ids = tok.encode_parallel(test_text, threads);
             r.bytes_per_token =
                 static_cast<double>(test_text.size()) / static_cast<double>(std::max<std::size_t>(ids.size(), 1));
             std::vector<std::size_t> use(tok.vocab_size(), 0);
-            for (tl::token_id id : ids)
+            for (tl::token_t id : ids)
                 ++use[static_cast<std::size_t>(id)];
             std::size_t words = 0, word_tokens = 0, single = 0;
             tl::encode_cache cache;
-            std::vector<tl::token_id> tmp;
+            std::vector<tl::token_t> tmp;
             const std::string normalized = tok.norm.nfc ? tl::unicode::nfc(test_text) : test_text;
             auto per_word = [&](std::string_view w) {
                 bool has_non_space = false;
@@ -245,17 +224,17 @@ int main(int argc, char** argv) {
                 tl::split_words(normalized, tok.pre.pattern, per_word);
             r.tokens_per_word = static_cast<double>(word_tokens) / static_cast<double>(std::max<std::size_t>(words, 1));
             r.single_token_words = static_cast<double>(single) / static_cast<double>(std::max<std::size_t>(words, 1));
-            std::vector<std::pair<std::size_t, tl::token_id>> used;
+            std::vector<std::pair<std::size_t, tl::token_t>> used;
             const std::size_t first_learned = tok.model.tokens.size() - tok.model.merges.size();
             for (std::size_t id = first_learned; id < tok.model.tokens.size(); ++id) {
                 if (use[id] == 0)
                     ++r.never_used;
                 else
-                    used.emplace_back(use[id], static_cast<tl::token_id>(id));
+                    used.emplace_back(use[id], static_cast<tl::token_t>(id));
             }
             std::sort(used.begin(), used.end());
             for (std::size_t k = 0; k < std::min<std::size_t>(10, used.size()); ++k)
-                r.rarest.emplace_back(printable(tok.decode(std::vector<tl::token_id>{used[k].second})), used[k].first);
+                r.rarest.emplace_back(printable(tok.decode(std::vector<tl::token_t>{used[k].second})), used[k].first);
             for (const std::string& t : tok.model.tokens)
                 ++r.by_script[script_of(t, fallback)];
             std::cout << "vocab " << vocab << ": trained in " << r.train_seconds << " s, " << r.bytes_per_token

@@ -136,7 +136,7 @@ prepared_data prepare(const fs::path& corpus, const fs::path& dir, std::size_t v
     td::document_reader docs(cleaned);
     const auto encode = [&](std::string_view s) {
         thread_local tl::encode_cache cache;
-        std::vector<tl::token_id> ids;
+        std::vector<tl::token_t> ids;
         d.tok.encode_into(s, ids, &cache);
         return std::vector<std::uint32_t>(ids.begin(), ids.end());
     };
@@ -156,14 +156,14 @@ std::vector<std::pair<std::string, std::string>> continue_prompts(const Model& m
     const tl::token_t bos = tok.token_to_id("<bos>"), eos = tok.token_to_id("<eos>");
     for (std::size_t i = 0; i < course_prompts.size(); ++i) {
         std::vector<tl::token_t> ids{bos};
-        for (tl::token_id id : tok.encode(course_prompts[i]))
+        for (tl::token_t id : tok.encode(course_prompts[i]))
             ids.push_back(id);
         const tl::generation_options g{
             .max_new_tokens = new_tokens,
             .stop_tokens = {eos},
             .sampling = {.temperature = 0.8, .top_k = 50, .top_p = 0.95, .repetition_penalty = 1.1, .seed = seed + i}};
         const auto gen = tl::generate(model, ids, g);
-        out.emplace_back(course_prompts[i], tok.decode(std::vector<tl::token_id>(gen.begin(), gen.end()), true));
+        out.emplace_back(course_prompts[i], tok.decode(std::vector<tl::token_t>(gen.begin(), gen.end()), true));
     }
     return out;
 }

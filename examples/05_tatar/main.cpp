@@ -296,7 +296,7 @@ prepared_data prepare(const fs::path& tatar_dir, const std::vector<std::string>&
     td::document_reader docs(cleaned);
     const auto encode = [&](std::string_view s) {
         thread_local tl::encode_cache cache;
-        std::vector<tl::token_id> ids;
+        std::vector<tl::token_t> ids;
         d.tok.encode_into(s, ids, &cache);
         return std::vector<std::uint32_t>(ids.begin(), ids.end());
     };
@@ -327,9 +327,9 @@ compression measure_compression(const prepared_data& d) {
     const td::token_shard val(d.val_bin, d.info.hash);
     std::vector<tl::token_t> all(val.size());
     val.copy<tl::token_t>(0, all);
-    std::vector<tl::token_id> ids;
+    std::vector<tl::token_t> ids;
     for (const tl::token_t t : all)
-        if (std::uint32_t(t) != d.info.bos && std::uint32_t(t) != d.info.eos) ids.push_back(tl::token_id(t));
+        if (std::uint32_t(t) != d.info.bos && std::uint32_t(t) != d.info.eos) ids.push_back(tl::token_t(t));
     const std::string text = d.tok.decode(ids);
     std::size_t chars = 0;
     for (const char c : text)
@@ -347,14 +347,14 @@ std::vector<std::pair<std::string, std::string>> continue_prompts(const Model& m
     const tl::token_t bos = tok.token_to_id("<bos>"), eos = tok.token_to_id("<eos>");
     for (std::size_t i = 0; i < tatar_prompts.size(); ++i) {
         std::vector<tl::token_t> ids{bos};
-        for (tl::token_id id : tok.encode(tatar_prompts[i]))
+        for (tl::token_t id : tok.encode(tatar_prompts[i]))
             ids.push_back(id);
         const tl::generation_options g{
             .max_new_tokens = new_tokens,
             .stop_tokens = {eos},
             .sampling = {.temperature = 0.8, .top_k = 50, .top_p = 0.95, .repetition_penalty = 1.1, .seed = seed + i}};
         const auto gen = tl::generate(model, ids, g);
-        out.emplace_back(tatar_prompts[i], tok.decode(std::vector<tl::token_id>(gen.begin(), gen.end()), true));
+        out.emplace_back(tatar_prompts[i], tok.decode(std::vector<tl::token_t>(gen.begin(), gen.end()), true));
     }
     return out;
 }

@@ -1,6 +1,8 @@
 // Chat templates: byte-identical renderings against transformers' apply_chat_template (the committed
 // tests/reference/chat/chat_cases.json, made by make_chat_reference.py), interpreter snippets against Jinja2,
 // tokenizer_config.json reading, and errors that name the line and column.
+#include "../support/data.hpp"
+
 #include <tinylm/tokenizer/chat_template.hpp>
 
 #include <boost/test/unit_test.hpp>
@@ -20,11 +22,6 @@ namespace {
 using json = nlohmann::ordered_json;
 
 std::string reference_path() { return TINYLM_SOURCE_DIR "/tests/reference/chat/chat_cases.json"; }
-
-std::string data_dir() {
-    if (const char* d = std::getenv("TINYLM_DATA_DIR")) return d;
-    return TINYLM_SOURCE_DIR "/../shared/data";
-}
 
 const json& reference() {
     static const json ref = [] {
@@ -244,19 +241,15 @@ BOOST_AUTO_TEST_CASE(from_tokenizer_config_forms) {
     std::filesystem::remove_all(dir);
 }
 
-BOOST_AUTO_TEST_CASE(shared_data_tokenizer_configs) {
-    const std::filesystem::path qwen3 = data_dir() + "/tokenizers/qwen3/tokenizer_config.json";
-    const std::filesystem::path llama2 = data_dir() + "/tokenizers/llama2/tokenizer_config.json";
-    if (!std::filesystem::exists(qwen3)) {
-        BOOST_TEST_MESSAGE("skipped: " << qwen3 << " is not here (set TINYLM_DATA_DIR)");
-        return;
-    }
+BOOST_AUTO_TEST_CASE(shared_data_tokenizer_configs, tl_test::needs_data("tokenizers/qwen3/tokenizer_config.json",
+                                                                        "tokenizers/llama2/tokenizer_config.json")) {
+    const auto qwen3 = tl_test::data_path("tokenizers/qwen3/tokenizer_config.json");
+    const auto llama2 = tl_test::data_path("tokenizers/llama2/tokenizer_config.json");
     const auto t = tl::chat_template::from_tokenizer_config(qwen3);
     BOOST_TEST(t.source() == reference()["templates"]["qwen3"]["source"].get<std::string>());
     BOOST_TEST(t.variables() == reference()["templates"]["qwen3"]["special_tokens"]);
-    if (std::filesystem::exists(llama2))
-        BOOST_TEST(error_of([&] { tl::chat_template::from_tokenizer_config(llama2); }).find("no chat_template") !=
-                   std::string::npos);
+    BOOST_TEST(error_of([&] { tl::chat_template::from_tokenizer_config(llama2); }).find("no chat_template") !=
+               std::string::npos);
 }
 
 BOOST_AUTO_TEST_CASE(interpreter_basics) {

@@ -193,17 +193,14 @@ BOOST_AUTO_TEST_SUITE_END()
 
 // The language-ID bar on real data: NTREX-128 Tatar and Russian are line-aligned translations of the same
 // 1,997 news sentences. Train on lines 1-1000 of each, evaluate on the held-out lines 1001-1997.
-#include "data_dir.hpp"
+#include "../support/data.hpp"
 
 BOOST_AUTO_TEST_SUITE(clean)
 
-BOOST_AUTO_TEST_CASE(langid_keeps_tatar_and_drops_russian_on_ntrex) {
+BOOST_AUTO_TEST_CASE(langid_keeps_tatar_and_drops_russian_on_ntrex,
+                     tl_test::needs_data("tatar/ntrex128.tat.txt", "tatar/ntrex128.rus.txt")) {
     const auto tat = tl_test::data_path("tatar/ntrex128.tat.txt");
     const auto rus = tl_test::data_path("tatar/ntrex128.rus.txt");
-    if (tat.empty() || rus.empty()) {
-        BOOST_TEST_MESSAGE("SKIP: ../shared/data/tatar/ntrex128.{tat,rus}.txt not found (set TINYLM_DATA_DIR)");
-        return;
-    }
     const auto lines = [](const std::filesystem::path& p) {
         text_reader r({p}, {.mode = paragraph_mode::line});
         std::vector<std::string> out;

@@ -1,6 +1,7 @@
 // The bars on the real Russian novels corpus (label "slow"): the full clean + statistics pass (throughput, no
-// Latin letters left), and planted exact and near duplicates all removed. Skips when the corpus is absent.
-#include "data_dir.hpp"
+// Latin letters left), and planted exact and near duplicates all removed. Skipped (exit code 77) when the corpus is
+// absent.
+#include "../support/data.hpp"
 
 #include <tinylm/core/rng.hpp>
 #include <tinylm/data/dedup.hpp>
@@ -47,12 +48,8 @@ double jaccard(std::string_view a, std::string_view b) {
 
 BOOST_AUTO_TEST_SUITE(corpus)
 
-BOOST_AUTO_TEST_CASE(russian_novels_full_pass) {
+BOOST_AUTO_TEST_CASE(russian_novels_full_pass, tl_test::needs_data("russian_novels/corpus")) {
     const auto dir = tl_test::data_path("russian_novels/corpus");
-    if (dir.empty()) {
-        BOOST_TEST_MESSAGE("SKIP: ../shared/data/russian_novels/corpus not found (set TINYLM_DATA_DIR)");
-        return;
-    }
     const auto t0 = std::chrono::steady_clock::now();
     text_reader in({dir});
     cleaner c;
@@ -83,12 +80,8 @@ BOOST_AUTO_TEST_CASE(russian_novels_full_pass) {
     BOOST_TEST(secs < 60.0);
 }
 
-BOOST_AUTO_TEST_CASE(planted_duplicates_are_all_removed) {
+BOOST_AUTO_TEST_CASE(planted_duplicates_are_all_removed, tl_test::needs_data("russian_novels/corpus")) {
     const auto dir = tl_test::data_path("russian_novels/corpus");
-    if (dir.empty()) {
-        BOOST_TEST_MESSAGE("SKIP: ../shared/data/russian_novels/corpus not found (set TINYLM_DATA_DIR)");
-        return;
-    }
     // 1. clean twelve novels; this is the base corpus, which dedups against itself first
     const auto files = list_files({dir});
     std::vector<std::filesystem::path> some;

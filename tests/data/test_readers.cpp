@@ -1,5 +1,5 @@
 // data/reader.hpp and data/utf8.hpp: repair of broken bytes, paragraphs of text files, JSONL and CSV columns.
-#include "data_dir.hpp"
+#include "../support/data.hpp"
 
 #include <tinylm/core/rng.hpp>
 #include <tinylm/data/reader.hpp>
@@ -189,12 +189,8 @@ BOOST_AUTO_TEST_CASE(csv_column_by_name_and_index) {
     BOOST_CHECK_THROW(csv_reader({p}, "missing").next(const_cast<record&>(recs[0])), tl::error);
 }
 
-BOOST_AUTO_TEST_CASE(real_corpus_file_with_control_bytes) {
+BOOST_AUTO_TEST_CASE(real_corpus_file_with_control_bytes, tl_test::needs_data("russian_novels/corpus")) {
     const auto dir = tl_test::data_path("russian_novels/corpus");
-    if (dir.empty()) {
-        BOOST_TEST_MESSAGE("SKIP: ../shared/data/russian_novels/corpus not found (set TINYLM_DATA_DIR)");
-        return;
-    }
     // the three files of the corpus with stray control bytes (found with grep -P '[\x00-\x08\x0b\x0c\x0e-\x1f]')
     text_reader r({dir / "Dostoyevsky_PrestupleniyeINakazaniye.txt", dir / "Durova_GodZyznijWPeterburge.txt",
                    dir / "Gorky_ArtamonovBusiness.txt"});

@@ -1,4 +1,4 @@
-// data/stats.hpp and data/svg.hpp: counts, words, histograms and the written report.
+// data/stats.hpp and its plots (core/svg_plot.hpp): counts, words, histograms and the written report.
 #include <tinylm/data/pipeline.hpp>
 #include <tinylm/data/stats.hpp>
 
@@ -57,10 +57,28 @@ BOOST_AUTO_TEST_CASE(report_files_are_written) {
     fs::remove_all(dir);
 }
 
-BOOST_AUTO_TEST_CASE(svg_escapes_text) {
-    svg_writer s(10, 10);
-    s.text(1, 1, "a<b & \"c\"");
-    BOOST_TEST(s.str().find("a&lt;b &amp; &quot;c&quot;") != std::string::npos);
+BOOST_AUTO_TEST_CASE(svg_log_axes_bars_and_escaped_text) {
+    constexpr auto npos = std::string::npos;
+    const auto count = [](const std::string& s, const std::string& what) {
+        std::size_t n = 0;
+        for (std::size_t at = 0; (at = s.find(what, at)) != npos; ++at)
+            ++n;
+        return n;
+    };
+    // Zipf-style log-log axes: ticks at powers of ten, the point at x = 0 left out.
+    const std::string z = tl::svg_line_plot({{.name = "words", .x = {1, 10, 100, 0}, .y = {1000, 100, 10, 5}}},
+                                            {.title = "a<b & \"c\"", .log_x = true, .log_y = true});
+    BOOST_TEST(z.find("a&lt;b &amp; &quot;c&quot;") != npos);
+    BOOST_TEST(z.find(">1000</text>") != npos);
+    BOOST_TEST(z.find(">10</text>") != npos);
+    BOOST_TEST(z.find("nan") == npos);
+    BOOST_TEST(count(z, "<polyline") == 1u);
+    // Bars: the background and one rectangle per bin.
+    const std::string b = tl::svg_bar_plot({3, 0, 5}, 0, 10, {.title = "bars", .x_label = "words"});
+    BOOST_TEST(b.rfind("<svg", 0) == 0u);
+    BOOST_TEST(count(b, "<rect") == 4u);
+    BOOST_TEST(b.find(">words</text>") != npos);
+    BOOST_TEST(b.find("</svg>") == b.size() - 7);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -1,7 +1,8 @@
 // SFT readers (data/sft_formats.hpp) on small hand-written files: alpaca JSON and JSONL, rulm seed tasks, chat
 // messages, prompt/completion pairs, CSV with quoting and a rating threshold; errors that name file:line; and
 // the real files of ../shared/data/instruct and jokes when present.
-#include <tinylm/core/data_dir.hpp>
+#include "../support/data.hpp"
+
 #include <tinylm/data/sft_formats.hpp>
 
 #include <boost/test/unit_test.hpp>
@@ -18,14 +19,6 @@ using namespace tl::data;
 namespace fs = std::filesystem;
 
 namespace {
-
-// The data directory (tl::find_data_dir), else ../shared/data beside the source tree (ctest runs the tests from
-// the build tree, deeper than find_data_dir looks).
-std::filesystem::path shared_data() {
-    if (auto d = find_data_dir(); !d.empty()) return d;
-    const std::filesystem::path beside = std::filesystem::path(TINYLM_SOURCE_DIR) / ".." / "shared" / "data";
-    return std::filesystem::is_directory(beside) ? beside : std::filesystem::path{};
-}
 
 fs::path scratch() {
     static const fs::path p = [] {
@@ -209,12 +202,11 @@ BOOST_AUTO_TEST_CASE(bad_input_names_file_and_line) {
 
 // ---- the real files (skipped without ../shared/data) -------------------------------------------------------
 
-BOOST_AUTO_TEST_CASE(shared_data_files) {
-    const fs::path data = shared_data();
-    if (data.empty() || !fs::exists(data / "instruct" / "ru_alpaca_seed_tasks.jsonl")) {
-        BOOST_TEST_MESSAGE("skipped: no instruct/ in the data directory");
-        return;
-    }
+BOOST_AUTO_TEST_CASE(shared_data_files,
+                     tl_test::needs_data("instruct/ru_alpaca_seed_tasks.jsonl", "instruct/ru_arena_chats.jsonl",
+                                         "instruct/ru_instruct_gpt4_first100.jsonl",
+                                         "jokes/clean_comedy_gold_ru.csv")) {
+    const fs::path data = tl_test::data_dir();
     const fs::path seed = data / "instruct" / "ru_alpaca_seed_tasks.jsonl";
     BOOST_TEST((detect_sft_format(seed) == sft_format::seed_tasks));
     const auto tasks = read_seed_tasks(seed);

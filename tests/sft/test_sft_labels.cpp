@@ -2,7 +2,8 @@
 // trained here (byte-level BPE, and byte-fallback BPE with metaspace as in Llama), and with the real Qwen3 and
 // Llama 2 tokenizers and Qwen3's own template when ../shared/data is present. Each labelled run of tokens must
 // decode to exactly one assistant reply plus its end-of-turn marker, in order, and nothing else is labelled.
-#include <tinylm/core/data_dir.hpp>
+#include "../support/data.hpp"
+
 #include <tinylm/data/sft.hpp>
 #include <tinylm/tokenizer/bpe_trainer.hpp>
 #include <tinylm/tokenizer/hf_json.hpp>
@@ -19,14 +20,6 @@ using namespace tl;
 using namespace tl::data;
 
 namespace {
-
-// The data directory (tl::find_data_dir), else ../shared/data beside the source tree (ctest runs the tests from
-// the build tree, deeper than find_data_dir looks).
-std::filesystem::path shared_data() {
-    if (auto d = find_data_dir(); !d.empty()) return d;
-    const std::filesystem::path beside = std::filesystem::path(TINYLM_SOURCE_DIR) / ".." / "shared" / "data";
-    return std::filesystem::is_directory(beside) ? beside : std::filesystem::path{};
-}
 
 const char* corpus = "Привет! Как дела? Хорошо, спасибо. Сколько будет два плюс два? Будет четыре. "
                      "Ты полезный помощник. Расскажи анекдот про кота. Кот пришёл домой и сказал: мяу. "
@@ -113,10 +106,7 @@ std::string error_of(const std::function<void()>& f) {
 }
 
 std::filesystem::path tokenizer_dir(const char* name) {
-    const auto data = shared_data();
-    if (data.empty()) return {};
-    const auto dir = data / "tokenizers" / name;
-    return std::filesystem::exists(dir / "tokenizer.json") ? dir : std::filesystem::path{};
+    return tl_test::data_path(std::filesystem::path("tokenizers") / name);
 }
 
 // The Qwen tokenizer (11 MB of JSON), loaded once for the tests that use it.
@@ -220,12 +210,9 @@ BOOST_AUTO_TEST_CASE(next_token_targets_shift) {
 
 // ---- real tokenizers and templates (../shared/data/tokenizers) ---------------------------------------------
 
-BOOST_AUTO_TEST_CASE(qwen3_template_and_tokenizer) {
+BOOST_AUTO_TEST_CASE(qwen3_template_and_tokenizer,
+                     tl_test::needs_data("tokenizers/qwen3/tokenizer.json", "tokenizers/qwen3/tokenizer_config.json")) {
     const auto dir = tokenizer_dir("qwen3");
-    if (dir.empty()) {
-        BOOST_TEST_MESSAGE("skipped: no tokenizers/qwen3 in the data directory");
-        return;
-    }
     const tokenizer& tok = qwen_tokenizer(dir);
     { // The worked example of docs/sft.md: each token, labelled ones in [ ], with its id.
         conversation w;
@@ -265,12 +252,8 @@ BOOST_AUTO_TEST_CASE(qwen3_template_and_tokenizer) {
     check_labels(tok, er, want_r);
 }
 
-BOOST_AUTO_TEST_CASE(zephyr_with_llama2_tokenizer) {
+BOOST_AUTO_TEST_CASE(zephyr_with_llama2_tokenizer, tl_test::needs_data("tokenizers/llama2/tokenizer.json")) {
     const auto dir = tokenizer_dir("llama2");
-    if (dir.empty()) {
-        BOOST_TEST_MESSAGE("skipped: no tokenizers/llama2 in the data directory");
-        return;
-    }
     const tokenizer tok = load_tokenizer_json((dir / "tokenizer.json").string());
     const conversation c = multi_turn(true);
     const sft_example ex = tokenize_conversation(tok, chat_template::zephyr(), c, {.add_special_tokens = true});
@@ -279,13 +262,11 @@ BOOST_AUTO_TEST_CASE(zephyr_with_llama2_tokenizer) {
 }
 
 // The whole path on real data: seed tasks and arena chats, Qwen tokenizer, ChatML, rows of 1024.
-BOOST_AUTO_TEST_CASE(shared_data_to_packed_rows) {
+BOOST_AUTO_TEST_CASE(shared_data_to_packed_rows,
+                     tl_test::needs_data("tokenizers/qwen3/tokenizer.json", "instruct/ru_alpaca_seed_tasks.jsonl",
+                                         "instruct/ru_arena_chats.jsonl")) {
     const auto dir = tokenizer_dir("qwen3");
-    const auto data = shared_data();
-    if (dir.empty() || !std::filesystem::exists(data / "instruct" / "ru_arena_chats.jsonl")) {
-        BOOST_TEST_MESSAGE("skipped: no tokenizers/qwen3 or instruct/ in the data directory");
-        return;
-    }
+    const auto data = tl_test::data_dir();
     const tokenizer& tok = qwen_tokenizer(dir);
     const std::int32_t pad = tok.token_to_id("<|endoftext|>");
     for (const auto& [file, limit] :

@@ -66,7 +66,7 @@ BOOST_AUTO_TEST_CASE(toy_corpus_known_merges) {
     BOOST_TEST(spelled(0) == "u+g");
     BOOST_TEST(spelled(1) == "h+ug");
     BOOST_TEST(spelled(2) == " +hug");
-    BOOST_TEST(tok.encode(" hug") == (std::vector<tl::token_id>{259}));
+    BOOST_TEST(tok.encode(" hug") == (std::vector<tl::token_t>{259}));
 }
 
 BOOST_AUTO_TEST_CASE(same_json_for_one_and_two_threads) {
@@ -96,7 +96,7 @@ BOOST_AUTO_TEST_CASE(trained_ids_match_hf) {
         const auto expected = tl::test::read_json(tl::test::reference_dir() + "/expected_" + name);
         for (const auto& t : tl::test::test_texts()) {
             const auto ids = tok.encode(t.text);
-            BOOST_TEST(ids == expected["ids"][t.name].get<std::vector<tl::token_id>>(),
+            BOOST_TEST(ids == expected["ids"][t.name].get<std::vector<tl::token_t>>(),
                        name << " / " << t.name << ": ids differ from Hugging Face");
             const bool lossy = style == tl::bpe_style::byte_fallback &&
                                (t.name.starts_with("special_tokens") || t.name == "llama_metaspace_literal");
@@ -106,12 +106,8 @@ BOOST_AUTO_TEST_CASE(trained_ids_match_hf) {
     }
 }
 
-BOOST_AUTO_TEST_CASE(deterministic_on_real_corpus) {
-    const std::string dir = tl::test::data_dir() + "/russian_novels/corpus";
-    if (!std::filesystem::exists(dir)) {
-        BOOST_TEST_MESSAGE("SKIPPED: " << dir << " not found (set TINYLM_DATA_DIR)");
-        return;
-    }
+BOOST_AUTO_TEST_CASE(deterministic_on_real_corpus, tl_test::needs_data("russian_novels/corpus")) {
+    const auto dir = tl_test::data_path("russian_novels/corpus");
     std::vector<std::filesystem::path> files;
     for (const auto& e : std::filesystem::directory_iterator(dir))
         files.push_back(e.path());

@@ -10,16 +10,15 @@ namespace {
 
 void check_real(const std::string& name, bool nfc) {
     const std::string path = tl::test::real_tokenizer(name);
-    if (path.empty()) return;
     const tl::tokenizer tok = tl::load_tokenizer_json(path);
     const auto expected = tl::test::read_json(tl::test::reference_dir() + "/expected_" + name + ".json");
     int n = 0;
     for (const auto& t : tl::test::test_texts()) {
-        const std::vector<tl::token_id> ids = tok.encode(t.text);
-        const auto want = expected["ids"][t.name].get<std::vector<tl::token_id>>();
+        const std::vector<tl::token_t> ids = tok.encode(t.text);
+        const auto want = expected["ids"][t.name].get<std::vector<tl::token_t>>();
         BOOST_TEST(ids == want, name << " / " << t.name << ": ids differ from Hugging Face");
         const auto ids_special = tok.encode(t.text, {.add_special_tokens = true});
-        BOOST_TEST(ids_special == expected["ids_with_special"][t.name].get<std::vector<tl::token_id>>(),
+        BOOST_TEST(ids_special == expected["ids_with_special"][t.name].get<std::vector<tl::token_t>>(),
                    name << " / " << t.name << " (add_special_tokens): ids differ from Hugging Face");
         // Round trip. Llama's legacy normaliser prepends "▁" to each stretch between special tokens, so texts
         // with special tokens do not come back unchanged there (Hugging Face behaves the same).
@@ -39,7 +38,11 @@ void check_real(const std::string& name, bool nfc) {
 
 BOOST_AUTO_TEST_SUITE(hf_parity)
 
-BOOST_AUTO_TEST_CASE(qwen3_ids_match_hf) { check_real("qwen3", true); }
-BOOST_AUTO_TEST_CASE(llama2_ids_match_hf) { check_real("llama2", false); }
+BOOST_AUTO_TEST_CASE(qwen3_ids_match_hf, tl_test::needs_data(tl::test::real_tokenizer_file("qwen3"))) {
+    check_real("qwen3", true);
+}
+BOOST_AUTO_TEST_CASE(llama2_ids_match_hf, tl_test::needs_data(tl::test::real_tokenizer_file("llama2"))) {
+    check_real("llama2", false);
+}
 
 BOOST_AUTO_TEST_SUITE_END()

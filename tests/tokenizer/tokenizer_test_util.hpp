@@ -1,6 +1,8 @@
 // Shared helpers of the tokenizer tests: where the data and the committed references are, and JSON loading.
 #pragma once
 
+#include "../support/data.hpp"
+
 #include <tinylm/tokenizer/hf_json.hpp>
 
 #include <boost/test/unit_test.hpp>
@@ -14,10 +16,6 @@
 
 namespace tl::test {
 
-inline std::string data_dir() {
-    if (const char* d = std::getenv("TINYLM_DATA_DIR")) return d;
-    return TINYLM_SOURCE_DIR "/../shared/data";
-}
 inline std::string reference_dir() { return TINYLM_SOURCE_DIR "/tests/reference/tokenizer"; }
 
 inline std::string read_file(const std::string& path) {
@@ -40,14 +38,13 @@ inline std::vector<test_text> test_texts() {
     return out;
 }
 
-// Path of a real tokenizer (qwen3, llama2) or "" with a message when the data directory lacks it.
+// Path of a real tokenizer of the data dir (qwen3, llama2); the test case declares it with
+// tl_test::needs_data(real_tokenizer_file(name)).
+inline std::string real_tokenizer_file(const std::string& name) { return "tokenizers/" + name + "/tokenizer.json"; }
 inline std::string real_tokenizer(const std::string& name) {
-    const std::string path = data_dir() + "/tokenizers/" + name + "/tokenizer.json";
-    if (!std::filesystem::exists(path)) {
-        BOOST_TEST_MESSAGE("SKIPPED: " + path + " not found (set TINYLM_DATA_DIR to the shared data directory)");
-        return "";
-    }
-    return path;
+    const auto path = tl_test::data_path(real_tokenizer_file(name));
+    BOOST_REQUIRE_MESSAGE(!path.empty(), real_tokenizer_file(name) << " is not in the data dir");
+    return path.string();
 }
 
 } // namespace tl::test

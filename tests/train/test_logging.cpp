@@ -1,11 +1,11 @@
-// train/{tensorboard,jsonl_log,progress,svg_plot,report}.hpp: CRC-32C vectors, event files read back by an
+// train/{tensorboard,jsonl_log,progress,report}.hpp, core/svg_plot.hpp: CRC-32C vectors, event files read back by an
 // independent TFRecord + protobuf reader written here, JSONL lines, progress lines, the SVG/Markdown report.
 // The case tensorboard/reference_files also writes the files that tests/reference/read_tensorboard.py reads
 // with TensorBoard's own loader (ctest -L torch, test tensorboard_reader).
+#include <tinylm/core/svg_plot.hpp>
 #include <tinylm/train/jsonl_log.hpp>
 #include <tinylm/train/progress.hpp>
 #include <tinylm/train/report.hpp>
-#include <tinylm/train/svg_plot.hpp>
 #include <tinylm/train/tensorboard.hpp>
 
 #include <boost/test/unit_test.hpp>

@@ -11,5 +11,4 @@
 #include <tinylm/data/sentences.hpp>
 #include <tinylm/data/shards.hpp>
 #include <tinylm/data/stats.hpp>
-#include <tinylm/data/svg.hpp>
 #include <tinylm/data/utf8.hpp>

@@ -6,9 +6,9 @@
 #pragma once
 
 #include <tinylm/core/error.hpp>
+#include <tinylm/core/svg_plot.hpp>
 #include <tinylm/data/normalize.hpp>
 #include <tinylm/data/pipeline.hpp>
-#include <tinylm/data/svg.hpp>
 #include <tinylm/data/utf8.hpp>
 
 #include <nlohmann/json.hpp>
@@ -285,20 +285,26 @@ inline void write_report(const std::filesystem::path& dir, const clean_report& r
     for (const auto& [w, c] : st.word_counts)
         freq.push_back(c);
     std::sort(freq.rbegin(), freq.rend());
-    std::vector<std::pair<double, double>> pts;
+    plot_series zipf;
     double next = 1;
     for (std::size_t i = 0; i < freq.size(); ++i)
         if (double(i + 1) >= next || i + 1 == freq.size()) {
-            pts.emplace_back(double(i + 1), double(freq[i]));
+            zipf.x.push_back(double(i + 1));
+            zipf.y.push_back(double(freq[i]));
             next = double(i + 1) * 1.02;
         }
-    detail::write_text(dir / "zipf.svg", loglog_plot(pts, "Word frequency by rank (Zipf)", "rank", "count"));
+    const auto opts = [](const char* title, const char* x, const char* y, bool log = false) {
+        return plot_options{
+            .title = title, .x_label = x, .y_label = y, .width = 640, .height = 420, .log_x = log, .log_y = log};
+    };
+    detail::write_text(dir / "zipf.svg",
+                       svg_line_plot({zipf}, opts("Word frequency by rank (Zipf)", "rank", "count", true)));
     detail::write_text(dir / "sentence_words.svg",
-                       bar_plot(st.sentence_words.bins, st.sentence_words.lo, st.sentence_words.width,
-                                "Words per sentence (last bar: more)", "words", "sentences"));
+                       svg_bar_plot(st.sentence_words.bins, st.sentence_words.lo, st.sentence_words.width,
+                                    opts("Words per sentence (last bar: more)", "words", "sentences")));
     detail::write_text(dir / "paragraph_chars.svg",
-                       bar_plot(st.paragraph_chars.bins, st.paragraph_chars.lo, st.paragraph_chars.width,
-                                "Characters per paragraph (last bar: more)", "characters", "paragraphs"));
+                       svg_bar_plot(st.paragraph_chars.bins, st.paragraph_chars.lo, st.paragraph_chars.width,
+                                    opts("Characters per paragraph (last bar: more)", "characters", "paragraphs")));
 }
 
 } // namespace tl::data

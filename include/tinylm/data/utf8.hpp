@@ -5,6 +5,8 @@
 // line feed are kept), byte order marks are dropped, CRLF and lone CR become LF. It never throws.
 #pragma once
 
+#include <tinylm/core/utf8.hpp>
+
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -28,85 +30,24 @@ struct repair_counts {
     }
 };
 
-inline constexpr char32_t replacement_char = 0xFFFD;
+inline constexpr char32_t replacement_char = utf8::replacement;
 
+// The decoder and encoder of core/utf8.hpp under the names the corpus pipeline uses.
 // Decodes one code point at s[i], advancing i. Returns replacement_char (advancing by one byte) for an
 // invalid sequence and sets `ok` to false; overlong forms, surrogates and values above U+10FFFF are invalid.
-inline char32_t decode_utf8(std::string_view s, std::size_t& i, bool& ok) {
-    const auto b0 = static_cast<unsigned char>(s[i]);
-    ok = true;
-    if (b0 < 0x80) {
-        ++i;
-        return b0;
-    }
-    int n = 0;
-    char32_t cp = 0;
-    char32_t min = 0;
-    if ((b0 & 0xE0) == 0xC0)
-        n = 1, cp = b0 & 0x1F, min = 0x80;
-    else if ((b0 & 0xF0) == 0xE0)
-        n = 2, cp = b0 & 0x0F, min = 0x800;
-    else if ((b0 & 0xF8) == 0xF0)
-        n = 3, cp = b0 & 0x07, min = 0x10000;
-    else {
-        ok = false;
-        ++i;
-        return replacement_char;
-    }
-    for (int k = 1; k <= n; ++k) {
-        if (i + k >= s.size() || (static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) {
-            ok = false;
-            ++i;
-            return replacement_char;
-        }
-        cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3F);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) {
-        ok = false;
-        ++i;
-        return replacement_char;
-    }
-    i += n + 1;
-    return cp;
-}
+inline char32_t decode_utf8(std::string_view s, std::size_t& i, bool& ok) { return utf8::decode(s, i, ok); }
 
 // Decodes assuming valid UTF-8 (text that went through repair_utf8).
 inline char32_t next_cp(std::string_view s, std::size_t& i) {
     bool ok;
-    return decode_utf8(s, i, ok);
+    return utf8::decode(s, i, ok);
 }
 
-inline void append_utf8(std::string& out, char32_t cp) {
-    if (cp < 0x80) {
-        out.push_back(static_cast<char>(cp));
-    } else if (cp < 0x800) {
-        out.push_back(static_cast<char>(0xC0 | (cp >> 6)));
-        out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-    } else if (cp < 0x10000) {
-        out.push_back(static_cast<char>(0xE0 | (cp >> 12)));
-        out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-        out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-    } else {
-        out.push_back(static_cast<char>(0xF0 | (cp >> 18)));
-        out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-        out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-        out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-    }
-}
-
-inline std::string utf8(char32_t cp) {
-    std::string s;
-    append_utf8(s, cp);
-    return s;
-}
+inline void append_utf8(std::string& out, char32_t cp) { utf8::append(out, cp); }
+inline std::string utf8(char32_t cp) { return utf8::encode(cp); }
 
 // Number of code points of valid UTF-8.
-inline std::size_t utf8_length(std::string_view s) {
-    std::size_t n = 0;
-    for (char c : s)
-        n += (static_cast<unsigned char>(c) & 0xC0) != 0x80;
-    return n;
-}
+inline std::size_t utf8_length(std::string_view s) { return utf8::length(s); }
 
 // Appends the repaired form of `in` to `out`. A CR at the very end of `in` is turned into LF; a reader that
 // cuts input into pieces cuts after LF so that CRLF is never split.

@@ -140,7 +140,7 @@ bpb_report evaluate_bpb(Model& model, const tokenizer& tok, std::span<const std:
     std::size_t bytes = 0;
     encode_cache cache;
     for (const std::string& d : documents) {
-        std::vector<token_id> ids;
+        std::vector<token_t> ids;
         tok.encode_into(d, ids, &cache);
         encoded.emplace_back(ids.begin(), ids.end());
         bytes += d.size();

@@ -65,7 +65,7 @@ inline token_request encode_pair(const tokenizer& tok, std::string_view context,
     const encode_options enc{.add_special_tokens = options.add_special_tokens};
     token_request r;
     if (context.empty()) {
-        const std::vector<token_id> cont = tok.encode(continuation);
+        const std::vector<token_t> cont = tok.encode(continuation);
         check(!cont.empty(), "encode_pair: the continuation is empty");
         check(options.prefix_token >= 0,
               "encode_pair: the context is empty and the tokenizer has no <bos>/<eos> to stand in for it");
@@ -84,8 +84,8 @@ inline token_request encode_pair(const tokenizer& tok, std::string_view context,
         --keep;
     const std::string ctx(context.substr(0, keep));
     const std::string cont = std::string(context.substr(keep)) + std::string(continuation);
-    const std::vector<token_id> whole = tok.encode(ctx + cont, enc);
-    const std::vector<token_id> ctx_ids = tok.encode(ctx, enc);
+    const std::vector<token_t> whole = tok.encode(ctx + cont, enc);
+    const std::vector<token_t> ctx_ids = tok.encode(ctx, enc);
     r.context.assign(ctx_ids.begin(), ctx_ids.end());
     if (whole.size() > ctx_ids.size())
         r.continuation.assign(whole.begin() + std::ptrdiff_t(ctx_ids.size()), whole.end());

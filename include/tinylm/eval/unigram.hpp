@@ -36,7 +36,7 @@ public:
     }
     // Counts the tokens of `text` (large texts: pass pieces, e.g. one line or file at a time).
     void add_text(const tokenizer& tok, std::string_view text, int threads = 1) {
-        const std::vector<token_id> ids = tok.encode_parallel(text, threads);
+        const std::vector<token_t> ids = tok.encode_parallel(text, threads);
         add(std::span<const token_t>(ids.data(), ids.size()));
     }
 

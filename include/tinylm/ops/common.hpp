@@ -10,6 +10,7 @@
 #pragma once
 
 #include <tinylm/core/tensor.hpp>
+#include <tinylm/core/token.hpp>
 
 #include <cstdint>
 
@@ -17,7 +18,6 @@ namespace tl {
 
 enum class grad_write { assign, add };
 
-using token_t = std::int32_t;
 constexpr token_t ignore_index = -100;
 
 template <class T>

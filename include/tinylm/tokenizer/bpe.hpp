@@ -7,6 +7,7 @@
 #pragma once
 
 #include <tinylm/core/error.hpp>
+#include <tinylm/core/token.hpp>
 #include <tinylm/tokenizer/detail/flat_map.hpp>
 #include <tinylm/tokenizer/unicode.hpp>
 
@@ -22,46 +23,44 @@
 
 namespace tl {
 
-using token_id = std::int32_t;
-
 struct string_hash {
     using is_transparent = void;
     std::size_t operator()(std::string_view s) const { return detail::hash_bytes(s); }
 };
-using token_map = std::unordered_map<std::string, token_id, string_hash, std::equal_to<>>;
+using token_map = std::unordered_map<std::string, token_t, string_hash, std::equal_to<>>;
 
 class bpe_model {
 public:
     struct merge_info {
         std::int32_t rank = -1;
-        token_id result = -1;
+        token_t result = -1;
     };
 
     // Vocabulary: id → token bytes, and back.
     std::vector<std::string> tokens;
     token_map ids;
     // Merges in rank order, as pairs of ids.
-    std::vector<std::pair<token_id, token_id>> merges;
+    std::vector<std::pair<token_t, token_t>> merges;
     // Byte-level alphabet (every word starts as bytes) or characters with byte fallback.
     bool byte_level = true;
     // Characters missing from the vocabulary become their <0xNN> byte tokens (Llama style).
     bool byte_fallback = false;
     // The id of <unk>, or -1; with fuse_unk consecutive unknown characters make one <unk>.
-    token_id unk = -1;
+    token_t unk = -1;
     bool fuse_unk = false;
 
-    static constexpr std::uint64_t pair_key(token_id a, token_id b) {
+    static constexpr std::uint64_t pair_key(token_t a, token_t b) {
         return (static_cast<std::uint64_t>(static_cast<std::uint32_t>(a)) << 32) | static_cast<std::uint32_t>(b);
     }
 
     // Adds a token (its bytes must be new); returns its id.
-    token_id add_token(std::string bytes) {
-        const auto id = static_cast<token_id>(tokens.size());
+    token_t add_token(std::string bytes) {
+        const auto id = static_cast<token_t>(tokens.size());
         ids.emplace(bytes, id);
         tokens.push_back(std::move(bytes));
         return id;
     }
-    token_id find(std::string_view bytes) const {
+    token_t find(std::string_view bytes) const {
         auto it = ids.find(bytes);
         return it == ids.end() ? -1 : it->second;
     }
@@ -70,8 +69,8 @@ public:
     void finalize() {
         merge_table_ = detail::u64_map<merge_info>(merges.size() + 16);
         for (std::size_t r = 0; r < merges.size(); ++r) {
-            const token_id a = merges[r].first, b = merges[r].second;
-            const token_id result = find(tokens[static_cast<std::size_t>(a)] + tokens[static_cast<std::size_t>(b)]);
+            const token_t a = merges[r].first, b = merges[r].second;
+            const token_t result = find(tokens[static_cast<std::size_t>(a)] + tokens[static_cast<std::size_t>(b)]);
             check(result >= 0, [&] {
                 return "BPE merge " + std::to_string(r) + " (" + std::to_string(a) + ", " + std::to_string(b) +
                        ") makes a token that is not in the vocabulary";
@@ -107,14 +106,14 @@ public:
 
     // True for a character vocabulary in which "▁" only ever starts a token.
     bool metaspace_splittable() const { return metaspace_splittable_; }
-    const merge_info* find_merge(token_id a, token_id b) const { return merge_table_.find(pair_key(a, b)); }
+    const merge_info* find_merge(token_t a, token_t b) const { return merge_table_.find(pair_key(a, b)); }
     // For byte-fallback vocabularies, the byte an <0xNN> token stands for, else -1.
-    int fallback_byte(token_id id) const { return byte_fallback_id_[static_cast<std::size_t>(id)]; }
-    token_id byte_token(unsigned char b) const { return byte_token_[b]; }
+    int fallback_byte(token_t id) const { return byte_fallback_id_[static_cast<std::size_t>(id)]; }
+    token_t byte_token(unsigned char b) const { return byte_token_[b]; }
 
     // Appends the ids of one word (valid UTF-8 for the character alphabet) to out.
-    void encode_word(std::string_view word, std::vector<token_id>& out) const {
-        thread_local std::vector<token_id> symbols;
+    void encode_word(std::string_view word, std::vector<token_t>& out) const {
+        thread_local std::vector<token_t> symbols;
         symbols.clear();
         initial_symbols(word, symbols);
         if (symbols.size() <= 48)
@@ -125,7 +124,7 @@ public:
     }
 
 private:
-    void initial_symbols(std::string_view word, std::vector<token_id>& symbols) const {
+    void initial_symbols(std::string_view word, std::vector<token_t>& symbols) const {
         if (byte_level) {
             for (unsigned char b : word)
                 symbols.push_back(byte_token_[b]);
@@ -137,7 +136,7 @@ private:
                 std::min(unicode::sequence_length(static_cast<unsigned char>(word[i])), word.size() - i);
             const std::string_view ch = word.substr(i, len);
             i += len;
-            if (const token_id id = find(ch); id >= 0) {
+            if (const token_t id = find(ch); id >= 0) {
                 symbols.push_back(id);
                 last_unk = false;
                 continue;
@@ -162,9 +161,9 @@ private:
 
     // Lowest rank first, leftmost among equals; the rank of each adjacent pair is kept in an array and only
     // the two pairs around a merge are looked up again. Quadratic in the worst case, for short words.
-    void merge_small(std::vector<token_id>& s) const {
+    void merge_small(std::vector<token_t>& s) const {
         std::int32_t rank[64];
-        token_id result[64];
+        token_t result[64];
         std::size_t n = s.size();
         auto look = [&](std::size_t i) {
             const merge_info* m = merge_table_.find(pair_key(s[i], s[i + 1]));
@@ -194,7 +193,7 @@ private:
 
     // A heap of candidate merges over a linked list of symbols, for long words (a whole text in the Llama
     // style): O(n log n).
-    void merge_large(std::vector<token_id>& s) const {
+    void merge_large(std::vector<token_t>& s) const {
         const std::size_t n = s.size();
         std::vector<std::int64_t> prev(n), next(n);
         for (std::size_t i = 0; i < n; ++i)
@@ -204,7 +203,7 @@ private:
         struct cand {
             std::int32_t rank;
             std::int64_t pos;
-            token_id left, right;
+            token_t left, right;
             bool operator>(const cand& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
         };
         std::priority_queue<cand, std::vector<cand>, std::greater<>> heap;
@@ -238,7 +237,7 @@ private:
     }
 
     detail::u64_map<merge_info> merge_table_;
-    std::array<token_id, 256> byte_token_{};
+    std::array<token_t, 256> byte_token_{};
     std::vector<int> byte_fallback_id_;
     bool metaspace_splittable_ = false;
 };

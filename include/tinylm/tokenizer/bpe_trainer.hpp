@@ -139,7 +139,7 @@ public:
                         at = end;
                     }
                 },
-                [](token_id) {});
+                [](token_t) {});
             if (!normalized.empty()) counters[k] = own(counters[k]);
         };
         std::vector<std::thread> threads;
@@ -238,7 +238,7 @@ public:
             } else {
                 for (std::size_t i = 0; i < w.size();) {
                     const std::size_t l = unicode::sequence_length(static_cast<unsigned char>(w[i]));
-                    const token_id id = model.find(w.substr(i, l));
+                    const token_t id = model.find(w.substr(i, l));
                     if (id >= 0 && static_cast<std::size_t>(id) >= opt_.special_tokens.size() + 256) {
                         sym.push_back(static_cast<std::uint32_t>(id));
                     } else {
@@ -320,7 +320,7 @@ public:
                 continue;
             }
             const std::uint32_t c = static_cast<std::uint32_t>(model.add_token(std::move(merged)));
-            model.merges.emplace_back(static_cast<token_id>(top.a), static_cast<token_id>(top.b));
+            model.merges.emplace_back(static_cast<token_t>(top.a), static_cast<token_t>(top.b));
             ++step;
             touched.clear();
             std::vector<std::uint32_t> list = std::move(where[top.pid]);
@@ -430,7 +430,7 @@ private:
             tok.dec.strip_leading_space = true;
         }
         for (std::size_t i = 0; i < opt_.special_tokens.size(); ++i)
-            tok.added.add({opt_.special_tokens[i], static_cast<token_id>(i), true, false});
+            tok.added.add({opt_.special_tokens[i], static_cast<token_t>(i), true, false});
         return tok;
     }
 

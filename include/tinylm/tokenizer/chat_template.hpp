@@ -11,16 +11,16 @@
 // top-level message keys whose value is null are dropped, and a message's reasoning given as reasoning_content,
 // thinking or reasoning is copied under the first two names.
 //
-// The interpreter (tinylm/tokenizer/jinja/) covers what real chat templates use; see docs/chat-templates.md for
+// The interpreter (tinylm/jinja/) covers what real chat templates use; see docs/chat-templates.md for
 // the supported subset. Rendering is byte-identical to transformers (Jinja2 with trim_blocks and lstrip_blocks)
 // on the templates in tests/reference/chat/. Errors (syntax, unknown filter, misuse of a value,
 // raise_exception) throw tl::error naming the template, line and column.
 #pragma once
 
 #include <tinylm/core/error.hpp>
-#include <tinylm/tokenizer/jinja/interpreter.hpp>
-#include <tinylm/tokenizer/jinja/parser.hpp>
-#include <tinylm/tokenizer/jinja/value.hpp>
+#include <tinylm/jinja/interpreter.hpp>
+#include <tinylm/jinja/parser.hpp>
+#include <tinylm/jinja/value.hpp>
 
 #include <nlohmann/json.hpp>
 

@@ -168,7 +168,7 @@ struct json_reader {
             need(item.contains("SpecialToken") && item["SpecialToken"].contains("id"),
                  "post_processor: an item of \"single\" is neither Sequence nor SpecialToken");
             const auto name = item["SpecialToken"]["id"].get<std::string>();
-            const token_id id = tok.token_to_id(name);
+            const token_t id = tok.token_to_id(name);
             need(id >= 0, "post_processor: special token " + name + " is not in the vocabulary");
             (seen_sequence ? tok.suffix_tokens : tok.prefix_tokens).push_back(id);
         }
@@ -205,7 +205,7 @@ struct json_reader {
         need(vocab.is_object(), "model.vocab is not an object");
         need(vocab.size() < (1u << 24), "model.vocab has more than 2^24 entries");
         std::vector<const std::string*> spelled(vocab.size(), nullptr);
-        std::unordered_map<std::string_view, token_id> by_spelling;
+        std::unordered_map<std::string_view, token_t> by_spelling;
         by_spelling.reserve(vocab.size());
         for (auto it = vocab.begin(); it != vocab.end(); ++it) {
             need(it.value().is_number_integer(), "model.vocab: the id of \"" + it.key() + "\" is not an integer");
@@ -216,7 +216,7 @@ struct json_reader {
             need(spelled[static_cast<std::size_t>(id)] == nullptr,
                  "model.vocab: id " + std::to_string(id) + " is used twice");
             spelled[static_cast<std::size_t>(id)] = &it.key();
-            by_spelling.emplace(it.key(), static_cast<token_id>(id));
+            by_spelling.emplace(it.key(), static_cast<token_t>(id));
         }
         const auto& bl = byte_level_map::get();
         std::string raw;
@@ -295,9 +295,9 @@ struct json_reader {
                          "added token " + content + " has id " + std::to_string(id) +
                              ", which the model gives to another token");
                 }
-                need(tok.added.find(static_cast<token_id>(id)) == nullptr,
+                need(tok.added.find(static_cast<token_t>(id)) == nullptr,
                      "added token id " + std::to_string(id) + " appears twice");
-                tok.added.add({content, static_cast<token_id>(id), bool_field(a, "special", false),
+                tok.added.add({content, static_cast<token_t>(id), bool_field(a, "special", false),
                                bool_field(a, "normalized", false)});
             }
         }
@@ -342,7 +342,7 @@ inline std::string to_tokenizer_json(const tokenizer& tok, const json_write_opti
     using ojson = nlohmann::ordered_json;
     const bpe_model& model = tok.model;
     const auto& bl = byte_level_map::get();
-    auto spell = [&](token_id id) {
+    auto spell = [&](token_t id) {
         const std::string& t = model.tokens[static_cast<std::size_t>(id)];
         return model.byte_level ? bl.encode(t) : t;
     };
@@ -396,15 +396,15 @@ inline std::string to_tokenizer_json(const tokenizer& tok, const json_write_opti
     if (!tok.prefix_tokens.empty() || !tok.suffix_tokens.empty()) {
         ojson single = ojson::array();
         ojson special = ojson::object();
-        auto add_special = [&](token_id id) {
+        auto add_special = [&](token_t id) {
             const std::string name(tok.id_to_bytes(id));
             single.push_back({{"SpecialToken", {{"id", name}, {"type_id", 0}}}});
             special[name] = {{"id", name}, {"ids", {id}}, {"tokens", {name}}};
         };
-        for (token_id id : tok.prefix_tokens)
+        for (token_t id : tok.prefix_tokens)
             add_special(id);
         single.push_back({{"Sequence", {{"id", "A"}, {"type_id", 0}}}});
-        for (token_id id : tok.suffix_tokens)
+        for (token_t id : tok.suffix_tokens)
             add_special(id);
         ojson pair = single;
         pair.push_back({{"Sequence", {{"id", "B"}, {"type_id", 1}}}});
@@ -453,7 +453,7 @@ inline std::string to_tokenizer_json(const tokenizer& tok, const json_write_opti
         out += ",\n  \"vocab\": {";
         for (std::size_t id = 0; id < model.tokens.size(); ++id) {
             out += id ? ",\n   " : "\n   ";
-            out += ojson(spell(static_cast<token_id>(id))).dump();
+            out += ojson(spell(static_cast<token_t>(id))).dump();
             out += ": ";
             out += std::to_string(id);
         }

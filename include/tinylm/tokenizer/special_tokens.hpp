@@ -16,7 +16,7 @@ namespace tl {
 
 struct added_token {
     std::string content;
-    token_id id = -1;
+    token_t id = -1;
     // Special tokens are control tokens (skipped by decode with skip_special); the others are ordinary words
     // that must never be split.
     bool special = true;
@@ -47,7 +47,7 @@ public:
     }
 
     // The added token with this id, or nullptr.
-    const added_token* find(token_id id) const {
+    const added_token* find(token_t id) const {
         if (id < 0 || static_cast<std::size_t>(id) >= by_id_.size() || by_id_[static_cast<std::size_t>(id)] < 0)
             return nullptr;
         return &tokens_[static_cast<std::size_t>(by_id_[static_cast<std::size_t>(id)])];
@@ -58,7 +58,7 @@ public:
         return nullptr;
     }
 
-    // Calls on_text(std::string_view) for the stretches between added tokens and on_token(token_id) for each
+    // Calls on_text(std::string_view) for the stretches between added tokens and on_token(token_t) for each
     // added token found, in order.
     template <class OnText, class OnToken>
     void split(std::string_view text, OnText&& on_text, OnToken&& on_token) const {

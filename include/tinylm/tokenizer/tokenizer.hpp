@@ -2,7 +2,7 @@
 //   added tokens → normalizer → pre-tokenizer → BPE model → (post-processor: <bos>/<eos>) ; decoder.
 //
 //   tl::tokenizer tok = tl::load_tokenizer_json("tokenizer.json");   // tokenizer/hf_json.hpp
-//   std::vector<tl::token_id> ids = tok.encode("Привет, мир!");
+//   std::vector<tl::token_t> ids = tok.encode("Привет, мир!");
 //   std::string text = tok.decode(ids);
 //
 // A tokenizer is immutable once built, so one object can encode from many threads.
@@ -45,7 +45,7 @@ class encode_cache {
 public:
     explicit encode_cache(std::size_t max_words = 1 << 20) : max_words_(max_words) { rehash(1 << 12); }
     // Returns true and appends the ids when `word` is cached.
-    bool lookup(std::string_view word, std::uint64_t h, std::vector<token_id>& out) const {
+    bool lookup(std::string_view word, std::uint64_t h, std::vector<token_t>& out) const {
         h |= 1;
         for (std::size_t i = h & mask_;; i = (i + 1) & mask_) {
             const entry& e = slots_[i];
@@ -63,7 +63,7 @@ public:
             return true;
         }
     }
-    void store(std::string_view word, std::uint64_t h, std::span<const token_id> ids) {
+    void store(std::string_view word, std::uint64_t h, std::span<const token_t> ids) {
         if (size_ >= max_words_ || word.size() > 0xFFFF) return;
         if ((size_ + 1) * 2 > slots_.size()) rehash(slots_.size() * 2);
         h |= 1;
@@ -98,7 +98,7 @@ private:
         std::uint64_t hash = 0; // 0: empty
         std::uint16_t len = 0, n_ids = 0;
         char bytes[inline_bytes] = {};
-        token_id ids[inline_ids] = {};
+        token_t ids[inline_ids] = {};
     };
     void rehash(std::size_t capacity) {
         std::vector<entry> old(capacity);
@@ -115,7 +115,7 @@ private:
     std::size_t max_words_, size_ = 0, mask_ = 0;
     std::vector<entry> slots_;
     std::string long_words_;
-    std::vector<token_id> long_ids_;
+    std::vector<token_t> long_ids_;
 };
 
 class tokenizer {
@@ -126,7 +126,7 @@ public:
     added_vocabulary added;
     token_decoder dec;
     // Post-processor (single sequence): tokens put before and after the text when add_special_tokens.
-    std::vector<token_id> prefix_tokens, suffix_tokens;
+    std::vector<token_t> prefix_tokens, suffix_tokens;
 
     // Total vocabulary: model tokens and added tokens (ids are dense from 0).
     std::size_t vocab_size() const {
@@ -136,12 +136,12 @@ public:
         return n;
     }
 
-    token_id token_to_id(std::string_view token) const {
+    token_t token_to_id(std::string_view token) const {
         if (const added_token* t = added.find(token)) return t->id;
         return model.find(token);
     }
     // The bytes of a token (the added token's content for added tokens).
-    std::string_view id_to_bytes(token_id id) const {
+    std::string_view id_to_bytes(token_t id) const {
         if (const added_token* t = added.find(id)) return t->content;
         check(id >= 0 && static_cast<std::size_t>(id) < model.tokens.size(), [&] {
             return "decode: token id " + std::to_string(id) + " is outside the vocabulary of " +
@@ -150,28 +150,28 @@ public:
         return model.tokens[static_cast<std::size_t>(id)];
     }
 
-    std::vector<token_id> encode(std::string_view text, const encode_options& opt = {}) const {
-        std::vector<token_id> out;
+    std::vector<token_t> encode(std::string_view text, const encode_options& opt = {}) const {
+        std::vector<token_t> out;
         encode_cache cache;
         encode_into(text, out, &cache, opt);
         return out;
     }
 
     // Appends the ids of `text` (valid UTF-8, else tl::error) to out.
-    void encode_into(std::string_view text, std::vector<token_id>& out, encode_cache* cache,
+    void encode_into(std::string_view text, std::vector<token_t>& out, encode_cache* cache,
                      const encode_options& opt = {}) const {
         unicode::check_utf8(text, "encode: input text");
         if (opt.add_special_tokens) out.insert(out.end(), prefix_tokens.begin(), prefix_tokens.end());
         added.split(
             text, [&](std::string_view piece) { encode_piece(piece, out, cache); },
-            [&](token_id id) { out.push_back(id); });
+            [&](token_t id) { out.push_back(id); });
         if (opt.add_special_tokens) out.insert(out.end(), suffix_tokens.begin(), suffix_tokens.end());
     }
 
     // Encodes a large text with n_threads threads, cutting it at line starts where the result cannot change
     // (after '\n', before a non-space character); the ids are the same as encode()'s. Falls back to one thread
     // for tokenizers that see the whole text as one word.
-    std::vector<token_id> encode_parallel(std::string_view text, int n_threads) const {
+    std::vector<token_t> encode_parallel(std::string_view text, int n_threads) const {
         if (n_threads <= 1 || pre.pattern == split_pattern::none || !norm.prepend.empty() || text.size() < (1 << 16))
             return encode(text);
         const auto n = static_cast<std::size_t>(n_threads);
@@ -193,7 +193,7 @@ public:
             cuts.push_back(std::min(p, text.size()));
         }
         cuts.push_back(text.size());
-        std::vector<std::vector<token_id>> parts(n);
+        std::vector<std::vector<token_t>> parts(n);
         std::vector<std::size_t> bad(n, std::string_view::npos);
         std::vector<std::thread> threads;
         for (std::size_t k = 0; k < n; ++k)
@@ -210,7 +210,7 @@ public:
             if (bad[k] != std::string_view::npos)
                 fail("encode: input text: invalid UTF-8 at byte " + std::to_string(cuts[k] + bad[k]) + " of " +
                      std::to_string(text.size()));
-        std::vector<token_id> out;
+        std::vector<token_t> out;
         std::size_t total = 0;
         for (auto& p : parts)
             total += p.size();
@@ -222,9 +222,9 @@ public:
 
     // Text of `ids`; an id outside the vocabulary is a tl::error. With skip_special, special added tokens are
     // left out.
-    std::string decode(std::span<const token_id> ids, bool skip_special = false) const {
+    std::string decode(std::span<const token_t> ids, bool skip_special = false) const {
         std::string text;
-        for (token_id id : ids) {
+        for (token_t id : ids) {
             if (const added_token* t = added.find(id)) {
                 if (!(skip_special && t->special)) text += t->content;
                 continue;
@@ -242,13 +242,13 @@ public:
     }
 
 private:
-    void encode_unchecked(std::string_view text, std::vector<token_id>& out, encode_cache* cache) const {
+    void encode_unchecked(std::string_view text, std::vector<token_t>& out, encode_cache* cache) const {
         added.split(
             text, [&](std::string_view piece) { encode_piece(piece, out, cache); },
-            [&](token_id id) { out.push_back(id); });
+            [&](token_t id) { out.push_back(id); });
     }
 
-    void encode_piece(std::string_view piece, std::vector<token_id>& out, encode_cache* cache) const {
+    void encode_piece(std::string_view piece, std::vector<token_t>& out, encode_cache* cache) const {
         if (norm.empty() && !pre.metaspace_replace) {
             encode_normalized(piece, out, cache);
             return;
@@ -275,14 +275,14 @@ private:
         encode_normalized(s, out, cache);
     }
 
-    void encode_normalized(std::string_view s, std::vector<token_id>& out, encode_cache* cache) const {
+    void encode_normalized(std::string_view s, std::vector<token_t>& out, encode_cache* cache) const {
         auto word = [&](std::string_view w) {
             if (cache) {
                 const std::uint64_t h = detail::hash_bytes(w);
                 if (cache->lookup(w, h, out)) return;
                 const std::size_t before = out.size();
                 model.encode_word(w, out);
-                cache->store(w, h, std::span<const token_id>(out.data() + before, out.size() - before));
+                cache->store(w, h, std::span<const token_t>(out.data() + before, out.size() - before));
             } else {
                 model.encode_word(w, out);
             }

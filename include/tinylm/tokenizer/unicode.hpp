@@ -6,6 +6,7 @@
 #pragma once
 
 #include <tinylm/core/error.hpp>
+#include <tinylm/core/utf8.hpp>
 
 #include <utf8proc.h>
 
@@ -71,79 +72,15 @@ inline char_class classify(char32_t c) {
     return c < 0x110000 ? static_cast<char_class>(t[c]) : char_class::other;
 }
 
-// Decodes one code point at s[i] (which must be valid UTF-8) and advances i.
-inline char32_t next(std::string_view s, std::size_t& i) {
-    const auto b0 = static_cast<unsigned char>(s[i]);
-    if (b0 < 0x80) {
-        ++i;
-        return b0;
-    }
-    if (b0 < 0xE0) {
-        const char32_t c = ((b0 & 0x1Fu) << 6) | (static_cast<unsigned char>(s[i + 1]) & 0x3Fu);
-        i += 2;
-        return c;
-    }
-    if (b0 < 0xF0) {
-        const char32_t c = ((b0 & 0x0Fu) << 12) | ((static_cast<unsigned char>(s[i + 1]) & 0x3Fu) << 6) |
-                           (static_cast<unsigned char>(s[i + 2]) & 0x3Fu);
-        i += 3;
-        return c;
-    }
-    const char32_t c = ((b0 & 0x07u) << 18) | ((static_cast<unsigned char>(s[i + 1]) & 0x3Fu) << 12) |
-                       ((static_cast<unsigned char>(s[i + 2]) & 0x3Fu) << 6) |
-                       (static_cast<unsigned char>(s[i + 3]) & 0x3Fu);
-    i += 4;
-    return c;
-}
+// Decodes one code point at s[i] (which must be valid UTF-8) and advances i (core/utf8.hpp).
+using tl::utf8::next;
 
 // Length in bytes of the UTF-8 sequence that starts with byte b (1 for a stray continuation byte).
 constexpr std::size_t sequence_length(unsigned char b) { return b < 0xC0 ? 1 : b < 0xE0 ? 2 : b < 0xF0 ? 3 : 4; }
 
 // Byte offset of the first invalid UTF-8 sequence, or npos when `s` is valid (no overlongs, no surrogates,
-// nothing above U+10FFFF).
-inline std::size_t find_invalid(std::string_view s) {
-    const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-    const std::size_t n = s.size();
-    std::size_t i = 0;
-    while (i < n) {
-        // Eight ASCII bytes at a time.
-        while (i + 8 <= n) {
-            std::uint64_t w;
-            __builtin_memcpy(&w, p + i, 8);
-            if (w & 0x8080808080808080ull) break;
-            i += 8;
-        }
-        if (i >= n) break;
-        const unsigned char b = p[i];
-        if (b < 0x80) {
-            ++i;
-            continue;
-        }
-        if (b >= 0xC2 && b <= 0xDF && i + 1 < n && (p[i + 1] & 0xC0) == 0x80) { // two bytes (Cyrillic, ...)
-            i += 2;
-            continue;
-        }
-        std::size_t len;
-        char32_t c, min;
-        if (b >= 0xC2 && b <= 0xDF) {
-            len = 2, c = b & 0x1F, min = 0x80;
-        } else if (b >= 0xE0 && b <= 0xEF) {
-            len = 3, c = b & 0x0F, min = 0x800;
-        } else if (b >= 0xF0 && b <= 0xF4) {
-            len = 4, c = b & 0x07, min = 0x10000;
-        } else {
-            return i;
-        }
-        if (i + len > n) return i;
-        for (std::size_t k = 1; k < len; ++k) {
-            if ((p[i + k] & 0xC0) != 0x80) return i;
-            c = (c << 6) | (p[i + k] & 0x3F);
-        }
-        if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) return i;
-        i += len;
-    }
-    return std::string_view::npos;
-}
+// nothing above U+10FFFF); core/utf8.hpp.
+using tl::utf8::find_invalid;
 
 // Throws tl::error naming `what` and the byte offset when `s` is not valid UTF-8.
 inline void check_utf8(std::string_view s, std::string_view what) {
@@ -153,23 +90,7 @@ inline void check_utf8(std::string_view s, std::string_view what) {
 }
 
 // Appends the UTF-8 encoding of c.
-inline void append_utf8(std::string& out, char32_t c) {
-    if (c < 0x80) {
-        out += static_cast<char>(c);
-    } else if (c < 0x800) {
-        out += static_cast<char>(0xC0 | (c >> 6));
-        out += static_cast<char>(0x80 | (c & 0x3F));
-    } else if (c < 0x10000) {
-        out += static_cast<char>(0xE0 | (c >> 12));
-        out += static_cast<char>(0x80 | ((c >> 6) & 0x3F));
-        out += static_cast<char>(0x80 | (c & 0x3F));
-    } else {
-        out += static_cast<char>(0xF0 | (c >> 18));
-        out += static_cast<char>(0x80 | ((c >> 12) & 0x3F));
-        out += static_cast<char>(0x80 | ((c >> 6) & 0x3F));
-        out += static_cast<char>(0x80 | (c & 0x3F));
-    }
-}
+inline void append_utf8(std::string& out, char32_t c) { tl::utf8::append(out, c); }
 
 // True when NFC leaves c alone whatever surrounds it: ASCII and Latin-1 below the combining marks, the
 // Cyrillic letters (their decompositions recompose, and none of them combines with a preceding character), and

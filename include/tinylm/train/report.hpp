@@ -7,14 +7,14 @@
 //   report.add_sample(prompt, continuation, step);           // prompt → sample pairs
 //   report.write(run_dir);  // run_dir/report.md and run_dir/report_loss.svg
 //
-// The loss picture is an SVG line plot (svg_plot.hpp) of train and validation loss against step; a long
+// The loss picture is an SVG line plot (core/svg_plot.hpp) of train and validation loss against step; a long
 // train curve is averaged over buckets to at most `max_plot_points` points. Samples are grouped by step
 // under headings and written as block quotes with Markdown's special characters escaped, so generated text
 // is shown as written. Files are written to "<name>.tmp" and renamed, so a crash never leaves half a report.
 #pragma once
 
 #include <tinylm/core/error.hpp>
-#include <tinylm/train/svg_plot.hpp>
+#include <tinylm/core/svg_plot.hpp>
 #include <tinylm/train/tensorboard.hpp> // to_valid_utf8
 
 #include <cerrno>

@@ -23,6 +23,7 @@
 #pragma once
 
 #include <tinylm/core/error.hpp>
+#include <tinylm/core/utf8.hpp>
 
 #include <array>
 #include <cerrno>
@@ -98,34 +99,9 @@ inline std::uint32_t masked_crc32c(std::string_view s) { return masked_crc32c(s.
 // Samples from a byte-level model can end inside a character; TensorBoard (and Markdown viewers) need valid
 // UTF-8. Length of the valid sequence starting at s[i], or 0 if it is invalid (overlong, surrogate, too large,
 // truncated).
-inline std::size_t utf8_sequence_length(std::string_view s, std::size_t i) {
-    const auto b = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
-    const unsigned char b0 = b(i);
-    if (b0 < 0x80) return 1;
-    std::size_t n;
-    std::uint32_t cp, min;
-    if ((b0 & 0xE0) == 0xC0)
-        n = 2, cp = b0 & 0x1Fu, min = 0x80;
-    else if ((b0 & 0xF0) == 0xE0)
-        n = 3, cp = b0 & 0x0Fu, min = 0x800;
-    else if ((b0 & 0xF8) == 0xF0)
-        n = 4, cp = b0 & 0x07u, min = 0x10000;
-    else
-        return 0;
-    if (i + n > s.size()) return 0;
-    for (std::size_t k = 1; k < n; ++k) {
-        if ((b(i + k) & 0xC0) != 0x80) return 0;
-        cp = (cp << 6) | (b(i + k) & 0x3Fu);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
-    return n;
-}
+inline std::size_t utf8_sequence_length(std::string_view s, std::size_t i) { return utf8::sequence_length(s, i); }
 
-inline bool is_valid_utf8(std::string_view s) {
-    for (std::size_t i = 0, n; i < s.size(); i += n)
-        if ((n = utf8_sequence_length(s, i)) == 0) return false;
-    return true;
-}
+inline bool is_valid_utf8(std::string_view s) { return utf8::is_valid(s); }
 
 // `s` with every invalid byte replaced by U+FFFD and NUL bytes dropped.
 inline std::string to_valid_utf8(std::string_view s) {

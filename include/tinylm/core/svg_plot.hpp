@@ -1,16 +1,20 @@
-// tinylm/train/svg_plot.hpp: a tiny SVG line-plot writer (loss curves in run reports).
+// tinylm/core/svg_plot.hpp: tinylm's one SVG plot writer (standard library only): line plots on linear or
+// log10 axes (loss curves in run reports, Zipf curves of the corpus report, the tokenizer lab's bytes per
+// token) and bar plots (length histograms of the corpus report).
 //
 //   std::string svg = tl::svg_line_plot({{.name = "train", .x = steps, .y = loss},
 //                                        {.name = "validation", .x = vsteps, .y = vloss, .markers = true}},
 //                                       {.title = "Loss", .x_label = "step", .y_label = "loss (nats/token)"});
 //
 // Axes get "nice" ticks (1, 2 or 5 times a power of ten) with grid lines and labels, and the ranges are
-// widened to the outer ticks. Points that are not finite break a line; a lone point is drawn as a dot. A
-// legend names the series. Text is XML-escaped, so any series name or label is safe.
+// widened to the outer ticks; a log axis (log_x, log_y) has its ticks at powers of ten and drops points <= 0.
+// Points that are not finite break a line; a lone point is drawn as a dot. A legend names the series. Text is
+// XML-escaped, so any series name or label is safe.
 #pragma once
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <string>
 #include <string_view>
@@ -31,6 +35,8 @@ struct plot_options {
     std::string y_label{};
     int width = 800;
     int height = 450;
+    bool log_x = false; // log10 axes: ticks at powers of ten, points <= 0 left out
+    bool log_y = false;
 };
 
 inline std::string xml_escape(std::string_view s) {
@@ -101,7 +107,52 @@ inline std::string format_tick(double value, double spacing) {
     return buf;
 }
 
+namespace detail {
+inline std::string svg_line_plot(const std::vector<plot_series>& series, const plot_options& options, bool log_x,
+                                 bool log_y);
+} // namespace detail
+
 inline std::string svg_line_plot(const std::vector<plot_series>& series, const plot_options& options = {}) {
+    if (options.log_x || options.log_y) { // plot log10 of the values on linear axes, label the ticks 10^t
+        std::vector<plot_series> logged = series;
+        const auto lg = [](double v) { return v > 0 ? std::log10(v) : NAN; };
+        for (auto& s : logged) {
+            if (options.log_x)
+                for (double& x : s.x)
+                    x = lg(x);
+            if (options.log_y)
+                for (double& y : s.y)
+                    y = lg(y);
+        }
+        plot_options o = options;
+        o.log_x = o.log_y = false;
+        return detail::svg_line_plot(logged, o, options.log_x, options.log_y);
+    }
+    return detail::svg_line_plot(series, options, false, false);
+}
+
+namespace detail {
+
+// Ticks of a log axis over log10 values [lo, hi]: whole powers of ten (at least two).
+inline std::vector<double> log_ticks(double lo, double hi) {
+    if (!std::isfinite(lo) || !std::isfinite(hi)) lo = 0, hi = 1;
+    const double a = std::floor(lo + 1e-9), b = std::max(a + 1, std::ceil(hi - 1e-9));
+    std::vector<double> t;
+    const double step = std::max(1.0, std::ceil((b - a) / 8));
+    for (double e = a; e <= b + 1e-9; e += step)
+        t.push_back(e);
+    if (t.back() < b) t.push_back(t.back() + step);
+    return t;
+}
+
+inline std::string log_tick(double e) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g", std::pow(10.0, e));
+    return buf;
+}
+
+inline std::string svg_line_plot(const std::vector<plot_series>& series, const plot_options& options, bool log_x,
+                                 bool log_y) {
     static constexpr const char* palette[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"};
     const double w = std::max(options.width, 200), h = std::max(options.height, 150);
     const double left = 72, right = 24, top = options.title.empty() ? 20 : 44, bottom = 58;
@@ -115,8 +166,8 @@ inline std::string svg_line_plot(const std::vector<plot_series>& series, const p
                 y_lo = std::min(y_lo, s.y[i]), y_hi = std::max(y_hi, s.y[i]);
             }
     const bool empty = !(x_lo <= x_hi);
-    const auto xt = empty ? nice_ticks(0, 1) : nice_ticks(x_lo, x_hi, 9);
-    const auto yt = empty ? nice_ticks(0, 1) : nice_ticks(y_lo, y_hi, 9);
+    const auto xt = empty ? nice_ticks(0, 1) : log_x ? log_ticks(x_lo, x_hi) : nice_ticks(x_lo, x_hi, 9);
+    const auto yt = empty ? nice_ticks(0, 1) : log_y ? log_ticks(y_lo, y_hi) : nice_ticks(y_lo, y_hi, 9);
     const double x0 = xt.front(), x1 = xt.back(), y0 = yt.front(), y1 = yt.back();
     const auto px = [&](double x) { return left + (x - x0) / (x1 - x0) * pw; };
     const auto py = [&](double y) { return top + ph - (y - y0) / (y1 - y0) * ph; };
@@ -152,10 +203,10 @@ inline std::string svg_line_plot(const std::vector<plot_series>& series, const p
     out += "</g>\n<g fill=\"black\">\n";
     for (double t : xt)
         add("<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%s</text>\n", px(t), top + ph + 19,
-            format_tick(t, x_step).c_str());
+            (log_x ? log_tick(t) : format_tick(t, x_step)).c_str());
     for (double t : yt)
         add("<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%s</text>\n", left - 8, py(t) + 4,
-            format_tick(t, y_step).c_str());
+            (log_y ? log_tick(t) : format_tick(t, y_step)).c_str());
     out += "</g>\n";
     if (!options.x_label.empty()) {
         add("<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">", left + pw / 2, h - 12);
@@ -228,6 +279,39 @@ inline std::string svg_line_plot(const std::vector<plot_series>& series, const p
         add("<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" fill=\"#808080\">no data</text>\n", left + pw / 2,
             top + ph / 2);
     out += "</svg>\n";
+    return out;
+}
+
+} // namespace detail
+
+// Bars: counts[i] is the bar of [lo + i·width, lo + (i+1)·width), on the axes and in the style of svg_line_plot.
+inline std::string svg_bar_plot(const std::vector<std::uint64_t>& counts, double lo, double width,
+                                const plot_options& options = {}) {
+    std::uint64_t mx = 1;
+    for (auto c : counts)
+        mx = std::max(mx, c);
+    const double n = double(std::max<std::size_t>(counts.size(), 1));
+    // The axes: an empty series spanning the bars' range, without a legend entry.
+    const plot_series frame{.x = {lo, lo + n * width}, .y = {0, double(mx)}, .color = "none"};
+    std::string out = svg_line_plot({frame}, options);
+    const auto yt = nice_ticks(0, double(mx), 9), xt = nice_ticks(lo, lo + n * width, 9);
+    const double w = std::max(options.width, 200), h = std::max(options.height, 150);
+    const double left = 72, right = 24, top = options.title.empty() ? 20 : 44, bottom = 58;
+    const double pw = w - left - right, ph = h - top - bottom;
+    const double x0 = xt.front(), x1 = xt.back(), y0 = yt.front(), y1 = yt.back();
+    const auto px = [&](double x) { return left + (x - x0) / (x1 - x0) * pw; };
+    const auto py = [&](double y) { return top + ph - (y - y0) / (y1 - y0) * ph; };
+    std::string bars;
+    char buf[192];
+    for (std::size_t i = 0; i < counts.size(); ++i) {
+        const double xa = px(lo + double(i) * width), xb = px(lo + double(i + 1) * width);
+        const double ya = py(double(counts[i]));
+        std::snprintf(buf, sizeof buf,
+                      "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"#1f77b4\"/>\n", xa, ya,
+                      std::max(xb - xa - 1, 0.5), py(y0) - ya);
+        bars += buf;
+    }
+    out.insert(out.size() - 7, bars); // before </svg>
     return out;
 }
 

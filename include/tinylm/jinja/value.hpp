@@ -1,4 +1,4 @@
-// tinylm/tokenizer/jinja/value.hpp: the values of the Jinja subset that chat templates use.
+// tinylm/jinja/value.hpp: the values of the Jinja subset that chat templates use.
 //
 // A value is undefined, none, a bool, an int, a float, a string, a list (or tuple), a dict (insertion-ordered,
 // string keys), a namespace (a dict that templates may assign attributes to) or a callable. Lists and dicts are
@@ -7,6 +7,7 @@
 #pragma once
 
 #include <tinylm/core/error.hpp>
+#include <tinylm/core/utf8.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -139,42 +140,18 @@ inline value make_callable(std::string name, std::function<value(std::vector<val
 
 namespace utf8 {
 
-// Decodes the code point at s[i] and advances i; invalid bytes decode as themselves (one byte each).
+// Decodes the code point at s[i] and advances i (tl::utf8::decode); invalid bytes decode as themselves (one
+// byte each).
 inline char32_t next(std::string_view s, std::size_t& i) {
-    const auto b0 = static_cast<unsigned char>(s[i]);
-    std::size_t n = b0 < 0x80 ? 1 : (b0 >> 5) == 0x6 ? 2 : (b0 >> 4) == 0xE ? 3 : (b0 >> 3) == 0x1E ? 4 : 1;
-    if (i + n > s.size()) n = 1;
-    char32_t c = n == 1 ? b0 : n == 2 ? (b0 & 0x1F) : n == 3 ? (b0 & 0x0F) : (b0 & 0x07);
-    for (std::size_t k = 1; k < n; ++k) {
-        const auto b = static_cast<unsigned char>(s[i + k]);
-        if ((b & 0xC0) != 0x80) {
-            n = 1;
-            c = b0;
-            break;
-        }
-        c = (c << 6) | (b & 0x3F);
-    }
-    i += n;
+    std::size_t j = i;
+    bool ok;
+    const char32_t c = tl::utf8::decode(s, j, ok);
+    if (!ok) return static_cast<unsigned char>(s[i++]);
+    i = j;
     return c;
 }
 
-inline void append(std::string& out, char32_t c) {
-    if (c < 0x80) {
-        out += static_cast<char>(c);
-    } else if (c < 0x800) {
-        out += static_cast<char>(0xC0 | (c >> 6));
-        out += static_cast<char>(0x80 | (c & 0x3F));
-    } else if (c < 0x10000) {
-        out += static_cast<char>(0xE0 | (c >> 12));
-        out += static_cast<char>(0x80 | ((c >> 6) & 0x3F));
-        out += static_cast<char>(0x80 | (c & 0x3F));
-    } else {
-        out += static_cast<char>(0xF0 | (c >> 18));
-        out += static_cast<char>(0x80 | ((c >> 12) & 0x3F));
-        out += static_cast<char>(0x80 | ((c >> 6) & 0x3F));
-        out += static_cast<char>(0x80 | (c & 0x3F));
-    }
-}
+using tl::utf8::append;
 
 inline std::vector<char32_t> decode(std::string_view s) {
     std::vector<char32_t> out;

@@ -1,4 +1,4 @@
-// tinylm/tokenizer/jinja/parser.hpp: lexer and parser of the Jinja subset that chat templates use.
+// tinylm/jinja/parser.hpp: lexer and parser of the Jinja subset that chat templates use.
 //
 // The lexer follows jinja2's with the settings of transformers' chat-template environment: trim_blocks (the
 // first newline after a block or comment tag is dropped), lstrip_blocks (spaces and tabs before a block or
@@ -8,7 +8,7 @@
 #pragma once
 
 #include <tinylm/core/error.hpp>
-#include <tinylm/tokenizer/jinja/value.hpp>
+#include <tinylm/jinja/value.hpp>
 
 #include <algorithm>
 #include <cstdint>

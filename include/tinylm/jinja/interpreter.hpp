@@ -1,4 +1,4 @@
-// tinylm/tokenizer/jinja/interpreter.hpp: evaluation of parsed templates, with the filters, tests, string and
+// tinylm/jinja/interpreter.hpp: evaluation of parsed templates, with the filters, tests, string and
 // dict methods and global functions that chat templates use.
 //
 // Scoping follows jinja2: `set` inside a for loop stays in that iteration (each iteration starts from the
@@ -7,8 +7,8 @@
 #pragma once
 
 #include <tinylm/core/error.hpp>
-#include <tinylm/tokenizer/jinja/parser.hpp>
-#include <tinylm/tokenizer/jinja/value.hpp>
+#include <tinylm/jinja/parser.hpp>
+#include <tinylm/jinja/value.hpp>
 
 #include <utf8proc.h>
 

@@ -1,0 +1,13 @@
+// Compiled against tinylm::tokenizer alone (no Eigen, oneDNN or OpenMP include paths): the tokenizer, its chat
+// templates and the Jinja engine must not include a math backend.
+#include <tinylm/jinja/interpreter.hpp>
+#include <tinylm/tokenizer/bpe_trainer.hpp>
+#include <tinylm/tokenizer/chat_template.hpp>
+#include <tinylm/tokenizer/hf_json.hpp>
+#include <tinylm/tokenizer/tokenizer.hpp>
+
+#if defined(EIGEN_WORLD_VERSION) || defined(DNNL_VERSION_MAJOR) || defined(_OPENMP)
+#error "tinylm/tokenizer includes a math backend"
+#endif
+
+int tinylm_tokenizer_headers_only() { return 0; }
