@@ -70,7 +70,7 @@ const tokenizer& test_tokenizer() {
 
 // log p(tokens[k] | tokens[begin..k)) straight from the model's logits, in double.
 double direct_logprob(eval_model& m, const std::vector<token_t>& tokens, std::size_t begin, std::size_t k) {
-    const index_t T = index_t(k - begin), V = eval_model::vocab;
+    const index_t T = index_t(k - begin), V = m.config().vocab_size;
     std::vector<float> logits(std::size_t(T * V));
     m.logits(cview<token_t>{tokens.data() + begin, {1, T}}, tensor_view<float>{logits.data(), {1, T, V}});
     const float* row = logits.data() + std::size_t((T - 1) * V);

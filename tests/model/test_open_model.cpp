@@ -235,3 +235,11 @@ BOOST_AUTO_TEST_CASE(a_frozen_lora_base_cannot_be_unfrozen) {
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+#include <tinylm/model/model.hpp>
+struct lora_for_concept {
+    static constexpr tl::lora_config value{.rank = 2, .alpha = 4, .targets = tl::lora_all, .quantized_base = true};
+};
+static_assert(tl::GenerativeModel<tl::decoder<tl::presets::tiny>>);
+static_assert(tl::GenerativeModel<tl::decoder<tl::families::mixtral>>);
+static_assert(tl::Model<tl::decoder<tl::presets::tiny, tl::reference_cpu, lora_for_concept>>);

@@ -24,14 +24,14 @@
 #include <tinylm/ops/embedding.hpp>
 
 #include <algorithm>
-#include <array>
 #include <string>
 #include <vector>
 
 namespace tl {
 
 template <ModelConfig C, Backend B = default_backend, LoraAdapter A = no_adapter>
-class decoder : public projection_table<projection<B, A>> { // LoRA merge, QLoRA weights: projection_table.hpp
+class decoder : public parameter_table,                     // entries, freezing, row masks, zero_grad
+                public projection_table<projection<B, A>> { // LoRA merge and dropout, QLoRA's NF4 weights
     using projection_table<projection<B, A>>::adapter_;
     using projection_table<projection<B, A>>::projections_;
 
@@ -64,9 +64,9 @@ public:
         final_norm_.eps = config_.norm_eps;
         for (block_t& b : blocks_)
             this->add_layer(b);
-        params_.build([&](auto&& visit) { walk_base(visit); }, [&](auto&& visit) { walk_adapters(visit); }, has_adapter);
+        this->build([&](auto&& visit) { walk_base(visit); }, [&](auto&& visit) { walk_adapters(visit); }, has_adapter);
         if (config_.tied_embeddings) head_ = embed_, dhead_ = dembed_;
-        this->index_quantized(params_.base_slots(), config_);
+        this->index_quantized(this->base_slots(), config_);
         init(seed);
         zero_grad();
     }
@@ -78,34 +78,13 @@ public:
 
     // ---- parameters ------------------------------------------------------------------------------------
 
-    // One walk over every parameter in a fixed order with its Hugging Face name: optimizers, checkpoints,
-    // clipping, freezing and counting use it. With an adapter: the frozen base (no grad), then the LoRA tensors.
-    const std::vector<parameter_entry>& parameter_entries() const { return params_.entries(); }
-    // The entries that train now.
-    const std::vector<parameter_entry>& trainable_entries() const { return params_.trainable(); }
-    template <class F>
-    void visit_parameters(F&& f) const {
-        for (const parameter_entry& e : params_.entries())
-            f(e);
-    }
-    // Freezes or unfreezes a group (embedding, head, norm, attention, mlp, adapter), or the entries whose
-    // name contains `name_part`. A parameter without gradient memory (the base under LoRA) cannot train.
-    void set_trainable(param_group group, bool on) {
-        params_.set_trainable([&](const parameter_entry& e) { return e.group == group; }, on);
-    }
-    void set_trainable(std::string_view name_part, bool on) {
-        params_.set_trainable([&](const parameter_entry& e) { return e.name.find(name_part) != std::string::npos; }, on);
-    }
-    // Only rows with mask[row] != 0 of the embedding (or head) train; an empty mask trains all rows.
-    void set_row_mask(param_group group, std::vector<std::uint8_t> mask) { params_.set_row_mask(group, std::move(mask)); }
     // Number of parameters of the model (the base; the adapter not counted), as parameter_count(config()).
     std::int64_t parameter_count() const { return tl::parameter_count(config_); }
 
-    void zero_grad() { params_.zero_grad(); }
     // Re-initialises the base: N(0, init_std^2) weights, unit norm weights, zero biases, one counter-based
     // stream per tensor in walk order (an NF4 projection draws in f32 and quantises); then init_adapter(seed).
     void init(std::uint64_t seed) {
-        params_.init(seed, config_.init_std);
+        this->init_base(seed, config_.init_std);
         init_adapter(seed);
     }
     // The LoRA tensors only, as peft does: A ~ U(-1/sqrt(in), 1/sqrt(in)), B = 0 (the output is unchanged).
@@ -134,8 +113,7 @@ public:
         rope_table(acts_.rope_cos, acts_.rope_sin, config_.rope_theta, 0, rope_scaling());
     }
     std::size_t activation_bytes() const { return act_arena_.capacity(); }
-    std::size_t parameter_arena_bytes() const { return params_.bytes(); }
-    // Gradient checkpointing per block: the forward keeps each layer's input and one layer's activations;
+        // Gradient checkpointing per block: the forward keeps each layer's input and one layer's activations;
     // backward recomputes each layer's forward just before its backward (bit-identical gradients).
     void set_gradient_checkpointing(bool on) {
         if (on == checkpointing_) return;
@@ -387,7 +365,6 @@ private:
     norm_t final_norm_;
     tensor_view<float> embed_, dembed_, head_, dhead_; // head_ is embed_ when tied
 
-    parameter_table params_;
 
     arena act_arena_;
     activations acts_;

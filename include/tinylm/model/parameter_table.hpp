@@ -21,9 +21,9 @@
 namespace tl {
 
 class parameter_table {
-public:
     // walk_base(visit) visits the base tensors, walk_adapter(visit) the adapter's. With `frozen_base` the
     // base gets no gradient memory and does not train.
+protected:
     template <class WalkBase, class WalkAdapter>
     void build(WalkBase&& walk_base, WalkAdapter&& walk_adapter, bool frozen_base) {
         auto values = [](arena& a) {
@@ -60,16 +60,26 @@ public:
         rebuild_trainable();
     }
 
-    const std::vector<parameter_entry>& entries() const { return entries_; }
-    const std::vector<parameter_entry>& trainable() const { return trainable_; }
+public:
+    // One walk over every parameter in a fixed order with its Hugging Face name: optimizers, checkpoints,
+    // clipping, freezing and counting use it. With an adapter: the frozen base (no grad), then the adapter.
+    const std::vector<parameter_entry>& parameter_entries() const { return entries_; }
+    // The entries that train now.
+    const std::vector<parameter_entry>& trainable_entries() const { return trainable_; }
+    template <class F>
+    void visit_parameters(F&& f) const {
+        for (const parameter_entry& e : entries_)
+            f(e);
+    }
     // The base walk as built (QLoRA: its NF4 slots have `quantized` set and no entry).
     const std::vector<param_slot>& base_slots() const { return base_; }
-    std::size_t bytes() const { return arena_.capacity(); }
+    std::size_t parameter_arena_bytes() const { return arena_.capacity(); }
     void zero_grad() { std::fill(grad_begin_, grad_end_, std::byte{0}); }
 
+protected:
     // N(0, std^2) weights, unit norm weights, zero biases; stream i for the i-th tensor of the base walk
     // (an NF4 one draws in f32 and is quantised).
-    void init(std::uint64_t seed, double std) {
+    void init_base(std::uint64_t seed, double std) {
         std::vector<float> staging;
         for (std::size_t stream = 0; stream < base_.size(); ++stream) {
             const param_slot& s = base_[stream];
@@ -90,7 +100,15 @@ public:
         }
     }
 
-    // Freezes or unfreezes the entries `pred` selects; one without gradient memory cannot train.
+public:
+    // Freezes or unfreezes a group (embedding, head, norm, attention, mlp, adapter), the entries whose name
+    // contains `name_part`, or those `pred` selects. One without gradient memory (a frozen base) cannot train.
+    void set_trainable(param_group group, bool on) {
+        set_trainable([&](const parameter_entry& e) { return e.group == group; }, on);
+    }
+    void set_trainable(std::string_view name_part, bool on) {
+        set_trainable([&](const parameter_entry& e) { return e.name.find(name_part) != std::string::npos; }, on);
+    }
     void set_trainable(const std::function<bool(const parameter_entry&)>& pred, bool on) {
         for (parameter_entry& e : entries_)
             if (pred(e)) {
