@@ -4,6 +4,9 @@
 # state, and the adapter or model the recipe saves at the end.
 # Usage: sft_kill_and_resume.sh <sft_tiny_run executable> [--full]
 set -euo pipefail
+# A 39k-parameter model gains nothing from threads, and on a loaded machine OpenMP's barriers make a 1 s run take
+# a minute.
+export OMP_NUM_THREADS=1
 exe=$1
 shift
 work=$(mktemp -d)
