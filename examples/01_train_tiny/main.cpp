@@ -118,11 +118,11 @@ int main(int argc, char** argv) try {
     const auto split = std::min(std::ptrdiff_t(tokens.size() * 9 / 10), std::ptrdiff_t(tokens.size()) - 2 * T - 1);
     std::printf("data: %s (%zu bytes: %td train, %td validation)\n", source.c_str(), text.size(), split,
                 std::ptrdiff_t(text.size()) - split);
+    model_t model(seed);
     std::printf("model: presets::tiny, %lld parameters, backend %s\n",
                 static_cast<long long>(tl::parameter_count(model.config())),
                 std::string(model_t::backend::name).c_str());
 
-    model_t model(seed);
     tl::token_windows train({tokens.begin(), tokens.begin() + split}, seed);
     tl::trainer run(model, train, {tokens.begin() + split, tokens.end()}, options);
     tl::run_logger logger(options.out_dir, "tinylm: tiny byte-level model", options.max_steps, run.restore());

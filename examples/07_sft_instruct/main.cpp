@@ -13,7 +13,8 @@
 // Command:  build/examples/07_sft_instruct/07_sft_instruct [--base runs/russian_novels/checkpoint] [--full]
 //           [--out runs/sft_instruct] [--steps N]
 // Output:   validation losses, OUT/before_after.md, OUT/adapter or OUT/model, OUT/training (log.jsonl,
-//           TensorBoard, loss curves).
+//           TensorBoard, loss curves), OUT/checkpoint (every --checkpoint-every steps: running the same command
+//           again continues the run bit-identically, also after kill -9; Ctrl-C saves one; --fresh starts over).
 #include "sft_recipe.hpp"
 
 #include <tinylm/core/data_dir.hpp>
@@ -54,6 +55,9 @@ int main(int argc, char** argv) try {
     app.add_option("--lr", in.train.lr, "peak learning rate (default 2e-3 with LoRA, 3e-4 with --full)");
     app.add_option("--weight-decay", in.train.weight_decay, "AdamW weight decay");
     app.add_option("--eval-every", in.train.eval_every, "steps between validation losses")->check(CLI::PositiveNumber);
+    app.add_option("--checkpoint-every", in.train.checkpoint_every, "steps between checkpoints in OUT/checkpoint")
+        ->check(CLI::PositiveNumber);
+    app.add_flag("--fresh", in.train.fresh, "start over even if OUT/checkpoint exists (else the run continues)");
     app.add_option("--new-tokens", in.new_tokens, "new tokens per sample");
     app.add_option("--seed", in.train.seed, "split, batching, adapter and sampling seed");
     app.add_flag("--smoke", smoke, "a seconds-long run on a few instructions (for CI)");
@@ -66,7 +70,7 @@ int main(int argc, char** argv) try {
                   "Опиши осенний лес в двух предложениях.",      "Почему небо голубое?"};
     in.system_prompt = system_prompt;
     if (smoke) {
-        in.train = {.steps = 4, .batch = 2, .time = 128, .lr = 2e-3, .warmup = 1, .eval_every = 2};
+        in.train = {.steps = 4, .batch = 2, .time = 128, .lr = 2e-3, .warmup = 1, .eval_every = 2, .fresh = true};
         in.prompts.resize(2);
         in.new_tokens = 8;
         in.val_count = 6;

@@ -1,10 +1,13 @@
 // sft_recipe.hpp: the supervised fine-tuning recipe shared by 07_sft_instruct and 08_jokes_lora.
 //
 //   conversations -> held-out split -> chat template + assistant-only labels -> packed rows
-//   -> validation loss and samples of the base -> AdamW (LoRA, QLoRA or full) -> validation loss and samples
-//   -> adapter (PEFT) or model (Hugging Face) saved -> reloaded and checked against the trained logits
-//   -> OUT/before_after.md (a prompt basket at three sampling settings, before and after), OUT/training/
-//      (log.jsonl, TensorBoard, loss curves).
+//   -> validation loss and samples of the base -> tl::trainer with AdamW (LoRA, QLoRA or full) over the packed
+//      rows -> validation loss and samples -> adapter (PEFT) or model (Hugging Face) saved -> reloaded and checked
+//      against the trained logits -> OUT/before_after.md (a prompt basket at three sampling settings, before and
+//      after), OUT/training/ (log.jsonl, TensorBoard, loss curves).
+// Training is the library's loop (train/trainer.hpp), so a run keeps checkpoints in OUT/checkpoint (the model,
+// with an adapter also in the PEFT format, AdamW's moments, the row order's position and the LoRA dropout state):
+// running the same command again continues it, bit-identically even after kill -9, and Ctrl-C saves first.
 #pragma once
 
 #include <tinylm/data/sft.hpp>
@@ -13,6 +16,7 @@
 #include <tinylm/io/peft.hpp>
 #include <tinylm/tinylm.hpp>
 #include <tinylm/train/run_logger.hpp>
+#include <tinylm/train/trainer.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -20,8 +24,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <memory>
-#include <numeric>
 #include <random>
 #include <string>
 #include <vector>
@@ -154,6 +158,8 @@ struct train_options {
     double weight_decay = 0.0;
     double clip = 1.0;
     long long eval_every = 100;
+    long long checkpoint_every = 50; // steps between checkpoints in OUT/checkpoint (and at the end)
+    bool fresh = false;              // start over even if OUT/checkpoint exists
     std::uint64_t seed = 1;
 };
 
@@ -170,42 +176,6 @@ double validation_loss(Model& model, const tl::data::sft_rows& rows, index_t bat
     }
     return count > 0 ? sum / count : NAN;
 }
-
-// Rows of a step, drawn without replacement (reshuffled every epoch).
-class row_sampler {
-public:
-    row_sampler(const tl::data::sft_rows& rows, index_t batch, std::uint64_t seed)
-        : rows_(rows), batch_(batch), rng_(seed), order_(std::size_t(rows.rows)), ids_(std::size_t(batch * rows.time)),
-          targets_(ids_.size()), doc_start_(ids_.size()) {
-        std::iota(order_.begin(), order_.end(), index_t(0));
-        next_ = order_.size();
-    }
-    void next() {
-        const auto T = std::size_t(rows_.time);
-        for (index_t b = 0; b < batch_; ++b) {
-            if (next_ == order_.size()) {
-                std::shuffle(order_.begin(), order_.end(), rng_);
-                next_ = 0;
-            }
-            const auto r = std::size_t(order_[next_++]) * T;
-            std::copy_n(rows_.ids.begin() + long(r), T, ids_.begin() + long(std::size_t(b) * T));
-            std::copy_n(rows_.targets.begin() + long(r), T, targets_.begin() + long(std::size_t(b) * T));
-            std::copy_n(rows_.doc_start.begin() + long(r), T, doc_start_.begin() + long(std::size_t(b) * T));
-        }
-    }
-    tl::cview<tl::token_t> ids() const { return {ids_.data(), {batch_, rows_.time}}; }
-    tl::cview<tl::token_t> targets() const { return {targets_.data(), {batch_, rows_.time}}; }
-    tl::cview<index_t> doc_start() const { return {doc_start_.data(), {batch_, rows_.time}}; }
-
-private:
-    const tl::data::sft_rows& rows_;
-    index_t batch_;
-    std::mt19937_64 rng_;
-    std::vector<index_t> order_;
-    std::size_t next_ = 0;
-    std::vector<tl::token_t> ids_, targets_;
-    std::vector<index_t> doc_start_;
-};
 
 // ---- samples ---------------------------------------------------------------------------------------------
 
@@ -277,11 +247,18 @@ struct recipe_inputs {
     std::string data_summary = {};             // sources, for the report
     bool truncate = false;                     // cut conversations longer than a row instead of leaving them out
     train_options train = {};
+    std::function<void(long long step)> after_step = {}; // after each optimizer step (tests kill the run here)
 };
 
 template <class Model>
 void load_base(Model& model, const fs::path& base) {
     tl::load_pretrained(model, base);
+}
+
+// The base's tokenizer and chat files, so that a saved model folder (or checkpoint) is complete.
+inline void copy_tokenizer_files(const fs::path& base, const fs::path& to) {
+    for (const char* f : {"tokenizer.json", "tokenizer_config.json", "generation_config.json", "chat_template.jinja"})
+        if (fs::exists(base / f)) fs::copy_file(base / f, to / f, fs::copy_options::overwrite_existing);
 }
 
 // Largest |a - b| relative to the largest |b|.
@@ -297,7 +274,8 @@ inline double relative_difference(const std::vector<float>& a, const std::vector
 template <class Model>
 std::vector<float> first_row_logits(Model& model, const tl::data::sft_rows& rows) {
     std::vector<float> out(std::size_t(rows.time * model.config().vocab_size));
-    model.logits(rows.ids_view(0, 1), {out.data(), {1, rows.time, model.config().vocab_size}}, rows.doc_start_view(0, 1));
+    model.logits(rows.ids_view(0, 1), {out.data(), {1, rows.time, model.config().vocab_size}},
+                 rows.doc_start_view(0, 1));
     return out;
 }
 
@@ -357,46 +335,62 @@ int run(recipe_inputs in) {
     const samples_t before = sample_basket(*model, tok, fmt, in.prompts, in.system_prompt, in.new_tokens, tr.seed);
     std::printf("samples before: %zu x %zu (%.1f s)\n", before.size(), in.prompts.size(), seconds(t0));
 
-    // Training.
-    tl::run_logger logger(in.out / "training", in.title, tr.steps, 0);
-    logger.eval(0, val_before);
-    tl::adamw opt(*model, {.weight_decay = tr.weight_decay});
-    const tl::lr_schedule schedule{.peak_lr = tr.lr,
-                                   .min_lr = tr.lr / 10,
-                                   .warmup_steps = std::min(tr.warmup, tr.steps / 5),
-                                   .total_steps = tr.steps};
-    row_sampler batches(train_rows, tr.batch, tr.seed + 1);
+    // Training: the library's loop over the packed rows (each row once per epoch, in a seeded order), with
+    // checkpoints in OUT/checkpoint that a second run of the same command continues from.
+    const tl::special_token_ids special{
+        .bos = folder.generation.bos_token_id,
+        .eos = folder.generation.eos_token_ids.empty() ? -1 : folder.generation.eos_token_ids[0],
+        .pad = folder.generation.pad_token_id};
+    const tl::trainer_options options{.batch_size = tr.batch,
+                                      .seq_len = tr.time,
+                                      .grad_accum = 1,
+                                      .max_steps = tr.steps,
+                                      .peak_lr = tr.lr,
+                                      .min_lr = tr.lr / 10,
+                                      .warmup_steps = std::min(tr.warmup, tr.steps / 5),
+                                      .decay = tl::decay_kind::cosine,
+                                      .adamw = {.weight_decay = tr.weight_decay},
+                                      .clip = tr.clip,
+                                      .eval_every = int(tr.eval_every),
+                                      .checkpoint_every = int(tr.checkpoint_every),
+                                      .out_dir = in.out,
+                                      .resume = !tr.fresh,
+                                      .special = special};
+    if (tr.fresh) fs::remove_all(in.out / "checkpoint");
+    tl::packed_rows batches(train_rows.ids, train_rows.targets, train_rows.doc_start, tr.time, tr.seed + 1);
+    tl::trainer run(
+        *model, batches, [&] { return validation_loss(*model, val_rows, tr.batch); }, options);
+    run.add_to_checkpoint = [&](const fs::path& staged) { copy_tokenizer_files(in.base, staged); };
+    const long long first_step = run.restore();
+    if (first_step > 0)
+        std::printf("resuming from %s at step %lld of %lld\n", run.checkpoint_dir().c_str(), first_step, tr.steps);
+    tl::run_logger logger(in.out / "training", in.title, tr.steps, first_step);
+    if (first_step == 0) logger.eval(0, val_before);
+    double tokens = 0;
+    run.on_step = [&](const tl::step_report& r) {
+        tokens += double(r.counted_targets);
+        logger.step(r);
+        if (in.after_step) in.after_step(r.step);
+    };
+    run.on_eval = [&](long long step, double loss) { logger.eval(step, loss); };
     const auto train_start = clock::now();
-    double tokens = 0, val_after = val_before;
-    for (long long step = 0; step < tr.steps; ++step) {
-        batches.next();
-        model->zero_grad();
-        const double loss = model->loss(batches.ids(), batches.targets(), batches.doc_start());
-        tokens += double(model->counted_targets());
-        model->backward();
-        const double norm = tl::clip_grad_norm(model->parameter_entries(), tr.clip);
-        const double lr = schedule.lr_at(step);
-        opt.step(lr);
-        const double elapsed = seconds(train_start);
-        logger.step({.step = step + 1,
-                     .max_steps = tr.steps,
-                     .loss = loss,
-                     .lr = lr,
-                     .grad_norm = norm,
-                     .tokens_per_second = double((step + 1) * tr.batch * tr.time) / elapsed,
-                     .elapsed_seconds = elapsed});
-        if ((step + 1) % tr.eval_every == 0 || step + 1 == tr.steps) {
-            val_after = validation_loss(*model, val_rows, tr.batch);
-            logger.eval(step + 1, val_after);
-        }
+    if (run.run() == tl::train_outcome::interrupted) {
+        logger.finish();
+        std::printf("\ninterrupted at step %lld; checkpoint saved in %s (run again to resume)\n", run.state().step,
+                    run.checkpoint_dir().c_str());
+        return 130;
     }
     const double train_seconds = seconds(train_start);
+    const nlohmann::json& history = run.state().history; // a finished run's rerun trains nothing: use its record
+    const double val_after = history.contains("val_loss") && !history["val_loss"].empty()
+                                 ? double(history["val_loss"].back()[1])
+                                 : run.evaluate();
     logger.summary("validation loss", std::to_string(val_before) + " before, " + std::to_string(val_after) + " after");
     const fs::path training_report = logger.finish();
-    std::printf("\nvalidation loss before %.4f, after %.4f nats/token (%s); training %.1f s (%lld steps, %.0f "
+    std::printf("\nvalidation loss before %.4f, after %.4f nats/token (%s); training %.1f s (steps %lld to %lld, %.0f "
                 "labelled tokens)\n",
-                val_before, val_after, val_after < val_before ? "fell" : "DID NOT FALL", train_seconds, tr.steps,
-                tokens);
+                val_before, val_after, val_after < val_before ? "fell" : "DID NOT FALL", train_seconds, first_step + 1,
+                tr.steps, tokens);
 
     t0 = clock::now();
     const samples_t after = sample_basket(*model, tok, fmt, in.prompts, in.system_prompt, in.new_tokens, tr.seed);
@@ -413,13 +407,8 @@ int run(recipe_inputs in) {
         tl::load_adapter(*reloaded, saved);
     } else {
         saved = in.out / "model";
-        tl::save_pretrained(*model, saved,
-                            {.bos = folder.generation.bos_token_id,
-                             .eos = folder.generation.eos_token_ids.empty() ? -1 : folder.generation.eos_token_ids[0],
-                             .pad = folder.generation.pad_token_id});
-        for (const char* f :
-             {"tokenizer.json", "tokenizer_config.json", "generation_config.json", "chat_template.jinja"})
-            if (fs::exists(in.base / f)) fs::copy_file(in.base / f, saved / f, fs::copy_options::overwrite_existing);
+        tl::save_pretrained(*model, saved, special);
+        copy_tokenizer_files(in.base, saved);
         load_base(*reloaded, saved);
     }
     model.reset(); // the reloaded model alone from here
@@ -443,9 +432,9 @@ int run(recipe_inputs in) {
     md << "| split | " << split_summary << " |\n";
     std::snprintf(line, sizeof line,
                   "%lld steps of %lld rows x %lld tokens, AdamW lr %.1e (warmup, cosine to lr/10), "
-                  "weight decay %.2g, clip %.1f; %.1f s",
+                  "weight decay %.2g, clip %.1f; %.1f s for steps %lld to %lld (checkpoints in `%s`)",
                   tr.steps, static_cast<long long>(tr.batch), static_cast<long long>(tr.time), tr.lr, tr.weight_decay,
-                  tr.clip, train_seconds);
+                  tr.clip, train_seconds, first_step + 1, tr.steps, run.checkpoint_dir().c_str());
     md << "| training | " << line << " |\n";
     std::snprintf(line, sizeof line, "%.4f before, %.4f after (nats per assistant token)", val_before, val_after);
     md << "| validation loss | " << line << " |\n";

@@ -14,7 +14,9 @@
 // Command:  build/examples/08_jokes_lora/08_jokes_lora [--base runs/russian_novels/checkpoint]
 //           [--out runs/jokes_lora] [--steps N]
 // Output:   validation losses, OUT/before_after.md, OUT/adapter (adapter_config.json,
-//           adapter_model.safetensors), OUT/training (log.jsonl, TensorBoard, loss curves).
+//           adapter_model.safetensors), OUT/training (log.jsonl, TensorBoard, loss curves), OUT/checkpoint
+//           (every --checkpoint-every steps: running the same command again continues the run bit-identically,
+//           also after kill -9; Ctrl-C saves one; --fresh starts over).
 #include "jokes_data.hpp"
 #include "sft_recipe.hpp"
 
@@ -63,6 +65,9 @@ int main(int argc, char** argv) try {
     app.add_option("--seq-len", in.train.time, "tokens per packed row")->check(CLI::PositiveNumber);
     app.add_option("--lr", in.train.lr, "peak learning rate");
     app.add_option("--eval-every", in.train.eval_every, "steps between validation losses")->check(CLI::PositiveNumber);
+    app.add_option("--checkpoint-every", in.train.checkpoint_every, "steps between checkpoints in OUT/checkpoint")
+        ->check(CLI::PositiveNumber);
+    app.add_flag("--fresh", in.train.fresh, "start over even if OUT/checkpoint exists (else the run continues)");
     app.add_option("--new-tokens", in.new_tokens, "new tokens per sample");
     app.add_option("--seed", in.train.seed, "split, batching, adapter and sampling seed");
     app.add_flag("--smoke", o.smoke, "a seconds-long run on a few jokes (for CI)");
@@ -74,7 +79,7 @@ int main(int argc, char** argv) try {
     in.prompts = {ask + " про врачей", ask + " про Вовочку", ask + " про программистов", ask + " про армянское радио",
                   ask + " про тёщу",   ask + " про школу",   ask + " про работу",        ask + "."};
     if (o.smoke) {
-        in.train = {.steps = 4, .batch = 2, .time = 128, .lr = 2e-3, .warmup = 1, .eval_every = 2};
+        in.train = {.steps = 4, .batch = 2, .time = 128, .lr = 2e-3, .warmup = 1, .eval_every = 2, .fresh = true};
         in.prompts.resize(2);
         in.new_tokens = 8;
         in.val_count = 8;

@@ -1,4 +1,5 @@
-// optim/: AdamW and SGD against their formulas written out by hand, schedules, clipping.
+// optim/: AdamW and SGD against their formulas written out by hand, schedules, clipping; freezing entries at
+// run time, row masks, and optimizers that own their state.
 #include <tinylm/model/decoder.hpp>
 #include <tinylm/optim/adamw.hpp>
 #include <tinylm/optim/clip.hpp>
@@ -8,6 +9,8 @@
 #include <boost/test/unit_test.hpp>
 
 #include <cmath>
+#include <cstring>
+#include <map>
 
 using namespace tl;
 
@@ -30,6 +33,23 @@ void fill_grads(model_t& m, float base) {
     for (const parameter_entry& e : m.parameter_entries())
         for (float& g : e.grad)
             g = (x = std::fmod(x * 1.37f + 0.11f, 2.0f) - 1.0f);
+}
+std::vector<std::vector<float>> values(const std::vector<parameter_entry>& entries) {
+    std::vector<std::vector<float>> out;
+    for (const parameter_entry& e : entries)
+        out.emplace_back(e.value.begin(), e.value.end());
+    return out;
+}
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+template <class Opt>
+std::map<std::string, std::vector<float>> state_of(const Opt& opt) {
+    std::map<std::string, std::vector<float>> out;
+    opt.visit_state([&](const std::string& name, cview<float> t) { out[name].assign(t.begin(), t.end()); });
+    return out;
 }
 } // namespace
 
@@ -138,6 +158,139 @@ BOOST_AUTO_TEST_CASE(clipping_scales_to_the_global_norm) {
     // Below the threshold nothing changes.
     BOOST_TEST(clip_grad_norm(m.parameter_entries(), 10.0) == 0.5, boost::test_tools::tolerance(1e-5));
     BOOST_TEST(grad_norm(m.parameter_entries()) == 0.5, boost::test_tools::tolerance(1e-5));
+}
+
+// The model flips `trainable` between steps (here a copy of its entries stands in for the model's own vector):
+// the optimizer reads it at every step, frozen entries stay bit-identical, the rest move, and an entry frozen
+// from the start has no state until it first trains.
+BOOST_AUTO_TEST_CASE(freezing_at_run_time) {
+    model_t m(3);
+    std::vector<parameter_entry> entries = m.parameter_entries();
+    BOOST_TEST_REQUIRE(entries.size() > 4u);
+    entries[0].trainable = false; // the embedding: frozen from the start
+    adamw opt(entries, {.lr = 0.05, .weight_decay = 0.1});
+    fill_grads(m, 0.3f);
+    opt.step();
+    BOOST_TEST(!state_of(opt).contains("exp_avg." + entries[0].name));
+    BOOST_TEST(state_of(opt).contains("exp_avg_sq." + entries[2].name));
+
+    entries[2].trainable = false; // frozen between steps
+    entries[3].trainable = false;
+    const auto before = values(entries);
+    const auto moments = state_of(opt);
+    fill_grads(m, 0.7f);
+    // Frozen entries' gradients do not count in the norm.
+    double sq = 0;
+    for (std::size_t i = 0; i < entries.size(); ++i)
+        if (entries[i].trainable)
+            for (float g : entries[i].grad)
+                sq += double(g) * g;
+    BOOST_TEST(grad_norm(entries) == std::sqrt(sq), boost::test_tools::tolerance(1e-12));
+    const std::vector<float> frozen_grad(entries[2].grad.begin(), entries[2].grad.end());
+    clip_grad_norm(entries, 1e-3);
+    BOOST_TEST(same_bits(std::vector<float>(entries[2].grad.begin(), entries[2].grad.end()), frozen_grad));
+    opt.step();
+    const auto after = values(entries);
+    for (std::size_t i : {std::size_t(0), std::size_t(2), std::size_t(3)})
+        BOOST_TEST(same_bits(after[i], before[i]), entries[i].name << " moved while frozen");
+    BOOST_TEST(same_bits(state_of(opt).at("exp_avg." + entries[2].name), moments.at("exp_avg." + entries[2].name)));
+    for (std::size_t i = 1; i < entries.size(); ++i)
+        if (entries[i].trainable) BOOST_TEST(!same_bits(after[i], before[i]), entries[i].name << " did not move");
+
+    entries[0].trainable = true; // unfrozen: it trains from zero moments
+    fill_grads(m, 0.9f);
+    opt.step();
+    BOOST_TEST(!same_bits(values(entries)[0], after[0]));
+    BOOST_TEST(state_of(opt).contains("exp_avg." + entries[0].name));
+    BOOST_TEST(opt.steps() == 3);
+}
+
+// Rows whose mask is 0 (embedding rows of tokens that should not change) keep their values and zero moments,
+// get no weight decay, and do not count in the gradient norm; the other rows train.
+BOOST_AUTO_TEST_CASE(row_mask_trains_chosen_rows_only) {
+    for (int which = 0; which < 2; ++which) {
+        model_t m(4);
+        std::vector<parameter_entry> entries = m.parameter_entries();
+        parameter_entry& embed = entries[0];
+        BOOST_TEST_REQUIRE(embed.value.dim(0) == micro::value.vocab_size);
+        const index_t d = embed.value.dim(1);
+        const std::vector<std::uint8_t> mask = {1, 0, 0, 1, 0, 1, 1, 0};
+        embed.row_mask = &mask;
+        fill_grads(m, 0.45f);
+        double sq = 0;
+        for (std::size_t i = 0; i < entries.size(); ++i)
+            for (index_t j = 0; j < entries[i].grad.numel(); ++j)
+                if (i != 0 || mask[std::size_t(j / d)]) sq += double(entries[i].grad[j]) * entries[i].grad[j];
+        BOOST_TEST(grad_norm(entries) == std::sqrt(sq), boost::test_tools::tolerance(1e-12));
+
+        const std::vector<float> before(embed.value.begin(), embed.value.end());
+        if (which == 0) {
+            adamw opt(entries, {.lr = 0.05, .weight_decay = 0.5});
+            opt.step();
+            fill_grads(m, 0.55f);
+            opt.step();
+            const auto st = state_of(opt);
+            for (const char* kind : {"exp_avg.", "exp_avg_sq."}) {
+                const auto& moment = st.at(kind + embed.name);
+                for (index_t r = 0; r < micro::value.vocab_size; ++r)
+                    for (index_t c = 0; c < d; ++c)
+                        BOOST_TEST_REQUIRE((moment[std::size_t(r * d + c)] == 0.0f) == (mask[std::size_t(r)] == 0),
+                                           kind << " row " << r);
+            }
+        } else {
+            sgd opt(entries, {.lr = 0.05, .weight_decay = 0.5});
+            opt.step();
+            opt.step();
+        }
+        for (index_t r = 0; r < micro::value.vocab_size; ++r) {
+            const bool same = std::memcmp(embed.value.data + r * d, before.data() + r * d, std::size_t(d) * 4) == 0;
+            BOOST_TEST(same == (mask[std::size_t(r)] == 0), (which ? "sgd" : "adamw") << " row " << r);
+        }
+    }
+}
+
+// Each optimizer owns its state: two on one model do not share moments (the second one's first step sees
+// zero moments, exactly as the first one's did).
+BOOST_AUTO_TEST_CASE(optimizers_own_their_state) {
+    model_t m(5);
+    adamw a(m, {.lr = 0.01}), b(m, {.lr = 0.01});
+    sgd c(m);
+    fill_grads(m, 0.25f);
+    a.step();
+    const auto first = state_of(a);
+    b.step();
+    BOOST_TEST((state_of(b) == first)); // same gradients, fresh moments: same state
+    a.step();
+    BOOST_TEST((state_of(a) != first));
+    BOOST_TEST((state_of(b) == first)); // a's step did not touch b's state
+    c.step();
+    BOOST_TEST(state_of(c).size() == m.parameter_entries().size());
+    BOOST_TEST(state_of(c).begin()->first.rfind("momentum_buffer.", 0) == 0);
+    BOOST_TEST(first.size() == 2 * m.parameter_entries().size());
+}
+
+// The checkpoint view of the state: names "exp_avg.<name>" / "exp_avg_sq.<name>" for entries that trained;
+// reset_state allocates exactly what a checkpoint holds, and visit_state fills it.
+BOOST_AUTO_TEST_CASE(state_round_trip_through_names) {
+    model_t m(6), n(6);
+    std::vector<parameter_entry> entries = m.parameter_entries();
+    entries[1].trainable = false;
+    adamw a(entries);
+    fill_grads(m, 0.35f);
+    a.step();
+    const auto saved = state_of(a);
+    BOOST_TEST(saved.size() == 2 * (entries.size() - 1));
+    BOOST_TEST(!saved.contains("exp_avg." + entries[1].name));
+    BOOST_TEST(saved.contains("exp_avg." + entries[2].name));
+
+    adamw b(n);
+    fill_grads(n, 0.1f);
+    b.step(); // state for every entry, to be replaced
+    b.reset_state([&](const std::string& name) { return saved.contains(name); });
+    b.visit_state([&](const std::string& name, tensor_view<float> t) {
+        std::copy(saved.at(name).begin(), saved.at(name).end(), t.begin());
+    });
+    BOOST_TEST((state_of(b) == saved));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -1,10 +1,13 @@
-// The training loop: resume after a crash is bit-identical, SIGINT saves and returns, divergence stops
-// with a clear error, gradient accumulation equals the full batch, and checkpoints round-trip.
+// The training loop: resume after a crash is bit-identical (token windows with AdamW; packed documents with
+// label masks, SGD and a validation callable), SIGINT saves and returns, divergence stops with a clear error,
+// gradient accumulation equals the full batch, packed_rows serves each row once per epoch, and checkpoints
+// round-trip.
 #include "../model/fixture_configs.hpp"
 #include "../support/random.hpp"
 
 #include <tinylm/io/hf_checkpoint.hpp>
 #include <tinylm/model/presets.hpp>
+#include <tinylm/optim/sgd.hpp>
 #include <tinylm/train/trainer.hpp>
 
 #include <boost/test/unit_test.hpp>
@@ -12,6 +15,7 @@
 #include <csignal>
 #include <cstring>
 #include <filesystem>
+#include <set>
 
 using namespace tl;
 using namespace tl::test;
@@ -84,6 +88,40 @@ long long finish_from_checkpoint(model_t& model, const std::vector<token_t>& tra
     return first_step;
 }
 
+// Rows of T tokens holding two documents each (the second starts at a row-dependent column), with targets -100
+// on each document's first half, as SFT rows mask the prompt.
+struct packed_data {
+    index_t T = 32, rows = 0;
+    std::vector<token_t> ids, targets;
+    std::vector<index_t> doc_start;
+};
+packed_data make_packed(index_t rows, std::uint64_t seed) {
+    packed_data d;
+    d.rows = rows;
+    const auto text = byte_tokens(std::size_t(rows * (d.T + 1)), seed);
+    for (index_t r = 0; r < rows; ++r) {
+        const index_t split = 8 + r % 16;
+        for (index_t t = 0; t < d.T; ++t) {
+            const index_t start = t < split ? 0 : split, end = t < split ? split : d.T;
+            d.ids.push_back(text[std::size_t(r * (d.T + 1) + t)]);
+            const bool masked = t < start + (end - start) / 2 || t == end - 1;
+            d.targets.push_back(masked ? ignore_index : text[std::size_t(r * (d.T + 1) + t + 1)]);
+            d.doc_start.push_back(start);
+        }
+    }
+    return d;
+}
+
+trainer_options packed_run(const fs::path& out) {
+    auto o = small_run(out);
+    o.batch_size = 3;
+    o.grad_accum = 2;
+    o.max_steps = 24;
+    o.eval_every = 6;
+    o.checkpoint_every = 6;
+    return o;
+}
+
 } // namespace
 
 BOOST_AUTO_TEST_SUITE(trainer_loop)
@@ -114,6 +152,104 @@ BOOST_AUTO_TEST_CASE(resume_after_a_crash_is_bit_identical) {
     BOOST_TEST(finish_from_checkpoint(resumed, train_tokens, val_tokens, 3, b.path, &state) == 11); // after step 10
     BOOST_TEST(same_bits(reference, resumed));
     BOOST_TEST(state.data_position == ta.state().data_position);
+}
+
+// The same for rows of packed documents with label masks (SFT), another optimizer and a validation callable:
+// checkpoints hold SGD's momentum buffers and packed_rows' position.
+BOOST_AUTO_TEST_CASE(packed_documents_with_sgd_resume_bit_identically) {
+    const packed_data d = make_packed(20, 21), val = make_packed(4, 22);
+    temp_dir a("packed_a"), b("packed_b");
+    auto validation = [&](model_t& m) {
+        return [&m, &val] {
+            return double(m.eval_loss(cview<token_t>{val.ids.data(), {val.rows, val.T}},
+                                      cview<token_t>{val.targets.data(), {val.rows, val.T}},
+                                      cview<index_t>{val.doc_start.data(), {val.rows, val.T}}));
+        };
+    };
+    auto run = [&](model_t& m, const fs::path& dir, long long crash_at) {
+        packed_rows src(d.ids, d.targets, d.doc_start, d.T, 5);
+        trainer t(m, src, sgd(m, {.momentum = 0.9, .weight_decay = 0.01}), validation(m), packed_run(dir));
+        t.on_step = [&](const step_report& r) {
+            BOOST_TEST_REQUIRE(r.counted_targets < 2 * 3 * d.T); // the masks left targets out
+            if (r.step == crash_at) throw std::runtime_error("simulated crash");
+        };
+        t.run();
+        return t.state();
+    };
+    model_t reference(7);
+    const training_state whole = run(reference, a.path, 0);
+    const double first_val = whole.history["val_loss"][0][1], last_val = whole.history["val_loss"].back()[1];
+    BOOST_TEST(last_val < first_val);
+    BOOST_TEST(last_val == double(validation(reference)())); // the callable's loss, not token windows
+    BOOST_TEST(safetensors_reader(a.path / "checkpoint/optimizer.safetensors")
+                   .contains("momentum_buffer." + reference.parameter_entries()[0].name));
+    {
+        model_t crashed(7);
+        BOOST_CHECK_THROW(run(crashed, b.path, 15), std::runtime_error); // after the checkpoint of step 12
+    }
+    model_t resumed(99);
+    const training_state rest = run(resumed, b.path, 0);
+    BOOST_TEST(same_bits(reference, resumed));
+    BOOST_TEST(rest.data_position == whole.data_position);
+    BOOST_TEST(rest.history.dump() == whole.history.dump());
+}
+
+// The trainer hands doc_start to the loss: the first step's loss is that of the first batch as packed documents.
+BOOST_AUTO_TEST_CASE(document_sources_pass_doc_start) {
+    const packed_data d = make_packed(6, 31);
+    model_t m(2), twin(2);
+    packed_rows src(d.ids, d.targets, d.doc_start, d.T, 9), copy(d.ids, d.targets, d.doc_start, d.T, 9);
+    std::vector<token_t> ids(std::size_t(3 * d.T)), targets(ids.size());
+    std::vector<index_t> starts(ids.size());
+    copy.next({ids.data(), {3, d.T}}, {targets.data(), {3, d.T}}, {starts.data(), {3, d.T}});
+    const double packed = twin.loss(cview<token_t>{ids.data(), {3, d.T}}, cview<token_t>{targets.data(), {3, d.T}},
+                                    cview<index_t>{starts.data(), {3, d.T}});
+    const double one_doc = twin.loss(cview<token_t>{ids.data(), {3, d.T}}, cview<token_t>{targets.data(), {3, d.T}});
+    BOOST_TEST_REQUIRE(packed != one_doc);
+    auto options = packed_run({});
+    options.grad_accum = 1;
+    options.max_steps = 1;
+    options.warmup_steps = 0;
+    trainer t(m, src, trainer<model_t, packed_rows>::validation_fn{}, options);
+    double loss = 0;
+    t.on_step = [&](const step_report& r) { loss = r.loss; };
+    t.run();
+    BOOST_TEST(loss == packed);
+}
+
+BOOST_AUTO_TEST_CASE(packed_rows_serve_each_row_once_per_epoch) {
+    const packed_data d = make_packed(10, 41);
+    packed_rows src(d.ids, d.targets, d.doc_start, d.T, 3);
+    std::vector<token_t> ids(std::size_t(4 * d.T)), targets(ids.size());
+    std::vector<index_t> starts(ids.size());
+    auto key = [&](const token_t* row) { // FNV-1a over the row: tells rows apart
+        std::uint64_t h = 1469598103934665603ull;
+        for (index_t t = 0; t < d.T; ++t)
+            h = (h ^ std::uint64_t(row[t])) * 1099511628211ull;
+        return h;
+    };
+    std::vector<std::uint64_t> drawn;
+    for (int k = 0; k < 5; ++k) {
+        src.next({ids.data(), {4, d.T}}, {targets.data(), {4, d.T}}, {starts.data(), {4, d.T}});
+        for (index_t b = 0; b < 4; ++b)
+            drawn.push_back(key(ids.data() + b * d.T));
+    }
+    auto sorted = [](std::vector<std::uint64_t> v) {
+        std::sort(v.begin(), v.end());
+        return v;
+    };
+    std::vector<std::uint64_t> firsts;
+    for (index_t r = 0; r < 10; ++r)
+        firsts.push_back(key(d.ids.data() + r * d.T));
+    BOOST_TEST_REQUIRE(std::set<std::uint64_t>(firsts.begin(), firsts.end()).size() == 10u);
+    const std::vector<std::uint64_t> epoch0(drawn.begin(), drawn.begin() + 10), epoch1(drawn.begin() + 10, drawn.end());
+    BOOST_TEST(sorted(epoch0) == sorted(firsts));
+    BOOST_TEST(sorted(epoch1) == sorted(firsts));
+    BOOST_TEST(epoch0 != epoch1); // reshuffled
+    src.seek(3);                  // batch 3 again: rows 12..15
+    src.next({ids.data(), {4, d.T}}, {targets.data(), {4, d.T}}, {starts.data(), {4, d.T}});
+    BOOST_TEST(key(ids.data()) == drawn[12]);
+    BOOST_TEST(key(ids.data() + 3 * d.T) == drawn[15]);
 }
 
 BOOST_AUTO_TEST_CASE(a_run_paused_at_stop_at_continues_on_the_same_schedule) {

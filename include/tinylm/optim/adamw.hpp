@@ -3,13 +3,17 @@
 //   p -= lr * wd * p;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
 //   p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
 // Weight decay applies to weights and, unless decay_embeddings is false, to embeddings; never to norm
-// weights or biases; LoRA matrices decay (torch decays every parameter given to it). Only the model's
-// trainable_entries() are updated (with a LoRA adapter: the A/B matrices; the frozen base has no moments, so
-// the optimizer state is as small as the adapter). Moments live in the model's parameter arena.
+// weights or biases; LoRA matrices decay (torch decays every parameter given to it).
+//
+// It updates the entries of model.parameter_entries() that are trainable and have a gradient (with a LoRA
+// adapter: the A/B matrices), read at every step, so freezing a group between steps takes effect at the next
+// one. Rows outside an entry's row_mask keep their value and moments. The moments are the optimizer's own
+// (optim/optimizer.hpp), allocated the first time an entry trains; t, and so the bias correction, counts the
+// optimizer's steps, so an entry unfrozen late starts from zero moments at the current bias correction.
+// Checkpoints name the moments "exp_avg.<name>" and "exp_avg_sq.<name>".
 #pragma once
 
-#include <tinylm/core/arena.hpp>
-#include <tinylm/model/parameter.hpp>
+#include <tinylm/optim/optimizer.hpp>
 
 #include <cmath>
 #include <vector>
@@ -30,27 +34,16 @@ inline bool decays(param_kind kind, bool decay_embeddings) {
            (kind == param_kind::embedding && decay_embeddings);
 }
 
-// A zeroed tensor per entry, in a new arena of `owner`.
-inline std::vector<tensor_view<float>> zeroed_state(const std::vector<parameter_entry>& entries,
-                                                    std::vector<arena>& owner) {
-    std::size_t bytes = 0;
-    for (const parameter_entry& e : entries)
-        bytes += arena::round_up(std::size_t(e.value.numel()) * sizeof(float));
-    arena& a = owner.emplace_back(bytes);
-    std::vector<tensor_view<float>> state;
-    for (const parameter_entry& e : entries)
-        state.push_back(a.allocate_zeroed<float>(e.value.shape));
-    return state;
-}
-
 class adamw {
-    std::vector<arena> state_; // the optimizer owns its state (declared first: the moments below live in it)
-
 public:
+    // `entries` must outlive the optimizer (the model's own vector: it sees the model's freezing).
+    explicit adamw(const std::vector<parameter_entry>& entries, adamw_options options = {})
+        : options_(options), state_(&entries, {"exp_avg", "exp_avg_sq"}) {}
     template <class Model>
-    explicit adamw(Model& model, adamw_options options = {})
-        : options_(options), entries_(&model.trainable_entries()), m_(zeroed_state(model.trainable_entries(), state_)),
-          v_(zeroed_state(model.trainable_entries(), state_)) {}
+    requires requires(Model& m) {
+        { m.parameter_entries() } -> std::same_as<const std::vector<parameter_entry>&>;
+    }
+    explicit adamw(Model& model, adamw_options options = {}) : adamw(model.parameter_entries(), options) {}
 
     void step() { step(options_.lr); }
     void step(double lr) {
@@ -58,39 +51,49 @@ public:
         const double bc1 = 1.0 - std::pow(options_.beta1, double(t_));
         const double bc2_sqrt = std::sqrt(1.0 - std::pow(options_.beta2, double(t_)));
         const double b1 = options_.beta1, b2 = options_.beta2, eps = options_.eps, step_size = lr / bc1;
-        for (std::size_t i = 0; i < entries_->size(); ++i) {
-            const parameter_entry& e = (*entries_)[i];
+        for (std::size_t i = 0; i < state_.entries().size(); ++i) {
+            const parameter_entry& e = state_.entries()[i];
+            if (!trains(e)) continue;
+            state_.ensure(i);
             const float decay =
                 float(decays(e.kind, options_.decay_embeddings) ? 1.0 - lr * options_.weight_decay : 1.0);
             float* p = e.value.data;
             const float* g = e.grad.data;
-            float* m = m_[i].data;
-            float* v = v_[i].data;
-            const index_t n = e.value.numel();
-#pragma omp parallel for schedule(static)
-            for (index_t j = 0; j < n; ++j) {
+            float* m = state_.get(i, 0);
+            float* v = state_.get(i, 1);
+            for_each_trained_element(e, [=](index_t j) {
                 const double gj = g[j];
                 m[j] = float(b1 * m[j] + (1 - b1) * gj);
                 v[j] = float(b2 * v[j] + (1 - b2) * gj * gj);
                 p[j] = float(double(p[j]) * decay - step_size * m[j] / (std::sqrt(double(v[j])) / bc2_sqrt + eps));
-            }
+            });
         }
     }
 
     long long steps() const { return t_; }
     void set_steps(long long t) { t_ = t; } // when restoring moments from a checkpoint
     const adamw_options& options() const { return options_; }
-    // The parameters it updates (the model's trainable_entries()), and their moments in that order
-    // (checkpoints save them).
-    const std::vector<parameter_entry>& entries() const { return *entries_; }
-    const std::vector<tensor_view<float>>& first_moments() const { return m_; }
-    const std::vector<tensor_view<float>>& second_moments() const { return v_; }
+    const std::vector<parameter_entry>& entries() const { return state_.entries(); }
+
+    // The moments, as "exp_avg.<name>" / "exp_avg_sq.<name>" (see the Optimizer concept).
+    template <class F>
+    void visit_state(F&& f) const {
+        state_.visit(f);
+    }
+    template <class F>
+    void visit_state(F&& f) {
+        state_.visit(f);
+    }
+    template <class Has>
+    void reset_state(Has&& has) {
+        state_.reset(has);
+    }
 
 private:
     adamw_options options_;
-    const std::vector<parameter_entry>* entries_;
-    std::vector<tensor_view<float>> m_, v_;
+    optimizer_state state_;
     long long t_ = 0;
 };
+static_assert(Optimizer<adamw>);
 
 } // namespace tl

@@ -1,11 +1,11 @@
 // tinylm/optim/sgd.hpp: SGD with momentum, as torch.optim.SGD (coupled L2 weight decay, no dampening):
-//   g' = g + wd * p;  buf = momentum * buf + g';  p -= lr * buf   (first step: buf = g')
-// Only the model's trainable_entries() are updated (a LoRA model: the adapter).
+//   g' = g + wd * p;  buf = momentum * buf + g';  p -= lr * buf   (an entry's first step: buf = g')
+// It updates the entries of model.parameter_entries() that are trainable and have a gradient, as adamw.hpp
+// does (row masks included); its state, "momentum_buffer.<name>", is its own.
 #pragma once
 
-#include <tinylm/core/arena.hpp>
-#include <tinylm/model/parameter.hpp>
 #include <tinylm/optim/adamw.hpp>
+#include <tinylm/optim/optimizer.hpp>
 
 #include <vector>
 
@@ -19,39 +19,58 @@ struct sgd_options {
 };
 
 class sgd {
-    std::vector<arena> state_; // the optimizer owns its state (declared first: the moments below live in it)
-
 public:
+    // `entries` must outlive the optimizer (the model's own vector: it sees the model's freezing).
+    explicit sgd(const std::vector<parameter_entry>& entries, sgd_options options = {})
+        : options_(options), state_(&entries, {"momentum_buffer"}) {}
     template <class Model>
-    explicit sgd(Model& model, sgd_options options = {})
-        : options_(options), entries_(&model.trainable_entries()), buf_(zeroed_state(model.trainable_entries(), state_)) {}
+    requires requires(Model& m) {
+        { m.parameter_entries() } -> std::same_as<const std::vector<parameter_entry>&>;
+    }
+    explicit sgd(Model& model, sgd_options options = {}) : sgd(model.parameter_entries(), options) {}
 
     void step() { step(options_.lr); }
     void step(double lr) {
-        for (std::size_t i = 0; i < entries_->size(); ++i) {
-            const parameter_entry& e = (*entries_)[i];
+        for (std::size_t i = 0; i < state_.entries().size(); ++i) {
+            const parameter_entry& e = state_.entries()[i];
+            if (!trains(e)) continue;
+            // torch starts the buffer at the first gradient rather than decaying a zero buffer.
+            const double mu = state_.ensure(i) ? 0.0 : options_.momentum;
             const double wd = decays(e.kind, options_.decay_embeddings) ? options_.weight_decay : 0.0;
             float* p = e.value.data;
             const float* g = e.grad.data;
-            float* b = buf_[i].data;
-            const index_t n = e.value.numel();
-            const double mu = t_ == 0 ? 0.0 : options_.momentum;
-#pragma omp parallel for schedule(static)
-            for (index_t j = 0; j < n; ++j) {
+            float* b = state_.get(i, 0);
+            for_each_trained_element(e, [=](index_t j) {
                 const double gj = double(g[j]) + wd * double(p[j]);
                 b[j] = float(mu * b[j] + gj);
                 p[j] = float(double(p[j]) - lr * b[j]);
-            }
+            });
         }
         ++t_;
     }
     long long steps() const { return t_; }
+    void set_steps(long long t) { t_ = t; }
+    const sgd_options& options() const { return options_; }
+    const std::vector<parameter_entry>& entries() const { return state_.entries(); }
+
+    template <class F>
+    void visit_state(F&& f) const {
+        state_.visit(f);
+    }
+    template <class F>
+    void visit_state(F&& f) {
+        state_.visit(f);
+    }
+    template <class Has>
+    void reset_state(Has&& has) {
+        state_.reset(has);
+    }
 
 private:
     sgd_options options_;
-    const std::vector<parameter_entry>* entries_;
-    std::vector<tensor_view<float>> buf_;
+    optimizer_state state_;
     long long t_ = 0;
 };
+static_assert(Optimizer<sgd>);
 
 } // namespace tl

@@ -1,6 +1,7 @@
 // tinylm/train/checkpoint.hpp: a training checkpoint = a Hugging Face model folder (io/hf_checkpoint.hpp)
 // plus what resuming needs:
-//   optimizer.safetensors   AdamW moments of the trainable parameters, "exp_avg.<name>" and "exp_avg_sq.<name>"
+//   optimizer.safetensors   the optimizer's state tensors (any Optimizer, optim/optimizer.hpp): for AdamW the
+//                           moments of the parameters that have trained, "exp_avg.<name>" and "exp_avg_sq.<name>"
 //   trainer_state.json      step, optimizer step count, data position, and the run's history
 // A LoRA model also gets its adapter in the PEFT format (adapter_config.json, adapter_model.safetensors) and
 // the LoRA dropout's key and forward count in trainer_state.json, so that a resume continues bit-identically.
@@ -9,7 +10,7 @@
 
 #include <tinylm/io/hf_checkpoint.hpp>
 #include <tinylm/io/peft.hpp>
-#include <tinylm/optim/adamw.hpp>
+#include <tinylm/optim/optimizer.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -24,19 +25,15 @@ struct training_state {
 };
 
 // `extra(stage_dir)` may add files (a tokenizer.json) before the swap.
-template <class Model>
-void save_training_checkpoint(const Model& model, const adamw& opt, const training_state& state, const fs::path& dir,
+template <class Model, Optimizer Opt>
+void save_training_checkpoint(const Model& model, const Opt& opt, const training_state& state, const fs::path& dir,
                               special_token_ids special = {}, const std::function<void(const fs::path&)>& extra = {}) {
     const fs::path stage = dir.string() + ".tmp";
     fs::remove_all(stage);
     write_hf_files(model, stage, special);
     if constexpr (Model::has_adapter) write_adapter_files(model, stage);
     safetensors_writer w;
-    const auto& entries = opt.entries();
-    for (std::size_t i = 0; i < entries.size(); ++i) {
-        w.add<float>("exp_avg." + entries[i].name, opt.first_moments()[i]);
-        w.add<float>("exp_avg_sq." + entries[i].name, opt.second_moments()[i]);
-    }
+    opt.visit_state([&](const std::string& name, cview<float> t) { w.add<float>(name, t); });
     w.save(stage / "optimizer.safetensors");
     nlohmann::json j{{"step", state.step},
                      {"optimizer_steps", opt.steps()},
@@ -51,16 +48,14 @@ void save_training_checkpoint(const Model& model, const adamw& opt, const traini
     detail::swap_in(stage, dir);
 }
 
-template <class Model>
-training_state load_training_checkpoint(Model& model, adamw& opt, const fs::path& dir) {
+// The optimizer's state becomes exactly what the checkpoint holds (state for entries it lacks is dropped).
+template <class Model, Optimizer Opt>
+training_state load_training_checkpoint(Model& model, Opt& opt, const fs::path& dir) {
     load_pretrained(model, dir);
     if constexpr (Model::has_adapter) load_adapter(model, dir);
     const safetensors_reader r(dir / "optimizer.safetensors");
-    const auto& entries = opt.entries();
-    for (std::size_t i = 0; i < entries.size(); ++i) {
-        r.read("exp_avg." + entries[i].name, opt.first_moments()[i]);
-        r.read("exp_avg_sq." + entries[i].name, opt.second_moments()[i]);
-    }
+    opt.reset_state([&](const std::string& name) { return r.contains(name); });
+    opt.visit_state([&](const std::string& name, tensor_view<float> t) { r.read(name, t); });
     nlohmann::json j;
     try {
         j = nlohmann::json::parse(std::ifstream(dir / "trainer_state.json"));

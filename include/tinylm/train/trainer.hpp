@@ -1,16 +1,24 @@
-// tinylm/train/trainer.hpp: the training loop every recipe uses.
+// tinylm/train/trainer.hpp: the one training loop: pretraining (01, 04, 05), SFT and LoRA (07, 08).
 //
-// Each step: grad_accum micro-batches of (batch_size, seq_len) from a BatchSource, each backward scaled by
-// 1 / grad_accum; global-norm clipping; AdamW at the scheduled rate (linear warmup, then cosine/linear/
-// constant decay). Every eval_every steps the validation loss over fixed windows; every checkpoint_every
-// steps a checkpoint (train/checkpoint.hpp) in out_dir/checkpoint, which the next run resumes from, so an
-// interrupted run continues bit-identically. Ctrl-C (SIGINT) finishes the current step, saves and returns
-// `interrupted`. A non-finite loss or gradient norm stops the run with an error that points at the last
-// good checkpoint; nothing is saved over it.
+//   tl::trainer t(model, source, validation, options);         // AdamW with options.adamw
+//   tl::trainer t(model, source, tl::sgd(model), validation, options); // any Optimizer (optim/optimizer.hpp)
+//   t.run();
+//
+// Each step: grad_accum micro-batches of (batch_size, seq_len) from a BatchSource (train/batches.hpp: token
+// windows, or rows of packed documents with doc_start, e.g. SFT rows whose targets are -100 outside the
+// assistant's replies), each backward scaled by 1 / grad_accum; global-norm clipping; the optimizer at the
+// scheduled rate (linear warmup, then cosine/linear/constant decay). Every eval_every steps a validation loss:
+// the given callable (std::function<double()>), or the mean loss over the first eval_windows windows of
+// validation tokens. Every checkpoint_every steps a checkpoint (train/checkpoint.hpp: model, optimizer state,
+// data position, LoRA dropout state; an adapter model also in the PEFT format) in out_dir/checkpoint, which the
+// next run resumes from, so an interrupted run, even one killed with SIGKILL, continues bit-identically.
+// Ctrl-C (SIGINT) finishes the current step, saves and returns `interrupted`. A non-finite loss or gradient norm
+// stops the run with an error that points at the last good checkpoint; nothing is saved over it.
 #pragma once
 
 #include <tinylm/optim/adamw.hpp>
 #include <tinylm/optim/clip.hpp>
+#include <tinylm/optim/optimizer.hpp>
 #include <tinylm/optim/schedule.hpp>
 #include <tinylm/train/batches.hpp>
 #include <tinylm/train/checkpoint.hpp>
@@ -33,10 +41,10 @@ struct trainer_options {
     double min_lr = 3e-5;
     long long warmup_steps = 100;
     decay_kind decay = decay_kind::cosine;
-    adamw_options adamw{};
+    adamw_options adamw{};               // when the trainer builds its AdamW itself
     double clip = 1.0;                   // global gradient norm limit; 0 turns clipping off
     int eval_every = 100;                // steps between validation passes (and at the end); 0: only at the end
-    index_t eval_windows = 32;           // validation windows of seq_len tokens
+    index_t eval_windows = 32;           // validation windows of seq_len tokens (with validation tokens)
     int checkpoint_every = 100;          // steps between checkpoints (and at the end); 0: only at the end
     fs::path out_dir{};                  // checkpoints go to out_dir / "checkpoint"; empty: none
     bool resume = true;                  // continue from out_dir / "checkpoint" when it exists
@@ -48,6 +56,7 @@ struct step_report {
     long long step = 0, max_steps = 0; // step counts from 1
     double loss = 0, lr = 0, grad_norm = 0;
     double tokens_per_second = 0, elapsed_seconds = 0;
+    long long counted_targets = 0; // targets the step's loss averaged (fewer than the tokens with label masks)
 };
 
 // paused: stopped at stop_at before max_steps; a trainer with a later stop_at continues from the checkpoint on
@@ -59,18 +68,29 @@ inline std::atomic<int> interrupt_requests{0};
 extern "C" inline void on_interrupt(int) { interrupt_requests.store(1); }
 } // namespace detail
 
-template <class Model, BatchSource Source>
+template <class Model, BatchSource Source, Optimizer Opt = adamw>
 class trainer {
 public:
+    using validation_fn = std::function<double()>;
+
+    // Validation on the first eval_windows windows of seq_len tokens of `validation_tokens`.
     trainer(Model& model, Source& train, std::vector<token_t> validation_tokens, trainer_options options)
-        : model_(model), train_(train), options_(std::move(options)),
-          opt_(model, options_.adamw), schedule_{options_.peak_lr, options_.min_lr, options_.warmup_steps,
-                                                 options_.max_steps, options_.decay},
+        : trainer(model, train, default_optimizer(model, options), validation_fn{}, std::move(options)) {
+        std::tie(val_ids_, val_targets_) =
+            validation_windows(validation_tokens, options_.seq_len, options_.eval_windows);
+    }
+    // Validation by `validate` (e.g. the loss over held-out SFT rows); empty: none (NaN).
+    trainer(Model& model, Source& train, validation_fn validate, trainer_options options)
+        : trainer(model, train, default_optimizer(model, options), std::move(validate), std::move(options)) {}
+    // Any optimizer over model.parameter_entries(); options.adamw is then unused.
+    trainer(Model& model, Source& train, Opt optimizer, validation_fn validate, trainer_options options)
+        : model_(model), train_(train), options_(std::move(options)), opt_(std::move(optimizer)),
+          validate_(std::move(validate)), schedule_{options_.peak_lr, options_.min_lr, options_.warmup_steps,
+                                                    options_.max_steps, options_.decay},
           ids_(std::size_t(options_.batch_size * options_.seq_len)), targets_(ids_.size()) {
         check(options_.batch_size > 0 && options_.seq_len > 0 && options_.grad_accum > 0 && options_.max_steps > 0,
               "trainer: batch_size, seq_len, grad_accum and max_steps must be positive");
-        std::tie(val_ids_, val_targets_) =
-            validation_windows(validation_tokens, options_.seq_len, options_.eval_windows);
+        if constexpr (DocumentBatchSource<Source>) doc_start_.resize(ids_.size());
     }
 
     // Hooks (all optional).
@@ -80,10 +100,11 @@ public:
 
     fs::path checkpoint_dir() const { return options_.out_dir.empty() ? fs::path{} : options_.out_dir / "checkpoint"; }
     const training_state& state() const { return state_; }
-    adamw& optimizer() { return opt_; }
+    Opt& optimizer() { return opt_; }
 
-    // Mean loss over the validation windows (NaN when there are none).
+    // The validation callable's loss, or the mean loss over the validation windows (NaN when there are none).
     double evaluate() {
+        if (validate_) return validate_();
         const index_t windows = index_t(val_ids_.size()) / options_.seq_len;
         if (windows == 0) return NAN;
         double total = 0;
@@ -130,9 +151,18 @@ public:
             const auto step_start = std::chrono::steady_clock::now();
             model_.zero_grad();
             double loss = 0;
+            long long counted = 0;
             for (int micro = 0; micro < options_.grad_accum; ++micro) {
-                train_.next(tensor_view<token_t>{ids_.data(), batch}, tensor_view<token_t>{targets_.data(), batch});
-                loss += model_.loss(cview<token_t>{ids_.data(), batch}, cview<token_t>{targets_.data(), batch});
+                const tensor_view<token_t> ids{ids_.data(), batch}, targets{targets_.data(), batch};
+                if constexpr (DocumentBatchSource<Source>) {
+                    const tensor_view<index_t> doc_start{doc_start_.data(), batch};
+                    train_.next(ids, targets, doc_start);
+                    loss += model_.loss(ids, targets, doc_start);
+                } else {
+                    train_.next(ids, targets);
+                    loss += model_.loss(ids, targets);
+                }
+                counted += model_.counted_targets();
                 model_.backward(1.0 / options_.grad_accum);
             }
             loss /= options_.grad_accum;
@@ -155,7 +185,7 @@ public:
                 const double secs = std::chrono::duration<double>(now - step_start).count();
                 on_step({state_.step, options_.max_steps, loss, lr, norm,
                          double(options_.grad_accum * options_.batch_size * options_.seq_len) / secs,
-                         std::chrono::duration<double>(now - start).count()});
+                         std::chrono::duration<double>(now - start).count(), counted});
             }
             const bool last = state_.step == stop; // validated and saved like the end of the run
             if ((options_.eval_every > 0 && state_.step % options_.eval_every == 0) || last) {
@@ -178,14 +208,23 @@ public:
     }
 
 private:
+    static Opt default_optimizer(Model& model, const trainer_options& options) {
+        if constexpr (std::is_same_v<Opt, adamw>)
+            return adamw(model.parameter_entries(), options.adamw);
+        else
+            return Opt(model.parameter_entries());
+    }
+
     Model& model_;
     Source& train_;
     trainer_options options_;
-    adamw opt_;
+    Opt opt_;
+    validation_fn validate_;
     lr_schedule schedule_;
     training_state state_;
     bool restored_ = false;
     std::vector<token_t> ids_, targets_, val_ids_, val_targets_;
+    std::vector<index_t> doc_start_;
 };
 
 } // namespace tl
