@@ -213,7 +213,7 @@ samples_t sample_basket(const Model& model, const tl::tokenizer& tok, const chat
                                            .stop_tokens = fmt.stop,
                                            .sampling = sampling};
             const auto gen = tl::generate(model, std::span<const tl::token_t>(ids), g);
-            out.back().push_back(tok.decode(std::vector<tl::token_id>(gen.begin(), gen.end()), true));
+            out.back().push_back(tok.decode(std::vector<tl::token_t>(gen.begin(), gen.end()), true));
         }
     }
     return out;

@@ -8,8 +8,4 @@ namespace tl {
 
 using token_t = std::int32_t;
 
-// The former name in the tokenizer. Kept only until examples/07_sft_instruct and examples/08_jokes_lora use
-// token_t; do not use it in new code.
-using token_id = token_t;
-
 } // namespace tl
