@@ -323,14 +323,15 @@ BOOST_AUTO_TEST_CASE(fresh_adapter_is_identity_and_base_stays_frozen) {
     BOOST_TEST_REQUIRE(after.size() == base_only.size());
     BOOST_TEST(std::memcmp(after.data(), base_only.data(), after.size() * sizeof(float)) == 0);
     BOOST_TEST(logits_of(model, x) != logits_of(plain, x)); // the adapter learned something
-    // Memory: LoRA parameters, gradients and two moments only, next to the base.
+    // Memory: the base, and the LoRA parameters and their gradients only (no base gradients; the optimizer
+    // owns the two moments, of the LoRA tensors only).
     std::size_t base_bytes = 0, lora_bytes = 0;
     for (const parameter_entry& e : model.parameter_entries())
         (e.trainable ? lora_bytes : base_bytes) += std::size_t(e.value.numel()) * sizeof(float);
     BOOST_TEST_MESSAGE("parameter arena " << model.parameter_arena_bytes() << " B: base " << base_bytes << " B, LoRA "
-                                          << lora_bytes << " B (x4 with gradient and moments)");
-    BOOST_TEST(model.parameter_arena_bytes() < base_bytes + 4 * lora_bytes + 4096);
-    BOOST_TEST(model.parameter_arena_bytes() < plain.parameter_arena_bytes() / 2);
+                                          << lora_bytes << " B (x2 with gradients)");
+    BOOST_TEST(model.parameter_arena_bytes() < base_bytes + 2 * lora_bytes + 4096);
+    BOOST_TEST(plain.parameter_arena_bytes() >= 2 * base_bytes); // a trainable base has gradient memory
 }
 
 BOOST_AUTO_TEST_CASE(save_and_load_adapter) {

@@ -286,8 +286,6 @@ private:
 
     void run_forward(cview<token_t> ids, cview<index_t> doc_start, bool train) {
         check(ids.shape.rank == 2, [&] { return "decoder: ids must be (B, T), got " + ids.shape.str(); });
-        check(!train || !has_adapter || !adapter_.merged,
-              "decoder: the adapter is merged; unmerge() it before training");
         plan(ids.dim(0), ids.dim(1));
         if constexpr (projection_t::dropout)
             if (train) ++adapter_.dropout_calls;
