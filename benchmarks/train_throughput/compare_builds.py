@@ -73,6 +73,15 @@ def main():
             ratios = [a / b for a, b in zip(tps, results[config][ref])]
             print(f"| {config} | {name} | {statistics.median(tps):,.0f} | {statistics.median(ratios):.3f} "
                   f"(rounds: {', '.join(f'{x:.3f}' for x in ratios)}) |")
+    print()
+    print("Every pair (median over rounds of the per-round ratio row / column):")
+    names = [n for n, _, _ in variants]
+    print("| config | variant | " + " | ".join(f"/ {n}" for n in names) + " |")
+    print("| --- | --- |" + " --- |" * len(names))
+    for config in args.configs:
+        for a in names:
+            cells = [statistics.median(x / y for x, y in zip(results[config][a], results[config][b])) for b in names]
+            print(f"| {config} | {a} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"cpu": cpu_name(), "results": results}, f, indent=1)
