@@ -14,6 +14,7 @@
 #include <tinylm/io/hf_checkpoint.hpp>
 #include <tinylm/io/safetensors.hpp>
 #include <tinylm/model/decoder.hpp>
+#include <tinylm/model/registry.hpp>
 #include <tinylm/optim/adamw.hpp>
 
 #include <CLI/CLI.hpp>
@@ -21,11 +22,18 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <vector>
 
 namespace {
+
+// The configurations --config offers, under their command-line names, and their default batches.
+using configs = std::tuple<tl::presets::named<"a", bench::config_a>, tl::presets::named<"b", bench::config_b>,
+                           tl::presets::named<"150m", tl::presets::russian_novels_150m>>;
+const std::map<std::string, int> default_batch = {{"a", 16}, {"b", 8}, {"150m", 4}};
 
 struct settings {
     std::string config = "a";
@@ -111,7 +119,7 @@ int run(const settings& s, int default_batch) {
 int main(int argc, char** argv) {
     CLI::App app{"tinylm training throughput (issue 6; docs/performance.md)"};
     settings s;
-    app.add_option("--config", s.config, "a, b or 150m")->check(CLI::IsMember({"a", "b", "150m"}));
+    app.add_option("--config", s.config, "a, b or 150m")->check(CLI::IsMember(tl::presets::names<configs>()));
     app.add_option("--batch", s.batch, "sequences per step (default: a 16, b 8, 150m 4)");
     app.add_option("--steps", s.steps, "timed steps")->check(CLI::PositiveNumber);
     app.add_option("--warmup", s.warmup, "untimed steps first");
@@ -124,9 +132,8 @@ int main(int argc, char** argv) {
     CLI11_PARSE(app, argc, argv);
     try {
         if (!s.save_init.empty()) std::filesystem::create_directories(s.save_init);
-        if (s.config == "a") return run<bench::config_a>(s, 16);
-        if (s.config == "b") return run<bench::config_b>(s, 8);
-        return run<tl::presets::russian_novels_150m>(s, 4);
+        return tl::presets::visit<configs>(s.config,
+                                           [&]<class Config>() { return run<Config>(s, default_batch.at(s.config)); });
     } catch (const std::exception& e) {
         std::fprintf(stderr, "bench_train: %s\n", e.what());
         return 1;
