@@ -119,27 +119,24 @@ struct names_of<std::tuple<Es...>> {
     static std::vector<std::string_view> get() { return {Es::name...}; }
 };
 
-template <class Tuple, class F>
-decltype(auto) visit_entries(std::string_view name, F&& f) {
-    return [&]<std::size_t... I>(std::index_sequence<I...>)->decltype(auto) {
-        using R = decltype(invoke_with<typename std::tuple_element_t<0, Tuple>::type>(std::forward<F>(f)));
-        static_assert((std::is_same_v<R, decltype(invoke_with<typename std::tuple_element_t<I, Tuple>::type>(
-                                             std::forward<F>(f)))> &&
-                       ...),
-                      "tl::presets::visit: the callable must return the same type for every configuration");
-        using call = R (*)(F &&);
-        static constexpr std::string_view keys[] = {std::tuple_element_t<I, Tuple>::name...};
-        static constexpr call calls[] = {[](F&& g) -> R {
-            return invoke_with<typename std::tuple_element_t<I, Tuple>::type>(std::forward<F>(g));
-        }...};
-        for (std::size_t i = 0; i < sizeof...(I); ++i)
-            if (keys[i] == name) return calls[i](std::forward<F>(f));
-        std::string valid;
-        for (const std::string_view k : keys)
-            valid += (valid.empty() ? "" : ", ") + std::string(k);
-        fail("presets: unknown configuration '" + std::string(name) + "'; valid: " + valid);
-    }
-    (std::make_index_sequence<std::tuple_size_v<Tuple>>{});
+// One function per entry, chosen by name at run time.
+template <class Tuple, class F, std::size_t... I>
+decltype(auto) visit_entries(std::string_view name, F&& f, std::index_sequence<I...>) {
+    using R = decltype(invoke_with<typename std::tuple_element_t<0, Tuple>::type>(std::forward<F>(f)));
+    static_assert(
+        (std::is_same_v<R, decltype(invoke_with<typename std::tuple_element_t<I, Tuple>::type>(std::forward<F>(f)))> &&
+         ...),
+        "tl::presets::visit: the callable must return the same type for every configuration");
+    using call = R (*)(F &&);
+    static constexpr std::string_view keys[] = {std::tuple_element_t<I, Tuple>::name...};
+    static constexpr call calls[] = {
+        [](F&& g) -> R { return invoke_with<typename std::tuple_element_t<I, Tuple>::type>(std::forward<F>(g)); }...};
+    for (std::size_t i = 0; i < sizeof...(I); ++i)
+        if (keys[i] == name) return calls[i](std::forward<F>(f));
+    std::string valid;
+    for (const std::string_view k : keys)
+        valid += (valid.empty() ? "" : ", ") + std::string(k);
+    fail("presets: unknown configuration '" + std::string(name) + "'; valid: " + valid);
 }
 } // namespace detail
 
@@ -153,7 +150,9 @@ std::vector<std::string_view> names() {
 // listing the valid names when there is none.
 template <class... Ps, class F>
 decltype(auto) visit(std::string_view name, F&& f) {
-    return detail::visit_entries<detail::entries_t<Ps...>>(name, std::forward<F>(f));
+    using entries = detail::entries_t<Ps...>;
+    return detail::visit_entries<entries>(name, std::forward<F>(f),
+                                          std::make_index_sequence<std::tuple_size_v<entries>>{});
 }
 
 // The name of the first of Ps (all presets without a list) whose configuration equals c in every field; none: {}.
@@ -163,7 +162,12 @@ template <class... Ps, class Proj = std::identity>
 std::optional<std::string_view> find(const model_config& c, Proj proj = {}) {
     return [&]<class... Es>(std::type_identity<std::tuple<Es...>>) -> std::optional<std::string_view> {
         std::optional<std::string_view> found;
-        ((!found && model_config(std::invoke(proj, Es::type::value)) == c ? (found = Es::name, true) : false), ...);
+        const auto matches = [&]<class E>() {
+            if (!(model_config(std::invoke(proj, E::type::value)) == c)) return false;
+            found = E::name;
+            return true;
+        };
+        static_cast<void>((matches.template operator()<Es>() || ...)); // the first match
         return found;
     }(std::type_identity<detail::entries_t<Ps...>>{});
 }
