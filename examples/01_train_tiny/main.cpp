@@ -119,7 +119,7 @@ int main(int argc, char** argv) try {
     std::printf("data: %s (%zu bytes: %td train, %td validation)\n", source.c_str(), text.size(), split,
                 std::ptrdiff_t(text.size()) - split);
     std::printf("model: presets::tiny, %lld parameters, backend %s\n",
-                static_cast<long long>(tl::parameter_count(model.config())),
+                static_cast<long long>(tl::parameter_count(tl::presets::tiny::value)),
                 std::string(model_t::backend::name).c_str());
 
     model_t model(seed);
