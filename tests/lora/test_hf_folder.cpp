@@ -423,7 +423,12 @@ BOOST_AUTO_TEST_CASE(errors_name_the_file_and_the_problem) {
                               "MixtralForCausalLM"));
     j.erase("architectures");
     j["model_type"] = "gemma2";
-    BOOST_TEST(contains(read_error(j), "model_type \"gemma2\" is not supported"));
+    BOOST_TEST(contains(read_error(j), "test/config.json: model_type \"gemma2\" is not supported"));
+    j.erase("model_type");
+    BOOST_TEST(contains(read_error(j), "no architectures (nor model_type) is not supported"));
+    j = good;
+    j["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", "big"}};
+    BOOST_TEST(contains(read_error(j), "rope_parameters.rope_theta must be a number"));
     j = good;
     j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
     BOOST_TEST(contains(read_error(j), "rope type \"yarn\" is not supported"));

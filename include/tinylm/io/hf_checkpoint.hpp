@@ -8,7 +8,8 @@
 //
 // transformers.AutoModelForCausalLM.from_pretrained(<dir>) loads what save_pretrained writes, and
 // load_pretrained reads both ours and theirs (f32, f16, bf16 or f64 tensors; one file or a sharded index).
-// Loading checks config.json against the compile-time configuration and names every field that differs.
+// Loading checks config.json against the compile-time configuration and names every field that differs
+// (check_hf_config; config.json both ways, and read into a model_config: io/hf_config.hpp).
 // Saving writes a sibling "<dir>.tmp" and swaps it in, so an interrupted save leaves the old checkpoint.
 // A LoRA model's files hold its base only (merge() first to save the fine-tuned model as a plain
 // checkpoint); the adapter goes to the PEFT format (io/peft.hpp).

@@ -285,14 +285,17 @@ inline model_config read_hf_config(const nlohmann::json& j, const std::string& w
                : t == "ministral" ? "MinistralForCausalLM"
                : t == "qwen2"     ? "Qwen2ForCausalLM"
                : t == "mixtral"   ? "MixtralForCausalLM"
-                                  : "model_type \"" + t + "\"";
+                                  : "";
+        if (arch.empty()) arch = "model_type \"" + t + "\"";
     }
     const auto& supported = hf_supported_architectures();
     if (std::find(supported.begin(), supported.end(), arch) == supported.end()) {
         std::string list;
         for (const std::string& a : supported)
             list += (list.empty() ? "" : ", ") + a;
-        error((arch.empty() ? std::string("no architectures (nor model_type)") : "architecture " + arch) +
+        error((arch.empty()                     ? std::string("no architectures (nor model_type)")
+               : arch.starts_with("model_type") ? arch
+                                                : "architecture " + arch) +
               " is not supported; supported: " + list);
     }
     const auto given = [&](const char* key) { return j.contains(key) && !j[key].is_null(); };
@@ -345,10 +348,13 @@ inline model_config read_hf_config(const nlohmann::json& j, const std::string& w
 
     // RoPE: theta at the top level (transformers 4) or in rope_parameters (5); Llama 3's scaling.
     if (j.contains("rope_parameters") && j["rope_parameters"].is_object() &&
-        j["rope_parameters"].contains("rope_theta"))
-        c.rope_theta = j["rope_parameters"]["rope_theta"].get<double>();
-    else
+        j["rope_parameters"].contains("rope_theta")) {
+        const auto& theta = j["rope_parameters"]["rope_theta"];
+        if (!theta.is_number()) error("rope_parameters.rope_theta must be a number, not " + theta.dump());
+        c.rope_theta = theta.get<double>();
+    } else {
         c.rope_theta = number("rope_theta", 10000.0, false);
+    }
     if (!(c.rope_theta > 0)) error("rope_theta must be positive");
     const detail::hf_rope rope = detail::hf_rope_of(j);
     if (rope.type == "llama3") {
