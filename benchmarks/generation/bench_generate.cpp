@@ -13,6 +13,7 @@
 
 #include <tinylm/eval/generate.hpp>
 #include <tinylm/model/decoder.hpp>
+#include <tinylm/model/registry.hpp>
 
 #include <CLI/CLI.hpp>
 #include <omp.h>
@@ -20,9 +21,13 @@
 #include <cstdio>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <vector>
 
 namespace {
+
+// The configurations --config offers, under their command-line names.
+using configs = std::tuple<tl::presets::named<"a", bench::config_a>, tl::presets::named<"b", bench::config_b>>;
 
 double triad_gb_per_s() {
     const std::size_t n = std::size_t(32) << 20; // 32 Mi floats = 128 MiB per array, 4x the L3
@@ -107,14 +112,14 @@ int main(int argc, char** argv) {
     CLI::App app{"tinylm batch-1 generation speed and memory bandwidth (issue 6; docs/performance.md)"};
     std::string config = "b";
     int prompt_len = 16, new_tokens = 256, repeats = 3;
-    app.add_option("--config", config, "a or b")->check(CLI::IsMember({"a", "b"}));
+    app.add_option("--config", config, "a or b")->check(CLI::IsMember(tl::presets::names<configs>()));
     app.add_option("--prompt", prompt_len, "prompt tokens (random)")->check(CLI::PositiveNumber);
     app.add_option("--new-tokens", new_tokens, "tokens to generate")->check(CLI::Range(2, 4096));
     app.add_option("--repeats", repeats, "timed generations after one warm-up")->check(CLI::PositiveNumber);
     CLI11_PARSE(app, argc, argv);
     try {
-        return config == "a" ? run<bench::config_a>(config, prompt_len, new_tokens, repeats)
-                             : run<bench::config_b>(config, prompt_len, new_tokens, repeats);
+        return tl::presets::visit<configs>(
+            config, [&]<class Config>() { return run<Config>(config, prompt_len, new_tokens, repeats); });
     } catch (const std::exception& e) {
         std::fprintf(stderr, "bench_generate: %s\n", e.what());
         return 1;

@@ -20,6 +20,7 @@
 #include <tinylm/core/data_dir.hpp>
 #include <tinylm/data/shards.hpp>
 #include <tinylm/io/hf_checkpoint.hpp>
+#include <tinylm/model/registry.hpp>
 #include <tinylm/tinylm.hpp>
 #include <tinylm/train/trainer.hpp>
 
@@ -51,6 +52,10 @@ struct small_llama {
                                             .max_seq_len = 128};
 };
 static_assert(tl::validate_config<small_llama>() && tl::parameter_count(small_llama::value) == 803'968);
+
+// The configurations --config offers, under their command-line names.
+using configs = std::tuple<tl::presets::named<"tiny", tl::presets::tiny>, tl::presets::named<"small", small_llama>,
+                           tl::presets::named<"recipe", tl::presets::russian_novels_cpu>>;
 
 // Passes batches through from another source and keeps a copy of each, in the order they were drawn.
 template <tl::BatchSource Source>
@@ -251,7 +256,7 @@ int main(int argc, char** argv) try {
     s.out = "runs/learning_check";
     app.add_option("--config", s.config_name,
                    "tiny (presets::tiny), small (d 128, 4 layers, context 128) or recipe (presets::russian_novels_cpu)")
-        ->check(CLI::IsMember({"tiny", "small", "recipe"}));
+        ->check(CLI::IsMember(tl::presets::names<configs>()));
     app.add_option("--steps", o.max_steps, "optimizer steps")->check(CLI::PositiveNumber);
     app.add_option("--batch", o.batch_size, "sequences per micro-batch")->check(CLI::PositiveNumber);
     app.add_option("--grad-accum", o.grad_accum, "micro-batches per optimizer step")->check(CLI::PositiveNumber);
@@ -299,21 +304,19 @@ int main(int argc, char** argv) try {
             val_shard.size(), std::uint64_t(o.eval_windows) * tl::presets::russian_novels_cpu::value.max_seq_len + 1));
         val_shard.copy<tl::token_t>(0, s.val_tokens);
         s.source = shards_dir;
-        return run<tl::presets::russian_novels_cpu>(s);
+    } else {
+        std::string text;
+        if (!text_file.empty())
+            text = read_file(text_file), s.source = text_file;
+        else if (fs::path novel = fs::path(data_dir) / "russian_novels/corpus/Pushkin_CapitanskaaDochka.txt";
+                 !data_dir.empty() && fs::exists(novel))
+            text = read_file(novel), s.source = novel.string();
+        else
+            throw tl::error("learning_check: no data directory (give --data-dir, TINYLM_DATA_DIR or --text FILE)");
+        for (unsigned char c : text)
+            s.tokens.push_back(c);
     }
-
-    std::string text;
-    if (!text_file.empty())
-        text = read_file(text_file), s.source = text_file;
-    else if (fs::path novel = fs::path(data_dir) / "russian_novels/corpus/Pushkin_CapitanskaaDochka.txt";
-             !data_dir.empty() && fs::exists(novel))
-        text = read_file(novel), s.source = novel.string();
-    else
-        throw tl::error("learning_check: no data directory (give --data-dir, TINYLM_DATA_DIR or --text FILE)");
-    for (unsigned char c : text)
-        s.tokens.push_back(c);
-
-    return s.config_name == "tiny" ? run<tl::presets::tiny>(s) : run<small_llama>(s);
+    return tl::presets::visit<configs>(s.config_name, [&]<class Config>() { return run<Config>(s); });
 } catch (const std::exception& e) {
     std::cerr << e.what() << "\n";
     return 1;

@@ -15,6 +15,7 @@
 #include <tinylm/io/safetensors.hpp>
 #include <tinylm/model/decoder.hpp>
 #include <tinylm/model/families.hpp>
+#include <tinylm/model/registry.hpp>
 #include <tinylm/optim/adamw.hpp>
 
 #include <CLI/CLI.hpp>
@@ -22,11 +23,18 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <vector>
 
 namespace {
+
+// The configurations --config offers, under their command-line names, and their default batches.
+using configs = std::tuple<tl::presets::named<"a", bench::config_a>, tl::presets::named<"b", bench::config_b>,
+                           tl::presets::named<"150m", tl::presets::russian_novels_150m>>;
+const std::map<std::string, int> default_batch = {{"a", 16}, {"b", 8}, {"150m", 4}};
 
 struct settings {
     std::string config = "a";
@@ -116,7 +124,7 @@ int run(const settings& s, int default_batch) {
 int main(int argc, char** argv) {
     CLI::App app{"tinylm training throughput (issue 6; docs/performance.md)"};
     settings s;
-    app.add_option("--config", s.config, "a, b or 150m")->check(CLI::IsMember({"a", "b", "150m"}));
+    app.add_option("--config", s.config, "a, b or 150m")->check(CLI::IsMember(tl::presets::names<configs>()));
     app.add_option("--batch", s.batch, "sequences per step (default: a 16, b 8, 150m 4)");
     app.add_option("--steps", s.steps, "timed steps")->check(CLI::PositiveNumber);
     app.add_option("--warmup", s.warmup, "untimed steps first");
@@ -131,13 +139,11 @@ int main(int argc, char** argv) {
     CLI11_PARSE(app, argc, argv);
     try {
         if (!s.save_init.empty()) std::filesystem::create_directories(s.save_init);
-        auto go = [&]<class Config>(int default_batch) {
-            return s.runtime_sizes ? run<Config, tl::decoder<tl::families::llama>>(s, default_batch)
-                                   : run<Config, tl::decoder<Config>>(s, default_batch);
-        };
-        if (s.config == "a") return go.template operator()<bench::config_a>(16);
-        if (s.config == "b") return go.template operator()<bench::config_b>(8);
-        return go.template operator()<tl::presets::russian_novels_150m>(4);
+        return tl::presets::visit<configs>(s.config, [&]<class Config>() {
+            const int batch = default_batch.at(s.config);
+            return s.runtime_sizes ? run<Config, tl::decoder<tl::families::llama>>(s, batch)
+                                   : run<Config, tl::decoder<Config>>(s, batch);
+        });
     } catch (const std::exception& e) {
         std::fprintf(stderr, "bench_train: %s\n", e.what());
         return 1;

@@ -120,7 +120,7 @@ int main(int argc, char** argv) try {
                 std::ptrdiff_t(text.size()) - split);
     model_t model(seed);
     std::printf("model: presets::tiny, %lld parameters, backend %s\n",
-                static_cast<long long>(tl::parameter_count(model.config())),
+                static_cast<long long>(tl::parameter_count(tl::presets::tiny::value)),
                 std::string(model_t::backend::name).c_str());
 
     tl::token_windows train({tokens.begin(), tokens.begin() + split}, seed);

@@ -15,22 +15,26 @@
 //              (Hugging Face layout with tokenizer.json);
 //           6. score every variant on the paraphrase-consistency QA benchmarks (benchmarks/tatar_qa, --qa-set)
 //              against two floors: the same model untrained and a unigram model of the training tokens.
-//           Stages 1-3 are cached in OUT/data_*; a variant resumes from its checkpoint; run again to continue.
+//           Stages 1-3 (examples/common/prepare.hpp, shared with 04_russian_novels) are cached in OUT/data_*;
+//           a variant resumes from its checkpoint; run again to continue.
 // Data:     ../shared/data/tatar (TINYLM_DATA_DIR or --data-dir; sources in ../shared/data/DATA.md and
 //           docs/tatar.md). More text: --leipzig FILE (the *-sentences.txt file of a Leipzig Wortschatz
 //           Tatar collection, lines "id<TAB>sentence"), repeatable.
 // Command:  scripts/run-tatar.sh [flags], or build/examples/05_tatar/05_tatar [--out runs/tatar] [--steps N]
-//           [--variants dense,moe,sliding] [--smoke]
+//           [--variants dense,moe,sliding] [--smoke]; --help lists every option with its default (option groups
+//           shared with 04 and 06: examples/common/options.hpp). The variants are the presets tatar_dense,
+//           tatar_moe and tatar_sliding (include/tinylm/model/presets.hpp).
 // Output:   OUT/report.md (corpus, tokenizer, context in tokens and characters, the variants' validation
 //           losses, expert usage, samples), OUT/<variant>/{report.md,tensorboard,log.jsonl,checkpoint},
 //           OUT/model (the chosen checkpoint).
+#include "options.hpp"
+#include "prepare.hpp"
+#include "samples.hpp"
+
 #include <tinylm/core/data_dir.hpp>
-#include <tinylm/data/corpus.hpp>
-#include <tinylm/eval/generate.hpp>
 #include <tinylm/eval/paraphrase_qa.hpp>
+#include <tinylm/model/registry.hpp>
 #include <tinylm/tinylm.hpp>
-#include <tinylm/tokenizer/bpe_trainer.hpp>
-#include <tinylm/tokenizer/hf_json.hpp>
 #include <tinylm/train/run_logger.hpp>
 #include <tinylm/train/shard_batches.hpp>
 
@@ -70,6 +74,10 @@ std::string variant_what(const std::string& name) {
 constexpr int model_vocab = tl::presets::tatar_dense::value.vocab_size,
               model_context = tl::presets::tatar_dense::value.max_seq_len;
 using tl::presets::tatar_dense, tl::presets::tatar_moe, tl::presets::tatar_sliding;
+// The variants under their command-line names (--variants), in report order.
+using dense_variant = tl::presets::named<"dense", tatar_dense>;
+using moe_variant = tl::presets::named<"moe", tatar_moe>;
+using sliding_variant = tl::presets::named<"sliding", tatar_sliding>;
 
 // Parameters a token passes through (the experts it is not routed to excluded).
 constexpr std::int64_t active_parameters(const tl::model_config& c) {
@@ -104,17 +112,7 @@ const std::vector<std::string> tatar_text_files = {"song_lyrics.txt",
 const std::vector<std::string> smoke_files = {"udhr.txt", "wikipedia_lines.txt", "ud_nmctt_sentences.txt",
                                               "apertium_story.txt", "apertium_commonvoice_lines.txt"};
 
-double seconds_since(std::chrono::steady_clock::time_point t) {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-}
-
-std::uint64_t file_hash(const fs::path& p) { // FNV-1a over the bytes: identifies the tokenizer in shard headers
-    std::ifstream in(p, std::ios::binary);
-    std::uint64_t h = 0xcbf29ce484222325ull;
-    for (char c; in.get(c);)
-        h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
-    return h;
-}
+using recipes::seconds_since;
 
 // ---- readers --------------------------------------------------------------------------------------------
 
@@ -184,12 +182,7 @@ private:
 
 // ---- stages 1-3 -----------------------------------------------------------------------------------------
 
-struct prepared_data {
-    tl::tokenizer tok;
-    td::tokenizer_info info;
-    fs::path dir, train_bin, val_bin;
-    nlohmann::json corpus; // the statistics the report quotes
-};
+using recipes::prepared_data;
 
 std::vector<std::string> read_lines(const fs::path& p) {
     td::text_reader r({p}, {.mode = td::paragraph_mode::line});
@@ -200,123 +193,37 @@ std::vector<std::string> read_lines(const fs::path& p) {
     return lines;
 }
 
+// The shared stage (examples/common/prepare.hpp) with the Tatar alphabet, a language filter that drops
+// Russian, documents of at most 64 paragraphs, statistics in DIR/corpus/report.md and document ids that do
+// not depend on --out.
 prepared_data prepare(const fs::path& tatar_dir, const std::vector<std::string>& files,
-                      const std::vector<fs::path>& leipzig, const fs::path& dir, std::size_t vocab, std::size_t context,
-                      double val_fraction, int threads) {
-    prepared_data d;
-    d.dir = dir;
-    d.train_bin = dir / "train.bin";
-    d.val_bin = dir / "val.bin";
-    const fs::path tok_path = dir / "tokenizer.json", clean_path = dir / "corpus" / "clean.jsonl",
-                   summary_path = dir / "corpus" / "summary.json";
-    const auto load_info = [&] {
-        d.info = {file_hash(tok_path), std::uint32_t(d.tok.token_to_id("<bos>")),
-                  std::uint32_t(d.tok.token_to_id("<eos>")), std::uint32_t(d.tok.vocab_size())};
+                      const std::vector<fs::path>& leipzig, const fs::path& dir, recipes::prepare_options opt) {
+    td::ngram_langid langid; // trained only when the stage runs (below)
+    const auto open = [&]() -> std::unique_ptr<td::reader> {
+        // The language identifier learns Tatar and Russian from line-aligned translations.
+        for (const auto& [lang, file] :
+             {std::pair{"tt", "ntrex128.tat.txt"}, std::pair{"tt", "apertium_tat_rus.tat.txt"},
+              std::pair{"ru", "ntrex128.rus.txt"}, std::pair{"ru", "apertium_tat_rus.rus.txt"}})
+            for (const auto& line : read_lines(tatar_dir / file))
+                langid.train(lang, line);
+        std::vector<std::unique_ptr<td::reader>> inputs;
+        std::vector<fs::path> paths;
+        for (const auto& f : files)
+            paths.push_back(tatar_dir / f);
+        inputs.push_back(std::make_unique<td::text_reader>(paths));
+        for (const auto& p : leipzig)
+            inputs.push_back(std::make_unique<leipzig_reader>(p));
+        return std::make_unique<document_chunker>(std::move(inputs), 64);
     };
-    if (fs::exists(d.val_bin) && fs::exists(tok_path) && fs::exists(summary_path)) {
-        d.tok = tl::load_tokenizer_json(tok_path.string());
-        load_info();
-        d.corpus = nlohmann::json::parse(std::ifstream(summary_path));
-        std::printf("data: reusing %s\n", dir.c_str());
-        return d;
-    }
-    fs::create_directories(dir / "corpus");
-
-    // 1. Clean. The language identifier learns Tatar and Russian from line-aligned translations.
-    auto t0 = std::chrono::steady_clock::now();
-    td::ngram_langid langid;
-    for (const auto& [lang, file] : {std::pair{"tt", "ntrex128.tat.txt"}, std::pair{"tt", "apertium_tat_rus.tat.txt"},
-                                     std::pair{"ru", "ntrex128.rus.txt"}, std::pair{"ru", "apertium_tat_rus.rus.txt"}})
-        for (const auto& line : read_lines(tatar_dir / file))
-            langid.train(lang, line);
-    td::clean_options opt;
-    opt.allowed = td::alphabet::preset("tatar");
-    opt.langid = &langid;
-    opt.keep_languages = {"tt"};
-    opt.langid_min_letters = 10; // shorter lines (interjections, names) are kept undecided: docs/corpus.md
-    opt.threads = threads;
-    std::vector<std::unique_ptr<td::reader>> inputs;
-    std::vector<fs::path> paths;
-    for (const auto& f : files)
-        paths.push_back(tatar_dir / f);
-    inputs.push_back(std::make_unique<td::text_reader>(paths));
-    for (const auto& p : leipzig)
-        inputs.push_back(std::make_unique<leipzig_reader>(p));
-    document_chunker reader(std::move(inputs), 64);
-    td::cleaner cleaner(opt);
-    td::corpus_stats stats;
-    std::string all_text; // tokenizer training text
-    {
-        std::ofstream out(clean_path, std::ios::binary);
-        cleaner.run(reader, [&](const td::clean_paragraph& p) {
-            stats.add(p);
-            out << nlohmann::json{{"doc", p.doc}, {"source", p.source}, {"text", p.text}}.dump() << '\n';
-            all_text += p.text;
-            all_text += '\n';
-        });
-    }
-    std::ofstream(dir / "corpus" / "clean.txt", std::ios::binary) << all_text; // plain text for the tokenizer lab
-    td::write_report(dir / "corpus", cleaner.report(), stats, "Tatar corpus");
-    const auto& rep = cleaner.report();
-    const auto* lang_stage = rep.stage("language");
-    d.corpus = {{"files", rep.files},
-                {"mb_in", double(rep.bytes_in) / 1e6},
-                {"mb_out", double(rep.bytes_out) / 1e6},
-                {"paragraphs", rep.paragraphs_out},
-                {"sentences_in", rep.sentences_in},
-                {"sentences", rep.sentences_out},
-                {"words", stats.words},
-                {"word_types", stats.word_counts.size()},
-                {"removed_as_russian", lang_stage ? lang_stage->removed : 0}};
-    std::printf("data: cleaned %llu files, %.1f MB -> %.1f MB, %llu paragraphs, %llu of %llu sentences kept, "
-                "%llu dropped as Russian (%.1f s)\n",
-                (unsigned long long)rep.files, double(rep.bytes_in) / 1e6, double(rep.bytes_out) / 1e6,
-                (unsigned long long)rep.paragraphs_out, (unsigned long long)rep.sentences_out,
-                (unsigned long long)rep.sentences_in, (unsigned long long)(lang_stage ? lang_stage->removed : 0),
-                seconds_since(t0));
-
-    // 2. Tokenizer.
-    t0 = std::chrono::steady_clock::now();
-    tl::bpe_trainer_options topt;
-    topt.vocab_size = vocab;
-    topt.special_tokens = {"<bos>", "<eos>", "<pad>"};
-    topt.n_threads = threads;
-    tl::bpe_trainer trainer(topt);
-    trainer.feed(all_text);
-    d.tok = trainer.train();
-    tl::save_tokenizer_json(d.tok, tok_path.string());
-    std::printf("data: trained a %zu-token byte-level BPE tokenizer (%.1f s)\n", d.tok.vocab_size(), seconds_since(t0));
-    all_text.clear();
-    all_text.shrink_to_fit();
-
-    // 3. Shards.
-    t0 = std::chrono::steady_clock::now();
-    load_info();
-    td::jsonl_reader cleaned({clean_path}, "text", true, "doc");
-    td::document_reader docs(cleaned);
-    const auto encode = [&](std::string_view s) {
-        thread_local tl::encode_cache cache;
-        std::vector<tl::token_t> ids;
-        d.tok.encode_into(s, ids, &cache);
-        return std::vector<std::uint32_t>(ids.begin(), ids.end());
-    };
-    const auto sum = td::write_shards(
-        [&](td::document& doc) {
-            if (!docs.next(doc)) return false;
-            doc.id = "tatar" + doc.id.substr(doc.id.rfind('#')); // the split must not depend on --out
-            return true;
-        },
-        encode, d.info, d.train_bin, d.val_bin,
-        {.chunk = {.context = context}, .val_fraction = val_fraction, .threads = threads});
-    d.corpus["train_tokens"] = sum.train_tokens;
-    d.corpus["val_tokens"] = sum.val_tokens;
-    d.corpus["train_docs"] = sum.train_docs;
-    d.corpus["val_docs"] = sum.val_docs;
-    std::ofstream(summary_path) << d.corpus.dump(2) << '\n'; // written last: its presence marks the cache complete
-    std::printf("data: shards: train %llu tokens (%llu documents), validation %llu tokens (%llu documents) (%.1f s)\n",
-                (unsigned long long)sum.train_tokens, (unsigned long long)sum.train_docs,
-                (unsigned long long)sum.val_tokens, (unsigned long long)sum.val_docs, seconds_since(t0));
-    return d;
+    opt.clean.allowed = td::alphabet::preset("tatar");
+    opt.clean.langid = &langid;
+    opt.clean.keep_languages = {"tt"};
+    opt.clean.langid_min_letters = 10; // shorter lines (interjections, names) are kept undecided: docs/corpus.md
+    opt.corpus_subdir = "corpus";
+    opt.write_clean_text = true; // plain text for the tokenizer lab
+    opt.report_title = "Tatar corpus";
+    opt.doc_id_prefix = "tatar"; // the split must not depend on --out
+    return recipes::prepare_data(open, dir, opt);
 }
 
 // Characters and bytes per token of the validation split (its text decoded back, <bos>/<eos> left out).
@@ -339,25 +246,6 @@ compression measure_compression(const prepared_data& d) {
 }
 
 // ---- stage 4: one variant -------------------------------------------------------------------------------
-
-template <class Model>
-std::vector<std::pair<std::string, std::string>> continue_prompts(const Model& model, const tl::tokenizer& tok,
-                                                                  int new_tokens, std::uint64_t seed) {
-    std::vector<std::pair<std::string, std::string>> out;
-    const tl::token_t bos = tok.token_to_id("<bos>"), eos = tok.token_to_id("<eos>");
-    for (std::size_t i = 0; i < tatar_prompts.size(); ++i) {
-        std::vector<tl::token_t> ids{bos};
-        for (tl::token_t id : tok.encode(tatar_prompts[i]))
-            ids.push_back(id);
-        const tl::generation_options g{
-            .max_new_tokens = new_tokens,
-            .stop_tokens = {eos},
-            .sampling = {.temperature = 0.8, .top_k = 50, .top_p = 0.95, .repetition_penalty = 1.1, .seed = seed + i}};
-        const auto gen = tl::generate(model, ids, g);
-        out.emplace_back(tatar_prompts[i], tok.decode(std::vector<tl::token_t>(gen.begin(), gen.end()), true));
-    }
-    return out;
-}
 
 // A QA set's reports for a trained model and the same configuration untrained, by the set's scoring and by
 // mutual information.
@@ -434,7 +322,7 @@ void merge_run_stats(const fs::path& file, variant_result& res, double tps_sum, 
 
 template <class Config>
 variant_result train_variant(const std::string& name, const std::string& what, const prepared_data& data,
-                             tl::trainer_options options, std::uint64_t seed, int sample_tokens,
+                             tl::trainer_options options, std::uint64_t seed, const recipes::sampling_flags& sampling,
                              const std::vector<qa_setup>& qas) {
     using model_t = tl::decoder<Config>;
     constexpr tl::model_config c = Config::value;
@@ -501,10 +389,13 @@ variant_result train_variant(const std::string& name, const std::string& what, c
                         usage_total[l][e] += counts[l][e];
         }
     };
+    const auto samples_of = [&](int new_tokens) {
+        return recipes::continue_prompts(model, data.tok, tatar_prompts, new_tokens, sampling.sampling, seed);
+    };
     run.on_eval = [&](long long step, double loss) {
         logger.eval(step, loss);
         res.val_loss = loss;
-        if (step < stop) logger.samples(step, continue_prompts(model, data.tok, sample_tokens / 2, seed));
+        if (step < stop) logger.samples(step, samples_of(sampling.new_tokens / 2));
     };
     const auto t0 = std::chrono::steady_clock::now();
     if (run.run() == tl::train_outcome::interrupted) {
@@ -517,7 +408,7 @@ variant_result train_variant(const std::string& name, const std::string& what, c
     merge_run_stats(options.out_dir / "run_stats.json", res, tps_sum, tps_n, usage_total);
     if (std::isnan(res.val_loss)) res.val_loss = run.evaluate();
     if (!usage_total.empty()) std::tie(res.usage_min, res.usage_max) = usage_range(usage_total);
-    res.samples = continue_prompts(model, data.tok, sample_tokens, seed);
+    res.samples = samples_of(sampling.new_tokens);
     logger.samples(-1, res.samples);
     if (!qas.empty()) {
         model_t untrained(seed); // the initial weights of this run
@@ -576,7 +467,8 @@ void write_comparison(const fs::path& out, const prepared_data& data, const comp
     md += "| kept | " + fmt("%.1f", cs.value("mb_out", 0.0)) + " MB, " + std::to_string(cs.value("paragraphs", 0LL)) +
           " paragraphs, " + std::to_string(cs.value("sentences", 0LL)) + " of " +
           std::to_string(cs.value("sentences_in", 0LL)) + " sentences |\n";
-    md += "| dropped as Russian | " + std::to_string(cs.value("removed_as_russian", 0LL)) + " sentences |\n";
+    md += "| dropped as Russian | " +
+          std::to_string(cs.value("removed_by_language", cs.value("removed_as_russian", 0LL))) + " sentences |\n";
     md += "| words | " + std::to_string(cs.value("words", 0LL)) + " (" + std::to_string(cs.value("word_types", 0LL)) +
           " types) |\n";
     md += "| tokens | train " + std::to_string(cs.value("train_tokens", 0LL)) + " (" +
@@ -671,7 +563,11 @@ void write_comparison(const fs::path& out, const prepared_data& data, const comp
 
 int main(int argc, char** argv) try {
     CLI::App app{"Pretrain a small Tatar model: dense, mixture-of-experts and sliding-window variants"};
-    std::string data_dir_flag, variants = "dense,moe,sliding";
+    recipes::show_defaults(app);
+    std::string variants = "dense,moe,sliding";
+    recipes::data_flags data_flags;
+    recipes::run_flags run;
+    recipes::sampling_flags sampling{.new_tokens = 48};
     std::vector<std::string> leipzig_flags;
     tl::trainer_options options{.batch_size = 16,
                                 .seq_len = 128,
@@ -686,37 +582,29 @@ int main(int argc, char** argv) try {
                                 .checkpoint_every = 125,
                                 .out_dir = "runs/tatar"};
     long long compare_steps = 400;
-    std::uint64_t seed = 1;
     std::size_t vocab = 4000;
     double val_fraction = 0.03;
-    int threads = 2, sample_tokens = 48;
-    bool fresh = false, smoke = false, prepare_only = false;
+    bool prepare_only = false;
     std::vector<std::string> qa_set_paths = {TINYLM_SOURCE_DIR "/benchmarks/tatar_qa/frequent_facts.jsonl",
                                              TINYLM_SOURCE_DIR "/benchmarks/tatar_qa/facts.jsonl"};
-    app.add_option("--data-dir", data_dir_flag, "tinylm data directory (default: $TINYLM_DATA_DIR or ../shared/data)");
-    app.add_option("--leipzig", leipzig_flags,
-                   "a Leipzig Wortschatz *-sentences.txt file (id<TAB>sentence), repeatable");
-    app.add_option("--out", options.out_dir, "run directory");
-    app.add_option("--vocab", vocab, "BPE vocabulary size (at most 4000, the models' embedding size)")
+    CLI::Option_group* data_group = recipes::add_data_options(app, data_flags);
+    data_group->add_option("--leipzig", leipzig_flags,
+                           "a Leipzig Wortschatz *-sentences.txt file (id<TAB>sentence), repeatable");
+    data_group->add_option("--vocab", vocab, "BPE vocabulary size (at most 4000, the models' embedding size)")
         ->check(CLI::Range(300, model_vocab));
-    app.add_option("--context", options.seq_len, "context in tokens")->check(CLI::Range(16, model_context));
-    app.add_option("--steps", options.max_steps, "optimizer steps of the chosen variant (the schedule's length)")
-        ->check(CLI::PositiveNumber);
-    app.add_option("--compare-steps", compare_steps,
-                   "steps after which the variants are compared; the best continues to --steps (0: all run --steps)")
+    data_group->add_flag("--prepare-only", prepare_only, "stop after cleaning, the tokenizer and the shards");
+    CLI::Option_group* training = recipes::add_training_options(app, options, run);
+    training->add_option("--context", options.seq_len, "context in tokens")->check(CLI::Range(16, model_context));
+    training->add_option("--variants", variants, "comma-separated subset of dense,moe,sliding");
+    training
+        ->add_option("--compare-steps", compare_steps,
+                     "steps after which the variants are compared; the best continues to --steps (0: all run --steps)")
         ->check(CLI::NonNegativeNumber);
-    app.add_option("--batch", options.batch_size, "sequences per micro-batch")->check(CLI::PositiveNumber);
-    app.add_option("--lr", options.peak_lr, "peak learning rate");
-    app.add_option("--eval-every", options.eval_every, "steps between validation and prompt samples");
-    app.add_option("--variants", variants, "comma-separated subset of dense,moe,sliding");
-    app.add_option("--sample-tokens", sample_tokens, "new tokens per prompt continuation");
-    app.add_option("--seed", seed, "initialisation and batching seed");
-    app.add_option("--qa-set", qa_set_paths, "paraphrase QA facts (JSONL), repeatable; 'none': skip the benchmark");
-    app.add_flag("--fresh", fresh, "discard the variants' checkpoints in --out (the prepared data is kept)");
-    app.add_flag("--prepare-only", prepare_only, "stop after cleaning, the tokenizer and the shards");
-    app.add_flag("--smoke", smoke, "a minute-long run on five small files (for CI)");
+    recipes::add_sampling_options(app, sampling);
+    app.add_option_group("Evaluation")
+        ->add_option("--qa-set", qa_set_paths, "paraphrase QA facts (JSONL), repeatable; 'none': skip the benchmark");
     CLI11_PARSE(app, argc, argv);
-    if (smoke) {
+    if (run.smoke) {
         vocab = 400;
         val_fraction = 0.3;
         options.max_steps = 6;
@@ -726,7 +614,7 @@ int main(int argc, char** argv) try {
         options.eval_every = 3;
         options.eval_windows = 2;
         options.warmup_steps = 2;
-        sample_tokens = 8;
+        sampling.new_tokens = 8;
         options.out_dir = options.out_dir / "smoke";
     }
     options.min_lr = options.peak_lr / 10;
@@ -734,9 +622,17 @@ int main(int argc, char** argv) try {
     const auto wanted = [&](const std::string& v) {
         return ("," + variants + ",").find("," + v + ",") != std::string::npos;
     };
+    for (std::size_t at = 0; at <= variants.size();) { // every name is a variant
+        const std::size_t comma = std::min(variants.find(',', at), variants.size());
+        const std::string v = variants.substr(at, comma - at);
+        const auto known = tl::presets::names<dense_variant, moe_variant, sliding_variant>();
+        tl::check(std::find(known.begin(), known.end(), v) != known.end(),
+                  [&] { return "05_tatar: --variants: '" + v + "' is none of dense, moe, sliding"; });
+        at = comma + 1;
+    }
 
-    const fs::path data_dir = tl::find_data_dir(data_dir_flag), tatar_dir = data_dir / "tatar";
-    const auto& files = smoke ? smoke_files : tatar_text_files;
+    const fs::path data_dir = tl::find_data_dir(data_flags.dir), tatar_dir = data_dir / "tatar";
+    const auto& files = run.smoke ? smoke_files : tatar_text_files;
     for (const auto& f : files)
         if (!fs::exists(tatar_dir / f)) {
             std::cerr << "05_tatar: " << tatar_dir / f << " does not exist. Set --data-dir or TINYLM_DATA_DIR; "
@@ -752,8 +648,11 @@ int main(int argc, char** argv) try {
     const fs::path data_cache =
         options.out_dir / ("data_v" + std::to_string(vocab) + "_ctx" + std::to_string(options.seq_len) +
                            (leipzig.empty() ? "" : "_leipzig"));
-    const prepared_data data =
-        prepare(tatar_dir, files, leipzig, data_cache, vocab, std::size_t(options.seq_len), val_fraction, threads);
+    const prepared_data data = prepare(tatar_dir, files, leipzig, data_cache,
+                                       {.vocab = vocab,
+                                        .context = std::size_t(options.seq_len),
+                                        .val_fraction = val_fraction,
+                                        .threads = data_flags.threads});
     const compression comp = measure_compression(data);
     std::printf("data: ready after %.0f s; %.2f characters (%.2f bytes) per token on the validation split, so the "
                 "context of %lld tokens holds about %.0f characters\n",
@@ -788,15 +687,14 @@ int main(int argc, char** argv) try {
         tl::trainer_options o = options;
         o.out_dir = dir;
         o.stop_at = stop_at;
-        if (name == "dense")
-            return train_variant<tatar_dense>(name, variant_what(name), data, o, seed, sample_tokens, qas);
-        if (name == "moe") return train_variant<tatar_moe>(name, variant_what(name), data, o, seed, sample_tokens, qas);
-        return train_variant<tatar_sliding>(name, variant_what(name), data, o, seed, sample_tokens, qas);
+        return tl::presets::visit<dense_variant, moe_variant, sliding_variant>(name, [&]<class P>() {
+            return train_variant<P>(name, variant_what(name), data, o, run.seed, sampling, qas);
+        });
     };
     std::vector<variant_result> results;
     for (const auto& [name, what] : variant_descriptions) {
         if (!wanted(name)) continue;
-        if (fresh)
+        if (run.fresh)
             fs::remove_all(options.out_dir / name / "checkpoint"),
                 fs::remove(options.out_dir / name / "run_stats.json");
         results.push_back(run_variant(name, options.out_dir / name, compare_at));
@@ -817,7 +715,7 @@ int main(int argc, char** argv) try {
         const fs::path final_dir = options.out_dir / "final", marker = final_dir / "variant.txt";
         std::string previous;
         if (std::ifstream in(marker); in) std::getline(in, previous);
-        if (fresh || previous != chosen->name) fs::remove_all(final_dir);
+        if (run.fresh || previous != chosen->name) fs::remove_all(final_dir);
         if (!fs::exists(final_dir / "checkpoint" / "trainer_state.json")) {
             fs::create_directories(final_dir);
             fs::copy(chosen->dir / "checkpoint", final_dir / "checkpoint", fs::copy_options::recursive);

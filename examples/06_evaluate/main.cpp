@@ -7,13 +7,18 @@
 //   06_evaluate qa --checkpoint DIR [--set benchmarks/tatar_qa/facts.jsonl] [--floors --train-text a.txt ...]
 //       the paraphrase-consistency QA benchmark, with the untrained-model and unigram floors (paraphrase_qa.hpp)
 //
-// The model's structure is compile-time: config.json is matched against the configurations compiled in
-// below (known_configs); add yours there to evaluate another shape. docs/evaluation.md has the formats.
+// The model's structure is compile-time: config.json is read (tl::read_hf_config) and matched with
+// tl::presets::find against the presets compiled in below (known_configs: every field config.json carries except
+// the initialisation's scale); add yours there to evaluate another shape. --help lists every option with its
+// default. docs/evaluation.md has the formats.
+#include "options.hpp"
+
 #include <tinylm/eval/bits_per_byte.hpp>
 #include <tinylm/eval/multiple_choice.hpp>
 #include <tinylm/eval/paraphrase_qa.hpp>
 #include <tinylm/io/hf_checkpoint.hpp>
-#include <tinylm/model/presets.hpp>
+#include <tinylm/io/hf_config.hpp>
+#include <tinylm/model/registry.hpp>
 #include <tinylm/tokenizer/hf_json.hpp>
 
 #include <CLI/CLI.hpp>
@@ -21,6 +26,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <sstream>
 #include <tuple>
 
@@ -33,10 +39,19 @@ namespace {
 using known_configs = std::tuple<tl::presets::tiny, tl::presets::russian_novels_cpu, tl::presets::tatar_dense,
                                  tl::presets::tatar_moe, tl::presets::tatar_sliding>;
 
+// The known configuration a config.json describes: every field it carries, the initialisation's scale aside
+// (it does not change what the weights compute).
+std::optional<std::string_view> find_known(const tl::model_config& c) {
+    return tl::presets::find<known_configs>(c, [&](const tl::model_config& preset) {
+        tl::model_config p = tl::hf_visible(preset);
+        p.init_std = c.init_std;
+        return p;
+    });
+}
+
 struct settings {
     std::string command;
-    fs::path checkpoint, tokenizer_path;
-    std::uint64_t seed = 1;
+    recipes::checkpoint_flags model;
     // bpb
     std::vector<fs::path> texts;
     std::string split = "paragraph";
@@ -90,10 +105,10 @@ void print_qa(const char* who, const te::qa_report& r) {
 template <class Config>
 int run(const settings& s, const tl::tokenizer& tok) {
     using model_t = tl::decoder<Config>;
-    model_t model(s.seed);
-    tl::load_pretrained(model, s.checkpoint);
+    model_t model(s.model.seed);
+    tl::load_pretrained(model, s.model.checkpoint);
     const tl::token_t prefix = te::default_prefix_token(tok);
-    std::printf("model: %s (%lld parameters), tokenizer %zu tokens, prefix token %d\n", s.checkpoint.c_str(),
+    std::printf("model: %s (%lld parameters), tokenizer %zu tokens, prefix token %d\n", s.model.checkpoint.c_str(),
                 static_cast<long long>(tl::parameter_count(Config::value)), tok.vocab_size(), prefix);
     if (s.command == "bpb") {
         std::vector<std::string> docs;
@@ -131,7 +146,7 @@ int run(const settings& s, const tl::tokenizer& tok) {
                     set.question_count());
         print_qa("model", te::evaluate_qa(model, tok, set, o));
         if (s.floors) {
-            model_t untrained(s.seed);
+            model_t untrained(s.model.seed);
             print_qa("untrained", te::evaluate_qa(untrained, tok, set, o));
             if (s.train_texts.empty()) {
                 std::printf("unigram    (give --train-text to compute the unigram floor)\n");
@@ -146,37 +161,15 @@ int run(const settings& s, const tl::tokenizer& tok) {
     return 0;
 }
 
-template <std::size_t I = 0>
-int dispatch(const settings& s, const nlohmann::json& config, const tl::tokenizer& tok) {
-    if constexpr (I == std::tuple_size_v<known_configs>) {
-        std::cerr << "06_evaluate: " << (s.checkpoint / "config.json")
-                  << " matches none of the configurations compiled into this program; add it to known_configs "
-                     "in examples/06_evaluate/main.cpp\n";
-        return 2;
-    } else {
-        using C = std::tuple_element_t<I, known_configs>;
-        try {
-            tl::check_hf_config(config, C::value, "config.json");
-        } catch (const tl::error&) {
-            return dispatch<I + 1>(s, config, tok);
-        }
-        return run<C>(s, tok);
-    }
-}
-
 } // namespace
 
 int main(int argc, char** argv) try {
     CLI::App app{"Evaluate a tinylm checkpoint: bits per byte, multiple choice (lm-eval conventions), paraphrase QA"};
+    recipes::show_defaults(app); // the subcommands inherit it
     app.require_subcommand(1);
     settings s;
     s.qa_set_path = fs::path(TINYLM_SOURCE_DIR) / "benchmarks/tatar_qa/facts.jsonl";
-    const auto common = [&](CLI::App* sub) {
-        sub->add_option("--checkpoint", s.checkpoint, "checkpoint directory (config.json, model.safetensors)")
-            ->required();
-        sub->add_option("--tokenizer", s.tokenizer_path, "tokenizer.json (default: the checkpoint's)");
-        sub->add_option("--seed", s.seed, "initialisation seed of the untrained floor");
-    };
+    const auto common = [&](CLI::App* sub) { recipes::add_checkpoint_options(*sub, s.model); };
     CLI::App* bpb = app.add_subcommand("bpb", "perplexity and bits per byte of held-out text");
     common(bpb);
     bpb->add_option("--text", s.texts, "UTF-8 text files")->required();
@@ -203,12 +196,21 @@ int main(int argc, char** argv) try {
     CLI11_PARSE(app, argc, argv);
     s.command = app.get_subcommands().front()->get_name();
 
-    const fs::path config_path = s.checkpoint / "config.json";
+    const fs::path config_path = s.model.checkpoint / "config.json";
     tl::check(fs::exists(config_path), [&] { return "06_evaluate: " + config_path.string() + " does not exist"; });
-    const nlohmann::json config = nlohmann::json::parse(std::ifstream(config_path));
+    const tl::model_config config =
+        tl::read_hf_config(nlohmann::json::parse(std::ifstream(config_path)), config_path.string());
+    const std::optional<std::string_view> preset = find_known(config);
+    if (!preset) {
+        std::cerr << "06_evaluate: " << config_path
+                  << " matches none of the configurations compiled into this program; add it to known_configs "
+                     "in examples/06_evaluate/main.cpp\n";
+        return 2;
+    }
     const tl::tokenizer tok = tl::load_tokenizer_json(
-        (s.tokenizer_path.empty() ? s.checkpoint / "tokenizer.json" : s.tokenizer_path).string());
-    return dispatch(s, config, tok);
+        (s.model.tokenizer.empty() ? s.model.checkpoint / "tokenizer.json" : s.model.tokenizer).string());
+    std::printf("configuration: %s\n", std::string(*preset).c_str());
+    return tl::presets::visit<known_configs>(*preset, [&]<class Config>() { return run<Config>(s, tok); });
 } catch (const std::exception& e) {
     std::cerr << e.what() << "\n";
     return 1;

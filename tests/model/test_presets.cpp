@@ -1,8 +1,14 @@
 // Every preset instantiates, validates, and has the parameter count its documentation states.
 #include <tinylm/model/decoder.hpp>
 #include <tinylm/model/presets.hpp>
+#include <tinylm/model/registry.hpp>
 
 #include <boost/test/unit_test.hpp>
+
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <vector>
 
 using namespace tl;
 
@@ -45,6 +51,73 @@ BOOST_AUTO_TEST_CASE(plan_rejects_contexts_beyond_the_model) {
     const auto bytes = model.activation_bytes();
     model.plan(1, 8); // smaller: reuses the arena
     BOOST_TEST(model.activation_bytes() == bytes);
+}
+
+// The registry (model/registry.hpp): names to types, over all presets or a subset, with aliases.
+BOOST_AUTO_TEST_CASE(registry_visits_by_name) {
+    const std::vector<std::string_view> all = presets::names();
+    BOOST_TEST((all == std::vector<std::string_view>{"tiny", "russian_novels_150m", "russian_novels_cpu", "tatar_dense",
+                                                     "tatar_moe", "tatar_sliding", "qwen2_5_0_5b", "tinyllama_1_1b"}));
+    // Every name reaches the preset of that name, through either calling convention.
+    for (const std::string_view name : all) {
+        const model_config c = presets::visit(name, []<class P>() { return P::value; });
+        const model_config d =
+            presets::visit(name, [](auto type) { return decltype(type)::type::value; }); // std::type_identity<P>
+        BOOST_TEST((c == d));
+        BOOST_TEST(presets::find(c).value_or("none") == name);
+    }
+    BOOST_TEST(presets::visit("qwen2_5_0_5b", []<class P>() { return std::is_same_v<P, presets::qwen2_5_0_5b>; }));
+    BOOST_TEST(presets::name_of<presets::tatar_moe>() == "tatar_moe");
+    BOOST_TEST(parameter_count(presets::visit("tinyllama_1_1b", []<class P>() { return P::value; })) == 1'100'048'384);
+}
+
+BOOST_AUTO_TEST_CASE(registry_subsets_and_aliases) {
+    using presets::named;
+    // A subset: only the listed presets are instantiated; the others are unknown names.
+    const auto vocab = [](std::string_view name) {
+        return presets::visit<presets::tiny, presets::russian_novels_cpu>(
+            name, []<class P>() { return P::value.vocab_size; });
+    };
+    BOOST_TEST(vocab("tiny") == 256);
+    BOOST_TEST(vocab("russian_novels_cpu") == 3000);
+    BOOST_CHECK_EXCEPTION(vocab("qwen2_5_0_5b"), tl::error, [](const tl::error& e) {
+        const std::string m = e.what();
+        return m.find("'qwen2_5_0_5b'") != std::string::npos &&
+               m.find("valid: tiny, russian_novels_cpu") != std::string::npos;
+    });
+    // Aliases: a program's own names for presets and its own configurations.
+    using choices = std::tuple<named<"cpu", presets::russian_novels_cpu>, named<"150m", presets::russian_novels_150m>>;
+    BOOST_TEST((presets::names<std::tuple_element_t<0, choices>, std::tuple_element_t<1, choices>>() ==
+                std::vector<std::string_view>{"cpu", "150m"}));
+    int layers = 0;
+    presets::visit<named<"cpu", presets::russian_novels_cpu>, named<"150m", presets::russian_novels_150m>>(
+        "150m", [&](auto type) { layers = decltype(type)::type::value.n_layers; });
+    BOOST_TEST(layers == 16);
+    BOOST_CHECK_THROW(
+        (presets::visit<named<"cpu", presets::russian_novels_cpu>>("russian_novels_cpu", []<class P>() {})), tl::error);
+    BOOST_CHECK_THROW(presets::visit("", []<class P>() {}), tl::error);
+    // A list kept in a std::tuple.
+    BOOST_TEST((presets::names<choices>() == std::vector<std::string_view>{"cpu", "150m"}));
+    BOOST_TEST(presets::visit<choices>("cpu", []<class P>() { return P::value.d_model; }) == 256);
+    BOOST_TEST(presets::find<choices>(presets::russian_novels_150m::value).value_or("none") == "150m");
+    BOOST_TEST(presets::names<presets::all>().size() == presets::names().size());
+}
+
+BOOST_AUTO_TEST_CASE(registry_find_compares_every_field) {
+    model_config c = presets::tatar_moe::value;
+    BOOST_TEST(presets::find(c).value_or("none") == "tatar_moe");
+    c.moe.balance_per_layer = false; // one field of a nested struct
+    BOOST_TEST(!presets::find(c).has_value());
+    c = presets::tiny::value;
+    c.init_std = 0.02;
+    BOOST_TEST(!presets::find(c).has_value());
+    c = presets::russian_novels_cpu::value;
+    c.rope_scaling.factor = 8;
+    BOOST_TEST(!presets::find(c).has_value());
+    // A subset finds only its own, under the names it gives.
+    BOOST_TEST(!presets::find<presets::tiny>(presets::tatar_dense::value).has_value());
+    using dense = presets::named<"dense", presets::tatar_dense>;
+    BOOST_TEST(presets::find<dense>(presets::tatar_dense::value).value_or("none") == "dense");
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -42,6 +42,8 @@ struct moe_config {
     // starve an expert while another layer over-uses it and the pooled loss sees balance). true: the mean
     // of per-layer losses (Switch Transformer, GShard), so every layer's router is pulled towards balance.
     bool balance_per_layer = false;
+
+    friend constexpr bool operator==(const moe_config&, const moe_config&) = default;
 };
 
 // LoRA (Hu et al. 2021), as peft's LoraConfig: every targeted projection y = x W^T gets a trainable low-rank
@@ -105,6 +107,8 @@ struct rope_scaling_config {
     double low_freq_factor = 1;
     double high_freq_factor = 4;
     int original_max_position = 8192;
+
+    friend constexpr bool operator==(const rope_scaling_config&, const rope_scaling_config&) = default;
 };
 
 // A size field set to `dynamic` in a configuration type is read at run time (from config.json, or a
@@ -141,6 +145,9 @@ struct model_config {
     rope_scaling_config rope_scaling{};
 
     moe_config moe{};
+
+    // Every field equal (tl::presets::find, read_hf_config's round trip).
+    friend constexpr bool operator==(const model_config&, const model_config&) = default;
 
     constexpr int head_dim() const { return d_head ? d_head : d_model / n_heads; }
     constexpr int q_width() const { return n_heads * head_dim(); }

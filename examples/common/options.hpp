@@ -1,0 +1,103 @@
+// examples/common/options.hpp: the command-line option groups the recipes share (04_russian_novels, 05_tatar,
+// 06_evaluate), so that the same flag means the same thing, with the same help, in every program. Each group
+// appears under its own heading in --help, and show_defaults(app) makes --help print every default.
+//
+//   CLI::App app{"..."};
+//   recipes::show_defaults(app);                      // first: options added later capture their defaults
+//   recipes::add_data_options(app, data);             // --data-dir, --threads
+//   recipes::add_training_options(app, options, run); // --out, --steps, --batch, --lr, ..., --seed, --fresh, --smoke
+//   recipes::add_sampling_options(app, sampling);     // --sample-tokens, --temperature, --top-k, ...
+#pragma once
+
+#include <tinylm/eval/sampling.hpp>
+#include <tinylm/train/trainer.hpp>
+
+#include <CLI/CLI.hpp>
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+
+namespace recipes {
+
+// Every option added to `app` (and its subcommands) from here on shows its default value in --help.
+inline void show_defaults(CLI::App& app) { app.option_defaults()->always_capture_default(); }
+
+// Where the data is, and the threads that prepare it (cleaning, tokenizer training, shards; the prepared files
+// are the same for any thread count).
+struct data_flags {
+    std::string dir{}; // empty: $TINYLM_DATA_DIR or ../shared/data (tl::find_data_dir)
+    int threads = 2;
+};
+inline CLI::Option_group* add_data_options(CLI::App& app, data_flags& d) {
+    CLI::Option_group* g = app.add_option_group("Data");
+    g->add_option("--data-dir", d.dir, "tinylm data directory (empty: $TINYLM_DATA_DIR or ../shared/data)");
+    g->add_option("--threads", d.threads, "threads for cleaning, tokenizer training and shards")
+        ->check(CLI::PositiveNumber);
+    return g;
+}
+
+// A training run: the trainer's settings a recipe exposes, its seed, and how to start it.
+struct run_flags {
+    std::uint64_t seed = 1; // initialisation and batching
+    bool fresh = false;     // discard the checkpoint in --out
+    bool smoke = false;     // the recipe's minute-long form for CI
+};
+inline CLI::Option_group* add_training_options(CLI::App& app, tl::trainer_options& o, run_flags& run) {
+    CLI::Option_group* g = app.add_option_group("Training");
+    g->add_option("--out", o.out_dir, "run directory (checkpoints, logs, report)");
+    g->add_option("--steps", o.max_steps, "optimizer steps (the learning-rate schedule's length)")
+        ->check(CLI::PositiveNumber);
+    g->add_option("--batch", o.batch_size, "sequences per micro-batch")->check(CLI::PositiveNumber);
+    g->add_option("--grad-accum", o.grad_accum, "micro-batches per optimizer step")->check(CLI::PositiveNumber);
+    g->add_option("--lr", o.peak_lr, "peak learning rate (the schedule decays to a tenth of it)")
+        ->check(CLI::PositiveNumber);
+    g->add_option("--warmup", o.warmup_steps, "linear warmup steps (at most a fifth of --steps)")
+        ->check(CLI::NonNegativeNumber);
+    g->add_option("--eval-every", o.eval_every, "steps between validation and prompt samples (0: at the end only)")
+        ->check(CLI::NonNegativeNumber);
+    g->add_option("--eval-windows", o.eval_windows, "validation windows of one context each")
+        ->check(CLI::PositiveNumber);
+    g->add_option("--checkpoint-every", o.checkpoint_every, "steps between checkpoints (0: at the end only)")
+        ->check(CLI::NonNegativeNumber);
+    g->add_flag("--gradient-checkpointing", o.gradient_checkpointing,
+                "recompute each block's forward in backward: activations of one layer instead of all");
+    g->add_option("--seed", run.seed, "initialisation and batching seed");
+    g->add_flag("--fresh", run.fresh, "discard the checkpoint in --out (the prepared data is kept)");
+    g->add_flag("--smoke", run.smoke, "a minute-long run on a few files (for CI)");
+    return g;
+}
+
+// Continuations of the recipe's prompts during and after training.
+struct sampling_flags {
+    int new_tokens = 60; // per prompt; samples during training use half
+    tl::sampling_options sampling{.temperature = 0.8, .top_k = 50, .top_p = 0.95, .repetition_penalty = 1.1};
+};
+inline CLI::Option_group* add_sampling_options(CLI::App& app, sampling_flags& s) {
+    CLI::Option_group* g = app.add_option_group("Samples");
+    g->add_option("--sample-tokens", s.new_tokens, "new tokens per prompt continuation")->check(CLI::NonNegativeNumber);
+    g->add_option("--temperature", s.sampling.temperature, "sampling temperature (0: greedy)")
+        ->check(CLI::NonNegativeNumber);
+    g->add_option("--top-k", s.sampling.top_k, "sample among the k likeliest tokens (0: all)")
+        ->check(CLI::NonNegativeNumber);
+    g->add_option("--top-p", s.sampling.top_p, "nucleus: the likeliest tokens up to this probability (1: all)")
+        ->check(CLI::Range(0.0, 1.0));
+    g->add_option("--repetition-penalty", s.sampling.repetition_penalty, "divides the logits of tokens seen (1: off)")
+        ->check(CLI::PositiveNumber);
+    return g;
+}
+
+// A checkpoint to evaluate: the model folder and its tokenizer.
+struct checkpoint_flags {
+    std::filesystem::path checkpoint{}, tokenizer{};
+    std::uint64_t seed = 1;
+};
+inline CLI::Option_group* add_checkpoint_options(CLI::App& app, checkpoint_flags& c) {
+    CLI::Option_group* g = app.add_option_group("Checkpoint");
+    g->add_option("--checkpoint", c.checkpoint, "checkpoint directory (config.json, model.safetensors)")->required();
+    g->add_option("--tokenizer", c.tokenizer, "tokenizer.json (empty: the checkpoint's)");
+    g->add_option("--seed", c.seed, "initialisation seed of the untrained floor");
+    return g;
+}
+
+} // namespace recipes
