@@ -7,17 +7,16 @@
 //   06_evaluate qa --checkpoint DIR [--set benchmarks/tatar_qa/facts.jsonl] [--floors --train-text a.txt ...]
 //       the paraphrase-consistency QA benchmark, with the untrained-model and unigram floors (paraphrase_qa.hpp)
 //
-// The model's structure is compile-time: config.json is read (tl::read_hf_config) and matched with
-// tl::presets::find against the presets compiled in below (known_configs: every field config.json carries except
-// the initialisation's scale); add yours there to evaluate another shape. --help lists every option with its
-// default. docs/evaluation.md has the formats.
+// Any Llama, Mistral, Ministral, Qwen2 or Mixtral checkpoint loads, whatever its sizes: config.json picks the
+// structure (tl::with_pretrained, io/hf_any.hpp) and the sizes are read at run time, so a new shape (a grown
+// vocabulary, a 0.5B Qwen) needs no rebuild. --help lists every option with its default. docs/evaluation.md
+// has the formats.
 #include "options.hpp"
 
 #include <tinylm/eval/bits_per_byte.hpp>
 #include <tinylm/eval/multiple_choice.hpp>
 #include <tinylm/eval/paraphrase_qa.hpp>
-#include <tinylm/io/hf_checkpoint.hpp>
-#include <tinylm/io/hf_config.hpp>
+#include <tinylm/io/hf_any.hpp>
 #include <tinylm/model/registry.hpp>
 #include <tinylm/tokenizer/hf_json.hpp>
 
@@ -34,20 +33,6 @@ namespace fs = std::filesystem;
 namespace te = tl::eval;
 
 namespace {
-
-// The configurations this program can load (the first one config.json matches is used).
-using known_configs = std::tuple<tl::presets::tiny, tl::presets::russian_novels_cpu, tl::presets::tatar_dense,
-                                 tl::presets::tatar_moe, tl::presets::tatar_sliding>;
-
-// The known configuration a config.json describes: every field it carries, the initialisation's scale aside
-// (it does not change what the weights compute).
-std::optional<std::string_view> find_known(const tl::model_config& c) {
-    return tl::presets::find<known_configs>(c, [&](const tl::model_config& preset) {
-        tl::model_config p = tl::hf_visible(preset);
-        p.init_std = c.init_std;
-        return p;
-    });
-}
 
 struct settings {
     std::string command;
@@ -102,14 +87,12 @@ void print_qa(const char* who, const te::qa_report& r) {
     std::printf("%-10s %s\n%-10s by group: %s\n", who, r.summary().c_str(), "", r.group_summary().c_str());
 }
 
-template <class Config>
-int run(const settings& s, const tl::tokenizer& tok) {
-    using model_t = tl::decoder<Config>;
-    model_t model(s.model.seed);
-    tl::load_pretrained(model, s.model.checkpoint);
+template <class Model>
+int run(Model& model, const settings& s, const tl::tokenizer& tok) {
+    const tl::model_config& c = model.config();
     const tl::token_t prefix = te::default_prefix_token(tok);
     std::printf("model: %s (%lld parameters), tokenizer %zu tokens, prefix token %d\n", s.model.checkpoint.c_str(),
-                static_cast<long long>(tl::parameter_count(Config::value)), tok.vocab_size(), prefix);
+                static_cast<long long>(model.parameter_count()), tok.vocab_size(), prefix);
     if (s.command == "bpb") {
         std::vector<std::string> docs;
         for (const fs::path& p : s.texts)
@@ -121,8 +104,8 @@ int run(const settings& s, const tl::tokenizer& tok) {
         std::printf("bpb: %zu documents, %zu bytes, %zu tokens (%zu unscored), %zu windows (context %lld, stride "
                     "%lld)\n",
                     r.documents, r.bytes, r.tokens, r.unscored_tokens, r.windows,
-                    static_cast<long long>(o.context ? o.context : Config::value.max_seq_len),
-                    static_cast<long long>(o.stride ? o.stride : (o.context ? o.context : Config::value.max_seq_len)));
+                    static_cast<long long>(o.context ? o.context : c.max_seq_len),
+                    static_cast<long long>(o.stride ? o.stride : (o.context ? o.context : c.max_seq_len)));
         std::printf("loss %.4f nats/token, perplexity %.2f, bits per byte %.4f\n", r.nats_per_token(), r.perplexity(),
                     r.bits_per_byte());
     } else if (s.command == "mc") {
@@ -146,7 +129,7 @@ int run(const settings& s, const tl::tokenizer& tok) {
                     set.question_count());
         print_qa("model", te::evaluate_qa(model, tok, set, o));
         if (s.floors) {
-            model_t untrained(s.model.seed);
+            Model untrained(c, s.model.seed);
             print_qa("untrained", te::evaluate_qa(untrained, tok, set, o));
             if (s.train_texts.empty()) {
                 std::printf("unigram    (give --train-text to compute the unigram floor)\n");
@@ -196,21 +179,18 @@ int main(int argc, char** argv) try {
     CLI11_PARSE(app, argc, argv);
     s.command = app.get_subcommands().front()->get_name();
 
-    const fs::path config_path = s.model.checkpoint / "config.json";
-    tl::check(fs::exists(config_path), [&] { return "06_evaluate: " + config_path.string() + " does not exist"; });
-    const tl::model_config config =
-        tl::read_hf_config(nlohmann::json::parse(std::ifstream(config_path)), config_path.string());
-    const std::optional<std::string_view> preset = find_known(config);
-    if (!preset) {
-        std::cerr << "06_evaluate: " << config_path
-                  << " matches none of the configurations compiled into this program; add it to known_configs "
-                     "in examples/06_evaluate/main.cpp\n";
-        return 2;
-    }
+    const tl::model_config config = tl::read_hf_folder_config(s.model.checkpoint);
     const tl::tokenizer tok = tl::load_tokenizer_json(
         (s.model.tokenizer.empty() ? s.model.checkpoint / "tokenizer.json" : s.model.tokenizer).string());
-    std::printf("configuration: %s\n", std::string(*preset).c_str());
-    return tl::presets::visit<known_configs>(*preset, [&]<class Config>() { return run<Config>(s, tok); });
+    const std::optional<std::string_view> preset = tl::presets::find(tl::hf_visible(config), [&](tl::model_config p) {
+        p = tl::hf_visible(p);
+        p.init_std = config.init_std;
+        return p;
+    });
+    std::printf("configuration: %s, %d layers, d_model %d, vocabulary %d (preset: %s)\n",
+                tl::hf_architecture(config).c_str(), config.n_layers, config.d_model, config.vocab_size,
+                preset ? std::string(*preset).c_str() : "none");
+    return tl::with_pretrained(s.model.checkpoint, [&](auto& model) { return run(model, s, tok); });
 } catch (const std::exception& e) {
     std::cerr << e.what() << "\n";
     return 1;
