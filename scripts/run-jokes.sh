@@ -2,7 +2,7 @@
 # The jokes demo of docs/fine-tuning.md: installs Debian's fortunes-ru when missing (optional data; the example
 # runs on ../shared/data/jokes alone without it), builds examples/08_jokes_lora and fine-tunes our pretrained
 # Russian model (runs/russian_novels/checkpoint, from scripts/run-main.sh) with LoRA. Arguments go to the
-# example (see --help), e.g. --steps 100 or --base /path/to/TinyLlama-1.1B-Chat-v1.0 --preset tinyllama_1_1b.
+# example (see --help), e.g. --steps 100 or --base /path/to/TinyLlama-1.1B-Chat-v1.0 (its config.json gives the shape).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -d /usr/share/games/fortunes/ru ]; then

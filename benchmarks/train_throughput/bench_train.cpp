@@ -96,15 +96,15 @@ int run(const settings& s, int default_batch) {
     bench::gemm_ceiling_result ceiling;
     if (s.ceiling) ceiling = bench::measure_gemm_ceiling<typename model_t::backend>(Config::value, B * T);
 
-    std::printf("{\"impl\": \"tinylm\", \"variant\": \"%s\", \"sizes\": \"%s\", \"config\": \"%s\", \"batch\": %lld, \"seq_len\": %lld, "
+    std::printf("{\"impl\": \"tinylm\", \"variant\": \"%s\", \"sizes\": \"%s\", \"config\": \"%s\", \"batch\": %lld, "
+                "\"seq_len\": %lld, "
                 "\"checkpointing\": %s, \"threads\": %d, \"parameters\": %lld, \"flops_per_token\": %.6g, "
                 "\"tokens_per_step\": %lld, "
                 "\"step_seconds\": %s, \"losses\": %s, \"peak_rss_mib\": %.1f, \"activation_mib\": %.1f, "
                 "\"parameter_arena_mib\": %.1f, \"gemm_model_shapes_gflops\": %.2f, \"gemm_square_gflops\": %.2f, "
                 "\"gemm_model_shapes_seconds\": %.4f}\n",
                 std::string(model_t::backend::name).c_str(), s.runtime_sizes ? "run-time" : "compile-time",
-                s.config.c_str(), (long long)B, (long long)T,
-                s.checkpointing ? "true" : "false", omp_get_max_threads(),
+                s.config.c_str(), (long long)B, (long long)T, s.checkpointing ? "true" : "false", omp_get_max_threads(),
                 (long long)tl::parameter_count(Config::value), tl::flops_per_token(Config::value, int(T)),
                 (long long)(B * T), bench::json_array(step_seconds).c_str(), bench::json_array(losses).c_str(), rss,
                 double(model->activation_bytes()) / (1 << 20), double(model->parameter_arena_bytes()) / (1 << 20),

@@ -36,9 +36,9 @@ int main(int argc, char** argv) try {
     CLI11_PARSE(app, argc, argv);
     tl::check(preset.empty() != config_json.empty(), "random_checkpoint: give exactly one of --preset and --config");
 
-    tl::model_config c = preset.empty()
-                             ? tl::read_hf_config(nlohmann::json::parse(std::ifstream(config_json)), config_json.string())
-                             : tl::presets::visit(preset, []<class P>() { return tl::model_config(P::value); });
+    tl::model_config c =
+        preset.empty() ? tl::read_hf_config(nlohmann::json::parse(std::ifstream(config_json)), config_json.string())
+                       : tl::presets::visit(preset, []<class P>() { return tl::model_config(P::value); });
     if (vocab > 0) c.vocab_size = vocab;
     auto write = [&]<class Family>() {
         tl::decoder<Family> model(c, seed);

@@ -7,15 +7,17 @@
 // Data:     ../shared/data/instruct/ru_alpaca_seed_tasks.jsonl (rulm seed tasks) and
 //           ru_instruct_gpt4_first100.jsonl (alpaca); more files with --data (alpaca JSON/JSONL, seed tasks, chat
 //           messages JSONL, prompt/completion JSONL, CSV: the format is detected, see docs/sft.md).
-// Base:     a Hugging Face folder (--base): our own pretrained Russian model (examples/04_russian_novels,
-//           --preset russian_novels_cpu, the offline demo, with a plain-text chat format) or Qwen2.5-0.5B(-Instruct)
-//           (--preset qwen2_5_0_5b: ChatML from its tokenizer_config.json; --qlora for a 4-bit NF4 base).
+// Base:     any Llama- or Qwen2-shaped Hugging Face folder (--base; its config.json gives the sizes, no rebuild):
+//           our own pretrained Russian model (examples/04_russian_novels, the offline demo, with a plain-text chat
+//           format) or Qwen2.5-0.5B(-Instruct) (ChatML from its tokenizer_config.json; --qlora for a 4-bit NF4 base).
 // Command:  build/examples/07_sft_instruct/07_sft_instruct [--base runs/russian_novels/checkpoint] [--full]
 //           [--out runs/sft_instruct] [--steps N]
 // Output:   validation losses, OUT/before_after.md, OUT/adapter or OUT/model, OUT/training (log.jsonl,
 //           TensorBoard, loss curves), OUT/checkpoint (every --checkpoint-every steps: running the same command
 //           again continues the run bit-identically, also after kill -9; Ctrl-C saves one; --fresh starts over).
 #include "sft_recipe.hpp"
+
+#include <tinylm/model/registry.hpp>
 
 #include <tinylm/core/data_dir.hpp>
 
@@ -28,7 +30,7 @@ namespace fs = std::filesystem;
 int main(int argc, char** argv) try {
     CLI::App app{"Fine-tune a pretrained model on Russian instructions"};
     fs::path base = "runs/russian_novels/checkpoint", out = "runs/sft_instruct";
-    std::string preset = "russian_novels_cpu", data_dir, system_prompt;
+    std::string data_dir, system_prompt;
     std::vector<fs::path> extra;
     bool full = false, qlora = false, smoke = false, no_shared = false;
     std::size_t limit = 0;
@@ -38,10 +40,8 @@ int main(int argc, char** argv) try {
     in.val_count = 24;
     in.truncate = true; // long answers: their beginning still teaches the format
     app.add_option("--base", base, "Hugging Face folder of the base model (with tokenizer.json)");
-    app.add_option("--preset", preset, "the base's configuration")
-        ->check(CLI::IsMember({"russian_novels_cpu", "qwen2_5_0_5b"}));
     app.add_flag("--full", full, "full fine-tuning instead of LoRA");
-    app.add_flag("--qlora", qlora, "LoRA on a 4-bit NF4 base (qwen2_5_0_5b)");
+    app.add_flag("--qlora", qlora, "LoRA on a 4-bit NF4 base");
     app.add_option("--out", out, "run directory");
     app.add_option("--data-dir", data_dir, "tinylm data directory (default: $TINYLM_DATA_DIR or ../shared/data)");
     app.add_option("--data", extra, "more SFT files (alpaca, seed tasks, chat messages, prompt/completion, CSV)");
@@ -63,7 +63,6 @@ int main(int argc, char** argv) try {
     app.add_flag("--smoke", smoke, "a seconds-long run on a few instructions (for CI)");
     CLI11_PARSE(app, argc, argv);
     tl::check(!(full && qlora), "07_sft_instruct: --full and --qlora exclude each other");
-    tl::check(!qlora || preset == "qwen2_5_0_5b", "07_sft_instruct: --qlora is meant for qwen2_5_0_5b");
     in.prompts = {"Назови три столицы европейских государств.",  "Объясни, что такое фотосинтез.",
                   "Придумай название для нового кафе.",          "Напиши короткое стихотворение о зиме.",
                   "Дай три совета, как лучше запоминать слова.", "Сколько будет два плюс два?",
@@ -109,17 +108,24 @@ int main(int argc, char** argv) try {
     }
     std::printf("data: %s\n", in.data_summary.c_str());
 
-    using tl::default_backend;
-    using namespace tl::presets;
-    if (preset == "qwen2_5_0_5b") {
-        in.title = "tinylm: instruction fine-tuning of Qwen2.5-0.5B";
-        if (full) return recipe::run<tl::decoder<qwen2_5_0_5b, default_backend>>(std::move(in));
-        if (qlora) return recipe::run<tl::decoder<qwen2_5_0_5b, default_backend, recipe::qlora8>>(std::move(in));
-        return recipe::run<tl::decoder<qwen2_5_0_5b, default_backend, recipe::lora8>>(std::move(in));
-    }
-    in.title = "tinylm: instruction fine-tuning of our pretrained Russian model";
-    if (full) return recipe::run<tl::decoder<russian_novels_cpu, default_backend>>(std::move(in));
-    return recipe::run<tl::decoder<russian_novels_cpu, default_backend, recipe::lora8>>(std::move(in));
+    // Any Llama- or Qwen2-shaped base: config.json gives the structure (q/k/v biases or not) and the sizes.
+    const tl::model_config base_config = tl::read_hf_folder_config(in.base);
+    const auto preset = tl::presets::find(tl::hf_visible(base_config), [&](tl::model_config p) {
+        p = tl::hf_visible(p);
+        p.init_std = base_config.init_std;
+        return p;
+    });
+    in.title = "tinylm: instruction fine-tuning of " +
+               (preset ? std::string(*preset) : tl::hf_architecture(base_config) + " " + in.base.filename().string());
+    auto train = [&]<class Family>() {
+        using tl::default_backend;
+        if (full) return recipe::run<tl::decoder<Family, default_backend>>(std::move(in));
+        if (qlora) return recipe::run<tl::decoder<Family, default_backend, recipe::qlora8>>(std::move(in));
+        return recipe::run<tl::decoder<Family, default_backend, recipe::lora8>>(std::move(in));
+    };
+    tl::check(base_config.moe.n_experts == 0, "07_sft_instruct: bases with experts are not supported by the recipe");
+    return base_config.qkv_bias ? train.template operator()<tl::families::qwen2>()
+                                : train.template operator()<tl::families::llama>();
 } catch (const std::exception& e) {
     std::cerr << e.what() << "\n";
     return 1;

@@ -8,9 +8,9 @@
 //           ../shared/data/jokes/clean_comedy_gold_ru.csv (jokes rated at least --min-rating),
 //           and Debian's fortunes-ru (apt-get install fortunes-ru; /usr/share/games/fortunes/ru, entries
 //           separated by lines holding '%'; the file name gives the theme), when installed.
-// Base:     a Hugging Face folder (--base): our own pretrained Russian model (examples/04_russian_novels,
-//           --preset russian_novels_cpu, the offline demo) or TinyLlama-1.1B-Chat (--preset tinyllama_1_1b,
-//           optionally --qlora for a 4-bit NF4 base).
+// Base:     any Llama-shaped Hugging Face folder (--base; its config.json gives the sizes, no rebuild): our own
+//           pretrained Russian model (examples/04_russian_novels, the offline demo) or TinyLlama-1.1B-Chat
+//           (optionally --qlora for a 4-bit NF4 base).
 // Command:  build/examples/08_jokes_lora/08_jokes_lora [--base runs/russian_novels/checkpoint]
 //           [--out runs/jokes_lora] [--steps N]
 // Output:   validation losses, OUT/before_after.md, OUT/adapter (adapter_config.json,
@@ -35,7 +35,7 @@ using jokes::ask;
 struct options {
     fs::path base = "runs/russian_novels/checkpoint", out = "runs/jokes_lora",
              fortunes = "/usr/share/games/fortunes/ru";
-    std::string preset = "russian_novels_cpu", data_dir, chat_format = "auto";
+    std::string data_dir, chat_format = "auto";
     double min_rating = 3.0;
     std::size_t max_fortunes = 3000, val_count = 150, limit = 0;
     bool qlora = false, smoke = false;
@@ -50,9 +50,7 @@ int main(int argc, char** argv) try {
     in.title = "tinylm: jokes LoRA";
     in.train = {.steps = 300, .batch = 8, .time = 256, .lr = 2e-3, .warmup = 20, .eval_every = 100};
     app.add_option("--base", o.base, "Hugging Face folder of the base model (with tokenizer.json)");
-    app.add_option("--preset", o.preset, "the base's configuration")
-        ->check(CLI::IsMember({"russian_novels_cpu", "tinyllama_1_1b"}));
-    app.add_flag("--qlora", o.qlora, "store the frozen base in NF4 (tinyllama_1_1b)");
+    app.add_flag("--qlora", o.qlora, "store the frozen base in NF4 (QLoRA; for a large base such as TinyLlama)");
     app.add_option("--out", o.out, "run directory");
     app.add_option("--data-dir", o.data_dir, "tinylm data directory (default: $TINYLM_DATA_DIR or ../shared/data)");
     app.add_option("--fortunes", o.fortunes, "fortunes-ru folder (skipped when absent)");
@@ -125,15 +123,15 @@ int main(int argc, char** argv) try {
     in.convs.insert(in.convs.end(), rated.begin(), rated.end());
     in.convs.insert(in.convs.end(), fortunes.begin(), fortunes.end());
 
-    using tl::default_backend;
-    if (o.preset == "tinyllama_1_1b") {
-        in.title = "tinylm: jokes LoRA on TinyLlama-1.1B";
-        if (o.qlora) return recipe::run<tl::decoder<tl::presets::tinyllama_1_1b, default_backend, recipe::qlora8>>(in);
-        return recipe::run<tl::decoder<tl::presets::tinyllama_1_1b, default_backend, recipe::lora8>>(in);
-    }
-    tl::check(!o.qlora, "08_jokes_lora: --qlora is meant for tinyllama_1_1b (the 4.5M model gains nothing from it)");
-    in.title = "tinylm: jokes LoRA on our pretrained Russian model";
-    return recipe::run<tl::decoder<tl::presets::russian_novels_cpu, default_backend, recipe::lora8>>(in);
+    // Any Llama-shaped base (our Russian model, TinyLlama): config.json gives the sizes at run time.
+    const tl::model_config base_config = tl::read_hf_folder_config(in.base);
+    tl::check(!base_config.qkv_bias && base_config.moe.n_experts == 0,
+              "08_jokes_lora: the recipe takes Llama-shaped bases (LlamaForCausalLM, MistralForCausalLM)");
+    in.title = "tinylm: jokes LoRA on " + tl::hf_architecture(base_config) + " (" +
+               std::to_string(tl::parameter_count(base_config) / 1000000) + "M parameters)";
+    using model_lora = tl::decoder<tl::families::llama, tl::default_backend, recipe::lora8>;
+    using model_qlora = tl::decoder<tl::families::llama, tl::default_backend, recipe::qlora8>;
+    return o.qlora ? recipe::run<model_qlora>(in) : recipe::run<model_lora>(in);
 } catch (const std::exception& e) {
     std::cerr << e.what() << "\n";
     return 1;

@@ -67,8 +67,7 @@ BOOST_AUTO_TEST_CASE(plain_chat_format_labels_replies_and_eos_only) {
     BOOST_TEST_REQUIRE(runs.size() == 2u);
     const std::vector<std::string> replies = {"Приходит мужик к врачу.<eos>", "Четыре.<eos>"};
     for (std::size_t i = 0; i < runs.size(); ++i) {
-        const std::vector<tl::token_t> run(ex.ids.begin() + long(runs[i].first),
-                                            ex.ids.begin() + long(runs[i].second));
+        const std::vector<tl::token_t> run(ex.ids.begin() + long(runs[i].first), ex.ids.begin() + long(runs[i].second));
         BOOST_TEST(tok.decode(run) == replies[i]);
         BOOST_TEST(run.back() == eos);
     }

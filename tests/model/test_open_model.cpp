@@ -10,6 +10,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <numbers>
 
 using namespace tl;
 using tl::test::owned;
@@ -232,6 +233,22 @@ BOOST_AUTO_TEST_CASE(a_frozen_lora_base_cannot_be_unfrozen) {
     BOOST_CHECK_THROW(model.set_trainable(param_group::mlp, true), error);
     model.set_trainable(param_group::adapter, false);
     BOOST_TEST(model.trainable_entries().empty());
+}
+
+// Llama 3.1's rope_scaling (factor 8, low 1, high 4, original context 8192, theta 500000, head width 128):
+// transformers' _compute_llama3_parameters keeps high frequencies, divides low ones by the factor and
+// interpolates between; by hand for one frequency of each kind.
+BOOST_AUTO_TEST_CASE(llama3_rope_scaling_by_hand) {
+    const rope_llama3_scaling s{
+        .factor = 8, .low_freq_factor = 1, .high_freq_factor = 4, .original_max_position = 8192};
+    auto plain = [](int i) { return std::pow(500000.0, -2.0 * i / 128.0); };
+    auto close = [](double a, double b) { return std::abs(a - b) <= 1e-6 * std::abs(b); };
+    BOOST_TEST(close(rope_inverse_frequency(0, 64, 500000, s), plain(0)));       // wavelength 6.3 < 2048: kept
+    BOOST_TEST(close(rope_inverse_frequency(63, 64, 500000, s), plain(63) / 8)); // 2.6e6 > 8192: scaled
+    const double inv = plain(32), wavelength = 2 * std::numbers::pi / inv;       // 4443: between
+    const double smooth = (8192 / wavelength - 1) / (4 - 1);
+    BOOST_TEST(close(rope_inverse_frequency(32, 64, 500000, s), (1 - smooth) * inv / 8 + smooth * inv));
+    BOOST_TEST(rope_inverse_frequency(32, 64, 500000) == float(plain(32)), "no scaling: the f32 frequency");
 }
 
 BOOST_AUTO_TEST_SUITE_END()

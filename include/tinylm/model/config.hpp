@@ -17,9 +17,9 @@
 #pragma once
 
 #include <concepts>
-#include <tinylm/core/error.hpp>
-#include <string>
 #include <cstdint>
+#include <string>
+#include <tinylm/core/error.hpp>
 
 namespace tl {
 
@@ -244,7 +244,8 @@ inline void check_config(const model_config& c) {
     need(c.vocab_size > 0, "vocab_size must be positive");
     need(c.d_model > 0 && c.n_layers > 0 && c.d_ff > 0, "d_model, n_layers, d_ff must be positive");
     need(c.n_heads > 0 && c.n_kv_heads > 0, "n_heads and n_kv_heads must be positive");
-    need(c.n_heads % c.n_kv_heads == 0, "n_heads must be a multiple of n_kv_heads (MHA: equal, GQA: a divisor, MQA: 1)");
+    need(c.n_heads % c.n_kv_heads == 0,
+         "n_heads must be a multiple of n_kv_heads (MHA: equal, GQA: a divisor, MQA: 1)");
     need(c.d_head > 0 || c.d_model % c.n_heads == 0, "d_model must be divisible by n_heads, or set d_head");
     need(c.head_dim() % 2 == 0, "the head width must be even for rotary embeddings");
     need(c.max_seq_len > 0, "max_seq_len must be positive");
@@ -328,7 +329,8 @@ constexpr bool validate_config() {
                       "0 slides every layer");
         static_assert(c.rope_theta > 0, "model_config: rope_theta must be positive");
         static_assert(c.norm_eps > 0, "model_config: norm_eps must be positive");
-        static_assert(c.moe.n_experts >= 0, "model_config: moe.n_experts must be 0 (dense MLP) or the number of experts");
+        static_assert(c.moe.n_experts >= 0,
+                      "model_config: moe.n_experts must be 0 (dense MLP) or the number of experts");
         static_assert(c.moe.n_experts == 0 || (c.moe.top_k >= 1 && c.moe.top_k <= c.moe.n_experts),
                       "model_config: moe.top_k must be in [1, moe.n_experts] (Mixtral: 2 of 8)");
         static_assert(c.moe.aux_loss_weight >= 0, "model_config: moe.aux_loss_weight must be >= 0 (0: no aux loss)");

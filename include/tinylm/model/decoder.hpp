@@ -51,8 +51,7 @@ public:
     using kv_cache = tl::kv_cache<block_t>;
 
     // A configuration with every size fixed at compile time.
-    explicit decoder(std::uint64_t seed = 0, index_t cross_entropy_chunk = 4096)
-    requires(!has_dynamic_fields(C::value))
+    explicit decoder(std::uint64_t seed = 0, index_t cross_entropy_chunk = 4096) requires(!has_dynamic_fields(C::value))
         : decoder(C::value, seed, cross_entropy_chunk) {}
     // Sizes from `runtime` where C leaves them dynamic; the fields C fixes must agree with it.
     explicit decoder(const model_config& runtime, std::uint64_t seed = 0, index_t cross_entropy_chunk = 4096)
@@ -113,7 +112,7 @@ public:
         rope_table(acts_.rope_cos, acts_.rope_sin, config_.rope_theta, 0, rope_scaling());
     }
     std::size_t activation_bytes() const { return act_arena_.capacity(); }
-        // Gradient checkpointing per block: the forward keeps each layer's input and one layer's activations;
+    // Gradient checkpointing per block: the forward keeps each layer's input and one layer's activations;
     // backward recomputes each layer's forward just before its backward (bit-identical gradients).
     void set_gradient_checkpointing(bool on) {
         if (on == checkpointing_) return;
@@ -199,11 +198,11 @@ public:
 private:
     using norm_t = typename block_t::norm_t;
     struct activations {
-        tensor_view<token_t> ids, targets;  // (B, T)
-        std::vector<tensor_view<float>> xs; // residual stream (N, d), L + 1 of them
+        tensor_view<token_t> ids, targets;                 // (B, T)
+        std::vector<tensor_view<float>> xs;                // residual stream (N, d), L + 1 of them
         std::vector<typename block_t::activations> layers; // L, or 1 under gradient checkpointing
         typename block_t::scratch scratch;                 // shared by the layers
-        tensor_view<float> final_normed, dx; // (N, d)
+        tensor_view<float> final_normed, dx;               // (N, d)
         typename norm_t::stats final_stats;
         tensor_view<float> ce_lse; // (N)
         cross_entropy_workspace<float> ce;
@@ -220,8 +219,8 @@ private:
     template <class Visit>
     void walk_base(Visit&& visit) {
         const index_t vocab = config_.vocab_size, d = config_.d_model;
-        visit(param_slot{"model.embed_tokens.weight", {vocab, d}, param_kind::embedding, param_group::embedding, &embed_,
-                         &dembed_});
+        visit(param_slot{
+            "model.embed_tokens.weight", {vocab, d}, param_kind::embedding, param_group::embedding, &embed_, &dembed_});
         for (index_t l = 0; l < config_.n_layers; ++l)
             blocks_[std::size_t(l)].walk(visit, "model.layers." + std::to_string(l) + ".");
         final_norm_.walk(visit, "model.norm", d);
@@ -276,8 +275,8 @@ private:
         run_forward(ids, doc_start, train);
         expect_same_shape("decoder::loss", "targets", targets, ids);
         copy(targets, acts_.targets);
-        const auto r = head_cross_entropy_forward<B, float>(acts_.ce_lse, acts_.ce, acts_.final_normed, head_,
-                                                            flat_targets());
+        const auto r =
+            head_cross_entropy_forward<B, float>(acts_.ce_lse, acts_.ce, acts_.final_normed, head_, flat_targets());
         loss_count_ = r.count;
         has_forward_ = has_targets_ = true;
         if constexpr (is_moe) return float(r.loss + config_.moe.aux_loss_weight * aux_loss_);
@@ -363,7 +362,6 @@ private:
     norm_t final_norm_;
     tensor_view<float> embed_, dembed_, head_, dhead_; // head_ is embed_ when tied
 
-
     arena act_arena_;
     activations acts_;
     index_t batch_ = 0, time_ = 0, ce_chunk_ = 4096, loss_count_ = 0;
@@ -372,8 +370,9 @@ private:
     double aux_loss_ = 0; // experts: the balancing loss of the last forward
     // experts: tokens per expert of each layer in the last forward (apart from the activations, which
     // gradient checkpointing shares between layers)
-    std::vector<std::vector<index_t>> expert_counts_ = std::vector<std::vector<index_t>>(
-        std::size_t(std::max(0, config_.n_layers)), std::vector<index_t>(std::size_t(std::max(0, config_.moe.n_experts))));
+    std::vector<std::vector<index_t>> expert_counts_ =
+        std::vector<std::vector<index_t>>(std::size_t(std::max(0, config_.n_layers)),
+                                          std::vector<index_t>(std::size_t(std::max(0, config_.moe.n_experts))));
 };
 
 } // namespace tl

@@ -33,8 +33,8 @@ public:
 
     dense_mlp() = default;
     dense_mlp(const model_config& c, index_t layer)
-        : width_(c.d_ff), gate_(c.d_model, c.d_ff, layer, proj::gate, false), up_(c.d_model, c.d_ff, layer, proj::up, false),
-          down_(c.d_ff, c.d_model, layer, proj::down, false) {}
+        : width_(c.d_ff), gate_(c.d_model, c.d_ff, layer, proj::gate, false),
+          up_(c.d_model, c.d_ff, layer, proj::up, false), down_(c.d_ff, c.d_model, layer, proj::down, false) {}
 
     template <class Visit>
     void walk(Visit&& visit, const std::string& prefix) {
@@ -106,12 +106,20 @@ public:
     // Names as transformers 5 writes Mixtral: the router is mlp.gate, the experts stacked per layer.
     template <class Visit>
     void walk(Visit&& visit, const std::string& prefix) {
-        visit(param_slot{prefix + "mlp.gate.weight", {experts_, d_}, param_kind::weight, param_group::mlp, &router_,
-                         &drouter_});
-        visit(param_slot{prefix + "mlp.experts.gate_up_proj", {experts_, 2 * width_, d_}, param_kind::weight,
-                         param_group::mlp, &gate_up_, &dgate_up_});
-        visit(param_slot{prefix + "mlp.experts.down_proj", {experts_, d_, width_}, param_kind::weight,
-                         param_group::mlp, &down_, &ddown_});
+        visit(param_slot{
+            prefix + "mlp.gate.weight", {experts_, d_}, param_kind::weight, param_group::mlp, &router_, &drouter_});
+        visit(param_slot{prefix + "mlp.experts.gate_up_proj",
+                         {experts_, 2 * width_, d_},
+                         param_kind::weight,
+                         param_group::mlp,
+                         &gate_up_,
+                         &dgate_up_});
+        visit(param_slot{prefix + "mlp.experts.down_proj",
+                         {experts_, d_, width_},
+                         param_kind::weight,
+                         param_group::mlp,
+                         &down_,
+                         &ddown_});
     }
     template <class F>
     void for_each_projection(F&&) {}
@@ -131,8 +139,8 @@ public:
     // The router also receives the auxiliary loss's gradient (ctx.daux).
     void backward(tensor_view<float> dx, cview<float> dy, cview<float> x, const activations& s, const scratch& g,
                   const adapter_state&, const mlp_context& ctx, grad_write mode) const {
-        moe_backward<Backend, float>(dx, drouter_, dgate_up_, ddown_, dy, x, router_, gate_up_, down_, s, g, ctx.balance,
-                                     ctx.daux, mode);
+        moe_backward<Backend, float>(dx, drouter_, dgate_up_, ddown_, dy, x, router_, gate_up_, down_, s, g,
+                                     ctx.balance, ctx.daux, mode);
     }
 
 private:

@@ -39,8 +39,8 @@ concept Model = requires(M& m, const M& cm, cview<token_t> ids, cview<index_t> d
 };
 
 template <class M>
-concept GenerativeModel = Model<M> && requires(M& m, const M& cm, typename M::kv_cache& cache, cview<token_t> ids,
-                                                tensor_view<float> out) {
+concept GenerativeModel = Model<M> &&
+    requires(M& m, const M& cm, typename M::kv_cache& cache, cview<token_t> ids, tensor_view<float> out) {
     m.logits(ids, out);
     { cm.make_cache(index_t{1}, index_t{1}) } -> std::same_as<typename M::kv_cache>;
     cm.forward_cached(cache, ids, out);

@@ -53,10 +53,12 @@ protected:
         walk_base([&](const param_slot& s) {
             base_.push_back(s);
             if (s.value)
-                entries_.push_back({s.name, *s.value, frozen_base ? tensor_view<float>{} : *s.grad, s.kind,
-                                    !frozen_base, s.group});
+                entries_.push_back(
+                    {s.name, *s.value, frozen_base ? tensor_view<float>{} : *s.grad, s.kind, !frozen_base, s.group});
         });
-        walk_adapter([&](const param_slot& s) { entries_.push_back({s.name, *s.value, *s.grad, s.kind, true, s.group}); });
+        walk_adapter([&](const param_slot& s) {
+            entries_.push_back({s.name, *s.value, *s.grad, s.kind, true, s.group});
+        });
         rebuild_trainable();
     }
 

@@ -32,10 +32,10 @@ inline constexpr std::array<const char*, lora_target_count> projection_modules =
 struct adapter_state {
     std::uint64_t dropout_seed = 0, dropout_calls = 0; // key and training-forward count of the masks
     index_t n_layers = 0;
-    bool train = false;                      // inside a training forward: dropout is active
-    bool merged = false;                     // W holds W + (alpha / r) B A; the adapter path is skipped
-    tensor_view<float> x, dx, dh;            // (N, widest in) dropout(x) and its gradient, (N, r) dh
-    mutable std::vector<float> nf4_scratch;  // QLoRA: nf4_tile_rows x the widest input
+    bool train = false;                     // inside a training forward: dropout is active
+    bool merged = false;                    // W holds W + (alpha / r) B A; the adapter path is skipped
+    tensor_view<float> x, dx, dh;           // (N, widest in) dropout(x) and its gradient, (N, r) dh
+    mutable std::vector<float> nf4_scratch; // QLoRA: nf4_tile_rows x the widest input
 };
 
 template <class Backend, LoraAdapter Adapter>
@@ -75,10 +75,10 @@ public:
     template <class Visit>
     void walk_adapter(Visit&& visit, const std::string& prefix) {
         if (!targeted_) return;
-        visit(param_slot{prefix + ".lora_A.weight", {lora.rank, in_}, param_kind::adapter, param_group::adapter, &a_,
-                         &da_});
-        visit(param_slot{prefix + ".lora_B.weight", {out_, lora.rank}, param_kind::adapter, param_group::adapter, &b_,
-                         &db_});
+        visit(param_slot{
+            prefix + ".lora_A.weight", {lora.rank, in_}, param_kind::adapter, param_group::adapter, &a_, &da_});
+        visit(param_slot{
+            prefix + ".lora_B.weight", {out_, lora.rank}, param_kind::adapter, param_group::adapter, &b_, &db_});
     }
     // peft's initialisation: A uniform in +-1/sqrt(in), B zero, from (seed, layer, target).
     void init_adapter(std::uint64_t seed) {
@@ -100,8 +100,16 @@ public:
             if (!targeted_ || s.merged) return;
             const index_t n = x.rows(), r = lora.rank;
             const cview<float> xd = dropout && s.train ? dropout_input(x, s) : x;
-            Backend::gemm(gemm_args<float>{
-                .trans_b = true, .m = n, .n = r, .k = in_, .a = xd.data, .lda = in_, .b = a_.data, .ldb = in_, .c = h.data, .ldc = r});
+            Backend::gemm(gemm_args<float>{.trans_b = true,
+                                           .m = n,
+                                           .n = r,
+                                           .k = in_,
+                                           .a = xd.data,
+                                           .lda = in_,
+                                           .b = a_.data,
+                                           .ldb = in_,
+                                           .c = h.data,
+                                           .ldc = r});
             Backend::gemm(gemm_args<float>{.trans_b = true,
                                            .m = n,
                                            .n = out_,
@@ -152,8 +160,16 @@ public:
                                            .beta = 1.0f,
                                            .c = db_.data,
                                            .ldc = r});
-            Backend::gemm(gemm_args<float>{
-                .m = n, .n = r, .k = out_, .alpha = scale, .a = dy.data, .lda = out_, .b = b_.data, .ldb = r, .c = dh, .ldc = r});
+            Backend::gemm(gemm_args<float>{.m = n,
+                                           .n = r,
+                                           .k = out_,
+                                           .alpha = scale,
+                                           .a = dy.data,
+                                           .lda = out_,
+                                           .b = b_.data,
+                                           .ldb = r,
+                                           .c = dh,
+                                           .ldc = r});
             const cview<float> xd = dropout ? dropout_input(x, s) : x;
             Backend::gemm(gemm_args<float>{.trans_a = true,
                                            .m = r,
@@ -167,8 +183,16 @@ public:
                                            .c = da_.data,
                                            .ldc = in_});
             if constexpr (!dropout) {
-                Backend::gemm(gemm_args<float>{
-                    .m = n, .n = in_, .k = r, .a = dh, .lda = r, .b = a_.data, .ldb = in_, .beta = 1.0f, .c = dx.data, .ldc = in_});
+                Backend::gemm(gemm_args<float>{.m = n,
+                                               .n = in_,
+                                               .k = r,
+                                               .a = dh,
+                                               .lda = r,
+                                               .b = a_.data,
+                                               .ldb = in_,
+                                               .beta = 1.0f,
+                                               .c = dx.data,
+                                               .ldc = in_});
             } else {
                 float* dxd = s.dx.data;
                 Backend::gemm(gemm_args<float>{

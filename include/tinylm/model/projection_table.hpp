@@ -95,8 +95,8 @@ protected:
 private:
     void merge_sign(int sign) {
         if constexpr (Projection::has_adapter) {
-            check(adapter_.merged != (sign > 0),
-                  sign > 0 ? "decoder::merge: the adapter is already merged" : "decoder::unmerge: the adapter is not merged");
+            check(adapter_.merged != (sign > 0), sign > 0 ? "decoder::merge: the adapter is already merged"
+                                                          : "decoder::unmerge: the adapter is not merged");
             for_each_projection([&](Projection& p) { p.merge(sign); });
             adapter_.merged = sign > 0;
         }

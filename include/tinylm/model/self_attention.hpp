@@ -14,11 +14,11 @@ namespace tl {
 
 // Where a forward's tokens sit: rope rows, packed documents, and the KV cache when generating.
 struct attention_context {
-    cview<float> cos{}, sin{};              // (T, D/2) rows of the rope table for these positions
-    cview<index_t> positions{};             // (B, T) packed documents: rope row of each token; else empty
-    cview<index_t> doc_start{};             // (B, T) packed documents: first token of each token's document
+    cview<float> cos{}, sin{};               // (T, D/2) rows of the rope table for these positions
+    cview<index_t> positions{};              // (B, T) packed documents: rope row of each token; else empty
+    cview<index_t> doc_start{};              // (B, T) packed documents: first token of each token's document
     tensor_view<float> k_cache{}, v_cache{}; // (B, capacity, Hkv, D): generating with a KV cache
-    index_t start = 0;                      // cached positions before these
+    index_t start = 0;                       // cached positions before these
 };
 
 template <class Backend, LoraAdapter Adapter>
@@ -37,7 +37,8 @@ public:
     self_attention() = default;
     self_attention(const model_config& c, index_t layer)
         : heads_(c.n_heads), kv_heads_(c.n_kv_heads), head_dim_(c.head_dim()), window_(c.layer_window(int(layer))),
-          q_(c.d_model, c.q_width(), layer, proj::q, c.qkv_bias), k_(c.d_model, c.kv_width(), layer, proj::k, c.qkv_bias),
+          q_(c.d_model, c.q_width(), layer, proj::q, c.qkv_bias),
+          k_(c.d_model, c.kv_width(), layer, proj::k, c.qkv_bias),
           v_(c.d_model, c.kv_width(), layer, proj::v, c.qkv_bias), o_(c.q_width(), c.d_model, layer, proj::o, false) {}
 
     template <class Visit>
@@ -65,8 +66,10 @@ public:
         return s;
     }
     scratch allocate_scratch(arena& a, index_t batch, index_t time) const {
-        return {a.allocate<float>({batch, time, heads_, head_dim_}), a.allocate<float>({batch, time, kv_heads_, head_dim_}),
-                a.allocate<float>({batch, time, kv_heads_, head_dim_}), a.allocate<float>({batch * time, heads_ * head_dim_})};
+        return {a.allocate<float>({batch, time, heads_, head_dim_}),
+                a.allocate<float>({batch, time, kv_heads_, head_dim_}),
+                a.allocate<float>({batch, time, kv_heads_, head_dim_}),
+                a.allocate<float>({batch * time, heads_ * head_dim_})};
     }
 
     // y (N, d) = the attention half applied to x (N, d).

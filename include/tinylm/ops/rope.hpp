@@ -30,8 +30,8 @@ inline float rope_inverse_frequency(index_t i, index_t half, double theta, const
     const float factor = float(scaling.factor), low = float(scaling.low_freq_factor),
                 high = float(scaling.high_freq_factor), old_len = float(scaling.original_max_position);
     const float wavelen = float(2 * std::numbers::pi) / inv_freq;
-    if (wavelen < old_len / high) return inv_freq;            // high frequencies: kept
-    if (wavelen > old_len / low) return inv_freq / factor;    // low frequencies: scaled
+    if (wavelen < old_len / high) return inv_freq;                 // high frequencies: kept
+    if (wavelen > old_len / low) return inv_freq / factor;         // low frequencies: scaled
     const float smooth = (old_len / wavelen - low) / (high - low); // in between: interpolated
     return (1 - smooth) * inv_freq / factor + smooth * inv_freq;
 }
