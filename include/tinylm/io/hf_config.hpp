@@ -79,8 +79,9 @@ inline hf_rope hf_rope_of(const nlohmann::json& j) {
 } // namespace detail
 
 inline std::string hf_architecture(const model_config& c) {
-    check(c.norm == norm_kind::rmsnorm && c.mlp == mlp_kind::swiglu,
-          "hf_checkpoint: only RMSNorm + SwiGLU decoders map onto Llama, Qwen2, Mistral or Mixtral");
+    check(c.norm == norm_kind::rmsnorm && c.mlp == mlp_kind::swiglu && c.norm_position == norm_placement::pre &&
+              c.attention == attention_kind::causal,
+          "hf_checkpoint: only causal pre-norm RMSNorm + SwiGLU decoders map onto Llama, Qwen2, Mistral or Mixtral");
     const bool per_layer_window = c.sliding_window > 0 && c.full_attention_every > 0;
     if (c.moe.n_experts > 0) {
         check(!c.qkv_bias, "hf_checkpoint: experts with q/k/v biases have no Hugging Face architecture here");

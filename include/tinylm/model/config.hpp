@@ -30,6 +30,14 @@ enum class mlp_kind : std::uint8_t {
 
 enum class norm_kind : std::uint8_t { rmsnorm, layernorm };
 
+// Where a block normalises (model/block.hpp): pre-norm (Llama, GPT-2: x + f(norm(x))) or post-norm (BERT, the
+// original Transformer: norm(x + f(x))).
+enum class norm_placement : std::uint8_t { pre, post };
+
+// Which keys a query sees: causal (decoders: keys at or before it) or bidirectional (encoders: all keys of its
+// row but padding).
+enum class attention_kind : std::uint8_t { causal, bidirectional };
+
 // Mixture of experts (Mixtral): n_experts == 0 means a dense MLP. Otherwise every layer's MLP is n_experts
 // SwiGLU experts of width d_ff and a softmax router that sends each token to its top_k experts with
 // renormalised weights; the loss adds aux_loss_weight * the load-balancing loss (transformers'
@@ -135,6 +143,8 @@ struct model_config {
     // Blocks
     mlp_kind mlp = mlp_kind::swiglu;
     norm_kind norm = norm_kind::rmsnorm;
+    norm_placement norm_position = norm_placement::pre;
+    attention_kind attention = attention_kind::causal;
     double norm_eps = 1e-5;
     bool tied_embeddings = false; // lm_head shares the embedding matrix
 
@@ -285,8 +295,9 @@ inline model_config resolve_config(const model_config& fixed, const model_config
     } else if (c.tied_embeddings != runtime.tied_embeddings) {
         diffs += "\n  tied_embeddings differs";
     }
-    if (c.mlp != runtime.mlp || c.norm != runtime.norm || c.qkv_bias != runtime.qkv_bias)
-        diffs += "\n  structure (mlp, norm or qkv_bias) differs from the model type";
+    if (c.mlp != runtime.mlp || c.norm != runtime.norm || c.qkv_bias != runtime.qkv_bias ||
+        c.norm_position != runtime.norm_position || c.attention != runtime.attention)
+        diffs += "\n  structure (mlp, norm, norm_position, attention or qkv_bias) differs from the model type";
     if ((fixed.moe.n_experts != 0) != (runtime.moe.n_experts != 0))
         diffs += "\n  moe.n_experts: experts in one and a dense MLP in the other";
     if (!diffs.empty()) throw error("model_config: the configuration does not fit the model type:" + diffs);

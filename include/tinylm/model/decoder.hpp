@@ -46,7 +46,7 @@ public:
     static constexpr bool quantized_base = has_adapter && lora.quantized_base;
     static constexpr float lora_scale = has_adapter ? lora.alpha / float(lora.rank) : 0.0f;
     static constexpr bool is_moe = static_config.moe.n_experts != 0;
-    using block_t = block<B, A, static_config.norm, static_config.mlp, is_moe>;
+    using block_t = block<B, A, static_config.norm, static_config.mlp, is_moe, static_config.norm_position>;
     using projection_t = projection<B, A>;
     using kv_cache = tl::kv_cache<block_t>;
 
