@@ -282,6 +282,24 @@ BOOST_AUTO_TEST_CASE(attention_bidirectional_and_padding_masks) {
             for (index_t t = 0; t + 1 < T; ++t)
                 BOOST_TEST(a.out.data[at(1, t, 3, H)] == b.out.data[at(1, t, 3, H)]);
     }
+    // Bidirectional documents (positions 0..29 and 30..69 in both rows): a query sees its own document both
+    // ways and nothing of the other.
+    owned<index_t> docs({B, T});
+    for (index_t i = 0; i < B * T; ++i)
+        docs.data[std::size_t(i)] = i % T < 30 ? 0 : 30;
+    for (const index_t changed : {index_t(29), index_t(30)}) {
+        auto v_doc = v;
+        for (index_t c = 0; c < Hkv * D; ++c)
+            v_doc.data[at(1, changed, 0, Hkv) + std::size_t(c)] += 1.0f;
+        owned<float> out_a(qs), out_b(qs), lse_ab({B, H, T});
+        attention_forward<float>(out_a, lse_ab, q, k, v, 0, 0, docs, false);
+        attention_forward<float>(out_b, lse_ab, q, k, v_doc, 0, 0, docs, false);
+        for (index_t t = 0; t < T; ++t) {
+            const bool same_document = (t < 30) == (changed < 30);
+            BOOST_TEST((out_a.data[at(1, t, 1, H)] != out_b.data[at(1, t, 1, H)]) == same_document,
+                       "value " << changed << " query " << t);
+        }
+    }
     // Padding: row 0 has 41 valid keys, row 1 all of them. Changing k and v at padded positions changes
     // nothing, bit for bit, and their dk and dv are zero; the padded queries' outputs stay finite.
     owned<index_t> lengths({B});
