@@ -1,6 +1,7 @@
 // The tiled attention kernels (ops/attention.hpp) against the straightforward reference kernels on random
 // inputs: sequence lengths that are not a multiple of the tile, MHA, GQA and MQA, windows smaller and larger
-// than a tile, packed documents, and the KV-cache forms (one decoded query, a prefill chunk at q_start > 0).
+// than a tile, packed documents, causal and bidirectional, right padding (key_lengths), and the KV-cache forms
+// (one decoded query, a prefill chunk at q_start > 0).
 #include "../support/random.hpp"
 
 #include <tinylm/ops/attention.hpp>
@@ -26,7 +27,17 @@ struct attention_case {
     std::string name;
     index_t batch, time, q_heads, kv_heads, head_dim, window;
     std::vector<index_t> doc_lengths; // empty: one document per row; else lengths repeated to fill each row
+    bool causal = true;
+    std::vector<index_t> key_lengths = {}; // empty: no padding; else key_lengths[b % size] for row b
 };
+
+// key_lengths (B) from a list cycled over the rows.
+owned<index_t> key_lengths_of(index_t batch, const std::vector<index_t>& lengths) {
+    owned<index_t> out({batch});
+    for (index_t b = 0; b < batch; ++b)
+        out.data[std::size_t(b)] = lengths[std::size_t(b) % lengths.size()];
+    return out;
+}
 
 // doc_start (B, T) from document lengths, shifted by the row so that rows differ.
 owned<index_t> document_starts(index_t batch, index_t time, const std::vector<index_t>& lengths) {
@@ -53,15 +64,18 @@ void compare_training(const attention_case& c, std::uint64_t seed) {
     owned<index_t> docs =
         c.doc_lengths.empty() ? owned<index_t>({0, 0}) : document_starts(c.batch, c.time, c.doc_lengths);
     const cview<index_t> doc_view = c.doc_lengths.empty() ? cview<index_t>{} : docs.cv();
+    owned<index_t> lengths = key_lengths_of(c.batch, c.key_lengths.empty() ? std::vector<index_t>{1} : c.key_lengths);
+    const cview<index_t> len_view = c.key_lengths.empty() ? cview<index_t>{} : lengths.cv();
     owned<T> out(qs), lse({c.batch, c.q_heads, c.time}), dq(qs), dk(ks), dv(ks);
     owned<T> out_ref(qs), lse_ref({c.batch, c.q_heads, c.time}), dq_ref(qs), dk_ref(ks), dv_ref(ks);
     // Outputs start as garbage: the kernels must assign every element.
     for (auto* t : {&out, &dq, &dk, &dv})
         std::fill(t->data.begin(), t->data.end(), T(7));
-    attention_forward<T>(out, lse, q, k, v, c.window, 0, doc_view);
-    attention_forward_reference<T>(out_ref, lse_ref, q, k, v, c.window, 0, doc_view);
-    attention_backward<T>(dq, dk, dv, dout, q, k, v, out, lse, c.window, doc_view);
-    attention_backward_reference<T>(dq_ref, dk_ref, dv_ref, dout, q, k, v, out_ref, lse_ref, c.window, doc_view);
+    attention_forward<T>(out, lse, q, k, v, c.window, 0, doc_view, c.causal, len_view);
+    attention_forward_reference<T>(out_ref, lse_ref, q, k, v, c.window, 0, doc_view, c.causal, len_view);
+    attention_backward<T>(dq, dk, dv, dout, q, k, v, out, lse, c.window, doc_view, c.causal, len_view);
+    attention_backward_reference<T>(dq_ref, dk_ref, dv_ref, dout, q, k, v, out_ref, lse_ref, c.window, doc_view,
+                                    c.causal, len_view);
     BOOST_TEST(rel_error(out.data, out_ref.data) < tolerance<T>(),
                c.name << " out " << rel_error(out.data, out_ref.data));
     BOOST_TEST(rel_error(lse.data, lse_ref.data) < tolerance<T>(), c.name << " lse");
@@ -84,6 +98,17 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(training_kernels_match_reference, T, real_types) {
         {"documents", 2, 170, 4, 2, 8, 0, {3, 40, 1, 70, 9, 100}},
         {"documents and a window", 2, 170, 2, 1, 8, 20, {65, 2, 30}},
         {"head width 64 (config B)", 1, 130, 2, 1, 64, 0, {}},
+        {"bidirectional, one tile", 2, 37, 2, 2, 16, 0, {}, false},
+        {"bidirectional, GQA", 2, 150, 4, 2, 16, 0, {}, false},
+        {"bidirectional, MQA, odd head width", 1, 129, 3, 1, 13, 0, {}, false},
+        {"bidirectional, head width 64", 1, 130, 2, 1, 64, 0, {}, false},
+        {"bidirectional, key lengths", 3, 170, 4, 2, 8, 0, {}, false, {100, 170, 65}},
+        {"bidirectional, key lengths 1 and a tile", 2, 150, 2, 1, 8, 0, {}, false, {1, 64}},
+        {"bidirectional, documents", 2, 170, 4, 2, 8, 0, {3, 40, 1, 70, 9, 100}, false},
+        {"bidirectional, documents and key lengths", 2, 170, 2, 1, 8, 0, {65, 2, 30}, false, {120, 97}},
+        {"causal, key lengths", 3, 150, 4, 2, 16, 0, {}, true, {1, 77, 150}},
+        {"causal, window and key lengths (padded queries fall back)", 2, 200, 2, 1, 8, 20, {}, true, {30, 130}},
+        {"causal, documents and key lengths", 2, 170, 4, 2, 8, 0, {3, 40, 1, 70, 9, 100}, true, {150, 66}},
     };
     // Both builds of the tiles: the AVX2 clones (where the CPU has them) and the baseline x86-64 code.
     for (const bool clones : {true, false}) {
@@ -103,15 +128,21 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(cache_forward_matches_reference, T, real_types) {
     struct step {
         const char* name;
         index_t q_start, time, window;
-        bool with_lse, with_docs;
+        bool with_lse, with_docs, causal = true, with_lengths = false;
     };
+    owned<index_t> lengths({B}); // valid cache positions of each row
+    lengths.data = {180, 250};
     for (const bool clones : {true, false}) { // the AVX2 clones and the baseline code
         detail::allow_avx2_clones = clones;
         for (const step st :
              {step{"decode one query", 199, 1, 0, false, false}, step{"decode with a window", 199, 1, 40, false, false},
               step{"prefill chunk", 70, 100, 0, true, false},
               step{"prefill chunk with a window", 70, 100, 30, false, false},
-              step{"prefill chunk with documents", 10, 90, 0, true, true}}) {
+              step{"prefill chunk with documents", 10, 90, 0, true, true},
+              step{"bidirectional chunk", 70, 100, 0, true, false, false},
+              step{"bidirectional chunk with key lengths", 70, 100, 0, true, false, false, true},
+              step{"bidirectional chunk with documents and key lengths", 10, 90, 0, true, true, false, true},
+              step{"causal chunk with a window and key lengths", 150, 100, 30, true, false, true, true}}) {
             const shape qs{B, st.time, Hq, D};
             auto q = random_tensor<T>(qs, 202 + std::uint64_t(st.time));
             owned<T> out(qs, T(7)), out_ref(qs), lse({B, Hq, st.time}), lse_ref({B, Hq, st.time});
@@ -121,9 +152,10 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(cache_forward_matches_reference, T, real_types) {
                     docs.data[std::size_t(b * st.time + i)] = i < 25 + b ? 3 : st.q_start + 25 + b;
             const cview<index_t> doc_view = st.with_docs ? docs.cv() : cview<index_t>{};
             const tensor_view<T> lse_view = st.with_lse ? lse.view() : tensor_view<T>{};
-            attention_forward<T>(out, lse_view, q, k, v, st.window, st.q_start, doc_view);
+            const cview<index_t> len_view = st.with_lengths ? lengths.cv() : cview<index_t>{};
+            attention_forward<T>(out, lse_view, q, k, v, st.window, st.q_start, doc_view, st.causal, len_view);
             attention_forward_reference<T>(out_ref, st.with_lse ? lse_ref.view() : tensor_view<T>{}, q, k, v, st.window,
-                                           st.q_start, doc_view);
+                                           st.q_start, doc_view, st.causal, len_view);
             BOOST_TEST(rel_error(out.data, out_ref.data) < tolerance<T>(), st.name);
             if (st.with_lse) BOOST_TEST(rel_error(lse.data, lse_ref.data) < tolerance<T>(), st.name);
         }

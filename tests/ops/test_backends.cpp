@@ -244,6 +244,111 @@ BOOST_AUTO_TEST_CASE(attention_window_masks_distant_keys) {
     BOOST_TEST(out1.data[3 * D] != out2.data[3 * D]); // query 3 sees key 2 (changed) and key 3
 }
 
+// Bidirectional attention sees later keys, causal does not; padded keys (key_lengths) change nothing and get
+// no gradient. T = 70 spans two tiles; the tiled kernels (attention_forward / attention_backward) are checked.
+BOOST_AUTO_TEST_CASE(attention_bidirectional_and_padding_masks) {
+    const index_t B = 2, T = 70, H = 4, Hkv = 2, D = 8;
+    const shape qs{B, T, H, D}, ks{B, T, Hkv, D};
+    auto q = random_tensor<float>(qs, 50), k = random_tensor<float>(ks, 51), v = random_tensor<float>(ks, 52),
+         dout = random_tensor<float>(qs, 53);
+    auto at = [&](index_t b, index_t t, index_t h, index_t heads) {
+        return std::size_t(((b * T + t) * heads + h) * D);
+    };
+    struct result {
+        owned<float> out, lse, dq, dk, dv;
+    };
+    auto run = [&](const owned<float>& kk, const owned<float>& vv, bool causal, cview<index_t> lengths) {
+        result r{owned<float>(qs), owned<float>({B, H, T}), owned<float>(qs), owned<float>(ks), owned<float>(ks)};
+        attention_forward<float>(r.out, r.lse, q, kk, vv, 0, 0, {}, causal, lengths);
+        attention_backward<float>(r.dq, r.dk, r.dv, dout, q, kk, vv, r.out, r.lse, 0, {}, causal, lengths);
+        return r;
+    };
+    // Changing v at the last position changes out at position 0 in bidirectional attention only.
+    auto v_last = v;
+    for (index_t b = 0; b < B; ++b)
+        for (index_t c = 0; c < Hkv * D; ++c) // both key/value heads
+            v_last.data[at(b, T - 1, 0, Hkv) + std::size_t(c)] += 1.0f;
+    for (const bool causal : {false, true}) {
+        const result a = run(k, v, causal, {}), b = run(k, v_last, causal, {});
+        for (index_t bb = 0; bb < B; ++bb)
+            for (index_t h = 0; h < H; ++h) {
+                bool same = true;
+                for (index_t c = 0; c < D; ++c)
+                    same = same &&
+                           a.out.data[at(bb, 0, h, H) + std::size_t(c)] == b.out.data[at(bb, 0, h, H) + std::size_t(c)];
+                BOOST_TEST(same == causal, (causal ? "causal" : "bidirectional") << " row " << bb << " head " << h);
+            }
+        if (causal) // causal: only the last position sees the changed value
+            for (index_t t = 0; t + 1 < T; ++t)
+                BOOST_TEST(a.out.data[at(1, t, 3, H)] == b.out.data[at(1, t, 3, H)]);
+    }
+    // Bidirectional documents (positions 0..29 and 30..69 in both rows): a query sees its own document both
+    // ways and nothing of the other.
+    owned<index_t> docs({B, T});
+    for (index_t i = 0; i < B * T; ++i)
+        docs.data[std::size_t(i)] = i % T < 30 ? 0 : 30;
+    for (const index_t changed : {index_t(29), index_t(30)}) {
+        auto v_doc = v;
+        for (index_t c = 0; c < Hkv * D; ++c)
+            v_doc.data[at(1, changed, 0, Hkv) + std::size_t(c)] += 1.0f;
+        owned<float> out_a(qs), out_b(qs), lse_ab({B, H, T});
+        attention_forward<float>(out_a, lse_ab, q, k, v, 0, 0, docs, false);
+        attention_forward<float>(out_b, lse_ab, q, k, v_doc, 0, 0, docs, false);
+        for (index_t t = 0; t < T; ++t) {
+            const bool same_document = (t < 30) == (changed < 30);
+            BOOST_TEST((out_a.data[at(1, t, 1, H)] != out_b.data[at(1, t, 1, H)]) == same_document,
+                       "value " << changed << " query " << t);
+        }
+    }
+    // Padding: row 0 has 41 valid keys, row 1 all of them. Changing k and v at padded positions changes
+    // nothing, bit for bit, and their dk and dv are zero; the padded queries' outputs stay finite.
+    owned<index_t> lengths({B});
+    lengths.data = {41, T};
+    auto k_pad = k, v_pad = v;
+    for (index_t t = 41; t < T; ++t)
+        for (index_t c = 0; c < Hkv * D; ++c) {
+            k_pad.data[at(0, t, 0, Hkv) + std::size_t(c)] += 3.0f;
+            v_pad.data[at(0, t, 0, Hkv) + std::size_t(c)] -= 2.0f;
+        }
+    for (const bool causal : {false, true}) {
+        const result a = run(k, v, causal, lengths), b = run(k_pad, v_pad, causal, lengths);
+        BOOST_TEST(a.out.data == b.out.data);
+        BOOST_TEST(a.lse.data == b.lse.data);
+        BOOST_TEST(a.dq.data == b.dq.data);
+        BOOST_TEST(a.dk.data == b.dk.data);
+        BOOST_TEST(a.dv.data == b.dv.data);
+        bool zero = true, finite = true;
+        for (index_t t = 41; t < T; ++t)
+            for (index_t c = 0; c < Hkv * D; ++c)
+                zero = zero && a.dk.data[at(0, t, 0, Hkv) + std::size_t(c)] == 0.0f &&
+                       a.dv.data[at(0, t, 0, Hkv) + std::size_t(c)] == 0.0f;
+        for (const float x : a.out.data)
+            finite = finite && std::isfinite(x);
+        for (const float x : a.dq.data)
+            finite = finite && std::isfinite(x);
+        BOOST_TEST(zero, (causal ? "causal" : "bidirectional"));
+        BOOST_TEST(finite, (causal ? "causal" : "bidirectional"));
+        // Full lengths are no padding: the same bits as without key_lengths.
+        owned<index_t> full({B});
+        full.data = {T, T};
+        const result c = run(k, v, causal, full), d = run(k, v, causal, {});
+        BOOST_TEST(c.out.data == d.out.data);
+        BOOST_TEST(c.dk.data == d.dk.data);
+    }
+    // A window needs causal attention; key_lengths must be (B) in 1 .. Tk.
+    owned<float> out(qs), lse({B, H, T});
+    BOOST_CHECK_THROW(attention_forward<float>(out, lse, q, k, v, 4, 0, {}, false), tl::error);
+    owned<index_t> bad({B});
+    for (const std::vector<index_t>& values : {std::vector<index_t>{0, T}, std::vector<index_t>{T + 1, 5}}) {
+        bad.data = values;
+        BOOST_CHECK_THROW(attention_forward<float>(out, lse, q, k, v, 0, 0, {}, false, bad), tl::error);
+        BOOST_CHECK_THROW(attention_forward_reference<float>(out, lse, q, k, v, 0, 0, {}, true, bad), tl::error);
+    }
+    owned<index_t> wrong({B + 1});
+    wrong.data = {T, T, T};
+    BOOST_CHECK_THROW(attention_forward<float>(out, lse, q, k, v, 0, 0, {}, false, wrong), tl::error);
+}
+
 BOOST_AUTO_TEST_CASE(errors_name_the_shapes) {
     auto x = random_tensor<float>({4, 6}, 40), w = random_tensor<float>({5, 7}, 41);
     owned<float> y({4, 5});

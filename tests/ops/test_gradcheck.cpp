@@ -142,6 +142,46 @@ BOOST_AUTO_TEST_CASE(attention_variants) {
     }
 }
 
+// Bidirectional attention (an encoder) and right padding (key_lengths), with GQA; the padded keys get no
+// gradient, the padded queries' gradients flow as any other's.
+BOOST_AUTO_TEST_CASE(attention_bidirectional_and_padding) {
+    struct variant {
+        const char* name;
+        bool causal;
+        index_t window;
+        std::vector<index_t> key_lengths; // empty: no padding
+        bool with_documents;
+    };
+    const index_t B = 2, T = 7, D = 4, hq = 4, hkv = 2;
+    owned<index_t> doc_start({B, T});
+    doc_start.data = {0, 0, 0, 3, 3, 3, 6, /* row 1 */ 0, 1, 1, 1, 4, 4, 4};
+    for (const variant& v :
+         {variant{"bidirectional", false, 0, {}, false}, variant{"bidirectional+key_lengths", false, 0, {4, 7}, false},
+          variant{"bidirectional+key_lengths 1", false, 0, {1, 5}, false},
+          variant{"causal+key_lengths", true, 0, {5, 3}, false},
+          variant{"causal+window2+key_lengths", true, 2, {3, 6}, false},
+          variant{"bidirectional+documents", false, 0, {}, true},
+          variant{"bidirectional+documents+key_lengths", false, 0, {5, 6}, true}}) {
+        owned<index_t> lengths({B});
+        if (!v.key_lengths.empty()) lengths.data = v.key_lengths;
+        const cview<index_t> len_view = v.key_lengths.empty() ? cview<index_t>{} : lengths.cv();
+        const cview<index_t> doc_view = v.with_documents ? doc_start.cv() : cview<index_t>{};
+        auto q = random_tensor<double>({B, T, hq, D}, 46), k = random_tensor<double>({B, T, hkv, D}, 47);
+        auto val = random_tensor<double>({B, T, hkv, D}, 48), r = random_tensor<double>({B, T, hq, D}, 49);
+        owned<double> out({B, T, hq, D}), lse({B, hq, T}), dq(q.shape), dk(k.shape), dv(val.shape);
+        attention_forward<double>(out, lse, q, k, val, v.window, 0, doc_view, v.causal, len_view);
+        attention_backward<double>(dq, dk, dv, r, q, k, val, out, lse, v.window, doc_view, v.causal, len_view);
+        const double err =
+            check(std::string("attention ") + v.name,
+                  [&] {
+                      attention_forward<double>(out, lse, q, k, val, v.window, 0, doc_view, v.causal, len_view);
+                      return weighted_sum(out.data, r.data);
+                  },
+                  {{"q", &q.data, &dq.data}, {"k", &k.data, &dk.data}, {"v", &val.data, &dv.data}});
+        BOOST_TEST(err < tolerance, v.name);
+    }
+}
+
 // Packed rows (data/sft_batch.hpp): doc_start keeps queries inside their document, positions restart RoPE.
 BOOST_AUTO_TEST_CASE(attention_and_rope_with_documents) {
     const index_t B = 2, T = 7, D = 4;

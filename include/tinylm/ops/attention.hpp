@@ -1,9 +1,18 @@
-// tinylm/ops/attention.hpp: causal scaled dot-product attention with MHA, GQA, MQA and a sliding window.
+// tinylm/ops/attention.hpp: scaled dot-product attention, causal or bidirectional, with MHA, GQA, MQA, a
+// sliding window, packed documents and right padding.
 //
 //   q (B, T, Hq, D), k and v (B, T, Hkv, D), out (B, T, Hq, D); Hq is a multiple of Hkv and query head h
 //   reads key/value head h / (Hq / Hkv) (MHA: Hkv = Hq; MQA: Hkv = 1; GQA in between), without copies.
 //   Query i sees key j when j <= i and, with a window W > 0, i - j < W (Mistral's rule: W keys including
 //   itself). Saves lse (B, Hq, T), the log-sum-exp of each query's scores.
+//
+// Bidirectional (causal = false, an encoder such as BERT): query i sees every key j < Tk; a window is then an
+// error. key_lengths (B), optional in either form: the keys of row b at positions >= key_lengths[b] are
+// padding and never attended (right padding: a Hugging Face attention_mask of ones then zeros), 1 <=
+// key_lengths[b] <= Tk. Queries at padded positions still attend to the valid keys they see, and a padded
+// query that would see none (its window or its document lies in the padding) sees all valid keys 0 ..
+// key_lengths[b] - 1; their outputs are finite and their gradients flow as any other's. Padded keys get
+// dk = dv = 0. Masked keys are skipped, not masked, as for documents below.
 //
 // Forward keeps a running maximum and sum (online softmax), so no T x T matrix is ever stored; backward
 // recomputes each probability from lse, and uses Dq = dout . out (FlashAttention-2's trick) so it needs
@@ -25,11 +34,14 @@
 // Documents (packed SFT rows): doc_start (B, T), for each query the index in its row of the first token of
 // its document; query i then sees only keys j >= doc_start[b, i], so no token attends across a document
 // boundary. Empty (the default): one document per row, at no cost. The keys before doc_start are skipped,
-// not masked, in forward and backward alike.
+// not masked, in forward and backward alike. Bidirectional, query i sees its own document in both
+// directions: keys doc_start[b, i] up to the key before the next document's first token (the first query
+// t > i with another doc_start, at position q_start + t), or to the last key Tk - 1 for the row's last
+// document.
 #pragma once
 
-#include <tinylm/ops/common.hpp>
 #include <tinylm/core/simd.hpp>
+#include <tinylm/ops/common.hpp>
 
 #include <algorithm>
 #include <bit>
@@ -46,6 +58,7 @@ struct attention_shape {
     index_t batch, time, q_heads, kv_heads, head_dim;
     index_t window = 0;   // 0: full causal attention
     index_t key_time = 0; // time extent of k and v (the cache capacity at inference; = time in training)
+    bool causal = true;   // false: bidirectional (every query sees every key, but for documents and padding)
 
     index_t first_visible_key(index_t i) const { return window > 0 ? std::max<index_t>(0, i - window + 1) : 0; }
 };
@@ -70,10 +83,11 @@ inline void check_document_starts(cview<index_t> doc_start, std::string_view whe
 }
 
 namespace detail {
-inline attention_shape attention_shape_of(const shape& q, const shape& k, index_t window, index_t q_start = 0) {
+inline attention_shape attention_shape_of(const shape& q, const shape& k, index_t window, index_t q_start = 0,
+                                          bool causal = true) {
     check(q.rank == 4 && k.rank == 4,
           [&] { return "attention: q and k must be (B, T, H, D), got q " + q.str() + " and k " + k.str(); });
-    attention_shape s{q[0], q[1], q[2], k[2], q[3], window, k[1]};
+    attention_shape s{q[0], q[1], q[2], k[2], q[3], window, k[1], causal};
     check(k[0] == s.batch && k[1] >= q_start + s.time && k[3] == s.head_dim && s.kv_heads > 0 &&
               s.q_heads % s.kv_heads == 0,
           [&] {
@@ -98,9 +112,48 @@ inline void check_doc_start_view(cview<index_t> doc_start, const attention_shape
             });
         }
 }
+// A window needs causal attention; key_lengths, when given, is (B) with 1 <= key_lengths[b] <= Tk.
+inline void check_attention_masks(const attention_shape& s, cview<index_t> key_lengths, std::string_view op) {
+    check(s.causal || s.window == 0, [&] {
+        return std::string(op) + ": a sliding window (window = " + std::to_string(s.window) +
+               ") needs causal attention; bidirectional attention (causal = false) takes window = 0";
+    });
+    if (!key_lengths.data) return;
+    expect_shape(op, "key_lengths", key_lengths, {s.batch});
+    for (index_t b = 0; b < s.batch; ++b)
+        check(key_lengths[b] >= 1 && key_lengths[b] <= s.key_time, [&] {
+            return std::string(op) + ": key_lengths[" + std::to_string(b) + "] = " + std::to_string(key_lengths[b]) +
+                   " is not in 1 .. " + std::to_string(s.key_time) + " (the keys of a row)";
+        });
+}
 // First key of query i's document (0 without documents).
 inline index_t doc_first_key(cview<index_t> doc_start, index_t b, index_t i, index_t time) {
     return doc_start.data ? doc_start[b * time + i] : 0;
+}
+// The keys query i of row b (at position q_start + i) sees: first .. last, one query at a time (the
+// reference kernels' rule, written out; visible_keys below is the same rule for a block of queries).
+struct key_span {
+    index_t first, last;
+};
+inline key_span query_keys(const attention_shape& s, cview<index_t> doc_start, cview<index_t> key_lengths, index_t b,
+                           index_t i, index_t q_start) {
+    const index_t pos = q_start + i;
+    key_span span{std::max(s.first_visible_key(pos), doc_first_key(doc_start, b, i, s.time)), pos};
+    if (!s.causal) {
+        span.last = s.key_time - 1; // the last document runs to the end of the keys
+        if (doc_start.data)
+            for (index_t t = i + 1; t < s.time; ++t)
+                if (doc_start[b * s.time + t] != doc_start[b * s.time + i]) {
+                    span.last = q_start + t - 1; // the key before the next document's first token
+                    break;
+                }
+    }
+    if (key_lengths.data) {
+        const index_t valid = key_lengths[b];
+        span.last = std::min(span.last, valid - 1);
+        if (span.first > span.last) span = {0, valid - 1}; // a padded query whose own keys are all padding
+    }
+    return span;
 }
 // Accumulates in T: f32 in training (vectorised), f64 in the gradient checks.
 template <class T>
@@ -116,8 +169,10 @@ inline T dot(const T* a, const T* b, index_t n) {
 // The straightforward kernels (one query row at a time): the oracle of the tiled ones below.
 template <class T>
 void attention_forward_reference(tensor_view<T> out, tensor_view<T> lse, cview<T> q, cview<T> k, cview<T> v,
-                                 index_t window = 0, index_t q_start = 0, cview<index_t> doc_start = {}) {
-    const attention_shape s = detail::attention_shape_of(q.shape, k.shape, window, q_start);
+                                 index_t window = 0, index_t q_start = 0, cview<index_t> doc_start = {},
+                                 bool causal = true, cview<index_t> key_lengths = {}) {
+    const attention_shape s = detail::attention_shape_of(q.shape, k.shape, window, q_start, causal);
+    detail::check_attention_masks(s, key_lengths, "attention_reference");
     detail::check_doc_start_view(doc_start, s, q_start, "attention_reference");
     expect_same_shape("attention_reference", "v", v, k);
     expect_same_shape("attention_reference", "out", out, q);
@@ -139,10 +194,8 @@ void attention_forward_reference(tensor_view<T> out, tensor_view<T> lse, cview<T
                 T* oi = at(out, b, i, h, s.q_heads);
                 std::fill_n(oi, D, T(0));
                 T running_max = -std::numeric_limits<T>::infinity(), running_sum = 0;
-                const index_t pos = q_start + i;
-                const index_t first =
-                    std::max(s.first_visible_key(pos), detail::doc_first_key(doc_start, b, i, s.time));
-                for (index_t j = first; j <= pos; ++j) {
+                const detail::key_span span = detail::query_keys(s, doc_start, key_lengths, b, i, q_start);
+                for (index_t j = span.first; j <= span.last; ++j) {
                     const T* kj = at_key(k, b, j, hk);
                     const T* vj = at_key(v, b, j, hk);
                     const T score = detail::dot(qi, kj, D) * scale;
@@ -171,8 +224,9 @@ void attention_forward_reference(tensor_view<T> out, tensor_view<T> lse, cview<T
 template <class T>
 void attention_backward_reference(tensor_view<T> dq, tensor_view<T> dk, tensor_view<T> dv, cview<T> dout, cview<T> q,
                                   cview<T> k, cview<T> v, cview<T> out, cview<T> lse, index_t window = 0,
-                                  cview<index_t> doc_start = {}) {
-    const attention_shape s = detail::attention_shape_of(q.shape, k.shape, window);
+                                  cview<index_t> doc_start = {}, bool causal = true, cview<index_t> key_lengths = {}) {
+    const attention_shape s = detail::attention_shape_of(q.shape, k.shape, window, 0, causal);
+    detail::check_attention_masks(s, key_lengths, "attention_backward_reference");
     detail::check_doc_start_view(doc_start, s, 0, "attention_backward_reference");
     check(s.key_time == s.time, "attention_backward_reference: keys and queries must span the same positions");
     expect_same_shape("attention_backward_reference", "dq", dq, q);
@@ -202,9 +256,8 @@ void attention_backward_reference(tensor_view<T> dq, tensor_view<T> dk, tensor_v
                     std::fill_n(dqi, D, T(0));
                     const T d_i = detail::dot(doi, oi, D);
                     const T lse_i = lse[(b * s.q_heads + h) * s.time + i];
-                    const index_t first =
-                        std::max(s.first_visible_key(i), detail::doc_first_key(doc_start, b, i, s.time));
-                    for (index_t j = first; j <= i; ++j) {
+                    const detail::key_span span = detail::query_keys(s, doc_start, key_lengths, b, i, 0);
+                    for (index_t j = span.first; j <= span.last; ++j) {
                         const T* kj = at(k, b, j, hk, s.kv_heads);
                         const T* vj = at(v, b, j, hk, s.kv_heads);
                         T* dkj = at(dk, b, j, hk, s.kv_heads);
@@ -314,23 +367,54 @@ inline void tile_nt(T* C, index_t ldc, const T* A, index_t lda, const T* B, inde
     }
 }
 
-// The keys a block of queries sees: lo[r] .. hi[r] for its row r (window and document rules). Both bounds
-// grow with r, so the block needs the keys lo[0] .. hi[rows - 1], and every key in that range is visible
-// to some row: no tile in it is masked whole, and none outside it is visited.
+// The keys a block of queries sees: lo[r] .. hi[r] for its row r (causal, window, document and padding
+// rules; query_keys one row at a time). The block visits the keys min lo .. max hi and no tile outside. In
+// the causal and bidirectional forms alike both bounds grow with r, so that range is lo[0] .. hi[rows - 1]
+// and every key in it is visible to some row (no tile in it is masked whole); only a padded query whose own
+// keys are all padding, which falls back to all valid keys 0 .. key_lengths[b] - 1, breaks the order.
 template <class Shape>
-inline void visible_keys(index_t* lo, index_t* hi, const Shape& s, cview<index_t> doc_start, index_t b, index_t i0,
-                         index_t rows, index_t q_start) {
+inline void visible_keys(index_t* lo, index_t* hi, const Shape& s, cview<index_t> doc_start, cview<index_t> key_lengths,
+                         index_t b, index_t i0, index_t rows, index_t q_start) {
     for (index_t r = 0; r < rows; ++r) {
         const index_t pos = q_start + i0 + r;
         lo[r] = std::max(s.first_visible_key(pos), doc_first_key(doc_start, b, i0 + r, s.time));
         hi[r] = pos;
     }
+    if (!s.causal) {
+        // Each row sees up to the end of its document: the key before the next document's first token, or
+        // the last key. Found for the block's last row by a scan, then carried up the rows.
+        index_t end = s.key_time; // one past the last key of row r's document
+        if (doc_start.data) {
+            const index_t* ds = doc_start.data + b * s.time;
+            index_t t = i0 + rows;
+            while (t < s.time && ds[t] == ds[i0 + rows - 1])
+                ++t;
+            if (t < s.time) end = q_start + t;
+        }
+        for (index_t r = rows - 1; r >= 0; --r) {
+            if (doc_start.data && r + 1 < rows && doc_start[b * s.time + i0 + r] != doc_start[b * s.time + i0 + r + 1])
+                end = q_start + i0 + r + 1;
+            hi[r] = end - 1;
+        }
+    }
+    if (key_lengths.data) {
+        const index_t valid = key_lengths[b];
+        for (index_t r = 0; r < rows; ++r) {
+            hi[r] = std::min(hi[r], valid - 1);
+            if (lo[r] > hi[r]) lo[r] = 0, hi[r] = valid - 1; // a padded query whose own keys are all padding
+        }
+    }
+}
+// The key range a block visits: min lo .. max hi (lo[0] .. hi[rows - 1] but for padded fallbacks).
+inline void block_keys(index_t& first, index_t& last, const index_t* lo, const index_t* hi, index_t rows) {
+    first = *std::min_element(lo, lo + rows);
+    last = *std::max_element(hi, hi + rows);
 }
 // One query block of one head: rows i0 .. i0 + rows - 1 of out (and lse), over the key tiles it sees.
 template <class T, index_t NR>
 void attention_forward_block(tensor_view<T> out, tensor_view<T> lse, cview<T> q, cview<T> k, cview<T> v,
-                             const attention_shape& s, index_t q_start, cview<index_t> doc_start, index_t b, index_t h,
-                             index_t qb) {
+                             const attention_shape& s, index_t q_start, cview<index_t> doc_start,
+                             cview<index_t> key_lengths, index_t b, index_t h, index_t qb) {
     constexpr index_t BQ = attention_block, BK = attention_block;
     constexpr T neg_inf = -std::numeric_limits<T>::infinity();
     const index_t D = s.head_dim, hk = h / (s.q_heads / s.kv_heads), ldq = s.q_heads * D, ldk = s.kv_heads * D;
@@ -342,13 +426,15 @@ void attention_forward_block(tensor_view<T> out, tensor_view<T> lse, cview<T> q,
     const T* vb = v.data + b * s.key_time * ldk + hk * D;
     index_t lo[BQ] = {}, hi[BQ] = {};
     T row_max[BQ], row_sum[BQ], S[BQ * BK];
-    visible_keys(lo, hi, s, doc_start, b, i0, rows, q_start);
+    visible_keys(lo, hi, s, doc_start, key_lengths, b, i0, rows, q_start);
+    index_t first = 0, last = 0;
+    block_keys(first, last, lo, hi, rows);
     for (index_t r = 0; r < rows; ++r) {
         row_max[r] = neg_inf, row_sum[r] = 0;
         std::fill_n(o0 + r * ldq, D, T(0));
     }
-    for (index_t j0 = lo[0]; j0 <= hi[rows - 1]; j0 += BK) {
-        const index_t cols = std::min(BK, hi[rows - 1] + 1 - j0);
+    for (index_t j0 = first; j0 <= last; j0 += BK) {
+        const index_t cols = std::min(BK, last + 1 - j0);
         tile_nt<NR>(S, BK, q0, ldq, kb + j0 * ldk, ldk, rows, cols, D, scale);
         for (index_t r = 0; r < rows; ++r) {
             T* sr = S + r * BK;
@@ -398,7 +484,7 @@ void attention_forward_block(tensor_view<T> out, tensor_view<T> lse, cview<T> q,
 template <class T, index_t NR>
 void attention_backward_group(tensor_view<T> dq, tensor_view<T> dk, tensor_view<T> dv, cview<T> dout, cview<T> q,
                               cview<T> k, cview<T> v, cview<T> out, cview<T> lse, const attention_shape& s,
-                              cview<index_t> doc_start, index_t b, index_t hk) {
+                              cview<index_t> doc_start, cview<index_t> key_lengths, index_t b, index_t hk) {
     constexpr index_t BQ = attention_block, BK = attention_block;
     const index_t D = s.head_dim, group = s.q_heads / s.kv_heads, blocks = (s.time + BQ - 1) / BQ;
     const index_t ldq = s.q_heads * D, ldk = s.kv_heads * D;
@@ -419,14 +505,16 @@ void attention_backward_group(tensor_view<T> dq, tensor_view<T> dk, tensor_view<
             T* dq0 = dq.data + at;
             index_t lo[BQ] = {}, hi[BQ] = {};
             T d_row[BQ], lse_row[BQ], P[BQ * BK], dS[BQ * BK];
-            visible_keys(lo, hi, s, doc_start, b, i0, rows, 0);
+            visible_keys(lo, hi, s, doc_start, key_lengths, b, i0, rows, 0);
+            index_t first = 0, last = 0;
+            block_keys(first, last, lo, hi, rows);
             for (index_t r = 0; r < rows; ++r) {
                 std::fill_n(dq0 + r * ldq, D, T(0));
                 d_row[r] = dot(do0 + r * ldq, o0 + r * ldq, D);
                 lse_row[r] = lse[(b * s.q_heads + h) * s.time + i0 + r];
             }
-            for (index_t j0 = lo[0]; j0 <= hi[rows - 1]; j0 += BK) {
-                const index_t cols = std::min(BK, hi[rows - 1] + 1 - j0);
+            for (index_t j0 = first; j0 <= last; j0 += BK) {
+                const index_t cols = std::min(BK, last + 1 - j0);
                 tile_nt<NR>(P, BK, q0, ldq, kb + j0 * ldk, ldk, rows, cols, D, scale);
                 tile_nt<NR>(dS, BK, do0, ldq, vb + j0 * ldk, ldk, rows, cols, D, T(1));
                 for (index_t r = 0; r < rows; ++r) {
@@ -468,8 +556,10 @@ __attribute__((target("avx2,fma"), flatten)) void attention_backward_group_avx2(
 
 template <class T>
 void attention_forward(tensor_view<T> out, tensor_view<T> lse, cview<T> q, cview<T> k, cview<T> v, index_t window = 0,
-                       index_t q_start = 0, cview<index_t> doc_start = {}) {
-    const attention_shape s = detail::attention_shape_of(q.shape, k.shape, window, q_start);
+                       index_t q_start = 0, cview<index_t> doc_start = {}, bool causal = true,
+                       cview<index_t> key_lengths = {}) {
+    const attention_shape s = detail::attention_shape_of(q.shape, k.shape, window, q_start, causal);
+    detail::check_attention_masks(s, key_lengths, "attention");
     detail::check_doc_start_view(doc_start, s, q_start, "attention");
     expect_same_shape("attention", "v", v, k);
     expect_same_shape("attention", "out", out, q);
@@ -485,19 +575,22 @@ void attention_forward(tensor_view<T> out, tensor_view<T> lse, cview<T> q, cview
             for (index_t qb = 0; qb < blocks; ++qb) {
 #ifdef TINYLM_AVX2_CLONES
                 if (avx2) {
-                    detail::attention_forward_block_avx2<T>(out, lse, q, k, v, s, q_start, doc_start, b, h, qb);
+                    detail::attention_forward_block_avx2<T>(out, lse, q, k, v, s, q_start, doc_start, key_lengths, b, h,
+                                                            qb);
                     continue;
                 }
 #endif
                 detail::attention_forward_block<T, detail::register_columns<T>>(out, lse, q, k, v, s, q_start,
-                                                                                doc_start, b, h, qb);
+                                                                                doc_start, key_lengths, b, h, qb);
             }
 }
 
 template <class T>
 void attention_backward(tensor_view<T> dq, tensor_view<T> dk, tensor_view<T> dv, cview<T> dout, cview<T> q, cview<T> k,
-                        cview<T> v, cview<T> out, cview<T> lse, index_t window = 0, cview<index_t> doc_start = {}) {
-    const attention_shape s = detail::attention_shape_of(q.shape, k.shape, window);
+                        cview<T> v, cview<T> out, cview<T> lse, index_t window = 0, cview<index_t> doc_start = {},
+                        bool causal = true, cview<index_t> key_lengths = {}) {
+    const attention_shape s = detail::attention_shape_of(q.shape, k.shape, window, 0, causal);
+    detail::check_attention_masks(s, key_lengths, "attention_backward");
     detail::check_doc_start_view(doc_start, s, 0, "attention_backward");
     check(s.key_time == s.time, "attention_backward: keys and queries must span the same positions");
     expect_same_shape("attention_backward", "dq", dq, q);
@@ -514,12 +607,13 @@ void attention_backward(tensor_view<T> dq, tensor_view<T> dk, tensor_view<T> dv,
         for (index_t hk = 0; hk < s.kv_heads; ++hk) {
 #ifdef TINYLM_AVX2_CLONES
             if (avx2) {
-                detail::attention_backward_group_avx2<T>(dq, dk, dv, dout, q, k, v, out, lse, s, doc_start, b, hk);
+                detail::attention_backward_group_avx2<T>(dq, dk, dv, dout, q, k, v, out, lse, s, doc_start, key_lengths,
+                                                         b, hk);
                 continue;
             }
 #endif
             detail::attention_backward_group<T, detail::register_columns<T>>(dq, dk, dv, dout, q, k, v, out, lse, s,
-                                                                             doc_start, b, hk);
+                                                                             doc_start, key_lengths, b, hk);
         }
 }
 
