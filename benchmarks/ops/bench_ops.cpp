@@ -130,9 +130,9 @@ attention_run<T> run_attention(index_t b, index_t t, const std::vector<double>& 
                        std::vector<T>(kt.size()), std::vector<T>(kt.size())};
     const auto forward = reference ? tl::attention_forward_reference<T> : tl::attention_forward<T>;
     const auto backward = reference ? tl::attention_backward_reference<T> : tl::attention_backward<T>;
-    forward(view(r.out, qs), view(r.lse, {b, heads, t}), view(qt, qs), view(kt, ks), view(vt, ks), 0, 0, {});
+    forward(view(r.out, qs), view(r.lse, {b, heads, t}), view(qt, qs), view(kt, ks), view(vt, ks), 0, 0, {}, true, {});
     backward(view(r.dq, qs), view(r.dk, ks), view(r.dv, ks), view(dot, qs), view(qt, qs), view(kt, ks), view(vt, ks),
-             view(r.out, qs), view(r.lse, {b, heads, t}), 0, {});
+             view(r.out, qs), view(r.lse, {b, heads, t}), 0, {}, true, {});
     return r;
 }
 
@@ -242,12 +242,12 @@ struct attention_inputs {
     ~attention_inputs() { tl::detail::allow_avx2_clones = true; }
     void forward() {
         const auto f = reference ? tl::attention_forward_reference<float> : tl::attention_forward<float>;
-        f(view(out, qs), view(lse, {b, heads, t}), view(q, qs), view(k, ks), view(v, ks), 0, 0, {});
+        f(view(out, qs), view(lse, {b, heads, t}), view(q, qs), view(k, ks), view(v, ks), 0, 0, {}, true, {});
     }
     void backward() {
         const auto f = reference ? tl::attention_backward_reference<float> : tl::attention_backward<float>;
         f(view(dq, qs), view(dk, ks), view(dv, ks), view(dout, qs), view(q, qs), view(k, ks), view(v, ks),
-          view(out, qs), view(lse, {b, heads, t}), 0, {});
+          view(out, qs), view(lse, {b, heads, t}), 0, {}, true, {});
     }
     // score and value products over the causal half: 2 products x 2 FLOPs x B H T (T+1)/2 D
     static double forward_flops() { return 4.0 * b * heads * t * (t + 1) / 2.0 * head_dim; }
