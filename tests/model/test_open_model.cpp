@@ -296,10 +296,42 @@ struct post_rms_swiglu {
     }();
 };
 
+// BERT's layout: bidirectional attention, post-norm, LayerNorm, GELU.
+struct bert_like {
+    static constexpr model_config value = [] {
+        model_config c = post_layernorm_gelu::value;
+        c.attention = attention_kind::bidirectional;
+        return c;
+    }();
+};
+
 BOOST_AUTO_TEST_CASE(pre_and_post_norm_blocks_match_finite_differences) {
+    BOOST_TEST(worst_finite_difference_error<bert_like>("bidirectional, post-norm, LayerNorm, GELU") < 0.05);
     BOOST_TEST(worst_finite_difference_error<pre_rms_swiglu>("pre-norm, RMSNorm, SwiGLU") < 0.05);
     BOOST_TEST(worst_finite_difference_error<post_layernorm_gelu>("post-norm, LayerNorm, GELU") < 0.05);
     BOOST_TEST(worst_finite_difference_error<post_rms_swiglu>("post-norm, RMSNorm, SwiGLU") < 0.05);
+}
+
+// Bidirectional: a position sees later tokens; right padding (key_lengths) hides the padded ones entirely.
+BOOST_AUTO_TEST_CASE(bidirectional_attention_sees_ahead_and_ignores_padding) {
+    decoder<bert_like, reference_cpu> m(4);
+    const index_t B = 2, T = 6, d = bert_like::value.d_model;
+    batch b = random_batch(B, T, bert_like::value.vocab_size, 8);
+    const std::vector<index_t> lengths{6, 4};
+    const cview<index_t> len{lengths.data(), {B}};
+    auto hidden = [&] {
+        const cview<float> h = m.forward(b.ids, {}, false, len);
+        return std::vector<float>(h.data, h.data + h.numel());
+    };
+    const std::vector<float> before = hidden();
+    b.ids.data[std::size_t(1 * T + 5)] = (b.ids.data[std::size_t(1 * T + 5)] + 1) % 23; // row 1, a padded position
+    const std::vector<float> padded_changed = hidden();
+    // Row 0 and the four real positions of row 1 (contiguous): bit-identical.
+    const std::size_t real = std::size_t((T + 4) * d);
+    BOOST_TEST(std::memcmp(before.data(), padded_changed.data(), real * sizeof(float)) == 0);
+    b.ids.data[std::size_t(T - 1)] = (b.ids.data[std::size_t(T - 1)] + 1) % 23; // row 0, its last token
+    const std::vector<float> last_changed = hidden();
+    BOOST_TEST(!std::equal(before.begin(), before.begin() + d, last_changed.begin()), "position 0 sees ahead");
 }
 
 // Llama 3.1's rope_scaling (factor 8, low 1, high 4, original context 8192, theta 500000, head width 128):

@@ -263,6 +263,8 @@ inline void check_config(const model_config& c) {
     need(c.full_attention_every >= 0 && (c.full_attention_every == 0 || c.sliding_window > 0),
          "full_attention_every (every k-th layer full) needs a sliding_window > 0");
     need(c.rope_theta > 0 && c.norm_eps > 0, "rope_theta and norm_eps must be positive");
+    need(c.attention == attention_kind::causal || c.sliding_window == 0,
+         "a sliding window needs causal attention (attention = bidirectional takes sliding_window = 0)");
     need(c.rope_scaling.factor >= 0, "rope_scaling.factor must be >= 0 (0: plain RoPE)");
     need(c.moe.n_experts >= 0, "moe.n_experts must be 0 (dense MLP) or the number of experts");
     need(c.moe.n_experts == 0 || (c.moe.top_k >= 1 && c.moe.top_k <= c.moe.n_experts),
@@ -339,6 +341,8 @@ constexpr bool validate_config() {
                       "model_config: full_attention_every (every k-th layer full) needs a sliding_window > 0; "
                       "0 slides every layer");
         static_assert(c.rope_theta > 0, "model_config: rope_theta must be positive");
+        static_assert(c.attention == attention_kind::causal || c.sliding_window == 0,
+                      "model_config: a sliding window needs causal attention (bidirectional: sliding_window = 0)");
         static_assert(c.norm_eps > 0, "model_config: norm_eps must be positive");
         static_assert(c.moe.n_experts >= 0,
                       "model_config: moe.n_experts must be 0 (dense MLP) or the number of experts");

@@ -129,11 +129,13 @@ public:
 
     // doc_start (B, T), optional: packed rows of several documents (data/sft_batch.hpp); for each token, the
     // index in its row of its document's first token. Attention does not cross documents; RoPE restarts.
+    // key_lengths (B), optional in forward(): right padding (a Hugging Face attention_mask of ones, then zeros).
 
     // Final hidden states (B * T, d), after the final norm, for a loss written outside the library.
     // `train`: LoRA dropout active and activations kept for backward_from_hidden().
-    cview<float> forward(cview<token_t> ids, cview<index_t> doc_start = {}, bool train = true) {
-        run_forward(ids, doc_start, train);
+    cview<float> forward(cview<token_t> ids, cview<index_t> doc_start = {}, bool train = true,
+                         cview<index_t> key_lengths = {}) {
+        run_forward(ids, doc_start, train, key_lengths);
         has_forward_ = train;
         return acts_.final_normed;
     }
@@ -208,6 +210,7 @@ private:
         cross_entropy_workspace<float> ce;
         tensor_view<float> rope_cos, rope_sin;     // (T, D/2)
         tensor_view<index_t> doc_start, positions; // (B, T): packed documents
+        tensor_view<index_t> key_lengths;          // (B): right padding
         std::vector<moe_balance> balances;         // experts: per layer, or one for all
     };
 
@@ -255,6 +258,7 @@ private:
         s.rope_sin = a.allocate<float>({time, half});
         s.doc_start = a.allocate<index_t>({batch, time});
         s.positions = a.allocate<index_t>({batch, time});
+        s.key_lengths = a.allocate<index_t>({batch});
         if constexpr (is_moe) {
             s.balances.resize(config_.moe.balance_per_layer ? std::size_t(config_.n_layers) : 1);
             for (auto& b : s.balances)
@@ -283,7 +287,7 @@ private:
         return float(r.loss);
     }
 
-    void run_forward(cview<token_t> ids, cview<index_t> doc_start, bool train) {
+    void run_forward(cview<token_t> ids, cview<index_t> doc_start, bool train, cview<index_t> key_lengths = {}) {
         check(ids.shape.rank == 2, [&] { return "decoder: ids must be (B, T), got " + ids.shape.str(); });
         plan(ids.dim(0), ids.dim(1));
         if constexpr (projection_t::dropout)
@@ -293,6 +297,11 @@ private:
         auto& a = acts_;
         copy(ids, a.ids);
         documents_ = doc_start.data != nullptr;
+        padded_ = key_lengths.data != nullptr;
+        if (padded_) {
+            expect_shape("decoder", "key_lengths", key_lengths, {batch_});
+            copy(key_lengths, a.key_lengths);
+        }
         if (documents_) {
             expect_same_shape("decoder", "doc_start", doc_start, ids);
             check_document_starts(doc_start, "decoder");
@@ -317,7 +326,8 @@ private:
         return {.cos = acts_.rope_cos,
                 .sin = acts_.rope_sin,
                 .positions = documents_ ? cview<index_t>(acts_.positions) : cview<index_t>{},
-                .doc_start = documents_ ? cview<index_t>(acts_.doc_start) : cview<index_t>{}};
+                .doc_start = documents_ ? cview<index_t>(acts_.doc_start) : cview<index_t>{},
+                .key_lengths = padded_ ? cview<index_t>(acts_.key_lengths) : cview<index_t>{}};
     }
     moe_balance* balance_of(index_t l) {
         return is_moe ? &acts_.balances[acts_.balances.size() == 1 ? 0 : std::size_t(l)] : nullptr;
@@ -365,7 +375,7 @@ private:
     arena act_arena_;
     activations acts_;
     index_t batch_ = 0, time_ = 0, ce_chunk_ = 4096, loss_count_ = 0;
-    bool has_forward_ = false, has_targets_ = false, forward_training_ = false, documents_ = false,
+    bool has_forward_ = false, has_targets_ = false, forward_training_ = false, documents_ = false, padded_ = false,
          checkpointing_ = false;
     double aux_loss_ = 0; // experts: the balancing loss of the last forward
     // experts: tokens per expert of each layer in the last forward (apart from the activations, which

@@ -1,7 +1,8 @@
 // tinylm/model/self_attention.hpp: the attention half of a block, forward and backward:
 //   q, k, v = projections of x;  rope(q), rope(k);  att = softmax(q k^T / sqrt(D) + mask) v;  y = o(att)
-// with GQA (n_kv_heads key/value heads shared by n_heads query heads), a causal mask, an optional sliding
-// window, and packed documents (doc_start: no attention across documents, RoPE positions restart).
+// with GQA (n_kv_heads key/value heads shared by n_heads query heads), causal (decoders) or bidirectional
+// (encoders: model_config::attention), an optional sliding window (causal only), right padding (key_lengths),
+// and packed documents (doc_start: no attention across documents, RoPE positions restart).
 // Under a KV cache the new keys and values are appended to the cache at `start` and the queries attend over
 // everything cached: the same forward serves training, evaluation and generation.
 #pragma once
@@ -17,6 +18,7 @@ struct attention_context {
     cview<float> cos{}, sin{};               // (T, D/2) rows of the rope table for these positions
     cview<index_t> positions{};              // (B, T) packed documents: rope row of each token; else empty
     cview<index_t> doc_start{};              // (B, T) packed documents: first token of each token's document
+    cview<index_t> key_lengths{};            // (B) right padding: keys at positions >= key_lengths[b] are unseen
     tensor_view<float> k_cache{}, v_cache{}; // (B, capacity, Hkv, D): generating with a KV cache
     index_t start = 0;                       // cached positions before these
 };
@@ -37,7 +39,7 @@ public:
     self_attention() = default;
     self_attention(const model_config& c, index_t layer)
         : heads_(c.n_heads), kv_heads_(c.n_kv_heads), head_dim_(c.head_dim()), window_(c.layer_window(int(layer))),
-          q_(c.d_model, c.q_width(), layer, proj::q, c.qkv_bias),
+          causal_(c.attention == attention_kind::causal), q_(c.d_model, c.q_width(), layer, proj::q, c.qkv_bias),
           k_(c.d_model, c.kv_width(), layer, proj::k, c.qkv_bias),
           v_(c.d_model, c.kv_width(), layer, proj::v, c.qkv_bias), o_(c.q_width(), c.d_model, layer, proj::o, false) {}
 
@@ -88,9 +90,10 @@ public:
                 std::copy_n(s.k.data + b * t_len * width, t_len * width, ctx.k_cache.data + at);
                 std::copy_n(s.v.data + b * t_len * width, t_len * width, ctx.v_cache.data + at);
             }
-            attention_forward<float>(s.att, s.lse, s.q, ctx.k_cache, ctx.v_cache, window_, ctx.start);
+            attention_forward<float>(s.att, s.lse, s.q, ctx.k_cache, ctx.v_cache, window_, ctx.start, {}, causal_,
+                                     ctx.key_lengths);
         } else {
-            attention_forward<float>(s.att, s.lse, s.q, s.k, s.v, window_, 0, ctx.doc_start);
+            attention_forward<float>(s.att, s.lse, s.q, s.k, s.v, window_, 0, ctx.doc_start, causal_, ctx.key_lengths);
         }
         o_.forward(y, flat(s.att), s.lora_h[3], ad);
     }
@@ -100,7 +103,7 @@ public:
                   const attention_context& ctx, const adapter_state& ad, grad_write mode) const {
         o_.backward(g.datt, dy, flat(s.att), s.lora_h[3], ad, grad_write::assign);
         attention_backward<float>(g.dq, g.dk, g.dv, g.datt.reshaped(s.att.shape), s.q, s.k, s.v, s.att, s.lse, window_,
-                                  ctx.doc_start);
+                                  ctx.doc_start, causal_, ctx.key_lengths);
         rope_backward<float>(g.dq, ctx.cos, ctx.sin, ctx.positions);
         rope_backward<float>(g.dk, ctx.cos, ctx.sin, ctx.positions);
         q_.backward(dx, flat(g.dq), x, s.lora_h[0], ad, mode);
@@ -114,6 +117,7 @@ public:
 
 private:
     index_t heads_ = 0, kv_heads_ = 0, head_dim_ = 0, window_ = 0;
+    bool causal_ = true;
     projection_t q_, k_, v_, o_;
 };
 
