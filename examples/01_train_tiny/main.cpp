@@ -71,6 +71,7 @@ std::string sample(const model_t& model, std::string_view prompt, int n_bytes, d
 
 int main(int argc, char** argv) try {
     CLI::App app{"Train the tiny byte-level tinylm decoder and sample from it"};
+    app.option_defaults()->always_capture_default(); // --help prints every default
     tl::trainer_options options{.batch_size = 16,
                                 .seq_len = tl::presets::tiny::value.max_seq_len,
                                 .max_steps = 1500,

@@ -151,6 +151,7 @@ std::string svg_curve(const std::vector<result>& rs) {
 
 int main(int argc, char** argv) {
     CLI::App app{"tinylm tokenizer lab: BPE at several vocabulary sizes"};
+    app.option_defaults()->always_capture_default(); // --help prints every default
     std::string corpus = TINYLM_DEFAULT_CORPUS, out = "tokenizer_lab", style = "byte_level";
     std::vector<std::size_t> vocabs{1000, 3000, 8000, 16000, 32000};
     double holdout = 0.1;

@@ -45,6 +45,7 @@ struct byte_encoder {
 
 int main(int argc, char** argv) try {
     CLI::App app{"tinylm corpus pipeline: clean, report statistics, write token shards"};
+    app.option_defaults()->always_capture_default(); // --help prints every default
     std::string data_dir_flag, format = "text", field = "text", paragraphs = "auto", alpha = "russian";
     std::vector<std::string> inputs, langid_train, keep_lang;
     std::string out = "corpus_out";

@@ -29,6 +29,7 @@ namespace fs = std::filesystem;
 
 int main(int argc, char** argv) try {
     CLI::App app{"Fine-tune a pretrained model on Russian instructions"};
+    app.option_defaults()->always_capture_default(); // --help prints every default
     fs::path base = "runs/russian_novels/checkpoint", out = "runs/sft_instruct";
     std::string data_dir, system_prompt;
     std::vector<fs::path> extra;

@@ -45,6 +45,7 @@ struct options {
 
 int main(int argc, char** argv) try {
     CLI::App app{"Fine-tune a pretrained model on Russian jokes with LoRA"};
+    app.option_defaults()->always_capture_default(); // --help prints every default
     options o;
     recipe::recipe_inputs in;
     in.title = "tinylm: jokes LoRA";
