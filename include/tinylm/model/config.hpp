@@ -246,7 +246,10 @@ constexpr bool has_dynamic_fields(model_config c) {
     return any;
 }
 
-// Run-time check of a resolved configuration: throws naming the field and the fix.
+// Run-time check of a resolved configuration: throws naming the field and the fix. The same rules are the
+// static_asserts of validate_config below, written twice on purpose: a static_assert can only show a literal
+// message, so a shared constexpr function would turn "n_heads must be a multiple of n_kv_heads" into a bare
+// "invalid configuration" at compile time. Change both together.
 inline void check_config(const model_config& c) {
     auto need = [](bool ok, const char* what) {
         if (!ok) throw error(std::string("model_config: ") + what);

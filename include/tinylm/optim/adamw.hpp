@@ -34,11 +34,11 @@ inline bool decays(param_kind kind, bool decay_embeddings) {
            (kind == param_kind::embedding && decay_embeddings);
 }
 
-class adamw {
+class adamw : public stateful_optimizer {
 public:
     // `entries` must outlive the optimizer (the model's own vector: it sees the model's freezing).
     explicit adamw(const std::vector<parameter_entry>& entries, adamw_options options = {})
-        : options_(options), state_(&entries, {"exp_avg", "exp_avg_sq"}) {}
+        : stateful_optimizer(&entries, {"exp_avg", "exp_avg_sq"}), options_(options) {}
     template <class Model>
     requires requires(Model& m) {
         { m.parameter_entries() } -> std::same_as<const std::vector<parameter_entry>&>;
@@ -70,29 +70,10 @@ public:
         }
     }
 
-    long long steps() const { return t_; }
-    void set_steps(long long t) { t_ = t; } // when restoring moments from a checkpoint
     const adamw_options& options() const { return options_; }
-    const std::vector<parameter_entry>& entries() const { return state_.entries(); }
-
-    // The moments, as "exp_avg.<name>" / "exp_avg_sq.<name>" (see the Optimizer concept).
-    template <class F>
-    void visit_state(F&& f) const {
-        state_.visit(f);
-    }
-    template <class F>
-    void visit_state(F&& f) {
-        state_.visit(f);
-    }
-    template <class Has>
-    void reset_state(Has&& has) {
-        state_.reset(has);
-    }
 
 private:
     adamw_options options_;
-    optimizer_state state_;
-    long long t_ = 0;
 };
 static_assert(Optimizer<adamw>);
 

@@ -113,4 +113,32 @@ private:
     std::vector<std::vector<std::vector<float>>> data_; // [entry][kind][element]; empty: none yet
 };
 
+// What every optimizer shares: its entries, its state and its step count, with the Optimizer concept's
+// checkpoint members. AdamW and SGD add their options and step().
+class stateful_optimizer {
+public:
+    long long steps() const { return t_; }
+    void set_steps(long long t) { t_ = t; } // when restoring the state from a checkpoint
+    const std::vector<parameter_entry>& entries() const { return state_.entries(); }
+    // The state tensors as "<kind>.<name>" (see the Optimizer concept).
+    template <class F>
+    void visit_state(F&& f) const {
+        state_.visit(f);
+    }
+    template <class F>
+    void visit_state(F&& f) {
+        state_.visit(f);
+    }
+    template <class Has>
+    void reset_state(Has&& has) {
+        state_.reset(has);
+    }
+
+protected:
+    stateful_optimizer(const std::vector<parameter_entry>* entries, std::vector<std::string> kinds)
+        : state_(entries, std::move(kinds)) {}
+    optimizer_state state_;
+    long long t_ = 0;
+};
+
 } // namespace tl

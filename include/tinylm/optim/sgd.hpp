@@ -18,11 +18,11 @@ struct sgd_options {
     bool decay_embeddings = true;
 };
 
-class sgd {
+class sgd : public stateful_optimizer {
 public:
     // `entries` must outlive the optimizer (the model's own vector: it sees the model's freezing).
     explicit sgd(const std::vector<parameter_entry>& entries, sgd_options options = {})
-        : options_(options), state_(&entries, {"momentum_buffer"}) {}
+        : stateful_optimizer(&entries, {"momentum_buffer"}), options_(options) {}
     template <class Model>
     requires requires(Model& m) {
         { m.parameter_entries() } -> std::same_as<const std::vector<parameter_entry>&>;
@@ -48,28 +48,10 @@ public:
         }
         ++t_;
     }
-    long long steps() const { return t_; }
-    void set_steps(long long t) { t_ = t; }
     const sgd_options& options() const { return options_; }
-    const std::vector<parameter_entry>& entries() const { return state_.entries(); }
-
-    template <class F>
-    void visit_state(F&& f) const {
-        state_.visit(f);
-    }
-    template <class F>
-    void visit_state(F&& f) {
-        state_.visit(f);
-    }
-    template <class Has>
-    void reset_state(Has&& has) {
-        state_.reset(has);
-    }
 
 private:
     sgd_options options_;
-    optimizer_state state_;
-    long long t_ = 0;
 };
 static_assert(Optimizer<sgd>);
 
