@@ -8,6 +8,7 @@
 #include <tinylm/ops/embedding.hpp>
 #include <tinylm/ops/layernorm.hpp>
 #include <tinylm/ops/linear.hpp>
+#include <tinylm/ops/pooling.hpp>
 #include <tinylm/ops/residual.hpp>
 #include <tinylm/ops/rmsnorm.hpp>
 #include <tinylm/ops/rope.hpp>
@@ -251,6 +252,51 @@ BOOST_AUTO_TEST_CASE(gelu) {
                              },
                              {{"x", &x.data, &dx.data}});
     BOOST_TEST(err < tolerance);
+}
+
+// Sentence-embedding pooling over right-padded rows: padding must get no gradient (and not move the output).
+BOOST_AUTO_TEST_CASE(pooling_modes_with_padding) {
+    const index_t B = 3, T = 5, d = 4;
+    owned<index_t> lengths({B});
+    lengths.data = {5, 2, 1};
+    for (pooling_mode mode : {pooling_mode::mean, pooling_mode::cls, pooling_mode::max}) {
+        auto h = random_tensor<double>({B, T, d}, 40), r = random_tensor<double>({B, d}, 41);
+        owned<double> out({B, d}), dh({B, T, d});
+        owned<index_t> arg({B, d});
+        pool_forward<double>(mode, out, arg, h, lengths);
+        pool_backward<double>(mode, dh, r, arg, lengths);
+        const double err = check(std::string("pool ") + pooling_name(mode),
+                                 [&] {
+                                     pool_forward<double>(mode, out, arg, h, lengths);
+                                     return weighted_sum(out.data, r.data);
+                                 },
+                                 {{"hidden", &h.data, &dh.data}});
+        BOOST_TEST(err < tolerance);
+        for (index_t b = 0; b < B; ++b) // padded positions: zero gradient
+            for (index_t t = lengths.data[std::size_t(b)]; t < T; ++t)
+                for (index_t j = 0; j < d; ++j)
+                    BOOST_TEST(dh.data[std::size_t((b * T + t) * d + j)] == 0.0);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(l2_normalize) {
+    auto x = random_tensor<double>({4, 6}, 42), r = random_tensor<double>({4, 6}, 43);
+    owned<double> y({4, 6}), norms({4}), dx({4, 6});
+    l2_normalize_forward<double>(y, norms, x);
+    l2_normalize_backward<double>(dx, r, y, norms);
+    const double err = check("l2_normalize",
+                             [&] {
+                                 l2_normalize_forward<double>(y, norms, x);
+                                 return weighted_sum(y.data, r.data);
+                             },
+                             {{"x", &x.data, &dx.data}});
+    BOOST_TEST(err < tolerance);
+    for (index_t i = 0; i < 4; ++i) { // unit rows
+        double sq = 0;
+        for (index_t j = 0; j < 6; ++j)
+            sq += y.data[std::size_t(i * 6 + j)] * y.data[std::size_t(i * 6 + j)];
+        BOOST_TEST(std::abs(sq - 1.0) < 1e-12);
+    }
 }
 
 BOOST_AUTO_TEST_CASE(residual) {

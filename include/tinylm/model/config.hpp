@@ -38,6 +38,10 @@ enum class norm_placement : std::uint8_t { pre, post };
 // row but padding).
 enum class attention_kind : std::uint8_t { causal, bidirectional };
 
+// How a token's position enters: rotary embeddings in every attention layer (Llama, Qwen2), or a learned table
+// of max_seq_len rows added to the token embeddings (BERT, GPT-2).
+enum class position_kind : std::uint8_t { rope, learned };
+
 // Mixture of experts (Mixtral): n_experts == 0 means a dense MLP. Otherwise every layer's MLP is n_experts
 // SwiGLU experts of width d_ff and a softmax router that sends each token to its top_k experts with
 // renormalised weights; the loss adds aux_loss_weight * the load-balancing loss (transformers'
@@ -138,7 +142,10 @@ struct model_config {
     int sliding_window = 0;       // 0: full causal attention
     int full_attention_every = 0; // with a window: layers l with (l + 1) % k == 0 attend fully; 0: all slide
     double rope_theta = 10000.0;
-    bool qkv_bias = false; // Qwen2 has biases on q, k and v projections
+    bool qkv_bias = false;   // Qwen2 has biases on q, k and v projections
+    bool dense_bias = false; // BERT also has biases on the output projection and on both MLP projections
+    position_kind positions = position_kind::rope;
+    int type_vocab_size = 0; // encoders: token type (segment) embeddings added to the input (BERT: 2)
 
     // Blocks
     mlp_kind mlp = mlp_kind::swiglu;
@@ -169,17 +176,21 @@ struct model_config {
     }
 };
 
-// Number of trainable parameters (LoRA excluded).
+// Number of trainable parameters of a decoder (LoRA excluded; an encoder counts its own: model/encoder.hpp).
 constexpr std::int64_t parameter_count(const model_config& c) {
     const std::int64_t d = c.d_model, ff = c.d_ff, q = c.q_width(), kv = c.kv_width();
     const std::int64_t norm = c.norm == norm_kind::layernorm ? 2 * d : d;
     std::int64_t attn = d * q + 2 * d * kv + q * d;
     if (c.qkv_bias) attn += q + 2 * kv;
+    if (c.dense_bias) attn += d;
     std::int64_t mlp = c.mlp == mlp_kind::swiglu ? 3 * d * ff : 2 * d * ff;
+    if (c.dense_bias) mlp += ff + d;
     if (c.moe.n_experts > 0) mlp = c.moe.n_experts * (3 * d * ff + d); // experts and the router's row each
     const std::int64_t layer = attn + mlp + 2 * norm;
     const std::int64_t embed = std::int64_t(c.vocab_size) * d;
-    return embed + (c.tied_embeddings ? 0 : embed) + c.n_layers * layer + norm;
+    std::int64_t inputs = embed + std::int64_t(c.type_vocab_size) * d;
+    if (c.positions == position_kind::learned) inputs += std::int64_t(c.max_seq_len) * d;
+    return inputs + (c.tied_embeddings ? 0 : embed) + c.n_layers * layer + norm;
 }
 
 // Training FLOPs per token at context length `seq_len`: 6 per weight of every matrix product (forward 2,
@@ -223,6 +234,7 @@ constexpr void for_each_size_field(F&& f, model_config& a, const model_config& b
     f("d_head", a.d_head, b.d_head);
     f("d_ff", a.d_ff, b.d_ff);
     f("max_seq_len", a.max_seq_len, b.max_seq_len);
+    f("type_vocab_size", a.type_vocab_size, b.type_vocab_size);
     f("sliding_window", a.sliding_window, b.sliding_window);
     f("full_attention_every", a.full_attention_every, b.full_attention_every);
     f("rope_theta", a.rope_theta, b.rope_theta);
@@ -260,7 +272,9 @@ inline void check_config(const model_config& c) {
     need(c.n_heads % c.n_kv_heads == 0,
          "n_heads must be a multiple of n_kv_heads (MHA: equal, GQA: a divisor, MQA: 1)");
     need(c.d_head > 0 || c.d_model % c.n_heads == 0, "d_model must be divisible by n_heads, or set d_head");
-    need(c.head_dim() % 2 == 0, "the head width must be even for rotary embeddings");
+    need(c.positions != position_kind::rope || c.head_dim() % 2 == 0,
+         "the head width must be even for rotary embeddings");
+    need(c.type_vocab_size >= 0, "type_vocab_size must be >= 0 (0: no token type embeddings)");
     need(c.max_seq_len > 0, "max_seq_len must be positive");
     need(c.sliding_window >= 0, "sliding_window must be 0 (off) or a positive width");
     need(c.full_attention_every >= 0 && (c.full_attention_every == 0 || c.sliding_window > 0),
@@ -301,8 +315,10 @@ inline model_config resolve_config(const model_config& fixed, const model_config
         diffs += "\n  tied_embeddings differs";
     }
     if (c.mlp != runtime.mlp || c.norm != runtime.norm || c.qkv_bias != runtime.qkv_bias ||
-        c.norm_position != runtime.norm_position || c.attention != runtime.attention)
-        diffs += "\n  structure (mlp, norm, norm_position, attention or qkv_bias) differs from the model type";
+        c.dense_bias != runtime.dense_bias || c.norm_position != runtime.norm_position ||
+        c.attention != runtime.attention || c.positions != runtime.positions)
+        diffs += "\n  structure (mlp, norm, norm_position, attention, positions, qkv_bias or dense_bias) differs from "
+                 "the model type";
     if ((fixed.moe.n_experts != 0) != (runtime.moe.n_experts != 0))
         diffs += "\n  moe.n_experts: experts in one and a dense MLP in the other";
     if (!diffs.empty()) throw error("model_config: the configuration does not fit the model type:" + diffs);
@@ -337,7 +353,9 @@ constexpr bool validate_config() {
                       "model_config: n_heads must be a multiple of n_kv_heads (MHA: equal, GQA: a divisor, MQA: 1)");
         static_assert(c.d_head != 0 || c.d_model % c.n_heads == 0,
                       "model_config: d_model must be divisible by n_heads, or set d_head explicitly");
-        static_assert(c.head_dim() % 2 == 0, "model_config: the head width must be even for rotary embeddings");
+        static_assert(c.positions != position_kind::rope || c.head_dim() % 2 == 0,
+                      "model_config: the head width must be even for rotary embeddings");
+        static_assert(c.type_vocab_size >= 0, "model_config: type_vocab_size must be >= 0 (0: none)");
         static_assert(c.max_seq_len > 0, "model_config: max_seq_len must be positive");
         static_assert(c.sliding_window >= 0, "model_config: sliding_window must be 0 (off) or a positive width");
         static_assert(c.full_attention_every >= 0 && (c.full_attention_every == 0 || c.sliding_window > 0),

@@ -39,6 +39,8 @@ public:
     static constexpr model_config static_config = C::value; // fields may be tl::dynamic (read at run time)
     static_assert(validate_config<C>());
     static_assert(validate_adapter_for<C, A>());
+    static_assert(static_config.positions == position_kind::rope,
+                  "decoder: positions are rotary; learned position tables are the encoder's (model/encoder.hpp)");
     using backend = B;
     using adapter = A;
     static constexpr lora_config lora = A::value;
@@ -56,6 +58,7 @@ public:
     // Sizes from `runtime` where C leaves them dynamic; the fields C fixes must agree with it.
     explicit decoder(const model_config& runtime, std::uint64_t seed = 0, index_t cross_entropy_chunk = 4096)
         : config_(resolve_config(C::value, runtime)), ce_chunk_(cross_entropy_chunk) {
+        check(config_.type_vocab_size == 0, "decoder: token type embeddings are the encoder's (model/encoder.hpp)");
         adapter_.dropout_seed = mix64(seed ^ 0x4c6f5241ull);
         adapter_.n_layers = config_.n_layers;
         for (index_t l = 0; l < config_.n_layers; ++l)

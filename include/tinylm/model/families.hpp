@@ -4,7 +4,9 @@
 //   llama   Llama 1-3 (rope_scaling), Mistral and Ministral (the window is a size), TinyLlama, SmolLM
 //   qwen2   Qwen2 / Qwen2.5 (q/k/v biases)
 //   mixtral Mixtral (experts)
-// io/hf_any.hpp picks the family from a folder's config.json.
+//   bert    BERT-family encoders (model/encoder.hpp): post-norm LayerNorm blocks, GELU, learned positions and
+//           token types, biases everywhere, bidirectional attention (all-MiniLM, BGE, E5, LaBSE, ...)
+// io/hf_any.hpp picks the decoder family from a folder's config.json; io/hf_encoder.hpp reads BERT's.
 #pragma once
 
 #include <tinylm/model/config.hpp>
@@ -40,6 +42,23 @@ struct mixtral {
     static constexpr model_config value = [] {
         model_config c = all_dynamic;
         c.moe = {.n_experts = dynamic, .top_k = dynamic, .aux_loss_weight = dynamic};
+        return c;
+    }();
+};
+
+struct bert {
+    static constexpr model_config value = [] {
+        model_config c = all_dynamic;
+        c.sliding_window = 0; // encoders attend to the whole row
+        c.full_attention_every = 0;
+        c.rope_scaling = {};
+        c.type_vocab_size = dynamic;
+        c.qkv_bias = c.dense_bias = true;
+        c.positions = position_kind::learned;
+        c.mlp = mlp_kind::gelu;
+        c.norm = norm_kind::layernorm;
+        c.norm_position = norm_placement::post;
+        c.attention = attention_kind::bidirectional;
         return c;
     }();
 };

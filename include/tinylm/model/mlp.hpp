@@ -33,8 +33,9 @@ public:
 
     dense_mlp() = default;
     dense_mlp(const model_config& c, index_t layer)
-        : width_(c.d_ff), gate_(c.d_model, c.d_ff, layer, proj::gate, false),
-          up_(c.d_model, c.d_ff, layer, proj::up, false), down_(c.d_ff, c.d_model, layer, proj::down, false) {}
+        : width_(c.d_ff), gate_(c.d_model, c.d_ff, layer, proj::gate, c.dense_bias),
+          up_(c.d_model, c.d_ff, layer, proj::up, c.dense_bias),
+          down_(c.d_ff, c.d_model, layer, proj::down, c.dense_bias) {}
 
     template <class Visit>
     void walk(Visit&& visit, const std::string& prefix) {

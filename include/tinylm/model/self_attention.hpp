@@ -1,5 +1,6 @@
 // tinylm/model/self_attention.hpp: the attention half of a block, forward and backward:
-//   q, k, v = projections of x;  rope(q), rope(k);  att = softmax(q k^T / sqrt(D) + mask) v;  y = o(att)
+//   q, k, v = projections of x;  rope(q), rope(k) (unless positions are learned embeddings);  att = softmax(q k^T /
+//   sqrt(D) + mask) v;  y = o(att)
 // with GQA (n_kv_heads key/value heads shared by n_heads query heads), causal (decoders) or bidirectional
 // (encoders: model_config::attention), an optional sliding window (causal only), right padding (key_lengths),
 // and packed documents (doc_start: no attention across documents, RoPE positions restart).
@@ -41,7 +42,8 @@ public:
         : heads_(c.n_heads), kv_heads_(c.n_kv_heads), head_dim_(c.head_dim()), window_(c.layer_window(int(layer))),
           causal_(c.attention == attention_kind::causal), q_(c.d_model, c.q_width(), layer, proj::q, c.qkv_bias),
           k_(c.d_model, c.kv_width(), layer, proj::k, c.qkv_bias),
-          v_(c.d_model, c.kv_width(), layer, proj::v, c.qkv_bias), o_(c.q_width(), c.d_model, layer, proj::o, false) {}
+          v_(c.d_model, c.kv_width(), layer, proj::v, c.qkv_bias),
+          o_(c.q_width(), c.d_model, layer, proj::o, c.dense_bias), rope_(c.positions == position_kind::rope) {}
 
     template <class Visit>
     void walk(Visit&& visit, const std::string& prefix) {
@@ -80,8 +82,10 @@ public:
         q_.forward(flat(s.q), x, s.lora_h[0], ad);
         k_.forward(flat(s.k), x, s.lora_h[1], ad);
         v_.forward(flat(s.v), x, s.lora_h[2], ad);
-        rope_forward<float>(s.q, ctx.cos, ctx.sin, ctx.positions);
-        rope_forward<float>(s.k, ctx.cos, ctx.sin, ctx.positions);
+        if (rope_) {
+            rope_forward<float>(s.q, ctx.cos, ctx.sin, ctx.positions);
+            rope_forward<float>(s.k, ctx.cos, ctx.sin, ctx.positions);
+        }
         if (ctx.k_cache.data) { // append to the cache, attend over all of it
             const index_t batch = s.k.dim(0), t_len = s.k.dim(1), width = kv_heads_ * head_dim_,
                           capacity = ctx.k_cache.dim(1);
@@ -104,8 +108,10 @@ public:
         o_.backward(g.datt, dy, flat(s.att), s.lora_h[3], ad, grad_write::assign);
         attention_backward<float>(g.dq, g.dk, g.dv, g.datt.reshaped(s.att.shape), s.q, s.k, s.v, s.att, s.lse, window_,
                                   ctx.doc_start, causal_, ctx.key_lengths);
-        rope_backward<float>(g.dq, ctx.cos, ctx.sin, ctx.positions);
-        rope_backward<float>(g.dk, ctx.cos, ctx.sin, ctx.positions);
+        if (rope_) {
+            rope_backward<float>(g.dq, ctx.cos, ctx.sin, ctx.positions);
+            rope_backward<float>(g.dk, ctx.cos, ctx.sin, ctx.positions);
+        }
         q_.backward(dx, flat(g.dq), x, s.lora_h[0], ad, mode);
         k_.backward(dx, flat(g.dk), x, s.lora_h[1], ad, grad_write::add);
         v_.backward(dx, flat(g.dv), x, s.lora_h[2], ad, grad_write::add);
@@ -119,6 +125,7 @@ private:
     index_t heads_ = 0, kv_heads_ = 0, head_dim_ = 0, window_ = 0;
     bool causal_ = true;
     projection_t q_, k_, v_, o_;
+    bool rope_ = true; // false: positions are learned embeddings added to the input (BERT)
 };
 
 } // namespace tl

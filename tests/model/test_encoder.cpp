@@ -1,0 +1,296 @@
+// The encoder (model/encoder.hpp) against transformers' BertModel on the same weights, its gradients against
+// PyTorch's and against central differences, and BERT folders read and written (io/hf_encoder.hpp).
+#include <tinylm/io/hf_encoder.hpp>
+#include <tinylm/model/encoder.hpp>
+#include <tinylm/ops/pooling.hpp>
+
+#include "../support/random.hpp"
+
+#include <boost/test/unit_test.hpp>
+
+#include <cmath>
+#include <cstring>
+#include <fstream>
+
+using namespace tl;
+using tl::test::owned;
+namespace fs = std::filesystem;
+
+namespace {
+
+const fs::path fixture_dir = fs::path(TINYLM_SOURCE_DIR) / "tests/reference/fixtures/bert_tiny";
+
+struct fixture {
+    safetensors_reader expected{fixture_dir / "expected.safetensors"};
+    owned<token_t> ids{{1, 1}}, types{{1, 1}};
+    owned<index_t> lengths{{1}};
+    index_t B = 0, T = 0;
+    fixture() {
+        shape s;
+        ids.data = expected.read_all<token_t>("ids", &s);
+        ids.shape = s;
+        types.data = expected.read_all<token_t>("type_ids");
+        types.shape = s;
+        B = s.dims[0], T = s.dims[1];
+        const auto l = expected.read_all<std::int32_t>("lengths");
+        lengths = owned<index_t>({B});
+        for (index_t b = 0; b < B; ++b)
+            lengths.data[std::size_t(b)] = l[std::size_t(b)];
+    }
+    std::vector<float> get(const std::string& name) const { return expected.read_all<float>(name); }
+};
+
+double max_abs_diff(const float* a, const std::vector<float>& b) {
+    double m = 0;
+    for (std::size_t i = 0; i < b.size(); ++i)
+        m = std::max(m, std::abs(double(a[i]) - double(b[i])));
+    return m;
+}
+
+// loss = sum(normalize(pool(hidden)) * r): the sentence-transformers path, forward and backward.
+template <class Model>
+double pooled_loss(Model& m, cview<token_t> ids, cview<token_t> types, cview<index_t> lengths, const owned<float>& r,
+                   bool backward, pooling_mode mode = pooling_mode::mean, owned<float>* embeddings = nullptr) {
+    const index_t B = ids.dim(0), T = ids.dim(1), d = m.hidden_size();
+    const cview<float> h = m.forward(ids, lengths, types, backward);
+    owned<float> pooled({B, d}), normed({B, d}), norms({B});
+    owned<index_t> arg({B, d});
+    pool_forward<float>(mode, pooled, arg, h.reshaped({B, T, d}), lengths);
+    l2_normalize_forward<float>(normed, norms, pooled);
+    double loss = 0;
+    for (std::size_t i = 0; i < normed.data.size(); ++i)
+        loss += double(normed.data[i]) * double(r.data[i]);
+    if (embeddings) *embeddings = normed;
+    if (backward) {
+        owned<float> dpooled({B, d}), dh({B, T, d});
+        l2_normalize_backward<float>(dpooled, r, normed, norms);
+        pool_backward<float>(mode, dh, dpooled, arg, lengths);
+        m.backward_from_hidden(dh.cv().reshaped({B * T, d}));
+    }
+    return loss;
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(encoder_model)
+
+// transformers' BertModel (float64 math) on a random tiny BERT: hidden states, the three poolings and every
+// parameter's gradient of a pooled loss (tests/reference/encoder/make_bert_fixture.py made the fixture).
+BOOST_AUTO_TEST_CASE(bert_matches_transformers_forward_and_gradients) {
+    const fixture f;
+    auto m = load_bert(fixture_dir);
+    const index_t d = m->hidden_size();
+    const auto r_values = f.get("r");
+    owned<float> r({f.B, d});
+    r.data = r_values;
+    m->zero_grad();
+    owned<float> mean({f.B, d});
+    const double loss = pooled_loss(*m, f.ids, f.types, f.lengths, r, true, pooling_mode::mean, &mean);
+    BOOST_TEST(std::abs(loss - double(f.get("loss")[0])) < 1e-5);
+    BOOST_TEST(max_abs_diff(mean.data.data(), f.get("mean")) < 1e-5);
+
+    // Hidden states of every real token.
+    const cview<float> h = m->forward(f.ids, f.lengths, f.types, false);
+    const auto hidden = f.get("hidden");
+    double worst = 0;
+    for (index_t b = 0; b < f.B; ++b)
+        for (index_t t = 0; t < f.lengths.data[std::size_t(b)]; ++t)
+            for (index_t j = 0; j < d; ++j) {
+                const std::size_t i = std::size_t((b * f.T + t) * d + j);
+                worst = std::max(worst, std::abs(double(h.data[i]) - double(hidden[i])));
+            }
+    BOOST_TEST_MESSAGE("hidden states: max |tinylm - transformers| " << worst);
+    BOOST_TEST(worst < 1e-5);
+
+    for (pooling_mode mode : {pooling_mode::cls, pooling_mode::max}) {
+        owned<float> e({f.B, d});
+        pooled_loss(*m, f.ids, f.types, f.lengths, r, false, mode, &e);
+        BOOST_TEST(max_abs_diff(e.data.data(), f.get(pooling_name(mode))) < 1e-5, pooling_name(mode));
+    }
+
+    int compared = 0;
+    for (const parameter_entry& e : m->parameter_entries()) {
+        if (e.name.starts_with("pooler.")) continue; // frozen, no gradient here; zero in PyTorch
+        const auto g = f.get("grad." + e.name);
+        double diff = 0, scale = 0;
+        for (std::size_t i = 0; i < g.size(); ++i) {
+            diff = std::max(diff, std::abs(double(e.grad.data[i]) - double(g[i])));
+            scale = std::max(scale, std::abs(double(g[i])));
+        }
+        // key biases: exactly zero in theory (softmax ignores a shift shared by all keys), f32 noise here
+        BOOST_TEST(diff <= 1e-4 * scale + 1e-6, e.name << ": max diff " << diff << " (scale " << scale << ")");
+        ++compared;
+    }
+    BOOST_TEST(compared == 5 + 2 * 16);
+}
+
+// f16 and bf16 files load as their f32 values rounded: the same model within the formats' precision.
+BOOST_AUTO_TEST_CASE(half_precision_folders_load) {
+    auto ref = load_bert(fixture_dir);
+    for (const char* file : {"model_f16.safetensors", "model_bf16.safetensors"}) {
+        const fs::path dir = fs::temp_directory_path() / ("tinylm_bert_" + std::string(file));
+        fs::create_directories(dir);
+        fs::copy_file(fixture_dir / "config.json", dir / "config.json", fs::copy_options::overwrite_existing);
+        fs::copy_file(fixture_dir / file, dir / "model.safetensors", fs::copy_options::overwrite_existing);
+        auto m = load_bert(dir);
+        const double ulp = std::string(file).find("bf16") != std::string::npos ? 1.0 / 256 : 1.0 / 2048;
+        double worst = 0;
+        for (std::size_t k = 0; k < m->parameter_entries().size(); ++k) {
+            const auto& a = m->parameter_entries()[k].value;
+            const auto& b = ref->parameter_entries()[k].value;
+            for (index_t i = 0; i < a.numel(); ++i)
+                worst = std::max(worst, std::abs(double(a[i]) - double(b[i])) / std::max(1e-3, std::abs(double(b[i]))));
+        }
+        BOOST_TEST(worst <= ulp, file << ": worst relative rounding " << worst);
+        fs::remove_all(dir);
+    }
+}
+
+// save_encoder writes what load_bert reads back bit for bit (and what transformers reads: the torch-labelled test).
+BOOST_AUTO_TEST_CASE(saved_folders_round_trip) {
+    const fixture f;
+    auto m = load_bert(fixture_dir);
+    const fs::path dir = fs::temp_directory_path() / "tinylm_bert_saved";
+    fs::remove_all(dir);
+    save_encoder(*m, dir);
+    auto back = load_bert(dir);
+    const cview<float> a = m->forward(f.ids, f.lengths, f.types, false);
+    const std::vector<float> first(a.data, a.data + a.numel());
+    const cview<float> b = back->forward(f.ids, f.lengths, f.types, false);
+    BOOST_TEST(std::memcmp(first.data(), b.data, first.size() * sizeof(float)) == 0);
+    BOOST_TEST(m->parameter_count() == back->parameter_count());
+    fs::remove_all(dir);
+}
+
+// Padding: changing a padded token changes no real position; a real token changes every position of its row.
+BOOST_AUTO_TEST_CASE(padding_is_invisible_and_attention_sees_the_whole_row) {
+    fixture f;
+    auto m = load_bert(fixture_dir);
+    const index_t d = m->hidden_size();
+    auto run = [&] {
+        const cview<float> h = m->forward(f.ids, f.lengths, f.types, false);
+        return std::vector<float>(h.data, h.data + h.numel());
+    };
+    const auto before = run();
+    f.ids.data[std::size_t(1 * f.T + 7)] = 5; // row 1 has 5 real tokens
+    const auto after = run();
+    for (index_t t = 0; t < 5; ++t)
+        BOOST_TEST(std::memcmp(&before[std::size_t((f.T + t) * d)], &after[std::size_t((f.T + t) * d)],
+                               std::size_t(d) * sizeof(float)) == 0);
+    f.ids.data[std::size_t(1 * f.T + 4)] = (f.ids.data[std::size_t(1 * f.T + 4)] + 1) % 61; // its last real token
+    const auto changed = run();
+    BOOST_TEST(
+        std::memcmp(&before[std::size_t(f.T * d)], &changed[std::size_t(f.T * d)], std::size_t(d) * sizeof(float)) != 0,
+        "position 0 sees a later token");
+}
+
+// The whole encoder against central differences of its own f32 pooled loss, in BERT's layout and in a pre-norm
+// rotary layout without token types (the ops are checked in f64 one by one in tests/ops; this checks the wiring:
+// embeddings, norms, padding, pooling).
+template <class Config>
+double encoder_finite_difference_error(const char* label) {
+    encoder<Config, reference_cpu> m(11);
+    const index_t B = 2, T = 6, d = Config::value.d_model;
+    owned<token_t> ids({B, T}), types({B, T});
+    counter_rng rng(5);
+    for (auto& v : ids.data)
+        v = token_t(rng.below(std::uint64_t(Config::value.vocab_size)));
+    if (Config::value.type_vocab_size > 0)
+        for (auto& v : types.data)
+            v = token_t(rng.below(std::uint64_t(Config::value.type_vocab_size)));
+    owned<index_t> lengths({B});
+    lengths.data = {6, 4};
+    owned<float> r({B, d});
+    for (auto& v : r.data)
+        v = float(rng.normal());
+    const cview<token_t> type_ids = Config::value.type_vocab_size > 0 ? types.cv() : cview<token_t>{};
+    m.zero_grad();
+    pooled_loss(m, ids, type_ids, lengths, r, true);
+    const float eps = 1e-2f;
+    double worst = 0;
+    counter_rng pick(3);
+    for (const parameter_entry& e : m.parameter_entries()) {
+        if (!e.trainable) continue;
+        for (int probe = 0; probe < 3; ++probe) {
+            float& w = e.value.data[pick.below(std::uint64_t(e.value.numel()))];
+            const std::size_t j = std::size_t(&w - e.value.data);
+            const float w0 = w;
+            w = w0 + eps;
+            const double up = pooled_loss(m, ids, type_ids, lengths, r, false);
+            w = w0 - eps;
+            const double down = pooled_loss(m, ids, type_ids, lengths, r, false);
+            w = w0;
+            const double fd = (up - down) / (2 * double(eps)), g = e.grad.data[j];
+            const double err = std::abs(fd - g) / (std::abs(g) + 2e-3);
+            if (err > 0.05)
+                BOOST_TEST_MESSAGE(label << " " << e.name << "[" << j << "]: backward " << g << ", fd " << fd);
+            worst = std::max(worst, err);
+        }
+    }
+    BOOST_TEST_MESSAGE(label << ": worst relative error against central differences " << worst);
+    return worst;
+}
+
+constexpr model_config small_bert = [] {
+    model_config c = families::bert::value;
+    c.vocab_size = 29, c.d_model = 16, c.n_layers = 2, c.n_heads = c.n_kv_heads = 4, c.d_head = 0, c.d_ff = 24;
+    c.max_seq_len = 8, c.type_vocab_size = 2, c.norm_eps = 1e-12, c.init_std = 0.3, c.rope_theta = 10000;
+    return c;
+}();
+struct bert_small {
+    static constexpr model_config value = small_bert;
+};
+struct pre_norm_rotary_encoder {
+    static constexpr model_config value = [] {
+        model_config c = small_bert;
+        c.norm_position = norm_placement::pre;
+        c.positions = position_kind::rope;
+        c.type_vocab_size = 0;
+        c.norm = norm_kind::rmsnorm;
+        c.mlp = mlp_kind::swiglu;
+        c.n_kv_heads = 2;
+        c.qkv_bias = c.dense_bias = false;
+        c.norm_eps = 1e-6;
+        return c;
+    }();
+};
+
+BOOST_AUTO_TEST_CASE(encoders_match_finite_differences) {
+    BOOST_TEST(encoder_finite_difference_error<bert_small>("BERT layout") < 0.05);
+    BOOST_TEST(encoder_finite_difference_error<pre_norm_rotary_encoder>("pre-norm, rotary, GQA") < 0.05);
+}
+
+BOOST_AUTO_TEST_CASE(bad_folders_are_named) {
+    const fs::path dir = fs::temp_directory_path() / "tinylm_not_an_encoder";
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    std::ofstream(dir / "config.json") << R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama"})";
+    auto message = [&] {
+        try {
+            load_bert(dir);
+        } catch (const tl::error& e) {
+            return std::string(e.what());
+        }
+        return std::string("no error");
+    };
+    BOOST_TEST(message().find("is not an encoder tinylm reads") != std::string::npos, message());
+    fs::copy_file(fixture_dir / "config.json", dir / "config.json", fs::copy_options::overwrite_existing);
+    BOOST_TEST(message().find("has no model.safetensors") != std::string::npos, message());
+    {
+        safetensors_writer w; // a file without the second layer
+        const safetensors_reader r(fixture_dir / "model.safetensors");
+        for (const auto& [name, info] : r.tensors())
+            if (name.find("layer.1.") == std::string::npos) {
+                shape s;
+                auto v = r.read_all<float>(name, &s);
+                w.add<float>(name, cview<float>{v.data(), s});
+            }
+        w.save(dir / "model.safetensors");
+    }
+    BOOST_TEST(message().find("lacks:\n  encoder.layer.1.") != std::string::npos, message());
+    std::ofstream(dir / "config.json") << R"({"model_type": "bert", "hidden_act": "gelu_new", "vocab_size": 3})";
+    BOOST_TEST(message().find("hidden_act \"gelu_new\" is not supported") != std::string::npos, message());
+    fs::remove_all(dir);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
