@@ -35,16 +35,52 @@ inline std::vector<std::string> peft_target_modules(std::uint32_t targets) {
     return out;
 }
 
-inline nlohmann::json peft_adapter_config(const lora_config& c, const std::string& base_model_name_or_path = "") {
+// A BERT encoder's targets as one regular expression (peft full-matches a string against each module name):
+// the list form cannot say "output.dense but not attention.output.dense", since peft matches list entries as
+// name suffixes. "(.*\.)?" lets it match under a task head's "bert." too.
+inline std::string bert_peft_target_pattern(std::uint32_t targets) {
+    static const char* names[lora_target_count] = {"attention\\.self\\.query",
+                                                   "attention\\.self\\.key",
+                                                   "attention\\.self\\.value",
+                                                   "attention\\.output\\.dense",
+                                                   "",
+                                                   "intermediate\\.dense",
+                                                   "output\\.dense"};
+    std::string alternatives;
+    for (int t = 0; t < lora_target_count; ++t)
+        if ((targets >> t) & 1u) alternatives += (alternatives.empty() ? "" : "|") + std::string(names[t]);
+    return "(.*\\.)?encoder\\.layer\\.\\d+\\.(" + alternatives + ")";
+}
+
+// What a model's adapter_config.json says of its targets and task: decoders list module names (CAUSAL_LM),
+// BERT encoders give a pattern (FEATURE_EXTRACTION).
+template <class Model>
+nlohmann::json peft_targets_of() {
+    if constexpr (requires { requires Model::bert_layout; })
+        return bert_peft_target_pattern(Model::lora.targets);
+    else
+        return peft_target_modules(Model::lora.targets);
+}
+template <class Model>
+constexpr const char* peft_task_of() {
+    if constexpr (requires { requires Model::bert_layout; })
+        return "FEATURE_EXTRACTION";
+    else
+        return "CAUSAL_LM";
+}
+
+inline nlohmann::json peft_adapter_config(const lora_config& c, const std::string& base_model_name_or_path = "",
+                                          const nlohmann::json& target_modules = nullptr,
+                                          const char* task_type = "CAUSAL_LM") {
     return nlohmann::json{
         {"peft_type", "LORA"},
-        {"task_type", "CAUSAL_LM"},
+        {"task_type", task_type},
         {"base_model_name_or_path",
          base_model_name_or_path.empty() ? nlohmann::json(nullptr) : nlohmann::json(base_model_name_or_path)},
         {"r", c.rank},
         {"lora_alpha", c.alpha},
         {"lora_dropout", c.dropout},
-        {"target_modules", peft_target_modules(c.targets)},
+        {"target_modules", target_modules.is_null() ? nlohmann::json(peft_target_modules(c.targets)) : target_modules},
         {"bias", "none"},
         {"fan_in_fan_out", false},
         {"use_rslora", false},
@@ -67,8 +103,11 @@ void write_adapter_files(const Model& model, const fs::path& stage, const std::s
                   "save_adapter: the model has no LoRA adapter (decoder<Config, Backend, Adapter>)");
     check(!model.merged(), "peft: save_adapter needs the unmerged adapter; call unmerge() first");
     fs::create_directories(stage);
-    detail::write_text(stage / "adapter_config.json",
-                       peft_adapter_config(Model::lora, base_model_name_or_path).dump(2) + "\n");
+    detail::write_text(
+        stage / "adapter_config.json",
+        peft_adapter_config(Model::lora, base_model_name_or_path, peft_targets_of<Model>(), peft_task_of<Model>())
+                .dump(2) +
+            "\n");
     safetensors_writer w;
     w.add_metadata("format", "pt");
     for (const parameter_entry& e : model.parameter_entries())
@@ -85,7 +124,8 @@ void save_adapter(const Model& model, const fs::path& dir, const std::string& ba
 }
 
 // Throws naming every field of adapter_config.json that the compile-time adapter `c` cannot take.
-inline void check_adapter_config(const nlohmann::json& j, const lora_config& c, const std::string& where) {
+inline void check_adapter_config(const nlohmann::json& j, const lora_config& c, const std::string& where,
+                                 const nlohmann::json& target_modules = nullptr) {
     std::string diffs;
     const std::string type = j.value("peft_type", "");
     if (type != "LORA") diffs += "\n  peft_type: \"" + type + "\" in the file, tinylm loads \"LORA\"";
@@ -99,7 +139,11 @@ inline void check_adapter_config(const nlohmann::json& j, const lora_config& c, 
     std::set<std::string> want, got;
     for (const std::string& m : peft_target_modules(c.targets))
         want.insert(m);
-    if (j.contains("target_modules") && j["target_modules"].is_array()) {
+    if (target_modules.is_string()) { // a BERT encoder's pattern: the same pattern, or the list of its modules
+        if (!j.contains("target_modules") || j["target_modules"] != target_modules)
+            diffs += "\n  target_modules: " + (j.contains("target_modules") ? j["target_modules"].dump() : "missing") +
+                     " in the file, " + target_modules.dump() + " in the model";
+    } else if (j.contains("target_modules") && j["target_modules"].is_array()) {
         for (const auto& m : j["target_modules"])
             got.insert(m.get<std::string>());
     } else if (j.contains("target_modules") && j["target_modules"].is_string()) {
@@ -148,7 +192,7 @@ void load_adapter(Model& model, const fs::path& dir) {
     } catch (const nlohmann::json::exception& e) {
         fail("peft: " + config_path.string() + " is not valid JSON: " + e.what());
     }
-    check_adapter_config(config, Model::lora, config_path.string());
+    check_adapter_config(config, Model::lora, config_path.string(), peft_targets_of<Model>());
     const safetensors_reader r(weights);
     std::set<std::string> expected;
     for (const parameter_entry& e : model.parameter_entries())
