@@ -108,7 +108,7 @@ public:
                               const std::function<void(index_t, index_t)>& progress = {}) {
         check(batch_size > 0, "sentence_encoder::encode: batch_size must be positive");
         const index_t n = index_t(texts.size()), d = embedding_dim();
-        std::vector<index_t> order(std::size_t(n));
+        std::vector<index_t> order(texts.size());
         std::iota(order.begin(), order.end(), 0);
         std::stable_sort(order.begin(), order.end(), [&](index_t a, index_t b) {
             return texts[std::size_t(a)].size() > texts[std::size_t(b)].size();
