@@ -15,6 +15,7 @@
 
 #include <tinylm/embed/sentence_encoder.hpp>
 #include <tinylm/io/hf_encoder.hpp>
+#include <tinylm/tokenizer/wordpiece_json.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -22,6 +23,16 @@
 #include <string>
 
 namespace tl {
+
+// The batches a sentence_encoder takes, from a WordPiece tokenizer (its [CLS] $A [SEP] template, right padding).
+// `tok` must outlive the function.
+inline embed::batch_tokenizer sentence_tokenizer(const wordpiece_tokenizer& tok) {
+    return [&tok](std::span<const std::string> texts, index_t max_length) {
+        wordpiece_batch b = tok.encode_batch(texts, std::size_t(max_length));
+        return embed::token_batch{std::move(b.ids),     std::move(b.type_ids), std::move(b.lengths),
+                                  index_t(b.batch),     index_t(b.time),       index_t(b.n_truncated)};
+    };
+}
 
 struct sentence_folder {
     fs::path transformer_dir; // the BertModel folder (usually `dir` itself)

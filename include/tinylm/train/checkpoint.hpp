@@ -1,5 +1,5 @@
-// tinylm/train/checkpoint.hpp: a training checkpoint = a Hugging Face model folder (io/hf_checkpoint.hpp)
-// plus what resuming needs:
+// tinylm/train/checkpoint.hpp: a training checkpoint = a Hugging Face model folder (io/hf_checkpoint.hpp; an
+// encoder's: io/hf_encoder.hpp) plus what resuming needs:
 //   optimizer.safetensors   the optimizer's state tensors (any Optimizer, optim/optimizer.hpp): for AdamW the
 //                           moments of the parameters that have trained, "exp_avg.<name>" and "exp_avg_sq.<name>"
 //   trainer_state.json      step, optimizer step count, data position, and the run's history
@@ -9,6 +9,7 @@
 #pragma once
 
 #include <tinylm/io/hf_checkpoint.hpp>
+#include <tinylm/io/hf_encoder.hpp>
 #include <tinylm/io/peft.hpp>
 #include <tinylm/optim/optimizer.hpp>
 
@@ -24,13 +25,31 @@ struct training_state {
     nlohmann::json history = nlohmann::json::object(); // free-form: losses, best validation, ...
 };
 
+namespace detail {
+// A decoder's Hugging Face files, or a BERT encoder's (io/hf_encoder.hpp).
+template <class Model>
+void write_model_files(const Model& model, const fs::path& stage, special_token_ids special) {
+    if constexpr (requires { requires Model::bert_layout; })
+        write_encoder_files(model, stage);
+    else
+        write_hf_files(model, stage, special);
+}
+template <class Model>
+void load_model_files(Model& model, const fs::path& dir) {
+    if constexpr (requires { requires Model::bert_layout; })
+        load_encoder(model, dir);
+    else
+        load_pretrained(model, dir);
+}
+} // namespace detail
+
 // `extra(stage_dir)` may add files (a tokenizer.json) before the swap.
 template <class Model, Optimizer Opt>
 void save_training_checkpoint(const Model& model, const Opt& opt, const training_state& state, const fs::path& dir,
                               special_token_ids special = {}, const std::function<void(const fs::path&)>& extra = {}) {
     const fs::path stage = dir.string() + ".tmp";
     fs::remove_all(stage);
-    write_hf_files(model, stage, special);
+    detail::write_model_files(model, stage, special);
     if constexpr (Model::has_adapter) write_adapter_files(model, stage);
     safetensors_writer w;
     opt.visit_state([&](const std::string& name, cview<float> t) { w.add<float>(name, t); });
@@ -51,7 +70,7 @@ void save_training_checkpoint(const Model& model, const Opt& opt, const training
 // The optimizer's state becomes exactly what the checkpoint holds (state for entries it lacks is dropped).
 template <class Model, Optimizer Opt>
 training_state load_training_checkpoint(Model& model, Opt& opt, const fs::path& dir) {
-    load_pretrained(model, dir);
+    detail::load_model_files(model, dir);
     if constexpr (Model::has_adapter) load_adapter(model, dir);
     const safetensors_reader r(dir / "optimizer.safetensors");
     opt.reset_state([&](const std::string& name) { return r.contains(name); });
