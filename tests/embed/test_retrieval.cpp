@@ -216,6 +216,7 @@ BOOST_AUTO_TEST_CASE(matches_the_sentence_transformers_fixture) {
     retrieval_case rc;
     const auto r = evaluate_retrieval<default_backend>(rc.queries, rc.corpus, rc.relevant);
     const auto got = r.to_json();
+    BOOST_TEST_MESSAGE(r.table());
     for (const auto& [name, value] : expected["metrics"].items()) {
         BOOST_TEST_CONTEXT(name) {
             BOOST_TEST_REQUIRE(got.contains(name));
