@@ -266,6 +266,22 @@ BOOST_AUTO_TEST_CASE(cached_equals_plain) {
         }
 }
 
+BOOST_AUTO_TEST_CASE(a_batch_of_1024_pairs_keeps_one_mini_batch) {
+    // 1,024 pairs with mini-batches of 32: the model holds activations for 32 texts at a time, and the step's own
+    // memory is the embeddings and their gradients (2 x 2048 x d), the (1024, 1024) scores, the normalised rows
+    // and per-row sums: nothing that grows with the model.
+    const index_t b = 1024, d = toy_embedder::dim;
+    const auto anchors = sentences("q", int(b), 0), positives = sentences("d", int(b), 1);
+    toy_embedder model(13);
+    ranking_step<default_backend> step;
+    const double loss = step.run(model, {anchors, positives}, {.mini_batch_size = 32});
+    BOOST_TEST(std::isfinite(loss));
+    BOOST_TEST(model.most_rows_kept == 32);
+    const double floats = 2.0 * 2 * b * d + double(b) * b + 32.0 * d + 3.0 * b * d;
+    const double doubles = 2.0 * b + 2.0 * b;
+    BOOST_TEST(double(step.workspace_bytes()) <= 4 * floats + 8 * doubles + 10 * 64);
+}
+
 BOOST_AUTO_TEST_CASE(step_grows_and_accumulates) {
     const auto anchors = sentences("q", 5, 0), positives = sentences("d", 5, 1);
     toy_embedder once(9), twice(9);
