@@ -82,6 +82,7 @@ def main():
         "",
         "namespace tl::detail::bert_tables {",
         "",
+        "// clang-format off",
         "struct range {",
         "    std::uint32_t first, last;",
         "};",
@@ -115,7 +116,7 @@ def main():
             row = "   "
         row += " " + it + ","
     lines += [row.rstrip(), "}};"]
-    lines += ["", "} // namespace tl::detail::bert_tables", ""]
+    lines += ["// clang-format on", "", "} // namespace tl::detail::bert_tables", ""]
     with open(args.out, "w", encoding="utf-8") as f:
         f.write("\n".join(lines))
     print(f"wrote {args.out}: removed {len(removed)}, punctuation {len(punct)}, mark {len(mark)}, cjk {len(cjk)}, nfd_keep {len(nfd_keep)}, "
