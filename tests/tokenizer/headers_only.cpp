@@ -5,6 +5,7 @@
 #include <tinylm/tokenizer/chat_template.hpp>
 #include <tinylm/tokenizer/hf_json.hpp>
 #include <tinylm/tokenizer/tokenizer.hpp>
+#include <tinylm/tokenizer/wordpiece_json.hpp>
 
 #if defined(EIGEN_WORLD_VERSION) || defined(DNNL_VERSION_MAJOR) || defined(_OPENMP)
 #error "tinylm/tokenizer includes a math backend"

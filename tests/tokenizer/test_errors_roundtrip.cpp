@@ -94,7 +94,8 @@ BOOST_AUTO_TEST_CASE(malformed_json_is_an_error) {
     const std::string text = small_json();
     expect_json_error("[1, 2]", "not an object");
     expect_json_error("{}", "no \"model\"");
-    expect_json_error(replace_once(text, "\"type\": \"BPE\"", "\"type\": \"Unigram\""), "only BPE");
+    expect_json_error(replace_once(text, "\"type\": \"BPE\"", "\"type\": \"Unigram\""),
+                      "model type Unigram is not supported; supported: BPE, WordPiece");
     expect_json_error(replace_once(text, "\"!\": 36", "\"!\": \"four\""), "not an integer");
     expect_json_error(replace_once(text, "\"!\": 36", "\"!\": 4000000"), "outside");
     expect_json_error(replace_once(text, "\"!\": 36", "\"!\": 5"), "used twice");

@@ -55,6 +55,30 @@ struct json_reader {
         return j[name].get<bool>();
     }
 
+    // Calls f(const added_token&) for each entry of "added_tokens", checked for what every model needs.
+    template <class F>
+    void added_tokens(const json& root, F&& f) const {
+        if (!root.contains("added_tokens") || root["added_tokens"].is_null()) return;
+        const json& list = root["added_tokens"];
+        need(list.is_array(), "\"added_tokens\" is not an array");
+        for (const json& a : list) {
+            need(a.is_object() && a.contains("id") && a["id"].is_number_integer() && a.contains("content") &&
+                     a["content"].is_string(),
+                 "an entry of \"added_tokens\" lacks an integer \"id\" or a string \"content\"");
+            const auto id = a["id"].get<std::int64_t>();
+            need(id >= 0 && id < (1 << 24), "added token id " + std::to_string(id) + " is out of range");
+            need(!bool_field(a, "lstrip", false) && !bool_field(a, "rstrip", false) &&
+                     !bool_field(a, "single_word", false),
+                 "added token " + a["content"].get<std::string>() + ": lstrip/rstrip/single_word are not supported");
+            const auto content = a["content"].get<std::string>();
+            need(!content.empty(), "added token " + std::to_string(id) + " has empty content");
+            need(unicode::find_invalid(content) == std::string::npos,
+                 "added token " + std::to_string(id) + " is not valid UTF-8");
+            f(added_token{content, static_cast<token_t>(id), bool_field(a, "special", false),
+                          bool_field(a, "normalized", false)});
+        }
+    }
+
     void normalizer_part(const json& j, normalizer& n) const {
         if (j.is_null()) return;
         const std::string t = type_of(j);
@@ -180,7 +204,9 @@ struct json_reader {
         const json& m = field(root, "model", "the file");
         need(m.is_object(), "\"model\" is not an object");
         const std::string type = m.value("type", std::string("BPE"));
-        need(type == "BPE", "model type \"" + type + "\" is not supported (only BPE)");
+        need(type != "WordPiece",
+             "model type WordPiece: load it with tl::load_wordpiece_json (tinylm/tokenizer/wordpiece_json.hpp)");
+        need(type == "BPE", "model type " + type + " is not supported; supported: BPE, WordPiece");
         need(!m.contains("dropout") || m["dropout"].is_null(), "BPE dropout is not supported");
         for (const char* affix : {"continuing_subword_prefix", "end_of_word_suffix"})
             need(!m.contains(affix) || m[affix].is_null() ||
@@ -273,34 +299,15 @@ struct json_reader {
         }
 
         // Added tokens.
-        if (root.contains("added_tokens") && !root["added_tokens"].is_null()) {
-            const json& list = root["added_tokens"];
-            need(list.is_array(), "\"added_tokens\" is not an array");
-            for (const json& a : list) {
-                need(a.is_object() && a.contains("id") && a["id"].is_number_integer() && a.contains("content") &&
-                         a["content"].is_string(),
-                     "an entry of \"added_tokens\" lacks an integer \"id\" or a string \"content\"");
-                const auto id = a["id"].get<std::int64_t>();
-                need(id >= 0 && id < (1 << 24), "added token id " + std::to_string(id) + " is out of range");
-                need(!bool_field(a, "lstrip", false) && !bool_field(a, "rstrip", false) &&
-                         !bool_field(a, "single_word", false),
-                     "added token " + a["content"].get<std::string>() +
-                         ": lstrip/rstrip/single_word are not supported");
-                const auto content = a["content"].get<std::string>();
-                need(!content.empty(), "added token " + std::to_string(id) + " has empty content");
-                need(unicode::find_invalid(content) == std::string::npos,
-                     "added token " + std::to_string(id) + " is not valid UTF-8");
-                if (static_cast<std::size_t>(id) < model.tokens.size()) {
-                    need(spelled[static_cast<std::size_t>(id)] && *spelled[static_cast<std::size_t>(id)] == content,
-                         "added token " + content + " has id " + std::to_string(id) +
-                             ", which the model gives to another token");
-                }
-                need(tok.added.find(static_cast<token_t>(id)) == nullptr,
-                     "added token id " + std::to_string(id) + " appears twice");
-                tok.added.add({content, static_cast<token_t>(id), bool_field(a, "special", false),
-                               bool_field(a, "normalized", false)});
+        added_tokens(root, [&](const added_token& t) {
+            if (static_cast<std::size_t>(t.id) < model.tokens.size()) {
+                need(spelled[static_cast<std::size_t>(t.id)] && *spelled[static_cast<std::size_t>(t.id)] == t.content,
+                     "added token " + t.content + " has id " + std::to_string(t.id) +
+                         ", which the model gives to another token");
             }
-        }
+            need(tok.added.find(t.id) == nullptr, "added token id " + std::to_string(t.id) + " appears twice");
+            tok.added.add(t);
+        });
         post_processor(root.value("post_processor", json()), tok);
         return tok;
     }
