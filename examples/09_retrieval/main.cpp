@@ -14,6 +14,7 @@
 
 #include <options.hpp>
 
+#include <tinylm/core/data_dir.hpp>
 #include <tinylm/core/svg_plot.hpp>
 #include <tinylm/data/pair_sampler.hpp>
 #include <tinylm/embed/cached_ranking.hpp>
@@ -153,7 +154,7 @@ mode_result train_mode(const std::string& mode, const base_model& b, const recip
         tl::save_training_checkpoint(*model, opt, st, checkpoint);
     };
 
-    tl::progress_bar bar(s.steps, stdout, {.plain_every = 10, .first_step = first});
+    tl::progress_bar bar(s.steps, {.plain_every = 10, .first_step = first});
     for (long long k = first; k < s.steps; ++k) {
         const auto t0 = std::chrono::steady_clock::now();
         const tl::data::pair_batch pb = tl::data::gather_pairs(t.train, sampler.next());

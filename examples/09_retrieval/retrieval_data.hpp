@@ -11,6 +11,7 @@
 
 #include <tinylm/core/error.hpp>
 #include <tinylm/core/rng.hpp>
+#include <tinylm/core/shape.hpp>
 #include <tinylm/data/pairs.hpp>
 
 #include <nlohmann/json.hpp>

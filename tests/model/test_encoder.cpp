@@ -1,9 +1,11 @@
 // The encoder (model/encoder.hpp) against transformers' BertModel on the same weights, its gradients against
 // PyTorch's and against central differences, and BERT folders read and written (io/hf_encoder.hpp).
 #include <tinylm/io/hf_encoder.hpp>
+#include <tinylm/io/sentence_transformers.hpp>
 #include <tinylm/model/encoder.hpp>
 #include <tinylm/ops/pooling.hpp>
 
+#include "../support/models.hpp"
 #include "../support/random.hpp"
 
 #include <boost/test/unit_test.hpp>
@@ -291,6 +293,41 @@ BOOST_AUTO_TEST_CASE(bad_folders_are_named) {
     std::ofstream(dir / "config.json") << R"({"model_type": "bert", "hidden_act": "gelu_new", "vocab_size": 3})";
     BOOST_TEST(message().find("hidden_act \"gelu_new\" is not supported") != std::string::npos, message());
     fs::remove_all(dir);
+}
+
+// The real all-MiniLM-L6-v2 (scripts/fetch-models.sh): tinylm's embeddings of 24 varied texts (scripts, accents,
+// emoji, control characters, a text past the 256-token limit) against SentenceTransformer.encode's, stored by
+// tests/reference/encoder/minilm_reference.py fixture. The torch-labelled sentence_transformers_load_tinylm
+// recomputes them live on 200 texts and checks the folders and adapters tinylm writes.
+BOOST_AUTO_TEST_CASE(minilm_matches_sentence_transformers, tl_test::needs_model("all-MiniLM-L6-v2")) {
+    const fs::path dir = tl_test::model_path("all-MiniLM-L6-v2");
+    const sentence_folder folder = read_sentence_config(dir);
+    BOOST_TEST(folder.config.max_length == 256);
+    BOOST_TEST(folder.config.normalize);
+    BOOST_TEST(int(folder.config.pooling) == int(pooling_mode::mean));
+    const wordpiece_tokenizer tok = load_wordpiece_json((dir / "tokenizer.json").string());
+    auto model = load_bert(folder.transformer_dir);
+    embed::sentence_encoder se(*model, sentence_tokenizer(tok), folder.config);
+
+    const fs::path fixtures = fs::path(TINYLM_SOURCE_DIR) / "tests/reference/fixtures";
+    std::vector<std::string> texts;
+    std::ifstream in(fixtures / "minilm_embeddings.txt");
+    for (std::string line; std::getline(in, line);) { // "\\n" in the file stands for a newline
+        std::string text;
+        for (std::size_t i = 0; i < line.size(); ++i)
+            if (line[i] == '\\' && i + 1 < line.size() && line[i + 1] == 'n')
+                text += '\n', ++i;
+            else
+                text += line[i];
+        texts.push_back(text);
+    }
+    const auto expected = safetensors_reader(fixtures / "minilm_embeddings.safetensors").read_all<float>("embeddings");
+    BOOST_REQUIRE(expected.size() == texts.size() * 384);
+    const std::vector<float> mine = se.encode(texts, 8);
+    const double diff = max_abs_diff(mine.data(), expected);
+    BOOST_TEST_MESSAGE("all-MiniLM-L6-v2, " << texts.size() << " texts: max |tinylm - sentence-transformers| " << diff);
+    BOOST_TEST(diff <= 1e-5);
+    BOOST_TEST(se.truncated_texts() == 1); // the 300-word text
 }
 
 BOOST_AUTO_TEST_SUITE_END()
