@@ -31,7 +31,9 @@ int main(int argc, char** argv) {
     int batch = 64, threads = 2, repeats = 3, steps = 4, max_length = 128;
     CLI::App app{"tinylm sentence-encoder throughput (encode or train)"};
     app.add_option("--model", model_dir, "sentence-transformers folder")->required()->check(CLI::ExistingDirectory);
-    app.add_option("--texts", texts_file, "one text per line (train: anchor<TAB>positive)")->required()->check(CLI::ExistingFile);
+    app.add_option("--texts", texts_file, "one text per line (train: anchor<TAB>positive)")
+        ->required()
+        ->check(CLI::ExistingFile);
     app.add_option("--mode", mode, "encode or train")->check(CLI::IsMember({"encode", "train"}));
     app.add_option("--batch", batch, "texts per forward (encode) or pairs per step (train)");
     app.add_option("--threads", threads);

@@ -92,7 +92,8 @@ base_model open_base(const settings& s) {
     } else { // a plain BertModel folder: mean pooling, normalised (all-MiniLM's recipe)
         b.transformer_dir = dir;
     }
-    b.config.max_length = std::min<tl::index_t>(s.max_length, tl::read_bert_folder_config(b.transformer_dir).max_seq_len);
+    b.config.max_length =
+        std::min<tl::index_t>(s.max_length, tl::read_bert_folder_config(b.transformer_dir).max_seq_len);
     b.tokenizer_dir = fs::exists(b.transformer_dir / "tokenizer.json") ? b.transformer_dir : dir;
     b.tokenizer = tl::load_wordpiece_json((b.tokenizer_dir / "tokenizer.json").string());
     return b;
@@ -109,9 +110,9 @@ tl::eval::retrieval_result evaluate(Encoder& se, const recipes::retrieval_task& 
     const tl::index_t d = se.embedding_dim();
     const auto queries = se.encode(t.test_queries, s.eval_batch);
     const auto corpus = se.encode(t.corpus, s.eval_batch);
-    return tl::eval::evaluate_retrieval<backend>(tl::cview<float>{queries.data(), {tl::index_t(t.test_queries.size()), d}},
-                                                 tl::cview<float>{corpus.data(), {tl::index_t(t.corpus.size()), d}},
-                                                 t.relevant);
+    return tl::eval::evaluate_retrieval<backend>(
+        tl::cview<float>{queries.data(), {tl::index_t(t.test_queries.size()), d}},
+        tl::cview<float>{corpus.data(), {tl::index_t(t.corpus.size()), d}}, t.relevant);
 }
 
 template <tl::LoraAdapter A>
@@ -129,8 +130,8 @@ mode_result train_mode(const std::string& mode, const base_model& b, const recip
                                    .decay = tl::decay_kind::linear};
     tl::data::no_duplicates_sampler sampler(t.train, std::size_t(s.batch), seed, true);
     tl::embed::ranking_step<backend> step;
-    const tl::embed::ranking_step_options step_options{
-        .loss = {.scale = s.scale, .symmetric = s.symmetric}, .mini_batch_size = s.mini_batch};
+    const tl::embed::ranking_step_options step_options{.loss = {.scale = s.scale, .symmetric = s.symmetric},
+                                                       .mini_batch_size = s.mini_batch};
 
     mode_result r{mode, {}, {}, 0, ""};
     const fs::path checkpoint = dir / "checkpoint";
@@ -138,15 +139,16 @@ mode_result train_mode(const std::string& mode, const base_model& b, const recip
     if (fs::exists(checkpoint / "trainer_state.json")) {
         const tl::training_state st = tl::load_training_checkpoint(*model, opt, checkpoint);
         first = st.step;
-        sampler.set_position({st.history.at("sampler_epoch").get<std::uint64_t>(),
-                              st.history.at("sampler_batch").get<std::size_t>()});
+        sampler.set_position(
+            {st.history.at("sampler_epoch").get<std::uint64_t>(), st.history.at("sampler_batch").get<std::size_t>()});
         r.losses = st.history.at("losses").get<std::vector<double>>();
         r.train_seconds = st.history.value("seconds", 0.0);
         std::printf("  resuming %s from step %lld\n", mode.c_str(), first);
     }
     auto save_checkpoint = [&](long long done) {
         const auto pos = sampler.position();
-        tl::training_state st{done, 0,
+        tl::training_state st{done,
+                              0,
                               {{"sampler_epoch", pos.epoch},
                                {"sampler_batch", pos.batch},
                                {"losses", r.losses},
@@ -160,7 +162,8 @@ mode_result train_mode(const std::string& mode, const base_model& b, const recip
         const tl::data::pair_batch pb = tl::data::gather_pairs(t.train, sampler.next());
         model->zero_grad();
         const double loss = step.run(se, {pb.anchors, pb.positives, pb.negatives}, step_options);
-        tl::check(std::isfinite(loss), [&] { return "09_retrieval: the loss is not finite at step " + std::to_string(k + 1); });
+        tl::check(std::isfinite(loss),
+                  [&] { return "09_retrieval: the loss is not finite at step " + std::to_string(k + 1); });
         tl::clip_grad_norm(model->trainable_entries(), 1.0);
         const double lr = schedule.lr_at(k);
         opt.step(lr);
@@ -225,7 +228,8 @@ std::string report_table(const std::vector<mode_result>& rows) {
     for (const mode_result& r : rows) {
         std::snprintf(line, sizeof line, "| %s | %.4f | %.4f | %.4f | %.4f | %.4f | %s |\n", r.mode.c_str(),
                       r.metrics.recall.at(1), r.metrics.recall.at(10), r.metrics.mrr.at(10), r.metrics.ndcg.at(10),
-                      r.metrics.map.at(100), r.mode == "base" ? "-" : (std::to_string(int(r.train_seconds)) + " s").c_str());
+                      r.metrics.map.at(100),
+                      r.mode == "base" ? "-" : (std::to_string(int(r.train_seconds)) + " s").c_str());
         out += line;
     }
     return out;
@@ -358,10 +362,8 @@ int main(int argc, char** argv) {
                       std::to_string(t.corpus.size()) + " documents.\n\n" + report_table(rows);
         }
         if (!curves.empty()) {
-            std::ofstream(out / "loss.svg")
-                << tl::svg_line_plot(curves, {.title = "training loss (multiple-negatives ranking)",
-                                              .x_label = "step",
-                                              .y_label = "loss"});
+            std::ofstream(out / "loss.svg") << tl::svg_line_plot(
+                curves, {.title = "training loss (multiple-negatives ranking)", .x_label = "step", .y_label = "loss"});
             report += "\n![training loss](loss.svg)\n";
         }
         std::ofstream(out / "report.md") << report;

@@ -28,10 +28,10 @@ namespace fs = std::filesystem;
 
 struct retrieval_task {
     std::string name, description;
-    std::vector<std::string> corpus;                 // every document
-    std::vector<tl::data::text_pair> train;          // (query, document) of training documents
-    std::vector<std::string> test_queries;           // queries about held-out documents
-    std::vector<std::vector<tl::index_t>> relevant;  // per test query: its corpus rows
+    std::vector<std::string> corpus;                // every document
+    std::vector<tl::data::text_pair> train;         // (query, document) of training documents
+    std::vector<std::string> test_queries;          // queries about held-out documents
+    std::vector<std::vector<tl::index_t>> relevant; // per test query: its corpus rows
     std::size_t test_documents = 0;
 };
 

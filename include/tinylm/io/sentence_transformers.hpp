@@ -29,8 +29,8 @@ namespace tl {
 inline embed::batch_tokenizer sentence_tokenizer(const wordpiece_tokenizer& tok) {
     return [&tok](std::span<const std::string> texts, index_t max_length) {
         wordpiece_batch b = tok.encode_batch(texts, std::size_t(max_length));
-        return embed::token_batch{std::move(b.ids),     std::move(b.type_ids), std::move(b.lengths),
-                                  index_t(b.batch),     index_t(b.time),       index_t(b.n_truncated)};
+        return embed::token_batch{std::move(b.ids), std::move(b.type_ids), std::move(b.lengths),
+                                  index_t(b.batch), index_t(b.time),       index_t(b.n_truncated)};
     };
 }
 
