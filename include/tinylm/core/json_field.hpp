@@ -3,6 +3,7 @@
 //   json_as<T>(v, where, name)              v converted to T, or tl::error "<where>: <name> must be ..., not ..."
 //   json_field<T>(obj, key, where)          obj[key], which must be present (a missing or null key is an error)
 //   json_field_or<T>(obj, key, fb, where)   obj[key], or fb when obj is not an object or the key is missing/null
+//   json_deeper_than(j, limit)             nesting check without recursion
 //   parse_json_text(text, where)            nlohmann's parse with every nlohmann exception turned into tl::error
 //
 // nlohmann's own get<T>() throws type_error for a string where a number is expected, and converts 1e22 to int
@@ -137,6 +138,22 @@ T json_field_or(const Json& obj, std::string_view key, T fallback, const std::st
     const auto it = obj.find(std::string(key));
     if (it == obj.end() || it->is_null()) return fallback;
     return json_as<T>(*it, where, key);
+}
+
+// Whether j nests arrays and objects deeper than `limit` levels. Iterative: it runs before recursive code (copies,
+// dump(), conversions) sees JSON from strangers.
+template <class Json>
+bool json_deeper_than(const Json& j, int limit) {
+    std::vector<std::pair<const Json*, int>> todo{{&j, 0}};
+    while (!todo.empty()) {
+        const auto [v, depth] = todo.back();
+        todo.pop_back();
+        if (!v->is_structured()) continue;
+        if (depth >= limit) return true;
+        for (const auto& x : *v)
+            todo.emplace_back(&x, depth + 1);
+    }
+    return false;
 }
 
 // Parses JSON text; any nlohmann failure (syntax, a number beyond double such as 1e3087, bad UTF-8 later on)

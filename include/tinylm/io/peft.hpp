@@ -161,10 +161,12 @@ void load_adapter(Model& model, const fs::path& dir) {
             check(r.contains(name), [&] { return "peft: " + weights.string() + " has no tensor " + name; });
             r.read(name, e.value);
         }
-    for (const auto& [name, info] : r.tensors())
+    for (const auto& entry : r.tensors()) { // not a structured binding: clang 14 cannot capture one in a lambda
+        const std::string& name = entry.first;
         check(expected.contains(name), [&] {
             return "peft: " + weights.string() + " holds " + name + ", which the model's adapter does not have";
         });
+    }
 }
 
 } // namespace tl

@@ -161,7 +161,9 @@ private:
             fail("safetensors: " + path_ + " has a malformed JSON header: " + e.what());
         }
         check(j.is_object(), [&] { return "safetensors: the header of " + path_ + " is not a JSON object"; });
-        for (const auto& [name, v] : j.items()) {
+        for (const auto& item : j.items()) {
+            const std::string& name = item.key(); // not a structured binding: clang 14 cannot capture one in a lambda
+            const auto& v = item.value();
             if (name == "__metadata__") {
                 for (const auto& [k, val] : v.items())
                     if (val.is_string()) metadata_[k] = val.get<std::string>();
