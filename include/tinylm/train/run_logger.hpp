@@ -30,7 +30,7 @@ class run_logger {
 public:
     // first_step: the step a resumed run continues from (trainer::restore()); 0 for a new run.
     run_logger(const fs::path& out_dir, std::string title, long long max_steps, long long first_step)
-        : out_dir_(out_dir), report_(std::move(title)), first_step_(first_step),
+        : out_dir_(out_dir), report_(std::move(title)),
           log_(prepare_log(out_dir / "log.jsonl", first_step),
                first_step > 0 ? jsonl_mode::append : jsonl_mode::truncate),
           board_(out_dir / "tensorboard"), bar_(max_steps, {.first_step = first_step}) {}
@@ -187,7 +187,6 @@ private:
     std::vector<std::vector<std::int64_t>> usage_total_; // experts: tokens per layer and expert over the run
     double step_usage_lo_ = 0, step_usage_hi_ = 0;
     long long usage_steps_ = 0;
-    long long first_step_;
     jsonl_log log_;
     tensorboard_writer board_;
     progress_bar bar_;
