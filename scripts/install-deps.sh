@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake git pkg-config
   libeigen3-dev          # tinylm::core (Eigen backend)
-  libdnnl-dev            # tinylm::onednn (oneDNN 2.6 matrix products)
+  libdnnl-dev            # tinylm::onednn (oneDNN matrix products: 2.6 here, 3.x accepted too)
   ocl-icd-opencl-dev     # oneDNN's CMake package asks for OpenCL
   libxtensor-dev         # tinylm::xtensor adaptors
   nlohmann-json3-dev     # tokenizer.json, safetensors headers, config.json
@@ -15,6 +15,7 @@ packages=(
   libboost-test-dev      # tests
   libbenchmark-dev       # benchmarks (Google Benchmark)
   sentencepiece          # spm_train, the peer of benchmarks/tokenizer/compare.py
+  clang libomp-dev       # the clang step of CI (scripts/clang-check.sh); OpenMP for clang
 )
 
 missing=()

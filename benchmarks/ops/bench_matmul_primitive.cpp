@@ -72,7 +72,7 @@ inline matmul_cache& thread_matmul_cache() {
 
 // The prototype: one primitive per (shape, transposes, strides, alpha, beta) and thread; handles swapped per call.
 struct onednn_matmul_cpu {
-    static constexpr std::string_view name = "onednn_matmul_cpu";
+    [[maybe_unused]] static constexpr std::string_view name = "onednn_matmul_cpu"; // clang: unread
     static void gemm(const gemm_args<float>& g) {
         if (g.m == 0 || g.n == 0) return;
         auto& cache = thread_matmul_cache();

@@ -128,6 +128,7 @@ int main(int argc, char** argv) try {
 
     fs::create_directories(out);
     std::ofstream clean_out(fs::path(out) / "clean.jsonl", std::ios::binary);
+    tl::check(bool(clean_out), [&] { return "cannot create " + (fs::path(out) / "clean.jsonl").string(); });
     cleaner c(opt);
     corpus_stats st;
     const auto t0 = std::chrono::steady_clock::now();
@@ -136,6 +137,8 @@ int main(int argc, char** argv) try {
         clean_out << nlohmann::json{{"doc", p.doc}, {"source", p.source}, {"text", p.text}}.dump() << '\n';
     });
     clean_out.close();
+    tl::check(bool(clean_out),
+              [&] { return "writing " + (fs::path(out) / "clean.jsonl").string() + " failed (disk full?)"; });
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     write_report(out, c.report(), st, "Corpus report");
 

@@ -101,14 +101,22 @@ inline prepared_data prepare_data(const std::function<std::unique_ptr<tl::data::
     std::string all_text; // tokenizer training text
     {
         std::ofstream out(clean_path, std::ios::binary);
+        tl::check(bool(out), [&] { return "data: cannot create " + clean_path.string(); });
         cleaner.run(*reader, [&](const td::clean_paragraph& p) {
             if (with_stats) stats.add(p);
             out << nlohmann::json{{"doc", p.doc}, {"source", p.source}, {"text", p.text}}.dump() << '\n';
             all_text += p.text;
             all_text += '\n';
         });
+        out.flush(); // a full disk must not leave a short clean.jsonl behind a successful exit
+        tl::check(bool(out), [&] { return "data: writing " + clean_path.string() + " failed (disk full?)"; });
     }
-    if (o.write_clean_text) std::ofstream(corpus / "clean.txt", std::ios::binary) << all_text;
+    if (o.write_clean_text) {
+        std::ofstream text(corpus / "clean.txt", std::ios::binary);
+        text << all_text << std::flush;
+        tl::check(bool(text),
+                  [&] { return "data: writing " + (corpus / "clean.txt").string() + " failed (disk full?)"; });
+    }
     const auto& rep = cleaner.report();
     if (with_stats) td::write_report(corpus, rep, stats, o.report_title);
     const auto* lang_stage = rep.stage("language");

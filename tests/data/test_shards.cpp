@@ -150,6 +150,12 @@ BOOST_AUTO_TEST_CASE(bad_shards_fail_clearly) {
     BOOST_TEST(t.find("trunc.bin: truncated token shard: header says 5 tokens (74 bytes) but the file has 71 bytes") !=
                std::string::npos);
     BOOST_TEST_MESSAGE(t);
+    // a 64-byte shard whose header declares 2^63 (or 2^62 four-byte) tokens: 64 + count * width wraps
+    for (const char* name : {"count_wraps.bin", "count_wraps_u32.bin"}) {
+        const auto m = message(fs::path(TINYLM_SOURCE_DIR) / "tests/regressions/shards" / name, {});
+        BOOST_TEST(m.find("truncated token shard: header says") != std::string::npos, m);
+        BOOST_TEST(m.find("but the file has 64 bytes") != std::string::npos, m);
+    }
     fs::resize_file(scratch("trunc.bin"), 10);
     BOOST_TEST(message(scratch("trunc.bin"), {}).find("shorter than the 64-byte header") != std::string::npos);
     // wrong magic

@@ -15,6 +15,7 @@
 #include <csignal>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <set>
 
 using namespace tl;
@@ -402,6 +403,73 @@ void export_one(const fs::path& root, const std::string& name) {
     w.save(root / name / "expected.safetensors");
 }
 } // namespace
+
+// A kill at each step of the checkpoint swap (detail::swap_in_hook throws there, leaving the folders as a kill
+// would): resume finds the newest complete checkpoint (checkpoint.old when checkpoint is missing), the next save
+// keeps that only complete copy, and the finished run equals an uninterrupted one bit for bit.
+namespace {
+std::string kill_at;
+int saves_seen = 0;
+void kill_on_second_save(const char* step) {
+    if (std::string(step) == "recover") ++saves_seen;
+    if (saves_seen == 2 && kill_at == step) throw std::runtime_error(std::string("killed at ") + step);
+}
+} // namespace
+
+BOOST_AUTO_TEST_CASE(kill_at_every_step_of_the_checkpoint_swap) {
+    const auto train_tokens = byte_tokens(20000, 1), val_tokens = byte_tokens(4000, 2);
+    temp_dir ref_dir("swap_ref");
+    model_t reference(7);
+    token_windows src_ref(train_tokens, 3);
+    trainer tr(reference, src_ref, val_tokens, small_run(ref_dir.path));
+    BOOST_TEST((tr.run() == train_outcome::finished));
+
+    // The second save is step 20's; the first complete checkpoint is step 10's.
+    const std::pair<const char*, long long> cases[] = {{"recover", 11},
+                                                       {"remove old", 11},
+                                                       {"move current to old", 11},
+                                                       {"move staged to current", 11},
+                                                       {"remove old again", 21}};
+    for (const auto& [step, resume_at] : cases) {
+        BOOST_TEST_CONTEXT("killed before '" << step << "'") {
+            temp_dir d("swap");
+            {
+                model_t m(7);
+                token_windows src(train_tokens, 3);
+                trainer t(m, src, val_tokens, small_run(d.path));
+                kill_at = step;
+                saves_seen = 0;
+                detail::swap_in_hook = kill_on_second_save;
+                BOOST_CHECK_THROW(t.run(), std::runtime_error);
+                detail::swap_in_hook = nullptr;
+            }
+            if (std::string(step) == "move staged to current") { // the state the issue found: no checkpoint/
+                BOOST_TEST(!fs::exists(d.path / "checkpoint"));
+                BOOST_TEST(fs::exists(d.path / "checkpoint.old/trainer_state.json"));
+                BOOST_TEST(fs::exists(d.path / "checkpoint.tmp"));
+            }
+            model_t resumed(99);
+            BOOST_TEST(finish_from_checkpoint(resumed, train_tokens, val_tokens, 3, d.path) == resume_at);
+            BOOST_TEST(same_bits(reference, resumed));
+            BOOST_TEST(fs::exists(d.path / "checkpoint/trainer_state.json"));
+            BOOST_TEST(!fs::exists(d.path / "checkpoint.old"));
+            BOOST_TEST(!fs::exists(d.path / "checkpoint.tmp"));
+        }
+    }
+    detail::swap_in_hook = nullptr;
+}
+
+// A partial checkpoint.tmp left by a failed save (disk full) neither blocks nor misleads the next run.
+BOOST_AUTO_TEST_CASE(leftover_staging_folder_does_not_block_the_next_run) {
+    const auto train_tokens = byte_tokens(20000, 1), val_tokens = byte_tokens(4000, 2);
+    temp_dir d("leftover");
+    fs::create_directories(d.path / "checkpoint.tmp");
+    std::ofstream(d.path / "checkpoint.tmp/trainer_state.json") << "{\"step\": 2";
+    model_t m(7);
+    BOOST_TEST(finish_from_checkpoint(m, train_tokens, val_tokens, 3, d.path) == 1);
+    BOOST_TEST(fs::exists(d.path / "checkpoint/trainer_state.json"));
+    BOOST_TEST(!fs::exists(d.path / "checkpoint.tmp"));
+}
 
 BOOST_AUTO_TEST_CASE(export_for_transformers, *boost::unit_test::disabled()) {
     const char* dir = std::getenv("TINYLM_HF_EXPORT_DIR");

@@ -25,10 +25,12 @@ struct shape {
     }
 
     constexpr index_t operator[](int i) const { return dims[i]; }
+    // Checked: [2^32, 2^32] from a hostile file must not wrap into a small, plausible element count.
     constexpr index_t numel() const {
         index_t n = 1;
         for (int i = 0; i < rank; ++i)
-            n *= dims[i];
+            if (__builtin_mul_overflow(n, dims[i], &n))
+                throw error("tinylm: shape " + str() + " has over 2^63 elements");
         return n;
     }
     // Product of all dimensions but the last: the number of rows of a row-major matrix view.

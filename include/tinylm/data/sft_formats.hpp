@@ -89,7 +89,7 @@ inline std::size_t line_of_byte(std::string_view text, std::size_t byte) {
 inline nlohmann::ordered_json parse_json(std::string_view text, const std::string& where) {
     try {
         return nlohmann::ordered_json::parse(text);
-    } catch (const nlohmann::json::parse_error& e) {
+    } catch (const nlohmann::json::exception& e) { // parse_error, or out_of_range for a number such as 1e3087
         fail(where + ": invalid JSON (" + e.what() + ")");
     }
 }
@@ -149,6 +149,8 @@ void for_each_json_record(const std::filesystem::path& path, F&& f) {
             all = nlohmann::ordered_json::parse(text);
         } catch (const nlohmann::json::parse_error& e) {
             fail(file + ":" + std::to_string(line_of_byte(text, e.byte)) + ": invalid JSON (" + e.what() + ")");
+        } catch (const nlohmann::json::exception& e) { // out_of_range: a number such as 1e3087
+            fail(file + ": invalid JSON (" + e.what() + ")");
         }
         for (std::size_t k = 0; k < all.size(); ++k) {
             const std::string where =

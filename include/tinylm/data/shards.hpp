@@ -261,11 +261,15 @@ private:
         });
         check(h_.token_bytes == 2 || h_.token_bytes == 4,
               [&] { return f + ": bad token width " + std::to_string(h_.token_bytes) + " (2 or 4 bytes)"; });
-        const std::uint64_t want = shard_header_bytes + h_.count * h_.token_bytes;
-        check(size_ >= want, [&] {
+        // Compare in tokens, not bytes: 64 + count * width wraps for a hostile count (2^63 passes a 64-byte file).
+        const std::uint64_t room = (size_ - shard_header_bytes) / h_.token_bytes;
+        check(h_.count <= room, [&] {
+            const bool fits = h_.count <= (UINT64_MAX - shard_header_bytes) / h_.token_bytes;
             return f + ": truncated token shard: header says " + std::to_string(h_.count) + " tokens (" +
-                   std::to_string(want) + " bytes) but the file has " + std::to_string(size_) + " bytes";
+                   (fits ? std::to_string(shard_header_bytes + h_.count * h_.token_bytes) : "over 2^64") +
+                   " bytes) but the file has " + std::to_string(size_) + " bytes";
         });
+        const std::uint64_t want = shard_header_bytes + h_.count * h_.token_bytes;
         check(size_ == want, [&] {
             return f + ": token shard has " + std::to_string(size_ - want) + " bytes after its " +
                    std::to_string(h_.count) + " tokens";

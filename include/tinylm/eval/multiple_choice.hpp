@@ -22,6 +22,7 @@
 // choice, as numpy's argmax.
 #pragma once
 
+#include <tinylm/core/json_field.hpp>
 #include <tinylm/eval/loglikelihood.hpp>
 #include <tinylm/eval/python_random.hpp>
 
@@ -86,8 +87,9 @@ inline std::vector<mc_doc> load_mc_jsonl(const std::filesystem::path& path) {
         const auto where = [&] { return path.string() + ":" + std::to_string(line_no) + ": "; };
         try {
             const nlohmann::json j = nlohmann::json::parse(line);
-            mc_doc d{j.at("question").get<std::string>(), j.at("choices").get<std::vector<std::string>>(),
-                     j.at("answer").get<int>()};
+            const std::string file = "load_mc_jsonl: " + path.string() + ":" + std::to_string(line_no);
+            mc_doc d{json_field<std::string>(j, "question", file),
+                     json_field<std::vector<std::string>>(j, "choices", file), json_field<int>(j, "answer", file)};
             check(d.choices.size() >= 2, [&] { return where() + "a document needs at least two choices"; });
             check(d.answer >= 0 && std::size_t(d.answer) < d.choices.size(),
                   [&] { return where() + "answer " + std::to_string(d.answer) + " is not the index of a choice"; });

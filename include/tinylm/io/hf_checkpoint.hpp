@@ -39,15 +39,40 @@ inline void write_text(const fs::path& p, const std::string& text) {
     check(bool(out), [&] { return "hf_checkpoint: writing " + p.string() + " failed (disk full?)"; });
 }
 
-// Replaces `dir` by `staged` so that at every moment one complete checkpoint exists on disk.
+// Test hook: when set, called with the name of each step of swap_in just before it runs. A test throws from it
+// to leave the folders as a kill at that point would (tests/trainer/test_trainer.cpp,
+// kill_at_every_step_of_the_checkpoint_swap).
+inline void (*swap_in_hook)(const char* step) = nullptr;
+inline void swap_step(const char* step) {
+    if (swap_in_hook) swap_in_hook(step);
+}
+
+// Replaces `dir` by `staged` so that at every moment one complete checkpoint exists on disk: `dir`, or `dir.old`
+// while `dir` is missing (a kill between the two renames). Readers look in that order (newest_complete_folder).
 inline void swap_in(const fs::path& staged, const fs::path& dir) {
     const fs::path old = dir.string() + ".old";
+    swap_step("recover");
+    if (!fs::exists(dir) && fs::exists(old)) fs::rename(old, dir); // .old is the only complete copy: keep it
+    swap_step("remove old");
     fs::remove_all(old);
+    swap_step("move current to old");
     if (fs::exists(dir)) fs::rename(dir, old);
+    swap_step("move staged to current");
     fs::rename(staged, dir);
+    swap_step("remove old again");
     fs::remove_all(old);
 }
 } // namespace detail
+
+// The folder swap_in left complete: `dir` when it holds `marker`, else `dir.old` when that does (a save was killed
+// between its renames), else none (empty path).
+inline fs::path newest_complete_folder(const fs::path& dir, const std::string& marker) {
+    if (fs::exists(dir / marker)) return dir;
+    const fs::path old = dir.string() + ".old";
+    if (!fs::exists(dir) && fs::exists(old / marker)) return old;
+    return {};
+}
+namespace detail {} // namespace detail
 
 // True for a QLoRA decoder (lora_config::quantized_base): its projections are NF4, outside parameter_entries().
 template <class Model>

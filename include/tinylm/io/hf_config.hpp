@@ -16,6 +16,7 @@
 #pragma once
 
 #include <tinylm/core/error.hpp>
+#include <tinylm/core/json_field.hpp>
 #include <tinylm/model/config.hpp>
 
 #include <nlohmann/json.hpp>
@@ -45,7 +46,7 @@ struct hf_rope {
     std::string key, type, json, problem; // problem: what is missing from a llama3 object
     rope_scaling_config scaling{};
 };
-inline hf_rope hf_rope_of(const nlohmann::json& j) {
+inline hf_rope hf_rope_of(const nlohmann::json& j, const std::string& where) {
     hf_rope r;
     const nlohmann::json* o = nullptr;
     if (j.contains("rope_scaling") && !j["rope_scaling"].is_null())
@@ -73,7 +74,8 @@ inline hf_rope hf_rope_of(const nlohmann::json& j) {
     r.scaling = {.factor = (*o)["factor"].get<double>(),
                  .low_freq_factor = (*o)["low_freq_factor"].get<double>(),
                  .high_freq_factor = (*o)["high_freq_factor"].get<double>(),
-                 .original_max_position = (*o)["original_max_position_embeddings"].get<int>()};
+                 .original_max_position = json_as<int>((*o)["original_max_position_embeddings"], where,
+                                                       r.key + ".original_max_position_embeddings")};
     return r;
 }
 } // namespace detail
@@ -154,6 +156,8 @@ inline nlohmann::json hf_config_json(const model_config& c, special_token_ids sp
 
 // Throws naming each field of config.json that disagrees with the compile-time configuration.
 inline void check_hf_config(const nlohmann::json& j, const model_config& c, const std::string& where) {
+    check(j.is_object(), [&] { return "hf_checkpoint: " + where + ": not a JSON object"; });
+    const std::string file = "hf_checkpoint: " + where;
     std::string diffs;
     auto expect = [&](const char* key, auto want) {
         using W = decltype(want);
@@ -161,7 +165,7 @@ inline void check_hf_config(const nlohmann::json& j, const model_config& c, cons
             diffs += std::string("\n  ") + key + ": missing, the model needs " + nlohmann::json(want).dump();
             return;
         }
-        const W got = j[key].template get<W>();
+        const W got = json_as<W>(j[key], file, key);
         const bool same = [&] {
             if constexpr (std::is_floating_point_v<W>)
                 return std::abs(got - want) <= 1e-9 * std::abs(want);
@@ -188,7 +192,7 @@ inline void check_hf_config(const nlohmann::json& j, const model_config& c, cons
         diffs += "\n  hidden_act: " + j["hidden_act"].dump() + " in the file, \"silu\" in the model";
     if (j.contains("mlp_bias") && j["mlp_bias"] == true)
         diffs += "\n  mlp_bias: true in the file, the model has no MLP biases";
-    const detail::hf_rope file_rope = detail::hf_rope_of(j);
+    const detail::hf_rope file_rope = detail::hf_rope_of(j, file);
     if (file_rope.type == "llama3") {
         const rope_scaling_config& f = file_rope.scaling;
         if (c.rope_scaling.factor == 0)
@@ -209,7 +213,7 @@ inline void check_hf_config(const nlohmann::json& j, const model_config& c, cons
     // transformers 5 writes rope_theta inside rope_parameters; earlier versions at the top level.
     if (j.contains("rope_parameters") && j["rope_parameters"].is_object() &&
         j["rope_parameters"].contains("rope_theta")) {
-        const double theta = j["rope_parameters"]["rope_theta"].get<double>();
+        const double theta = json_as<double>(j["rope_parameters"]["rope_theta"], file, "rope_parameters.rope_theta");
         if (std::abs(theta - c.rope_theta) > 1e-9 * c.rope_theta)
             diffs += "\n  rope_parameters.rope_theta: " + std::to_string(theta) + " in the file, " +
                      std::to_string(c.rope_theta) + " in the model";
@@ -217,12 +221,13 @@ inline void check_hf_config(const nlohmann::json& j, const model_config& c, cons
         expect("rope_theta", c.rope_theta);
     }
     expect("tie_word_embeddings", c.tied_embeddings);
-    const bool file_window =
-        j.contains("sliding_window") && !j["sliding_window"].is_null() && j.value("use_sliding_window", true);
-    const int window = file_window ? j["sliding_window"].get<int>() : 0;
+    const bool file_window = j.contains("sliding_window") && !j["sliding_window"].is_null() &&
+                             json_field_or(j, "use_sliding_window", true, file);
+    const int window = file_window ? json_field<int>(j, "sliding_window", file) : 0;
     if (window != c.sliding_window)
         diffs += "\n  sliding_window: " + std::to_string(window) + " in the file, " + std::to_string(c.sliding_window) +
                  " in the model";
+    const std::string model_type = json_field_or<std::string>(j, "model_type", "", file);
     // Which layers slide: layer_types when present (Ministral, Qwen2), else Qwen2's max_window_layers (the
     // layers from there on slide), else all of them (Mistral, Mixtral).
     if (window > 0 && window == c.sliding_window) {
@@ -230,7 +235,7 @@ inline void check_hf_config(const nlohmann::json& j, const model_config& c, cons
         check(!listed || j["layer_types"].size() == std::size_t(c.n_layers),
               [&] { return "hf_checkpoint: " + where + ": layer_types must have num_hidden_layers entries"; });
         const int first_sliding =
-            j.value("model_type", "") == "qwen2" && !listed ? j.value("max_window_layers", 28) : 0;
+            model_type == "qwen2" && !listed ? json_field_or(j, "max_window_layers", 28, file) : 0;
         std::string file_types, model_types;
         for (int l = 0; l < c.n_layers; ++l) {
             const bool file_slides =
@@ -242,20 +247,20 @@ inline void check_hf_config(const nlohmann::json& j, const model_config& c, cons
             diffs += "\n  layer_types (S sliding, F full): " + file_types + " in the file, " + model_types +
                      " in the model (full_attention_every = " + std::to_string(c.full_attention_every) + ")";
     }
-    const bool file_bias = j.value("model_type", "") == "qwen2" || j.value("attention_bias", false);
+    const bool file_bias = model_type == "qwen2" || json_field_or(j, "attention_bias", false, file);
     if (file_bias != c.qkv_bias)
         diffs += std::string("\n  q/k/v biases: ") + (file_bias ? "present" : "absent") + " in the file, " +
                  (c.qkv_bias ? "present" : "absent") + " in the model";
     // Experts: Mixtral's num_local_experts / num_experts_per_tok (absent: a dense MLP). The aux-loss weight
     // is a training setting: checked only when the file says that its loss uses it (output_router_logits).
-    const int file_experts =
-        j.contains("num_local_experts") && !j["num_local_experts"].is_null() ? j["num_local_experts"].get<int>() : 0;
+    const int file_experts = json_field_or(j, "num_local_experts", 0, file);
     if (file_experts != c.moe.n_experts)
         diffs += "\n  num_local_experts: " + std::to_string(file_experts) + " in the file (0: dense MLP), " +
                  std::to_string(c.moe.n_experts) + " in the model (moe.n_experts)";
     if (file_experts > 0 && c.moe.n_experts > 0) {
         expect("num_experts_per_tok", c.moe.top_k);
-        if (j.value("output_router_logits", false)) expect("router_aux_loss_coef", c.moe.aux_loss_weight);
+        if (json_field_or(j, "output_router_logits", false, file))
+            expect("router_aux_loss_coef", c.moe.aux_loss_weight);
     }
     check(diffs.empty(),
           [&] { return "hf_checkpoint: " + where + " does not match the model's configuration:" + diffs; });
@@ -302,21 +307,18 @@ inline model_config read_hf_config(const nlohmann::json& j, const std::string& w
     const auto given = [&](const char* key) { return j.contains(key) && !j[key].is_null(); };
     const auto integer = [&](const char* key) {
         if (!given(key)) error(std::string("missing field \"") + key + "\" (" + arch + ")");
-        if (!j[key].is_number_integer()) error(std::string(key) + " must be an integer, not " + j[key].dump());
-        return j[key].get<int>();
+        return json_as<int>(j[key], "hf_config: " + where, key);
     };
     const auto number = [&](const char* key, double fallback, bool required) {
         if (!given(key)) {
             if (required) error(std::string("missing field \"") + key + "\" (" + arch + ")");
             return fallback;
         }
-        if (!j[key].is_number()) error(std::string(key) + " must be a number, not " + j[key].dump());
-        return j[key].get<double>();
+        return json_as<double>(j[key], "hf_config: " + where, key);
     };
     const auto flag = [&](const char* key, bool fallback) {
         if (!given(key)) return fallback;
-        if (!j[key].is_boolean()) error(std::string(key) + " must be true or false, not " + j[key].dump());
-        return j[key].get<bool>();
+        return json_as<bool>(j[key], "hf_config: " + where, key);
     };
 
     model_config c;
@@ -350,14 +352,13 @@ inline model_config read_hf_config(const nlohmann::json& j, const std::string& w
     // RoPE: theta at the top level (transformers 4) or in rope_parameters (5); Llama 3's scaling.
     if (j.contains("rope_parameters") && j["rope_parameters"].is_object() &&
         j["rope_parameters"].contains("rope_theta")) {
-        const auto& theta = j["rope_parameters"]["rope_theta"];
-        if (!theta.is_number()) error("rope_parameters.rope_theta must be a number, not " + theta.dump());
-        c.rope_theta = theta.get<double>();
+        c.rope_theta =
+            json_as<double>(j["rope_parameters"]["rope_theta"], "hf_config: " + where, "rope_parameters.rope_theta");
     } else {
         c.rope_theta = number("rope_theta", 10000.0, false);
     }
     if (!(c.rope_theta > 0)) error("rope_theta must be positive");
-    const detail::hf_rope rope = detail::hf_rope_of(j);
+    const detail::hf_rope rope = detail::hf_rope_of(j, "hf_config: " + where);
     if (rope.type == "llama3") {
         if (!rope.problem.empty()) error(rope.problem);
         c.rope_scaling = rope.scaling;

@@ -17,6 +17,7 @@
 // without generation_config.json the transformers defaults (with eos from config.json).
 #pragma once
 
+#include <tinylm/core/json_field.hpp>
 #include <tinylm/eval/generate.hpp>
 #include <tinylm/io/hf_checkpoint.hpp>
 #include <tinylm/tokenizer/chat_template.hpp>
@@ -84,8 +85,7 @@ inline std::vector<token_t> token_ids(const nlohmann::json& j, const char* key, 
     check(v.is_number_integer() || v.is_array(),
           [&] { return "hf_folder: " + where + ": " + key + " must be an integer or a list of integers"; });
     for (const auto& x : v.is_array() ? v : nlohmann::json::array({v})) {
-        check(x.is_number_integer(), [&] { return "hf_folder: " + where + ": " + key + " holds " + x.dump(); });
-        ids.push_back(x.get<token_t>());
+        ids.push_back(json_as<token_t>(x, "hf_folder: " + where, key));
     }
     return ids;
 }
@@ -122,9 +122,7 @@ inline hf_generation_config read_generation_config(const std::filesystem::path& 
     g.pad_token_id = first("pad_token_id");
     auto number = [&](const char* key, auto& field) {
         if (!j.contains(key) || j[key].is_null()) return;
-        check(j[key].is_number() || j[key].is_boolean(),
-              [&] { return "hf_folder: " + where + ": " + key + " is " + j[key].dump() + ", expected a number"; });
-        field = j[key].get<std::remove_reference_t<decltype(field)>>();
+        field = json_as<std::remove_reference_t<decltype(field)>>(j[key], "hf_folder: " + where, key);
     };
     number("do_sample", g.do_sample);
     number("temperature", g.temperature);

@@ -12,6 +12,7 @@
 // training setting: a different value is accepted.
 #pragma once
 
+#include <tinylm/core/json_field.hpp>
 #include <tinylm/io/hf_checkpoint.hpp>
 #include <tinylm/io/safetensors.hpp>
 
@@ -133,26 +134,28 @@ void save_adapter(const Model& model, const fs::path& dir, const std::string& ba
 // Throws naming every field of adapter_config.json that the compile-time adapter `c` cannot take.
 inline void check_adapter_config(const nlohmann::json& j, const lora_config& c, const std::string& where,
                                  const nlohmann::json& target_modules = nullptr) {
+    check(j.is_object(), [&] { return "peft: " + where + ": not a JSON object"; });
+    const std::string file = "peft: " + where;
     std::string diffs;
-    const std::string type = j.value("peft_type", "");
+    const std::string type = json_field_or<std::string>(j, "peft_type", "", file);
     if (type != "LORA") diffs += "\n  peft_type: \"" + type + "\" in the file, tinylm loads \"LORA\"";
-    const int r = j.value("r", -1);
+    const int r = json_field_or<int>(j, "r", -1, file);
     if (r != c.rank)
         diffs += "\n  r: " + std::to_string(r) + " in the file, " + std::to_string(c.rank) + " in the model";
-    const double alpha = j.contains("lora_alpha") && j["lora_alpha"].is_number() ? j["lora_alpha"].get<double>() : -1;
+    const double alpha = json_field_or<double>(j, "lora_alpha", -1, file);
     if (std::abs(alpha - double(c.alpha)) > 1e-6 * std::abs(double(c.alpha)))
         diffs += "\n  lora_alpha: " + (j.contains("lora_alpha") ? j["lora_alpha"].dump() : std::string("missing")) +
                  " in the file, " + nlohmann::json(c.alpha).dump() + " in the model";
     std::set<std::string> want, got;
     for (const std::string& m : peft_target_modules(c.targets))
         want.insert(m);
-    if (target_modules.is_string()) { // a BERT encoder's pattern: the same pattern, or the list of its modules
+    if (target_modules.is_string()) { // a BERT encoder's pattern: the file must hold the same pattern
         if (!j.contains("target_modules") || j["target_modules"] != target_modules)
             diffs += "\n  target_modules: " + (j.contains("target_modules") ? j["target_modules"].dump() : "missing") +
                      " in the file, " + target_modules.dump() + " in the model";
     } else if (j.contains("target_modules") && j["target_modules"].is_array()) {
-        for (const auto& m : j["target_modules"])
-            got.insert(m.get<std::string>());
+        for (const std::string& m : json_as<std::vector<std::string>>(j["target_modules"], file, "target_modules"))
+            got.insert(m);
     } else if (j.contains("target_modules") && j["target_modules"].is_string()) {
         diffs +=
             "\n  target_modules: a pattern (" + j["target_modules"].dump() + "); tinylm needs a list of module names";
@@ -209,10 +212,12 @@ void load_adapter(Model& model, const fs::path& dir) {
             check(r.contains(name), [&] { return "peft: " + weights.string() + " has no tensor " + name; });
             r.read(name, e.value);
         }
-    for (const auto& [name, info] : r.tensors())
+    for (const auto& entry : r.tensors()) { // not a structured binding: clang 14 cannot capture one in a lambda
+        const std::string& name = entry.first;
         check(expected.contains(name), [&] {
             return "peft: " + weights.string() + " holds " + name + ", which the model's adapter does not have";
         });
+    }
 }
 
 } // namespace tl

@@ -7,6 +7,7 @@
 
 #include <tinylm/core/dtype.hpp>
 #include <tinylm/core/error.hpp>
+#include <tinylm/core/json_field.hpp>
 #include <tinylm/core/tensor.hpp>
 
 #include <nlohmann/json.hpp>
@@ -160,23 +161,22 @@ private:
             fail("safetensors: " + path_ + " has a malformed JSON header: " + e.what());
         }
         check(j.is_object(), [&] { return "safetensors: the header of " + path_ + " is not a JSON object"; });
-        for (const auto& [name, v] : j.items()) {
+        for (const auto& item : j.items()) {
+            const std::string& name = item.key(); // not a structured binding: clang 14 cannot capture one in a lambda
+            const auto& v = item.value();
             if (name == "__metadata__") {
                 for (const auto& [k, val] : v.items())
                     if (val.is_string()) metadata_[k] = val.get<std::string>();
                 continue;
             }
             safetensors_tensor t;
-            try {
-                t.dtype = v.at("dtype").get<std::string>();
-                t.shape = v.at("shape").get<std::vector<std::int64_t>>();
-                const auto offsets = v.at("data_offsets").get<std::vector<std::uint64_t>>();
-                check(offsets.size() == 2, "data_offsets must have two entries");
-                t.begin = offsets[0];
-                t.end = offsets[1];
-            } catch (const nlohmann::json::exception& e) {
-                fail("safetensors: entry '" + name + "' in " + path_ + " is malformed: " + e.what());
-            }
+            const std::string where = "safetensors: " + path_ + ": tensor '" + name + "'";
+            t.dtype = json_field<std::string>(v, "dtype", where);
+            t.shape = json_field<std::vector<std::int64_t>>(v, "shape", where);
+            const auto offsets = json_field<std::vector<std::uint64_t>>(v, "data_offsets", where);
+            check(offsets.size() == 2, [&] { return where + ": data_offsets must have two entries"; });
+            t.begin = offsets[0];
+            t.end = offsets[1];
             const int size = safetensors_dtype_size(t.dtype);
             check(size > 0,
                   [&] { return "safetensors: tensor '" + name + "' in " + path_ + " has unknown dtype " + t.dtype; });
@@ -184,9 +184,14 @@ private:
             for (std::int64_t d : t.shape) {
                 check(d >= 0,
                       [&] { return "safetensors: tensor '" + name + "' in " + path_ + " has a negative dimension"; });
-                count *= std::uint64_t(d);
+                check(!__builtin_mul_overflow(count, std::uint64_t(d), &count),
+                      [&] { return where + ": shape has over 2^64 elements"; });
             }
-            check(t.begin <= t.end && t.end <= data_.size() && t.end - t.begin == count * std::uint64_t(size), [&] {
+            check(!__builtin_mul_overflow(count, std::uint64_t(size), &count) && count <= data_.size(), [&] {
+                return where + ": shape needs more bytes than the " + std::to_string(data_.size()) +
+                       "-byte data section holds";
+            });
+            check(t.begin <= t.end && t.end <= data_.size() && t.end - t.begin == count, [&] {
                 return "safetensors: tensor '" + name + "' in " + path_ + " has data_offsets [" +
                        std::to_string(t.begin) + ", " + std::to_string(t.end) +
                        "] that do not fit its shape and dtype or the " + std::to_string(data_.size()) +

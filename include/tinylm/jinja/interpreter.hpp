@@ -543,6 +543,22 @@ public:
 private:
     enum class flow { normal, break_, continue_ };
     std::string name_;
+    int depth_ = 0;                    // nested exec/eval calls now on the stack
+    std::int64_t loop_iterations_ = 0; // for-loop iterations of this render so far
+
+    // One level of the interpreter's recursion: a self-recursive macro or `not not ... 1` must be an error.
+    struct nest {
+        interpreter& in;
+        explicit nest(interpreter& owner) : in(owner) {
+            if (++in.depth_ > limits::max_call_depth)
+                eval_fail("evaluation nested deeper than the limit of " + std::to_string(limits::max_call_depth) +
+                          " levels (recursive macro?)");
+        }
+        ~nest() { --in.depth_; }
+        nest(const nest&) = delete;
+        nest& operator=(const nest&) = delete;
+    };
+    static void check_output(const std::string& out) { check_output_size(out.size(), "template output"); }
 
     [[noreturn]] void error_at(position p, const std::string& m) const { fail_at(name_, p, m); }
 
@@ -557,6 +573,17 @@ private:
     }
 
     flow exec(const stmt& st, scope& s, std::string& out) {
+        try {
+            const nest guard(*this);
+            const flow f = exec_stmt(st, s, out);
+            check_output(out);
+            return f;
+        } catch (const eval_error& e) {
+            error_at(st.pos, e.what());
+        }
+    }
+
+    flow exec_stmt(const stmt& st, scope& s, std::string& out) {
         switch (st.kind) {
         case stmt_kind::text:
             out += st.text;
@@ -646,6 +673,9 @@ private:
             return flow::normal;
         }
         for (std::int64_t i = 0; i < n; ++i) {
+            if (++loop_iterations_ > limits::max_loop_iterations)
+                error_at(st.pos, "more than " + std::to_string(limits::max_loop_iterations) +
+                                     " loop iterations in one render (the loop limit)");
             scope inner{{}, &s};
             bind(st.targets, items[static_cast<std::size_t>(i)], inner, st.pos);
             value loop = make_dict(dict_kind::loop);
@@ -709,7 +739,10 @@ private:
 
     value eval(const expr& e, const scope& s) {
         try {
-            return eval_inner(e, s);
+            const nest guard(*this);
+            value v = eval_inner(e, s);
+            if (v.is_string()) check_output_size(v.str_ref().size(), "string");
+            return v;
         } catch (const eval_error& err) {
             error_at(e.pos, err.what());
         }
@@ -1053,6 +1086,8 @@ private:
             const value sort_keys = a.get(3, "sort_keys", value(false));
             a.done(4);
             if (indent.is_int()) {
+                check_output_size(static_cast<std::size_t>(std::max<std::int64_t>(0, indent.as_int())),
+                                  "tojson indent");
                 o.indent = static_cast<int>(indent.as_int());
                 o.indent_string = std::string(static_cast<std::size_t>(std::max(0, o.indent)), ' ');
             } else if (indent.is_string()) {
@@ -1348,6 +1383,10 @@ private:
             const bool first = truthy(a.get(1, "first", value(false)));
             const bool blank = truthy(a.get(2, "blank", value(false)));
             a.done(3);
+            if (!width.is_string())
+                check_output_size(
+                    static_cast<std::size_t>(std::max<std::int64_t>(0, detail::need_int(width, "indent"))),
+                    "indent width");
             const std::string ind =
                 width.is_string()
                     ? width.str_ref()
@@ -1357,6 +1396,7 @@ private:
             kwargs_t no_kwargs;
             const value lines_v = detail::string_method(to_str(x) + "\n", "splitlines", no_args, no_kwargs);
             const auto& lines = lines_v.list()->items;
+            check_output_size(to_str(x).size() + (lines.size() + 1) * ind.size(), "indent");
             std::string rv;
             if (blank) {
                 for (std::size_t i = 0; i < lines.size(); ++i)
@@ -1484,7 +1524,9 @@ inline void add_globals(scope& s) {
               }
               if (step == 0) eval_fail("range() arg 3 must not be zero");
               const double count = (static_cast<double>(stop) - static_cast<double>(start)) / static_cast<double>(step);
-              if (count > 1e7) eval_fail("range() too large (more than 10 million items)");
+              if (count > double(limits::max_range))
+                  eval_fail("range() too large (more than " + std::to_string(limits::max_range) +
+                            " items, the limit of jinja2's sandbox)");
               std::vector<value> out;
               for (std::int64_t i = start; step > 0 ? i < stop : i > stop; i += step)
                   out.emplace_back(i);

@@ -108,13 +108,21 @@ private:
     std::vector<std::size_t> line_starts_;
     std::vector<token> out_;
 
+    // The column counts code points from the line start. Tokens come in order, so counting resumes from the last
+    // position asked on the same line: a one-line 40 KB template would otherwise cost a scan per token.
+    mutable std::size_t last_offset_ = 0;
+    mutable int last_column_ = 1;
     position at(std::size_t offset) const {
         const auto it = std::upper_bound(line_starts_.begin(), line_starts_.end(), offset);
         const auto line = static_cast<std::size_t>(it - line_starts_.begin());
         const std::size_t start = line_starts_[line - 1];
+        std::size_t from = start;
         int col = 1;
-        for (std::size_t i = start; i < offset && i < src_.size(); ++i)
+        if (last_offset_ >= start && last_offset_ <= offset) from = last_offset_, col = last_column_;
+        for (std::size_t i = from; i < offset && i < src_.size(); ++i)
             if ((static_cast<unsigned char>(src_[i]) & 0xC0) != 0x80) ++col;
+        last_offset_ = offset;
+        last_column_ = col;
         return {static_cast<int>(line), col};
     }
 
@@ -461,6 +469,30 @@ struct expr {
     std::vector<expr_ptr> args;                           // items, call arguments, compare operands
     std::vector<std::pair<std::string, expr_ptr>> kwargs; // keyword arguments
     std::vector<std::string> ops;                         // compare operators
+
+    expr() = default;
+    expr(const expr&) = delete;
+    expr& operator=(const expr&) = delete;
+    // Iterative: `a + a + ... + a` is a left chain as long as the template, too deep to destroy recursively.
+    ~expr() {
+        std::vector<expr_ptr> pending;
+        release_children(pending);
+        while (!pending.empty()) {
+            expr_ptr e = std::move(pending.back());
+            pending.pop_back();
+            if (e) e->release_children(pending); // e then dies childless
+        }
+    }
+
+private:
+    void release_children(std::vector<expr_ptr>& into) {
+        for (expr_ptr* p : {&a, &b, &c})
+            if (*p) into.push_back(std::move(*p));
+        for (auto& x : args)
+            if (x) into.push_back(std::move(x));
+        for (auto& kv : kwargs)
+            if (kv.second) into.push_back(std::move(kv.second));
+    }
 };
 
 enum class stmt_kind { text, output, if_, for_, set, set_block, macro, break_, continue_ };
@@ -516,6 +548,20 @@ private:
     std::vector<token> t_;
     std::size_t i_ = 0;
     std::string name_;
+    int depth_ = 0;
+
+    // One level of recursion of the parser; 20,000 nested parentheses must be an error, not a stack overflow.
+    struct nest {
+        parser& p;
+        explicit nest(parser& owner) : p(owner) {
+            if (++p.depth_ > limits::max_nesting)
+                p.error(p.cur().pos, "nesting deeper than the limit of " + std::to_string(limits::max_nesting) +
+                                         " levels (statements, parentheses, brackets or unary operators)");
+        }
+        ~nest() { --p.depth_; }
+        nest(const nest&) = delete;
+        nest& operator=(const nest&) = delete;
+    };
 
     const token& cur() const { return t_[i_]; }
     const token& peek(std::size_t k = 1) const { return t_[std::min(i_ + k, t_.size() - 1)]; }
@@ -579,6 +625,7 @@ private:
     // Statements up to a `{% name %}` in `ends`; consumes `{%` and that name, and reports which end was hit.
     body_t parse_body(std::initializer_list<std::string_view> ends, std::string& hit, position opened,
                       const std::string& opener) {
+        const nest guard(*this);
         body_t body;
         while (true) {
             const token& t = cur();
@@ -745,6 +792,7 @@ private:
     }
 
     expr_ptr parse_expression(bool with_condexpr) {
+        const nest guard(*this);
         if (!with_condexpr) return parse_or();
         expr_ptr e = parse_or();
         while (is_name("if")) {
@@ -785,6 +833,7 @@ private:
 
     expr_ptr parse_not() {
         if (is_name("not")) {
+            const nest guard(*this);
             auto o = node(expr_kind::logic_not, cur().pos);
             next();
             o->a = parse_not();
@@ -869,6 +918,7 @@ private:
     expr_ptr parse_unary(bool with_filter) {
         expr_ptr e;
         if (is_op("-") || is_op("+")) {
+            const nest guard(*this);
             e = node(is_op("-") ? expr_kind::neg : expr_kind::pos, cur().pos);
             next();
             e->a = parse_unary(false);

@@ -34,6 +34,25 @@ public:
 
 [[noreturn]] inline void eval_fail(const std::string& message) { throw eval_error(message); }
 
+// Limits on what a template may make tinylm do. Chat templates come inside strangers' tokenizer_config.json, so a
+// template must not be able to overflow the stack or exhaust memory or time; each limit raises tl::error naming
+// it. Real templates stay far below them (nesting under 10 levels, prompts of a few MB at most).
+struct limits {
+    static constexpr int max_nesting = 64;                          // parser: depth of statements and expressions
+    static constexpr int max_call_depth = 256;                      // interpreter: nested evaluations, macro recursion
+    static constexpr int max_value_depth = 128;                     // nested lists/dicts rendered or read from JSON
+    static constexpr std::size_t max_output_bytes = 64u << 20;      // any string the template builds
+    static constexpr std::int64_t max_loop_iterations = 10'000'000; // for-loop iterations of one render
+    static constexpr std::int64_t max_range = 100'000;              // items of range(), as jinja2's sandbox (MAX_RANGE)
+};
+
+// Throws when a string the template is about to build would pass the output limit.
+inline void check_output_size(std::size_t bytes, const char* what) {
+    if (bytes > limits::max_output_bytes)
+        eval_fail(std::string(what) + ": the result would exceed the output limit of " +
+                  std::to_string(limits::max_output_bytes >> 20) + " MiB");
+}
+
 struct value;
 struct list_data;
 struct dict_data;
@@ -305,7 +324,7 @@ inline std::string string_repr(std::string_view s) {
     return out;
 }
 
-std::string repr(const value& v);
+std::string repr(const value& v, int depth = 0);
 
 // Python's str(), as `{{ x }}` prints it; undefined prints nothing.
 inline std::string to_str(const value& v) {
@@ -319,7 +338,9 @@ inline std::string to_str(const value& v) {
     }
 }
 
-inline std::string repr(const value& v) {
+inline std::string repr(const value& v, int depth) {
+    if (depth > limits::max_value_depth)
+        eval_fail("value nested deeper than the limit of " + std::to_string(limits::max_value_depth) + " levels");
     switch (v.v.index()) {
     case 0:
         return "";
@@ -338,7 +359,7 @@ inline std::string repr(const value& v) {
         std::string out = l.tuple ? "(" : "[";
         for (std::size_t i = 0; i < l.items.size(); ++i) {
             if (i) out += ", ";
-            out += repr(l.items[i]);
+            out += repr(l.items[i], depth + 1);
         }
         if (l.tuple && l.items.size() == 1) out += ",";
         out += l.tuple ? ")" : "]";
@@ -349,7 +370,7 @@ inline std::string repr(const value& v) {
         std::string out = "{";
         for (std::size_t i = 0; i < d.items.size(); ++i) {
             if (i) out += ", ";
-            out += string_repr(d.items[i].first) + ": " + repr(d.items[i].second);
+            out += string_repr(d.items[i].first) + ": " + repr(d.items[i].second, depth + 1);
         }
         out += "}";
         if (d.kind == dict_kind::namespace_) return "<Namespace " + out + ">";
@@ -372,6 +393,10 @@ struct tojson_options {
 
 // Python's json.dumps (the `tojson` filter of transformers: ensure_ascii=False, keys in insertion order).
 inline void tojson(const value& v, std::string& out, const tojson_options& o, int depth = 0) {
+    if (depth > limits::max_value_depth)
+        eval_fail("tojson: value nested deeper than the limit of " + std::to_string(limits::max_value_depth) +
+                  " levels");
+    check_output_size(out.size() + std::size_t(depth) * o.indent_string.size(), "tojson");
     auto newline = [&](int d) {
         out += '\n';
         for (int k = 0; k < d; ++k)
@@ -498,7 +523,10 @@ inline void tojson(const value& v, std::string& out, const tojson_options& o, in
     }
 }
 
-inline value from_json(const nlohmann::ordered_json& j) {
+inline value from_json(const nlohmann::ordered_json& j, int depth = 0) {
+    if (depth > limits::max_value_depth)
+        fail("chat template: JSON nested deeper than the limit of " + std::to_string(limits::max_value_depth) +
+             " levels");
     switch (j.type()) {
     case nlohmann::ordered_json::value_t::null:
         return value(none_t{});
@@ -516,13 +544,13 @@ inline value from_json(const nlohmann::ordered_json& j) {
         std::vector<value> items;
         items.reserve(j.size());
         for (const auto& x : j)
-            items.push_back(from_json(x));
+            items.push_back(from_json(x, depth + 1));
         return make_list(std::move(items));
     }
     case nlohmann::ordered_json::value_t::object: {
         value d = make_dict();
         for (const auto& [k, x] : j.items())
-            d.dict()->items.emplace_back(k, from_json(x));
+            d.dict()->items.emplace_back(k, from_json(x, depth + 1));
         return d;
     }
     default:

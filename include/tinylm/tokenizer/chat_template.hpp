@@ -18,6 +18,7 @@
 #pragma once
 
 #include <tinylm/core/error.hpp>
+#include <tinylm/core/json_field.hpp>
 #include <tinylm/jinja/interpreter.hpp>
 #include <tinylm/jinja/parser.hpp>
 #include <tinylm/jinja/value.hpp>
@@ -216,6 +217,11 @@ public:
     // Renders the conversation. Throws tl::error for malformed messages and for every template error.
     std::string render(const nlohmann::ordered_json& messages, const chat_render_options& o = {}) const {
         check(messages.is_array(), [&] { return name_ + ": messages must be a JSON array of message objects"; });
+        for (const auto* j : {&messages, &o.tools, &o.documents, &variables_})
+            check(!json_deeper_than(*j, jinja::limits::max_value_depth), [&] {
+                return name_ + ": messages, tools or documents nest deeper than the limit of " +
+                       std::to_string(jinja::limits::max_value_depth) + " levels";
+            });
         jinja::scope globals;
         jinja::add_globals(globals);
         std::vector<jinja::value> msgs;

@@ -8,6 +8,7 @@
 // The folder is staged as "<dir>.tmp" and swapped in whole: a crash mid-save keeps the previous checkpoint.
 #pragma once
 
+#include <tinylm/core/json_field.hpp>
 #include <tinylm/io/hf_checkpoint.hpp>
 #include <tinylm/io/hf_encoder.hpp>
 #include <tinylm/io/peft.hpp>
@@ -75,19 +76,24 @@ training_state load_training_checkpoint(Model& model, Opt& opt, const fs::path& 
     const safetensors_reader r(dir / "optimizer.safetensors");
     opt.reset_state([&](const std::string& name) { return r.contains(name); });
     opt.visit_state([&](const std::string& name, tensor_view<float> t) { r.read(name, t); });
+    const std::string file = "checkpoint: " + (dir / "trainer_state.json").string();
     nlohmann::json j;
     try {
         j = nlohmann::json::parse(std::ifstream(dir / "trainer_state.json"));
     } catch (const nlohmann::json::exception& e) {
-        fail("checkpoint: " + (dir / "trainer_state.json").string() + " is unreadable: " + e.what());
+        fail(file + " is unreadable: " + e.what());
     }
-    opt.set_steps(j.at("optimizer_steps").get<long long>());
+    const auto steps = json_field<long long>(j, "optimizer_steps", file);
+    const auto step = json_field<long long>(j, "step", file);
+    check(steps >= 0 && step >= 0, [&] { return file + ": step and optimizer_steps must not be negative"; });
+    opt.set_steps(steps);
     if constexpr (Model::has_adapter) {
-        model.set_dropout_seed(j.value("lora_dropout_seed", model.dropout_seed()));
-        model.set_dropout_calls(j.value("lora_dropout_calls", std::uint64_t(0)));
+        model.set_dropout_seed(json_field_or(j, "lora_dropout_seed", model.dropout_seed(), file));
+        model.set_dropout_calls(json_field_or(j, "lora_dropout_calls", std::uint64_t(0), file));
     }
-    return {j.at("step").get<long long>(), j.at("data_position").get<std::uint64_t>(),
-            j.value("history", nlohmann::json::object())};
+    const auto history = json_field_or(j, "history", nlohmann::json::object(), file);
+    check(history.is_object(), [&] { return file + ": history must be an object"; });
+    return {step, json_field<std::uint64_t>(j, "data_position", file), history};
 }
 
 } // namespace tl

@@ -9,6 +9,7 @@
 //   out_dir/report.md     written by finish(): summary table, loss curves (report_loss.svg), samples
 #pragma once
 
+#include <tinylm/core/json_field.hpp>
 #include <tinylm/train/jsonl_log.hpp>
 #include <tinylm/train/progress.hpp>
 #include <tinylm/train/report.hpp>
@@ -29,7 +30,7 @@ class run_logger {
 public:
     // first_step: the step a resumed run continues from (trainer::restore()); 0 for a new run.
     run_logger(const fs::path& out_dir, std::string title, long long max_steps, long long first_step)
-        : out_dir_(out_dir), report_(std::move(title)), first_step_(first_step),
+        : out_dir_(out_dir), report_(std::move(title)),
           log_(prepare_log(out_dir / "log.jsonl", first_step),
                first_step > 0 ? jsonl_mode::append : jsonl_mode::truncate),
           board_(out_dir / "tensorboard"), bar_(max_steps, {.first_step = first_step}) {}
@@ -152,14 +153,16 @@ private:
         std::string line;
         while (std::getline(in, line)) {
             const auto j = nlohmann::json::parse(line, nullptr, false);
-            if (j.is_discarded() || !j.contains("step")) continue;
-            const long long s = j["step"].get<long long>();
-            if (j.contains("loss") && j["loss"].is_number()) report_.add_train_loss(s, j["loss"].get<double>());
+            if (j.is_discarded() || !j.is_object() || !j.contains("step")) continue;
+            const std::string where = "run_logger: " + path.string();
+            const long long s = json_field<long long>(j, "step", where);
+            if (j.contains("loss") && j["loss"].is_number())
+                report_.add_train_loss(s, json_as<double>(j["loss"], where, "loss"));
             if (j.contains("val_loss") && j["val_loss"].is_number())
-                report_.add_val_loss(s, j["val_loss"].get<double>());
+                report_.add_val_loss(s, json_as<double>(j["val_loss"], where, "val_loss"));
             if (j.contains("expert_counts") && j["expert_counts"].is_array())
-                add_usage(j["expert_counts"].get<std::vector<std::vector<std::int64_t>>>(), j.value("min_usage", 0.0),
-                          j.value("max_usage", 0.0));
+                add_usage(json_as<std::vector<std::vector<std::int64_t>>>(j["expert_counts"], where, "expert_counts"),
+                          json_field_or(j, "min_usage", 0.0, where), json_field_or(j, "max_usage", 0.0, where));
         }
     }
     // On resume: keeps the lines up to `step` (report_ is constructed before log_, so it can be fed here).
@@ -169,7 +172,9 @@ private:
         std::string line, kept;
         while (std::getline(in, line)) {
             const auto j = nlohmann::json::parse(line, nullptr, false);
-            if (!j.is_discarded() && j.contains("step") && j["step"].get<long long>() <= step) kept += line + "\n";
+            if (!j.is_discarded() && j.is_object() && j.contains("step") &&
+                json_field<long long>(j, "step", "run_logger: " + path.string()) <= step)
+                kept += line + "\n";
         }
         in.close();
         std::ofstream(path, std::ios::trunc) << kept;
@@ -182,7 +187,6 @@ private:
     std::vector<std::vector<std::int64_t>> usage_total_; // experts: tokens per layer and expert over the run
     double step_usage_lo_ = 0, step_usage_hi_ = 0;
     long long usage_steps_ = 0;
-    long long first_step_;
     jsonl_log log_;
     tensorboard_writer board_;
     progress_bar bar_;

@@ -123,9 +123,11 @@ public:
     // Continues from out_dir/checkpoint when resuming is on and one exists (once; run() calls it too).
     // Returns the step the run continues from.
     long long restore() {
-        if (!restored_ && options_.resume && !checkpoint_dir().empty() &&
-            fs::exists(checkpoint_dir() / "trainer_state.json")) {
-            state_ = load_training_checkpoint(model_, opt_, checkpoint_dir());
+        // checkpoint.old when a save was killed between its renames; a leftover checkpoint.tmp is never read.
+        const fs::path from =
+            checkpoint_dir().empty() ? fs::path{} : newest_complete_folder(checkpoint_dir(), "trainer_state.json");
+        if (!restored_ && options_.resume && !from.empty()) {
+            state_ = load_training_checkpoint(model_, opt_, from);
             train_.seek(state_.data_position);
         }
         restored_ = true;
