@@ -13,6 +13,7 @@
 // else (RoBERTa's position offset, relative positions, another activation) is an error naming the field.
 #pragma once
 
+#include <tinylm/core/json_field.hpp>
 #include <tinylm/io/hf_checkpoint.hpp>
 #include <tinylm/io/safetensors.hpp>
 #include <tinylm/model/encoder.hpp>
@@ -27,34 +28,21 @@
 namespace tl {
 
 inline model_config read_bert_config(const nlohmann::json& j, const std::string& where) {
-    const auto error = [&](const std::string& what) { fail("hf_encoder: " + where + ": " + what); };
+    const std::string file = "hf_encoder: " + where;
+    const auto error = [&](const std::string& what) { fail(file + ": " + what); };
     if (!j.is_object()) error("not a JSON object");
-    const auto given = [&](const char* key) { return j.contains(key) && !j[key].is_null(); };
-    const auto text = [&](const char* key, const std::string& fallback) {
-        if (!given(key)) return fallback;
-        if (!j[key].is_string()) error(std::string(key) + " must be a string, not " + j[key].dump());
-        return j[key].get<std::string>();
+    const auto text = [&](const char* key, const char* fallback) {
+        return json_field_or<std::string>(j, key, fallback, file);
     };
-    const auto integer = [&](const char* key, int fallback, bool required) {
-        if (!given(key)) {
-            if (required) error(std::string("missing field \"") + key + "\"");
-            return fallback;
-        }
-        const auto& v = j[key];
-        if (!v.is_number_integer() || v.get<std::int64_t>() < 0 || v.get<std::int64_t>() > (1 << 30))
-            error(std::string(key) + " must be an integer in [0, 2^30], not " + v.dump());
-        return int(v.get<std::int64_t>());
+    const auto size = [&](const char* key) { // positive, and small enough that products of sizes fit
+        const int v = json_field<int>(j, key, file);
+        if (v <= 0 || v > (1 << 24)) error(std::string(key) + " must be in [1, 2^24], not " + std::to_string(v));
+        return v;
     };
-    const auto number = [&](const char* key, double fallback) {
-        if (!given(key)) return fallback;
-        if (!j[key].is_number()) error(std::string(key) + " must be a number, not " + j[key].dump());
-        return j[key].get<double>();
-    };
-
     const std::string type = text("model_type", "");
     if (type != "bert") {
         std::string arch;
-        if (given("architectures") && j["architectures"].is_array() && !j["architectures"].empty())
+        if (j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty())
             arch = " (architectures " + j["architectures"].dump() + ")";
         error("model_type \"" + type + "\"" + arch +
               " is not an encoder tinylm reads; supported: \"bert\" (BertModel and its task heads)");
@@ -63,20 +51,20 @@ inline model_config read_bert_config(const nlohmann::json& j, const std::string&
         error("hidden_act \"" + act + "\" is not supported; the encoder computes the exact (erf) \"gelu\"");
     if (const std::string pos = text("position_embedding_type", "absolute"); pos != "absolute")
         error("position_embedding_type \"" + pos + "\" is not supported; only \"absolute\"");
-    if (given("is_decoder") && j["is_decoder"].is_boolean() && j["is_decoder"].get<bool>())
-        error("is_decoder is true: a causal BERT is not an encoder");
+    if (json_field_or<bool>(j, "is_decoder", false, file)) error("is_decoder is true: a causal BERT is not an encoder");
 
     model_config c = families::bert::value;
-    c.vocab_size = integer("vocab_size", 0, true);
-    c.d_model = integer("hidden_size", 0, true);
-    c.n_layers = integer("num_hidden_layers", 0, true);
-    c.n_heads = c.n_kv_heads = integer("num_attention_heads", 0, true);
+    c.vocab_size = size("vocab_size");
+    c.d_model = size("hidden_size");
+    c.n_layers = size("num_hidden_layers");
+    c.n_heads = c.n_kv_heads = size("num_attention_heads");
     c.d_head = 0;
-    c.d_ff = integer("intermediate_size", 0, true);
-    c.max_seq_len = integer("max_position_embeddings", 0, true);
-    c.type_vocab_size = integer("type_vocab_size", 2, false);
-    c.norm_eps = number("layer_norm_eps", 1e-12);
-    c.init_std = number("initializer_range", 0.02);
+    c.d_ff = size("intermediate_size");
+    c.max_seq_len = size("max_position_embeddings");
+    c.type_vocab_size = json_field_or<int>(j, "type_vocab_size", 2, file);
+    if (c.type_vocab_size < 0 || c.type_vocab_size > (1 << 16)) error("type_vocab_size must be in [0, 65536]");
+    c.norm_eps = json_field_or<double>(j, "layer_norm_eps", 1e-12, file);
+    c.init_std = json_field_or<double>(j, "initializer_range", 0.02, file);
     c.rope_theta = 10000; // unused: positions are learned
     try {
         check_config(c);

@@ -13,6 +13,7 @@
 // loads it and computes tinylm's embeddings.
 #pragma once
 
+#include <tinylm/core/json_field.hpp>
 #include <tinylm/embed/sentence_encoder.hpp>
 #include <tinylm/io/hf_encoder.hpp>
 #include <tinylm/tokenizer/wordpiece_json.hpp>
@@ -68,12 +69,12 @@ inline sentence_folder read_sentence_config(const fs::path& dir) {
             const fs::path st = path / "sentence_bert_config.json";
             if (fs::exists(st)) {
                 const nlohmann::json j = detail::read_json_file(st, "sentence_transformers");
-                if (j.contains("max_seq_length") && !j["max_seq_length"].is_null()) {
-                    if (!j["max_seq_length"].is_number_integer() || j["max_seq_length"].get<std::int64_t>() < 2 ||
-                        j["max_seq_length"].get<std::int64_t>() > (1 << 20))
-                        fail("sentence_transformers: " + st.string() + ": max_seq_length must be an integer >= 2");
-                    out.config.max_length = index_t(j["max_seq_length"].get<std::int64_t>());
-                }
+                const auto length = json_field_or<std::int64_t>(j, "max_seq_length", out.config.max_length,
+                                                                "sentence_transformers: " + st.string());
+                check(length >= 2 && length <= (1 << 20), [&] {
+                    return "sentence_transformers: " + st.string() + ": max_seq_length must be in [2, 2^20]";
+                });
+                out.config.max_length = index_t(length);
             }
         } else if (type == "sentence_transformers.models.Pooling") {
             if (!transformer || pooling) error("Pooling must follow the Transformer module, once");
