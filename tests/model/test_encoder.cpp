@@ -1,5 +1,6 @@
 // The encoder (model/encoder.hpp) against transformers' BertModel on the same weights, its gradients against
 // PyTorch's and against central differences, and BERT folders read and written (io/hf_encoder.hpp).
+#include <tinylm/embed/ranking_loss.hpp>
 #include <tinylm/io/hf_encoder.hpp>
 #include <tinylm/io/sentence_transformers.hpp>
 #include <tinylm/model/encoder.hpp>
@@ -124,6 +125,58 @@ BOOST_AUTO_TEST_CASE(bert_matches_transformers_forward_and_gradients) {
         ++compared;
     }
     BOOST_TEST(compared == 5 + 2 * 16);
+}
+
+// sentence-transformers' MultipleNegativesRankingLoss (scale 20) through the whole tiny BERT: anchors are the
+// fixture's rows, positives a second batch, both mean-pooled; the loss and every parameter's gradient against
+// PyTorch's (the loss class itself, float64 math).
+BOOST_AUTO_TEST_CASE(ranking_loss_through_bert_matches_pytorch) {
+    const fixture f;
+    auto m = load_bert(fixture_dir);
+    const index_t B = f.B, T = f.T, d = m->hidden_size();
+    // One forward over anchors and positives: rows 0..B-1 and B..2B-1.
+    owned<token_t> ids({2 * B, T}), types({2 * B, T});
+    owned<index_t> lengths({2 * B});
+    const auto ids2 = f.expected.read_all<token_t>("ids2"), types2 = f.expected.read_all<token_t>("type_ids2");
+    const auto lengths2 = f.expected.read_all<std::int32_t>("lengths2");
+    std::copy(f.ids.data.begin(), f.ids.data.end(), ids.data.begin());
+    std::copy(ids2.begin(), ids2.end(), ids.data.begin() + B * T);
+    std::copy(f.types.data.begin(), f.types.data.end(), types.data.begin());
+    std::copy(types2.begin(), types2.end(), types.data.begin() + B * T);
+    for (index_t b = 0; b < B; ++b)
+        lengths.data[std::size_t(b)] = f.lengths.data[std::size_t(b)],
+        lengths.data[std::size_t(B + b)] = lengths2[std::size_t(b)];
+
+    m->zero_grad();
+    const cview<float> h = m->forward(ids, lengths, types, true);
+    owned<float> pooled({2 * B, d}), dpooled({2 * B, d}), dh({2 * B, T, d});
+    owned<index_t> arg({2 * B, d});
+    pool_forward<float>(pooling_mode::mean, pooled, arg, h.reshaped({2 * B, T, d}), lengths);
+    arena a(1 << 20);
+    const auto ws = embed::ranking_loss_workspace<float>::allocate(a, B, 0, d);
+    const cview<float> anchors{pooled.data.data(), {B, d}}, positives{pooled.data.data() + B * d, {B, d}};
+    const double loss = embed::ranking_loss_forward<default_backend, float>(ws, anchors, positives, {}, {.scale = 20});
+    embed::ranking_loss_backward<default_backend, float>({dpooled.data.data(), {B, d}},
+                                                         {dpooled.data.data() + B * d, {B, d}}, {}, ws, {.scale = 20});
+    pool_backward<float>(pooling_mode::mean, dh, dpooled, arg, lengths);
+    m->backward_from_hidden(dh.cv().reshaped({2 * B * T, d}));
+
+    const double expected_loss = f.get("mnrl_loss")[0];
+    BOOST_TEST_MESSAGE("ranking loss: tinylm " << loss << ", sentence-transformers " << expected_loss);
+    BOOST_TEST(std::abs(loss - expected_loss) <= 1e-5 * std::abs(expected_loss));
+    double worst = 0;
+    for (const parameter_entry& e : m->parameter_entries()) {
+        if (e.name.starts_with("pooler.")) continue;
+        const auto g = f.get("mnrl_grad." + e.name);
+        double diff = 0, scale = 0;
+        for (std::size_t i = 0; i < g.size(); ++i) {
+            diff = std::max(diff, std::abs(double(e.grad.data[i]) - double(g[i])));
+            scale = std::max(scale, std::abs(double(g[i])));
+        }
+        BOOST_TEST(diff <= 1e-4 * scale + 1e-6, e.name << ": max diff " << diff << " (scale " << scale << ")");
+        if (scale > 1e-3) worst = std::max(worst, diff / scale);
+    }
+    BOOST_TEST_MESSAGE("ranking loss gradients: worst relative difference " << worst);
 }
 
 // f16 and bf16 files load as their f32 values rounded: the same model within the formats' precision.

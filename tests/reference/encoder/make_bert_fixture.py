@@ -11,6 +11,10 @@ Writes into <out> (default: tests/reference/fixtures/bert_tiny/ next to this fol
      mean, cls, max (B, d) sentence-transformers' pooling of the real tokens, then L2-normalised
      r (B, d)              a fixed random weight; loss = sum(normalize(mean) * r)
      grad.<name>           d(loss)/d(parameter) for every parameter of the model
+     ids2, type_ids2, lengths2   a second batch: the positives of the rows of ids (anchors)
+     mnrl_loss             sentence-transformers' MultipleNegativesRankingLoss (scale 20) of the mean-pooled
+                           embeddings of (ids, ids2), computed by the loss class itself
+     mnrl_grad.<name>      its gradient for every parameter
 Usage: python make_bert_fixture.py [--out DIR]
 """
 
@@ -74,6 +78,32 @@ def main():
     }
     for name, p in m64.named_parameters():
         expected["grad." + name] = (p.grad if p.grad is not None else torch.zeros_like(p)).float()
+
+    # The ranking loss on the same model: anchors = the rows above, positives = a second batch.
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    ids2 = torch.randint(1, config.vocab_size, (B, T), generator=g)
+    types2 = torch.randint(0, 2, (B, T), generator=g)
+    lengths2 = torch.tensor([4, 9, 6])
+    mask2 = (torch.arange(T)[None, :] < lengths2[:, None]).long()
+    ids2, types2 = ids2 * mask2, types2 * mask2
+    m64.zero_grad()
+
+    class Pooled(torch.nn.Module):  # what SentenceTransformer(...)(features) returns: the mean-pooled embedding
+        def forward(self, f):
+            h = m64(input_ids=f["input_ids"], token_type_ids=f["token_type_ids"],
+                    attention_mask=f["attention_mask"]).last_hidden_state
+            mm = f["attention_mask"][:, :, None].double()
+            return {"sentence_embedding": (h * mm).sum(1) / mm.sum(1)}
+
+    mnrl = MultipleNegativesRankingLoss(Pooled(), scale=20.0)
+    feats = [{"input_ids": ids, "token_type_ids": types, "attention_mask": mask},
+             {"input_ids": ids2, "token_type_ids": types2, "attention_mask": mask2}]
+    loss2 = mnrl(feats, None)
+    loss2.backward()
+    expected.update({"ids2": ids2.int(), "type_ids2": types2.int(), "lengths2": lengths2.int(),
+                     "mnrl_loss": loss2.detach().float().reshape(1)})
+    for name, p in m64.named_parameters():
+        expected["mnrl_grad." + name] = (p.grad if p.grad is not None else torch.zeros_like(p)).float()
     save_file({k: v.contiguous() for k, v in expected.items()}, os.path.join(out, "expected.safetensors"))
     print("wrote", out)
 
