@@ -2,6 +2,7 @@
 // tests/reference/chat/chat_cases.json, made by make_chat_reference.py), interpreter snippets against Jinja2,
 // tokenizer_config.json reading, and errors that name the line and column.
 #include "../support/data.hpp"
+#include "../support/errors.hpp"
 
 #include <tinylm/tokenizer/chat_template.hpp>
 
@@ -18,6 +19,8 @@
 #include <unistd.h>
 
 namespace {
+
+using tl_test::error_of;
 
 using json = nlohmann::ordered_json;
 
@@ -48,15 +51,6 @@ tl::chat_template reference_template(const std::string& name) {
     for (const auto& [k, v] : t["special_tokens"].items())
         tmpl.set_variable(k, v);
     return tmpl;
-}
-
-std::string error_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const tl::error& e) {
-        return e.what();
-    }
-    return "(no error)";
 }
 
 std::string render(const std::string& source, const json& vars = json::object()) {

@@ -11,6 +11,8 @@
 #include <tinylm/model/presets.hpp>
 #include <tinylm/train/run_logger.hpp>
 
+#include "../support/errors.hpp"
+
 #include <boost/test/unit_test.hpp>
 
 #include <filesystem>
@@ -22,6 +24,8 @@ namespace fs = std::filesystem;
 using namespace tl;
 
 namespace {
+
+using tl_test::error_of;
 const fs::path regressions = fs::path(TINYLM_SOURCE_DIR) / "tests/regressions";
 
 struct temp_dir {
@@ -34,15 +38,6 @@ struct temp_dir {
     }
 };
 
-// The message of the tl::error f throws; any other exception fails the test by escaping.
-std::string error_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const tl::error& e) {
-        return e.what();
-    }
-    return "no error";
-}
 bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 } // namespace
 
@@ -96,7 +91,7 @@ BOOST_AUTO_TEST_CASE(config_json_fields_of_the_wrong_type) {
         return error_of([&] { check_hf_config(j, c, "config.json"); });
     };
     const auto read_msg = [&](const nlohmann::json& j) { return error_of([&] { read_hf_config(j, "config.json"); }); };
-    BOOST_TEST(check_msg(good) == "no error");
+    BOOST_TEST(check_msg(good) == tl_test::no_error);
     BOOST_TEST(has(check_msg(with("rope_scaling", 3)), "rope_scaling"));
     BOOST_TEST(has(read_msg(with("rope_scaling", 3)), "rope_scaling"));
     BOOST_TEST(has(check_msg(with("vocab_size", "many")), "config.json: vocab_size must be an integer"));
@@ -122,7 +117,7 @@ BOOST_AUTO_TEST_CASE(adapter_config_fields_of_the_wrong_type) {
         j[key] = std::move(v);
         return error_of([&] { check_adapter_config(j, c, "adapter_config.json"); });
     };
-    BOOST_TEST(error_of([&] { check_adapter_config(good, c, "adapter_config.json"); }) == "no error");
+    BOOST_TEST(error_of([&] { check_adapter_config(good, c, "adapter_config.json"); }) == tl_test::no_error);
     BOOST_TEST(has(msg("r", 1e22), "adapter_config.json: r must be an integer"));
     BOOST_TEST(has(msg("peft_type", 3), "adapter_config.json: peft_type must be a string"));
     BOOST_TEST(has(msg("target_modules", nlohmann::json::array({1})), "target_modules[0] must be a string"));

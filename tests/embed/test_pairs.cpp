@@ -4,6 +4,8 @@
 #include <tinylm/data/pair_sampler.hpp>
 #include <tinylm/data/pairs.hpp>
 
+#include "../support/errors.hpp"
+
 #include <boost/test/unit_test.hpp>
 
 #include <filesystem>
@@ -16,24 +18,14 @@ using namespace tl::data;
 
 namespace {
 
+using tl_test::error_of;
+
 std::filesystem::path write_file(const std::string& name, const std::string& text) {
     const auto dir = std::filesystem::temp_directory_path() / "tinylm_test_pairs";
     std::filesystem::create_directories(dir);
     const auto path = dir / name;
     std::ofstream(path, std::ios::binary) << text;
     return path;
-}
-
-// The message of the tl::error that f throws (fails the test when it throws nothing).
-template <class F>
-std::string error_of(F&& f) {
-    try {
-        f();
-    } catch (const tl::error& e) {
-        return e.what();
-    }
-    BOOST_FAIL("no tl::error thrown");
-    return {};
 }
 
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }

@@ -6,6 +6,7 @@
 #include <tinylm/model/encoder.hpp>
 #include <tinylm/ops/pooling.hpp>
 
+#include "../support/model_gradcheck.hpp"
 #include "../support/models.hpp"
 #include "../support/random.hpp"
 
@@ -261,29 +262,8 @@ double encoder_finite_difference_error(const char* label) {
     const cview<token_t> type_ids = Config::value.type_vocab_size > 0 ? types.cv() : cview<token_t>{};
     m.zero_grad();
     pooled_loss(m, ids, type_ids, lengths, r, true);
-    const float eps = 1e-2f;
-    double worst = 0;
-    counter_rng pick(3);
-    for (const parameter_entry& e : m.parameter_entries()) {
-        if (!e.trainable) continue;
-        for (int probe = 0; probe < 3; ++probe) {
-            float& w = e.value.data[pick.below(std::uint64_t(e.value.numel()))];
-            const std::size_t j = std::size_t(&w - e.value.data);
-            const float w0 = w;
-            w = w0 + eps;
-            const double up = pooled_loss(m, ids, type_ids, lengths, r, false);
-            w = w0 - eps;
-            const double down = pooled_loss(m, ids, type_ids, lengths, r, false);
-            w = w0;
-            const double fd = (up - down) / (2 * double(eps)), g = e.grad.data[j];
-            const double err = std::abs(fd - g) / (std::abs(g) + 2e-3);
-            if (err > 0.05)
-                BOOST_TEST_MESSAGE(label << " " << e.name << "[" << j << "]: backward " << g << ", fd " << fd);
-            worst = std::max(worst, err);
-        }
-    }
-    BOOST_TEST_MESSAGE(label << ": worst relative error against central differences " << worst);
-    return worst;
+    return tl::test::worst_entry_fd_error(
+        m.parameter_entries(), [&] { return pooled_loss(m, ids, type_ids, lengths, r, false); }, label);
 }
 
 constexpr model_config small_bert = [] {

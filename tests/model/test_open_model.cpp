@@ -4,6 +4,7 @@
 #include <tinylm/model/presets.hpp>
 #include <tinylm/optim/adamw.hpp>
 
+#include "../support/model_gradcheck.hpp"
 #include "../support/random.hpp"
 
 #include <boost/test/unit_test.hpp>
@@ -235,9 +236,7 @@ BOOST_AUTO_TEST_CASE(a_frozen_lora_base_cannot_be_unfrozen) {
     BOOST_TEST(model.trainable_entries().empty());
 }
 
-// The whole model's gradients against central differences of its own f32 loss: the parts composed in each
-// block layout (the ops are checked in f64 one by one; this checks how a block wires them). With weights of
-// scale 0.2 and eps = 1e-2 the f32 noise stays near 1e-3 of a typical gradient.
+// The whole model's gradients against central differences of its own f32 loss, in each block layout.
 template <class Config>
 double worst_finite_difference_error(const char* label) {
     decoder<Config, reference_cpu> m(17);
@@ -245,27 +244,8 @@ double worst_finite_difference_error(const char* label) {
     m.zero_grad();
     m.loss(b.ids, b.targets);
     m.backward();
-    const float eps = 1e-2f;
-    double worst = 0;
-    counter_rng pick(3);
-    for (const parameter_entry& e : m.parameter_entries())
-        for (int probe = 0; probe < 3; ++probe) {
-            float& w = e.value.data[pick.below(std::uint64_t(e.value.numel()))];
-            const std::size_t j = std::size_t(&w - e.value.data);
-            const float w0 = w;
-            w = w0 + eps;
-            const double up = m.loss(b.ids, b.targets);
-            w = w0 - eps;
-            const double down = m.loss(b.ids, b.targets);
-            w = w0;
-            const double fd = (up - down) / (2 * double(eps)), g = e.grad.data[j];
-            const double err = std::abs(fd - g) / (std::abs(g) + 2e-3);
-            if (err > 0.05)
-                BOOST_TEST_MESSAGE(label << " " << e.name << "[" << j << "]: backward " << g << ", fd " << fd);
-            worst = std::max(worst, err);
-        }
-    BOOST_TEST_MESSAGE(label << ": worst relative error against central differences " << worst);
-    return worst;
+    return tl::test::worst_entry_fd_error(
+        m.parameter_entries(), [&] { return double(m.loss(b.ids, b.targets)); }, label);
 }
 
 constexpr model_config small_block{.vocab_size = 23,

@@ -2,6 +2,7 @@
 // messages, prompt/completion pairs, CSV with quoting and a rating threshold; errors that name file:line; and
 // the real files of ../shared/data/instruct and jokes when present.
 #include "../support/data.hpp"
+#include "../support/errors.hpp"
 
 #include <tinylm/data/sft_formats.hpp>
 
@@ -20,6 +21,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
+using tl_test::error_of;
+
 fs::path scratch() {
     static const fs::path p = [] {
         const fs::path d = fs::temp_directory_path() / ("tinylm_sft_" + std::to_string(::getpid()));
@@ -34,15 +37,6 @@ fs::path write(const std::string& name, const std::string& text) {
     const fs::path p = scratch() / name;
     std::ofstream(p, std::ios::binary) << text;
     return p;
-}
-
-std::string error_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const tl::error& e) {
-        return e.what();
-    }
-    return "(no error)";
 }
 
 void expect_turns(const conversation& c, const std::vector<std::pair<std::string, std::string>>& want) {

@@ -3,6 +3,7 @@
 // Llama 2 tokenizers and Qwen3's own template when ../shared/data is present. Each labelled run of tokens must
 // decode to exactly one assistant reply plus its end-of-turn marker, in order, and nothing else is labelled.
 #include "../support/data.hpp"
+#include "../support/errors.hpp"
 
 #include <tinylm/data/sft.hpp>
 #include <tinylm/tokenizer/bpe_trainer.hpp>
@@ -20,6 +21,8 @@ using namespace tl;
 using namespace tl::data;
 
 namespace {
+
+using tl_test::error_of;
 
 const char* corpus = "Привет! Как дела? Хорошо, спасибо. Сколько будет два плюс два? Будет четыре. "
                      "Ты полезный помощник. Расскажи анекдот про кота. Кот пришёл домой и сказал: мяу. "
@@ -94,15 +97,6 @@ std::vector<std::string> with_suffix(std::vector<std::string> v, const std::stri
     for (auto& s : v)
         s += suffix;
     return v;
-}
-
-std::string error_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const tl::error& e) {
-        return e.what();
-    }
-    return "(no error)";
 }
 
 std::filesystem::path tokenizer_dir(const char* name) {

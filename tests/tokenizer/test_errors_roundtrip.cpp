@@ -1,5 +1,6 @@
 // Bad input gives a clear tl::error, never a crash: truncated and malformed tokenizer.json, invalid UTF-8,
 // unknown ids. And decode(encode(s)) == s on random strings for every tokenizer style.
+#include "../support/errors.hpp"
 #include "tokenizer_test_util.hpp"
 
 #include <tinylm/tokenizer/hf_json.hpp>
@@ -11,18 +12,9 @@
 
 namespace {
 
-std::string small_json() { return tl::test::read_file(tl::test::reference_dir() + "/trained_byte_level.json"); }
+using tl_test::error_of;
 
-// The message of the tl::error that f throws ("" when it throws nothing); any other exception fails the test.
-template <class F>
-std::string error_of(F&& f) {
-    try {
-        f();
-    } catch (const tl::error& e) {
-        return e.what();
-    }
-    return "";
-}
+std::string small_json() { return tl::test::read_file(tl::test::reference_dir() + "/trained_byte_level.json"); }
 
 void expect_json_error(const std::string& text, const std::string& needle) {
     const std::string msg = error_of([&] { tl::parse_tokenizer_json(text, "bad.json"); });

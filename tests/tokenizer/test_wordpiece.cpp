@@ -1,6 +1,7 @@
 // WordPiece (BERT) tokenizers: ids identical to Hugging Face `tokenizers` on all-MiniLM-L6-v2's tokenizer.json
 // (tests/reference/tokenizer/expected_wordpiece_minilm.json, made by make_wordpiece_reference.py), the model and
 // truncation rules on small hand-made cases, and bad files.
+#include "../support/errors.hpp"
 #include "../support/models.hpp"
 #include "tokenizer_test_util.hpp"
 #include "wordpiece_parity.hpp"
@@ -15,16 +16,9 @@
 
 namespace {
 
-std::string minilm_tokenizer() { return (tl_test::model_path("all-MiniLM-L6-v2") / "tokenizer.json").string(); }
+using tl_test::error_of;
 
-std::string error_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const tl::error& e) {
-        return e.what();
-    }
-    return "(no error)";
-}
+std::string minilm_tokenizer() { return (tl_test::model_path("all-MiniLM-L6-v2") / "tokenizer.json").string(); }
 
 // A small BERT-style file: the pieces of "unaffable" and a few words.
 std::string small_wordpiece_json(const std::string& model_type = "WordPiece", const std::string& unk = "[UNK]") {

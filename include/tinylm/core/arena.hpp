@@ -76,4 +76,16 @@ private:
     bool measuring_ = false;
 };
 
+// Runs allocate(arena&) once on a measuring arena to size `memory` (grown only when it is too small, so planning
+// the same or a smaller shape again allocates nothing), then on `memory` itself, from its start; returns what
+// that second call returns. The activations of a batch shape are planned this way.
+template <class Allocate>
+auto plan_in(arena& memory, Allocate&& allocate) {
+    arena measure = arena::measuring();
+    allocate(measure);
+    if (measure.used() > memory.capacity()) memory = arena(measure.used());
+    memory.reset();
+    return allocate(memory);
+}
+
 } // namespace tl

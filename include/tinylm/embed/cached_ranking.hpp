@@ -98,19 +98,18 @@ public:
     std::size_t workspace_bytes() const { return arena_.capacity(); }
 
 private:
-    void allocate(arena& a, index_t b, index_t h, index_t d, index_t chunk) {
+    struct buffers {
+        tensor_view<float> emb, grad, scratch;
+        ranking_loss_workspace<float> ws;
+    };
+    static buffers allocate(arena& a, index_t b, index_t h, index_t d, index_t chunk) {
         const index_t n = b * (2 + h);
-        emb_ = a.allocate<float>({n, d});
-        grad_ = a.allocate<float>({n, d});
-        scratch_ = a.allocate<float>({chunk, d});
-        ws_ = ranking_loss_workspace<float>::allocate(a, b, h, d);
+        return {a.allocate<float>({n, d}), a.allocate<float>({n, d}), a.allocate<float>({chunk, d}),
+                ranking_loss_workspace<float>::allocate(a, b, h, d)};
     }
     void plan(index_t b, index_t h, index_t d, index_t chunk) {
-        arena measure = arena::measuring();
-        allocate(measure, b, h, d, chunk);
-        if (measure.used() > arena_.capacity()) arena_ = arena(measure.used());
-        arena_.reset();
-        allocate(arena_, b, h, d, chunk);
+        const buffers u = plan_in(arena_, [&](arena& a) { return allocate(a, b, h, d, chunk); });
+        emb_ = u.emb, grad_ = u.grad, scratch_ = u.scratch, ws_ = u.ws;
     }
 
     arena arena_;

@@ -72,13 +72,72 @@ inline fs::path newest_complete_folder(const fs::path& dir, const std::string& m
     if (!fs::exists(dir) && fs::exists(old / marker)) return old;
     return {};
 }
-namespace detail {} // namespace detail
-
 // True for a QLoRA decoder (lora_config::quantized_base): its projections are NF4, outside parameter_entries().
 template <class Model>
 constexpr bool has_quantized_base = requires {
     requires Model::quantized_base;
 };
+
+namespace detail {
+// Every tensor of a model's base, by name: its f32 entries, then (QLoRA) its NF4 projections. The adapter's are
+// not among them (io/peft.hpp).
+template <class Model>
+std::vector<std::string> base_tensor_names(const Model& model) {
+    std::vector<std::string> names;
+    for (const parameter_entry& e : model.parameter_entries())
+        if (e.kind != param_kind::adapter) names.push_back(e.name);
+    if constexpr (has_quantized_base<Model>)
+        for (const auto& q : model.quantized_entries())
+            names.push_back(q.name);
+    return names;
+}
+
+// Adds the base to `w` in f32; NF4 projections dequantised (what the model computes with).
+template <class Model>
+void add_base_tensors(safetensors_writer& w, const Model& model) {
+    for (const parameter_entry& e : model.parameter_entries())
+        if (e.kind != param_kind::adapter) w.add<float>(e.name, e.value);
+    if constexpr (has_quantized_base<Model>) {
+        std::vector<float> staging;
+        for (const auto& q : model.quantized_entries()) {
+            staging.resize(std::size_t(q.shape.numel()));
+            const tensor_view<float> v{staging.data(), q.shape};
+            dequantize(model.quantized_weight(q.layer, q.target), v);
+            w.add<float>(q.name, cview<float>(v));
+        }
+    }
+}
+
+// Reads the base tensor `name` of the model from tensor `stored` of `r`: an entry in place, or (QLoRA) an NF4
+// projection quantised as it is read, so that its f32 copy exists one matrix at a time.
+template <class Model>
+class base_tensor_reader {
+public:
+    explicit base_tensor_reader(Model& model) : model_(model) {
+        for (const parameter_entry& e : model.parameter_entries())
+            entry_of_[e.name] = &e;
+    }
+    void read(const safetensors_reader& r, const std::string& name, const std::string& stored) {
+        if (const auto it = entry_of_.find(name); it != entry_of_.end()) {
+            r.read(stored, it->second->value);
+            return;
+        }
+        if constexpr (has_quantized_base<Model>)
+            for (const auto& q : model_.quantized_entries())
+                if (q.name == name) {
+                    staging_.resize(std::size_t(q.shape.numel()));
+                    const tensor_view<float> v{staging_.data(), q.shape};
+                    r.read(stored, v);
+                    model_.set_quantized_weight(q.layer, q.target, v);
+                }
+    }
+
+private:
+    Model& model_;
+    std::map<std::string, const parameter_entry*> entry_of_;
+    std::vector<float> staging_;
+};
+} // namespace detail
 
 // Writes config.json, generation_config.json and model.safetensors into `stage` (created if missing).
 // A QLoRA model writes its NF4 projections dequantised to f32 (what it computes with).
@@ -92,17 +151,7 @@ void write_hf_files(const Model& model, const fs::path& stage, special_token_ids
     detail::write_text(stage / "generation_config.json", gen.dump(2) + "\n");
     safetensors_writer w;
     w.add_metadata("format", "pt"); // transformers asks for it
-    for (const parameter_entry& e : model.parameter_entries())
-        if (e.kind != param_kind::adapter) w.add<float>(e.name, e.value); // LoRA: io/peft.hpp
-    if constexpr (has_quantized_base<Model>) {
-        std::vector<float> staging;
-        for (const auto& q : model.quantized_entries()) {
-            staging.resize(std::size_t(q.shape.numel()));
-            const tensor_view<float> v{staging.data(), q.shape};
-            dequantize(model.quantized_weight(q.layer, q.target), v);
-            w.add<float>(q.name, cview<float>(v));
-        }
-    }
+    detail::add_base_tensors(w, model);
     w.save(stage / "model.safetensors");
 }
 
@@ -171,38 +220,16 @@ void load_pretrained(Model& model, const fs::path& dir) {
     check(fs::exists(config_path), [&] { return "hf_checkpoint: " + dir.string() + " has no config.json"; });
     check_hf_config(detail::read_json_file(config_path, "hf_checkpoint"), model.config(), config_path.string());
 
-    // Every tensor to read: an f32 entry, or (QLoRA) an NF4 projection, by name.
-    std::vector<std::string> names;
-    for (const parameter_entry& e : model.parameter_entries())
-        if (e.kind != param_kind::adapter) names.push_back(e.name);
-    if constexpr (has_quantized_base<Model>)
-        for (const auto& q : model.quantized_entries())
-            names.push_back(q.name);
+    const std::vector<std::string> names = detail::base_tensor_names(model);
     const std::map<std::string, std::string> file_of = detail::hf_weight_files(dir, names);
     std::map<std::string, std::vector<std::string>> by_file;
     for (const std::string& n : names)
         by_file[file_of.at(n)].push_back(n);
-
-    std::map<std::string, const parameter_entry*> entry_of;
-    for (const parameter_entry& e : model.parameter_entries())
-        entry_of[e.name] = &e;
-    [[maybe_unused]] std::vector<float> staging;
+    detail::base_tensor_reader<Model> reader(model);
     for (const auto& [file, tensors] : by_file) {
         const safetensors_reader r(dir / file);
-        for (const std::string& n : tensors) {
-            if (const auto it = entry_of.find(n); it != entry_of.end()) {
-                r.read(n, it->second->value);
-                continue;
-            }
-            if constexpr (has_quantized_base<Model>)
-                for (const auto& q : model.quantized_entries())
-                    if (q.name == n) {
-                        staging.resize(std::size_t(q.shape.numel()));
-                        const tensor_view<float> v{staging.data(), q.shape};
-                        r.read(n, v);
-                        model.set_quantized_weight(q.layer, q.target, v);
-                    }
-        }
+        for (const std::string& n : tensors)
+            reader.read(r, n, n);
     }
 }
 

@@ -116,41 +116,19 @@ void load_encoder(Model& model, const fs::path& dir) {
         return "hf_encoder: " + (dir / "config.json").string() +
                " describes another model than this encoder (sizes differ); build it from this config (load_bert)";
     });
-    std::vector<std::string> names;
-    for (const parameter_entry& e : model.parameter_entries())
-        if (e.kind != param_kind::adapter) names.push_back(e.name);
-    if constexpr (has_quantized_base<Model>)
-        for (const auto& q : model.quantized_entries())
-            names.push_back(q.name);
-    std::map<std::string, const parameter_entry*> entry_of;
-    for (const parameter_entry& e : model.parameter_entries())
-        entry_of[e.name] = &e;
-
     check(fs::exists(dir / "model.safetensors"), [&] {
         return "hf_encoder: " + dir.string() + " has no model.safetensors (pytorch_model.bin is not read: convert it)";
     });
     const safetensors_reader r(dir / "model.safetensors");
+    detail::base_tensor_reader<Model> reader(model);
     std::string missing;
-    [[maybe_unused]] std::vector<float> staging;
-    for (const std::string& n : names) {
+    for (const std::string& n : detail::base_tensor_names(model)) {
         // Task heads (BertForMaskedLM, ...) keep the encoder under "bert."; sentence-transformers does not.
         const std::string stored = r.contains(n) ? n : r.contains("bert." + n) ? "bert." + n : "";
-        if (stored.empty()) {
-            if (!n.starts_with("pooler.")) missing += "\n  " + n; // BertModel(add_pooling_layer=False) has none
-            continue;
-        }
-        if (const auto it = entry_of.find(n); it != entry_of.end()) {
-            r.read(stored, it->second->value);
-            continue;
-        }
-        if constexpr (has_quantized_base<Model>)
-            for (const auto& q : model.quantized_entries())
-                if (q.name == n) {
-                    staging.resize(std::size_t(q.shape.numel()));
-                    const tensor_view<float> v{staging.data(), q.shape};
-                    r.read(stored, v);
-                    model.set_quantized_weight(q.layer, q.target, v);
-                }
+        if (!stored.empty())
+            reader.read(r, n, stored);
+        else if (!n.starts_with("pooler.")) // BertModel(add_pooling_layer=False) has none
+            missing += "\n  " + n;
     }
     check(missing.empty(), [&] { return "hf_encoder: " + (dir / "model.safetensors").string() + " lacks:" + missing; });
 }
@@ -163,17 +141,7 @@ void write_encoder_files(const Model& model, const fs::path& stage) {
     detail::write_text(stage / "config.json", bert_config_json(model.config()).dump(2) + "\n");
     safetensors_writer w;
     w.add_metadata("format", "pt");
-    for (const parameter_entry& e : model.parameter_entries())
-        if (e.kind != param_kind::adapter) w.add<float>(e.name, e.value);
-    if constexpr (has_quantized_base<Model>) {
-        std::vector<float> staging;
-        for (const auto& q : model.quantized_entries()) {
-            staging.resize(std::size_t(q.shape.numel()));
-            const tensor_view<float> v{staging.data(), q.shape};
-            dequantize(model.quantized_weight(q.layer, q.target), v);
-            w.add<float>(q.name, cview<float>(v));
-        }
-    }
+    detail::add_base_tensors(w, model);
     w.save(stage / "model.safetensors");
 }
 

@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <string>
 #include <tinylm/core/error.hpp>
+#include <tinylm/core/shape.hpp>
 
 namespace tl {
 
@@ -213,6 +214,14 @@ constexpr double flops_per_token(const model_config& c, int seq_len) {
         }
     }
     return 6 * matmul_weights + 6 * 2 * q * keys;
+}
+
+// A forward's batch shape: positive, and no longer than the positions the model has.
+inline void check_batch_shape(const char* who, index_t batch, index_t time, index_t max_seq_len) {
+    check(batch > 0 && time > 0 && time <= max_seq_len, [&] {
+        return std::string(who) + ": batch " + std::to_string(batch) + " x time " + std::to_string(time) +
+               " is not valid (time must be in [1, max_seq_len = " + std::to_string(max_seq_len) + "])";
+    });
 }
 
 // A named configuration type: `struct my_model { static constexpr model_config value{...}; };`

@@ -122,16 +122,9 @@ public:
 
     // Plans activation memory for batches of (batch, time); allocates only for a larger shape than ever before.
     void plan(index_t batch, index_t time) {
-        check(batch > 0 && time > 0 && time <= config_.max_seq_len, [&] {
-            return "encoder: batch " + std::to_string(batch) + " x time " + std::to_string(time) +
-                   " is not valid (time must be in [1, max_seq_len = " + std::to_string(config_.max_seq_len) + "])";
-        });
+        check_batch_shape("encoder", batch, time, config_.max_seq_len);
         if (batch == batch_ && time == time_) return;
-        arena measure = arena::measuring();
-        allocate_activations(measure, batch, time);
-        if (measure.used() > act_arena_.capacity()) act_arena_ = arena(measure.used());
-        act_arena_.reset();
-        acts_ = allocate_activations(act_arena_, batch, time);
+        acts_ = plan_in(act_arena_, [&](arena& a) { return allocate_activations(a, batch, time); });
         batch_ = batch;
         time_ = time;
         if constexpr (!learned_positions) rope_table(acts_.rope_cos, acts_.rope_sin, config_.rope_theta, 0);
@@ -284,14 +277,7 @@ private:
             s.rope_cos = a.allocate<float>({time, config_.head_dim() / 2});
             s.rope_sin = a.allocate<float>({time, config_.head_dim() / 2});
         }
-        if constexpr (has_adapter) {
-            const index_t widest = std::max({d, index_t(config_.q_width()), index_t(config_.d_ff)});
-            adapter_.dh = a.allocate<float>({n, lora.rank});
-            if constexpr (projection_t::dropout) {
-                adapter_.x = a.allocate<float>({n, widest});
-                adapter_.dx = a.allocate<float>({n, widest});
-            }
-        }
+        this->allocate_adapter_scratch(a, n, config_);
         return s;
     }
 

@@ -80,6 +80,18 @@ protected:
             adapter_.nf4_scratch.resize(
                 std::size_t(Projection::nf4_tile_rows * std::max({c.d_model, c.q_width(), c.d_ff})));
     }
+    // The adapter path's scratch for `rows` tokens (planned with a model's activations): LoRA's (N, r) hidden
+    // and, with dropout, the dropped input and its gradient at the widest projection input.
+    void allocate_adapter_scratch(arena& a, index_t rows, const model_config& c) const {
+        if constexpr (Projection::has_adapter) {
+            const index_t widest = std::max({index_t(c.d_model), index_t(c.q_width()), index_t(c.d_ff)});
+            adapter_.dh = a.allocate<float>({rows, Projection::lora.rank});
+            if constexpr (Projection::dropout) {
+                adapter_.x = a.allocate<float>({rows, widest});
+                adapter_.dx = a.allocate<float>({rows, widest});
+            }
+        }
+    }
     template <class F>
     void for_each_projection(F&& f) {
         for (auto& row : projections_)
