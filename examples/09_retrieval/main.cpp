@@ -174,8 +174,9 @@ mode_result train_mode(const std::string& mode, const base_model& b, const recip
     }
     bar.finish();
     if (se.truncated_texts() > 0)
-        std::printf("  note: %lld texts were longer than %lld tokens and were truncated\n",
-                    static_cast<long long>(se.truncated_texts()), static_cast<long long>(b.config.max_length));
+        std::printf("  note: %lld of %lld texts embedded were longer than %lld tokens and were truncated\n",
+                    static_cast<long long>(se.truncated_texts()), static_cast<long long>(se.embedded_texts()),
+                    static_cast<long long>(b.config.max_length));
     r.metrics = evaluate(se, t, s);
     if constexpr (lora) {
         tl::save_adapter(*model, dir / "adapter", b.transformer_dir.string());

@@ -56,8 +56,10 @@ public:
     index_t embedding_dim() const { return model_.hidden_size(); }
     const sentence_config& config() const { return config_; }
     Model& model() { return model_; }
-    // Texts cut at max_length since construction (callers print a counted warning).
+    // Texts cut at max_length since construction (callers print a counted warning), of all texts embedded (a
+    // text embedded twice counts twice, as in the gradient cache's two passes).
     index_t truncated_texts() const { return truncated_; }
+    index_t embedded_texts() const { return embedded_; }
 
     // out (n, d) = the embeddings of `texts`; train keeps what backward_embeddings needs.
     void embed(std::span<const std::string> texts, tensor_view<float> out, bool train) {
@@ -66,6 +68,7 @@ public:
         expect_shape("sentence_encoder::embed", "out", out, {n, d});
         tokens_ = tokenize_(texts, config_.max_length);
         truncated_ += tokens_.truncated;
+        embedded_ += n;
         const index_t B = tokens_.batch, T = tokens_.time;
         check(B == n && index_t(tokens_.ids.size()) == B * T && index_t(tokens_.lengths.size()) == B,
               "sentence_encoder: the tokenizer returned a malformed batch");
@@ -142,7 +145,7 @@ private:
     token_batch tokens_;
     std::vector<float> pooled_, normed_, norms_, dpooled_, dhidden_;
     std::vector<index_t> arg_;
-    index_t truncated_ = 0;
+    index_t truncated_ = 0, embedded_ = 0;
     bool has_forward_ = false;
 };
 
