@@ -156,9 +156,10 @@ BOOST_AUTO_TEST_CASE(ranking_loss_through_bert_matches_pytorch) {
     arena a(1 << 20);
     const auto ws = embed::ranking_loss_workspace<float>::allocate(a, B, 0, d);
     const cview<float> anchors{pooled.data.data(), {B, d}}, positives{pooled.data.data() + B * d, {B, d}};
-    const double loss = embed::ranking_loss_forward<default_backend, float>(ws, anchors, positives, {}, {.scale = 20});
-    embed::ranking_loss_backward<default_backend, float>({dpooled.data.data(), {B, d}},
-                                                         {dpooled.data.data() + B * d, {B, d}}, {}, ws, {.scale = 20});
+    const double loss =
+        embed::ranking_loss_forward<default_backend, float>(ws, anchors, positives, {nullptr, {0, d}}, {.scale = 20});
+    embed::ranking_loss_backward<default_backend, float>(
+        {dpooled.data.data(), {B, d}}, {dpooled.data.data() + B * d, {B, d}}, {nullptr, {0, d}}, ws, {.scale = 20});
     pool_backward<float>(pooling_mode::mean, dh, dpooled, arg, lengths);
     m->backward_from_hidden(dh.cv().reshaped({2 * B * T, d}));
 
