@@ -2,6 +2,7 @@
 #pragma once
 
 #include <tinylm/model/config.hpp>
+#include <tinylm/model/families.hpp>
 
 namespace tl::presets {
 
@@ -103,5 +104,17 @@ static_assert(parameter_count(tinyllama_1_1b::value) == 1'100'048'384); // the p
 
 static_assert(validate_config<tiny>() && validate_config<russian_novels_150m>() && validate_config<qwen2_5_0_5b>() &&
               validate_config<tinyllama_1_1b>());
+
+// A small BERT-layout encoder (model/encoder.hpp) to train from scratch on a tinylm BPE tokenizer, whose size gives
+// the vocabulary at run time (embed/bpe_batches.hpp makes its batches): 4 layers of width 256, context 256. Its
+// folders are BertModel folders (io/hf_encoder.hpp). 3.2M parameters besides the embedding matrix.
+struct encoder_small {
+    static constexpr model_config value = [] {
+        model_config c = families::bert::value;
+        c.d_model = 256, c.n_layers = 4, c.n_heads = c.n_kv_heads = 4, c.d_head = 0, c.d_ff = 1024;
+        c.max_seq_len = 256, c.type_vocab_size = 2, c.norm_eps = 1e-12, c.init_std = 0.02, c.rope_theta = 10000;
+        return c; // vocab_size stays dynamic
+    }();
+};
 
 } // namespace tl::presets
