@@ -186,6 +186,42 @@ BOOST_AUTO_TEST_CASE(ranking_loss_through_bert_matches_pytorch) {
     BOOST_TEST_MESSAGE("ranking loss gradients: worst relative difference " << worst);
 }
 
+// Packed texts (one row, document starts, no padding) give the padded rows' embeddings and gradients.
+BOOST_AUTO_TEST_CASE(packed_texts_equal_padded_rows) {
+    const fixture f;
+    auto m = load_bert(fixture_dir);
+    const index_t d = m->hidden_size();
+    const auto tokenize = [&](std::span<const std::string>, index_t) {
+        return embed::token_batch{f.ids.data, f.types.data, f.lengths.data, f.B, f.T, 0};
+    };
+    const std::vector<std::string> texts(std::size_t(f.B)); // the tokenizer above ignores them
+    owned<float> r({f.B, d});
+    r.data = f.get("r");
+    std::vector<std::vector<float>> embeddings, grads;
+    for (const bool pack : {false, true}) {
+        embed::sentence_encoder se(*m, tokenize, {.max_length = 16, .pack = pack});
+        owned<float> out({f.B, d});
+        m->zero_grad();
+        se.embed(texts, out, true);
+        se.backward_embeddings(r);
+        embeddings.push_back(out.data);
+        grads.emplace_back();
+        for (const parameter_entry& e : m->parameter_entries())
+            grads.back().insert(grads.back().end(), e.grad.data, e.grad.data + e.grad.numel());
+    }
+    BOOST_TEST(max_abs_diff(embeddings[1].data(), embeddings[0]) < 1e-6);
+    double diff = 0, scale = 0;
+    for (std::size_t i = 0; i < grads[0].size(); ++i) {
+        diff = std::max(diff, std::abs(double(grads[1][i]) - double(grads[0][i])));
+        scale = std::max(scale, std::abs(double(grads[0][i])));
+    }
+    BOOST_TEST_MESSAGE("packed against padded: embeddings " << max_abs_diff(embeddings[1].data(), embeddings[0])
+                                                            << ", gradients " << diff << " (scale " << scale << ")");
+    BOOST_TEST(diff <= 1e-5 * scale);
+    // Mean against the fixture's (transformers') as well.
+    BOOST_TEST(max_abs_diff(embeddings[1].data(), f.get("mean")) < 1e-5);
+}
+
 // f16 and bf16 files load as their f32 values rounded: the same model within the formats' precision.
 BOOST_AUTO_TEST_CASE(half_precision_folders_load) {
     auto ref = load_bert(fixture_dir);

@@ -40,6 +40,9 @@ struct sentence_config {
     pooling_mode pooling = pooling_mode::mean;
     bool normalize = true;
     index_t max_length = 256; // tokens, the special ones included
+    // Pack the texts of a call into one row (document starts; no padding computed) instead of padding each to
+    // the longest: the same embeddings, less work when lengths differ (queries and documents in one step).
+    bool pack = true;
 };
 
 template <class Model>
@@ -72,14 +75,26 @@ public:
         const index_t B = tokens_.batch, T = tokens_.time;
         check(B == n && index_t(tokens_.ids.size()) == B * T && index_t(tokens_.lengths.size()) == B,
               "sentence_encoder: the tokenizer returned a malformed batch");
-        const cview<float> h = model_.forward(cview<token_t>{tokens_.ids.data(), {B, T}},
-                                              cview<index_t>{tokens_.lengths.data(), {B}}, type_ids(B, T), train);
         pooled_.resize(std::size_t(n * d));
         arg_.resize(std::size_t(n * d));
         norms_.resize(std::size_t(n));
         const tensor_view<float> pooled = config_.normalize ? tensor_view<float>{pooled_.data(), {n, d}} : out;
-        pool_forward<float>(config_.pooling, pooled, {arg_.data(), {n, d}}, h.reshaped({B, T, d}),
-                            {tokens_.lengths.data(), {B}});
+        if (config_.pack) {
+            pack_tokens();
+            const index_t total = index_t(packed_ids_.size());
+            const cview<token_t> types = model_.config().type_vocab_size > 0
+                                             ? cview<token_t>{packed_types_.data(), {1, total}}
+                                             : cview<token_t>{};
+            const cview<float> h = model_.forward(cview<token_t>{packed_ids_.data(), {1, total}}, {}, types, train,
+                                                  cview<index_t>{doc_start_.data(), {1, total}});
+            pool_packed_forward<float>(config_.pooling, pooled, {arg_.data(), {n, d}}, h, {starts_.data(), {B}},
+                                       {tokens_.lengths.data(), {B}});
+        } else {
+            const cview<float> h = model_.forward(cview<token_t>{tokens_.ids.data(), {B, T}},
+                                                  cview<index_t>{tokens_.lengths.data(), {B}}, type_ids(B, T), train);
+            pool_forward<float>(config_.pooling, pooled, {arg_.data(), {n, d}}, h.reshaped({B, T, d}),
+                                {tokens_.lengths.data(), {B}});
+        }
         if (config_.normalize) {
             l2_normalize_forward<float>(out, {norms_.data(), {n}}, pooled);
             normed_.assign(out.data, out.data + n * d); // y, for the backward
@@ -98,6 +113,14 @@ public:
         if (config_.normalize) {
             l2_normalize_backward<float>({dpooled_.data(), {B, w}}, d, {normed_.data(), {B, w}}, {norms_.data(), {B}});
             dpool = {dpooled_.data(), {B, w}};
+        }
+        if (config_.pack) {
+            const index_t total = index_t(packed_ids_.size());
+            dhidden_.resize(std::size_t(total * w));
+            pool_packed_backward<float>(config_.pooling, {dhidden_.data(), {total, w}}, dpool, {arg_.data(), {B, w}},
+                                        {starts_.data(), {B}}, {tokens_.lengths.data(), {B}});
+            model_.backward_from_hidden(cview<float>{dhidden_.data(), {total, w}});
+            return;
         }
         dhidden_.resize(std::size_t(B * T * w));
         pool_backward<float>(config_.pooling, {dhidden_.data(), {B, T, w}}, dpool, {arg_.data(), {B, w}},
@@ -133,6 +156,20 @@ public:
     }
 
 private:
+    // The real tokens of the padded batch, text after text in one row, with each token's text start.
+    void pack_tokens() {
+        const index_t B = tokens_.batch, T = tokens_.time;
+        packed_ids_.clear(), packed_types_.clear(), doc_start_.clear(), starts_.clear();
+        for (index_t b = 0; b < B; ++b) {
+            const index_t start = index_t(packed_ids_.size()), len = tokens_.lengths[std::size_t(b)];
+            starts_.push_back(start);
+            for (index_t t = 0; t < len; ++t) {
+                packed_ids_.push_back(tokens_.ids[std::size_t(b * T + t)]);
+                packed_types_.push_back(tokens_.type_ids.empty() ? 0 : tokens_.type_ids[std::size_t(b * T + t)]);
+                doc_start_.push_back(start);
+            }
+        }
+    }
     cview<token_t> type_ids(index_t B, index_t T) const {
         if (model_.config().type_vocab_size == 0) return {};
         check(index_t(tokens_.type_ids.size()) == B * T, "sentence_encoder: the tokenizer returned no type ids");
@@ -145,6 +182,8 @@ private:
     token_batch tokens_;
     std::vector<float> pooled_, normed_, norms_, dpooled_, dhidden_;
     std::vector<index_t> arg_;
+    std::vector<token_t> packed_ids_, packed_types_; // pack: (1, N) real tokens
+    std::vector<index_t> doc_start_, starts_;        // pack: each token's text start (N), each text's start (B)
     index_t truncated_ = 0, embedded_ = 0;
     bool has_forward_ = false;
 };

@@ -24,6 +24,7 @@
 #include <tinylm/model/projection_table.hpp>
 #include <tinylm/ops/embedding.hpp>
 
+#include <limits>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -123,21 +124,67 @@ public:
     // Plans activation memory for batches of (batch, time); allocates only for a larger shape than ever before.
     void plan(index_t batch, index_t time) {
         check_batch_shape("encoder", batch, time, config_.max_seq_len);
-        if (batch == batch_ && time == time_) return;
-        acts_ = plan_in(act_arena_, [&](arena& a) { return allocate_activations(a, batch, time); });
-        batch_ = batch;
-        time_ = time;
-        if constexpr (!learned_positions) rope_table(acts_.rope_cos, acts_.rope_sin, config_.rope_theta, 0);
+        plan_shape(batch, time);
     }
     std::size_t activation_bytes() const { return act_arena_.capacity(); }
 
     // Hidden states (B * T, d) of ids (B, T). key_lengths (B), optional: row b holds key_lengths[b] real tokens
     // then padding (a Hugging Face attention_mask of ones, then zeros). type_ids (B, T), optional: token types
     // (all 0 when absent, as transformers does). `train`: LoRA dropout on, activations kept for backward.
+    // doc_start (B, T), optional: rows packed with several texts (no padding computed): for each token, the index
+    // in its row of its text's first token. Attention stays within a text and positions restart at each text, so
+    // a row may be longer than max_seq_len; each text may not.
     cview<float> forward(cview<token_t> ids, cview<index_t> key_lengths = {}, cview<token_t> type_ids = {},
-                         bool train = true) {
+                         bool train = true, cview<index_t> doc_start = {}) {
         check(ids.shape.rank == 2, [&] { return "encoder: ids must be (B, T), got " + ids.shape.str(); });
-        plan(ids.dim(0), ids.dim(1));
+        documents_ = doc_start.data != nullptr;
+        if (documents_) {
+            expect_same_shape("encoder", "doc_start", doc_start, ids);
+            check_document_starts(doc_start, "encoder");
+            check_batch_shape("encoder", ids.dim(0), ids.dim(1), std::numeric_limits<index_t>::max());
+            plan_shape(ids.dim(0), ids.dim(1));
+            copy(doc_start, acts_.doc_start);
+            for (index_t i = 0; i < batch_ * time_; ++i) {
+                acts_.positions[i] = i % time_ - acts_.doc_start[i];
+                check(acts_.positions[i] < config_.max_seq_len, [&] {
+                    return "encoder: a packed text is longer than max_seq_len = " + std::to_string(config_.max_seq_len);
+                });
+            }
+        } else {
+            plan(ids.dim(0), ids.dim(1));
+        }
+        return run_forward(ids, key_lengths, type_ids, train);
+    }
+
+    // Adds d(loss)/d(parameter) given dhidden = d(loss)/d(hidden states) (B * T, d) of the last forward(train).
+    void backward_from_hidden(cview<float> dhidden) {
+        check(has_forward_, "encoder::backward_from_hidden: call forward(..., train = true) first");
+        check(!adapter_.merged, "encoder::backward: the adapter is merged; unmerge() it before training");
+        expect_shape("encoder::backward_from_hidden", "dhidden", dhidden, {batch_ * time_, config_.d_model});
+        has_forward_ = false;
+        auto& a = acts_;
+        if constexpr (post_norm)
+            copy(dhidden, a.dx);
+        else
+            norm_.backward(a.dx, dhidden, a.xs.back(), a.norm_stats, grad_write::assign);
+        adapter_.train = forward_training_; // the backward's dropout masks are the forward's
+        for (index_t l = config_.n_layers - 1; l >= 0; --l)
+            blocks_[std::size_t(l)].backward(a.dx, a.xs[std::size_t(l)], a.layers[std::size_t(l)], a.scratch, context(),
+                                             adapter_, {});
+        adapter_.train = false;
+        embed_backward();
+    }
+
+private:
+    void plan_shape(index_t batch, index_t time) {
+        if (batch == batch_ && time == time_) return;
+        acts_ = plan_in(act_arena_, [&](arena& a) { return allocate_activations(a, batch, time); });
+        batch_ = batch;
+        time_ = time;
+        if constexpr (!learned_positions) rope_table(acts_.rope_cos, acts_.rope_sin, config_.rope_theta, 0);
+    }
+
+    cview<float> run_forward(cview<token_t> ids, cview<index_t> key_lengths, cview<token_t> type_ids, bool train) {
         if constexpr (projection_t::dropout)
             if (train) ++adapter_.dropout_calls;
         auto& a = acts_;
@@ -172,29 +219,10 @@ public:
         return a.hidden;
     }
 
-    // Adds d(loss)/d(parameter) given dhidden = d(loss)/d(hidden states) (B * T, d) of the last forward(train).
-    void backward_from_hidden(cview<float> dhidden) {
-        check(has_forward_, "encoder::backward_from_hidden: call forward(..., train = true) first");
-        check(!adapter_.merged, "encoder::backward: the adapter is merged; unmerge() it before training");
-        expect_shape("encoder::backward_from_hidden", "dhidden", dhidden, {batch_ * time_, config_.d_model});
-        has_forward_ = false;
-        auto& a = acts_;
-        if constexpr (post_norm)
-            copy(dhidden, a.dx);
-        else
-            norm_.backward(a.dx, dhidden, a.xs.back(), a.norm_stats, grad_write::assign);
-        adapter_.train = forward_training_; // the backward's dropout masks are the forward's
-        for (index_t l = config_.n_layers - 1; l >= 0; --l)
-            blocks_[std::size_t(l)].backward(a.dx, a.xs[std::size_t(l)], a.layers[std::size_t(l)], a.scratch, context(),
-                                             adapter_, {});
-        adapter_.train = false;
-        embed_backward();
-    }
-
-private:
     struct activations {
         tensor_view<token_t> ids, type_ids;                // (B, T)
         tensor_view<index_t> key_lengths;                  // (B)
+        tensor_view<index_t> doc_start, positions;         // (B, T): packed texts
         tensor_view<float> summed;                         // (N, d) the embeddings' sum, before norm_e
         typename norm_t::stats embed_stats, norm_stats;    // norm_e (post-norm), final norm (pre-norm)
         std::vector<tensor_view<float>> xs;                // residual stream (N, d), L + 1 of them
@@ -262,6 +290,8 @@ private:
         s.ids = a.allocate<token_t>({batch, time});
         s.type_ids = a.allocate<token_t>({batch, time});
         s.key_lengths = a.allocate<index_t>({batch});
+        s.doc_start = a.allocate<index_t>({batch, time});
+        s.positions = a.allocate<index_t>({batch, time});
         s.summed = a.allocate<float>({n, d});
         s.embed_stats = norm_t::stats::allocate(a, n);
         s.norm_stats = norm_t::stats::allocate(a, n);
@@ -284,6 +314,8 @@ private:
     attention_context context() const {
         return {.cos = acts_.rope_cos,
                 .sin = acts_.rope_sin,
+                .positions = documents_ ? cview<index_t>(acts_.positions) : cview<index_t>{},
+                .doc_start = documents_ ? cview<index_t>(acts_.doc_start) : cview<index_t>{},
                 .key_lengths = padded_ ? cview<index_t>(acts_.key_lengths) : cview<index_t>{}};
     }
 
@@ -301,7 +333,8 @@ private:
                     return "encoder: token type " + std::to_string(type) + " is outside [0, " +
                            std::to_string(config_.type_vocab_size) + ")";
                 });
-                const float* pos = learned_positions ? position_.row(t) : nullptr;
+                const index_t p = documents_ ? a.positions[b * time_ + t] : t; // restarts at each packed text
+                const float* pos = learned_positions ? position_.row(p) : nullptr;
                 const float* typ = config_.type_vocab_size > 0 ? type_.row(type) : nullptr;
                 for (index_t j = 0; j < d; ++j)
                     row[j] += (pos ? pos[j] : 0.0f) + (typ ? typ[j] : 0.0f);
@@ -320,7 +353,7 @@ private:
         if (dword_.data) embedding_backward<float>(dword_, a.ids.reshaped({n}), dsum);
         if (learned_positions && dposition_.data)
             for (index_t i = 0; i < n; ++i) {
-                float* dst = dposition_.row(i % time_);
+                float* dst = dposition_.row(documents_ ? a.positions[i] : i % time_);
                 const float* src = dsum.row(i);
                 for (index_t j = 0; j < d; ++j)
                     dst[j] += src[j];
@@ -338,7 +371,7 @@ private:
     arena act_arena_;
     activations acts_;
     index_t batch_ = 0, time_ = 0;
-    bool has_forward_ = false, forward_training_ = false, padded_ = false;
+    bool has_forward_ = false, forward_training_ = false, padded_ = false, documents_ = false;
 };
 
 } // namespace tl
