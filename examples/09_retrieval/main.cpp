@@ -293,6 +293,13 @@ int main(int argc, char** argv) {
             s.smoke_queries = 40;
         }
         const fs::path data_dir = tl::find_data_dir(data.dir);
+        for (const std::string& name : s.tasks)
+            for (const std::string& file : recipes::task_files(name))
+                if (!fs::exists(data_dir / file)) { // exit code 2: the smoke test reports "skipped"
+                    std::fprintf(stderr, "09_retrieval: %s is not in the data dir %s (docs/data.md)\n", file.c_str(),
+                                 data_dir.c_str());
+                    return 2;
+                }
         const fs::path out = s.out;
         if (fresh) fs::remove_all(out);
         fs::create_directories(out);

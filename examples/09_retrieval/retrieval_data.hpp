@@ -138,6 +138,14 @@ inline retrieval_task tatar_russian_task(const fs::path& data_dir, double test_f
     return t;
 }
 
+// The data files a task reads (relative to the data dir).
+inline std::vector<std::string> task_files(const std::string& name) {
+    if (name == "xquad-ru") return {"qa/xquad/xquad.ru.json"};
+    if (name == "xquad-en") return {"qa/xquad/xquad.en.json"};
+    if (name == "tatar-ru") return {"tatar/ntrex128.tat.txt", "tatar/ntrex128.rus.txt"};
+    tl::fail("09_retrieval: unknown task \"" + name + "\" (xquad-ru, xquad-en, tatar-ru)");
+}
+
 inline retrieval_task make_task(const std::string& name, const fs::path& data_dir, double test_fraction,
                                 std::uint64_t seed) {
     if (name == "xquad-ru") return xquad_task(data_dir, "ru", test_fraction, seed);
