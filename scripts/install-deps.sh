@@ -16,6 +16,8 @@ packages=(
   libbenchmark-dev       # benchmarks (Google Benchmark)
   sentencepiece          # spm_train, the peer of benchmarks/tokenizer/compare.py
   clang libomp-dev       # the clang step of CI (scripts/clang-check.sh); OpenMP for clang
+  libcpp-httplib-dev     # tinylm serve (OpenAI-compatible HTTP server)
+  libedit-dev            # tinylm chat (line editing)
 )
 
 missing=()

@@ -11,171 +11,27 @@
 // structure (tl::with_pretrained, io/hf_any.hpp) and the sizes are read at run time, so a new shape (a grown
 // vocabulary, a 0.5B Qwen) needs no rebuild. --help lists every option with its default. docs/evaluation.md
 // has the formats.
+#include "evaluate_commands.hpp"
 #include "options.hpp"
 
-#include <tinylm/eval/bits_per_byte.hpp>
-#include <tinylm/eval/multiple_choice.hpp>
-#include <tinylm/eval/paraphrase_qa.hpp>
 #include <tinylm/io/hf_any.hpp>
 #include <tinylm/model/registry.hpp>
 #include <tinylm/tokenizer/hf_json.hpp>
 
 #include <CLI/CLI.hpp>
 
-#include <cstdio>
-#include <fstream>
 #include <iostream>
 #include <optional>
-#include <sstream>
-#include <tuple>
 
 namespace fs = std::filesystem;
-namespace te = tl::eval;
-
-namespace {
-
-struct settings {
-    std::string command;
-    recipes::checkpoint_flags model;
-    // bpb
-    std::vector<fs::path> texts;
-    std::string split = "paragraph";
-    te::bpb_options bpb{};
-    std::size_t max_docs = 0;
-    // mc
-    fs::path task, dev;
-    te::mc_options mc{};
-    // qa
-    fs::path qa_set_path;
-    bool floors = false;
-    std::vector<fs::path> train_texts;
-    std::string qa_score = "per-char";
-};
-
-std::string read_file(const fs::path& p) {
-    std::ifstream in(p, std::ios::binary);
-    tl::check(bool(in), [&] { return "06_evaluate: cannot read " + p.string(); });
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-}
-
-// Documents of a text: paragraphs (blank-line separated), lines, or the whole file.
-std::vector<std::string> split_documents(const std::string& text, const std::string& mode) {
-    std::vector<std::string> docs;
-    if (mode == "file") return {text};
-    std::istringstream in(text);
-    std::string line, cur;
-    while (std::getline(in, line)) {
-        const bool blank = line.find_first_not_of(" \t\r") == std::string::npos;
-        if (mode == "line") {
-            if (!blank) docs.push_back(line);
-            continue;
-        }
-        if (blank) {
-            if (!cur.empty()) docs.push_back(cur);
-            cur.clear();
-        } else {
-            cur += cur.empty() ? line : "\n" + line;
-        }
-    }
-    if (!cur.empty()) docs.push_back(cur);
-    return docs;
-}
-
-void print_qa(const char* who, const te::qa_report& r) {
-    std::printf("%-10s %s\n%-10s by group: %s\n", who, r.summary().c_str(), "", r.group_summary().c_str());
-}
-
-template <class Model>
-int run(Model& model, const settings& s, const tl::tokenizer& tok) {
-    const tl::model_config& c = model.config();
-    const tl::token_t prefix = te::default_prefix_token(tok);
-    std::printf("model: %s (%lld parameters), tokenizer %zu tokens, prefix token %d\n", s.model.checkpoint.c_str(),
-                static_cast<long long>(model.parameter_count()), tok.vocab_size(), prefix);
-    if (s.command == "bpb") {
-        std::vector<std::string> docs;
-        for (const fs::path& p : s.texts)
-            for (std::string& d : split_documents(read_file(p), s.split))
-                if (s.max_docs == 0 || docs.size() < s.max_docs) docs.push_back(std::move(d));
-        te::bpb_options o = s.bpb;
-        o.prefix_token = prefix;
-        const te::bpb_report r = te::evaluate_bpb(model, tok, std::span<const std::string>(docs), o);
-        std::printf("bpb: %zu documents, %zu bytes, %zu tokens (%zu unscored), %zu windows (context %lld, stride "
-                    "%lld)\n",
-                    r.documents, r.bytes, r.tokens, r.unscored_tokens, r.windows,
-                    static_cast<long long>(o.context ? o.context : c.max_seq_len),
-                    static_cast<long long>(o.stride ? o.stride : (o.context ? o.context : c.max_seq_len)));
-        std::printf("loss %.4f nats/token, perplexity %.2f, bits per byte %.4f\n", r.nats_per_token(), r.perplexity(),
-                    r.bits_per_byte());
-    } else if (s.command == "mc") {
-        const std::vector<te::mc_doc> test = te::load_mc_jsonl(s.task);
-        const std::vector<te::mc_doc> dev = s.dev.empty() ? test : te::load_mc_jsonl(s.dev);
-        te::mc_options o = s.mc;
-        o.shots_from_test = s.dev.empty();
-        o.loglikelihood.prefix_token = prefix;
-        const te::mc_report r = te::evaluate_mc(model, tok, test, dev, o);
-        std::printf("mc: %s, %zu documents, %d-shot: acc %.4f, acc_norm %.4f, acc_bytes %.4f\n", s.task.c_str(),
-                    test.size(), o.num_fewshot, r.acc, r.acc_norm, r.acc_bytes);
-    } else {
-        const te::qa_set set = te::load_qa(s.qa_set_path);
-        for (const std::string& p : te::qa_problems(set, {.min_facts = 1}))
-            std::fprintf(stderr, "warning: %s\n", p.c_str());
-        te::qa_options o{.score = s.qa_score == "sum"           ? te::qa_score::sum
-                                  : s.qa_score == "mutual-info" ? te::qa_score::mutual_info
-                                                                : te::qa_score::per_char};
-        o.loglikelihood.prefix_token = prefix;
-        std::printf("qa: %s, %zu facts, %zu questions\n", s.qa_set_path.c_str(), set.facts.size(),
-                    set.question_count());
-        print_qa("model", te::evaluate_qa(model, tok, set, o));
-        if (s.floors) {
-            Model untrained(c, s.model.seed);
-            print_qa("untrained", te::evaluate_qa(untrained, tok, set, o));
-            if (s.train_texts.empty()) {
-                std::printf("unigram    (give --train-text to compute the unigram floor)\n");
-            } else {
-                te::unigram_model uni(tok.vocab_size());
-                for (const fs::path& p : s.train_texts)
-                    uni.add_text(tok, read_file(p), 2);
-                print_qa("unigram", te::evaluate_qa(uni, tok, set, o));
-            }
-        }
-    }
-    return 0;
-}
-
-} // namespace
 
 int main(int argc, char** argv) try {
     CLI::App app{"Evaluate a tinylm checkpoint: bits per byte, multiple choice (lm-eval conventions), paraphrase QA"};
     recipes::show_defaults(app); // the subcommands inherit it
     app.require_subcommand(1);
-    settings s;
+    recipes::evaluate::settings s;
     s.qa_set_path = fs::path(TINYLM_SOURCE_DIR) / "benchmarks/tatar_qa/facts.jsonl";
-    const auto common = [&](CLI::App* sub) { recipes::add_checkpoint_options(*sub, s.model); };
-    CLI::App* bpb = app.add_subcommand("bpb", "perplexity and bits per byte of held-out text");
-    common(bpb);
-    bpb->add_option("--text", s.texts, "UTF-8 text files")->required();
-    bpb->add_option("--split", s.split, "documents are paragraphs, lines or whole files")
-        ->check(CLI::IsMember({"paragraph", "line", "file"}));
-    bpb->add_option("--context", s.bpb.context, "window in tokens (default: the model's context)");
-    bpb->add_option("--stride", s.bpb.stride, "tokens a window advances (default: the window)");
-    bpb->add_option("--batch", s.bpb.batch, "windows per forward");
-    bpb->add_option("--max-docs", s.max_docs, "use only the first N documents");
-    CLI::App* mc = app.add_subcommand("mc", "a multiple-choice task (JSONL: question, choices, answer)");
-    common(mc);
-    mc->add_option("--task", s.task, "test documents")->required();
-    mc->add_option("--dev", s.dev, "documents for the shots (default: the test documents, never the asked one)");
-    mc->add_option("--shots", s.mc.num_fewshot, "number of shots");
-    mc->add_option("--fewshot-seed", s.mc.fewshot_seed, "seed of the shot sampler (lm-eval's default 1234)");
-    mc->add_option("--template", s.mc.doc_to_text, "prompt, {question} is replaced");
-    CLI::App* qa = app.add_subcommand("qa", "the paraphrase-consistency QA benchmark");
-    common(qa);
-    qa->add_option("--set", s.qa_set_path, "facts JSONL");
-    qa->add_option("--score", s.qa_score, "per-char (acc_norm), sum, or mutual-info (minus the empty-context score)")
-        ->check(CLI::IsMember({"per-char", "sum", "mutual-info"}));
-    qa->add_flag("--floors", s.floors, "also score an untrained model and (with --train-text) a unigram model");
-    qa->add_option("--train-text", s.train_texts, "training text for the unigram floor");
+    recipes::evaluate::add_commands(app, s, [&](CLI::App* sub) { recipes::add_checkpoint_options(*sub, s.model); });
     CLI11_PARSE(app, argc, argv);
     s.command = app.get_subcommands().front()->get_name();
 
@@ -190,7 +46,9 @@ int main(int argc, char** argv) try {
     std::printf("configuration: %s, %d layers, d_model %d, vocabulary %d (preset: %s)\n",
                 tl::hf_architecture(config).c_str(), config.n_layers, config.d_model, config.vocab_size,
                 preset ? std::string(*preset).c_str() : "none");
-    return tl::with_pretrained(s.model.checkpoint, [&](auto& model) { return run(model, s, tok); });
+    return tl::with_pretrained(s.model.checkpoint, [&](auto& model) {
+        return recipes::evaluate::run(model, s, tok, s.model.checkpoint.string());
+    });
 } catch (const std::exception& e) {
     std::cerr << e.what() << "\n";
     return 1;

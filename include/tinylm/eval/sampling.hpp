@@ -2,8 +2,9 @@
 //
 // In order (as Hugging Face's generate applies them): repetition penalty over the tokens seen so far
 // (Keskar et al. 2019: a positive logit is divided by the penalty, a negative one multiplied), temperature,
-// top-k, then top-p (nucleus: the smallest set of most likely tokens whose probability reaches p), then a
-// draw. temperature == 0 means greedy. Deterministic for a given seed: draws come from a counter-based RNG.
+// top-k, then top-p (nucleus: the smallest set of most likely tokens whose probability reaches p), then min-p
+// (tokens less likely than min_p times the most likely one are dropped; Nguyen et al. 2024), then a draw. temperature
+// == 0 means greedy. Deterministic for a given seed: draws come from a counter-based RNG.
 #pragma once
 
 #include <tinylm/core/rng.hpp>
@@ -23,6 +24,7 @@ struct sampling_options {
     double top_p = 1.0;              // 1: off
     double repetition_penalty = 1.0; // 1: off
     std::uint64_t seed = 0;
+    double min_p = 0.0; // 0: off
 };
 
 class sampler {
@@ -31,8 +33,8 @@ public:
         : options_(options), rng_(options.seed, 0x5a4d), logits_(std::size_t(vocab)), order_(std::size_t(vocab)),
           seen_(std::size_t(vocab), 0) {
         check(options.temperature >= 0 && options.top_k >= 0 && options.top_p > 0 && options.top_p <= 1 &&
-                  options.repetition_penalty > 0,
-              "sampler: need temperature >= 0, top_k >= 0, 0 < top_p <= 1, repetition_penalty > 0");
+                  options.repetition_penalty > 0 && options.min_p >= 0 && options.min_p <= 1,
+              "sampler: need temperature >= 0, top_k >= 0, 0 < top_p <= 1, repetition_penalty > 0, 0 <= min_p <= 1");
     }
 
     // Picks a token given the logits of one position and the tokens seen so far (prompt and output).
@@ -82,12 +84,24 @@ public:
             for (index_t j = 0; j < keep; ++j)
                 total += logits_[std::size_t(order_[std::size_t(j)])];
         }
+        if (options_.min_p > 0) { // each kept weight is p / p_max: drop those below min_p (the top stays)
+            total = 0;
+            for (index_t i = 0; i < keep; ++i) {
+                double& w = logits_[std::size_t(order_[std::size_t(i)])];
+                if (w < options_.min_p) w = 0;
+                total += w;
+            }
+        }
         double u = rng_.uniform() * total;
+        index_t last = 0; // the last token with a weight, for a draw that rounding pushes past the end
         for (index_t i = 0; i < keep; ++i) {
-            u -= logits_[std::size_t(order_[std::size_t(i)])];
+            const double w = logits_[std::size_t(order_[std::size_t(i)])];
+            if (w == 0) continue;
+            last = i;
+            u -= w;
             if (u < 0) return token_t(order_[std::size_t(i)]);
         }
-        return token_t(order_[std::size_t(keep - 1)]);
+        return token_t(order_[std::size_t(last)]);
     }
 
     const sampling_options& options() const { return options_; }

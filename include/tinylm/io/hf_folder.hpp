@@ -42,6 +42,7 @@ struct hf_generation_config {
     int top_k = 50; // transformers' default
     double top_p = 1.0;
     double repetition_penalty = 1.0;
+    double min_p = 0.0;     // 0: off
     int max_new_tokens = 0; // 0: not given
 
     sampling_options sampling(std::uint64_t seed = 0) const {
@@ -50,7 +51,8 @@ struct hf_generation_config {
                 .top_k = top_k,
                 .top_p = top_p,
                 .repetition_penalty = repetition_penalty,
-                .seed = seed};
+                .seed = seed,
+                .min_p = min_p};
     }
     // Options for tl::generate: stop at the eos ids, the file's max_new_tokens unless given one here.
     generation_options options(int new_tokens = 0, std::uint64_t seed = 0) const {
@@ -129,12 +131,15 @@ inline hf_generation_config read_generation_config(const std::filesystem::path& 
     number("top_k", g.top_k);
     number("top_p", g.top_p);
     number("repetition_penalty", g.repetition_penalty);
+    number("min_p", g.min_p);
     number("max_new_tokens", g.max_new_tokens);
-    check(g.temperature >= 0 && g.top_k >= 0 && g.top_p > 0 && g.top_p <= 1 && g.repetition_penalty > 0, [&] {
-        return "hf_folder: " + where + ": sampling settings out of range (temperature " +
-               std::to_string(g.temperature) + ", top_k " + std::to_string(g.top_k) + ", top_p " +
-               std::to_string(g.top_p) + ", repetition_penalty " + std::to_string(g.repetition_penalty) + ")";
-    });
+    check(g.temperature >= 0 && g.top_k >= 0 && g.top_p > 0 && g.top_p <= 1 && g.repetition_penalty > 0 &&
+              g.min_p >= 0 && g.min_p <= 1,
+          [&] {
+              return "hf_folder: " + where + ": sampling settings out of range (temperature " +
+                     std::to_string(g.temperature) + ", top_k " + std::to_string(g.top_k) + ", top_p " +
+                     std::to_string(g.top_p) + ", repetition_penalty " + std::to_string(g.repetition_penalty) + ")";
+          });
     return g;
 }
 

@@ -224,21 +224,27 @@ public:
     // left out.
     std::string decode(std::span<const token_t> ids, bool skip_special = false) const {
         std::string text;
-        for (token_t id : ids) {
-            if (const added_token* t = added.find(id)) {
-                if (!(skip_special && t->special)) text += t->content;
-                continue;
-            }
-            const std::string_view bytes = id_to_bytes(id);
-            if (!model.byte_level) {
-                if (const int b = model.fallback_byte(id); b >= 0) {
-                    text += static_cast<char>(b);
-                    continue;
-                }
-            }
-            text += bytes;
-        }
+        for (token_t id : ids)
+            append_token_bytes(id, text, skip_special);
         return dec.finish(std::move(text));
+    }
+
+    // Appends the bytes token `id` stands for before the decoder's finishing step (metaspace, leading space):
+    // an added token's content (nothing for a special one with skip_special), a fallback byte, or the
+    // model's bytes. decode() is finish() over these bytes; tl::stream_decoder streams them.
+    void append_token_bytes(token_t id, std::string& out, bool skip_special = false) const {
+        if (const added_token* t = added.find(id)) {
+            if (!(skip_special && t->special)) out += t->content;
+            return;
+        }
+        const std::string_view bytes = id_to_bytes(id);
+        if (!model.byte_level) {
+            if (const int b = model.fallback_byte(id); b >= 0) {
+                out += static_cast<char>(b);
+                return;
+            }
+        }
+        out += bytes;
     }
 
 private:

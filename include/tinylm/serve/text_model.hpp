@@ -1,0 +1,141 @@
+// tinylm/serve/text_model.hpp: a model folder loaded for talking to: the decoder (any Llama, Mistral, Qwen2 or
+// Mixtral folder, sizes read at run time), a LoRA adapter merged in, the tokenizer, the chat template and the
+// sampling defaults of generation_config.json, behind one small interface. The `tinylm` command's generate,
+// chat and serve share it, and code that only talks to a model (a server, a REPL) compiles without a decoder.
+//
+//   std::unique_ptr<tl::text_model> m = tl::load_text_model("runs/russian_novels/checkpoint");
+//   auto ids = m->tokenizer().encode("Жили-были");
+//   tl::text_completion c = m->complete(ids, {.generation = m->folder().generation.options(32)}, print);
+//
+// load_text_model instantiates the three decoder families (io/hf_any.hpp): call it from one translation unit.
+#pragma once
+
+#include <tinylm/eval/text_generation.hpp>
+#include <tinylm/io/hf_any.hpp>
+#include <tinylm/io/hf_folder.hpp>
+#include <tinylm/io/peft_merge.hpp>
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+namespace tl {
+
+// Sampling settings a user gives (command-line flags, fields of an HTTP request); what is not given comes from the
+// model's generation_config.json.
+struct sampling_overrides {
+    std::optional<double> temperature{}, top_p{}, min_p{}, repetition_penalty{};
+    std::optional<int> top_k{}, max_tokens{};
+    std::uint64_t seed = 0;
+    std::vector<std::string> stop{};
+};
+
+class text_model {
+public:
+    using on_text_fn = std::function<bool(std::string_view)>;
+    virtual ~text_model() = default;
+
+    virtual const model_config& config() const = 0;
+    virtual std::int64_t parameter_count() const = 0;
+    // Generates from `prompt` (ids), calling on_text with each piece of decoded text; false from it stops.
+    virtual text_completion complete(std::span<const token_t> prompt, const text_generation_options& options,
+                                     const on_text_fn& on_text) const = 0;
+
+    const hf_folder& folder() const { return folder_; }
+    const tl::tokenizer& tokenizer() const { return *folder_.tokenizer; }
+    const fs::path& adapter_dir() const { return adapter_dir_; }
+    const merge_report& adapter() const { return adapter_; }
+    // The name clients see (OpenAI's "model"): the folder's name, with the adapter's.
+    std::string name() const {
+        std::string n = fs::absolute(folder_.dir).lexically_normal().filename().string();
+        if (n.empty()) n = fs::absolute(folder_.dir).lexically_normal().parent_path().filename().string();
+        if (!adapter_dir_.empty()) {
+            n += '+';
+            n += fs::absolute(adapter_dir_).lexically_normal().filename().string();
+        }
+        return n;
+    }
+    // Default options of this model: generation_config.json's sampling, its end tokens, `max_new_tokens`.
+    text_generation_options default_options(int max_new_tokens = 0, std::uint64_t seed = 0) const {
+        return {.generation = folder_.generation.options(max_new_tokens, seed), .stop = {}, .skip_special = true};
+    }
+    // The defaults with what the user gave on top. A temperature > 0 for a model that decodes greedily by default
+    // (do_sample false) turns sampling on with the file's top-k/top-p/min-p, as transformers' do_sample=True.
+    text_generation_options options_with(const sampling_overrides& u) const {
+        text_generation_options o = default_options(u.max_tokens.value_or(0), u.seed);
+        sampling_options& s = o.generation.sampling;
+        const hf_generation_config& g = folder_.generation;
+        if (u.temperature) {
+            if (s.temperature == 0 && *u.temperature > 0) {
+                s.top_k = g.top_k;
+                s.top_p = g.top_p;
+                s.min_p = g.min_p;
+            }
+            s.temperature = *u.temperature;
+        }
+        if (u.top_k) s.top_k = *u.top_k;
+        if (u.top_p) s.top_p = *u.top_p;
+        if (u.min_p) s.min_p = *u.min_p;
+        if (u.repetition_penalty) s.repetition_penalty = *u.repetition_penalty;
+        o.stop.insert(o.stop.end(), u.stop.begin(), u.stop.end());
+        return o;
+    }
+
+protected:
+    hf_folder folder_;
+    fs::path adapter_dir_;
+    merge_report adapter_{};
+};
+
+namespace detail {
+template <class Model>
+class text_model_of final : public text_model {
+public:
+    text_model_of(std::unique_ptr<Model> model, hf_folder folder, fs::path adapter_dir, merge_report adapter)
+        : model_(std::move(model)) {
+        folder_ = std::move(folder);
+        adapter_dir_ = std::move(adapter_dir);
+        adapter_ = adapter;
+    }
+    const model_config& config() const override { return model_->config(); }
+    std::int64_t parameter_count() const override { return model_->parameter_count(); }
+    text_completion complete(std::span<const token_t> prompt, const text_generation_options& options,
+                             const on_text_fn& on_text) const override {
+        return generate_text(*model_, tokenizer(), prompt, options, on_text);
+    }
+
+private:
+    std::unique_ptr<Model> model_;
+};
+} // namespace detail
+
+// Loads `dir` (config.json, weights, tokenizer.json required; tokenizer_config.json, generation_config.json and
+// a chat template used when present) and merges the adapter in `adapter_dir` when one is given.
+template <Backend B = default_backend>
+std::unique_ptr<text_model> load_text_model(const fs::path& dir, const fs::path& adapter_dir = {}) {
+    hf_folder folder = read_hf_folder(dir);
+    check(folder.tokenizer.has_value(), [&] { return "text_model: " + dir.string() + " has no tokenizer.json"; });
+    if (folder.generation.eos_token_ids.empty() && folder.special.eos_id >= 0)
+        folder.generation.eos_token_ids.push_back(folder.special.eos_id);
+    const model_config c = read_hf_folder_config(dir);
+    check(index_t(folder.tokenizer->vocab_size()) <= c.vocab_size, [&] {
+        return "text_model: " + (dir / "tokenizer.json").string() + " has " +
+               std::to_string(folder.tokenizer->vocab_size()) + " tokens, more than the model's vocabulary of " +
+               std::to_string(c.vocab_size);
+    });
+    auto load = [&]<class Family>() -> std::unique_ptr<text_model> {
+        using model_t = decoder<Family, B>;
+        auto model = std::make_unique<model_t>(c);
+        load_pretrained(*model, dir);
+        merge_report merged{};
+        if (!adapter_dir.empty()) merged = merge_adapter(*model, adapter_dir);
+        return std::make_unique<detail::text_model_of<model_t>>(std::move(model), std::move(folder), adapter_dir,
+                                                                merged);
+    };
+    if (c.moe.n_experts > 0) return load.template operator()<families::mixtral>();
+    if (c.qkv_bias) return load.template operator()<families::qwen2>();
+    return load.template operator()<families::llama>();
+}
+
+} // namespace tl

@@ -1,0 +1,438 @@
+// The `tinylm` command's parts: a model folder loaded as a text_model, adapters merged at load, generation as
+// text, the OpenAI-compatible server (plain HTTP, in this process), and the binary itself (generate, chat).
+#include "../support/errors.hpp"
+
+#include <tinylm/io/hf_checkpoint.hpp>
+#include <tinylm/io/peft.hpp>
+#include <tinylm/model/presets.hpp>
+#include <tinylm/serve/openai_server.hpp>
+#include <tinylm/tokenizer/hf_json.hpp>
+
+#include <boost/test/unit_test.hpp>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <future>
+#include <thread>
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct test_lora {
+    static constexpr tl::lora_config value{.rank = 4, .alpha = 8, .dropout = 0, .targets = tl::lora_all};
+};
+
+tl::model_config tiny_config(const tl::tokenizer& tok, int context) {
+    tl::model_config c = tl::presets::tiny::value;
+    c.vocab_size = int(tok.vocab_size());
+    c.max_seq_len = context;
+    c.init_std = 0.2; // far from uniform logits: greedy choices are clear of rounding
+    return c;
+}
+
+const tl::tokenizer& test_tokenizer() {
+    static const tl::tokenizer tok =
+        tl::load_tokenizer_json(std::string(TINYLM_SOURCE_DIR) + "/tests/reference/tokenizer/trained_byte_level.json");
+    return tok;
+}
+
+// A model folder as a checkpoint holds it: random weights, the trained byte-level tokenizer, optionally a ChatML
+// template in tokenizer_config.json.
+fs::path make_folder(const std::string& name, bool chatml, int context = 1024) {
+    const fs::path dir = fs::temp_directory_path() / ("tinylm_tools_" + name + "_" + std::to_string(getpid()));
+    fs::remove_all(dir);
+    tl::decoder<tl::families::llama> m(tiny_config(test_tokenizer(), context), 11);
+    tl::save_pretrained(m, dir);
+    tl::save_tokenizer_json(test_tokenizer(), (dir / "tokenizer.json").string());
+    if (chatml) {
+        const nlohmann::json config{{"chat_template", std::string(tl::chat_templates::chatml)},
+                                    {"eos_token", "<|im_end|>"},
+                                    {"pad_token", "<|endoftext|>"}};
+        std::ofstream(dir / "tokenizer_config.json") << config.dump(2);
+    }
+    return dir;
+}
+
+const fs::path& plain_folder() {
+    static const fs::path dir = make_folder("plain", false);
+    return dir;
+}
+const fs::path& chat_folder() {
+    static const fs::path dir = make_folder("chat", true);
+    return dir;
+}
+
+std::vector<tl::token_t> greedy_reference(const fs::path& dir, std::span<const tl::token_t> prompt, int n) {
+    tl::decoder<tl::families::llama> m(tl::read_hf_folder_config(dir));
+    tl::load_pretrained(m, dir);
+    return tl::generate(m, prompt, {.max_new_tokens = n, .sampling = {.temperature = 0.0}});
+}
+
+std::string run_command(const std::string& command) {
+    std::string out;
+    FILE* p = popen(command.c_str(), "r");
+    BOOST_TEST_REQUIRE(p != nullptr);
+    char buf[4096];
+    while (const std::size_t n = std::fread(buf, 1, sizeof buf, p))
+        out.append(buf, n);
+    const int status = pclose(p);
+    BOOST_TEST(status == 0, command << " exited with " << status);
+    return out;
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(text_model_parts)
+
+BOOST_AUTO_TEST_CASE(greedy_text_equals_tl_generate) {
+    const auto m = tl::load_text_model(plain_folder());
+    const std::vector<tl::token_t> prompt = m->tokenizer().encode("Жили-были старик со старухой");
+    tl::text_generation_options o = m->default_options(40);
+    BOOST_TEST(o.generation.sampling.temperature == 0.0); // no generation_config sampling: greedy, as transformers
+    std::string streamed;
+    const tl::text_completion c = m->complete(prompt, o, [&](std::string_view piece) {
+        streamed += piece;
+        return true;
+    });
+    const std::vector<tl::token_t> want = greedy_reference(plain_folder(), prompt, 40);
+    BOOST_TEST(c.tokens == want, boost::test_tools::per_element());
+    BOOST_TEST(streamed == c.text);
+    const std::string full = m->tokenizer().decode(want, true);
+    if (tl::utf8::is_valid(full)) BOOST_TEST(c.text == full);
+    BOOST_TEST(tl::finish_reason_name(c.reason) == std::string("length"));
+    BOOST_TEST(c.prompt_tokens == prompt.size());
+}
+
+BOOST_AUTO_TEST_CASE(stop_strings_end_the_text) {
+    const auto m = tl::load_text_model(plain_folder());
+    const std::vector<tl::token_t> prompt = m->tokenizer().encode("Жили-были");
+    tl::text_generation_options o = m->default_options(40);
+    const tl::text_completion all = m->complete(prompt, o, [](std::string_view) { return true; });
+    BOOST_TEST_REQUIRE(all.text.size() > 6u);
+    const std::string stop = all.text.substr(all.text.size() / 2, 3); // something the text contains
+    if (!tl::utf8::is_valid(stop)) return;
+    o.stop = {stop};
+    const tl::text_completion cut = m->complete(prompt, o, [](std::string_view) { return true; });
+    BOOST_TEST(cut.text == all.text.substr(0, all.text.find(stop)));
+    BOOST_TEST(tl::finish_reason_name(cut.reason) == std::string("stop"));
+}
+
+BOOST_AUTO_TEST_CASE(adapter_merged_at_load_equals_the_lora_model) {
+    const fs::path dir = fs::temp_directory_path() / ("tinylm_tools_lora_" + std::to_string(getpid()));
+    fs::remove_all(dir);
+    const tl::model_config c = tiny_config(test_tokenizer(), 64);
+    tl::decoder<tl::families::llama, tl::default_backend, test_lora> lora(c, 5);
+    lora.init_adapter(6);
+    tl::counter_rng rng(9, 1);
+    for (const tl::parameter_entry& e : lora.parameter_entries())
+        if (e.kind == tl::param_kind::adapter)
+            for (float& w : e.value)
+                w = float(rng.uniform() - 0.5) * 0.2f; // lora_B starts at zero: make both non-zero
+    tl::save_pretrained(lora, dir / "base");
+    tl::save_tokenizer_json(test_tokenizer(), (dir / "base" / "tokenizer.json").string());
+    tl::save_adapter(lora, dir / "adapter");
+
+    const std::vector<tl::token_t> ids = test_tokenizer().encode("Сәлам, дөнья! Hello, world.");
+    const tl::index_t t = tl::index_t(ids.size()), v = c.vocab_size;
+    std::vector<float> want(std::size_t(t * v)), got(want.size());
+    lora.logits(tl::cview<tl::token_t>{ids.data(), {1, t}}, tl::tensor_view<float>{want.data(), {1, t, v}});
+    tl::decoder<tl::families::llama> plain(c);
+    tl::load_pretrained(plain, dir / "base");
+    const tl::merge_report r = tl::merge_adapter(plain, dir / "adapter");
+    BOOST_TEST(r.lora_pairs == 7 * c.n_layers);
+    plain.logits(tl::cview<tl::token_t>{ids.data(), {1, t}}, tl::tensor_view<float>{got.data(), {1, t, v}});
+    float worst = 0;
+    for (std::size_t i = 0; i < got.size(); ++i)
+        worst = std::max(worst, std::abs(got[i] - want[i]));
+    BOOST_TEST(worst < 2e-4f);
+
+    // Through the loader, as `tinylm generate --adapter` does: the same greedy tokens as the LoRA model.
+    const auto m = tl::load_text_model(dir / "base", dir / "adapter");
+    const tl::text_completion completion =
+        m->complete(ids, m->default_options(12), [](std::string_view) { return true; });
+    BOOST_TEST(completion.tokens == tl::generate(lora, ids, {.max_new_tokens = 12, .sampling = {.temperature = 0.0}}),
+               boost::test_tools::per_element());
+
+    // What would compute something else is refused, naming the field.
+    nlohmann::json config = nlohmann::json::parse(std::ifstream(dir / "adapter" / "adapter_config.json"));
+    config["use_dora"] = true;
+    std::ofstream(dir / "adapter" / "adapter_config.json") << config.dump();
+    BOOST_TEST(tl_test::error_of([&] { tl::merge_adapter(plain, dir / "adapter"); }).find("use_dora") !=
+               std::string::npos);
+    BOOST_TEST(tl_test::error_of([&] { tl::merge_adapter(plain, dir / "nowhere"); }).find("adapter_config.json") !=
+               std::string::npos);
+    fs::remove_all(dir);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+namespace {
+
+struct running_server {
+    std::unique_ptr<tl::text_model> model;
+    std::unique_ptr<tl::openai_server> server;
+    std::thread thread;
+    explicit running_server(const fs::path& dir) : model(tl::load_text_model(dir)) {
+        server = std::make_unique<tl::openai_server>(*model, tl::server_options{.port = 0, .log = false});
+        BOOST_TEST_REQUIRE(server->bind());
+        thread = std::thread([this] { server->listen_after_bind(); });
+    }
+    ~running_server() {
+        server->stop();
+        thread.join();
+    }
+    httplib::Client client() const {
+        httplib::Client c("127.0.0.1", server->port());
+        c.set_read_timeout(60, 0);
+        return c;
+    }
+};
+
+// The text of a server-sent-event stream, joined, and the finish reason and usage of its last chunks.
+struct stream_result {
+    std::string text, finish_reason;
+    nlohmann::json usage;
+    bool done = false;
+    int events = 0;
+};
+stream_result read_events(const std::string& body, bool chat) {
+    stream_result r;
+    std::size_t at = 0;
+    while (at < body.size()) {
+        const std::size_t end = body.find("\n\n", at);
+        BOOST_TEST_REQUIRE(end != std::string::npos);
+        const std::string event = body.substr(at, end - at);
+        at = end + 2;
+        BOOST_TEST_REQUIRE(event.rfind("data: ", 0) == 0u);
+        const std::string data = event.substr(6);
+        if (data == "[DONE]") {
+            r.done = true;
+            break;
+        }
+        const nlohmann::json j = nlohmann::json::parse(data);
+        ++r.events;
+        if (j.contains("usage")) r.usage = j["usage"];
+        if (j["choices"].empty()) continue;
+        const nlohmann::json& choice = j["choices"][0];
+        if (chat && choice["delta"].contains("content")) r.text += choice["delta"]["content"].get<std::string>();
+        if (!chat) r.text += choice["text"].get<std::string>();
+        if (!choice["finish_reason"].is_null()) r.finish_reason = choice["finish_reason"];
+    }
+    return r;
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(openai_server_http)
+
+BOOST_AUTO_TEST_CASE(completions_streaming_and_not) {
+    running_server s(plain_folder());
+    httplib::Client c = s.client();
+    const auto health = c.Get("/health");
+    BOOST_TEST_REQUIRE(bool(health));
+    BOOST_TEST(health->status == 200);
+    const auto models = c.Get("/v1/models");
+    BOOST_TEST(nlohmann::json::parse(models->body)["data"][0]["id"] == s.model->name());
+
+    const std::string prompt = "Жили-были старик со старухой";
+    const nlohmann::json request{{"model", "any"}, {"prompt", prompt}, {"max_tokens", 24}, {"temperature", 0}};
+    const auto plain = c.Post("/v1/completions", request.dump(), "application/json");
+    BOOST_TEST_REQUIRE(plain->status == 200);
+    const nlohmann::json j = nlohmann::json::parse(plain->body);
+    const std::vector<tl::token_t> ids = s.model->tokenizer().encode(prompt, {.add_special_tokens = true});
+    const std::vector<tl::token_t> want = greedy_reference(plain_folder(), ids, 24);
+    tl::stream_decoder text(s.model->tokenizer());
+    std::string want_text;
+    for (tl::token_t id : want)
+        want_text += text.push(id);
+    want_text += text.finish();
+    BOOST_TEST(j["choices"][0]["text"] == want_text);
+    BOOST_TEST(j["choices"][0]["finish_reason"] == "length");
+    BOOST_TEST(j["usage"]["prompt_tokens"] == ids.size());
+    BOOST_TEST(j["usage"]["completion_tokens"] == 24);
+    BOOST_TEST(j["object"] == "text_completion");
+
+    nlohmann::json streamed = request;
+    streamed["stream"] = true;
+    streamed["stream_options"] = {{"include_usage", true}};
+    const auto events = c.Post("/v1/completions", streamed.dump(), "application/json");
+    BOOST_TEST_REQUIRE(events->status == 200);
+    BOOST_TEST(events->get_header_value("Content-Type").find("text/event-stream") == 0u);
+    const stream_result r = read_events(events->body, false);
+    BOOST_TEST(r.done);
+    BOOST_TEST(r.text == want_text);
+    BOOST_TEST(r.finish_reason == "length");
+    BOOST_TEST(r.usage["completion_tokens"] == 24);
+    BOOST_TEST(r.events > 10);
+}
+
+BOOST_AUTO_TEST_CASE(chat_completions_with_the_template) {
+    running_server s(chat_folder());
+    httplib::Client c = s.client();
+    const nlohmann::json messages = nlohmann::json::array(
+        {{{"role", "system"}, {"content", "Ты помощник."}}, {{"role", "user"}, {"content", "Сколько планет?"}}});
+    const nlohmann::json request{{"messages", messages}, {"max_tokens", 16}, {"temperature", 0}};
+    const auto plain = c.Post("/v1/chat/completions", request.dump(), "application/json");
+    BOOST_TEST_REQUIRE(plain->status == 200);
+    const nlohmann::json j = nlohmann::json::parse(plain->body);
+    BOOST_TEST(j["object"] == "chat.completion");
+    BOOST_TEST(j["choices"][0]["message"]["role"] == "assistant");
+    // The prompt is the ChatML rendering, as transformers' apply_chat_template gives it.
+    const std::string rendered = s.model->folder().chat->render(messages, {.add_generation_prompt = true});
+    BOOST_TEST(rendered.find("<|im_start|>assistant\n") != std::string::npos);
+    const std::vector<tl::token_t> ids = s.model->tokenizer().encode(rendered);
+    BOOST_TEST(j["usage"]["prompt_tokens"] == ids.size());
+    nlohmann::json streamed = request;
+    streamed["stream"] = true;
+    const auto events = c.Post("/v1/chat/completions", streamed.dump(), "application/json");
+    const stream_result r = read_events(events->body, true);
+    BOOST_TEST(r.done);
+    BOOST_TEST(r.text == j["choices"][0]["message"]["content"].get<std::string>());
+    BOOST_TEST(r.finish_reason == j["choices"][0]["finish_reason"].get<std::string>());
+}
+
+BOOST_AUTO_TEST_CASE(four_clients_at_once) {
+    running_server s(plain_folder());
+    std::vector<std::string> alone(4);
+    auto ask = [&](int i) {
+        httplib::Client c = s.client();
+        const nlohmann::json request{
+            {"messages", {{{"role", "user"}, {"content", "Вопрос номер " + std::to_string(i)}}}},
+            {"max_tokens", 32},
+            {"temperature", 0.8},
+            {"seed", i}};
+        const auto res = c.Post("/v1/chat/completions", request.dump(), "application/json");
+        return res && res->status == 200
+                   ? nlohmann::json::parse(res->body)["choices"][0]["message"]["content"].get<std::string>()
+                   : std::string("(failed)");
+    };
+    for (int i = 0; i < 4; ++i)
+        alone[std::size_t(i)] = ask(i);
+    std::vector<std::future<std::string>> together;
+    for (int i = 0; i < 4; ++i)
+        together.push_back(std::async(std::launch::async, ask, i));
+    for (int i = 0; i < 4; ++i)
+        BOOST_TEST(together[std::size_t(i)].get() == alone[std::size_t(i)]); // same seed, same answer, in any order
+    BOOST_TEST(s.server->served() == 8u);
+}
+
+BOOST_AUTO_TEST_CASE(bad_requests_are_400_with_an_error_body) {
+    running_server s(plain_folder());
+    httplib::Client c = s.client();
+    const std::string long_prompt(20000, 'a');
+    const std::vector<std::pair<std::string, std::string>> bad = {
+        {"/v1/completions", "{not json"},
+        {"/v1/completions", "[1, 2]"},
+        {"/v1/completions", R"({"prompt": "x", "bogus_field": 1})"},
+        {"/v1/completions", R"({"prompt": 5})"},
+        {"/v1/completions", R"({})"},
+        {"/v1/completions", R"({"prompt": "x", "max_tokens": 0})"},
+        {"/v1/completions", R"({"prompt": "x", "max_tokens": "ten"})"},
+        {"/v1/completions", R"({"prompt": "x", "temperature": 3})"},
+        {"/v1/completions", R"({"prompt": "x", "top_p": 0})"},
+        {"/v1/completions", R"({"prompt": "x", "n": 2})"},
+        {"/v1/completions", R"({"prompt": "x", "stop": ["a", "b", "c", "d", "e"]})"},
+        {"/v1/completions", R"({"prompt": "x", "stop": [""]})"},
+        {"/v1/completions", R"({"prompt": "x", "stream": "yes"})"},
+        {"/v1/completions", R"({"prompt": "x", "presence_penalty": 0.5})"},
+        {"/v1/completions", nlohmann::json{{"prompt", long_prompt}}.dump()},
+        {"/v1/chat/completions", R"({"messages": []})"},
+        {"/v1/chat/completions", R"({"messages": [{"content": "no role"}]})"},
+        {"/v1/chat/completions", R"({"messages": [{"role": "tool", "content": "x"}]})"},
+        {"/v1/chat/completions", R"({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]})"},
+        {"/v1/chat/completions", R"({"messages": [{"role": "user", "content": "x"}], "tools": []})"},
+    };
+    BOOST_TEST_REQUIRE(bad.size() == 20u);
+    for (const auto& [path, body] : bad) {
+        const auto res = c.Post(path, body, "application/json");
+        BOOST_TEST_REQUIRE(bool(res), path << " " << body.substr(0, 60));
+        BOOST_TEST(res->status == 400, body.substr(0, 60) << " -> " << res->status);
+        const nlohmann::json j = nlohmann::json::parse(res->body, nullptr, false);
+        BOOST_TEST(
+            (j.is_object() && j["error"]["type"] == "invalid_request_error" && j["error"]["message"].is_string()),
+            res->body);
+    }
+    BOOST_TEST(c.Get("/nowhere")->status == 404);
+    const auto ok = c.Post("/v1/completions", R"({"prompt": "still alive", "max_tokens": 3})", "application/json");
+    BOOST_TEST(ok->status == 200); // nothing crashed
+}
+
+BOOST_AUTO_TEST_CASE(a_client_leaving_mid_stream_frees_the_model) {
+    running_server s(plain_folder());
+    // A raw socket with a small receive buffer, so that the server's writes fill it and fail after the close.
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    const int small = 2048;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(std::uint16_t(s.server->port()));
+    inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+    BOOST_TEST_REQUIRE(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    const std::string body = R"({"prompt": "Жили-были", "max_tokens": 1000, "stream": true, "temperature": 0})";
+    const std::string request = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                                "Content-Length: " +
+                                std::to_string(body.size()) + "\r\n\r\n" + body;
+    BOOST_TEST_REQUIRE(write(fd, request.data(), request.size()) == ssize_t(request.size()));
+    std::string received; // until the first event: the generation is under way
+    char buf[512];
+    while (received.find("data: ") == std::string::npos) {
+        const ssize_t n = read(fd, buf, sizeof buf);
+        BOOST_TEST_REQUIRE(n > 0);
+        received.append(buf, std::size_t(n));
+    }
+    close(fd); // with unread data: the kernel resets the connection, the server's next write fails
+    // The server notices at a write, stops generating and serves the next client.
+    httplib::Client c = s.client();
+    const auto next = c.Post("/v1/completions", R"({"prompt": "next", "max_tokens": 4})", "application/json");
+    BOOST_TEST(next->status == 200);
+    BOOST_TEST(s.server->disconnected() == 1u);
+    BOOST_TEST(s.server->served() == 1u);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(tinylm_command)
+
+BOOST_AUTO_TEST_CASE(generate_greedy_equals_tl_generate) {
+    const std::string out =
+        run_command(std::string(TINYLM_BINARY) + " generate --model " + plain_folder().string() +
+                    " --prompt 'Жили-были' --max-tokens 20 --temperature 0 --json --quiet 2>/dev/null");
+    const nlohmann::json j = nlohmann::json::parse(out);
+    const std::vector<tl::token_t> ids = test_tokenizer().encode("Жили-были");
+    BOOST_TEST(j["tokens"].get<std::vector<tl::token_t>>() == greedy_reference(plain_folder(), ids, 20),
+               boost::test_tools::per_element());
+    BOOST_TEST(j["finish_reason"] == "length");
+    BOOST_TEST(j["prompt_tokens"] == ids.size());
+}
+
+BOOST_AUTO_TEST_CASE(chat_script_on_standard_input) {
+    const fs::path script = fs::temp_directory_path() / ("tinylm_chat_script_" + std::to_string(getpid()));
+    std::ofstream(script) << "Привет!\n/set temperature 0\n/set bogus 1\n/show\nКак дела?\n/reset\nЕщё раз\n";
+    const std::string out =
+        run_command(std::string(TINYLM_BINARY) + " chat --model " + chat_folder().string() +
+                    " --max-tokens 8 --system 'Ты помощник.' < " + script.string() + " 2>/dev/null");
+    BOOST_TEST(out.find("temperature 0, top_k") != std::string::npos, out);
+    BOOST_TEST(out.find("unknown setting 'bogus'") != std::string::npos);
+    BOOST_TEST(out.find("(conversation forgotten)") != std::string::npos);
+    fs::remove(script);
+}
+
+BOOST_AUTO_TEST_CASE(bad_flags_are_refused) {
+    const std::string cmd = std::string(TINYLM_BINARY) + " generate --model /nonexistent --prompt x 2>&1; echo rc=$?";
+    FILE* p = popen(cmd.c_str(), "r");
+    std::string out;
+    char buf[1024];
+    while (const std::size_t n = std::fread(buf, 1, sizeof buf, p))
+        out.append(buf, n);
+    pclose(p);
+    BOOST_TEST(out.find("--model") != std::string::npos, out);
+    BOOST_TEST(out.find("rc=0") == std::string::npos);
+}
+
+BOOST_AUTO_TEST_SUITE_END()

@@ -1,0 +1,71 @@
+// tools/tinylm/common.hpp: what the subcommands of `tinylm` share: the model flags (--model, --adapter), the
+// sampling flags (each overrides the model's generation_config.json only when given), the chat formatting of a
+// conversation, and the one function that loads a model (model_loader.cpp, the only file that instantiates the
+// decoders).
+#pragma once
+
+#include <tinylm/serve/chat_format.hpp>
+#include <tinylm/serve/text_model.hpp>
+
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace tinylm_cli {
+
+namespace fs = std::filesystem;
+
+// Loads the model folder with the adapter merged in (empty: none), printing what was loaded to stderr.
+std::unique_ptr<tl::text_model> open_model(const fs::path& model, const fs::path& adapter);
+
+struct model_flags {
+    fs::path model{}, adapter{};
+};
+inline void add_model_options(CLI::App& app, model_flags& m) {
+    app.add_option("--model", m.model, "model folder (config.json, model.safetensors, tokenizer.json)")
+        ->required()
+        ->check(CLI::ExistingDirectory);
+    app.add_option("--adapter", m.adapter, "PEFT LoRA adapter folder, merged into the model at load")
+        ->check(CLI::ExistingDirectory);
+}
+
+// Sampling settings given on the command line; the rest come from the model's generation_config.json.
+struct sampling_flags {
+    tl::sampling_overrides given;
+
+    void add_to(CLI::App& app) {
+        CLI::Option_group* g = app.add_option_group("Sampling (defaults: the model's generation_config.json)");
+        g->add_option("--temperature", given.temperature, "sampling temperature; 0: greedy")
+            ->check(CLI::NonNegativeNumber);
+        g->add_option("--top-k", given.top_k, "sample among the k likeliest tokens; 0: all")
+            ->check(CLI::NonNegativeNumber);
+        g->add_option("--top-p", given.top_p, "nucleus: the likeliest tokens up to this probability; 1: all")
+            ->check(CLI::Range(0.0, 1.0));
+        g->add_option("--min-p", given.min_p, "drop tokens less likely than min-p times the likeliest; 0: off")
+            ->check(CLI::Range(0.0, 1.0));
+        g->add_option("--repetition-penalty", given.repetition_penalty, "divides the logits of tokens seen; 1: off")
+            ->check(CLI::PositiveNumber);
+        g->add_option("--max-tokens", given.max_tokens, "new tokens at most (default: generation_config's, else 128)")
+            ->check(CLI::PositiveNumber);
+        g->add_option("--seed", given.seed, "random seed of the sampler");
+        g->add_option("--stop", given.stop, "stop when the text contains this string (repeatable)");
+    }
+    tl::text_generation_options apply(const tl::text_model& m) const { return m.options_with(given); }
+};
+
+// Each subcommand adds itself to `app`; when it is the one given, its callback sets `chosen` to what main runs
+// after parsing (its exit code).
+using command = std::function<int()>;
+void add_generate(CLI::App& app, command& chosen);
+void add_chat(CLI::App& app, command& chosen);
+void add_serve(CLI::App& app, command& chosen);
+void add_info(CLI::App& app, command& chosen);
+void add_eval(CLI::App& app, command& chosen);
+
+} // namespace tinylm_cli

@@ -1,0 +1,34 @@
+// tinylm: talk to a model (generate, chat, serve over an OpenAI-compatible HTTP API), evaluate it, describe it.
+//
+//   tinylm generate --model runs/russian_novels/checkpoint --prompt "Жили-были" --max-tokens 40
+//   tinylm chat --model DIR [--adapter DIR] [--system TEXT]
+//   tinylm serve --model DIR [--adapter DIR] --port 8080
+//   tinylm eval bpb --model DIR --text held_out.txt
+//   tinylm info DIR
+//
+// Any Llama, Mistral, Qwen2 or Mixtral folder in the Hugging Face layout loads, whatever its sizes; a PEFT LoRA
+// adapter is merged at load. `tinylm <command> --help` lists every option with its default. docs/tinylm.md.
+#include "common.hpp"
+
+#include <cstdio>
+#include <exception>
+
+int main(int argc, char** argv) {
+    CLI::App app{"tinylm: generate, chat, serve (OpenAI-compatible), evaluate and inspect language models"};
+    app.option_defaults()->always_capture_default();
+    app.require_subcommand(1);
+    app.set_version_flag("--version", "tinylm 0.1.0");
+    tinylm_cli::command chosen;
+    tinylm_cli::add_generate(app, chosen);
+    tinylm_cli::add_chat(app, chosen);
+    tinylm_cli::add_serve(app, chosen);
+    tinylm_cli::add_eval(app, chosen);
+    tinylm_cli::add_info(app, chosen);
+    CLI11_PARSE(app, argc, argv);
+    try {
+        return chosen ? chosen() : 0;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "%s\n", e.what()); // tl::error messages start with "tinylm: "
+        return 1;
+    }
+}

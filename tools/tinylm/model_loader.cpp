@@ -1,0 +1,22 @@
+// The one translation unit that instantiates the decoder families (Llama, Qwen2, Mixtral): every subcommand
+// reaches the model through tl::text_model.
+#include "common.hpp"
+
+#include <chrono>
+#include <cstdio>
+
+namespace tinylm_cli {
+
+std::unique_ptr<tl::text_model> open_model(const fs::path& model, const fs::path& adapter) {
+    const auto start = std::chrono::steady_clock::now();
+    std::unique_ptr<tl::text_model> m = tl::load_text_model(model, adapter);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const tl::model_config& c = m->config();
+    std::fprintf(stderr, "loaded %s: %s, %.1fM parameters, %d layers, context %d, vocabulary %d (%.1f s)%s%s\n",
+                 model.string().c_str(), tl::hf_architecture(c).c_str(), double(m->parameter_count()) / 1e6,
+                 int(c.n_layers), int(c.max_seq_len), int(c.vocab_size), seconds,
+                 adapter.empty() ? "" : "; adapter: ", adapter.empty() ? "" : m->adapter().summary().c_str());
+    return m;
+}
+
+} // namespace tinylm_cli

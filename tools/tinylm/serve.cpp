@@ -1,0 +1,64 @@
+// tinylm serve: the OpenAI-compatible HTTP server (include/tinylm/serve/openai_server.hpp) on one model. Ctrl-C
+// or SIGTERM stops it cleanly (requests in flight end first).
+#include "common.hpp"
+
+#include <tinylm/serve/openai_server.hpp>
+
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <thread>
+
+namespace tinylm_cli {
+
+namespace {
+
+struct serve_flags {
+    model_flags model;
+    tl::server_options server;
+    bool quiet = false;
+};
+
+std::atomic<bool> stop_requested{false};
+
+int run(serve_flags f) {
+    const std::unique_ptr<tl::text_model> m = open_model(f.model.model, f.model.adapter);
+    f.server.log = !f.quiet;
+    tl::openai_server server(*m, f.server);
+    tl::check(server.bind(), [&] {
+        return "tinylm serve: cannot listen on " + f.server.host + ":" + std::to_string(f.server.port) +
+               " (in use, or not an address of this machine)";
+    });
+    // Signals only set a flag; this thread stops the server outside the handler (stop() is not signal-safe).
+    for (int sig : {SIGINT, SIGTERM})
+        std::signal(sig, [](int) { stop_requested = true; });
+    std::thread watcher([&] {
+        while (!stop_requested)
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        server.stop();
+    });
+    std::fprintf(stderr, "serving %s on http://%s:%d/v1 (OpenAI-compatible; Ctrl-C stops)\n", m->name().c_str(),
+                 f.server.host.c_str(), server.port());
+    const bool ok = server.listen_after_bind();
+    stop_requested = true;
+    watcher.join();
+    std::fprintf(stderr, "stopped after %zu completed requests\n", server.served());
+    return ok ? 0 : 1;
+}
+
+} // namespace
+
+void add_serve(CLI::App& app, command& chosen) {
+    auto f = std::make_shared<serve_flags>();
+    CLI::App* sub = app.add_subcommand("serve", "serve the model over HTTP: /v1/chat/completions, /v1/completions");
+    add_model_options(*sub, f->model);
+    sub->add_option("--host", f->server.host, "address to bind (0.0.0.0: every interface, reachable by others)");
+    sub->add_option("--port", f->server.port, "TCP port (0: any free port, printed at start)")
+        ->check(CLI::Range(0, 65535));
+    sub->add_option("--max-waiting", f->server.max_waiting, "requests waiting beyond this are answered 503")
+        ->check(CLI::PositiveNumber);
+    sub->add_flag("--quiet", f->quiet, "no line per request on stderr");
+    sub->callback([f, &chosen] { chosen = [f] { return run(*f); }; });
+}
+
+} // namespace tinylm_cli
