@@ -436,3 +436,11 @@ BOOST_AUTO_TEST_CASE(bad_flags_are_refused) {
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+// For the Python checks (tests/tools/serve_check.py): the ChatML fixture folder written to $TINYLM_TOOLS_FIXTURE.
+BOOST_AUTO_TEST_CASE(export_fixture, *boost::unit_test::disabled()) {
+    const char* out = std::getenv("TINYLM_TOOLS_FIXTURE");
+    BOOST_TEST_REQUIRE(out != nullptr, "set TINYLM_TOOLS_FIXTURE");
+    fs::remove_all(out);
+    fs::copy(chat_folder(), out, fs::copy_options::recursive);
+}

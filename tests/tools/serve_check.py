@@ -1,0 +1,143 @@
+"""Checks `tinylm serve` and `tinylm chat` as programs, from outside (tests/tools/CMakeLists.txt runs it).
+
+  serve_check.py --tinylm BIN --model DIR            plain HTTP (standard library only) and a chat in a pty
+  serve_check.py --tinylm BIN --model DIR --openai   the same server through the `openai` client (ctest -L torch)
+
+The server is started on a free port (--port 0; the port is read from its first line), queried, then stopped with
+SIGINT, which must end it cleanly (exit code 0).
+"""
+import argparse
+import json
+import os
+import pty
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+
+def start_server(tinylm, model):
+    proc = subprocess.Popen([tinylm, "serve", "--model", model, "--port", "0"], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        m = re.search(r"on http://127\.0\.0\.1:(\d+)/v1", line)
+        if m:
+            return proc, int(m.group(1))
+    proc.kill()
+    sys.exit("the server did not report its port")
+
+
+def post(port, path, body):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def check_plain(port):
+    status, body = post(port, "/v1/chat/completions",
+                        {"messages": [{"role": "user", "content": "Привет"}], "max_tokens": 8, "temperature": 0})
+    assert status == 200, body
+    answer = json.loads(body)["choices"][0]["message"]["content"]
+    status, body = post(port, "/v1/chat/completions", {"messages": [{"role": "user", "content": "Привет"}],
+                                                       "max_tokens": 8, "temperature": 0, "stream": True})
+    assert status == 200
+    text = "".join(json.loads(e[6:])["choices"][0]["delta"].get("content", "")
+                   for e in body.split("\n\n") if e.startswith("data: {"))
+    assert text == answer, (text, answer)
+    status, body = post(port, "/v1/completions", {"prompt": "x", "bogus": 1})
+    assert status == 400 and json.loads(body)["error"]["param"] == "bogus", body
+    print("plain HTTP: chat, stream, 400: ok")
+
+
+def check_openai(port):
+    import openai
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused")
+    models = client.models.list()
+    name = models.data[0].id
+    chat = client.chat.completions.create(model=name, messages=[{"role": "user", "content": "Привет"}],
+                                          max_tokens=10, temperature=0)
+    assert chat.choices[0].finish_reason in ("stop", "length")
+    assert chat.usage.completion_tokens == len(chat.choices[0].message.content) or chat.usage.completion_tokens > 0
+    pieces = [c.choices[0].delta.content or "" for c in client.chat.completions.create(
+        model=name, messages=[{"role": "user", "content": "Привет"}], max_tokens=10, temperature=0, stream=True,
+        stream_options={"include_usage": True}) if c.choices]
+    assert "".join(pieces) == chat.choices[0].message.content, (pieces, chat.choices[0].message.content)
+    completion = client.completions.create(model=name, prompt="Жили-были", max_tokens=5, temperature=0)
+    assert completion.usage.completion_tokens == 5
+    try:
+        client.chat.completions.create(model=name, messages=[{"role": "user", "content": "x"}], n=2)
+        raise AssertionError("n=2 was accepted")
+    except openai.BadRequestError as e:
+        assert "n = 1" in str(e), e
+    print(f"openai {openai.__version__}: models, chat, stream, completions, BadRequestError: ok")
+
+
+def stop_server(proc):
+    proc.send_signal(signal.SIGINT)
+    rest = proc.stderr.read()
+    rc = proc.wait(timeout=30)
+    assert rc == 0 and "stopped after" in rest, (rc, rest)
+    print("SIGINT: stopped cleanly")
+
+
+def check_chat_pty(tinylm, model):
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(tinylm, [tinylm, "chat", "--model", model, "--max-tokens", "6", "--temperature", "0"])
+    seen = b""
+
+    def wait_for(pattern, timeout=60):
+        nonlocal seen
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if pattern in seen:
+                seen = seen[seen.index(pattern) + len(pattern):]
+                return
+            r, _, _ = select.select([fd], [], [], 0.5)
+            if r:
+                try:
+                    seen += os.read(fd, 4096)
+                except OSError:
+                    break
+        raise AssertionError(f"did not see {pattern!r}; got {seen[-300:]!r}")
+
+    wait_for(b"> ")
+    os.write(fd, "Привет\r".encode())
+    wait_for(b"> ")
+    os.write(fd, b"/reset\r")
+    wait_for(b"(conversation forgotten)")
+    wait_for(b"> ")
+    os.write(fd, b"\x04")  # Ctrl-D
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    print("chat in a pty: answer, /reset, Ctrl-D: ok")
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--tinylm", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--openai", action="store_true")
+    a = p.parse_args()
+    proc, port = start_server(a.tinylm, a.model)
+    try:
+        check_openai(port) if a.openai else check_plain(port)
+    finally:
+        stop_server(proc)
+    if not a.openai:
+        check_chat_pty(a.tinylm, a.model)
+
+
+if __name__ == "__main__":
+    main()
