@@ -20,7 +20,12 @@ struct added_token {
     // Special tokens are control tokens (skipped by decode with skip_special); the others are ordinary words
     // that must never be split.
     bool special = true;
+    // Matched in the normalized text rather than the raw text (Hugging Face's default for non-special tokens).
     bool normalized = false;
+    // Hugging Face's AddedToken flags: match only as a whole word; swallow the whitespace on the left / right.
+    bool single_word = false;
+    bool lstrip = false;
+    bool rstrip = false;
 };
 
 class added_vocabulary {
