@@ -22,6 +22,7 @@
 //           every option with its default (option groups shared with 05 and 06: examples/common/options.hpp).
 // Output:   progress lines, validation loss and perplexity, the ten continuations; OUT/report.md (loss
 //           curves and samples), OUT/tensorboard, OUT/log.jsonl, OUT/checkpoint.
+#include "checkpoint_files.hpp"
 #include "options.hpp"
 #include "prepare.hpp"
 #include "samples.hpp"
@@ -77,8 +78,19 @@ int train(const recipes::prepared_data& data, tl::trainer_options options, std::
     model_t model(seed);
     tl::shard_batches batches(train_shard, options.batch_size, options.seq_len, seed);
     options.special = {.bos = int(data.info.bos), .eos = int(data.info.eos), .pad = data.tok.token_to_id("<pad>")};
+    recipes::describe_checkpoints(
+        options, sampling,
+        {.title = title.substr(title.find(' ') + 1) + ", " + std::to_string(tl::parameter_count(Config::value)) +
+                  " parameters",
+         .description = "A small Llama-style decoder (RoPE, GQA, SwiGLU) pretrained from scratch on Russian novels: a "
+                        "course model, which writes Russian words and dialogue punctuation, not yet sense.",
+         .data = "107 public-domain Russian novels (docs/data.md), cleaned, split by novel into training and "
+                 "validation; a 3,000-token byte-level BPE tokenizer trained on the training part.",
+         .languages = {"ru"},
+         .example_prompt = "Сила войска зависит от его духа",
+         .recipe = "examples/04_russian_novels"});
     tl::trainer run(model, batches, val_tokens, options);
-    run.add_to_checkpoint = [&](const fs::path& dir) { fs::copy_file(data.tokenizer_json, dir / "tokenizer.json"); };
+    run.add_to_checkpoint = recipes::tokenizer_files(data.tok, Config::value.max_seq_len);
     tl::run_logger logger(options.out_dir, title, options.max_steps, run.restore());
     const double tokens = double(options.max_steps) * options.batch_size * options.seq_len * options.grad_accum;
     logger.summary("model", std::to_string(tl::parameter_count(Config::value)) + " parameters, backend " +

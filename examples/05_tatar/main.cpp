@@ -27,6 +27,7 @@
 // Output:   OUT/report.md (corpus, tokenizer, context in tokens and characters, the variants' validation
 //           losses, expert usage, samples), OUT/<variant>/{report.md,tensorboard,log.jsonl,checkpoint},
 //           OUT/model (the chosen checkpoint).
+#include "checkpoint_files.hpp"
 #include "options.hpp"
 #include "prepare.hpp"
 #include "samples.hpp"
@@ -346,10 +347,18 @@ variant_result train_variant(const std::string& name, const std::string& what, c
     model_t model(seed); // the same seed for every variant: same batches, comparable initial draws
     tl::shard_batches batches(train_shard, options.batch_size, options.seq_len, seed);
     options.special = {.bos = int(data.info.bos), .eos = int(data.info.eos), .pad = data.tok.token_to_id("<pad>")};
+    recipes::describe_checkpoints(
+        options, sampling,
+        {.title = "Tatar, " + name + " (" + what + ")",
+         .description = "A small decoder pretrained from scratch on Tatar text, one of the variants the 05_tatar "
+                        "recipe compares (dense, mixture of experts, sliding window) at equal compute.",
+         .data = "Tatar news and web sentences (Leipzig corpora collection, docs/tatar.md), cleaned, language-checked "
+                 "and deduplicated, with a byte-level BPE tokenizer trained on them.",
+         .languages = {"tt"},
+         .example_prompt = "Казан шәһәре",
+         .recipe = "examples/05_tatar"});
     tl::trainer run(model, batches, val_tokens, options);
-    run.add_to_checkpoint = [&](const fs::path& dir) {
-        fs::copy_file(data.dir / "tokenizer.json", dir / "tokenizer.json");
-    };
+    run.add_to_checkpoint = recipes::tokenizer_files(data.tok, c.max_seq_len);
     const long long stop = options.stop_at > 0 ? std::min(options.stop_at, options.max_steps) : options.max_steps;
     tl::run_logger logger(options.out_dir, "tinylm: Tatar, " + name + " (" + what + ")", stop, run.restore());
     const double tokens = double(stop) * double(options.batch_size * options.seq_len * options.grad_accum);

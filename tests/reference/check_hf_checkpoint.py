@@ -45,6 +45,29 @@ def main(root: Path) -> int:
             failed += not ok
             print(f"{folder.name}: AutoTokenizer ({type(tok).__name__}, {len(tok)} tokens) round-trips, "
                   f"generated {tok.decode(out[0][len(ids) + 1:])!r} {'OK' if ok else 'FAIL'}")
+        if (folder / "tokenizer_config.json").exists():
+            # The checkpoint's metadata (issue 17): special tokens known to AutoTokenizer, sampling defaults that
+            # generate() uses without arguments, a model card.
+            tok = AutoTokenizer.from_pretrained(folder)
+            gen = model.generation_config
+            checks = {
+                "bos": tok.bos_token == "<bos>" and tok.bos_token_id == model.config.bos_token_id,
+                "eos": tok.eos_token == "<eos>" and tok.eos_token_id == gen.eos_token_id,
+                "max_length": tok.model_max_length == model.config.max_position_embeddings,
+                "sampling defaults": gen.do_sample and gen.temperature == 0.8 and gen.top_k == 50
+                and gen.top_p == 0.95 and gen.repetition_penalty == 1.1,
+                "model card": "validation loss" in (folder / "README.md").read_text(encoding="utf-8"),
+            }
+            ids = tok("Сила войска зависит от его духа", return_tensors="pt")
+            samples = []
+            for seed in (1, 1, 2):
+                torch.manual_seed(seed)
+                samples.append(model.generate(**ids, max_new_tokens=12)[0].tolist())  # the saved defaults
+            checks["generate() samples"] = samples[0] == samples[1] and samples[0] != samples[2]
+            ok = all(checks.values())
+            failed += not ok
+            print(f"{folder.name}: tokenizer_config, generation_config, README: "
+                  + ", ".join(f"{k} {'ok' if v else 'FAIL'}" for k, v in checks.items()))
     return 1 if failed else 0
 
 

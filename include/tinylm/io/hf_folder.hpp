@@ -143,6 +143,42 @@ inline hf_generation_config read_generation_config(const std::filesystem::path& 
     return g;
 }
 
+// generation_config.json holding these defaults (what transformers' generate() and `tinylm generate` use); the
+// sampling fields only with do_sample, as transformers validates them.
+inline nlohmann::json generation_config_json(const hf_generation_config& g) {
+    nlohmann::json j{{"_from_model_config", false}};
+    if (g.bos_token_id >= 0) j["bos_token_id"] = g.bos_token_id;
+    if (g.eos_token_ids.size() == 1) j["eos_token_id"] = g.eos_token_ids.front();
+    if (g.eos_token_ids.size() > 1) j["eos_token_id"] = g.eos_token_ids;
+    if (g.pad_token_id >= 0) j["pad_token_id"] = g.pad_token_id;
+    j["do_sample"] = g.do_sample;
+    if (g.do_sample) {
+        j["temperature"] = g.temperature;
+        j["top_k"] = g.top_k;
+        j["top_p"] = g.top_p;
+        if (g.min_p > 0) j["min_p"] = g.min_p;
+    }
+    if (g.repetition_penalty != 1.0) j["repetition_penalty"] = g.repetition_penalty;
+    if (g.max_new_tokens > 0) j["max_new_tokens"] = g.max_new_tokens;
+    return j;
+}
+inline void write_generation_config(const std::filesystem::path& dir, const hf_generation_config& g) {
+    detail::write_text(dir / "generation_config.json", generation_config_json(g).dump(2) + "\n");
+}
+
+// Defaults that sample as `s` does (do_sample unless s is greedy), for `max_new_tokens` (0: not given).
+inline hf_generation_config sampling_defaults(const sampling_options& s, int max_new_tokens = 0) {
+    hf_generation_config g;
+    g.do_sample = s.temperature > 0;
+    g.temperature = s.temperature > 0 ? s.temperature : 1.0;
+    g.top_k = s.top_k;
+    g.top_p = s.top_p;
+    g.min_p = s.min_p;
+    g.repetition_penalty = s.repetition_penalty;
+    g.max_new_tokens = max_new_tokens;
+    return g;
+}
+
 // Everything in the folder but the weights.
 inline hf_folder read_hf_folder(const std::filesystem::path& dir) {
     hf_folder f;

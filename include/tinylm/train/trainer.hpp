@@ -16,6 +16,7 @@
 // stops the run with an error that points at the last good checkpoint; nothing is saved over it.
 #pragma once
 
+#include <tinylm/io/model_card.hpp>
 #include <tinylm/optim/adamw.hpp>
 #include <tinylm/optim/clip.hpp>
 #include <tinylm/optim/optimizer.hpp>
@@ -50,6 +51,10 @@ struct trainer_options {
     bool resume = true;                  // continue from out_dir / "checkpoint" when it exists
     special_token_ids special{};         // written into config.json
     bool gradient_checkpointing = false; // recompute each block's forward in backward (decoder.hpp)
+    // Written into every checkpoint when set: generation_config.json with these sampling defaults (bos/eos/pad ids
+    // from `special`), and a README.md model card with the run's steps and losses (io/model_card.hpp).
+    std::optional<hf_generation_config> generation{};
+    std::optional<model_card_info> card{};
 };
 
 struct step_report {
@@ -206,10 +211,36 @@ public:
 
     void save() {
         if (checkpoint_dir().empty()) return;
-        save_training_checkpoint(model_, opt_, state_, checkpoint_dir(), options_.special, add_to_checkpoint);
+        save_training_checkpoint(model_, opt_, state_, checkpoint_dir(), options_.special, [&](const fs::path& stage) {
+            if (add_to_checkpoint) add_to_checkpoint(stage);
+            if constexpr (!requires { requires Model::bert_layout; }) { // decoders: what generate() reads
+                hf_generation_config g = options_.generation.value_or(hf_generation_config{});
+                if (options_.generation) {
+                    g.bos_token_id = options_.special.bos;
+                    g.eos_token_ids.clear();
+                    if (options_.special.eos >= 0) g.eos_token_ids.push_back(options_.special.eos);
+                    g.pad_token_id = options_.special.pad;
+                    write_generation_config(stage, g);
+                }
+                if (options_.card) write_model_card(stage, g);
+            }
+        });
     }
 
 private:
+    void write_model_card(const fs::path& stage, const hf_generation_config& g) const {
+        model_card_training t{.steps = state_.step,
+                              .max_steps = options_.max_steps,
+                              .tokens_per_step = double(options_.batch_size * options_.seq_len * options_.grad_accum)};
+        if (state_.history.contains("last_train_loss"))
+            t.last_train_loss = state_.history["last_train_loss"].get<double>();
+        if (state_.history.contains("val_loss"))
+            for (const auto& v : state_.history["val_loss"])
+                if (v.is_array() && v.size() == 2 && v[1].is_number())
+                    t.validation.emplace_back(v[0].get<long long>(), v[1].get<double>());
+        detail::write_text(stage / "README.md", model_card_markdown(model_.config(), *options_.card, t, g));
+    }
+
     static Opt default_optimizer(Model& model, const trainer_options& options) {
         if constexpr (std::is_same_v<Opt, adamw>)
             return adamw(model.parameter_entries(), options.adamw);
