@@ -95,12 +95,8 @@ inline std::string tokenizer_config_json(const tokenizer& tok, const tokenizer_c
         fields["clean_up_tokenization_spaces"] = false;
         if (!opt.chat_template.empty()) fields["chat_template"] = opt.chat_template;
         // Keys in id order, as Python sorts the int keys before turning them into strings.
-        std::vector<const added_token*> added;
-        for (const auto& t : tok.added.tokens())
-            added.push_back(&t);
-        std::sort(added.begin(), added.end(), [](const added_token* a, const added_token* b) { return a->id < b->id; });
         ojson decoder = ojson::object();
-        for (const added_token* t : added)
+        for (const added_token* t : tok.added_tokens())
             decoder[std::to_string(t->id)] = {{"content", t->content},         {"lstrip", t->lstrip},
                                               {"normalized", t->normalized},   {"rstrip", t->rstrip},
                                               {"single_word", t->single_word}, {"special", t->special}};
