@@ -85,7 +85,7 @@ inline void init_new_rows(tensor_view<float> w, index_t n_old, new_row_init how,
             return "resize_vocabulary: subtoken_mean needs the pieces of each of the " + std::to_string(n_new - n_old) +
                    " new tokens; got " + std::to_string(o.pieces.size());
         });
-        std::vector<double> acc(std::size_t(d));
+        std::vector<double> acc(static_cast<std::size_t>(d));
         for (index_t r = n_old; r < n_new; ++r) {
             const auto& ids = o.pieces[std::size_t(r - n_old)];
             check(!ids.empty(), [&] {
@@ -106,7 +106,7 @@ inline void init_new_rows(tensor_view<float> w, index_t n_old, new_row_init how,
         return;
     }
     // hf_mean: the mean in double, then mean + sqrt(1e-9 / N) X_cᵀ u.
-    std::vector<double> mean(std::size_t(d), 0.0);
+    std::vector<double> mean(static_cast<std::size_t>(d), 0.0);
     for (index_t r = 0; r < n_old; ++r)
         for (index_t j = 0; j < d; ++j)
             mean[std::size_t(j)] += row(r)[j];
@@ -115,7 +115,7 @@ inline void init_new_rows(tensor_view<float> w, index_t n_old, new_row_init how,
     const bool noise = n_old > d; // otherwise Σ has rank < d: transformers takes the plain mean
     const double scale = std::sqrt(1e-9 / double(n_old));
     counter_rng rng(o.seed, stream);
-    std::vector<double> acc(std::size_t(d));
+    std::vector<double> acc(static_cast<std::size_t>(d));
     for (index_t r = n_old; r < n_new; ++r) {
         std::fill(acc.begin(), acc.end(), 0.0);
         if (noise)
@@ -158,8 +158,8 @@ void resize_vocabulary_into(const M& from, M& to, const vocab_resize_options& o 
     const model_config& b = to.config();
     const index_t n_old = a.vocab_size, n_new = b.vocab_size;
     check(n_new >= n_old, [&] {
-        return "resize_vocabulary: the new vocabulary (" + std::to_string(n_new) + ") is smaller than the current one (" +
-               std::to_string(n_old) + "); tinylm only grows a vocabulary";
+        return "resize_vocabulary: the new vocabulary (" + std::to_string(n_new) +
+               ") is smaller than the current one (" + std::to_string(n_old) + "); tinylm only grows a vocabulary";
     });
     check(a.tied_embeddings == b.tied_embeddings, [&] {
         return std::string("resize_vocabulary: the model has ") + (a.tied_embeddings ? "tied" : "untied") +
@@ -187,7 +187,8 @@ void resize_vocabulary_into(const M& from, M& to, const vocab_resize_options& o 
         const bool grows = (s.group == param_group::embedding || s.group == param_group::head) &&
                            s.value.dim(0) == n_old && t.value.dim(0) == n_new && n_new != n_old;
         if (!grows) {
-            check(s.value.numel() == t.value.numel(), [&] { return "resize_vocabulary: " + s.name + " differs in shape"; });
+            check(s.value.numel() == t.value.numel(),
+                  [&] { return "resize_vocabulary: " + s.name + " differs in shape"; });
             std::memcpy(t.value.data, s.value.data, std::size_t(s.value.numel()) * sizeof(float));
             continue;
         }
