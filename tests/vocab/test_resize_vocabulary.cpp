@@ -4,6 +4,9 @@
 // text tiny with the mean and larger with random rows; errors for bad resizes.
 #include "../support/errors.hpp"
 
+#include <tinylm/io/hf_checkpoint.hpp>
+#include <tinylm/io/safetensors.hpp>
+
 #include <tinylm/model/decoder.hpp>
 #include <tinylm/model/families.hpp>
 #include <tinylm/model/presets.hpp>
@@ -17,7 +20,9 @@
 #include <boost/test/unit_test.hpp>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -345,6 +350,46 @@ BOOST_AUTO_TEST_CASE(kl_before_after_is_tiny_with_the_mean) {
         BOOST_TEST(kl_mean >= 0.0);
         BOOST_TEST(kl_random > 3 * kl_mean);
     }
+}
+
+namespace {
+template <class Family>
+void export_resize(const std::filesystem::path& root, const std::string& name, bool tied) {
+    model_config c = small_config(300, tied);
+    c.qkv_bias = Family::value.qkv_bias;
+    c.init_std = 0.02; // transformers' initializer_range: noise ~6e-7 per element
+    decoder<Family> model(c, 12);
+    save_pretrained(model, root / name / "original");
+    vocab_resize_options o;
+    o.seed = 5;
+    const auto grown = tl::resize_vocabulary(model, 310, o);
+    save_pretrained(*grown, root / name / "resized");
+    o.mean_noise = false;
+    save_pretrained(*tl::resize_vocabulary(model, 310, o), root / name / "resized_mean");
+    const index_t B = 2, T = 12;
+    std::vector<token_t> ids(std::size_t(B * T));
+    std::vector<std::int64_t> ids64(ids.size());
+    counter_rng rng(3);
+    for (std::size_t i = 0; i < ids.size(); ++i)
+        ids64[i] = ids[i] = token_t(rng.below(300)); // old tokens only
+    std::vector<float> logits(std::size_t(B * T * 310));
+    grown->plan(B, T);
+    grown->logits(cview<token_t>{ids.data(), {B, T}}, tensor_view<float>{logits.data(), {B, T, 310}});
+    safetensors_writer w;
+    w.add<std::int64_t>("input_ids", cview<std::int64_t>{ids64.data(), {B, T}});
+    w.add<float>("logits", cview<float>{logits.data(), {B, T, 310}});
+    w.save(root / name / "expected.safetensors");
+}
+} // namespace
+
+// For tests/reference/vocab/check_resize.py (ctest -L torch: transformers_resize_matches_tinylm): a Llama-like
+// untied and a Qwen2-like tied model, before and after resize_vocabulary(310, hf_mean), and the resized
+// model's logits on old tokens.
+BOOST_AUTO_TEST_CASE(export_for_transformers_resize, *boost::unit_test::disabled()) {
+    const char* dir = std::getenv("TINYLM_RESIZE_EXPORT_DIR");
+    BOOST_TEST_REQUIRE(dir != nullptr, "set TINYLM_RESIZE_EXPORT_DIR");
+    export_resize<families::llama>(dir, "llama_untied", false);
+    export_resize<families::qwen2>(dir, "qwen2_tied", true);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

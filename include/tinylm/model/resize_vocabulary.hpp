@@ -51,6 +51,8 @@ struct vocab_resize_options {
     double random_std = 0;
     // The noise of hf_mean and the draws of random: one counter-based stream per matrix.
     std::uint64_t seed = 0;
+    // hf_mean without its noise: the plain mean (deterministic, what the parity test compares).
+    bool mean_noise = true;
 };
 
 namespace detail {
@@ -112,7 +114,7 @@ inline void init_new_rows(tensor_view<float> w, index_t n_old, new_row_init how,
             mean[std::size_t(j)] += row(r)[j];
     for (double& m : mean)
         m /= double(n_old);
-    const bool noise = n_old > d; // otherwise Σ has rank < d: transformers takes the plain mean
+    const bool noise = o.mean_noise && n_old > d; // n_old <= d: Σ has rank < d, transformers takes the plain mean
     const double scale = std::sqrt(1e-9 / double(n_old));
     counter_rng rng(o.seed, stream);
     std::vector<double> acc(static_cast<std::size_t>(d));
