@@ -11,6 +11,7 @@
 #include <tinylm/model/families.hpp>
 #include <tinylm/model/presets.hpp>
 #include <tinylm/model/resize_vocabulary.hpp>
+#include <tinylm/model/vocab_growth.hpp>
 #include <tinylm/optim/adamw.hpp>
 #include <tinylm/optim/clip.hpp>
 #include <tinylm/optim/schedule.hpp>
@@ -350,6 +351,83 @@ BOOST_AUTO_TEST_CASE(kl_before_after_is_tiny_with_the_mean) {
         BOOST_TEST(kl_mean >= 0.0);
         BOOST_TEST(kl_random > 3 * kl_mean);
     }
+}
+
+BOOST_AUTO_TEST_CASE(stages_set_what_trains) {
+    for (bool tied : {false, true}) {
+        model_t model(small_config(310, tied), 1);
+        const std::vector<token_t> new_ids = {300, 305, 309};
+        auto trainable_groups = [&] {
+            std::vector<std::string> names;
+            for (const auto& e : model.trainable_entries())
+                names.push_back(e.name + (e.row_mask ? "[rows]" : ""));
+            return names;
+        };
+        tl::set_vocab_stage(model, vocab_stage::new_rows, new_ids);
+        std::vector<std::string> want = {"model.embed_tokens.weight[rows]"};
+        if (!tied) want.push_back("lm_head.weight[rows]");
+        BOOST_TEST(trainable_groups() == want, boost::test_tools::per_element());
+        for (const auto& e : model.trainable_entries()) {
+            BOOST_TEST(std::count(e.row_mask->begin(), e.row_mask->end(), 1) == 3);
+            BOOST_TEST((*e.row_mask)[305] == 1);
+        }
+        tl::set_vocab_stage(model, vocab_stage::embeddings_and_head, new_ids);
+        want = {"model.embed_tokens.weight"};
+        if (!tied) want.push_back("lm_head.weight");
+        BOOST_TEST(trainable_groups() == want, boost::test_tools::per_element());
+        tl::set_vocab_stage(model, vocab_stage::all, new_ids);
+        BOOST_TEST(model.trainable_entries().size() == model.parameter_entries().size());
+        for (const auto& e : model.trainable_entries())
+            BOOST_TEST(e.row_mask == nullptr);
+        const std::vector<token_t> outside = {310};
+        BOOST_TEST(error_of([&] {
+                       tl::set_vocab_stage(model, vocab_stage::new_rows, outside);
+                   }).find("new token id 310 is outside the vocabulary of 310") != std::string::npos);
+    }
+}
+
+// Stage 1 through the staging helper on texts with the new words: their perplexity falls and the model gives the
+// new tokens more probability; a new token started as the mean of one piece is nearest to that piece.
+BOOST_AUTO_TEST_CASE(stage_one_learns_the_new_words_and_diagnostics) {
+    tokenizer tok = small_tokenizer();
+    const tokenizer before_tok = tok;
+    const std::vector<std::string> words = {"Гринёв", "Симбирской", "младенчестве"};
+    model_t model(small_config(index_t(before_tok.vocab_size()), false), 8);
+    train(model, before_tok.encode(train_text), 40, 1e-2);
+    const auto new_ids = tl::add_tokens(tok, words);
+    vocab_resize_options o;
+    o.embedding_init = new_row_init::subtoken_mean;
+    o.head_init = new_row_init::hf_mean;
+    for (const auto& w : words)
+        o.pieces.push_back(before_tok.encode(w));
+    o.pieces[2] = {o.pieces[2].front()}; // one piece: the new row equals that piece's row
+    auto grown = tl::resize_vocabulary(model, index_t(tok.vocab_size()), o);
+    const index_t n_old = model.config().vocab_size;
+
+    const auto near = tl::nearest_tokens(*grown, new_ids[2], 3, token_side::input, n_old);
+    BOOST_TEST_REQUIRE(near.size() == 3u);
+    BOOST_TEST(near[0].first == o.pieces[2].front());
+    BOOST_TEST(near[0].second > 0.999999);
+    BOOST_TEST(near[1].second <= near[0].second);
+    BOOST_TEST(tl::token_cosine(*grown, new_ids[0], new_ids[0], token_side::output) == 1.0,
+               boost::test_tools::tolerance(1e-12));
+
+    const auto with_words = tok.encode(train_text);
+    const double ppl_before = tl::perplexity(*grown, with_words, 32);
+    const double mass_before = tl::new_token_mass(*grown, with_words, 32, token_t(n_old));
+    tl::set_vocab_stage(*grown, vocab_stage::new_rows, new_ids);
+    train(*grown, with_words, 30, 1e-2);
+    const double ppl_after = tl::perplexity(*grown, with_words, 32);
+    const double mass_after = tl::new_token_mass(*grown, with_words, 32, token_t(n_old));
+    BOOST_TEST_MESSAGE("stage 1: perplexity " << ppl_before << " -> " << ppl_after << ", new-token mass " << mass_before
+                                              << " -> " << mass_after);
+    BOOST_TEST(ppl_after < ppl_before);
+    BOOST_TEST(mass_after > mass_before);
+    // The old tokens' rows did not move: KL on text without the new words comes only from the new tokens' mass.
+    const auto held_out = tok.encode(held_out_text);
+    const double kl = tl::mean_kl(model, *grown, held_out, 32);
+    BOOST_TEST_MESSAGE("KL(before || after stage 1) on held-out text " << kl);
+    BOOST_TEST(kl < 0.05); // only the new tokens took probability (0.004 here)
 }
 
 namespace {
