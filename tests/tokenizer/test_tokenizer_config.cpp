@@ -138,6 +138,16 @@ BOOST_AUTO_TEST_CASE(save_tokenizer_folder_round_trips) {
     BOOST_TEST(fs::exists(d.path / "nested" / "chat_template.jinja"));
 }
 
+BOOST_AUTO_TEST_CASE(special_tokens_from_ids_gives_the_same_file) {
+    const auto c = config_cases()[1]; // bos <s> (1), eos </s> (2), unk <unk> (0)
+    const tl::tokenizer tok = load(c.tokenizer_file);
+    tl::tokenizer_config_options o;
+    tl::special_tokens_from_ids(o, tok, 1, 2, -1, 0);
+    BOOST_TEST(tl::tokenizer_config_json(tok, o) == tl::tokenizer_config_json(tok, c.options));
+    BOOST_TEST(error_of([&] { tl::special_tokens_from_ids(o, tok, 1, 100000); }).find("outside the vocabulary") !=
+               std::string::npos);
+}
+
 BOOST_AUTO_TEST_CASE(errors_name_the_field) {
     const tl::tokenizer tok = load("trained_byte_level.json");
     tl::tokenizer_config_options opt;

@@ -95,7 +95,7 @@ nlohmann::ordered_json describe(const info_flags& f) {
     if (folder.tokenizer) {
         const tl::tokenizer& t = *folder.tokenizer;
         out["tokenizer"] = {
-            {"tokens", t.vocab_size()}, {"added_tokens", t.added.tokens().size()}, {"byte_level", t.model.byte_level}};
+            {"tokens", t.vocab_size()}, {"added_tokens", t.added_tokens().size()}, {"byte_level", t.model.byte_level}};
     } else {
         out["tokenizer"] = nullptr;
     }

@@ -67,15 +67,19 @@ struct json_reader {
                  "an entry of \"added_tokens\" lacks an integer \"id\" or a string \"content\"");
             const auto id = a["id"].get<std::int64_t>();
             need(id >= 0 && id < (1 << 24), "added token id " + std::to_string(id) + " is out of range");
-            need(!bool_field(a, "lstrip", false) && !bool_field(a, "rstrip", false) &&
-                     !bool_field(a, "single_word", false),
-                 "added token " + a["content"].get<std::string>() + ": lstrip/rstrip/single_word are not supported");
             const auto content = a["content"].get<std::string>();
             need(!content.empty(), "added token " + std::to_string(id) + " has empty content");
             need(unicode::find_invalid(content) == std::string::npos,
                  "added token " + std::to_string(id) + " is not valid UTF-8");
-            f(added_token{content, static_cast<token_t>(id), bool_field(a, "special", false),
-                          bool_field(a, "normalized", false)});
+            added_token t;
+            t.content = content;
+            t.id = static_cast<token_t>(id);
+            t.special = bool_field(a, "special", false);
+            t.normalized = bool_field(a, "normalized", false); // files written by `tokenizers` always have it
+            t.single_word = bool_field(a, "single_word", false);
+            t.lstrip = bool_field(a, "lstrip", false);
+            t.rstrip = bool_field(a, "rstrip", false);
+            f(t);
         }
     }
 
@@ -305,8 +309,15 @@ struct json_reader {
                      "added token " + t.content + " has id " + std::to_string(t.id) +
                          ", which the model gives to another token");
             }
-            need(tok.added.find(t.id) == nullptr, "added token id " + std::to_string(t.id) + " appears twice");
-            tok.added.add(t);
+            need(tok.find_added(t.id) == nullptr, "added token id " + std::to_string(t.id) + " appears twice");
+            if (t.normalized) {
+                // Matched in normalised text by its normalised content, as `tokenizers` builds its trie.
+                std::string pattern = tok.norm.apply(t.content);
+                need(!pattern.empty(), "added token " + t.content + " normalises to nothing");
+                tok.added_normalized.add(t, std::move(pattern));
+            } else {
+                tok.added.add(t);
+            }
         });
         post_processor(root.value("post_processor", json()), tok);
         return tok;
@@ -358,14 +369,14 @@ inline std::string to_tokenizer_json(const tokenizer& tok, const json_write_opti
     root["truncation"] = nullptr;
     root["padding"] = nullptr;
     ojson added = ojson::array();
-    for (const auto& t : tok.added.tokens())
-        added.push_back({{"id", t.id},
-                         {"content", t.content},
-                         {"single_word", false},
-                         {"lstrip", false},
-                         {"rstrip", false},
-                         {"normalized", t.normalized},
-                         {"special", t.special}});
+    for (const added_token* t : tok.added_tokens())
+        added.push_back({{"id", t->id},
+                         {"content", t->content},
+                         {"single_word", t->single_word},
+                         {"lstrip", t->lstrip},
+                         {"rstrip", t->rstrip},
+                         {"normalized", t->normalized},
+                         {"special", t->special}});
     root["added_tokens"] = added;
 
     ojson norms = ojson::array();

@@ -123,7 +123,11 @@ public:
     normalizer norm;
     pre_tokenizer pre;
     bpe_model model;
-    added_vocabulary added;
+    // Added tokens matched in the raw text before normalisation (special tokens, and any with normalized: false),
+    // and those matched in each normalised stretch between them (normalized: true; their pattern is the
+    // normalizer's output for their content), as Hugging Face `tokenizers` does. tokenizer/add_tokens.hpp adds
+    // tokens to the right one.
+    added_vocabulary added, added_normalized;
     token_decoder dec;
     // Post-processor (single sequence): tokens put before and after the text when add_special_tokens.
     std::vector<token_t> prefix_tokens, suffix_tokens;
@@ -131,18 +135,38 @@ public:
     // Total vocabulary: model tokens and added tokens (ids are dense from 0).
     std::size_t vocab_size() const {
         std::size_t n = model.tokens.size();
-        for (const auto& t : added.tokens())
-            n = std::max(n, static_cast<std::size_t>(t.id) + 1);
+        for (const auto* v : {&added, &added_normalized})
+            for (const auto& t : v->tokens())
+                n = std::max(n, static_cast<std::size_t>(t.id) + 1);
         return n;
     }
 
+    // The added token with this id or content (either kind), or nullptr.
+    const added_token* find_added(token_t id) const {
+        if (const added_token* t = added.find(id)) return t;
+        return added_normalized.find(id);
+    }
+    const added_token* find_added(std::string_view content) const {
+        if (const added_token* t = added.find(content)) return t;
+        return added_normalized.find(content);
+    }
+    // Every added token, by id.
+    std::vector<const added_token*> added_tokens() const {
+        std::vector<const added_token*> all;
+        for (const auto* v : {&added, &added_normalized})
+            for (const auto& t : v->tokens())
+                all.push_back(&t);
+        std::sort(all.begin(), all.end(), [](const added_token* a, const added_token* b) { return a->id < b->id; });
+        return all;
+    }
+
     token_t token_to_id(std::string_view token) const {
-        if (const added_token* t = added.find(token)) return t->id;
+        if (const added_token* t = find_added(token)) return t->id;
         return model.find(token);
     }
     // The bytes of a token (the added token's content for added tokens).
     std::string_view id_to_bytes(token_t id) const {
-        if (const added_token* t = added.find(id)) return t->content;
+        if (const added_token* t = find_added(id)) return t->content;
         check(id >= 0 && static_cast<std::size_t>(id) < model.tokens.size(), [&] {
             return "decode: token id " + std::to_string(id) + " is outside the vocabulary of " +
                    std::to_string(vocab_size());
@@ -233,8 +257,11 @@ public:
     // an added token's content (nothing for a special one with skip_special), a fallback byte, or the
     // model's bytes. decode() is finish() over these bytes; tl::stream_decoder streams them.
     void append_token_bytes(token_t id, std::string& out, bool skip_special = false) const {
-        if (const added_token* t = added.find(id)) {
-            if (!(skip_special && t->special)) out += t->content;
+        if (const added_token* t = find_added(id)) {
+            // tokenizers decodes a normalized added token as its normalised content (Llama: "▁word").
+            if (!(skip_special && t->special))
+                append_added(out, t->normalized && added_normalized.find(id) == t ? added_normalized.pattern(id)
+                                                                                  : std::string_view(t->content));
             return;
         }
         const std::string_view bytes = id_to_bytes(id);
@@ -248,6 +275,16 @@ public:
     }
 
 private:
+    // Hugging Face's ByteLevel decoder turns an added token whose characters are all in the byte-level alphabet
+    // into the bytes they stand for (so "Ġx" gives " x"); any other content is kept as it is.
+    void append_added(std::string& text, std::string_view content) const {
+        thread_local std::string bytes;
+        if (model.byte_level && byte_level_map::get().decode(content, bytes))
+            text += bytes;
+        else
+            text += content;
+    }
+
     void encode_unchecked(std::string_view text, std::vector<token_t>& out, encode_cache* cache) const {
         added.split(
             text, [&](std::string_view piece) { encode_piece(piece, out, cache); },
@@ -255,6 +292,14 @@ private:
     }
 
     void encode_piece(std::string_view piece, std::vector<token_t>& out, encode_cache* cache) const {
+        if (!added_normalized.empty()) {
+            // Normalise, find the normalized added tokens, then pre-tokenize each stretch between them.
+            const std::string s = norm.empty() ? std::string(piece) : norm.apply(piece);
+            added_normalized.split(
+                s, [&](std::string_view part) { encode_pretokenized(part, out, cache); },
+                [&](token_t id) { out.push_back(id); });
+            return;
+        }
         if (norm.empty() && !pre.metaspace_replace) {
             encode_normalized(piece, out, cache);
             return;
@@ -273,11 +318,17 @@ private:
             }
             return;
         }
-        std::string s = norm.apply(piece);
-        if (pre.metaspace_replace) {
-            s = metaspace_replace(s, false);
-            if (pre.metaspace_prepend && !s.empty() && !s.starts_with(metaspace)) s.insert(0, metaspace);
+        encode_pretokenized(norm.apply(piece), out, cache);
+    }
+
+    // Normalised text through the metaspace pre-tokenizer (when there is one), the splitting and the model.
+    void encode_pretokenized(std::string_view normalized, std::vector<token_t>& out, encode_cache* cache) const {
+        if (!pre.metaspace_replace) {
+            encode_normalized(normalized, out, cache);
+            return;
         }
+        std::string s = metaspace_replace(normalized, false);
+        if (pre.metaspace_prepend && !s.empty() && !s.starts_with(metaspace)) s.insert(0, metaspace);
         encode_normalized(s, out, cache);
     }
 

@@ -51,6 +51,21 @@ struct tokenizer_config_options {
     tokenizer_config_style style = tokenizer_config_style::transformers5;
 };
 
+// Sets the special tokens of `o` from ids (-1: none), e.g. a checkpoint's special_token_ids
+// (io/hf_config.hpp); an id outside the vocabulary is a tl::error.
+inline tokenizer_config_options& special_tokens_from_ids(tokenizer_config_options& o, const tokenizer& tok, token_t bos,
+                                                         token_t eos, token_t pad = -1, token_t unk = -1) {
+    auto text = [&](token_t id) -> std::optional<std::string> {
+        if (id < 0) return std::nullopt;
+        return std::string(tok.id_to_bytes(id));
+    };
+    o.bos = text(bos);
+    o.eos = text(eos);
+    o.pad = text(pad);
+    o.unk = text(unk);
+    return o;
+}
+
 // transformers' VERY_LARGE_INTEGER, int(1e30), as Python prints it.
 inline constexpr std::string_view hf_no_length_limit = "1000000000000000019884624838656";
 
@@ -95,12 +110,8 @@ inline std::string tokenizer_config_json(const tokenizer& tok, const tokenizer_c
         fields["clean_up_tokenization_spaces"] = false;
         if (!opt.chat_template.empty()) fields["chat_template"] = opt.chat_template;
         // Keys in id order, as Python sorts the int keys before turning them into strings.
-        std::vector<const added_token*> added;
-        for (const auto& t : tok.added.tokens())
-            added.push_back(&t);
-        std::sort(added.begin(), added.end(), [](const added_token* a, const added_token* b) { return a->id < b->id; });
         ojson decoder = ojson::object();
-        for (const added_token* t : added)
+        for (const added_token* t : tok.added_tokens())
             decoder[std::to_string(t->id)] = {{"content", t->content},         {"lstrip", t->lstrip},
                                               {"normalized", t->normalized},   {"rstrip", t->rstrip},
                                               {"single_word", t->single_word}, {"special", t->special}};
