@@ -4,6 +4,7 @@
 //   03_corpus --input tatar/song_lyrics.txt --alphabet tatar --keep-lang tt
 //             --langid-train tt=tatar/ntrex128.tat.txt --langid-train ru=tatar/ntrex128.rus.txt
 //   03_corpus --shards --context 256            # also train.bin / val.bin (byte-level placeholder tokenizer)
+//   03_corpus --shards --tokenizer tokenizers/qwen3/tokenizer.json   # ... with a model's tokenizer.json
 //
 // The data dir is --data-dir, else $TINYLM_DATA_DIR, else ../shared/data (or ../../, ../../../ as in
 // docs/data.md). Output goes to --out: clean.jsonl (one kept paragraph per line: doc, source, text),
@@ -14,6 +15,7 @@
 #include <tinylm/data/reader.hpp>
 #include <tinylm/data/shards.hpp>
 #include <tinylm/data/stats.hpp>
+#include <tinylm/data/tokenizer_file.hpp>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
@@ -48,7 +50,8 @@ int main(int argc, char** argv) try {
     app.option_defaults()->always_capture_default(); // --help prints every default
     std::string data_dir_flag, format = "text", field = "text", paragraphs = "auto", alpha = "russian";
     std::vector<std::string> inputs, langid_train, keep_lang;
-    std::string out = "corpus_out";
+    std::string out = "corpus_out", tokenizer_file;
+    document_token_names doc_tokens;
     int threads = 2;
     bool no_dedup = false, no_punct = false, shards = false;
     double near_threshold = dedup_options{}.threshold, val_fraction = 0.05;
@@ -70,6 +73,11 @@ int main(int argc, char** argv) try {
     app.add_option("--threads", threads, "threads for the paragraph-local stages");
     app.add_option("--out", out, "output folder");
     app.add_flag("--shards", shards, "also write train.bin and val.bin (byte-level placeholder tokenizer)");
+    app.add_option("--tokenizer", tokenizer_file,
+                   "tokenizer.json for the shards (Qwen, Llama-2, ...; relative paths also under the data dir); "
+                   "copied to OUT/tokenizer.json");
+    app.add_option("--bos", doc_tokens.bos, "document start token for the shards (default: found by name)");
+    app.add_option("--eos", doc_tokens.eos, "document end token for the shards (default: found by name)");
     app.add_option("--context", context, "tokens per chunk, <bos> and <eos> included");
     app.add_option("--val-fraction", val_fraction, "share of documents in val.bin");
     CLI11_PARSE(app, argc, argv);
@@ -164,18 +172,37 @@ int main(int argc, char** argv) try {
     if (shards) {
         jsonl_reader cleaned({fs::path(out) / "clean.jsonl"}, "text", true, "doc");
         document_reader docs(cleaned);
-        const tokenizer_info tok{.hash = 0xb17e5ull, .bos = 256, .eos = 257, .vocab_size = 258};
         const auto t1 = std::chrono::steady_clock::now();
-        const auto sum =
-            write_shards([&](document& d) { return docs.next(d); }, byte_encoder{}, tok, fs::path(out) / "train.bin",
-                         fs::path(out) / "val.bin",
-                         {.chunk = {.context = context}, .val_fraction = val_fraction, .threads = threads});
+        shard_options so;
+        so.chunk.context = context;
+        so.val_fraction = val_fraction;
+        so.threads = threads;
+        const auto next = [&](document& d) { return docs.next(d); };
+        shard_summary sum;
+        std::string what = "byte-level placeholder tokenizer";
+        if (tokenizer_file.empty()) {
+            const tokenizer_info tok{.hash = 0xb17e5ull, .bos = 256, .eos = 257, .vocab_size = 258};
+            sum = write_shards(next, byte_encoder{}, tok, fs::path(out) / "train.bin", fs::path(out) / "val.bin", so);
+        } else {
+            fs::path file = tokenizer_file;
+            if (!fs::exists(file) && fs::exists(data_dir / file)) file = data_dir / file;
+            const shard_tokenizer st = shard_tokenizer::load(file, doc_tokens);
+            so.chunk = st.chunking(context);
+            so.dtype = st.dtype();
+            copy_tokenizer_file(file, fs::path(out) / "tokenizer.json");
+            sum = write_shards(next, st, st.info(), fs::path(out) / "train.bin", fs::path(out) / "val.bin", so);
+            const auto& t = st.tokenizer();
+            what = file.string() + ": " + std::to_string(t.vocab_size()) + " tokens, " +
+                   (so.dtype == token_dtype::u16 ? "16" : "32") + "-bit shards, documents " +
+                   (st.has_bos() ? std::string(t.id_to_bytes(tl::token_t(st.info().bos))) + " ... " : "... ") +
+                   std::string(t.id_to_bytes(tl::token_t(st.info().eos)));
+        }
         std::printf("shards    train %llu docs, %llu chunks, %llu tokens; val %llu docs, %llu chunks, %llu tokens "
-                    "(%.2f s, byte-level placeholder tokenizer)\n",
+                    "(%.2f s, %s)\n",
                     (unsigned long long)sum.train_docs, (unsigned long long)sum.train_chunks,
                     (unsigned long long)sum.train_tokens, (unsigned long long)sum.val_docs,
                     (unsigned long long)sum.val_chunks, (unsigned long long)sum.val_tokens,
-                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count());
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count(), what.c_str());
     }
     return 0;
 } catch (const std::exception& e) {
