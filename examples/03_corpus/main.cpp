@@ -5,12 +5,15 @@
 //             --langid-train tt=tatar/ntrex128.tat.txt --langid-train ru=tatar/ntrex128.rus.txt
 //   03_corpus --shards --context 256            # also train.bin / val.bin (byte-level placeholder tokenizer)
 //   03_corpus --shards --tokenizer tokenizers/qwen3/tokenizer.json   # ... with a model's tokenizer.json
+//   03_corpus --export-nanogpt DIR --out OUT    # OUT/{train,val}.bin -> nanoGPT's DIR/{train,val}.bin + meta.json
+//   03_corpus --import-nanogpt DIR --out OUT    # and back (without --shards, neither step cleans anything)
 //
 // The data dir is --data-dir, else $TINYLM_DATA_DIR, else ../shared/data (or ../../, ../../../ as in
 // docs/data.md). Output goes to --out: clean.jsonl (one kept paragraph per line: doc, source, text),
 // report.md, report.json and three SVG plots.
 #include <tinylm/core/data_dir.hpp>
 #include <tinylm/data/langid.hpp>
+#include <tinylm/data/nanogpt.hpp>
 #include <tinylm/data/pipeline.hpp>
 #include <tinylm/data/reader.hpp>
 #include <tinylm/data/shards.hpp>
@@ -50,7 +53,7 @@ int main(int argc, char** argv) try {
     app.option_defaults()->always_capture_default(); // --help prints every default
     std::string data_dir_flag, format = "text", field = "text", paragraphs = "auto", alpha = "russian";
     std::vector<std::string> inputs, langid_train, keep_lang;
-    std::string out = "corpus_out", tokenizer_file;
+    std::string out = "corpus_out", tokenizer_file, export_nanogpt_dir, import_nanogpt_dir;
     document_token_names doc_tokens;
     int threads = 2;
     bool no_dedup = false, no_punct = false, shards = false;
@@ -76,6 +79,11 @@ int main(int argc, char** argv) try {
     app.add_option("--tokenizer", tokenizer_file,
                    "tokenizer.json for the shards (Qwen, Llama-2, ...; relative paths also under the data dir); "
                    "copied to OUT/tokenizer.json");
+    app.add_option("--export-nanogpt", export_nanogpt_dir,
+                   "write OUT's shards as nanoGPT's DIR/train.bin, val.bin (uint16, uint32 for vocabularies over "
+                   "65536) and meta.json");
+    app.add_option("--import-nanogpt", import_nanogpt_dir,
+                   "read nanoGPT's DIR/train.bin, val.bin and meta.json into OUT/train.bin, val.bin");
     app.add_option("--bos", doc_tokens.bos, "document start token for the shards (default: found by name)");
     app.add_option("--eos", doc_tokens.eos, "document end token for the shards (default: found by name)");
     app.add_option("--context", context, "tokens per chunk, <bos> and <eos> included");
@@ -83,6 +91,28 @@ int main(int argc, char** argv) try {
     CLI11_PARSE(app, argc, argv);
 
     const fs::path data_dir = tl::find_data_dir(data_dir_flag);
+    const auto export_import = [&] {
+        if (!export_nanogpt_dir.empty()) {
+            const auto m = export_nanogpt(fs::path(out) / "train.bin", fs::path(out) / "val.bin", export_nanogpt_dir);
+            if (fs::exists(fs::path(out) / "tokenizer.json"))
+                copy_tokenizer_file(fs::path(out) / "tokenizer.json", fs::path(export_nanogpt_dir) / "tokenizer.json");
+            std::printf("nanogpt   %s/{train,val}.bin: %llu + %llu %s tokens, vocabulary %u; meta.json\n",
+                        export_nanogpt_dir.c_str(), (unsigned long long)m.train_tokens,
+                        (unsigned long long)m.val_tokens, to_string(m.dtype), m.vocab_size);
+        }
+        if (!import_nanogpt_dir.empty()) {
+            const auto m = import_nanogpt(import_nanogpt_dir, fs::path(out) / "train.bin", fs::path(out) / "val.bin");
+            std::printf("imported  %s -> %s/{train,val}.bin: %llu + %llu tokens, vocabulary %u\n",
+                        import_nanogpt_dir.c_str(), out.c_str(), (unsigned long long)m.train_tokens,
+                        (unsigned long long)m.val_tokens, m.vocab_size);
+        }
+    };
+    tl::check(import_nanogpt_dir.empty() || (!shards && export_nanogpt_dir.empty()),
+              "--import-nanogpt writes OUT's shards: give it without --shards and --export-nanogpt");
+    if (!shards && (!export_nanogpt_dir.empty() || !import_nanogpt_dir.empty())) {
+        export_import();
+        return 0;
+    }
     std::vector<fs::path> in;
     for (const auto& i : inputs)
         in.emplace_back(fs::exists(i) || !fs::exists(data_dir / i) ? fs::path(i) : data_dir / i);
@@ -203,6 +233,7 @@ int main(int argc, char** argv) try {
                     (unsigned long long)sum.train_tokens, (unsigned long long)sum.val_docs,
                     (unsigned long long)sum.val_chunks, (unsigned long long)sum.val_tokens,
                     std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count(), what.c_str());
+        export_import();
     }
     return 0;
 } catch (const std::exception& e) {
