@@ -5,6 +5,7 @@
 //             --langid-train tt=tatar/ntrex128.tat.txt --langid-train ru=tatar/ntrex128.rus.txt
 //   03_corpus --shards --context 256            # also train.bin / val.bin (byte-level placeholder tokenizer)
 //   03_corpus --shards --tokenizer tokenizers/qwen3/tokenizer.json   # ... with a model's tokenizer.json
+//   03_corpus --input wiki.jsonl --format jsonl --wiki                # wiki40b / wikitext markup out first
 //   03_corpus --export-nanogpt DIR --out OUT    # OUT/{train,val}.bin -> nanoGPT's DIR/{train,val}.bin + meta.json
 //   03_corpus --import-nanogpt DIR --out OUT    # and back (without --shards, neither step cleans anything)
 //
@@ -56,7 +57,7 @@ int main(int argc, char** argv) try {
     std::string out = "corpus_out", tokenizer_file, export_nanogpt_dir, import_nanogpt_dir;
     document_token_names doc_tokens;
     int threads = 2;
-    bool no_dedup = false, no_punct = false, shards = false;
+    bool no_dedup = false, no_punct = false, shards = false, wiki = false;
     double near_threshold = dedup_options{}.threshold, val_fraction = 0.05;
     std::size_t min_letters = 2, context = 512, langid_min_letters = 1;
     app.add_option("--data-dir", data_dir_flag, "data folder (default: $TINYLM_DATA_DIR, else ../shared/data)");
@@ -70,6 +71,7 @@ int main(int argc, char** argv) try {
     app.add_option("--keep-lang", keep_lang, "languages the language filter keeps");
     app.add_option("--langid-min-letters", langid_min_letters, "shorter sentences are kept without a decision");
     app.add_option("--min-letters", min_letters, "sentences with fewer letters are dropped");
+    app.add_flag("--wiki", wiki, "remove Wikipedia markup first (wiki40b markers, templates, links, entities)");
     app.add_flag("--no-dedup", no_dedup, "skip exact and near-duplicate removal");
     app.add_flag("--no-punct", no_punct, "skip punctuation normalisation");
     app.add_option("--near-threshold", near_threshold, "near-duplicate Jaccard threshold");
@@ -130,6 +132,7 @@ int main(int argc, char** argv) try {
     clean_options opt;
     opt.allowed = alphabet::preset(alpha);
     opt.punctuation = !no_punct;
+    opt.wiki = wiki;
     opt.min_letters = min_letters;
     opt.dedup.exact = opt.dedup.near = !no_dedup;
     opt.dedup.threshold = near_threshold;
