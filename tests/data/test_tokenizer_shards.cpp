@@ -44,7 +44,7 @@ std::vector<document> cleaned_documents() {
     vector_reader extra(
         {"Кошка сидела на окне. Шёл 1984 год, и было 23 °C.",
          "Mixed text: naïve café, 東京 and 🙂 emoji. «Ёлки-палки», — сказал он.",
-         "Ещё один документ. Он короткий."},
+         "Ещё один документ. Он короткий.", "Токены <|endoftext|>, <s> и </s> в тексте остаются текстом."},
         "extra");
     c.run(extra, sink);
     BOOST_TEST_REQUIRE(docs.size() >= 4u);
@@ -107,8 +107,9 @@ std::vector<std::uint32_t> without_boundaries(const std::vector<std::vector<std:
 }
 
 // Every document is one chunk with a large context: each decodes to its cleaned paragraphs, one per line, and
-// holds the ids of the whole document encoded at once (what the model's own tokenizer gives for it). Small
-// chunks hold the same token stream.
+// holds the ids of the whole document encoded at once (what the model's own tokenizer gives for it, special
+// tokens spelled in the text encoded as text: no <bos>/<eos> inside a chunk). Small chunks hold the same token
+// stream.
 void check_round_trip(const shard_tokenizer& st, const std::string& name) {
     const auto docs = cleaned_documents();
     const fs::path dir = scratch(name);
@@ -120,7 +121,9 @@ void check_round_trip(const shard_tokenizer& st, const std::string& name) {
         const bool v = is_validation(d.id, 0.4);
         const auto& chunk = v ? val.at(vi++) : train.at(ti++);
         BOOST_TEST(st.decode_chunk(chunk) == joined(d), name << " " << d.id);
-        const auto whole = st.tokenizer().encode(joined(d));
+        const auto whole = st.ordinary().encode(joined(d));
+        for (std::size_t k = 1; k + 1 < chunk.size(); ++k)
+            BOOST_TEST_REQUIRE((chunk[k] != st.info().eos && chunk[k] != st.info().bos));
         const auto inner = without_boundaries({chunk}, st);
         BOOST_TEST(std::vector<std::uint32_t>(whole.begin(), whole.end()) == inner, name << " " << d.id);
     }

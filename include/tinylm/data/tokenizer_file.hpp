@@ -15,7 +15,9 @@
 // Paragraphs after a document's first are encoded as the continuation of the text before them: tokenizers
 // that prepend "▁" to their input (Llama's Prepend normalizer, Metaspace with prepend_scheme "always") do so
 // only once per document, as when the whole document is encoded at once, so a chunk decodes back to its text.
-// Vocabularies above 65,536 entries (Qwen: 151,669) need 32-bit shards (dtype()).
+// Special tokens spelled out in the text ("<|endoftext|>" in a page about tokenizers) are encoded as ordinary
+// text, as nanoGPT's prepare.py does with tiktoken's encode_ordinary: only the shard's own <bos>/<eos> mark
+// documents. Vocabularies above 65,536 entries (Qwen: 151,669) need 32-bit shards (dtype()).
 #pragma once
 
 #include <tinylm/core/error.hpp>
@@ -93,12 +95,17 @@ public:
         has_bos_ = bos >= 0;
         info_.eos = static_cast<std::uint32_t>(eos);
         info_.bos = static_cast<std::uint32_t>(has_bos_ ? bos : eos);
+        tl::tokenizer ordinary = t; // special tokens are not matched in the text
+        ordinary.added = {};
+        for (const added_token& a : t.added.tokens())
+            if (!a.special) ordinary.added.add(a);
         if (!t.norm.prepend.empty() || t.pre.metaspace_prepend) {
-            tl::tokenizer cont = t;
+            tl::tokenizer cont = ordinary;
             cont.norm.prepend.clear();
             cont.pre.metaspace_prepend = false;
             continuation_ = std::make_shared<const tl::tokenizer>(std::move(cont));
         }
+        ordinary_ = std::make_shared<const tl::tokenizer>(std::move(ordinary));
     }
 
     // Loads a tokenizer.json; the shard hash is FNV-1a over the file.
@@ -108,6 +115,8 @@ public:
     }
 
     const tl::tokenizer& tokenizer() const { return *first_; }
+    // The tokenizer that encodes a document's first paragraph: tokenizer() without its special tokens.
+    const tl::tokenizer& ordinary() const { return *ordinary_; }
     const tokenizer_info& info() const { return info_; }
     bool has_bos() const { return has_bos_; }
     // Whether later paragraphs are encoded without the tokenizer's prepended "▁".
@@ -123,10 +132,10 @@ public:
     }
 
     // A document's first paragraph.
-    std::vector<std::uint32_t> operator()(std::string_view text) const { return encode(*first_, text, 0); }
+    std::vector<std::uint32_t> operator()(std::string_view text) const { return encode(*ordinary_, text, 0); }
     // A later paragraph: what it adds to the encoding of the document so far.
     std::vector<std::uint32_t> continuation(std::string_view text) const {
-        return continuation_ ? encode(*continuation_, text, 1) : encode(*first_, text, 0);
+        return continuation_ ? encode(*continuation_, text, 1) : encode(*ordinary_, text, 0);
     }
 
     // The text of a chunk read back from a shard, without its <bos>/<eos>.
@@ -160,7 +169,7 @@ private:
         return std::vector<std::uint32_t>(ids.begin(), ids.end());
     }
 
-    std::shared_ptr<const tl::tokenizer> first_, continuation_;
+    std::shared_ptr<const tl::tokenizer> first_, ordinary_, continuation_;
     std::uint64_t id_;
     tokenizer_info info_{};
     bool has_bos_ = false;
