@@ -4,16 +4,22 @@
 //   03_corpus --input tatar/song_lyrics.txt --alphabet tatar --keep-lang tt
 //             --langid-train tt=tatar/ntrex128.tat.txt --langid-train ru=tatar/ntrex128.rus.txt
 //   03_corpus --shards --context 256            # also train.bin / val.bin (byte-level placeholder tokenizer)
+//   03_corpus --shards --tokenizer tokenizers/qwen3/tokenizer.json   # ... with a model's tokenizer.json
+//   03_corpus --input wiki.jsonl --format jsonl --wiki                # wiki40b / wikitext markup out first
+//   03_corpus --export-nanogpt DIR --out OUT    # OUT/{train,val}.bin -> nanoGPT's DIR/{train,val}.bin + meta.json
+//   03_corpus --import-nanogpt DIR --out OUT    # and back (without --shards, neither step cleans anything)
 //
 // The data dir is --data-dir, else $TINYLM_DATA_DIR, else ../shared/data (or ../../, ../../../ as in
 // docs/data.md). Output goes to --out: clean.jsonl (one kept paragraph per line: doc, source, text),
 // report.md, report.json and three SVG plots.
 #include <tinylm/core/data_dir.hpp>
 #include <tinylm/data/langid.hpp>
+#include <tinylm/data/nanogpt.hpp>
 #include <tinylm/data/pipeline.hpp>
 #include <tinylm/data/reader.hpp>
 #include <tinylm/data/shards.hpp>
 #include <tinylm/data/stats.hpp>
+#include <tinylm/data/tokenizer_file.hpp>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
@@ -48,9 +54,10 @@ int main(int argc, char** argv) try {
     app.option_defaults()->always_capture_default(); // --help prints every default
     std::string data_dir_flag, format = "text", field = "text", paragraphs = "auto", alpha = "russian";
     std::vector<std::string> inputs, langid_train, keep_lang;
-    std::string out = "corpus_out";
+    std::string out = "corpus_out", tokenizer_file, export_nanogpt_dir, import_nanogpt_dir;
+    document_token_names doc_tokens;
     int threads = 2;
-    bool no_dedup = false, no_punct = false, shards = false;
+    bool no_dedup = false, no_punct = false, shards = false, wiki = false;
     double near_threshold = dedup_options{}.threshold, val_fraction = 0.05;
     std::size_t min_letters = 2, context = 512, langid_min_letters = 1;
     app.add_option("--data-dir", data_dir_flag, "data folder (default: $TINYLM_DATA_DIR, else ../shared/data)");
@@ -64,17 +71,50 @@ int main(int argc, char** argv) try {
     app.add_option("--keep-lang", keep_lang, "languages the language filter keeps");
     app.add_option("--langid-min-letters", langid_min_letters, "shorter sentences are kept without a decision");
     app.add_option("--min-letters", min_letters, "sentences with fewer letters are dropped");
+    app.add_flag("--wiki", wiki, "remove Wikipedia markup first (wiki40b markers, templates, links, entities)");
     app.add_flag("--no-dedup", no_dedup, "skip exact and near-duplicate removal");
     app.add_flag("--no-punct", no_punct, "skip punctuation normalisation");
     app.add_option("--near-threshold", near_threshold, "near-duplicate Jaccard threshold");
     app.add_option("--threads", threads, "threads for the paragraph-local stages");
     app.add_option("--out", out, "output folder");
     app.add_flag("--shards", shards, "also write train.bin and val.bin (byte-level placeholder tokenizer)");
+    app.add_option("--tokenizer", tokenizer_file,
+                   "tokenizer.json for the shards (Qwen, Llama-2, ...; relative paths also under the data dir); "
+                   "copied to OUT/tokenizer.json");
+    app.add_option("--export-nanogpt", export_nanogpt_dir,
+                   "write OUT's shards as nanoGPT's DIR/train.bin, val.bin (uint16, uint32 for vocabularies over "
+                   "65536) and meta.json");
+    app.add_option("--import-nanogpt", import_nanogpt_dir,
+                   "read nanoGPT's DIR/train.bin, val.bin and meta.json into OUT/train.bin, val.bin");
+    app.add_option("--bos", doc_tokens.bos, "document start token for the shards (default: found by name)");
+    app.add_option("--eos", doc_tokens.eos, "document end token for the shards (default: found by name)");
     app.add_option("--context", context, "tokens per chunk, <bos> and <eos> included");
     app.add_option("--val-fraction", val_fraction, "share of documents in val.bin");
     CLI11_PARSE(app, argc, argv);
 
     const fs::path data_dir = tl::find_data_dir(data_dir_flag);
+    const auto export_import = [&] {
+        if (!export_nanogpt_dir.empty()) {
+            const auto m = export_nanogpt(fs::path(out) / "train.bin", fs::path(out) / "val.bin", export_nanogpt_dir);
+            if (fs::exists(fs::path(out) / "tokenizer.json"))
+                copy_tokenizer_file(fs::path(out) / "tokenizer.json", fs::path(export_nanogpt_dir) / "tokenizer.json");
+            std::printf("nanogpt   %s/{train,val}.bin: %llu + %llu %s tokens, vocabulary %u; meta.json\n",
+                        export_nanogpt_dir.c_str(), (unsigned long long)m.train_tokens,
+                        (unsigned long long)m.val_tokens, to_string(m.dtype), m.vocab_size);
+        }
+        if (!import_nanogpt_dir.empty()) {
+            const auto m = import_nanogpt(import_nanogpt_dir, fs::path(out) / "train.bin", fs::path(out) / "val.bin");
+            std::printf("imported  %s -> %s/{train,val}.bin: %llu + %llu tokens, vocabulary %u\n",
+                        import_nanogpt_dir.c_str(), out.c_str(), (unsigned long long)m.train_tokens,
+                        (unsigned long long)m.val_tokens, m.vocab_size);
+        }
+    };
+    tl::check(import_nanogpt_dir.empty() || (!shards && export_nanogpt_dir.empty()),
+              "--import-nanogpt writes OUT's shards: give it without --shards and --export-nanogpt");
+    if (!shards && (!export_nanogpt_dir.empty() || !import_nanogpt_dir.empty())) {
+        export_import();
+        return 0;
+    }
     std::vector<fs::path> in;
     for (const auto& i : inputs)
         in.emplace_back(fs::exists(i) || !fs::exists(data_dir / i) ? fs::path(i) : data_dir / i);
@@ -92,6 +132,7 @@ int main(int argc, char** argv) try {
     clean_options opt;
     opt.allowed = alphabet::preset(alpha);
     opt.punctuation = !no_punct;
+    opt.wiki = wiki;
     opt.min_letters = min_letters;
     opt.dedup.exact = opt.dedup.near = !no_dedup;
     opt.dedup.threshold = near_threshold;
@@ -164,18 +205,38 @@ int main(int argc, char** argv) try {
     if (shards) {
         jsonl_reader cleaned({fs::path(out) / "clean.jsonl"}, "text", true, "doc");
         document_reader docs(cleaned);
-        const tokenizer_info tok{.hash = 0xb17e5ull, .bos = 256, .eos = 257, .vocab_size = 258};
         const auto t1 = std::chrono::steady_clock::now();
-        const auto sum =
-            write_shards([&](document& d) { return docs.next(d); }, byte_encoder{}, tok, fs::path(out) / "train.bin",
-                         fs::path(out) / "val.bin",
-                         {.chunk = {.context = context}, .val_fraction = val_fraction, .threads = threads});
+        shard_options so;
+        so.chunk.context = context;
+        so.val_fraction = val_fraction;
+        so.threads = threads;
+        const auto next = [&](document& d) { return docs.next(d); };
+        shard_summary sum;
+        std::string what = "byte-level placeholder tokenizer";
+        if (tokenizer_file.empty()) {
+            const tokenizer_info tok{.hash = 0xb17e5ull, .bos = 256, .eos = 257, .vocab_size = 258};
+            sum = write_shards(next, byte_encoder{}, tok, fs::path(out) / "train.bin", fs::path(out) / "val.bin", so);
+        } else {
+            fs::path file = tokenizer_file;
+            if (!fs::exists(file) && fs::exists(data_dir / file)) file = data_dir / file;
+            const shard_tokenizer st = shard_tokenizer::load(file, doc_tokens);
+            so.chunk = st.chunking(context);
+            so.dtype = st.dtype();
+            copy_tokenizer_file(file, fs::path(out) / "tokenizer.json");
+            sum = write_shards(next, st, st.info(), fs::path(out) / "train.bin", fs::path(out) / "val.bin", so);
+            const auto& t = st.tokenizer();
+            what = file.string() + ": " + std::to_string(t.vocab_size()) + " tokens, " +
+                   (so.dtype == token_dtype::u16 ? "16" : "32") + "-bit shards, documents " +
+                   (st.has_bos() ? std::string(t.id_to_bytes(tl::token_t(st.info().bos))) + " ... " : "... ") +
+                   std::string(t.id_to_bytes(tl::token_t(st.info().eos)));
+        }
         std::printf("shards    train %llu docs, %llu chunks, %llu tokens; val %llu docs, %llu chunks, %llu tokens "
-                    "(%.2f s, byte-level placeholder tokenizer)\n",
+                    "(%.2f s, %s)\n",
                     (unsigned long long)sum.train_docs, (unsigned long long)sum.train_chunks,
                     (unsigned long long)sum.train_tokens, (unsigned long long)sum.val_docs,
                     (unsigned long long)sum.val_chunks, (unsigned long long)sum.val_tokens,
-                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count());
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count(), what.c_str());
+        export_import();
     }
     return 0;
 } catch (const std::exception& e) {

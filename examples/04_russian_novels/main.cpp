@@ -3,7 +3,8 @@
 // Task:     a Llama-style decoder (RoPE, GQA, SwiGLU, RMSNorm) trained from scratch on 107 Russian novels.
 // Stages:   1. clean the corpus (NFC, whitespace and punctuation, sentences with Latin or pre-reform letters
 //              dropped, exact and near duplicates removed: tinylm/data);
-//           2. train a 3,000-token byte-level BPE tokenizer on the cleaned text (tinylm/tokenizer);
+//           2. train a 3,000-token byte-level BPE tokenizer on the cleaned text (tinylm/tokenizer), or use a
+//              given tokenizer.json (--tokenizer: its vocabulary must fit the preset's embedding);
 //           3. cut documents into context-sized chunks with <bos>/<eos> and write train.bin / val.bin
 //              (split by document);
 //           4. train with AdamW, warmup + cosine, clipping and gradient accumulation, validating and
@@ -64,8 +65,11 @@ template <class Config>
 int train(const recipes::prepared_data& data, tl::trainer_options options, std::uint64_t seed,
           const recipes::sampling_flags& sampling, const std::string& title) {
     using model_t = tl::decoder<Config>;
-    tl::check(data.tok.vocab_size() <= std::size_t(Config::value.vocab_size),
-              "04_russian_novels: the tokenizer is larger than the model's vocabulary");
+    tl::check(data.tok.vocab_size() <= std::size_t(Config::value.vocab_size), [&] {
+        return "04_russian_novels: the tokenizer " + data.tokenizer_json.string() + " has " +
+               std::to_string(data.tok.vocab_size()) + " tokens, more than the model's vocabulary of " +
+               std::to_string(Config::value.vocab_size) + " (--prepare-only stops after the shards)";
+    });
     const tl::data::token_shard train_shard(data.train_bin, data.info.hash), val_shard(data.val_bin, data.info.hash);
     tl::check(val_shard.size() > std::size_t(options.seq_len) + 1, [&] {
         return "04_russian_novels: the validation split has only " + std::to_string(val_shard.size()) +
@@ -156,6 +160,11 @@ int main(int argc, char** argv) try {
         ->check(CLI::IsMember(tl::presets::names<cpu_preset, course_preset>()));
     CLI::Option_group* data_group = recipes::add_data_options(app, data_flags);
     data_group->add_option("--max-files", max_files, "use only the first N novels (0: all)");
+    std::string tokenizer_flag;
+    bool prepare_only = false;
+    data_group->add_option("--tokenizer", tokenizer_flag,
+                           "a tokenizer.json (Qwen, Llama-2, ...; also under the data dir) instead of training one");
+    data_group->add_flag("--prepare-only", prepare_only, "stop after cleaning, the tokenizer and the shards");
     const CLI::Option_group* training = recipes::add_training_options(app, options, run);
     recipes::add_sampling_options(app, sampling);
     CLI11_PARSE(app, argc, argv);
@@ -187,8 +196,10 @@ int main(int argc, char** argv) try {
         return 2;
     }
     const auto start = std::chrono::steady_clock::now();
+    const fs::path tokenizer_file = recipes::resolve_tokenizer_file(tokenizer_flag, data_dir);
     const fs::path data_cache = options.out_dir / ("data_ctx" + std::to_string(options.seq_len) +
-                                                   (max_files ? "_files" + std::to_string(max_files) : ""));
+                                                   (max_files ? "_files" + std::to_string(max_files) : "") +
+                                                   recipes::tokenizer_dir_suffix(tokenizer_file));
     const auto novels = [&] { // the first --max-files .txt files of the corpus, by name
         std::vector<fs::path> files;
         for (const auto& e : fs::directory_iterator(corpus))
@@ -203,8 +214,10 @@ int main(int argc, char** argv) try {
                                   .val_fraction = val_fraction,
                                   .threads = data_flags.threads};
     prep.clean.allowed = tl::data::alphabet::preset("russian");
+    prep.tokenizer_file = tokenizer_file;
     const recipes::prepared_data data = recipes::prepare_data(novels, data_cache, prep);
     std::printf("data: ready after %.0f s\n", recipes::seconds_since(start));
+    if (prepare_only) return 0;
     const int rc = tl::presets::visit<cpu_preset, course_preset>(preset, [&]<class P>() {
         return train<P>(data, options, run.seed, sampling, "tinylm: Russian novels, " + preset + " preset");
     });

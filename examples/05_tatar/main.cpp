@@ -327,8 +327,12 @@ variant_result train_variant(const std::string& name, const std::string& what, c
                              const std::vector<qa_setup>& qas) {
     using model_t = tl::decoder<Config>;
     constexpr tl::model_config c = Config::value;
-    tl::check(data.tok.vocab_size() <= std::size_t(Config::value.vocab_size),
-              "05_tatar: the tokenizer is larger than the model's vocabulary (--vocab at most 4000)");
+    tl::check(data.tok.vocab_size() <= std::size_t(Config::value.vocab_size), [&] {
+        return "05_tatar: the tokenizer " + data.tokenizer_json.string() + " has " +
+               std::to_string(data.tok.vocab_size()) + " tokens, more than the models' vocabulary of " +
+               std::to_string(Config::value.vocab_size) +
+               " (--vocab at most 4000; --prepare-only stops after the shards)";
+    });
     const td::token_shard train_shard(data.train_bin, data.info.hash), val_shard(data.val_bin, data.info.hash);
     tl::check(val_shard.size() > std::size_t(options.seq_len) + 1, [&] {
         return "05_tatar: the validation split has only " + std::to_string(val_shard.size()) + " tokens; delete " +
@@ -602,6 +606,9 @@ int main(int argc, char** argv) try {
     data_group->add_option("--vocab", vocab, "BPE vocabulary size (at most 4000, the models' embedding size)")
         ->check(CLI::Range(300, model_vocab));
     data_group->add_flag("--prepare-only", prepare_only, "stop after cleaning, the tokenizer and the shards");
+    std::string tokenizer_flag;
+    data_group->add_option("--tokenizer", tokenizer_flag,
+                           "a tokenizer.json (Qwen, Llama-2, ...; also under the data dir) instead of training one");
     CLI::Option_group* training = recipes::add_training_options(app, options, run);
     training->add_option("--context", options.seq_len, "context in tokens")->check(CLI::Range(16, model_context));
     training->add_option("--variants", variants, "comma-separated subset of dense,moe,sliding");
@@ -654,14 +661,16 @@ int main(int argc, char** argv) try {
         leipzig.emplace_back(l);
     }
     const auto start = std::chrono::steady_clock::now();
+    const fs::path tokenizer_file = recipes::resolve_tokenizer_file(tokenizer_flag, data_dir);
     const fs::path data_cache =
         options.out_dir / ("data_v" + std::to_string(vocab) + "_ctx" + std::to_string(options.seq_len) +
-                           (leipzig.empty() ? "" : "_leipzig"));
-    const prepared_data data = prepare(tatar_dir, files, leipzig, data_cache,
-                                       {.vocab = vocab,
-                                        .context = std::size_t(options.seq_len),
-                                        .val_fraction = val_fraction,
-                                        .threads = data_flags.threads});
+                           (leipzig.empty() ? "" : "_leipzig") + recipes::tokenizer_dir_suffix(tokenizer_file));
+    recipes::prepare_options prep{.vocab = vocab,
+                                  .context = std::size_t(options.seq_len),
+                                  .val_fraction = val_fraction,
+                                  .threads = data_flags.threads};
+    prep.tokenizer_file = tokenizer_file;
+    const prepared_data data = prepare(tatar_dir, files, leipzig, data_cache, prep);
     const compression comp = measure_compression(data);
     std::printf("data: ready after %.0f s; %.2f characters (%.2f bytes) per token on the validation split, so the "
                 "context of %lld tokens holds about %.0f characters\n",

@@ -6,7 +6,10 @@
 //           logits; a before/after report for a prompt basket at three sampling settings.
 // Data:     ../shared/data/instruct/ru_alpaca_seed_tasks.jsonl (rulm seed tasks) and
 //           ru_instruct_gpt4_first100.jsonl (alpaca); more files with --data (alpaca JSON/JSONL, seed tasks, chat
-//           messages JSONL, prompt/completion JSONL, CSV: the format is detected, see docs/sft.md).
+//           messages JSONL, prompt/completion JSONL, CSV: the format is detected, see docs/sft.md; or named with
+//           --data-format, e.g. alpaca-system: the assignment's layout, input = system, instruction = user).
+// Report:   the assignment's four evaluation questions first, then eight more prompts, before and after, at
+//           three sampling settings.
 // Base:     any Llama- or Qwen2-shaped Hugging Face folder (--base; its config.json gives the sizes, no rebuild):
 //           our own pretrained Russian model (examples/04_russian_novels, the offline demo, with a plain-text chat
 //           format) or Qwen2.5-0.5B(-Instruct) (ChatML from its tokenizer_config.json; --qlora for a 4-bit NF4 base).
@@ -31,7 +34,7 @@ int main(int argc, char** argv) try {
     CLI::App app{"Fine-tune a pretrained model on Russian instructions"};
     app.option_defaults()->always_capture_default(); // --help prints every default
     fs::path base = "runs/russian_novels/checkpoint", out = "runs/sft_instruct";
-    std::string data_dir, system_prompt;
+    std::string data_dir, system_prompt, data_format = "auto";
     std::vector<fs::path> extra;
     bool full = false, qlora = false, smoke = false, no_shared = false;
     std::size_t limit = 0;
@@ -46,6 +49,9 @@ int main(int argc, char** argv) try {
     app.add_option("--out", out, "run directory");
     app.add_option("--data-dir", data_dir, "tinylm data directory (default: $TINYLM_DATA_DIR or ../shared/data)");
     app.add_option("--data", extra, "more SFT files (alpaca, seed tasks, chat messages, prompt/completion, CSV)");
+    app.add_option("--data-format", data_format,
+                   "format of the --data files: auto, alpaca, alpaca-system (input = system, instruction = user, "
+                   "output = assistant; JSON, JSONL or CSV), seed-tasks, messages, prompt-completion, csv");
     app.add_flag("--no-shared", no_shared, "train on the --data files only");
     app.add_option("--system", system_prompt, "a system message for conversations without one and for the basket");
     app.add_option("--val", in.val_count, "held-out conversations");
@@ -64,14 +70,25 @@ int main(int argc, char** argv) try {
     app.add_flag("--smoke", smoke, "a seconds-long run on a few instructions (for CI)");
     CLI11_PARSE(app, argc, argv);
     tl::check(!(full && qlora), "07_sft_instruct: --full and --qlora exclude each other");
-    in.prompts = {"Назови три столицы европейских государств.",  "Объясни, что такое фотосинтез.",
-                  "Придумай название для нового кафе.",          "Напиши короткое стихотворение о зиме.",
-                  "Дай три совета, как лучше запоминать слова.", "Сколько будет два плюс два?",
-                  "Опиши осенний лес в двух предложениях.",      "Почему небо голубое?"};
+    // The SFT assignment's four evaluation questions, as the assignment spells them, then eight more.
+    in.prompts = {"сколько планет в нашей солнечной системе?",
+                  "расскажи стих",
+                  "когда собирать крыжовник?",
+                  "Как быстро выучить новый язык?",
+                  "Назови три столицы европейских государств.",
+                  "Объясни, что такое фотосинтез.",
+                  "Придумай название для нового кафе.",
+                  "Напиши короткое стихотворение о зиме.",
+                  "Дай три совета, как лучше запоминать слова.",
+                  "Сколько будет два плюс два?",
+                  "Опиши осенний лес в двух предложениях.",
+                  "Почему небо голубое?"};
+    in.assignment_prompts = 4;
     in.system_prompt = system_prompt;
     if (smoke) {
         in.train = {.steps = 4, .batch = 2, .time = 128, .lr = 2e-3, .warmup = 1, .eval_every = 2, .fresh = true};
         in.prompts.resize(2);
+        in.assignment_prompts = 2;
         in.new_tokens = 8;
         in.val_count = 6;
         limit = 30;
@@ -97,12 +114,14 @@ int main(int argc, char** argv) try {
     }
 
     const tl::data::sft_read_options read{.system_prompt = system_prompt, .limit = limit};
+    const tl::data::sft_format extra_format = tl::data::sft_format_from_name(data_format);
     std::vector<fs::path> files;
     if (!no_shared) files = {seed_tasks, gpt4};
     files.insert(files.end(), extra.begin(), extra.end());
     tl::check(!files.empty(), "07_sft_instruct: no data (--no-shared without --data)");
     for (const auto& f : files) {
-        auto convs = tl::data::read_sft(f, tl::data::sft_format::automatic, read);
+        const bool shared = !no_shared && (f == seed_tasks || f == gpt4);
+        auto convs = tl::data::read_sft(f, shared ? tl::data::sft_format::automatic : extra_format, read);
         in.data_summary += (in.data_summary.empty() ? "" : ", ") + std::to_string(convs.size()) +
                            " conversations from " + f.filename().string();
         in.convs.insert(in.convs.end(), convs.begin(), convs.end());

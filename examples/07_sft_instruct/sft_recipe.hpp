@@ -243,9 +243,11 @@ struct recipe_inputs {
     std::size_t val_count = 100;               // held out
     std::string chat_format = "auto";          // see pick_chat_format
     std::vector<std::string> prompts;          // the report's basket
+    std::size_t assignment_prompts = 0;        // the first ones are the assignment's questions (marked)
     std::string system_prompt = {};            // for the basket (the data carries its own)
     int new_tokens = 80;                       // per sample
     std::string data_summary = {};             // sources, for the report
+    std::string report_extra = {};             // markdown put in the report after its table (08: data histograms)
     bool truncate = false;                     // cut conversations longer than a row instead of leaving them out
     train_options train = {};
     std::function<void(long long step)> after_step = {}; // after each optimizer step (tests kill the run here)
@@ -431,6 +433,7 @@ int run(recipe_inputs in) {
        << "; " << trainable << " trainable parameters |\n";
     md << "| chat format | " << fmt.name << "; loss on assistant tokens only |\n";
     if (!in.data_summary.empty()) md << "| data | " << in.data_summary << " |\n";
+    if (!in.system_prompt.empty()) md << "| system message | «" << in.system_prompt << "» |\n";
     md << "| split | " << split_summary << " |\n";
     std::snprintf(line, sizeof line,
                   "%lld steps of %lld rows x %lld tokens, AdamW lr %.1e (warmup, cosine to lr/10), "
@@ -443,11 +446,19 @@ int run(recipe_inputs in) {
     std::snprintf(line, sizeof line, "%.2e (largest absolute difference over the largest absolute logit)",
                   reload_error);
     md << "| reloaded " << (lora ? "base + adapter" : "model") << " vs trained logits | " << line << " |\n";
-    md << "| saved | `" << saved.string() << "` |\n| loss curves | `" << training_report.string() << "` |\n\n";
+    md << "| saved | `" << saved.string() << "` |\n| loss curves | `" << training_report.string() << "` |\n";
+    const std::size_t n_assignment = std::min(in.assignment_prompts, in.prompts.size());
+    if (n_assignment > 0) {
+        md << "| the assignment's questions |";
+        for (std::size_t p = 0; p < n_assignment; ++p)
+            md << (p ? "; " : " ") << "«" << in.prompts[p] << "»";
+        md << " (marked *assignment* below) |\n";
+    }
+    md << "\n" << in.report_extra;
     for (std::size_t s = 0; s < before.size(); ++s) {
         md << "## " << report_settings()[s].label << "\n\n";
         for (std::size_t p = 0; p < in.prompts.size(); ++p) {
-            md << "**" << in.prompts[p] << "**\n\n*before:*\n\n"
+            md << "**" << in.prompts[p] << "**" << (p < n_assignment ? " (*assignment*)" : "") << "\n\n*before:*\n\n"
                << quoted(before[s][p]) << "\n*after:*\n\n"
                << quoted(after[s][p]) << "\n";
         }

@@ -6,6 +6,8 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <charconv>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -17,6 +19,114 @@ namespace jokes {
 namespace fs = std::filesystem;
 
 inline const std::string ask = "Расскажи анекдот";
+// The jokes assignment's system message (08's default; --system changes it, --system '' drops it).
+inline const std::string default_system =
+    "Ты ассистент, который рассказывает короткие смешные анекдоты на русском языке.";
+
+// Puts `system` first in every conversation that has no system message (nothing when it is empty).
+inline void add_system_message(std::vector<tl::data::conversation>& convs, const std::string& system) {
+    if (system.empty()) return;
+    for (auto& c : convs)
+        if (c.messages.empty() || c.messages.front().role != "system")
+            c.messages.insert(c.messages.begin(), {"system", system});
+}
+
+// ---- the data report: rating and length histograms before and after filtering ----------------------------
+
+// Characters (code points) of a UTF-8 text.
+inline std::size_t characters(std::string_view s) {
+    std::size_t n = 0;
+    for (const char c : s)
+        n += (static_cast<unsigned char>(c) & 0xC0) != 0x80;
+    return n;
+}
+
+// Counts of `values` in the bins [edges[i], edges[i+1]); the last bin is closed ([.., edges.back()]) and values
+// outside every bin are not counted.
+inline std::vector<std::size_t> bin_counts(const std::vector<double>& values, const std::vector<double>& edges) {
+    std::vector<std::size_t> counts(edges.size() - 1, 0);
+    for (const double v : values)
+        for (std::size_t b = 0; b + 1 < edges.size(); ++b)
+            if (v >= edges[b] && (v < edges[b + 1] || (b + 2 == edges.size() && v == edges[b + 1]))) {
+                ++counts[b];
+                break;
+            }
+    return counts;
+}
+
+// A markdown table: one row per bin with the counts before and after filtering and a bar of each (█ before,
+// ▓ after, 40 characters for the largest count).
+inline std::string histogram_markdown(const std::string& what, const std::vector<double>& edges,
+                                      const std::vector<double>& before, const std::vector<double>& after,
+                                      int decimals) {
+    const auto b = bin_counts(before, edges), a = bin_counts(after, edges);
+    const std::size_t top = std::max<std::size_t>(1, *std::max_element(b.begin(), b.end()));
+    const auto bar = [&](std::size_t n, const char* glyph) {
+        std::string s;
+        for (std::size_t k = 0; k < (n * 40 + top - 1) / top; ++k)
+            s += glyph;
+        return s.empty() ? s : "`" + s + "`";
+    };
+    const auto edge = [&](double x) {
+        char buf[32];
+        std::snprintf(buf, sizeof buf, "%.*f", decimals, x);
+        return std::string(buf);
+    };
+    std::string md = "| " + what + " | before | after | |\n| --- | ---: | ---: | --- |\n";
+    for (std::size_t i = 0; i < b.size(); ++i) {
+        const bool last = i + 2 == edges.size();
+        const std::string range = last && edges[i + 1] >= 1e9
+                                      ? "≥ " + edge(edges[i])
+                                      : "[" + edge(edges[i]) + ", " + edge(edges[i + 1]) + (last ? "]" : ")");
+        md += "| " + range + " | " + std::to_string(b[i]) + " | " + std::to_string(a[i]) + " | " + bar(b[i], "█") +
+              "<br>" + bar(a[i], "▓") + " |\n";
+    }
+    md += "| all | " + std::to_string(before.size()) + " | " + std::to_string(after.size()) + " | |\n";
+    return md;
+}
+
+// The score (mean of five ratings, 1-5) and text of every row of clean_comedy_gold_ru.csv.
+struct rated_joke {
+    double score = 0;
+    std::string text;
+};
+inline std::vector<rated_joke> read_scores(const fs::path& path, const std::string& score_column = "score",
+                                           const std::string& text_column = "text") {
+    const auto rows = tl::data::parse_csv(tl::data::detail::read_whole_file(path), path.string());
+    tl::check(!rows.empty(), [&] { return path.string() + ": empty CSV file"; });
+    const auto& h = rows[0].fields;
+    const auto col = [&](const std::string& name) {
+        const auto it = std::find(h.begin(), h.end(), name);
+        tl::check(it != h.end(), [&] { return path.string() + ":1: no column \"" + name + "\""; });
+        return std::size_t(it - h.begin());
+    };
+    const std::size_t cs = col(score_column), ct = col(text_column);
+    std::vector<rated_joke> out;
+    for (std::size_t r = 1; r < rows.size(); ++r) {
+        const auto& f = rows[r].fields;
+        tl::check(f.size() == h.size(),
+                  [&] { return path.string() + ":" + std::to_string(rows[r].line) + ": bad row"; });
+        double v = 0;
+        const auto [end, ec] = std::from_chars(f[cs].data(), f[cs].data() + f[cs].size(), v);
+        tl::check(ec == std::errc() && end == f[cs].data() + f[cs].size(), [&] {
+            return path.string() + ":" + std::to_string(rows[r].line) + ": the score \"" + f[cs] + "\" is not a number";
+        });
+        out.push_back({v, f[ct]});
+    }
+    return out;
+}
+
+// The assistants' replies of conversations, in characters.
+inline std::vector<double> reply_lengths(const std::vector<tl::data::conversation>& convs) {
+    std::vector<double> out;
+    for (const auto& c : convs)
+        for (const auto& m : c.messages)
+            if (m.role == "assistant") out.push_back(double(characters(m.content)));
+    return out;
+}
+
+inline const std::vector<double> score_edges = {1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0};
+inline const std::vector<double> length_edges = {0, 50, 100, 200, 300, 400, 600, 1000, 1e9};
 
 // anekdoty_themed.jsonl: {"theme": "Анекдоты про врачей", "text": ...}. Themes that are not "Анекдоты про X"
 // (a few rows of the scrape are broken) get the plain request.

@@ -1,6 +1,8 @@
 // 08_jokes_lora: teach a pretrained model to tell Russian jokes on request, with a LoRA adapter.
 //
-// Task:     conversations "Расскажи анекдот про <тему>" -> a joke; loss on the assistant's tokens only;
+// Task:     conversations "Расскажи анекдот про <тему>" -> a joke, after the assignment's system message ("Ты
+//           ассистент, который рассказывает короткие смешные анекдоты на русском языке.", --system to change it);
+//           loss on the assistant's tokens only;
 //           LoRA r=8, alpha=16, dropout 0.05 on q/k/v/o/gate/up/down, AdamW; validation loss on held-out
 //           jokes before and after; the adapter saved in PEFT format, reloaded onto the base and checked
 //           against the fine-tuned logits; a before/after report for a prompt basket at three sampling settings.
@@ -13,7 +15,8 @@
 //           (optionally --qlora for a 4-bit NF4 base).
 // Command:  build/examples/08_jokes_lora/08_jokes_lora [--base runs/russian_novels/checkpoint]
 //           [--out runs/jokes_lora] [--steps N]
-// Output:   validation losses, OUT/before_after.md, OUT/adapter (adapter_config.json,
+// Output:   validation losses, OUT/before_after.md (with the data report: rating and length histograms before
+//           and after filtering, also printed), OUT/adapter (adapter_config.json,
 //           adapter_model.safetensors), OUT/training (log.jsonl, TensorBoard, loss curves), OUT/checkpoint
 //           (every --checkpoint-every steps: running the same command again continues the run bit-identically,
 //           also after kill -9; Ctrl-C saves one; --fresh starts over).
@@ -35,7 +38,7 @@ using jokes::ask;
 struct options {
     fs::path base = "runs/russian_novels/checkpoint", out = "runs/jokes_lora",
              fortunes = "/usr/share/games/fortunes/ru";
-    std::string data_dir, chat_format = "auto";
+    std::string data_dir, chat_format = "auto", system = jokes::default_system;
     double min_rating = 3.0;
     std::size_t max_fortunes = 3000, val_count = 150, limit = 0;
     bool qlora = false, smoke = false;
@@ -58,6 +61,7 @@ int main(int argc, char** argv) try {
     app.add_option("--max-fortunes", o.max_fortunes, "at most this many fortunes (drawn at random)");
     app.add_option("--min-rating", o.min_rating, "keep clean_comedy_gold_ru jokes rated at least this (1-5)");
     app.add_option("--val", o.val_count, "held-out conversations");
+    app.add_option("--system", o.system, "the system message of every conversation and of the basket ('': none)");
     app.add_option("--chat-format", o.chat_format, "auto, folder, plain, chatml or zephyr");
     app.add_option("--steps", in.train.steps, "optimizer steps")->check(CLI::PositiveNumber);
     app.add_option("--batch", in.train.batch, "rows per step")->check(CLI::PositiveNumber);
@@ -104,9 +108,10 @@ int main(int argc, char** argv) try {
     auto rated = tl::data::read_rated_csv(
         jokes_dir / "clean_comedy_gold_ru.csv",
         {.prompt = ask + ".", .rating_column = "score", .min_rating = o.min_rating, .read = {.limit = o.limit}});
-    std::vector<tl::data::conversation> fortunes;
+    std::vector<tl::data::conversation> fortunes, fortunes_all;
     if (fs::exists(o.fortunes)) {
         fortunes = jokes::read_fortunes(o.fortunes, 600);
+        fortunes_all = fortunes;
         const std::size_t found = fortunes.size();
         std::mt19937_64 rng(in.train.seed);
         std::shuffle(fortunes.begin(), fortunes.end(), rng);
@@ -120,9 +125,40 @@ int main(int argc, char** argv) try {
                       std::to_string(rated.size()) + " jokes rated >= " + std::to_string(o.min_rating).substr(0, 4) +
                       " (clean_comedy_gold_ru.csv), " + std::to_string(fortunes.size()) + " fortunes-ru entries";
     std::printf("data: %s\n", in.data_summary.c_str());
+    // The data report: clean_comedy_gold_ru's ratings and lengths before and after --min-rating, and the replies
+    // of every source before and after filtering (ratings, the fortunes drawn).
+    const auto scores = jokes::read_scores(jokes_dir / "clean_comedy_gold_ru.csv");
+    std::vector<double> score_all, score_kept, length_all, length_kept;
+    for (const auto& j : scores) {
+        score_all.push_back(j.score);
+        length_all.push_back(double(jokes::characters(j.text)));
+        if (j.score >= o.min_rating && (o.limit == 0 || score_kept.size() < o.limit)) { // as read_rated_csv keeps
+            score_kept.push_back(j.score);
+            length_kept.push_back(length_all.back());
+        }
+    }
+    std::vector<double> replies_all = jokes::reply_lengths(themed);
+    replies_all.insert(replies_all.end(), length_all.begin(), length_all.end());
+    const auto fortunes_found = jokes::reply_lengths(fortunes_all);
+    replies_all.insert(replies_all.end(), fortunes_found.begin(), fortunes_found.end());
     in.convs = std::move(themed);
     in.convs.insert(in.convs.end(), rated.begin(), rated.end());
     in.convs.insert(in.convs.end(), fortunes.begin(), fortunes.end());
+    jokes::add_system_message(in.convs, o.system);
+    in.system_prompt = o.system;
+    const std::string min_rating = std::to_string(o.min_rating).substr(0, 4);
+    in.report_extra =
+        "## Data\n\nclean_comedy_gold_ru.csv: the score (mean of five ratings, 1-5) of every joke, before and after "
+        "keeping those rated at least " +
+        min_rating + ":\n\n" + jokes::histogram_markdown("score", jokes::score_edges, score_all, score_kept, 1) +
+        "\nTheir length in characters, before and after:\n\n" +
+        jokes::histogram_markdown("characters", jokes::length_edges, length_all, length_kept, 0) +
+        "\nEvery reply in characters: before (anekdoty_themed.jsonl, all of clean_comedy_gold_ru.csv, the fortunes-ru "
+        "entries found) and after filtering (the rating, the fortunes drawn): the training and validation "
+        "conversations\n\n" +
+        jokes::histogram_markdown("characters", jokes::length_edges, replies_all, jokes::reply_lengths(in.convs), 0) +
+        "\n";
+    std::printf("\n%s", in.report_extra.c_str());
 
     // Any Llama-shaped base (our Russian model, TinyLlama): config.json gives the sizes at run time.
     const tl::model_config base_config = tl::read_hf_folder_config(in.base);

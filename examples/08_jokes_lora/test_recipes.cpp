@@ -1,5 +1,5 @@
 // Tests of the fine-tuning recipes' own pieces (examples 07 and 08): the plain-text chat format for models
-// without chat tokens, the held-out split, and the fortune(6) reader.
+// without chat tokens, the held-out split, the fortune(6) reader, and 08's system message and data histograms.
 #include "jokes_data.hpp"
 #include "sft_recipe.hpp"
 
@@ -11,6 +11,8 @@
 #include <fstream>
 #include <set>
 #include <string>
+
+#include <unistd.h>
 
 namespace {
 
@@ -117,6 +119,66 @@ BOOST_AUTO_TEST_CASE(fortune_files) {
     BOOST_TEST(convs[3].messages[1].content == "Третья без конца");
     BOOST_TEST(convs[2].source == (dir / "programming").string() + ":4");
     BOOST_TEST(jokes::read_fortunes(dir, 14).size() == 2u); // longer than 14 bytes: left out
+    std::filesystem::remove_all(dir);
+}
+
+// The assignment's system message goes first where there is none; a conversation with its own keeps it.
+BOOST_AUTO_TEST_CASE(system_message_for_jokes) {
+    std::vector<tl::data::conversation> convs = {
+        {{{"user", "Расскажи анекдот."}, {"assistant", "Шутка."}}, "a"},
+        {{{"system", "Своё."}, {"user", "Ещё."}, {"assistant", "Вторая."}}, "b"}};
+    jokes::add_system_message(convs, jokes::default_system);
+    BOOST_TEST(convs[0].messages.size() == 3u);
+    BOOST_TEST(convs[0].messages[0].role == "system");
+    BOOST_TEST(convs[0].messages[0].content ==
+               "Ты ассистент, который рассказывает короткие смешные анекдоты на русском языке.");
+    BOOST_TEST(convs[1].messages[0].content == "Своё.");
+    BOOST_TEST(convs[1].messages.size() == 3u);
+    jokes::add_system_message(convs, ""); // --system '': nothing added
+    BOOST_TEST(convs[0].messages.size() == 3u);
+}
+
+// Scores 1.0, 2.4, 2.5, 3.0, 4.9, 5.0 in the bins [1, 2.5), [2.5, 4), [4, 5]: 2, 2, 2 (5.0 in the closed last bin);
+// 0.5 falls outside every bin. After keeping >= 3.0: 0, 1, 2.
+BOOST_AUTO_TEST_CASE(histograms_before_and_after) {
+    const std::vector<double> edges = {1.0, 2.5, 4.0, 5.0};
+    const std::vector<double> before = {1.0, 2.4, 2.5, 3.0, 4.9, 5.0, 0.5}, after = {3.0, 4.9, 5.0};
+    BOOST_TEST(jokes::bin_counts(before, edges) == (std::vector<std::size_t>{2, 2, 2}),
+               boost::test_tools::per_element());
+    BOOST_TEST(jokes::bin_counts(after, edges) == (std::vector<std::size_t>{0, 1, 2}),
+               boost::test_tools::per_element());
+    const std::string md = jokes::histogram_markdown("score", edges, before, after, 1);
+    BOOST_TEST(md.find("| [1.0, 2.5) | 2 | 0 |") != std::string::npos, md);
+    BOOST_TEST(md.find("| [2.5, 4.0) | 2 | 1 |") != std::string::npos, md);
+    BOOST_TEST(md.find("| [4.0, 5.0] | 2 | 2 |") != std::string::npos, md);
+    BOOST_TEST(md.find("| all | 7 | 3 | |") != std::string::npos, md);
+    // The largest bin gets 40 characters, a bin of 1 of 2 half as many.
+    std::string full, half;
+    for (int i = 0; i < 40; ++i)
+        full += "█";
+    for (int i = 0; i < 20; ++i)
+        half += "▓";
+    BOOST_TEST(md.find("`" + full + "`<br>`" + half + "`") != std::string::npos, md);
+    BOOST_TEST(md.find("| [1.0, 2.5) | 2 | 0 | `" + full + "`<br> |") != std::string::npos, md); // no bar for 0
+    BOOST_TEST(
+        jokes::histogram_markdown("characters", {0, 100, 1e9}, {5, 150, 2000}, {}, 0).find("| ≥ 100 | 2 | 0 |") !=
+        std::string::npos);
+    BOOST_TEST(jokes::characters("Ёж, ok") == 6u);
+}
+
+BOOST_AUTO_TEST_CASE(scores_of_a_rated_csv) {
+    const auto dir = std::filesystem::temp_directory_path() / ("tinylm_scores_" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir);
+    std::ofstream(dir / "rated.csv") << "text,score\n\"Первый, с запятой\",4.2\nВторой,1.5\n";
+    const auto s = jokes::read_scores(dir / "rated.csv");
+    BOOST_TEST_REQUIRE(s.size() == 2u);
+    BOOST_TEST(s[0].score == 4.2);
+    BOOST_TEST(s[0].text == "Первый, с запятой");
+    BOOST_TEST(s[1].score == 1.5);
+    std::ofstream(dir / "bad.csv") << "text,score\nТретий,высоко\n";
+    BOOST_CHECK_EXCEPTION(jokes::read_scores(dir / "bad.csv"), tl::error, [](const tl::error& e) {
+        return std::string(e.what()).find("bad.csv:2: the score \"высоко\" is not a number") != std::string::npos;
+    });
     std::filesystem::remove_all(dir);
 }
 

@@ -2,10 +2,11 @@
 //
 //   1. clean: the records of a reader through tl::data::cleaner (the alphabet, language filter and the rest of
 //      clean_options) into CORPUS/clean.jsonl (one paragraph per line: doc, source, text);
-//   2. tokenizer: a byte-level BPE tokenizer with <bos>, <eos>, <pad> trained on the cleaned text
-//      -> DIR/tokenizer.json;
-//   3. shards: the cleaned documents cut into context-sized chunks with <bos>/<eos>, split by document
-//      -> DIR/train.bin, DIR/val.bin (headers carry the FNV-1a hash of tokenizer.json).
+//   2. tokenizer: a byte-level BPE tokenizer with <bos>, <eos>, <pad> trained on the cleaned text, or a given
+//      tokenizer.json (prepare_options::tokenizer_file: Qwen, Llama-2, ...) copied -> DIR/tokenizer.json;
+//   3. shards: the cleaned documents cut into context-sized chunks with <bos>/<eos> (the tokenizer's document
+//      tokens, tinylm/data/tokenizer_file.hpp), split by document -> DIR/train.bin, DIR/val.bin (headers carry
+//      the FNV-1a hash of tokenizer.json; 32-bit tokens when the vocabulary exceeds 65,536).
 //
 // CORPUS is DIR/<corpus_subdir>. CORPUS/summary.json (the counts the recipes report) is written last: when it,
 // tokenizer.json and val.bin exist, the stage reuses them instead (the recipes name DIR after the settings that
@@ -13,6 +14,7 @@
 #pragma once
 
 #include <tinylm/data/corpus.hpp>
+#include <tinylm/data/tokenizer_file.hpp>
 #include <tinylm/tokenizer/bpe_trainer.hpp>
 #include <tinylm/tokenizer/hf_json.hpp>
 
@@ -25,6 +27,7 @@
 #include <fstream>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -38,12 +41,24 @@ inline double seconds_since(std::chrono::steady_clock::time_point t) {
 }
 
 // FNV-1a over a file's bytes: identifies the tokenizer in shard headers.
-inline std::uint64_t file_hash(const fs::path& p) {
-    std::ifstream in(p, std::ios::binary);
-    std::uint64_t h = 0xcbf29ce484222325ull;
-    for (char c; in.get(c);)
-        h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
-    return h;
+inline std::uint64_t file_hash(const fs::path& p) { return tl::data::file_fnv1a(p); }
+
+// A --tokenizer FILE of a recipe: the file itself, else under the data dir; empty stays empty.
+inline fs::path resolve_tokenizer_file(const std::string& flag, const fs::path& data_dir) {
+    if (flag.empty()) return {};
+    fs::path f = flag;
+    if (!fs::exists(f) && fs::exists(data_dir / f)) f = data_dir / f;
+    tl::check(fs::exists(f),
+              [&] { return "--tokenizer " + flag + ": no such file (nor under " + data_dir.string() + ")"; });
+    return f;
+}
+
+// The part of a data folder's name that tells a given tokenizer from another (and from a trained one).
+inline std::string tokenizer_dir_suffix(const fs::path& tokenizer_file) {
+    if (tokenizer_file.empty()) return "";
+    char b[24];
+    std::snprintf(b, sizeof b, "_tok%08llx", static_cast<unsigned long long>(file_hash(tokenizer_file) >> 32));
+    return b;
 }
 
 struct prepare_options {
@@ -56,11 +71,14 @@ struct prepare_options {
     bool write_clean_text = false;   // also CORPUS/clean.txt: the cleaned paragraphs, one per line
     std::string report_title{};      // not empty: corpus statistics and CORPUS/report.md (tl::data::write_report)
     std::string doc_id_prefix{};     // not empty: document ids become PREFIX#n, so the split ignores file paths
+    fs::path tokenizer_file{};       // not empty: this tokenizer.json instead of training one (`vocab` unused)
+    tl::data::document_token_names doc_tokens{}; // its document tokens (empty: found by name)
 };
 
 struct prepared_data {
     tl::tokenizer tok;
     tl::data::tokenizer_info info;
+    tl::data::token_dtype dtype = tl::data::token_dtype::u16;
     fs::path dir, train_bin, val_bin, tokenizer_json;
     nlohmann::json corpus; // CORPUS/summary.json: files, mb_in, mb_out, paragraphs, sentences, tokens, ...
 };
@@ -77,12 +95,14 @@ inline prepared_data prepare_data(const std::function<std::unique_ptr<tl::data::
     d.tokenizer_json = dir / "tokenizer.json";
     const fs::path corpus = o.corpus_subdir.empty() ? dir : dir / o.corpus_subdir;
     const fs::path clean_path = corpus / "clean.jsonl", summary_path = corpus / "summary.json";
+    std::optional<tl::data::shard_tokenizer> shard_tok;
     const auto load_info = [&] {
-        d.info = {file_hash(d.tokenizer_json), std::uint32_t(d.tok.token_to_id("<bos>")),
-                  std::uint32_t(d.tok.token_to_id("<eos>")), std::uint32_t(d.tok.vocab_size())};
+        shard_tok.emplace(tl::data::shard_tokenizer::load(d.tokenizer_json, o.doc_tokens));
+        d.tok = shard_tok->tokenizer();
+        d.info = shard_tok->info();
+        d.dtype = shard_tok->dtype();
     };
     if (fs::exists(d.val_bin) && fs::exists(d.tokenizer_json) && fs::exists(summary_path)) {
-        d.tok = tl::load_tokenizer_json(d.tokenizer_json.string());
         load_info();
         d.corpus = nlohmann::json::parse(std::ifstream(summary_path));
         std::printf("data: reusing %s\n", dir.c_str());
@@ -138,15 +158,21 @@ inline prepared_data prepare_data(const std::function<std::unique_ptr<tl::data::
 
     // 2. Tokenizer.
     t0 = std::chrono::steady_clock::now();
-    tl::bpe_trainer_options topt;
-    topt.vocab_size = o.vocab;
-    topt.special_tokens = {"<bos>", "<eos>", "<pad>"};
-    topt.n_threads = o.threads;
-    tl::bpe_trainer trainer(topt);
-    trainer.feed(all_text);
-    d.tok = trainer.train();
-    tl::save_tokenizer_json(d.tok, d.tokenizer_json.string());
-    std::printf("data: trained a %zu-token byte-level BPE tokenizer (%.1f s)\n", d.tok.vocab_size(), seconds_since(t0));
+    if (!o.tokenizer_file.empty()) {
+        tl::data::copy_tokenizer_file(o.tokenizer_file, d.tokenizer_json);
+        std::printf("data: tokenizer %s\n", o.tokenizer_file.c_str());
+    } else {
+        tl::bpe_trainer_options topt;
+        topt.vocab_size = o.vocab;
+        topt.special_tokens = {"<bos>", "<eos>", "<pad>"};
+        topt.n_threads = o.threads;
+        tl::bpe_trainer trainer(topt);
+        trainer.feed(all_text);
+        const tl::tokenizer trained = trainer.train();
+        tl::save_tokenizer_json(trained, d.tokenizer_json.string());
+        std::printf("data: trained a %zu-token byte-level BPE tokenizer (%.1f s)\n", trained.vocab_size(),
+                    seconds_since(t0));
+    }
     all_text.clear();
     all_text.shrink_to_fit();
 
@@ -155,20 +181,18 @@ inline prepared_data prepare_data(const std::function<std::unique_ptr<tl::data::
     load_info();
     td::jsonl_reader cleaned({clean_path}, "text", true, "doc");
     td::document_reader docs(cleaned);
-    const auto encode = [&](std::string_view s) {
-        thread_local tl::encode_cache cache;
-        std::vector<tl::token_t> ids;
-        d.tok.encode_into(s, ids, &cache);
-        return std::vector<std::uint32_t>(ids.begin(), ids.end());
-    };
+    td::shard_options so;
+    so.chunk = shard_tok->chunking(o.context);
+    so.val_fraction = o.val_fraction;
+    so.threads = o.threads;
+    so.dtype = d.dtype;
     const auto sum = td::write_shards(
         [&](td::document& doc) {
             if (!docs.next(doc)) return false;
             if (!o.doc_id_prefix.empty()) doc.id = o.doc_id_prefix + doc.id.substr(doc.id.rfind('#'));
             return true;
         },
-        encode, d.info, d.train_bin, d.val_bin,
-        {.chunk = {.context = o.context}, .val_fraction = o.val_fraction, .threads = o.threads});
+        *shard_tok, d.info, d.train_bin, d.val_bin, so);
     d.corpus["train_tokens"] = sum.train_tokens;
     d.corpus["val_tokens"] = sum.val_tokens;
     d.corpus["train_docs"] = sum.train_docs;

@@ -79,6 +79,43 @@ BOOST_AUTO_TEST_CASE(alpaca_json_and_jsonl) {
     BOOST_TEST((detect_sft_format(json) == sft_format::alpaca));
 }
 
+// The SFT assignment's layout: input = system, instruction = user, output = assistant; the same rows as JSON,
+// JSONL and CSV give the same conversations; an empty input leaves the system turn to --system (or none).
+BOOST_AUTO_TEST_CASE(alpaca_system_layout) {
+    const std::string rows[] = {
+        R"({"instruction": "Когда собирать крыжовник?", "input": "Ты садовод.", "output": "В июле."})",
+        R"({"instruction": "Расскажи стих", "input": "", "output": "Мороз и солнце; день чудесный!"})"};
+    const fs::path json = write("course.json", "[\n" + rows[0] + ",\n" + rows[1] + "\n]\n");
+    const fs::path jsonl = write("course.jsonl", rows[0] + "\n" + rows[1] + "\n");
+    const fs::path csv = write("course.csv", "instruction,input,output\r\n"
+                                             "Когда собирать крыжовник?,Ты садовод.,В июле.\r\n"
+                                             "Расскажи стих,,\"Мороз и солнце; день чудесный!\"\r\n");
+    for (const fs::path& p : {json, jsonl, csv}) {
+        const auto convs = read_sft(p, sft_format_from_name("alpaca-system"));
+        BOOST_REQUIRE_EQUAL(convs.size(), 2u);
+        expect_turns(convs[0],
+                     {{"system", "Ты садовод."}, {"user", "Когда собирать крыжовник?"}, {"assistant", "В июле."}});
+        expect_turns(convs[1], {{"user", "Расскажи стих"}, {"assistant", "Мороз и солнце; день чудесный!"}});
+        const auto with = read_alpaca_system(p, {.system_prompt = "Ты помощник.", .limit = 0});
+        BOOST_TEST(with[0].messages[0].content == "Ты садовод."); // the row's own system message wins
+        expect_turns(
+            with[1],
+            {{"system", "Ты помощник."}, {"user", "Расскажи стих"}, {"assistant", "Мороз и солнце; день чудесный!"}});
+    }
+    BOOST_TEST(read_alpaca_system(csv).at(1).source == csv.string() + ":3");
+    // Plain alpaca reads the same rows differently: the input joins the user's turn.
+    BOOST_TEST(read_alpaca(jsonl)[0].messages[0].content == "Когда собирать крыжовник?\n\nТы садовод.");
+    expect_error([&] { read_alpaca_system(write("nocol.csv", "instruction,answer\nА,Б\n")); }, "nocol.csv:1",
+                 "no column \"output\"");
+    expect_error(
+        [&] {
+            read_alpaca_system(write("empty.jsonl", R"({"instruction": "", "output": "x"})"
+                                                    "\n"));
+        },
+        "empty.jsonl:1", "instruction (the user's turn) is empty");
+    expect_error([&] { sft_format_from_name("parquet"); }, "parquet", "alpaca-system");
+}
+
 BOOST_AUTO_TEST_CASE(seed_tasks) {
     const fs::path p = write(
         "seed.jsonl",

@@ -1,12 +1,15 @@
 // tinylm/data/pipeline.hpp: the cleaning pipeline, stage by stage, with counts and examples.
 //
 // A `cleaner` pulls records (paragraphs) from a reader and runs, in order:
-//   nfc → whitespace → punctuation → sentence split → alphabet → length → language → exact dedup → near dedup
+//   [wiki markup] → nfc → whitespace → punctuation → sentence split → alphabet → length → language → exact dedup → near
+//   dedup
 // Paragraph-local stages (everything before dedup, plus the MinHash signatures) run on `threads` threads over
 // batches of about `batch_bytes`; deduplication then runs sequentially in input order, so the output is the
 // same for any thread count. Filters remove sentences; dedup removes whole paragraphs (the kept sentences
 // joined by one space). Every stage records how many items it saw, changed and removed, and for each removal
 // reason a count and the first few examples. Memory: one batch of text plus the dedup tables.
+// The wiki-markup stage (clean_options::wiki, data/wiki.hpp) runs only when asked; its reasons count each kind of
+// markup it removed (wiki40b markers, templates, links, entities, ...).
 #pragma once
 
 #include <tinylm/core/error.hpp>
@@ -16,6 +19,7 @@
 #include <tinylm/data/normalize.hpp>
 #include <tinylm/data/reader.hpp>
 #include <tinylm/data/sentences.hpp>
+#include <tinylm/data/wiki.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -69,6 +73,7 @@ struct stage_stats {
 };
 
 struct clean_options {
+    bool wiki = false; // Wikipedia markup out first (data/wiki.hpp); also keeps line breaks (ws.keep_newlines)
     bool nfc = true;
     bool whitespace = true;
     whitespace_options ws{};
@@ -119,6 +124,7 @@ public:
         check(!opt_.langid || !opt_.keep_languages.empty(),
               "cleaner: a language identifier is set but keep_languages is empty");
         if (opt_.langid) opt_.langid->finalize();
+        if (opt_.wiki) opt_.ws.keep_newlines = true; // _NEWLINE_ and _START_PARAGRAPH_ end sentences
         report_.stages = make_stages();
     }
 
@@ -164,10 +170,11 @@ public:
     const clean_options& options() const { return opt_; }
 
 private:
-    enum stage_id { s_nfc, s_ws, s_punct, s_split, s_alpha, s_len, s_lang, s_exact, s_near, s_para, n_stages };
+    enum stage_id { s_wiki, s_nfc, s_ws, s_punct, s_split, s_alpha, s_len, s_lang, s_exact, s_near, s_para, n_stages };
 
     std::vector<stage_stats> make_stages() const {
-        return {{"nfc", "paragraphs", 0, 0, 0, {}},
+        return {{"wiki_markup", "paragraphs", 0, 0, 0, {}},
+                {"nfc", "paragraphs", 0, 0, 0, {}},
                 {"whitespace", "paragraphs", 0, 0, 0, {}},
                 {"punctuation", "paragraphs", 0, 0, 0, {}},
                 {"sentences", "paragraphs in, sentences out (changed)", 0, 0, 0, {}},
@@ -197,6 +204,15 @@ private:
             w.para.source = std::move(rec.source);
             w.para.doc = rec.doc;
             std::string& t = rec.text;
+            if (opt_.wiki) {
+                ++st[s_wiki].seen;
+                wiki_counts wc;
+                if (clean_wiki_markup(t, wc)) {
+                    ++st[s_wiki].changed;
+                    for (const auto& [what, count] : wc.items())
+                        if (count) st[s_wiki].reasons[what].count += count;
+                }
+            }
             if (opt_.nfc) {
                 ++st[s_nfc].seen;
                 st[s_nfc].changed += to_nfc(t);

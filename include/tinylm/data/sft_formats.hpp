@@ -6,6 +6,10 @@
 // Formats (docs/sft.md):
 //   alpaca             JSON array or JSONL of {instruction, input, output}: user = instruction, plus "\n\n" + input
 //                      when input is not empty; assistant = output
+//   alpaca_system      the SFT assignment's layout of the same rows (d0rj/alpaca-cleaned-ru): input = the system
+//                      message (none when empty), instruction = user, output = assistant; JSON array, JSONL, or
+//                      CSV with a header naming instruction, input (optional) and output. Never detected (the
+//                      fields are alpaca's): ask for it by name (sft_format_from_name("alpaca-system"))
 //   seed_tasks         rulm's seed tasks, JSONL of {instruction, instances: [{input, output}, ...]}: one
 //                      conversation per instance, built as alpaca
 //   messages           JSONL of {"messages": [{"role", "content"}, ...]} (system, user, assistant, tool)
@@ -30,6 +34,7 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace tl::data {
@@ -57,7 +62,23 @@ struct sft_read_options {
     std::size_t limit = 0;          // stop after this many conversations; 0: all
 };
 
-enum class sft_format { automatic, alpaca, seed_tasks, messages, prompt_completion, csv };
+enum class sft_format { automatic, alpaca, alpaca_system, seed_tasks, messages, prompt_completion, csv };
+
+// The command-line names: auto, alpaca, alpaca-system, seed-tasks, messages, prompt-completion, csv.
+inline sft_format sft_format_from_name(std::string_view name) {
+    static constexpr std::pair<std::string_view, sft_format> names[] = {
+        {"auto", sft_format::automatic},
+        {"alpaca", sft_format::alpaca},
+        {"alpaca-system", sft_format::alpaca_system},
+        {"seed-tasks", sft_format::seed_tasks},
+        {"messages", sft_format::messages},
+        {"prompt-completion", sft_format::prompt_completion},
+        {"csv", sft_format::csv}};
+    for (const auto& [n, f] : names)
+        if (n == name) return f;
+    fail("unknown SFT format '" + std::string(name) +
+         "' (auto, alpaca, alpaca-system, seed-tasks, messages, prompt-completion, csv)");
+}
 
 struct csv_options {
     std::string text_column = "text";         // the assistant's reply
@@ -400,6 +421,60 @@ inline std::vector<conversation> read_rated_csv(const std::filesystem::path& pat
     return out;
 }
 
+// The SFT assignment's alpaca layout: input = system (when not empty; else read_options::system_prompt when set),
+// instruction = user, output = assistant. JSON array or JSONL; a .csv file by its header's column names.
+inline std::vector<conversation> read_alpaca_system(const std::filesystem::path& path,
+                                                    const sft_read_options& opt = {}) {
+    std::vector<conversation> out;
+    const auto add = [&](const std::string& instruction, const std::string& input, const std::string& output,
+                         const std::string& where) {
+        check(!instruction.empty(), [&] { return where + ": the instruction (the user's turn) is empty"; });
+        conversation c;
+        c.source = where;
+        if (!input.empty())
+            c.messages.push_back({"system", input});
+        else if (!opt.system_prompt.empty())
+            c.messages.push_back({"system", opt.system_prompt});
+        c.messages.push_back({"user", instruction});
+        c.messages.push_back({"assistant", output});
+        out.push_back(std::move(c));
+        return detail::below_limit(out, opt);
+    };
+    if (path.extension() == ".csv") {
+        const std::string file = path.string();
+        const std::vector<csv_row> rows = parse_csv(detail::read_whole_file(path), file);
+        check(!rows.empty(), [&] { return file + ": empty CSV file (no header row)"; });
+        const std::vector<std::string>& header = rows[0].fields;
+        const auto column = [&](const char* name, bool required) {
+            for (std::size_t k = 0; k < header.size(); ++k)
+                if (header[k] == name) return k;
+            check(!required, [&] {
+                std::string names;
+                for (const std::string& h : header)
+                    names += (names.empty() ? "" : ", ") + h;
+                return file + ":1: no column \"" + name + "\" in the header (it has: " + names + ")";
+            });
+            return header.size();
+        };
+        const std::size_t ci = column("instruction", true), cn = column("input", false), co = column("output", true);
+        for (std::size_t r = 1; r < rows.size(); ++r) {
+            const csv_row& row = rows[r];
+            const std::string where = file + ":" + std::to_string(row.line);
+            check(row.fields.size() == header.size(), [&] {
+                return where + ": the row has " + std::to_string(row.fields.size()) + " fields, the header " +
+                       std::to_string(header.size());
+            });
+            if (!add(row.fields[ci], cn < header.size() ? row.fields[cn] : std::string(), row.fields[co], where)) break;
+        }
+        return out;
+    }
+    detail::for_each_json_record(path, [&](const nlohmann::ordered_json& r, const std::string& where) {
+        return add(detail::string_field(r, "instruction", where, true), detail::string_field(r, "input", where, false),
+                   detail::string_field(r, "output", where, true), where);
+    });
+    return out;
+}
+
 // ---- any format --------------------------------------------------------------------------------------------
 
 // .csv files are csv; otherwise the first record's fields decide: messages, instances (seed tasks),
@@ -430,6 +505,8 @@ inline std::vector<conversation> read_sft(const std::filesystem::path& path, sft
     switch (format) {
     case sft_format::alpaca:
         return read_alpaca(path, opt);
+    case sft_format::alpaca_system:
+        return read_alpaca_system(path, opt);
     case sft_format::seed_tasks:
         return read_seed_tasks(path, opt);
     case sft_format::messages:

@@ -54,6 +54,14 @@ concept TextEncoder = requires(const E& e, std::string_view s) {
 };
 using encode_fn = std::function<std::vector<std::uint32_t>(std::string_view)>;
 
+// An encoder that also encodes a paragraph as the continuation of a document (`e.continuation(s)`): what a
+// SentencePiece-style tokenizer, which prepends "▁" once to its input, gives for the paragraphs after the first
+// (data/tokenizer_file.hpp). chunk_document uses it for every paragraph but a document's first.
+template <class E>
+concept ContinuationEncoder = TextEncoder<E> && requires(const E& e, std::string_view s) {
+    { e.continuation(s) } -> std::convertible_to<std::vector<std::uint32_t>>;
+};
+
 struct tokenizer_info {
     std::uint64_t hash = 0; // identifies the tokenizer (vocabulary, merges, normalisation)
     std::uint32_t bos = 0, eos = 0;
@@ -339,7 +347,8 @@ struct chunk_options {
 
 // Cuts a document (its paragraphs, each encoded with a trailing "\n") into chunks of at most `context`
 // tokens. Paragraphs are kept whole when they fit; a paragraph longer than a chunk is cut between tokens.
-// Concatenating the chunks without their <bos>/<eos> gives the encoded document, paragraph by paragraph.
+// Concatenating the chunks without their <bos>/<eos> gives the encoded document, paragraph by paragraph (with a
+// ContinuationEncoder, paragraphs after the first are encoded as continuations).
 template <TextEncoder E>
 std::vector<std::vector<std::uint32_t>> chunk_document(const std::vector<std::string>& paragraphs, const E& encode,
                                                        const tokenizer_info& tok, const chunk_options& opt = {}) {
@@ -361,9 +370,14 @@ std::vector<std::vector<std::uint32_t>> chunk_document(const std::vector<std::st
     };
     std::string text;
     for (const auto& p : paragraphs) {
+        const bool first = &p == &paragraphs.front();
         text.assign(p);
         text.push_back('\n');
-        const std::vector<std::uint32_t> t = encode(std::string_view(text));
+        std::vector<std::uint32_t> t;
+        if constexpr (ContinuationEncoder<E>)
+            t = first ? encode(std::string_view(text)) : encode.continuation(std::string_view(text));
+        else
+            t = encode(std::string_view(text));
         if (cur.size() + t.size() <= budget) {
             cur.insert(cur.end(), t.begin(), t.end());
             continue;
