@@ -300,6 +300,16 @@ void check_vocab(const gg::reader& r, const tokenizer& tok, const model_config& 
     }
 }
 
+// tinylm's logits after the last token of `prompt`.
+template <class Model>
+std::vector<float> last_logits(const Model& model, const std::vector<token_t>& prompt) {
+    auto cache = model.make_cache(1, index_t(prompt.size()));
+    std::vector<float> logits(std::size_t(model.config().vocab_size));
+    model.forward_cached(cache, cview<token_t>{prompt.data(), {1, index_t(prompt.size())}},
+                         tensor_view<float>{logits.data(), {1, model.config().vocab_size}});
+    return logits;
+}
+
 // Hugging Face RoPE (rotate half) on one head of width d, at position p.
 std::vector<double> rope_half(const std::vector<double>& x, std::int64_t p, double theta) {
     const std::size_t d = x.size(), h = d / 2;
@@ -628,7 +638,7 @@ BOOST_AUTO_TEST_CASE(export_for_python, *boost::unit_test::disabled()) {
 
 // For the slow test gguf_llama_cpp_matches_tinylm: with TINYLM_GGUF_LLAMA_DIR set, writes the Llama folder and,
 // for it and the Qwen2 fixture, f32 and q8_0 files, tinylm's ids of 200 lines, and the greedy 32-token
-// continuations of 10 prompts with their log-probabilities, in <dir>/expected.json.
+// continuations of 10 prompts and the logits after each prompt, in <dir>/expected.json.
 BOOST_AUTO_TEST_CASE(export_for_llama_cpp, *boost::unit_test::disabled()) {
     const char* out_env = std::getenv("TINYLM_GGUF_LLAMA_DIR");
     BOOST_TEST_REQUIRE(out_env != nullptr, "set TINYLM_GGUF_LLAMA_DIR");
@@ -641,11 +651,35 @@ BOOST_AUTO_TEST_CASE(export_for_llama_cpp, *boost::unit_test::disabled()) {
         const nlohmann::json texts = nlohmann::json::parse(in);
         for (const auto& t : texts) {
             std::istringstream ss(t["text"].get<std::string>());
-            for (std::string line; std::getline(ss, line) && lines.size() < 200;) {
+            // The lines of the texts, cut at spaces into pieces of at most 120 bytes.
+            for (std::string line; std::getline(ss, line);) {
                 while (!line.empty() && (line.back() == '\r' || line.back() == ' '))
                     line.pop_back();
-                if (line.size() >= 2 && line.size() < 300) lines.push_back(line);
+                std::size_t at = 0;
+                while (at < line.size() && lines.size() < 200) {
+                    std::size_t end = line.size();
+                    if (end - at > 120) {
+                        end = line.rfind(' ', at + 120);
+                        if (end == std::string::npos || end <= at) end = line.find(' ', at + 1);
+                        if (end == std::string::npos) end = line.size();
+                    }
+                    if (end - at >= 2) lines.push_back(line.substr(at, end - at));
+                    at = end;
+                }
             }
+        }
+    }
+    // Then runs of 2 to 10 words from every second word of each line, until there are 200 lines.
+    for (std::size_t base = 0, n = lines.size(); lines.size() < 200 && base < n; ++base) {
+        std::vector<std::string> words;
+        std::istringstream ws(lines[base]);
+        for (std::string w; ws >> w;)
+            words.push_back(w);
+        for (std::size_t start = 0; start + 2 <= words.size() && lines.size() < 200; start += 2) {
+            std::string line = words[start];
+            for (std::size_t k = start + 1; k < std::min(words.size(), start + 2 + (start + base) % 9); ++k)
+                line += " " + words[k];
+            lines.push_back(line);
         }
     }
     BOOST_TEST_REQUIRE(lines.size() == 200u);
@@ -661,8 +695,13 @@ BOOST_AUTO_TEST_CASE(export_for_llama_cpp, *boost::unit_test::disabled()) {
                 e["files"][to_string(t)] = file.string();
             }
             e["lines"] = lines;
-            for (const std::string& line : lines)
+            for (const std::string& line : lines) {
                 e["ids"].push_back(folder.tokenizer->encode(line));
+                // Differences llama.cpp cannot avoid: it does not apply NFC, and it reads token texts as C strings
+                // (a token holding a NUL byte becomes unreachable).
+                e["not_nfc"].push_back(folder.tokenizer->norm.nfc && unicode::nfc(line) != line);
+                e["has_nul"].push_back(line.find('\0') != std::string::npos);
+            }
             for (std::size_t p = 0; p < 10; ++p) {
                 std::vector<token_t> prompt = folder.tokenizer->encode(lines[p * 17], {.add_special_tokens = true});
                 if (prompt.size() > 24) prompt.resize(24);
@@ -672,6 +711,7 @@ BOOST_AUTO_TEST_CASE(export_for_llama_cpp, *boost::unit_test::disabled()) {
                 const std::vector<token_t> cont = generate(model, prompt, greedy);
                 e["prompts"].push_back(prompt);
                 e["continuations"].push_back(cont);
+                e["last_logits"].push_back(last_logits(model, prompt));
             }
             expected[name] = e;
             return 0;
