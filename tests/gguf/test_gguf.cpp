@@ -619,9 +619,11 @@ BOOST_AUTO_TEST_CASE(export_for_python, *boost::unit_test::disabled()) {
     make_llama_folder(out / "llama");
     make_mixtral_folder(out / "mixtral");
     nlohmann::json manifest = nlohmann::json::array();
-    for (const auto& [name, dir] :
+    for (const auto& named :
          {std::pair{std::string("qwen2"), qwen2_fixture}, std::pair{std::string("llama"), out / "llama"},
           std::pair{std::string("mixtral"), out / "mixtral"}}) {
+        const std::string& name = named.first;
+        const fs::path& dir = named.second;
         const hf_folder folder = read_hf_folder(dir);
         with_pretrained(dir, [&](auto& model) {
             for (const gguf_type t : all_types) {
@@ -684,8 +686,10 @@ BOOST_AUTO_TEST_CASE(export_for_llama_cpp, *boost::unit_test::disabled()) {
     }
     BOOST_TEST_REQUIRE(lines.size() == 200u);
     nlohmann::json expected = nlohmann::json::object();
-    for (const auto& [name, dir] :
+    for (const auto& named :
          {std::pair{std::string("qwen2"), qwen2_fixture}, std::pair{std::string("llama"), out / "llama"}}) {
+        const std::string& name = named.first;
+        const fs::path& dir = named.second;
         const hf_folder folder = read_hf_folder(dir);
         with_pretrained(dir, [&](auto& model) {
             nlohmann::json e;
