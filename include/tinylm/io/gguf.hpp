@@ -10,6 +10,9 @@
 //   write_gguf(model, folder, options, out)   GGUF v3, general.alignment 32, written to "<out>.tmp" and renamed.
 //   parse_gguf_type("q8_0")                   f32 | f16 | q8_0 | q4_0, else tl::error listing them.
 //   gguf_architecture(config)                 "llama" or "qwen2", else tl::error naming what does not map.
+//   gguf_model_config(reader)                 reading back: the model_config of a llama / qwen2 GGUF file, and
+//   load_gguf_weights(model, reader)          its tensors into a decoder of that config (F32/F16/Q8_0/Q4_0,
+//                                             dequantised; tl::gguf::reader is io/gguf_file.hpp). No tokenizer.
 //
 // What the file holds (the layout of llama.cpp's own convert_hf_to_gguf.py, checked against llama.cpp's
 // loader, src/llama-model.cpp and src/llama-vocab.cpp):
@@ -422,6 +425,92 @@ void write_gguf(const Model& model, const hf_folder& folder, const gguf_options&
                      });
     }
     w.save(out);
+}
+
+// ---- reading back (llama.cpp files of architecture llama or qwen2, F32 / F16 / Q8_0 / Q4_0 tensors) -------
+
+// The decoder configuration a GGUF file describes: sizes from the architecture's keys, q/k/v biases for qwen2,
+// tied embeddings when there is no output.weight, experts from expert_count. Files with rope_freqs (Llama 3
+// scaling) are refused: the scaling parameters are not in the file.
+inline model_config gguf_model_config(const gguf::reader& r) {
+    const std::string arch = r.at("general.architecture").as_string();
+    check(arch == "llama" || arch == "qwen2",
+          [&] { return "gguf: architecture \"" + arch + "\" is not read (llama and qwen2 are)"; });
+    check(r.find_tensor("rope_freqs.weight") == nullptr, "gguf: rope_freqs (Llama 3 rope scaling) is not read back");
+    const std::string a = arch + ".";
+    auto u = [&](const std::string& key) { return static_cast<int>(r.at(a + key).as_uint()); };
+    model_config c;
+    c.vocab_size =
+        r.find(a + "vocab_size") ? u("vocab_size") : static_cast<int>(r.at("tokenizer.ggml.tokens").strings().size());
+    c.d_model = u("embedding_length");
+    c.n_layers = u("block_count");
+    c.n_heads = u("attention.head_count");
+    c.n_kv_heads = r.find(a + "attention.head_count_kv") ? u("attention.head_count_kv") : c.n_heads;
+    const int head = r.find(a + "attention.key_length") ? u("attention.key_length") : c.d_model / c.n_heads;
+    c.d_head = head == c.d_model / c.n_heads ? 0 : head;
+    c.d_ff = u("feed_forward_length");
+    c.max_seq_len = u("context_length");
+    if (const gguf::value* v = r.find(a + "rope.freq_base")) c.rope_theta = v->as_float();
+    c.norm_eps = r.at(a + "attention.layer_norm_rms_epsilon").as_float();
+    c.qkv_bias = arch == "qwen2";
+    c.tied_embeddings = r.find_tensor("output.weight") == nullptr;
+    if (const gguf::value* v = r.find(a + "expert_count"); v && v->as_uint() > 0) {
+        c.moe.n_experts = static_cast<int>(v->as_uint());
+        c.moe.top_k = u("expert_used_count");
+    }
+    return c;
+}
+
+// Reads the tensors of `r` into `model` (built with gguf_model_config(r)): names mapped back, llama's q/k rows
+// un-permuted, experts fused into transformers' gate_up layout; quantised tensors dequantised as ggml does.
+template <class Model>
+void load_gguf_weights(Model& model, const gguf::reader& r) {
+    namespace ex = detail::gguf_export;
+    const model_config& c = model.config();
+    const bool permute = r.at("general.architecture").as_string() == "llama";
+    auto values = [&](const std::string& name, std::int64_t n) {
+        std::vector<float> v = r.read_f32(name);
+        check(std::int64_t(v.size()) == n, [&] {
+            return "gguf: tensor " + name + " has " + std::to_string(v.size()) + " values, the model expects " +
+                   std::to_string(n);
+        });
+        return v;
+    };
+    for (const parameter_entry& e : model.parameter_entries()) {
+        if (e.kind == param_kind::adapter) continue;
+        const tensor_view<float> v = e.value;
+        const std::string& hf = e.name;
+        if (hf.ends_with("mlp.experts.gate_up_proj") || hf.ends_with("mlp.experts.down_proj")) {
+            const std::string layer = hf.substr(0, hf.find(".mlp."));
+            const std::string blk = "blk." + layer.substr(layer.rfind('.') + 1) + ".";
+            if (hf.ends_with("down_proj")) {
+                const std::vector<float> d = values(blk + "ffn_down_exps.weight", v.numel());
+                std::copy(d.begin(), d.end(), v.data);
+                continue;
+            }
+            const std::int64_t n_exp = v.dim(0), f = v.dim(1) / 2, cols = v.dim(2);
+            const std::vector<float> gate = values(blk + "ffn_gate_exps.weight", n_exp * f * cols);
+            const std::vector<float> up = values(blk + "ffn_up_exps.weight", n_exp * f * cols);
+            for (std::int64_t x = 0; x < n_exp; ++x) {
+                std::copy_n(gate.begin() + x * f * cols, f * cols, v.data + x * 2 * f * cols);
+                std::copy_n(up.begin() + x * f * cols, f * cols, v.data + (x * 2 * f + f) * cols);
+            }
+            continue;
+        }
+        const std::string name = ex::tensor_name(hf);
+        check(!name.empty(), [&] { return "gguf: no GGUF name for the tensor " + hf; });
+        const std::vector<float> src = values(name, v.numel());
+        const bool qk = name.find(".attn_q.") != std::string::npos || name.find(".attn_k.") != std::string::npos;
+        if (permute && qk) {
+            const std::int64_t rows = v.shape[0], cols = v.shape.rank > 1 ? v.shape[1] : 1, d = c.head_dim();
+            for (std::int64_t row = 0; row < rows; ++row) { // GGUF row h*d + 2i + t holds HF row h*d + t*d/2 + i
+                const std::int64_t h = row / d, j = row % d, hf_row = h * d + (j % 2) * (d / 2) + j / 2;
+                std::copy_n(src.begin() + row * cols, cols, v.data + hf_row * cols);
+            }
+        } else {
+            std::copy(src.begin(), src.end(), v.data);
+        }
+    }
 }
 
 } // namespace tl
