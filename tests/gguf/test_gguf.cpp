@@ -566,6 +566,10 @@ BOOST_AUTO_TEST_CASE(gpt2_split_pattern_and_sliding_window) {
     BOOST_TEST(r.at("tokenizer.ggml.pre").as_string() == "gpt-2");
     BOOST_TEST(r.at("general.architecture").as_string() == "llama");
     BOOST_TEST(r.at("llama.context_length").as_uint() == 16u); // full attention equals the window up to 16
+    folder.dir = qwen2_fixture.string() + "/"; // no name given: the folder's, with or without a trailing slash
+    write_gguf(model, folder, {}, s.dir / "named.gguf");
+    BOOST_TEST(gg::reader(s.dir / "named.gguf").at("general.name").as_string() == "qwen2_f16");
+    BOOST_TEST(gg::reader(s.dir / "named.gguf").at("general.file_type").as_uint() == 1u); // f16 by default
 }
 
 BOOST_AUTO_TEST_CASE(llama3_rope_factors) {

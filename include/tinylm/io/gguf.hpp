@@ -322,7 +322,8 @@ void write_gguf(const Model& model, const hf_folder& folder, const gguf_options&
     const std::string a = arch + ".";
     w.add("general.architecture", gg::value::str(arch));
     w.add("general.type", gg::value::str("model"));
-    w.add("general.name", gg::value::str(!options.name.empty() ? options.name : folder.dir.filename().string()));
+    const fs::path dir = folder.dir.filename().empty() ? folder.dir.parent_path() : folder.dir; // "dir/" too
+    w.add("general.name", gg::value::str(!options.name.empty() ? options.name : dir.filename().string()));
     w.add("general.alignment", gg::value::u32(w.alignment()));
     w.add("general.file_type", gg::value::u32(ex::file_type(options.type)));
     w.add("general.quantization_version", gg::value::u32(2));
