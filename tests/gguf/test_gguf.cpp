@@ -17,6 +17,9 @@
 #include <tinylm/io/gguf.hpp>
 #include <tinylm/io/hf_any.hpp>
 #include <tinylm/io/hf_folder.hpp>
+#include <tinylm/optim/adamw.hpp>
+#include <tinylm/optim/clip.hpp>
+#include <tinylm/optim/schedule.hpp>
 #include <tinylm/tokenizer/hf_json.hpp>
 
 #include <boost/test/unit_test.hpp>
@@ -100,9 +103,39 @@ model_config mixtral_config() { // byte-level tokenizer of 500 tokens
     return c;
 }
 
-void make_llama_folder(const fs::path& dir) {
+// The Llama test model: random weights, or (trained_on non-empty) trained for 300 AdamW steps on those lines, so
+// that its next-token distributions are as peaked as a real model's (random weights give near-ties everywhere).
+void make_llama_folder(const fs::path& dir, const std::vector<std::string>& trained_on = {}) {
     decoder<families::llama> model(llama_config(), 5);
-    randomise(model, 5);
+    if (trained_on.empty()) randomise(model, 5);
+    if (!trained_on.empty()) {
+        const tokenizer tok = load_tokenizer_json((tokenizer_refs / "trained_byte_fallback.json").string());
+        std::vector<token_t> text;
+        for (const std::string& line : trained_on) {
+            text.push_back(1); // <s>
+            const std::vector<token_t> ids = tok.encode(line);
+            text.insert(text.end(), ids.begin(), ids.end());
+        }
+        adamw opt(model, {.weight_decay = 0.0});
+        const index_t B = 8, T = 48;
+        const lr_schedule schedule{.peak_lr = 1e-2, .min_lr = 1e-3, .warmup_steps = 20, .total_steps = 300};
+        std::vector<token_t> ids(B * T), targets(B * T);
+        std::mt19937 rng(11);
+        for (long long step = 0; step < schedule.total_steps; ++step) {
+            for (index_t b = 0; b < B; ++b) {
+                const std::size_t start = rng() % (text.size() - std::size_t(T) - 1);
+                for (index_t t = 0; t < T; ++t) {
+                    ids[std::size_t(b * T + t)] = text[start + std::size_t(t)];
+                    targets[std::size_t(b * T + t)] = text[start + std::size_t(t) + 1];
+                }
+            }
+            model.zero_grad();
+            model.loss(cview<token_t>{ids.data(), {B, T}}, cview<token_t>{targets.data(), {B, T}});
+            model.backward();
+            clip_grad_norm(model.parameter_entries(), 1.0);
+            opt.step(schedule.lr_at(step));
+        }
+    }
     make_folder(model, dir, tokenizer_refs / "trained_byte_fallback.json",
                 {{"bos_token", "<s>"}, {"eos_token", "</s>"}, {"unk_token", "<unk>"}}, special_ids(1, 2));
 }
@@ -697,7 +730,8 @@ BOOST_AUTO_TEST_CASE(export_for_python, *boost::unit_test::disabled()) {
     write_file(out / "manifest.json", manifest.dump(2));
 }
 
-// For the slow test gguf_llama_cpp_matches_tinylm: with TINYLM_GGUF_LLAMA_DIR set, writes the Llama folder and,
+// For the slow test gguf_llama_cpp_matches_tinylm: with TINYLM_GGUF_LLAMA_DIR set, writes the Llama folder (trained
+// on the 200 lines) and,
 // for it and the Qwen2 fixture, f32 and q8_0 files, tinylm's ids of 200 lines, and the greedy 32-token
 // continuations of 10 prompts and the logits after each prompt, in <dir>/expected.json.
 BOOST_AUTO_TEST_CASE(export_for_llama_cpp, *boost::unit_test::disabled()) {
@@ -705,7 +739,6 @@ BOOST_AUTO_TEST_CASE(export_for_llama_cpp, *boost::unit_test::disabled()) {
     BOOST_TEST_REQUIRE(out_env != nullptr, "set TINYLM_GGUF_LLAMA_DIR");
     const fs::path out = out_env;
     fs::create_directories(out);
-    make_llama_folder(out / "llama");
     std::vector<std::string> lines;
     {
         std::ifstream in(tokenizer_refs / "texts.json");
@@ -744,6 +777,7 @@ BOOST_AUTO_TEST_CASE(export_for_llama_cpp, *boost::unit_test::disabled()) {
         }
     }
     BOOST_TEST_REQUIRE(lines.size() == 200u);
+    make_llama_folder(out / "llama", lines);
     nlohmann::json expected = nlohmann::json::object();
     for (const auto& named :
          {std::pair{std::string("qwen2"), qwen2_fixture}, std::pair{std::string("llama"), out / "llama"}}) {
@@ -776,6 +810,7 @@ BOOST_AUTO_TEST_CASE(export_for_llama_cpp, *boost::unit_test::disabled()) {
                 e["continuations"].push_back(cont);
                 e["last_logits"].push_back(last_logits(model, prompt));
             }
+            e["trained"] = name == "llama";
             expected[name] = e;
             return 0;
         });

@@ -3,12 +3,14 @@
 
     check_llama_cpp.py DIR   DIR/expected.json from `test_gguf --run_test=gguf_export/export_for_llama_cpp`
 
-For each model (the Qwen2 fixture: byte-level BPE with the Qwen2 split; a Llama with a byte-fallback tokenizer):
+For each model (the Qwen2 fixture: random weights, byte-level BPE with the Qwen2 split; a Llama with a byte-fallback
+tokenizer, trained by the export step on the 200 lines for 300 steps):
   - tokenization: llama.cpp's ids of 200 lines (no bos added; special tokens in the text parsed, as Hugging Face
     and tinylm do) equal tinylm's, every line;
   - f32: the logits after each of 10 prompts equal tinylm's within LOGIT_BOUND (relative to the largest), and the
     greedy 32-token continuations equal tinylm's, token for token (llama.cpp with an f32 K/V cache);
-  - q8_0: the greedy continuation equals f32's for at least 7 of 10 prompts, and along the f32 continuation
+  - q8_0: the greedy continuation equals f32's for at least 7 of 10 prompts on the trained Llama (the Qwen2
+    fixture's random weights leave near-ties everywhere: counted, not required), and along the f32 continuation
     (teacher-forced) the log-probability llama.cpp gives each token at q8_0 is within LOGPROB_BOUND of f32's.
 Known differences, counted and printed but not failures: llama.cpp applies no NFC normalizer (lines not in NFC
 tokenize differently under an NFC tokenizer) and reads token texts as C strings (a token holding a NUL byte is
@@ -102,10 +104,11 @@ def main() -> int:
         lp_q8 = [token_logprobs(q8, p, c) for p, c in zip(e["prompts"], conts_f32)]
         worst = max(float(np.abs(a - b).max()) for a, b in zip(lp_f32, lp_q8))
         mean = float(np.mean([np.abs(a - b).mean() for a, b in zip(lp_f32, lp_q8)]))
-        print(f"{name}: q8_0 greedy continuations equal to f32's: {same_q8}/{len(conts_q8)}; "
+        print(f"{name}: q8_0 greedy continuations equal to f32's: {same_q8}/{len(conts_q8)}"
+              f"{'' if e['trained'] else ' (random weights: near-ties, not required)'}; "
               f"|log p(q8_0) - log p(f32)| along the f32 continuations: max {worst:.4f}, mean {mean:.4f} nats "
               f"(bound {LOGPROB_BOUND})")
-        failures += same_q8 < 7 or worst > LOGPROB_BOUND
+        failures += (e["trained"] and same_q8 < 7) or worst > LOGPROB_BOUND
         del q8
     print("passed" if failures == 0 else f"{failures} checks failed")
     return 1 if failures else 0
