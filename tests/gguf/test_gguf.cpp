@@ -92,6 +92,10 @@ special_token_ids special_ids(int bos, int eos) {
     return s;
 }
 
+struct lora_r4 {
+    static constexpr lora_config value{.rank = 4, .alpha = 8, .dropout = 0, .targets = lora_all};
+};
+
 model_config llama_config() { // byte-fallback tokenizer of 646 tokens
     model_config c = test::llama_gqa::value;
     c.vocab_size = 646;
@@ -217,6 +221,7 @@ void check_tensors(const gg::reader& r, const Model& model, gguf_type want, cons
     const model_config& c = model.config();
     std::size_t expected_count = 0;
     for (const parameter_entry& e : model.parameter_entries()) {
+        if (e.kind == param_kind::adapter) continue;
         const std::vector<float> hf(e.value.begin(), e.value.end());
         if (e.name.ends_with("mlp.experts.gate_up_proj")) {
             const std::string blk = "blk." + e.name.substr(13, e.name.find(".mlp") - 13) + ".";
@@ -642,6 +647,32 @@ BOOST_AUTO_TEST_CASE(read_back_into_a_decoder) {
         load_pretrained(model, s.dir / "mixtral");
         round_trip<families::mixtral>(model, read_hf_folder(s.dir / "mixtral"), s.dir);
     }
+}
+
+BOOST_AUTO_TEST_CASE(lora_adapter_merged_first) {
+    scratch s("lora");
+    const hf_folder folder = read_hf_folder(qwen2_fixture);
+    model_config c = test::llama_gqa::value;
+    c.vocab_size = 320;
+    decoder<families::llama, default_backend, lora_r4> model(c, 4);
+    std::mt19937 rng(2);
+    std::normal_distribution<float> n(0.0f, 0.2f);
+    for (const parameter_entry& e : model.parameter_entries())
+        if (e.kind == param_kind::adapter)
+            for (float& x : e.value)
+                x = n(rng);
+    const std::string unmerged = tl_test::error_of([&] { write_gguf(model, folder, {}, s.dir / "m.gguf"); });
+    BOOST_TEST(unmerged.find("LoRA adapter is not merged") != std::string::npos, unmerged);
+    const parameter_entry* q = nullptr;
+    for (const parameter_entry& e : model.parameter_entries())
+        if (e.name == "model.layers.0.self_attn.q_proj.weight") q = &e;
+    BOOST_TEST_REQUIRE(q != nullptr);
+    const float before = q->value[0];
+    model.merge();
+    BOOST_TEST(q->value[0] != before); // merging changed the base weights
+    const gg::reader r = export_and_read(model, folder, gguf_type::f32, s.dir / "m.gguf");
+    check_tensors(r, model, gguf_type::f32, "llama"); // the merged weights, no adapter tensors
+    BOOST_TEST(r.tensors().size() == 3 + 9 * std::size_t(c.n_layers));
 }
 
 BOOST_AUTO_TEST_CASE(errors_name_the_problem) {

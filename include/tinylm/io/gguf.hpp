@@ -303,7 +303,8 @@ inline vocab_tables vocab_of(const tokenizer& tok, std::int64_t n_vocab, const s
 
 } // namespace detail::gguf_export
 
-// Writes `model` (a decoder of the llama, qwen2 or mixtral family; merge a LoRA adapter first) with the tokenizer,
+// Writes `model` (a decoder of the llama, qwen2 or mixtral family; a LoRA adapter must be merged, else tl::error) with
+// the tokenizer,
 // special tokens and chat template of `folder` as a GGUF file at `out`. See the top of this file.
 template <class Model>
 void write_gguf(const Model& model, const hf_folder& folder, const gguf_options& options, const fs::path& out) {
@@ -316,6 +317,12 @@ void write_gguf(const Model& model, const hf_folder& folder, const gguf_options&
     check(folder.tokenizer.has_value(),
           [&] { return "gguf: " + where + " has no tokenizer.json; llama.cpp needs the vocabulary in the file"; });
     const tokenizer& tok = *folder.tokenizer;
+    bool adapter = false;
+    for (const parameter_entry& e : model.parameter_entries())
+        adapter = adapter || e.kind == param_kind::adapter;
+    if constexpr (requires { model.merged(); })
+        check(!adapter || model.merged(),
+              "gguf: the model's LoRA adapter is not merged: merge() it first (the file holds the base weights only)");
     const ex::vocab_tables vocab = ex::vocab_of(tok, c.vocab_size, where);
 
     gg::writer w;
