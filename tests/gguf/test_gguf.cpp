@@ -730,6 +730,18 @@ BOOST_AUTO_TEST_CASE(errors_name_the_problem) {
                std::string::npos);
     BOOST_TEST(error_of([&] { gg::reader r(s.dir / "v9.gguf"); }).find("has version 9") != std::string::npos);
     BOOST_TEST(error_of([&] { gg::reader r(s.dir / "missing.gguf"); }).find("cannot open") != std::string::npos);
+    // A tensor whose dimensions (each plausible) multiply to more elements than the file holds bytes.
+    std::string huge("GGUF", 4);
+    auto put = [&](std::uint64_t v, int n) { huge.append(reinterpret_cast<const char*>(&v), std::size_t(n)); };
+    put(3, 4), put(1, 8), put(0, 8);   // version, one tensor, no metadata
+    put(1, 8), huge += "t", put(4, 4); // name "t", four dimensions
+    for (int d = 0; d < 4; ++d)
+        put(300, 8);
+    put(0, 4), put(0, 8); // F32 at offset 0
+    huge.resize(512, '\0');
+    write_file(s.dir / "huge.gguf", huge);
+    const std::string overflow = error_of([&] { gg::reader r(s.dir / "huge.gguf"); });
+    BOOST_TEST(overflow.find("has more elements than the file could hold") != std::string::npos, overflow);
 }
 
 // For the torch test gguf_python_reads_tinylm: with TINYLM_GGUF_EXPORT_DIR set, writes the Llama and Mixtral

@@ -433,6 +433,12 @@ public:
                            std::to_string(t.dims.back());
                 });
             }
+            std::uint64_t n = 1;
+            for (const std::uint64_t d : t.dims)
+                check(!__builtin_mul_overflow(n, d, &n) && n <= size_ * 2, [&] {
+                    return "gguf: " + path.string() + ": tensor " + t.name +
+                           " has more elements than the file could hold";
+                });
             const auto type = get<std::uint32_t>("type of " + t.name);
             check(type == 0 || type == 1 || type == 2 || type == 8, [&] {
                 return "gguf: " + path.string() + ": tensor " + t.name + " has ggml type " + std::to_string(type) +
