@@ -774,8 +774,8 @@ BOOST_AUTO_TEST_CASE(export_for_python, *boost::unit_test::disabled()) {
 }
 
 // For the slow test gguf_llama_cpp_matches_tinylm: with TINYLM_GGUF_LLAMA_DIR set, writes the Llama folder (trained
-// on the 200 lines) and,
-// for it and the Qwen2 fixture, f32 and q8_0 files, tinylm's ids of 200 lines, and the greedy 32-token
+// on the 200 lines) and the Mixtral folder,
+// for them and the Qwen2 fixture, f32 and q8_0 files, tinylm's ids of 200 lines, and the greedy 32-token
 // continuations of 10 prompts and the logits after each prompt, in <dir>/expected.json.
 BOOST_AUTO_TEST_CASE(export_for_llama_cpp, *boost::unit_test::disabled()) {
     const char* out_env = std::getenv("TINYLM_GGUF_LLAMA_DIR");
@@ -821,9 +821,11 @@ BOOST_AUTO_TEST_CASE(export_for_llama_cpp, *boost::unit_test::disabled()) {
     }
     BOOST_TEST_REQUIRE(lines.size() == 200u);
     make_llama_folder(out / "llama", lines);
+    make_mixtral_folder(out / "mixtral");
     nlohmann::json expected = nlohmann::json::object();
     for (const auto& named :
-         {std::pair{std::string("qwen2"), qwen2_fixture}, std::pair{std::string("llama"), out / "llama"}}) {
+         {std::pair{std::string("qwen2"), qwen2_fixture}, std::pair{std::string("llama"), out / "llama"},
+          std::pair{std::string("mixtral"), out / "mixtral"}}) {
         const std::string& name = named.first;
         const fs::path& dir = named.second;
         const hf_folder folder = read_hf_folder(dir);

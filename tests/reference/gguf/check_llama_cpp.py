@@ -4,14 +4,17 @@
     check_llama_cpp.py DIR   DIR/expected.json from `test_gguf --run_test=gguf_export/export_for_llama_cpp`
 
 For each model (the Qwen2 fixture: random weights, byte-level BPE with the Qwen2 split; a Llama with a byte-fallback
-tokenizer, trained by the export step on the 200 lines for 300 steps):
+tokenizer, trained by the export step on the 200 lines for 300 steps; a Mixtral with 4 experts, top-2, random
+weights, byte-level BPE with NFC):
   - tokenization: llama.cpp's ids of 200 lines (no bos added; special tokens in the text parsed, as Hugging Face
     and tinylm do) equal tinylm's, every line;
   - f32: the logits after each of 10 prompts equal tinylm's within LOGIT_BOUND (relative to the largest), and the
     greedy 32-token continuations equal tinylm's, token for token (llama.cpp with an f32 K/V cache);
-  - q8_0: the greedy continuation equals f32's for at least 7 of 10 prompts on the trained Llama (the Qwen2
-    fixture's random weights leave near-ties everywhere: counted, not required), and along the f32 continuation
-    (teacher-forced) the log-probability llama.cpp gives each token at q8_0 is within LOGPROB_BOUND of f32's.
+  - q8_0, along the f32 continuations (teacher-forced): the mean |log p(q8_0) - log p(f32)| of the chosen tokens is
+    within MEAN_LOGPROB_BOUND on every model; on the trained Llama the largest is within LOGPROB_BOUND and the greedy
+    continuation equals f32's for at least 7 of 10 prompts. The random-weight models (Qwen2 fixture, Mixtral) have
+    near-ties everywhere (and, for Mixtral, near-tied expert choices that flip under quantisation): their greedy
+    agreement and largest difference are printed, not required.
 Known differences, counted and printed but not failures: llama.cpp applies no NFC normalizer (lines not in NFC
 tokenize differently under an NFC tokenizer) and reads token texts as C strings (a token holding a NUL byte is
 unreachable).
@@ -26,7 +29,8 @@ import sys
 import numpy as np
 from llama_cpp import Llama
 
-LOGPROB_BOUND = 0.25  # nats; the measured maximum is printed
+LOGPROB_BOUND = 0.25  # nats, largest difference on a trained model; the measured values are printed
+MEAN_LOGPROB_BOUND = 0.1  # nats, mean difference on every model
 LOGIT_BOUND = 1e-4  # relative to the largest logit
 
 
@@ -106,9 +110,10 @@ def main() -> int:
         mean = float(np.mean([np.abs(a - b).mean() for a, b in zip(lp_f32, lp_q8)]))
         print(f"{name}: q8_0 greedy continuations equal to f32's: {same_q8}/{len(conts_q8)}"
               f"{'' if e['trained'] else ' (random weights: near-ties, not required)'}; "
-              f"|log p(q8_0) - log p(f32)| along the f32 continuations: max {worst:.4f}, mean {mean:.4f} nats "
-              f"(bound {LOGPROB_BOUND})")
-        failures += (e["trained"] and same_q8 < 7) or worst > LOGPROB_BOUND
+              f"|log p(q8_0) - log p(f32)| along the f32 continuations: max {worst:.4f} "
+              f"(bound {LOGPROB_BOUND if e['trained'] else 'none: random weights'}), mean {mean:.4f} nats "
+              f"(bound {MEAN_LOGPROB_BOUND})")
+        failures += (e["trained"] and (same_q8 < 7 or worst > LOGPROB_BOUND)) or mean > MEAN_LOGPROB_BOUND
         del q8
     print("passed" if failures == 0 else f"{failures} checks failed")
     return 1 if failures else 0
