@@ -11,6 +11,7 @@
 // The `gguf` Python package checks the same files independently (ctest -L torch: gguf_python_reads_tinylm) and
 // llama.cpp runs them (ctest -L slow: gguf_llama_cpp_matches_tinylm).
 #include "../model/fixture_configs.hpp"
+#include "../support/data.hpp"
 #include "../support/errors.hpp"
 
 #include <tinylm/eval/generate.hpp>
@@ -336,6 +337,18 @@ void check_vocab(const gg::reader& r, const tokenizer& tok, const model_config& 
         BOOST_TEST(merges[k].substr(0, space) == tokens[std::size_t(a)]);
         BOOST_TEST(merges[k].substr(space + 1) == tokens[std::size_t(b)]);
     }
+}
+
+// True when `line` holds the text of an ordinary (not added) token that llama.cpp forces to control and end-of-
+// generation by its text (src/llama-vocab.cpp: "</s>", "<|endoftext|>", "<|im_end|>", ...); with special tokens
+// parsed, llama.cpp then matches it as one token where Hugging Face and tinylm split it as text.
+bool has_control_looking_text(const tokenizer& tok, const std::string& line) {
+    for (const char* t : {"<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "</s>", "<|eom_id|>",
+                          "<EOT>", "<|end_of_text|>", "<eos>"})
+        if (line.find(t) != std::string::npos && tok.model.find(t) >= 0 &&
+            tok.added.find(std::string_view(t)) == nullptr)
+            return true;
+    return false;
 }
 
 // tinylm's logits after the last token of `prompt`.
@@ -775,8 +788,9 @@ BOOST_AUTO_TEST_CASE(export_for_python, *boost::unit_test::disabled()) {
 
 // For the slow test gguf_llama_cpp_matches_tinylm: with TINYLM_GGUF_LLAMA_DIR set, writes the Llama folder (trained
 // on the 200 lines) and the Mixtral folder,
-// for them and the Qwen2 fixture, f32 and q8_0 files, tinylm's ids of 200 lines, and the greedy 32-token
-// continuations of 10 prompts and the logits after each prompt, in <dir>/expected.json.
+// for them and the Qwen2 fixture (also with its tokenizer switched to the GPT-2 split), f32 and q8_0 files, tinylm's
+// ids of 200 lines, and the greedy 32-token continuations of 10 prompts and the logits after each prompt, in
+// <dir>/expected.json.
 BOOST_AUTO_TEST_CASE(export_for_llama_cpp, *boost::unit_test::disabled()) {
     const char* out_env = std::getenv("TINYLM_GGUF_LLAMA_DIR");
     BOOST_TEST_REQUIRE(out_env != nullptr, "set TINYLM_GGUF_LLAMA_DIR");
@@ -825,10 +839,12 @@ BOOST_AUTO_TEST_CASE(export_for_llama_cpp, *boost::unit_test::disabled()) {
     nlohmann::json expected = nlohmann::json::object();
     for (const auto& named :
          {std::pair{std::string("qwen2"), qwen2_fixture}, std::pair{std::string("llama"), out / "llama"},
-          std::pair{std::string("mixtral"), out / "mixtral"}}) {
+          std::pair{std::string("mixtral"), out / "mixtral"},
+          std::pair{std::string("qwen2-gpt2-split"), qwen2_fixture}}) {
         const std::string& name = named.first;
         const fs::path& dir = named.second;
-        const hf_folder folder = read_hf_folder(dir);
+        hf_folder folder = read_hf_folder(dir);
+        if (name.ends_with("gpt2-split")) folder.tokenizer->pre.pattern = split_pattern::gpt2; // pre "gpt-2"
         with_pretrained(dir, [&](auto& model) {
             nlohmann::json e;
             for (const gguf_type t : {gguf_type::f32, gguf_type::q8_0}) {
@@ -843,6 +859,7 @@ BOOST_AUTO_TEST_CASE(export_for_llama_cpp, *boost::unit_test::disabled()) {
                 // (a token holding a NUL byte becomes unreachable).
                 e["not_nfc"].push_back(folder.tokenizer->norm.nfc && unicode::nfc(line) != line);
                 e["has_nul"].push_back(line.find('\0') != std::string::npos);
+                e["control_text"].push_back(has_control_looking_text(*folder.tokenizer, line));
             }
             for (std::size_t p = 0; p < 10; ++p) {
                 std::vector<token_t> prompt = folder.tokenizer->encode(lines[p * 17], {.add_special_tokens = true});
@@ -859,6 +876,35 @@ BOOST_AUTO_TEST_CASE(export_for_llama_cpp, *boost::unit_test::disabled()) {
             expected[name] = e;
             return 0;
         });
+    }
+    // Real tokenizers of the shared data (Llama 2: 32,000 SentencePiece-style tokens with byte fallback; Qwen3:
+    // 151,669 byte-level tokens with NFC), when present: tokenization only, on a tiny model of their vocabulary.
+    for (const std::string real : {"llama2", "qwen3"}) {
+        const fs::path src = tl_test::data_path(fs::path("tokenizers") / real / "tokenizer.json");
+        if (src.empty()) continue;
+        const tokenizer tok = load_tokenizer_json(src.string());
+        model_config c = test::llama_gqa::value;
+        c.vocab_size = int(tok.vocab_size());
+        c.tied_embeddings = true;
+        decoder<families::llama> model(c, 1);
+        const nlohmann::json tok_config =
+            real == "llama2" ? nlohmann::json{{"bos_token", "<s>"}, {"eos_token", "</s>"}, {"unk_token", "<unk>"}}
+                             : nlohmann::json{{"eos_token", "<|im_end|>"}, {"pad_token", "<|endoftext|>"}};
+        make_folder(model, out / real, src, tok_config, special_ids(real == "llama2" ? 1 : -1, -1));
+        const hf_folder folder = read_hf_folder(out / real);
+        nlohmann::json e;
+        const fs::path file = out / (real + "-tokenizer-f32.gguf");
+        write_gguf(model, folder, {.type = gguf_type::f32, .name = real}, file);
+        e["files"]["f32"] = file.string();
+        e["tokenizer_only"] = true;
+        e["lines"] = lines;
+        for (const std::string& line : lines) {
+            e["ids"].push_back(tok.encode(line));
+            e["not_nfc"].push_back(tok.norm.nfc && unicode::nfc(line) != line);
+            e["has_nul"].push_back(line.find('\0') != std::string::npos);
+            e["control_text"].push_back(has_control_looking_text(tok, line));
+        }
+        expected[real + "-tokenizer"] = e;
     }
     write_file(out / "expected.json", expected.dump());
 }
