@@ -2,6 +2,7 @@
 // text, the OpenAI-compatible server (plain HTTP, in this process), and the binary itself (generate, chat).
 #include "../support/errors.hpp"
 
+#include <tinylm/io/gguf.hpp>
 #include <tinylm/io/hf_checkpoint.hpp>
 #include <tinylm/io/peft.hpp>
 #include <tinylm/model/presets.hpp>
@@ -158,6 +159,20 @@ BOOST_AUTO_TEST_CASE(adapter_merged_at_load_equals_the_lora_model) {
         m->complete(ids, m->default_options(12), [](std::string_view) { return true; });
     BOOST_TEST(completion.tokens == tl::generate(lora, ids, {.max_new_tokens = 12, .sampling = {.temperature = 0.0}}),
                boost::test_tools::per_element());
+
+    // `tinylm export-gguf --adapter`: the file llama.cpp would run holds the merged weights (read back: the LoRA
+    // model's logits).
+    const fs::path gguf = dir / "merged.gguf";
+    run_command(std::string(TINYLM_BINARY) + " export-gguf --model " + (dir / "base").string() + " --adapter " +
+                (dir / "adapter").string() + " --type f32 --out " + gguf.string() + " 2>/dev/null");
+    const tl::gguf::reader file(gguf);
+    tl::decoder<tl::families::llama> from_gguf(tl::gguf_model_config(file));
+    tl::load_gguf_weights(from_gguf, file);
+    from_gguf.logits(tl::cview<tl::token_t>{ids.data(), {1, t}}, tl::tensor_view<float>{got.data(), {1, t, v}});
+    worst = 0;
+    for (std::size_t i = 0; i < got.size(); ++i)
+        worst = std::max(worst, std::abs(got[i] - want[i]));
+    BOOST_TEST(worst < 2e-4f);
 
     // What would compute something else is refused, naming the field.
     nlohmann::json config = nlohmann::json::parse(std::ifstream(dir / "adapter" / "adapter_config.json"));

@@ -24,6 +24,10 @@ namespace fs = std::filesystem;
 // Loads the model folder with the adapter merged in (empty: none), printing what was loaded to stderr.
 std::unique_ptr<tl::text_model> open_model(const fs::path& model, const fs::path& adapter);
 
+// Writes the model folder (with the adapter merged in) as a GGUF file for llama.cpp (io/gguf.hpp).
+void export_gguf(const fs::path& model, const fs::path& adapter, const std::string& type, const std::string& name,
+                 const fs::path& out);
+
 struct model_flags {
     fs::path model{}, adapter{};
 };
@@ -67,5 +71,6 @@ void add_chat(CLI::App& app, command& chosen);
 void add_serve(CLI::App& app, command& chosen);
 void add_info(CLI::App& app, command& chosen);
 void add_eval(CLI::App& app, command& chosen);
+void add_export_gguf(CLI::App& app, command& chosen);
 
 } // namespace tinylm_cli

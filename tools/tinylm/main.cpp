@@ -5,6 +5,7 @@
 //   tinylm serve --model DIR [--adapter DIR] --port 8080
 //   tinylm eval bpb --model DIR --text held_out.txt
 //   tinylm info DIR
+//   tinylm export-gguf --model DIR [--adapter DIR] --type q8_0 --out model.gguf
 //
 // Any Llama, Mistral, Qwen2 or Mixtral folder in the Hugging Face layout loads, whatever its sizes; a PEFT LoRA
 // adapter is merged at load. `tinylm <command> --help` lists every option with its default. docs/tinylm.md.
@@ -24,6 +25,7 @@ int main(int argc, char** argv) {
     tinylm_cli::add_serve(app, chosen);
     tinylm_cli::add_eval(app, chosen);
     tinylm_cli::add_info(app, chosen);
+    tinylm_cli::add_export_gguf(app, chosen);
     CLI11_PARSE(app, argc, argv);
     try {
         return chosen ? chosen() : 0;

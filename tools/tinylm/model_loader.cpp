@@ -2,6 +2,8 @@
 // reaches the model through tl::text_model.
 #include "common.hpp"
 
+#include <tinylm/io/gguf.hpp>
+
 #include <chrono>
 #include <cstdio>
 
@@ -17,6 +19,18 @@ std::unique_ptr<tl::text_model> open_model(const fs::path& model, const fs::path
                  int(c.n_layers), int(c.max_seq_len), int(c.vocab_size), seconds,
                  adapter.empty() ? "" : "; adapter: ", adapter.empty() ? "" : m->adapter().summary().c_str());
     return m;
+}
+
+void export_gguf(const fs::path& model, const fs::path& adapter, const std::string& type, const std::string& name,
+                 const fs::path& out) {
+    const tl::gguf_options options{.type = tl::parse_gguf_type(type), .name = name};
+    const tl::hf_folder folder = tl::read_hf_folder(model);
+    tl::with_pretrained(model, [&](auto& m) {
+        if (!adapter.empty())
+            std::fprintf(stderr, "adapter %s: %s\n", adapter.c_str(), tl::merge_adapter(m, adapter).summary().c_str());
+        tl::write_gguf(m, folder, options, out);
+        return 0;
+    });
 }
 
 } // namespace tinylm_cli
