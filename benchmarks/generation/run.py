@@ -10,7 +10,8 @@ not land on one of them):
   tinylm-ACTIVE    the same with OMP_WAIT_POLICY=ACTIVE (threads spin between parallel regions)
   tinylm-PASSIVE   the same with OMP_WAIT_POLICY=PASSIVE (threads sleep between parallel regions)
   pytorch          generation_peer.py (HF generate, use_cache, greedy), OMP_WAIT_POLICY unset
-  --baseline NAME=PATH adds another bench_generate (a build of an earlier commit) with the default environment.
+  --baseline NAME=PATH adds another bench_generate (a build of an earlier commit) with the default environment;
+  --single-thread adds tinylm-1-thread (OMP_NUM_THREADS=1: no parallel regions, nothing to wake).
 --policies chooses which of the tinylm wait policies run; --no-peer leaves PyTorch out. OPENBLAS_CORETYPE is unset
 for every process. To add another measurement (a server, say), append a contender in contenders(): a name and a
 function of the round that returns a dict with "decode_tokens_per_s_median".
@@ -54,11 +55,13 @@ def contenders(args, base_env):
     exe = Path(args.build) / "benchmarks" / "generation" / "bench_generate"
     out = []
 
-    def tinylm(path, policy):
-        return lambda: run_json([path, *common], environment(base_env, args.threads, POLICIES[policy]))
+    def tinylm(path, policy, threads=args.threads):
+        return lambda: run_json([path, *common], environment(base_env, threads, POLICIES[policy]))
 
     for policy in args.policies:
         out.append(("tinylm" if policy == "default" else f"tinylm-{policy}", tinylm(exe, policy)))
+    if args.single_thread:
+        out.append(("tinylm-1-thread", tinylm(exe, "default", 1)))
     for spec in args.baseline:
         name, _, path = spec.partition("=")
         out.append((name, tinylm(path, "default")))
@@ -85,6 +88,8 @@ def main():
                     help="OMP_WAIT_POLICY of the tinylm processes (default: unset)")
     ap.add_argument("--baseline", action="append", default=[], metavar="NAME=PATH",
                     help="another bench_generate binary, run with the default environment")
+    ap.add_argument("--single-thread", action="store_true",
+                    help="also tinylm with OMP_NUM_THREADS=1 (no parallel regions at all)")
     ap.add_argument("--no-peer", action="store_true", help="leave PyTorch out")
     ap.add_argument("--peer-loop", choices=["generate", "manual"], default="generate",
                     help="generation_peer.py --loop: HF generate, or a hand-written greedy loop")
