@@ -18,6 +18,7 @@
 #include <CLI/CLI.hpp>
 #include <omp.h>
 
+#include <cstdint>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -51,6 +52,16 @@ double triad_gb_per_s() {
     }
     if (a[n / 2] != 7.0f) std::fprintf(stderr, "triad: unexpected value %g\n", double(a[n / 2]));
     return 3.0 * 4.0 * double(n) / best * 1e-9;
+}
+
+// A fingerprint of every generated token: equal fingerprints across builds mean the same greedy output.
+std::uint64_t fnv1a(const std::vector<tl::token_t>& tokens) {
+    std::uint64_t h = 14695981039346656037ull;
+    for (const tl::token_t t : tokens) {
+        h ^= std::uint64_t(std::uint32_t(t));
+        h *= 1099511628211ull;
+    }
+    return h;
 }
 
 template <class Config>
@@ -98,11 +109,11 @@ int run(const std::string& name, int prompt_len, int new_tokens, int repeats) {
         "{\"impl\": \"tinylm\", \"config\": \"%s\", \"threads\": %d, \"prompt_tokens\": %d, \"new_tokens\": %d, "
         "\"decode_tokens_per_s\": %s, \"decode_tokens_per_s_median\": %.3f, \"prefill_seconds\": %s, "
         "\"bytes_per_token\": %.0f, \"triad_gb_per_s\": %.2f, \"bandwidth_fraction\": %.4f, "
-        "\"peak_rss_mib\": %.1f, \"first_tokens\": [%d, %d, %d, %d]}\n",
+        "\"peak_rss_mib\": %.1f, \"first_tokens\": [%d, %d, %d, %d], \"tokens_fnv1a\": \"%016llx\"}\n",
         name.c_str(), omp_get_max_threads(), prompt_len, new_tokens, bench::json_array(decode_tps).c_str(), tps,
         bench::json_array(prefill_seconds).c_str(), bytes_per_token, bandwidth,
         bytes_per_token * tps / (bandwidth * 1e9), bench::peak_rss_mib(), first_output[0], first_output[1],
-        first_output[2], first_output[3]);
+        first_output[2], first_output[3], static_cast<unsigned long long>(fnv1a(first_output)));
     return 0;
 }
 

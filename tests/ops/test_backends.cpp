@@ -17,6 +17,8 @@
 
 #include <cmath>
 #include <limits>
+#include <span>
+#include <vector>
 
 using namespace tl;
 using namespace tl::test;
@@ -89,6 +91,48 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(gemm_matches_reference, B, fast_backends) {
                     BOOST_TEST(padding_kept);
                 }
     }
+    detail::allow_avx2_clones = true;
+}
+
+// Products run together (q, k, v of one token: one parallel region) give exactly what gemm gives each: the
+// rows of the 64-row blocks are summed the same way whichever call computes them. Several block counts, a tail of
+// fewer than 4 rows, bias (beta = 1) and none; m = 1 (gemv_nt_group) and m = 3 (one gemm at a time).
+BOOST_AUTO_TEST_CASE_TEMPLATE(gemm_group_equals_gemm_one_by_one, B, fast_backends) {
+    const index_t k = 77;
+    const std::vector<index_t> widths = {150, 29, 64, 3};
+    for (const index_t m : {index_t(1), index_t(3)})
+        for (const bool avx2 : {true, false}) {
+            detail::allow_avx2_clones = avx2;
+            const auto a = random_tensor<float>({m, k}, 11);
+            std::vector<owned<float>> weights, c_one, c_group;
+            std::vector<gemm_args<float>> one, group;
+            for (std::size_t i = 0; i < widths.size(); ++i) {
+                const index_t n = widths[i];
+                weights.push_back(random_tensor<float>({n, k}, 12 + std::uint64_t(i)));
+                c_one.push_back(random_tensor<float>({m, n}, 20 + std::uint64_t(i)));
+                c_group.push_back(c_one.back());
+            }
+            for (std::size_t i = 0; i < widths.size(); ++i) {
+                gemm_args<float> g{.trans_b = true,
+                                   .m = m,
+                                   .n = widths[i],
+                                   .k = k,
+                                   .a = a.data.data(),
+                                   .lda = k,
+                                   .b = weights[i].data.data(),
+                                   .ldb = k,
+                                   .beta = i % 2 ? 1.0f : 0.0f,
+                                   .c = c_one[i].data.data(),
+                                   .ldc = widths[i]};
+                B::gemm(g);
+                g.c = c_group[i].data.data();
+                group.push_back(g);
+            }
+            gemm_each<B, float>(std::span<const gemm_args<float>>(group));
+            for (std::size_t i = 0; i < widths.size(); ++i)
+                BOOST_TEST(c_group[i].data == c_one[i].data,
+                           B::name << " m=" << m << " avx2=" << avx2 << " product " << i << " (n=" << widths[i] << ")");
+        }
     detail::allow_avx2_clones = true;
 }
 

@@ -6,6 +6,8 @@
 
 #include <Eigen/Core>
 
+#include <algorithm>
+#include <span>
 #include <type_traits>
 
 namespace tl {
@@ -36,6 +38,14 @@ struct eigen_cpu {
             c.noalias() += g.alpha * a.transpose() * b;
         else
             c.noalias() += g.alpha * a.transpose() * b.transpose();
+    }
+
+    // Products that do not feed each other: one-row ones (decoding) share one parallel region.
+    static void gemm_group(std::span<const gemm_args<float>> gs) {
+        if (std::all_of(gs.begin(), gs.end(), [](const auto& g) { return detail::gemv_applies(g); }))
+            return detail::gemv_nt_group(gs);
+        for (const auto& g : gs)
+            gemm(g);
     }
 };
 

@@ -14,6 +14,8 @@
 
 #include <oneapi/dnnl/dnnl.h>
 
+#include <algorithm>
+#include <span>
 #include <string>
 
 namespace tl {
@@ -30,6 +32,14 @@ struct onednn_cpu {
             return "onednn_cpu: dnnl_sgemm failed with status " + std::to_string(int(s)) +
                    " for m=" + std::to_string(g.m) + " n=" + std::to_string(g.n) + " k=" + std::to_string(g.k);
         });
+    }
+
+    // Products that do not feed each other: one-row ones (decoding) share one parallel region.
+    static void gemm_group(std::span<const gemm_args<float>> gs) {
+        if (std::all_of(gs.begin(), gs.end(), [](const auto& g) { return detail::gemv_applies(g); }))
+            return detail::gemv_nt_group(gs);
+        for (const auto& g : gs)
+            gemm(g);
     }
 };
 

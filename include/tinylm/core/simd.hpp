@@ -1,7 +1,9 @@
 // tinylm/core/simd.hpp: what the elementwise and row kernels share to run at vector speed.
 //   fast_exp(x)                 float exp that vectorises inside `omp simd` (double keeps std::exp)
 //   parallel_ranges(n, g, f)    f(begin, end) over [0, n) in blocks of g, spread over the OpenMP threads, and
-//                               compiled a second time for AVX2 + FMA, chosen at run time
+//                               compiled a second time for AVX2 + FMA, chosen at run time; one block runs on
+//                               the calling thread
+//   min_parallel_work           below this much work a loop runs on the calling thread (its `if` clause)
 // The default build targets baseline x86-64 (SSE2) so that its binaries run anywhere; on GCC the hot loops
 // get an AVX2 + FMA copy (a `target` function that inlines the loop body: `flatten`) used when the CPU has
 // them. allow_avx2_clones = false runs the baseline copy (tests, and benchmarks of the difference).
@@ -45,6 +47,15 @@ inline T fast_exp(T x) {
     }
 }
 
+// Loops with less work than this (elements written, or multiply-adds) run on the calling thread: their
+// `omp parallel` carries `if (work >= min_parallel_work)`. Decoding one token (m = 1) is mostly such loops
+// (norms, residuals, rope, SwiGLU of one 512-wide row: a microsecond each) between the matrix-vector products,
+// and every parallel region costs a wake-up of the other threads: tens of microseconds when they sleep
+// (OMP_WAIT_POLICY=PASSIVE, or libgomp's default once its spin ends, or a busy machine), more than the loop.
+// Serial or parallel, every element is computed the same way: the results are identical.
+// Training sizes (thousands of rows) are far above it.
+inline constexpr index_t min_parallel_work = index_t(1) << 15;
+
 inline bool allow_avx2_clones = true;
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__AVX2__)
@@ -70,11 +81,12 @@ inline bool avx2_clones_active() {
 
 // body(begin, end) for consecutive blocks of `grain` indices covering [0, n), statically spread over the
 // OpenMP threads. The body must not open parallel regions itself (they would keep the baseline target).
+// A single block runs on the calling thread, without opening a parallel region.
 template <class F>
 void parallel_ranges(index_t n, index_t grain, F&& body) {
     const index_t blocks = (n + grain - 1) / grain;
     [[maybe_unused]] const bool avx2 = avx2_clones_active();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (blocks > 1)
     for (index_t b = 0; b < blocks; ++b) {
         const index_t begin = b * grain, end = std::min(n, begin + grain);
 #ifdef TINYLM_AVX2_CLONES

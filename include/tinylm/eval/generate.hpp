@@ -4,8 +4,12 @@
 // step over a single position. on_token(token) is called as each token is chosen (stream it to the
 // terminal); returning false stops early. Generation also stops at any of stop_tokens (which is not
 // emitted) or after max_new_tokens.
-// Speed: a decoded token is ~100 short OpenMP regions; with OMP_WAIT_POLICY=PASSIVE the threads sleep between
-// them and decoding is ~3x slower on 2 cores than with ACTIVE (docs/performance.md, batch-1 decoding).
+// Speed, with no environment variable set: a decoded token opens ~33 OpenMP parallel regions (config B: per
+// layer q/k/v together, o, gate/up together, down, plus attention over a long cache; then the head). The
+// small loops between them (norms, rope, residuals, SwiGLU, attention over a short cache) run on the calling
+// thread (core/simd.hpp, min_parallel_work), and products that share their input go to the backend together
+// (gemm_group). Fewer regions means fewer thread wake-ups, which is what OMP_WAIT_POLICY=PASSIVE and busy
+// machines make expensive (docs/performance.md, "Issue 17: decoding with default settings").
 #pragma once
 
 #include <tinylm/eval/sampling.hpp>

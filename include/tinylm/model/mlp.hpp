@@ -67,11 +67,11 @@ public:
 
     void forward(tensor_view<float> y, cview<float> x, const activations& s, const scratch&, const adapter_state& ad,
                  const mlp_context&) const {
-        up_.forward(s.up, x, s.lora_h[1], ad);
         if constexpr (swiglu) {
-            gate_.forward(s.gate, x, s.lora_h[0], ad);
+            forward_together<projection_t, 2>({&gate_, &up_}, {s.gate, s.up}, x, {s.lora_h[0], s.lora_h[1]}, ad);
             swiglu_forward<float>(s.hidden, s.gate, s.up);
         } else {
+            up_.forward(s.up, x, s.lora_h[1], ad);
             gelu_forward<float>(s.hidden, s.up);
         }
         down_.forward(y, s.hidden, s.lora_h[2], ad);

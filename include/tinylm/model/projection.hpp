@@ -17,6 +17,7 @@
 #include <tinylm/ops/nf4_linear.hpp>
 
 #include <array>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -41,6 +42,7 @@ struct adapter_state {
 template <class Backend, LoraAdapter Adapter>
 class projection {
 public:
+    using backend_t = Backend;
     static constexpr lora_config lora = Adapter::value;
     static constexpr bool has_adapter = lora.rank > 0;
     static constexpr bool quantized = has_adapter && lora.quantized_base;
@@ -96,6 +98,14 @@ public:
             nf4_linear_forward<Backend, float>(y, x, qw_, bias_, nf4_scratch(s));
         else
             linear_forward<Backend, float>(y, x, w_, bias_);
+        forward_adapter(y, x, h, s);
+    }
+    // forward() in two steps, for projections that share their input (forward_together): the product with the
+    // dense base weight (bias written into y), to hand to the backend, then the adapter path.
+    gemm_args<float> base_product(tensor_view<float> y, cview<float> x) const requires(!quantized) {
+        return linear_product<float>(y, x, w_, bias_);
+    }
+    void forward_adapter(tensor_view<float> y, cview<float> x, tensor_view<float> h, const adapter_state& s) const {
         if constexpr (has_adapter) {
             if (!targeted_ || s.merged) return;
             const index_t n = x.rows(), r = lora.rank;
@@ -267,5 +277,24 @@ private:
     nf4_tensor qw_, qw_unmerged_;              // QLoRA: the base, and the one merge() replaced
     tensor_view<float> a_, b_, da_, db_;       // adapter (targeted only)
 };
+
+// y_i = p_i(x) for projections that read the same x (q, k, v; gate, up): their dense base products go to the
+// backend together (gemm_each: one parallel region for all of them when decoding one token, instead of one
+// each), then each adapter path runs. The same results as p_i->forward(y_i, x, h_i, s) one after another.
+template <class Projection, std::size_t N>
+void forward_together(const std::array<const Projection*, N>& ps, const std::array<tensor_view<float>, N>& ys,
+                      cview<float> x, const std::array<tensor_view<float>, N>& hs, const adapter_state& s) {
+    if constexpr (Projection::quantized) {
+        for (std::size_t i = 0; i < N; ++i)
+            ps[i]->forward(ys[i], x, hs[i], s);
+    } else {
+        std::array<gemm_args<float>, N> products;
+        for (std::size_t i = 0; i < N; ++i)
+            products[i] = ps[i]->base_product(ys[i], x);
+        gemm_each<typename Projection::backend_t, float>(std::span<const gemm_args<float>>(products));
+        for (std::size_t i = 0; i < N; ++i)
+            ps[i]->forward_adapter(ys[i], x, hs[i], s);
+    }
+}
 
 } // namespace tl

@@ -79,9 +79,8 @@ public:
     // y (N, d) = the attention half applied to x (N, d).
     void forward(tensor_view<float> y, cview<float> x, const activations& s, const attention_context& ctx,
                  const adapter_state& ad) const {
-        q_.forward(flat(s.q), x, s.lora_h[0], ad);
-        k_.forward(flat(s.k), x, s.lora_h[1], ad);
-        v_.forward(flat(s.v), x, s.lora_h[2], ad);
+        forward_together<projection_t, 3>({&q_, &k_, &v_}, {flat(s.q), flat(s.k), flat(s.v)}, x,
+                                          {s.lora_h[0], s.lora_h[1], s.lora_h[2]}, ad);
         if (rope_) {
             rope_forward<float>(s.q, ctx.cos, ctx.sin, ctx.positions);
             rope_forward<float>(s.k, ctx.cos, ctx.sin, ctx.positions);

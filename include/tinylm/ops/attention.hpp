@@ -568,8 +568,13 @@ void attention_forward(tensor_view<T> out, tensor_view<T> lse, cview<T> q, cview
 #ifdef TINYLM_AVX2_CLONES
     const bool avx2 = detail::avx2_clones_active();
 #endif
+    // Multiply-adds (q k and p v): one decoded token over a short cache stays on the calling thread (simd.hpp,
+    // min_parallel_work; 8 times the threshold, as each multiply-add also reads a key or value element).
+    const index_t keys = std::min(s.causal ? q_start + s.time : s.key_time, s.key_time);
+    const index_t work =
+        2 * s.batch * s.q_heads * s.time * (s.window > 0 ? std::min(keys, s.window) : keys) * s.head_dim;
     // One task per (batch, query head, query block); later blocks see more keys, hence dynamic.
-#pragma omp parallel for collapse(3) schedule(dynamic, 1)
+#pragma omp parallel for collapse(3) schedule(dynamic, 1) if (work >= 8 * detail::min_parallel_work)
     for (index_t b = 0; b < s.batch; ++b)
         for (index_t h = 0; h < s.q_heads; ++h)
             for (index_t qb = 0; qb < blocks; ++qb) {

@@ -5,6 +5,7 @@
 //             dw += sum dy * xhat;  db += sum dy
 #pragma once
 
+#include <tinylm/core/simd.hpp>
 #include <tinylm/ops/common.hpp>
 
 #include <cmath>
@@ -20,7 +21,7 @@ void layernorm_forward(tensor_view<T> y, tensor_view<T> mean, tensor_view<T> rst
     expect_shape("layernorm", "bias", bias, {d});
     expect_shape("layernorm", "mean", mean, {n});
     expect_shape("layernorm", "rstd", rstd, {n});
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n * d >= detail::min_parallel_work)
     for (index_t r = 0; r < n; ++r) {
         const T* xr = x.row(r);
         double mu = 0;

@@ -11,9 +11,10 @@
 
 namespace tl {
 
-template <class B, class T>
-requires BackendFor<B, T>
-void linear_forward(tensor_view<T> y, cview<T> x, cview<T> weight, cview<T> bias = {}) {
+// The product linear_forward hands to the backend, after checking the shapes and writing the bias into y:
+// for callers that run several products together (gemm_each).
+template <class T>
+gemm_args<T> linear_product(tensor_view<T> y, cview<T> x, cview<T> weight, cview<T> bias = {}) {
     const index_t n = x.rows(), in = x.cols(), out = weight.dim(0);
     check(weight.dim(1) == in, [&] {
         return "linear: x has shape " + x.shape.str() + " but the weight " + weight.shape.str() + " expects " +
@@ -28,17 +29,23 @@ void linear_forward(tensor_view<T> y, cview<T> x, cview<T> weight, cview<T> bias
         for (index_t r = 0; r < n; ++r)
             std::copy_n(bias.data, out, y.row(r));
     }
-    B::gemm(gemm_args<T>{.trans_b = true,
-                         .m = n,
-                         .n = out,
-                         .k = in,
-                         .a = x.data,
-                         .lda = in,
-                         .b = weight.data,
-                         .ldb = in,
-                         .beta = T(bias.data ? 1 : 0),
-                         .c = y.data,
-                         .ldc = out});
+    return gemm_args<T>{.trans_b = true,
+                        .m = n,
+                        .n = out,
+                        .k = in,
+                        .a = x.data,
+                        .lda = in,
+                        .b = weight.data,
+                        .ldb = in,
+                        .beta = T(bias.data ? 1 : 0),
+                        .c = y.data,
+                        .ldc = out};
+}
+
+template <class B, class T>
+requires BackendFor<B, T>
+void linear_forward(tensor_view<T> y, cview<T> x, cview<T> weight, cview<T> bias = {}) {
+    B::gemm(linear_product(y, x, weight, bias));
 }
 
 template <class B, class T>

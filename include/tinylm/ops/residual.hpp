@@ -3,6 +3,7 @@
 //   backward: da += dy, db += dy   (the residual stream is where activation gradients add)
 #pragma once
 
+#include <tinylm/core/simd.hpp>
 #include <tinylm/ops/common.hpp>
 
 namespace tl {
@@ -12,7 +13,7 @@ void residual_forward(tensor_view<T> y, cview<T> a, cview<T> b) {
     expect_same_shape("residual", "b", b, a);
     expect_same_shape("residual", "y", y, a);
     const index_t n = a.numel();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= detail::min_parallel_work)
     for (index_t i = 0; i < n; ++i)
         y[i] = a[i] + b[i];
 }

@@ -5,6 +5,7 @@
 //             dw += sum over rows of dy * xhat      (skipped when dw is empty: a frozen weight)
 #pragma once
 
+#include <tinylm/core/simd.hpp>
 #include <tinylm/ops/common.hpp>
 
 #include <cmath>
@@ -17,7 +18,7 @@ void rmsnorm_forward(tensor_view<T> y, tensor_view<T> rstd, cview<T> x, cview<T>
     expect_same_shape("rmsnorm", "y", y, x);
     expect_shape("rmsnorm", "weight", weight, {d});
     expect_shape("rmsnorm", "rstd", rstd, {n});
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n * d >= detail::min_parallel_work)
     for (index_t r = 0; r < n; ++r) {
         const T* xr = x.row(r);
         T* yr = y.row(r);

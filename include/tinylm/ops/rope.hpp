@@ -7,6 +7,7 @@
 // position inside each token's document (t - doc_start), so that positions restart at every document.
 #pragma once
 
+#include <tinylm/core/simd.hpp>
 #include <tinylm/ops/common.hpp>
 
 #include <cmath>
@@ -71,7 +72,7 @@ void rope_rotate(tensor_view<T> x, cview<T> cos, cview<T> sin, double direction,
             });
     }
     expect_same_shape("rope", "sin", sin, cos);
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if (x.numel() >= detail::min_parallel_work)
     for (index_t b = 0; b < b_len; ++b)
         for (index_t t = 0; t < t_len; ++t)
             for (index_t h = 0; h < heads; ++h) {
