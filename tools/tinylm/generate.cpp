@@ -72,7 +72,8 @@ int run(const generate_flags& f) {
                                  {"tokens", c.tokens},
                                  {"prompt_tokens", c.prompt_tokens},
                                  {"completion_tokens", c.tokens.size()},
-                                 {"finish_reason", tl::finish_reason_name(c.reason)}};
+                                 {"finish_reason", tl::finish_reason_name(c.reason)},
+                                 {"seconds", seconds}}; // prefill and decoding, after the model is loaded
         std::cout << out.dump() << "\n";
     } else {
         std::fputc('\n', stdout);

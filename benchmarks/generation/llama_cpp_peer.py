@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""Batch-1 greedy decoding of one model folder in tinylm (f32) and in llama.cpp (the same model exported to GGUF
+f32 and q8_0 by `tinylm export-gguf`), interleaved rounds, medians (issue 18: the number to beat).
+
+  python3 benchmarks/generation/llama_cpp_peer.py --tinylm build/tools/tinylm --model DIR --new-tokens 256 --rounds 3
+
+llama.cpp comes from llama-cpp-python built from source (tests/reference/gguf/llama_cpp_wheel.sh caches it; pass
+its site folder with --llama-site). Both sides use 2 threads, a short prompt and greedy decoding of --new-tokens
+tokens; tinylm's time is `tinylm generate --json`'s "seconds" (prefill and decoding, after loading), llama.cpp's the
+same span around llama_cpp.Llama.eval calls (K/V cache f32 for the f32 file, llama.cpp's default f16 otherwise).
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def tinylm_run(tinylm, model, prompt, n):
+    env = dict(os.environ)
+    env.pop("OMP_WAIT_POLICY", None)  # the default environment
+    out = subprocess.run([tinylm, "generate", "--model", model, "--prompt", prompt, "--max-tokens", str(n),
+                          "--temperature", "0", "--json", "--quiet"], env=env, capture_output=True, text=True,
+                         check=True).stdout
+    j = json.loads(out)
+    return len(j["tokens"]) / j["seconds"], j["tokens"]
+
+
+def llama_run(llm, prompt_ids, n):
+    import numpy as np
+    llm.reset()
+    start = time.perf_counter()
+    llm.eval(prompt_ids)
+    out = []
+    for _ in range(n):
+        nxt = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        out.append(nxt)
+        llm.eval([nxt])
+    return n / (time.perf_counter() - start), out
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--tinylm", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--llama-site", default=str(Path.home() / ".cache/tinylm/wheels/llama_cpp_site"))
+    p.add_argument("--prompt", default="Сила войска зависит от его духа")
+    p.add_argument("--new-tokens", type=int, default=256)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--work", default="/tmp/tinylm_llama_cpp_peer")
+    p.add_argument("--out", default="")
+    a = p.parse_args()
+    sys.path.insert(0, a.llama_site)
+    from llama_cpp import Llama
+
+    os.makedirs(a.work, exist_ok=True)
+    files = {}
+    for t in ("f32", "q8_0"):
+        files[t] = os.path.join(a.work, f"model-{t}.gguf")
+        subprocess.run([a.tinylm, "export-gguf", "--model", a.model, "--type", t, "--out", files[t]], check=True,
+                       capture_output=True)
+    ctx = 64 + a.new_tokens
+    llms = {t: Llama(files[t], n_ctx=ctx, n_batch=64, n_threads=2, verbose=False,
+                     **({"type_k": 0, "type_v": 0} if t == "f32" else {})) for t in files}
+    prompt_ids = json.loads(subprocess.run([a.tinylm, "generate", "--model", a.model, "--prompt", a.prompt,
+                                            "--max-tokens", "1", "--json", "--quiet"], capture_output=True,
+                                           text=True, check=True).stdout)["prompt_tokens"]
+    results = {"tinylm f32": [], "llama.cpp f32": [], "llama.cpp q8_0": []}
+    same = None
+    for r in range(a.rounds):
+        order = list(results)[r % 3:] + list(results)[:r % 3]
+        for name in order:
+            if name == "tinylm f32":
+                tps, toks = tinylm_run(a.tinylm, a.model, a.prompt, a.new_tokens)
+                ours = toks
+            else:
+                t = name.split()[-1]
+                ids = llms[t].tokenize(a.prompt.encode(), add_bos=False, special=True)
+                tps, toks = llama_run(llms[t], ids, a.new_tokens)
+                if t == "f32":
+                    theirs = toks
+            results[name].append(tps)
+        same = ours == theirs
+    print(f"prompt {prompt_ids} tokens, {a.new_tokens} new tokens, {a.rounds} rounds; tinylm and llama.cpp f32 "
+          f"greedy tokens {'identical' if same else 'DIFFERENT'}")
+    print("| | decode tokens/s (median) | rounds | / llama.cpp f32 |\n| --- | ---: | --- | ---: |")
+    base = statistics.median(results["llama.cpp f32"])
+    summary = {}
+    for name, rows in results.items():
+        m = statistics.median(rows)
+        summary[name] = {"median": m, "rounds": rows}
+        print(f"| {name} | {m:.1f} | {', '.join(f'{x:.1f}' for x in rows)} | {m / base:.2f} |")
+    if a.out:
+        json.dump({"model": a.model, "new_tokens": a.new_tokens, "same_greedy_tokens": same, "results": summary},
+                  open(a.out, "w"), indent=2)
+
+
+if __name__ == "__main__":
+    main()
