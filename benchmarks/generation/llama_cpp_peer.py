@@ -63,7 +63,7 @@ def main():
         subprocess.run([a.tinylm, "export-gguf", "--model", a.model, "--type", t, "--out", files[t]], check=True,
                        capture_output=True)
     ctx = 64 + a.new_tokens
-    llms = {t: Llama(files[t], n_ctx=ctx, n_batch=64, n_threads=2, verbose=False,
+    llms = {t: Llama(files[t], n_ctx=ctx, n_batch=64, n_threads=2, verbose=False, logits_all=True,
                      **({"type_k": 0, "type_v": 0} if t == "f32" else {})) for t in files}
     prompt_ids = json.loads(subprocess.run([a.tinylm, "generate", "--model", a.model, "--prompt", a.prompt,
                                             "--max-tokens", "1", "--json", "--quiet"], capture_output=True,
