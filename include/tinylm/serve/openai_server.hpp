@@ -43,7 +43,8 @@ struct server_options {
 
 class openai_server {
 public:
-    openai_server(const text_model& model, server_options options) : model_(model), options_(std::move(options)) {
+    openai_server(const text_model& model, server_options options)
+        : model_(model), options_(std::move(options)), format_(chat_prompt_format::of(model)) {
         routes();
     }
 
@@ -292,9 +293,8 @@ private:
             clean.push_back({{"role", role == "developer" ? "system" : role}, {"content", content}});
         }
         try {
-            const chat_prompt_format f = chat_prompt_format::of(model_);
-            f.apply(options);
-            return f.encode(model_, clean);
+            format_.apply(options);
+            return format_.encode(model_, clean);
         } catch (const error& e) { // the template refused the conversation (raise_exception, roles out of order)
             throw api_error{400, e.what(), "messages", "invalid_value"};
         }
@@ -427,6 +427,7 @@ private:
 
     const text_model& model_;
     server_options options_;
+    const chat_prompt_format format_; // parsed once: the chat template or the plain layout
     httplib::Server http_;
     std::mutex model_mutex_;
     std::atomic<int> waiting_{0};
