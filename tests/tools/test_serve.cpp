@@ -116,8 +116,11 @@ BOOST_AUTO_TEST_CASE(stop_strings_end_the_text) {
     tl::text_generation_options o = m->default_options(40);
     const tl::text_completion all = m->complete(prompt, o, [](std::string_view) { return true; });
     BOOST_TEST_REQUIRE(all.text.size() > 6u);
-    const std::string stop = all.text.substr(all.text.size() / 2, 3); // something the text contains
-    if (!tl::utf8::is_valid(stop)) return;
+    std::size_t at = all.text.size() / 2; // one whole character from the middle of the text
+    while (at > 0 && (static_cast<unsigned char>(all.text[at]) & 0xC0) == 0x80)
+        --at;
+    const std::string stop = all.text.substr(at, std::max<std::size_t>(1, tl::utf8::sequence_length(all.text, at)));
+    BOOST_TEST_REQUIRE(tl::utf8::is_valid(stop));
     o.stop = {stop};
     const tl::text_completion cut = m->complete(prompt, o, [](std::string_view) { return true; });
     BOOST_TEST(cut.text == all.text.substr(0, all.text.find(stop)));
