@@ -86,6 +86,10 @@ training_state load_training_checkpoint(Model& model, Opt& opt, const fs::path& 
     const auto steps = json_field<long long>(j, "optimizer_steps", file);
     const auto step = json_field<long long>(j, "step", file);
     check(steps >= 0 && step >= 0, [&] { return file + ": step and optimizer_steps must not be negative"; });
+    // No run takes 10^12 steps; a larger count is a damaged file, and would overflow the step arithmetic later.
+    constexpr long long max_steps = 1'000'000'000'000;
+    check(steps <= max_steps && step <= max_steps,
+          [&] { return file + ": step " + std::to_string(step) + " is beyond any run (damaged file?)"; });
     opt.set_steps(steps);
     if constexpr (Model::has_adapter) {
         model.set_dropout_seed(json_field_or(j, "lora_dropout_seed", model.dropout_seed(), file));
