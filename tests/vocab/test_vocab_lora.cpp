@@ -355,4 +355,39 @@ BOOST_AUTO_TEST_CASE(export_for_hf_vocab_stages, *boost::unit_test::disabled()) 
     export_stages<families::qwen2>(fs::path(dir) / "qwen2_tied", true);
 }
 
+// For the `torch` test, after check_vocab_stages.py: the adapters peft saved again (<stage>_peft_saved) load into
+// tinylm on the stage-2 checkpoint and give the logits tinylm had.
+BOOST_AUTO_TEST_CASE(load_vocab_adapters_saved_by_peft, *boost::unit_test::disabled()) {
+    const char* dir = std::getenv("TINYLM_VOCAB_STAGES_DIR");
+    BOOST_TEST_REQUIRE(dir != nullptr, "set TINYLM_VOCAB_STAGES_DIR");
+    auto check_model = [&]<class Family>(const std::string& name) {
+        const fs::path root = fs::path(dir) / name;
+        for (const char* stage : {"stage3_lora_modules", "stage3_lora_tokens"}) {
+            const fs::path saved = root / (std::string(stage) + "_peft_saved");
+            BOOST_TEST_REQUIRE(fs::exists(saved), "no adapter saved by peft at " << saved);
+            const safetensors_reader expected(root / stage / "expected.safetensors");
+            shape s;
+            const auto ids64 = expected.read_all<std::int64_t>("input_ids", &s);
+            model_config c = small_config(index_t(expected.info("logits").shape.back()), Family::value.qkv_bias);
+            c.qkv_bias = Family::value.qkv_bias; // as export_stages made them: Qwen2-like tied, Llama-like untied
+            lora_t<Family> lora(c, 1);
+            load_pretrained(lora, root / "stage2");
+            load_adapter(lora, saved);
+            const std::vector<token_t> ids(ids64.begin(), ids64.end());
+            const auto want = expected.read_all<float>("logits");
+            const auto got = logits_of(lora, ids);
+            double diff = 0, norm = 0;
+            for (std::size_t i = 0; i < want.size(); ++i) {
+                diff = std::max(diff, std::abs(double(got[i]) - double(want[i])));
+                norm = std::max(norm, std::abs(double(want[i])));
+            }
+            BOOST_TEST_MESSAGE(name << "/" << stage << " saved by peft, loaded by tinylm: logits relative error "
+                                    << diff / norm);
+            BOOST_TEST(diff <= 1e-6 * norm);
+        }
+    };
+    check_model.operator()<families::llama>("llama_untied");
+    check_model.operator()<families::qwen2>("qwen2_tied");
+}
+
 BOOST_AUTO_TEST_SUITE_END()

@@ -9,7 +9,8 @@ For each model (a Llama-like untied and a Qwen2-like tied one, grown by three wo
       tinylm's logits within 1e-4 (max |hf - tinylm| / max |tinylm|);
   stage3_lora_modules (modules_to_save), stage3_lora_tokens (trainable_token_indices): peft.PeftModel.from_pretrained
       on the stage-2 checkpoint (the resized base) gives tinylm's logits within 1e-4, and the same model with the
-      adapter disabled does not (the adapter, embeddings included, must matter).
+      adapter disabled does not (the adapter, embeddings included, must matter); peft then saves it again
+      (<stage>_peft_saved), for test_vocab --run_test=vocab_lora/load_vocab_adapters_saved_by_peft.
 """
 import sys
 from pathlib import Path
@@ -75,6 +76,7 @@ def main(root: Path) -> int:
             form = (f"modules_to_save={cfg.modules_to_save}" if cfg.modules_to_save else
                     f"trainable_token_indices={cfg.trainable_token_indices}")
             ok = err <= TOLERANCE and err_off > 100 * TOLERANCE
+            model.save_pretrained(folder / (stage + "_peft_saved"))
             print(f"{folder.name}/{stage}: peft loaded r={cfg.r} {form}; logits relative error {err:.2e} "
                   f"(adapter disabled: {err_off:.2e}) {'OK' if ok else 'FAIL'}")
             failed += not ok
