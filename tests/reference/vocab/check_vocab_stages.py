@@ -11,16 +11,40 @@ For each model (a Llama-like untied and a Qwen2-like tied one, grown by three wo
       on the stage-2 checkpoint (the resized base) gives tinylm's logits within 1e-4, and the same model with the
       adapter disabled does not (the adapter, embeddings included, must matter); peft then saves it again
       (<stage>_peft_saved), for test_vocab --run_test=vocab_lora/load_vocab_adapters_saved_by_peft.
+  tokenizer.json of stage0 holds the same JSON value as transformers' PreTrainedTokenizerFast on the original
+      tokenizer + add_tokens(the same words) + save_pretrained, but for the post_processor transformers 5 adds
+      (a TemplateProcessing that adds nothing); the bytes differ in layout (tinylm indents by one space).
 """
+import json
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
 from peft import PeftModel
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
 TOLERANCE = 1e-4
+ORIGINAL_TOKENIZER = Path(__file__).resolve().parents[1] / "tokenizer" / "trained_byte_level.json"
+
+
+def tokenizer_json_problems(stage0: Path) -> list:
+    """transformers adds the words tinylm added to the original tokenizer; the saved JSON values must agree."""
+    ours = json.loads((stage0 / "tokenizer.json").read_text(encoding="utf-8"))
+    original = json.loads(ORIGINAL_TOKENIZER.read_text(encoding="utf-8"))
+    n_old = len(original["added_tokens"])
+    words = [t["content"] for t in ours["added_tokens"][n_old:]]
+    hf = PreTrainedTokenizerFast(tokenizer_file=str(ORIGINAL_TOKENIZER))
+    hf.add_tokens(words)
+    with tempfile.TemporaryDirectory() as d:
+        hf.save_pretrained(d)
+        theirs = json.loads((Path(d) / "tokenizer.json").read_text(encoding="utf-8"))
+    problems = [f"tokenizer.json: {k} differs from transformers'" for k in theirs
+                if k != "post_processor" and theirs[k] != ours.get(k)]
+    if set(theirs) != set(ours):
+        problems.append(f"tokenizer.json keys {sorted(ours)} != transformers' {sorted(theirs)}")
+    return problems
 
 
 def load(path):
@@ -58,6 +82,8 @@ def main(root: Path) -> int:
                 problems.append(f"tokenizer {len(tok)} tokens, model {vocab} rows")
             if err > TOLERANCE:
                 problems.append(f"logits relative error {err:.2e}")
+            if stage == "stage0":
+                problems += tokenizer_json_problems(d)
             status = "OK" if not problems else "FAIL: " + "; ".join(problems)
             print(f"{folder.name}/{stage}: {vocab} tokens, new ids {sorted(set(hf_ids) & set(range(vocab - 3, vocab)))}, "
                   f"logits relative error {err:.2e} {status}")
