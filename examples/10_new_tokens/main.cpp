@@ -11,11 +11,17 @@
 // held out; KL is measured on lines without any. Then: add the words (tl::add_tokens), report how each split
 // before and after, grow the embedding (mean of the word's old pieces) and head (transformers' mean init), and
 // train stage 1 (new rows only), stage 2 (embeddings + head), stage 3 (everything), each a Hugging Face
-// checkpoint OUT/stage<k> with tokenizer.json and tokenizer_config.json. Reported at the start and after each
+// checkpoint OUT/stage<k> with tokenizer.json and tokenizer_config.json. --stage3 lora makes stage 3 a LoRA adapter
+// (r 8, alpha 16; all seven projections, attention only with experts) with the embedding and head trained in full
+// (peft's modules_to_save), --stage3 lora-new-rows with only their new rows (trainable_token_indices): the adapter
+// goes to OUT/stage3_lora, its base (the model stage 3 starts from) is OUT/stage2 (or OUT/stage3_base when stage 2
+// is skipped). --baseline also trains stages 2 and 3 (full) on the same lines with the original tokenizer and
+// model, so that the gain from the new tokens is visible. Reported at the start and after each
 // stage: nats per byte on the held-out lines with the words (comparable across tokenizers), the probability the
 // model gives the new tokens there, KL(original ‖ model) on lines without them, the nearest old tokens of each
 // new one (input and output side), and a greedy continuation of a prompt ending in each word.
 #include <tinylm/io/hf_any.hpp>
+#include <tinylm/io/peft.hpp>
 #include <tinylm/model/decoder.hpp>
 #include <tinylm/model/families.hpp>
 #include <tinylm/model/presets.hpp>
@@ -37,11 +43,36 @@
 #include <map>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace fs = std::filesystem;
 
 namespace {
+
+// Stage 3 as LoRA: the adapter trains with the embedding and head (lora_config::trainable_embeddings).
+struct recipe_lora {
+    static constexpr tl::lora_config value{.rank = 8,
+                                           .alpha = 16,
+                                           .dropout = 0,
+                                           .targets = tl::lora_all,
+                                           .quantized_base = false,
+                                           .trainable_embeddings = true};
+};
+struct recipe_lora_attention { // experts have no gate/up/down projections to target
+    static constexpr tl::lora_config value{.rank = 8,
+                                           .alpha = 16,
+                                           .dropout = 0,
+                                           .targets = tl::lora_attention,
+                                           .quantized_base = false,
+                                           .trainable_embeddings = true};
+};
+template <class M>
+struct lora_of;
+template <class C, class B, class A>
+struct lora_of<tl::decoder<C, B, A>> {
+    using type = tl::decoder<C, B, std::conditional_t<C::value.moe.n_experts != 0, recipe_lora_attention, recipe_lora>>;
+};
 
 struct settings {
     fs::path base, tokenizer_file, corpus, out = "new_tokens_out";
@@ -53,6 +84,8 @@ struct settings {
     double lr[3] = {3e-3, 1e-3, 3e-4};
     tl::index_t batch = 8, seq_len = 64;
     int generate_tokens = 12;
+    std::string stage3 = "full"; // full, lora, lora-new-rows
+    bool baseline = false;
 };
 
 std::string read_file(const fs::path& p) {
@@ -184,6 +217,24 @@ std::string greedy(M& model, const tl::tokenizer& tok, const std::string& prompt
     return tok.decode(ids);
 }
 
+// Trains `m` for stage k's steps and learning rate on windows of `ids`.
+template <class M>
+void train_stage(M& m, const std::vector<tl::token_t>& ids, const settings& s, int k, tl::index_t T) {
+    tl::token_windows src(ids, 17 + std::uint64_t(k));
+    tl::trainer_options opt;
+    opt.batch_size = s.batch;
+    opt.seq_len = T;
+    opt.max_steps = s.steps[k];
+    opt.peak_lr = s.lr[k];
+    opt.min_lr = s.lr[k] / 10;
+    opt.warmup_steps = std::min<long long>(10, s.steps[k] / 5);
+    opt.eval_every = 0;
+    opt.checkpoint_every = 0;
+    opt.resume = false;
+    tl::trainer tr(m, src, std::function<double()>{}, opt);
+    tr.run();
+}
+
 template <class M>
 void run(M& model, tl::tokenizer tok, const settings& s, const std::vector<std::string>& lines) {
     const tl::tokenizer old_tok = tok;
@@ -218,18 +269,17 @@ void run(M& model, tl::tokenizer tok, const settings& s, const std::vector<std::
     const auto with_ids = encode_lines(tok, t.test_with);
     const tl::index_t T = std::min<tl::index_t>(s.seq_len, tl::index_t(model.config().max_seq_len));
 
-    auto report = [&](const std::string& when) {
+    auto report = [&](auto& m, const std::string& when) {
         std::printf("\n== %s ==\n", when.c_str());
         std::printf("held-out lines with the words: %.4f nats/byte (original model: %.4f); new-token mass %.4g\n",
-                    nats_per_byte(*grown, tok, t.test_with, T), nats_per_byte(model, old_tok, t.test_with, T),
-                    tl::new_token_mass(*grown, with_ids, T, tl::token_t(old_rows)));
-        std::printf("KL(original || model) on lines without them: %.3g nats/token\n",
-                    tl::mean_kl(model, *grown, kl_ids, T));
+                    nats_per_byte(m, tok, t.test_with, T), nats_per_byte(model, old_tok, t.test_with, T),
+                    tl::new_token_mass(m, with_ids, T, tl::token_t(old_rows)));
+        std::printf("KL(original || model) on lines without them: %.3g nats/token\n", tl::mean_kl(model, m, kl_ids, T));
         for (std::size_t i = 0; i < words.size(); ++i) {
             std::printf("%s:", words[i].c_str());
             for (auto side : {tl::token_side::input, tl::token_side::output}) {
                 std::printf(side == tl::token_side::input ? " nearest (input)" : "; (output)");
-                for (const auto& [id, cos] : tl::nearest_tokens(*grown, new_ids[i], 3, side, old_rows))
+                for (const auto& [id, cos] : tl::nearest_tokens(m, new_ids[i], 3, side, old_rows))
                     std::printf(" [%s %.2f]", tl::token_text(tok, id).c_str(), cos);
             }
             std::printf("\n");
@@ -238,38 +288,65 @@ void run(M& model, tl::tokenizer tok, const settings& s, const std::vector<std::
             for (const std::string& l : t.test_with)
                 if (const auto at = l.find(words[i]); at != std::string::npos) {
                     std::printf("  > %s\n",
-                                greedy(*grown, tok, l.substr(0, at + words[i].size()), s.generate_tokens).c_str());
+                                greedy(m, tok, l.substr(0, at + words[i].size()), s.generate_tokens).c_str());
                     break;
                 }
     };
-    report("after the resize (stage 0)");
+    report(*grown, "after the resize (stage 0)");
 
     const auto train_ids = encode_lines(tok, t.train);
+    tl::tokenizer_config_options tok_config;
+    tok_config.model_max_length = model.config().max_seq_len;
     const tl::vocab_stage stages[3] = {tl::vocab_stage::new_rows, tl::vocab_stage::embeddings_and_head,
                                        tl::vocab_stage::all};
     const char* names[3] = {"stage 1: new rows", "stage 2: embeddings + head", "stage 3: everything"};
     for (int k = 0; k < 3; ++k) {
         if (s.steps[k] <= 0) continue;
+        if (k == 2 && s.stage3 != "full") break; // stage 3 as LoRA, below
         tl::set_vocab_stage(*grown, stages[k], new_ids);
-        tl::token_windows src(train_ids, 17 + std::uint64_t(k));
-        tl::trainer_options opt;
-        opt.batch_size = s.batch;
-        opt.seq_len = T;
-        opt.max_steps = s.steps[k];
-        opt.peak_lr = s.lr[k];
-        opt.min_lr = s.lr[k] / 10;
-        opt.warmup_steps = std::min<long long>(10, s.steps[k] / 5);
-        opt.eval_every = 0;
-        opt.checkpoint_every = 0;
-        opt.resume = false;
-        tl::trainer tr(*grown, src, std::function<double()>{}, opt);
-        tr.run();
+        train_stage(*grown, train_ids, s, k, T);
         const fs::path dir = s.out / ("stage" + std::to_string(k + 1));
         tl::save_pretrained(*grown, dir);
-        tl::tokenizer_config_options c;
-        c.model_max_length = model.config().max_seq_len;
-        tl::save_tokenizer_folder(tok, c, dir);
-        report(std::string(names[k]) + " (" + std::to_string(s.steps[k]) + " steps) -> " + dir.string());
+        tl::save_tokenizer_folder(tok, tok_config, dir);
+        report(*grown, std::string(names[k]) + " (" + std::to_string(s.steps[k]) + " steps) -> " + dir.string());
+    }
+    if (s.stage3 != "full" && s.steps[2] > 0) {
+        // The adapter's base is the model stage 3 starts from: the stage-2 checkpoint, or saved here.
+        fs::path base_dir = s.out / "stage2";
+        if (s.steps[1] <= 0) {
+            base_dir = s.out / "stage3_base";
+            tl::save_pretrained(*grown, base_dir);
+            tl::save_tokenizer_folder(tok, tok_config, base_dir);
+        }
+        using lora_t = typename lora_of<M>::type;
+        auto lora = std::make_unique<lora_t>(grown->config(), 1);
+        for (const tl::parameter_entry& to : lora->parameter_entries())
+            for (const tl::parameter_entry& from : grown->parameter_entries())
+                if (from.name == to.name)
+                    std::copy(from.value.data, from.value.data + from.value.numel(), to.value.data);
+        const bool new_rows_only = s.stage3 == "lora-new-rows";
+        tl::set_vocab_stage(*lora, new_rows_only ? tl::vocab_stage::all_but_old_rows : tl::vocab_stage::all, new_ids);
+        train_stage(*lora, train_ids, s, 2, T);
+        const fs::path dir = s.out / "stage3_lora";
+        tl::save_adapter(*lora, dir, fs::absolute(base_dir).string());
+        tl::save_tokenizer_folder(tok, tok_config, dir);
+        report(*lora, std::string("stage 3: LoRA + ") +
+                          (new_rows_only ? "new embedding/head rows" : "embeddings + head") + " (" +
+                          std::to_string(s.steps[2]) + " steps) -> " + dir.string() + " on " + base_dir.string());
+    }
+    if (!s.baseline) return;
+    // The same stages without new tokens: the original model and tokenizer on the same lines.
+    auto plain = tl::resize_vocabulary(model, model.config().vocab_size); // a copy
+    const auto plain_ids = encode_lines(old_tok, t.train);
+    for (int k = 1; k < 3; ++k) {
+        if (s.steps[k] <= 0) continue;
+        tl::set_vocab_stage(*plain, stages[k], {});
+        train_stage(*plain, plain_ids, s, k, T);
+        std::printf("\n== baseline without new tokens, %s (%lld steps) ==\n", names[k], s.steps[k]);
+        std::printf("held-out lines with the words: %.4f nats/byte (original model: %.4f)\n",
+                    nats_per_byte(*plain, old_tok, t.test_with, T), nats_per_byte(model, old_tok, t.test_with, T));
+        std::printf("KL(original || model) on lines without them: %.3g nats/token\n",
+                    tl::mean_kl(model, *plain, kl_ids, T));
     }
 }
 
@@ -293,6 +370,11 @@ int main(int argc, char** argv) {
     app.add_option("--steps1", s.steps[0], "stage 1 steps (new rows)");
     app.add_option("--steps2", s.steps[1], "stage 2 steps (embeddings + head)");
     app.add_option("--steps3", s.steps[2], "stage 3 steps (everything)");
+    app.add_option("--stage3", s.stage3,
+                   "stage 3: full (every parameter), lora (LoRA + embeddings and head: peft modules_to_save) or "
+                   "lora-new-rows (LoRA + their new rows: peft trainable_token_indices)")
+        ->check(CLI::IsMember({"full", "lora", "lora-new-rows"}));
+    app.add_flag("--baseline", s.baseline, "also train stages 2 and 3 without new tokens (original tokenizer)");
     app.add_option("--batch", s.batch, "sequences per step");
     app.add_option("--seq-len", s.seq_len, "tokens per sequence");
     app.add_option("--out", s.out, "checkpoints go to OUT/stage1..3");

@@ -10,6 +10,18 @@
 // adapter (one error naming every difference) and refuses features tinylm does not compute (DoRA, rsLoRA,
 // per-module rank or alpha patterns, layer subsets, fan_in_fan_out, trained biases). lora_dropout is a
 // training setting: a different value is accepted.
+//
+// An adapter with trainable_embeddings (model/config.hpp) also saves the embedding and the untied head, in
+// one of peft's two forms (checked against peft 0.21.2's save_pretrained):
+//   all rows train (no row mask)  modules_to_save ["embed_tokens", "lm_head"]; the full matrices under the
+//                                 base names base_model.model.model.embed_tokens.weight and
+//                                 base_model.model.lm_head.weight (peft strips ".modules_to_save.default")
+//   row masks (vocab_growth.hpp)  trainable_token_indices {"embed_tokens": [ids], "lm_head": [ids]} (a list
+//                                 when tied); the trained rows, in id order, as
+//                                 base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta
+//                                 (n, d): peft's "delta" holds the rows' values, not a difference
+// The adapter's base is then the model as it was before the adapter trained (the resized one for a grown
+// vocabulary): save it with save_pretrained before training.
 #pragma once
 
 #include <tinylm/core/json_field.hpp>
@@ -104,6 +116,61 @@ inline nlohmann::json peft_adapter_config(const lora_config& c, const std::strin
     };
 }
 
+namespace detail {
+
+// peft's module name of a vocabulary matrix (embed_tokens, lm_head) and the key of its trained rows.
+inline std::string peft_module_of(const parameter_entry& e) {
+    return e.group == param_group::embedding ? "embed_tokens" : "lm_head";
+}
+inline std::string peft_token_delta_key(const parameter_entry& e) {
+    std::string key = peft_prefix + e.name;
+    key.resize(key.size() - std::string(".weight").size());
+    key += ".token_adapter.trainable_tokens_delta";
+    return key;
+}
+inline bool is_vocabulary_matrix(const parameter_entry& e) {
+    return (e.group == param_group::embedding || e.group == param_group::head) && e.value.shape.rank == 2 &&
+           e.name.ends_with(".weight");
+}
+
+// The embedding and untied head of an adapter with trainable embeddings: modules_to_save (no row masks) or
+// trainable_token_indices (masked rows).
+template <class Model>
+void add_vocabulary_modules(const Model& model, nlohmann::json& config, safetensors_writer& w) {
+    nlohmann::json modules = nlohmann::json::array(), tokens = nlohmann::json::object();
+    std::vector<float> rows;
+    for (const parameter_entry& e : model.parameter_entries()) {
+        if (!is_vocabulary_matrix(e)) continue;
+        if (!e.row_mask) {
+            modules.push_back(peft_module_of(e));
+            w.add<float>(peft_prefix + e.name, e.value);
+            // Tied: peft (ensure_weight_tying) wraps lm_head as well and expects its copy in the file.
+            if (model.config().tied_embeddings) w.add<float>(std::string(peft_prefix) + "lm_head.weight", e.value);
+            continue;
+        }
+        const index_t d = e.value.dim(1);
+        std::vector<index_t> ids;
+        for (std::size_t r = 0; r < e.row_mask->size(); ++r)
+            if ((*e.row_mask)[r]) ids.push_back(index_t(r));
+        check(!ids.empty(), [&] { return "peft: the row mask of " + e.name + " selects no row"; });
+        rows.resize(ids.size() * std::size_t(d));
+        for (std::size_t i = 0; i < ids.size(); ++i)
+            std::copy_n(e.value.data + ids[i] * d, d, rows.data() + i * std::size_t(d));
+        w.add<float>(peft_token_delta_key(e), cview<float>{rows.data(), {index_t(ids.size()), d}});
+        tokens[peft_module_of(e)] = ids;
+    }
+    check(modules.empty() || tokens.empty(),
+          "peft: the embedding and the head must both train all rows (modules_to_save) or both masked rows "
+          "(trainable_token_indices)");
+    if (!modules.empty()) config["modules_to_save"] = modules;
+    // Tied: without ensure_weight_tying peft would copy embed_tokens alone and leave lm_head on the old matrix.
+    if (!modules.empty() && model.config().tied_embeddings) config["ensure_weight_tying"] = true;
+    if (!tokens.empty()) // tied: peft's list form (the head follows the embedding)
+        config["trainable_token_indices"] = tokens.size() == 1 ? tokens["embed_tokens"] : tokens;
+}
+
+} // namespace detail
+
 // Writes adapter_config.json and adapter_model.safetensors into `stage` (created if missing).
 template <class Model>
 void write_adapter_files(const Model& model, const fs::path& stage, const std::string& base_model_name_or_path = "") {
@@ -111,15 +178,14 @@ void write_adapter_files(const Model& model, const fs::path& stage, const std::s
                   "save_adapter: the model has no LoRA adapter (decoder<Config, Backend, Adapter>)");
     check(!model.merged(), "peft: save_adapter needs the unmerged adapter; call unmerge() first");
     fs::create_directories(stage);
-    detail::write_text(
-        stage / "adapter_config.json",
-        peft_adapter_config(Model::lora, base_model_name_or_path, peft_targets_of<Model>(), peft_task_of<Model>())
-                .dump(2) +
-            "\n");
+    nlohmann::json config =
+        peft_adapter_config(Model::lora, base_model_name_or_path, peft_targets_of<Model>(), peft_task_of<Model>());
     safetensors_writer w;
     w.add_metadata("format", "pt");
     for (const parameter_entry& e : model.parameter_entries())
         if (e.kind == param_kind::adapter) w.add<float>(peft_prefix + e.name, e.value);
+    if constexpr (Model::lora.trainable_embeddings) detail::add_vocabulary_modules(model, config, w);
+    detail::write_text(stage / "adapter_config.json", config.dump(2) + "\n");
     w.save(stage / "adapter_model.safetensors");
 }
 
@@ -134,6 +200,7 @@ void save_adapter(const Model& model, const fs::path& dir, const std::string& ba
 // Throws naming every field of adapter_config.json that the compile-time adapter `c` cannot take.
 inline void check_adapter_config(const nlohmann::json& j, const lora_config& c, const std::string& where,
                                  const nlohmann::json& target_modules = nullptr) {
+    const bool vocab = c.trainable_embeddings;
     check(j.is_object(), [&] { return "peft: " + where + ": not a JSON object"; });
     const std::string file = "peft: " + where;
     std::string diffs;
@@ -182,9 +249,62 @@ inline void check_adapter_config(const nlohmann::json& j, const lora_config& c, 
     must_be("rank_pattern", nlohmann::json::object(), "per-module ranks are not supported");
     must_be("alpha_pattern", nlohmann::json::object(), "per-module alphas are not supported");
     must_be("layers_to_transform", nullptr, "the adapter must cover every layer");
-    must_be("modules_to_save", nullptr, "fully trained extra modules are not supported");
+    if (!vocab) {
+        must_be("modules_to_save", nullptr,
+                "fully trained extra modules need an adapter with trainable_embeddings (embed_tokens, lm_head)");
+        must_be("trainable_token_indices", nullptr, "trainable tokens need an adapter with trainable_embeddings");
+    } else if (j.contains("modules_to_save") && !j["modules_to_save"].is_null()) {
+        const auto modules = json_as<std::vector<std::string>>(j["modules_to_save"], file, "modules_to_save");
+        for (const std::string& m : modules) // peft may write "model.embed_tokens" beside "embed_tokens"
+            if (!m.ends_with("embed_tokens") && !m.ends_with("lm_head"))
+                diffs += "\n  modules_to_save: \"" + m + "\"; tinylm trains embed_tokens and lm_head only";
+    }
     check(diffs.empty(), [&] { return "peft: " + where + " does not match the model's LoRA adapter:" + diffs; });
 }
+
+namespace detail {
+
+// The embedding / head an adapter with trainable embeddings saved: full matrices (modules_to_save) or rows
+// (trainable_token_indices, a list for the embedding or an object per module). Adds the names read to `seen`.
+template <class Model>
+void read_vocabulary_modules(Model& model, const nlohmann::json& config, const safetensors_reader& r,
+                             std::set<std::string>& seen) {
+    const nlohmann::json none;
+    const nlohmann::json& tokens =
+        config.contains("trainable_token_indices") ? config["trainable_token_indices"] : none;
+    for (const parameter_entry& e : model.parameter_entries()) {
+        if (!is_vocabulary_matrix(e)) continue;
+        const std::string full = peft_prefix + e.name, delta = peft_token_delta_key(e);
+        if (r.contains(full)) {
+            r.read(full, e.value);
+            seen.insert(full);
+        }
+        // Tied: peft's copy of lm_head is the embedding again.
+        const std::string tied_head = std::string(peft_prefix) + "lm_head.weight";
+        if (model.config().tied_embeddings && e.group == param_group::embedding && r.contains(tied_head))
+            seen.insert(tied_head);
+        nlohmann::json ids_json;
+        if (tokens.is_array() && e.group == param_group::embedding) ids_json = tokens;
+        if (tokens.is_object() && tokens.contains(peft_module_of(e))) ids_json = tokens[peft_module_of(e)];
+        if (ids_json.is_null()) continue;
+        const auto ids = json_as<std::vector<index_t>>(ids_json, "peft: trainable_token_indices", peft_module_of(e));
+        const index_t d = e.value.dim(1), n = index_t(ids.size());
+        check(r.contains(delta),
+              [&] { return "peft: the adapter has trainable_token_indices but no tensor " + delta; });
+        std::vector<float> rows(std::size_t(n * d));
+        r.read(delta, tensor_view<float>{rows.data(), {n, d}});
+        for (index_t i = 0; i < n; ++i) {
+            check(ids[std::size_t(i)] >= 0 && ids[std::size_t(i)] < e.value.dim(0), [&] {
+                return "peft: trainable token id " + std::to_string(ids[std::size_t(i)]) + " is outside " + e.name +
+                       " (" + std::to_string(e.value.dim(0)) + " rows)";
+            });
+            std::copy_n(rows.data() + i * d, d, e.value.data + ids[std::size_t(i)] * d);
+        }
+        seen.insert(delta);
+    }
+}
+
+} // namespace detail
 
 // Reads an adapter folder into the model's LoRA tensors (the base is untouched; load it with
 // load_pretrained). Every tensor of adapter_model.safetensors must be one of the model's.
@@ -212,6 +332,7 @@ void load_adapter(Model& model, const fs::path& dir) {
             check(r.contains(name), [&] { return "peft: " + weights.string() + " has no tensor " + name; });
             r.read(name, e.value);
         }
+    if constexpr (Model::lora.trainable_embeddings) detail::read_vocabulary_modules(model, config, r, expected);
     for (const auto& entry : r.tensors()) { // not a structured binding: clang 14 cannot capture one in a lambda
         const std::string& name = entry.first;
         check(expected.contains(name), [&] {

@@ -84,6 +84,10 @@ struct lora_config {
     // are stored in NF4 with double quantisation (ops/nf4.hpp) and dequantised tile by tile in forward and
     // backward; embeddings, norms, biases, the head and the adapter stay f32.
     bool quantized_base = false;
+    // The embedding and the (untied) head keep gradient memory and train with the adapter (a grown
+    // vocabulary's new rows, docs/vocabulary.md). save_adapter writes them as peft's modules_to_save (full
+    // copies) or, when their rows are masked, as trainable_token_indices (the trained rows only).
+    bool trainable_embeddings = false;
 };
 
 // The adapter of a plain decoder: none (zero cost).
@@ -108,6 +112,8 @@ constexpr bool validate_adapter() {
                   "lora_config: targets must be a non-empty bitwise or of lora_target (lora_q ... lora_down)");
     static_assert(!c.quantized_base || c.rank > 0,
                   "lora_config: quantized_base (QLoRA) needs an adapter (rank > 0): the 4-bit base is frozen");
+    static_assert(!c.trainable_embeddings || c.rank > 0,
+                  "lora_config: trainable_embeddings is for an adapter (rank > 0); a plain model trains them anyway");
     return true;
 }
 

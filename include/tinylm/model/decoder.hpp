@@ -12,7 +12,8 @@
 //
 // Memory: parameters and gradients in one arena (model/parameter_table.hpp; optimizers own their state),
 // activations in a second one planned for the batch shape (plan(B, T)): a step allocates nothing. Names are
-// Hugging Face's, weights (out, in). With an adapter the base is frozen and has no gradient memory.
+// Hugging Face's, weights (out, in). With an adapter the base is frozen and has no gradient memory (but for
+// the embedding and head when the adapter's trainable_embeddings is set).
 #pragma once
 
 #include <tinylm/backend/default.hpp>
@@ -66,7 +67,8 @@ public:
         final_norm_.eps = config_.norm_eps;
         for (block_t& b : blocks_)
             this->add_layer(b);
-        this->build([&](auto&& visit) { walk_base(visit); }, [&](auto&& visit) { walk_adapters(visit); }, has_adapter);
+        this->build([&](auto&& visit) { walk_base(visit); }, [&](auto&& visit) { walk_adapters(visit); }, has_adapter,
+                    lora.trainable_embeddings);
         if (config_.tied_embeddings) head_ = embed_, dhead_ = dembed_;
         this->index_quantized(this->base_slots(), config_);
         init(seed);

@@ -68,6 +68,8 @@ public:
     static_assert(static_config.attention == attention_kind::bidirectional,
                   "encoder: the configuration must have attention = attention_kind::bidirectional");
     static_assert(static_config.moe.n_experts == 0, "encoder: mixture-of-experts MLPs are decoder-only here");
+    static_assert(!A::value.trainable_embeddings,
+                  "encoder: lora_config::trainable_embeddings (a grown vocabulary under LoRA) is decoder-only here");
     using backend = B;
     using adapter = A;
     static constexpr lora_config lora = A::value;

@@ -22,26 +22,31 @@ namespace tl {
 
 class parameter_table {
     // walk_base(visit) visits the base tensors, walk_adapter(visit) the adapter's. With `frozen_base` the
-    // base gets no gradient memory and does not train.
+    // base gets no gradient memory and does not train, except the embedding and head when `vocab_trains`
+    // (an adapter with trainable embeddings: peft's modules_to_save / trainable_token_indices).
 protected:
     template <class WalkBase, class WalkAdapter>
-    void build(WalkBase&& walk_base, WalkAdapter&& walk_adapter, bool frozen_base) {
+    void build(WalkBase&& walk_base, WalkAdapter&& walk_adapter, bool frozen_base, bool vocab_trains = false) {
+        auto keeps_grad = [&](const param_slot& s) {
+            return !frozen_base ||
+                   (vocab_trains && (s.group == param_group::embedding || s.group == param_group::head));
+        };
         auto values = [](arena& a) {
             return [&a](const param_slot& s) {
                 if (s.value) *s.value = a.allocate<float>(s.shape);
             };
         };
-        auto grads = [](arena& a) {
-            return [&a](const param_slot& s) {
-                if (s.grad) *s.grad = a.allocate<float>(s.shape);
+        auto grads = [&keeps_grad](arena& a, bool base) {
+            return [&a, &keeps_grad, base](const param_slot& s) {
+                if (s.grad && (!base || keeps_grad(s))) *s.grad = a.allocate<float>(s.shape);
             };
         };
         auto run = [&](arena& a) -> std::size_t { // returns where the gradients begin
             walk_base(values(a));
             walk_adapter(values(a));
             const std::size_t grads_at = a.used();
-            if (!frozen_base) walk_base(grads(a));
-            walk_adapter(grads(a));
+            walk_base(grads(a, true));
+            walk_adapter(grads(a, false));
             return grads_at;
         };
         arena measure = arena::measuring();
@@ -54,7 +59,7 @@ protected:
             base_.push_back(s);
             if (s.value)
                 entries_.push_back(
-                    {s.name, *s.value, frozen_base ? tensor_view<float>{} : *s.grad, s.kind, !frozen_base, s.group});
+                    {s.name, *s.value, keeps_grad(s) ? *s.grad : tensor_view<float>{}, s.kind, keeps_grad(s), s.group});
         });
         walk_adapter([&](const param_slot& s) {
             entries_.push_back({s.name, *s.value, *s.grad, s.kind, true, s.group});

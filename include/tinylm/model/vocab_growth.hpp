@@ -5,6 +5,10 @@
 //   tl::set_vocab_stage(model, tl::vocab_stage::embeddings_and_head, new_ids);   // stage 2
 //   tl::set_vocab_stage(model, tl::vocab_stage::all, new_ids);             // stage 3 (full fine-tuning)
 //
+// Stage 3 as LoRA: a decoder whose adapter sets trainable_embeddings (model/config.hpp) gives the embedding
+// and head gradient memory; `all` then trains the adapter, the embedding and the head (saved as peft's
+// modules_to_save) and `all_but_old_rows` the adapter and the new rows only (peft's trainable_token_indices).
+//
 //   tl::nearest_tokens(model, id, 10, tl::token_side::input)   // old tokens closest by cosine
 //   tl::mean_kl(before, after, ids, T)                         // KL(before ‖ after) per position
 //   tl::new_token_mass(model, ids, T, first_new_id)            // probability the model gives the new tokens
@@ -29,21 +33,27 @@ namespace tl {
 enum class vocab_stage {
     new_rows,            // the new rows of the embedding (and of an untied head) only
     embeddings_and_head, // the whole embedding and head
-    all,                 // every parameter
+    all,                 // every parameter (with an adapter: the adapter, the embedding and the head)
+    all_but_old_rows,    // every parameter, but only the new rows of the embedding and head
 };
 
-// Sets what trains for `stage`; new_ids are the added tokens' ids.
+// Sets what trains for `stage`; new_ids are the added tokens' ids. Under an adapter the frozen base (no
+// gradient memory) stays frozen in every stage; the embedding and head train only when the adapter has
+// trainable_embeddings.
 template <class M>
 void set_vocab_stage(M& model, vocab_stage stage, std::span<const token_t> new_ids) {
     const index_t V = model.config().vocab_size;
-    model.set_trainable([](const parameter_entry&) { return true; }, stage == vocab_stage::all);
+    const bool everything = stage == vocab_stage::all || stage == vocab_stage::all_but_old_rows;
+    model.set_trainable([](const parameter_entry& e) { return e.grad.data != nullptr; }, everything);
     model.set_row_mask(param_group::embedding, {});
     model.set_row_mask(param_group::head, {});
     if (stage == vocab_stage::all) return;
-    model.set_trainable(param_group::embedding, true);
-    model.set_trainable(param_group::head, true); // no entry when tied: the head is the embedding
+    if (!everything) {
+        model.set_trainable(param_group::embedding, true);
+        model.set_trainable(param_group::head, true); // no entry when tied: the head is the embedding
+    }
     if (stage == vocab_stage::embeddings_and_head) return;
-    check(!new_ids.empty(), "set_vocab_stage: stage new_rows needs the ids of the new tokens");
+    check(!new_ids.empty(), "set_vocab_stage: stages new_rows and all_but_old_rows need the new tokens' ids");
     std::vector<std::uint8_t> mask(std::size_t(V), 0);
     for (token_t id : new_ids) {
         check(id >= 0 && index_t(id) < V, [&] {
@@ -148,9 +158,10 @@ void for_each_log_prob(M& model, std::span<const token_t> ids, index_t T, F&& f)
 }
 } // namespace detail
 
-// Mean over positions of KL(before ‖ after) in nats; `after` may have more tokens (before gives them 0).
-template <class M>
-double mean_kl(M& before, M& after, std::span<const token_t> ids, index_t T) {
+// Mean over positions of KL(before ‖ after) in nats; `after` may have more tokens (before gives them 0) and be
+// another type (a LoRA stage against the plain original).
+template <class M1, class M2>
+double mean_kl(M1& before, M2& after, std::span<const token_t> ids, index_t T) {
     check(after.config().vocab_size >= before.config().vocab_size, "mean_kl: `after` has the smaller vocabulary");
     std::vector<std::vector<double>> p;
     detail::for_each_log_prob(before, ids, T, [&](std::size_t, const std::vector<double>& lp) { p.push_back(lp); });
