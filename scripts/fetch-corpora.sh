@@ -12,6 +12,7 @@
 #            a recorded checksum must match; one without gets its sha256 printed, to be recorded.
 #
 # DIR defaults to $TINYLM_DATA_DIR, else ./data; point TINYLM_DATA_DIR (or --data-dir) at it afterwards.
+# TINYLM_NOVELS_URL and TINYLM_LEIPZIG_BASE replace the download addresses (a mirror, or file:// for a check).
 # Needs curl, tar and sha256sum. A mismatch stops the script with status 1 and removes nothing it did not write.
 set -euo pipefail
 
@@ -30,7 +31,7 @@ while [ $# -gt 0 ]; do
         --dest) dest=$2; shift 2 ;;
         --only) only=$2; shift 2 ;;
         --dry-run) dry=1; shift ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
         *) echo "fetch-corpora: unknown argument $1 (--help)" >&2; exit 2 ;;
     esac
 done
