@@ -31,7 +31,7 @@ while [ $# -gt 0 ]; do
         --dest) dest=$2; shift 2 ;;
         --only) only=$2; shift 2 ;;
         --dry-run) dry=1; shift ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
         *) echo "fetch-corpora: unknown argument $1 (--help)" >&2; exit 2 ;;
     esac
 done

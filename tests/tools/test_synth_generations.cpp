@@ -30,14 +30,21 @@ const tl::tokenizer& test_tokenizer() {
     return tok;
 }
 
+// This process's scratch folder, removed when the tests end.
 fs::path temp_dir() {
-    static const fs::path dir = [] {
-        const fs::path d = fs::temp_directory_path() / ("tinylm_synth_" + std::to_string(getpid()));
-        fs::remove_all(d);
-        fs::create_directories(d);
-        return d;
-    }();
-    return dir;
+    struct scratch {
+        fs::path path = fs::temp_directory_path() / ("tinylm_synth_" + std::to_string(getpid()));
+        scratch() {
+            fs::remove_all(path);
+            fs::create_directories(path);
+        }
+        ~scratch() {
+            std::error_code ignored;
+            fs::remove_all(path, ignored);
+        }
+    };
+    static const scratch dir;
+    return dir.path;
 }
 
 // Random weights and the trained byte-level tokenizer; no generation_config.json, so greedy by default.
