@@ -24,6 +24,7 @@
 // Output:   progress lines, validation loss and perplexity, the ten continuations; OUT/report.md (loss
 //           curves and samples), OUT/tensorboard, OUT/log.jsonl, OUT/checkpoint.
 #include "checkpoint_files.hpp"
+#include "course_prompts.hpp"
 #include "options.hpp"
 #include "prepare.hpp"
 #include "samples.hpp"
@@ -46,16 +47,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const std::vector<std::string> course_prompts = {"Все мысли, которые имеют огромные последствия",
-                                                 "Сила войска зависит от его духа",
-                                                 "Мысль о том, что он принес страдания",
-                                                 "Человек сознает себя свободным",
-                                                 "Что бы ни случилось, я всегда буду",
-                                                 "Любовь мешает смерти",
-                                                 "Нет, жизнь не кончена",
-                                                 "Всякая мысль, даже самая простая",
-                                                 "Война не любезность, а самое гадкое дело",
-                                                 "Чтобы жить честно"};
+const std::vector<std::string> course_prompts(recipes::course_prompts.begin(), recipes::course_prompts.end());
 
 // The presets --preset offers, under their command-line names.
 using cpu_preset = tl::presets::named<"cpu", tl::presets::russian_novels_cpu>;

@@ -1,7 +1,9 @@
 // jokes_data.hpp: the jokes of 08_jokes_lora as conversations "Расскажи анекдот про <тему>" -> joke.
 #pragma once
 
+#include <tinylm/data/normalize.hpp>
 #include <tinylm/data/sft_formats.hpp>
+#include <tinylm/data/wiki.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -29,6 +31,173 @@ inline void add_system_message(std::vector<tl::data::conversation>& convs, const
     for (auto& c : convs)
         if (c.messages.empty() || c.messages.front().role != "system")
             c.messages.insert(c.messages.begin(), {"system", system});
+}
+
+// ---- cleaning: what the scraped jokes carry --------------------------------------------------------------
+
+// What clean_joke changed, summed over the jokes.
+struct cleaning_counts {
+    std::size_t jokes = 0, changed = 0;
+    std::size_t entities = 0;         // HTML entities decoded (&quot; &#8212; ...; data/wiki.hpp's table)
+    std::size_t carriage_returns = 0; // \r\n and lone \r turned into \n
+    std::size_t space_runs = 0;       // runs of spaces, tabs and no-break spaces made one space (or trimmed)
+    std::size_t glued_sentences = 0;  // "еда...Хорошо": a space put between a sentence end and a capital
+    std::size_t glued_jokes = 0;      // jokes split off a reply at a separator line (***, ---, %) or 2+ blank lines
+
+    std::string markdown() const {
+        std::string md = "| cleaning step | count |\n| --- | ---: |\n";
+        const std::pair<const char*, std::size_t> rows[] = {{"jokes read", jokes},
+                                                            {"jokes changed", changed},
+                                                            {"HTML entities decoded", entities},
+                                                            {"\\r\\n or \\r made \\n", carriage_returns},
+                                                            {"runs of spaces made one", space_runs},
+                                                            {"glued sentences separated", glued_sentences},
+                                                            {"glued jokes split off", glued_jokes}};
+        for (const auto& [name, count] : rows) {
+            md += "| ";
+            md += name;
+            md += " | ";
+            md += std::to_string(count);
+            md += " |\n";
+        }
+        return md;
+    }
+};
+
+namespace detail {
+inline bool is_separator_line(std::string_view line) {
+    std::size_t marks = 0;
+    for (const char c : line) {
+        if (c == '*' || c == '-' || c == '%' || c == '=' || c == '_')
+            ++marks;
+        else if (c != ' ' && c != '\t')
+            return false;
+    }
+    return marks >= 1 && (marks >= 3 || line.find('%') != std::string_view::npos);
+}
+// A capital letter (Cyrillic or Latin) at s[i]?
+inline bool capital_at(std::string_view s, std::size_t i) {
+    std::size_t k = i;
+    return k < s.size() && tl::data::is_upper(tl::data::next_cp(s, k));
+}
+} // namespace detail
+
+// One reply cleaned: entities decoded, line ends made \n, runs of spaces made one and lines trimmed, a space
+// after a sentence end glued to the next sentence ("дорого.Хорошо", not initials "А.С.Пушкин": the letter
+// before the point must be lower-case); then split into the jokes it holds (separator lines, two or more blank
+// lines), empty pieces dropped.
+inline std::vector<std::string> clean_joke(std::string_view raw, cleaning_counts& n) {
+    ++n.jokes;
+    std::string s;
+    for (std::size_t i = 0; i < raw.size();) { // entities and line ends
+        if (raw[i] == '&') {
+            if (const std::size_t used = tl::data::detail::decode_entity(raw, i, s)) {
+                ++n.entities;
+                i += used;
+                continue;
+            }
+        }
+        if (raw[i] == '\r') {
+            ++n.carriage_returns;
+            s += '\n';
+            i += i + 1 < raw.size() && raw[i + 1] == '\n' ? 2 : 1;
+            continue;
+        }
+        s += raw[i++];
+    }
+    std::string t; // spaces: runs inside a line made one, none at a line's ends
+    for (std::size_t i = 0; i < s.size();) {
+        const std::size_t at = i;
+        const char32_t c = tl::data::next_cp(s, i);
+        const bool space = c == ' ' || c == '\t' || c == 0xA0;
+        if (!space) {
+            t.append(s, at, i - at);
+            continue;
+        }
+        std::size_t end = i, count = 1;
+        for (std::size_t k = end; k < s.size();) {
+            const char32_t d = tl::data::next_cp(s, k);
+            if (d != ' ' && d != '\t' && d != 0xA0) break;
+            end = k, ++count;
+        }
+        const bool edge = t.empty() || t.back() == '\n' || end == s.size() || s[end] == '\n';
+        if (count > 1 || edge || c != ' ') ++n.space_runs;
+        if (!edge) t += ' ';
+        i = end;
+    }
+    std::string u; // glued sentences
+    for (std::size_t i = 0; i < t.size(); ++i) {
+        u += t[i];
+        const bool end_mark = t[i] == '.' || t[i] == '!' || t[i] == '?';
+        if (!end_mark || !detail::capital_at(t, i + 1) || i == 0) continue;
+        std::size_t k = i; // the character before the run of end marks must be a lower-case letter
+        while (k > 0 && (t[k - 1] == '.' || t[k - 1] == '!' || t[k - 1] == '?'))
+            --k;
+        if (k == 0) continue;
+        std::size_t b = k - 1;
+        while (b > 0 && (static_cast<unsigned char>(t[b]) & 0xC0) == 0x80)
+            --b;
+        std::size_t q = b;
+        const char32_t before = tl::data::next_cp(t, q);
+        if (tl::data::is_letter(before) && !tl::data::is_upper(before)) {
+            u += ' ';
+            ++n.glued_sentences;
+        }
+    }
+    std::vector<std::string> jokes;
+    std::string cur;
+    std::size_t blank_run = 0;
+    bool split_here = false;
+    auto flush = [&] {
+        while (!cur.empty() && cur.back() == '\n')
+            cur.pop_back();
+        if (!cur.empty()) jokes.push_back(cur);
+        cur.clear();
+    };
+    for (std::size_t at = 0; at <= u.size();) {
+        const std::size_t nl = std::min(u.find('\n', at), u.size());
+        const std::string_view line(u.data() + at, nl - at);
+        if (line.empty()) {
+            ++blank_run;
+        } else if (detail::is_separator_line(line)) {
+            split_here = true;
+        } else {
+            if (!cur.empty() && (split_here || blank_run >= 2)) {
+                flush();
+                ++n.glued_jokes;
+            } else if (!cur.empty()) {
+                cur += blank_run == 1 ? "\n\n" : "\n";
+            }
+            cur += line;
+            blank_run = 0;
+            split_here = false;
+        }
+        at = nl + 1;
+    }
+    flush();
+    if (jokes.size() != 1 || jokes.front() != raw) ++n.changed;
+    return jokes;
+}
+
+// Cleans the assistant's reply of every conversation; a reply holding several jokes becomes several
+// conversations with the same other messages, and a reply left empty drops its conversation.
+inline std::vector<tl::data::conversation> clean_conversations(const std::vector<tl::data::conversation>& convs,
+                                                               cleaning_counts& n) {
+    std::vector<tl::data::conversation> out;
+    for (const auto& c : convs) {
+        auto it =
+            std::find_if(c.messages.begin(), c.messages.end(), [](const auto& m) { return m.role == "assistant"; });
+        if (it == c.messages.end()) {
+            out.push_back(c);
+            continue;
+        }
+        const std::size_t at = std::size_t(it - c.messages.begin());
+        for (std::string& joke : clean_joke(it->content, n)) {
+            out.push_back(c);
+            out.back().messages[at].content = std::move(joke);
+        }
+    }
+    return out;
 }
 
 // ---- the data report: rating and length histograms before and after filtering ----------------------------

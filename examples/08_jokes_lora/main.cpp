@@ -3,9 +3,10 @@
 // Task:     conversations "Расскажи анекдот про <тему>" -> a joke, after the assignment's system message ("Ты
 //           ассистент, который рассказывает короткие смешные анекдоты на русском языке.", --system to change it);
 //           loss on the assistant's tokens only;
-//           LoRA r=8, alpha=16, dropout 0.05 on q/k/v/o/gate/up/down, AdamW; validation loss on held-out
-//           jokes before and after; the adapter saved in PEFT format, reloaded onto the base and checked
-//           against the fine-tuned logits; a before/after report for a prompt basket at three sampling settings.
+//           LoRA r=8 (--lora-rank 4, 8 or 16, no rebuild), alpha=2r, dropout 0.05 on q/k/v/o/gate/up/down, AdamW;
+//           validation loss on held-out jokes before and after; the adapter saved in PEFT format, reloaded onto the
+//           base and checked against the fine-tuned logits; a before/after report for a prompt basket at three sampling
+//           settings.
 // Data:     ../shared/data/jokes/anekdoty_themed.jsonl (theme per joke: the prompt names it),
 //           ../shared/data/jokes/clean_comedy_gold_ru.csv (jokes rated at least --min-rating),
 //           and Debian's fortunes-ru (apt-get install fortunes-ru; /usr/share/games/fortunes/ru, entries
@@ -15,8 +16,8 @@
 //           (optionally --qlora for a 4-bit NF4 base).
 // Command:  build/examples/08_jokes_lora/08_jokes_lora [--base runs/russian_novels/checkpoint]
 //           [--out runs/jokes_lora] [--steps N]
-// Output:   validation losses, OUT/before_after.md (with the data report: rating and length histograms before
-//           and after filtering, also printed), OUT/adapter (adapter_config.json,
+// Output:   validation losses, OUT/before_after.md (with the data report: the cleaner's counts, rating and length
+//           histograms before and after filtering, also printed), OUT/adapter (adapter_config.json,
 //           adapter_model.safetensors), OUT/training (log.jsonl, TensorBoard, loss curves), OUT/checkpoint
 //           (every --checkpoint-every steps: running the same command again continues the run bit-identically,
 //           also after kill -9; Ctrl-C saves one; --fresh starts over).
@@ -24,6 +25,7 @@
 #include "sft_recipe.hpp"
 
 #include <tinylm/core/data_dir.hpp>
+#include <tinylm/model/registry.hpp>
 
 #include <CLI/CLI.hpp>
 
@@ -35,13 +37,21 @@ namespace {
 
 using jokes::ask;
 
+// LoRA on all seven projections with alpha = 2r and dropout 0.05 (r = 8: recipe::lora8, the assignment's).
+template <int Rank, bool Quantized>
+struct jokes_lora {
+    static constexpr tl::lora_config value{
+        .rank = Rank, .alpha = 2.0f * Rank, .dropout = 0.05f, .targets = tl::lora_all, .quantized_base = Quantized};
+};
+
 struct options {
     fs::path base = "runs/russian_novels/checkpoint", out = "runs/jokes_lora",
              fortunes = "/usr/share/games/fortunes/ru";
     std::string data_dir, chat_format = "auto", system = jokes::default_system;
     double min_rating = 3.0;
+    int lora_rank = 8;
     std::size_t max_fortunes = 3000, val_count = 150, limit = 0;
-    bool qlora = false, smoke = false;
+    bool qlora = false, smoke = false, data_only = false;
 };
 
 } // namespace
@@ -54,6 +64,7 @@ int main(int argc, char** argv) try {
     in.title = "tinylm: jokes LoRA";
     in.train = {.steps = 300, .batch = 8, .time = 256, .lr = 2e-3, .warmup = 20, .eval_every = 100};
     app.add_option("--base", o.base, "Hugging Face folder of the base model (with tokenizer.json)");
+    app.add_option("--lora-rank", o.lora_rank, "LoRA rank r (alpha = 2r): 4, 8 or 16, the ranks compiled in");
     app.add_flag("--qlora", o.qlora, "store the frozen base in NF4 (QLoRA; for a large base such as TinyLlama)");
     app.add_option("--out", o.out, "run directory");
     app.add_option("--data-dir", o.data_dir, "tinylm data directory (default: $TINYLM_DATA_DIR or ../shared/data)");
@@ -74,7 +85,11 @@ int main(int argc, char** argv) try {
     app.add_option("--new-tokens", in.new_tokens, "new tokens per sample");
     app.add_option("--seed", in.train.seed, "split, batching, adapter and sampling seed");
     app.add_flag("--smoke", o.smoke, "a seconds-long run on a few jokes (for CI)");
+    app.add_flag("--data-only", o.data_only, "print the data report (cleaning, histograms) and stop: no base needed");
     CLI11_PARSE(app, argc, argv);
+    // The LoRA ranks compiled in (the rank is part of the model type: one instantiation each).
+    const auto with_rank = [&](auto&& f) { return tl::presets::visit_int<4, 8, 16>("--lora-rank", o.lora_rank, f); };
+    with_rank([]<int>() { return 0; }); // an uncompiled rank stops here, before any data is read
     in.base = o.base;
     in.out = o.out;
     in.chat_format = o.chat_format;
@@ -97,7 +112,7 @@ int main(int argc, char** argv) try {
                   << "--data-dir or TINYLM_DATA_DIR (sources in DATA.md).\n";
         return 2;
     }
-    if (!fs::exists(o.base / "config.json")) {
+    if (!o.data_only && !fs::exists(o.base / "config.json")) {
         std::cerr << "08_jokes_lora: no base model in " << o.base << "; train one with scripts/run-main.sh "
                   << "(examples/04_russian_novels) or point --base at a downloaded TinyLlama-1.1B-Chat folder.\n";
         return 2;
@@ -144,11 +159,17 @@ int main(int argc, char** argv) try {
     in.convs = std::move(themed);
     in.convs.insert(in.convs.end(), rated.begin(), rated.end());
     in.convs.insert(in.convs.end(), fortunes.begin(), fortunes.end());
+    // The cleaner: entities, line ends, spaces, glued sentences and jokes (jokes_data.hpp).
+    jokes::cleaning_counts cleaning;
+    in.convs = jokes::clean_conversations(in.convs, cleaning);
     jokes::add_system_message(in.convs, o.system);
     in.system_prompt = o.system;
     const std::string min_rating = std::to_string(o.min_rating).substr(0, 4);
     in.report_extra =
-        "## Data\n\nclean_comedy_gold_ru.csv: the score (mean of five ratings, 1-5) of every joke, before and after "
+        std::string(
+            "## Data\n\nEvery joke cleaned (HTML entities, \\r\\n, repeated spaces, glued sentences and jokes):\n\n") +
+        cleaning.markdown() +
+        "\nclean_comedy_gold_ru.csv: the score (mean of five ratings, 1-5) of every joke, before and after "
         "keeping those rated at least " +
         min_rating + ":\n\n" + jokes::histogram_markdown("score", jokes::score_edges, score_all, score_kept, 1) +
         "\nTheir length in characters, before and after:\n\n" +
@@ -159,6 +180,7 @@ int main(int argc, char** argv) try {
         jokes::histogram_markdown("characters", jokes::length_edges, replies_all, jokes::reply_lengths(in.convs), 0) +
         "\n";
     std::printf("\n%s", in.report_extra.c_str());
+    if (o.data_only) return 0;
 
     // Any Llama-shaped base (our Russian model, TinyLlama): config.json gives the sizes at run time.
     const tl::model_config base_config = tl::read_hf_folder_config(in.base);
@@ -166,9 +188,11 @@ int main(int argc, char** argv) try {
               "08_jokes_lora: the recipe takes Llama-shaped bases (LlamaForCausalLM, MistralForCausalLM)");
     in.title = "tinylm: jokes LoRA on " + tl::hf_architecture(base_config) + " (" +
                std::to_string(tl::parameter_count(base_config) / 1000000) + "M parameters)";
-    using model_lora = tl::decoder<tl::families::llama, tl::default_backend, recipe::lora8>;
-    using model_qlora = tl::decoder<tl::families::llama, tl::default_backend, recipe::qlora8>;
-    return o.qlora ? recipe::run<model_qlora>(in) : recipe::run<model_lora>(in);
+    return with_rank([&]<int R>() {
+        using model_lora = tl::decoder<tl::families::llama, tl::default_backend, jokes_lora<R, false>>;
+        using model_qlora = tl::decoder<tl::families::llama, tl::default_backend, jokes_lora<R, true>>;
+        return o.qlora ? recipe::run<model_qlora>(in) : recipe::run<model_lora>(in);
+    });
 } catch (const std::exception& e) {
     std::cerr << e.what() << "\n";
     return 1;

@@ -183,3 +183,39 @@ BOOST_AUTO_TEST_CASE(scores_of_a_rated_csv) {
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+// The jokes cleaner on hand-made replies: each step's count is what the comments say the input holds.
+BOOST_AUTO_TEST_CASE(joke_cleaner_counts_each_step) {
+    jokes::cleaning_counts n;
+    // two entities, one \r\n, two space runs (two spaces; a tab and a space), two glued sentences ("был?Ну",
+    // "Ну...Хорошо")
+    const auto a = jokes::clean_joke("Муж  приходит &quot;домой&quot;.\r\nЖена:\t - Где был?Ну...Хорошо.", n);
+    BOOST_TEST_REQUIRE(a.size() == 1u);
+    BOOST_TEST(a[0] == "Муж приходит \"домой\".\nЖена: - Где был? Ну... Хорошо.");
+    BOOST_TEST(n.entities == 2u);
+    BOOST_TEST(n.carriage_returns == 1u);
+    BOOST_TEST(n.space_runs == 2u);
+    BOOST_TEST(n.glued_sentences == 2u);
+    // initials are not glued sentences; an unknown entity stays
+    const auto b = jokes::clean_joke("А.С.Пушкин сказал &foo; всё.", n);
+    BOOST_TEST(b == std::vector<std::string>{"А.С.Пушкин сказал &foo; всё."}, boost::test_tools::per_element());
+    // three jokes glued: two blank lines, then a separator line; one blank line inside a joke stays
+    const auto c = jokes::clean_joke("Первый.\n\n\nВторой,\n\nс абзацем.\n***\nТретий.", n);
+    BOOST_TEST(c == (std::vector<std::string>{"Первый.", "Второй,\n\nс абзацем.", "Третий."}),
+               boost::test_tools::per_element());
+    BOOST_TEST(n.glued_jokes == 2u);
+    BOOST_TEST(n.jokes == 3u);
+    BOOST_TEST(n.changed == 2u);
+    BOOST_TEST(n.entities == 2u);
+    BOOST_TEST(n.markdown().find("| glued jokes split off | 2 |") != std::string::npos);
+
+    // As conversations: a reply of two jokes becomes two conversations with the same prompt.
+    std::vector<tl::data::conversation> convs(1);
+    convs[0].messages = {{"user", "Расскажи анекдот"}, {"assistant", "Раз.\n%\nДва."}};
+    jokes::cleaning_counts m;
+    const auto out = jokes::clean_conversations(convs, m);
+    BOOST_TEST_REQUIRE(out.size() == 2u);
+    BOOST_TEST(out[0].messages[1].content == "Раз.");
+    BOOST_TEST(out[1].messages[1].content == "Два.");
+    BOOST_TEST(out[1].messages[0].content == "Расскажи анекдот");
+}

@@ -136,4 +136,24 @@ BOOST_AUTO_TEST_CASE(copied_ngrams_from_a_corpus) {
     BOOST_CHECK_THROW(open.contains(0), tl::error); // not finalised
 }
 
+// add_paragraphs: the same two lines of Pushkin as one paragraph over two lines (n-grams cross the line break),
+// then as two paragraphs (a blank line, with spaces and a \r in it, between them: no n-gram crosses it).
+//   one paragraph: 10 words, 8 trigrams, all distinct; "честных правил когда" is in the index
+//   two paragraphs: 3 + 3 trigrams, "честных правил когда" is not
+BOOST_AUTO_TEST_CASE(corpus_paragraphs_split_at_blank_lines) {
+    const auto crossing = detail::ngram_hashes(detail::hashes_of(words_of("честных правил когда")), 3).front();
+    ngram_index one(3);
+    BOOST_TEST(one.add_paragraphs("Мой дядя самых честных правил,\nкогда не в шутку занемог.\n") == 1u);
+    one.finalize();
+    BOOST_TEST(one.total() == 8u);
+    BOOST_TEST(one.contains(crossing));
+    ngram_index two(3);
+    BOOST_TEST(two.add_paragraphs("\nМой дядя самых честных правил,\n \r\n\nкогда не в шутку занемог.") == 2u);
+    two.finalize();
+    BOOST_TEST(two.total() == 6u);
+    BOOST_TEST(!two.contains(crossing));
+    ngram_index none(3);
+    BOOST_TEST(none.add_paragraphs("\n\n  \n") == 0u);
+}
+
 BOOST_AUTO_TEST_SUITE_END()

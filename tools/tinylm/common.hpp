@@ -71,6 +71,8 @@ void add_chat(CLI::App& app, command& chosen);
 void add_serve(CLI::App& app, command& chosen);
 void add_info(CLI::App& app, command& chosen);
 void add_eval(CLI::App& app, command& chosen);
+void add_eval_generations(CLI::App& eval, command& chosen); // `tinylm eval generations`
+void add_synth(CLI::App& app, command& chosen);
 void add_export_gguf(CLI::App& app, command& chosen);
 
 } // namespace tinylm_cli

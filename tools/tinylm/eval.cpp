@@ -17,7 +17,8 @@ void add_eval(CLI::App& app, command& chosen) {
 #ifdef TINYLM_SOURCE_DIR
     f->s.qa_set_path = fs::path(TINYLM_SOURCE_DIR) / "benchmarks/tatar_qa/facts.jsonl";
 #endif
-    CLI::App* sub = app.add_subcommand("eval", "evaluate a model: bpb, mc (multiple choice), qa (paraphrase QA)");
+    CLI::App* sub = app.add_subcommand(
+        "eval", "evaluate a model: bpb, mc (multiple choice), qa (paraphrase QA), generations (repetition)");
     sub->require_subcommand(1);
     recipes::evaluate::add_commands(*sub, f->s, [f](CLI::App* cmd) {
         cmd->add_option("--model", f->s.model.checkpoint, "model folder")->required()->check(CLI::ExistingDirectory);
@@ -25,8 +26,10 @@ void add_eval(CLI::App& app, command& chosen) {
         cmd->add_option("--tokenizer", f->s.model.tokenizer, "tokenizer.json (empty: the model's)");
         cmd->add_option("--seed", f->s.model.seed, "initialisation seed of the untrained floor (qa --floors)");
     });
+    add_eval_generations(*sub, chosen); // its own callback sets `chosen`
     sub->callback([f, sub, &chosen] {
         f->s.command = sub->get_subcommands().front()->get_name();
+        if (f->s.command == "generations") return;
         chosen = [f] {
             const recipes::evaluate::settings& s = f->s;
             const tl::tokenizer tok = tl::load_tokenizer_json(

@@ -4,6 +4,8 @@
 //   tinylm chat --model DIR [--adapter DIR] [--system TEXT]
 //   tinylm serve --model DIR [--adapter DIR] --port 8080
 //   tinylm eval bpb --model DIR --text held_out.txt
+//   tinylm eval generations --model DIR --corpus train.txt --temperatures 0.7,1.0,1.3
+//   tinylm synth --model DIR --topics topics.txt --per-topic 8 --out synth.jsonl
 //   tinylm info DIR
 //   tinylm export-gguf --model DIR [--adapter DIR] --type q8_0 --out model.gguf
 //
@@ -15,7 +17,8 @@
 #include <exception>
 
 int main(int argc, char** argv) {
-    CLI::App app{"tinylm: generate, chat, serve (OpenAI-compatible), evaluate and inspect language models"};
+    CLI::App app{
+        "tinylm: generate, chat, serve (OpenAI-compatible), evaluate, inspect and synthesise with language models"};
     app.option_defaults()->always_capture_default();
     app.require_subcommand(1);
     app.set_version_flag("--version", "tinylm 0.1.0");
@@ -26,6 +29,7 @@ int main(int argc, char** argv) {
     tinylm_cli::add_eval(app, chosen);
     tinylm_cli::add_info(app, chosen);
     tinylm_cli::add_export_gguf(app, chosen);
+    tinylm_cli::add_synth(app, chosen);
     CLI11_PARSE(app, argc, argv);
     try {
         return chosen ? chosen() : 0;

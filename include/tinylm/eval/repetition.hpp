@@ -121,6 +121,26 @@ public:
         check(final_, "ngram_index: contains before finalize");
         return std::binary_search(hashes_.begin(), hashes_.end(), ngram_hash);
     }
+    // Adds each paragraph of a text (lines up to a blank line) as one text, so that n-grams cross lines of a
+    // paragraph but never two paragraphs; returns the paragraphs added.
+    std::size_t add_paragraphs(std::string_view text) {
+        std::size_t added = 0, start = 0;
+        auto flush = [&](std::size_t end) {
+            if (end > start) add(text.substr(start, end - start)), ++added;
+        };
+        for (std::size_t at = 0; at < text.size();) {
+            const std::size_t nl = text.find('\n', at);
+            const std::size_t end = nl == std::string_view::npos ? text.size() : nl;
+            const std::string_view line = text.substr(at, end - at);
+            if (line.find_first_not_of(" \t\r") == std::string_view::npos) {
+                flush(at);
+                start = end + 1;
+            }
+            at = end + 1;
+        }
+        flush(text.size());
+        return added;
+    }
     std::size_t n() const { return n_; }
     std::size_t distinct() const { return hashes_.size(); } // after finalize
     std::uint64_t total() const { return total_; }          // n-grams added, repeats included

@@ -138,6 +138,23 @@ decltype(auto) visit_entries(std::string_view name, F&& f, std::index_sequence<I
         valid += (valid.empty() ? "" : ", ") + std::string(k);
     fail("presets: unknown configuration '" + std::string(name) + "'; valid: " + valid);
 }
+template <int V, int... Rest, class F>
+decltype(auto) visit_int_from(std::string_view what, int value, F&& f, std::string valid) {
+    if (value == V) return std::forward<F>(f).template operator()<V>();
+    if (!valid.empty()) valid += ", ";
+    valid += std::to_string(V);
+    if constexpr (sizeof...(Rest) == 0) {
+        std::string message(what);
+        message += ' ';
+        message += std::to_string(value);
+        message += " is not compiled into this program; valid: ";
+        message += valid;
+        fail(message);
+    } else {
+        return visit_int_from<Rest...>(what, value, std::forward<F>(f), std::move(valid));
+    }
+}
+
 } // namespace detail
 
 // The names visit<Ps...> accepts, in order (all presets without a list).
@@ -176,6 +193,16 @@ std::optional<std::string_view> find(const model_config& c, Proj proj = {}) {
 template <class P>
 constexpr std::string_view name_of() {
     return detail::entry_of<P>::type::name;
+}
+
+// A compile-time integer chosen at run time from the values a program compiles, such as a LoRA rank (the adapter's
+// shapes are part of the model type): visit_int<4, 8, 16>("--lora-rank", rank, f) calls f.template operator()<R>()
+// for the R equal to `value`, each listed value instantiating f once; another value throws tl::error naming `what`
+// and the valid values.
+template <int... Vs, class F>
+decltype(auto) visit_int(std::string_view what, int value, F&& f) {
+    static_assert(sizeof...(Vs) > 0, "tl::presets::visit_int: list at least one value");
+    return detail::visit_int_from<Vs...>(what, value, std::forward<F>(f), std::string{});
 }
 
 } // namespace tl::presets

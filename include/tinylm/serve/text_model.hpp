@@ -10,6 +10,7 @@
 // load_text_model instantiates the three decoder families (io/hf_any.hpp): call it from one translation unit.
 #pragma once
 
+#include <tinylm/eval/generate_batch.hpp>
 #include <tinylm/eval/text_generation.hpp>
 #include <tinylm/io/hf_any.hpp>
 #include <tinylm/io/hf_folder.hpp>
@@ -41,6 +42,10 @@ public:
     // Generates from `prompt` (ids), calling on_text with each piece of decoded text; false from it stops.
     virtual text_completion complete(std::span<const token_t> prompt, const text_generation_options& options,
                                      const on_text_fn& on_text) const = 0;
+    // `count` continuations of one prompt decoded together (eval/generate_batch.hpp): row r samples with the
+    // options' seed + r.
+    virtual std::vector<text_completion> complete_batch(std::span<const token_t> prompt, int count,
+                                                        const text_generation_options& options) const = 0;
 
     const hf_folder& folder() const { return folder_; }
     const tl::tokenizer& tokenizer() const { return *folder_.tokenizer; }
@@ -103,6 +108,10 @@ public:
     text_completion complete(std::span<const token_t> prompt, const text_generation_options& options,
                              const on_text_fn& on_text) const override {
         return generate_text(*model_, tokenizer(), prompt, options, on_text);
+    }
+    std::vector<text_completion> complete_batch(std::span<const token_t> prompt, int count,
+                                                const text_generation_options& options) const override {
+        return generate_text_batch(*model_, tokenizer(), prompt, count, options);
     }
 
 private:

@@ -1,0 +1,99 @@
+// tinylm/eval/generate_batch.hpp: several continuations of one prompt decoded together.
+//
+// The KV cache holds `count` sequences of one common length (model/kv_cache.hpp has no per-sequence positions or
+// padding), so the sequences decoded together must share their prompt: the prompt is run through the model once
+// for every row, then each step runs one token of every row in one forward pass, so each weight matrix is read
+// once per step for all rows instead of once per row. Row r samples with seed + r and stops on its own (an end
+// token, a stop string, its on_token returning false); a finished row keeps being fed its last token, and its
+// outputs are ignored, until every row has finished. In exact arithmetic row r equals tl::generate with seed + r;
+// in floating point a batched product may round differently from a single-row one, so a near tie can be sampled
+// differently.
+#pragma once
+
+#include <tinylm/eval/text_generation.hpp>
+
+#include <algorithm>
+#include <vector>
+
+namespace tl {
+
+// on_token(row, token) is called as each row's token is chosen; false finishes that row.
+template <class Model, class OnToken>
+std::vector<std::vector<token_t>> generate_batch(const Model& model, std::span<const token_t> prompt, int count,
+                                                 const generation_options& options, OnToken&& on_token) {
+    check(!prompt.empty(), "generate_batch: the prompt must hold at least one token");
+    check(count >= 1, "generate_batch: count must be at least 1");
+    const index_t capacity =
+        std::min<index_t>(model.config().max_seq_len, index_t(prompt.size()) + options.max_new_tokens);
+    check(index_t(prompt.size()) < capacity || options.max_new_tokens == 0, [&] {
+        return "generate_batch: the prompt has " + std::to_string(prompt.size()) + " tokens, the context is " +
+               std::to_string(model.config().max_seq_len);
+    });
+    const std::size_t rows = std::size_t(count), vocab = std::size_t(model.config().vocab_size);
+    auto cache = model.make_cache(count, capacity);
+    std::vector<float> logits(rows * vocab);
+    const tensor_view<float> logits_view{logits.data(), {count, model.config().vocab_size}};
+    std::vector<token_t> ids;
+    for (std::size_t r = 0; r < rows; ++r)
+        ids.insert(ids.end(), prompt.begin(), prompt.end());
+    model.forward_cached(cache, cview<token_t>{ids.data(), {count, index_t(prompt.size())}}, logits_view);
+    std::vector<std::vector<token_t>> history(rows, std::vector<token_t>(prompt.begin(), prompt.end())), output(rows);
+    std::vector<sampler> pick;
+    for (std::size_t r = 0; r < rows; ++r) {
+        sampling_options s = options.sampling;
+        s.seed += r;
+        pick.emplace_back(model.config().vocab_size, s);
+    }
+    std::vector<char> done(rows, 0);
+    std::vector<token_t> next(rows, prompt.back());
+    for (int i = 0; i < options.max_new_tokens; ++i) {
+        for (std::size_t r = 0; r < rows; ++r) {
+            if (done[r]) continue;
+            const token_t t = pick[r].sample(std::span<const float>(logits.data() + r * vocab, vocab), history[r]);
+            if (std::find(options.stop_tokens.begin(), options.stop_tokens.end(), t) != options.stop_tokens.end()) {
+                done[r] = 1;
+                continue;
+            }
+            output[r].push_back(t);
+            history[r].push_back(t);
+            next[r] = t;
+            if (!on_token(r, t)) done[r] = 1;
+        }
+        if (std::all_of(done.begin(), done.end(), [](char d) { return d != 0; }) || cache.length() >= cache.capacity())
+            break;
+        model.forward_cached(cache, cview<token_t>{next.data(), {count, 1}}, logits_view);
+    }
+    return output;
+}
+
+// generate_text for `count` rows of one prompt (row r: seed + r), each with its own streaming decoder and stop
+// strings; no streaming callback (the texts are returned whole).
+template <class Model>
+std::vector<text_completion> generate_text_batch(const Model& model, const tokenizer& tok,
+                                                 std::span<const token_t> prompt, int count,
+                                                 const text_generation_options& options) {
+    std::vector<text_completion> out(static_cast<std::size_t>(count));
+    std::vector<stream_decoder> decoders;
+    std::vector<stop_strings> stops;
+    for (int r = 0; r < count; ++r) {
+        decoders.emplace_back(tok, options.skip_special);
+        stops.emplace_back(options.stop);
+    }
+    const auto tokens = generate_batch(model, prompt, count, options.generation, [&](std::size_t r, token_t id) {
+        out[r].text += stops[r].feed(decoders[r].push(id));
+        return !stops[r].stopped();
+    });
+    const index_t used_max = model.config().max_seq_len;
+    for (std::size_t r = 0; r < out.size(); ++r) {
+        text_completion& c = out[r];
+        c.tokens = tokens[r];
+        c.prompt_tokens = prompt.size();
+        if (!stops[r].stopped()) c.text += stops[r].feed(decoders[r].finish()) + stops[r].flush();
+        const bool full = int(c.tokens.size()) >= options.generation.max_new_tokens ||
+                          index_t(prompt.size() + c.tokens.size()) >= used_max;
+        c.reason = !stops[r].stopped() && full ? finish_reason::length : finish_reason::stop;
+    }
+    return out;
+}
+
+} // namespace tl
