@@ -14,6 +14,8 @@
 #include <boost/test/unit_test.hpp>
 
 #include <cmath>
+#include <csignal>
+#include <cstdlib>
 
 using namespace tl;
 using model_t = decoder<presets::tiny>;
@@ -203,6 +205,39 @@ BOOST_AUTO_TEST_CASE(ranks_with_different_settings_refuse_to_start) {
                what.find("rank " + std::to_string(world.size() - 1)) != std::string::npos;
     });
     BOOST_TEST(t.state().step == 0);
+}
+
+// Run by kill_one_rank.sh (ctest test_dist_kill_one_rank): with TINYLM_DIST_KILL_RANK set, that rank kills itself
+// with SIGKILL as it draws the batch of step 7 (checkpoints every 2 steps), and the script checks that the whole
+// job ended non-zero within 60 s naming the failure; run again without it, the job resumes from the last complete
+// checkpoint and finishes. Without TINYLM_DIST_KILL_DIR the case does nothing.
+BOOST_AUTO_TEST_CASE(resume_after_a_rank_died) {
+    const char* dir = std::getenv("TINYLM_DIST_KILL_DIR");
+    if (!dir) return;
+    const char* kill_rank = std::getenv("TINYLM_DIST_KILL_RANK");
+    dist::communicator& world = dist::world();
+    struct killing_source {
+        token_windows inner;
+        bool die = false;
+        void next(tensor_view<token_t> ids, tensor_view<token_t> targets) {
+            if (die && inner.position() == 6) std::raise(SIGKILL);
+            inner.next(ids, targets);
+        }
+        std::uint64_t position() const { return inner.position(); }
+        void seek(std::uint64_t p) { inner.seek(p); }
+    };
+    killing_source source{token_windows(text_tokens(20000, 3), 11),
+                          kill_rank != nullptr && std::atoi(kill_rank) == world.rank()};
+    model_t model(7);
+    auto o = ten_steps(1, world);
+    o.checkpoint_every = 2;
+    o.out_dir = dir;
+    trainer<model_t, killing_source> t(model, source, text_tokens(4000, 4), o);
+    const long long resumed_at = t.restore();
+    BOOST_TEST_MESSAGE("rank " << world.rank() << " starts at step " << resumed_at);
+    BOOST_TEST((t.run() == train_outcome::finished));
+    BOOST_TEST(t.state().step == 10);
+    if (!kill_rank) BOOST_TEST((resumed_at >= 4 && resumed_at % 2 == 0), "resumed at step " << resumed_at);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
