@@ -4,9 +4,11 @@
 // batches. Losses, validation losses and parameters agree within 1e-5 relative, and every rank's parameters
 // are bit-identical (fingerprints compared across ranks): token windows, gradient accumulation, and packed
 // documents with label masks whose target counts differ between rows (the loss is normalised by the global
-// count, not averaged over ranks). A run whose ranks disagree on settings refuses to start on every rank.
+// count, not averaged over ranks), and ZeRO-1, whose checkpoint one process resumes. A run whose ranks disagree on
+// settings refuses to start on every rank.
 #include <tinylm/dist/communicator.hpp>
 #include <tinylm/dist/data_parallel.hpp>
+#include <tinylm/dist/zero.hpp>
 #include <tinylm/model/decoder.hpp>
 #include <tinylm/model/presets.hpp>
 #include <tinylm/train/trainer.hpp>
@@ -16,6 +18,8 @@
 #include <cmath>
 #include <csignal>
 #include <cstdlib>
+#include <filesystem>
+#include <unistd.h>
 
 using namespace tl;
 using model_t = decoder<presets::tiny>;
@@ -107,14 +111,17 @@ void expect_same_training(const outcome& dp, const outcome& one, dist::communica
     BOOST_TEST(root == dp.fingerprint, "rank " << comm.rank() << "'s parameters differ from rank 0's");
 }
 
-void token_windows_case(int grad_accum) {
+void token_windows_case(int grad_accum, bool zero = false) {
     dist::communicator& world = dist::world();
     dist::local_communicator alone;
     const auto tokens = text_tokens(20000, 3), val = text_tokens(4000, 4);
     auto run_on = [&](dist::communicator& comm) {
         token_windows source(tokens, 11);
-        return train<token_windows>(
-            [&](model_t& m) { return trainer<model_t, token_windows>(m, source, val, ten_steps(grad_accum, comm)); });
+        return train<token_windows>([&](model_t& m) {
+            auto o = ten_steps(grad_accum, comm);
+            o.zero = zero;
+            return trainer<model_t, token_windows>(m, source, val, o);
+        });
     };
     const outcome one = run_on(alone), dp = run_on(world);
     expect_same_training(dp, one, world);
@@ -159,6 +166,71 @@ BOOST_AUTO_TEST_CASE(sums_and_gathers_over_the_world) {
 BOOST_AUTO_TEST_CASE(token_windows_match_one_process) { token_windows_case(1); }
 
 BOOST_AUTO_TEST_CASE(gradient_accumulation_matches_one_process) { token_windows_case(3); }
+
+BOOST_AUTO_TEST_CASE(zero_matches_one_process) { token_windows_case(2, true); }
+
+BOOST_AUTO_TEST_CASE(zero_shards_the_parameters_evenly) {
+    dist::communicator& world = dist::world();
+    model_t model(7);
+    const dist::zero_partition p(world, model.parameter_entries());
+    const std::size_t n = std::size_t(world.size()), most = (p.total() + n - 1) / n;
+    BOOST_TEST(p.owned() <= most);
+    BOOST_TEST(p.owned() + n > most); // every rank holds its share (up to rounding), so AdamW's moments fall as 1/N
+    BOOST_TEST(world.sum(double(p.owned())) == double(p.total()));
+}
+
+// A ZeRO run's checkpoint holds the full moments: one process resumes it and ends where one process that never
+// stopped ends (resuming with another N re-splits the state).
+BOOST_AUTO_TEST_CASE(zero_checkpoint_resumes_with_another_world_size) {
+    dist::communicator& world = dist::world();
+    dist::local_communicator alone;
+    const auto tokens = text_tokens(20000, 3), val = text_tokens(4000, 4);
+    std::uint64_t job = std::uint64_t(::getpid());
+    world.broadcast_values(std::span<std::uint64_t>(&job, 1), 0);
+    const fs::path dir = fs::temp_directory_path() / ("tinylm_zero_" + std::to_string(job));
+    const fs::path mine = dir.string() + "_rank" + std::to_string(world.rank());
+    {
+        model_t model(7);
+        token_windows source(tokens, 11);
+        auto o = ten_steps(1, world);
+        o.zero = true;
+        o.stop_at = 5;
+        o.out_dir = dir;
+        trainer<model_t, token_windows> t(model, source, val, o);
+        BOOST_TEST((t.run() == train_outcome::paused));
+    }
+    world.barrier();
+    fs::remove_all(mine);
+    fs::create_directories(mine);
+    fs::copy(dir / "checkpoint", mine / "checkpoint", fs::copy_options::recursive);
+    auto one_process = [&](const fs::path& out) {
+        token_windows source(tokens, 11);
+        return train<token_windows>([&](model_t& m) {
+            auto o = ten_steps(1, alone);
+            o.out_dir = out;
+            o.checkpoint_every = 0;
+            return trainer<model_t, token_windows>(m, source, val, o);
+        });
+    };
+    const outcome resumed = one_process(mine), straight = one_process({});
+    BOOST_REQUIRE_EQUAL(resumed.losses.size(), 5u);
+    for (std::size_t i = 0; i < 5; ++i)
+        BOOST_TEST(relative(resumed.losses[i], straight.losses[5 + i]) < 1e-5);
+    double worst = 0;
+    for (std::size_t k = 0; k < straight.params.size(); ++k) {
+        double diff = 0, norm = 0;
+        for (std::size_t j = 0; j < straight.params[k].size(); ++j) {
+            diff += std::pow(double(resumed.params[k][j]) - double(straight.params[k][j]), 2);
+            norm += std::pow(double(straight.params[k][j]), 2);
+        }
+        worst = std::max(worst, std::sqrt(diff / std::max(norm, 1e-30)));
+    }
+    BOOST_TEST_MESSAGE("resumed from a ZeRO checkpoint: largest relative parameter difference " << worst);
+    BOOST_TEST(worst < 1e-5);
+    fs::remove_all(mine);
+    world.barrier();
+    if (world.is_root()) fs::remove_all(dir);
+}
 
 BOOST_AUTO_TEST_CASE(masked_documents_use_the_global_target_count) {
     // Packed rows of two documents each, with the first k targets of every row masked (k varies by row), so the

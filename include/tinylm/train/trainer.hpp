@@ -25,10 +25,14 @@
 // every rank. Validation windows are split over the ranks. Rank 0 alone calls the hooks (on_step, on_eval) and
 // writes checkpoints; every rank resumes from the same checkpoint folder (a shared file system). A run whose
 // ranks disagree on settings or step refuses to start; an error on one rank ends the job (communicator::abort).
+// options.zero (AdamW only): ZeRO-1 (dist/zero.hpp): gradients reduce-scattered, each rank steps AdamW on its
+// 1/N of the parameters and keeps only that part of the moments, the updated parts all-gathered; checkpoints
+// gather the moments into the usual full form, so a run resumes with any N, with or without zero.
 #pragma once
 
 #include <tinylm/dist/communicator.hpp>
 #include <tinylm/dist/data_parallel.hpp>
+#include <tinylm/dist/zero.hpp>
 
 #include <tinylm/io/model_card.hpp>
 #include <tinylm/optim/adamw.hpp>
@@ -72,6 +76,7 @@ struct trainer_options {
     // The processes training together (dist/communicator.hpp); nullptr: dist::world().
     dist::communicator* communicator = nullptr;
     std::size_t bucket_bytes = dist::gradient_buckets::default_bucket_bytes; // gradient all-reduce buckets
+    bool zero = false; // ZeRO-1 when distributed: AdamW's moments sharded over the ranks
 };
 
 struct step_report {
@@ -169,9 +174,14 @@ public:
         // checkpoint.old when a save was killed between its renames; a leftover checkpoint.tmp is never read.
         const fs::path from =
             checkpoint_dir().empty() ? fs::path{} : newest_complete_folder(checkpoint_dir(), "trainer_state.json");
+        setup_zero();
         if (!restored_ && options_.resume && !from.empty()) {
             state_ = load_training_checkpoint(model_, opt_, from);
             train_.seek(state_.data_position);
+            if (zero_) { // each rank keeps its part of the moments
+                zero_->scatter_state(opt_, *zero_opt_);
+                opt_.reset_state([](const std::string&) { return false; });
+            }
         }
         restored_ = true;
         return state_.step;
@@ -225,11 +235,22 @@ public:
                     model_.backward(share / options_.grad_accum);
                 }
                 sums.back() = detail::interrupt_requests.load() != 0 ? 1.0 : 0.0;
+                const auto& entries = model_.parameter_entries();
+                double norm = 0;
                 if (distributed) {
                     dist::pending totals = comm_.all_reduce_sum(std::span<double>(sums));
-                    buckets_.reduce(comm_, model_.parameter_entries());
+                    if (zero_) {
+                        check(zero_->fits(entries), "trainer: with zero, what trains cannot change during a run");
+                        zero_->reduce_scatter_gradients(comm_, entries);
+                        norm = zero_->global_grad_norm(comm_);
+                        if (options_.clip > 0 && norm > options_.clip)
+                            zero_->scale_gradients(float(options_.clip / (norm + 1e-6))); // as clip_grad_norm
+                    } else {
+                        buckets_.reduce(comm_, entries);
+                    }
                     totals.wait();
                 }
+                if (!zero_) norm = options_.clip > 0 ? clip_grad_norm(entries, options_.clip) : grad_norm(entries);
                 double loss = 0;
                 long long counted = 0;
                 for (int micro = 0; micro < options_.grad_accum; ++micro) {
@@ -238,8 +259,6 @@ public:
                     counted += (long long)std::llround(global);
                 }
                 loss /= options_.grad_accum;
-                const double norm = options_.clip > 0 ? clip_grad_norm(model_.parameter_entries(), options_.clip)
-                                                      : grad_norm(model_.parameter_entries());
                 if (!std::isfinite(loss) || !std::isfinite(norm)) { // the same values on every rank
                     std::string message = "tinylm: trainer: training diverged at step " +
                                           std::to_string(state_.step + 1) + " (loss " + std::to_string(loss);
@@ -250,7 +269,12 @@ public:
                     throw dist::collective_error(message);
                 }
                 const double lr = schedule_.lr_at(state_.step);
-                opt_.step(lr);
+                if (zero_) {
+                    zero_opt_->step(lr);
+                    zero_->all_gather_values(comm_, entries);
+                } else {
+                    opt_.step(lr);
+                }
                 ++state_.step;
                 state_.data_position = train_.position();
                 state_.history["last_train_loss"] = loss;
@@ -285,9 +309,18 @@ public:
         return state_.step < options_.max_steps ? train_outcome::paused : train_outcome::finished;
     }
 
-    // Rank 0 writes; the others have the same weights and optimizer state.
+    // Rank 0 writes; the others have the same weights and optimizer state. With zero a collective: the moments are
+    // gathered into the full optimizer for the write, then dropped again.
     void save() {
-        if (checkpoint_dir().empty() || !comm_.is_root()) return;
+        if (checkpoint_dir().empty()) return;
+        if (zero_) zero_->gather_state(comm_, *zero_opt_, opt_, model_.parameter_entries(), {"exp_avg", "exp_avg_sq"});
+        struct drop_full_state {
+            trainer& t;
+            ~drop_full_state() {
+                if (t.zero_) t.opt_.reset_state([](const std::string&) { return false; });
+            }
+        } drop{*this};
+        if (!comm_.is_root()) return;
         save_training_checkpoint(model_, opt_, state_, checkpoint_dir(), options_.special, [&](const fs::path& stage) {
             if (add_to_checkpoint) add_to_checkpoint(stage);
             if constexpr (!requires { requires Model::bert_layout; }) { // decoders: what generate() reads
@@ -305,6 +338,16 @@ public:
     }
 
 private:
+    void setup_zero() {
+        if (!options_.zero || comm_.size() == 1 || zero_) return;
+        if constexpr (std::is_same_v<Opt, adamw>) {
+            zero_.emplace(comm_, model_.parameter_entries());
+            zero_opt_.emplace(zero_->shard_entries(), opt_.options());
+        } else {
+            fail("trainer: zero (ZeRO-1) shards AdamW's moments; this trainer's optimizer is another");
+        }
+    }
+
     static index_t count_targets(cview<token_t> targets) {
         index_t n = 0;
         for (token_t t : targets)
@@ -322,11 +365,11 @@ private:
         };
         add(std::to_string(options_.batch_size));
         add(std::to_string(options_.seq_len));
-        for (double v :
-             {double(options_.grad_accum), double(options_.max_steps), double(options_.stop_at), options_.peak_lr,
-              options_.min_lr, double(options_.warmup_steps), double(int(options_.decay)), options_.clip,
-              double(options_.eval_every), double(options_.eval_windows), double(options_.checkpoint_every),
-              double(options_.gradient_checkpointing), double(val_ids_.size()), double(validate_ ? 1 : 0)})
+        for (double v : {double(options_.grad_accum), double(options_.max_steps), double(options_.stop_at),
+                         options_.peak_lr, options_.min_lr, double(options_.warmup_steps), double(int(options_.decay)),
+                         options_.clip, double(options_.eval_every), double(options_.eval_windows),
+                         double(options_.checkpoint_every), double(options_.gradient_checkpointing),
+                         double(val_ids_.size()), double(validate_ ? 1 : 0), double(options_.zero)})
             add(std::to_string(v));
         for (const parameter_entry& e : model_.parameter_entries()) {
             add(e.name);
@@ -378,6 +421,8 @@ private:
     std::vector<token_t> ids_, targets_, val_ids_, val_targets_;
     std::vector<index_t> doc_start_;
     dist::gradient_buckets buckets_;
+    std::optional<dist::zero_partition> zero_; // options.zero and distributed
+    std::optional<adamw> zero_opt_;            // AdamW over zero_'s slices
 };
 
 } // namespace tl
