@@ -46,6 +46,7 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <cstdio>
 #include <functional>
 
 namespace tl {
@@ -182,6 +183,13 @@ public:
                 zero_->scatter_state(opt_, *zero_opt_);
                 opt_.reset_state([](const std::string&) { return false; });
             }
+            // A checkpoint of N ranks records N (save()); resuming with another number is fine and said.
+            const int written_by = state_.history.value("world_size", 1);
+            if (written_by != comm_.size() && comm_.is_root())
+                std::fprintf(stderr,
+                             "tinylm: trainer: resuming a checkpoint of %d rank(s) with %d: the global batch and the "
+                             "sample order are unchanged%s\n",
+                             written_by, comm_.size(), zero_ ? "; AdamW's moments are split anew over the ranks" : "");
         }
         restored_ = true;
         return state_.step;
@@ -313,6 +321,10 @@ public:
     // gathered into the full optimizer for the write, then dropped again.
     void save() {
         if (checkpoint_dir().empty()) return;
+        if (comm_.size() > 1)
+            state_.history["world_size"] = comm_.size();
+        else
+            state_.history.erase("world_size"); // a checkpoint of one process stays as it always was
         if (zero_) zero_->gather_state(comm_, *zero_opt_, opt_, model_.parameter_entries(), {"exp_avg", "exp_avg_sq"});
         struct drop_full_state {
             trainer& t;
