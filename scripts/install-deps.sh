@@ -18,6 +18,7 @@ packages=(
   clang libomp-dev       # the clang step of CI (scripts/clang-check.sh); OpenMP for clang
   libcpp-httplib-dev     # tinylm serve (OpenAI-compatible HTTP server)
   libedit-dev            # tinylm chat (line editing)
+  openmpi-bin libopenmpi-dev # tinylm::mpi: data-parallel training under mpirun (tests labelled mpi)
 )
 
 missing=()

@@ -7,9 +7,12 @@
 //           data is absent. The last 10% of the text is held out for validation.
 // Runtime:  about a minute on 2 cores with the defaults.
 // Command:  build/examples/01_train_tiny [--steps 1500] [--text FILE]
+//           mpirun -np 2 build/examples/01_train_tiny   (data parallel when built with MPI, docs/distributed.md:
+//           --batch is the global batch; rank 0 prints, logs, samples and writes checkpoints)
 // Output:   a line per 100 steps (step, train loss, learning rate, tokens/s), the validation loss in nats
 //           per byte, and a 300-byte sample continuing a prompt.
 #include <tinylm/core/data_dir.hpp>
+#include <tinylm/dist/communicator.hpp>
 #include <tinylm/eval/generate.hpp>
 #include <tinylm/tinylm.hpp>
 #include <tinylm/train/run_logger.hpp>
@@ -23,6 +26,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -95,10 +99,15 @@ int main(int argc, char** argv) try {
     app.add_flag("--fresh", fresh, "start over even if OUT/checkpoint exists");
     app.add_option("--prompt", prompt, "text the sample continues");
     CLI11_PARSE(app, argc, argv);
+    // Under mpirun every rank runs this program; rank 0 alone prints, logs and writes.
+    tl::dist::communicator& world = tl::dist::world();
+    const bool root = world.is_root();
+    if (!root && !std::freopen("/dev/null", "w", stdout)) throw tl::error("tinylm: cannot silence stdout");
     options.resume = !fresh;
     options.warmup_steps = std::min<long long>(options.warmup_steps, options.max_steps / 10);
     options.min_lr = options.peak_lr / 10;
-    if (fresh) fs::remove_all(options.out_dir / "checkpoint");
+    if (fresh && root) fs::remove_all(options.out_dir / "checkpoint");
+    world.barrier(); // no rank looks for a checkpoint before rank 0 removed it
 
     std::string text, source;
     if (!text_file.empty())
@@ -126,28 +135,35 @@ int main(int argc, char** argv) try {
 
     tl::token_windows train({tokens.begin(), tokens.begin() + split}, seed);
     tl::trainer run(model, train, {tokens.begin() + split, tokens.end()}, options);
-    tl::run_logger logger(options.out_dir, "tinylm: tiny byte-level model", options.max_steps, run.restore());
-    logger.summary("data", source);
-    logger.summary("parameters", std::to_string(tl::parameter_count(model.config())));
+    const long long first_step = run.restore();
+    std::optional<tl::run_logger> logger; // rank 0's (the trainer calls the hooks on rank 0 only)
+    if (root) {
+        logger.emplace(options.out_dir, "tinylm: tiny byte-level model", options.max_steps, first_step);
+        logger->summary("data", source);
+        logger->summary("parameters", std::to_string(tl::parameter_count(model.config())));
+    }
     double val_loss = NAN;
-    run.on_step = [&](const tl::step_report& r) { logger.step(r); };
+    run.on_step = [&](const tl::step_report& r) { logger->step(r); };
     run.on_eval = [&](long long step, double loss) {
-        logger.eval(step, loss);
+        logger->eval(step, loss);
         val_loss = loss;
-        logger.samples(step, {{prompt, sample(model, prompt, 120, 0.8, seed)}});
+        logger->samples(step, {{prompt, sample(model, prompt, 120, 0.8, seed)}});
     };
     if (run.run() == tl::train_outcome::interrupted) {
-        logger.finish();
+        if (!root) return 130;
+        logger->finish();
         std::printf("interrupted at step %lld; checkpoint saved in %s (run again to resume)\n", run.state().step,
                     run.checkpoint_dir().c_str());
         return 130;
     }
-    if (std::isnan(val_loss)) val_loss = run.evaluate(); // resumed after the last step
+    world.broadcast_values(std::span<double>(&val_loss, 1), 0); // every rank decides alike: evaluate is collective
+    if (std::isnan(val_loss)) val_loss = run.evaluate();        // resumed after the last step
+    if (!root) return 0;
     std::printf("validation loss %.4f nats/byte (%.3f bits/byte)\n", val_loss, val_loss / std::log(2.0));
     const std::string text_out = sample(model, prompt, 300, 0.8, seed);
-    logger.samples(-1, {{prompt, text_out}});
+    logger->samples(-1, {{prompt, text_out}});
     std::printf("sample (temperature 0.8, top-k 40):\n%s%s\n", prompt.c_str(), text_out.c_str());
-    std::printf("report: %s, TensorBoard: %s\n", logger.finish().c_str(), (options.out_dir / "tensorboard").c_str());
+    std::printf("report: %s, TensorBoard: %s\n", logger->finish().c_str(), (options.out_dir / "tensorboard").c_str());
     return 0;
 } catch (const std::exception& e) {
     std::cerr << e.what() << "\n";

@@ -14,7 +14,25 @@
 // next run resumes from, so an interrupted run, even one killed with SIGKILL, continues bit-identically.
 // Ctrl-C (SIGINT) finishes the current step, saves and returns `interrupted`. A non-finite loss or gradient norm
 // stops the run with an error that points at the last good checkpoint; nothing is saved over it.
+//
+// Data parallel (docs/distributed.md): under `mpirun -np N` (tinylm::mpi) the same program trains on N ranks of
+// options.communicator (default dist::world(); a world of one changes nothing). batch_size is the global batch:
+// every rank draws the whole batch from its source (so the batches and their order do not depend on N) and
+// trains on its own rows (dist::part_of: contiguous, in rank order). Rank 0's weights go to every rank at the
+// start; each micro-batch's loss is weighted by the rank's share of the global count of target tokens, so the
+// gradient summed over ranks (dist::gradient_buckets, after the last micro-batch only) is that of one process
+// training the whole batch; clipping, the optimizer step and the divergence check then run on identical data on
+// every rank. Validation windows are split over the ranks. Rank 0 alone calls the hooks (on_step, on_eval) and
+// writes checkpoints; every rank resumes from the same checkpoint folder (a shared file system). A run whose
+// ranks disagree on settings or step refuses to start; an error on one rank ends the job (communicator::abort).
+// options.zero (AdamW only): ZeRO-1 (dist/zero.hpp): gradients reduce-scattered, each rank steps AdamW on its
+// 1/N of the parameters and keeps only that part of the moments, the updated parts all-gathered; checkpoints
+// gather the moments into the usual full form, so a run resumes with any N, with or without zero.
 #pragma once
+
+#include <tinylm/dist/communicator.hpp>
+#include <tinylm/dist/data_parallel.hpp>
+#include <tinylm/dist/zero.hpp>
 
 #include <tinylm/io/model_card.hpp>
 #include <tinylm/optim/adamw.hpp>
@@ -28,6 +46,7 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <cstdio>
 #include <functional>
 
 namespace tl {
@@ -55,6 +74,10 @@ struct trainer_options {
     // from `special`), and a README.md model card with the run's steps and losses (io/model_card.hpp).
     std::optional<hf_generation_config> generation{};
     std::optional<model_card_info> card{};
+    // The processes training together (dist/communicator.hpp); nullptr: dist::world().
+    dist::communicator* communicator = nullptr;
+    std::size_t bucket_bytes = dist::gradient_buckets::default_bucket_bytes; // gradient all-reduce buckets
+    bool zero = false; // ZeRO-1 when distributed: AdamW's moments sharded over the ranks
 };
 
 struct step_report {
@@ -89,12 +112,19 @@ public:
         : trainer(model, train, default_optimizer(model, options), std::move(validate), std::move(options)) {}
     // Any optimizer over model.parameter_entries(); options.adamw is then unused.
     trainer(Model& model, Source& train, Opt optimizer, validation_fn validate, trainer_options options)
-        : model_(model), train_(train), options_(std::move(options)), opt_(std::move(optimizer)),
+        : model_(model), train_(train), options_(std::move(options)),
+          comm_(options_.communicator ? *options_.communicator : dist::world()), opt_(std::move(optimizer)),
           validate_(std::move(validate)), schedule_{options_.peak_lr, options_.min_lr, options_.warmup_steps,
                                                     options_.max_steps, options_.decay},
-          ids_(std::size_t(options_.batch_size * options_.seq_len)), targets_(ids_.size()) {
+          rows_(dist::part_of(std::size_t(options_.batch_size), comm_.rank(), comm_.size())),
+          ids_(std::size_t(options_.batch_size * options_.seq_len)), targets_(ids_.size()),
+          buckets_(options_.bucket_bytes) {
         check(options_.batch_size > 0 && options_.seq_len > 0 && options_.grad_accum > 0 && options_.max_steps > 0,
               "trainer: batch_size, seq_len, grad_accum and max_steps must be positive");
+        check(options_.batch_size >= comm_.size(), [&] {
+            return "trainer: a global batch_size of " + std::to_string(options_.batch_size) +
+                   " cannot give a row to each of " + std::to_string(comm_.size()) + " ranks";
+        });
         if constexpr (DocumentBatchSource<Source>) doc_start_.resize(ids_.size());
     }
 
@@ -106,23 +136,37 @@ public:
     fs::path checkpoint_dir() const { return options_.out_dir.empty() ? fs::path{} : options_.out_dir / "checkpoint"; }
     const training_state& state() const { return state_; }
     Opt& optimizer() { return opt_; }
+    dist::communicator& communicator() { return comm_; }
 
     // The validation callable's loss, or the mean loss over the validation windows (NaN when there are none).
+    // Distributed, a collective: the callable runs on every rank and rank 0's value counts; the windows are
+    // dealt out to the ranks batch by batch.
     double evaluate() {
-        if (validate_) return validate_();
+        if (validate_) {
+            double v = validate_();
+            comm_.broadcast_values(std::span<double>(&v, 1), 0);
+            return v;
+        }
         const index_t windows = index_t(val_ids_.size()) / options_.seq_len;
         if (windows == 0) return NAN;
         double total = 0;
-        index_t counted = 0;
-        for (index_t w0 = 0; w0 < windows; w0 += options_.batch_size) {
+        double counted = 0;
+        const index_t stride = options_.batch_size * comm_.size();
+        for (index_t w0 = options_.batch_size * comm_.rank(); w0 < windows; w0 += stride) {
             const index_t n = std::min(options_.batch_size, windows - w0);
             const shape s{n, options_.seq_len};
             const float loss = model_.eval_loss(cview<token_t>{val_ids_.data() + w0 * options_.seq_len, s},
                                                 cview<token_t>{val_targets_.data() + w0 * options_.seq_len, s});
             total += double(loss) * double(model_.counted_targets());
-            counted += model_.counted_targets();
+            counted += double(model_.counted_targets());
         }
-        return total / double(counted);
+        if (comm_.size() > 1) {
+            double sums[2] = {total, counted};
+            comm_.all_reduce_sum(std::span<double>(sums, 2)).wait();
+            total = sums[0];
+            counted = sums[1];
+        }
+        return total / counted;
     }
 
     // Continues from out_dir/checkpoint when resuming is on and one exists (once; run() calls it too).
@@ -131,9 +175,21 @@ public:
         // checkpoint.old when a save was killed between its renames; a leftover checkpoint.tmp is never read.
         const fs::path from =
             checkpoint_dir().empty() ? fs::path{} : newest_complete_folder(checkpoint_dir(), "trainer_state.json");
+        setup_zero();
         if (!restored_ && options_.resume && !from.empty()) {
             state_ = load_training_checkpoint(model_, opt_, from);
             train_.seek(state_.data_position);
+            if (zero_) { // each rank keeps its part of the moments
+                zero_->scatter_state(opt_, *zero_opt_);
+                opt_.reset_state([](const std::string&) { return false; });
+            }
+            // A checkpoint of N ranks records N (save()); resuming with another number is fine and said.
+            const int written_by = state_.history.value("world_size", 1);
+            if (written_by != comm_.size() && comm_.is_root())
+                std::fprintf(stderr,
+                             "tinylm: trainer: resuming a checkpoint of %d rank(s) with %d: the global batch and the "
+                             "sample order are unchanged%s\n",
+                             written_by, comm_.size(), zero_ ? "; AdamW's moments are split anew over the ranks" : "");
         }
         restored_ = true;
         return state_.step;
@@ -141,8 +197,11 @@ public:
 
     train_outcome run() {
         restore();
+        const bool distributed = comm_.size() > 1;
+        if (distributed) join_ranks();
+        const index_t rows = index_t(rows_.count()), row0 = index_t(rows_.begin);
         model_.set_gradient_checkpointing(options_.gradient_checkpointing);
-        model_.plan(options_.batch_size, options_.seq_len);
+        model_.plan(rows, options_.seq_len);
         detail::interrupt_requests.store(0);
         const auto previous = std::signal(SIGINT, detail::on_interrupt);
         struct restore {
@@ -151,66 +210,129 @@ public:
         } restore_handler{previous};
 
         const auto start = std::chrono::steady_clock::now();
-        const shape batch{options_.batch_size, options_.seq_len};
+        const shape batch{options_.batch_size, options_.seq_len}, mine{rows, options_.seq_len};
+        const std::size_t offset = std::size_t(row0 * options_.seq_len);
         const long long stop =
             options_.stop_at > 0 ? std::min(options_.stop_at, options_.max_steps) : options_.max_steps;
-        while (state_.step < stop) {
-            const auto step_start = std::chrono::steady_clock::now();
-            model_.zero_grad();
-            double loss = 0;
-            long long counted = 0;
-            for (int micro = 0; micro < options_.grad_accum; ++micro) {
-                const tensor_view<token_t> ids{ids_.data(), batch}, targets{targets_.data(), batch};
-                if constexpr (DocumentBatchSource<Source>) {
-                    const tensor_view<index_t> doc_start{doc_start_.data(), batch};
-                    train_.next(ids, targets, doc_start);
-                    loss += model_.loss(ids, targets, doc_start);
-                } else {
-                    train_.next(ids, targets);
-                    loss += model_.loss(ids, targets);
+        // Per micro-batch: the rank's loss times its target count, and the global count; then the interrupt flag.
+        std::vector<double> sums(std::size_t(2 * options_.grad_accum + 1));
+        try {
+            while (state_.step < stop) {
+                const auto step_start = std::chrono::steady_clock::now();
+                model_.zero_grad();
+                for (int micro = 0; micro < options_.grad_accum; ++micro) {
+                    const tensor_view<token_t> ids{ids_.data(), batch}, targets{targets_.data(), batch};
+                    const tensor_view<token_t> my_ids{ids_.data() + offset, mine},
+                        my_targets{targets_.data() + offset, mine};
+                    float loss = 0;
+                    if constexpr (DocumentBatchSource<Source>) {
+                        const tensor_view<index_t> doc_start{doc_start_.data(), batch};
+                        train_.next(ids, targets, doc_start);
+                        loss = model_.loss(my_ids, my_targets, tensor_view<index_t>{doc_start_.data() + offset, mine});
+                    } else {
+                        train_.next(ids, targets);
+                        loss = model_.loss(my_ids, my_targets);
+                    }
+                    // The rank's share of the micro-batch's targets (1 in a world of one, so nothing changes).
+                    const index_t local = model_.counted_targets();
+                    const index_t global = distributed ? count_targets(targets) : local;
+                    const double share = !distributed ? 1.0 : global > 0 ? double(local) / double(global) : 0.0;
+                    sums[std::size_t(2 * micro)] = double(loss) * double(local);
+                    // Rank 0 alone adds the global count (the same on every rank), so the sum below is exact.
+                    sums[std::size_t(2 * micro + 1)] = comm_.is_root() ? double(global) : 0.0;
+                    model_.backward(share / options_.grad_accum);
                 }
-                counted += model_.counted_targets();
-                model_.backward(1.0 / options_.grad_accum);
-            }
-            loss /= options_.grad_accum;
-            const double norm = options_.clip > 0 ? clip_grad_norm(model_.parameter_entries(), options_.clip)
-                                                  : grad_norm(model_.parameter_entries());
-            if (!std::isfinite(loss) || !std::isfinite(norm))
-                fail("trainer: training diverged at step " + std::to_string(state_.step + 1) + " (loss " +
-                     std::to_string(loss) + ", gradient norm " + std::to_string(norm) + "); " +
-                     (checkpoint_dir().empty() ? std::string("no checkpoint was configured")
-                                               : "the last good checkpoint is " + checkpoint_dir().string()) +
-                     ". Lower the learning rate or check the data.");
-            const double lr = schedule_.lr_at(state_.step);
-            opt_.step(lr);
-            ++state_.step;
-            state_.data_position = train_.position();
-            state_.history["last_train_loss"] = loss;
+                sums.back() = detail::interrupt_requests.load() != 0 ? 1.0 : 0.0;
+                const auto& entries = model_.parameter_entries();
+                double norm = 0;
+                if (distributed) {
+                    dist::pending totals = comm_.all_reduce_sum(std::span<double>(sums));
+                    if (zero_) {
+                        check(zero_->fits(entries), "trainer: with zero, what trains cannot change during a run");
+                        zero_->reduce_scatter_gradients(comm_, entries);
+                        norm = zero_->global_grad_norm(comm_);
+                        if (options_.clip > 0 && norm > options_.clip)
+                            zero_->scale_gradients(float(options_.clip / (norm + 1e-6))); // as clip_grad_norm
+                    } else {
+                        buckets_.reduce(comm_, entries);
+                    }
+                    totals.wait();
+                }
+                if (!zero_) norm = options_.clip > 0 ? clip_grad_norm(entries, options_.clip) : grad_norm(entries);
+                double loss = 0;
+                long long counted = 0;
+                for (int micro = 0; micro < options_.grad_accum; ++micro) {
+                    const double global = sums[std::size_t(2 * micro + 1)];
+                    loss += global > 0 ? sums[std::size_t(2 * micro)] / global : 0.0;
+                    counted += (long long)std::llround(global);
+                }
+                loss /= options_.grad_accum;
+                if (!std::isfinite(loss) || !std::isfinite(norm)) { // the same values on every rank
+                    std::string message = "tinylm: trainer: training diverged at step " +
+                                          std::to_string(state_.step + 1) + " (loss " + std::to_string(loss);
+                    message += ", gradient norm " + std::to_string(norm) + "); ";
+                    message += checkpoint_dir().empty() ? std::string("no checkpoint was configured")
+                                                        : "the last good checkpoint is " + checkpoint_dir().string();
+                    message += ". Lower the learning rate or check the data.";
+                    throw dist::collective_error(message);
+                }
+                const double lr = schedule_.lr_at(state_.step);
+                if (zero_) {
+                    zero_opt_->step(lr);
+                    zero_->all_gather_values(comm_, entries);
+                } else {
+                    opt_.step(lr);
+                }
+                ++state_.step;
+                state_.data_position = train_.position();
+                state_.history["last_train_loss"] = loss;
 
-            const auto now = std::chrono::steady_clock::now();
-            if (on_step) {
-                const double secs = std::chrono::duration<double>(now - step_start).count();
-                on_step({state_.step, options_.max_steps, loss, lr, norm,
-                         double(options_.grad_accum * options_.batch_size * options_.seq_len) / secs,
-                         std::chrono::duration<double>(now - start).count(), counted});
+                const auto now = std::chrono::steady_clock::now();
+                if (on_step && comm_.is_root()) {
+                    const double secs = std::chrono::duration<double>(now - step_start).count();
+                    on_step({state_.step, options_.max_steps, loss, lr, norm,
+                             double(options_.grad_accum * options_.batch_size * options_.seq_len) / secs,
+                             std::chrono::duration<double>(now - start).count(), counted});
+                }
+                const bool last = state_.step == stop; // validated and saved like the end of the run
+                if ((options_.eval_every > 0 && state_.step % options_.eval_every == 0) || last) {
+                    const double val = evaluate();
+                    state_.history["val_loss"].push_back({state_.step, val});
+                    if (on_eval && comm_.is_root()) on_eval(state_.step, val);
+                    model_.plan(rows, options_.seq_len);
+                }
+                // Distributed, the flag summed above, so every rank stops at the same step.
+                const bool interrupted = distributed ? sums.back() > 0 : detail::interrupt_requests.load() != 0;
+                if ((options_.checkpoint_every > 0 && state_.step % options_.checkpoint_every == 0) || last ||
+                    interrupted)
+                    save();
+                if (interrupted) return train_outcome::interrupted;
             }
-            const bool last = state_.step == stop; // validated and saved like the end of the run
-            if ((options_.eval_every > 0 && state_.step % options_.eval_every == 0) || last) {
-                const double val = evaluate();
-                state_.history["val_loss"].push_back({state_.step, val});
-                if (on_eval) on_eval(state_.step, val);
-                model_.plan(options_.batch_size, options_.seq_len);
-            }
-            const bool interrupted = detail::interrupt_requests.load() != 0;
-            if ((options_.checkpoint_every > 0 && state_.step % options_.checkpoint_every == 0) || last || interrupted)
-                save();
-            if (interrupted) return train_outcome::interrupted;
+        } catch (const dist::collective_error&) {
+            throw;
+        } catch (const std::exception& e) {
+            if (distributed) comm_.abort(e.what()); // the other ranks would wait for this one forever
+            throw;
         }
         return state_.step < options_.max_steps ? train_outcome::paused : train_outcome::finished;
     }
 
+    // Rank 0 writes; the others have the same weights and optimizer state. With zero a collective: the moments are
+    // gathered into the full optimizer for the write, then dropped again.
     void save() {
         if (checkpoint_dir().empty()) return;
+        if (comm_.size() > 1)
+            state_.history["world_size"] = comm_.size();
+        else
+            state_.history.erase("world_size"); // a checkpoint of one process stays as it always was
+        if (zero_) zero_->gather_state(comm_, *zero_opt_, opt_, model_.parameter_entries(), {"exp_avg", "exp_avg_sq"});
+        struct drop_full_state {
+            trainer& t;
+            ~drop_full_state() {
+                if (t.zero_) t.opt_.reset_state([](const std::string&) { return false; });
+            }
+        } drop{*this};
+        if (!comm_.is_root()) return;
         save_training_checkpoint(model_, opt_, state_, checkpoint_dir(), options_.special, [&](const fs::path& stage) {
             if (add_to_checkpoint) add_to_checkpoint(stage);
             if constexpr (!requires { requires Model::bert_layout; }) { // decoders: what generate() reads
@@ -228,6 +350,56 @@ public:
     }
 
 private:
+    void setup_zero() {
+        if (!options_.zero || comm_.size() == 1 || zero_) return;
+        if constexpr (std::is_same_v<Opt, adamw>) {
+            zero_.emplace(comm_, model_.parameter_entries());
+            zero_opt_.emplace(zero_->shard_entries(), opt_.options());
+        } else {
+            fail("trainer: zero (ZeRO-1) shards AdamW's moments; this trainer's optimizer is another");
+        }
+    }
+
+    static index_t count_targets(cview<token_t> targets) {
+        index_t n = 0;
+        for (token_t t : targets)
+            n += t != ignore_index;
+        return n;
+    }
+
+    // Distributed start: every rank must run the same settings on the same model from the same step (a rank that
+    // missed the checkpoint folder would not); then rank 0's weights go to all.
+    void join_ranks() {
+        std::string settings; // built with += (GCC 12 warns on "literal" + std::string temporaries)
+        auto add = [&](const std::string& piece) {
+            settings += piece;
+            settings += ' ';
+        };
+        add(std::to_string(options_.batch_size));
+        add(std::to_string(options_.seq_len));
+        for (double v : {double(options_.grad_accum), double(options_.max_steps), double(options_.stop_at),
+                         options_.peak_lr, options_.min_lr, double(options_.warmup_steps), double(int(options_.decay)),
+                         options_.clip, double(options_.eval_every), double(options_.eval_windows),
+                         double(options_.checkpoint_every), double(options_.gradient_checkpointing),
+                         double(val_ids_.size()), double(validate_ ? 1 : 0), double(options_.zero)})
+            add(std::to_string(v));
+        for (const parameter_entry& e : model_.parameter_entries()) {
+            add(e.name);
+            add(std::to_string(e.value.numel()));
+            add(trains(e) ? "trains" : "frozen");
+        }
+        dist::check_same_on_all_ranks(comm_, dist::fingerprint(settings),
+                                      "the training settings or the model (batch, schedule, parameters)");
+        std::string position;
+        for (long long v : {state_.step, (long long)state_.data_position, (long long)opt_.steps()})
+            position += std::to_string(v) + ',';
+        std::string where = "the step to resume from (is ";
+        where += checkpoint_dir().string();
+        where += " on a file system every rank sees?)";
+        dist::check_same_on_all_ranks(comm_, dist::fingerprint(position), where);
+        dist::broadcast_parameters(comm_, model_.parameter_entries(), 0);
+    }
+
     void write_model_card(const fs::path& stage, const hf_generation_config& g) const {
         model_card_training t{.steps = state_.step,
                               .max_steps = options_.max_steps,
@@ -251,13 +423,18 @@ private:
     Model& model_;
     Source& train_;
     trainer_options options_;
+    dist::communicator& comm_;
     Opt opt_;
     validation_fn validate_;
     lr_schedule schedule_;
     training_state state_;
     bool restored_ = false;
+    dist::part rows_; // this rank's rows of every global batch
     std::vector<token_t> ids_, targets_, val_ids_, val_targets_;
     std::vector<index_t> doc_start_;
+    dist::gradient_buckets buckets_;
+    std::optional<dist::zero_partition> zero_; // options.zero and distributed
+    std::optional<adamw> zero_opt_;            // AdamW over zero_'s slices
 };
 
 } // namespace tl
