@@ -16,6 +16,7 @@
 // stops the run with an error that points at the last good checkpoint; nothing is saved over it.
 #pragma once
 
+#include <tinylm/core/memory_budget.hpp>
 #include <tinylm/io/model_card.hpp>
 #include <tinylm/optim/adamw.hpp>
 #include <tinylm/optim/clip.hpp>
@@ -92,9 +93,7 @@ public:
         : model_(model), train_(train), options_(std::move(options)), opt_(std::move(optimizer)),
           validate_(std::move(validate)), schedule_{options_.peak_lr, options_.min_lr, options_.warmup_steps,
                                                     options_.max_steps, options_.decay},
-          ids_(std::size_t(options_.batch_size * options_.seq_len)), targets_(ids_.size()) {
-        check(options_.batch_size > 0 && options_.seq_len > 0 && options_.grad_accum > 0 && options_.max_steps > 0,
-              "trainer: batch_size, seq_len, grad_accum and max_steps must be positive");
+          ids_(batch_tokens(options_)), targets_(ids_.size()) {
         if constexpr (DocumentBatchSource<Source>) doc_start_.resize(ids_.size());
     }
 
@@ -133,6 +132,7 @@ public:
             checkpoint_dir().empty() ? fs::path{} : newest_complete_folder(checkpoint_dir(), "trainer_state.json");
         if (!restored_ && options_.resume && !from.empty()) {
             state_ = load_training_checkpoint(model_, opt_, from);
+            check_resume_position(from);
             train_.seek(state_.data_position);
         }
         restored_ = true;
@@ -257,6 +257,40 @@ private:
     training_state state_;
     bool restored_ = false;
     std::vector<token_t> ids_, targets_, val_ids_, val_targets_;
+
+    // Every source draws one position per micro-batch (batches.hpp, shard_batches.hpp), so a checkpoint of step s
+    // has data_position s * grad_accum. A larger one (a damaged trainer_state.json) would silently seek past the
+    // data this run would have seen; a step beyond 2^40 would overflow the step arithmetic.
+    void check_resume_position(const fs::path& dir) const {
+        const std::string file = (dir / "trainer_state.json").string();
+        check(state_.step <= (1LL << 40), [&] {
+            return "checkpoint: " + file + ": step " + std::to_string(state_.step) +
+                   " is not a step count a run reaches; the checkpoint is damaged, delete it or restore a copy";
+        });
+        const std::uint64_t drawn = std::uint64_t(state_.step) * std::uint64_t(options_.grad_accum);
+        check(state_.data_position <= drawn, [&] {
+            return "checkpoint: " + file + ": data_position " + std::to_string(state_.data_position) +
+                   " is beyond the " + std::to_string(drawn) + " micro-batches that step " +
+                   std::to_string(state_.step) + " with grad_accum " + std::to_string(options_.grad_accum) +
+                   " has drawn; the checkpoint is damaged, delete it or restore a copy";
+        });
+    }
+
+    // Tokens of one micro-batch, checked before its buffers exist: positive sizes, a product that does not
+    // overflow, and ids, targets and document starts that fit in memory (a batch of 10^8 rows is refused here,
+    // not by std::bad_alloc).
+    static std::size_t batch_tokens(const trainer_options& o) {
+        check(o.batch_size > 0 && o.seq_len > 0 && o.grad_accum > 0 && o.max_steps > 0,
+              "trainer: batch_size, seq_len, grad_accum and max_steps must be positive");
+        const double tokens = double(o.batch_size) * double(o.seq_len);
+        std::string what = "trainer: a batch of ";
+        what += std::to_string(o.batch_size);
+        what += " x ";
+        what += std::to_string(o.seq_len);
+        what += " tokens";
+        check_fits_in_memory(tokens * 3 * sizeof(token_t), what, "a smaller batch or context needs less");
+        return std::size_t(o.batch_size) * std::size_t(o.seq_len);
+    }
     std::vector<index_t> doc_start_;
 };
 
