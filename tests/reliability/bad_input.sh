@@ -11,7 +11,8 @@
 #   $W/notok     the same without tokenizer.json           $W/othertok   with another model's tokenizer.json (649)
 #   $W/badconfig config.json says vocabulary 600           $W/truncated  model.safetensors cut to half
 #   $W/run       01_train_tiny after 2 steps (checkpoint every step); $W/flip, $W/nan, $W/old, $W/pos, $W/negpos,
-#                $W/bigstep, $W/disk are copies of it, damaged as their names say (see make_fixtures)
+#                $W/bigstep, $W/typestep, $W/typelog, $W/disk are copies of it, damaged as their names say
+#                (see make_fixtures)
 #   $W/junk.bin  binary junk (an ELF-like header repeated); $W/empty.txt, $W/blank.txt; $W/empty_task.jsonl;
 #                $W/emptydir; $W/afile (a file where a folder is expected)
 # Commands may use full_disk KB PROGRAM ARGS...: the program with its files limited to KB kilobytes
@@ -63,7 +64,7 @@ make_fixtures() {
     # A training run with a checkpoint, and copies of it damaged in one way each.
     01_train_tiny --text "$src/README.md" --steps 2 --checkpoint-every 1 --out "$W/run" >/dev/null || return 1
     local c=checkpoint
-    for d in flip nan old pos negpos bigstep disk; do cp -r "$W/run" "$W/$d"; done
+    for d in flip nan old pos negpos bigstep typestep typelog disk; do cp -r "$W/run" "$W/$d"; done
     local m=$c/model.safetensors
     poke "$W/flip/$m" $(($(stat -c %s "$W/flip/$m") - 100)) '\125' # one byte of the last tensor
     # NaN as the first float of the data (after the 8-byte length and the JSON header), in a checkpoint without
@@ -75,7 +76,10 @@ make_fixtures() {
     sed -i 's/"data_position": [0-9]*/"data_position": 99999/' "$W/pos/$c/trainer_state.json"
     sed -i 's/"data_position": [0-9]*/"data_position": -5/' "$W/negpos/$c/trainer_state.json"
     sed -i 's/"step": [0-9]*/"step": 9223372036854775806/' "$W/bigstep/$c/trainer_state.json"
+    sed -i 's/"step": [0-9]*/"step": "2"/' "$W/typestep/$c/trainer_state.json"
+    sed -i '1s/"step":1/"step":"one"/' "$W/typelog/log.jsonl"
     grep -q '"data_position": 99999' "$W/pos/$c/trainer_state.json" || return 1
+    grep -q '"step":"one"' "$W/typelog/log.jsonl" || return 1
     ! grep -q checksums "$W/old/$c/trainer_state.json" || return 1
 }
 
