@@ -44,6 +44,8 @@ function(tinylm_add_example name)
   cmake_parse_arguments(ARG "" "" "SOURCES;LIBS" ${ARGN})
   add_executable(${name} ${ARG_SOURCES})
   target_link_libraries(${name} PRIVATE tinylm::tinylm ${ARG_LIBS})
+  # examples/common/cli_checks.hpp: flag ranges, the output folder, one-line errors (every program).
+  target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/examples/common)
   tinylm_set_warnings(${name})
 endfunction()
 

@@ -11,6 +11,8 @@
 //           --batch is the global batch; rank 0 prints, logs, samples and writes checkpoints)
 // Output:   a line per 100 steps (step, train loss, learning rate, tokens/s), the validation loss in nats
 //           per byte, and a 300-byte sample continuing a prompt.
+#include "cli_checks.hpp"
+
 #include <tinylm/core/data_dir.hpp>
 #include <tinylm/dist/communicator.hpp>
 #include <tinylm/eval/generate.hpp>
@@ -76,6 +78,7 @@ std::string sample(const model_t& model, std::string_view prompt, int n_bytes, d
 int main(int argc, char** argv) try {
     CLI::App app{"Train the tiny byte-level tinylm decoder and sample from it"};
     app.option_defaults()->always_capture_default(); // --help prints every default
+    recipes::one_line_errors(app);
     tl::trainer_options options{.batch_size = 16,
                                 .seq_len = tl::presets::tiny::value.max_seq_len,
                                 .max_steps = 1500,
@@ -88,14 +91,16 @@ int main(int argc, char** argv) try {
     std::uint64_t seed = 1;
     bool fresh = false;
     std::string text_file, data_dir = tl::find_data_dir().string(), prompt = "Маша вошла в комнату и";
-    app.add_option("--steps", options.max_steps, "optimizer steps")->check(CLI::PositiveNumber);
-    app.add_option("--batch", options.batch_size, "sequences per step")->check(CLI::PositiveNumber);
-    app.add_option("--lr", options.peak_lr, "peak learning rate");
+    app.add_option("--steps", options.max_steps, "optimizer steps")->check(recipes::at_least(1LL, "optimizer steps"));
+    app.add_option("--batch", options.batch_size, "sequences per step")
+        ->check(recipes::at_least(tl::index_t{1}, "sequences per step"));
+    app.add_option("--lr", options.peak_lr, "peak learning rate")->check(recipes::above(0.0, "peak learning rate"));
     app.add_option("--seed", seed, "initialisation and batching seed");
     app.add_option("--text", text_file, "train on this UTF-8 file instead of the default novel");
     app.add_option("--data-dir", data_dir, "tinylm data directory (default: $TINYLM_DATA_DIR or ../shared/data)");
     app.add_option("--out", options.out_dir, "run directory; checkpoints go to OUT/checkpoint");
-    app.add_option("--checkpoint-every", options.checkpoint_every, "steps between checkpoints");
+    app.add_option("--checkpoint-every", options.checkpoint_every, "steps between checkpoints")
+        ->check(recipes::at_least(0, "steps between checkpoints; 0: at the end only"));
     app.add_flag("--fresh", fresh, "start over even if OUT/checkpoint exists");
     app.add_option("--prompt", prompt, "text the sample continues");
     CLI11_PARSE(app, argc, argv);
@@ -106,21 +111,24 @@ int main(int argc, char** argv) try {
     options.resume = !fresh;
     options.warmup_steps = std::min<long long>(options.warmup_steps, options.max_steps / 10);
     options.min_lr = options.peak_lr / 10;
+    if (root) recipes::prepare_out_dir(options.out_dir, "--out");
     if (fresh && root) fs::remove_all(options.out_dir / "checkpoint");
     world.barrier(); // no rank looks for a checkpoint before rank 0 removed it
 
     std::string text, source;
-    if (!text_file.empty())
+    if (!text_file.empty()) {
         text = read_file(text_file), source = text_file;
-    else if (fs::path novel = fs::path(data_dir) / "russian_novels/corpus/Pushkin_CapitanskaaDochka.txt";
-             !data_dir.empty() && fs::exists(novel))
+        recipes::check_is_text(text, text_file, "--text");
+    } else if (fs::path novel = fs::path(data_dir) / "russian_novels/corpus/Pushkin_CapitanskaaDochka.txt";
+               !data_dir.empty() && fs::exists(novel))
         text = read_file(novel), source = novel.string();
     else {
         text = builtin_text;
         source = "the built-in paragraph (no data directory found; see docs/data.md)";
     }
     const std::ptrdiff_t T = options.seq_len;
-    if (text.size() < std::size_t(4 * T)) throw tl::error("tinylm: the training text is shorter than 4 contexts");
+    if (text.size() < std::size_t(4 * T))
+        tl::fail("--text: " + source + " is shorter than 4 contexts (" + std::to_string(4 * T) + " bytes)");
     std::vector<tl::token_t> tokens;
     for (unsigned char c : text)
         tokens.push_back(c);
@@ -136,6 +144,7 @@ int main(int argc, char** argv) try {
     tl::token_windows train({tokens.begin(), tokens.begin() + split}, seed);
     tl::trainer run(model, train, {tokens.begin() + split, tokens.end()}, options);
     const long long first_step = run.restore();
+    if (first_step > 0 && root) std::printf("resumed from step %lld of %s\n", first_step, run.checkpoint_dir().c_str());
     std::optional<tl::run_logger> logger; // rank 0's (the trainer calls the hooks on rank 0 only)
     if (root) {
         logger.emplace(options.out_dir, "tinylm: tiny byte-level model", options.max_steps, first_step);
@@ -166,6 +175,5 @@ int main(int argc, char** argv) try {
     std::printf("report: %s, TensorBoard: %s\n", logger->finish().c_str(), (options.out_dir / "tensorboard").c_str());
     return 0;
 } catch (const std::exception& e) {
-    std::cerr << e.what() << "\n";
-    return 1;
+    return recipes::report_error(e);
 }

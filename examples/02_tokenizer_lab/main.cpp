@@ -10,6 +10,8 @@
 //   - the rarest used tokens and how many tokens are never used,
 //   - the vocabulary by script (Cyrillic, Latin, digits, punctuation and spaces, mixed, partial characters).
 // Report: lab/report.md, lab/report.json and lab/bytes_per_token.svg (the curve over vocabulary size).
+#include "cli_checks.hpp"
+
 #include <tinylm/core/svg_plot.hpp>
 #include <tinylm/tokenizer/bpe_trainer.hpp>
 #include <tinylm/tokenizer/hf_json.hpp>
@@ -52,6 +54,7 @@ void load_corpus(const fs::path& corpus, double holdout, std::size_t max_bytes, 
     }
     for (const auto& f : files) {
         std::string text = read_file(f);
+        recipes::check_is_text(text, f, "--corpus");
         if (!text.empty() && text.back() != '\n') text += '\n';
         std::size_t cut = static_cast<std::size_t>(static_cast<double>(text.size()) * (1.0 - holdout));
         cut = std::min(text.size(), text.find('\n', cut) == std::string::npos ? text.size() : text.find('\n', cut) + 1);
@@ -152,27 +155,34 @@ std::string svg_curve(const std::vector<result>& rs) {
 int main(int argc, char** argv) {
     CLI::App app{"tinylm tokenizer lab: BPE at several vocabulary sizes"};
     app.option_defaults()->always_capture_default(); // --help prints every default
+    recipes::one_line_errors(app);
     std::string corpus = TINYLM_DEFAULT_CORPUS, out = "tokenizer_lab", style = "byte_level";
     std::vector<std::size_t> vocabs{1000, 3000, 8000, 16000, 32000};
     double holdout = 0.1;
     std::size_t max_bytes = 0;
     int threads = 2;
     app.add_option("--corpus", corpus, "a text file or a directory of text files")->capture_default_str();
-    app.add_option("--vocab", vocabs, "vocabulary sizes")->capture_default_str();
+    app.add_option("--vocab", vocabs, "vocabulary sizes")
+        ->check(recipes::at_least(std::size_t{257}, "vocabulary size: the 256 bytes and merges"))
+        ->capture_default_str();
     app.add_option("--out", out, "output directory")->capture_default_str();
     app.add_option("--style", style, "byte_level (GPT-2/Qwen) or byte_fallback (Llama)")
         ->check(CLI::IsMember({"byte_level", "byte_fallback"}))
         ->capture_default_str();
-    app.add_option("--holdout", holdout, "share of each file held out for evaluation")->capture_default_str();
+    app.add_option("--holdout", holdout, "share of each file held out for evaluation")
+        ->check(recipes::in_range(0.01, 0.99, "share of each file held out for evaluation"))
+        ->capture_default_str();
     app.add_option("--max-bytes", max_bytes, "stop reading the corpus after this many bytes (0: all)");
-    app.add_option("--threads", threads, "threads for counting words")->capture_default_str();
+    app.add_option("--threads", threads, "threads for counting words")
+        ->check(recipes::in_range(1, 1024, "threads for counting words"))
+        ->capture_default_str();
     CLI11_PARSE(app, argc, argv);
 
     try {
         std::string train_text, test_text;
         load_corpus(corpus, holdout, max_bytes, train_text, test_text);
         tl::check(!train_text.empty() && !test_text.empty(), "tokenizer lab: the corpus " + corpus + " is empty");
-        fs::create_directories(out);
+        recipes::prepare_out_dir(out, "--out");
         std::sort(vocabs.begin(), vocabs.end());
         std::cout << "corpus " << corpus << ": " << train_text.size() << " bytes for training, " << test_text.size()
                   << " held out\n";
@@ -305,8 +315,7 @@ int main(int argc, char** argv) {
         md.close();
         std::cout << "wrote " << out << "/report.md, report.json, bytes_per_token.svg\n";
     } catch (const std::exception& e) {
-        std::cerr << e.what() << "\n";
-        return 1;
+        return recipes::report_error(e);
     }
     return 0;
 }

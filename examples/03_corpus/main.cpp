@@ -12,6 +12,8 @@
 // The data dir is --data-dir, else $TINYLM_DATA_DIR, else ../shared/data (or ../../, ../../../ as in
 // docs/data.md). Output goes to --out: clean.jsonl (one kept paragraph per line: doc, source, text),
 // report.md, report.json and three SVG plots.
+#include "cli_checks.hpp"
+
 #include <tinylm/core/data_dir.hpp>
 #include <tinylm/data/langid.hpp>
 #include <tinylm/data/nanogpt.hpp>
@@ -52,6 +54,7 @@ struct byte_encoder {
 int main(int argc, char** argv) try {
     CLI::App app{"tinylm corpus pipeline: clean, report statistics, write token shards"};
     app.option_defaults()->always_capture_default(); // --help prints every default
+    recipes::one_line_errors(app);
     std::string data_dir_flag, format = "text", field = "text", paragraphs = "auto", alpha = "russian";
     std::vector<std::string> inputs, langid_train, keep_lang;
     std::string out = "corpus_out", tokenizer_file, export_nanogpt_dir, import_nanogpt_dir;
@@ -69,13 +72,17 @@ int main(int argc, char** argv) try {
     app.add_option("--alphabet", alpha, "allowed letters: russian, tatar, latin or any");
     app.add_option("--langid-train", langid_train, "LANG=FILE sample text for the language identifier (repeat)");
     app.add_option("--keep-lang", keep_lang, "languages the language filter keeps");
-    app.add_option("--langid-min-letters", langid_min_letters, "shorter sentences are kept without a decision");
-    app.add_option("--min-letters", min_letters, "sentences with fewer letters are dropped");
+    app.add_option("--langid-min-letters", langid_min_letters, "shorter sentences are kept without a decision")
+        ->check(recipes::at_least(std::size_t{0}, "letters a sentence needs for a language decision"));
+    app.add_option("--min-letters", min_letters, "sentences with fewer letters are dropped")
+        ->check(recipes::at_least(std::size_t{0}, "letters a kept sentence has at least"));
     app.add_flag("--wiki", wiki, "remove Wikipedia markup first (wiki40b markers, templates, links, entities)");
     app.add_flag("--no-dedup", no_dedup, "skip exact and near-duplicate removal");
     app.add_flag("--no-punct", no_punct, "skip punctuation normalisation");
-    app.add_option("--near-threshold", near_threshold, "near-duplicate Jaccard threshold");
-    app.add_option("--threads", threads, "threads for the paragraph-local stages");
+    app.add_option("--near-threshold", near_threshold, "near-duplicate Jaccard threshold")
+        ->check(recipes::in_range(0.0, 1.0, "near-duplicate Jaccard threshold"));
+    app.add_option("--threads", threads, "threads for the paragraph-local stages")
+        ->check(recipes::in_range(1, 1024, "threads for the paragraph-local stages"));
     app.add_option("--out", out, "output folder");
     app.add_flag("--shards", shards, "also write train.bin and val.bin (byte-level placeholder tokenizer)");
     app.add_option("--tokenizer", tokenizer_file,
@@ -88,8 +95,10 @@ int main(int argc, char** argv) try {
                    "read nanoGPT's DIR/train.bin, val.bin and meta.json into OUT/train.bin, val.bin");
     app.add_option("--bos", doc_tokens.bos, "document start token for the shards (default: found by name)");
     app.add_option("--eos", doc_tokens.eos, "document end token for the shards (default: found by name)");
-    app.add_option("--context", context, "tokens per chunk, <bos> and <eos> included");
-    app.add_option("--val-fraction", val_fraction, "share of documents in val.bin");
+    app.add_option("--context", context, "tokens per chunk, <bos> and <eos> included")
+        ->check(recipes::at_least(std::size_t{3}, "tokens per chunk, <bos> and <eos> included"));
+    app.add_option("--val-fraction", val_fraction, "share of documents in val.bin")
+        ->check(recipes::in_range(0.0, 1.0, "share of documents in val.bin"));
     CLI11_PARSE(app, argc, argv);
 
     const fs::path data_dir = tl::find_data_dir(data_dir_flag);
@@ -121,7 +130,7 @@ int main(int argc, char** argv) try {
     if (in.empty()) {
         const fs::path novels = data_dir / "russian_novels" / "corpus";
         if (!fs::exists(novels)) {
-            std::cerr << "03_corpus: no --input and " << novels
+            std::cerr << "error: 03_corpus: no --input and " << novels
                       << " does not exist. Set --data-dir or TINYLM_DATA_DIR, "
                       << "or download the corpus from github.com/JoannaBy/RussianNovels (folder corpus/).\n";
             return 2;
@@ -167,7 +176,7 @@ int main(int argc, char** argv) try {
     else
         src = std::make_unique<csv_reader>(in, field);
 
-    fs::create_directories(out);
+    recipes::prepare_out_dir(out, "--out");
     std::ofstream clean_out(fs::path(out) / "clean.jsonl", std::ios::binary);
     tl::check(bool(clean_out), [&] { return "cannot create " + (fs::path(out) / "clean.jsonl").string(); });
     cleaner c(opt);
@@ -182,6 +191,10 @@ int main(int argc, char** argv) try {
               [&] { return "writing " + (fs::path(out) / "clean.jsonl").string() + " failed (disk full?)"; });
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     write_report(out, c.report(), st, "Corpus report");
+    tl::check(c.report().paragraphs_out > 0, [&] {
+        return "--input: no text left after cleaning " + std::to_string(c.report().files) +
+               " file(s) (binary files? the wrong --alphabet or --format?)";
+    });
 
     const auto& rep = c.report();
     std::printf("read      %.1f MB, %llu files, %llu paragraphs (repaired: %llu invalid UTF-8, %llu NUL, %llu control, "
@@ -240,6 +253,5 @@ int main(int argc, char** argv) try {
     }
     return 0;
 } catch (const std::exception& e) {
-    std::fprintf(stderr, "03_corpus: %s\n", e.what());
-    return 1;
+    return recipes::report_error(e);
 }

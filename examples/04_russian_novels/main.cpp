@@ -151,7 +151,8 @@ int main(int argc, char** argv) try {
     app.add_option("--preset", preset, "cpu (russian_novels_cpu, 4.5M parameters) or 150m (russian_novels_150m)")
         ->check(CLI::IsMember(tl::presets::names<cpu_preset, course_preset>()));
     CLI::Option_group* data_group = recipes::add_data_options(app, data_flags);
-    data_group->add_option("--max-files", max_files, "use only the first N novels (0: all)");
+    data_group->add_option("--max-files", max_files, "use only the first N novels (0: all)")
+        ->check(recipes::at_least(std::size_t{0}, "novels to use; 0: all"));
     std::string tokenizer_flag;
     bool prepare_only = false;
     data_group->add_option("--tokenizer", tokenizer_flag,
@@ -179,11 +180,12 @@ int main(int argc, char** argv) try {
     }
     options.min_lr = options.peak_lr / 10;
     options.warmup_steps = std::min<long long>(options.warmup_steps, options.max_steps / 5);
+    recipes::prepare_out_dir(options.out_dir, "--out");
     if (run.fresh) fs::remove_all(options.out_dir / "checkpoint");
 
     const fs::path data_dir = tl::find_data_dir(data_flags.dir), corpus = data_dir / "russian_novels" / "corpus";
     if (!fs::exists(corpus)) {
-        std::cerr << "04_russian_novels: " << corpus << " does not exist. Set --data-dir or TINYLM_DATA_DIR, or "
+        std::cerr << "error: 04_russian_novels: " << corpus << " does not exist. Set --data-dir or TINYLM_DATA_DIR, or "
                   << "download the corpus from github.com/JoannaBy/RussianNovels (folder corpus/).\n";
         return 2;
     }
@@ -216,6 +218,5 @@ int main(int argc, char** argv) try {
     std::printf("total time %.1f minutes\n", recipes::seconds_since(start) / 60);
     return rc;
 } catch (const std::exception& e) {
-    std::cerr << e.what() << "\n";
-    return 1;
+    return recipes::report_error(e);
 }

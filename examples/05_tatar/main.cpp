@@ -604,18 +604,19 @@ int main(int argc, char** argv) try {
     data_group->add_option("--leipzig", leipzig_flags,
                            "a Leipzig Wortschatz *-sentences.txt file (id<TAB>sentence), repeatable");
     data_group->add_option("--vocab", vocab, "BPE vocabulary size (at most 4000, the models' embedding size)")
-        ->check(CLI::Range(300, model_vocab));
+        ->check(recipes::in_range(std::size_t{300}, std::size_t(model_vocab), "BPE vocabulary size"));
     data_group->add_flag("--prepare-only", prepare_only, "stop after cleaning, the tokenizer and the shards");
     std::string tokenizer_flag;
     data_group->add_option("--tokenizer", tokenizer_flag,
                            "a tokenizer.json (Qwen, Llama-2, ...; also under the data dir) instead of training one");
     CLI::Option_group* training = recipes::add_training_options(app, options, run);
-    training->add_option("--context", options.seq_len, "context in tokens")->check(CLI::Range(16, model_context));
+    training->add_option("--context", options.seq_len, "context in tokens")
+        ->check(recipes::in_range(tl::index_t{16}, tl::index_t(model_context), "context in tokens"));
     training->add_option("--variants", variants, "comma-separated subset of dense,moe,sliding");
     training
         ->add_option("--compare-steps", compare_steps,
                      "steps after which the variants are compared; the best continues to --steps (0: all run --steps)")
-        ->check(CLI::NonNegativeNumber);
+        ->check(recipes::at_least(0LL, "steps before the variants are compared; 0: all run --steps"));
     recipes::add_sampling_options(app, sampling);
     app.add_option_group("Evaluation")
         ->add_option("--qa-set", qa_set_paths, "paraphrase QA facts (JSONL), repeatable; 'none': skip the benchmark");
@@ -647,11 +648,12 @@ int main(int argc, char** argv) try {
         at = comma + 1;
     }
 
+    recipes::prepare_out_dir(options.out_dir, "--out");
     const fs::path data_dir = tl::find_data_dir(data_flags.dir), tatar_dir = data_dir / "tatar";
     const auto& files = run.smoke ? smoke_files : tatar_text_files;
     for (const auto& f : files)
         if (!fs::exists(tatar_dir / f)) {
-            std::cerr << "05_tatar: " << tatar_dir / f << " does not exist. Set --data-dir or TINYLM_DATA_DIR; "
+            std::cerr << "error: 05_tatar: " << tatar_dir / f << " does not exist. Set --data-dir or TINYLM_DATA_DIR; "
                       << "the sources are listed in docs/tatar.md.\n";
             return 2;
         }
@@ -775,6 +777,5 @@ int main(int argc, char** argv) try {
                 seconds_since(start) / 60);
     return 0;
 } catch (const std::exception& e) {
-    std::cerr << "05_tatar: " << e.what() << "\n";
-    return 1;
+    return recipes::report_error(e);
 }

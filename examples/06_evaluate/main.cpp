@@ -36,8 +36,19 @@ int main(int argc, char** argv) try {
     s.command = app.get_subcommands().front()->get_name();
 
     const tl::model_config config = tl::read_hf_folder_config(s.model.checkpoint);
-    const tl::tokenizer tok = tl::load_tokenizer_json(
-        (s.model.tokenizer.empty() ? s.model.checkpoint / "tokenizer.json" : s.model.tokenizer).string());
+    const fs::path tokenizer_file =
+        s.model.tokenizer.empty() ? s.model.checkpoint / "tokenizer.json" : s.model.tokenizer;
+    tl::check(fs::is_regular_file(tokenizer_file), [&] {
+        return tokenizer_file.string() +
+               " does not exist: give --tokenizer FILE or put the model's tokenizer.json there";
+    });
+    const tl::tokenizer tok = tl::load_tokenizer_json(tokenizer_file.string());
+    // A tokenizer of another model: ids beyond the embedding would index past it.
+    tl::check(tl::index_t(tok.vocab_size()) <= tl::index_t(config.vocab_size), [&] {
+        return tokenizer_file.string() + " has " + std::to_string(tok.vocab_size()) +
+               " tokens, more than the vocabulary of " + std::to_string(config.vocab_size) + " in " +
+               (s.model.checkpoint / "config.json").string() + ": the tokenizer of another model?";
+    });
     const std::optional<std::string_view> preset = tl::presets::find(tl::hf_visible(config), [&](tl::model_config p) {
         p = tl::hf_visible(p);
         p.init_std = config.init_std;
@@ -50,6 +61,5 @@ int main(int argc, char** argv) try {
         return recipes::evaluate::run(model, s, tok, s.model.checkpoint.string());
     });
 } catch (const std::exception& e) {
-    std::cerr << e.what() << "\n";
-    return 1;
+    return recipes::report_error(e);
 }

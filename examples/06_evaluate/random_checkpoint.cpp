@@ -29,7 +29,8 @@ int main(int argc, char** argv) try {
     std::uint64_t seed = 1;
     app.add_option("--preset", preset, "a preset's configuration")->check(CLI::IsMember(tl::presets::names()));
     app.add_option("--config", config_json, "or a Hugging Face config.json");
-    app.add_option("--vocab", vocab, "override the vocabulary size (0: keep)");
+    app.add_option("--vocab", vocab, "override the vocabulary size (0: keep)")
+        ->check(recipes::at_least(0, "vocabulary size; 0: the preset's"));
     app.add_option("--tokenizer", tokenizer, "tokenizer.json to copy beside the weights")->required();
     app.add_option("--out", out, "output folder")->required();
     app.add_option("--seed", seed, "initialisation seed");
@@ -56,6 +57,5 @@ int main(int argc, char** argv) try {
         write.template operator()<tl::families::llama>();
     return 0;
 } catch (const std::exception& e) {
-    std::cerr << e.what() << "\n";
-    return 1;
+    return recipes::report_error(e);
 }

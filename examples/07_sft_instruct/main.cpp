@@ -18,6 +18,7 @@
 // Output:   validation losses, OUT/before_after.md, OUT/adapter or OUT/model, OUT/training (log.jsonl,
 //           TensorBoard, loss curves), OUT/checkpoint (every --checkpoint-every steps: running the same command
 //           again continues the run bit-identically, also after kill -9; Ctrl-C saves one; --fresh starts over).
+#include "cli_checks.hpp"
 #include "sft_recipe.hpp"
 
 #include <tinylm/model/registry.hpp>
@@ -33,6 +34,7 @@ namespace fs = std::filesystem;
 int main(int argc, char** argv) try {
     CLI::App app{"Fine-tune a pretrained model on Russian instructions"};
     app.option_defaults()->always_capture_default(); // --help prints every default
+    recipes::one_line_errors(app);
     fs::path base = "runs/russian_novels/checkpoint", out = "runs/sft_instruct";
     std::string data_dir, system_prompt, data_format = "auto";
     std::vector<fs::path> extra;
@@ -54,18 +56,25 @@ int main(int argc, char** argv) try {
                    "output = assistant; JSON, JSONL or CSV), seed-tasks, messages, prompt-completion, csv");
     app.add_flag("--no-shared", no_shared, "train on the --data files only");
     app.add_option("--system", system_prompt, "a system message for conversations without one and for the basket");
-    app.add_option("--val", in.val_count, "held-out conversations");
+    app.add_option("--val", in.val_count, "held-out conversations")
+        ->check(recipes::at_least(std::size_t{1}, "held-out conversations"));
     app.add_option("--chat-format", in.chat_format, "auto, folder, plain, chatml or zephyr");
-    app.add_option("--steps", in.train.steps, "optimizer steps")->check(CLI::PositiveNumber);
-    app.add_option("--batch", in.train.batch, "rows per step")->check(CLI::PositiveNumber);
-    app.add_option("--seq-len", in.train.time, "tokens per packed row")->check(CLI::PositiveNumber);
-    app.add_option("--lr", in.train.lr, "peak learning rate (default 2e-3 with LoRA, 3e-4 with --full)");
-    app.add_option("--weight-decay", in.train.weight_decay, "AdamW weight decay");
-    app.add_option("--eval-every", in.train.eval_every, "steps between validation losses")->check(CLI::PositiveNumber);
+    app.add_option("--steps", in.train.steps, "optimizer steps")->check(recipes::at_least(1LL, "optimizer steps"));
+    app.add_option("--batch", in.train.batch, "rows per step")
+        ->check(recipes::at_least(tl::index_t{1}, "rows per step"));
+    app.add_option("--seq-len", in.train.time, "tokens per packed row")
+        ->check(recipes::at_least(tl::index_t{8}, "tokens per packed row"));
+    app.add_option("--lr", in.train.lr, "peak learning rate (default 2e-3 with LoRA, 3e-4 with --full)")
+        ->check(recipes::above(0.0, "peak learning rate"));
+    app.add_option("--weight-decay", in.train.weight_decay, "AdamW weight decay")
+        ->check(recipes::in_range(0.0, 1.0, "AdamW weight decay"));
+    app.add_option("--eval-every", in.train.eval_every, "steps between validation losses")
+        ->check(recipes::in_range(1LL, 2147483647LL, "steps between validation losses"));
     app.add_option("--checkpoint-every", in.train.checkpoint_every, "steps between checkpoints in OUT/checkpoint")
-        ->check(CLI::PositiveNumber);
+        ->check(recipes::in_range(1LL, 2147483647LL, "steps between checkpoints"));
     app.add_flag("--fresh", in.train.fresh, "start over even if OUT/checkpoint exists (else the run continues)");
-    app.add_option("--new-tokens", in.new_tokens, "new tokens per sample");
+    app.add_option("--new-tokens", in.new_tokens, "new tokens per sample")
+        ->check(recipes::at_least(0, "new tokens per sample"));
     app.add_option("--seed", in.train.seed, "split, batching, adapter and sampling seed");
     app.add_flag("--smoke", smoke, "a seconds-long run on a few instructions (for CI)");
     CLI11_PARSE(app, argc, argv);
@@ -102,17 +111,18 @@ int main(int argc, char** argv) try {
     const fs::path seed_tasks = instruct / "ru_alpaca_seed_tasks.jsonl",
                    gpt4 = instruct / "ru_instruct_gpt4_first100.jsonl";
     if (!no_shared && (!fs::exists(seed_tasks) || !fs::exists(gpt4))) {
-        std::cerr << "07_sft_instruct: " << instruct << " lacks ru_alpaca_seed_tasks.jsonl or "
+        std::cerr << "error: 07_sft_instruct: " << instruct << " lacks ru_alpaca_seed_tasks.jsonl or "
                   << "ru_instruct_gpt4_first100.jsonl. Set --data-dir or TINYLM_DATA_DIR (sources in DATA.md), or "
                   << "train on your own files with --data ... --no-shared.\n";
         return 2;
     }
     if (!fs::exists(base / "config.json")) {
-        std::cerr << "07_sft_instruct: no base model in " << base << "; train one with scripts/run-main.sh "
+        std::cerr << "error: 07_sft_instruct: no base model in " << base << "; train one with scripts/run-main.sh "
                   << "(examples/04_russian_novels) or point --base at a downloaded Qwen2.5-0.5B folder.\n";
         return 2;
     }
 
+    recipes::prepare_out_dir(out, "--out");
     const tl::data::sft_read_options read{.system_prompt = system_prompt, .limit = limit};
     const tl::data::sft_format extra_format = tl::data::sft_format_from_name(data_format);
     std::vector<fs::path> files;
@@ -147,6 +157,5 @@ int main(int argc, char** argv) try {
     return base_config.qkv_bias ? train.template operator()<tl::families::qwen2>()
                                 : train.template operator()<tl::families::llama>();
 } catch (const std::exception& e) {
-    std::cerr << e.what() << "\n";
-    return 1;
+    return recipes::report_error(e);
 }

@@ -21,6 +21,7 @@
 //           adapter_model.safetensors), OUT/training (log.jsonl, TensorBoard, loss curves), OUT/checkpoint
 //           (every --checkpoint-every steps: running the same command again continues the run bit-identically,
 //           also after kill -9; Ctrl-C saves one; --fresh starts over).
+#include "cli_checks.hpp"
 #include "jokes_data.hpp"
 #include "sft_recipe.hpp"
 
@@ -59,6 +60,7 @@ struct options {
 int main(int argc, char** argv) try {
     CLI::App app{"Fine-tune a pretrained model on Russian jokes with LoRA"};
     app.option_defaults()->always_capture_default(); // --help prints every default
+    recipes::one_line_errors(app);
     options o;
     recipe::recipe_inputs in;
     in.title = "tinylm: jokes LoRA";
@@ -69,20 +71,27 @@ int main(int argc, char** argv) try {
     app.add_option("--out", o.out, "run directory");
     app.add_option("--data-dir", o.data_dir, "tinylm data directory (default: $TINYLM_DATA_DIR or ../shared/data)");
     app.add_option("--fortunes", o.fortunes, "fortunes-ru folder (skipped when absent)");
-    app.add_option("--max-fortunes", o.max_fortunes, "at most this many fortunes (drawn at random)");
-    app.add_option("--min-rating", o.min_rating, "keep clean_comedy_gold_ru jokes rated at least this (1-5)");
-    app.add_option("--val", o.val_count, "held-out conversations");
+    app.add_option("--max-fortunes", o.max_fortunes, "at most this many fortunes (drawn at random)")
+        ->check(recipes::at_least(std::size_t{0}, "fortunes drawn at most"));
+    app.add_option("--min-rating", o.min_rating, "keep clean_comedy_gold_ru jokes rated at least this (1-5)")
+        ->check(recipes::in_range(1.0, 5.0, "the lowest rating kept"));
+    app.add_option("--val", o.val_count, "held-out conversations")
+        ->check(recipes::at_least(std::size_t{1}, "held-out conversations"));
     app.add_option("--system", o.system, "the system message of every conversation and of the basket ('': none)");
     app.add_option("--chat-format", o.chat_format, "auto, folder, plain, chatml or zephyr");
-    app.add_option("--steps", in.train.steps, "optimizer steps")->check(CLI::PositiveNumber);
-    app.add_option("--batch", in.train.batch, "rows per step")->check(CLI::PositiveNumber);
-    app.add_option("--seq-len", in.train.time, "tokens per packed row")->check(CLI::PositiveNumber);
-    app.add_option("--lr", in.train.lr, "peak learning rate");
-    app.add_option("--eval-every", in.train.eval_every, "steps between validation losses")->check(CLI::PositiveNumber);
+    app.add_option("--steps", in.train.steps, "optimizer steps")->check(recipes::at_least(1LL, "optimizer steps"));
+    app.add_option("--batch", in.train.batch, "rows per step")
+        ->check(recipes::at_least(tl::index_t{1}, "rows per step"));
+    app.add_option("--seq-len", in.train.time, "tokens per packed row")
+        ->check(recipes::at_least(tl::index_t{8}, "tokens per packed row"));
+    app.add_option("--lr", in.train.lr, "peak learning rate")->check(recipes::above(0.0, "peak learning rate"));
+    app.add_option("--eval-every", in.train.eval_every, "steps between validation losses")
+        ->check(recipes::in_range(1LL, 2147483647LL, "steps between validation losses"));
     app.add_option("--checkpoint-every", in.train.checkpoint_every, "steps between checkpoints in OUT/checkpoint")
-        ->check(CLI::PositiveNumber);
+        ->check(recipes::in_range(1LL, 2147483647LL, "steps between checkpoints"));
     app.add_flag("--fresh", in.train.fresh, "start over even if OUT/checkpoint exists (else the run continues)");
-    app.add_option("--new-tokens", in.new_tokens, "new tokens per sample");
+    app.add_option("--new-tokens", in.new_tokens, "new tokens per sample")
+        ->check(recipes::at_least(0, "new tokens per sample"));
     app.add_option("--seed", in.train.seed, "split, batching, adapter and sampling seed");
     app.add_flag("--smoke", o.smoke, "a seconds-long run on a few jokes (for CI)");
     app.add_flag("--data-only", o.data_only, "print the data report (cleaning, histograms) and stop: no base needed");
@@ -108,16 +117,18 @@ int main(int argc, char** argv) try {
 
     const fs::path jokes_dir = tl::find_data_dir(o.data_dir) / "jokes";
     if (!fs::exists(jokes_dir / "anekdoty_themed.jsonl") || !fs::exists(jokes_dir / "clean_comedy_gold_ru.csv")) {
-        std::cerr << "08_jokes_lora: " << jokes_dir << " lacks anekdoty_themed.jsonl or clean_comedy_gold_ru.csv. Set "
+        std::cerr << "error: 08_jokes_lora: " << jokes_dir
+                  << " lacks anekdoty_themed.jsonl or clean_comedy_gold_ru.csv. Set "
                   << "--data-dir or TINYLM_DATA_DIR (sources in DATA.md).\n";
         return 2;
     }
     if (!o.data_only && !fs::exists(o.base / "config.json")) {
-        std::cerr << "08_jokes_lora: no base model in " << o.base << "; train one with scripts/run-main.sh "
+        std::cerr << "error: 08_jokes_lora: no base model in " << o.base << "; train one with scripts/run-main.sh "
                   << "(examples/04_russian_novels) or point --base at a downloaded TinyLlama-1.1B-Chat folder.\n";
         return 2;
     }
 
+    recipes::prepare_out_dir(in.out, "--out");
     // Data.
     auto themed = jokes::read_themed(jokes_dir / "anekdoty_themed.jsonl", o.limit);
     auto rated = tl::data::read_rated_csv(
@@ -194,6 +205,5 @@ int main(int argc, char** argv) try {
         return o.qlora ? recipe::run<model_qlora>(in) : recipe::run<model_lora>(in);
     });
 } catch (const std::exception& e) {
-    std::cerr << e.what() << "\n";
-    return 1;
+    return recipes::report_error(e);
 }

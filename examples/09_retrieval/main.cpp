@@ -256,34 +256,38 @@ int main(int argc, char** argv) {
     app.add_option("--out", s.out, "run directory (report, metrics, models, checkpoints)");
     app.add_option("--tasks", s.tasks, "xquad-ru, tatar-ru, xquad-en")->delimiter(',');
     app.add_option("--modes", s.modes, "full, lora, qlora (the base model is always evaluated)")->delimiter(',');
-    app.add_option("--steps", s.steps, "optimizer steps per mode")->check(CLI::Range(1, 1000000));
+    app.add_option("--steps", s.steps, "optimizer steps per mode")
+        ->check(recipes::in_range(1LL, 1000000LL, "optimizer steps per mode"));
     app.add_option("--batch", s.batch, "pairs per step (in-batch negatives: batch - 1 per query)")
-        ->check(CLI::Range(2, 65536));
+        ->check(recipes::in_range(2, 65536, "pairs per step"));
     app.add_option("--mini-batch", s.mini_batch, "texts per forward in the gradient cache (0: no cache)")
-        ->check(CLI::Range(0, 65536));
+        ->check(recipes::in_range(0, 65536, "texts per forward in the gradient cache; 0: no cache"));
     app.add_option("--max-length", s.max_length, "tokens per text (longer ones are truncated and counted)")
-        ->check(CLI::Range(8, 8192));
-    app.add_option("--lr-full", s.lr_full, "peak learning rate, full fine-tuning")->check(CLI::PositiveNumber);
-    app.add_option("--lr-lora", s.lr_lora, "peak learning rate, LoRA and QLoRA")->check(CLI::PositiveNumber);
+        ->check(recipes::in_range(8, 8192, "tokens per text"));
+    app.add_option("--lr-full", s.lr_full, "peak learning rate, full fine-tuning")
+        ->check(recipes::above(0.0, "peak learning rate, full fine-tuning"));
+    app.add_option("--lr-lora", s.lr_lora, "peak learning rate, LoRA and QLoRA")
+        ->check(recipes::above(0.0, "peak learning rate, LoRA and QLoRA"));
     app.add_option("--scale", s.scale, "similarity scale of the ranking loss (1 / temperature)")
-        ->check(CLI::PositiveNumber);
+        ->check(recipes::above(0.0, "similarity scale of the ranking loss"));
     app.add_flag("--symmetric", s.symmetric, "also rank the queries for each document (symmetric loss)");
     app.add_option("--test-fraction", s.test_fraction, "documents held out for evaluation")
-        ->check(CLI::Range(0.05, 0.9));
+        ->check(recipes::in_range(0.05, 0.9, "documents held out for evaluation"));
     app.add_option("--eval-batch", s.eval_batch, "texts per forward when encoding for evaluation")
-        ->check(CLI::Range(1, 65536));
+        ->check(recipes::in_range(1, 65536, "texts per forward when encoding"));
     app.add_option("--checkpoint-every", s.checkpoint_every, "steps between checkpoints (0: none)")
-        ->check(CLI::Range(0, 1000000));
+        ->check(recipes::in_range(0, 1000000, "steps between checkpoints; 0: none"));
     app.add_option("--seed", seed, "split, sampling and adapter initialisation seed");
     app.add_flag("--fresh", fresh, "discard results and checkpoints in --out");
     app.add_flag("--smoke", smoke, "a minute-long run: 40 test queries, 3 steps, short texts (for CI)");
     CLI11_PARSE(app, argc, argv);
 
     if (!fs::is_directory(s.base)) { // exit code 2: the smoke test reports "skipped"
-        std::fprintf(stderr,
-                     "09_retrieval: the base model %s is missing; scripts/fetch-models.sh fetches all-MiniLM-L6-v2, or "
-                     "give --base DIR\n",
-                     s.base.c_str());
+        std::fprintf(
+            stderr,
+            "error: 09_retrieval: the base model %s is missing; scripts/fetch-models.sh fetches all-MiniLM-L6-v2, or "
+            "give --base DIR\n",
+            s.base.c_str());
         return 2;
     }
     try {
@@ -296,13 +300,13 @@ int main(int argc, char** argv) {
         for (const std::string& name : s.tasks)
             for (const std::string& file : recipes::task_files(name))
                 if (!fs::exists(data_dir / file)) { // exit code 2: the smoke test reports "skipped"
-                    std::fprintf(stderr, "09_retrieval: %s is not in the data dir %s (docs/data.md)\n", file.c_str(),
-                                 data_dir.c_str());
+                    std::fprintf(stderr, "error: 09_retrieval: %s is not in the data dir %s (docs/data.md)\n",
+                                 file.c_str(), data_dir.c_str());
                     return 2;
                 }
         const fs::path out = s.out;
         if (fresh) fs::remove_all(out);
-        fs::create_directories(out);
+        recipes::prepare_out_dir(out, "--out");
         const base_model b = open_base(s);
         std::printf("base: %s (%s pooling%s, max %lld tokens)\n", s.base.c_str(), tl::pooling_name(b.config.pooling),
                     b.config.normalize ? ", normalised" : "", static_cast<long long>(b.config.max_length));
@@ -376,9 +380,8 @@ int main(int argc, char** argv) {
         }
         std::ofstream(out / "report.md") << report;
         std::printf("\nreport: %s\n", (out / "report.md").c_str());
-    } catch (const tl::error& e) {
-        std::fprintf(stderr, "09_retrieval: %s\n", e.what());
-        return 1;
+    } catch (const std::exception& e) {
+        return recipes::report_error(e);
     }
     return 0;
 }

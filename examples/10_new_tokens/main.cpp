@@ -20,6 +20,8 @@
 // stage: nats per byte on the held-out lines with the words (comparable across tokenizers), the probability the
 // model gives the new tokens there, KL(original ‖ model) on lines without them, the nearest old tokens of each
 // new one (input and output side), and a greedy continuation of a prompt ending in each word.
+#include "cli_checks.hpp"
+
 #include <tinylm/io/hf_any.hpp>
 #include <tinylm/io/peft.hpp>
 #include <tinylm/model/decoder.hpp>
@@ -356,30 +358,42 @@ int main(int argc, char** argv) {
     settings s;
     CLI::App app{"Grow a model's vocabulary by new words and train them in stages (docs/vocabulary.md)"};
     app.option_defaults()->always_capture_default();
+    recipes::one_line_errors(app);
     app.add_option("--base", s.base, "Hugging Face folder with tokenizer.json");
     app.add_flag("--tiny", s.tiny, "a small Llama-shaped model pretrained here on the corpus instead of --base");
     app.add_option("--tokenizer", s.tokenizer_file, "tokenizer.json for --tiny");
-    app.add_option("--pretrain-steps", s.pretrain_steps, "--tiny: pretraining steps on the corpus");
+    app.add_option("--pretrain-steps", s.pretrain_steps, "--tiny: pretraining steps on the corpus")
+        ->check(recipes::at_least(1LL, "pretraining steps"));
     app.add_option("--corpus", s.corpus, "text, one usage example per line")->required();
     app.add_option("--words", s.words, "words to add (comma-separated); default: chosen from the corpus")
         ->delimiter(',');
-    app.add_option("--n-words", s.n_words, "words to choose from the corpus");
-    app.add_option("--min-pieces", s.min_pieces, "a chosen word splits into at least this many tokens");
-    app.add_option("--min-count", s.min_count, "a chosen word occurs at least this often");
-    app.add_option("--max-texts", s.max_texts, "usage lines per word");
-    app.add_option("--steps1", s.steps[0], "stage 1 steps (new rows)");
-    app.add_option("--steps2", s.steps[1], "stage 2 steps (embeddings + head)");
-    app.add_option("--steps3", s.steps[2], "stage 3 steps (everything)");
+    app.add_option("--n-words", s.n_words, "words to choose from the corpus")
+        ->check(recipes::at_least(1, "words to choose from the corpus"));
+    app.add_option("--min-pieces", s.min_pieces, "a chosen word splits into at least this many tokens")
+        ->check(recipes::at_least(2, "tokens a chosen word splits into"));
+    app.add_option("--min-count", s.min_count, "a chosen word occurs at least this often")
+        ->check(recipes::at_least(1, "occurrences of a chosen word"));
+    app.add_option("--max-texts", s.max_texts, "usage lines per word")
+        ->check(recipes::at_least(1, "usage lines per word"));
+    app.add_option("--steps1", s.steps[0], "stage 1 steps (new rows; 0: skip)")
+        ->check(recipes::at_least(0LL, "stage 1 steps; 0: skip"));
+    app.add_option("--steps2", s.steps[1], "stage 2 steps (embeddings + head; 0: skip)")
+        ->check(recipes::at_least(0LL, "stage 2 steps; 0: skip"));
+    app.add_option("--steps3", s.steps[2], "stage 3 steps (everything; 0: skip)")
+        ->check(recipes::at_least(0LL, "stage 3 steps; 0: skip"));
     app.add_option("--stage3", s.stage3,
                    "stage 3: full (every parameter), lora (LoRA + embeddings and head: peft modules_to_save) or "
                    "lora-new-rows (LoRA + their new rows: peft trainable_token_indices)")
         ->check(CLI::IsMember({"full", "lora", "lora-new-rows"}));
     app.add_flag("--baseline", s.baseline, "also train stages 2 and 3 without new tokens (original tokenizer)");
-    app.add_option("--batch", s.batch, "sequences per step");
-    app.add_option("--seq-len", s.seq_len, "tokens per sequence");
+    app.add_option("--batch", s.batch, "sequences per step")
+        ->check(recipes::at_least(tl::index_t{1}, "sequences per step"));
+    app.add_option("--seq-len", s.seq_len, "tokens per sequence")
+        ->check(recipes::at_least(tl::index_t{2}, "tokens per sequence"));
     app.add_option("--out", s.out, "checkpoints go to OUT/stage1..3");
     CLI11_PARSE(app, argc, argv);
     try {
+        recipes::prepare_out_dir(s.out, "--out");
         const std::vector<std::string> lines = lines_of(read_file(s.corpus));
         if (s.tiny) {
             tl::check(!s.tokenizer_file.empty(), "10_new_tokens: --tiny needs --tokenizer");
@@ -410,8 +424,7 @@ int main(int argc, char** argv) {
             });
         }
     } catch (const std::exception& e) {
-        std::cerr << e.what() << "\n";
-        return 1;
+        return recipes::report_error(e);
     }
     std::cout << "\nnew tokens: done\n";
     return 0;

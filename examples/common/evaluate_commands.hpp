@@ -91,6 +91,14 @@ int run(Model& model, const settings& s, const tl::tokenizer& tok, const std::st
         for (const fs::path& p : s.texts)
             for (std::string& d : split_documents(read_file(p), s.split))
                 if (s.max_docs == 0 || docs.size() < s.max_docs) docs.push_back(std::move(d));
+        tl::check(!docs.empty(), [&] {
+            std::string files;
+            for (const fs::path& p : s.texts) {
+                if (!files.empty()) files += ", ";
+                files += p.string();
+            }
+            return "--text: no documents in " + files + " (empty or blank text)";
+        });
         te::bpb_options o = s.bpb;
         o.prefix_token = prefix;
         const te::bpb_report r = te::evaluate_bpb(model, tok, std::span<const std::string>(docs), o);
@@ -103,6 +111,7 @@ int run(Model& model, const settings& s, const tl::tokenizer& tok, const std::st
                     r.bits_per_byte());
     } else if (s.command == "mc") {
         const std::vector<te::mc_doc> test = te::load_mc_jsonl(s.task);
+        tl::check(!test.empty(), [&] { return "--task: no documents in " + s.task.string() + " (an empty task)"; });
         const std::vector<te::mc_doc> dev = s.dev.empty() ? test : te::load_mc_jsonl(s.dev);
         te::mc_options o = s.mc;
         o.shots_from_test = s.dev.empty();
@@ -144,15 +153,20 @@ inline void add_commands(CLI::App& app, settings& s, const std::function<void(CL
     bpb->add_option("--text", s.texts, "UTF-8 text files")->required();
     bpb->add_option("--split", s.split, "documents are paragraphs, lines or whole files")
         ->check(CLI::IsMember({"paragraph", "line", "file"}));
-    bpb->add_option("--context", s.bpb.context, "window in tokens (default: the model's context)");
-    bpb->add_option("--stride", s.bpb.stride, "tokens a window advances (default: the window)");
-    bpb->add_option("--batch", s.bpb.batch, "windows per forward");
-    bpb->add_option("--max-docs", s.max_docs, "use only the first N documents");
+    // --context and --stride default to 0 (the model's context, the window); given, they are at least 1.
+    bpb->add_option("--context", s.bpb.context, "window in tokens (default 0: the model's context)")
+        ->check(at_least(tl::index_t{1}, "window in tokens"));
+    bpb->add_option("--stride", s.bpb.stride, "tokens a window advances (default 0: the window)")
+        ->check(at_least(tl::index_t{1}, "tokens a window advances"));
+    bpb->add_option("--batch", s.bpb.batch, "windows per forward")
+        ->check(at_least(tl::index_t{1}, "windows per forward"));
+    bpb->add_option("--max-docs", s.max_docs, "use only the first N documents (0: all)")
+        ->check(at_least(std::size_t{0}, "documents to use; 0: all"));
     CLI::App* mc = app.add_subcommand("mc", "a multiple-choice task (JSONL: question, choices, answer)");
     common(mc);
     mc->add_option("--task", s.task, "test documents")->required();
     mc->add_option("--dev", s.dev, "documents for the shots (default: the test documents, never the asked one)");
-    mc->add_option("--shots", s.mc.num_fewshot, "number of shots");
+    mc->add_option("--shots", s.mc.num_fewshot, "number of shots")->check(in_range(0, 100, "number of shots"));
     mc->add_option("--fewshot-seed", s.mc.fewshot_seed, "seed of the shot sampler (lm-eval's default 1234)");
     mc->add_option("--template", s.mc.doc_to_text, "prompt, {question} is replaced");
     CLI::App* qa = app.add_subcommand("qa", "the paraphrase-consistency QA benchmark");

@@ -9,6 +9,8 @@
 //   recipes::add_sampling_options(app, sampling);     // --sample-tokens, --temperature, --top-k, ...
 #pragma once
 
+#include "cli_checks.hpp"
+
 #include <tinylm/eval/sampling.hpp>
 #include <tinylm/train/trainer.hpp>
 
@@ -20,8 +22,12 @@
 
 namespace recipes {
 
-// Every option added to `app` (and its subcommands) from here on shows its default value in --help.
-inline void show_defaults(CLI::App& app) { app.option_defaults()->always_capture_default(); }
+// Every option added to `app` (and its subcommands) from here on shows its default value in --help; parse errors
+// are one line (cli_checks.hpp).
+inline void show_defaults(CLI::App& app) {
+    app.option_defaults()->always_capture_default();
+    one_line_errors(app);
+}
 
 // Where the data is, and the threads that prepare it (cleaning, tokenizer training, shards; the prepared files
 // are the same for any thread count).
@@ -33,7 +39,7 @@ inline CLI::Option_group* add_data_options(CLI::App& app, data_flags& d) {
     CLI::Option_group* g = app.add_option_group("Data");
     g->add_option("--data-dir", d.dir, "tinylm data directory (empty: $TINYLM_DATA_DIR or ../shared/data)");
     g->add_option("--threads", d.threads, "threads for cleaning, tokenizer training and shards")
-        ->check(CLI::PositiveNumber);
+        ->check(in_range(1, 1024, "threads for cleaning, tokenizer training and shards"));
     return g;
 }
 
@@ -47,19 +53,21 @@ inline CLI::Option_group* add_training_options(CLI::App& app, tl::trainer_option
     CLI::Option_group* g = app.add_option_group("Training");
     g->add_option("--out", o.out_dir, "run directory (checkpoints, logs, report)");
     g->add_option("--steps", o.max_steps, "optimizer steps (the learning-rate schedule's length)")
-        ->check(CLI::PositiveNumber);
-    g->add_option("--batch", o.batch_size, "sequences per micro-batch")->check(CLI::PositiveNumber);
-    g->add_option("--grad-accum", o.grad_accum, "micro-batches per optimizer step")->check(CLI::PositiveNumber);
+        ->check(at_least(1LL, "optimizer steps"));
+    g->add_option("--batch", o.batch_size, "sequences per micro-batch")
+        ->check(at_least(tl::index_t{1}, "sequences per micro-batch"));
+    g->add_option("--grad-accum", o.grad_accum, "micro-batches per optimizer step")
+        ->check(at_least(1, "micro-batches per optimizer step"));
     g->add_option("--lr", o.peak_lr, "peak learning rate (the schedule decays to a tenth of it)")
-        ->check(CLI::PositiveNumber);
+        ->check(above(0.0, "peak learning rate"));
     g->add_option("--warmup", o.warmup_steps, "linear warmup steps (at most a fifth of --steps)")
-        ->check(CLI::NonNegativeNumber);
+        ->check(at_least(0LL, "linear warmup steps"));
     g->add_option("--eval-every", o.eval_every, "steps between validation and prompt samples (0: at the end only)")
-        ->check(CLI::NonNegativeNumber);
+        ->check(at_least(0, "steps between validations; 0: at the end only"));
     g->add_option("--eval-windows", o.eval_windows, "validation windows of one context each")
-        ->check(CLI::PositiveNumber);
+        ->check(at_least(tl::index_t{1}, "validation windows"));
     g->add_option("--checkpoint-every", o.checkpoint_every, "steps between checkpoints (0: at the end only)")
-        ->check(CLI::NonNegativeNumber);
+        ->check(at_least(0, "steps between checkpoints; 0: at the end only"));
     g->add_flag("--gradient-checkpointing", o.gradient_checkpointing,
                 "recompute each block's forward in backward: activations of one layer instead of all");
     g->add_option("--seed", run.seed, "initialisation and batching seed");
@@ -75,15 +83,16 @@ struct sampling_flags {
 };
 inline CLI::Option_group* add_sampling_options(CLI::App& app, sampling_flags& s) {
     CLI::Option_group* g = app.add_option_group("Samples");
-    g->add_option("--sample-tokens", s.new_tokens, "new tokens per prompt continuation")->check(CLI::NonNegativeNumber);
+    g->add_option("--sample-tokens", s.new_tokens, "new tokens per prompt continuation")
+        ->check(at_least(0, "new tokens per prompt continuation"));
     g->add_option("--temperature", s.sampling.temperature, "sampling temperature (0: greedy)")
-        ->check(CLI::NonNegativeNumber);
+        ->check(at_least(0.0, "sampling temperature; 0: greedy"));
     g->add_option("--top-k", s.sampling.top_k, "sample among the k likeliest tokens (0: all)")
-        ->check(CLI::NonNegativeNumber);
+        ->check(at_least(0, "the k likeliest tokens; 0: all"));
     g->add_option("--top-p", s.sampling.top_p, "nucleus: the likeliest tokens up to this probability (1: all)")
-        ->check(CLI::Range(0.0, 1.0));
+        ->check(in_range(0.0, 1.0, "nucleus probability; 1: all"));
     g->add_option("--repetition-penalty", s.sampling.repetition_penalty, "divides the logits of tokens seen (1: off)")
-        ->check(CLI::PositiveNumber);
+        ->check(above(0.0, "divides the logits of tokens seen; 1: off"));
     return g;
 }
 

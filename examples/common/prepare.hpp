@@ -197,7 +197,14 @@ inline prepared_data prepare_data(const std::function<std::unique_ptr<tl::data::
     d.corpus["val_tokens"] = sum.val_tokens;
     d.corpus["train_docs"] = sum.train_docs;
     d.corpus["val_docs"] = sum.val_docs;
-    std::ofstream(summary_path) << d.corpus.dump(2) << '\n'; // written last: its presence marks the cache complete
+    { // written last, whole or not at all: its presence marks the cache complete
+        const fs::path staged = summary_path.string() + ".tmp";
+        std::ofstream summary(staged, std::ios::binary | std::ios::trunc);
+        summary << d.corpus.dump(2) << '\n' << std::flush;
+        tl::check(bool(summary), [&] { return "data: writing " + staged.string() + " failed (disk full?)"; });
+        summary.close();
+        fs::rename(staged, summary_path);
+    }
     std::printf("data: shards: train %llu tokens (%llu documents), validation %llu tokens (%llu documents) (%.1f s)\n",
                 (unsigned long long)sum.train_tokens, (unsigned long long)sum.train_docs,
                 (unsigned long long)sum.val_tokens, (unsigned long long)sum.val_docs, seconds_since(t0));

@@ -4,6 +4,8 @@
 // decoders).
 #pragma once
 
+#include "cli_checks.hpp"
+
 #include <tinylm/serve/chat_format.hpp>
 #include <tinylm/serve/text_model.hpp>
 
@@ -46,17 +48,17 @@ struct sampling_flags {
     void add_to(CLI::App& app) {
         CLI::Option_group* g = app.add_option_group("Sampling (defaults: the model's generation_config.json)");
         g->add_option("--temperature", given.temperature, "sampling temperature; 0: greedy")
-            ->check(CLI::NonNegativeNumber);
+            ->check(recipes::in_range(0.0, 100.0, "sampling temperature; 0: greedy"));
         g->add_option("--top-k", given.top_k, "sample among the k likeliest tokens; 0: all")
-            ->check(CLI::NonNegativeNumber);
+            ->check(recipes::at_least(0, "the k likeliest tokens; 0: all"));
         g->add_option("--top-p", given.top_p, "nucleus: the likeliest tokens up to this probability; 1: all")
-            ->check(CLI::Range(0.0, 1.0));
+            ->check(recipes::in_range(0.0, 1.0, "nucleus probability; 1: all"));
         g->add_option("--min-p", given.min_p, "drop tokens less likely than min-p times the likeliest; 0: off")
-            ->check(CLI::Range(0.0, 1.0));
+            ->check(recipes::in_range(0.0, 1.0, "share of the likeliest token's probability; 0: off"));
         g->add_option("--repetition-penalty", given.repetition_penalty, "divides the logits of tokens seen; 1: off")
-            ->check(CLI::PositiveNumber);
+            ->check(recipes::above(0.0, "divides the logits of tokens seen; 1: off"));
         g->add_option("--max-tokens", given.max_tokens, "new tokens at most (default: generation_config's, else 128)")
-            ->check(CLI::PositiveNumber);
+            ->check(recipes::at_least(1, "new tokens at most"));
         g->add_option("--seed", given.seed, "random seed of the sampler");
         g->add_option("--stop", given.stop, "stop when the text contains this string (repeatable)");
     }

@@ -23,6 +23,7 @@ void add_export_gguf(CLI::App& app, command& chosen) {
     sub->callback([f, &chosen] {
         chosen = [f] {
             const auto start = std::chrono::steady_clock::now();
+            recipes::prepare_out_dir(f->out.has_parent_path() ? f->out.parent_path() : fs::path("."), "--out");
             export_gguf(f->model.model, f->model.adapter, f->type, f->name, f->out);
             std::fprintf(stderr, "wrote %s (%s, %.1f MB) in %.1f s; run it with llama.cpp: llama-cli -m %s\n",
                          f->out.c_str(), f->type.c_str(), double(fs::file_size(f->out)) / 1e6,

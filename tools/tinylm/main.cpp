@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
     CLI::App app{
         "tinylm: generate, chat, serve (OpenAI-compatible), evaluate, inspect and synthesise with language models"};
     app.option_defaults()->always_capture_default();
+    recipes::one_line_errors(app);
     app.require_subcommand(1);
     app.set_version_flag("--version", "tinylm 0.1.0");
     tinylm_cli::command chosen;
@@ -34,7 +35,6 @@ int main(int argc, char** argv) {
     try {
         return chosen ? chosen() : 0;
     } catch (const std::exception& e) {
-        std::fprintf(stderr, "%s\n", e.what()); // tl::error messages start with "tinylm: "
-        return 1;
+        return recipes::report_error(e); // one line "error: ..."
     }
 }

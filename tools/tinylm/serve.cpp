@@ -54,9 +54,9 @@ void add_serve(CLI::App& app, command& chosen) {
     add_model_options(*sub, f->model);
     sub->add_option("--host", f->server.host, "address to bind (0.0.0.0: every interface, reachable by others)");
     sub->add_option("--port", f->server.port, "TCP port (0: any free port, printed at start)")
-        ->check(CLI::Range(0, 65535));
+        ->check(recipes::in_range(0, 65535, "TCP port; 0: any free port"));
     sub->add_option("--max-waiting", f->server.max_waiting, "requests waiting beyond this are answered 503")
-        ->check(CLI::PositiveNumber);
+        ->check(recipes::at_least(1, "requests waiting for the model"));
     sub->add_flag("--quiet", f->quiet, "no line per request on stderr");
     sub->callback([f, &chosen] { chosen = [f] { return run(*f); }; });
 }

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <tinylm/core/error.hpp>
+#include <tinylm/core/memory_budget.hpp>
 #include <tinylm/core/tensor.hpp>
 
 #include <cstddef>
@@ -24,6 +25,8 @@ public:
     arena() = default;
     explicit arena(std::size_t capacity_bytes) : capacity_(round_up(capacity_bytes)) {
         if (capacity_ > 0) {
+            check_fits_in_memory(double(capacity_), "arena: the planned block (parameters or activations)",
+                                 "a smaller batch, context or model needs less");
             void* p = std::aligned_alloc(alignment, capacity_);
             if (p == nullptr) throw std::bad_alloc();
             block_.reset(static_cast<std::byte*>(p));

@@ -13,9 +13,11 @@
 #include <tinylm/io/hf_encoder.hpp>
 #include <tinylm/io/peft.hpp>
 #include <tinylm/optim/optimizer.hpp>
+#include <tinylm/train/checkpoint_checksums.hpp>
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <functional>
 
 namespace tl {
@@ -42,6 +44,23 @@ void load_model_files(Model& model, const fs::path& dir) {
     else
         load_pretrained(model, dir);
 }
+// A resumed run must not start from NaN or infinite weights (a damaged file whose checksum was never written):
+// names the first tensor with one.
+inline void check_finite(cview<float> t, const std::string& name, const fs::path& file) {
+    const float* p = t.data;
+    const std::int64_t n = t.data ? t.numel() : 0;
+    for (std::int64_t i = 0; i < n; ++i)
+        if (!std::isfinite(p[i]))
+            fail("checkpoint: " + file.string() + ": tensor " + name + " holds " +
+                 (std::isnan(p[i]) ? std::string("NaN") : std::string("an infinite value")) + " at element " +
+                 std::to_string(i) + "; the checkpoint is damaged, delete it or restore a copy");
+}
+template <class Model>
+void check_finite_parameters(const Model& model, const fs::path& dir) {
+    if constexpr (requires { model.parameter_entries(); })
+        for (const auto& e : model.parameter_entries())
+            check_finite(e.value, e.name, dir);
+}
 } // namespace detail
 
 // `extra(stage_dir)` may add files (a tokenizer.json) before the swap.
@@ -63,19 +82,15 @@ void save_training_checkpoint(const Model& model, const Opt& opt, const training
         j["lora_dropout_seed"] = model.dropout_seed();
         j["lora_dropout_calls"] = model.dropout_calls();
     }
-    detail::write_text(stage / "trainer_state.json", j.dump(2) + "\n");
     if (extra) extra(stage);
+    j["checksums"] = tensor_file_checksums(stage); // last: of every tensor file the stage holds
+    detail::write_text(stage / "trainer_state.json", j.dump(2) + "\n");
     detail::swap_in(stage, dir);
 }
 
 // The optimizer's state becomes exactly what the checkpoint holds (state for entries it lacks is dropped).
 template <class Model, Optimizer Opt>
 training_state load_training_checkpoint(Model& model, Opt& opt, const fs::path& dir) {
-    detail::load_model_files(model, dir);
-    if constexpr (Model::has_adapter) load_adapter(model, dir);
-    const safetensors_reader r(dir / "optimizer.safetensors");
-    opt.reset_state([&](const std::string& name) { return r.contains(name); });
-    opt.visit_state([&](const std::string& name, tensor_view<float> t) { r.read(name, t); });
     const std::string file = "checkpoint: " + (dir / "trainer_state.json").string();
     nlohmann::json j;
     try {
@@ -83,13 +98,27 @@ training_state load_training_checkpoint(Model& model, Opt& opt, const fs::path& 
     } catch (const nlohmann::json::exception& e) {
         fail(file + " is unreadable: " + e.what());
     }
+    if (!verify_tensor_file_checksums(dir, j, file))
+        std::fprintf(stderr, "checkpoint: %s has no checksums (written by an older tinylm); resuming unverified\n",
+                     dir.c_str());
+    detail::load_model_files(model, dir);
+    if constexpr (Model::has_adapter) load_adapter(model, dir);
+    detail::check_finite_parameters(model, dir);
+    const safetensors_reader r(dir / "optimizer.safetensors");
+    opt.reset_state([&](const std::string& name) { return r.contains(name); });
+    opt.visit_state([&](const std::string& name, tensor_view<float> t) {
+        r.read(name, t);
+        detail::check_finite(t, name, dir / "optimizer.safetensors");
+    });
     const auto steps = json_field<long long>(j, "optimizer_steps", file);
     const auto step = json_field<long long>(j, "step", file);
     check(steps >= 0 && step >= 0, [&] { return file + ": step and optimizer_steps must not be negative"; });
-    // No run takes 10^12 steps; a larger count is a damaged file, and would overflow the step arithmetic later.
-    constexpr long long max_steps = 1'000'000'000'000;
-    check(steps <= max_steps && step <= max_steps,
-          [&] { return file + ": step " + std::to_string(step) + " is beyond any run (damaged file?)"; });
+    // No run reaches 2^40 steps; a larger count is a damaged file, and would overflow the step arithmetic later.
+    constexpr long long max_steps = 1LL << 40;
+    check(steps <= max_steps && step <= max_steps, [&] {
+        return file + ": step " + std::to_string(std::max(step, steps)) +
+               " is not a step count a run reaches; the checkpoint is damaged, delete it or restore a copy";
+    });
     opt.set_steps(steps);
     if constexpr (Model::has_adapter) {
         model.set_dropout_seed(json_field_or(j, "lora_dropout_seed", model.dropout_seed(), file));

@@ -30,6 +30,7 @@
 // gather the moments into the usual full form, so a run resumes with any N, with or without zero.
 #pragma once
 
+#include <tinylm/core/memory_budget.hpp>
 #include <tinylm/dist/communicator.hpp>
 #include <tinylm/dist/data_parallel.hpp>
 #include <tinylm/dist/zero.hpp>
@@ -117,10 +118,7 @@ public:
           validate_(std::move(validate)), schedule_{options_.peak_lr, options_.min_lr, options_.warmup_steps,
                                                     options_.max_steps, options_.decay},
           rows_(dist::part_of(std::size_t(options_.batch_size), comm_.rank(), comm_.size())),
-          ids_(std::size_t(options_.batch_size * options_.seq_len)), targets_(ids_.size()),
-          buckets_(options_.bucket_bytes) {
-        check(options_.batch_size > 0 && options_.seq_len > 0 && options_.grad_accum > 0 && options_.max_steps > 0,
-              "trainer: batch_size, seq_len, grad_accum and max_steps must be positive");
+          ids_(batch_tokens(options_)), targets_(ids_.size()), buckets_(options_.bucket_bytes) {
         check(options_.batch_size >= comm_.size(), [&] {
             return "trainer: a global batch_size of " + std::to_string(options_.batch_size) +
                    " cannot give a row to each of " + std::to_string(comm_.size()) + " ranks";
@@ -178,6 +176,7 @@ public:
         setup_zero();
         if (!restored_ && options_.resume && !from.empty()) {
             state_ = load_training_checkpoint(model_, opt_, from);
+            check_resume_position(from);
             train_.seek(state_.data_position);
             if (zero_) { // each rank keeps its part of the moments
                 zero_->scatter_state(opt_, *zero_opt_);
@@ -431,6 +430,37 @@ private:
     bool restored_ = false;
     dist::part rows_; // this rank's rows of every global batch
     std::vector<token_t> ids_, targets_, val_ids_, val_targets_;
+
+    // Every source draws one position per micro-batch (batches.hpp, shard_batches.hpp), so a checkpoint of step s
+    // has data_position s * grad_accum. A larger one (a damaged trainer_state.json) would silently seek past the
+    // data this run would have seen (load_training_checkpoint refuses a step count no run reaches).
+    void check_resume_position(const fs::path& dir) const {
+        const std::string file = (dir / "trainer_state.json").string();
+        const std::uint64_t drawn = std::uint64_t(state_.step) * std::uint64_t(options_.grad_accum);
+        check(state_.data_position <= drawn, [&] {
+            return "checkpoint: " + file + ": data_position " + std::to_string(state_.data_position) +
+                   " is beyond the " + std::to_string(drawn) + " micro-batches that step " +
+                   std::to_string(state_.step) + " with grad_accum " + std::to_string(options_.grad_accum) +
+                   " has drawn; the checkpoint is damaged, or was written with a larger grad_accum (resume with "
+                   "the same)";
+        });
+    }
+
+    // Tokens of one micro-batch, checked before its buffers exist: positive sizes, a product that does not
+    // overflow, and ids, targets and document starts that fit in memory (a batch of 10^8 rows is refused here,
+    // not by std::bad_alloc).
+    static std::size_t batch_tokens(const trainer_options& o) {
+        check(o.batch_size > 0 && o.seq_len > 0 && o.grad_accum > 0 && o.max_steps > 0,
+              "trainer: batch_size, seq_len, grad_accum and max_steps must be positive");
+        const double tokens = double(o.batch_size) * double(o.seq_len);
+        std::string what = "trainer: a batch of ";
+        what += std::to_string(o.batch_size);
+        what += " x ";
+        what += std::to_string(o.seq_len);
+        what += " tokens";
+        check_fits_in_memory(tokens * 3 * sizeof(token_t), what, "a smaller batch or context needs less");
+        return std::size_t(o.batch_size) * std::size_t(o.seq_len);
+    }
     std::vector<index_t> doc_start_;
     dist::gradient_buckets buckets_;
     std::optional<dist::zero_partition> zero_; // options.zero and distributed
