@@ -4,14 +4,16 @@
 //   11_topic_classifier --out runs/topic_classifier
 //
 // Themes with at least --min-count jokes are the classes (the file's long tail and its rows broken by a CSV
-// export, whose "theme" is joke text, fall below it). A stratified held-out split by --seed; two linear softmax
-// heads (eval/text_classifier.hpp) train with AdamW on the training split:
+// export, whose "theme" is joke text, fall below it). --repeats stratified held-out splits (seeds --seed, --seed
+// + 1, ...: the held-out set is small, so one split alone says little); on each, two linear softmax heads
+// (eval/text_classifier.hpp) train with AdamW on the training split:
 //   - the baseline on hashed bags of words and character 2..4-grams,
 //   - one on the mean-pooled, normalised sentence embedding of all-MiniLM-L6-v2 (--base): the embeddings are
 //     computed once by the tinylm encoder, which stays frozen; only the head trains.
-// Both report accuracy and macro-F1 on the held-out split. Then data/balance.hpp samples the classified corpus to
-// a uniform mix (--per-class per theme; 0: the smallest theme's size, no repeats) and <out>/balanced.jsonl gets
-// the chosen rows as they were in the file. <out>/report.md has the tables, <out>/metrics.json the numbers.
+// Both report accuracy and macro-F1 on each held-out split, and their means. Then data/balance.hpp samples the
+// classified corpus to a uniform mix (--per-class per theme; 0: the smallest theme's size, no repeats) and
+// <out>/balanced.jsonl gets the chosen rows as they were in the file. <out>/report.md has the tables,
+// <out>/metrics.json the numbers.
 #include <options.hpp>
 
 #include <tinylm/core/data_dir.hpp>
@@ -40,7 +42,7 @@ struct settings {
     std::string input, base, out = "runs/topic_classifier";
     std::size_t min_count = 10, per_class = 0, smoke_classes = 0;
     double test_fraction = 0.25;
-    int bits = 14, max_length = 128, eval_batch = 32;
+    int bits = 14, max_length = 128, eval_batch = 32, repeats = 5;
     tl::eval::head_options head{.epochs = 100, .batch = 32, .lr = 1e-2, .weight_decay = 1e-2, .seed = 1};
 };
 
@@ -217,14 +219,15 @@ int main(int argc, char** argv) {
     app.add_option("--max-length", s.max_length, "tokens per text for the encoder")->check(CLI::Range(8, 8192));
     app.add_option("--eval-batch", s.eval_batch, "texts per encoder forward")->check(CLI::Range(1, 65536));
     app.add_option("--per-class", s.per_class, "balanced jokes per theme (0: the smallest theme, no repeats)");
+    app.add_option("--repeats", s.repeats, "held-out splits (seeds seed, seed + 1, ...), each training both heads")
+        ->check(CLI::Range(1, 100));
     app.add_option("--seed", seed, "split, training order and balancing seed");
     app.add_flag("--smoke", smoke, "a seconds-long run: the 5 largest themes, 20 epochs, 32 tokens (for CI)");
     CLI11_PARSE(app, argc, argv);
 
     try {
         omp_set_num_threads(data.threads);
-        if (smoke) s.smoke_classes = 5, s.head.epochs = 20, s.max_length = 32;
-        s.head.seed = seed;
+        if (smoke) s.smoke_classes = 5, s.head.epochs = 20, s.max_length = 32, s.repeats = 1;
         const fs::path input =
             s.input.empty() ? tl::find_data_dir(data.dir) / "jokes" / "anekdoty_themed.jsonl" : fs::path(s.input);
         if (!fs::exists(input)) { // exit code 2: the smoke test reports "skipped"
@@ -249,23 +252,30 @@ int main(int argc, char** argv) {
         std::printf("%s: %zu lines, %zu unreadable, %zu in themes under %zu jokes; %zu jokes in %zu themes\n",
                     input.c_str(), r.read, r.unreadable, r.rare, s.min_count, r.texts.size(), r.classes.size());
 
-        std::vector<std::size_t> train, test;
-        stratified_split(r, s.test_fraction, seed, train, test);
-        std::printf("split: %zu training, %zu held out (stratified, seed %llu)\n", train.size(), test.size(),
-                    static_cast<unsigned long long>(seed));
-
-        std::vector<head_result> heads;
         auto t0 = std::chrono::steady_clock::now();
         const tl::eval::feature_matrix ngrams = tl::eval::hashed_ngram_features(r.texts, {.bits = s.bits});
         const double ngram_seconds = seconds_since(t0);
-        heads.push_back(train_and_score("bag of n-grams (baseline)", ngrams, r, train, test, s));
-        heads.back().feature_seconds = ngram_seconds;
         t0 = std::chrono::steady_clock::now();
         const tl::eval::feature_matrix embeddings = encoder_features(r, s);
         const double embed_seconds = seconds_since(t0);
-        heads.push_back(
-            train_and_score(fs::path(s.base).filename().string() + " mean pooled", embeddings, r, train, test, s));
-        heads.back().feature_seconds = embed_seconds;
+        const std::string encoder_name = fs::path(s.base).filename().string() + " mean pooled";
+
+        // Each repeat: another stratified split (seed + repeat), both heads trained anew on the same features.
+        std::vector<std::vector<head_result>> repeats;
+        std::size_t n_train = 0, n_test = 0;
+        for (int rep = 0; rep < s.repeats; ++rep) {
+            std::vector<std::size_t> train, test;
+            const std::uint64_t split_seed = seed + std::uint64_t(rep);
+            stratified_split(r, s.test_fraction, split_seed, train, test);
+            n_train = train.size(), n_test = test.size();
+            std::printf("\nsplit %d: %zu training, %zu held out (stratified, seed %llu)\n", rep + 1, train.size(),
+                        test.size(), static_cast<unsigned long long>(split_seed));
+            s.head.seed = split_seed;
+            repeats.push_back({train_and_score("bag of n-grams (baseline)", ngrams, r, train, test, s),
+                               train_and_score(encoder_name, embeddings, r, train, test, s)});
+            repeats.back()[0].feature_seconds = ngram_seconds;
+            repeats.back()[1].feature_seconds = embed_seconds;
+        }
 
         const tl::data::balance_result b =
             tl::data::balance(r.labels, int(r.classes.size()), {.total = s.per_class * r.classes.size(), .seed = seed});
@@ -284,25 +294,37 @@ int main(int argc, char** argv) {
         char lr_text[32];
         std::snprintf(lr_text, sizeof lr_text, "%g", s.head.lr);
         metrics["classes"] = r.classes;
-        metrics["train"] = train.size();
-        metrics["test"] = test.size();
+        metrics["train"] = n_train;
+        metrics["test"] = n_test;
         std::string report = "# 11_topic_classifier\n\nData: `" + input.string() + "`, " +
                              std::to_string(r.texts.size()) + " jokes in " + std::to_string(r.classes.size()) +
                              " themes with at least " + std::to_string(s.min_count) + " jokes; " +
-                             std::to_string(train.size()) + " training, " + std::to_string(test.size()) +
-                             " held out (stratified, seed " + std::to_string(seed) + "). Linear softmax heads, " +
-                             std::to_string(s.head.epochs) + " epochs of AdamW (lr " + lr_text + ", batch " +
-                             std::to_string(s.head.batch) +
+                             std::to_string(n_train) + " training, " + std::to_string(n_test) +
+                             " held out in each of " + std::to_string(s.repeats) + " stratified splits (seeds " +
+                             std::to_string(seed) + ".." + std::to_string(seed + std::uint64_t(s.repeats) - 1) +
+                             "). Linear softmax heads, " + std::to_string(s.head.epochs) + " epochs of AdamW (lr " +
+                             lr_text + ", batch " + std::to_string(s.head.batch) +
                              "); the encoder's embeddings are computed once and the encoder stays frozen.\n\n";
-        report += "| features | accuracy | macro-F1 | features (s) | training (s) |\n|---|---:|---:|---:|---:|\n";
-        for (const head_result& h : heads) {
+        report += "| features | split | accuracy | macro-F1 | features (s) | training (s) |\n"
+                  "|---|---:|---:|---:|---:|---:|\n";
+        for (std::size_t h = 0; h < 2; ++h) {
+            double acc = 0, f1 = 0;
+            for (std::size_t rep = 0; rep < repeats.size(); ++rep) {
+                const head_result& x = repeats[rep][h];
+                char line[256];
+                std::snprintf(line, sizeof line, "| %s | %zu | %.3f | %.3f | %.1f | %.1f |\n", x.name.c_str(), rep + 1,
+                              x.metrics.accuracy, x.metrics.macro_f1, x.feature_seconds, x.train_seconds);
+                report += line;
+                acc += x.metrics.accuracy / double(repeats.size());
+                f1 += x.metrics.macro_f1 / double(repeats.size());
+                metrics["heads"][x.name]["accuracy"].push_back(x.metrics.accuracy);
+                metrics["heads"][x.name]["macro_f1"].push_back(x.metrics.macro_f1);
+            }
             char line[256];
-            std::snprintf(line, sizeof line, "| %s | %.3f | %.3f | %.1f | %.1f |\n", h.name.c_str(), h.metrics.accuracy,
-                          h.metrics.macro_f1, h.feature_seconds, h.train_seconds);
+            std::snprintf(line, sizeof line, "| %s | mean | %.3f | %.3f | | |\n", repeats[0][h].name.c_str(), acc, f1);
             report += line;
-            metrics["heads"][h.name] = {{"accuracy", h.metrics.accuracy},
-                                        {"macro_f1", h.metrics.macro_f1},
-                                        {"final_training_loss", h.final_loss}};
+            std::printf("%-28s mean of %zu splits: accuracy %.3f  macro-F1 %.3f\n", repeats[0][h].name.c_str(),
+                        repeats.size(), acc, f1);
         }
         report += "\n## Themes before and after balancing\n\n" + table;
         metrics["balance"] = {{"before", b.before}, {"after", b.after}, {"repeated", b.repeated}};
