@@ -12,8 +12,10 @@
 //     computed once by the tinylm encoder, which stays frozen; only the head trains.
 // Both report accuracy and macro-F1 on each held-out split, and their means. Then data/balance.hpp samples the
 // classified corpus to a uniform mix (--per-class per theme; 0: the smallest theme's size, no repeats) and
-// <out>/balanced.jsonl gets the chosen rows as they were in the file. <out>/report.md has the tables,
-// <out>/metrics.json the numbers.
+// <out>/balanced.jsonl gets the chosen rows as they were in the file. --classify FILE.jsonl does the course's
+// step on an unlabelled corpus: the baseline head, trained on every labelled joke, predicts each row's theme and
+// the rows are balanced by it (<out>/classified_balanced.jsonl, with "predicted_theme"). <out>/report.md has the
+// tables, <out>/metrics.json the numbers.
 #include <options.hpp>
 
 #include <tinylm/core/data_dir.hpp>
@@ -39,7 +41,7 @@ using backend = tl::default_backend;
 namespace fs = std::filesystem;
 
 struct settings {
-    std::string input, base, out = "runs/topic_classifier";
+    std::string input, base, out = "runs/topic_classifier", classify, classify_field = "text";
     std::size_t min_count = 10, per_class = 0, smoke_classes = 0;
     double test_fraction = 0.25;
     int bits = 14, max_length = 128, eval_batch = 32, repeats = 5;
@@ -177,6 +179,42 @@ tl::eval::feature_matrix encoder_features(const labelled_rows& r, const settings
     return x;
 }
 
+// Unlabelled JSONL rows: the baseline head, trained on every labelled joke, names each row's theme; the rows are
+// then balanced by the predicted themes. Features are built per chunk (2^bits floats a row).
+struct predicted_rows {
+    std::vector<std::string> lines;
+    std::vector<int> labels;
+    std::size_t read = 0, skipped = 0;
+};
+
+predicted_rows classify_file(const fs::path& file, const std::string& field, const tl::eval::linear_classifier& head,
+                             const settings& s) {
+    std::ifstream in(file);
+    tl::check(bool(in), [&] { return "11_topic_classifier: cannot open --classify " + file.string(); });
+    predicted_rows p;
+    std::vector<std::string> texts;
+    auto flush = [&] {
+        if (texts.empty()) return;
+        const auto predicted = head.predict(tl::eval::hashed_ngram_features(texts, {.bits = s.bits}));
+        p.labels.insert(p.labels.end(), predicted.begin(), predicted.end());
+        texts.clear();
+    };
+    for (std::string line; std::getline(in, line);) {
+        ++p.read;
+        const auto j = nlohmann::json::parse(line, nullptr, false);
+        if (j.is_discarded() || !j.is_object() || !j.contains(field) || !j[field].is_string() ||
+            j[field].get<std::string>().empty()) {
+            ++p.skipped;
+            continue;
+        }
+        p.lines.push_back(line);
+        texts.push_back(j[field].get<std::string>());
+        if (texts.size() == 1024) flush();
+    }
+    flush();
+    return p;
+}
+
 std::string histogram_table(const labelled_rows& r, const tl::data::balance_result& b) {
     std::string t = "| theme | before | after |\n|---|---:|---:|\n";
     for (std::size_t k = 0; k < r.classes.size(); ++k) {
@@ -221,6 +259,10 @@ int main(int argc, char** argv) {
     app.add_option("--per-class", s.per_class, "balanced jokes per theme (0: the smallest theme, no repeats)");
     app.add_option("--repeats", s.repeats, "held-out splits (seeds seed, seed + 1, ...), each training both heads")
         ->check(CLI::Range(1, 100));
+    app.add_option(
+        "--classify", s.classify,
+        "unlabelled JSONL: themes predicted by the baseline head, then balanced (classified_balanced.jsonl)");
+    app.add_option("--classify-field", s.classify_field, "the text field of --classify rows");
     app.add_option("--seed", seed, "split, training order and balancing seed");
     app.add_flag("--smoke", smoke, "a seconds-long run: the 5 largest themes, 20 epochs, 32 tokens (for CI)");
     CLI11_PARSE(app, argc, argv);
@@ -293,6 +335,44 @@ int main(int argc, char** argv) {
         }
         std::printf("balanced: %zu jokes -> %s\n", b.indices.size(), balanced.c_str());
 
+        std::string classified_report;
+        if (!s.classify.empty()) {
+            tl::eval::linear_classifier head(ngrams.dim, tl::index_t(r.classes.size()));
+            s.head.seed = seed;
+            head.fit(ngrams, r.labels, s.head);
+            const predicted_rows p = classify_file(s.classify, s.classify_field, head, s);
+            tl::check(!p.lines.empty(), [&] {
+                return "11_topic_classifier: no row of " + s.classify + " has a string field \"" + s.classify_field +
+                       "\"";
+            });
+            // Without --per-class: the smallest predicted theme's size (themes never predicted stay empty).
+            std::vector<std::size_t> count(r.classes.size());
+            for (int l : p.labels)
+                ++count[std::size_t(l)];
+            std::size_t smallest = p.lines.size();
+            for (std::size_t c : count)
+                if (c > 0) smallest = std::min(smallest, c);
+            const std::size_t per_class = s.per_class > 0 ? s.per_class : smallest;
+            const tl::data::balance_result pb = tl::data::balance(
+                p.labels, int(r.classes.size()),
+                {.total = per_class * r.classes.size(), .replacement = s.per_class > 0, .seed = seed});
+            const std::string ptable = histogram_table(r, pb);
+            std::printf("\n%s: %zu rows, %zu without \"%s\"; predicted themes before and after balancing:\n%s",
+                        s.classify.c_str(), p.read, p.skipped, s.classify_field.c_str(), ptable.c_str());
+            const fs::path classified = out / "classified_balanced.jsonl";
+            std::ofstream f(classified);
+            for (std::size_t i : pb.indices) {
+                nlohmann::json j = nlohmann::json::parse(p.lines[i]);
+                j["predicted_theme"] = r.classes[std::size_t(p.labels[i])];
+                f << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
+            }
+            tl::check(bool(f), [&] { return "11_topic_classifier: cannot write " + classified.string(); });
+            std::printf("classified and balanced: %zu rows -> %s\n", pb.indices.size(), classified.c_str());
+            classified_report = "\n## " + s.classify + ": predicted themes before and after balancing\n\n" +
+                                std::to_string(p.lines.size()) + " rows classified by the baseline head trained on " +
+                                "every labelled joke; `classified_balanced.jsonl` adds `predicted_theme`.\n\n" + ptable;
+        }
+
         nlohmann::json metrics;
         char lr_text[32];
         std::snprintf(lr_text, sizeof lr_text, "%g", s.head.lr);
@@ -326,10 +406,10 @@ int main(int argc, char** argv) {
             char line[256];
             std::snprintf(line, sizeof line, "| %s | mean | %.3f | %.3f | | |\n", repeats[0][h].name.c_str(), acc, f1);
             report += line;
-            std::printf("%-28s mean of %zu splits: accuracy %.3f  macro-F1 %.3f\n", repeats[0][h].name.c_str(),
+            std::printf("%-28s mean of %zu split(s): accuracy %.3f  macro-F1 %.3f\n", repeats[0][h].name.c_str(),
                         repeats.size(), acc, f1);
         }
-        report += "\n## Themes before and after balancing\n\n" + table;
+        report += "\n## Themes before and after balancing\n\n" + table + classified_report;
         metrics["balance"] = {{"before", b.before}, {"after", b.after}, {"repeated", b.repeated}};
         std::ofstream(out / "report.md") << report;
         std::ofstream(out / "metrics.json") << metrics.dump(2) << '\n';
