@@ -161,6 +161,12 @@ public:
         entries_[0].group = entries_[1].group = param_group::head;
     }
 
+    // entries_ view W_ and b_: a copy would point into the original; a move keeps the buffers, so the views hold.
+    linear_classifier(const linear_classifier&) = delete;
+    linear_classifier& operator=(const linear_classifier&) = delete;
+    linear_classifier(linear_classifier&&) = default;
+    linear_classifier& operator=(linear_classifier&&) = default;
+
     index_t dim() const { return D_; }
     index_t classes() const { return K_; }
     std::span<const float> weight() const { return W_; }
