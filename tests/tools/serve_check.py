@@ -113,13 +113,38 @@ def check_chat_pty(tinylm, model):
         raise AssertionError(f"did not see {pattern!r}; got {seen[-300:]!r}")
 
     wait_for(b"> ")
+    time.sleep(0.2)
     os.write(fd, "Привет\r".encode())
     wait_for(b"> ")
+    time.sleep(0.2)
     os.write(fd, b"/reset\r")
     wait_for(b"(conversation forgotten)")
     wait_for(b"> ")
-    os.write(fd, b"\x04")  # Ctrl-D
-    _, status = os.waitpid(pid, 0)
+    status = None
+    for attempt in range(2):
+        # Ctrl-D. Once (not reproduced since) a CI run hung here with no output: the wait is bounded, and a second
+        # Ctrl-D is tried, as a user would press it again, with a note in the output so a recurrence is visible.
+        time.sleep(0.2)  # as a user types after the prompt appears: libedit has set its terminal mode
+        os.write(fd, b"\x04")
+        deadline = time.time() + 20
+        while status is None and time.time() < deadline:
+            done, st = os.waitpid(pid, os.WNOHANG)
+            if done:
+                status = st
+                break
+            r, _, _ = select.select([fd], [], [], 0.2)
+            if r:
+                try:
+                    seen += os.read(fd, 4096)
+                except OSError:
+                    pass
+        if status is not None:
+            break
+        print(f"note: chat did not leave within 20 s of Ctrl-D (attempt {attempt + 1}); output since: {seen[-300:]!r}")
+    if status is None:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise AssertionError(f"chat did not leave on Ctrl-D; output since the last prompt: {seen[-300:]!r}")
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
     print("chat in a pty: answer, /reset, Ctrl-D: ok")
 
