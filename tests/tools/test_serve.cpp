@@ -1,6 +1,7 @@
 // The `tinylm` command's parts: a model folder loaded as a text_model, adapters merged at load, generation as
 // text, the OpenAI-compatible server (plain HTTP, in this process), and the binary itself (generate, chat).
 #include "../support/errors.hpp"
+#include "../support/run_command.hpp"
 
 #include <tinylm/io/gguf.hpp>
 #include <tinylm/io/hf_checkpoint.hpp>
@@ -75,17 +76,7 @@ std::vector<tl::token_t> greedy_reference(const fs::path& dir, std::span<const t
     return tl::generate(m, prompt, {.max_new_tokens = n, .sampling = {.temperature = 0.0}});
 }
 
-std::string run_command(const std::string& command) {
-    std::string out;
-    FILE* p = popen(command.c_str(), "r");
-    BOOST_TEST_REQUIRE(p != nullptr);
-    char buf[4096];
-    while (const std::size_t n = std::fread(buf, 1, sizeof buf, p))
-        out.append(buf, n);
-    const int status = pclose(p);
-    BOOST_TEST(status == 0, command << " exited with " << status);
-    return out;
-}
+using tl_test::run_command;
 
 } // namespace
 

@@ -11,6 +11,8 @@
 #include <tinylm/serve/text_model.hpp>
 #include <tinylm/tokenizer/hf_json.hpp>
 
+#include "../support/run_command.hpp"
+
 #include <boost/test/unit_test.hpp>
 
 #include <unistd.h>
@@ -63,17 +65,7 @@ const fs::path& model_folder() {
     return dir;
 }
 
-std::string run_command(const std::string& command) {
-    std::string out;
-    FILE* p = popen(command.c_str(), "r");
-    BOOST_TEST_REQUIRE(p != nullptr);
-    char buf[4096];
-    while (const std::size_t n = std::fread(buf, 1, sizeof buf, p))
-        out.append(buf, n);
-    const int status = pclose(p);
-    BOOST_TEST_REQUIRE(status == 0, command << " exited with " << status);
-    return out;
-}
+using tl_test::run_command;
 
 fs::path write(const std::string& name, const std::string& text) {
     const fs::path p = temp_dir() / name;
