@@ -243,11 +243,7 @@ int main(int argc, char** argv) {
     recipes::data_flags data;
     bool fresh = false, smoke = false;
     std::uint64_t seed = 1;
-    const char* models_env = std::getenv("TINYLM_MODELS_DIR");
-    const char* home = std::getenv("HOME");
-    s.base = (models_env && *models_env ? fs::path(models_env)
-                                        : fs::path(home ? home : ".") / ".cache" / "tinylm" / "models") /
-             "all-MiniLM-L6-v2";
+    s.base = recipes::default_model("all-MiniLM-L6-v2");
 
     CLI::App app{"Fine-tune a sentence encoder for retrieval (full, LoRA, QLoRA) and compare with the base model"};
     recipes::show_defaults(app);

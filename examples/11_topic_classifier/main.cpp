@@ -232,11 +232,7 @@ int main(int argc, char** argv) {
     recipes::data_flags data;
     bool smoke = false;
     std::uint64_t seed = 1;
-    const char* models_env = std::getenv("TINYLM_MODELS_DIR");
-    const char* home = std::getenv("HOME");
-    s.base = (models_env && *models_env ? fs::path(models_env)
-                                        : fs::path(home ? home : ".") / ".cache" / "tinylm" / "models") /
-             "all-MiniLM-L6-v2";
+    s.base = recipes::default_model("all-MiniLM-L6-v2");
 
     CLI::App app{"Classify jokes by theme (bag of n-grams vs a sentence encoder) and balance the corpus by theme"};
     recipes::show_defaults(app);
@@ -245,20 +241,28 @@ int main(int argc, char** argv) {
                    "labelled JSONL with theme and text (empty: <data>/jokes/anekdoty_themed.jsonl)");
     app.add_option("--base", s.base, "the sentence encoder: a sentence-transformers folder or a BertModel folder");
     app.add_option("--out", s.out, "run directory (report.md, metrics.json, balanced.jsonl)");
-    app.add_option("--min-count", s.min_count, "themes with fewer jokes are left out")->check(CLI::Range(2, 1000000));
-    app.add_option("--test-fraction", s.test_fraction, "share of each theme held out")->check(CLI::Range(0.05, 0.9));
+    app.add_option("--min-count", s.min_count, "themes with fewer jokes are left out")
+        ->check(recipes::in_range(std::size_t{2}, std::size_t{1000000}, "jokes a theme needs"));
+    app.add_option("--test-fraction", s.test_fraction, "share of each theme held out")
+        ->check(recipes::in_range(0.05, 0.9, "share of each theme held out"));
     app.add_option("--epochs", s.head.epochs, "passes over the training split (both heads)")
-        ->check(CLI::Range(1, 100000));
-    app.add_option("--batch", s.head.batch, "rows per AdamW step")->check(CLI::Range(1, 65536));
-    app.add_option("--lr", s.head.lr, "AdamW learning rate (both heads)")->check(CLI::PositiveNumber);
+        ->check(recipes::in_range(1, 100000, "passes over the training split"));
+    app.add_option("--batch", s.head.batch, "rows per AdamW step")
+        ->check(recipes::in_range(tl::index_t{1}, tl::index_t{65536}, "rows per AdamW step"));
+    app.add_option("--lr", s.head.lr, "AdamW learning rate (both heads)")
+        ->check(recipes::above(0.0, "AdamW learning rate"));
     app.add_option("--weight-decay", s.head.weight_decay, "AdamW decoupled weight decay of W")
-        ->check(CLI::NonNegativeNumber);
-    app.add_option("--bits", s.bits, "2^bits hashed n-gram buckets (the baseline)")->check(CLI::Range(8, 20));
-    app.add_option("--max-length", s.max_length, "tokens per text for the encoder")->check(CLI::Range(8, 8192));
-    app.add_option("--eval-batch", s.eval_batch, "texts per encoder forward")->check(CLI::Range(1, 65536));
-    app.add_option("--per-class", s.per_class, "balanced jokes per theme (0: the smallest theme, no repeats)");
+        ->check(recipes::at_least(0.0, "AdamW weight decay"));
+    app.add_option("--bits", s.bits, "2^bits hashed n-gram buckets (the baseline)")
+        ->check(recipes::in_range(8, 20, "bits of the hashed n-gram buckets"));
+    app.add_option("--max-length", s.max_length, "tokens per text for the encoder")
+        ->check(recipes::in_range(8, 8192, "tokens per text"));
+    app.add_option("--eval-batch", s.eval_batch, "texts per encoder forward")
+        ->check(recipes::in_range(1, 65536, "texts per encoder forward"));
+    app.add_option("--per-class", s.per_class, "balanced jokes per theme (0: the smallest theme, no repeats)")
+        ->check(recipes::at_least(std::size_t{0}, "balanced jokes per theme; 0: the smallest theme"));
     app.add_option("--repeats", s.repeats, "held-out splits (seeds seed, seed + 1, ...), each training both heads")
-        ->check(CLI::Range(1, 100));
+        ->check(recipes::in_range(1, 100, "held-out splits"));
     app.add_option(
         "--classify", s.classify,
         "unlabelled JSONL: themes predicted by the baseline head, then balanced (classified_balanced.jsonl)");
@@ -273,18 +277,18 @@ int main(int argc, char** argv) {
         const fs::path input =
             s.input.empty() ? tl::find_data_dir(data.dir) / "jokes" / "anekdoty_themed.jsonl" : fs::path(s.input);
         if (!fs::exists(input)) { // exit code 2: the smoke test reports "skipped"
-            std::fprintf(stderr, "11_topic_classifier: %s is missing (docs/data.md)\n", input.c_str());
+            std::fprintf(stderr, "error: 11_topic_classifier: %s is missing (docs/data.md)\n", input.c_str());
             return 2;
         }
         if (!fs::is_directory(s.base)) {
             std::fprintf(stderr,
-                         "11_topic_classifier: the encoder %s is missing; scripts/fetch-models.sh fetches "
+                         "error: 11_topic_classifier: the encoder %s is missing; scripts/fetch-models.sh fetches "
                          "all-MiniLM-L6-v2, or give --base DIR\n",
                          s.base.c_str());
             return 2;
         }
         const fs::path out = s.out;
-        fs::create_directories(out);
+        recipes::prepare_out_dir(out, "--out");
 
         const labelled_rows r = read_themes(input, s);
         tl::check(r.classes.size() >= 2, [&] {
@@ -411,12 +415,16 @@ int main(int argc, char** argv) {
         }
         report += "\n## Themes before and after balancing\n\n" + table + classified_report;
         metrics["balance"] = {{"before", b.before}, {"after", b.after}, {"repeated", b.repeated}};
-        std::ofstream(out / "report.md") << report;
-        std::ofstream(out / "metrics.json") << metrics.dump(2) << '\n';
+        const auto write = [](const fs::path& file, const std::string& text) {
+            std::ofstream f(file);
+            f << text;
+            tl::check(bool(f), [&] { return "11_topic_classifier: cannot write " + file.string() + " (disk full?)"; });
+        };
+        write(out / "report.md", report);
+        write(out / "metrics.json", metrics.dump(2) + "\n");
         std::printf("report: %s\n", (out / "report.md").c_str());
         return 0;
     } catch (const std::exception& e) {
-        std::fprintf(stderr, "11_topic_classifier: %s\n", e.what());
-        return 1;
+        return recipes::report_error(e);
     }
 }

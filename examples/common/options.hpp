@@ -17,6 +17,7 @@
 #include <CLI/CLI.hpp>
 
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 
@@ -27,6 +28,16 @@ namespace recipes {
 inline void show_defaults(CLI::App& app) {
     app.option_defaults()->always_capture_default();
     one_line_errors(app);
+}
+
+// A pretrained model's folder in the models dir: $TINYLM_MODELS_DIR, else ~/.cache/tinylm/models (where
+// scripts/fetch-models.sh puts them; tests/support/models.hpp looks in the same place).
+inline std::filesystem::path default_model(const std::string& name) {
+    const char* env = std::getenv("TINYLM_MODELS_DIR");
+    const char* home = std::getenv("HOME");
+    const std::filesystem::path dir =
+        env && *env ? std::filesystem::path(env) : std::filesystem::path(home ? home : ".") / ".cache/tinylm/models";
+    return dir / name;
 }
 
 // Where the data is, and the threads that prepare it (cleaning, tokenizer training, shards; the prepared files
