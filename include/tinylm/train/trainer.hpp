@@ -316,8 +316,9 @@ public:
         return state_.step < options_.max_steps ? train_outcome::paused : train_outcome::finished;
     }
 
-    // Rank 0 writes; the others have the same weights and optimizer state. With zero a collective: the moments are
-    // gathered into the full optimizer for the write, then dropped again.
+    // Rank 0 writes; the others have the same weights and optimizer state. A collective: every rank calls it at the
+    // same step and waits for the write; with zero the moments are gathered into the full optimizer for the write,
+    // then dropped again.
     void save() {
         if (checkpoint_dir().empty()) return;
         if (comm_.size() > 1)
@@ -331,21 +332,26 @@ public:
                 if (t.zero_) t.opt_.reset_state([](const std::string&) { return false; });
             }
         } drop{*this};
-        if (!comm_.is_root()) return;
-        save_training_checkpoint(model_, opt_, state_, checkpoint_dir(), options_.special, [&](const fs::path& stage) {
-            if (add_to_checkpoint) add_to_checkpoint(stage);
-            if constexpr (!requires { requires Model::bert_layout; }) { // decoders: what generate() reads
-                hf_generation_config g = options_.generation.value_or(hf_generation_config{});
-                if (options_.generation) {
-                    g.bos_token_id = options_.special.bos;
-                    g.eos_token_ids.clear();
-                    if (options_.special.eos >= 0) g.eos_token_ids.push_back(options_.special.eos);
-                    g.pad_token_id = options_.special.pad;
-                    write_generation_config(stage, g);
-                }
-                if (options_.card) write_model_card(stage, g);
-            }
-        });
+        if (comm_.is_root()) {
+            save_training_checkpoint(
+                model_, opt_, state_, checkpoint_dir(), options_.special, [&](const fs::path& stage) {
+                    if (add_to_checkpoint) add_to_checkpoint(stage);
+                    if constexpr (!requires { requires Model::bert_layout; }) { // decoders: what generate() reads
+                        hf_generation_config g = options_.generation.value_or(hf_generation_config{});
+                        if (options_.generation) {
+                            g.bos_token_id = options_.special.bos;
+                            g.eos_token_ids.clear();
+                            if (options_.special.eos >= 0) g.eos_token_ids.push_back(options_.special.eos);
+                            g.pad_token_id = options_.special.pad;
+                            write_generation_config(stage, g);
+                        }
+                        if (options_.card) write_model_card(stage, g);
+                    }
+                });
+        }
+        // A checkpoint is complete for every rank when save() returns: no rank may look for it (a restart in the
+        // same job) before rank 0 has swapped it in. An error on rank 0 aborts the job, so no rank waits forever.
+        comm_.barrier();
     }
 
 private:
