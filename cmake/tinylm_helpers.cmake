@@ -11,6 +11,13 @@ function(tinylm_set_warnings target)
   endif()
 endfunction()
 
+# A test executable's optimisation in Release builds (TINYLM_TEST_OPTIMIZATION, after the build type's -O3).
+function(tinylm_set_test_optimization target)
+  if(TINYLM_TEST_OPTIMIZATION)
+    target_compile_options(${target} PRIVATE $<$<CONFIG:Release>:${TINYLM_TEST_OPTIMIZATION}>)
+  endif()
+endfunction()
+
 # tinylm_add_test(name SOURCES a.cpp b.cpp [LIBS ...] [LABELS ...] [SHARED_DATA])
 # One Boost.Test executable per area, linked against the shared unit_test_framework. Test cases that need the
 # data dir (tl_test::needs_data, tests/support/data.hpp) make the executable exit with 77 when their data is
@@ -24,6 +31,7 @@ function(tinylm_add_test name)
   target_compile_definitions(${name} PRIVATE BOOST_TEST_DYN_LINK
                                              TINYLM_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
   tinylm_set_warnings(${name})
+  tinylm_set_test_optimization(${name})
   set(_tests ${name})
   if(ARG_SHARED_DATA)
     add_test(NAME ${name} COMMAND ${name} --log_level=message --report_level=short "--run_test=!@shared_data")
