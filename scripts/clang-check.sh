@@ -17,7 +17,9 @@ CXX=$cxx cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DTINYLM_WERROR=ON -D
 python3 - "$build/compile_commands.json" "$jobs" <<'PY'
 import json, shlex, subprocess, sys
 from concurrent.futures import ThreadPoolExecutor
-entries = json.load(open(sys.argv[1]))
+# The sanitized subset below compiles its own translation units with clang anyway.
+built_below = ("/test_core.dir/", "/test_chat.dir/", "/test_data.dir/", "/fuzz_replay.dir/")
+entries = [e for e in json.load(open(sys.argv[1])) if not any(t in e["command"] for t in built_below)]
 def check(e):
     args = shlex.split(e["command"])
     out, skip = [], False
@@ -36,7 +38,7 @@ with ThreadPoolExecutor(int(sys.argv[2])) as pool:
         if rc != 0 or err:
             print(err, end="")
         failed += rc != 0
-print(f"clang-check: {len(entries)} translation units, {failed} failed")
+print(f"clang-check: {len(entries)} translation units (and the sanitized ones below), {failed} failed")
 sys.exit(1 if failed else 0)
 PY
 cmake --build "$build" -j "$jobs" --target test_core test_chat test_data fuzz_replay
