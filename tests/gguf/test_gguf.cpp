@@ -755,6 +755,45 @@ BOOST_AUTO_TEST_CASE(errors_name_the_problem) {
     write_file(s.dir / "huge.gguf", huge);
     const std::string overflow = error_of([&] { gg::reader r(s.dir / "huge.gguf"); });
     BOOST_TEST(overflow.find("has more elements than the file could hold") != std::string::npos, overflow);
+
+    // Metadata of the wrong type, or describing no model: the message names the file and the key (fuzz_gguf found
+    // the architecture check without the file). Files of metadata only: GGUF v3, no tensors.
+    struct kv {
+        std::string key;
+        std::uint32_t type; // 4: u32, 8: string
+        std::string bytes;
+    };
+    auto metadata_file = [&](const std::string& name, const std::vector<kv>& kvs) {
+        std::string f("GGUF", 4);
+        auto add = [&](std::uint64_t v, int n) { f.append(reinterpret_cast<const char*>(&v), std::size_t(n)); };
+        add(3, 4), add(0, 8), add(kvs.size(), 8);
+        for (const kv& e : kvs) {
+            add(e.key.size(), 8), f += e.key, add(e.type, 4);
+            if (e.type == 8) add(e.bytes.size(), 8);
+            f += e.bytes;
+        }
+        write_file(s.dir / name, f);
+        return s.dir / name;
+    };
+    const std::string four("\x04\0\0\0", 4), zero("\0\0\0\0", 4);
+    const fs::path numeric_arch = metadata_file("numeric_arch.gguf", {{"general.architecture", 4, four}});
+    std::string m = error_of([&] { gguf_model_config(gg::reader(numeric_arch)); });
+    BOOST_TEST(m.find(numeric_arch.string() + ": general.architecture has value type 4, not a string") !=
+                   std::string::npos,
+               m);
+    const fs::path gpt2 = metadata_file("gpt2.gguf", {{"general.architecture", 8, "gpt2"}});
+    m = error_of([&] { gguf_model_config(gg::reader(gpt2)); });
+    BOOST_TEST(m.find(gpt2.string() + ": architecture \"gpt2\" is not read") != std::string::npos, m);
+    std::vector<kv> llama = {{"general.architecture", 8, "llama"},    {"llama.vocab_size", 4, four},
+                             {"llama.embedding_length", 4, four},     {"llama.block_count", 4, four},
+                             {"llama.attention.head_count", 4, zero}, {"llama.feed_forward_length", 4, four},
+                             {"llama.context_length", 4, four}};
+    llama.push_back({"llama.attention.layer_norm_rms_epsilon", 6, std::string("\0\0\x80\x3f", 4)}); // f32 1.0
+    const fs::path no_heads = metadata_file("no_heads.gguf", llama);
+    m = error_of([&] { gguf_model_config(gg::reader(no_heads)); });
+    BOOST_TEST(m.find(no_heads.string() + " describes no valid model: model_config: n_heads and n_kv_heads must be "
+                                          "positive") != std::string::npos,
+               m);
 }
 
 // For the torch test gguf_python_reads_tinylm: with TINYLM_GGUF_EXPORT_DIR set, writes the Llama and Mixtral

@@ -442,11 +442,19 @@ void write_gguf(const Model& model, const hf_folder& folder, const gguf_options&
 // scaling) are refused: the scaling parameters are not in the file.
 inline model_config gguf_model_config(const gguf::reader& r) {
     const std::string arch = r.at("general.architecture").as_string();
-    check(arch == "llama" || arch == "qwen2",
-          [&] { return "gguf: architecture \"" + arch + "\" is not read (llama and qwen2 are)"; });
-    check(r.find_tensor("rope_freqs.weight") == nullptr, "gguf: rope_freqs (Llama 3 rope scaling) is not read back");
+    check(arch == "llama" || arch == "qwen2", [&] {
+        return "gguf: " + r.path().string() + ": architecture \"" + arch + "\" is not read (llama and qwen2 are)";
+    });
+    check(r.find_tensor("rope_freqs.weight") == nullptr,
+          [&] { return "gguf: " + r.path().string() + ": rope_freqs (Llama 3 rope scaling) is not read back"; });
     const std::string a = arch + ".";
-    auto u = [&](const std::string& key) { return static_cast<int>(r.at(a + key).as_uint()); };
+    auto u = [&](const std::string& key) {
+        const std::uint64_t v = r.at(a + key).as_uint();
+        check(v <= 1u << 30, [&] {
+            return "gguf: " + r.path().string() + ": " + a + key + " = " + std::to_string(v) + " is out of range";
+        });
+        return static_cast<int>(v);
+    };
     model_config c;
     c.vocab_size =
         r.find(a + "vocab_size") ? u("vocab_size") : static_cast<int>(r.at("tokenizer.ggml.tokens").strings().size());
@@ -454,17 +462,25 @@ inline model_config gguf_model_config(const gguf::reader& r) {
     c.n_layers = u("block_count");
     c.n_heads = u("attention.head_count");
     c.n_kv_heads = r.find(a + "attention.head_count_kv") ? u("attention.head_count_kv") : c.n_heads;
-    const int head = r.find(a + "attention.key_length") ? u("attention.key_length") : c.d_model / c.n_heads;
-    c.d_head = head == c.d_model / c.n_heads ? 0 : head;
+    const int even_split = c.n_heads > 0 ? c.d_model / c.n_heads : 0;
+    const int head = r.find(a + "attention.key_length") ? u("attention.key_length") : even_split;
+    c.d_head = head == even_split ? 0 : head;
     c.d_ff = u("feed_forward_length");
     c.max_seq_len = u("context_length");
     if (const gguf::value* v = r.find(a + "rope.freq_base")) c.rope_theta = v->as_float();
     c.norm_eps = r.at(a + "attention.layer_norm_rms_epsilon").as_float();
     c.qkv_bias = arch == "qwen2";
     c.tied_embeddings = r.find_tensor("output.weight") == nullptr;
-    if (const gguf::value* v = r.find(a + "expert_count"); v && v->as_uint() > 0) {
-        c.moe.n_experts = static_cast<int>(v->as_uint());
+    if (r.find(a + "expert_count") && u("expert_count") > 0) {
+        c.moe.n_experts = u("expert_count");
         c.moe.top_k = u("expert_used_count");
+    }
+    try {
+        check_config(c);
+    } catch (const error& e) {
+        std::string why = e.what();
+        if (why.starts_with("tinylm: ")) why.erase(0, 8);
+        fail("gguf: " + r.path().string() + " describes no valid model: " + why);
     }
     return c;
 }

@@ -96,6 +96,7 @@ struct value {
     std::variant<std::uint64_t, std::int64_t, double, bool, std::string, std::vector<std::string>,
                  std::vector<std::int64_t>, std::vector<double>>
         data;
+    std::string where{}; // read from a file: "gguf: FILE: KEY", so that a value of the wrong type names both
 
     static value u32(std::uint32_t v) { return {value_type::u32, value_type::u8, std::uint64_t(v)}; }
     static value u64(std::uint64_t v) { return {value_type::u64, value_type::u8, v}; }
@@ -122,8 +123,12 @@ private:
     const T& get(const char* want) const {
         const T* p = std::get_if<T>(&data);
         check(p != nullptr, [&] {
-            return std::string("gguf: metadata value of type ") + std::to_string(static_cast<std::uint32_t>(type)) +
-                   " is not " + want;
+            std::string m = where.empty() ? std::string("gguf: metadata value") : where;
+            m += " has value type ";
+            m += std::to_string(static_cast<std::uint32_t>(type));
+            m += ", not ";
+            m += want;
+            return m;
         });
         return *p;
     }
@@ -412,6 +417,7 @@ public:
             std::string key = get_string("metadata key");
             const auto t = static_cast<value_type>(get<std::uint32_t>("value type of " + key));
             kv_.emplace_back(key, read_value(t, key));
+            kv_.back().second.where = "gguf: " + path.string() + ": " + key;
         }
         if (const value* a = find("general.alignment")) {
             alignment_ = static_cast<std::uint32_t>(a->as_uint());
@@ -458,6 +464,7 @@ public:
         in_ = nullptr;
     }
 
+    const fs::path& path() const { return path_; }
     std::uint32_t file_version() const { return version_; }
     std::uint32_t alignment() const { return alignment_; }
     std::uint64_t data_offset() const { return data_offset_; }
