@@ -17,7 +17,8 @@ CXX=$cxx cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DTINYLM_WERROR=ON -D
 python3 - "$build/compile_commands.json" "$jobs" <<'PY'
 import json, shlex, subprocess, sys
 from concurrent.futures import ThreadPoolExecutor
-entries = json.load(open(sys.argv[1]))
+# The .cu files of tinylm::cuda are nvcc's (its host compiler is GCC); the C++ that uses them is checked here.
+entries = [e for e in json.load(open(sys.argv[1])) if not e["file"].endswith(".cu")]
 def check(e):
     args = shlex.split(e["command"])
     out, skip = [], False

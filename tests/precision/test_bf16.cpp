@@ -9,6 +9,7 @@
 #include <tinylm/model/presets.hpp>
 #include <tinylm/optim/adamw.hpp>
 #include <tinylm/optim/clip.hpp>
+#include <tinylm/train/trainer.hpp>
 
 #include <boost/test/unit_test.hpp>
 
@@ -214,6 +215,39 @@ BOOST_AUTO_TEST_CASE(training_in_bf16_tracks_f32, *boost::unit_test::preconditio
     BOOST_TEST(f32.back() < f32.front() / 3);
     BOOST_TEST(bf16.back() < bf16.front() / 3);
     BOOST_TEST(bf16 != f32); // the bf16 run did round
+}
+
+// trainer_options::matmul_precision: the run computes in bf16 (its losses differ from an f32 run's, within the
+// bound above) and the process is back in f32 when run() returns.
+BOOST_AUTO_TEST_CASE(trainer_runs_in_bf16_and_restores_f32, *boost::unit_test::precondition(bf16_precondition{})) {
+    std::vector<token_t> tokens;
+    for (int i = 0; i < 3000; ++i)
+        tokens.push_back(token_t((i * 7 + i / 13) % 97));
+    auto run = [&](precision p) {
+        decoder<presets::tiny> model(3);
+        token_windows src(tokens, 1);
+        trainer_options o;
+        o.batch_size = 4;
+        o.seq_len = 32;
+        o.max_steps = 8;
+        o.warmup_steps = 2;
+        o.eval_every = 0;
+        o.eval_windows = 2;
+        o.checkpoint_every = 0;
+        o.matmul_precision = p;
+        trainer t(model, src, tokens, o);
+        std::vector<double> losses;
+        t.on_step = [&](const step_report& r) { losses.push_back(r.loss); };
+        t.run();
+        BOOST_TEST((cpu_precision() == precision::f32));
+        return losses;
+    };
+    const std::vector<double> f32 = run(precision::f32), bf16 = run(precision::bf16);
+    BOOST_TEST_REQUIRE(f32.size() == 8u);
+    BOOST_TEST_REQUIRE(bf16.size() == 8u);
+    BOOST_TEST(bf16 != f32);
+    for (std::size_t s = 0; s < f32.size(); ++s)
+        BOOST_TEST(std::abs(bf16[s] - f32[s]) <= 0.02 * f32[s] + 0.02, "step " << s + 1);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -16,6 +16,7 @@
 #endif
 
 #include <tinylm/backend/backend.hpp>
+#include <tinylm/backend/precision.hpp>
 #include <tinylm/core/error.hpp>
 #include <tinylm/core/simd.hpp>
 
@@ -32,9 +33,6 @@
 #include <vector>
 
 namespace tl {
-
-// The arithmetic of the CPU backend's matrix products (set_cpu_precision, onednn.hpp).
-enum class precision { f32, bf16 };
 
 namespace detail {
 
