@@ -12,6 +12,6 @@
 int main(int argc, char* argv[]) {
     const int rc = boost::unit_test::unit_test_main(&init_unit_test, argc, argv);
     if (rc != 0 || tl_test::data_skips() == 0) return rc;
-    std::printf("%d test case(s) skipped: their data is not in the data dir\n", tl_test::data_skips());
+    std::printf("%d test case(s) skipped: their data (or the device they need) is not here\n", tl_test::data_skips());
     return tl_test::skip_exit_code;
 }

@@ -11,6 +11,7 @@
 #include "bench_configs.hpp"
 #include "gemm_ceiling.hpp"
 
+#include <tinylm/backend/default.hpp>
 #include <tinylm/io/hf_checkpoint.hpp>
 #include <tinylm/io/safetensors.hpp>
 #include <tinylm/model/decoder.hpp>
@@ -25,6 +26,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -46,6 +48,7 @@ struct settings {
     std::string save_init;
     bool runtime_sizes = false;
     std::uint64_t seed = 1;
+    std::string precision = "f32";
 };
 
 // Model: decoder<Config> (sizes fixed at compile time) or decoder<families::llama> (the same sizes read at run
@@ -56,6 +59,19 @@ int run(const settings& s, int default_batch) {
     const tl::index_t B = s.batch > 0 ? s.batch : default_batch, T = Config::value.max_seq_len;
     const tl::index_t vocab = Config::value.vocab_size;
 
+    // bf16: the products in bf16 with f32 accumulation, everything else f32 (docs/precision.md); the ceiling below
+    // stays f32.
+#ifdef TINYLM_HAS_ONEDNN
+    std::optional<tl::scoped_cpu_precision> bf16;
+#else
+    std::optional<int> bf16;
+#endif
+#ifdef TINYLM_HAS_ONEDNN
+    if (s.precision == "bf16") bf16.emplace(tl::precision::bf16);
+#else
+    tl::check(s.precision == "f32",
+              "bench_train: --precision bf16 needs oneDNN (configure with TINYLM_WITH_ONEDNN=ON)");
+#endif
     auto model = std::make_unique<model_t>(Config::value, s.seed);
     if (!s.save_init.empty()) tl::save_pretrained(*model, std::filesystem::path(s.save_init) / "init");
     model->set_gradient_checkpointing(s.checkpointing);
@@ -93,18 +109,21 @@ int run(const settings& s, int default_batch) {
         std::fprintf(stderr, "tinylm %s step %d: loss %.5f, %.3f s\n", s.config.c_str(), step, double(loss), t);
     }
     const double rss = bench::peak_rss_mib(); // before the ceiling's buffers
+    bf16.reset();
     bench::gemm_ceiling_result ceiling;
     if (s.ceiling) ceiling = bench::measure_gemm_ceiling<typename model_t::backend>(Config::value, B * T);
 
-    std::printf("{\"impl\": \"tinylm\", \"variant\": \"%s\", \"sizes\": \"%s\", \"config\": \"%s\", \"batch\": %lld, "
+    std::printf("{\"impl\": \"tinylm\", \"variant\": \"%s\", \"precision\": \"%s\", \"sizes\": \"%s\", \"config\": "
+                "\"%s\", \"batch\": %lld, "
                 "\"seq_len\": %lld, "
                 "\"checkpointing\": %s, \"threads\": %d, \"parameters\": %lld, \"flops_per_token\": %.6g, "
                 "\"tokens_per_step\": %lld, "
                 "\"step_seconds\": %s, \"losses\": %s, \"peak_rss_mib\": %.1f, \"activation_mib\": %.1f, "
                 "\"parameter_arena_mib\": %.1f, \"gemm_model_shapes_gflops\": %.2f, \"gemm_square_gflops\": %.2f, "
                 "\"gemm_model_shapes_seconds\": %.4f}\n",
-                std::string(model_t::backend::name).c_str(), s.runtime_sizes ? "run-time" : "compile-time",
-                s.config.c_str(), (long long)B, (long long)T, s.checkpointing ? "true" : "false", omp_get_max_threads(),
+                std::string(model_t::backend::name).c_str(), s.precision.c_str(),
+                s.runtime_sizes ? "run-time" : "compile-time", s.config.c_str(), (long long)B, (long long)T,
+                s.checkpointing ? "true" : "false", omp_get_max_threads(),
                 (long long)tl::parameter_count(Config::value), tl::flops_per_token(Config::value, int(T)),
                 (long long)(B * T), bench::json_array(step_seconds).c_str(), bench::json_array(losses).c_str(), rss,
                 double(model->activation_bytes()) / (1 << 20), double(model->parameter_arena_bytes()) / (1 << 20),
@@ -129,6 +148,10 @@ int main(int argc, char** argv) {
     app.add_option("--steps", s.steps, "timed steps")->check(CLI::PositiveNumber);
     app.add_option("--warmup", s.warmup, "untimed steps first");
     app.add_option("--seed", s.seed, "initialisation and token seed");
+    app.add_option("--precision", s.precision,
+                   "f32, or bf16: matrix products in bf16 with f32 accumulation (AVX-512 BF16 or AMX; "
+                   "docs/precision.md)")
+        ->check(CLI::IsMember({"f32", "bf16"}));
     app.add_flag("!--no-ceiling", s.ceiling, "skip the GEMM ceiling measurement");
     app.add_flag("--checkpointing", s.checkpointing, "gradient checkpointing per block (recompute in backward)");
     app.add_flag("--runtime-sizes", s.runtime_sizes,

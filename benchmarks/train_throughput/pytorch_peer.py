@@ -37,6 +37,8 @@ def parse():
     ap.add_argument("--attn", choices=["sdpa", "eager"], default="sdpa")
     ap.add_argument("--optimizer", choices=["fused", "foreach"], default="fused")
     ap.add_argument("--no-ceiling", action="store_true")
+    ap.add_argument("--autocast-bf16", action="store_true",
+                    help="forward and loss under torch.autocast('cpu', bfloat16), fp32 weights (docs/precision.md)")
     ap.add_argument("--check", metavar="DIR", help="load DIR/init and DIR/batch.safetensors; compare the first loss")
     ap.add_argument("--seed", type=int, default=1)
     return ap.parse_args()
@@ -183,7 +185,8 @@ def main():
         ids, targets = random_batch(B, T, V, step, args.seed)
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        loss = mean_ce(forward, ids, targets)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.autocast_bf16):
+            loss = mean_ce(forward, ids, targets)
         loss.backward()
         opt.step()
         t = time.perf_counter() - t0
@@ -205,7 +208,7 @@ def main():
         "gemm_model_shapes_seconds": shape_seconds, "compile_first_step_seconds": compile_seconds,
         "settings": {"torch": torch.__version__, "threads": torch.get_num_threads(),
                      "interop_threads": torch.get_num_interop_threads(), "attn": args.attn,
-                     "optimizer": args.optimizer, "compile": args.compile,
+                     "optimizer": args.optimizer, "compile": args.compile, "autocast_bf16": args.autocast_bf16,
                      "checkpointing": args.checkpointing,
                      "matmul_precision": torch.get_float32_matmul_precision(),
                      "mkldnn": torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled,

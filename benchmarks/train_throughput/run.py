@@ -63,8 +63,9 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=0, help="sequences per step (default: the config's, a 16, b 8, 150m 4)")
     ap.add_argument("--variants", nargs="+", default=["tinylm", "eager", "compiled"],
-                    choices=["tinylm", "eager", "compiled", "tinylm-ckpt", "eager-ckpt"],
-                    help="-ckpt: with gradient checkpointing per block (bench_train/pytorch_peer.py --checkpointing)")
+                    choices=["tinylm", "eager", "compiled", "tinylm-ckpt", "eager-ckpt", "tinylm-bf16", "eager-bf16"],
+                    help="-ckpt: with gradient checkpointing per block (bench_train/pytorch_peer.py --checkpointing); "
+                         "-bf16: bf16 products (bench_train --precision bf16; pytorch_peer.py --autocast-bf16)")
     ap.add_argument("--out", type=Path, help="write every process's JSON here")
     ap.add_argument("--check", action="store_true", help="only check that both build the same model (config a)")
     args = ap.parse_args()
@@ -91,9 +92,12 @@ def main():
             for v in args.variants:
                 ckpt = ["--checkpointing"] if v.endswith("-ckpt") else []
                 if v.startswith("tinylm"):
-                    res = run_json([exe, *common, "--warmup", args.warmup, *ckpt], env)
+                    bf16 = ["--precision", "bf16"] if v == "tinylm-bf16" else []
+                    res = run_json([exe, *common, "--warmup", args.warmup, *ckpt, *bf16], env)
                 elif v.startswith("eager"):
-                    res = run_json(peer + [*common, "--warmup", args.warmup, "--threads", args.threads, *ckpt], env)
+                    bf16 = ["--autocast-bf16"] if v == "eager-bf16" else []
+                    res = run_json(peer + [*common, "--warmup", args.warmup, "--threads", args.threads, *ckpt, *bf16],
+                                   env)
                 else:
                     res = run_json(peer + [*common, "--warmup", args.warmup + 1, "--threads", args.threads,
                                            "--compile"], env)
@@ -129,11 +133,12 @@ def report(results, variants):
                   f"{100 * gf / shapes if shapes else 0:>6.1f}% {100 * gf / square if square else 0:>6.1f}% "
                   f"{statistics.median(r['peak_rss_mib'] for r in runs):>9.0f} "
                   f"{runs[0]['activation_mib'] if 'activation_mib' in runs[0] else '-':>7} {len(runs):>6}")
-        for mine, v in (("tinylm", "eager"), ("tinylm", "compiled"), ("tinylm-ckpt", "eager-ckpt")):
+        for mine, v in (("tinylm", "eager"), ("tinylm", "compiled"), ("tinylm-ckpt", "eager-ckpt"),
+                        ("tinylm-bf16", "tinylm"), ("tinylm-bf16", "eager-bf16"), ("eager-bf16", "eager")):
             if mine in rows and v in rows:
                 common = sorted(set(rows[mine]) & set(rows[v]))
                 ratios = [rows[mine][k] / rows[v][k] for k in common]
-                print(f"{config:<6} ratio {mine} / pytorch {v}: {statistics.median(ratios):.3f} "
+                print(f"{config:<6} ratio {mine} / {v if v.startswith('tinylm') else 'pytorch ' + v}: {statistics.median(ratios):.3f} "
                       f"(rounds: {', '.join(f'{x:.3f}' for x in ratios)})")
 
 

@@ -35,6 +35,8 @@
 #include <tinylm/dist/data_parallel.hpp>
 #include <tinylm/dist/zero.hpp>
 
+#include <tinylm/backend/default.hpp>
+#include <tinylm/backend/precision.hpp>
 #include <tinylm/io/model_card.hpp>
 #include <tinylm/optim/adamw.hpp>
 #include <tinylm/optim/clip.hpp>
@@ -46,9 +48,12 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <concepts>
 #include <csignal>
 #include <cstdio>
 #include <functional>
+#include <optional>
+#include <type_traits>
 
 namespace tl {
 
@@ -79,6 +84,9 @@ struct trainer_options {
     dist::communicator* communicator = nullptr;
     std::size_t bucket_bytes = dist::gradient_buckets::default_bucket_bytes; // gradient all-reduce buckets
     bool zero = false; // ZeRO-1 when distributed: AdamW's moments sharded over the ranks
+    // bf16: the model's matrix products in bf16 with f32 accumulation while run() runs (docs/precision.md); needs
+    // the onednn_cpu backend on a CPU with AVX-512 BF16 or AMX, and refuses with the reason elsewhere.
+    precision matmul_precision = precision::f32;
 };
 
 struct step_report {
@@ -93,6 +101,29 @@ struct step_report {
 enum class train_outcome { finished, paused, interrupted };
 
 namespace detail {
+#ifdef TINYLM_HAS_ONEDNN
+template <class Model>
+concept computes_with_onednn = requires {
+    typename Model::backend;
+}
+&&std::same_as<typename Model::backend, onednn_cpu>;
+#endif
+// The precision of the model's products for the duration of a run: a scoped_cpu_precision for bf16, nothing
+// for f32.
+template <class Model>
+auto run_precision(precision p) {
+#ifdef TINYLM_HAS_ONEDNN
+    if constexpr (computes_with_onednn<Model>) {
+        if (p == precision::f32) return std::optional<scoped_cpu_precision>();
+        return std::optional<scoped_cpu_precision>(std::in_place, p);
+    } else
+#endif
+    {
+        check(p == precision::f32, "trainer: matmul_precision bf16 needs the onednn_cpu backend (tinylm::onednn, "
+                                   "the default backend when oneDNN is enabled); this model computes with another");
+        return 0;
+    }
+}
 inline std::atomic<int> interrupt_requests{0};
 extern "C" inline void on_interrupt(int) { interrupt_requests.store(1); }
 } // namespace detail
@@ -195,6 +226,7 @@ public:
     }
 
     train_outcome run() {
+        [[maybe_unused]] const auto products = detail::run_precision<Model>(options_.matmul_precision);
         restore();
         const bool distributed = comm_.size() > 1;
         if (distributed) join_ranks();

@@ -1,0 +1,34 @@
+// src/cuda/device.cu: devices, the arena's single allocation and copies (tinylm/cuda/device.hpp).
+#include "check.cuh"
+
+#include <tinylm/cuda/device.hpp>
+
+namespace tl::gpu {
+
+int device_count() {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        (void)cudaGetLastError(); // no driver or no device: clear the sticky error, report none
+        return 0;
+    }
+    return n;
+}
+
+device_arena::device_arena(const arena_plan& plan) : bytes_(plan.bytes()) {
+    if (bytes_ == 0) return;
+    detail::cuda_check(cudaMalloc(&base_, bytes_), "cudaMalloc of the device arena");
+}
+
+device_arena::~device_arena() {
+    if (base_) (void)cudaFree(base_);
+}
+
+void copy_to_device(void* device_dst, const void* host_src, std::size_t bytes) {
+    detail::cuda_check(cudaMemcpy(device_dst, host_src, bytes, cudaMemcpyHostToDevice), "cudaMemcpy to the device");
+}
+void copy_to_host(void* host_dst, const void* device_src, std::size_t bytes) {
+    detail::cuda_check(cudaMemcpy(host_dst, device_src, bytes, cudaMemcpyDeviceToHost), "cudaMemcpy to the host");
+}
+void synchronize() { detail::cuda_check(cudaDeviceSynchronize(), "cudaDeviceSynchronize"); }
+
+} // namespace tl::gpu
