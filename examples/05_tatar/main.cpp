@@ -733,11 +733,13 @@ int main(int argc, char** argv) try {
     std::vector<variant_result> results;
     for (const auto& [name, what] : variant_descriptions) {
         if (!wanted(name)) continue;
-        if (run.fresh)
+        if (run.fresh) {
+            const fs::path variant_dir = options.out_dir / name; // clang 14 cannot capture a structured binding
             recipes::root_only(world, [&] {
-                fs::remove_all(options.out_dir / name / "checkpoint");
-                fs::remove(options.out_dir / name / "run_stats.json");
+                fs::remove_all(variant_dir / "checkpoint");
+                fs::remove(variant_dir / "run_stats.json");
             });
+        }
         results.push_back(run_variant(name, options.out_dir / name, compare_at));
         if (results.back().interrupted) {
             std::printf("interrupted; run the same command again to resume\n");
