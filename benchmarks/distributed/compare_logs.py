@@ -27,4 +27,5 @@ for name, x, y in (("training loss", a[0], b[0]), ("validation loss", a[1], b[1]
         continue
     worst = max(abs(x[s] - y[s]) / abs(y[s]) for s in steps)
     last = steps[-1]
-    print(f"{name}: {len(steps)} steps, largest relative difference {worst:.1e}; step {last}: {x[last]:.6f} vs {y[last]:.6f}")
+    print(f"{name}: {len(steps)} steps, largest relative difference {worst:.1e}; "
+          f"step {last}: {x[last]:.6f} vs {y[last]:.6f}")

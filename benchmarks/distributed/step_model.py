@@ -10,7 +10,8 @@ hide it, but the last bucket (--last-bucket-params: the embedding, final only wh
     t_exposed = max(t_allreduce(S_last), t_allreduce(S) - overlap * t_compute).
 
     python3 benchmarks/distributed/step_model.py --params 4.7e6 --compute-s 0.95
-    python3 benchmarks/distributed/step_model.py --params 1.32e8 --compute-s 1.0 --overlap 0.6 --last-bucket-params 3.1e6
+    python3 benchmarks/distributed/step_model.py --params 1.32e8 --compute-s 1.0 --overlap 0.6 \
+        --last-bucket-params 6.55e6
 """
 import argparse
 

@@ -10,13 +10,13 @@
 //   model.backward(scale, [&](index_t stage) { buckets.ready(stage); }); // the model's backward hook
 //   buckets.finish();                         // starts what is left, waits, copies the sums back
 // The model calls the hook each time some gradients are final, with a stage that falls as backward goes down
-// (decoder: n_layers after the head and final norm, l after block l); stage_of(entry) is the stage whose call makes
-// that entry's gradient final (-1: only when backward returns, as the embedding's). ready(stage) starts every bucket, in order, whose entries are all
-// final, so a bucket's transfer runs while backward computes the blocks below it, and lets the transfers of the
-// buckets already started advance (MPI progresses them only inside its calls). reduce() is begin() + finish():
-// all buckets after backward. Every rank starts the same buckets in the same order (the same model, the same
-// stages), as MPI requires. Which entries train is read at every begin(), so freezing between steps works; every
-// rank must freeze the same.
+// (decoder: n_layers after the head and final norm, l after block l); stage_of(entry) is the stage whose call
+// makes that entry's gradient final (-1: only when backward returns, as the embedding's). ready(stage) starts
+// every bucket, in order, whose entries are all final, so a bucket's transfer runs while backward computes the
+// blocks below it, and lets the transfers of the buckets already started advance (MPI progresses them only inside
+// its calls). reduce() is begin() + finish(): all buckets after backward. Every rank starts the same buckets in
+// the same order (the same model, the same stages), as MPI requires. Which entries train is read at every
+// begin(), so freezing between steps works; every rank must freeze the same.
 #pragma once
 
 #include <tinylm/dist/communicator.hpp>

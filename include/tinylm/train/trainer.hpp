@@ -20,14 +20,17 @@
 // every rank draws the whole batch from its source (so the batches and their order do not depend on N) and
 // trains on its own rows (dist::part_of: contiguous, in rank order). Rank 0's weights go to every rank at the
 // start; each micro-batch's loss is weighted by the rank's share of the global count of target tokens, so the
-// gradient summed over ranks (dist::gradient_buckets, after the last micro-batch only) is that of one process
-// training the whole batch; clipping, the optimizer step and the divergence check then run on identical data on
-// every rank. Validation windows are split over the ranks. Rank 0 alone calls the hooks (on_step, on_eval) and
-// writes checkpoints; every rank resumes from the same checkpoint folder (a shared file system). A run whose
-// ranks disagree on settings or step refuses to start; an error on one rank ends the job (communicator::abort).
-// options.zero (AdamW only): ZeRO-1 (dist/zero.hpp): gradients reduce-scattered, each rank steps AdamW on its
-// 1/N of the parameters and keeps only that part of the moments, the updated parts all-gathered; checkpoints
-// gather the moments into the usual full form, so a run resumes with any N, with or without zero.
+// gradient summed over ranks (dist::gradient_buckets, in the last micro-batch only: each bucket's all-reduce
+// starts inside its backward as soon as the bucket is final, through the decoder's backward hook) is that of one
+// process training the whole batch; experts sum their balancing statistics over the ranks (the global batch's
+// balancing loss) and LoRA draws the dropout masks of the rank's rows of the global batch; clipping, the
+// optimizer step and the divergence check then run on identical data on every rank. Validation windows are split over
+// the ranks. Rank 0 alone calls the hooks (on_step, on_eval) and writes checkpoints; every rank resumes from the same
+// checkpoint folder (a shared file system). A run whose ranks disagree on settings or step refuses to start; an error
+// on one rank ends the job (communicator::abort). options.zero (AdamW only): ZeRO-1 (dist/zero.hpp): gradients
+// reduce-scattered, each rank steps AdamW on its 1/N of the parameters and keeps only that part of the moments, the
+// updated parts all-gathered; checkpoints gather the moments into the usual full form, so a run resumes with any N,
+// with or without zero.
 #pragma once
 
 #include <tinylm/core/memory_budget.hpp>
