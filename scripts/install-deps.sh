@@ -19,6 +19,7 @@ packages=(
   libcpp-httplib-dev     # tinylm serve (OpenAI-compatible HTTP server)
   libedit-dev            # tinylm chat (line editing)
   openmpi-bin libopenmpi-dev # tinylm::mpi: data-parallel training under mpirun (tests labelled mpi)
+  strace                 # the recipes under mpirun: rank 1 must write nothing (tests/dist/recipe_under_mpi.sh)
 )
 
 missing=()

@@ -3,6 +3,11 @@
 //   OMP_NUM_THREADS=1 mpirun -np 2 build/benchmarks/distributed/bench_distributed --config a   # 2 ranks x 1 thread
 //   OMP_NUM_THREADS=2 build/benchmarks/distributed/bench_distributed --config a                # 1 rank x 2 threads
 //   mpirun -np 2 build/benchmarks/distributed/bench_distributed --allreduce                    # bandwidth only
+//   OMP_NUM_THREADS=1 mpirun -np 2 build/benchmarks/distributed/bench_distributed --overlap both --bucket-mib 4
+//
+// --overlap: the gradient all-reduce started inside backward as buckets complete (on), after backward (off), or
+// both runs one after the other (both); each prints the buckets, how many were started before backward ended and
+// the median time the step then still waited for the all-reduce (the communication backward did not hide).
 //
 // Training: the trainer (train/trainer.hpp) on uniform random tokens, global batch --batch x the config's context,
 // --steps optimizer steps; tokens/s is the global batch over the median step after the first (warm-up). The
@@ -31,7 +36,7 @@ double median(std::vector<double> v) {
 }
 
 template <class Config>
-void train_throughput(tl::dist::communicator& comm, int batch, int steps) {
+void train_throughput(tl::dist::communicator& comm, int batch, int steps, bool overlap, double bucket_mib) {
     using model_t = tl::decoder<Config>;
     const tl::index_t T = Config::value.max_seq_len;
     auto model = std::make_unique<model_t>(1);
@@ -49,17 +54,24 @@ void train_throughput(tl::dist::communicator& comm, int batch, int steps) {
     o.eval_windows = 0;
     o.checkpoint_every = 0;
     o.communicator = &comm;
+    o.overlap_reduce = overlap;
+    o.bucket_bytes = std::size_t(bucket_mib * double(1 << 20));
     tl::trainer<model_t, tl::token_windows> t(*model, source, std::vector<tl::token_t>{}, o);
-    std::vector<double> step_seconds;
+    std::vector<double> step_seconds, wait_seconds;
     t.on_step = [&](const tl::step_report& r) {
-        if (r.step > 1) step_seconds.push_back(double(batch * T) / r.tokens_per_second);
+        if (r.step == 1) return; // warm-up
+        step_seconds.push_back(double(batch * T) / r.tokens_per_second);
+        wait_seconds.push_back(t.gradient_buckets().finish_seconds());
     };
     t.run();
+    const auto& buckets = t.gradient_buckets();
     if (comm.is_root())
         std::printf("{\"what\": \"train\", \"ranks\": %d, \"threads_per_rank\": %d, \"batch\": %d, \"seq_len\": %d, "
-                    "\"median_step_s\": %.4f, \"tokens_per_s\": %.0f}\n",
-                    comm.size(), omp_get_max_threads(), batch, int(T), median(step_seconds),
-                    double(batch * T) / median(step_seconds));
+                    "\"overlap\": %s, \"buckets\": %zu, \"started_during_backward\": %zu, "
+                    "\"median_wait_after_backward_s\": %.4f, \"median_step_s\": %.4f, \"tokens_per_s\": %.0f}\n",
+                    comm.size(), omp_get_max_threads(), batch, int(T), overlap ? "true" : "false",
+                    buckets.bucket_count(), buckets.started_during_backward(), median(wait_seconds),
+                    median(step_seconds), double(batch * T) / median(step_seconds));
 }
 
 void allreduce_bandwidth(tl::dist::communicator& comm, int reps) {
@@ -88,20 +100,27 @@ int main(int argc, char** argv) {
     std::string config = "a";
     int batch = 16, steps = 6, reps = 10;
     bool allreduce_only = false;
+    std::string overlap = "on";
+    double bucket_mib = 25;
     app.add_option("--config", config, "a (4.7M parameters, context 256) or tiny")->check(CLI::IsMember({"a", "tiny"}));
     app.add_option("--batch", batch, "global batch (sequences)");
     app.add_option("--steps", steps, "optimizer steps (the first is not timed)");
     app.add_option("--reps", reps, "all-reduce repetitions per size");
     app.add_flag("--allreduce", allreduce_only, "measure the all-reduce only");
+    app.add_option("--overlap", overlap, "all-reduce during backward (on), after it (off), or both runs (both)")
+        ->check(CLI::IsMember({"on", "off", "both"}));
+    app.add_option("--bucket-mib", bucket_mib, "gradient bucket size in MiB")->check(CLI::PositiveNumber);
     CLI11_PARSE(app, argc, argv);
     try {
         tl::dist::communicator& comm = tl::dist::world();
-        if (!allreduce_only) {
-            if (config == "a")
-                train_throughput<bench::config_a>(comm, batch, steps);
-            else
-                train_throughput<tl::presets::tiny>(comm, batch, steps);
-        }
+        if (!allreduce_only)
+            for (const bool on : {false, true}) {
+                if ((on && overlap == "off") || (!on && overlap == "on")) continue;
+                if (config == "a")
+                    train_throughput<bench::config_a>(comm, batch, steps, on, bucket_mib);
+                else
+                    train_throughput<tl::presets::tiny>(comm, batch, steps, on, bucket_mib);
+            }
         if (comm.size() > 1 || allreduce_only) allreduce_bandwidth(comm, reps);
     } catch (const std::exception& e) {
         std::fprintf(stderr, "%s\n", e.what());

@@ -23,10 +23,14 @@
 //           every option with its default (option groups shared with 05 and 06: examples/common/options.hpp).
 // Output:   progress lines, validation loss and perplexity, the ten continuations; OUT/report.md (loss
 //           curves and samples), OUT/tensorboard, OUT/log.jsonl, OUT/checkpoint.
+// Ranks:    mpirun -np N build/examples/04_russian_novels ... trains data parallel (docs/distributed.md; --batch is
+//           the global batch): rank 0 prepares the data (the others wait, then read its cache), prints, logs,
+//           samples and writes; the other ranks only train and validate (examples/common/ranks.hpp).
 #include "checkpoint_files.hpp"
 #include "course_prompts.hpp"
 #include "options.hpp"
 #include "prepare.hpp"
+#include "ranks.hpp"
 #include "samples.hpp"
 
 #include <tinylm/core/data_dir.hpp>
@@ -42,6 +46,8 @@
 #include <cmath>
 #include <cstdio>
 #include <iostream>
+#include <optional>
+#include <span>
 
 namespace fs = std::filesystem;
 
@@ -54,9 +60,10 @@ using cpu_preset = tl::presets::named<"cpu", tl::presets::russian_novels_cpu>;
 using course_preset = tl::presets::named<"150m", tl::presets::russian_novels_150m>;
 
 template <class Config>
-int train(const recipes::prepared_data& data, tl::trainer_options options, std::uint64_t seed,
-          const recipes::sampling_flags& sampling, const std::string& title) {
+int train(tl::dist::communicator& world, const recipes::prepared_data& data, tl::trainer_options options,
+          std::uint64_t seed, const recipes::sampling_flags& sampling, const std::string& title) {
     using model_t = tl::decoder<Config>;
+    const bool root = world.is_root();
     tl::check(data.tok.vocab_size() <= std::size_t(Config::value.vocab_size), [&] {
         return "04_russian_novels: the tokenizer " + data.tokenizer_json.string() + " has " +
                std::to_string(data.tok.vocab_size()) + " tokens, more than the model's vocabulary of " +
@@ -87,11 +94,15 @@ int train(const recipes::prepared_data& data, tl::trainer_options options, std::
          .recipe = "examples/04_russian_novels"});
     tl::trainer run(model, batches, val_tokens, options);
     run.add_to_checkpoint = recipes::tokenizer_files(data.tok, Config::value.max_seq_len);
-    tl::run_logger logger(options.out_dir, title, options.max_steps, run.restore());
+    const long long first_step = run.restore();
+    std::optional<tl::run_logger> logger; // rank 0's (the trainer calls the hooks on rank 0 only)
     const double tokens = double(options.max_steps) * options.batch_size * options.seq_len * options.grad_accum;
-    logger.summary("model", std::to_string(tl::parameter_count(Config::value)) + " parameters, backend " +
-                                std::string(model_t::backend::name));
-    logger.summary("training tokens", std::to_string(static_cast<long long>(tokens)));
+    if (root) {
+        logger.emplace(options.out_dir, title, options.max_steps, first_step);
+        logger->summary("model", std::to_string(tl::parameter_count(Config::value)) + " parameters, backend " +
+                                     std::string(model_t::backend::name));
+        logger->summary("training tokens", std::to_string(static_cast<long long>(tokens)));
+    }
     std::printf("model: %lld parameters, %lld steps of %lld tokens (%.1fM tokens), backend %s\n",
                 static_cast<long long>(tl::parameter_count(Config::value)), options.max_steps,
                 static_cast<long long>(options.batch_size * options.seq_len * options.grad_accum), tokens / 1e6,
@@ -100,27 +111,30 @@ int train(const recipes::prepared_data& data, tl::trainer_options options, std::
         return recipes::continue_prompts(model, data.tok, course_prompts, new_tokens, sampling.sampling, seed);
     };
     double val_loss = NAN;
-    run.on_step = [&](const tl::step_report& r) { logger.step(r); };
+    run.on_step = [&](const tl::step_report& r) { logger->step(r); };
     run.on_eval = [&](long long step, double loss) {
-        logger.eval(step, loss);
+        logger->eval(step, loss);
         val_loss = loss;
-        if (step < options.max_steps) logger.samples(step, samples_of(sampling.new_tokens / 2));
+        if (step < options.max_steps) logger->samples(step, samples_of(sampling.new_tokens / 2));
     };
     if (run.run() == tl::train_outcome::interrupted) {
-        logger.finish();
+        if (!root) return 130;
+        logger->finish();
         std::printf("interrupted at step %lld; checkpoint in %s (run again to resume)\n", run.state().step,
                     run.checkpoint_dir().c_str());
         return 130;
     }
-    if (std::isnan(val_loss)) val_loss = run.evaluate();
+    world.broadcast_values(std::span<double>(&val_loss, 1), 0); // every rank decides alike: evaluate is collective
+    if (std::isnan(val_loss)) val_loss = run.evaluate();        // resumed after the last step
+    if (!root) return 0;
     const auto samples = samples_of(sampling.new_tokens);
-    logger.samples(-1, samples);
-    logger.summary("validation loss",
-                   std::to_string(val_loss) + " nats/token (perplexity " + std::to_string(std::exp(val_loss)) + ")");
+    logger->samples(-1, samples);
+    logger->summary("validation loss",
+                    std::to_string(val_loss) + " nats/token (perplexity " + std::to_string(std::exp(val_loss)) + ")");
     std::printf("\nvalidation loss %.4f nats/token, perplexity %.1f\n\n", val_loss, std::exp(val_loss));
     for (const auto& [prompt, text] : samples)
         std::printf("%s|%s\n\n", prompt.c_str(), text.c_str());
-    std::printf("report: %s\ncheckpoint: %s (Hugging Face layout, with tokenizer.json)\n", logger.finish().c_str(),
+    std::printf("report: %s\ncheckpoint: %s (Hugging Face layout, with tokenizer.json)\n", logger->finish().c_str(),
                 run.checkpoint_dir().c_str());
     return 0;
 }
@@ -161,6 +175,7 @@ int main(int argc, char** argv) try {
     const CLI::Option_group* training = recipes::add_training_options(app, options, run);
     recipes::add_sampling_options(app, sampling);
     CLI11_PARSE(app, argc, argv);
+    tl::dist::communicator& world = recipes::join_world();
     if (run.smoke) {
         max_files = 8;
         val_fraction = 0.3;
@@ -180,8 +195,10 @@ int main(int argc, char** argv) try {
     }
     options.min_lr = options.peak_lr / 10;
     options.warmup_steps = std::min<long long>(options.warmup_steps, options.max_steps / 5);
-    recipes::prepare_out_dir(options.out_dir, "--out");
-    if (run.fresh) fs::remove_all(options.out_dir / "checkpoint");
+    recipes::root_only(world, [&] { // no rank looks for a checkpoint before rank 0 removed it
+        recipes::prepare_out_dir(options.out_dir, "--out");
+        if (run.fresh) fs::remove_all(options.out_dir / "checkpoint");
+    });
 
     const fs::path data_dir = tl::find_data_dir(data_flags.dir), corpus = data_dir / "russian_novels" / "corpus";
     if (!fs::exists(corpus)) {
@@ -209,11 +226,12 @@ int main(int argc, char** argv) try {
                                   .threads = data_flags.threads};
     prep.clean.allowed = tl::data::alphabet::preset("russian");
     prep.tokenizer_file = tokenizer_file;
-    const recipes::prepared_data data = recipes::prepare_data(novels, data_cache, prep);
+    const recipes::prepared_data data =
+        recipes::root_first(world, [&] { return recipes::prepare_data(novels, data_cache, prep); });
     std::printf("data: ready after %.0f s\n", recipes::seconds_since(start));
     if (prepare_only) return 0;
     const int rc = tl::presets::visit<cpu_preset, course_preset>(preset, [&]<class P>() {
-        return train<P>(data, options, run.seed, sampling, "tinylm: Russian novels, " + preset + " preset");
+        return train<P>(world, data, options, run.seed, sampling, "tinylm: Russian novels, " + preset + " preset");
     });
     std::printf("total time %.1f minutes\n", recipes::seconds_since(start) / 60);
     return rc;

@@ -27,9 +27,14 @@
 // Output:   OUT/report.md (corpus, tokenizer, context in tokens and characters, the variants' validation
 //           losses, expert usage, samples), OUT/<variant>/{report.md,tensorboard,log.jsonl,checkpoint},
 //           OUT/model (the chosen checkpoint).
+// Ranks:    mpirun -np N build/examples/05_tatar/05_tatar ... trains every variant data parallel
+//           (docs/distributed.md; --batch is the global batch): rank 0 prepares the data (the others wait, then
+//           read its cache), prints, logs, samples, scores the QA sets and writes every file; the other ranks only
+//           train and validate, and follow rank 0's choice of variant (examples/common/ranks.hpp).
 #include "checkpoint_files.hpp"
 #include "options.hpp"
 #include "prepare.hpp"
+#include "ranks.hpp"
 #include "samples.hpp"
 
 #include <tinylm/core/data_dir.hpp>
@@ -49,6 +54,7 @@
 #include <iostream>
 #include <memory>
 #include <optional>
+#include <span>
 #include <sstream>
 #include <tuple>
 
@@ -321,11 +327,14 @@ void merge_run_stats(const fs::path& file, variant_result& res, double tps_sum, 
     std::ofstream(file) << j.dump() << '\n';
 }
 
+// Distributed, every rank calls it and trains; rank 0 alone logs, samples, scores the QA sets and writes (`qas` is
+// empty on the other ranks).
 template <class Config>
-variant_result train_variant(const std::string& name, const std::string& what, const prepared_data& data,
-                             tl::trainer_options options, std::uint64_t seed, const recipes::sampling_flags& sampling,
-                             const std::vector<qa_setup>& qas) {
+variant_result train_variant(tl::dist::communicator& world, const std::string& name, const std::string& what,
+                             const prepared_data& data, tl::trainer_options options, std::uint64_t seed,
+                             const recipes::sampling_flags& sampling, const std::vector<qa_setup>& qas) {
     using model_t = tl::decoder<Config>;
+    const bool root = world.is_root();
     constexpr tl::model_config c = Config::value;
     tl::check(data.tok.vocab_size() <= std::size_t(Config::value.vocab_size), [&] {
         return "05_tatar: the tokenizer " + data.tokenizer_json.string() + " has " +
@@ -364,14 +373,18 @@ variant_result train_variant(const std::string& name, const std::string& what, c
     tl::trainer run(model, batches, val_tokens, options);
     run.add_to_checkpoint = recipes::tokenizer_files(data.tok, c.max_seq_len);
     const long long stop = options.stop_at > 0 ? std::min(options.stop_at, options.max_steps) : options.max_steps;
-    tl::run_logger logger(options.out_dir, "tinylm: Tatar, " + name + " (" + what + ")", stop, run.restore());
+    const long long first_step = run.restore();
+    std::optional<tl::run_logger> logger; // rank 0's (the trainer calls the hooks on rank 0 only)
     const double tokens = double(stop) * double(options.batch_size * options.seq_len * options.grad_accum);
-    logger.summary("model", what + "; " + std::to_string(res.parameters) + " parameters (" +
-                                std::to_string(res.active) + " active per token), backend " +
-                                std::string(model_t::backend::name));
-    logger.summary("training FLOPs per token",
-                   std::to_string(res.flops_per_token / 1e6) + " M (context " + std::to_string(options.seq_len) + ")");
-    logger.summary("training tokens", std::to_string(static_cast<long long>(tokens)));
+    if (root) {
+        logger.emplace(options.out_dir, "tinylm: Tatar, " + name + " (" + what + ")", stop, first_step);
+        logger->summary("model", what + "; " + std::to_string(res.parameters) + " parameters (" +
+                                     std::to_string(res.active) + " active per token), backend " +
+                                     std::string(model_t::backend::name));
+        logger->summary("training FLOPs per token", std::to_string(res.flops_per_token / 1e6) + " M (context " +
+                                                        std::to_string(options.seq_len) + ")");
+        logger->summary("training tokens", std::to_string(static_cast<long long>(tokens)));
+    }
     std::printf("\n== %s: %s; %lld parameters (%lld active), %.2f MFLOP/token, steps to %lld of a %lld-step "
                 "schedule, %lld tokens each\n",
                 name.c_str(), what.c_str(), (long long)res.parameters, (long long)res.active, res.flops_per_token / 1e6,
@@ -382,7 +395,7 @@ variant_result train_variant(const std::string& name, const std::string& what, c
     double tps_sum = 0;
     long long tps_n = 0;
     run.on_step = [&](const tl::step_report& r) {
-        logger.step(r);
+        logger->step(r);
         tps_sum += r.tokens_per_second, ++tps_n;
         if constexpr (model_t::is_moe) {
             std::vector<std::vector<std::int64_t>> counts;
@@ -390,7 +403,7 @@ variant_result train_variant(const std::string& name, const std::string& what, c
                 const auto layer = model.expert_counts(l);
                 counts.emplace_back(layer.begin(), layer.end());
             }
-            logger.expert_usage(r.step, counts);
+            logger->expert_usage(r.step, counts);
             const auto [lo, hi] = usage_range(counts);
             res.step_usage_min = std::isnan(res.step_usage_min) ? lo : std::min(res.step_usage_min, lo);
             res.step_usage_max = std::isnan(res.step_usage_max) ? hi : std::max(res.step_usage_max, hi);
@@ -406,23 +419,26 @@ variant_result train_variant(const std::string& name, const std::string& what, c
         return recipes::continue_prompts(model, data.tok, tatar_prompts, new_tokens, sampling.sampling, seed);
     };
     run.on_eval = [&](long long step, double loss) {
-        logger.eval(step, loss);
+        logger->eval(step, loss);
         res.val_loss = loss;
-        if (step < stop) logger.samples(step, samples_of(sampling.new_tokens / 2));
+        if (step < stop) logger->samples(step, samples_of(sampling.new_tokens / 2));
     };
     const auto t0 = std::chrono::steady_clock::now();
     if (run.run() == tl::train_outcome::interrupted) {
-        logger.finish();
+        if (logger) logger->finish();
         res.interrupted = true;
         return res;
     }
     res.steps = run.state().step;
     res.seconds = seconds_since(t0);
-    merge_run_stats(options.out_dir / "run_stats.json", res, tps_sum, tps_n, usage_total);
+    // Every rank decides alike (evaluate is collective, and the variant chosen by the loss must be the same).
+    world.broadcast_values(std::span<double>(&res.val_loss, 1), 0);
     if (std::isnan(res.val_loss)) res.val_loss = run.evaluate();
+    if (!root) return res;
+    merge_run_stats(options.out_dir / "run_stats.json", res, tps_sum, tps_n, usage_total);
     if (!usage_total.empty()) std::tie(res.usage_min, res.usage_max) = usage_range(usage_total);
     res.samples = samples_of(sampling.new_tokens);
-    logger.samples(-1, res.samples);
+    logger->samples(-1, res.samples);
     if (!qas.empty()) {
         model_t untrained(seed); // the initial weights of this run
         for (const qa_setup& q : qas) {
@@ -431,16 +447,16 @@ variant_result train_variant(const std::string& name, const std::string& what, c
             sc.untrained = te::evaluate_qa(untrained, data.tok, q.set, q.options);
             sc.trained_mi = te::evaluate_qa(model, data.tok, q.set, q.mutual_info);
             sc.untrained_mi = te::evaluate_qa(untrained, data.tok, q.set, q.mutual_info);
-            logger.summary("QA " + q.name, sc.trained.summary() + "; by group " + sc.trained.group_summary());
-            logger.summary("QA " + q.name + ", untrained", sc.untrained.summary());
+            logger->summary("QA " + q.name, sc.trained.summary() + "; by group " + sc.trained.group_summary());
+            logger->summary("QA " + q.name + ", untrained", sc.untrained.summary());
             std::printf("%s: QA %s: %s\n  by group: %s\n  untrained: %s\n  mutual-information accuracy %.3f (untrained "
                         "%.3f)\n",
                         name.c_str(), q.name.c_str(), sc.trained.summary().c_str(), sc.trained.group_summary().c_str(),
                         sc.untrained.summary().c_str(), sc.trained_mi.accuracy(), sc.untrained_mi.accuracy());
         }
     }
-    logger.summary("validation loss", std::to_string(res.val_loss) + " nats/token");
-    logger.finish();
+    logger->summary("validation loss", std::to_string(res.val_loss) + " nats/token");
+    logger->finish();
     std::printf("%s: validation loss %.4f nats/token after %.0f s (%.0f tokens/s)\n", name.c_str(), res.val_loss,
                 res.seconds, res.tokens_per_s);
     return res;
@@ -621,6 +637,8 @@ int main(int argc, char** argv) try {
     app.add_option_group("Evaluation")
         ->add_option("--qa-set", qa_set_paths, "paraphrase QA facts (JSONL), repeatable; 'none': skip the benchmark");
     CLI11_PARSE(app, argc, argv);
+    tl::dist::communicator& world = recipes::join_world();
+    const bool root = world.is_root();
     if (run.smoke) {
         vocab = 400;
         val_fraction = 0.3;
@@ -648,7 +666,7 @@ int main(int argc, char** argv) try {
         at = comma + 1;
     }
 
-    recipes::prepare_out_dir(options.out_dir, "--out");
+    recipes::root_only(world, [&] { recipes::prepare_out_dir(options.out_dir, "--out"); });
     const fs::path data_dir = tl::find_data_dir(data_flags.dir), tatar_dir = data_dir / "tatar";
     const auto& files = run.smoke ? smoke_files : tatar_text_files;
     for (const auto& f : files)
@@ -672,7 +690,8 @@ int main(int argc, char** argv) try {
                                   .val_fraction = val_fraction,
                                   .threads = data_flags.threads};
     prep.tokenizer_file = tokenizer_file;
-    const prepared_data data = prepare(tatar_dir, files, leipzig, data_cache, prep);
+    const prepared_data data =
+        recipes::root_first(world, [&] { return prepare(tatar_dir, files, leipzig, data_cache, prep); });
     const compression comp = measure_compression(data);
     std::printf("data: ready after %.0f s; %.2f characters (%.2f bytes) per token on the validation split, so the "
                 "context of %lld tokens holds about %.0f characters\n",
@@ -680,8 +699,8 @@ int main(int argc, char** argv) try {
                 comp.chars_per_token * double(options.seq_len));
     if (prepare_only) return 0;
 
-    std::vector<qa_setup> qas;
-    if (!(qa_set_paths.size() == 1 && qa_set_paths[0] == "none")) {
+    std::vector<qa_setup> qas; // rank 0 scores them
+    if (root && !(qa_set_paths.size() == 1 && qa_set_paths[0] == "none")) {
         te::unigram_model unigram(data.tok.vocab_size());
         const td::token_shard train_shard(data.train_bin, data.info.hash);
         std::vector<tl::token_t> train_tokens(train_shard.size());
@@ -711,15 +730,19 @@ int main(int argc, char** argv) try {
         o.out_dir = dir;
         o.stop_at = stop_at;
         return tl::presets::visit<dense_variant, moe_variant, sliding_variant>(name, [&]<class P>() {
-            return train_variant<P>(name, variant_what(name), data, o, run.seed, sampling, qas);
+            return train_variant<P>(world, name, variant_what(name), data, o, run.seed, sampling, qas);
         });
     };
     std::vector<variant_result> results;
     for (const auto& [name, what] : variant_descriptions) {
         if (!wanted(name)) continue;
-        if (run.fresh)
-            fs::remove_all(options.out_dir / name / "checkpoint"),
-                fs::remove(options.out_dir / name / "run_stats.json");
+        if (run.fresh) {
+            const fs::path variant_dir = options.out_dir / name; // clang 14 cannot capture a structured binding
+            recipes::root_only(world, [&] {
+                fs::remove_all(variant_dir / "checkpoint");
+                fs::remove(variant_dir / "run_stats.json");
+            });
+        }
         results.push_back(run_variant(name, options.out_dir / name, compare_at));
         if (results.back().interrupted) {
             std::printf("interrupted; run the same command again to resume\n");
@@ -736,14 +759,16 @@ int main(int argc, char** argv) try {
     std::optional<variant_result> final_run;
     if (compare_at < options.max_steps) {
         const fs::path final_dir = options.out_dir / "final", marker = final_dir / "variant.txt";
-        std::string previous;
-        if (std::ifstream in(marker); in) std::getline(in, previous);
-        if (run.fresh || previous != chosen->name) fs::remove_all(final_dir);
-        if (!fs::exists(final_dir / "checkpoint" / "trainer_state.json")) {
-            fs::create_directories(final_dir);
-            fs::copy(chosen->dir / "checkpoint", final_dir / "checkpoint", fs::copy_options::recursive);
-            std::ofstream(marker) << chosen->name << "\n";
-        }
+        recipes::root_only(world, [&] {
+            std::string previous;
+            if (std::ifstream in(marker); in) std::getline(in, previous);
+            if (run.fresh || previous != chosen->name) fs::remove_all(final_dir);
+            if (!fs::exists(final_dir / "checkpoint" / "trainer_state.json")) {
+                fs::create_directories(final_dir);
+                fs::copy(chosen->dir / "checkpoint", final_dir / "checkpoint", fs::copy_options::recursive);
+                std::ofstream(marker) << chosen->name << "\n";
+            }
+        });
         std::printf("\n%s has the lowest validation loss at step %lld (%.4f): it continues to step %lld\n",
                     chosen->name.c_str(), compare_at, chosen->val_loss, options.max_steps);
         final_run = run_variant(chosen->name, final_dir, 0);
@@ -753,6 +778,7 @@ int main(int argc, char** argv) try {
             return 130;
         }
     }
+    if (!root) return 0; // the rest writes the model and the reports
     const variant_result& model_run = final_run ? *final_run : *chosen;
     const fs::path model_dir = options.out_dir / "model";
     fs::remove_all(model_dir);

@@ -19,6 +19,7 @@
 //           TensorBoard, loss curves), OUT/checkpoint (every --checkpoint-every steps: running the same command
 //           again continues the run bit-identically, also after kill -9; Ctrl-C saves one; --fresh starts over).
 #include "cli_checks.hpp"
+#include "ranks.hpp"
 #include "sft_recipe.hpp"
 
 #include <tinylm/model/registry.hpp>
@@ -78,6 +79,7 @@ int main(int argc, char** argv) try {
     app.add_option("--seed", in.train.seed, "split, batching, adapter and sampling seed");
     app.add_flag("--smoke", smoke, "a seconds-long run on a few instructions (for CI)");
     CLI11_PARSE(app, argc, argv);
+    tl::dist::communicator& world = recipes::join_world(); // rank 0 prints (examples/common/ranks.hpp)
     tl::check(!(full && qlora), "07_sft_instruct: --full and --qlora exclude each other");
     // The SFT assignment's four evaluation questions, as the assignment spells them, then eight more.
     in.prompts = {"сколько планет в нашей солнечной системе?",
@@ -122,7 +124,7 @@ int main(int argc, char** argv) try {
         return 2;
     }
 
-    recipes::prepare_out_dir(out, "--out");
+    recipes::root_only(world, [&] { recipes::prepare_out_dir(out, "--out"); });
     const tl::data::sft_read_options read{.system_prompt = system_prompt, .limit = limit};
     const tl::data::sft_format extra_format = tl::data::sft_format_from_name(data_format);
     std::vector<fs::path> files;

@@ -8,7 +8,12 @@
 // Training is the library's loop (train/trainer.hpp), so a run keeps checkpoints in OUT/checkpoint (the model,
 // with an adapter also in the PEFT format, AdamW's moments, the row order's position and the LoRA dropout state):
 // running the same command again continues it, bit-identically even after kill -9, and Ctrl-C saves first.
+// Under `mpirun -np N` (docs/distributed.md) every rank runs the recipe and the trainer trains data parallel
+// (the batch is the global batch); rank 0 alone samples, logs, saves, reloads and writes the report, the other
+// ranks train and validate and return 0 after training (examples/common/ranks.hpp).
 #pragma once
+
+#include "../common/ranks.hpp" // also for test_recipes, which lacks examples/common on its path
 
 #include <tinylm/data/sft.hpp>
 #include <tinylm/eval/generate.hpp>
@@ -27,6 +32,7 @@
 #include <fstream>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -290,7 +296,9 @@ int run(recipe_inputs in) {
     auto seconds = [](clock::time_point t) { return std::chrono::duration<double>(clock::now() - t).count(); };
     constexpr bool lora = Model::has_adapter;
     const auto& tr = in.train;
-    fs::create_directories(in.out);
+    tl::dist::communicator& world = tl::dist::world();
+    const bool root = world.is_root();
+    recipes::root_only(world, [&] { fs::create_directories(in.out); });
 
     // Base model, tokenizer, chat format.
     auto t0 = clock::now();
@@ -336,7 +344,8 @@ int run(recipe_inputs in) {
     const double val_before = validation_loss(*model, val_rows, tr.batch);
     std::printf("validation loss before: %.4f nats/token (%.1f s)\n", val_before, seconds(t0));
     t0 = clock::now();
-    const samples_t before = sample_basket(*model, tok, fmt, in.prompts, in.system_prompt, in.new_tokens, tr.seed);
+    samples_t before; // rank 0's
+    if (root) before = sample_basket(*model, tok, fmt, in.prompts, in.system_prompt, in.new_tokens, tr.seed);
     std::printf("samples before: %zu x %zu (%.1f s)\n", before.size(), in.prompts.size(), seconds(t0));
 
     // Training: the library's loop over the packed rows (each row once per epoch, in a seeded order), with
@@ -360,7 +369,9 @@ int run(recipe_inputs in) {
                                       .out_dir = in.out,
                                       .resume = !tr.fresh,
                                       .special = special};
-    if (tr.fresh) fs::remove_all(in.out / "checkpoint");
+    recipes::root_only(world, [&] { // no rank looks for a checkpoint before rank 0 removed it
+        if (tr.fresh) fs::remove_all(in.out / "checkpoint");
+    });
     tl::packed_rows batches(train_rows.ids, train_rows.targets, train_rows.doc_start, tr.time, tr.seed + 1);
     tl::trainer run(
         *model, batches, [&] { return validation_loss(*model, val_rows, tr.batch); }, options);
@@ -368,18 +379,20 @@ int run(recipe_inputs in) {
     const long long first_step = run.restore();
     if (first_step > 0)
         std::printf("resuming from %s at step %lld of %lld\n", run.checkpoint_dir().c_str(), first_step, tr.steps);
-    tl::run_logger logger(in.out / "training", in.title, tr.steps, first_step);
-    if (first_step == 0) logger.eval(0, val_before);
+    std::optional<tl::run_logger> logger; // rank 0's (the trainer calls the hooks on rank 0 only)
+    if (root) logger.emplace(in.out / "training", in.title, tr.steps, first_step);
+    if (root && first_step == 0) logger->eval(0, val_before);
     double tokens = 0;
     run.on_step = [&](const tl::step_report& r) {
         tokens += double(r.counted_targets);
-        logger.step(r);
+        logger->step(r);
         if (in.after_step) in.after_step(r.step);
     };
-    run.on_eval = [&](long long step, double loss) { logger.eval(step, loss); };
+    run.on_eval = [&](long long step, double loss) { logger->eval(step, loss); };
     const auto train_start = clock::now();
     if (run.run() == tl::train_outcome::interrupted) {
-        logger.finish();
+        if (!root) return 130;
+        logger->finish();
         std::printf("\ninterrupted at step %lld; checkpoint saved in %s (run again to resume)\n", run.state().step,
                     run.checkpoint_dir().c_str());
         return 130;
@@ -389,8 +402,9 @@ int run(recipe_inputs in) {
     const double val_after = history.contains("val_loss") && !history["val_loss"].empty()
                                  ? double(history["val_loss"].back()[1])
                                  : run.evaluate();
-    logger.summary("validation loss", std::to_string(val_before) + " before, " + std::to_string(val_after) + " after");
-    const fs::path training_report = logger.finish();
+    if (!root) return 0; // the rest samples, saves, reloads and reports
+    logger->summary("validation loss", std::to_string(val_before) + " before, " + std::to_string(val_after) + " after");
+    const fs::path training_report = logger->finish();
     std::printf("\nvalidation loss before %.4f, after %.4f nats/token (%s); training %.1f s (steps %lld to %lld, %.0f "
                 "labelled tokens)\n",
                 val_before, val_after, val_after < val_before ? "fell" : "DID NOT FALL", train_seconds, first_step + 1,

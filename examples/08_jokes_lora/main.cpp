@@ -23,6 +23,7 @@
 //           also after kill -9; Ctrl-C saves one; --fresh starts over).
 #include "cli_checks.hpp"
 #include "jokes_data.hpp"
+#include "ranks.hpp"
 #include "sft_recipe.hpp"
 
 #include <tinylm/core/data_dir.hpp>
@@ -96,6 +97,7 @@ int main(int argc, char** argv) try {
     app.add_flag("--smoke", o.smoke, "a seconds-long run on a few jokes (for CI)");
     app.add_flag("--data-only", o.data_only, "print the data report (cleaning, histograms) and stop: no base needed");
     CLI11_PARSE(app, argc, argv);
+    tl::dist::communicator& world = recipes::join_world(); // rank 0 prints (examples/common/ranks.hpp)
     // The LoRA ranks compiled in (the rank is part of the model type: one instantiation each).
     const auto with_rank = [&](auto&& f) { return tl::presets::visit_int<4, 8, 16>("--lora-rank", o.lora_rank, f); };
     with_rank([]<int>() { return 0; }); // an uncompiled rank stops here, before any data is read
@@ -128,7 +130,7 @@ int main(int argc, char** argv) try {
         return 2;
     }
 
-    recipes::prepare_out_dir(in.out, "--out");
+    recipes::root_only(world, [&] { recipes::prepare_out_dir(in.out, "--out"); });
     // Data.
     auto themed = jokes::read_themed(jokes_dir / "anekdoty_themed.jsonl", o.limit);
     auto rated = tl::data::read_rated_csv(

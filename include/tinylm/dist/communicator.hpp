@@ -6,7 +6,7 @@
 //   rank(), size()                      this process and the group's size
 //   broadcast(bytes, root)              root's bytes to everyone (initial weights, settings)
 //   all_reduce_sum(f32 | f64)           in place, non-blocking: returns a `pending` to wait() on (gradient
-//                                       buckets start while others are still being filled)
+//                                       buckets start while backward still computes the others)
 //   all_gather(mine, all)               every rank's equal-sized part, in rank order
 //   reduce_scatter_sum(all, mine)       the sum of everyone's `all`, of which this rank keeps part rank()
 //   barrier()
@@ -33,32 +33,40 @@
 
 namespace tl::dist {
 
-// A collective under way. wait() blocks until it completed (once; later calls return at once). Destroying an
-// unfinished pending waits too: the buffer it works on must not be freed under it.
+// A collective under way. wait() blocks until it completed (once; later calls return at once); test() returns
+// whether it completed without blocking, and lets the transport advance it (MPI progresses a non-blocking
+// collective only inside MPI calls, so a caller that computes between the start and the wait calls test() now and
+// then). Destroying an unfinished pending waits too: the buffer it works on must not be freed under it.
 class pending {
 public:
+    // poll(true) blocks until the collective completed; poll(false) returns whether it has. Both return true once
+    // it completed.
+    using poll_fn = std::function<bool(bool block)>;
+
     pending() = default; // already complete
-    explicit pending(std::function<void()> wait) : wait_(std::move(wait)) {}
-    pending(pending&& o) noexcept : wait_(std::exchange(o.wait_, nullptr)) {}
+    explicit pending(poll_fn poll) : poll_(std::move(poll)) {}
+    pending(pending&& o) noexcept : poll_(std::exchange(o.poll_, nullptr)) {}
     pending& operator=(pending&& o) noexcept {
         if (this != &o) {
             wait();
-            wait_ = std::exchange(o.wait_, nullptr);
+            poll_ = std::exchange(o.poll_, nullptr);
         }
         return *this;
     }
     pending(const pending&) = delete;
     pending& operator=(const pending&) = delete;
-    ~pending() {
-        if (wait_) wait_();
-    }
+    ~pending() { wait(); }
     void wait() {
-        if (auto w = std::exchange(wait_, nullptr)) w();
+        if (auto p = std::exchange(poll_, nullptr)) p(true);
     }
-    bool done() const { return !wait_; }
+    bool test() {
+        if (poll_ && poll_(false)) poll_ = nullptr;
+        return !poll_;
+    }
+    bool done() const { return !poll_; }
 
 private:
-    std::function<void()> wait_;
+    poll_fn poll_;
 };
 
 class communicator {

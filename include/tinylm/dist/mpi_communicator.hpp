@@ -100,7 +100,15 @@ private:
         if (n == 0) return {};
         MPI_Request request = MPI_REQUEST_NULL;
         MPI_Iallreduce(MPI_IN_PLACE, data, count_of(n, "all_reduce_sum"), type, MPI_SUM, comm_, &request);
-        return pending([request]() mutable { MPI_Wait(&request, MPI_STATUS_IGNORE); });
+        return pending([request](bool block) mutable {
+            if (block) {
+                MPI_Wait(&request, MPI_STATUS_IGNORE);
+                return true;
+            }
+            int done = 0;
+            MPI_Test(&request, &done, MPI_STATUS_IGNORE); // also advances it (MPI progresses inside its calls)
+            return done != 0;
+        });
     }
 
     MPI_Comm comm_ = MPI_COMM_NULL;

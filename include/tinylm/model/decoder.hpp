@@ -17,6 +17,7 @@
 #pragma once
 
 #include <tinylm/backend/default.hpp>
+#include <tinylm/model/backward_hook.hpp>
 #include <tinylm/model/block.hpp>
 #include <tinylm/model/kv_cache.hpp>
 #include <tinylm/model/parameter_table.hpp>
@@ -25,7 +26,9 @@
 #include <tinylm/ops/embedding.hpp>
 
 #include <algorithm>
+#include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace tl {
@@ -139,11 +142,11 @@ public:
     }
     // Adds d(loss)/d(parameter) given dhidden = d(loss)/d(hidden states) (B * T, d) of the last forward().
     // Experts: the balancing loss's gradient is added with weight moe.aux_loss_weight.
-    void backward_from_hidden(cview<float> dhidden) {
+    void backward_from_hidden(cview<float> dhidden, const backward_hook& hook = {}) {
         check(has_forward_, "decoder::backward_from_hidden: call forward() first");
         expect_shape("decoder::backward_from_hidden", "dhidden", dhidden, {batch_ * time_, config_.d_model});
         copy(dhidden, acts_.scratch.dnormed);
-        backward_blocks(1.0);
+        backward_blocks(hook, 1.0);
     }
 
     // Logits (B, T, V) for ids (B, T), written to `out` (inference: all logits materialised).
@@ -172,13 +175,62 @@ public:
         return expert_counts_[std::size_t(layer)];
     }
 
-    // Adds d(loss * scale)/d(parameter) into the gradients, for the last call of loss().
-    void backward(double scale = 1.0) {
+    // Adds d(loss * scale)/d(parameter) into the gradients, for the last call of loss(). `hook` (optional) is called
+    // as gradients become final (model/backward_hook.hpp). Experts: `aux_scale` >= 0 scales the balancing loss's
+    // gradient instead of `scale` (a data-parallel rank weights its cross-entropy by its share of the targets, but
+    // the balancing loss of the global batch, set_balance_statistics(), by 1).
+    void backward(double scale = 1.0, const backward_hook& hook = {}, double aux_scale = -1) {
         check(has_forward_ && has_targets_, "decoder::backward: call loss() first");
         auto& a = acts_;
         head_cross_entropy_backward<B, float>(a.scratch.dnormed, dhead_, a.ce, a.final_normed, head_, flat_targets(),
                                               a.ce_lse, scale); // no dW when frozen
-        backward_blocks(scale);
+        backward_blocks(hook, aux_scale >= 0 ? aux_scale : scale);
+    }
+
+    // Experts, data parallel: the balancing loss's statistics of the last forward (each balance's expert counts,
+    // router probability sums and row count, packed), for the ranks to sum; set_balance_statistics() puts the sums
+    // back, and aux_loss(), loss-level reporting and the next backward's balancing gradient are then those of the
+    // global batch, as one process routing every rank's rows would have them. Empty without experts.
+    std::vector<double> balance_statistics() const {
+        std::vector<double> out;
+        for (const moe_balance& b : acts_.balances) {
+            out.insert(out.end(), b.counts.begin(), b.counts.end());
+            out.insert(out.end(), b.prob_sum.begin(), b.prob_sum.end());
+            out.push_back(b.rows);
+        }
+        return out;
+    }
+    void set_balance_statistics(std::span<const double> stats) {
+        const std::size_t per = std::size_t(2 * config_.moe.n_experts + 1);
+        check(stats.size() == per * acts_.balances.size(), [&] {
+            return "decoder::set_balance_statistics: " + std::to_string(stats.size()) + " values, expected " +
+                   std::to_string(per * acts_.balances.size()) + " (balance_statistics() of the same model)";
+        });
+        std::size_t at = 0;
+        for (moe_balance& b : acts_.balances) {
+            for (index_t e = 0; e < b.counts.numel(); ++e)
+                b.counts[e] = stats[at++];
+            for (index_t e = 0; e < b.prob_sum.numel(); ++e)
+                b.prob_sum[e] = stats[at++];
+            b.rows = stats[at++];
+        }
+        update_aux_loss();
+    }
+
+    // The stage of backward (backward_hook) whose call makes the gradient of the parameter `name` final: the layer
+    // for model.layers.<l>.* (LoRA adapters included), n_layers for the final norm and an untied head, -1 for the
+    // embedding and anything else: final only when backward returns (a tied head is the embedding).
+    index_t backward_stage(std::string_view name) const {
+        constexpr std::string_view layers = "model.layers.";
+        if (name.starts_with(layers)) {
+            index_t l = 0;
+            std::size_t i = layers.size();
+            for (; i < name.size() && name[i] >= '0' && name[i] <= '9'; ++i)
+                l = l * 10 + index_t(name[i] - '0');
+            return i > layers.size() && i < name.size() && name[i] == '.' && l < config_.n_layers ? l : -1;
+        }
+        if (name.starts_with("model.norm") || name.starts_with("lm_head")) return config_.n_layers;
+        return -1;
     }
 
     // ---- inference with a KV cache ---------------------------------------------------------------------
@@ -305,12 +357,16 @@ private:
             b.clear();
         for (index_t l = 0; l < config_.n_layers; ++l)
             layer_forward(l, false);
+        update_aux_loss();
+        final_norm_.forward(a.final_normed, a.final_stats, a.xs.back());
+    }
+
+    void update_aux_loss() {
         if constexpr (is_moe) {
             aux_loss_ = 0;
-            for (const auto& b : a.balances)
-                aux_loss_ += b.loss() / double(a.balances.size());
+            for (const auto& b : acts_.balances)
+                aux_loss_ += b.loss() / double(acts_.balances.size());
         }
-        final_norm_.forward(a.final_normed, a.final_stats, a.xs.back());
     }
 
     attention_context context() const {
@@ -340,18 +396,22 @@ private:
     }
 
     // From d(loss)/d(final hidden states) in scratch.dnormed down to the embedding.
-    void backward_blocks(double scale) {
+    // aux_scale: the weight of the experts' balancing loss in the gradient.
+    void backward_blocks(const backward_hook& hook, double aux_scale) {
         check(!adapter_.merged, "decoder::backward: the adapter is merged; unmerge() it before training");
         has_forward_ = false;
         auto& a = acts_;
         final_norm_.backward(a.dx, a.scratch.dnormed, a.xs.back(), a.final_stats, grad_write::assign);
-        const double daux = config_.moe.aux_loss_weight * scale / double(std::max<std::size_t>(1, a.balances.size()));
+        if (hook) hook(config_.n_layers); // the head and the final norm
+        const double daux =
+            config_.moe.aux_loss_weight * aux_scale / double(std::max<std::size_t>(1, a.balances.size()));
         for (index_t l = config_.n_layers - 1; l >= 0; --l) {
             if (checkpointing_) layer_forward(l, true);
             adapter_.train = forward_training_; // the backward's dropout masks are the forward's
             blocks_[std::size_t(l)].backward(a.dx, a.xs[std::size_t(l)], layer_acts(l), a.scratch, context(), adapter_,
                                              {.balance = balance_of(l), .daux = daux});
             adapter_.train = false;
+            if (hook) hook(l); // block l and its adapters
         }
         if (dembed_.data) embedding_backward<float>(dembed_, a.ids.reshaped({batch_ * time_}), a.dx);
     }

@@ -32,6 +32,9 @@ inline constexpr std::array<const char*, lora_target_count> projection_modules =
 // What the adapter paths share across projections: dropout state and scratch (owned by the model).
 struct adapter_state {
     std::uint64_t dropout_seed = 0, dropout_calls = 0; // key and training-forward count of the masks
+    // Rows (tokens) of the batch before this process's: a data-parallel rank trains rows [row0, row0 + N) of the
+    // global batch and draws their masks as one process training the whole batch would (0 in a world of one).
+    index_t dropout_row0 = 0;
     index_t n_layers = 0;
     bool train = false;                     // inside a training forward: dropout is active
     bool merged = false;                    // W holds W + (alpha / r) B A; the adapter path is skipped
@@ -209,8 +212,9 @@ public:
                     .m = n, .n = in_, .k = r, .a = dh, .lda = r, .b = a_.data, .ldb = in_, .c = dxd, .ldc = in_});
                 const counter_rng rng = dropout_rng(s);
                 const float keep_scale = float(1.0 / (1.0 - double(lora.dropout)));
+                const index_t first = s.dropout_row0 * in_;
                 for (index_t i = 0; i < n * in_; ++i)
-                    if (keeps(rng, i)) dx.data[i] += dxd[i] * keep_scale;
+                    if (keeps(rng, first + i)) dx.data[i] += dxd[i] * keep_scale;
             }
         }
     }
@@ -264,9 +268,9 @@ private:
         const tensor_view<float> xd{s.x.data, {x.rows(), x.cols()}};
         const counter_rng rng = dropout_rng(s);
         const float keep_scale = float(1.0 / (1.0 - double(lora.dropout)));
-        const index_t n = x.numel();
+        const index_t n = x.numel(), first = s.dropout_row0 * x.cols();
         for (index_t i = 0; i < n; ++i)
-            xd.data[i] = keeps(rng, i) ? x.data[i] * keep_scale : 0.0f;
+            xd.data[i] = keeps(rng, first + i) ? x.data[i] * keep_scale : 0.0f;
         return xd;
     }
 

@@ -25,6 +25,9 @@ public:
     void set_dropout_seed(std::uint64_t s) { adapter_.dropout_seed = s; }
     std::uint64_t dropout_calls() const { return adapter_.dropout_calls; }
     void set_dropout_calls(std::uint64_t n) { adapter_.dropout_calls = n; }
+    // Data parallel: this process trains rows (tokens) [rows, ...) of each global batch; the masks are drawn as for
+    // the whole batch, so N ranks drop what one process would (the trainer sets it; 0 by default).
+    void set_dropout_row_offset(index_t rows) { adapter_.dropout_row0 = rows; }
     // A (r, in) and B (out, r) of projection t of layer l (empty when not targeted).
     struct lora_pair {
         tensor_view<float> a, b;

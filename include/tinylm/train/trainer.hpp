@@ -20,14 +20,17 @@
 // every rank draws the whole batch from its source (so the batches and their order do not depend on N) and
 // trains on its own rows (dist::part_of: contiguous, in rank order). Rank 0's weights go to every rank at the
 // start; each micro-batch's loss is weighted by the rank's share of the global count of target tokens, so the
-// gradient summed over ranks (dist::gradient_buckets, after the last micro-batch only) is that of one process
-// training the whole batch; clipping, the optimizer step and the divergence check then run on identical data on
-// every rank. Validation windows are split over the ranks. Rank 0 alone calls the hooks (on_step, on_eval) and
-// writes checkpoints; every rank resumes from the same checkpoint folder (a shared file system). A run whose
-// ranks disagree on settings or step refuses to start; an error on one rank ends the job (communicator::abort).
-// options.zero (AdamW only): ZeRO-1 (dist/zero.hpp): gradients reduce-scattered, each rank steps AdamW on its
-// 1/N of the parameters and keeps only that part of the moments, the updated parts all-gathered; checkpoints
-// gather the moments into the usual full form, so a run resumes with any N, with or without zero.
+// gradient summed over ranks (dist::gradient_buckets, in the last micro-batch only: each bucket's all-reduce
+// starts inside its backward as soon as the bucket is final, through the decoder's backward hook) is that of one
+// process training the whole batch; experts sum their balancing statistics over the ranks (the global batch's
+// balancing loss) and LoRA draws the dropout masks of the rank's rows of the global batch; clipping, the
+// optimizer step and the divergence check then run on identical data on every rank. Validation windows are split over
+// the ranks. Rank 0 alone calls the hooks (on_step, on_eval) and writes checkpoints; every rank resumes from the same
+// checkpoint folder (a shared file system). A run whose ranks disagree on settings or step refuses to start; an error
+// on one rank ends the job (communicator::abort). options.zero (AdamW only): ZeRO-1 (dist/zero.hpp): gradients
+// reduce-scattered, each rank steps AdamW on its 1/N of the parameters and keeps only that part of the moments, the
+// updated parts all-gathered; checkpoints gather the moments into the usual full form, so a run resumes with any N,
+// with or without zero.
 #pragma once
 
 #include <tinylm/core/memory_budget.hpp>
@@ -38,6 +41,7 @@
 #include <tinylm/backend/default.hpp>
 #include <tinylm/backend/precision.hpp>
 #include <tinylm/io/model_card.hpp>
+#include <tinylm/model/backward_hook.hpp>
 #include <tinylm/optim/adamw.hpp>
 #include <tinylm/optim/clip.hpp>
 #include <tinylm/optim/optimizer.hpp>
@@ -83,6 +87,9 @@ struct trainer_options {
     // The processes training together (dist/communicator.hpp); nullptr: dist::world().
     dist::communicator* communicator = nullptr;
     std::size_t bucket_bytes = dist::gradient_buckets::default_bucket_bytes; // gradient all-reduce buckets
+    // Start each bucket's all-reduce inside the step's last backward, as soon as its gradients are final (the
+    // model's backward hook: decoders), so that communication overlaps the rest of backward; off: after backward.
+    bool overlap_reduce = true;
     bool zero = false; // ZeRO-1 when distributed: AdamW's moments sharded over the ranks
     // bf16: the model's matrix products in bf16 with f32 accumulation while run() runs (docs/precision.md); needs
     // the onednn_cpu backend on a CPU with AVX-512 BF16 or AMX, and refuses with the reason elsewhere.
@@ -166,6 +173,9 @@ public:
     const training_state& state() const { return state_; }
     Opt& optimizer() { return opt_; }
     dist::communicator& communicator() { return comm_; }
+    // The gradient buckets of the data-parallel reduction, with what the last step did (bucket_count(),
+    // started_during_backward()).
+    const dist::gradient_buckets& gradient_buckets() const { return buckets_; }
 
     // The validation callable's loss, or the mean loss over the validation windows (NaN when there are none).
     // Distributed, a collective: the callable runs on every rank and rank 0's value counts; the windows are
@@ -233,6 +243,9 @@ public:
         const index_t rows = index_t(rows_.count()), row0 = index_t(rows_.begin);
         model_.set_gradient_checkpointing(options_.gradient_checkpointing);
         model_.plan(rows, options_.seq_len);
+        // LoRA dropout: the masks of this rank's rows are those one process would draw for them.
+        if constexpr (requires { model_.set_dropout_row_offset(index_t{}); })
+            model_.set_dropout_row_offset(row0 * options_.seq_len);
         detail::interrupt_requests.store(0);
         const auto previous = std::signal(SIGINT, detail::on_interrupt);
         struct restore {
@@ -268,10 +281,13 @@ public:
                     const index_t local = model_.counted_targets();
                     const index_t global = distributed ? count_targets(targets) : local;
                     const double share = !distributed ? 1.0 : global > 0 ? double(local) / double(global) : 0.0;
+                    // Experts: the balancing loss of the global micro-batch, weighted by 1 on every rank (below).
+                    if (distributed) loss = float(use_global_balance(loss));
                     sums[std::size_t(2 * micro)] = double(loss) * double(local);
                     // Rank 0 alone adds the global count (the same on every rank), so the sum below is exact.
                     sums[std::size_t(2 * micro + 1)] = comm_.is_root() ? double(global) : 0.0;
-                    model_.backward(share / options_.grad_accum);
+                    backward(share / options_.grad_accum, 1.0 / options_.grad_accum,
+                             distributed && micro + 1 == options_.grad_accum && overlaps());
                 }
                 sums.back() = detail::interrupt_requests.load() != 0 ? 1.0 : 0.0;
                 const auto& entries = model_.parameter_entries();
@@ -284,6 +300,8 @@ public:
                         norm = zero_->global_grad_norm(comm_);
                         if (options_.clip > 0 && norm > options_.clip)
                             zero_->scale_gradients(float(options_.clip / (norm + 1e-6))); // as clip_grad_norm
+                    } else if (overlaps()) {
+                        buckets_.finish(); // started inside backward
                     } else {
                         buckets_.reduce(comm_, entries);
                     }
@@ -397,6 +415,46 @@ private:
         }
     }
 
+    // Whether the step's last backward starts the gradient all-reduce (options.overlap_reduce, a model with a backward
+    // hook, no ZeRO: its reduce-scatter needs every gradient at once).
+    bool overlaps() const {
+        if constexpr (HookedBackward<Model>)
+            return options_.overlap_reduce && !zero_;
+        else
+            return false;
+    }
+
+    // model.backward(scale); experts: the balancing loss's gradient scaled by aux_scale; `overlap`: the gradient
+    // all-reduce started inside it (overlaps()).
+    void backward(double scale, double aux_scale, bool overlap) {
+        if constexpr (HookedBackward<Model>) {
+            if (!overlap) return model_.backward(scale, {}, aux_scale);
+            const auto& entries = model_.parameter_entries();
+            buckets_.begin(comm_, entries, [&](const parameter_entry& e) { return model_.backward_stage(e.name); });
+            model_.backward(
+                scale, [&](index_t stage) { buckets_.ready(stage); }, aux_scale);
+        } else {
+            model_.backward(scale);
+        }
+    }
+
+    // Experts, distributed: the balancing loss over the global micro-batch (its statistics summed over the ranks,
+    // decoder::set_balance_statistics), as one process training the whole batch has it; its gradient is then
+    // weighted by 1 on every rank, not by the rank's share of the targets (each rank's rows get their part of the
+    // one global loss). Returns `loss` (the rank's cross-entropy plus the balancing loss) with the global balancing
+    // loss in place of the rank's.
+    double use_global_balance(double loss) {
+        if constexpr (requires { requires Model::is_moe; }) {
+            balance_stats_ = model_.balance_statistics();
+            const double local_aux = model_.aux_loss();
+            comm_.all_reduce_sum(std::span<double>(balance_stats_)).wait();
+            model_.set_balance_statistics(balance_stats_);
+            return loss + model_.config().moe.aux_loss_weight * (model_.aux_loss() - local_aux);
+        } else {
+            return loss;
+        }
+    }
+
     static index_t count_targets(cview<token_t> targets) {
         index_t n = 0;
         for (token_t t : targets)
@@ -414,11 +472,12 @@ private:
         };
         add(std::to_string(options_.batch_size));
         add(std::to_string(options_.seq_len));
-        for (double v : {double(options_.grad_accum), double(options_.max_steps), double(options_.stop_at),
-                         options_.peak_lr, options_.min_lr, double(options_.warmup_steps), double(int(options_.decay)),
-                         options_.clip, double(options_.eval_every), double(options_.eval_windows),
-                         double(options_.checkpoint_every), double(options_.gradient_checkpointing),
-                         double(val_ids_.size()), double(validate_ ? 1 : 0), double(options_.zero)})
+        for (double v :
+             {double(options_.grad_accum), double(options_.max_steps), double(options_.stop_at), options_.peak_lr,
+              options_.min_lr, double(options_.warmup_steps), double(int(options_.decay)), options_.clip,
+              double(options_.eval_every), double(options_.eval_windows), double(options_.checkpoint_every),
+              double(options_.gradient_checkpointing), double(val_ids_.size()), double(validate_ ? 1 : 0),
+              double(options_.zero), double(options_.overlap_reduce)}) // the order of the collectives depends on it
             add(std::to_string(v));
         for (const parameter_entry& e : model_.parameter_entries()) {
             add(e.name);
@@ -500,6 +559,7 @@ private:
         return std::size_t(o.batch_size) * std::size_t(o.seq_len);
     }
     std::vector<index_t> doc_start_;
+    std::vector<double> balance_stats_; // experts, distributed: the balancing loss's statistics, summed over ranks
     dist::gradient_buckets buckets_;
     std::optional<dist::zero_partition> zero_; // options.zero and distributed
     std::optional<adamw> zero_opt_;            // AdamW over zero_'s slices
