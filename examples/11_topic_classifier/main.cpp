@@ -289,6 +289,7 @@ head_result finetune_and_score(const std::string& name, const std::vector<std::v
                 "kept; %.1f s)\n",
                 name.c_str(), h.metrics.accuracy, h.metrics.macro_f1, test.size(), fit.size(), validation.size(),
                 run.best_epoch, s.finetune_epochs, h.train_seconds);
+    std::fflush(stdout); // minutes per split: the log shows each as it ends
     return h;
 }
 
@@ -393,7 +394,8 @@ int main(int argc, char** argv) {
         "unlabelled JSONL: themes predicted by the baseline head, then balanced (classified_balanced.jsonl)");
     app.add_option("--classify-field", s.classify_field, "the text field of --classify rows");
     app.add_option("--seed", seed, "split, training order and balancing seed");
-    app.add_flag("--smoke", smoke, "a seconds-long run: the 5 largest themes, 20 epochs, 32 tokens (for CI)");
+    app.add_flag("--smoke", smoke,
+                 "a seconds-long run: the 5 largest themes, 20 epochs, 32 tokens, one fine-tuning epoch (for CI)");
     CLI11_PARSE(app, argc, argv);
 
     try {
