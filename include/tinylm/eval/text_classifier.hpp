@@ -8,7 +8,8 @@
 //
 // The features are computed once and stay fixed: only W (K x D) and b (K) train. Two kinds serve the recipes:
 // hashed bags of words and character n-grams (the baseline: the text's own surface), and the pooled sentence
-// embedding of a tinylm encoder (embed/sentence_encoder.hpp encode(); the encoder itself does not train here).
+// embedding of a tinylm encoder (embed/sentence_encoder.hpp encode(); the encoder itself does not train here:
+// eval/encoder_classifier.hpp fine-tunes it with its head).
 //
 // head_loss<T> is the loss and its gradient for any floating type, so the tests check the float head against
 // finite differences in double.

@@ -29,17 +29,22 @@ struct training_state {
 };
 
 namespace detail {
-// A decoder's Hugging Face files, or a BERT encoder's (io/hf_encoder.hpp).
+// A decoder's Hugging Face files, a BERT encoder's (io/hf_encoder.hpp), or those of a model that writes its own
+// (write_files / load_files: eval/encoder_classifier.hpp, an encoder and its head).
 template <class Model>
 void write_model_files(const Model& model, const fs::path& stage, special_token_ids special) {
-    if constexpr (requires { requires Model::bert_layout; })
+    if constexpr (requires { model.write_files(stage); })
+        model.write_files(stage);
+    else if constexpr (requires { requires Model::bert_layout; })
         write_encoder_files(model, stage);
     else
         write_hf_files(model, stage, special);
 }
 template <class Model>
 void load_model_files(Model& model, const fs::path& dir) {
-    if constexpr (requires { requires Model::bert_layout; })
+    if constexpr (requires { model.load_files(dir); })
+        model.load_files(dir);
+    else if constexpr (requires { requires Model::bert_layout; })
         load_encoder(model, dir);
     else
         load_pretrained(model, dir);
