@@ -1,5 +1,7 @@
 // train/checkpoint_checksums.hpp: the size and CRC-32C of every tensor file of a checkpoint, written at save and
 // verified before a resume reads a tensor. Each kind of damage is refused with a message naming the file.
+#include "../support/errors.hpp"
+
 #include <tinylm/train/checkpoint_checksums.hpp>
 
 #include <boost/test/unit_test.hpp>
@@ -12,6 +14,7 @@
 #include <unistd.h>
 
 namespace fs = std::filesystem;
+using tl_test::error_of;
 
 namespace {
 
@@ -29,17 +32,6 @@ struct checkpoint_dir {
         std::ofstream(path / name, std::ios::binary) << bytes;
     }
 };
-
-// The message of the tl::error `f` throws ("" when it throws none).
-template <class F>
-std::string error_of(F&& f) {
-    try {
-        f();
-    } catch (const tl::error& e) {
-        return e.what();
-    }
-    return "";
-}
 
 } // namespace
 
