@@ -6,7 +6,6 @@
 
 #include <boost/test/unit_test.hpp>
 
-#include <chrono>
 #include <string>
 
 namespace {
@@ -70,13 +69,11 @@ BOOST_AUTO_TEST_CASE(output_size) {
 }
 
 BOOST_AUTO_TEST_CASE(loop_iterations) {
-    const auto start = std::chrono::steady_clock::now();
     BOOST_TEST(has(error_of("{% for i in range(10**7) %}{% for j in range(10**7) %}{% endfor %}{% endfor %}"),
                    "range() too large"));
     const std::string nested =
         error_of("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}");
     BOOST_TEST(has(nested, "loop iterations in one render (the loop limit)"), nested);
-    BOOST_TEST((std::chrono::steady_clock::now() - start < std::chrono::seconds(60)));
 }
 
 BOOST_AUTO_TEST_CASE(deep_messages) {
@@ -105,10 +102,10 @@ BOOST_AUTO_TEST_CASE(deep_messages) {
             "nested deeper than the limit of 128 levels"));
 }
 
-BOOST_AUTO_TEST_CASE(long_one_line_template_lexes_in_linear_time) {
-    const auto start = std::chrono::steady_clock::now();
+// The lexer once recomputed line and column for every token, quadratic on one long line; no timed assertion here
+// (tests do not time), the fuzz target's per-input timeout guards it (tests/regressions/jinja/, a 40 KB line).
+BOOST_AUTO_TEST_CASE(long_one_line_template) {
     BOOST_TEST(error_of(repeat("{{ 1 }}", 40000)) == tl_test::no_error); // 280 KB on one line
-    BOOST_TEST((std::chrono::steady_clock::now() - start < std::chrono::seconds(5)));
     const std::string late = error_of(repeat("{{ 1 }}", 1000) + "{{ ) }}");
     BOOST_TEST(has(late, "line 1, column 7004"), late);
 }

@@ -38,12 +38,12 @@ public:
 // template must not be able to overflow the stack or exhaust memory or time; each limit raises tl::error naming
 // it. Real templates stay far below them (nesting under 10 levels, prompts of a few MB at most).
 struct limits {
-    static constexpr int max_nesting = 64;                          // parser: depth of statements and expressions
-    static constexpr int max_call_depth = 256;                      // interpreter: nested evaluations, macro recursion
-    static constexpr int max_value_depth = 128;                     // nested lists/dicts rendered or read from JSON
-    static constexpr std::size_t max_output_bytes = 64u << 20;      // any string the template builds
-    static constexpr std::int64_t max_loop_iterations = 10'000'000; // for-loop iterations of one render
-    static constexpr std::int64_t max_range = 100'000;              // items of range(), as jinja2's sandbox (MAX_RANGE)
+    static constexpr int max_nesting = 64;                         // parser: depth of statements and expressions
+    static constexpr int max_call_depth = 256;                     // interpreter: nested evaluations, macro recursion
+    static constexpr int max_value_depth = 128;                    // nested lists/dicts rendered or read from JSON
+    static constexpr std::size_t max_output_bytes = 64u << 20;     // any string the template builds
+    static constexpr std::int64_t max_loop_iterations = 1'000'000; // for-loop iterations of one render (~0.1 s)
+    static constexpr std::int64_t max_range = 100'000;             // items of range(), as jinja2's sandbox (MAX_RANGE)
 };
 
 // Throws when a string the template is about to build would pass the output limit.
