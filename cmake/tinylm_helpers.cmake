@@ -18,6 +18,16 @@ function(tinylm_set_test_optimization target)
   endif()
 endfunction()
 
+# TINYLM_UNITY: the target's files compile as one translation unit (CMakeLists.txt says why).
+function(tinylm_set_unity target)
+  if(TINYLM_UNITY)
+    set_target_properties(${target} PROPERTIES UNITY_BUILD ON UNITY_BUILD_BATCH_SIZE 0)
+    # The files are #included by the unity file, so GCC takes them for headers and warns when a template of a
+    # named namespace uses a type of the file's anonymous namespace: right for headers, meaningless here.
+    target_compile_options(${target} PRIVATE $<$<CXX_COMPILER_ID:GNU>:-Wno-subobject-linkage>)
+  endif()
+endfunction()
+
 # tinylm_add_test(name SOURCES a.cpp b.cpp [LIBS ...] [LABELS ...] [SHARED_DATA])
 # One Boost.Test executable per area, linked against the shared unit_test_framework. Test cases that need the
 # data dir (tl_test::needs_data, tests/support/data.hpp) make the executable exit with 77 when their data is
@@ -32,6 +42,7 @@ function(tinylm_add_test name)
                                              TINYLM_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
   tinylm_set_warnings(${name})
   tinylm_set_test_optimization(${name})
+  tinylm_set_unity(${name})
   set(_tests ${name})
   if(ARG_SHARED_DATA)
     add_test(NAME ${name} COMMAND ${name} --log_level=message --report_level=short "--run_test=!@shared_data")

@@ -8,6 +8,8 @@
 
 #include <string>
 
+BOOST_AUTO_TEST_SUITE(template_limits)
+
 namespace {
 using json = nlohmann::ordered_json;
 
@@ -32,8 +34,6 @@ std::string repeat(const std::string& s, int n) {
 }
 bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 } // namespace
-
-BOOST_AUTO_TEST_SUITE(template_limits)
 
 BOOST_AUTO_TEST_CASE(parser_nesting) {
     const std::string parens = error_of("{{ " + repeat("(", 20000) + "1" + repeat(")", 20000) + " }}");

@@ -23,6 +23,8 @@
 namespace fs = std::filesystem;
 using namespace tl;
 
+BOOST_AUTO_TEST_SUITE(hostile_input)
+
 namespace {
 
 using tl_test::error_of;
@@ -40,8 +42,6 @@ struct temp_dir {
 
 bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 } // namespace
-
-BOOST_AUTO_TEST_SUITE(hostile_input)
 
 BOOST_AUTO_TEST_CASE(json_field_checks_type_and_range) {
     const auto j = nlohmann::json::parse(R"({"big":1e22,"neg":-1,"whole":2048.0,"half":0.5,"list":[1,"x"],"s":"a"})");

@@ -13,6 +13,8 @@
 using namespace tl::data;
 namespace fs = std::filesystem;
 
+BOOST_AUTO_TEST_SUITE(nanogpt)
+
 namespace {
 
 fs::path scratch(const std::string& name) {
@@ -98,8 +100,6 @@ void round_trip(const offset_encoder& enc, const tokenizer_info& tok, token_dtyp
 }
 
 } // namespace
-
-BOOST_AUTO_TEST_SUITE(nanogpt)
 
 BOOST_AUTO_TEST_CASE(uint16_round_trip) {
     round_trip({0}, {.hash = 0x0123456789abcdefull, .bos = 256, .eos = 257, .vocab_size = 258}, token_dtype::u16, 2,

@@ -12,6 +12,8 @@
 using namespace tl::data;
 namespace fs = std::filesystem;
 
+BOOST_AUTO_TEST_SUITE(shards)
+
 namespace {
 
 // A byte-level tokenizer for the tests: ids 0..255 are bytes, 256 is <bos>, 257 is <eos>.
@@ -62,8 +64,6 @@ std::vector<document> make_documents(int n) {
 }
 
 } // namespace
-
-BOOST_AUTO_TEST_SUITE(shards)
 
 BOOST_AUTO_TEST_CASE(chunks_fit_the_context_and_concatenate_to_the_document) {
     const std::vector<std::string> paras{"Короткий абзац.", std::string(300, 'a'), "Ещё один.", "И последний."};

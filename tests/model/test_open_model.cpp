@@ -16,6 +16,8 @@
 using namespace tl;
 using tl::test::owned;
 
+BOOST_AUTO_TEST_SUITE(open_model)
+
 namespace {
 
 struct batch {
@@ -52,8 +54,6 @@ struct windowed_static {
 };
 
 } // namespace
-
-BOOST_AUTO_TEST_SUITE(open_model)
 
 BOOST_AUTO_TEST_CASE(run_time_sizes_match_the_static_preset_bit_for_bit) {
     decoder<windowed_static, reference_cpu> fixed(11);

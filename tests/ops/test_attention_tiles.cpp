@@ -15,6 +15,8 @@
 using namespace tl;
 using namespace tl::test;
 
+BOOST_AUTO_TEST_SUITE(attention_tiles)
+
 namespace {
 using real_types = boost::mpl::list<float, double>;
 
@@ -84,8 +86,6 @@ void compare_training(const attention_case& c, std::uint64_t seed) {
     BOOST_TEST(rel_error(dv.data, dv_ref.data) < tolerance<T>(), c.name << " dv " << rel_error(dv.data, dv_ref.data));
 }
 } // namespace
-
-BOOST_AUTO_TEST_SUITE(attention_tiles)
 
 BOOST_AUTO_TEST_CASE_TEMPLATE(training_kernels_match_reference, T, real_types) {
     const std::vector<attention_case> cases = {

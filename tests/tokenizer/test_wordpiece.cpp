@@ -14,6 +14,8 @@
 #include <functional>
 #include <sstream>
 
+BOOST_AUTO_TEST_SUITE(wordpiece)
+
 namespace {
 
 using tl_test::error_of;
@@ -59,8 +61,6 @@ std::string replace_once(std::string s, const std::string& from, const std::stri
 using ids = std::vector<tl::token_t>;
 
 } // namespace
-
-BOOST_AUTO_TEST_SUITE(wordpiece)
 
 BOOST_AUTO_TEST_CASE(minilm_ids_match_hf, tl_test::needs_model("all-MiniLM-L6-v2")) {
     const auto tok = tl::load_wordpiece_json(minilm_tokenizer());

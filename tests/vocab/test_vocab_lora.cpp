@@ -35,6 +35,8 @@
 using namespace tl;
 using tl_test::error_of;
 
+BOOST_AUTO_TEST_SUITE(vocab_lora)
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -152,8 +154,6 @@ struct grown_fixture {
 };
 
 } // namespace
-
-BOOST_AUTO_TEST_SUITE(vocab_lora)
 
 // A fresh adapter (B = 0) is the identity, so the embedding and head gradients under it are the plain model's.
 BOOST_AUTO_TEST_CASE(embedding_gradients_under_a_fresh_adapter_equal_the_plain_models) {
