@@ -10,6 +10,11 @@
 // second forward pass. Memory: the (n, d) embeddings and their gradients, the (B, M) scores and one
 // mini-batch of activations, whatever B is. mini_batch_size = 0 runs the plain step: one embed(train = true)
 // over all texts and one backward.
+//
+// Distributed (ranking_step_options::communicator, N ranks; docs/distributed.md): step 1 embeds only the rank's
+// pairs and all-gathers the embeddings, step 2 runs on every rank over the whole batch (the in-batch negatives of
+// one process), step 3 back-propagates the rank's own rows; summing the parameter gradients over the ranks
+// (embed/data_parallel_ranking.hpp) gives one process's gradients.
 #pragma once
 
 #include <tinylm/core/arena.hpp>
