@@ -196,6 +196,10 @@ mode_result train_mode(const std::string& mode, const base_model& b, const recip
         if (s.checkpoint_every > 0 && (k + 1) % s.checkpoint_every == 0 && k + 1 < s.steps) save_checkpoint(k + 1);
     }
     bar.finish();
+    if (world.size() > 1 && first < s.steps)
+        std::printf("  data parallel over %d ranks: %zu gradient buckets, %zu started inside the last backward\n",
+                    world.size(), step.gradient_buckets().bucket_count(),
+                    step.gradient_buckets().started_during_backward());
     if (!root) return r; // rank 0 evaluates and saves
     if (se.truncated_texts() > 0)
         std::printf("  note: %lld of %lld texts embedded were longer than %lld tokens and were truncated\n",
