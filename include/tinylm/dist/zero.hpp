@@ -158,10 +158,10 @@ public:
         shard.set_steps(full.steps());
         std::map<std::string, const float*> whole;
         full.visit_state([&](const std::string& name, cview<float> t) { whole[name] = t.data; });
-        shard.reset_state([&](const std::string& name) { return whole.contains(name); });
+        shard.reset_state([&](const std::string& name) { return whole.contains(full_state_name(name)); });
         shard.visit_state([&](const std::string& name, tensor_view<float> t) {
             const std::size_t k = slice_named(name);
-            std::copy_n(whole.at(name) + mine_[k].offset, mine_[k].count, t.data);
+            std::copy_n(whole.at(full_state_name(name)) + mine_[k].offset, mine_[k].count, t.data);
         });
     }
 
@@ -185,6 +185,7 @@ private:
             same += m.entry == entry;
         mine_.push_back({entry, offset, count, chunk_offset, first_row, rows});
         parameter_entry s = e;
+        entry_names_.push_back(e.name);
         if (same > 0) s.name += "#" + std::to_string(same);
         s.value = tensor_view<float>{e.value.data + offset, piece_shape};
         s.grad = tensor_view<float>{e.grad.data + offset, piece_shape};
@@ -250,6 +251,11 @@ private:
             if (trains(e) && name == kind + "." + e.name) return true;
         return false;
     }
+    // A shard's state name ("exp_avg.<piece>", the piece "<entry>#1" ...) as the full optimizer's ("exp_avg.<entry>").
+    std::string full_state_name(const std::string& state_name) const {
+        const std::size_t dot = state_name.find('.');
+        return state_name.substr(0, dot + 1) + entry_names_[slice_named(state_name)];
+    }
     std::size_t slice_named(const std::string& state_name) const {
         const std::string entry = state_name.substr(state_name.find('.') + 1);
         for (std::size_t k = 0; k < shard_.size(); ++k)
@@ -261,6 +267,7 @@ private:
     std::vector<placed> trained_;
     std::vector<slice> mine_;
     std::vector<parameter_entry> shard_;
+    std::vector<std::string> entry_names_;         // per slice: the name of the entry it is a piece of
     std::vector<std::vector<std::uint8_t>> masks_; // per slice: its rows' mask (pieces of maskable entries)
     std::size_t total_ = 0, chunk_ = 0;
     std::vector<float> flat_, chunk_buffer_;
