@@ -10,14 +10,20 @@
 // (<out>/<task>/full/model: a sentence-transformers folder; <out>/<task>/{lora,qlora}/adapter: PEFT adapters;
 // <out>/<task>/lora/model: the LoRA merged into a sentence-transformers folder). A run resumes from the checkpoint
 // of each (task, mode) it finds in <out>, and skips those already finished.
+//
+// Under `mpirun -np N` (tinylm::mpi; docs/distributed.md) the same run trains on N ranks: --batch is the global
+// batch, each rank embeds its pairs, the embeddings are all-gathered so that the in-batch negatives are the whole
+// batch's, and the gradients are summed over the ranks (embed/data_parallel_ranking.hpp): the losses are one
+// process's. Rank 0 alone evaluates, prints and writes (report, metrics, models, checkpoints).
 #include "retrieval_data.hpp"
 
 #include <options.hpp>
+#include <ranks.hpp>
 
 #include <tinylm/core/data_dir.hpp>
 #include <tinylm/core/svg_plot.hpp>
 #include <tinylm/data/pair_sampler.hpp>
-#include <tinylm/embed/cached_ranking.hpp>
+#include <tinylm/embed/data_parallel_ranking.hpp>
 #include <tinylm/eval/retrieval.hpp>
 #include <tinylm/io/peft.hpp>
 #include <tinylm/io/sentence_transformers.hpp>
@@ -115,9 +121,23 @@ tl::eval::retrieval_result evaluate(Encoder& se, const recipes::retrieval_task& 
         tl::cview<float>{corpus.data(), {tl::index_t(t.corpus.size()), d}}, t.relevant);
 }
 
+// Whatever decides a mode's training and the order of its collectives: every rank must agree (data_parallel_ranking).
+std::string training_settings(const std::string& mode, const settings& s, std::uint64_t seed, long long first,
+                              std::size_t pairs) {
+    std::string text = mode;
+    for (double v :
+         {double(s.steps), double(s.batch), double(s.mini_batch), double(s.max_length), s.lr_full, s.lr_lora, s.warmup,
+          s.scale, double(s.symmetric), double(s.checkpoint_every), double(seed), double(first), double(pairs)}) {
+        text += ' ';
+        text += std::to_string(v);
+    }
+    return text;
+}
+
 template <tl::LoraAdapter A>
 mode_result train_mode(const std::string& mode, const base_model& b, const recipes::retrieval_task& t,
-                       const settings& s, std::uint64_t seed, const fs::path& dir) {
+                       const settings& s, std::uint64_t seed, const fs::path& dir, tl::dist::communicator& world) {
+    const bool root = world.is_root();
     constexpr bool lora = A::value.rank > 0;
     auto model = tl::load_bert<backend, A>(b.transformer_dir, seed);
     auto se = sentence_encoder_of(*model, b);
@@ -129,7 +149,7 @@ mode_result train_mode(const std::string& mode, const base_model& b, const recip
                                    .total_steps = s.steps,
                                    .decay = tl::decay_kind::linear};
     tl::data::no_duplicates_sampler sampler(t.train, std::size_t(s.batch), seed, true);
-    tl::embed::ranking_step<backend> step;
+    tl::embed::data_parallel_ranking<backend> step(world);
     const tl::embed::ranking_step_options step_options{.loss = {.scale = s.scale, .symmetric = s.symmetric},
                                                        .mini_batch_size = s.mini_batch};
 
@@ -153,15 +173,18 @@ mode_result train_mode(const std::string& mode, const base_model& b, const recip
                                {"sampler_batch", pos.batch},
                                {"losses", r.losses},
                                {"seconds", r.train_seconds}}};
-        tl::save_training_checkpoint(*model, opt, st, checkpoint);
+        if (root) tl::save_training_checkpoint(*model, opt, st, checkpoint);
+        world.barrier(); // complete for every rank (a restart finds it)
     };
+    // Every rank resumed from the same checkpoint (a file system they all see) with the same settings; rank 0's
+    // weights to all.
+    step.join(*model, training_settings(mode, s, seed, first, t.train.size()));
 
-    tl::progress_bar bar(s.steps, {.plain_every = 10, .first_step = first});
+    tl::progress_bar bar(s.steps, {.plain_every = 10, .first_step = first}); // stdout: /dev/null but on rank 0
     for (long long k = first; k < s.steps; ++k) {
         const auto t0 = std::chrono::steady_clock::now();
         const tl::data::pair_batch pb = tl::data::gather_pairs(t.train, sampler.next());
-        model->zero_grad();
-        const double loss = step.run(se, {pb.anchors, pb.positives, pb.negatives}, step_options);
+        const double loss = step.gradients(se, {pb.anchors, pb.positives, pb.negatives}, step_options);
         tl::check(std::isfinite(loss),
                   [&] { return "09_retrieval: the loss is not finite at step " + std::to_string(k + 1); });
         tl::clip_grad_norm(model->trainable_entries(), 1.0);
@@ -173,6 +196,11 @@ mode_result train_mode(const std::string& mode, const base_model& b, const recip
         if (s.checkpoint_every > 0 && (k + 1) % s.checkpoint_every == 0 && k + 1 < s.steps) save_checkpoint(k + 1);
     }
     bar.finish();
+    if (world.size() > 1 && first < s.steps)
+        std::printf("  data parallel over %d ranks: %zu gradient buckets, %zu started inside the last backward\n",
+                    world.size(), step.gradient_buckets().bucket_count(),
+                    step.gradient_buckets().started_during_backward());
+    if (!root) return r; // rank 0 evaluates and saves
     if (se.truncated_texts() > 0)
         std::printf("  note: %lld of %lld texts embedded were longer than %lld tokens and were truncated\n",
                     static_cast<long long>(se.truncated_texts()), static_cast<long long>(se.embedded_texts()),
@@ -277,6 +305,8 @@ int main(int argc, char** argv) {
     app.add_flag("--fresh", fresh, "discard results and checkpoints in --out");
     app.add_flag("--smoke", smoke, "a minute-long run: 40 test queries, 3 steps, short texts (for CI)");
     CLI11_PARSE(app, argc, argv);
+    tl::dist::communicator& world = recipes::join_world(); // rank 0 prints (examples/common/ranks.hpp)
+    const bool root = world.is_root();
 
     if (!fs::is_directory(s.base)) { // exit code 2: the smoke test reports "skipped"
         std::fprintf(
@@ -287,7 +317,8 @@ int main(int argc, char** argv) {
         return 2;
     }
     try {
-        omp_set_num_threads(data.threads);
+        // Under mpirun the ranks share the machine: OMP_NUM_THREADS decides unless --threads is given.
+        if (world.size() == 1 || app.count("--threads") > 0) omp_set_num_threads(data.threads);
         if (smoke) {
             s.steps = 3, s.batch = 8, s.mini_batch = 4, s.max_length = 32, s.checkpoint_every = 2;
             s.smoke_queries = 40;
@@ -301,8 +332,10 @@ int main(int argc, char** argv) {
                     return 2;
                 }
         const fs::path out = s.out;
-        if (fresh) fs::remove_all(out);
-        recipes::prepare_out_dir(out, "--out");
+        recipes::root_only(world, [&] {
+            if (fresh) fs::remove_all(out);
+            recipes::prepare_out_dir(out, "--out");
+        });
         const base_model b = open_base(s);
         std::printf("base: %s (%s pooling%s, max %lld tokens)\n", s.base.c_str(), tl::pooling_name(b.config.pooling),
                     b.config.normalize ? ", normalised" : "", static_cast<long long>(b.config.max_length));
@@ -310,6 +343,7 @@ int main(int argc, char** argv) {
         nlohmann::json metrics = fs::exists(out / "metrics.json")
                                      ? nlohmann::json::parse(recipes::read_text_file(out / "metrics.json"))
                                      : nlohmann::json::object();
+        world.barrier(); // every rank read the modes already finished before rank 0 writes metrics.json again
         std::string report = "# 09_retrieval\n\nBase model: `" + s.base + "`. " + std::to_string(s.steps) +
                              " steps of " + std::to_string(s.batch) +
                              " pairs per mode, multiple-negatives ranking loss (scale " + std::to_string(int(s.scale)) +
@@ -329,31 +363,35 @@ int main(int argc, char** argv) {
                         t.corpus.size());
             nlohmann::json& task_json = metrics[name];
             std::vector<mode_result> rows;
-            if (!task_json.contains("base")) {
+            if (root && !task_json.contains("base")) {
                 auto model = tl::load_bert<backend>(b.transformer_dir);
                 auto se = sentence_encoder_of(*model, b);
                 mode_result base{"base", evaluate(se, t, s), {}, 0, s.base};
                 task_json["base"] = result_json(base);
             }
-            rows.push_back(result_from_json(task_json["base"]));
-            std::printf("base model (the baseline):\n%s", rows.back().metrics.table().c_str());
+            if (root) {
+                rows.push_back(result_from_json(task_json["base"]));
+                std::printf("base model (the baseline):\n%s", rows.back().metrics.table().c_str());
+            }
             for (const std::string& mode : s.modes) {
                 if (!task_json.contains(mode)) {
                     const fs::path dir = out / name / mode;
-                    fs::create_directories(dir);
+                    if (root) fs::create_directories(dir);
                     std::printf("-- %s fine-tuning\n", mode.c_str());
                     mode_result r;
                     if (mode == "full")
-                        r = train_mode<tl::no_adapter>(mode, b, t, s, seed, dir);
+                        r = train_mode<tl::no_adapter>(mode, b, t, s, seed, dir, world);
                     else if (mode == "lora")
-                        r = train_mode<lora_r8>(mode, b, t, s, seed, dir);
+                        r = train_mode<lora_r8>(mode, b, t, s, seed, dir, world);
                     else if (mode == "qlora")
-                        r = train_mode<qlora_r8>(mode, b, t, s, seed, dir);
+                        r = train_mode<qlora_r8>(mode, b, t, s, seed, dir, world);
                     else
                         tl::fail("09_retrieval: unknown mode \"" + mode + "\" (full, lora, qlora)");
+                    if (!root) continue; // its part of the training done
                     task_json[mode] = result_json(r);
                     std::ofstream(out / "metrics.json") << metrics.dump(2) << "\n"; // a finished mode is kept
                 }
+                if (!root) continue;
                 rows.push_back(result_from_json(task_json[mode]));
                 std::printf("%s:\n%s", mode.c_str(), rows.back().metrics.table().c_str());
                 tl::plot_series curve{name + " " + mode, {}, {}};
@@ -363,12 +401,14 @@ int main(int argc, char** argv) {
                 }
                 curves.push_back(curve);
             }
+            if (!root) continue;
             std::ofstream(out / "metrics.json") << metrics.dump(2) << "\n";
             report += "\n## " + t.description + "\n\n" + std::to_string(t.train.size()) + " training pairs; " +
                       std::to_string(t.test_queries.size()) + " held-out queries about " +
                       std::to_string(t.test_documents) + " unseen documents; corpus of " +
                       std::to_string(t.corpus.size()) + " documents.\n\n" + report_table(rows);
         }
+        if (!root) return 0;
         if (!curves.empty()) {
             std::ofstream(out / "loss.svg") << tl::svg_line_plot(
                 curves, {.title = "training loss (multiple-negatives ranking)", .x_label = "step", .y_label = "loss"});
@@ -377,6 +417,7 @@ int main(int argc, char** argv) {
         std::ofstream(out / "report.md") << report;
         std::printf("\nreport: %s\n", (out / "report.md").c_str());
     } catch (const std::exception& e) {
+        if (world.size() > 1) world.abort(e.what()); // the other ranks would wait for this one forever
         return recipes::report_error(e);
     }
     return 0;

@@ -15,6 +15,7 @@
 #include <tinylm/core/error.hpp>
 #include <tinylm/core/tensor.hpp>
 #include <tinylm/core/token.hpp>
+#include <tinylm/model/backward_hook.hpp>
 #include <tinylm/ops/pooling.hpp>
 
 #include <algorithm>
@@ -103,7 +104,8 @@ public:
     }
 
     // Adds the encoder's parameter gradients for d = d(loss)/d(embeddings) of the last embed(train = true).
-    void backward_embeddings(cview<float> d) {
+    // `hook`: the encoder's backward hook (model/backward_hook.hpp), called as gradients become final.
+    void backward_embeddings(cview<float> d, const backward_hook& hook = {}) {
         check(has_forward_, "sentence_encoder::backward_embeddings: call embed(..., train = true) first");
         has_forward_ = false;
         const index_t B = tokens_.batch, T = tokens_.time, w = embedding_dim();
@@ -119,13 +121,13 @@ public:
             dhidden_.resize(std::size_t(total * w));
             pool_packed_backward<float>(config_.pooling, {dhidden_.data(), {total, w}}, dpool, {arg_.data(), {B, w}},
                                         {starts_.data(), {B}}, {tokens_.lengths.data(), {B}});
-            model_.backward_from_hidden(cview<float>{dhidden_.data(), {total, w}});
+            model_.backward_from_hidden(cview<float>{dhidden_.data(), {total, w}}, hook);
             return;
         }
         dhidden_.resize(std::size_t(B * T * w));
         pool_backward<float>(config_.pooling, {dhidden_.data(), {B, T, w}}, dpool, {arg_.data(), {B, w}},
                              {tokens_.lengths.data(), {B}});
-        model_.backward_from_hidden(cview<float>{dhidden_.data(), {B * T, w}});
+        model_.backward_from_hidden(cview<float>{dhidden_.data(), {B * T, w}}, hook);
     }
 
     // Inference: the embeddings (n, d) of `texts` in batches of batch_size, longest texts first (as

@@ -19,6 +19,7 @@
 #pragma once
 
 #include <tinylm/backend/default.hpp>
+#include <tinylm/model/backward_hook.hpp>
 #include <tinylm/model/block.hpp>
 #include <tinylm/model/parameter_table.hpp>
 #include <tinylm/model/projection_table.hpp>
@@ -159,7 +160,11 @@ public:
     }
 
     // Adds d(loss)/d(parameter) given dhidden = d(loss)/d(hidden states) (B * T, d) of the last forward(train).
-    void backward_from_hidden(cview<float> dhidden) {
+    // `hook` (optional, model/backward_hook.hpp) is called as gradients become final, as the decoder does: with
+    // n_layers once the final norm is done (pre-norm; a post-norm encoder has none), then l after block l; the
+    // embeddings (and BERT's embedding LayerNorm) are final when backward returns. A data-parallel step starts the
+    // all-reduce of the finished buckets there (dist/data_parallel.hpp).
+    void backward_from_hidden(cview<float> dhidden, const backward_hook& hook = {}) {
         check(has_forward_, "encoder::backward_from_hidden: call forward(..., train = true) first");
         check(!adapter_.merged, "encoder::backward: the adapter is merged; unmerge() it before training");
         expect_shape("encoder::backward_from_hidden", "dhidden", dhidden, {batch_ * time_, config_.d_model});
@@ -169,12 +174,31 @@ public:
             copy(dhidden, a.dx);
         else
             norm_.backward(a.dx, dhidden, a.xs.back(), a.norm_stats, grad_write::assign);
+        if (hook) hook(config_.n_layers);   // the final norm
         adapter_.train = forward_training_; // the backward's dropout masks are the forward's
-        for (index_t l = config_.n_layers - 1; l >= 0; --l)
+        for (index_t l = config_.n_layers - 1; l >= 0; --l) {
             blocks_[std::size_t(l)].backward(a.dx, a.xs[std::size_t(l)], a.layers[std::size_t(l)], a.scratch, context(),
                                              adapter_, {});
+            if (hook) hook(l); // block l and its adapters
+        }
         adapter_.train = false;
         embed_backward();
+    }
+
+    // The stage of backward (backward_hook) whose call makes the gradient of the parameter `name` final: the layer
+    // of a block tensor (BertModel's "encoder.layer.N." or the decoder-style "model.layers.N.", LoRA tensors
+    // included), n_layers for the final norm, -1 (final only when backward returns) for the embeddings and the rest.
+    index_t backward_stage(std::string_view name) const {
+        for (const std::string_view prefix : {std::string_view("encoder.layer."), std::string_view("model.layers.")}) {
+            if (!name.starts_with(prefix)) continue;
+            index_t l = 0;
+            std::size_t i = prefix.size();
+            for (; i < name.size() && name[i] >= '0' && name[i] <= '9'; ++i)
+                l = l * 10 + index_t(name[i] - '0');
+            return i > prefix.size() && i < name.size() && name[i] == '.' && l < config_.n_layers ? l : -1;
+        }
+        if (name.starts_with("model.norm")) return config_.n_layers;
+        return -1;
     }
 
 private:
