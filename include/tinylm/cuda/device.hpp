@@ -80,8 +80,8 @@ void swiglu_backward(float* dg, float* du, const float* dh, const float* g, cons
                      void* stream = nullptr);
 // x (batch, time, heads, head_dim) rotated in place by +angle (direction 1) or -angle (-1, the backward);
 // cos, sin (table rows, head_dim / 2) from tl::rope_table; positions (batch, time) or null (row = t).
-void rope(float* x, const float* cos, const float* sin, const std::int64_t* positions, long long batch,
-          long long time, int heads, int head_dim, double direction, void* stream = nullptr);
+void rope(float* x, const float* cos, const float* sin, const std::int64_t* positions, long long batch, long long time,
+          int heads, int head_dim, double direction, void* stream = nullptr);
 // dst (n, bf16 bits) = src rounded to nearest even (the weights' bf16 copy, once per optimizer step).
 void to_bf16(std::uint16_t* dst, const float* src, long long n, void* stream = nullptr);
 // Causal attention (attention_row.hpp's layout and rules; head_dim <= attention_max_head_dim): out, lse.
