@@ -369,17 +369,19 @@ BOOST_AUTO_TEST_CASE(attention_matches_the_cpu, needs_device()) {
 
 // cuBLASLt against the reference CPU gemm (double accumulation): every transposition, f32 and bf16 inputs (the
 // bf16 case against the reference on the same rounded inputs: only the f32 accumulation differs), beta 0 and 1,
-// strides wider than the matrices.
+// strides wider than the matrices (multiples of 8 elements: rows 16-byte aligned, as the decoder's will be).
 BOOST_AUTO_TEST_CASE(blas_matmul_matches_the_cpu_gemm, needs_device()) {
-    const long long m = 130, n = 70, k = 300, pad = 3;
+    const long long m = 130, n = 70, k = 300;
+    const auto stride = [](long long cols) { return (cols + 8) / 8 * 8; }; // at least one column more
     for (const bool bf : {false, true})
         for (const bool ta : {false, true})
             for (const bool tb : {false, true})
                 for (const float beta : {0.0f, 1.0f}) {
                     const long long a_rows = ta ? k : m, a_cols = ta ? m : k, b_rows = tb ? n : k, b_cols = tb ? k : n;
-                    auto a = random_tensor<float>({a_rows, a_cols + pad}, 46);
-                    auto b = random_tensor<float>({b_rows, b_cols + pad}, 47);
-                    const auto c0 = random_tensor<float>({m, n + pad}, 48);
+                    const long long lda = stride(a_cols), ldb = stride(b_cols), ldc = stride(n);
+                    auto a = random_tensor<float>({a_rows, lda}, 46);
+                    auto b = random_tensor<float>({b_rows, ldb}, 47);
+                    const auto c0 = random_tensor<float>({m, ldc}, 48);
                     std::vector<std::uint16_t> a16(a.data.size()), b16(b.data.size());
                     if (bf) { // the CPU sees the rounded values the GPU reads
                         for (std::size_t i = 0; i < a.data.size(); ++i)
@@ -394,23 +396,23 @@ BOOST_AUTO_TEST_CASE(blas_matmul_matches_the_cpu_gemm, needs_device()) {
                     gpu::blas lt(r.at<std::byte>(bws), gpu::blas_workspace_bytes);
                     gpu::matmul_args g;
                     g.trans_a = ta, g.trans_b = tb, g.m = m, g.n = n, g.k = k, g.alpha = 0.5f, g.beta = beta;
-                    g.a = r.at<std::byte>(ba), g.lda = a_cols + pad, g.b = r.at<std::byte>(bb), g.ldb = b_cols + pad;
-                    g.c = r.at<float>(bc), g.ldc = n + pad;
+                    g.a = r.at<std::byte>(ba), g.lda = lda, g.b = r.at<std::byte>(bb), g.ldb = ldb;
+                    g.c = r.at<float>(bc), g.ldc = ldc;
                     g.input = bf ? gpu::matmul_input::bf16 : gpu::matmul_input::f32;
                     lt.matmul(g);
                     std::vector<float> c = c0.data;
                     gemm_args<float> cpu;
                     cpu.trans_a = ta, cpu.trans_b = tb, cpu.m = m, cpu.n = n, cpu.k = k, cpu.alpha = 0.5f;
-                    cpu.a = a.data.data(), cpu.lda = a_cols + pad, cpu.b = b.data.data(), cpu.ldb = b_cols + pad;
-                    cpu.beta = beta, cpu.c = c.data(), cpu.ldc = n + pad;
+                    cpu.a = a.data.data(), cpu.lda = lda, cpu.b = b.data.data(), cpu.ldb = ldb;
+                    cpu.beta = beta, cpu.c = c.data(), cpu.ldc = ldc;
                     reference_cpu::gemm(cpu);
                     const std::vector<float> got = r.get<float>(bc);
                     BOOST_TEST(max_rel(got, c) < 1e-5,
                                (bf ? "bf16" : "f32") << " trans_a " << ta << " trans_b " << tb << " beta " << beta);
-                    bool pad_kept = true; // columns n .. n + pad of c are not c's: untouched
+                    bool pad_kept = true; // columns n .. ldc - 1 are not c's: untouched
                     for (long long i = 0; i < m; ++i)
-                        for (long long j = n; j < n + pad; ++j)
-                            pad_kept &= got[std::size_t(i * (n + pad) + j)] == c0.data[std::size_t(i * (n + pad) + j)];
+                        for (long long j = n; j < ldc; ++j)
+                            pad_kept &= got[std::size_t(i * ldc + j)] == c0.data[std::size_t(i * ldc + j)];
                     BOOST_TEST(pad_kept);
                 }
 }
