@@ -1,5 +1,8 @@
 // Learning: the tiny byte-level model memorises a short text (loss < 0.1) with AdamW, warmup + cosine and
-// clipping, the path every recipe takes.
+// clipping, the path every recipe takes. Also the CUDA backend's training step (cuda/decoder_step.hpp) run on
+// the CPU executor against this decoder (here because this TU already builds decoder<presets::tiny>).
+#include <tinylm/cuda/cpu_ops.hpp>
+#include <tinylm/cuda/decoder_step.hpp>
 #include <tinylm/model/decoder.hpp>
 #include <tinylm/model/presets.hpp>
 #include <tinylm/optim/adamw.hpp>
@@ -8,7 +11,10 @@
 
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
+#include <cmath>
 #include <string>
+#include <vector>
 
 using namespace tl;
 
@@ -52,6 +58,63 @@ BOOST_AUTO_TEST_CASE(tiny_model_overfits_a_short_text) {
     }
     BOOST_TEST_MESSAGE("final: step " << step << " loss " << loss);
     BOOST_TEST(loss < 0.1f);
+}
+
+// The GPU's training step, in the order of its kernels and over the buffers of its arena plan, executed by the CPU
+// drivers of the same arithmetic (gpu::cpu_ops): the loss and every gradient of tl::decoder's. 2 x 16 tokens,
+// logits in chunks of 20 rows (the second partial), some targets ignored.
+BOOST_AUTO_TEST_CASE(cuda_decoder_step_on_the_cpu_matches_the_decoder) {
+    using model_t = decoder<presets::tiny>;
+    const model_config c = presets::tiny::value;
+    model_t model(42);
+    const index_t B = 2, T = 16;
+    gpu::decoder_plan_options o;
+    o.batch = B, o.time = T, o.logits_rows = 20, o.bf16_weights = false;
+    const gpu::arena_plan plan = gpu::plan_decoder_step(c, o);
+    std::vector<std::byte> memory(plan.bytes());
+    gpu::cpu_ops ex;
+    gpu::decoder_step<gpu::cpu_ops> step(c, o, plan, memory.data(), ex);
+
+    std::size_t covered = 0; // the layout names every parameter of the decoder, with its size
+    for (const parameter_entry& e : model.parameter_entries()) {
+        const auto it = std::find_if(step.layout().begin(), step.layout().end(),
+                                     [&](const gpu::parameter_slice& s) { return s.name == e.name; });
+        BOOST_TEST_REQUIRE((it != step.layout().end()), "no slice for " << e.name);
+        BOOST_TEST_REQUIRE(it->size() == std::size_t(e.value.numel()), e.name);
+        std::copy_n(e.value.data, e.value.numel(), step.parameter(e.name));
+        covered += it->size();
+    }
+    BOOST_TEST(covered == std::size_t(parameter_count(c)));
+    BOOST_TEST(step.layout().size() == model.parameter_entries().size());
+
+    std::vector<token_t> ids(std::size_t(B * T)), targets(ids.size());
+    counter_rng rng(11);
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+        ids[i] = token_t(rng.below(std::uint64_t(c.vocab_size)));
+        targets[i] = i % 7 == 5 ? -100 : token_t(rng.below(std::uint64_t(c.vocab_size)));
+    }
+    model.zero_grad();
+    const float loss = model.loss(cview<token_t>{ids.data(), {B, T}}, cview<token_t>{targets.data(), {B, T}});
+    model.backward();
+    step.zero_gradients();
+    const double step_loss = step.forward_backward(ids.data(), targets.data());
+    BOOST_TEST_MESSAGE("decoder loss " << loss << ", decoder_step on the CPU " << step_loss);
+    BOOST_TEST(std::abs(step_loss - double(loss)) < 1e-5 * double(loss));
+    // Gradients: within 1e-4 of each tensor's largest element (f32 sums in other orders, and the CPU decoder's
+    // fast_exp against expf, through two layers).
+    double worst = 0;
+    for (const parameter_entry& e : model.parameter_entries()) {
+        const float* g = step.gradient(e.name);
+        double err = 0, scale = 0;
+        for (index_t i = 0; i < e.grad.numel(); ++i) {
+            err = std::max(err, std::abs(double(g[i]) - double(e.grad[i])));
+            scale = std::max(scale, std::abs(double(e.grad[i])));
+        }
+        BOOST_TEST(scale > 0.0, e.name);
+        BOOST_TEST(err <= 1e-4 * scale, e.name << ": " << err << " against a scale of " << scale);
+        worst = std::max(worst, err / scale);
+    }
+    BOOST_TEST_MESSAGE("largest gradient difference: " << worst << " of its tensor's scale");
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -29,8 +29,45 @@
 #include <algorithm>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace tl::gpu {
+
+// Where each parameter sits in the flat "parameters" block (and, at the same offsets, in "gradients", "adam.m",
+// "adam.v" and "parameters.bf16"): Hugging Face names in the decoder's walk order, dense, offsets in elements.
+// One block lets AdamW, the gradient norm and the bf16 conversion each run as one kernel over all parameters.
+struct parameter_slice {
+    std::string name;
+    std::size_t offset = 0, rows = 0, cols = 0; // a vector is one row
+    std::size_t size() const { return rows * cols; }
+};
+
+inline std::vector<parameter_slice> decoder_parameter_layout(const model_config& c) {
+    std::vector<parameter_slice> out;
+    std::size_t at = 0;
+    auto add = [&](std::string name, std::size_t rows, std::size_t cols) {
+        out.push_back({std::move(name), at, rows, cols});
+        at += rows * cols;
+    };
+    const auto d = std::size_t(c.d_model), q = std::size_t(c.q_width()), kv = std::size_t(c.kv_width()),
+               f = std::size_t(c.d_ff), v = std::size_t(c.vocab_size);
+    add("model.embed_tokens.weight", v, d);
+    for (int l = 0; l < c.n_layers; ++l) {
+        const std::string p = "model.layers." + std::to_string(l) + ".";
+        add(p + "input_layernorm.weight", 1, d);
+        add(p + "self_attn.q_proj.weight", q, d);
+        add(p + "self_attn.k_proj.weight", kv, d);
+        add(p + "self_attn.v_proj.weight", kv, d);
+        add(p + "self_attn.o_proj.weight", d, q);
+        add(p + "post_attention_layernorm.weight", 1, d);
+        add(p + "mlp.gate_proj.weight", f, d);
+        add(p + "mlp.up_proj.weight", f, d);
+        add(p + "mlp.down_proj.weight", d, f);
+    }
+    add("model.norm.weight", 1, d);
+    if (!c.tied_embeddings) add("lm_head.weight", v, d);
+    return out;
+}
 
 struct decoder_plan_options {
     long long batch = 1, time = 1;

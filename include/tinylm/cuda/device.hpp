@@ -46,6 +46,8 @@ private:
 void copy_to_device(void* device_dst, const void* host_src, std::size_t bytes);
 void copy_to_host(void* host_dst, const void* device_src, std::size_t bytes);
 void synchronize();
+// bytes of device memory set to zero (cudaMemsetAsync on the stream).
+void fill_zero(void* device_dst, std::size_t bytes, void* stream = nullptr);
 
 // Kernels, f32, rows of a row-major (n, d) or (n, v) matrix; the math is row_math.hpp's.
 // y, rstd (n) = RMSNorm(x) with weight w (d).
