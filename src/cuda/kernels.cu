@@ -169,6 +169,37 @@ __global__ void xent_backward_kernel(float* logits, const float* lse, const std:
     }
 }
 
+// grad_norm_blocks blocks: thread t of the grid sums elements t, t + grid, ... in double; a tree per block.
+__global__ void sum_of_squares_kernel(double* partials, const float* x, long long n) {
+    __shared__ double shared[block];
+    double s = 0;
+    for (long long i = blockIdx.x * (long long)block + threadIdx.x; i < n; i += (long long)grad_norm_blocks * block)
+        s += square(x[i]);
+    shared[threadIdx.x] = s;
+    __syncthreads();
+    for (int k = block / 2; k > 0; k /= 2) {
+        if (int(threadIdx.x) < k) shared[threadIdx.x] += shared[threadIdx.x + k];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) partials[blockIdx.x] = shared[0];
+}
+// One block of grad_norm_blocks threads: the tree over the partial sums.
+__global__ void sum_partials_kernel(double* total, const double* partials) {
+    __shared__ double shared[grad_norm_blocks];
+    shared[threadIdx.x] = partials[threadIdx.x];
+    __syncthreads();
+    for (int k = grad_norm_blocks / 2; k > 0; k /= 2) {
+        if (int(threadIdx.x) < k) shared[threadIdx.x] += shared[threadIdx.x + k];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) *total = shared[0];
+}
+
+__global__ void scale_kernel(float* x, float scale, long long n) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+        x[i] *= scale;
+}
+
 __global__ void adamw_kernel(float* p, const float* g, float* m, float* v, long long n, adamw_coeffs c) {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
         adamw_element(p[i], g[i], m[i], v[i], c);
@@ -287,6 +318,19 @@ void softmax_xent_backward(float* logits, const float* lse, const std::int32_t* 
     if (n == 0 || v == 0) return;
     xent_backward_kernel<<<grid_for(n * v), block, 0, detail::as_stream(stream)>>>(logits, lse, targets, n, v, scale);
     detail::launch_check("softmax_xent_backward");
+}
+
+void sum_of_squares(double* total, double* partials, const float* x, long long n, void* stream) {
+    sum_of_squares_kernel<<<grad_norm_blocks, block, 0, detail::as_stream(stream)>>>(partials, x, n);
+    detail::launch_check("sum_of_squares (partials)");
+    sum_partials_kernel<<<1, grad_norm_blocks, 0, detail::as_stream(stream)>>>(total, partials);
+    detail::launch_check("sum_of_squares (total)");
+}
+
+void scale_elements(float* x, float scale, long long n, void* stream) {
+    if (n == 0) return;
+    scale_kernel<<<grid_for(n), block, 0, detail::as_stream(stream)>>>(x, scale, n);
+    detail::launch_check("scale_elements");
 }
 
 void adamw_step(float* p, const float* g, float* m, float* v, long long n, const adamw_coeffs& c, void* stream) {

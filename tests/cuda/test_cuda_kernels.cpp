@@ -475,6 +475,22 @@ BOOST_AUTO_TEST_CASE(decoder_step_matches_the_cpu_executor, needs_device()) {
         BOOST_TEST(scale > 0.0, s.name);
         BOOST_TEST(err <= 1e-4 * scale, s.name << ": " << err << " against a scale of " << scale);
     }
+
+    // The optimizer from the CPU executor's gradients on both sides: the norm (sums of squares in double, in
+    // other orders), then clipping and two AdamW steps, whose element-wise arithmetic gives the same bits.
+    gpu::copy_to_device(arena.at<float>(plan.at("gradients").offset), cpu_grads, p * sizeof(float));
+    const double cpu_norm = cpu_step.clip_gradients(0.01), gpu_norm = gpu_step.clip_gradients(0.01);
+    BOOST_TEST(std::abs(gpu_norm - cpu_norm) <= 1e-12 * cpu_norm);
+    BOOST_TEST_REQUIRE(cpu_norm > 0.01); // clipping happened
+    gpu::copy_to_device(arena.at<float>(plan.at("gradients").offset), cpu_grads, p * sizeof(float));
+    const adamw_options options{.weight_decay = 0.1};
+    for (const double lr : {1e-3, 2e-3}) {
+        cpu_step.adamw_step(lr, options);
+        gpu_step.adamw_step(lr, options);
+    }
+    std::vector<float> params(p);
+    gpu::copy_to_host(params.data(), arena.at<float>(plan.at("parameters").offset), p * sizeof(float));
+    BOOST_TEST(std::memcmp(params.data(), host.data() + plan.at("parameters").offset, p * sizeof(float)) == 0);
 }
 
 BOOST_AUTO_TEST_CASE(errors_name_the_call, needs_device()) {

@@ -15,6 +15,7 @@
 //   final         final.x, final.normed (N d), final.rstd, xent.lse, xent.loss (N), logits (logits_rows V)
 //   scratch       scratch.tmp, .dx, .dnormed (N d), .dq, .dattn (N q), .dk, .dv (N kv), .dgate, .dup,
 //                 .dhidden (N f), .delta (H N)
+//   optimizer     grad_norm.partials (grad_norm_blocks doubles), grad_norm.total (one double)
 //   cuBLASLt      blas.workspace (blas_workspace_bytes)
 //
 // Each buffer starts at a multiple of 256 bytes, so the total is the sum above plus less than 256 bytes per
@@ -24,6 +25,7 @@
 
 #include <tinylm/cuda/arena_plan.hpp>
 #include <tinylm/cuda/blas.hpp>
+#include <tinylm/cuda/row_math.hpp>
 #include <tinylm/model/config.hpp>
 
 #include <algorithm>
@@ -152,6 +154,8 @@ inline arena_plan plan_decoder_step(const model_config& c, const decoder_plan_op
         plan.add_array<float>(name, n * f);
     plan.add_array<float>("scratch.delta", h * n);
 
+    plan.add_array<double>("grad_norm.partials", std::size_t(grad_norm_blocks));
+    plan.add_array<double>("grad_norm.total", 1);
     plan.add("blas.workspace", blas_workspace_bytes);
     return plan;
 }

@@ -16,6 +16,10 @@
 // and back through the layers; the residual stream's gradient lives in scratch.dx, to which each norm's backward
 // adds its input gradient. Gradients accumulate into the "gradients" block (zero_gradients clears it).
 //
+// After the step, the optimizer over the flat blocks: the global gradient norm and clipping (optim/clip.hpp's
+// rule) and AdamW (optim/adamw.hpp's update and decay rule: every parameter but the norms decays, the embedding
+// unless decay_embeddings is off), one launch per parameter tensor.
+//
 // Ex is an executor: upload/download/zero over its memory, matmul (gpu::matmul_args), and the ops of
 // device.hpp by the same names with the stream left out.
 #pragma once
@@ -25,7 +29,9 @@
 #include <tinylm/cuda/decoder_plan.hpp>
 #include <tinylm/cuda/row_math.hpp>
 #include <tinylm/ops/rope.hpp>
+#include <tinylm/optim/adamw.hpp>
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -49,6 +55,8 @@ public:
                           {r.factor, r.low_freq_factor, r.high_freq_factor, double(r.original_max_position)});
         ex_.upload(buf("rope.cos"), cos.data(), cos.size() * sizeof(float));
         ex_.upload(buf("rope.sin"), sin.data(), sin.size() * sizeof(float));
+        ex_.zero(buf("adam.m"), plan_.at("adam.m").bytes); // device memory starts undefined
+        ex_.zero(buf("adam.v"), plan_.at("adam.v").bytes);
     }
 
     const std::vector<parameter_slice>& layout() const { return layout_; }
@@ -56,6 +64,36 @@ public:
     float* parameter(const std::string& name) { return slice("parameters", name); }
     float* gradient(const std::string& name) { return slice("gradients", name); }
     void zero_gradients() { ex_.zero(buf("gradients"), plan_.at("gradients").bytes); }
+
+    // The L2 norm of all gradients (a deterministic sum in double).
+    double gradient_norm() {
+        ex_.sum_of_squares(as<double>("grad_norm.total"), as<double>("grad_norm.partials"), f("gradients"),
+                           (long long)plan_.at("gradients").bytes / (long long)sizeof(float));
+        double total = 0;
+        ex_.download(&total, buf("grad_norm.total"), sizeof total);
+        return std::sqrt(total);
+    }
+    // Scales all gradients by max_norm / (norm + 1e-6) when their norm exceeds max_norm; returns the norm before.
+    double clip_gradients(double max_norm) {
+        const double norm = gradient_norm();
+        const float scale = clip_scale(norm, max_norm);
+        if (scale != 1.0f)
+            ex_.scale_elements(f("gradients"), scale,
+                               (long long)plan_.at("gradients").bytes / (long long)sizeof(float));
+        return norm;
+    }
+    // One AdamW step at learning rate lr (the step count is kept here, as tl::adamw keeps its own).
+    void adamw_step(double lr, const adamw_options& o) {
+        ++adam_t_;
+        for (const parameter_slice& s : layout_) {
+            const bool is_norm = s.name.find("norm") != std::string::npos;
+            const bool is_embedding = s.name == "model.embed_tokens.weight";
+            const bool decay = !is_norm && (!is_embedding || o.decay_embeddings);
+            ex_.adamw_step(f("parameters") + s.offset, f("gradients") + s.offset, f("adam.m") + s.offset,
+                           f("adam.v") + s.offset, (long long)s.size(),
+                           adamw_step_coeffs(lr, o.beta1, o.beta2, o.eps, o.weight_decay, adam_t_, decay));
+        }
+    }
 
     // ids, targets (batch * time, host memory; targets -100 are ignored): the mean loss over counted targets,
     // and the gradients of that mean added to "gradients".
@@ -231,7 +269,7 @@ private:
     std::byte* base_;
     Ex& ex_;
     std::vector<parameter_slice> layout_;
-    long long n_ = 0, rows_ = 0;
+    long long n_ = 0, rows_ = 0, adam_t_ = 0;
 };
 
 } // namespace tl::gpu

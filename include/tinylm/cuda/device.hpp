@@ -93,6 +93,11 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
 void attention_backward(float* dq, float* dk, float* dv, float* delta, const float* dout, const float* q,
                         const float* k, const float* v, const float* out, const float* lse,
                         const std::int64_t* doc_start, const attention_dims& s, void* stream = nullptr);
+// The sum of squares of x (n) in double, deterministic: partials (grad_norm_blocks doubles) then *total, both
+// device memory.
+void sum_of_squares(double* total, double* partials, const float* x, long long n, void* stream = nullptr);
+// x *= scale over n elements (clipping).
+void scale_elements(float* x, float scale, long long n, void* stream = nullptr);
 // One AdamW step over n elements (optim/adamw.hpp's update; coefficients from adamw_step_coeffs).
 void adamw_step(float* p, const float* g, float* m, float* v, long long n, const adamw_coeffs& c,
                 void* stream = nullptr);

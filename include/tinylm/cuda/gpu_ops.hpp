@@ -61,6 +61,13 @@ struct gpu_ops {
                                float scale) {
         gpu::softmax_xent_backward(logits, lse, targets, n, v, scale, stream);
     }
+    void sum_of_squares(double* total, double* partials, const float* x, long long n) {
+        gpu::sum_of_squares(total, partials, x, n, stream);
+    }
+    void scale_elements(float* x, float scale, long long n) { gpu::scale_elements(x, scale, n, stream); }
+    void adamw_step(float* p, const float* g, float* m, float* v, long long n, const adamw_coeffs& c) {
+        gpu::adamw_step(p, g, m, v, n, c, stream);
+    }
 };
 
 } // namespace tl::gpu

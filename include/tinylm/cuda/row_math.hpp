@@ -139,6 +139,17 @@ inline adamw_coeffs adamw_step_coeffs(double lr, double b1, double b2, double ep
     return c;
 }
 
+// ---- the global gradient norm: a sum of squares in double, in a fixed two-level order --------------------------
+// The kernel gives element i to thread i mod (grad_norm_blocks x threads), sums each thread's elements in
+// order, then a tree per block into grad_norm_blocks partial sums, then a tree over those: the same bits on
+// every run. Clipping then scales every element by one float (optim/clip.hpp's rule).
+inline constexpr int grad_norm_blocks = 256;
+TINYLM_HD inline double square(float g) { return double(g) * double(g); }
+// max_norm / (norm + 1e-6) when the norm exceeds max_norm, else 1 (no scaling).
+inline float clip_scale(double norm, double max_norm) {
+    return norm > max_norm ? float(max_norm / (norm + 1e-6)) : 1.0f;
+}
+
 // ---- CPU drivers: the kernels' work, one row after another (what tests compare the GPU with) ----------------------
 inline void rmsnorm_rows(float* y, float* rstd, const float* x, const float* w, long long n, int d, float eps) {
     for (long long r = 0; r < n; ++r) {
@@ -274,6 +285,16 @@ inline void rope_rows(float* x, const float* cos, const float* sin, const std::i
                 rope_rotate_pair(v[i], v[i + half], cos[row * half + i], sin[row * half + i], direction);
         }
     }
+}
+inline double sum_of_squares(const float* x, long long n) {
+    double s = 0;
+    for (long long i = 0; i < n; ++i)
+        s += square(x[i]);
+    return s;
+}
+inline void scale_elements(float* x, float scale, long long n) {
+    for (long long i = 0; i < n; ++i)
+        x[i] *= scale;
 }
 inline void adamw_elements(float* p, const float* g, float* m, float* v, long long n, const adamw_coeffs& c) {
     for (long long i = 0; i < n; ++i)
