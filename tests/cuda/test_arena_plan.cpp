@@ -69,7 +69,8 @@ std::size_t table_bytes(const model_config& c, std::size_t batch, std::size_t ti
     floats += 2 * n * d + 3 * n + std::min(n, logits_rows) * v;       // final, cross-entropy, logits
     floats += 3 * n * d + 2 * n * q + 2 * n * kv + 3 * n * f + h * n; // scratch
     floats += 2 * time * std::size_t(c.head_dim() / 2);               // rope tables
-    std::size_t bytes = 4 * floats + 4 * (2 * n) + 8 * n + 4 * (3 * n + 1) + 8 * (256 + 1) + gpu::blas_workspace_bytes;
+    std::size_t bytes =
+        4 * floats + 4 * (2 * n) + 8 * (2 * n) + 4 * (3 * n + 1) + 8 * (256 + 1) + gpu::blas_workspace_bytes;
     if (bf16) bytes += 2 * p;
     return bytes;
 }

@@ -423,8 +423,8 @@ BOOST_AUTO_TEST_CASE(blas_matmul_matches_the_cpu_gemm, needs_device()) {
 
 // The whole training step on the GPU (kernels and cuBLASLt in f32) against the same step on the CPU executor,
 // which test_model checks against tl::decoder: the tiny preset with a sliding window on its first layer, 3 x 40
-// tokens, logits in chunks of 50 rows, some targets ignored. Loss within 1e-5, every gradient within 1e-4 of
-// its tensor's scale (reductions in other orders through two layers).
+// tokens in packed documents, logits in chunks of 50 rows, some targets ignored. Loss within 1e-5, every gradient
+// within 1e-4 of its tensor's scale (reductions in other orders through two layers).
 BOOST_AUTO_TEST_CASE(decoder_step_matches_the_cpu_executor, needs_device()) {
     model_config c = presets::tiny::value;
     c.sliding_window = 24;
@@ -445,12 +445,17 @@ BOOST_AUTO_TEST_CASE(decoder_step_matches_the_cpu_executor, needs_device()) {
         targets[i] = i % 9 == 4 ? -100 : std::int32_t((i * 53 + 5) % std::size_t(c.vocab_size));
     }
 
+    std::vector<std::int64_t> docs(ids.size()); // row r: documents every 13 + r tokens
+    for (long long r = 0; r < o.batch; ++r)
+        for (long long t = 0; t < o.time; ++t)
+            docs[std::size_t(r * o.time + t)] = t - t % (13 + r);
+
     std::vector<std::byte> host(plan.bytes());
     gpu::cpu_ops cpu;
     gpu::decoder_step<gpu::cpu_ops> cpu_step(c, o, plan, host.data(), cpu);
     std::copy(weights.begin(), weights.end(), reinterpret_cast<float*>(host.data() + plan.at("parameters").offset));
     cpu_step.zero_gradients();
-    const double cpu_loss = cpu_step.forward_backward(ids.data(), targets.data());
+    const double cpu_loss = cpu_step.forward_backward(ids.data(), targets.data(), docs.data());
 
     gpu::device_arena arena(plan);
     gpu::blas products(arena.at<std::byte>(plan.at("blas.workspace").offset), gpu::blas_workspace_bytes);
@@ -458,7 +463,7 @@ BOOST_AUTO_TEST_CASE(decoder_step_matches_the_cpu_executor, needs_device()) {
     gpu::decoder_step<gpu::gpu_ops> gpu_step(c, o, plan, arena.at<std::byte>(0), dev);
     gpu::copy_to_device(arena.at<float>(plan.at("parameters").offset), weights.data(), p * sizeof(float));
     gpu_step.zero_gradients();
-    const double gpu_loss = gpu_step.forward_backward(ids.data(), targets.data());
+    const double gpu_loss = gpu_step.forward_backward(ids.data(), targets.data(), docs.data());
     gpu::synchronize();
     BOOST_TEST_MESSAGE("loss: CPU executor " << cpu_loss << ", GPU " << gpu_loss);
     BOOST_TEST(std::abs(gpu_loss - cpu_loss) < 1e-5 * cpu_loss);

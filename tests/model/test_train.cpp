@@ -62,8 +62,8 @@ BOOST_AUTO_TEST_CASE(tiny_model_overfits_a_short_text) {
 }
 
 // The GPU's training step, in the order of its kernels and over the buffers of its arena plan, executed by the CPU
-// drivers of the same arithmetic (gpu::cpu_ops): the loss and every gradient of tl::decoder's. 2 x 16 tokens,
-// logits in chunks of 20 rows (the second partial), some targets ignored.
+// drivers of the same arithmetic (gpu::cpu_ops): the loss and every gradient of tl::decoder's, with and without
+// packed documents. 2 x 16 tokens, logits in chunks of 20 rows (the second partial), some targets ignored.
 BOOST_AUTO_TEST_CASE(cuda_decoder_step_on_the_cpu_matches_the_decoder) {
     using model_t = decoder<presets::tiny>;
     const model_config c = presets::tiny::value;
@@ -94,28 +94,41 @@ BOOST_AUTO_TEST_CASE(cuda_decoder_step_on_the_cpu_matches_the_decoder) {
         ids[i] = token_t(rng.below(std::uint64_t(c.vocab_size)));
         targets[i] = i % 7 == 5 ? -100 : token_t(rng.below(std::uint64_t(c.vocab_size)));
     }
-    model.zero_grad();
-    const float loss = model.loss(cview<token_t>{ids.data(), {B, T}}, cview<token_t>{targets.data(), {B, T}});
-    model.backward();
-    step.zero_gradients();
-    const double step_loss = step.forward_backward(ids.data(), targets.data());
-    BOOST_TEST_MESSAGE("decoder loss " << loss << ", decoder_step on the CPU " << step_loss);
-    BOOST_TEST(std::abs(step_loss - double(loss)) < 1e-5 * double(loss));
-    // Gradients: within 1e-4 of each tensor's largest element (f32 sums in other orders, and the CPU decoder's
-    // fast_exp against expf, through two layers).
-    double worst = 0;
-    for (const parameter_entry& e : model.parameter_entries()) {
-        const float* g = step.gradient(e.name);
-        double err = 0, scale = 0;
-        for (index_t i = 0; i < e.grad.numel(); ++i) {
-            err = std::max(err, std::abs(double(g[i]) - double(e.grad[i])));
-            scale = std::max(scale, std::abs(double(e.grad[i])));
-        }
-        BOOST_TEST(scale > 0.0, e.name);
-        BOOST_TEST(err <= 1e-4 * scale, e.name << ": " << err << " against a scale of " << scale);
-        worst = std::max(worst, err / scale);
+    // Row 0 packs documents starting at 0, 5 and 11, row 1 at 0 and 9 (attention stays inside each, RoPE positions
+    // restart); the last pass (one document per row) leaves the gradients the optimizer checks below use.
+    std::vector<index_t> docs(ids.size());
+    for (index_t t = 0; t < T; ++t) {
+        docs[std::size_t(t)] = t >= 11 ? 11 : t >= 5 ? 5 : 0;
+        docs[std::size_t(T + t)] = t >= 9 ? 9 : 0;
     }
-    BOOST_TEST_MESSAGE("largest gradient difference: " << worst << " of its tensor's scale");
+    for (const bool documents : {true, false}) {
+        const cview<index_t> doc_view = documents ? cview<index_t>{docs.data(), {B, T}} : cview<index_t>{};
+        model.zero_grad();
+        const float loss =
+            model.loss(cview<token_t>{ids.data(), {B, T}}, cview<token_t>{targets.data(), {B, T}}, doc_view);
+        model.backward();
+        step.zero_gradients();
+        const double step_loss = step.forward_backward(ids.data(), targets.data(), documents ? docs.data() : nullptr);
+        BOOST_TEST_MESSAGE("documents " << documents << ": decoder loss " << loss << ", decoder_step on the CPU "
+                                        << step_loss);
+        BOOST_TEST(std::abs(step_loss - double(loss)) < 1e-5 * double(loss), "documents " << documents);
+        // Gradients: within 1e-4 of each tensor's largest element (f32 sums in other orders, and the CPU
+        // decoder's fast_exp against expf, through two layers).
+        double worst = 0;
+        for (const parameter_entry& e : model.parameter_entries()) {
+            const float* g = step.gradient(e.name);
+            double err = 0, scale = 0;
+            for (index_t i = 0; i < e.grad.numel(); ++i) {
+                err = std::max(err, std::abs(double(g[i]) - double(e.grad[i])));
+                scale = std::max(scale, std::abs(double(e.grad[i])));
+            }
+            BOOST_TEST(scale > 0.0, e.name);
+            BOOST_TEST(err <= 1e-4 * scale,
+                       e.name << ": " << err << " against a scale of " << scale << ", documents " << documents);
+            worst = std::max(worst, err / scale);
+        }
+        BOOST_TEST_MESSAGE("largest gradient difference: " << worst << " of its tensor's scale");
+    }
 
     // The optimizer over the flat blocks from the same gradients: clipping as tl::clip_grad_norm, then two AdamW
     // steps bit for bit as tl::adamw (the decay rule by name: norms never, the embedding and matrices do).

@@ -8,7 +8,7 @@
 // kv = kv_width, f = d_ff, H = n_heads, V = vocab_size, P = parameter_count(config):
 //
 //   model state   parameters, gradients, adam.m, adam.v: 4 P bytes each; parameters.bf16 2 P (bf16 option)
-//   inputs        ids, targets (int32 N), doc_start (int64 N), embedding.tokens / .offsets / .positions
+//   inputs        ids, targets (int32 N), doc_start, positions (int64 N), embedding.tokens / .offsets / .positions
 //                 (int32 N, N + 1, N: the host's token_groups, at most that large), rope.cos / rope.sin (f32 T x D/2)
 //   layer l       layer.l.x, .normed1, .resid, .normed2 (N d), .q, .attn (N q), .k, .v (N kv), .gate, .up,
 //                 .hidden (N f), .rstd1, .rstd2 (N), .lse (H N); all f32
@@ -115,6 +115,7 @@ inline arena_plan plan_decoder_step(const model_config& c, const decoder_plan_op
     plan.add_array<std::int32_t>("ids", n);
     plan.add_array<std::int32_t>("targets", n);
     plan.add_array<std::int64_t>("doc_start", n);
+    plan.add_array<std::int64_t>("positions", n);
     plan.add_array<std::int32_t>("embedding.tokens", n);
     plan.add_array<std::int32_t>("embedding.offsets", n + 1);
     plan.add_array<std::int32_t>("embedding.positions", n);

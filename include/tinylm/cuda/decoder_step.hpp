@@ -28,6 +28,7 @@
 #include <tinylm/cuda/blas.hpp>
 #include <tinylm/cuda/decoder_plan.hpp>
 #include <tinylm/cuda/row_math.hpp>
+#include <tinylm/ops/attention.hpp>
 #include <tinylm/ops/rope.hpp>
 #include <tinylm/optim/adamw.hpp>
 
@@ -96,8 +97,11 @@ public:
     }
 
     // ids, targets (batch * time, host memory; targets -100 are ignored): the mean loss over counted targets,
-    // and the gradients of that mean added to "gradients".
-    double forward_backward(const std::int32_t* ids, const std::int32_t* targets) {
+    // and the gradients of that mean added to "gradients". documents (batch * time, host memory, optional):
+    // the doc_start of packed rows as tl::decoder takes it; attention stays inside each, RoPE positions restart at
+    // each.
+    double forward_backward(const std::int32_t* ids, const std::int32_t* targets,
+                            const std::int64_t* documents = nullptr) {
         const long long n = n_, vocab = c_.vocab_size;
         const int d = c_.d_model;
         const token_groups groups = group_positions_by_token(ids, n, vocab);
@@ -109,6 +113,15 @@ public:
         ex_.upload(buf("embedding.tokens"), groups.tokens.data(), groups.tokens.size() * sizeof(std::int32_t));
         ex_.upload(buf("embedding.offsets"), groups.offsets.data(), groups.offsets.size() * sizeof(std::int32_t));
         ex_.upload(buf("embedding.positions"), groups.positions.data(), groups.positions.size() * sizeof(std::int32_t));
+        documents_ = documents != nullptr;
+        if (documents_) {
+            check_document_starts(cview<index_t>{documents, {o_.batch, o_.time}}, "decoder_step");
+            std::vector<std::int64_t> in_document(static_cast<std::size_t>(n)); // RoPE's position of each token
+            for (long long i = 0; i < n; ++i)
+                in_document[std::size_t(i)] = i % o_.time - documents[i];
+            ex_.upload(buf("doc_start"), documents, std::size_t(n) * sizeof(std::int64_t));
+            ex_.upload(buf("positions"), in_document.data(), in_document.size() * sizeof(std::int64_t));
+        }
 
         forward();
         const double loss_sum = head(count);
@@ -159,6 +172,8 @@ private:
         g.c = dw, g.ldc = in;
         ex_.matmul(g);
     }
+    const std::int64_t* doc_start() const { return documents_ ? as<std::int64_t>("doc_start") : nullptr; }
+    const std::int64_t* positions() const { return documents_ ? as<std::int64_t>("positions") : nullptr; }
     attention_dims dims(int l) const {
         return {o_.batch, o_.time, c_.n_heads, c_.n_kv_heads, c_.head_dim(), c_.layer_window(l)};
     }
@@ -174,12 +189,12 @@ private:
             linear(layer(l, "q"), layer(l, "normed1"), weight(l, "self_attn.q_proj.weight"), n, q, d);
             linear(layer(l, "k"), layer(l, "normed1"), weight(l, "self_attn.k_proj.weight"), n, kv, d);
             linear(layer(l, "v"), layer(l, "normed1"), weight(l, "self_attn.v_proj.weight"), n, kv, d);
-            ex_.rope(layer(l, "q"), f("rope.cos"), f("rope.sin"), nullptr, o_.batch, o_.time, c_.n_heads, c_.head_dim(),
-                     1.0);
-            ex_.rope(layer(l, "k"), f("rope.cos"), f("rope.sin"), nullptr, o_.batch, o_.time, c_.n_kv_heads,
+            ex_.rope(layer(l, "q"), f("rope.cos"), f("rope.sin"), positions(), o_.batch, o_.time, c_.n_heads,
+                     c_.head_dim(), 1.0);
+            ex_.rope(layer(l, "k"), f("rope.cos"), f("rope.sin"), positions(), o_.batch, o_.time, c_.n_kv_heads,
                      c_.head_dim(), 1.0);
             ex_.attention_forward(layer(l, "attn"), layer(l, "lse"), layer(l, "q"), layer(l, "k"), layer(l, "v"),
-                                  nullptr, dims(l));
+                                  doc_start(), dims(l));
             linear(f("scratch.tmp"), layer(l, "attn"), weight(l, "self_attn.o_proj.weight"), n, d, q);
             ex_.residual_rmsnorm_forward(layer(l, "resid"), layer(l, "normed2"), layer(l, "rstd2"), layer(l, "x"),
                                          f("scratch.tmp"), weight(l, "post_attention_layernorm.weight"), n, d, eps);
@@ -247,10 +262,10 @@ private:
             linear_dw(dweight(l, "self_attn.o_proj.weight"), dx, layer(l, "attn"), n, d, q);
             ex_.attention_backward(f("scratch.dq"), f("scratch.dk"), f("scratch.dv"), f("scratch.delta"),
                                    f("scratch.dattn"), layer(l, "q"), layer(l, "k"), layer(l, "v"), layer(l, "attn"),
-                                   layer(l, "lse"), nullptr, dims(l));
-            ex_.rope(f("scratch.dq"), f("rope.cos"), f("rope.sin"), nullptr, o_.batch, o_.time, c_.n_heads,
+                                   layer(l, "lse"), doc_start(), dims(l));
+            ex_.rope(f("scratch.dq"), f("rope.cos"), f("rope.sin"), positions(), o_.batch, o_.time, c_.n_heads,
                      c_.head_dim(), -1.0);
-            ex_.rope(f("scratch.dk"), f("rope.cos"), f("rope.sin"), nullptr, o_.batch, o_.time, c_.n_kv_heads,
+            ex_.rope(f("scratch.dk"), f("rope.cos"), f("rope.sin"), positions(), o_.batch, o_.time, c_.n_kv_heads,
                      c_.head_dim(), -1.0);
             linear_dx(f("scratch.dnormed"), f("scratch.dq"), weight(l, "self_attn.q_proj.weight"), n, q, d, 0.0f);
             linear_dx(f("scratch.dnormed"), f("scratch.dk"), weight(l, "self_attn.k_proj.weight"), n, kv, d, 1.0f);
@@ -270,6 +285,7 @@ private:
     Ex& ex_;
     std::vector<parameter_slice> layout_;
     long long n_ = 0, rows_ = 0, adam_t_ = 0;
+    bool documents_ = false;
 };
 
 } // namespace tl::gpu
