@@ -140,9 +140,13 @@ BOOST_AUTO_TEST_CASE(cuda_decoder_step_on_the_cpu_matches_the_decoder) {
     const double norm = clip_grad_norm(model.parameter_entries(), 0.5), step_norm = step.clip_gradients(0.5);
     BOOST_TEST_REQUIRE(norm > 0.5); // clipping happened
     BOOST_TEST(std::abs(step_norm - norm) <= 1e-12 * norm);
-    for (const parameter_entry& e : model.parameter_entries())
+    for (const parameter_entry& e : model.parameter_entries()) { // one scale, maybe an ulp apart
+        const float* g = step.gradient(e.name);
+        index_t off = 0;
         for (index_t i = 0; i < e.grad.numel(); ++i)
-            BOOST_TEST_REQUIRE(std::abs(step.gradient(e.name)[i] - e.grad[i]) <= 1e-6f * std::abs(e.grad[i]), e.name);
+            off += std::abs(g[i] - e.grad[i]) > 1e-6f * std::abs(e.grad[i]);
+        BOOST_TEST(off == 0, e.name);
+    }
     copy_gradients(); // the clipped gradients exactly, so that AdamW can be compared bit for bit
     const adamw_options options{.weight_decay = 0.1};
     adamw opt(model, options);
