@@ -71,7 +71,7 @@ std::size_t table_bytes(const model_config& c, std::size_t batch, std::size_t ti
     floats += 2 * time * std::size_t(c.head_dim() / 2);               // rope tables
     std::size_t bytes =
         4 * floats + 4 * (2 * n) + 8 * (2 * n) + 4 * (3 * n + 1) + 8 * (256 + 1) + gpu::blas_workspace_bytes;
-    if (bf16) bytes += 2 * p;
+    if (bf16) bytes += 2 * p + 2 * 2 * std::max(n * std::max({d, q, f}), std::min(n, logits_rows) * v);
     return bytes;
 }
 
@@ -94,9 +94,11 @@ BOOST_AUTO_TEST_CASE(decoder_step_plan_holds_the_stated_buffers_disjoint) {
         BOOST_TEST(plan.at("layer.0.k").bytes == 4 * n * std::size_t(c.kv_width()));
         BOOST_TEST(plan.at("logits").bytes == 4 * 20 * std::size_t(c.vocab_size)); // a chunk, not N x V
         BOOST_TEST(plan.at("doc_start").bytes == 8 * n);
-        if (bf16)
+        if (bf16) {
             BOOST_TEST(plan.at("parameters.bf16").bytes == 2 * std::size_t(parameter_count(c)));
-        else
+            // the widest activation operand: N x d_ff here (51 x 176), more than a logits chunk (20 x 256)
+            BOOST_TEST(plan.at("scratch.bf16.b").bytes == 2 * n * std::size_t(c.d_ff));
+        } else
             BOOST_CHECK_THROW(plan.at("parameters.bf16"), tl::error);
     }
 }

@@ -421,81 +421,87 @@ BOOST_AUTO_TEST_CASE(blas_matmul_matches_the_cpu_gemm, needs_device()) {
                 }
 }
 
-// The whole training step on the GPU (kernels and cuBLASLt in f32) against the same step on the CPU executor,
-// which test_model checks against tl::decoder: the tiny preset with a sliding window on its first layer, 3 x 40
-// tokens in packed documents, logits in chunks of 50 rows, some targets ignored. Loss within 1e-5, every gradient
-// within 1e-4 of its tensor's scale (reductions in other orders through two layers).
+// The whole training step on the GPU (kernels and cuBLASLt) against the same step on the CPU executor, which
+// test_model checks against tl::decoder: the tiny preset with a sliding window on its first layer, 3 x 40 tokens
+// in packed documents, logits in chunks of 50 rows, some targets ignored; f32 products, then bf16 ones (in
+// test_model the CPU executor's bf16 gradients are within 7.2e-6 of tl::decoder's bf16 ones). Loss within 1e-5,
+// every gradient within 1e-4 of its tensor's scale (reductions in other orders through two layers).
 BOOST_AUTO_TEST_CASE(decoder_step_matches_the_cpu_executor, needs_device()) {
     model_config c = presets::tiny::value;
     c.sliding_window = 24;
     c.full_attention_every = 2; // layer 0 slides, layer 1 attends fully
-    gpu::decoder_plan_options o;
-    o.batch = 3, o.time = 40, o.logits_rows = 50, o.bf16_weights = false;
-    const gpu::arena_plan plan = gpu::plan_decoder_step(c, o);
+    for (const bool bf16 : {false, true}) {
+        BOOST_TEST_CONTEXT((bf16 ? "bf16 products" : "f32 products")) {
+            gpu::decoder_plan_options o;
+            o.batch = 3, o.time = 40, o.logits_rows = 50, o.bf16_weights = bf16;
+            const gpu::arena_plan plan = gpu::plan_decoder_step(c, o);
 
-    const std::size_t p = std::size_t(parameter_count(c));
-    std::vector<float> weights = random_tensor<float>({index_t(p)}, 50, 0.05).data;
-    for (const gpu::parameter_slice& s : gpu::decoder_parameter_layout(c))
-        if (s.name.find("norm") != std::string::npos) // norm weights near one
-            for (std::size_t i = 0; i < s.size(); ++i)
-                weights[s.offset + i] += 1.0f;
-    std::vector<std::int32_t> ids(std::size_t(o.batch * o.time)), targets(ids.size());
-    for (std::size_t i = 0; i < ids.size(); ++i) {
-        ids[i] = std::int32_t((i * 37 + 11) % std::size_t(c.vocab_size));
-        targets[i] = i % 9 == 4 ? -100 : std::int32_t((i * 53 + 5) % std::size_t(c.vocab_size));
-    }
+            const std::size_t p = std::size_t(parameter_count(c));
+            std::vector<float> weights = random_tensor<float>({index_t(p)}, 50, 0.05).data;
+            for (const gpu::parameter_slice& s : gpu::decoder_parameter_layout(c))
+                if (s.name.find("norm") != std::string::npos) // norm weights near one
+                    for (std::size_t i = 0; i < s.size(); ++i)
+                        weights[s.offset + i] += 1.0f;
+            std::vector<std::int32_t> ids(std::size_t(o.batch * o.time)), targets(ids.size());
+            for (std::size_t i = 0; i < ids.size(); ++i) {
+                ids[i] = std::int32_t((i * 37 + 11) % std::size_t(c.vocab_size));
+                targets[i] = i % 9 == 4 ? -100 : std::int32_t((i * 53 + 5) % std::size_t(c.vocab_size));
+            }
 
-    std::vector<std::int64_t> docs(ids.size()); // row r: documents every 13 + r tokens
-    for (long long r = 0; r < o.batch; ++r)
-        for (long long t = 0; t < o.time; ++t)
-            docs[std::size_t(r * o.time + t)] = t - t % (13 + r);
+            std::vector<std::int64_t> docs(ids.size()); // row r: documents every 13 + r tokens
+            for (long long r = 0; r < o.batch; ++r)
+                for (long long t = 0; t < o.time; ++t)
+                    docs[std::size_t(r * o.time + t)] = t - t % (13 + r);
 
-    std::vector<std::byte> host(plan.bytes());
-    gpu::cpu_ops cpu;
-    gpu::decoder_step<gpu::cpu_ops> cpu_step(c, o, plan, host.data(), cpu);
-    std::copy(weights.begin(), weights.end(), reinterpret_cast<float*>(host.data() + plan.at("parameters").offset));
-    cpu_step.zero_gradients();
-    const double cpu_loss = cpu_step.forward_backward(ids.data(), targets.data(), docs.data());
+            std::vector<std::byte> host(plan.bytes());
+            gpu::cpu_ops cpu;
+            gpu::decoder_step<gpu::cpu_ops> cpu_step(c, o, plan, host.data(), cpu);
+            std::copy(weights.begin(), weights.end(),
+                      reinterpret_cast<float*>(host.data() + plan.at("parameters").offset));
+            cpu_step.zero_gradients();
+            const double cpu_loss = cpu_step.forward_backward(ids.data(), targets.data(), docs.data());
 
-    gpu::device_arena arena(plan);
-    gpu::blas products(arena.at<std::byte>(plan.at("blas.workspace").offset), gpu::blas_workspace_bytes);
-    gpu::gpu_ops dev{&products, nullptr};
-    gpu::decoder_step<gpu::gpu_ops> gpu_step(c, o, plan, arena.at<std::byte>(0), dev);
-    gpu::copy_to_device(arena.at<float>(plan.at("parameters").offset), weights.data(), p * sizeof(float));
-    gpu_step.zero_gradients();
-    const double gpu_loss = gpu_step.forward_backward(ids.data(), targets.data(), docs.data());
-    gpu::synchronize();
-    BOOST_TEST_MESSAGE("loss: CPU executor " << cpu_loss << ", GPU " << gpu_loss);
-    BOOST_TEST(std::abs(gpu_loss - cpu_loss) < 1e-5 * cpu_loss);
+            gpu::device_arena arena(plan);
+            gpu::blas products(arena.at<std::byte>(plan.at("blas.workspace").offset), gpu::blas_workspace_bytes);
+            gpu::gpu_ops dev{&products, nullptr};
+            gpu::decoder_step<gpu::gpu_ops> gpu_step(c, o, plan, arena.at<std::byte>(0), dev);
+            gpu::copy_to_device(arena.at<float>(plan.at("parameters").offset), weights.data(), p * sizeof(float));
+            gpu_step.zero_gradients();
+            const double gpu_loss = gpu_step.forward_backward(ids.data(), targets.data(), docs.data());
+            gpu::synchronize();
+            BOOST_TEST_MESSAGE("loss: CPU executor " << cpu_loss << ", GPU " << gpu_loss);
+            BOOST_TEST(std::abs(gpu_loss - cpu_loss) < 1e-5 * cpu_loss);
 
-    std::vector<float> grads(p);
-    gpu::copy_to_host(grads.data(), arena.at<float>(plan.at("gradients").offset), p * sizeof(float));
-    const float* cpu_grads = reinterpret_cast<const float*>(host.data() + plan.at("gradients").offset);
-    for (const gpu::parameter_slice& s : gpu::decoder_parameter_layout(c)) {
-        double err = 0, scale = 0;
-        for (std::size_t i = s.offset; i < s.offset + s.size(); ++i) {
-            err = std::max(err, std::abs(double(grads[i]) - double(cpu_grads[i])));
-            scale = std::max(scale, std::abs(double(cpu_grads[i])));
+            std::vector<float> grads(p);
+            gpu::copy_to_host(grads.data(), arena.at<float>(plan.at("gradients").offset), p * sizeof(float));
+            const float* cpu_grads = reinterpret_cast<const float*>(host.data() + plan.at("gradients").offset);
+            for (const gpu::parameter_slice& s : gpu::decoder_parameter_layout(c)) {
+                double err = 0, scale = 0;
+                for (std::size_t i = s.offset; i < s.offset + s.size(); ++i) {
+                    err = std::max(err, std::abs(double(grads[i]) - double(cpu_grads[i])));
+                    scale = std::max(scale, std::abs(double(cpu_grads[i])));
+                }
+                BOOST_TEST(scale > 0.0, s.name);
+                BOOST_TEST(err <= 1e-4 * scale, s.name << ": " << err << " against a scale of " << scale);
+            }
+
+            // The optimizer from the CPU executor's gradients on both sides: the norm (sums of squares in double, in
+            // other orders), then clipping and two AdamW steps, whose element-wise arithmetic gives the same bits.
+            gpu::copy_to_device(arena.at<float>(plan.at("gradients").offset), cpu_grads, p * sizeof(float));
+            const double cpu_norm = cpu_step.clip_gradients(0.01), gpu_norm = gpu_step.clip_gradients(0.01);
+            BOOST_TEST(std::abs(gpu_norm - cpu_norm) <= 1e-12 * cpu_norm);
+            BOOST_TEST_REQUIRE(cpu_norm > 0.01); // clipping happened
+            gpu::copy_to_device(arena.at<float>(plan.at("gradients").offset), cpu_grads, p * sizeof(float));
+            const adamw_options options{.weight_decay = 0.1};
+            for (const double lr : {1e-3, 2e-3}) {
+                cpu_step.adamw_step(lr, options);
+                gpu_step.adamw_step(lr, options);
+            }
+            std::vector<float> params(p);
+            gpu::copy_to_host(params.data(), arena.at<float>(plan.at("parameters").offset), p * sizeof(float));
+            BOOST_TEST(std::memcmp(params.data(), host.data() + plan.at("parameters").offset, p * sizeof(float)) == 0);
         }
-        BOOST_TEST(scale > 0.0, s.name);
-        BOOST_TEST(err <= 1e-4 * scale, s.name << ": " << err << " against a scale of " << scale);
     }
-
-    // The optimizer from the CPU executor's gradients on both sides: the norm (sums of squares in double, in
-    // other orders), then clipping and two AdamW steps, whose element-wise arithmetic gives the same bits.
-    gpu::copy_to_device(arena.at<float>(plan.at("gradients").offset), cpu_grads, p * sizeof(float));
-    const double cpu_norm = cpu_step.clip_gradients(0.01), gpu_norm = gpu_step.clip_gradients(0.01);
-    BOOST_TEST(std::abs(gpu_norm - cpu_norm) <= 1e-12 * cpu_norm);
-    BOOST_TEST_REQUIRE(cpu_norm > 0.01); // clipping happened
-    gpu::copy_to_device(arena.at<float>(plan.at("gradients").offset), cpu_grads, p * sizeof(float));
-    const adamw_options options{.weight_decay = 0.1};
-    for (const double lr : {1e-3, 2e-3}) {
-        cpu_step.adamw_step(lr, options);
-        gpu_step.adamw_step(lr, options);
-    }
-    std::vector<float> params(p);
-    gpu::copy_to_host(params.data(), arena.at<float>(plan.at("parameters").offset), p * sizeof(float));
-    BOOST_TEST(std::memcmp(params.data(), host.data() + plan.at("parameters").offset, p * sizeof(float)) == 0);
 }
 
 BOOST_AUTO_TEST_CASE(errors_name_the_call, needs_device()) {

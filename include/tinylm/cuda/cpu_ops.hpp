@@ -8,7 +8,9 @@
 #include <tinylm/cuda/blas.hpp>
 #include <tinylm/cuda/row_math.hpp>
 
+#include <cstdint>
 #include <cstring>
+#include <vector>
 
 namespace tl::gpu {
 
@@ -17,13 +19,23 @@ struct cpu_ops {
     void download(void* dst, const void* src, std::size_t bytes) { std::memcpy(dst, src, bytes); }
     void zero(void* dst, std::size_t bytes) { std::memset(dst, 0, bytes); }
 
+    // f32, or bf16 operands widened back to f32 (exactly) for the reference gemm.
     void matmul(const matmul_args& m) {
-        check(m.input == matmul_input::f32, "gpu::cpu_ops: f32 products only");
         gemm_args<float> g;
         g.trans_a = m.trans_a, g.trans_b = m.trans_b, g.m = m.m, g.n = m.n, g.k = m.k, g.alpha = m.alpha;
         g.a = static_cast<const float*>(m.a), g.lda = m.lda, g.b = static_cast<const float*>(m.b), g.ldb = m.ldb;
         g.beta = m.beta, g.c = m.c, g.ldc = m.ldc;
+        if (m.input == matmul_input::bf16) {
+            // the stored extent: (rows - 1) strides and one row
+            a_wide_ = widen(m.a, ((m.trans_a ? m.k : m.m) - 1) * m.lda + (m.trans_a ? m.m : m.k));
+            b_wide_ = widen(m.b, ((m.trans_b ? m.n : m.k) - 1) * m.ldb + (m.trans_b ? m.k : m.n));
+            g.a = a_wide_.data(), g.b = b_wide_.data();
+        }
         reference_cpu::gemm(g);
+    }
+    void to_bf16(std::uint16_t* dst, const float* src, long long n) {
+        for (long long i = 0; i < n; ++i)
+            dst[i] = bf16_bits(src[i]);
     }
     void embedding_forward(float* out, const std::int32_t* ids, const float* weight, long long n, int d) {
         embedding_gather_rows(out, ids, weight, n, d);
@@ -78,6 +90,18 @@ struct cpu_ops {
     void adamw_step(float* p, const float* g, float* m, float* v, long long n, const adamw_coeffs& c) {
         adamw_elements(p, g, m, v, n, c);
     }
+
+private:
+    static std::vector<float> widen(const void* bits, long long count) {
+        const auto* h = static_cast<const std::uint16_t*>(bits);
+        std::vector<float> out(static_cast<std::size_t>(count));
+        for (long long i = 0; i < count; ++i) {
+            const std::uint32_t u = std::uint32_t(h[i]) << 16;
+            std::memcpy(&out[std::size_t(i)], &u, sizeof u);
+        }
+        return out;
+    }
+    std::vector<float> a_wide_, b_wide_;
 };
 
 } // namespace tl::gpu

@@ -8,6 +8,8 @@
 // kv = kv_width, f = d_ff, H = n_heads, V = vocab_size, P = parameter_count(config):
 //
 //   model state   parameters, gradients, adam.m, adam.v: 4 P bytes each; parameters.bf16 2 P (bf16 option)
+//   bf16 operands scratch.bf16.a, scratch.bf16.b: 2 max(N max(d, q, f), logits_rows V) bytes each (bf16
+//                 option: a product's activation operands, converted right before it)
 //   inputs        ids, targets (int32 N), doc_start, positions (int64 N), embedding.tokens / .offsets / .positions
 //                 (int32 N, N + 1, N: the host's token_groups, at most that large), rope.cos / rope.sin (f32 T x D/2)
 //   layer l       layer.l.x, .normed1, .resid, .normed2 (N d), .q, .attn (N q), .k, .v (N kv), .gate, .up,
@@ -74,7 +76,7 @@ inline std::vector<parameter_slice> decoder_parameter_layout(const model_config&
 struct decoder_plan_options {
     long long batch = 1, time = 1;
     long long logits_rows = 4096; // tokens per chunk of the LM head (capped at batch * time)
-    bool bf16_weights = true;     // a bf16 copy of the parameters for the products (bf16 mixed precision)
+    bool bf16_weights = true;     // bf16 mixed precision: the products read bf16 copies of their operands
 };
 
 inline arena_plan plan_decoder_step(const model_config& c, const decoder_plan_options& o) {
@@ -110,7 +112,12 @@ inline arena_plan plan_decoder_step(const model_config& c, const decoder_plan_op
     plan.add_array<float>("gradients", p);
     plan.add_array<float>("adam.m", p);
     plan.add_array<float>("adam.v", p);
-    if (o.bf16_weights) plan.add_array<std::uint16_t>("parameters.bf16", p);
+    if (o.bf16_weights) {
+        plan.add_array<std::uint16_t>("parameters.bf16", p);
+        const std::size_t operand = std::max(n * std::max({d, q, f}), std::min(n, std::size_t(o.logits_rows)) * v);
+        plan.add_array<std::uint16_t>("scratch.bf16.a", operand);
+        plan.add_array<std::uint16_t>("scratch.bf16.b", operand);
+    }
 
     plan.add_array<std::int32_t>("ids", n);
     plan.add_array<std::int32_t>("targets", n);

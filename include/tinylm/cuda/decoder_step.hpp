@@ -16,6 +16,11 @@
 // and back through the layers; the residual stream's gradient lives in scratch.dx, to which each norm's backward
 // adds its input gradient. Gradients accumulate into the "gradients" block (zero_gradients clears it).
 //
+// bf16 mixed precision (decoder_plan_options::bf16_weights): every product reads bf16 operands and accumulates
+// and writes f32, as tl's CPU bf16 path (docs/precision.md); the weights are converted once per optimizer step
+// (parameters.bf16), the activation operands right before each product (scratch.bf16.a, .b). Everything else,
+// master weights, gradients and moments included, stays f32.
+//
 // After the step, the optimizer over the flat blocks: the global gradient norm and clipping (optim/clip.hpp's
 // rule) and AdamW (optim/adamw.hpp's update and decay rule: every parameter but the norms decays, the embedding
 // unless decay_embeddings is off), one launch per parameter tensor.
@@ -58,12 +63,16 @@ public:
         ex_.upload(buf("rope.sin"), sin.data(), sin.size() * sizeof(float));
         ex_.zero(buf("adam.m"), plan_.at("adam.m").bytes); // device memory starts undefined
         ex_.zero(buf("adam.v"), plan_.at("adam.v").bytes);
+        weights_stale_ = true;
     }
 
     const std::vector<parameter_slice>& layout() const { return layout_; }
     // The parameter (or its gradient) named as in Hugging Face's checkpoints, in Ex's memory.
     float* parameter(const std::string& name) { return slice("parameters", name); }
     float* gradient(const std::string& name) { return slice("gradients", name); }
+    // After writing parameters directly (a checkpoint, a test): their bf16 copy is made again before the next
+    // products. adamw_step does this itself.
+    void parameters_changed() { weights_stale_ = true; }
     void zero_gradients() { ex_.zero(buf("gradients"), plan_.at("gradients").bytes); }
 
     // The L2 norm of all gradients (a deterministic sum in double).
@@ -94,6 +103,7 @@ public:
                            f("adam.v") + s.offset, (long long)s.size(),
                            adamw_step_coeffs(lr, o.beta1, o.beta2, o.eps, o.weight_decay, adam_t_, decay));
         }
+        weights_stale_ = true;
     }
 
     // ids, targets (batch * time, host memory; targets -100 are ignored): the mean loss over counted targets,
@@ -123,6 +133,11 @@ public:
             ex_.upload(buf("positions"), in_document.data(), in_document.size() * sizeof(std::int64_t));
         }
 
+        if (o_.bf16_weights && weights_stale_) { // once per optimizer step, not per product
+            ex_.to_bf16(as<std::uint16_t>("parameters.bf16"), f("parameters"),
+                        (long long)plan_.at("parameters").bytes / (long long)sizeof(float));
+            weights_stale_ = false;
+        }
         forward();
         const double loss_sum = head(count);
         backward();
@@ -150,27 +165,42 @@ private:
     float* head_weight() { return parameter(c_.tied_embeddings ? "model.embed_tokens.weight" : "lm_head.weight"); }
     float* head_gradient() { return gradient(c_.tied_embeddings ? "model.embed_tokens.weight" : "lm_head.weight"); }
 
-    // y (rows, out) = x (rows, in) W^T, or + beta y
-    void linear(float* y, const float* x, const float* w, long long rows, long long out, long long in, float beta = 0) {
-        matmul_args g;
-        g.trans_b = true, g.m = rows, g.n = out, g.k = in, g.a = x, g.lda = in, g.b = w, g.ldb = in, g.beta = beta;
-        g.c = y, g.ldc = out;
+    // A product's operands: f32 as they are, or (bf16) the weight's bf16 copy and the activation converted into
+    // a scratch buffer (dense: every activation operand here is).
+    const void* activation(const float* x, long long count, const char* scratch) {
+        if (!o_.bf16_weights) return x;
+        ex_.to_bf16(as<std::uint16_t>(scratch), x, count);
+        return as<std::uint16_t>(scratch);
+    }
+    const void* weight_operand(const float* w) {
+        if (!o_.bf16_weights) return w;
+        return as<std::uint16_t>("parameters.bf16") + (w - f("parameters"));
+    }
+    void run(matmul_args g) {
+        g.input = o_.bf16_weights ? matmul_input::bf16 : matmul_input::f32;
         ex_.matmul(g);
+    }
+    // y (rows, out) = x (rows, in) W^T
+    void linear(float* y, const float* x, const float* w, long long rows, long long out, long long in) {
+        matmul_args g;
+        g.trans_b = true, g.m = rows, g.n = out, g.k = in, g.a = activation(x, rows * in, "scratch.bf16.a");
+        g.lda = in, g.b = weight_operand(w), g.ldb = in, g.c = y, g.ldc = out;
+        run(g);
     }
     // dx (rows, in) = dy (rows, out) W (out, in) + beta dx
     void linear_dx(float* dx, const float* dy, const float* w, long long rows, long long out, long long in,
                    float beta) {
         matmul_args g;
-        g.m = rows, g.n = in, g.k = out, g.a = dy, g.lda = out, g.b = w, g.ldb = in, g.beta = beta, g.c = dx,
-        g.ldc = in;
-        ex_.matmul(g);
+        g.m = rows, g.n = in, g.k = out, g.a = activation(dy, rows * out, "scratch.bf16.a"), g.lda = out;
+        g.b = weight_operand(w), g.ldb = in, g.beta = beta, g.c = dx, g.ldc = in;
+        run(g);
     }
     // dW (out, in) += dy^T (out, rows) x (rows, in)
     void linear_dw(float* dw, const float* dy, const float* x, long long rows, long long out, long long in) {
         matmul_args g;
-        g.trans_a = true, g.m = out, g.n = in, g.k = rows, g.a = dy, g.lda = out, g.b = x, g.ldb = in, g.beta = 1;
-        g.c = dw, g.ldc = in;
-        ex_.matmul(g);
+        g.trans_a = true, g.m = out, g.n = in, g.k = rows, g.a = activation(dy, rows * out, "scratch.bf16.a");
+        g.lda = out, g.b = activation(x, rows * in, "scratch.bf16.b"), g.ldb = in, g.beta = 1, g.c = dw, g.ldc = in;
+        run(g);
     }
     const std::int64_t* doc_start() const { return documents_ ? as<std::int64_t>("doc_start") : nullptr; }
     const std::int64_t* positions() const { return documents_ ? as<std::int64_t>("positions") : nullptr; }
@@ -285,7 +315,7 @@ private:
     Ex& ex_;
     std::vector<parameter_slice> layout_;
     long long n_ = 0, rows_ = 0, adam_t_ = 0;
-    bool documents_ = false;
+    bool documents_ = false, weights_stale_ = true;
 };
 
 } // namespace tl::gpu

@@ -15,6 +15,7 @@ struct gpu_ops {
     void download(void* dst, const void* src, std::size_t bytes) { copy_to_host(dst, src, bytes); }
     void zero(void* dst, std::size_t bytes) { fill_zero(dst, bytes, stream); }
     void matmul(const matmul_args& g) { products->matmul(g, stream); }
+    void to_bf16(std::uint16_t* dst, const float* src, long long n) { gpu::to_bf16(dst, src, n, stream); }
 
     void embedding_forward(float* out, const std::int32_t* ids, const float* weight, long long n, int d) {
         gpu::embedding_forward(out, ids, weight, n, d, stream);
