@@ -474,6 +474,12 @@ BOOST_AUTO_TEST_CASE(decoder_step_matches_the_cpu_executor, needs_device()) {
 
             std::vector<float> grads(p);
             gpu::copy_to_host(grads.data(), arena.at<float>(plan.at("gradients").offset), p * sizeof(float));
+            // Deterministic (issue 20: bit-identical resume on the same GPU): the same step again, the same bits.
+            gpu_step.zero_gradients();
+            BOOST_TEST(gpu_step.forward_backward(ids.data(), targets.data(), docs.data()) == gpu_loss);
+            std::vector<float> again(p);
+            gpu::copy_to_host(again.data(), arena.at<float>(plan.at("gradients").offset), p * sizeof(float));
+            BOOST_TEST(std::memcmp(again.data(), grads.data(), p * sizeof(float)) == 0);
             const float* cpu_grads = reinterpret_cast<const float*>(host.data() + plan.at("gradients").offset);
             for (const gpu::parameter_slice& s : gpu::decoder_parameter_layout(c)) {
                 double err = 0, scale = 0;
