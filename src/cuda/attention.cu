@@ -18,7 +18,7 @@ namespace {
 constexpr int threads = 128;
 
 __global__ void attention_forward_kernel(float* out, float* lse, const float* q, const float* k, const float* v,
-                                         const std::int64_t* doc_start, attention_dims s, float scale) {
+                                         attention_masks m, attention_dims s, float scale) {
     const long long rows = s.batch * s.q_heads * s.time;
     const long long r = blockIdx.x * (long long)blockDim.x + threadIdx.x;
     if (r >= rows) return;
@@ -26,9 +26,10 @@ __global__ void attention_forward_kernel(float* out, float* lse, const float* q,
     const int h = int(bh % s.q_heads);
     float acc[attention_max_head_dim];
     const long long at = attention_q_offset(b, i, h, s), kv = attention_kv_offset(b, 0, attention_kv_head(h, s), s);
+    const attention_span keys = attention_keys(b, i, s, m);
     lse[attention_lse_offset(b, h, i, s)] =
-        attention_row_forward(out + at, acc, q + at, k + kv, v + kv, (long long)s.kv_heads * s.head_dim,
-                              attention_first_key(b, i, s, doc_start), i, s.head_dim, scale);
+        attention_row_forward(out + at, acc, q + at, k + kv, v + kv, (long long)s.kv_heads * s.head_dim, keys.first,
+                              keys.last, s.head_dim, scale);
 }
 
 __global__ void attention_delta_kernel(float* delta, const float* dout, const float* out, attention_dims s) {
@@ -42,8 +43,8 @@ __global__ void attention_delta_kernel(float* delta, const float* dout, const fl
 }
 
 __global__ void attention_dq_kernel(float* dq, const float* dout, const float* q, const float* k, const float* v,
-                                    const float* lse, const float* delta, const std::int64_t* doc_start,
-                                    attention_dims s, float scale) {
+                                    const float* lse, const float* delta, attention_masks m, attention_dims s,
+                                    float scale) {
     const long long rows = s.batch * s.q_heads * s.time;
     const long long r = blockIdx.x * (long long)blockDim.x + threadIdx.x;
     if (r >= rows) return;
@@ -52,22 +53,23 @@ __global__ void attention_dq_kernel(float* dq, const float* dout, const float* q
     float acc[attention_max_head_dim];
     const long long at = attention_q_offset(b, i, h, s), kv = attention_kv_offset(b, 0, attention_kv_head(h, s), s);
     const long long l = attention_lse_offset(b, h, i, s);
-    attention_row_dq(acc, q + at, dout + at, k + kv, v + kv, (long long)s.kv_heads * s.head_dim,
-                     attention_first_key(b, i, s, doc_start), i, s.head_dim, scale, lse[l], delta[l]);
+    const attention_span keys = attention_keys(b, i, s, m);
+    attention_row_dq(acc, q + at, dout + at, k + kv, v + kv, (long long)s.kv_heads * s.head_dim, keys.first, keys.last,
+                     s.head_dim, scale, lse[l], delta[l]);
     for (int c = 0; c < s.head_dim; ++c)
         dq[at + c] = acc[c];
 }
 
 __global__ void attention_dkdv_kernel(float* dk, float* dv, const float* dout, const float* q, const float* k,
-                                      const float* v, const float* lse, const float* delta,
-                                      const std::int64_t* doc_start, attention_dims s, float scale) {
+                                      const float* v, const float* lse, const float* delta, attention_masks m,
+                                      attention_dims s, float scale) {
     const long long rows = s.batch * s.kv_heads * s.time;
     const long long r = blockIdx.x * (long long)blockDim.x + threadIdx.x;
     if (r >= rows) return;
     const long long j = r % s.time, bh = r / s.time, b = bh / s.kv_heads;
     const int hk = int(bh % s.kv_heads);
     float dk_acc[attention_max_head_dim], dv_acc[attention_max_head_dim];
-    attention_key_dkdv(dk_acc, dv_acc, q, dout, k, v, lse, delta, doc_start, b, j, hk, s, scale);
+    attention_key_dkdv(dk_acc, dv_acc, q, dout, k, v, lse, delta, m, b, j, hk, s, scale);
     const long long at = attention_kv_offset(b, j, hk, s);
     for (int c = 0; c < s.head_dim; ++c) {
         dk[at + c] = dk_acc[c];
@@ -107,18 +109,18 @@ unsigned blocks_for(long long rows, const char* what) {
 } // namespace
 
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
-                       const std::int64_t* doc_start, const attention_dims& s, void* stream) {
+                       const attention_masks& masks, const attention_dims& s, void* stream) {
     check_dims(s, "gpu::attention_forward");
     const long long rows = s.batch * s.q_heads * s.time;
     if (rows == 0) return;
     attention_forward_kernel<<<blocks_for(rows, "gpu::attention_forward"), threads, 0, detail::as_stream(stream)>>>(
-        out, lse, q, k, v, doc_start, s, attention_scale(s.head_dim));
+        out, lse, q, k, v, masks, s, attention_scale(s.head_dim));
     detail::launch_check("attention_forward");
 }
 
 void attention_backward(float* dq, float* dk, float* dv, float* delta, const float* dout, const float* q,
                         const float* k, const float* v, const float* out, const float* lse,
-                        const std::int64_t* doc_start, const attention_dims& s, void* stream) {
+                        const attention_masks& masks, const attention_dims& s, void* stream) {
     check_dims(s, "gpu::attention_backward");
     const long long q_rows = s.batch * s.q_heads * s.time, kv_rows = s.batch * s.kv_heads * s.time;
     if (q_rows == 0) return;
@@ -127,10 +129,10 @@ void attention_backward(float* dq, float* dk, float* dv, float* delta, const flo
     const unsigned qb = blocks_for(q_rows, "gpu::attention_backward");
     attention_delta_kernel<<<qb, threads, 0, st>>>(delta, dout, out, s);
     detail::launch_check("attention_backward (delta)");
-    attention_dq_kernel<<<qb, threads, 0, st>>>(dq, dout, q, k, v, lse, delta, doc_start, s, scale);
+    attention_dq_kernel<<<qb, threads, 0, st>>>(dq, dout, q, k, v, lse, delta, masks, s, scale);
     detail::launch_check("attention_backward (dq)");
     attention_dkdv_kernel<<<blocks_for(kv_rows, "gpu::attention_backward"), threads, 0, st>>>(
-        dk, dv, dout, q, k, v, lse, delta, doc_start, s, scale);
+        dk, dv, dout, q, k, v, lse, delta, masks, s, scale);
     detail::launch_check("attention_backward (dk, dv)");
 }
 

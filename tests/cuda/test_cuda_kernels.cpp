@@ -326,7 +326,7 @@ BOOST_AUTO_TEST_CASE(to_bf16_is_tl_bf16_bit_for_bit, needs_device()) {
 }
 
 // GPU attention against the CPU drivers (which test_row_math checks against the reference in f64): GQA, a head
-// width of 64, 300 positions (ten key tiles), with and without a window and packed documents.
+// width of 64, 300 positions (ten key tiles), with and without a window, packed documents and right padding.
 BOOST_AUTO_TEST_CASE(attention_matches_the_cpu, needs_device()) {
     const long long B = 2, T = 300;
     const int Hq = 8, Hkv = 2, D = 64;
@@ -336,21 +336,24 @@ BOOST_AUTO_TEST_CASE(attention_matches_the_cpu, needs_device()) {
     for (long long b = 0; b < B; ++b)
         for (long long t = 0; t < T; ++t)
             docs[std::size_t(b * T + t)] = b == 0 ? (t >= 170 ? 170 : t >= 50 ? 50 : 0) : (t >= 99 ? 99 : 0);
+    const std::vector<std::int64_t> lengths = {300, 140}; // row 1: its second document (99 ..) ends at 139
     struct variant {
         int window;
-        bool documents;
+        bool documents, padding;
     };
-    for (const variant c : {variant{0, false}, variant{64, false}, variant{40, true}}) {
+    for (const variant c :
+         {variant{0, false, false}, variant{64, false, false}, variant{40, true, false}, variant{40, true, true}}) {
         const gpu::attention_dims s{B, T, Hq, Hkv, D, c.window};
         const std::size_t rows = std::size_t(B * Hq * T);
         device_run r;
         const int bq = r.input(q.data), bk = r.input(k.data), bv = r.input(v.data), bdo = r.input(dout.data),
-                  bd = r.input(docs);
+                  bd = r.input(docs), blen = r.input(lengths);
         const int bo = r.output<float>(q.data.size()), bl = r.output<float>(rows), bdl = r.output<float>(rows);
         const int bdq = r.output<float>(q.data.size()), bdk = r.output<float>(k.data.size()),
                   bdv = r.output<float>(v.data.size());
         r.allocate();
-        const std::int64_t* ds_gpu = c.documents ? r.at<std::int64_t>(bd) : nullptr;
+        const gpu::attention_masks ds_gpu(c.documents ? r.at<std::int64_t>(bd) : nullptr,
+                                          c.padding ? r.at<std::int64_t>(blen) : nullptr);
         gpu::attention_forward(r.at<float>(bo), r.at<float>(bl), r.at<float>(bq), r.at<float>(bk), r.at<float>(bv),
                                ds_gpu, s);
         gpu::attention_backward(r.at<float>(bdq), r.at<float>(bdk), r.at<float>(bdv), r.at<float>(bdl),
@@ -358,11 +361,13 @@ BOOST_AUTO_TEST_CASE(attention_matches_the_cpu, needs_device()) {
                                 r.at<float>(bl), ds_gpu, s);
         std::vector<float> out(q.data.size()), lse(rows), delta(rows), dq(q.data.size()), dk(k.data.size()),
             dv(v.data.size());
-        const std::int64_t* ds = c.documents ? docs.data() : nullptr;
+        const gpu::attention_masks ds(c.documents ? docs.data() : nullptr, c.padding ? lengths.data() : nullptr);
         gpu::attention_forward_rows(out.data(), lse.data(), q.data.data(), k.data.data(), v.data.data(), ds, s);
         gpu::attention_backward_rows(dq.data(), dk.data(), dv.data(), delta.data(), dout.data.data(), q.data.data(),
                                      k.data.data(), v.data.data(), out.data(), lse.data(), ds, s);
-        const std::string what = "window " + std::to_string(c.window) + (c.documents ? " with documents" : "");
+        std::string what = "window " + std::to_string(c.window);
+        what += c.documents ? ", documents" : "";
+        what += c.padding ? ", padding" : "";
         BOOST_TEST(max_rel(r.get<float>(bo), out) < 1e-5, what);
         BOOST_TEST(max_rel(r.get<float>(bl), lse) < 1e-5, what);
         BOOST_TEST(max_rel(r.get<float>(bdq), dq) < 1e-5, what);

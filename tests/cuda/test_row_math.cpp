@@ -275,7 +275,8 @@ BOOST_AUTO_TEST_CASE(rope_is_the_op_bit_for_bit) {
 
 // Causal attention row by row (online softmax over key tiles; backward by query rows and by key rows) against
 // tl::attention_*_reference in f64: GQA (4 query heads on 2 key/value heads), 70 positions (three key tiles,
-// the last partial), full, a sliding window, and packed documents with a window.
+// the last partial), full, a sliding window, packed documents with and without a window, right padding with and
+// without them.
 BOOST_AUTO_TEST_CASE(attention_rows_match_the_reference_in_f64) {
     const index_t B = 2, T = 70, Hq = 4, Hkv = 2, D = 16;
     const auto q = random_tensor<float>({B, T, Hq, D}, 20), k = random_tensor<float>({B, T, Hkv, D}, 21);
@@ -284,13 +285,17 @@ BOOST_AUTO_TEST_CASE(attention_rows_match_the_reference_in_f64) {
     for (index_t b = 0; b < B; ++b) // row 0: documents at 0, 25, 60; row 1: at 0 and 41
         for (index_t t = 0; t < T; ++t)
             docs[std::size_t(b * T + t)] = b == 0 ? (t >= 60 ? 60 : t >= 25 ? 25 : 0) : (t >= 41 ? 41 : 0);
+    // Right padding: row 0 has 61 valid keys, row 1 has 45 (its second document, from 41, ends in padding; with
+    // the window, padded queries there see no valid key of their own and fall back to all valid keys).
+    std::vector<index_t> lengths = {61, 45};
     struct variant {
         int window;
-        bool documents;
+        bool documents, padding;
     };
-    for (const variant c : {variant{0, false}, variant{20, false}, variant{0, true}, variant{12, true}}) {
+    for (const variant c : {variant{0, false, false}, variant{20, false, false}, variant{0, true, false},
+                            variant{12, true, false}, variant{0, false, true}, variant{12, true, true}}) {
         const gpu::attention_dims s{B, T, int(Hq), int(Hkv), int(D), c.window};
-        const std::int64_t* ds = c.documents ? docs.data() : nullptr;
+        const gpu::attention_masks ds(c.documents ? docs.data() : nullptr, c.padding ? lengths.data() : nullptr);
         std::vector<float> out(q.data.size()), lse(std::size_t(B * Hq * T)), delta(lse.size());
         std::vector<float> dq(q.data.size()), dk(k.data.size()), dv(v.data.size());
         gpu::attention_forward_rows(out.data(), lse.data(), q.data.data(), k.data.data(), v.data.data(), ds, s);
@@ -300,14 +305,18 @@ BOOST_AUTO_TEST_CASE(attention_rows_match_the_reference_in_f64) {
         std::vector<double> q64 = to_f64(q.data), k64 = to_f64(k.data), v64 = to_f64(v.data), do64 = to_f64(dout.data);
         std::vector<double> out64(q64.size()), lse64(lse.size()), dq64(q64.size()), dk64(k64.size()), dv64(v64.size());
         const cview<index_t> dv_docs = c.documents ? cview<index_t>{docs.data(), {B, T}} : cview<index_t>{};
+        const cview<index_t> dv_lengths = c.padding ? cview<index_t>{lengths.data(), {B}} : cview<index_t>{};
         attention_forward_reference<double>({out64.data(), {B, T, Hq, D}}, {lse64.data(), {B, Hq, T}},
                                             {q64.data(), {B, T, Hq, D}}, {k64.data(), {B, T, Hkv, D}},
-                                            {v64.data(), {B, T, Hkv, D}}, c.window, 0, dv_docs);
-        attention_backward_reference<double>(
-            {dq64.data(), {B, T, Hq, D}}, {dk64.data(), {B, T, Hkv, D}}, {dv64.data(), {B, T, Hkv, D}},
-            {do64.data(), {B, T, Hq, D}}, {q64.data(), {B, T, Hq, D}}, {k64.data(), {B, T, Hkv, D}},
-            {v64.data(), {B, T, Hkv, D}}, {out64.data(), {B, T, Hq, D}}, {lse64.data(), {B, Hq, T}}, c.window, dv_docs);
-        const std::string what = "window " + std::to_string(c.window) + (c.documents ? " with documents" : "");
+                                            {v64.data(), {B, T, Hkv, D}}, c.window, 0, dv_docs, true, dv_lengths);
+        attention_backward_reference<double>({dq64.data(), {B, T, Hq, D}}, {dk64.data(), {B, T, Hkv, D}},
+                                             {dv64.data(), {B, T, Hkv, D}}, {do64.data(), {B, T, Hq, D}},
+                                             {q64.data(), {B, T, Hq, D}}, {k64.data(), {B, T, Hkv, D}},
+                                             {v64.data(), {B, T, Hkv, D}}, {out64.data(), {B, T, Hq, D}},
+                                             {lse64.data(), {B, Hq, T}}, c.window, dv_docs, true, dv_lengths);
+        std::string what = "window " + std::to_string(c.window);
+        what += c.documents ? ", documents" : "";
+        what += c.padding ? ", padding" : "";
         BOOST_TEST(max_rel(out, out64) < 1e-5, what);
         BOOST_TEST(max_rel(lse, lse64) < 1e-5, what);
         BOOST_TEST(max_rel(dq, dq64) < 1e-5, what);

@@ -4,7 +4,10 @@
 //
 // Layout as ops/attention.hpp: q, out (B, T, Hq, D), k, v (B, T, Hkv, D), lse (B, Hq, T); query head h reads
 // key/value head h / (Hq / Hkv) (GQA; MHA and MQA are its ends). Query i sees key j when j <= i, i - j < W with a
-// window W > 0 (Mistral's rule) and j >= doc_start[b, i] with packed documents.
+// window W > 0 (Mistral's rule) and j >= doc_start[b, i] with packed documents. With right padding
+// (key_lengths[b], 1 .. T: the keys of row b from key_lengths[b] on are padding) no query sees a padded key, and a
+// padded query whose own keys are all padding sees the valid keys 0 .. key_lengths[b] - 1 instead, as
+// ops/attention.hpp rules; padded keys get dk = dv = 0.
 //
 // Forward: an online softmax over tiles of attention_key_tile keys (a flash kernel's loop): each tile's scores,
 // its maximum, the running sum and output rescaled once per tile; the T x T matrix is never stored.
@@ -46,11 +49,31 @@ TINYLM_HD inline long long attention_first_key(long long b, long long i, const a
     if (doc_start && doc_start[b * s.time + i] > first) first = doc_start[b * s.time + i];
     return first;
 }
-// Whether query i sees key j <= i (window and document; documents tile a row, so once a later query's document
-// starts after j, no query after it sees j either).
+// The masks beside causality and the window, device pointers or null: doc_start (B, T), key_lengths (B).
+struct attention_masks {
+    const std::int64_t* doc_start = nullptr;
+    const std::int64_t* key_lengths = nullptr;
+    TINYLM_HD attention_masks(const std::int64_t* docs = nullptr, const std::int64_t* lengths = nullptr)
+        : doc_start(docs), key_lengths(lengths) {}
+};
+// The keys query i of row b sees: first .. last.
+struct attention_span {
+    long long first, last;
+};
+TINYLM_HD inline attention_span attention_keys(long long b, long long i, const attention_dims& s,
+                                               const attention_masks& m) {
+    attention_span r{attention_first_key(b, i, s, m.doc_start), i};
+    if (m.key_lengths) {
+        const long long valid = m.key_lengths[b];
+        if (r.last > valid - 1) r.last = valid - 1;
+        if (r.first > r.last) r = {0, valid - 1}; // a padded query whose own keys are all padding
+    }
+    return r;
+}
 TINYLM_HD inline bool attention_sees(long long b, long long i, long long j, const attention_dims& s,
-                                     const std::int64_t* doc_start) {
-    return j >= attention_first_key(b, i, s, doc_start);
+                                     const attention_masks& m) {
+    const attention_span r = attention_keys(b, i, s, m);
+    return j >= r.first && j <= r.last;
 }
 
 TINYLM_HD inline float attention_dot(const float* a, const float* b, int n) {
@@ -123,20 +146,25 @@ TINYLM_HD inline void attention_row_dq(float* dq, const float* q, const float* d
 }
 
 // dk, dv of key j of head hk in row b (assigned): the queries of every head of the group that see j, heads
-// then queries in ascending order. q, dout, lse, delta: the whole tensors; doc_start may be null.
+// then queries in ascending order (all of them at or after j). q, dout, lse, delta: the whole tensors.
 TINYLM_HD inline void attention_key_dkdv(float* dk, float* dv, const float* q, const float* dout, const float* k,
-                                         const float* v, const float* lse, const float* delta,
-                                         const std::int64_t* doc_start, long long b, long long j, int hk,
-                                         const attention_dims& s, float scale) {
+                                         const float* v, const float* lse, const float* delta, const attention_masks& m,
+                                         long long b, long long j, int hk, const attention_dims& s, float scale) {
     const int D = s.head_dim, group = s.q_heads / s.kv_heads;
     const float* kj = k + attention_kv_offset(b, j, hk, s);
     const float* vj = v + attention_kv_offset(b, j, hk, s);
     for (int c = 0; c < D; ++c)
         dk[c] = dv[c] = 0;
-    const long long end = s.window > 0 && j + s.window < s.time ? j + s.window : s.time; // queries j .. end - 1
+    if (m.key_lengths && j >= m.key_lengths[b]) return; // padding: no query sees it
+    // Without padding the queries that see j are j .. up to the window's end or the next document: stop at the
+    // first that does not. With padding, a padded query past the window may see j again: test every query.
+    const long long end = !m.key_lengths && s.window > 0 && j + s.window < s.time ? j + s.window : s.time;
     for (int h = hk * group; h < (hk + 1) * group; ++h)
         for (long long i = j; i < end; ++i) {
-            if (!attention_sees(b, i, j, s, doc_start)) break; // a later document: no later query sees j
+            if (!attention_sees(b, i, j, s, m)) {
+                if (m.key_lengths) continue;
+                break; // a later document: no later query sees j
+            }
             const float* qi = q + attention_q_offset(b, i, h, s);
             const float* doi = dout + attention_q_offset(b, i, h, s);
             const long long at = attention_lse_offset(b, h, i, s);
@@ -153,7 +181,7 @@ TINYLM_HD inline float attention_scale(int head_dim) { return float(1.0 / sqrt(d
 
 // ---- CPU drivers: the kernels' work row by row (what test_cuda_kernels compares the GPU with) -----------------
 inline void attention_forward_rows(float* out, float* lse, const float* q, const float* k, const float* v,
-                                   const std::int64_t* doc_start, const attention_dims& s) {
+                                   const attention_masks& m, const attention_dims& s) {
     const float scale = attention_scale(s.head_dim);
     const long long ldk = (long long)s.kv_heads * s.head_dim;
     std::vector<float> acc(std::size_t(s.head_dim));
@@ -162,15 +190,15 @@ inline void attention_forward_rows(float* out, float* lse, const float* q, const
             for (long long i = 0; i < s.time; ++i) {
                 const long long at = attention_q_offset(b, i, h, s),
                                 kv = attention_kv_offset(b, 0, attention_kv_head(h, s), s);
-                lse[attention_lse_offset(b, h, i, s)] =
-                    attention_row_forward(out + at, acc.data(), q + at, k + kv, v + kv, ldk,
-                                          attention_first_key(b, i, s, doc_start), i, s.head_dim, scale);
+                const attention_span r = attention_keys(b, i, s, m);
+                lse[attention_lse_offset(b, h, i, s)] = attention_row_forward(
+                    out + at, acc.data(), q + at, k + kv, v + kv, ldk, r.first, r.last, s.head_dim, scale);
             }
 }
 // dq, dk, dv assigned; delta (B, Hq, T) is scratch, filled first.
 inline void attention_backward_rows(float* dq, float* dk, float* dv, float* delta, const float* dout, const float* q,
                                     const float* k, const float* v, const float* out, const float* lse,
-                                    const std::int64_t* doc_start, const attention_dims& s) {
+                                    const attention_masks& m, const attention_dims& s) {
     const float scale = attention_scale(s.head_dim);
     const long long ldk = (long long)s.kv_heads * s.head_dim;
     for (long long b = 0; b < s.batch; ++b)
@@ -185,14 +213,15 @@ inline void attention_backward_rows(float* dq, float* dk, float* dv, float* delt
                 const long long at = attention_q_offset(b, i, h, s),
                                 kv = attention_kv_offset(b, 0, attention_kv_head(h, s), s);
                 const long long l = attention_lse_offset(b, h, i, s);
-                attention_row_dq(dq + at, q + at, dout + at, k + kv, v + kv, ldk,
-                                 attention_first_key(b, i, s, doc_start), i, s.head_dim, scale, lse[l], delta[l]);
+                const attention_span r = attention_keys(b, i, s, m);
+                attention_row_dq(dq + at, q + at, dout + at, k + kv, v + kv, ldk, r.first, r.last, s.head_dim, scale,
+                                 lse[l], delta[l]);
             }
     for (long long b = 0; b < s.batch; ++b)
         for (long long j = 0; j < s.time; ++j)
             for (int hk = 0; hk < s.kv_heads; ++hk) {
                 const long long at = attention_kv_offset(b, j, hk, s);
-                attention_key_dkdv(dk + at, dv + at, q, dout, k, v, lse, delta, doc_start, b, j, hk, s, scale);
+                attention_key_dkdv(dk + at, dv + at, q, dout, k, v, lse, delta, m, b, j, hk, s, scale);
             }
 }
 

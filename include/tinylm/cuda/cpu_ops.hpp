@@ -69,13 +69,13 @@ struct cpu_ops {
         rope_rows(x, cos, sin, positions, batch, time, heads, head_dim, direction);
     }
     void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
-                           const std::int64_t* doc_start, const attention_dims& s) {
-        attention_forward_rows(out, lse, q, k, v, doc_start, s);
+                           const attention_masks& masks, const attention_dims& s) {
+        attention_forward_rows(out, lse, q, k, v, masks, s);
     }
     void attention_backward(float* dq, float* dk, float* dv, float* delta, const float* dout, const float* q,
                             const float* k, const float* v, const float* out, const float* lse,
-                            const std::int64_t* doc_start, const attention_dims& s) {
-        attention_backward_rows(dq, dk, dv, delta, dout, q, k, v, out, lse, doc_start, s);
+                            const attention_masks& masks, const attention_dims& s) {
+        attention_backward_rows(dq, dk, dv, delta, dout, q, k, v, out, lse, masks, s);
     }
     void softmax_xent_forward(float* loss, float* lse, const float* logits, const std::int32_t* targets, long long n,
                               long long v) {

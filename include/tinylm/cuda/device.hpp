@@ -86,13 +86,14 @@ void rope(float* x, const float* cos, const float* sin, const std::int64_t* posi
           int heads, int head_dim, double direction, void* stream = nullptr);
 // dst (n, bf16 bits) = src rounded to nearest even (the weights' bf16 copy, once per optimizer step).
 void to_bf16(std::uint16_t* dst, const float* src, long long n, void* stream = nullptr);
-// Causal attention (attention_row.hpp's layout and rules; head_dim <= attention_max_head_dim): out, lse.
+// Causal attention (attention_row.hpp's layout and rules; head_dim <= attention_max_head_dim): out, lse. masks:
+// doc_start and key_lengths, device pointers or null (the caller checks them: 1 <= key_lengths[b] <= time).
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
-                       const std::int64_t* doc_start, const attention_dims& s, void* stream = nullptr);
+                       const attention_masks& masks, const attention_dims& s, void* stream = nullptr);
 // dq, dk, dv assigned; delta (B, Hq, T) is scratch. Deterministic: no atomics.
 void attention_backward(float* dq, float* dk, float* dv, float* delta, const float* dout, const float* q,
                         const float* k, const float* v, const float* out, const float* lse,
-                        const std::int64_t* doc_start, const attention_dims& s, void* stream = nullptr);
+                        const attention_masks& masks, const attention_dims& s, void* stream = nullptr);
 // The sum of squares of x (n) in double, deterministic: partials (grad_norm_blocks doubles) then *total, both
 // device memory.
 void sum_of_squares(double* total, double* partials, const float* x, long long n, void* stream = nullptr);
