@@ -1,5 +1,5 @@
-// src/cuda/attention.cu: causal attention, forward and backward (tinylm/cuda/device.hpp), over the row functions
-// of tinylm/cuda/attention_row.hpp.
+// src/cuda/attention.cu: attention (causal, or bidirectional), forward and backward (tinylm/cuda/device.hpp), over the
+// row functions of tinylm/cuda/attention_row.hpp.
 //
 // The correctness baseline, not yet the fast kernel: one thread per query row (forward, dq) or key row (dk, dv),
 // its accumulators in a fixed local array. Threads of a warp take consecutive rows of one head, so they read
@@ -79,7 +79,7 @@ __global__ void attention_dkdv_kernel(float* dk, float* dv, const float* dout, c
 
 void check_dims(const attention_dims& s, const char* what) {
     check(s.q_heads > 0 && s.kv_heads > 0 && s.q_heads % s.kv_heads == 0 && s.head_dim > 0 &&
-              s.head_dim <= attention_max_head_dim && s.window >= 0,
+              s.head_dim <= attention_max_head_dim && s.window >= 0 && (s.causal || s.window == 0),
           [&] {
               std::string m = what;
               m += ": unsupported shape (query heads ";
@@ -90,8 +90,10 @@ void check_dims(const attention_dims& s, const char* what) {
               m += std::to_string(s.head_dim);
               m += ", window ";
               m += std::to_string(s.window);
+              m += s.causal ? ", causal" : ", bidirectional";
               m += "): query heads must be a multiple of key/value heads, the head width at most ";
               m += std::to_string(attention_max_head_dim);
+              m += ", a window only with causal attention";
               return m;
           });
 }

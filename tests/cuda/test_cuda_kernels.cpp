@@ -326,7 +326,8 @@ BOOST_AUTO_TEST_CASE(to_bf16_is_tl_bf16_bit_for_bit, needs_device()) {
 }
 
 // GPU attention against the CPU drivers (which test_row_math checks against the reference in f64): GQA, a head
-// width of 64, 300 positions (ten key tiles), with and without a window, packed documents and right padding.
+// width of 64, 300 positions (ten key tiles), with and without a window, packed documents and right padding, and
+// bidirectional (an encoder's) with documents and padding.
 BOOST_AUTO_TEST_CASE(attention_matches_the_cpu, needs_device()) {
     const long long B = 2, T = 300;
     const int Hq = 8, Hkv = 2, D = 64;
@@ -339,11 +340,11 @@ BOOST_AUTO_TEST_CASE(attention_matches_the_cpu, needs_device()) {
     const std::vector<std::int64_t> lengths = {300, 140}; // row 1: its second document (99 ..) ends at 139
     struct variant {
         int window;
-        bool documents, padding;
+        bool documents, padding, causal = true;
     };
-    for (const variant c :
-         {variant{0, false, false}, variant{64, false, false}, variant{40, true, false}, variant{40, true, true}}) {
-        const gpu::attention_dims s{B, T, Hq, Hkv, D, c.window};
+    for (const variant c : {variant{0, false, false}, variant{64, false, false}, variant{40, true, false},
+                            variant{40, true, true}, variant{0, true, true, false}}) {
+        const gpu::attention_dims s{B, T, Hq, Hkv, D, c.window, c.causal};
         const std::size_t rows = std::size_t(B * Hq * T);
         device_run r;
         const int bq = r.input(q.data), bk = r.input(k.data), bv = r.input(v.data), bdo = r.input(dout.data),
@@ -368,6 +369,7 @@ BOOST_AUTO_TEST_CASE(attention_matches_the_cpu, needs_device()) {
         std::string what = "window " + std::to_string(c.window);
         what += c.documents ? ", documents" : "";
         what += c.padding ? ", padding" : "";
+        what += c.causal ? "" : ", bidirectional";
         BOOST_TEST(max_rel(r.get<float>(bo), out) < 1e-5, what);
         BOOST_TEST(max_rel(r.get<float>(bl), lse) < 1e-5, what);
         BOOST_TEST(max_rel(r.get<float>(bdq), dq) < 1e-5, what);

@@ -276,7 +276,7 @@ BOOST_AUTO_TEST_CASE(rope_is_the_op_bit_for_bit) {
 // Causal attention row by row (online softmax over key tiles; backward by query rows and by key rows) against
 // tl::attention_*_reference in f64: GQA (4 query heads on 2 key/value heads), 70 positions (three key tiles,
 // the last partial), full, a sliding window, packed documents with and without a window, right padding with and
-// without them.
+// without them; bidirectional (an encoder's), alone and with documents and padding.
 BOOST_AUTO_TEST_CASE(attention_rows_match_the_reference_in_f64) {
     const index_t B = 2, T = 70, Hq = 4, Hkv = 2, D = 16;
     const auto q = random_tensor<float>({B, T, Hq, D}, 20), k = random_tensor<float>({B, T, Hkv, D}, 21);
@@ -290,11 +290,12 @@ BOOST_AUTO_TEST_CASE(attention_rows_match_the_reference_in_f64) {
     std::vector<index_t> lengths = {61, 45};
     struct variant {
         int window;
-        bool documents, padding;
+        bool documents, padding, causal = true;
     };
     for (const variant c : {variant{0, false, false}, variant{20, false, false}, variant{0, true, false},
-                            variant{12, true, false}, variant{0, false, true}, variant{12, true, true}}) {
-        const gpu::attention_dims s{B, T, int(Hq), int(Hkv), int(D), c.window};
+                            variant{12, true, false}, variant{0, false, true}, variant{12, true, true},
+                            variant{0, false, false, false}, variant{0, true, true, false}}) {
+        const gpu::attention_dims s{B, T, int(Hq), int(Hkv), int(D), c.window, c.causal};
         const gpu::attention_masks ds(c.documents ? docs.data() : nullptr, c.padding ? lengths.data() : nullptr);
         std::vector<float> out(q.data.size()), lse(std::size_t(B * Hq * T)), delta(lse.size());
         std::vector<float> dq(q.data.size()), dk(k.data.size()), dv(v.data.size());
@@ -308,15 +309,16 @@ BOOST_AUTO_TEST_CASE(attention_rows_match_the_reference_in_f64) {
         const cview<index_t> dv_lengths = c.padding ? cview<index_t>{lengths.data(), {B}} : cview<index_t>{};
         attention_forward_reference<double>({out64.data(), {B, T, Hq, D}}, {lse64.data(), {B, Hq, T}},
                                             {q64.data(), {B, T, Hq, D}}, {k64.data(), {B, T, Hkv, D}},
-                                            {v64.data(), {B, T, Hkv, D}}, c.window, 0, dv_docs, true, dv_lengths);
+                                            {v64.data(), {B, T, Hkv, D}}, c.window, 0, dv_docs, c.causal, dv_lengths);
         attention_backward_reference<double>({dq64.data(), {B, T, Hq, D}}, {dk64.data(), {B, T, Hkv, D}},
                                              {dv64.data(), {B, T, Hkv, D}}, {do64.data(), {B, T, Hq, D}},
                                              {q64.data(), {B, T, Hq, D}}, {k64.data(), {B, T, Hkv, D}},
                                              {v64.data(), {B, T, Hkv, D}}, {out64.data(), {B, T, Hq, D}},
-                                             {lse64.data(), {B, Hq, T}}, c.window, dv_docs, true, dv_lengths);
+                                             {lse64.data(), {B, Hq, T}}, c.window, dv_docs, c.causal, dv_lengths);
         std::string what = "window " + std::to_string(c.window);
         what += c.documents ? ", documents" : "";
         what += c.padding ? ", padding" : "";
+        what += c.causal ? "" : ", bidirectional";
         BOOST_TEST(max_rel(out, out64) < 1e-5, what);
         BOOST_TEST(max_rel(lse, lse64) < 1e-5, what);
         BOOST_TEST(max_rel(dq, dq64) < 1e-5, what);

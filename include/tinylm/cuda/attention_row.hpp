@@ -1,6 +1,7 @@
-// tinylm/cuda/attention_row.hpp: causal attention one query row (and, for the backward, one key row) at a time,
-// as __host__ __device__ functions shared by the kernels of src/cuda/attention.cu and the CPU test
-// (tests/cuda/test_row_math.cpp compares the CPU drivers at the end with tl::attention_*_reference in f64).
+// tinylm/cuda/attention_row.hpp: attention (causal, or bidirectional for an encoder) one query row (and, for the
+// backward, one key row) at a time, as __host__ __device__ functions shared by the kernels of src/cuda/attention.cu and
+// the CPU test (tests/cuda/test_row_math.cpp compares the CPU drivers at the end with tl::attention_*_reference in
+// f64).
 //
 // Layout as ops/attention.hpp: q, out (B, T, Hq, D), k, v (B, T, Hkv, D), lse (B, Hq, T); query head h reads
 // key/value head h / (Hq / Hkv) (GQA; MHA and MQA are its ends). Query i sees key j when j <= i, i - j < W with a
@@ -28,7 +29,8 @@ inline constexpr int attention_max_head_dim = 256; // the kernels keep a row's a
 struct attention_dims {
     long long batch = 0, time = 0;
     int q_heads = 0, kv_heads = 0, head_dim = 0;
-    int window = 0; // 0: full causal attention
+    int window = 0;     // 0: full causal attention
+    bool causal = true; // false: bidirectional (an encoder): query i sees every key of its document; no window
 };
 
 TINYLM_HD inline int attention_kv_head(int h, const attention_dims& s) { return h / (s.q_heads / s.kv_heads); }
@@ -63,6 +65,15 @@ struct attention_span {
 TINYLM_HD inline attention_span attention_keys(long long b, long long i, const attention_dims& s,
                                                const attention_masks& m) {
     attention_span r{attention_first_key(b, i, s, m.doc_start), i};
+    if (!s.causal) { // to the end of the document: the key before the next document's first token, or the last
+        r.last = s.time - 1;
+        if (m.doc_start)
+            for (long long t = i + 1; t < s.time; ++t)
+                if (m.doc_start[b * s.time + t] != m.doc_start[b * s.time + i]) {
+                    r.last = t - 1;
+                    break;
+                }
+    }
     if (m.key_lengths) {
         const long long valid = m.key_lengths[b];
         if (r.last > valid - 1) r.last = valid - 1;
@@ -146,7 +157,7 @@ TINYLM_HD inline void attention_row_dq(float* dq, const float* q, const float* d
 }
 
 // dk, dv of key j of head hk in row b (assigned): the queries of every head of the group that see j, heads
-// then queries in ascending order (all of them at or after j). q, dout, lse, delta: the whole tensors.
+// then queries in ascending order (causal: all of them at or after j). q, dout, lse, delta: the whole tensors.
 TINYLM_HD inline void attention_key_dkdv(float* dk, float* dv, const float* q, const float* dout, const float* k,
                                          const float* v, const float* lse, const float* delta, const attention_masks& m,
                                          long long b, long long j, int hk, const attention_dims& s, float scale) {
@@ -156,13 +167,16 @@ TINYLM_HD inline void attention_key_dkdv(float* dk, float* dv, const float* q, c
     for (int c = 0; c < D; ++c)
         dk[c] = dv[c] = 0;
     if (m.key_lengths && j >= m.key_lengths[b]) return; // padding: no query sees it
-    // Without padding the queries that see j are j .. up to the window's end or the next document: stop at the
-    // first that does not. With padding, a padded query past the window may see j again: test every query.
-    const long long end = !m.key_lengths && s.window > 0 && j + s.window < s.time ? j + s.window : s.time;
+    // Causal without padding, the queries that see j are j .. up to the window's end or the next document: stop
+    // at the first that does not. With padding (a padded query past the window may see j again) or both ways,
+    // test every query.
+    const bool contiguous = s.causal && !m.key_lengths;
+    const long long begin = s.causal ? j : 0;
+    const long long end = contiguous && s.window > 0 && j + s.window < s.time ? j + s.window : s.time;
     for (int h = hk * group; h < (hk + 1) * group; ++h)
-        for (long long i = j; i < end; ++i) {
+        for (long long i = begin; i < end; ++i) {
             if (!attention_sees(b, i, j, s, m)) {
-                if (m.key_lengths) continue;
+                if (!contiguous) continue;
                 break; // a later document: no later query sees j
             }
             const float* qi = q + attention_q_offset(b, i, h, s);
