@@ -1,5 +1,6 @@
 // src/cuda/kernels.cu: the element-wise and per-row kernels (tinylm/cuda/device.hpp): RMSNorm and its fusion with
-// the residual, embedding, SwiGLU, RoPE, bf16 conversion, the fused softmax cross-entropy and AdamW.
+// the residual, LayerNorm, embedding, SwiGLU, GELU, RoPE, bf16 conversion, the fused softmax cross-entropy, the
+// gradient norm and AdamW.
 //
 // Only the distribution of work is here; the arithmetic is tinylm/cuda/row_math.hpp's, shared with the CPU test.
 // Every reduction is a fixed tree in one block (no atomics), so results are the same from run to run.
@@ -89,6 +90,63 @@ __global__ void embedding_backward_kernel(float* dweight, const std::int32_t* to
             s += dout[(long long)positions[p] * d + j];
         dst[j] += s;
     }
+}
+
+__global__ void gelu_forward_kernel(float* y, const float* x, long long n) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+        y[i] = gelu_y(x[i]);
+}
+__global__ void gelu_backward_kernel(float* dx, const float* dy, const float* x, long long n) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+        dx[i] = gelu_dx(dy[i], x[i]);
+}
+
+__global__ void layernorm_forward_kernel(float* y, float* mean, float* rstd, const float* x, const float* w,
+                                         const float* b, int d, float eps) {
+    __shared__ float shared[block];
+    const long long r = blockIdx.x;
+    const float* xr = x + r * d;
+    float sum = 0;
+    for (int j = threadIdx.x; j < d; j += block)
+        sum += xr[j];
+    const float mu = block_sum(sum, shared) / float(d);
+    float dev = 0;
+    for (int j = threadIdx.x; j < d; j += block)
+        dev += (xr[j] - mu) * (xr[j] - mu);
+    const float s = layernorm_rstd(block_sum(dev, shared), d, eps);
+    if (threadIdx.x == 0) mean[r] = mu, rstd[r] = s;
+    for (int j = threadIdx.x; j < d; j += block)
+        y[r * d + j] = layernorm_y(xr[j], mu, s, w[j], b[j]);
+}
+
+__global__ void layernorm_dx_kernel(float* dx, const float* dy, const float* x, const float* w, const float* mean,
+                                    const float* rstd, int d) {
+    __shared__ float shared[block];
+    const long long r = blockIdx.x;
+    float sum_g = 0, sum_gx = 0;
+    for (int j = threadIdx.x; j < d; j += block) {
+        const float g = dy[r * d + j] * w[j];
+        sum_g += g;
+        sum_gx += g * ((x[r * d + j] - mean[r]) * rstd[r]);
+    }
+    sum_g = block_sum(sum_g, shared);
+    sum_gx = block_sum(sum_gx, shared);
+    for (int j = threadIdx.x; j < d; j += block)
+        dx[r * d + j] = layernorm_dx(dy[r * d + j], w[j], x[r * d + j], mean[r], rstd[r], sum_g, sum_gx, d);
+}
+
+// One thread per column, rows in order (as rmsnorm_dw_kernel).
+__global__ void layernorm_dwdb_kernel(float* dw, float* db, const float* dy, const float* x, const float* mean,
+                                      const float* rstd, long long n, int d) {
+    const int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= d) return;
+    float sw = 0, sb = 0;
+    for (long long r = 0; r < n; ++r) {
+        sw += dy[r * d + j] * ((x[r * d + j] - mean[r]) * rstd[r]);
+        sb += dy[r * d + j];
+    }
+    dw[j] += sw;
+    db[j] += sb;
 }
 
 __global__ void swiglu_forward_kernel(float* h, const float* g, const float* u, long long n) {
@@ -275,6 +333,38 @@ void embedding_backward(float* dweight, const std::int32_t* tokens, const std::i
     embedding_backward_kernel<<<unsigned(groups), block, 0, detail::as_stream(stream)>>>(dweight, tokens, offsets,
                                                                                          positions, dout, d);
     detail::launch_check("embedding_backward");
+}
+
+void gelu_forward(float* y, const float* x, long long n, void* stream) {
+    if (n == 0) return;
+    gelu_forward_kernel<<<grid_for(n), block, 0, detail::as_stream(stream)>>>(y, x, n);
+    detail::launch_check("gelu_forward");
+}
+
+void gelu_backward(float* dx, const float* dy, const float* x, long long n, void* stream) {
+    if (n == 0) return;
+    gelu_backward_kernel<<<grid_for(n), block, 0, detail::as_stream(stream)>>>(dx, dy, x, n);
+    detail::launch_check("gelu_backward");
+}
+
+void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w, const float* b, long long n,
+                       int d, float eps, void* stream) {
+    if (n == 0) return;
+    check_rows(n, "layernorm_forward");
+    layernorm_forward_kernel<<<unsigned(n), block, 0, detail::as_stream(stream)>>>(y, mean, rstd, x, w, b, d, eps);
+    detail::launch_check("layernorm_forward");
+}
+
+void layernorm_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
+                        const float* mean, const float* rstd, long long n, int d, void* stream) {
+    if (n == 0) return;
+    check_rows(n, "layernorm_backward");
+    layernorm_dx_kernel<<<unsigned(n), block, 0, detail::as_stream(stream)>>>(dx, dy, x, w, mean, rstd, d);
+    detail::launch_check("layernorm_backward (dx)");
+    if (!dw) return;
+    layernorm_dwdb_kernel<<<unsigned((d + block - 1) / block), block, 0, detail::as_stream(stream)>>>(dw, db, dy, x,
+                                                                                                      mean, rstd, n, d);
+    detail::launch_check("layernorm_backward (dw, db)");
 }
 
 void swiglu_forward(float* h, const float* g, const float* u, long long n, void* stream) {

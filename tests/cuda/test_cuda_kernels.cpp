@@ -239,6 +239,43 @@ BOOST_AUTO_TEST_CASE(residual_rmsnorm_matches_the_cpu, needs_device()) {
     BOOST_TEST(max_rel(r.get<float>(bdw), dw) < 1e-5);
 }
 
+BOOST_AUTO_TEST_CASE(gelu_and_layernorm_match_the_cpu, needs_device()) {
+    const long long n = 200;
+    const int d = 700;
+    const auto x = random_tensor<float>({n, d}, 60, 2.0, 0.5), dy = random_tensor<float>({n, d}, 61);
+    const auto w = random_tensor<float>({d}, 62, 0.5, 1.0), b = random_tensor<float>({d}, 63, 0.1);
+    device_run r;
+    const int bx = r.input(x.data), bdy = r.input(dy.data), bw = r.input(w.data), bb = r.input(b.data);
+    const int bdw = r.input(std::vector<float>(std::size_t(d), 0.5f)),
+              bdb = r.input(std::vector<float>(std::size_t(d)));
+    const int bgy = r.output<float>(x.data.size()), bgdx = r.output<float>(x.data.size());
+    const int by = r.output<float>(x.data.size()), bm = r.output<float>(std::size_t(n)),
+              bs = r.output<float>(std::size_t(n)), bdx = r.output<float>(x.data.size());
+    r.allocate();
+    gpu::gelu_forward(r.at<float>(bgy), r.at<float>(bx), n * d);
+    gpu::gelu_backward(r.at<float>(bgdx), r.at<float>(bdy), r.at<float>(bx), n * d);
+    gpu::layernorm_forward(r.at<float>(by), r.at<float>(bm), r.at<float>(bs), r.at<float>(bx), r.at<float>(bw),
+                           r.at<float>(bb), n, d, 1e-5f);
+    gpu::layernorm_backward(r.at<float>(bdx), r.at<float>(bdw), r.at<float>(bdb), r.at<float>(bdy), r.at<float>(bx),
+                            r.at<float>(bw), r.at<float>(bm), r.at<float>(bs), n, d);
+    std::vector<float> gy(x.data.size()), gdx(x.data.size()), y(x.data.size()), mean(static_cast<std::size_t>(n)),
+        rstd(static_cast<std::size_t>(n)), dx(x.data.size()), dw(static_cast<std::size_t>(d), 0.5f),
+        db(static_cast<std::size_t>(d), 0.0f);
+    gpu::gelu_rows(gy.data(), x.data.data(), n * d);
+    gpu::gelu_backward_rows(gdx.data(), dy.data.data(), x.data.data(), n * d);
+    gpu::layernorm_rows(y.data(), mean.data(), rstd.data(), x.data.data(), w.data.data(), b.data.data(), n, d, 1e-5f);
+    gpu::layernorm_backward_rows(dx.data(), dw.data(), db.data(), dy.data.data(), x.data.data(), w.data.data(),
+                                 mean.data(), rstd.data(), n, d);
+    BOOST_TEST(max_rel(r.get<float>(bgy), gy) < 1e-5);
+    BOOST_TEST(max_rel(r.get<float>(bgdx), gdx) < 1e-5);
+    BOOST_TEST(max_rel(r.get<float>(by), y) < 1e-5);
+    BOOST_TEST(max_rel(r.get<float>(bm), mean) < 1e-5);
+    BOOST_TEST(max_rel(r.get<float>(bs), rstd) < 1e-5);
+    BOOST_TEST(max_rel(r.get<float>(bdx), dx) < 1e-5);
+    BOOST_TEST(max_rel(r.get<float>(bdw), dw) < 1e-5);
+    BOOST_TEST(max_rel(r.get<float>(bdb), db) < 1e-5);
+}
+
 BOOST_AUTO_TEST_CASE(embedding_matches_the_cpu_and_its_scatter_is_deterministic, needs_device()) {
     const long long vocab = 1000, n = 4096;
     const int d = 300;

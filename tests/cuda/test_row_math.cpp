@@ -1,8 +1,8 @@
 // The arithmetic of the CUDA kernels (tinylm/cuda/row_math.hpp), run on the CPU: RMSNorm forward and backward
 // against tinylm's op in f64, the fused softmax cross-entropy against f64 (and its online log-sum-exp in any
-// split), AdamW bit for bit against tl::adamw; embedding, fused residual + RMSNorm, SwiGLU, RoPE and causal
-// attention (GQA, sliding window, documents), forward and backward, against the CPU ops. The same functions run in
-// src/cuda; test_cuda_kernels then compares the GPU with these CPU drivers.
+// split), AdamW bit for bit against tl::adamw; embedding, fused residual + RMSNorm, SwiGLU, GELU, LayerNorm, RoPE
+// and attention (GQA, sliding window, documents, padding, bidirectional), forward and backward, against the ops. The
+// same functions run in src/cuda; test_cuda_kernels then compares the GPU with these CPU drivers.
 #include "../support/random.hpp"
 
 #include <tinylm/core/dtype.hpp>
@@ -11,6 +11,7 @@
 #include <tinylm/ops/activation.hpp>
 #include <tinylm/ops/attention.hpp>
 #include <tinylm/ops/embedding.hpp>
+#include <tinylm/ops/layernorm.hpp>
 #include <tinylm/ops/residual.hpp>
 #include <tinylm/ops/rmsnorm.hpp>
 #include <tinylm/ops/rope.hpp>
@@ -325,6 +326,40 @@ BOOST_AUTO_TEST_CASE(attention_rows_match_the_reference_in_f64) {
         BOOST_TEST(max_rel(dk, dk64) < 1e-5, what);
         BOOST_TEST(max_rel(dv, dv64) < 1e-5, what);
     }
+}
+
+BOOST_AUTO_TEST_CASE(gelu_and_layernorm_match_the_ops_in_f64) {
+    const index_t n = 6, d = 300, count = n * d;
+    const auto x = random_tensor<float>({n, d}, 24, 2.0, 0.5), dy = random_tensor<float>({n, d}, 25);
+    const auto w = random_tensor<float>({d}, 26, 0.5, 1.0), b = random_tensor<float>({d}, 27, 0.1);
+    std::vector<double> x64 = to_f64(x.data), dy64 = to_f64(dy.data), w64 = to_f64(w.data), b64 = to_f64(b.data);
+
+    std::vector<float> y(x.data.size()), dx(x.data.size());
+    gpu::gelu_rows(y.data(), x.data.data(), count);
+    gpu::gelu_backward_rows(dx.data(), dy.data.data(), x.data.data(), count);
+    std::vector<double> y64(x64.size()), dx64(x64.size());
+    gelu_forward<double>({y64.data(), {count}}, {x64.data(), {count}});
+    gelu_backward<double>({dx64.data(), {count}}, {dy64.data(), {count}}, {x64.data(), {count}});
+    BOOST_TEST(max_rel(y, y64) < 1e-6);
+    BOOST_TEST(max_rel(dx, dx64) < 1e-6);
+
+    std::vector<float> mean(static_cast<std::size_t>(n)), rstd(mean.size()), dw(static_cast<std::size_t>(d), 0.5f),
+        db(dw.size(), -0.5f);
+    gpu::layernorm_rows(y.data(), mean.data(), rstd.data(), x.data.data(), w.data.data(), b.data.data(), n, int(d),
+                        1e-5f);
+    gpu::layernorm_backward_rows(dx.data(), dw.data(), db.data(), dy.data.data(), x.data.data(), w.data.data(),
+                                 mean.data(), rstd.data(), n, int(d));
+    std::vector<double> mean64(mean.size()), rstd64(mean.size()), dw64(dw.size(), 0.5), db64(dw.size(), -0.5);
+    layernorm_forward<double>({y64.data(), {n, d}}, {mean64.data(), {n}}, {rstd64.data(), {n}}, {x64.data(), {n, d}},
+                              {w64.data(), {d}}, {b64.data(), {d}}, 1e-5);
+    layernorm_backward<double>({dx64.data(), {n, d}}, {dw64.data(), {d}}, {db64.data(), {d}}, {dy64.data(), {n, d}},
+                               {x64.data(), {n, d}}, {w64.data(), {d}}, {mean64.data(), {n}}, {rstd64.data(), {n}});
+    BOOST_TEST(max_rel(y, y64) < 1e-5);
+    BOOST_TEST(max_rel(mean, mean64) < 1e-5);
+    BOOST_TEST(max_rel(rstd, rstd64) < 1e-5);
+    BOOST_TEST(max_rel(dx, dx64) < 1e-5);
+    BOOST_TEST(max_rel(dw, dw64) < 1e-5);
+    BOOST_TEST(max_rel(db, db64) < 1e-5);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

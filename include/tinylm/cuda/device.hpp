@@ -80,6 +80,15 @@ void embedding_backward(float* dweight, const std::int32_t* tokens, const std::i
 void swiglu_forward(float* h, const float* g, const float* u, long long n, void* stream = nullptr);
 void swiglu_backward(float* dg, float* du, const float* dh, const float* g, const float* u, long long n,
                      void* stream = nullptr);
+// y = GELU(x) (the exact erf form) over n elements; backward assigns dx.
+void gelu_forward(float* y, const float* x, long long n, void* stream = nullptr);
+void gelu_backward(float* dx, const float* dy, const float* x, long long n, void* stream = nullptr);
+// LayerNorm of rows (n, d) with weight and bias: y, mean, rstd (n). Backward: dx assigned, dw and db (d)
+// accumulated, or skipped when null. Deterministic: no atomics.
+void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w, const float* b, long long n,
+                       int d, float eps, void* stream = nullptr);
+void layernorm_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
+                        const float* mean, const float* rstd, long long n, int d, void* stream = nullptr);
 // x (batch, time, heads, head_dim) rotated in place by +angle (direction 1) or -angle (-1, the backward);
 // cos, sin (table rows, head_dim / 2) from tl::rope_table; positions (batch, time) or null (row = t).
 void rope(float* x, const float* cos, const float* sin, const std::int64_t* positions, long long batch, long long time,

@@ -63,6 +63,30 @@ TINYLM_HD inline void swiglu_grad(float& dg, float& du, float dh, float g, float
     du = dh * g * sig;
 }
 
+// ---- GELU, the exact erf form (ops/activation.hpp: BERT's), with erff where the CPU op has its approximation ------
+TINYLM_HD inline float gelu_y(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
+// dx = dy * (Phi(x) + x * phi(x))
+TINYLM_HD inline float gelu_dx(float dy, float x) {
+    const float cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752f));
+    return dy * (cdf + x * 0.3989422804014327f * expf(-0.5f * x * x));
+}
+
+// ---- LayerNorm with weight and bias (ops/layernorm.hpp): y = (x - mean) * rstd * w + b --------------------------
+// Two sums per row: the mean, then the squared deviations from it (not the sum of squares, which cancels).
+TINYLM_HD inline float layernorm_rstd(float squared_deviations, int d, float eps) {
+    return 1.0f / sqrtf(squared_deviations / float(d) + eps);
+}
+TINYLM_HD inline float layernorm_y(float x, float mean, float rstd, float w, float b) {
+    return (x - mean) * rstd * w + b;
+}
+// Backward, with g = dy * w and xhat = (x - mean) * rstd: dx = rstd * (g - mean(g) - xhat * mean(g * xhat)). The
+// row sums g and g * xhat first.
+TINYLM_HD inline float layernorm_dx(float dy, float w, float x, float mean, float rstd, float sum_g, float sum_gx,
+                                    int d) {
+    const float xhat = (x - mean) * rstd;
+    return rstd * (dy * w - sum_g / float(d) - xhat * (sum_gx / float(d)));
+}
+
 // ---- RoPE, Hugging Face's rotate-half layout (ops/rope.hpp): dimension i pairs with i + D/2 ---------------------
 // In double, as the CPU op: the same bits on both sides. direction +1 forward, -1 backward (R^T = R(-angle)).
 TINYLM_HD inline void rope_rotate_pair(float& x1, float& x2, float cos, float sin, double direction) {
@@ -263,6 +287,53 @@ inline void residual_rmsnorm_backward_rows(float* dresid, float* dw, const float
     rmsnorm_backward_rows(dx.data(), dw, dy, resid, w, rstd, n, d);
     for (long long i = 0; i < n * d; ++i)
         dresid[i] += dx[std::size_t(i)];
+}
+inline void gelu_rows(float* y, const float* x, long long n) {
+    for (long long i = 0; i < n; ++i)
+        y[i] = gelu_y(x[i]);
+}
+inline void gelu_backward_rows(float* dx, const float* dy, const float* x, long long n) {
+    for (long long i = 0; i < n; ++i)
+        dx[i] = gelu_dx(dy[i], x[i]);
+}
+inline void layernorm_rows(float* y, float* mean, float* rstd, const float* x, const float* w, const float* b,
+                           long long n, int d, float eps) {
+    for (long long r = 0; r < n; ++r) {
+        const float* xr = x + r * d;
+        float sum = 0, dev = 0;
+        for (int j = 0; j < d; ++j)
+            sum += xr[j];
+        mean[r] = sum / float(d);
+        for (int j = 0; j < d; ++j)
+            dev += (xr[j] - mean[r]) * (xr[j] - mean[r]);
+        rstd[r] = layernorm_rstd(dev, d, eps);
+        for (int j = 0; j < d; ++j)
+            y[r * d + j] = layernorm_y(xr[j], mean[r], rstd[r], w[j], b[j]);
+    }
+}
+// dx assigned; dw, db accumulated (both null: a frozen norm).
+inline void layernorm_backward_rows(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
+                                    const float* mean, const float* rstd, long long n, int d) {
+    for (long long r = 0; r < n; ++r) {
+        float sum_g = 0, sum_gx = 0;
+        for (int j = 0; j < d; ++j) {
+            const float g = dy[r * d + j] * w[j];
+            sum_g += g;
+            sum_gx += g * ((x[r * d + j] - mean[r]) * rstd[r]);
+        }
+        for (int j = 0; j < d; ++j)
+            dx[r * d + j] = layernorm_dx(dy[r * d + j], w[j], x[r * d + j], mean[r], rstd[r], sum_g, sum_gx, d);
+    }
+    if (!dw) return;
+    for (int j = 0; j < d; ++j) {
+        float sw = 0, sb = 0;
+        for (long long r = 0; r < n; ++r) {
+            sw += dy[r * d + j] * ((x[r * d + j] - mean[r]) * rstd[r]);
+            sb += dy[r * d + j];
+        }
+        dw[j] += sw;
+        db[j] += sb;
+    }
 }
 inline void swiglu_rows(float* h, const float* g, const float* u, long long n) {
     for (long long i = 0; i < n; ++i)
