@@ -2,6 +2,9 @@
 // result against the reference backend. The GFLOP/s here is the ceiling that MFU figures divide by.
 //   cmake -B build -DTINYLM_BUILD_BENCHMARKS=ON && cmake --build build --target bench_gemm
 //   build/benchmarks/bench_gemm --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
+// With oneDNN it also times the f32 -> bf16 conversion of a whole model's product weights (bm_bf16_convert).
+#include "train_throughput/bench_configs.hpp"
+
 #include <tinylm/backend/default.hpp>
 #include <tinylm/core/rng.hpp>
 
@@ -9,6 +12,7 @@
 
 #include <cmath>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 namespace {
@@ -65,6 +69,33 @@ void bm_linear_gemm(benchmark::State& state) {
 BENCHMARK(bm_linear_gemm<tl::eigen_cpu>) TINYLM_SHAPES;
 #ifdef TINYLM_HAS_ONEDNN
 BENCHMARK(bm_linear_gemm<tl::onednn_cpu>) TINYLM_SHAPES;
+#endif
+
+#ifdef TINYLM_HAS_ONEDNN
+// bf16 products convert their operands, weights included, right before each product (docs/precision.md): a
+// weight is converted twice per training step (forward and input gradient). This is one conversion of every
+// product weight of config A (argument 0) or B (1): all parameters but the embedding and the norms, as
+// d_model-wide rows, as the products convert them. It bounds what a bf16 copy kept per optimizer step can save.
+void bm_bf16_convert(benchmark::State& state) {
+    const std::string why = tl::detail::bf16_support();
+    if (!why.empty()) {
+        state.SkipWithError(why.c_str());
+        return;
+    }
+    const tl::model_config c = state.range(0) == 0 ? bench::config_a::value : bench::config_b::value;
+    const std::int64_t d = c.d_model,
+                       n = tl::parameter_count(c) - std::int64_t(c.vocab_size) * d - (2 * c.n_layers + 1) * d;
+    const auto w = random_matrix(n, 3);
+    std::vector<std::uint16_t> out(static_cast<std::size_t>(n));
+    for (auto _ : state) {
+        tl::detail::convert_to_bf16(w.data(), n / d, d, d, 1.0f, out.data());
+        benchmark::DoNotOptimize(out.data());
+    }
+    state.counters["weights"] = double(n);
+    state.counters["GB/s"] =
+        benchmark::Counter(6.0 * double(n), benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
+}
+BENCHMARK(bm_bf16_convert)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
 #endif
 
 } // namespace

@@ -29,6 +29,10 @@ void copy_to_device(void* device_dst, const void* host_src, std::size_t bytes) {
 void copy_to_host(void* host_dst, const void* device_src, std::size_t bytes) {
     detail::cuda_check(cudaMemcpy(host_dst, device_src, bytes, cudaMemcpyDeviceToHost), "cudaMemcpy to the host");
 }
+void fill_zero(void* device_dst, std::size_t bytes, void* stream) {
+    if (bytes == 0) return;
+    detail::cuda_check(cudaMemsetAsync(device_dst, 0, bytes, detail::as_stream(stream)), "cudaMemsetAsync");
+}
 void synchronize() { detail::cuda_check(cudaDeviceSynchronize(), "cudaDeviceSynchronize"); }
 
 } // namespace tl::gpu

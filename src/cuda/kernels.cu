@@ -1,4 +1,6 @@
-// src/cuda/kernels.cu: RMSNorm, the fused softmax cross-entropy and AdamW (tinylm/cuda/device.hpp).
+// src/cuda/kernels.cu: the element-wise and per-row kernels (tinylm/cuda/device.hpp): RMSNorm and its fusion with
+// the residual, LayerNorm, embedding, SwiGLU, GELU, RoPE, bf16 conversion, the fused softmax cross-entropy, the
+// gradient norm and AdamW.
 //
 // Only the distribution of work is here; the arithmetic is tinylm/cuda/row_math.hpp's, shared with the CPU test.
 // Every reduction is a fixed tree in one block (no atomics), so results are the same from run to run.
@@ -38,16 +40,141 @@ __global__ void rmsnorm_forward_kernel(float* y, float* rstd, const float* x, co
         y[r * d + j] = rmsnorm_y(xr[j], s, w[j]);
 }
 
-__global__ void rmsnorm_dx_kernel(float* dx, const float* dy, const float* x, const float* w, const float* rstd,
-                                  int d) {
+// dx assigned, or accumulated (`add`: the residual stream's gradient).
+__global__ void rmsnorm_dx_kernel(float* dx, const float* dy, const float* x, const float* w, const float* rstd, int d,
+                                  bool add) {
     __shared__ float shared[block];
     const long long r = blockIdx.x;
     float dot = 0;
     for (int j = threadIdx.x; j < d; j += block)
         dot += rmsnorm_dot_term(dy[r * d + j], w[j], x[r * d + j]);
     dot = block_sum(dot, shared);
+    for (int j = threadIdx.x; j < d; j += block) {
+        const float g = rmsnorm_dx(dy[r * d + j], w[j], x[r * d + j], rstd[r], dot, d);
+        dx[r * d + j] = add ? dx[r * d + j] + g : g;
+    }
+}
+
+__global__ void residual_rmsnorm_forward_kernel(float* resid, float* y, float* rstd, const float* x, const float* a,
+                                                const float* w, int d, float eps) {
+    __shared__ float shared[block];
+    const long long r = blockIdx.x;
+    float ss = 0;
+    for (int j = threadIdx.x; j < d; j += block) {
+        const float h = residual_add(x[r * d + j], a[r * d + j]);
+        resid[r * d + j] = h; // each thread reads back only what it wrote
+        ss += h * h;
+    }
+    const float s = rmsnorm_rstd(block_sum(ss, shared), d, eps);
+    if (threadIdx.x == 0) rstd[r] = s;
     for (int j = threadIdx.x; j < d; j += block)
-        dx[r * d + j] = rmsnorm_dx(dy[r * d + j], w[j], x[r * d + j], rstd[r], dot, d);
+        y[r * d + j] = rmsnorm_y(resid[r * d + j], s, w[j]);
+}
+
+__global__ void embedding_forward_kernel(float* out, const std::int32_t* ids, const float* weight, long long n, int d) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n * d;
+         i += (long long)gridDim.x * blockDim.x) {
+        const long long r = i / d;
+        out[i] = weight[(long long)ids[r] * d + (i - r * d)];
+    }
+}
+
+// One block per token: its row of dweight gets the sum of its positions' rows, in position order.
+__global__ void embedding_backward_kernel(float* dweight, const std::int32_t* tokens, const std::int32_t* offsets,
+                                          const std::int32_t* positions, const float* dout, int d) {
+    const long long g = blockIdx.x;
+    float* dst = dweight + (long long)tokens[g] * d;
+    for (int j = threadIdx.x; j < d; j += block) {
+        float s = 0;
+        for (std::int32_t p = offsets[g]; p < offsets[g + 1]; ++p)
+            s += dout[(long long)positions[p] * d + j];
+        dst[j] += s;
+    }
+}
+
+__global__ void gelu_forward_kernel(float* y, const float* x, long long n) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+        y[i] = gelu_y(x[i]);
+}
+__global__ void gelu_backward_kernel(float* dx, const float* dy, const float* x, long long n) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+        dx[i] = gelu_dx(dy[i], x[i]);
+}
+
+__global__ void layernorm_forward_kernel(float* y, float* mean, float* rstd, const float* x, const float* w,
+                                         const float* b, int d, float eps) {
+    __shared__ float shared[block];
+    const long long r = blockIdx.x;
+    const float* xr = x + r * d;
+    float sum = 0;
+    for (int j = threadIdx.x; j < d; j += block)
+        sum += xr[j];
+    const float mu = block_sum(sum, shared) / float(d);
+    float dev = 0;
+    for (int j = threadIdx.x; j < d; j += block)
+        dev += (xr[j] - mu) * (xr[j] - mu);
+    const float s = layernorm_rstd(block_sum(dev, shared), d, eps);
+    if (threadIdx.x == 0) mean[r] = mu, rstd[r] = s;
+    for (int j = threadIdx.x; j < d; j += block)
+        y[r * d + j] = layernorm_y(xr[j], mu, s, w[j], b[j]);
+}
+
+__global__ void layernorm_dx_kernel(float* dx, const float* dy, const float* x, const float* w, const float* mean,
+                                    const float* rstd, int d) {
+    __shared__ float shared[block];
+    const long long r = blockIdx.x;
+    float sum_g = 0, sum_gx = 0;
+    for (int j = threadIdx.x; j < d; j += block) {
+        const float g = dy[r * d + j] * w[j];
+        sum_g += g;
+        sum_gx += g * ((x[r * d + j] - mean[r]) * rstd[r]);
+    }
+    sum_g = block_sum(sum_g, shared);
+    sum_gx = block_sum(sum_gx, shared);
+    for (int j = threadIdx.x; j < d; j += block)
+        dx[r * d + j] = layernorm_dx(dy[r * d + j], w[j], x[r * d + j], mean[r], rstd[r], sum_g, sum_gx, d);
+}
+
+// One thread per column, rows in order (as rmsnorm_dw_kernel).
+__global__ void layernorm_dwdb_kernel(float* dw, float* db, const float* dy, const float* x, const float* mean,
+                                      const float* rstd, long long n, int d) {
+    const int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= d) return;
+    float sw = 0, sb = 0;
+    for (long long r = 0; r < n; ++r) {
+        sw += dy[r * d + j] * ((x[r * d + j] - mean[r]) * rstd[r]);
+        sb += dy[r * d + j];
+    }
+    dw[j] += sw;
+    db[j] += sb;
+}
+
+__global__ void swiglu_forward_kernel(float* h, const float* g, const float* u, long long n) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+        h[i] = swiglu_h(g[i], u[i]);
+}
+__global__ void swiglu_backward_kernel(float* dg, float* du, const float* dh, const float* g, const float* u,
+                                       long long n) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+        swiglu_grad(dg[i], du[i], dh[i], g[i], u[i]);
+}
+
+// One thread per rotated pair (i, i + D/2) of every (token, head).
+__global__ void rope_kernel(float* x, const float* cos, const float* sin, const std::int64_t* positions, long long time,
+                            int heads, int half, long long pairs, double direction) {
+    for (long long p = blockIdx.x * (long long)blockDim.x + threadIdx.x; p < pairs;
+         p += (long long)gridDim.x * blockDim.x) {
+        const long long row_head = p / half, bt = row_head / heads;
+        const int i = int(p - row_head * half);
+        const long long row = positions ? positions[bt] : bt % time;
+        float* v = x + row_head * 2 * half;
+        rope_rotate_pair(v[i], v[i + half], cos[row * half + i], sin[row * half + i], direction);
+    }
+}
+
+__global__ void to_bf16_kernel(std::uint16_t* dst, const float* src, long long n) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+        dst[i] = bf16_bits(src[i]);
 }
 
 // One thread per column, rows in order: deterministic, and reads coalesce across the threads of a warp.
@@ -100,6 +227,37 @@ __global__ void xent_backward_kernel(float* logits, const float* lse, const std:
     }
 }
 
+// grad_norm_blocks blocks: thread t of the grid sums elements t, t + grid, ... in double; a tree per block.
+__global__ void sum_of_squares_kernel(double* partials, const float* x, long long n) {
+    __shared__ double shared[block];
+    double s = 0;
+    for (long long i = blockIdx.x * (long long)block + threadIdx.x; i < n; i += (long long)grad_norm_blocks * block)
+        s += square(x[i]);
+    shared[threadIdx.x] = s;
+    __syncthreads();
+    for (int k = block / 2; k > 0; k /= 2) {
+        if (int(threadIdx.x) < k) shared[threadIdx.x] += shared[threadIdx.x + k];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) partials[blockIdx.x] = shared[0];
+}
+// One block of grad_norm_blocks threads: the tree over the partial sums.
+__global__ void sum_partials_kernel(double* total, const double* partials) {
+    __shared__ double shared[grad_norm_blocks];
+    shared[threadIdx.x] = partials[threadIdx.x];
+    __syncthreads();
+    for (int k = grad_norm_blocks / 2; k > 0; k /= 2) {
+        if (int(threadIdx.x) < k) shared[threadIdx.x] += shared[threadIdx.x + k];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) *total = shared[0];
+}
+
+__global__ void scale_kernel(float* x, float scale, long long n) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+        x[i] *= scale;
+}
+
 __global__ void adamw_kernel(float* p, const float* g, float* m, float* v, long long n, adamw_coeffs c) {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
         adamw_element(p[i], g[i], m[i], v[i], c);
@@ -133,12 +291,108 @@ void rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, con
                       long long n, int d, void* stream) {
     if (n == 0) return;
     check_rows(n, "rmsnorm_backward");
-    rmsnorm_dx_kernel<<<unsigned(n), block, 0, detail::as_stream(stream)>>>(dx, dy, x, w, rstd, d);
+    rmsnorm_dx_kernel<<<unsigned(n), block, 0, detail::as_stream(stream)>>>(dx, dy, x, w, rstd, d, false);
     detail::launch_check("rmsnorm_backward (dx)");
     if (!dw) return;
     rmsnorm_dw_kernel<<<unsigned((d + block - 1) / block), block, 0, detail::as_stream(stream)>>>(dw, dy, x, rstd, n,
-                                                                                                    d);
+                                                                                                  d);
     detail::launch_check("rmsnorm_backward (dw)");
+}
+
+void residual_rmsnorm_forward(float* resid, float* y, float* rstd, const float* x, const float* a, const float* w,
+                              long long n, int d, float eps, void* stream) {
+    if (n == 0) return;
+    check_rows(n, "residual_rmsnorm_forward");
+    residual_rmsnorm_forward_kernel<<<unsigned(n), block, 0, detail::as_stream(stream)>>>(resid, y, rstd, x, a, w, d,
+                                                                                          eps);
+    detail::launch_check("residual_rmsnorm_forward");
+}
+
+void residual_rmsnorm_backward(float* dresid, float* dw, const float* dy, const float* resid, const float* w,
+                               const float* rstd, long long n, int d, void* stream) {
+    if (n == 0) return;
+    check_rows(n, "residual_rmsnorm_backward");
+    rmsnorm_dx_kernel<<<unsigned(n), block, 0, detail::as_stream(stream)>>>(dresid, dy, resid, w, rstd, d, true);
+    detail::launch_check("residual_rmsnorm_backward (dx)");
+    if (!dw) return;
+    rmsnorm_dw_kernel<<<unsigned((d + block - 1) / block), block, 0, detail::as_stream(stream)>>>(dw, dy, resid, rstd,
+                                                                                                  n, d);
+    detail::launch_check("residual_rmsnorm_backward (dw)");
+}
+
+void embedding_forward(float* out, const std::int32_t* ids, const float* weight, long long n, int d, void* stream) {
+    if (n == 0 || d == 0) return;
+    embedding_forward_kernel<<<grid_for(n * d), block, 0, detail::as_stream(stream)>>>(out, ids, weight, n, d);
+    detail::launch_check("embedding_forward");
+}
+
+void embedding_backward(float* dweight, const std::int32_t* tokens, const std::int32_t* offsets,
+                        const std::int32_t* positions, long long groups, const float* dout, int d, void* stream) {
+    if (groups == 0) return;
+    check_rows(groups, "embedding_backward");
+    embedding_backward_kernel<<<unsigned(groups), block, 0, detail::as_stream(stream)>>>(dweight, tokens, offsets,
+                                                                                         positions, dout, d);
+    detail::launch_check("embedding_backward");
+}
+
+void gelu_forward(float* y, const float* x, long long n, void* stream) {
+    if (n == 0) return;
+    gelu_forward_kernel<<<grid_for(n), block, 0, detail::as_stream(stream)>>>(y, x, n);
+    detail::launch_check("gelu_forward");
+}
+
+void gelu_backward(float* dx, const float* dy, const float* x, long long n, void* stream) {
+    if (n == 0) return;
+    gelu_backward_kernel<<<grid_for(n), block, 0, detail::as_stream(stream)>>>(dx, dy, x, n);
+    detail::launch_check("gelu_backward");
+}
+
+void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w, const float* b, long long n,
+                       int d, float eps, void* stream) {
+    if (n == 0) return;
+    check_rows(n, "layernorm_forward");
+    layernorm_forward_kernel<<<unsigned(n), block, 0, detail::as_stream(stream)>>>(y, mean, rstd, x, w, b, d, eps);
+    detail::launch_check("layernorm_forward");
+}
+
+void layernorm_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
+                        const float* mean, const float* rstd, long long n, int d, void* stream) {
+    if (n == 0) return;
+    check_rows(n, "layernorm_backward");
+    layernorm_dx_kernel<<<unsigned(n), block, 0, detail::as_stream(stream)>>>(dx, dy, x, w, mean, rstd, d);
+    detail::launch_check("layernorm_backward (dx)");
+    if (!dw) return;
+    layernorm_dwdb_kernel<<<unsigned((d + block - 1) / block), block, 0, detail::as_stream(stream)>>>(dw, db, dy, x,
+                                                                                                      mean, rstd, n, d);
+    detail::launch_check("layernorm_backward (dw, db)");
+}
+
+void swiglu_forward(float* h, const float* g, const float* u, long long n, void* stream) {
+    if (n == 0) return;
+    swiglu_forward_kernel<<<grid_for(n), block, 0, detail::as_stream(stream)>>>(h, g, u, n);
+    detail::launch_check("swiglu_forward");
+}
+
+void swiglu_backward(float* dg, float* du, const float* dh, const float* g, const float* u, long long n, void* stream) {
+    if (n == 0) return;
+    swiglu_backward_kernel<<<grid_for(n), block, 0, detail::as_stream(stream)>>>(dg, du, dh, g, u, n);
+    detail::launch_check("swiglu_backward");
+}
+
+void rope(float* x, const float* cos, const float* sin, const std::int64_t* positions, long long batch, long long time,
+          int heads, int head_dim, double direction, void* stream) {
+    check(head_dim % 2 == 0, "gpu::rope: the head width must be even");
+    const long long pairs = batch * time * heads * (head_dim / 2);
+    if (pairs == 0) return;
+    rope_kernel<<<grid_for(pairs), block, 0, detail::as_stream(stream)>>>(x, cos, sin, positions, time, heads,
+                                                                          head_dim / 2, pairs, direction);
+    detail::launch_check("rope");
+}
+
+void to_bf16(std::uint16_t* dst, const float* src, long long n, void* stream) {
+    if (n == 0) return;
+    to_bf16_kernel<<<grid_for(n), block, 0, detail::as_stream(stream)>>>(dst, src, n);
+    detail::launch_check("to_bf16");
 }
 
 void softmax_xent_forward(float* loss, float* lse, const float* logits, const std::int32_t* targets, long long n,
@@ -152,9 +406,21 @@ void softmax_xent_forward(float* loss, float* lse, const float* logits, const st
 void softmax_xent_backward(float* logits, const float* lse, const std::int32_t* targets, long long n, long long v,
                            float scale, void* stream) {
     if (n == 0 || v == 0) return;
-    xent_backward_kernel<<<grid_for(n * v), block, 0, detail::as_stream(stream)>>>(logits, lse, targets, n, v,
-                                                                                   scale);
+    xent_backward_kernel<<<grid_for(n * v), block, 0, detail::as_stream(stream)>>>(logits, lse, targets, n, v, scale);
     detail::launch_check("softmax_xent_backward");
+}
+
+void sum_of_squares(double* total, double* partials, const float* x, long long n, void* stream) {
+    sum_of_squares_kernel<<<grad_norm_blocks, block, 0, detail::as_stream(stream)>>>(partials, x, n);
+    detail::launch_check("sum_of_squares (partials)");
+    sum_partials_kernel<<<1, grad_norm_blocks, 0, detail::as_stream(stream)>>>(total, partials);
+    detail::launch_check("sum_of_squares (total)");
+}
+
+void scale_elements(float* x, float scale, long long n, void* stream) {
+    if (n == 0) return;
+    scale_kernel<<<grid_for(n), block, 0, detail::as_stream(stream)>>>(x, scale, n);
+    detail::launch_check("scale_elements");
 }
 
 void adamw_step(float* p, const float* g, float* m, float* v, long long n, const adamw_coeffs& c, void* stream) {

@@ -1,9 +1,14 @@
-// The device arena's plan (tinylm/cuda/arena_plan.hpp): aligned, disjoint offsets in one allocation.
+// The device arena's plan (tinylm/cuda/arena_plan.hpp): aligned, disjoint offsets in one allocation; the plan of
+// a whole decoder training step (tinylm/cuda/decoder_plan.hpp) against the sizes its header states.
 #include <tinylm/cuda/arena_plan.hpp>
+#include <tinylm/cuda/decoder_plan.hpp>
+#include <tinylm/model/presets.hpp>
 
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <cstdint>
+#include <vector>
 
 using namespace tl;
 
@@ -36,6 +41,100 @@ BOOST_AUTO_TEST_CASE(refuses_bad_alignments_and_overflow) {
     plan.add("big", SIZE_MAX - 100, 1);
     BOOST_CHECK_THROW(plan.add("after", 1), tl::error);      // rounding up to 256 would wrap around
     BOOST_CHECK_THROW(plan.add("after", 200, 1), tl::error); // the end would wrap around
+}
+
+namespace {
+
+// Every buffer starts on a 256-byte boundary and ends before the next one starts (sorted by offset: the plan
+// must not rely on its own order).
+void expect_aligned_and_disjoint(const gpu::arena_plan& plan) {
+    std::vector<gpu::arena_plan::entry> e = plan.entries();
+    std::sort(e.begin(), e.end(), [](const auto& a, const auto& b) { return a.offset < b.offset; });
+    for (std::size_t i = 0; i < e.size(); ++i) {
+        BOOST_TEST_REQUIRE(e[i].offset % 256 == 0u, e[i].name);
+        if (i > 0)
+            BOOST_TEST_REQUIRE(e[i].offset >= e[i - 1].offset + e[i - 1].bytes, e[i - 1].name << " / " << e[i].name);
+    }
+    BOOST_TEST(plan.bytes() == e.back().offset + e.back().bytes);
+}
+
+// The sum of decoder_plan.hpp's table, in bytes, written out from the config without the plan.
+std::size_t table_bytes(const model_config& c, std::size_t batch, std::size_t time, std::size_t logits_rows,
+                        bool bf16) {
+    const std::size_t n = batch * time, d = std::size_t(c.d_model), q = std::size_t(c.n_heads * c.head_dim()),
+                      kv = std::size_t(c.n_kv_heads * c.head_dim()), f = std::size_t(c.d_ff),
+                      h = std::size_t(c.n_heads), v = std::size_t(c.vocab_size), p = std::size_t(parameter_count(c));
+    std::size_t floats = 4 * p; // parameters, gradients, m, v
+    floats += std::size_t(c.n_layers) * (4 * n * d + 2 * n * q + 2 * n * kv + 3 * n * f + 2 * n + h * n);
+    floats += 2 * n * d + 3 * n + std::min(n, logits_rows) * v;       // final, cross-entropy, logits
+    floats += 3 * n * d + 2 * n * q + 2 * n * kv + 3 * n * f + h * n; // scratch
+    floats += 2 * time * std::size_t(c.head_dim() / 2);               // rope tables
+    std::size_t bytes =
+        4 * floats + 4 * (2 * n) + 8 * (2 * n) + 4 * (3 * n + 1) + 8 * (256 + 1) + gpu::blas_workspace_bytes;
+    if (bf16) bytes += 2 * p + 2 * 2 * std::max(n * std::max({d, q, f}), std::min(n, logits_rows) * v);
+    return bytes;
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(decoder_step_plan_holds_the_stated_buffers_disjoint) {
+    const model_config c = presets::tiny::value;
+    for (const bool bf16 : {false, true}) {
+        gpu::decoder_plan_options o;
+        o.batch = 3, o.time = 17, o.logits_rows = 20, o.bf16_weights = bf16;
+        const gpu::arena_plan plan = gpu::plan_decoder_step(c, o);
+        expect_aligned_and_disjoint(plan);
+        const std::size_t stated = table_bytes(c, 3, 17, 20, bf16);
+        BOOST_TEST(plan.bytes() >= stated);
+        BOOST_TEST(plan.bytes() < stated + 256 * plan.entries().size());
+        const std::size_t n = 3 * 17;
+        BOOST_TEST(plan.at("parameters").bytes == 4 * std::size_t(parameter_count(c)));
+        BOOST_TEST(plan.at("adam.v").bytes == 4 * std::size_t(parameter_count(c)));
+        BOOST_TEST(plan.at("layer.1.gate").bytes == 4 * n * std::size_t(c.d_ff));
+        BOOST_TEST(plan.at("layer.0.k").bytes == 4 * n * std::size_t(c.kv_width()));
+        BOOST_TEST(plan.at("logits").bytes == 4 * 20 * std::size_t(c.vocab_size)); // a chunk, not N x V
+        BOOST_TEST(plan.at("doc_start").bytes == 8 * n);
+        if (bf16) {
+            BOOST_TEST(plan.at("parameters.bf16").bytes == 2 * std::size_t(parameter_count(c)));
+            // the widest activation operand: N x d_ff here (51 x 176), more than a logits chunk (20 x 256)
+            BOOST_TEST(plan.at("scratch.bf16.b").bytes == 2 * n * std::size_t(c.d_ff));
+        } else
+            BOOST_CHECK_THROW(plan.at("parameters.bf16"), tl::error);
+    }
+}
+
+// The course's 150M model at context 512, batch 64 (docs/gpu.md quotes the size; --log_level=message prints it).
+BOOST_AUTO_TEST_CASE(decoder_step_plan_of_the_150m_preset) {
+    const model_config c = presets::russian_novels_150m::value;
+    gpu::decoder_plan_options o;
+    o.batch = 64, o.time = 512;
+    const gpu::arena_plan plan = gpu::plan_decoder_step(c, o);
+    expect_aligned_and_disjoint(plan);
+    const std::size_t stated = table_bytes(c, 64, 512, 4096, true);
+    BOOST_TEST(plan.bytes() >= stated);
+    BOOST_TEST(plan.bytes() < stated + 256 * plan.entries().size());
+    BOOST_TEST_MESSAGE("150M preset, batch 64 x 512: " << plan.entries().size() << " buffers, " << plan.bytes()
+                                                       << " bytes (" << double(plan.bytes()) / double(1ull << 30)
+                                                       << " GiB)");
+}
+
+BOOST_AUTO_TEST_CASE(decoder_step_plan_refuses_what_the_kernels_lack) {
+    gpu::decoder_plan_options o;
+    model_config c = presets::tiny::value;
+    c.norm = norm_kind::layernorm;
+    BOOST_CHECK_EXCEPTION(gpu::plan_decoder_step(c, o), tl::error, [](const tl::error& e) {
+        return std::string(e.what()).find("pre-norm RMSNorm") != std::string::npos;
+    });
+    c = presets::tiny::value;
+    c.qkv_bias = true;
+    BOOST_CHECK_THROW(gpu::plan_decoder_step(c, o), tl::error);
+    o.batch = 0;
+    BOOST_CHECK_EXCEPTION(gpu::plan_decoder_step(presets::tiny::value, o), tl::error, [](const tl::error& e) {
+        return std::string(e.what()).find("batch 0") != std::string::npos;
+    });
+    BOOST_CHECK_EXCEPTION(gpu::arena_plan{}.at("nothing"), tl::error, [](const tl::error& e) {
+        return std::string(e.what()).find("no buffer named 'nothing'") != std::string::npos;
+    });
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -1,17 +1,27 @@
 // The arithmetic of the CUDA kernels (tinylm/cuda/row_math.hpp), run on the CPU: RMSNorm forward and backward
 // against tinylm's op in f64, the fused softmax cross-entropy against f64 (and its online log-sum-exp in any
-// split), and AdamW bit for bit against tl::adamw. The same functions run in src/cuda; test_cuda_kernels then
-// compares the GPU with these CPU drivers.
+// split), AdamW bit for bit against tl::adamw; embedding, fused residual + RMSNorm, SwiGLU, GELU, LayerNorm, RoPE
+// and attention (GQA, sliding window, documents, padding, bidirectional), forward and backward, against the ops. The
+// same functions run in src/cuda; test_cuda_kernels then compares the GPU with these CPU drivers.
 #include "../support/random.hpp"
 
+#include <tinylm/core/dtype.hpp>
+#include <tinylm/cuda/attention_row.hpp>
 #include <tinylm/cuda/row_math.hpp>
+#include <tinylm/ops/activation.hpp>
+#include <tinylm/ops/attention.hpp>
+#include <tinylm/ops/embedding.hpp>
+#include <tinylm/ops/layernorm.hpp>
+#include <tinylm/ops/residual.hpp>
 #include <tinylm/ops/rmsnorm.hpp>
+#include <tinylm/ops/rope.hpp>
 #include <tinylm/optim/adamw.hpp>
 
 #include <boost/test/unit_test.hpp>
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 using namespace tl;
@@ -138,6 +148,218 @@ BOOST_AUTO_TEST_CASE(adamw_element_is_tl_adamw_bit_for_bit) {
         for (std::size_t i = 0; i < g.data.size(); ++i) // a new gradient each step
             g.data[i] = -0.5f * g.data[i] + 1e-3f;
     }
+}
+
+BOOST_AUTO_TEST_CASE(bf16_bits_round_as_tl_bf16) {
+    const auto x = random_tensor<float>({4096}, 8, 100.0);
+    std::vector<float> special = {0.0f,
+                                  -0.0f,
+                                  1.0f,
+                                  1.00390625f /* a tie */,
+                                  1.01171875f,
+                                  3.4e38f,
+                                  -3.4e38f,
+                                  std::numeric_limits<float>::infinity(),
+                                  std::numeric_limits<float>::denorm_min(),
+                                  std::numeric_limits<float>::quiet_NaN()};
+    special.insert(special.end(), x.data.begin(), x.data.end());
+    for (float f : special)
+        BOOST_TEST_REQUIRE(gpu::bf16_bits(f) == bf16(f).bits, "value " << f);
+}
+
+BOOST_AUTO_TEST_CASE(embedding_gather_and_deterministic_scatter_match_the_op) {
+    const index_t vocab = 50, d = 33, n = 40;
+    const auto weight = random_tensor<float>({vocab, d}, 9);
+    const auto dout = random_tensor<float>({n, d}, 10);
+    std::vector<token_t> ids(static_cast<std::size_t>(n));
+    for (index_t i = 0; i < n; ++i) // repeats (i % 7 == 3 -> token 5) and a spread of others
+        ids[std::size_t(i)] = i % 7 == 3 ? 5 : token_t((i * 13) % vocab);
+    std::vector<float> out(std::size_t(n * d)), out_ref(out.size());
+    gpu::embedding_gather_rows(out.data(), ids.data(), weight.data.data(), n, int(d));
+    embedding_forward<float>({out_ref.data(), {n, d}}, {ids.data(), {n}}, weight);
+    BOOST_TEST(out == out_ref);
+
+    const gpu::token_groups g = gpu::group_positions_by_token(ids.data(), n, vocab);
+    BOOST_TEST_REQUIRE(g.offsets.size() == g.tokens.size() + 1);
+    BOOST_TEST(g.offsets.back() == n);
+    for (std::size_t t = 0; t < g.tokens.size(); ++t)
+        for (std::int32_t p = g.offsets[t]; p < g.offsets[t + 1]; ++p) {
+            BOOST_TEST_REQUIRE(ids[std::size_t(g.positions[std::size_t(p)])] == g.tokens[t]);
+            if (p > g.offsets[t]) BOOST_TEST_REQUIRE(g.positions[std::size_t(p)] > g.positions[std::size_t(p - 1)]);
+        }
+    // f64 oracle: the op's scatter in double; the grouped sum is f32, so within f32 rounding
+    std::vector<float> dw(std::size_t(vocab * d), 0.5f);
+    std::vector<double> dw64(dw.size(), 0.5), dout64 = to_f64(dout.data);
+    gpu::embedding_scatter_add_rows(dw.data(), g, dout.data.data(), int(d));
+    embedding_backward<double>({dw64.data(), {vocab, d}}, {ids.data(), {n}}, {dout64.data(), {n, d}});
+    BOOST_TEST(max_rel(dw, dw64) < 1e-6);
+    // token 5 appears 6 times: its row is the sum of 6 rows, every other row touched once or not at all
+    BOOST_TEST(std::abs(dw[5 * d] - dw64[std::size_t(5 * d)]) < 1e-5);
+
+    ids[3] = token_t(vocab);
+    BOOST_CHECK_EXCEPTION(gpu::group_positions_by_token(ids.data(), n, vocab), tl::error, [](const tl::error& e) {
+        return std::string(e.what()).find("token id 50 at position 3") != std::string::npos;
+    });
+}
+
+BOOST_AUTO_TEST_CASE(residual_rmsnorm_fused_matches_residual_then_rmsnorm_in_f64) {
+    const index_t n = 6, d = 300;
+    const float eps = 1e-6f;
+    const auto x = random_tensor<float>({n, d}, 11), a = random_tensor<float>({n, d}, 12);
+    const auto w = random_tensor<float>({d}, 13, 0.5, 1.0), dy = random_tensor<float>({n, d}, 14);
+    const auto dresid_in = random_tensor<float>({n, d}, 15); // the gradient already on the residual stream
+    std::vector<float> resid(std::size_t(n * d)), y(resid.size()), rstd(static_cast<std::size_t>(n));
+    std::vector<float> dresid = dresid_in.data, dw(static_cast<std::size_t>(d), 0.0f);
+    gpu::residual_rmsnorm_rows(resid.data(), y.data(), rstd.data(), x.data.data(), a.data.data(), w.data.data(), n,
+                               int(d), eps);
+    gpu::residual_rmsnorm_backward_rows(dresid.data(), dw.data(), dy.data.data(), resid.data(), w.data.data(),
+                                        rstd.data(), n, int(d));
+
+    std::vector<double> x64 = to_f64(x.data), a64 = to_f64(a.data), w64 = to_f64(w.data), dy64 = to_f64(dy.data);
+    std::vector<double> r64(x64.size()), y64(x64.size()), rstd64(static_cast<std::size_t>(n)),
+        dr64 = to_f64(dresid_in.data), dw64(static_cast<std::size_t>(d), 0.0);
+    residual_forward<double>({r64.data(), {n, d}}, {x64.data(), {n, d}}, {a64.data(), {n, d}});
+    rmsnorm_forward<double>({y64.data(), {n, d}}, {rstd64.data(), {n}}, {r64.data(), {n, d}}, {w64.data(), {d}}, eps);
+    rmsnorm_backward<double>({dr64.data(), {n, d}}, {dw64.data(), {d}}, {dy64.data(), {n, d}}, {r64.data(), {n, d}},
+                             {w64.data(), {d}}, {rstd64.data(), {n}}, grad_write::add);
+    BOOST_TEST(max_rel(resid, r64) < 1e-7); // one f32 addition
+    BOOST_TEST(max_rel(y, y64) < 1e-5);
+    BOOST_TEST(max_rel(rstd, rstd64) < 1e-5);
+    BOOST_TEST(max_rel(dresid, dr64) < 1e-5);
+    BOOST_TEST(max_rel(dw, dw64) < 1e-5);
+}
+
+BOOST_AUTO_TEST_CASE(swiglu_forward_and_backward_match_the_op_in_f64) {
+    const index_t n = 5000;
+    const auto g = random_tensor<float>({n}, 16, 4.0), u = random_tensor<float>({n}, 17),
+               dh = random_tensor<float>({n}, 18);
+    std::vector<float> h(static_cast<std::size_t>(n)), dg(h.size()), du(h.size());
+    gpu::swiglu_rows(h.data(), g.data.data(), u.data.data(), n);
+    gpu::swiglu_backward_rows(dg.data(), du.data(), dh.data.data(), g.data.data(), u.data.data(), n);
+    std::vector<double> g64 = to_f64(g.data), u64 = to_f64(u.data), dh64 = to_f64(dh.data);
+    std::vector<double> h64(g64.size()), dg64(g64.size()), du64(g64.size());
+    swiglu_forward<double>({h64.data(), {n}}, {g64.data(), {n}}, {u64.data(), {n}});
+    swiglu_backward<double>({dg64.data(), {n}}, {du64.data(), {n}}, {dh64.data(), {n}}, {g64.data(), {n}},
+                            {u64.data(), {n}});
+    BOOST_TEST(max_rel(h, h64) < 1e-6);
+    BOOST_TEST(max_rel(dg, dg64) < 1e-6);
+    BOOST_TEST(max_rel(du, du64) < 1e-6);
+}
+
+// The same double arithmetic as ops/rope.hpp: the same bits, with and without per-token positions.
+BOOST_AUTO_TEST_CASE(rope_is_the_op_bit_for_bit) {
+    const index_t batch = 2, time = 9, heads = 3, D = 16, half = D / 2, table = 20;
+    test::owned<float> cos({table, half}), sin({table, half});
+    rope_table<float>(cos, sin, 10000.0);
+    const auto x = random_tensor<float>({batch, time, heads, D}, 19);
+    std::vector<index_t> positions(std::size_t(batch * time));
+    for (index_t i = 0; i < batch * time; ++i)
+        positions[std::size_t(i)] = (i * 7) % table;
+    for (const bool with_positions : {false, true})
+        for (const double direction : {1.0, -1.0}) {
+            auto expected = x;
+            std::vector<float> got = x.data;
+            const cview<index_t> pv =
+                with_positions ? cview<index_t>{positions.data(), {batch, time}} : cview<index_t>{};
+            const cview<float> cv = with_positions ? cos.cv() : cview<float>{cos.data.data(), {time, half}};
+            const cview<float> sv = with_positions ? sin.cv() : cview<float>{sin.data.data(), {time, half}};
+            if (direction > 0)
+                rope_forward<float>(expected, cv, sv, pv);
+            else
+                rope_backward<float>(expected, cv, sv, pv);
+            gpu::rope_rows(got.data(), cos.data.data(), sin.data.data(), with_positions ? positions.data() : nullptr,
+                           batch, time, int(heads), int(D), direction);
+            BOOST_TEST(std::memcmp(got.data(), expected.data.data(), got.size() * sizeof(float)) == 0,
+                       "positions " << with_positions << " direction " << direction);
+        }
+}
+
+// Causal attention row by row (online softmax over key tiles; backward by query rows and by key rows) against
+// tl::attention_*_reference in f64: GQA (4 query heads on 2 key/value heads), 70 positions (three key tiles,
+// the last partial), full, a sliding window, packed documents with and without a window, right padding with and
+// without them; bidirectional (an encoder's), alone and with documents and padding.
+BOOST_AUTO_TEST_CASE(attention_rows_match_the_reference_in_f64) {
+    const index_t B = 2, T = 70, Hq = 4, Hkv = 2, D = 16;
+    const auto q = random_tensor<float>({B, T, Hq, D}, 20), k = random_tensor<float>({B, T, Hkv, D}, 21);
+    const auto v = random_tensor<float>({B, T, Hkv, D}, 22), dout = random_tensor<float>({B, T, Hq, D}, 23);
+    std::vector<index_t> docs(std::size_t(B * T));
+    for (index_t b = 0; b < B; ++b) // row 0: documents at 0, 25, 60; row 1: at 0 and 41
+        for (index_t t = 0; t < T; ++t)
+            docs[std::size_t(b * T + t)] = b == 0 ? (t >= 60 ? 60 : t >= 25 ? 25 : 0) : (t >= 41 ? 41 : 0);
+    // Right padding: row 0 has 61 valid keys, row 1 has 45 (its second document, from 41, ends in padding; with
+    // the window, padded queries there see no valid key of their own and fall back to all valid keys).
+    std::vector<index_t> lengths = {61, 45};
+    struct variant {
+        int window;
+        bool documents, padding, causal = true;
+    };
+    for (const variant c : {variant{0, false, false}, variant{20, false, false}, variant{0, true, false},
+                            variant{12, true, false}, variant{0, false, true}, variant{12, true, true},
+                            variant{0, false, false, false}, variant{0, true, true, false}}) {
+        const gpu::attention_dims s{B, T, int(Hq), int(Hkv), int(D), c.window, c.causal};
+        const gpu::attention_masks ds(c.documents ? docs.data() : nullptr, c.padding ? lengths.data() : nullptr);
+        std::vector<float> out(q.data.size()), lse(std::size_t(B * Hq * T)), delta(lse.size());
+        std::vector<float> dq(q.data.size()), dk(k.data.size()), dv(v.data.size());
+        gpu::attention_forward_rows(out.data(), lse.data(), q.data.data(), k.data.data(), v.data.data(), ds, s);
+        gpu::attention_backward_rows(dq.data(), dk.data(), dv.data(), delta.data(), dout.data.data(), q.data.data(),
+                                     k.data.data(), v.data.data(), out.data(), lse.data(), ds, s);
+
+        std::vector<double> q64 = to_f64(q.data), k64 = to_f64(k.data), v64 = to_f64(v.data), do64 = to_f64(dout.data);
+        std::vector<double> out64(q64.size()), lse64(lse.size()), dq64(q64.size()), dk64(k64.size()), dv64(v64.size());
+        const cview<index_t> dv_docs = c.documents ? cview<index_t>{docs.data(), {B, T}} : cview<index_t>{};
+        const cview<index_t> dv_lengths = c.padding ? cview<index_t>{lengths.data(), {B}} : cview<index_t>{};
+        attention_forward_reference<double>({out64.data(), {B, T, Hq, D}}, {lse64.data(), {B, Hq, T}},
+                                            {q64.data(), {B, T, Hq, D}}, {k64.data(), {B, T, Hkv, D}},
+                                            {v64.data(), {B, T, Hkv, D}}, c.window, 0, dv_docs, c.causal, dv_lengths);
+        attention_backward_reference<double>({dq64.data(), {B, T, Hq, D}}, {dk64.data(), {B, T, Hkv, D}},
+                                             {dv64.data(), {B, T, Hkv, D}}, {do64.data(), {B, T, Hq, D}},
+                                             {q64.data(), {B, T, Hq, D}}, {k64.data(), {B, T, Hkv, D}},
+                                             {v64.data(), {B, T, Hkv, D}}, {out64.data(), {B, T, Hq, D}},
+                                             {lse64.data(), {B, Hq, T}}, c.window, dv_docs, c.causal, dv_lengths);
+        std::string what = "window " + std::to_string(c.window);
+        what += c.documents ? ", documents" : "";
+        what += c.padding ? ", padding" : "";
+        what += c.causal ? "" : ", bidirectional";
+        BOOST_TEST(max_rel(out, out64) < 1e-5, what);
+        BOOST_TEST(max_rel(lse, lse64) < 1e-5, what);
+        BOOST_TEST(max_rel(dq, dq64) < 1e-5, what);
+        BOOST_TEST(max_rel(dk, dk64) < 1e-5, what);
+        BOOST_TEST(max_rel(dv, dv64) < 1e-5, what);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(gelu_and_layernorm_match_the_ops_in_f64) {
+    const index_t n = 6, d = 300, count = n * d;
+    const auto x = random_tensor<float>({n, d}, 24, 2.0, 0.5), dy = random_tensor<float>({n, d}, 25);
+    const auto w = random_tensor<float>({d}, 26, 0.5, 1.0), b = random_tensor<float>({d}, 27, 0.1);
+    std::vector<double> x64 = to_f64(x.data), dy64 = to_f64(dy.data), w64 = to_f64(w.data), b64 = to_f64(b.data);
+
+    std::vector<float> y(x.data.size()), dx(x.data.size());
+    gpu::gelu_rows(y.data(), x.data.data(), count);
+    gpu::gelu_backward_rows(dx.data(), dy.data.data(), x.data.data(), count);
+    std::vector<double> y64(x64.size()), dx64(x64.size());
+    gelu_forward<double>({y64.data(), {count}}, {x64.data(), {count}});
+    gelu_backward<double>({dx64.data(), {count}}, {dy64.data(), {count}}, {x64.data(), {count}});
+    BOOST_TEST(max_rel(y, y64) < 1e-6);
+    BOOST_TEST(max_rel(dx, dx64) < 1e-6);
+
+    std::vector<float> mean(static_cast<std::size_t>(n)), rstd(mean.size()), dw(static_cast<std::size_t>(d), 0.5f),
+        db(dw.size(), -0.5f);
+    gpu::layernorm_rows(y.data(), mean.data(), rstd.data(), x.data.data(), w.data.data(), b.data.data(), n, int(d),
+                        1e-5f);
+    gpu::layernorm_backward_rows(dx.data(), dw.data(), db.data(), dy.data.data(), x.data.data(), w.data.data(),
+                                 mean.data(), rstd.data(), n, int(d));
+    std::vector<double> mean64(mean.size()), rstd64(mean.size()), dw64(dw.size(), 0.5), db64(dw.size(), -0.5);
+    layernorm_forward<double>({y64.data(), {n, d}}, {mean64.data(), {n}}, {rstd64.data(), {n}}, {x64.data(), {n, d}},
+                              {w64.data(), {d}}, {b64.data(), {d}}, 1e-5);
+    layernorm_backward<double>({dx64.data(), {n, d}}, {dw64.data(), {d}}, {db64.data(), {d}}, {dy64.data(), {n, d}},
+                               {x64.data(), {n, d}}, {w64.data(), {d}}, {mean64.data(), {n}}, {rstd64.data(), {n}});
+    BOOST_TEST(max_rel(y, y64) < 1e-5);
+    BOOST_TEST(max_rel(mean, mean64) < 1e-5);
+    BOOST_TEST(max_rel(rstd, rstd64) < 1e-5);
+    BOOST_TEST(max_rel(dx, dx64) < 1e-5);
+    BOOST_TEST(max_rel(dw, dw64) < 1e-5);
+    BOOST_TEST(max_rel(db, db64) < 1e-5);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

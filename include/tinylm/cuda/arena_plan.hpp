@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace tl::gpu {
@@ -54,6 +55,16 @@ public:
             return m;
         });
         return add(std::move(name), count * sizeof(T), alignment < alignof(T) ? alignof(T) : alignment);
+    }
+
+    // The buffer planned under `name` (the first, if several share it); an error names a missing one.
+    const entry& at(std::string_view name) const {
+        for (const entry& e : entries_)
+            if (e.name == name) return e;
+        std::string m = "arena_plan: no buffer named '";
+        m += name;
+        m += "'";
+        fail(m);
     }
 
     // Total bytes to allocate (the end of the last buffer).

@@ -3,11 +3,12 @@
 // A plain C++ header: the declarations take raw device pointers and an opaque stream (a cudaStream_t as void*,
 // nullptr for the default stream), so a program that links tinylm::cuda compiles its own code with any C++
 // compiler and needs no CUDA header. Every function throws tl::error naming the call and CUDA's message when the
-// runtime reports an error. This is the first increment of issue 20 (docs/gpu.md): memory, RMSNorm, the fused
-// softmax cross-entropy and AdamW; the rest of the decoder's ops and cuBLASLt products come next.
+// runtime reports an error. Issue 20 (docs/gpu.md): memory, the decoder's element-wise and per-row ops, causal
+// attention, the fused softmax cross-entropy and AdamW; matrix products are in cuda/blas.hpp.
 #pragma once
 
 #include <tinylm/cuda/arena_plan.hpp>
+#include <tinylm/cuda/attention_row.hpp>
 #include <tinylm/cuda/row_math.hpp>
 
 #include <cstddef>
@@ -45,6 +46,8 @@ private:
 void copy_to_device(void* device_dst, const void* host_src, std::size_t bytes);
 void copy_to_host(void* host_dst, const void* device_src, std::size_t bytes);
 void synchronize();
+// bytes of device memory set to zero (cudaMemsetAsync on the stream).
+void fill_zero(void* device_dst, std::size_t bytes, void* stream = nullptr);
 
 // Kernels, f32, rows of a row-major (n, d) or (n, v) matrix; the math is row_math.hpp's.
 // y, rstd (n) = RMSNorm(x) with weight w (d).
@@ -59,6 +62,52 @@ void softmax_xent_forward(float* loss, float* lse, const float* logits, const st
 // logits replaced in place by d(scale * sum of row losses) / d logits; no probabilities are stored.
 void softmax_xent_backward(float* logits, const float* lse, const std::int32_t* targets, long long n, long long v,
                            float scale, void* stream = nullptr);
+// resid = x + a and y, rstd = RMSNorm(resid) in one pass (pre-norm blocks); resid may be x (in place).
+void residual_rmsnorm_forward(float* resid, float* y, float* rstd, const float* x, const float* a, const float* w,
+                              long long n, int d, float eps, void* stream = nullptr);
+// dresid += RMSNorm's input gradient (the residual stream's gradient, that of x and a alike); dw accumulated.
+void residual_rmsnorm_backward(float* dresid, float* dw, const float* dy, const float* resid, const float* w,
+                               const float* rstd, long long n, int d, void* stream = nullptr);
+// out (n, d) = weight rows at ids (n); ids are trusted (the host checks them: group_positions_by_token).
+void embedding_forward(float* out, const std::int32_t* ids, const float* weight, long long n, int d,
+                       void* stream = nullptr);
+// dweight rows += the rows of dout at their positions, one block per token of the token_groups (uploaded:
+// tokens and offsets of `groups` + 1 entries, positions): deterministic, no atomics.
+void embedding_backward(float* dweight, const std::int32_t* tokens, const std::int32_t* offsets,
+                        const std::int32_t* positions, long long groups, const float* dout, int d,
+                        void* stream = nullptr);
+// h = silu(g) * u over n elements; backward assigns dg and du.
+void swiglu_forward(float* h, const float* g, const float* u, long long n, void* stream = nullptr);
+void swiglu_backward(float* dg, float* du, const float* dh, const float* g, const float* u, long long n,
+                     void* stream = nullptr);
+// y = GELU(x) (the exact erf form) over n elements; backward assigns dx.
+void gelu_forward(float* y, const float* x, long long n, void* stream = nullptr);
+void gelu_backward(float* dx, const float* dy, const float* x, long long n, void* stream = nullptr);
+// LayerNorm of rows (n, d) with weight and bias: y, mean, rstd (n). Backward: dx assigned, dw and db (d)
+// accumulated, or skipped when null. Deterministic: no atomics.
+void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w, const float* b, long long n,
+                       int d, float eps, void* stream = nullptr);
+void layernorm_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
+                        const float* mean, const float* rstd, long long n, int d, void* stream = nullptr);
+// x (batch, time, heads, head_dim) rotated in place by +angle (direction 1) or -angle (-1, the backward);
+// cos, sin (table rows, head_dim / 2) from tl::rope_table; positions (batch, time) or null (row = t).
+void rope(float* x, const float* cos, const float* sin, const std::int64_t* positions, long long batch, long long time,
+          int heads, int head_dim, double direction, void* stream = nullptr);
+// dst (n, bf16 bits) = src rounded to nearest even (the weights' bf16 copy, once per optimizer step).
+void to_bf16(std::uint16_t* dst, const float* src, long long n, void* stream = nullptr);
+// Causal attention (attention_row.hpp's layout and rules; head_dim <= attention_max_head_dim): out, lse. masks:
+// doc_start and key_lengths, device pointers or null (the caller checks them: 1 <= key_lengths[b] <= time).
+void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
+                       const attention_masks& masks, const attention_dims& s, void* stream = nullptr);
+// dq, dk, dv assigned; delta (B, Hq, T) is scratch. Deterministic: no atomics.
+void attention_backward(float* dq, float* dk, float* dv, float* delta, const float* dout, const float* q,
+                        const float* k, const float* v, const float* out, const float* lse,
+                        const attention_masks& masks, const attention_dims& s, void* stream = nullptr);
+// The sum of squares of x (n) in double, deterministic: partials (grad_norm_blocks doubles) then *total, both
+// device memory.
+void sum_of_squares(double* total, double* partials, const float* x, long long n, void* stream = nullptr);
+// x *= scale over n elements (clipping).
+void scale_elements(float* x, float scale, long long n, void* stream = nullptr);
 // One AdamW step over n elements (optim/adamw.hpp's update; coefficients from adamw_step_coeffs).
 void adamw_step(float* p, const float* g, float* m, float* v, long long n, const adamw_coeffs& c,
                 void* stream = nullptr);

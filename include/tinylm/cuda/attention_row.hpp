@@ -1,0 +1,242 @@
+// tinylm/cuda/attention_row.hpp: attention (causal, or bidirectional for an encoder) one query row (and, for the
+// backward, one key row) at a time, as __host__ __device__ functions shared by the kernels of src/cuda/attention.cu and
+// the CPU test (tests/cuda/test_row_math.cpp compares the CPU drivers at the end with tl::attention_*_reference in
+// f64).
+//
+// Layout as ops/attention.hpp: q, out (B, T, Hq, D), k, v (B, T, Hkv, D), lse (B, Hq, T); query head h reads
+// key/value head h / (Hq / Hkv) (GQA; MHA and MQA are its ends). Query i sees key j when j <= i, i - j < W with a
+// window W > 0 (Mistral's rule) and j >= doc_start[b, i] with packed documents. With right padding
+// (key_lengths[b], 1 .. T: the keys of row b from key_lengths[b] on are padding) no query sees a padded key, and a
+// padded query whose own keys are all padding sees the valid keys 0 .. key_lengths[b] - 1 instead, as
+// ops/attention.hpp rules; padded keys get dk = dv = 0.
+//
+// Forward: an online softmax over tiles of attention_key_tile keys (a flash kernel's loop): each tile's scores,
+// its maximum, the running sum and output rescaled once per tile; the T x T matrix is never stored.
+// Backward without atomics, deterministic: delta_i = dout_i . out_i per query row; dq_i from one pass over
+// the keys query i sees; dk_j, dv_j from one pass over the queries that see key j (every query head of the
+// group, heads and queries in ascending order). Each pass recomputes p = exp(q.k * scale - lse).
+#pragma once
+
+#include <tinylm/cuda/row_math.hpp>
+
+#include <cstdint>
+
+namespace tl::gpu {
+
+inline constexpr int attention_key_tile = 32;      // keys per tile of the online softmax
+inline constexpr int attention_max_head_dim = 256; // the kernels keep a row's accumulators in a fixed array
+
+struct attention_dims {
+    long long batch = 0, time = 0;
+    int q_heads = 0, kv_heads = 0, head_dim = 0;
+    int window = 0;     // 0: full causal attention
+    bool causal = true; // false: bidirectional (an encoder): query i sees every key of its document; no window
+};
+
+TINYLM_HD inline int attention_kv_head(int h, const attention_dims& s) { return h / (s.q_heads / s.kv_heads); }
+// Offsets (in floats) of row i of head h: queries and outputs, keys and values.
+TINYLM_HD inline long long attention_q_offset(long long b, long long i, int h, const attention_dims& s) {
+    return ((b * s.time + i) * s.q_heads + h) * s.head_dim;
+}
+TINYLM_HD inline long long attention_kv_offset(long long b, long long j, int hk, const attention_dims& s) {
+    return ((b * s.time + j) * s.kv_heads + hk) * s.head_dim;
+}
+TINYLM_HD inline long long attention_lse_offset(long long b, int h, long long i, const attention_dims& s) {
+    return (b * s.q_heads + h) * s.time + i;
+}
+// First key query i of row b sees (its window and its document); the last is i itself.
+TINYLM_HD inline long long attention_first_key(long long b, long long i, const attention_dims& s,
+                                               const std::int64_t* doc_start) {
+    long long first = s.window > 0 && i - s.window + 1 > 0 ? i - s.window + 1 : 0;
+    if (doc_start && doc_start[b * s.time + i] > first) first = doc_start[b * s.time + i];
+    return first;
+}
+// The masks beside causality and the window, device pointers or null: doc_start (B, T), key_lengths (B).
+struct attention_masks {
+    const std::int64_t* doc_start = nullptr;
+    const std::int64_t* key_lengths = nullptr;
+    TINYLM_HD attention_masks(const std::int64_t* docs = nullptr, const std::int64_t* lengths = nullptr)
+        : doc_start(docs), key_lengths(lengths) {}
+};
+// The keys query i of row b sees: first .. last.
+struct attention_span {
+    long long first, last;
+};
+TINYLM_HD inline attention_span attention_keys(long long b, long long i, const attention_dims& s,
+                                               const attention_masks& m) {
+    attention_span r{attention_first_key(b, i, s, m.doc_start), i};
+    if (!s.causal) { // to the end of the document: the key before the next document's first token, or the last
+        r.last = s.time - 1;
+        if (m.doc_start)
+            for (long long t = i + 1; t < s.time; ++t)
+                if (m.doc_start[b * s.time + t] != m.doc_start[b * s.time + i]) {
+                    r.last = t - 1;
+                    break;
+                }
+    }
+    if (m.key_lengths) {
+        const long long valid = m.key_lengths[b];
+        if (r.last > valid - 1) r.last = valid - 1;
+        if (r.first > r.last) r = {0, valid - 1}; // a padded query whose own keys are all padding
+    }
+    return r;
+}
+TINYLM_HD inline bool attention_sees(long long b, long long i, long long j, const attention_dims& s,
+                                     const attention_masks& m) {
+    const attention_span r = attention_keys(b, i, s, m);
+    return j >= r.first && j <= r.last;
+}
+
+TINYLM_HD inline float attention_dot(const float* a, const float* b, int n) {
+    float s = 0;
+    for (int c = 0; c < n; ++c)
+        s += a[c] * b[c];
+    return s;
+}
+
+// One query row over keys first .. last (rows ldk floats apart): out = softmax(q k^T * scale) v, returns the
+// log-sum-exp of the scaled scores. acc: head_dim floats of scratch (the kernel's registers or local memory).
+TINYLM_HD inline float attention_row_forward(float* out, float* acc, const float* q, const float* k, const float* v,
+                                             long long ldk, long long first, long long last, int head_dim,
+                                             float scale) {
+    for (int c = 0; c < head_dim; ++c)
+        acc[c] = 0;
+    float running_max = -INFINITY, running_sum = 0;
+    float score[attention_key_tile];
+    for (long long j0 = first; j0 <= last; j0 += attention_key_tile) {
+        const int n = last + 1 - j0 < attention_key_tile ? int(last + 1 - j0) : attention_key_tile;
+        float tile_max = -INFINITY;
+        for (int t = 0; t < n; ++t) {
+            score[t] = attention_dot(q, k + (j0 + t) * ldk, head_dim) * scale;
+            tile_max = score[t] > tile_max ? score[t] : tile_max;
+        }
+        if (tile_max > running_max) { // rescale what has been summed so far (exp(-inf) = 0 the first time)
+            const float r = expf(running_max - tile_max);
+            running_sum *= r;
+            for (int c = 0; c < head_dim; ++c)
+                acc[c] *= r;
+            running_max = tile_max;
+        }
+        for (int t = 0; t < n; ++t) {
+            const float p = expf(score[t] - running_max);
+            running_sum += p;
+            const float* vj = v + (j0 + t) * ldk;
+            for (int c = 0; c < head_dim; ++c)
+                acc[c] += p * vj[c];
+        }
+    }
+    const float inv_sum = 1.0f / running_sum;
+    for (int c = 0; c < head_dim; ++c)
+        out[c] = acc[c] * inv_sum;
+    return running_max + logf(running_sum);
+}
+
+// ds of one (query, key) pair: p (dp - delta) * scale with p = exp(q.k * scale - lse), dp = dout . v; p too.
+struct attention_pair_grad {
+    float p, ds;
+};
+TINYLM_HD inline attention_pair_grad attention_pair(const float* q, const float* dout, const float* kj, const float* vj,
+                                                    int head_dim, float scale, float lse, float delta) {
+    const float p = expf(attention_dot(q, kj, head_dim) * scale - lse);
+    const float dp = attention_dot(dout, vj, head_dim);
+    return {p, p * (dp - delta) * scale};
+}
+
+// dq of one query row (assigned): sum over its keys first .. last of ds_j k_j.
+TINYLM_HD inline void attention_row_dq(float* dq, const float* q, const float* dout, const float* k, const float* v,
+                                       long long ldk, long long first, long long last, int head_dim, float scale,
+                                       float lse, float delta) {
+    for (int c = 0; c < head_dim; ++c)
+        dq[c] = 0;
+    for (long long j = first; j <= last; ++j) {
+        const float* kj = k + j * ldk;
+        const float ds = attention_pair(q, dout, kj, v + j * ldk, head_dim, scale, lse, delta).ds;
+        for (int c = 0; c < head_dim; ++c)
+            dq[c] += ds * kj[c];
+    }
+}
+
+// dk, dv of key j of head hk in row b (assigned): the queries of every head of the group that see j, heads
+// then queries in ascending order (causal: all of them at or after j). q, dout, lse, delta: the whole tensors.
+TINYLM_HD inline void attention_key_dkdv(float* dk, float* dv, const float* q, const float* dout, const float* k,
+                                         const float* v, const float* lse, const float* delta, const attention_masks& m,
+                                         long long b, long long j, int hk, const attention_dims& s, float scale) {
+    const int D = s.head_dim, group = s.q_heads / s.kv_heads;
+    const float* kj = k + attention_kv_offset(b, j, hk, s);
+    const float* vj = v + attention_kv_offset(b, j, hk, s);
+    for (int c = 0; c < D; ++c)
+        dk[c] = dv[c] = 0;
+    if (m.key_lengths && j >= m.key_lengths[b]) return; // padding: no query sees it
+    // Causal without padding, the queries that see j are j .. up to the window's end or the next document: stop
+    // at the first that does not. With padding (a padded query past the window may see j again) or both ways,
+    // test every query.
+    const bool contiguous = s.causal && !m.key_lengths;
+    const long long begin = s.causal ? j : 0;
+    const long long end = contiguous && s.window > 0 && j + s.window < s.time ? j + s.window : s.time;
+    for (int h = hk * group; h < (hk + 1) * group; ++h)
+        for (long long i = begin; i < end; ++i) {
+            if (!attention_sees(b, i, j, s, m)) {
+                if (!contiguous) continue;
+                break; // a later document: no later query sees j
+            }
+            const float* qi = q + attention_q_offset(b, i, h, s);
+            const float* doi = dout + attention_q_offset(b, i, h, s);
+            const long long at = attention_lse_offset(b, h, i, s);
+            const attention_pair_grad g = attention_pair(qi, doi, kj, vj, D, scale, lse[at], delta[at]);
+            for (int c = 0; c < D; ++c) {
+                dk[c] += g.ds * qi[c];
+                dv[c] += g.p * doi[c];
+            }
+        }
+}
+
+// 1 / sqrt(D) as ops/attention.hpp computes it (in double, then rounded).
+TINYLM_HD inline float attention_scale(int head_dim) { return float(1.0 / sqrt(double(head_dim))); }
+
+// ---- CPU drivers: the kernels' work row by row (what test_cuda_kernels compares the GPU with) -----------------
+inline void attention_forward_rows(float* out, float* lse, const float* q, const float* k, const float* v,
+                                   const attention_masks& m, const attention_dims& s) {
+    const float scale = attention_scale(s.head_dim);
+    const long long ldk = (long long)s.kv_heads * s.head_dim;
+    std::vector<float> acc(std::size_t(s.head_dim));
+    for (long long b = 0; b < s.batch; ++b)
+        for (int h = 0; h < s.q_heads; ++h)
+            for (long long i = 0; i < s.time; ++i) {
+                const long long at = attention_q_offset(b, i, h, s),
+                                kv = attention_kv_offset(b, 0, attention_kv_head(h, s), s);
+                const attention_span r = attention_keys(b, i, s, m);
+                lse[attention_lse_offset(b, h, i, s)] = attention_row_forward(
+                    out + at, acc.data(), q + at, k + kv, v + kv, ldk, r.first, r.last, s.head_dim, scale);
+            }
+}
+// dq, dk, dv assigned; delta (B, Hq, T) is scratch, filled first.
+inline void attention_backward_rows(float* dq, float* dk, float* dv, float* delta, const float* dout, const float* q,
+                                    const float* k, const float* v, const float* out, const float* lse,
+                                    const attention_masks& m, const attention_dims& s) {
+    const float scale = attention_scale(s.head_dim);
+    const long long ldk = (long long)s.kv_heads * s.head_dim;
+    for (long long b = 0; b < s.batch; ++b)
+        for (int h = 0; h < s.q_heads; ++h)
+            for (long long i = 0; i < s.time; ++i) {
+                const long long at = attention_q_offset(b, i, h, s);
+                delta[attention_lse_offset(b, h, i, s)] = attention_dot(dout + at, out + at, s.head_dim);
+            }
+    for (long long b = 0; b < s.batch; ++b)
+        for (int h = 0; h < s.q_heads; ++h)
+            for (long long i = 0; i < s.time; ++i) {
+                const long long at = attention_q_offset(b, i, h, s),
+                                kv = attention_kv_offset(b, 0, attention_kv_head(h, s), s);
+                const long long l = attention_lse_offset(b, h, i, s);
+                const attention_span r = attention_keys(b, i, s, m);
+                attention_row_dq(dq + at, q + at, dout + at, k + kv, v + kv, ldk, r.first, r.last, s.head_dim, scale,
+                                 lse[l], delta[l]);
+            }
+    for (long long b = 0; b < s.batch; ++b)
+        for (long long j = 0; j < s.time; ++j)
+            for (int hk = 0; hk < s.kv_heads; ++hk) {
+                const long long at = attention_kv_offset(b, j, hk, s);
+                attention_key_dkdv(dk + at, dv + at, q, dout, k, v, lse, delta, m, b, j, hk, s, scale);
+            }
+}
+
+} // namespace tl::gpu

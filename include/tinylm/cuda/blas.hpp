@@ -1,0 +1,50 @@
+// tinylm/cuda/blas.hpp: matrix products on the GPU through cuBLASLt (src/cuda/blas.cu), with the row-major
+// conventions of tl::gemm_args (backend/backend.hpp): c (m, n) = alpha op(a) op(b) + beta c, op(a) (m, k),
+// op(b) (k, n), lda/ldb/ldc the row strides as stored.
+//
+// Inputs f32 or bf16 (the bits of tl::bf16, as gpu::to_bf16 writes them), always f32 accumulation and an f32
+// output: bf16 mixed precision keeps f32 master weights and converts them once per optimizer step. The f32
+// path computes in full f32 (CUBLAS_COMPUTE_32F, no TF32). A plain C++ header, as device.hpp.
+#pragma once
+
+#include <cstddef>
+
+namespace tl::gpu {
+
+enum class matmul_input { f32, bf16 };
+
+struct matmul_args {
+    bool trans_a = false, trans_b = false;
+    long long m = 0, n = 0, k = 0;
+    float alpha = 1;
+    const void* a = nullptr; // float or bf16 bits (std::uint16_t), as `input` says
+    long long lda = 0;
+    const void* b = nullptr;
+    long long ldb = 0;
+    float beta = 0;
+    float* c = nullptr;
+    long long ldc = 0;
+    matmul_input input = matmul_input::f32;
+};
+
+// cuBLASLt's workspace for Hopper GPUs (NVIDIA's recommendation: 32 MiB); planned in the device arena.
+inline constexpr std::size_t blas_workspace_bytes = std::size_t(32) << 20;
+
+// A cuBLASLt handle and the device workspace it may use (from the arena: nothing is allocated on the device
+// per product). Products on one stream run in order; the algorithm is cuBLASLt's first heuristic choice.
+class blas {
+public:
+    blas(void* workspace, std::size_t workspace_bytes);
+    ~blas();
+    blas(const blas&) = delete;
+    blas& operator=(const blas&) = delete;
+
+    void matmul(const matmul_args& g, void* stream = nullptr) const;
+
+private:
+    void* handle_ = nullptr; // cublasLtHandle_t
+    void* workspace_ = nullptr;
+    std::size_t workspace_bytes_ = 0;
+};
+
+} // namespace tl::gpu

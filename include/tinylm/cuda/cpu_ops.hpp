@@ -1,0 +1,107 @@
+// tinylm/cuda/cpu_ops.hpp: decoder_step's executor on the CPU (decoder_step.hpp): host memory, the CPU drivers of
+// row_math.hpp and attention_row.hpp (the kernels' arithmetic, one row after another) and the reference gemm.
+// The oracle the GPU executor (gpu_ops.hpp) is compared with, itself checked against tl::decoder.
+#pragma once
+
+#include <tinylm/backend/reference.hpp>
+#include <tinylm/cuda/attention_row.hpp>
+#include <tinylm/cuda/blas.hpp>
+#include <tinylm/cuda/row_math.hpp>
+
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace tl::gpu {
+
+struct cpu_ops {
+    void upload(void* dst, const void* src, std::size_t bytes) { std::memcpy(dst, src, bytes); }
+    void download(void* dst, const void* src, std::size_t bytes) { std::memcpy(dst, src, bytes); }
+    void zero(void* dst, std::size_t bytes) { std::memset(dst, 0, bytes); }
+
+    // f32, or bf16 operands widened back to f32 (exactly) for the reference gemm.
+    void matmul(const matmul_args& m) {
+        gemm_args<float> g;
+        g.trans_a = m.trans_a, g.trans_b = m.trans_b, g.m = m.m, g.n = m.n, g.k = m.k, g.alpha = m.alpha;
+        g.a = static_cast<const float*>(m.a), g.lda = m.lda, g.b = static_cast<const float*>(m.b), g.ldb = m.ldb;
+        g.beta = m.beta, g.c = m.c, g.ldc = m.ldc;
+        if (m.input == matmul_input::bf16) {
+            // the stored extent: (rows - 1) strides and one row
+            a_wide_ = widen(m.a, ((m.trans_a ? m.k : m.m) - 1) * m.lda + (m.trans_a ? m.m : m.k));
+            b_wide_ = widen(m.b, ((m.trans_b ? m.n : m.k) - 1) * m.ldb + (m.trans_b ? m.k : m.n));
+            g.a = a_wide_.data(), g.b = b_wide_.data();
+        }
+        reference_cpu::gemm(g);
+    }
+    void to_bf16(std::uint16_t* dst, const float* src, long long n) {
+        for (long long i = 0; i < n; ++i)
+            dst[i] = bf16_bits(src[i]);
+    }
+    void embedding_forward(float* out, const std::int32_t* ids, const float* weight, long long n, int d) {
+        embedding_gather_rows(out, ids, weight, n, d);
+    }
+    // The groups as decoder_step uploaded them (tokens, offsets, positions), read back into a token_groups.
+    void embedding_backward(float* dweight, const std::int32_t* tokens, const std::int32_t* offsets,
+                            const std::int32_t* positions, long long groups, const float* dout, int d) {
+        token_groups g;
+        g.tokens.assign(tokens, tokens + groups);
+        g.offsets.assign(offsets, offsets + groups + 1);
+        g.positions.assign(positions, positions + offsets[groups]);
+        embedding_scatter_add_rows(dweight, g, dout, d);
+    }
+    void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, long long n, int d, float eps) {
+        rmsnorm_rows(y, rstd, x, w, n, d, eps);
+    }
+    void residual_rmsnorm_forward(float* resid, float* y, float* rstd, const float* x, const float* a, const float* w,
+                                  long long n, int d, float eps) {
+        residual_rmsnorm_rows(resid, y, rstd, x, a, w, n, d, eps);
+    }
+    void residual_rmsnorm_backward(float* dresid, float* dw, const float* dy, const float* resid, const float* w,
+                                   const float* rstd, long long n, int d) {
+        residual_rmsnorm_backward_rows(dresid, dw, dy, resid, w, rstd, n, d);
+    }
+    void swiglu_forward(float* h, const float* g, const float* u, long long n) { swiglu_rows(h, g, u, n); }
+    void swiglu_backward(float* dg, float* du, const float* dh, const float* g, const float* u, long long n) {
+        swiglu_backward_rows(dg, du, dh, g, u, n);
+    }
+    void rope(float* x, const float* cos, const float* sin, const std::int64_t* positions, long long batch,
+              long long time, int heads, int head_dim, double direction) {
+        rope_rows(x, cos, sin, positions, batch, time, heads, head_dim, direction);
+    }
+    void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
+                           const attention_masks& masks, const attention_dims& s) {
+        attention_forward_rows(out, lse, q, k, v, masks, s);
+    }
+    void attention_backward(float* dq, float* dk, float* dv, float* delta, const float* dout, const float* q,
+                            const float* k, const float* v, const float* out, const float* lse,
+                            const attention_masks& masks, const attention_dims& s) {
+        attention_backward_rows(dq, dk, dv, delta, dout, q, k, v, out, lse, masks, s);
+    }
+    void softmax_xent_forward(float* loss, float* lse, const float* logits, const std::int32_t* targets, long long n,
+                              long long v) {
+        xent_rows(loss, lse, logits, targets, n, v);
+    }
+    void softmax_xent_backward(float* logits, const float* lse, const std::int32_t* targets, long long n, long long v,
+                               float scale) {
+        xent_backward_rows(logits, lse, targets, n, v, scale);
+    }
+    void sum_of_squares(double* total, double*, const float* x, long long n) { *total = gpu::sum_of_squares(x, n); }
+    void scale_elements(float* x, float scale, long long n) { gpu::scale_elements(x, scale, n); }
+    void adamw_step(float* p, const float* g, float* m, float* v, long long n, const adamw_coeffs& c) {
+        adamw_elements(p, g, m, v, n, c);
+    }
+
+private:
+    static std::vector<float> widen(const void* bits, long long count) {
+        const auto* h = static_cast<const std::uint16_t*>(bits);
+        std::vector<float> out(static_cast<std::size_t>(count));
+        for (long long i = 0; i < count; ++i) {
+            const std::uint32_t u = std::uint32_t(h[i]) << 16;
+            std::memcpy(&out[std::size_t(i)], &u, sizeof u);
+        }
+        return out;
+    }
+    std::vector<float> a_wide_, b_wide_;
+};
+
+} // namespace tl::gpu

@@ -1,0 +1,171 @@
+// tinylm/cuda/decoder_plan.hpp: every device buffer of one training step of a decoder, planned in one arena
+// (arena_plan.hpp) from its model_config and the batch shape, before anything is allocated.
+//
+// For the Llama-shaped decoders the GPU kernels cover so far: pre-norm RMSNorm, SwiGLU, RoPE, no biases, no
+// experts, no adapters (others are refused, naming the field). Without gradient checkpointing every layer keeps
+// what its backward reads; the gradients of activations live in one set of scratch buffers that the layers
+// share, because the backward visits one layer at a time. N = batch * time tokens, d = d_model, q = q_width,
+// kv = kv_width, f = d_ff, H = n_heads, V = vocab_size, P = parameter_count(config):
+//
+//   model state   parameters, gradients, adam.m, adam.v: 4 P bytes each; parameters.bf16 2 P (bf16 option)
+//   bf16 operands scratch.bf16.a, scratch.bf16.b: 2 max(N max(d, q, f), logits_rows V) bytes each (bf16
+//                 option: a product's activation operands, converted right before it)
+//   inputs        ids, targets (int32 N), doc_start, positions (int64 N), embedding.tokens / .offsets / .positions
+//                 (int32 N, N + 1, N: the host's token_groups, at most that large), rope.cos / rope.sin (f32 T x D/2)
+//   layer l       layer.l.x, .normed1, .resid, .normed2 (N d), .q, .attn (N q), .k, .v (N kv), .gate, .up,
+//                 .hidden (N f), .rstd1, .rstd2 (N), .lse (H N); all f32
+//   final         final.x, final.normed (N d), final.rstd, xent.lse, xent.loss (N), logits (logits_rows V)
+//   scratch       scratch.tmp, .dx, .dnormed (N d), .dq, .dattn (N q), .dk, .dv (N kv), .dgate, .dup,
+//                 .dhidden (N f), .delta (H N)
+//   optimizer     grad_norm.partials (grad_norm_blocks doubles), grad_norm.total (one double)
+//   cuBLASLt      blas.workspace (blas_workspace_bytes)
+//
+// Each buffer starts at a multiple of 256 bytes, so the total is the sum above plus less than 256 bytes per
+// buffer. The LM head runs logits_rows tokens at a time through the fused softmax cross-entropy, so the logits
+// of the whole batch (N V floats) never exist at once.
+#pragma once
+
+#include <tinylm/cuda/arena_plan.hpp>
+#include <tinylm/cuda/blas.hpp>
+#include <tinylm/cuda/row_math.hpp>
+#include <tinylm/model/config.hpp>
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace tl::gpu {
+
+// Where each parameter sits in the flat "parameters" block (and, at the same offsets, in "gradients", "adam.m",
+// "adam.v" and "parameters.bf16"): Hugging Face names in the decoder's walk order, dense, offsets in elements.
+// One block lets AdamW, the gradient norm and the bf16 conversion each run as one kernel over all parameters.
+struct parameter_slice {
+    std::string name;
+    std::size_t offset = 0, rows = 0, cols = 0; // a vector is one row
+    std::size_t size() const { return rows * cols; }
+};
+
+inline std::vector<parameter_slice> decoder_parameter_layout(const model_config& c) {
+    std::vector<parameter_slice> out;
+    std::size_t at = 0;
+    auto add = [&](std::string name, std::size_t rows, std::size_t cols) {
+        out.push_back({std::move(name), at, rows, cols});
+        at += rows * cols;
+    };
+    const auto d = std::size_t(c.d_model), q = std::size_t(c.q_width()), kv = std::size_t(c.kv_width()),
+               f = std::size_t(c.d_ff), v = std::size_t(c.vocab_size);
+    add("model.embed_tokens.weight", v, d);
+    for (int l = 0; l < c.n_layers; ++l) {
+        const std::string p = "model.layers." + std::to_string(l) + ".";
+        add(p + "input_layernorm.weight", 1, d);
+        add(p + "self_attn.q_proj.weight", q, d);
+        add(p + "self_attn.k_proj.weight", kv, d);
+        add(p + "self_attn.v_proj.weight", kv, d);
+        add(p + "self_attn.o_proj.weight", d, q);
+        add(p + "post_attention_layernorm.weight", 1, d);
+        add(p + "mlp.gate_proj.weight", f, d);
+        add(p + "mlp.up_proj.weight", f, d);
+        add(p + "mlp.down_proj.weight", d, f);
+    }
+    add("model.norm.weight", 1, d);
+    if (!c.tied_embeddings) add("lm_head.weight", v, d);
+    return out;
+}
+
+struct decoder_plan_options {
+    long long batch = 1, time = 1;
+    long long logits_rows = 4096; // tokens per chunk of the LM head (capped at batch * time)
+    bool bf16_weights = true;     // bf16 mixed precision: the products read bf16 copies of their operands
+};
+
+inline arena_plan plan_decoder_step(const model_config& c, const decoder_plan_options& o) {
+    auto refuse = [](bool ok, const char* what) {
+        if (ok) return;
+        std::string m = "gpu::plan_decoder_step: ";
+        m += what;
+        m += " (the CUDA kernels cover pre-norm RMSNorm + SwiGLU + RoPE decoders so far)";
+        fail(m);
+    };
+    refuse(c.norm == norm_kind::rmsnorm && c.norm_position == norm_placement::pre, "the norm must be pre-norm RMSNorm");
+    refuse(c.mlp == mlp_kind::swiglu, "the MLP must be SwiGLU");
+    refuse(c.positions == position_kind::rope, "positions must be rotary");
+    refuse(!c.qkv_bias && !c.dense_bias, "projections with biases are not supported");
+    refuse(c.moe.n_experts == 0, "mixtures of experts are not supported");
+    check(o.batch > 0 && o.time > 0 && o.logits_rows > 0, [&] {
+        std::string m = "gpu::plan_decoder_step: batch ";
+        m += std::to_string(o.batch);
+        m += ", time ";
+        m += std::to_string(o.time);
+        m += " and logits_rows ";
+        m += std::to_string(o.logits_rows);
+        m += " must be positive";
+        return m;
+    });
+    const auto n = std::size_t(o.batch * o.time), d = std::size_t(c.d_model), q = std::size_t(c.q_width()),
+               kv = std::size_t(c.kv_width()), f = std::size_t(c.d_ff), h = std::size_t(c.n_heads),
+               v = std::size_t(c.vocab_size), p = std::size_t(parameter_count(c));
+    const std::size_t half = std::size_t(c.head_dim() / 2), rows = std::min(n, std::size_t(o.logits_rows));
+
+    arena_plan plan;
+    plan.add_array<float>("parameters", p);
+    plan.add_array<float>("gradients", p);
+    plan.add_array<float>("adam.m", p);
+    plan.add_array<float>("adam.v", p);
+    if (o.bf16_weights) {
+        plan.add_array<std::uint16_t>("parameters.bf16", p);
+        const std::size_t operand = std::max(n * std::max({d, q, f}), std::min(n, std::size_t(o.logits_rows)) * v);
+        plan.add_array<std::uint16_t>("scratch.bf16.a", operand);
+        plan.add_array<std::uint16_t>("scratch.bf16.b", operand);
+    }
+
+    plan.add_array<std::int32_t>("ids", n);
+    plan.add_array<std::int32_t>("targets", n);
+    plan.add_array<std::int64_t>("doc_start", n);
+    plan.add_array<std::int64_t>("positions", n);
+    plan.add_array<std::int32_t>("embedding.tokens", n);
+    plan.add_array<std::int32_t>("embedding.offsets", n + 1);
+    plan.add_array<std::int32_t>("embedding.positions", n);
+    plan.add_array<float>("rope.cos", std::size_t(o.time) * half);
+    plan.add_array<float>("rope.sin", std::size_t(o.time) * half);
+
+    for (int l = 0; l < c.n_layers; ++l) {
+        const std::string at = "layer." + std::to_string(l) + ".";
+        for (const char* name : {"x", "normed1"})
+            plan.add_array<float>(at + name, n * d);
+        plan.add_array<float>(at + "rstd1", n);
+        plan.add_array<float>(at + "q", n * q);
+        plan.add_array<float>(at + "k", n * kv);
+        plan.add_array<float>(at + "v", n * kv);
+        plan.add_array<float>(at + "attn", n * q);
+        plan.add_array<float>(at + "lse", h * n);
+        for (const char* name : {"resid", "normed2"})
+            plan.add_array<float>(at + name, n * d);
+        plan.add_array<float>(at + "rstd2", n);
+        for (const char* name : {"gate", "up", "hidden"})
+            plan.add_array<float>(at + name, n * f);
+    }
+    plan.add_array<float>("final.x", n * d);
+    plan.add_array<float>("final.normed", n * d);
+    plan.add_array<float>("final.rstd", n);
+    plan.add_array<float>("xent.lse", n);
+    plan.add_array<float>("xent.loss", n);
+    plan.add_array<float>("logits", rows * v);
+
+    for (const char* name : {"scratch.tmp", "scratch.dx", "scratch.dnormed"})
+        plan.add_array<float>(name, n * d);
+    for (const char* name : {"scratch.dq", "scratch.dattn"})
+        plan.add_array<float>(name, n * q);
+    for (const char* name : {"scratch.dk", "scratch.dv"})
+        plan.add_array<float>(name, n * kv);
+    for (const char* name : {"scratch.dgate", "scratch.dup", "scratch.dhidden"})
+        plan.add_array<float>(name, n * f);
+    plan.add_array<float>("scratch.delta", h * n);
+
+    plan.add_array<double>("grad_norm.partials", std::size_t(grad_norm_blocks));
+    plan.add_array<double>("grad_norm.total", 1);
+    plan.add("blas.workspace", blas_workspace_bytes);
+    return plan;
+}
+
+} // namespace tl::gpu

@@ -1,0 +1,74 @@
+// tinylm/cuda/gpu_ops.hpp: decoder_step's executor on the GPU (decoder_step.hpp): device memory, the kernels of
+// tinylm::cuda and cuBLASLt products, all on one stream (nullptr: the default stream). Link tinylm::cuda.
+#pragma once
+
+#include <tinylm/cuda/blas.hpp>
+#include <tinylm/cuda/device.hpp>
+
+namespace tl::gpu {
+
+struct gpu_ops {
+    blas* products = nullptr;
+    void* stream = nullptr;
+
+    void upload(void* dst, const void* src, std::size_t bytes) { copy_to_device(dst, src, bytes); }
+    void download(void* dst, const void* src, std::size_t bytes) { copy_to_host(dst, src, bytes); }
+    void zero(void* dst, std::size_t bytes) { fill_zero(dst, bytes, stream); }
+    void matmul(const matmul_args& g) { products->matmul(g, stream); }
+    void to_bf16(std::uint16_t* dst, const float* src, long long n) { gpu::to_bf16(dst, src, n, stream); }
+
+    void embedding_forward(float* out, const std::int32_t* ids, const float* weight, long long n, int d) {
+        gpu::embedding_forward(out, ids, weight, n, d, stream);
+    }
+    void embedding_backward(float* dweight, const std::int32_t* tokens, const std::int32_t* offsets,
+                            const std::int32_t* positions, long long groups, const float* dout, int d) {
+        gpu::embedding_backward(dweight, tokens, offsets, positions, groups, dout, d, stream);
+    }
+    void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, long long n, int d, float eps) {
+        gpu::rmsnorm_forward(y, rstd, x, w, n, d, eps, stream);
+    }
+    void residual_rmsnorm_forward(float* resid, float* y, float* rstd, const float* x, const float* a, const float* w,
+                                  long long n, int d, float eps) {
+        gpu::residual_rmsnorm_forward(resid, y, rstd, x, a, w, n, d, eps, stream);
+    }
+    void residual_rmsnorm_backward(float* dresid, float* dw, const float* dy, const float* resid, const float* w,
+                                   const float* rstd, long long n, int d) {
+        gpu::residual_rmsnorm_backward(dresid, dw, dy, resid, w, rstd, n, d, stream);
+    }
+    void swiglu_forward(float* h, const float* g, const float* u, long long n) {
+        gpu::swiglu_forward(h, g, u, n, stream);
+    }
+    void swiglu_backward(float* dg, float* du, const float* dh, const float* g, const float* u, long long n) {
+        gpu::swiglu_backward(dg, du, dh, g, u, n, stream);
+    }
+    void rope(float* x, const float* cos, const float* sin, const std::int64_t* positions, long long batch,
+              long long time, int heads, int head_dim, double direction) {
+        gpu::rope(x, cos, sin, positions, batch, time, heads, head_dim, direction, stream);
+    }
+    void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
+                           const attention_masks& masks, const attention_dims& s) {
+        gpu::attention_forward(out, lse, q, k, v, masks, s, stream);
+    }
+    void attention_backward(float* dq, float* dk, float* dv, float* delta, const float* dout, const float* q,
+                            const float* k, const float* v, const float* out, const float* lse,
+                            const attention_masks& masks, const attention_dims& s) {
+        gpu::attention_backward(dq, dk, dv, delta, dout, q, k, v, out, lse, masks, s, stream);
+    }
+    void softmax_xent_forward(float* loss, float* lse, const float* logits, const std::int32_t* targets, long long n,
+                              long long v) {
+        gpu::softmax_xent_forward(loss, lse, logits, targets, n, v, stream);
+    }
+    void softmax_xent_backward(float* logits, const float* lse, const std::int32_t* targets, long long n, long long v,
+                               float scale) {
+        gpu::softmax_xent_backward(logits, lse, targets, n, v, scale, stream);
+    }
+    void sum_of_squares(double* total, double* partials, const float* x, long long n) {
+        gpu::sum_of_squares(total, partials, x, n, stream);
+    }
+    void scale_elements(float* x, float scale, long long n) { gpu::scale_elements(x, scale, n, stream); }
+    void adamw_step(float* p, const float* g, float* m, float* v, long long n, const adamw_coeffs& c) {
+        gpu::adamw_step(p, g, m, v, n, c, stream);
+    }
+};
+
+} // namespace tl::gpu

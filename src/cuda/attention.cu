@@ -1,0 +1,141 @@
+// src/cuda/attention.cu: attention (causal, or bidirectional), forward and backward (tinylm/cuda/device.hpp), over the
+// row functions of tinylm/cuda/attention_row.hpp.
+//
+// The correctness baseline, not yet the fast kernel: one thread per query row (forward, dq) or key row (dk, dv),
+// its accumulators in a fixed local array. Threads of a warp take consecutive rows of one head, so they read
+// the same keys (or queries) at the same time and the loads are shared. A tiled kernel on tensor cores (or
+// cuDNN's fused attention) replaces these once the GPU tests have pinned down the arithmetic (docs/gpu.md).
+#include "check.cuh"
+
+#include <tinylm/cuda/attention_row.hpp>
+#include <tinylm/cuda/device.hpp>
+
+#include <string>
+
+namespace tl::gpu {
+namespace {
+
+constexpr int threads = 128;
+
+__global__ void attention_forward_kernel(float* out, float* lse, const float* q, const float* k, const float* v,
+                                         attention_masks m, attention_dims s, float scale) {
+    const long long rows = s.batch * s.q_heads * s.time;
+    const long long r = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    if (r >= rows) return;
+    const long long i = r % s.time, bh = r / s.time, b = bh / s.q_heads;
+    const int h = int(bh % s.q_heads);
+    float acc[attention_max_head_dim];
+    const long long at = attention_q_offset(b, i, h, s), kv = attention_kv_offset(b, 0, attention_kv_head(h, s), s);
+    const attention_span keys = attention_keys(b, i, s, m);
+    lse[attention_lse_offset(b, h, i, s)] =
+        attention_row_forward(out + at, acc, q + at, k + kv, v + kv, (long long)s.kv_heads * s.head_dim, keys.first,
+                              keys.last, s.head_dim, scale);
+}
+
+__global__ void attention_delta_kernel(float* delta, const float* dout, const float* out, attention_dims s) {
+    const long long rows = s.batch * s.q_heads * s.time;
+    const long long r = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    if (r >= rows) return;
+    const long long i = r % s.time, bh = r / s.time, b = bh / s.q_heads;
+    const int h = int(bh % s.q_heads);
+    const long long at = attention_q_offset(b, i, h, s);
+    delta[attention_lse_offset(b, h, i, s)] = attention_dot(dout + at, out + at, s.head_dim);
+}
+
+__global__ void attention_dq_kernel(float* dq, const float* dout, const float* q, const float* k, const float* v,
+                                    const float* lse, const float* delta, attention_masks m, attention_dims s,
+                                    float scale) {
+    const long long rows = s.batch * s.q_heads * s.time;
+    const long long r = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    if (r >= rows) return;
+    const long long i = r % s.time, bh = r / s.time, b = bh / s.q_heads;
+    const int h = int(bh % s.q_heads);
+    float acc[attention_max_head_dim];
+    const long long at = attention_q_offset(b, i, h, s), kv = attention_kv_offset(b, 0, attention_kv_head(h, s), s);
+    const long long l = attention_lse_offset(b, h, i, s);
+    const attention_span keys = attention_keys(b, i, s, m);
+    attention_row_dq(acc, q + at, dout + at, k + kv, v + kv, (long long)s.kv_heads * s.head_dim, keys.first, keys.last,
+                     s.head_dim, scale, lse[l], delta[l]);
+    for (int c = 0; c < s.head_dim; ++c)
+        dq[at + c] = acc[c];
+}
+
+__global__ void attention_dkdv_kernel(float* dk, float* dv, const float* dout, const float* q, const float* k,
+                                      const float* v, const float* lse, const float* delta, attention_masks m,
+                                      attention_dims s, float scale) {
+    const long long rows = s.batch * s.kv_heads * s.time;
+    const long long r = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    if (r >= rows) return;
+    const long long j = r % s.time, bh = r / s.time, b = bh / s.kv_heads;
+    const int hk = int(bh % s.kv_heads);
+    float dk_acc[attention_max_head_dim], dv_acc[attention_max_head_dim];
+    attention_key_dkdv(dk_acc, dv_acc, q, dout, k, v, lse, delta, m, b, j, hk, s, scale);
+    const long long at = attention_kv_offset(b, j, hk, s);
+    for (int c = 0; c < s.head_dim; ++c) {
+        dk[at + c] = dk_acc[c];
+        dv[at + c] = dv_acc[c];
+    }
+}
+
+void check_dims(const attention_dims& s, const char* what) {
+    check(s.q_heads > 0 && s.kv_heads > 0 && s.q_heads % s.kv_heads == 0 && s.head_dim > 0 &&
+              s.head_dim <= attention_max_head_dim && s.window >= 0 && (s.causal || s.window == 0),
+          [&] {
+              std::string m = what;
+              m += ": unsupported shape (query heads ";
+              m += std::to_string(s.q_heads);
+              m += ", key/value heads ";
+              m += std::to_string(s.kv_heads);
+              m += ", head width ";
+              m += std::to_string(s.head_dim);
+              m += ", window ";
+              m += std::to_string(s.window);
+              m += s.causal ? ", causal" : ", bidirectional";
+              m += "): query heads must be a multiple of key/value heads, the head width at most ";
+              m += std::to_string(attention_max_head_dim);
+              m += ", a window only with causal attention";
+              return m;
+          });
+}
+
+unsigned blocks_for(long long rows, const char* what) {
+    const long long blocks = (rows + threads - 1) / threads;
+    check(blocks <= 0x7fffffffLL, [&] {
+        std::string m = what;
+        m += ": more rows than one grid holds";
+        return m;
+    });
+    return unsigned(blocks);
+}
+
+} // namespace
+
+void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
+                       const attention_masks& masks, const attention_dims& s, void* stream) {
+    check_dims(s, "gpu::attention_forward");
+    const long long rows = s.batch * s.q_heads * s.time;
+    if (rows == 0) return;
+    attention_forward_kernel<<<blocks_for(rows, "gpu::attention_forward"), threads, 0, detail::as_stream(stream)>>>(
+        out, lse, q, k, v, masks, s, attention_scale(s.head_dim));
+    detail::launch_check("attention_forward");
+}
+
+void attention_backward(float* dq, float* dk, float* dv, float* delta, const float* dout, const float* q,
+                        const float* k, const float* v, const float* out, const float* lse,
+                        const attention_masks& masks, const attention_dims& s, void* stream) {
+    check_dims(s, "gpu::attention_backward");
+    const long long q_rows = s.batch * s.q_heads * s.time, kv_rows = s.batch * s.kv_heads * s.time;
+    if (q_rows == 0) return;
+    const float scale = attention_scale(s.head_dim);
+    const cudaStream_t st = detail::as_stream(stream);
+    const unsigned qb = blocks_for(q_rows, "gpu::attention_backward");
+    attention_delta_kernel<<<qb, threads, 0, st>>>(delta, dout, out, s);
+    detail::launch_check("attention_backward (delta)");
+    attention_dq_kernel<<<qb, threads, 0, st>>>(dq, dout, q, k, v, lse, delta, masks, s, scale);
+    detail::launch_check("attention_backward (dq)");
+    attention_dkdv_kernel<<<blocks_for(kv_rows, "gpu::attention_backward"), threads, 0, st>>>(
+        dk, dv, dout, q, k, v, lse, delta, masks, s, scale);
+    detail::launch_check("attention_backward (dk, dv)");
+}
+
+} // namespace tl::gpu
