@@ -10,4 +10,6 @@ export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE} # no spinning at barriers: te
 build=${TINYLM_BUILD_DIR:-build}
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DTINYLM_WERROR=ON
 cmake --build "$build" -j "$(nproc)"
-ctest --test-dir "$build" --output-on-failure -LE "slow|torch|cuda|fuzz" "$@"
+# Two tests at a time: many wait on files, processes or a single thread; the MPI tests claim both slots
+# (PROCESSORS 2), and no test asserts a time.
+ctest --test-dir "$build" --output-on-failure -j "$(nproc)" -LE "slow|torch|cuda|fuzz" "$@"
