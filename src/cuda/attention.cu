@@ -17,13 +17,26 @@ namespace {
 
 constexpr int threads = 128;
 
+// The row (b, h, i) of one head's sequence that this thread owns: query heads (heads = q_heads) or key/value heads
+// (kv_heads); false for the threads past the last row.
+struct head_row {
+    long long b, i;
+    int h;
+};
+__device__ bool thread_row(head_row& row, const attention_dims& s, int heads) {
+    const long long r = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    if (r >= s.batch * heads * s.time) return false;
+    const long long bh = r / s.time;
+    row = {bh / heads, r % s.time, int(bh % heads)};
+    return true;
+}
+
 __global__ void attention_forward_kernel(float* out, float* lse, const float* q, const float* k, const float* v,
                                          attention_masks m, attention_dims s, float scale) {
-    const long long rows = s.batch * s.q_heads * s.time;
-    const long long r = blockIdx.x * (long long)blockDim.x + threadIdx.x;
-    if (r >= rows) return;
-    const long long i = r % s.time, bh = r / s.time, b = bh / s.q_heads;
-    const int h = int(bh % s.q_heads);
+    head_row row;
+    if (!thread_row(row, s, s.q_heads)) return;
+    const long long i = row.i, b = row.b;
+    const int h = row.h;
     float acc[attention_max_head_dim];
     const long long at = attention_q_offset(b, i, h, s), kv = attention_kv_offset(b, 0, attention_kv_head(h, s), s);
     const attention_span keys = attention_keys(b, i, s, m);
@@ -33,11 +46,10 @@ __global__ void attention_forward_kernel(float* out, float* lse, const float* q,
 }
 
 __global__ void attention_delta_kernel(float* delta, const float* dout, const float* out, attention_dims s) {
-    const long long rows = s.batch * s.q_heads * s.time;
-    const long long r = blockIdx.x * (long long)blockDim.x + threadIdx.x;
-    if (r >= rows) return;
-    const long long i = r % s.time, bh = r / s.time, b = bh / s.q_heads;
-    const int h = int(bh % s.q_heads);
+    head_row row;
+    if (!thread_row(row, s, s.q_heads)) return;
+    const long long i = row.i, b = row.b;
+    const int h = row.h;
     const long long at = attention_q_offset(b, i, h, s);
     delta[attention_lse_offset(b, h, i, s)] = attention_dot(dout + at, out + at, s.head_dim);
 }
@@ -45,11 +57,10 @@ __global__ void attention_delta_kernel(float* delta, const float* dout, const fl
 __global__ void attention_dq_kernel(float* dq, const float* dout, const float* q, const float* k, const float* v,
                                     const float* lse, const float* delta, attention_masks m, attention_dims s,
                                     float scale) {
-    const long long rows = s.batch * s.q_heads * s.time;
-    const long long r = blockIdx.x * (long long)blockDim.x + threadIdx.x;
-    if (r >= rows) return;
-    const long long i = r % s.time, bh = r / s.time, b = bh / s.q_heads;
-    const int h = int(bh % s.q_heads);
+    head_row row;
+    if (!thread_row(row, s, s.q_heads)) return;
+    const long long i = row.i, b = row.b;
+    const int h = row.h;
     float acc[attention_max_head_dim];
     const long long at = attention_q_offset(b, i, h, s), kv = attention_kv_offset(b, 0, attention_kv_head(h, s), s);
     const long long l = attention_lse_offset(b, h, i, s);
@@ -63,11 +74,10 @@ __global__ void attention_dq_kernel(float* dq, const float* dout, const float* q
 __global__ void attention_dkdv_kernel(float* dk, float* dv, const float* dout, const float* q, const float* k,
                                       const float* v, const float* lse, const float* delta, attention_masks m,
                                       attention_dims s, float scale) {
-    const long long rows = s.batch * s.kv_heads * s.time;
-    const long long r = blockIdx.x * (long long)blockDim.x + threadIdx.x;
-    if (r >= rows) return;
-    const long long j = r % s.time, bh = r / s.time, b = bh / s.kv_heads;
-    const int hk = int(bh % s.kv_heads);
+    head_row row;
+    if (!thread_row(row, s, s.kv_heads)) return;
+    const long long j = row.i, b = row.b;
+    const int hk = row.h;
     float dk_acc[attention_max_head_dim], dv_acc[attention_max_head_dim];
     attention_key_dkdv(dk_acc, dv_acc, q, dout, k, v, lse, delta, m, b, j, hk, s, scale);
     const long long at = attention_kv_offset(b, j, hk, s);

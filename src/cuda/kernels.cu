@@ -139,14 +139,7 @@ __global__ void layernorm_dx_kernel(float* dx, const float* dy, const float* x, 
 __global__ void layernorm_dwdb_kernel(float* dw, float* db, const float* dy, const float* x, const float* mean,
                                       const float* rstd, long long n, int d) {
     const int j = blockIdx.x * blockDim.x + threadIdx.x;
-    if (j >= d) return;
-    float sw = 0, sb = 0;
-    for (long long r = 0; r < n; ++r) {
-        sw += dy[r * d + j] * ((x[r * d + j] - mean[r]) * rstd[r]);
-        sb += dy[r * d + j];
-    }
-    dw[j] += sw;
-    db[j] += sb;
+    if (j < d) layernorm_dwdb_column(dw, db, dy, x, mean, rstd, n, d, j);
 }
 
 __global__ void swiglu_forward_kernel(float* h, const float* g, const float* u, long long n) {

@@ -22,6 +22,8 @@
 #include <tinylm/optim/sgd.hpp>
 #include <tinylm/train/trainer.hpp>
 
+#include "../support/tiny_bert.hpp"
+
 #include <boost/test/unit_test.hpp>
 
 #include <cmath>
@@ -181,15 +183,7 @@ void train_odd_embedding_rows(model_t& m) {
 
 // ---- the ranking loss of a sentence encoder ---------------------------------------------------------------------
 
-constexpr model_config tiny_bert = [] {
-    model_config c = families::bert::value;
-    c.vocab_size = 23, c.d_model = 16, c.n_layers = 2, c.n_heads = c.n_kv_heads = 4, c.d_head = 0, c.d_ff = 24;
-    c.max_seq_len = 12, c.type_vocab_size = 2, c.norm_eps = 1e-12, c.init_std = 0.3, c.rope_theta = 10000;
-    return c;
-}();
-struct tiny_bert_config {
-    static constexpr model_config value = tiny_bert;
-};
+using tl_test::tiny_bert_config;
 using tiny_encoder = encoder<tiny_bert_config, reference_cpu>;
 
 // Characters as tokens: [CLS] = 1, 3 + byte % 20, [SEP] = 2, right-padded with 0, cut at max_length.

@@ -7,6 +7,7 @@
 #include <tinylm/train/trainer.hpp>
 
 #include "../support/model_gradcheck.hpp"
+#include "../support/tiny_bert.hpp"
 
 #include <boost/test/unit_test.hpp>
 
@@ -18,15 +19,7 @@ using namespace tl::eval;
 
 namespace {
 
-constexpr model_config tiny_bert = [] {
-    model_config c = families::bert::value;
-    c.vocab_size = 23, c.d_model = 16, c.n_layers = 2, c.n_heads = c.n_kv_heads = 4, c.d_head = 0, c.d_ff = 24;
-    c.max_seq_len = 12, c.type_vocab_size = 2, c.norm_eps = 1e-12, c.init_std = 0.3, c.rope_theta = 10000;
-    return c;
-}();
-struct tiny_bert_config {
-    static constexpr model_config value = tiny_bert;
-};
+using tl_test::tiny_bert_config;
 using tiny_encoder = encoder<tiny_bert_config, reference_cpu>;
 using tiny_fast_encoder = encoder<tiny_bert_config>; // the default backend: training steps
 

@@ -14,6 +14,7 @@
 #include "../support/model_gradcheck.hpp"
 #include "../support/models.hpp"
 #include "../support/random.hpp"
+#include "../support/tiny_bert.hpp"
 
 #include <boost/test/unit_test.hpp>
 
@@ -308,12 +309,7 @@ double encoder_finite_difference_error(const char* label) {
         m.parameter_entries(), [&] { return pooled_loss(m, ids, type_ids, lengths, r, false); }, label);
 }
 
-constexpr model_config small_bert = [] {
-    model_config c = families::bert::value;
-    c.vocab_size = 29, c.d_model = 16, c.n_layers = 2, c.n_heads = c.n_kv_heads = 4, c.d_head = 0, c.d_ff = 24;
-    c.max_seq_len = 8, c.type_vocab_size = 2, c.norm_eps = 1e-12, c.init_std = 0.3, c.rope_theta = 10000;
-    return c;
-}();
+constexpr model_config small_bert = tl_test::tiny_bert(29, 8);
 struct bert_small {
     static constexpr model_config value = small_bert;
 };

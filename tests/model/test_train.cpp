@@ -61,20 +61,35 @@ BOOST_AUTO_TEST_CASE(tiny_model_overfits_a_short_text) {
     BOOST_TEST(loss < 0.1f);
 }
 
+// The GPU's training step for presets::tiny over an arena in CPU memory, executed by the CPU drivers of the same
+// arithmetic (gpu::cpu_ops): 2 x 16 tokens, logits in chunks of 20 rows (the second partial).
+struct decoder_step_on_the_cpu {
+    static constexpr index_t B = 2, T = 16;
+    static gpu::decoder_plan_options options(bool bf16) {
+        gpu::decoder_plan_options o;
+        o.batch = B, o.time = T, o.logits_rows = 20, o.bf16_weights = bf16;
+        return o;
+    }
+    explicit decoder_step_on_the_cpu(bool bf16)
+        : o(options(bf16)), plan(gpu::plan_decoder_step(c, o)), memory(plan.bytes()),
+          step(c, o, plan, memory.data(), ex) {}
+    const model_config c = presets::tiny::value;
+    const gpu::decoder_plan_options o;
+    const gpu::arena_plan plan;
+    std::vector<std::byte> memory;
+    gpu::cpu_ops ex;
+    gpu::decoder_step<gpu::cpu_ops> step; // last: it keeps references to the members above
+};
+
 // The GPU's training step, in the order of its kernels and over the buffers of its arena plan, executed by the CPU
 // drivers of the same arithmetic (gpu::cpu_ops): the loss and every gradient of tl::decoder's, with and without
 // packed documents. 2 x 16 tokens, logits in chunks of 20 rows (the second partial), some targets ignored.
 BOOST_AUTO_TEST_CASE(cuda_decoder_step_on_the_cpu_matches_the_decoder) {
-    using model_t = decoder<presets::tiny>;
-    const model_config c = presets::tiny::value;
-    model_t model(42);
-    const index_t B = 2, T = 16;
-    gpu::decoder_plan_options o;
-    o.batch = B, o.time = T, o.logits_rows = 20, o.bf16_weights = false;
-    const gpu::arena_plan plan = gpu::plan_decoder_step(c, o);
-    std::vector<std::byte> memory(plan.bytes());
-    gpu::cpu_ops ex;
-    gpu::decoder_step<gpu::cpu_ops> step(c, o, plan, memory.data(), ex);
+    decoder<presets::tiny> model(42);
+    decoder_step_on_the_cpu on_cpu(false);
+    auto& step = on_cpu.step;
+    const model_config& c = on_cpu.c;
+    const index_t B = on_cpu.B, T = on_cpu.T;
 
     std::size_t covered = 0; // the layout names every parameter of the decoder, with its size
     for (const parameter_entry& e : model.parameter_entries()) {
@@ -171,16 +186,11 @@ BOOST_AUTO_TEST_CASE(cuda_decoder_step_in_bf16_tracks_the_decoder_in_bf16) {
         BOOST_TEST_MESSAGE("skipped: " << detail::bf16_support());
         return;
     }
-    using model_t = decoder<presets::tiny>;
-    const model_config c = presets::tiny::value;
-    model_t model(42);
-    const index_t B = 2, T = 16;
-    gpu::decoder_plan_options o;
-    o.batch = B, o.time = T, o.logits_rows = 20, o.bf16_weights = true;
-    const gpu::arena_plan plan = gpu::plan_decoder_step(c, o);
-    std::vector<std::byte> memory(plan.bytes());
-    gpu::cpu_ops ex;
-    gpu::decoder_step<gpu::cpu_ops> step(c, o, plan, memory.data(), ex);
+    decoder<presets::tiny> model(42);
+    decoder_step_on_the_cpu on_cpu(true);
+    auto& step = on_cpu.step;
+    const model_config& c = on_cpu.c;
+    const index_t B = on_cpu.B, T = on_cpu.T;
     for (const parameter_entry& e : model.parameter_entries())
         std::copy_n(e.value.data, e.value.numel(), step.parameter(e.name));
     step.parameters_changed();

@@ -86,6 +86,18 @@ TINYLM_HD inline float layernorm_dx(float dy, float w, float x, float mean, floa
     const float xhat = (x - mean) * rstd;
     return rstd * (dy * w - sum_g / float(d) - xhat * (sum_gx / float(d)));
 }
+// d(loss)/d(w_j) and d(loss)/d(b_j) of LayerNorm for column j, summed over the n rows in order and added (one
+// GPU thread per column, the same order on the CPU).
+TINYLM_HD inline void layernorm_dwdb_column(float* dw, float* db, const float* dy, const float* x, const float* mean,
+                                            const float* rstd, long long n, int d, int j) {
+    float sw = 0, sb = 0;
+    for (long long r = 0; r < n; ++r) {
+        sw += dy[r * d + j] * ((x[r * d + j] - mean[r]) * rstd[r]);
+        sb += dy[r * d + j];
+    }
+    dw[j] += sw;
+    db[j] += sb;
+}
 
 // ---- RoPE, Hugging Face's rotate-half layout (ops/rope.hpp): dimension i pairs with i + D/2 ---------------------
 // In double, as the CPU op: the same bits on both sides. direction +1 forward, -1 backward (R^T = R(-angle)).
@@ -325,15 +337,8 @@ inline void layernorm_backward_rows(float* dx, float* dw, float* db, const float
             dx[r * d + j] = layernorm_dx(dy[r * d + j], w[j], x[r * d + j], mean[r], rstd[r], sum_g, sum_gx, d);
     }
     if (!dw) return;
-    for (int j = 0; j < d; ++j) {
-        float sw = 0, sb = 0;
-        for (long long r = 0; r < n; ++r) {
-            sw += dy[r * d + j] * ((x[r * d + j] - mean[r]) * rstd[r]);
-            sb += dy[r * d + j];
-        }
-        dw[j] += sw;
-        db[j] += sb;
-    }
+    for (int j = 0; j < d; ++j)
+        layernorm_dwdb_column(dw, db, dy, x, mean, rstd, n, d, j);
 }
 inline void swiglu_rows(float* h, const float* g, const float* u, long long n) {
     for (long long i = 0; i < n; ++i)
