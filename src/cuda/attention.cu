@@ -35,8 +35,7 @@ __global__ void attention_forward_kernel(float* out, float* lse, const float* q,
                                          attention_masks m, attention_dims s, float scale) {
     head_row row;
     if (!thread_row(row, s, s.q_heads)) return;
-    const long long i = row.i, b = row.b;
-    const int h = row.h;
+    const auto [b, i, h] = row;
     float acc[attention_max_head_dim];
     const long long at = attention_q_offset(b, i, h, s), kv = attention_kv_offset(b, 0, attention_kv_head(h, s), s);
     const attention_span keys = attention_keys(b, i, s, m);
@@ -48,8 +47,7 @@ __global__ void attention_forward_kernel(float* out, float* lse, const float* q,
 __global__ void attention_delta_kernel(float* delta, const float* dout, const float* out, attention_dims s) {
     head_row row;
     if (!thread_row(row, s, s.q_heads)) return;
-    const long long i = row.i, b = row.b;
-    const int h = row.h;
+    const auto [b, i, h] = row;
     const long long at = attention_q_offset(b, i, h, s);
     delta[attention_lse_offset(b, h, i, s)] = attention_dot(dout + at, out + at, s.head_dim);
 }
@@ -59,8 +57,7 @@ __global__ void attention_dq_kernel(float* dq, const float* dout, const float* q
                                     float scale) {
     head_row row;
     if (!thread_row(row, s, s.q_heads)) return;
-    const long long i = row.i, b = row.b;
-    const int h = row.h;
+    const auto [b, i, h] = row;
     float acc[attention_max_head_dim];
     const long long at = attention_q_offset(b, i, h, s), kv = attention_kv_offset(b, 0, attention_kv_head(h, s), s);
     const long long l = attention_lse_offset(b, h, i, s);
@@ -76,8 +73,7 @@ __global__ void attention_dkdv_kernel(float* dk, float* dv, const float* dout, c
                                       attention_dims s, float scale) {
     head_row row;
     if (!thread_row(row, s, s.kv_heads)) return;
-    const long long j = row.i, b = row.b;
-    const int hk = row.h;
+    const auto [b, j, hk] = row;
     float dk_acc[attention_max_head_dim], dv_acc[attention_max_head_dim];
     attention_key_dkdv(dk_acc, dv_acc, q, dout, k, v, lse, delta, m, b, j, hk, s, scale);
     const long long at = attention_kv_offset(b, j, hk, s);
