@@ -1,11 +1,13 @@
 // src/cuda/attention.cu: attention (causal, or bidirectional), forward and backward (tinylm/cuda/device.hpp), over the
 // row functions of tinylm/cuda/attention_row.hpp.
 //
-// The correctness baseline, not yet the fast kernel: one thread per query row (forward, dq) or key row (dk, dv),
-// its accumulators in a fixed local array. Threads of a warp take consecutive rows of one head, so they read
-// the same keys (or queries) at the same time and the loads are shared. A tiled kernel on tensor cores (or
-// cuDNN's fused attention) replaces these once the GPU tests have pinned down the arithmetic (docs/gpu.md).
+// attention_forward / attention_backward: the correctness baseline, not yet the fast kernel: one thread per query row
+// (forward, dq) or key row (dk, dv), its accumulators in a fixed local array. Threads of a warp take consecutive rows
+// of one head, so they read the same keys (or queries) at the same time and the loads are shared. A tiled kernel on
+// tensor cores (or cuDNN's fused attention) replaces these once the GPU tests have pinned down the arithmetic
+// (docs/gpu.md).
 #include "check.cuh"
+#include "reduce.cuh"
 
 #include <tinylm/cuda/attention_row.hpp>
 #include <tinylm/cuda/device.hpp>
@@ -83,6 +85,45 @@ __global__ void attention_dkdv_kernel(float* dk, float* dv, const float* dout, c
     }
 }
 
+// ---- the products path: row steps between cuBLASLt's batched products ----
+constexpr int row_threads = 256; // one block per scores row (a power of two: block_softmax's tree)
+
+__global__ void attention_softmax_kernel(float* scores, float* lse, attention_masks m, attention_dims s, long long b0) {
+    __shared__ float shared_max[row_threads];
+    __shared__ float shared_sum[row_threads];
+    const long long r = blockIdx.x;
+    const attention_score_row q = attention_row_of(r, b0, s);
+    const attention_span keys = attention_keys(q.b, q.i, s, m);
+    float* row = scores + r * s.time;
+    softmax_state st;
+    for (long long j = keys.first + threadIdx.x; j <= keys.last; j += row_threads)
+        st = softmax_push(st, row[j]);
+    const float l = softmax_lse(detail::block_softmax<row_threads>(st, shared_max, shared_sum));
+    if (threadIdx.x == 0) lse[attention_lse_offset(q.b, q.h, q.i, s)] = l;
+    for (long long j = threadIdx.x; j < s.time; j += row_threads)
+        row[j] = attention_probability(row[j], j, keys.first, keys.last, l);
+}
+
+__global__ void attention_probabilities_kernel(float* scores, const float* lse, attention_masks m, attention_dims s,
+                                               long long b0) {
+    const long long r = blockIdx.x;
+    const attention_score_row q = attention_row_of(r, b0, s);
+    const attention_span keys = attention_keys(q.b, q.i, s, m);
+    const float l = lse[attention_lse_offset(q.b, q.h, q.i, s)];
+    float* row = scores + r * s.time;
+    for (long long j = threadIdx.x; j < s.time; j += row_threads)
+        row[j] = attention_probability(row[j], j, keys.first, keys.last, l);
+}
+
+__global__ void attention_dscores_kernel(float* dscores, const float* p, const float* delta, attention_dims s,
+                                         long long b0, float scale) {
+    const long long r = blockIdx.x;
+    const attention_score_row q = attention_row_of(r, b0, s);
+    const float d = delta[attention_lse_offset(q.b, q.h, q.i, s)];
+    for (long long j = threadIdx.x; j < s.time; j += row_threads)
+        dscores[r * s.time + j] = attention_dscore(p[r * s.time + j], dscores[r * s.time + j], d, scale);
+}
+
 void check_dims(const attention_dims& s, const char* what) {
     check(s.q_heads > 0 && s.kv_heads > 0 && s.q_heads % s.kv_heads == 0 && s.head_dim > 0 &&
               s.head_dim <= attention_max_head_dim && s.window >= 0 && (s.causal || s.window == 0),
@@ -142,6 +183,65 @@ void attention_backward(float* dq, float* dk, float* dv, float* delta, const flo
     attention_dkdv_kernel<<<blocks_for(kv_rows, "gpu::attention_backward"), threads, 0, st>>>(
         dk, dv, dout, q, k, v, lse, delta, masks, s, scale);
     detail::launch_check("attention_backward (dk, dv)");
+}
+
+namespace {
+unsigned score_rows(const attention_dims& s, long long b0, long long nb, const char* what) {
+    check(b0 >= 0 && nb >= 0 && b0 + nb <= s.batch, [&] {
+        std::string m = what;
+        m += ": sequences ";
+        m += std::to_string(b0);
+        m += " .. ";
+        m += std::to_string(b0 + nb);
+        m += " outside the batch of ";
+        m += std::to_string(s.batch);
+        return m;
+    });
+    const long long rows = nb * s.q_heads * s.time;
+    check(rows <= 0x7fffffffLL, [&] {
+        std::string m = what;
+        m += ": more score rows than one grid holds (use fewer sequences per chunk)";
+        return m;
+    });
+    return unsigned(rows);
+}
+} // namespace
+
+void attention_softmax(float* scores, float* lse, const attention_masks& masks, const attention_dims& s, long long b0,
+                       long long nb, void* stream) {
+    check_dims(s, "gpu::attention_softmax");
+    const unsigned rows = score_rows(s, b0, nb, "gpu::attention_softmax");
+    if (rows == 0) return;
+    attention_softmax_kernel<<<rows, row_threads, 0, detail::as_stream(stream)>>>(scores, lse, masks, s, b0);
+    detail::launch_check("attention_softmax");
+}
+
+void attention_probabilities(float* scores, const float* lse, const attention_masks& masks, const attention_dims& s,
+                             long long b0, long long nb, void* stream) {
+    check_dims(s, "gpu::attention_probabilities");
+    const unsigned rows = score_rows(s, b0, nb, "gpu::attention_probabilities");
+    if (rows == 0) return;
+    attention_probabilities_kernel<<<rows, row_threads, 0, detail::as_stream(stream)>>>(scores, lse, masks, s, b0);
+    detail::launch_check("attention_probabilities");
+}
+
+void attention_dscores(float* dscores, const float* p, const float* delta, const attention_dims& s, long long b0,
+                       long long nb, void* stream) {
+    check_dims(s, "gpu::attention_dscores");
+    const unsigned rows = score_rows(s, b0, nb, "gpu::attention_dscores");
+    if (rows == 0) return;
+    attention_dscores_kernel<<<rows, row_threads, 0, detail::as_stream(stream)>>>(dscores, p, delta, s, b0,
+                                                                                  attention_scale(s.head_dim));
+    detail::launch_check("attention_dscores");
+}
+
+void attention_delta(float* delta, const float* dout, const float* out, const attention_dims& s, void* stream) {
+    check_dims(s, "gpu::attention_delta");
+    const long long rows = s.batch * s.q_heads * s.time;
+    if (rows == 0) return;
+    attention_delta_kernel<<<blocks_for(rows, "gpu::attention_delta"), threads, 0, detail::as_stream(stream)>>>(
+        delta, dout, out, s);
+    detail::launch_check("attention_delta");
 }
 
 } // namespace tl::gpu

@@ -5,6 +5,7 @@
 // Only the distribution of work is here; the arithmetic is tinylm/cuda/row_math.hpp's, shared with the CPU test.
 // Every reduction is a fixed tree in one block (no atomics), so results are the same from run to run.
 #include "check.cuh"
+#include "reduce.cuh"
 
 #include <tinylm/cuda/device.hpp>
 #include <tinylm/cuda/row_math.hpp>
@@ -14,18 +15,7 @@ namespace {
 
 constexpr int block = 256; // threads per block of the row kernels (a power of two: the tree reduction)
 
-// Sum of `value` over the block, in a fixed order; every thread gets the result.
-__device__ float block_sum(float value, float* shared) {
-    shared[threadIdx.x] = value;
-    __syncthreads();
-    for (int s = block / 2; s > 0; s /= 2) {
-        if (int(threadIdx.x) < s) shared[threadIdx.x] += shared[threadIdx.x + s];
-        __syncthreads();
-    }
-    const float total = shared[0];
-    __syncthreads(); // shared is reused by the caller's next reduction
-    return total;
-}
+__device__ float block_sum(float value, float* shared) { return detail::block_sum<block>(value, shared); }
 
 __global__ void rmsnorm_forward_kernel(float* y, float* rstd, const float* x, const float* w, int d, float eps) {
     __shared__ float shared[block];
@@ -189,20 +179,9 @@ __global__ void xent_forward_kernel(float* loss, float* lse, const float* logits
     softmax_state s;
     for (long long j = threadIdx.x; j < v; j += block)
         s = softmax_push(s, row[j]);
-    shared_max[threadIdx.x] = s.max;
-    shared_sum[threadIdx.x] = s.sum;
-    __syncthreads();
-    for (int k = block / 2; k > 0; k /= 2) {
-        if (int(threadIdx.x) < k) {
-            const softmax_state m = softmax_merge({shared_max[threadIdx.x], shared_sum[threadIdx.x]},
-                                                  {shared_max[threadIdx.x + k], shared_sum[threadIdx.x + k]});
-            shared_max[threadIdx.x] = m.max;
-            shared_sum[threadIdx.x] = m.sum;
-        }
-        __syncthreads();
-    }
+    s = detail::block_softmax<block>(s, shared_max, shared_sum);
     if (threadIdx.x == 0) {
-        const float l = softmax_lse({shared_max[0], shared_sum[0]});
+        const float l = softmax_lse(s);
         lse[r] = l;
         const std::int32_t t = targets[r];
         loss[r] = t >= 0 ? xent_row_loss(l, row[t]) : 0.0f;

@@ -59,8 +59,9 @@ void expect_aligned_and_disjoint(const gpu::arena_plan& plan) {
 }
 
 // The sum of decoder_plan.hpp's table, in bytes, written out from the config without the plan.
-std::size_t table_bytes(const model_config& c, std::size_t batch, std::size_t time, std::size_t logits_rows,
-                        bool bf16) {
+// products: attention through products, with the scores of `chunk` sequences.
+std::size_t table_bytes(const model_config& c, std::size_t batch, std::size_t time, std::size_t logits_rows, bool bf16,
+                        bool products, std::size_t chunk) {
     const std::size_t n = batch * time, d = std::size_t(c.d_model), q = std::size_t(c.n_heads * c.head_dim()),
                       kv = std::size_t(c.n_kv_heads * c.head_dim()), f = std::size_t(c.d_ff),
                       h = std::size_t(c.n_heads), v = std::size_t(c.vocab_size), p = std::size_t(parameter_count(c));
@@ -72,6 +73,8 @@ std::size_t table_bytes(const model_config& c, std::size_t batch, std::size_t ti
     std::size_t bytes =
         4 * floats + 4 * (2 * n) + 8 * (2 * n) + 4 * (3 * n + 1) + 8 * (256 + 1) + gpu::blas_workspace_bytes;
     if (bf16) bytes += 2 * p + 2 * 2 * std::max(n * std::max({d, q, f}), std::min(n, logits_rows) * v);
+    const std::size_t scores = chunk * h * time * time;
+    if (products) bytes += 4 * 2 * scores + (bf16 ? 2 * (2 * n * q + 2 * n * kv + scores) : 0);
     return bytes;
 }
 
@@ -79,28 +82,36 @@ std::size_t table_bytes(const model_config& c, std::size_t batch, std::size_t ti
 
 BOOST_AUTO_TEST_CASE(decoder_step_plan_holds_the_stated_buffers_disjoint) {
     const model_config c = presets::tiny::value;
-    for (const bool bf16 : {false, true}) {
-        gpu::decoder_plan_options o;
-        o.batch = 3, o.time = 17, o.logits_rows = 20, o.bf16_weights = bf16;
-        const gpu::arena_plan plan = gpu::plan_decoder_step(c, o);
-        expect_aligned_and_disjoint(plan);
-        const std::size_t stated = table_bytes(c, 3, 17, 20, bf16);
-        BOOST_TEST(plan.bytes() >= stated);
-        BOOST_TEST(plan.bytes() < stated + 256 * plan.entries().size());
-        const std::size_t n = 3 * 17;
-        BOOST_TEST(plan.at("parameters").bytes == 4 * std::size_t(parameter_count(c)));
-        BOOST_TEST(plan.at("adam.v").bytes == 4 * std::size_t(parameter_count(c)));
-        BOOST_TEST(plan.at("layer.1.gate").bytes == 4 * n * std::size_t(c.d_ff));
-        BOOST_TEST(plan.at("layer.0.k").bytes == 4 * n * std::size_t(c.kv_width()));
-        BOOST_TEST(plan.at("logits").bytes == 4 * 20 * std::size_t(c.vocab_size)); // a chunk, not N x V
-        BOOST_TEST(plan.at("doc_start").bytes == 8 * n);
-        if (bf16) {
-            BOOST_TEST(plan.at("parameters.bf16").bytes == 2 * std::size_t(parameter_count(c)));
-            // the widest activation operand: N x d_ff here (51 x 176), more than a logits chunk (20 x 256)
-            BOOST_TEST(plan.at("scratch.bf16.b").bytes == 2 * n * std::size_t(c.d_ff));
-        } else
-            BOOST_CHECK_THROW(plan.at("parameters.bf16"), tl::error);
-    }
+    for (const bool products : {false, true})
+        for (const bool bf16 : {false, true}) {
+            gpu::decoder_plan_options o;
+            o.batch = 3, o.time = 17, o.logits_rows = 20, o.bf16_weights = bf16;
+            o.attention = products ? gpu::attention_path::products : gpu::attention_path::rows;
+            o.attention_sequences = 2; // scores of two sequences at a time (products)
+            const gpu::arena_plan plan = gpu::plan_decoder_step(c, o);
+            expect_aligned_and_disjoint(plan);
+            const std::size_t stated = table_bytes(c, 3, 17, 20, bf16, products, 2);
+            BOOST_TEST(plan.bytes() >= stated);
+            BOOST_TEST(plan.bytes() < stated + 256 * plan.entries().size());
+            const std::size_t n = 3 * 17;
+            BOOST_TEST(plan.at("parameters").bytes == 4 * std::size_t(parameter_count(c)));
+            BOOST_TEST(plan.at("adam.v").bytes == 4 * std::size_t(parameter_count(c)));
+            BOOST_TEST(plan.at("layer.1.gate").bytes == 4 * n * std::size_t(c.d_ff));
+            BOOST_TEST(plan.at("layer.0.k").bytes == 4 * n * std::size_t(c.kv_width()));
+            BOOST_TEST(plan.at("logits").bytes == 4 * 20 * std::size_t(c.vocab_size)); // a chunk, not N x V
+            BOOST_TEST(plan.at("doc_start").bytes == 8 * n);
+            if (bf16) {
+                BOOST_TEST(plan.at("parameters.bf16").bytes == 2 * std::size_t(parameter_count(c)));
+                // the widest activation operand: N x d_ff here (51 x 176), more than a logits chunk (20 x 256)
+                BOOST_TEST(plan.at("scratch.bf16.b").bytes == 2 * n * std::size_t(c.d_ff));
+            } else
+                BOOST_CHECK_THROW(plan.at("parameters.bf16"), tl::error);
+            if (products) {
+                BOOST_TEST(plan.at("attention.scores").bytes == 4 * 2 * std::size_t(c.n_heads) * 17 * 17);
+                if (bf16) BOOST_TEST(plan.at("attention.bf16.p").bytes == 2 * 2 * std::size_t(c.n_heads) * 17 * 17);
+            } else
+                BOOST_CHECK_THROW(plan.at("attention.scores"), tl::error);
+        }
 }
 
 // The course's 150M model at context 512, batch 64 (docs/gpu.md quotes the size; --log_level=message prints it).
@@ -110,7 +121,7 @@ BOOST_AUTO_TEST_CASE(decoder_step_plan_of_the_150m_preset) {
     o.batch = 64, o.time = 512;
     const gpu::arena_plan plan = gpu::plan_decoder_step(c, o);
     expect_aligned_and_disjoint(plan);
-    const std::size_t stated = table_bytes(c, 64, 512, 4096, true);
+    const std::size_t stated = table_bytes(c, 64, 512, 4096, true, true, 64); // products, one chunk of scores
     BOOST_TEST(plan.bytes() >= stated);
     BOOST_TEST(plan.bytes() < stated + 256 * plan.entries().size());
     BOOST_TEST_MESSAGE("150M preset, batch 64 x 512: " << plan.entries().size() << " buffers, " << plan.bytes()
@@ -131,6 +142,10 @@ BOOST_AUTO_TEST_CASE(decoder_step_plan_refuses_what_the_kernels_lack) {
     o.batch = 0;
     BOOST_CHECK_EXCEPTION(gpu::plan_decoder_step(presets::tiny::value, o), tl::error, [](const tl::error& e) {
         return std::string(e.what()).find("batch 0") != std::string::npos;
+    });
+    o.batch = 2, o.attention_sequences = -1;
+    BOOST_CHECK_EXCEPTION(gpu::plan_decoder_step(presets::tiny::value, o), tl::error, [](const tl::error& e) {
+        return std::string(e.what()).find("attention_sequences -1") != std::string::npos;
     });
     BOOST_CHECK_EXCEPTION(gpu::arena_plan{}.at("nothing"), tl::error, [](const tl::error& e) {
         return std::string(e.what()).find("no buffer named 'nothing'") != std::string::npos;

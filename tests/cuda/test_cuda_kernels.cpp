@@ -6,6 +6,7 @@
 
 #include <tinylm/backend/reference.hpp>
 #include <tinylm/core/dtype.hpp>
+#include <tinylm/cuda/attention_products.hpp>
 #include <tinylm/cuda/blas.hpp>
 #include <tinylm/cuda/cpu_ops.hpp>
 #include <tinylm/cuda/decoder_step.hpp>
@@ -412,6 +413,64 @@ BOOST_AUTO_TEST_CASE(attention_matches_the_cpu, needs_device()) {
         BOOST_TEST(max_rel(r.get<float>(bdq), dq) < 1e-5, what);
         BOOST_TEST(max_rel(r.get<float>(bdk), dk) < 1e-5, what);
         BOOST_TEST(max_rel(r.get<float>(bdv), dv) < 1e-5, what);
+
+        // Through products (attention_products.hpp: cuBLASLt's batched products and the row kernels) against the
+        // same on the CPU executor, in chunks of one sequence and of both: f32 within 1e-5; bf16 within 1e-3 (the
+        // same operands rounded the same way, sums in other orders; a p that rounds to the neighbouring bf16
+        // moves an output by 2^-8 of its term).
+        for (const bool bf : {false, true})
+            for (const long long chunk : {1LL, B}) {
+                const std::size_t scores = std::size_t(chunk * Hq * T * T);
+                device_run pr;
+                const int pq = pr.input(q.data), pk = pr.input(k.data), pv = pr.input(v.data),
+                          pdo = pr.input(dout.data), pd = pr.input(docs), plen = pr.input(lengths);
+                const int po = pr.output<float>(q.data.size()), pl = pr.output<float>(rows),
+                          pdl = pr.output<float>(rows);
+                const int pdq = pr.output<float>(q.data.size()), pdk = pr.output<float>(k.data.size()),
+                          pdv = pr.output<float>(v.data.size());
+                const int ps = pr.output<float>(scores), pds = pr.output<float>(scores);
+                const int p16[5] = {pr.output<std::uint16_t>(q.data.size()), pr.output<std::uint16_t>(k.data.size()),
+                                    pr.output<std::uint16_t>(v.data.size()), pr.output<std::uint16_t>(q.data.size()),
+                                    pr.output<std::uint16_t>(scores)};
+                const int pws = pr.output<std::byte>(gpu::blas_workspace_bytes);
+                pr.allocate();
+                gpu::blas lt(pr.at<std::byte>(pws), gpu::blas_workspace_bytes);
+                gpu::gpu_ops dev{&lt, nullptr};
+                gpu::attention_scratch xg;
+                xg.scores = pr.at<float>(ps), xg.dscores = pr.at<float>(pds), xg.chunk = chunk;
+                if (bf)
+                    xg.q = pr.at<std::uint16_t>(p16[0]), xg.k = pr.at<std::uint16_t>(p16[1]),
+                    xg.v = pr.at<std::uint16_t>(p16[2]), xg.dout = pr.at<std::uint16_t>(p16[3]),
+                    xg.p = pr.at<std::uint16_t>(p16[4]);
+                gpu::attention_products<gpu::gpu_ops> on_gpu(dev, xg);
+                const gpu::attention_masks mg(c.documents ? pr.at<std::int64_t>(pd) : nullptr,
+                                              c.padding ? pr.at<std::int64_t>(plen) : nullptr);
+                on_gpu.forward(pr.at<float>(po), pr.at<float>(pl), pr.at<float>(pq), pr.at<float>(pk), pr.at<float>(pv),
+                               mg, s);
+                on_gpu.backward(pr.at<float>(pdq), pr.at<float>(pdk), pr.at<float>(pdv), pr.at<float>(pdl),
+                                pr.at<float>(pdo), pr.at<float>(pq), pr.at<float>(pk), pr.at<float>(pv),
+                                pr.at<float>(po), pr.at<float>(pl), mg, s);
+
+                std::vector<float> hs(scores), hds(scores);
+                std::vector<std::uint16_t> hq(q.data.size()), hk(k.data.size()), hv(v.data.size()), hdo(q.data.size()),
+                    hp(scores);
+                gpu::attention_scratch xc;
+                xc.scores = hs.data(), xc.dscores = hds.data(), xc.chunk = chunk;
+                if (bf) xc.q = hq.data(), xc.k = hk.data(), xc.v = hv.data(), xc.dout = hdo.data(), xc.p = hp.data();
+                gpu::cpu_ops host;
+                gpu::attention_products<gpu::cpu_ops> on_cpu(host, xc);
+                on_cpu.forward(out.data(), lse.data(), q.data.data(), k.data.data(), v.data.data(), ds, s);
+                on_cpu.backward(dq.data(), dk.data(), dv.data(), delta.data(), dout.data.data(), q.data.data(),
+                                k.data.data(), v.data.data(), out.data(), lse.data(), ds, s);
+                const double bound = bf ? 1e-3 : 1e-5;
+                const std::string how =
+                    what + (bf ? ", products in bf16" : ", products") + ", chunks of " + std::to_string(chunk);
+                BOOST_TEST(max_rel(pr.get<float>(po), out) < bound, how);
+                BOOST_TEST(max_rel(pr.get<float>(pl), lse) < bound, how);
+                BOOST_TEST(max_rel(pr.get<float>(pdq), dq) < bound, how);
+                BOOST_TEST(max_rel(pr.get<float>(pdk), dk) < bound, how);
+                BOOST_TEST(max_rel(pr.get<float>(pdv), dv) < bound, how);
+            }
     }
 }
 
@@ -465,93 +524,154 @@ BOOST_AUTO_TEST_CASE(blas_matmul_matches_the_cpu_gemm, needs_device()) {
                 }
 }
 
+// Batched products (the attention's: one per head, over the sequences) from operands that start 8 elements past a
+// 256-byte boundary (16 bytes in bf16: a head's slice or a bf16 weight in the flat block is often less aligned
+// than cuBLASLt's default assumption), f32 and bf16, against the reference gemm matrix by matrix. A second call
+// of the same product reuses its plan.
+BOOST_AUTO_TEST_CASE(blas_batched_matmul_from_unaligned_operands, needs_device()) {
+    const long long m = 64, n = 48, k = 40, batch = 3, lda = 72, ldb = 56, ldc = 64;
+    const long long sa = m * lda + 16, sb = n * ldb + 24, sc = m * ldc + 8, skip = 8; // strides, elements
+    for (const bool bf : {false, true}) {
+        auto a = random_tensor<float>({skip + batch * sa}, 51), b = random_tensor<float>({skip + batch * sb}, 52);
+        const auto c0 = random_tensor<float>({skip + batch * sc}, 53);
+        std::vector<std::uint16_t> a16(a.data.size()), b16(b.data.size());
+        if (bf) {
+            for (std::size_t i = 0; i < a.data.size(); ++i)
+                a16[i] = bf16(a.data[i]).bits, a.data[i] = float(bf16(a.data[i]));
+            for (std::size_t i = 0; i < b.data.size(); ++i)
+                b16[i] = bf16(b.data[i]).bits, b.data[i] = float(bf16(b.data[i]));
+        }
+        device_run r;
+        const int ba = bf ? r.input(a16) : r.input(a.data), bb = bf ? r.input(b16) : r.input(b.data);
+        const int bc = r.input(c0.data), bws = r.output<std::byte>(gpu::blas_workspace_bytes);
+        r.allocate();
+        gpu::blas lt(r.at<std::byte>(bws), gpu::blas_workspace_bytes);
+        const std::size_t element = bf ? 2 : 4;
+        gpu::matmul_args g;
+        g.trans_b = true, g.m = m, g.n = n, g.k = k, g.alpha = 0.25f, g.batch = batch;
+        g.a = r.at<std::byte>(ba) + skip * element, g.lda = lda, g.stride_a = sa;
+        g.b = r.at<std::byte>(bb) + skip * element, g.ldb = ldb, g.stride_b = sb;
+        g.c = r.at<float>(bc) + skip, g.ldc = ldc, g.stride_c = sc;
+        g.input = bf ? gpu::matmul_input::bf16 : gpu::matmul_input::f32;
+        lt.matmul(g);
+        BOOST_TEST(lt.cached_plans() == 1u);
+        std::vector<float> c = c0.data;
+        for (long long i = 0; i < batch; ++i) {
+            gemm_args<float> cpu;
+            cpu.trans_b = true, cpu.m = m, cpu.n = n, cpu.k = k, cpu.alpha = 0.25f;
+            cpu.a = a.data.data() + skip + i * sa, cpu.lda = lda, cpu.b = b.data.data() + skip + i * sb, cpu.ldb = ldb;
+            cpu.c = c.data() + skip + i * sc, cpu.ldc = ldc;
+            reference_cpu::gemm(cpu);
+        }
+        const std::vector<float> got = r.get<float>(bc);
+        BOOST_TEST(max_rel(got, c) < 1e-5, (bf ? "bf16" : "f32"));
+        lt.matmul(g); // the same product again (beta 0: the same result), from the cached plan
+        BOOST_TEST(lt.cached_plans() == 1u);
+        BOOST_TEST(same_bits(r.get<float>(bc), got));
+    }
+}
+
 // The whole training step on the GPU (kernels and cuBLASLt) against the same step on the CPU executor, which
 // test_model checks against tl::decoder: the tiny preset with a sliding window on its first layer, 3 x 40 tokens
 // in packed documents, logits in chunks of 50 rows, some targets ignored; f32 products, then bf16 ones (in
-// test_model the CPU executor's bf16 gradients are within 7.2e-6 of tl::decoder's bf16 ones). Loss within 1e-5,
-// every gradient within 1e-4 of its tensor's scale (reductions in other orders through two layers).
+// test_model the CPU executor's bf16 gradients are within 7.2e-6 of tl::decoder's bf16 ones); attention by the
+// row kernels and through products. Loss within 1e-5, every gradient within 1e-4 of its tensor's scale
+// (reductions in other orders through two layers).
 BOOST_AUTO_TEST_CASE(decoder_step_matches_the_cpu_executor, needs_device()) {
     model_config c = presets::tiny::value;
     c.sliding_window = 24;
-    c.full_attention_every = 2; // layer 0 slides, layer 1 attends fully
-    for (const bool bf16 : {false, true}) {
-        BOOST_TEST_CONTEXT((bf16 ? "bf16 products" : "f32 products")) {
-            gpu::decoder_plan_options o;
-            o.batch = 3, o.time = 40, o.logits_rows = 50, o.bf16_weights = bf16;
-            const gpu::arena_plan plan = gpu::plan_decoder_step(c, o);
+    c.full_attention_every = 2;                        // layer 0 slides, layer 1 attends fully
+    for (const long long attention : {-1LL, 2LL, 0LL}) // rows; products in chunks of 2 sequences, of all 3
+        for (const bool bf16 : {false, true}) {
+            BOOST_TEST_CONTEXT((bf16 ? "bf16 products" : "f32 products")
+                               << (attention < 0 ? ", attention by rows" : ", attention through products, chunks of ")
+                               << (attention < 0 ? "" : std::to_string(attention))) {
+                gpu::decoder_plan_options o;
+                o.batch = 3, o.time = 40, o.logits_rows = 50, o.bf16_weights = bf16;
+                o.attention = attention < 0 ? gpu::attention_path::rows : gpu::attention_path::products;
+                o.attention_sequences = std::max(attention, 0LL);
+                const gpu::arena_plan plan = gpu::plan_decoder_step(c, o);
 
-            const std::size_t p = std::size_t(parameter_count(c));
-            std::vector<float> weights = random_tensor<float>({index_t(p)}, 50, 0.05).data;
-            for (const gpu::parameter_slice& s : gpu::decoder_parameter_layout(c))
-                if (s.name.find("norm") != std::string::npos) // norm weights near one
-                    for (std::size_t i = 0; i < s.size(); ++i)
-                        weights[s.offset + i] += 1.0f;
-            std::vector<std::int32_t> ids(std::size_t(o.batch * o.time)), targets(ids.size());
-            for (std::size_t i = 0; i < ids.size(); ++i) {
-                ids[i] = std::int32_t((i * 37 + 11) % std::size_t(c.vocab_size));
-                targets[i] = i % 9 == 4 ? -100 : std::int32_t((i * 53 + 5) % std::size_t(c.vocab_size));
-            }
-
-            std::vector<std::int64_t> docs(ids.size()); // row r: documents every 13 + r tokens
-            for (long long r = 0; r < o.batch; ++r)
-                for (long long t = 0; t < o.time; ++t)
-                    docs[std::size_t(r * o.time + t)] = t - t % (13 + r);
-
-            std::vector<std::byte> host(plan.bytes());
-            gpu::cpu_ops cpu;
-            gpu::decoder_step<gpu::cpu_ops> cpu_step(c, o, plan, host.data(), cpu);
-            std::copy(weights.begin(), weights.end(),
-                      reinterpret_cast<float*>(host.data() + plan.at("parameters").offset));
-            cpu_step.zero_gradients();
-            const double cpu_loss = cpu_step.forward_backward(ids.data(), targets.data(), docs.data());
-
-            gpu::device_arena arena(plan);
-            gpu::blas products(arena.at<std::byte>(plan.at("blas.workspace").offset), gpu::blas_workspace_bytes);
-            gpu::gpu_ops dev{&products, nullptr};
-            gpu::decoder_step<gpu::gpu_ops> gpu_step(c, o, plan, arena.at<std::byte>(0), dev);
-            gpu::copy_to_device(arena.at<float>(plan.at("parameters").offset), weights.data(), p * sizeof(float));
-            gpu_step.zero_gradients();
-            const double gpu_loss = gpu_step.forward_backward(ids.data(), targets.data(), docs.data());
-            gpu::synchronize();
-            BOOST_TEST_MESSAGE("loss: CPU executor " << cpu_loss << ", GPU " << gpu_loss);
-            BOOST_TEST(std::abs(gpu_loss - cpu_loss) < 1e-5 * cpu_loss);
-
-            std::vector<float> grads(p);
-            gpu::copy_to_host(grads.data(), arena.at<float>(plan.at("gradients").offset), p * sizeof(float));
-            // Deterministic (issue 20: bit-identical resume on the same GPU): the same step again, the same bits.
-            gpu_step.zero_gradients();
-            BOOST_TEST(gpu_step.forward_backward(ids.data(), targets.data(), docs.data()) == gpu_loss);
-            std::vector<float> again(p);
-            gpu::copy_to_host(again.data(), arena.at<float>(plan.at("gradients").offset), p * sizeof(float));
-            BOOST_TEST(std::memcmp(again.data(), grads.data(), p * sizeof(float)) == 0);
-            const float* cpu_grads = reinterpret_cast<const float*>(host.data() + plan.at("gradients").offset);
-            for (const gpu::parameter_slice& s : gpu::decoder_parameter_layout(c)) {
-                double err = 0, scale = 0;
-                for (std::size_t i = s.offset; i < s.offset + s.size(); ++i) {
-                    err = std::max(err, std::abs(double(grads[i]) - double(cpu_grads[i])));
-                    scale = std::max(scale, std::abs(double(cpu_grads[i])));
+                const std::size_t p = std::size_t(parameter_count(c));
+                std::vector<float> weights = random_tensor<float>({index_t(p)}, 50, 0.05).data;
+                for (const gpu::parameter_slice& s : gpu::decoder_parameter_layout(c))
+                    if (s.name.find("norm") != std::string::npos) // norm weights near one
+                        for (std::size_t i = 0; i < s.size(); ++i)
+                            weights[s.offset + i] += 1.0f;
+                std::vector<std::int32_t> ids(std::size_t(o.batch * o.time)), targets(ids.size());
+                for (std::size_t i = 0; i < ids.size(); ++i) {
+                    ids[i] = std::int32_t((i * 37 + 11) % std::size_t(c.vocab_size));
+                    targets[i] = i % 9 == 4 ? -100 : std::int32_t((i * 53 + 5) % std::size_t(c.vocab_size));
                 }
-                BOOST_TEST(scale > 0.0, s.name);
-                BOOST_TEST(err <= 1e-4 * scale, s.name << ": " << err << " against a scale of " << scale);
-            }
 
-            // The optimizer from the CPU executor's gradients on both sides: the norm (sums of squares in double, in
-            // other orders), then clipping and two AdamW steps, whose element-wise arithmetic gives the same bits.
-            gpu::copy_to_device(arena.at<float>(plan.at("gradients").offset), cpu_grads, p * sizeof(float));
-            const double cpu_norm = cpu_step.clip_gradients(0.01), gpu_norm = gpu_step.clip_gradients(0.01);
-            BOOST_TEST(std::abs(gpu_norm - cpu_norm) <= 1e-12 * cpu_norm);
-            BOOST_TEST_REQUIRE(cpu_norm > 0.01); // clipping happened
-            gpu::copy_to_device(arena.at<float>(plan.at("gradients").offset), cpu_grads, p * sizeof(float));
-            const adamw_options options{.weight_decay = 0.1};
-            for (const double lr : {1e-3, 2e-3}) {
-                cpu_step.adamw_step(lr, options);
-                gpu_step.adamw_step(lr, options);
+                std::vector<std::int64_t> docs(ids.size()); // row r: documents every 13 + r tokens
+                for (long long r = 0; r < o.batch; ++r)
+                    for (long long t = 0; t < o.time; ++t)
+                        docs[std::size_t(r * o.time + t)] = t - t % (13 + r);
+
+                std::vector<std::byte> host(plan.bytes());
+                gpu::cpu_ops cpu;
+                gpu::decoder_step<gpu::cpu_ops> cpu_step(c, o, plan, host.data(), cpu);
+                std::copy(weights.begin(), weights.end(),
+                          reinterpret_cast<float*>(host.data() + plan.at("parameters").offset));
+                cpu_step.zero_gradients();
+                const double cpu_loss = cpu_step.forward_backward(ids.data(), targets.data(), docs.data());
+
+                gpu::device_arena arena(plan);
+                gpu::blas products(arena.at<std::byte>(plan.at("blas.workspace").offset), gpu::blas_workspace_bytes);
+                gpu::gpu_ops dev{&products, nullptr};
+                gpu::decoder_step<gpu::gpu_ops> gpu_step(c, o, plan, arena.at<std::byte>(0), dev);
+                gpu::copy_to_device(arena.at<float>(plan.at("parameters").offset), weights.data(), p * sizeof(float));
+                gpu_step.zero_gradients();
+                const double gpu_loss = gpu_step.forward_backward(ids.data(), targets.data(), docs.data());
+                gpu::synchronize();
+                BOOST_TEST_MESSAGE("loss: CPU executor " << cpu_loss << ", GPU " << gpu_loss);
+                // bf16: a product's f32 result that differs in its last bits can round to the neighbouring bf16 on
+                // one executor and not the other; ten times the f32 bounds.
+                const double bound = bf16 ? 10 : 1;
+                BOOST_TEST(std::abs(gpu_loss - cpu_loss) < bound * 1e-5 * cpu_loss);
+
+                std::vector<float> grads(p);
+                gpu::copy_to_host(grads.data(), arena.at<float>(plan.at("gradients").offset), p * sizeof(float));
+                // Deterministic (issue 20: bit-identical resume on the same GPU): the same step again, the same bits,
+                // from the products planned the first time.
+                const std::size_t planned = products.cached_plans();
+                gpu_step.zero_gradients();
+                BOOST_TEST(gpu_step.forward_backward(ids.data(), targets.data(), docs.data()) == gpu_loss);
+                BOOST_TEST(products.cached_plans() == planned);
+                std::vector<float> again(p);
+                gpu::copy_to_host(again.data(), arena.at<float>(plan.at("gradients").offset), p * sizeof(float));
+                BOOST_TEST(std::memcmp(again.data(), grads.data(), p * sizeof(float)) == 0);
+                const float* cpu_grads = reinterpret_cast<const float*>(host.data() + plan.at("gradients").offset);
+                for (const gpu::parameter_slice& s : gpu::decoder_parameter_layout(c)) {
+                    double err = 0, scale = 0;
+                    for (std::size_t i = s.offset; i < s.offset + s.size(); ++i) {
+                        err = std::max(err, std::abs(double(grads[i]) - double(cpu_grads[i])));
+                        scale = std::max(scale, std::abs(double(cpu_grads[i])));
+                    }
+                    BOOST_TEST(scale > 0.0, s.name);
+                    BOOST_TEST(err <= bound * 1e-4 * scale, s.name << ": " << err << " against a scale of " << scale);
+                }
+
+                // The optimizer from the CPU executor's gradients on both sides: the norm (sums of squares in double,
+                // in other orders), then clipping and two AdamW steps, whose element-wise arithmetic gives the same
+                // bits.
+                gpu::copy_to_device(arena.at<float>(plan.at("gradients").offset), cpu_grads, p * sizeof(float));
+                const double cpu_norm = cpu_step.clip_gradients(0.01), gpu_norm = gpu_step.clip_gradients(0.01);
+                BOOST_TEST(std::abs(gpu_norm - cpu_norm) <= 1e-12 * cpu_norm);
+                BOOST_TEST_REQUIRE(cpu_norm > 0.01); // clipping happened
+                gpu::copy_to_device(arena.at<float>(plan.at("gradients").offset), cpu_grads, p * sizeof(float));
+                const adamw_options options{.weight_decay = 0.1};
+                for (const double lr : {1e-3, 2e-3}) {
+                    cpu_step.adamw_step(lr, options);
+                    gpu_step.adamw_step(lr, options);
+                }
+                std::vector<float> params(p);
+                gpu::copy_to_host(params.data(), arena.at<float>(plan.at("parameters").offset), p * sizeof(float));
+                BOOST_TEST(std::memcmp(params.data(), host.data() + plan.at("parameters").offset, p * sizeof(float)) ==
+                           0);
             }
-            std::vector<float> params(p);
-            gpu::copy_to_host(params.data(), arena.at<float>(plan.at("parameters").offset), p * sizeof(float));
-            BOOST_TEST(std::memcmp(params.data(), host.data() + plan.at("parameters").offset, p * sizeof(float)) == 0);
         }
-    }
 }
 
 BOOST_AUTO_TEST_CASE(errors_name_the_call, needs_device()) {

@@ -193,6 +193,85 @@ TINYLM_HD inline void attention_key_dkdv(float* dk, float* dv, const float* q, c
 // 1 / sqrt(D) as ops/attention.hpp computes it (in double, then rounded).
 TINYLM_HD inline float attention_scale(int head_dim) { return float(1.0 / sqrt(double(head_dim))); }
 
+// ---- Attention through matrix products (decoder_step's attention_path::products) -------------------------------
+// The scores of a chunk of sequences b0 .. b0 + nb - 1 as T x T matrices, one per (sequence, query head):
+// row i of head h of sequence b at ((b - b0) Hq + h) T + i, made by batched products (s = scale q k^T); the
+// functions below turn a row into probabilities in place, masked by attention_keys (causality, window, documents,
+// padding), and the backward's scores gradient, so that the products that follow (p v, dp = dout v^T, ds k,
+// ds^T q, p^T dout) run on tensor cores. Every key outside a row's span gets p = 0, so the full products give
+// attention_row_forward's result and padded keys get dk = dv = 0 as there.
+
+// Forward: p_j = exp(s_j - lse) for the keys first .. last, 0 for the others; returns lse.
+TINYLM_HD inline float attention_softmax_row(float* row, long long first, long long last, long long time) {
+    softmax_state st;
+    for (long long j = first; j <= last; ++j)
+        st = softmax_push(st, row[j]);
+    const float lse = softmax_lse(st);
+    for (long long j = 0; j < time; ++j)
+        row[j] = j >= first && j <= last ? expf(row[j] - lse) : 0.0f;
+    return lse;
+}
+// Backward: the forward's probabilities again, from the recomputed scores and the saved lse.
+TINYLM_HD inline float attention_probability(float score, long long j, long long first, long long last, float lse) {
+    return j >= first && j <= last ? expf(score - lse) : 0.0f;
+}
+// ds = p (dp - delta) scale (d of the unscaled q k^T): zero wherever p is.
+TINYLM_HD inline float attention_dscore(float p, float dp, float delta, float scale) {
+    return p * (dp - delta) * scale;
+}
+
+// The query row (b, h, i) of scores row r of a chunk starting at sequence b0.
+struct attention_score_row {
+    long long b, i;
+    int h;
+};
+TINYLM_HD inline attention_score_row attention_row_of(long long r, long long b0, const attention_dims& s) {
+    const long long bh = r / s.time;
+    return {b0 + bh / s.q_heads, r % s.time, int(bh % s.q_heads)};
+}
+
+// ---- CPU drivers of the products path ----------------------------------------------------------------------------
+// scores (nb Hq T x T) of sequences b0 .. b0 + nb - 1: probabilities in place, lse (B, Hq, T) written.
+inline void attention_softmax_rows(float* scores, float* lse, const attention_masks& m, const attention_dims& s,
+                                   long long b0, long long nb) {
+    for (long long r = 0; r < nb * s.q_heads * s.time; ++r) {
+        const attention_score_row q = attention_row_of(r, b0, s);
+        const attention_span keys = attention_keys(q.b, q.i, s, m);
+        lse[attention_lse_offset(q.b, q.h, q.i, s)] =
+            attention_softmax_row(scores + r * s.time, keys.first, keys.last, s.time);
+    }
+}
+inline void attention_probabilities_rows(float* scores, const float* lse, const attention_masks& m,
+                                         const attention_dims& s, long long b0, long long nb) {
+    for (long long r = 0; r < nb * s.q_heads * s.time; ++r) {
+        const attention_score_row q = attention_row_of(r, b0, s);
+        const attention_span keys = attention_keys(q.b, q.i, s, m);
+        const float l = lse[attention_lse_offset(q.b, q.h, q.i, s)];
+        for (long long j = 0; j < s.time; ++j)
+            scores[r * s.time + j] = attention_probability(scores[r * s.time + j], j, keys.first, keys.last, l);
+    }
+}
+// dscores (the products' dp) replaced by ds, from the probabilities p and delta (B, Hq, T).
+inline void attention_dscores_rows(float* dscores, const float* p, const float* delta, const attention_dims& s,
+                                   long long b0, long long nb) {
+    const float scale = attention_scale(s.head_dim);
+    for (long long r = 0; r < nb * s.q_heads * s.time; ++r) {
+        const attention_score_row q = attention_row_of(r, b0, s);
+        const float d = delta[attention_lse_offset(q.b, q.h, q.i, s)];
+        for (long long j = 0; j < s.time; ++j)
+            dscores[r * s.time + j] = attention_dscore(p[r * s.time + j], dscores[r * s.time + j], d, scale);
+    }
+}
+// delta (B, Hq, T) = dout . out per query row.
+inline void attention_delta_rows(float* delta, const float* dout, const float* out, const attention_dims& s) {
+    for (long long b = 0; b < s.batch; ++b)
+        for (int h = 0; h < s.q_heads; ++h)
+            for (long long i = 0; i < s.time; ++i) {
+                const long long at = attention_q_offset(b, i, h, s);
+                delta[attention_lse_offset(b, h, i, s)] = attention_dot(dout + at, out + at, s.head_dim);
+            }
+}
+
 // ---- CPU drivers: the kernels' work row by row (what test_cuda_kernels compares the GPU with) -----------------
 inline void attention_forward_rows(float* out, float* lse, const float* q, const float* k, const float* v,
                                    const attention_masks& m, const attention_dims& s) {
@@ -215,12 +294,7 @@ inline void attention_backward_rows(float* dq, float* dk, float* dv, float* delt
                                     const attention_masks& m, const attention_dims& s) {
     const float scale = attention_scale(s.head_dim);
     const long long ldk = (long long)s.kv_heads * s.head_dim;
-    for (long long b = 0; b < s.batch; ++b)
-        for (int h = 0; h < s.q_heads; ++h)
-            for (long long i = 0; i < s.time; ++i) {
-                const long long at = attention_q_offset(b, i, h, s);
-                delta[attention_lse_offset(b, h, i, s)] = attention_dot(dout + at, out + at, s.head_dim);
-            }
+    attention_delta_rows(delta, dout, out, s);
     for (long long b = 0; b < s.batch; ++b)
         for (int h = 0; h < s.q_heads; ++h)
             for (long long i = 0; i < s.time; ++i) {

@@ -8,6 +8,7 @@
 #include <tinylm/cuda/blas.hpp>
 #include <tinylm/cuda/row_math.hpp>
 
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -19,19 +20,24 @@ struct cpu_ops {
     void download(void* dst, const void* src, std::size_t bytes) { std::memcpy(dst, src, bytes); }
     void zero(void* dst, std::size_t bytes) { std::memset(dst, 0, bytes); }
 
-    // f32, or bf16 operands widened back to f32 (exactly) for the reference gemm.
+    // f32, or bf16 operands widened back to f32 (exactly) for the reference gemm; a batch one product after another.
     void matmul(const matmul_args& m) {
-        gemm_args<float> g;
-        g.trans_a = m.trans_a, g.trans_b = m.trans_b, g.m = m.m, g.n = m.n, g.k = m.k, g.alpha = m.alpha;
-        g.a = static_cast<const float*>(m.a), g.lda = m.lda, g.b = static_cast<const float*>(m.b), g.ldb = m.ldb;
-        g.beta = m.beta, g.c = m.c, g.ldc = m.ldc;
-        if (m.input == matmul_input::bf16) {
-            // the stored extent: (rows - 1) strides and one row
-            a_wide_ = widen(m.a, ((m.trans_a ? m.k : m.m) - 1) * m.lda + (m.trans_a ? m.m : m.k));
-            b_wide_ = widen(m.b, ((m.trans_b ? m.n : m.k) - 1) * m.ldb + (m.trans_b ? m.k : m.n));
-            g.a = a_wide_.data(), g.b = b_wide_.data();
+        const std::size_t element = m.input == matmul_input::bf16 ? 2 : 4;
+        for (long long i = 0; i < m.batch; ++i) {
+            gemm_args<float> g;
+            g.trans_a = m.trans_a, g.trans_b = m.trans_b, g.m = m.m, g.n = m.n, g.k = m.k, g.alpha = m.alpha;
+            const auto* a = static_cast<const std::byte*>(m.a) + std::size_t(i * m.stride_a) * element;
+            const auto* b = static_cast<const std::byte*>(m.b) + std::size_t(i * m.stride_b) * element;
+            g.a = reinterpret_cast<const float*>(a), g.lda = m.lda, g.b = reinterpret_cast<const float*>(b);
+            g.ldb = m.ldb, g.beta = m.beta, g.c = m.c + i * m.stride_c, g.ldc = m.ldc;
+            if (m.input == matmul_input::bf16) {
+                // the stored extent: (rows - 1) strides and one row
+                a_wide_ = widen(a, ((m.trans_a ? m.k : m.m) - 1) * m.lda + (m.trans_a ? m.m : m.k));
+                b_wide_ = widen(b, ((m.trans_b ? m.n : m.k) - 1) * m.ldb + (m.trans_b ? m.k : m.n));
+                g.a = a_wide_.data(), g.b = b_wide_.data();
+            }
+            reference_cpu::gemm(g);
         }
-        reference_cpu::gemm(g);
     }
     void to_bf16(std::uint16_t* dst, const float* src, long long n) {
         for (long long i = 0; i < n; ++i)
@@ -76,6 +82,21 @@ struct cpu_ops {
                             const float* k, const float* v, const float* out, const float* lse,
                             const attention_masks& masks, const attention_dims& s) {
         attention_backward_rows(dq, dk, dv, delta, dout, q, k, v, out, lse, masks, s);
+    }
+    void attention_softmax(float* scores, float* lse, const attention_masks& masks, const attention_dims& s,
+                           long long b0, long long nb) {
+        attention_softmax_rows(scores, lse, masks, s, b0, nb);
+    }
+    void attention_probabilities(float* scores, const float* lse, const attention_masks& masks, const attention_dims& s,
+                                 long long b0, long long nb) {
+        attention_probabilities_rows(scores, lse, masks, s, b0, nb);
+    }
+    void attention_dscores(float* dscores, const float* p, const float* delta, const attention_dims& s, long long b0,
+                           long long nb) {
+        attention_dscores_rows(dscores, p, delta, s, b0, nb);
+    }
+    void attention_delta(float* delta, const float* dout, const float* out, const attention_dims& s) {
+        attention_delta_rows(delta, dout, out, s);
     }
     void softmax_xent_forward(float* loss, float* lse, const float* logits, const std::int32_t* targets, long long n,
                               long long v) {

@@ -17,6 +17,9 @@
 //   final         final.x, final.normed (N d), final.rstd, xent.lse, xent.loss (N), logits (logits_rows V)
 //   scratch       scratch.tmp, .dx, .dnormed (N d), .dq, .dattn (N q), .dk, .dv (N kv), .dgate, .dup,
 //                 .dhidden (N f), .delta (H N)
+//   attention     (attention_path::products only; S = the sequences per chunk, attention_sequences, H T T
+//                 scores each) attention.scores, attention.dscores (S H T T f32); with bf16 products also
+//                 attention.bf16.q, .do (N q), .k, .v (N kv) and .p (S H T T) bf16
 //   optimizer     grad_norm.partials (grad_norm_blocks doubles), grad_norm.total (one double)
 //   cuBLASLt      blas.workspace (blas_workspace_bytes)
 //
@@ -73,10 +76,22 @@ inline std::vector<parameter_slice> decoder_parameter_layout(const model_config&
     return out;
 }
 
+// How decoder_step computes attention. rows: attention.cu's kernels, one thread per query (or key) row, f32 on
+// CUDA cores; the oracle. products: scores as T x T matrices per (sequence, head) from cuBLASLt's batched
+// products (bf16 on tensor cores with bf16_weights), masked and normalised by a row kernel, then p v; the backward
+// recomputes the scores from q, k and the saved lse. Memory: the scores of attention_sequences sequences at once.
+enum class attention_path { rows, products };
+
 struct decoder_plan_options {
     long long batch = 1, time = 1;
     long long logits_rows = 4096; // tokens per chunk of the LM head (capped at batch * time)
     bool bf16_weights = true;     // bf16 mixed precision: the products read bf16 copies of their operands
+    attention_path attention = attention_path::products;
+    long long attention_sequences = 0; // sequences per chunk of attention scores (products); 0: the whole batch
+    // The sequences of one chunk of scores.
+    long long attention_chunk() const {
+        return attention_sequences > 0 && attention_sequences < batch ? attention_sequences : batch;
+    }
 };
 
 inline arena_plan plan_decoder_step(const model_config& c, const decoder_plan_options& o) {
@@ -92,14 +107,16 @@ inline arena_plan plan_decoder_step(const model_config& c, const decoder_plan_op
     refuse(c.positions == position_kind::rope, "positions must be rotary");
     refuse(!c.qkv_bias && !c.dense_bias, "projections with biases are not supported");
     refuse(c.moe.n_experts == 0, "mixtures of experts are not supported");
-    check(o.batch > 0 && o.time > 0 && o.logits_rows > 0, [&] {
+    check(o.batch > 0 && o.time > 0 && o.logits_rows > 0 && o.attention_sequences >= 0, [&] {
         std::string m = "gpu::plan_decoder_step: batch ";
         m += std::to_string(o.batch);
         m += ", time ";
         m += std::to_string(o.time);
         m += " and logits_rows ";
         m += std::to_string(o.logits_rows);
-        m += " must be positive";
+        m += " must be positive, attention_sequences ";
+        m += std::to_string(o.attention_sequences);
+        m += " at least 0";
         return m;
     });
     const auto n = std::size_t(o.batch * o.time), d = std::size_t(c.d_model), q = std::size_t(c.q_width()),
@@ -161,6 +178,19 @@ inline arena_plan plan_decoder_step(const model_config& c, const decoder_plan_op
     for (const char* name : {"scratch.dgate", "scratch.dup", "scratch.dhidden"})
         plan.add_array<float>(name, n * f);
     plan.add_array<float>("scratch.delta", h * n);
+
+    if (o.attention == attention_path::products) {
+        const std::size_t scores = std::size_t(o.attention_chunk()) * h * std::size_t(o.time) * std::size_t(o.time);
+        plan.add_array<float>("attention.scores", scores);
+        plan.add_array<float>("attention.dscores", scores);
+        if (o.bf16_weights) {
+            plan.add_array<std::uint16_t>("attention.bf16.q", n * q);
+            plan.add_array<std::uint16_t>("attention.bf16.k", n * kv);
+            plan.add_array<std::uint16_t>("attention.bf16.v", n * kv);
+            plan.add_array<std::uint16_t>("attention.bf16.do", n * q);
+            plan.add_array<std::uint16_t>("attention.bf16.p", scores);
+        }
+    }
 
     plan.add_array<double>("grad_norm.partials", std::size_t(grad_norm_blocks));
     plan.add_array<double>("grad_norm.total", 1);

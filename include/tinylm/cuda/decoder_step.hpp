@@ -8,6 +8,8 @@
 // The order is model/block.hpp's, with the residual add fused into the next norm:
 //   x_0 = embed(ids); normed1 = rmsnorm(x_0)
 //   per layer l: q, k, v = normed1 W^T; rope(q, k); attn = attention(q, k, v); tmp = attn Wo^T
+//                (attention by attention.cu's row kernels or through products, attention_products.hpp:
+//                decoder_plan_options::attention)
 //                resid = x_l + tmp, normed2 = rmsnorm(resid)                      (fused)
 //                gate, up = normed2 W^T; hidden = swiglu(gate, up); tmp = hidden Wd^T
 //                x_{l+1} = resid + tmp, normed1 of l + 1 (or the final norm) = rmsnorm(x_{l+1})  (fused)
@@ -18,7 +20,8 @@
 //
 // bf16 mixed precision (decoder_plan_options::bf16_weights): every product reads bf16 operands and accumulates
 // and writes f32, as tl's CPU bf16 path (docs/precision.md); the weights are converted once per optimizer step
-// (parameters.bf16), the activation operands right before each product (scratch.bf16.a, .b). Everything else,
+// (parameters.bf16), the activation operands right before each product (scratch.bf16.a, .b; attention's into
+// attention.bf16.*). Everything else,
 // master weights, gradients and moments included, stays f32.
 //
 // After the step, the optimizer over the flat blocks: the global gradient norm and clipping (optim/clip.hpp's
@@ -29,6 +32,7 @@
 // device.hpp by the same names with the stream left out.
 #pragma once
 
+#include <tinylm/cuda/attention_products.hpp>
 #include <tinylm/cuda/attention_row.hpp>
 #include <tinylm/cuda/blas.hpp>
 #include <tinylm/cuda/decoder_plan.hpp>
@@ -50,7 +54,8 @@ class decoder_step {
 public:
     // base: the start of plan.bytes() of Ex's memory (a device_arena's, or a host buffer for cpu_ops).
     decoder_step(const model_config& c, const decoder_plan_options& o, const arena_plan& plan, std::byte* base, Ex& ex)
-        : c_(c), o_(o), plan_(plan), base_(base), ex_(ex), layout_(decoder_parameter_layout(c)) {
+        : c_(c), o_(o), plan_(plan), base_(base), ex_(ex), layout_(decoder_parameter_layout(c)),
+          products_(ex, products_scratch()) {
         n_ = o.batch * o.time;
         rows_ = std::min<long long>(n_, o.logits_rows);
         // RoPE tables once, as the CPU decoder builds them (rope_table in f32).
@@ -165,9 +170,10 @@ private:
     float* head_weight() { return parameter(c_.tied_embeddings ? "model.embed_tokens.weight" : "lm_head.weight"); }
     float* head_gradient() { return gradient(c_.tied_embeddings ? "model.embed_tokens.weight" : "lm_head.weight"); }
 
-    // A product's operands: f32 as they are, or (bf16) the weight's bf16 copy and the activation converted into
-    // a scratch buffer (dense: every activation operand here is).
-    const void* activation(const float* x, long long count, const char* scratch) {
+    // A product's activation operand: x itself (f32 products) or its bf16 copy in a scratch buffer, converted once
+    // for every product that reads it (q, k and v read the same normed rows; a gradient feeds both the input's
+    // gradient and the weight's). The weights' bf16 copy is made once per optimizer step.
+    const void* operand(const float* x, long long count, const char* scratch) {
         if (!o_.bf16_weights) return x;
         ex_.to_bf16(as<std::uint16_t>(scratch), x, count);
         return as<std::uint16_t>(scratch);
@@ -180,32 +186,62 @@ private:
         g.input = o_.bf16_weights ? matmul_input::bf16 : matmul_input::f32;
         ex_.matmul(g);
     }
-    // y (rows, out) = x (rows, in) W^T
-    void linear(float* y, const float* x, const float* w, long long rows, long long out, long long in) {
+    // y (rows, out) = x (rows, in) W^T; x an operand.
+    void linear(float* y, const void* x, const float* w, long long rows, long long out, long long in) {
         matmul_args g;
-        g.trans_b = true, g.m = rows, g.n = out, g.k = in, g.a = activation(x, rows * in, "scratch.bf16.a");
-        g.lda = in, g.b = weight_operand(w), g.ldb = in, g.c = y, g.ldc = out;
+        g.trans_b = true, g.m = rows, g.n = out, g.k = in, g.a = x, g.lda = in, g.b = weight_operand(w), g.ldb = in;
+        g.c = y, g.ldc = out;
         run(g);
     }
-    // dx (rows, in) = dy (rows, out) W (out, in) + beta dx
-    void linear_dx(float* dx, const float* dy, const float* w, long long rows, long long out, long long in,
-                   float beta) {
+    // dx (rows, in) = dy (rows, out) W (out, in) + beta dx; dy an operand.
+    void linear_dx(float* dx, const void* dy, const float* w, long long rows, long long out, long long in, float beta) {
         matmul_args g;
-        g.m = rows, g.n = in, g.k = out, g.a = activation(dy, rows * out, "scratch.bf16.a"), g.lda = out;
-        g.b = weight_operand(w), g.ldb = in, g.beta = beta, g.c = dx, g.ldc = in;
+        g.m = rows, g.n = in, g.k = out, g.a = dy, g.lda = out, g.b = weight_operand(w), g.ldb = in, g.beta = beta;
+        g.c = dx, g.ldc = in;
         run(g);
     }
-    // dW (out, in) += dy^T (out, rows) x (rows, in)
-    void linear_dw(float* dw, const float* dy, const float* x, long long rows, long long out, long long in) {
+    // dW (out, in) += dy^T (out, rows) x (rows, in); dy and x operands.
+    void linear_dw(float* dw, const void* dy, const void* x, long long rows, long long out, long long in) {
         matmul_args g;
-        g.trans_a = true, g.m = out, g.n = in, g.k = rows, g.a = activation(dy, rows * out, "scratch.bf16.a");
-        g.lda = out, g.b = activation(x, rows * in, "scratch.bf16.b"), g.ldb = in, g.beta = 1, g.c = dw, g.ldc = in;
+        g.trans_a = true, g.m = out, g.n = in, g.k = rows, g.a = dy, g.lda = out, g.b = x, g.ldb = in, g.beta = 1;
+        g.c = dw, g.ldc = in;
         run(g);
     }
     const std::int64_t* doc_start() const { return documents_ ? as<std::int64_t>("doc_start") : nullptr; }
     const std::int64_t* positions() const { return documents_ ? as<std::int64_t>("positions") : nullptr; }
     attention_dims dims(int l) const {
         return {o_.batch, o_.time, c_.n_heads, c_.n_kv_heads, c_.head_dim(), c_.layer_window(l)};
+    }
+
+    // Attention: attention.cu's row kernels, or through products (attention_products.hpp).
+    attention_masks masks() const { return attention_masks(doc_start()); }
+    attention_scratch products_scratch() const {
+        attention_scratch x;
+        if (o_.attention != attention_path::products) return x;
+        x.scores = f("attention.scores"), x.dscores = f("attention.dscores"), x.chunk = o_.attention_chunk();
+        if (o_.bf16_weights) {
+            x.q = as<std::uint16_t>("attention.bf16.q"), x.k = as<std::uint16_t>("attention.bf16.k");
+            x.v = as<std::uint16_t>("attention.bf16.v"), x.dout = as<std::uint16_t>("attention.bf16.do");
+            x.p = as<std::uint16_t>("attention.bf16.p");
+        }
+        return x;
+    }
+    void attention_forward(int l) {
+        if (o_.attention == attention_path::products)
+            return products_.forward(layer(l, "attn"), layer(l, "lse"), layer(l, "q"), layer(l, "k"), layer(l, "v"),
+                                     masks(), dims(l));
+        ex_.attention_forward(layer(l, "attn"), layer(l, "lse"), layer(l, "q"), layer(l, "k"), layer(l, "v"), masks(),
+                              dims(l));
+    }
+    // d q, k, v of layer l from d attn (scratch.dattn), into scratch.dq, .dk, .dv.
+    void attention_backward(int l) {
+        if (o_.attention == attention_path::products)
+            return products_.backward(f("scratch.dq"), f("scratch.dk"), f("scratch.dv"), f("scratch.delta"),
+                                      f("scratch.dattn"), layer(l, "q"), layer(l, "k"), layer(l, "v"), layer(l, "attn"),
+                                      layer(l, "lse"), masks(), dims(l));
+        ex_.attention_backward(f("scratch.dq"), f("scratch.dk"), f("scratch.dv"), f("scratch.delta"),
+                               f("scratch.dattn"), layer(l, "q"), layer(l, "k"), layer(l, "v"), layer(l, "attn"),
+                               layer(l, "lse"), masks(), dims(l));
     }
 
     void forward() {
@@ -216,22 +252,25 @@ private:
         ex_.rmsnorm_forward(layer(0, "normed1"), layer(0, "rstd1"), layer(0, "x"), weight(0, "input_layernorm.weight"),
                             n, d, eps);
         for (int l = 0; l < L; ++l) {
-            linear(layer(l, "q"), layer(l, "normed1"), weight(l, "self_attn.q_proj.weight"), n, q, d);
-            linear(layer(l, "k"), layer(l, "normed1"), weight(l, "self_attn.k_proj.weight"), n, kv, d);
-            linear(layer(l, "v"), layer(l, "normed1"), weight(l, "self_attn.v_proj.weight"), n, kv, d);
+            const void* normed1 = operand(layer(l, "normed1"), n * d, "scratch.bf16.a");
+            linear(layer(l, "q"), normed1, weight(l, "self_attn.q_proj.weight"), n, q, d);
+            linear(layer(l, "k"), normed1, weight(l, "self_attn.k_proj.weight"), n, kv, d);
+            linear(layer(l, "v"), normed1, weight(l, "self_attn.v_proj.weight"), n, kv, d);
             ex_.rope(layer(l, "q"), f("rope.cos"), f("rope.sin"), positions(), o_.batch, o_.time, c_.n_heads,
                      c_.head_dim(), 1.0);
             ex_.rope(layer(l, "k"), f("rope.cos"), f("rope.sin"), positions(), o_.batch, o_.time, c_.n_kv_heads,
                      c_.head_dim(), 1.0);
-            ex_.attention_forward(layer(l, "attn"), layer(l, "lse"), layer(l, "q"), layer(l, "k"), layer(l, "v"),
-                                  doc_start(), dims(l));
-            linear(f("scratch.tmp"), layer(l, "attn"), weight(l, "self_attn.o_proj.weight"), n, d, q);
+            attention_forward(l);
+            linear(f("scratch.tmp"), operand(layer(l, "attn"), n * q, "scratch.bf16.a"),
+                   weight(l, "self_attn.o_proj.weight"), n, d, q);
             ex_.residual_rmsnorm_forward(layer(l, "resid"), layer(l, "normed2"), layer(l, "rstd2"), layer(l, "x"),
                                          f("scratch.tmp"), weight(l, "post_attention_layernorm.weight"), n, d, eps);
-            linear(layer(l, "gate"), layer(l, "normed2"), weight(l, "mlp.gate_proj.weight"), n, ff, d);
-            linear(layer(l, "up"), layer(l, "normed2"), weight(l, "mlp.up_proj.weight"), n, ff, d);
+            const void* normed2 = operand(layer(l, "normed2"), n * d, "scratch.bf16.a");
+            linear(layer(l, "gate"), normed2, weight(l, "mlp.gate_proj.weight"), n, ff, d);
+            linear(layer(l, "up"), normed2, weight(l, "mlp.up_proj.weight"), n, ff, d);
             ex_.swiglu_forward(layer(l, "hidden"), layer(l, "gate"), layer(l, "up"), n * ff);
-            linear(f("scratch.tmp"), layer(l, "hidden"), weight(l, "mlp.down_proj.weight"), n, d, ff);
+            linear(f("scratch.tmp"), operand(layer(l, "hidden"), n * ff, "scratch.bf16.a"),
+                   weight(l, "mlp.down_proj.weight"), n, d, ff);
             if (l + 1 < L)
                 ex_.residual_rmsnorm_forward(layer(l + 1, "x"), layer(l + 1, "normed1"), layer(l + 1, "rstd1"),
                                              layer(l, "resid"), f("scratch.tmp"),
@@ -251,13 +290,15 @@ private:
         for (long long r0 = 0; r0 < n; r0 += rows_) {
             const long long rows = std::min(rows_, n - r0);
             const float* h = f("final.normed") + r0 * d;
-            linear(f("logits"), h, head_weight(), rows, v, d);
+            const void* h16 = operand(h, rows * d, "scratch.bf16.b"); // for the logits and the head's dW
+            linear(f("logits"), h16, head_weight(), rows, v, d);
             ex_.softmax_xent_forward(f("xent.loss") + r0, f("xent.lse") + r0, f("logits"),
                                      as<std::int32_t>("targets") + r0, rows, v);
             ex_.softmax_xent_backward(f("logits"), f("xent.lse") + r0, as<std::int32_t>("targets") + r0, rows, v,
                                       scale);
-            linear_dx(f("scratch.dnormed") + r0 * d, f("logits"), head_weight(), rows, v, d, 0.0f);
-            linear_dw(head_gradient(), f("logits"), h, rows, v, d);
+            const void* dlogits = operand(f("logits"), rows * v, "scratch.bf16.a");
+            linear_dx(f("scratch.dnormed") + r0 * d, dlogits, head_weight(), rows, v, d, 0.0f);
+            linear_dw(head_gradient(), dlogits, h16, rows, v, d);
         }
         std::vector<float> loss(static_cast<std::size_t>(n));
         ex_.download(loss.data(), f("xent.loss"), loss.size() * sizeof(float));
@@ -276,33 +317,45 @@ private:
                                       parameter("model.norm.weight"), f("final.rstd"), n, d);
         for (int l = L - 1; l >= 0; --l) {
             // MLP: dx is d(resid + mlp out); the down projection's input gradient, SwiGLU, gate and up.
-            linear_dx(f("scratch.dhidden"), dx, weight(l, "mlp.down_proj.weight"), n, d, ff, 0.0f);
-            linear_dw(dweight(l, "mlp.down_proj.weight"), dx, layer(l, "hidden"), n, d, ff);
+            const void* dmlp = operand(dx, n * d, "scratch.bf16.a");
+            linear_dx(f("scratch.dhidden"), dmlp, weight(l, "mlp.down_proj.weight"), n, d, ff, 0.0f);
+            linear_dw(dweight(l, "mlp.down_proj.weight"), dmlp, operand(layer(l, "hidden"), n * ff, "scratch.bf16.b"),
+                      n, d, ff);
             ex_.swiglu_backward(f("scratch.dgate"), f("scratch.dup"), f("scratch.dhidden"), layer(l, "gate"),
                                 layer(l, "up"), n * ff);
-            linear_dx(f("scratch.dnormed"), f("scratch.dgate"), weight(l, "mlp.gate_proj.weight"), n, ff, d, 0.0f);
-            linear_dx(f("scratch.dnormed"), f("scratch.dup"), weight(l, "mlp.up_proj.weight"), n, ff, d, 1.0f);
-            linear_dw(dweight(l, "mlp.gate_proj.weight"), f("scratch.dgate"), layer(l, "normed2"), n, ff, d);
-            linear_dw(dweight(l, "mlp.up_proj.weight"), f("scratch.dup"), layer(l, "normed2"), n, ff, d);
+            const void* normed2 = operand(layer(l, "normed2"), n * d, "scratch.bf16.b");
+            const void* dgate = operand(f("scratch.dgate"), n * ff, "scratch.bf16.a");
+            linear_dx(f("scratch.dnormed"), dgate, weight(l, "mlp.gate_proj.weight"), n, ff, d, 0.0f);
+            linear_dw(dweight(l, "mlp.gate_proj.weight"), dgate, normed2, n, ff, d);
+            const void* dup = operand(f("scratch.dup"), n * ff, "scratch.bf16.a");
+            linear_dx(f("scratch.dnormed"), dup, weight(l, "mlp.up_proj.weight"), n, ff, d, 1.0f);
+            linear_dw(dweight(l, "mlp.up_proj.weight"), dup, normed2, n, ff, d);
             ex_.residual_rmsnorm_backward(dx, dweight(l, "post_attention_layernorm.weight"), f("scratch.dnormed"),
                                           layer(l, "resid"), weight(l, "post_attention_layernorm.weight"),
                                           layer(l, "rstd2"), n, d);
             // Attention: dx is now d resid = d(x_l + attention out).
-            linear_dx(f("scratch.dattn"), dx, weight(l, "self_attn.o_proj.weight"), n, d, q, 0.0f);
-            linear_dw(dweight(l, "self_attn.o_proj.weight"), dx, layer(l, "attn"), n, d, q);
-            ex_.attention_backward(f("scratch.dq"), f("scratch.dk"), f("scratch.dv"), f("scratch.delta"),
-                                   f("scratch.dattn"), layer(l, "q"), layer(l, "k"), layer(l, "v"), layer(l, "attn"),
-                                   layer(l, "lse"), doc_start(), dims(l));
+            const void* dattn_out = operand(dx, n * d, "scratch.bf16.a");
+            linear_dx(f("scratch.dattn"), dattn_out, weight(l, "self_attn.o_proj.weight"), n, d, q, 0.0f);
+            linear_dw(dweight(l, "self_attn.o_proj.weight"), dattn_out,
+                      operand(layer(l, "attn"), n * q, "scratch.bf16.b"), n, d, q);
+            attention_backward(l);
             ex_.rope(f("scratch.dq"), f("rope.cos"), f("rope.sin"), positions(), o_.batch, o_.time, c_.n_heads,
                      c_.head_dim(), -1.0);
             ex_.rope(f("scratch.dk"), f("rope.cos"), f("rope.sin"), positions(), o_.batch, o_.time, c_.n_kv_heads,
                      c_.head_dim(), -1.0);
-            linear_dx(f("scratch.dnormed"), f("scratch.dq"), weight(l, "self_attn.q_proj.weight"), n, q, d, 0.0f);
-            linear_dx(f("scratch.dnormed"), f("scratch.dk"), weight(l, "self_attn.k_proj.weight"), n, kv, d, 1.0f);
-            linear_dx(f("scratch.dnormed"), f("scratch.dv"), weight(l, "self_attn.v_proj.weight"), n, kv, d, 1.0f);
-            linear_dw(dweight(l, "self_attn.q_proj.weight"), f("scratch.dq"), layer(l, "normed1"), n, q, d);
-            linear_dw(dweight(l, "self_attn.k_proj.weight"), f("scratch.dk"), layer(l, "normed1"), n, kv, d);
-            linear_dw(dweight(l, "self_attn.v_proj.weight"), f("scratch.dv"), layer(l, "normed1"), n, kv, d);
+            const void* normed1 = operand(layer(l, "normed1"), n * d, "scratch.bf16.b");
+            const struct {
+                const char *gradient, *name;
+                long long width;
+            } projections[] = {{"scratch.dq", "self_attn.q_proj.weight", q},
+                               {"scratch.dk", "self_attn.k_proj.weight", kv},
+                               {"scratch.dv", "self_attn.v_proj.weight", kv}};
+            for (const auto& p : projections) { // d normed1 = dq Wq + dk Wk + dv Wv, in this order
+                const void* dy = operand(f(p.gradient), n * p.width, "scratch.bf16.a");
+                linear_dx(f("scratch.dnormed"), dy, weight(l, p.name), n, p.width, d,
+                          &p == &projections[0] ? 0.0f : 1.0f);
+                linear_dw(dweight(l, p.name), dy, normed1, n, p.width, d);
+            }
             ex_.residual_rmsnorm_backward(dx, dweight(l, "input_layernorm.weight"), f("scratch.dnormed"), layer(l, "x"),
                                           weight(l, "input_layernorm.weight"), layer(l, "rstd1"), n, d);
         }
@@ -314,6 +367,7 @@ private:
     std::byte* base_;
     Ex& ex_;
     std::vector<parameter_slice> layout_;
+    attention_products<Ex> products_;
     long long n_ = 0, rows_ = 0, adam_t_ = 0;
     bool documents_ = false, weights_stale_ = true;
 };
