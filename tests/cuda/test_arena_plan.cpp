@@ -61,12 +61,13 @@ void expect_aligned_and_disjoint(const gpu::arena_plan& plan) {
 // The sum of decoder_plan.hpp's table, in bytes, written out from the config without the plan.
 // products: attention through products, with the scores of `chunk` sequences.
 std::size_t table_bytes(const model_config& c, std::size_t batch, std::size_t time, std::size_t logits_rows, bool bf16,
-                        bool products, std::size_t chunk) {
+                        bool products, std::size_t chunk, bool checkpointing = false) {
     const std::size_t n = batch * time, d = std::size_t(c.d_model), q = std::size_t(c.n_heads * c.head_dim()),
                       kv = std::size_t(c.n_kv_heads * c.head_dim()), f = std::size_t(c.d_ff),
                       h = std::size_t(c.n_heads), v = std::size_t(c.vocab_size), p = std::size_t(parameter_count(c));
     std::size_t floats = 4 * p; // parameters, gradients, m, v
-    floats += std::size_t(c.n_layers) * (4 * n * d + 2 * n * q + 2 * n * kv + 3 * n * f + 2 * n + h * n);
+    const std::size_t layer_set = 3 * n * d + 2 * n * q + 2 * n * kv + 3 * n * f + 2 * n + h * n; // but x
+    floats += std::size_t(c.n_layers) * (n * d + (checkpointing ? 0 : layer_set)) + (checkpointing ? layer_set : 0);
     floats += 2 * n * d + 3 * n + std::min(n, logits_rows) * v;       // final, cross-entropy, logits
     floats += 3 * n * d + 2 * n * q + 2 * n * kv + 3 * n * f + h * n; // scratch
     floats += 2 * time * std::size_t(c.head_dim() / 2);               // rope tables
@@ -87,17 +88,19 @@ BOOST_AUTO_TEST_CASE(decoder_step_plan_holds_the_stated_buffers_disjoint) {
             gpu::decoder_plan_options o;
             o.batch = 3, o.time = 17, o.logits_rows = 20, o.bf16_weights = bf16;
             o.attention = products ? gpu::attention_path::products : gpu::attention_path::rows;
-            o.attention_sequences = 2; // scores of two sequences at a time (products)
+            o.attention_sequences = 2;          // scores of two sequences at a time (products)
+            o.checkpointing = products && bf16; // one layer's activations (work.*) and each layer's input
             const gpu::arena_plan plan = gpu::plan_decoder_step(c, o);
             expect_aligned_and_disjoint(plan);
-            const std::size_t stated = table_bytes(c, 3, 17, 20, bf16, products, 2);
+            const std::size_t stated = table_bytes(c, 3, 17, 20, bf16, products, 2, o.checkpointing);
             BOOST_TEST(plan.bytes() >= stated);
             BOOST_TEST(plan.bytes() < stated + 256 * plan.entries().size());
             const std::size_t n = 3 * 17;
             BOOST_TEST(plan.at("parameters").bytes == 4 * std::size_t(parameter_count(c)));
             BOOST_TEST(plan.at("adam.v").bytes == 4 * std::size_t(parameter_count(c)));
-            BOOST_TEST(plan.at("layer.1.gate").bytes == 4 * n * std::size_t(c.d_ff));
-            BOOST_TEST(plan.at("layer.0.k").bytes == 4 * n * std::size_t(c.kv_width()));
+            BOOST_TEST(plan.at(o.checkpointing ? "work.gate" : "layer.1.gate").bytes == 4 * n * std::size_t(c.d_ff));
+            BOOST_TEST(plan.at(o.checkpointing ? "work.k" : "layer.0.k").bytes == 4 * n * std::size_t(c.kv_width()));
+            BOOST_TEST(plan.at("layer.1.x").bytes == 4 * n * std::size_t(c.d_model));
             BOOST_TEST(plan.at("logits").bytes == 4 * 20 * std::size_t(c.vocab_size)); // a chunk, not N x V
             BOOST_TEST(plan.at("doc_start").bytes == 8 * n);
             if (bf16) {

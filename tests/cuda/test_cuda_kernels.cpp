@@ -571,16 +571,67 @@ BOOST_AUTO_TEST_CASE(blas_batched_matmul_from_unaligned_operands, needs_device()
     }
 }
 
-// The whole training step on the GPU (kernels and cuBLASLt) against the same step on the CPU executor, which
-// test_model checks against tl::decoder: the tiny preset with a sliding window on its first layer, 3 x 40 tokens
-// in packed documents, logits in chunks of 50 rows, some targets ignored; f32 products, then bf16 ones (in
-// test_model the CPU executor's bf16 gradients are within 7.2e-6 of tl::decoder's bf16 ones); attention by the
-// row kernels and through products. Loss within 1e-5, every gradient within 1e-4 of its tensor's scale
-// (reductions in other orders through two layers).
-BOOST_AUTO_TEST_CASE(decoder_step_matches_the_cpu_executor, needs_device()) {
+// The inputs of the step tests: the tiny preset with a sliding window on its first layer, random weights (norms
+// near one), ids and targets (some ignored) for o.batch x o.time tokens in packed documents (row r: a document
+// every 13 + r tokens).
+struct step_inputs {
     model_config c = presets::tiny::value;
-    c.sliding_window = 24;
-    c.full_attention_every = 2;                        // layer 0 slides, layer 1 attends fully
+    std::vector<float> weights;
+    std::vector<std::int32_t> ids, targets;
+    std::vector<std::int64_t> docs;
+    explicit step_inputs(const gpu::decoder_plan_options& o) {
+        c.sliding_window = 24;
+        c.full_attention_every = 2; // layer 0 slides, layer 1 attends fully
+        weights = random_tensor<float>({index_t(parameter_count(c))}, 50, 0.05).data;
+        for (const gpu::parameter_slice& s : gpu::decoder_parameter_layout(c))
+            if (s.name.find("norm") != std::string::npos)
+                for (std::size_t i = 0; i < s.size(); ++i)
+                    weights[s.offset + i] += 1.0f;
+        ids.resize(std::size_t(o.batch * o.time)), targets.resize(ids.size()), docs.resize(ids.size());
+        for (std::size_t i = 0; i < ids.size(); ++i) {
+            ids[i] = std::int32_t((i * 37 + 11) % std::size_t(c.vocab_size));
+            targets[i] = i % 9 == 4 ? -100 : std::int32_t((i * 53 + 5) % std::size_t(c.vocab_size));
+        }
+        for (long long r = 0; r < o.batch; ++r)
+            for (long long t = 0; t < o.time; ++t)
+                docs[std::size_t(r * o.time + t)] = t - t % (13 + r);
+    }
+};
+
+// decoder_step on the GPU over its own arena, the inputs' weights uploaded.
+struct gpu_step {
+    gpu::arena_plan plan;
+    gpu::device_arena arena;
+    gpu::blas products;
+    gpu::gpu_ops ex;
+    gpu::decoder_step<gpu::gpu_ops> step;
+    gpu_step(const step_inputs& in, const gpu::decoder_plan_options& o)
+        : plan(gpu::plan_decoder_step(in.c, o)), arena(plan),
+          products(arena.at<std::byte>(plan.at("blas.workspace").offset), gpu::blas_workspace_bytes), ex{&products,
+                                                                                                         nullptr},
+          step(in.c, o, plan, arena.at<std::byte>(0), ex) {
+        gpu::copy_to_device(block("parameters"), in.weights.data(), in.weights.size() * sizeof(float));
+        step.parameters_changed();
+    }
+    float* block(const char* name) const { return arena.at<float>(plan.at(name).offset); }
+    std::vector<float> download(const char* name) const {
+        std::vector<float> v(plan.at(name).bytes / sizeof(float));
+        gpu::synchronize();
+        gpu::copy_to_host(v.data(), block(name), v.size() * sizeof(float));
+        return v;
+    }
+    double run(const step_inputs& in) {
+        step.zero_gradients();
+        return step.forward_backward(in.ids.data(), in.targets.data(), in.docs.data());
+    }
+};
+
+// The whole training step on the GPU (kernels and cuBLASLt) against the same step on the CPU executor, which
+// test_model checks against tl::decoder: step_inputs' model and tokens, 3 x 40 tokens, logits in chunks of 50
+// rows; f32 products, then bf16 ones (in test_model the CPU executor's bf16 gradients are within 7.2e-6 of
+// tl::decoder's bf16 ones); attention by the row kernels and through products. Loss within 1e-5, every gradient
+// within 1e-4 of its tensor's scale (reductions in other orders through two layers), ten times that in bf16.
+BOOST_AUTO_TEST_CASE(decoder_step_matches_the_cpu_executor, needs_device()) {
     for (const long long attention : {-1LL, 2LL, 0LL}) // rows; products in chunks of 2 sequences, of all 3
         for (const bool bf16 : {false, true}) {
             BOOST_TEST_CONTEXT((bf16 ? "bf16 products" : "f32 products")
@@ -590,60 +641,35 @@ BOOST_AUTO_TEST_CASE(decoder_step_matches_the_cpu_executor, needs_device()) {
                 o.batch = 3, o.time = 40, o.logits_rows = 50, o.bf16_weights = bf16;
                 o.attention = attention < 0 ? gpu::attention_path::rows : gpu::attention_path::products;
                 o.attention_sequences = std::max(attention, 0LL);
-                const gpu::arena_plan plan = gpu::plan_decoder_step(c, o);
+                const step_inputs in(o);
+                const std::size_t p = in.weights.size();
 
-                const std::size_t p = std::size_t(parameter_count(c));
-                std::vector<float> weights = random_tensor<float>({index_t(p)}, 50, 0.05).data;
-                for (const gpu::parameter_slice& s : gpu::decoder_parameter_layout(c))
-                    if (s.name.find("norm") != std::string::npos) // norm weights near one
-                        for (std::size_t i = 0; i < s.size(); ++i)
-                            weights[s.offset + i] += 1.0f;
-                std::vector<std::int32_t> ids(std::size_t(o.batch * o.time)), targets(ids.size());
-                for (std::size_t i = 0; i < ids.size(); ++i) {
-                    ids[i] = std::int32_t((i * 37 + 11) % std::size_t(c.vocab_size));
-                    targets[i] = i % 9 == 4 ? -100 : std::int32_t((i * 53 + 5) % std::size_t(c.vocab_size));
-                }
-
-                std::vector<std::int64_t> docs(ids.size()); // row r: documents every 13 + r tokens
-                for (long long r = 0; r < o.batch; ++r)
-                    for (long long t = 0; t < o.time; ++t)
-                        docs[std::size_t(r * o.time + t)] = t - t % (13 + r);
-
+                const gpu::arena_plan plan = gpu::plan_decoder_step(in.c, o);
                 std::vector<std::byte> host(plan.bytes());
                 gpu::cpu_ops cpu;
-                gpu::decoder_step<gpu::cpu_ops> cpu_step(c, o, plan, host.data(), cpu);
-                std::copy(weights.begin(), weights.end(),
-                          reinterpret_cast<float*>(host.data() + plan.at("parameters").offset));
+                gpu::decoder_step<gpu::cpu_ops> cpu_step(in.c, o, plan, host.data(), cpu);
+                float* cpu_parameters = reinterpret_cast<float*>(host.data() + plan.at("parameters").offset);
+                float* cpu_grads = reinterpret_cast<float*>(host.data() + plan.at("gradients").offset);
+                std::copy(in.weights.begin(), in.weights.end(), cpu_parameters);
                 cpu_step.zero_gradients();
-                const double cpu_loss = cpu_step.forward_backward(ids.data(), targets.data(), docs.data());
+                const double cpu_loss = cpu_step.forward_backward(in.ids.data(), in.targets.data(), in.docs.data());
 
-                gpu::device_arena arena(plan);
-                gpu::blas products(arena.at<std::byte>(plan.at("blas.workspace").offset), gpu::blas_workspace_bytes);
-                gpu::gpu_ops dev{&products, nullptr};
-                gpu::decoder_step<gpu::gpu_ops> gpu_step(c, o, plan, arena.at<std::byte>(0), dev);
-                gpu::copy_to_device(arena.at<float>(plan.at("parameters").offset), weights.data(), p * sizeof(float));
-                gpu_step.zero_gradients();
-                const double gpu_loss = gpu_step.forward_backward(ids.data(), targets.data(), docs.data());
-                gpu::synchronize();
+                gpu_step g(in, o);
+                const double gpu_loss = g.run(in);
                 BOOST_TEST_MESSAGE("loss: CPU executor " << cpu_loss << ", GPU " << gpu_loss);
-                // bf16: a product's f32 result that differs in its last bits can round to the neighbouring bf16 on
-                // one executor and not the other; ten times the f32 bounds.
+                // bf16: a product's f32 result that differs in its last bits can round to the neighbouring bf16
+                // on one executor and not the other; ten times the f32 bounds.
                 const double bound = bf16 ? 10 : 1;
                 BOOST_TEST(std::abs(gpu_loss - cpu_loss) < bound * 1e-5 * cpu_loss);
 
-                std::vector<float> grads(p);
-                gpu::copy_to_host(grads.data(), arena.at<float>(plan.at("gradients").offset), p * sizeof(float));
-                // Deterministic (issue 20: bit-identical resume on the same GPU): the same step again, the same bits,
-                // from the products planned the first time.
-                const std::size_t planned = products.cached_plans();
-                gpu_step.zero_gradients();
-                BOOST_TEST(gpu_step.forward_backward(ids.data(), targets.data(), docs.data()) == gpu_loss);
-                BOOST_TEST(products.cached_plans() == planned);
-                std::vector<float> again(p);
-                gpu::copy_to_host(again.data(), arena.at<float>(plan.at("gradients").offset), p * sizeof(float));
-                BOOST_TEST(std::memcmp(again.data(), grads.data(), p * sizeof(float)) == 0);
-                const float* cpu_grads = reinterpret_cast<const float*>(host.data() + plan.at("gradients").offset);
-                for (const gpu::parameter_slice& s : gpu::decoder_parameter_layout(c)) {
+                // Deterministic (issue 20: bit-identical resume on the same GPU): the same step again, the same
+                // bits, from the products planned the first time.
+                const std::vector<float> grads = g.download("gradients");
+                const std::size_t planned = g.products.cached_plans();
+                BOOST_TEST(g.run(in) == gpu_loss);
+                BOOST_TEST(g.products.cached_plans() == planned);
+                BOOST_TEST(same_bits(g.download("gradients"), grads));
+                for (const gpu::parameter_slice& s : gpu::decoder_parameter_layout(in.c)) {
                     double err = 0, scale = 0;
                     for (std::size_t i = s.offset; i < s.offset + s.size(); ++i) {
                         err = std::max(err, std::abs(double(grads[i]) - double(cpu_grads[i])));
@@ -653,25 +679,42 @@ BOOST_AUTO_TEST_CASE(decoder_step_matches_the_cpu_executor, needs_device()) {
                     BOOST_TEST(err <= bound * 1e-4 * scale, s.name << ": " << err << " against a scale of " << scale);
                 }
 
-                // The optimizer from the CPU executor's gradients on both sides: the norm (sums of squares in double,
-                // in other orders), then clipping and two AdamW steps, whose element-wise arithmetic gives the same
-                // bits.
-                gpu::copy_to_device(arena.at<float>(plan.at("gradients").offset), cpu_grads, p * sizeof(float));
-                const double cpu_norm = cpu_step.clip_gradients(0.01), gpu_norm = gpu_step.clip_gradients(0.01);
+                // The optimizer from the CPU executor's gradients on both sides: the norm (sums of squares in
+                // double, in other orders), then clipping and two AdamW steps, whose element-wise arithmetic gives
+                // the same bits.
+                gpu::copy_to_device(g.block("gradients"), cpu_grads, p * sizeof(float));
+                const double cpu_norm = cpu_step.clip_gradients(0.01), gpu_norm = g.step.clip_gradients(0.01);
                 BOOST_TEST(std::abs(gpu_norm - cpu_norm) <= 1e-12 * cpu_norm);
                 BOOST_TEST_REQUIRE(cpu_norm > 0.01); // clipping happened
-                gpu::copy_to_device(arena.at<float>(plan.at("gradients").offset), cpu_grads, p * sizeof(float));
+                gpu::copy_to_device(g.block("gradients"), cpu_grads, p * sizeof(float));
                 const adamw_options options{.weight_decay = 0.1};
                 for (const double lr : {1e-3, 2e-3}) {
                     cpu_step.adamw_step(lr, options);
-                    gpu_step.adamw_step(lr, options);
+                    g.step.adamw_step(lr, options);
                 }
-                std::vector<float> params(p);
-                gpu::copy_to_host(params.data(), arena.at<float>(plan.at("parameters").offset), p * sizeof(float));
-                BOOST_TEST(std::memcmp(params.data(), host.data() + plan.at("parameters").offset, p * sizeof(float)) ==
-                           0);
+                BOOST_TEST(std::memcmp(g.download("parameters").data(), cpu_parameters, p * sizeof(float)) == 0);
             }
         }
+}
+
+// Gradient checkpointing on the GPU: each layer's forward recomputed in the backward gives the loss and the
+// gradients bit for bit as without (the same kernels and products on the same inputs), for both attention paths
+// in bf16 and by rows in f32.
+BOOST_AUTO_TEST_CASE(checkpointing_is_bit_identical_on_the_gpu, needs_device()) {
+    for (const auto& [path, bf16] :
+         {std::pair{gpu::attention_path::products, true}, std::pair{gpu::attention_path::rows, true},
+          std::pair{gpu::attention_path::rows, false}}) {
+        gpu::decoder_plan_options o;
+        o.batch = 3, o.time = 40, o.logits_rows = 50, o.bf16_weights = bf16, o.attention = path;
+        const step_inputs in(o);
+        gpu_step plain(in, o);
+        o.checkpointing = true;
+        gpu_step checkpointed(in, o);
+        const std::string what =
+            std::string(bf16 ? "bf16" : "f32") + (path == gpu::attention_path::rows ? ", rows" : ", products");
+        BOOST_TEST(plain.run(in) == checkpointed.run(in), what);
+        BOOST_TEST(same_bits(plain.download("gradients"), checkpointed.download("gradients")), what);
+    }
 }
 
 BOOST_AUTO_TEST_CASE(errors_name_the_call, needs_device()) {

@@ -13,7 +13,9 @@
 //   inputs        ids, targets (int32 N), doc_start, positions (int64 N), embedding.tokens / .offsets / .positions
 //                 (int32 N, N + 1, N: the host's token_groups, at most that large), rope.cos / rope.sin (f32 T x D/2)
 //   layer l       layer.l.x, .normed1, .resid, .normed2 (N d), .q, .attn (N q), .k, .v (N kv), .gate, .up,
-//                 .hidden (N f), .rstd1, .rstd2 (N), .lse (H N); all f32
+//                 .hidden (N f), .rstd1, .rstd2 (N), .lse (H N); all f32. With gradient checkpointing only
+//                 layer.l.x (each layer's input) and one set of the others, work.normed1 ... work.lse, that the
+//                 forward and each layer's recomputation in the backward overwrite
 //   final         final.x, final.normed (N d), final.rstd, xent.lse, xent.loss (N), logits (logits_rows V)
 //   scratch       scratch.tmp, .dx, .dnormed (N d), .dq, .dattn (N q), .dk, .dv (N kv), .dgate, .dup,
 //                 .dhidden (N f), .delta (H N)
@@ -88,6 +90,9 @@ struct decoder_plan_options {
     bool bf16_weights = true;     // bf16 mixed precision: the products read bf16 copies of their operands
     attention_path attention = attention_path::products;
     long long attention_sequences = 0; // sequences per chunk of attention scores (products); 0: the whole batch
+    // Gradient checkpointing: keep each layer's input only and recompute the layer's forward in the backward (the
+    // same kernels on the same inputs: bit-identical gradients), one layer's activations instead of all.
+    bool checkpointing = false;
     // The sequences of one chunk of scores.
     long long attention_chunk() const {
         return attention_sequences > 0 && attention_sequences < batch ? attention_sequences : batch;
@@ -148,8 +153,9 @@ inline arena_plan plan_decoder_step(const model_config& c, const decoder_plan_op
 
     for (int l = 0; l < c.n_layers; ++l) {
         const std::string at = "layer." + std::to_string(l) + ".";
-        for (const char* name : {"x", "normed1"})
-            plan.add_array<float>(at + name, n * d);
+        plan.add_array<float>(at + "x", n * d);
+        if (o.checkpointing) continue; // the rest once, as work.*, below
+        plan.add_array<float>(at + "normed1", n * d);
         plan.add_array<float>(at + "rstd1", n);
         plan.add_array<float>(at + "q", n * q);
         plan.add_array<float>(at + "k", n * kv);
@@ -161,6 +167,20 @@ inline arena_plan plan_decoder_step(const model_config& c, const decoder_plan_op
         plan.add_array<float>(at + "rstd2", n);
         for (const char* name : {"gate", "up", "hidden"})
             plan.add_array<float>(at + name, n * f);
+    }
+    if (o.checkpointing) {
+        plan.add_array<float>("work.normed1", n * d);
+        plan.add_array<float>("work.rstd1", n);
+        plan.add_array<float>("work.q", n * q);
+        plan.add_array<float>("work.k", n * kv);
+        plan.add_array<float>("work.v", n * kv);
+        plan.add_array<float>("work.attn", n * q);
+        plan.add_array<float>("work.lse", h * n);
+        for (const char* name : {"work.resid", "work.normed2"})
+            plan.add_array<float>(name, n * d);
+        plan.add_array<float>("work.rstd2", n);
+        for (const char* name : {"work.gate", "work.up", "work.hidden"})
+            plan.add_array<float>(name, n * f);
     }
     plan.add_array<float>("final.x", n * d);
     plan.add_array<float>("final.normed", n * d);

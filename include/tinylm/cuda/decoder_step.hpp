@@ -45,6 +45,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace tl::gpu {
@@ -159,7 +160,12 @@ private:
         return reinterpret_cast<T*>(buf(name));
     }
     float* f(const std::string& name) const { return as<float>(name); }
-    float* layer(int l, const char* name) const { return f("layer." + std::to_string(l) + "." + name); }
+    // Layer l's activation `name`: its own buffer, or with checkpointing the shared work.* one (all but x, the
+    // layer's input, which every layer keeps).
+    float* layer(int l, const char* name) const {
+        if (o_.checkpointing && std::string_view(name) != "x") return f(std::string("work.") + name);
+        return f("layer." + std::to_string(l) + "." + name);
+    }
     float* slice(const char* block, const std::string& name) {
         for (const parameter_slice& s : layout_)
             if (s.name == name) return f(block) + s.offset;
@@ -246,39 +252,53 @@ private:
 
     void forward() {
         const long long n = n_;
-        const int d = c_.d_model, q = c_.q_width(), kv = c_.kv_width(), ff = c_.d_ff, L = c_.n_layers;
-        const float eps = float(c_.norm_eps);
+        const int d = c_.d_model;
         ex_.embedding_forward(layer(0, "x"), as<std::int32_t>("ids"), parameter("model.embed_tokens.weight"), n, d);
         ex_.rmsnorm_forward(layer(0, "normed1"), layer(0, "rstd1"), layer(0, "x"), weight(0, "input_layernorm.weight"),
-                            n, d, eps);
-        for (int l = 0; l < L; ++l) {
-            const void* normed1 = operand(layer(l, "normed1"), n * d, "scratch.bf16.a");
-            linear(layer(l, "q"), normed1, weight(l, "self_attn.q_proj.weight"), n, q, d);
-            linear(layer(l, "k"), normed1, weight(l, "self_attn.k_proj.weight"), n, kv, d);
-            linear(layer(l, "v"), normed1, weight(l, "self_attn.v_proj.weight"), n, kv, d);
-            ex_.rope(layer(l, "q"), f("rope.cos"), f("rope.sin"), positions(), o_.batch, o_.time, c_.n_heads,
-                     c_.head_dim(), 1.0);
-            ex_.rope(layer(l, "k"), f("rope.cos"), f("rope.sin"), positions(), o_.batch, o_.time, c_.n_kv_heads,
-                     c_.head_dim(), 1.0);
-            attention_forward(l);
-            linear(f("scratch.tmp"), operand(layer(l, "attn"), n * q, "scratch.bf16.a"),
-                   weight(l, "self_attn.o_proj.weight"), n, d, q);
-            ex_.residual_rmsnorm_forward(layer(l, "resid"), layer(l, "normed2"), layer(l, "rstd2"), layer(l, "x"),
-                                         f("scratch.tmp"), weight(l, "post_attention_layernorm.weight"), n, d, eps);
-            const void* normed2 = operand(layer(l, "normed2"), n * d, "scratch.bf16.a");
-            linear(layer(l, "gate"), normed2, weight(l, "mlp.gate_proj.weight"), n, ff, d);
-            linear(layer(l, "up"), normed2, weight(l, "mlp.up_proj.weight"), n, ff, d);
-            ex_.swiglu_forward(layer(l, "hidden"), layer(l, "gate"), layer(l, "up"), n * ff);
-            linear(f("scratch.tmp"), operand(layer(l, "hidden"), n * ff, "scratch.bf16.a"),
-                   weight(l, "mlp.down_proj.weight"), n, d, ff);
-            if (l + 1 < L)
-                ex_.residual_rmsnorm_forward(layer(l + 1, "x"), layer(l + 1, "normed1"), layer(l + 1, "rstd1"),
-                                             layer(l, "resid"), f("scratch.tmp"),
-                                             weight(l + 1, "input_layernorm.weight"), n, d, eps);
-            else
-                ex_.residual_rmsnorm_forward(f("final.x"), f("final.normed"), f("final.rstd"), layer(l, "resid"),
-                                             f("scratch.tmp"), parameter("model.norm.weight"), n, d, eps);
-        }
+                            n, d, float(c_.norm_eps));
+        for (int l = 0; l < c_.n_layers; ++l)
+            layer_forward(l, true);
+    }
+    // Layer l from its normed input (normed1) to the SwiGLU output; with `onwards`, the down projection and the
+    // residual add fused with the next norm too (the next layer's x and normed1, or the final norm's).
+    void layer_forward(int l, bool onwards) {
+        const long long n = n_;
+        const int d = c_.d_model, q = c_.q_width(), kv = c_.kv_width(), ff = c_.d_ff, L = c_.n_layers;
+        const float eps = float(c_.norm_eps);
+        const void* normed1 = operand(layer(l, "normed1"), n * d, "scratch.bf16.a");
+        linear(layer(l, "q"), normed1, weight(l, "self_attn.q_proj.weight"), n, q, d);
+        linear(layer(l, "k"), normed1, weight(l, "self_attn.k_proj.weight"), n, kv, d);
+        linear(layer(l, "v"), normed1, weight(l, "self_attn.v_proj.weight"), n, kv, d);
+        ex_.rope(layer(l, "q"), f("rope.cos"), f("rope.sin"), positions(), o_.batch, o_.time, c_.n_heads, c_.head_dim(),
+                 1.0);
+        ex_.rope(layer(l, "k"), f("rope.cos"), f("rope.sin"), positions(), o_.batch, o_.time, c_.n_kv_heads,
+                 c_.head_dim(), 1.0);
+        attention_forward(l);
+        linear(f("scratch.tmp"), operand(layer(l, "attn"), n * q, "scratch.bf16.a"),
+               weight(l, "self_attn.o_proj.weight"), n, d, q);
+        ex_.residual_rmsnorm_forward(layer(l, "resid"), layer(l, "normed2"), layer(l, "rstd2"), layer(l, "x"),
+                                     f("scratch.tmp"), weight(l, "post_attention_layernorm.weight"), n, d, eps);
+        const void* normed2 = operand(layer(l, "normed2"), n * d, "scratch.bf16.a");
+        linear(layer(l, "gate"), normed2, weight(l, "mlp.gate_proj.weight"), n, ff, d);
+        linear(layer(l, "up"), normed2, weight(l, "mlp.up_proj.weight"), n, ff, d);
+        ex_.swiglu_forward(layer(l, "hidden"), layer(l, "gate"), layer(l, "up"), n * ff);
+        if (!onwards) return;
+        linear(f("scratch.tmp"), operand(layer(l, "hidden"), n * ff, "scratch.bf16.a"),
+               weight(l, "mlp.down_proj.weight"), n, d, ff);
+        if (l + 1 < L)
+            ex_.residual_rmsnorm_forward(layer(l + 1, "x"), layer(l + 1, "normed1"), layer(l + 1, "rstd1"),
+                                         layer(l, "resid"), f("scratch.tmp"), weight(l + 1, "input_layernorm.weight"),
+                                         n, d, eps);
+        else
+            ex_.residual_rmsnorm_forward(f("final.x"), f("final.normed"), f("final.rstd"), layer(l, "resid"),
+                                         f("scratch.tmp"), parameter("model.norm.weight"), n, d, eps);
+    }
+    // Checkpointing: layer l's activations again, from its kept input (the norm that the forward fused with the
+    // residual add, alone here: the same arithmetic on the same values).
+    void recompute(int l) {
+        ex_.rmsnorm_forward(layer(l, "normed1"), layer(l, "rstd1"), layer(l, "x"), weight(l, "input_layernorm.weight"),
+                            n_, c_.d_model, float(c_.norm_eps));
+        layer_forward(l, false);
     }
 
     // The LM head and the loss, forward and backward, a chunk of rows at a time: the sum of the counted rows'
@@ -316,6 +336,7 @@ private:
         ex_.residual_rmsnorm_backward(dx, gradient("model.norm.weight"), f("scratch.dnormed"), f("final.x"),
                                       parameter("model.norm.weight"), f("final.rstd"), n, d);
         for (int l = L - 1; l >= 0; --l) {
+            if (o_.checkpointing && l < L - 1) recompute(l); // the last layer's are still in the work buffers
             // MLP: dx is d(resid + mlp out); the down projection's input gradient, SwiGLU, gate and up.
             const void* dmlp = operand(dx, n * d, "scratch.bf16.a");
             linear_dx(f("scratch.dhidden"), dmlp, weight(l, "mlp.down_proj.weight"), n, d, ff, 0.0f);
