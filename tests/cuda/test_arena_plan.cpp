@@ -120,16 +120,19 @@ BOOST_AUTO_TEST_CASE(decoder_step_plan_holds_the_stated_buffers_disjoint) {
 // The course's 150M model at context 512, batch 64 (docs/gpu.md quotes the size; --log_level=message prints it).
 BOOST_AUTO_TEST_CASE(decoder_step_plan_of_the_150m_preset) {
     const model_config c = presets::russian_novels_150m::value;
-    gpu::decoder_plan_options o;
-    o.batch = 64, o.time = 512;
-    const gpu::arena_plan plan = gpu::plan_decoder_step(c, o);
-    expect_aligned_and_disjoint(plan);
-    const std::size_t stated = table_bytes(c, 64, 512, 4096, true, true, 64); // products, one chunk of scores
-    BOOST_TEST(plan.bytes() >= stated);
-    BOOST_TEST(plan.bytes() < stated + 256 * plan.entries().size());
-    BOOST_TEST_MESSAGE("150M preset, batch 64 x 512: " << plan.entries().size() << " buffers, " << plan.bytes()
-                                                       << " bytes (" << double(plan.bytes()) / double(1ull << 30)
-                                                       << " GiB)");
+    for (const bool checkpointing : {false, true}) {
+        gpu::decoder_plan_options o;
+        o.batch = 64, o.time = 512, o.checkpointing = checkpointing;
+        const gpu::arena_plan plan = gpu::plan_decoder_step(c, o);
+        expect_aligned_and_disjoint(plan);
+        // bf16 products, attention through products with one chunk of scores
+        const std::size_t stated = table_bytes(c, 64, 512, 4096, true, true, 64, checkpointing);
+        BOOST_TEST(plan.bytes() >= stated);
+        BOOST_TEST(plan.bytes() < stated + 256 * plan.entries().size());
+        BOOST_TEST_MESSAGE("150M preset, batch 64 x 512"
+                           << (checkpointing ? ", checkpointing" : "") << ": " << plan.entries().size() << " buffers, "
+                           << plan.bytes() << " bytes (" << double(plan.bytes()) / double(1ull << 30) << " GiB)");
+    }
 }
 
 BOOST_AUTO_TEST_CASE(decoder_step_plan_refuses_what_the_kernels_lack) {
