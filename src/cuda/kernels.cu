@@ -8,6 +8,7 @@
 #include "reduce.cuh"
 
 #include <tinylm/cuda/device.hpp>
+#include <tinylm/cuda/nf4_row.hpp>
 #include <tinylm/cuda/row_math.hpp>
 
 namespace tl::gpu {
@@ -130,6 +131,26 @@ __global__ void layernorm_dwdb_kernel(float* dw, float* db, const float* dy, con
                                       const float* rstd, long long n, int d) {
     const int j = blockIdx.x * blockDim.x + threadIdx.x;
     if (j < d) layernorm_dwdb_column(dw, db, dy, x, mean, rstd, n, d, j);
+}
+
+// A dequantised weight in f32 (out32) or as bf16 bits (out16), whichever is given.
+__global__ void nf4_dequantize_kernel(float* out32, std::uint16_t* out16, nf4_weight q, nf4_tables t) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < q.n;
+         i += (long long)gridDim.x * blockDim.x) {
+        const float w = nf4_element(q, i, t);
+        if (out32) out32[i] = w;
+        if (out16) out16[i] = bf16_bits(w);
+    }
+}
+
+__global__ void bias_add_kernel(float* y, const float* b, long long n, int d) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n * d;
+         i += (long long)gridDim.x * blockDim.x)
+        y[i] += b[i % d];
+}
+__global__ void bias_backward_kernel(float* db, const float* dy, long long n, int d) {
+    const int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j < d) db[j] += bias_column_sum(dy, n, d, j);
 }
 
 __global__ void swiglu_forward_kernel(float* h, const float* g, const float* u, long long n) {
@@ -337,6 +358,25 @@ void layernorm_backward(float* dx, float* dw, float* db, const float* dy, const 
     layernorm_dwdb_kernel<<<unsigned((d + block - 1) / block), block, 0, detail::as_stream(stream)>>>(dw, db, dy, x,
                                                                                                       mean, rstd, n, d);
     detail::launch_check("layernorm_backward (dw, db)");
+}
+
+void nf4_dequantize(float* out, std::uint16_t* out_bf16, const nf4_weight& q, const nf4_tables& tables, void* stream) {
+    check(out || out_bf16, "gpu::nf4_dequantize: no output given");
+    if (q.n == 0) return;
+    nf4_dequantize_kernel<<<grid_for(q.n), block, 0, detail::as_stream(stream)>>>(out, out_bf16, q, tables);
+    detail::launch_check("nf4_dequantize");
+}
+
+void bias_add(float* y, const float* b, long long n, int d, void* stream) {
+    if (n == 0 || d == 0) return;
+    bias_add_kernel<<<grid_for(n * d), block, 0, detail::as_stream(stream)>>>(y, b, n, d);
+    detail::launch_check("bias_add");
+}
+
+void bias_backward(float* db, const float* dy, long long n, int d, void* stream) {
+    if (d == 0) return;
+    bias_backward_kernel<<<unsigned((d + block - 1) / block), block, 0, detail::as_stream(stream)>>>(db, dy, n, d);
+    detail::launch_check("bias_backward");
 }
 
 void swiglu_forward(float* h, const float* g, const float* u, long long n, void* stream) {

@@ -143,8 +143,19 @@ BOOST_AUTO_TEST_CASE(decoder_step_plan_refuses_what_the_kernels_lack) {
         return std::string(e.what()).find("pre-norm RMSNorm") != std::string::npos;
     });
     c = presets::tiny::value;
-    c.qkv_bias = true;
+    c.qkv_bias = true; // q, k, v biases are planned (Qwen2), the others are not
+    BOOST_CHECK_NO_THROW(gpu::plan_decoder_step(c, o));
+    c.dense_bias = true;
     BOOST_CHECK_THROW(gpu::plan_decoder_step(c, o), tl::error);
+    o.lora = {.rank = 4, .alpha = 8, .dropout = 0.1f, .targets = lora_all};
+    BOOST_CHECK_EXCEPTION(gpu::plan_decoder_step(presets::tiny::value, o), tl::error, [](const tl::error& e) {
+        return std::string(e.what()).find("LoRA dropout") != std::string::npos;
+    });
+    o.lora.dropout = 0;
+    const gpu::arena_plan lora = gpu::plan_decoder_step(presets::tiny::value, o);
+    BOOST_TEST(lora.at("gradients").bytes == lora.at("adapter").bytes); // the adapter trains, not the base
+    BOOST_TEST(lora.at("layer.1.lora.down").bytes == 4 * std::size_t(o.batch * o.time) * 4);
+    o.lora = {};
     o.batch = 0;
     BOOST_CHECK_EXCEPTION(gpu::plan_decoder_step(presets::tiny::value, o), tl::error, [](const tl::error& e) {
         return std::string(e.what()).find("batch 0") != std::string::npos;

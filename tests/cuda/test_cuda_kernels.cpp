@@ -12,6 +12,7 @@
 #include <tinylm/cuda/decoder_step.hpp>
 #include <tinylm/cuda/device.hpp>
 #include <tinylm/cuda/gpu_ops.hpp>
+#include <tinylm/cuda/nf4_row.hpp>
 #include <tinylm/model/presets.hpp>
 #include <tinylm/ops/rope.hpp>
 
@@ -571,18 +572,58 @@ BOOST_AUTO_TEST_CASE(blas_batched_matmul_from_unaligned_operands, needs_device()
     }
 }
 
-// The inputs of the step tests: the tiny preset with a sliding window on its first layer, random weights (norms
-// near one), ids and targets (some ignored) for o.batch x o.time tokens in packed documents (row r: a document
-// every 13 + r tokens).
-struct step_inputs {
+// The tiny preset with a sliding window on its first layer (layer 1 attends fully).
+model_config windowed_tiny() {
     model_config c = presets::tiny::value;
-    std::vector<float> weights;
+    c.sliding_window = 24;
+    c.full_attention_every = 2;
+    return c;
+}
+
+// NF4 dequantisation on the GPU (QLoRA's base): f32 and bf16 outputs against the CPU driver (itself tl::dequantize
+// bit for bit in test_cuda_math), bit for bit, with and without double quantisation; 300 x 70 weights.
+BOOST_AUTO_TEST_CASE(nf4_dequantization_is_the_cpu_bit_for_bit, needs_device()) {
+    const auto w = random_tensor<float>({300, 70}, 55, 0.2);
+    for (const bool double_quant : {false, true}) {
+        const nf4_tensor q = quantize_nf4(w.cv(), double_quant);
+        std::vector<float> expected(w.data.size());
+        gpu::nf4_dequantize_elements(expected.data(), gpu::nf4_weight_of(q));
+        device_run r;
+        const int codes = r.input(q.codes);
+        const int scales = double_quant ? r.input(q.qabsmax) : r.input(q.absmax);
+        const int scales2 = double_quant ? r.input(q.absmax2) : -1;
+        const int out = r.output<float>(w.data.size()), out16 = r.output<std::uint16_t>(w.data.size());
+        r.allocate();
+        gpu::nf4_weight d;
+        d.codes = r.at<std::uint8_t>(codes), d.n = q.numel(), d.offset = q.offset;
+        if (double_quant)
+            d.qabsmax = r.at<std::uint8_t>(scales), d.absmax2 = r.at<float>(scales2);
+        else
+            d.absmax = r.at<float>(scales);
+        gpu::nf4_dequantize(r.at<float>(out), r.at<std::uint16_t>(out16), d, gpu::make_nf4_tables());
+        BOOST_TEST(same_bits(r.get<float>(out), expected), "double quantisation " << double_quant);
+        const std::vector<std::uint16_t> got16 = r.get<std::uint16_t>(out16);
+        std::size_t off = 0;
+        for (std::size_t i = 0; i < expected.size(); ++i)
+            off += got16[i] != gpu::bf16_bits(expected[i]);
+        BOOST_TEST(off == 0u, "double quantisation " << double_quant);
+    }
+}
+
+// The inputs of the step tests: a model (windowed_tiny by default), random weights (norms near one; with LoRA the
+// adapter's too, B not zero), ids and targets (some ignored) for o.batch x o.time tokens in packed documents (row r:
+// a document every 13 + r tokens).
+struct step_inputs {
+    model_config c;
+    std::vector<float> weights, adapter;
     std::vector<std::int32_t> ids, targets;
     std::vector<std::int64_t> docs;
-    explicit step_inputs(const gpu::decoder_plan_options& o) {
-        c.sliding_window = 24;
-        c.full_attention_every = 2; // layer 0 slides, layer 1 attends fully
+    explicit step_inputs(const gpu::decoder_plan_options& o, const model_config& config = windowed_tiny()) : c(config) {
         weights = random_tensor<float>({index_t(parameter_count(c))}, 50, 0.05).data;
+        std::size_t adapter_size = 0;
+        for (const gpu::parameter_slice& s : gpu::adapter_layout(c, o.lora))
+            adapter_size += s.size();
+        if (adapter_size > 0) adapter = random_tensor<float>({index_t(adapter_size)}, 54, 0.1).data;
         for (const gpu::parameter_slice& s : gpu::decoder_parameter_layout(c))
             if (s.name.find("norm") != std::string::npos)
                 for (std::size_t i = 0; i < s.size(); ++i)
@@ -611,6 +652,8 @@ struct gpu_step {
                                                                                                          nullptr},
           step(in.c, o, plan, arena.at<std::byte>(0), ex) {
         gpu::copy_to_device(block("parameters"), in.weights.data(), in.weights.size() * sizeof(float));
+        if (!in.adapter.empty())
+            gpu::copy_to_device(block("adapter"), in.adapter.data(), in.adapter.size() * sizeof(float));
         step.parameters_changed();
     }
     float* block(const char* name) const { return arena.at<float>(plan.at(name).offset); }
@@ -695,6 +738,61 @@ BOOST_AUTO_TEST_CASE(decoder_step_matches_the_cpu_executor, needs_device()) {
                 BOOST_TEST(std::memcmp(g.download("parameters").data(), cpu_parameters, p * sizeof(float)) == 0);
             }
         }
+}
+
+// LoRA (rank 4 on all seven projections) on a Qwen2-shaped model (q, k, v biases, tied embeddings) on the GPU
+// against the CPU executor (which test_lora checks against peft): the loss, every adapter gradient (1e-4 of its
+// tensor's scale in f32, ten times that in bf16), then the same gradients through clipping and an AdamW step on
+// both sides: the adapter bit for bit, the frozen base unchanged.
+BOOST_AUTO_TEST_CASE(lora_step_matches_the_cpu_executor, needs_device()) {
+    model_config qwen_like = windowed_tiny();
+    qwen_like.qkv_bias = true, qwen_like.tied_embeddings = true;
+    for (const bool bf16 : {false, true}) {
+        BOOST_TEST_CONTEXT((bf16 ? "bf16 products" : "f32 products")) {
+            gpu::decoder_plan_options o;
+            o.batch = 3, o.time = 40, o.logits_rows = 50, o.bf16_weights = bf16;
+            o.lora = {.rank = 4, .alpha = 8, .targets = lora_all};
+            const step_inputs in(o, qwen_like);
+            const gpu::arena_plan plan = gpu::plan_decoder_step(in.c, o);
+            std::vector<std::byte> host(plan.bytes());
+            gpu::cpu_ops cpu;
+            gpu::decoder_step<gpu::cpu_ops> cpu_step(in.c, o, plan, host.data(), cpu);
+            auto host_block = [&](const char* name) {
+                return reinterpret_cast<float*>(host.data() + plan.at(name).offset);
+            };
+            std::copy(in.weights.begin(), in.weights.end(), host_block("parameters"));
+            std::copy(in.adapter.begin(), in.adapter.end(), host_block("adapter"));
+            cpu_step.zero_gradients();
+            const double cpu_loss = cpu_step.forward_backward(in.ids.data(), in.targets.data(), in.docs.data());
+
+            gpu_step g(in, o);
+            const double gpu_loss = g.run(in);
+            const double bound = bf16 ? 10 : 1;
+            BOOST_TEST_MESSAGE("LoRA loss: CPU executor " << cpu_loss << ", GPU " << gpu_loss);
+            BOOST_TEST(std::abs(gpu_loss - cpu_loss) < bound * 1e-5 * cpu_loss);
+            const std::vector<float> grads = g.download("gradients");
+            const float* cpu_grads = host_block("gradients");
+            for (const gpu::parameter_slice& s : gpu::adapter_layout(in.c, o.lora)) {
+                double err = 0, scale = 0;
+                for (std::size_t i = s.offset; i < s.offset + s.size(); ++i) {
+                    err = std::max(err, std::abs(double(grads[i]) - double(cpu_grads[i])));
+                    scale = std::max(scale, std::abs(double(cpu_grads[i])));
+                }
+                BOOST_TEST(scale > 0.0, s.name);
+                BOOST_TEST(err <= bound * 1e-4 * scale, s.name << ": " << err << " against a scale of " << scale);
+            }
+            const std::size_t count = grads.size();
+            gpu::copy_to_device(g.block("gradients"), cpu_grads, count * sizeof(float));
+            const double cpu_norm = cpu_step.clip_gradients(0.01), gpu_norm = g.step.clip_gradients(0.01);
+            BOOST_TEST(std::abs(gpu_norm - cpu_norm) <= 1e-12 * cpu_norm);
+            gpu::copy_to_device(g.block("gradients"), cpu_grads, count * sizeof(float)); // the clipped ones
+            const adamw_options options{.weight_decay = 0.1};
+            cpu_step.adamw_step(1e-3, options);
+            g.step.adamw_step(1e-3, options);
+            BOOST_TEST(std::memcmp(g.download("adapter").data(), host_block("adapter"), in.adapter.size() * 4) == 0);
+            BOOST_TEST(same_bits(g.download("parameters"), in.weights));
+        }
+    }
 }
 
 // Gradient checkpointing on the GPU: each layer's forward recomputed in the backward gives the loss and the

@@ -9,6 +9,7 @@
 #include <tinylm/cuda/attention_products.hpp>
 #include <tinylm/cuda/attention_row.hpp>
 #include <tinylm/cuda/cpu_ops.hpp>
+#include <tinylm/cuda/nf4_row.hpp>
 #include <tinylm/cuda/row_math.hpp>
 #include <tinylm/ops/activation.hpp>
 #include <tinylm/ops/attention.hpp>
@@ -358,6 +359,21 @@ BOOST_AUTO_TEST_CASE(attention_rows_match_the_reference_in_f64) {
                 }
                 BOOST_TEST_MESSAGE(how << ": largest difference " << worst);
             }
+    }
+}
+
+// NF4 dequantisation (QLoRA's frozen base) element by element as the kernel does it, against tl::dequantize bit
+// for bit: 37 x 53 weights (an odd count: a padded last byte, a short last block, blocks across rows), with and
+// without double quantisation of the scales.
+BOOST_AUTO_TEST_CASE(nf4_dequantization_is_tl_dequantize_bit_for_bit) {
+    const auto w = random_tensor<float>({37, 53}, 28, 0.3);
+    for (const bool double_quant : {false, true}) {
+        const nf4_tensor q = quantize_nf4(w.cv(), double_quant);
+        std::vector<float> expected(w.data.size()), got(w.data.size(), NAN);
+        dequantize(q, {expected.data(), {37, 53}});
+        gpu::nf4_dequantize_elements(got.data(), gpu::nf4_weight_of(q));
+        BOOST_TEST(std::memcmp(got.data(), expected.data(), got.size() * sizeof(float)) == 0,
+                   "double quantisation " << double_quant);
     }
 }
 

@@ -7,6 +7,8 @@
 #include "../model/fixture_configs.hpp"
 #include "../support/random.hpp"
 
+#include <tinylm/cuda/cpu_ops.hpp>
+#include <tinylm/cuda/decoder_step.hpp>
 #include <tinylm/io/hf_checkpoint.hpp>
 #include <tinylm/io/peft.hpp>
 #include <tinylm/model/decoder.hpp>
@@ -178,6 +180,70 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(matches_peft, B, all_backends) {
     }
     BOOST_TEST_MESSAGE(tag << " worst LoRA gradient error " << worst_grad << ", worst AdamW step error "
                            << worst_step_rel << " relative (" << worst_step << " lr)");
+}
+
+// The GPU's training step (cuda/decoder_step.hpp) with LoRA on the CPU executor (the kernels' arithmetic), from the
+// peft fixture's weights and batch: the loss and every LoRA gradient against peft's within the tolerance above, one
+// AdamW step against peft's, the frozen base untouched; attention through products and by rows, and with gradient
+// checkpointing (bit-identical to the step without). Logits in chunks of 7 rows (the last partial).
+BOOST_AUTO_TEST_CASE(cuda_decoder_step_on_the_cpu_matches_peft) {
+    const safetensors_reader fx(fixture_path());
+    decoder<test::llama_gqa, reference_cpu, lora_r4> model(0);
+    load_fixture(model, fx);
+    const batch b = fixture_batch(fx);
+    const double expected_loss = fx.read_all<float>("loss")[0];
+    const auto hp = nlohmann::json::parse(fx.metadata().at("adamw"));
+    const adamw_options options{
+        .beta1 = hp.at("beta1"), .beta2 = hp.at("beta2"), .eps = hp.at("eps"), .weight_decay = hp.at("weight_decay")};
+    std::vector<float> first; // the gradients of the first setup, for the checkpointed one
+    for (const auto& [path, checkpointing] :
+         {std::pair{gpu::attention_path::products, false}, std::pair{gpu::attention_path::products, true},
+          std::pair{gpu::attention_path::rows, false}}) {
+        const std::string what = std::string(path == gpu::attention_path::rows ? "rows" : "products") +
+                                 (checkpointing ? ", checkpointing" : "");
+        gpu::decoder_plan_options o;
+        o.batch = b.ids.shape[0], o.time = b.ids.shape[1], o.logits_rows = 7, o.bf16_weights = false;
+        o.attention = path, o.checkpointing = checkpointing, o.lora = lora_r4::value;
+        const gpu::arena_plan plan = gpu::plan_decoder_step(test::llama_gqa::value, o);
+        std::vector<std::byte> memory(plan.bytes());
+        gpu::cpu_ops ex;
+        gpu::decoder_step<gpu::cpu_ops> step(test::llama_gqa::value, o, plan, memory.data(), ex);
+        BOOST_TEST_REQUIRE(step.adapter_layout().size() == model.trainable_entries().size());
+        BOOST_TEST(plan.at("gradients").bytes < plan.at("parameters").bytes); // the adapter's only
+        for (const parameter_entry& e : model.parameter_entries())
+            std::copy_n(e.value.data, e.value.numel(), step.parameter(e.name));
+        step.parameters_changed();
+        const std::size_t base_at = plan.at("parameters").offset, base_bytes = plan.at("parameters").bytes;
+        const std::vector<std::byte> base(memory.begin() + std::ptrdiff_t(base_at),
+                                          memory.begin() + std::ptrdiff_t(base_at + base_bytes));
+        step.zero_gradients();
+        const double loss = step.forward_backward(b.ids.data.data(), b.targets.data.data());
+        BOOST_TEST(std::abs(loss - expected_loss) / expected_loss < tolerance, what << ": loss " << loss);
+        double worst = 0;
+        for (const parameter_entry& e : model.trainable_entries()) {
+            const float* g = step.gradient(e.name);
+            const double err = rel_error(std::vector<float>(g, g + e.value.numel()),
+                                         fx.read_all<float>("grad." + std::string(peft_prefix) + e.name));
+            BOOST_TEST(err < tolerance, what << ": grad " << e.name << ": " << err);
+            worst = std::max(worst, err);
+        }
+        BOOST_TEST_MESSAGE("decoder_step (" << what << ") with LoRA against peft: loss " << loss << " vs "
+                                            << expected_loss << ", worst LoRA gradient " << worst);
+        const float* grads = reinterpret_cast<const float*>(memory.data() + plan.at("gradients").offset);
+        const std::size_t count = plan.at("gradients").bytes / sizeof(float);
+        if (first.empty())
+            first.assign(grads, grads + count);
+        else if (checkpointing)
+            BOOST_TEST(std::memcmp(first.data(), grads, count * sizeof(float)) == 0, what);
+        step.adamw_step(hp.at("lr"), options);
+        for (const parameter_entry& e : model.trainable_entries()) {
+            const float* v = step.parameter(e.name);
+            const double err = rel_error(std::vector<float>(v, v + e.value.numel()),
+                                         fx.read_all<float>("adamw." + std::string(peft_prefix) + e.name));
+            BOOST_TEST(err < tolerance, what << ": adamw " << e.name << ": " << err);
+        }
+        BOOST_TEST(std::memcmp(base.data(), memory.data() + base_at, base_bytes) == 0, what << ": the base changed");
+    }
 }
 
 // Central differences of the loss along a random direction of all LoRA tensors, with dropout: the masks are

@@ -9,6 +9,9 @@
 #include <tinylm/optim/clip.hpp>
 #include <tinylm/optim/schedule.hpp>
 
+#include "fixture_configs.hpp"
+
+#include <boost/mpl/list.hpp>
 #include <boost/test/unit_test.hpp>
 
 #include <algorithm>
@@ -62,9 +65,10 @@ BOOST_AUTO_TEST_CASE(tiny_model_overfits_a_short_text) {
     BOOST_TEST(loss < 0.1f);
 }
 
-// The GPU's training step for presets::tiny over an arena in CPU memory, executed by the CPU drivers of the same
-// arithmetic (gpu::cpu_ops): 2 x 16 tokens, logits in chunks of 20 rows (the second partial); attention by its
-// row kernels' arithmetic or through products (scores of `sequences` sequences at a time; 0: all).
+// The GPU's training step for Config (presets::tiny by default) over an arena in CPU memory, executed by the CPU
+// drivers of the same arithmetic (gpu::cpu_ops): 2 x 16 tokens, logits in chunks of 20 rows (the second partial);
+// attention by its row kernels' arithmetic or through products (scores of `sequences` sequences at a time; 0: all).
+template <class Config = presets::tiny>
 struct decoder_step_on_the_cpu {
     static constexpr index_t B = 2, T = 16;
     static gpu::decoder_plan_options options(bool bf16, gpu::attention_path path, long long sequences,
@@ -78,7 +82,7 @@ struct decoder_step_on_the_cpu {
                                      long long sequences = 0, bool checkpointing = false)
         : o(options(bf16, path, sequences, checkpointing)), plan(gpu::plan_decoder_step(c, o)), memory(plan.bytes()),
           step(c, o, plan, memory.data(), ex) {}
-    const model_config c = presets::tiny::value;
+    const model_config c = Config::value;
     const gpu::decoder_plan_options o;
     const gpu::arena_plan plan;
     std::vector<std::byte> memory;
@@ -88,11 +92,13 @@ struct decoder_step_on_the_cpu {
 
 // The GPU's training step, in the order of its kernels and over the buffers of its arena plan, executed by the CPU
 // drivers of the same arithmetic (gpu::cpu_ops): the loss and every gradient of tl::decoder's, with and without
-// packed documents, with either attention path (products: in one chunk of scores and in chunks of one sequence).
-BOOST_AUTO_TEST_CASE(cuda_decoder_step_on_the_cpu_matches_the_decoder) {
-    decoder<presets::tiny> model(42);
-    const model_config& c = presets::tiny::value;
-    const index_t B = decoder_step_on_the_cpu::B, T = decoder_step_on_the_cpu::T;
+// packed documents, with either attention path (products: in one chunk of scores and in chunks of one sequence);
+// the tiny preset and a Qwen2-shaped model (q, k, v biases, tied embeddings: the fixtures' qwen2_tied).
+using step_configs = boost::mpl::list<presets::tiny, test::qwen2_tied>;
+BOOST_AUTO_TEST_CASE_TEMPLATE(cuda_decoder_step_on_the_cpu_matches_the_decoder, Config, step_configs) {
+    decoder<Config> model(42);
+    const model_config& c = Config::value;
+    const index_t B = decoder_step_on_the_cpu<>::B, T = decoder_step_on_the_cpu<>::T;
     std::vector<token_t> ids(std::size_t(B * T)), targets(ids.size());
     counter_rng rng(11);
     for (std::size_t i = 0; i < ids.size(); ++i) {
@@ -111,7 +117,7 @@ BOOST_AUTO_TEST_CASE(cuda_decoder_step_on_the_cpu_matches_the_decoder) {
         long long sequences;
         const char* name;
     };
-    std::optional<decoder_step_on_the_cpu> on_cpu;
+    std::optional<decoder_step_on_the_cpu<Config>> on_cpu;
     for (const setup& a :
          {setup{gpu::attention_path::products, 1, "products, one sequence per chunk"},
           setup{gpu::attention_path::products, 0, "products"}, setup{gpu::attention_path::rows, 0, "rows"}}) {
@@ -162,7 +168,8 @@ BOOST_AUTO_TEST_CASE(cuda_decoder_step_on_the_cpu_matches_the_decoder) {
     auto& step = on_cpu->step;
 
     // The optimizer over the flat blocks from the same gradients: clipping as tl::clip_grad_norm, then two AdamW
-    // steps bit for bit as tl::adamw (the decay rule by name: norms never, the embedding and matrices do).
+    // steps bit for bit as tl::adamw (the decay rule by name: norms and biases never, the embedding and matrices
+    // do).
     auto copy_gradients = [&] {
         for (const parameter_entry& e : model.parameter_entries())
             std::copy_n(e.grad.data, e.grad.numel(), step.gradient(e.name));
@@ -197,7 +204,7 @@ BOOST_AUTO_TEST_CASE(cuda_decoder_step_on_the_cpu_matches_the_decoder) {
 BOOST_AUTO_TEST_CASE(cuda_decoder_step_checkpointing_is_bit_identical) {
     decoder<presets::tiny> model(42);
     const model_config& c = presets::tiny::value;
-    const index_t B = decoder_step_on_the_cpu::B, T = decoder_step_on_the_cpu::T;
+    const index_t B = decoder_step_on_the_cpu<>::B, T = decoder_step_on_the_cpu<>::T;
     std::vector<token_t> ids(std::size_t(B * T)), targets(ids.size());
     std::vector<index_t> docs(ids.size());
     counter_rng rng(13);
@@ -208,11 +215,11 @@ BOOST_AUTO_TEST_CASE(cuda_decoder_step_checkpointing_is_bit_identical) {
     }
     for (const gpu::attention_path path : {gpu::attention_path::rows, gpu::attention_path::products})
         for (const bool bf16 : {false, true}) {
-            decoder_step_on_the_cpu plain(bf16, path), checkpointed(bf16, path, 0, true);
+            decoder_step_on_the_cpu<> plain(bf16, path), checkpointed(bf16, path, 0, true);
             BOOST_TEST(checkpointed.plan.bytes() < plain.plan.bytes());
             BOOST_CHECK_THROW(checkpointed.plan.at("layer.0.q"), tl::error); // one work set instead
             double loss[2];
-            for (decoder_step_on_the_cpu* run : {&plain, &checkpointed}) {
+            for (decoder_step_on_the_cpu<>* run : {&plain, &checkpointed}) {
                 for (const parameter_entry& e : model.parameter_entries())
                     std::copy_n(e.value.data, e.value.numel(), run->step.parameter(e.name));
                 run->step.parameters_changed();
@@ -242,7 +249,7 @@ BOOST_AUTO_TEST_CASE(cuda_decoder_step_in_bf16_tracks_the_decoder_in_bf16) {
     }
     decoder<presets::tiny> model(42);
     const model_config& c = presets::tiny::value;
-    const index_t B = decoder_step_on_the_cpu::B, T = decoder_step_on_the_cpu::T;
+    const index_t B = decoder_step_on_the_cpu<>::B, T = decoder_step_on_the_cpu<>::T;
     std::vector<token_t> ids(std::size_t(B * T)), targets(ids.size());
     counter_rng rng(12);
     for (std::size_t i = 0; i < ids.size(); ++i) {
@@ -264,7 +271,7 @@ BOOST_AUTO_TEST_CASE(cuda_decoder_step_in_bf16_tracks_the_decoder_in_bf16) {
     const double loss32 = decoder_run(precision::f32, g32), loss16 = decoder_run(precision::bf16, g16);
     for (const gpu::attention_path path : {gpu::attention_path::rows, gpu::attention_path::products}) {
         const bool products = path == gpu::attention_path::products;
-        decoder_step_on_the_cpu on_cpu(true, path);
+        decoder_step_on_the_cpu<> on_cpu(true, path);
         auto& step = on_cpu.step;
         for (const parameter_entry& e : model.parameter_entries())
             std::copy_n(e.value.data, e.value.numel(), step.parameter(e.name));

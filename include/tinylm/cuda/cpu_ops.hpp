@@ -66,6 +66,8 @@ struct cpu_ops {
                                    const float* rstd, long long n, int d) {
         residual_rmsnorm_backward_rows(dresid, dw, dy, resid, w, rstd, n, d);
     }
+    void bias_add(float* y, const float* b, long long n, int d) { bias_add_rows(y, b, n, d); }
+    void bias_backward(float* db, const float* dy, long long n, int d) { bias_backward_rows(db, dy, n, d); }
     void swiglu_forward(float* h, const float* g, const float* u, long long n) { swiglu_rows(h, g, u, n); }
     void swiglu_backward(float* dg, float* du, const float* dh, const float* g, const float* u, long long n) {
         swiglu_backward_rows(dg, du, dh, g, u, n);

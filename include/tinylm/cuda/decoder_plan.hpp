@@ -1,13 +1,17 @@
 // tinylm/cuda/decoder_plan.hpp: every device buffer of one training step of a decoder, planned in one arena
 // (arena_plan.hpp) from its model_config and the batch shape, before anything is allocated.
 //
-// For the Llama-shaped decoders the GPU kernels cover so far: pre-norm RMSNorm, SwiGLU, RoPE, no biases, no
-// experts, no adapters (others are refused, naming the field). Without gradient checkpointing every layer keeps
+// For the Llama- and Qwen2-shaped decoders the GPU kernels cover so far: pre-norm RMSNorm, SwiGLU, RoPE, biases on
+// q, k and v only, tied or untied heads, no experts; full training or LoRA without dropout (others are refused,
+// naming the field). Without gradient checkpointing every layer keeps
 // what its backward reads; the gradients of activations live in one set of scratch buffers that the layers
 // share, because the backward visits one layer at a time. N = batch * time tokens, d = d_model, q = q_width,
 // kv = kv_width, f = d_ff, H = n_heads, V = vocab_size, P = parameter_count(config):
 //
-//   model state   parameters, gradients, adam.m, adam.v: 4 P bytes each; parameters.bf16 2 P (bf16 option)
+//   model state   parameters, gradients, adam.m, adam.v: 4 P bytes each; parameters.bf16 2 P (bf16 option).
+//                 With LoRA (A elements of adapter_layout): adapter 4 A, and gradients, adam.m, adam.v 4 A each
+//                 instead of 4 P (the base is frozen); adapter.bf16 2 A and scratch.bf16.lora 2 N r (bf16);
+//                 scratch.lora.t 4 N r; per layer and targeted projection p, layer.l.lora.p (x A^T, N r f32)
 //   bf16 operands scratch.bf16.a, scratch.bf16.b: 2 max(N max(d, q, f), logits_rows V) bytes each (bf16
 //                 option: a product's activation operands, converted right before it)
 //   inputs        ids, targets (int32 N), doc_start, positions (int64 N), embedding.tokens / .offsets / .positions
@@ -51,6 +55,33 @@ struct parameter_slice {
     std::size_t size() const { return rows * cols; }
 };
 
+// The short names of a block's projections in lora_target's order (the buffers of their adapters' x A^T).
+inline constexpr const char* lora_names[lora_target_count] = {"q", "k", "v", "o", "gate", "up", "down"};
+
+// A block's projection `p`: its input and output widths.
+struct projection_widths {
+    std::size_t in, out;
+};
+inline projection_widths projection_shape(const model_config& c, proj p) {
+    const auto d = std::size_t(c.d_model), q = std::size_t(c.q_width()), kv = std::size_t(c.kv_width()),
+               f = std::size_t(c.d_ff);
+    switch (p) {
+    case proj::q:
+        return {d, q};
+    case proj::k:
+    case proj::v:
+        return {d, kv};
+    case proj::o:
+        return {q, d};
+    case proj::gate:
+    case proj::up:
+        return {d, f};
+    case proj::down:
+        return {f, d};
+    }
+    return {0, 0};
+}
+
 inline std::vector<parameter_slice> decoder_parameter_layout(const model_config& c) {
     std::vector<parameter_slice> out;
     std::size_t at = 0;
@@ -64,9 +95,11 @@ inline std::vector<parameter_slice> decoder_parameter_layout(const model_config&
     for (int l = 0; l < c.n_layers; ++l) {
         const std::string p = "model.layers." + std::to_string(l) + ".";
         add(p + "input_layernorm.weight", 1, d);
-        add(p + "self_attn.q_proj.weight", q, d);
-        add(p + "self_attn.k_proj.weight", kv, d);
-        add(p + "self_attn.v_proj.weight", kv, d);
+        for (const auto& [name, out] :
+             {std::pair{"self_attn.q_proj", q}, {"self_attn.k_proj", kv}, {"self_attn.v_proj", kv}}) {
+            add(p + name + ".weight", out, d);
+            if (c.qkv_bias) add(p + name + ".bias", 1, out);
+        }
         add(p + "self_attn.o_proj.weight", d, q);
         add(p + "post_attention_layernorm.weight", 1, d);
         add(p + "mlp.gate_proj.weight", f, d);
@@ -84,12 +117,35 @@ inline std::vector<parameter_slice> decoder_parameter_layout(const model_config&
 // recomputes the scores from q, k and the saved lse. Memory: the scores of attention_sequences sequences at once.
 enum class attention_path { rows, products };
 
+// LoRA: the adapter's matrices, peft's names without "base_model.model." (as tl::decoder's parameter_entries), in a
+// flat block of their own: per layer, per targeted projection in lora_target's order, A (rank, in) then B (out, rank).
+inline std::vector<parameter_slice> adapter_layout(const model_config& c, const lora_config& lora) {
+    std::vector<parameter_slice> out;
+    if (lora.rank == 0) return out;
+    std::size_t at = 0;
+    const auto r = std::size_t(lora.rank);
+    for (int l = 0; l < c.n_layers; ++l)
+        for (int t = 0; t < lora_target_count; ++t) {
+            if (((lora.targets >> t) & 1u) == 0) continue;
+            const auto [in, width] = projection_shape(c, proj(t));
+            const std::string p = "model.layers." + std::to_string(l) + "." + projection_modules[std::size_t(t)];
+            out.push_back({p + ".lora_A.weight", at, r, in});
+            at += r * in;
+            out.push_back({p + ".lora_B.weight", at, width, r});
+            at += width * r;
+        }
+    return out;
+}
+
 struct decoder_plan_options {
     long long batch = 1, time = 1;
     long long logits_rows = 4096; // tokens per chunk of the LM head (capped at batch * time)
     bool bf16_weights = true;     // bf16 mixed precision: the products read bf16 copies of their operands
     attention_path attention = attention_path::products;
     long long attention_sequences = 0; // sequences per chunk of attention scores (products); 0: the whole batch
+    // LoRA (rank > 0): the base is frozen (no gradients, no moments) and the adapter trains: gradients and AdamW's
+    // moments cover the adapter's block; dropout, NF4 bases and trainable embeddings are refused for now.
+    lora_config lora{};
     // Gradient checkpointing: keep each layer's input only and recompute the layer's forward in the backward (the
     // same kernels on the same inputs: bit-identical gradients), one layer's activations instead of all.
     bool checkpointing = false;
@@ -110,7 +166,11 @@ inline arena_plan plan_decoder_step(const model_config& c, const decoder_plan_op
     refuse(c.norm == norm_kind::rmsnorm && c.norm_position == norm_placement::pre, "the norm must be pre-norm RMSNorm");
     refuse(c.mlp == mlp_kind::swiglu, "the MLP must be SwiGLU");
     refuse(c.positions == position_kind::rope, "positions must be rotary");
-    refuse(!c.qkv_bias && !c.dense_bias, "projections with biases are not supported");
+    refuse(!c.dense_bias, "biases on the output and MLP projections are not supported (q, k, v biases are)");
+    refuse(o.lora.rank == 0 || (o.lora.alpha > 0 && o.lora.targets != 0), "LoRA needs alpha > 0 and a target");
+    refuse(o.lora.dropout == 0, "LoRA dropout is not supported on the GPU yet (set dropout 0)");
+    refuse(!o.lora.quantized_base, "QLoRA's NF4 base is not supported on the GPU yet");
+    refuse(!o.lora.trainable_embeddings, "LoRA with trainable embeddings is not supported on the GPU yet");
     refuse(c.moe.n_experts == 0, "mixtures of experts are not supported");
     check(o.batch > 0 && o.time > 0 && o.logits_rows > 0 && o.attention_sequences >= 0, [&] {
         std::string m = "gpu::plan_decoder_step: batch ";
@@ -129,13 +189,23 @@ inline arena_plan plan_decoder_step(const model_config& c, const decoder_plan_op
                v = std::size_t(c.vocab_size), p = std::size_t(parameter_count(c));
     const std::size_t half = std::size_t(c.head_dim() / 2), rows = std::min(n, std::size_t(o.logits_rows));
 
+    std::size_t adapter = 0; // LoRA's trainable elements
+    for (const parameter_slice& s : adapter_layout(c, o.lora))
+        adapter += s.size();
+    const std::size_t trained = o.lora.rank > 0 ? adapter : p, r = std::size_t(o.lora.rank);
+
     arena_plan plan;
     plan.add_array<float>("parameters", p);
-    plan.add_array<float>("gradients", p);
-    plan.add_array<float>("adam.m", p);
-    plan.add_array<float>("adam.v", p);
+    if (adapter > 0) plan.add_array<float>("adapter", adapter);
+    plan.add_array<float>("gradients", trained);
+    plan.add_array<float>("adam.m", trained);
+    plan.add_array<float>("adam.v", trained);
     if (o.bf16_weights) {
         plan.add_array<std::uint16_t>("parameters.bf16", p);
+        if (adapter > 0) {
+            plan.add_array<std::uint16_t>("adapter.bf16", adapter);
+            plan.add_array<std::uint16_t>("scratch.bf16.lora", n * r);
+        }
         const std::size_t operand = std::max(n * std::max({d, q, f}), std::min(n, std::size_t(o.logits_rows)) * v);
         plan.add_array<std::uint16_t>("scratch.bf16.a", operand);
         plan.add_array<std::uint16_t>("scratch.bf16.b", operand);
@@ -167,6 +237,8 @@ inline arena_plan plan_decoder_step(const model_config& c, const decoder_plan_op
         plan.add_array<float>(at + "rstd2", n);
         for (const char* name : {"gate", "up", "hidden"})
             plan.add_array<float>(at + name, n * f);
+        for (int t = 0; t < lora_target_count; ++t) // x A^T of each targeted projection
+            if ((o.lora.targets >> t) & 1u && r > 0) plan.add_array<float>(at + "lora." + lora_names[t], n * r);
     }
     if (o.checkpointing) {
         plan.add_array<float>("work.normed1", n * d);
@@ -181,7 +253,11 @@ inline arena_plan plan_decoder_step(const model_config& c, const decoder_plan_op
         plan.add_array<float>("work.rstd2", n);
         for (const char* name : {"work.gate", "work.up", "work.hidden"})
             plan.add_array<float>(name, n * f);
+        for (int t = 0; t < lora_target_count; ++t)
+            if ((o.lora.targets >> t) & 1u && r > 0)
+                plan.add_array<float>(std::string("work.lora.") + lora_names[t], n * r);
     }
+    if (r > 0) plan.add_array<float>("scratch.lora.t", n * r);
     plan.add_array<float>("final.x", n * d);
     plan.add_array<float>("final.normed", n * d);
     plan.add_array<float>("final.rstd", n);

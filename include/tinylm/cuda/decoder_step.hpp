@@ -24,6 +24,10 @@
 // attention.bf16.*). Everything else,
 // master weights, gradients and moments included, stays f32.
 //
+// Biases (q, k, v: Qwen2) are added after their products and their gradients are column sums. LoRA
+// (decoder_plan_options::lora): each targeted projection adds scale (x A^T) B^T, with x A^T kept for the backward;
+// the base is frozen (no dW, no norm or embedding gradients), the adapter block ("adapter", peft's names) trains.
+//
 // After the step, the optimizer over the flat blocks: the global gradient norm and clipping (optim/clip.hpp's
 // rule) and AdamW (optim/adamw.hpp's update and decay rule: every parameter but the norms decays, the embedding
 // unless decay_embeddings is off), one launch per parameter tensor.
@@ -56,7 +60,7 @@ public:
     // base: the start of plan.bytes() of Ex's memory (a device_arena's, or a host buffer for cpu_ops).
     decoder_step(const model_config& c, const decoder_plan_options& o, const arena_plan& plan, std::byte* base, Ex& ex)
         : c_(c), o_(o), plan_(plan), base_(base), ex_(ex), layout_(decoder_parameter_layout(c)),
-          products_(ex, products_scratch()) {
+          adapter_layout_(gpu::adapter_layout(c, o.lora)), lora_(o.lora.rank > 0), products_(ex, products_scratch()) {
         n_ = o.batch * o.time;
         rows_ = std::min<long long>(n_, o.logits_rows);
         // RoPE tables once, as the CPU decoder builds them (rope_table in f32).
@@ -69,16 +73,27 @@ public:
         ex_.upload(buf("rope.sin"), sin.data(), sin.size() * sizeof(float));
         ex_.zero(buf("adam.m"), plan_.at("adam.m").bytes); // device memory starts undefined
         ex_.zero(buf("adam.v"), plan_.at("adam.v").bytes);
-        weights_stale_ = true;
     }
 
+    // The base's parameters ("parameters": Hugging Face names), the adapter's with LoRA ("adapter": peft's names),
+    // and those that train (the base's, or the adapter's with LoRA: "gradients", "adam.m", "adam.v" follow them).
     const std::vector<parameter_slice>& layout() const { return layout_; }
-    // The parameter (or its gradient) named as in Hugging Face's checkpoints, in Ex's memory.
-    float* parameter(const std::string& name) { return slice("parameters", name); }
-    float* gradient(const std::string& name) { return slice("gradients", name); }
+    const std::vector<parameter_slice>& adapter_layout() const { return adapter_layout_; }
+    const std::vector<parameter_slice>& trainable_layout() const { return lora_ ? adapter_layout_ : layout_; }
+    // The parameter (or the gradient of a trainable one) named as in Hugging Face's and peft's files, in Ex's
+    // memory.
+    float* parameter(const std::string& name) {
+        if (float* p = find(layout_, "parameters", name)) return p;
+        if (float* p = find(adapter_layout_, "adapter", name)) return p;
+        fail("decoder_step: no parameter named '" + name + "'");
+    }
+    float* gradient(const std::string& name) {
+        if (float* g = find(trainable_layout(), "gradients", name)) return g;
+        fail("decoder_step: no trainable parameter named '" + name + "'" + (lora_ ? " (the base is frozen)" : ""));
+    }
     // After writing parameters directly (a checkpoint, a test): their bf16 copy is made again before the next
     // products. adamw_step does this itself.
-    void parameters_changed() { weights_stale_ = true; }
+    void parameters_changed() { base_stale_ = adapter_stale_ = true; }
     void zero_gradients() { ex_.zero(buf("gradients"), plan_.at("gradients").bytes); }
 
     // The L2 norm of all gradients (a deterministic sum in double).
@@ -99,17 +114,21 @@ public:
         return norm;
     }
     // One AdamW step at learning rate lr (the step count is kept here, as tl::adamw keeps its own).
+    // The decay rule is tl::adamw's by kind, here by name: never norms or biases, the embedding unless
+    // decay_embeddings is off, every other matrix (LoRA's too).
     void adamw_step(double lr, const adamw_options& o) {
         ++adam_t_;
-        for (const parameter_slice& s : layout_) {
+        float* values = f(lora_ ? "adapter" : "parameters");
+        for (const parameter_slice& s : trainable_layout()) {
             const bool is_norm = s.name.find("norm") != std::string::npos;
+            const bool is_bias = s.name.ends_with(".bias");
             const bool is_embedding = s.name == "model.embed_tokens.weight";
-            const bool decay = !is_norm && (!is_embedding || o.decay_embeddings);
-            ex_.adamw_step(f("parameters") + s.offset, f("gradients") + s.offset, f("adam.m") + s.offset,
-                           f("adam.v") + s.offset, (long long)s.size(),
+            const bool decay = !is_norm && !is_bias && (!is_embedding || o.decay_embeddings);
+            ex_.adamw_step(values + s.offset, f("gradients") + s.offset, f("adam.m") + s.offset, f("adam.v") + s.offset,
+                           (long long)s.size(),
                            adamw_step_coeffs(lr, o.beta1, o.beta2, o.eps, o.weight_decay, adam_t_, decay));
         }
-        weights_stale_ = true;
+        (lora_ ? adapter_stale_ : base_stale_) = true;
     }
 
     // ids, targets (batch * time, host memory; targets -100 are ignored): the mean loss over counted targets,
@@ -139,17 +158,18 @@ public:
             ex_.upload(buf("positions"), in_document.data(), in_document.size() * sizeof(std::int64_t));
         }
 
-        if (o_.bf16_weights && weights_stale_) { // once per optimizer step, not per product
-            ex_.to_bf16(as<std::uint16_t>("parameters.bf16"), f("parameters"),
-                        (long long)plan_.at("parameters").bytes / (long long)sizeof(float));
-            weights_stale_ = false;
+        if (o_.bf16_weights) { // the weights' bf16 copies once per optimizer step, not per product
+            if (base_stale_) convert_block("parameters");
+            if (lora_ && adapter_stale_) convert_block("adapter");
+            base_stale_ = adapter_stale_ = false;
         }
         forward();
         const double loss_sum = head(count);
         backward();
-        ex_.embedding_backward(gradient("model.embed_tokens.weight"), as<std::int32_t>("embedding.tokens"),
-                               as<std::int32_t>("embedding.offsets"), as<std::int32_t>("embedding.positions"),
-                               (long long)groups.tokens.size(), f("scratch.dx"), d);
+        if (!lora_)
+            ex_.embedding_backward(gradient("model.embed_tokens.weight"), as<std::int32_t>("embedding.tokens"),
+                                   as<std::int32_t>("embedding.offsets"), as<std::int32_t>("embedding.positions"),
+                                   (long long)groups.tokens.size(), f("scratch.dx"), d);
         return count > 0 ? loss_sum / double(count) : 0.0;
     }
 
@@ -162,17 +182,22 @@ private:
     float* f(const std::string& name) const { return as<float>(name); }
     // Layer l's activation `name`: its own buffer, or with checkpointing the shared work.* one (all but x, the
     // layer's input, which every layer keeps).
-    float* layer(int l, const char* name) const {
-        if (o_.checkpointing && std::string_view(name) != "x") return f(std::string("work.") + name);
-        return f("layer." + std::to_string(l) + "." + name);
+    float* layer(int l, std::string_view name) const {
+        if (o_.checkpointing && name != "x") return f("work." + std::string(name));
+        return f("layer." + std::to_string(l) + "." + std::string(name));
     }
-    float* slice(const char* block, const std::string& name) {
-        for (const parameter_slice& s : layout_)
+    float* find(const std::vector<parameter_slice>& layout, const char* block, const std::string& name) {
+        for (const parameter_slice& s : layout)
             if (s.name == name) return f(block) + s.offset;
-        fail("decoder_step: no parameter named '" + name + "'");
+        return nullptr;
+    }
+    void convert_block(const std::string& block) {
+        ex_.to_bf16(as<std::uint16_t>(block + ".bf16"), f(block),
+                    (long long)plan_.at(block).bytes / (long long)sizeof(float));
     }
     float* weight(int l, const char* name) { return parameter("model.layers." + std::to_string(l) + "." + name); }
-    float* dweight(int l, const char* name) { return gradient("model.layers." + std::to_string(l) + "." + name); }
+    // A norm's weight gradient, or null when the base is frozen (LoRA): the kernels then skip it.
+    float* norm_gradient(const std::string& name) { return lora_ ? nullptr : gradient(name); }
     float* head_weight() { return parameter(c_.tied_embeddings ? "model.embed_tokens.weight" : "lm_head.weight"); }
     float* head_gradient() { return gradient(c_.tied_embeddings ? "model.embed_tokens.weight" : "lm_head.weight"); }
 
@@ -184,9 +209,12 @@ private:
         ex_.to_bf16(as<std::uint16_t>(scratch), x, count);
         return as<std::uint16_t>(scratch);
     }
+    // A weight's operand: itself, or its place in the bf16 copy of its block (the base's or the adapter's).
     const void* weight_operand(const float* w) {
         if (!o_.bf16_weights) return w;
-        return as<std::uint16_t>("parameters.bf16") + (w - f("parameters"));
+        const bool adapter = lora_ && w >= f("adapter") && w < f("adapter") + plan_.at("adapter").bytes / sizeof(float);
+        return adapter ? as<std::uint16_t>("adapter.bf16") + (w - f("adapter"))
+                       : as<std::uint16_t>("parameters.bf16") + (w - f("parameters"));
     }
     void run(matmul_args g) {
         g.input = o_.bf16_weights ? matmul_input::bf16 : matmul_input::f32;
@@ -213,6 +241,78 @@ private:
         g.c = dw, g.ldc = in;
         run(g);
     }
+    // ---- a block's projections: y = x W^T (+ b) (+ scale (x A^T) B^T with LoRA) ----
+    std::string module(int l, proj p) const {
+        return "model.layers." + std::to_string(l) + "." + projection_modules[std::size_t(p)];
+    }
+    bool has_bias(proj p) const { return c_.qkv_bias && (p == proj::q || p == proj::k || p == proj::v); }
+    bool targeted(proj p) const { return lora_ && ((o_.lora.targets >> int(p)) & 1u) != 0; }
+    // Whether the backward of p reads its input (the weight's gradient, or the adapter's A).
+    bool reads_input(proj p) const { return !lora_ || targeted(p); }
+    std::string adapter_buffer(proj p) const { return std::string("lora.") + lora_names[int(p)]; }
+    // y (rows, out) of projection p of layer l from x (an operand, rows x in).
+    void project(int l, proj p, float* y, const void* x) {
+        const auto [in, out] = projection_shape(c_, p);
+        const std::string m = module(l, p);
+        linear(y, x, parameter(m + ".weight"), n_, (long long)out, (long long)in);
+        if (has_bias(p)) ex_.bias_add(y, parameter(m + ".bias"), n_, int(out));
+        if (!targeted(p)) return;
+        const long long r = o_.lora.rank;
+        float* u = adapter_input(l, p, x);
+        matmul_args h; // y += scale u B^T
+        h.trans_b = true, h.m = n_, h.n = (long long)out, h.k = r, h.alpha = lora_scale();
+        h.a = operand(u, n_ * r, "scratch.bf16.lora"), h.lda = r;
+        h.b = weight_operand(parameter(m + ".lora_B.weight")), h.ldb = r, h.beta = 1, h.c = y, h.ldc = (long long)out;
+        run(h);
+    }
+    // u (rows, r) = x A^T of LoRA's projection p, kept for the backward.
+    float* adapter_input(int l, proj p, const void* x) {
+        const long long in = (long long)projection_shape(c_, p).in, r = o_.lora.rank;
+        float* u = layer(l, adapter_buffer(p));
+        matmul_args g;
+        g.trans_b = true, g.m = n_, g.n = r, g.k = in, g.a = x, g.lda = in;
+        g.b = weight_operand(parameter(module(l, p) + ".lora_A.weight")), g.ldb = in, g.c = u, g.ldc = r;
+        run(g);
+        return u;
+    }
+    // dx (rows, in) = dy W (+ scale dy B A) + beta dx for projection p of layer l; and the gradients of what trains:
+    // the weight and bias (a trained base: dW from dy and the input's operand x) or the adapter's A and B. dy: f32
+    // (a bias's column sums) and its operand; x: the input's operand, or null when !reads_input(p).
+    void project_backward(int l, proj p, float* dx, float beta, const float* dy, const void* dy_operand,
+                          const void* x) {
+        const auto [in, out] = projection_shape(c_, p);
+        const std::string m = module(l, p);
+        linear_dx(dx, dy_operand, parameter(m + ".weight"), n_, (long long)out, (long long)in, beta);
+        if (!lora_) {
+            linear_dw(gradient(m + ".weight"), dy_operand, x, n_, (long long)out, (long long)in);
+            if (has_bias(p)) ex_.bias_backward(gradient(m + ".bias"), dy, n_, int(out));
+        }
+        if (!targeted(p)) return;
+        const long long r = o_.lora.rank;
+        const float s = lora_scale();
+        float* t = f("scratch.lora.t");
+        matmul_args g; // t (rows, r) = dy B
+        g.m = n_, g.n = r, g.k = (long long)out, g.a = dy_operand, g.lda = (long long)out;
+        g.b = weight_operand(parameter(m + ".lora_B.weight")), g.ldb = r, g.c = t, g.ldc = r;
+        run(g);
+        matmul_args db; // dB (out, r) += scale dy^T u
+        db.trans_a = true, db.m = (long long)out, db.n = r, db.k = n_, db.alpha = s, db.a = dy_operand;
+        db.lda = (long long)out, db.b = operand(layer(l, adapter_buffer(p)), n_ * r, "scratch.bf16.lora"), db.ldb = r;
+        db.beta = 1, db.c = gradient(m + ".lora_B.weight"), db.ldc = r;
+        run(db);
+        const void* t_operand = operand(t, n_ * r, "scratch.bf16.lora"); // u's copy is done
+        matmul_args da;                                                  // dA (r, in) += scale t^T x
+        da.trans_a = true, da.m = r, da.n = (long long)in, da.k = n_, da.alpha = s, da.a = t_operand, da.lda = r;
+        da.b = x, da.ldb = (long long)in, da.beta = 1, da.c = gradient(m + ".lora_A.weight"), da.ldc = (long long)in;
+        run(da);
+        matmul_args dxa; // dx += scale t A
+        dxa.m = n_, dxa.n = (long long)in, dxa.k = r, dxa.alpha = s, dxa.a = t_operand, dxa.lda = r;
+        dxa.b = weight_operand(parameter(m + ".lora_A.weight")), dxa.ldb = (long long)in, dxa.beta = 1, dxa.c = dx;
+        dxa.ldc = (long long)in;
+        run(dxa);
+    }
+    float lora_scale() const { return o_.lora.alpha / float(o_.lora.rank); }
+
     const std::int64_t* doc_start() const { return documents_ ? as<std::int64_t>("doc_start") : nullptr; }
     const std::int64_t* positions() const { return documents_ ? as<std::int64_t>("positions") : nullptr; }
     attention_dims dims(int l) const {
@@ -263,28 +363,26 @@ private:
     // residual add fused with the next norm too (the next layer's x and normed1, or the final norm's).
     void layer_forward(int l, bool onwards) {
         const long long n = n_;
-        const int d = c_.d_model, q = c_.q_width(), kv = c_.kv_width(), ff = c_.d_ff, L = c_.n_layers;
+        const int d = c_.d_model, q = c_.q_width(), ff = c_.d_ff, L = c_.n_layers;
         const float eps = float(c_.norm_eps);
         const void* normed1 = operand(layer(l, "normed1"), n * d, "scratch.bf16.a");
-        linear(layer(l, "q"), normed1, weight(l, "self_attn.q_proj.weight"), n, q, d);
-        linear(layer(l, "k"), normed1, weight(l, "self_attn.k_proj.weight"), n, kv, d);
-        linear(layer(l, "v"), normed1, weight(l, "self_attn.v_proj.weight"), n, kv, d);
+        project(l, proj::q, layer(l, "q"), normed1);
+        project(l, proj::k, layer(l, "k"), normed1);
+        project(l, proj::v, layer(l, "v"), normed1);
         ex_.rope(layer(l, "q"), f("rope.cos"), f("rope.sin"), positions(), o_.batch, o_.time, c_.n_heads, c_.head_dim(),
                  1.0);
         ex_.rope(layer(l, "k"), f("rope.cos"), f("rope.sin"), positions(), o_.batch, o_.time, c_.n_kv_heads,
                  c_.head_dim(), 1.0);
         attention_forward(l);
-        linear(f("scratch.tmp"), operand(layer(l, "attn"), n * q, "scratch.bf16.a"),
-               weight(l, "self_attn.o_proj.weight"), n, d, q);
+        project(l, proj::o, f("scratch.tmp"), operand(layer(l, "attn"), n * q, "scratch.bf16.a"));
         ex_.residual_rmsnorm_forward(layer(l, "resid"), layer(l, "normed2"), layer(l, "rstd2"), layer(l, "x"),
                                      f("scratch.tmp"), weight(l, "post_attention_layernorm.weight"), n, d, eps);
         const void* normed2 = operand(layer(l, "normed2"), n * d, "scratch.bf16.a");
-        linear(layer(l, "gate"), normed2, weight(l, "mlp.gate_proj.weight"), n, ff, d);
-        linear(layer(l, "up"), normed2, weight(l, "mlp.up_proj.weight"), n, ff, d);
+        project(l, proj::gate, layer(l, "gate"), normed2);
+        project(l, proj::up, layer(l, "up"), normed2);
         ex_.swiglu_forward(layer(l, "hidden"), layer(l, "gate"), layer(l, "up"), n * ff);
         if (!onwards) return;
-        linear(f("scratch.tmp"), operand(layer(l, "hidden"), n * ff, "scratch.bf16.a"),
-               weight(l, "mlp.down_proj.weight"), n, d, ff);
+        project(l, proj::down, f("scratch.tmp"), operand(layer(l, "hidden"), n * ff, "scratch.bf16.a"));
         if (l + 1 < L)
             ex_.residual_rmsnorm_forward(layer(l + 1, "x"), layer(l + 1, "normed1"), layer(l + 1, "rstd1"),
                                          layer(l, "resid"), f("scratch.tmp"), weight(l + 1, "input_layernorm.weight"),
@@ -299,6 +397,8 @@ private:
         ex_.rmsnorm_forward(layer(l, "normed1"), layer(l, "rstd1"), layer(l, "x"), weight(l, "input_layernorm.weight"),
                             n_, c_.d_model, float(c_.norm_eps));
         layer_forward(l, false);
+        if (targeted(proj::down)) // the one adapter input past SwiGLU
+            adapter_input(l, proj::down, operand(layer(l, "hidden"), n_ * c_.d_ff, "scratch.bf16.a"));
     }
 
     // The LM head and the loss, forward and backward, a chunk of rows at a time: the sum of the counted rows'
@@ -318,7 +418,7 @@ private:
                                       scale);
             const void* dlogits = operand(f("logits"), rows * v, "scratch.bf16.a");
             linear_dx(f("scratch.dnormed") + r0 * d, dlogits, head_weight(), rows, v, d, 0.0f);
-            linear_dw(head_gradient(), dlogits, h16, rows, v, d);
+            if (!lora_) linear_dw(head_gradient(), dlogits, h16, rows, v, d); // frozen under an adapter
         }
         std::vector<float> loss(static_cast<std::size_t>(n));
         ex_.download(loss.data(), f("xent.loss"), loss.size() * sizeof(float));
@@ -330,55 +430,52 @@ private:
 
     void backward() {
         const long long n = n_;
-        const int d = c_.d_model, q = c_.q_width(), kv = c_.kv_width(), ff = c_.d_ff, L = c_.n_layers;
+        const int d = c_.d_model, q = c_.q_width(), ff = c_.d_ff, L = c_.n_layers;
+        const std::string layers = "model.layers.";
         float* dx = f("scratch.dx");
         ex_.zero(dx, std::size_t(n * d) * sizeof(float));
-        ex_.residual_rmsnorm_backward(dx, gradient("model.norm.weight"), f("scratch.dnormed"), f("final.x"),
+        ex_.residual_rmsnorm_backward(dx, norm_gradient("model.norm.weight"), f("scratch.dnormed"), f("final.x"),
                                       parameter("model.norm.weight"), f("final.rstd"), n, d);
+        // The input's operand of a projection whose backward reads it (into scratch.bf16.b), else null.
+        auto input = [&](bool read, const float* x, long long count) {
+            return read ? operand(x, count, "scratch.bf16.b") : nullptr;
+        };
         for (int l = L - 1; l >= 0; --l) {
             if (o_.checkpointing && l < L - 1) recompute(l); // the last layer's are still in the work buffers
+            const std::string at = layers + std::to_string(l) + ".";
             // MLP: dx is d(resid + mlp out); the down projection's input gradient, SwiGLU, gate and up.
-            const void* dmlp = operand(dx, n * d, "scratch.bf16.a");
-            linear_dx(f("scratch.dhidden"), dmlp, weight(l, "mlp.down_proj.weight"), n, d, ff, 0.0f);
-            linear_dw(dweight(l, "mlp.down_proj.weight"), dmlp, operand(layer(l, "hidden"), n * ff, "scratch.bf16.b"),
-                      n, d, ff);
+            project_backward(l, proj::down, f("scratch.dhidden"), 0.0f, dx, operand(dx, n * d, "scratch.bf16.a"),
+                             input(reads_input(proj::down), layer(l, "hidden"), n * ff));
             ex_.swiglu_backward(f("scratch.dgate"), f("scratch.dup"), f("scratch.dhidden"), layer(l, "gate"),
                                 layer(l, "up"), n * ff);
-            const void* normed2 = operand(layer(l, "normed2"), n * d, "scratch.bf16.b");
-            const void* dgate = operand(f("scratch.dgate"), n * ff, "scratch.bf16.a");
-            linear_dx(f("scratch.dnormed"), dgate, weight(l, "mlp.gate_proj.weight"), n, ff, d, 0.0f);
-            linear_dw(dweight(l, "mlp.gate_proj.weight"), dgate, normed2, n, ff, d);
-            const void* dup = operand(f("scratch.dup"), n * ff, "scratch.bf16.a");
-            linear_dx(f("scratch.dnormed"), dup, weight(l, "mlp.up_proj.weight"), n, ff, d, 1.0f);
-            linear_dw(dweight(l, "mlp.up_proj.weight"), dup, normed2, n, ff, d);
-            ex_.residual_rmsnorm_backward(dx, dweight(l, "post_attention_layernorm.weight"), f("scratch.dnormed"),
-                                          layer(l, "resid"), weight(l, "post_attention_layernorm.weight"),
-                                          layer(l, "rstd2"), n, d);
+            const void* normed2 = input(reads_input(proj::gate) || reads_input(proj::up), layer(l, "normed2"), n * d);
+            project_backward(l, proj::gate, f("scratch.dnormed"), 0.0f, f("scratch.dgate"),
+                             operand(f("scratch.dgate"), n * ff, "scratch.bf16.a"), normed2);
+            project_backward(l, proj::up, f("scratch.dnormed"), 1.0f, f("scratch.dup"),
+                             operand(f("scratch.dup"), n * ff, "scratch.bf16.a"), normed2);
+            ex_.residual_rmsnorm_backward(dx, norm_gradient(at + "post_attention_layernorm.weight"),
+                                          f("scratch.dnormed"), layer(l, "resid"),
+                                          parameter(at + "post_attention_layernorm.weight"), layer(l, "rstd2"), n, d);
             // Attention: dx is now d resid = d(x_l + attention out).
-            const void* dattn_out = operand(dx, n * d, "scratch.bf16.a");
-            linear_dx(f("scratch.dattn"), dattn_out, weight(l, "self_attn.o_proj.weight"), n, d, q, 0.0f);
-            linear_dw(dweight(l, "self_attn.o_proj.weight"), dattn_out,
-                      operand(layer(l, "attn"), n * q, "scratch.bf16.b"), n, d, q);
+            project_backward(l, proj::o, f("scratch.dattn"), 0.0f, dx, operand(dx, n * d, "scratch.bf16.a"),
+                             input(reads_input(proj::o), layer(l, "attn"), n * q));
             attention_backward(l);
             ex_.rope(f("scratch.dq"), f("rope.cos"), f("rope.sin"), positions(), o_.batch, o_.time, c_.n_heads,
                      c_.head_dim(), -1.0);
             ex_.rope(f("scratch.dk"), f("rope.cos"), f("rope.sin"), positions(), o_.batch, o_.time, c_.n_kv_heads,
                      c_.head_dim(), -1.0);
-            const void* normed1 = operand(layer(l, "normed1"), n * d, "scratch.bf16.b");
-            const struct {
-                const char *gradient, *name;
-                long long width;
-            } projections[] = {{"scratch.dq", "self_attn.q_proj.weight", q},
-                               {"scratch.dk", "self_attn.k_proj.weight", kv},
-                               {"scratch.dv", "self_attn.v_proj.weight", kv}};
-            for (const auto& p : projections) { // d normed1 = dq Wq + dk Wk + dv Wv, in this order
-                const void* dy = operand(f(p.gradient), n * p.width, "scratch.bf16.a");
-                linear_dx(f("scratch.dnormed"), dy, weight(l, p.name), n, p.width, d,
-                          &p == &projections[0] ? 0.0f : 1.0f);
-                linear_dw(dweight(l, p.name), dy, normed1, n, p.width, d);
+            const void* normed1 =
+                input(reads_input(proj::q) || reads_input(proj::k) || reads_input(proj::v), layer(l, "normed1"), n * d);
+            // d normed1 = the input gradients of q, k and v, in this order
+            for (const auto& [p, gradient] :
+                 {std::pair{proj::q, "scratch.dq"}, {proj::k, "scratch.dk"}, {proj::v, "scratch.dv"}}) {
+                const long long width = (long long)projection_shape(c_, p).out;
+                project_backward(l, p, f("scratch.dnormed"), p == proj::q ? 0.0f : 1.0f, f(gradient),
+                                 operand(f(gradient), n * width, "scratch.bf16.a"), normed1);
             }
-            ex_.residual_rmsnorm_backward(dx, dweight(l, "input_layernorm.weight"), f("scratch.dnormed"), layer(l, "x"),
-                                          weight(l, "input_layernorm.weight"), layer(l, "rstd1"), n, d);
+            ex_.residual_rmsnorm_backward(dx, norm_gradient(at + "input_layernorm.weight"), f("scratch.dnormed"),
+                                          layer(l, "x"), parameter(at + "input_layernorm.weight"), layer(l, "rstd1"), n,
+                                          d);
         }
     }
 
@@ -387,10 +484,11 @@ private:
     const arena_plan& plan_;
     std::byte* base_;
     Ex& ex_;
-    std::vector<parameter_slice> layout_;
+    std::vector<parameter_slice> layout_, adapter_layout_;
+    bool lora_;
     attention_products<Ex> products_;
     long long n_ = 0, rows_ = 0, adam_t_ = 0;
-    bool documents_ = false, weights_stale_ = true;
+    bool documents_ = false, base_stale_ = true, adapter_stale_ = true;
 };
 
 } // namespace tl::gpu

@@ -9,6 +9,7 @@
 
 #include <tinylm/cuda/arena_plan.hpp>
 #include <tinylm/cuda/attention_row.hpp>
+#include <tinylm/cuda/nf4_row.hpp>
 #include <tinylm/cuda/row_math.hpp>
 
 #include <cstddef>
@@ -76,6 +77,13 @@ void embedding_forward(float* out, const std::int32_t* ids, const float* weight,
 void embedding_backward(float* dweight, const std::int32_t* tokens, const std::int32_t* offsets,
                         const std::int32_t* positions, long long groups, const float* dout, int d,
                         void* stream = nullptr);
+// An NF4 weight (nf4_row.hpp: device arrays) dequantised into out (f32) and/or out_bf16 (bf16 bits), either may be
+// null: tl::dequantize's values bit for bit. tables: make_nf4_tables().
+void nf4_dequantize(float* out, std::uint16_t* out_bf16, const nf4_weight& q, const nf4_tables& tables,
+                    void* stream = nullptr);
+// y (n, d) += b (d) per row; db (d) += the column sums of dy (n, d), rows in order (deterministic).
+void bias_add(float* y, const float* b, long long n, int d, void* stream = nullptr);
+void bias_backward(float* db, const float* dy, long long n, int d, void* stream = nullptr);
 // h = silu(g) * u over n elements; backward assigns dg and du.
 void swiglu_forward(float* h, const float* g, const float* u, long long n, void* stream = nullptr);
 void swiglu_backward(float* dg, float* du, const float* dh, const float* g, const float* u, long long n,

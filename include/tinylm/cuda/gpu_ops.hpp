@@ -35,6 +35,8 @@ struct gpu_ops {
                                    const float* rstd, long long n, int d) {
         gpu::residual_rmsnorm_backward(dresid, dw, dy, resid, w, rstd, n, d, stream);
     }
+    void bias_add(float* y, const float* b, long long n, int d) { gpu::bias_add(y, b, n, d, stream); }
+    void bias_backward(float* db, const float* dy, long long n, int d) { gpu::bias_backward(db, dy, n, d, stream); }
     void swiglu_forward(float* h, const float* g, const float* u, long long n) {
         gpu::swiglu_forward(h, g, u, n, stream);
     }

@@ -340,6 +340,22 @@ inline void layernorm_backward_rows(float* dx, float* dw, float* db, const float
     for (int j = 0; j < d; ++j)
         layernorm_dwdb_column(dw, db, dy, x, mean, rstd, n, d, j);
 }
+// Biases of (n, d) rows: y += b per row; db += the column sums of dy, rows in order (a thread per column on the
+// GPU: deterministic).
+TINYLM_HD inline float bias_column_sum(const float* dy, long long n, int d, int j) {
+    float s = 0;
+    for (long long r = 0; r < n; ++r)
+        s += dy[r * d + j];
+    return s;
+}
+inline void bias_add_rows(float* y, const float* b, long long n, int d) {
+    for (long long i = 0; i < n * d; ++i)
+        y[i] += b[i % d];
+}
+inline void bias_backward_rows(float* db, const float* dy, long long n, int d) {
+    for (int j = 0; j < d; ++j)
+        db[j] += bias_column_sum(dy, n, d, j);
+}
 inline void swiglu_rows(float* h, const float* g, const float* u, long long n) {
     for (long long i = 0; i < n; ++i)
         h[i] = swiglu_h(g[i], u[i]);

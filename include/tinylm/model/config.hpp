@@ -16,6 +16,7 @@
 // others (k = 2: windowed, full, windowed, full, as Gemma 2); layer_window(l) is the window of layer l.
 #pragma once
 
+#include <array>
 #include <concepts>
 #include <cstdint>
 #include <string>
@@ -75,6 +76,12 @@ enum lora_target : std::uint32_t {
     lora_all = lora_attention | lora_gate | lora_up | lora_down,
 };
 inline constexpr int lora_target_count = 7;
+// The projections of a block, in peft's target bit order (lora_target): q, k, v, o, gate, up, down, and their
+// Hugging Face module names.
+enum class proj : int { q, k, v, o, gate, up, down };
+inline constexpr std::array<const char*, lora_target_count> projection_modules = {
+    "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+    "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
 struct lora_config {
     int rank = 0;
     float alpha = 0;

@@ -23,12 +23,6 @@
 
 namespace tl {
 
-// The projections of a block, in peft's target bit order (lora_target): q, k, v, o, gate, up, down.
-enum class proj : int { q, k, v, o, gate, up, down };
-inline constexpr std::array<const char*, lora_target_count> projection_modules = {
-    "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-    "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
-
 // What the adapter paths share across projections: dropout state and scratch (owned by the model).
 struct adapter_state {
     std::uint64_t dropout_seed = 0, dropout_calls = 0; // key and training-forward count of the masks
