@@ -135,6 +135,33 @@ BOOST_AUTO_TEST_CASE(decoder_step_plan_of_the_150m_preset) {
     }
 }
 
+// LoRA and QLoRA (rank 16 on all seven projections) of Qwen2.5-0.5B at batch 16 x 512: the frozen base without
+// gradients or moments, and in NF4 the projections at about half a byte per weight (docs/gpu.md quotes the sizes).
+BOOST_AUTO_TEST_CASE(decoder_step_plan_of_qwen2_5_0_5b_with_lora) {
+    const model_config c = presets::qwen2_5_0_5b::value;
+    std::size_t bytes[2] = {};
+    for (const bool quantized : {false, true}) {
+        gpu::decoder_plan_options o;
+        o.batch = 16, o.time = 512;
+        o.lora = {.rank = 16, .alpha = 32, .targets = lora_all, .quantized_base = quantized};
+        const gpu::arena_plan plan = gpu::plan_decoder_step(c, o);
+        expect_aligned_and_disjoint(plan);
+        bytes[quantized] = plan.bytes();
+        std::size_t adapter = 0;
+        for (const gpu::parameter_slice& s : gpu::adapter_layout(c, o.lora))
+            adapter += s.size();
+        BOOST_TEST(plan.at("gradients").bytes == 4 * adapter);
+        if (quantized) // about 0.52 byte per projection weight (codes and double-quantised scales)
+            BOOST_TEST(double(plan.at("nf4.codes").bytes + plan.at("nf4.qabsmax").bytes) <
+                       0.52 * double(parameter_count(c) - std::size_t(c.vocab_size * c.d_model)));
+        BOOST_TEST_MESSAGE("Qwen2.5-0.5B, " << (quantized ? "QLoRA" : "LoRA")
+                                            << " rank 16, batch 16 x 512: " << plan.entries().size() << " buffers, "
+                                            << plan.bytes() << " bytes (" << double(plan.bytes()) / double(1ull << 30)
+                                            << " GiB), adapter " << adapter << " parameters");
+    }
+    BOOST_TEST(bytes[1] < bytes[0]);
+}
+
 BOOST_AUTO_TEST_CASE(decoder_step_plan_refuses_what_the_kernels_lack) {
     gpu::decoder_plan_options o;
     model_config c = presets::tiny::value;

@@ -14,6 +14,7 @@
 #include <tinylm/cuda/gpu_ops.hpp>
 #include <tinylm/cuda/nf4_row.hpp>
 #include <tinylm/model/presets.hpp>
+#include <tinylm/ops/nf4.hpp>
 #include <tinylm/ops/rope.hpp>
 
 #include <boost/test/unit_test.hpp>
@@ -639,6 +640,23 @@ struct step_inputs {
     }
 };
 
+// Writes step_inputs' weights into a step by name, with write(destination, source, count): the base (QLoRA: its
+// projection weights quantised to NF4 as tl::decoder quantises them) and the adapter.
+template <class Step, class Write>
+void load_inputs(Step& step, const step_inputs& in, const gpu::decoder_plan_options& o, Write write) {
+    const bool nf4 = o.lora.rank > 0 && o.lora.quantized_base;
+    for (const gpu::parameter_slice& s : gpu::decoder_parameter_layout(in.c)) {
+        const float* w = in.weights.data() + s.offset;
+        if (nf4 && s.name.ends_with("_proj.weight"))
+            step.set_quantized_weight(s.name, quantize_nf4(cview<float>{w, {index_t(s.rows), index_t(s.cols)}}, true));
+        else
+            write(step.parameter(s.name), w, s.size());
+    }
+    for (const gpu::parameter_slice& s : gpu::adapter_layout(in.c, o.lora))
+        write(step.parameter(s.name), in.adapter.data() + s.offset, s.size());
+    step.parameters_changed();
+}
+
 // decoder_step on the GPU over its own arena, the inputs' weights uploaded.
 struct gpu_step {
     gpu::arena_plan plan;
@@ -651,10 +669,9 @@ struct gpu_step {
           products(arena.at<std::byte>(plan.at("blas.workspace").offset), gpu::blas_workspace_bytes), ex{&products,
                                                                                                          nullptr},
           step(in.c, o, plan, arena.at<std::byte>(0), ex) {
-        gpu::copy_to_device(block("parameters"), in.weights.data(), in.weights.size() * sizeof(float));
-        if (!in.adapter.empty())
-            gpu::copy_to_device(block("adapter"), in.adapter.data(), in.adapter.size() * sizeof(float));
-        step.parameters_changed();
+        load_inputs(step, in, o, [](float* to, const float* from, std::size_t n) {
+            gpu::copy_to_device(to, from, n * sizeof(float));
+        });
     }
     float* block(const char* name) const { return arena.at<float>(plan.at(name).offset); }
     std::vector<float> download(const char* name) const {
@@ -741,58 +758,63 @@ BOOST_AUTO_TEST_CASE(decoder_step_matches_the_cpu_executor, needs_device()) {
 }
 
 // LoRA (rank 4 on all seven projections) on a Qwen2-shaped model (q, k, v biases, tied embeddings) on the GPU
-// against the CPU executor (which test_lora checks against peft): the loss, every adapter gradient (1e-4 of its
-// tensor's scale in f32, ten times that in bf16), then the same gradients through clipping and an AdamW step on
-// both sides: the adapter bit for bit, the frozen base unchanged.
+// against the CPU executor (which test_lora checks against peft; with QLoRA, test_qlora against tl::decoder): the
+// loss, every adapter gradient (1e-4 of its tensor's scale in f32, ten times that in bf16), then the same gradients
+// through clipping and an AdamW step on both sides: the adapter bit for bit, the frozen base unchanged; LoRA and
+// QLoRA (the projections in NF4, dequantised before each product).
 BOOST_AUTO_TEST_CASE(lora_step_matches_the_cpu_executor, needs_device()) {
     model_config qwen_like = windowed_tiny();
     qwen_like.qkv_bias = true, qwen_like.tied_embeddings = true;
-    for (const bool bf16 : {false, true}) {
-        BOOST_TEST_CONTEXT((bf16 ? "bf16 products" : "f32 products")) {
-            gpu::decoder_plan_options o;
-            o.batch = 3, o.time = 40, o.logits_rows = 50, o.bf16_weights = bf16;
-            o.lora = {.rank = 4, .alpha = 8, .targets = lora_all};
-            const step_inputs in(o, qwen_like);
-            const gpu::arena_plan plan = gpu::plan_decoder_step(in.c, o);
-            std::vector<std::byte> host(plan.bytes());
-            gpu::cpu_ops cpu;
-            gpu::decoder_step<gpu::cpu_ops> cpu_step(in.c, o, plan, host.data(), cpu);
-            auto host_block = [&](const char* name) {
-                return reinterpret_cast<float*>(host.data() + plan.at(name).offset);
-            };
-            std::copy(in.weights.begin(), in.weights.end(), host_block("parameters"));
-            std::copy(in.adapter.begin(), in.adapter.end(), host_block("adapter"));
-            cpu_step.zero_gradients();
-            const double cpu_loss = cpu_step.forward_backward(in.ids.data(), in.targets.data(), in.docs.data());
+    for (const bool quantized : {false, true})
+        for (const bool bf16 : {false, true}) {
+            BOOST_TEST_CONTEXT((quantized ? "QLoRA, " : "LoRA, ") << (bf16 ? "bf16 products" : "f32 products")) {
+                gpu::decoder_plan_options o;
+                o.batch = 3, o.time = 40, o.logits_rows = 50, o.bf16_weights = bf16;
+                o.lora = {.rank = 4, .alpha = 8, .targets = lora_all, .quantized_base = quantized};
+                const step_inputs in(o, qwen_like);
+                const gpu::arena_plan plan = gpu::plan_decoder_step(in.c, o);
+                std::vector<std::byte> host(plan.bytes());
+                gpu::cpu_ops cpu;
+                gpu::decoder_step<gpu::cpu_ops> cpu_step(in.c, o, plan, host.data(), cpu);
+                auto host_block = [&](const char* name) {
+                    return reinterpret_cast<float*>(host.data() + plan.at(name).offset);
+                };
+                load_inputs(cpu_step, in, o,
+                            [](float* to, const float* from, std::size_t n) { std::copy_n(from, n, to); });
+                cpu_step.zero_gradients();
+                const double cpu_loss = cpu_step.forward_backward(in.ids.data(), in.targets.data(), in.docs.data());
 
-            gpu_step g(in, o);
-            const double gpu_loss = g.run(in);
-            const double bound = bf16 ? 10 : 1;
-            BOOST_TEST_MESSAGE("LoRA loss: CPU executor " << cpu_loss << ", GPU " << gpu_loss);
-            BOOST_TEST(std::abs(gpu_loss - cpu_loss) < bound * 1e-5 * cpu_loss);
-            const std::vector<float> grads = g.download("gradients");
-            const float* cpu_grads = host_block("gradients");
-            for (const gpu::parameter_slice& s : gpu::adapter_layout(in.c, o.lora)) {
-                double err = 0, scale = 0;
-                for (std::size_t i = s.offset; i < s.offset + s.size(); ++i) {
-                    err = std::max(err, std::abs(double(grads[i]) - double(cpu_grads[i])));
-                    scale = std::max(scale, std::abs(double(cpu_grads[i])));
+                gpu_step g(in, o);
+                const std::vector<float> base = g.download("parameters");
+                const double gpu_loss = g.run(in);
+                const double bound = bf16 ? 10 : 1;
+                BOOST_TEST_MESSAGE((quantized ? "QLoRA" : "LoRA")
+                                   << " loss: CPU executor " << cpu_loss << ", GPU " << gpu_loss);
+                BOOST_TEST(std::abs(gpu_loss - cpu_loss) < bound * 1e-5 * cpu_loss);
+                const std::vector<float> grads = g.download("gradients");
+                const float* cpu_grads = host_block("gradients");
+                for (const gpu::parameter_slice& s : gpu::adapter_layout(in.c, o.lora)) {
+                    double err = 0, scale = 0;
+                    for (std::size_t i = s.offset; i < s.offset + s.size(); ++i) {
+                        err = std::max(err, std::abs(double(grads[i]) - double(cpu_grads[i])));
+                        scale = std::max(scale, std::abs(double(cpu_grads[i])));
+                    }
+                    BOOST_TEST(scale > 0.0, s.name);
+                    BOOST_TEST(err <= bound * 1e-4 * scale, s.name << ": " << err << " against a scale of " << scale);
                 }
-                BOOST_TEST(scale > 0.0, s.name);
-                BOOST_TEST(err <= bound * 1e-4 * scale, s.name << ": " << err << " against a scale of " << scale);
+                const std::size_t count = grads.size();
+                gpu::copy_to_device(g.block("gradients"), cpu_grads, count * sizeof(float));
+                const double cpu_norm = cpu_step.clip_gradients(0.01), gpu_norm = g.step.clip_gradients(0.01);
+                BOOST_TEST(std::abs(gpu_norm - cpu_norm) <= 1e-12 * cpu_norm);
+                gpu::copy_to_device(g.block("gradients"), cpu_grads, count * sizeof(float)); // the clipped ones
+                const adamw_options options{.weight_decay = 0.1};
+                cpu_step.adamw_step(1e-3, options);
+                g.step.adamw_step(1e-3, options);
+                BOOST_TEST(std::memcmp(g.download("adapter").data(), host_block("adapter"), in.adapter.size() * 4) ==
+                           0);
+                BOOST_TEST(same_bits(g.download("parameters"), base));
             }
-            const std::size_t count = grads.size();
-            gpu::copy_to_device(g.block("gradients"), cpu_grads, count * sizeof(float));
-            const double cpu_norm = cpu_step.clip_gradients(0.01), gpu_norm = g.step.clip_gradients(0.01);
-            BOOST_TEST(std::abs(gpu_norm - cpu_norm) <= 1e-12 * cpu_norm);
-            gpu::copy_to_device(g.block("gradients"), cpu_grads, count * sizeof(float)); // the clipped ones
-            const adamw_options options{.weight_decay = 0.1};
-            cpu_step.adamw_step(1e-3, options);
-            g.step.adamw_step(1e-3, options);
-            BOOST_TEST(std::memcmp(g.download("adapter").data(), host_block("adapter"), in.adapter.size() * 4) == 0);
-            BOOST_TEST(same_bits(g.download("parameters"), in.weights));
         }
-    }
 }
 
 // Gradient checkpointing on the GPU: each layer's forward recomputed in the backward gives the loss and the

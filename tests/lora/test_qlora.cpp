@@ -11,6 +11,8 @@
 #include "../model/fixture_configs.hpp"
 #include "../support/random.hpp"
 
+#include <tinylm/cuda/cpu_ops.hpp>
+#include <tinylm/cuda/decoder_step.hpp>
 #include <tinylm/io/hf_checkpoint.hpp>
 #include <tinylm/io/peft.hpp>
 #include <tinylm/model/decoder.hpp>
@@ -375,6 +377,58 @@ BOOST_AUTO_TEST_CASE(merge_into_4bit_error_is_measured) {
     model.unmerge(); // exact: the kept 4-bit weights come back
     BOOST_TEST((base_bytes(model) == before));
     BOOST_TEST(logits_of(model, x) == separate);
+}
+
+// The GPU's training step (cuda/decoder_step.hpp) with QLoRA on the CPU executor (the kernels' arithmetic): the
+// model's own NF4 bytes, adapter (random, B not zero) and batch, a Qwen2-shaped model (biases, tied head): the loss
+// within 1e-5, every LoRA gradient within 1e-4 of its tensor's scale, then AdamW from the model's gradients bit for
+// bit; the step holds no f32 copy of the projections. f32 products, attention through products.
+BOOST_AUTO_TEST_CASE(cuda_decoder_step_on_the_cpu_matches_qlora) {
+    decoder<test::qwen2_tied, eigen_cpu, qlora_r4> model(21);
+    randomise_lora(model, 4);
+    const batch b = random_batch(2, 10, 6);
+    model.zero_grad();
+    const double loss = model.loss(b.ids, b.targets);
+    model.backward();
+
+    gpu::decoder_plan_options o;
+    o.batch = 2, o.time = 10, o.logits_rows = 7, o.bf16_weights = false, o.lora = qlora_r4::value;
+    const gpu::arena_plan plan = gpu::plan_decoder_step(test::qwen2_tied::value, o);
+    std::vector<std::byte> memory(plan.bytes());
+    gpu::cpu_ops ex;
+    gpu::decoder_step<gpu::cpu_ops> step(test::qwen2_tied::value, o, plan, memory.data(), ex);
+    for (const parameter_entry& e : model.parameter_entries()) // the f32 base (no projection weights) and adapter
+        std::copy_n(e.value.data, e.value.numel(), step.parameter(e.name));
+    for (const auto& q : model.quantized_entries())
+        step.set_quantized_weight(q.name, model.quantized_weight(q.layer, q.target));
+    BOOST_CHECK_THROW(step.parameter("model.layers.0.mlp.up_proj.weight"), error); // only in NF4
+    BOOST_TEST(plan.at("nf4.codes").bytes < plan.at("parameters").bytes);
+    step.parameters_changed();
+    step.zero_gradients();
+    const double step_loss = step.forward_backward(b.ids.data.data(), b.targets.data.data());
+    BOOST_TEST_MESSAGE("QLoRA loss: decoder " << loss << ", decoder_step on the CPU " << step_loss);
+    BOOST_TEST(std::abs(step_loss - loss) < 1e-5 * loss);
+    double worst = 0;
+    for (const parameter_entry& e : model.trainable_entries()) {
+        const float* g = step.gradient(e.name);
+        double err = 0, scale = 0;
+        for (index_t i = 0; i < e.grad.numel(); ++i) {
+            err = std::max(err, std::abs(double(g[i]) - double(e.grad[i])));
+            scale = std::max(scale, std::abs(double(e.grad[i])));
+        }
+        BOOST_TEST(err <= 1e-4 * scale, e.name << ": " << err << " against a scale of " << scale);
+        worst = std::max(worst, err / scale);
+    }
+    BOOST_TEST_MESSAGE("largest LoRA gradient difference: " << worst << " of its tensor's scale");
+    for (const parameter_entry& e : model.trainable_entries())
+        std::copy_n(e.grad.data, e.grad.numel(), step.gradient(e.name));
+    const adamw_options options{.weight_decay = 0.1};
+    adamw opt(model, options);
+    opt.step(1e-3);
+    step.adamw_step(1e-3, options);
+    for (const parameter_entry& e : model.trainable_entries())
+        BOOST_TEST(std::memcmp(step.parameter(e.name), e.value.data, std::size_t(e.value.numel()) * sizeof(float)) == 0,
+                   e.name);
 }
 
 // save_pretrained writes the dequantised projections: a plain f32 decoder loads them and computes what the

@@ -6,6 +6,7 @@
 #include <tinylm/backend/reference.hpp>
 #include <tinylm/cuda/attention_row.hpp>
 #include <tinylm/cuda/blas.hpp>
+#include <tinylm/cuda/nf4_row.hpp>
 #include <tinylm/cuda/row_math.hpp>
 
 #include <cstddef>
@@ -65,6 +66,14 @@ struct cpu_ops {
     void residual_rmsnorm_backward(float* dresid, float* dw, const float* dy, const float* resid, const float* w,
                                    const float* rstd, long long n, int d) {
         residual_rmsnorm_backward_rows(dresid, dw, dy, resid, w, rstd, n, d);
+    }
+    void nf4_dequantize(float* out, std::uint16_t* out_bf16, const nf4_weight& q) {
+        const nf4_tables t = make_nf4_tables();
+        for (long long i = 0; i < q.n; ++i) {
+            const float w = nf4_element(q, i, t);
+            if (out) out[i] = w;
+            if (out_bf16) out_bf16[i] = bf16_bits(w);
+        }
     }
     void bias_add(float* y, const float* b, long long n, int d) { bias_add_rows(y, b, n, d); }
     void bias_backward(float* db, const float* dy, long long n, int d) { bias_backward_rows(db, dy, n, d); }

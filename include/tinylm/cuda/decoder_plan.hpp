@@ -11,7 +11,10 @@
 //   model state   parameters, gradients, adam.m, adam.v: 4 P bytes each; parameters.bf16 2 P (bf16 option).
 //                 With LoRA (A elements of adapter_layout): adapter 4 A, and gradients, adam.m, adam.v 4 A each
 //                 instead of 4 P (the base is frozen); adapter.bf16 2 A and scratch.bf16.lora 2 N r (bf16);
-//                 scratch.lora.t 4 N r; per layer and targeted projection p, layer.l.lora.p (x A^T, N r f32)
+//                 scratch.lora.t 4 N r; per layer and targeted projection p, layer.l.lora.p (x A^T, N r f32).
+//                 QLoRA: parameters (and parameters.bf16) without the projection weights, which are in
+//                 nf4.codes, nf4.qabsmax, nf4.absmax2 (nf4_layout; about 0.52 byte per weight) and dequantised
+//                 one at a time into scratch.nf4 (the widest projection, bf16 or f32 as the products)
 //   bf16 operands scratch.bf16.a, scratch.bf16.b: 2 max(N max(d, q, f), logits_rows V) bytes each (bf16
 //                 option: a product's activation operands, converted right before it)
 //   inputs        ids, targets (int32 N), doc_start, positions (int64 N), embedding.tokens / .offsets / .positions
@@ -82,10 +85,13 @@ inline projection_widths projection_shape(const model_config& c, proj p) {
     return {0, 0};
 }
 
-inline std::vector<parameter_slice> decoder_parameter_layout(const model_config& c) {
+// quantized_projections (QLoRA): the seven projection weights of every layer live in NF4 (nf4_layout below), not here.
+inline std::vector<parameter_slice> decoder_parameter_layout(const model_config& c,
+                                                             bool quantized_projections = false) {
     std::vector<parameter_slice> out;
     std::size_t at = 0;
     auto add = [&](std::string name, std::size_t rows, std::size_t cols) {
+        if (quantized_projections && name.find("_proj.weight") != std::string::npos) return;
         out.push_back({std::move(name), at, rows, cols});
         at += rows * cols;
     };
@@ -137,6 +143,30 @@ inline std::vector<parameter_slice> adapter_layout(const model_config& c, const 
     return out;
 }
 
+// QLoRA: where each NF4 projection weight sits in the blocks nf4.codes (bytes), nf4.qabsmax (bytes, one 8-bit scale
+// per 64 weights) and nf4.absmax2 (floats, one per 256 scales): ops/nf4.hpp's format with double quantisation, per
+// layer in lora_target's order.
+struct nf4_slice {
+    std::string name; // model.layers.l.<module>.weight
+    std::size_t codes = 0, qabsmax = 0, absmax2 = 0, n = 0;
+    std::size_t code_bytes() const { return (n + 1) / 2; }
+    std::size_t blocks() const { return (n + 63) / 64; }
+    std::size_t scale_blocks() const { return (blocks() + 255) / 256; }
+};
+inline std::vector<nf4_slice> nf4_layout(const model_config& c) {
+    std::vector<nf4_slice> out;
+    nf4_slice at;
+    for (int l = 0; l < c.n_layers; ++l)
+        for (int t = 0; t < lora_target_count; ++t) {
+            const auto [in, width] = projection_shape(c, proj(t));
+            nf4_slice s{"model.layers." + std::to_string(l) + "." + projection_modules[std::size_t(t)] + ".weight",
+                        at.codes, at.qabsmax, at.absmax2, in * width};
+            at.codes += s.code_bytes(), at.qabsmax += s.blocks(), at.absmax2 += s.scale_blocks();
+            out.push_back(std::move(s));
+        }
+    return out;
+}
+
 struct decoder_plan_options {
     long long batch = 1, time = 1;
     long long logits_rows = 4096; // tokens per chunk of the LM head (capped at batch * time)
@@ -144,7 +174,9 @@ struct decoder_plan_options {
     attention_path attention = attention_path::products;
     long long attention_sequences = 0; // sequences per chunk of attention scores (products); 0: the whole batch
     // LoRA (rank > 0): the base is frozen (no gradients, no moments) and the adapter trains: gradients and AdamW's
-    // moments cover the adapter's block; dropout, NF4 bases and trainable embeddings are refused for now.
+    // moments cover the adapter's block. quantized_base (QLoRA): the projection weights in NF4 (nf4_layout),
+    // dequantised into one scratch weight right before each product. Dropout and trainable embeddings are refused
+    // for now.
     lora_config lora{};
     // Gradient checkpointing: keep each layer's input only and recompute the layer's forward in the backward (the
     // same kernels on the same inputs: bit-identical gradients), one layer's activations instead of all.
@@ -169,7 +201,6 @@ inline arena_plan plan_decoder_step(const model_config& c, const decoder_plan_op
     refuse(!c.dense_bias, "biases on the output and MLP projections are not supported (q, k, v biases are)");
     refuse(o.lora.rank == 0 || (o.lora.alpha > 0 && o.lora.targets != 0), "LoRA needs alpha > 0 and a target");
     refuse(o.lora.dropout == 0, "LoRA dropout is not supported on the GPU yet (set dropout 0)");
-    refuse(!o.lora.quantized_base, "QLoRA's NF4 base is not supported on the GPU yet");
     refuse(!o.lora.trainable_embeddings, "LoRA with trainable embeddings is not supported on the GPU yet");
     refuse(c.moe.n_experts == 0, "mixtures of experts are not supported");
     check(o.batch > 0 && o.time > 0 && o.logits_rows > 0 && o.attention_sequences >= 0, [&] {
@@ -192,16 +223,33 @@ inline arena_plan plan_decoder_step(const model_config& c, const decoder_plan_op
     std::size_t adapter = 0; // LoRA's trainable elements
     for (const parameter_slice& s : adapter_layout(c, o.lora))
         adapter += s.size();
+    const bool nf4 = o.lora.rank > 0 && o.lora.quantized_base;
+    std::size_t base = 0; // the f32 base: all parameters, or (QLoRA) all but the projection weights
+    for (const parameter_slice& s : decoder_parameter_layout(c, nf4))
+        base += s.size();
     const std::size_t trained = o.lora.rank > 0 ? adapter : p, r = std::size_t(o.lora.rank);
 
     arena_plan plan;
-    plan.add_array<float>("parameters", p);
+    plan.add_array<float>("parameters", base);
+    if (nf4) {
+        const std::vector<nf4_slice> q = nf4_layout(c);
+        std::size_t widest = 0;
+        for (int t = 0; t < lora_target_count; ++t)
+            widest = std::max(widest, projection_shape(c, proj(t)).in * projection_shape(c, proj(t)).out);
+        plan.add("nf4.codes", q.back().codes + q.back().code_bytes());
+        plan.add("nf4.qabsmax", q.back().qabsmax + q.back().blocks());
+        plan.add_array<float>("nf4.absmax2", q.back().absmax2 + q.back().scale_blocks());
+        if (o.bf16_weights)
+            plan.add_array<std::uint16_t>("scratch.nf4", widest);
+        else
+            plan.add_array<float>("scratch.nf4", widest);
+    }
     if (adapter > 0) plan.add_array<float>("adapter", adapter);
     plan.add_array<float>("gradients", trained);
     plan.add_array<float>("adam.m", trained);
     plan.add_array<float>("adam.v", trained);
     if (o.bf16_weights) {
-        plan.add_array<std::uint16_t>("parameters.bf16", p);
+        plan.add_array<std::uint16_t>("parameters.bf16", base);
         if (adapter > 0) {
             plan.add_array<std::uint16_t>("adapter.bf16", adapter);
             plan.add_array<std::uint16_t>("scratch.bf16.lora", n * r);

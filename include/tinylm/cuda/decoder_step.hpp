@@ -40,6 +40,7 @@
 #include <tinylm/cuda/attention_row.hpp>
 #include <tinylm/cuda/blas.hpp>
 #include <tinylm/cuda/decoder_plan.hpp>
+#include <tinylm/cuda/nf4_row.hpp>
 #include <tinylm/cuda/row_math.hpp>
 #include <tinylm/ops/attention.hpp>
 #include <tinylm/ops/rope.hpp>
@@ -59,8 +60,10 @@ class decoder_step {
 public:
     // base: the start of plan.bytes() of Ex's memory (a device_arena's, or a host buffer for cpu_ops).
     decoder_step(const model_config& c, const decoder_plan_options& o, const arena_plan& plan, std::byte* base, Ex& ex)
-        : c_(c), o_(o), plan_(plan), base_(base), ex_(ex), layout_(decoder_parameter_layout(c)),
-          adapter_layout_(gpu::adapter_layout(c, o.lora)), lora_(o.lora.rank > 0), products_(ex, products_scratch()) {
+        : c_(c), o_(o), plan_(plan), base_(base), ex_(ex), lora_(o.lora.rank > 0), nf4_(lora_ && o.lora.quantized_base),
+          layout_(decoder_parameter_layout(c, nf4_)), adapter_layout_(gpu::adapter_layout(c, o.lora)),
+          products_(ex, products_scratch()) {
+        if (nf4_) nf4_layout_ = nf4_layout(c), nf4_offsets_.assign(nf4_layout_.size(), 0.0f);
         n_ = o.batch * o.time;
         rows_ = std::min<long long>(n_, o.logits_rows);
         // RoPE tables once, as the CPU decoder builds them (rope_table in f32).
@@ -90,6 +93,26 @@ public:
     float* gradient(const std::string& name) {
         if (float* g = find(trainable_layout(), "gradients", name)) return g;
         fail("decoder_step: no trainable parameter named '" + name + "'" + (lora_ ? " (the base is frozen)" : ""));
+    }
+    // QLoRA: the NF4 projection weight `name` (Hugging Face's, e.g. model.layers.0.mlp.up_proj.weight), as
+    // tl::decoder holds it (quantized_weight: double quantisation, the shape of the projection).
+    void set_quantized_weight(const std::string& name, const nf4_tensor& q) {
+        for (std::size_t i = 0; i < nf4_layout_.size(); ++i) {
+            const nf4_slice& s = nf4_layout_[i];
+            if (s.name != name) continue;
+            check(q.double_quant && std::size_t(q.numel()) == s.n && q.codes.size() == s.code_bytes() &&
+                      q.qabsmax.size() == s.blocks() && q.absmax2.size() == s.scale_blocks(),
+                  [&] {
+                      return "decoder_step: the NF4 weight for " + name + " (" + q.shape().str() +
+                             ") does not match the model's shape, or lacks double quantisation";
+                  });
+            ex_.upload(buf("nf4.codes") + s.codes, q.codes.data(), q.codes.size());
+            ex_.upload(buf("nf4.qabsmax") + s.qabsmax, q.qabsmax.data(), q.qabsmax.size());
+            ex_.upload(f("nf4.absmax2") + s.absmax2, q.absmax2.data(), q.absmax2.size() * sizeof(float));
+            nf4_offsets_[i] = q.offset;
+            return;
+        }
+        fail("decoder_step: no NF4 weight named '" + name + "'" + (nf4_ ? "" : " (the base is not quantised)"));
     }
     // After writing parameters directly (a checkpoint, a test): their bf16 copy is made again before the next
     // products. adamw_step does this itself.
@@ -221,16 +244,16 @@ private:
         ex_.matmul(g);
     }
     // y (rows, out) = x (rows, in) W^T; x an operand.
-    void linear(float* y, const void* x, const float* w, long long rows, long long out, long long in) {
+    void linear(float* y, const void* x, const void* w, long long rows, long long out, long long in) {
         matmul_args g;
-        g.trans_b = true, g.m = rows, g.n = out, g.k = in, g.a = x, g.lda = in, g.b = weight_operand(w), g.ldb = in;
+        g.trans_b = true, g.m = rows, g.n = out, g.k = in, g.a = x, g.lda = in, g.b = w, g.ldb = in;
         g.c = y, g.ldc = out;
         run(g);
     }
     // dx (rows, in) = dy (rows, out) W (out, in) + beta dx; dy an operand.
-    void linear_dx(float* dx, const void* dy, const float* w, long long rows, long long out, long long in, float beta) {
+    void linear_dx(float* dx, const void* dy, const void* w, long long rows, long long out, long long in, float beta) {
         matmul_args g;
-        g.m = rows, g.n = in, g.k = out, g.a = dy, g.lda = out, g.b = weight_operand(w), g.ldb = in, g.beta = beta;
+        g.m = rows, g.n = in, g.k = out, g.a = dy, g.lda = out, g.b = w, g.ldb = in, g.beta = beta;
         g.c = dx, g.ldc = in;
         run(g);
     }
@@ -242,6 +265,22 @@ private:
         run(g);
     }
     // ---- a block's projections: y = x W^T (+ b) (+ scale (x A^T) B^T with LoRA) ----
+    // Projection p's weight as a product's operand: its place in the base (or the base's bf16 copy), or with QLoRA
+    // its NF4 form dequantised into scratch.nf4 (f32 or bf16, as the products read), right before its product.
+    const void* projection_weight(int l, proj p) {
+        if (!nf4_) return weight_operand(parameter(module(l, p) + ".weight"));
+        const std::size_t i = std::size_t(l) * lora_target_count + std::size_t(p);
+        const nf4_slice& s = nf4_layout_[i];
+        nf4_weight q;
+        q.codes = reinterpret_cast<const std::uint8_t*>(buf("nf4.codes")) + s.codes;
+        q.qabsmax = reinterpret_cast<const std::uint8_t*>(buf("nf4.qabsmax")) + s.qabsmax;
+        q.absmax2 = f("nf4.absmax2") + s.absmax2, q.offset = nf4_offsets_[i], q.n = (long long)s.n;
+        if (o_.bf16_weights)
+            ex_.nf4_dequantize(nullptr, as<std::uint16_t>("scratch.nf4"), q);
+        else
+            ex_.nf4_dequantize(f("scratch.nf4"), nullptr, q);
+        return buf("scratch.nf4");
+    }
     std::string module(int l, proj p) const {
         return "model.layers." + std::to_string(l) + "." + projection_modules[std::size_t(p)];
     }
@@ -254,7 +293,7 @@ private:
     void project(int l, proj p, float* y, const void* x) {
         const auto [in, out] = projection_shape(c_, p);
         const std::string m = module(l, p);
-        linear(y, x, parameter(m + ".weight"), n_, (long long)out, (long long)in);
+        linear(y, x, projection_weight(l, p), n_, (long long)out, (long long)in);
         if (has_bias(p)) ex_.bias_add(y, parameter(m + ".bias"), n_, int(out));
         if (!targeted(p)) return;
         const long long r = o_.lora.rank;
@@ -282,7 +321,7 @@ private:
                           const void* x) {
         const auto [in, out] = projection_shape(c_, p);
         const std::string m = module(l, p);
-        linear_dx(dx, dy_operand, parameter(m + ".weight"), n_, (long long)out, (long long)in, beta);
+        linear_dx(dx, dy_operand, projection_weight(l, p), n_, (long long)out, (long long)in, beta);
         if (!lora_) {
             linear_dw(gradient(m + ".weight"), dy_operand, x, n_, (long long)out, (long long)in);
             if (has_bias(p)) ex_.bias_backward(gradient(m + ".bias"), dy, n_, int(out));
@@ -411,13 +450,13 @@ private:
             const long long rows = std::min(rows_, n - r0);
             const float* h = f("final.normed") + r0 * d;
             const void* h16 = operand(h, rows * d, "scratch.bf16.b"); // for the logits and the head's dW
-            linear(f("logits"), h16, head_weight(), rows, v, d);
+            linear(f("logits"), h16, weight_operand(head_weight()), rows, v, d);
             ex_.softmax_xent_forward(f("xent.loss") + r0, f("xent.lse") + r0, f("logits"),
                                      as<std::int32_t>("targets") + r0, rows, v);
             ex_.softmax_xent_backward(f("logits"), f("xent.lse") + r0, as<std::int32_t>("targets") + r0, rows, v,
                                       scale);
             const void* dlogits = operand(f("logits"), rows * v, "scratch.bf16.a");
-            linear_dx(f("scratch.dnormed") + r0 * d, dlogits, head_weight(), rows, v, d, 0.0f);
+            linear_dx(f("scratch.dnormed") + r0 * d, dlogits, weight_operand(head_weight()), rows, v, d, 0.0f);
             if (!lora_) linear_dw(head_gradient(), dlogits, h16, rows, v, d); // frozen under an adapter
         }
         std::vector<float> loss(static_cast<std::size_t>(n));
@@ -484,8 +523,10 @@ private:
     const arena_plan& plan_;
     std::byte* base_;
     Ex& ex_;
+    bool lora_, nf4_;
     std::vector<parameter_slice> layout_, adapter_layout_;
-    bool lora_;
+    std::vector<nf4_slice> nf4_layout_; // QLoRA
+    std::vector<float> nf4_offsets_;    // each NF4 weight's mean scale (a host value the kernel takes)
     attention_products<Ex> products_;
     long long n_ = 0, rows_ = 0, adam_t_ = 0;
     bool documents_ = false, base_stale_ = true, adapter_stale_ = true;

@@ -4,12 +4,14 @@
 
 #include <tinylm/cuda/blas.hpp>
 #include <tinylm/cuda/device.hpp>
+#include <tinylm/cuda/nf4_row.hpp>
 
 namespace tl::gpu {
 
 struct gpu_ops {
     blas* products = nullptr;
     void* stream = nullptr;
+    nf4_tables nf4_codebooks = make_nf4_tables(); // QLoRA's, for nf4_dequantize
 
     void upload(void* dst, const void* src, std::size_t bytes) { copy_to_device(dst, src, bytes); }
     void download(void* dst, const void* src, std::size_t bytes) { copy_to_host(dst, src, bytes); }
@@ -34,6 +36,9 @@ struct gpu_ops {
     void residual_rmsnorm_backward(float* dresid, float* dw, const float* dy, const float* resid, const float* w,
                                    const float* rstd, long long n, int d) {
         gpu::residual_rmsnorm_backward(dresid, dw, dy, resid, w, rstd, n, d, stream);
+    }
+    void nf4_dequantize(float* out, std::uint16_t* out_bf16, const nf4_weight& q) {
+        gpu::nf4_dequantize(out, out_bf16, q, nf4_codebooks, stream);
     }
     void bias_add(float* y, const float* b, long long n, int d) { gpu::bias_add(y, b, n, d, stream); }
     void bias_backward(float* db, const float* dy, long long n, int d) { gpu::bias_backward(db, dy, n, d, stream); }
