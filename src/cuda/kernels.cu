@@ -126,11 +126,61 @@ __global__ void layernorm_dx_kernel(float* dx, const float* dy, const float* x, 
         dx[r * d + j] = layernorm_dx(dy[r * d + j], w[j], x[r * d + j], mean[r], rstd[r], sum_g, sum_gx, d);
 }
 
-// One thread per column, rows in order (as rmsnorm_dw_kernel).
-__global__ void layernorm_dwdb_kernel(float* dw, float* db, const float* dy, const float* x, const float* mean,
-                                      const float* rstd, long long n, int d) {
-    const int j = blockIdx.x * blockDim.x + threadIdx.x;
-    if (j < d) layernorm_dwdb_column(dw, db, dy, x, mean, rstd, n, d, j);
+// ---- column sums (the gradients of norm weights and biases), deterministic ----
+// A block takes 32 columns with 32 lanes of rows: lane y sums rows y, y + 32, ... in order (the 32 threads of a
+// warp read 32 neighbouring columns of one row: coalesced), then a fixed tree over the lanes. The sums are added to
+// out0 (and out1). Terms: the per-element term(s) of row r, column j.
+constexpr int column_width = 32, column_lanes = 32;
+struct rmsnorm_dw_terms {
+    const float *dy, *x, *rstd;
+    int d;
+    __device__ void operator()(long long r, int j, float* t) const {
+        t[0] = rmsnorm_dw_term(dy[r * d + j], x[r * d + j], rstd[r]);
+    }
+};
+struct layernorm_dwdb_terms {
+    const float *dy, *x, *mean, *rstd;
+    int d;
+    __device__ void operator()(long long r, int j, float* t) const {
+        t[0] = layernorm_dw_term(dy[r * d + j], x[r * d + j], mean[r], rstd[r]);
+        t[1] = dy[r * d + j];
+    }
+};
+struct bias_terms {
+    const float* dy;
+    int d;
+    __device__ void operator()(long long r, int j, float* t) const { t[0] = dy[r * d + j]; }
+};
+template <int Outputs, class Terms>
+__global__ void column_sums_kernel(float* out0, float* out1, long long n, int d, Terms terms) {
+    __shared__ float shared[Outputs][column_lanes][column_width + 1];
+    const int x = threadIdx.x, y = threadIdx.y, j = blockIdx.x * column_width + x;
+    float s[Outputs] = {};
+    if (j < d)
+        for (long long r = y; r < n; r += column_lanes) {
+            float t[Outputs];
+            terms(r, j, t);
+            for (int o = 0; o < Outputs; ++o)
+                s[o] += t[o];
+        }
+    for (int o = 0; o < Outputs; ++o)
+        shared[o][y][x] = s[o];
+    __syncthreads();
+    for (int k = column_lanes / 2; k > 0; k /= 2) {
+        if (y < k)
+            for (int o = 0; o < Outputs; ++o)
+                shared[o][y][x] += shared[o][y + k][x];
+        __syncthreads();
+    }
+    if (y != 0 || j >= d) return;
+    out0[j] += shared[0][0][x];
+    if constexpr (Outputs > 1) out1[j] += shared[1][0][x];
+}
+template <int Outputs, class Terms>
+void column_sums(float* out0, float* out1, long long n, int d, Terms terms, void* stream, const char* what) {
+    column_sums_kernel<Outputs><<<unsigned((d + column_width - 1) / column_width), dim3(column_width, column_lanes), 0,
+                                  detail::as_stream(stream)>>>(out0, out1, n, d, terms);
+    detail::launch_check(what);
 }
 
 // A dequantised weight in f32 (out32) or as bf16 bits (out16), whichever is given.
@@ -147,10 +197,6 @@ __global__ void bias_add_kernel(float* y, const float* b, long long n, int d) {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n * d;
          i += (long long)gridDim.x * blockDim.x)
         y[i] += b[i % d];
-}
-__global__ void bias_backward_kernel(float* db, const float* dy, long long n, int d) {
-    const int j = blockIdx.x * blockDim.x + threadIdx.x;
-    if (j < d) db[j] += bias_column_sum(dy, n, d, j);
 }
 
 __global__ void swiglu_forward_kernel(float* h, const float* g, const float* u, long long n) {
@@ -179,16 +225,6 @@ __global__ void rope_kernel(float* x, const float* cos, const float* sin, const 
 __global__ void to_bf16_kernel(std::uint16_t* dst, const float* src, long long n) {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
         dst[i] = bf16_bits(src[i]);
-}
-
-// One thread per column, rows in order: deterministic, and reads coalesce across the threads of a warp.
-__global__ void rmsnorm_dw_kernel(float* dw, const float* dy, const float* x, const float* rstd, long long n, int d) {
-    const int j = blockIdx.x * blockDim.x + threadIdx.x;
-    if (j >= d) return;
-    float s = 0;
-    for (long long r = 0; r < n; ++r)
-        s += rmsnorm_dw_term(dy[r * d + j], x[r * d + j], rstd[r]);
-    dw[j] += s;
 }
 
 __global__ void xent_forward_kernel(float* loss, float* lse, const float* logits, const std::int32_t* targets,
@@ -287,9 +323,7 @@ void rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, con
     rmsnorm_dx_kernel<<<unsigned(n), block, 0, detail::as_stream(stream)>>>(dx, dy, x, w, rstd, d, false);
     detail::launch_check("rmsnorm_backward (dx)");
     if (!dw) return;
-    rmsnorm_dw_kernel<<<unsigned((d + block - 1) / block), block, 0, detail::as_stream(stream)>>>(dw, dy, x, rstd, n,
-                                                                                                  d);
-    detail::launch_check("rmsnorm_backward (dw)");
+    column_sums<1>(dw, nullptr, n, d, rmsnorm_dw_terms{dy, x, rstd, d}, stream, "rmsnorm_backward (dw)");
 }
 
 void residual_rmsnorm_forward(float* resid, float* y, float* rstd, const float* x, const float* a, const float* w,
@@ -308,9 +342,7 @@ void residual_rmsnorm_backward(float* dresid, float* dw, const float* dy, const 
     rmsnorm_dx_kernel<<<unsigned(n), block, 0, detail::as_stream(stream)>>>(dresid, dy, resid, w, rstd, d, true);
     detail::launch_check("residual_rmsnorm_backward (dx)");
     if (!dw) return;
-    rmsnorm_dw_kernel<<<unsigned((d + block - 1) / block), block, 0, detail::as_stream(stream)>>>(dw, dy, resid, rstd,
-                                                                                                  n, d);
-    detail::launch_check("residual_rmsnorm_backward (dw)");
+    column_sums<1>(dw, nullptr, n, d, rmsnorm_dw_terms{dy, resid, rstd, d}, stream, "residual_rmsnorm_backward (dw)");
 }
 
 void embedding_forward(float* out, const std::int32_t* ids, const float* weight, long long n, int d, void* stream) {
@@ -355,9 +387,7 @@ void layernorm_backward(float* dx, float* dw, float* db, const float* dy, const 
     layernorm_dx_kernel<<<unsigned(n), block, 0, detail::as_stream(stream)>>>(dx, dy, x, w, mean, rstd, d);
     detail::launch_check("layernorm_backward (dx)");
     if (!dw) return;
-    layernorm_dwdb_kernel<<<unsigned((d + block - 1) / block), block, 0, detail::as_stream(stream)>>>(dw, db, dy, x,
-                                                                                                      mean, rstd, n, d);
-    detail::launch_check("layernorm_backward (dw, db)");
+    column_sums<2>(dw, db, n, d, layernorm_dwdb_terms{dy, x, mean, rstd, d}, stream, "layernorm_backward (dw, db)");
 }
 
 void nf4_dequantize(float* out, std::uint16_t* out_bf16, const nf4_weight& q, const nf4_tables& tables, void* stream) {
@@ -375,8 +405,7 @@ void bias_add(float* y, const float* b, long long n, int d, void* stream) {
 
 void bias_backward(float* db, const float* dy, long long n, int d, void* stream) {
     if (d == 0) return;
-    bias_backward_kernel<<<unsigned((d + block - 1) / block), block, 0, detail::as_stream(stream)>>>(db, dy, n, d);
-    detail::launch_check("bias_backward");
+    column_sums<1>(db, nullptr, n, d, bias_terms{dy, d}, stream, "bias_backward");
 }
 
 void swiglu_forward(float* h, const float* g, const float* u, long long n, void* stream) {

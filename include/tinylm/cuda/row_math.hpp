@@ -88,11 +88,12 @@ TINYLM_HD inline float layernorm_dx(float dy, float w, float x, float mean, floa
 }
 // d(loss)/d(w_j) and d(loss)/d(b_j) of LayerNorm for column j, summed over the n rows in order and added (one
 // GPU thread per column, the same order on the CPU).
+TINYLM_HD inline float layernorm_dw_term(float dy, float x, float mean, float rstd) { return dy * ((x - mean) * rstd); }
 TINYLM_HD inline void layernorm_dwdb_column(float* dw, float* db, const float* dy, const float* x, const float* mean,
                                             const float* rstd, long long n, int d, int j) {
     float sw = 0, sb = 0;
     for (long long r = 0; r < n; ++r) {
-        sw += dy[r * d + j] * ((x[r * d + j] - mean[r]) * rstd[r]);
+        sw += layernorm_dw_term(dy[r * d + j], x[r * d + j], mean[r], rstd[r]);
         sb += dy[r * d + j];
     }
     dw[j] += sw;
