@@ -116,6 +116,14 @@ struct device_run {
     }
 };
 
+// v rounded to bf16 in place; returns the bits (a product's bf16 operand whose values the CPU then reads).
+std::vector<std::uint16_t> round_to_bf16(std::vector<float>& v) {
+    std::vector<std::uint16_t> bits(v.size());
+    for (std::size_t i = 0; i < v.size(); ++i)
+        bits[i] = bf16(v[i]).bits, v[i] = float(bf16(v[i]));
+    return bits;
+}
+
 bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
     return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
@@ -510,13 +518,9 @@ BOOST_AUTO_TEST_CASE(blas_matmul_matches_the_cpu_gemm, needs_device()) {
                     auto a = random_tensor<float>({a_rows, lda}, 46);
                     auto b = random_tensor<float>({b_rows, ldb}, 47);
                     const auto c0 = random_tensor<float>({m, ldc}, 48);
-                    std::vector<std::uint16_t> a16(a.data.size()), b16(b.data.size());
-                    if (bf) { // the CPU sees the rounded values the GPU reads
-                        for (std::size_t i = 0; i < a.data.size(); ++i)
-                            a16[i] = bf16(a.data[i]).bits, a.data[i] = float(bf16(a.data[i]));
-                        for (std::size_t i = 0; i < b.data.size(); ++i)
-                            b16[i] = bf16(b.data[i]).bits, b.data[i] = float(bf16(b.data[i]));
-                    }
+                    // bf16: the CPU sees the rounded values the GPU reads
+                    const std::vector<std::uint16_t> a16 = bf ? round_to_bf16(a.data) : std::vector<std::uint16_t>{};
+                    const std::vector<std::uint16_t> b16 = bf ? round_to_bf16(b.data) : std::vector<std::uint16_t>{};
                     device_run r;
                     const int ba = bf ? r.input(a16) : r.input(a.data), bb = bf ? r.input(b16) : r.input(b.data);
                     const int bc = r.input(c0.data), bws = r.output<std::byte>(gpu::blas_workspace_bytes);
@@ -555,13 +559,8 @@ BOOST_AUTO_TEST_CASE(blas_batched_matmul_from_unaligned_operands, needs_device()
     for (const bool bf : {false, true}) {
         auto a = random_tensor<float>({skip + batch * sa}, 51), b = random_tensor<float>({skip + batch * sb}, 52);
         const auto c0 = random_tensor<float>({skip + batch * sc}, 53);
-        std::vector<std::uint16_t> a16(a.data.size()), b16(b.data.size());
-        if (bf) {
-            for (std::size_t i = 0; i < a.data.size(); ++i)
-                a16[i] = bf16(a.data[i]).bits, a.data[i] = float(bf16(a.data[i]));
-            for (std::size_t i = 0; i < b.data.size(); ++i)
-                b16[i] = bf16(b.data[i]).bits, b.data[i] = float(bf16(b.data[i]));
-        }
+        const std::vector<std::uint16_t> a16 = bf ? round_to_bf16(a.data) : std::vector<std::uint16_t>{};
+        const std::vector<std::uint16_t> b16 = bf ? round_to_bf16(b.data) : std::vector<std::uint16_t>{};
         device_run r;
         const int ba = bf ? r.input(a16) : r.input(a.data), bb = bf ? r.input(b16) : r.input(b.data);
         const int bc = r.input(c0.data), bws = r.output<std::byte>(gpu::blas_workspace_bytes);
