@@ -54,7 +54,7 @@ stage() {
   local name=$1 limit=$2
   shift 2
   [[ $wanted == *" $name "* ]] || return 0
-  limit=$(awk -v a="$limit" -v s="$scale" 'BEGIN { printf "%d", a * s }')
+  limit=$(awk -v a="$limit" -v s="$scale" 'BEGIN { v = int(a * s); printf "%d", v < 1 ? 1 : v }')
   say "=== $name (limit ${limit} s): $*"
   local t0=$SECONDS rc
   # bash -c: the stages are functions of this script (exported below); timeout signals the whole process group.
@@ -148,7 +148,9 @@ novels() {
 export -f bin check_libraries machine_info build_programs kernels bench peer novels
 export mode root bundle build jsonl NOVELS_ARGS
 
-say "gpu-check: $(date -u +%Y-%m-%dT%H:%M:%SZ), $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $mode mode, logs in $out"
+# The tree that runs may have no .git (the device tool copies files): the bundle's MANIFEST names its commit.
+built_from=$(grep -m1 '^commit:' "$bundle/MANIFEST" 2>/dev/null || echo "commit: $(git rev-parse HEAD 2>/dev/null || echo '?')")
+say "gpu-check: $(date -u +%Y-%m-%dT%H:%M:%SZ), $mode mode, $built_from, logs in $out"
 stage smi 20 machine_info
 if [ "$mode" = build ]; then
   stage build 900 build_programs

@@ -73,15 +73,13 @@ constexpr bool have_cuda = true;
 constexpr bool have_cuda = false;
 #endif
 
+void no_sync() {} // gpu::cpu_ops runs each op to its end
+
 // --device cuda or cpu-ops: gpu::decoder_step over one arena of plan_decoder_step (device_step.hpp), initialised
-// from the tl::decoder the CPU path builds with the same seed.
-template <class Config>
-int run_on_device(const settings& s, int cpu_default_batch) {
-    const tl::model_config& c = Config::value;
+// from `weights`, those of the tl::decoder the CPU path builds with the same seed. Not a template: compiled once.
+int run_on_device(const settings& s, const tl::model_config& c, const std::vector<tl::parameter_entry>& weights,
+                  int cpu_default_batch) {
     const bool cuda = s.device == "cuda";
-#ifdef TINYLM_HAS_CUDA
-    tl::check(!cuda || tl::gpu::device_count() > 0, "--device cuda: no CUDA device is visible to this process");
-#endif
     bench::device_step_settings d;
     d.batch = s.batch > 0 ? s.batch : cuda ? 64 : cpu_default_batch;
     d.time = c.max_seq_len;
@@ -92,7 +90,6 @@ int run_on_device(const settings& s, int cpu_default_batch) {
     tl::gpu::decoder_plan_options o;
     o.batch = d.batch, o.time = d.time, o.logits_rows = d.logits_rows, o.bf16_weights = d.bf16;
     const tl::gpu::arena_plan plan = tl::gpu::plan_decoder_step(c, o);
-    const auto model = std::make_unique<tl::decoder<Config>>(c, s.seed); // the initial weights, on the host
     const std::string label = s.config + " on " + s.device;
 
     std::string name;
@@ -104,15 +101,14 @@ int run_on_device(const settings& s, int cpu_default_batch) {
         tl::gpu::blas products(arena.at<std::byte>(plan.at("blas.workspace").offset), tl::gpu::blas_workspace_bytes);
         tl::gpu::gpu_ops ex;
         ex.products = &products;
-        r = bench::run_device_steps(
-            c, *model, plan, arena.at<std::byte>(0), ex, [] { tl::gpu::synchronize(); }, d, label.c_str());
+        r = bench::run_device_steps(c, weights, plan, arena.at<std::byte>(0), ex, tl::gpu::synchronize, d,
+                                    label.c_str());
 #endif
     } else {
         std::vector<std::byte> memory(plan.bytes());
         tl::gpu::cpu_ops ex;
         name = "the host (gpu::cpu_ops)";
-        r = bench::run_device_steps(
-            c, *model, plan, memory.data(), ex, [] {}, d, label.c_str());
+        r = bench::run_device_steps(c, weights, plan, memory.data(), ex, no_sync, d, label.c_str());
     }
 
     const double tokens_per_step = double(d.batch * d.time), flops = tl::flops_per_token(c, int(d.time));
@@ -262,8 +258,14 @@ int main(int argc, char** argv) {
                       "-DTINYLM_WITH_CUDA=ON where nvcc is installed (docs/gpu.md); this build has none");
             tl::check(s.save_init.empty() && !s.checkpointing && !s.runtime_sizes,
                       "--save-init, --checkpointing and --runtime-sizes are for --device cpu");
-            return tl::presets::visit<configs>(
-                s.config, [&]<class Config>() { return run_on_device<Config>(s, default_batch.at(s.config)); });
+#ifdef TINYLM_HAS_CUDA
+            tl::check(s.device != "cuda" || tl::gpu::device_count() > 0,
+                      "--device cuda: no CUDA device is visible to this process");
+#endif
+            return tl::presets::visit<configs>(s.config, [&]<class Config>() {
+                const auto model = std::make_unique<tl::decoder<Config>>(Config::value, s.seed); // on the host
+                return run_on_device(s, Config::value, model->parameter_entries(), default_batch.at(s.config));
+            });
         }
         if (!s.save_init.empty()) std::filesystem::create_directories(s.save_init);
         return tl::presets::visit<configs>(s.config, [&]<class Config>() {

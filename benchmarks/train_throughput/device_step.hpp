@@ -35,19 +35,20 @@ struct device_step_result {
     std::vector<double> step_seconds, losses, gradient_norms; // seconds of the timed steps; losses of every step
 };
 
-// Model: a tl::decoder (any sizes) holding the initial weights. Every step draws a fresh batch of uniform random
-// tokens (bench_train's draw), then, timed: zero gradients, forward + loss + backward, clip the global norm to
-// max_grad_norm, AdamW, and sync() (the executor's queue drained: a device synchronize on the GPU).
-template <class Ex, class Model, class Sync>
-device_step_result run_device_steps(const tl::model_config& c, const Model& model, const tl::gpu::arena_plan& plan,
-                                    std::byte* base, Ex& ex, Sync sync, const device_step_settings& s,
-                                    const char* label) {
+// weights: the parameter entries of a tl::decoder (any sizes) holding the initial weights. Every step draws a fresh
+// batch of uniform random tokens (bench_train's draw), then, timed: zero gradients, forward + loss + backward, clip
+// the global norm to max_grad_norm, AdamW, and sync() (the executor's queue drained: a device synchronize on the
+// GPU). A template of the executor alone, so that the benchmark compiles it once per executor, not per config.
+template <class Ex>
+device_step_result run_device_steps(const tl::model_config& c, const std::vector<tl::parameter_entry>& weights,
+                                    const tl::gpu::arena_plan& plan, std::byte* base, Ex& ex, void (*sync)(),
+                                    const device_step_settings& s, const char* label) {
     tl::gpu::decoder_plan_options o;
     o.batch = s.batch, o.time = s.time, o.logits_rows = s.logits_rows, o.bf16_weights = s.bf16;
     tl::gpu::decoder_step<Ex> step(c, o, plan, base, ex);
 
     std::size_t covered = 0;
-    for (const tl::parameter_entry& e : model.parameter_entries()) {
+    for (const tl::parameter_entry& e : weights) {
         const auto it = std::find_if(step.layout().begin(), step.layout().end(),
                                      [&](const tl::gpu::parameter_slice& p) { return p.name == e.name; });
         tl::check(it != step.layout().end() && it->size() == std::size_t(e.value.numel()), [&] {
