@@ -18,19 +18,21 @@
 # Stages (limit in seconds):
 #   smi (20)       nvidia-smi: name, driver, memory, clocks; nvcc, torch and transformers versions
 #   build (900)    only without .gpu/: configure and build build-gpu (scripts/gpu-bundle.sh --build-only)
-#   ldd (20)       every library of every program resolves: the bundle's, the system's or CUDA's (found on the
+#   ldd (10)       every library of every program resolves: the bundle's, the system's or CUDA's (found on the
 #                  machine by scripts/gpu-env.sh: the loader's cache, /usr/local/cuda*, PyTorch's nvidia-* wheels;
 #                  the bundle's libstdc++/libgomp only when the system's are missing or too old)
 #   kernels (120)  test_cuda_kernels: every kernel and the whole step against the CPU; must PASS (exit 77 =
 #                  skipped = no device visible = a failure here)
-#   math (30)      test_cuda_math (CPU: the kernels' arithmetic and the arena plans)
+#   math (20)      test_cuda_math (CPU: the kernels' arithmetic and the arena plans)
+#   agree (40)     bench_train --device cuda against --device cpu on config a (1 x 256 tokens, f32, same weights
+#                  and tokens): the losses of 3 steps within 1e-4 relative (the whole step and AdamW, end to end)
 #   bench (150)    bench_train --device cuda --config 150m: batch 64 x 512, bf16 products, 2 warm-up + 5 timed
 #                  steps (builds the 150M tl::decoder on the host first, a few seconds)
-#   peer (240)     pytorch_peer.py --device cuda --config 150m --compile: the same model and step in PyTorch (bf16
+#   peer (230)     pytorch_peer.py --device cuda --config 150m --compile: the same model and step in PyTorch (bf16
 #                  autocast, SDPA, fused AdamW, clipping), 3 warm-up steps (the compilation) + 5 timed
 #   novels (180)   NOT in the default list, name it: 04_russian_novels --device cuda, a short run (only when the
 #                  program takes --device and the corpus came along: .gpu/data.tar.xz or TINYLM_DATA_DIR)
-# The default stages' limits add up to 580 s, under the device tool's 600 s per call; most end far sooner.
+# The default stages' limits add up to 590 s, under the device tool's 600 s per call; most end far sooner.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 root=$PWD
@@ -45,7 +47,7 @@ summary=$out/summary.txt
 scale=${GPU_CHECK_SCALE:-1}
 bundle=$root/.gpu
 build=${GPU_BUILD_DIR:-build-gpu}
-wanted=" ${*:-smi build ldd kernels math bench peer} "
+wanted=" ${*:-smi build ldd kernels math agree bench peer} "
 failures=0
 
 say() { echo "$*" | tee -a "$log"; }
@@ -126,6 +128,22 @@ kernels() {
   return "$rc"
 }
 
+# The GPU step against tl::decoder on the CPU, end to end: config a, one sequence, f32, the same weights and tokens
+# (same seed): the losses of 3 steps (the 2nd and 3rd after AdamW updates) within 1e-4 relative.
+agree() {
+  local cpu gpu
+  cpu=$("$(bin bench_train)" --device cpu --config a --batch 1 --steps 2 --warmup 1 --no-ceiling) || return 1
+  gpu=$("$(bin bench_train)" --device cuda --config a --batch 1 --steps 2 --warmup 1 --precision f32) || return 1
+  python3 - "$cpu" "$gpu" <<'PY'
+import json, sys
+cpu, gpu = (json.loads(a.splitlines()[-1])["losses"] for a in sys.argv[1:3])
+worst = max(abs(g - c) / abs(c) for c, g in zip(cpu, gpu))
+print(f"losses, tl::decoder on the CPU: {cpu}\nlosses, gpu::decoder_step on the GPU: {gpu}\n"
+      f"largest relative difference {worst:.2e}: {'AGREE' if worst < 1e-4 else 'DIFFER'} (bound 1e-4)")
+sys.exit(0 if worst < 1e-4 and len(cpu) == len(gpu) else 1)
+PY
+}
+
 bench() {
   "$(bin bench_train)" --device cuda --config 150m --steps 5 --warmup 2 | tee -a "$jsonl"
   return "${PIPESTATUS[0]}"
@@ -145,7 +163,7 @@ novels() {
   "$(bin 04_russian_novels)" $NOVELS_ARGS
 }
 
-export -f bin check_libraries machine_info build_programs kernels bench peer novels
+export -f bin check_libraries machine_info build_programs kernels agree bench peer novels
 export mode root bundle build jsonl NOVELS_ARGS
 
 # The tree that runs may have no .git (the device tool copies files): the bundle's MANIFEST names its commit.
@@ -163,11 +181,12 @@ for p in test_cuda_kernels test_cuda_math bench_train 04_russian_novels; do
   exe=$(bin "$p")
   [ -n "$exe" ] && [ -x "$exe" ] && programs+=("$exe")
 done
-stage ldd 20 check_libraries "${programs[@]}"
+stage ldd 10 check_libraries "${programs[@]}"
 stage kernels 120 kernels
-stage math 30 "$(bin test_cuda_math)" --report_level=short
+stage math 20 "$(bin test_cuda_math)" --report_level=short
+stage agree 40 agree
 stage bench 150 bench
-stage peer 240 peer
+stage peer 230 peer
 novels_exe=$(bin 04_russian_novels)
 if [[ $wanted != *" novels "* ]]; then
   :
