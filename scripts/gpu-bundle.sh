@@ -75,7 +75,8 @@ mkdir -p "$bundle/bin" "$bundle/lib" "$bundle/fallback"
 grep -qx '/.gpu/' .gitignore || echo "gpu-bundle: warning: /.gpu/ is not in .gitignore" >&2
 
 # A library is the CUDA toolkit's, glibc's or the compiler runtime's by its name.
-is_cuda() { [[ $1 =~ ^lib(cuda|cudart|cublas|cublasLt|cudnn|nvrtc|nvJitLink|cufft|curand|cusparse|cusolver|nccl|nvidia-ml)[._-] ]]; }
+cuda_names='cuda|cudart|cublas|cublasLt|cudnn|nvrtc|nvJitLink|cufft|curand|cusparse|cusolver|nccl|nvidia-ml'
+is_cuda() { [[ $1 =~ ^lib($cuda_names)[._-] ]]; }
 is_glibc() { [[ $1 =~ ^(ld-linux.*|libc|libm|libdl|libpthread|librt|libresolv|libutil|libmvec)\.so ]]; }
 is_runtime() { [[ $1 =~ ^(libstdc\+\+|libgomp|libgcc_s)\.so ]]; }
 
@@ -104,7 +105,10 @@ if [ -n "${GPU_BUNDLE_DATA:-}" ]; then
   # shellcheck disable=SC2086 # a list of folders
   nice -n 10 tar -C "$data_dir" -cf - $GPU_BUNDLE_DATA | xz -6 -T1 >"$bundle/data.tar.xz"
 fi
-needs() { for f in "$bundle"/bin/* "$bundle"/lib/*; do objdump -T "$f" 2>/dev/null; done | grep -o "$1_[0-9][0-9.]*" | sort -uV | tail -1; }
+needs() { # the highest version of symbol set $1 (GLIBC, GLIBCXX, ...) the programs and libraries ask for
+  for f in "$bundle"/bin/* "$bundle"/lib/*; do objdump -T "$f" 2>/dev/null; done |
+    grep -o "$1_[0-9][0-9.]*" | sort -uV | tail -1
+}
 needs_line="$(needs GLIBC), $(needs GLIBCXX), $(needs CXXABI), $(needs GOMP)"
 # xz: oneDNN alone is 40 MB, 7 MB packed; scripts/gpu-env.sh unpacks them on the GPU machine (half a second).
 nice -n 10 xz -6 -T1 "$bundle"/lib/* "$bundle"/fallback/*
@@ -132,8 +136,9 @@ nice -n 10 xz -6 -T1 "$bundle"/lib/* "$bundle"/fallback/*
   echo "working tree bytes (git ls-files): $(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)"
 } >"$bundle/MANIFEST"
 
-# Checks, with the libraries unpacked as gpu-check.sh unpacks them: every library resolves inside the bundle (or is glibc's,
-# the runtime's or CUDA's), with nothing of this machine's environment but the bundle's LD_LIBRARY_PATH.
+# Checks, with the libraries unpacked as gpu-check.sh unpacks them: every library resolves inside the bundle (or
+# is glibc's, the runtime's or CUDA's), with nothing of this machine's environment but the bundle's
+# LD_LIBRARY_PATH.
 status=0
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
@@ -168,7 +173,8 @@ else
   status=1
 fi
 cat "$bundle/MANIFEST"
-total=$(($(du -cb "$bundle" | tail -1 | cut -f1) + $(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)))
+tree=$(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
+total=$(($(du -cb "$bundle" | tail -1 | cut -f1) + tree))
 echo "gpu-bundle: bundle + working tree = $((total / 1048576)) MiB of the device tool's 64 MiB"
 [ "$total" -lt $((60 * 1048576)) ] || { echo "gpu-bundle: CHECK FAILED: too large to carry" >&2; status=1; }
 exit $status

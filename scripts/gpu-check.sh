@@ -109,8 +109,10 @@ machine_info() {
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.sm,power.limit --format=csv || return 1
   nvidia-smi -L
   (nvcc --version 2>/dev/null || /usr/local/cuda/bin/nvcc --version) | tail -1
-  python3 -c 'import torch, transformers; print("torch", torch.__version__, "cuda", torch.version.cuda, "transformers", transformers.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else "no device")'
-  echo "cores: $(nproc), $(. /etc/os-release && echo "$PRETTY_NAME"), glibc $(ldd --version | head -1 | awk '{print $NF}')"
+  python3 -c 'import torch, transformers as t; print("torch", torch.__version__, "cuda", torch.version.cuda,
+    "transformers", t.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else "no device")'
+  echo "cores: $(nproc), $(. /etc/os-release && echo "$PRETTY_NAME"),"\
+    "glibc $(ldd --version | head -1 | awk '{print $NF}')"
   echo "mode: $mode"
 }
 
@@ -167,13 +169,15 @@ export -f bin check_libraries machine_info build_programs kernels agree bench pe
 export mode root bundle build jsonl NOVELS_ARGS
 
 # The tree that runs may have no .git (the device tool copies files): the bundle's MANIFEST names its commit.
-built_from=$(grep -m1 '^commit:' "$bundle/MANIFEST" 2>/dev/null || echo "commit: $(git rev-parse HEAD 2>/dev/null || echo '?')")
+built_from=$(grep -m1 '^commit:' "$bundle/MANIFEST" 2>/dev/null ||
+  echo "commit: $(git rev-parse HEAD 2>/dev/null || echo '?')")
 say "gpu-check: $(date -u +%Y-%m-%dT%H:%M:%SZ), $mode mode, $built_from, logs in $out"
 stage smi 20 machine_info
 if [ "$mode" = build ]; then
   stage build 900 build_programs
 else
-  [[ $wanted == *" build "* ]] && skip build "the bundle .gpu/ is here (built $(grep -m1 '^built:' "$bundle/MANIFEST" | cut -d' ' -f2))"
+  built=$(grep -m1 '^built:' "$bundle/MANIFEST" | cut -d' ' -f2)
+  [[ $wanted == *" build "* ]] && skip build "the bundle .gpu/ is here (built $built)"
 fi
 setup_libraries
 programs=()

@@ -2,9 +2,9 @@
 # scripts/gpu-env.sh: sourced (bash) by scripts/gpu-check.sh and scripts/gpu-bundle.sh to make a bundle's programs
 # runnable. `gpu_bundle_env DIR` unpacks DIR/lib/*.xz, DIR/fallback/*.xz and DIR/data.tar.xz into a folder under
 # /tmp, once (the bundle carries them xz-compressed to fit the device tool's 64 MiB), then exports
-# LD_LIBRARY_PATH: the unpacked lib, the directories of CUDA's libraries where the loader would not find them itself, and
-# the unpacked fallback only when the system's libstdc++, libgomp or libgcc_s are missing or older than the programs need.
-# Prints what it chose.
+# LD_LIBRARY_PATH: the unpacked lib, the directories of CUDA's libraries where the loader would not find them
+# itself, and the unpacked fallback only when the system's libstdc++, libgomp or libgcc_s are missing or older than
+# the programs need. Prints what it chose.
 
 # Directories holding CUDA 13's libcudart/libcublasLt/libcublas when the loader's cache has not got them: the
 # toolkit's, or the nvidia-* wheels beside the machine's PyTorch.
