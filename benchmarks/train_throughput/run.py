@@ -20,6 +20,7 @@ torch.compile, fused AdamW) on the same GPU, one after the other; prints both to
 dense bf16 peak) and the ratio of the medians. scripts/gpu-check.sh runs the two as separate stages, each with its
 own time limit, and then only the report (--report, over the JSON lines they printed):
 
+  source scripts/gpu-env.sh && gpu_bundle_env .gpu     (the bundle's libraries; docs/gpu.md)
   python3 benchmarks/train_throughput/run.py --device cuda --exe .gpu/bin/bench_train --configs 150m --repeats 1 \
       --steps 10 --warmup 2
   python3 benchmarks/train_throughput/run.py --report bench-cuda.jsonl
