@@ -1,34 +1,214 @@
 #!/usr/bin/env bash
-# scripts/gpu-check.sh: the CUDA backend on a machine with an NVIDIA GPU (issue 20, docs/gpu.md), once per change
-# of src/cuda or tinylm/cuda. Configures a build with TINYLM_WITH_CUDA=ON, builds tinylm::cuda and the CUDA tests,
-# and runs `ctest -L cuda` (which must pass, not skip, here) plus the CPU test of the kernels' arithmetic.
+# scripts/gpu-check.sh: the CUDA backend on a machine with an NVIDIA GPU (issue 20, docs/gpu.md). One command for
+# the device tool's `run`, with `carry: [".gpu"]` (the bundle scripts/gpu-bundle.sh made on the build machine):
 #
-#   scripts/gpu-check.sh [build-dir]        (default build-gpu; CUDA_ARCHS=90 by default: H100/H200)
+#   scripts/gpu-check.sh                 every stage below, in order
+#   scripts/gpu-check.sh kernels bench   only the stages named (any of the names below; novels only so)
 #
-# Exit status: ctest's. Prints nvidia-smi's view of the device first, so that the log says what ran.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-build=${1:-build-gpu}
-archs=${CUDA_ARCHS:-90}
-jobs=${JOBS:-$(nproc)}
+# With .gpu/ present it runs the bundled programs and builds nothing (the GPU machine's image lacks the Debian dev
+# packages a build needs); without it, it configures and builds build-gpu as scripts/gpu-bundle.sh --build-only
+# does and runs the programs from there. Every stage has its own time limit (seconds, GPU_CHECK_SCALE multiplies
+# them all) and a failing stage does not stop the next; the summary comes last. Logs go under $OUT when it is set
+# (the device tool brings back at most 8 files: this writes 3), else gpu-check-logs/:
+#   gpu-check.log   everything every stage printed, in order, each stage under a "=== stage" header
+#   bench.jsonl     the JSON lines of bench_train and pytorch_peer.py
+#   summary.txt     one line per stage (PASS / FAIL / TIMEOUT / SKIP, seconds), then the throughput comparison
+# Exit status: 0 when every stage that ran passed.
+#
+# Stages (limit in seconds):
+#   smi (20)       nvidia-smi: name, driver, memory, clocks; nvcc, torch and transformers versions
+#   build (900)    only without .gpu/: configure and build build-gpu (scripts/gpu-bundle.sh --build-only)
+#   ldd (10)       every library of every program resolves: the bundle's, the system's or CUDA's (found on the
+#                  machine by scripts/gpu-env.sh: the loader's cache, /usr/local/cuda*, PyTorch's nvidia-* wheels;
+#                  the bundle's libstdc++/libgomp only when the system's are missing or too old)
+#   kernels (120)  test_cuda_kernels: every kernel and the whole step against the CPU; must PASS (exit 77 =
+#                  skipped = no device visible = a failure here)
+#   math (20)      test_cuda_math (CPU: the kernels' arithmetic and the arena plans)
+#   agree (40)     bench_train --device cuda against --device cpu on config a (1 x 256 tokens, f32, same weights
+#                  and tokens): the losses of 3 steps within 1e-4 relative (the whole step and AdamW, end to end)
+#   bench (150)    bench_train --device cuda --config 150m: batch 64 x 512, bf16 products, 2 warm-up + 5 timed
+#                  steps (builds the 150M tl::decoder on the host first, a few seconds)
+#   peer (230)     pytorch_peer.py --device cuda --config 150m --compile: the same model and step in PyTorch (bf16
+#                  autocast, SDPA, fused AdamW, clipping), 3 warm-up steps (the compilation) + 5 timed
+#   novels (180)   NOT in the default list, name it: 04_russian_novels --device cuda, a short run (only when the
+#                  program takes --device and the corpus came along: .gpu/data.tar.xz or TINYLM_DATA_DIR)
+# The default stages' limits add up to 590 s, under the device tool's 600 s per call; most end far sooner.
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 1
+root=$PWD
+out=${OUT:-$root/gpu-check-logs}
+mkdir -p "$out"
+log=$out/gpu-check.log
+jsonl=$out/bench.jsonl
+summary=$out/summary.txt
+: >"$log"
+: >"$jsonl"
+: >"$summary"
+scale=${GPU_CHECK_SCALE:-1}
+bundle=$root/.gpu
+build=${GPU_BUILD_DIR:-build-gpu}
+wanted=" ${*:-smi build ldd kernels math agree bench peer} "
+failures=0
 
-command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
-nvcc=${CUDACXX:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
-"$nvcc" --version | tail -1
+say() { echo "$*" | tee -a "$log"; }
+# stage NAME LIMIT COMMAND...: runs COMMAND with its output in the log (and on stdout), under `timeout`.
+stage() {
+  local name=$1 limit=$2
+  shift 2
+  [[ $wanted == *" $name "* ]] || return 0
+  limit=$(awk -v a="$limit" -v s="$scale" 'BEGIN { v = int(a * s); printf "%d", v < 1 ? 1 : v }')
+  say "=== $name (limit ${limit} s): $*"
+  local t0=$SECONDS rc
+  # bash -c: the stages are functions of this script (exported below); timeout signals the whole process group.
+  timeout -k 10 "$limit" bash -c '"$@"' stage "$@" 2>&1 | tee -a "$log"
+  rc=${PIPESTATUS[0]}
+  local verdict=PASS
+  case $rc in
+    0) ;;
+    124 | 137) verdict=TIMEOUT ;;
+    77) verdict="SKIP (77)" ;;
+    *) verdict="FAIL ($rc)" ;;
+  esac
+  [ "$rc" -eq 0 ] || failures=$((failures + 1))
+  local what="$*"
+  printf '%-8s %-10s %4d s  %s\n' "$name" "$verdict" $((SECONDS - t0)) "${what:0:90}" | tee -a "$summary" >>"$log"
+  return 0
+}
+skip() { printf '%-8s %-10s %4d s  %s\n' "$1" "SKIP" 0 "$2" | tee -a "$summary" | tee -a "$log"; }
 
-cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DTINYLM_WERROR=ON -DTINYLM_WITH_CUDA=ON \
-  -DCMAKE_CUDA_COMPILER="$nvcc" -DCMAKE_CUDA_ARCHITECTURES="$archs" -DTINYLM_BUILD_EXAMPLES=OFF \
-  -DTINYLM_BUILD_TOOLS=OFF >"$build.configure.log" 2>&1 || { tail -30 "$build.configure.log"; exit 1; }
-cmake --build "$build" -j"$jobs" --target tinylm_cuda test_cuda_kernels test_cuda_math
-# --no-tests=error: a build without the CUDA tests must not pass as "nothing to run"; a skip (no device) fails
-# here, because this script exists to run them on a GPU.
-set +e
-ctest --test-dir "$build" -L cuda --no-tests=error --output-on-failure 2>&1 | tee "$build.ctest-cuda.log"
-rc=${PIPESTATUS[0]}
-set -e
-[ "$rc" -eq 0 ] || exit "$rc"
-if grep -q "Skipped" "$build.ctest-cuda.log"; then
-  echo "gpu-check: the CUDA tests were skipped: no CUDA device visible to this process" >&2
-  exit 1
+# Where the programs are: the bundle, else the build tree (built by the build stage).
+if [ -d "$bundle/bin" ]; then
+  mode=bundle
+  bin() { echo "$bundle/bin/$1"; }
+else
+  mode=build
+  bin() { find "$root/$build" -type f -name "$1" -perm -u+x 2>/dev/null | head -1; }
 fi
-ctest --test-dir "$build" -R '^test_cuda_math$' --output-on-failure
+
+# shellcheck source=scripts/gpu-env.sh
+source "$root/scripts/gpu-env.sh"
+setup_libraries() {
+  [ "$mode" = bundle ] || return 0
+  gpu_bundle_env "$bundle" > >(tee -a "$log") 2>&1 # in this shell, for its export
+}
+
+check_libraries() {
+  local missing=0 exe
+  [ "$mode" = bundle ] && cat "$bundle/MANIFEST"
+  echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
+  for exe in "$@"; do
+    [ -x "$exe" ] || { echo "missing program: $exe"; missing=1; continue; }
+    echo "--- $exe"
+    ldd "$exe" 2>&1 | grep -E '=>|not found' | sed 's/ (0x[0-9a-f]*)//'
+    ldd "$exe" 2>&1 | grep -q 'not found' && missing=1
+  done
+  return $missing
+}
+
+machine_info() {
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.sm,power.limit --format=csv || return 1
+  nvidia-smi -L
+  (nvcc --version 2>/dev/null || /usr/local/cuda/bin/nvcc --version) | tail -1
+  python3 -c 'import torch, transformers as t; print("torch", torch.__version__, "cuda", torch.version.cuda,
+    "transformers", t.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else "no device")'
+  echo "cores: $(nproc), $(. /etc/os-release && echo "$PRETTY_NAME"),"\
+    "glibc $(ldd --version | head -1 | awk '{print $NF}')"
+  echo "mode: $mode"
+}
+
+build_programs() {
+  local nvcc
+  nvcc=${CUDACXX:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
+  CUDACXX=$nvcc GPU_BUILD_DIR=$build JOBS=${JOBS:-$(nproc)} scripts/gpu-bundle.sh --build-only
+}
+
+kernels() {
+  local rc
+  "$(bin test_cuda_kernels)" --log_level=test_suite --report_level=short
+  rc=$?
+  [ "$rc" -eq 77 ] && echo "gpu-check: test_cuda_kernels was SKIPPED: no CUDA device visible to this process"
+  return "$rc"
+}
+
+# The GPU step against tl::decoder on the CPU, end to end: config a, one sequence, f32, the same weights and tokens
+# (same seed): the losses of 3 steps (the 2nd and 3rd after AdamW updates) within 1e-4 relative.
+agree() {
+  local cpu gpu
+  cpu=$("$(bin bench_train)" --device cpu --config a --batch 1 --steps 2 --warmup 1 --no-ceiling) || return 1
+  gpu=$("$(bin bench_train)" --device cuda --config a --batch 1 --steps 2 --warmup 1 --precision f32) || return 1
+  python3 - "$cpu" "$gpu" <<'PY'
+import json, sys
+cpu, gpu = (json.loads(a.splitlines()[-1])["losses"] for a in sys.argv[1:3])
+worst = max(abs(g - c) / abs(c) for c, g in zip(cpu, gpu))
+print(f"losses, tl::decoder on the CPU: {cpu}\nlosses, gpu::decoder_step on the GPU: {gpu}\n"
+      f"largest relative difference {worst:.2e}: {'AGREE' if worst < 1e-4 else 'DIFFER'} (bound 1e-4)")
+sys.exit(0 if worst < 1e-4 and len(cpu) == len(gpu) else 1)
+PY
+}
+
+bench() {
+  "$(bin bench_train)" --device cuda --config 150m --steps 5 --warmup 2 | tee -a "$jsonl"
+  return "${PIPESTATUS[0]}"
+}
+
+peer() {
+  PYTHONUNBUFFERED=1 python3 benchmarks/train_throughput/pytorch_peer.py --device cuda --config 150m --steps 5 \
+    --warmup 3 --compile | tee -a "$jsonl"
+  return "${PIPESTATUS[0]}"
+}
+
+# The hook for 04_russian_novels --device cuda (the branch that adds it fills NOVELS_ARGS): a short run of the
+# 150M preset on the corpus, which must come along (.gpu/data.tar.xz, or TINYLM_DATA_DIR).
+NOVELS_ARGS=${NOVELS_ARGS:-"--preset 150m --device cuda --steps 50 --fresh --out $root/runs/gpu-check-novels"}
+novels() {
+  # shellcheck disable=SC2086 # word splitting of the arguments is meant
+  "$(bin 04_russian_novels)" $NOVELS_ARGS
+}
+
+export -f bin check_libraries machine_info build_programs kernels agree bench peer novels
+export mode root bundle build jsonl NOVELS_ARGS
+
+# The tree that runs may have no .git (the device tool copies files): the bundle's MANIFEST names its commit.
+built_from=$(grep -m1 '^commit:' "$bundle/MANIFEST" 2>/dev/null ||
+  echo "commit: $(git rev-parse HEAD 2>/dev/null || echo '?')")
+say "gpu-check: $(date -u +%Y-%m-%dT%H:%M:%SZ), $mode mode, $built_from, logs in $out"
+stage smi 20 machine_info
+if [ "$mode" = build ]; then
+  stage build 900 build_programs
+else
+  built=$(grep -m1 '^built:' "$bundle/MANIFEST" | cut -d' ' -f2)
+  [[ $wanted == *" build "* ]] && skip build "the bundle .gpu/ is here (built $built)"
+fi
+setup_libraries
+programs=()
+for p in test_cuda_kernels test_cuda_math bench_train 04_russian_novels; do
+  exe=$(bin "$p")
+  [ -n "$exe" ] && [ -x "$exe" ] && programs+=("$exe")
+done
+stage ldd 10 check_libraries "${programs[@]}"
+stage kernels 120 kernels
+stage math 20 "$(bin test_cuda_math)" --report_level=short
+stage agree 40 agree
+stage bench 150 bench
+stage peer 230 peer
+novels_exe=$(bin 04_russian_novels)
+if [[ $wanted != *" novels "* ]]; then
+  :
+elif [ -z "$novels_exe" ] || ! "$novels_exe" --help 2>/dev/null | grep -q -- '--device'; then
+  skip novels "04_russian_novels is not bundled or takes no --device yet"
+elif [ -z "${TINYLM_DATA_DIR:-}" ] && [ ! -d "${GPU_BUNDLE_UNPACKED:-/nonexistent}/data" ]; then
+  skip novels "no corpus here: bundle it (GPU_BUNDLE_DATA, docs/gpu.md) or set TINYLM_DATA_DIR"
+else
+  [ -z "${TINYLM_DATA_DIR:-}" ] && export TINYLM_DATA_DIR=$GPU_BUNDLE_UNPACKED/data
+  stage novels 180 novels
+fi
+
+{
+  echo
+  echo "throughput (benchmarks/train_throughput/run.py --report):"
+  [ -s "$jsonl" ] && python3 benchmarks/train_throughput/run.py --report "$jsonl" 2>&1
+} | tee -a "$summary" >>"$log"
+echo
+echo "=== summary ($failures failed; logs: $log, $jsonl, $summary)"
+cat "$summary"
+[ "$failures" -eq 0 ]

@@ -4,14 +4,27 @@
 //
 //   build-speed/benchmarks/train_throughput/bench_train --config b --steps 3 --warmup 1 [--checkpointing]
 //   build-speed/benchmarks/train_throughput/bench_train --config a --save-init runs/speed-a   (for run.py --check)
+//   build-gpu/benchmarks/train_throughput/bench_train --device cuda --config 150m --steps 10 --warmup 2
 //
 // Configs: a, b (bench_configs.hpp) and 150m (tl::presets::russian_novels_150m). Every step draws a fresh batch of
 // uniform random tokens (the counter RNG, so both implementations could see the same ones); steps after the warm-up
 // are timed one by one (zero_grad + loss + backward + AdamW), and tokens/s is batch x time / the median step.
+//
+// --device cuda (a build with tinylm::cuda, docs/gpu.md): the same model and tokens through gpu::decoder_step on
+// the GPU (device_step.hpp): bf16 products by default, batch 64 by default, the LM head in chunks of --logits-rows
+// tokens; each timed step is zero gradients, forward and backward, clipping to norm 1 and AdamW, ended by a device
+// synchronize; MFU against the GPU's dense bf16 peak (by its name, or --peak-tflops). --device cpu-ops runs that
+// very loop through gpu::cpu_ops (the kernels' CPU drivers, the reference gemm): slow, for checking without a GPU.
 #include "bench_configs.hpp"
+#include "device_step.hpp"
 #include "gemm_ceiling.hpp"
 
 #include <tinylm/backend/default.hpp>
+#include <tinylm/cuda/cpu_ops.hpp>
+#ifdef TINYLM_HAS_CUDA
+#include <tinylm/cuda/device.hpp>
+#include <tinylm/cuda/gpu_ops.hpp>
+#endif
 #include <tinylm/io/hf_checkpoint.hpp>
 #include <tinylm/io/safetensors.hpp>
 #include <tinylm/model/decoder.hpp>
@@ -48,8 +61,78 @@ struct settings {
     std::string save_init;
     bool runtime_sizes = false;
     std::uint64_t seed = 1;
-    std::string precision = "f32";
+    std::string precision; // empty: f32, or bf16 on cuda
+    std::string device = "cpu";
+    long long logits_rows = 4096;
+    double peak_tflops = 0; // 0: by the GPU's name
 };
+
+#ifdef TINYLM_HAS_CUDA
+constexpr bool have_cuda = true;
+#else
+constexpr bool have_cuda = false;
+#endif
+
+void no_sync() {} // gpu::cpu_ops runs each op to its end
+
+// --device cuda or cpu-ops: gpu::decoder_step over one arena of plan_decoder_step (device_step.hpp), initialised
+// from `weights`, those of the tl::decoder the CPU path builds with the same seed. Not a template: compiled once.
+int run_on_device(const settings& s, const tl::model_config& c, const std::vector<tl::parameter_entry>& weights,
+                  int cpu_default_batch) {
+    const bool cuda = s.device == "cuda";
+    bench::device_step_settings d;
+    d.batch = s.batch > 0 ? s.batch : cuda ? 64 : cpu_default_batch;
+    d.time = c.max_seq_len;
+    d.logits_rows = s.logits_rows;
+    d.bf16 = s.precision.empty() ? cuda : s.precision == "bf16";
+    d.warmup = s.warmup, d.steps = s.steps, d.seed = s.seed;
+    d.adamw.weight_decay = 0.1; // as the CPU path's tl::adamw
+    tl::gpu::decoder_plan_options o;
+    o.batch = d.batch, o.time = d.time, o.logits_rows = d.logits_rows, o.bf16_weights = d.bf16;
+    const tl::gpu::arena_plan plan = tl::gpu::plan_decoder_step(c, o);
+    const std::string label = s.config + " on " + s.device;
+
+    std::string name;
+    bench::device_step_result r;
+    if (cuda) {
+#ifdef TINYLM_HAS_CUDA
+        name = tl::gpu::device_name();
+        tl::gpu::device_arena arena(plan);
+        tl::gpu::blas products(arena.at<std::byte>(plan.at("blas.workspace").offset), tl::gpu::blas_workspace_bytes);
+        tl::gpu::gpu_ops ex;
+        ex.products = &products;
+        r = bench::run_device_steps(c, weights, plan, arena.at<std::byte>(0), ex, tl::gpu::synchronize, d,
+                                    label.c_str());
+#endif
+    } else {
+        std::vector<std::byte> memory(plan.bytes());
+        tl::gpu::cpu_ops ex;
+        name = "the host (gpu::cpu_ops)";
+        r = bench::run_device_steps(c, weights, plan, memory.data(), ex, no_sync, d, label.c_str());
+    }
+
+    const double tokens_per_step = double(d.batch * d.time), flops = tl::flops_per_token(c, int(d.time));
+    const double tokens_per_second = tokens_per_step / bench::median(r.step_seconds);
+    const double peak = s.peak_tflops > 0 ? s.peak_tflops : cuda ? bench::dense_bf16_peak_tflops(name) : 0;
+    std::string mfu = "null";
+    if (peak > 0) mfu = std::to_string(flops * tokens_per_second / (peak * 1e12));
+    if (cuda && peak == 0)
+        std::fprintf(stderr, "bench_train: no dense bf16 peak known for '%s': give --peak-tflops for the MFU\n",
+                     name.c_str());
+    std::printf("{\"impl\": \"tinylm\", \"variant\": \"%s\", \"device\": \"%s\", \"device_name\": \"%s\", "
+                "\"precision\": \"%s\", \"sizes\": \"compile-time\", \"config\": \"%s\", \"batch\": %lld, "
+                "\"seq_len\": %lld, \"checkpointing\": false, \"threads\": %d, \"parameters\": %lld, "
+                "\"flops_per_token\": %.6g, \"tokens_per_step\": %lld, \"step_seconds\": %s, \"losses\": %s, "
+                "\"gradient_norms\": %s, \"peak_rss_mib\": %.1f, \"arena_mib\": %.1f, \"logits_rows\": %lld, "
+                "\"tokens_per_second\": %.1f, \"peak_tflops\": %.1f, \"mfu\": %s, "
+                "\"gemm_model_shapes_gflops\": 0, \"gemm_square_gflops\": 0, \"gemm_model_shapes_seconds\": 0}\n",
+                s.device.c_str(), s.device.c_str(), name.c_str(), d.bf16 ? "bf16" : "f32", s.config.c_str(), d.batch,
+                d.time, omp_get_max_threads(), (long long)tl::parameter_count(c), flops, (long long)tokens_per_step,
+                bench::json_array(r.step_seconds).c_str(), bench::json_array(r.losses).c_str(),
+                bench::json_array(r.gradient_norms).c_str(), bench::peak_rss_mib(), double(plan.bytes()) / (1 << 20),
+                std::min(d.logits_rows, d.batch * d.time), tokens_per_second, peak, mfu.c_str());
+    return 0;
+}
 
 // Model: decoder<Config> (sizes fixed at compile time) or decoder<families::llama> (the same sizes read at run
 // time, --runtime-sizes); both are built from Config::value.
@@ -69,7 +152,7 @@ int run(const settings& s, int default_batch) {
 #ifdef TINYLM_HAS_ONEDNN
     if (s.precision == "bf16") bf16.emplace(tl::precision::bf16);
 #else
-    tl::check(s.precision == "f32",
+    tl::check(s.precision != "bf16",
               "bench_train: --precision bf16 needs oneDNN (configure with TINYLM_WITH_ONEDNN=ON)");
 #endif
     auto model = std::make_unique<model_t>(Config::value, s.seed);
@@ -121,7 +204,7 @@ int run(const settings& s, int default_batch) {
                 "\"step_seconds\": %s, \"losses\": %s, \"peak_rss_mib\": %.1f, \"activation_mib\": %.1f, "
                 "\"parameter_arena_mib\": %.1f, \"gemm_model_shapes_gflops\": %.2f, \"gemm_square_gflops\": %.2f, "
                 "\"gemm_model_shapes_seconds\": %.4f}\n",
-                std::string(model_t::backend::name).c_str(), s.precision.c_str(),
+                std::string(model_t::backend::name).c_str(), s.precision.empty() ? "f32" : s.precision.c_str(),
                 s.runtime_sizes ? "run-time" : "compile-time", s.config.c_str(), (long long)B, (long long)T,
                 s.checkpointing ? "true" : "false", omp_get_max_threads(),
                 (long long)tl::parameter_count(Config::value), tl::flops_per_token(Config::value, int(T)),
@@ -149,9 +232,17 @@ int main(int argc, char** argv) {
     app.add_option("--warmup", s.warmup, "untimed steps first");
     app.add_option("--seed", s.seed, "initialisation and token seed");
     app.add_option("--precision", s.precision,
-                   "f32, or bf16: matrix products in bf16 with f32 accumulation (AVX-512 BF16 or AMX; "
-                   "docs/precision.md)")
+                   "f32, or bf16: matrix products in bf16 with f32 accumulation (on the CPU: AVX-512 BF16 or AMX, "
+                   "docs/precision.md); default f32, bf16 with --device cuda")
         ->check(CLI::IsMember({"f32", "bf16"}));
+    app.add_option("--device", s.device,
+                   "cpu (tl::decoder), cuda (gpu::decoder_step on the GPU; a build with tinylm::cuda) or cpu-ops "
+                   "(gpu::decoder_step through its CPU executor: slow, checks the loop without a GPU)")
+        ->check(CLI::IsMember({"cpu", "cuda", "cpu-ops"}));
+    app.add_option("--logits-rows", s.logits_rows, "cuda, cpu-ops: tokens per chunk of the LM head (default 4096)")
+        ->check(CLI::PositiveNumber);
+    app.add_option("--peak-tflops", s.peak_tflops,
+                   "cuda: the dense bf16 peak for the MFU (default: by the GPU's name; H100 SXM and H200 989.4)");
     app.add_flag("!--no-ceiling", s.ceiling, "skip the GEMM ceiling measurement");
     app.add_flag("--checkpointing", s.checkpointing, "gradient checkpointing per block (recompute in backward)");
     app.add_flag("--runtime-sizes", s.runtime_sizes,
@@ -161,6 +252,21 @@ int main(int argc, char** argv) {
                    "pytorch_peer.py --check DIR can confirm it builds the same model");
     CLI11_PARSE(app, argc, argv);
     try {
+        if (s.device != "cpu") {
+            tl::check(s.device != "cuda" || have_cuda,
+                      "--device cuda needs a build with the CUDA backend (tinylm::cuda): configure with "
+                      "-DTINYLM_WITH_CUDA=ON where nvcc is installed (docs/gpu.md); this build has none");
+            tl::check(s.save_init.empty() && !s.checkpointing && !s.runtime_sizes,
+                      "--save-init, --checkpointing and --runtime-sizes are for --device cpu");
+#ifdef TINYLM_HAS_CUDA
+            tl::check(s.device != "cuda" || tl::gpu::device_count() > 0,
+                      "--device cuda: no CUDA device is visible to this process");
+#endif
+            return tl::presets::visit<configs>(s.config, [&]<class Config>() {
+                const auto model = std::make_unique<tl::decoder<Config>>(Config::value, s.seed); // on the host
+                return run_on_device(s, Config::value, model->parameter_entries(), default_batch.at(s.config));
+            });
+        }
         if (!s.save_init.empty()) std::filesystem::create_directories(s.save_init);
         return tl::presets::visit<configs>(s.config, [&]<class Config>() {
             const int batch = default_batch.at(s.config);

@@ -15,11 +15,21 @@ What is tuned (and printed in the JSON under "settings"):
   all parameters; foreach selectable); zero_grad(set_to_none=True); optionally torch.compile (inductor, CPU) of the
   model's forward (--compile); the optimizer stays eager.
 
+On a GPU (--device cuda, issue 20, docs/gpu.md): the model on the GPU with f32 weights, forward and loss under
+torch.autocast('cuda', bfloat16) (bf16 products with f32 accumulation, as bench_train --device cuda), attention
+"sdpa" (transformers calls F.scaled_dot_product_attention with is_causal: FlashAttention on Hopper), fused AdamW,
+clipping to norm 1 (bench_train's GPU step clips too), torch.compile with --compile; every step is timed between
+two torch.cuda.synchronize(); batch 64 by default; MFU against the GPU's dense bf16 peak (by its name, or
+--peak-tflops). No GEMM ceiling there.
+
 Usage: pytorch_peer.py --config b --steps 3 --warmup 1 [--compile]
+       pytorch_peer.py --device cuda --config 150m --steps 10 --warmup 3 --compile
 """
 import argparse
 import json
 import os
+import platform
+import statistics
 import sys
 import time
 
@@ -27,7 +37,14 @@ import time
 def parse():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", choices=["a", "b", "150m"], default="a")
-    ap.add_argument("--batch", type=int, default=0, help="default: a 16, b 8, 150m 4 (as bench_train)")
+    ap.add_argument("--batch", type=int, default=0, help="default: a 16, b 8, 150m 4 (as bench_train); cuda: 64")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--precision", choices=["f32", "bf16"],
+                    help="cuda: bf16 autocast (the default) or f32 throughout; on the CPU see --autocast-bf16")
+    ap.add_argument("--clip", type=float, help="clip the gradient norm to this before AdamW (default: cuda 1.0, "
+                                               "cpu none, as bench_train's steps)")
+    ap.add_argument("--peak-tflops", type=float, default=0.0,
+                    help="cuda: the dense bf16 peak for the MFU (default: by the GPU's name)")
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps first (with --compile: at least 2)")
     ap.add_argument("--threads", type=int, default=2)
@@ -72,6 +89,15 @@ def flops_per_token(c, T):
     kv = d // c["num_attention_heads"] * c["num_key_value_heads"]
     weights = L * (d * q + 2 * d * kv + q * d + 3 * d * ff) + V * d
     return 6 * weights + 6 * 2 * L * q * (T + 1) / 2
+
+
+def dense_bf16_peak_tflops(name):
+    """bench_train's table (device_step.hpp): dense bf16 tensor-core peak by the GPU's name; 0 when unknown."""
+    for key, tflops in (("H200", 989.4), ("H100 NVL", 835.5), ("H100 PCIe", 756.5), ("H100", 989.4),
+                        ("A100", 312.0)):
+        if key in name:
+            return tflops
+    return 0.0
 
 
 def llama_config(c, attn):
@@ -169,10 +195,17 @@ def main():
     if args.check:
         return check(args.check)
     c = CONFIGS[args.config]
-    B = args.batch or c["batch"]
+    cuda = args.device == "cuda"
+    if cuda and not torch.cuda.is_available():
+        raise SystemExit("pytorch_peer.py: --device cuda, but torch sees no CUDA device")
+    B = args.batch or (64 if cuda else c["batch"])
     T, V = c["max_position_embeddings"], c["vocab_size"]
+    autocast = (args.precision != "f32") if cuda else args.autocast_bf16
+    clip = args.clip if args.clip is not None else (1.0 if cuda else 0.0)
+    device = torch.device(args.device)
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     torch.manual_seed(args.seed)
-    model = LlamaForCausalLM(llama_config(c, args.attn)).float()
+    model = LlamaForCausalLM(llama_config(c, args.attn)).float().to(device)
     model.train()
     if args.checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -182,13 +215,17 @@ def main():
 
     steps, losses, compile_seconds = [], [], None
     for step in range(args.warmup + args.steps):
-        ids, targets = random_batch(B, T, V, step, args.seed)
+        ids, targets = (x.to(device) for x in random_batch(B, T, V, step, args.seed))
+        sync()
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.autocast_bf16):
+        with torch.autocast(args.device, dtype=torch.bfloat16, enabled=autocast):
             loss = mean_ce(forward, ids, targets)
         loss.backward()
+        if clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip, foreach=True)
         opt.step()
+        sync()
         t = time.perf_counter() - t0
         if step == 0 and args.compile:
             compile_seconds = t
@@ -198,17 +235,27 @@ def main():
         print(f"pytorch{' compiled' if args.compile else ''} {args.config} step {step}: loss {losses[-1]:.5f}, "
               f"{t:.3f} s", file=sys.stderr)
     rss = peak_rss_mib()
-    shapes, square, shape_seconds = (0.0, 0.0, 0.0) if args.no_ceiling else gemm_ceiling(c, B * T)
+    shapes, square, shape_seconds = (0.0, 0.0, 0.0) if args.no_ceiling or cuda else gemm_ceiling(c, B * T)
+    fpt = flops_per_token(c, T)
+    tokens_per_second = B * T / statistics.median(steps) if steps else 0.0
+    name = torch.cuda.get_device_name() if cuda else (platform.processor() or "cpu")
+    peak = args.peak_tflops or (dense_bf16_peak_tflops(name) if cuda else 0.0)
     print(json.dumps({
         "impl": "pytorch", "variant": "compiled" if args.compile else "eager", "config": args.config, "batch": B,
+        "device": args.device, "device_name": name, "precision": "bf16" if autocast else "f32",
+        "tokens_per_second": tokens_per_second, "peak_tflops": peak,
+        "mfu": fpt * tokens_per_second / (peak * 1e12) if peak else None,
+        "cuda_max_allocated_mib": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
         "checkpointing": args.checkpointing,
         "seq_len": T, "threads": torch.get_num_threads(), "parameters": sum(p.numel() for p in model.parameters()),
-        "flops_per_token": flops_per_token(c, T), "tokens_per_step": B * T, "step_seconds": steps, "losses": losses,
+        "flops_per_token": fpt, "tokens_per_step": B * T, "step_seconds": steps, "losses": losses,
         "peak_rss_mib": rss, "gemm_model_shapes_gflops": shapes, "gemm_square_gflops": square,
         "gemm_model_shapes_seconds": shape_seconds, "compile_first_step_seconds": compile_seconds,
         "settings": {"torch": torch.__version__, "threads": torch.get_num_threads(),
                      "interop_threads": torch.get_num_interop_threads(), "attn": args.attn,
-                     "optimizer": args.optimizer, "compile": args.compile, "autocast_bf16": args.autocast_bf16,
+                     "optimizer": args.optimizer, "compile": args.compile, "autocast_bf16": autocast,
+                     "clip_grad_norm": clip, "cuda": torch.version.cuda,
+                     "cudnn": torch.backends.cudnn.version() if cuda else None,
                      "checkpointing": args.checkpointing,
                      "matmul_precision": torch.get_float32_matmul_precision(),
                      "mkldnn": torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled,

@@ -14,6 +14,16 @@ tinylm/PyTorch ratio (median of the per-round ratios).
   /work/venv/bin/python benchmarks/train_throughput/run.py --build build-speed --configs 150m --repeats 1 \
       --steps 1 --batch 1 --variants tinylm eager
   /work/venv/bin/python benchmarks/train_throughput/run.py --build build-speed --check   (same model? config a)
+
+On a GPU (issue 20, docs/gpu.md): bench_train --device cuda and pytorch_peer.py --device cuda (bf16 autocast, SDPA,
+torch.compile, fused AdamW) on the same GPU, one after the other; prints both tokens/s and MFUs (against the GPU's
+dense bf16 peak) and the ratio of the medians. scripts/gpu-check.sh runs the two as separate stages, each with its
+own time limit, and then only the report (--report, over the JSON lines they printed):
+
+  source scripts/gpu-env.sh && gpu_bundle_env .gpu     (the bundle's libraries; docs/gpu.md)
+  python3 benchmarks/train_throughput/run.py --device cuda --exe .gpu/bin/bench_train --configs 150m --repeats 1 \
+      --steps 10 --warmup 2
+  python3 benchmarks/train_throughput/run.py --report bench-cuda.jsonl
 """
 import argparse
 import json
@@ -68,9 +78,22 @@ def main():
                          "-bf16: bf16 products (bench_train --precision bf16; pytorch_peer.py --autocast-bf16)")
     ap.add_argument("--out", type=Path, help="write every process's JSON here")
     ap.add_argument("--check", action="store_true", help="only check that both build the same model (config a)")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                    help="cuda: bench_train --device cuda beside pytorch_peer.py --device cuda (variants tinylm, "
+                         "eager, compiled; default tinylm and compiled)")
+    ap.add_argument("--exe", type=Path, help="bench_train to run (default: BUILD/benchmarks/train_throughput/...)")
+    ap.add_argument("--report", type=Path, nargs="+", metavar="JSONL",
+                    help="run nothing: report the JSON lines of bench_train and pytorch_peer.py runs in these files")
     args = ap.parse_args()
 
-    exe = Path(args.build) / "benchmarks" / "train_throughput" / "bench_train"
+    if args.report:
+        return report_from_files(args.report)
+    cuda = args.device == "cuda"
+    if cuda and args.variants == ap.get_default("variants"):
+        args.variants = ["tinylm", "compiled"]
+    if cuda and any(v.endswith(("-ckpt", "-bf16")) for v in args.variants):
+        raise SystemExit("run.py: --device cuda runs the variants tinylm, eager and compiled (bf16 on both sides)")
+    exe = args.exe or Path(args.build) / "benchmarks" / "train_throughput" / "bench_train"
     peer = [sys.executable, HERE / "pytorch_peer.py"]
     env = dict(os.environ)
     coretype = env.pop("OPENBLAS_CORETYPE", None)  # must be unset for the peer; recorded below
@@ -89,6 +112,8 @@ def main():
     for config in args.configs:
         for r in range(args.repeats):
             common = ["--config", config, "--steps", args.steps] + (["--batch", args.batch] if args.batch else [])
+            if cuda:
+                common += ["--device", "cuda"]
             for v in args.variants:
                 ckpt = ["--checkpointing"] if v.endswith("-ckpt") else []
                 if v.startswith("tinylm"):
@@ -107,8 +132,50 @@ def main():
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"machine": m, "openblas_coretype": coretype, "runs": results}, indent=1))
-    report(results, args.variants)
+    if cuda:
+        report_cuda(results)
+    else:
+        report(results, args.variants)
     return 0
+
+
+def report_from_files(paths):
+    results = []
+    for path in paths:
+        for line in path.read_text().splitlines():
+            if line.startswith("{"):
+                r = json.loads(line)
+                r.setdefault("round", len([x for x in results if x["impl"] == r["impl"]]))
+                r.setdefault("key", "tinylm" if r["impl"] == "tinylm" else r["variant"])
+                results.append(r)
+    if any(r.get("device") == "cuda" for r in results):
+        report_cuda(results)
+    else:
+        report(results, list(dict.fromkeys(r["key"] for r in results)))
+    return 0
+
+
+def report_cuda(results):
+    """Per config: tokens/s (median over rounds of each run's median step), MFU against the dense bf16 peak, and
+    tinylm / PyTorch, the ratio of the medians."""
+    print(f"\n{'config':<6} {'impl':<18} {'GPU':<24} {'prec':<5} {'batch':>5} {'tokens/s':>10} {'MFLOP/tok':>9} "
+          f"{'TFLOP/s':>8} {'peak':>6} {'MFU':>6} {'runs':>4}")
+    for config in dict.fromkeys(r["config"] for r in results):
+        medians = {}
+        for key in dict.fromkeys(r["key"] for r in results if r["config"] == config):
+            runs = [r for r in results if r["config"] == config and r["key"] == key]
+            tok = statistics.median(r["tokens_per_step"] / statistics.median(r["step_seconds"]) for r in runs)
+            f, peak = runs[0]["flops_per_token"], runs[0].get("peak_tflops") or 0
+            medians[key] = tok
+            mfu = f"{100 * f * tok / (peak * 1e12):5.1f}%" if peak else "    -"
+            name = key if key.startswith("tinylm") else f"pytorch {key}"
+            print(f"{config:<6} {name:<18} {runs[0].get('device_name', '')[:24]:<24} {runs[0].get('precision', ''):<5} "
+                  f"{runs[0]['batch']:>5} {tok:>10.0f} {f * 1e-6:>9.1f} {tok * f * 1e-12:>8.1f} {peak:>6.0f} {mfu:>6} "
+                  f"{len(runs):>4}")
+        for peer in ("compiled", "eager"):
+            if "tinylm" in medians and peer in medians:
+                print(f"{config:<6} ratio tinylm / pytorch {peer}: {medians['tinylm'] / medians[peer]:.3f} "
+                      f"(goal, issue 20: >= 1.0 against compiled, MFU >= 45%)")
 
 
 def report(results, variants):

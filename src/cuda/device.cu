@@ -14,6 +14,15 @@ int device_count() {
     return n;
 }
 
+std::string device_name() {
+    if (device_count() == 0) return {};
+    int device = 0;
+    detail::cuda_check(cudaGetDevice(&device), "cudaGetDevice");
+    cudaDeviceProp prop{};
+    detail::cuda_check(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
+    return prop.name;
+}
+
 device_arena::device_arena(const arena_plan& plan) : bytes_(plan.bytes()) {
     if (bytes_ == 0) return;
     detail::cuda_check(cudaMalloc(&base_, bytes_), "cudaMalloc of the device arena");

@@ -14,11 +14,14 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 namespace tl::gpu {
 
 // CUDA devices visible to this process; 0 when there is none or no driver (never throws).
 int device_count();
+// The current device's name as CUDA reports it ("NVIDIA H100 80GB HBM3"); empty when there is no device.
+std::string device_name();
 
 // One cudaMalloc of plan.bytes(), freed on destruction; at(offset) is the device address of a planned buffer.
 class device_arena {
