@@ -106,12 +106,52 @@ public:
         weights_stale_ = true;
     }
 
+    // AdamW's moments of the parameter named (Ex's memory) and its step count: what a checkpoint saves and restores
+    // (gpu::device_adamw, cuda/device_decoder.hpp).
+    float* first_moment(const std::string& name) { return slice("adam.m", name); }
+    float* second_moment(const std::string& name) { return slice("adam.v", name); }
+    long long adamw_steps() const { return adam_t_; }
+    void set_adamw_steps(long long t) { adam_t_ = t; }
+
+    // Validation: the mean loss over counted targets, forward and the head's loss only (no gradient is touched).
+    // Arguments as forward_backward's.
+    double loss(const std::int32_t* ids, const std::int32_t* targets, const std::int64_t* documents = nullptr) {
+        const long long n = n_;
+        long long count = 0;
+        for (long long i = 0; i < n; ++i)
+            count += targets[i] >= 0;
+        for (long long i = 0; i < n; ++i)
+            check(ids[i] >= 0 && ids[i] < c_.vocab_size, [&] {
+                return "decoder_step::loss: token id " + std::to_string(ids[i]) + " at position " + std::to_string(i) +
+                       " is outside the vocabulary of " + std::to_string(c_.vocab_size);
+            });
+        ex_.upload(buf("ids"), ids, std::size_t(n) * sizeof(std::int32_t));
+        ex_.upload(buf("targets"), targets, std::size_t(n) * sizeof(std::int32_t));
+        documents_ = documents != nullptr;
+        if (documents_) {
+            check_document_starts(cview<index_t>{documents, {o_.batch, o_.time}}, "decoder_step::loss");
+            std::vector<std::int64_t> in_document(static_cast<std::size_t>(n));
+            for (long long i = 0; i < n; ++i)
+                in_document[std::size_t(i)] = i % o_.time - documents[i];
+            ex_.upload(buf("doc_start"), documents, std::size_t(n) * sizeof(std::int64_t));
+            ex_.upload(buf("positions"), in_document.data(), in_document.size() * sizeof(std::int64_t));
+        }
+        if (o_.bf16_weights && weights_stale_) {
+            ex_.to_bf16(as<std::uint16_t>("parameters.bf16"), f("parameters"),
+                        (long long)plan_.at("parameters").bytes / (long long)sizeof(float));
+            weights_stale_ = false;
+        }
+        forward();
+        const double loss_sum = head(count, false);
+        return count > 0 ? loss_sum / double(count) : 0.0;
+    }
+
     // ids, targets (batch * time, host memory; targets -100 are ignored): the mean loss over counted targets,
-    // and the gradients of that mean added to "gradients". documents (batch * time, host memory, optional):
-    // the doc_start of packed rows as tl::decoder takes it; attention stays inside each, RoPE positions restart at
-    // each.
+    // and the gradients of that mean, times gradient_scale (1 / micro-batches with gradient accumulation), added
+    // to "gradients". documents (batch * time, host memory, optional): the doc_start of packed rows as tl::decoder
+    // takes it; attention stays inside each, RoPE positions restart at each.
     double forward_backward(const std::int32_t* ids, const std::int32_t* targets,
-                            const std::int64_t* documents = nullptr) {
+                            const std::int64_t* documents = nullptr, double gradient_scale = 1.0) {
         const long long n = n_, vocab = c_.vocab_size;
         const int d = c_.d_model;
         const token_groups groups = group_positions_by_token(ids, n, vocab);
@@ -139,7 +179,7 @@ public:
             weights_stale_ = false;
         }
         forward();
-        const double loss_sum = head(count);
+        const double loss_sum = head(count, true, gradient_scale);
         backward();
         ex_.embedding_backward(gradient("model.embed_tokens.weight"), as<std::int32_t>("embedding.tokens"),
                                as<std::int32_t>("embedding.offsets"), as<std::int32_t>("embedding.positions"),
@@ -243,17 +283,18 @@ private:
     }
 
     // The LM head and the loss, forward and backward, a chunk of rows at a time: the sum of the counted rows'
-    // losses; d final.normed in scratch.dnormed.
-    double head(long long count) {
+    // losses; d final.normed in scratch.dnormed (with_backward; without it, the loss alone: validation).
+    double head(long long count, bool with_backward = true, double gradient_scale = 1.0) {
         const long long n = n_, v = c_.vocab_size;
         const int d = c_.d_model;
-        const float scale = count > 0 ? 1.0f / float(count) : 0.0f;
+        const float scale = count > 0 ? float(gradient_scale / double(count)) : 0.0f;
         for (long long r0 = 0; r0 < n; r0 += rows_) {
             const long long rows = std::min(rows_, n - r0);
             const float* h = f("final.normed") + r0 * d;
             linear(f("logits"), h, head_weight(), rows, v, d);
             ex_.softmax_xent_forward(f("xent.loss") + r0, f("xent.lse") + r0, f("logits"),
                                      as<std::int32_t>("targets") + r0, rows, v);
+            if (!with_backward) continue;
             ex_.softmax_xent_backward(f("logits"), f("xent.lse") + r0, as<std::int32_t>("targets") + r0, rows, v,
                                       scale);
             linear_dx(f("scratch.dnormed") + r0 * d, f("logits"), head_weight(), rows, v, d, 0.0f);
