@@ -254,16 +254,20 @@ int main(int argc, char** argv) try {
     });
 
     const fs::path data_dir = tl::find_data_dir(data_flags.dir), corpus = data_dir / "russian_novels" / "corpus";
-    if (!fs::exists(corpus)) {
-        std::cerr << "error: 04_russian_novels: " << corpus << " does not exist. Set --data-dir or TINYLM_DATA_DIR, or "
-                  << "download the corpus from github.com/JoannaBy/RussianNovels (folder corpus/).\n";
-        return 2;
-    }
     const auto start = std::chrono::steady_clock::now();
     const fs::path tokenizer_file = recipes::resolve_tokenizer_file(tokenizer_flag, data_dir);
     const fs::path data_cache = options.out_dir / ("data_ctx" + std::to_string(options.seq_len) +
                                                    (max_files ? "_files" + std::to_string(max_files) : "") +
                                                    recipes::tokenizer_dir_suffix(tokenizer_file));
+    // A prepared cache (prepare.hpp reuses it) needs no corpus: a GPU machine gets train.bin, val.bin,
+    // tokenizer.json and summary.json of OUT/data_ctx512 (26 MB), not the 72 MB of novels.
+    const bool prepared = fs::exists(data_cache / "train.bin") && fs::exists(data_cache / "val.bin") &&
+                          fs::exists(data_cache / "tokenizer.json") && fs::exists(data_cache / "summary.json");
+    if (!fs::exists(corpus) && !prepared) {
+        std::cerr << "error: 04_russian_novels: " << corpus << " does not exist. Set --data-dir or TINYLM_DATA_DIR, or "
+                  << "download the corpus from github.com/JoannaBy/RussianNovels (folder corpus/).\n";
+        return 2;
+    }
     const auto novels = [&] { // the first --max-files .txt files of the corpus, by name
         std::vector<fs::path> files;
         for (const auto& e : fs::directory_iterator(corpus))

@@ -31,6 +31,10 @@
 // reduce-scattered, each rank steps AdamW on its 1/N of the parameters and keeps only that part of the moments, the
 // updated parts all-gathered; checkpoints gather the moments into the usual full form, so a run resumes with any N,
 // with or without zero.
+//
+// A device-resident model (DeviceResidentModel below: gpu::device_decoder, cuda/device_decoder.hpp) trains in the
+// same loop: its loss and gradient come in one call, its norm, clipping and optimizer (gpu::device_adamw) run where
+// its parameters live, and its host mirror of the parameters is what checkpoints write and read (docs/gpu.md).
 #pragma once
 
 #include <tinylm/core/memory_budget.hpp>
