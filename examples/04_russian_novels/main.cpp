@@ -23,6 +23,10 @@
 //           every option with its default (option groups shared with 05 and 06: examples/common/options.hpp).
 // Output:   progress lines, validation loss and perplexity, the ten continuations; OUT/report.md (loss
 //           curves and samples), OUT/tensorboard, OUT/log.jsonl, OUT/checkpoint.
+// Devices:  --device cpu (tl::decoder, the default) or cuda (gpu::device_decoder<gpu_ops>: parameters, gradients
+//           and AdamW's moments on the GPU, bf16 products; the same tl::trainer, checkpoints and report; validation on
+//           the GPU, the prompts sampled on the CPU from the downloaded weights; needs a build with tinylm::cuda);
+//           --device cpu-ops runs the GPU's code path on the CPU (gpu::cpu_ops: slow, a check; docs/gpu.md).
 // Ranks:    mpirun -np N build/examples/04_russian_novels ... trains data parallel (docs/distributed.md; --batch is
 //           the global batch): rank 0 prepares the data (the others wait, then read its cache), prints, logs,
 //           samples and writes; the other ranks only train and validate (examples/common/ranks.hpp).
@@ -34,6 +38,7 @@
 #include "samples.hpp"
 
 #include <tinylm/core/data_dir.hpp>
+#include <tinylm/cuda/device_decoder.hpp>
 #include <tinylm/model/registry.hpp>
 #include <tinylm/tinylm.hpp>
 #include <tinylm/train/run_logger.hpp>
@@ -48,6 +53,7 @@
 #include <iostream>
 #include <optional>
 #include <span>
+#include <type_traits>
 
 namespace fs = std::filesystem;
 
@@ -61,7 +67,8 @@ using course_preset = tl::presets::named<"150m", tl::presets::russian_novels_150
 
 template <class Config>
 int train(tl::dist::communicator& world, const recipes::prepared_data& data, tl::trainer_options options,
-          std::uint64_t seed, const recipes::sampling_flags& sampling, const std::string& title) {
+          std::uint64_t seed, const recipes::sampling_flags& sampling, const std::string& title,
+          const std::string& device) {
     using model_t = tl::decoder<Config>;
     const bool root = world.is_root();
     tl::check(data.tok.vocab_size() <= std::size_t(Config::value.vocab_size), [&] {
@@ -92,51 +99,70 @@ int train(tl::dist::communicator& world, const recipes::prepared_data& data, tl:
          .languages = {"ru"},
          .example_prompt = "Сила войска зависит от его духа",
          .recipe = "examples/04_russian_novels"});
-    tl::trainer run(model, batches, val_tokens, options);
-    run.add_to_checkpoint = recipes::tokenizer_files(data.tok, Config::value.max_seq_len);
-    const long long first_step = run.restore();
-    std::optional<tl::run_logger> logger; // rank 0's (the trainer calls the hooks on rank 0 only)
-    const double tokens = double(options.max_steps) * options.batch_size * options.seq_len * options.grad_accum;
-    if (root) {
-        logger.emplace(options.out_dir, title, options.max_steps, first_step);
-        logger->summary("model", std::to_string(tl::parameter_count(Config::value)) + " parameters, backend " +
-                                     std::string(model_t::backend::name));
-        logger->summary("training tokens", std::to_string(static_cast<long long>(tokens)));
-    }
-    std::printf("model: %lld parameters, %lld steps of %lld tokens (%.1fM tokens), backend %s\n",
-                static_cast<long long>(tl::parameter_count(Config::value)), options.max_steps,
-                static_cast<long long>(options.batch_size * options.seq_len * options.grad_accum), tokens / 1e6,
-                std::string(model_t::backend::name).c_str());
-    const auto samples_of = [&](int new_tokens) {
-        return recipes::continue_prompts(model, data.tok, course_prompts, new_tokens, sampling.sampling, seed);
-    };
-    double val_loss = NAN;
-    run.on_step = [&](const tl::step_report& r) { logger->step(r); };
-    run.on_eval = [&](long long step, double loss) {
-        logger->eval(step, loss);
-        val_loss = loss;
-        if (step < options.max_steps) logger->samples(step, samples_of(sampling.new_tokens / 2));
-    };
-    if (run.run() == tl::train_outcome::interrupted) {
-        if (!root) return 130;
-        logger->finish();
-        std::printf("interrupted at step %lld; checkpoint in %s (run again to resume)\n", run.state().step,
+    // The run itself, with tl::decoder or a device model (whose weights come to `model` for the samples).
+    const auto train_on = [&](auto& trained, const std::string& backend) -> int {
+        tl::trainer run(trained, batches, val_tokens, options);
+        run.add_to_checkpoint = recipes::tokenizer_files(data.tok, Config::value.max_seq_len);
+        const long long first_step = run.restore();
+        std::optional<tl::run_logger> logger; // rank 0's (the trainer calls the hooks on rank 0 only)
+        const double tokens = double(options.max_steps) * options.batch_size * options.seq_len * options.grad_accum;
+        if (root) {
+            logger.emplace(options.out_dir, title, options.max_steps, first_step);
+            logger->summary("model",
+                            std::to_string(tl::parameter_count(Config::value)) + " parameters, backend " + backend);
+            logger->summary("training tokens", std::to_string(static_cast<long long>(tokens)));
+        }
+        std::printf("model: %lld parameters, %lld steps of %lld tokens (%.1fM tokens), backend %s\n",
+                    static_cast<long long>(tl::parameter_count(Config::value)), options.max_steps,
+                    static_cast<long long>(options.batch_size * options.seq_len * options.grad_accum), tokens / 1e6,
+                    backend.c_str());
+        const auto samples_of = [&](int new_tokens) { // on the CPU, from a device model's weights
+            if constexpr (!std::is_same_v<std::remove_cvref_t<decltype(trained)>, model_t>) trained.store_into(model);
+            return recipes::continue_prompts(model, data.tok, course_prompts, new_tokens, sampling.sampling, seed);
+        };
+        double val_loss = NAN;
+        run.on_step = [&](const tl::step_report& r) { logger->step(r); };
+        run.on_eval = [&](long long step, double loss) {
+            logger->eval(step, loss);
+            val_loss = loss;
+            if (step < options.max_steps) logger->samples(step, samples_of(sampling.new_tokens / 2));
+        };
+        if (run.run() == tl::train_outcome::interrupted) {
+            if (!root) return 130;
+            logger->finish();
+            std::printf("interrupted at step %lld; checkpoint in %s (run again to resume)\n", run.state().step,
+                        run.checkpoint_dir().c_str());
+            return 130;
+        }
+        world.broadcast_values(std::span<double>(&val_loss, 1), 0); // every rank decides alike: evaluate is collective
+        if (std::isnan(val_loss)) val_loss = run.evaluate();        // resumed after the last step
+        if (!root) return 0;
+        const auto samples = samples_of(sampling.new_tokens);
+        logger->samples(-1, samples);
+        logger->summary("validation loss", std::to_string(val_loss) + " nats/token (perplexity " +
+                                               std::to_string(std::exp(val_loss)) + ")");
+        std::printf("\nvalidation loss %.4f nats/token, perplexity %.1f\n\n", val_loss, std::exp(val_loss));
+        for (const auto& [prompt, text] : samples)
+            std::printf("%s|%s\n\n", prompt.c_str(), text.c_str());
+        std::printf("report: %s\ncheckpoint: %s (Hugging Face layout, with tokenizer.json)\n", logger->finish().c_str(),
                     run.checkpoint_dir().c_str());
-        return 130;
+        return 0;
+    };
+    if (device == "cpu") return train_on(model, std::string(model_t::backend::name));
+    tl::gpu::device_decoder_options on_device;
+    on_device.batch = options.batch_size, on_device.time = options.seq_len, on_device.bf16 = device == "cuda";
+    on_device.checkpointing = options.gradient_checkpointing;
+#ifdef TINYLM_HAS_CUDA
+    if (device == "cuda") {
+        tl::gpu::device_decoder<tl::gpu::gpu_ops> gpu_model(Config::value, on_device);
+        gpu_model.load_from(model);
+        return train_on(gpu_model, "cuda (gpu::device_decoder, bf16 products)");
     }
-    world.broadcast_values(std::span<double>(&val_loss, 1), 0); // every rank decides alike: evaluate is collective
-    if (std::isnan(val_loss)) val_loss = run.evaluate();        // resumed after the last step
-    if (!root) return 0;
-    const auto samples = samples_of(sampling.new_tokens);
-    logger->samples(-1, samples);
-    logger->summary("validation loss",
-                    std::to_string(val_loss) + " nats/token (perplexity " + std::to_string(std::exp(val_loss)) + ")");
-    std::printf("\nvalidation loss %.4f nats/token, perplexity %.1f\n\n", val_loss, std::exp(val_loss));
-    for (const auto& [prompt, text] : samples)
-        std::printf("%s|%s\n\n", prompt.c_str(), text.c_str());
-    std::printf("report: %s\ncheckpoint: %s (Hugging Face layout, with tokenizer.json)\n", logger->finish().c_str(),
-                run.checkpoint_dir().c_str());
-    return 0;
+#endif
+    tl::check(device == "cpu-ops", "04_russian_novels: --device " + device + " is not available in this build");
+    tl::gpu::device_decoder<tl::gpu::cpu_ops> checked(Config::value, on_device);
+    checked.load_from(model);
+    return train_on(checked, "cpu-ops (gpu::device_decoder's code path on the CPU)");
 }
 
 } // namespace
@@ -162,8 +188,16 @@ int main(int argc, char** argv) try {
                                 .out_dir = "runs/russian_novels"};
     std::size_t max_files = 0;
     double val_fraction = 0.05;
+    std::string device = "cpu";
     app.add_option("--preset", preset, "cpu (russian_novels_cpu, 4.5M parameters) or 150m (russian_novels_150m)")
         ->check(CLI::IsMember(tl::presets::names<cpu_preset, course_preset>()));
+    app.add_option("--device", device,
+                   "cpu (tl::decoder), or cuda: the GPU (gpu::device_decoder, bf16 products; in a build with "
+                   "tinylm::cuda), where --batch defaults to 64 and --grad-accum to 1, and with --preset 150m --steps "
+                   "to 1000, --eval-every to 250 and --checkpoint-every to 500: about 5 minutes of training on an H100 "
+                   "if a step of 64 x 512 tokens takes 0.3 s (an estimate: docs/gpu.md). cpu-ops: the GPU's code path "
+                   "on the CPU (slow; a check)")
+        ->check(CLI::IsMember({"cpu", "cuda", "cpu-ops"}));
     CLI::Option_group* data_group = recipes::add_data_options(app, data_flags);
     data_group->add_option("--max-files", max_files, "use only the first N novels (0: all)")
         ->check(recipes::at_least(std::size_t{0}, "novels to use; 0: all"));
@@ -176,6 +210,26 @@ int main(int argc, char** argv) try {
     recipes::add_sampling_options(app, sampling);
     CLI11_PARSE(app, argc, argv);
     tl::dist::communicator& world = recipes::join_world();
+    if (device == "cuda") {
+#ifdef TINYLM_HAS_CUDA
+        tl::check(tl::gpu::device_count() > 0, "04_russian_novels: --device cuda: no CUDA device is visible "
+                                               "(device_count() == 0): no GPU or no driver on this machine");
+#else
+        tl::fail("04_russian_novels: --device cuda: this build has no CUDA backend (tinylm::cuda); configure with "
+                 "-DTINYLM_WITH_CUDA=ON (needs nvcc) and rebuild, or use --device cpu");
+#endif
+        // The whole batch in one step on the GPU.
+        const auto unless_given = [&](const char* flag, auto& value, auto fallback) {
+            if (training->count(flag) == 0) value = fallback;
+        };
+        unless_given("--batch", options.batch_size, tl::index_t{64});
+        unless_given("--grad-accum", options.grad_accum, 1);
+        if (preset == "150m") {
+            unless_given("--steps", options.max_steps, 1000LL);
+            unless_given("--eval-every", options.eval_every, 250);
+            unless_given("--checkpoint-every", options.checkpoint_every, 500);
+        }
+    }
     if (run.smoke) {
         max_files = 8;
         val_fraction = 0.3;
@@ -201,16 +255,20 @@ int main(int argc, char** argv) try {
     });
 
     const fs::path data_dir = tl::find_data_dir(data_flags.dir), corpus = data_dir / "russian_novels" / "corpus";
-    if (!fs::exists(corpus)) {
-        std::cerr << "error: 04_russian_novels: " << corpus << " does not exist. Set --data-dir or TINYLM_DATA_DIR, or "
-                  << "download the corpus from github.com/JoannaBy/RussianNovels (folder corpus/).\n";
-        return 2;
-    }
     const auto start = std::chrono::steady_clock::now();
     const fs::path tokenizer_file = recipes::resolve_tokenizer_file(tokenizer_flag, data_dir);
     const fs::path data_cache = options.out_dir / ("data_ctx" + std::to_string(options.seq_len) +
                                                    (max_files ? "_files" + std::to_string(max_files) : "") +
                                                    recipes::tokenizer_dir_suffix(tokenizer_file));
+    // A prepared cache (prepare.hpp reuses it) needs no corpus: a GPU machine gets train.bin, val.bin,
+    // tokenizer.json and summary.json of OUT/data_ctx512 (26 MB), not the 72 MB of novels.
+    const bool prepared = fs::exists(data_cache / "train.bin") && fs::exists(data_cache / "val.bin") &&
+                          fs::exists(data_cache / "tokenizer.json") && fs::exists(data_cache / "summary.json");
+    if (!fs::exists(corpus) && !prepared) {
+        std::cerr << "error: 04_russian_novels: " << corpus << " does not exist. Set --data-dir or TINYLM_DATA_DIR, or "
+                  << "download the corpus from github.com/JoannaBy/RussianNovels (folder corpus/).\n";
+        return 2;
+    }
     const auto novels = [&] { // the first --max-files .txt files of the corpus, by name
         std::vector<fs::path> files;
         for (const auto& e : fs::directory_iterator(corpus))
@@ -231,7 +289,8 @@ int main(int argc, char** argv) try {
     std::printf("data: ready after %.0f s\n", recipes::seconds_since(start));
     if (prepare_only) return 0;
     const int rc = tl::presets::visit<cpu_preset, course_preset>(preset, [&]<class P>() {
-        return train<P>(world, data, options, run.seed, sampling, "tinylm: Russian novels, " + preset + " preset");
+        return train<P>(world, data, options, run.seed, sampling, "tinylm: Russian novels, " + preset + " preset",
+                        device);
     });
     std::printf("total time %.1f minutes\n", recipes::seconds_since(start) / 60);
     return rc;

@@ -1,10 +1,12 @@
 // The training loop: resume after a crash is bit-identical (token windows with AdamW; packed documents with
 // label masks, SGD and a validation callable), SIGINT saves and returns, divergence stops with a clear error,
 // gradient accumulation equals the full batch, packed_rows serves each row once per epoch, and checkpoints
-// round-trip.
+// round-trip. The same trainer over a device-resident decoder (cuda/device_decoder.hpp, on the CPU executor): the
+// CPU decoder's losses, norms and weights, bit-identical resume, and checkpoints either resumes.
 #include "../model/fixture_configs.hpp"
 #include "../support/random.hpp"
 
+#include <tinylm/cuda/device_decoder.hpp>
 #include <tinylm/io/hf_checkpoint.hpp>
 #include <tinylm/model/presets.hpp>
 #include <tinylm/optim/sgd.hpp>
@@ -123,6 +125,63 @@ trainer_options packed_run(const fs::path& out) {
     return o;
 }
 
+// A device-resident decoder (gpu::device_decoder) trained by the same trainer, on the CPU executor (gpu::cpu_ops:
+// the GPU step's kernels and buffers, run by the CPU drivers of their arithmetic).
+using device_t = gpu::device_decoder<gpu::cpu_ops>;
+
+trainer_options device_run(const fs::path& out) {
+    auto o = small_run(out); // batch 4 x 32, grad_accum 2, warmup 5, clip 1
+    o.max_steps = 6;
+    o.eval_every = 3;
+    o.eval_windows = 6; // two validation batches, the second padded (2 of 4 rows)
+    o.checkpoint_every = 0;
+    return o;
+}
+std::unique_ptr<device_t> device_model(const trainer_options& o, const model_t& init) {
+    gpu::device_decoder_options d;
+    d.batch = o.batch_size, d.time = o.seq_len, d.logits_rows = 48; // head chunks of 48, 48 and 32 tokens
+    auto m = std::make_unique<device_t>(presets::tiny::value, d);
+    m->load_from(init);
+    return m;
+}
+struct run_record {
+    std::vector<double> loss, grad_norm, val_loss;
+};
+template <class Trainer>
+void record(Trainer& t, run_record& r) {
+    t.on_step = [&r](const step_report& s) {
+        r.loss.push_back(s.loss);
+        r.grad_norm.push_back(s.grad_norm);
+    };
+    t.on_eval = [&r](long long, double v) { r.val_loss.push_back(v); };
+}
+double relative(double a, double b) { return std::abs(a - b) / std::max(std::abs(b), 1e-30); }
+void check_close(const std::vector<double>& device, const std::vector<double>& cpu, double tol, const char* what) {
+    BOOST_TEST_REQUIRE(device.size() == cpu.size(), what);
+    for (std::size_t i = 0; i < cpu.size(); ++i)
+        BOOST_TEST(relative(device[i], cpu[i]) < tol,
+                   what << " " << i << ": device " << device[i] << ", cpu " << cpu[i]);
+}
+// The largest difference of a parameter, relative to its tensor's largest element.
+double parameter_difference(const model_t& other, const model_t& cpu) {
+    double worst = 0;
+    for (std::size_t i = 0; i < cpu.parameter_entries().size(); ++i) {
+        const auto& a = other.parameter_entries()[i].value;
+        const auto& b = cpu.parameter_entries()[i].value;
+        double err = 0, scale = 0;
+        for (index_t j = 0; j < b.numel(); ++j) {
+            err = std::max(err, std::abs(double(a[j]) - double(b[j])));
+            scale = std::max(scale, std::abs(double(b[j])));
+        }
+        worst = std::max(worst, err / scale);
+    }
+    return worst;
+}
+double parameter_difference(device_t& device, const model_t& cpu) {
+    model_t copy(0);
+    device.store_into(copy);
+    return parameter_difference(copy, cpu);
+}
 } // namespace
 
 BOOST_AUTO_TEST_SUITE(trainer_loop)
@@ -329,6 +388,146 @@ BOOST_AUTO_TEST_CASE(gradient_accumulation_equals_the_full_batch) {
         BOOST_TEST_REQUIRE(
             rel_error(std::vector<float>(g2.begin(), g2.end()), std::vector<float>(g1.begin(), g1.end())) < 1e-5,
             full.parameter_entries()[i].name);
+    }
+}
+
+// The trainer over a device decoder follows the trainer over tl::decoder on the same batches: losses, gradient norms
+// (with clipping), validation (forward only, a padded batch) and the final weights.
+BOOST_AUTO_TEST_CASE(device_decoder_trains_as_the_decoder) {
+    const auto train_tokens = byte_tokens(20000, 21), val_tokens = byte_tokens(4000, 22);
+    const auto options = device_run({});
+    model_t cpu(5);
+    token_windows src_cpu(train_tokens, 6), src_device(train_tokens, 6);
+    auto device = device_model(options, cpu);
+    trainer tc(cpu, src_cpu, val_tokens, options);
+    trainer td(*device, src_device, val_tokens, options);
+    static_assert(std::is_same_v<decltype(td.optimizer()), gpu::device_adamw<gpu::cpu_ops>&>);
+    run_record rc, rd;
+    record(tc, rc);
+    record(td, rd);
+    BOOST_TEST((tc.run() == train_outcome::finished));
+    BOOST_TEST((td.run() == train_outcome::finished));
+    check_close(rd.loss, rc.loss, 1e-5, "loss");
+    check_close(rd.grad_norm, rc.grad_norm, 1e-5, "gradient norm");
+    check_close(rd.val_loss, rc.val_loss, 1e-5, "validation loss");
+    BOOST_TEST(rc.grad_norm.front() > options.clip); // clipping happened
+    const double worst = parameter_difference(*device, cpu);
+    BOOST_TEST_MESSAGE("device decoder against tl::decoder after " << options.max_steps << " steps: parameters within "
+                                                                   << worst);
+    BOOST_TEST(worst < 1e-5);
+
+    auto wrong = options; // the device model's shape is fixed
+    wrong.seq_len = 16;
+    token_windows src(train_tokens, 6);
+    trainer tw(*device, src, val_tokens, wrong);
+    BOOST_CHECK_EXCEPTION(tw.run(), tl::error, [](const tl::error& e) {
+        return std::string(e.what()).find("built for batches of 4 x 32 tokens, asked for 4 x 16") != std::string::npos;
+    });
+}
+
+// Stop at step 2, then a fresh device model (other weights) continues to 4 from the checkpoint: bit for bit the
+// weights of 4 steps in one go.
+BOOST_AUTO_TEST_CASE(device_decoder_resumes_bit_identically) {
+    const auto train_tokens = byte_tokens(20000, 23), val_tokens = byte_tokens(4000, 24);
+    temp_dir a("device_whole"), b("device_staged");
+    auto options = device_run(a.path);
+    options.max_steps = 4;
+    options.warmup_steps = 2;
+    options.eval_windows = 4; // one validation batch
+    const model_t init(8), other(9);
+    auto whole = device_model(options, init);
+    token_windows src_a(train_tokens, 7);
+    trainer ta(*whole, src_a, val_tokens, options);
+    BOOST_TEST((ta.run() == train_outcome::finished));
+
+    options.out_dir = b.path;
+    {
+        auto first = device_model(options, init);
+        token_windows src(train_tokens, 7);
+        auto staged = options;
+        staged.stop_at = 2;
+        trainer t(*first, src, val_tokens, staged);
+        BOOST_TEST((t.run() == train_outcome::paused));
+    }
+    auto resumed = device_model(options, other);
+    token_windows src_b(train_tokens, 7);
+    trainer tb(*resumed, src_b, val_tokens, options);
+    BOOST_TEST(tb.restore() == 2);
+    BOOST_TEST(tb.optimizer().steps() == 2);
+    BOOST_TEST((tb.run() == train_outcome::finished));
+    whole->download_parameters();
+    resumed->download_parameters();
+    for (std::size_t i = 0; i < whole->parameter_entries().size(); ++i) {
+        const auto& x = whole->parameter_entries()[i].value;
+        const auto& y = resumed->parameter_entries()[i].value;
+        BOOST_TEST(std::memcmp(x.data, y.data, std::size_t(x.numel()) * sizeof(float)) == 0,
+                   whole->parameter_entries()[i].name);
+    }
+}
+
+// A device run's checkpoint continued by a CPU run, and a CPU run's by a device run: the same files (model and
+// AdamW moments by tl's names), so the continued steps' losses are those of a run that never changed device.
+BOOST_AUTO_TEST_CASE(device_and_cpu_checkpoints_resume_each_other) {
+    const auto train_tokens = byte_tokens(20000, 25), val_tokens = byte_tokens(4000, 26);
+    auto options = device_run({});
+    options.max_steps = 4;
+    options.warmup_steps = 2;
+    options.eval_windows = 4; // one validation batch
+    const model_t init(10);
+    // The reference: 4 steps on the CPU.
+    model_t straight(10);
+    token_windows src_ref(train_tokens, 9);
+    trainer tr(straight, src_ref, val_tokens, options);
+    run_record reference;
+    record(tr, reference);
+    BOOST_TEST((tr.run() == train_outcome::finished));
+
+    // And 4 steps on the device. AdamW's first steps (m / sqrt(v) near +-1 even for tiny gradients) turn f32
+    // rounding differences into weight differences of up to 8.4e-5 of a tensor's scale between the devices
+    // (measured), so a continued run's weights are compared with those of the device it started on.
+    model_t device_straight(0);
+    {
+        auto d = device_model(options, init);
+        token_windows src(train_tokens, 9);
+        trainer t(*d, src, val_tokens, options);
+        BOOST_TEST((t.run() == train_outcome::finished));
+        d->store_into(device_straight);
+        BOOST_TEST_MESSAGE("4 steps, device against CPU: parameters within "
+                           << parameter_difference(device_straight, straight));
+    }
+    for (const bool device_first : {true, false}) {
+        temp_dir dir(device_first ? "device_then_cpu" : "cpu_then_device");
+        options.out_dir = dir.path;
+        auto staged = options;
+        staged.stop_at = 2;
+        token_windows src1(train_tokens, 9), src2(train_tokens, 9);
+        auto device = device_model(options, init);
+        model_t cpu(10);
+        run_record continued;
+        if (device_first) {
+            trainer t1(*device, src1, val_tokens, staged);
+            BOOST_TEST((t1.run() == train_outcome::paused));
+            model_t other(11);
+            trainer t2(other, src2, val_tokens, options);
+            record(t2, continued);
+            BOOST_TEST((t2.run() == train_outcome::finished));
+            BOOST_TEST(t2.optimizer().steps() == 4);
+            const double worst = parameter_difference(other, device_straight);
+            BOOST_TEST_MESSAGE("device to CPU: parameters within " << worst << " of the device run's");
+            BOOST_TEST(worst < 1e-5);
+        } else {
+            trainer t1(cpu, src1, val_tokens, staged);
+            BOOST_TEST((t1.run() == train_outcome::paused));
+            auto resumed = device_model(options, model_t(11));
+            trainer t2(*resumed, src2, val_tokens, options);
+            record(t2, continued);
+            BOOST_TEST((t2.run() == train_outcome::finished));
+            const double worst = parameter_difference(*resumed, straight);
+            BOOST_TEST_MESSAGE("CPU to device: parameters within " << worst << " of the CPU run's");
+            BOOST_TEST(worst < 1e-5);
+        }
+        const std::vector<double> last_two(reference.loss.begin() + 2, reference.loss.end());
+        check_close(continued.loss, last_two, 1e-5, device_first ? "device then CPU" : "CPU then device");
     }
 }
 

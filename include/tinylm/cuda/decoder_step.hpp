@@ -154,12 +154,48 @@ public:
         (lora_ ? adapter_stale_ : base_stale_) = true;
     }
 
+    // AdamW's moments of the parameter named (Ex's memory) and its step count: what a checkpoint saves and restores
+    // (gpu::device_adamw, cuda/device_decoder.hpp).
+    float* first_moment(const std::string& name) { return moment("adam.m", name); }
+    float* second_moment(const std::string& name) { return moment("adam.v", name); }
+    long long adamw_steps() const { return adam_t_; }
+    void set_adamw_steps(long long t) { adam_t_ = t; }
+
+    // Validation: the mean loss over counted targets, forward and the head's loss only (no gradient is touched).
+    // Arguments as forward_backward's.
+    double loss(const std::int32_t* ids, const std::int32_t* targets, const std::int64_t* documents = nullptr) {
+        const long long n = n_;
+        long long count = 0;
+        for (long long i = 0; i < n; ++i)
+            count += targets[i] >= 0;
+        for (long long i = 0; i < n; ++i)
+            check(ids[i] >= 0 && ids[i] < c_.vocab_size, [&] {
+                return "decoder_step::loss: token id " + std::to_string(ids[i]) + " at position " + std::to_string(i) +
+                       " is outside the vocabulary of " + std::to_string(c_.vocab_size);
+            });
+        ex_.upload(buf("ids"), ids, std::size_t(n) * sizeof(std::int32_t));
+        ex_.upload(buf("targets"), targets, std::size_t(n) * sizeof(std::int32_t));
+        documents_ = documents != nullptr;
+        if (documents_) {
+            check_document_starts(cview<index_t>{documents, {o_.batch, o_.time}}, "decoder_step::loss");
+            std::vector<std::int64_t> in_document(static_cast<std::size_t>(n));
+            for (long long i = 0; i < n; ++i)
+                in_document[std::size_t(i)] = i % o_.time - documents[i];
+            ex_.upload(buf("doc_start"), documents, std::size_t(n) * sizeof(std::int64_t));
+            ex_.upload(buf("positions"), in_document.data(), in_document.size() * sizeof(std::int64_t));
+        }
+        refresh_bf16_weights();
+        forward();
+        const double loss_sum = head(count, false);
+        return count > 0 ? loss_sum / double(count) : 0.0;
+    }
+
     // ids, targets (batch * time, host memory; targets -100 are ignored): the mean loss over counted targets,
-    // and the gradients of that mean added to "gradients". documents (batch * time, host memory, optional):
-    // the doc_start of packed rows as tl::decoder takes it; attention stays inside each, RoPE positions restart at
-    // each.
+    // and the gradients of that mean, times gradient_scale (1 / micro-batches with gradient accumulation), added
+    // to "gradients". documents (batch * time, host memory, optional): the doc_start of packed rows as tl::decoder
+    // takes it; attention stays inside each, RoPE positions restart at each.
     double forward_backward(const std::int32_t* ids, const std::int32_t* targets,
-                            const std::int64_t* documents = nullptr) {
+                            const std::int64_t* documents = nullptr, double gradient_scale = 1.0) {
         const long long n = n_, vocab = c_.vocab_size;
         const int d = c_.d_model;
         const token_groups groups = group_positions_by_token(ids, n, vocab);
@@ -181,13 +217,9 @@ public:
             ex_.upload(buf("positions"), in_document.data(), in_document.size() * sizeof(std::int64_t));
         }
 
-        if (o_.bf16_weights) { // the weights' bf16 copies once per optimizer step, not per product
-            if (base_stale_) convert_block("parameters");
-            if (lora_ && adapter_stale_) convert_block("adapter");
-            base_stale_ = adapter_stale_ = false;
-        }
+        refresh_bf16_weights();
         forward();
-        const double loss_sum = head(count);
+        const double loss_sum = head(count, true, gradient_scale);
         backward();
         if (!lora_)
             ex_.embedding_backward(gradient("model.embed_tokens.weight"), as<std::int32_t>("embedding.tokens"),
@@ -213,6 +245,17 @@ private:
         for (const parameter_slice& s : layout)
             if (s.name == name) return f(block) + s.offset;
         return nullptr;
+    }
+    // The weights' bf16 copies, once per optimizer step (or after parameters_changed), not per product.
+    void refresh_bf16_weights() {
+        if (!o_.bf16_weights) return;
+        if (base_stale_) convert_block("parameters");
+        if (lora_ && adapter_stale_) convert_block("adapter");
+        base_stale_ = adapter_stale_ = false;
+    }
+    float* moment(const char* block, const std::string& name) {
+        if (float* m = find(trainable_layout(), block, name)) return m;
+        fail("decoder_step: no trainable parameter named '" + name + "' has AdamW moments");
     }
     void convert_block(const std::string& block) {
         ex_.to_bf16(as<std::uint16_t>(block + ".bf16"), f(block),
@@ -441,11 +484,11 @@ private:
     }
 
     // The LM head and the loss, forward and backward, a chunk of rows at a time: the sum of the counted rows'
-    // losses; d final.normed in scratch.dnormed.
-    double head(long long count) {
+    // losses; d final.normed in scratch.dnormed (with_backward; without it, the loss alone: validation).
+    double head(long long count, bool with_backward = true, double gradient_scale = 1.0) {
         const long long n = n_, v = c_.vocab_size;
         const int d = c_.d_model;
-        const float scale = count > 0 ? 1.0f / float(count) : 0.0f;
+        const float scale = count > 0 ? float(gradient_scale / double(count)) : 0.0f;
         for (long long r0 = 0; r0 < n; r0 += rows_) {
             const long long rows = std::min(rows_, n - r0);
             const float* h = f("final.normed") + r0 * d;
@@ -453,6 +496,7 @@ private:
             linear(f("logits"), h16, weight_operand(head_weight()), rows, v, d);
             ex_.softmax_xent_forward(f("xent.loss") + r0, f("xent.lse") + r0, f("logits"),
                                      as<std::int32_t>("targets") + r0, rows, v);
+            if (!with_backward) continue;
             ex_.softmax_xent_backward(f("logits"), f("xent.lse") + r0, as<std::int32_t>("targets") + r0, rows, v,
                                       scale);
             const void* dlogits = operand(f("logits"), rows * v, "scratch.bf16.a");

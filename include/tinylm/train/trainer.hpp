@@ -31,6 +31,10 @@
 // reduce-scattered, each rank steps AdamW on its 1/N of the parameters and keeps only that part of the moments, the
 // updated parts all-gathered; checkpoints gather the moments into the usual full form, so a run resumes with any N,
 // with or without zero.
+//
+// A device-resident model (DeviceResidentModel below: gpu::device_decoder, cuda/device_decoder.hpp) trains in the
+// same loop: its loss and gradient come in one call, its norm, clipping and optimizer (gpu::device_adamw) run where
+// its parameters live, and its host mirror of the parameters is what checkpoints write and read (docs/gpu.md).
 #pragma once
 
 #include <tinylm/core/memory_budget.hpp>
@@ -132,10 +136,35 @@ auto run_precision(precision p) {
     }
 }
 inline std::atomic<int> interrupt_requests{0};
+// The optimizer a trainer builds when none is given: AdamW, or the model's own (a device model's moments live
+// beside its parameters: gpu::device_adamw).
+template <class Model>
+struct default_optimizer_of {
+    using type = adamw;
+};
+template <class Model>
+requires requires { typename Model::optimizer_type; }
+struct default_optimizer_of<Model> {
+    using type = typename Model::optimizer_type;
+};
 extern "C" inline void on_interrupt(int) { interrupt_requests.store(1); }
 } // namespace detail
 
-template <class Model, BatchSource Source, Optimizer Opt = adamw>
+// A model whose parameters, gradients and optimizer state live in an accelerator's memory (gpu::device_decoder,
+// cuda/device_decoder.hpp). The trainer then asks it for the micro-batch's loss and gradient in one call, and for
+// the gradient norm and clipping; its parameter_entries() are a host mirror, which the trainer refreshes before a
+// checkpoint is written (download_parameters) and sends back after one is read (upload_parameters), so that the
+// checkpoint files are a CPU run's. Distributed training of such a model is refused (NCCL is to come).
+template <class Model>
+concept DeviceResidentModel = requires(Model& m, cview<token_t> ids, cview<index_t> doc_start, double x) {
+    { m.loss_and_backward(ids, ids, x, doc_start) } -> std::convertible_to<float>;
+    { m.grad_norm() } -> std::convertible_to<double>;
+    { m.clip_grad_norm(x) } -> std::convertible_to<double>;
+    m.download_parameters();
+    m.upload_parameters();
+};
+
+template <class Model, BatchSource Source, Optimizer Opt = typename detail::default_optimizer_of<Model>::type>
 class trainer {
 public:
     using validation_fn = std::function<double()>;
@@ -217,6 +246,7 @@ public:
         setup_zero();
         if (!restored_ && options_.resume && !from.empty()) {
             state_ = load_training_checkpoint(model_, opt_, from);
+            if constexpr (DeviceResidentModel<Model>) model_.upload_parameters(); // read into the host mirror
             check_resume_position(from);
             train_.seek(state_.data_position);
             if (zero_) { // each rank keeps its part of the moments
@@ -239,6 +269,12 @@ public:
         [[maybe_unused]] const auto products = detail::run_precision<Model>(options_.matmul_precision);
         restore();
         const bool distributed = comm_.size() > 1;
+        if constexpr (DeviceResidentModel<Model>)
+            check(!distributed, [&] {
+                return "trainer: a model on the GPU trains in one process for now (data parallel GPUs need NCCL, "
+                       "issue 20); this run has " +
+                       std::to_string(comm_.size()) + " ranks";
+            });
         if (distributed) join_ranks();
         const index_t rows = index_t(rows_.count()), row0 = index_t(rows_.begin);
         model_.set_gradient_checkpointing(options_.gradient_checkpointing);
@@ -272,10 +308,10 @@ public:
                     if constexpr (DocumentBatchSource<Source>) {
                         const tensor_view<index_t> doc_start{doc_start_.data(), batch};
                         train_.next(ids, targets, doc_start);
-                        loss = model_.loss(my_ids, my_targets, tensor_view<index_t>{doc_start_.data() + offset, mine});
+                        loss = micro_batch_loss(my_ids, my_targets, cview<index_t>{doc_start_.data() + offset, mine});
                     } else {
                         train_.next(ids, targets);
-                        loss = model_.loss(my_ids, my_targets);
+                        loss = micro_batch_loss(my_ids, my_targets);
                     }
                     // The rank's share of the micro-batch's targets (1 in a world of one, so nothing changes).
                     const index_t local = model_.counted_targets();
@@ -286,8 +322,9 @@ public:
                     sums[std::size_t(2 * micro)] = double(loss) * double(local);
                     // Rank 0 alone adds the global count (the same on every rank), so the sum below is exact.
                     sums[std::size_t(2 * micro + 1)] = comm_.is_root() ? double(global) : 0.0;
-                    backward(share / options_.grad_accum, 1.0 / options_.grad_accum,
-                             distributed && micro + 1 == options_.grad_accum && overlaps());
+                    if constexpr (!DeviceResidentModel<Model>) // its backward ran with the loss
+                        backward(share / options_.grad_accum, 1.0 / options_.grad_accum,
+                                 distributed && micro + 1 == options_.grad_accum && overlaps());
                 }
                 sums.back() = detail::interrupt_requests.load() != 0 ? 1.0 : 0.0;
                 const auto& entries = model_.parameter_entries();
@@ -307,7 +344,10 @@ public:
                     }
                     totals.wait();
                 }
-                if (!zero_) norm = options_.clip > 0 ? clip_grad_norm(entries, options_.clip) : grad_norm(entries);
+                if constexpr (DeviceResidentModel<Model>)
+                    norm = options_.clip > 0 ? model_.clip_grad_norm(options_.clip) : model_.grad_norm();
+                else if (!zero_)
+                    norm = options_.clip > 0 ? clip_grad_norm(entries, options_.clip) : grad_norm(entries);
                 double loss = 0;
                 long long counted = 0;
                 for (int micro = 0; micro < options_.grad_accum; ++micro) {
@@ -382,6 +422,7 @@ public:
                 if (t.zero_) t.opt_.reset_state([](const std::string&) { return false; });
             }
         } drop{*this};
+        if constexpr (DeviceResidentModel<Model>) model_.download_parameters(); // the host mirror the files hold
         if (comm_.is_root()) {
             save_training_checkpoint(
                 model_, opt_, state_, checkpoint_dir(), options_.special, [&](const fs::path& stage) {
@@ -422,6 +463,16 @@ private:
             return options_.overlap_reduce && !zero_;
         else
             return false;
+    }
+
+    // The micro-batch's loss: model.loss, or on a device model the loss and its gradient (scaled by 1 / grad_accum:
+    // one process) in one pass, since its LM head interleaves them.
+    template <class Ids, class... DocStart>
+    float micro_batch_loss(const Ids& ids, const Ids& targets, const DocStart&... doc_start) {
+        if constexpr (DeviceResidentModel<Model>)
+            return model_.loss_and_backward(ids, targets, 1.0 / options_.grad_accum, doc_start...);
+        else
+            return model_.loss(ids, targets, doc_start...);
     }
 
     // model.backward(scale); experts: the balancing loss's gradient scaled by aux_scale; `overlap`: the gradient
@@ -512,6 +563,8 @@ private:
     static Opt default_optimizer(Model& model, const trainer_options& options) {
         if constexpr (std::is_same_v<Opt, adamw>)
             return adamw(model.parameter_entries(), options.adamw);
+        else if constexpr (std::constructible_from<Opt, Model&, adamw_options>)
+            return Opt(model, options.adamw); // gpu::device_adamw
         else
             return Opt(model.parameter_entries());
     }

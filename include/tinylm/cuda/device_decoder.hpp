@@ -1,0 +1,317 @@
+// tinylm/cuda/device_decoder.hpp: a decoder whose parameters, gradients and AdamW moments live in one arena of an
+// executor's memory (the GPU's with gpu::gpu_ops, host memory with gpu::cpu_ops), trained by THE training loop,
+// tl::trainer (train/trainer.hpp), as a tl::decoder is:
+//
+//   gpu::device_decoder<gpu::gpu_ops> model(config, {.batch = 64, .time = 512, .bf16 = true});
+//   model.load_from(host_decoder);                      // the initial weights, copied by parameter name
+//   tl::trainer run(model, batches, validation_tokens, options);   // optimizer: gpu::device_adamw
+//   run.run();
+//   model.store_into(host_decoder);                     // evaluation, sampling, save_pretrained on the CPU
+//
+// What the trainer needs of it (tl::DeviceResidentModel): the micro-batch's loss and its gradient in one pass
+// (decoder_step's head interleaves them chunk by chunk, so logits are never stored whole), the gradient norm and
+// clipping over the flat gradient block, a forward-only validation loss, and a host mirror of the parameters:
+// parameter_entries() are host tensors under the Hugging Face names, which checkpoints write and read
+// (download_parameters before a save, upload_parameters after a load), so a checkpoint is the same files as a CPU
+// run's and either resumes the other. The entries have no gradient: nothing on the host trains them.
+//
+// gpu::device_adamw is the Optimizer (optim/optimizer.hpp) of such a model: its step is decoder_step's AdamW over
+// the device's moments; its state is those moments, copied through the host under tl::adamw's names
+// ("exp_avg.<name>", "exp_avg_sq.<name>") when a checkpoint is written or read.
+//
+// A plain C++ header: with gpu_ops it needs tinylm::cuda at link time, never a CUDA header.
+#pragma once
+
+#include <tinylm/core/shape.hpp>
+#include <tinylm/core/token.hpp>
+#include <tinylm/cuda/cpu_ops.hpp>
+#include <tinylm/cuda/decoder_plan.hpp>
+#include <tinylm/cuda/decoder_step.hpp>
+#include <tinylm/cuda/device.hpp>
+#include <tinylm/cuda/gpu_ops.hpp>
+#include <tinylm/model/parameter.hpp>
+#include <tinylm/optim/adamw.hpp>
+
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace tl::gpu {
+
+// The shape of every step (the trainer's batch_size and seq_len), the LM head's chunk and bf16 products.
+struct device_decoder_options {
+    index_t batch = 8, time = 64;
+    long long logits_rows = 4096;
+    bool bf16 = false;
+    bool checkpointing = false; // gradient checkpointing (decoder_plan_options::checkpointing): planned up front
+};
+
+// The arena and the executor over it: host memory for cpu_ops, one cudaMalloc and a cuBLASLt handle for gpu_ops.
+template <class Ex>
+struct step_memory;
+
+template <>
+struct step_memory<cpu_ops> {
+    explicit step_memory(const arena_plan& plan) : bytes(plan.bytes()) {}
+    std::byte* base() { return bytes.data(); }
+    std::vector<std::byte> bytes;
+    cpu_ops ex;
+};
+
+template <class Ex>
+requires std::same_as<Ex, gpu_ops>
+struct step_memory<Ex> {
+    explicit step_memory(const arena_plan& plan)
+        : arena(with_a_device(plan)),
+          products(arena.at<std::byte>(plan.at("blas.workspace").offset), blas_workspace_bytes), ex{&products,
+                                                                                                    nullptr} {}
+    std::byte* base() { return arena.at<std::byte>(0); }
+    device_arena arena;
+    blas products;
+    gpu_ops ex;
+
+private:
+    static const arena_plan& with_a_device(const arena_plan& plan) {
+        check(device_count() > 0,
+              "gpu::device_decoder: no CUDA device is visible (device_count() == 0): this build has "
+              "the CUDA backend, but the machine has no GPU or no driver; train with the CPU");
+        return plan;
+    }
+};
+
+template <class Ex>
+class device_adamw;
+
+template <class Ex>
+class device_decoder {
+public:
+    static constexpr bool has_adapter = false; // checkpoint.hpp: no PEFT files
+    using optimizer_type = device_adamw<Ex>;   // the trainer's default optimizer for this model
+
+    device_decoder(const model_config& c, const device_decoder_options& o)
+        : config_(c), options_(o), step_options_(step_options(o)), plan_(plan_decoder_step(c, step_options_)),
+          memory_(plan_), step_(c, step_options_, plan_, memory_.base(), memory_.ex) {
+        std::size_t total = 0;
+        for (const parameter_slice& s : step_.layout())
+            total = std::max(total, s.offset + s.size());
+        host_.assign(total, 0.0f);
+        for (const parameter_slice& s : step_.layout()) {
+            const bool norm = s.name.find("norm") != std::string::npos;
+            const bool embedding = s.name == "model.embed_tokens.weight", bias = s.name.ends_with(".bias");
+            parameter_entry e{s.name,
+                              {host_.data() + s.offset,
+                               s.rows == 1 ? shape{index_t(s.cols)} : shape{index_t(s.rows), index_t(s.cols)}},
+                              {},
+                              norm        ? param_kind::norm
+                              : embedding ? param_kind::embedding
+                              : bias      ? param_kind::bias
+                                          : param_kind::weight};
+            entries_.push_back(e);
+        }
+        upload_parameters();
+    }
+    device_decoder(const device_decoder&) = delete; // step_ keeps references to plan_ and memory_
+    device_decoder& operator=(const device_decoder&) = delete;
+
+    const model_config& config() const { return config_; }
+    const device_decoder_options& options() const { return options_; }
+    std::size_t arena_bytes() const { return plan_.bytes(); }
+    decoder_step<Ex>& step() { return step_; }
+    const decoder_step<Ex>& step() const { return step_; }
+    Ex& executor() { return memory_.ex; }
+
+    // The host mirror of the parameters (Hugging Face names, tl::decoder's shapes), as of the last
+    // download_parameters(); what checkpoints write and read.
+    const std::vector<parameter_entry>& parameter_entries() const { return entries_; }
+    void download_parameters() {
+        memory_.ex.download(host_.data(), step_.parameter(entries_.front().name), host_.size() * sizeof(float));
+    }
+    void upload_parameters() {
+        memory_.ex.upload(step_.parameter(entries_.front().name), host_.data(), host_.size() * sizeof(float));
+        step_.parameters_changed();
+    }
+
+    // The parameters of a host model (a tl::decoder of the same configuration), by name; every one must exist.
+    template <class Model>
+    void load_from(const Model& model) {
+        std::size_t copied = 0;
+        for (const parameter_entry& e : model.parameter_entries()) {
+            const parameter_entry& mine = entry(e.name);
+            check(mine.value.numel() == e.value.numel(), [&] {
+                return "gpu::device_decoder::load_from: " + e.name + " has " + std::to_string(e.value.numel()) +
+                       " elements, the device model " + std::to_string(mine.value.numel());
+            });
+            std::copy_n(e.value.data, e.value.numel(), mine.value.data);
+            ++copied;
+        }
+        check(copied == entries_.size(), "gpu::device_decoder::load_from: the host model lacks some parameters of "
+                                         "the device model (another configuration?)");
+        upload_parameters();
+    }
+    // The device's parameters into a host model's entries of the same names.
+    template <class Model>
+    void store_into(Model& model) {
+        download_parameters();
+        for (const parameter_entry& e : model.parameter_entries()) {
+            const parameter_entry& mine = entry(e.name);
+            check(mine.value.numel() == e.value.numel(),
+                  [&] { return "gpu::device_decoder::store_into: " + e.name + " differs in size"; });
+            std::copy_n(mine.value.data, mine.value.numel(), e.value.data);
+        }
+    }
+
+    // The trainer's calls (tl::DeviceResidentModel).
+    // Checkpointing changes the arena's plan, so it is chosen when the model is built (options.checkpointing).
+    void set_gradient_checkpointing(bool on) {
+        check(on == options_.checkpointing, [&] {
+            return std::string("gpu::device_decoder: gradient checkpointing ") + (on ? "on" : "off") +
+                   " was asked for, but the model was built with it " + (options_.checkpointing ? "on" : "off") +
+                   " (device_decoder_options::checkpointing plans the arena for it)";
+        });
+    }
+    void plan(index_t batch, index_t time) {
+        check(batch == options_.batch && time == options_.time, [&] {
+            return "gpu::device_decoder: built for batches of " + std::to_string(options_.batch) + " x " +
+                   std::to_string(options_.time) + " tokens, asked for " + std::to_string(batch) + " x " +
+                   std::to_string(time) + " (the trainer's batch_size and seq_len must be the model's)";
+        });
+    }
+    void zero_grad() { step_.zero_gradients(); }
+    // The micro-batch's mean loss, and its gradient times `scale` added to the gradients.
+    float loss_and_backward(cview<token_t> ids, cview<token_t> targets, double scale, cview<index_t> doc_start = {}) {
+        check_batch("loss_and_backward", ids, targets);
+        counted_ = count(targets);
+        return float(step_.forward_backward(ids.data, targets.data, doc_start.data, scale));
+    }
+    // Validation: the mean loss over counted targets of up to `batch` rows (fewer are padded with ignored rows).
+    float eval_loss(cview<token_t> ids, cview<token_t> targets, cview<index_t> doc_start = {}) {
+        check(ids.shape == targets.shape && ids.shape.rank == 2 && ids.dim(0) <= options_.batch &&
+                  ids.dim(1) == options_.time,
+              "gpu::device_decoder::eval_loss: ids and targets must be (rows <= batch, time) of the device model");
+        counted_ = count(targets);
+        if (ids.dim(0) == options_.batch) return float(step_.loss(ids.data, targets.data, doc_start.data));
+        const std::size_t n = std::size_t(options_.batch * options_.time), given = std::size_t(ids.numel());
+        padded_ids_.assign(n, 0);
+        padded_targets_.assign(n, ignore_index);
+        std::copy_n(ids.data, given, padded_ids_.begin());
+        std::copy_n(targets.data, given, padded_targets_.begin());
+        if (doc_start.data) {
+            padded_docs_.assign(n, 0);
+            std::copy_n(doc_start.data, given, padded_docs_.begin());
+        }
+        return float(
+            step_.loss(padded_ids_.data(), padded_targets_.data(), doc_start.data ? padded_docs_.data() : nullptr));
+    }
+    index_t counted_targets() const { return counted_; }
+    double grad_norm() { return step_.gradient_norm(); }
+    // optim/clip.hpp's rule over every gradient; returns the norm before.
+    double clip_grad_norm(double max_norm) { return step_.clip_gradients(max_norm); }
+
+private:
+    static decoder_plan_options step_options(const device_decoder_options& o) {
+        decoder_plan_options p;
+        p.batch = o.batch, p.time = o.time, p.logits_rows = o.logits_rows, p.bf16_weights = o.bf16;
+        p.checkpointing = o.checkpointing;
+        return p;
+    }
+    const parameter_entry& entry(const std::string& name) const {
+        for (const parameter_entry& e : entries_)
+            if (e.name == name) return e;
+        fail("gpu::device_decoder: no parameter named '" + name + "'");
+    }
+    void check_batch(const char* who, cview<token_t> ids, cview<token_t> targets) const {
+        check(ids.shape == targets.shape && ids.shape.rank == 2 && ids.dim(0) == options_.batch &&
+                  ids.dim(1) == options_.time,
+              [&] {
+                  return std::string("gpu::device_decoder::") + who + ": ids and targets must be (" +
+                         std::to_string(options_.batch) + ", " + std::to_string(options_.time) + ")";
+              });
+    }
+    static index_t count(cview<token_t> targets) {
+        index_t n = 0;
+        for (token_t t : targets)
+            n += t != ignore_index;
+        return n;
+    }
+
+    model_config config_;
+    device_decoder_options options_;
+    decoder_plan_options step_options_;
+    arena_plan plan_;
+    step_memory<Ex> memory_;
+    decoder_step<Ex> step_; // after plan_ and memory_: it keeps references to them
+    std::vector<float> host_;
+    std::vector<parameter_entry> entries_;
+    index_t counted_ = 0;
+    std::vector<token_t> padded_ids_, padded_targets_;
+    std::vector<index_t> padded_docs_;
+};
+
+// AdamW over a device_decoder's flat blocks (decoder_step::adamw_step: optim/adamw.hpp's update and decay rule), an
+// Optimizer for tl::trainer and checkpoints. Like tl::adamw it has no state before its first step: a checkpoint of
+// step 0 holds no moments, one of a later step all of them.
+template <class Ex>
+class device_adamw {
+public:
+    explicit device_adamw(device_decoder<Ex>& model, adamw_options options = {}) : model_(&model), options_(options) {}
+
+    void step(double lr) {
+        model_->step().adamw_step(lr, options_);
+        has_state_ = true;
+    }
+    long long steps() const { return model_->step().adamw_steps(); }
+    void set_steps(long long t) { model_->step().set_adamw_steps(t); }
+    const adamw_options& options() const { return options_; }
+
+    // f(name, cview<float>) for each moment, copied to the host (saving).
+    template <class F>
+    void visit_state(F&& f) const {
+        if (!has_state_) return;
+        std::vector<float> host;
+        for (const parameter_entry& e : model_->parameter_entries()) {
+            host.resize(std::size_t(e.value.numel()));
+            for (int kind = 0; kind < 2; ++kind) {
+                model_->executor().download(host.data(), moment(kind, e.name), host.size() * sizeof(float));
+                f(kind_name(kind) + e.name, cview<float>{host.data(), e.value.shape});
+            }
+        }
+    }
+    // f(name, tensor_view<float>) fills each moment on the host, which then goes to the device (loading).
+    template <class F>
+    void visit_state(F&& f) {
+        if (!has_state_) return;
+        std::vector<float> host;
+        for (const parameter_entry& e : model_->parameter_entries()) {
+            host.resize(std::size_t(e.value.numel()));
+            for (int kind = 0; kind < 2; ++kind) {
+                f(kind_name(kind) + e.name, tensor_view<float>{host.data(), e.value.shape});
+                model_->executor().upload(moment(kind, e.name), host.data(), host.size() * sizeof(float));
+            }
+        }
+    }
+    // Zero moments; the state exists (visit_state visits it) when the checkpoint holds moments.
+    template <class Has>
+    void reset_state(Has&& has) {
+        has_state_ = false;
+        for (const parameter_entry& e : model_->parameter_entries()) {
+            for (int kind = 0; kind < 2; ++kind)
+                model_->executor().zero(moment(kind, e.name), std::size_t(e.value.numel()) * sizeof(float));
+            has_state_ = has_state_ || has(kind_name(0) + e.name);
+        }
+    }
+
+private:
+    static std::string kind_name(int kind) { return kind == 0 ? "exp_avg." : "exp_avg_sq."; }
+    float* moment(int kind, const std::string& name) const {
+        return kind == 0 ? model_->step().first_moment(name) : model_->step().second_moment(name);
+    }
+
+    device_decoder<Ex>* model_;
+    adamw_options options_;
+    bool has_state_ = false;
+};
+
+} // namespace tl::gpu
