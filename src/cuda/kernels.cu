@@ -1,6 +1,6 @@
 // src/cuda/kernels.cu: the element-wise and per-row kernels (tinylm/cuda/device.hpp): RMSNorm and its fusion with
-// the residual, LayerNorm, embedding, SwiGLU, GELU, RoPE, bf16 conversion, the fused softmax cross-entropy, the
-// gradient norm and AdamW.
+// the residual, LayerNorm (and its fusion with the residual), embedding (and BERT's sum of three), SwiGLU, GELU, RoPE,
+// bf16 conversion, the fused softmax cross-entropy, the gradient norm and AdamW.
 //
 // Only the distribution of work is here; the arithmetic is tinylm/cuda/row_math.hpp's, shared with the CPU test.
 // Every reduction is a fixed tree in one block (no atomics), so results are the same from run to run.
@@ -108,6 +108,38 @@ __global__ void layernorm_forward_kernel(float* y, float* mean, float* rstd, con
     if (threadIdx.x == 0) mean[r] = mu, rstd[r] = s;
     for (int j = threadIdx.x; j < d; j += block)
         y[r * d + j] = layernorm_y(xr[j], mu, s, w[j], b[j]);
+}
+
+// resid = x + a, then LayerNorm of resid (a post-norm block); each thread reads back only what it wrote.
+__global__ void residual_layernorm_forward_kernel(float* resid, float* y, float* mean, float* rstd, const float* x,
+                                                  const float* a, const float* w, const float* b, int d, float eps) {
+    __shared__ float shared[block];
+    const long long r = blockIdx.x;
+    float* hr = resid + r * d;
+    float sum = 0;
+    for (int j = threadIdx.x; j < d; j += block) {
+        hr[j] = residual_add(x[r * d + j], a[r * d + j]);
+        sum += hr[j];
+    }
+    const float mu = block_sum(sum, shared) / float(d);
+    float dev = 0;
+    for (int j = threadIdx.x; j < d; j += block)
+        dev += (hr[j] - mu) * (hr[j] - mu);
+    const float s = layernorm_rstd(block_sum(dev, shared), d, eps);
+    if (threadIdx.x == 0) mean[r] = mu, rstd[r] = s;
+    for (int j = threadIdx.x; j < d; j += block)
+        y[r * d + j] = layernorm_y(hr[j], mu, s, w[j], b[j]);
+}
+
+__global__ void embedding_sum_kernel(float* out, const std::int32_t* ids, const float* word,
+                                     const std::int32_t* positions, const float* position, const std::int32_t* types,
+                                     const float* type, long long n, int d) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n * d;
+         i += (long long)gridDim.x * blockDim.x) {
+        const long long r = i / d, j = i - r * d;
+        out[i] = embedding_sum(word[(long long)ids[r] * d + j], position[(long long)positions[r] * d + j],
+                               type ? type[(long long)types[r] * d + j] : 0.0f);
+    }
 }
 
 __global__ void layernorm_dx_kernel(float* dx, const float* dy, const float* x, const float* w, const float* mean,
@@ -378,6 +410,24 @@ void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const
     check_rows(n, "layernorm_forward");
     layernorm_forward_kernel<<<unsigned(n), block, 0, detail::as_stream(stream)>>>(y, mean, rstd, x, w, b, d, eps);
     detail::launch_check("layernorm_forward");
+}
+
+void residual_layernorm_forward(float* resid, float* y, float* mean, float* rstd, const float* x, const float* a,
+                                const float* w, const float* b, long long n, int d, float eps, void* stream) {
+    if (n == 0) return;
+    check_rows(n, "residual_layernorm_forward");
+    residual_layernorm_forward_kernel<<<unsigned(n), block, 0, detail::as_stream(stream)>>>(resid, y, mean, rstd, x, a,
+                                                                                            w, b, d, eps);
+    detail::launch_check("residual_layernorm_forward");
+}
+
+void embedding_sum_forward(float* out, const std::int32_t* ids, const float* word, const std::int32_t* positions,
+                           const float* position, const std::int32_t* types, const float* type, long long n, int d,
+                           void* stream) {
+    if (n == 0) return;
+    embedding_sum_kernel<<<grid_for(n * d), block, 0, detail::as_stream(stream)>>>(out, ids, word, positions, position,
+                                                                                   types, type, n, d);
+    detail::launch_check("embedding_sum_forward");
 }
 
 void layernorm_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,

@@ -1,7 +1,10 @@
 // The device arena's plan (tinylm/cuda/arena_plan.hpp): aligned, disjoint offsets in one allocation; the plan of
-// a whole decoder training step (tinylm/cuda/decoder_plan.hpp) against the sizes its header states.
+// a whole decoder training step (tinylm/cuda/decoder_plan.hpp) against the sizes its header states, and an encoder's
+// (tinylm/cuda/encoder_plan.hpp).
 #include <tinylm/cuda/arena_plan.hpp>
 #include <tinylm/cuda/decoder_plan.hpp>
+#include <tinylm/cuda/encoder_plan.hpp>
+#include <tinylm/model/families.hpp>
 #include <tinylm/model/presets.hpp>
 
 #include <boost/test/unit_test.hpp>
@@ -194,6 +197,50 @@ BOOST_AUTO_TEST_CASE(decoder_step_plan_refuses_what_the_kernels_lack) {
     BOOST_CHECK_EXCEPTION(gpu::arena_plan{}.at("nothing"), tl::error, [](const tl::error& e) {
         return std::string(e.what()).find("no buffer named 'nothing'") != std::string::npos;
     });
+}
+
+// An encoder step's plan: BertModel's parameters (counted here from BERT's shapes), the buffers its header names,
+// aligned and disjoint; what the kernels lack refused by name. The size for all-MiniLM-L6-v2's shape (the
+// contrastive recipe's model) at batch 64 x 128 is printed for docs/gpu.md.
+BOOST_AUTO_TEST_CASE(encoder_step_plan_holds_bert_and_refuses_what_the_kernels_lack) {
+    model_config c = families::bert::value;
+    c.vocab_size = 30522, c.d_model = 384, c.n_layers = 6, c.n_heads = c.n_kv_heads = 12, c.d_head = 0;
+    c.d_ff = 1536, c.max_seq_len = 512, c.type_vocab_size = 2, c.norm_eps = 1e-12, c.init_std = 0.02;
+    c.rope_theta = 10000;
+    const std::size_t d = 384, f = 1536, L = 6;
+    const std::size_t layer = 4 * (d * d + d) + 2 * 2 * d + (f * d + f) + (d * f + d);
+    const std::size_t parameters = (30522 + 512 + 2) * d + 2 * d + L * layer + d * d + d; // 22.7M with the pooler
+    std::size_t laid_out = 0;
+    for (const gpu::parameter_slice& s : gpu::encoder_parameter_layout(c)) {
+        BOOST_TEST(s.offset == laid_out, s.name);
+        laid_out += s.size();
+    }
+    BOOST_TEST(laid_out == parameters);
+    gpu::encoder_plan_options o;
+    o.batch = 64, o.time = 128;
+    const gpu::arena_plan plan = gpu::plan_encoder_step(c, o);
+    expect_aligned_and_disjoint(plan);
+    const std::size_t n = 64 * 128;
+    BOOST_TEST(plan.at("parameters").bytes == 4 * parameters);
+    BOOST_TEST(plan.at("parameters.bf16").bytes == 2 * parameters);
+    BOOST_TEST(plan.at("layer.5.act").bytes == 4 * n * f);
+    BOOST_TEST(plan.at("hidden").bytes == 4 * n * d);
+    BOOST_TEST(plan.at("key_lengths").bytes == 8 * 64);
+    BOOST_TEST(plan.at("attention.scores").bytes == 4 * 64 * 12 * 128 * 128);
+    BOOST_TEST_MESSAGE("all-MiniLM-L6-v2's shape, batch 64 x 128: "
+                       << plan.entries().size() << " buffers, " << plan.bytes() << " bytes ("
+                       << double(plan.bytes()) / double(1ull << 30) << " GiB)");
+
+    o.time = 513;
+    BOOST_CHECK_EXCEPTION(gpu::plan_encoder_step(c, o), tl::error, [](const tl::error& e) {
+        return std::string(e.what()).find("time 513") != std::string::npos;
+    });
+    o.time = 128;
+    c.norm_position = norm_placement::pre;
+    BOOST_CHECK_EXCEPTION(gpu::plan_encoder_step(c, o), tl::error, [](const tl::error& e) {
+        return std::string(e.what()).find("post-norm LayerNorm") != std::string::npos;
+    });
+    BOOST_CHECK_THROW(gpu::plan_encoder_step(presets::tiny::value, o), tl::error); // a causal decoder
 }
 
 BOOST_AUTO_TEST_SUITE_END()

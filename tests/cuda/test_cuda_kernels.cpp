@@ -3,6 +3,7 @@
 // (the executable then exits with 77, which ctest reports as skipped). Label `cuda`; scripts/gpu-check.sh runs it.
 #include "../support/data.hpp"
 #include "../support/random.hpp"
+#include "../support/tiny_bert.hpp"
 
 #include <tinylm/backend/reference.hpp>
 #include <tinylm/core/dtype.hpp>
@@ -11,6 +12,7 @@
 #include <tinylm/cuda/cpu_ops.hpp>
 #include <tinylm/cuda/decoder_step.hpp>
 #include <tinylm/cuda/device.hpp>
+#include <tinylm/cuda/encoder_step.hpp>
 #include <tinylm/cuda/gpu_ops.hpp>
 #include <tinylm/cuda/nf4_row.hpp>
 #include <tinylm/model/presets.hpp>
@@ -285,6 +287,47 @@ BOOST_AUTO_TEST_CASE(gelu_and_layernorm_match_the_cpu, needs_device()) {
     BOOST_TEST(max_rel(r.get<float>(bdx), dx) < 1e-5);
     BOOST_TEST(max_rel(r.get<float>(bdw), dw) < 1e-5);
     BOOST_TEST(max_rel(r.get<float>(bdb), db) < 1e-5);
+}
+
+// The post-norm block's fused residual + LayerNorm and BERT's embedding sum against their CPU drivers: the sum and
+// the gather bit for bit, the norm within f32 rounding (a tree in a block against a loop).
+BOOST_AUTO_TEST_CASE(residual_layernorm_and_embedding_sum_match_the_cpu, needs_device()) {
+    const long long n = 200;
+    const int d = 700;
+    const auto x = random_tensor<float>({n, d}, 64), a = random_tensor<float>({n, d}, 65);
+    const auto w = random_tensor<float>({d}, 66, 0.5, 1.0), b = random_tensor<float>({d}, 67, 0.1);
+    const long long vocab = 50, positions = 40, types = 2;
+    const auto word = random_tensor<float>({vocab, d}, 68), position = random_tensor<float>({positions, d}, 69);
+    const auto type = random_tensor<float>({types, d}, 70);
+    std::vector<std::int32_t> ids(static_cast<std::size_t>(n)), pos(ids.size()), typ(ids.size());
+    for (long long i = 0; i < n; ++i) {
+        ids[std::size_t(i)] = std::int32_t((i * 13) % vocab);
+        pos[std::size_t(i)] = std::int32_t(i % positions);
+        typ[std::size_t(i)] = std::int32_t(i % 3 == 1);
+    }
+    device_run r;
+    const int bx = r.input(x.data), ba = r.input(a.data), bw = r.input(w.data), bb = r.input(b.data);
+    const int bword = r.input(word.data), bpos = r.input(position.data), btype = r.input(type.data);
+    const int bids = r.input(ids), bp = r.input(pos), bt = r.input(typ);
+    const int bresid = r.output<float>(x.data.size()), by = r.output<float>(x.data.size()),
+              bm = r.output<float>(std::size_t(n)), bs = r.output<float>(std::size_t(n)),
+              bsum = r.output<float>(x.data.size());
+    r.allocate();
+    gpu::residual_layernorm_forward(r.at<float>(bresid), r.at<float>(by), r.at<float>(bm), r.at<float>(bs),
+                                    r.at<float>(bx), r.at<float>(ba), r.at<float>(bw), r.at<float>(bb), n, d, 1e-12f);
+    gpu::embedding_sum_forward(r.at<float>(bsum), r.at<std::int32_t>(bids), r.at<float>(bword), r.at<std::int32_t>(bp),
+                               r.at<float>(bpos), r.at<std::int32_t>(bt), r.at<float>(btype), n, d);
+    std::vector<float> resid(x.data.size()), y(x.data.size()), mean(static_cast<std::size_t>(n)),
+        rstd(static_cast<std::size_t>(n)), sum(x.data.size());
+    gpu::residual_layernorm_rows(resid.data(), y.data(), mean.data(), rstd.data(), x.data.data(), a.data.data(),
+                                 w.data.data(), b.data.data(), n, d, 1e-12f);
+    gpu::embedding_sum_rows(sum.data(), ids.data(), word.data.data(), pos.data(), position.data.data(), typ.data(),
+                            type.data.data(), n, d);
+    BOOST_TEST(same_bits(r.get<float>(bresid), resid));
+    BOOST_TEST(max_rel(r.get<float>(by), y) < 1e-5);
+    BOOST_TEST(max_rel(r.get<float>(bm), mean) < 1e-5);
+    BOOST_TEST(max_rel(r.get<float>(bs), rstd) < 1e-5);
+    BOOST_TEST(same_bits(r.get<float>(bsum), sum));
 }
 
 BOOST_AUTO_TEST_CASE(embedding_matches_the_cpu_and_its_scatter_is_deterministic, needs_device()) {
@@ -853,6 +896,118 @@ BOOST_AUTO_TEST_CASE(checkpointing_is_bit_identical_on_the_gpu, needs_device()) 
         BOOST_TEST(plain.run(in) == checkpointed.run(in), what);
         BOOST_TEST(same_bits(plain.download("gradients"), checkpointed.download("gradients")), what);
     }
+}
+
+// The encoder step (cuda/encoder_step.hpp) on the GPU against the same step on the CPU executor, which test_encoder
+// checks against tl::encoder: a BERT of width 64 (2 layers of 4 heads, feed-forward 128, two token types), 3 x 40
+// tokens right-padded to 40, 23 and 7 real ones, a random d hidden; f32 and bf16 products, attention by rows and
+// through products. Hidden states within 1e-5 of their scale, every gradient within 1e-4 of its tensor's, ten times
+// that in bf16; the same step twice gives the same bits; clipping and two AdamW steps bit for bit.
+BOOST_AUTO_TEST_CASE(encoder_step_matches_the_cpu_executor, needs_device()) {
+    model_config c = tl_test::tiny_bert(61, 48);
+    c.d_model = 64, c.d_ff = 128, c.init_std = 0.05;
+    const long long B = 3, T = 40;
+    const std::vector<std::int64_t> lengths = {40, 23, 7};
+    std::vector<std::int32_t> ids(std::size_t(B * T)), types(ids.size());
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+        ids[i] = std::int32_t((i * 37 + 11) % std::size_t(c.vocab_size));
+        types[i] = std::int32_t(i % 40 >= 20);
+    }
+    const auto dhidden = random_tensor<float>({B * T, c.d_model}, 71).data;
+    for (const long long attention : {-1LL, 2LL, 0LL}) // rows; products in chunks of 2 sequences, of all 3
+        for (const bool bf16 : {false, true}) {
+            BOOST_TEST_CONTEXT((bf16 ? "bf16 products" : "f32 products")
+                               << (attention < 0 ? ", attention by rows" : ", attention through products, chunks of ")
+                               << (attention < 0 ? "" : std::to_string(attention))) {
+                gpu::encoder_plan_options o;
+                o.batch = B, o.time = T, o.bf16_weights = bf16;
+                o.attention = attention < 0 ? gpu::attention_path::rows : gpu::attention_path::products;
+                o.attention_sequences = std::max(attention, 0LL);
+                const gpu::arena_plan plan = gpu::plan_encoder_step(c, o);
+                const std::size_t p = plan.at("parameters").bytes / sizeof(float);
+                std::vector<float> weights = random_tensor<float>({index_t(p)}, 72, 0.05).data;
+                for (const gpu::parameter_slice& s : gpu::encoder_parameter_layout(c))
+                    if (s.name.find("LayerNorm.weight") != std::string::npos)
+                        for (std::size_t i = 0; i < s.size(); ++i)
+                            weights[s.offset + i] += 1.0f;
+
+                std::vector<std::byte> host(plan.bytes());
+                gpu::cpu_ops cpu;
+                gpu::encoder_step<gpu::cpu_ops> cpu_step(c, o, plan, host.data(), cpu);
+                auto host_block = [&](const char* name) {
+                    return reinterpret_cast<float*>(host.data() + plan.at(name).offset);
+                };
+                std::copy(weights.begin(), weights.end(), host_block("parameters"));
+                const float* cpu_h = cpu_step.forward(ids.data(), lengths.data(), types.data());
+                const std::vector<float> cpu_hidden(cpu_h, cpu_h + B * T * c.d_model);
+                cpu_step.backward(dhidden.data());
+                const float* cpu_grads = host_block("gradients");
+
+                gpu::device_arena arena(plan);
+                gpu::blas products(arena.at<std::byte>(plan.at("blas.workspace").offset), gpu::blas_workspace_bytes);
+                gpu::gpu_ops ex{&products, nullptr};
+                gpu::encoder_step<gpu::gpu_ops> step(c, o, plan, arena.at<std::byte>(0), ex);
+                auto block = [&](const char* name) { return arena.at<float>(plan.at(name).offset); };
+                auto download = [&](const char* name) {
+                    std::vector<float> v(plan.at(name).bytes / sizeof(float));
+                    gpu::synchronize();
+                    gpu::copy_to_host(v.data(), block(name), v.size() * sizeof(float));
+                    return v;
+                };
+                gpu::copy_to_device(block("parameters"), weights.data(), p * sizeof(float));
+                step.parameters_changed();
+                auto run = [&] {
+                    step.zero_gradients();
+                    step.forward(ids.data(), lengths.data(), types.data());
+                    gpu::copy_to_device(step.dhidden_buffer(), dhidden.data(), dhidden.size() * sizeof(float));
+                    step.backward(step.dhidden_buffer());
+                };
+                run();
+                const std::vector<float> hidden = download("hidden"), grads = download("gradients");
+                const double bound = bf16 ? 10 : 1;
+                BOOST_TEST(max_rel(hidden, cpu_hidden) < bound * 1e-5);
+                const std::vector<gpu::parameter_slice> layout = gpu::encoder_parameter_layout(c);
+                auto scale_of = [&](const std::string& name) {
+                    double scale = 0;
+                    for (const gpu::parameter_slice& s : layout)
+                        if (s.name == name)
+                            for (std::size_t i = s.offset; i < s.offset + s.size(); ++i)
+                                scale = std::max(scale, std::abs(double(cpu_grads[i])));
+                    return scale;
+                };
+                for (const gpu::parameter_slice& s : layout) {
+                    if (s.name.starts_with("pooler.")) continue; // frozen: 0 on both sides
+                    double err = 0;
+                    for (std::size_t i = s.offset; i < s.offset + s.size(); ++i)
+                        err = std::max(err, std::abs(double(grads[i]) - double(cpu_grads[i])));
+                    // A key bias's gradient is 0 but for rounding (the softmax ignores a constant per query row):
+                    // measured against the query bias's of its layer, as in test_encoder.
+                    const std::size_t key = s.name.find("self.key.bias");
+                    const double scale =
+                        scale_of(key == std::string::npos ? s.name : s.name.substr(0, key) + "self.query.bias");
+                    BOOST_TEST(scale > 0.0, s.name);
+                    BOOST_TEST(err <= bound * 1e-4 * scale, s.name << ": " << err << " against a scale of " << scale);
+                }
+                // Deterministic: the same step again, the same bits.
+                run();
+                BOOST_TEST(same_bits(download("hidden"), hidden));
+                BOOST_TEST(same_bits(download("gradients"), grads));
+
+                // The optimizer from the CPU executor's gradients on both sides: clipping, two AdamW steps.
+                gpu::copy_to_device(block("gradients"), cpu_grads, p * sizeof(float));
+                const double cpu_norm = cpu_step.clip_gradients(0.01), gpu_norm = step.clip_gradients(0.01);
+                BOOST_TEST(std::abs(gpu_norm - cpu_norm) <= 1e-12 * cpu_norm);
+                BOOST_TEST_REQUIRE(cpu_norm > 0.01); // clipping happened
+                gpu::copy_to_device(block("gradients"), cpu_grads, p * sizeof(float));
+                const adamw_options options{.weight_decay = 0.1};
+                for (const double lr : {1e-3, 2e-3}) {
+                    cpu_step.adamw_step(lr, options);
+                    step.adamw_step(lr, options);
+                }
+                BOOST_TEST(std::memcmp(download("parameters").data(), host_block("parameters"), p * sizeof(float)) ==
+                           0);
+            }
+        }
 }
 
 BOOST_AUTO_TEST_CASE(errors_name_the_call, needs_device()) {

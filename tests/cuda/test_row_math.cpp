@@ -411,4 +411,62 @@ BOOST_AUTO_TEST_CASE(gelu_and_layernorm_match_the_ops_in_f64) {
     BOOST_TEST(max_rel(db, db64) < 1e-5);
 }
 
+// The post-norm block's fused step: resid = x + a exactly as one f32 addition, then LayerNorm of resid (the same
+// driver as layernorm_rows, so bit for bit as the two steps apart) within f32 rounding of f64.
+BOOST_AUTO_TEST_CASE(residual_layernorm_fused_matches_residual_then_layernorm) {
+    const index_t n = 6, d = 300;
+    const auto x = random_tensor<float>({n, d}, 31), a = random_tensor<float>({n, d}, 32);
+    const auto w = random_tensor<float>({d}, 33, 0.5, 1.0), b = random_tensor<float>({d}, 34, 0.1);
+    std::vector<float> resid(std::size_t(n * d)), y(resid.size()), mean(static_cast<std::size_t>(n)), rstd(mean.size());
+    gpu::residual_layernorm_rows(resid.data(), y.data(), mean.data(), rstd.data(), x.data.data(), a.data.data(),
+                                 w.data.data(), b.data.data(), n, int(d), 1e-12f);
+    std::vector<float> sum(resid.size()), y_apart(resid.size()), mean_apart(mean.size()), rstd_apart(mean.size());
+    for (std::size_t i = 0; i < sum.size(); ++i)
+        sum[i] = x.data[i] + a.data[i];
+    gpu::layernorm_rows(y_apart.data(), mean_apart.data(), rstd_apart.data(), sum.data(), w.data.data(), b.data.data(),
+                        n, int(d), 1e-12f);
+    BOOST_TEST(resid == sum);
+    BOOST_TEST(y == y_apart);
+    BOOST_TEST(mean == mean_apart);
+    BOOST_TEST(rstd == rstd_apart);
+    std::vector<double> sum64(sum.size()), y64(sum.size()), mean64(mean.size()), rstd64(mean.size());
+    for (std::size_t i = 0; i < sum.size(); ++i)
+        sum64[i] = double(x.data[i]) + double(a.data[i]);
+    std::vector<double> w64 = to_f64(w.data), b64 = to_f64(b.data);
+    layernorm_forward<double>({y64.data(), {n, d}}, {mean64.data(), {n}}, {rstd64.data(), {n}}, {sum64.data(), {n, d}},
+                              {w64.data(), {d}}, {b64.data(), {d}}, 1e-12);
+    BOOST_TEST(max_rel(y, y64) < 1e-5);
+}
+
+// BERT's embeddings: word[id] + (position[p] + type[t]) per element, as tl::encoder adds them (bit for bit), and
+// without token types word + position.
+BOOST_AUTO_TEST_CASE(embedding_sum_is_word_plus_position_plus_type) {
+    const index_t vocab = 20, positions = 9, types = 2, d = 17, n = 12;
+    const auto word = random_tensor<float>({vocab, d}, 41), position = random_tensor<float>({positions, d}, 42);
+    const auto type = random_tensor<float>({types, d}, 43);
+    std::vector<std::int32_t> ids(static_cast<std::size_t>(n)), pos(ids.size()), typ(ids.size());
+    for (index_t i = 0; i < n; ++i) {
+        ids[std::size_t(i)] = std::int32_t((i * 7) % vocab);
+        pos[std::size_t(i)] = std::int32_t(i % positions);
+        typ[std::size_t(i)] = std::int32_t(i % 3 == 1);
+    }
+    std::vector<float> out(std::size_t(n * d)), plain(out.size());
+    gpu::embedding_sum_rows(out.data(), ids.data(), word.data.data(), pos.data(), position.data.data(), typ.data(),
+                            type.data.data(), n, int(d));
+    gpu::embedding_sum_rows(plain.data(), ids.data(), word.data.data(), pos.data(), position.data.data(), nullptr,
+                            nullptr, n, int(d));
+    index_t off = 0, off_plain = 0;
+    for (index_t i = 0; i < n; ++i)
+        for (index_t j = 0; j < d; ++j) {
+            const std::size_t at = std::size_t(i * d + j);
+            const float w = word.data[std::size_t(ids[std::size_t(i)] * d + j)];
+            const float p = position.data[std::size_t(pos[std::size_t(i)] * d + j)];
+            const float t = type.data[std::size_t(typ[std::size_t(i)] * d + j)];
+            off += out[at] != w + (p + t);
+            off_plain += plain[at] != w + p;
+        }
+    BOOST_TEST(off == 0);
+    BOOST_TEST(off_plain == 0);
+}
+
 BOOST_AUTO_TEST_SUITE_END()

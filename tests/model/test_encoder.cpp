@@ -1,5 +1,8 @@
 // The encoder (model/encoder.hpp) against transformers' BertModel on the same weights, its gradients against
-// PyTorch's and against central differences, and BERT folders read and written (io/hf_encoder.hpp).
+// PyTorch's and against central differences, and BERT folders read and written (io/hf_encoder.hpp). Also the CUDA
+// backend's encoder step (cuda/encoder_step.hpp) run on the CPU executor against the encoder.
+#include <tinylm/cuda/cpu_ops.hpp>
+#include <tinylm/cuda/encoder_step.hpp>
 #include <tinylm/embed/bpe_batches.hpp>
 #include <tinylm/embed/cached_ranking.hpp>
 #include <tinylm/embed/ranking_loss.hpp>
@@ -9,6 +12,7 @@
 #include <tinylm/model/presets.hpp>
 #include <tinylm/ops/pooling.hpp>
 #include <tinylm/optim/adamw.hpp>
+#include <tinylm/optim/clip.hpp>
 #include <tinylm/tokenizer/bpe_trainer.hpp>
 
 #include "../support/model_gradcheck.hpp"
@@ -18,9 +22,11 @@
 
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <optional>
 
 using namespace tl;
 using tl::test::owned;
@@ -461,6 +467,126 @@ BOOST_AUTO_TEST_CASE(minilm_matches_sentence_transformers, tl_test::needs_model(
     BOOST_TEST_MESSAGE("all-MiniLM-L6-v2, " << texts.size() << " texts: max |tinylm - sentence-transformers| " << diff);
     BOOST_TEST(diff <= 1e-5);
     BOOST_TEST(se.truncated_texts() == 1); // the 300-word text
+}
+
+// The GPU's encoder step (cuda/encoder_step.hpp), in the order of its kernels and over the buffers of its arena plan,
+// executed by the CPU drivers of the same arithmetic (gpu::cpu_ops), against tl::encoder on the same weights (the
+// tiny BERT, 2 x 8 tokens, two token types): the hidden states, then with a random d hidden every parameter's
+// gradient, with and without right padding, with attention by rows and through products (in one chunk of scores
+// and a sequence at a time); then clipping and two AdamW steps bit for bit as tl::adamw.
+BOOST_AUTO_TEST_CASE(cuda_encoder_step_on_the_cpu_matches_the_encoder) {
+    using config = tl_test::tiny_bert_config;
+    const model_config& c = config::value;
+    encoder<config> model(42);
+    const index_t B = 2, T = 8, d = c.d_model;
+    owned<token_t> ids({B, T}), types({B, T});
+    owned<index_t> lengths({B});
+    lengths.data = {8, 5};
+    owned<float> dh({B * T, d});
+    counter_rng rng(17);
+    for (auto& v : ids.data)
+        v = token_t(rng.below(std::uint64_t(c.vocab_size)));
+    for (auto& v : types.data)
+        v = token_t(rng.below(std::uint64_t(c.type_vocab_size)));
+    for (auto& v : dh.data)
+        v = float(rng.normal());
+    // The largest difference between a and the reference b (n), and b's largest magnitude.
+    auto difference = [](const float* a, const float* b, index_t n) {
+        double err = 0, scale = 0;
+        for (index_t i = 0; i < n; ++i) {
+            err = std::max(err, std::abs(double(a[i]) - double(b[i])));
+            scale = std::max(scale, std::abs(double(b[i])));
+        }
+        return std::pair{err, scale};
+    };
+
+    struct setup {
+        gpu::attention_path path;
+        long long sequences;
+        const char* name;
+    };
+    struct on_cpu {
+        gpu::encoder_plan_options o;
+        gpu::arena_plan plan;
+        std::vector<std::byte> memory;
+        gpu::cpu_ops ex;
+        gpu::encoder_step<gpu::cpu_ops> step; // last: it keeps references to the members above
+        on_cpu(const model_config& c, const gpu::encoder_plan_options& options)
+            : o(options), plan(gpu::plan_encoder_step(c, o)), memory(plan.bytes()),
+              step(c, o, plan, memory.data(), ex) {}
+    };
+    std::optional<on_cpu> run;
+    for (const setup& a :
+         {setup{gpu::attention_path::products, 1, "products, one sequence per chunk"},
+          setup{gpu::attention_path::products, 0, "products"}, setup{gpu::attention_path::rows, 0, "rows"}}) {
+        gpu::encoder_plan_options o;
+        o.batch = B, o.time = T, o.bf16_weights = false, o.attention = a.path, o.attention_sequences = a.sequences;
+        run.emplace(c, o);
+        auto& step = run->step;
+        // The layout is the encoder's parameter_entries: the same names in the same order, the same sizes.
+        BOOST_TEST_REQUIRE(step.layout().size() == model.parameter_entries().size());
+        for (std::size_t i = 0; i < step.layout().size(); ++i) {
+            const parameter_entry& e = model.parameter_entries()[i];
+            BOOST_TEST_REQUIRE(step.layout()[i].name == e.name);
+            BOOST_TEST_REQUIRE(step.layout()[i].size() == std::size_t(e.value.numel()), e.name);
+            std::copy_n(e.value.data, e.value.numel(), step.parameter(e.name));
+        }
+        for (const bool padded : {true, false}) {
+            const cview<index_t> key_lengths = padded ? lengths.cv() : cview<index_t>{};
+            model.zero_grad();
+            const cview<float> h = model.forward(ids, key_lengths, types, true);
+            model.backward_from_hidden(dh.cv());
+            step.zero_gradients();
+            const float* step_h =
+                step.forward(ids.data.data(), padded ? lengths.data.data() : nullptr, types.data.data());
+            const auto [herr, hscale] = difference(step_h, h.data, B * T * d);
+            BOOST_TEST(herr <= 1e-5 * hscale, a.name << ", padded " << padded << ": hidden states " << herr
+                                                     << " against a scale of " << hscale);
+            step.backward(dh.data.data());
+            double worst = 0;
+            auto scale_of = [&](const std::string& name) {
+                for (const parameter_entry& e : model.trainable_entries())
+                    if (e.name == name) return difference(e.grad.data, e.grad.data, e.grad.numel()).second;
+                return 0.0;
+            };
+            for (const parameter_entry& e : model.trainable_entries()) { // all but the frozen pooler
+                auto [err, scale] = difference(step.gradient(e.name), e.grad.data, e.grad.numel());
+                // A key bias adds q . b to every score of a query's row, which the softmax ignores: its gradient
+                // is 0 but for rounding on both sides, measured against the query bias's of the same layer.
+                const std::size_t key = e.name.find("self.key.bias");
+                if (key != std::string::npos) scale = scale_of(e.name.substr(0, key) + "self.query.bias");
+                BOOST_TEST(scale > 0.0, e.name);
+                BOOST_TEST(err <= 1e-4 * scale, e.name << ": " << err << " against a scale of " << scale << ", "
+                                                       << a.name << ", padded " << padded);
+                worst = std::max(worst, err / scale);
+            }
+            BOOST_TEST_MESSAGE(a.name << ", padded " << padded << ": hidden states within " << herr / hscale
+                                      << " of their scale, gradients within " << worst << " of theirs");
+        }
+    }
+    auto& step = run->step;
+
+    // The optimizer over the flat blocks from the same gradients: clipping as tl::clip_grad_norm, then two AdamW
+    // steps bit for bit as tl::adamw (no decay on LayerNorms and biases, the pooler untouched).
+    auto copy_gradients = [&] {
+        for (const parameter_entry& e : model.trainable_entries())
+            std::copy_n(e.grad.data, e.grad.numel(), step.gradient(e.name));
+    };
+    copy_gradients();
+    const double norm = clip_grad_norm(model.parameter_entries(), 0.5), step_norm = step.clip_gradients(0.5);
+    BOOST_TEST_REQUIRE(norm > 0.5); // clipping happened
+    BOOST_TEST(std::abs(step_norm - norm) <= 1e-12 * norm);
+    copy_gradients(); // the clipped gradients exactly, so that AdamW can be compared bit for bit
+    const adamw_options options{.weight_decay = 0.1};
+    adamw opt(model, options);
+    for (const double lr : {1e-3, 2e-3}) {
+        opt.step(lr);
+        step.adamw_step(lr, options);
+        for (const parameter_entry& e : model.parameter_entries())
+            BOOST_TEST_REQUIRE(
+                std::memcmp(step.parameter(e.name), e.value.data, std::size_t(e.value.numel()) * sizeof(float)) == 0,
+                e.name << " after the step at lr " << lr);
+    }
 }
 
 BOOST_AUTO_TEST_SUITE_END()

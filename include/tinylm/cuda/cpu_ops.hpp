@@ -1,6 +1,7 @@
-// tinylm/cuda/cpu_ops.hpp: decoder_step's executor on the CPU (decoder_step.hpp): host memory, the CPU drivers of
-// row_math.hpp and attention_row.hpp (the kernels' arithmetic, one row after another) and the reference gemm.
-// The oracle the GPU executor (gpu_ops.hpp) is compared with, itself checked against tl::decoder.
+// tinylm/cuda/cpu_ops.hpp: decoder_step's and encoder_step's executor on the CPU (decoder_step.hpp,
+// encoder_step.hpp): host memory, the CPU drivers of row_math.hpp and attention_row.hpp (the kernels' arithmetic,
+// one row after another) and the reference gemm. The oracle the GPU executor (gpu_ops.hpp) is compared with, itself
+// checked against tl::decoder and tl::encoder.
 #pragma once
 
 #include <tinylm/backend/reference.hpp>
@@ -75,6 +76,25 @@ struct cpu_ops {
             if (out_bf16) out_bf16[i] = bf16_bits(w);
         }
     }
+    void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w, const float* b,
+                           long long n, int d, float eps) {
+        layernorm_rows(y, mean, rstd, x, w, b, n, d, eps);
+    }
+    void layernorm_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
+                            const float* mean, const float* rstd, long long n, int d) {
+        layernorm_backward_rows(dx, dw, db, dy, x, w, mean, rstd, n, d);
+    }
+    void residual_layernorm_forward(float* resid, float* y, float* mean, float* rstd, const float* x, const float* a,
+                                    const float* w, const float* b, long long n, int d, float eps) {
+        residual_layernorm_rows(resid, y, mean, rstd, x, a, w, b, n, d, eps);
+    }
+    void embedding_sum_forward(float* out, const std::int32_t* ids, const float* word, const std::int32_t* positions,
+                               const float* position, const std::int32_t* types, const float* type, long long n,
+                               int d) {
+        embedding_sum_rows(out, ids, word, positions, position, types, type, n, d);
+    }
+    void gelu_forward(float* y, const float* x, long long n) { gelu_rows(y, x, n); }
+    void gelu_backward(float* dx, const float* dy, const float* x, long long n) { gelu_backward_rows(dx, dy, x, n); }
     void bias_add(float* y, const float* b, long long n, int d) { bias_add_rows(y, b, n, d); }
     void bias_backward(float* db, const float* dy, long long n, int d) { bias_backward_rows(db, dy, n, d); }
     void swiglu_forward(float* h, const float* g, const float* u, long long n) { swiglu_rows(h, g, u, n); }

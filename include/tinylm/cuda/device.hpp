@@ -100,6 +100,15 @@ void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const
                        int d, float eps, void* stream = nullptr);
 void layernorm_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
                         const float* mean, const float* rstd, long long n, int d, void* stream = nullptr);
+// resid = x + a and y, mean, rstd = LayerNorm(resid) in one pass (post-norm blocks: norm(x + sublayer(x))); the
+// backward is layernorm_backward of resid.
+void residual_layernorm_forward(float* resid, float* y, float* mean, float* rstd, const float* x, const float* a,
+                                const float* w, const float* b, long long n, int d, float eps, void* stream = nullptr);
+// BERT's embeddings: out (n, d) = word[ids] + (position[positions] + type[types]); types and type null: no token
+// types. Indices are trusted (the host checks them).
+void embedding_sum_forward(float* out, const std::int32_t* ids, const float* word, const std::int32_t* positions,
+                           const float* position, const std::int32_t* types, const float* type, long long n, int d,
+                           void* stream = nullptr);
 // x (batch, time, heads, head_dim) rotated in place by +angle (direction 1) or -angle (-1, the backward);
 // cos, sin (table rows, head_dim / 2) from tl::rope_table; positions (batch, time) or null (row = t).
 void rope(float* x, const float* cos, const float* sin, const std::int64_t* positions, long long batch, long long time,

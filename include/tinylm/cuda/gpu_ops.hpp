@@ -1,5 +1,6 @@
-// tinylm/cuda/gpu_ops.hpp: decoder_step's executor on the GPU (decoder_step.hpp): device memory, the kernels of
-// tinylm::cuda and cuBLASLt products, all on one stream (nullptr: the default stream). Link tinylm::cuda.
+// tinylm/cuda/gpu_ops.hpp: decoder_step's and encoder_step's executor on the GPU (decoder_step.hpp,
+// encoder_step.hpp): device memory, the kernels of tinylm::cuda and cuBLASLt products, all on one stream (nullptr:
+// the default stream). Link tinylm::cuda.
 #pragma once
 
 #include <tinylm/cuda/blas.hpp>
@@ -39,6 +40,27 @@ struct gpu_ops {
     }
     void nf4_dequantize(float* out, std::uint16_t* out_bf16, const nf4_weight& q) {
         gpu::nf4_dequantize(out, out_bf16, q, nf4_codebooks, stream);
+    }
+    void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w, const float* b,
+                           long long n, int d, float eps) {
+        gpu::layernorm_forward(y, mean, rstd, x, w, b, n, d, eps, stream);
+    }
+    void layernorm_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
+                            const float* mean, const float* rstd, long long n, int d) {
+        gpu::layernorm_backward(dx, dw, db, dy, x, w, mean, rstd, n, d, stream);
+    }
+    void residual_layernorm_forward(float* resid, float* y, float* mean, float* rstd, const float* x, const float* a,
+                                    const float* w, const float* b, long long n, int d, float eps) {
+        gpu::residual_layernorm_forward(resid, y, mean, rstd, x, a, w, b, n, d, eps, stream);
+    }
+    void embedding_sum_forward(float* out, const std::int32_t* ids, const float* word, const std::int32_t* positions,
+                               const float* position, const std::int32_t* types, const float* type, long long n,
+                               int d) {
+        gpu::embedding_sum_forward(out, ids, word, positions, position, types, type, n, d, stream);
+    }
+    void gelu_forward(float* y, const float* x, long long n) { gpu::gelu_forward(y, x, n, stream); }
+    void gelu_backward(float* dx, const float* dy, const float* x, long long n) {
+        gpu::gelu_backward(dx, dy, x, n, stream);
     }
     void bias_add(float* y, const float* b, long long n, int d) { gpu::bias_add(y, b, n, d, stream); }
     void bias_backward(float* db, const float* dy, long long n, int d) { gpu::bias_backward(db, dy, n, d, stream); }

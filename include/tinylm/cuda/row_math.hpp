@@ -86,6 +86,9 @@ TINYLM_HD inline float layernorm_dx(float dy, float w, float x, float mean, floa
     const float xhat = (x - mean) * rstd;
     return rstd * (dy * w - sum_g / float(d) - xhat * (sum_gx / float(d)));
 }
+// ---- BERT's embeddings: word[id] + (position[p] + type[t]), tl::encoder's order of the additions -----------------
+TINYLM_HD inline float embedding_sum(float word, float position, float type) { return word + (position + type); }
+
 // d(loss)/d(w_j) and d(loss)/d(b_j) of LayerNorm for column j, summed over the n rows in order and added (one
 // GPU thread per column, the same order on the CPU).
 TINYLM_HD inline float layernorm_dw_term(float dy, float x, float mean, float rstd) { return dy * ((x - mean) * rstd); }
@@ -340,6 +343,23 @@ inline void layernorm_backward_rows(float* dx, float* dw, float* db, const float
     if (!dw) return;
     for (int j = 0; j < d; ++j)
         layernorm_dwdb_column(dw, db, dy, x, mean, rstd, n, d, j);
+}
+// resid = x + a, y = LayerNorm(resid) (a post-norm block's step, model/block.hpp: norm(x + sublayer(x))); the
+// backward is LayerNorm's, whose input gradient is then that of x and of a alike.
+inline void residual_layernorm_rows(float* resid, float* y, float* mean, float* rstd, const float* x, const float* a,
+                                    const float* w, const float* b, long long n, int d, float eps) {
+    for (long long i = 0; i < n * d; ++i)
+        resid[i] = residual_add(x[i], a[i]);
+    layernorm_rows(y, mean, rstd, resid, w, b, n, d, eps);
+}
+// out (n, d) = word[ids] + (position[positions] + type[types]); types and type may be null (no token types: + 0).
+inline void embedding_sum_rows(float* out, const std::int32_t* ids, const float* word, const std::int32_t* positions,
+                               const float* position, const std::int32_t* types, const float* type, long long n,
+                               int d) {
+    for (long long i = 0; i < n; ++i)
+        for (int j = 0; j < d; ++j)
+            out[i * d + j] = embedding_sum(word[(long long)ids[i] * d + j], position[(long long)positions[i] * d + j],
+                                           type ? type[(long long)types[i] * d + j] : 0.0f);
 }
 // Biases of (n, d) rows: y += b per row; db += the column sums of dy, rows in order (a thread per column on the
 // GPU: deterministic).

@@ -1,0 +1,212 @@
+// tinylm/cuda/encoder_plan.hpp: every device buffer of one training step of a BERT-shaped encoder (tl::encoder with
+// post-norm LayerNorm, GELU, biases on every projection, learned positions, token types), planned in one arena
+// (arena_plan.hpp) from its model_config and the batch shape, before anything is allocated.
+//
+// N = batch * time tokens, d = d_model, q = q_width, kv = kv_width, f = d_ff, H = n_heads, P = the parameters of
+// encoder_parameter_layout (the pooler included: carried, never trained):
+//
+//   model state   parameters, gradients, adam.m, adam.v: 4 P bytes each; parameters.bf16 2 P (bf16 option)
+//   bf16 operands scratch.bf16.a, scratch.bf16.b: 2 N max(d, q, f) bytes each (bf16 option)
+//   inputs        ids, type_ids, position_ids (int32 N), key_lengths (int64 B), and per embedding table
+//                 (word, position, type) the host's token_groups: embedding.<table>.tokens / .offsets / .positions
+//                 (int32 N, N + 1, N at most)
+//   embeddings    embed.summed (N d: before the embeddings' LayerNorm), embed.mean, embed.rstd (N)
+//   layer l       layer.l.x (N d: the layer's input), .q, .attn (N q), .k, .v (N kv), .lse (H N),
+//                 .resid1, .normed1, .resid2 (N d), .mean1, .rstd1, .mean2, .rstd2 (N), .up, .act (N f)
+//   output        hidden (N d: the last layer's output), dhidden (N d: where a caller may put d loss / d hidden)
+//   scratch       scratch.tmp, .dx, .dnormed (N d), .dq, .dattn (N q), .dk, .dv (N kv), .dup, .dact (N f),
+//                 .delta (H N)
+//   attention     as decoder_plan.hpp's (attention_path::products: scores of attention_sequences sequences at once)
+//   optimizer     grad_norm.partials, grad_norm.total; cuBLASLt's blas.workspace
+//
+// Each buffer starts at a multiple of 256 bytes.
+#pragma once
+
+#include <tinylm/cuda/arena_plan.hpp>
+#include <tinylm/cuda/blas.hpp>
+#include <tinylm/cuda/decoder_plan.hpp> // parameter_slice, projection_shape, attention_path
+#include <tinylm/cuda/row_math.hpp>
+#include <tinylm/model/config.hpp>
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace tl::gpu {
+
+// BertModel's module of projection p in layer l (tl::bert_tensor_name's mapping of the decoder-style names; the
+// encoder has no gate).
+inline std::string bert_module(int l, proj p) {
+    std::string m = "encoder.layer." + std::to_string(l) + ".";
+    switch (p) {
+    case proj::q:
+        return m + "attention.self.query";
+    case proj::k:
+        return m + "attention.self.key";
+    case proj::v:
+        return m + "attention.self.value";
+    case proj::o:
+        return m + "attention.output.dense";
+    case proj::up:
+        return m + "intermediate.dense";
+    case proj::down:
+        return m + "output.dense";
+    case proj::gate:
+        break;
+    }
+    fail("gpu::bert_module: a BERT layer has no gate projection");
+}
+// The LayerNorms of layer l: after attention (1) and after the MLP (2).
+inline std::string bert_layer_norm(int l, int which) {
+    return "encoder.layer." + std::to_string(l) + (which == 1 ? ".attention.output.LayerNorm" : ".output.LayerNorm");
+}
+
+// The flat "parameters" block of an encoder: BertModel's names in tl::encoder's parameter_entries order.
+inline std::vector<parameter_slice> encoder_parameter_layout(const model_config& c) {
+    std::vector<parameter_slice> out;
+    std::size_t at = 0;
+    auto add = [&](std::string name, std::size_t rows, std::size_t cols) {
+        out.push_back({std::move(name), at, rows, cols});
+        at += rows * cols;
+    };
+    const auto d = std::size_t(c.d_model);
+    add("embeddings.word_embeddings.weight", std::size_t(c.vocab_size), d);
+    add("embeddings.position_embeddings.weight", std::size_t(c.max_seq_len), d);
+    if (c.type_vocab_size > 0) add("embeddings.token_type_embeddings.weight", std::size_t(c.type_vocab_size), d);
+    add("embeddings.LayerNorm.weight", 1, d);
+    add("embeddings.LayerNorm.bias", 1, d);
+    for (int l = 0; l < c.n_layers; ++l) {
+        auto norm = [&](int which) {
+            add(bert_layer_norm(l, which) + ".weight", 1, d);
+            add(bert_layer_norm(l, which) + ".bias", 1, d);
+        };
+        auto projection = [&](proj p) {
+            const auto [in, width] = projection_shape(c, p);
+            add(bert_module(l, p) + ".weight", width, in);
+            add(bert_module(l, p) + ".bias", 1, width);
+        };
+        norm(1);
+        for (const proj p : {proj::q, proj::k, proj::v, proj::o})
+            projection(p);
+        norm(2);
+        projection(proj::up);
+        projection(proj::down);
+    }
+    add("pooler.dense.weight", d, d);
+    add("pooler.dense.bias", 1, d);
+    return out;
+}
+
+struct encoder_plan_options {
+    long long batch = 1, time = 1;
+    bool bf16_weights = true; // bf16 mixed precision: the products read bf16 copies of their operands
+    attention_path attention = attention_path::products;
+    long long attention_sequences = 0; // sequences per chunk of attention scores (products); 0: the whole batch
+    long long attention_chunk() const {
+        return attention_sequences > 0 && attention_sequences < batch ? attention_sequences : batch;
+    }
+};
+
+inline arena_plan plan_encoder_step(const model_config& c, const encoder_plan_options& o) {
+    auto refuse = [](bool ok, const char* what) {
+        if (ok) return;
+        std::string m = "gpu::plan_encoder_step: ";
+        m += what;
+        m += " (the CUDA kernels cover BERT-shaped encoders: post-norm LayerNorm, GELU, learned positions, biases)";
+        fail(m);
+    };
+    refuse(c.attention == attention_kind::bidirectional, "attention must be bidirectional");
+    refuse(c.norm == norm_kind::layernorm && c.norm_position == norm_placement::post,
+           "the norm must be post-norm LayerNorm");
+    refuse(c.mlp == mlp_kind::gelu, "the MLP must be GELU");
+    refuse(c.positions == position_kind::learned, "positions must be learned");
+    refuse(c.qkv_bias && c.dense_bias, "every projection must have a bias");
+    refuse(c.moe.n_experts == 0, "mixtures of experts are not supported");
+    check(o.batch > 0 && o.time > 0 && o.time <= c.max_seq_len && o.attention_sequences >= 0, [&] {
+        std::string m = "gpu::plan_encoder_step: batch ";
+        m += std::to_string(o.batch);
+        m += " and time ";
+        m += std::to_string(o.time);
+        m += " must be positive, time at most max_seq_len ";
+        m += std::to_string(c.max_seq_len);
+        m += ", attention_sequences ";
+        m += std::to_string(o.attention_sequences);
+        m += " at least 0";
+        return m;
+    });
+    const auto n = std::size_t(o.batch * o.time), d = std::size_t(c.d_model), q = std::size_t(c.q_width()),
+               kv = std::size_t(c.kv_width()), f = std::size_t(c.d_ff), h = std::size_t(c.n_heads);
+    std::size_t p = 0;
+    for (const parameter_slice& s : encoder_parameter_layout(c))
+        p += s.size();
+
+    arena_plan plan;
+    for (const char* name : {"parameters", "gradients", "adam.m", "adam.v"})
+        plan.add_array<float>(name, p);
+    if (o.bf16_weights) {
+        plan.add_array<std::uint16_t>("parameters.bf16", p);
+        plan.add_array<std::uint16_t>("scratch.bf16.a", n * std::max({d, q, f}));
+        plan.add_array<std::uint16_t>("scratch.bf16.b", n * std::max({d, q, f}));
+    }
+
+    for (const char* name : {"ids", "type_ids", "position_ids"})
+        plan.add_array<std::int32_t>(name, n);
+    plan.add_array<std::int64_t>("key_lengths", std::size_t(o.batch));
+    for (const std::string table : {"word", "position", "type"}) {
+        plan.add_array<std::int32_t>("embedding." + table + ".tokens", n);
+        plan.add_array<std::int32_t>("embedding." + table + ".offsets", n + 1);
+        plan.add_array<std::int32_t>("embedding." + table + ".positions", n);
+    }
+    plan.add_array<float>("embed.summed", n * d);
+    plan.add_array<float>("embed.mean", n);
+    plan.add_array<float>("embed.rstd", n);
+
+    for (int l = 0; l < c.n_layers; ++l) {
+        const std::string at = "layer." + std::to_string(l) + ".";
+        plan.add_array<float>(at + "x", n * d);
+        plan.add_array<float>(at + "q", n * q);
+        plan.add_array<float>(at + "k", n * kv);
+        plan.add_array<float>(at + "v", n * kv);
+        plan.add_array<float>(at + "attn", n * q);
+        plan.add_array<float>(at + "lse", h * n);
+        for (const char* name : {"resid1", "normed1", "resid2"})
+            plan.add_array<float>(at + name, n * d);
+        for (const char* name : {"mean1", "rstd1", "mean2", "rstd2"})
+            plan.add_array<float>(at + name, n);
+        plan.add_array<float>(at + "up", n * f);
+        plan.add_array<float>(at + "act", n * f);
+    }
+    plan.add_array<float>("hidden", n * d);
+    plan.add_array<float>("dhidden", n * d);
+
+    for (const char* name : {"scratch.tmp", "scratch.dx", "scratch.dnormed"})
+        plan.add_array<float>(name, n * d);
+    for (const char* name : {"scratch.dq", "scratch.dattn"})
+        plan.add_array<float>(name, n * q);
+    for (const char* name : {"scratch.dk", "scratch.dv"})
+        plan.add_array<float>(name, n * kv);
+    for (const char* name : {"scratch.dup", "scratch.dact"})
+        plan.add_array<float>(name, n * f);
+    plan.add_array<float>("scratch.delta", h * n);
+
+    if (o.attention == attention_path::products) {
+        const std::size_t scores = std::size_t(o.attention_chunk()) * h * std::size_t(o.time) * std::size_t(o.time);
+        plan.add_array<float>("attention.scores", scores);
+        plan.add_array<float>("attention.dscores", scores);
+        if (o.bf16_weights) {
+            plan.add_array<std::uint16_t>("attention.bf16.q", n * q);
+            plan.add_array<std::uint16_t>("attention.bf16.k", n * kv);
+            plan.add_array<std::uint16_t>("attention.bf16.v", n * kv);
+            plan.add_array<std::uint16_t>("attention.bf16.do", n * q);
+            plan.add_array<std::uint16_t>("attention.bf16.p", scores);
+        }
+    }
+
+    plan.add_array<double>("grad_norm.partials", std::size_t(grad_norm_blocks));
+    plan.add_array<double>("grad_norm.total", 1);
+    plan.add("blas.workspace", blas_workspace_bytes);
+    return plan;
+}
+
+} // namespace tl::gpu

@@ -1,0 +1,354 @@
+// tinylm/cuda/encoder_step.hpp: forward and backward of a BERT-shaped encoder (tl::encoder's computation) over the
+// buffers of plan_encoder_step (encoder_plan.hpp), written once against an executor of ops: gpu::cpu_ops (host
+// memory, the CPU drivers of the kernels' arithmetic; checked against tl::encoder in test_encoder) or gpu::gpu_ops
+// (device memory, tinylm::cuda's kernels and cuBLASLt).
+//
+// The order is tl::encoder's (model/encoder.hpp, model/block.hpp's post-norm block):
+//   summed = word[ids] + (position[t] + type[type_ids]);  x_0 = LayerNorm_e(summed)
+//   per layer l: q, k, v = x_l W^T + b; attn = bidirectional attention (right padding: key_lengths)
+//                (attention.cu's row kernels or through products: encoder_plan_options::attention)
+//                tmp = attn Wo^T + bo;  resid1 = x_l + tmp, normed1 = LayerNorm_1(resid1)        (fused)
+//                up = normed1 Wu^T + bu; act = gelu(up); tmp = act Wd^T + bd
+//                resid2 = normed1 + tmp, x_{l+1} = LayerNorm_2(resid2)                             (fused)
+//   hidden = x_L
+// The step returns hidden (B * T, d) in Ex's memory; a loss outside (pooling, the ranking loss of embed/) hands
+// d loss / d hidden back to backward(), which adds every parameter's gradient to "gradients" (zero_gradients
+// clears it): in a post-norm block the LayerNorm's input gradient is the residual stream's and the sublayer's
+// alike, so the backward runs each norm's backward into a buffer to which the sublayer's input gradient then adds.
+//
+// bf16 mixed precision, the optimizer (gradient_norm, clip_gradients, adamw_step) and determinism are
+// decoder_step's: the weights' bf16 copy once per optimizer step, activation operands converted right before their
+// products, everything else f32. BertModel's pooler is carried in "parameters" (a saved folder keeps it) but, as in
+// tl::encoder, frozen: its gradient stays 0 and AdamW skips it.
+#pragma once
+
+#include <tinylm/cuda/attention_products.hpp>
+#include <tinylm/cuda/attention_row.hpp>
+#include <tinylm/cuda/blas.hpp>
+#include <tinylm/cuda/encoder_plan.hpp>
+#include <tinylm/cuda/row_math.hpp>
+#include <tinylm/optim/adamw.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace tl::gpu {
+
+template <class Ex>
+class encoder_step {
+public:
+    // base: the start of plan.bytes() of Ex's memory (a device_arena's, or a host buffer for cpu_ops).
+    encoder_step(const model_config& c, const encoder_plan_options& o, const arena_plan& plan, std::byte* base, Ex& ex)
+        : c_(c), o_(o), plan_(plan), base_(base), ex_(ex), layout_(encoder_parameter_layout(c)),
+          products_(ex, products_scratch()), n_(o.batch * o.time) {
+        ex_.zero(buf("adam.m"), plan_.at("adam.m").bytes); // device memory starts undefined
+        ex_.zero(buf("adam.v"), plan_.at("adam.v").bytes);
+        ex_.zero(buf("gradients"), plan_.at("gradients").bytes); // the pooler's stays 0
+    }
+
+    const std::vector<parameter_slice>& layout() const { return layout_; }
+    // The parameter or its gradient under BertModel's name, in Ex's memory.
+    float* parameter(const std::string& name) { return find("parameters", name); }
+    float* gradient(const std::string& name) { return find("gradients", name); }
+    // After writing parameters directly (a checkpoint, a test): their bf16 copy is made again before the next
+    // products. adamw_step does this itself.
+    void parameters_changed() { stale_ = true; }
+    void zero_gradients() { ex_.zero(buf("gradients"), plan_.at("gradients").bytes); }
+
+    // The hidden states of the last forward (B * T, d), and a buffer of that shape in Ex's memory for a caller's
+    // d loss / d hidden; both in the arena.
+    const float* hidden() const { return f("hidden"); }
+    float* dhidden_buffer() const { return f("dhidden"); }
+
+    // ids (B * T, host memory). key_lengths (B, host, optional): row b holds key_lengths[b] real tokens, then
+    // padding that no query attends to. type_ids (B * T, host, optional): token types, 0 when absent. Returns
+    // hidden().
+    const float* forward(const std::int32_t* ids, const std::int64_t* key_lengths = nullptr,
+                         const std::int32_t* type_ids = nullptr) {
+        const long long n = n_, T = o_.time;
+        upload_groups("word", ids, c_.vocab_size);
+        std::vector<std::int32_t> positions(static_cast<std::size_t>(n)), types(static_cast<std::size_t>(n), 0);
+        for (long long i = 0; i < n; ++i)
+            positions[std::size_t(i)] = std::int32_t(i % T);
+        if (type_ids) {
+            check(c_.type_vocab_size > 0, "encoder_step: type_ids given, but the model has no token types");
+            std::copy_n(type_ids, n, types.begin());
+        }
+        upload_groups("position", positions.data(), c_.max_seq_len);
+        if (c_.type_vocab_size > 0) upload_groups("type", types.data(), c_.type_vocab_size);
+        ex_.upload(buf("ids"), ids, std::size_t(n) * sizeof(std::int32_t));
+        ex_.upload(buf("position_ids"), positions.data(), positions.size() * sizeof(std::int32_t));
+        ex_.upload(buf("type_ids"), types.data(), types.size() * sizeof(std::int32_t));
+        padded_ = key_lengths != nullptr;
+        if (padded_) {
+            for (long long b = 0; b < o_.batch; ++b)
+                check(key_lengths[b] >= 1 && key_lengths[b] <= T, [&] {
+                    std::string m = "encoder_step: key_lengths[";
+                    m += std::to_string(b);
+                    m += "] = ";
+                    m += std::to_string(key_lengths[b]);
+                    m += " is not in [1, ";
+                    m += std::to_string(T);
+                    m += "]";
+                    return m;
+                });
+            ex_.upload(buf("key_lengths"), key_lengths, std::size_t(o_.batch) * sizeof(std::int64_t));
+        }
+        if (o_.bf16_weights && stale_) { // the weights' bf16 copy once per optimizer step, not per product
+            ex_.to_bf16(as<std::uint16_t>("parameters.bf16"), f("parameters"),
+                        (long long)plan_.at("parameters").bytes / (long long)sizeof(float));
+            stale_ = false;
+        }
+        run_forward();
+        has_forward_ = true;
+        return hidden();
+    }
+
+    // Adds d loss / d parameter given dhidden = d loss / d hidden (B * T, d) in Ex's memory (dhidden_buffer() or
+    // any other) of the last forward.
+    void backward(const float* dhidden) {
+        check(has_forward_, "encoder_step::backward: call forward first");
+        has_forward_ = false;
+        run_backward(dhidden);
+    }
+
+    // The L2 norm of all gradients (a deterministic sum in double).
+    double gradient_norm() {
+        ex_.sum_of_squares(as<double>("grad_norm.total"), as<double>("grad_norm.partials"), f("gradients"),
+                           (long long)plan_.at("gradients").bytes / (long long)sizeof(float));
+        double total = 0;
+        ex_.download(&total, buf("grad_norm.total"), sizeof total);
+        return std::sqrt(total);
+    }
+    // Scales all gradients by max_norm / (norm + 1e-6) when their norm exceeds max_norm; returns the norm before.
+    double clip_gradients(double max_norm) {
+        const double norm = gradient_norm();
+        const float scale = clip_scale(norm, max_norm);
+        if (scale != 1.0f)
+            ex_.scale_elements(f("gradients"), scale,
+                               (long long)plan_.at("gradients").bytes / (long long)sizeof(float));
+        return norm;
+    }
+    // One AdamW step at learning rate lr, tl::adamw's update and decay rule by name: never LayerNorms or biases, the
+    // three embedding tables unless decay_embeddings is off, every other matrix; the frozen pooler not at all.
+    void adamw_step(double lr, const adamw_options& o) {
+        ++adam_t_;
+        for (const parameter_slice& s : layout_) {
+            if (s.name.starts_with("pooler.")) continue;
+            const bool is_norm = s.name.find("LayerNorm") != std::string::npos;
+            const bool is_bias = s.name.ends_with(".bias");
+            const bool is_embedding = s.name.starts_with("embeddings.") && s.name.ends_with("_embeddings.weight");
+            const bool decay = !is_norm && !is_bias && (!is_embedding || o.decay_embeddings);
+            ex_.adamw_step(f("parameters") + s.offset, f("gradients") + s.offset, f("adam.m") + s.offset,
+                           f("adam.v") + s.offset, (long long)s.size(),
+                           adamw_step_coeffs(lr, o.beta1, o.beta2, o.eps, o.weight_decay, adam_t_, decay));
+        }
+        stale_ = true;
+    }
+
+private:
+    std::byte* buf(const std::string& name) const { return base_ + plan_.at(name).offset; }
+    template <class T>
+    T* as(const std::string& name) const {
+        return reinterpret_cast<T*>(buf(name));
+    }
+    float* f(const std::string& name) const { return as<float>(name); }
+    float* layer(int l, std::string_view name) const {
+        return f("layer." + std::to_string(l) + "." + std::string(name));
+    }
+    float* find(const char* block, const std::string& name) const {
+        for (const parameter_slice& s : layout_)
+            if (s.name == name) return f(block) + s.offset;
+        fail("encoder_step: no parameter named '" + name + "'");
+    }
+    // The positions of each index of `ids` (n, checked to lie in [0, range)) grouped by index, uploaded to
+    // embedding.<table>.*: the deterministic scatter of the table's gradient.
+    void upload_groups(const std::string& table, const std::int32_t* ids, long long range) {
+        const token_groups g = group_positions_by_token(ids, n_, range);
+        const std::string at = "embedding." + table + ".";
+        ex_.upload(buf(at + "tokens"), g.tokens.data(), g.tokens.size() * sizeof(std::int32_t));
+        ex_.upload(buf(at + "offsets"), g.offsets.data(), g.offsets.size() * sizeof(std::int32_t));
+        ex_.upload(buf(at + "positions"), g.positions.data(), g.positions.size() * sizeof(std::int32_t));
+        groups_[table == "word" ? 0 : table == "position" ? 1 : 2] = (long long)g.tokens.size();
+    }
+    void embedding_backward(const std::string& table, const std::string& name, const float* dsum) {
+        const std::string at = "embedding." + table + ".";
+        ex_.embedding_backward(gradient(name), as<std::int32_t>(at + "tokens"), as<std::int32_t>(at + "offsets"),
+                               as<std::int32_t>(at + "positions"),
+                               groups_[table == "word"       ? 0
+                                       : table == "position" ? 1
+                                                             : 2],
+                               dsum, c_.d_model);
+    }
+
+    // A product's activation operand: x itself (f32 products) or its bf16 copy in a scratch buffer (decoder_step's
+    // rule); a weight's: itself or its place in parameters.bf16.
+    const void* operand(const float* x, long long count, const char* scratch) {
+        if (!o_.bf16_weights) return x;
+        ex_.to_bf16(as<std::uint16_t>(scratch), x, count);
+        return as<std::uint16_t>(scratch);
+    }
+    const void* weight_operand(const float* w) {
+        if (!o_.bf16_weights) return w;
+        return as<std::uint16_t>("parameters.bf16") + (w - f("parameters"));
+    }
+    void run(matmul_args g) {
+        g.input = o_.bf16_weights ? matmul_input::bf16 : matmul_input::f32;
+        ex_.matmul(g);
+    }
+    // y (N, out) = x W^T + b of projection p in layer l; x an operand (N, in).
+    void project(int l, proj p, float* y, const void* x) {
+        const auto [in, out] = projection_shape(c_, p);
+        const std::string m = bert_module(l, p);
+        matmul_args g;
+        g.trans_b = true, g.m = n_, g.n = (long long)out, g.k = (long long)in, g.a = x, g.lda = (long long)in;
+        g.b = weight_operand(parameter(m + ".weight")), g.ldb = (long long)in, g.c = y, g.ldc = (long long)out;
+        run(g);
+        ex_.bias_add(y, parameter(m + ".bias"), n_, int(out));
+    }
+    // dx (N, in) = dy W + beta dx; dW += dy^T x; db += the column sums of dy. dy in f32 and as an operand, x an
+    // operand.
+    void project_backward(int l, proj p, float* dx, float beta, const float* dy, const void* dy_operand,
+                          const void* x) {
+        const auto [in, out] = projection_shape(c_, p);
+        const std::string m = bert_module(l, p);
+        matmul_args g;
+        g.m = n_, g.n = (long long)in, g.k = (long long)out, g.a = dy_operand, g.lda = (long long)out;
+        g.b = weight_operand(parameter(m + ".weight")), g.ldb = (long long)in, g.beta = beta, g.c = dx;
+        g.ldc = (long long)in;
+        run(g);
+        matmul_args w;
+        w.trans_a = true, w.m = (long long)out, w.n = (long long)in, w.k = n_, w.a = dy_operand, w.lda = (long long)out;
+        w.b = x, w.ldb = (long long)in, w.beta = 1, w.c = gradient(m + ".weight"), w.ldc = (long long)in;
+        run(w);
+        ex_.bias_backward(gradient(m + ".bias"), dy, n_, int(out));
+    }
+
+    attention_dims dims() const {
+        attention_dims s{o_.batch, o_.time, c_.n_heads, c_.n_kv_heads, c_.head_dim(), 0};
+        s.causal = false;
+        return s;
+    }
+    attention_masks masks() const {
+        return attention_masks(nullptr, padded_ ? as<std::int64_t>("key_lengths") : nullptr);
+    }
+    attention_scratch products_scratch() const {
+        attention_scratch x;
+        if (o_.attention != attention_path::products) return x;
+        x.scores = f("attention.scores"), x.dscores = f("attention.dscores"), x.chunk = o_.attention_chunk();
+        if (o_.bf16_weights) {
+            x.q = as<std::uint16_t>("attention.bf16.q"), x.k = as<std::uint16_t>("attention.bf16.k");
+            x.v = as<std::uint16_t>("attention.bf16.v"), x.dout = as<std::uint16_t>("attention.bf16.do");
+            x.p = as<std::uint16_t>("attention.bf16.p");
+        }
+        return x;
+    }
+
+    void run_forward() {
+        const long long n = n_;
+        const int d = c_.d_model, q = c_.q_width(), ff = c_.d_ff, L = c_.n_layers;
+        const float eps = float(c_.norm_eps);
+        const bool types = c_.type_vocab_size > 0;
+        ex_.embedding_sum_forward(f("embed.summed"), as<std::int32_t>("ids"),
+                                  parameter("embeddings.word_embeddings.weight"), as<std::int32_t>("position_ids"),
+                                  parameter("embeddings.position_embeddings.weight"),
+                                  types ? as<std::int32_t>("type_ids") : nullptr,
+                                  types ? parameter("embeddings.token_type_embeddings.weight") : nullptr, n, d);
+        ex_.layernorm_forward(layer(0, "x"), f("embed.mean"), f("embed.rstd"), f("embed.summed"),
+                              parameter("embeddings.LayerNorm.weight"), parameter("embeddings.LayerNorm.bias"), n, d,
+                              eps);
+        for (int l = 0; l < L; ++l) {
+            const void* x = operand(layer(l, "x"), n * d, "scratch.bf16.a");
+            project(l, proj::q, layer(l, "q"), x);
+            project(l, proj::k, layer(l, "k"), x);
+            project(l, proj::v, layer(l, "v"), x);
+            if (o_.attention == attention_path::products)
+                products_.forward(layer(l, "attn"), layer(l, "lse"), layer(l, "q"), layer(l, "k"), layer(l, "v"),
+                                  masks(), dims());
+            else
+                ex_.attention_forward(layer(l, "attn"), layer(l, "lse"), layer(l, "q"), layer(l, "k"), layer(l, "v"),
+                                      masks(), dims());
+            project(l, proj::o, f("scratch.tmp"), operand(layer(l, "attn"), n * q, "scratch.bf16.a"));
+            const std::string norm1 = bert_layer_norm(l, 1), norm2 = bert_layer_norm(l, 2);
+            ex_.residual_layernorm_forward(layer(l, "resid1"), layer(l, "normed1"), layer(l, "mean1"),
+                                           layer(l, "rstd1"), layer(l, "x"), f("scratch.tmp"),
+                                           parameter(norm1 + ".weight"), parameter(norm1 + ".bias"), n, d, eps);
+            project(l, proj::up, layer(l, "up"), operand(layer(l, "normed1"), n * d, "scratch.bf16.a"));
+            ex_.gelu_forward(layer(l, "act"), layer(l, "up"), n * ff);
+            project(l, proj::down, f("scratch.tmp"), operand(layer(l, "act"), n * ff, "scratch.bf16.a"));
+            ex_.residual_layernorm_forward(layer(l, "resid2"), l + 1 < L ? layer(l + 1, "x") : f("hidden"),
+                                           layer(l, "mean2"), layer(l, "rstd2"), layer(l, "normed1"), f("scratch.tmp"),
+                                           parameter(norm2 + ".weight"), parameter(norm2 + ".bias"), n, d, eps);
+        }
+    }
+
+    // dy: d loss / d x_{l+1}, the caller's dhidden first, then scratch.dx (d x_l) layer after layer.
+    void run_backward(const float* dhidden) {
+        const long long n = n_;
+        const int d = c_.d_model, q = c_.q_width(), ff = c_.d_ff, L = c_.n_layers;
+        float* dx = f("scratch.dx");
+        float* dnormed = f("scratch.dnormed");
+        const float* dy = dhidden;
+        for (int l = L - 1; l >= 0; --l) {
+            const std::string norm1 = bert_layer_norm(l, 1), norm2 = bert_layer_norm(l, 2);
+            // LayerNorm_2: d resid2, which is d normed1 through the residual and d of the MLP's output
+            ex_.layernorm_backward(dnormed, gradient(norm2 + ".weight"), gradient(norm2 + ".bias"), dy,
+                                   layer(l, "resid2"), parameter(norm2 + ".weight"), layer(l, "mean2"),
+                                   layer(l, "rstd2"), n, d);
+            project_backward(l, proj::down, f("scratch.dact"), 0.0f, dnormed, operand(dnormed, n * d, "scratch.bf16.a"),
+                             operand(layer(l, "act"), n * ff, "scratch.bf16.b"));
+            ex_.gelu_backward(f("scratch.dup"), f("scratch.dact"), layer(l, "up"), n * ff);
+            // d normed1 = d resid2 + the up projection's input gradient
+            project_backward(l, proj::up, dnormed, 1.0f, f("scratch.dup"),
+                             operand(f("scratch.dup"), n * ff, "scratch.bf16.a"),
+                             operand(layer(l, "normed1"), n * d, "scratch.bf16.b"));
+            // LayerNorm_1: d resid1, which is d x_l through the residual and d of attention's output
+            ex_.layernorm_backward(dx, gradient(norm1 + ".weight"), gradient(norm1 + ".bias"), dnormed,
+                                   layer(l, "resid1"), parameter(norm1 + ".weight"), layer(l, "mean1"),
+                                   layer(l, "rstd1"), n, d);
+            project_backward(l, proj::o, f("scratch.dattn"), 0.0f, dx, operand(dx, n * d, "scratch.bf16.a"),
+                             operand(layer(l, "attn"), n * q, "scratch.bf16.b"));
+            if (o_.attention == attention_path::products)
+                products_.backward(f("scratch.dq"), f("scratch.dk"), f("scratch.dv"), f("scratch.delta"),
+                                   f("scratch.dattn"), layer(l, "q"), layer(l, "k"), layer(l, "v"), layer(l, "attn"),
+                                   layer(l, "lse"), masks(), dims());
+            else
+                ex_.attention_backward(f("scratch.dq"), f("scratch.dk"), f("scratch.dv"), f("scratch.delta"),
+                                       f("scratch.dattn"), layer(l, "q"), layer(l, "k"), layer(l, "v"),
+                                       layer(l, "attn"), layer(l, "lse"), masks(), dims());
+            // d x_l += the input gradients of q, k and v, in this order
+            const void* x = operand(layer(l, "x"), n * d, "scratch.bf16.b");
+            for (const auto& [p, grad] :
+                 {std::pair{proj::q, "scratch.dq"}, {proj::k, "scratch.dk"}, {proj::v, "scratch.dv"}}) {
+                const long long width = (long long)projection_shape(c_, p).out;
+                project_backward(l, p, dx, 1.0f, f(grad), operand(f(grad), n * width, "scratch.bf16.a"), x);
+            }
+            dy = dx;
+        }
+        // The embeddings' LayerNorm, then the three tables from d summed
+        ex_.layernorm_backward(dnormed, gradient("embeddings.LayerNorm.weight"), gradient("embeddings.LayerNorm.bias"),
+                               dy, f("embed.summed"), parameter("embeddings.LayerNorm.weight"), f("embed.mean"),
+                               f("embed.rstd"), n, d);
+        embedding_backward("word", "embeddings.word_embeddings.weight", dnormed);
+        embedding_backward("position", "embeddings.position_embeddings.weight", dnormed);
+        if (c_.type_vocab_size > 0) embedding_backward("type", "embeddings.token_type_embeddings.weight", dnormed);
+    }
+
+    model_config c_;
+    encoder_plan_options o_;
+    const arena_plan& plan_;
+    std::byte* base_;
+    Ex& ex_;
+    std::vector<parameter_slice> layout_;
+    attention_products<Ex> products_;
+    long long n_ = 0, adam_t_ = 0;
+    long long groups_[3] = {0, 0, 0}; // distinct indices of the word, position and type groups
+    bool stale_ = true, padded_ = false, has_forward_ = false;
+};
+
+} // namespace tl::gpu
