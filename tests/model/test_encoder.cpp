@@ -501,6 +501,45 @@ BOOST_AUTO_TEST_CASE(cuda_encoder_step_on_the_cpu_matches_the_encoder) {
         return std::pair{err, scale};
     };
 
+    // tl::encoder's hidden states and trainable gradients (all but the frozen pooler), without and with padding,
+    // computed once; the model keeps the padded run's gradients.
+    struct reference {
+        std::vector<float> hidden;
+        std::vector<std::vector<float>> grads; // in trainable_entries' order
+    };
+    auto reference_of = [&](bool padded) {
+        reference r;
+        model.zero_grad();
+        const cview<float> h = model.forward(ids, padded ? lengths.cv() : cview<index_t>{}, types, true);
+        r.hidden.assign(h.data, h.data + h.numel());
+        model.backward_from_hidden(dh.cv());
+        for (const parameter_entry& e : model.trainable_entries())
+            r.grads.emplace_back(e.grad.data, e.grad.data + e.grad.numel());
+        return r;
+    };
+    const reference references[2] = {reference_of(false), reference_of(true)}; // by `padded`
+    // The gradient error of each trainable tensor against the reference r, relative to the tensor's scale; a key
+    // bias adds q . b to every score of a query's row, which the softmax ignores: its gradient is 0 but for
+    // rounding on both sides, measured against the query bias's scale of the same layer.
+    auto gradient_errors = [&](auto& step, const reference& r) {
+        const auto& entries = model.trainable_entries();
+        auto scale_of = [&](const std::string& name) {
+            for (std::size_t i = 0; i < entries.size(); ++i)
+                if (entries[i].name == name)
+                    return difference(r.grads[i].data(), r.grads[i].data(), index_t(r.grads[i].size())).second;
+            return 0.0;
+        };
+        std::vector<std::pair<std::string, double>> out;
+        for (std::size_t i = 0; i < entries.size(); ++i) {
+            const std::string& name = entries[i].name;
+            const std::size_t key = name.find("self.key.bias");
+            const double scale = scale_of(key == std::string::npos ? name : name.substr(0, key) + "self.query.bias");
+            const double err = difference(step.gradient(name), r.grads[i].data(), index_t(r.grads[i].size())).first;
+            out.emplace_back(name, scale > 0 ? err / scale : INFINITY);
+        }
+        return out;
+    };
+
     struct setup {
         gpu::attention_path path;
         long long sequences;
@@ -533,33 +572,19 @@ BOOST_AUTO_TEST_CASE(cuda_encoder_step_on_the_cpu_matches_the_encoder) {
             std::copy_n(e.value.data, e.value.numel(), step.parameter(e.name));
         }
         for (const bool padded : {true, false}) {
-            const cview<index_t> key_lengths = padded ? lengths.cv() : cview<index_t>{};
-            model.zero_grad();
-            const cview<float> h = model.forward(ids, key_lengths, types, true);
-            model.backward_from_hidden(dh.cv());
+            const reference& r = references[padded];
             step.zero_gradients();
             const float* step_h =
                 step.forward(ids.data.data(), padded ? lengths.data.data() : nullptr, types.data.data());
-            const auto [herr, hscale] = difference(step_h, h.data, B * T * d);
+            const auto [herr, hscale] = difference(step_h, r.hidden.data(), B * T * d);
             BOOST_TEST(herr <= 1e-5 * hscale, a.name << ", padded " << padded << ": hidden states " << herr
                                                      << " against a scale of " << hscale);
             step.backward(dh.data.data());
             double worst = 0;
-            auto scale_of = [&](const std::string& name) {
-                for (const parameter_entry& e : model.trainable_entries())
-                    if (e.name == name) return difference(e.grad.data, e.grad.data, e.grad.numel()).second;
-                return 0.0;
-            };
-            for (const parameter_entry& e : model.trainable_entries()) { // all but the frozen pooler
-                auto [err, scale] = difference(step.gradient(e.name), e.grad.data, e.grad.numel());
-                // A key bias adds q . b to every score of a query's row, which the softmax ignores: its gradient
-                // is 0 but for rounding on both sides, measured against the query bias's of the same layer.
-                const std::size_t key = e.name.find("self.key.bias");
-                if (key != std::string::npos) scale = scale_of(e.name.substr(0, key) + "self.query.bias");
-                BOOST_TEST(scale > 0.0, e.name);
-                BOOST_TEST(err <= 1e-4 * scale, e.name << ": " << err << " against a scale of " << scale << ", "
-                                                       << a.name << ", padded " << padded);
-                worst = std::max(worst, err / scale);
+            for (const auto& [name, relative] : gradient_errors(step, r)) {
+                BOOST_TEST(relative <= 1e-4,
+                           name << ": " << relative << " of its scale, " << a.name << ", padded " << padded);
+                worst = std::max(worst, relative);
             }
             BOOST_TEST_MESSAGE(a.name << ", padded " << padded << ": hidden states within " << herr / hscale
                                       << " of their scale, gradients within " << worst << " of theirs");
@@ -573,19 +598,13 @@ BOOST_AUTO_TEST_CASE(cuda_encoder_step_on_the_cpu_matches_the_encoder) {
         on_cpu bf16(c, o);
         for (const parameter_entry& e : model.parameter_entries())
             std::copy_n(e.value.data, e.value.numel(), bf16.step.parameter(e.name));
-        model.zero_grad();
-        const cview<float> h = model.forward(ids, lengths, types, true);
-        model.backward_from_hidden(dh.cv());
         bf16.step.zero_gradients();
         const float* step_h = bf16.step.forward(ids.data.data(), lengths.data.data(), types.data.data());
-        const auto [herr, hscale] = difference(step_h, h.data, B * T * d);
+        const auto [herr, hscale] = difference(step_h, references[1].hidden.data(), B * T * d);
         bf16.step.backward(dh.data.data());
         double worst = 0;
-        for (const parameter_entry& e : model.trainable_entries())
-            if (e.name.find("self.key.bias") == std::string::npos) { // 0 but for rounding (above)
-                const auto [err, scale] = difference(bf16.step.gradient(e.name), e.grad.data, e.grad.numel());
-                worst = std::max(worst, err / scale);
-            }
+        for (const auto& [name, relative] : gradient_errors(bf16.step, references[1]))
+            worst = std::max(worst, relative);
         BOOST_TEST_MESSAGE("bf16 products: hidden states within "
                            << herr / hscale << " of their scale, gradients within " << worst << " of theirs");
         BOOST_TEST(herr <= 3e-2 * hscale); // measured 1.3e-2 and 2.3e-2: a few bf16 roundings (2^-8) deep
