@@ -187,6 +187,29 @@ struct decoder_plan_options {
     }
 };
 
+// The buffers that attention through products reads (attention_products.hpp; flat_step.hpp hands them out):
+// the scores of `chunk` sequences (h heads, time x time) and their gradient, and with bf16 products the operands'
+// copies. Nothing for the rows path.
+inline void plan_attention_products(arena_plan& plan, attention_path path, long long chunk, bool bf16, std::size_t n,
+                                    std::size_t q, std::size_t kv, std::size_t h, std::size_t time) {
+    if (path != attention_path::products) return;
+    const std::size_t scores = std::size_t(chunk) * h * time * time;
+    plan.add_array<float>("attention.scores", scores);
+    plan.add_array<float>("attention.dscores", scores);
+    if (!bf16) return;
+    plan.add_array<std::uint16_t>("attention.bf16.q", n * q);
+    plan.add_array<std::uint16_t>("attention.bf16.k", n * kv);
+    plan.add_array<std::uint16_t>("attention.bf16.v", n * kv);
+    plan.add_array<std::uint16_t>("attention.bf16.do", n * q);
+    plan.add_array<std::uint16_t>("attention.bf16.p", scores);
+}
+// The gradient norm's partial sums and cuBLASLt's workspace.
+inline void plan_optimizer(arena_plan& plan) {
+    plan.add_array<double>("grad_norm.partials", std::size_t(grad_norm_blocks));
+    plan.add_array<double>("grad_norm.total", 1);
+    plan.add("blas.workspace", blas_workspace_bytes);
+}
+
 inline arena_plan plan_decoder_step(const model_config& c, const decoder_plan_options& o) {
     auto refuse = [](bool ok, const char* what) {
         if (ok) return;
@@ -323,22 +346,8 @@ inline arena_plan plan_decoder_step(const model_config& c, const decoder_plan_op
         plan.add_array<float>(name, n * f);
     plan.add_array<float>("scratch.delta", h * n);
 
-    if (o.attention == attention_path::products) {
-        const std::size_t scores = std::size_t(o.attention_chunk()) * h * std::size_t(o.time) * std::size_t(o.time);
-        plan.add_array<float>("attention.scores", scores);
-        plan.add_array<float>("attention.dscores", scores);
-        if (o.bf16_weights) {
-            plan.add_array<std::uint16_t>("attention.bf16.q", n * q);
-            plan.add_array<std::uint16_t>("attention.bf16.k", n * kv);
-            plan.add_array<std::uint16_t>("attention.bf16.v", n * kv);
-            plan.add_array<std::uint16_t>("attention.bf16.do", n * q);
-            plan.add_array<std::uint16_t>("attention.bf16.p", scores);
-        }
-    }
-
-    plan.add_array<double>("grad_norm.partials", std::size_t(grad_norm_blocks));
-    plan.add_array<double>("grad_norm.total", 1);
-    plan.add("blas.workspace", blas_workspace_bytes);
+    plan_attention_products(plan, o.attention, o.attention_chunk(), o.bf16_weights, n, q, kv, h, std::size_t(o.time));
+    plan_optimizer(plan);
     return plan;
 }
 

@@ -40,6 +40,7 @@
 #include <tinylm/cuda/attention_row.hpp>
 #include <tinylm/cuda/blas.hpp>
 #include <tinylm/cuda/decoder_plan.hpp>
+#include <tinylm/cuda/flat_step.hpp>
 #include <tinylm/cuda/nf4_row.hpp>
 #include <tinylm/cuda/row_math.hpp>
 #include <tinylm/ops/attention.hpp>
@@ -56,13 +57,22 @@
 namespace tl::gpu {
 
 template <class Ex>
-class decoder_step {
+class decoder_step : public flat_step<Ex> {
+    using base_t = flat_step<Ex>;
+    using base_t::buf, base_t::f, base_t::linear, base_t::linear_dx, base_t::linear_dw, base_t::operand, base_t::run,
+        base_t::ex_, base_t::plan_;
+    template <class T>
+    T* as(const std::string& name) const { // (a using-declaration does not make a dependent base's template usable)
+        return base_t::template as<T>(name);
+    }
+
 public:
     // base: the start of plan.bytes() of Ex's memory (a device_arena's, or a host buffer for cpu_ops).
     decoder_step(const model_config& c, const decoder_plan_options& o, const arena_plan& plan, std::byte* base, Ex& ex)
-        : c_(c), o_(o), plan_(plan), base_(base), ex_(ex), lora_(o.lora.rank > 0), nf4_(lora_ && o.lora.quantized_base),
-          layout_(decoder_parameter_layout(c, nf4_)), adapter_layout_(gpu::adapter_layout(c, o.lora)),
-          products_(ex, products_scratch()) {
+        : base_t(plan, base, ex, o.bf16_weights), c_(c), o_(o), lora_(o.lora.rank > 0),
+          nf4_(lora_ && o.lora.quantized_base), layout_(decoder_parameter_layout(c, nf4_)),
+          adapter_layout_(gpu::adapter_layout(c, o.lora)),
+          products_(ex, this->products_scratch(o.attention, o.attention_chunk())) {
         if (nf4_) nf4_layout_ = nf4_layout(c), nf4_offsets_.assign(nf4_layout_.size(), 0.0f);
         n_ = o.batch * o.time;
         rows_ = std::min<long long>(n_, o.logits_rows);
@@ -74,8 +84,6 @@ public:
                           {r.factor, r.low_freq_factor, r.high_freq_factor, double(r.original_max_position)});
         ex_.upload(buf("rope.cos"), cos.data(), cos.size() * sizeof(float));
         ex_.upload(buf("rope.sin"), sin.data(), sin.size() * sizeof(float));
-        ex_.zero(buf("adam.m"), plan_.at("adam.m").bytes); // device memory starts undefined
-        ex_.zero(buf("adam.v"), plan_.at("adam.v").bytes);
     }
 
     // The base's parameters ("parameters": Hugging Face names), the adapter's with LoRA ("adapter": peft's names),
@@ -117,49 +125,22 @@ public:
     // After writing parameters directly (a checkpoint, a test): their bf16 copy is made again before the next
     // products. adamw_step does this itself.
     void parameters_changed() { base_stale_ = adapter_stale_ = true; }
-    void zero_gradients() { ex_.zero(buf("gradients"), plan_.at("gradients").bytes); }
-
-    // The L2 norm of all gradients (a deterministic sum in double).
-    double gradient_norm() {
-        ex_.sum_of_squares(as<double>("grad_norm.total"), as<double>("grad_norm.partials"), f("gradients"),
-                           (long long)plan_.at("gradients").bytes / (long long)sizeof(float));
-        double total = 0;
-        ex_.download(&total, buf("grad_norm.total"), sizeof total);
-        return std::sqrt(total);
-    }
-    // Scales all gradients by max_norm / (norm + 1e-6) when their norm exceeds max_norm; returns the norm before.
-    double clip_gradients(double max_norm) {
-        const double norm = gradient_norm();
-        const float scale = clip_scale(norm, max_norm);
-        if (scale != 1.0f)
-            ex_.scale_elements(f("gradients"), scale,
-                               (long long)plan_.at("gradients").bytes / (long long)sizeof(float));
-        return norm;
-    }
     // One AdamW step at learning rate lr (the step count is kept here, as tl::adamw keeps its own).
     // The decay rule is tl::adamw's by kind, here by name: never norms or biases, the embedding unless
     // decay_embeddings is off, every other matrix (LoRA's too).
     void adamw_step(double lr, const adamw_options& o) {
-        ++adam_t_;
-        float* values = f(lora_ ? "adapter" : "parameters");
-        for (const parameter_slice& s : trainable_layout()) {
-            const bool is_norm = s.name.find("norm") != std::string::npos;
-            const bool is_bias = s.name.ends_with(".bias");
-            const bool is_embedding = s.name == "model.embed_tokens.weight";
-            const bool decay = !is_norm && !is_bias && (!is_embedding || o.decay_embeddings);
-            ex_.adamw_step(values + s.offset, f("gradients") + s.offset, f("adam.m") + s.offset, f("adam.v") + s.offset,
-                           (long long)s.size(),
-                           adamw_step_coeffs(lr, o.beta1, o.beta2, o.eps, o.weight_decay, adam_t_, decay));
-        }
+        this->adamw_over(trainable_layout(), lora_ ? "adapter" : "parameters", lr, o, [&](const std::string& name) {
+            const bool is_norm = name.find("norm") != std::string::npos, is_bias = name.ends_with(".bias");
+            const bool is_embedding = name == "model.embed_tokens.weight";
+            return adamw_rule{true, !is_norm && !is_bias && (!is_embedding || o.decay_embeddings)};
+        });
         (lora_ ? adapter_stale_ : base_stale_) = true;
     }
 
-    // AdamW's moments of the parameter named (Ex's memory) and its step count: what a checkpoint saves and restores
+    // AdamW's moments of the parameter named (Ex's memory): with adamw_steps(), what a checkpoint saves and restores
     // (gpu::device_adamw, cuda/device_decoder.hpp).
     float* first_moment(const std::string& name) { return moment("adam.m", name); }
     float* second_moment(const std::string& name) { return moment("adam.v", name); }
-    long long adamw_steps() const { return adam_t_; }
-    void set_adamw_steps(long long t) { adam_t_ = t; }
 
     // Validation: the mean loss over counted targets, forward and the head's loss only (no gradient is touched).
     // Arguments as forward_backward's.
@@ -229,12 +210,6 @@ public:
     }
 
 private:
-    std::byte* buf(const std::string& name) const { return base_ + plan_.at(name).offset; }
-    template <class T>
-    T* as(const std::string& name) const {
-        return reinterpret_cast<T*>(buf(name));
-    }
-    float* f(const std::string& name) const { return as<float>(name); }
     // Layer l's activation `name`: its own buffer, or with checkpointing the shared work.* one (all but x, the
     // layer's input, which every layer keeps).
     float* layer(int l, std::string_view name) const {
@@ -267,45 +242,12 @@ private:
     float* head_weight() { return parameter(c_.tied_embeddings ? "model.embed_tokens.weight" : "lm_head.weight"); }
     float* head_gradient() { return gradient(c_.tied_embeddings ? "model.embed_tokens.weight" : "lm_head.weight"); }
 
-    // A product's activation operand: x itself (f32 products) or its bf16 copy in a scratch buffer, converted once
-    // for every product that reads it (q, k and v read the same normed rows; a gradient feeds both the input's
-    // gradient and the weight's). The weights' bf16 copy is made once per optimizer step.
-    const void* operand(const float* x, long long count, const char* scratch) {
-        if (!o_.bf16_weights) return x;
-        ex_.to_bf16(as<std::uint16_t>(scratch), x, count);
-        return as<std::uint16_t>(scratch);
-    }
     // A weight's operand: itself, or its place in the bf16 copy of its block (the base's or the adapter's).
     const void* weight_operand(const float* w) {
         if (!o_.bf16_weights) return w;
         const bool adapter = lora_ && w >= f("adapter") && w < f("adapter") + plan_.at("adapter").bytes / sizeof(float);
         return adapter ? as<std::uint16_t>("adapter.bf16") + (w - f("adapter"))
                        : as<std::uint16_t>("parameters.bf16") + (w - f("parameters"));
-    }
-    void run(matmul_args g) {
-        g.input = o_.bf16_weights ? matmul_input::bf16 : matmul_input::f32;
-        ex_.matmul(g);
-    }
-    // y (rows, out) = x (rows, in) W^T; x an operand.
-    void linear(float* y, const void* x, const void* w, long long rows, long long out, long long in) {
-        matmul_args g;
-        g.trans_b = true, g.m = rows, g.n = out, g.k = in, g.a = x, g.lda = in, g.b = w, g.ldb = in;
-        g.c = y, g.ldc = out;
-        run(g);
-    }
-    // dx (rows, in) = dy (rows, out) W (out, in) + beta dx; dy an operand.
-    void linear_dx(float* dx, const void* dy, const void* w, long long rows, long long out, long long in, float beta) {
-        matmul_args g;
-        g.m = rows, g.n = in, g.k = out, g.a = dy, g.lda = out, g.b = w, g.ldb = in, g.beta = beta;
-        g.c = dx, g.ldc = in;
-        run(g);
-    }
-    // dW (out, in) += dy^T (out, rows) x (rows, in); dy and x operands.
-    void linear_dw(float* dw, const void* dy, const void* x, long long rows, long long out, long long in) {
-        matmul_args g;
-        g.trans_a = true, g.m = out, g.n = in, g.k = rows, g.a = dy, g.lda = out, g.b = x, g.ldb = in, g.beta = 1;
-        g.c = dw, g.ldc = in;
-        run(g);
     }
     // ---- a block's projections: y = x W^T (+ b) (+ scale (x A^T) B^T with LoRA) ----
     // Projection p's weight as a product's operand: its place in the base (or the base's bf16 copy), or with QLoRA
@@ -403,17 +345,6 @@ private:
 
     // Attention: attention.cu's row kernels, or through products (attention_products.hpp).
     attention_masks masks() const { return attention_masks(doc_start()); }
-    attention_scratch products_scratch() const {
-        attention_scratch x;
-        if (o_.attention != attention_path::products) return x;
-        x.scores = f("attention.scores"), x.dscores = f("attention.dscores"), x.chunk = o_.attention_chunk();
-        if (o_.bf16_weights) {
-            x.q = as<std::uint16_t>("attention.bf16.q"), x.k = as<std::uint16_t>("attention.bf16.k");
-            x.v = as<std::uint16_t>("attention.bf16.v"), x.dout = as<std::uint16_t>("attention.bf16.do");
-            x.p = as<std::uint16_t>("attention.bf16.p");
-        }
-        return x;
-    }
     void attention_forward(int l) {
         if (o_.attention == attention_path::products)
             return products_.forward(layer(l, "attn"), layer(l, "lse"), layer(l, "q"), layer(l, "k"), layer(l, "v"),
@@ -564,15 +495,12 @@ private:
 
     model_config c_;
     decoder_plan_options o_;
-    const arena_plan& plan_;
-    std::byte* base_;
-    Ex& ex_;
     bool lora_, nf4_;
     std::vector<parameter_slice> layout_, adapter_layout_;
     std::vector<nf4_slice> nf4_layout_; // QLoRA
     std::vector<float> nf4_offsets_;    // each NF4 weight's mean scale (a host value the kernel takes)
     attention_products<Ex> products_;
-    long long n_ = 0, rows_ = 0, adam_t_ = 0;
+    long long n_ = 0, rows_ = 0;
     bool documents_ = false, base_stale_ = true, adapter_stale_ = true;
 };
 

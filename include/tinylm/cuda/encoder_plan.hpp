@@ -190,22 +190,8 @@ inline arena_plan plan_encoder_step(const model_config& c, const encoder_plan_op
         plan.add_array<float>(name, n * f);
     plan.add_array<float>("scratch.delta", h * n);
 
-    if (o.attention == attention_path::products) {
-        const std::size_t scores = std::size_t(o.attention_chunk()) * h * std::size_t(o.time) * std::size_t(o.time);
-        plan.add_array<float>("attention.scores", scores);
-        plan.add_array<float>("attention.dscores", scores);
-        if (o.bf16_weights) {
-            plan.add_array<std::uint16_t>("attention.bf16.q", n * q);
-            plan.add_array<std::uint16_t>("attention.bf16.k", n * kv);
-            plan.add_array<std::uint16_t>("attention.bf16.v", n * kv);
-            plan.add_array<std::uint16_t>("attention.bf16.do", n * q);
-            plan.add_array<std::uint16_t>("attention.bf16.p", scores);
-        }
-    }
-
-    plan.add_array<double>("grad_norm.partials", std::size_t(grad_norm_blocks));
-    plan.add_array<double>("grad_norm.total", 1);
-    plan.add("blas.workspace", blas_workspace_bytes);
+    plan_attention_products(plan, o.attention, o.attention_chunk(), o.bf16_weights, n, q, kv, h, std::size_t(o.time));
+    plan_optimizer(plan);
     return plan;
 }
 

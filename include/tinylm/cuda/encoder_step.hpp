@@ -26,6 +26,7 @@
 #include <tinylm/cuda/attention_row.hpp>
 #include <tinylm/cuda/blas.hpp>
 #include <tinylm/cuda/encoder_plan.hpp>
+#include <tinylm/cuda/flat_step.hpp>
 #include <tinylm/cuda/row_math.hpp>
 #include <tinylm/optim/adamw.hpp>
 
@@ -40,15 +41,21 @@
 namespace tl::gpu {
 
 template <class Ex>
-class encoder_step {
+class encoder_step : public flat_step<Ex> {
+    using base_t = flat_step<Ex>;
+    using base_t::buf, base_t::f, base_t::linear, base_t::linear_dx, base_t::linear_dw, base_t::operand, base_t::ex_,
+        base_t::plan_;
+    template <class T>
+    T* as(const std::string& name) const { // (a using-declaration does not make a dependent base's template usable)
+        return base_t::template as<T>(name);
+    }
+
 public:
     // base: the start of plan.bytes() of Ex's memory (a device_arena's, or a host buffer for cpu_ops).
     encoder_step(const model_config& c, const encoder_plan_options& o, const arena_plan& plan, std::byte* base, Ex& ex)
-        : c_(c), o_(o), plan_(plan), base_(base), ex_(ex), layout_(encoder_parameter_layout(c)),
-          products_(ex, products_scratch()), n_(o.batch * o.time) {
-        ex_.zero(buf("adam.m"), plan_.at("adam.m").bytes); // device memory starts undefined
-        ex_.zero(buf("adam.v"), plan_.at("adam.v").bytes);
-        ex_.zero(buf("gradients"), plan_.at("gradients").bytes); // the pooler's stays 0
+        : base_t(plan, base, ex, o.bf16_weights), c_(c), o_(o), layout_(encoder_parameter_layout(c)),
+          products_(ex, this->products_scratch(o.attention, o.attention_chunk())), n_(o.batch * o.time) {
+        this->zero_gradients(); // the pooler's stays 0
     }
 
     const std::vector<parameter_slice>& layout() const { return layout_; }
@@ -58,7 +65,6 @@ public:
     // After writing parameters directly (a checkpoint, a test): their bf16 copy is made again before the next
     // products. adamw_step does this itself.
     void parameters_changed() { stale_ = true; }
-    void zero_gradients() { ex_.zero(buf("gradients"), plan_.at("gradients").bytes); }
 
     // The hidden states of the last forward (B * T, d), and a buffer of that shape in Ex's memory for a caller's
     // d loss / d hidden; both in the arena.
@@ -117,47 +123,19 @@ public:
         run_backward(dhidden);
     }
 
-    // The L2 norm of all gradients (a deterministic sum in double).
-    double gradient_norm() {
-        ex_.sum_of_squares(as<double>("grad_norm.total"), as<double>("grad_norm.partials"), f("gradients"),
-                           (long long)plan_.at("gradients").bytes / (long long)sizeof(float));
-        double total = 0;
-        ex_.download(&total, buf("grad_norm.total"), sizeof total);
-        return std::sqrt(total);
-    }
-    // Scales all gradients by max_norm / (norm + 1e-6) when their norm exceeds max_norm; returns the norm before.
-    double clip_gradients(double max_norm) {
-        const double norm = gradient_norm();
-        const float scale = clip_scale(norm, max_norm);
-        if (scale != 1.0f)
-            ex_.scale_elements(f("gradients"), scale,
-                               (long long)plan_.at("gradients").bytes / (long long)sizeof(float));
-        return norm;
-    }
     // One AdamW step at learning rate lr, tl::adamw's update and decay rule by name: never LayerNorms or biases, the
     // three embedding tables unless decay_embeddings is off, every other matrix; the frozen pooler not at all.
     void adamw_step(double lr, const adamw_options& o) {
-        ++adam_t_;
-        for (const parameter_slice& s : layout_) {
-            if (s.name.starts_with("pooler.")) continue;
-            const bool is_norm = s.name.find("LayerNorm") != std::string::npos;
-            const bool is_bias = s.name.ends_with(".bias");
-            const bool is_embedding = s.name.starts_with("embeddings.") && s.name.ends_with("_embeddings.weight");
-            const bool decay = !is_norm && !is_bias && (!is_embedding || o.decay_embeddings);
-            ex_.adamw_step(f("parameters") + s.offset, f("gradients") + s.offset, f("adam.m") + s.offset,
-                           f("adam.v") + s.offset, (long long)s.size(),
-                           adamw_step_coeffs(lr, o.beta1, o.beta2, o.eps, o.weight_decay, adam_t_, decay));
-        }
+        this->adamw_over(layout_, "parameters", lr, o, [&](const std::string& name) {
+            const bool is_norm = name.find("LayerNorm") != std::string::npos, is_bias = name.ends_with(".bias");
+            const bool is_embedding = name.starts_with("embeddings.") && name.ends_with("_embeddings.weight");
+            return adamw_rule{!name.starts_with("pooler."),
+                              !is_norm && !is_bias && (!is_embedding || o.decay_embeddings)};
+        });
         stale_ = true;
     }
 
 private:
-    std::byte* buf(const std::string& name) const { return base_ + plan_.at(name).offset; }
-    template <class T>
-    T* as(const std::string& name) const {
-        return reinterpret_cast<T*>(buf(name));
-    }
-    float* f(const std::string& name) const { return as<float>(name); }
     float* layer(int l, std::string_view name) const {
         return f("layer." + std::to_string(l) + "." + std::string(name));
     }
@@ -186,29 +164,16 @@ private:
                                dsum, c_.d_model);
     }
 
-    // A product's activation operand: x itself (f32 products) or its bf16 copy in a scratch buffer (decoder_step's
-    // rule); a weight's: itself or its place in parameters.bf16.
-    const void* operand(const float* x, long long count, const char* scratch) {
-        if (!o_.bf16_weights) return x;
-        ex_.to_bf16(as<std::uint16_t>(scratch), x, count);
-        return as<std::uint16_t>(scratch);
-    }
+    // A weight's operand: itself or its place in parameters.bf16.
     const void* weight_operand(const float* w) {
         if (!o_.bf16_weights) return w;
         return as<std::uint16_t>("parameters.bf16") + (w - f("parameters"));
-    }
-    void run(matmul_args g) {
-        g.input = o_.bf16_weights ? matmul_input::bf16 : matmul_input::f32;
-        ex_.matmul(g);
     }
     // y (N, out) = x W^T + b of projection p in layer l; x an operand (N, in).
     void project(int l, proj p, float* y, const void* x) {
         const auto [in, out] = projection_shape(c_, p);
         const std::string m = bert_module(l, p);
-        matmul_args g;
-        g.trans_b = true, g.m = n_, g.n = (long long)out, g.k = (long long)in, g.a = x, g.lda = (long long)in;
-        g.b = weight_operand(parameter(m + ".weight")), g.ldb = (long long)in, g.c = y, g.ldc = (long long)out;
-        run(g);
+        linear(y, x, weight_operand(parameter(m + ".weight")), n_, (long long)out, (long long)in);
         ex_.bias_add(y, parameter(m + ".bias"), n_, int(out));
     }
     // dx (N, in) = dy W + beta dx; dW += dy^T x; db += the column sums of dy. dy in f32 and as an operand, x an
@@ -217,15 +182,8 @@ private:
                           const void* x) {
         const auto [in, out] = projection_shape(c_, p);
         const std::string m = bert_module(l, p);
-        matmul_args g;
-        g.m = n_, g.n = (long long)in, g.k = (long long)out, g.a = dy_operand, g.lda = (long long)out;
-        g.b = weight_operand(parameter(m + ".weight")), g.ldb = (long long)in, g.beta = beta, g.c = dx;
-        g.ldc = (long long)in;
-        run(g);
-        matmul_args w;
-        w.trans_a = true, w.m = (long long)out, w.n = (long long)in, w.k = n_, w.a = dy_operand, w.lda = (long long)out;
-        w.b = x, w.ldb = (long long)in, w.beta = 1, w.c = gradient(m + ".weight"), w.ldc = (long long)in;
-        run(w);
+        linear_dx(dx, dy_operand, weight_operand(parameter(m + ".weight")), n_, (long long)out, (long long)in, beta);
+        linear_dw(gradient(m + ".weight"), dy_operand, x, n_, (long long)out, (long long)in);
         ex_.bias_backward(gradient(m + ".bias"), dy, n_, int(out));
     }
 
@@ -237,18 +195,6 @@ private:
     attention_masks masks() const {
         return attention_masks(nullptr, padded_ ? as<std::int64_t>("key_lengths") : nullptr);
     }
-    attention_scratch products_scratch() const {
-        attention_scratch x;
-        if (o_.attention != attention_path::products) return x;
-        x.scores = f("attention.scores"), x.dscores = f("attention.dscores"), x.chunk = o_.attention_chunk();
-        if (o_.bf16_weights) {
-            x.q = as<std::uint16_t>("attention.bf16.q"), x.k = as<std::uint16_t>("attention.bf16.k");
-            x.v = as<std::uint16_t>("attention.bf16.v"), x.dout = as<std::uint16_t>("attention.bf16.do");
-            x.p = as<std::uint16_t>("attention.bf16.p");
-        }
-        return x;
-    }
-
     void run_forward() {
         const long long n = n_;
         const int d = c_.d_model, q = c_.q_width(), ff = c_.d_ff, L = c_.n_layers;
@@ -341,12 +287,9 @@ private:
 
     model_config c_;
     encoder_plan_options o_;
-    const arena_plan& plan_;
-    std::byte* base_;
-    Ex& ex_;
     std::vector<parameter_slice> layout_;
     attention_products<Ex> products_;
-    long long n_ = 0, adam_t_ = 0;
+    long long n_ = 0;
     long long groups_[3] = {0, 0, 0}; // distinct indices of the word, position and type groups
     bool stale_ = true, padded_ = false, has_forward_ = false;
 };
