@@ -145,26 +145,12 @@ public:
     // Validation: the mean loss over counted targets, forward and the head's loss only (no gradient is touched).
     // Arguments as forward_backward's.
     double loss(const std::int32_t* ids, const std::int32_t* targets, const std::int64_t* documents = nullptr) {
-        const long long n = n_;
-        long long count = 0;
-        for (long long i = 0; i < n; ++i)
-            count += targets[i] >= 0;
-        for (long long i = 0; i < n; ++i)
+        for (long long i = 0; i < n_; ++i)
             check(ids[i] >= 0 && ids[i] < c_.vocab_size, [&] {
                 return "decoder_step::loss: token id " + std::to_string(ids[i]) + " at position " + std::to_string(i) +
                        " is outside the vocabulary of " + std::to_string(c_.vocab_size);
             });
-        ex_.upload(buf("ids"), ids, std::size_t(n) * sizeof(std::int32_t));
-        ex_.upload(buf("targets"), targets, std::size_t(n) * sizeof(std::int32_t));
-        documents_ = documents != nullptr;
-        if (documents_) {
-            check_document_starts(cview<index_t>{documents, {o_.batch, o_.time}}, "decoder_step::loss");
-            std::vector<std::int64_t> in_document(static_cast<std::size_t>(n));
-            for (long long i = 0; i < n; ++i)
-                in_document[std::size_t(i)] = i % o_.time - documents[i];
-            ex_.upload(buf("doc_start"), documents, std::size_t(n) * sizeof(std::int64_t));
-            ex_.upload(buf("positions"), in_document.data(), in_document.size() * sizeof(std::int64_t));
-        }
+        const long long count = upload_inputs(ids, targets, documents);
         refresh_bf16_weights();
         forward();
         const double loss_sum = head(count, false);
@@ -177,26 +163,12 @@ public:
     // takes it; attention stays inside each, RoPE positions restart at each.
     double forward_backward(const std::int32_t* ids, const std::int32_t* targets,
                             const std::int64_t* documents = nullptr, double gradient_scale = 1.0) {
-        const long long n = n_, vocab = c_.vocab_size;
         const int d = c_.d_model;
-        const token_groups groups = group_positions_by_token(ids, n, vocab);
-        long long count = 0;
-        for (long long i = 0; i < n; ++i)
-            count += targets[i] >= 0;
-        ex_.upload(buf("ids"), ids, std::size_t(n) * sizeof(std::int32_t));
-        ex_.upload(buf("targets"), targets, std::size_t(n) * sizeof(std::int32_t));
+        const token_groups groups = group_positions_by_token(ids, n_, c_.vocab_size); // checks the ids
         ex_.upload(buf("embedding.tokens"), groups.tokens.data(), groups.tokens.size() * sizeof(std::int32_t));
         ex_.upload(buf("embedding.offsets"), groups.offsets.data(), groups.offsets.size() * sizeof(std::int32_t));
         ex_.upload(buf("embedding.positions"), groups.positions.data(), groups.positions.size() * sizeof(std::int32_t));
-        documents_ = documents != nullptr;
-        if (documents_) {
-            check_document_starts(cview<index_t>{documents, {o_.batch, o_.time}}, "decoder_step");
-            std::vector<std::int64_t> in_document(static_cast<std::size_t>(n)); // RoPE's position of each token
-            for (long long i = 0; i < n; ++i)
-                in_document[std::size_t(i)] = i % o_.time - documents[i];
-            ex_.upload(buf("doc_start"), documents, std::size_t(n) * sizeof(std::int64_t));
-            ex_.upload(buf("positions"), in_document.data(), in_document.size() * sizeof(std::int64_t));
-        }
+        const long long count = upload_inputs(ids, targets, documents);
 
         refresh_bf16_weights();
         forward();
@@ -210,6 +182,25 @@ public:
     }
 
 private:
+    // ids, targets and (optional) documents uploaded, with RoPE's position of each token in its document; returns
+    // the number of counted targets.
+    long long upload_inputs(const std::int32_t* ids, const std::int32_t* targets, const std::int64_t* documents) {
+        long long count = 0;
+        for (long long i = 0; i < n_; ++i)
+            count += targets[i] >= 0;
+        ex_.upload(buf("ids"), ids, std::size_t(n_) * sizeof(std::int32_t));
+        ex_.upload(buf("targets"), targets, std::size_t(n_) * sizeof(std::int32_t));
+        documents_ = documents != nullptr;
+        if (documents_) {
+            check_document_starts(cview<index_t>{documents, {o_.batch, o_.time}}, "decoder_step");
+            std::vector<std::int64_t> in_document(static_cast<std::size_t>(n_));
+            for (long long i = 0; i < n_; ++i)
+                in_document[std::size_t(i)] = i % o_.time - documents[i];
+            ex_.upload(buf("doc_start"), documents, std::size_t(n_) * sizeof(std::int64_t));
+            ex_.upload(buf("positions"), in_document.data(), in_document.size() * sizeof(std::int64_t));
+        }
+        return count;
+    }
     // Layer l's activation `name`: its own buffer, or with checkpointing the shared work.* one (all but x, the
     // layer's input, which every layer keeps).
     float* layer(int l, std::string_view name) const {
