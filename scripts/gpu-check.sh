@@ -30,9 +30,20 @@
 #                  steps (builds the 150M tl::decoder on the host first, a few seconds)
 #   peer (230)     pytorch_peer.py --device cuda --config 150m --compile: the same model and step in PyTorch (bf16
 #                  autocast, SDPA, fused AdamW, clipping), 3 warm-up steps (the compilation) + 5 timed
+#   lora (90)      bench_train --device cuda --config qwen0.5b --lora 16: LoRA rank 16 on the seven projections of
+#                  the Qwen2.5-0.5B shape (random weights), batch 16 x 512, bf16 products, 2 warm-up + 5 timed
+#   lorapeer (200) pytorch_peer.py --device cuda --config qwen0.5b --lora 16 --compile: the same with transformers'
+#                  Qwen2 and peft, batch 16 x 512, 3 warm-up steps (the compilation) + 5 timed
+#   qlora (60)     bench_train as lora with --qlora (the projections in NF4; quantised on the host first): tinylm
+#                  only, last, when the budget leaves time for it
 #   novels (180)   NOT in the default list, name it: 04_russian_novels --device cuda, a short run (only when the
 #                  program takes --device and the corpus came along: .gpu/data.tar.xz or TINYLM_DATA_DIR)
-# The default stages' limits add up to 590 s, under the device tool's 600 s per call; most end far sooner.
+# A budget keeps the whole script under the device tool's 600 s per call: GPU_CHECK_BUDGET seconds (default 585,
+# counted from the script's start; 900 s more without .gpu/, for the build) cut each stage's limit to what is left
+# (less 5 s for the summary), and a stage that would have under 20 s is not started (SKIP (budget)). The limits
+# above add up to more than the budget (940 s with lora, lorapeer and qlora); most stages end far sooner, and the
+# later ones get what the earlier ones left.
+# To run only the LoRA stages on a warm machine: scripts/gpu-check.sh lora lorapeer qlora.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 root=$PWD
@@ -47,7 +58,7 @@ summary=$out/summary.txt
 scale=${GPU_CHECK_SCALE:-1}
 bundle=$root/.gpu
 build=${GPU_BUILD_DIR:-build-gpu}
-wanted=" ${*:-smi build ldd kernels math agree bench peer} "
+wanted=" ${*:-smi build ldd kernels math agree bench peer lora lorapeer qlora} "
 failures=0
 
 say() { echo "$*" | tee -a "$log"; }
@@ -57,6 +68,13 @@ stage() {
   shift 2
   [[ $wanted == *" $name "* ]] || return 0
   limit=$(awk -v a="$limit" -v s="$scale" 'BEGIN { v = int(a * s); printf "%d", v < 1 ? 1 : v }')
+  local left=$((budget - SECONDS - 5))
+  if [ "$left" -lt 20 ]; then
+    printf '%-8s %-10s %4d s  %s\n' "$name" "SKIP" 0 "budget: $((budget - SECONDS)) s of ${budget} s left" |
+      tee -a "$summary" | tee -a "$log"
+    return 0
+  fi
+  [ "$limit" -gt "$left" ] && limit=$left
   say "=== $name (limit ${limit} s): $*"
   local t0=$SECONDS rc
   # bash -c: the stages are functions of this script (exported below); timeout signals the whole process group.
@@ -84,6 +102,9 @@ else
   mode=build
   bin() { find "$root/$build" -type f -name "$1" -perm -u+x 2>/dev/null | head -1; }
 fi
+
+# The whole script's budget (seconds from its start; above): a build, without the bundle, adds its 900 s.
+budget=${GPU_CHECK_BUDGET:-$([ "$mode" = bundle ] && echo 585 || echo 1485)}
 
 # shellcheck source=scripts/gpu-env.sh
 source "$root/scripts/gpu-env.sh"
@@ -157,6 +178,27 @@ peer() {
   return "${PIPESTATUS[0]}"
 }
 
+# LoRA on the Qwen2.5-0.5B shape (issue 20's "the same for LoRA"): rank 16 on the seven projections, alpha 32,
+# batch 16 x 512 (the plan: 23.7 GiB with LoRA, 21.9 with QLoRA; docs/gpu.md), tinylm then PyTorch + peft.
+# (A string, not an array: the stages run in a child bash, which gets exported variables only.)
+LORA_ARGS=${LORA_ARGS:-"--config qwen0.5b --lora 16 --batch 16 --seq-len 512 --steps 5"}
+# shellcheck disable=SC2086 # word splitting of LORA_ARGS is meant
+lora() {
+  "$(bin bench_train)" --device cuda $LORA_ARGS --warmup 2 | tee -a "$jsonl"
+  return "${PIPESTATUS[0]}"
+}
+# shellcheck disable=SC2086
+lorapeer() {
+  PYTHONUNBUFFERED=1 python3 benchmarks/train_throughput/pytorch_peer.py --device cuda $LORA_ARGS --warmup 3 \
+    --compile | tee -a "$jsonl"
+  return "${PIPESTATUS[0]}"
+}
+# shellcheck disable=SC2086
+qlora() {
+  "$(bin bench_train)" --device cuda $LORA_ARGS --warmup 2 --qlora | tee -a "$jsonl"
+  return "${PIPESTATUS[0]}"
+}
+
 # The hook for 04_russian_novels --device cuda (the branch that adds it fills NOVELS_ARGS): a short run of the
 # 150M preset on the corpus, which must come along (.gpu/data.tar.xz, or TINYLM_DATA_DIR).
 NOVELS_ARGS=${NOVELS_ARGS:-"--preset 150m --device cuda --steps 50 --fresh --out $root/runs/gpu-check-novels"}
@@ -165,8 +207,8 @@ novels() {
   "$(bin 04_russian_novels)" $NOVELS_ARGS
 }
 
-export -f bin check_libraries machine_info build_programs kernels agree bench peer novels
-export mode root bundle build jsonl NOVELS_ARGS
+export -f bin check_libraries machine_info build_programs kernels agree bench peer lora lorapeer qlora novels
+export mode root bundle build jsonl NOVELS_ARGS LORA_ARGS
 
 # The tree that runs may have no .git (the device tool copies files): the bundle's MANIFEST names its commit.
 built_from=$(grep -m1 '^commit:' "$bundle/MANIFEST" 2>/dev/null ||
@@ -191,6 +233,9 @@ stage math 20 "$(bin test_cuda_math)" --report_level=short
 stage agree 40 agree
 stage bench 150 bench
 stage peer 230 peer
+stage lora 90 lora
+stage lorapeer 200 lorapeer
+stage qlora 60 qlora
 novels_exe=$(bin 04_russian_novels)
 if [[ $wanted != *" novels "* ]]; then
   :

@@ -5,6 +5,7 @@
 //   build-speed/benchmarks/train_throughput/bench_train --config b --steps 3 --warmup 1 [--checkpointing]
 //   build-speed/benchmarks/train_throughput/bench_train --config a --save-init runs/speed-a   (for run.py --check)
 //   build-gpu/benchmarks/train_throughput/bench_train --device cuda --config 150m --steps 10 --warmup 2
+//   build-gpu/benchmarks/train_throughput/bench_train --device cuda --config qwen0.5b --lora 16 [--qlora]
 //
 // Configs: a, b (bench_configs.hpp) and 150m (tl::presets::russian_novels_150m). Every step draws a fresh batch of
 // uniform random tokens (the counter RNG, so both implementations could see the same ones); steps after the warm-up
@@ -15,6 +16,12 @@
 // tokens; each timed step is zero gradients, forward and backward, clipping to norm 1 and AdamW, ended by a device
 // synchronize; MFU against the GPU's dense bf16 peak (by its name, or --peak-tflops). --device cpu-ops runs that
 // very loop through gpu::cpu_ops (the kernels' CPU drivers, the reference gemm): slow, for checking without a GPU.
+// The device path also takes --config qwen0.5b (tl::presets::qwen2_5_0_5b: q/k/v biases, tied head, GQA 14/2,
+// vocab 151936; batch 16 on cuda), --seq-len, --lora R (peft's LoraConfig r=R, alpha 2R, dropout 0, all seven
+// projections) and --qlora, --attention rows|products, --checkpointing and --plan-only (the arena's size, nothing
+// run). The JSON gives flops_per_token (tl::flops_per_token: 6N + attention, full training's count) and
+// step_flops_per_token (what the step computes: under LoRA no weight gradients of the frozen base; derived in
+// device_step.hpp); the MFU is from the latter.
 #include "bench_configs.hpp"
 #include "device_step.hpp"
 #include "gemm_ceiling.hpp"
@@ -50,6 +57,16 @@ namespace {
 using configs = std::tuple<tl::presets::named<"a", bench::config_a>, tl::presets::named<"b", bench::config_b>,
                            tl::presets::named<"150m", tl::presets::russian_novels_150m>>;
 const std::map<std::string, int> default_batch = {{"a", 16}, {"b", 8}, {"150m", 4}};
+// qwen0.5b (tl::presets::qwen2_5_0_5b): --device cuda and cpu-ops only, with weights from device_step.hpp's
+// random_weights (no tl::decoder of it is compiled: the CPU path refuses it).
+constexpr const char* qwen_name = "qwen0.5b";
+
+// The device path's batch when --batch is not given: cuda 64 (issue 20's 150M step; qwen0.5b 16, which fits an
+// 80 GB H100 with LoRA: docs/gpu.md), cpu-ops the CPU path's (qwen0.5b 1).
+int device_default_batch(const std::string& config, bool cuda) {
+    if (config == qwen_name) return cuda ? 16 : 1;
+    return cuda ? 64 : default_batch.at(config);
+}
 
 struct settings {
     std::string config = "a";
@@ -65,6 +82,12 @@ struct settings {
     std::string device = "cpu";
     long long logits_rows = 4096;
     double peak_tflops = 0; // 0: by the GPU's name
+    // The device path only (cuda, cpu-ops):
+    long long seq_len = 0; // 0: the config's max_seq_len capped at 512
+    int lora = 0;          // LoRA rank on all seven projections (alpha 2 rank, dropout 0); 0: full training
+    bool qlora = false;    // with lora: the projections in NF4 (tl::quantize_nf4, double quantisation)
+    std::string attention = "products"; // gpu::attention_path
+    bool plan_only = false;             // print the arena plan's size, allocate and run nothing
 };
 
 #ifdef TINYLM_HAS_CUDA
@@ -75,62 +98,88 @@ constexpr bool have_cuda = false;
 
 void no_sync() {} // gpu::cpu_ops runs each op to its end
 
-// --device cuda or cpu-ops: gpu::decoder_step over one arena of plan_decoder_step (device_step.hpp), initialised
-// from `weights`, those of the tl::decoder the CPU path builds with the same seed. Not a template: compiled once.
-int run_on_device(const settings& s, const tl::model_config& c, const std::vector<tl::parameter_entry>& weights,
-                  int cpu_default_batch) {
+// --device cuda or cpu-ops: gpu::decoder_step over one arena of plan_decoder_step (device_step.hpp), its initial
+// weights from `weights` (device_step.hpp's weight_source). Not a template: compiled once.
+int run_on_device(const settings& s, const tl::model_config& c, const bench::weight_source& weights,
+                  const char* weights_from) {
     const bool cuda = s.device == "cuda";
+    tl::gpu::decoder_plan_options o;
+    o.batch = s.batch > 0 ? s.batch : device_default_batch(s.config, cuda);
+    o.time = s.seq_len > 0 ? s.seq_len : std::min<long long>(c.max_seq_len, 512);
+    o.logits_rows = s.logits_rows;
+    o.bf16_weights = s.precision.empty() ? cuda : s.precision == "bf16";
+    o.attention = s.attention == "rows" ? tl::gpu::attention_path::rows : tl::gpu::attention_path::products;
+    o.checkpointing = s.checkpointing;
+    if (s.lora > 0) { // peft's LoraConfig(r=R, lora_alpha=2R, lora_dropout=0, the seven projections)
+        o.lora.rank = s.lora, o.lora.alpha = 2.0f * float(s.lora), o.lora.targets = tl::lora_all;
+        o.lora.quantized_base = s.qlora;
+    }
+    tl::check(o.time <= c.max_seq_len, [&] {
+        std::string m = "bench_train: --seq-len ";
+        m += std::to_string(o.time);
+        m += " is longer than the config's max_seq_len ";
+        m += std::to_string(c.max_seq_len);
+        return m;
+    });
     bench::device_step_settings d;
-    d.batch = s.batch > 0 ? s.batch : cuda ? 64 : cpu_default_batch;
-    d.time = c.max_seq_len;
-    d.logits_rows = s.logits_rows;
-    d.bf16 = s.precision.empty() ? cuda : s.precision == "bf16";
     d.warmup = s.warmup, d.steps = s.steps, d.seed = s.seed;
     d.adamw.weight_decay = 0.1; // as the CPU path's tl::adamw
-    tl::gpu::decoder_plan_options o;
-    o.batch = d.batch, o.time = d.time, o.logits_rows = d.logits_rows, o.bf16_weights = d.bf16;
     const tl::gpu::arena_plan plan = tl::gpu::plan_decoder_step(c, o);
     const std::string label = s.config + " on " + s.device;
+    std::size_t adapter = 0;
+    for (const tl::gpu::parameter_slice& p : tl::gpu::adapter_layout(c, o.lora))
+        adapter += p.size();
 
-    std::string name;
+    std::string name = cuda ? "" : "the host (gpu::cpu_ops)";
     bench::device_step_result r;
-    if (cuda) {
+    if (s.plan_only) {
+        // nothing allocated, nothing run: the plan's size for choosing a batch
+    } else if (cuda) {
 #ifdef TINYLM_HAS_CUDA
         name = tl::gpu::device_name();
         tl::gpu::device_arena arena(plan);
         tl::gpu::blas products(arena.at<std::byte>(plan.at("blas.workspace").offset), tl::gpu::blas_workspace_bytes);
         tl::gpu::gpu_ops ex;
         ex.products = &products;
-        r = bench::run_device_steps(c, weights, plan, arena.at<std::byte>(0), ex, tl::gpu::synchronize, d,
+        r = bench::run_device_steps(c, o, plan, arena.at<std::byte>(0), ex, tl::gpu::synchronize, d, weights,
                                     label.c_str());
 #endif
     } else {
         std::vector<std::byte> memory(plan.bytes());
         tl::gpu::cpu_ops ex;
-        name = "the host (gpu::cpu_ops)";
-        r = bench::run_device_steps(c, weights, plan, memory.data(), ex, no_sync, d, label.c_str());
+        r = bench::run_device_steps(c, o, plan, memory.data(), ex, no_sync, d, weights, label.c_str());
     }
 
-    const double tokens_per_step = double(d.batch * d.time), flops = tl::flops_per_token(c, int(d.time));
-    const double tokens_per_second = tokens_per_step / bench::median(r.step_seconds);
+    // flops_per_token: tl::flops_per_token (6N + attention, full training's count, as the CPU path and the peer
+    // report); step_flops_per_token: what this step computes (without the frozen base's weight gradients under
+    // LoRA, device_step.hpp); the MFU is from the latter.
+    const double tokens_per_step = double(o.batch * o.time), flops = tl::flops_per_token(c, int(o.time));
+    const double step_flops = bench::step_flops_per_token(c, o.time, o.lora);
+    const double tokens_per_second = r.step_seconds.empty() ? 0 : tokens_per_step / bench::median(r.step_seconds);
     const double peak = s.peak_tflops > 0 ? s.peak_tflops : cuda ? bench::dense_bf16_peak_tflops(name) : 0;
     std::string mfu = "null";
-    if (peak > 0) mfu = std::to_string(flops * tokens_per_second / (peak * 1e12));
-    if (cuda && peak == 0)
+    if (peak > 0 && tokens_per_second > 0) mfu = std::to_string(step_flops * tokens_per_second / (peak * 1e12));
+    if (cuda && !s.plan_only && peak == 0)
         std::fprintf(stderr, "bench_train: no dense bf16 peak known for '%s': give --peak-tflops for the MFU\n",
                      name.c_str());
     std::printf("{\"impl\": \"tinylm\", \"variant\": \"%s\", \"device\": \"%s\", \"device_name\": \"%s\", "
                 "\"precision\": \"%s\", \"sizes\": \"compile-time\", \"config\": \"%s\", \"batch\": %lld, "
-                "\"seq_len\": %lld, \"checkpointing\": false, \"threads\": %d, \"parameters\": %lld, "
-                "\"flops_per_token\": %.6g, \"tokens_per_step\": %lld, \"step_seconds\": %s, \"losses\": %s, "
-                "\"gradient_norms\": %s, \"peak_rss_mib\": %.1f, \"arena_mib\": %.1f, \"logits_rows\": %lld, "
-                "\"tokens_per_second\": %.1f, \"peak_tflops\": %.1f, \"mfu\": %s, "
+                "\"seq_len\": %lld, \"checkpointing\": %s, \"attention\": \"%s\", \"lora_rank\": %d, "
+                "\"lora_alpha\": %g, \"qlora\": %s, \"adapter_parameters\": %zu, \"weights\": \"%s\", "
+                "\"plan_only\": %s, \"threads\": %d, \"parameters\": %lld, "
+                "\"flops_per_token\": %.6g, \"step_flops_per_token\": %.6g, \"mfu_flops\": \"step_flops_per_token\", "
+                "\"tokens_per_step\": %lld, \"step_seconds\": %s, \"losses\": %s, "
+                "\"gradient_norms\": %s, \"peak_rss_mib\": %.1f, \"arena_mib\": %.1f, \"arena_buffers\": %zu, "
+                "\"logits_rows\": %lld, \"tokens_per_second\": %.1f, \"peak_tflops\": %.1f, \"mfu\": %s, "
                 "\"gemm_model_shapes_gflops\": 0, \"gemm_square_gflops\": 0, \"gemm_model_shapes_seconds\": 0}\n",
-                s.device.c_str(), s.device.c_str(), name.c_str(), d.bf16 ? "bf16" : "f32", s.config.c_str(), d.batch,
-                d.time, omp_get_max_threads(), (long long)tl::parameter_count(c), flops, (long long)tokens_per_step,
-                bench::json_array(r.step_seconds).c_str(), bench::json_array(r.losses).c_str(),
-                bench::json_array(r.gradient_norms).c_str(), bench::peak_rss_mib(), double(plan.bytes()) / (1 << 20),
-                std::min(d.logits_rows, d.batch * d.time), tokens_per_second, peak, mfu.c_str());
+                s.device.c_str(), s.device.c_str(), name.c_str(), o.bf16_weights ? "bf16" : "f32", s.config.c_str(),
+                o.batch, o.time, o.checkpointing ? "true" : "false", s.attention.c_str(), o.lora.rank,
+                double(o.lora.alpha), o.lora.quantized_base ? "true" : "false", adapter, weights_from,
+                s.plan_only ? "true" : "false", omp_get_max_threads(), (long long)tl::parameter_count(c), flops,
+                step_flops, (long long)tokens_per_step, bench::json_array(r.step_seconds).c_str(),
+                bench::json_array(r.losses).c_str(), bench::json_array(r.gradient_norms).c_str(), bench::peak_rss_mib(),
+                double(plan.bytes()) / (1 << 20), plan.entries().size(), std::min(o.logits_rows, o.batch * o.time),
+                tokens_per_second, peak, mfu.c_str());
     return 0;
 }
 
@@ -226,8 +275,14 @@ int run(const settings& s, int default_batch) {
 int main(int argc, char** argv) {
     CLI::App app{"tinylm training throughput (issue 6; docs/performance.md)"};
     settings s;
-    app.add_option("--config", s.config, "a, b or 150m")->check(CLI::IsMember(tl::presets::names<configs>()));
-    app.add_option("--batch", s.batch, "sequences per step (default: a 16, b 8, 150m 4)");
+    std::vector<std::string> config_names;
+    for (const std::string_view name : tl::presets::names<configs>())
+        config_names.emplace_back(name);
+    config_names.emplace_back(qwen_name);
+    app.add_option("--config", s.config, "a, b, 150m, or qwen0.5b (--device cuda and cpu-ops only)")
+        ->check(CLI::IsMember(config_names));
+    app.add_option("--batch", s.batch,
+                   "sequences per step (default: a 16, b 8, 150m 4, qwen0.5b 1; --device cuda 64, qwen0.5b 16)");
     app.add_option("--steps", s.steps, "timed steps")->check(CLI::PositiveNumber);
     app.add_option("--warmup", s.warmup, "untimed steps first");
     app.add_option("--seed", s.seed, "initialisation and token seed");
@@ -243,6 +298,24 @@ int main(int argc, char** argv) {
         ->check(CLI::PositiveNumber);
     app.add_option("--peak-tflops", s.peak_tflops,
                    "cuda: the dense bf16 peak for the MFU (default: by the GPU's name; H100 SXM and H200 989.4)");
+    auto* seq_len =
+        app.add_option("--seq-len", s.seq_len,
+                       "cuda, cpu-ops: tokens per sequence (default: the config's max_seq_len, at most 512)")
+            ->check(CLI::PositiveNumber);
+    auto* lora = app.add_option("--lora", s.lora,
+                                "cuda, cpu-ops: LoRA of this rank on q, k, v, o, gate, up, down (alpha 2 x rank, "
+                                "dropout 0; A and B random): the base frozen")
+                     ->check(CLI::PositiveNumber);
+    auto* qlora = app.add_flag("--qlora", s.qlora,
+                               "cuda, cpu-ops, with --lora: the seven projections in NF4 with double quantisation "
+                               "(QLoRA), dequantised before each product");
+    auto* attention = app.add_option("--attention", s.attention,
+                                     "cuda, cpu-ops: products (batched products, the default) or rows (the row "
+                                     "kernels, the oracle)")
+                          ->check(CLI::IsMember({"rows", "products"}));
+    auto* plan_only = app.add_flag("--plan-only", s.plan_only,
+                                   "cuda, cpu-ops: print the JSON line with the arena's size (arena_mib) and run "
+                                   "nothing (for choosing a batch)");
     app.add_flag("!--no-ceiling", s.ceiling, "skip the GEMM ceiling measurement");
     app.add_flag("--checkpointing", s.checkpointing, "gradient checkpointing per block (recompute in backward)");
     app.add_flag("--runtime-sizes", s.runtime_sizes,
@@ -256,17 +329,37 @@ int main(int argc, char** argv) {
             tl::check(s.device != "cuda" || have_cuda,
                       "--device cuda needs a build with the CUDA backend (tinylm::cuda): configure with "
                       "-DTINYLM_WITH_CUDA=ON where nvcc is installed (docs/gpu.md); this build has none");
-            tl::check(s.save_init.empty() && !s.checkpointing && !s.runtime_sizes,
-                      "--save-init, --checkpointing and --runtime-sizes are for --device cpu");
+            tl::check(s.save_init.empty() && !s.runtime_sizes, "--save-init and --runtime-sizes are for --device cpu");
+            tl::check(!s.qlora || s.lora > 0, "bench_train: --qlora needs --lora R (the adapter that trains)");
 #ifdef TINYLM_HAS_CUDA
-            tl::check(s.device != "cuda" || tl::gpu::device_count() > 0,
+            tl::check(s.device != "cuda" || s.plan_only || tl::gpu::device_count() > 0,
                       "--device cuda: no CUDA device is visible to this process");
 #endif
+            const bench::weight_source adapter = bench::random_weights(s.seed, 0.02);
+            if (s.config == qwen_name) {
+                const tl::model_config& c = tl::presets::qwen2_5_0_5b::value;
+                return run_on_device(s, c, bench::random_weights(s.seed, c.init_std),
+                                     "random: normal(0, init_std), norms 1, biases 0 (timing does not depend on "
+                                     "the values)");
+            }
             return tl::presets::visit<configs>(s.config, [&]<class Config>() {
+                if (s.plan_only) return run_on_device(s, Config::value, adapter, "none (plan only)");
                 const auto model = std::make_unique<tl::decoder<Config>>(Config::value, s.seed); // on the host
-                return run_on_device(s, Config::value, model->parameter_entries(), default_batch.at(s.config));
+                const std::vector<tl::parameter_entry> entries = model->parameter_entries();
+                return run_on_device(s, Config::value, bench::decoder_weights(entries, adapter),
+                                     "tl::decoder's initialisation from --seed, as --device cpu");
             });
         }
+        for (const CLI::Option* o : {seq_len, lora, qlora, attention, plan_only})
+            tl::check(o->count() == 0, [&] {
+                std::string m = "bench_train: ";
+                m += o->get_name();
+                m += " is for --device cuda and cpu-ops (gpu::decoder_step); --device cpu times tl::decoder";
+                return m;
+            });
+        tl::check(s.config != qwen_name,
+                  "bench_train: --config qwen0.5b is for --device cuda and cpu-ops (the CPU path would compile a "
+                  "tl::decoder of it only for this benchmark)");
         if (!s.save_init.empty()) std::filesystem::create_directories(s.save_init);
         return tl::presets::visit<configs>(s.config, [&]<class Config>() {
             const int batch = default_batch.at(s.config);

@@ -22,8 +22,17 @@ clipping to norm 1 (bench_train's GPU step clips too), torch.compile with --comp
 two torch.cuda.synchronize(); batch 64 by default; MFU against the GPU's dense bf16 peak (by its name, or
 --peak-tflops). No GEMM ceiling there.
 
+LoRA (--lora R, issue 20's "the same for LoRA on a Qwen2.5-0.5B-shaped model", with --config qwen0.5b: transformers'
+Qwen2ForCausalLM with tl::presets::qwen2_5_0_5b's fields, q/k/v biases, tied head): peft's LoraConfig(r=R,
+lora_alpha=2R, lora_dropout=0, the seven projections, bias "none", init_lora_weights=False so that B is random, as
+bench_train's adapter), only the adapter in AdamW and in the clipping. "flops_per_token" is full training's count
+(6N + attention); "step_flops_per_token" what a LoRA step computes (no weight gradients of the frozen base: 4 per
+base matrix weight + 6 per adapter parameter + attention, bench_train's formula, device_step.hpp) and the MFU is
+from it.
+
 Usage: pytorch_peer.py --config b --steps 3 --warmup 1 [--compile]
        pytorch_peer.py --device cuda --config 150m --steps 10 --warmup 3 --compile
+       pytorch_peer.py --device cuda --config qwen0.5b --lora 16 --batch 16 --seq-len 512 --compile
 """
 import argparse
 import json
@@ -36,8 +45,13 @@ import time
 
 def parse():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", choices=["a", "b", "150m"], default="a")
-    ap.add_argument("--batch", type=int, default=0, help="default: a 16, b 8, 150m 4 (as bench_train); cuda: 64")
+    ap.add_argument("--config", choices=["a", "b", "150m", "qwen0.5b"], default="a")
+    ap.add_argument("--batch", type=int, default=0,
+                    help="default: a 16, b 8, 150m 4, qwen0.5b 1 (as bench_train); cuda: 64, qwen0.5b 16")
+    ap.add_argument("--seq-len", type=int, default=0,
+                    help="tokens per sequence (default: the config's max_position_embeddings, at most 512)")
+    ap.add_argument("--lora", type=int, default=0, metavar="R",
+                    help="peft LoRA of rank R on the seven projections (alpha 2R, dropout 0); the base frozen")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--precision", choices=["f32", "bf16"],
                     help="cuda: bf16 autocast (the default) or f32 throughout; on the CPU see --autocast-bf16")
@@ -79,7 +93,12 @@ CONFIGS = {  # bench_configs.hpp and tl::presets::russian_novels_150m
               intermediate_size=1536, max_position_embeddings=512, batch=8),
     "150m": dict(vocab_size=3000, hidden_size=1024, num_hidden_layers=16, num_attention_heads=16,
                  num_key_value_heads=8, intermediate_size=1536, max_position_embeddings=512, batch=4),
+    # tl::presets::qwen2_5_0_5b (Qwen2: q/k/v biases, tied embeddings); bench_train's device path only
+    "qwen0.5b": dict(vocab_size=151936, hidden_size=896, num_hidden_layers=24, num_attention_heads=14,
+                     num_key_value_heads=2, intermediate_size=4864, max_position_embeddings=32768, batch=1,
+                     family="qwen2"),
 }
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 def flops_per_token(c, T):
@@ -91,6 +110,18 @@ def flops_per_token(c, T):
     return 6 * weights + 6 * 2 * L * q * (T + 1) / 2
 
 
+def step_flops_per_token(c, T, adapter_parameters):
+    """bench_train's step_flops_per_token (device_step.hpp): full training's count without LoRA; with it, the frozen
+    base's weight gradients left out (- 2 per matrix weight) and 6 per adapter parameter (x A^T, u B^T forward; dy B,
+    dB, dA, dx += t A backward)."""
+    if not adapter_parameters:
+        return flops_per_token(c, T)
+    d, ff, L, V = c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"], c["vocab_size"]
+    kv = d // c["num_attention_heads"] * c["num_key_value_heads"]
+    weights = L * (d * d + 2 * d * kv + d * d + 3 * d * ff) + V * d
+    return flops_per_token(c, T) - 2 * weights + 6 * adapter_parameters
+
+
 def dense_bf16_peak_tflops(name):
     """bench_train's table (device_step.hpp): dense bf16 tensor-core peak by the GPU's name; 0 when unknown."""
     for key, tflops in (("H200", 989.4), ("H100 NVL", 835.5), ("H100 PCIe", 756.5), ("H100", 989.4),
@@ -98,6 +129,23 @@ def dense_bf16_peak_tflops(name):
         if key in name:
             return tflops
     return 0.0
+
+
+def qwen2_config(c, attn):
+    """transformers' Qwen2 with tl::presets::qwen2_5_0_5b's fields (Qwen2 always has q/k/v biases)."""
+    from transformers import Qwen2Config
+    fields = {k: v for k, v in c.items() if k not in ("batch", "family")}
+    cfg = Qwen2Config(**fields, rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=True,
+                      use_sliding_window=False, hidden_act="silu")
+    cfg._attn_implementation = attn
+    return cfg
+
+
+def build_model(c, attn):
+    if c.get("family") == "qwen2":
+        from transformers import Qwen2ForCausalLM
+        return Qwen2ForCausalLM(qwen2_config(c, attn))
+    return LlamaForCausalLM(llama_config(c, attn))
 
 
 def llama_config(c, attn):
@@ -198,18 +246,27 @@ def main():
     cuda = args.device == "cuda"
     if cuda and not torch.cuda.is_available():
         raise SystemExit("pytorch_peer.py: --device cuda, but torch sees no CUDA device")
-    B = args.batch or (64 if cuda else c["batch"])
-    T, V = c["max_position_embeddings"], c["vocab_size"]
+    B = args.batch or ((16 if args.config == "qwen0.5b" else 64) if cuda else c["batch"])
+    T, V = args.seq_len or min(c["max_position_embeddings"], 512), c["vocab_size"]
+    if T > c["max_position_embeddings"]:
+        raise SystemExit(f"pytorch_peer.py: --seq-len {T} is longer than the config's {c['max_position_embeddings']}")
     autocast = (args.precision != "f32") if cuda else args.autocast_bf16
     clip = args.clip if args.clip is not None else (1.0 if cuda else 0.0)
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     torch.manual_seed(args.seed)
-    model = LlamaForCausalLM(llama_config(c, args.attn)).float().to(device)
+    model = build_model(c, args.attn).float().to(device)
     model.train()
     if args.checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1,
+    if args.lora:
+        from peft import LoraConfig, get_peft_model
+        model = get_peft_model(model, LoraConfig(r=args.lora, lora_alpha=2 * args.lora, lora_dropout=0.0,
+                                                 target_modules=LORA_TARGETS, bias="none",
+                                                 init_lora_weights=False))
+    trained = [p for p in model.parameters() if p.requires_grad]
+    adapter_parameters = sum(p.numel() for p in trained) if args.lora else 0
+    opt = torch.optim.AdamW(trained, lr=1e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1,
                             **({"fused": True} if args.optimizer == "fused" else {"foreach": True}))
     forward = torch.compile(model) if args.compile else model
 
@@ -223,7 +280,7 @@ def main():
             loss = mean_ce(forward, ids, targets)
         loss.backward()
         if clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), clip, foreach=True)
+            torch.nn.utils.clip_grad_norm_(trained, clip, foreach=True)
         opt.step()
         sync()
         t = time.perf_counter() - t0
@@ -236,7 +293,7 @@ def main():
               f"{t:.3f} s", file=sys.stderr)
     rss = peak_rss_mib()
     shapes, square, shape_seconds = (0.0, 0.0, 0.0) if args.no_ceiling or cuda else gemm_ceiling(c, B * T)
-    fpt = flops_per_token(c, T)
+    fpt, step_fpt = flops_per_token(c, T), step_flops_per_token(c, T, adapter_parameters)
     tokens_per_second = B * T / statistics.median(steps) if steps else 0.0
     name = torch.cuda.get_device_name() if cuda else (platform.processor() or "cpu")
     peak = args.peak_tflops or (dense_bf16_peak_tflops(name) if cuda else 0.0)
@@ -244,11 +301,15 @@ def main():
         "impl": "pytorch", "variant": "compiled" if args.compile else "eager", "config": args.config, "batch": B,
         "device": args.device, "device_name": name, "precision": "bf16" if autocast else "f32",
         "tokens_per_second": tokens_per_second, "peak_tflops": peak,
-        "mfu": fpt * tokens_per_second / (peak * 1e12) if peak else None,
+        "mfu": step_fpt * tokens_per_second / (peak * 1e12) if peak else None,
+        "lora_rank": args.lora, "lora_alpha": 2 * args.lora, "qlora": False,
+        "adapter_parameters": adapter_parameters, "attention": args.attn,
         "cuda_max_allocated_mib": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
         "checkpointing": args.checkpointing,
-        "seq_len": T, "threads": torch.get_num_threads(), "parameters": sum(p.numel() for p in model.parameters()),
-        "flops_per_token": fpt, "tokens_per_step": B * T, "step_seconds": steps, "losses": losses,
+        "seq_len": T, "threads": torch.get_num_threads(),
+        "parameters": sum(p.numel() for p in model.parameters()) - adapter_parameters,
+        "flops_per_token": fpt, "step_flops_per_token": step_fpt, "mfu_flops": "step_flops_per_token",
+        "tokens_per_step": B * T, "step_seconds": steps, "losses": losses,
         "peak_rss_mib": rss, "gemm_model_shapes_gflops": shapes, "gemm_square_gflops": square,
         "gemm_model_shapes_seconds": shape_seconds, "compile_first_step_seconds": compile_seconds,
         "settings": {"torch": torch.__version__, "threads": torch.get_num_threads(),

@@ -24,6 +24,14 @@ own time limit, and then only the report (--report, over the JSON lines they pri
   python3 benchmarks/train_throughput/run.py --device cuda --exe .gpu/bin/bench_train --configs 150m --repeats 1 \
       --steps 10 --warmup 2
   python3 benchmarks/train_throughput/run.py --report bench-cuda.jsonl
+
+LoRA on the Qwen2.5-0.5B shape (issue 20; bench_train's device path and pytorch_peer.py with peft): --lora R passes
+to both, --qlora to tinylm only (PyTorch's peer has no NF4 base), --seq-len to both; the report groups runs by
+config and adapter ("qwen0.5b lora16") and takes the MFU from step_flops_per_token (what a LoRA step computes: no
+weight gradients of the frozen base), printing flops_per_token (6N + attention) beside it:
+
+  python3 benchmarks/train_throughput/run.py --device cuda --exe .gpu/bin/bench_train --configs qwen0.5b \
+      --lora 16 --batch 16 --seq-len 512 --repeats 1 --steps 5 --warmup 2
 """
 import argparse
 import json
@@ -66,7 +74,8 @@ def machine():
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", default="build-speed", help="build directory with benchmarks/train_throughput")
-    ap.add_argument("--configs", nargs="+", default=["a", "b"], choices=["a", "b", "150m"])
+    ap.add_argument("--configs", nargs="+", default=["a", "b"], choices=["a", "b", "150m", "qwen0.5b"],
+                    help="qwen0.5b: --device cuda only (bench_train's device path)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--steps", type=int, default=3, help="timed steps per process")
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps per process (compiled: +1)")
@@ -76,6 +85,11 @@ def main():
                     choices=["tinylm", "eager", "compiled", "tinylm-ckpt", "eager-ckpt", "tinylm-bf16", "eager-bf16"],
                     help="-ckpt: with gradient checkpointing per block (bench_train/pytorch_peer.py --checkpointing); "
                          "-bf16: bf16 products (bench_train --precision bf16; pytorch_peer.py --autocast-bf16)")
+    ap.add_argument("--seq-len", type=int, default=0, help="--device cuda: tokens per sequence, to both")
+    ap.add_argument("--lora", type=int, default=0, metavar="R",
+                    help="--device cuda: LoRA of rank R on the seven projections, in both (peft in the peer)")
+    ap.add_argument("--qlora", action="store_true", help="with --lora: tinylm's base in NF4 (QLoRA); the peer's "
+                                                         "stays bf16 autocast over f32 (it has no NF4 base)")
     ap.add_argument("--out", type=Path, help="write every process's JSON here")
     ap.add_argument("--check", action="store_true", help="only check that both build the same model (config a)")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
@@ -89,6 +103,10 @@ def main():
     if args.report:
         return report_from_files(args.report)
     cuda = args.device == "cuda"
+    if not cuda and ("qwen0.5b" in args.configs or args.lora or args.qlora or args.seq_len):
+        raise SystemExit("run.py: --configs qwen0.5b, --lora, --qlora and --seq-len are for --device cuda")
+    if args.qlora and not args.lora:
+        raise SystemExit("run.py: --qlora needs --lora R")
     if cuda and args.variants == ap.get_default("variants"):
         args.variants = ["tinylm", "compiled"]
     if cuda and any(v.endswith(("-ckpt", "-bf16")) for v in args.variants):
@@ -114,11 +132,14 @@ def main():
             common = ["--config", config, "--steps", args.steps] + (["--batch", args.batch] if args.batch else [])
             if cuda:
                 common += ["--device", "cuda"]
+                common += (["--seq-len", args.seq_len] if args.seq_len else []) + \
+                    (["--lora", args.lora] if args.lora else [])
             for v in args.variants:
                 ckpt = ["--checkpointing"] if v.endswith("-ckpt") else []
                 if v.startswith("tinylm"):
                     bf16 = ["--precision", "bf16"] if v == "tinylm-bf16" else []
-                    res = run_json([exe, *common, "--warmup", args.warmup, *ckpt, *bf16], env)
+                    res = run_json([exe, *common, "--warmup", args.warmup, *ckpt, *bf16,
+                                    *(["--qlora"] if args.qlora else [])], env)
                 elif v.startswith("eager"):
                     bf16 = ["--autocast-bf16"] if v == "eager-bf16" else []
                     res = run_json(peer + [*common, "--warmup", args.warmup, "--threads", args.threads, *ckpt, *bf16],
@@ -127,7 +148,7 @@ def main():
                     res = run_json(peer + [*common, "--warmup", args.warmup + 1, "--threads", args.threads,
                                            "--compile"], env)
                 res["round"] = r
-                res["key"] = v
+                res["key"] = run_key(res, v)
                 results.append(res)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -139,6 +160,16 @@ def main():
     return 0
 
 
+def run_key(r, variant):
+    """The variant's name in the report: tinylm's QLoRA runs apart from its LoRA runs."""
+    return variant + "-qlora" if r.get("qlora") else variant
+
+
+def group(r):
+    """The report's row group: the config, and the adapter when there is one (qwen0.5b lora16)."""
+    return r["config"] + (f" lora{r['lora_rank']}" if r.get("lora_rank") else "")
+
+
 def report_from_files(paths):
     results = []
     for path in paths:
@@ -146,7 +177,7 @@ def report_from_files(paths):
             if line.startswith("{"):
                 r = json.loads(line)
                 r.setdefault("round", len([x for x in results if x["impl"] == r["impl"]]))
-                r.setdefault("key", "tinylm" if r["impl"] == "tinylm" else r["variant"])
+                r.setdefault("key", run_key(r, "tinylm" if r["impl"] == "tinylm" else r["variant"]))
                 results.append(r)
     if any(r.get("device") == "cuda" for r in results):
         report_cuda(results)
@@ -156,26 +187,31 @@ def report_from_files(paths):
 
 
 def report_cuda(results):
-    """Per config: tokens/s (median over rounds of each run's median step), MFU against the dense bf16 peak, and
-    tinylm / PyTorch, the ratio of the medians."""
-    print(f"\n{'config':<6} {'impl':<18} {'GPU':<24} {'prec':<5} {'batch':>5} {'tokens/s':>10} {'MFLOP/tok':>9} "
-          f"{'TFLOP/s':>8} {'peak':>6} {'MFU':>6} {'runs':>4}")
-    for config in dict.fromkeys(r["config"] for r in results):
+    """Per config (and adapter): tokens/s (median over rounds of each run's median step), MFU against the dense bf16
+    peak from the FLOPs the step computes (step_flops_per_token: under LoRA without the frozen base's weight
+    gradients; full training's flops_per_token otherwise, and for older JSON lines), and tinylm / PyTorch, the ratio
+    of the medians."""
+    print(f"\n{'config':<15} {'impl':<18} {'GPU':<24} {'prec':<5} {'batch':>5} {'seq':>5} {'tokens/s':>10} "
+          f"{'6N MF/t':>8} {'step MF/t':>9} {'TFLOP/s':>8} {'peak':>6} {'MFU':>6} {'runs':>4}")
+    for config in dict.fromkeys(group(r) for r in results):
         medians = {}
-        for key in dict.fromkeys(r["key"] for r in results if r["config"] == config):
-            runs = [r for r in results if r["config"] == config and r["key"] == key]
+        for key in dict.fromkeys(r["key"] for r in results if group(r) == config):
+            runs = [r for r in results if group(r) == config and r["key"] == key]
             tok = statistics.median(r["tokens_per_step"] / statistics.median(r["step_seconds"]) for r in runs)
-            f, peak = runs[0]["flops_per_token"], runs[0].get("peak_tflops") or 0
+            full = runs[0]["flops_per_token"]
+            f, peak = runs[0].get("step_flops_per_token", full), runs[0].get("peak_tflops") or 0
             medians[key] = tok
             mfu = f"{100 * f * tok / (peak * 1e12):5.1f}%" if peak else "    -"
             name = key if key.startswith("tinylm") else f"pytorch {key}"
-            print(f"{config:<6} {name:<18} {runs[0].get('device_name', '')[:24]:<24} {runs[0].get('precision', ''):<5} "
-                  f"{runs[0]['batch']:>5} {tok:>10.0f} {f * 1e-6:>9.1f} {tok * f * 1e-12:>8.1f} {peak:>6.0f} {mfu:>6} "
+            print(f"{config:<15} {name:<18} {runs[0].get('device_name', '')[:24]:<24} "
+                  f"{runs[0].get('precision', ''):<5} {runs[0]['batch']:>5} {runs[0].get('seq_len', '-'):>5} "
+                  f"{tok:>10.0f} {full * 1e-6:>8.1f} {f * 1e-6:>9.1f} {tok * f * 1e-12:>8.1f} {peak:>6.0f} {mfu:>6} "
                   f"{len(runs):>4}")
-        for peer in ("compiled", "eager"):
-            if "tinylm" in medians and peer in medians:
-                print(f"{config:<6} ratio tinylm / pytorch {peer}: {medians['tinylm'] / medians[peer]:.3f} "
-                      f"(goal, issue 20: >= 1.0 against compiled, MFU >= 45%)")
+        for mine in ("tinylm", "tinylm-qlora"):
+            for peer in ("compiled", "eager"):
+                if mine in medians and peer in medians:
+                    print(f"{config:<15} ratio {mine} / pytorch {peer}: {medians[mine] / medians[peer]:.3f} "
+                          f"(goal, issue 20: >= 1.0 against compiled, MFU >= 45%)")
 
 
 def report(results, variants):
