@@ -86,6 +86,31 @@ inline weight_source decoder_weights(const std::vector<tl::parameter_entry>& ent
     };
 }
 
+// QLoRA: the seven projections of every layer, in gpu::nf4_layout's order, from `weights`, quantised with
+// tl::quantize_nf4 (double quantisation). In parallel over the matrices (Qwen2.5-0.5B: 168 of them, 358M weights;
+// one thread would take tens of seconds); an error in a thread is rethrown here. Not a template: compiled once.
+inline std::vector<tl::nf4_tensor> quantized_projections(const tl::model_config& c, const weight_source& weights) {
+    const std::vector<tl::gpu::nf4_slice> nf4 = tl::gpu::nf4_layout(c);
+    std::vector<tl::nf4_tensor> quantized(nf4.size());
+    std::vector<std::exception_ptr> errors(nf4.size());
+    const auto count = static_cast<long long>(nf4.size());
+#pragma omp parallel for schedule(dynamic)
+    for (long long i = 0; i < count; ++i) {
+        try { // per layer, in lora_target's order
+            const auto [in, out] = tl::gpu::projection_shape(c, tl::proj(int(i % tl::lora_target_count)));
+            std::vector<float> w(in * out);
+            weights({nf4[std::size_t(i)].name, 0, out, in}, w.data());
+            quantized[std::size_t(i)] =
+                tl::quantize_nf4(tl::cview<float>{w.data(), {tl::index_t(out), tl::index_t(in)}}, true);
+        } catch (...) {
+            errors[std::size_t(i)] = std::current_exception();
+        }
+    }
+    for (const std::exception_ptr& e : errors)
+        if (e) std::rethrow_exception(e);
+    return quantized;
+}
+
 // o: the plan's options (plan was made from them: plan_decoder_step(c, o)). Loads the initial weights from `weights`:
 // the base's f32 block, with QLoRA the seven projections of every layer quantised with tl::quantize_nf4 (double
 // quantisation) and loaded through set_quantized_weight, with LoRA the adapter. Then every step draws a fresh batch
@@ -108,28 +133,10 @@ device_step_result run_device_steps(const tl::model_config& c, const tl::gpu::de
     for (const tl::gpu::parameter_slice& p : step.layout())
         load(p);
     if (o.lora.rank > 0 && o.lora.quantized_base) {
-        // The projections made and quantised in parallel (Qwen2.5-0.5B: 168 matrices, 358M weights; one thread
-        // would take tens of seconds), then loaded in order. An error in a thread is rethrown here.
         const std::vector<tl::gpu::nf4_slice> nf4 = tl::gpu::nf4_layout(c);
-        std::vector<tl::nf4_tensor> quantized(nf4.size());
-        std::vector<std::exception_ptr> errors(nf4.size());
-        const auto count = static_cast<long long>(nf4.size());
-#pragma omp parallel for schedule(dynamic)
-        for (long long i = 0; i < count; ++i) {
-            try { // per layer, in lora_target's order
-                const auto [in, out] = tl::gpu::projection_shape(c, tl::proj(int(i % tl::lora_target_count)));
-                std::vector<float> w(in * out);
-                weights({nf4[std::size_t(i)].name, 0, out, in}, w.data());
-                quantized[std::size_t(i)] =
-                    tl::quantize_nf4(tl::cview<float>{w.data(), {tl::index_t(out), tl::index_t(in)}}, true);
-            } catch (...) {
-                errors[std::size_t(i)] = std::current_exception();
-            }
-        }
-        for (std::size_t i = 0; i < nf4.size(); ++i) {
-            if (errors[i]) std::rethrow_exception(errors[i]);
+        const std::vector<tl::nf4_tensor> quantized = quantized_projections(c, weights);
+        for (std::size_t i = 0; i < nf4.size(); ++i)
             step.set_quantized_weight(nf4[i].name, quantized[i]);
-        }
     }
     for (const tl::gpu::parameter_slice& p : step.adapter_layout())
         load(p);
