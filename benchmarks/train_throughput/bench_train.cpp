@@ -115,7 +115,7 @@ int run_on_device(const settings& s, const tl::model_config& c, const bench::wei
         o.lora.quantized_base = s.qlora;
     }
     tl::check(o.time <= c.max_seq_len, [&] {
-        std::string m = "bench_train: --seq-len ";
+        std::string m = "--seq-len ";
         m += std::to_string(o.time);
         m += " is longer than the config's max_seq_len ";
         m += std::to_string(c.max_seq_len);
@@ -330,7 +330,7 @@ int main(int argc, char** argv) {
                       "--device cuda needs a build with the CUDA backend (tinylm::cuda): configure with "
                       "-DTINYLM_WITH_CUDA=ON where nvcc is installed (docs/gpu.md); this build has none");
             tl::check(s.save_init.empty() && !s.runtime_sizes, "--save-init and --runtime-sizes are for --device cpu");
-            tl::check(!s.qlora || s.lora > 0, "bench_train: --qlora needs --lora R (the adapter that trains)");
+            tl::check(!s.qlora || s.lora > 0, "--qlora needs --lora R (the adapter that trains)");
 #ifdef TINYLM_HAS_CUDA
             tl::check(s.device != "cuda" || s.plan_only || tl::gpu::device_count() > 0,
                       "--device cuda: no CUDA device is visible to this process");
@@ -352,13 +352,12 @@ int main(int argc, char** argv) {
         }
         for (const CLI::Option* o : {seq_len, lora, qlora, attention, plan_only})
             tl::check(o->count() == 0, [&] {
-                std::string m = "bench_train: ";
-                m += o->get_name();
+                std::string m = o->get_name();
                 m += " is for --device cuda and cpu-ops (gpu::decoder_step); --device cpu times tl::decoder";
                 return m;
             });
         tl::check(s.config != qwen_name,
-                  "bench_train: --config qwen0.5b is for --device cuda and cpu-ops (the CPU path would compile a "
+                  "--config qwen0.5b is for --device cuda and cpu-ops (the CPU path would compile a "
                   "tl::decoder of it only for this benchmark)");
         if (!s.save_init.empty()) std::filesystem::create_directories(s.save_init);
         return tl::presets::visit<configs>(s.config, [&]<class Config>() {
