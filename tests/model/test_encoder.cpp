@@ -18,6 +18,7 @@
 #include "../support/model_gradcheck.hpp"
 #include "../support/models.hpp"
 #include "../support/random.hpp"
+#include "../support/step_optimizer.hpp"
 #include "../support/tiny_bert.hpp"
 
 #include <boost/test/unit_test.hpp>
@@ -610,29 +611,9 @@ BOOST_AUTO_TEST_CASE(cuda_encoder_step_on_the_cpu_matches_the_encoder) {
         BOOST_TEST(herr <= 3e-2 * hscale); // measured 1.3e-2 and 2.3e-2: a few bf16 roundings (2^-8) deep
         BOOST_TEST(worst <= 6e-2);
     }
-    auto& step = run->step;
-
-    // The optimizer over the flat blocks from the same gradients: clipping as tl::clip_grad_norm, then two AdamW
-    // steps bit for bit as tl::adamw (no decay on LayerNorms and biases, the pooler untouched).
-    auto copy_gradients = [&] {
-        for (const parameter_entry& e : model.trainable_entries())
-            std::copy_n(e.grad.data, e.grad.numel(), step.gradient(e.name));
-    };
-    copy_gradients();
-    const double norm = clip_grad_norm(model.parameter_entries(), 0.5), step_norm = step.clip_gradients(0.5);
-    BOOST_TEST_REQUIRE(norm > 0.5); // clipping happened
-    BOOST_TEST(std::abs(step_norm - norm) <= 1e-12 * norm);
-    copy_gradients(); // the clipped gradients exactly, so that AdamW can be compared bit for bit
-    const adamw_options options{.weight_decay = 0.1};
-    adamw opt(model, options);
-    for (const double lr : {1e-3, 2e-3}) {
-        opt.step(lr);
-        step.adamw_step(lr, options);
-        for (const parameter_entry& e : model.parameter_entries())
-            BOOST_TEST_REQUIRE(
-                std::memcmp(step.parameter(e.name), e.value.data, std::size_t(e.value.numel()) * sizeof(float)) == 0,
-                e.name << " after the step at lr " << lr);
-    }
+    // The optimizer over the flat blocks from the same gradients, as tl's (no decay on LayerNorms and biases, the
+    // pooler untouched).
+    tl_test::expect_step_optimizer_matches(model, run->step);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -9,6 +9,7 @@
 #include <tinylm/optim/clip.hpp>
 #include <tinylm/optim/schedule.hpp>
 
+#include "../support/step_optimizer.hpp"
 #include "fixture_configs.hpp"
 
 #include <boost/mpl/list.hpp>
@@ -165,37 +166,9 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(cuda_decoder_step_on_the_cpu_matches_the_decoder, 
             BOOST_TEST_MESSAGE("largest gradient difference: " << worst << " of its tensor's scale");
         }
     }
-    auto& step = on_cpu->step;
-
-    // The optimizer over the flat blocks from the same gradients: clipping as tl::clip_grad_norm, then two AdamW
-    // steps bit for bit as tl::adamw (the decay rule by name: norms and biases never, the embedding and matrices
-    // do).
-    auto copy_gradients = [&] {
-        for (const parameter_entry& e : model.parameter_entries())
-            std::copy_n(e.grad.data, e.grad.numel(), step.gradient(e.name));
-    };
-    copy_gradients();
-    const double norm = clip_grad_norm(model.parameter_entries(), 0.5), step_norm = step.clip_gradients(0.5);
-    BOOST_TEST_REQUIRE(norm > 0.5); // clipping happened
-    BOOST_TEST(std::abs(step_norm - norm) <= 1e-12 * norm);
-    for (const parameter_entry& e : model.parameter_entries()) { // one scale, maybe an ulp apart
-        const float* g = step.gradient(e.name);
-        index_t off = 0;
-        for (index_t i = 0; i < e.grad.numel(); ++i)
-            off += std::abs(g[i] - e.grad[i]) > 1e-6f * std::abs(e.grad[i]);
-        BOOST_TEST(off == 0, e.name);
-    }
-    copy_gradients(); // the clipped gradients exactly, so that AdamW can be compared bit for bit
-    const adamw_options options{.weight_decay = 0.1};
-    adamw opt(model, options);
-    for (const double lr : {1e-3, 2e-3}) {
-        opt.step(lr);
-        step.adamw_step(lr, options);
-        for (const parameter_entry& e : model.parameter_entries())
-            BOOST_TEST_REQUIRE(
-                std::memcmp(step.parameter(e.name), e.value.data, std::size_t(e.value.numel()) * sizeof(float)) == 0,
-                e.name << " after the step at lr " << lr);
-    }
+    // The optimizer over the flat blocks from the same gradients, as tl's (the decay rule by name: norms and
+    // biases never, the embedding and matrices do).
+    tl_test::expect_step_optimizer_matches(model, on_cpu->step);
 }
 
 // Gradient checkpointing in the GPU's training step (each layer's input kept, its forward recomputed in the
