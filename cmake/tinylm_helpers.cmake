@@ -18,6 +18,13 @@ function(tinylm_set_test_optimization target)
   endif()
 endfunction()
 
+# A program's optimisation in Release builds (TINYLM_PROGRAM_OPTIMIZATION, after the build type's -O3).
+function(tinylm_set_program_optimization target)
+  if(TINYLM_PROGRAM_OPTIMIZATION)
+    target_compile_options(${target} PRIVATE $<$<CONFIG:Release>:${TINYLM_PROGRAM_OPTIMIZATION}>)
+  endif()
+endfunction()
+
 # TINYLM_UNITY: the target's files compile as one translation unit (CMakeLists.txt says why).
 function(tinylm_set_unity target)
   if(TINYLM_UNITY)
@@ -66,6 +73,7 @@ function(tinylm_add_example name)
   # examples/common/cli_checks.hpp: flag ranges, the output folder, one-line errors (every program).
   target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/examples/common)
   tinylm_set_warnings(${name})
+  tinylm_set_program_optimization(${name})
 endfunction()
 
 # tinylm_add_example_test(name PASS regex [SKIP_RETURN_CODE n] COMMAND target-or-program args...)

@@ -8,7 +8,9 @@ bash scripts/install-deps.sh
 bash scripts/fetch-models.sh || echo "test.sh: the pretrained models could not be fetched; the tests that need them are skipped"
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE} # no spinning at barriers: tests share 2 cores with ctest -j
 build=${TINYLM_BUILD_DIR:-build}
-cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DTINYLM_WERROR=ON
+# TINYLM_PROGRAM_OPTIMIZATION (CI sets -O1): the examples' and the tinylm command's optimisation (CMakeLists.txt).
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DTINYLM_WERROR=ON \
+  ${TINYLM_PROGRAM_OPTIMIZATION+"-DTINYLM_PROGRAM_OPTIMIZATION=$TINYLM_PROGRAM_OPTIMIZATION"}
 cmake --build "$build" -j "$(nproc)"
 # Two tests at a time: many wait on files, processes or a single thread; the MPI tests claim both slots
 # (PROCESSORS 2), and no test asserts a time.

@@ -56,18 +56,8 @@ done
 
 if [ -n "$compare" ]; then
   reference=${compare%%:*} mine=$work/${compare#*:}
-  [ -s "$reference" ] || { echo "recipe_under_mpi: FAILED: no reference log $reference"; exit 1; }
-  # "step":S,"val_loss":V lines of both logs, joined on S.
-  val_losses() { sed -nE 's/.*"step":([0-9]+),"val_loss":([-0-9.eE+]+).*/\1 \2/p' "$1" | sort -n; }
-  joined=$(join <(val_losses "$reference") <(val_losses "$mine"))
-  [ -n "$joined" ] || { echo "recipe_under_mpi: FAILED: no validation losses to compare"; exit 1; }
-  if ! printf '%s\n' "$joined" | awk '{ d = $2 - $3; if (d < 0) d = -d; r = d / ($2 < 0 ? -$2 : $2);
-        printf "step %s: validation loss %s with one process, %s with 2 ranks (relative difference %.1e)\n",
-          $1, $2, $3, r;
-        if (r > 1e-5) bad = 1 } END { exit bad }'; then
-    echo "recipe_under_mpi: FAILED: 2 ranks differ from one process by more than 1e-5"
-    exit 1
-  fi
+  bash "$(dirname "$0")/../support/same_losses.sh" 1e-5 "$reference" "$mine" val_loss ||
+    { echo "recipe_under_mpi: FAILED: 2 ranks differ from one process"; exit 1; }
 fi
 
 # Rank 1's calls that write (open for writing, create, rename, remove), the working directory's annotation dropped

@@ -36,15 +36,17 @@ std::string read_text(const fs::path& p) {
     return ss.str();
 }
 
-std::vector<nlohmann::json> usage_lines(const fs::path& log) {
+// The log's lines that hold `key`.
+std::vector<nlohmann::json> lines_with(const fs::path& log, const std::string& key) {
     std::vector<nlohmann::json> lines;
     std::ifstream in(log);
     for (std::string line; std::getline(in, line);) {
         const auto j = nlohmann::json::parse(line);
-        if (j.contains("expert_counts")) lines.push_back(j);
+        if (j.contains(key)) lines.push_back(j);
     }
     return lines;
 }
+std::vector<nlohmann::json> usage_lines(const fs::path& log) { return lines_with(log, "expert_counts"); }
 
 using counts_t = std::vector<std::vector<std::int64_t>>;
 // Layer 0 unbalanced (usage 0.5, 1.5, 1, 1), layer 1 uniform; the second step mirrors layer 0.
@@ -112,6 +114,39 @@ BOOST_AUTO_TEST_CASE(a_dense_run_reports_no_usage) {
         logger.finish();
     }
     BOOST_TEST(read_text(dir.path / "report.md").find("expert usage") == std::string::npos);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// The run logger's samples after training (samples(-1, ...)) sit at the last step trained in log.jsonl, not at
+// step 0 (which reads as "before training"); a resumed run that trains no further step uses the resumed step.
+BOOST_AUTO_TEST_SUITE(run_logger_samples)
+
+BOOST_AUTO_TEST_CASE(samples_after_training_are_logged_at_the_last_step) {
+    temp_dir dir("samples");
+    {
+        tl::run_logger logger(dir.path, "run", 3, 0);
+        for (long long s = 1; s <= 3; ++s) {
+            tl::step_report r;
+            r.step = s, r.max_steps = 3, r.loss = 2.0;
+            logger.step(r);
+        }
+        logger.samples(2, {{"Жили-были", " дед"}});
+        logger.samples(-1, {{"Жили-были", " дед да баба"}});
+        logger.finish();
+    }
+    auto lines = lines_with(dir.path / "log.jsonl", "sample");
+    BOOST_REQUIRE(lines.size() == 2u);
+    BOOST_TEST(lines[0].at("step").get<long long>() == 2);
+    BOOST_TEST(lines[1].at("step").get<long long>() == 3);
+    {
+        tl::run_logger logger(dir.path, "run", 3, 3); // resumed after the last step: nothing left to train
+        logger.samples(-1, {{"Жили-были", " дед да баба"}});
+        logger.finish();
+    }
+    lines = lines_with(dir.path / "log.jsonl", "sample");
+    BOOST_REQUIRE(!lines.empty());
+    BOOST_TEST(lines.back().at("step").get<long long>() == 3);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

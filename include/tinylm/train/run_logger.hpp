@@ -33,7 +33,7 @@ public:
         : out_dir_(out_dir), report_(std::move(title)),
           log_(prepare_log(out_dir / "log.jsonl", first_step),
                first_step > 0 ? jsonl_mode::append : jsonl_mode::truncate),
-          board_(out_dir / "tensorboard"), bar_(max_steps, {.first_step = first_step}) {}
+          board_(out_dir / "tensorboard"), bar_(max_steps, {.first_step = first_step}), last_step_(first_step) {}
 
     template <class Trainer>
     void attach(Trainer& t) {
@@ -49,6 +49,7 @@ public:
         log_.write(r.step,
                    {{"loss", r.loss}, {"lr", r.lr}, {"grad_norm", r.grad_norm}, {"tokens_per_s", r.tokens_per_second}});
         report_.add_train_loss(r.step, r.loss);
+        last_step_ = std::max(last_step_, r.step);
         bar_.update({.step = r.step, .loss = r.loss, .lr = r.lr, .tokens_per_s = r.tokens_per_second});
     }
 
@@ -61,15 +62,17 @@ public:
         bar_.message(line);
     }
 
-    // Prompt and continuation pairs at a step (-1: after training).
+    // Prompt and continuation pairs at a step (-1: after training; the log and TensorBoard put them at the last
+    // step trained, not at step 0, which reads as "before training").
     void samples(long long s, const std::vector<std::pair<std::string, std::string>>& pairs) {
+        const long long at = s < 0 ? last_step_ : s;
         std::string markdown;
         for (const auto& [prompt, text] : pairs) {
             markdown += "**" + prompt + "**" + text + "\n\n";
             report_.add_sample(prompt, text, s);
-            log_.write(std::max(s, 0LL), {{"prompt", prompt}, {"sample", text}});
+            log_.write(at, {{"prompt", prompt}, {"sample", text}});
         }
-        board_.text("samples", markdown, std::max(s, 0LL));
+        board_.text("samples", markdown, at);
     }
 
     // Mixture of experts: counts[l][e] is the number of tokens expert e of layer l received in the step's last
@@ -190,6 +193,7 @@ private:
     jsonl_log log_;
     tensorboard_writer board_;
     progress_bar bar_;
+    long long last_step_; // the last step trained (or resumed from): where samples(-1) are logged
 };
 
 } // namespace tl
