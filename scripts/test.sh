@@ -11,7 +11,9 @@ build=${TINYLM_BUILD_DIR:-build}
 # TINYLM_PROGRAM_OPTIMIZATION (CI sets -O1): the examples' and the tinylm command's optimisation (CMakeLists.txt).
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DTINYLM_WERROR=ON \
   ${TINYLM_PROGRAM_OPTIMIZATION+"-DTINYLM_PROGRAM_OPTIMIZATION=$TINYLM_PROGRAM_OPTIMIZATION"}
+start=$SECONDS
 cmake --build "$build" -j "$(nproc)"
+echo "test.sh: the build took $((SECONDS - start)) s"
 # Two tests at a time: many wait on files, processes or a single thread; the MPI tests claim both slots
 # (PROCESSORS 2), and no test asserts a time.
 ctest --test-dir "$build" --output-on-failure -j "$(nproc)" -LE "slow|torch|cuda|fuzz" "$@"
