@@ -1,6 +1,7 @@
 // The kernels of tinylm::cuda on the GPU against their CPU drivers (tinylm/cuda/row_math.hpp), which
 // test_row_math checks against tinylm's ops and f64. Every case needs a CUDA device and is skipped without one
 // (the executable then exits with 77, which ctest reports as skipped). Label `cuda`; scripts/gpu-check.sh runs it.
+#include "../support/cuda_device.hpp"
 #include "../support/data.hpp"
 #include "../support/random.hpp"
 #include "../support/tiny_bert.hpp"
@@ -33,25 +34,7 @@ using tl::test::random_tensor;
 
 namespace {
 
-// (A member, so that GCC 12 does not warn that boost::function copies an empty functor "uninitialized".)
-struct device_precondition {
-    const char* needs = "a CUDA device";
-    boost::test_tools::assertion_result operator()(boost::unit_test::test_unit_id id) const {
-        const bool ok = gpu::device_count() > 0;
-        boost::test_tools::assertion_result r(ok);
-        if (!ok) {
-            ++tl_test::data_skips();
-            r.message() << "needs " << needs;
-            std::printf("SKIPPED %s: no CUDA device (cudaGetDeviceCount)\n",
-                        boost::unit_test::framework::get(id, boost::unit_test::TUT_ANY).full_name().c_str());
-            std::fflush(stdout);
-        }
-        return r;
-    }
-};
-boost::unit_test::decorator::collector_t& needs_device() {
-    return *boost::unit_test::precondition(device_precondition{});
-}
+using tl_test::needs_device;
 
 // Host vectors in and out of planned buffers of one device arena.
 struct device_buffers {

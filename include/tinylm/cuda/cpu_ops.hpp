@@ -138,7 +138,7 @@ struct cpu_ops {
         xent_backward_rows(logits, lse, targets, n, v, scale);
     }
     void sum_of_squares(double* total, double*, const float* x, long long n) { *total = gpu::sum_of_squares(x, n); }
-    void scale_elements(float* x, float scale, long long n) { gpu::scale_elements(x, scale, n); }
+    void scale_elements(float* x, float scale, long long n) { scale_in_place(x, scale, n); }
     void adamw_step(float* p, const float* g, float* m, float* v, long long n, const adamw_coeffs& c) {
         adamw_elements(p, g, m, v, n, c);
     }

@@ -405,7 +405,8 @@ inline double sum_of_squares(const float* x, long long n) {
         s += square(x[i]);
     return s;
 }
-inline void scale_elements(float* x, float scale, long long n) {
+// (Not scale_elements: device.hpp declares the kernel's launcher by that name, and cpu_ops may see both.)
+inline void scale_in_place(float* x, float scale, long long n) {
     for (long long i = 0; i < n; ++i)
         x[i] *= scale;
 }

@@ -1,0 +1,120 @@
+// gpu::decoder_step against Hugging Face transformers on the parity fixtures (tests/reference/fixtures, written by
+// tests/reference/make_fixtures.py in float64): the loss, every parameter gradient, and the parameters after one
+// AdamW step, as tests/model/test_hf_parity.cpp checks tl::decoder. The step's executor decides where it runs: the
+// CPU executor in the default test run (tests/cuda/test_device_parity.cpp), the GPU in the `cuda` label
+// (tests/cuda/test_device_parity_gpu.cpp), so "the whole model against transformers on the GPU" is one command.
+#pragma once
+
+#include <tinylm/core/error.hpp>
+#include <tinylm/cuda/decoder_plan.hpp>
+#include <tinylm/io/safetensors.hpp>
+#include <tinylm/optim/adamw.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace tl_test {
+
+// One fixture: its weights and its batch as decoder_step takes it (int32 ids, targets shifted as transformers
+// shifts its labels, the last position of each row ignored).
+struct parity_fixture {
+    tl::safetensors_reader file;
+    long long batch = 0, time = 0;
+    std::vector<std::int32_t> ids, targets;
+
+    static std::filesystem::path path(const std::string& name) {
+        if (const char* dir = std::getenv("TINYLM_FIXTURE_DIR"))
+            return std::filesystem::path(dir) / (name + ".safetensors");
+        return std::filesystem::path(TINYLM_SOURCE_DIR) / "tests" / "reference" / "fixtures" / (name + ".safetensors");
+    }
+    explicit parity_fixture(const std::string& name) : file(path(name)) {
+        tl::shape s;
+        const auto ids64 = file.read_all<std::int64_t>("input_ids", &s);
+        const auto labels64 = file.read_all<std::int64_t>("labels");
+        batch = s[0], time = s[1];
+        ids.resize(ids64.size()), targets.assign(ids64.size(), -100);
+        for (long long b = 0; b < batch; ++b)
+            for (long long t = 0; t < time; ++t) {
+                ids[std::size_t(b * time + t)] = std::int32_t(ids64[std::size_t(b * time + t)]);
+                if (t + 1 < time)
+                    targets[std::size_t(b * time + t)] = std::int32_t(labels64[std::size_t(b * time + t + 1)]);
+            }
+    }
+    // What plan_decoder_step needs besides the model: this batch, the head in chunks of 16 rows (several chunks).
+    tl::gpu::decoder_plan_options options(bool bf16) const {
+        tl::gpu::decoder_plan_options o;
+        o.batch = batch, o.time = time, o.logits_rows = 16, o.bf16_weights = bf16;
+        return o;
+    }
+    tl::adamw_options adamw() const {
+        const auto hp = nlohmann::json::parse(file.metadata().at("adamw"));
+        tl::adamw_options o;
+        o.lr = hp.at("lr"), o.beta1 = hp.at("beta1"), o.beta2 = hp.at("beta2"), o.eps = hp.at("eps");
+        o.weight_decay = hp.at("weight_decay");
+        return o;
+    }
+};
+
+struct device_parity_errors {
+    std::size_t fixture_parameters = 0, parameters_loaded = 0;
+    double loss = 0, expected_loss = 0;
+    double gradient = 0; // the worst tensor's largest difference, relative to its largest element
+    std::string gradient_name;
+    double adamw_lr = 0; // the worst difference after one AdamW step, in units of the learning rate
+    std::string adamw_name;
+};
+
+// The fixture's weights into `step` by name (write(destination in Ex's memory, host source, count)), its batch
+// forward and backward, then one AdamW step with the fixture's hyperparameters; read(host destination, source in
+// Ex's memory, count) brings gradients and parameters back.
+template <class Step, class Write, class Read>
+device_parity_errors device_parity(Step& step, const parity_fixture& f, Write write, Read read) {
+    device_parity_errors e;
+    for (const auto& [name, tensor] : f.file.tensors())
+        e.fixture_parameters += name.starts_with("param.");
+    for (const tl::gpu::parameter_slice& s : step.layout()) {
+        const auto w = f.file.read_all<float>("param." + s.name);
+        tl::check(w.size() == s.size(), "device_parity: the fixture's " + s.name + " has another size");
+        write(step.parameter(s.name), w.data(), w.size());
+        ++e.parameters_loaded;
+    }
+    step.parameters_changed();
+
+    step.zero_gradients();
+    e.loss = step.forward_backward(f.ids.data(), f.targets.data());
+    e.expected_loss = f.file.read_all<float>("loss")[0];
+    for (const tl::gpu::parameter_slice& s : step.layout()) {
+        std::vector<float> got(s.size());
+        read(got.data(), step.gradient(s.name), got.size());
+        const auto expected = f.file.read_all<float>("grad." + s.name);
+        double diff = 0, scale = 0;
+        for (std::size_t i = 0; i < got.size(); ++i) {
+            diff = std::max(diff, std::abs(double(got[i]) - double(expected[i])));
+            scale = std::max(scale, std::abs(double(expected[i])));
+        }
+        const double relative = scale > 0 ? diff / scale : diff;
+        if (relative >= e.gradient) e.gradient = relative, e.gradient_name = s.name;
+    }
+
+    const tl::adamw_options hp = f.adamw();
+    step.adamw_step(hp.lr, hp);
+    for (const tl::gpu::parameter_slice& s : step.layout()) {
+        std::vector<float> got(s.size());
+        read(got.data(), step.parameter(s.name), got.size());
+        const auto expected = f.file.read_all<float>("adamw." + s.name);
+        double diff = 0;
+        for (std::size_t i = 0; i < got.size(); ++i)
+            diff = std::max(diff, std::abs(double(got[i]) - double(expected[i])));
+        if (diff / hp.lr >= e.adamw_lr) e.adamw_lr = diff / hp.lr, e.adamw_name = s.name;
+    }
+    return e;
+}
+
+} // namespace tl_test
