@@ -21,7 +21,8 @@
 #   ldd (10)       every library of every program resolves: the bundle's, the system's or CUDA's (found on the
 #                  machine by scripts/gpu-env.sh: the loader's cache, /usr/local/cuda*, PyTorch's nvidia-* wheels;
 #                  the bundle's libstdc++/libgomp only when the system's are missing or too old)
-#   kernels (120)  test_cuda_kernels: every kernel and the whole step against the CPU; must PASS (exit 77 =
+#   kernels (120)  test_cuda_kernels: every kernel and the whole step against the CPU, the step against
+#                  transformers on the parity fixtures; must PASS (exit 77 =
 #                  skipped = no device visible = a failure here)
 #   math (20)      test_cuda_math (CPU: the kernels' arithmetic and the arena plans)
 #   agree (40)     bench_train --device cuda against --device cpu on config a (1 x 256 tokens, f32, same weights
@@ -145,7 +146,9 @@ build_programs() {
 
 kernels() {
   local rc
-  "$(bin test_cuda_kernels)" --log_level=test_suite --report_level=short
+  # The parity fixtures from this tree: the programs were built elsewhere, and TINYLM_SOURCE_DIR names that folder.
+  TINYLM_FIXTURE_DIR=${TINYLM_FIXTURE_DIR:-$PWD/tests/reference/fixtures} "$(bin test_cuda_kernels)" \
+    --log_level=test_suite --report_level=short
   rc=$?
   [ "$rc" -eq 77 ] && echo "gpu-check: test_cuda_kernels was SKIPPED: no CUDA device visible to this process"
   return "$rc"
