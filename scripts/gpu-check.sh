@@ -146,9 +146,7 @@ build_programs() {
 
 kernels() {
   local rc
-  # The parity fixtures from this tree: the programs were built elsewhere, and TINYLM_SOURCE_DIR names that folder.
-  TINYLM_FIXTURE_DIR=${TINYLM_FIXTURE_DIR:-$PWD/tests/reference/fixtures} "$(bin test_cuda_kernels)" \
-    --log_level=test_suite --report_level=short
+  "$(bin test_cuda_kernels)" --log_level=test_suite --report_level=short
   rc=$?
   [ "$rc" -eq 77 ] && echo "gpu-check: test_cuda_kernels was SKIPPED: no CUDA device visible to this process"
   return "$rc"
@@ -225,6 +223,9 @@ else
   [[ $wanted == *" build "* ]] && skip build "the bundle .gpu/ is here (built $built)"
 fi
 setup_libraries
+# The tests' parity fixtures from this tree (kernels, math): the programs were built in another folder, which their
+# TINYLM_SOURCE_DIR names.
+export TINYLM_FIXTURE_DIR=${TINYLM_FIXTURE_DIR:-$PWD/tests/reference/fixtures}
 programs=()
 for p in test_cuda_kernels test_cuda_math bench_train 04_russian_novels; do
   exe=$(bin "$p")
