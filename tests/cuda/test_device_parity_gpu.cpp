@@ -27,7 +27,8 @@ const named_config dense_fixtures[] = {{"llama_gqa", tl::test::llama_gqa::value}
                                        {"llama_mha", tl::test::llama_mha::value},
                                        {"mistral_window", tl::test::mistral_window::value},
                                        {"qwen2_tied", tl::test::qwen2_tied::value},
-                                       {"ministral_layers", tl::test::ministral_layers::value}};
+                                       {"ministral_layers", tl::test::ministral_layers::value},
+                                       {"llama_gqa_lora", tl::test::llama_gqa::value}}; // peft's LoRA, r 4, 7 targets
 
 } // namespace
 

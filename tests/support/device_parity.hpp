@@ -18,12 +18,14 @@
 #include <cstdlib>
 #include <filesystem>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace tl_test {
 
 // One fixture: its weights and its batch as decoder_step takes it (int32 ids, targets shifted as transformers
-// shifts its labels, the last position of each row ignored).
+// shifts its labels, the last position of each row ignored). A LoRA fixture (llama_gqa_lora: peft's adapter on a
+// base) holds the adapter as "lora." + peft's names, its gradients and AdamW step on the adapter only.
 struct parity_fixture {
     tl::safetensors_reader file;
     long long batch = 0, time = 0;
@@ -47,12 +49,27 @@ struct parity_fixture {
                     targets[std::size_t(b * time + t)] = std::int32_t(labels64[std::size_t(b * time + t + 1)]);
             }
     }
-    // What plan_decoder_step needs besides the model: this batch, the head in chunks of 16 rows (several chunks).
+    // What plan_decoder_step needs besides the model: this batch, the head in chunks of 16 rows (several chunks),
+    // and a LoRA fixture's adapter (peft's r, lora_alpha, target_modules).
     tl::gpu::decoder_plan_options options(bool bf16) const {
         tl::gpu::decoder_plan_options o;
         o.batch = batch, o.time = time, o.logits_rows = 16, o.bf16_weights = bf16;
+        if (lora()) {
+            const auto l = nlohmann::json::parse(file.metadata().at("lora"));
+            o.lora.rank = l.at("r"), o.lora.alpha = l.at("lora_alpha"), o.lora.dropout = l.at("lora_dropout");
+            const std::pair<const char*, tl::lora_target> modules[] = {
+                {"q_proj", tl::lora_q},      {"k_proj", tl::lora_k},       {"v_proj", tl::lora_v},
+                {"o_proj", tl::lora_o},      {"gate_proj", tl::lora_gate}, {"up_proj", tl::lora_up},
+                {"down_proj", tl::lora_down}};
+            for (const std::string target : l.at("target_modules"))
+                for (const auto& [module, bit] : modules)
+                    if (target == module) o.lora.targets |= std::uint32_t(bit);
+        }
         return o;
     }
+    bool lora() const { return file.metadata().contains("lora"); }
+    // The fixture's name of a trainable tensor: the decoder's, or peft's for an adapter's.
+    std::string trainable(const std::string& name) const { return lora() ? "base_model.model." + name : name; }
     tl::adamw_options adamw() const {
         const auto hp = nlohmann::json::parse(file.metadata().at("adamw"));
         tl::adamw_options o;
@@ -78,22 +95,26 @@ template <class Step, class Write, class Read>
 device_parity_errors device_parity(Step& step, const parity_fixture& f, Write write, Read read) {
     device_parity_errors e;
     for (const auto& [name, tensor] : f.file.tensors())
-        e.fixture_parameters += name.starts_with("param.");
-    for (const tl::gpu::parameter_slice& s : step.layout()) {
-        const auto w = f.file.read_all<float>("param." + s.name);
-        tl::check(w.size() == s.size(), "device_parity: the fixture's " + s.name + " has another size");
-        write(step.parameter(s.name), w.data(), w.size());
-        ++e.parameters_loaded;
-    }
+        e.fixture_parameters += name.starts_with("param.") || name.starts_with("lora.");
+    const auto load = [&](const std::vector<tl::gpu::parameter_slice>& layout, const std::string& prefix) {
+        for (const tl::gpu::parameter_slice& s : layout) {
+            const auto w = f.file.read_all<float>(prefix + s.name);
+            tl::check(w.size() == s.size(), "device_parity: the fixture's " + s.name + " has another size");
+            write(step.parameter(s.name), w.data(), w.size());
+            ++e.parameters_loaded;
+        }
+    };
+    load(step.layout(), "param.");
+    load(step.adapter_layout(), "lora.base_model.model.");
     step.parameters_changed();
 
     step.zero_gradients();
     e.loss = step.forward_backward(f.ids.data(), f.targets.data());
     e.expected_loss = f.file.read_all<float>("loss")[0];
-    for (const tl::gpu::parameter_slice& s : step.layout()) {
+    for (const tl::gpu::parameter_slice& s : step.trainable_layout()) {
         std::vector<float> got(s.size());
         read(got.data(), step.gradient(s.name), got.size());
-        const auto expected = f.file.read_all<float>("grad." + s.name);
+        const auto expected = f.file.read_all<float>("grad." + f.trainable(s.name));
         double diff = 0, scale = 0;
         for (std::size_t i = 0; i < got.size(); ++i) {
             diff = std::max(diff, std::abs(double(got[i]) - double(expected[i])));
@@ -105,10 +126,10 @@ device_parity_errors device_parity(Step& step, const parity_fixture& f, Write wr
 
     const tl::adamw_options hp = f.adamw();
     step.adamw_step(hp.lr, hp);
-    for (const tl::gpu::parameter_slice& s : step.layout()) {
+    for (const tl::gpu::parameter_slice& s : step.trainable_layout()) {
         std::vector<float> got(s.size());
         read(got.data(), step.parameter(s.name), got.size());
-        const auto expected = f.file.read_all<float>("adamw." + s.name);
+        const auto expected = f.file.read_all<float>("adamw." + f.trainable(s.name));
         double diff = 0;
         for (std::size_t i = 0; i < got.size(); ++i)
             diff = std::max(diff, std::abs(double(got[i]) - double(expected[i])));
