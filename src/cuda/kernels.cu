@@ -8,6 +8,7 @@
 #include "reduce.cuh"
 
 #include <tinylm/cuda/device.hpp>
+#include <tinylm/cuda/dropout_row.hpp>
 #include <tinylm/cuda/nf4_row.hpp>
 #include <tinylm/cuda/row_math.hpp>
 
@@ -518,6 +519,32 @@ void adamw_step(float* p, const float* g, float* m, float* v, long long n, const
     if (n == 0) return;
     adamw_kernel<<<grid_for(n), block, 0, detail::as_stream(stream)>>>(p, g, m, v, n, c);
     detail::launch_check("adamw_step");
+}
+
+// ---- LoRA dropout: the masks of dropout_row.hpp, one element per thread (grid-stride) ----
+namespace {
+
+__global__ void dropout_forward_kernel(float* out, const float* x, long long n, dropout_mask m) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+        out[i] = dropout_value(m, x[i], i);
+}
+__global__ void dropout_backward_kernel(float* dx, const float* g, long long n, dropout_mask m) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+        dx[i] = dropout_gradient_add(m, dx[i], g[i], i);
+}
+
+} // namespace
+
+void dropout_forward(float* out, const float* x, long long n, const dropout_mask& m, void* stream) {
+    if (n == 0) return;
+    dropout_forward_kernel<<<grid_for(n), block, 0, detail::as_stream(stream)>>>(out, x, n, m);
+    detail::launch_check("dropout_forward");
+}
+
+void dropout_backward(float* dx, const float* g, long long n, const dropout_mask& m, void* stream) {
+    if (n == 0) return;
+    dropout_backward_kernel<<<grid_for(n), block, 0, detail::as_stream(stream)>>>(dx, g, n, m);
+    detail::launch_check("dropout_backward");
 }
 
 } // namespace tl::gpu

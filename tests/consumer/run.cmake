@@ -1,11 +1,17 @@
 # Installs tinylm into a scratch prefix, then configures, builds and runs tests/consumer against it.
+# WITH_CUDA=ON (the package has tinylm::cuda): consumer_cuda links it and runs (0 devices is fine), and the consumer
+# is configured once more with the CUDA toolkit hidden, where tinylm::tinylm must still be found (configure only).
 file(REMOVE_RECURSE ${WORK_DIR})
 execute_process(COMMAND ${CMAKE_COMMAND} --install ${BUILD_DIR} --prefix ${WORK_DIR}/prefix RESULT_VARIABLE rc)
 if(rc)
   message(FATAL_ERROR "install failed")
 endif()
+if(NOT DEFINED WITH_CUDA)
+  set(WITH_CUDA OFF)
+endif()
 execute_process(COMMAND ${CMAKE_COMMAND} -S ${SOURCE_DIR}/tests/consumer -B ${WORK_DIR}/build
-                        -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix -DCMAKE_BUILD_TYPE=Release RESULT_VARIABLE rc)
+                        -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix -DCMAKE_BUILD_TYPE=Release
+                        -DTINYLM_CONSUMER_CUDA=${WITH_CUDA} RESULT_VARIABLE rc)
 if(rc)
   message(FATAL_ERROR "configuring the consumer project failed")
 endif()
@@ -17,4 +23,18 @@ execute_process(COMMAND ${WORK_DIR}/build/consumer RESULT_VARIABLE rc OUTPUT_VAR
 message(STATUS "${out}")
 if(rc OR NOT out MATCHES "loss")
   message(FATAL_ERROR "the consumer program failed")
+endif()
+if(WITH_CUDA)
+  execute_process(COMMAND ${WORK_DIR}/build/consumer_cuda RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  message(STATUS "${out}${err}")
+  if(rc OR NOT out MATCHES "CUDA device")
+    message(FATAL_ERROR "the consumer_cuda program failed")
+  endif()
+  execute_process(COMMAND ${CMAKE_COMMAND} -S ${SOURCE_DIR}/tests/consumer -B ${WORK_DIR}/build_nocuda
+                          -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix -DCMAKE_DISABLE_FIND_PACKAGE_CUDAToolkit=ON
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(rc OR NOT out MATCHES "consumer: no tinylm::cuda")
+    message(FATAL_ERROR "without the CUDA toolkit the consumer should still find tinylm::tinylm:\n${out}${err}")
+  endif()
+  message(STATUS "without the CUDA toolkit: tinylm::tinylm found, no tinylm::cuda")
 endif()

@@ -177,14 +177,24 @@ BOOST_AUTO_TEST_CASE(decoder_step_plan_refuses_what_the_kernels_lack) {
     BOOST_CHECK_NO_THROW(gpu::plan_decoder_step(c, o));
     c.dense_bias = true;
     BOOST_CHECK_THROW(gpu::plan_decoder_step(c, o), tl::error);
-    o.lora = {.rank = 4, .alpha = 8, .dropout = 0.1f, .targets = lora_all};
+    o.lora = {.rank = 4, .alpha = 8, .dropout = 1.0f, .targets = lora_all};
     BOOST_CHECK_EXCEPTION(gpu::plan_decoder_step(presets::tiny::value, o), tl::error, [](const tl::error& e) {
-        return std::string(e.what()).find("LoRA dropout") != std::string::npos;
+        return std::string(e.what()).find("LoRA dropout must be in [0, 1)") != std::string::npos;
     });
-    o.lora.dropout = 0;
+    // Dropout: one projection's dropped input at the widest targeted input (d_ff: down), f32 and a bf16 copy.
+    o.lora.dropout = 0.1f;
+    const gpu::arena_plan dropping = gpu::plan_decoder_step(presets::tiny::value, o);
+    const std::size_t widest = std::size_t(o.batch * o.time * presets::tiny::value.d_ff);
+    BOOST_TEST(dropping.at("scratch.lora.x").bytes == 4 * widest);
+    BOOST_TEST(dropping.at("scratch.bf16.lora_x").bytes == 2 * widest);
+    o.lora.targets = lora_q | lora_v; // inputs of width d_model only
+    BOOST_TEST(gpu::plan_decoder_step(presets::tiny::value, o).at("scratch.lora.x").bytes ==
+               4 * std::size_t(o.batch * o.time * presets::tiny::value.d_model));
+    o.lora.targets = lora_all, o.lora.dropout = 0;
     const gpu::arena_plan lora = gpu::plan_decoder_step(presets::tiny::value, o);
     BOOST_TEST(lora.at("gradients").bytes == lora.at("adapter").bytes); // the adapter trains, not the base
     BOOST_TEST(lora.at("layer.1.lora.down").bytes == 4 * std::size_t(o.batch * o.time) * 4);
+    BOOST_CHECK_THROW(lora.at("scratch.lora.x"), tl::error); // nothing for dropout without it
     o.lora = {};
     o.batch = 0;
     BOOST_CHECK_EXCEPTION(gpu::plan_decoder_step(presets::tiny::value, o), tl::error, [](const tl::error& e) {

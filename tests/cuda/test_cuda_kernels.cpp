@@ -861,6 +861,70 @@ BOOST_AUTO_TEST_CASE(lora_step_matches_the_cpu_executor, needs_device()) {
         }
 }
 
+// LoRA dropout's kernels (dropout_row.hpp) against the CPU drivers, bit for bit: the mask of a projection's input
+// with a row offset (a data-parallel rank's rows), forward (the kept elements scaled, the others 0) and backward
+// (the scaled gradient added where kept), at p = 0.1 and 0.5.
+BOOST_AUTO_TEST_CASE(lora_dropout_is_the_cpu_bit_for_bit, needs_device()) {
+    for (const float p : {0.1f, 0.5f}) {
+        const long long n = 3 * 40 * 176 + 5; // not a multiple of the block
+        const gpu::dropout_mask m =
+            gpu::make_dropout_mask(0x5eed, gpu::lora_dropout_stream(4, 2, 1, 6, 7), p, 80 * 176);
+        const std::vector<float> x = random_tensor<float>({index_t(n)}, 71).data;
+        const std::vector<float> g = random_tensor<float>({index_t(n)}, 72).data;
+        const std::vector<float> dx0 = random_tensor<float>({index_t(n)}, 73).data;
+        std::vector<float> out(x.size()), dx = dx0;
+        gpu::dropout_rows(out.data(), x.data(), n, m);
+        gpu::dropout_backward_rows(dx.data(), g.data(), n, m);
+        device_run r;
+        const int ix = r.input(x), ig = r.input(g), idx = r.input(dx0), iout = r.output<float>(x.size());
+        r.allocate();
+        gpu::dropout_forward(r.at<float>(iout), r.at<float>(ix), n, m);
+        gpu::dropout_backward(r.at<float>(idx), r.at<float>(ig), n, m);
+        BOOST_TEST(same_bits(r.get<float>(iout), out), "forward, p " << p);
+        BOOST_TEST(same_bits(r.get<float>(idx), dx), "backward, p " << p);
+    }
+}
+
+// The LoRA step with dropout 0.1 on the GPU against the CPU executor (which test_lora checks against tl::decoder's
+// masks and gradients): two consecutive steps (new masks each, the count advancing alike), the loss and every adapter
+// gradient as in lora_step_matches_the_cpu_executor, f32 and bf16 products.
+BOOST_AUTO_TEST_CASE(lora_dropout_step_matches_the_cpu_executor, needs_device()) {
+    for (const bool bf16 : {false, true}) {
+        BOOST_TEST_CONTEXT((bf16 ? "bf16 products" : "f32 products")) {
+            gpu::decoder_plan_options o;
+            o.batch = 3, o.time = 40, o.logits_rows = 50, o.bf16_weights = bf16;
+            o.lora = {.rank = 4, .alpha = 8, .dropout = 0.1f, .targets = lora_all};
+            const step_inputs in(o);
+            const gpu::arena_plan plan = gpu::plan_decoder_step(in.c, o);
+            std::vector<std::byte> host(plan.bytes());
+            gpu::cpu_ops cpu;
+            gpu::decoder_step<gpu::cpu_ops> cpu_step(in.c, o, plan, host.data(), cpu);
+            load_inputs(cpu_step, in, o, [](float* to, const float* from, std::size_t n) { std::copy_n(from, n, to); });
+            gpu_step g(in, o);
+            const double bound = bf16 ? 10 : 1;
+            for (int k = 0; k < 2; ++k) {
+                const double cpu_loss = [&] {
+                    cpu_step.zero_gradients();
+                    return cpu_step.forward_backward(in.ids.data(), in.targets.data(), in.docs.data());
+                }();
+                const double gpu_loss = g.run(in);
+                BOOST_TEST(g.step.dropout_calls() == cpu_step.dropout_calls());
+                BOOST_TEST(std::abs(gpu_loss - cpu_loss) < bound * 1e-5 * cpu_loss, "step " << k);
+                const std::vector<float> grads = g.download("gradients");
+                const float* cpu_grads = reinterpret_cast<const float*>(host.data() + plan.at("gradients").offset);
+                for (const gpu::parameter_slice& s : gpu::adapter_layout(in.c, o.lora)) {
+                    double err = 0, scale = 0;
+                    for (std::size_t i = s.offset; i < s.offset + s.size(); ++i) {
+                        err = std::max(err, std::abs(double(grads[i]) - double(cpu_grads[i])));
+                        scale = std::max(scale, std::abs(double(cpu_grads[i])));
+                    }
+                    BOOST_TEST(err <= bound * 1e-4 * scale, "step " << k << ", " << s.name << ": " << err);
+                }
+            }
+        }
+    }
+}
+
 // Gradient checkpointing on the GPU: each layer's forward recomputed in the backward gives the loss and the
 // gradients bit for bit as without (the same kernels and products on the same inputs), for both attention paths
 // in bf16 and by rows in f32.

@@ -9,6 +9,7 @@
 #include <tinylm/cuda/attention_products.hpp>
 #include <tinylm/cuda/attention_row.hpp>
 #include <tinylm/cuda/cpu_ops.hpp>
+#include <tinylm/cuda/dropout_row.hpp>
 #include <tinylm/cuda/nf4_row.hpp>
 #include <tinylm/cuda/row_math.hpp>
 #include <tinylm/ops/activation.hpp>
@@ -467,6 +468,36 @@ BOOST_AUTO_TEST_CASE(embedding_sum_is_word_plus_position_plus_type) {
         }
     BOOST_TEST(off == 0);
     BOOST_TEST(off_plain == 0);
+}
+
+// LoRA dropout's masks (dropout_row.hpp) against model/projection.hpp's rule, keep element i when
+// double(counter_rng(seed, stream).at(row0 * in + i) >> 11) * 2^-53 >= p: the integer threshold sits exactly at p
+// (the largest dropped value just below it), the masks agree element for element at several p (with a row offset),
+// the kept elements are x / (1 - p) and the backward adds g / (1 - p) there only.
+BOOST_AUTO_TEST_CASE(lora_dropout_masks_are_the_projections) {
+    for (const float p : {0.1f, 0.25f, 0.5f, 1e-12f, 0.999f}) {
+        const gpu::dropout_mask m = gpu::make_dropout_mask(77, gpu::lora_dropout_stream(3, 2, 1, 5, 7), p, 9 * 40);
+        BOOST_TEST(double(m.threshold) * 0x1.0p-53 >= double(p), p);
+        BOOST_TEST(double(m.threshold - 1) * 0x1.0p-53 < double(p), p);
+        const counter_rng rng(77, (3 * 2 + 1) * 7 + 5);
+        const long long n = 20000;
+        const auto x = random_tensor<float>({index_t(n)}, 61), g = random_tensor<float>({index_t(n)}, 62);
+        std::vector<float> out(static_cast<std::size_t>(n)), dx(out.size(), 0.5f);
+        gpu::dropout_rows(out.data(), x.data.data(), n, m);
+        gpu::dropout_backward_rows(dx.data(), g.data.data(), n, m);
+        const float scale = float(1.0 / (1.0 - double(p)));
+        long long off = 0, kept = 0;
+        for (long long i = 0; i < n; ++i) {
+            const std::size_t at = std::size_t(i);
+            const bool keep = double(rng.at(std::uint64_t(9 * 40 + i)) >> 11) * 0x1.0p-53 >= double(p);
+            kept += keep;
+            off += gpu::dropout_keeps(m, i) != keep;
+            off += out[at] != (keep ? x.data[at] * scale : 0.0f);
+            off += dx[at] != (keep ? 0.5f + g.data[at] * scale : 0.5f);
+        }
+        BOOST_TEST(off == 0, p);
+        BOOST_TEST(std::abs(double(kept) / double(n) - (1.0 - double(p))) < 0.02, p); // 20000 draws: sd < 0.004
+    }
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -246,6 +246,80 @@ BOOST_AUTO_TEST_CASE(cuda_decoder_step_on_the_cpu_matches_peft) {
     }
 }
 
+// LoRA dropout in the GPU's training step on the CPU executor: decoder_step draws tl::decoder's masks (the same seed,
+// training-forward count, layer, projection and element; cuda/dropout_row.hpp), forward and backward. Against
+// tl::decoder with the same adapter (dropout 0.25, all seven projections, B random) over two consecutive steps (the
+// second draws new masks: the count advanced alike on both sides): the loss within 1e-5 and every LoRA gradient
+// within 1e-4 of its tensor's scale; validation (loss()) drops nothing and does not count, as eval_loss; a fresh
+// step given the count after one step (a resumed run) gives the second step's gradients bit for bit; with gradient
+// checkpointing the same bits (the recomputed forward draws the same masks).
+BOOST_AUTO_TEST_CASE(cuda_decoder_step_on_the_cpu_matches_lora_dropout) {
+    decoder<test::llama_gqa, reference_cpu, lora_r4_dropout> model(7);
+    randomise_lora(model, 11);
+    const batch b = random_batch(2, 9, 5);
+    gpu::decoder_plan_options o;
+    o.batch = 2, o.time = 9, o.logits_rows = 7, o.bf16_weights = false, o.lora = lora_r4_dropout::value;
+    struct cpu_step {
+        gpu::arena_plan plan;
+        std::vector<std::byte> memory;
+        gpu::cpu_ops ex;
+        gpu::decoder_step<gpu::cpu_ops> step; // last: it keeps references to the members above
+        cpu_step(const gpu::decoder_plan_options& options, const std::vector<parameter_entry>& weights,
+                 std::uint64_t seed, std::uint64_t calls)
+            : plan(gpu::plan_decoder_step(test::llama_gqa::value, options)), memory(plan.bytes()),
+              step(test::llama_gqa::value, options, plan, memory.data(), ex) {
+            for (const parameter_entry& e : weights)
+                std::copy_n(e.value.data, e.value.numel(), step.parameter(e.name));
+            step.parameters_changed();
+            step.set_dropout_seed(seed);
+            step.set_dropout_calls(calls);
+        }
+        std::vector<float> gradients(const batch& b) {
+            step.zero_gradients();
+            step.forward_backward(b.ids.data.data(), b.targets.data.data());
+            const float* g = reinterpret_cast<const float*>(memory.data() + plan.at("gradients").offset);
+            return {g, g + plan.at("gradients").bytes / sizeof(float)};
+        }
+    };
+    cpu_step s(o, model.parameter_entries(), model.dropout_seed(), model.dropout_calls());
+    const std::uint64_t calls0 = model.dropout_calls();
+    std::vector<float> second; // the gradients of the second step
+    for (int k = 0; k < 2; ++k) {
+        model.zero_grad();
+        s.step.zero_gradients();
+        const double expected = model.loss(b.ids, b.targets);
+        model.backward();
+        const double loss = s.step.forward_backward(b.ids.data.data(), b.targets.data.data());
+        BOOST_TEST(s.step.dropout_calls() == model.dropout_calls());
+        BOOST_TEST(std::abs(loss - expected) <= 1e-5 * expected, "step " << k << ": " << loss << " vs " << expected);
+        double worst = 0;
+        for (const parameter_entry& e : model.trainable_entries()) {
+            const float* g = s.step.gradient(e.name);
+            const double err =
+                rel_error(std::vector<float>(g, g + e.grad.numel()), std::vector<float>(e.grad.begin(), e.grad.end()));
+            BOOST_TEST(err <= 1e-4, "step " << k << ": " << e.name << ": " << err);
+            worst = std::max(worst, err);
+        }
+        BOOST_TEST_MESSAGE("decoder_step with LoRA dropout 0.25, step " << k << ": loss " << loss << " vs " << expected
+                                                                        << ", worst LoRA gradient " << worst);
+        if (k == 1) {
+            const float* g = reinterpret_cast<const float*>(s.memory.data() + s.plan.at("gradients").offset);
+            second.assign(g, g + s.plan.at("gradients").bytes / sizeof(float));
+        }
+    }
+    BOOST_TEST(model.dropout_calls() == calls0 + 2);
+    // Validation: no dropout, no count.
+    const double validation = s.step.loss(b.ids.data.data(), b.targets.data.data());
+    BOOST_TEST(std::abs(validation - model.eval_loss(b.ids, b.targets)) <= 1e-5 * validation);
+    BOOST_TEST(s.step.dropout_calls() == calls0 + 2);
+    // Resumed after one step (the count restored), and with gradient checkpointing: the second step's bits.
+    cpu_step resumed(o, model.parameter_entries(), model.dropout_seed(), calls0 + 1);
+    BOOST_TEST((resumed.gradients(b) == second));
+    o.checkpointing = true;
+    cpu_step checkpointed(o, model.parameter_entries(), model.dropout_seed(), calls0 + 1);
+    BOOST_TEST((checkpointed.gradients(b) == second));
+}
+
 // Central differences of the loss along a random direction of all LoRA tensors, with dropout: the masks are
 // pinned by resetting the dropout counter before each forward.
 BOOST_AUTO_TEST_CASE(finite_differences_with_dropout) {

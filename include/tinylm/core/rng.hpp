@@ -3,8 +3,11 @@
 // Value i of stream (seed, stream) is a pure function hash(seed, stream, i): no hidden state beyond the
 // counter, so any element can be regenerated independently (parallel init, resume after a checkpoint gives
 // the same numbers). The mixer is SplitMix64's finaliser applied twice over the packed triple; it passes
-// the statistical needs of initialisation, dropout and sampling (it is not a cryptographic generator).
+// the statistical needs of initialisation, dropout and sampling (it is not a cryptographic generator). mix64 and
+// the value function are in core/counter_hash.hpp, host and device code alike.
 #pragma once
+
+#include <tinylm/core/counter_hash.hpp>
 
 #include <cmath>
 #include <cstdint>
@@ -12,20 +15,12 @@
 
 namespace tl {
 
-constexpr std::uint64_t mix64(std::uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 class counter_rng {
 public:
     constexpr counter_rng(std::uint64_t seed = 0, std::uint64_t stream = 0) : seed_(seed), stream_(stream) {}
 
     // The value at an explicit position; does not move the counter.
-    constexpr std::uint64_t at(std::uint64_t i) const {
-        return mix64(mix64(seed_ ^ mix64(stream_ + 0x9e3779b97f4a7c15ull)) + i * 0x9e3779b97f4a7c15ull);
-    }
+    constexpr std::uint64_t at(std::uint64_t i) const { return counter_hash(seed_, stream_, i); }
     constexpr std::uint64_t next_u64() { return at(counter_++); }
     // Uniform in [0, 1) with 53 random bits.
     constexpr double uniform() { return double(next_u64() >> 11) * 0x1.0p-53; }

@@ -7,6 +7,7 @@
 #include <tinylm/backend/reference.hpp>
 #include <tinylm/cuda/attention_row.hpp>
 #include <tinylm/cuda/blas.hpp>
+#include <tinylm/cuda/dropout_row.hpp>
 #include <tinylm/cuda/nf4_row.hpp>
 #include <tinylm/cuda/row_math.hpp>
 
@@ -141,6 +142,11 @@ struct cpu_ops {
     void scale_elements(float* x, float scale, long long n) { scale_in_place(x, scale, n); }
     void adamw_step(float* p, const float* g, float* m, float* v, long long n, const adamw_coeffs& c) {
         adamw_elements(p, g, m, v, n, c);
+    }
+    // LoRA dropout (dropout_row.hpp)
+    void dropout_forward(float* out, const float* x, long long n, const dropout_mask& m) { dropout_rows(out, x, n, m); }
+    void dropout_backward(float* dx, const float* g, long long n, const dropout_mask& m) {
+        dropout_backward_rows(dx, g, n, m);
     }
 
 private:

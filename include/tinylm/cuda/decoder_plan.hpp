@@ -2,8 +2,8 @@
 // (arena_plan.hpp) from its model_config and the batch shape, before anything is allocated.
 //
 // For the Llama- and Qwen2-shaped decoders the GPU kernels cover so far: pre-norm RMSNorm, SwiGLU, RoPE, biases on
-// q, k and v only, tied or untied heads, no experts; full training or LoRA without dropout (others are refused,
-// naming the field). Without gradient checkpointing every layer keeps
+// q, k and v only, tied or untied heads, no experts; full training or LoRA (others are refused, naming the
+// field). Without gradient checkpointing every layer keeps
 // what its backward reads; the gradients of activations live in one set of scratch buffers that the layers
 // share, because the backward visits one layer at a time. N = batch * time tokens, d = d_model, q = q_width,
 // kv = kv_width, f = d_ff, H = n_heads, V = vocab_size, P = parameter_count(config):
@@ -12,6 +12,9 @@
 //                 With LoRA (A elements of adapter_layout): adapter 4 A, and gradients, adam.m, adam.v 4 A each
 //                 instead of 4 P (the base is frozen); adapter.bf16 2 A and scratch.bf16.lora 2 N r (bf16);
 //                 scratch.lora.t 4 N r; per layer and targeted projection p, layer.l.lora.p (x A^T, N r f32).
+//                 LoRA dropout (p > 0): scratch.lora.x, 4 N w (w: the widest input of a targeted projection), the
+//                 dropped input of one projection (and then its input gradient before the mask); with bf16
+//                 products scratch.bf16.lora_x 2 N w, its operand.
 //                 QLoRA: parameters (and parameters.bf16) without the projection weights, which are in
 //                 nf4.codes, nf4.qabsmax, nf4.absmax2 (nf4_layout; about 0.52 byte per weight) and dequantised
 //                 one at a time into scratch.nf4 (the widest projection, bf16 or f32 as the products)
@@ -175,8 +178,8 @@ struct decoder_plan_options {
     long long attention_sequences = 0; // sequences per chunk of attention scores (products); 0: the whole batch
     // LoRA (rank > 0): the base is frozen (no gradients, no moments) and the adapter trains: gradients and AdamW's
     // moments cover the adapter's block. quantized_base (QLoRA): the projection weights in NF4 (nf4_layout),
-    // dequantised into one scratch weight right before each product. Dropout and trainable embeddings are refused
-    // for now.
+    // dequantised into one scratch weight right before each product. Dropout: tl::decoder's masks (dropout_row.hpp),
+    // drawn again in the backward. Trainable embeddings are refused for now.
     lora_config lora{};
     // Gradient checkpointing: keep each layer's input only and recompute the layer's forward in the backward (the
     // same kernels on the same inputs: bit-identical gradients), one layer's activations instead of all.
@@ -223,7 +226,7 @@ inline arena_plan plan_decoder_step(const model_config& c, const decoder_plan_op
     refuse(c.positions == position_kind::rope, "positions must be rotary");
     refuse(!c.dense_bias, "biases on the output and MLP projections are not supported (q, k, v biases are)");
     refuse(o.lora.rank == 0 || (o.lora.alpha > 0 && o.lora.targets != 0), "LoRA needs alpha > 0 and a target");
-    refuse(o.lora.dropout == 0, "LoRA dropout is not supported on the GPU yet (set dropout 0)");
+    refuse(o.lora.dropout >= 0 && o.lora.dropout < 1, "LoRA dropout must be in [0, 1)");
     refuse(!o.lora.trainable_embeddings, "LoRA with trainable embeddings is not supported on the GPU yet");
     refuse(c.moe.n_experts == 0, "mixtures of experts are not supported");
     check(o.batch > 0 && o.time > 0 && o.logits_rows > 0 && o.attention_sequences >= 0, [&] {
@@ -329,6 +332,13 @@ inline arena_plan plan_decoder_step(const model_config& c, const decoder_plan_op
                 plan.add_array<float>(std::string("work.lora.") + lora_names[t], n * r);
     }
     if (r > 0) plan.add_array<float>("scratch.lora.t", n * r);
+    if (r > 0 && o.lora.dropout > 0) { // one projection's dropped input at a time
+        std::size_t widest = 0;
+        for (int t = 0; t < lora_target_count; ++t)
+            if ((o.lora.targets >> t) & 1u) widest = std::max(widest, projection_shape(c, proj(t)).in);
+        plan.add_array<float>("scratch.lora.x", n * widest);
+        if (o.bf16_weights) plan.add_array<std::uint16_t>("scratch.bf16.lora_x", n * widest);
+    }
     plan.add_array<float>("final.x", n * d);
     plan.add_array<float>("final.normed", n * d);
     plan.add_array<float>("final.rstd", n);

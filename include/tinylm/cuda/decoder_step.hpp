@@ -27,6 +27,9 @@
 // Biases (q, k, v: Qwen2) are added after their products and their gradients are column sums. LoRA
 // (decoder_plan_options::lora): each targeted projection adds scale (x A^T) B^T, with x A^T kept for the backward;
 // the base is frozen (no dW, no norm or embedding gradients), the adapter block ("adapter", peft's names) trains.
+// LoRA dropout (lora.dropout > 0): in a training step (forward_backward, not loss()) each adapter reads dropout(x),
+// tl::decoder's masks bit for bit (dropout_row.hpp: the same seed, training-forward count, layer, projection and
+// element), drawn into scratch.lora.x and drawn again in the backward for dA and the masked input gradient.
 //
 // After the step, the optimizer over the flat blocks: the global gradient norm and clipping (optim/clip.hpp's
 // rule) and AdamW (optim/adamw.hpp's update and decay rule: every parameter but the norms decays, the embedding
@@ -40,6 +43,7 @@
 #include <tinylm/cuda/attention_row.hpp>
 #include <tinylm/cuda/blas.hpp>
 #include <tinylm/cuda/decoder_plan.hpp>
+#include <tinylm/cuda/dropout_row.hpp>
 #include <tinylm/cuda/flat_step.hpp>
 #include <tinylm/cuda/nf4_row.hpp>
 #include <tinylm/cuda/row_math.hpp>
@@ -142,6 +146,15 @@ public:
     float* first_moment(const std::string& name) { return moment("adam.m", name); }
     float* second_moment(const std::string& name) { return moment("adam.v", name); }
 
+    // LoRA dropout's state, as tl::decoder's (model/projection_table.hpp), which a checkpoint saves and restores: the
+    // masks' key (by default tl::decoder(seed 0)'s), the training forwards so far (forward_backward counts them
+    // before its forward, loss() does not), and the rows of the global batch before this process's (data parallel).
+    std::uint64_t dropout_seed() const { return dropout_seed_; }
+    void set_dropout_seed(std::uint64_t s) { dropout_seed_ = s; }
+    std::uint64_t dropout_calls() const { return dropout_calls_; }
+    void set_dropout_calls(std::uint64_t n) { dropout_calls_ = n; }
+    void set_dropout_row_offset(long long rows) { dropout_row0_ = rows; }
+
     // Validation: the mean loss over counted targets, forward and the head's loss only (no gradient is touched).
     // Arguments as forward_backward's.
     double loss(const std::int32_t* ids, const std::int32_t* targets, const std::int64_t* documents = nullptr) {
@@ -152,6 +165,7 @@ public:
             });
         const long long count = upload_inputs(ids, targets, documents);
         refresh_bf16_weights();
+        training_ = false; // no dropout, no count
         forward();
         const double loss_sum = head(count, false);
         return count > 0 ? loss_sum / double(count) : 0.0;
@@ -171,9 +185,12 @@ public:
         const long long count = upload_inputs(ids, targets, documents);
 
         refresh_bf16_weights();
+        if (lora_ && o_.lora.dropout > 0) ++dropout_calls_; // as tl::decoder counts its training forwards
+        training_ = true;
         forward();
         const double loss_sum = head(count, true, gradient_scale);
         backward();
+        training_ = false;
         if (!lora_)
             ex_.embedding_backward(gradient("model.embed_tokens.weight"), as<std::int32_t>("embedding.tokens"),
                                    as<std::int32_t>("embedding.offsets"), as<std::int32_t>("embedding.positions"),
@@ -284,6 +301,7 @@ private:
     float* adapter_input(int l, proj p, const void* x) {
         const long long in = (long long)projection_shape(c_, p).in, r = o_.lora.rank;
         float* u = layer(l, adapter_buffer(p));
+        if (dropping()) x = dropped_input(l, p);
         matmul_args g;
         g.trans_b = true, g.m = n_, g.n = r, g.k = in, g.a = x, g.lda = in;
         g.b = weight_operand(parameter(module(l, p) + ".lora_A.weight")), g.ldb = in, g.c = u, g.ldc = r;
@@ -318,13 +336,48 @@ private:
         const void* t_operand = operand(t, n_ * r, "scratch.bf16.lora"); // u's copy is done
         matmul_args da;                                                  // dA (r, in) += scale t^T x
         da.trans_a = true, da.m = r, da.n = (long long)in, da.k = n_, da.alpha = s, da.a = t_operand, da.lda = r;
-        da.b = x, da.ldb = (long long)in, da.beta = 1, da.c = gradient(m + ".lora_A.weight"), da.ldc = (long long)in;
+        da.b = dropping() ? dropped_input(l, p) : x, da.ldb = (long long)in, da.beta = 1;
+        da.c = gradient(m + ".lora_A.weight"), da.ldc = (long long)in;
         run(da);
-        matmul_args dxa; // dx += scale t A
+        matmul_args dxa; // dx += scale t A (with dropout: its masked form, through scratch.lora.x, read by da above)
         dxa.m = n_, dxa.n = (long long)in, dxa.k = r, dxa.alpha = s, dxa.a = t_operand, dxa.lda = r;
         dxa.b = weight_operand(parameter(m + ".lora_A.weight")), dxa.ldb = (long long)in, dxa.beta = 1, dxa.c = dx;
         dxa.ldc = (long long)in;
+        if (dropping()) dxa.beta = 0, dxa.c = f("scratch.lora.x");
         run(dxa);
+        if (dropping()) ex_.dropout_backward(dx, f("scratch.lora.x"), n_ * (long long)in, dropout_mask_of(l, p));
+    }
+    // ---- LoRA dropout ----
+    bool dropping() const { return training_ && lora_ && o_.lora.dropout > 0; }
+    // The f32 input of projection p of layer l (its saved activation, or the work buffer a recomputation filled).
+    const float* projection_input(int l, proj p) const {
+        switch (p) {
+        case proj::q:
+        case proj::k:
+        case proj::v:
+            return layer(l, "normed1");
+        case proj::o:
+            return layer(l, "attn");
+        case proj::gate:
+        case proj::up:
+            return layer(l, "normed2");
+        case proj::down:
+            break;
+        }
+        return layer(l, "hidden");
+    }
+    // tl::projection's mask of projection p of layer l in this training forward.
+    dropout_mask dropout_mask_of(int l, proj p) const {
+        const auto in = std::uint64_t(projection_shape(c_, p).in);
+        const std::uint64_t stream = lora_dropout_stream(dropout_calls_, std::uint64_t(c_.n_layers), std::uint64_t(l),
+                                                         std::uint64_t(p), lora_target_count);
+        return make_dropout_mask(dropout_seed_, stream, o_.lora.dropout, std::uint64_t(dropout_row0_) * in);
+    }
+    // dropout(input of p) into scratch.lora.x; returns its operand (bf16 products: its copy in scratch.bf16.lora_x).
+    const void* dropped_input(int l, proj p) {
+        const long long count = n_ * (long long)projection_shape(c_, p).in;
+        ex_.dropout_forward(f("scratch.lora.x"), projection_input(l, p), count, dropout_mask_of(l, p));
+        return operand(f("scratch.lora.x"), count, "scratch.bf16.lora_x");
     }
     float lora_scale() const { return o_.lora.alpha / float(o_.lora.rank); }
 
@@ -493,6 +546,10 @@ private:
     attention_products<Ex> products_;
     long long n_ = 0, rows_ = 0;
     bool documents_ = false, base_stale_ = true, adapter_stale_ = true;
+    // LoRA dropout: tl::decoder(seed 0)'s key by default; training_ while forward_backward runs.
+    std::uint64_t dropout_seed_ = mix64(0x4c6f5241ull), dropout_calls_ = 0;
+    long long dropout_row0_ = 0;
+    bool training_ = false;
 };
 
 } // namespace tl::gpu

@@ -9,6 +9,7 @@
 
 #include <tinylm/cuda/arena_plan.hpp>
 #include <tinylm/cuda/attention_row.hpp>
+#include <tinylm/cuda/dropout_row.hpp>
 #include <tinylm/cuda/nf4_row.hpp>
 #include <tinylm/cuda/row_math.hpp>
 
@@ -143,5 +144,10 @@ void scale_elements(float* x, float scale, long long n, void* stream = nullptr);
 // One AdamW step over n elements (optim/adamw.hpp's update; coefficients from adamw_step_coeffs).
 void adamw_step(float* p, const float* g, float* m, float* v, long long n, const adamw_coeffs& c,
                 void* stream = nullptr);
+
+// ---- LoRA dropout (dropout_row.hpp: tl::decoder's masks bit for bit) ----
+// out (n) = dropout(x) under mask m (out may not be x); backward: dx += the kept elements of g times the scale.
+void dropout_forward(float* out, const float* x, long long n, const dropout_mask& m, void* stream = nullptr);
+void dropout_backward(float* dx, const float* g, long long n, const dropout_mask& m, void* stream = nullptr);
 
 } // namespace tl::gpu

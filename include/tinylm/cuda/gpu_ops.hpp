@@ -113,6 +113,13 @@ struct gpu_ops {
     void adamw_step(float* p, const float* g, float* m, float* v, long long n, const adamw_coeffs& c) {
         gpu::adamw_step(p, g, m, v, n, c, stream);
     }
+    // LoRA dropout (dropout_row.hpp)
+    void dropout_forward(float* out, const float* x, long long n, const dropout_mask& m) {
+        gpu::dropout_forward(out, x, n, m, stream);
+    }
+    void dropout_backward(float* dx, const float* g, long long n, const dropout_mask& m) {
+        gpu::dropout_backward(dx, g, n, m, stream);
+    }
 };
 
 } // namespace tl::gpu
