@@ -3,15 +3,9 @@
 // dropout's masks, cuda/dropout_row.hpp) without a CUDA header here and without any state.
 #pragma once
 
-#include <cstdint>
+#include <tinylm/core/host_device.hpp>
 
-#if !defined(TINYLM_HD)
-#if defined(__CUDACC__)
-#define TINYLM_HD __host__ __device__
-#else
-#define TINYLM_HD
-#endif
-#endif
+#include <cstdint>
 
 namespace tl {
 

@@ -10,18 +10,13 @@
 #pragma once
 
 #include <tinylm/core/error.hpp>
+#include <tinylm/core/host_device.hpp>
 
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <string>
 #include <vector>
-
-#if defined(__CUDACC__)
-#define TINYLM_HD __host__ __device__
-#else
-#define TINYLM_HD
-#endif
 
 namespace tl::gpu {
 
