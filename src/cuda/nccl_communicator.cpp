@@ -81,7 +81,10 @@ nccl_communicator::nccl_communicator(dist::communicator& host, nccl_options opti
         (void)cudaGetLastError();
         devices = 0;
     }
-    if (s_->device >= devices) {
+    if (devices == 0) {
+        problem = "gpu::nccl_communicator: rank " + std::to_string(s_->rank) +
+                  " sees no CUDA device (cudaGetDeviceCount: no GPU or no driver); train on the CPU";
+    } else if (s_->device >= devices) {
         problem = "gpu::nccl_communicator: rank " + std::to_string(s_->rank) + " (local rank " +
                   std::to_string(s_->local_rank) + " on its host) wants CUDA device " + std::to_string(s_->device) +
                   ", and its host has " + std::to_string(devices) +

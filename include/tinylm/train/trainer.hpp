@@ -163,16 +163,20 @@ extern "C" inline void on_interrupt(int) { interrupt_requests.store(1); }
 // cuda/device_decoder.hpp). The trainer then asks it for the micro-batch's loss and gradient in one call, and for
 // the gradient norm and clipping; its parameter_entries() are a host mirror, which the trainer refreshes before a
 // checkpoint is written (download_parameters) and sends back after one is read (upload_parameters), so that the
-// checkpoint files are a CPU run's. Distributed, it broadcasts its parameters and sums its gradient block over a
-// communicator that takes its memory (trainer_options::device_communicator).
+// checkpoint files are a CPU run's. Distributed, it must be a DataParallelDeviceModel (below).
 template <class Model>
-concept DeviceResidentModel = requires(Model& m, cview<token_t> ids, cview<index_t> doc_start, double x,
-                                       dist::communicator& comm) {
+concept DeviceResidentModel = requires(Model& m, cview<token_t> ids, cview<index_t> doc_start, double x) {
     { m.loss_and_backward(ids, ids, x, doc_start) } -> std::convertible_to<float>;
     { m.grad_norm() } -> std::convertible_to<double>;
     { m.clip_grad_norm(x) } -> std::convertible_to<double>;
     m.download_parameters();
     m.upload_parameters();
+};
+// A device-resident model that trains on several ranks: it broadcasts its parameters and sums its gradients in its
+// own memory, over a communicator that takes it (trainer_options::device_communicator). Another device model
+// trains in one process only.
+template <class Model>
+concept DataParallelDeviceModel = DeviceResidentModel<Model> && requires(Model& m, dist::communicator& comm) {
     m.broadcast_parameters(comm, 0);
     m.all_reduce_gradients(comm);
 };
@@ -288,7 +292,13 @@ public:
         [[maybe_unused]] const auto products = detail::run_precision<Model>(options_.matmul_precision);
         restore();
         const bool distributed = comm_.size() > 1;
-        if constexpr (DeviceResidentModel<Model>)
+        if constexpr (DeviceResidentModel<Model> && !DataParallelDeviceModel<Model>)
+            check(!distributed, [&] {
+                return "trainer: this device model trains in one process (it has no broadcast_parameters and "
+                       "all_reduce_gradients); this run has " +
+                       std::to_string(comm_.size()) + " ranks";
+            });
+        if constexpr (DataParallelDeviceModel<Model>)
             check(device_communicator().size() == comm_.size() && device_communicator().rank() == comm_.rank(), [&] {
                 return "trainer: the device communicator (" + device_communicator().backend() + ", rank " +
                        std::to_string(device_communicator().rank()) + " of " +
@@ -359,8 +369,10 @@ public:
                 double norm = 0;
                 if (distributed) {
                     dist::pending totals = comm_.all_reduce_sum(std::span<double>(sums));
-                    if constexpr (DeviceResidentModel<Model>) {
+                    if constexpr (DataParallelDeviceModel<Model>) {
                         model_.all_reduce_gradients(device_communicator()); // one collective, in its memory
+                    } else if constexpr (DeviceResidentModel<Model>) {
+                        fail("trainer: unreachable: run() refuses several ranks for this device model");
                     } else if (zero_) {
                         check(zero_->fits(entries), "trainer: with zero, what trains cannot change during a run");
                         zero_->reduce_scatter_gradients(comm_, entries);
@@ -575,7 +587,7 @@ private:
         where += checkpoint_dir().string();
         where += " on a file system every rank sees?)";
         dist::check_same_on_all_ranks(comm_, dist::fingerprint(position), where);
-        if constexpr (DeviceResidentModel<Model>)
+        if constexpr (DataParallelDeviceModel<Model>)
             model_.broadcast_parameters(device_communicator(), 0); // in its memory; the host mirror follows
         else
             dist::broadcast_parameters(comm_, model_.parameter_entries(), 0);
