@@ -6,14 +6,15 @@
 # itself, and the unpacked fallback only when the system's libstdc++, libgomp or libgcc_s are missing or older than
 # the programs need. Prints what it chose.
 
-# Directories holding CUDA 13's libcudart/libcublasLt/libcublas when the loader's cache has not got them: the
-# toolkit's, or the nvidia-* wheels beside the machine's PyTorch.
+# Directories holding CUDA 13's libcudart/libcublasLt/libcublas (and NCCL's libnccl, which tinylm::cuda links when
+# it was found: gpu::nccl_communicator) when the loader's cache has not got them: the toolkit's, or the nvidia-*
+# wheels beside the machine's PyTorch.
 gpu_cuda_dirs() {
-  local lib found sp roots=(/usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib)
+  local lib found sp roots=(/usr/local/cuda/lib64 /usr/local/cuda/lib /usr/local/cuda/targets/x86_64-linux/lib)
   for sp in /usr/local/cuda-*/lib64; do [ -d "$sp" ] && roots+=("$sp"); done
   while read -r sp; do [ -d "$sp/nvidia" ] && roots+=("$sp/nvidia"); done \
     < <(python3 -c 'import site; print("\n".join(site.getsitepackages()))' 2>/dev/null)
-  for lib in libcudart.so.13 libcublasLt.so.13 libcublas.so.13; do
+  for lib in libcudart.so.13 libcublasLt.so.13 libcublas.so.13 libnccl.so.2; do
     ldconfig -p 2>/dev/null | grep -q "$lib " && continue
     found=$(find "${roots[@]}" -maxdepth 4 -name "$lib" 2>/dev/null | head -1)
     [ -n "$found" ] && dirname "$found"

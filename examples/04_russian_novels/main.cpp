@@ -27,6 +27,7 @@
 //           and AdamW's moments on the GPU, bf16 products; the same tl::trainer, checkpoints and report; validation on
 //           the GPU, the prompts sampled on the CPU from the downloaded weights; needs a build with tinylm::cuda);
 //           --device cpu-ops runs the GPU's code path on the CPU (gpu::cpu_ops: slow, a check; docs/gpu.md).
+//           Under mpirun, --device cuda takes one GPU per rank and sums the gradients through NCCL (docs/gpu.md).
 // Ranks:    mpirun -np N build/examples/04_russian_novels ... trains data parallel (docs/distributed.md; --batch is
 //           the global batch): rank 0 prepares the data (the others wait, then read its cache), prints, logs,
 //           samples and writes; the other ranks only train and validate (examples/common/ranks.hpp).
@@ -39,6 +40,9 @@
 
 #include <tinylm/core/data_dir.hpp>
 #include <tinylm/cuda/device_decoder.hpp>
+#if defined(TINYLM_HAS_NCCL) && TINYLM_HAS_NCCL
+#include <tinylm/cuda/nccl_communicator.hpp>
+#endif
 #include <tinylm/model/registry.hpp>
 #include <tinylm/tinylm.hpp>
 #include <tinylm/train/run_logger.hpp>
@@ -149,11 +153,22 @@ int train(tl::dist::communicator& world, const recipes::prepared_data& data, tl:
         return 0;
     };
     if (device == "cpu") return train_on(model, std::string(model_t::backend::name));
-    tl::gpu::device_decoder_options on_device;
-    on_device.batch = options.batch_size, on_device.time = options.seq_len, on_device.bf16 = device == "cuda";
+    tl::gpu::device_decoder_options on_device; // the rank's rows of the global batch (all of it in one process)
+    on_device.batch =
+        tl::index_t(tl::dist::part_of(std::size_t(options.batch_size), world.rank(), world.size()).count());
+    on_device.time = options.seq_len, on_device.bf16 = device == "cuda";
     on_device.checkpointing = options.gradient_checkpointing;
 #ifdef TINYLM_HAS_CUDA
     if (device == "cuda") {
+        // Several ranks: one GPU each, the parameters and gradients through NCCL (docs/gpu.md); made before the
+        // model, since it selects the rank's GPU.
+#if defined(TINYLM_HAS_NCCL) && TINYLM_HAS_NCCL
+        std::optional<tl::gpu::nccl_communicator> gpus;
+        if (world.size() > 1) options.device_communicator = &gpus.emplace(world);
+#else
+        tl::check(world.size() == 1, "04_russian_novels: --device cuda on several ranks needs NCCL (gpu::"
+                                     "nccl_communicator); this build of tinylm::cuda has none (docs/gpu.md)");
+#endif
         tl::gpu::device_decoder<tl::gpu::gpu_ops> gpu_model(Config::value, on_device);
         gpu_model.load_from(model);
         return train_on(gpu_model, "cuda (gpu::device_decoder, bf16 products)");

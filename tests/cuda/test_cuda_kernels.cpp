@@ -15,6 +15,9 @@
 #include <tinylm/cuda/device.hpp>
 #include <tinylm/cuda/encoder_step.hpp>
 #include <tinylm/cuda/gpu_ops.hpp>
+#if defined(TINYLM_HAS_NCCL) && TINYLM_HAS_NCCL
+#include <tinylm/cuda/nccl_communicator.hpp>
+#endif
 #include <tinylm/cuda/nf4_row.hpp>
 #include <tinylm/model/presets.hpp>
 #include <tinylm/ops/nf4.hpp>
@@ -27,6 +30,7 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <span>
 #include <vector>
 
 using namespace tl;
@@ -1066,3 +1070,57 @@ BOOST_AUTO_TEST_CASE(errors_name_the_call, needs_device()) {
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+#if defined(TINYLM_HAS_NCCL) && TINYLM_HAS_NCCL
+// NCCL (gpu::nccl_communicator: data parallel on GPUs, docs/gpu.md) with one rank on one GPU: every collective runs
+// through NCCL on device memory, on the default stream (gpu_ops's); one rank's sum, mean, broadcast, gather and
+// scatter are its own values bit for bit. Several GPUs: the trainer over them, as docs/gpu.md says.
+BOOST_AUTO_TEST_SUITE(cuda_nccl)
+
+BOOST_AUTO_TEST_CASE(one_rank_collectives_on_device_memory, needs_device()) {
+    dist::local_communicator host;
+    gpu::nccl_communicator nccl(host);
+    BOOST_TEST(nccl.rank() == 0);
+    BOOST_TEST(nccl.size() == 1);
+    BOOST_TEST(nccl.backend() == "nccl");
+    BOOST_TEST(nccl.takes_device_memory());
+    BOOST_TEST(nccl.local_rank() == 0);
+    BOOST_TEST(nccl.device() == 0);
+    counter_rng rng(31);
+    std::vector<float> values(1000);
+    for (float& x : values)
+        x = float(rng.normal());
+    std::vector<double> wide(77);
+    for (double& x : wide)
+        x = rng.normal();
+    device_run r;
+    const int f = r.input(values), d = r.input(wide), out = r.output<float>(values.size());
+    r.allocate();
+    const std::span<float> on_device(r.at<float>(f), values.size());
+    const std::span<float> other(r.at<float>(out), values.size());
+    nccl.all_reduce_sum(on_device).wait();
+    BOOST_TEST(same_bits(r.get<float>(f), values));
+    nccl.all_reduce_average(on_device).wait();
+    BOOST_TEST(same_bits(r.get<float>(f), values));
+    nccl.all_reduce_sum(std::span<double>(r.at<double>(d), wide.size())).wait();
+    BOOST_TEST((r.get<double>(d) == wide));
+    nccl.broadcast(std::as_writable_bytes(on_device), 0);
+    BOOST_TEST(same_bits(r.get<float>(f), values));
+    nccl.all_gather(on_device, other);
+    BOOST_TEST(same_bits(r.get<float>(out), values));
+    gpu::fill_zero(other.data(), other.size_bytes());
+    nccl.reduce_scatter_sum(on_device, other);
+    BOOST_TEST(same_bits(r.get<float>(out), values));
+    nccl.barrier();
+
+    // A GPU the host lacks is refused (on every rank, before NCCL waits for any), naming it.
+    gpu::nccl_options beyond;
+    beyond.device = gpu::device_count();
+    BOOST_CHECK_EXCEPTION(gpu::nccl_communicator(host, beyond), dist::collective_error,
+                          [](const dist::collective_error& e) {
+                              return std::string(e.what()).find("wants CUDA device") != std::string::npos;
+                          });
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+#endif

@@ -13,7 +13,9 @@
 // clipping over the flat gradient block, a forward-only validation loss, and a host mirror of the parameters:
 // parameter_entries() are host tensors under the Hugging Face names, which checkpoints write and read
 // (download_parameters before a save, upload_parameters after a load), so a checkpoint is the same files as a CPU
-// run's and either resumes the other. The entries have no gradient: nothing on the host trains them.
+// run's and either resumes the other. The entries have no gradient: nothing on the host trains them. Distributed
+// (mpirun, one GPU per rank): built for the rank's rows, its parameters broadcast and its gradient block summed in
+// its own memory through the trainer's device communicator (gpu::nccl_communicator on GPUs).
 //
 // gpu::device_adamw is the Optimizer (optim/optimizer.hpp) of such a model: its step is decoder_step's AdamW over
 // the device's moments; its state is those moments, copied through the host under tl::adamw's names
@@ -29,6 +31,7 @@
 #include <tinylm/cuda/decoder_step.hpp>
 #include <tinylm/cuda/device.hpp>
 #include <tinylm/cuda/gpu_ops.hpp>
+#include <tinylm/dist/communicator.hpp>
 #include <tinylm/model/parameter.hpp>
 #include <tinylm/optim/adamw.hpp>
 
@@ -36,6 +39,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -176,7 +180,9 @@ public:
         check(batch == options_.batch && time == options_.time, [&] {
             return "gpu::device_decoder: built for batches of " + std::to_string(options_.batch) + " x " +
                    std::to_string(options_.time) + " tokens, asked for " + std::to_string(batch) + " x " +
-                   std::to_string(time) + " (the trainer's batch_size and seq_len must be the model's)";
+                   std::to_string(time) +
+                   " (the trainer's batch_size and seq_len must be the model's; distributed, the rank's rows of "
+                   "batch_size: dist::part_of)";
         });
     }
     void zero_grad() { step_.zero_gradients(); }
@@ -210,7 +216,36 @@ public:
     // optim/clip.hpp's rule over every gradient; returns the norm before.
     double clip_grad_norm(double max_norm) { return step_.clip_gradients(max_norm); }
 
+    // Data parallel (the trainer under mpirun; docs/gpu.md, "Data parallel on GPUs"), in this model's memory, one
+    // collective each: `comm` must take it (gpu::nccl_communicator for gpu_ops; a host communicator for cpu_ops).
+    // Rank root's parameters to every rank (the host mirror follows), and the gradient block summed over the ranks.
+    void broadcast_parameters(dist::communicator& comm, int root) {
+        check_reaches(comm, "broadcast_parameters");
+        comm.broadcast(std::as_writable_bytes(flat_block(step_.parameter(entries_.front().name))), root);
+        step_.parameters_changed();
+        download_parameters();
+    }
+    void all_reduce_gradients(dist::communicator& comm) {
+        check_reaches(comm, "all_reduce_gradients");
+        comm.all_reduce_sum(flat_block(step_.gradient(entries_.front().name))).wait();
+    }
+
 private:
+    // The parameters' (or gradients') flat block from its first slice: the layout's offsets, host_.size() floats.
+    std::span<float> flat_block(float* first) { return {first, host_.size()}; }
+    void check_reaches(const dist::communicator& comm, const char* who) const {
+        constexpr bool on_device = !std::same_as<Ex, cpu_ops>;
+        check(comm.size() == 1 || comm.takes_device_memory() == on_device, [&] {
+            std::string m = "gpu::device_decoder::";
+            m += who;
+            m += ": the communicator (" + comm.backend() + ") takes ";
+            m += on_device ? "host memory, and this model's memory is the GPU's: give the trainer a "
+                             "gpu::nccl_communicator (trainer_options::device_communicator, cuda/nccl_communicator.hpp)"
+                           : "device memory, and this model's memory is the host's (gpu::cpu_ops): use a host "
+                             "communicator (dist::world())";
+            return m;
+        });
+    }
     static decoder_plan_options step_options(const device_decoder_options& o) {
         decoder_plan_options p;
         p.batch = o.batch, p.time = o.time, p.logits_rows = o.logits_rows, p.bf16_weights = o.bf16;

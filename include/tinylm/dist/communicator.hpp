@@ -2,7 +2,7 @@
 //
 // A communicator is a fixed group of `size()` processes (ranks) that call the same collectives in the same
 // order. The interface is what data parallelism and ZeRO need and no more, so that another transport (NCCL,
-// issue 20) fits behind it:
+// gpu::nccl_communicator: device memory) fits behind it:
 //   rank(), size()                      this process and the group's size
 //   broadcast(bytes, root)              root's bytes to everyone (initial weights, settings)
 //   all_reduce_sum(f32 | f64)           in place, non-blocking: returns a `pending` to wait() on (gradient
@@ -74,7 +74,10 @@ public:
     virtual ~communicator() = default;
     virtual int rank() const = 0;
     virtual int size() const = 0;
-    virtual std::string backend() const = 0; // "local", "mpi", ...
+    virtual std::string backend() const = 0; // "local", "mpi", "nccl", ...
+    // Whether the buffers of the collectives are device (GPU) memory: gpu::nccl_communicator's (cuda/
+    // nccl_communicator.hpp) are; every other communicator's are host memory.
+    virtual bool takes_device_memory() const { return false; }
 
     virtual void broadcast(std::span<std::byte> data, int root) = 0;
     virtual pending all_reduce_sum(std::span<float> data) = 0;

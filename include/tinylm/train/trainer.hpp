@@ -35,6 +35,11 @@
 // A device-resident model (DeviceResidentModel below: gpu::device_decoder, cuda/device_decoder.hpp) trains in the
 // same loop: its loss and gradient come in one call, its norm, clipping and optimizer (gpu::device_adamw) run where
 // its parameters live, and its host mirror of the parameters is what checkpoints write and read (docs/gpu.md).
+// Distributed, it is built for the rank's rows (dist::part_of of batch_size); rank 0's parameters and the gradient
+// sum go through options.device_communicator, in the model's memory (gpu::nccl_communicator on GPUs), as one
+// collective each: the micro-batch's weight (the rank's share of the global targets) is known before its backward,
+// which runs with its loss, so the summed gradient is one process's over the whole batch, as on the CPU; no
+// overlap with backward (one all-reduce of the flat gradient block after the last micro-batch) and no ZeRO.
 #pragma once
 
 #include <tinylm/core/memory_budget.hpp>
@@ -95,6 +100,10 @@ struct trainer_options {
     // model's backward hook: decoders), so that communication overlaps the rest of backward; off: after backward.
     bool overlap_reduce = true;
     bool zero = false; // ZeRO-1 when distributed: AdamW's moments sharded over the ranks
+    // A device-resident model's collectives over its own memory (rank 0's parameters at the start, the gradient
+    // block every step): a gpu::nccl_communicator over the ranks of `communicator` for a model on GPUs; nullptr:
+    // `communicator` itself, which serves a model whose memory is the host's (gpu::cpu_ops). Unused otherwise.
+    dist::communicator* device_communicator = nullptr;
     // bf16: the model's matrix products in bf16 with f32 accumulation while run() runs (docs/precision.md); needs
     // the onednn_cpu backend on a CPU with AVX-512 BF16 or AMX, and refuses with the reason elsewhere.
     precision matmul_precision = precision::f32;
@@ -154,7 +163,7 @@ extern "C" inline void on_interrupt(int) { interrupt_requests.store(1); }
 // cuda/device_decoder.hpp). The trainer then asks it for the micro-batch's loss and gradient in one call, and for
 // the gradient norm and clipping; its parameter_entries() are a host mirror, which the trainer refreshes before a
 // checkpoint is written (download_parameters) and sends back after one is read (upload_parameters), so that the
-// checkpoint files are a CPU run's. Distributed training of such a model is refused (NCCL is to come).
+// checkpoint files are a CPU run's. Distributed, it must be a DataParallelDeviceModel (below).
 template <class Model>
 concept DeviceResidentModel = requires(Model& m, cview<token_t> ids, cview<index_t> doc_start, double x) {
     { m.loss_and_backward(ids, ids, x, doc_start) } -> std::convertible_to<float>;
@@ -162,6 +171,14 @@ concept DeviceResidentModel = requires(Model& m, cview<token_t> ids, cview<index
     { m.clip_grad_norm(x) } -> std::convertible_to<double>;
     m.download_parameters();
     m.upload_parameters();
+};
+// A device-resident model that trains on several ranks: it broadcasts its parameters and sums its gradients in its
+// own memory, over a communicator that takes it (trainer_options::device_communicator). Another device model
+// trains in one process only.
+template <class Model>
+concept DataParallelDeviceModel = DeviceResidentModel<Model> && requires(Model& m, dist::communicator& comm) {
+    m.broadcast_parameters(comm, 0);
+    m.all_reduce_gradients(comm);
 };
 
 template <class Model, BatchSource Source, Optimizer Opt = typename detail::default_optimizer_of<Model>::type>
@@ -202,6 +219,10 @@ public:
     const training_state& state() const { return state_; }
     Opt& optimizer() { return opt_; }
     dist::communicator& communicator() { return comm_; }
+    // The collectives over a device-resident model's memory: options.device_communicator, or communicator().
+    dist::communicator& device_communicator() {
+        return options_.device_communicator ? *options_.device_communicator : comm_;
+    }
     // The gradient buckets of the data-parallel reduction, with what the last step did (bucket_count(),
     // started_during_backward()).
     const dist::gradient_buckets& gradient_buckets() const { return buckets_; }
@@ -219,9 +240,11 @@ public:
         if (windows == 0) return NAN;
         double total = 0;
         double counted = 0;
-        const index_t stride = options_.batch_size * comm_.size();
-        for (index_t w0 = options_.batch_size * comm_.rank(); w0 < windows; w0 += stride) {
-            const index_t n = std::min(options_.batch_size, windows - w0);
+        // Windows per call: a batch; a device model holds only the rank's rows (the smallest share when they differ).
+        const index_t chunk = DeviceResidentModel<Model> ? options_.batch_size / comm_.size() : options_.batch_size;
+        const index_t stride = chunk * comm_.size();
+        for (index_t w0 = chunk * comm_.rank(); w0 < windows; w0 += stride) {
+            const index_t n = std::min(chunk, windows - w0);
             const shape s{n, options_.seq_len};
             const float loss = model_.eval_loss(cview<token_t>{val_ids_.data() + w0 * options_.seq_len, s},
                                                 cview<token_t>{val_targets_.data() + w0 * options_.seq_len, s});
@@ -269,11 +292,19 @@ public:
         [[maybe_unused]] const auto products = detail::run_precision<Model>(options_.matmul_precision);
         restore();
         const bool distributed = comm_.size() > 1;
-        if constexpr (DeviceResidentModel<Model>)
+        if constexpr (DeviceResidentModel<Model> && !DataParallelDeviceModel<Model>)
             check(!distributed, [&] {
-                return "trainer: a model on the GPU trains in one process for now (data parallel GPUs need NCCL, "
-                       "issue 20); this run has " +
+                return "trainer: this device model trains in one process (it has no broadcast_parameters and "
+                       "all_reduce_gradients); this run has " +
                        std::to_string(comm_.size()) + " ranks";
+            });
+        if constexpr (DataParallelDeviceModel<Model>)
+            check(device_communicator().size() == comm_.size() && device_communicator().rank() == comm_.rank(), [&] {
+                return "trainer: the device communicator (" + device_communicator().backend() + ", rank " +
+                       std::to_string(device_communicator().rank()) + " of " +
+                       std::to_string(device_communicator().size()) + ") is not over the trainer's ranks (rank " +
+                       std::to_string(comm_.rank()) + " of " + std::to_string(comm_.size()) +
+                       "): make it from the trainer's communicator";
             });
         if (distributed) join_ranks();
         const index_t rows = index_t(rows_.count()), row0 = index_t(rows_.begin);
@@ -304,24 +335,31 @@ public:
                     const tensor_view<token_t> ids{ids_.data(), batch}, targets{targets_.data(), batch};
                     const tensor_view<token_t> my_ids{ids_.data() + offset, mine},
                         my_targets{targets_.data() + offset, mine};
-                    float loss = 0;
-                    if constexpr (DocumentBatchSource<Source>) {
-                        const tensor_view<index_t> doc_start{doc_start_.data(), batch};
-                        train_.next(ids, targets, doc_start);
-                        loss = micro_batch_loss(my_ids, my_targets, cview<index_t>{doc_start_.data() + offset, mine});
-                    } else {
+                    if constexpr (DocumentBatchSource<Source>)
+                        train_.next(ids, targets, tensor_view<index_t>{doc_start_.data(), batch});
+                    else
                         train_.next(ids, targets);
-                        loss = micro_batch_loss(my_ids, my_targets);
-                    }
-                    // The rank's share of the micro-batch's targets (1 in a world of one, so nothing changes).
+                    // The rank's share of the micro-batch's targets (1 in a world of one, so nothing changes); a
+                    // device model's backward runs with its loss, so it needs the share before.
+                    const index_t global = distributed ? count_targets(targets) : 0;
+                    auto share_of = [&](index_t local) {
+                        return !distributed ? 1.0 : global > 0 ? double(local) / double(global) : 0.0;
+                    };
+                    const double scale =
+                        DeviceResidentModel<Model> ? share_of(count_targets(my_targets)) / options_.grad_accum : 0.0;
+                    float loss = 0;
+                    if constexpr (DocumentBatchSource<Source>)
+                        loss = micro_batch_loss(scale, my_ids, my_targets,
+                                                cview<index_t>{doc_start_.data() + offset, mine});
+                    else
+                        loss = micro_batch_loss(scale, my_ids, my_targets);
                     const index_t local = model_.counted_targets();
-                    const index_t global = distributed ? count_targets(targets) : local;
-                    const double share = !distributed ? 1.0 : global > 0 ? double(local) / double(global) : 0.0;
+                    const double share = share_of(local);
                     // Experts: the balancing loss of the global micro-batch, weighted by 1 on every rank (below).
                     if (distributed) loss = float(use_global_balance(loss));
                     sums[std::size_t(2 * micro)] = double(loss) * double(local);
                     // Rank 0 alone adds the global count (the same on every rank), so the sum below is exact.
-                    sums[std::size_t(2 * micro + 1)] = comm_.is_root() ? double(global) : 0.0;
+                    sums[std::size_t(2 * micro + 1)] = comm_.is_root() ? double(distributed ? global : local) : 0.0;
                     if constexpr (!DeviceResidentModel<Model>) // its backward ran with the loss
                         backward(share / options_.grad_accum, 1.0 / options_.grad_accum,
                                  distributed && micro + 1 == options_.grad_accum && overlaps());
@@ -331,7 +369,11 @@ public:
                 double norm = 0;
                 if (distributed) {
                     dist::pending totals = comm_.all_reduce_sum(std::span<double>(sums));
-                    if (zero_) {
+                    if constexpr (DataParallelDeviceModel<Model>) {
+                        model_.all_reduce_gradients(device_communicator()); // one collective, in its memory
+                    } else if constexpr (DeviceResidentModel<Model>) {
+                        fail("trainer: unreachable: run() refuses several ranks for this device model");
+                    } else if (zero_) {
                         check(zero_->fits(entries), "trainer: with zero, what trains cannot change during a run");
                         zero_->reduce_scatter_gradients(comm_, entries);
                         norm = zero_->global_grad_norm(comm_);
@@ -465,12 +507,13 @@ private:
             return false;
     }
 
-    // The micro-batch's loss: model.loss, or on a device model the loss and its gradient (scaled by 1 / grad_accum:
-    // one process) in one pass, since its LM head interleaves them.
+    // The micro-batch's loss: model.loss, or on a device model the loss and its gradient (scaled by `scale`: the
+    // rank's share of the targets over grad_accum) in one pass, since its LM head interleaves them.
     template <class Ids, class... DocStart>
-    float micro_batch_loss(const Ids& ids, const Ids& targets, const DocStart&... doc_start) {
+    float micro_batch_loss([[maybe_unused]] double scale, const Ids& ids, const Ids& targets,
+                           const DocStart&... doc_start) {
         if constexpr (DeviceResidentModel<Model>)
-            return model_.loss_and_backward(ids, targets, 1.0 / options_.grad_accum, doc_start...);
+            return model_.loss_and_backward(ids, targets, scale, doc_start...);
         else
             return model_.loss(ids, targets, doc_start...);
     }
@@ -544,7 +587,10 @@ private:
         where += checkpoint_dir().string();
         where += " on a file system every rank sees?)";
         dist::check_same_on_all_ranks(comm_, dist::fingerprint(position), where);
-        dist::broadcast_parameters(comm_, model_.parameter_entries(), 0);
+        if constexpr (DataParallelDeviceModel<Model>)
+            model_.broadcast_parameters(device_communicator(), 0); // in its memory; the host mirror follows
+        else
+            dist::broadcast_parameters(comm_, model_.parameter_entries(), 0);
     }
 
     void write_model_card(const fs::path& stage, const hf_generation_config& g) const {
