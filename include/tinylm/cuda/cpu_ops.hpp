@@ -8,6 +8,7 @@
 #include <tinylm/cuda/attention_row.hpp>
 #include <tinylm/cuda/blas.hpp>
 #include <tinylm/cuda/nf4_row.hpp>
+#include <tinylm/cuda/ranking_row.hpp>
 #include <tinylm/cuda/row_math.hpp>
 
 #include <cstddef>
@@ -141,6 +142,30 @@ struct cpu_ops {
     void scale_elements(float* x, float scale, long long n) { gpu::scale_elements(x, scale, n); }
     void adamw_step(float* p, const float* g, float* m, float* v, long long n, const adamw_coeffs& c) {
         adamw_elements(p, g, m, v, n, c);
+    }
+
+    // A sentence encoder's contrastive step (ranking_row.hpp; cuda/ranking_step.hpp).
+    void pool_forward(pool_kind mode, float* pooled, std::int32_t* arg, const float* hidden,
+                      const std::int64_t* lengths, long long n, long long time, int d) {
+        pool_rows(mode, pooled, arg, hidden, lengths, n, time, d);
+    }
+    void pool_backward(pool_kind mode, float* dhidden, const float* dpooled, const std::int32_t* arg,
+                       const std::int64_t* lengths, long long n, long long time, int d) {
+        pool_backward_rows(mode, dhidden, dpooled, arg, lengths, n, time, d);
+    }
+    void normalize_rows(float* y, double* norms, const float* x, long long n, int d, bool float_norm) {
+        unit_rows(y, norms, x, n, d, float_norm);
+    }
+    void normalize_rows_backward(float* g, const float* y, const double* norms, long long n, int d) {
+        unit_rows_backward(g, y, norms, n, d);
+    }
+    void ranking_lse(double* row_lse, double* col_lse, double* terms, const float* scores, long long b, long long m,
+                     bool symmetric) {
+        ranking_lse_rows(row_lse, col_lse, terms, scores, b, m, symmetric);
+    }
+    void ranking_dscores(float* scores, const double* row_lse, const double* col_lse, long long b, long long m,
+                         double w, bool symmetric) {
+        ranking_dscores_rows(scores, row_lse, col_lse, b, m, w, symmetric);
     }
 
 private:
