@@ -52,6 +52,13 @@ struct ranking_step_shape {
     long long texts() const { return pairs * (2 + negatives); }
 };
 
+// The encoder step's options of a ranking step: every text of the largest batch, padded to max_length.
+inline encoder_plan_options ranking_encoder_options(index_t max_length, const ranking_step_shape& s) {
+    encoder_plan_options o;
+    o.batch = s.texts(), o.time = max_length, o.bf16_weights = s.bf16, o.attention = s.attention;
+    return o;
+}
+
 // The encoder's plan (plan_encoder_step) and the loss's buffers after it:
 //   rank.lengths (int64 texts), rank.pooled, rank.embedded, rank.unit, rank.dunit (f32 texts x d), rank.arg (int32
 //   texts x d: max pooling's), rank.embedded_norm, rank.unit_norm (double texts), rank.scores (f32 pairs x texts),
@@ -61,9 +68,7 @@ inline arena_plan plan_ranking_step(const model_config& c, index_t max_length, c
         return "gpu::plan_ranking_step: pairs " + std::to_string(s.pairs) + " must be positive, negatives " +
                std::to_string(s.negatives) + " at least 0";
     });
-    encoder_plan_options o;
-    o.batch = s.texts(), o.time = max_length, o.bf16_weights = s.bf16, o.attention = s.attention;
-    arena_plan plan = plan_encoder_step(c, o);
+    arena_plan plan = plan_encoder_step(c, ranking_encoder_options(max_length, s));
     const auto n = std::size_t(s.texts()), d = std::size_t(c.d_model), b = std::size_t(s.pairs);
     plan.add_array<std::int64_t>("rank.lengths", n);
     for (const char* name : {"rank.pooled", "rank.embedded", "rank.unit", "rank.dunit"})
@@ -82,15 +87,10 @@ template <class Ex>
 class ranking_step {
 public:
     ranking_step(const model_config& c, const embed::sentence_config& sentence, const ranking_step_shape& shape)
-        : config_(c), sentence_(sentence), shape_(shape), options_(encoder_options(sentence, shape)),
+        : config_(c), sentence_(sentence), shape_(shape), options_(ranking_encoder_options(sentence.max_length, shape)),
           plan_(plan_ranking_step(c, sentence.max_length, shape)), memory_(plan_), base_(memory_.base()),
-          encoder_(c, options_, plan_, base_, memory_.ex) {
-        check(sentence.max_length >= 1 && sentence.max_length <= c.max_seq_len, [&] {
-            return "gpu::ranking_step: max_length " + std::to_string(sentence.max_length) + " must be in [1, " +
-                   std::to_string(c.max_seq_len) + "]";
-        });
-    }
-    ranking_step(const ranking_step&) = delete; // encoder_ keeps references to plan_ and memory_
+          encoder_(c, options_, plan_, base_, memory_.ex) {} // the plan refuses a max_length over max_seq_len
+    ranking_step(const ranking_step&) = delete;              // encoder_ keeps references to plan_ and memory_
     ranking_step& operator=(const ranking_step&) = delete;
 
     const model_config& config() const { return config_; }
@@ -204,11 +204,6 @@ public:
     }
 
 private:
-    static encoder_plan_options encoder_options(const embed::sentence_config& sc, const ranking_step_shape& s) {
-        encoder_plan_options o;
-        o.batch = s.texts(), o.time = sc.max_length, o.bf16_weights = s.bf16, o.attention = s.attention;
-        return o;
-    }
     std::byte* buf(const std::string& name) const { return base_ + plan_.at(name).offset; }
     template <class T>
     T* as(const std::string& name) const {
