@@ -677,6 +677,10 @@ BOOST_AUTO_TEST_CASE(cuda_ranking_step_on_the_cpu_matches_the_sentence_encoder) 
         const double step_loss = step.forward_backward(tokens, pairs, loss_options);
         BOOST_TEST(std::abs(step_loss - loss) <= 1e-5 * std::abs(loss),
                    name << ": loss " << step_loss << " against " << loss);
+        // The embeddings as the sentence encoder gives them (before any optimizer step).
+        owned<float> embedded({n, c.d_model});
+        se.embed(texts, embedded, false);
+        BOOST_TEST(max_abs_diff(step.embeddings(), embedded.data) <= 1e-5, name << ": embeddings");
         // Gradients against each tensor's scale (a key bias's, whose true gradient is 0, against its query bias's).
         double worst = 0;
         for (const parameter_entry& e : model.trainable_entries()) {
