@@ -15,6 +15,12 @@
 // batch, each rank embeds its pairs, the embeddings are all-gathered so that the in-batch negatives are the whole
 // batch's, and the gradients are summed over the ranks (embed/data_parallel_ranking.hpp): the losses are one
 // process's. Rank 0 alone evaluates, prints and writes (report, metrics, models, checkpoints).
+//
+// Devices (--device, full fine-tuning only; docs/gpu.md): cpu (tl::encoder, the default), cuda (the same loop with
+// its step on the GPU: gpu::ranking_step<gpu_ops>, the encoder, pooling and ranking loss on the device, bf16
+// products; needs a build with tinylm::cuda) or cpu-ops (that step's code on the CPU, f32: slow, a check). The
+// weights come back to the host model for evaluation and saving: the same files as a CPU run. On a device the
+// whole batch is one padded forward (no gradient cache: --mini-batch is the CPU's) and no checkpoint is written.
 #include "retrieval_data.hpp"
 
 #include <options.hpp>
@@ -22,6 +28,7 @@
 
 #include <tinylm/core/data_dir.hpp>
 #include <tinylm/core/svg_plot.hpp>
+#include <tinylm/cuda/ranking_step.hpp>
 #include <tinylm/data/pair_sampler.hpp>
 #include <tinylm/embed/data_parallel_ranking.hpp>
 #include <tinylm/eval/retrieval.hpp>
@@ -39,6 +46,7 @@
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <memory>
 
 namespace {
 
@@ -68,6 +76,7 @@ struct settings {
     double lr_full = 2e-5, lr_lora = 2e-4, warmup = 0.1, scale = 20, test_fraction = 0.2;
     bool symmetric = false;
     std::size_t smoke_queries = 0; // --smoke: this many test queries and training pairs
+    std::string device = "cpu";    // cpu, cuda or cpu-ops (full fine-tuning)
 };
 
 struct mode_result {
@@ -121,6 +130,49 @@ tl::eval::retrieval_result evaluate(Encoder& se, const recipes::retrieval_task& 
         tl::cview<float>{corpus.data(), {tl::index_t(t.corpus.size()), d}}, t.relevant);
 }
 
+// Full fine-tuning on a device (--device cuda or cpu-ops): the training loop's gradients, clipping and AdamW calls
+// on gpu::ranking_step (cuda/ranking_step.hpp), the host model receiving the weights at the end.
+template <class Model>
+struct device_training {
+    virtual ~device_training() = default;
+    virtual double gradients(const tl::embed::token_batch& tokens, tl::index_t pairs,
+                             const tl::embed::ranking_loss_options& loss) = 0;
+    virtual void clip_and_step(double max_norm, double lr, const tl::adamw_options& o) = 0;
+    virtual void store_into(Model& model) = 0;
+    virtual std::size_t arena_bytes() const = 0;
+};
+template <class Model, class Ex>
+struct device_training_on final : device_training<Model> {
+    device_training_on(const Model& model, const tl::embed::sentence_config& sc, const tl::gpu::ranking_step_shape& s)
+        : step(model.config(), sc, s) {
+        step.load_from(model);
+    }
+    double gradients(const tl::embed::token_batch& tokens, tl::index_t pairs,
+                     const tl::embed::ranking_loss_options& loss) override {
+        step.zero_gradients();
+        return step.forward_backward(tokens, pairs, loss);
+    }
+    void clip_and_step(double max_norm, double lr, const tl::adamw_options& o) override {
+        step.clip_gradients(max_norm);
+        step.adamw_step(lr, o);
+    }
+    void store_into(Model& model) override { step.store_into(model); }
+    std::size_t arena_bytes() const override { return step.arena_bytes(); }
+    tl::gpu::ranking_step<Ex> step;
+};
+template <class Model>
+std::unique_ptr<device_training<Model>> device_training_of(const std::string& device, const Model& model,
+                                                           const tl::embed::sentence_config& sc, tl::index_t pairs,
+                                                           tl::index_t negatives) {
+    tl::gpu::ranking_step_shape shape;
+    shape.pairs = pairs, shape.negatives = negatives, shape.bf16 = device == "cuda";
+#ifdef TINYLM_HAS_CUDA
+    if (device == "cuda") return std::make_unique<device_training_on<Model, tl::gpu::gpu_ops>>(model, sc, shape);
+#endif
+    tl::check(device == "cpu-ops", "09_retrieval: --device " + device + " is not available in this build");
+    return std::make_unique<device_training_on<Model, tl::gpu::cpu_ops>>(model, sc, shape);
+}
+
 // Whatever decides a mode's training and the order of its collectives: every rank must agree (data_parallel_ranking).
 std::string training_settings(const std::string& mode, const settings& s, std::uint64_t seed, long long first,
                               std::size_t pairs) {
@@ -156,7 +208,29 @@ mode_result train_mode(const std::string& mode, const base_model& b, const recip
     mode_result r{mode, {}, {}, 0, ""};
     const fs::path checkpoint = dir / "checkpoint";
     long long first = 0;
-    if (fs::exists(checkpoint / "trainer_state.json")) {
+    // On a device (full fine-tuning only: main refuses adapters there) the step runs on gpu::ranking_step.
+    using model_t = std::remove_cvref_t<decltype(*model)>;
+    std::unique_ptr<device_training<model_t>> device;
+    tl::embed::batch_tokenizer tokenize;
+    const bool on_device = s.device != "cpu";
+    if (on_device) {
+        tl::check(!fs::exists(checkpoint / "trainer_state.json"), [&] {
+            return "09_retrieval: --device " + s.device + " does not resume checkpoints yet; " + checkpoint.string() +
+                   " exists (run with --fresh, or resume it with --device cpu)";
+        });
+        if constexpr (!lora) {
+            std::size_t negatives = 0;
+            for (const auto& row : t.train)
+                negatives = std::max(negatives, row.negatives.size());
+            device = device_training_of(s.device, *model, b.config, s.batch, tl::index_t(negatives));
+            tokenize = tl::sentence_tokenizer(b.tokenizer);
+            std::printf("  on %s: gpu::ranking_step, %d pairs of at most %lld tokens in one padded batch, arena "
+                        "%.1f MiB; no checkpoints on the device\n",
+                        s.device.c_str(), s.batch, static_cast<long long>(b.config.max_length),
+                        double(device->arena_bytes()) / (1 << 20));
+        }
+    }
+    if (!on_device && fs::exists(checkpoint / "trainer_state.json")) {
         const tl::training_state st = tl::load_training_checkpoint(*model, opt, checkpoint);
         first = st.step;
         sampler.set_position(
@@ -173,6 +247,7 @@ mode_result train_mode(const std::string& mode, const base_model& b, const recip
                                {"sampler_batch", pos.batch},
                                {"losses", r.losses},
                                {"seconds", r.train_seconds}}};
+        if (on_device) return; // the moments live on the device (docs/gpu.md: left to do)
         if (root) tl::save_training_checkpoint(*model, opt, st, checkpoint);
         world.barrier(); // complete for every rank (a restart finds it)
     };
@@ -181,15 +256,31 @@ mode_result train_mode(const std::string& mode, const base_model& b, const recip
     step.join(*model, training_settings(mode, s, seed, first, t.train.size()));
 
     tl::progress_bar bar(s.steps, {.plain_every = 10, .first_step = first}); // stdout: /dev/null but on rank 0
+    std::vector<std::string> texts; // a device step's: anchors, positives, negatives
+    tl::index_t device_truncated = 0, device_embedded = 0;
     for (long long k = first; k < s.steps; ++k) {
         const auto t0 = std::chrono::steady_clock::now();
         const tl::data::pair_batch pb = tl::data::gather_pairs(t.train, sampler.next());
-        const double loss = step.gradients(se, {pb.anchors, pb.positives, pb.negatives}, step_options);
+        const double lr = schedule.lr_at(k);
+        double loss = 0;
+        if (device) {
+            texts.assign(pb.anchors.begin(), pb.anchors.end());
+            texts.insert(texts.end(), pb.positives.begin(), pb.positives.end());
+            texts.insert(texts.end(), pb.negatives.begin(), pb.negatives.end());
+            const tl::embed::token_batch tokens = tokenize(texts, b.config.max_length);
+            device_truncated += tokens.truncated, device_embedded += tl::index_t(texts.size());
+            loss = device->gradients(tokens, tl::index_t(pb.anchors.size()), step_options.loss);
+        } else {
+            loss = step.gradients(se, {pb.anchors, pb.positives, pb.negatives}, step_options);
+        }
         tl::check(std::isfinite(loss),
                   [&] { return "09_retrieval: the loss is not finite at step " + std::to_string(k + 1); });
-        tl::clip_grad_norm(model->trainable_entries(), 1.0);
-        const double lr = schedule.lr_at(k);
-        opt.step(lr);
+        if (device) {
+            device->clip_and_step(1.0, lr, opt.options());
+        } else {
+            tl::clip_grad_norm(model->trainable_entries(), 1.0);
+            opt.step(lr);
+        }
         r.losses.push_back(loss);
         r.train_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         bar.update({.step = k + 1, .loss = loss, .lr = lr});
@@ -201,6 +292,13 @@ mode_result train_mode(const std::string& mode, const base_model& b, const recip
                     world.size(), step.gradient_buckets().bucket_count(),
                     step.gradient_buckets().started_during_backward());
     if (!root) return r; // rank 0 evaluates and saves
+    if (device) {
+        device->store_into(*model); // evaluation and saving on the CPU
+        if (device_truncated > 0)
+            std::printf("  note: %lld of %lld texts trained on were longer than %lld tokens and were truncated\n",
+                        static_cast<long long>(device_truncated), static_cast<long long>(device_embedded),
+                        static_cast<long long>(b.config.max_length));
+    }
     if (se.truncated_texts() > 0)
         std::printf("  note: %lld of %lld texts embedded were longer than %lld tokens and were truncated\n",
                     static_cast<long long>(se.truncated_texts()), static_cast<long long>(se.embedded_texts()),
@@ -302,11 +400,38 @@ int main(int argc, char** argv) {
     app.add_option("--checkpoint-every", s.checkpoint_every, "steps between checkpoints (0: none)")
         ->check(recipes::in_range(0, 1000000, "steps between checkpoints; 0: none"));
     app.add_option("--seed", seed, "split, sampling and adapter initialisation seed");
+    app.add_option("--device", s.device,
+                   "cpu (tl::encoder), cuda: full fine-tuning on the GPU (gpu::ranking_step, bf16 products; in a "
+                   "build with tinylm::cuda; --modes full), or cpu-ops: the GPU's code path on the CPU (slow; a check)")
+        ->check(CLI::IsMember({"cpu", "cuda", "cpu-ops"}));
     app.add_flag("--fresh", fresh, "discard results and checkpoints in --out");
     app.add_flag("--smoke", smoke, "a minute-long run: 40 test queries, 3 steps, short texts (for CI)");
     CLI11_PARSE(app, argc, argv);
     tl::dist::communicator& world = recipes::join_world(); // rank 0 prints (examples/common/ranks.hpp)
     const bool root = world.is_root();
+    if (s.device != "cpu") {
+        if (s.device == "cuda") {
+#ifdef TINYLM_HAS_CUDA
+            if (tl::gpu::device_count() == 0)
+                return recipes::report_error(tl::error("09_retrieval: --device cuda: no CUDA device is visible "
+                                                       "(device_count() == 0): no GPU or no driver on this machine"));
+#else
+            return recipes::report_error(
+                tl::error("09_retrieval: --device cuda: this build has no CUDA backend (tinylm::cuda); configure with "
+                          "-DTINYLM_WITH_CUDA=ON (needs nvcc) and rebuild, or use --device cpu"));
+#endif
+        }
+        for (const std::string& mode : s.modes)
+            if (mode != "full")
+                return recipes::report_error(tl::error("09_retrieval: --device " + s.device +
+                                                       " trains full fine-tuning only (no LoRA on the device "
+                                                       "encoder yet): pass --modes full, or --device cpu for " +
+                                                       mode));
+        if (world.size() > 1)
+            return recipes::report_error(tl::error("09_retrieval: --device " + s.device +
+                                                   " runs in one process (data parallel on the device is not "
+                                                   "there yet): run without mpirun"));
+    }
 
     if (!fs::is_directory(s.base)) { // exit code 2: the smoke test reports "skipped"
         std::fprintf(

@@ -19,6 +19,7 @@
 #include <tinylm/cuda/nccl_communicator.hpp>
 #endif
 #include <tinylm/cuda/nf4_row.hpp>
+#include <tinylm/cuda/ranking_step.hpp>
 #include <tinylm/model/presets.hpp>
 #include <tinylm/ops/nf4.hpp>
 #include <tinylm/ops/rope.hpp>
@@ -1059,6 +1060,171 @@ BOOST_AUTO_TEST_CASE(encoder_step_matches_the_cpu_executor, needs_device()) {
                            0);
             }
         }
+}
+
+// A sentence encoder's contrastive step (src/cuda/ranking.cu against ranking_row.hpp's CPU drivers): pooling forward
+// and backward in the three modes, both normalisations and their backward bit for bit (the same f32 sums and IEEE
+// double arithmetic in the same order); the ranking loss's log-sum-exps within 1e-12 and its score gradient within
+// 1e-6 (the device's exp and log in double may differ from the host's in the last bit), symmetric or not.
+BOOST_AUTO_TEST_CASE(pooling_and_ranking_rows_match_the_cpu, needs_device()) {
+    const long long n = 12, time = 30;
+    const int d = 96;
+    const auto hidden = random_tensor<float>({n * time, d}, 81), dpooled = random_tensor<float>({n, d}, 82);
+    std::vector<std::int64_t> lengths(static_cast<std::size_t>(n));
+    for (long long b = 0; b < n; ++b)
+        lengths[std::size_t(b)] = 1 + (b * 7) % time;
+    for (const gpu::pool_kind mode : {gpu::pool_kind::mean, gpu::pool_kind::cls, gpu::pool_kind::max}) {
+        device_run r;
+        const int bh = r.input(hidden.data), bl = r.input(lengths), bd = r.input(dpooled.data);
+        const int bp = r.output<float>(std::size_t(n * d)), ba = r.output<std::int32_t>(std::size_t(n * d));
+        const int bdh = r.output<float>(std::size_t(n * time * d));
+        r.allocate();
+        gpu::pool_forward(mode, r.at<float>(bp), r.at<std::int32_t>(ba), r.at<float>(bh), r.at<std::int64_t>(bl), n,
+                          time, d);
+        gpu::pool_backward(mode, r.at<float>(bdh), r.at<float>(bd), r.at<std::int32_t>(ba), r.at<std::int64_t>(bl), n,
+                           time, d);
+        std::vector<float> pooled(std::size_t(n * d)), dh(std::size_t(n * time * d));
+        std::vector<std::int32_t> arg(std::size_t(n * d));
+        gpu::pool_rows(mode, pooled.data(), arg.data(), hidden.data.data(), lengths.data(), n, time, d);
+        gpu::pool_backward_rows(mode, dh.data(), dpooled.data.data(), arg.data(), lengths.data(), n, time, d);
+        BOOST_TEST(same_bits(r.get<float>(bp), pooled), "mode " << int(mode));
+        BOOST_TEST(same_bits(r.get<float>(bdh), dh), "mode " << int(mode));
+        if (mode == gpu::pool_kind::max) BOOST_TEST(r.get<std::int32_t>(ba) == arg);
+    }
+    {
+        std::vector<float> x = random_tensor<float>({n, d}, 83).data;
+        std::fill_n(x.begin() + 2 * d, d, 0.0f); // a zero row: the clamp
+        const auto g = random_tensor<float>({n, d}, 84).data;
+        for (const bool float_norm : {false, true}) {
+            device_run r;
+            const int bx = r.input(x), bg = r.input(g), by = r.output<float>(x.size());
+            const int bn = r.output<double>(std::size_t(n));
+            r.allocate();
+            gpu::normalize_rows(r.at<float>(by), r.at<double>(bn), r.at<float>(bx), n, d, float_norm);
+            gpu::normalize_rows_backward(r.at<float>(bg), r.at<float>(by), r.at<double>(bn), n, d);
+            std::vector<float> y(x.size()), dx = g;
+            std::vector<double> norms(static_cast<std::size_t>(n));
+            gpu::unit_rows(y.data(), norms.data(), x.data(), n, d, float_norm);
+            gpu::unit_rows_backward(dx.data(), y.data(), norms.data(), n, d);
+            BOOST_TEST(same_bits(r.get<float>(by), y));
+            BOOST_TEST(r.get<double>(bn) == norms);
+            BOOST_TEST(same_bits(r.get<float>(bg), dx));
+        }
+    }
+    const long long b = 9, m = 27; // 9 anchors, 9 positives and 18 negatives
+    const auto scores = random_tensor<float>({b, m}, 85, 8.0).data;
+    for (const bool symmetric : {false, true}) {
+        device_run r;
+        const int bs = r.input(scores), brow = r.output<double>(std::size_t(b)),
+                  bcol = r.output<double>(std::size_t(b));
+        const int bt = r.output<double>(std::size_t(2 * b));
+        r.allocate();
+        const double w = 1.0 / double(b) * (symmetric ? 0.5 : 1.0);
+        gpu::ranking_lse(r.at<double>(brow), r.at<double>(bcol), r.at<double>(bt), r.at<float>(bs), b, m, symmetric);
+        gpu::ranking_dscores(r.at<float>(bs), r.at<double>(brow), r.at<double>(bcol), b, m, w, symmetric);
+        std::vector<double> row(static_cast<std::size_t>(b)), col(row.size()), terms(2 * row.size());
+        std::vector<float> ds = scores;
+        gpu::ranking_lse_rows(row.data(), col.data(), terms.data(), ds.data(), b, m, symmetric);
+        gpu::ranking_dscores_rows(ds.data(), row.data(), col.data(), b, m, w, symmetric);
+        auto close = [](const std::vector<double>& a, const std::vector<double>& e) {
+            double err = 0;
+            for (std::size_t i = 0; i < a.size(); ++i)
+                err = std::max(err, std::abs(a[i] - e[i]) / std::max(1.0, std::abs(e[i])));
+            return err;
+        };
+        BOOST_TEST(close(r.get<double>(brow), row) < 1e-12, "symmetric " << symmetric);
+        BOOST_TEST(close(r.get<double>(bcol), col) < 1e-12, "symmetric " << symmetric);
+        BOOST_TEST(close(r.get<double>(bt), terms) < 1e-12, "symmetric " << symmetric);
+        BOOST_TEST(max_rel(r.get<float>(bs), ds) < 1e-6, "symmetric " << symmetric);
+    }
+}
+
+// gpu::ranking_step (cuda/ranking_step.hpp) on the GPU against the same step on the CPU executor (itself checked
+// against tl's sentence encoder and ranking loss in test_encoder): a BERT of width 64, 3 pairs of a plan of 4 with
+// one hard negative each (texts of 3 to 40 tokens, padded to 48), mean pooling, normalised, symmetric; f32 and bf16
+// products: the loss within 1e-5 relative (bf16 1e-4), every gradient within 1e-4 of its tensor's scale (bf16 1e-3);
+// the same step again gives the same bits; after clipping and one AdamW step the parameters within 1e-2 lr.
+BOOST_AUTO_TEST_CASE(ranking_step_matches_the_cpu_executor, needs_device()) {
+    model_config c = tl_test::tiny_bert(61, 48);
+    c.d_model = 64, c.d_ff = 128, c.init_std = 0.05;
+    const index_t pairs = 3, negatives = 1, n = pairs * (2 + negatives), time = 40;
+    embed::token_batch tokens;
+    tokens.batch = n, tokens.time = time;
+    for (index_t r = 0; r < n; ++r)
+        tokens.lengths.push_back(3 + (r * 11) % (time - 2));
+    for (index_t i = 0; i < n * time; ++i) {
+        const bool real = i % time < tokens.lengths[std::size_t(i / time)];
+        tokens.ids.push_back(real ? token_t((i * 37 + 11) % c.vocab_size) : 0);
+        tokens.type_ids.push_back(0);
+    }
+    const embed::sentence_config sc{.pooling = pooling_mode::mean, .normalize = true, .max_length = 48};
+    const embed::ranking_loss_options loss{.scale = 20, .symmetric = true};
+    const adamw_options options{.beta1 = 0.9, .beta2 = 0.999, .eps = 1e-6, .weight_decay = 0.01};
+    for (const bool bf16 : {false, true}) {
+        BOOST_TEST_CONTEXT((bf16 ? "bf16 products" : "f32 products")) {
+            const gpu::ranking_step_shape shape{.pairs = 4, .negatives = negatives, .bf16 = bf16};
+            gpu::ranking_step<gpu::cpu_ops> cpu(c, sc, shape);
+            gpu::ranking_step<gpu::gpu_ops> gpu_step(c, sc, shape);
+            std::vector<float> weights =
+                random_tensor<float>(
+                    {index_t(cpu.encoder().layout().back().offset + cpu.encoder().layout().back().size())}, 72, 0.05)
+                    .data;
+            for (const gpu::parameter_slice& s : cpu.encoder().layout()) {
+                if (s.name.find("LayerNorm.weight") != std::string::npos)
+                    for (std::size_t i = 0; i < s.size(); ++i)
+                        weights[s.offset + i] += 1.0f;
+                std::copy_n(weights.data() + s.offset, s.size(), cpu.parameter(s.name));
+                gpu::copy_to_device(gpu_step.parameter(s.name), weights.data() + s.offset, s.size() * sizeof(float));
+            }
+            cpu.encoder().parameters_changed();
+            gpu_step.encoder().parameters_changed();
+            cpu.zero_gradients();
+            const double cpu_loss = cpu.forward_backward(tokens, pairs, loss);
+            auto run = [&] {
+                gpu_step.zero_gradients();
+                return gpu_step.forward_backward(tokens, pairs, loss);
+            };
+            const double gpu_loss = run();
+            auto gradients = [&] {
+                std::vector<float> all;
+                for (const gpu::parameter_slice& s : gpu_step.encoder().layout()) {
+                    std::vector<float> g(s.size());
+                    gpu::synchronize();
+                    gpu::copy_to_host(g.data(), gpu_step.gradient(s.name), s.size() * sizeof(float));
+                    all.insert(all.end(), g.begin(), g.end());
+                }
+                return all;
+            };
+            const std::vector<float> grads = gradients();
+            BOOST_TEST(std::abs(gpu_loss - cpu_loss) <= (bf16 ? 1e-4 : 1e-5) * std::abs(cpu_loss));
+            for (const gpu::parameter_slice& s : cpu.encoder().layout()) {
+                if (s.name.starts_with("pooler.")) continue;
+                const std::size_t key = s.name.find("self.key.bias");
+                const float* scale_of =
+                    cpu.gradient(key == std::string::npos ? s.name : s.name.substr(0, key) + "self.query.bias");
+                double err = 0, scale = 0;
+                for (std::size_t i = 0; i < s.size(); ++i) {
+                    err = std::max(err, std::abs(double(grads[s.offset + i]) - double(cpu.gradient(s.name)[i])));
+                    scale = std::max(scale, std::abs(double(scale_of[i])));
+                }
+                BOOST_TEST(err <= (bf16 ? 1e-3 : 1e-4) * scale, s.name << ": " << err << " against " << scale);
+            }
+            BOOST_TEST(run() == gpu_loss); // deterministic
+            BOOST_TEST(same_bits(gradients(), grads));
+            cpu.clip_gradients(1.0), gpu_step.clip_gradients(1.0);
+            cpu.adamw_step(1e-3, options), gpu_step.adamw_step(1e-3, options);
+            double moved = 0;
+            for (const gpu::parameter_slice& s : cpu.encoder().layout()) {
+                if (s.name.find("self.key.bias") != std::string::npos) continue; // noise-driven: see test_encoder
+                std::vector<float> p(s.size());
+                gpu::synchronize();
+                gpu::copy_to_host(p.data(), gpu_step.parameter(s.name), s.size() * sizeof(float));
+                for (std::size_t i = 0; i < s.size(); ++i)
+                    moved = std::max(moved, std::abs(double(p[i]) - double(cpu.parameter(s.name)[i])));
+            }
+            BOOST_TEST(moved <= (bf16 ? 1e-1 : 1e-2) * 1e-3);
+        }
+    }
 }
 
 BOOST_AUTO_TEST_CASE(errors_name_the_call, needs_device()) {

@@ -3,6 +3,7 @@
 // backend's encoder step (cuda/encoder_step.hpp) run on the CPU executor against the encoder.
 #include <tinylm/cuda/cpu_ops.hpp>
 #include <tinylm/cuda/encoder_step.hpp>
+#include <tinylm/cuda/ranking_step.hpp>
 #include <tinylm/embed/bpe_batches.hpp>
 #include <tinylm/embed/cached_ranking.hpp>
 #include <tinylm/embed/ranking_loss.hpp>
@@ -614,6 +615,113 @@ BOOST_AUTO_TEST_CASE(cuda_encoder_step_on_the_cpu_matches_the_encoder) {
     // The optimizer over the flat blocks from the same gradients, as tl's (no decay on LayerNorms and biases, the
     // pooler untouched).
     tl_test::expect_step_optimizer_matches(model, run->step);
+}
+
+// The GPU's contrastive step (cuda/ranking_step.hpp: the encoder step, pooling, the normalisations, the ranking
+// loss's product, rows and gradient) on the CPU executor against tinylm's CPU path on the same tiny BERT and the
+// same tokens: sentence_encoder + embed::ranking_step (the plain step) + tl::clip_grad_norm + tl::adamw. Texts of
+// 2 to 7 tokens padded to 7 by the tokenizer and to 8 by the plan; 2 pairs in a plan of 3 (its unused rows must
+// give nothing); mean, cls and max pooling, normalised or not, symmetric or not, with and without hard negatives,
+// the CPU's texts packed or padded. The loss within 1e-5 relative, every gradient within 1e-4 of its tensor's scale,
+// the parameters after one clipped AdamW step within 1e-2 of that step's size.
+BOOST_AUTO_TEST_CASE(cuda_ranking_step_on_the_cpu_matches_the_sentence_encoder) {
+    using config = tl_test::tiny_bert_config;
+    const model_config& c = config::value;
+    const index_t pairs = 2, time = 7;
+    struct setup {
+        pooling_mode pooling;
+        bool normalize, symmetric;
+        index_t negatives;
+        bool pack;
+    };
+    for (const setup& u :
+         {setup{pooling_mode::mean, true, false, 1, false}, setup{pooling_mode::mean, true, true, 1, true},
+          setup{pooling_mode::cls, false, true, 0, false}, setup{pooling_mode::max, true, false, 1, true}}) {
+        const std::string name = std::string(pooling_name(u.pooling)) + (u.normalize ? ", normalised" : "") +
+                                 (u.symmetric ? ", symmetric" : "") + ", " + std::to_string(u.negatives) +
+                                 " negatives" + (u.pack ? ", packed on the CPU" : "");
+        const index_t n = pairs * (2 + u.negatives);
+        embed::token_batch tokens;
+        tokens.batch = n, tokens.time = time;
+        counter_rng rng(23);
+        for (index_t r = 0; r < n; ++r)
+            tokens.lengths.push_back(2 + index_t(rng.below(6)));
+        for (index_t i = 0; i < n * time; ++i) {
+            const bool real = i % time < tokens.lengths[std::size_t(i / time)];
+            tokens.ids.push_back(real ? token_t(1 + rng.below(std::uint64_t(c.vocab_size - 1))) : 0);
+            tokens.type_ids.push_back(real ? token_t(rng.below(2)) : 0);
+        }
+        const auto tokenize = [&](std::span<const std::string> texts, index_t) {
+            BOOST_TEST_REQUIRE(index_t(texts.size()) == n); // the plain step embeds the whole batch at once
+            return tokens;
+        };
+        const embed::sentence_config sc{
+            .pooling = u.pooling, .normalize = u.normalize, .max_length = 8, .pack = u.pack};
+        const embed::ranking_loss_options loss_options{.scale = 20, .symmetric = u.symmetric};
+        const std::vector<std::string> texts(static_cast<std::size_t>(n)); // the tokenizer ignores them
+
+        encoder<config> model(42);
+        embed::sentence_encoder se(model, tokenize, sc);
+        embed::ranking_step<default_backend> cpu_step;
+        const std::span<const std::string> all(texts);
+        model.zero_grad();
+        const double loss =
+            cpu_step.run(se,
+                         {all.subspan(0, std::size_t(pairs)), all.subspan(std::size_t(pairs), std::size_t(pairs)),
+                          all.subspan(std::size_t(2 * pairs))},
+                         {.loss = loss_options, .mini_batch_size = 0});
+
+        gpu::ranking_step<gpu::cpu_ops> step(c, sc, {.pairs = 3, .negatives = u.negatives});
+        step.load_from(model);
+        step.zero_gradients();
+        const double step_loss = step.forward_backward(tokens, pairs, loss_options);
+        BOOST_TEST(std::abs(step_loss - loss) <= 1e-5 * std::abs(loss),
+                   name << ": loss " << step_loss << " against " << loss);
+        // The embeddings as the sentence encoder gives them (before any optimizer step).
+        owned<float> embedded({n, c.d_model});
+        se.embed(texts, embedded, false);
+        BOOST_TEST(max_abs_diff(step.embeddings(), embedded.data) <= 1e-5, name << ": embeddings");
+        // Gradients against each tensor's scale (a key bias's, whose true gradient is 0, against its query bias's).
+        double worst = 0;
+        for (const parameter_entry& e : model.trainable_entries()) {
+            const std::size_t key = e.name.find("self.key.bias");
+            const std::string scale_name =
+                key == std::string::npos ? e.name : e.name.substr(0, key) + "self.query.bias";
+            double scale = 0, err = 0;
+            for (const parameter_entry& s : model.trainable_entries())
+                if (s.name == scale_name)
+                    for (index_t i = 0; i < s.grad.numel(); ++i)
+                        scale = std::max(scale, std::abs(double(s.grad[i])));
+            const float* g = step.gradient(e.name);
+            for (index_t i = 0; i < e.grad.numel(); ++i)
+                err = std::max(err, std::abs(double(g[i]) - double(e.grad[i])));
+            BOOST_TEST(err <= 1e-4 * scale, name << ", " << e.name << ": " << err << " against a scale of " << scale);
+            worst = std::max(worst, scale > 0 ? err / scale : INFINITY);
+        }
+        // One optimizer step as 09_retrieval's: clipping at 1, AdamW (betas 0.9, 0.999, eps 1e-6, decay 0.01).
+        const adamw_options options{.lr = 1e-3, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-6, .weight_decay = 0.01};
+        const double norm = clip_grad_norm(model.trainable_entries(), 1.0), step_norm = step.clip_gradients(1.0);
+        BOOST_TEST(std::abs(step_norm - norm) <= 1e-5 * norm,
+                   name << ": gradient norm " << step_norm << " against " << norm);
+        adamw opt(model, options);
+        opt.step(1e-3);
+        step.adamw_step(1e-3, options);
+        // A key bias's gradient is rounding noise on both sides (its true value is 0), which AdamW's first step
+        // turns into a move of up to lr either way: those only within 2 lr; every other parameter within 1% of lr.
+        double moved = 0, moved_key_bias = 0;
+        for (const parameter_entry& e : model.parameter_entries()) {
+            const bool key_bias = e.name.find("self.key.bias") != std::string::npos;
+            for (index_t i = 0; i < e.value.numel(); ++i) {
+                const double diff = std::abs(double(step.parameter(e.name)[i]) - double(e.value[i]));
+                (key_bias ? moved_key_bias : moved) = std::max(key_bias ? moved_key_bias : moved, diff);
+            }
+        }
+        BOOST_TEST(moved <= 1e-2 * 1e-3, name << ": parameters after the step " << moved << " apart");
+        BOOST_TEST(moved_key_bias <= 2e-3, name << ": key biases after the step " << moved_key_bias << " apart");
+        BOOST_TEST_MESSAGE(name << ": loss " << step_loss << " (CPU " << loss << "), gradients within " << worst
+                                << " of their scale, parameters after one step within " << moved << " (key biases "
+                                << moved_key_bias << ")");
+    }
 }
 
 BOOST_AUTO_TEST_SUITE_END()

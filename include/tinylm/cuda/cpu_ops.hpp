@@ -9,6 +9,7 @@
 #include <tinylm/cuda/blas.hpp>
 #include <tinylm/cuda/dropout_row.hpp>
 #include <tinylm/cuda/nf4_row.hpp>
+#include <tinylm/cuda/ranking_row.hpp>
 #include <tinylm/cuda/row_math.hpp>
 
 #include <cstddef>
@@ -147,6 +148,30 @@ struct cpu_ops {
     void dropout_forward(float* out, const float* x, long long n, const dropout_mask& m) { dropout_rows(out, x, n, m); }
     void dropout_backward(float* dx, const float* g, long long n, const dropout_mask& m) {
         dropout_backward_rows(dx, g, n, m);
+    }
+
+    // A sentence encoder's contrastive step (ranking_row.hpp; cuda/ranking_step.hpp).
+    void pool_forward(pool_kind mode, float* pooled, std::int32_t* arg, const float* hidden,
+                      const std::int64_t* lengths, long long n, long long time, int d) {
+        pool_rows(mode, pooled, arg, hidden, lengths, n, time, d);
+    }
+    void pool_backward(pool_kind mode, float* dhidden, const float* dpooled, const std::int32_t* arg,
+                       const std::int64_t* lengths, long long n, long long time, int d) {
+        pool_backward_rows(mode, dhidden, dpooled, arg, lengths, n, time, d);
+    }
+    void normalize_rows(float* y, double* norms, const float* x, long long n, int d, bool float_norm) {
+        unit_rows(y, norms, x, n, d, float_norm);
+    }
+    void normalize_rows_backward(float* g, const float* y, const double* norms, long long n, int d) {
+        unit_rows_backward(g, y, norms, n, d);
+    }
+    void ranking_lse(double* row_lse, double* col_lse, double* terms, const float* scores, long long b, long long m,
+                     bool symmetric) {
+        ranking_lse_rows(row_lse, col_lse, terms, scores, b, m, symmetric);
+    }
+    void ranking_dscores(float* scores, const double* row_lse, const double* col_lse, long long b, long long m,
+                         double w, bool symmetric) {
+        ranking_dscores_rows(scores, row_lse, col_lse, b, m, w, symmetric);
     }
 
 private:

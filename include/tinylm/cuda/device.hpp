@@ -11,6 +11,7 @@
 #include <tinylm/cuda/attention_row.hpp>
 #include <tinylm/cuda/dropout_row.hpp>
 #include <tinylm/cuda/nf4_row.hpp>
+#include <tinylm/cuda/ranking_row.hpp>
 #include <tinylm/cuda/row_math.hpp>
 
 #include <cstddef>
@@ -149,5 +150,23 @@ void adamw_step(float* p, const float* g, float* m, float* v, long long n, const
 // out (n) = dropout(x) under mask m (out may not be x); backward: dx += the kept elements of g times the scale.
 void dropout_forward(float* out, const float* x, long long n, const dropout_mask& m, void* stream = nullptr);
 void dropout_backward(float* dx, const float* g, long long n, const dropout_mask& m, void* stream = nullptr);
+
+// ---- a sentence encoder's contrastive step (src/cuda/ranking.cu; the arithmetic of ranking_row.hpp) ----
+// pooled (n, d) from hidden (n time, d), text b's lengths[b] rows (int64, device); arg (n, d) for max only.
+void pool_forward(pool_kind mode, float* pooled, std::int32_t* arg, const float* hidden, const std::int64_t* lengths,
+                  long long n, long long time, int d, void* stream = nullptr);
+// dhidden (n time, d) assigned from dpooled (n, d): zeros on padding and rows the mode does not read.
+void pool_backward(pool_kind mode, float* dhidden, const float* dpooled, const std::int32_t* arg,
+                   const std::int64_t* lengths, long long n, long long time, int d, void* stream = nullptr);
+// Rows (n, d) to unit length, norms (n, double); the backward turns g (n, d) in place from d y into d x.
+void normalize_rows(float* y, double* norms, const float* x, long long n, int d, bool float_norm,
+                    void* stream = nullptr);
+void normalize_rows_backward(float* g, const float* y, const double* norms, long long n, int d, void* stream = nullptr);
+// The ranking loss over scores (b, m): row_lse, col_lse (symmetric) and the loss terms (2 b doubles, summed on the
+// host); then the scores replaced by their gradient with weight w.
+void ranking_lse(double* row_lse, double* col_lse, double* terms, const float* scores, long long b, long long m,
+                 bool symmetric, void* stream = nullptr);
+void ranking_dscores(float* scores, const double* row_lse, const double* col_lse, long long b, long long m, double w,
+                     bool symmetric, void* stream = nullptr);
 
 } // namespace tl::gpu

@@ -120,6 +120,30 @@ struct gpu_ops {
     void dropout_backward(float* dx, const float* g, long long n, const dropout_mask& m) {
         gpu::dropout_backward(dx, g, n, m, stream);
     }
+
+    // A sentence encoder's contrastive step (src/cuda/ranking.cu; cuda/ranking_step.hpp).
+    void pool_forward(pool_kind mode, float* pooled, std::int32_t* arg, const float* hidden,
+                      const std::int64_t* lengths, long long n, long long time, int d) {
+        gpu::pool_forward(mode, pooled, arg, hidden, lengths, n, time, d, stream);
+    }
+    void pool_backward(pool_kind mode, float* dhidden, const float* dpooled, const std::int32_t* arg,
+                       const std::int64_t* lengths, long long n, long long time, int d) {
+        gpu::pool_backward(mode, dhidden, dpooled, arg, lengths, n, time, d, stream);
+    }
+    void normalize_rows(float* y, double* norms, const float* x, long long n, int d, bool float_norm) {
+        gpu::normalize_rows(y, norms, x, n, d, float_norm, stream);
+    }
+    void normalize_rows_backward(float* g, const float* y, const double* norms, long long n, int d) {
+        gpu::normalize_rows_backward(g, y, norms, n, d, stream);
+    }
+    void ranking_lse(double* row_lse, double* col_lse, double* terms, const float* scores, long long b, long long m,
+                     bool symmetric) {
+        gpu::ranking_lse(row_lse, col_lse, terms, scores, b, m, symmetric, stream);
+    }
+    void ranking_dscores(float* scores, const double* row_lse, const double* col_lse, long long b, long long m,
+                         double w, bool symmetric) {
+        gpu::ranking_dscores(scores, row_lse, col_lse, b, m, w, symmetric, stream);
+    }
 };
 
 } // namespace tl::gpu

@@ -1,0 +1,253 @@
+// tinylm/cuda/ranking_step.hpp: one training step of a sentence encoder with the multiple-negatives ranking loss
+// on the device (embed/ranking_loss.hpp, embed/sentence_encoder.hpp, embed/cached_ranking.hpp's plain step), over
+// encoder_step (cuda/encoder_step.hpp) and one arena, written once against an executor: gpu::cpu_ops (host memory;
+// checked against tl::encoder + sentence_encoder + ranking_step in test_encoder) or gpu::gpu_ops (the GPU).
+//
+//   gpu::ranking_step<gpu::gpu_ops> step(config, sentence, {.pairs = 32, .negatives = 0});   // plans and allocates
+//   step.load_from(host_encoder);                       // the initial weights, by BertModel's names
+//   step.zero_gradients();
+//   double loss = step.forward_backward(tokens, pairs, {.scale = 20});   // tokens: the tokenizer's token_batch
+//   step.clip_gradients(1.0); step.adamw_step(lr, adamw_options);
+//   step.store_into(host_encoder);                      // evaluation and saving on the CPU
+//
+// The batch: anchors, then positives, then hard negatives (H per anchor), tokenized as one padded batch (the
+// texts of embed::ranking_step's plain step, in its order). On the device:
+//   hidden = encoder(ids, lengths, types)                 (the plan's time: every text padded to max_length)
+//   e = pool(hidden, lengths)  [ e = e / |e| ]            (sentence_config: mean, cls or max; normalize)
+//   u = e / |e|;  S (B, M) = scale u_a u_c^T              (the ranking loss's own normalisation; a product)
+//   loss = mean_i (lse_j S_ij - S_ii) [symmetric: + the column term, / 2]   (row kernels; the terms summed here)
+// and back: dS (a kernel), du_a = scale dS u_c and du_c = scale dS^T u_a (products), each normalisation's backward,
+// the pooling's backward into d hidden, then encoder_step::backward. The loss's products are f32 even when the
+// encoder's are bf16: they are small beside the encoder's, and the loss is a difference of nearby log-sum-exps.
+// Rows the batch does not fill (fewer pairs than planned) are one-token texts whose gradient is zero.
+//
+// No gradient cache: the whole batch's activations stay on the device (all-MiniLM-L6-v2 at 64 texts x 128 tokens
+// plans 1.94 GiB), so one forward suffices; the parameter gradients are those of the cached step.
+#pragma once
+
+#include <tinylm/core/error.hpp>
+#include <tinylm/cuda/device_decoder.hpp> // step_memory
+#include <tinylm/cuda/encoder_plan.hpp>
+#include <tinylm/cuda/encoder_step.hpp>
+#include <tinylm/cuda/ranking_row.hpp>
+#include <tinylm/embed/ranking_loss.hpp>
+#include <tinylm/embed/sentence_encoder.hpp>
+#include <tinylm/model/parameter.hpp>
+#include <tinylm/optim/adamw.hpp>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace tl::gpu {
+
+// The largest batch a step takes: `pairs` anchors with `negatives` hard negatives each (texts = pairs (2 +
+// negatives)), every text padded to sentence_config::max_length tokens.
+struct ranking_step_shape {
+    long long pairs = 1, negatives = 0;
+    bool bf16 = false; // the encoder's products in bf16 (the loss's stay f32)
+    attention_path attention = attention_path::products;
+    long long texts() const { return pairs * (2 + negatives); }
+};
+
+// The encoder step's options of a ranking step: every text of the largest batch, padded to max_length.
+inline encoder_plan_options ranking_encoder_options(index_t max_length, const ranking_step_shape& s) {
+    encoder_plan_options o;
+    o.batch = s.texts(), o.time = max_length, o.bf16_weights = s.bf16, o.attention = s.attention;
+    return o;
+}
+
+// The encoder's plan (plan_encoder_step) and the loss's buffers after it:
+//   rank.lengths (int64 texts), rank.pooled, rank.embedded, rank.unit, rank.dunit (f32 texts x d), rank.arg (int32
+//   texts x d: max pooling's), rank.embedded_norm, rank.unit_norm (double texts), rank.scores (f32 pairs x texts),
+//   rank.row_lse, rank.col_lse (double pairs), rank.terms (double 2 pairs)
+inline arena_plan plan_ranking_step(const model_config& c, index_t max_length, const ranking_step_shape& s) {
+    check(s.pairs >= 1 && s.negatives >= 0, [&] {
+        return "gpu::plan_ranking_step: pairs " + std::to_string(s.pairs) + " must be positive, negatives " +
+               std::to_string(s.negatives) + " at least 0";
+    });
+    arena_plan plan = plan_encoder_step(c, ranking_encoder_options(max_length, s));
+    const auto n = std::size_t(s.texts()), d = std::size_t(c.d_model), b = std::size_t(s.pairs);
+    plan.add_array<std::int64_t>("rank.lengths", n);
+    for (const char* name : {"rank.pooled", "rank.embedded", "rank.unit", "rank.dunit"})
+        plan.add_array<float>(name, n * d);
+    plan.add_array<std::int32_t>("rank.arg", n * d);
+    plan.add_array<double>("rank.embedded_norm", n);
+    plan.add_array<double>("rank.unit_norm", n);
+    plan.add_array<float>("rank.scores", b * n);
+    plan.add_array<double>("rank.row_lse", b);
+    plan.add_array<double>("rank.col_lse", b);
+    plan.add_array<double>("rank.terms", 2 * b);
+    return plan;
+}
+
+template <class Ex>
+class ranking_step {
+public:
+    ranking_step(const model_config& c, const embed::sentence_config& sentence, const ranking_step_shape& shape)
+        : config_(c), sentence_(sentence), shape_(shape), options_(ranking_encoder_options(sentence.max_length, shape)),
+          plan_(plan_ranking_step(c, sentence.max_length, shape)), memory_(plan_), base_(memory_.base()),
+          encoder_(c, options_, plan_, base_, memory_.ex) {} // the plan refuses a max_length over max_seq_len
+    ranking_step(const ranking_step&) = delete;              // encoder_ keeps references to plan_ and memory_
+    ranking_step& operator=(const ranking_step&) = delete;
+
+    const model_config& config() const { return config_; }
+    const ranking_step_shape& shape() const { return shape_; }
+    std::size_t arena_bytes() const { return plan_.bytes(); }
+    encoder_step<Ex>& encoder() { return encoder_; }
+    Ex& executor() { return memory_.ex; }
+
+    // The parameters of a host encoder (tl::encoder or a model with its parameter_entries), by name; every one of
+    // the device's must be there.
+    template <class Model>
+    void load_from(const Model& model) {
+        std::size_t copied = 0;
+        for (const parameter_entry& e : model.parameter_entries()) {
+            check_size("load_from", e);
+            memory_.ex.upload(encoder_.parameter(e.name), e.value.data, std::size_t(e.value.numel()) * sizeof(float));
+            ++copied;
+        }
+        check(copied == encoder_.layout().size(), "gpu::ranking_step::load_from: the host model lacks some "
+                                                  "parameters of the device encoder (another configuration?)");
+        encoder_.parameters_changed();
+    }
+    // The device's parameters into the host model's entries of the same names.
+    template <class Model>
+    void store_into(Model& model) {
+        for (const parameter_entry& e : model.parameter_entries()) {
+            check_size("store_into", e);
+            memory_.ex.download(e.value.data, encoder_.parameter(e.name), std::size_t(e.value.numel()) * sizeof(float));
+        }
+    }
+
+    void zero_gradients() { encoder_.zero_gradients(); }
+    float* gradient(const std::string& name) { return encoder_.gradient(name); }
+    float* parameter(const std::string& name) { return encoder_.parameter(name); }
+    double clip_gradients(double max_norm) { return encoder_.clip_gradients(max_norm); }
+    double gradient_norm() { return encoder_.gradient_norm(); }
+    void adamw_step(double lr, const adamw_options& o) { encoder_.adamw_step(lr, o); }
+    long long adamw_steps() const { return encoder_.adamw_steps(); }
+    void set_adamw_steps(long long t) { encoder_.set_adamw_steps(t); }
+
+    // The embeddings (texts, d) of the last forward_backward, as the sentence encoder returns them, in Ex's memory.
+    const float* embeddings() const { return sentence_.normalize ? f("rank.embedded") : f("rank.pooled"); }
+
+    // Loss of one batch and its parameter gradients added (zero_gradients clears them). tokens: `pairs` anchors,
+    // `pairs` positives, then the hard negatives (the same number per anchor), right-padded rows as the tokenizer
+    // gives them (tokens.time <= max_length).
+    double forward_backward(const embed::token_batch& tokens, index_t pairs, const embed::ranking_loss_options& loss) {
+        const long long n = tokens.batch, b = pairs, N = shape_.texts(), T = options_.time;
+        const int d = config_.d_model;
+        check(b >= 1 && b <= shape_.pairs && n >= 2 * b && (n - 2 * b) % b == 0 && n <= N && tokens.time <= T &&
+                  std::int64_t(tokens.ids.size()) == n * tokens.time && std::int64_t(tokens.lengths.size()) == n,
+              [&] {
+                  return "gpu::ranking_step: a batch of " + std::to_string(n) + " texts x " +
+                         std::to_string(tokens.time) + " tokens with " + std::to_string(b) +
+                         " pairs does not fit the planned " + std::to_string(shape_.pairs) + " pairs (" +
+                         std::to_string(N) + " texts) x " + std::to_string(T) +
+                         " tokens, or is not anchors, positives and the same number of negatives per anchor";
+              });
+        check(loss.scale > 0, "gpu::ranking_step: scale must be positive");
+        const long long m = n - b; // candidates: positives, then negatives
+        repack(tokens);
+        const float* hidden = encoder_.forward(ids_.data(), lengths_.data(), types_.empty() ? nullptr : types_.data());
+        Ex& ex = memory_.ex;
+        ex.upload(buf("rank.lengths"), lengths_.data(), lengths_.size() * sizeof(std::int64_t));
+        const auto* lengths = as<std::int64_t>("rank.lengths");
+        const pool_kind mode = pool_kind(int(sentence_.pooling));
+        ex.pool_forward(mode, f("rank.pooled"), as<std::int32_t>("rank.arg"), hidden, lengths, n, T, d);
+        const float* e = f("rank.pooled");
+        if (sentence_.normalize) {
+            ex.normalize_rows(f("rank.embedded"), as<double>("rank.embedded_norm"), e, n, d, true);
+            e = f("rank.embedded");
+        }
+        float* unit = f("rank.unit");
+        ex.normalize_rows(unit, as<double>("rank.unit_norm"), e, n, d, false);
+        float* scores = f("rank.scores");
+        matmul_args g; // S (b, m) = scale u_a u_c^T
+        g.trans_b = true, g.m = b, g.n = m, g.k = d, g.alpha = float(loss.scale), g.a = unit, g.lda = d;
+        g.b = unit + b * d, g.ldb = d, g.c = scores, g.ldc = m;
+        ex.matmul(g);
+        ex.ranking_lse(as<double>("rank.row_lse"), as<double>("rank.col_lse"), as<double>("rank.terms"), scores, b, m,
+                       loss.symmetric);
+        terms_.resize(std::size_t(2 * b));
+        ex.download(terms_.data(), buf("rank.terms"), terms_.size() * sizeof(double));
+        double forward = 0, backward = 0; // embed::ranking_loss_forward's order
+        for (long long i = 0; i < b; ++i)
+            forward += terms_[std::size_t(i)];
+        for (long long j = 0; j < b; ++j)
+            backward += terms_[std::size_t(b + j)];
+        const double value = loss.symmetric ? (forward + backward) / (2.0 * double(b)) : forward / double(b);
+
+        // Backward: dS, then d u of anchors and candidates, the normalisations, the pooling, the encoder.
+        ex.ranking_dscores(scores, as<double>("rank.row_lse"), as<double>("rank.col_lse"), b, m,
+                           1.0 / double(b) * (loss.symmetric ? 0.5 : 1.0), loss.symmetric);
+        float* dunit = f("rank.dunit");
+        matmul_args da; // du_a (b, d) = scale dS u_c
+        da.m = b, da.n = d, da.k = m, da.alpha = float(loss.scale), da.a = scores, da.lda = m, da.b = unit + b * d;
+        da.ldb = d, da.c = dunit, da.ldc = d;
+        ex.matmul(da);
+        matmul_args dc; // du_c (m, d) = scale dS^T u_a
+        dc.trans_a = true, dc.m = m, dc.n = d, dc.k = b, dc.alpha = float(loss.scale), dc.a = scores, dc.lda = m;
+        dc.b = unit, dc.ldb = d, dc.c = dunit + b * d, dc.ldc = d;
+        ex.matmul(dc);
+        ex.normalize_rows_backward(dunit, unit, as<double>("rank.unit_norm"), n, d);
+        if (sentence_.normalize)
+            ex.normalize_rows_backward(dunit, f("rank.embedded"), as<double>("rank.embedded_norm"), n, d);
+        float* dhidden = encoder_.dhidden_buffer();
+        ex.pool_backward(mode, dhidden, dunit, as<std::int32_t>("rank.arg"), lengths, n, T, d);
+        if (n < N) ex.zero(dhidden + n * T * d, std::size_t((N - n) * T * d) * sizeof(float)); // unused rows
+        encoder_.backward(dhidden);
+        return value;
+    }
+
+private:
+    std::byte* buf(const std::string& name) const { return base_ + plan_.at(name).offset; }
+    template <class T>
+    T* as(const std::string& name) const {
+        return reinterpret_cast<T*>(buf(name));
+    }
+    float* f(const std::string& name) const { return as<float>(name); }
+    void check_size(const char* who, const parameter_entry& e) {
+        for (const parameter_slice& s : encoder_.layout())
+            if (s.name == e.name) {
+                check(s.size() == std::size_t(e.value.numel()), [&] {
+                    return std::string("gpu::ranking_step::") + who + ": " + e.name + " has " +
+                           std::to_string(e.value.numel()) + " elements, the device encoder " +
+                           std::to_string(s.size());
+                });
+                return;
+            }
+        fail(std::string("gpu::ranking_step::") + who + ": the device encoder has no parameter named '" + e.name + "'");
+    }
+    // The tokenizer's rows (n x time) into the plan's (texts x max_length): padding id 0, and one-token texts for
+    // the rows the batch does not fill.
+    void repack(const embed::token_batch& t) {
+        const long long N = shape_.texts(), T = options_.time, n = t.batch, tt = t.time;
+        ids_.assign(std::size_t(N * T), 0);
+        lengths_.assign(std::size_t(N), 1);
+        const bool types = config_.type_vocab_size > 0 && !t.type_ids.empty();
+        types_.assign(types ? std::size_t(N * T) : 0, 0);
+        for (long long r = 0; r < n; ++r) {
+            lengths_[std::size_t(r)] = std::int64_t(t.lengths[std::size_t(r)]);
+            std::copy_n(t.ids.begin() + r * tt, tt, ids_.begin() + r * T);
+            if (types) std::copy_n(t.type_ids.begin() + r * tt, tt, types_.begin() + r * T);
+        }
+    }
+
+    model_config config_;
+    embed::sentence_config sentence_;
+    ranking_step_shape shape_;
+    encoder_plan_options options_;
+    arena_plan plan_;
+    step_memory<Ex> memory_;
+    std::byte* base_;
+    encoder_step<Ex> encoder_; // after plan_ and memory_: it keeps references to them
+    std::vector<std::int32_t> ids_, types_;
+    std::vector<std::int64_t> lengths_;
+    std::vector<double> terms_;
+};
+
+} // namespace tl::gpu
