@@ -5,11 +5,14 @@
 // (tests/cuda/test_device_parity_gpu.cpp), so "the whole model against transformers on the GPU" is one command.
 #pragma once
 
+#include "../model/fixture_configs.hpp"
+
 #include <tinylm/core/error.hpp>
 #include <tinylm/cuda/decoder_plan.hpp>
 #include <tinylm/io/safetensors.hpp>
 #include <tinylm/optim/adamw.hpp>
 
+#include <boost/test/unit_test.hpp>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -136,6 +139,42 @@ device_parity_errors device_parity(Step& step, const parity_fixture& f, Write wr
         if (diff / hp.lr >= e.adamw_lr) e.adamw_lr = diff / hp.lr, e.adamw_name = s.name;
     }
     return e;
+}
+
+// Every fixture the step supports (the dense ones and peft's LoRA; the mixture of experts waits for MoE on the
+// device), f32 products and bf16 ones, through run(fixture, config, plan options) -> device_parity_errors.
+// f32: the bounds of tl::decoder's own parity test (1e-4 against the float64 oracle; the first AdamW step moves each
+// weight by about lr, so its error counts in units of lr). bf16 products (operands rounded to 8 bits of mantissa,
+// f32 accumulation): loss 1e-2, gradients bf16_gradient_bound; AdamW after bf16 gradients is not compared (a
+// gradient near zero may change sign, and the first step then moves that weight by 2 lr the other way).
+template <class Run>
+void expect_parity_on_every_fixture(const char* where, double bf16_gradient_bound, Run run) {
+    struct named_config {
+        const char* name;
+        tl::model_config config;
+    };
+    const named_config fixtures[] = {{"llama_gqa", tl::test::llama_gqa::value},
+                                     {"llama_mha", tl::test::llama_mha::value},
+                                     {"mistral_window", tl::test::mistral_window::value},
+                                     {"qwen2_tied", tl::test::qwen2_tied::value},
+                                     {"ministral_layers", tl::test::ministral_layers::value},
+                                     {"llama_gqa_lora", tl::test::llama_gqa::value}}; // peft: r 4, all 7 projections
+    for (const named_config& fixture : fixtures)
+        for (const bool bf16 : {false, true}) {
+            BOOST_TEST_CONTEXT(fixture.name << (bf16 ? ", bf16 products" : ", f32 products")) {
+                const parity_fixture f(fixture.name);
+                const device_parity_errors e = run(f, fixture.config, f.options(bf16));
+                const double loss_error = std::abs(e.loss - e.expected_loss) / e.expected_loss;
+                BOOST_TEST_MESSAGE(fixture.name << (bf16 ? " bf16" : " f32") << " " << where << ": loss " << e.loss
+                                                << " vs " << e.expected_loss << " (" << loss_error
+                                                << "), worst gradient " << e.gradient << " (" << e.gradient_name
+                                                << "), AdamW " << e.adamw_lr << " lr (" << e.adamw_name << ")");
+                BOOST_TEST(e.fixture_parameters == e.parameters_loaded); // every tensor, nothing else
+                BOOST_TEST(loss_error < (bf16 ? 1e-2 : 1e-4));
+                BOOST_TEST(e.gradient < (bf16 ? bf16_gradient_bound : 1e-4), e.gradient_name);
+                if (!bf16) BOOST_TEST(e.adamw_lr < 1e-2, e.adamw_name);
+            }
+        }
 }
 
 } // namespace tl_test
