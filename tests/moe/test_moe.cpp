@@ -14,6 +14,7 @@
 #include <tinylm/backend/default.hpp>
 #include <tinylm/cuda/cpu_ops.hpp>
 #include <tinylm/cuda/decoder_step.hpp>
+#include <tinylm/cuda/device_decoder.hpp>
 #include <tinylm/io/hf_checkpoint.hpp>
 #include <tinylm/model/decoder.hpp>
 #include <tinylm/ops/moe.hpp>
@@ -524,6 +525,37 @@ void check_decoder_step_with_experts(const char* label) {
 BOOST_AUTO_TEST_CASE(cuda_decoder_step_on_the_cpu_matches_the_decoder) {
     check_decoder_step_with_experts<test::mixtral_moe>("pooled balance, weight 0.02");
     check_decoder_step_with_experts<heavy_aux<true>>("per-layer balance, weight 1");
+}
+
+// The device-resident model with experts (gpu::device_decoder, what tl::trainer trains on the device) on the CPU
+// executor: its host mirror has tl::decoder's names and shapes (the experts stacked, (E, 2f, d) and (E, d, f)), its
+// loss that of the decoder it was loaded from, and save_pretrained of it gives Mixtral's files, which a tl::decoder
+// loads bit for bit.
+BOOST_AUTO_TEST_CASE(cuda_device_decoder_with_experts_mirrors_the_decoder) {
+    decoder<test::mixtral_moe, eigen_cpu> a(11), b(12);
+    gpu::device_decoder<gpu::cpu_ops> device(test::mixtral_moe::value, {.batch = 2, .time = 8, .logits_rows = 16});
+    device.load_from(a);
+    BOOST_TEST_REQUIRE(device.parameter_entries().size() == a.parameter_entries().size());
+    for (std::size_t i = 0; i < a.parameter_entries().size(); ++i) {
+        BOOST_TEST(device.parameter_entries()[i].name == a.parameter_entries()[i].name);
+        BOOST_TEST((device.parameter_entries()[i].value.shape == a.parameter_entries()[i].value.shape),
+                   a.parameter_entries()[i].name);
+    }
+    owned<token_t> ids({2, 8}), targets({2, 8});
+    for (index_t i = 0; i < 16; ++i)
+        ids.data[i] = token_t(i * 7 % 64), targets.data[i] = token_t((i * 11 + 3) % 64);
+    const double want = a.loss(ids, targets), got = device.loss_and_backward(ids, targets, 1.0);
+    BOOST_TEST(std::abs(got - want) < 1e-5 * want, got << " against " << want);
+    const auto dir = std::filesystem::temp_directory_path() / ("tinylm_moe_device_" + std::to_string(::getpid()));
+    device.download_parameters();
+    save_pretrained(device, dir);
+    load_pretrained(b, dir);
+    for (std::size_t i = 0; i < a.parameter_entries().size(); ++i) {
+        const auto& x = a.parameter_entries()[i].value;
+        BOOST_TEST(std::memcmp(x.data, b.parameter_entries()[i].value.data, std::size_t(x.numel()) * 4) == 0,
+                   a.parameter_entries()[i].name);
+    }
+    std::filesystem::remove_all(dir);
 }
 
 // With LoRA the experts are refused, naming them.

@@ -101,9 +101,11 @@ public:
         for (const parameter_slice& s : step_.layout()) {
             const bool norm = s.name.find("norm") != std::string::npos;
             const bool embedding = s.name == "model.embed_tokens.weight", bias = s.name.ends_with(".bias");
+            shape dims = s.rows == 1 ? shape{index_t(s.cols)} : shape{index_t(s.rows), index_t(s.cols)};
+            if (c.moe.n_experts > 0 && s.name.find(".mlp.experts.") != std::string::npos) // stacked: (E, rows, cols)
+                dims = shape{index_t(c.moe.n_experts), index_t(s.rows) / c.moe.n_experts, index_t(s.cols)};
             parameter_entry e{s.name,
-                              {host_.data() + s.offset,
-                               s.rows == 1 ? shape{index_t(s.cols)} : shape{index_t(s.rows), index_t(s.cols)}},
+                              {host_.data() + s.offset, dims},
                               {},
                               norm        ? param_kind::norm
                               : embedding ? param_kind::embedding

@@ -84,8 +84,9 @@ TINYLM_HD inline float moe_combine_backward_element(float dx, const float* rows,
 }
 
 // ---- the router's backward for one token: d logits (E) ----------------------------------------------------------
-// dp_e = aux_e + sum_{j: chosen_j = e} (g_j - sum_j' w_j' g_j') / sum_{chosen} p;  dz_e = p_e (dp_e - sum_e' p_e'
-// dp_e') aux: the per-expert coefficient of the balancing loss's gradient, or null (no aux loss).
+//   dp_e = aux_e + sum_{j: chosen_j = e} (g_j - sum_j' w_j' g_j') / sum_{chosen} p
+//   dz_e = p_e (dp_e - sum_e' p_e' dp_e')
+// aux: the per-expert coefficient of the balancing loss's gradient, or null (no aux loss).
 TINYLM_HD inline double moe_router_dp(int e, const std::int32_t* chosen, const double* dweight, double gbar,
                                       double kept, const double* aux, int top_k) {
     double v = aux ? aux[e] : 0.0;
