@@ -471,6 +471,11 @@ void check_decoder_step_with_experts(const char* label) {
     };
     on_cpu plain(c, false, false), checkpointed(c, true, false), bf16(c, false, true);
     BOOST_TEST(checkpointed.plan.bytes() < plain.plan.bytes());
+    // The grouped buffers hold every slot (N K rows: any routing fits), in place of the dense MLP's.
+    const std::size_t slots = std::size_t(B * T * c.moe.top_k), f = std::size_t(c.d_ff);
+    BOOST_TEST(plain.plan.at("layer.1.moe.gate_up").bytes == slots * 2 * f * sizeof(float));
+    BOOST_TEST(plain.plan.at("moe.rows").bytes == slots * std::size_t(c.d_model) * sizeof(float));
+    BOOST_CHECK_THROW(plain.plan.at("layer.0.gate"), tl::error);
     double step_loss[3];
     on_cpu* runs[] = {&plain, &checkpointed, &bf16};
     for (int i = 0; i < 3; ++i) {

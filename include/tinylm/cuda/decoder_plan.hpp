@@ -2,10 +2,10 @@
 // (arena_plan.hpp) from its model_config and the batch shape, before anything is allocated.
 //
 // For the Llama- and Qwen2-shaped decoders the GPU kernels cover so far: pre-norm RMSNorm, SwiGLU, RoPE, biases on
-// q, k and v only, tied or untied heads, no experts; full training or LoRA without dropout (others are refused,
-// naming the field). Without gradient checkpointing every layer keeps
-// what its backward reads; the gradients of activations live in one set of scratch buffers that the layers
-// share, because the backward visits one layer at a time. N = batch * time tokens, d = d_model, q = q_width,
+// q, k and v only, tied or untied heads, Mixtral's experts (plan_moe_layer, plan_moe_scratch below: not with LoRA);
+// full training or LoRA without dropout (others are refused, naming the field). Without gradient checkpointing every
+// layer keeps what its backward reads; the gradients of activations live in one set of scratch buffers that the
+// layers share, because the backward visits one layer at a time. N = batch * time tokens, d = d_model, q = q_width,
 // kv = kv_width, f = d_ff, H = n_heads, V = vocab_size, P = parameter_count(config):
 //
 //   model state   parameters, gradients, adam.m, adam.v: 4 P bytes each; parameters.bf16 2 P (bf16 option).
