@@ -171,10 +171,10 @@ public:
     }
 
     // ids, targets (batch * time, host memory; targets -100 are ignored): the mean loss over counted targets (plus
-    // moe.aux_loss_weight times the experts' balancing loss, as tl::decoder::loss), and the gradients of that mean,
-    // times gradient_scale (the balancing loss's too) (1 / micro-batches with gradient accumulation), added
-    // to "gradients". documents (batch * time, host memory, optional): the doc_start of packed rows as tl::decoder
-    // takes it; attention stays inside each, RoPE positions restart at each.
+    // moe.aux_loss_weight times the experts' balancing loss, as tl::decoder::loss), and the gradients of both, times
+    // gradient_scale (1 / micro-batches with gradient accumulation), added to "gradients". documents (batch * time,
+    // host memory, optional): the doc_start of packed rows as tl::decoder takes it; attention stays inside each, RoPE
+    // positions restart at each.
     double forward_backward(const std::int32_t* ids, const std::int32_t* targets,
                             const std::int64_t* documents = nullptr, double gradient_scale = 1.0) {
         const int d = c_.d_model;
