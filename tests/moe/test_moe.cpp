@@ -534,8 +534,8 @@ BOOST_AUTO_TEST_CASE(cuda_decoder_step_on_the_cpu_matches_the_decoder) {
 
 // The device-resident model with experts (gpu::device_decoder, what tl::trainer trains on the device) on the CPU
 // executor: its host mirror has tl::decoder's names and shapes (the experts stacked, (E, 2f, d) and (E, d, f)), its
-// loss that of the decoder it was loaded from, and save_pretrained of it gives Mixtral's files, which a tl::decoder
-// loads bit for bit.
+// loss that of the decoder it was loaded from (also for a validation batch padded with ignored rows), and
+// save_pretrained of it gives Mixtral's files, which a tl::decoder loads bit for bit.
 BOOST_AUTO_TEST_CASE(cuda_device_decoder_with_experts_mirrors_the_decoder) {
     decoder<test::mixtral_moe, eigen_cpu> a(11), b(12);
     gpu::device_decoder<gpu::cpu_ops> device(test::mixtral_moe::value, {.batch = 2, .time = 8, .logits_rows = 16});
@@ -551,6 +551,11 @@ BOOST_AUTO_TEST_CASE(cuda_device_decoder_with_experts_mirrors_the_decoder) {
         ids.data[i] = token_t(i * 7 % 64), targets.data[i] = token_t((i * 11 + 3) % 64);
     const double want = a.loss(ids, targets), got = device.loss_and_backward(ids, targets, 1.0);
     BOOST_TEST(std::abs(got - want) < 1e-5 * want, got << " against " << want);
+    // A validation batch of one row, padded to two on the device: the padding's routing stays out of the balancing
+    // loss, as the decoder on one row has it.
+    const cview<token_t> one_ids{ids.data.data(), {1, 8}}, one_targets{targets.data.data(), {1, 8}};
+    const double want_one = a.eval_loss(one_ids, one_targets), got_one = device.eval_loss(one_ids, one_targets);
+    BOOST_TEST(std::abs(got_one - want_one) < 1e-6 * want_one, "padded: " << got_one << " against " << want_one);
     const auto dir = std::filesystem::temp_directory_path() / ("tinylm_moe_device_" + std::to_string(::getpid()));
     device.download_parameters();
     save_pretrained(device, dir);

@@ -88,6 +88,7 @@ public:
             moe_counts_.assign(std::size_t(moe_balances() * c.moe.n_experts), 0.0);
         }
         n_ = o.batch * o.time;
+        balance_tokens_ = n_;
         rows_ = std::min<long long>(n_, o.logits_rows);
         // RoPE tables once, as the CPU decoder builds them (rope_table in f32).
         const std::size_t half = std::size_t(c.head_dim() / 2);
@@ -156,8 +157,11 @@ public:
     float* second_moment(const std::string& name) { return moment("adam.v", name); }
 
     // Validation: the mean loss over counted targets, forward and the head's loss only (no gradient is touched).
-    // Arguments as forward_backward's.
-    double loss(const std::int32_t* ids, const std::int32_t* targets, const std::int64_t* documents = nullptr) {
+    // Arguments as forward_backward's. rows (experts only): the first `rows` sequences are the batch, the others
+    // padding (ignored targets) whose routing stays out of the balancing loss, as tl::decoder on `rows` sequences.
+    double loss(const std::int32_t* ids, const std::int32_t* targets, const std::int64_t* documents = nullptr,
+                long long rows = -1) {
+        check(rows <= o_.batch, "decoder_step::loss: more rows than the batch");
         for (long long i = 0; i < n_; ++i)
             check(ids[i] >= 0 && ids[i] < c_.vocab_size, [&] {
                 return "decoder_step::loss: token id " + std::to_string(ids[i]) + " at position " + std::to_string(i) +
@@ -165,7 +169,9 @@ public:
             });
         const long long count = upload_inputs(ids, targets, documents);
         refresh_bf16_weights();
+        balance_tokens_ = rows < 0 ? n_ : rows * o_.time;
         forward();
+        balance_tokens_ = n_;
         const double loss_sum = head(count, false);
         return (count > 0 ? loss_sum / double(count) : 0.0) + c_.moe.aux_loss_weight * aux_loss_;
     }
@@ -545,7 +551,7 @@ private:
     int moe_balances() const { return c_.moe.balance_per_layer ? c_.n_layers : 1; }
     int moe_balance(int l) const { return c_.moe.balance_per_layer ? l : 0; }
     // Rows the balancing statistics of one balance cover (tl's moe_balance::rows).
-    double moe_balance_rows() const { return double(n_) * (c_.moe.balance_per_layer ? 1 : c_.n_layers); }
+    double moe_balance_rows() const { return double(balance_tokens_) * (c_.moe.balance_per_layer ? 1 : c_.n_layers); }
     std::int32_t* moe_int(int l, const char* name) const { return reinterpret_cast<std::int32_t*>(layer(l, name)); }
     // Rows [first, ...) of a product's operand (f32, or bf16 with bf16 products).
     const void* operand_at(const void* operand, long long first) const {
@@ -583,9 +589,17 @@ private:
         ex_.moe_swiglu_forward(hidden, gate_up, nk, ff);
         if (!onwards) return; // a recomputation: the forward added the statistics and the output is not needed
         const int b = moe_balance(l);
-        ex_.moe_probability_sums(as<double>("moe.prob_sum") + b * experts, probs, n, experts);
-        for (int e = 0; e < experts; ++e)
-            moe_counts_[std::size_t(b * experts + e)] += double(offsets[std::size_t(e) + 1] - offsets[std::size_t(e)]);
+        ex_.moe_probability_sums(as<double>("moe.prob_sum") + b * experts, probs, balance_tokens_, experts);
+        if (balance_tokens_ == n) {
+            for (int e = 0; e < experts; ++e)
+                moe_counts_[std::size_t(b * experts + e)] +=
+                    double(offsets[std::size_t(e) + 1] - offsets[std::size_t(e)]);
+        } else { // validation of a padded batch: the choices of the real tokens only (token-major slots)
+            std::vector<std::int32_t> chosen(std::size_t(balance_tokens_ * k));
+            ex_.download(chosen.data(), moe_int(l, "moe.expert"), chosen.size() * sizeof(std::int32_t));
+            for (const std::int32_t e : chosen)
+                moe_counts_[std::size_t(b * experts + e)] += 1.0;
+        }
         const void* h = operand(hidden, nk * ff, "scratch.bf16.b");
         const float* w_down = parameter(at + "mlp.experts.down_proj");
         for (int e = 0; e < experts; ++e) {
@@ -694,6 +708,7 @@ private:
     std::vector<std::vector<std::int32_t>> moe_offsets_;
     std::vector<double> moe_counts_;
     double aux_loss_ = 0, moe_aux_scale_ = 0, gradient_scale_ = 1;
+    long long balance_tokens_ = 0; // tokens whose routing enters the balancing loss (all but loss()'s padding)
 };
 
 } // namespace tl::gpu

@@ -204,8 +204,8 @@ public:
             padded_docs_.assign(n, 0);
             std::copy_n(doc_start.data, given, padded_docs_.begin());
         }
-        return float(
-            step_.loss(padded_ids_.data(), padded_targets_.data(), doc_start.data ? padded_docs_.data() : nullptr));
+        return float(step_.loss(padded_ids_.data(), padded_targets_.data(),
+                                doc_start.data ? padded_docs_.data() : nullptr, ids.dim(0))); // experts: rows only
     }
     index_t counted_targets() const { return counted_; }
     double grad_norm() { return step_.gradient_norm(); }
