@@ -18,6 +18,8 @@
 #if defined(TINYLM_HAS_NCCL) && TINYLM_HAS_NCCL
 #include <tinylm/cuda/nccl_communicator.hpp>
 #endif
+#include <tinylm/cuda/moe_kernels.hpp>
+#include <tinylm/cuda/moe_row.hpp>
 #include <tinylm/cuda/nf4_row.hpp>
 #include <tinylm/cuda/ranking_step.hpp>
 #include <tinylm/model/presets.hpp>
@@ -1225,6 +1227,165 @@ BOOST_AUTO_TEST_CASE(ranking_step_matches_the_cpu_executor, needs_device()) {
             BOOST_TEST(moved <= (bf16 ? 1e-1 : 1e-2) * 1e-3);
         }
     }
+}
+
+// ---- mixture of experts (moe.cu against moe_row.hpp's CPU drivers, which test_moe checks inside the decoder step
+// against tl::decoder) ----
+
+// Every MoE kernel on 300 tokens, 8 experts, top 3, d 200, f 96 (several strides of 256 threads for none of them):
+// routing (the same experts, probabilities and weights within 1e-6: double exp on both sides), the dispatch's
+// permutation and offsets exactly (a stable sort: one answer), gather, combine and its backward bit for bit (the
+// same double sums in the same order), SwiGLU forward and backward within 1e-6, the slot weights' gradient (a tree
+// against a loop, 1e-12) and its scaling bit for bit, the router's backward with and without the aux coefficients,
+// the probability sums (1e-12).
+BOOST_AUTO_TEST_CASE(moe_kernels_match_the_cpu, needs_device()) {
+    const long long n = 300;
+    const int e = 8, k = 3, d = 200, f = 96;
+    const long long slots = n * k;
+    std::vector<float> logits = random_tensor<float>({n, e}, 60, 2.0).data;
+    logits[5 * e + 2] = logits[5 * e + 6]; // a tie: the lower expert goes first on both
+    const std::vector<float> x = random_tensor<float>({n, d}, 61).data, dy = random_tensor<float>({n, d}, 62).data;
+    const std::vector<float> gate_up = random_tensor<float>({slots, 2 * f}, 63, 3.0).data;
+    const std::vector<float> dh = random_tensor<float>({slots, f}, 64).data;
+    const std::vector<float> rows = random_tensor<float>({slots, d}, 65).data;
+    std::vector<double> aux(static_cast<std::size_t>(e));
+    for (int i = 0; i < e; ++i)
+        aux[std::size_t(i)] = 0.01 * (i + 1);
+
+    // CPU
+    std::vector<float> probs = logits, weight(static_cast<std::size_t>(slots));
+    std::vector<std::int32_t> expert(static_cast<std::size_t>(slots)), offsets(static_cast<std::size_t>(e) + 1),
+        slot_row(static_cast<std::size_t>(slots)), row_token(static_cast<std::size_t>(slots));
+    gpu::moe_route_rows(probs.data(), expert.data(), weight.data(), n, e, k);
+    gpu::moe_dispatch_rows(offsets.data(), slot_row.data(), row_token.data(), expert.data(), slots, k, e);
+    std::vector<float> gathered(static_cast<std::size_t>(slots * d)), hidden(static_cast<std::size_t>(slots * f)),
+        dgu(gate_up.size()), y(x.size()), dx = dy, dhs = dh, rows_scaled = rows, dlogits(probs.size()),
+                                          dlogits_aux(probs.size());
+    const std::vector<double> sums_before(static_cast<std::size_t>(e), 0.5); // the kernel adds to what is there
+    std::vector<double> dweight(static_cast<std::size_t>(slots)), sums = sums_before;
+    gpu::moe_gather_rows(gathered.data(), row_token.data(), x.data(), slots, d);
+    gpu::moe_swiglu_rows(hidden.data(), gate_up.data(), slots, f);
+    gpu::moe_swiglu_backward_rows(dgu.data(), dh.data(), gate_up.data(), slots, f);
+    gpu::moe_combine_rows(y.data(), rows.data(), slot_row.data(), weight.data(), n, k, d);
+    gpu::moe_combine_backward_rows(dx.data(), rows.data(), slot_row.data(), n, k, d);
+    gpu::moe_weight_gradient_rows(dweight.data(), dhs.data(), rows_scaled.data(), hidden.data(), slot_row.data(),
+                                  weight.data(), slots, f, d);
+    gpu::moe_router_backward_rows(dlogits.data(), probs.data(), expert.data(), weight.data(), dweight.data(), nullptr,
+                                  n, e, k);
+    gpu::moe_router_backward_rows(dlogits_aux.data(), probs.data(), expert.data(), weight.data(), dweight.data(),
+                                  aux.data(), n, e, k);
+    gpu::moe_probability_sums_rows(sums.data(), probs.data(), n, e);
+
+    // GPU: each kernel from the CPU's inputs to it, so that every comparison isolates one kernel
+    device_run g;
+    const int b_probs = g.input(logits), b_expert = g.output<std::int32_t>(expert.size()),
+              b_weight = g.output<float>(weight.size()), b_offsets = g.output<std::int32_t>(offsets.size()),
+              b_slot_row = g.output<std::int32_t>(slot_row.size()),
+              b_row_token = g.output<std::int32_t>(row_token.size()), b_counts = g.output<std::int32_t>(std::size_t(e));
+    const int b_cpu_expert = g.input(expert), b_cpu_weight = g.input(weight), b_cpu_slot_row = g.input(slot_row),
+              b_cpu_row_token = g.input(row_token), b_cpu_probs = g.input(probs);
+    const int b_x = g.input(x), b_gathered = g.output<float>(gathered.size()), b_gate_up = g.input(gate_up),
+              b_hidden = g.output<float>(hidden.size()), b_dh = g.input(dh), b_dgu = g.output<float>(dgu.size());
+    const int b_rows = g.input(rows), b_y = g.output<float>(y.size()), b_dx = g.input(dy);
+    const int b_cpu_hidden = g.input(hidden), b_dhs = g.input(dh), b_rows_scaled = g.input(rows),
+              b_dweight = g.output<double>(dweight.size()), b_cpu_dweight = g.input(dweight);
+    const int b_dlogits = g.output<float>(dlogits.size()), b_dlogits_aux = g.output<float>(dlogits.size()),
+              b_aux = g.input(aux), b_sums = g.input(sums_before);
+    g.allocate();
+    gpu::moe_route(g.at<float>(b_probs), g.at<std::int32_t>(b_expert), g.at<float>(b_weight), n, e, k);
+    gpu::moe_dispatch(g.at<std::int32_t>(b_offsets), g.at<std::int32_t>(b_slot_row), g.at<std::int32_t>(b_row_token),
+                      g.at<std::int32_t>(b_counts), g.at<std::int32_t>(b_cpu_expert), slots, k, e);
+    gpu::moe_gather(g.at<float>(b_gathered), g.at<std::int32_t>(b_cpu_row_token), g.at<float>(b_x), slots, d);
+    gpu::moe_swiglu_forward(g.at<float>(b_hidden), g.at<float>(b_gate_up), slots, f);
+    gpu::moe_swiglu_backward(g.at<float>(b_dgu), g.at<float>(b_dh), g.at<float>(b_gate_up), slots, f);
+    gpu::moe_combine(g.at<float>(b_y), g.at<float>(b_rows), g.at<std::int32_t>(b_cpu_slot_row),
+                     g.at<float>(b_cpu_weight), n, k, d);
+    gpu::moe_combine_backward(g.at<float>(b_dx), g.at<float>(b_rows), g.at<std::int32_t>(b_cpu_slot_row), n, k, d);
+    gpu::moe_weight_gradient(g.at<double>(b_dweight), g.at<float>(b_dhs), g.at<float>(b_rows_scaled),
+                             g.at<float>(b_cpu_hidden), g.at<std::int32_t>(b_cpu_slot_row), g.at<float>(b_cpu_weight),
+                             slots, f, d);
+    gpu::moe_router_backward(g.at<float>(b_dlogits), g.at<float>(b_cpu_probs), g.at<std::int32_t>(b_cpu_expert),
+                             g.at<float>(b_cpu_weight), g.at<double>(b_cpu_dweight), nullptr, n, e, k);
+    gpu::moe_router_backward(g.at<float>(b_dlogits_aux), g.at<float>(b_cpu_probs), g.at<std::int32_t>(b_cpu_expert),
+                             g.at<float>(b_cpu_weight), g.at<double>(b_cpu_dweight), g.at<double>(b_aux), n, e, k);
+    gpu::moe_probability_sums(g.at<double>(b_sums), g.at<float>(b_cpu_probs), n, e);
+
+    BOOST_TEST((g.get<std::int32_t>(b_expert) == expert));
+    BOOST_TEST(max_rel(g.get<float>(b_probs), probs) < 1e-6);
+    BOOST_TEST(max_rel(g.get<float>(b_weight), weight) < 1e-6);
+    BOOST_TEST((g.get<std::int32_t>(b_offsets) == offsets));
+    BOOST_TEST((g.get<std::int32_t>(b_slot_row) == slot_row));
+    BOOST_TEST((g.get<std::int32_t>(b_row_token) == row_token));
+    BOOST_TEST(same_bits(g.get<float>(b_gathered), gathered));
+    BOOST_TEST(max_rel(g.get<float>(b_hidden), hidden) < 1e-6);
+    BOOST_TEST(max_rel(g.get<float>(b_dgu), dgu) < 1e-6);
+    BOOST_TEST(same_bits(g.get<float>(b_y), y));
+    BOOST_TEST(same_bits(g.get<float>(b_dx), dx));
+    BOOST_TEST(same_bits(g.get<float>(b_dhs), dhs));
+    BOOST_TEST(same_bits(g.get<float>(b_rows_scaled), rows_scaled));
+    const std::vector<double> gw = g.get<double>(b_dweight), gs = g.get<double>(b_sums);
+    for (std::size_t i = 0; i < dweight.size(); ++i)
+        BOOST_TEST(std::abs(gw[i] - dweight[i]) <= 1e-12 * std::max(1.0, std::abs(dweight[i])), "slot " << i);
+    for (std::size_t i = 0; i < sums.size(); ++i)
+        BOOST_TEST(std::abs(gs[i] - sums[i]) <= 1e-12 * sums[i], "expert " << i);
+    BOOST_TEST(max_rel(g.get<float>(b_dlogits), dlogits) < 1e-6);
+    BOOST_TEST(max_rel(g.get<float>(b_dlogits_aux), dlogits_aux) < 1e-6);
+    BOOST_TEST(!same_bits(dlogits, dlogits_aux)); // the aux coefficients count
+}
+
+// The training step with experts (windowed_tiny's shape, 4 experts of width 96, top 2, the pooled balancing loss at
+// weight 0.1, and per layer) on the GPU against the CPU executor, which test_moe checks against tl::decoder: 3 x 40
+// tokens in packed documents, f32 and bf16 products. The same expert counts, the loss (and the aux loss) within 1e-5,
+// every gradient within 1e-4 of its tensor's scale (ten times both in bf16); the same step twice gives the same
+// bits (the dispatch and the combine have no atomics); gradient checkpointing bit for bit.
+BOOST_AUTO_TEST_CASE(moe_decoder_step_matches_the_cpu_executor, needs_device()) {
+    for (const bool per_layer : {false, true})
+        for (const bool bf16 : {false, true}) {
+            BOOST_TEST_CONTEXT((bf16 ? "bf16 products" : "f32 products")
+                               << (per_layer ? ", balance per layer" : ", pooled balance")) {
+                model_config c = windowed_tiny();
+                c.d_ff = 96;
+                c.moe = {.n_experts = 4, .top_k = 2, .aux_loss_weight = 0.1, .balance_per_layer = per_layer};
+                gpu::decoder_plan_options o;
+                o.batch = 3, o.time = 40, o.logits_rows = 50, o.bf16_weights = bf16;
+                const step_inputs in(o, c);
+                const gpu::arena_plan plan = gpu::plan_decoder_step(in.c, o);
+                std::vector<std::byte> host(plan.bytes());
+                gpu::cpu_ops cpu;
+                gpu::decoder_step<gpu::cpu_ops> cpu_step(in.c, o, plan, host.data(), cpu);
+                load_inputs(cpu_step, in, o,
+                            [](float* to, const float* from, std::size_t n) { std::copy_n(from, n, to); });
+                cpu_step.zero_gradients();
+                const double cpu_loss = cpu_step.forward_backward(in.ids.data(), in.targets.data(), in.docs.data());
+                const float* cpu_grads = reinterpret_cast<float*>(host.data() + plan.at("gradients").offset);
+
+                gpu_step g(in, o);
+                const double gpu_loss = g.run(in);
+                BOOST_TEST_MESSAGE("loss: CPU executor " << cpu_loss << " (aux " << cpu_step.aux_loss() << "), GPU "
+                                                         << gpu_loss << " (aux " << g.step.aux_loss() << ")");
+                for (int l = 0; l < c.n_layers; ++l)
+                    BOOST_TEST((g.step.expert_counts(l) == cpu_step.expert_counts(l)), "layer " << l);
+                const double bound = bf16 ? 10 : 1;
+                BOOST_TEST(std::abs(gpu_loss - cpu_loss) < bound * 1e-5 * cpu_loss);
+                BOOST_TEST(std::abs(g.step.aux_loss() - cpu_step.aux_loss()) < bound * 1e-5 * cpu_step.aux_loss());
+                const std::vector<float> grads = g.download("gradients");
+                BOOST_TEST(g.run(in) == gpu_loss);
+                BOOST_TEST(same_bits(g.download("gradients"), grads));
+                for (const gpu::parameter_slice& s : gpu::decoder_parameter_layout(in.c)) {
+                    double err = 0, scale = 0;
+                    for (std::size_t i = s.offset; i < s.offset + s.size(); ++i) {
+                        err = std::max(err, std::abs(double(grads[i]) - double(cpu_grads[i])));
+                        scale = std::max(scale, std::abs(double(cpu_grads[i])));
+                    }
+                    BOOST_TEST(scale > 0.0, s.name);
+                    BOOST_TEST(err <= bound * 1e-4 * scale, s.name << ": " << err << " against a scale of " << scale);
+                }
+                o.checkpointing = true;
+                gpu_step checkpointed(in, o);
+                BOOST_TEST(checkpointed.run(in) == gpu_loss);
+                BOOST_TEST(same_bits(checkpointed.download("gradients"), grads));
+            }
+        }
 }
 
 BOOST_AUTO_TEST_CASE(errors_name_the_call, needs_device()) {

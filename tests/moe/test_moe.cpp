@@ -4,11 +4,17 @@
 // the gradient rule. Then the decoder with experts: the KV-cache path against the full forward, the router's
 // gradient with pooled and per-layer balance (finite differences), and Hugging Face checkpoints (MixtralForCausalLM
 // names and config.json). Parity with transformers is in tests/model/test_hf_parity.cpp (fixture mixtral_moe).
+// Last, the CUDA backend's training step with experts (cuda/decoder_step.hpp) on the CPU executor against the
+// decoder (here because this TU already builds the MoE decoders it is compared with).
 #include "../model/fixture_configs.hpp"
 #include "../support/gradcheck.hpp"
 #include "../support/kv_cache.hpp"
+#include "../support/step_optimizer.hpp"
 
 #include <tinylm/backend/default.hpp>
+#include <tinylm/cuda/cpu_ops.hpp>
+#include <tinylm/cuda/decoder_step.hpp>
+#include <tinylm/cuda/device_decoder.hpp>
 #include <tinylm/io/hf_checkpoint.hpp>
 #include <tinylm/model/decoder.hpp>
 #include <tinylm/ops/moe.hpp>
@@ -426,6 +432,152 @@ BOOST_AUTO_TEST_CASE(decoder_hf_checkpoint_uses_mixtral_names_and_config) {
         BOOST_TEST(std::string(e.what()).find("num_local_experts: 4 in the file") != std::string::npos, e.what());
     }
     std::filesystem::remove_all(dir);
+}
+
+// The GPU's training step with experts (cuda/decoder_step.hpp: the dispatch, the per-expert products, the combine and
+// their backward, the balancing loss) in the order of its kernels and over the buffers of its arena plan, executed by
+// the CPU drivers of the same arithmetic (gpu::cpu_ops), against tl::decoder on the same weights: the fixture's shape
+// with the pooled balancing loss (transformers', weight 0.02) and with a heavy per-layer one (weight 1). The loss,
+// the aux loss, every expert's count, every gradient; gradient checkpointing bit for bit; then the optimizer.
+template <class Config>
+void check_decoder_step_with_experts(const char* label) {
+    decoder<Config, ref> model(42);
+    const model_config& c = Config::value;
+    const long long B = 2, T = 16;
+    std::vector<token_t> ids(std::size_t(B * T)), targets(ids.size());
+    counter_rng rng(11);
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+        ids[i] = token_t(rng.below(std::uint64_t(c.vocab_size)));
+        targets[i] = i % 7 == 5 ? -100 : token_t(rng.below(std::uint64_t(c.vocab_size)));
+    }
+    model.zero_grad();
+    const float loss = model.loss(cview<token_t>{ids.data(), {B, T}}, cview<token_t>{targets.data(), {B, T}});
+    model.backward();
+
+    struct on_cpu {
+        on_cpu(const model_config& c, bool checkpointing, bool bf16)
+            : o(options(checkpointing, bf16)), plan(gpu::plan_decoder_step(c, o)), memory(plan.bytes()),
+              step(c, o, plan, memory.data(), ex) {}
+        static gpu::decoder_plan_options options(bool checkpointing, bool bf16) {
+            gpu::decoder_plan_options o;
+            o.batch = 2, o.time = 16, o.logits_rows = 20, o.bf16_weights = bf16, o.checkpointing = checkpointing;
+            return o;
+        }
+        const gpu::decoder_plan_options o;
+        const gpu::arena_plan plan;
+        std::vector<std::byte> memory;
+        gpu::cpu_ops ex;
+        gpu::decoder_step<gpu::cpu_ops> step; // last: it keeps references to the members above
+    };
+    on_cpu plain(c, false, false), checkpointed(c, true, false), bf16(c, false, true);
+    BOOST_TEST(checkpointed.plan.bytes() < plain.plan.bytes());
+    // The grouped buffers hold every slot (N K rows: any routing fits), in place of the dense MLP's.
+    const std::size_t slots = std::size_t(B * T * c.moe.top_k), f = std::size_t(c.d_ff);
+    BOOST_TEST(plain.plan.at("layer.1.moe.gate_up").bytes == slots * 2 * f * sizeof(float));
+    BOOST_TEST(plain.plan.at("moe.rows").bytes == slots * std::size_t(c.d_model) * sizeof(float));
+    BOOST_CHECK_THROW(plain.plan.at("layer.0.gate"), tl::error);
+    double step_loss[3];
+    on_cpu* runs[] = {&plain, &checkpointed, &bf16};
+    for (int i = 0; i < 3; ++i) {
+        gpu::decoder_step<gpu::cpu_ops>& step = runs[i]->step;
+        std::size_t covered = 0;
+        for (const parameter_entry& e : model.parameter_entries()) {
+            const auto it = std::find_if(step.layout().begin(), step.layout().end(),
+                                         [&](const gpu::parameter_slice& s) { return s.name == e.name; });
+            BOOST_TEST_REQUIRE((it != step.layout().end()), "no slice for " << e.name);
+            BOOST_TEST_REQUIRE(it->size() == std::size_t(e.value.numel()), e.name);
+            std::copy_n(e.value.data, e.value.numel(), step.parameter(e.name));
+            covered += it->size();
+        }
+        BOOST_TEST(covered == std::size_t(parameter_count(c)));
+        step.parameters_changed();
+        step.zero_gradients();
+        step_loss[i] = step.forward_backward(ids.data(), targets.data());
+    }
+    gpu::decoder_step<gpu::cpu_ops>& step = plain.step;
+    BOOST_TEST_MESSAGE(label << ": decoder loss " << loss << " (aux " << model.aux_loss() << "), decoder_step "
+                             << step_loss[0] << " (aux " << step.aux_loss() << "), with bf16 products "
+                             << step_loss[2]);
+    BOOST_TEST(std::abs(step_loss[0] - double(loss)) < 1e-5 * double(loss), label);
+    BOOST_TEST(std::abs(step.aux_loss() - model.aux_loss()) <= 1e-6 * model.aux_loss(), label);
+    BOOST_TEST(std::abs(step_loss[2] - step_loss[0]) < 2e-2 * step_loss[0], label << ": bf16 products");
+    for (int l = 0; l < c.n_layers; ++l) {
+        const std::vector<index_t> want = model.expert_counts(l);
+        const std::vector<long long> got = step.expert_counts(l);
+        BOOST_TEST_REQUIRE(got.size() == want.size());
+        for (std::size_t e = 0; e < want.size(); ++e)
+            BOOST_TEST(got[e] == want[e], label << ": layer " << l << ", expert " << e);
+    }
+    double worst = 0;
+    for (const parameter_entry& e : model.parameter_entries()) {
+        const float* g = step.gradient(e.name);
+        double err = 0, scale = 0;
+        for (index_t i = 0; i < e.grad.numel(); ++i) {
+            err = std::max(err, std::abs(double(g[i]) - double(e.grad[i])));
+            scale = std::max(scale, std::abs(double(e.grad[i])));
+        }
+        BOOST_TEST(scale > 0.0, e.name);
+        BOOST_TEST(err <= 1e-4 * scale, label << ", " << e.name << ": " << err << " against a scale of " << scale);
+        worst = std::max(worst, err / scale);
+        BOOST_TEST(std::memcmp(g, checkpointed.step.gradient(e.name), std::size_t(e.grad.numel()) * sizeof(float)) == 0,
+                   label << ", " << e.name << ": checkpointing");
+    }
+    BOOST_TEST(step_loss[1] == step_loss[0], label << ": checkpointing");
+    BOOST_TEST_MESSAGE(label << ": largest gradient difference " << worst << " of its tensor's scale");
+    tl_test::expect_step_optimizer_matches(model, step);
+}
+
+BOOST_AUTO_TEST_CASE(cuda_decoder_step_on_the_cpu_matches_the_decoder) {
+    check_decoder_step_with_experts<test::mixtral_moe>("pooled balance, weight 0.02");
+    check_decoder_step_with_experts<heavy_aux<true>>("per-layer balance, weight 1");
+}
+
+// The device-resident model with experts (gpu::device_decoder, what tl::trainer trains on the device) on the CPU
+// executor: its host mirror has tl::decoder's names and shapes (the experts stacked, (E, 2f, d) and (E, d, f)), its
+// loss that of the decoder it was loaded from (also for a validation batch padded with ignored rows), and
+// save_pretrained of it gives Mixtral's files, which a tl::decoder loads bit for bit.
+BOOST_AUTO_TEST_CASE(cuda_device_decoder_with_experts_mirrors_the_decoder) {
+    decoder<test::mixtral_moe, eigen_cpu> a(11), b(12);
+    gpu::device_decoder<gpu::cpu_ops> device(test::mixtral_moe::value, {.batch = 2, .time = 8, .logits_rows = 16});
+    device.load_from(a);
+    BOOST_TEST_REQUIRE(device.parameter_entries().size() == a.parameter_entries().size());
+    for (std::size_t i = 0; i < a.parameter_entries().size(); ++i) {
+        BOOST_TEST(device.parameter_entries()[i].name == a.parameter_entries()[i].name);
+        BOOST_TEST((device.parameter_entries()[i].value.shape == a.parameter_entries()[i].value.shape),
+                   a.parameter_entries()[i].name);
+    }
+    owned<token_t> ids({2, 8}), targets({2, 8});
+    for (index_t i = 0; i < 16; ++i)
+        ids.data[i] = token_t(i * 7 % 64), targets.data[i] = token_t((i * 11 + 3) % 64);
+    const double want = a.loss(ids, targets), got = device.loss_and_backward(ids, targets, 1.0);
+    BOOST_TEST(std::abs(got - want) < 1e-5 * want, got << " against " << want);
+    // A validation batch of one row, padded to two on the device: the padding's routing stays out of the balancing
+    // loss, as the decoder on one row has it.
+    const cview<token_t> one_ids{ids.data.data(), {1, 8}}, one_targets{targets.data.data(), {1, 8}};
+    const double want_one = a.eval_loss(one_ids, one_targets), got_one = device.eval_loss(one_ids, one_targets);
+    BOOST_TEST(std::abs(got_one - want_one) < 1e-6 * want_one, "padded: " << got_one << " against " << want_one);
+    const auto dir = std::filesystem::temp_directory_path() / ("tinylm_moe_device_" + std::to_string(::getpid()));
+    device.download_parameters();
+    save_pretrained(device, dir);
+    load_pretrained(b, dir);
+    for (std::size_t i = 0; i < a.parameter_entries().size(); ++i) {
+        const auto& x = a.parameter_entries()[i].value;
+        BOOST_TEST(std::memcmp(x.data, b.parameter_entries()[i].value.data, std::size_t(x.numel()) * 4) == 0,
+                   a.parameter_entries()[i].name);
+    }
+    std::filesystem::remove_all(dir);
+}
+
+// With LoRA the experts are refused, naming them.
+BOOST_AUTO_TEST_CASE(cuda_decoder_plan_refuses_lora_on_experts) {
+    gpu::decoder_plan_options o;
+    o.lora.rank = 4, o.lora.alpha = 8, o.lora.targets = lora_q;
+    try {
+        (void)gpu::plan_decoder_step(test::mixtral_moe::value, o);
+        BOOST_FAIL("expected an error");
+    } catch (const tl::error& e) {
+        BOOST_TEST(std::string(e.what()).find("LoRA on a mixture of experts") != std::string::npos, e.what());
+    }
 }
 
 BOOST_AUTO_TEST_SUITE_END()

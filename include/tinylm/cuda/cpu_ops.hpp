@@ -8,6 +8,7 @@
 #include <tinylm/cuda/attention_row.hpp>
 #include <tinylm/cuda/blas.hpp>
 #include <tinylm/cuda/dropout_row.hpp>
+#include <tinylm/cuda/moe_row.hpp>
 #include <tinylm/cuda/nf4_row.hpp>
 #include <tinylm/cuda/ranking_row.hpp>
 #include <tinylm/cuda/row_math.hpp>
@@ -172,6 +173,43 @@ struct cpu_ops {
     void ranking_dscores(float* scores, const double* row_lse, const double* col_lse, long long b, long long m,
                          double w, bool symmetric) {
         ranking_dscores_rows(scores, row_lse, col_lse, b, m, w, symmetric);
+    }
+
+    // ---- mixture of experts (moe_row.hpp's drivers; decoder_step's MoE layers) ----
+    void moe_route(float* probs, std::int32_t* expert, float* weight, long long n, int n_experts, int top_k) {
+        moe_route_rows(probs, expert, weight, n, n_experts, top_k);
+    }
+    void moe_dispatch(std::int32_t* offsets, std::int32_t* slot_row, std::int32_t* row_token, std::int32_t*,
+                      const std::int32_t* expert, long long slots, int top_k, int n_experts) {
+        moe_dispatch_rows(offsets, slot_row, row_token, expert, slots, top_k, n_experts);
+    }
+    void moe_gather(float* out, const std::int32_t* row_token, const float* in, long long rows, int d) {
+        moe_gather_rows(out, row_token, in, rows, d);
+    }
+    void moe_swiglu_forward(float* hidden, const float* gate_up, long long rows, int f) {
+        moe_swiglu_rows(hidden, gate_up, rows, f);
+    }
+    void moe_swiglu_backward(float* dgate_up, const float* dhidden, const float* gate_up, long long rows, int f) {
+        moe_swiglu_backward_rows(dgate_up, dhidden, gate_up, rows, f);
+    }
+    void moe_combine(float* y, const float* rows, const std::int32_t* slot_row, const float* weight, long long n,
+                     int top_k, int d) {
+        moe_combine_rows(y, rows, slot_row, weight, n, top_k, d);
+    }
+    void moe_combine_backward(float* dx, const float* rows, const std::int32_t* slot_row, long long n, int top_k,
+                              int d) {
+        moe_combine_backward_rows(dx, rows, slot_row, n, top_k, d);
+    }
+    void moe_weight_gradient(double* dweight, float* dhidden, float* dy, const float* hidden,
+                             const std::int32_t* slot_row, const float* weight, long long slots, int f, int d) {
+        moe_weight_gradient_rows(dweight, dhidden, dy, hidden, slot_row, weight, slots, f, d);
+    }
+    void moe_router_backward(float* dlogits, const float* probs, const std::int32_t* expert, const float* weight,
+                             const double* dweight, const double* aux, long long n, int n_experts, int top_k) {
+        moe_router_backward_rows(dlogits, probs, expert, weight, dweight, aux, n, n_experts, top_k);
+    }
+    void moe_probability_sums(double* sums, const float* probs, long long n, int n_experts) {
+        moe_probability_sums_rows(sums, probs, n, n_experts);
     }
 
 private:

@@ -2,10 +2,10 @@
 // (arena_plan.hpp) from its model_config and the batch shape, before anything is allocated.
 //
 // For the Llama- and Qwen2-shaped decoders the GPU kernels cover so far: pre-norm RMSNorm, SwiGLU, RoPE, biases on
-// q, k and v only, tied or untied heads, no experts; full training or LoRA (others are refused, naming the
-// field). Without gradient checkpointing every layer keeps
-// what its backward reads; the gradients of activations live in one set of scratch buffers that the layers
-// share, because the backward visits one layer at a time. N = batch * time tokens, d = d_model, q = q_width,
+// q, k and v only, tied or untied heads, Mixtral's experts (plan_moe_layer, plan_moe_scratch below: not with LoRA);
+// full training or LoRA, dropout included (others are refused, naming the field). Without gradient checkpointing
+// every layer keeps what its backward reads; the gradients of activations live in one set of scratch buffers that
+// the layers share, because the backward visits one layer at a time. N = batch * time tokens, d = d_model, q = q_width,
 // kv = kv_width, f = d_ff, H = n_heads, V = vocab_size, P = parameter_count(config):
 //
 //   model state   parameters, gradients, adam.m, adam.v: 4 P bytes each; parameters.bf16 2 P (bf16 option).
@@ -111,6 +111,13 @@ inline std::vector<parameter_slice> decoder_parameter_layout(const model_config&
         }
         add(p + "self_attn.o_proj.weight", d, q);
         add(p + "post_attention_layernorm.weight", 1, d);
+        if (c.moe.n_experts > 0) { // Mixtral's names (model/mlp.hpp): the router, then the experts stacked
+            const auto e = std::size_t(c.moe.n_experts);
+            add(p + "mlp.gate.weight", e, d);
+            add(p + "mlp.experts.gate_up_proj", e * 2 * f, d);
+            add(p + "mlp.experts.down_proj", e * d, f);
+            continue;
+        }
         add(p + "mlp.gate_proj.weight", f, d);
         add(p + "mlp.up_proj.weight", f, d);
         add(p + "mlp.down_proj.weight", d, f);
@@ -206,6 +213,41 @@ inline void plan_attention_products(arena_plan& plan, attention_path path, long 
     plan.add_array<std::uint16_t>("attention.bf16.do", n * q);
     plan.add_array<std::uint16_t>("attention.bf16.p", scores);
 }
+// Mixture of experts (c.moe.n_experts = E > 0, top_k = K; decoder_step's MoE layers, moe_row.hpp): what a layer keeps
+// for its backward, under `prefix` (layer.l. or, with checkpointing, work.): moe.probs (N E f32), moe.expert (N K
+// int32), moe.weight (N K f32), moe.slot_row, moe.row_token (N K int32), moe.offsets (E + 1 int32), moe.gate_up (N K
+// 2f f32), moe.hidden (N K f f32). Each token's K rows are in them once, grouped by expert: the worst case of any
+// routing, so nothing depends on where the tokens go. These replace the dense MLP's gate, up and hidden.
+inline void plan_moe_layer(arena_plan& plan, const std::string& prefix, const model_config& c, std::size_t n) {
+    const auto e = std::size_t(c.moe.n_experts), k = std::size_t(c.moe.top_k), f = std::size_t(c.d_ff);
+    plan.add_array<float>(prefix + "moe.probs", n * e);
+    plan.add_array<std::int32_t>(prefix + "moe.expert", n * k);
+    plan.add_array<float>(prefix + "moe.weight", n * k);
+    plan.add_array<std::int32_t>(prefix + "moe.slot_row", n * k);
+    plan.add_array<std::int32_t>(prefix + "moe.row_token", n * k);
+    plan.add_array<std::int32_t>(prefix + "moe.offsets", e + 1);
+    plan.add_array<float>(prefix + "moe.gate_up", n * k * 2 * f);
+    plan.add_array<float>(prefix + "moe.hidden", n * k * f);
+}
+// ... and the scratch the layers share: moe.gathered, moe.rows (N K d f32: the experts' inputs, outputs, then dy and
+// dx of the grouped rows), moe.dhidden (N K f), moe.dgate_up (N K 2f), moe.dweight (N K double), moe.dlogits (N E),
+// moe.counts (E int32), the load-balancing statistics moe.prob_sum (B E double, B = L balances per layer or one
+// pooled) and the balancing loss's gradient coefficients moe.aux (L E double). These replace scratch.dgate, .dup and
+// .dhidden.
+inline void plan_moe_scratch(arena_plan& plan, const model_config& c, std::size_t n) {
+    const auto e = std::size_t(c.moe.n_experts), k = std::size_t(c.moe.top_k), f = std::size_t(c.d_ff),
+               d = std::size_t(c.d_model), layers = std::size_t(c.n_layers);
+    plan.add_array<float>("moe.gathered", n * k * d);
+    plan.add_array<float>("moe.rows", n * k * d);
+    plan.add_array<float>("moe.dhidden", n * k * f);
+    plan.add_array<float>("moe.dgate_up", n * k * 2 * f);
+    plan.add_array<double>("moe.dweight", n * k);
+    plan.add_array<float>("moe.dlogits", n * e);
+    plan.add_array<std::int32_t>("moe.counts", e);
+    plan.add_array<double>("moe.prob_sum", (c.moe.balance_per_layer ? layers : 1) * e);
+    plan.add_array<double>("moe.aux", layers * e);
+}
+
 // The gradient norm's partial sums and cuBLASLt's workspace.
 inline void plan_optimizer(arena_plan& plan) {
     plan.add_array<double>("grad_norm.partials", std::size_t(grad_norm_blocks));
@@ -228,7 +270,7 @@ inline arena_plan plan_decoder_step(const model_config& c, const decoder_plan_op
     refuse(o.lora.rank == 0 || (o.lora.alpha > 0 && o.lora.targets != 0), "LoRA needs alpha > 0 and a target");
     refuse(o.lora.dropout >= 0 && o.lora.dropout < 1, "LoRA dropout must be in [0, 1)");
     refuse(!o.lora.trainable_embeddings, "LoRA with trainable embeddings is not supported on the GPU yet");
-    refuse(c.moe.n_experts == 0, "mixtures of experts are not supported");
+    refuse(c.moe.n_experts == 0 || o.lora.rank == 0, "LoRA on a mixture of experts is not supported");
     check(o.batch > 0 && o.time > 0 && o.logits_rows > 0 && o.attention_sequences >= 0, [&] {
         std::string m = "gpu::plan_decoder_step: batch ";
         m += std::to_string(o.batch);
@@ -254,6 +296,7 @@ inline arena_plan plan_decoder_step(const model_config& c, const decoder_plan_op
     for (const parameter_slice& s : decoder_parameter_layout(c, nf4))
         base += s.size();
     const std::size_t trained = o.lora.rank > 0 ? adapter : p, r = std::size_t(o.lora.rank);
+    const bool moe = c.moe.n_experts > 0;
 
     arena_plan plan;
     plan.add_array<float>("parameters", base);
@@ -280,7 +323,10 @@ inline arena_plan plan_decoder_step(const model_config& c, const decoder_plan_op
             plan.add_array<std::uint16_t>("adapter.bf16", adapter);
             plan.add_array<std::uint16_t>("scratch.bf16.lora", n * r);
         }
-        const std::size_t operand = std::max(n * std::max({d, q, f}), std::min(n, std::size_t(o.logits_rows)) * v);
+        std::size_t operand = std::max(n * std::max({d, q, f}), std::min(n, std::size_t(o.logits_rows)) * v);
+        if (moe) // the grouped rows (N K of them) and the router's logits
+            operand = std::max(
+                {operand, n * std::size_t(c.moe.top_k) * std::max(d, 2 * f), n * std::size_t(c.moe.n_experts)});
         plan.add_array<std::uint16_t>("scratch.bf16.a", operand);
         plan.add_array<std::uint16_t>("scratch.bf16.b", operand);
     }
@@ -309,8 +355,9 @@ inline arena_plan plan_decoder_step(const model_config& c, const decoder_plan_op
         for (const char* name : {"resid", "normed2"})
             plan.add_array<float>(at + name, n * d);
         plan.add_array<float>(at + "rstd2", n);
+        if (moe) plan_moe_layer(plan, at, c, n);
         for (const char* name : {"gate", "up", "hidden"})
-            plan.add_array<float>(at + name, n * f);
+            if (!moe) plan.add_array<float>(at + name, n * f);
         for (int t = 0; t < lora_target_count; ++t) // x A^T of each targeted projection
             if ((o.lora.targets >> t) & 1u && r > 0) plan.add_array<float>(at + "lora." + lora_names[t], n * r);
     }
@@ -325,8 +372,9 @@ inline arena_plan plan_decoder_step(const model_config& c, const decoder_plan_op
         for (const char* name : {"work.resid", "work.normed2"})
             plan.add_array<float>(name, n * d);
         plan.add_array<float>("work.rstd2", n);
+        if (moe) plan_moe_layer(plan, "work.", c, n);
         for (const char* name : {"work.gate", "work.up", "work.hidden"})
-            plan.add_array<float>(name, n * f);
+            if (!moe) plan.add_array<float>(name, n * f);
         for (int t = 0; t < lora_target_count; ++t)
             if ((o.lora.targets >> t) & 1u && r > 0)
                 plan.add_array<float>(std::string("work.lora.") + lora_names[t], n * r);
@@ -353,7 +401,8 @@ inline arena_plan plan_decoder_step(const model_config& c, const decoder_plan_op
     for (const char* name : {"scratch.dk", "scratch.dv"})
         plan.add_array<float>(name, n * kv);
     for (const char* name : {"scratch.dgate", "scratch.dup", "scratch.dhidden"})
-        plan.add_array<float>(name, n * f);
+        if (!moe) plan.add_array<float>(name, n * f);
+    if (moe) plan_moe_scratch(plan, c, n);
     plan.add_array<float>("scratch.delta", h * n);
 
     plan_attention_products(plan, o.attention, o.attention_chunk(), o.bf16_weights, n, q, kv, h, std::size_t(o.time));

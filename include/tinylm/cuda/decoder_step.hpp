@@ -31,6 +31,14 @@
 // tl::decoder's masks bit for bit (dropout_row.hpp: the same seed, training-forward count, layer, projection and
 // element), drawn into scratch.lora.x and drawn again in the backward for dA and the masked input gradient.
 //
+// Mixture of experts (model_config::moe, Mixtral's block of ops/moe.hpp): the MLP of every layer is a router and E
+// SwiGLU experts, of which each token takes top_k. Deterministic dispatch: the (token, choice) slots are grouped by
+// expert with a stable counting sort on the device (moe_kernels.hpp), the tokens' rows gathered into expert-contiguous
+// buffers sized for every slot (N K rows: any routing fits), one product per expert over its contiguous rows (m = its
+// count, read back to the host: E + 1 ints per layer, the one synchronisation the experts add), and a combine where
+// each token sums its K weighted rows in a fixed order (no atomics). The load-balancing loss as tl::decoder's, pooled
+// or per layer, in the loss and in the router's gradient. Not with LoRA (refused by the plan).
+//
 // After the step, the optimizer over the flat blocks: the global gradient norm and clipping (optim/clip.hpp's
 // rule) and AdamW (optim/adamw.hpp's update and decay rule: every parameter but the norms decays, the embedding
 // unless decay_embeddings is off), one launch per parameter tensor.
@@ -51,6 +59,7 @@
 #include <tinylm/ops/rope.hpp>
 #include <tinylm/optim/adamw.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -73,12 +82,17 @@ class decoder_step : public flat_step<Ex> {
 public:
     // base: the start of plan.bytes() of Ex's memory (a device_arena's, or a host buffer for cpu_ops).
     decoder_step(const model_config& c, const decoder_plan_options& o, const arena_plan& plan, std::byte* base, Ex& ex)
-        : base_t(plan, base, ex, o.bf16_weights), c_(c), o_(o), lora_(o.lora.rank > 0),
+        : base_t(plan, base, ex, o.bf16_weights), c_(c), o_(o), lora_(o.lora.rank > 0), moe_(c.moe.n_experts > 0),
           nf4_(lora_ && o.lora.quantized_base), layout_(decoder_parameter_layout(c, nf4_)),
           adapter_layout_(gpu::adapter_layout(c, o.lora)),
           products_(ex, this->products_scratch(o.attention, o.attention_chunk())) {
         if (nf4_) nf4_layout_ = nf4_layout(c), nf4_offsets_.assign(nf4_layout_.size(), 0.0f);
+        if (moe_) {
+            moe_offsets_.assign(std::size_t(c.n_layers), std::vector<std::int32_t>(std::size_t(c.moe.n_experts) + 1));
+            moe_counts_.assign(std::size_t(moe_balances() * c.moe.n_experts), 0.0);
+        }
         n_ = o.batch * o.time;
+        balance_tokens_ = n_;
         rows_ = std::min<long long>(n_, o.logits_rows);
         // RoPE tables once, as the CPU decoder builds them (rope_table in f32).
         const std::size_t half = std::size_t(c.head_dim() / 2);
@@ -156,8 +170,11 @@ public:
     void set_dropout_row_offset(long long rows) { dropout_row0_ = rows; }
 
     // Validation: the mean loss over counted targets, forward and the head's loss only (no gradient is touched).
-    // Arguments as forward_backward's.
-    double loss(const std::int32_t* ids, const std::int32_t* targets, const std::int64_t* documents = nullptr) {
+    // Arguments as forward_backward's. rows (experts only): the first `rows` sequences are the batch, the others
+    // padding (ignored targets) whose routing stays out of the balancing loss, as tl::decoder on `rows` sequences.
+    double loss(const std::int32_t* ids, const std::int32_t* targets, const std::int64_t* documents = nullptr,
+                long long rows = -1) {
+        check(rows <= o_.batch, "decoder_step::loss: more rows than the batch");
         for (long long i = 0; i < n_; ++i)
             check(ids[i] >= 0 && ids[i] < c_.vocab_size, [&] {
                 return "decoder_step::loss: token id " + std::to_string(ids[i]) + " at position " + std::to_string(i) +
@@ -166,15 +183,18 @@ public:
         const long long count = upload_inputs(ids, targets, documents);
         refresh_bf16_weights();
         training_ = false; // no dropout, no count
+        balance_tokens_ = rows < 0 ? n_ : rows * o_.time;
         forward();
+        balance_tokens_ = n_;
         const double loss_sum = head(count, false);
-        return count > 0 ? loss_sum / double(count) : 0.0;
+        return (count > 0 ? loss_sum / double(count) : 0.0) + c_.moe.aux_loss_weight * aux_loss_;
     }
 
-    // ids, targets (batch * time, host memory; targets -100 are ignored): the mean loss over counted targets,
-    // and the gradients of that mean, times gradient_scale (1 / micro-batches with gradient accumulation), added
-    // to "gradients". documents (batch * time, host memory, optional): the doc_start of packed rows as tl::decoder
-    // takes it; attention stays inside each, RoPE positions restart at each.
+    // ids, targets (batch * time, host memory; targets -100 are ignored): the mean loss over counted targets (plus
+    // moe.aux_loss_weight times the experts' balancing loss, as tl::decoder::loss), and the gradients of both, times
+    // gradient_scale (1 / micro-batches with gradient accumulation), added to "gradients". documents (batch * time,
+    // host memory, optional): the doc_start of packed rows as tl::decoder takes it; attention stays inside each, RoPE
+    // positions restart at each.
     double forward_backward(const std::int32_t* ids, const std::int32_t* targets,
                             const std::int64_t* documents = nullptr, double gradient_scale = 1.0) {
         const int d = c_.d_model;
@@ -189,13 +209,26 @@ public:
         training_ = true;
         forward();
         const double loss_sum = head(count, true, gradient_scale);
+        gradient_scale_ = gradient_scale;
         backward();
         training_ = false;
         if (!lora_)
             ex_.embedding_backward(gradient("model.embed_tokens.weight"), as<std::int32_t>("embedding.tokens"),
                                    as<std::int32_t>("embedding.offsets"), as<std::int32_t>("embedding.positions"),
                                    (long long)groups.tokens.size(), f("scratch.dx"), d);
-        return count > 0 ? loss_sum / double(count) : 0.0;
+        return (count > 0 ? loss_sum / double(count) : 0.0) + c_.moe.aux_loss_weight * aux_loss_;
+    }
+
+    // Experts: the balancing loss of the last forward (unweighted, tl::decoder::aux_loss's), and the slots each expert
+    // of `layer` got (tl::decoder::expert_counts's).
+    double aux_loss() const { return aux_loss_; }
+    std::vector<long long> expert_counts(int layer) const {
+        check(moe_ && layer >= 0 && layer < c_.n_layers, "decoder_step::expert_counts: experts and a layer index");
+        const std::vector<std::int32_t>& o = moe_offsets_[std::size_t(layer)];
+        std::vector<long long> out;
+        for (std::size_t e = 0; e + 1 < o.size(); ++e)
+            out.push_back(o[e + 1] - o[e]);
+        return out;
     }
 
 private:
@@ -413,8 +446,10 @@ private:
         ex_.embedding_forward(layer(0, "x"), as<std::int32_t>("ids"), parameter("model.embed_tokens.weight"), n, d);
         ex_.rmsnorm_forward(layer(0, "normed1"), layer(0, "rstd1"), layer(0, "x"), weight(0, "input_layernorm.weight"),
                             n, d, float(c_.norm_eps));
+        if (moe_) moe_start_forward();
         for (int l = 0; l < c_.n_layers; ++l)
             layer_forward(l, true);
+        if (moe_) moe_finish_forward();
     }
     // Layer l from its normed input (normed1) to the SwiGLU output; with `onwards`, the down projection and the
     // residual add fused with the next norm too (the next layer's x and normed1, or the final norm's).
@@ -434,12 +469,17 @@ private:
         project(l, proj::o, f("scratch.tmp"), operand(layer(l, "attn"), n * q, "scratch.bf16.a"));
         ex_.residual_rmsnorm_forward(layer(l, "resid"), layer(l, "normed2"), layer(l, "rstd2"), layer(l, "x"),
                                      f("scratch.tmp"), weight(l, "post_attention_layernorm.weight"), n, d, eps);
-        const void* normed2 = operand(layer(l, "normed2"), n * d, "scratch.bf16.a");
-        project(l, proj::gate, layer(l, "gate"), normed2);
-        project(l, proj::up, layer(l, "up"), normed2);
-        ex_.swiglu_forward(layer(l, "hidden"), layer(l, "gate"), layer(l, "up"), n * ff);
-        if (!onwards) return;
-        project(l, proj::down, f("scratch.tmp"), operand(layer(l, "hidden"), n * ff, "scratch.bf16.a"));
+        if (moe_) {
+            moe_forward(l, onwards); // with onwards, the block's output in scratch.tmp
+            if (!onwards) return;
+        } else {
+            const void* normed2 = operand(layer(l, "normed2"), n * d, "scratch.bf16.a");
+            project(l, proj::gate, layer(l, "gate"), normed2);
+            project(l, proj::up, layer(l, "up"), normed2);
+            ex_.swiglu_forward(layer(l, "hidden"), layer(l, "gate"), layer(l, "up"), n * ff);
+            if (!onwards) return;
+            project(l, proj::down, f("scratch.tmp"), operand(layer(l, "hidden"), n * ff, "scratch.bf16.a"));
+        }
         if (l + 1 < L)
             ex_.residual_rmsnorm_forward(layer(l + 1, "x"), layer(l + 1, "normed1"), layer(l + 1, "rstd1"),
                                          layer(l, "resid"), f("scratch.tmp"), weight(l + 1, "input_layernorm.weight"),
@@ -486,9 +526,30 @@ private:
         return sum;
     }
 
+    // The dense MLP's backward of layer l: dx (scratch.dx) is d(resid + mlp out); the down projection's input
+    // gradient, SwiGLU, then gate and up into d normed2 (scratch.dnormed).
+    void dense_mlp_backward(int l) {
+        const long long n = n_;
+        const int d = c_.d_model, ff = c_.d_ff;
+        // The input's operand of a projection whose backward reads it (into scratch.bf16.b), else null.
+        auto input = [&](bool read, const float* x, long long count) {
+            return read ? operand(x, count, "scratch.bf16.b") : nullptr;
+        };
+        float* dx = f("scratch.dx");
+        project_backward(l, proj::down, f("scratch.dhidden"), 0.0f, dx, operand(dx, n * d, "scratch.bf16.a"),
+                         input(reads_input(proj::down), layer(l, "hidden"), n * ff));
+        ex_.swiglu_backward(f("scratch.dgate"), f("scratch.dup"), f("scratch.dhidden"), layer(l, "gate"),
+                            layer(l, "up"), n * ff);
+        const void* normed2 = input(reads_input(proj::gate) || reads_input(proj::up), layer(l, "normed2"), n * d);
+        project_backward(l, proj::gate, f("scratch.dnormed"), 0.0f, f("scratch.dgate"),
+                         operand(f("scratch.dgate"), n * ff, "scratch.bf16.a"), normed2);
+        project_backward(l, proj::up, f("scratch.dnormed"), 1.0f, f("scratch.dup"),
+                         operand(f("scratch.dup"), n * ff, "scratch.bf16.a"), normed2);
+    }
+
     void backward() {
         const long long n = n_;
-        const int d = c_.d_model, q = c_.q_width(), ff = c_.d_ff, L = c_.n_layers;
+        const int d = c_.d_model, q = c_.q_width(), L = c_.n_layers;
         const std::string layers = "model.layers.";
         float* dx = f("scratch.dx");
         ex_.zero(dx, std::size_t(n * d) * sizeof(float));
@@ -498,19 +559,15 @@ private:
         auto input = [&](bool read, const float* x, long long count) {
             return read ? operand(x, count, "scratch.bf16.b") : nullptr;
         };
+        if (moe_) moe_start_backward();
         for (int l = L - 1; l >= 0; --l) {
             if (o_.checkpointing && l < L - 1) recompute(l); // the last layer's are still in the work buffers
             const std::string at = layers + std::to_string(l) + ".";
-            // MLP: dx is d(resid + mlp out); the down projection's input gradient, SwiGLU, gate and up.
-            project_backward(l, proj::down, f("scratch.dhidden"), 0.0f, dx, operand(dx, n * d, "scratch.bf16.a"),
-                             input(reads_input(proj::down), layer(l, "hidden"), n * ff));
-            ex_.swiglu_backward(f("scratch.dgate"), f("scratch.dup"), f("scratch.dhidden"), layer(l, "gate"),
-                                layer(l, "up"), n * ff);
-            const void* normed2 = input(reads_input(proj::gate) || reads_input(proj::up), layer(l, "normed2"), n * d);
-            project_backward(l, proj::gate, f("scratch.dnormed"), 0.0f, f("scratch.dgate"),
-                             operand(f("scratch.dgate"), n * ff, "scratch.bf16.a"), normed2);
-            project_backward(l, proj::up, f("scratch.dnormed"), 1.0f, f("scratch.dup"),
-                             operand(f("scratch.dup"), n * ff, "scratch.bf16.a"), normed2);
+            // MLP (dense or experts): d normed2 into scratch.dnormed.
+            if (moe_)
+                moe_backward(l);
+            else
+                dense_mlp_backward(l);
             ex_.residual_rmsnorm_backward(dx, norm_gradient(at + "post_attention_layernorm.weight"),
                                           f("scratch.dnormed"), layer(l, "resid"),
                                           parameter(at + "post_attention_layernorm.weight"), layer(l, "rstd2"), n, d);
@@ -537,9 +594,162 @@ private:
         }
     }
 
+    // ---- mixture of experts (moe_row.hpp, moe_kernels.hpp; buffers: plan_moe_layer, plan_moe_scratch) ----
+    // Per layer: the router's logits (normed2 router^T) and moe_route; moe_dispatch groups the N*K slots by expert
+    // and the offsets are read back (E + 1 ints: the host needs each expert's row count for its products); the
+    // grouped inputs gathered; per expert, gate_up = x gate_up_e^T and, after SwiGLU over all grouped rows,
+    // out = h down_e^T over its contiguous rows (one product per expert with m = its count, empty experts skipped);
+    // the combine sums each token's K weighted rows in a fixed order into scratch.tmp. The balancing statistics:
+    // the counts from the offsets (host), the probability sums on the device, read back once after the last layer.
+    int moe_balances() const { return c_.moe.balance_per_layer ? c_.n_layers : 1; }
+    int moe_balance(int l) const { return c_.moe.balance_per_layer ? l : 0; }
+    // Rows the balancing statistics of one balance cover (tl's moe_balance::rows).
+    double moe_balance_rows() const { return double(balance_tokens_) * (c_.moe.balance_per_layer ? 1 : c_.n_layers); }
+    std::int32_t* moe_int(int l, const char* name) const { return reinterpret_cast<std::int32_t*>(layer(l, name)); }
+    // Rows [first, ...) of a product's operand (f32, or bf16 with bf16 products).
+    const void* operand_at(const void* operand, long long first) const {
+        if (o_.bf16_weights) return static_cast<const std::uint16_t*>(operand) + first;
+        return static_cast<const float*>(operand) + first;
+    }
+    void moe_start_forward() {
+        ex_.zero(buf("moe.prob_sum"), plan_.at("moe.prob_sum").bytes);
+        std::fill(moe_counts_.begin(), moe_counts_.end(), 0.0);
+    }
+    // Layer l's experts from normed2; with `onwards` (not a recomputation) the output into scratch.tmp and the
+    // balancing statistics added.
+    void moe_forward(int l, bool onwards) {
+        const long long n = n_, k = c_.moe.top_k, nk = n * k;
+        const int d = c_.d_model, ff = c_.d_ff, experts = c_.moe.n_experts;
+        const std::string at = "model.layers." + std::to_string(l) + ".";
+        float *probs = layer(l, "moe.probs"), *gate_up = layer(l, "moe.gate_up"), *hidden = layer(l, "moe.hidden");
+        std::int32_t *slot_row = moe_int(l, "moe.slot_row"), *row_token = moe_int(l, "moe.row_token");
+        linear(probs, operand(layer(l, "normed2"), n * d, "scratch.bf16.a"),
+               weight_operand(parameter(at + "mlp.gate.weight")), n, experts, d);
+        ex_.moe_route(probs, moe_int(l, "moe.expert"), layer(l, "moe.weight"), n, experts, int(k));
+        ex_.moe_dispatch(moe_int(l, "moe.offsets"), slot_row, row_token, as<std::int32_t>("moe.counts"),
+                         moe_int(l, "moe.expert"), nk, int(k), experts);
+        std::vector<std::int32_t>& offsets = moe_offsets_[std::size_t(l)];
+        ex_.download(offsets.data(), moe_int(l, "moe.offsets"), offsets.size() * sizeof(std::int32_t));
+        ex_.moe_gather(f("moe.gathered"), row_token, layer(l, "normed2"), nk, d);
+        const void* x = operand(f("moe.gathered"), nk * d, "scratch.bf16.a");
+        const float* w_gate_up = parameter(at + "mlp.experts.gate_up_proj");
+        for (int e = 0; e < experts; ++e) {
+            const long long r0 = offsets[std::size_t(e)], m = offsets[std::size_t(e) + 1] - r0;
+            if (m > 0)
+                linear(gate_up + r0 * 2 * ff, operand_at(x, r0 * d), weight_operand(w_gate_up + e * 2LL * ff * d), m,
+                       2LL * ff, d);
+        }
+        ex_.moe_swiglu_forward(hidden, gate_up, nk, ff);
+        if (!onwards) return; // a recomputation: the forward added the statistics and the output is not needed
+        const int b = moe_balance(l);
+        ex_.moe_probability_sums(as<double>("moe.prob_sum") + b * experts, probs, balance_tokens_, experts);
+        if (balance_tokens_ == n) {
+            for (int e = 0; e < experts; ++e)
+                moe_counts_[std::size_t(b * experts + e)] +=
+                    double(offsets[std::size_t(e) + 1] - offsets[std::size_t(e)]);
+        } else { // validation of a padded batch: the choices of the real tokens only (token-major slots)
+            std::vector<std::int32_t> chosen(std::size_t(balance_tokens_ * k));
+            ex_.download(chosen.data(), moe_int(l, "moe.expert"), chosen.size() * sizeof(std::int32_t));
+            for (const std::int32_t e : chosen)
+                moe_counts_[std::size_t(b * experts + e)] += 1.0;
+        }
+        const void* h = operand(hidden, nk * ff, "scratch.bf16.b");
+        const float* w_down = parameter(at + "mlp.experts.down_proj");
+        for (int e = 0; e < experts; ++e) {
+            const long long r0 = offsets[std::size_t(e)], m = offsets[std::size_t(e) + 1] - r0;
+            if (m > 0)
+                linear(f("moe.rows") + r0 * d, operand_at(h, r0 * ff), weight_operand(w_down + e * (long long)d * ff),
+                       m, d, ff);
+        }
+        ex_.moe_combine(f("scratch.tmp"), f("moe.rows"), slot_row, layer(l, "moe.weight"), n, int(k), d);
+    }
+    // The balancing loss of the forward as tl::decoder's (aux = the mean over balances of E sum_e (c_e/R)(s_e/R)).
+    void moe_finish_forward() {
+        const int experts = c_.moe.n_experts, balances = moe_balances();
+        std::vector<double> sums(std::size_t(balances * experts));
+        ex_.download(sums.data(), buf("moe.prob_sum"), sums.size() * sizeof(double));
+        const double rows = moe_balance_rows();
+        aux_loss_ = 0;
+        for (int b = 0; b < balances; ++b) {
+            double s = 0;
+            for (int e = 0; e < experts; ++e)
+                s += moe_counts_[std::size_t(b * experts + e)] / rows * (sums[std::size_t(b * experts + e)] / rows);
+            aux_loss_ += double(experts) * s / double(balances);
+        }
+    }
+    // The balancing loss's gradient per layer and expert, daux E c_e / R^2 (ops/moe.hpp's), into moe.aux; zero
+    // when the loss has no weight (the router's kernel then skips it, as tl does).
+    void moe_start_backward() {
+        const int experts = c_.moe.n_experts;
+        const double daux = c_.moe.aux_loss_weight * gradient_scale_ / double(moe_balances()),
+                     rows = moe_balance_rows();
+        moe_aux_scale_ = daux != 0.0 ? daux * double(experts) / (rows * rows) : 0.0;
+        std::vector<double> aux(std::size_t(c_.n_layers * experts), 0.0);
+        for (int l = 0; l < c_.n_layers; ++l)
+            for (int e = 0; e < experts; ++e)
+                aux[std::size_t(l * experts + e)] =
+                    moe_aux_scale_ * moe_counts_[std::size_t(moe_balance(l) * experts + e)];
+        ex_.upload(buf("moe.aux"), aux.data(), aux.size() * sizeof(double));
+    }
+    // Layer l's experts backward: dx (scratch.dx) is d(block out); d normed2 into scratch.dnormed (the router's
+    // input gradient, then the experts' added per token), the router's and the experts' weight gradients.
+    void moe_backward(int l) {
+        const long long n = n_, k = c_.moe.top_k, nk = n * k;
+        const int d = c_.d_model, ff = c_.d_ff, experts = c_.moe.n_experts;
+        const std::string at = "model.layers." + std::to_string(l) + ".";
+        const std::vector<std::int32_t>& offsets = moe_offsets_[std::size_t(l)];
+        float *rows = f("moe.rows"), *dh = f("moe.dhidden"), *dgu = f("moe.dgate_up"), *hidden = layer(l, "moe.hidden");
+        const std::int32_t *slot_row = moe_int(l, "moe.slot_row"), *row_token = moe_int(l, "moe.row_token");
+        const float *w_down = parameter(at + "mlp.experts.down_proj"),
+                    *w_gate_up = parameter(at + "mlp.experts.gate_up_proj");
+        auto each_expert = [&](auto&& product) {
+            for (int e = 0; e < experts; ++e) {
+                const long long r0 = offsets[std::size_t(e)], m = offsets[std::size_t(e) + 1] - r0;
+                if (m > 0) product(e, r0, m);
+            }
+        };
+        // dy per grouped row, dz = dy down_e; then g = dz . h per slot, dz and dy scaled by the slot's weight.
+        ex_.moe_gather(rows, row_token, f("scratch.dx"), nk, d);
+        const void* dy = operand(rows, nk * d, "scratch.bf16.a");
+        each_expert([&](int e, long long r0, long long m) {
+            linear_dx(dh + r0 * ff, operand_at(dy, r0 * d), weight_operand(w_down + e * (long long)d * ff), m, d, ff,
+                      0.0f);
+        });
+        ex_.moe_weight_gradient(as<double>("moe.dweight"), dh, rows, hidden, slot_row, layer(l, "moe.weight"), nk, ff,
+                                d);
+        ex_.moe_swiglu_backward(dgu, dh, layer(l, "moe.gate_up"), nk, ff);
+        // ddown_e += (w dy)^T h
+        const void* wdy = operand(rows, nk * d, "scratch.bf16.a");
+        const void* h = operand(hidden, nk * ff, "scratch.bf16.b");
+        float *g_down = gradient(at + "mlp.experts.down_proj"), *g_gate_up = gradient(at + "mlp.experts.gate_up_proj");
+        each_expert([&](int e, long long r0, long long m) {
+            linear_dw(g_down + e * (long long)d * ff, operand_at(wdy, r0 * d), operand_at(h, r0 * ff), m, d, ff);
+        });
+        // dgate_up_e += dgu^T x (x gathered again: the scratch served later layers), the grouped rows' dx = dgu
+        // gate_up_e
+        ex_.moe_gather(f("moe.gathered"), row_token, layer(l, "normed2"), nk, d);
+        const void* dg = operand(dgu, nk * 2 * ff, "scratch.bf16.a");
+        const void* x = operand(f("moe.gathered"), nk * d, "scratch.bf16.b");
+        each_expert([&](int e, long long r0, long long m) {
+            linear_dw(g_gate_up + e * 2LL * ff * d, operand_at(dg, r0 * 2 * ff), operand_at(x, r0 * d), m, 2LL * ff, d);
+            linear_dx(rows + r0 * d, operand_at(dg, r0 * 2 * ff), weight_operand(w_gate_up + e * 2LL * ff * d), m,
+                      2LL * ff, d, 0.0f);
+        });
+        // The router: d logits, d router += dz^T normed2, d normed2 = dz router; then the experts' dx per token.
+        ex_.moe_router_backward(f("moe.dlogits"), layer(l, "moe.probs"), moe_int(l, "moe.expert"),
+                                layer(l, "moe.weight"), as<double>("moe.dweight"),
+                                moe_aux_scale_ != 0.0 ? as<double>("moe.aux") + l * experts : nullptr, n, experts,
+                                int(k));
+        const void* dz = operand(f("moe.dlogits"), n * experts, "scratch.bf16.a");
+        linear_dw(gradient(at + "mlp.gate.weight"), dz, operand(layer(l, "normed2"), n * d, "scratch.bf16.b"), n,
+                  experts, d);
+        linear_dx(f("scratch.dnormed"), dz, weight_operand(parameter(at + "mlp.gate.weight")), n, experts, d, 0.0f);
+        ex_.moe_combine_backward(f("scratch.dnormed"), rows, slot_row, n, int(k), d);
+    }
+
     model_config c_;
     decoder_plan_options o_;
-    bool lora_, nf4_;
+    bool lora_, moe_, nf4_;
     std::vector<parameter_slice> layout_, adapter_layout_;
     std::vector<nf4_slice> nf4_layout_; // QLoRA
     std::vector<float> nf4_offsets_;    // each NF4 weight's mean scale (a host value the kernel takes)
@@ -550,6 +760,12 @@ private:
     std::uint64_t dropout_seed_ = mix64(0x4c6f5241ull), dropout_calls_ = 0;
     long long dropout_row0_ = 0;
     bool training_ = false;
+    // experts: each layer's offsets (E + 1, read back after its dispatch), the balances' slot counts (host), the
+    // balancing loss of the last forward, its gradient's scale, the gradient scale of the last forward_backward
+    std::vector<std::vector<std::int32_t>> moe_offsets_;
+    std::vector<double> moe_counts_;
+    double aux_loss_ = 0, moe_aux_scale_ = 0, gradient_scale_ = 1;
+    long long balance_tokens_ = 0; // tokens whose routing enters the balancing loss (all but loss()'s padding)
 };
 
 } // namespace tl::gpu

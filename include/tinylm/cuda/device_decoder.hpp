@@ -105,9 +105,11 @@ public:
         for (const parameter_slice& s : step_.layout()) {
             const bool norm = s.name.find("norm") != std::string::npos;
             const bool embedding = s.name == "model.embed_tokens.weight", bias = s.name.ends_with(".bias");
+            shape dims = s.rows == 1 ? shape{index_t(s.cols)} : shape{index_t(s.rows), index_t(s.cols)};
+            if (c.moe.n_experts > 0 && s.name.find(".mlp.experts.") != std::string::npos) // stacked: (E, rows, cols)
+                dims = shape{index_t(c.moe.n_experts), index_t(s.rows) / c.moe.n_experts, index_t(s.cols)};
             parameter_entry e{s.name,
-                              {host_.data() + s.offset,
-                               s.rows == 1 ? shape{index_t(s.cols)} : shape{index_t(s.rows), index_t(s.cols)}},
+                              {host_.data() + s.offset, dims},
                               {},
                               norm        ? param_kind::norm
                               : embedding ? param_kind::embedding
@@ -208,8 +210,8 @@ public:
             padded_docs_.assign(n, 0);
             std::copy_n(doc_start.data, given, padded_docs_.begin());
         }
-        return float(
-            step_.loss(padded_ids_.data(), padded_targets_.data(), doc_start.data ? padded_docs_.data() : nullptr));
+        return float(step_.loss(padded_ids_.data(), padded_targets_.data(),
+                                doc_start.data ? padded_docs_.data() : nullptr, ids.dim(0))); // experts: rows only
     }
     index_t counted_targets() const { return counted_; }
     double grad_norm() { return step_.gradient_norm(); }

@@ -5,6 +5,7 @@
 
 #include <tinylm/cuda/blas.hpp>
 #include <tinylm/cuda/device.hpp>
+#include <tinylm/cuda/moe_kernels.hpp>
 #include <tinylm/cuda/nf4_row.hpp>
 
 namespace tl::gpu {
@@ -143,6 +144,43 @@ struct gpu_ops {
     void ranking_dscores(float* scores, const double* row_lse, const double* col_lse, long long b, long long m,
                          double w, bool symmetric) {
         gpu::ranking_dscores(scores, row_lse, col_lse, b, m, w, symmetric, stream);
+    }
+
+    // ---- mixture of experts (moe_kernels.hpp; decoder_step's MoE layers) ----
+    void moe_route(float* probs, std::int32_t* expert, float* weight, long long n, int n_experts, int top_k) {
+        gpu::moe_route(probs, expert, weight, n, n_experts, top_k, stream);
+    }
+    void moe_dispatch(std::int32_t* offsets, std::int32_t* slot_row, std::int32_t* row_token, std::int32_t* counts,
+                      const std::int32_t* expert, long long slots, int top_k, int n_experts) {
+        gpu::moe_dispatch(offsets, slot_row, row_token, counts, expert, slots, top_k, n_experts, stream);
+    }
+    void moe_gather(float* out, const std::int32_t* row_token, const float* in, long long rows, int d) {
+        gpu::moe_gather(out, row_token, in, rows, d, stream);
+    }
+    void moe_swiglu_forward(float* hidden, const float* gate_up, long long rows, int f) {
+        gpu::moe_swiglu_forward(hidden, gate_up, rows, f, stream);
+    }
+    void moe_swiglu_backward(float* dgate_up, const float* dhidden, const float* gate_up, long long rows, int f) {
+        gpu::moe_swiglu_backward(dgate_up, dhidden, gate_up, rows, f, stream);
+    }
+    void moe_combine(float* y, const float* rows, const std::int32_t* slot_row, const float* weight, long long n,
+                     int top_k, int d) {
+        gpu::moe_combine(y, rows, slot_row, weight, n, top_k, d, stream);
+    }
+    void moe_combine_backward(float* dx, const float* rows, const std::int32_t* slot_row, long long n, int top_k,
+                              int d) {
+        gpu::moe_combine_backward(dx, rows, slot_row, n, top_k, d, stream);
+    }
+    void moe_weight_gradient(double* dweight, float* dhidden, float* dy, const float* hidden,
+                             const std::int32_t* slot_row, const float* weight, long long slots, int f, int d) {
+        gpu::moe_weight_gradient(dweight, dhidden, dy, hidden, slot_row, weight, slots, f, d, stream);
+    }
+    void moe_router_backward(float* dlogits, const float* probs, const std::int32_t* expert, const float* weight,
+                             const double* dweight, const double* aux, long long n, int n_experts, int top_k) {
+        gpu::moe_router_backward(dlogits, probs, expert, weight, dweight, aux, n, n_experts, top_k, stream);
+    }
+    void moe_probability_sums(double* sums, const float* probs, long long n, int n_experts) {
+        gpu::moe_probability_sums(sums, probs, n, n_experts, stream);
     }
 };
 
