@@ -34,6 +34,7 @@
 #include <limits>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 using namespace tl;
@@ -708,6 +709,22 @@ void load_inputs(Step& step, const step_inputs& in, const gpu::decoder_plan_opti
     step.parameters_changed();
 }
 
+// Every slice's gradients on the GPU within `relative` of the largest of the CPU executor's in that slice (each must
+// be non-zero); `context` names the case in a failure.
+void expect_gradients_close(const std::vector<float>& gpu_grads, const float* cpu_grads,
+                            const std::vector<gpu::parameter_slice>& layout, double relative,
+                            const std::string& context = "") {
+    for (const gpu::parameter_slice& s : layout) {
+        double err = 0, scale = 0;
+        for (std::size_t i = s.offset; i < s.offset + s.size(); ++i) {
+            err = std::max(err, std::abs(double(gpu_grads[i]) - double(cpu_grads[i])));
+            scale = std::max(scale, std::abs(double(cpu_grads[i])));
+        }
+        BOOST_TEST(scale > 0.0, context << s.name);
+        BOOST_TEST(err <= relative * scale, context << s.name << ": " << err << " against a scale of " << scale);
+    }
+}
+
 // decoder_step on the GPU over its own arena, the inputs' weights uploaded.
 struct gpu_step {
     gpu::arena_plan plan;
@@ -780,15 +797,7 @@ BOOST_AUTO_TEST_CASE(decoder_step_matches_the_cpu_executor, needs_device()) {
                 BOOST_TEST(g.run(in) == gpu_loss);
                 BOOST_TEST(g.products.cached_plans() == planned);
                 BOOST_TEST(same_bits(g.download("gradients"), grads));
-                for (const gpu::parameter_slice& s : gpu::decoder_parameter_layout(in.c)) {
-                    double err = 0, scale = 0;
-                    for (std::size_t i = s.offset; i < s.offset + s.size(); ++i) {
-                        err = std::max(err, std::abs(double(grads[i]) - double(cpu_grads[i])));
-                        scale = std::max(scale, std::abs(double(cpu_grads[i])));
-                    }
-                    BOOST_TEST(scale > 0.0, s.name);
-                    BOOST_TEST(err <= bound * 1e-4 * scale, s.name << ": " << err << " against a scale of " << scale);
-                }
+                expect_gradients_close(grads, cpu_grads, gpu::decoder_parameter_layout(in.c), bound * 1e-4);
 
                 // The optimizer from the CPU executor's gradients on both sides: the norm (sums of squares in
                 // double, in other orders), then clipping and two AdamW steps, whose element-wise arithmetic gives
@@ -844,15 +853,7 @@ BOOST_AUTO_TEST_CASE(lora_step_matches_the_cpu_executor, needs_device()) {
                 BOOST_TEST(std::abs(gpu_loss - cpu_loss) < bound * 1e-5 * cpu_loss);
                 const std::vector<float> grads = g.download("gradients");
                 const float* cpu_grads = host_block("gradients");
-                for (const gpu::parameter_slice& s : gpu::adapter_layout(in.c, o.lora)) {
-                    double err = 0, scale = 0;
-                    for (std::size_t i = s.offset; i < s.offset + s.size(); ++i) {
-                        err = std::max(err, std::abs(double(grads[i]) - double(cpu_grads[i])));
-                        scale = std::max(scale, std::abs(double(cpu_grads[i])));
-                    }
-                    BOOST_TEST(scale > 0.0, s.name);
-                    BOOST_TEST(err <= bound * 1e-4 * scale, s.name << ": " << err << " against a scale of " << scale);
-                }
+                expect_gradients_close(grads, cpu_grads, gpu::adapter_layout(in.c, o.lora), bound * 1e-4);
                 const std::size_t count = grads.size();
                 gpu::copy_to_device(g.block("gradients"), cpu_grads, count * sizeof(float));
                 const double cpu_norm = cpu_step.clip_gradients(0.01), gpu_norm = g.step.clip_gradients(0.01);
@@ -919,14 +920,8 @@ BOOST_AUTO_TEST_CASE(lora_dropout_step_matches_the_cpu_executor, needs_device())
                 BOOST_TEST(std::abs(gpu_loss - cpu_loss) < bound * 1e-5 * cpu_loss, "step " << k);
                 const std::vector<float> grads = g.download("gradients");
                 const float* cpu_grads = reinterpret_cast<const float*>(host.data() + plan.at("gradients").offset);
-                for (const gpu::parameter_slice& s : gpu::adapter_layout(in.c, o.lora)) {
-                    double err = 0, scale = 0;
-                    for (std::size_t i = s.offset; i < s.offset + s.size(); ++i) {
-                        err = std::max(err, std::abs(double(grads[i]) - double(cpu_grads[i])));
-                        scale = std::max(scale, std::abs(double(cpu_grads[i])));
-                    }
-                    BOOST_TEST(err <= bound * 1e-4 * scale, "step " << k << ", " << s.name << ": " << err);
-                }
+                expect_gradients_close(grads, cpu_grads, gpu::adapter_layout(in.c, o.lora), bound * 1e-4,
+                                       "step " + std::to_string(k) + ", ");
             }
         }
     }
@@ -1371,15 +1366,7 @@ BOOST_AUTO_TEST_CASE(moe_decoder_step_matches_the_cpu_executor, needs_device()) 
                 const std::vector<float> grads = g.download("gradients");
                 BOOST_TEST(g.run(in) == gpu_loss);
                 BOOST_TEST(same_bits(g.download("gradients"), grads));
-                for (const gpu::parameter_slice& s : gpu::decoder_parameter_layout(in.c)) {
-                    double err = 0, scale = 0;
-                    for (std::size_t i = s.offset; i < s.offset + s.size(); ++i) {
-                        err = std::max(err, std::abs(double(grads[i]) - double(cpu_grads[i])));
-                        scale = std::max(scale, std::abs(double(cpu_grads[i])));
-                    }
-                    BOOST_TEST(scale > 0.0, s.name);
-                    BOOST_TEST(err <= bound * 1e-4 * scale, s.name << ": " << err << " against a scale of " << scale);
-                }
+                expect_gradients_close(grads, cpu_grads, gpu::decoder_parameter_layout(in.c), bound * 1e-4);
                 o.checkpointing = true;
                 gpu_step checkpointed(in, o);
                 BOOST_TEST(checkpointed.run(in) == gpu_loss);

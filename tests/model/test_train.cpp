@@ -124,17 +124,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(cuda_decoder_step_on_the_cpu_matches_the_decoder, 
           setup{gpu::attention_path::products, 0, "products"}, setup{gpu::attention_path::rows, 0, "rows"}}) {
         on_cpu.emplace(false, a.path, a.sequences);
         auto& step = on_cpu->step;
-        std::size_t covered = 0; // the layout names every parameter of the decoder, with its size
-        for (const parameter_entry& e : model.parameter_entries()) {
-            const auto it = std::find_if(step.layout().begin(), step.layout().end(),
-                                         [&](const gpu::parameter_slice& s) { return s.name == e.name; });
-            BOOST_TEST_REQUIRE((it != step.layout().end()), "no slice for " << e.name);
-            BOOST_TEST_REQUIRE(it->size() == std::size_t(e.value.numel()), e.name);
-            std::copy_n(e.value.data, e.value.numel(), step.parameter(e.name));
-            covered += it->size();
-        }
-        BOOST_TEST(covered == std::size_t(parameter_count(c)));
-        BOOST_TEST(step.layout().size() == model.parameter_entries().size());
+        tl_test::load_parameters_into_step(model, step);
 
         for (const bool documents : {true, false}) {
             const cview<index_t> doc_view = documents ? cview<index_t>{docs.data(), {B, T}} : cview<index_t>{};

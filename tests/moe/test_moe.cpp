@@ -480,17 +480,7 @@ void check_decoder_step_with_experts(const char* label) {
     on_cpu* runs[] = {&plain, &checkpointed, &bf16};
     for (int i = 0; i < 3; ++i) {
         gpu::decoder_step<gpu::cpu_ops>& step = runs[i]->step;
-        std::size_t covered = 0;
-        for (const parameter_entry& e : model.parameter_entries()) {
-            const auto it = std::find_if(step.layout().begin(), step.layout().end(),
-                                         [&](const gpu::parameter_slice& s) { return s.name == e.name; });
-            BOOST_TEST_REQUIRE((it != step.layout().end()), "no slice for " << e.name);
-            BOOST_TEST_REQUIRE(it->size() == std::size_t(e.value.numel()), e.name);
-            std::copy_n(e.value.data, e.value.numel(), step.parameter(e.name));
-            covered += it->size();
-        }
-        BOOST_TEST(covered == std::size_t(parameter_count(c)));
-        step.parameters_changed();
+        tl_test::load_parameters_into_step(model, step);
         step.zero_gradients();
         step_loss[i] = step.forward_backward(ids.data(), targets.data());
     }

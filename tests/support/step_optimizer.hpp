@@ -2,6 +2,7 @@
 // against tinylm's CPU one on the same gradients: clipping at 0.5 as tl::clip_grad_norm (the norm within 1e-12,
 // every clipped gradient within 1e-6 of tl's), then two AdamW steps bit for bit as tl::adamw (each step's decay rule
 // by name against tl's by kind). model: a tl model holding gradients; step: a step over the same parameters.
+// load_parameters_into_step copies a tl model's parameters into a step on the CPU executor, by name.
 #pragma once
 
 #include <tinylm/optim/adamw.hpp>
@@ -14,6 +15,24 @@
 #include <cstring>
 
 namespace tl_test {
+
+// Every parameter of `model` into `step` (host memory: the CPU executor) by name: the step's layout names each of them
+// with its size, and nothing else.
+template <class Model, class Step>
+void load_parameters_into_step(const Model& model, Step& step) {
+    std::size_t covered = 0;
+    for (const tl::parameter_entry& e : model.parameter_entries()) {
+        const auto it =
+            std::find_if(step.layout().begin(), step.layout().end(), [&](const auto& s) { return s.name == e.name; });
+        BOOST_TEST_REQUIRE((it != step.layout().end()), "no slice for " << e.name);
+        BOOST_TEST_REQUIRE(it->size() == std::size_t(e.value.numel()), e.name);
+        std::copy_n(e.value.data, e.value.numel(), step.parameter(e.name));
+        covered += it->size();
+    }
+    BOOST_TEST(covered == std::size_t(model.parameter_count()));
+    BOOST_TEST(step.layout().size() == model.parameter_entries().size());
+    step.parameters_changed();
+}
 
 template <class Model, class Step>
 void expect_step_optimizer_matches(Model& model, Step& step) {
