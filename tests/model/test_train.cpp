@@ -140,19 +140,8 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(cuda_decoder_step_on_the_cpu_matches_the_decoder, 
             BOOST_TEST(std::abs(step_loss - double(loss)) < 1e-5 * double(loss), a.name << ", documents " << documents);
             // Gradients: within 1e-4 of each tensor's largest element (f32 sums in other orders, and the CPU
             // decoder's fast_exp against expf, through two layers).
-            double worst = 0;
-            for (const parameter_entry& e : model.parameter_entries()) {
-                const float* g = step.gradient(e.name);
-                double err = 0, scale = 0;
-                for (index_t i = 0; i < e.grad.numel(); ++i) {
-                    err = std::max(err, std::abs(double(g[i]) - double(e.grad[i])));
-                    scale = std::max(scale, std::abs(double(e.grad[i])));
-                }
-                BOOST_TEST(scale > 0.0, e.name);
-                BOOST_TEST(err <= 1e-4 * scale, e.name << ": " << err << " against a scale of " << scale << ", "
-                                                       << a.name << ", documents " << documents);
-                worst = std::max(worst, err / scale);
-            }
+            const std::string context = std::string(a.name) + ", documents " + (documents ? "1" : "0") + ": ";
+            const double worst = tl_test::expect_gradients_match(model, step, 1e-4, context);
             BOOST_TEST_MESSAGE("largest gradient difference: " << worst << " of its tensor's scale");
         }
     }

@@ -498,20 +498,11 @@ void check_decoder_step_with_experts(const char* label) {
         for (std::size_t e = 0; e < want.size(); ++e)
             BOOST_TEST(got[e] == want[e], label << ": layer " << l << ", expert " << e);
     }
-    double worst = 0;
-    for (const parameter_entry& e : model.parameter_entries()) {
-        const float* g = step.gradient(e.name);
-        double err = 0, scale = 0;
-        for (index_t i = 0; i < e.grad.numel(); ++i) {
-            err = std::max(err, std::abs(double(g[i]) - double(e.grad[i])));
-            scale = std::max(scale, std::abs(double(e.grad[i])));
-        }
-        BOOST_TEST(scale > 0.0, e.name);
-        BOOST_TEST(err <= 1e-4 * scale, label << ", " << e.name << ": " << err << " against a scale of " << scale);
-        worst = std::max(worst, err / scale);
-        BOOST_TEST(std::memcmp(g, checkpointed.step.gradient(e.name), std::size_t(e.grad.numel()) * sizeof(float)) == 0,
+    const double worst = tl_test::expect_gradients_match(model, step, 1e-4, std::string(label) + ", ");
+    for (const parameter_entry& e : model.parameter_entries())
+        BOOST_TEST(std::memcmp(step.gradient(e.name), checkpointed.step.gradient(e.name),
+                               std::size_t(e.grad.numel()) * sizeof(float)) == 0,
                    label << ", " << e.name << ": checkpointing");
-    }
     BOOST_TEST(step_loss[1] == step_loss[0], label << ": checkpointing");
     BOOST_TEST_MESSAGE(label << ": largest gradient difference " << worst << " of its tensor's scale");
     tl_test::expect_step_optimizer_matches(model, step);

@@ -2,7 +2,8 @@
 // against tinylm's CPU one on the same gradients: clipping at 0.5 as tl::clip_grad_norm (the norm within 1e-12,
 // every clipped gradient within 1e-6 of tl's), then two AdamW steps bit for bit as tl::adamw (each step's decay rule
 // by name against tl's by kind). model: a tl model holding gradients; step: a step over the same parameters.
-// load_parameters_into_step copies a tl model's parameters into a step on the CPU executor, by name.
+// load_parameters_into_step copies a tl model's parameters into a step on the CPU executor, by name;
+// expect_gradients_match compares their gradients.
 #pragma once
 
 #include <tinylm/optim/adamw.hpp>
@@ -13,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <string>
 
 namespace tl_test {
 
@@ -32,6 +34,25 @@ void load_parameters_into_step(const Model& model, Step& step) {
     BOOST_TEST(covered == std::size_t(model.parameter_count()));
     BOOST_TEST(step.layout().size() == model.parameter_entries().size());
     step.parameters_changed();
+}
+
+// The step's gradient of every parameter within `relative` of the largest element of the model's (each non-zero);
+// returns the largest difference found, relative to its tensor's scale. context: prefixes a failure's message.
+template <class Model, class Step>
+double expect_gradients_match(const Model& model, Step& step, double relative, const std::string& context) {
+    double worst = 0;
+    for (const tl::parameter_entry& e : model.parameter_entries()) {
+        const float* g = step.gradient(e.name);
+        double err = 0, scale = 0;
+        for (tl::index_t i = 0; i < e.grad.numel(); ++i) {
+            err = std::max(err, std::abs(double(g[i]) - double(e.grad[i])));
+            scale = std::max(scale, std::abs(double(e.grad[i])));
+        }
+        BOOST_TEST(scale > 0.0, context << e.name);
+        BOOST_TEST(err <= relative * scale, context << e.name << ": " << err << " against a scale of " << scale);
+        worst = std::max(worst, err / scale);
+    }
+    return worst;
 }
 
 template <class Model, class Step>
