@@ -9,7 +9,8 @@
 # Environment: GPU_BUILD_DIR (default build-gpu), CUDA_ARCHS (default 90: sm_90 code plus PTX, H100/H200),
 # JOBS (default 1: this machine's 2 cores are shared), GPU_EXTRA_PROGRAMS (more programs, space-separated, as
 # paths in the build tree: examples/05_tatar/05_tatar), GPU_BUNDLE_DATA (folders of the data dir, ../shared/data
-# or TINYLM_DATA_DIR, to carry along as .gpu/data.tar.xz: "russian_novels/corpus"; mind the 64 MiB).
+# or TINYLM_DATA_DIR, to carry along as .gpu/data.tar.xz: "russian_novels/corpus"; mind the 64 MiB),
+# GPU_BUNDLE_NCCL (default OFF: ON links NCCL, for a GPU machine known to have libnccl.so.2).
 #
 # What .gpu/ holds:
 #   bin/        the programs, stripped
@@ -47,8 +48,11 @@ for extra in ${GPU_EXTRA_PROGRAMS:-}; do optional+=("$extra"); done
 
 flags=(-DCMAKE_BUILD_TYPE=Release -DTINYLM_WERROR=ON -DTINYLM_WITH_CUDA=ON -DCMAKE_CUDA_COMPILER="$nvcc"
   -DCMAKE_CUDA_ARCHITECTURES="$archs" -DTINYLM_BUILD_TESTS=ON -DTINYLM_BUILD_BENCHMARKS=ON
-  -DTINYLM_BUILD_EXAMPLES=ON -DTINYLM_BUILD_TOOLS=OFF -DTINYLM_WITH_MPI=OFF)
-# MPI off: one GPU per process here, and Open MPI's libraries and plugins would not travel as plain files.
+  -DTINYLM_BUILD_EXAMPLES=ON -DTINYLM_BUILD_TOOLS=OFF -DTINYLM_WITH_MPI=OFF
+  -DTINYLM_WITH_NCCL="${GPU_BUNDLE_NCCL:-OFF}")
+# MPI off: one GPU per process here, and Open MPI's libraries and plugins would not travel as plain files. NCCL off
+# unless GPU_BUNDLE_NCCL=ON: libnccl.so.2 (218 MB) cannot travel, and a GPU image without it would leave every
+# program unable to start; the lent machines have one GPU, where only the one-rank NCCL case would use it.
 echo "gpu-bundle: configuring $build: ${flags[*]}"
 mkdir -p "$build"
 cmake -S . -B "$build" "${flags[@]}" >"$build/gpu-bundle.configure.log" 2>&1 || {
