@@ -5,6 +5,7 @@
 //  - merge/unmerge, frozen base, save_adapter/load_adapter, training checkpoints with resume;
 //  - an export for the `torch` test (peft.PeftModel.from_pretrained reproduces tinylm's logits).
 #include "../model/fixture_configs.hpp"
+#include "../support/parity_fixture.hpp"
 #include "../support/random.hpp"
 
 #include <tinylm/cuda/cpu_ops.hpp>
@@ -43,12 +44,7 @@ struct lora_r2_qv {
 
 constexpr double tolerance = 1e-4;
 
-fs::path fixture_path() {
-    const fs::path dir = std::getenv("TINYLM_FIXTURE_DIR")
-                             ? fs::path(std::getenv("TINYLM_FIXTURE_DIR"))
-                             : fs::path(TINYLM_SOURCE_DIR) / "tests" / "reference" / "fixtures";
-    return dir / "llama_gqa_lora.safetensors";
-}
+fs::path fixture_path() { return tl_test::fixture_path("llama_gqa_lora"); }
 
 fs::path temp_dir(const std::string& name) {
     const fs::path p = fs::temp_directory_path() / ("tinylm_lora_" + name + "_" + std::to_string(::getpid()));
@@ -62,16 +58,9 @@ struct batch {
 };
 
 batch fixture_batch(const safetensors_reader& fx) {
-    shape s;
-    const auto ids64 = fx.read_all<std::int64_t>("input_ids", &s);
-    const auto labels64 = fx.read_all<std::int64_t>("labels");
-    batch b{owned<token_t>(s), owned<token_t>(s, ignore_index)};
-    const index_t n = s[0], t_len = s[1];
-    for (index_t i = 0; i < n; ++i)
-        for (index_t t = 0; t < t_len; ++t) {
-            b.ids.data[i * t_len + t] = token_t(ids64[i * t_len + t]);
-            if (t + 1 < t_len) b.targets.data[i * t_len + t] = token_t(labels64[i * t_len + t + 1]);
-        }
+    tl_test::fixture_batch f = tl_test::read_fixture_batch(fx);
+    batch b{owned<token_t>(f.shape), owned<token_t>(f.shape)};
+    b.ids.data = std::move(f.ids), b.targets.data = std::move(f.targets);
     return b;
 }
 

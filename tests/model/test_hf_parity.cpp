@@ -4,6 +4,7 @@
 //
 // TINYLM_FIXTURE_DIR overrides the fixture folder (the `torch` ctest label regenerates fixtures into a
 // temporary folder and points this test at it).
+#include "../support/parity_fixture.hpp"
 #include "../support/random.hpp"
 #include "fixture_configs.hpp"
 
@@ -15,7 +16,6 @@
 #include <boost/test/unit_test.hpp>
 #include <nlohmann/json.hpp>
 
-#include <cstdlib>
 #include <filesystem>
 #include <sstream>
 
@@ -24,17 +24,12 @@ using namespace tl::test;
 
 namespace {
 
-std::filesystem::path fixture_dir() {
-    if (const char* dir = std::getenv("TINYLM_FIXTURE_DIR")) return dir;
-    return std::filesystem::path(TINYLM_SOURCE_DIR) / "tests" / "reference" / "fixtures";
-}
-
 // fp32 against the fp64 oracle: the issue asks for <= 1e-4; fp32 itself is at ~1e-6 here.
 constexpr double tolerance = 1e-4;
 
 template <class Config, class B>
 void check_fixture(const std::string& name) {
-    const safetensors_reader fx(fixture_dir() / (name + ".safetensors"));
+    const safetensors_reader fx(tl_test::fixture_path(name));
     decoder<Config, B> model(0);
     for (const parameter_entry& e : model.parameter_entries())
         fx.read("param." + e.name, e.value);
@@ -44,16 +39,9 @@ void check_fixture(const std::string& name) {
         fixture_params += n.starts_with("param.");
     BOOST_TEST(fixture_params == model.parameter_entries().size());
 
-    shape ids_shape;
-    const auto ids64 = fx.read_all<std::int64_t>("input_ids", &ids_shape);
-    const auto labels64 = fx.read_all<std::int64_t>("labels");
-    const index_t B_ = ids_shape[0], T = ids_shape[1];
-    owned<token_t> ids(ids_shape), targets(ids_shape, ignore_index);
-    for (index_t b = 0; b < B_; ++b)
-        for (index_t t = 0; t < T; ++t) {
-            ids.data[b * T + t] = token_t(ids64[b * T + t]);
-            if (t + 1 < T) targets.data[b * T + t] = token_t(labels64[b * T + t + 1]); // HF shifts labels
-        }
+    const tl_test::fixture_batch batch = tl_test::read_fixture_batch(fx); // HF's labels, shifted
+    const index_t B_ = batch.shape[0], T = batch.shape[1];
+    const cview<token_t> ids{batch.ids.data(), batch.shape}, targets{batch.targets.data(), batch.shape};
 
     const std::string tag = name + " [" + std::string(B::name) + "]";
     owned<float> logits({B_, T, Config::value.vocab_size});
@@ -148,15 +136,15 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(ministral_layers_matches_transformers, B, all_back
 BOOST_AUTO_TEST_CASE(fixture_config_matches_the_cpp_config) {
     // Guards against the Python and C++ sides drifting apart.
     const auto cfg =
-        nlohmann::json::parse(safetensors_reader(fixture_dir() / "qwen2_tied.safetensors").metadata().at("config"));
+        nlohmann::json::parse(safetensors_reader(tl_test::fixture_path("qwen2_tied")).metadata().at("config"));
     BOOST_TEST(cfg.at("hidden_size").get<int>() == test::qwen2_tied::value.d_model);
     BOOST_TEST(cfg.at("num_key_value_heads").get<int>() == test::qwen2_tied::value.n_kv_heads);
     BOOST_TEST(cfg.at("tie_word_embeddings").get<bool>() == test::qwen2_tied::value.tied_embeddings);
     const auto mistral =
-        nlohmann::json::parse(safetensors_reader(fixture_dir() / "mistral_window.safetensors").metadata().at("config"));
+        nlohmann::json::parse(safetensors_reader(tl_test::fixture_path("mistral_window")).metadata().at("config"));
     BOOST_TEST(mistral.at("sliding_window").get<int>() == test::mistral_window::value.sliding_window);
     const auto mixtral =
-        nlohmann::json::parse(safetensors_reader(fixture_dir() / "mixtral_moe.safetensors").metadata().at("config"));
+        nlohmann::json::parse(safetensors_reader(tl_test::fixture_path("mixtral_moe")).metadata().at("config"));
     BOOST_TEST(mixtral.at("num_local_experts").get<int>() == test::mixtral_moe::value.moe.n_experts);
     BOOST_TEST(mixtral.at("num_experts_per_tok").get<int>() == test::mixtral_moe::value.moe.top_k);
     BOOST_TEST(mixtral.at("router_aux_loss_coef").get<double>() == test::mixtral_moe::value.moe.aux_loss_weight);

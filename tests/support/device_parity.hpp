@@ -6,6 +6,7 @@
 #pragma once
 
 #include "../model/fixture_configs.hpp"
+#include "parity_fixture.hpp"
 
 #include <tinylm/core/error.hpp>
 #include <tinylm/cuda/decoder_plan.hpp>
@@ -18,7 +19,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <filesystem>
 #include <string>
 #include <utility>
@@ -26,32 +26,15 @@
 
 namespace tl_test {
 
-// One fixture: its weights and its batch as decoder_step takes it (int32 ids, targets shifted as transformers
-// shifts its labels, the last position of each row ignored). A LoRA fixture (llama_gqa_lora: peft's adapter on a
+// One fixture: its weights and its batch (parity_fixture.hpp). A LoRA fixture (llama_gqa_lora: peft's adapter on a
 // base) holds the adapter as "lora." + peft's names, its gradients and AdamW step on the adapter only.
 struct parity_fixture {
     tl::safetensors_reader file;
+    fixture_batch data;
     long long batch = 0, time = 0;
-    std::vector<std::int32_t> ids, targets;
 
-    static std::filesystem::path path(const std::string& name) {
-        if (const char* dir = std::getenv("TINYLM_FIXTURE_DIR"))
-            return std::filesystem::path(dir) / (name + ".safetensors");
-        return std::filesystem::path(TINYLM_SOURCE_DIR) / "tests" / "reference" / "fixtures" / (name + ".safetensors");
-    }
-    explicit parity_fixture(const std::string& name) : file(path(name)) {
-        tl::shape s;
-        const auto ids64 = file.read_all<std::int64_t>("input_ids", &s);
-        const auto labels64 = file.read_all<std::int64_t>("labels");
-        batch = s[0], time = s[1];
-        ids.resize(ids64.size()), targets.assign(ids64.size(), -100);
-        for (long long b = 0; b < batch; ++b)
-            for (long long t = 0; t < time; ++t) {
-                ids[std::size_t(b * time + t)] = std::int32_t(ids64[std::size_t(b * time + t)]);
-                if (t + 1 < time)
-                    targets[std::size_t(b * time + t)] = std::int32_t(labels64[std::size_t(b * time + t + 1)]);
-            }
-    }
+    explicit parity_fixture(const std::string& name)
+        : file(fixture_path(name)), data(read_fixture_batch(file)), batch(data.shape[0]), time(data.shape[1]) {}
     // What plan_decoder_step needs besides the model: this batch, the head in chunks of 16 rows (several chunks),
     // and a LoRA fixture's adapter (peft's r, lora_alpha, target_modules).
     tl::gpu::decoder_plan_options options(bool bf16) const {
@@ -112,7 +95,7 @@ device_parity_errors device_parity(Step& step, const parity_fixture& f, Write wr
     step.parameters_changed();
 
     step.zero_gradients();
-    e.loss = step.forward_backward(f.ids.data(), f.targets.data());
+    e.loss = step.forward_backward(f.data.ids.data(), f.data.targets.data());
     e.expected_loss = f.file.read_all<float>("loss")[0];
     for (const tl::gpu::parameter_slice& s : step.trainable_layout()) {
         std::vector<float> got(s.size());
