@@ -20,7 +20,9 @@
 // its step on the GPU: gpu::ranking_step<gpu_ops>, the encoder, pooling and ranking loss on the device, bf16
 // products; needs a build with tinylm::cuda) or cpu-ops (that step's code on the CPU, f32: slow, a check). The
 // weights come back to the host model for evaluation and saving: the same files as a CPU run. On a device the
-// whole batch is one padded forward (no gradient cache: --mini-batch is the CPU's) and no checkpoint is written.
+// whole batch is one padded forward (no gradient cache: --mini-batch is the CPU's). Its checkpoints are a CPU run's
+// files (the device's AdamW moments under tl::adamw's names: gpu::ranking_adamw), so either device resumes the
+// other's.
 #include "retrieval_data.hpp"
 
 #include <options.hpp>
@@ -131,20 +133,26 @@ tl::eval::retrieval_result evaluate(Encoder& se, const recipes::retrieval_task& 
 }
 
 // Full fine-tuning on a device (--device cuda or cpu-ops): the training loop's gradients, clipping and AdamW calls
-// on gpu::ranking_step (cuda/ranking_step.hpp), the host model receiving the weights at the end.
+// on gpu::ranking_step (cuda/ranking_step.hpp), the host model receiving the weights for checkpoints and at the end.
+// Checkpoints go through the host model and gpu::ranking_adamw: a CPU run's files, written the same way (staged in
+// <dir>.tmp and swapped in whole).
 template <class Model>
 struct device_training {
     virtual ~device_training() = default;
     virtual double gradients(const tl::embed::token_batch& tokens, tl::index_t pairs,
                              const tl::embed::ranking_loss_options& loss) = 0;
-    virtual void clip_and_step(double max_norm, double lr, const tl::adamw_options& o) = 0;
+    virtual void clip_and_step(double max_norm, double lr) = 0;
     virtual void store_into(Model& model) = 0;
+    // The device's weights and moments into a checkpoint, through `model`; and back (the model's weights too).
+    virtual void save(Model& model, const tl::training_state& state, const fs::path& dir) = 0;
+    virtual tl::training_state resume(Model& model, const fs::path& dir) = 0;
     virtual std::size_t arena_bytes() const = 0;
 };
 template <class Model, class Ex>
 struct device_training_on final : device_training<Model> {
-    device_training_on(const Model& model, const tl::embed::sentence_config& sc, const tl::gpu::ranking_step_shape& s)
-        : step(model.config(), sc, s) {
+    device_training_on(const Model& model, const tl::embed::sentence_config& sc, const tl::gpu::ranking_step_shape& s,
+                       const tl::adamw_options& o)
+        : step(model.config(), sc, s), opt(step, o) {
         step.load_from(model);
     }
     double gradients(const tl::embed::token_batch& tokens, tl::index_t pairs,
@@ -152,25 +160,35 @@ struct device_training_on final : device_training<Model> {
         step.zero_gradients();
         return step.forward_backward(tokens, pairs, loss);
     }
-    void clip_and_step(double max_norm, double lr, const tl::adamw_options& o) override {
+    void clip_and_step(double max_norm, double lr) override {
         step.clip_gradients(max_norm);
-        step.adamw_step(lr, o);
+        opt.step(lr);
     }
     void store_into(Model& model) override { step.store_into(model); }
+    void save(Model& model, const tl::training_state& state, const fs::path& dir) override {
+        step.store_into(model);
+        tl::save_training_checkpoint(model, opt, state, dir);
+    }
+    tl::training_state resume(Model& model, const fs::path& dir) override {
+        tl::training_state state = tl::load_training_checkpoint(model, opt, dir); // the moments to the device
+        step.load_from(model);
+        return state;
+    }
     std::size_t arena_bytes() const override { return step.arena_bytes(); }
     tl::gpu::ranking_step<Ex> step;
+    tl::gpu::ranking_adamw<Ex> opt; // after step: it refers to it
 };
 template <class Model>
 std::unique_ptr<device_training<Model>> device_training_of(const std::string& device, const Model& model,
                                                            const tl::embed::sentence_config& sc, tl::index_t pairs,
-                                                           tl::index_t negatives) {
+                                                           tl::index_t negatives, const tl::adamw_options& o) {
     tl::gpu::ranking_step_shape shape;
     shape.pairs = pairs, shape.negatives = negatives, shape.bf16 = device == "cuda";
 #ifdef TINYLM_HAS_CUDA
-    if (device == "cuda") return std::make_unique<device_training_on<Model, tl::gpu::gpu_ops>>(model, sc, shape);
+    if (device == "cuda") return std::make_unique<device_training_on<Model, tl::gpu::gpu_ops>>(model, sc, shape, o);
 #endif
     tl::check(device == "cpu-ops", "09_retrieval: --device " + device + " is not available in this build");
-    return std::make_unique<device_training_on<Model, tl::gpu::cpu_ops>>(model, sc, shape);
+    return std::make_unique<device_training_on<Model, tl::gpu::cpu_ops>>(model, sc, shape, o);
 }
 
 // Whatever decides a mode's training and the order of its collectives: every rank must agree (data_parallel_ranking).
@@ -214,24 +232,21 @@ mode_result train_mode(const std::string& mode, const base_model& b, const recip
     tl::embed::batch_tokenizer tokenize;
     const bool on_device = s.device != "cpu";
     if (on_device) {
-        tl::check(!fs::exists(checkpoint / "trainer_state.json"), [&] {
-            return "09_retrieval: --device " + s.device + " does not resume checkpoints yet; " + checkpoint.string() +
-                   " exists (run with --fresh, or resume it with --device cpu)";
-        });
         if constexpr (!lora) {
             std::size_t negatives = 0;
             for (const auto& row : t.train)
                 negatives = std::max(negatives, row.negatives.size());
-            device = device_training_of(s.device, *model, b.config, s.batch, tl::index_t(negatives));
+            device = device_training_of(s.device, *model, b.config, s.batch, tl::index_t(negatives), opt.options());
             tokenize = tl::sentence_tokenizer(b.tokenizer);
             std::printf("  on %s: gpu::ranking_step, %d pairs of at most %lld tokens in one padded batch, arena "
-                        "%.1f MiB; no checkpoints on the device\n",
+                        "%.1f MiB\n",
                         s.device.c_str(), s.batch, static_cast<long long>(b.config.max_length),
                         double(device->arena_bytes()) / (1 << 20));
         }
     }
-    if (!on_device && fs::exists(checkpoint / "trainer_state.json")) {
-        const tl::training_state st = tl::load_training_checkpoint(*model, opt, checkpoint);
+    if (fs::exists(checkpoint / "trainer_state.json")) { // a CPU run's or a device run's: the same files
+        const tl::training_state st =
+            device ? device->resume(*model, checkpoint) : tl::load_training_checkpoint(*model, opt, checkpoint);
         first = st.step;
         sampler.set_position(
             {st.history.at("sampler_epoch").get<std::uint64_t>(), st.history.at("sampler_batch").get<std::size_t>()});
@@ -247,8 +262,10 @@ mode_result train_mode(const std::string& mode, const base_model& b, const recip
                                {"sampler_batch", pos.batch},
                                {"losses", r.losses},
                                {"seconds", r.train_seconds}}};
-        if (on_device) return; // the moments live on the device (docs/gpu.md: left to do)
-        if (root) tl::save_training_checkpoint(*model, opt, st, checkpoint);
+        if (device)
+            device->save(*model, st, checkpoint); // one process (main refuses data parallel on a device)
+        else if (root)
+            tl::save_training_checkpoint(*model, opt, st, checkpoint);
         world.barrier(); // complete for every rank (a restart finds it)
     };
     // Every rank resumed from the same checkpoint (a file system they all see) with the same settings; rank 0's
@@ -276,7 +293,7 @@ mode_result train_mode(const std::string& mode, const base_model& b, const recip
         tl::check(std::isfinite(loss),
                   [&] { return "09_retrieval: the loss is not finite at step " + std::to_string(k + 1); });
         if (device) {
-            device->clip_and_step(1.0, lr, opt.options());
+            device->clip_and_step(1.0, lr);
         } else {
             tl::clip_grad_norm(model->trainable_entries(), 1.0);
             opt.step(lr);

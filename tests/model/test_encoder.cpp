@@ -15,6 +15,7 @@
 #include <tinylm/optim/adamw.hpp>
 #include <tinylm/optim/clip.hpp>
 #include <tinylm/tokenizer/bpe_trainer.hpp>
+#include <tinylm/train/checkpoint.hpp>
 
 #include "../support/model_gradcheck.hpp"
 #include "../support/models.hpp"
@@ -29,6 +30,8 @@
 #include <cstring>
 #include <fstream>
 #include <optional>
+
+#include <unistd.h>
 
 using namespace tl;
 using tl::test::owned;
@@ -722,6 +725,120 @@ BOOST_AUTO_TEST_CASE(cuda_ranking_step_on_the_cpu_matches_the_sentence_encoder) 
                                 << " of their scale, parameters after one step within " << moved << " (key biases "
                                 << moved_key_bias << ")");
     }
+}
+
+// A device step's checkpoint (gpu::ranking_adamw + train/checkpoint.hpp, as 09_retrieval --device writes it) on the
+// CPU executor: 2 clipped AdamW steps, a checkpoint, a fresh model and step (other weights) that load it and take 2
+// more, bit for bit as 4 uninterrupted steps (parameters, both moments, the step count). The files are a CPU run's:
+// tl::adamw reads the device's moments (same names and shapes, bit for bit), and a checkpoint tl::adamw writes
+// resumes on the step with the same moments. Tiny BERT, 2 pairs and 1 hard negative each of 2 to 7 tokens.
+BOOST_AUTO_TEST_CASE(cuda_ranking_step_checkpoints_resume_bit_for_bit) {
+    using config = tl_test::tiny_bert_config;
+    const model_config& c = config::value;
+    const index_t pairs = 2, negatives = 1, time = 7, n = pairs * (2 + negatives);
+    const embed::sentence_config sc{.pooling = pooling_mode::mean, .normalize = true, .max_length = 8};
+    const embed::ranking_loss_options loss{.scale = 20, .symmetric = true};
+    const adamw_options options{.lr = 1e-3, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-6, .weight_decay = 0.01};
+    auto batch_of = [&](long long k) { // step k's tokens
+        embed::token_batch tokens;
+        tokens.batch = n, tokens.time = time;
+        counter_rng rng(100 + std::uint64_t(k));
+        for (index_t r = 0; r < n; ++r)
+            tokens.lengths.push_back(2 + index_t(rng.below(6)));
+        for (index_t i = 0; i < n * time; ++i) {
+            const bool real = i % time < tokens.lengths[std::size_t(i / time)];
+            tokens.ids.push_back(real ? token_t(1 + rng.below(std::uint64_t(c.vocab_size - 1))) : 0);
+            tokens.type_ids.push_back(real ? token_t(rng.below(2)) : 0);
+        }
+        return tokens;
+    };
+    using step_t = gpu::ranking_step<gpu::cpu_ops>;
+    const gpu::ranking_step_shape shape{.pairs = pairs, .negatives = negatives};
+    auto train = [&](step_t& step, gpu::ranking_adamw<gpu::cpu_ops>& opt, long long from, long long to) {
+        for (long long k = from; k < to; ++k) {
+            step.zero_gradients();
+            const double value = step.forward_backward(batch_of(k), pairs, loss);
+            BOOST_TEST_REQUIRE(std::isfinite(value));
+            step.clip_gradients(1.0);
+            opt.step(1e-3 * double(k + 1));
+        }
+    };
+    // The step's parameters and moments, in its layout's order.
+    auto state_of = [](step_t& step) {
+        std::vector<float> out;
+        for (const gpu::parameter_slice& s : step.encoder().layout())
+            for (const float* p :
+                 {step.parameter(s.name), step.encoder().first_moment(s.name), step.encoder().second_moment(s.name)})
+                out.insert(out.end(), p, p + s.size());
+        return out;
+    };
+
+    encoder<config> straight_model(42);
+    step_t straight(c, sc, shape);
+    gpu::ranking_adamw<gpu::cpu_ops> straight_opt(straight, options);
+    straight.load_from(straight_model);
+    train(straight, straight_opt, 0, 4);
+
+    const fs::path dir = fs::temp_directory_path() / ("tinylm_ranking_step_checkpoint_" + std::to_string(::getpid()));
+    fs::remove_all(dir);
+    {
+        encoder<config> model(42);
+        step_t step(c, sc, shape);
+        gpu::ranking_adamw<gpu::cpu_ops> opt(step, options);
+        step.load_from(model);
+        train(step, opt, 0, 2);
+        step.store_into(model);
+        save_training_checkpoint(model, opt, {2, 0, {{"note", "device"}}}, dir);
+    }
+    BOOST_TEST_REQUIRE(fs::exists(dir / "trainer_state.json"));
+    BOOST_TEST(!fs::exists(dir.string() + ".tmp")); // staged, then swapped in
+    encoder<config> model(7);                       // other weights: the checkpoint's must replace them
+    step_t resumed(c, sc, shape);
+    gpu::ranking_adamw<gpu::cpu_ops> opt(resumed, options);
+    resumed.load_from(model);
+    const training_state st = load_training_checkpoint(model, opt, dir);
+    resumed.load_from(model);
+    BOOST_TEST(st.step == 2);
+    BOOST_TEST(opt.steps() == 2);
+    BOOST_TEST(st.history.at("note").get<std::string>() == "device");
+
+    // The CPU's optimizer reads the device's checkpoint: every moment tl::adamw keeps (the pooler has none), the
+    // same bits as the resumed step's.
+    encoder<config> cpu_model(7);
+    adamw cpu_opt(cpu_model, options);
+    load_training_checkpoint(cpu_model, cpu_opt, dir);
+    BOOST_TEST(cpu_opt.steps() == 2);
+    std::size_t moments = 0;
+    cpu_opt.visit_state([&](const std::string& name, cview<float> t) {
+        const bool first = name.starts_with("exp_avg.");
+        const std::string param = name.substr(name.find('.') + 1);
+        const float* device = first ? resumed.encoder().first_moment(param) : resumed.encoder().second_moment(param);
+        BOOST_TEST(std::memcmp(device, t.data, std::size_t(t.numel()) * sizeof(float)) == 0, name);
+        ++moments;
+    });
+    BOOST_TEST(moments == 2 * model.trainable_entries().size());
+
+    // ... and writes one the step resumes from with the same moments.
+    const fs::path cpu_dir = dir.string() + "_cpu";
+    save_training_checkpoint(cpu_model, cpu_opt, st, cpu_dir);
+    {
+        encoder<config> m(9);
+        step_t step(c, sc, shape);
+        gpu::ranking_adamw<gpu::cpu_ops> o(step, options);
+        load_training_checkpoint(m, o, cpu_dir);
+        step.load_from(m);
+        BOOST_TEST(o.steps() == 2);
+        BOOST_TEST((state_of(step) == state_of(resumed)));
+    }
+
+    train(resumed, opt, 2, 4);
+    BOOST_TEST(opt.steps() == 4);
+    const std::vector<float> a = state_of(resumed), b = state_of(straight);
+    BOOST_TEST_REQUIRE(a.size() == b.size());
+    BOOST_TEST(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0,
+               "a resumed run differs from an uninterrupted one");
+    fs::remove_all(dir);
+    fs::remove_all(cpu_dir);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

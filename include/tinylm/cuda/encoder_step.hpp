@@ -123,6 +123,11 @@ public:
         run_backward(dhidden);
     }
 
+    // AdamW's moments of the parameter named (Ex's memory): with adamw_steps(), what a checkpoint saves and restores
+    // (gpu::ranking_adamw, cuda/ranking_step.hpp). The frozen pooler has them too, always 0.
+    float* first_moment(const std::string& name) { return find("adam.m", name); }
+    float* second_moment(const std::string& name) { return find("adam.v", name); }
+
     // One AdamW step at learning rate lr, tl::adamw's update and decay rule by name: never LayerNorms or biases, the
     // three embedding tables unless decay_embeddings is off, every other matrix; the frozen pooler not at all.
     void adamw_step(double lr, const adamw_options& o) {

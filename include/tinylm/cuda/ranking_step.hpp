@@ -10,6 +10,9 @@
 //   step.clip_gradients(1.0); step.adamw_step(lr, adamw_options);
 //   step.store_into(host_encoder);                      // evaluation and saving on the CPU
 //
+// Checkpoints: gpu::ranking_adamw (below) is the Optimizer of train/checkpoint.hpp over the step's moments, under
+// tl::adamw's names, so a device run's checkpoint and a CPU run's are the same files.
+//
 // The batch: anchors, then positives, then hard negatives (H per anchor), tokenized as one padded batch (the
 // texts of embed::ranking_step's plain step, in its order). On the device:
 //   hidden = encoder(ids, lengths, types)                 (the plan's time: every text padded to max_length)
@@ -26,6 +29,7 @@
 #pragma once
 
 #include <tinylm/core/error.hpp>
+#include <tinylm/core/shape.hpp>
 #include <tinylm/cuda/device_decoder.hpp> // step_memory
 #include <tinylm/cuda/encoder_plan.hpp>
 #include <tinylm/cuda/encoder_step.hpp>
@@ -34,6 +38,7 @@
 #include <tinylm/embed/sentence_encoder.hpp>
 #include <tinylm/model/parameter.hpp>
 #include <tinylm/optim/adamw.hpp>
+#include <tinylm/optim/optimizer.hpp>
 
 #include <algorithm>
 #include <cstddef>
@@ -249,5 +254,88 @@ private:
     std::vector<std::int64_t> lengths_;
     std::vector<double> terms_;
 };
+
+// AdamW over a ranking_step's encoder (encoder_step::adamw_step: tl::adamw's update and decay rule), an Optimizer
+// (optim/optimizer.hpp) for train/checkpoint.hpp, as gpu::device_adamw is a device_decoder's: its state is the
+// step's moments, copied through the host under tl::adamw's names ("exp_avg.<name>", "exp_avg_sq.<name>") and
+// tl::encoder's shapes, for every parameter but the frozen pooler (which tl::adamw never steps), so a device run's
+// checkpoint holds a CPU run's files and either resumes the other. Like tl::adamw it has no state before its first
+// step: a checkpoint of step 0 holds no moments, one of a later step all of them.
+//
+//   gpu::ranking_adamw<Ex> opt(step, options);
+//   opt.step(lr);                                                   // after clip_gradients
+//   step.store_into(model); save_training_checkpoint(model, opt, state, dir);
+//   state = load_training_checkpoint(model, opt, dir); step.load_from(model);   // the moments go to the step
+template <class Ex>
+class ranking_adamw {
+public:
+    explicit ranking_adamw(ranking_step<Ex>& step, adamw_options options = {}) : step_(&step), options_(options) {}
+
+    void step(double lr) {
+        step_->adamw_step(lr, options_);
+        has_state_ = true;
+    }
+    long long steps() const { return step_->adamw_steps(); }
+    void set_steps(long long t) { step_->set_adamw_steps(t); }
+    const adamw_options& options() const { return options_; }
+
+    // f(name, cview<float>) for each moment, copied to the host (saving).
+    template <class F>
+    void visit_state(F&& f) const {
+        if (!has_state_) return;
+        std::vector<float> host;
+        for (const parameter_slice& s : trained())
+            for (int kind = 0; kind < 2; ++kind) {
+                host.resize(s.size());
+                step_->executor().download(host.data(), moment(kind, s.name), s.size() * sizeof(float));
+                f(kind_name(kind) + s.name, cview<float>{host.data(), shape_of(s)});
+            }
+    }
+    // f(name, tensor_view<float>) fills each moment on the host, which then goes to the step (loading).
+    template <class F>
+    void visit_state(F&& f) {
+        if (!has_state_) return;
+        std::vector<float> host;
+        for (const parameter_slice& s : trained())
+            for (int kind = 0; kind < 2; ++kind) {
+                host.resize(s.size());
+                f(kind_name(kind) + s.name, tensor_view<float>{host.data(), shape_of(s)});
+                step_->executor().upload(moment(kind, s.name), host.data(), s.size() * sizeof(float));
+            }
+    }
+    // Zero moments; the state exists (visit_state visits it) when the checkpoint holds moments.
+    template <class Has>
+    void reset_state(Has&& has) {
+        has_state_ = false;
+        for (const parameter_slice& s : step_->encoder().layout()) {
+            for (int kind = 0; kind < 2; ++kind)
+                step_->executor().zero(moment(kind, s.name), s.size() * sizeof(float));
+            has_state_ = has_state_ || (trains(s.name) && has(kind_name(0) + s.name));
+        }
+    }
+
+private:
+    static std::string kind_name(int kind) { return kind == 0 ? "exp_avg." : "exp_avg_sq."; }
+    static bool trains(const std::string& name) { return !name.starts_with("pooler."); } // encoder_step's rule
+    // tl::encoder's shape of a parameter: LayerNorms' weights and biases are vectors, the rest matrices.
+    static shape shape_of(const parameter_slice& s) {
+        const bool vector = s.name.ends_with(".bias") || s.name.find("LayerNorm") != std::string::npos;
+        return vector ? shape{index_t(s.size())} : shape{index_t(s.rows), index_t(s.cols)};
+    }
+    std::vector<parameter_slice> trained() const {
+        std::vector<parameter_slice> out;
+        for (const parameter_slice& s : step_->encoder().layout())
+            if (trains(s.name)) out.push_back(s);
+        return out;
+    }
+    float* moment(int kind, const std::string& name) const {
+        return kind == 0 ? step_->encoder().first_moment(name) : step_->encoder().second_moment(name);
+    }
+
+    ranking_step<Ex>* step_;
+    adamw_options options_;
+    bool has_state_ = false;
+};
+static_assert(Optimizer<ranking_adamw<cpu_ops>>);
 
 } // namespace tl::gpu
