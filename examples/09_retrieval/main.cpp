@@ -16,10 +16,12 @@
 // batch's, and the gradients are summed over the ranks (embed/data_parallel_ranking.hpp): the losses are one
 // process's. Rank 0 alone evaluates, prints and writes (report, metrics, models, checkpoints).
 //
-// Devices (--device, full fine-tuning only; docs/gpu.md): cpu (tl::encoder, the default), cuda (the same loop with
-// its step on the GPU: gpu::ranking_step<gpu_ops>, the encoder, pooling and ranking loss on the device, bf16
+// Devices (--device, full fine-tuning and LoRA; docs/gpu.md): cpu (tl::encoder, the default), cuda (the same loop
+// with its step on the GPU: gpu::ranking_step<gpu_ops>, the encoder, pooling and ranking loss on the device, bf16
 // products; needs a build with tinylm::cuda) or cpu-ops (that step's code on the CPU, f32: slow, a check). The
-// weights come back to the host model for evaluation and saving: the same files as a CPU run. On a device the
+// weights (LoRA: the adapter's) come back to the host model for evaluation and saving: the same files as a CPU run
+// (LoRA: the same PEFT adapter and merged folder). QLoRA stays on the CPU (no NF4 base on the device encoder). On a
+// device the
 // whole batch is one padded forward (no gradient cache: --mini-batch is the CPU's). Its checkpoints are a CPU run's
 // files (the device's AdamW moments under tl::adamw's names: gpu::ranking_adamw), so either device resumes the
 // other's.
@@ -132,7 +134,8 @@ tl::eval::retrieval_result evaluate(Encoder& se, const recipes::retrieval_task& 
         tl::cview<float>{corpus.data(), {tl::index_t(t.corpus.size()), d}}, t.relevant);
 }
 
-// Full fine-tuning on a device (--device cuda or cpu-ops): the training loop's gradients, clipping and AdamW calls
+// Full fine-tuning or LoRA on a device (--device cuda or cpu-ops): the training loop's gradients, clipping and AdamW
+// calls
 // on gpu::ranking_step (cuda/ranking_step.hpp), the host model receiving the weights for checkpoints and at the end.
 // Checkpoints go through the host model and gpu::ranking_adamw: a CPU run's files, written the same way (staged in
 // <dir>.tmp and swapped in whole).
@@ -184,6 +187,7 @@ std::unique_ptr<device_training<Model>> device_training_of(const std::string& de
                                                            tl::index_t negatives, const tl::adamw_options& o) {
     tl::gpu::ranking_step_shape shape;
     shape.pairs = pairs, shape.negatives = negatives, shape.bf16 = device == "cuda";
+    shape.lora = Model::lora; // rank 0: full fine-tuning; else the base frozen and the adapter trains
 #ifdef TINYLM_HAS_CUDA
     if (device == "cuda") return std::make_unique<device_training_on<Model, tl::gpu::gpu_ops>>(model, sc, shape, o);
 #endif
@@ -226,13 +230,13 @@ mode_result train_mode(const std::string& mode, const base_model& b, const recip
     mode_result r{mode, {}, {}, 0, ""};
     const fs::path checkpoint = dir / "checkpoint";
     long long first = 0;
-    // On a device (full fine-tuning only: main refuses adapters there) the step runs on gpu::ranking_step.
+    // On a device (full fine-tuning or LoRA: main refuses QLoRA there) the step runs on gpu::ranking_step.
     using model_t = std::remove_cvref_t<decltype(*model)>;
     std::unique_ptr<device_training<model_t>> device;
     tl::embed::batch_tokenizer tokenize;
     const bool on_device = s.device != "cpu";
     if (on_device) {
-        if constexpr (!lora) {
+        if constexpr (!A::value.quantized_base) {
             std::size_t negatives = 0;
             for (const auto& row : t.train)
                 negatives = std::max(negatives, row.negatives.size());
@@ -418,8 +422,9 @@ int main(int argc, char** argv) {
         ->check(recipes::in_range(0, 1000000, "steps between checkpoints; 0: none"));
     app.add_option("--seed", seed, "split, sampling and adapter initialisation seed");
     app.add_option("--device", s.device,
-                   "cpu (tl::encoder), cuda: full fine-tuning on the GPU (gpu::ranking_step, bf16 products; in a "
-                   "build with tinylm::cuda; --modes full), or cpu-ops: the GPU's code path on the CPU (slow; a check)")
+                   "cpu (tl::encoder), cuda: full fine-tuning and LoRA on the GPU (gpu::ranking_step, bf16 products; "
+                   "in a build with tinylm::cuda; --modes full,lora), or cpu-ops: the GPU's code path on the CPU "
+                   "(slow; a check)")
         ->check(CLI::IsMember({"cpu", "cuda", "cpu-ops"}));
     app.add_flag("--fresh", fresh, "discard results and checkpoints in --out");
     app.add_flag("--smoke", smoke, "a minute-long run: 40 test queries, 3 steps, short texts (for CI)");
@@ -439,11 +444,11 @@ int main(int argc, char** argv) {
 #endif
         }
         for (const std::string& mode : s.modes)
-            if (mode != "full")
+            if (mode == "qlora")
                 return recipes::report_error(tl::error("09_retrieval: --device " + s.device +
-                                                       " trains full fine-tuning only (no LoRA on the device "
-                                                       "encoder yet): pass --modes full, or --device cpu for " +
-                                                       mode));
+                                                       " trains full fine-tuning and LoRA (no NF4 base on the device "
+                                                       "encoder yet): pass --modes full,lora, or --device cpu for "
+                                                       "qlora"));
         if (world.size() > 1)
             return recipes::report_error(tl::error("09_retrieval: --device " + s.device +
                                                    " runs in one process (data parallel on the device is not "

@@ -253,4 +253,48 @@ BOOST_AUTO_TEST_CASE(encoder_step_plan_holds_bert_and_refuses_what_the_kernels_l
     BOOST_CHECK_THROW(gpu::plan_encoder_step(presets::tiny::value, o), tl::error); // a causal decoder
 }
 
+// With LoRA (09_retrieval's adapter: rank 8 on every projection) the base is frozen: gradients and AdamW's moments
+// cover the adapter's block (laid out by encoder_adapter_layout under tl::encoder's names), x A^T is kept per
+// targeted projection; dropout and an NF4 base are refused by name. The size at 09's device shape is printed.
+BOOST_AUTO_TEST_CASE(encoder_step_plan_with_lora_trains_the_adapter_only) {
+    model_config c = families::bert::value;
+    c.vocab_size = 30522, c.d_model = 384, c.n_layers = 6, c.n_heads = c.n_kv_heads = 12, c.d_head = 0;
+    c.d_ff = 1536, c.max_seq_len = 512, c.type_vocab_size = 2, c.norm_eps = 1e-12, c.init_std = 0.02;
+    const std::size_t d = 384, f = 1536, L = 6, r = 8;
+    const std::size_t adapter = L * r * (4 * (d + d) + (d + f) + (f + d)); // A (r, in) and B (out, r) per projection
+    gpu::encoder_plan_options o;
+    o.batch = 64, o.time = 128;
+    o.lora = {.rank = 8, .alpha = 16, .dropout = 0, .targets = lora_all}; // the gate bit: BERT has none
+    std::size_t laid_out = 0;
+    const auto layout = gpu::encoder_adapter_layout(c, o.lora);
+    BOOST_TEST(layout.size() == L * 6 * 2);
+    for (const gpu::parameter_slice& s : layout) {
+        BOOST_TEST(s.offset == laid_out, s.name);
+        laid_out += s.size();
+    }
+    BOOST_TEST(laid_out == adapter);
+    BOOST_TEST(layout.front().name == "encoder.layer.0.attention.self.query.lora_A.weight");
+    BOOST_TEST(layout.back().name == "encoder.layer.5.output.dense.lora_B.weight");
+    const gpu::arena_plan plan = gpu::plan_encoder_step(c, o);
+    expect_aligned_and_disjoint(plan);
+    const std::size_t n = 64 * 128;
+    for (const char* name : {"adapter", "gradients", "adam.m", "adam.v"})
+        BOOST_TEST(plan.at(name).bytes == 4 * adapter, name);
+    BOOST_TEST(plan.at("adapter.bf16").bytes == 2 * adapter);
+    BOOST_TEST(plan.at("layer.5.lora.down").bytes == 4 * n * r);
+    BOOST_TEST(plan.at("scratch.lora.t").bytes == 4 * n * r);
+    BOOST_TEST(std::none_of(plan.entries().begin(), plan.entries().end(),
+                            [](const auto& e) { return e.name.find("lora.gate") != std::string::npos; }));
+    BOOST_TEST_MESSAGE("all-MiniLM-L6-v2's shape with LoRA r8, batch 64 x 128: "
+                       << plan.entries().size() << " buffers, " << plan.bytes() << " bytes ("
+                       << double(plan.bytes()) / double(1ull << 30) << " GiB), adapter " << adapter << " parameters");
+    o.lora.dropout = 0.1f;
+    BOOST_CHECK_EXCEPTION(gpu::plan_encoder_step(c, o), tl::error, [](const tl::error& e) {
+        return std::string(e.what()).find("LoRA dropout") != std::string::npos;
+    });
+    o.lora.dropout = 0, o.lora.quantized_base = true;
+    BOOST_CHECK_EXCEPTION(gpu::plan_encoder_step(c, o), tl::error,
+                          [](const tl::error& e) { return std::string(e.what()).find("QLoRA") != std::string::npos; });
+}
+
 BOOST_AUTO_TEST_SUITE_END()

@@ -1224,6 +1224,102 @@ BOOST_AUTO_TEST_CASE(ranking_step_matches_the_cpu_executor, needs_device()) {
     }
 }
 
+// The same with LoRA on the encoder (ranking_step_shape::lora: rank 4, alpha 8, every projection, as 09_retrieval's
+// adapter; the LoRA path is checked against tl::encoder with that adapter in test_encoder): random base and adapter
+// (B not zero, so every adapter gradient is non-zero); the loss within 1e-5 relative (bf16 1e-4), every adapter
+// gradient within 1e-4 of its tensor's scale (bf16 1e-3), the same bits again; after two clipped AdamW steps the
+// adapters within 1e-2 lr (bf16 1e-1) and the frozen base bit for bit as loaded.
+BOOST_AUTO_TEST_CASE(ranking_step_with_lora_matches_the_cpu_executor, needs_device()) {
+    model_config c = tl_test::tiny_bert(61, 48);
+    c.d_model = 64, c.d_ff = 128, c.init_std = 0.05;
+    const index_t pairs = 3, negatives = 1, n = pairs * (2 + negatives), time = 40;
+    embed::token_batch tokens;
+    tokens.batch = n, tokens.time = time;
+    for (index_t r = 0; r < n; ++r)
+        tokens.lengths.push_back(3 + (r * 11) % (time - 2));
+    for (index_t i = 0; i < n * time; ++i) {
+        const bool real = i % time < tokens.lengths[std::size_t(i / time)];
+        tokens.ids.push_back(real ? token_t((i * 37 + 11) % c.vocab_size) : 0);
+        tokens.type_ids.push_back(0);
+    }
+    const embed::sentence_config sc{.pooling = pooling_mode::mean, .normalize = true, .max_length = 48};
+    const embed::ranking_loss_options loss{.scale = 20, .symmetric = true};
+    const adamw_options options{.beta1 = 0.9, .beta2 = 0.999, .eps = 1e-6, .weight_decay = 0.01};
+    const lora_config lora{.rank = 4, .alpha = 8, .dropout = 0, .targets = lora_attention | lora_up | lora_down};
+    for (const bool bf16 : {false, true}) {
+        BOOST_TEST_CONTEXT((bf16 ? "bf16 products" : "f32 products")) {
+            const gpu::ranking_step_shape shape{.pairs = 4, .negatives = negatives, .bf16 = bf16, .lora = lora};
+            gpu::ranking_step<gpu::cpu_ops> cpu(c, sc, shape);
+            gpu::ranking_step<gpu::gpu_ops> gpu_step(c, sc, shape);
+            std::uint64_t seed = 72;
+            std::vector<std::vector<float>> base;
+            for (const auto* layout : {&cpu.encoder().layout(), &cpu.encoder().adapter_layout()})
+                for (const gpu::parameter_slice& s : *layout) {
+                    std::vector<float> w = random_tensor<float>({index_t(s.size())}, seed++, 0.05).data;
+                    if (s.name.find("LayerNorm.weight") != std::string::npos)
+                        for (float& v : w)
+                            v += 1.0f;
+                    std::copy_n(w.data(), s.size(), cpu.parameter(s.name));
+                    gpu::copy_to_device(gpu_step.parameter(s.name), w.data(), s.size() * sizeof(float));
+                    if (layout == &cpu.encoder().layout()) base.push_back(std::move(w));
+                }
+            cpu.encoder().parameters_changed();
+            gpu_step.encoder().parameters_changed();
+            const auto& adapter = cpu.encoder().adapter_layout();
+            auto download = [](const float* device, std::size_t count) {
+                std::vector<float> host(count);
+                gpu::synchronize();
+                gpu::copy_to_host(host.data(), device, count * sizeof(float));
+                return host;
+            };
+            auto gradients = [&] {
+                std::vector<float> all;
+                for (const gpu::parameter_slice& s : adapter) {
+                    const std::vector<float> g = download(gpu_step.gradient(s.name), s.size());
+                    all.insert(all.end(), g.begin(), g.end());
+                }
+                return all;
+            };
+            auto run = [&] {
+                gpu_step.zero_gradients();
+                return gpu_step.forward_backward(tokens, pairs, loss);
+            };
+            for (int k = 0; k < 2; ++k) {
+                cpu.zero_gradients();
+                const double cpu_loss = cpu.forward_backward(tokens, pairs, loss);
+                const double gpu_loss = run();
+                const std::vector<float> grads = gradients();
+                BOOST_TEST(std::abs(gpu_loss - cpu_loss) <= (bf16 ? 1e-4 : 1e-5) * std::abs(cpu_loss), "step " << k);
+                std::size_t at = 0;
+                for (const gpu::parameter_slice& s : adapter) {
+                    double err = 0, scale = 0;
+                    for (std::size_t i = 0; i < s.size(); ++i) {
+                        err = std::max(err, std::abs(double(grads[at + i]) - double(cpu.gradient(s.name)[i])));
+                        scale = std::max(scale, std::abs(double(cpu.gradient(s.name)[i])));
+                    }
+                    at += s.size();
+                    BOOST_TEST(err <= (bf16 ? 1e-3 : 1e-4) * scale, "step " << k << ", " << s.name << ": " << err);
+                }
+                BOOST_TEST(run() == gpu_loss); // deterministic
+                BOOST_TEST(same_bits(gradients(), grads));
+                cpu.clip_gradients(1.0), gpu_step.clip_gradients(1.0);
+                cpu.adamw_step(1e-3, options), gpu_step.adamw_step(1e-3, options);
+            }
+            double moved = 0;
+            for (const gpu::parameter_slice& s : adapter) {
+                const std::vector<float> p = download(gpu_step.parameter(s.name), s.size());
+                for (std::size_t i = 0; i < s.size(); ++i)
+                    moved = std::max(moved, std::abs(double(p[i]) - double(cpu.parameter(s.name)[i])));
+            }
+            BOOST_TEST(moved <= (bf16 ? 1e-1 : 1e-2) * 1e-3);
+            std::size_t i = 0, base_changed = 0;
+            for (const gpu::parameter_slice& s : cpu.encoder().layout())
+                base_changed += !same_bits(download(gpu_step.parameter(s.name), s.size()), base[i++]);
+            BOOST_TEST(base_changed == 0u);
+        }
+    }
+}
+
 // ---- mixture of experts (moe.cu against moe_row.hpp's CPU drivers, which test_moe checks inside the decoder step
 // against tl::decoder) ----
 

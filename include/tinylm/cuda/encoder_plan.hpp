@@ -6,6 +6,9 @@
 // encoder_parameter_layout (the pooler included: carried, never trained):
 //
 //   model state   parameters, gradients, adam.m, adam.v: 4 P bytes each; parameters.bf16 2 P (bf16 option)
+//                 With LoRA (A elements of encoder_adapter_layout): adapter 4 A, and gradients, adam.m, adam.v 4 A
+//                 each instead of 4 P (the base is frozen); adapter.bf16 2 A and scratch.bf16.lora 2 N r (bf16);
+//                 scratch.lora.t 4 N r; per layer and targeted projection p, layer.l.lora.p (x A^T, N r f32).
 //   bf16 operands scratch.bf16.a, scratch.bf16.b: 2 N max(d, q, f) bytes each (bf16 option)
 //   inputs        ids, type_ids, position_ids (int32 N), key_lengths (int64 B), and per embedding table
 //                 (word, position, type) the host's token_groups: embedding.<table>.tokens / .offsets / .positions
@@ -98,9 +101,39 @@ inline std::vector<parameter_slice> encoder_parameter_layout(const model_config&
     return out;
 }
 
+// The projections LoRA targets in an encoder: lora.targets without the gate (BERT's MLP has none; tl::encoder
+// ignores that bit too).
+inline std::uint32_t encoder_lora_targets(const lora_config& lora) {
+    return lora.rank > 0 ? lora.targets & ~(1u << int(proj::gate)) : 0u;
+}
+
+// LoRA: the adapter's matrices under tl::encoder's names (BertModel's module + ".lora_A.weight" / ".lora_B.weight",
+// as peft names them without "base_model.model.") in a flat block of their own: per layer, per targeted projection
+// in lora_target's order, A (rank, in) then B (out, rank).
+inline std::vector<parameter_slice> encoder_adapter_layout(const model_config& c, const lora_config& lora) {
+    std::vector<parameter_slice> out;
+    const std::uint32_t targets = encoder_lora_targets(lora);
+    std::size_t at = 0;
+    const auto r = std::size_t(lora.rank);
+    for (int l = 0; l < c.n_layers; ++l)
+        for (int t = 0; t < lora_target_count; ++t) {
+            if (((targets >> t) & 1u) == 0) continue;
+            const auto [in, width] = projection_shape(c, proj(t));
+            const std::string m = bert_module(l, proj(t));
+            out.push_back({m + ".lora_A.weight", at, r, in});
+            at += r * in;
+            out.push_back({m + ".lora_B.weight", at, width, r});
+            at += width * r;
+        }
+    return out;
+}
+
 struct encoder_plan_options {
     long long batch = 1, time = 1;
     bool bf16_weights = true; // bf16 mixed precision: the products read bf16 copies of their operands
+    // LoRA (rank > 0): the base is frozen (no gradients, no moments) and the adapter trains: gradients and AdamW's
+    // moments cover the adapter's block. No dropout (09_retrieval's adapters have none), no NF4 base (QLoRA).
+    lora_config lora{};
     attention_path attention = attention_path::products;
     long long attention_sequences = 0; // sequences per chunk of attention scores (products); 0: the whole batch
     long long attention_chunk() const {
@@ -123,6 +156,11 @@ inline arena_plan plan_encoder_step(const model_config& c, const encoder_plan_op
     refuse(c.positions == position_kind::learned, "positions must be learned");
     refuse(c.qkv_bias && c.dense_bias, "every projection must have a bias");
     refuse(c.moe.n_experts == 0, "mixtures of experts are not supported");
+    refuse(o.lora.rank >= 0 && (o.lora.rank == 0 || (o.lora.alpha > 0 && encoder_lora_targets(o.lora) != 0)),
+           "LoRA needs alpha > 0 and a target");
+    refuse(o.lora.dropout == 0, "LoRA dropout is not supported on the device encoder yet");
+    refuse(!o.lora.quantized_base, "QLoRA (an NF4 base) is not supported on the device encoder yet");
+    refuse(!o.lora.trainable_embeddings, "LoRA with trainable embeddings is not supported on the device encoder");
     check(o.batch > 0 && o.time > 0 && o.time <= c.max_seq_len && o.attention_sequences >= 0, [&] {
         std::string m = "gpu::plan_encoder_step: batch ";
         m += std::to_string(o.batch);
@@ -137,17 +175,27 @@ inline arena_plan plan_encoder_step(const model_config& c, const encoder_plan_op
     });
     const auto n = std::size_t(o.batch * o.time), d = std::size_t(c.d_model), q = std::size_t(c.q_width()),
                kv = std::size_t(c.kv_width()), f = std::size_t(c.d_ff), h = std::size_t(c.n_heads);
-    std::size_t p = 0;
+    std::size_t p = 0, adapter = 0;
     for (const parameter_slice& s : encoder_parameter_layout(c))
         p += s.size();
+    for (const parameter_slice& s : encoder_adapter_layout(c, o.lora))
+        adapter += s.size();
+    const std::size_t trained = o.lora.rank > 0 ? adapter : p, r = std::size_t(o.lora.rank);
+    const std::uint32_t targets = encoder_lora_targets(o.lora);
 
     arena_plan plan;
-    for (const char* name : {"parameters", "gradients", "adam.m", "adam.v"})
-        plan.add_array<float>(name, p);
+    plan.add_array<float>("parameters", p);
+    if (adapter > 0) plan.add_array<float>("adapter", adapter);
+    for (const char* name : {"gradients", "adam.m", "adam.v"})
+        plan.add_array<float>(name, trained);
     if (o.bf16_weights) {
         plan.add_array<std::uint16_t>("parameters.bf16", p);
         plan.add_array<std::uint16_t>("scratch.bf16.a", n * std::max({d, q, f}));
         plan.add_array<std::uint16_t>("scratch.bf16.b", n * std::max({d, q, f}));
+        if (adapter > 0) {
+            plan.add_array<std::uint16_t>("adapter.bf16", adapter);
+            plan.add_array<std::uint16_t>("scratch.bf16.lora", n * r);
+        }
     }
 
     for (const char* name : {"ids", "type_ids", "position_ids"})
@@ -176,7 +224,10 @@ inline arena_plan plan_encoder_step(const model_config& c, const encoder_plan_op
             plan.add_array<float>(at + name, n);
         plan.add_array<float>(at + "up", n * f);
         plan.add_array<float>(at + "act", n * f);
+        for (int t = 0; t < lora_target_count; ++t) // x A^T of each targeted projection
+            if ((targets >> t) & 1u) plan.add_array<float>(at + "lora." + lora_names[t], n * r);
     }
+    if (r > 0) plan.add_array<float>("scratch.lora.t", n * r);
     plan.add_array<float>("hidden", n * d);
     plan.add_array<float>("dhidden", n * d);
 

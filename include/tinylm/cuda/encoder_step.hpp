@@ -20,6 +20,13 @@
 // decoder_step's: the weights' bf16 copy once per optimizer step, activation operands converted right before their
 // products, everything else f32. BertModel's pooler is carried in "parameters" (a saved folder keeps it) but, as in
 // tl::encoder, frozen: its gradient stays 0 and AdamW skips it.
+//
+// LoRA (encoder_plan_options::lora; decoder_step's block, without dropout): each targeted projection adds
+// scale (x A^T) B^T, scale = alpha / rank, with x A^T kept for the backward; the base is frozen, so the backward skips
+// every base gradient (projections, biases, LayerNorms, the embedding tables and their LayerNorm, whose input
+// gradient nothing needs) and computes t = dy B, dB += scale dy^T (x A^T), dA += scale t^T x, dx += scale t A.
+// "gradients" and AdamW's moments then cover the adapter's block only, and AdamW decays every adapter matrix (as
+// tl::adamw decays param_kind::adapter).
 #pragma once
 
 #include <tinylm/cuda/attention_products.hpp>
@@ -43,8 +50,8 @@ namespace tl::gpu {
 template <class Ex>
 class encoder_step : public flat_step<Ex> {
     using base_t = flat_step<Ex>;
-    using base_t::buf, base_t::f, base_t::linear, base_t::linear_dx, base_t::linear_dw, base_t::operand, base_t::ex_,
-        base_t::plan_;
+    using base_t::buf, base_t::f, base_t::linear, base_t::linear_dx, base_t::linear_dw, base_t::operand, base_t::run,
+        base_t::ex_, base_t::plan_;
     template <class T>
     T* as(const std::string& name) const { // (a using-declaration does not make a dependent base's template usable)
         return base_t::template as<T>(name);
@@ -53,18 +60,30 @@ class encoder_step : public flat_step<Ex> {
 public:
     // base: the start of plan.bytes() of Ex's memory (a device_arena's, or a host buffer for cpu_ops).
     encoder_step(const model_config& c, const encoder_plan_options& o, const arena_plan& plan, std::byte* base, Ex& ex)
-        : base_t(plan, base, ex, o.bf16_weights), c_(c), o_(o), layout_(encoder_parameter_layout(c)),
+        : base_t(plan, base, ex, o.bf16_weights), c_(c), o_(o), lora_(o.lora.rank > 0),
+          layout_(encoder_parameter_layout(c)), adapter_layout_(encoder_adapter_layout(c, o.lora)),
           products_(ex, this->products_scratch(o.attention, o.attention_chunk())), n_(o.batch * o.time) {
         this->zero_gradients(); // the pooler's stays 0
     }
 
+    // The base's parameters ("parameters": BertModel's names), the adapter's with LoRA ("adapter": peft's names), and
+    // those that train (the base's, or the adapter's with LoRA: "gradients", "adam.m", "adam.v" follow them).
     const std::vector<parameter_slice>& layout() const { return layout_; }
-    // The parameter or its gradient under BertModel's name, in Ex's memory.
-    float* parameter(const std::string& name) { return find("parameters", name); }
-    float* gradient(const std::string& name) { return find("gradients", name); }
+    const std::vector<parameter_slice>& adapter_layout() const { return adapter_layout_; }
+    const std::vector<parameter_slice>& trainable_layout() const { return lora_ ? adapter_layout_ : layout_; }
+    // The parameter (or the gradient of a trainable one) by name, in Ex's memory.
+    float* parameter(const std::string& name) {
+        if (float* p = find(layout_, "parameters", name)) return p;
+        if (float* p = find(adapter_layout_, "adapter", name)) return p;
+        fail("encoder_step: no parameter named '" + name + "'");
+    }
+    float* gradient(const std::string& name) {
+        if (float* g = find(trainable_layout(), "gradients", name)) return g;
+        fail("encoder_step: no trainable parameter named '" + name + "'" + (lora_ ? " (the base is frozen)" : ""));
+    }
     // After writing parameters directly (a checkpoint, a test): their bf16 copy is made again before the next
     // products. adamw_step does this itself.
-    void parameters_changed() { stale_ = true; }
+    void parameters_changed() { base_stale_ = adapter_stale_ = true; }
 
     // The hidden states of the last forward (B * T, d), and a buffer of that shape in Ex's memory for a caller's
     // d loss / d hidden; both in the arena.
@@ -105,10 +124,10 @@ public:
                 });
             ex_.upload(buf("key_lengths"), key_lengths, std::size_t(o_.batch) * sizeof(std::int64_t));
         }
-        if (o_.bf16_weights && stale_) { // the weights' bf16 copy once per optimizer step, not per product
-            ex_.to_bf16(as<std::uint16_t>("parameters.bf16"), f("parameters"),
-                        (long long)plan_.at("parameters").bytes / (long long)sizeof(float));
-            stale_ = false;
+        if (o_.bf16_weights) { // the weights' bf16 copies once per optimizer step, not per product
+            if (base_stale_) convert_block("parameters");
+            if (lora_ && adapter_stale_) convert_block("adapter");
+            base_stale_ = adapter_stale_ = false;
         }
         run_forward();
         has_forward_ = true;
@@ -123,32 +142,47 @@ public:
         run_backward(dhidden);
     }
 
-    // AdamW's moments of the parameter named (Ex's memory): with adamw_steps(), what a checkpoint saves and restores
-    // (gpu::ranking_adamw, cuda/ranking_step.hpp). The frozen pooler has them too, always 0.
-    float* first_moment(const std::string& name) { return find("adam.m", name); }
-    float* second_moment(const std::string& name) { return find("adam.v", name); }
+    // AdamW's moments of the trainable parameter named (Ex's memory): with adamw_steps(), what a checkpoint saves
+    // and restores (gpu::ranking_adamw, cuda/ranking_step.hpp). The frozen pooler has them too, always 0.
+    float* first_moment(const std::string& name) { return moment("adam.m", name); }
+    float* second_moment(const std::string& name) { return moment("adam.v", name); }
 
     // One AdamW step at learning rate lr, tl::adamw's update and decay rule by name: never LayerNorms or biases, the
     // three embedding tables unless decay_embeddings is off, every other matrix; the frozen pooler not at all.
     void adamw_step(double lr, const adamw_options& o) {
+        if (lora_) { // every adapter matrix trains and decays
+            this->adamw_over(adapter_layout_, "adapter", lr, o, [](const std::string&) { return adamw_rule{}; });
+            adapter_stale_ = true;
+            return;
+        }
         this->adamw_over(layout_, "parameters", lr, o, [&](const std::string& name) {
             const bool is_norm = name.find("LayerNorm") != std::string::npos, is_bias = name.ends_with(".bias");
             const bool is_embedding = name.starts_with("embeddings.") && name.ends_with("_embeddings.weight");
             return adamw_rule{!name.starts_with("pooler."),
                               !is_norm && !is_bias && (!is_embedding || o.decay_embeddings)};
         });
-        stale_ = true;
+        base_stale_ = true;
     }
 
 private:
     float* layer(int l, std::string_view name) const {
         return f("layer." + std::to_string(l) + "." + std::string(name));
     }
-    float* find(const char* block, const std::string& name) const {
-        for (const parameter_slice& s : layout_)
+    float* find(const std::vector<parameter_slice>& layout, const char* block, const std::string& name) const {
+        for (const parameter_slice& s : layout)
             if (s.name == name) return f(block) + s.offset;
-        fail("encoder_step: no parameter named '" + name + "'");
+        return nullptr;
     }
+    float* moment(const char* block, const std::string& name) const {
+        if (float* m = find(trainable_layout(), block, name)) return m;
+        fail("encoder_step: no trainable parameter named '" + name + "' has AdamW moments");
+    }
+    void convert_block(const std::string& block) {
+        ex_.to_bf16(as<std::uint16_t>(block + ".bf16"), f(block),
+                    (long long)plan_.at(block).bytes / (long long)sizeof(float));
+    }
+    // A LayerNorm's weight and bias gradients, or null when the base is frozen (LoRA): the kernels then skip them.
+    float* norm_gradient(const std::string& name) { return lora_ ? nullptr : gradient(name); }
     // The positions of each index of `ids` (n, checked to lie in [0, range)) grouped by index, uploaded to
     // embedding.<table>.*: the deterministic scatter of the table's gradient.
     void upload_groups(const std::string& table, const std::int32_t* ids, long long range) {
@@ -169,27 +203,70 @@ private:
                                dsum, c_.d_model);
     }
 
-    // A weight's operand: itself or its place in parameters.bf16.
+    // A weight's operand: itself, or its place in the bf16 copy of its block (the base's or the adapter's).
     const void* weight_operand(const float* w) {
         if (!o_.bf16_weights) return w;
-        return as<std::uint16_t>("parameters.bf16") + (w - f("parameters"));
+        const bool adapter = lora_ && w >= f("adapter") && w < f("adapter") + plan_.at("adapter").bytes / sizeof(float);
+        return adapter ? as<std::uint16_t>("adapter.bf16") + (w - f("adapter"))
+                       : as<std::uint16_t>("parameters.bf16") + (w - f("parameters"));
     }
-    // y (N, out) = x W^T + b of projection p in layer l; x an operand (N, in).
+    bool targeted(proj p) const { return ((encoder_lora_targets(o_.lora) >> int(p)) & 1u) != 0; }
+    float* adapter_input(int l, proj p) const { return layer(l, std::string("lora.") + lora_names[int(p)]); }
+    float lora_scale() const { return o_.lora.alpha / float(o_.lora.rank); }
+
+    // y (N, out) = x W^T + b (+ scale (x A^T) B^T with LoRA) of projection p in layer l; x an operand (N, in).
     void project(int l, proj p, float* y, const void* x) {
         const auto [in, out] = projection_shape(c_, p);
         const std::string m = bert_module(l, p);
         linear(y, x, weight_operand(parameter(m + ".weight")), n_, (long long)out, (long long)in);
         ex_.bias_add(y, parameter(m + ".bias"), n_, int(out));
+        if (!targeted(p)) return;
+        const long long r = o_.lora.rank;
+        float* u = adapter_input(l, p);
+        matmul_args g; // u (N, r) = x A^T, kept for the backward
+        g.trans_b = true, g.m = n_, g.n = r, g.k = (long long)in, g.a = x, g.lda = (long long)in;
+        g.b = weight_operand(parameter(m + ".lora_A.weight")), g.ldb = (long long)in, g.c = u, g.ldc = r;
+        run(g);
+        matmul_args h; // y += scale u B^T
+        h.trans_b = true, h.m = n_, h.n = (long long)out, h.k = r, h.alpha = lora_scale();
+        h.a = operand(u, n_ * r, "scratch.bf16.lora"), h.lda = r;
+        h.b = weight_operand(parameter(m + ".lora_B.weight")), h.ldb = r, h.beta = 1, h.c = y, h.ldc = (long long)out;
+        run(h);
     }
-    // dx (N, in) = dy W + beta dx; dW += dy^T x; db += the column sums of dy. dy in f32 and as an operand, x an
-    // operand.
+    // dx (N, in) = dy W (+ scale dy B A) + beta dx; and the gradients of what trains: dW += dy^T x and db += the
+    // column sums of dy (a trained base), or the adapter's A and B (LoRA). dy in f32 and as an operand, x an operand.
     void project_backward(int l, proj p, float* dx, float beta, const float* dy, const void* dy_operand,
                           const void* x) {
         const auto [in, out] = projection_shape(c_, p);
         const std::string m = bert_module(l, p);
         linear_dx(dx, dy_operand, weight_operand(parameter(m + ".weight")), n_, (long long)out, (long long)in, beta);
-        linear_dw(gradient(m + ".weight"), dy_operand, x, n_, (long long)out, (long long)in);
-        ex_.bias_backward(gradient(m + ".bias"), dy, n_, int(out));
+        if (!lora_) {
+            linear_dw(gradient(m + ".weight"), dy_operand, x, n_, (long long)out, (long long)in);
+            ex_.bias_backward(gradient(m + ".bias"), dy, n_, int(out));
+        }
+        if (!targeted(p)) return;
+        const long long r = o_.lora.rank;
+        const float s = lora_scale();
+        float* t = f("scratch.lora.t");
+        matmul_args g; // t (N, r) = dy B
+        g.m = n_, g.n = r, g.k = (long long)out, g.a = dy_operand, g.lda = (long long)out;
+        g.b = weight_operand(parameter(m + ".lora_B.weight")), g.ldb = r, g.c = t, g.ldc = r;
+        run(g);
+        matmul_args db; // dB (out, r) += scale dy^T u
+        db.trans_a = true, db.m = (long long)out, db.n = r, db.k = n_, db.alpha = s, db.a = dy_operand;
+        db.lda = (long long)out, db.b = operand(adapter_input(l, p), n_ * r, "scratch.bf16.lora"), db.ldb = r;
+        db.beta = 1, db.c = gradient(m + ".lora_B.weight"), db.ldc = r;
+        run(db);
+        const void* t_operand = operand(t, n_ * r, "scratch.bf16.lora"); // u's copy is done
+        matmul_args da;                                                  // dA (r, in) += scale t^T x
+        da.trans_a = true, da.m = r, da.n = (long long)in, da.k = n_, da.alpha = s, da.a = t_operand, da.lda = r;
+        da.b = x, da.ldb = (long long)in, da.beta = 1, da.c = gradient(m + ".lora_A.weight"), da.ldc = (long long)in;
+        run(da);
+        matmul_args dxa; // dx += scale t A
+        dxa.m = n_, dxa.n = (long long)in, dxa.k = r, dxa.alpha = s, dxa.a = t_operand, dxa.lda = r;
+        dxa.b = weight_operand(parameter(m + ".lora_A.weight")), dxa.ldb = (long long)in, dxa.beta = 1, dxa.c = dx;
+        dxa.ldc = (long long)in;
+        run(dxa);
     }
 
     attention_dims dims() const {
@@ -248,7 +325,7 @@ private:
         for (int l = L - 1; l >= 0; --l) {
             const std::string norm1 = bert_layer_norm(l, 1), norm2 = bert_layer_norm(l, 2);
             // LayerNorm_2: d resid2, which is d normed1 through the residual and d of the MLP's output
-            ex_.layernorm_backward(dnormed, gradient(norm2 + ".weight"), gradient(norm2 + ".bias"), dy,
+            ex_.layernorm_backward(dnormed, norm_gradient(norm2 + ".weight"), norm_gradient(norm2 + ".bias"), dy,
                                    layer(l, "resid2"), parameter(norm2 + ".weight"), layer(l, "mean2"),
                                    layer(l, "rstd2"), n, d);
             project_backward(l, proj::down, f("scratch.dact"), 0.0f, dnormed, operand(dnormed, n * d, "scratch.bf16.a"),
@@ -259,7 +336,7 @@ private:
                              operand(f("scratch.dup"), n * ff, "scratch.bf16.a"),
                              operand(layer(l, "normed1"), n * d, "scratch.bf16.b"));
             // LayerNorm_1: d resid1, which is d x_l through the residual and d of attention's output
-            ex_.layernorm_backward(dx, gradient(norm1 + ".weight"), gradient(norm1 + ".bias"), dnormed,
+            ex_.layernorm_backward(dx, norm_gradient(norm1 + ".weight"), norm_gradient(norm1 + ".bias"), dnormed,
                                    layer(l, "resid1"), parameter(norm1 + ".weight"), layer(l, "mean1"),
                                    layer(l, "rstd1"), n, d);
             project_backward(l, proj::o, f("scratch.dattn"), 0.0f, dx, operand(dx, n * d, "scratch.bf16.a"),
@@ -281,6 +358,7 @@ private:
             }
             dy = dx;
         }
+        if (lora_) return; // the embeddings are frozen, and nothing below them needs a gradient
         // The embeddings' LayerNorm, then the three tables from d summed
         ex_.layernorm_backward(dnormed, gradient("embeddings.LayerNorm.weight"), gradient("embeddings.LayerNorm.bias"),
                                dy, f("embed.summed"), parameter("embeddings.LayerNorm.weight"), f("embed.mean"),
@@ -292,11 +370,12 @@ private:
 
     model_config c_;
     encoder_plan_options o_;
-    std::vector<parameter_slice> layout_;
+    bool lora_;
+    std::vector<parameter_slice> layout_, adapter_layout_;
     attention_products<Ex> products_;
     long long n_ = 0;
     long long groups_[3] = {0, 0, 0}; // distinct indices of the word, position and type groups
-    bool stale_ = true, padded_ = false, has_forward_ = false;
+    bool base_stale_ = true, adapter_stale_ = true, padded_ = false, has_forward_ = false;
 };
 
 } // namespace tl::gpu

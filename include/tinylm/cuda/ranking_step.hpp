@@ -12,6 +12,9 @@
 //
 // Checkpoints: gpu::ranking_adamw (below) is the Optimizer of train/checkpoint.hpp over the step's moments, under
 // tl::adamw's names, so a device run's checkpoint and a CPU run's are the same files.
+// LoRA (ranking_step_shape::lora, encoder_step's adapters): the base frozen, the adapter trained; load_from and
+// store_into then also carry the adapter's matrices, by tl::encoder's names, from and to a tl::encoder with the same
+// lora_config, and AdamW (and a checkpoint's moments) covers the adapter only, as tl::adamw on that encoder.
 //
 // The batch: anchors, then positives, then hard negatives (H per anchor), tokenized as one padded batch (the
 // texts of embed::ranking_step's plain step, in its order). On the device:
@@ -54,13 +57,14 @@ struct ranking_step_shape {
     long long pairs = 1, negatives = 0;
     bool bf16 = false; // the encoder's products in bf16 (the loss's stay f32)
     attention_path attention = attention_path::products;
+    lora_config lora{}; // LoRA on the encoder (encoder_plan_options::lora): the base frozen, the adapter trains
     long long texts() const { return pairs * (2 + negatives); }
 };
 
 // The encoder step's options of a ranking step: every text of the largest batch, padded to max_length.
 inline encoder_plan_options ranking_encoder_options(index_t max_length, const ranking_step_shape& s) {
     encoder_plan_options o;
-    o.batch = s.texts(), o.time = max_length, o.bf16_weights = s.bf16, o.attention = s.attention;
+    o.batch = s.texts(), o.time = max_length, o.bf16_weights = s.bf16, o.attention = s.attention, o.lora = s.lora;
     return o;
 }
 
@@ -105,7 +109,7 @@ public:
     Ex& executor() { return memory_.ex; }
 
     // The parameters of a host encoder (tl::encoder or a model with its parameter_entries), by name; every one of
-    // the device's must be there.
+    // the device's must be there (with LoRA the adapter's too: a tl::encoder with the same lora_config).
     template <class Model>
     void load_from(const Model& model) {
         std::size_t copied = 0;
@@ -114,8 +118,9 @@ public:
             memory_.ex.upload(encoder_.parameter(e.name), e.value.data, std::size_t(e.value.numel()) * sizeof(float));
             ++copied;
         }
-        check(copied == encoder_.layout().size(), "gpu::ranking_step::load_from: the host model lacks some "
-                                                  "parameters of the device encoder (another configuration?)");
+        check(copied == encoder_.layout().size() + encoder_.adapter_layout().size(),
+              "gpu::ranking_step::load_from: the host model lacks some parameters of the device encoder (another "
+              "configuration or LoRA?)");
         encoder_.parameters_changed();
     }
     // The device's parameters into the host model's entries of the same names.
@@ -216,16 +221,18 @@ private:
     }
     float* f(const std::string& name) const { return as<float>(name); }
     void check_size(const char* who, const parameter_entry& e) {
-        for (const parameter_slice& s : encoder_.layout())
-            if (s.name == e.name) {
-                check(s.size() == std::size_t(e.value.numel()), [&] {
-                    return std::string("gpu::ranking_step::") + who + ": " + e.name + " has " +
-                           std::to_string(e.value.numel()) + " elements, the device encoder " +
-                           std::to_string(s.size());
-                });
-                return;
-            }
-        fail(std::string("gpu::ranking_step::") + who + ": the device encoder has no parameter named '" + e.name + "'");
+        for (const auto* layout : {&encoder_.layout(), &encoder_.adapter_layout()})
+            for (const parameter_slice& s : *layout)
+                if (s.name == e.name) {
+                    check(s.size() == std::size_t(e.value.numel()), [&] {
+                        return std::string("gpu::ranking_step::") + who + ": " + e.name + " has " +
+                               std::to_string(e.value.numel()) + " elements, the device encoder " +
+                               std::to_string(s.size());
+                    });
+                    return;
+                }
+        fail(std::string("gpu::ranking_step::") + who + ": the device encoder has no parameter named '" + e.name +
+             "' (LoRA on the host model but not in the step's shape, or another configuration?)");
     }
     // The tokenizer's rows (n x time) into the plan's (texts x max_length): padding id 0, and one-token texts for
     // the rows the batch does not fill.
@@ -258,7 +265,8 @@ private:
 // AdamW over a ranking_step's encoder (encoder_step::adamw_step: tl::adamw's update and decay rule), an Optimizer
 // (optim/optimizer.hpp) for train/checkpoint.hpp, as gpu::device_adamw is a device_decoder's: its state is the
 // step's moments, copied through the host under tl::adamw's names ("exp_avg.<name>", "exp_avg_sq.<name>") and
-// tl::encoder's shapes, for every parameter but the frozen pooler (which tl::adamw never steps), so a device run's
+// tl::encoder's shapes, for every parameter that trains (with LoRA the adapter's; otherwise all but the frozen
+// pooler, which tl::adamw never steps), so a device run's
 // checkpoint holds a CPU run's files and either resumes the other. Like tl::adamw it has no state before its first
 // step: a checkpoint of step 0 holds no moments, one of a later step all of them.
 //
@@ -307,7 +315,7 @@ public:
     template <class Has>
     void reset_state(Has&& has) {
         has_state_ = false;
-        for (const parameter_slice& s : step_->encoder().layout()) {
+        for (const parameter_slice& s : step_->encoder().trainable_layout()) {
             for (int kind = 0; kind < 2; ++kind)
                 step_->executor().zero(moment(kind, s.name), s.size() * sizeof(float));
             has_state_ = has_state_ || (trains(s.name) && has(kind_name(0) + s.name));
@@ -324,7 +332,7 @@ private:
     }
     std::vector<parameter_slice> trained() const {
         std::vector<parameter_slice> out;
-        for (const parameter_slice& s : step_->encoder().layout())
+        for (const parameter_slice& s : step_->encoder().trainable_layout())
             if (trains(s.name)) out.push_back(s);
         return out;
     }
