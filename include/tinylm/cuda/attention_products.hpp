@@ -17,7 +17,7 @@
 // against keys k0 .. r1 - 1, k0 = 0, or with a window the key block holding r0 - w + 1 (padding keeps k0 = 0).
 // So s, p v, dp and ds k are one product per query block, and p^T dout, ds^T q one per key block over the queries
 // that see it (the same tiles transposed: keys c0 .. c1 - 1 against queries c0 .. Q1 - 1). At T = 512 with blocks
-// of 128 the products do 62.5 % of the full ones' multiply-adds (attention_product_work; docs/gpu.md's table).
+// of 128 the products do 62.5 % of the whole ones' multiply-adds (attention_products_work; docs/gpu.md's table).
 // The scores outside the computed tiles are never written nor read (stale, possibly NaN: the row kernels keep to
 // attention_computed_keys). Bidirectional attention, or T <= query_block: one block, the whole T x T products.
 // Default block 128: cuBLASLt's tensor-core tiles on Hopper are 128 (or 64) rows high, so a block is one row of

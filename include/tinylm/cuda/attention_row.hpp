@@ -198,8 +198,9 @@ TINYLM_HD inline float attention_scale(int head_dim) { return float(1.0 / sqrt(d
 // row i of head h of sequence b at ((b - b0) Hq + h) T + i, made by batched products (s = scale q k^T); the
 // functions below turn a row into probabilities in place, masked by attention_keys (causality, window, documents,
 // padding), and the backward's scores gradient, so that the products that follow (p v, dp = dout v^T, ds k,
-// ds^T q, p^T dout) run on tensor cores. Every key outside a row's span gets p = 0, so the full products give
-// attention_row_forward's result and padded keys get dk = dv = 0 as there.
+// ds^T q, p^T dout) run on tensor cores. Every computed key outside a row's span gets p = 0, so the products over
+// the computed tiles (the query blocks above) give attention_row_forward's result and padded keys get dk = dv = 0
+// as there.
 
 // Forward: p_j = exp(s_j - lse) for the keys first .. last, 0 for the other computed keys (`computed`, which
 // holds first .. last: attention_computed_keys); returns lse. Nothing outside `computed` is read or written.
