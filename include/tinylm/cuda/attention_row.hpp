@@ -193,35 +193,6 @@ TINYLM_HD inline void attention_key_dkdv(float* dk, float* dv, const float* q, c
 // 1 / sqrt(D) as ops/attention.hpp computes it (in double, then rounded).
 TINYLM_HD inline float attention_scale(int head_dim) { return float(1.0 / sqrt(double(head_dim))); }
 
-// ---- Attention through matrix products (decoder_step's attention_path::products) -------------------------------
-// The scores of a chunk of sequences b0 .. b0 + nb - 1 as T x T matrices, one per (sequence, query head):
-// row i of head h of sequence b at ((b - b0) Hq + h) T + i, made by batched products (s = scale q k^T); the
-// functions below turn a row into probabilities in place, masked by attention_keys (causality, window, documents,
-// padding), and the backward's scores gradient, so that the products that follow (p v, dp = dout v^T, ds k,
-// ds^T q, p^T dout) run on tensor cores. Every computed key outside a row's span gets p = 0, so the products over
-// the computed tiles (the query blocks above) give attention_row_forward's result and padded keys get dk = dv = 0
-// as there.
-
-// Forward: p_j = exp(s_j - lse) for the keys first .. last, 0 for the other computed keys (`computed`, which
-// holds first .. last: attention_computed_keys); returns lse. Nothing outside `computed` is read or written.
-TINYLM_HD inline float attention_softmax_row(float* row, long long first, long long last, attention_span computed) {
-    softmax_state st;
-    for (long long j = first; j <= last; ++j)
-        st = softmax_push(st, row[j]);
-    const float lse = softmax_lse(st);
-    for (long long j = computed.first; j <= computed.last; ++j)
-        row[j] = j >= first && j <= last ? expf(row[j] - lse) : 0.0f;
-    return lse;
-}
-// Backward: the forward's probabilities again, from the recomputed scores and the saved lse.
-TINYLM_HD inline float attention_probability(float score, long long j, long long first, long long last, float lse) {
-    return j >= first && j <= last ? expf(score - lse) : 0.0f;
-}
-// ds = p (dp - delta) scale (d of the unscaled q k^T): zero wherever p is.
-TINYLM_HD inline float attention_dscore(float p, float dp, float delta, float scale) {
-    return p * (dp - delta) * scale;
-}
-
 // ---- Query blocks: the tiles of a scores matrix the products compute (attention_products.hpp) ----------------
 // The products split each sequence's queries into blocks of query_block rows and, for a causal model, compute
 // only the key columns a block's queries can see: keys k0 .. r1 - 1 of queries r0 .. r1 - 1, with k0 = 0, or
@@ -255,6 +226,35 @@ TINYLM_HD inline attention_span attention_computed_keys(long long i, const atten
                                                         long long query_block) {
     const attention_block q = attention_block_of(i, s, padding, query_block);
     return {q.k0, q.r1 - 1};
+}
+
+// ---- Attention through matrix products (decoder_step's attention_path::products) -------------------------------
+// The scores of a chunk of sequences b0 .. b0 + nb - 1 as T x T matrices, one per (sequence, query head):
+// row i of head h of sequence b at ((b - b0) Hq + h) T + i, made by batched products (s = scale q k^T); the
+// functions below turn a row into probabilities in place, masked by attention_keys (causality, window, documents,
+// padding), and the backward's scores gradient, so that the products that follow (p v, dp = dout v^T, ds k,
+// ds^T q, p^T dout) run on tensor cores. Every computed key outside a row's span gets p = 0, so the products over
+// the computed tiles (the query blocks above) give attention_row_forward's result and padded keys get dk = dv = 0
+// as there.
+
+// Forward: p_j = exp(s_j - lse) for the keys first .. last, 0 for the other computed keys (`computed`, which
+// holds first .. last: attention_computed_keys); returns lse. Nothing outside `computed` is read or written.
+TINYLM_HD inline float attention_softmax_row(float* row, long long first, long long last, attention_span computed) {
+    softmax_state st;
+    for (long long j = first; j <= last; ++j)
+        st = softmax_push(st, row[j]);
+    const float lse = softmax_lse(st);
+    for (long long j = computed.first; j <= computed.last; ++j)
+        row[j] = j >= first && j <= last ? expf(row[j] - lse) : 0.0f;
+    return lse;
+}
+// Backward: the forward's probabilities again, from the recomputed scores and the saved lse.
+TINYLM_HD inline float attention_probability(float score, long long j, long long first, long long last, float lse) {
+    return j >= first && j <= last ? expf(score - lse) : 0.0f;
+}
+// ds = p (dp - delta) scale (d of the unscaled q k^T): zero wherever p is.
+TINYLM_HD inline float attention_dscore(float p, float dp, float delta, float scale) {
+    return p * (dp - delta) * scale;
 }
 
 // The query row (b, h, i) of scores row r of a chunk starting at sequence b0.

@@ -275,21 +275,22 @@ inline arena_plan plan_decoder_step(const model_config& c, const decoder_plan_op
     refuse(o.lora.dropout >= 0 && o.lora.dropout < 1, "LoRA dropout must be in [0, 1)");
     refuse(!o.lora.trainable_embeddings, "LoRA with trainable embeddings is not supported on the GPU yet");
     refuse(c.moe.n_experts == 0 || o.lora.rank == 0, "LoRA on a mixture of experts is not supported");
-    check(o.batch > 0 && o.time > 0 && o.logits_rows > 0 && o.attention_sequences >= 0 && o.attention_query_block >= 0,
-          [&] {
-              std::string m = "gpu::plan_decoder_step: batch ";
-              m += std::to_string(o.batch);
-              m += ", time ";
-              m += std::to_string(o.time);
-              m += " and logits_rows ";
-              m += std::to_string(o.logits_rows);
-              m += " must be positive, attention_sequences ";
-              m += std::to_string(o.attention_sequences);
-              m += " and attention_query_block ";
-              m += std::to_string(o.attention_query_block);
-              m += " at least 0";
-              return m;
-          });
+    check(o.batch > 0 && o.time > 0 && o.logits_rows > 0 && o.attention_sequences >= 0, [&] {
+        std::string m = "gpu::plan_decoder_step: batch ";
+        m += std::to_string(o.batch);
+        m += ", time ";
+        m += std::to_string(o.time);
+        m += " and logits_rows ";
+        m += std::to_string(o.logits_rows);
+        m += " must be positive, attention_sequences ";
+        m += std::to_string(o.attention_sequences);
+        m += " at least 0";
+        return m;
+    });
+    check(o.attention_query_block >= 0, [&] {
+        return "gpu::plan_decoder_step: attention_query_block " + std::to_string(o.attention_query_block) +
+               " must be at least 0 (0: whole products)";
+    });
     const auto n = std::size_t(o.batch * o.time), d = std::size_t(c.d_model), q = std::size_t(c.q_width()),
                kv = std::size_t(c.kv_width()), f = std::size_t(c.d_ff), h = std::size_t(c.n_heads),
                v = std::size_t(c.vocab_size), p = std::size_t(parameter_count(c));
