@@ -88,6 +88,8 @@ struct settings {
     bool qlora = false;    // with lora: the projections in NF4 (tl::quantize_nf4, double quantisation)
     std::string attention = "products"; // gpu::attention_path
     bool plan_only = false;             // print the arena plan's size, allocate and run nothing
+    // Products: queries per block (attention_products.hpp); 0: whole T x T products.
+    long long attention_query_block = tl::gpu::attention_default_query_block;
 };
 
 #ifdef TINYLM_HAS_CUDA
@@ -109,6 +111,7 @@ int run_on_device(const settings& s, const tl::model_config& c, const bench::wei
     o.logits_rows = s.logits_rows;
     o.bf16_weights = s.precision.empty() ? cuda : s.precision == "bf16";
     o.attention = s.attention == "rows" ? tl::gpu::attention_path::rows : tl::gpu::attention_path::products;
+    o.attention_query_block = s.attention_query_block;
     o.checkpointing = s.checkpointing;
     if (s.lora > 0) { // peft's LoraConfig(r=R, lora_alpha=2R, lora_dropout=0, the seven projections)
         o.lora.rank = s.lora, o.lora.alpha = 2.0f * float(s.lora), o.lora.targets = tl::lora_all;
@@ -162,24 +165,24 @@ int run_on_device(const settings& s, const tl::model_config& c, const bench::wei
     if (cuda && !s.plan_only && peak == 0)
         std::fprintf(stderr, "bench_train: no dense bf16 peak known for '%s': give --peak-tflops for the MFU\n",
                      name.c_str());
-    std::printf("{\"impl\": \"tinylm\", \"variant\": \"%s\", \"device\": \"%s\", \"device_name\": \"%s\", "
-                "\"precision\": \"%s\", \"sizes\": \"compile-time\", \"config\": \"%s\", \"batch\": %lld, "
-                "\"seq_len\": %lld, \"checkpointing\": %s, \"attention\": \"%s\", \"lora_rank\": %d, "
-                "\"lora_alpha\": %g, \"qlora\": %s, \"adapter_parameters\": %zu, \"weights\": \"%s\", "
-                "\"plan_only\": %s, \"threads\": %d, \"parameters\": %lld, "
-                "\"flops_per_token\": %.6g, \"step_flops_per_token\": %.6g, \"mfu_flops\": \"step_flops_per_token\", "
-                "\"tokens_per_step\": %lld, \"step_seconds\": %s, \"losses\": %s, "
-                "\"gradient_norms\": %s, \"peak_rss_mib\": %.1f, \"arena_mib\": %.1f, \"arena_buffers\": %zu, "
-                "\"logits_rows\": %lld, \"tokens_per_second\": %.1f, \"peak_tflops\": %.1f, \"mfu\": %s, "
-                "\"gemm_model_shapes_gflops\": 0, \"gemm_square_gflops\": 0, \"gemm_model_shapes_seconds\": 0}\n",
-                s.device.c_str(), s.device.c_str(), name.c_str(), o.bf16_weights ? "bf16" : "f32", s.config.c_str(),
-                o.batch, o.time, o.checkpointing ? "true" : "false", s.attention.c_str(), o.lora.rank,
-                double(o.lora.alpha), o.lora.quantized_base ? "true" : "false", adapter, weights_from,
-                s.plan_only ? "true" : "false", omp_get_max_threads(), (long long)tl::parameter_count(c), flops,
-                step_flops, (long long)tokens_per_step, bench::json_array(r.step_seconds).c_str(),
-                bench::json_array(r.losses).c_str(), bench::json_array(r.gradient_norms).c_str(), bench::peak_rss_mib(),
-                double(plan.bytes()) / (1 << 20), plan.entries().size(), std::min(o.logits_rows, o.batch * o.time),
-                tokens_per_second, peak, mfu.c_str());
+    std::printf(
+        "{\"impl\": \"tinylm\", \"variant\": \"%s\", \"device\": \"%s\", \"device_name\": \"%s\", "
+        "\"precision\": \"%s\", \"sizes\": \"compile-time\", \"config\": \"%s\", \"batch\": %lld, "
+        "\"seq_len\": %lld, \"checkpointing\": %s, \"attention\": \"%s\", \"attention_query_block\": %lld, "
+        "\"lora_rank\": %d, \"lora_alpha\": %g, \"qlora\": %s, \"adapter_parameters\": %zu, \"weights\": \"%s\", "
+        "\"plan_only\": %s, \"threads\": %d, \"parameters\": %lld, "
+        "\"flops_per_token\": %.6g, \"step_flops_per_token\": %.6g, \"mfu_flops\": \"step_flops_per_token\", "
+        "\"tokens_per_step\": %lld, \"step_seconds\": %s, \"losses\": %s, "
+        "\"gradient_norms\": %s, \"peak_rss_mib\": %.1f, \"arena_mib\": %.1f, \"arena_buffers\": %zu, "
+        "\"logits_rows\": %lld, \"tokens_per_second\": %.1f, \"peak_tflops\": %.1f, \"mfu\": %s, "
+        "\"gemm_model_shapes_gflops\": 0, \"gemm_square_gflops\": 0, \"gemm_model_shapes_seconds\": 0}\n",
+        s.device.c_str(), s.device.c_str(), name.c_str(), o.bf16_weights ? "bf16" : "f32", s.config.c_str(), o.batch,
+        o.time, o.checkpointing ? "true" : "false", s.attention.c_str(), o.attention_query_block, o.lora.rank,
+        double(o.lora.alpha), o.lora.quantized_base ? "true" : "false", adapter, weights_from,
+        s.plan_only ? "true" : "false", omp_get_max_threads(), (long long)tl::parameter_count(c), flops, step_flops,
+        (long long)tokens_per_step, bench::json_array(r.step_seconds).c_str(), bench::json_array(r.losses).c_str(),
+        bench::json_array(r.gradient_norms).c_str(), bench::peak_rss_mib(), double(plan.bytes()) / (1 << 20),
+        plan.entries().size(), std::min(o.logits_rows, o.batch * o.time), tokens_per_second, peak, mfu.c_str());
     return 0;
 }
 
@@ -313,6 +316,10 @@ int main(int argc, char** argv) {
                                      "cuda, cpu-ops: products (batched products, the default) or rows (the row "
                                      "kernels, the oracle)")
                           ->check(CLI::IsMember({"rows", "products"}));
+    auto* query_block = app.add_option("--attention-query-block", s.attention_query_block,
+                                       "cuda, cpu-ops, --attention products: queries per block, whose products skip "
+                                       "the tiles no query of the block sees (default 128; 0: whole T x T products)")
+                            ->check(CLI::NonNegativeNumber);
     auto* plan_only = app.add_flag("--plan-only", s.plan_only,
                                    "cuda, cpu-ops: print the JSON line with the arena's size (arena_mib) and run "
                                    "nothing (for choosing a batch)");
@@ -350,7 +357,7 @@ int main(int argc, char** argv) {
                                      "tl::decoder's initialisation from --seed, as --device cpu");
             });
         }
-        for (const CLI::Option* o : {seq_len, lora, qlora, attention, plan_only})
+        for (const CLI::Option* o : {seq_len, lora, qlora, attention, query_block, plan_only})
             tl::check(o->count() == 0, [&] {
                 std::string m = o->get_name();
                 m += " is for --device cuda and cpu-ops (gpu::decoder_step); --device cpu times tl::decoder";

@@ -88,39 +88,43 @@ __global__ void attention_dkdv_kernel(float* dk, float* dv, const float* dout, c
 // ---- the products path: row steps between cuBLASLt's batched products ----
 constexpr int row_threads = 256; // one block per scores row (a power of two: block_softmax's tree)
 
-__global__ void attention_softmax_kernel(float* scores, float* lse, attention_masks m, attention_dims s, long long b0) {
+__global__ void attention_softmax_kernel(float* scores, float* lse, attention_masks m, attention_dims s, long long b0,
+                                         long long query_block) {
     __shared__ float shared_max[row_threads];
     __shared__ float shared_sum[row_threads];
     const long long r = blockIdx.x;
     const attention_score_row q = attention_row_of(r, b0, s);
     const attention_span keys = attention_keys(q.b, q.i, s, m);
+    const attention_span computed = attention_computed_keys(q.i, s, m.key_lengths != nullptr, query_block);
     float* row = scores + r * s.time;
     softmax_state st;
     for (long long j = keys.first + threadIdx.x; j <= keys.last; j += row_threads)
         st = softmax_push(st, row[j]);
     const float l = softmax_lse(detail::block_softmax<row_threads>(st, shared_max, shared_sum));
     if (threadIdx.x == 0) lse[attention_lse_offset(q.b, q.h, q.i, s)] = l;
-    for (long long j = threadIdx.x; j < s.time; j += row_threads)
+    for (long long j = computed.first + threadIdx.x; j <= computed.last; j += row_threads)
         row[j] = attention_probability(row[j], j, keys.first, keys.last, l);
 }
 
 __global__ void attention_probabilities_kernel(float* scores, const float* lse, attention_masks m, attention_dims s,
-                                               long long b0) {
+                                               long long b0, long long query_block) {
     const long long r = blockIdx.x;
     const attention_score_row q = attention_row_of(r, b0, s);
     const attention_span keys = attention_keys(q.b, q.i, s, m);
+    const attention_span computed = attention_computed_keys(q.i, s, m.key_lengths != nullptr, query_block);
     const float l = lse[attention_lse_offset(q.b, q.h, q.i, s)];
     float* row = scores + r * s.time;
-    for (long long j = threadIdx.x; j < s.time; j += row_threads)
+    for (long long j = computed.first + threadIdx.x; j <= computed.last; j += row_threads)
         row[j] = attention_probability(row[j], j, keys.first, keys.last, l);
 }
 
-__global__ void attention_dscores_kernel(float* dscores, const float* p, const float* delta, attention_dims s,
-                                         long long b0, float scale) {
+__global__ void attention_dscores_kernel(float* dscores, const float* p, const float* delta, attention_masks m,
+                                         attention_dims s, long long b0, long long query_block, float scale) {
     const long long r = blockIdx.x;
     const attention_score_row q = attention_row_of(r, b0, s);
+    const attention_span computed = attention_computed_keys(q.i, s, m.key_lengths != nullptr, query_block);
     const float d = delta[attention_lse_offset(q.b, q.h, q.i, s)];
-    for (long long j = threadIdx.x; j < s.time; j += row_threads)
+    for (long long j = computed.first + threadIdx.x; j <= computed.last; j += row_threads)
         dscores[r * s.time + j] = attention_dscore(p[r * s.time + j], dscores[r * s.time + j], d, scale);
 }
 
@@ -208,30 +212,32 @@ unsigned score_rows(const attention_dims& s, long long b0, long long nb, const c
 } // namespace
 
 void attention_softmax(float* scores, float* lse, const attention_masks& masks, const attention_dims& s, long long b0,
-                       long long nb, void* stream) {
+                       long long nb, long long query_block, void* stream) {
     check_dims(s, "gpu::attention_softmax");
     const unsigned rows = score_rows(s, b0, nb, "gpu::attention_softmax");
     if (rows == 0) return;
-    attention_softmax_kernel<<<rows, row_threads, 0, detail::as_stream(stream)>>>(scores, lse, masks, s, b0);
+    attention_softmax_kernel<<<rows, row_threads, 0, detail::as_stream(stream)>>>(scores, lse, masks, s, b0,
+                                                                                  query_block);
     detail::launch_check("attention_softmax");
 }
 
 void attention_probabilities(float* scores, const float* lse, const attention_masks& masks, const attention_dims& s,
-                             long long b0, long long nb, void* stream) {
+                             long long b0, long long nb, long long query_block, void* stream) {
     check_dims(s, "gpu::attention_probabilities");
     const unsigned rows = score_rows(s, b0, nb, "gpu::attention_probabilities");
     if (rows == 0) return;
-    attention_probabilities_kernel<<<rows, row_threads, 0, detail::as_stream(stream)>>>(scores, lse, masks, s, b0);
+    attention_probabilities_kernel<<<rows, row_threads, 0, detail::as_stream(stream)>>>(scores, lse, masks, s, b0,
+                                                                                        query_block);
     detail::launch_check("attention_probabilities");
 }
 
-void attention_dscores(float* dscores, const float* p, const float* delta, const attention_dims& s, long long b0,
-                       long long nb, void* stream) {
+void attention_dscores(float* dscores, const float* p, const float* delta, const attention_masks& masks,
+                       const attention_dims& s, long long b0, long long nb, long long query_block, void* stream) {
     check_dims(s, "gpu::attention_dscores");
     const unsigned rows = score_rows(s, b0, nb, "gpu::attention_dscores");
     if (rows == 0) return;
-    attention_dscores_kernel<<<rows, row_threads, 0, detail::as_stream(stream)>>>(dscores, p, delta, s, b0,
-                                                                                  attention_scale(s.head_dim));
+    attention_dscores_kernel<<<rows, row_threads, 0, detail::as_stream(stream)>>>(
+        dscores, p, delta, masks, s, b0, query_block, attention_scale(s.head_dim));
     detail::launch_check("attention_dscores");
 }
 

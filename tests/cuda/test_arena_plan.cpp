@@ -204,6 +204,10 @@ BOOST_AUTO_TEST_CASE(decoder_step_plan_refuses_what_the_kernels_lack) {
     BOOST_CHECK_EXCEPTION(gpu::plan_decoder_step(presets::tiny::value, o), tl::error, [](const tl::error& e) {
         return std::string(e.what()).find("attention_sequences -1") != std::string::npos;
     });
+    o.attention_sequences = 0, o.attention_query_block = -1;
+    BOOST_CHECK_EXCEPTION(gpu::plan_decoder_step(presets::tiny::value, o), tl::error, [](const tl::error& e) {
+        return std::string(e.what()).find("attention_query_block -1") != std::string::npos;
+    });
     BOOST_CHECK_EXCEPTION(gpu::arena_plan{}.at("nothing"), tl::error, [](const tl::error& e) {
         return std::string(e.what()).find("no buffer named 'nothing'") != std::string::npos;
     });

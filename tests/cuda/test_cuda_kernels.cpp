@@ -480,60 +480,67 @@ BOOST_AUTO_TEST_CASE(attention_matches_the_cpu, needs_device()) {
         // Through products (attention_products.hpp: cuBLASLt's batched products and the row kernels) against the
         // same on the CPU executor, in chunks of one sequence and of both: f32 within 1e-5; bf16 within 1e-3 (the
         // same operands rounded the same way, sums in other orders; a p that rounds to the neighbouring bf16
-        // moves an output by 2^-8 of its term).
+        // moves an output by 2^-8 of its term). Whole products (query block 0) and query blocks of 64 and the
+        // default 128 (300 is a multiple of neither; windows 64 and 40 start k0 past 0), over scores' scratch
+        // that starts as NaN on both sides: the skipped tiles must never be read.
         for (const bool bf : {false, true})
-            for (const long long chunk : {1LL, B}) {
-                const std::size_t scores = std::size_t(chunk * Hq * T * T);
-                device_run pr;
-                const int pq = pr.input(q.data), pk = pr.input(k.data), pv = pr.input(v.data),
-                          pdo = pr.input(dout.data), pd = pr.input(docs), plen = pr.input(lengths);
-                const int po = pr.output<float>(q.data.size()), pl = pr.output<float>(rows),
-                          pdl = pr.output<float>(rows);
-                const int pdq = pr.output<float>(q.data.size()), pdk = pr.output<float>(k.data.size()),
-                          pdv = pr.output<float>(v.data.size());
-                const int ps = pr.output<float>(scores), pds = pr.output<float>(scores);
-                const int p16[5] = {pr.output<std::uint16_t>(q.data.size()), pr.output<std::uint16_t>(k.data.size()),
-                                    pr.output<std::uint16_t>(v.data.size()), pr.output<std::uint16_t>(q.data.size()),
-                                    pr.output<std::uint16_t>(scores)};
-                const int pws = pr.output<std::byte>(gpu::blas_workspace_bytes);
-                pr.allocate();
-                gpu::blas lt(pr.at<std::byte>(pws), gpu::blas_workspace_bytes);
-                gpu::gpu_ops dev{&lt, nullptr};
-                gpu::attention_scratch xg;
-                xg.scores = pr.at<float>(ps), xg.dscores = pr.at<float>(pds), xg.chunk = chunk;
-                if (bf)
-                    xg.q = pr.at<std::uint16_t>(p16[0]), xg.k = pr.at<std::uint16_t>(p16[1]),
-                    xg.v = pr.at<std::uint16_t>(p16[2]), xg.dout = pr.at<std::uint16_t>(p16[3]),
-                    xg.p = pr.at<std::uint16_t>(p16[4]);
-                gpu::attention_products<gpu::gpu_ops> on_gpu(dev, xg);
-                const gpu::attention_masks mg(c.documents ? pr.at<std::int64_t>(pd) : nullptr,
-                                              c.padding ? pr.at<std::int64_t>(plen) : nullptr);
-                on_gpu.forward(pr.at<float>(po), pr.at<float>(pl), pr.at<float>(pq), pr.at<float>(pk), pr.at<float>(pv),
-                               mg, s);
-                on_gpu.backward(pr.at<float>(pdq), pr.at<float>(pdk), pr.at<float>(pdv), pr.at<float>(pdl),
-                                pr.at<float>(pdo), pr.at<float>(pq), pr.at<float>(pk), pr.at<float>(pv),
-                                pr.at<float>(po), pr.at<float>(pl), mg, s);
+            for (const long long chunk : {1LL, B})
+                for (const long long query_block : {0LL, 64LL, gpu::attention_default_query_block}) {
+                    const std::size_t scores = std::size_t(chunk * Hq * T * T);
+                    const std::vector<float> stale(scores, std::numeric_limits<float>::quiet_NaN());
+                    device_run pr;
+                    const int pq = pr.input(q.data), pk = pr.input(k.data), pv = pr.input(v.data),
+                              pdo = pr.input(dout.data), pd = pr.input(docs), plen = pr.input(lengths);
+                    const int po = pr.output<float>(q.data.size()), pl = pr.output<float>(rows),
+                              pdl = pr.output<float>(rows);
+                    const int pdq = pr.output<float>(q.data.size()), pdk = pr.output<float>(k.data.size()),
+                              pdv = pr.output<float>(v.data.size());
+                    const int ps = pr.input(stale), pds = pr.input(stale);
+                    const int p16[5] = {pr.output<std::uint16_t>(q.data.size()),
+                                        pr.output<std::uint16_t>(k.data.size()),
+                                        pr.output<std::uint16_t>(v.data.size()),
+                                        pr.output<std::uint16_t>(q.data.size()), pr.output<std::uint16_t>(scores)};
+                    const int pws = pr.output<std::byte>(gpu::blas_workspace_bytes);
+                    pr.allocate();
+                    gpu::blas lt(pr.at<std::byte>(pws), gpu::blas_workspace_bytes);
+                    gpu::gpu_ops dev{&lt, nullptr};
+                    gpu::attention_scratch xg;
+                    xg.scores = pr.at<float>(ps), xg.dscores = pr.at<float>(pds), xg.chunk = chunk;
+                    xg.query_block = query_block;
+                    if (bf)
+                        xg.q = pr.at<std::uint16_t>(p16[0]), xg.k = pr.at<std::uint16_t>(p16[1]),
+                        xg.v = pr.at<std::uint16_t>(p16[2]), xg.dout = pr.at<std::uint16_t>(p16[3]),
+                        xg.p = pr.at<std::uint16_t>(p16[4]);
+                    gpu::attention_products<gpu::gpu_ops> on_gpu(dev, xg);
+                    const gpu::attention_masks mg(c.documents ? pr.at<std::int64_t>(pd) : nullptr,
+                                                  c.padding ? pr.at<std::int64_t>(plen) : nullptr);
+                    on_gpu.forward(pr.at<float>(po), pr.at<float>(pl), pr.at<float>(pq), pr.at<float>(pk),
+                                   pr.at<float>(pv), mg, s);
+                    on_gpu.backward(pr.at<float>(pdq), pr.at<float>(pdk), pr.at<float>(pdv), pr.at<float>(pdl),
+                                    pr.at<float>(pdo), pr.at<float>(pq), pr.at<float>(pk), pr.at<float>(pv),
+                                    pr.at<float>(po), pr.at<float>(pl), mg, s);
 
-                std::vector<float> hs(scores), hds(scores);
-                std::vector<std::uint16_t> hq(q.data.size()), hk(k.data.size()), hv(v.data.size()), hdo(q.data.size()),
-                    hp(scores);
-                gpu::attention_scratch xc;
-                xc.scores = hs.data(), xc.dscores = hds.data(), xc.chunk = chunk;
-                if (bf) xc.q = hq.data(), xc.k = hk.data(), xc.v = hv.data(), xc.dout = hdo.data(), xc.p = hp.data();
-                gpu::cpu_ops host;
-                gpu::attention_products<gpu::cpu_ops> on_cpu(host, xc);
-                on_cpu.forward(out.data(), lse.data(), q.data.data(), k.data.data(), v.data.data(), ds, s);
-                on_cpu.backward(dq.data(), dk.data(), dv.data(), delta.data(), dout.data.data(), q.data.data(),
-                                k.data.data(), v.data.data(), out.data(), lse.data(), ds, s);
-                const double bound = bf ? 1e-3 : 1e-5;
-                const std::string how =
-                    what + (bf ? ", products in bf16" : ", products") + ", chunks of " + std::to_string(chunk);
-                BOOST_TEST(max_rel(pr.get<float>(po), out) < bound, how);
-                BOOST_TEST(max_rel(pr.get<float>(pl), lse) < bound, how);
-                BOOST_TEST(max_rel(pr.get<float>(pdq), dq) < bound, how);
-                BOOST_TEST(max_rel(pr.get<float>(pdk), dk) < bound, how);
-                BOOST_TEST(max_rel(pr.get<float>(pdv), dv) < bound, how);
-            }
+                    std::vector<float> hs = stale, hds = stale;
+                    std::vector<std::uint16_t> hq(q.data.size()), hk(k.data.size()), hv(v.data.size()),
+                        hdo(q.data.size()), hp(scores);
+                    gpu::attention_scratch xc;
+                    xc.scores = hs.data(), xc.dscores = hds.data(), xc.chunk = chunk, xc.query_block = query_block;
+                    if (bf)
+                        xc.q = hq.data(), xc.k = hk.data(), xc.v = hv.data(), xc.dout = hdo.data(), xc.p = hp.data();
+                    gpu::cpu_ops host;
+                    gpu::attention_products<gpu::cpu_ops> on_cpu(host, xc);
+                    on_cpu.forward(out.data(), lse.data(), q.data.data(), k.data.data(), v.data.data(), ds, s);
+                    on_cpu.backward(dq.data(), dk.data(), dv.data(), delta.data(), dout.data.data(), q.data.data(),
+                                    k.data.data(), v.data.data(), out.data(), lse.data(), ds, s);
+                    const double bound = bf ? 1e-3 : 1e-5;
+                    const std::string how = what + (bf ? ", products in bf16" : ", products") + ", chunks of " +
+                                            std::to_string(chunk) + ", query block " + std::to_string(query_block);
+                    BOOST_TEST(max_rel(pr.get<float>(po), out) < bound, how);
+                    BOOST_TEST(max_rel(pr.get<float>(pl), lse) < bound, how);
+                    BOOST_TEST(max_rel(pr.get<float>(pdq), dq) < bound, how);
+                    BOOST_TEST(max_rel(pr.get<float>(pdk), dk) < bound, how);
+                    BOOST_TEST(max_rel(pr.get<float>(pdv), dv) < bound, how);
+                }
     }
 }
 
@@ -757,8 +764,9 @@ struct gpu_step {
 // The whole training step on the GPU (kernels and cuBLASLt) against the same step on the CPU executor, which
 // test_model checks against tl::decoder: step_inputs' model and tokens, 3 x 40 tokens, logits in chunks of 50
 // rows; f32 products, then bf16 ones (in test_model the CPU executor's bf16 gradients are within 7.2e-6 of
-// tl::decoder's bf16 ones); attention by the row kernels and through products. Loss within 1e-5, every gradient
-// within 1e-4 of its tensor's scale (reductions in other orders through two layers), ten times that in bf16.
+// tl::decoder's bf16 ones); attention by the row kernels and through products (in chunks of 2 sequences in query
+// blocks of 16 rows that skip the masked tiles, and whole). Loss within 1e-5, every gradient within 1e-4 of its
+// tensor's scale (reductions in other orders through two layers), ten times that in bf16.
 BOOST_AUTO_TEST_CASE(decoder_step_matches_the_cpu_executor, needs_device()) {
     for (const long long attention : {-1LL, 2LL, 0LL}) // rows; products in chunks of 2 sequences, of all 3
         for (const bool bf16 : {false, true}) {
@@ -769,6 +777,7 @@ BOOST_AUTO_TEST_CASE(decoder_step_matches_the_cpu_executor, needs_device()) {
                 o.batch = 3, o.time = 40, o.logits_rows = 50, o.bf16_weights = bf16;
                 o.attention = attention < 0 ? gpu::attention_path::rows : gpu::attention_path::products;
                 o.attention_sequences = std::max(attention, 0LL);
+                o.attention_query_block = attention == 2 ? 16 : 0;
                 const step_inputs in(o);
                 const std::size_t p = in.weights.size();
 

@@ -24,6 +24,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <vector>
@@ -333,34 +334,156 @@ BOOST_AUTO_TEST_CASE(attention_rows_match_the_reference_in_f64) {
 
         // The same through products (attention_products.hpp on the CPU executor): f32 in chunks of one sequence
         // and of the whole batch, within the same 1e-5; bf16 operands (q, k, v, dout, p, ds rounded to 8 bits of
-        // mantissa) within 2e-2 (measured: at most 7.5e-3).
+        // mantissa) within 2e-2 (measured: at most 7.5e-3). Query blocks of 0 (whole products), 7, 9 and 32 (70 is
+        // a multiple of none; windows 12 and 20 start k0 past 0, and 20 in blocks of 9 puts r0 - w + 1 one key
+        // before a block's start) and the default 128 (> T: one block). The scores' scratch starts as stale values
+        // of an earlier step, NaN in chunks of one sequence and 1e30 in chunks of the batch: the blocks must
+        // neither read the tiles they skip (the results) nor write them (the same values after the backward: a
+        // NaN that a kernel reads and writes back is no change, 1e30 is), and give the whole products' results
+        // within 1e-6.
+        std::vector<float> whole_out, whole_dq, whole_dk, whole_dv; // query block 0, f32, this chunk
         for (const bool bf16 : {false, true})
-            for (const long long chunk : {1LL, (long long)B}) {
-                std::vector<float> scores(std::size_t(chunk * Hq * T * T)), dscores(scores.size());
-                std::vector<std::uint16_t> q16(q.data.size()), k16(k.data.size()), v16(v.data.size()),
-                    do16(q.data.size()), p16(scores.size());
-                gpu::attention_scratch x;
-                x.scores = scores.data(), x.dscores = dscores.data(), x.chunk = chunk;
-                if (bf16) x.q = q16.data(), x.k = k16.data(), x.v = v16.data(), x.dout = do16.data(), x.p = p16.data();
-                gpu::cpu_ops ex;
-                gpu::attention_products<gpu::cpu_ops> products(ex, x);
-                std::fill(out.begin(), out.end(), NAN);
-                std::fill(dk.begin(), dk.end(), NAN); // the products assign, never read, what they write
-                products.forward(out.data(), lse.data(), q.data.data(), k.data.data(), v.data.data(), ds, s);
-                products.backward(dq.data(), dk.data(), dv.data(), delta.data(), dout.data.data(), q.data.data(),
-                                  k.data.data(), v.data.data(), out.data(), lse.data(), ds, s);
-                const double bound = bf16 ? 2e-2 : 1e-5;
-                const std::string how =
-                    what + (bf16 ? ", products in bf16" : ", products") + ", chunks of " + std::to_string(chunk);
-                double worst = 0;
-                for (const auto& [got, want] : {std::pair{&out, &out64}, std::pair{&lse, &lse64}, std::pair{&dq, &dq64},
-                                                std::pair{&dk, &dk64}, std::pair{&dv, &dv64}}) {
-                    BOOST_TEST(max_rel(*got, *want) < bound, how);
-                    worst = std::max(worst, max_rel(*got, *want));
+            for (const long long chunk : {1LL, (long long)B})
+                for (const long long query_block : {0LL, 7LL, 9LL, 32LL, gpu::attention_default_query_block}) {
+                    const float stale = chunk == 1 ? NAN : 1e30f;
+                    std::vector<float> scores(std::size_t(chunk * Hq * T * T), stale), dscores(scores.size(), stale);
+                    std::vector<std::uint16_t> q16(q.data.size()), k16(k.data.size()), v16(v.data.size()),
+                        do16(q.data.size()), p16(scores.size(), std::uint16_t(0x7fc0)); // bf16 NaN
+                    gpu::attention_scratch x;
+                    x.scores = scores.data(), x.dscores = dscores.data(), x.chunk = chunk, x.query_block = query_block;
+                    if (bf16)
+                        x.q = q16.data(), x.k = k16.data(), x.v = v16.data(), x.dout = do16.data(), x.p = p16.data();
+                    gpu::cpu_ops ex;
+                    gpu::attention_products<gpu::cpu_ops> products(ex, x);
+                    std::fill(out.begin(), out.end(), NAN);
+                    std::fill(dk.begin(), dk.end(), NAN); // the products assign, never read, what they write
+                    std::fill(dv.begin(), dv.end(), NAN);
+                    products.forward(out.data(), lse.data(), q.data.data(), k.data.data(), v.data.data(), ds, s);
+                    products.backward(dq.data(), dk.data(), dv.data(), delta.data(), dout.data.data(), q.data.data(),
+                                      k.data.data(), v.data.data(), out.data(), lse.data(), ds, s);
+                    const double bound = bf16 ? 2e-2 : 1e-5;
+                    const std::string how = what + (bf16 ? ", products in bf16" : ", products") + ", chunks of " +
+                                            std::to_string(chunk) + ", query block " + std::to_string(query_block);
+                    double worst = 0;
+                    for (const auto& [got, want] :
+                         {std::pair{&out, &out64}, std::pair{&lse, &lse64}, std::pair{&dq, &dq64},
+                          std::pair{&dk, &dk64}, std::pair{&dv, &dv64}}) {
+                        BOOST_TEST(max_rel(*got, *want) < bound, how);
+                        worst = std::max(worst, max_rel(*got, *want));
+                    }
+                    // The tiles outside the computed ones were not touched: still stale in both scratches.
+                    const auto untouched = [&](float x) { return std::isnan(stale) ? std::isnan(x) : x == stale; };
+                    long long written_outside = 0, computed = 0;
+                    for (long long r = 0; r < chunk * Hq * T; ++r) {
+                        const long long i = r % T;
+                        const gpu::attention_span keys = gpu::attention_computed_keys(i, s, c.padding, query_block);
+                        for (long long j = 0; j < T; ++j) {
+                            const bool inside = j >= keys.first && j <= keys.last;
+                            computed += inside;
+                            written_outside += !inside && !(untouched(scores[std::size_t(r * T + j)]) &&
+                                                            untouched(dscores[std::size_t(r * T + j)]));
+                        }
+                    }
+                    BOOST_TEST(written_outside == 0, how);
+                    const bool skips = c.causal && query_block > 0 && query_block < T;
+                    BOOST_TEST((computed < chunk * Hq * T * T) == skips, how << ": computed " << computed);
+                    if (!bf16 && query_block == 0) whole_out = out, whole_dq = dq, whole_dk = dk, whole_dv = dv;
+                    if (!bf16 && query_block > 0) {
+                        double off = 0;
+                        for (const auto& [got, want] : {std::pair{&out, &whole_out}, std::pair{&dq, &whole_dq},
+                                                        std::pair{&dk, &whole_dk}, std::pair{&dv, &whole_dv}})
+                            off = std::max(off, max_rel(*got, to_f64(*want)));
+                        BOOST_TEST(off < 1e-6, how << ": against the whole products " << off);
+                        BOOST_TEST_MESSAGE(how << ": against the whole products " << off);
+                    }
+                    BOOST_TEST_MESSAGE(how << ": largest difference " << worst);
                 }
-                BOOST_TEST_MESSAGE(how << ": largest difference " << worst);
-            }
     }
+}
+
+// The query blocks of the products (attention_row.hpp's attention_block_of, attention_products.hpp's
+// attention_query_blocks): each block's queries see only its computed keys (every mask variant's keys inside
+// them), the transposed view of a key block covers every query that sees one of its keys and reads computed tiles
+// only, and the multiply-add count: causal T = 512 in blocks of 128 computes 128^2 (1 + 2 + 3 + 4) scores.
+BOOST_AUTO_TEST_CASE(attention_query_blocks_cover_exactly_the_keys_queries_see) {
+    const long long T = 70;
+    std::vector<std::int64_t> docs(static_cast<std::size_t>(T)), lengths = {45};
+    for (long long t = 0; t < T; ++t)
+        docs[std::size_t(t)] = t >= 41 ? 41 : t >= 20 ? 20 : 0;
+    for (const int window : {0, 1, 6, 7, 12, 69})
+        for (const bool padding : {false, true})
+            for (const long long block : {1LL, 7LL, 16LL, 69LL, 70LL}) {
+                const gpu::attention_dims s{1, T, 2, 1, 8, window, true};
+                const gpu::attention_masks m(docs.data(), padding ? lengths.data() : nullptr);
+                const gpu::attention_query_blocks blocks(s, padding, block);
+                const std::string how = "window " + std::to_string(window) + ", padding " + std::to_string(padding) +
+                                        ", block " + std::to_string(block);
+                long long next = 0;
+                for (std::size_t n = 0; n < blocks.size(); ++n) {
+                    const gpu::attention_block& b = blocks[n];
+                    BOOST_TEST((b.r0 == next && b.r1 > b.r0 && b.k0 % block == 0 && b.k0 <= b.r0), how);
+                    next = b.r1;
+                    for (long long i = b.r0; i < b.r1; ++i) // the queries' keys inside the block's tiles
+                        for (const gpu::attention_masks mm : {m, gpu::attention_masks(nullptr, m.key_lengths)}) {
+                            const gpu::attention_span keys = gpu::attention_keys(0, i, s, mm);
+                            BOOST_TEST((keys.first >= b.k0 && keys.last < b.r1), how << ", query " << i);
+                        }
+                    // Key block n (keys r0 .. r1 - 1): every query that sees one of them lies in r0 .. Q1 - 1, and
+                    // each of those queries' blocks computed the whole key block.
+                    const long long q1 = blocks.queries_seeing(n);
+                    for (long long i = 0; i < T; ++i) {
+                        bool sees = false;
+                        for (long long j = b.r0; j < b.r1; ++j)
+                            sees = sees || gpu::attention_sees(0, i, j, s, m);
+                        if (sees) BOOST_TEST((i >= b.r0 && i < q1), how << ", query " << i << " of key block " << n);
+                        if (i >= b.r0 && i < q1) {
+                            const gpu::attention_span c = gpu::attention_computed_keys(i, s, padding, block);
+                            BOOST_TEST((c.first <= b.r0 && c.last >= b.r1 - 1), how << ", query " << i);
+                        }
+                    }
+                }
+                BOOST_TEST(next == T, how);
+            }
+    // The work: bidirectional or no blocks T^2; causal T = 512, blocks of 128: 163840 scores, 62.5 %; with a
+    // window of 128 the blocks k0 = r0 - 128: 128 128 + 3 (128 256) = 114688.
+    const gpu::attention_dims causal{1, 512, 1, 1, 64, 0, true}, window{1, 512, 1, 1, 64, 128, true},
+        both_ways{1, 512, 1, 1, 64, 0, false};
+    BOOST_TEST(gpu::attention_products_work(causal, false, 0).computed_scores == 512 * 512);
+    BOOST_TEST(gpu::attention_products_work(both_ways, false, 128).computed_scores == 512 * 512);
+    const gpu::attention_product_work w = gpu::attention_products_work(causal, false, 128);
+    BOOST_TEST(w.computed_scores == 128 * 128 * 10);
+    BOOST_TEST(w.forward == 2LL * 163840 * 64);
+    BOOST_TEST(w.backward == 5LL * 163840 * 64);
+    BOOST_TEST(gpu::attention_products_work(window, false, 128).computed_scores == 128 * 128 + 3 * 128 * 256);
+    BOOST_TEST(gpu::attention_products_work(window, true, 128).computed_scores == 163840); // padding: k0 = 0
+}
+
+// The products' multiply-adds with and without query blocks (docs/gpu.md's table; printed with
+// --log_level=message): per (sequence, query head), forward plus backward, 7 A D, as a fraction of no blocks;
+// beside it the fraction the masks need (the scores some query sees), which no block size goes below.
+BOOST_AUTO_TEST_CASE(attention_products_work_table) {
+    BOOST_TEST_MESSAGE("| T | window | needed | block 64 | block 128 | block 256 | 7 A D, no blocks, D = 64 |");
+    for (const int window : {0, 256})
+        for (const long long T : {512LL, 1024LL, 2048LL}) {
+            const gpu::attention_dims s{1, T, 1, 1, 64, window, true};
+            const auto whole = gpu::attention_products_work(s, false, 0);
+            BOOST_TEST(whole.computed_scores == T * T);
+            const long long needed = T * (T + 1) / 2 - (window ? (T - window) * (T - window + 1) / 2 : 0);
+            char cell[96];
+            std::snprintf(cell, sizeof cell, "| %lld | %s | %.3f |", T,
+                          window ? std::to_string(window).c_str() : "none", double(needed) / double(T * T));
+            std::string row = cell;
+            for (const long long block : {64LL, 128LL, 256LL}) {
+                const auto w = gpu::attention_products_work(s, false, block);
+                BOOST_TEST(w.computed_scores < whole.computed_scores);
+                BOOST_TEST(w.computed_scores >= needed);
+                std::snprintf(cell, sizeof cell, " %.3f |",
+                              double(w.forward + w.backward) / double(whole.forward + whole.backward));
+                row += cell;
+            }
+            std::snprintf(cell, sizeof cell, " %.3g |", double(whole.forward + whole.backward));
+            BOOST_TEST_MESSAGE(row + cell);
+        }
 }
 
 // NF4 dequantisation (QLoRA's frozen base) element by element as the kernel does it, against tl::dequantize bit

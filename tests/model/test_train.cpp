@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <optional>
 #include <string>
 #include <vector>
@@ -68,21 +69,24 @@ BOOST_AUTO_TEST_CASE(tiny_model_overfits_a_short_text) {
 
 // The GPU's training step for Config (presets::tiny by default) over an arena in CPU memory, executed by the CPU
 // drivers of the same arithmetic (gpu::cpu_ops): 2 x 16 tokens, logits in chunks of 20 rows (the second partial);
-// attention by its row kernels' arithmetic or through products (scores of `sequences` sequences at a time; 0: all).
+// attention by its row kernels' arithmetic or through products (scores of `sequences` sequences at a time; 0: all;
+// in query blocks of query_block rows, the default 128 being more than T: whole products).
 template <class Config = presets::tiny>
 struct decoder_step_on_the_cpu {
     static constexpr index_t B = 2, T = 16;
     static gpu::decoder_plan_options options(bool bf16, gpu::attention_path path, long long sequences,
-                                             bool checkpointing) {
+                                             bool checkpointing, long long query_block) {
         gpu::decoder_plan_options o;
         o.batch = B, o.time = T, o.logits_rows = 20, o.bf16_weights = bf16;
         o.attention = path, o.attention_sequences = sequences, o.checkpointing = checkpointing;
+        o.attention_query_block = query_block;
         return o;
     }
     explicit decoder_step_on_the_cpu(bool bf16, gpu::attention_path path = gpu::attention_path::rows,
-                                     long long sequences = 0, bool checkpointing = false)
-        : o(options(bf16, path, sequences, checkpointing)), plan(gpu::plan_decoder_step(c, o)), memory(plan.bytes()),
-          step(c, o, plan, memory.data(), ex) {}
+                                     long long sequences = 0, bool checkpointing = false,
+                                     long long query_block = gpu::attention_default_query_block)
+        : o(options(bf16, path, sequences, checkpointing, query_block)), plan(gpu::plan_decoder_step(c, o)),
+          memory(plan.bytes()), step(c, o, plan, memory.data(), ex) {}
     const model_config c = Config::value;
     const gpu::decoder_plan_options o;
     const gpu::arena_plan plan;
@@ -93,9 +97,11 @@ struct decoder_step_on_the_cpu {
 
 // The GPU's training step, in the order of its kernels and over the buffers of its arena plan, executed by the CPU
 // drivers of the same arithmetic (gpu::cpu_ops): the loss and every gradient of tl::decoder's, with and without
-// packed documents, with either attention path (products: in one chunk of scores and in chunks of one sequence);
-// the tiny preset and a Qwen2-shaped model (q, k, v biases, tied embeddings: the fixtures' qwen2_tied).
-using step_configs = boost::mpl::list<presets::tiny, test::qwen2_tied>;
+// packed documents, with either attention path (products: in one chunk of scores and in chunks of one sequence,
+// whole or in query blocks of 5 and 3 rows that skip the masked tiles, over scores' scratch that starts as NaN);
+// the tiny preset, a Qwen2-shaped model (q, k, v biases, tied embeddings: the fixtures' qwen2_tied) and a
+// Ministral-shaped one (a window of 4 in layers 0 and 2, full attention in layer 1, GQA: ministral_layers).
+using step_configs = boost::mpl::list<presets::tiny, test::qwen2_tied, test::ministral_layers>;
 BOOST_AUTO_TEST_CASE_TEMPLATE(cuda_decoder_step_on_the_cpu_matches_the_decoder, Config, step_configs) {
     decoder<Config> model(42);
     const model_config& c = Config::value;
@@ -115,16 +121,25 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(cuda_decoder_step_on_the_cpu_matches_the_decoder, 
     }
     struct setup {
         gpu::attention_path path;
-        long long sequences;
+        long long sequences, query_block;
         const char* name;
     };
+    constexpr long long whole = gpu::attention_default_query_block; // > T
     std::optional<decoder_step_on_the_cpu<Config>> on_cpu;
-    for (const setup& a :
-         {setup{gpu::attention_path::products, 1, "products, one sequence per chunk"},
-          setup{gpu::attention_path::products, 0, "products"}, setup{gpu::attention_path::rows, 0, "rows"}}) {
-        on_cpu.emplace(false, a.path, a.sequences);
+    for (const setup& a : {setup{gpu::attention_path::products, 1, whole, "products, one sequence per chunk"},
+                           setup{gpu::attention_path::products, 1, 5, "products in query blocks of 5, one sequence"},
+                           setup{gpu::attention_path::products, 0, 3, "products in query blocks of 3"},
+                           setup{gpu::attention_path::products, 0, whole, "products"},
+                           setup{gpu::attention_path::rows, 0, whole, "rows"}}) {
+        on_cpu.emplace(false, a.path, a.sequences, false, a.query_block);
         auto& step = on_cpu->step;
         tl_test::load_parameters_into_step(model, step);
+        if (a.path == gpu::attention_path::products) // stale scores: the skipped tiles must never be read
+            for (const char* name : {"attention.scores", "attention.dscores"}) {
+                const gpu::arena_plan::entry& e = on_cpu->plan.at(name);
+                float* scores = reinterpret_cast<float*>(on_cpu->memory.data() + e.offset);
+                std::fill(scores, scores + e.bytes / sizeof(float), std::numeric_limits<float>::quiet_NaN());
+            }
 
         for (const bool documents : {true, false}) {
             const cview<index_t> doc_view = documents ? cview<index_t>{docs.data(), {B, T}} : cview<index_t>{};

@@ -193,21 +193,58 @@ TINYLM_HD inline void attention_key_dkdv(float* dk, float* dv, const float* q, c
 // 1 / sqrt(D) as ops/attention.hpp computes it (in double, then rounded).
 TINYLM_HD inline float attention_scale(int head_dim) { return float(1.0 / sqrt(double(head_dim))); }
 
+// ---- Query blocks: the tiles of a scores matrix the products compute (attention_products.hpp) ----------------
+// The products split each sequence's queries into blocks of query_block rows and, for a causal model, compute
+// only the key columns a block's queries can see: keys k0 .. r1 - 1 of queries r0 .. r1 - 1, with k0 = 0, or
+// with a window w the key block holding r0 - w + 1 (k0 a multiple of query_block, so that the key blocks are the
+// query blocks and a key block's queries, for the transposed products dv and dk, read computed tiles only).
+// Documents only narrow a query's keys further (they are data, not shape: no skipping on them); with padding a
+// padded query may see keys 0 .. length - 1 far before its window, so padding keeps k0 = 0. Bidirectional
+// attention, or query_block 0 or >= T: one block of every key. Everything outside the computed tiles holds stale
+// values (earlier steps', possibly NaN): the row functions below read and write a row's computed keys only.
+// Queries per block by default: one row of cuBLASLt's 128-row tensor-core tiles (attention_products.hpp says why).
+inline constexpr long long attention_default_query_block = 128;
+struct attention_block {
+    long long r0, r1; // queries r0 .. r1 - 1
+    long long k0;     // keys k0 .. r1 - 1 (bidirectional: k0 = 0 and the keys run to T - 1: r1 = T)
+};
+TINYLM_HD inline bool attention_blocks_skip(const attention_dims& s, long long query_block) {
+    return s.causal && query_block > 0 && query_block < s.time;
+}
+// The block of query i; padding: whether the masks have key_lengths.
+TINYLM_HD inline attention_block attention_block_of(long long i, const attention_dims& s, bool padding,
+                                                    long long query_block) {
+    if (!attention_blocks_skip(s, query_block)) return {0, s.time, 0};
+    const long long r0 = i / query_block * query_block;
+    const long long r1 = r0 + query_block < s.time ? r0 + query_block : s.time;
+    long long k0 = 0;
+    if (s.window > 0 && !padding && r0 - s.window + 1 > 0) k0 = (r0 - s.window + 1) / query_block * query_block;
+    return {r0, r1, k0};
+}
+// The keys of query i's scores row that the products computed: k0 .. r1 - 1 of its block.
+TINYLM_HD inline attention_span attention_computed_keys(long long i, const attention_dims& s, bool padding,
+                                                        long long query_block) {
+    const attention_block q = attention_block_of(i, s, padding, query_block);
+    return {q.k0, q.r1 - 1};
+}
+
 // ---- Attention through matrix products (decoder_step's attention_path::products) -------------------------------
 // The scores of a chunk of sequences b0 .. b0 + nb - 1 as T x T matrices, one per (sequence, query head):
 // row i of head h of sequence b at ((b - b0) Hq + h) T + i, made by batched products (s = scale q k^T); the
 // functions below turn a row into probabilities in place, masked by attention_keys (causality, window, documents,
 // padding), and the backward's scores gradient, so that the products that follow (p v, dp = dout v^T, ds k,
-// ds^T q, p^T dout) run on tensor cores. Every key outside a row's span gets p = 0, so the full products give
-// attention_row_forward's result and padded keys get dk = dv = 0 as there.
+// ds^T q, p^T dout) run on tensor cores. Every computed key outside a row's span gets p = 0, so the products over
+// the computed tiles (the query blocks above) give attention_row_forward's result and padded keys get dk = dv = 0
+// as there.
 
-// Forward: p_j = exp(s_j - lse) for the keys first .. last, 0 for the others; returns lse.
-TINYLM_HD inline float attention_softmax_row(float* row, long long first, long long last, long long time) {
+// Forward: p_j = exp(s_j - lse) for the keys first .. last, 0 for the other computed keys (`computed`, which
+// holds first .. last: attention_computed_keys); returns lse. Nothing outside `computed` is read or written.
+TINYLM_HD inline float attention_softmax_row(float* row, long long first, long long last, attention_span computed) {
     softmax_state st;
     for (long long j = first; j <= last; ++j)
         st = softmax_push(st, row[j]);
     const float lse = softmax_lse(st);
-    for (long long j = 0; j < time; ++j)
+    for (long long j = computed.first; j <= computed.last; ++j)
         row[j] = j >= first && j <= last ? expf(row[j] - lse) : 0.0f;
     return lse;
 }
@@ -231,34 +268,39 @@ TINYLM_HD inline attention_score_row attention_row_of(long long r, long long b0,
 }
 
 // ---- CPU drivers of the products path ----------------------------------------------------------------------------
-// scores (nb Hq T x T) of sequences b0 .. b0 + nb - 1: probabilities in place, lse (B, Hq, T) written.
+// scores (nb Hq T x T) of sequences b0 .. b0 + nb - 1, computed in query blocks of query_block rows (above; 0:
+// whole rows): probabilities in place over each row's computed keys, lse (B, Hq, T) written.
 inline void attention_softmax_rows(float* scores, float* lse, const attention_masks& m, const attention_dims& s,
-                                   long long b0, long long nb) {
+                                   long long b0, long long nb, long long query_block) {
     for (long long r = 0; r < nb * s.q_heads * s.time; ++r) {
         const attention_score_row q = attention_row_of(r, b0, s);
         const attention_span keys = attention_keys(q.b, q.i, s, m);
+        const attention_span computed = attention_computed_keys(q.i, s, m.key_lengths != nullptr, query_block);
         lse[attention_lse_offset(q.b, q.h, q.i, s)] =
-            attention_softmax_row(scores + r * s.time, keys.first, keys.last, s.time);
+            attention_softmax_row(scores + r * s.time, keys.first, keys.last, computed);
     }
 }
 inline void attention_probabilities_rows(float* scores, const float* lse, const attention_masks& m,
-                                         const attention_dims& s, long long b0, long long nb) {
+                                         const attention_dims& s, long long b0, long long nb, long long query_block) {
     for (long long r = 0; r < nb * s.q_heads * s.time; ++r) {
         const attention_score_row q = attention_row_of(r, b0, s);
         const attention_span keys = attention_keys(q.b, q.i, s, m);
+        const attention_span computed = attention_computed_keys(q.i, s, m.key_lengths != nullptr, query_block);
         const float l = lse[attention_lse_offset(q.b, q.h, q.i, s)];
-        for (long long j = 0; j < s.time; ++j)
+        for (long long j = computed.first; j <= computed.last; ++j)
             scores[r * s.time + j] = attention_probability(scores[r * s.time + j], j, keys.first, keys.last, l);
     }
 }
-// dscores (the products' dp) replaced by ds, from the probabilities p and delta (B, Hq, T).
-inline void attention_dscores_rows(float* dscores, const float* p, const float* delta, const attention_dims& s,
-                                   long long b0, long long nb) {
+// dscores (the products' dp) replaced by ds over each row's computed keys, from the probabilities p and delta
+// (B, Hq, T); the masks decide the computed keys only (p is 0 wherever a query does not see a key).
+inline void attention_dscores_rows(float* dscores, const float* p, const float* delta, const attention_masks& m,
+                                   const attention_dims& s, long long b0, long long nb, long long query_block) {
     const float scale = attention_scale(s.head_dim);
     for (long long r = 0; r < nb * s.q_heads * s.time; ++r) {
         const attention_score_row q = attention_row_of(r, b0, s);
+        const attention_span computed = attention_computed_keys(q.i, s, m.key_lengths != nullptr, query_block);
         const float d = delta[attention_lse_offset(q.b, q.h, q.i, s)];
-        for (long long j = 0; j < s.time; ++j)
+        for (long long j = computed.first; j <= computed.last; ++j)
             dscores[r * s.time + j] = attention_dscore(p[r * s.time + j], dscores[r * s.time + j], d, scale);
     }
 }

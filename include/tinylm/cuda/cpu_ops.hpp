@@ -118,16 +118,16 @@ struct cpu_ops {
         attention_backward_rows(dq, dk, dv, delta, dout, q, k, v, out, lse, masks, s);
     }
     void attention_softmax(float* scores, float* lse, const attention_masks& masks, const attention_dims& s,
-                           long long b0, long long nb) {
-        attention_softmax_rows(scores, lse, masks, s, b0, nb);
+                           long long b0, long long nb, long long query_block) {
+        attention_softmax_rows(scores, lse, masks, s, b0, nb, query_block);
     }
     void attention_probabilities(float* scores, const float* lse, const attention_masks& masks, const attention_dims& s,
-                                 long long b0, long long nb) {
-        attention_probabilities_rows(scores, lse, masks, s, b0, nb);
+                                 long long b0, long long nb, long long query_block) {
+        attention_probabilities_rows(scores, lse, masks, s, b0, nb, query_block);
     }
-    void attention_dscores(float* dscores, const float* p, const float* delta, const attention_dims& s, long long b0,
-                           long long nb) {
-        attention_dscores_rows(dscores, p, delta, s, b0, nb);
+    void attention_dscores(float* dscores, const float* p, const float* delta, const attention_masks& masks,
+                           const attention_dims& s, long long b0, long long nb, long long query_block) {
+        attention_dscores_rows(dscores, p, delta, masks, s, b0, nb, query_block);
     }
     void attention_delta(float* delta, const float* dout, const float* out, const attention_dims& s) {
         attention_delta_rows(delta, dout, out, s);

@@ -41,6 +41,7 @@
 #pragma once
 
 #include <tinylm/cuda/arena_plan.hpp>
+#include <tinylm/cuda/attention_row.hpp>
 #include <tinylm/cuda/blas.hpp>
 #include <tinylm/cuda/row_math.hpp>
 #include <tinylm/model/config.hpp>
@@ -183,6 +184,9 @@ struct decoder_plan_options {
     bool bf16_weights = true;     // bf16 mixed precision: the products read bf16 copies of their operands
     attention_path attention = attention_path::products;
     long long attention_sequences = 0; // sequences per chunk of attention scores (products); 0: the whole batch
+    // Queries per block of the products (attention_products.hpp): only the tiles a block's queries can see (causal,
+    // window) are computed; 0: the whole T x T products.
+    long long attention_query_block = attention_default_query_block;
     // LoRA (rank > 0): the base is frozen (no gradients, no moments) and the adapter trains: gradients and AdamW's
     // moments cover the adapter's block. quantized_base (QLoRA): the projection weights in NF4 (nf4_layout),
     // dequantised into one scratch weight right before each product. Dropout: tl::decoder's masks (dropout_row.hpp),
@@ -282,6 +286,10 @@ inline arena_plan plan_decoder_step(const model_config& c, const decoder_plan_op
         m += std::to_string(o.attention_sequences);
         m += " at least 0";
         return m;
+    });
+    check(o.attention_query_block >= 0, [&] {
+        return "gpu::plan_decoder_step: attention_query_block " + std::to_string(o.attention_query_block) +
+               " must be at least 0 (0: whole products)";
     });
     const auto n = std::size_t(o.batch * o.time), d = std::size_t(c.d_model), q = std::size_t(c.q_width()),
                kv = std::size_t(c.kv_width()), f = std::size_t(c.d_ff), h = std::size_t(c.n_heads),

@@ -85,7 +85,7 @@ public:
         : base_t(plan, base, ex, o.bf16_weights), c_(c), o_(o), lora_(o.lora.rank > 0), moe_(c.moe.n_experts > 0),
           nf4_(lora_ && o.lora.quantized_base), layout_(decoder_parameter_layout(c, nf4_)),
           adapter_layout_(gpu::adapter_layout(c, o.lora)),
-          products_(ex, this->products_scratch(o.attention, o.attention_chunk())) {
+          products_(ex, this->products_scratch(o.attention, o.attention_chunk(), o.attention_query_block)) {
         if (nf4_) nf4_layout_ = nf4_layout(c), nf4_offsets_.assign(nf4_layout_.size(), 0.0f);
         if (moe_) {
             moe_offsets_.assign(std::size_t(c.n_layers), std::vector<std::int32_t>(std::size_t(c.moe.n_experts) + 1));

@@ -126,15 +126,17 @@ void attention_backward(float* dq, float* dk, float* dv, float* delta, const flo
                         const float* k, const float* v, const float* out, const float* lse,
                         const attention_masks& masks, const attention_dims& s, void* stream = nullptr);
 // Attention through products (attention_row.hpp, "products"): the row steps between the batched products, over
-// the scores (nb Hq T x T) of sequences b0 .. b0 + nb - 1. Softmax: probabilities in place and lse (B, Hq, T);
-// probabilities: the same from recomputed scores and the saved lse; dscores: dp replaced by ds = p (dp - delta)
-// scale; delta (B, Hq, T) = dout . out per query row.
+// the scores (nb Hq T x T) of sequences b0 .. b0 + nb - 1, computed in query blocks of query_block rows (0: whole
+// rows; attention_row.hpp's attention_computed_keys): each row reads and writes its computed keys only. Softmax:
+// probabilities in place and lse (B, Hq, T); probabilities: the same from recomputed scores and the saved lse;
+// dscores: dp replaced by ds = p (dp - delta) scale; delta (B, Hq, T) = dout . out per query row.
 void attention_softmax(float* scores, float* lse, const attention_masks& masks, const attention_dims& s, long long b0,
-                       long long nb, void* stream = nullptr);
+                       long long nb, long long query_block, void* stream = nullptr);
 void attention_probabilities(float* scores, const float* lse, const attention_masks& masks, const attention_dims& s,
-                             long long b0, long long nb, void* stream = nullptr);
-void attention_dscores(float* dscores, const float* p, const float* delta, const attention_dims& s, long long b0,
-                       long long nb, void* stream = nullptr);
+                             long long b0, long long nb, long long query_block, void* stream = nullptr);
+void attention_dscores(float* dscores, const float* p, const float* delta, const attention_masks& masks,
+                       const attention_dims& s, long long b0, long long nb, long long query_block,
+                       void* stream = nullptr);
 void attention_delta(float* delta, const float* dout, const float* out, const attention_dims& s,
                      void* stream = nullptr);
 // The sum of squares of x (n) in double, deterministic: partials (grad_norm_blocks doubles) then *total, both

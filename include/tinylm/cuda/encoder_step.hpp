@@ -58,11 +58,12 @@ class encoder_step : public flat_step<Ex> {
     }
 
 public:
-    // base: the start of plan.bytes() of Ex's memory (a device_arena's, or a host buffer for cpu_ops).
+    // base: the start of plan.bytes() of Ex's memory (a device_arena's, or a host buffer for cpu_ops). Attention is
+    // bidirectional: every query sees every key, so the products are whole (query block 0).
     encoder_step(const model_config& c, const encoder_plan_options& o, const arena_plan& plan, std::byte* base, Ex& ex)
         : base_t(plan, base, ex, o.bf16_weights), c_(c), o_(o), lora_(o.lora.rank > 0),
           layout_(encoder_parameter_layout(c)), adapter_layout_(encoder_adapter_layout(c, o.lora)),
-          products_(ex, this->products_scratch(o.attention, o.attention_chunk())), n_(o.batch * o.time) {
+          products_(ex, this->products_scratch(o.attention, o.attention_chunk(), 0)), n_(o.batch * o.time) {
         this->zero_gradients(); // the pooler's stays 0
     }
 

@@ -113,11 +113,13 @@ protected:
         }
     }
 
-    // The scratch of attention through products as plan_attention_products laid it out (empty for the rows path).
-    attention_scratch products_scratch(attention_path path, long long chunk) const {
+    // The scratch of attention through products as plan_attention_products laid it out (empty for the rows path),
+    // in query blocks of query_block rows (0: whole products).
+    attention_scratch products_scratch(attention_path path, long long chunk, long long query_block) const {
         attention_scratch x;
         if (path != attention_path::products) return x;
         x.scores = f("attention.scores"), x.dscores = f("attention.dscores"), x.chunk = chunk;
+        x.query_block = query_block;
         if (bf16_) {
             x.q = as<std::uint16_t>("attention.bf16.q"), x.k = as<std::uint16_t>("attention.bf16.k");
             x.v = as<std::uint16_t>("attention.bf16.v"), x.dout = as<std::uint16_t>("attention.bf16.do");

@@ -85,16 +85,16 @@ struct gpu_ops {
         gpu::attention_backward(dq, dk, dv, delta, dout, q, k, v, out, lse, masks, s, stream);
     }
     void attention_softmax(float* scores, float* lse, const attention_masks& masks, const attention_dims& s,
-                           long long b0, long long nb) {
-        gpu::attention_softmax(scores, lse, masks, s, b0, nb, stream);
+                           long long b0, long long nb, long long query_block) {
+        gpu::attention_softmax(scores, lse, masks, s, b0, nb, query_block, stream);
     }
     void attention_probabilities(float* scores, const float* lse, const attention_masks& masks, const attention_dims& s,
-                                 long long b0, long long nb) {
-        gpu::attention_probabilities(scores, lse, masks, s, b0, nb, stream);
+                                 long long b0, long long nb, long long query_block) {
+        gpu::attention_probabilities(scores, lse, masks, s, b0, nb, query_block, stream);
     }
-    void attention_dscores(float* dscores, const float* p, const float* delta, const attention_dims& s, long long b0,
-                           long long nb) {
-        gpu::attention_dscores(dscores, p, delta, s, b0, nb, stream);
+    void attention_dscores(float* dscores, const float* p, const float* delta, const attention_masks& masks,
+                           const attention_dims& s, long long b0, long long nb, long long query_block) {
+        gpu::attention_dscores(dscores, p, delta, masks, s, b0, nb, query_block, stream);
     }
     void attention_delta(float* delta, const float* dout, const float* out, const attention_dims& s) {
         gpu::attention_delta(delta, dout, out, s, stream);
