@@ -530,13 +530,29 @@ BOOST_AUTO_TEST_CASE(cuda_device_decoder_with_experts_mirrors_the_decoder) {
     owned<token_t> ids({2, 8}), targets({2, 8});
     for (index_t i = 0; i < 16; ++i)
         ids.data[i] = token_t(i * 7 % 64), targets.data[i] = token_t((i * 11 + 3) % 64);
+    // Each layer's expert counts of the last forward are the decoder's (the slots of the rows it saw).
+    const auto same_counts = [&](const char* when, long long slots) {
+        for (index_t l = 0; l < test::mixtral_moe::value.n_layers; ++l) {
+            const std::vector<index_t> want_counts = a.expert_counts(l);
+            const std::vector<long long> got_counts = device.expert_counts(l);
+            BOOST_TEST(std::vector<long long>(want_counts.begin(), want_counts.end()) == got_counts,
+                       when << ", layer " << l);
+            long long sum = 0;
+            for (const long long c : got_counts)
+                sum += c;
+            BOOST_TEST(sum == slots, when << ", layer " << l);
+        }
+    };
+    const long long top_k = test::mixtral_moe::value.moe.top_k;
     const double want = a.loss(ids, targets), got = device.loss_and_backward(ids, targets, 1.0);
     BOOST_TEST(std::abs(got - want) < 1e-5 * want, got << " against " << want);
+    same_counts("training batch", 16 * top_k);
     // A validation batch of one row, padded to two on the device: the padding's routing stays out of the balancing
-    // loss, as the decoder on one row has it.
+    // loss and of the expert counts, as the decoder on one row has them.
     const cview<token_t> one_ids{ids.data.data(), {1, 8}}, one_targets{targets.data.data(), {1, 8}};
     const double want_one = a.eval_loss(one_ids, one_targets), got_one = device.eval_loss(one_ids, one_targets);
     BOOST_TEST(std::abs(got_one - want_one) < 1e-6 * want_one, "padded: " << got_one << " against " << want_one);
+    same_counts("padded validation", 8 * top_k);
     const auto dir = std::filesystem::temp_directory_path() / ("tinylm_moe_device_" + std::to_string(::getpid()));
     device.download_parameters();
     save_pretrained(device, dir);

@@ -90,6 +90,11 @@ public:
         if (moe_) {
             moe_offsets_.assign(std::size_t(c.n_layers), std::vector<std::int32_t>(std::size_t(c.moe.n_experts) + 1));
             moe_counts_.assign(std::size_t(moe_balances() * c.moe.n_experts), 0.0);
+            // The host's per-step buffers, sized once: no allocation inside a step.
+            moe_layer_counts_.assign(std::size_t(c.n_layers * c.moe.n_experts), 0);
+            moe_chosen_.assign(std::size_t(o.batch * o.time * c.moe.top_k), 0);
+            moe_sums_.assign(moe_counts_.size(), 0.0);
+            moe_aux_.assign(std::size_t(c.n_layers * c.moe.n_experts), 0.0);
         }
         n_ = o.batch * o.time;
         balance_tokens_ = n_;
@@ -220,15 +225,13 @@ public:
     }
 
     // Experts: the balancing loss of the last forward (unweighted, tl::decoder::aux_loss's), and the slots each expert
-    // of `layer` got (tl::decoder::expert_counts's).
+    // of `layer` got in it (tl::decoder::expert_counts's): the real rows' only after a padded loss(..., rows), as
+    // tl::decoder evaluating only those rows.
     double aux_loss() const { return aux_loss_; }
     std::vector<long long> expert_counts(int layer) const {
         check(moe_ && layer >= 0 && layer < c_.n_layers, "decoder_step::expert_counts: experts and a layer index");
-        const std::vector<std::int32_t>& o = moe_offsets_[std::size_t(layer)];
-        std::vector<long long> out;
-        for (std::size_t e = 0; e + 1 < o.size(); ++e)
-            out.push_back(o[e + 1] - o[e]);
-        return out;
+        const auto first = moe_layer_counts_.begin() + std::ptrdiff_t(layer) * c_.moe.n_experts;
+        return {first, first + c_.moe.n_experts};
     }
 
 private:
@@ -643,16 +646,19 @@ private:
         if (!onwards) return; // a recomputation: the forward added the statistics and the output is not needed
         const int b = moe_balance(l);
         ex_.moe_probability_sums(as<double>("moe.prob_sum") + b * experts, probs, balance_tokens_, experts);
+        long long* layer_counts = moe_layer_counts_.data() + std::ptrdiff_t(l) * experts;
         if (balance_tokens_ == n) {
             for (int e = 0; e < experts; ++e)
-                moe_counts_[std::size_t(b * experts + e)] +=
-                    double(offsets[std::size_t(e) + 1] - offsets[std::size_t(e)]);
+                layer_counts[e] = offsets[std::size_t(e) + 1] - offsets[std::size_t(e)];
         } else { // validation of a padded batch: the choices of the real tokens only (token-major slots)
-            std::vector<std::int32_t> chosen(std::size_t(balance_tokens_ * k));
-            ex_.download(chosen.data(), moe_int(l, "moe.expert"), chosen.size() * sizeof(std::int32_t));
-            for (const std::int32_t e : chosen)
-                moe_counts_[std::size_t(b * experts + e)] += 1.0;
+            const std::size_t real = std::size_t(balance_tokens_ * k);
+            ex_.download(moe_chosen_.data(), moe_int(l, "moe.expert"), real * sizeof(std::int32_t));
+            std::fill_n(layer_counts, experts, 0LL);
+            for (std::size_t s = 0; s < real; ++s)
+                ++layer_counts[moe_chosen_[s]];
         }
+        for (int e = 0; e < experts; ++e)
+            moe_counts_[std::size_t(b * experts + e)] += double(layer_counts[e]);
         const void* h = operand(hidden, nk * ff, "scratch.bf16.b");
         const float* w_down = parameter(at + "mlp.experts.down_proj");
         for (int e = 0; e < experts; ++e) {
@@ -666,7 +672,7 @@ private:
     // The balancing loss of the forward as tl::decoder's (aux = the mean over balances of E sum_e (c_e/R)(s_e/R)).
     void moe_finish_forward() {
         const int experts = c_.moe.n_experts, balances = moe_balances();
-        std::vector<double> sums(std::size_t(balances * experts));
+        std::vector<double>& sums = moe_sums_;
         ex_.download(sums.data(), buf("moe.prob_sum"), sums.size() * sizeof(double));
         const double rows = moe_balance_rows();
         aux_loss_ = 0;
@@ -684,7 +690,7 @@ private:
         const double daux = c_.moe.aux_loss_weight * gradient_scale_ / double(moe_balances()),
                      rows = moe_balance_rows();
         moe_aux_scale_ = daux != 0.0 ? daux * double(experts) / (rows * rows) : 0.0;
-        std::vector<double> aux(std::size_t(c_.n_layers * experts), 0.0);
+        std::vector<double>& aux = moe_aux_;
         for (int l = 0; l < c_.n_layers; ++l)
             for (int e = 0; e < experts; ++e)
                 aux[std::size_t(l * experts + e)] =
@@ -764,6 +770,12 @@ private:
     // balancing loss of the last forward, its gradient's scale, the gradient scale of the last forward_backward
     std::vector<std::vector<std::int32_t>> moe_offsets_;
     std::vector<double> moe_counts_;
+    // experts, the step's host buffers (allocated with the step): the last forward's slots per layer and expert
+    // (L x E, the real rows' only: expert_counts), a padded batch's routed experts (N K), the probability sums
+    // read back (balances x E) and the balancing gradient's coefficients uploaded (L x E)
+    std::vector<long long> moe_layer_counts_;
+    std::vector<std::int32_t> moe_chosen_;
+    std::vector<double> moe_sums_, moe_aux_;
     double aux_loss_ = 0, moe_aux_scale_ = 0, gradient_scale_ = 1;
     long long balance_tokens_ = 0; // tokens whose routing enters the balancing loss (all but loss()'s padding)
 };

@@ -214,6 +214,8 @@ public:
                                 doc_start.data ? padded_docs_.data() : nullptr, ids.dim(0))); // experts: rows only
     }
     index_t counted_targets() const { return counted_; }
+    // Experts: the slots each expert of `layer` got in the last forward, the real rows' only (tl::decoder's).
+    std::vector<long long> expert_counts(int layer) const { return step_.expert_counts(layer); }
     double grad_norm() { return step_.gradient_norm(); }
     // optim/clip.hpp's rule over every gradient; returns the norm before.
     double clip_grad_norm(double max_norm) { return step_.clip_gradients(max_norm); }
