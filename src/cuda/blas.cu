@@ -6,12 +6,12 @@
 #include "check.cuh"
 
 #include <tinylm/cuda/blas.hpp>
+#include <tinylm/cuda/plan_cache.hpp>
 
 #include <cublasLt.h>
 
 #include <compare>
 #include <cstdint>
-#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -70,7 +70,9 @@ void set_batch(cublasLtMatrixLayout_t layout, long long batch, long long stride,
 
 } // namespace
 
-// One planned product: its descriptors and cuBLASLt's algorithm, by everything the choice depends on.
+// One planned product: its descriptors and cuBLASLt's algorithm, by everything the choice depends on; at most
+// blas_plan_capacity of them, the least recently used forgotten first (plan_cache.hpp: the experts' row counts change
+// with the routing, so their products' shapes would otherwise grow the cache without bound).
 struct blas::plans {
     struct key {
         bool trans_a, trans_b;
@@ -83,7 +85,7 @@ struct blas::plans {
         lt_descriptors d;
         cublasLtMatmulAlgo_t algo{};
     };
-    std::map<key, std::unique_ptr<plan>> by_key;
+    lru_cache<key, plan> by_key{blas_plan_capacity};
 };
 
 blas::blas(void* workspace, std::size_t workspace_bytes)
@@ -123,8 +125,7 @@ void blas::matmul(const matmul_args& g, void* stream) const {
                          alignment_of(g.b, g.batch, g.stride_b, in_bytes),
                          alignment_of(g.c, g.batch, g.stride_c, sizeof(float))};
     const auto lt = static_cast<cublasLtHandle_t>(handle_);
-    auto found_plan = plans_->by_key.find(key);
-    if (found_plan == plans_->by_key.end()) {
+    const plans::plan& plan = plans_->by_key.get(key, [&] {
         auto p = std::make_unique<plans::plan>();
         lt_descriptors& d = p->d;
         const cudaDataType_t in = bf16 ? CUDA_R_16BF : CUDA_R_32F;
@@ -179,9 +180,8 @@ void blas::matmul(const matmul_args& g, void* stream) const {
             return m;
         });
         p->algo = heuristic.algo;
-        found_plan = plans_->by_key.emplace(key, std::move(p)).first;
-    }
-    const plans::plan& plan = *found_plan->second;
+        return p;
+    });
     const lt_descriptors& d = plan.d;
     blas_check(cublasLtMatmul(lt, d.op, &g.alpha, g.b, d.a, g.a, d.b, &g.beta, g.c, d.c, g.c, d.c, &plan.algo,
                               workspace_, workspace_bytes_, detail::as_stream(stream)),

@@ -36,6 +36,11 @@ inline constexpr std::size_t blas_workspace_bytes = std::size_t(32) << 20;
 // per product). Products on one stream run in order. The algorithm is cuBLASLt's first heuristic choice for
 // the shape and the operands' alignment, asked once per distinct product and kept (a training step repeats the
 // same few hundred products; asking every time would cost more host time than the GPU spends on many of them).
+// At most blas_plan_capacity plans are kept, the least recently used forgotten first (plan_cache.hpp): the experts'
+// grouped products take m = an expert's row count, which changes with the routing, and would otherwise grow the
+// cache without bound.
+inline constexpr std::size_t blas_plan_capacity = 4096;
+
 class blas {
 public:
     blas(void* workspace, std::size_t workspace_bytes);
@@ -44,7 +49,7 @@ public:
     blas& operator=(const blas&) = delete;
 
     void matmul(const matmul_args& g, void* stream = nullptr) const;
-    // Distinct products planned so far (a test checks that a repeated step adds none).
+    // Distinct products planned and kept (a test checks that a repeated step adds none); at most blas_plan_capacity.
     std::size_t cached_plans() const;
 
 private:
