@@ -33,16 +33,13 @@
 //           samples and writes; the other ranks only train and validate (examples/common/ranks.hpp).
 #include "checkpoint_files.hpp"
 #include "course_prompts.hpp"
+#include "devices.hpp"
 #include "options.hpp"
 #include "prepare.hpp"
 #include "ranks.hpp"
 #include "samples.hpp"
 
 #include <tinylm/core/data_dir.hpp>
-#include <tinylm/cuda/device_decoder.hpp>
-#if defined(TINYLM_HAS_NCCL) && TINYLM_HAS_NCCL
-#include <tinylm/cuda/nccl_communicator.hpp>
-#endif
 #include <tinylm/model/registry.hpp>
 #include <tinylm/tinylm.hpp>
 #include <tinylm/train/run_logger.hpp>
@@ -57,7 +54,6 @@
 #include <iostream>
 #include <optional>
 #include <span>
-#include <type_traits>
 
 namespace fs = std::filesystem;
 
@@ -121,7 +117,7 @@ int train(tl::dist::communicator& world, const recipes::prepared_data& data, tl:
                     static_cast<long long>(options.batch_size * options.seq_len * options.grad_accum), tokens / 1e6,
                     backend.c_str());
         const auto samples_of = [&](int new_tokens) { // on the CPU, from a device model's weights
-            if constexpr (!std::is_same_v<std::remove_cvref_t<decltype(trained)>, model_t>) trained.store_into(model);
+            recipes::to_host(trained, model);
             return recipes::continue_prompts(model, data.tok, course_prompts, new_tokens, sampling.sampling, seed);
         };
         double val_loss = NAN;
@@ -152,32 +148,7 @@ int train(tl::dist::communicator& world, const recipes::prepared_data& data, tl:
                     run.checkpoint_dir().c_str());
         return 0;
     };
-    if (device == "cpu") return train_on(model, std::string(model_t::backend::name));
-    tl::gpu::device_decoder_options on_device; // the rank's rows of the global batch (all of it in one process)
-    on_device.batch =
-        tl::index_t(tl::dist::part_of(std::size_t(options.batch_size), world.rank(), world.size()).count());
-    on_device.time = options.seq_len, on_device.bf16 = device == "cuda";
-    on_device.checkpointing = options.gradient_checkpointing;
-#ifdef TINYLM_HAS_CUDA
-    if (device == "cuda") {
-        // Several ranks: one GPU each, the parameters and gradients through NCCL (docs/gpu.md); made before the
-        // model, since it selects the rank's GPU.
-#if defined(TINYLM_HAS_NCCL) && TINYLM_HAS_NCCL
-        std::optional<tl::gpu::nccl_communicator> gpus;
-        if (world.size() > 1) options.device_communicator = &gpus.emplace(world);
-#else
-        tl::check(world.size() == 1, "04_russian_novels: --device cuda on several ranks needs NCCL (gpu::"
-                                     "nccl_communicator); this build of tinylm::cuda has none (docs/gpu.md)");
-#endif
-        tl::gpu::device_decoder<tl::gpu::gpu_ops> gpu_model(Config::value, on_device);
-        gpu_model.load_from(model);
-        return train_on(gpu_model, "cuda (gpu::device_decoder, bf16 products)");
-    }
-#endif
-    tl::check(device == "cpu-ops", "04_russian_novels: --device " + device + " is not available in this build");
-    tl::gpu::device_decoder<tl::gpu::cpu_ops> checked(Config::value, on_device);
-    checked.load_from(model);
-    return train_on(checked, "cpu-ops (gpu::device_decoder's code path on the CPU)");
+    return recipes::train_on_device("04_russian_novels", world, options, device, model, train_on);
 }
 
 } // namespace
@@ -225,14 +196,8 @@ int main(int argc, char** argv) try {
     recipes::add_sampling_options(app, sampling);
     CLI11_PARSE(app, argc, argv);
     tl::dist::communicator& world = recipes::join_world();
+    recipes::check_device("04_russian_novels", device);
     if (device == "cuda") {
-#ifdef TINYLM_HAS_CUDA
-        tl::check(tl::gpu::device_count() > 0, "04_russian_novels: --device cuda: no CUDA device is visible "
-                                               "(device_count() == 0): no GPU or no driver on this machine");
-#else
-        tl::fail("04_russian_novels: --device cuda: this build has no CUDA backend (tinylm::cuda); configure with "
-                 "-DTINYLM_WITH_CUDA=ON (needs nvcc) and rebuild, or use --device cpu");
-#endif
         // The whole batch in one step on the GPU.
         const auto unless_given = [&](const char* flag, auto& value, auto fallback) {
             if (training->count(flag) == 0) value = fallback;

@@ -27,11 +27,18 @@
 // Output:   OUT/report.md (corpus, tokenizer, context in tokens and characters, the variants' validation
 //           losses, expert usage, samples), OUT/<variant>/{report.md,tensorboard,log.jsonl,checkpoint},
 //           OUT/model (the chosen checkpoint).
+// Devices:  --device cpu (tl::decoder, the default), cuda (gpu::device_decoder<gpu_ops>: parameters, gradients and
+//           AdamW's moments on the GPU, bf16 products; a build with tinylm::cuda) or cpu-ops (the GPU's code path on
+//           the CPU, gpu::device_decoder<cpu_ops>: slow, a check), for every variant (MoE and sliding windows
+//           included): the same trainer, batches, checkpoints, logs and expert counts; validation on the device; the
+//           weights copied back to the CPU for the samples and the QA benchmark (examples/common/devices.hpp, shared
+//           with 04).
 // Ranks:    mpirun -np N build/examples/05_tatar/05_tatar ... trains every variant data parallel
 //           (docs/distributed.md; --batch is the global batch): rank 0 prepares the data (the others wait, then
 //           read its cache), prints, logs, samples, scores the QA sets and writes every file; the other ranks only
 //           train and validate, and follow rank 0's choice of variant (examples/common/ranks.hpp).
 #include "checkpoint_files.hpp"
+#include "devices.hpp"
 #include "options.hpp"
 #include "prepare.hpp"
 #include "ranks.hpp"
@@ -328,11 +335,12 @@ void merge_run_stats(const fs::path& file, variant_result& res, double tps_sum, 
 }
 
 // Distributed, every rank calls it and trains; rank 0 alone logs, samples, scores the QA sets and writes (`qas` is
-// empty on the other ranks).
+// empty on the other ranks). `device` is --device's: the host model itself or a device model trains (devices.hpp).
 template <class Config>
 variant_result train_variant(tl::dist::communicator& world, const std::string& name, const std::string& what,
                              const prepared_data& data, tl::trainer_options options, std::uint64_t seed,
-                             const recipes::sampling_flags& sampling, const std::vector<qa_setup>& qas) {
+                             const recipes::sampling_flags& sampling, const std::vector<qa_setup>& qas,
+                             const std::string& device) {
     using model_t = tl::decoder<Config>;
     const bool root = world.is_root();
     constexpr tl::model_config c = Config::value;
@@ -370,96 +378,102 @@ variant_result train_variant(tl::dist::communicator& world, const std::string& n
          .languages = {"tt"},
          .example_prompt = "Казан шәһәре",
          .recipe = "examples/05_tatar"});
-    tl::trainer run(model, batches, val_tokens, options);
-    run.add_to_checkpoint = recipes::tokenizer_files(data.tok, c.max_seq_len);
-    const long long stop = options.stop_at > 0 ? std::min(options.stop_at, options.max_steps) : options.max_steps;
-    const long long first_step = run.restore();
-    std::optional<tl::run_logger> logger; // rank 0's (the trainer calls the hooks on rank 0 only)
-    const double tokens = double(stop) * double(options.batch_size * options.seq_len * options.grad_accum);
-    if (root) {
-        logger.emplace(options.out_dir, "tinylm: Tatar, " + name + " (" + what + ")", stop, first_step);
-        logger->summary("model", what + "; " + std::to_string(res.parameters) + " parameters (" +
-                                     std::to_string(res.active) + " active per token), backend " +
-                                     std::string(model_t::backend::name));
-        logger->summary("training FLOPs per token", std::to_string(res.flops_per_token / 1e6) + " M (context " +
-                                                        std::to_string(options.seq_len) + ")");
-        logger->summary("training tokens", std::to_string(static_cast<long long>(tokens)));
-    }
-    std::printf("\n== %s: %s; %lld parameters (%lld active), %.2f MFLOP/token, steps to %lld of a %lld-step "
-                "schedule, %lld tokens each\n",
-                name.c_str(), what.c_str(), (long long)res.parameters, (long long)res.active, res.flops_per_token / 1e6,
-                stop, options.max_steps,
-                static_cast<long long>(options.batch_size * options.seq_len * options.grad_accum));
+    // The run itself, with tl::decoder or a device model (whose weights come to `model` for samples and scores).
+    const auto train_on = [&](auto& trained, const std::string& backend) -> variant_result {
+        tl::trainer run(trained, batches, val_tokens, options);
+        run.add_to_checkpoint = recipes::tokenizer_files(data.tok, Config::value.max_seq_len);
+        const long long stop = options.stop_at > 0 ? std::min(options.stop_at, options.max_steps) : options.max_steps;
+        const long long first_step = run.restore();
+        std::optional<tl::run_logger> logger; // rank 0's (the trainer calls the hooks on rank 0 only)
+        const double tokens = double(stop) * double(options.batch_size * options.seq_len * options.grad_accum);
+        if (root) {
+            logger.emplace(options.out_dir, "tinylm: Tatar, " + name + " (" + what + ")", stop, first_step);
+            logger->summary("model", what + "; " + std::to_string(res.parameters) + " parameters (" +
+                                         std::to_string(res.active) + " active per token), backend " + backend);
+            logger->summary("training FLOPs per token", std::to_string(res.flops_per_token / 1e6) + " M (context " +
+                                                            std::to_string(options.seq_len) + ")");
+            logger->summary("training tokens", std::to_string(static_cast<long long>(tokens)));
+        }
+        std::printf("\n== %s: %s; %lld parameters (%lld active), %.2f MFLOP/token, steps to %lld of a %lld-step "
+                    "schedule, %lld tokens each, backend %s\n",
+                    name.c_str(), what.c_str(), (long long)res.parameters, (long long)res.active,
+                    res.flops_per_token / 1e6, stop, options.max_steps,
+                    static_cast<long long>(options.batch_size * options.seq_len * options.grad_accum), backend.c_str());
 
-    std::vector<std::vector<std::int64_t>> usage_total;
-    double tps_sum = 0;
-    long long tps_n = 0;
-    run.on_step = [&](const tl::step_report& r) {
-        logger->step(r);
-        tps_sum += r.tokens_per_second, ++tps_n;
-        if constexpr (model_t::is_moe) {
-            std::vector<std::vector<std::int64_t>> counts;
-            for (tl::index_t l = 0; l < c.n_layers; ++l) {
-                const auto layer = model.expert_counts(l);
-                counts.emplace_back(layer.begin(), layer.end());
+        std::vector<std::vector<std::int64_t>> usage_total;
+        double tps_sum = 0;
+        long long tps_n = 0;
+        run.on_step = [&](const tl::step_report& r) {
+            logger->step(r);
+            tps_sum += r.tokens_per_second, ++tps_n;
+            if constexpr (model_t::is_moe) {
+                std::vector<std::vector<std::int64_t>> counts;
+                for (tl::index_t l = 0; l < Config::value.n_layers; ++l) {
+                    const auto layer = trained.expert_counts(l);
+                    counts.emplace_back(layer.begin(), layer.end());
+                }
+                logger->expert_usage(r.step, counts);
+                const auto [lo, hi] = usage_range(counts);
+                res.step_usage_min = std::isnan(res.step_usage_min) ? lo : std::min(res.step_usage_min, lo);
+                res.step_usage_max = std::isnan(res.step_usage_max) ? hi : std::max(res.step_usage_max, hi);
+                if (usage_total.empty())
+                    usage_total = counts;
+                else
+                    for (std::size_t l = 0; l < counts.size(); ++l)
+                        for (std::size_t e = 0; e < counts[l].size(); ++e)
+                            usage_total[l][e] += counts[l][e];
             }
-            logger->expert_usage(r.step, counts);
-            const auto [lo, hi] = usage_range(counts);
-            res.step_usage_min = std::isnan(res.step_usage_min) ? lo : std::min(res.step_usage_min, lo);
-            res.step_usage_max = std::isnan(res.step_usage_max) ? hi : std::max(res.step_usage_max, hi);
-            if (usage_total.empty())
-                usage_total = counts;
-            else
-                for (std::size_t l = 0; l < counts.size(); ++l)
-                    for (std::size_t e = 0; e < counts[l].size(); ++e)
-                        usage_total[l][e] += counts[l][e];
+        };
+        const auto samples_of = [&](int new_tokens) { // on the CPU, from a device model's weights
+            recipes::to_host(trained, model);
+            return recipes::continue_prompts(model, data.tok, tatar_prompts, new_tokens, sampling.sampling, seed);
+        };
+        run.on_eval = [&](long long step, double loss) {
+            logger->eval(step, loss);
+            res.val_loss = loss;
+            if (step < stop) logger->samples(step, samples_of(sampling.new_tokens / 2));
+        };
+        const auto t0 = std::chrono::steady_clock::now();
+        if (run.run() == tl::train_outcome::interrupted) {
+            if (logger) logger->finish();
+            res.interrupted = true;
+            return res;
         }
-    };
-    const auto samples_of = [&](int new_tokens) {
-        return recipes::continue_prompts(model, data.tok, tatar_prompts, new_tokens, sampling.sampling, seed);
-    };
-    run.on_eval = [&](long long step, double loss) {
-        logger->eval(step, loss);
-        res.val_loss = loss;
-        if (step < stop) logger->samples(step, samples_of(sampling.new_tokens / 2));
-    };
-    const auto t0 = std::chrono::steady_clock::now();
-    if (run.run() == tl::train_outcome::interrupted) {
-        if (logger) logger->finish();
-        res.interrupted = true;
+        res.steps = run.state().step;
+        res.seconds = seconds_since(t0);
+        // Every rank decides alike (evaluate is collective, and the variant chosen by the loss must be the same).
+        world.broadcast_values(std::span<double>(&res.val_loss, 1), 0);
+        if (std::isnan(res.val_loss)) res.val_loss = run.evaluate();
+        if (!root) return res;
+        merge_run_stats(options.out_dir / "run_stats.json", res, tps_sum, tps_n, usage_total);
+        if (!usage_total.empty()) std::tie(res.usage_min, res.usage_max) = usage_range(usage_total);
+        res.samples = samples_of(sampling.new_tokens);
+        logger->samples(-1, res.samples);
+        recipes::to_host(trained, model); // the QA benchmark scores the trained weights on the CPU
+        if (!qas.empty()) {
+            model_t untrained(seed); // the initial weights of this run
+            for (const qa_setup& q : qas) {
+                qa_scores& sc = res.qa.emplace_back();
+                sc.trained = te::evaluate_qa(model, data.tok, q.set, q.options);
+                sc.untrained = te::evaluate_qa(untrained, data.tok, q.set, q.options);
+                sc.trained_mi = te::evaluate_qa(model, data.tok, q.set, q.mutual_info);
+                sc.untrained_mi = te::evaluate_qa(untrained, data.tok, q.set, q.mutual_info);
+                logger->summary("QA " + q.name, sc.trained.summary() + "; by group " + sc.trained.group_summary());
+                logger->summary("QA " + q.name + ", untrained", sc.untrained.summary());
+                std::printf(
+                    "%s: QA %s: %s\n  by group: %s\n  untrained: %s\n  mutual-information accuracy %.3f (untrained "
+                    "%.3f)\n",
+                    name.c_str(), q.name.c_str(), sc.trained.summary().c_str(), sc.trained.group_summary().c_str(),
+                    sc.untrained.summary().c_str(), sc.trained_mi.accuracy(), sc.untrained_mi.accuracy());
+            }
+        }
+        logger->summary("validation loss", std::to_string(res.val_loss) + " nats/token");
+        logger->finish();
+        std::printf("%s: validation loss %.4f nats/token after %.0f s (%.0f tokens/s)\n", name.c_str(), res.val_loss,
+                    res.seconds, res.tokens_per_s);
         return res;
-    }
-    res.steps = run.state().step;
-    res.seconds = seconds_since(t0);
-    // Every rank decides alike (evaluate is collective, and the variant chosen by the loss must be the same).
-    world.broadcast_values(std::span<double>(&res.val_loss, 1), 0);
-    if (std::isnan(res.val_loss)) res.val_loss = run.evaluate();
-    if (!root) return res;
-    merge_run_stats(options.out_dir / "run_stats.json", res, tps_sum, tps_n, usage_total);
-    if (!usage_total.empty()) std::tie(res.usage_min, res.usage_max) = usage_range(usage_total);
-    res.samples = samples_of(sampling.new_tokens);
-    logger->samples(-1, res.samples);
-    if (!qas.empty()) {
-        model_t untrained(seed); // the initial weights of this run
-        for (const qa_setup& q : qas) {
-            qa_scores& sc = res.qa.emplace_back();
-            sc.trained = te::evaluate_qa(model, data.tok, q.set, q.options);
-            sc.untrained = te::evaluate_qa(untrained, data.tok, q.set, q.options);
-            sc.trained_mi = te::evaluate_qa(model, data.tok, q.set, q.mutual_info);
-            sc.untrained_mi = te::evaluate_qa(untrained, data.tok, q.set, q.mutual_info);
-            logger->summary("QA " + q.name, sc.trained.summary() + "; by group " + sc.trained.group_summary());
-            logger->summary("QA " + q.name + ", untrained", sc.untrained.summary());
-            std::printf("%s: QA %s: %s\n  by group: %s\n  untrained: %s\n  mutual-information accuracy %.3f (untrained "
-                        "%.3f)\n",
-                        name.c_str(), q.name.c_str(), sc.trained.summary().c_str(), sc.trained.group_summary().c_str(),
-                        sc.untrained.summary().c_str(), sc.trained_mi.accuracy(), sc.untrained_mi.accuracy());
-        }
-    }
-    logger->summary("validation loss", std::to_string(res.val_loss) + " nats/token");
-    logger->finish();
-    std::printf("%s: validation loss %.4f nats/token after %.0f s (%.0f tokens/s)\n", name.c_str(), res.val_loss,
-                res.seconds, res.tokens_per_s);
-    return res;
+    };
+    return recipes::train_on_device("05_tatar", world, options, device, model, train_on);
 }
 
 // ---- stage 5: the comparison ----------------------------------------------------------------------------
@@ -625,6 +639,12 @@ int main(int argc, char** argv) try {
     std::string tokenizer_flag;
     data_group->add_option("--tokenizer", tokenizer_flag,
                            "a tokenizer.json (Qwen, Llama-2, ...; also under the data dir) instead of training one");
+    std::string device = "cpu";
+    app.add_option("--device", device,
+                   "cpu (tl::decoder), cuda: the GPU (gpu::device_decoder, bf16 products; in a build with "
+                   "tinylm::cuda), or cpu-ops: the GPU's code path on the CPU (slow; a check). Every variant trains "
+                   "there; samples and the QA benchmark run on the CPU from its weights")
+        ->check(CLI::IsMember({"cpu", "cuda", "cpu-ops"}));
     CLI::Option_group* training = recipes::add_training_options(app, options, run);
     training->add_option("--context", options.seq_len, "context in tokens")
         ->check(recipes::in_range(tl::index_t{16}, tl::index_t(model_context), "context in tokens"));
@@ -639,6 +659,7 @@ int main(int argc, char** argv) try {
     CLI11_PARSE(app, argc, argv);
     tl::dist::communicator& world = recipes::join_world();
     const bool root = world.is_root();
+    recipes::check_device("05_tatar", device);
     if (run.smoke) {
         vocab = 400;
         val_fraction = 0.3;
@@ -730,7 +751,7 @@ int main(int argc, char** argv) try {
         o.out_dir = dir;
         o.stop_at = stop_at;
         return tl::presets::visit<dense_variant, moe_variant, sliding_variant>(name, [&]<class P>() {
-            return train_variant<P>(world, name, variant_what(name), data, o, run.seed, sampling, qas);
+            return train_variant<P>(world, name, variant_what(name), data, o, run.seed, sampling, qas, device);
         });
     };
     std::vector<variant_result> results;

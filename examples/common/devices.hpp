@@ -1,0 +1,84 @@
+// examples/common/devices.hpp: --device cpu|cuda|cpu-ops of the pretraining recipes (04_russian_novels, 05_tatar;
+// docs/gpu.md): the refusals at start, and the model a run trains on.
+//
+//   recipes::check_device("05_tatar", device);              // after parsing: cuda without a backend or a GPU refused
+//   return recipes::train_on_device("05_tatar", world, options, device, model,
+//                                   [&](auto& trained, const std::string& backend) { ... tl::trainer(trained, ...) });
+//
+// cpu trains the host model itself (tl::decoder); cuda a gpu::device_decoder<gpu_ops> (parameters, gradients and
+// AdamW's moments on the GPU, bf16 products) and cpu-ops a gpu::device_decoder<cpu_ops> (the GPU's code path on the
+// CPU: a check, slow), both loaded from the host model. recipes::to_host copies a device model's weights back into the
+// host model, for what runs on the CPU (samples, QA scoring). Under mpirun each rank's device model takes its rows of
+// the global batch, and on cuda the gradients are summed through NCCL (one GPU per rank).
+#pragma once
+
+#include <tinylm/core/error.hpp>
+#include <tinylm/cuda/device_decoder.hpp>
+#if defined(TINYLM_HAS_NCCL) && TINYLM_HAS_NCCL
+#include <tinylm/cuda/nccl_communicator.hpp>
+#endif
+#include <tinylm/dist/communicator.hpp>
+#include <tinylm/train/trainer.hpp>
+
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <type_traits>
+
+namespace recipes {
+
+// --device cuda needs a build with tinylm::cuda and a visible GPU: refused at start, before the data is prepared.
+inline void check_device(const std::string& recipe, const std::string& device) {
+    if (device != "cuda") return;
+#ifdef TINYLM_HAS_CUDA
+    tl::check(tl::gpu::device_count() > 0, recipe + ": --device cuda: no CUDA device is visible (device_count() == 0): "
+                                                    "no GPU or no driver on this machine");
+#else
+    tl::fail(recipe + ": --device cuda: this build has no CUDA backend (tinylm::cuda); configure with "
+                      "-DTINYLM_WITH_CUDA=ON (needs nvcc) and rebuild, or use --device cpu");
+#endif
+}
+
+// The trained model's weights into the host model `model` (nothing to do when it is the host model itself).
+template <class Trained, class Model>
+void to_host(Trained& trained, Model& model) {
+    if constexpr (!std::is_same_v<std::remove_cvref_t<Trained>, Model>) trained.store_into(model);
+}
+
+// train_on(trained, backend) with the model --device names: `model` itself (cpu), or a device model of the same
+// configuration loaded from it; returns what train_on returns. `options` are the trainer's (batch_size, seq_len,
+// gradient_checkpointing; on cuda with several ranks its device_communicator is set here).
+template <class Model, class TrainOn>
+auto train_on_device(const std::string& recipe, tl::dist::communicator& world, tl::trainer_options& options,
+                     const std::string& device, Model& model, TrainOn&& train_on) {
+    if (device == "cpu") return train_on(model, std::string(Model::backend::name));
+    tl::gpu::device_decoder_options on_device; // the rank's rows of the global batch (all of it in one process)
+    on_device.batch =
+        tl::index_t(tl::dist::part_of(std::size_t(options.batch_size), world.rank(), world.size()).count());
+    on_device.time = options.seq_len, on_device.bf16 = device == "cuda";
+    on_device.checkpointing = options.gradient_checkpointing;
+#ifdef TINYLM_HAS_CUDA
+    if (device == "cuda") {
+        // Several ranks: one GPU each, the parameters and gradients through NCCL (docs/gpu.md); made before the
+        // model, since it selects the rank's GPU.
+#if defined(TINYLM_HAS_NCCL) && TINYLM_HAS_NCCL
+        std::optional<tl::gpu::nccl_communicator> gpus;
+        if (world.size() > 1) options.device_communicator = &gpus.emplace(world);
+#else
+        tl::check(world.size() == 1, recipe + ": --device cuda on several ranks needs NCCL (gpu::nccl_communicator); "
+                                              "this build of tinylm::cuda has none (docs/gpu.md)");
+#endif
+        tl::gpu::device_decoder<tl::gpu::gpu_ops> gpu_model(model.config(), on_device);
+        gpu_model.load_from(model);
+        auto result = train_on(gpu_model, std::string("cuda (gpu::device_decoder, bf16 products)"));
+        options.device_communicator = nullptr; // `gpus` ends here
+        return result;
+    }
+#endif
+    tl::check(device == "cpu-ops", recipe + ": --device " + device + " is not available in this build");
+    tl::gpu::device_decoder<tl::gpu::cpu_ops> checked(model.config(), on_device);
+    checked.load_from(model);
+    return train_on(checked, std::string("cpu-ops (gpu::device_decoder's code path on the CPU)"));
+}
+
+} // namespace recipes
