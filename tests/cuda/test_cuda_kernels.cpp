@@ -3,6 +3,7 @@
 // (the executable then exits with 77, which ctest reports as skipped). Label `cuda`; scripts/gpu-check.sh runs it.
 #include "../support/cuda_device.hpp"
 #include "../support/data.hpp"
+#include "../support/device_training.hpp"
 #include "../support/random.hpp"
 #include "../support/tiny_bert.hpp"
 
@@ -1486,6 +1487,16 @@ BOOST_AUTO_TEST_CASE(errors_name_the_call, needs_device()) {
     BOOST_CHECK_EXCEPTION(gpu::device_arena{plan}, tl::error, [](const tl::error& e) {
         return std::string(e.what()).find("cudaMalloc of the device arena") != std::string::npos;
     });
+}
+
+// tl::trainer over device_decoder<gpu_ops> (tests/support/device_training.hpp; test_trainer runs the same check on
+// the CPU executor), on the tiny preset windowed, and with 4 experts: a run stopped after step 2 and resumed to
+// 4 by a fresh device model with other weights from its checkpoint gives every parameter and loss bit for bit as 4
+// steps in one go, and gradient checkpointing the bits of a run without.
+BOOST_AUTO_TEST_CASE(trainer_on_the_device_resumes_and_checkpoints_bit_identically, needs_device()) {
+    const fs::path dir = fs::temp_directory_path() / ("tinylm_gpu_resume_" + std::to_string(::getpid()));
+    for (const auto& [name, config] : test::device_training_models())
+        BOOST_TEST_CONTEXT(name) { test::check_device_training_is_bit_identical<gpu::gpu_ops>(config, dir); }
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -4,6 +4,7 @@
 // round-trip. The same trainer over a device-resident decoder (cuda/device_decoder.hpp, on the CPU executor): the
 // CPU decoder's losses, norms and weights, bit-identical resume, and checkpoints either resumes.
 #include "../model/fixture_configs.hpp"
+#include "../support/device_training.hpp"
 #include "../support/random.hpp"
 
 #include <tinylm/cuda/device_decoder.hpp>
@@ -34,18 +35,6 @@ struct temp_dir {
     }
     ~temp_dir() { fs::remove_all(path); }
 };
-
-std::vector<token_t> byte_tokens(std::size_t n, std::uint64_t seed) {
-    // Text-like bytes: a few repeating words, so the model has something to learn.
-    const char* words[] = {"мир ", "война ", "и ", "дух ", "сила ", "мысль "};
-    counter_rng rng(seed);
-    std::vector<token_t> t;
-    while (t.size() < n)
-        for (const char* c = words[rng.below(6)]; *c; ++c)
-            t.push_back(static_cast<unsigned char>(*c));
-    t.resize(n);
-    return t;
-}
 
 trainer_options small_run(const fs::path& out) {
     return {.batch_size = 4,
@@ -463,6 +452,15 @@ BOOST_AUTO_TEST_CASE(device_decoder_resumes_bit_identically) {
         BOOST_TEST(std::memcmp(x.data, y.data, std::size_t(x.numel()) * sizeof(float)) == 0,
                    whole->parameter_entries()[i].name);
     }
+}
+
+// tests/support/device_training.hpp's check on the CPU executor (test_cuda_kernels runs it on the GPU): on the tiny
+// preset windowed, and with 4 experts, a run stopped after step 2 and resumed by a fresh device model with other
+// weights has the bits of 4 steps in one go, and gradient checkpointing the bits of a run without.
+BOOST_AUTO_TEST_CASE(device_decoder_resumes_and_checkpoints_bit_identically_on_every_shape) {
+    temp_dir dir("device_check");
+    for (const auto& [name, config] : device_training_models())
+        BOOST_TEST_CONTEXT(name) { check_device_training_is_bit_identical<gpu::cpu_ops>(config, dir.path); }
 }
 
 // A device run's checkpoint continued by a CPU run, and a CPU run's by a device run: the same files (model and
