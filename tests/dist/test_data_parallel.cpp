@@ -751,6 +751,27 @@ BOOST_AUTO_TEST_CASE(ranking_buckets_start_inside_the_encoders_backward) {
 // one collective through the device communicator, here MPI over host memory) is one process over the whole batch:
 // losses, validation losses and parameters within 1e-6 relative, replicas bit-identical. Stopped at step 1 and
 // resumed from rank 0's checkpoint, it ends bit-identical to the run that never stopped.
+// A device model with experts on several ranks is refused, naming experts: its balancing loss would be each rank's
+// (experts_balance_over_the_global_batch's tl::decoder sums the statistics over the ranks; the device step cannot yet).
+BOOST_AUTO_TEST_CASE(device_decoder_with_experts_is_refused_on_several_ranks) {
+    dist::communicator& world = dist::world();
+    if (world.size() == 1) return; // one process trains it (test_trainer, test_moe)
+    model_config c = small_device_config();
+    c.moe = tiny_moe::value.moe;
+    const auto tokens = text_tokens(4000, 3);
+    auto o = ten_steps(1, world);
+    o.batch_size = 5;
+    gpu::device_decoder_options d;
+    d.batch = index_t(dist::part_of(std::size_t(o.batch_size), world.rank(), world.size()).count());
+    d.time = o.seq_len;
+    device_t model(c, d);
+    token_windows source(tokens, 11);
+    trainer<device_t, token_windows> t(model, source, tokens, o);
+    BOOST_CHECK_EXCEPTION(t.run(), tl::error, [](const tl::error& e) {
+        return std::string(e.what()).find("a device model with experts trains in one process") != std::string::npos;
+    });
+}
+
 BOOST_AUTO_TEST_CASE(device_decoder_matches_one_process_and_resumes) {
     dist::communicator& world = dist::world();
     dist::local_communicator alone;

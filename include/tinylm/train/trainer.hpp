@@ -298,6 +298,15 @@ public:
                        "all_reduce_gradients); this run has " +
                        std::to_string(comm_.size()) + " ranks";
             });
+        // Experts on several ranks: tl::decoder's balancing loss is the global batch's (use_global_balance), but a
+        // device model's loss and backward run in one call, with no point between them to sum the statistics over
+        // the ranks; it would balance each rank's rows alone and train another model than one process does.
+        if constexpr (DeviceResidentModel<Model> && requires { model_.config().moe.n_experts; })
+            check(!distributed || model_.config().moe.n_experts == 0, [&] {
+                return "trainer: a device model with experts trains in one process (its balancing loss would be each "
+                       "rank's, not the global batch's as tl::decoder's); this run has " +
+                       std::to_string(comm_.size()) + " ranks";
+            });
         if constexpr (DataParallelDeviceModel<Model>)
             check(device_communicator().size() == comm_.size() && device_communicator().rank() == comm_.rank(), [&] {
                 return "trainer: the device communicator (" + device_communicator().backend() + ", rank " +
