@@ -216,9 +216,10 @@ public:
         static_assert(Model::has_adapter == has_adapter, "gpu::device_decoder::load_from: a host model with an "
                                                          "adapter for a device model with one, and none for none");
         if constexpr (has_adapter) {
-            static_assert(Model::lora.rank == lora.rank && Model::lora.targets == lora.targets &&
-                              Model::quantized_base == quantized_base,
-                          "gpu::device_decoder::load_from: the host model's adapter differs (rank, targets, NF4)");
+            static_assert(Model::lora.rank == lora.rank && Model::lora.alpha == lora.alpha &&
+                              Model::lora.targets == lora.targets && Model::quantized_base == quantized_base,
+                          "gpu::device_decoder::load_from: the host model's adapter differs (rank, alpha, targets, "
+                          "NF4); its dropout rate may");
             set_dropout_seed(model.dropout_seed());
             set_dropout_calls(model.dropout_calls());
         }
@@ -316,7 +317,7 @@ public:
         if constexpr (has_adapter)
             comm.broadcast(std::as_writable_bytes(std::span<float>{adapter_block(), adapter_host_.size()}), root);
         step_.parameters_changed();
-        memory_.ex.download(host_.data(), base_block(), host_.size() * sizeof(float));
+        if constexpr (has_adapter) memory_.ex.download(host_.data(), base_block(), host_.size() * sizeof(float));
         download_parameters();
     }
     void all_reduce_gradients(dist::communicator& comm) {
