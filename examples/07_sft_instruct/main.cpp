@@ -18,6 +18,9 @@
 // Output:   validation losses, OUT/before_after.md, OUT/adapter or OUT/model, OUT/training (log.jsonl,
 //           TensorBoard, loss curves), OUT/checkpoint (every --checkpoint-every steps: running the same command
 //           again continues the run bit-identically, also after kill -9; Ctrl-C saves one; --fresh starts over).
+// Devices:  --device cpu (tl::decoder, the default), cuda (gpu::device_decoder: LoRA, QLoRA or --full on the GPU, bf16
+//           products; needs a build with tinylm::cuda) or cpu-ops (the GPU's code path on the CPU: a check); the same
+//           trainer, checkpoints and report (sft_recipe.hpp; docs/gpu.md). Under mpirun, cuda takes one GPU per rank.
 #include "cli_checks.hpp"
 #include "ranks.hpp"
 #include "sft_recipe.hpp"
@@ -78,8 +81,15 @@ int main(int argc, char** argv) try {
         ->check(recipes::at_least(0, "new tokens per sample"));
     app.add_option("--seed", in.train.seed, "split, batching, adapter and sampling seed");
     app.add_flag("--smoke", smoke, "a seconds-long run on a few instructions (for CI)");
+    app.add_option("--device", in.device,
+                   "cpu (tl::decoder), cuda: the GPU (gpu::device_decoder with the same adapter, or every parameter "
+                   "with --full: the trained parameters, their gradients and AdamW's moments on the GPU, bf16 "
+                   "products; in a build with tinylm::cuda; validation on the GPU, samples and saving on the CPU from "
+                   "the trained weights) or cpu-ops: the GPU's code path on the CPU (f32; slow, a check)")
+        ->check(CLI::IsMember({"cpu", "cuda", "cpu-ops"}));
     CLI11_PARSE(app, argc, argv);
     tl::dist::communicator& world = recipes::join_world(); // rank 0 prints (examples/common/ranks.hpp)
+    recipe::check_device(in.device, "07_sft_instruct");
     tl::check(!(full && qlora), "07_sft_instruct: --full and --qlora exclude each other");
     // The SFT assignment's four evaluation questions, as the assignment spells them, then eight more.
     in.prompts = {"сколько планет в нашей солнечной системе?",

@@ -11,10 +11,20 @@
 // Under `mpirun -np N` (docs/distributed.md) every rank runs the recipe and the trainer trains data parallel
 // (the batch is the global batch); rank 0 alone samples, logs, saves, reloads and writes the report, the other
 // ranks train and validate and return 0 after training (examples/common/ranks.hpp).
+// Devices (recipe_inputs::device, --device): cpu (tl::decoder, the default), cuda (gpu::device_decoder<gpu_ops, the
+// same adapter>: the adapter (or, --full, every parameter), its gradients and AdamW's moments on the GPU, the frozen
+// base loaded once, bf16 products; needs a build with tinylm::cuda) or cpu-ops (the GPU's code path on the CPU,
+// gpu::cpu_ops, f32: a check). The same trainer, checkpoints (either device resumes the other's) and validation
+// (on the device); the trained weights then come back to the host model for the samples, the saved files and the
+// reload check. Under mpirun, cuda takes one GPU per rank and sums the gradients through NCCL.
 #pragma once
 
 #include "../common/ranks.hpp" // also for test_recipes, which lacks examples/common on its path
 
+#include <tinylm/cuda/device_decoder.hpp>
+#if defined(TINYLM_HAS_NCCL) && TINYLM_HAS_NCCL
+#include <tinylm/cuda/nccl_communicator.hpp>
+#endif
 #include <tinylm/data/sft.hpp>
 #include <tinylm/eval/generate.hpp>
 #include <tinylm/io/hf_any.hpp>
@@ -257,7 +267,24 @@ struct recipe_inputs {
     bool truncate = false;                     // cut conversations longer than a row instead of leaving them out
     train_options train = {};
     std::function<void(long long step)> after_step = {}; // after each optimizer step (tests kill the run here)
+    std::string device = "cpu";                          // cpu, cuda or cpu-ops (the header comment)
 };
+
+// --device's check before any data is read: cuda needs tinylm::cuda in the build and a visible GPU.
+inline void check_device(const std::string& device, const char* recipe) {
+    tl::check(device == "cpu" || device == "cuda" || device == "cpu-ops",
+              [&] { return std::string(recipe) + ": --device " + device + ": cpu, cuda or cpu-ops"; });
+    if (device != "cuda") return;
+#ifdef TINYLM_HAS_CUDA
+    tl::check(tl::gpu::device_count() > 0, [&] {
+        return std::string(recipe) + ": --device cuda: no CUDA device is visible (device_count() == 0): no GPU or no "
+                                     "driver on this machine";
+    });
+#else
+    tl::fail(std::string(recipe) + ": --device cuda: this build has no CUDA backend (tinylm::cuda); configure with "
+                                   "-DTINYLM_WITH_CUDA=ON (needs nvcc) and rebuild, or use --device cpu");
+#endif
+}
 
 template <class Model>
 void load_base(Model& model, const fs::path& base) {
@@ -373,38 +400,83 @@ int run(recipe_inputs in) {
         if (tr.fresh) fs::remove_all(in.out / "checkpoint");
     });
     tl::packed_rows batches(train_rows.ids, train_rows.targets, train_rows.doc_start, tr.time, tr.seed + 1);
-    tl::trainer run(
-        *model, batches, [&] { return validation_loss(*model, val_rows, tr.batch); }, options);
-    run.add_to_checkpoint = [&](const fs::path& staged) { copy_tokenizer_files(in.base, staged); };
-    const long long first_step = run.restore();
-    if (first_step > 0)
-        std::printf("resuming from %s at step %lld of %lld\n", run.checkpoint_dir().c_str(), first_step, tr.steps);
-    std::optional<tl::run_logger> logger; // rank 0's (the trainer calls the hooks on rank 0 only)
-    if (root) logger.emplace(in.out / "training", in.title, tr.steps, first_step);
-    if (root && first_step == 0) logger->eval(0, val_before);
-    double tokens = 0;
-    run.on_step = [&](const tl::step_report& r) {
-        tokens += double(r.counted_targets);
-        logger->step(r);
-        if (in.after_step) in.after_step(r.step);
+    long long first_step = 0;
+    double tokens = 0, train_seconds = 0, val_after = NAN;
+    fs::path training_report, checkpoint_dir;
+    // The run over the host model or a device model (validation on it, eval_rows rows at a time). Returns the exit
+    // code when the process stops here (interrupted; a rank other than 0 after training).
+    const auto train_on = [&](auto& trained, index_t eval_rows, const tl::trainer_options& with) -> std::optional<int> {
+        tl::trainer run(
+            trained, batches, [&] { return validation_loss(trained, val_rows, eval_rows); }, with);
+        run.add_to_checkpoint = [&](const fs::path& staged) { copy_tokenizer_files(in.base, staged); };
+        first_step = run.restore();
+        if (first_step > 0)
+            std::printf("resuming from %s at step %lld of %lld\n", run.checkpoint_dir().c_str(), first_step, tr.steps);
+        std::optional<tl::run_logger> logger; // rank 0's (the trainer calls the hooks on rank 0 only)
+        if (root) logger.emplace(in.out / "training", in.title, tr.steps, first_step);
+        if (root && first_step == 0) logger->eval(0, val_before);
+        run.on_step = [&](const tl::step_report& r) {
+            tokens += double(r.counted_targets);
+            logger->step(r);
+            if (in.after_step) in.after_step(r.step);
+        };
+        run.on_eval = [&](long long step, double loss) { logger->eval(step, loss); };
+        const auto train_start = clock::now();
+        if (run.run() == tl::train_outcome::interrupted) {
+            if (!root) return 130;
+            logger->finish();
+            std::printf("\ninterrupted at step %lld; checkpoint saved in %s (run again to resume)\n", run.state().step,
+                        run.checkpoint_dir().c_str());
+            return 130;
+        }
+        train_seconds = seconds(train_start);
+        const nlohmann::json& history = run.state().history; // a finished run's rerun trains nothing: use its record
+        val_after = history.contains("val_loss") && !history["val_loss"].empty() ? double(history["val_loss"].back()[1])
+                                                                                 : run.evaluate();
+        checkpoint_dir = run.checkpoint_dir();
+        if (!root) return 0; // the rest samples, saves, reloads and reports
+        logger->summary("validation loss",
+                        std::to_string(val_before) + " before, " + std::to_string(val_after) + " after");
+        training_report = logger->finish();
+        return std::nullopt;
     };
-    run.on_eval = [&](long long step, double loss) { logger->eval(step, loss); };
-    const auto train_start = clock::now();
-    if (run.run() == tl::train_outcome::interrupted) {
-        if (!root) return 130;
-        logger->finish();
-        std::printf("\ninterrupted at step %lld; checkpoint saved in %s (run again to resume)\n", run.state().step,
-                    run.checkpoint_dir().c_str());
-        return 130;
+    std::optional<int> stopped;
+    if (in.device == "cpu") {
+        stopped = train_on(*model, tr.batch, options);
+    } else {
+        tl::gpu::device_decoder_options on_device; // the rank's rows of the global batch (all of it in one process)
+        on_device.batch = index_t(tl::dist::part_of(std::size_t(tr.batch), world.rank(), world.size()).count());
+        on_device.time = tr.time, on_device.bf16 = in.device == "cuda";
+        using adapter = typename Model::adapter;
+#ifdef TINYLM_HAS_CUDA
+        if (in.device == "cuda") {
+            tl::trainer_options on_gpus = options;
+            // Several ranks: one GPU each, the gradients through NCCL; made before the model (it selects the GPU).
+#if defined(TINYLM_HAS_NCCL) && TINYLM_HAS_NCCL
+            std::optional<tl::gpu::nccl_communicator> gpus;
+            if (world.size() > 1) on_gpus.device_communicator = &gpus.emplace(world);
+#else
+            tl::check(world.size() == 1, "recipe: --device cuda on several ranks needs NCCL (gpu::nccl_communicator); "
+                                         "this build of tinylm::cuda has none (docs/gpu.md)");
+#endif
+            tl::gpu::device_decoder<tl::gpu::gpu_ops, adapter> gpu_model(model->config(), on_device);
+            gpu_model.load_from(*model);
+            std::printf("device: cuda (gpu::device_decoder, bf16 products), %.0f MiB of GPU memory\n",
+                        double(gpu_model.arena_bytes()) / (1 << 20));
+            stopped = train_on(gpu_model, on_device.batch, on_gpus);
+            gpu_model.store_into(*model);
+        }
+#endif
+        if (in.device == "cpu-ops") {
+            tl::gpu::device_decoder<tl::gpu::cpu_ops, adapter> checked(model->config(), on_device);
+            checked.load_from(*model);
+            std::printf("device: cpu-ops (gpu::device_decoder's code path on the CPU, f32)\n");
+            stopped = train_on(checked, on_device.batch, options);
+            checked.store_into(*model);
+        }
+        tl::check(in.device == "cuda" || in.device == "cpu-ops", "recipe: --device " + in.device + " is unknown");
     }
-    const double train_seconds = seconds(train_start);
-    const nlohmann::json& history = run.state().history; // a finished run's rerun trains nothing: use its record
-    const double val_after = history.contains("val_loss") && !history["val_loss"].empty()
-                                 ? double(history["val_loss"].back()[1])
-                                 : run.evaluate();
-    if (!root) return 0; // the rest samples, saves, reloads and reports
-    logger->summary("validation loss", std::to_string(val_before) + " before, " + std::to_string(val_after) + " after");
-    const fs::path training_report = logger->finish();
+    if (stopped) return *stopped;
     std::printf("\nvalidation loss before %.4f, after %.4f nats/token (%s); training %.1f s (steps %lld to %lld, %.0f "
                 "labelled tokens)\n",
                 val_before, val_after, val_after < val_before ? "fell" : "DID NOT FALL", train_seconds, first_step + 1,
@@ -453,7 +525,7 @@ int run(recipe_inputs in) {
                   "%lld steps of %lld rows x %lld tokens, AdamW lr %.1e (warmup, cosine to lr/10), "
                   "weight decay %.2g, clip %.1f; %.1f s for steps %lld to %lld (checkpoints in `%s`)",
                   tr.steps, static_cast<long long>(tr.batch), static_cast<long long>(tr.time), tr.lr, tr.weight_decay,
-                  tr.clip, train_seconds, first_step + 1, tr.steps, run.checkpoint_dir().c_str());
+                  tr.clip, train_seconds, first_step + 1, tr.steps, checkpoint_dir.c_str());
     md << "| training | " << line << " |\n";
     std::snprintf(line, sizeof line, "%.4f before, %.4f after (nats per assistant token)", val_before, val_after);
     md << "| validation loss | " << line << " |\n";

@@ -21,6 +21,10 @@
 //           adapter_model.safetensors), OUT/training (log.jsonl, TensorBoard, loss curves), OUT/checkpoint
 //           (every --checkpoint-every steps: running the same command again continues the run bit-identically,
 //           also after kill -9; Ctrl-C saves one; --fresh starts over).
+// Devices:  --device cpu (tl::decoder, the default), cuda (gpu::device_decoder with the same LoRA or QLoRA adapter on
+//           the GPU, bf16 products; needs a build with tinylm::cuda) or cpu-ops (the GPU's code path on the CPU: a
+//           check); the same trainer, checkpoints and report (sft_recipe.hpp; docs/gpu.md). Under mpirun, cuda takes
+//           one GPU per rank.
 #include "cli_checks.hpp"
 #include "jokes_data.hpp"
 #include "ranks.hpp"
@@ -96,8 +100,15 @@ int main(int argc, char** argv) try {
     app.add_option("--seed", in.train.seed, "split, batching, adapter and sampling seed");
     app.add_flag("--smoke", o.smoke, "a seconds-long run on a few jokes (for CI)");
     app.add_flag("--data-only", o.data_only, "print the data report (cleaning, histograms) and stop: no base needed");
+    app.add_option("--device", in.device,
+                   "cpu (tl::decoder), cuda: the GPU (gpu::device_decoder with the same LoRA or QLoRA adapter: the "
+                   "adapter, its gradients and AdamW's moments on the GPU, the frozen base loaded once, bf16 "
+                   "products; in a build with tinylm::cuda; validation on the GPU, samples and saving on the CPU from "
+                   "the trained weights) or cpu-ops: the GPU's code path on the CPU (f32; slow, a check)")
+        ->check(CLI::IsMember({"cpu", "cuda", "cpu-ops"}));
     CLI11_PARSE(app, argc, argv);
     tl::dist::communicator& world = recipes::join_world(); // rank 0 prints (examples/common/ranks.hpp)
+    recipe::check_device(in.device, "08_jokes_lora");
     // The LoRA ranks compiled in (the rank is part of the model type: one instantiation each).
     const auto with_rank = [&](auto&& f) { return tl::presets::visit_int<4, 8, 16>("--lora-rank", o.lora_rank, f); };
     with_rank([]<int>() { return 0; }); // an uncompiled rank stops here, before any data is read

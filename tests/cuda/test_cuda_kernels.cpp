@@ -14,6 +14,7 @@
 #include <tinylm/cuda/cpu_ops.hpp>
 #include <tinylm/cuda/decoder_step.hpp>
 #include <tinylm/cuda/device.hpp>
+#include <tinylm/cuda/device_decoder.hpp>
 #include <tinylm/cuda/encoder_step.hpp>
 #include <tinylm/cuda/gpu_ops.hpp>
 #if defined(TINYLM_HAS_NCCL) && TINYLM_HAS_NCCL
@@ -26,6 +27,7 @@
 #include <tinylm/model/presets.hpp>
 #include <tinylm/ops/nf4.hpp>
 #include <tinylm/ops/rope.hpp>
+#include <tinylm/train/trainer.hpp>
 
 #include <boost/test/unit_test.hpp>
 
@@ -121,6 +123,15 @@ std::vector<std::uint16_t> round_to_bf16(std::vector<float>& v) {
 bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
     return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
+
+// The device model with LoRA through tl::trainer (cuda/device_decoder.hpp): dropout on every projection, and QLoRA.
+struct trained_lora {
+    static constexpr lora_config value{.rank = 4, .alpha = 8, .dropout = 0.1f, .targets = lora_all};
+};
+struct trained_qlora {
+    static constexpr lora_config value{
+        .rank = 2, .alpha = 4, .dropout = 0.05f, .targets = lora_q | lora_v, .quantized_base = true};
+};
 
 } // namespace
 
@@ -1479,6 +1490,84 @@ BOOST_AUTO_TEST_CASE(moe_decoder_step_matches_the_cpu_executor, needs_device()) 
                 BOOST_TEST(same_bits(checkpointed.download("gradients"), grads));
             }
         }
+}
+
+// tl::trainer over device_decoder<gpu_ops> with LoRA (dropout 0.1 on every projection) and with QLoRA, against the same
+// trainer over device_decoder<cpu_ops> (which test_trainer's device_lora suite checks against tl::decoder): 3 steps of
+// 4 x 32 tokens, 2 micro-batches each, clipping, a validation; every step's loss and gradient norm, the dropout count,
+// and the adapters after the run. f32 products. Bounds as the step's (lora_step_matches_the_cpu_executor) for the
+// loss, 1e-4 for the norm, 1e-3 of each tensor's largest element for the adapters (AdamW's first steps magnify f32
+// rounding); written without a GPU: not yet run.
+BOOST_AUTO_TEST_CASE(device_decoder_with_lora_trains_as_the_cpu_executor, needs_device()) {
+    const auto check_adapter = [&]<class Adapter>(const char* what) {
+        BOOST_TEST_CONTEXT(what) {
+            using host_t = decoder<presets::tiny, default_backend, Adapter>;
+            host_t init(3);
+            counter_rng rng(5, 3);
+            for (const parameter_entry& e : init.parameter_entries())
+                if (e.kind ==
+                    param_kind::adapter) // an adapter that has trained (B != 0): every gradient from the start
+                    for (float& v : e.value)
+                        v = float(0.05 * rng.normal());
+            std::vector<token_t> tokens(20000), val_tokens(2000);
+            for (token_t& t : tokens)
+                t = token_t(rng.below(64) + 32);
+            for (token_t& t : val_tokens)
+                t = token_t(rng.below(64) + 32);
+            const trainer_options options{.batch_size = 4,
+                                          .seq_len = 32,
+                                          .grad_accum = 2,
+                                          .max_steps = 3,
+                                          .peak_lr = 1e-2,
+                                          .min_lr = 1e-3,
+                                          .warmup_steps = 1,
+                                          .clip = 1.0,
+                                          .eval_every = 3,
+                                          .eval_windows = 4,
+                                          .checkpoint_every = 0};
+            const gpu::device_decoder_options d{.batch = 4, .time = 32, .logits_rows = 48};
+            struct record {
+                std::vector<double> loss, norm, val;
+            };
+            auto train = [&](auto& model, record& r) {
+                model.load_from(init);
+                token_windows src(tokens, 6);
+                trainer t(model, src, val_tokens, options);
+                t.on_step = [&r](const step_report& s) {
+                    r.loss.push_back(s.loss);
+                    r.norm.push_back(s.grad_norm);
+                };
+                t.on_eval = [&r](long long, double v) { r.val.push_back(v); };
+                BOOST_TEST((t.run() == train_outcome::finished));
+                model.download_parameters();
+            };
+            gpu::device_decoder<gpu::cpu_ops, Adapter> cpu(presets::tiny::value, d);
+            gpu::device_decoder<gpu::gpu_ops, Adapter> gpu(presets::tiny::value, d);
+            record rc, rg;
+            train(cpu, rc);
+            train(gpu, rg);
+            BOOST_TEST_REQUIRE(rg.loss.size() == rc.loss.size());
+            BOOST_TEST_REQUIRE(rg.val.size() == rc.val.size());
+            for (std::size_t i = 0; i < rc.loss.size(); ++i) {
+                BOOST_TEST_MESSAGE("step " << i + 1 << ": loss CPU executor " << rc.loss[i] << ", GPU " << rg.loss[i]
+                                           << "; gradient norm " << rc.norm[i] << ", " << rg.norm[i]);
+                BOOST_TEST(std::abs(rg.loss[i] - rc.loss[i]) < 1e-5 * rc.loss[i], "step " << i + 1);
+                BOOST_TEST(std::abs(rg.norm[i] - rc.norm[i]) < 1e-4 * rc.norm[i], "step " << i + 1);
+            }
+            BOOST_TEST(std::abs(rg.val.back() - rc.val.back()) < 1e-5 * rc.val.back());
+            BOOST_TEST(gpu.dropout_calls() == cpu.dropout_calls());
+            BOOST_TEST(cpu.dropout_calls() == 6u);
+            for (std::size_t i = 0; i < cpu.parameter_entries().size(); ++i) {
+                const parameter_entry &c = cpu.parameter_entries()[i], &g = gpu.parameter_entries()[i];
+                if (c.kind != param_kind::adapter) continue;
+                const std::vector<float> a(g.value.data, g.value.data + g.value.numel()),
+                    b(c.value.data, c.value.data + c.value.numel());
+                BOOST_TEST(max_rel(a, b) < 1e-3, c.name);
+            }
+        }
+    };
+    check_adapter.template operator()<trained_lora>("LoRA, dropout 0.1");
+    check_adapter.template operator()<trained_qlora>("QLoRA, dropout 0.05");
 }
 
 BOOST_AUTO_TEST_CASE(errors_name_the_call, needs_device()) {

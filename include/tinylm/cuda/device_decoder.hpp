@@ -21,6 +21,15 @@
 // the device's moments; its state is those moments, copied through the host under tl::adamw's names
 // ("exp_avg.<name>", "exp_avg_sq.<name>") when a checkpoint is written or read.
 //
+// LoRA and QLoRA (the adapter type A, as tl::decoder<C, B, A> takes it): the base is frozen and loaded once (QLoRA:
+// its seven projections per layer in NF4, quantised on the host as tl::decoder quantises them, set_quantized_weight),
+// the adapter trains, and only the adapter has gradients and AdamW moments. The host mirror is then tl::decoder's
+// with the same adapter: the base's entries (not trainable) and the adapter's (param_kind::adapter, peft's names
+// without "base_model.model."), and QLoRA's quantized_entries(); so a checkpoint writes the same files (the model
+// folder, the PEFT adapter, the dropout's key and training-forward count) and either model resumes the other. LoRA
+// dropout draws tl::decoder's masks (decoder_step.hpp): one training forward per loss_and_backward, none in
+// eval_loss, as the trainer drives tl::decoder.
+//
 // A plain C++ header: with gpu_ops it needs tinylm::cuda at link time, never a CUDA header.
 #pragma once
 
@@ -32,7 +41,9 @@
 #include <tinylm/cuda/device.hpp>
 #include <tinylm/cuda/gpu_ops.hpp>
 #include <tinylm/dist/communicator.hpp>
+#include <tinylm/model/config.hpp>
 #include <tinylm/model/parameter.hpp>
+#include <tinylm/ops/nf4.hpp>
 #include <tinylm/optim/adamw.hpp>
 
 #include <concepts>
@@ -86,22 +97,33 @@ private:
     }
 };
 
-template <class Ex>
+template <class Ex, LoraAdapter A = no_adapter>
 class device_adamw;
 
-template <class Ex>
+template <class Ex, LoraAdapter A = no_adapter>
 class device_decoder {
 public:
-    static constexpr bool has_adapter = false; // checkpoint.hpp: no PEFT files
-    using optimizer_type = device_adamw<Ex>;   // the trainer's default optimizer for this model
+    static_assert(validate_adapter<A>());
+    static constexpr lora_config lora = A::value;
+    static constexpr bool has_adapter = lora.rank > 0; // checkpoint.hpp: the PEFT files and the dropout's state
+    static constexpr bool quantized_base = has_adapter && lora.quantized_base; // io/hf_checkpoint.hpp: NF4 base
+    static_assert(!lora.trainable_embeddings,
+                  "gpu::device_decoder: LoRA with trainable embeddings is not supported on the device yet");
+    using optimizer_type = device_adamw<Ex, A>; // the trainer's default optimizer for this model
+
+    // QLoRA's NF4 projections, named and ordered as tl::decoder's (model/projection_table.hpp).
+    struct quantized_entry {
+        std::string name; // model.layers.3.self_attn.q_proj.weight
+        index_t layer;
+        int target; // proj index: q, k, v, o, gate, up, down
+        tl::shape shape;
+    };
 
     device_decoder(const model_config& c, const device_decoder_options& o)
         : config_(c), options_(o), step_options_(step_options(o)), plan_(plan_decoder_step(c, step_options_)),
           memory_(plan_), step_(c, step_options_, plan_, memory_.base(), memory_.ex) {
-        std::size_t total = 0;
-        for (const parameter_slice& s : step_.layout())
-            total = std::max(total, s.offset + s.size());
-        host_.assign(total, 0.0f);
+        host_.assign(block_size(step_.layout()), 0.0f);
+        adapter_host_.assign(block_size(step_.adapter_layout()), 0.0f);
         for (const parameter_slice& s : step_.layout()) {
             const bool norm = s.name.find("norm") != std::string::npos;
             const bool embedding = s.name == "model.embed_tokens.weight", bias = s.name.ends_with(".bias");
@@ -115,7 +137,27 @@ public:
                               : embedding ? param_kind::embedding
                               : bias      ? param_kind::bias
                                           : param_kind::weight};
+            e.trainable = !has_adapter; // a frozen base under an adapter
             entries_.push_back(e);
+        }
+        for (const parameter_slice& s : step_.adapter_layout())
+            entries_.push_back({s.name,
+                                {adapter_host_.data() + s.offset, {index_t(s.rows), index_t(s.cols)}},
+                                {},
+                                param_kind::adapter,
+                                true,
+                                param_group::adapter});
+        if constexpr (quantized_base) { // zeros until loaded (load_from, a checkpoint)
+            std::vector<float> zeros;
+            for (int l = 0; l < c.n_layers; ++l)
+                for (int t = 0; t < lora_target_count; ++t) {
+                    const projection_widths w = projection_shape(c, proj(t));
+                    quantized_entries_.push_back(
+                        {"model.layers." + std::to_string(l) + "." + projection_modules[std::size_t(t)] + ".weight", l,
+                         t, shape{index_t(w.out), index_t(w.in)}});
+                    zeros.assign(std::size_t(w.out * w.in), 0.0f);
+                    set_quantized_weight(l, t, cview<float>{zeros.data(), quantized_entries_.back().shape});
+                }
         }
         upload_parameters();
     }
@@ -131,18 +173,59 @@ public:
 
     // The host mirror of the parameters (Hugging Face names, tl::decoder's shapes), as of the last
     // download_parameters(); what checkpoints write and read.
+    // With an adapter only the adapter comes back (the base does not train); upload sends both.
     const std::vector<parameter_entry>& parameter_entries() const { return entries_; }
     void download_parameters() {
-        memory_.ex.download(host_.data(), step_.parameter(entries_.front().name), host_.size() * sizeof(float));
+        if constexpr (has_adapter)
+            memory_.ex.download(adapter_host_.data(), adapter_block(), adapter_host_.size() * sizeof(float));
+        else
+            memory_.ex.download(host_.data(), base_block(), host_.size() * sizeof(float));
     }
     void upload_parameters() {
-        memory_.ex.upload(step_.parameter(entries_.front().name), host_.data(), host_.size() * sizeof(float));
+        memory_.ex.upload(base_block(), host_.data(), host_.size() * sizeof(float));
+        if constexpr (has_adapter)
+            memory_.ex.upload(adapter_block(), adapter_host_.data(), adapter_host_.size() * sizeof(float));
         step_.parameters_changed();
     }
 
-    // The parameters of a host model (a tl::decoder of the same configuration), by name; every one must exist.
+    // ---- the adapter's state as tl::decoder's (io/peft.hpp, train/checkpoint.hpp) ----
+    bool merged() const { return false; } // the adapter is never merged into the device's base
+    std::uint64_t dropout_seed() const { return step_.dropout_seed(); }
+    void set_dropout_seed(std::uint64_t s) { step_.set_dropout_seed(s); }
+    std::uint64_t dropout_calls() const { return step_.dropout_calls(); }
+    void set_dropout_calls(std::uint64_t n) { step_.set_dropout_calls(n); }
+    void set_dropout_row_offset(index_t rows) { step_.set_dropout_row_offset(rows); }
+    // QLoRA: the NF4 projections (host copies of what the device holds), as tl::decoder's.
+    const std::vector<quantized_entry>& quantized_entries() const { return quantized_entries_; }
+    const nf4_tensor& quantized_weight(index_t l, int t) const { return quantized_.at(nf4_index(l, t)); }
+    // Quantises w (out, in) into projection t of layer l as tl::decoder does (loading a checkpoint), or takes a
+    // host model's NF4 weight as it is; either goes to the device at once.
+    void set_quantized_weight(index_t l, int t, cview<float> w) { set_quantized_weight(l, t, quantize_nf4(w, true)); }
+    void set_quantized_weight(index_t l, int t, nf4_tensor q) {
+        static_assert(quantized_base, "gpu::device_decoder::set_quantized_weight: the base is not quantised (QLoRA)");
+        const std::size_t i = nf4_index(l, t);
+        if (quantized_.size() <= i) quantized_.resize(i + 1);
+        step_.set_quantized_weight(quantized_entries_.at(i).name, q);
+        quantized_[i] = std::move(q);
+    }
+
+    // The parameters of a host model (a tl::decoder of the same configuration and adapter), by name; every one
+    // must exist. With an adapter: the base, the adapter, the dropout's key and count, QLoRA's NF4 weights.
     template <class Model>
     void load_from(const Model& model) {
+        static_assert(Model::has_adapter == has_adapter, "gpu::device_decoder::load_from: a host model with an "
+                                                         "adapter for a device model with one, and none for none");
+        if constexpr (has_adapter) {
+            static_assert(Model::lora.rank == lora.rank && Model::lora.alpha == lora.alpha &&
+                              Model::lora.targets == lora.targets && Model::quantized_base == quantized_base,
+                          "gpu::device_decoder::load_from: the host model's adapter differs (rank, alpha, targets, "
+                          "NF4); its dropout rate may");
+            set_dropout_seed(model.dropout_seed());
+            set_dropout_calls(model.dropout_calls());
+        }
+        if constexpr (quantized_base)
+            for (const auto& q : model.quantized_entries())
+                set_quantized_weight(q.layer, q.target, model.quantized_weight(q.layer, q.target));
         std::size_t copied = 0;
         for (const parameter_entry& e : model.parameter_entries()) {
             const parameter_entry& mine = entry(e.name);
@@ -157,9 +240,15 @@ public:
                                          "the device model (another configuration?)");
         upload_parameters();
     }
-    // The device's parameters into a host model's entries of the same names.
+    // The device's parameters into a host model's entries of the same names (with an adapter: the adapter, the
+    // unchanged base and the dropout's count, so the host model continues where the device stopped).
     template <class Model>
     void store_into(Model& model) {
+        static_assert(Model::has_adapter == has_adapter, "gpu::device_decoder::store_into: the adapters differ");
+        if constexpr (has_adapter) {
+            model.set_dropout_seed(dropout_seed());
+            model.set_dropout_calls(dropout_calls());
+        }
         download_parameters();
         for (const parameter_entry& e : model.parameter_entries()) {
             const parameter_entry& mine = entry(e.name);
@@ -223,20 +312,37 @@ public:
     // Data parallel (the trainer under mpirun; docs/gpu.md, "Data parallel on GPUs"), in this model's memory, one
     // collective each: `comm` must take it (gpu::nccl_communicator for gpu_ops; a host communicator for cpu_ops).
     // Rank root's parameters to every rank (the host mirror follows), and the gradient block summed over the ranks.
+    // With an adapter the f32 base and the adapter go (QLoRA's NF4 base does not: every rank loads the same one).
     void broadcast_parameters(dist::communicator& comm, int root) {
         check_reaches(comm, "broadcast_parameters");
-        comm.broadcast(std::as_writable_bytes(flat_block(step_.parameter(entries_.front().name))), root);
+        comm.broadcast(std::as_writable_bytes(std::span<float>{base_block(), host_.size()}), root);
+        if constexpr (has_adapter)
+            comm.broadcast(std::as_writable_bytes(std::span<float>{adapter_block(), adapter_host_.size()}), root);
         step_.parameters_changed();
+        if constexpr (has_adapter) memory_.ex.download(host_.data(), base_block(), host_.size() * sizeof(float));
         download_parameters();
     }
     void all_reduce_gradients(dist::communicator& comm) {
         check_reaches(comm, "all_reduce_gradients");
-        comm.all_reduce_sum(flat_block(step_.gradient(entries_.front().name))).wait();
+        const std::size_t n = has_adapter ? adapter_host_.size() : host_.size(); // the gradients of what trains
+        comm.all_reduce_sum(std::span<float>{step_.gradient(step_.trainable_layout().front().name), n}).wait();
     }
 
 private:
-    // The parameters' (or gradients') flat block from its first slice: the layout's offsets, host_.size() floats.
-    std::span<float> flat_block(float* first) { return {first, host_.size()}; }
+    // The flat blocks of the base's and the adapter's parameters (from their first slices: the layouts' offsets).
+    float* base_block() { return step_.parameter(step_.layout().front().name); }
+    float* adapter_block() { return step_.parameter(step_.adapter_layout().front().name); }
+    static std::size_t block_size(const std::vector<parameter_slice>& layout) {
+        std::size_t total = 0;
+        for (const parameter_slice& s : layout)
+            total = std::max(total, s.offset + s.size());
+        return total;
+    }
+    std::size_t nf4_index(index_t l, int t) const {
+        check(l >= 0 && l < config_.n_layers && t >= 0 && t < lora_target_count,
+              "gpu::device_decoder: no NF4 projection there");
+        return std::size_t(l) * lora_target_count + std::size_t(t);
+    }
     void check_reaches(const dist::communicator& comm, const char* who) const {
         constexpr bool on_device = !std::same_as<Ex, cpu_ops>;
         check(comm.size() == 1 || comm.takes_device_memory() == on_device, [&] {
@@ -253,7 +359,7 @@ private:
     static decoder_plan_options step_options(const device_decoder_options& o) {
         decoder_plan_options p;
         p.batch = o.batch, p.time = o.time, p.logits_rows = o.logits_rows, p.bf16_weights = o.bf16;
-        p.checkpointing = o.checkpointing;
+        p.checkpointing = o.checkpointing, p.lora = lora;
         return p;
     }
     const parameter_entry& entry(const std::string& name) const {
@@ -281,9 +387,11 @@ private:
     decoder_plan_options step_options_;
     arena_plan plan_;
     step_memory<Ex> memory_;
-    decoder_step<Ex> step_; // after plan_ and memory_: it keeps references to them
-    std::vector<float> host_;
+    decoder_step<Ex> step_;                  // after plan_ and memory_: it keeps references to them
+    std::vector<float> host_, adapter_host_; // the host mirror: the base's block, the adapter's
     std::vector<parameter_entry> entries_;
+    std::vector<quantized_entry> quantized_entries_;
+    std::vector<nf4_tensor> quantized_;
     index_t counted_ = 0;
     std::vector<token_t> padded_ids_, padded_targets_;
     std::vector<index_t> padded_docs_;
@@ -291,11 +399,13 @@ private:
 
 // AdamW over a device_decoder's flat blocks (decoder_step::adamw_step: optim/adamw.hpp's update and decay rule), an
 // Optimizer for tl::trainer and checkpoints. Like tl::adamw it has no state before its first step: a checkpoint of
-// step 0 holds no moments, one of a later step all of them.
-template <class Ex>
+// step 0 holds no moments, one of a later step all of them. With an adapter only the adapter has moments (the
+// entries that train, as tl::adamw keeps state for those only).
+template <class Ex, LoraAdapter A>
 class device_adamw {
 public:
-    explicit device_adamw(device_decoder<Ex>& model, adamw_options options = {}) : model_(&model), options_(options) {}
+    explicit device_adamw(device_decoder<Ex, A>& model, adamw_options options = {})
+        : model_(&model), options_(options) {}
 
     void step(double lr) {
         model_->step().adamw_step(lr, options_);
@@ -311,6 +421,7 @@ public:
         if (!has_state_) return;
         std::vector<float> host;
         for (const parameter_entry& e : model_->parameter_entries()) {
+            if (!e.trainable) continue;
             host.resize(std::size_t(e.value.numel()));
             for (int kind = 0; kind < 2; ++kind) {
                 model_->executor().download(host.data(), moment(kind, e.name), host.size() * sizeof(float));
@@ -324,6 +435,7 @@ public:
         if (!has_state_) return;
         std::vector<float> host;
         for (const parameter_entry& e : model_->parameter_entries()) {
+            if (!e.trainable) continue;
             host.resize(std::size_t(e.value.numel()));
             for (int kind = 0; kind < 2; ++kind) {
                 f(kind_name(kind) + e.name, tensor_view<float>{host.data(), e.value.shape});
@@ -336,6 +448,7 @@ public:
     void reset_state(Has&& has) {
         has_state_ = false;
         for (const parameter_entry& e : model_->parameter_entries()) {
+            if (!e.trainable) continue;
             for (int kind = 0; kind < 2; ++kind)
                 model_->executor().zero(moment(kind, e.name), std::size_t(e.value.numel()) * sizeof(float));
             has_state_ = has_state_ || has(kind_name(0) + e.name);
@@ -348,7 +461,7 @@ private:
         return kind == 0 ? model_->step().first_moment(name) : model_->step().second_moment(name);
     }
 
-    device_decoder<Ex>* model_;
+    device_decoder<Ex, A>* model_;
     adamw_options options_;
     bool has_state_ = false;
 };
