@@ -746,7 +746,8 @@ BOOST_AUTO_TEST_CASE(cuda_ranking_step_on_the_cpu_matches_the_sentence_encoder) 
 // Packed texts in the device's contrastive step (ranking_step_shape::packed: the texts end to end in rows of
 // max_length, doc_start keeping attention inside each text, positions restarting, pooling over each text's segment)
 // against the same step with every text in a row of its own, both on the CPU executor: texts of mixed lengths, two
-// exactly max_length, token types, mean, cls and max pooling, symmetric or not. The loss within 1e-6 relative,
+// exactly max_length, token types, mean, cls and max pooling, symmetric or not, the packed step's attention through
+// products and through the row kernels (the padded one's through products). The loss within 1e-6 relative,
 // the embeddings within 1e-6 and every gradient within 1e-5 of its tensor's scale. Then pack_texts' first-fit
 // layout, and a planned token budget (ranking_step_shape::rows) refusing a batch that needs more rows.
 BOOST_AUTO_TEST_CASE(cuda_ranking_step_packed_texts_match_padded_rows) {
@@ -776,32 +777,39 @@ BOOST_AUTO_TEST_CASE(cuda_ranking_step_packed_texts_match_padded_rows) {
         const embed::ranking_loss_options loss{.scale = 20, .symmetric = symmetric};
         const std::string name = std::string(pooling_name(pooling)) + (symmetric ? ", symmetric" : "");
         gpu::ranking_step<gpu::cpu_ops> padded(c, sc, {.pairs = pairs, .negatives = negatives});
-        gpu::ranking_step<gpu::cpu_ops> packed(c, sc, {.pairs = pairs, .negatives = negatives, .packed = true});
-        double losses[2] = {0, 0};
-        for (auto* step : {&padded, &packed}) {
-            step->load_from(model);
-            step->zero_gradients();
-            losses[step == &packed ? 1 : 0] = step->forward_backward(tokens, pairs, loss);
-        }
-        BOOST_TEST(std::abs(losses[1] - losses[0]) <= 1e-6 * std::abs(losses[0]),
-                   name << ": packed loss " << losses[1] << " against " << losses[0]);
+        padded.load_from(model);
+        padded.zero_gradients();
+        const double padded_loss = padded.forward_backward(tokens, pairs, loss);
         const std::vector<float> padded_embeddings(padded.embeddings(), padded.embeddings() + n * c.d_model);
-        BOOST_TEST(max_abs_diff(packed.embeddings(), padded_embeddings) <= 1e-6, name << ": embeddings");
-        double worst = 0;
-        for (const parameter_entry& e : model.trainable_entries()) {
-            const float *g = packed.gradient(e.name), *h = padded.gradient(e.name);
-            double scale = 0, err = 0;
-            for (index_t i = 0; i < e.value.numel(); ++i) {
-                scale = std::max(scale, std::abs(double(h[i])));
-                err = std::max(err, std::abs(double(g[i]) - double(h[i])));
+        // Packed, attention through products (09's) and through the row kernels.
+        for (const gpu::attention_path path : {gpu::attention_path::products, gpu::attention_path::rows}) {
+            const std::string label =
+                name + (path == gpu::attention_path::products ? ", attention products" : ", attention rows");
+            gpu::ranking_step<gpu::cpu_ops> packed(
+                c, sc, {.pairs = pairs, .negatives = negatives, .attention = path, .packed = true});
+            packed.load_from(model);
+            packed.zero_gradients();
+            const double packed_loss = packed.forward_backward(tokens, pairs, loss);
+            BOOST_TEST(std::abs(packed_loss - padded_loss) <= 1e-6 * std::abs(padded_loss),
+                       label << ": packed loss " << packed_loss << " against " << padded_loss);
+            BOOST_TEST(max_abs_diff(packed.embeddings(), padded_embeddings) <= 1e-6, label << ": embeddings");
+            double worst = 0;
+            for (const parameter_entry& e : model.trainable_entries()) {
+                const float *g = packed.gradient(e.name), *h = padded.gradient(e.name);
+                double scale = 0, err = 0;
+                for (index_t i = 0; i < e.value.numel(); ++i) {
+                    scale = std::max(scale, std::abs(double(h[i])));
+                    err = std::max(err, std::abs(double(g[i]) - double(h[i])));
+                }
+                if (e.name.find("self.key.bias") != std::string::npos) continue; // its true gradient is 0: noise
+                BOOST_TEST(err <= 1e-5 * scale,
+                           label << ", " << e.name << ": " << err << " against a scale of " << scale);
+                worst = std::max(worst, scale > 0 ? err / scale : 0.0);
             }
-            if (e.name.find("self.key.bias") != std::string::npos) continue; // its true gradient is 0: noise
-            BOOST_TEST(err <= 1e-5 * scale, name << ", " << e.name << ": " << err << " against a scale of " << scale);
-            worst = std::max(worst, scale > 0 ? err / scale : 0.0);
+            BOOST_TEST_MESSAGE(label << ": packed loss " << packed_loss << " (padded rows " << padded_loss
+                                     << "), gradients within " << worst << " of their scale, " << layout.rows
+                                     << " rows instead of " << n);
         }
-        BOOST_TEST_MESSAGE(name << ": packed loss " << losses[1] << " (padded rows " << losses[0]
-                                << "), gradients within " << worst << " of their scale, " << layout.rows
-                                << " rows instead of " << n);
     }
     // A planned budget of 4 rows refuses this batch (5 rows), with the counts; 5 rows take it.
     const embed::sentence_config sc{.max_length = T};
