@@ -22,7 +22,8 @@
 // weights (LoRA: the adapter's) come back to the host model for evaluation and saving: the same files as a CPU run
 // (LoRA: the same PEFT adapter and merged folder). QLoRA stays on the CPU (no NF4 base on the device encoder). On a
 // device the
-// whole batch is one padded forward (no gradient cache: --mini-batch is the CPU's). Its checkpoints are a CPU run's
+// whole batch is one forward (no gradient cache: --mini-batch is the CPU's), its texts packed end to end into rows
+// of --max-length (attention inside each text; --device-padded: a padded row per text). Its checkpoints are a CPU run's
 // files (the device's AdamW moments under tl::adamw's names: gpu::ranking_adamw), so either device resumes the
 // other's.
 #include "retrieval_data.hpp"
@@ -81,6 +82,7 @@ struct settings {
     bool symmetric = false;
     std::size_t smoke_queries = 0; // --smoke: this many test queries and training pairs
     std::string device = "cpu";    // cpu, cuda or cpu-ops (full fine-tuning)
+    bool device_padded = false;    // on a device: a row per text (else the texts packed end to end into rows)
 };
 
 struct mode_result {
@@ -182,11 +184,11 @@ struct device_training_on final : device_training<Model> {
     tl::gpu::ranking_adamw<Ex> opt; // after step: it refers to it
 };
 template <class Model>
-std::unique_ptr<device_training<Model>> device_training_of(const std::string& device, const Model& model,
-                                                           const tl::embed::sentence_config& sc, tl::index_t pairs,
-                                                           tl::index_t negatives, const tl::adamw_options& o) {
-    tl::gpu::ranking_step_shape shape;
-    shape.pairs = pairs, shape.negatives = negatives, shape.bf16 = device == "cuda";
+std::unique_ptr<device_training<Model>>
+device_training_of(const std::string& device, const Model& model, const tl::embed::sentence_config& sc,
+                   tl::index_t pairs, tl::index_t negatives, const tl::adamw_options& o, bool packed) {
+    tl::gpu::ranking_step_shape shape; // packed: the worst case planned (a row per text), so every batch fits
+    shape.pairs = pairs, shape.negatives = negatives, shape.bf16 = device == "cuda", shape.packed = packed;
     shape.lora = Model::lora; // rank 0: full fine-tuning; else the base frozen and the adapter trains
 #ifdef TINYLM_HAS_CUDA
     if (device == "cuda") return std::make_unique<device_training_on<Model, tl::gpu::gpu_ops>>(model, sc, shape, o);
@@ -240,11 +242,13 @@ mode_result train_mode(const std::string& mode, const base_model& b, const recip
             std::size_t negatives = 0;
             for (const auto& row : t.train)
                 negatives = std::max(negatives, row.negatives.size());
-            device = device_training_of(s.device, *model, b.config, s.batch, tl::index_t(negatives), opt.options());
+            device = device_training_of(s.device, *model, b.config, s.batch, tl::index_t(negatives), opt.options(),
+                                        !s.device_padded);
             tokenize = tl::sentence_tokenizer(b.tokenizer);
-            std::printf("  on %s: gpu::ranking_step, %d pairs of at most %lld tokens in one padded batch, arena "
+            std::printf("  on %s: gpu::ranking_step, %d pairs of at most %lld tokens in one batch (%s), arena "
                         "%.1f MiB\n",
                         s.device.c_str(), s.batch, static_cast<long long>(b.config.max_length),
+                        s.device_padded ? "a padded row per text" : "texts packed end to end into rows",
                         double(device->arena_bytes()) / (1 << 20));
         }
     }
@@ -279,6 +283,7 @@ mode_result train_mode(const std::string& mode, const base_model& b, const recip
     tl::progress_bar bar(s.steps, {.plain_every = 10, .first_step = first}); // stdout: /dev/null but on rank 0
     std::vector<std::string> texts; // a device step's: anchors, positives, negatives
     tl::index_t device_truncated = 0, device_embedded = 0;
+    long long device_real = 0, device_computed = 0, device_padded_rows = 0; // tokens: the encoder's work
     for (long long k = first; k < s.steps; ++k) {
         const auto t0 = std::chrono::steady_clock::now();
         const tl::data::pair_batch pb = tl::data::gather_pairs(t.train, sampler.next());
@@ -290,6 +295,13 @@ mode_result train_mode(const std::string& mode, const base_model& b, const recip
             texts.insert(texts.end(), pb.negatives.begin(), pb.negatives.end());
             const tl::embed::token_batch tokens = tokenize(texts, b.config.max_length);
             device_truncated += tokens.truncated, device_embedded += tl::index_t(texts.size());
+            const auto rows = [&](bool packed) {
+                return tl::gpu::pack_texts(tokens.lengths.data(), tokens.batch, b.config.max_length, packed).rows;
+            };
+            for (const tl::index_t len : tokens.lengths)
+                device_real += len;
+            device_computed += rows(!s.device_padded) * b.config.max_length;
+            device_padded_rows += rows(false) * b.config.max_length;
             loss = device->gradients(tokens, tl::index_t(pb.anchors.size()), step_options.loss);
         } else {
             loss = step.gradients(se, {pb.anchors, pb.positives, pb.negatives}, step_options);
@@ -315,6 +327,11 @@ mode_result train_mode(const std::string& mode, const base_model& b, const recip
     if (!root) return r; // rank 0 evaluates and saves
     if (device) {
         device->store_into(*model); // evaluation and saving on the CPU
+        if (device_computed > 0)
+            std::printf("  encoder tokens on %s: %lld computed (rows x %lld) for %lld real; a padded row per text "
+                        "would be %lld (%.2fx)\n",
+                        s.device.c_str(), device_computed, static_cast<long long>(b.config.max_length), device_real,
+                        device_padded_rows, double(device_padded_rows) / double(device_computed));
         if (device_truncated > 0)
             std::printf("  note: %lld of %lld texts trained on were longer than %lld tokens and were truncated\n",
                         static_cast<long long>(device_truncated), static_cast<long long>(device_embedded),
@@ -426,6 +443,9 @@ int main(int argc, char** argv) {
                    "in a build with tinylm::cuda; --modes full,lora), or cpu-ops: the GPU's code path on the CPU "
                    "(slow; a check)")
         ->check(CLI::IsMember({"cpu", "cuda", "cpu-ops"}));
+    app.add_flag("--device-padded", s.device_padded,
+                 "on a device, every text in a row of its own padded to --max-length (the default packs the batch's "
+                 "texts end to end into rows of --max-length: the same loss, fewer rows)");
     app.add_flag("--fresh", fresh, "discard results and checkpoints in --out");
     app.add_flag("--smoke", smoke, "a minute-long run: 40 test queries, 3 steps, short texts (for CI)");
     CLI11_PARSE(app, argc, argv);

@@ -22,25 +22,23 @@ unsigned blocks_for(long long n) {
 }
 
 __global__ void pool_forward_kernel(pool_kind mode, float* pooled, std::int32_t* arg, const float* hidden,
-                                    const std::int64_t* lengths, long long n, long long time, int d) {
+                                    const std::int64_t* starts, const std::int64_t* lengths, long long n, int d) {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n * d;
          i += (long long)gridDim.x * blockDim.x) {
         const long long b = i / d;
         const int j = int(i % d);
         pooled[i] =
-            pool_element(mode, hidden + b * time * d, lengths[b], d, j, mode == pool_kind::max ? arg + i : nullptr);
+            pool_element(mode, hidden + starts[b] * d, lengths[b], d, j, mode == pool_kind::max ? arg + i : nullptr);
     }
 }
 
 __global__ void pool_backward_kernel(pool_kind mode, float* dhidden, const float* dpooled, const std::int32_t* arg,
-                                     const std::int64_t* lengths, long long n, long long time, int d) {
-    const long long total = n * time * d;
+                                     const std::int32_t* owner, const std::int64_t* starts, const std::int64_t* lengths,
+                                     long long tokens, int d) {
+    const long long total = tokens * d;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
-         i += (long long)gridDim.x * blockDim.x) {
-        const long long row = i / d, b = row / time, t = row % time;
-        const long long e = b * d + i % d;
-        dhidden[i] = pool_grad_element(mode, dpooled[e], t, lengths[b], mode == pool_kind::max ? arg[e] : 0);
-    }
+         i += (long long)gridDim.x * blockDim.x)
+        dhidden[i] = pool_grad_token(mode, dpooled, arg, owner, starts, lengths, i / d, d, int(i % d));
 }
 
 __global__ void normalize_rows_kernel(float* y, double* norms, const float* x, long long n, int d, bool float_norm) {
@@ -78,20 +76,21 @@ __global__ void ranking_dscores_kernel(float* scores, const double* row_lse, con
 
 } // namespace
 
-void pool_forward(pool_kind mode, float* pooled, std::int32_t* arg, const float* hidden, const std::int64_t* lengths,
-                  long long n, long long time, int d, void* stream) {
+void pool_forward(pool_kind mode, float* pooled, std::int32_t* arg, const float* hidden, const std::int64_t* starts,
+                  const std::int64_t* lengths, long long n, int d, void* stream) {
     if (n == 0) return;
     check(mode != pool_kind::max || arg != nullptr, "gpu::pool_forward: max pooling needs arg");
-    pool_forward_kernel<<<blocks_for(n * d), block, 0, detail::as_stream(stream)>>>(mode, pooled, arg, hidden, lengths,
-                                                                                    n, time, d);
+    pool_forward_kernel<<<blocks_for(n * d), block, 0, detail::as_stream(stream)>>>(mode, pooled, arg, hidden, starts,
+                                                                                    lengths, n, d);
     detail::launch_check("pool_forward");
 }
 
 void pool_backward(pool_kind mode, float* dhidden, const float* dpooled, const std::int32_t* arg,
-                   const std::int64_t* lengths, long long n, long long time, int d, void* stream) {
-    if (n == 0) return;
-    pool_backward_kernel<<<blocks_for(n * time * d), block, 0, detail::as_stream(stream)>>>(mode, dhidden, dpooled, arg,
-                                                                                            lengths, n, time, d);
+                   const std::int32_t* owner, const std::int64_t* starts, const std::int64_t* lengths, long long tokens,
+                   int d, void* stream) {
+    if (tokens == 0) return;
+    pool_backward_kernel<<<blocks_for(tokens * d), block, 0, detail::as_stream(stream)>>>(
+        mode, dhidden, dpooled, arg, owner, starts, lengths, tokens, d);
     detail::launch_check("pool_backward");
 }
 

@@ -240,6 +240,7 @@ BOOST_AUTO_TEST_CASE(encoder_step_plan_holds_bert_and_refuses_what_the_kernels_l
     BOOST_TEST(plan.at("layer.5.act").bytes == 4 * n * f);
     BOOST_TEST(plan.at("hidden").bytes == 4 * n * d);
     BOOST_TEST(plan.at("key_lengths").bytes == 8 * 64);
+    BOOST_TEST(plan.at("doc_start").bytes == 8 * n); // packed texts (ranking_step_shape::packed)
     BOOST_TEST(plan.at("attention.scores").bytes == 4 * 64 * 12 * 128 * 128);
     BOOST_TEST_MESSAGE("all-MiniLM-L6-v2's shape, batch 64 x 128: "
                        << plan.entries().size() << " buffers, " << plan.bytes() << " bytes ("

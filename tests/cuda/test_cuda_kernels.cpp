@@ -1087,27 +1087,41 @@ BOOST_AUTO_TEST_CASE(encoder_step_matches_the_cpu_executor, needs_device()) {
 BOOST_AUTO_TEST_CASE(pooling_and_ranking_rows_match_the_cpu, needs_device()) {
     const long long n = 12, time = 30;
     const int d = 96;
-    const auto hidden = random_tensor<float>({n * time, d}, 81), dpooled = random_tensor<float>({n, d}, 82);
     std::vector<std::int64_t> lengths(static_cast<std::size_t>(n));
     for (long long b = 0; b < n; ++b)
         lengths[std::size_t(b)] = 1 + (b * 7) % time;
-    for (const gpu::pool_kind mode : {gpu::pool_kind::mean, gpu::pool_kind::cls, gpu::pool_kind::max}) {
-        device_run r;
-        const int bh = r.input(hidden.data), bl = r.input(lengths), bd = r.input(dpooled.data);
-        const int bp = r.output<float>(std::size_t(n * d)), ba = r.output<std::int32_t>(std::size_t(n * d));
-        const int bdh = r.output<float>(std::size_t(n * time * d));
-        r.allocate();
-        gpu::pool_forward(mode, r.at<float>(bp), r.at<std::int32_t>(ba), r.at<float>(bh), r.at<std::int64_t>(bl), n,
-                          time, d);
-        gpu::pool_backward(mode, r.at<float>(bdh), r.at<float>(bd), r.at<std::int32_t>(ba), r.at<std::int64_t>(bl), n,
-                           time, d);
-        std::vector<float> pooled(std::size_t(n * d)), dh(std::size_t(n * time * d));
-        std::vector<std::int32_t> arg(std::size_t(n * d));
-        gpu::pool_rows(mode, pooled.data(), arg.data(), hidden.data.data(), lengths.data(), n, time, d);
-        gpu::pool_backward_rows(mode, dh.data(), dpooled.data.data(), arg.data(), lengths.data(), n, time, d);
-        BOOST_TEST(same_bits(r.get<float>(bp), pooled), "mode " << int(mode));
-        BOOST_TEST(same_bits(r.get<float>(bdh), dh), "mode " << int(mode));
-        if (mode == gpu::pool_kind::max) BOOST_TEST(r.get<std::int32_t>(ba) == arg);
+    // Each text in a row of its own, then packed end to end (gpu::pack_texts): the pooling's segments.
+    for (const bool packed : {false, true}) {
+        const gpu::text_packing layout = gpu::pack_texts(lengths.data(), n, time, packed);
+        const long long tokens = layout.tokens();
+        std::vector<std::int64_t> starts(static_cast<std::size_t>(n));
+        std::vector<std::int32_t> owner(static_cast<std::size_t>(tokens), -1);
+        for (long long b = 0; b < n; ++b) {
+            starts[std::size_t(b)] = layout.row[std::size_t(b)] * time + layout.offset[std::size_t(b)];
+            std::fill_n(owner.begin() + starts[std::size_t(b)], lengths[std::size_t(b)], std::int32_t(b));
+        }
+        const auto hidden = random_tensor<float>({tokens, d}, 81), dpooled = random_tensor<float>({n, d}, 82);
+        for (const gpu::pool_kind mode : {gpu::pool_kind::mean, gpu::pool_kind::cls, gpu::pool_kind::max}) {
+            device_run r;
+            const int bh = r.input(hidden.data), bs = r.input(starts), bl = r.input(lengths), bo = r.input(owner);
+            const int bd = r.input(dpooled.data);
+            const int bp = r.output<float>(std::size_t(n * d)), ba = r.output<std::int32_t>(std::size_t(n * d));
+            const int bdh = r.output<float>(std::size_t(tokens * d));
+            r.allocate();
+            gpu::pool_forward(mode, r.at<float>(bp), r.at<std::int32_t>(ba), r.at<float>(bh), r.at<std::int64_t>(bs),
+                              r.at<std::int64_t>(bl), n, d);
+            gpu::pool_backward(mode, r.at<float>(bdh), r.at<float>(bd), r.at<std::int32_t>(ba), r.at<std::int32_t>(bo),
+                               r.at<std::int64_t>(bs), r.at<std::int64_t>(bl), tokens, d);
+            std::vector<float> pooled(std::size_t(n * d)), dh(std::size_t(tokens * d));
+            std::vector<std::int32_t> arg(std::size_t(n * d));
+            gpu::pool_segments(mode, pooled.data(), arg.data(), hidden.data.data(), starts.data(), lengths.data(), n,
+                               d);
+            gpu::pool_backward_segments(mode, dh.data(), dpooled.data.data(), arg.data(), owner.data(), starts.data(),
+                                        lengths.data(), tokens, d);
+            BOOST_TEST(same_bits(r.get<float>(bp), pooled), "mode " << int(mode) << (packed ? ", packed" : ""));
+            BOOST_TEST(same_bits(r.get<float>(bdh), dh), "mode " << int(mode) << (packed ? ", packed" : ""));
+            if (mode == gpu::pool_kind::max) BOOST_TEST(r.get<std::int32_t>(ba) == arg);
+        }
     }
     {
         std::vector<float> x = random_tensor<float>({n, d}, 83).data;
@@ -1159,9 +1173,10 @@ BOOST_AUTO_TEST_CASE(pooling_and_ranking_rows_match_the_cpu, needs_device()) {
 
 // gpu::ranking_step (cuda/ranking_step.hpp) on the GPU against the same step on the CPU executor (itself checked
 // against tl's sentence encoder and ranking loss in test_encoder): a BERT of width 64, 3 pairs of a plan of 4 with
-// one hard negative each (texts of 3 to 40 tokens, padded to 48), mean pooling, normalised, symmetric; f32 and bf16
-// products: the loss within 1e-5 relative (bf16 1e-4), every gradient within 1e-4 of its tensor's scale (bf16 1e-3);
-// the same step again gives the same bits; after clipping and one AdamW step the parameters within 1e-2 lr.
+// one hard negative each (texts of 3 to 40 tokens, padded to 48, or packed end to end into rows of 48), mean
+// pooling, normalised, symmetric; f32 and bf16 products: the loss within 1e-5 relative (bf16 1e-4), every gradient
+// within 1e-4 of its tensor's scale (bf16 1e-3); the same step again gives the same bits; after clipping and one AdamW
+// step the parameters within 1e-2 lr.
 BOOST_AUTO_TEST_CASE(ranking_step_matches_the_cpu_executor, needs_device()) {
     model_config c = tl_test::tiny_bert(61, 48);
     c.d_model = 64, c.d_ff = 128, c.init_std = 0.05;
@@ -1178,9 +1193,10 @@ BOOST_AUTO_TEST_CASE(ranking_step_matches_the_cpu_executor, needs_device()) {
     const embed::sentence_config sc{.pooling = pooling_mode::mean, .normalize = true, .max_length = 48};
     const embed::ranking_loss_options loss{.scale = 20, .symmetric = true};
     const adamw_options options{.beta1 = 0.9, .beta2 = 0.999, .eps = 1e-6, .weight_decay = 0.01};
-    for (const bool bf16 : {false, true}) {
-        BOOST_TEST_CONTEXT((bf16 ? "bf16 products" : "f32 products")) {
-            const gpu::ranking_step_shape shape{.pairs = 4, .negatives = negatives, .bf16 = bf16};
+    for (const int variant : {0, 1, 2, 3}) {
+        const bool bf16 = (variant & 1) != 0, packed = variant >= 2;
+        BOOST_TEST_CONTEXT((bf16 ? "bf16 products" : "f32 products") << (packed ? ", packed texts" : "")) {
+            const gpu::ranking_step_shape shape{.pairs = 4, .negatives = negatives, .bf16 = bf16, .packed = packed};
             gpu::ranking_step<gpu::cpu_ops> cpu(c, sc, shape);
             gpu::ranking_step<gpu::gpu_ops> gpu_step(c, sc, shape);
             std::vector<float> weights =

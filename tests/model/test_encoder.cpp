@@ -29,6 +29,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <optional>
 
 #include <unistd.h>
@@ -623,10 +624,11 @@ BOOST_AUTO_TEST_CASE(cuda_encoder_step_on_the_cpu_matches_the_encoder) {
 // The GPU's contrastive step (cuda/ranking_step.hpp: the encoder step, pooling, the normalisations, the ranking
 // loss's product, rows and gradient) on the CPU executor against tinylm's CPU path on the same tiny BERT and the
 // same tokens: sentence_encoder + embed::ranking_step (the plain step) + tl::clip_grad_norm + tl::adamw. Texts of
-// 2 to 7 tokens padded to 7 by the tokenizer and to 8 by the plan; 2 pairs in a plan of 3 (its unused rows must
-// give nothing); mean, cls and max pooling, normalised or not, symmetric or not, with and without hard negatives,
-// the CPU's texts packed or padded. The loss within 1e-5 relative, every gradient within 1e-4 of its tensor's scale,
-// the parameters after one clipped AdamW step within 1e-2 of that step's size.
+// 2 to 7 tokens padded to 7 by the tokenizer and to 8 by the plan; 2 pairs in a plan of 3 (its unused rows are not
+// computed); mean, cls and max pooling, normalised or not, symmetric or not, with and without hard negatives,
+// the CPU's texts packed or padded, the device's texts each in a row of its own or packed end to end. The loss within
+// 1e-5 relative, every gradient within 1e-4 of its tensor's scale, the parameters after one clipped AdamW step within
+// 1e-2 of that step's size.
 BOOST_AUTO_TEST_CASE(cuda_ranking_step_on_the_cpu_matches_the_sentence_encoder) {
     using config = tl_test::tiny_bert_config;
     const model_config& c = config::value;
@@ -674,57 +676,153 @@ BOOST_AUTO_TEST_CASE(cuda_ranking_step_on_the_cpu_matches_the_sentence_encoder) 
                           all.subspan(std::size_t(2 * pairs))},
                          {.loss = loss_options, .mini_batch_size = 0});
 
-        gpu::ranking_step<gpu::cpu_ops> step(c, sc, {.pairs = 3, .negatives = u.negatives});
-        step.load_from(model);
-        step.zero_gradients();
-        const double step_loss = step.forward_backward(tokens, pairs, loss_options);
-        BOOST_TEST(std::abs(step_loss - loss) <= 1e-5 * std::abs(loss),
-                   name << ": loss " << step_loss << " against " << loss);
-        // The embeddings as the sentence encoder gives them (before any optimizer step).
-        owned<float> embedded({n, c.d_model});
-        se.embed(texts, embedded, false);
-        BOOST_TEST(max_abs_diff(step.embeddings(), embedded.data) <= 1e-5, name << ": embeddings");
-        // Gradients against each tensor's scale (a key bias's, whose true gradient is 0, against its query bias's).
-        double worst = 0;
-        for (const parameter_entry& e : model.trainable_entries()) {
-            const std::size_t key = e.name.find("self.key.bias");
-            const std::string scale_name =
-                key == std::string::npos ? e.name : e.name.substr(0, key) + "self.query.bias";
-            double scale = 0, err = 0;
-            for (const parameter_entry& s : model.trainable_entries())
-                if (s.name == scale_name)
-                    for (index_t i = 0; i < s.grad.numel(); ++i)
-                        scale = std::max(scale, std::abs(double(s.grad[i])));
-            const float* g = step.gradient(e.name);
-            for (index_t i = 0; i < e.grad.numel(); ++i)
-                err = std::max(err, std::abs(double(g[i]) - double(e.grad[i])));
-            BOOST_TEST(err <= 1e-4 * scale, name << ", " << e.name << ": " << err << " against a scale of " << scale);
-            worst = std::max(worst, scale > 0 ? err / scale : INFINITY);
+        // The device step with every text in a row of its own and with the texts packed end to end.
+        std::unique_ptr<gpu::ranking_step<gpu::cpu_ops>> steps[2];
+        for (const bool packed : {false, true}) {
+            auto& step = steps[packed ? 1 : 0];
+            step = std::make_unique<gpu::ranking_step<gpu::cpu_ops>>(
+                c, sc, gpu::ranking_step_shape{.pairs = 3, .negatives = u.negatives, .packed = packed});
+            const std::string label = name + (packed ? ", packed on the device" : "");
+            step->load_from(model);
+            step->zero_gradients();
+            const double step_loss = step->forward_backward(tokens, pairs, loss_options);
+            BOOST_TEST(std::abs(step_loss - loss) <= 1e-5 * std::abs(loss),
+                       label << ": loss " << step_loss << " against " << loss);
+            // The embeddings as the sentence encoder gives them (before any optimizer step).
+            owned<float> embedded({n, c.d_model});
+            se.embed(texts, embedded, false);
+            BOOST_TEST(max_abs_diff(step->embeddings(), embedded.data) <= 1e-5, label << ": embeddings");
+            // Gradients against each tensor's scale (a key bias's, whose true gradient is 0, against its query
+            // bias's).
+            double worst = 0;
+            for (const parameter_entry& e : model.trainable_entries()) {
+                const std::size_t key = e.name.find("self.key.bias");
+                const std::string scale_name =
+                    key == std::string::npos ? e.name : e.name.substr(0, key) + "self.query.bias";
+                double scale = 0, err = 0;
+                for (const parameter_entry& s : model.trainable_entries())
+                    if (s.name == scale_name)
+                        for (index_t i = 0; i < s.grad.numel(); ++i)
+                            scale = std::max(scale, std::abs(double(s.grad[i])));
+                const float* g = step->gradient(e.name);
+                for (index_t i = 0; i < e.grad.numel(); ++i)
+                    err = std::max(err, std::abs(double(g[i]) - double(e.grad[i])));
+                BOOST_TEST(err <= 1e-4 * scale,
+                           label << ", " << e.name << ": " << err << " against a scale of " << scale);
+                worst = std::max(worst, scale > 0 ? err / scale : INFINITY);
+            }
+            BOOST_TEST_MESSAGE(label << ": loss " << step_loss << " (CPU " << loss << "), gradients within " << worst
+                                     << " of their scale");
         }
         // One optimizer step as 09_retrieval's: clipping at 1, AdamW (betas 0.9, 0.999, eps 1e-6, decay 0.01).
         const adamw_options options{.lr = 1e-3, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-6, .weight_decay = 0.01};
-        const double norm = clip_grad_norm(model.trainable_entries(), 1.0), step_norm = step.clip_gradients(1.0);
-        BOOST_TEST(std::abs(step_norm - norm) <= 1e-5 * norm,
-                   name << ": gradient norm " << step_norm << " against " << norm);
+        const double norm = clip_grad_norm(model.trainable_entries(), 1.0);
         adamw opt(model, options);
         opt.step(1e-3);
-        step.adamw_step(1e-3, options);
-        // A key bias's gradient is rounding noise on both sides (its true value is 0), which AdamW's first step
-        // turns into a move of up to lr either way: those only within 2 lr; every other parameter within 1% of lr.
-        double moved = 0, moved_key_bias = 0;
-        for (const parameter_entry& e : model.parameter_entries()) {
-            const bool key_bias = e.name.find("self.key.bias") != std::string::npos;
-            for (index_t i = 0; i < e.value.numel(); ++i) {
-                const double diff = std::abs(double(step.parameter(e.name)[i]) - double(e.value[i]));
-                (key_bias ? moved_key_bias : moved) = std::max(key_bias ? moved_key_bias : moved, diff);
+        for (const auto& step : steps) {
+            const double step_norm = step->clip_gradients(1.0);
+            BOOST_TEST(std::abs(step_norm - norm) <= 1e-5 * norm,
+                       name << ": gradient norm " << step_norm << " against " << norm);
+            step->adamw_step(1e-3, options);
+            // A key bias's gradient is rounding noise on both sides (its true value is 0), which AdamW's first step
+            // turns into a move of up to lr either way: those only within 2 lr; every other parameter within 1% of
+            // lr.
+            double moved = 0, moved_key_bias = 0;
+            for (const parameter_entry& e : model.parameter_entries()) {
+                const bool key_bias = e.name.find("self.key.bias") != std::string::npos;
+                for (index_t i = 0; i < e.value.numel(); ++i) {
+                    const double diff = std::abs(double(step->parameter(e.name)[i]) - double(e.value[i]));
+                    (key_bias ? moved_key_bias : moved) = std::max(key_bias ? moved_key_bias : moved, diff);
+                }
             }
+            BOOST_TEST(moved <= 1e-2 * 1e-3, name << ": parameters after the step " << moved << " apart");
+            BOOST_TEST(moved_key_bias <= 2e-3, name << ": key biases after the step " << moved_key_bias << " apart");
+            BOOST_TEST_MESSAGE(name << (step->shape().packed ? ", packed" : "") << ": parameters after one step within "
+                                    << moved << " (key biases " << moved_key_bias << ")");
         }
-        BOOST_TEST(moved <= 1e-2 * 1e-3, name << ": parameters after the step " << moved << " apart");
-        BOOST_TEST(moved_key_bias <= 2e-3, name << ": key biases after the step " << moved_key_bias << " apart");
-        BOOST_TEST_MESSAGE(name << ": loss " << step_loss << " (CPU " << loss << "), gradients within " << worst
-                                << " of their scale, parameters after one step within " << moved << " (key biases "
-                                << moved_key_bias << ")");
     }
+}
+
+// Packed texts in the device's contrastive step (ranking_step_shape::packed: the texts end to end in rows of
+// max_length, doc_start keeping attention inside each text, positions restarting, pooling over each text's segment)
+// against the same step with every text in a row of its own, both on the CPU executor: texts of mixed lengths, two
+// exactly max_length, token types, mean, cls and max pooling, symmetric or not, the packed step's attention through
+// products and through the row kernels (the padded one's through products). The loss within 1e-6 relative,
+// the embeddings within 1e-6 and every gradient within 1e-5 of its tensor's scale. Then pack_texts' first-fit
+// layout, and a planned token budget (ranking_step_shape::rows) refusing a batch that needs more rows.
+BOOST_AUTO_TEST_CASE(cuda_ranking_step_packed_texts_match_padded_rows) {
+    using config = tl_test::tiny_bert_config;
+    const model_config& c = config::value;
+    const index_t pairs = 3, negatives = 1, n = pairs * (2 + negatives), T = 8;
+    const std::vector<index_t> lengths{8, 3, 5, 2, 8, 4, 5, 2, 2}; // first fit: 5 rows of 8 for 9 texts
+    embed::token_batch tokens;
+    tokens.batch = n, tokens.time = T, tokens.lengths = lengths;
+    counter_rng rng(31);
+    for (index_t i = 0; i < n * T; ++i) {
+        const bool real = i % T < lengths[std::size_t(i / T)];
+        tokens.ids.push_back(real ? token_t(1 + rng.below(std::uint64_t(c.vocab_size - 1))) : 0);
+        tokens.type_ids.push_back(real ? token_t(rng.below(2)) : 0);
+    }
+    const gpu::text_packing layout = gpu::pack_texts(lengths.data(), n, T, true);
+    BOOST_TEST(layout.rows == 5);
+    BOOST_TEST(layout.row == (std::vector<std::int64_t>{0, 1, 1, 2, 3, 2, 4, 2, 4}), boost::test_tools::per_element());
+    BOOST_TEST(layout.offset == (std::vector<std::int64_t>{0, 0, 3, 0, 0, 2, 0, 6, 5}),
+               boost::test_tools::per_element());
+    BOOST_TEST(gpu::pack_texts(lengths.data(), n, T, false).rows == n);
+
+    encoder<config> model(42);
+    for (const pooling_mode pooling : {pooling_mode::mean, pooling_mode::cls, pooling_mode::max}) {
+        const bool symmetric = pooling != pooling_mode::cls;
+        const embed::sentence_config sc{.pooling = pooling, .normalize = true, .max_length = T};
+        const embed::ranking_loss_options loss{.scale = 20, .symmetric = symmetric};
+        const std::string name = std::string(pooling_name(pooling)) + (symmetric ? ", symmetric" : "");
+        gpu::ranking_step<gpu::cpu_ops> padded(c, sc, {.pairs = pairs, .negatives = negatives});
+        padded.load_from(model);
+        padded.zero_gradients();
+        const double padded_loss = padded.forward_backward(tokens, pairs, loss);
+        const std::vector<float> padded_embeddings(padded.embeddings(), padded.embeddings() + n * c.d_model);
+        // Packed, attention through products (09's) and through the row kernels.
+        for (const gpu::attention_path path : {gpu::attention_path::products, gpu::attention_path::rows}) {
+            const std::string label =
+                name + (path == gpu::attention_path::products ? ", attention products" : ", attention rows");
+            gpu::ranking_step<gpu::cpu_ops> packed(
+                c, sc, {.pairs = pairs, .negatives = negatives, .attention = path, .packed = true});
+            packed.load_from(model);
+            packed.zero_gradients();
+            const double packed_loss = packed.forward_backward(tokens, pairs, loss);
+            BOOST_TEST(std::abs(packed_loss - padded_loss) <= 1e-6 * std::abs(padded_loss),
+                       label << ": packed loss " << packed_loss << " against " << padded_loss);
+            BOOST_TEST(max_abs_diff(packed.embeddings(), padded_embeddings) <= 1e-6, label << ": embeddings");
+            double worst = 0;
+            for (const parameter_entry& e : model.trainable_entries()) {
+                const float *g = packed.gradient(e.name), *h = padded.gradient(e.name);
+                double scale = 0, err = 0;
+                for (index_t i = 0; i < e.value.numel(); ++i) {
+                    scale = std::max(scale, std::abs(double(h[i])));
+                    err = std::max(err, std::abs(double(g[i]) - double(h[i])));
+                }
+                if (e.name.find("self.key.bias") != std::string::npos) continue; // its true gradient is 0: noise
+                BOOST_TEST(err <= 1e-5 * scale,
+                           label << ", " << e.name << ": " << err << " against a scale of " << scale);
+                worst = std::max(worst, scale > 0 ? err / scale : 0.0);
+            }
+            BOOST_TEST_MESSAGE(label << ": packed loss " << packed_loss << " (padded rows " << padded_loss
+                                     << "), gradients within " << worst << " of their scale, " << layout.rows
+                                     << " rows instead of " << n);
+        }
+    }
+    // A planned budget of 4 rows refuses this batch (5 rows), with the counts; 5 rows take it.
+    const embed::sentence_config sc{.max_length = T};
+    gpu::ranking_step<gpu::cpu_ops> small(c, sc, {.pairs = pairs, .negatives = negatives, .packed = true, .rows = 4});
+    small.load_from(model);
+    BOOST_CHECK_EXCEPTION(small.forward_backward(tokens, pairs, {.scale = 20}), tl::error, [](const tl::error& e) {
+        return std::string(e.what()).find("pack into 5 rows of 8 tokens, the plan holds 4") != std::string::npos;
+    });
+    gpu::ranking_step<gpu::cpu_ops> enough(c, sc, {.pairs = pairs, .negatives = negatives, .packed = true, .rows = 5});
+    enough.load_from(model);
+    BOOST_TEST(std::isfinite(enough.forward_backward(tokens, pairs, {.scale = 20})));
+    BOOST_TEST(enough.arena_bytes() <
+               gpu::ranking_step<gpu::cpu_ops>(c, sc, {.pairs = pairs, .negatives = negatives}).arena_bytes());
 }
 
 // A device step's checkpoint (gpu::ranking_adamw + train/checkpoint.hpp, as 09_retrieval --device writes it) on the

@@ -152,13 +152,14 @@ struct cpu_ops {
     }
 
     // A sentence encoder's contrastive step (ranking_row.hpp; cuda/ranking_step.hpp).
-    void pool_forward(pool_kind mode, float* pooled, std::int32_t* arg, const float* hidden,
-                      const std::int64_t* lengths, long long n, long long time, int d) {
-        pool_rows(mode, pooled, arg, hidden, lengths, n, time, d);
+    void pool_forward(pool_kind mode, float* pooled, std::int32_t* arg, const float* hidden, const std::int64_t* starts,
+                      const std::int64_t* lengths, long long n, int d) {
+        pool_segments(mode, pooled, arg, hidden, starts, lengths, n, d);
     }
     void pool_backward(pool_kind mode, float* dhidden, const float* dpooled, const std::int32_t* arg,
-                       const std::int64_t* lengths, long long n, long long time, int d) {
-        pool_backward_rows(mode, dhidden, dpooled, arg, lengths, n, time, d);
+                       const std::int32_t* owner, const std::int64_t* starts, const std::int64_t* lengths,
+                       long long tokens, int d) {
+        pool_backward_segments(mode, dhidden, dpooled, arg, owner, starts, lengths, tokens, d);
     }
     void normalize_rows(float* y, double* norms, const float* x, long long n, int d, bool float_norm) {
         unit_rows(y, norms, x, n, d, float_norm);

@@ -154,12 +154,15 @@ void dropout_forward(float* out, const float* x, long long n, const dropout_mask
 void dropout_backward(float* dx, const float* g, long long n, const dropout_mask& m, void* stream = nullptr);
 
 // ---- a sentence encoder's contrastive step (src/cuda/ranking.cu; the arithmetic of ranking_row.hpp) ----
-// pooled (n, d) from hidden (n time, d), text b's lengths[b] rows (int64, device); arg (n, d) for max only.
-void pool_forward(pool_kind mode, float* pooled, std::int32_t* arg, const float* hidden, const std::int64_t* lengths,
-                  long long n, long long time, int d, void* stream = nullptr);
-// dhidden (n time, d) assigned from dpooled (n, d): zeros on padding and rows the mode does not read.
+// pooled (n, d) from hidden (tokens, d): text b's lengths[b] tokens from token starts[b] on (int64, device), a
+// row of its own or a segment of a packed row; arg (n, d) for max only.
+void pool_forward(pool_kind mode, float* pooled, std::int32_t* arg, const float* hidden, const std::int64_t* starts,
+                  const std::int64_t* lengths, long long n, int d, void* stream = nullptr);
+// dhidden (tokens, d) assigned from dpooled (n, d): owner (int32 per token) names the text holding each token, -1 on
+// padding; zeros on padding and on the tokens the mode does not read.
 void pool_backward(pool_kind mode, float* dhidden, const float* dpooled, const std::int32_t* arg,
-                   const std::int64_t* lengths, long long n, long long time, int d, void* stream = nullptr);
+                   const std::int32_t* owner, const std::int64_t* starts, const std::int64_t* lengths, long long tokens,
+                   int d, void* stream = nullptr);
 // Rows (n, d) to unit length, norms (n, double); the backward turns g (n, d) in place from d y into d x.
 void normalize_rows(float* y, double* norms, const float* x, long long n, int d, bool float_norm,
                     void* stream = nullptr);

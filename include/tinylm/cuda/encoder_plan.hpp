@@ -10,7 +10,7 @@
 //                 each instead of 4 P (the base is frozen); adapter.bf16 2 A and scratch.bf16.lora 2 N r (bf16);
 //                 scratch.lora.t 4 N r; per layer and targeted projection p, layer.l.lora.p (x A^T, N r f32).
 //   bf16 operands scratch.bf16.a, scratch.bf16.b: 2 N max(d, q, f) bytes each (bf16 option)
-//   inputs        ids, type_ids, position_ids (int32 N), key_lengths (int64 B), and per embedding table
+//   inputs        ids, type_ids, position_ids (int32 N), key_lengths (int64 B), doc_start (int64 N), and per table
 //                 (word, position, type) the host's token_groups: embedding.<table>.tokens / .offsets / .positions
 //                 (int32 N, N + 1, N at most)
 //   embeddings    embed.summed (N d: before the embeddings' LayerNorm), embed.mean, embed.rstd (N)
@@ -201,6 +201,7 @@ inline arena_plan plan_encoder_step(const model_config& c, const encoder_plan_op
     for (const char* name : {"ids", "type_ids", "position_ids"})
         plan.add_array<std::int32_t>(name, n);
     plan.add_array<std::int64_t>("key_lengths", std::size_t(o.batch));
+    plan.add_array<std::int64_t>("doc_start", n); // packed texts (encoder_step::forward's doc_start)
     for (const std::string table : {"word", "position", "type"}) {
         plan.add_array<std::int32_t>("embedding." + table + ".tokens", n);
         plan.add_array<std::int32_t>("embedding." + table + ".offsets", n + 1);

@@ -4,14 +4,15 @@
 // (device memory, tinylm::cuda's kernels and cuBLASLt).
 //
 // The order is tl::encoder's (model/encoder.hpp, model/block.hpp's post-norm block):
-//   summed = word[ids] + (position[t] + type[type_ids]);  x_0 = LayerNorm_e(summed)
-//   per layer l: q, k, v = x_l W^T + b; attn = bidirectional attention (right padding: key_lengths)
+//   summed = word[ids] + (position[t] + type[type_ids]);  x_0 = LayerNorm_e(summed)   (t from its text's start)
+//   per layer l: q, k, v = x_l W^T + b; attn = bidirectional attention (right padding: key_lengths; texts
+//                packed into rows: doc_start, attention inside each text)
 //                (attention.cu's row kernels or through products: encoder_plan_options::attention)
 //                tmp = attn Wo^T + bo;  resid1 = x_l + tmp, normed1 = LayerNorm_1(resid1)        (fused)
 //                up = normed1 Wu^T + bu; act = gelu(up); tmp = act Wd^T + bd
 //                resid2 = normed1 + tmp, x_{l+1} = LayerNorm_2(resid2)                             (fused)
 //   hidden = x_L
-// The step returns hidden (B * T, d) in Ex's memory; a loss outside (pooling, the ranking loss of embed/) hands
+// The step returns hidden (rows * T, d) in Ex's memory; a loss outside (pooling, the ranking loss of embed/) hands
 // d loss / d hidden back to backward(), which adds every parameter's gradient to "gradients" (zero_gradients
 // clears it): in a post-norm block the LayerNorm's input gradient is the residual stream's and the sublayer's
 // alike, so the backward runs each norm's backward into a buffer to which the sublayer's input gradient then adds.
@@ -63,7 +64,8 @@ public:
     encoder_step(const model_config& c, const encoder_plan_options& o, const arena_plan& plan, std::byte* base, Ex& ex)
         : base_t(plan, base, ex, o.bf16_weights), c_(c), o_(o), lora_(o.lora.rank > 0),
           layout_(encoder_parameter_layout(c)), adapter_layout_(encoder_adapter_layout(c, o.lora)),
-          products_(ex, this->products_scratch(o.attention, o.attention_chunk(), 0)), n_(o.batch * o.time) {
+          products_(ex, this->products_scratch(o.attention, o.attention_chunk(), 0)), rows_(o.batch),
+          n_(o.batch * o.time) {
         this->zero_gradients(); // the pooler's stays 0
     }
 
@@ -86,21 +88,36 @@ public:
     // products. adamw_step does this itself.
     void parameters_changed() { base_stale_ = adapter_stale_ = true; }
 
-    // The hidden states of the last forward (B * T, d), and a buffer of that shape in Ex's memory for a caller's
+    // The hidden states of the last forward (rows T, d), and a buffer of that shape in Ex's memory for a caller's
     // d loss / d hidden; both in the arena.
     const float* hidden() const { return f("hidden"); }
     float* dhidden_buffer() const { return f("dhidden"); }
 
-    // ids (B * T, host memory). key_lengths (B, host, optional): row b holds key_lengths[b] real tokens, then
-    // padding that no query attends to. type_ids (B * T, host, optional): token types, 0 when absent. Returns
-    // hidden().
+    // ids (rows * T, host memory). key_lengths (rows, host, optional): row b holds key_lengths[b] real tokens, then
+    // padding that no query attends to. type_ids (rows * T, host, optional): token types, 0 when absent.
+    // doc_start (rows * T, host, optional): rows packed with several texts, as tl::encoder takes them: for each token
+    // the index in its row of its text's first token; attention stays inside each text and positions restart at
+    // each text's start. rows: the rows this batch fills (0: the plan's batch); only those are computed, forward and
+    // backward, so a batch of fewer rows (texts packed end to end) costs only its rows. Returns hidden() (rows T, d).
     const float* forward(const std::int32_t* ids, const std::int64_t* key_lengths = nullptr,
-                         const std::int32_t* type_ids = nullptr) {
+                         const std::int32_t* type_ids = nullptr, const std::int64_t* doc_start = nullptr,
+                         long long rows = 0) {
+        check(rows >= 0 && rows <= o_.batch, [&] {
+            return "encoder_step: " + std::to_string(rows) + " rows, the plan has " + std::to_string(o_.batch);
+        });
+        rows_ = rows > 0 ? rows : o_.batch;
+        n_ = rows_ * o_.time;
         const long long n = n_, T = o_.time;
         upload_groups("word", ids, c_.vocab_size);
         std::vector<std::int32_t> positions(static_cast<std::size_t>(n)), types(static_cast<std::size_t>(n), 0);
-        for (long long i = 0; i < n; ++i)
-            positions[std::size_t(i)] = std::int32_t(i % T);
+        for (long long i = 0; i < n; ++i) {
+            const long long t = i % T, start = doc_start ? doc_start[i] : 0;
+            check(!doc_start || (start >= 0 && start <= t && (t == 0 || start == t || start == doc_start[i - 1])), [&] {
+                return "encoder_step: doc_start[" + std::to_string(i) + "] = " + std::to_string(start) +
+                       " is not the start of the text holding token " + std::to_string(t) + " of its row";
+            });
+            positions[std::size_t(i)] = std::int32_t(t - start); // below T <= max_seq_len: the plan checked T
+        }
         if (type_ids) {
             check(c_.type_vocab_size > 0, "encoder_step: type_ids given, but the model has no token types");
             std::copy_n(type_ids, n, types.begin());
@@ -110,9 +127,11 @@ public:
         ex_.upload(buf("ids"), ids, std::size_t(n) * sizeof(std::int32_t));
         ex_.upload(buf("position_ids"), positions.data(), positions.size() * sizeof(std::int32_t));
         ex_.upload(buf("type_ids"), types.data(), types.size() * sizeof(std::int32_t));
+        packed_ = doc_start != nullptr;
+        if (packed_) ex_.upload(buf("doc_start"), doc_start, std::size_t(n) * sizeof(std::int64_t));
         padded_ = key_lengths != nullptr;
         if (padded_) {
-            for (long long b = 0; b < o_.batch; ++b)
+            for (long long b = 0; b < rows_; ++b)
                 check(key_lengths[b] >= 1 && key_lengths[b] <= T, [&] {
                     std::string m = "encoder_step: key_lengths[";
                     m += std::to_string(b);
@@ -123,7 +142,7 @@ public:
                     m += "]";
                     return m;
                 });
-            ex_.upload(buf("key_lengths"), key_lengths, std::size_t(o_.batch) * sizeof(std::int64_t));
+            ex_.upload(buf("key_lengths"), key_lengths, std::size_t(rows_) * sizeof(std::int64_t));
         }
         if (o_.bf16_weights) { // the weights' bf16 copies once per optimizer step, not per product
             if (base_stale_) convert_block("parameters");
@@ -135,8 +154,8 @@ public:
         return hidden();
     }
 
-    // Adds d loss / d parameter given dhidden = d loss / d hidden (B * T, d) in Ex's memory (dhidden_buffer() or
-    // any other) of the last forward.
+    // Adds d loss / d parameter given dhidden = d loss / d hidden (rows T, d: the last forward's rows) in Ex's
+    // memory (dhidden_buffer() or any other) of the last forward.
     void backward(const float* dhidden) {
         check(has_forward_, "encoder_step::backward: call forward first");
         has_forward_ = false;
@@ -271,12 +290,13 @@ private:
     }
 
     attention_dims dims() const {
-        attention_dims s{o_.batch, o_.time, c_.n_heads, c_.n_kv_heads, c_.head_dim(), 0};
+        attention_dims s{rows_, o_.time, c_.n_heads, c_.n_kv_heads, c_.head_dim(), 0};
         s.causal = false;
         return s;
     }
     attention_masks masks() const {
-        return attention_masks(nullptr, padded_ ? as<std::int64_t>("key_lengths") : nullptr);
+        return attention_masks(packed_ ? as<std::int64_t>("doc_start") : nullptr,
+                               padded_ ? as<std::int64_t>("key_lengths") : nullptr);
     }
     void run_forward() {
         const long long n = n_;
@@ -374,9 +394,9 @@ private:
     bool lora_;
     std::vector<parameter_slice> layout_, adapter_layout_;
     attention_products<Ex> products_;
-    long long n_ = 0;
+    long long rows_ = 0, n_ = 0;      // the last forward's rows and tokens (rows_ T)
     long long groups_[3] = {0, 0, 0}; // distinct indices of the word, position and type groups
-    bool base_stale_ = true, adapter_stale_ = true, padded_ = false, has_forward_ = false;
+    bool base_stale_ = true, adapter_stale_ = true, padded_ = false, packed_ = false, has_forward_ = false;
 };
 
 } // namespace tl::gpu

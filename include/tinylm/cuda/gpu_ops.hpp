@@ -123,13 +123,14 @@ struct gpu_ops {
     }
 
     // A sentence encoder's contrastive step (src/cuda/ranking.cu; cuda/ranking_step.hpp).
-    void pool_forward(pool_kind mode, float* pooled, std::int32_t* arg, const float* hidden,
-                      const std::int64_t* lengths, long long n, long long time, int d) {
-        gpu::pool_forward(mode, pooled, arg, hidden, lengths, n, time, d, stream);
+    void pool_forward(pool_kind mode, float* pooled, std::int32_t* arg, const float* hidden, const std::int64_t* starts,
+                      const std::int64_t* lengths, long long n, int d) {
+        gpu::pool_forward(mode, pooled, arg, hidden, starts, lengths, n, d, stream);
     }
     void pool_backward(pool_kind mode, float* dhidden, const float* dpooled, const std::int32_t* arg,
-                       const std::int64_t* lengths, long long n, long long time, int d) {
-        gpu::pool_backward(mode, dhidden, dpooled, arg, lengths, n, time, d, stream);
+                       const std::int32_t* owner, const std::int64_t* starts, const std::int64_t* lengths,
+                       long long tokens, int d) {
+        gpu::pool_backward(mode, dhidden, dpooled, arg, owner, starts, lengths, tokens, d, stream);
     }
     void normalize_rows(float* y, double* norms, const float* x, long long n, int d, bool float_norm) {
         gpu::normalize_rows(y, norms, x, n, d, float_norm, stream);

@@ -3,7 +3,8 @@
 // kernels and the CPU executor (cpu_ops) run the same code. No CUDA header, no core/tensor.hpp or ops/*.hpp here
 // (nvcc cannot compile those warning-free); the formulas are those of ops/pooling.hpp and embed/ranking_loss.hpp:
 //
-//   pooling of text b (hidden rows b T .. b T + len_b - 1; padding never read):
+//   pooling of text b, a segment of hidden: its len_b tokens start at token start_b (b T when every text has its
+//   own row of T tokens; anywhere in a row when texts are packed end to end), padding and other texts never read:
 //     mean  e[b, j] = (sum_{t < len} h[b, t, j]) * (1 / len)      (f32 sum in t order, as pool_forward)
 //     cls   e[b, j] = h[b, 0, j]
 //     max   e[b, j] = max_{t < len} h[b, t, j], arg the first t   (the gradient goes to the arg max)
@@ -47,7 +48,8 @@ TINYLM_HD inline float pool_element(pool_kind mode, const float* h, long long le
     *arg = a;
     return m;
 }
-// d hidden of text b at row t (0 <= t < time), column j, given d e[b, j] (assigned; 0 on padding and unread rows).
+// d hidden of the token t of text b's segment (t = its index minus start_b), column j, given d e[b, j] (assigned;
+// 0 past the text's end and on the tokens the mode does not read).
 TINYLM_HD inline float pool_grad_element(pool_kind mode, float de, long long t, long long len, std::int32_t arg) {
     if (t >= len) return 0.0f;
     if (mode == pool_kind::cls) return t == 0 ? de : 0.0f;
@@ -102,22 +104,31 @@ TINYLM_HD inline float ranking_dscore(float s, long long i, long long j, long lo
 }
 
 // ---- CPU drivers: the kernels' work, one element or row after another --------------------------------------
-// pooled (n, d) from hidden (n time, d): text b's len = lengths[b] rows; arg (n, d), max only (may be null else).
-inline void pool_rows(pool_kind mode, float* pooled, std::int32_t* arg, const float* hidden,
-                      const std::int64_t* lengths, long long n, long long time, int d) {
+// pooled (n, d) from hidden (tokens, d): text b's lengths[b] tokens from token starts[b] on; arg (n, d), max only
+// (may be null else).
+inline void pool_segments(pool_kind mode, float* pooled, std::int32_t* arg, const float* hidden,
+                          const std::int64_t* starts, const std::int64_t* lengths, long long n, int d) {
     for (long long b = 0; b < n; ++b)
         for (int j = 0; j < d; ++j)
-            pooled[b * d + j] = pool_element(mode, hidden + b * time * d, lengths[b], d, j,
+            pooled[b * d + j] = pool_element(mode, hidden + starts[b] * d, lengths[b], d, j,
                                              mode == pool_kind::max ? arg + b * d + j : nullptr);
 }
-// dhidden (n time, d) assigned from dpooled (n, d).
-inline void pool_backward_rows(pool_kind mode, float* dhidden, const float* dpooled, const std::int32_t* arg,
-                               const std::int64_t* lengths, long long n, long long time, int d) {
-    for (long long b = 0; b < n; ++b)
-        for (long long t = 0; t < time; ++t)
-            for (int j = 0; j < d; ++j)
-                dhidden[(b * time + t) * d + j] = pool_grad_element(mode, dpooled[b * d + j], t, lengths[b],
-                                                                    mode == pool_kind::max ? arg[b * d + j] : 0);
+// d hidden of token r (of `tokens`), column j: owner[r] is the text holding token r, or -1 (padding).
+TINYLM_HD inline float pool_grad_token(pool_kind mode, const float* dpooled, const std::int32_t* arg,
+                                       const std::int32_t* owner, const std::int64_t* starts,
+                                       const std::int64_t* lengths, long long r, int d, int j) {
+    const long long b = owner[r];
+    if (b < 0) return 0.0f;
+    const long long e = b * d + j;
+    return pool_grad_element(mode, dpooled[e], r - starts[b], lengths[b], mode == pool_kind::max ? arg[e] : 0);
+}
+// dhidden (tokens, d) assigned from dpooled (n, d): every token, 0 on padding.
+inline void pool_backward_segments(pool_kind mode, float* dhidden, const float* dpooled, const std::int32_t* arg,
+                                   const std::int32_t* owner, const std::int64_t* starts, const std::int64_t* lengths,
+                                   long long tokens, int d) {
+    for (long long r = 0; r < tokens; ++r)
+        for (int j = 0; j < d; ++j)
+            dhidden[r * d + j] = pool_grad_token(mode, dpooled, arg, owner, starts, lengths, r, d, j);
 }
 inline void unit_rows(float* y, double* norms, const float* x, long long n, int d, bool float_norm) {
     for (long long r = 0; r < n; ++r)

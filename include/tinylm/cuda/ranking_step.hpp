@@ -18,17 +18,20 @@
 //
 // The batch: anchors, then positives, then hard negatives (H per anchor), tokenized as one padded batch (the
 // texts of embed::ranking_step's plain step, in its order). On the device:
-//   hidden = encoder(ids, lengths, types)                 (the plan's time: every text padded to max_length)
-//   e = pool(hidden, lengths)  [ e = e / |e| ]            (sentence_config: mean, cls or max; normalize)
+//   hidden = encoder(ids, lengths, types[, doc_start])    (rows of the plan's time, max_length: a text per row,
+//                                                          padded, or texts packed end to end: ranking_step_shape)
+//   e = pool(hidden, each text's segment) [ e = e / |e| ] (sentence_config: mean, cls or max; normalize)
 //   u = e / |e|;  S (B, M) = scale u_a u_c^T              (the ranking loss's own normalisation; a product)
 //   loss = mean_i (lse_j S_ij - S_ii) [symmetric: + the column term, / 2]   (row kernels; the terms summed here)
 // and back: dS (a kernel), du_a = scale dS u_c and du_c = scale dS^T u_a (products), each normalisation's backward,
 // the pooling's backward into d hidden, then encoder_step::backward. The loss's products are f32 even when the
 // encoder's are bf16: they are small beside the encoder's, and the loss is a difference of nearby log-sum-exps.
-// Rows the batch does not fill (fewer pairs than planned) are one-token texts whose gradient is zero.
+// Only the rows the batch fills are computed (fewer pairs than planned, or packed texts, cost fewer rows).
 //
 // No gradient cache: the whole batch's activations stay on the device (all-MiniLM-L6-v2 at 64 texts x 128 tokens
-// plans 1.94 GiB), so one forward suffices; the parameter gradients are those of the cached step.
+// plans 1.94 GiB), so one forward suffices; the parameter gradients are those of the cached step. Packed, the
+// encoder's hidden states of a text are those of its own padded row (the same positions, the same keys seen), up
+// to the order of the products' sums: test_encoder checks packed against unpacked and the CPU encoder.
 #pragma once
 
 #include <tinylm/core/error.hpp>
@@ -52,34 +55,75 @@
 namespace tl::gpu {
 
 // The largest batch a step takes: `pairs` anchors with `negatives` hard negatives each (texts = pairs (2 +
-// negatives)), every text padded to sentence_config::max_length tokens.
+// negatives)), each text at most sentence_config::max_length tokens.
+// Unpacked (packed = false): every text in a row of its own, padded to max_length. Packed: the texts laid end to end
+// into rows of max_length tokens (pack_texts below), attention kept inside each text and positions restarting at
+// each (encoder_step's doc_start), so the encoder computes only the rows the texts fill. rows: the rows the plan
+// holds when packed; 0 plans the worst case (one text per row: every batch fits, the arena is the unpacked one's),
+// fewer saves memory and a batch that needs more is refused with its count.
 struct ranking_step_shape {
     long long pairs = 1, negatives = 0;
     bool bf16 = false; // the encoder's products in bf16 (the loss's stay f32)
     attention_path attention = attention_path::products;
     lora_config lora{}; // LoRA on the encoder (encoder_plan_options::lora): the base frozen, the adapter trains
+    bool packed = false;
+    long long rows = 0; // packed: the planned rows (0: texts())
     long long texts() const { return pairs * (2 + negatives); }
+    long long planned_rows() const { return packed && rows > 0 ? rows : texts(); }
 };
 
-// The encoder step's options of a ranking step: every text of the largest batch, padded to max_length.
+// Where each text of a batch goes: text b's tokens are row[b]'s offset[b] .. offset[b] + length_b - 1. Packed:
+// first fit in the batch's order (each text into the first row with room for all of it, else a new row), so the
+// layout depends only on the lengths; a text never spans rows. Unpacked: text b in row b.
+struct text_packing {
+    long long rows = 0, time = 0;
+    std::vector<std::int64_t> row, offset, used; // per text, per text, per row (tokens filled)
+    long long tokens() const { return rows * time; }
+};
+inline text_packing pack_texts(const std::int64_t* lengths, long long n, long long time, bool packed) {
+    text_packing p;
+    p.time = time;
+    p.row.resize(std::size_t(n)), p.offset.resize(std::size_t(n));
+    for (long long b = 0; b < n; ++b) {
+        const std::int64_t len = lengths[b];
+        check(len >= 1 && len <= time, [&] {
+            return "gpu::pack_texts: text " + std::to_string(b) + " has " + std::to_string(len) +
+                   " tokens, not in [1, " + std::to_string(time) + "]";
+        });
+        std::size_t r = packed ? 0 : p.used.size();
+        while (r < p.used.size() && p.used[r] + len > time)
+            ++r;
+        if (r == p.used.size()) p.used.push_back(0);
+        p.row[std::size_t(b)] = std::int64_t(r), p.offset[std::size_t(b)] = p.used[r];
+        p.used[r] += len;
+    }
+    p.rows = (long long)p.used.size();
+    return p;
+}
+
+// The encoder step's options of a ranking step: the planned rows of max_length tokens.
 inline encoder_plan_options ranking_encoder_options(index_t max_length, const ranking_step_shape& s) {
     encoder_plan_options o;
-    o.batch = s.texts(), o.time = max_length, o.bf16_weights = s.bf16, o.attention = s.attention, o.lora = s.lora;
+    o.batch = s.planned_rows(), o.time = max_length, o.bf16_weights = s.bf16, o.attention = s.attention;
+    o.lora = s.lora;
     return o;
 }
 
 // The encoder's plan (plan_encoder_step) and the loss's buffers after it:
-//   rank.lengths (int64 texts), rank.pooled, rank.embedded, rank.unit, rank.dunit (f32 texts x d), rank.arg (int32
-//   texts x d: max pooling's), rank.embedded_norm, rank.unit_norm (double texts), rank.scores (f32 pairs x texts),
-//   rank.row_lse, rank.col_lse (double pairs), rank.terms (double 2 pairs)
+//   rank.starts, rank.lengths (int64 texts: each text's first token and count), rank.owner (int32 per planned token:
+//   the text holding it, -1 on padding), rank.pooled, rank.embedded, rank.unit, rank.dunit (f32 texts x d), rank.arg
+//   (int32 texts x d: max pooling's), rank.embedded_norm, rank.unit_norm (double texts), rank.scores (f32 pairs x
+//   texts), rank.row_lse, rank.col_lse (double pairs), rank.terms (double 2 pairs)
 inline arena_plan plan_ranking_step(const model_config& c, index_t max_length, const ranking_step_shape& s) {
-    check(s.pairs >= 1 && s.negatives >= 0, [&] {
+    check(s.pairs >= 1 && s.negatives >= 0 && s.rows >= 0, [&] {
         return "gpu::plan_ranking_step: pairs " + std::to_string(s.pairs) + " must be positive, negatives " +
-               std::to_string(s.negatives) + " at least 0";
+               std::to_string(s.negatives) + " and rows " + std::to_string(s.rows) + " at least 0";
     });
     arena_plan plan = plan_encoder_step(c, ranking_encoder_options(max_length, s));
     const auto n = std::size_t(s.texts()), d = std::size_t(c.d_model), b = std::size_t(s.pairs);
+    plan.add_array<std::int64_t>("rank.starts", n);
     plan.add_array<std::int64_t>("rank.lengths", n);
+    plan.add_array<std::int32_t>("rank.owner", std::size_t(s.planned_rows() * max_length));
     for (const char* name : {"rank.pooled", "rank.embedded", "rank.unit", "rank.dunit"})
         plan.add_array<float>(name, n * d);
     plan.add_array<std::int32_t>("rank.arg", n * d);
@@ -162,12 +206,17 @@ public:
         check(loss.scale > 0, "gpu::ranking_step: scale must be positive");
         const long long m = n - b; // candidates: positives, then negatives
         repack(tokens);
-        const float* hidden = encoder_.forward(ids_.data(), lengths_.data(), types_.empty() ? nullptr : types_.data());
+        const float* hidden =
+            encoder_.forward(ids_.data(), key_lengths_.data(), types_.empty() ? nullptr : types_.data(),
+                             shape_.packed ? doc_start_.data() : nullptr, packing_.rows);
         Ex& ex = memory_.ex;
+        ex.upload(buf("rank.starts"), starts_.data(), starts_.size() * sizeof(std::int64_t));
         ex.upload(buf("rank.lengths"), lengths_.data(), lengths_.size() * sizeof(std::int64_t));
+        ex.upload(buf("rank.owner"), owner_.data(), owner_.size() * sizeof(std::int32_t));
+        const auto* starts = as<std::int64_t>("rank.starts");
         const auto* lengths = as<std::int64_t>("rank.lengths");
         const pool_kind mode = pool_kind(int(sentence_.pooling));
-        ex.pool_forward(mode, f("rank.pooled"), as<std::int32_t>("rank.arg"), hidden, lengths, n, T, d);
+        ex.pool_forward(mode, f("rank.pooled"), as<std::int32_t>("rank.arg"), hidden, starts, lengths, n, d);
         const float* e = f("rank.pooled");
         if (sentence_.normalize) {
             ex.normalize_rows(f("rank.embedded"), as<double>("rank.embedded_norm"), e, n, d, true);
@@ -207,8 +256,8 @@ public:
         if (sentence_.normalize)
             ex.normalize_rows_backward(dunit, f("rank.embedded"), as<double>("rank.embedded_norm"), n, d);
         float* dhidden = encoder_.dhidden_buffer();
-        ex.pool_backward(mode, dhidden, dunit, as<std::int32_t>("rank.arg"), lengths, n, T, d);
-        if (n < N) ex.zero(dhidden + n * T * d, std::size_t((N - n) * T * d) * sizeof(float)); // unused rows
+        ex.pool_backward(mode, dhidden, dunit, as<std::int32_t>("rank.arg"), as<std::int32_t>("rank.owner"), starts,
+                         lengths, packing_.tokens(), d); // every token of the rows computed: 0 on padding
         encoder_.backward(dhidden);
         return value;
     }
@@ -234,19 +283,39 @@ private:
         fail(std::string("gpu::ranking_step::") + who + ": the device encoder has no parameter named '" + e.name +
              "' (LoRA on the host model but not in the step's shape, or another configuration?)");
     }
-    // The tokenizer's rows (n x time) into the plan's (texts x max_length): padding id 0, and one-token texts for
-    // the rows the batch does not fill.
+    // The tokenizer's rows (n x time) into the rows of the plan's time (pack_texts: one per text, or packed end to
+    // end), padding id 0 and type 0: the encoder's ids, types, key_lengths (each row's tokens filled) and doc_start
+    // (a text's first token in its row; padding after the last text is a text of its own that no text sees), and the
+    // pooling's segments: each text's first token and length, and each token's text (-1 on padding).
     void repack(const embed::token_batch& t) {
-        const long long N = shape_.texts(), T = options_.time, n = t.batch, tt = t.time;
-        ids_.assign(std::size_t(N * T), 0);
-        lengths_.assign(std::size_t(N), 1);
+        const long long T = options_.time, n = t.batch, tt = t.time;
+        packing_ = pack_texts(t.lengths.data(), n, T, shape_.packed);
+        const long long R = packing_.rows, P = shape_.planned_rows();
+        check(R <= P, [&] {
+            return "gpu::ranking_step: the batch's " + std::to_string(n) + " texts pack into " + std::to_string(R) +
+                   " rows of " + std::to_string(T) + " tokens, the plan holds " + std::to_string(P) +
+                   " (ranking_step_shape::rows; 0 plans one row per text, which always fits)";
+        });
+        const auto tokens = std::size_t(R * T);
+        ids_.assign(tokens, 0);
         const bool types = config_.type_vocab_size > 0 && !t.type_ids.empty();
-        types_.assign(types ? std::size_t(N * T) : 0, 0);
-        for (long long r = 0; r < n; ++r) {
-            lengths_[std::size_t(r)] = std::int64_t(t.lengths[std::size_t(r)]);
-            std::copy_n(t.ids.begin() + r * tt, tt, ids_.begin() + r * T);
-            if (types) std::copy_n(t.type_ids.begin() + r * tt, tt, types_.begin() + r * T);
+        types_.assign(types ? tokens : 0, 0);
+        owner_.assign(tokens, -1);
+        doc_start_.resize(tokens);
+        key_lengths_.assign(packing_.used.begin(), packing_.used.end());
+        starts_.resize(std::size_t(n)), lengths_.resize(std::size_t(n));
+        for (long long b = 0; b < n; ++b) {
+            const auto i = std::size_t(b);
+            const long long len = std::int64_t(t.lengths[i]), row = packing_.row[i], at = row * T + packing_.offset[i];
+            starts_[i] = at, lengths_[i] = len;
+            std::copy_n(t.ids.begin() + b * tt, len, ids_.begin() + at);
+            if (types) std::copy_n(t.type_ids.begin() + b * tt, len, types_.begin() + at);
+            std::fill_n(owner_.begin() + at, len, std::int32_t(b));
+            std::fill_n(doc_start_.begin() + at, len, packing_.offset[i]);
         }
+        for (long long r = 0; r < R; ++r) // the padding after a row's last text
+            std::fill(doc_start_.begin() + r * T + packing_.used[std::size_t(r)], doc_start_.begin() + (r + 1) * T,
+                      packing_.used[std::size_t(r)]);
     }
 
     model_config config_;
@@ -257,8 +326,9 @@ private:
     step_memory<Ex> memory_;
     std::byte* base_;
     encoder_step<Ex> encoder_; // after plan_ and memory_: it keeps references to them
-    std::vector<std::int32_t> ids_, types_;
-    std::vector<std::int64_t> lengths_;
+    text_packing packing_;
+    std::vector<std::int32_t> ids_, types_, owner_;
+    std::vector<std::int64_t> doc_start_, key_lengths_, starts_, lengths_;
     std::vector<double> terms_;
 };
 
