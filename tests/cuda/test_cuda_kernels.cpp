@@ -1171,6 +1171,35 @@ BOOST_AUTO_TEST_CASE(pooling_and_ranking_rows_match_the_cpu, needs_device()) {
     }
 }
 
+// The ranking steps' cases: a BERT of width 64, 3 pairs with one hard negative each (texts of 3 to 40 tokens), mean
+// pooling, normalised, a symmetric loss, 09's AdamW.
+struct ranking_case {
+    model_config c = bert();
+    index_t pairs = 3, negatives = 1;
+    embed::token_batch tokens = batch(c.vocab_size, pairs*(2 + negatives), 40);
+    embed::sentence_config sc{.pooling = pooling_mode::mean, .normalize = true, .max_length = 48};
+    embed::ranking_loss_options loss{.scale = 20, .symmetric = true};
+    adamw_options options{.beta1 = 0.9, .beta2 = 0.999, .eps = 1e-6, .weight_decay = 0.01};
+
+    static model_config bert() {
+        model_config c = tl_test::tiny_bert(61, 48);
+        c.d_model = 64, c.d_ff = 128, c.init_std = 0.05;
+        return c;
+    }
+    static embed::token_batch batch(index_t vocab, index_t n, index_t time) {
+        embed::token_batch tokens;
+        tokens.batch = n, tokens.time = time;
+        for (index_t r = 0; r < n; ++r)
+            tokens.lengths.push_back(3 + (r * 11) % (time - 2));
+        for (index_t i = 0; i < n * time; ++i) {
+            const bool real = i % time < tokens.lengths[std::size_t(i / time)];
+            tokens.ids.push_back(real ? token_t((i * 37 + 11) % vocab) : 0);
+            tokens.type_ids.push_back(0);
+        }
+        return tokens;
+    }
+};
+
 // gpu::ranking_step (cuda/ranking_step.hpp) on the GPU against the same step on the CPU executor (itself checked
 // against tl's sentence encoder and ranking loss in test_encoder): a BERT of width 64, 3 pairs of a plan of 4 with
 // one hard negative each (texts of 3 to 40 tokens, padded to 48, or packed end to end into rows of 48), mean
@@ -1178,27 +1207,14 @@ BOOST_AUTO_TEST_CASE(pooling_and_ranking_rows_match_the_cpu, needs_device()) {
 // within 1e-4 of its tensor's scale (bf16 1e-3); the same step again gives the same bits; after clipping and one AdamW
 // step the parameters within 1e-2 lr.
 BOOST_AUTO_TEST_CASE(ranking_step_matches_the_cpu_executor, needs_device()) {
-    model_config c = tl_test::tiny_bert(61, 48);
-    c.d_model = 64, c.d_ff = 128, c.init_std = 0.05;
-    const index_t pairs = 3, negatives = 1, n = pairs * (2 + negatives), time = 40;
-    embed::token_batch tokens;
-    tokens.batch = n, tokens.time = time;
-    for (index_t r = 0; r < n; ++r)
-        tokens.lengths.push_back(3 + (r * 11) % (time - 2));
-    for (index_t i = 0; i < n * time; ++i) {
-        const bool real = i % time < tokens.lengths[std::size_t(i / time)];
-        tokens.ids.push_back(real ? token_t((i * 37 + 11) % c.vocab_size) : 0);
-        tokens.type_ids.push_back(0);
-    }
-    const embed::sentence_config sc{.pooling = pooling_mode::mean, .normalize = true, .max_length = 48};
-    const embed::ranking_loss_options loss{.scale = 20, .symmetric = true};
-    const adamw_options options{.beta1 = 0.9, .beta2 = 0.999, .eps = 1e-6, .weight_decay = 0.01};
+    const ranking_case r;
+    const model_config& c = r.c;
     for (const int variant : {0, 1, 2, 3}) {
         const bool bf16 = (variant & 1) != 0, packed = variant >= 2;
         BOOST_TEST_CONTEXT((bf16 ? "bf16 products" : "f32 products") << (packed ? ", packed texts" : "")) {
-            const gpu::ranking_step_shape shape{.pairs = 4, .negatives = negatives, .bf16 = bf16, .packed = packed};
-            gpu::ranking_step<gpu::cpu_ops> cpu(c, sc, shape);
-            gpu::ranking_step<gpu::gpu_ops> gpu_step(c, sc, shape);
+            const gpu::ranking_step_shape shape{.pairs = 4, .negatives = r.negatives, .bf16 = bf16, .packed = packed};
+            gpu::ranking_step<gpu::cpu_ops> cpu(c, r.sc, shape);
+            gpu::ranking_step<gpu::gpu_ops> gpu_step(c, r.sc, shape);
             std::vector<float> weights =
                 random_tensor<float>(
                     {index_t(cpu.encoder().layout().back().offset + cpu.encoder().layout().back().size())}, 72, 0.05)
@@ -1213,10 +1229,10 @@ BOOST_AUTO_TEST_CASE(ranking_step_matches_the_cpu_executor, needs_device()) {
             cpu.encoder().parameters_changed();
             gpu_step.encoder().parameters_changed();
             cpu.zero_gradients();
-            const double cpu_loss = cpu.forward_backward(tokens, pairs, loss);
+            const double cpu_loss = cpu.forward_backward(r.tokens, r.pairs, r.loss);
             auto run = [&] {
                 gpu_step.zero_gradients();
-                return gpu_step.forward_backward(tokens, pairs, loss);
+                return gpu_step.forward_backward(r.tokens, r.pairs, r.loss);
             };
             const double gpu_loss = run();
             auto gradients = [&] {
@@ -1246,7 +1262,7 @@ BOOST_AUTO_TEST_CASE(ranking_step_matches_the_cpu_executor, needs_device()) {
             BOOST_TEST(run() == gpu_loss); // deterministic
             BOOST_TEST(same_bits(gradients(), grads));
             cpu.clip_gradients(1.0), gpu_step.clip_gradients(1.0);
-            cpu.adamw_step(1e-3, options), gpu_step.adamw_step(1e-3, options);
+            cpu.adamw_step(1e-3, r.options), gpu_step.adamw_step(1e-3, r.options);
             double moved = 0;
             for (const gpu::parameter_slice& s : cpu.encoder().layout()) {
                 if (s.name.find("self.key.bias") != std::string::npos) continue; // noise-driven: see test_encoder
@@ -1267,27 +1283,14 @@ BOOST_AUTO_TEST_CASE(ranking_step_matches_the_cpu_executor, needs_device()) {
 // gradient within 1e-4 of its tensor's scale (bf16 1e-3), the same bits again; after two clipped AdamW steps the
 // adapters within 1e-2 lr (bf16 1e-1) and the frozen base bit for bit as loaded.
 BOOST_AUTO_TEST_CASE(ranking_step_with_lora_matches_the_cpu_executor, needs_device()) {
-    model_config c = tl_test::tiny_bert(61, 48);
-    c.d_model = 64, c.d_ff = 128, c.init_std = 0.05;
-    const index_t pairs = 3, negatives = 1, n = pairs * (2 + negatives), time = 40;
-    embed::token_batch tokens;
-    tokens.batch = n, tokens.time = time;
-    for (index_t r = 0; r < n; ++r)
-        tokens.lengths.push_back(3 + (r * 11) % (time - 2));
-    for (index_t i = 0; i < n * time; ++i) {
-        const bool real = i % time < tokens.lengths[std::size_t(i / time)];
-        tokens.ids.push_back(real ? token_t((i * 37 + 11) % c.vocab_size) : 0);
-        tokens.type_ids.push_back(0);
-    }
-    const embed::sentence_config sc{.pooling = pooling_mode::mean, .normalize = true, .max_length = 48};
-    const embed::ranking_loss_options loss{.scale = 20, .symmetric = true};
-    const adamw_options options{.beta1 = 0.9, .beta2 = 0.999, .eps = 1e-6, .weight_decay = 0.01};
+    const ranking_case r;
+    const model_config& c = r.c;
     const lora_config lora{.rank = 4, .alpha = 8, .dropout = 0, .targets = lora_attention | lora_up | lora_down};
     for (const bool bf16 : {false, true}) {
         BOOST_TEST_CONTEXT((bf16 ? "bf16 products" : "f32 products")) {
-            const gpu::ranking_step_shape shape{.pairs = 4, .negatives = negatives, .bf16 = bf16, .lora = lora};
-            gpu::ranking_step<gpu::cpu_ops> cpu(c, sc, shape);
-            gpu::ranking_step<gpu::gpu_ops> gpu_step(c, sc, shape);
+            const gpu::ranking_step_shape shape{.pairs = 4, .negatives = r.negatives, .bf16 = bf16, .lora = lora};
+            gpu::ranking_step<gpu::cpu_ops> cpu(c, r.sc, shape);
+            gpu::ranking_step<gpu::gpu_ops> gpu_step(c, r.sc, shape);
             std::uint64_t seed = 72;
             std::vector<std::vector<float>> base;
             for (const auto* layout : {&cpu.encoder().layout(), &cpu.encoder().adapter_layout()})
@@ -1319,11 +1322,11 @@ BOOST_AUTO_TEST_CASE(ranking_step_with_lora_matches_the_cpu_executor, needs_devi
             };
             auto run = [&] {
                 gpu_step.zero_gradients();
-                return gpu_step.forward_backward(tokens, pairs, loss);
+                return gpu_step.forward_backward(r.tokens, r.pairs, r.loss);
             };
             for (int k = 0; k < 2; ++k) {
                 cpu.zero_gradients();
-                const double cpu_loss = cpu.forward_backward(tokens, pairs, loss);
+                const double cpu_loss = cpu.forward_backward(r.tokens, r.pairs, r.loss);
                 const double gpu_loss = run();
                 const std::vector<float> grads = gradients();
                 BOOST_TEST(std::abs(gpu_loss - cpu_loss) <= (bf16 ? 1e-4 : 1e-5) * std::abs(cpu_loss), "step " << k);
@@ -1340,7 +1343,7 @@ BOOST_AUTO_TEST_CASE(ranking_step_with_lora_matches_the_cpu_executor, needs_devi
                 BOOST_TEST(run() == gpu_loss); // deterministic
                 BOOST_TEST(same_bits(gradients(), grads));
                 cpu.clip_gradients(1.0), gpu_step.clip_gradients(1.0);
-                cpu.adamw_step(1e-3, options), gpu_step.adamw_step(1e-3, options);
+                cpu.adamw_step(1e-3, r.options), gpu_step.adamw_step(1e-3, r.options);
             }
             double moved = 0;
             for (const gpu::parameter_slice& s : adapter) {

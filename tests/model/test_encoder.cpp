@@ -92,6 +92,29 @@ double pooled_loss(Model& m, cview<token_t> ids, cview<token_t> types, cview<ind
     return loss;
 }
 
+// A tokenizer's padded batch of n texts (rows of `time` tokens): each text's length drawn in 2..7 unless `lengths`
+// gives them, then random ids (never 0, the padding id) and token types 0/1, drawn from `rng`.
+embed::token_batch random_texts(const model_config& c, index_t n, index_t time, counter_rng& rng,
+                                std::vector<index_t> lengths = {}) {
+    embed::token_batch tokens;
+    tokens.batch = n, tokens.time = time;
+    if (lengths.empty())
+        for (index_t r = 0; r < n; ++r)
+            lengths.push_back(2 + index_t(rng.below(6)));
+    tokens.lengths = lengths;
+    for (index_t i = 0; i < n * time; ++i) {
+        const bool real = i % time < lengths[std::size_t(i / time)];
+        tokens.ids.push_back(real ? token_t(1 + rng.below(std::uint64_t(c.vocab_size - 1))) : 0);
+        tokens.type_ids.push_back(real ? token_t(rng.below(2)) : 0);
+    }
+    return tokens;
+}
+embed::token_batch random_texts(const model_config& c, index_t n, index_t time, std::uint64_t seed,
+                                std::vector<index_t> lengths = {}) {
+    counter_rng rng(seed);
+    return random_texts(c, n, time, rng, std::move(lengths));
+}
+
 } // namespace
 
 BOOST_AUTO_TEST_SUITE(encoder_model)
@@ -646,16 +669,7 @@ BOOST_AUTO_TEST_CASE(cuda_ranking_step_on_the_cpu_matches_the_sentence_encoder) 
                                  (u.symmetric ? ", symmetric" : "") + ", " + std::to_string(u.negatives) +
                                  " negatives" + (u.pack ? ", packed on the CPU" : "");
         const index_t n = pairs * (2 + u.negatives);
-        embed::token_batch tokens;
-        tokens.batch = n, tokens.time = time;
-        counter_rng rng(23);
-        for (index_t r = 0; r < n; ++r)
-            tokens.lengths.push_back(2 + index_t(rng.below(6)));
-        for (index_t i = 0; i < n * time; ++i) {
-            const bool real = i % time < tokens.lengths[std::size_t(i / time)];
-            tokens.ids.push_back(real ? token_t(1 + rng.below(std::uint64_t(c.vocab_size - 1))) : 0);
-            tokens.type_ids.push_back(real ? token_t(rng.below(2)) : 0);
-        }
+        const embed::token_batch tokens = random_texts(c, n, time, 23);
         const auto tokenize = [&](std::span<const std::string> texts, index_t) {
             BOOST_TEST_REQUIRE(index_t(texts.size()) == n); // the plain step embeds the whole batch at once
             return tokens;
@@ -755,14 +769,7 @@ BOOST_AUTO_TEST_CASE(cuda_ranking_step_packed_texts_match_padded_rows) {
     const model_config& c = config::value;
     const index_t pairs = 3, negatives = 1, n = pairs * (2 + negatives), T = 8;
     const std::vector<index_t> lengths{8, 3, 5, 2, 8, 4, 5, 2, 2}; // first fit: 5 rows of 8 for 9 texts
-    embed::token_batch tokens;
-    tokens.batch = n, tokens.time = T, tokens.lengths = lengths;
-    counter_rng rng(31);
-    for (index_t i = 0; i < n * T; ++i) {
-        const bool real = i % T < lengths[std::size_t(i / T)];
-        tokens.ids.push_back(real ? token_t(1 + rng.below(std::uint64_t(c.vocab_size - 1))) : 0);
-        tokens.type_ids.push_back(real ? token_t(rng.below(2)) : 0);
-    }
+    const embed::token_batch tokens = random_texts(c, n, T, 31, lengths);
     const gpu::text_packing layout = gpu::pack_texts(lengths.data(), n, T, true);
     BOOST_TEST(layout.rows == 5);
     BOOST_TEST(layout.row == (std::vector<std::int64_t>{0, 1, 1, 2, 3, 2, 4, 2, 4}), boost::test_tools::per_element());
@@ -838,17 +845,7 @@ BOOST_AUTO_TEST_CASE(cuda_ranking_step_checkpoints_resume_bit_for_bit) {
     const embed::ranking_loss_options loss{.scale = 20, .symmetric = true};
     const adamw_options options{.lr = 1e-3, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-6, .weight_decay = 0.01};
     auto batch_of = [&](long long k) { // step k's tokens
-        embed::token_batch tokens;
-        tokens.batch = n, tokens.time = time;
-        counter_rng rng(100 + std::uint64_t(k));
-        for (index_t r = 0; r < n; ++r)
-            tokens.lengths.push_back(2 + index_t(rng.below(6)));
-        for (index_t i = 0; i < n * time; ++i) {
-            const bool real = i % time < tokens.lengths[std::size_t(i / time)];
-            tokens.ids.push_back(real ? token_t(1 + rng.below(std::uint64_t(c.vocab_size - 1))) : 0);
-            tokens.type_ids.push_back(real ? token_t(rng.below(2)) : 0);
-        }
-        return tokens;
+        return random_texts(c, n, time, 100 + std::uint64_t(k));
     };
     using step_t = gpu::ranking_step<gpu::cpu_ops>;
     const gpu::ranking_step_shape shape{.pairs = pairs, .negatives = negatives};
@@ -956,16 +953,8 @@ BOOST_AUTO_TEST_CASE(cuda_ranking_step_with_lora_on_the_cpu_matches_the_sentence
     using config = tl_test::tiny_bert_config;
     const model_config& c = config::value;
     const index_t pairs = 2, negatives = 1, time = 7, n = pairs * (2 + negatives);
-    embed::token_batch tokens;
-    tokens.batch = n, tokens.time = time;
-    counter_rng rng(31);
-    for (index_t r = 0; r < n; ++r)
-        tokens.lengths.push_back(2 + index_t(rng.below(6)));
-    for (index_t i = 0; i < n * time; ++i) {
-        const bool real = i % time < tokens.lengths[std::size_t(i / time)];
-        tokens.ids.push_back(real ? token_t(1 + rng.below(std::uint64_t(c.vocab_size - 1))) : 0);
-        tokens.type_ids.push_back(real ? token_t(rng.below(2)) : 0);
-    }
+    counter_rng rng(31); // the texts, then the adapters' B
+    const embed::token_batch tokens = random_texts(c, n, time, rng);
     const auto tokenize = [&](std::span<const std::string>, index_t) { return tokens; };
     const embed::sentence_config sc{.pooling = pooling_mode::mean, .normalize = true, .max_length = 8};
     const embed::ranking_loss_options loss_options{.scale = 20, .symmetric = true};
