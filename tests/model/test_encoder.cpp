@@ -942,6 +942,36 @@ struct tiny_encoder_lora {
         .rank = 4, .alpha = 8, .dropout = 0, .targets = lora_attention | lora_up | lora_down};
 };
 
+// 09_retrieval's QLoRA: that adapter over an NF4 base. Its training checkpoint holds the NF4 bytes
+// (nf4_base.safetensors, train/checkpoint_nf4.hpp): an encoder of other weights resumes with them byte for byte,
+// where quantising model.safetensors' dequantised base again would change scale bytes.
+struct tiny_encoder_qlora {
+    static constexpr lora_config value{
+        .rank = 4, .alpha = 8, .dropout = 0, .targets = lora_attention | lora_up | lora_down, .quantized_base = true};
+};
+BOOST_AUTO_TEST_CASE(qlora_encoder_checkpoint_keeps_the_nf4_bytes) {
+    using model_t = encoder<tl_test::tiny_bert_config, default_backend, tiny_encoder_qlora>;
+    const fs::path dir = fs::temp_directory_path() / ("tinylm_qlora_encoder_checkpoint_" + std::to_string(::getpid()));
+    fs::remove_all(dir);
+    model_t model(42);
+    adamw opt(model);
+    save_training_checkpoint(model, opt, {.step = 1}, dir);
+    BOOST_TEST_REQUIRE(fs::exists(dir / nf4_base_file));
+    model_t resumed(7); // other weights: the checkpoint's must replace them
+    adamw resumed_opt(resumed);
+    BOOST_TEST(load_training_checkpoint(resumed, resumed_opt, dir).step == 1);
+    BOOST_TEST_REQUIRE(resumed.quantized_entries().size() == model.quantized_entries().size());
+    BOOST_TEST(!model.quantized_entries().empty());
+    for (const auto& q : model.quantized_entries()) {
+        const nf4_tensor &x = model.quantized_weight(q.layer, q.target),
+                         &y = resumed.quantized_weight(q.layer, q.target);
+        BOOST_TEST((x.codes == y.codes && x.qabsmax == y.qabsmax && x.absmax2 == y.absmax2 &&
+                    std::memcmp(&x.offset, &y.offset, sizeof(float)) == 0),
+                   q.name);
+    }
+    fs::remove_all(dir);
+}
+
 // LoRA on the device's contrastive step (encoder_plan_options::lora through ranking_step_shape::lora) on the CPU
 // executor against tl::encoder with the same adapter (rank 4, alpha 8, every projection: 09_retrieval's targets) and
 // the CPU's sentence_encoder + embed::ranking_step + clip_grad_norm + tl::adamw, from the same weights (B drawn, not

@@ -3,6 +3,7 @@
 // from the same training-forward count): every step's loss and gradient norm, the validations, the adapter after the
 // run; a resume from its checkpoint bit for bit; its checkpoint (the model folder, the PEFT adapter, the adapter's
 // moments only) resumed by the CPU model; QLoRA's NF4 base loaded from the host model and through a checkpoint.
+// Suite qlora_checkpoint: tl::decoder's QLoRA resume bit for bit against the uninterrupted run (nf4_base.safetensors).
 // (In test_trainer's executable: its trainer and device model instantiations are those this file adds to.)
 #include "../support/random.hpp"
 
@@ -15,6 +16,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <set>
 
 using namespace tl;
@@ -140,6 +142,29 @@ std::set<std::string> tensor_names(const fs::path& file) {
     return out;
 }
 
+// The NF4 base of two models: every byte (codes, 8-bit scales, second-level scales, offset) the same.
+template <class M1, class M2>
+void expect_same_nf4(const M1& a, const M2& b) {
+    BOOST_TEST_REQUIRE(a.quantized_entries().size() == b.quantized_entries().size());
+    for (const auto& q : a.quantized_entries()) {
+        const nf4_tensor &x = a.quantized_weight(q.layer, q.target), &y = b.quantized_weight(q.layer, q.target);
+        BOOST_TEST((x.codes == y.codes && x.qabsmax == y.qabsmax && x.absmax2 == y.absmax2 &&
+                    std::memcmp(&x.offset, &y.offset, sizeof(float)) == 0),
+                   q.name);
+    }
+}
+// Every trainable entry of two models, bit for bit.
+template <class M1, class M2>
+void expect_same_adapters(const M1& a, const M2& b) {
+    std::size_t compared = 0;
+    for (std::size_t i = 0; i < a.parameter_entries().size(); ++i) {
+        const parameter_entry &x = a.parameter_entries()[i], &y = b.parameter_entries()[i];
+        if (x.kind != param_kind::adapter) continue;
+        BOOST_TEST(std::memcmp(x.value.data, y.value.data, std::size_t(x.value.numel()) * sizeof(float)) == 0, x.name);
+        ++compared;
+    }
+    BOOST_TEST(compared > 0);
+}
 } // namespace device_lora_test
 
 BOOST_AUTO_TEST_SUITE(device_lora)
@@ -309,17 +334,25 @@ BOOST_AUTO_TEST_CASE(lora_device_checkpoint_resumed_by_the_cpu_model) {
 }
 
 // QLoRA: the NF4 base comes from the host model (its bytes, not a second quantisation), and 2 steps match the CPU
-// run's. Its checkpoint (the base written dequantised, as tl::decoder writes it) is the CPU's: a CPU model resumed
-// from it continues as one resumed from the CPU run's own checkpoint (both quantise the written base again, which
-// need not give the original bytes: hence that reference, not the uninterrupted run).
-BOOST_AUTO_TEST_CASE(qlora_trains_as_the_decoder_and_its_checkpoint_resumes_on_the_cpu) {
+// run's. Its checkpoint is the CPU's (the base dequantised in model.safetensors, its bytes in nf4_base.safetensors):
+// read back from either run's checkpoint, the NF4 base is the original's byte for byte; a CPU model resumed from
+// the CPU run's checkpoint ends bit for bit as the uninterrupted CPU run, one resumed from the device run's within
+// rounding of it; a device model resumed from the device run's checkpoint ends bit for bit as the uninterrupted
+// device run.
+BOOST_AUTO_TEST_CASE(qlora_trains_as_the_decoder_and_resumes_bit_identically) {
     const auto train_tokens = words(20000, 37), val_tokens = words(4000, 38);
-    scratch_dir on_device("qlora_device"), on_cpu("qlora_cpu");
+    scratch_dir on_device("qlora_device"), on_cpu("qlora_cpu"), device_copy("qlora_device_copy"),
+        whole_cpu_dir("qlora_whole_cpu"), whole_device_dir("qlora_whole_device");
     auto options = lora_run({}, 4);
     options.stop_at = 2;
-    host_t<qlora_qv> cpu(12);
-    for (const parameter_entry& e : cpu.parameter_entries())
-        if (e.kind == param_kind::adapter) randomize(e.value, 0.05, 50 + std::uint64_t(e.value.numel()));
+    const auto init = [] { // the same host model each call: seed 12, a trained-looking adapter
+        auto h = std::make_unique<host_t<qlora_qv>>(12);
+        for (const parameter_entry& e : h->parameter_entries())
+            if (e.kind == param_kind::adapter) randomize(e.value, 0.05, 50 + std::uint64_t(e.value.numel()));
+        return h;
+    };
+    const auto cpu_ptr = init();
+    host_t<qlora_qv>& cpu = *cpu_ptr;
     auto device = device_from(cpu, options);
     BOOST_TEST(device->quantized_entries().size() == cpu.quantized_entries().size());
     for (const auto& q : cpu.quantized_entries()) {
@@ -327,7 +360,7 @@ BOOST_AUTO_TEST_CASE(qlora_trains_as_the_decoder_and_its_checkpoint_resumes_on_t
         BOOST_TEST((h.codes == d.codes && h.qabsmax == d.qabsmax && h.absmax2 == d.absmax2 && h.offset == d.offset),
                    q.name);
     }
-    losses first_cpu, first_device, continued_cpu, continued_device;
+    losses first_cpu, first_device, continued_cpu, continued_device, whole_cpu, whole_device, resumed_device;
     for (const bool device_first : {false, true}) {
         auto staged = options;
         staged.out_dir = device_first ? on_device.path : on_cpu.path;
@@ -347,6 +380,25 @@ BOOST_AUTO_TEST_CASE(qlora_trains_as_the_decoder_and_its_checkpoint_resumes_on_t
     BOOST_TEST_MESSAGE("QLoRA, device against CPU, relative: losses " << loss << ", gradient norms " << norm);
     BOOST_TEST(loss < 1e-5);
     BOOST_TEST(norm < 1e-5);
+    fs::copy(on_device.path, device_copy.path, fs::copy_options::recursive); // the CPU continuation overwrites it
+
+    auto whole = options; // 4 steps in one go on either model
+    whole.stop_at = 0;
+    const auto whole_cpu_model = init();
+    const auto whole_device_model = device_from(*init(), options);
+    for (const bool on_the_device : {false, true}) {
+        whole.out_dir = on_the_device ? whole_device_dir.path : whole_cpu_dir.path;
+        token_windows src(train_tokens, 4);
+        if (on_the_device) {
+            trainer t(*whole_device_model, src, val_tokens, whole);
+            record(t, whole_device);
+            BOOST_TEST((t.run() == train_outcome::finished));
+        } else {
+            trainer t(*whole_cpu_model, src, val_tokens, whole);
+            record(t, whole_cpu);
+            BOOST_TEST((t.run() == train_outcome::finished));
+        }
+    }
 
     host_t<qlora_qv> from_cpu(13), from_device(14);
     for (const bool device_first : {false, true}) {
@@ -357,16 +409,149 @@ BOOST_AUTO_TEST_CASE(qlora_trains_as_the_decoder_and_its_checkpoint_resumes_on_t
         record(t, device_first ? continued_device : continued_cpu);
         BOOST_TEST((t.run() == train_outcome::finished));
     }
-    for (const auto& q : cpu.quantized_entries()) { // the base read back from either checkpoint: the same NF4 bytes
-        const nf4_tensor &c = from_cpu.quantized_weight(q.layer, q.target),
-                         &d = from_device.quantized_weight(q.layer, q.target);
-        BOOST_TEST((c.codes == d.codes && c.qabsmax == d.qabsmax && c.absmax2 == d.absmax2), q.name);
-    }
-    const double after = worst_relative(continued_device.loss, continued_cpu.loss, "QLoRA device then CPU");
-    const double adapters = adapter_difference(from_device, from_cpu);
-    BOOST_TEST_MESSAGE("QLoRA device to CPU: losses within " << after << ", adapters within " << adapters);
+    expect_same_nf4(from_cpu, cpu); // the base read back from either checkpoint: the original NF4 bytes
+    expect_same_nf4(from_device, cpu);
+    const std::vector<double> last_two(whole_cpu.loss.begin() + 2, whole_cpu.loss.end());
+    BOOST_TEST_REQUIRE(continued_cpu.loss.size() == 2u);
+    for (std::size_t i = 0; i < 2; ++i) // CPU, stopped and resumed: the uninterrupted CPU run bit for bit
+        BOOST_TEST(std::memcmp(&continued_cpu.loss[i], &last_two[i], sizeof(double)) == 0, "loss of step " << i + 3);
+    expect_same_adapters(from_cpu, *whole_cpu_model);
+    const double after = worst_relative(continued_device.loss, last_two, "QLoRA device then CPU");
+    const double adapters = adapter_difference(from_device, *whole_cpu_model);
+    BOOST_TEST_MESSAGE("QLoRA device to CPU: losses within " << after << ", adapters within " << adapters
+                                                             << " of the uninterrupted CPU run");
     BOOST_TEST(after < 1e-5);
     BOOST_TEST(adapters < 3e-5);
+
+    // The device model, stopped and resumed from its own checkpoint: the uninterrupted device run bit for bit.
+    const auto resumed = device_from(host_t<qlora_qv>(15), options);
+    {
+        auto rest = options;
+        rest.stop_at = 0, rest.out_dir = device_copy.path;
+        token_windows src(train_tokens, 4);
+        trainer t(*resumed, src, val_tokens, rest);
+        record(t, resumed_device);
+        BOOST_TEST((t.run() == train_outcome::finished));
+    }
+    expect_same_nf4(*resumed, cpu);
+    BOOST_TEST_REQUIRE(resumed_device.loss.size() == 2u);
+    for (std::size_t i = 0; i < 2; ++i)
+        BOOST_TEST(std::memcmp(&resumed_device.loss[i], &whole_device.loss[i + 2], sizeof(double)) == 0,
+                   "device loss of step " << i + 3);
+    whole_device_model->download_parameters();
+    resumed->download_parameters();
+    BOOST_TEST(resumed->dropout_calls() == whole_device_model->dropout_calls());
+    for (std::size_t i = 0; i < whole_device_model->parameter_entries().size(); ++i) {
+        const auto& x = whole_device_model->parameter_entries()[i].value;
+        const auto& y = resumed->parameter_entries()[i].value;
+        BOOST_TEST(std::memcmp(x.data, y.data, std::size_t(x.numel()) * sizeof(float)) == 0,
+                   whole_device_model->parameter_entries()[i].name);
+    }
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// tl::decoder's QLoRA checkpoint: nf4_base.safetensors (train/checkpoint_nf4.hpp) makes a resume bit-identical.
+BOOST_AUTO_TEST_SUITE(qlora_checkpoint)
+
+using namespace device_lora_test;
+
+// The checkpoint as an older tinylm wrote it: no nf4_base.safetensors, and no checksum of it.
+void drop_nf4_base(const fs::path& ckpt) {
+    fs::remove(ckpt / nf4_base_file);
+    nlohmann::json j = nlohmann::json::parse(std::ifstream(ckpt / "trainer_state.json"));
+    j["checksums"].erase(nf4_base_file);
+    std::ofstream(ckpt / "trainer_state.json") << j.dump(2);
+}
+
+// 4 steps in one go against 2 steps, a stop, and 2 more by a fresh model (other weights, so another NF4 base and
+// adapter init): the last 2 losses, the adapters and the NF4 bytes, bit for bit. An older checkpoint (no
+// nf4_base.safetensors) still resumes, from its base quantised again: other scale bytes, what the file is for.
+BOOST_AUTO_TEST_CASE(qlora_resume_is_bit_identical_to_the_uninterrupted_run) {
+    const auto train_tokens = words(20000, 41), val_tokens = words(4000, 42);
+    scratch_dir whole_dir("qlora_whole"), staged_dir("qlora_staged"), older_dir("qlora_older");
+    const auto options = lora_run(whole_dir.path, 4);
+    host_t<qlora_qv> whole(21);
+    losses all;
+    {
+        token_windows src(train_tokens, 5);
+        trainer t(whole, src, val_tokens, options);
+        record(t, all);
+        BOOST_TEST((t.run() == train_outcome::finished));
+    }
+    auto staged = options;
+    staged.out_dir = staged_dir.path, staged.stop_at = 2;
+    {
+        host_t<qlora_qv> first(21);
+        token_windows src(train_tokens, 5);
+        trainer t(first, src, val_tokens, staged);
+        BOOST_TEST((t.run() == train_outcome::paused));
+    }
+    const fs::path ckpt = staged_dir.path / "checkpoint";
+    BOOST_TEST(fs::exists(ckpt / nf4_base_file));
+    fs::create_directories(older_dir.path);
+    fs::copy(ckpt, older_dir.path / "checkpoint", fs::copy_options::recursive);
+    drop_nf4_base(older_dir.path / "checkpoint");
+
+    auto rest = options;
+    rest.out_dir = staged_dir.path;
+    host_t<qlora_qv> resumed(22);
+    losses last;
+    {
+        token_windows src(train_tokens, 5);
+        trainer t(resumed, src, val_tokens, rest);
+        record(t, last);
+        BOOST_TEST((t.run() == train_outcome::finished));
+    }
+    expect_same_nf4(resumed, whole);
+    expect_same_adapters(resumed, whole);
+    BOOST_TEST_REQUIRE(last.loss.size() == 2u);
+    for (std::size_t i = 0; i < 2; ++i)
+        BOOST_TEST(std::memcmp(&last.loss[i], &all.loss[i + 2], sizeof(double)) == 0, "loss of step " << i + 3);
+
+    host_t<qlora_qv> older(23);
+    {
+        auto from_older = options;
+        from_older.out_dir = older_dir.path;
+        token_windows src(train_tokens, 5);
+        trainer t(older, src, val_tokens, from_older);
+        BOOST_TEST(t.restore() == 2);
+    }
+    std::size_t scale_bytes_differ = 0;
+    for (const auto& q : whole.quantized_entries()) {
+        const nf4_tensor &x = whole.quantized_weight(q.layer, q.target), &y = older.quantized_weight(q.layer, q.target);
+        BOOST_TEST((x.codes == y.codes), q.name); // the codes come back; the scales need not
+        scale_bytes_differ += x.qabsmax != y.qabsmax || x.absmax2 != y.absmax2 || x.offset != y.offset;
+    }
+    BOOST_TEST_MESSAGE("an older QLoRA checkpoint: " << scale_bytes_differ << " of " << whole.quantized_entries().size()
+                                                     << " NF4 projections come back with other scale bytes");
+    BOOST_TEST(scale_bytes_differ > 0u);
+}
+
+// nf4_base.safetensors from another model than model.safetensors' base (its checksum dropped, as if edited
+// together): refused, naming the tensor, rather than resumed from a stale NF4 copy.
+BOOST_AUTO_TEST_CASE(an_nf4_base_that_does_not_match_the_model_file_is_refused) {
+    const auto train_tokens = words(20000, 43), val_tokens = words(4000, 44);
+    scratch_dir dir("qlora_stale");
+    auto options = lora_run(dir.path, 4);
+    options.stop_at = 1;
+    {
+        host_t<qlora_qv> first(24);
+        token_windows src(train_tokens, 5);
+        trainer t(first, src, val_tokens, options);
+        BOOST_TEST((t.run() == train_outcome::paused));
+    }
+    const fs::path ckpt = dir.path / "checkpoint";
+    drop_nf4_base(ckpt);
+    write_nf4_base(host_t<qlora_qv>(25), ckpt);
+    host_t<qlora_qv> resumed(26);
+    token_windows src(train_tokens, 5);
+    trainer t(resumed, src, val_tokens, options);
+    BOOST_CHECK_EXCEPTION(t.restore(), tl::error, [](const tl::error& e) {
+        const std::string m = e.what();
+        BOOST_TEST_MESSAGE(m);
+        return m.find("does not dequantise") != std::string::npos && m.find("q_proj.weight") != std::string::npos;
+    });
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -146,6 +147,15 @@ public:
         return v;
     }
 
+    // The bytes of a U8 tensor as stored (packed NF4 codes and 8-bit scale codes: train/checkpoint_nf4.hpp).
+    std::vector<std::uint8_t> read_u8(const std::string& name) const {
+        const safetensors_tensor& t = info(name);
+        check(t.dtype == "U8", [&] {
+            return "safetensors: tensor '" + name + "' in " + path_ + " has dtype " + t.dtype + ", expected U8";
+        });
+        return {data_.begin() + std::ptrdiff_t(t.begin), data_.begin() + std::ptrdiff_t(t.end)};
+    }
+
 private:
     static shape append(shape s, std::int64_t d) {
         check(s.rank < shape::max_rank, "safetensors: tensors of rank above 4 are not supported");
@@ -218,6 +228,10 @@ public:
         e.bytes.resize(std::size_t(t.numel()) * sizeof(T));
         std::memcpy(e.bytes.data(), t.data, e.bytes.size());
         entries_[name] = std::move(e);
+    }
+    // Bytes as a 1-D U8 tensor (packed NF4 codes and 8-bit scale codes: train/checkpoint_nf4.hpp).
+    void add_u8(const std::string& name, std::span<const std::uint8_t> bytes) {
+        entries_[name] = entry{"U8", {std::int64_t(bytes.size())}, {bytes.begin(), bytes.end()}};
     }
     void add_metadata(const std::string& key, const std::string& value) { metadata_[key] = value; }
 

@@ -53,6 +53,17 @@ public:
         expect_shape("set_quantized_weight", "w", w, {p.out(), p.in()});
         p.quantized_weight() = quantize_nf4(w, true);
     }
+    // Takes an NF4 weight as it is (a training checkpoint's exact bytes: train/checkpoint_nf4.hpp).
+    void set_quantized_weight(index_t l, int t, nf4_tensor q) {
+        check(!adapter_.merged, "set_quantized_weight: unmerge() the adapter first");
+        Projection& p = *projections_.at(std::size_t(l))[std::size_t(t)];
+        check_nf4("set_quantized_weight", q);
+        check(q.out == p.out() && q.in == p.in(), [&] {
+            return "set_quantized_weight: nf4 weight " + q.shape().str() + " for a projection (" +
+                   std::to_string(p.out()) + ", " + std::to_string(p.in()) + ")";
+        });
+        p.quantized_weight() = std::move(q);
+    }
     std::size_t quantized_base_bytes() const {
         std::size_t bytes = 0;
         for (const quantized_entry& q : quantized_)

@@ -4,7 +4,9 @@
 //                           moments of the parameters that have trained, "exp_avg.<name>" and "exp_avg_sq.<name>"
 //   trainer_state.json      step, optimizer step count, data position, and the run's history
 // A LoRA model also gets its adapter in the PEFT format (adapter_config.json, adapter_model.safetensors) and
-// the LoRA dropout's key and forward count in trainer_state.json, so that a resume continues bit-identically.
+// the LoRA dropout's key and forward count in trainer_state.json, so that a resume continues bit-identically;
+// a QLoRA model also its NF4 base byte for byte, nf4_base.safetensors (train/checkpoint_nf4.hpp: model.safetensors
+// holds it dequantised, and quantising that again does not give back the bytes).
 // The folder is staged as "<dir>.tmp" and swapped in whole: a crash mid-save keeps the previous checkpoint.
 #pragma once
 
@@ -14,6 +16,7 @@
 #include <tinylm/io/peft.hpp>
 #include <tinylm/optim/optimizer.hpp>
 #include <tinylm/train/checkpoint_checksums.hpp>
+#include <tinylm/train/checkpoint_nf4.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -76,6 +79,7 @@ void save_training_checkpoint(const Model& model, const Opt& opt, const training
     fs::remove_all(stage);
     detail::write_model_files(model, stage, special);
     if constexpr (Model::has_adapter) write_adapter_files(model, stage);
+    if constexpr (has_quantized_base<Model>) write_nf4_base(model, stage);
     safetensors_writer w;
     opt.visit_state([&](const std::string& name, cview<float> t) { w.add<float>(name, t); });
     w.save(stage / "optimizer.safetensors");
@@ -107,6 +111,7 @@ training_state load_training_checkpoint(Model& model, Opt& opt, const fs::path& 
         std::fprintf(stderr, "checkpoint: %s has no checksums (written by an older tinylm); resuming unverified\n",
                      dir.c_str());
     detail::load_model_files(model, dir);
+    if constexpr (has_quantized_base<Model>) load_nf4_base(model, dir); // the exact NF4 bytes, when stored
     if constexpr (Model::has_adapter) load_adapter(model, dir);
     detail::check_finite_parameters(model, dir);
     const safetensors_reader r(dir / "optimizer.safetensors");
