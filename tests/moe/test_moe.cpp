@@ -18,6 +18,8 @@
 #include <tinylm/io/hf_checkpoint.hpp>
 #include <tinylm/model/decoder.hpp>
 #include <tinylm/ops/moe.hpp>
+#include <tinylm/train/batches.hpp>
+#include <tinylm/train/trainer.hpp>
 
 #include <unistd.h>
 
@@ -724,6 +726,87 @@ BOOST_AUTO_TEST_CASE(cuda_decoder_step_with_lora_on_attention_matches_the_decode
     check_decoder_step_with_experts_and_lora<test::mixtral_moe, moe_lora_attention>("pooled balance, weight 0.02");
     check_decoder_step_with_experts_and_lora<heavy_aux<true>, moe_lora_qv_dropout>(
         "per-layer balance, weight 1, dropout 0.25 on q and v");
+}
+
+// tl::trainer over the device-resident model with experts and LoRA (gpu::device_decoder<cpu_ops, A>, what 05/07/08
+// --device train) against tl::trainer over tl::decoder with the same adapter (rank 2 on q and v, dropout 0.25; the
+// per-layer balancing loss at weight 1; B random): 3 steps of 2 x 16 tokens, 2 micro-batches each, clipping at 1, a
+// validation; every step's loss and gradient norm and the validation within 1e-5, the dropout count, the experts'
+// counts of the last forward, the adapters after the run within 1e-4 of each tensor's largest element.
+BOOST_AUTO_TEST_CASE(cuda_device_decoder_with_experts_and_lora_trains_as_the_decoder) {
+    using config = heavy_aux<true>;
+    using adapter = moe_lora_qv_dropout;
+    decoder<config, ref, adapter> host(3);
+    counter_rng init(9, 2);
+    for (const parameter_entry& e : host.trainable_entries())
+        for (float& w : e.value)
+            w = float(0.1 * init.normal());
+    gpu::device_decoder<gpu::cpu_ops, adapter> device(config::value, {.batch = 2, .time = 16, .logits_rows = 20});
+    device.load_from(host);
+    counter_rng rng(13);
+    std::vector<token_t> tokens(4000), validation(400);
+    for (token_t& t : tokens)
+        t = token_t(rng.below(64));
+    for (token_t& t : validation)
+        t = token_t(rng.below(64));
+    const trainer_options options{.batch_size = 2,
+                                  .seq_len = 16,
+                                  .grad_accum = 2,
+                                  .max_steps = 3,
+                                  .peak_lr = 1e-2,
+                                  .min_lr = 1e-3,
+                                  .warmup_steps = 1,
+                                  .clip = 1.0,
+                                  .eval_every = 3,
+                                  .eval_windows = 3,
+                                  .checkpoint_every = 0};
+    struct record {
+        std::vector<double> loss, norm, val;
+    };
+    const auto train = [&](auto& model, record& r) {
+        token_windows source(tokens, 6);
+        trainer t(model, source, validation, options);
+        t.on_step = [&r](const step_report& s) {
+            r.loss.push_back(s.loss);
+            r.norm.push_back(s.grad_norm);
+        };
+        t.on_eval = [&r](long long, double v) { r.val.push_back(v); };
+        BOOST_TEST((t.run() == train_outcome::finished));
+    };
+    record on_host, on_device;
+    train(host, on_host);
+    train(device, on_device);
+    BOOST_TEST_REQUIRE(on_host.loss.size() == 3u);
+    BOOST_TEST_REQUIRE(on_device.loss.size() == 3u);
+    BOOST_TEST_REQUIRE(on_device.val.size() == on_host.val.size());
+    for (std::size_t i = 0; i < 3; ++i) {
+        BOOST_TEST_MESSAGE("step " << i + 1 << ": loss decoder " << on_host.loss[i] << ", device " << on_device.loss[i]
+                                   << "; gradient norm " << on_host.norm[i] << ", " << on_device.norm[i]);
+        BOOST_TEST(std::abs(on_device.loss[i] - on_host.loss[i]) <= 1e-5 * on_host.loss[i], "step " << i + 1);
+        BOOST_TEST(std::abs(on_device.norm[i] - on_host.norm[i]) <= 1e-5 * on_host.norm[i], "step " << i + 1);
+    }
+    BOOST_TEST(std::abs(on_device.val.back() - on_host.val.back()) <= 1e-5 * on_host.val.back());
+    BOOST_TEST(device.dropout_calls() == host.dropout_calls());
+    BOOST_TEST(host.dropout_calls() == 6u);
+    for (index_t l = 0; l < config::value.n_layers; ++l) { // the last forward's: the validation's padded batch
+        const std::vector<index_t> want = host.expert_counts(l);
+        BOOST_TEST((std::vector<long long>(want.begin(), want.end()) == device.expert_counts(l)), "layer " << l);
+    }
+    device.download_parameters();
+    double worst = 0;
+    for (std::size_t i = 0; i < host.parameter_entries().size(); ++i) {
+        const parameter_entry &h = host.parameter_entries()[i], &d = device.parameter_entries()[i];
+        BOOST_TEST_REQUIRE(h.name == d.name);
+        if (h.kind != param_kind::adapter) continue;
+        double err = 0, scale = 0;
+        for (index_t j = 0; j < h.value.numel(); ++j) {
+            err = std::max(err, std::abs(double(d.value[j]) - double(h.value[j])));
+            scale = std::max(scale, std::abs(double(h.value[j])));
+        }
+        BOOST_TEST(err <= 1e-4 * scale, h.name << ": " << err << " of " << scale);
+        worst = std::max(worst, err / scale);
+    }
+    BOOST_TEST_MESSAGE("adapters after 3 steps: largest difference " << worst << " of its tensor's scale");
 }
 
 BOOST_AUTO_TEST_SUITE_END()
