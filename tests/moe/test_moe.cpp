@@ -18,6 +18,8 @@
 #include <tinylm/io/hf_checkpoint.hpp>
 #include <tinylm/model/decoder.hpp>
 #include <tinylm/ops/moe.hpp>
+#include <tinylm/train/batches.hpp>
+#include <tinylm/train/trainer.hpp>
 
 #include <unistd.h>
 
@@ -565,16 +567,246 @@ BOOST_AUTO_TEST_CASE(cuda_device_decoder_with_experts_mirrors_the_decoder) {
     std::filesystem::remove_all(dir);
 }
 
-// With LoRA the experts are refused, naming them.
-BOOST_AUTO_TEST_CASE(cuda_decoder_plan_refuses_lora_on_experts) {
+// LoRA with experts on the device, what tl::decoder allows (validate_adapter_for): adapters on attention (q, k, v,
+// o), the router and the experts frozen. Two adapters: rank 4 on all four attention projections, and rank 2 on q and
+// v with dropout 0.25 (the device draws tl::decoder's masks).
+namespace {
+struct moe_lora_attention {
+    static constexpr lora_config value{.rank = 4, .alpha = 8, .targets = lora_attention};
+};
+struct moe_lora_qv_dropout {
+    static constexpr lora_config value{.rank = 2, .alpha = 4, .dropout = 0.25f, .targets = lora_q | lora_v};
+};
+} // namespace
+
+// The plan takes LoRA on attention with experts, its gradients and AdamW's moments the adapter's only (no buffers for
+// the frozen router and experts), and refuses what tl::decoder refuses, naming it: an adapter on gate, up or down
+// (the experts have none) and QLoRA (tl::decoder's NF4 base is for dense MLPs).
+BOOST_AUTO_TEST_CASE(cuda_decoder_plan_takes_lora_on_attention_with_experts) {
+    const model_config& c = test::mixtral_moe::value;
     gpu::decoder_plan_options o;
-    o.lora.rank = 4, o.lora.alpha = 8, o.lora.targets = lora_q;
-    try {
-        (void)gpu::plan_decoder_step(test::mixtral_moe::value, o);
-        BOOST_FAIL("expected an error");
-    } catch (const tl::error& e) {
-        BOOST_TEST(std::string(e.what()).find("LoRA on a mixture of experts") != std::string::npos, e.what());
+    o.lora = moe_lora_attention::value;
+    const gpu::arena_plan plan = gpu::plan_decoder_step(c, o);
+    std::size_t adapter = 0;
+    for (const gpu::parameter_slice& s : gpu::adapter_layout(c, o.lora)) {
+        BOOST_TEST(s.name.find(".self_attn.") != std::string::npos, s.name);
+        adapter += s.size();
     }
+    // Per layer r (in + out) of q, k, v and o: r (4 d + 2 q + 2 kv).
+    BOOST_TEST(adapter == std::size_t(c.n_layers * 4 * (4 * c.d_model + 2 * c.q_width() + 2 * c.kv_width())));
+    for (const char* block : {"adapter", "gradients", "adam.m", "adam.v"})
+        BOOST_TEST(plan.at(block).bytes == adapter * sizeof(float), block);
+    const auto refused = [&](const lora_config& lora, const std::string& named) {
+        gpu::decoder_plan_options r;
+        r.lora = lora;
+        try {
+            (void)gpu::plan_decoder_step(c, r);
+            BOOST_ERROR("expected an error naming " << named);
+        } catch (const tl::error& e) {
+            BOOST_TEST(std::string(e.what()).find(named) != std::string::npos, e.what());
+        }
+    };
+    for (const std::uint32_t mlp :
+         {std::uint32_t(lora_gate), std::uint32_t(lora_up), std::uint32_t(lora_down), std::uint32_t(lora_all)})
+        refused({.rank = 4, .alpha = 8, .targets = mlp}, "LoRA with experts targets attention only");
+    refused({.rank = 4, .alpha = 8, .targets = lora_attention, .quantized_base = true},
+            "QLoRA (quantized_base) with experts");
+}
+
+// The GPU's training step with experts and LoRA on attention on the CPU executor against tl::decoder with the same
+// adapter (B random: every adapter gradient from the start), over two consecutive steps (with dropout the second
+// draws new masks on both sides): the loss and the aux loss within 1e-5, every expert's count, every adapter
+// gradient within 1e-4 of its tensor's scale (the balancing loss's gradient reaches the adapters through the
+// router's input gradient: the heavy aux weight makes it count); gradient checkpointing bit for bit; then tl's
+// gradients through two AdamW steps bit for bit as tl::adamw, the frozen base (router and experts included) unchanged.
+template <class Config, class Adapter>
+void check_decoder_step_with_experts_and_lora(const char* label) {
+    decoder<Config, ref, Adapter> model(42);
+    counter_rng init(5, 1);
+    for (const parameter_entry& e : model.trainable_entries())
+        for (float& w : e.value)
+            w = float(0.2 * init.normal());
+    const model_config& c = Config::value;
+    const long long B = 2, T = 16;
+    std::vector<token_t> ids(std::size_t(B * T)), targets(ids.size());
+    counter_rng rng(11);
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+        ids[i] = token_t(rng.below(std::uint64_t(c.vocab_size)));
+        targets[i] = i % 7 == 5 ? -100 : token_t(rng.below(std::uint64_t(c.vocab_size)));
+    }
+    const cview<token_t> ids_view{ids.data(), {B, T}}, targets_view{targets.data(), {B, T}};
+
+    struct on_cpu {
+        on_cpu(const model_config& c, bool checkpointing)
+            : o(options(checkpointing)), plan(gpu::plan_decoder_step(c, o)), memory(plan.bytes()),
+              step(c, o, plan, memory.data(), ex) {}
+        static gpu::decoder_plan_options options(bool checkpointing) {
+            gpu::decoder_plan_options o;
+            o.batch = 2, o.time = 16, o.logits_rows = 20, o.bf16_weights = false, o.checkpointing = checkpointing;
+            o.lora = Adapter::value;
+            return o;
+        }
+        const float* block(const char* name) const {
+            return reinterpret_cast<const float*>(memory.data() + plan.at(name).offset);
+        }
+        std::vector<float> copy(const char* name) const {
+            return {block(name), block(name) + plan.at(name).bytes / sizeof(float)};
+        }
+        const gpu::decoder_plan_options o;
+        const gpu::arena_plan plan;
+        std::vector<std::byte> memory;
+        gpu::cpu_ops ex;
+        gpu::decoder_step<gpu::cpu_ops> step; // last: it keeps references to the members above
+    };
+    on_cpu plain(c, false), checkpointed(c, true);
+    for (on_cpu* run : {&plain, &checkpointed}) {
+        for (const parameter_entry& e : model.parameter_entries())
+            std::copy_n(e.value.data, e.value.numel(), run->step.parameter(e.name));
+        run->step.parameters_changed();
+        run->step.set_dropout_seed(model.dropout_seed());
+        run->step.set_dropout_calls(model.dropout_calls());
+    }
+    gpu::decoder_step<gpu::cpu_ops>& step = plain.step;
+    BOOST_TEST_REQUIRE(step.adapter_layout().size() == model.trainable_entries().size());
+    BOOST_CHECK_THROW(step.gradient("model.layers.0.mlp.gate.weight"), tl::error); // frozen: no gradient
+    BOOST_CHECK_THROW(step.gradient("model.layers.1.mlp.experts.down_proj"), tl::error);
+    const std::vector<float> base = plain.copy("parameters");
+    for (int k = 0; k < 2; ++k) {
+        model.zero_grad();
+        const float loss = model.loss(ids_view, targets_view);
+        model.backward();
+        step.zero_gradients();
+        checkpointed.step.zero_gradients();
+        const double step_loss = step.forward_backward(ids.data(), targets.data());
+        const double checkpointed_loss = checkpointed.step.forward_backward(ids.data(), targets.data());
+        BOOST_TEST_MESSAGE(label << ", step " << k << ": decoder loss " << loss << " (aux " << model.aux_loss()
+                                 << "), decoder_step " << step_loss << " (aux " << step.aux_loss() << ")");
+        BOOST_TEST(std::abs(step_loss - double(loss)) < 1e-5 * double(loss), label << ", step " << k);
+        BOOST_TEST(std::abs(step.aux_loss() - model.aux_loss()) <= 1e-5 * model.aux_loss(), label << ", step " << k);
+        BOOST_TEST(step.dropout_calls() == model.dropout_calls(), label);
+        for (int l = 0; l < c.n_layers; ++l) {
+            const std::vector<index_t> want = model.expert_counts(l);
+            const std::vector<long long> got = step.expert_counts(l);
+            BOOST_TEST((std::vector<long long>(want.begin(), want.end()) == got), label << ": layer " << l);
+        }
+        double worst = 0;
+        for (const parameter_entry& e : model.trainable_entries()) {
+            const float* g = step.gradient(e.name);
+            double err = 0, scale = 0;
+            for (index_t i = 0; i < e.grad.numel(); ++i) {
+                err = std::max(err, std::abs(double(g[i]) - double(e.grad[i])));
+                scale = std::max(scale, std::abs(double(e.grad[i])));
+            }
+            BOOST_TEST(scale > 0.0, label << ", " << e.name);
+            BOOST_TEST(err <= 1e-4 * scale,
+                       label << ", step " << k << ", " << e.name << ": " << err << " of " << scale);
+            worst = std::max(worst, err / scale);
+        }
+        BOOST_TEST_MESSAGE(label << ", step " << k << ": largest adapter gradient difference " << worst
+                                 << " of its tensor's scale");
+        BOOST_TEST(checkpointed_loss == step_loss, label << ": checkpointing");
+        BOOST_TEST((checkpointed.copy("gradients") == plain.copy("gradients")), label << ": checkpointing");
+    }
+    // The optimizer: tl's gradients on both sides, two AdamW steps.
+    for (const parameter_entry& e : model.trainable_entries())
+        std::copy_n(e.grad.data, e.grad.numel(), step.gradient(e.name));
+    const adamw_options options{.weight_decay = 0.1};
+    adamw opt(model, options);
+    for (const double lr : {1e-3, 2e-3}) {
+        opt.step(lr);
+        step.adamw_step(lr, options);
+        for (const parameter_entry& e : model.trainable_entries())
+            BOOST_TEST(std::memcmp(step.parameter(e.name), e.value.data, std::size_t(e.value.numel()) * 4) == 0,
+                       label << ", " << e.name << " after the step at lr " << lr);
+    }
+    BOOST_TEST((plain.copy("parameters") == base), label << ": the frozen base changed");
+}
+
+BOOST_AUTO_TEST_CASE(cuda_decoder_step_with_lora_on_attention_matches_the_decoder) {
+    check_decoder_step_with_experts_and_lora<test::mixtral_moe, moe_lora_attention>("pooled balance, weight 0.02");
+    check_decoder_step_with_experts_and_lora<heavy_aux<true>, moe_lora_qv_dropout>(
+        "per-layer balance, weight 1, dropout 0.25 on q and v");
+}
+
+// tl::trainer over the device-resident model with experts and LoRA (gpu::device_decoder<cpu_ops, A>, what 05/07/08
+// --device train) against tl::trainer over tl::decoder with the same adapter (rank 2 on q and v, dropout 0.25; the
+// per-layer balancing loss at weight 1; B random): 3 steps of 2 x 16 tokens, 2 micro-batches each, clipping at 1, a
+// validation; every step's loss and gradient norm and the validation within 1e-5, the dropout count, the experts'
+// counts of the last forward, the adapters after the run within 1e-4 of each tensor's largest element.
+BOOST_AUTO_TEST_CASE(cuda_device_decoder_with_experts_and_lora_trains_as_the_decoder) {
+    using config = heavy_aux<true>;
+    using adapter = moe_lora_qv_dropout;
+    decoder<config, ref, adapter> host(3);
+    counter_rng init(9, 2);
+    for (const parameter_entry& e : host.trainable_entries())
+        for (float& w : e.value)
+            w = float(0.1 * init.normal());
+    gpu::device_decoder<gpu::cpu_ops, adapter> device(config::value, {.batch = 2, .time = 16, .logits_rows = 20});
+    device.load_from(host);
+    counter_rng rng(13);
+    std::vector<token_t> tokens(4000), validation(400);
+    for (token_t& t : tokens)
+        t = token_t(rng.below(64));
+    for (token_t& t : validation)
+        t = token_t(rng.below(64));
+    const trainer_options options{.batch_size = 2,
+                                  .seq_len = 16,
+                                  .grad_accum = 2,
+                                  .max_steps = 3,
+                                  .peak_lr = 1e-2,
+                                  .min_lr = 1e-3,
+                                  .warmup_steps = 1,
+                                  .clip = 1.0,
+                                  .eval_every = 3,
+                                  .eval_windows = 3,
+                                  .checkpoint_every = 0};
+    struct record {
+        std::vector<double> loss, norm, val;
+    };
+    const auto train = [&](auto& model, record& r) {
+        token_windows source(tokens, 6);
+        trainer t(model, source, validation, options);
+        t.on_step = [&r](const step_report& s) {
+            r.loss.push_back(s.loss);
+            r.norm.push_back(s.grad_norm);
+        };
+        t.on_eval = [&r](long long, double v) { r.val.push_back(v); };
+        BOOST_TEST((t.run() == train_outcome::finished));
+    };
+    record on_host, on_device;
+    train(host, on_host);
+    train(device, on_device);
+    BOOST_TEST_REQUIRE(on_host.loss.size() == 3u);
+    BOOST_TEST_REQUIRE(on_device.loss.size() == 3u);
+    BOOST_TEST_REQUIRE(on_device.val.size() == on_host.val.size());
+    for (std::size_t i = 0; i < 3; ++i) {
+        BOOST_TEST_MESSAGE("step " << i + 1 << ": loss decoder " << on_host.loss[i] << ", device " << on_device.loss[i]
+                                   << "; gradient norm " << on_host.norm[i] << ", " << on_device.norm[i]);
+        BOOST_TEST(std::abs(on_device.loss[i] - on_host.loss[i]) <= 1e-5 * on_host.loss[i], "step " << i + 1);
+        BOOST_TEST(std::abs(on_device.norm[i] - on_host.norm[i]) <= 1e-5 * on_host.norm[i], "step " << i + 1);
+    }
+    BOOST_TEST(std::abs(on_device.val.back() - on_host.val.back()) <= 1e-5 * on_host.val.back());
+    BOOST_TEST(device.dropout_calls() == host.dropout_calls());
+    BOOST_TEST(host.dropout_calls() == 6u);
+    for (index_t l = 0; l < config::value.n_layers; ++l) { // the last forward's: the validation's padded batch
+        const std::vector<index_t> want = host.expert_counts(l);
+        BOOST_TEST((std::vector<long long>(want.begin(), want.end()) == device.expert_counts(l)), "layer " << l);
+    }
+    device.download_parameters();
+    double worst = 0;
+    for (std::size_t i = 0; i < host.parameter_entries().size(); ++i) {
+        const parameter_entry &h = host.parameter_entries()[i], &d = device.parameter_entries()[i];
+        BOOST_TEST_REQUIRE(h.name == d.name);
+        if (h.kind != param_kind::adapter) continue;
+        double err = 0, scale = 0;
+        for (index_t j = 0; j < h.value.numel(); ++j) {
+            err = std::max(err, std::abs(double(d.value[j]) - double(h.value[j])));
+            scale = std::max(scale, std::abs(double(h.value[j])));
+        }
+        BOOST_TEST(err <= 1e-4 * scale, h.name << ": " << err << " of " << scale);
+        worst = std::max(worst, err / scale);
+    }
+    BOOST_TEST_MESSAGE("adapters after 3 steps: largest difference " << worst << " of its tensor's scale");
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -2,11 +2,11 @@
 // (arena_plan.hpp) from its model_config and the batch shape, before anything is allocated.
 //
 // For the Llama- and Qwen2-shaped decoders the GPU kernels cover so far: pre-norm RMSNorm, SwiGLU, RoPE, biases on
-// q, k and v only, tied or untied heads, Mixtral's experts (plan_moe_layer, plan_moe_scratch below: not with LoRA);
-// full training or LoRA, dropout included (others are refused, naming the field). Without gradient checkpointing
-// every layer keeps what its backward reads; the gradients of activations live in one set of scratch buffers that
-// the layers share, because the backward visits one layer at a time. N = batch * time tokens, d = d_model, q = q_width,
-// kv = kv_width, f = d_ff, H = n_heads, V = vocab_size, P = parameter_count(config):
+// q, k and v only, tied or untied heads, Mixtral's experts (plan_moe_layer, plan_moe_scratch below: LoRA on attention
+// only, no QLoRA); full training or LoRA, dropout included (others are refused, naming the field). Without gradient
+// checkpointing every layer keeps what its backward reads; the gradients of activations live in one set of scratch
+// buffers that the layers share, because the backward visits one layer at a time. N = batch * time tokens, d = d_model,
+// q = q_width, kv = kv_width, f = d_ff, H = n_heads, V = vocab_size, P = parameter_count(config):
 //
 //   model state   parameters, gradients, adam.m, adam.v: 4 P bytes each; parameters.bf16 2 P (bf16 option).
 //                 With LoRA (A elements of adapter_layout): adapter 4 A, and gradients, adam.m, adam.v 4 A each
@@ -274,7 +274,11 @@ inline arena_plan plan_decoder_step(const model_config& c, const decoder_plan_op
     refuse(o.lora.rank == 0 || (o.lora.alpha > 0 && o.lora.targets != 0), "LoRA needs alpha > 0 and a target");
     refuse(o.lora.dropout >= 0 && o.lora.dropout < 1, "LoRA dropout must be in [0, 1)");
     refuse(!o.lora.trainable_embeddings, "LoRA with trainable embeddings is not supported on the GPU yet");
-    refuse(c.moe.n_experts == 0 || o.lora.rank == 0, "LoRA on a mixture of experts is not supported");
+    // With experts, what tl::decoder allows (validate_adapter_for): LoRA on attention, the router and experts frozen.
+    const bool experts_adapter = c.moe.n_experts > 0 && o.lora.rank > 0;
+    refuse(!experts_adapter || (o.lora.targets & (lora_gate | lora_up | lora_down)) == 0,
+           "LoRA with experts targets attention only (q, k, v, o): there are no gate/up/down projections");
+    refuse(!experts_adapter || !o.lora.quantized_base, "QLoRA (quantized_base) with experts is not supported");
     check(o.batch > 0 && o.time > 0 && o.logits_rows > 0 && o.attention_sequences >= 0, [&] {
         std::string m = "gpu::plan_decoder_step: batch ";
         m += std::to_string(o.batch);

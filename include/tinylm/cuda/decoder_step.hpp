@@ -37,7 +37,9 @@
 // buffers sized for every slot (N K rows: any routing fits), one product per expert over its contiguous rows (m = its
 // count, read back to the host: E + 1 ints per layer, the one synchronisation the experts add), and a combine where
 // each token sums its K weighted rows in a fixed order (no atomics). The load-balancing loss as tl::decoder's, pooled
-// or per layer, in the loss and in the router's gradient. Not with LoRA (refused by the plan).
+// or per layer, in the loss and in the router's gradient. With LoRA (attention only, as tl::decoder; the plan refuses
+// the rest) the router and the experts are frozen: their backward gives d normed2 only (the balancing loss's gradient
+// included, through the router's input gradient), no weight gradients.
 //
 // After the step, the optimizer over the flat blocks: the global gradient norm and clipping (optim/clip.hpp's
 // rule) and AdamW (optim/adamw.hpp's update and decay rule: every parameter but the norms decays, the embedding
@@ -724,20 +726,25 @@ private:
         ex_.moe_weight_gradient(as<double>("moe.dweight"), dh, rows, hidden, slot_row, layer(l, "moe.weight"), nk, ff,
                                 d);
         ex_.moe_swiglu_backward(dgu, dh, layer(l, "moe.gate_up"), nk, ff);
-        // ddown_e += (w dy)^T h
-        const void* wdy = operand(rows, nk * d, "scratch.bf16.a");
-        const void* h = operand(hidden, nk * ff, "scratch.bf16.b");
-        float *g_down = gradient(at + "mlp.experts.down_proj"), *g_gate_up = gradient(at + "mlp.experts.gate_up_proj");
-        each_expert([&](int e, long long r0, long long m) {
-            linear_dw(g_down + e * (long long)d * ff, operand_at(wdy, r0 * d), operand_at(h, r0 * ff), m, d, ff);
-        });
+        // ddown_e += (w dy)^T h (frozen under an adapter: no weight gradients for the router and the experts)
+        float* g_gate_up = lora_ ? nullptr : gradient(at + "mlp.experts.gate_up_proj");
+        if (!lora_) {
+            const void* wdy = operand(rows, nk * d, "scratch.bf16.a");
+            const void* h = operand(hidden, nk * ff, "scratch.bf16.b");
+            float* g_down = gradient(at + "mlp.experts.down_proj");
+            each_expert([&](int e, long long r0, long long m) {
+                linear_dw(g_down + e * (long long)d * ff, operand_at(wdy, r0 * d), operand_at(h, r0 * ff), m, d, ff);
+            });
+        }
         // dgate_up_e += dgu^T x (x gathered again: the scratch served later layers), the grouped rows' dx = dgu
-        // gate_up_e
-        ex_.moe_gather(f("moe.gathered"), row_token, layer(l, "normed2"), nk, d);
+        // gate_up_e (frozen: the input gradient alone)
+        if (!lora_) ex_.moe_gather(f("moe.gathered"), row_token, layer(l, "normed2"), nk, d);
         const void* dg = operand(dgu, nk * 2 * ff, "scratch.bf16.a");
-        const void* x = operand(f("moe.gathered"), nk * d, "scratch.bf16.b");
+        const void* x = lora_ ? nullptr : operand(f("moe.gathered"), nk * d, "scratch.bf16.b");
         each_expert([&](int e, long long r0, long long m) {
-            linear_dw(g_gate_up + e * 2LL * ff * d, operand_at(dg, r0 * 2 * ff), operand_at(x, r0 * d), m, 2LL * ff, d);
+            if (!lora_)
+                linear_dw(g_gate_up + e * 2LL * ff * d, operand_at(dg, r0 * 2 * ff), operand_at(x, r0 * d), m, 2LL * ff,
+                          d);
             linear_dx(rows + r0 * d, operand_at(dg, r0 * 2 * ff), weight_operand(w_gate_up + e * 2LL * ff * d), m,
                       2LL * ff, d, 0.0f);
         });
@@ -747,8 +754,9 @@ private:
                                 moe_aux_scale_ != 0.0 ? as<double>("moe.aux") + l * experts : nullptr, n, experts,
                                 int(k));
         const void* dz = operand(f("moe.dlogits"), n * experts, "scratch.bf16.a");
-        linear_dw(gradient(at + "mlp.gate.weight"), dz, operand(layer(l, "normed2"), n * d, "scratch.bf16.b"), n,
-                  experts, d);
+        if (!lora_)
+            linear_dw(gradient(at + "mlp.gate.weight"), dz, operand(layer(l, "normed2"), n * d, "scratch.bf16.b"), n,
+                      experts, d);
         linear_dx(f("scratch.dnormed"), dz, weight_operand(parameter(at + "mlp.gate.weight")), n, experts, d, 0.0f);
         ex_.moe_combine_backward(f("scratch.dnormed"), rows, slot_row, n, int(k), d);
     }
