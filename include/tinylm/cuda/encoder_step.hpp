@@ -96,17 +96,8 @@ public:
     // tl::encoder holds it (quantized_weight: double quantisation, the shape of the projection).
     void set_quantized_weight(const std::string& name, const nf4_tensor& q) {
         for (std::size_t i = 0; i < nf4_layout_.size(); ++i) {
-            const nf4_slice& s = nf4_layout_[i];
-            if (s.name != name) continue;
-            check(q.double_quant && std::size_t(q.numel()) == s.n && q.codes.size() == s.code_bytes() &&
-                      q.qabsmax.size() == s.blocks() && q.absmax2.size() == s.scale_blocks(),
-                  [&] {
-                      return "encoder_step: the NF4 weight for " + name + " (" + q.shape().str() +
-                             ") does not match the model's shape, or lacks double quantisation";
-                  });
-            ex_.upload(buf("nf4.codes") + s.codes, q.codes.data(), q.codes.size());
-            ex_.upload(buf("nf4.qabsmax") + s.qabsmax, q.qabsmax.data(), q.qabsmax.size());
-            ex_.upload(f("nf4.absmax2") + s.absmax2, q.absmax2.data(), q.absmax2.size() * sizeof(float));
+            if (nf4_layout_[i].name != name) continue;
+            this->upload_nf4(nf4_layout_[i], q, "encoder_step");
             nf4_offsets_[i] = q.offset;
             return;
         }
@@ -117,7 +108,7 @@ public:
     // The NF4 weight `name` as the products read it: its arrays in Ex's memory and its offset.
     nf4_weight quantized_weight(const std::string& name) const {
         for (std::size_t i = 0; i < nf4_layout_.size(); ++i)
-            if (nf4_layout_[i].name == name) return nf4_view(i);
+            if (nf4_layout_[i].name == name) return this->nf4_view(nf4_layout_[i], nf4_offsets_[i]);
         fail("encoder_step: no NF4 weight named '" + name + "'" + (nf4_ ? "" : " (the base is not quantised)"));
     }
     // After writing parameters directly (a checkpoint, a test): their bf16 copy is made again before the next
@@ -272,20 +263,8 @@ private:
     const void* projection_weight(int l, proj p) {
         if (!nf4_) return weight_operand(parameter(bert_module(l, p) + ".weight"));
         static constexpr int slot[lora_target_count] = {0, 1, 2, 3, -1, 4, 5}; // q, k, v, o, (gate), up, down
-        const nf4_weight q = nf4_view(std::size_t(l) * 6 + std::size_t(slot[int(p)]));
-        if (o_.bf16_weights)
-            ex_.nf4_dequantize(nullptr, as<std::uint16_t>("scratch.nf4"), q);
-        else
-            ex_.nf4_dequantize(f("scratch.nf4"), nullptr, q);
-        return buf("scratch.nf4");
-    }
-    nf4_weight nf4_view(std::size_t i) const {
-        const nf4_slice& s = nf4_layout_[i];
-        nf4_weight q;
-        q.codes = reinterpret_cast<const std::uint8_t*>(buf("nf4.codes")) + s.codes;
-        q.qabsmax = reinterpret_cast<const std::uint8_t*>(buf("nf4.qabsmax")) + s.qabsmax;
-        q.absmax2 = f("nf4.absmax2") + s.absmax2, q.offset = nf4_offsets_[i], q.n = (long long)s.n;
-        return q;
+        const std::size_t i = std::size_t(l) * 6 + std::size_t(slot[int(p)]);
+        return this->dequantized_nf4(this->nf4_view(nf4_layout_[i], nf4_offsets_[i]));
     }
     bool targeted(proj p) const { return ((encoder_lora_targets(o_.lora) >> int(p)) & 1u) != 0; }
     float* adapter_input(int l, proj p) const { return layer(l, std::string("lora.") + lora_names[int(p)]); }
