@@ -16,13 +16,13 @@
 // batch's, and the gradients are summed over the ranks (embed/data_parallel_ranking.hpp): the losses are one
 // process's. Rank 0 alone evaluates, prints and writes (report, metrics, models, checkpoints).
 //
-// Devices (--device, full fine-tuning and LoRA; docs/gpu.md): cpu (tl::encoder, the default), cuda (the same loop
-// with its step on the GPU: gpu::ranking_step<gpu_ops>, the encoder, pooling and ranking loss on the device, bf16
+// Devices (--device, full fine-tuning, LoRA and QLoRA; docs/gpu.md): cpu (tl::encoder, the default), cuda (the same
+// loop with its step on the GPU: gpu::ranking_step<gpu_ops>, the encoder, pooling and ranking loss on the device, bf16
 // products; needs a build with tinylm::cuda) or cpu-ops (that step's code on the CPU, f32: slow, a check). The
 // weights (LoRA: the adapter's) come back to the host model for evaluation and saving: the same files as a CPU run
-// (LoRA: the same PEFT adapter and merged folder). QLoRA stays on the CPU (no NF4 base on the device encoder). On a
-// device the
-// whole batch is one forward (no gradient cache: --mini-batch is the CPU's), its texts packed end to end into rows
+// (LoRA: the same PEFT adapter and merged folder; QLoRA: the same PEFT adapter, the NF4 base quantised on the host as
+// tl::encoder quantises it and dequantised on the device before each product). On a device the whole batch is one
+// forward (no gradient cache: --mini-batch is the CPU's), its texts packed end to end into rows
 // of --max-length (attention inside each text; --device-padded: a padded row per text). Its checkpoints are a CPU run's
 // files (the device's AdamW moments under tl::adamw's names: gpu::ranking_adamw), so either device resumes the
 // other's.
@@ -232,25 +232,23 @@ mode_result train_mode(const std::string& mode, const base_model& b, const recip
     mode_result r{mode, {}, {}, 0, ""};
     const fs::path checkpoint = dir / "checkpoint";
     long long first = 0;
-    // On a device (full fine-tuning or LoRA: main refuses QLoRA there) the step runs on gpu::ranking_step.
+    // On a device (full fine-tuning, LoRA or QLoRA) the step runs on gpu::ranking_step.
     using model_t = std::remove_cvref_t<decltype(*model)>;
     std::unique_ptr<device_training<model_t>> device;
     tl::embed::batch_tokenizer tokenize;
     const bool on_device = s.device != "cpu";
     if (on_device) {
-        if constexpr (!A::value.quantized_base) {
-            std::size_t negatives = 0;
-            for (const auto& row : t.train)
-                negatives = std::max(negatives, row.negatives.size());
-            device = device_training_of(s.device, *model, b.config, s.batch, tl::index_t(negatives), opt.options(),
-                                        !s.device_padded);
-            tokenize = tl::sentence_tokenizer(b.tokenizer);
-            std::printf("  on %s: gpu::ranking_step, %d pairs of at most %lld tokens in one batch (%s), arena "
-                        "%.1f MiB\n",
-                        s.device.c_str(), s.batch, static_cast<long long>(b.config.max_length),
-                        s.device_padded ? "a padded row per text" : "texts packed end to end into rows",
-                        double(device->arena_bytes()) / (1 << 20));
-        }
+        std::size_t negatives = 0;
+        for (const auto& row : t.train)
+            negatives = std::max(negatives, row.negatives.size());
+        device = device_training_of(s.device, *model, b.config, s.batch, tl::index_t(negatives), opt.options(),
+                                    !s.device_padded);
+        tokenize = tl::sentence_tokenizer(b.tokenizer);
+        std::printf("  on %s: gpu::ranking_step, %d pairs of at most %lld tokens in one batch (%s), arena "
+                    "%.1f MiB\n",
+                    s.device.c_str(), s.batch, static_cast<long long>(b.config.max_length),
+                    s.device_padded ? "a padded row per text" : "texts packed end to end into rows",
+                    double(device->arena_bytes()) / (1 << 20));
     }
     if (fs::exists(checkpoint / "trainer_state.json")) { // a CPU run's or a device run's: the same files
         const tl::training_state st =
@@ -439,8 +437,8 @@ int main(int argc, char** argv) {
         ->check(recipes::in_range(0, 1000000, "steps between checkpoints; 0: none"));
     app.add_option("--seed", seed, "split, sampling and adapter initialisation seed");
     app.add_option("--device", s.device,
-                   "cpu (tl::encoder), cuda: full fine-tuning and LoRA on the GPU (gpu::ranking_step, bf16 products; "
-                   "in a build with tinylm::cuda; --modes full,lora), or cpu-ops: the GPU's code path on the CPU "
+                   "cpu (tl::encoder), cuda: full fine-tuning, LoRA and QLoRA on the GPU (gpu::ranking_step, bf16 "
+                   "products; in a build with tinylm::cuda), or cpu-ops: the GPU's code path on the CPU "
                    "(slow; a check)")
         ->check(CLI::IsMember({"cpu", "cuda", "cpu-ops"}));
     app.add_flag("--device-padded", s.device_padded,
@@ -463,12 +461,6 @@ int main(int argc, char** argv) {
                           "-DTINYLM_WITH_CUDA=ON (needs nvcc) and rebuild, or use --device cpu"));
 #endif
         }
-        for (const std::string& mode : s.modes)
-            if (mode == "qlora")
-                return recipes::report_error(tl::error("09_retrieval: --device " + s.device +
-                                                       " trains full fine-tuning and LoRA (no NF4 base on the device "
-                                                       "encoder yet): pass --modes full,lora, or --device cpu for "
-                                                       "qlora"));
         if (world.size() > 1)
             return recipes::report_error(tl::error("09_retrieval: --device " + s.device +
                                                    " runs in one process (data parallel on the device is not "

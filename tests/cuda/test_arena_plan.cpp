@@ -260,7 +260,8 @@ BOOST_AUTO_TEST_CASE(encoder_step_plan_holds_bert_and_refuses_what_the_kernels_l
 
 // With LoRA (09_retrieval's adapter: rank 8 on every projection) the base is frozen: gradients and AdamW's moments
 // cover the adapter's block (laid out by encoder_adapter_layout under tl::encoder's names), x A^T is kept per
-// targeted projection; dropout and an NF4 base are refused by name. The size at 09's device shape is printed.
+// targeted projection; dropout is refused by name. QLoRA moves the projection weights into NF4 blocks. The sizes at
+// 09's device shape are printed.
 BOOST_AUTO_TEST_CASE(encoder_step_plan_with_lora_trains_the_adapter_only) {
     model_config c = families::bert::value;
     c.vocab_size = 30522, c.d_model = 384, c.n_layers = 6, c.n_heads = c.n_kv_heads = 12, c.d_head = 0;
@@ -297,9 +298,31 @@ BOOST_AUTO_TEST_CASE(encoder_step_plan_with_lora_trains_the_adapter_only) {
     BOOST_CHECK_EXCEPTION(gpu::plan_encoder_step(c, o), tl::error, [](const tl::error& e) {
         return std::string(e.what()).find("LoRA dropout") != std::string::npos;
     });
+    // QLoRA: the six projection weights of each layer leave "parameters" for the NF4 blocks (4 bits a weight, an 8-bit
+    // scale per 64, an f32 scale per 256 scales, per weight), dequantised one at a time into scratch.nf4 (bf16: the
+    // widest, up or down); the adapter's blocks as with LoRA.
     o.lora.dropout = 0, o.lora.quantized_base = true;
-    BOOST_CHECK_EXCEPTION(gpu::plan_encoder_step(c, o), tl::error,
-                          [](const tl::error& e) { return std::string(e.what()).find("QLoRA") != std::string::npos; });
+    const gpu::arena_plan q = gpu::plan_encoder_step(c, o);
+    expect_aligned_and_disjoint(q);
+    const std::size_t projections = L * (4 * d * d + 2 * d * f);
+    BOOST_TEST(q.at("parameters").bytes == plan.at("parameters").bytes - 4 * projections);
+    BOOST_TEST(q.at("nf4.codes").bytes == projections / 2);
+    BOOST_TEST(q.at("nf4.qabsmax").bytes == projections / 64);
+    BOOST_TEST(q.at("nf4.absmax2").bytes == 4 * L * (4 * (d * d / 64 / 256) + 2 * (d * f / 64 / 256)));
+    BOOST_TEST(q.at("scratch.nf4").bytes == 2 * d * f);
+    for (const char* name : {"adapter", "gradients", "adam.m", "adam.v"})
+        BOOST_TEST(q.at(name).bytes == 4 * adapter, name);
+    const auto nf4 = gpu::encoder_nf4_layout(c);
+    BOOST_TEST(nf4.size() == L * 6);
+    BOOST_TEST(nf4.front().name == "encoder.layer.0.attention.self.query.weight");
+    BOOST_TEST(nf4.back().name == "encoder.layer.5.output.dense.weight");
+    const auto base = gpu::encoder_parameter_layout(c, true);
+    BOOST_TEST(std::none_of(base.begin(), base.end(), [&](const gpu::parameter_slice& s) {
+        return std::any_of(nf4.begin(), nf4.end(), [&](const gpu::nf4_slice& w) { return w.name == s.name; });
+    }));
+    BOOST_TEST(base.size() == gpu::encoder_parameter_layout(c).size() - nf4.size()); // the biases stay
+    BOOST_TEST_MESSAGE("the same with QLoRA r8: " << q.entries().size() << " buffers, " << q.bytes() << " bytes ("
+                                                  << double(q.bytes()) / double(1ull << 30) << " GiB)");
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -1281,13 +1281,20 @@ BOOST_AUTO_TEST_CASE(ranking_step_matches_the_cpu_executor, needs_device()) {
 // adapter; the LoRA path is checked against tl::encoder with that adapter in test_encoder): random base and adapter
 // (B not zero, so every adapter gradient is non-zero); the loss within 1e-5 relative (bf16 1e-4), every adapter
 // gradient within 1e-4 of its tensor's scale (bf16 1e-3), the same bits again; after two clipped AdamW steps the
-// adapters within 1e-2 lr (bf16 1e-1) and the frozen base bit for bit as loaded.
+// adapters within 1e-2 lr (bf16 1e-1) and the frozen base bit for bit as loaded. QLoRA too (lora.quantized_base:
+// the projection weights random, quantised to NF4 on the host and set on both steps; the QLoRA path is checked
+// against tl::encoder in test_encoder), with its NF4 bytes on the device unchanged after the steps.
 BOOST_AUTO_TEST_CASE(ranking_step_with_lora_matches_the_cpu_executor, needs_device()) {
     const ranking_case r;
     const model_config& c = r.c;
-    const lora_config lora{.rank = 4, .alpha = 8, .dropout = 0, .targets = lora_attention | lora_up | lora_down};
-    for (const bool bf16 : {false, true}) {
-        BOOST_TEST_CONTEXT((bf16 ? "bf16 products" : "f32 products")) {
+    for (const int variant : {0, 1, 2, 3}) {
+        const bool bf16 = (variant & 1) != 0, quantized = variant >= 2;
+        const lora_config lora{.rank = 4,
+                               .alpha = 8,
+                               .dropout = 0,
+                               .targets = lora_attention | lora_up | lora_down,
+                               .quantized_base = quantized};
+        BOOST_TEST_CONTEXT((bf16 ? "bf16 products" : "f32 products") << (quantized ? ", QLoRA" : "")) {
             const gpu::ranking_step_shape shape{.pairs = 4, .negatives = r.negatives, .bf16 = bf16, .lora = lora};
             gpu::ranking_step<gpu::cpu_ops> cpu(c, r.sc, shape);
             gpu::ranking_step<gpu::gpu_ops> gpu_step(c, r.sc, shape);
@@ -1303,6 +1310,14 @@ BOOST_AUTO_TEST_CASE(ranking_step_with_lora_matches_the_cpu_executor, needs_devi
                     gpu::copy_to_device(gpu_step.parameter(s.name), w.data(), s.size() * sizeof(float));
                     if (layout == &cpu.encoder().layout()) base.push_back(std::move(w));
                 }
+            std::vector<nf4_tensor> nf4; // QLoRA: the projection weights, quantised on the host
+            for (const gpu::nf4_slice& s : cpu.encoder().quantized_layout()) {
+                const std::vector<float> w = random_tensor<float>({index_t(s.n)}, seed++, 0.05).data;
+                nf4.push_back(quantize_nf4(cview<float>{w.data(), {index_t(s.n)}}, true));
+                cpu.encoder().set_quantized_weight(s.name, nf4.back());
+                gpu_step.encoder().set_quantized_weight(s.name, nf4.back());
+            }
+            BOOST_TEST(nf4.size() == (quantized ? 6u * std::size_t(c.n_layers) : 0u));
             cpu.encoder().parameters_changed();
             gpu_step.encoder().parameters_changed();
             const auto& adapter = cpu.encoder().adapter_layout();
@@ -1356,6 +1371,23 @@ BOOST_AUTO_TEST_CASE(ranking_step_with_lora_matches_the_cpu_executor, needs_devi
             for (const gpu::parameter_slice& s : cpu.encoder().layout())
                 base_changed += !same_bits(download(gpu_step.parameter(s.name), s.size()), base[i++]);
             BOOST_TEST(base_changed == 0u);
+            std::size_t nf4_changed = 0;
+            i = 0;
+            for (const gpu::nf4_slice& s : gpu_step.encoder().quantized_layout()) {
+                const gpu::nf4_weight d = gpu_step.encoder().quantized_weight(s.name);
+                const nf4_tensor& q = nf4[i++];
+                std::vector<std::uint8_t> codes(q.codes.size()), scales(q.qabsmax.size());
+                std::vector<float> scales2(q.absmax2.size());
+                gpu::synchronize();
+                gpu::copy_to_host(codes.data(), d.codes, codes.size());
+                gpu::copy_to_host(scales.data(), d.qabsmax, scales.size());
+                gpu::copy_to_host(scales2.data(), d.absmax2, scales2.size() * sizeof(float));
+                nf4_changed += !std::equal(codes.begin(), codes.end(), q.codes.begin()) ||
+                               !std::equal(scales.begin(), scales.end(), q.qabsmax.begin()) ||
+                               !same_bits(scales2, std::vector<float>(q.absmax2.begin(), q.absmax2.end())) ||
+                               d.offset != q.offset;
+            }
+            BOOST_TEST(nf4_changed == 0u);
         }
     }
 }

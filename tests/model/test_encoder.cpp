@@ -979,7 +979,8 @@ BOOST_AUTO_TEST_CASE(qlora_encoder_checkpoint_keeps_the_nf4_bytes) {
 // within 1e-4 of its tensor's scale, the frozen base without gradients (only the adapter trains); then two clipped
 // AdamW steps (gpu::ranking_adamw, 09's options): the adapters within 2e-2 of the learning rate of the CPU's, both
 // moments of every tensor tl::adamw keeps (by its names) within 1e-4 of their scale, the base bit for bit unchanged.
-BOOST_AUTO_TEST_CASE(cuda_ranking_step_with_lora_on_the_cpu_matches_the_sentence_encoder) {
+template <class Adapter>
+void check_lora_ranking_step_on_the_cpu(const char* what) {
     using config = tl_test::tiny_bert_config;
     const model_config& c = config::value;
     const index_t pairs = 2, negatives = 1, time = 7, n = pairs * (2 + negatives);
@@ -992,7 +993,7 @@ BOOST_AUTO_TEST_CASE(cuda_ranking_step_with_lora_on_the_cpu_matches_the_sentence
     const std::vector<std::string> texts(static_cast<std::size_t>(n));
     const std::span<const std::string> all(texts);
 
-    encoder<config, default_backend, tiny_encoder_lora> model(42);
+    encoder<config, default_backend, Adapter> model(42);
     for (const parameter_entry& e : model.parameter_entries())
         if (e.name.find("lora_B") != std::string::npos)
             for (index_t i = 0; i < e.value.numel(); ++i)
@@ -1004,7 +1005,18 @@ BOOST_AUTO_TEST_CASE(cuda_ranking_step_with_lora_on_the_cpu_matches_the_sentence
     embed::ranking_step<default_backend> cpu_step;
     adamw cpu_opt(model, options);
 
-    gpu::ranking_step<gpu::cpu_ops> step(c, sc, {.pairs = 3, .negatives = negatives, .lora = tiny_encoder_lora::value});
+    // QLoRA: the host's NF4 projection weights, byte for byte (codes, scales, offset), before any step.
+    std::vector<std::vector<std::uint8_t>> nf4_bytes;
+    for (const auto& q : model.quantized_entries()) {
+        const nf4_tensor& w = model.quantized_weight(q.layer, q.target);
+        std::vector<std::uint8_t> b(w.codes.begin(), w.codes.end());
+        b.insert(b.end(), w.qabsmax.begin(), w.qabsmax.end());
+        const auto* scales = reinterpret_cast<const std::uint8_t*>(w.absmax2.data());
+        b.insert(b.end(), scales, scales + w.absmax2.size() * sizeof(float));
+        nf4_bytes.push_back(std::move(b));
+    }
+    BOOST_TEST(nf4_bytes.size() == (Adapter::value.quantized_base ? 6u * std::size_t(c.n_layers) : 0u));
+    gpu::ranking_step<gpu::cpu_ops> step(c, sc, {.pairs = 3, .negatives = negatives, .lora = Adapter::value});
     gpu::ranking_adamw<gpu::cpu_ops> opt(step, options);
     step.load_from(model);
     BOOST_TEST(step.encoder().trainable_layout().size() == model.trainable_entries().size());
@@ -1045,8 +1057,8 @@ BOOST_AUTO_TEST_CASE(cuda_ranking_step_with_lora_on_the_cpu_matches_the_sentence
         BOOST_TEST(std::abs(step_norm - norm) <= 1e-5 * norm, "step " << k << ": gradient norm " << step_norm);
         cpu_opt.step(1e-3);
         opt.step(1e-3);
-        BOOST_TEST_MESSAGE("LoRA, step " << k << ": loss " << step_loss << " (CPU " << loss
-                                         << "), adapter gradients within " << worst << " of their scale");
+        BOOST_TEST_MESSAGE(what << ", step " << k << ": loss " << step_loss << " (CPU " << loss
+                                << "), adapter gradients within " << worst << " of their scale");
     }
     BOOST_TEST(opt.steps() == 2);
     double moved = 0;
@@ -1061,6 +1073,23 @@ BOOST_AUTO_TEST_CASE(cuda_ranking_step_with_lora_on_the_cpu_matches_the_sentence
         ++i;
     }
     BOOST_TEST(moved <= 2e-2 * 1e-3, "adapters after two steps " << moved << " apart");
+    // The NF4 base on both sides after two steps: the host's bytes unchanged, and the device's (what its products
+    // dequantise) the same bytes and offset.
+    std::size_t nf4_changed = 0, j = 0;
+    for (const auto& q : model.quantized_entries()) {
+        const nf4_tensor& w = model.quantized_weight(q.layer, q.target);
+        const gpu::nf4_weight d = step.encoder().quantized_weight(q.name);
+        const std::vector<std::uint8_t>& b = nf4_bytes[j++];
+        const std::size_t codes = w.codes.size(), blocks = w.qabsmax.size();
+        nf4_changed += std::memcmp(w.codes.data(), b.data(), codes) != 0 ||
+                       std::memcmp(w.qabsmax.data(), b.data() + codes, blocks) != 0 ||
+                       std::memcmp(w.absmax2.data(), b.data() + codes + blocks, b.size() - codes - blocks) != 0 ||
+                       std::memcmp(d.codes, b.data(), codes) != 0 ||
+                       std::memcmp(d.qabsmax, b.data() + codes, blocks) != 0 ||
+                       std::memcmp(d.absmax2, b.data() + codes + blocks, b.size() - codes - blocks) != 0 ||
+                       d.offset != w.offset || d.n != w.numel();
+    }
+    BOOST_TEST(nf4_changed == 0u, nf4_changed << " NF4 weights differ from the host's before the steps");
     BOOST_TEST(base_changed == 0u, base_changed << " base tensors changed");
     std::size_t moments = 0;
     cpu_opt.visit_state([&](const std::string& name, cview<float> t) {
@@ -1072,7 +1101,26 @@ BOOST_AUTO_TEST_CASE(cuda_ranking_step_with_lora_on_the_cpu_matches_the_sentence
         ++moments;
     });
     BOOST_TEST(moments == 2 * model.trainable_entries().size());
-    BOOST_TEST_MESSAGE("LoRA: adapters after two AdamW steps within " << moved << " (lr 1e-3)");
+    BOOST_TEST_MESSAGE(what << ": adapters after two AdamW steps within " << moved << " (lr 1e-3)");
+}
+
+BOOST_AUTO_TEST_CASE(cuda_ranking_step_with_lora_on_the_cpu_matches_the_sentence_encoder) {
+    check_lora_ranking_step_on_the_cpu<tiny_encoder_lora>("LoRA");
+}
+
+// 09_retrieval's QLoRA adapter at rank 4: the LoRA above over an NF4 base (double quantisation), as tl::encoder holds
+// it.
+struct tiny_encoder_qlora {
+    static constexpr lora_config value{
+        .rank = 4, .alpha = 8, .dropout = 0, .targets = lora_attention | lora_up | lora_down, .quantized_base = true};
+};
+
+// QLoRA on the device's contrastive step (encoder_step's NF4 projections, dequantised before each product) on the
+// CPU executor against tl::encoder with the same QLoRA adapter, by the LoRA case's checks: the loss, every adapter
+// gradient within 1e-4 of its scale, two AdamW steps, the f32 base unchanged; and the NF4 base's bytes (codes,
+// scales, offsets) the host's, untouched on both sides.
+BOOST_AUTO_TEST_CASE(cuda_ranking_step_with_qlora_on_the_cpu_matches_the_sentence_encoder) {
+    check_lora_ranking_step_on_the_cpu<tiny_encoder_qlora>("QLoRA");
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -131,17 +131,8 @@ public:
     // tl::decoder holds it (quantized_weight: double quantisation, the shape of the projection).
     void set_quantized_weight(const std::string& name, const nf4_tensor& q) {
         for (std::size_t i = 0; i < nf4_layout_.size(); ++i) {
-            const nf4_slice& s = nf4_layout_[i];
-            if (s.name != name) continue;
-            check(q.double_quant && std::size_t(q.numel()) == s.n && q.codes.size() == s.code_bytes() &&
-                      q.qabsmax.size() == s.blocks() && q.absmax2.size() == s.scale_blocks(),
-                  [&] {
-                      return "decoder_step: the NF4 weight for " + name + " (" + q.shape().str() +
-                             ") does not match the model's shape, or lacks double quantisation";
-                  });
-            ex_.upload(buf("nf4.codes") + s.codes, q.codes.data(), q.codes.size());
-            ex_.upload(buf("nf4.qabsmax") + s.qabsmax, q.qabsmax.data(), q.qabsmax.size());
-            ex_.upload(f("nf4.absmax2") + s.absmax2, q.absmax2.data(), q.absmax2.size() * sizeof(float));
+            if (nf4_layout_[i].name != name) continue;
+            this->upload_nf4(nf4_layout_[i], q, "decoder_step");
             nf4_offsets_[i] = q.offset;
             return;
         }
@@ -301,16 +292,7 @@ private:
     const void* projection_weight(int l, proj p) {
         if (!nf4_) return weight_operand(parameter(module(l, p) + ".weight"));
         const std::size_t i = std::size_t(l) * lora_target_count + std::size_t(p);
-        const nf4_slice& s = nf4_layout_[i];
-        nf4_weight q;
-        q.codes = reinterpret_cast<const std::uint8_t*>(buf("nf4.codes")) + s.codes;
-        q.qabsmax = reinterpret_cast<const std::uint8_t*>(buf("nf4.qabsmax")) + s.qabsmax;
-        q.absmax2 = f("nf4.absmax2") + s.absmax2, q.offset = nf4_offsets_[i], q.n = (long long)s.n;
-        if (o_.bf16_weights)
-            ex_.nf4_dequantize(nullptr, as<std::uint16_t>("scratch.nf4"), q);
-        else
-            ex_.nf4_dequantize(f("scratch.nf4"), nullptr, q);
-        return buf("scratch.nf4");
+        return this->dequantized_nf4(this->nf4_view(nf4_layout_[i], nf4_offsets_[i]));
     }
     std::string module(int l, proj p) const {
         return "model.layers." + std::to_string(l) + "." + projection_modules[std::size_t(p)];

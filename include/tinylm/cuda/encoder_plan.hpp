@@ -6,6 +6,9 @@
 // encoder_parameter_layout (the pooler included: carried, never trained):
 //
 //   model state   parameters, gradients, adam.m, adam.v: 4 P bytes each; parameters.bf16 2 P (bf16 option)
+//                 QLoRA (lora.quantized_base): "parameters" without the projection weights, which sit in
+//                 nf4.codes, nf4.qabsmax, nf4.absmax2 (encoder_nf4_layout; about 0.52 byte per weight) and are
+//                 dequantised one at a time into scratch.nf4 (the widest projection, bf16 or f32 as the products)
 //                 With LoRA (A elements of encoder_adapter_layout): adapter 4 A, and gradients, adam.m, adam.v 4 A
 //                 each instead of 4 P (the base is frozen); adapter.bf16 2 A and scratch.bf16.lora 2 N r (bf16);
 //                 scratch.lora.t 4 N r; per layer and targeted projection p, layer.l.lora.p (x A^T, N r f32).
@@ -66,10 +69,16 @@ inline std::string bert_layer_norm(int l, int which) {
 }
 
 // The flat "parameters" block of an encoder: BertModel's names in tl::encoder's parameter_entries order.
-inline std::vector<parameter_slice> encoder_parameter_layout(const model_config& c) {
+// quantized_projections (QLoRA): the six projection weights of every layer live in NF4 (encoder_nf4_layout below),
+// not here; their biases stay f32 here, as tl::encoder keeps them.
+inline std::vector<parameter_slice> encoder_parameter_layout(const model_config& c,
+                                                             bool quantized_projections = false) {
     std::vector<parameter_slice> out;
     std::size_t at = 0;
     auto add = [&](std::string name, std::size_t rows, std::size_t cols) {
+        if (quantized_projections && name.starts_with("encoder.layer.") &&
+            name.find("LayerNorm") == std::string::npos && name.ends_with(".weight"))
+            return;
         out.push_back({std::move(name), at, rows, cols});
         at += rows * cols;
     };
@@ -98,6 +107,22 @@ inline std::vector<parameter_slice> encoder_parameter_layout(const model_config&
     }
     add("pooler.dense.weight", d, d);
     add("pooler.dense.bias", 1, d);
+    return out;
+}
+
+// QLoRA: where each NF4 projection weight of an encoder sits in nf4.codes, nf4.qabsmax and nf4.absmax2
+// (decoder_plan.hpp's nf4_slice: ops/nf4.hpp's format with double quantisation), per layer in lora_target's order
+// without the gate, under BertModel's names (tl::encoder's quantized_entries).
+inline std::vector<nf4_slice> encoder_nf4_layout(const model_config& c) {
+    std::vector<nf4_slice> out;
+    nf4_slice at;
+    for (int l = 0; l < c.n_layers; ++l)
+        for (const proj p : {proj::q, proj::k, proj::v, proj::o, proj::up, proj::down}) {
+            const auto [in, width] = projection_shape(c, p);
+            nf4_slice s{bert_module(l, p) + ".weight", at.codes, at.qabsmax, at.absmax2, in * width};
+            at.codes += s.code_bytes(), at.qabsmax += s.blocks(), at.absmax2 += s.scale_blocks();
+            out.push_back(std::move(s));
+        }
     return out;
 }
 
@@ -132,7 +157,9 @@ struct encoder_plan_options {
     long long batch = 1, time = 1;
     bool bf16_weights = true; // bf16 mixed precision: the products read bf16 copies of their operands
     // LoRA (rank > 0): the base is frozen (no gradients, no moments) and the adapter trains: gradients and AdamW's
-    // moments cover the adapter's block. No dropout (09_retrieval's adapters have none), no NF4 base (QLoRA).
+    // moments cover the adapter's block. quantized_base (QLoRA): the projection weights in NF4 (encoder_nf4_layout),
+    // dequantised into one scratch weight right before each product, as decoder_step does. No dropout
+    // (09_retrieval's adapters have none: its gradient cache embeds each text twice and needs both the same).
     lora_config lora{};
     attention_path attention = attention_path::products;
     long long attention_sequences = 0; // sequences per chunk of attention scores (products); 0: the whole batch
@@ -159,7 +186,6 @@ inline arena_plan plan_encoder_step(const model_config& c, const encoder_plan_op
     refuse(o.lora.rank >= 0 && (o.lora.rank == 0 || (o.lora.alpha > 0 && encoder_lora_targets(o.lora) != 0)),
            "LoRA needs alpha > 0 and a target");
     refuse(o.lora.dropout == 0, "LoRA dropout is not supported on the device encoder yet");
-    refuse(!o.lora.quantized_base, "QLoRA (an NF4 base) is not supported on the device encoder yet");
     refuse(!o.lora.trainable_embeddings, "LoRA with trainable embeddings is not supported on the device encoder");
     check(o.batch > 0 && o.time > 0 && o.time <= c.max_seq_len && o.attention_sequences >= 0, [&] {
         std::string m = "gpu::plan_encoder_step: batch ";
@@ -175,8 +201,9 @@ inline arena_plan plan_encoder_step(const model_config& c, const encoder_plan_op
     });
     const auto n = std::size_t(o.batch * o.time), d = std::size_t(c.d_model), q = std::size_t(c.q_width()),
                kv = std::size_t(c.kv_width()), f = std::size_t(c.d_ff), h = std::size_t(c.n_heads);
-    std::size_t p = 0, adapter = 0;
-    for (const parameter_slice& s : encoder_parameter_layout(c))
+    const bool nf4 = o.lora.rank > 0 && o.lora.quantized_base;
+    std::size_t p = 0, adapter = 0; // p: the f32 base (QLoRA: all but the projection weights)
+    for (const parameter_slice& s : encoder_parameter_layout(c, nf4))
         p += s.size();
     for (const parameter_slice& s : encoder_adapter_layout(c, o.lora))
         adapter += s.size();
@@ -185,6 +212,17 @@ inline arena_plan plan_encoder_step(const model_config& c, const encoder_plan_op
 
     arena_plan plan;
     plan.add_array<float>("parameters", p);
+    if (nf4) {
+        const std::vector<nf4_slice> w = encoder_nf4_layout(c);
+        plan.add("nf4.codes", w.back().codes + w.back().code_bytes());
+        plan.add("nf4.qabsmax", w.back().qabsmax + w.back().blocks());
+        plan.add_array<float>("nf4.absmax2", w.back().absmax2 + w.back().scale_blocks());
+        const std::size_t widest = std::max({q * d, kv * d, d * f}); // q, k, v, o; up, down
+        if (o.bf16_weights)
+            plan.add_array<std::uint16_t>("scratch.nf4", widest);
+        else
+            plan.add_array<float>("scratch.nf4", widest);
+    }
     if (adapter > 0) plan.add_array<float>("adapter", adapter);
     for (const char* name : {"gradients", "adam.m", "adam.v"})
         plan.add_array<float>(name, trained);

@@ -28,6 +28,11 @@
 // gradient nothing needs) and computes t = dy B, dB += scale dy^T (x A^T), dA += scale t^T x, dx += scale t A.
 // "gradients" and AdamW's moments then cover the adapter's block only, and AdamW decays every adapter matrix (as
 // tl::adamw decays param_kind::adapter).
+//
+// QLoRA (lora.quantized_base): the frozen projection weights are held in NF4 (encoder_nf4_layout; set_quantized_weight
+// takes tl::encoder's quantized_weight, double quantisation) and dequantised into scratch.nf4 right before each
+// product that reads them (the forward's x W^T, the backward's dy W), decoder_step's way (nf4_row.hpp's arithmetic,
+// tl::dequantize's values); biases, LayerNorms and embeddings stay f32 in "parameters". No LoRA dropout.
 #pragma once
 
 #include <tinylm/cuda/attention_products.hpp>
@@ -35,6 +40,7 @@
 #include <tinylm/cuda/blas.hpp>
 #include <tinylm/cuda/encoder_plan.hpp>
 #include <tinylm/cuda/flat_step.hpp>
+#include <tinylm/cuda/nf4_row.hpp>
 #include <tinylm/cuda/row_math.hpp>
 #include <tinylm/optim/adamw.hpp>
 
@@ -63,9 +69,11 @@ public:
     // bidirectional: every query sees every key, so the products are whole (query block 0).
     encoder_step(const model_config& c, const encoder_plan_options& o, const arena_plan& plan, std::byte* base, Ex& ex)
         : base_t(plan, base, ex, o.bf16_weights), c_(c), o_(o), lora_(o.lora.rank > 0),
-          layout_(encoder_parameter_layout(c)), adapter_layout_(encoder_adapter_layout(c, o.lora)),
+          nf4_(lora_ && o.lora.quantized_base), layout_(encoder_parameter_layout(c, nf4_)),
+          adapter_layout_(encoder_adapter_layout(c, o.lora)),
           products_(ex, this->products_scratch(o.attention, o.attention_chunk(), 0)), rows_(o.batch),
           n_(o.batch * o.time) {
+        if (nf4_) nf4_layout_ = encoder_nf4_layout(c), nf4_offsets_.assign(nf4_layout_.size(), 0.0f);
         this->zero_gradients(); // the pooler's stays 0
     }
 
@@ -83,6 +91,25 @@ public:
     float* gradient(const std::string& name) {
         if (float* g = find(trainable_layout(), "gradients", name)) return g;
         fail("encoder_step: no trainable parameter named '" + name + "'" + (lora_ ? " (the base is frozen)" : ""));
+    }
+    // QLoRA: the NF4 projection weight `name` (BertModel's, e.g. encoder.layer.0.attention.self.query.weight), as
+    // tl::encoder holds it (quantized_weight: double quantisation, the shape of the projection).
+    void set_quantized_weight(const std::string& name, const nf4_tensor& q) {
+        for (std::size_t i = 0; i < nf4_layout_.size(); ++i) {
+            if (nf4_layout_[i].name != name) continue;
+            this->upload_nf4(nf4_layout_[i], q, "encoder_step");
+            nf4_offsets_[i] = q.offset;
+            return;
+        }
+        fail("encoder_step: no NF4 weight named '" + name + "'" + (nf4_ ? "" : " (the base is not quantised)"));
+    }
+    // The NF4 weights' layout (QLoRA; empty otherwise): which of them set_quantized_weight must receive.
+    const std::vector<nf4_slice>& quantized_layout() const { return nf4_layout_; }
+    // The NF4 weight `name` as the products read it: its arrays in Ex's memory and its offset.
+    nf4_weight quantized_weight(const std::string& name) const {
+        for (std::size_t i = 0; i < nf4_layout_.size(); ++i)
+            if (nf4_layout_[i].name == name) return this->nf4_view(nf4_layout_[i], nf4_offsets_[i]);
+        fail("encoder_step: no NF4 weight named '" + name + "'" + (nf4_ ? "" : " (the base is not quantised)"));
     }
     // After writing parameters directly (a checkpoint, a test): their bf16 copy is made again before the next
     // products. adamw_step does this itself.
@@ -230,6 +257,15 @@ private:
         return adapter ? as<std::uint16_t>("adapter.bf16") + (w - f("adapter"))
                        : as<std::uint16_t>("parameters.bf16") + (w - f("parameters"));
     }
+    // Projection p's weight in layer l as a product's operand: its place in the base (or the base's bf16 copy), or
+    // with QLoRA its NF4 form dequantised into scratch.nf4 (f32 or bf16, as the products read), right before its
+    // product.
+    const void* projection_weight(int l, proj p) {
+        if (!nf4_) return weight_operand(parameter(bert_module(l, p) + ".weight"));
+        static constexpr int slot[lora_target_count] = {0, 1, 2, 3, -1, 4, 5}; // q, k, v, o, (gate), up, down
+        const std::size_t i = std::size_t(l) * 6 + std::size_t(slot[int(p)]);
+        return this->dequantized_nf4(this->nf4_view(nf4_layout_[i], nf4_offsets_[i]));
+    }
     bool targeted(proj p) const { return ((encoder_lora_targets(o_.lora) >> int(p)) & 1u) != 0; }
     float* adapter_input(int l, proj p) const { return layer(l, std::string("lora.") + lora_names[int(p)]); }
     float lora_scale() const { return o_.lora.alpha / float(o_.lora.rank); }
@@ -238,7 +274,7 @@ private:
     void project(int l, proj p, float* y, const void* x) {
         const auto [in, out] = projection_shape(c_, p);
         const std::string m = bert_module(l, p);
-        linear(y, x, weight_operand(parameter(m + ".weight")), n_, (long long)out, (long long)in);
+        linear(y, x, projection_weight(l, p), n_, (long long)out, (long long)in);
         ex_.bias_add(y, parameter(m + ".bias"), n_, int(out));
         if (!targeted(p)) return;
         const long long r = o_.lora.rank;
@@ -259,7 +295,7 @@ private:
                           const void* x) {
         const auto [in, out] = projection_shape(c_, p);
         const std::string m = bert_module(l, p);
-        linear_dx(dx, dy_operand, weight_operand(parameter(m + ".weight")), n_, (long long)out, (long long)in, beta);
+        linear_dx(dx, dy_operand, projection_weight(l, p), n_, (long long)out, (long long)in, beta);
         if (!lora_) {
             linear_dw(gradient(m + ".weight"), dy_operand, x, n_, (long long)out, (long long)in);
             ex_.bias_backward(gradient(m + ".bias"), dy, n_, int(out));
@@ -391,8 +427,10 @@ private:
 
     model_config c_;
     encoder_plan_options o_;
-    bool lora_;
+    bool lora_, nf4_;
     std::vector<parameter_slice> layout_, adapter_layout_;
+    std::vector<nf4_slice> nf4_layout_; // QLoRA
+    std::vector<float> nf4_offsets_;    // each NF4 weight's mean scale (a host value the kernel takes)
     attention_products<Ex> products_;
     long long rows_ = 0, n_ = 0;      // the last forward's rows and tokens (rows_ T)
     long long groups_[3] = {0, 0, 0}; // distinct indices of the word, position and type groups

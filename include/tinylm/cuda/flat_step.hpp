@@ -2,13 +2,15 @@
 // their buffers by name, matrix products whose operands are f32 or bf16 copies made right before them, the
 // scratch of attention through products, and the optimizer over flat blocks (the global gradient norm, clipping,
 // AdamW slice by slice). The plans put the matching buffers in the arena with plan_attention_products and
-// plan_optimizer (decoder_plan.hpp).
+// plan_optimizer (decoder_plan.hpp). QLoRA's NF4 weights (nf4.codes, nf4.qabsmax, nf4.absmax2, scratch.nf4 of both
+// plans): uploaded, viewed and dequantised before a product the same way in both steps.
 #pragma once
 
 #include <tinylm/cuda/arena_plan.hpp>
 #include <tinylm/cuda/attention_products.hpp>
 #include <tinylm/cuda/blas.hpp>
 #include <tinylm/cuda/decoder_plan.hpp>
+#include <tinylm/cuda/nf4_row.hpp>
 #include <tinylm/cuda/row_math.hpp>
 #include <tinylm/optim/adamw.hpp>
 
@@ -63,6 +65,37 @@ protected:
     }
     float* f(const std::string& name) const { return as<float>(name); }
     long long gradient_count() const { return (long long)plan_.at("gradients").bytes / (long long)sizeof(float); }
+
+    // ---- QLoRA: NF4 weights laid out by nf4_slice (decoder_plan.hpp) ----
+    // Copies q (ops/nf4.hpp's format; double quantisation required) into slice s; `who` names the step in the error.
+    void upload_nf4(const nf4_slice& s, const nf4_tensor& q, const char* who) {
+        check(q.double_quant && std::size_t(q.numel()) == s.n && q.codes.size() == s.code_bytes() &&
+                  q.qabsmax.size() == s.blocks() && q.absmax2.size() == s.scale_blocks(),
+              [&] {
+                  return std::string(who) + ": the NF4 weight for " + s.name + " (" + q.shape().str() +
+                         ") does not match the model's shape, or lacks double quantisation";
+              });
+        ex_.upload(buf("nf4.codes") + s.codes, q.codes.data(), q.codes.size());
+        ex_.upload(buf("nf4.qabsmax") + s.qabsmax, q.qabsmax.data(), q.qabsmax.size());
+        ex_.upload(f("nf4.absmax2") + s.absmax2, q.absmax2.data(), q.absmax2.size() * sizeof(float));
+    }
+    // Slice s's arrays in Ex's memory, with its offset (a host value the kernel takes).
+    nf4_weight nf4_view(const nf4_slice& s, float offset) const {
+        nf4_weight q;
+        q.codes = reinterpret_cast<const std::uint8_t*>(buf("nf4.codes")) + s.codes;
+        q.qabsmax = reinterpret_cast<const std::uint8_t*>(buf("nf4.qabsmax")) + s.qabsmax;
+        q.absmax2 = f("nf4.absmax2") + s.absmax2, q.offset = offset, q.n = (long long)s.n;
+        return q;
+    }
+    // q dequantised into scratch.nf4 (bf16 or f32, as the products read): a product's weight operand, valid until
+    // the next call.
+    const void* dequantized_nf4(const nf4_weight& q) {
+        if (bf16_)
+            ex_.nf4_dequantize(nullptr, as<std::uint16_t>("scratch.nf4"), q);
+        else
+            ex_.nf4_dequantize(f("scratch.nf4"), nullptr, q);
+        return buf("scratch.nf4");
+    }
 
     // A product's activation operand: x itself (f32 products) or its bf16 copy in a scratch buffer, converted once
     // for every product that reads it.

@@ -15,6 +15,8 @@
 // LoRA (ranking_step_shape::lora, encoder_step's adapters): the base frozen, the adapter trained; load_from and
 // store_into then also carry the adapter's matrices, by tl::encoder's names, from and to a tl::encoder with the same
 // lora_config, and AdamW (and a checkpoint's moments) covers the adapter only, as tl::adamw on that encoder.
+// QLoRA (lora.quantized_base): load_from also copies the host encoder's NF4 projection weights (its quantized_entries)
+// to the device, which dequantises them for each product; store_into writes back the adapter and the f32 rest only.
 //
 // The batch: anchors, then positives, then hard negatives (H per anchor), tokenized as one padded batch (the
 // texts of embed::ranking_step's plain step, in its order). On the device:
@@ -153,18 +155,25 @@ public:
     Ex& executor() { return memory_.ex; }
 
     // The parameters of a host encoder (tl::encoder or a model with its parameter_entries), by name; every one of
-    // the device's must be there (with LoRA the adapter's too: a tl::encoder with the same lora_config).
+    // the device's must be there (with LoRA the adapter's too: a tl::encoder with the same lora_config; with QLoRA
+    // also its NF4 projection weights, quantized_entries, copied as they are).
     template <class Model>
     void load_from(const Model& model) {
-        std::size_t copied = 0;
+        std::size_t copied = 0, quantized = 0;
         for (const parameter_entry& e : model.parameter_entries()) {
             check_size("load_from", e);
             memory_.ex.upload(encoder_.parameter(e.name), e.value.data, std::size_t(e.value.numel()) * sizeof(float));
             ++copied;
         }
-        check(copied == encoder_.layout().size() + encoder_.adapter_layout().size(),
+        if constexpr (requires { model.quantized_entries(); })
+            for (const auto& q : model.quantized_entries()) {
+                encoder_.set_quantized_weight(q.name, model.quantized_weight(q.layer, q.target));
+                ++quantized;
+            }
+        check(copied == encoder_.layout().size() + encoder_.adapter_layout().size() &&
+                  quantized == encoder_.quantized_layout().size(),
               "gpu::ranking_step::load_from: the host model lacks some parameters of the device encoder (another "
-              "configuration or LoRA?)");
+              "configuration, LoRA or QLoRA?)");
         encoder_.parameters_changed();
     }
     // The device's parameters into the host model's entries of the same names.
