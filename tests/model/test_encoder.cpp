@@ -1108,17 +1108,11 @@ BOOST_AUTO_TEST_CASE(cuda_ranking_step_with_lora_on_the_cpu_matches_the_sentence
     check_lora_ranking_step_on_the_cpu<tiny_encoder_lora>("LoRA");
 }
 
-// 09_retrieval's QLoRA adapter at rank 4: the LoRA above over an NF4 base (double quantisation), as tl::encoder holds
-// it.
-struct tiny_encoder_qlora {
-    static constexpr lora_config value{
-        .rank = 4, .alpha = 8, .dropout = 0, .targets = lora_attention | lora_up | lora_down, .quantized_base = true};
-};
-
-// QLoRA on the device's contrastive step (encoder_step's NF4 projections, dequantised before each product) on the
-// CPU executor against tl::encoder with the same QLoRA adapter, by the LoRA case's checks: the loss, every adapter
-// gradient within 1e-4 of its scale, two AdamW steps, the f32 base unchanged; and the NF4 base's bytes (codes,
-// scales, offsets) the host's, untouched on both sides.
+// QLoRA on the device's contrastive step (tiny_encoder_qlora, above: 09_retrieval's adapter over an NF4 base, double
+// quantisation; encoder_step's NF4 projections, dequantised before each product) on the CPU executor against
+// tl::encoder with the same QLoRA adapter, by the LoRA case's checks: the loss, every adapter gradient within 1e-4 of
+// its scale, two AdamW steps, the f32 base unchanged; and the NF4 base's bytes (codes, scales, offsets) the host's,
+// untouched on both sides.
 BOOST_AUTO_TEST_CASE(cuda_ranking_step_with_qlora_on_the_cpu_matches_the_sentence_encoder) {
     check_lora_ranking_step_on_the_cpu<tiny_encoder_qlora>("QLoRA");
 }
