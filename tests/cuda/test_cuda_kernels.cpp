@@ -773,6 +773,28 @@ struct gpu_step {
     }
 };
 
+// After a LoRA step on both executors: the adapter's gradients within bound 1e-4 of each tensor's scale; then the
+// CPU's gradients on both, clipping (the same norm) and one AdamW step: the adapters bit for bit, and the frozen base
+// (`base`, the GPU's parameters before the step) unchanged.
+template <class HostBlock>
+void expect_lora_update_matches(gpu_step& g, gpu::decoder_step<gpu::cpu_ops>& cpu_step, HostBlock&& host_block,
+                                const step_inputs& in, const gpu::decoder_plan_options& o,
+                                const std::vector<float>& base, double bound) {
+    const std::vector<float> grads = g.download("gradients");
+    const float* cpu_grads = host_block("gradients");
+    expect_gradients_close(grads, cpu_grads, gpu::adapter_layout(in.c, o.lora), bound * 1e-4);
+    const std::size_t count = grads.size();
+    gpu::copy_to_device(g.block("gradients"), cpu_grads, count * sizeof(float));
+    const double cpu_norm = cpu_step.clip_gradients(0.01), gpu_norm = g.step.clip_gradients(0.01);
+    BOOST_TEST(std::abs(gpu_norm - cpu_norm) <= 1e-12 * cpu_norm);
+    gpu::copy_to_device(g.block("gradients"), cpu_grads, count * sizeof(float)); // the clipped ones
+    const adamw_options options{.weight_decay = 0.1};
+    cpu_step.adamw_step(1e-3, options);
+    g.step.adamw_step(1e-3, options);
+    BOOST_TEST(std::memcmp(g.download("adapter").data(), host_block("adapter"), in.adapter.size() * 4) == 0);
+    BOOST_TEST(same_bits(g.download("parameters"), base));
+}
+
 // The whole training step on the GPU (kernels and cuBLASLt) against the same step on the CPU executor, which
 // test_model checks against tl::decoder: step_inputs' model and tokens, 3 x 40 tokens, logits in chunks of 50
 // rows; f32 products, then bf16 ones (in test_model the CPU executor's bf16 gradients are within 7.2e-6 of
@@ -872,20 +894,7 @@ BOOST_AUTO_TEST_CASE(lora_step_matches_the_cpu_executor, needs_device()) {
                 BOOST_TEST_MESSAGE((quantized ? "QLoRA" : "LoRA")
                                    << " loss: CPU executor " << cpu_loss << ", GPU " << gpu_loss);
                 BOOST_TEST(std::abs(gpu_loss - cpu_loss) < bound * 1e-5 * cpu_loss);
-                const std::vector<float> grads = g.download("gradients");
-                const float* cpu_grads = host_block("gradients");
-                expect_gradients_close(grads, cpu_grads, gpu::adapter_layout(in.c, o.lora), bound * 1e-4);
-                const std::size_t count = grads.size();
-                gpu::copy_to_device(g.block("gradients"), cpu_grads, count * sizeof(float));
-                const double cpu_norm = cpu_step.clip_gradients(0.01), gpu_norm = g.step.clip_gradients(0.01);
-                BOOST_TEST(std::abs(gpu_norm - cpu_norm) <= 1e-12 * cpu_norm);
-                gpu::copy_to_device(g.block("gradients"), cpu_grads, count * sizeof(float)); // the clipped ones
-                const adamw_options options{.weight_decay = 0.1};
-                cpu_step.adamw_step(1e-3, options);
-                g.step.adamw_step(1e-3, options);
-                BOOST_TEST(std::memcmp(g.download("adapter").data(), host_block("adapter"), in.adapter.size() * 4) ==
-                           0);
-                BOOST_TEST(same_bits(g.download("parameters"), base));
+                expect_lora_update_matches(g, cpu_step, host_block, in, o, base, bound);
             }
         }
 }
@@ -1581,19 +1590,7 @@ BOOST_AUTO_TEST_CASE(moe_lora_step_matches_the_cpu_executor, needs_device()) {
             const double bound = bf16 ? 10 : 1;
             BOOST_TEST(std::abs(gpu_loss - cpu_loss) < bound * 1e-5 * cpu_loss);
             BOOST_TEST(std::abs(g.step.aux_loss() - cpu_step.aux_loss()) < bound * 1e-5 * cpu_step.aux_loss());
-            const std::vector<float> grads = g.download("gradients");
-            const float* cpu_grads = host_block("gradients");
-            expect_gradients_close(grads, cpu_grads, gpu::adapter_layout(in.c, o.lora), bound * 1e-4);
-            const std::size_t count = grads.size();
-            gpu::copy_to_device(g.block("gradients"), cpu_grads, count * sizeof(float));
-            const double cpu_norm = cpu_step.clip_gradients(0.01), gpu_norm = g.step.clip_gradients(0.01);
-            BOOST_TEST(std::abs(gpu_norm - cpu_norm) <= 1e-12 * cpu_norm);
-            gpu::copy_to_device(g.block("gradients"), cpu_grads, count * sizeof(float)); // the clipped ones
-            const adamw_options options{.weight_decay = 0.1};
-            cpu_step.adamw_step(1e-3, options);
-            g.step.adamw_step(1e-3, options);
-            BOOST_TEST(std::memcmp(g.download("adapter").data(), host_block("adapter"), in.adapter.size() * 4) == 0);
-            BOOST_TEST(same_bits(g.download("parameters"), base));
+            expect_lora_update_matches(g, cpu_step, host_block, in, o, base, bound);
         }
     }
 }
