@@ -436,6 +436,19 @@ BOOST_AUTO_TEST_CASE(decoder_hf_checkpoint_uses_mixtral_names_and_config) {
     std::filesystem::remove_all(dir);
 }
 
+namespace {
+// The device-step cases' tokens: random ids and targets, every seventh target ignored (-100).
+std::pair<std::vector<token_t>, std::vector<token_t>> random_step_tokens(const model_config& c, long long n) {
+    std::vector<token_t> ids(static_cast<std::size_t>(n)), targets(ids.size());
+    counter_rng rng(11);
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+        ids[i] = token_t(rng.below(std::uint64_t(c.vocab_size)));
+        targets[i] = i % 7 == 5 ? -100 : token_t(rng.below(std::uint64_t(c.vocab_size)));
+    }
+    return {ids, targets};
+}
+} // namespace
+
 // The GPU's training step with experts (cuda/decoder_step.hpp: the dispatch, the per-expert products, the combine and
 // their backward, the balancing loss) in the order of its kernels and over the buffers of its arena plan, executed by
 // the CPU drivers of the same arithmetic (gpu::cpu_ops), against tl::decoder on the same weights: the fixture's shape
@@ -446,12 +459,8 @@ void check_decoder_step_with_experts(const char* label) {
     decoder<Config, ref> model(42);
     const model_config& c = Config::value;
     const long long B = 2, T = 16;
-    std::vector<token_t> ids(std::size_t(B * T)), targets(ids.size());
-    counter_rng rng(11);
-    for (std::size_t i = 0; i < ids.size(); ++i) {
-        ids[i] = token_t(rng.below(std::uint64_t(c.vocab_size)));
-        targets[i] = i % 7 == 5 ? -100 : token_t(rng.below(std::uint64_t(c.vocab_size)));
-    }
+    const auto tokens = random_step_tokens(c, B * T);
+    const std::vector<token_t>&ids = tokens.first, &targets = tokens.second;
     model.zero_grad();
     const float loss = model.loss(cview<token_t>{ids.data(), {B, T}}, cview<token_t>{targets.data(), {B, T}});
     model.backward();
@@ -628,12 +637,8 @@ void check_decoder_step_with_experts_and_lora(const char* label) {
             w = float(0.2 * init.normal());
     const model_config& c = Config::value;
     const long long B = 2, T = 16;
-    std::vector<token_t> ids(std::size_t(B * T)), targets(ids.size());
-    counter_rng rng(11);
-    for (std::size_t i = 0; i < ids.size(); ++i) {
-        ids[i] = token_t(rng.below(std::uint64_t(c.vocab_size)));
-        targets[i] = i % 7 == 5 ? -100 : token_t(rng.below(std::uint64_t(c.vocab_size)));
-    }
+    const auto tokens = random_step_tokens(c, B * T);
+    const std::vector<token_t>&ids = tokens.first, &targets = tokens.second;
     const cview<token_t> ids_view{ids.data(), {B, T}}, targets_view{targets.data(), {B, T}};
 
     struct on_cpu {
