@@ -166,8 +166,8 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
     check_dims(s, "gpu::attention_forward");
     const long long rows = s.batch * s.q_heads * s.time;
     if (rows == 0) return;
-    attention_forward_kernel<<<blocks_for(rows, "gpu::attention_forward"), threads, 0, detail::as_stream(stream)>>>(
-        out, lse, q, k, v, masks, s, attention_scale(s.head_dim));
+    TINYLM_LAUNCH(attention_forward_kernel, blocks_for(rows, "gpu::attention_forward"), threads,
+                  detail::as_stream(stream), out, lse, q, k, v, masks, s, attention_scale(s.head_dim));
     detail::launch_check("attention_forward");
 }
 
@@ -180,12 +180,12 @@ void attention_backward(float* dq, float* dk, float* dv, float* delta, const flo
     const float scale = attention_scale(s.head_dim);
     const cudaStream_t st = detail::as_stream(stream);
     const unsigned qb = blocks_for(q_rows, "gpu::attention_backward");
-    attention_delta_kernel<<<qb, threads, 0, st>>>(delta, dout, out, s);
+    TINYLM_LAUNCH(attention_delta_kernel, qb, threads, st, delta, dout, out, s);
     detail::launch_check("attention_backward (delta)");
-    attention_dq_kernel<<<qb, threads, 0, st>>>(dq, dout, q, k, v, lse, delta, masks, s, scale);
+    TINYLM_LAUNCH(attention_dq_kernel, qb, threads, st, dq, dout, q, k, v, lse, delta, masks, s, scale);
     detail::launch_check("attention_backward (dq)");
-    attention_dkdv_kernel<<<blocks_for(kv_rows, "gpu::attention_backward"), threads, 0, st>>>(
-        dk, dv, dout, q, k, v, lse, delta, masks, s, scale);
+    TINYLM_LAUNCH(attention_dkdv_kernel, blocks_for(kv_rows, "gpu::attention_backward"), threads, st, dk, dv, dout, q,
+                  k, v, lse, delta, masks, s, scale);
     detail::launch_check("attention_backward (dk, dv)");
 }
 
@@ -216,8 +216,8 @@ void attention_softmax(float* scores, float* lse, const attention_masks& masks, 
     check_dims(s, "gpu::attention_softmax");
     const unsigned rows = score_rows(s, b0, nb, "gpu::attention_softmax");
     if (rows == 0) return;
-    attention_softmax_kernel<<<rows, row_threads, 0, detail::as_stream(stream)>>>(scores, lse, masks, s, b0,
-                                                                                  query_block);
+    TINYLM_LAUNCH(attention_softmax_kernel, rows, row_threads, detail::as_stream(stream), scores, lse, masks, s, b0,
+                  query_block);
     detail::launch_check("attention_softmax");
 }
 
@@ -226,8 +226,8 @@ void attention_probabilities(float* scores, const float* lse, const attention_ma
     check_dims(s, "gpu::attention_probabilities");
     const unsigned rows = score_rows(s, b0, nb, "gpu::attention_probabilities");
     if (rows == 0) return;
-    attention_probabilities_kernel<<<rows, row_threads, 0, detail::as_stream(stream)>>>(scores, lse, masks, s, b0,
-                                                                                        query_block);
+    TINYLM_LAUNCH(attention_probabilities_kernel, rows, row_threads, detail::as_stream(stream), scores, lse, masks, s,
+                  b0, query_block);
     detail::launch_check("attention_probabilities");
 }
 
@@ -236,8 +236,8 @@ void attention_dscores(float* dscores, const float* p, const float* delta, const
     check_dims(s, "gpu::attention_dscores");
     const unsigned rows = score_rows(s, b0, nb, "gpu::attention_dscores");
     if (rows == 0) return;
-    attention_dscores_kernel<<<rows, row_threads, 0, detail::as_stream(stream)>>>(
-        dscores, p, delta, masks, s, b0, query_block, attention_scale(s.head_dim));
+    TINYLM_LAUNCH(attention_dscores_kernel, rows, row_threads, detail::as_stream(stream), dscores, p, delta, masks, s,
+                  b0, query_block, attention_scale(s.head_dim));
     detail::launch_check("attention_dscores");
 }
 
@@ -245,8 +245,8 @@ void attention_delta(float* delta, const float* dout, const float* out, const at
     check_dims(s, "gpu::attention_delta");
     const long long rows = s.batch * s.q_heads * s.time;
     if (rows == 0) return;
-    attention_delta_kernel<<<blocks_for(rows, "gpu::attention_delta"), threads, 0, detail::as_stream(stream)>>>(
-        delta, dout, out, s);
+    TINYLM_LAUNCH(attention_delta_kernel, blocks_for(rows, "gpu::attention_delta"), threads, detail::as_stream(stream),
+                  delta, dout, out, s);
     detail::launch_check("attention_delta");
 }
 

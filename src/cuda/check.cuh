@@ -1,6 +1,8 @@
 // src/cuda/check.cuh: CUDA runtime errors as tl::error, naming the call.
 #pragma once
 
+#include "launch.cuh"
+
 #include <tinylm/core/error.hpp>
 
 #include <cuda_runtime.h>

@@ -211,8 +211,9 @@ __global__ void column_sums_kernel(float* out0, float* out1, long long n, int d,
 }
 template <int Outputs, class Terms>
 void column_sums(float* out0, float* out1, long long n, int d, Terms terms, void* stream, const char* what) {
-    column_sums_kernel<Outputs><<<unsigned((d + column_width - 1) / column_width), dim3(column_width, column_lanes), 0,
-                                  detail::as_stream(stream)>>>(out0, out1, n, d, terms);
+    auto* const kernel = &column_sums_kernel<Outputs, Terms>; // a name without a comma, for TINYLM_LAUNCH
+    TINYLM_LAUNCH(kernel, unsigned((d + column_width - 1) / column_width), dim3(column_width, column_lanes),
+                  detail::as_stream(stream), out0, out1, n, d, terms);
     detail::launch_check(what);
 }
 
@@ -345,7 +346,7 @@ void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, long
                      void* stream) {
     if (n == 0) return;
     check_rows(n, "rmsnorm_forward");
-    rmsnorm_forward_kernel<<<unsigned(n), block, 0, detail::as_stream(stream)>>>(y, rstd, x, w, d, eps);
+    TINYLM_LAUNCH(rmsnorm_forward_kernel, unsigned(n), block, detail::as_stream(stream), y, rstd, x, w, d, eps);
     detail::launch_check("rmsnorm_forward");
 }
 
@@ -353,7 +354,7 @@ void rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, con
                       long long n, int d, void* stream) {
     if (n == 0) return;
     check_rows(n, "rmsnorm_backward");
-    rmsnorm_dx_kernel<<<unsigned(n), block, 0, detail::as_stream(stream)>>>(dx, dy, x, w, rstd, d, false);
+    TINYLM_LAUNCH(rmsnorm_dx_kernel, unsigned(n), block, detail::as_stream(stream), dx, dy, x, w, rstd, d, false);
     detail::launch_check("rmsnorm_backward (dx)");
     if (!dw) return;
     column_sums<1>(dw, nullptr, n, d, rmsnorm_dw_terms{dy, x, rstd, d}, stream, "rmsnorm_backward (dw)");
@@ -363,8 +364,8 @@ void residual_rmsnorm_forward(float* resid, float* y, float* rstd, const float* 
                               long long n, int d, float eps, void* stream) {
     if (n == 0) return;
     check_rows(n, "residual_rmsnorm_forward");
-    residual_rmsnorm_forward_kernel<<<unsigned(n), block, 0, detail::as_stream(stream)>>>(resid, y, rstd, x, a, w, d,
-                                                                                          eps);
+    TINYLM_LAUNCH(residual_rmsnorm_forward_kernel, unsigned(n), block, detail::as_stream(stream), resid, y, rstd, x, a,
+                  w, d, eps);
     detail::launch_check("residual_rmsnorm_forward");
 }
 
@@ -372,7 +373,8 @@ void residual_rmsnorm_backward(float* dresid, float* dw, const float* dy, const 
                                const float* rstd, long long n, int d, void* stream) {
     if (n == 0) return;
     check_rows(n, "residual_rmsnorm_backward");
-    rmsnorm_dx_kernel<<<unsigned(n), block, 0, detail::as_stream(stream)>>>(dresid, dy, resid, w, rstd, d, true);
+    TINYLM_LAUNCH(rmsnorm_dx_kernel, unsigned(n), block, detail::as_stream(stream), dresid, dy, resid, w, rstd, d,
+                  true);
     detail::launch_check("residual_rmsnorm_backward (dx)");
     if (!dw) return;
     column_sums<1>(dw, nullptr, n, d, rmsnorm_dw_terms{dy, resid, rstd, d}, stream, "residual_rmsnorm_backward (dw)");
@@ -380,7 +382,7 @@ void residual_rmsnorm_backward(float* dresid, float* dw, const float* dy, const 
 
 void embedding_forward(float* out, const std::int32_t* ids, const float* weight, long long n, int d, void* stream) {
     if (n == 0 || d == 0) return;
-    embedding_forward_kernel<<<grid_for(n * d), block, 0, detail::as_stream(stream)>>>(out, ids, weight, n, d);
+    TINYLM_LAUNCH(embedding_forward_kernel, grid_for(n * d), block, detail::as_stream(stream), out, ids, weight, n, d);
     detail::launch_check("embedding_forward");
 }
 
@@ -388,20 +390,20 @@ void embedding_backward(float* dweight, const std::int32_t* tokens, const std::i
                         const std::int32_t* positions, long long groups, const float* dout, int d, void* stream) {
     if (groups == 0) return;
     check_rows(groups, "embedding_backward");
-    embedding_backward_kernel<<<unsigned(groups), block, 0, detail::as_stream(stream)>>>(dweight, tokens, offsets,
-                                                                                         positions, dout, d);
+    TINYLM_LAUNCH(embedding_backward_kernel, unsigned(groups), block, detail::as_stream(stream), dweight, tokens,
+                  offsets, positions, dout, d);
     detail::launch_check("embedding_backward");
 }
 
 void gelu_forward(float* y, const float* x, long long n, void* stream) {
     if (n == 0) return;
-    gelu_forward_kernel<<<grid_for(n), block, 0, detail::as_stream(stream)>>>(y, x, n);
+    TINYLM_LAUNCH(gelu_forward_kernel, grid_for(n), block, detail::as_stream(stream), y, x, n);
     detail::launch_check("gelu_forward");
 }
 
 void gelu_backward(float* dx, const float* dy, const float* x, long long n, void* stream) {
     if (n == 0) return;
-    gelu_backward_kernel<<<grid_for(n), block, 0, detail::as_stream(stream)>>>(dx, dy, x, n);
+    TINYLM_LAUNCH(gelu_backward_kernel, grid_for(n), block, detail::as_stream(stream), dx, dy, x, n);
     detail::launch_check("gelu_backward");
 }
 
@@ -409,7 +411,8 @@ void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const
                        int d, float eps, void* stream) {
     if (n == 0) return;
     check_rows(n, "layernorm_forward");
-    layernorm_forward_kernel<<<unsigned(n), block, 0, detail::as_stream(stream)>>>(y, mean, rstd, x, w, b, d, eps);
+    TINYLM_LAUNCH(layernorm_forward_kernel, unsigned(n), block, detail::as_stream(stream), y, mean, rstd, x, w, b, d,
+                  eps);
     detail::launch_check("layernorm_forward");
 }
 
@@ -417,8 +420,8 @@ void residual_layernorm_forward(float* resid, float* y, float* mean, float* rstd
                                 const float* w, const float* b, long long n, int d, float eps, void* stream) {
     if (n == 0) return;
     check_rows(n, "residual_layernorm_forward");
-    residual_layernorm_forward_kernel<<<unsigned(n), block, 0, detail::as_stream(stream)>>>(resid, y, mean, rstd, x, a,
-                                                                                            w, b, d, eps);
+    TINYLM_LAUNCH(residual_layernorm_forward_kernel, unsigned(n), block, detail::as_stream(stream), resid, y, mean,
+                  rstd, x, a, w, b, d, eps);
     detail::launch_check("residual_layernorm_forward");
 }
 
@@ -426,8 +429,8 @@ void embedding_sum_forward(float* out, const std::int32_t* ids, const float* wor
                            const float* position, const std::int32_t* types, const float* type, long long n, int d,
                            void* stream) {
     if (n == 0) return;
-    embedding_sum_kernel<<<grid_for(n * d), block, 0, detail::as_stream(stream)>>>(out, ids, word, positions, position,
-                                                                                   types, type, n, d);
+    TINYLM_LAUNCH(embedding_sum_kernel, grid_for(n * d), block, detail::as_stream(stream), out, ids, word, positions,
+                  position, types, type, n, d);
     detail::launch_check("embedding_sum_forward");
 }
 
@@ -435,7 +438,7 @@ void layernorm_backward(float* dx, float* dw, float* db, const float* dy, const 
                         const float* mean, const float* rstd, long long n, int d, void* stream) {
     if (n == 0) return;
     check_rows(n, "layernorm_backward");
-    layernorm_dx_kernel<<<unsigned(n), block, 0, detail::as_stream(stream)>>>(dx, dy, x, w, mean, rstd, d);
+    TINYLM_LAUNCH(layernorm_dx_kernel, unsigned(n), block, detail::as_stream(stream), dx, dy, x, w, mean, rstd, d);
     detail::launch_check("layernorm_backward (dx)");
     if (!dw) return;
     column_sums<2>(dw, db, n, d, layernorm_dwdb_terms{dy, x, mean, rstd, d}, stream, "layernorm_backward (dw, db)");
@@ -444,13 +447,13 @@ void layernorm_backward(float* dx, float* dw, float* db, const float* dy, const 
 void nf4_dequantize(float* out, std::uint16_t* out_bf16, const nf4_weight& q, const nf4_tables& tables, void* stream) {
     check(out || out_bf16, "gpu::nf4_dequantize: no output given");
     if (q.n == 0) return;
-    nf4_dequantize_kernel<<<grid_for(q.n), block, 0, detail::as_stream(stream)>>>(out, out_bf16, q, tables);
+    TINYLM_LAUNCH(nf4_dequantize_kernel, grid_for(q.n), block, detail::as_stream(stream), out, out_bf16, q, tables);
     detail::launch_check("nf4_dequantize");
 }
 
 void bias_add(float* y, const float* b, long long n, int d, void* stream) {
     if (n == 0 || d == 0) return;
-    bias_add_kernel<<<grid_for(n * d), block, 0, detail::as_stream(stream)>>>(y, b, n, d);
+    TINYLM_LAUNCH(bias_add_kernel, grid_for(n * d), block, detail::as_stream(stream), y, b, n, d);
     detail::launch_check("bias_add");
 }
 
@@ -461,13 +464,13 @@ void bias_backward(float* db, const float* dy, long long n, int d, void* stream)
 
 void swiglu_forward(float* h, const float* g, const float* u, long long n, void* stream) {
     if (n == 0) return;
-    swiglu_forward_kernel<<<grid_for(n), block, 0, detail::as_stream(stream)>>>(h, g, u, n);
+    TINYLM_LAUNCH(swiglu_forward_kernel, grid_for(n), block, detail::as_stream(stream), h, g, u, n);
     detail::launch_check("swiglu_forward");
 }
 
 void swiglu_backward(float* dg, float* du, const float* dh, const float* g, const float* u, long long n, void* stream) {
     if (n == 0) return;
-    swiglu_backward_kernel<<<grid_for(n), block, 0, detail::as_stream(stream)>>>(dg, du, dh, g, u, n);
+    TINYLM_LAUNCH(swiglu_backward_kernel, grid_for(n), block, detail::as_stream(stream), dg, du, dh, g, u, n);
     detail::launch_check("swiglu_backward");
 }
 
@@ -476,14 +479,14 @@ void rope(float* x, const float* cos, const float* sin, const std::int64_t* posi
     check(head_dim % 2 == 0, "gpu::rope: the head width must be even");
     const long long pairs = batch * time * heads * (head_dim / 2);
     if (pairs == 0) return;
-    rope_kernel<<<grid_for(pairs), block, 0, detail::as_stream(stream)>>>(x, cos, sin, positions, time, heads,
-                                                                          head_dim / 2, pairs, direction);
+    TINYLM_LAUNCH(rope_kernel, grid_for(pairs), block, detail::as_stream(stream), x, cos, sin, positions, time, heads,
+                  head_dim / 2, pairs, direction);
     detail::launch_check("rope");
 }
 
 void to_bf16(std::uint16_t* dst, const float* src, long long n, void* stream) {
     if (n == 0) return;
-    to_bf16_kernel<<<grid_for(n), block, 0, detail::as_stream(stream)>>>(dst, src, n);
+    TINYLM_LAUNCH(to_bf16_kernel, grid_for(n), block, detail::as_stream(stream), dst, src, n);
     detail::launch_check("to_bf16");
 }
 
@@ -491,33 +494,34 @@ void softmax_xent_forward(float* loss, float* lse, const float* logits, const st
                           long long v, void* stream) {
     if (n == 0) return;
     check_rows(n, "softmax_xent_forward");
-    xent_forward_kernel<<<unsigned(n), block, 0, detail::as_stream(stream)>>>(loss, lse, logits, targets, v);
+    TINYLM_LAUNCH(xent_forward_kernel, unsigned(n), block, detail::as_stream(stream), loss, lse, logits, targets, v);
     detail::launch_check("softmax_xent_forward");
 }
 
 void softmax_xent_backward(float* logits, const float* lse, const std::int32_t* targets, long long n, long long v,
                            float scale, void* stream) {
     if (n == 0 || v == 0) return;
-    xent_backward_kernel<<<grid_for(n * v), block, 0, detail::as_stream(stream)>>>(logits, lse, targets, n, v, scale);
+    TINYLM_LAUNCH(xent_backward_kernel, grid_for(n * v), block, detail::as_stream(stream), logits, lse, targets, n, v,
+                  scale);
     detail::launch_check("softmax_xent_backward");
 }
 
 void sum_of_squares(double* total, double* partials, const float* x, long long n, void* stream) {
-    sum_of_squares_kernel<<<grad_norm_blocks, block, 0, detail::as_stream(stream)>>>(partials, x, n);
+    TINYLM_LAUNCH(sum_of_squares_kernel, grad_norm_blocks, block, detail::as_stream(stream), partials, x, n);
     detail::launch_check("sum_of_squares (partials)");
-    sum_partials_kernel<<<1, grad_norm_blocks, 0, detail::as_stream(stream)>>>(total, partials);
+    TINYLM_LAUNCH(sum_partials_kernel, 1, grad_norm_blocks, detail::as_stream(stream), total, partials);
     detail::launch_check("sum_of_squares (total)");
 }
 
 void scale_elements(float* x, float scale, long long n, void* stream) {
     if (n == 0) return;
-    scale_kernel<<<grid_for(n), block, 0, detail::as_stream(stream)>>>(x, scale, n);
+    TINYLM_LAUNCH(scale_kernel, grid_for(n), block, detail::as_stream(stream), x, scale, n);
     detail::launch_check("scale_elements");
 }
 
 void adamw_step(float* p, const float* g, float* m, float* v, long long n, const adamw_coeffs& c, void* stream) {
     if (n == 0) return;
-    adamw_kernel<<<grid_for(n), block, 0, detail::as_stream(stream)>>>(p, g, m, v, n, c);
+    TINYLM_LAUNCH(adamw_kernel, grid_for(n), block, detail::as_stream(stream), p, g, m, v, n, c);
     detail::launch_check("adamw_step");
 }
 
@@ -537,13 +541,13 @@ __global__ void dropout_backward_kernel(float* dx, const float* g, long long n, 
 
 void dropout_forward(float* out, const float* x, long long n, const dropout_mask& m, void* stream) {
     if (n == 0) return;
-    dropout_forward_kernel<<<grid_for(n), block, 0, detail::as_stream(stream)>>>(out, x, n, m);
+    TINYLM_LAUNCH(dropout_forward_kernel, grid_for(n), block, detail::as_stream(stream), out, x, n, m);
     detail::launch_check("dropout_forward");
 }
 
 void dropout_backward(float* dx, const float* g, long long n, const dropout_mask& m, void* stream) {
     if (n == 0) return;
-    dropout_backward_kernel<<<grid_for(n), block, 0, detail::as_stream(stream)>>>(dx, g, n, m);
+    TINYLM_LAUNCH(dropout_backward_kernel, grid_for(n), block, detail::as_stream(stream), dx, g, n, m);
     detail::launch_check("dropout_backward");
 }
 

@@ -198,7 +198,8 @@ void check_slots(long long slots, const char* what) {
 
 void moe_route(float* probs, std::int32_t* expert, float* weight, long long n, int n_experts, int top_k, void* stream) {
     if (n == 0) return;
-    route_kernel<<<grid_for(n), block, 0, detail::as_stream(stream)>>>(probs, expert, weight, n, n_experts, top_k);
+    TINYLM_LAUNCH(route_kernel, grid_for(n), block, detail::as_stream(stream), probs, expert, weight, n, n_experts,
+                  top_k);
     detail::launch_check("moe_route");
 }
 
@@ -206,44 +207,47 @@ void moe_dispatch(std::int32_t* offsets, std::int32_t* slot_row, std::int32_t* r
                   const std::int32_t* expert, long long slots, int top_k, int n_experts, void* stream) {
     check_slots(slots, "moe_dispatch");
     if (n_experts == 0) return;
-    count_kernel<<<unsigned(n_experts), block, 0, detail::as_stream(stream)>>>(counts, expert, slots);
+    TINYLM_LAUNCH(count_kernel, unsigned(n_experts), block, detail::as_stream(stream), counts, expert, slots);
     detail::launch_check("moe_dispatch (count)");
-    scatter_kernel<<<unsigned(n_experts), block, 0, detail::as_stream(stream)>>>(offsets, slot_row, row_token, counts,
-                                                                                 expert, slots, top_k, n_experts);
+    TINYLM_LAUNCH(scatter_kernel, unsigned(n_experts), block, detail::as_stream(stream), offsets, slot_row, row_token,
+                  counts, expert, slots, top_k, n_experts);
     detail::launch_check("moe_dispatch (scatter)");
 }
 
 void moe_gather(float* out, const std::int32_t* row_token, const float* in, long long rows, int d, void* stream) {
     if (rows == 0 || d == 0) return;
-    gather_kernel<<<grid_for(rows * d), block, 0, detail::as_stream(stream)>>>(out, row_token, in, rows, d);
+    TINYLM_LAUNCH(gather_kernel, grid_for(rows * d), block, detail::as_stream(stream), out, row_token, in, rows, d);
     detail::launch_check("moe_gather");
 }
 
 void moe_swiglu_forward(float* hidden, const float* gate_up, long long rows, int f, void* stream) {
     if (rows == 0 || f == 0) return;
-    swiglu_forward_kernel<<<grid_for(rows * f), block, 0, detail::as_stream(stream)>>>(hidden, gate_up, rows, f);
+    TINYLM_LAUNCH(swiglu_forward_kernel, grid_for(rows * f), block, detail::as_stream(stream), hidden, gate_up, rows,
+                  f);
     detail::launch_check("moe_swiglu_forward");
 }
 
 void moe_swiglu_backward(float* dgate_up, const float* dhidden, const float* gate_up, long long rows, int f,
                          void* stream) {
     if (rows == 0 || f == 0) return;
-    swiglu_backward_kernel<<<grid_for(rows * f), block, 0, detail::as_stream(stream)>>>(dgate_up, dhidden, gate_up,
-                                                                                        rows, f);
+    TINYLM_LAUNCH(swiglu_backward_kernel, grid_for(rows * f), block, detail::as_stream(stream), dgate_up, dhidden,
+                  gate_up, rows, f);
     detail::launch_check("moe_swiglu_backward");
 }
 
 void moe_combine(float* y, const float* rows, const std::int32_t* slot_row, const float* weight, long long n, int top_k,
                  int d, void* stream) {
     if (n == 0 || d == 0) return;
-    combine_kernel<<<grid_for(n * d), block, 0, detail::as_stream(stream)>>>(y, rows, slot_row, weight, n, top_k, d);
+    TINYLM_LAUNCH(combine_kernel, grid_for(n * d), block, detail::as_stream(stream), y, rows, slot_row, weight, n,
+                  top_k, d);
     detail::launch_check("moe_combine");
 }
 
 void moe_combine_backward(float* dx, const float* rows, const std::int32_t* slot_row, long long n, int top_k, int d,
                           void* stream) {
     if (n == 0 || d == 0) return;
-    combine_backward_kernel<<<grid_for(n * d), block, 0, detail::as_stream(stream)>>>(dx, rows, slot_row, n, top_k, d);
+    TINYLM_LAUNCH(combine_backward_kernel, grid_for(n * d), block, detail::as_stream(stream), dx, rows, slot_row, n,
+                  top_k, d);
     detail::launch_check("moe_combine_backward");
 }
 
@@ -251,8 +255,8 @@ void moe_weight_gradient(double* dweight, float* dhidden, float* dy, const float
                          const float* weight, long long slots, int f, int d, void* stream) {
     check_slots(slots, "moe_weight_gradient");
     if (slots == 0) return;
-    weight_gradient_kernel<<<unsigned(slots), block, 0, detail::as_stream(stream)>>>(dweight, dhidden, dy, hidden,
-                                                                                     slot_row, weight, f, d);
+    TINYLM_LAUNCH(weight_gradient_kernel, unsigned(slots), block, detail::as_stream(stream), dweight, dhidden, dy,
+                  hidden, slot_row, weight, f, d);
     detail::launch_check("moe_weight_gradient");
 }
 
@@ -260,14 +264,15 @@ void moe_router_backward(float* dlogits, const float* probs, const std::int32_t*
                          const double* dweight, const double* aux, long long n, int n_experts, int top_k,
                          void* stream) {
     if (n == 0) return;
-    router_backward_kernel<<<grid_for(n), block, 0, detail::as_stream(stream)>>>(dlogits, probs, expert, weight,
-                                                                                 dweight, aux, n, n_experts, top_k);
+    TINYLM_LAUNCH(router_backward_kernel, grid_for(n), block, detail::as_stream(stream), dlogits, probs, expert, weight,
+                  dweight, aux, n, n_experts, top_k);
     detail::launch_check("moe_router_backward");
 }
 
 void moe_probability_sums(double* sums, const float* probs, long long n, int n_experts, void* stream) {
     if (n_experts == 0) return;
-    probability_sums_kernel<<<unsigned(n_experts), block, 0, detail::as_stream(stream)>>>(sums, probs, n, n_experts);
+    TINYLM_LAUNCH(probability_sums_kernel, unsigned(n_experts), block, detail::as_stream(stream), sums, probs, n,
+                  n_experts);
     detail::launch_check("moe_probability_sums");
 }
 

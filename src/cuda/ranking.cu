@@ -80,8 +80,8 @@ void pool_forward(pool_kind mode, float* pooled, std::int32_t* arg, const float*
                   const std::int64_t* lengths, long long n, int d, void* stream) {
     if (n == 0) return;
     check(mode != pool_kind::max || arg != nullptr, "gpu::pool_forward: max pooling needs arg");
-    pool_forward_kernel<<<blocks_for(n * d), block, 0, detail::as_stream(stream)>>>(mode, pooled, arg, hidden, starts,
-                                                                                    lengths, n, d);
+    TINYLM_LAUNCH(pool_forward_kernel, blocks_for(n * d), block, detail::as_stream(stream), mode, pooled, arg, hidden,
+                  starts, lengths, n, d);
     detail::launch_check("pool_forward");
 }
 
@@ -89,36 +89,37 @@ void pool_backward(pool_kind mode, float* dhidden, const float* dpooled, const s
                    const std::int32_t* owner, const std::int64_t* starts, const std::int64_t* lengths, long long tokens,
                    int d, void* stream) {
     if (tokens == 0) return;
-    pool_backward_kernel<<<blocks_for(tokens * d), block, 0, detail::as_stream(stream)>>>(
-        mode, dhidden, dpooled, arg, owner, starts, lengths, tokens, d);
+    TINYLM_LAUNCH(pool_backward_kernel, blocks_for(tokens * d), block, detail::as_stream(stream), mode, dhidden,
+                  dpooled, arg, owner, starts, lengths, tokens, d);
     detail::launch_check("pool_backward");
 }
 
 void normalize_rows(float* y, double* norms, const float* x, long long n, int d, bool float_norm, void* stream) {
     if (n == 0) return;
-    normalize_rows_kernel<<<blocks_for(n), block, 0, detail::as_stream(stream)>>>(y, norms, x, n, d, float_norm);
+    TINYLM_LAUNCH(normalize_rows_kernel, blocks_for(n), block, detail::as_stream(stream), y, norms, x, n, d,
+                  float_norm);
     detail::launch_check("normalize_rows");
 }
 
 void normalize_rows_backward(float* g, const float* y, const double* norms, long long n, int d, void* stream) {
     if (n == 0) return;
-    normalize_rows_backward_kernel<<<blocks_for(n), block, 0, detail::as_stream(stream)>>>(g, y, norms, n, d);
+    TINYLM_LAUNCH(normalize_rows_backward_kernel, blocks_for(n), block, detail::as_stream(stream), g, y, norms, n, d);
     detail::launch_check("normalize_rows_backward");
 }
 
 void ranking_lse(double* row_lse, double* col_lse, double* terms, const float* scores, long long b, long long m,
                  bool symmetric, void* stream) {
     if (b == 0) return;
-    ranking_lse_kernel<<<blocks_for(2 * b), block, 0, detail::as_stream(stream)>>>(row_lse, col_lse, terms, scores, b,
-                                                                                   m, symmetric);
+    TINYLM_LAUNCH(ranking_lse_kernel, blocks_for(2 * b), block, detail::as_stream(stream), row_lse, col_lse, terms,
+                  scores, b, m, symmetric);
     detail::launch_check("ranking_lse");
 }
 
 void ranking_dscores(float* scores, const double* row_lse, const double* col_lse, long long b, long long m, double w,
                      bool symmetric, void* stream) {
     if (b == 0) return;
-    ranking_dscores_kernel<<<blocks_for(b * m), block, 0, detail::as_stream(stream)>>>(scores, row_lse, col_lse, b, m,
-                                                                                       w, symmetric);
+    TINYLM_LAUNCH(ranking_dscores_kernel, blocks_for(b * m), block, detail::as_stream(stream), scores, row_lse, col_lse,
+                  b, m, w, symmetric);
     detail::launch_check("ranking_dscores");
 }
 
