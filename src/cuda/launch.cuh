@@ -10,7 +10,7 @@
 
 #if defined(TINYLM_CUDA_EMULATION)
 #define TINYLM_LAUNCH(kernel, grid, block, stream, ...)                                                                \
-    ::tl::gpu::emulation::launch(kernel, grid, block, stream, __VA_ARGS__)
+    ::tl::gpu::emulation::launch_named(#kernel, kernel, grid, block, stream, __VA_ARGS__)
 #else
 #define TINYLM_LAUNCH(kernel, grid, block, stream, ...) kernel<<<grid, block, 0, stream>>>(__VA_ARGS__)
 #endif

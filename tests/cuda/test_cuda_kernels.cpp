@@ -82,24 +82,27 @@ double max_rel(const std::vector<float>& a, const std::vector<float>& b) {
 }
 
 // Every input uploaded to its own planned buffer: device pointers by index, results downloaded by index.
+// An input's values are copied when it is added (a test may pass a temporary), and uploaded by allocate().
 struct device_run {
     device_buffers b;
-    std::vector<const void*> host;
+    std::vector<std::vector<std::byte>> host; // empty for an output
     std::unique_ptr<gpu::device_arena> arena;
     template <class T>
     int input(const std::vector<T>& v) {
-        host.push_back(v.data());
+        const auto* bytes = reinterpret_cast<const std::byte*>(v.data());
+        host.emplace_back(bytes, bytes + v.size() * sizeof(T));
         return b.add<T>(v.size());
     }
     template <class T>
     int output(std::size_t count) {
-        host.push_back(nullptr);
+        host.emplace_back();
         return b.add<T>(count);
     }
     void allocate() {
         arena = std::make_unique<gpu::device_arena>(b.plan);
         for (std::size_t i = 0; i < host.size(); ++i)
-            if (host[i]) gpu::copy_to_device(arena->at<std::byte>(b.offsets[i]), host[i], b.sizes[i]);
+            if (!host[i].empty())
+                gpu::copy_to_device(arena->at<std::byte>(b.offsets[i]), host[i].data(), host[i].size());
     }
     template <class T>
     T* at(int i) const {

@@ -1,0 +1,419 @@
+// src/cuda/emulation/runtime.cpp: the host emulation's scheduler and runtime API (include/cuda_runtime.h).
+//
+// A grid runs block after block on the calling thread. A block's first thread runs as a fiber (a stack of its own): if
+// it ends without reaching __syncthreads, the block has no barrier and its other threads run as plain calls, one after
+// the other (a barrier reached then is a divergent one: an error). Otherwise every thread is a fiber, and the scheduler
+// resumes them round after round: a round ends when each has reached the barrier or its end; all must have done the
+// same. TINYLM_CUDA_EMULATION_ORDER=reverse runs the blocks and the threads in the opposite order, so a kernel whose
+// result depends on the order of its threads (a race) gives another result.
+#include "cuda_runtime.h"
+
+#include <sys/mman.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <iterator>
+#include <map>
+#include <mutex>
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+thread_local uint3 threadIdx{};
+thread_local uint3 blockIdx{};
+thread_local dim3 blockDim{};
+thread_local dim3 gridDim{};
+
+namespace {
+
+// ---- errors, as the runtime keeps them: the last one (cleared by cudaGetLastError), and a fault that stays ----
+struct error_state {
+    cudaError_t last = cudaSuccess;
+    cudaError_t sticky = cudaSuccess;
+    std::string detail; // what the emulation found, for cudaGetErrorString
+};
+error_state& errors() {
+    static error_state e;
+    return e;
+}
+cudaError_t result(cudaError_t e) {
+    if (errors().sticky != cudaSuccess) return errors().sticky;
+    if (e != cudaSuccess) errors().last = e;
+    return e;
+}
+void fault(const std::string& what) {
+    if (errors().sticky != cudaSuccess) return;
+    errors().sticky = errors().last = cudaErrorLaunchFailure;
+    errors().detail = what;
+    std::fprintf(stderr, "tinylm CUDA emulation: %s\n", what.c_str());
+}
+
+bool reverse_order() {
+    static const bool reverse = [] {
+        const char* v = std::getenv("TINYLM_CUDA_EMULATION_ORDER");
+        return v && std::string(v) == "reverse";
+    }();
+    return reverse;
+}
+
+// ---- switching stacks ----
+// On x86-64 Linux a switch of our own: the System V callee-saved registers, MXCSR and the x87 control word, then the
+// stack pointer; a round trip costs a few nanoseconds. Elsewhere ucontext's swapcontext, which also saves the signal
+// mask with a system call (about 600 ns a round trip on the machine this was written on): the kernels with barriers
+// switch 256 threads at each of them, so that is the difference between seconds and minutes for the GPU tests.
+#if defined(__x86_64__) && defined(__linux__)
+extern "C" void tinylm_emulation_switch(void** save_sp, void* load_sp);
+asm(R"(
+    .text
+    .globl tinylm_emulation_switch
+    .hidden tinylm_emulation_switch
+    .type tinylm_emulation_switch, @function
+tinylm_emulation_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    subq $16, %rsp
+    stmxcsr 8(%rsp)
+    fnstcw 12(%rsp)
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    ldmxcsr 8(%rsp)
+    fldcw 12(%rsp)
+    addq $16, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size tinylm_emulation_switch, .-tinylm_emulation_switch
+)");
+
+struct stack_context {
+    void* sp = nullptr;
+    // The first switch to it enters `entry` (which never returns) on [stack, stack + bytes): the frame that
+    // tinylm_emulation_switch pops, built by hand, with the control registers' default values.
+    void prepare(char* stack, std::size_t bytes, void (*entry)(), stack_context&) {
+        auto* top =
+            reinterpret_cast<std::uint64_t*>(reinterpret_cast<std::uintptr_t>(stack + bytes) & ~std::uintptr_t(15));
+        std::uint64_t* frame = top - 10; // 16-aligned: after the `ret`, the stack is as a call leaves it
+        frame[0] = 0;
+        frame[1] = 0x1f80 | (std::uint64_t(0x037f) << 32); // MXCSR at +8, the x87 control word at +12
+        for (int r = 2; r < 8; ++r)                        // r15, r14, r13, r12, rbx, rbp
+            frame[r] = 0;
+        frame[8] = reinterpret_cast<std::uint64_t>(entry);
+        frame[9] = 0; // entry's return address: it never returns
+        sp = frame;
+    }
+    static void jump(stack_context& from, stack_context& to) { tinylm_emulation_switch(&from.sp, to.sp); }
+};
+#else
+struct stack_context {
+    ucontext_t context{};
+    void prepare(char* stack, std::size_t bytes, void (*entry)(), stack_context& back) {
+        getcontext(&context);
+        context.uc_stack.ss_sp = stack;
+        context.uc_stack.ss_size = bytes;
+        context.uc_link = &back.context;
+        makecontext(&context, entry, 0);
+    }
+    static void jump(stack_context& from, stack_context& to) { swapcontext(&from.context, &to.context); }
+};
+#endif
+
+// ---- fibers ----
+constexpr std::size_t stack_bytes = std::size_t(256) << 10; // the attention kernels keep rows of 256 floats
+
+struct fiber_stack {
+    char* base = nullptr; // a guard page, then the stack
+    std::size_t bytes = 0;
+};
+
+struct fiber {
+    enum class state { ready, waiting, done };
+    stack_context context;
+    uint3 index{};
+    state st = state::ready;
+};
+
+struct scheduler {
+    stack_context main;
+    std::vector<fiber_stack> stacks;
+    std::vector<fiber> fibers;
+    fiber* current = nullptr;
+    bool direct = false; // threads run as plain calls: the block has no barrier
+    const std::function<void()>* body = nullptr;
+    std::exception_ptr failure;
+
+    ~scheduler() {
+        for (fiber_stack& s : stacks)
+            munmap(s.base, s.bytes);
+    }
+    void reserve(std::size_t n) {
+        const std::size_t page = std::size_t(sysconf(_SC_PAGESIZE));
+        while (stacks.size() < n) {
+            fiber_stack s;
+            s.bytes = stack_bytes + page;
+            void* p =
+                mmap(nullptr, s.bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+            if (p == MAP_FAILED) throw std::bad_alloc();
+            s.base = static_cast<char*>(p);
+            mprotect(s.base, page, PROT_NONE); // an overflow faults instead of writing into the next stack
+            stacks.push_back(s);
+        }
+        if (fibers.size() < n) fibers.resize(n);
+    }
+};
+thread_local scheduler runner;
+
+// A thread's whole life on its fiber: the kernel, then back to the scheduler for good.
+void fiber_main() {
+    try {
+        (*runner.body)();
+    } catch (...) {
+        if (!runner.failure) runner.failure = std::current_exception();
+    }
+    fiber* self = runner.current;
+    self->st = fiber::state::done;
+    stack_context::jump(self->context, runner.main);
+}
+
+void start(std::size_t t) {
+    fiber& f = runner.fibers[t];
+    const std::size_t page = std::size_t(sysconf(_SC_PAGESIZE));
+    f.context.prepare(runner.stacks[t].base + page, stack_bytes, fiber_main, runner.main);
+    f.st = fiber::state::ready;
+}
+
+void resume(std::size_t t) {
+    fiber& f = runner.fibers[t];
+    runner.current = &f;
+    threadIdx = f.index;
+    stack_context::jump(runner.main, f.context);
+    runner.current = nullptr;
+}
+
+std::string where(uint3 thread) {
+    return "block (" + std::to_string(blockIdx.x) + ", " + std::to_string(blockIdx.y) + ", " +
+           std::to_string(blockIdx.z) + "), thread (" + std::to_string(thread.x) + ", " + std::to_string(thread.y) +
+           ", " + std::to_string(thread.z) + ")";
+}
+
+struct kernel_fault : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+// One block; throws kernel_fault when its threads disagree about a barrier.
+void run_block(std::size_t n) {
+    auto order = [&](std::size_t i) { return reverse_order() ? n - 1 - i : i; };
+    for (std::size_t t = 0; t < n; ++t) {
+        const unsigned flat = unsigned(t);
+        runner.fibers[t].index = {flat % blockDim.x, flat / blockDim.x % blockDim.y, flat / (blockDim.x * blockDim.y)};
+    }
+    const std::size_t first = order(0);
+    start(first);
+    resume(first);
+    if (runner.failure) std::rethrow_exception(std::exchange(runner.failure, nullptr));
+    if (runner.fibers[first].st == fiber::state::done) {
+        runner.direct = true;
+        struct reset {
+            ~reset() { runner.direct = false; }
+        } r;
+        for (std::size_t i = 1; i < n; ++i) {
+            threadIdx = runner.fibers[order(i)].index;
+            (*runner.body)();
+        }
+        return;
+    }
+    for (std::size_t i = 1; i < n; ++i)
+        start(order(i));
+    for (;;) {
+        for (std::size_t i = 0; i < n; ++i)
+            if (runner.fibers[order(i)].st == fiber::state::ready) resume(order(i));
+        if (runner.failure) std::rethrow_exception(std::exchange(runner.failure, nullptr));
+        std::size_t waiting = 0, done = 0;
+        for (std::size_t t = 0; t < n; ++t)
+            (runner.fibers[t].st == fiber::state::done ? done : waiting) += 1;
+        if (waiting == 0) return;
+        if (done > 0) {
+            const auto ended = std::find_if(runner.fibers.begin(), runner.fibers.begin() + std::ptrdiff_t(n),
+                                            [](const fiber& f) { return f.st == fiber::state::done; });
+            throw kernel_fault("__syncthreads reached by some threads while " + where(ended->index) +
+                               " has ended (a barrier must be reached by every thread of the block)");
+        }
+        for (std::size_t t = 0; t < n; ++t)
+            runner.fibers[t].st = fiber::state::ready;
+    }
+}
+
+bool valid(dim3 grid, dim3 block) {
+    const unsigned long long threads = 1ULL * block.x * block.y * block.z;
+    return threads >= 1 && threads <= 1024 && block.x <= 1024 && block.y <= 1024 && block.z <= 64 && grid.x >= 1 &&
+           grid.x <= 0x7fffffffU && grid.y >= 1 && grid.y <= 65535 && grid.z >= 1 && grid.z <= 65535;
+}
+
+// ---- device memory: host allocations, known by address, so copies can be checked against them ----
+struct allocations {
+    std::mutex lock;
+    std::map<const char*, std::size_t> by_start;
+    // Whether [p, p + bytes) lies inside one allocation.
+    bool holds(const void* p, std::size_t bytes) {
+        const std::lock_guard<std::mutex> hold(lock);
+        const char* c = static_cast<const char*>(p);
+        auto it = by_start.upper_bound(c);
+        if (it == by_start.begin()) return false;
+        --it;
+        return c >= it->first && std::size_t(c - it->first) + bytes <= it->second;
+    }
+};
+allocations& memory() {
+    static allocations a;
+    return a;
+}
+
+} // namespace
+
+void __syncthreads() {
+    if (runner.direct)
+        throw kernel_fault("__syncthreads reached by " + where(threadIdx) +
+                           " after the block's first thread ended without reaching it");
+    fiber* self = runner.current;
+    self->st = fiber::state::waiting;
+    stack_context::jump(self->context, runner.main);
+}
+
+namespace tl::gpu::emulation {
+
+void run_grid(const char* kernel, dim3 grid, dim3 block, const std::function<void()>& thread) {
+    if (errors().sticky != cudaSuccess) return;
+    if (!valid(grid, block)) {
+        errors().last = cudaErrorInvalidConfiguration;
+        errors().detail = std::string(kernel) + ": grid (" + std::to_string(grid.x) + ", " + std::to_string(grid.y) +
+                          ", " + std::to_string(grid.z) + "), block (" + std::to_string(block.x) + ", " +
+                          std::to_string(block.y) + ", " + std::to_string(block.z) + ")";
+        return;
+    }
+    const std::size_t n = std::size_t(block.x) * block.y * block.z;
+    runner.reserve(n);
+    gridDim = grid;
+    blockDim = block;
+    const std::function<void()>* outer = std::exchange(runner.body, &thread);
+    const unsigned long long blocks = 1ULL * grid.x * grid.y * grid.z;
+    try {
+        for (unsigned long long i = 0; i < blocks; ++i) {
+            const unsigned long long b = reverse_order() ? blocks - 1 - i : i;
+            blockIdx = {unsigned(b % grid.x), unsigned(b / grid.x % grid.y), unsigned(b / (1ULL * grid.x * grid.y))};
+            run_block(n);
+        }
+    } catch (const std::exception& e) {
+        fault(std::string(kernel) + ": " + e.what());
+    }
+    runner.body = outer;
+}
+
+} // namespace tl::gpu::emulation
+
+const char* cudaGetErrorString(cudaError_t error) {
+    thread_local std::string text;
+    switch (error) {
+    case cudaSuccess:
+        return "no error";
+    case cudaErrorInvalidValue:
+        return "invalid argument";
+    case cudaErrorMemoryAllocation:
+        return "out of memory";
+    case cudaErrorInvalidDevicePointer:
+        return "invalid device pointer";
+    case cudaErrorInvalidDevice:
+        return "invalid device ordinal";
+    case cudaErrorInvalidConfiguration:
+        text = "invalid configuration argument (" + errors().detail + ")";
+        break;
+    case cudaErrorLaunchFailure:
+        text = "unspecified launch failure (" + errors().detail + ")";
+        break;
+    default:
+        text = "unknown error " + std::to_string(int(error));
+    }
+    return text.c_str();
+}
+
+cudaError_t cudaGetLastError() {
+    const cudaError_t e = errors().sticky != cudaSuccess ? errors().sticky : errors().last;
+    errors().last = cudaSuccess;
+    return e;
+}
+
+cudaError_t cudaGetDeviceCount(int* count) {
+    *count = 1;
+    return cudaSuccess;
+}
+cudaError_t cudaGetDevice(int* device) {
+    *device = 0;
+    return result(cudaSuccess);
+}
+cudaError_t cudaSetDevice(int device) { return result(device == 0 ? cudaSuccess : cudaErrorInvalidDevice); }
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
+    if (device != 0) return result(cudaErrorInvalidDevice);
+    *prop = {};
+    std::snprintf(prop->name, sizeof prop->name, "%s", "tinylm CUDA emulation on the host (no GPU)");
+    return result(cudaSuccess);
+}
+
+cudaError_t cudaMalloc(void** pointer, std::size_t bytes) {
+    *pointer = nullptr;
+    if (errors().sticky != cudaSuccess) return errors().sticky;
+    if (bytes == 0) return cudaSuccess;
+    const std::size_t rounded = (bytes + 255) / 256 * 256;
+    void* p = std::aligned_alloc(256, rounded);
+    if (!p) return result(cudaErrorMemoryAllocation);
+    std::memset(p, 0xff, rounded); // NaN as floats, -1 as integers: what is read before it is written shows
+    {
+        const std::lock_guard<std::mutex> hold(memory().lock);
+        memory().by_start[static_cast<const char*>(p)] = bytes;
+    }
+    *pointer = p;
+    return cudaSuccess;
+}
+
+cudaError_t cudaFree(void* pointer) {
+    if (!pointer) return cudaSuccess;
+    {
+        const std::lock_guard<std::mutex> hold(memory().lock);
+        if (memory().by_start.erase(static_cast<const char*>(pointer)) == 0)
+            return result(cudaErrorInvalidDevicePointer);
+    }
+    std::free(pointer);
+    return cudaSuccess;
+}
+
+cudaError_t cudaMemcpy(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind) {
+    if (errors().sticky != cudaSuccess) return errors().sticky;
+    if (bytes == 0) return cudaSuccess;
+    const bool device_dst = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
+    const bool device_src = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
+    if ((device_dst && !memory().holds(dst, bytes)) || (device_src && !memory().holds(src, bytes)))
+        return result(cudaErrorInvalidValue);
+    std::memmove(dst, src, bytes);
+    return cudaSuccess;
+}
+
+cudaError_t cudaMemsetAsync(void* dst, int value, std::size_t bytes, cudaStream_t) {
+    if (errors().sticky != cudaSuccess) return errors().sticky;
+    if (bytes == 0) return cudaSuccess;
+    if (!memory().holds(dst, bytes)) return result(cudaErrorInvalidValue);
+    std::memset(dst, value, bytes);
+    return cudaSuccess;
+}
+
+cudaError_t cudaDeviceSynchronize() { return errors().sticky; }
