@@ -32,8 +32,8 @@
 //           the CPU, gpu::device_decoder<cpu_ops>: slow, a check), for every variant (MoE and sliding windows
 //           included): the same trainer, batches, checkpoints, logs and expert counts; validation on the device; the
 //           weights copied back to the CPU for the samples and the QA benchmark (examples/common/devices.hpp, shared
-//           with 04). Under mpirun the moe variant trains on the CPU only (docs/gpu.md: the device step's balancing
-//           loss would be each rank's), so --device cuda|cpu-ops there needs --variants dense,sliding.
+//           with 04). Under mpirun every variant trains on the device too: the moe variant's balancing statistics
+//           are summed over the ranks between the device step's forward and its loss (docs/gpu.md), as on the CPU.
 // Ranks:    mpirun -np N build/examples/05_tatar/05_tatar ... trains every variant data parallel
 //           (docs/distributed.md; --batch is the global batch): rank 0 prepares the data (the others wait, then
 //           read its cache), prints, logs, samples, scores the QA sets and writes every file; the other ranks only
@@ -688,14 +688,6 @@ int main(int argc, char** argv) try {
         at = comma + 1;
     }
 
-    // The device step's balancing loss is each rank's, not the global batch's (the trainer refuses it; refused here
-    // before anything trains).
-    tl::check(device == "cpu" || world.size() == 1 || !wanted("moe"), [&] {
-        return "05_tatar: --device " + device +
-               " trains the moe variant in one process only (on several ranks its "
-               "balancing loss would be each rank's, not the global batch's as on the CPU): use --variants "
-               "dense,sliding, one process, or --device cpu";
-    });
     recipes::root_only(world, [&] { recipes::prepare_out_dir(options.out_dir, "--out"); });
     const fs::path data_dir = tl::find_data_dir(data_flags.dir), tatar_dir = data_dir / "tatar";
     const auto& files = run.smoke ? smoke_files : tatar_text_files;

@@ -11,7 +11,8 @@
 // row masks (vocabulary growth) whose rows the shard boundaries cut. The ranking loss of a tiny sentence encoder
 // (embed/data_parallel_ranking.hpp, examples/09_retrieval): in-batch negatives over the global batch. A device-resident
 // decoder (gpu::device_decoder on the CPU executor, whose memory is the host's, so MPI serves as its device
-// communicator) against one process, and resumed (issue 20; on GPUs the same path runs through NCCL).
+// communicator) against one process, and resumed (issue 20; on GPUs the same path runs through NCCL); with experts,
+// its balancing statistics summed over the ranks, against one process and against tl::decoder on the same ranks.
 #include <tinylm/backend/reference.hpp>
 #include <tinylm/cuda/device_decoder.hpp>
 #include <tinylm/dist/communicator.hpp>
@@ -340,6 +341,62 @@ struct tiny_moe {
         c.moe = {.n_experts = 4, .top_k = 2, .aux_loss_weight = 0.5, .balance_per_layer = true};
         return c;
     }();
+};
+
+// The small device model (one layer of width 32) with tiny_moe's experts, 2 layers, and the balancing statistics per
+// layer or pooled over the layers (per_layer): rows N per balance, or N L in one.
+template <bool per_layer>
+struct small_device_moe {
+    static constexpr model_config value = [] {
+        model_config c = presets::tiny::value;
+        c.d_model = 32, c.n_layers = 2, c.n_heads = 2, c.n_kv_heads = 1, c.d_ff = 32;
+        c.moe = tiny_moe::value.moe;
+        c.moe.balance_per_layer = per_layer;
+        return c;
+    }();
+};
+
+// device_training's run (3 steps of 2 micro-batches of 5 x 16 tokens, the ranks' shares of the targets unequal)
+// with experts, by the device model (on_device) or by tl::decoder, from tl::decoder(7)'s weights. The validation
+// losses are left out: each eval_loss call's balancing loss is its own windows' (not summed over the ranks, on the
+// CPU as on the device), and the device model's calls hold batch_size / ranks windows, the CPU's batch_size.
+template <class Config>
+outcome experts_training(dist::communicator& comm, bool on_device) {
+    using moe_t = decoder<Config>;
+    const auto tokens = text_tokens(20000, 3), val = text_tokens(4000, 4);
+    auto o = ten_steps(2, comm);
+    o.batch_size = 5;
+    o.max_steps = 3;
+    o.warmup_steps = 1;
+    o.eval_every = 0;
+    o.eval_windows = 7;
+    token_windows source(tokens, 11);
+    outcome r;
+    if (!on_device) {
+        r = train<token_windows, moe_t>([&](moe_t& m) { return trainer<moe_t, token_windows>(m, source, val, o); });
+    } else {
+        gpu::device_decoder_options d;
+        d.batch = index_t(dist::part_of(std::size_t(o.batch_size), comm.rank(), comm.size()).count());
+        d.time = o.seq_len, d.logits_rows = 24;
+        device_t model(Config::value, d);
+        model.load_from(moe_t(7));
+        trainer<device_t, token_windows> t(model, source, val, o);
+        t.on_step = [&](const step_report& s) { r.losses.push_back(s.loss); };
+        t.run();
+        model.download_parameters();
+        for (const parameter_entry& e : model.parameter_entries())
+            r.params.emplace_back(e.value.begin(), e.value.end()), r.names.push_back(e.name);
+        r.fingerprint = dist::parameter_fingerprint(model.parameter_entries());
+    }
+    r.val_losses.clear();
+    return r;
+}
+
+// A device model with experts that cannot sum its balancing statistics over the ranks (no set_global_balance):
+// the trainer must still refuse it on several ranks.
+struct device_without_global_balance : device_t {
+    using device_t::device_t;
+    void set_global_balance(std::function<void(std::span<double>)>, double) = delete;
 };
 
 // LoRA with dropout on every projection: the masks of a rank's rows must be those one process draws for them.
@@ -751,22 +808,40 @@ BOOST_AUTO_TEST_CASE(ranking_buckets_start_inside_the_encoders_backward) {
 // one collective through the device communicator, here MPI over host memory) is one process over the whole batch:
 // losses, validation losses and parameters within 1e-6 relative, replicas bit-identical. Stopped at step 1 and
 // resumed from rank 0's checkpoint, it ends bit-identical to the run that never stopped.
-// A device model with experts on several ranks is refused, naming experts: its balancing loss would be each rank's
-// (experts_balance_over_the_global_batch's tl::decoder sums the statistics over the ranks; the device step cannot yet).
-BOOST_AUTO_TEST_CASE(device_decoder_with_experts_is_refused_on_several_ranks) {
+// A device model with experts sums its balancing statistics over the ranks between its forward and its loss
+// (set_global_balance, installed by the trainer): on N ranks it trains as on one process over the whole batch
+// (losses and parameters within 1e-6 relative, replicas bit-identical) and as tl::decoder on N ranks (within 1e-5,
+// test_trainer's bar for the device model against tl::decoder); per-layer and pooled balances. A balancing loss of
+// each rank's rows alone (weight 0.5) differs far more. A device model without the hook is still refused.
+BOOST_AUTO_TEST_CASE(device_decoder_with_experts_balances_over_the_global_batch) {
+    dist::communicator& world = dist::world();
+    dist::local_communicator alone;
+    auto check = [&]<class Config>(Config, const char* which) {
+        BOOST_TEST_MESSAGE("experts on the device, balance " << which);
+        const outcome one = experts_training<Config>(alone, true), dp = experts_training<Config>(world, true);
+        BOOST_TEST_MESSAGE("the device model on " << world.size() << " ranks against one process");
+        expect_same_training(dp, one, world, 1e-6, {}, 1e-6);
+        const outcome cpu = experts_training<Config>(world, false);
+        BOOST_TEST_MESSAGE("the device model against tl::decoder, both on " << world.size() << " ranks");
+        expect_same_training(dp, cpu, world, 1e-5, {}, 1e-5);
+    };
+    check(small_device_moe<true>{}, "per layer");
+    check(small_device_moe<false>{}, "pooled");
+}
+
+BOOST_AUTO_TEST_CASE(device_decoder_without_global_balance_is_refused_on_several_ranks) {
+    static_assert(GlobalBalanceDeviceModel<device_t> && !GlobalBalanceDeviceModel<device_without_global_balance>);
     dist::communicator& world = dist::world();
     if (world.size() == 1) return; // one process trains it (test_trainer, test_moe)
-    model_config c = small_device_config();
-    c.moe = tiny_moe::value.moe;
     const auto tokens = text_tokens(4000, 3);
     auto o = ten_steps(1, world);
     o.batch_size = 5;
     gpu::device_decoder_options d;
     d.batch = index_t(dist::part_of(std::size_t(o.batch_size), world.rank(), world.size()).count());
     d.time = o.seq_len;
-    device_t model(c, d);
+    device_without_global_balance model(small_device_moe<true>::value, d);
     token_windows source(tokens, 11);
-    trainer<device_t, token_windows> t(model, source, tokens, o);
+    trainer<device_without_global_balance, token_windows> t(model, source, tokens, o);
     BOOST_CHECK_EXCEPTION(t.run(), tl::error, [](const tl::error& e) {
         return std::string(e.what()).find("a device model with experts trains in one process") != std::string::npos;
     });

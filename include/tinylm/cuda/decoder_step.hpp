@@ -40,6 +40,9 @@
 // or per layer, in the loss and in the router's gradient. With LoRA (attention only, as tl::decoder; the plan refuses
 // the rest) the router and the experts are frozen: their backward gives d normed2 only (the balancing loss's gradient
 // included, through the router's input gradient), no weight gradients.
+// Data parallel (set_global_balance): between the forward and the loss, the balancing statistics of every balance
+// (slot counts, router probability sums, rows: tl::decoder::balance_statistics()'s packing) go to a hook that sums
+// them over the ranks, so the balancing loss and its gradient are the global batch's, as tl::decoder's on N ranks.
 //
 // After the step, the optimizer over the flat blocks: the global gradient norm and clipping (optim/clip.hpp's
 // rule) and AdamW (optim/adamw.hpp's update and decay rule: every parameter but the norms decays, the embedding
@@ -65,6 +68,8 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -97,6 +102,8 @@ public:
             moe_chosen_.assign(std::size_t(o.batch * o.time * c.moe.top_k), 0);
             moe_sums_.assign(moe_counts_.size(), 0.0);
             moe_aux_.assign(std::size_t(c.n_layers * c.moe.n_experts), 0.0);
+            moe_rows_.assign(std::size_t(moe_balances()), 0.0);
+            balance_statistics_.assign(std::size_t(moe_balances() * (2 * c.moe.n_experts + 1)), 0.0);
         }
         n_ = o.batch * o.time;
         balance_tokens_ = n_;
@@ -206,8 +213,9 @@ public:
         if (lora_ && o_.lora.dropout > 0) ++dropout_calls_; // as tl::decoder counts its training forwards
         training_ = true;
         forward();
+        if (moe_ && sum_balance_) use_global_balance();
         const double loss_sum = head(count, true, gradient_scale);
-        gradient_scale_ = gradient_scale;
+        aux_gradient_scale_ = moe_ && sum_balance_ ? balance_gradient_scale_ : gradient_scale;
         backward();
         training_ = false;
         if (!lora_)
@@ -217,6 +225,17 @@ public:
         return (count > 0 ? loss_sum / double(count) : 0.0) + c_.moe.aux_loss_weight * aux_loss_;
     }
 
+    // Experts, data parallel (tl::trainer on several ranks): after each training forward (forward_backward; loss()
+    // stays the call's own batch), `sum` adds the balancing statistics of every rank in place (packed per balance
+    // as tl::decoder::balance_statistics(): the slot counts per expert, the router probability sums per expert, the
+    // rows), so that the loss returned, aux_loss() and the balancing gradient are the global batch's; that gradient
+    // is then weighted by `gradient_scale` (the trainer's 1 / micro-batches: each rank's rows take their part of the
+    // one global loss, as tl::decoder::backward's aux_scale), not by forward_backward's. An empty `sum`: the
+    // balancing loss of the step's own batch, weighted as its cross-entropy (one process).
+    void set_global_balance(std::function<void(std::span<double>)> sum, double gradient_scale) {
+        sum_balance_ = std::move(sum);
+        balance_gradient_scale_ = gradient_scale;
+    }
     // Experts: the balancing loss of the last forward (unweighted, tl::decoder::aux_loss's), and the slots each expert
     // of `layer` got in it (tl::decoder::expert_counts's): the real rows' only after a padded loss(..., rows), as
     // tl::decoder evaluating only those rows.
@@ -653,32 +672,65 @@ private:
         }
         ex_.moe_combine(f("scratch.tmp"), f("moe.rows"), slot_row, layer(l, "moe.weight"), n, int(k), d);
     }
-    // The balancing loss of the forward as tl::decoder's (aux = the mean over balances of E sum_e (c_e/R)(s_e/R)).
+    // The statistics of the forward (the probability sums read back, the rows of each balance) and its balancing
+    // loss.
     void moe_finish_forward() {
+        ex_.download(moe_sums_.data(), buf("moe.prob_sum"), moe_sums_.size() * sizeof(double));
+        std::fill(moe_rows_.begin(), moe_rows_.end(), moe_balance_rows());
+        moe_update_aux_loss();
+    }
+    // The balancing loss as tl::decoder's (aux = the mean over balances of E sum_e (c_e/R)(s_e/R)).
+    void moe_update_aux_loss() {
         const int experts = c_.moe.n_experts, balances = moe_balances();
-        std::vector<double>& sums = moe_sums_;
-        ex_.download(sums.data(), buf("moe.prob_sum"), sums.size() * sizeof(double));
-        const double rows = moe_balance_rows();
         aux_loss_ = 0;
         for (int b = 0; b < balances; ++b) {
+            const double rows = moe_rows_[std::size_t(b)];
             double s = 0;
             for (int e = 0; e < experts; ++e)
-                s += moe_counts_[std::size_t(b * experts + e)] / rows * (sums[std::size_t(b * experts + e)] / rows);
+                s +=
+                    moe_counts_[std::size_t(b * experts + e)] / rows * (moe_sums_[std::size_t(b * experts + e)] / rows);
             aux_loss_ += double(experts) * s / double(balances);
         }
     }
+    // Data parallel: the statistics summed over the ranks by the hook (tl::decoder::balance_statistics()'s packing,
+    // which tl::trainer sums the same way), then the balancing loss of the global batch.
+    void use_global_balance() {
+        const std::size_t experts = std::size_t(c_.moe.n_experts);
+        std::vector<double>& packed = balance_statistics_;
+        std::size_t at = 0;
+        for (std::size_t b = 0; b < moe_rows_.size(); ++b) {
+            for (std::size_t e = 0; e < experts; ++e)
+                packed[at++] = moe_counts_[b * experts + e];
+            for (std::size_t e = 0; e < experts; ++e)
+                packed[at++] = moe_sums_[b * experts + e];
+            packed[at++] = moe_rows_[b];
+        }
+        sum_balance_(std::span<double>(packed));
+        at = 0;
+        for (std::size_t b = 0; b < moe_rows_.size(); ++b) {
+            for (std::size_t e = 0; e < experts; ++e)
+                moe_counts_[b * experts + e] = packed[at++];
+            for (std::size_t e = 0; e < experts; ++e)
+                moe_sums_[b * experts + e] = packed[at++];
+            moe_rows_[b] = packed[at++];
+        }
+        moe_update_aux_loss();
+    }
     // The balancing loss's gradient per layer and expert, daux E c_e / R^2 (ops/moe.hpp's), into moe.aux; zero
-    // when the loss has no weight (the router's kernel then skips it, as tl does).
+    // when the loss has no weight (the router's kernel then skips it, as tl does). daux carries the balancing
+    // loss's own gradient scale (forward_backward's, or set_global_balance's on several ranks).
     void moe_start_backward() {
         const int experts = c_.moe.n_experts;
-        const double daux = c_.moe.aux_loss_weight * gradient_scale_ / double(moe_balances()),
-                     rows = moe_balance_rows();
-        moe_aux_scale_ = daux != 0.0 ? daux * double(experts) / (rows * rows) : 0.0;
+        const double daux = c_.moe.aux_loss_weight * aux_gradient_scale_ / double(moe_balances());
+        moe_aux_scale_ = daux;
         std::vector<double>& aux = moe_aux_;
-        for (int l = 0; l < c_.n_layers; ++l)
+        for (int l = 0; l < c_.n_layers; ++l) {
+            const double rows = moe_rows_[std::size_t(moe_balance(l))];
+            const double coefficient = daux != 0.0 ? daux * double(experts) / (rows * rows) : 0.0;
             for (int e = 0; e < experts; ++e)
                 aux[std::size_t(l * experts + e)] =
-                    moe_aux_scale_ * moe_counts_[std::size_t(moe_balance(l) * experts + e)];
+                    coefficient * moe_counts_[std::size_t(moe_balance(l) * experts + e)];
+        }
         ex_.upload(buf("moe.aux"), aux.data(), aux.size() * sizeof(double));
     }
     // Layer l's experts backward: dx (scratch.dx) is d(block out); d normed2 into scratch.dnormed (the router's
@@ -757,7 +809,8 @@ private:
     long long dropout_row0_ = 0;
     bool training_ = false;
     // experts: each layer's offsets (E + 1, read back after its dispatch), the balances' slot counts (host), the
-    // balancing loss of the last forward, its gradient's scale, the gradient scale of the last forward_backward
+    // balancing loss of the last forward, its gradient's daux (nonzero: the router adds it), the balancing loss's
+    // gradient scale in the last forward_backward
     std::vector<std::vector<std::int32_t>> moe_offsets_;
     std::vector<double> moe_counts_;
     // experts, the step's host buffers (allocated with the step): the last forward's slots per layer and expert
@@ -766,7 +819,13 @@ private:
     std::vector<long long> moe_layer_counts_;
     std::vector<std::int32_t> moe_chosen_;
     std::vector<double> moe_sums_, moe_aux_;
-    double aux_loss_ = 0, moe_aux_scale_ = 0, gradient_scale_ = 1;
+    // the rows each balance's statistics cover (the global batch's after use_global_balance); their packing for
+    // the ranks' sum
+    std::vector<double> moe_rows_, balance_statistics_;
+    double aux_loss_ = 0, moe_aux_scale_ = 0, aux_gradient_scale_ = 1;
+    // data parallel: the sum over the ranks (set_global_balance) and the balancing gradient's scale with it
+    std::function<void(std::span<double>)> sum_balance_;
+    double balance_gradient_scale_ = 1;
     long long balance_tokens_ = 0; // tokens whose routing enters the balancing loss (all but loss()'s padding)
 };
 

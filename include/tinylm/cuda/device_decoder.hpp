@@ -15,7 +15,9 @@
 // (download_parameters before a save, upload_parameters after a load), so a checkpoint is the same files as a CPU
 // run's and either resumes the other. The entries have no gradient: nothing on the host trains them. Distributed
 // (mpirun, one GPU per rank): built for the rank's rows, its parameters broadcast and its gradient block summed in
-// its own memory through the trainer's device communicator (gpu::nccl_communicator on GPUs).
+// its own memory through the trainer's device communicator (gpu::nccl_communicator on GPUs). With experts, the
+// trainer also sums each forward's balancing statistics over the ranks (set_global_balance: host values, through
+// its host communicator), so the balancing loss is the global batch's, as tl::decoder's on N ranks.
 //
 // gpu::device_adamw is the Optimizer (optim/optimizer.hpp) of such a model: its step is decoder_step's AdamW over
 // the device's moments; its state is those moments, copied through the host under tl::adamw's names
@@ -49,6 +51,7 @@
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <span>
 #include <string>
@@ -321,6 +324,12 @@ public:
         step_.parameters_changed();
         if constexpr (has_adapter) memory_.ex.download(host_.data(), base_block(), host_.size() * sizeof(float));
         download_parameters();
+    }
+    // Experts: the balancing statistics of each training forward summed over the ranks by `sum` (in place, host
+    // values), the balancing loss's gradient weighted by `gradient_scale` (decoder_step::set_global_balance). An
+    // empty `sum`: each step's own batch (one process).
+    void set_global_balance(std::function<void(std::span<double>)> sum, double gradient_scale) {
+        step_.set_global_balance(std::move(sum), gradient_scale);
     }
     void all_reduce_gradients(dist::communicator& comm) {
         check_reaches(comm, "all_reduce_gradients");

@@ -39,7 +39,9 @@
 // sum go through options.device_communicator, in the model's memory (gpu::nccl_communicator on GPUs), as one
 // collective each: the micro-batch's weight (the rank's share of the global targets) is known before its backward,
 // which runs with its loss, so the summed gradient is one process's over the whole batch, as on the CPU; no
-// overlap with backward (one all-reduce of the flat gradient block after the last micro-batch) and no ZeRO.
+// overlap with backward (one all-reduce of the flat gradient block after the last micro-batch) and no ZeRO. With
+// experts, its step calls a hook between its forward and its loss that sums the balancing statistics over the ranks
+// (through the host communicator), so its balancing loss is the global batch's, as tl::decoder's.
 #pragma once
 
 #include <tinylm/core/memory_budget.hpp>
@@ -66,6 +68,7 @@
 #include <cstdio>
 #include <functional>
 #include <optional>
+#include <span>
 #include <type_traits>
 
 namespace tl {
@@ -179,6 +182,16 @@ template <class Model>
 concept DataParallelDeviceModel = DeviceResidentModel<Model> && requires(Model& m, dist::communicator& comm) {
     m.broadcast_parameters(comm, 0);
     m.all_reduce_gradients(comm);
+};
+
+// A device-resident model with experts that trains on several ranks: its step hands each forward's balancing
+// statistics to a hook that sums them over the ranks (gpu::device_decoder::set_global_balance), so its balancing
+// loss is the global batch's, as tl::decoder's (use_global_balance). Without it, a device model with experts trains
+// in one process only.
+template <class Model>
+concept GlobalBalanceDeviceModel = DataParallelDeviceModel<Model> &&
+    requires(Model& m, std::function<void(std::span<double>)> sum, double x) {
+    m.set_global_balance(sum, x);
 };
 
 template <class Model, BatchSource Source, Optimizer Opt = typename detail::default_optimizer_of<Model>::type>
@@ -298,13 +311,16 @@ public:
                        "all_reduce_gradients); this run has " +
                        std::to_string(comm_.size()) + " ranks";
             });
-        // Experts on several ranks: tl::decoder's balancing loss is the global batch's (use_global_balance), but a
-        // device model's loss and backward run in one call, with no point between them to sum the statistics over
-        // the ranks; it would balance each rank's rows alone and train another model than one process does.
-        if constexpr (DeviceResidentModel<Model> && requires { model_.config().moe.n_experts; })
+        // Experts on several ranks: tl::decoder's balancing loss is the global batch's (use_global_balance). A device
+        // model's loss and backward run in one call, so it sums the statistics through a hook installed here, between
+        // its forward and its loss (GlobalBalanceDeviceModel); one without that hook would balance each rank's rows
+        // alone and train another model than one process does.
+        if constexpr (DeviceResidentModel<Model> && !GlobalBalanceDeviceModel<Model> &&
+                      requires { model_.config().moe.n_experts; })
             check(!distributed || model_.config().moe.n_experts == 0, [&] {
-                return "trainer: a device model with experts trains in one process (its balancing loss would be each "
-                       "rank's, not the global batch's as tl::decoder's); this run has " +
+                return "trainer: a device model with experts trains in one process (it cannot sum its balancing "
+                       "statistics over the ranks, so its balancing loss would be each rank's, not the global batch's "
+                       "as tl::decoder's); this run has " +
                        std::to_string(comm_.size()) + " ranks";
             });
         if constexpr (DataParallelDeviceModel<Model>)
@@ -328,6 +344,23 @@ public:
             decltype(previous) handler;
             ~restore() { std::signal(SIGINT, handler); }
         } restore_handler{previous};
+        // Experts on a device model, distributed: each forward's balancing statistics summed over the ranks (host
+        // values: comm_, not the device communicator), the balancing gradient weighted by 1 per micro-batch on every
+        // rank (as use_global_balance's); one process installs nothing, so its step is what it always was.
+        struct global_balance {
+            Model& model;
+            bool installed = false;
+            ~global_balance() {
+                if constexpr (GlobalBalanceDeviceModel<Model>)
+                    if (installed) model.set_global_balance({}, 1.0);
+            }
+        } balance_hook{model_};
+        if constexpr (GlobalBalanceDeviceModel<Model>)
+            if (distributed) {
+                model_.set_global_balance([this](std::span<double> stats) { comm_.all_reduce_sum(stats).wait(); },
+                                          1.0 / options_.grad_accum);
+                balance_hook.installed = true;
+            }
 
         const auto start = std::chrono::steady_clock::now();
         const shape batch{options_.batch_size, options_.seq_len}, mine{rows, options_.seq_len};
