@@ -260,8 +260,9 @@ BOOST_AUTO_TEST_CASE(encoder_step_plan_holds_bert_and_refuses_what_the_kernels_l
 
 // With LoRA (09_retrieval's adapter: rank 8 on every projection) the base is frozen: gradients and AdamW's moments
 // cover the adapter's block (laid out by encoder_adapter_layout under tl::encoder's names), x A^T is kept per
-// targeted projection; dropout is refused by name. QLoRA moves the projection weights into NF4 blocks. The sizes at
-// 09's device shape are printed.
+// targeted projection. LoRA dropout adds one projection's dropped input (the widest targeted input: d_ff, down's),
+// its bf16 copy and the tokens' places in the CPU's layout; a rate of 1 is refused. QLoRA moves the projection
+// weights into NF4 blocks. The sizes at 09's device shape are printed.
 BOOST_AUTO_TEST_CASE(encoder_step_plan_with_lora_trains_the_adapter_only) {
     model_config c = families::bert::value;
     c.vocab_size = 30522, c.d_model = 384, c.n_layers = 6, c.n_heads = c.n_kv_heads = 12, c.d_head = 0;
@@ -294,9 +295,19 @@ BOOST_AUTO_TEST_CASE(encoder_step_plan_with_lora_trains_the_adapter_only) {
     BOOST_TEST_MESSAGE("all-MiniLM-L6-v2's shape with LoRA r8, batch 64 x 128: "
                        << plan.entries().size() << " buffers, " << plan.bytes() << " bytes ("
                        << double(plan.bytes()) / double(1ull << 30) << " GiB), adapter " << adapter << " parameters");
+    BOOST_CHECK_THROW(plan.at("scratch.lora.x"), tl::error); // nothing for dropout without it
+    BOOST_CHECK_THROW(plan.at("dropout_positions"), tl::error);
     o.lora.dropout = 0.1f;
+    const gpu::arena_plan dropping = gpu::plan_encoder_step(c, o);
+    expect_aligned_and_disjoint(dropping);
+    BOOST_TEST(dropping.at("scratch.lora.x").bytes == 4 * n * f);
+    BOOST_TEST(dropping.at("scratch.bf16.lora_x").bytes == 2 * n * f);
+    BOOST_TEST(dropping.at("dropout_positions").bytes == 8 * n);
+    BOOST_TEST_MESSAGE("with LoRA dropout: " << dropping.entries().size() << " buffers, "
+                                             << double(dropping.bytes()) / double(1ull << 30) << " GiB");
+    o.lora.dropout = 1.0f;
     BOOST_CHECK_EXCEPTION(gpu::plan_encoder_step(c, o), tl::error, [](const tl::error& e) {
-        return std::string(e.what()).find("LoRA dropout") != std::string::npos;
+        return std::string(e.what()).find("LoRA dropout must be in [0, 1)") != std::string::npos;
     });
     // QLoRA: the six projection weights of each layer leave "parameters" for the NF4 blocks (4 bits a weight, an 8-bit
     // scale per 64, an f32 scale per 256 scales, per weight), dequantised one at a time into scratch.nf4 (bf16: the

@@ -904,25 +904,31 @@ BOOST_AUTO_TEST_CASE(lora_step_matches_the_cpu_executor, needs_device()) {
 
 // LoRA dropout's kernels (dropout_row.hpp) against the CPU drivers, bit for bit: the mask of a projection's input
 // with a row offset (a data-parallel rank's rows), forward (the kept elements scaled, the others 0) and backward
-// (the scaled gradient added where kept), at p = 0.1 and 0.5.
+// (the scaled gradient added where kept), at p = 0.1 and 0.5; and at p = 0.1 with each row's place in another
+// layout (token_positions in device memory: the device ranking step's rows against sentence_encoder's).
 BOOST_AUTO_TEST_CASE(lora_dropout_is_the_cpu_bit_for_bit, needs_device()) {
-    for (const float p : {0.1f, 0.5f}) {
-        const long long n = 3 * 40 * 176 + 5; // not a multiple of the block
-        const gpu::dropout_mask m =
-            gpu::make_dropout_mask(0x5eed, gpu::lora_dropout_stream(4, 2, 1, 6, 7), p, 80 * 176);
+    for (const auto& [p, mapped] : {std::pair{0.1f, false}, {0.5f, false}, {0.1f, true}}) {
+        const long long rows = 3 * 40 + 1, in = 176, n = mapped ? rows * in : 3 * 40 * 176 + 5; // not a block multiple
+        gpu::dropout_mask m = gpu::make_dropout_mask(0x5eed, gpu::lora_dropout_stream(4, 2, 1, 6, 7), p, 80 * 176);
+        std::vector<std::int64_t> positions(static_cast<std::size_t>(rows));
+        for (long long t = 0; t < rows; ++t)
+            positions[std::size_t(t)] = (t * 53 + 7) % rows;
         const std::vector<float> x = random_tensor<float>({index_t(n)}, 71).data;
         const std::vector<float> g = random_tensor<float>({index_t(n)}, 72).data;
         const std::vector<float> dx0 = random_tensor<float>({index_t(n)}, 73).data;
         std::vector<float> out(x.size()), dx = dx0;
+        if (mapped) m.token_positions = positions.data(), m.width = std::uint64_t(in);
         gpu::dropout_rows(out.data(), x.data(), n, m);
         gpu::dropout_backward_rows(dx.data(), g.data(), n, m);
         device_run r;
         const int ix = r.input(x), ig = r.input(g), idx = r.input(dx0), iout = r.output<float>(x.size());
+        const int ipos = r.input(positions);
         r.allocate();
+        if (mapped) m.token_positions = r.at<std::int64_t>(ipos);
         gpu::dropout_forward(r.at<float>(iout), r.at<float>(ix), n, m);
         gpu::dropout_backward(r.at<float>(idx), r.at<float>(ig), n, m);
-        BOOST_TEST(same_bits(r.get<float>(iout), out), "forward, p " << p);
-        BOOST_TEST(same_bits(r.get<float>(idx), dx), "backward, p " << p);
+        BOOST_TEST(same_bits(r.get<float>(iout), out), "forward, p " << p << (mapped ? ", token positions" : ""));
+        BOOST_TEST(same_bits(r.get<float>(idx), dx), "backward, p " << p << (mapped ? ", token positions" : ""));
     }
 }
 
@@ -1295,19 +1301,24 @@ BOOST_AUTO_TEST_CASE(ranking_step_matches_the_cpu_executor, needs_device()) {
 // gradient within 1e-4 of its tensor's scale (bf16 1e-3), the same bits again; after two clipped AdamW steps the
 // adapters within 1e-2 lr (bf16 1e-1) and the frozen base bit for bit as loaded. QLoRA too (lora.quantized_base:
 // the projection weights random, quantised to NF4 on the host and set on both steps; the QLoRA path is checked
-// against tl::encoder in test_encoder), with its NF4 bytes on the device unchanged after the steps.
+// against tl::encoder in test_encoder), with its NF4 bytes on the device unchanged after the steps. And with LoRA
+// dropout 0.1 (texts packed, so that the masks follow sentence_encoder's token places: encoder_step's
+// dropout_positions; test_encoder checks those masks against tl::encoder's): the same bounds over two steps with new
+// masks, the training-forward counts equal, the determinism rerun at the same count.
 BOOST_AUTO_TEST_CASE(ranking_step_with_lora_matches_the_cpu_executor, needs_device()) {
     const ranking_case r;
     const model_config& c = r.c;
-    for (const int variant : {0, 1, 2, 3}) {
-        const bool bf16 = (variant & 1) != 0, quantized = variant >= 2;
+    for (const int variant : {0, 1, 2, 3, 4, 5, 6, 7}) {
+        const bool bf16 = (variant & 1) != 0, quantized = (variant & 2) != 0, dropout = variant >= 4;
         const lora_config lora{.rank = 4,
                                .alpha = 8,
-                               .dropout = 0,
+                               .dropout = dropout ? 0.1f : 0.0f,
                                .targets = lora_attention | lora_up | lora_down,
                                .quantized_base = quantized};
-        BOOST_TEST_CONTEXT((bf16 ? "bf16 products" : "f32 products") << (quantized ? ", QLoRA" : "")) {
-            const gpu::ranking_step_shape shape{.pairs = 4, .negatives = r.negatives, .bf16 = bf16, .lora = lora};
+        BOOST_TEST_CONTEXT((bf16 ? "bf16 products" : "f32 products")
+                           << (quantized ? ", QLoRA" : "") << (dropout ? ", dropout 0.1, packed" : "")) {
+            const gpu::ranking_step_shape shape{
+                .pairs = 4, .negatives = r.negatives, .bf16 = bf16, .lora = lora, .packed = dropout};
             gpu::ranking_step<gpu::cpu_ops> cpu(c, r.sc, shape);
             gpu::ranking_step<gpu::gpu_ops> gpu_step(c, r.sc, shape);
             std::uint64_t seed = 72;
@@ -1354,7 +1365,10 @@ BOOST_AUTO_TEST_CASE(ranking_step_with_lora_matches_the_cpu_executor, needs_devi
             for (int k = 0; k < 2; ++k) {
                 cpu.zero_gradients();
                 const double cpu_loss = cpu.forward_backward(r.tokens, r.pairs, r.loss);
+                const std::uint64_t calls = gpu_step.encoder().dropout_calls();
                 const double gpu_loss = run();
+                BOOST_TEST(gpu_step.encoder().dropout_calls() == cpu.encoder().dropout_calls());
+                BOOST_TEST(cpu.encoder().dropout_calls() == (dropout ? std::uint64_t(k + 1) : 0u));
                 const std::vector<float> grads = gradients();
                 BOOST_TEST(std::abs(gpu_loss - cpu_loss) <= (bf16 ? 1e-4 : 1e-5) * std::abs(cpu_loss), "step " << k);
                 std::size_t at = 0;
@@ -1367,7 +1381,8 @@ BOOST_AUTO_TEST_CASE(ranking_step_with_lora_matches_the_cpu_executor, needs_devi
                     at += s.size();
                     BOOST_TEST(err <= (bf16 ? 1e-3 : 1e-4) * scale, "step " << k << ", " << s.name << ": " << err);
                 }
-                BOOST_TEST(run() == gpu_loss); // deterministic
+                gpu_step.encoder().set_dropout_calls(calls); // the same masks again
+                BOOST_TEST(run() == gpu_loss);               // deterministic
                 BOOST_TEST(same_bits(gradients(), grads));
                 cpu.clip_gradients(1.0), gpu_step.clip_gradients(1.0);
                 cpu.adamw_step(1e-3, r.options), gpu_step.adamw_step(1e-3, r.options);

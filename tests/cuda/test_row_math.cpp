@@ -10,6 +10,7 @@
 #include <tinylm/cuda/attention_row.hpp>
 #include <tinylm/cuda/cpu_ops.hpp>
 #include <tinylm/cuda/dropout_row.hpp>
+#include <tinylm/cuda/lora_dropout.hpp>
 #include <tinylm/cuda/nf4_row.hpp>
 #include <tinylm/cuda/row_math.hpp>
 #include <tinylm/ops/activation.hpp>
@@ -621,6 +622,45 @@ BOOST_AUTO_TEST_CASE(lora_dropout_masks_are_the_projections) {
         BOOST_TEST(off == 0, p);
         BOOST_TEST(std::abs(double(kept) / double(n) - (1.0 - double(p))) < 0.02, p); // 20000 draws: sd < 0.004
     }
+}
+
+// The masks of a step whose rows hold the tokens elsewhere than the CPU model's layout (the device ranking step,
+// encoder_step's dropout_positions): lora_dropout_state's mask of (calls 3, layer 1 of 2, projection up) with each of
+// 50 rows of 40 elements given its row in the CPU's layout (a permutation, some rows sharing one: padding) draws,
+// element for element, the counter RNG at the CPU's position row0 in + position in + column (projection.hpp's test), in
+// the forward and the backward; without positions, the state's mask is make_dropout_mask's of tl's stream.
+BOOST_AUTO_TEST_CASE(lora_dropout_masks_follow_the_token_positions) {
+    const long long rows = 50, in = 40, n = rows * in;
+    std::vector<std::int64_t> positions(static_cast<std::size_t>(rows));
+    for (long long t = 0; t < rows; ++t)
+        positions[std::size_t(t)] = t < 45 ? (t * 17 + 5) % 45 : 0; // 45 real rows permuted, 5 padding rows
+    gpu::lora_dropout_state state;
+    state.seed = 77, state.calls = 3, state.row0 = 9;
+    const float p = 0.25f;
+    const gpu::dropout_mask plain = state.mask(p, 2, 1, proj::up, std::size_t(in));
+    const gpu::dropout_mask flat = gpu::make_dropout_mask(77, gpu::lora_dropout_stream(3, 2, 1, 5, 7), p, 9 * 40);
+    BOOST_TEST((plain.seed == flat.seed && plain.stream == flat.stream && plain.threshold == flat.threshold &&
+                plain.first == flat.first && plain.scale == flat.scale && plain.token_positions == nullptr));
+    const gpu::dropout_mask m = state.mask(p, 2, 1, proj::up, std::size_t(in), positions.data());
+    const counter_rng rng(77, (3 * 2 + 1) * 7 + 5);
+    const auto x = random_tensor<float>({index_t(n)}, 63), g = random_tensor<float>({index_t(n)}, 64);
+    std::vector<float> out(static_cast<std::size_t>(n)), dx(out.size(), 0.5f);
+    gpu::dropout_rows(out.data(), x.data.data(), n, m);
+    gpu::dropout_backward_rows(dx.data(), g.data.data(), n, m);
+    const float scale = float(1.0 / (1.0 - double(p)));
+    long long off = 0, differs_from_flat = 0;
+    for (long long i = 0; i < n; ++i) {
+        const std::size_t at = std::size_t(i);
+        const long long t = i / in, column = i % in;
+        const std::uint64_t position = std::uint64_t(9 * in + positions[std::size_t(t)] * in + column);
+        const bool keep = double(rng.at(position) >> 11) * 0x1.0p-53 >= double(p);
+        off += gpu::dropout_keeps(m, i) != keep;
+        off += out[at] != (keep ? x.data[at] * scale : 0.0f);
+        off += dx[at] != (keep ? 0.5f + g.data[at] * scale : 0.5f);
+        differs_from_flat += gpu::dropout_keeps(flat, i) != keep;
+    }
+    BOOST_TEST(off == 0);
+    BOOST_TEST(differs_from_flat > n / 10); // the positions matter: about 2 p (1 - p) of the elements differ
 }
 
 BOOST_AUTO_TEST_SUITE_END()

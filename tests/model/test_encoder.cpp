@@ -30,6 +30,7 @@
 #include <cstring>
 #include <fstream>
 #include <memory>
+#include <numeric>
 #include <optional>
 
 #include <unistd.h>
@@ -972,6 +973,19 @@ BOOST_AUTO_TEST_CASE(qlora_encoder_checkpoint_keeps_the_nf4_bytes) {
     fs::remove_all(dir);
 }
 
+// 09's adapter with LoRA dropout 0.1 (09 has none: its gradient cache embeds each text twice), and over an NF4 base.
+struct tiny_encoder_lora_dropout {
+    static constexpr lora_config value{
+        .rank = 4, .alpha = 8, .dropout = 0.1f, .targets = lora_attention | lora_up | lora_down};
+};
+struct tiny_encoder_qlora_dropout {
+    static constexpr lora_config value{.rank = 4,
+                                       .alpha = 8,
+                                       .dropout = 0.1f,
+                                       .targets = lora_attention | lora_up | lora_down,
+                                       .quantized_base = true};
+};
+
 // LoRA on the device's contrastive step (encoder_plan_options::lora through ranking_step_shape::lora) on the CPU
 // executor against tl::encoder with the same adapter (rank 4, alpha 8, every projection: 09_retrieval's targets) and
 // the CPU's sentence_encoder + embed::ranking_step + clip_grad_norm + tl::adamw, from the same weights (B drawn, not
@@ -979,15 +993,19 @@ BOOST_AUTO_TEST_CASE(qlora_encoder_checkpoint_keeps_the_nf4_bytes) {
 // within 1e-4 of its tensor's scale, the frozen base without gradients (only the adapter trains); then two clipped
 // AdamW steps (gpu::ranking_adamw, 09's options): the adapters within 2e-2 of the learning rate of the CPU's, both
 // moments of every tensor tl::adamw keeps (by its names) within 1e-4 of their scale, the base bit for bit unchanged.
+// With LoRA dropout, each step draws new masks on both sides (the training-forward counts checked equal): the
+// device's tokens take the masks of their places in the CPU's layout, sentence_encoder's texts end to end (cpu_pack)
+// or its (texts, 7) rows, whether the device's rows are one text each (padded to 8) or packed (device_packed).
 template <class Adapter>
-void check_lora_ranking_step_on_the_cpu(const char* what) {
+void check_lora_ranking_step_on_the_cpu(const char* what, bool cpu_pack = true, bool device_packed = false) {
     using config = tl_test::tiny_bert_config;
     const model_config& c = config::value;
     const index_t pairs = 2, negatives = 1, time = 7, n = pairs * (2 + negatives);
     counter_rng rng(31); // the texts, then the adapters' B
     const embed::token_batch tokens = random_texts(c, n, time, rng);
     const auto tokenize = [&](std::span<const std::string>, index_t) { return tokens; };
-    const embed::sentence_config sc{.pooling = pooling_mode::mean, .normalize = true, .max_length = 8};
+    const embed::sentence_config sc{
+        .pooling = pooling_mode::mean, .normalize = true, .max_length = 8, .pack = cpu_pack};
     const embed::ranking_loss_options loss_options{.scale = 20, .symmetric = true};
     const adamw_options options{.lr = 1e-3, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-6, .weight_decay = 0.01};
     const std::vector<std::string> texts(static_cast<std::size_t>(n));
@@ -1016,7 +1034,8 @@ void check_lora_ranking_step_on_the_cpu(const char* what) {
         nf4_bytes.push_back(std::move(b));
     }
     BOOST_TEST(nf4_bytes.size() == (Adapter::value.quantized_base ? 6u * std::size_t(c.n_layers) : 0u));
-    gpu::ranking_step<gpu::cpu_ops> step(c, sc, {.pairs = 3, .negatives = negatives, .lora = Adapter::value});
+    gpu::ranking_step<gpu::cpu_ops> step(
+        c, sc, {.pairs = 3, .negatives = negatives, .lora = Adapter::value, .packed = device_packed});
     gpu::ranking_adamw<gpu::cpu_ops> opt(step, options);
     step.load_from(model);
     BOOST_TEST(step.encoder().trainable_layout().size() == model.trainable_entries().size());
@@ -1057,6 +1076,8 @@ void check_lora_ranking_step_on_the_cpu(const char* what) {
         BOOST_TEST(std::abs(step_norm - norm) <= 1e-5 * norm, "step " << k << ": gradient norm " << step_norm);
         cpu_opt.step(1e-3);
         opt.step(1e-3);
+        BOOST_TEST(step.encoder().dropout_calls() == model.dropout_calls());
+        BOOST_TEST(model.dropout_calls() == (Adapter::value.dropout > 0 ? std::uint64_t(k + 1) : 0u));
         BOOST_TEST_MESSAGE(what << ", step " << k << ": loss " << step_loss << " (CPU " << loss
                                 << "), adapter gradients within " << worst << " of their scale");
     }
@@ -1115,6 +1136,174 @@ BOOST_AUTO_TEST_CASE(cuda_ranking_step_with_lora_on_the_cpu_matches_the_sentence
 // untouched on both sides.
 BOOST_AUTO_TEST_CASE(cuda_ranking_step_with_qlora_on_the_cpu_matches_the_sentence_encoder) {
     check_lora_ranking_step_on_the_cpu<tiny_encoder_qlora>("QLoRA");
+}
+
+// LoRA dropout 0.1 on the device's contrastive step (encoder_step's masks, keyed by the CPU's token layout) against
+// tl::encoder's, by the LoRA case's checks over two steps with new masks each: the CPU's texts end to end and the
+// device's one per row; the CPU's padded rows and the device's packed ones; and QLoRA with dropout.
+BOOST_AUTO_TEST_CASE(cuda_ranking_step_with_lora_dropout_on_the_cpu_matches_the_sentence_encoder) {
+    check_lora_ranking_step_on_the_cpu<tiny_encoder_lora_dropout>("LoRA dropout, CPU packed, device padded");
+    check_lora_ranking_step_on_the_cpu<tiny_encoder_lora_dropout>("LoRA dropout, CPU padded, device packed", false,
+                                                                  true);
+    check_lora_ranking_step_on_the_cpu<tiny_encoder_qlora_dropout>("QLoRA dropout, CPU packed, device packed", true,
+                                                                   true);
+}
+
+// encoder_step alone with LoRA dropout 0.1 (tiny_encoder_lora_dropout) on the CPU executor against tl::encoder given
+// the same (2, 8) rows (one padded): no dropout_positions, so each token keys its mask by its own place, as the CPU
+// encoder's. Three training forwards and backwards from a random d hidden (new masks each, the counts 1, 2, 3 on both):
+// hidden states within 1e-5 and every adapter gradient within 1e-4 of its scale; then the third forward again at its
+// count with dropout_positions the identity: the same bits.
+BOOST_AUTO_TEST_CASE(cuda_encoder_step_with_lora_dropout_matches_the_encoder) {
+    using config = tl_test::tiny_bert_config;
+    const model_config& c = config::value;
+    encoder<config, default_backend, tiny_encoder_lora_dropout> model(42);
+    const index_t B = 2, T = 8, d = c.d_model;
+    owned<token_t> ids({B, T}), types({B, T});
+    owned<index_t> lengths({B});
+    lengths.data = {8, 5};
+    owned<float> dh({B * T, d});
+    counter_rng rng(19);
+    for (auto& v : ids.data)
+        v = token_t(rng.below(std::uint64_t(c.vocab_size)));
+    for (auto& v : types.data)
+        v = token_t(rng.below(std::uint64_t(c.type_vocab_size)));
+    for (auto& v : dh.data)
+        v = float(rng.normal());
+    for (const parameter_entry& e : model.parameter_entries()) // B drawn: every adapter gradient non-zero
+        if (e.name.find("lora_B") != std::string::npos)
+            for (index_t i = 0; i < e.value.numel(); ++i)
+                e.value[i] = float(0.3 * rng.normal());
+    gpu::encoder_plan_options o;
+    o.batch = B, o.time = T, o.bf16_weights = false, o.lora = tiny_encoder_lora_dropout::value;
+    const gpu::arena_plan plan = gpu::plan_encoder_step(c, o);
+    std::vector<std::byte> memory(plan.bytes());
+    gpu::cpu_ops ex;
+    gpu::encoder_step<gpu::cpu_ops> step(c, o, plan, memory.data(), ex);
+    for (const parameter_entry& e : model.parameter_entries())
+        std::copy_n(e.value.data, e.value.numel(), step.parameter(e.name));
+    step.parameters_changed();
+    BOOST_TEST(step.dropout_seed() != model.dropout_seed()); // tl::encoder(0)'s key against seed 42's
+    step.set_dropout_seed(model.dropout_seed());
+    auto difference = [](const float* a, const float* b, index_t n) {
+        double err = 0, scale = 0;
+        for (index_t i = 0; i < n; ++i) {
+            err = std::max(err, std::abs(double(a[i]) - double(b[i])));
+            scale = std::max(scale, std::abs(double(b[i])));
+        }
+        return std::pair{err, scale};
+    };
+    for (int k = 0; k < 3; ++k) {
+        model.zero_grad();
+        const cview<float> h = model.forward(ids, lengths.cv(), types, true);
+        const std::vector<float> hidden(h.data, h.data + h.numel());
+        model.backward_from_hidden(dh.cv());
+        step.zero_gradients();
+        const auto [herr, hscale] =
+            difference(step.forward(ids.data.data(), lengths.data.data(), types.data.data()), hidden.data(), B * T * d);
+        step.backward(dh.data.data());
+        BOOST_TEST(step.dropout_calls() == model.dropout_calls());
+        BOOST_TEST(model.dropout_calls() == std::uint64_t(k + 1));
+        BOOST_TEST(herr <= 1e-5 * hscale, "forward " << k << ": hidden states " << herr << " against " << hscale);
+        double worst = 0;
+        for (const parameter_entry& e : model.trainable_entries()) {
+            const auto [err, scale] = difference(step.gradient(e.name), e.grad.data, e.grad.numel());
+            BOOST_TEST(scale > 0.0, e.name);
+            BOOST_TEST(err <= 1e-4 * scale, "forward " << k << ", " << e.name << ": " << err << " against " << scale);
+            worst = std::max(worst, err / scale);
+        }
+        BOOST_TEST_MESSAGE("encoder_step with LoRA dropout 0.1, forward "
+                           << k << ": hidden states within " << herr / hscale << " of their scale, adapter gradients "
+                           << worst << " of theirs");
+    }
+    const std::vector<float> last(step.hidden(), step.hidden() + B * T * d);
+    std::vector<std::int64_t> identity(static_cast<std::size_t>(B * T));
+    std::iota(identity.begin(), identity.end(), 0);
+    step.set_dropout_calls(2);
+    step.forward(ids.data.data(), lengths.data.data(), types.data.data(), nullptr, 0, identity.data());
+    BOOST_TEST(std::memcmp(step.hidden(), last.data(), last.size() * sizeof(float)) == 0);
+    BOOST_TEST(step.dropout_calls() == 3u);
+}
+
+// A device run with LoRA dropout stopped after two steps and resumed from its checkpoint (train/checkpoint.hpp: the
+// masks' key and training-forward count in trainer_state.json, through store_into and load_from) by a step loaded
+// from an encoder of other weights and another dropout key: steps 3 and 4 draw the uninterrupted run's masks, so the
+// adapter and AdamW's moments end bit for bit as that run's, and the count is 4 on both.
+BOOST_AUTO_TEST_CASE(cuda_ranking_step_with_lora_dropout_resumes_bit_for_bit) {
+    using config = tl_test::tiny_bert_config;
+    using model_t = encoder<config, default_backend, tiny_encoder_lora_dropout>;
+    using step_t = gpu::ranking_step<gpu::cpu_ops>;
+    const model_config& c = config::value;
+    const index_t pairs = 2, negatives = 1, time = 7, n = pairs * (2 + negatives);
+    const embed::sentence_config sc{.pooling = pooling_mode::mean, .normalize = true, .max_length = 8};
+    const embed::ranking_loss_options loss{.scale = 20, .symmetric = true};
+    const adamw_options options{.lr = 1e-3, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-6, .weight_decay = 0.01};
+    const gpu::ranking_step_shape shape{
+        .pairs = pairs, .negatives = negatives, .lora = tiny_encoder_lora_dropout::value};
+    auto train = [&](step_t& step, gpu::ranking_adamw<gpu::cpu_ops>& opt, long long from, long long to) {
+        for (long long k = from; k < to; ++k) {
+            step.zero_gradients();
+            BOOST_TEST_REQUIRE(
+                std::isfinite(step.forward_backward(random_texts(c, n, time, 100 + std::uint64_t(k)), pairs, loss)));
+            step.clip_gradients(1.0);
+            opt.step(1e-3);
+        }
+    };
+    auto state_of = [](step_t& step) { // the adapter and its moments, in the adapter's layout order
+        std::vector<float> out;
+        for (const gpu::parameter_slice& s : step.encoder().adapter_layout())
+            for (const float* p :
+                 {step.parameter(s.name), step.encoder().first_moment(s.name), step.encoder().second_moment(s.name)})
+                out.insert(out.end(), p, p + s.size());
+        return out;
+    };
+    auto drawn = [&](model_t& model) { // B drawn (peft's zeros would leave A's gradient 0), the same for every model
+        counter_rng rng(31);
+        for (const parameter_entry& e : model.parameter_entries())
+            if (e.name.find("lora_B") != std::string::npos)
+                for (index_t i = 0; i < e.value.numel(); ++i)
+                    e.value[i] = float(0.3 * rng.normal());
+    };
+
+    model_t straight_model(42);
+    drawn(straight_model);
+    step_t straight(c, sc, shape);
+    gpu::ranking_adamw<gpu::cpu_ops> straight_opt(straight, options);
+    straight.load_from(straight_model);
+    train(straight, straight_opt, 0, 4);
+    BOOST_TEST(straight.encoder().dropout_calls() == 4u);
+
+    const fs::path dir = fs::temp_directory_path() / ("tinylm_lora_dropout_ranking_" + std::to_string(::getpid()));
+    fs::remove_all(dir);
+    std::uint64_t key = 0;
+    {
+        model_t model(42);
+        drawn(model);
+        key = model.dropout_seed();
+        step_t step(c, sc, shape);
+        gpu::ranking_adamw<gpu::cpu_ops> opt(step, options);
+        step.load_from(model);
+        train(step, opt, 0, 2);
+        step.store_into(model);
+        BOOST_TEST(model.dropout_calls() == 2u);
+        save_training_checkpoint(model, opt, {.step = 2}, dir);
+    }
+    model_t model(7); // other weights and another dropout key: the checkpoint's must replace them
+    BOOST_TEST_REQUIRE(model.dropout_seed() != key);
+    step_t resumed(c, sc, shape);
+    gpu::ranking_adamw<gpu::cpu_ops> opt(resumed, options);
+    resumed.load_from(model);
+    BOOST_TEST(load_training_checkpoint(model, opt, dir).step == 2);
+    resumed.load_from(model);
+    BOOST_TEST(resumed.encoder().dropout_seed() == key);
+    BOOST_TEST(resumed.encoder().dropout_calls() == 2u);
+    train(resumed, opt, 2, 4);
+    BOOST_TEST(resumed.encoder().dropout_calls() == 4u);
+    const std::vector<float> a = state_of(resumed), b = state_of(straight);
+    BOOST_TEST_REQUIRE(a.size() == b.size());
+    BOOST_TEST(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0,
+               "a resumed run differs from an uninterrupted one");
+    fs::remove_all(dir);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

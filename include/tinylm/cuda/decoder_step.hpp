@@ -56,8 +56,8 @@
 #include <tinylm/cuda/attention_row.hpp>
 #include <tinylm/cuda/blas.hpp>
 #include <tinylm/cuda/decoder_plan.hpp>
-#include <tinylm/cuda/dropout_row.hpp>
 #include <tinylm/cuda/flat_step.hpp>
+#include <tinylm/cuda/lora_dropout.hpp>
 #include <tinylm/cuda/nf4_row.hpp>
 #include <tinylm/cuda/row_math.hpp>
 #include <tinylm/ops/attention.hpp>
@@ -168,11 +168,11 @@ public:
     // LoRA dropout's state, as tl::decoder's (model/projection_table.hpp), which a checkpoint saves and restores: the
     // masks' key (by default tl::decoder(seed 0)'s), the training forwards so far (forward_backward counts them
     // before its forward, loss() does not), and the rows of the global batch before this process's (data parallel).
-    std::uint64_t dropout_seed() const { return dropout_seed_; }
-    void set_dropout_seed(std::uint64_t s) { dropout_seed_ = s; }
-    std::uint64_t dropout_calls() const { return dropout_calls_; }
-    void set_dropout_calls(std::uint64_t n) { dropout_calls_ = n; }
-    void set_dropout_row_offset(long long rows) { dropout_row0_ = rows; }
+    std::uint64_t dropout_seed() const { return dropout_.seed; }
+    void set_dropout_seed(std::uint64_t s) { dropout_.seed = s; }
+    std::uint64_t dropout_calls() const { return dropout_.calls; }
+    void set_dropout_calls(std::uint64_t n) { dropout_.calls = n; }
+    void set_dropout_row_offset(long long rows) { dropout_.row0 = rows; }
 
     // Validation: the mean loss over counted targets, forward and the head's loss only (no gradient is touched).
     // Arguments as forward_backward's. rows (experts only): the first `rows` sequences are the batch, the others
@@ -210,7 +210,7 @@ public:
         const long long count = upload_inputs(ids, targets, documents);
 
         refresh_bf16_weights();
-        if (lora_ && o_.lora.dropout > 0) ++dropout_calls_; // as tl::decoder counts its training forwards
+        if (lora_ && o_.lora.dropout > 0) ++dropout_.calls; // as tl::decoder counts its training forwards
         training_ = true;
         forward();
         if (moe_ && sum_balance_) use_global_balance();
@@ -407,10 +407,7 @@ private:
     }
     // tl::projection's mask of projection p of layer l in this training forward.
     dropout_mask dropout_mask_of(int l, proj p) const {
-        const auto in = std::uint64_t(projection_shape(c_, p).in);
-        const std::uint64_t stream = lora_dropout_stream(dropout_calls_, std::uint64_t(c_.n_layers), std::uint64_t(l),
-                                                         std::uint64_t(p), lora_target_count);
-        return make_dropout_mask(dropout_seed_, stream, o_.lora.dropout, std::uint64_t(dropout_row0_) * in);
+        return dropout_.mask(o_.lora.dropout, c_.n_layers, l, p, projection_shape(c_, p).in);
     }
     // dropout(input of p) into scratch.lora.x; returns its operand (bf16 products: its copy in scratch.bf16.lora_x).
     const void* dropped_input(int l, proj p) {
@@ -805,8 +802,7 @@ private:
     long long n_ = 0, rows_ = 0;
     bool documents_ = false, base_stale_ = true, adapter_stale_ = true;
     // LoRA dropout: tl::decoder(seed 0)'s key by default; training_ while forward_backward runs.
-    std::uint64_t dropout_seed_ = mix64(0x4c6f5241ull), dropout_calls_ = 0;
-    long long dropout_row0_ = 0;
+    lora_dropout_state dropout_;
     bool training_ = false;
     // experts: each layer's offsets (E + 1, read back after its dispatch), the balances' slot counts (host), the
     // balancing loss of the last forward, its gradient's daux (nonzero: the router adds it), the balancing loss's

@@ -7,6 +7,11 @@
 // The same here: counter_hash (core/counter_hash.hpp) is counter_rng's value function, and "uniform >= p" is
 // compared in integers, (value >> 11) >= ceil(p 2^53), which is the same test (value >> 11 is an integer and
 // p 2^53 is exact in double), so the masks are the CPU's bit for bit.
+//
+// A step whose rows lay the tokens out otherwise than the CPU model that it reproduces (the device ranking step's
+// padded or first-fit rows against sentence_encoder's texts end to end) gives each of its rows the row the CPU holds
+// it in (token_positions, `width` = in elements per row): element i of row t then draws the CPU's counter position
+// first + token_positions[t] in + (i - t in).
 #pragma once
 
 #include <tinylm/core/counter_hash.hpp>
@@ -22,6 +27,9 @@ struct dropout_mask {
     std::uint64_t threshold = 0; // element kept when (its value >> 11) >= threshold
     std::uint64_t first = 0;     // the counter position of element 0 (row0 * in)
     float scale = 1.0f;          // 1 / (1 - p), applied to the kept elements
+    // Optional (memory of the executor that draws the mask): each row's row in the CPU's layout; null: row t is t.
+    const std::int64_t* token_positions = nullptr;
+    std::uint64_t width = 0; // elements per row (the projection's in), with token_positions
 };
 
 // tl::projection's stream: (training forward count, layer, projection index in lora_target's order).
@@ -39,8 +47,14 @@ inline dropout_mask make_dropout_mask(std::uint64_t seed, std::uint64_t stream, 
     return m;
 }
 
+// The counter position of element i.
+TINYLM_HD inline std::uint64_t dropout_position(const dropout_mask& m, long long i) {
+    if (m.token_positions == nullptr) return m.first + std::uint64_t(i);
+    const std::uint64_t row = std::uint64_t(i) / m.width;
+    return m.first + std::uint64_t(m.token_positions[row]) * m.width + (std::uint64_t(i) - row * m.width);
+}
 TINYLM_HD inline bool dropout_keeps(const dropout_mask& m, long long i) {
-    return (counter_hash(m.seed, m.stream, m.first + std::uint64_t(i)) >> 11) >= m.threshold;
+    return (counter_hash(m.seed, m.stream, dropout_position(m, i)) >> 11) >= m.threshold;
 }
 // Forward: element i of dropout(x).
 TINYLM_HD inline float dropout_value(const dropout_mask& m, float x, long long i) {

@@ -12,6 +12,9 @@
 //                 With LoRA (A elements of encoder_adapter_layout): adapter 4 A, and gradients, adam.m, adam.v 4 A
 //                 each instead of 4 P (the base is frozen); adapter.bf16 2 A and scratch.bf16.lora 2 N r (bf16);
 //                 scratch.lora.t 4 N r; per layer and targeted projection p, layer.l.lora.p (x A^T, N r f32).
+//                 LoRA dropout (p > 0): scratch.lora.x, 4 N w (w: the widest input of a targeted projection), the
+//                 dropped input of one projection at a time (and its masked input gradient), scratch.bf16.lora_x 2 N w
+//                 (bf16); dropout_positions (int64 N: each token's place in the CPU model's layout, dropout_row.hpp)
 //   bf16 operands scratch.bf16.a, scratch.bf16.b: 2 N max(d, q, f) bytes each (bf16 option)
 //   inputs        ids, type_ids, position_ids (int32 N), key_lengths (int64 B), doc_start (int64 N), and per table
 //                 (word, position, type) the host's token_groups: embedding.<table>.tokens / .offsets / .positions
@@ -158,8 +161,8 @@ struct encoder_plan_options {
     bool bf16_weights = true; // bf16 mixed precision: the products read bf16 copies of their operands
     // LoRA (rank > 0): the base is frozen (no gradients, no moments) and the adapter trains: gradients and AdamW's
     // moments cover the adapter's block. quantized_base (QLoRA): the projection weights in NF4 (encoder_nf4_layout),
-    // dequantised into one scratch weight right before each product, as decoder_step does. No dropout
-    // (09_retrieval's adapters have none: its gradient cache embeds each text twice and needs both the same).
+    // dequantised into one scratch weight right before each product, as decoder_step does. dropout in [0, 1):
+    // tl::encoder's masks (encoder_step.hpp), in every forward (each is a training forward).
     lora_config lora{};
     attention_path attention = attention_path::products;
     long long attention_sequences = 0; // sequences per chunk of attention scores (products); 0: the whole batch
@@ -185,7 +188,7 @@ inline arena_plan plan_encoder_step(const model_config& c, const encoder_plan_op
     refuse(c.moe.n_experts == 0, "mixtures of experts are not supported");
     refuse(o.lora.rank >= 0 && (o.lora.rank == 0 || (o.lora.alpha > 0 && encoder_lora_targets(o.lora) != 0)),
            "LoRA needs alpha > 0 and a target");
-    refuse(o.lora.dropout == 0, "LoRA dropout is not supported on the device encoder yet");
+    refuse(o.lora.dropout >= 0 && o.lora.dropout < 1, "LoRA dropout must be in [0, 1)");
     refuse(!o.lora.trainable_embeddings, "LoRA with trainable embeddings is not supported on the device encoder");
     check(o.batch > 0 && o.time > 0 && o.time <= c.max_seq_len && o.attention_sequences >= 0, [&] {
         std::string m = "gpu::plan_encoder_step: batch ";
@@ -267,6 +270,14 @@ inline arena_plan plan_encoder_step(const model_config& c, const encoder_plan_op
             if ((targets >> t) & 1u) plan.add_array<float>(at + "lora." + lora_names[t], n * r);
     }
     if (r > 0) plan.add_array<float>("scratch.lora.t", n * r);
+    if (r > 0 && o.lora.dropout > 0) { // one projection's dropped input at a time
+        std::size_t widest = 0;
+        for (int t = 0; t < lora_target_count; ++t)
+            if ((targets >> t) & 1u) widest = std::max(widest, projection_shape(c, proj(t)).in);
+        plan.add_array<float>("scratch.lora.x", n * widest);
+        if (o.bf16_weights) plan.add_array<std::uint16_t>("scratch.bf16.lora_x", n * widest);
+        plan.add_array<std::int64_t>("dropout_positions", n);
+    }
     plan.add_array<float>("hidden", n * d);
     plan.add_array<float>("dhidden", n * d);
 

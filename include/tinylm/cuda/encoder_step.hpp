@@ -22,7 +22,7 @@
 // products, everything else f32. BertModel's pooler is carried in "parameters" (a saved folder keeps it) but, as in
 // tl::encoder, frozen: its gradient stays 0 and AdamW skips it.
 //
-// LoRA (encoder_plan_options::lora; decoder_step's block, without dropout): each targeted projection adds
+// LoRA (encoder_plan_options::lora; decoder_step's block): each targeted projection adds
 // scale (x A^T) B^T, scale = alpha / rank, with x A^T kept for the backward; the base is frozen, so the backward skips
 // every base gradient (projections, biases, LayerNorms, the embedding tables and their LayerNorm, whose input
 // gradient nothing needs) and computes t = dy B, dB += scale dy^T (x A^T), dA += scale t^T x, dx += scale t A.
@@ -32,7 +32,15 @@
 // QLoRA (lora.quantized_base): the frozen projection weights are held in NF4 (encoder_nf4_layout; set_quantized_weight
 // takes tl::encoder's quantized_weight, double quantisation) and dequantised into scratch.nf4 right before each
 // product that reads them (the forward's x W^T, the backward's dy W), decoder_step's way (nf4_row.hpp's arithmetic,
-// tl::dequantize's values); biases, LayerNorms and embeddings stay f32 in "parameters". No LoRA dropout.
+// tl::dequantize's values); biases, LayerNorms and embeddings stay f32 in "parameters".
+//
+// LoRA dropout (lora.dropout > 0): every forward is a training forward (the step keeps its activations for
+// backward), so each counts one before it runs and each adapter reads dropout(x), tl::encoder's masks bit for bit as
+// decoder_step draws tl::decoder's (lora_dropout.hpp's state, dropout_row.hpp's masks: the same key, training-forward
+// count, layer, projection and element; the default key is tl::encoder(seed 0)'s): dropout(x) into scratch.lora.x for
+// x A^T, drawn again in the backward for dA and for the masked input gradient scale (t A) * mask. The masks are keyed
+// by each token's place in tl::encoder's (rows, T) batch: forward's dropout_positions gives it where the caller's
+// CPU model lays the tokens out otherwise (the ranking step: sentence_encoder packs the texts end to end).
 #pragma once
 
 #include <tinylm/cuda/attention_products.hpp>
@@ -40,6 +48,7 @@
 #include <tinylm/cuda/blas.hpp>
 #include <tinylm/cuda/encoder_plan.hpp>
 #include <tinylm/cuda/flat_step.hpp>
+#include <tinylm/cuda/lora_dropout.hpp>
 #include <tinylm/cuda/nf4_row.hpp>
 #include <tinylm/cuda/row_math.hpp>
 #include <tinylm/optim/adamw.hpp>
@@ -115,6 +124,15 @@ public:
     // products. adamw_step does this itself.
     void parameters_changed() { base_stale_ = adapter_stale_ = true; }
 
+    // LoRA dropout's state, as tl::encoder's (model/projection_table.hpp), which a checkpoint saves and restores: the
+    // masks' key (by default tl::encoder(seed 0)'s), the training forwards so far (forward counts one before it runs),
+    // and the rows of the global batch before this process's (data parallel).
+    std::uint64_t dropout_seed() const { return dropout_.seed; }
+    void set_dropout_seed(std::uint64_t s) { dropout_.seed = s; }
+    std::uint64_t dropout_calls() const { return dropout_.calls; }
+    void set_dropout_calls(std::uint64_t n) { dropout_.calls = n; }
+    void set_dropout_row_offset(long long rows) { dropout_.row0 = rows; }
+
     // The hidden states of the last forward (rows T, d), and a buffer of that shape in Ex's memory for a caller's
     // d loss / d hidden; both in the arena.
     const float* hidden() const { return f("hidden"); }
@@ -125,10 +143,12 @@ public:
     // doc_start (rows * T, host, optional): rows packed with several texts, as tl::encoder takes them: for each token
     // the index in its row of its text's first token; attention stays inside each text and positions restart at
     // each text's start. rows: the rows this batch fills (0: the plan's batch); only those are computed, forward and
-    // backward, so a batch of fewer rows (texts packed end to end) costs only its rows. Returns hidden() (rows T, d).
+    // backward, so a batch of fewer rows (texts packed end to end) costs only its rows. dropout_positions (rows * T,
+    // host, optional; LoRA dropout only): for each token its index in the flat token layout of the CPU model whose
+    // masks this forward draws (absent: its index here, as tl::encoder given these rows). Returns hidden() (rows T, d).
     const float* forward(const std::int32_t* ids, const std::int64_t* key_lengths = nullptr,
                          const std::int32_t* type_ids = nullptr, const std::int64_t* doc_start = nullptr,
-                         long long rows = 0) {
+                         long long rows = 0, const std::int64_t* dropout_positions = nullptr) {
         check(rows >= 0 && rows <= o_.batch, [&] {
             return "encoder_step: " + std::to_string(rows) + " rows, the plan has " + std::to_string(o_.batch);
         });
@@ -176,6 +196,10 @@ public:
             if (lora_ && adapter_stale_) convert_block("adapter");
             base_stale_ = adapter_stale_ = false;
         }
+        mapped_dropout_ = dropping() && dropout_positions != nullptr;
+        if (mapped_dropout_)
+            ex_.upload(buf("dropout_positions"), dropout_positions, std::size_t(n) * sizeof(std::int64_t));
+        if (dropping()) ++dropout_.calls; // as tl::encoder counts its training forwards
         run_forward();
         has_forward_ = true;
         return hidden();
@@ -279,8 +303,9 @@ private:
         if (!targeted(p)) return;
         const long long r = o_.lora.rank;
         float* u = adapter_input(l, p);
-        matmul_args g; // u (N, r) = x A^T, kept for the backward
-        g.trans_b = true, g.m = n_, g.n = r, g.k = (long long)in, g.a = x, g.lda = (long long)in;
+        matmul_args g; // u (N, r) = x A^T (with dropout: dropout(x) A^T), kept for the backward
+        g.trans_b = true, g.m = n_, g.n = r, g.k = (long long)in, g.a = dropping() ? dropped_input(l, p) : x;
+        g.lda = (long long)in;
         g.b = weight_operand(parameter(m + ".lora_A.weight")), g.ldb = (long long)in, g.c = u, g.ldc = r;
         run(g);
         matmul_args h; // y += scale u B^T
@@ -316,13 +341,47 @@ private:
         const void* t_operand = operand(t, n_ * r, "scratch.bf16.lora"); // u's copy is done
         matmul_args da;                                                  // dA (r, in) += scale t^T x
         da.trans_a = true, da.m = r, da.n = (long long)in, da.k = n_, da.alpha = s, da.a = t_operand, da.lda = r;
-        da.b = x, da.ldb = (long long)in, da.beta = 1, da.c = gradient(m + ".lora_A.weight"), da.ldc = (long long)in;
+        da.b = dropping() ? dropped_input(l, p) : x, da.ldb = (long long)in, da.beta = 1;
+        da.c = gradient(m + ".lora_A.weight"), da.ldc = (long long)in;
         run(da);
-        matmul_args dxa; // dx += scale t A
+        matmul_args dxa; // dx += scale t A (with dropout: its masked form, through scratch.lora.x, read by da above)
         dxa.m = n_, dxa.n = (long long)in, dxa.k = r, dxa.alpha = s, dxa.a = t_operand, dxa.lda = r;
         dxa.b = weight_operand(parameter(m + ".lora_A.weight")), dxa.ldb = (long long)in, dxa.beta = 1, dxa.c = dx;
         dxa.ldc = (long long)in;
+        if (dropping()) dxa.beta = 0, dxa.c = f("scratch.lora.x");
         run(dxa);
+        if (dropping()) ex_.dropout_backward(dx, f("scratch.lora.x"), n_ * (long long)in, dropout_mask_of(l, p));
+    }
+
+    // ---- LoRA dropout ----
+    bool dropping() const { return lora_ && o_.lora.dropout > 0; }
+    // The f32 input of projection p of layer l (its saved activation).
+    const float* projection_input(int l, proj p) const {
+        switch (p) {
+        case proj::q:
+        case proj::k:
+        case proj::v:
+            return layer(l, "x");
+        case proj::o:
+            return layer(l, "attn");
+        case proj::up:
+            return layer(l, "normed1");
+        case proj::gate: // BERT has none (encoder_lora_targets drops it)
+        case proj::down:
+            break;
+        }
+        return layer(l, "act");
+    }
+    // tl::encoder's mask of projection p of layer l in this training forward.
+    dropout_mask dropout_mask_of(int l, proj p) const {
+        return dropout_.mask(o_.lora.dropout, c_.n_layers, l, p, projection_shape(c_, p).in,
+                             mapped_dropout_ ? as<std::int64_t>("dropout_positions") : nullptr);
+    }
+    // dropout(input of p) into scratch.lora.x; returns its operand (bf16 products: its copy in scratch.bf16.lora_x).
+    const void* dropped_input(int l, proj p) {
+        const long long count = n_ * (long long)projection_shape(c_, p).in;
+        ex_.dropout_forward(f("scratch.lora.x"), projection_input(l, p), count, dropout_mask_of(l, p));
+        return operand(f("scratch.lora.x"), count, "scratch.bf16.lora_x");
     }
 
     attention_dims dims() const {
@@ -435,6 +494,8 @@ private:
     long long rows_ = 0, n_ = 0;      // the last forward's rows and tokens (rows_ T)
     long long groups_[3] = {0, 0, 0}; // distinct indices of the word, position and type groups
     bool base_stale_ = true, adapter_stale_ = true, padded_ = false, packed_ = false, has_forward_ = false;
+    lora_dropout_state dropout_;
+    bool mapped_dropout_ = false; // the last forward's masks keyed by dropout_positions
 };
 
 } // namespace tl::gpu

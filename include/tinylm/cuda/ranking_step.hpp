@@ -15,6 +15,13 @@
 // LoRA (ranking_step_shape::lora, encoder_step's adapters): the base frozen, the adapter trained; load_from and
 // store_into then also carry the adapter's matrices, by tl::encoder's names, from and to a tl::encoder with the same
 // lora_config, and AdamW (and a checkpoint's moments) covers the adapter only, as tl::adamw on that encoder.
+// LoRA dropout (lora.dropout > 0): the masks of tl::encoder under the CPU's sentence_encoder with the same
+// sentence_config (its texts end to end in one row when sentence_config::pack, else its (texts, tokens.time) rows):
+// each real token draws the mask of its place there (encoder_step's dropout_positions), so the device's padded or
+// first-fit rows change nothing; padding, which reaches no text's embedding and gets no gradient, draws any. load_from
+// and store_into carry the masks' key and training-forward count, so a checkpoint resumes with the same masks. This is
+// the plain step's dropout (embed::ranking_step with mini_batch_size 0): the gradient cache embeds each text twice, and
+// with dropout the two passes differ.
 // QLoRA (lora.quantized_base): load_from also copies the host encoder's NF4 projection weights (its quantized_entries)
 // to the device, which dequantises them for each product; store_into writes back the adapter and the f32 rest only.
 //
@@ -51,6 +58,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <numeric>
 #include <string>
 #include <vector>
 
@@ -174,6 +182,10 @@ public:
                   quantized == encoder_.quantized_layout().size(),
               "gpu::ranking_step::load_from: the host model lacks some parameters of the device encoder (another "
               "configuration, LoRA or QLoRA?)");
+        if constexpr (requires { model.dropout_calls(); }) { // LoRA dropout's key and count (a checkpoint's)
+            encoder_.set_dropout_seed(model.dropout_seed());
+            encoder_.set_dropout_calls(model.dropout_calls());
+        }
         encoder_.parameters_changed();
     }
     // The device's parameters into the host model's entries of the same names.
@@ -182,6 +194,10 @@ public:
         for (const parameter_entry& e : model.parameter_entries()) {
             check_size("store_into", e);
             memory_.ex.download(e.value.data, encoder_.parameter(e.name), std::size_t(e.value.numel()) * sizeof(float));
+        }
+        if constexpr (requires { model.set_dropout_calls(std::uint64_t{}); }) {
+            model.set_dropout_seed(encoder_.dropout_seed());
+            model.set_dropout_calls(encoder_.dropout_calls());
         }
     }
 
@@ -217,7 +233,7 @@ public:
         repack(tokens);
         const float* hidden =
             encoder_.forward(ids_.data(), key_lengths_.data(), types_.empty() ? nullptr : types_.data(),
-                             shape_.packed ? doc_start_.data() : nullptr, packing_.rows);
+                             shape_.packed ? doc_start_.data() : nullptr, packing_.rows, dropout_positions_.data());
         Ex& ex = memory_.ex;
         ex.upload(buf("rank.starts"), starts_.data(), starts_.size() * sizeof(std::int64_t));
         ex.upload(buf("rank.lengths"), lengths_.data(), lengths_.size() * sizeof(std::int64_t));
@@ -295,7 +311,8 @@ private:
     // The tokenizer's rows (n x time) into the rows of the plan's time (pack_texts: one per text, or packed end to
     // end), padding id 0 and type 0: the encoder's ids, types, key_lengths (each row's tokens filled) and doc_start
     // (a text's first token in its row; padding after the last text is a text of its own that no text sees), and the
-    // pooling's segments: each text's first token and length, and each token's text (-1 on padding).
+    // pooling's segments: each text's first token and length, and each token's text (-1 on padding); and each token's
+    // place in the CPU sentence_encoder's layout, which keys its LoRA dropout mask (0 on padding).
     void repack(const embed::token_batch& t) {
         const long long T = options_.time, n = t.batch, tt = t.time;
         packing_ = pack_texts(t.lengths.data(), n, T, shape_.packed);
@@ -313,6 +330,8 @@ private:
         doc_start_.resize(tokens);
         key_lengths_.assign(packing_.used.begin(), packing_.used.end());
         starts_.resize(std::size_t(n)), lengths_.resize(std::size_t(n));
+        dropout_positions_.assign(tokens, 0);
+        long long cpu_at = 0; // sentence_encoder's place of text b's first token
         for (long long b = 0; b < n; ++b) {
             const auto i = std::size_t(b);
             const long long len = std::int64_t(t.lengths[i]), row = packing_.row[i], at = row * T + packing_.offset[i];
@@ -321,6 +340,9 @@ private:
             if (types) std::copy_n(t.type_ids.begin() + b * tt, len, types_.begin() + at);
             std::fill_n(owner_.begin() + at, len, std::int32_t(b));
             std::fill_n(doc_start_.begin() + at, len, packing_.offset[i]);
+            if (!sentence_.pack) cpu_at = b * tt; // its (texts, tokens.time) rows; packed: end to end
+            std::iota(dropout_positions_.begin() + at, dropout_positions_.begin() + at + len, cpu_at);
+            cpu_at += len;
         }
         for (long long r = 0; r < R; ++r) // the padding after a row's last text
             std::fill(doc_start_.begin() + r * T + packing_.used[std::size_t(r)], doc_start_.begin() + (r + 1) * T,
@@ -337,7 +359,7 @@ private:
     encoder_step<Ex> encoder_; // after plan_ and memory_: it keeps references to them
     text_packing packing_;
     std::vector<std::int32_t> ids_, types_, owner_;
-    std::vector<std::int64_t> doc_start_, key_lengths_, starts_, lengths_;
+    std::vector<std::int64_t> doc_start_, key_lengths_, starts_, lengths_, dropout_positions_;
     std::vector<double> terms_;
 };
 
