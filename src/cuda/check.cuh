@@ -11,8 +11,12 @@
 
 namespace tl::gpu::detail {
 
+// A failed call also stays CUDA's "last error" until cudaGetLastError reads it: read it here, or the next launch_check
+// would report this failure as its kernel's (a refused allocation, then any launch: "embedding_forward failed: out of
+// memory"). A fault that stays (a crashed kernel) is returned again by every later call anyway.
 inline void cuda_check(cudaError_t e, const char* what) {
     if (e == cudaSuccess) return;
+    (void)cudaGetLastError();
     std::string m = "cuda: ";
     m += what;
     m += " failed: ";

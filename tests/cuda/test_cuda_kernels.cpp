@@ -1697,6 +1697,14 @@ BOOST_AUTO_TEST_CASE(errors_name_the_call, needs_device()) {
     BOOST_CHECK_EXCEPTION(gpu::device_arena{plan}, tl::error, [](const tl::error& e) {
         return std::string(e.what()).find("cudaMalloc of the device arena") != std::string::npos;
     });
+    // The refusal is reported once: the next kernel does not find it as CUDA's last error (found by the host
+    // emulation: a launch_check after a refused allocation used to fail with "out of memory").
+    const std::vector<float> x = {1.0f, -2.0f, 3.5f};
+    device_run r;
+    const int ix = r.input(x), iy = r.output<std::uint16_t>(x.size());
+    r.allocate();
+    BOOST_CHECK_NO_THROW(gpu::to_bf16(r.at<std::uint16_t>(iy), r.at<float>(ix), 3));
+    BOOST_TEST(r.get<std::uint16_t>(iy)[1] == bf16(-2.0f).bits);
 }
 
 // tl::trainer over device_decoder<gpu_ops> (tests/support/device_training.hpp; test_trainer runs the same check on
