@@ -294,17 +294,23 @@ model_config small_device_config() {
     return c;
 }
 
-// 3 steps of 2 micro-batches of 5 x 16 tokens: rows 3 + 2 on 2 ranks, 2 + 2 + 1 on 3, so the ranks' shares of the
-// targets differ; validation at the end, in calls of batch_size / ranks windows (the device model's smallest share).
-// Every rank starts from other random weights (seed 7 + rank): the trainer broadcasts rank 0's.
-outcome device_training(dist::communicator& comm, const fs::path& out = {}, long long stop_at = 0) {
-    const auto tokens = text_tokens(20000, 3), val = text_tokens(4000, 4);
+// The device models' runs: 3 steps of 2 micro-batches of 5 windows, validation only at the end (7 windows).
+trainer_options device_steps(dist::communicator& comm) {
     auto o = ten_steps(2, comm);
     o.batch_size = 5;
     o.max_steps = 3;
     o.warmup_steps = 1;
     o.eval_every = 0;
     o.eval_windows = 7;
+    return o;
+}
+
+// 3 steps of 2 micro-batches of 5 x 16 tokens: rows 3 + 2 on 2 ranks, 2 + 2 + 1 on 3, so the ranks' shares of the
+// targets differ; validation at the end, in calls of batch_size / ranks windows (the device model's smallest share).
+// Every rank starts from other random weights (seed 7 + rank): the trainer broadcasts rank 0's.
+outcome device_training(dist::communicator& comm, const fs::path& out = {}, long long stop_at = 0) {
+    const auto tokens = text_tokens(20000, 3), val = text_tokens(4000, 4);
+    auto o = device_steps(comm);
     o.out_dir = out;
     o.stop_at = stop_at;
     gpu::device_decoder_options d;
@@ -364,12 +370,7 @@ template <class Config>
 outcome experts_training(dist::communicator& comm, bool on_device) {
     using moe_t = decoder<Config>;
     const auto tokens = text_tokens(20000, 3), val = text_tokens(4000, 4);
-    auto o = ten_steps(2, comm);
-    o.batch_size = 5;
-    o.max_steps = 3;
-    o.warmup_steps = 1;
-    o.eval_every = 0;
-    o.eval_windows = 7;
+    auto o = device_steps(comm);
     token_windows source(tokens, 11);
     outcome r;
     if (!on_device) {

@@ -116,6 +116,18 @@ embed::token_batch random_texts(const model_config& c, index_t n, index_t time, 
     return random_texts(c, n, time, rng, std::move(lengths));
 }
 
+// An encoder step's random inputs, drawn from `rng` in this order: token ids, token types and the gradient of the
+// hidden states (any id, padding included: the step's own tests, not a tokenizer's batch).
+void draw_step_inputs(const model_config& c, counter_rng& rng, owned<token_t>& ids, owned<token_t>& types,
+                      owned<float>& dh) {
+    for (auto& v : ids.data)
+        v = token_t(rng.below(std::uint64_t(c.vocab_size)));
+    for (auto& v : types.data)
+        v = token_t(rng.below(std::uint64_t(c.type_vocab_size)));
+    for (auto& v : dh.data)
+        v = float(rng.normal());
+}
+
 } // namespace
 
 BOOST_AUTO_TEST_SUITE(encoder_model)
@@ -515,12 +527,7 @@ BOOST_AUTO_TEST_CASE(cuda_encoder_step_on_the_cpu_matches_the_encoder) {
     lengths.data = {8, 5};
     owned<float> dh({B * T, d});
     counter_rng rng(17);
-    for (auto& v : ids.data)
-        v = token_t(rng.below(std::uint64_t(c.vocab_size)));
-    for (auto& v : types.data)
-        v = token_t(rng.below(std::uint64_t(c.type_vocab_size)));
-    for (auto& v : dh.data)
-        v = float(rng.normal());
+    draw_step_inputs(c, rng, ids, types, dh);
     // The largest difference between a and the reference b (n), and b's largest magnitude.
     auto difference = [](const float* a, const float* b, index_t n) {
         double err = 0, scale = 0;
@@ -1164,12 +1171,7 @@ BOOST_AUTO_TEST_CASE(cuda_encoder_step_with_lora_dropout_matches_the_encoder) {
     lengths.data = {8, 5};
     owned<float> dh({B * T, d});
     counter_rng rng(19);
-    for (auto& v : ids.data)
-        v = token_t(rng.below(std::uint64_t(c.vocab_size)));
-    for (auto& v : types.data)
-        v = token_t(rng.below(std::uint64_t(c.type_vocab_size)));
-    for (auto& v : dh.data)
-        v = float(rng.normal());
+    draw_step_inputs(c, rng, ids, types, dh);
     for (const parameter_entry& e : model.parameter_entries()) // B drawn: every adapter gradient non-zero
         if (e.name.find("lora_B") != std::string::npos)
             for (index_t i = 0; i < e.value.numel(); ++i)
