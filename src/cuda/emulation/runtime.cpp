@@ -8,6 +8,17 @@
 // result depends on the order of its threads (a race) gives another result.
 #include "cuda_runtime.h"
 
+#if defined(__SANITIZE_ADDRESS__)
+#define TINYLM_EMULATION_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TINYLM_EMULATION_ASAN 1
+#endif
+#endif
+#if defined(TINYLM_EMULATION_ASAN)
+#include <sanitizer/common_interface_defs.h>
+#endif
+
 #include <sys/mman.h>
 #include <ucontext.h>
 #include <unistd.h>
@@ -101,6 +112,9 @@ tinylm_emulation_switch:
 
 struct stack_context {
     void* sp = nullptr;
+    const void* bottom = nullptr; // the stack's extent, for AddressSanitizer (below)
+    std::size_t size = 0;
+    void* fake = nullptr;
     // The first switch to it enters `entry` (which never returns) on [stack, stack + bytes): the frame that
     // tinylm_emulation_switch pops, built by hand, with the control registers' default values.
     void prepare(char* stack, std::size_t bytes, void (*entry)(), stack_context&) {
@@ -114,21 +128,40 @@ struct stack_context {
         frame[8] = reinterpret_cast<std::uint64_t>(entry);
         frame[9] = 0; // entry's return address: it never returns
         sp = frame;
+        bottom = stack, size = bytes;
     }
-    static void jump(stack_context& from, stack_context& to) { tinylm_emulation_switch(&from.sp, to.sp); }
+    static void raw_jump(stack_context& from, stack_context& to) { tinylm_emulation_switch(&from.sp, to.sp); }
 };
 #else
 struct stack_context {
     ucontext_t context{};
+    const void* bottom = nullptr;
+    std::size_t size = 0;
+    void* fake = nullptr;
     void prepare(char* stack, std::size_t bytes, void (*entry)(), stack_context& back) {
         getcontext(&context);
         context.uc_stack.ss_sp = stack;
         context.uc_stack.ss_size = bytes;
         context.uc_link = &back.context;
         makecontext(&context, entry, 0);
+        bottom = stack, size = bytes;
     }
-    static void jump(stack_context& from, stack_context& to) { swapcontext(&from.context, &to.context); }
+    static void raw_jump(stack_context& from, stack_context& to) { swapcontext(&from.context, &to.context); }
 };
+#endif
+
+// AddressSanitizer is told of every switch (the stack in use and its fake stacks), so that a sanitized build runs
+// the kernels without false reports; a fiber's first switch in learns the scheduler's stack.
+#if defined(TINYLM_EMULATION_ASAN)
+void jump(stack_context& from, stack_context& to, bool from_ends = false) {
+    __sanitizer_start_switch_fiber(from_ends ? nullptr : &from.fake, to.bottom, to.size);
+    stack_context::raw_jump(from, to);
+    __sanitizer_finish_switch_fiber(from.fake, nullptr, nullptr);
+}
+void entered(stack_context& back) { __sanitizer_finish_switch_fiber(nullptr, &back.bottom, &back.size); }
+#else
+void jump(stack_context& from, stack_context& to, bool = false) { stack_context::raw_jump(from, to); }
+void entered(stack_context&) {}
 #endif
 
 // ---- fibers ----
@@ -178,6 +211,7 @@ thread_local scheduler runner;
 
 // A thread's whole life on its fiber: the kernel, then back to the scheduler for good.
 void fiber_main() {
+    entered(runner.main);
     try {
         (*runner.body)();
     } catch (...) {
@@ -185,7 +219,7 @@ void fiber_main() {
     }
     fiber* self = runner.current;
     self->st = fiber::state::done;
-    stack_context::jump(self->context, runner.main);
+    jump(self->context, runner.main, true);
 }
 
 void start(std::size_t t) {
@@ -199,7 +233,7 @@ void resume(std::size_t t) {
     fiber& f = runner.fibers[t];
     runner.current = &f;
     threadIdx = f.index;
-    stack_context::jump(runner.main, f.context);
+    jump(runner.main, f.context);
     runner.current = nullptr;
 }
 
@@ -289,7 +323,7 @@ void __syncthreads() {
                            " after the block's first thread ended without reaching it");
     fiber* self = runner.current;
     self->st = fiber::state::waiting;
-    stack_context::jump(self->context, runner.main);
+    jump(self->context, runner.main);
 }
 
 namespace tl::gpu::emulation {
