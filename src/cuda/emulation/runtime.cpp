@@ -16,6 +16,7 @@
 #endif
 #endif
 #if defined(TINYLM_EMULATION_ASAN)
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #endif
 
@@ -159,7 +160,10 @@ void jump(stack_context& from, stack_context& to, bool from_ends = false) {
     __sanitizer_finish_switch_fiber(from.fake, nullptr, nullptr);
 }
 void entered(stack_context& back) { __sanitizer_finish_switch_fiber(nullptr, &back.bottom, &back.size); }
+// A stack used again: the redzones of the frames its last thread left behind (it never returned from them) go.
+void reuse(char* stack, std::size_t bytes) { __asan_unpoison_memory_region(stack, bytes); }
 #else
+void reuse(char*, std::size_t) {}
 void jump(stack_context& from, stack_context& to, bool = false) { stack_context::raw_jump(from, to); }
 void entered(stack_context&) {}
 #endif
@@ -225,6 +229,7 @@ void fiber_main() {
 void start(std::size_t t) {
     fiber& f = runner.fibers[t];
     const std::size_t page = std::size_t(sysconf(_SC_PAGESIZE));
+    reuse(runner.stacks[t].base + page, stack_bytes);
     f.context.prepare(runner.stacks[t].base + page, stack_bytes, fiber_main, runner.main);
     f.st = fiber::state::ready;
 }
