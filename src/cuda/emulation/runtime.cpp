@@ -37,10 +37,10 @@
 #include <string>
 #include <vector>
 
-thread_local uint3 threadIdx{};
-thread_local uint3 blockIdx{};
-thread_local dim3 blockDim{};
-thread_local dim3 gridDim{};
+uint3 threadIdx{};
+uint3 blockIdx{};
+dim3 blockDim{};
+dim3 gridDim{};
 
 namespace {
 
@@ -211,7 +211,8 @@ struct scheduler {
         if (fibers.size() < n) fibers.resize(n);
     }
 };
-thread_local scheduler runner;
+scheduler runner; // one grid at a time: run_grid holds `launches`
+std::mutex launches;
 
 // A thread's whole life on its fiber: the kernel, then back to the scheduler for good.
 void fiber_main() {
@@ -334,6 +335,7 @@ void __syncthreads() {
 namespace tl::gpu::emulation {
 
 void run_grid(const char* kernel, dim3 grid, dim3 block, const std::function<void()>& thread) {
+    const std::lock_guard<std::mutex> one_at_a_time(launches);
     if (errors().sticky != cudaSuccess) return;
     if (!valid(grid, block)) {
         errors().last = cudaErrorInvalidConfiguration;

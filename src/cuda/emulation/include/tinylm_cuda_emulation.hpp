@@ -16,13 +16,13 @@
 #include <type_traits>
 #include <utility>
 
-// The CUDA keywords: the emulation runs one block at a time on one host thread, so a block's shared memory can be a
-// function's static storage (thread_local: two host threads may each run kernels).
+// The CUDA keywords: the emulation runs one block at a time (launches from several host threads take turns), so a
+// block's shared memory can be a function's static storage.
 #define __global__
 #define __device__
 #define __host__
 #define __forceinline__ inline
-#define __shared__ static thread_local
+#define __shared__ static
 #define __restrict__ __restrict
 
 struct uint3 {
@@ -34,10 +34,10 @@ struct dim3 {
 };
 
 // The built-in variables: set by the scheduler before it runs (or resumes) a thread.
-extern thread_local uint3 threadIdx;
-extern thread_local uint3 blockIdx;
-extern thread_local dim3 blockDim;
-extern thread_local dim3 gridDim;
+extern uint3 threadIdx;
+extern uint3 blockIdx;
+extern dim3 blockDim;
+extern dim3 gridDim;
 
 // Every thread of the block waits here until all have arrived; a thread that finishes while others wait is an error
 // (CUDA: "the condition must evaluate identically across the entire thread block").
