@@ -415,6 +415,10 @@ cudaError_t cudaMalloc(void** pointer, std::size_t bytes) {
     *pointer = nullptr;
     if (errors().sticky != cudaSuccess) return errors().sticky;
     if (bytes == 0) return cudaSuccess;
+    // More than the host has is refused as a GPU refuses more than it has (and before the allocator, which a
+    // sanitized build aborts on sizes it cannot serve).
+    const std::size_t host = std::size_t(sysconf(_SC_PHYS_PAGES)) * std::size_t(sysconf(_SC_PAGESIZE));
+    if (bytes > host) return result(cudaErrorMemoryAllocation);
     const std::size_t rounded = (bytes + 255) / 256 * 256;
     void* p = std::aligned_alloc(256, rounded);
     if (!p) return result(cudaErrorMemoryAllocation);
