@@ -1847,6 +1847,15 @@ BOOST_AUTO_TEST_CASE(trainer_on_the_device_resumes_and_checkpoints_bit_identical
         BOOST_TEST_CONTEXT(name) { test::check_device_training_is_bit_identical<gpu::gpu_ops>(config, dir); }
 }
 
+// The same with bf16 products, as the recipes' --device cuda trains (05's continuation resumes from a checkpoint).
+BOOST_AUTO_TEST_CASE(trainer_on_the_device_resumes_bit_identically_with_bf16_products, needs_device()) {
+    const fs::path dir = fs::temp_directory_path() / ("tinylm_gpu_resume_bf16_" + std::to_string(::getpid()));
+    // The dense model only: the case runs in the default run under the host emulation, where each model costs ~10 s.
+    const auto models = test::device_training_models(); // named: front() of the temporary would dangle
+    const auto& [name, config] = models.front();
+    BOOST_TEST_CONTEXT(name) { test::check_device_training_is_bit_identical<gpu::gpu_ops>(config, dir, true); }
+}
+
 BOOST_AUTO_TEST_SUITE_END()
 
 #if defined(TINYLM_HAS_NCCL) && TINYLM_HAS_NCCL

@@ -42,10 +42,11 @@ inline std::vector<token_t> byte_tokens(std::size_t n, std::uint64_t seed) {
 // norms at one) and uploaded.
 template <class Ex>
 std::unique_ptr<gpu::device_decoder<Ex>> seeded_device_decoder(const model_config& c, const trainer_options& o,
-                                                               std::uint64_t seed, bool checkpointing) {
+                                                               std::uint64_t seed, bool checkpointing,
+                                                               bool bf16 = false) {
     gpu::device_decoder_options d;
     d.batch = o.batch_size, d.time = o.seq_len, d.logits_rows = 48; // the LM head in chunks, as test_trainer's
-    d.checkpointing = checkpointing;
+    d.checkpointing = checkpointing, d.bf16 = bf16;
     auto m = std::make_unique<gpu::device_decoder<Ex>>(c, d);
     counter_rng rng(seed, 0x5eed);
     for (const parameter_entry& e : m->parameter_entries())
@@ -70,7 +71,8 @@ std::vector<std::string> differing_parameters(gpu::device_decoder<Ex>& a, gpu::d
 }
 
 // One tl::trainer run of `options` over a fresh model from `seed`, on token_windows(train, data_seed): the trained
-// model, and the outcome. `checkpointing` is the model's and the trainer's gradient checkpointing.
+// model, and the outcome. `checkpointing` is the model's and the trainer's gradient checkpointing; `bf16` its
+// products'; `forward_first`: a validation forward of the fresh weights before the trainer restores a checkpoint.
 template <class Ex>
 struct device_training_run {
     std::unique_ptr<gpu::device_decoder<Ex>> model;
@@ -81,10 +83,18 @@ struct device_training_run {
 template <class Ex>
 device_training_run<Ex> train_device_decoder(const model_config& c, trainer_options options,
                                              const std::vector<token_t>& train, const std::vector<token_t>& validation,
-                                             std::uint64_t seed, bool checkpointing, std::uint64_t data_seed = 7) {
+                                             std::uint64_t seed, bool checkpointing, std::uint64_t data_seed = 7,
+                                             bool bf16 = false, bool forward_first = false) {
     options.gradient_checkpointing = checkpointing;
     device_training_run<Ex> r;
-    r.model = seeded_device_decoder<Ex>(c, options, seed, checkpointing);
+    r.model = seeded_device_decoder<Ex>(c, options, seed, checkpointing, bf16);
+    if (forward_first) { // one validation forward of the seeded weights, before the trainer restores a checkpoint
+        const std::size_t n = std::size_t(options.batch_size * options.seq_len);
+        const index_t rows = options.batch_size, time = options.seq_len;
+        BOOST_TEST_REQUIRE(validation.size() > n);
+        r.model->eval_loss(cview<token_t>{validation.data(), {rows, time}},
+                           cview<token_t>{validation.data() + 1, {rows, time}});
+    }
     token_windows source(train, data_seed);
     trainer t(*r.model, source, validation, options);
     r.restored_from = t.restore();
@@ -110,8 +120,11 @@ inline std::vector<std::pair<std::string, model_config>> device_training_models(
 // windows (the second batch padded). A run stopped after step 2 and resumed to step 4 by a fresh model with other
 // weights (model, AdamW's moments and the step from the checkpoint in `dir`) has every parameter and the last two
 // steps' losses bit for bit as 4 steps in one go; a run with gradient checkpointing the bits and losses of one without.
+// `bf16`: the device's products in bf16 (--device cuda's setting in the recipes); the model that resumes first runs a
+// validation forward of its own weights, so that their bf16 copies exist and the restore must replace them.
 template <class Ex>
-void check_device_training_is_bit_identical(const model_config& c, const std::filesystem::path& dir) {
+void check_device_training_is_bit_identical(const model_config& c, const std::filesystem::path& dir,
+                                            bool bf16 = false) {
     const auto train = byte_tokens(20000, 31), validation = byte_tokens(4000, 32);
     trainer_options o{.batch_size = 4,
                       .seq_len = 32,
@@ -124,14 +137,15 @@ void check_device_training_is_bit_identical(const model_config& c, const std::fi
                       .eval_every = 2,
                       .eval_windows = 6,
                       .checkpoint_every = 0};
-    const auto whole = train_device_decoder<Ex>(c, o, train, validation, 41, false);
+    const auto whole = train_device_decoder<Ex>(c, o, train, validation, 41, false, 7, bf16);
     BOOST_TEST((whole.outcome == train_outcome::finished));
     std::filesystem::remove_all(dir);
     o.out_dir = dir;
     auto staged = o;
     staged.stop_at = 2;
-    BOOST_TEST((train_device_decoder<Ex>(c, staged, train, validation, 41, false).outcome == train_outcome::paused));
-    const auto resumed = train_device_decoder<Ex>(c, o, train, validation, 42, false);
+    BOOST_TEST(
+        (train_device_decoder<Ex>(c, staged, train, validation, 41, false, 7, bf16).outcome == train_outcome::paused));
+    const auto resumed = train_device_decoder<Ex>(c, o, train, validation, 42, false, 7, bf16, bf16);
     BOOST_TEST(resumed.restored_from == 2);
     BOOST_TEST((resumed.outcome == train_outcome::finished));
     for (const std::string& name : differing_parameters(*whole.model, *resumed.model))
@@ -141,7 +155,7 @@ void check_device_training_is_bit_identical(const model_config& c, const std::fi
     BOOST_TEST(std::memcmp(resumed.losses.data(), whole.losses.data() + 2, 2 * sizeof(double)) == 0);
     std::filesystem::remove_all(dir);
     o.out_dir.clear();
-    const auto checkpointed = train_device_decoder<Ex>(c, o, train, validation, 41, true);
+    const auto checkpointed = train_device_decoder<Ex>(c, o, train, validation, 41, true, 7, bf16);
     for (const std::string& name : differing_parameters(*whole.model, *checkpointed.model))
         BOOST_ERROR("gradient checkpointing: " << name << " differs from the run without");
     BOOST_TEST((checkpointed.losses == whole.losses));
