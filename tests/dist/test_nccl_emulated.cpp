@@ -304,7 +304,7 @@ model_config small_device_config() {
 }
 
 struct outcome {
-    std::vector<double> losses, val_losses;
+    std::vector<double> losses, grad_norms, val_losses;
     std::vector<std::vector<float>> params;
     std::vector<std::string> names;
     std::uint64_t fingerprint = 0;
@@ -336,7 +336,7 @@ outcome device_training(dist::communicator& comm, const fs::path& out = {}, long
     token_windows source(tokens, 11);
     trainer<device_t, token_windows> t(model, source, val, o);
     outcome r;
-    t.on_step = [&](const step_report& s) { r.losses.push_back(s.loss); };
+    t.on_step = [&](const step_report& s) { r.losses.push_back(s.loss), r.grad_norms.push_back(s.grad_norm); };
     t.run();
     for (const auto& v : t.state().history["val_loss"])
         r.val_losses.push_back(v[1].template get<double>());
@@ -351,18 +351,24 @@ double relative(double a, double b) { return std::abs(a - b) / std::max(std::abs
 
 } // namespace
 
-// N ranks through NCCL against one process over the whole batch: losses (rank 0's), validation losses and every
-// tensor within 1e-6 relative (the ranks' partial sums round otherwise), replicas bit-identical; stopped after step 1
-// and resumed from rank 0's checkpoint (broadcast through NCCL), it ends bit-identical to the run that never stopped.
+// N ranks through NCCL against one process over the whole batch: losses and gradient norms (rank 0's), validation
+// losses and every tensor within 1e-6 relative (the ranks' partial sums round otherwise), replicas bit-identical;
+// stopped after step 1 and resumed from rank 0's checkpoint (broadcast through NCCL), it ends bit-identical to the run
+// that never stopped.
 BOOST_AUTO_TEST_CASE(device_decoder_through_nccl_matches_one_process_and_resumes) {
     dist::communicator& world = dist::world();
     dist::local_communicator alone;
     const outcome one = device_training(alone), dp = device_training(world);
     if (world.is_root()) {
         BOOST_REQUIRE_EQUAL(dp.losses.size(), one.losses.size());
-        for (std::size_t i = 0; i < one.losses.size(); ++i)
+        for (std::size_t i = 0; i < one.losses.size(); ++i) {
             BOOST_TEST(relative(dp.losses[i], one.losses[i]) < 1e-6,
                        "step " << i + 1 << ": loss " << dp.losses[i] << " vs one process " << one.losses[i]);
+            // Before clipping: the scale of the summed gradients, which clipping and Adam would hide from the rest.
+            BOOST_TEST(relative(dp.grad_norms[i], one.grad_norms[i]) < 1e-6,
+                       "step " << i + 1 << ": gradient norm " << dp.grad_norms[i] << " vs one process "
+                               << one.grad_norms[i]);
+        }
         BOOST_TEST(one.losses.back() < one.losses.front()); // it learned: the comparison is not of noise
     }
     BOOST_REQUIRE_EQUAL(dp.val_losses.size(), one.val_losses.size());
