@@ -253,6 +253,14 @@ BOOST_AUTO_TEST_CASE(nccl_calls_in_place_and_refusals) {
         BOOST_TEST(ncclAllReduce(x.data(), x.data() + 1, part, ncclFloat32, ncclSum, comm, nullptr) ==
                    ncclInvalidArgument);
         BOOST_TEST(std::string(ncclGetLastError(comm)).find("overlap") != std::string::npos);
+        device_vector<float> all(whole + 1);
+        // In place on rank 1 only (its part at recvbuff + 1): the others refuse the overlap, and rank 1 hears of it.
+        // One rank: the send buffer lies just past the receive buffer, no overlap.
+        const ncclResult_t gathered = ncclAllGather(all.data() + 1, all.data(), 1, ncclFloat32, comm, nullptr);
+        BOOST_TEST(gathered == (n == 1 ? ncclSuccess : me == 1 ? ncclRemoteError : ncclInvalidArgument));
+        BOOST_TEST(ncclReduceScatter(all.data(), all.data() + 1, 2, ncclFloat32, ncclSum, comm, nullptr) ==
+                   ncclInvalidArgument);
+        BOOST_TEST(std::string(ncclGetLastError(comm)).find("other than in place") != std::string::npos);
         BOOST_TEST(ncclAllReduce(x.data(), x.data(), part, ncclFloat32, ncclMax, comm, nullptr) == ncclInvalidArgument);
         BOOST_TEST(std::string(ncclGetLastError(comm)).find("ncclSum and ncclAvg only") != std::string::npos);
         if (n > 1) {
