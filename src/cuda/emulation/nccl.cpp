@@ -7,11 +7,12 @@
 // - buffers inside emulated device allocations (cudaMalloc's, runtime.cpp), as a GPU refuses a host pointer; counts
 //   and types as NCCL documents them; in place only where NCCL allows it (the same buffer for all-reduce and
 //   broadcast, the rank's part of the larger buffer for all-gather and reduce-scatter), no other overlap;
-// - every rank gets the same bits. NCCL's rings and trees reduce each element once and copy the result; MPI's
-//   reductions promise nothing across ranks (an implementation may reduce each part on another rank, in another
-//   order). So the emulation gathers every rank's contribution to every rank and adds them in rank order there:
-//   the same additions in the same order on every rank, whatever MPI's algorithm (tests/dist/test_nccl_emulated.cpp
-//   checks it against that sum computed by hand);
+// - every rank gets the same bits. NCCL's rings and trees reduce each element once and copy the result; the MPI
+//   standard does not require an all-reduce to give every rank the same bits (an implementation may reduce each
+//   part on another rank, in another order; tinylm's host communicator relies on Open MPI's and MPICH's doing so). So
+//   the emulation gathers every rank's contribution to every rank and adds them in rank order there: the same additions
+//   in the same order on every rank, whatever MPI's algorithm (tests/dist/test_nccl_emulated.cpp checks it against that
+//   sum computed by hand);
 // - ncclAvg: NCCL documents it as the average over the ranks; here the rank-order sum divided by the rank count
 //   (NCCL may round differently, e.g. scaling each contribution first: the emulation promises its own bits on every
 //   rank, not NCCL's).
