@@ -395,17 +395,39 @@ cudaError_t cudaGetLastError() {
     return e;
 }
 
+// The devices: one, or under a launcher one per process it started on this host (each process is its own emulated
+// GPU, as mpirun -np N on a host of N GPUs: gpu::nccl_communicator then takes the device of its local rank);
+// TINYLM_CUDA_EMULATION_DEVICES=n says how many instead. The current device is the calling thread's, as in CUDA.
+namespace {
+int emulated_devices() {
+    static const int n = [] {
+        for (const char* v : {"TINYLM_CUDA_EMULATION_DEVICES", "OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"})
+            if (const char* text = std::getenv(v)) {
+                const int count = std::atoi(text);
+                if (count > 0) return count;
+            }
+        return 1;
+    }();
+    return n;
+}
+thread_local int current_device = 0;
+} // namespace
+
 cudaError_t cudaGetDeviceCount(int* count) {
-    *count = 1;
+    *count = emulated_devices();
     return cudaSuccess;
 }
 cudaError_t cudaGetDevice(int* device) {
-    *device = 0;
+    *device = current_device;
     return result(cudaSuccess);
 }
-cudaError_t cudaSetDevice(int device) { return result(device == 0 ? cudaSuccess : cudaErrorInvalidDevice); }
+cudaError_t cudaSetDevice(int device) {
+    if (device < 0 || device >= emulated_devices()) return result(cudaErrorInvalidDevice);
+    current_device = device;
+    return result(cudaSuccess);
+}
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
-    if (device != 0) return result(cudaErrorInvalidDevice);
+    if (device < 0 || device >= emulated_devices()) return result(cudaErrorInvalidDevice);
     *prop = {};
     std::snprintf(prop->name, sizeof prop->name, "%s", "tinylm CUDA emulation on the host (no GPU)");
     return result(cudaSuccess);
@@ -462,3 +484,7 @@ cudaError_t cudaMemsetAsync(void* dst, int value, std::size_t bytes, cudaStream_
 }
 
 cudaError_t cudaDeviceSynchronize() { return errors().sticky; }
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return errors().sticky; }
+cudaError_t cudaStreamQuery(cudaStream_t) { return errors().sticky; }
+
+bool tl::gpu::emulation::is_device_memory(const void* p, std::size_t bytes) { return memory().holds(p, bytes); }

@@ -60,4 +60,8 @@ void launch_named(const char* name, void (*kernel)(Params...), dim3 grid, dim3 b
     run_grid(name, grid, block, [&] { std::apply(kernel, params); });
 }
 
+// Whether [p, p + bytes) lies inside one emulated device allocation (cudaMalloc's): what NCCL's emulation checks its
+// buffers against (runtime.cpp).
+bool is_device_memory(const void* p, std::size_t bytes);
+
 } // namespace tl::gpu::emulation
