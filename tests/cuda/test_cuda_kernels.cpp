@@ -9,6 +9,7 @@
 
 #include <tinylm/backend/reference.hpp>
 #include <tinylm/core/dtype.hpp>
+#include <tinylm/cuda/attention_fused.hpp>
 #include <tinylm/cuda/attention_products.hpp>
 #include <tinylm/cuda/blas.hpp>
 #include <tinylm/cuda/cpu_ops.hpp>
@@ -39,6 +40,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <tuple>
 #include <vector>
 
 using namespace tl;
@@ -912,6 +914,176 @@ BOOST_AUTO_TEST_CASE(decoder_step_matches_the_cpu_executor, needs_device()) {
             }
         }
     }
+}
+
+// Fused attention (flash_attention.cu: tensor cores, bf16 operands) on the GPU against the CPU executor's fused
+// (attention_fused.hpp: the same operands rounded the same way, f32 sums in other orders) and against the products in
+// bf16 on the GPU: 2 x 45 tokens (a partial second tile of 32), head width 64, GQA 4 on 2; causal, a window of 20,
+// documents with a window of 12, with padding too, and bidirectional with documents and padding. Bounds calibrated
+// as expect_bf16_close: |GPU fused - CPU fused| at most |CPU fused - CPU f32 rows| (bf16's own error on each tensor),
+// and |GPU fused - CPU f32 rows| at most twice |GPU products in bf16 - CPU f32 rows| (another bf16 computation of the
+// same thing; both ratios are logged). Deterministic: the backward again gives the same bits. Outputs start as NaN
+// (cudaMalloc's promise is none): every element is written. A head width other than 64 is refused.
+BOOST_AUTO_TEST_CASE(fused_attention_matches_the_cpu_executor_and_the_products, needs_device()) {
+    const long long B = 2, T = 45;
+    const int Hq = 4, Hkv = 2, D = gpu::fused_head_dim;
+    const auto q = random_tensor<float>({B, T, Hq, D}, 60), k = random_tensor<float>({B, T, Hkv, D}, 61);
+    const auto v = random_tensor<float>({B, T, Hkv, D}, 62), dout = random_tensor<float>({B, T, Hq, D}, 63);
+    std::vector<std::int64_t> docs(std::size_t(B * T));
+    for (long long b = 0; b < B; ++b) // row 0: documents at 0, 17, 33; row 1: at 0 and 28
+        for (long long t = 0; t < T; ++t)
+            docs[std::size_t(b * T + t)] = b == 0 ? (t >= 33 ? 33 : t >= 17 ? 17 : 0) : (t >= 28 ? 28 : 0);
+    const std::vector<std::int64_t> lengths = {45, 30}; // row 1: its second document ends in padding
+    struct variant {
+        int window;
+        bool documents, padding, causal = true;
+    };
+    double worst_cpu = 0, worst_products = 0;
+    for (const variant c : {variant{0, false, false}, variant{20, false, false}, variant{12, true, false},
+                            variant{12, true, true}, variant{0, true, true, false}}) {
+        const gpu::attention_dims s{B, T, Hq, Hkv, D, c.window, c.causal};
+        const std::size_t rows = std::size_t(B * Hq * T), scores = std::size_t(B * Hq * T * T);
+        std::string what = "window " + std::to_string(c.window);
+        what += c.documents ? ", documents" : "";
+        what += c.padding ? ", padding" : "";
+        what += c.causal ? "" : ", bidirectional";
+        device_run r;
+        const int bq = r.input(q.data), bk = r.input(k.data), bv = r.input(v.data), bdo = r.input(dout.data),
+                  bd = r.input(docs), blen = r.input(lengths);
+        const int bo = r.output<float>(q.data.size()), bl = r.output<float>(rows), bdl = r.output<float>(rows);
+        const int bdq = r.output<float>(q.data.size()), bdk = r.output<float>(k.data.size()),
+                  bdv = r.output<float>(v.data.size());
+        // The products in bf16 beside: their outputs, scores and bf16 operands, cuBLASLt's workspace.
+        const int po = r.output<float>(q.data.size()), pl = r.output<float>(rows);
+        const int pdq = r.output<float>(q.data.size()), pdk = r.output<float>(k.data.size()),
+                  pdv = r.output<float>(v.data.size());
+        const int ps = r.output<float>(scores), pds = r.output<float>(scores);
+        const int p16[5] = {r.output<std::uint16_t>(q.data.size()), r.output<std::uint16_t>(k.data.size()),
+                            r.output<std::uint16_t>(v.data.size()), r.output<std::uint16_t>(q.data.size()),
+                            r.output<std::uint16_t>(scores)};
+        const int pws = r.output<std::byte>(gpu::blas_workspace_bytes);
+        r.allocate();
+        const gpu::attention_masks mg(c.documents ? r.at<std::int64_t>(bd) : nullptr,
+                                      c.padding ? r.at<std::int64_t>(blen) : nullptr);
+        gpu::blas lt(r.at<std::byte>(pws), gpu::blas_workspace_bytes);
+        gpu::gpu_ops dev{&lt, nullptr};
+        dev.attention_fused_forward(r.at<float>(bo), r.at<float>(bl), r.at<float>(bq), r.at<float>(bk), r.at<float>(bv),
+                                    mg, s);
+        dev.attention_fused_backward(r.at<float>(bdq), r.at<float>(bdk), r.at<float>(bdv), r.at<float>(bdl),
+                                     r.at<float>(bdo), r.at<float>(bq), r.at<float>(bk), r.at<float>(bv),
+                                     r.at<float>(bo), r.at<float>(bl), mg, s);
+        const std::vector<float> g_out = r.get<float>(bo), g_lse = r.get<float>(bl), g_dq = r.get<float>(bdq),
+                                 g_dk = r.get<float>(bdk), g_dv = r.get<float>(bdv);
+        dev.attention_fused_backward(r.at<float>(bdq), r.at<float>(bdk), r.at<float>(bdv), r.at<float>(bdl),
+                                     r.at<float>(bdo), r.at<float>(bq), r.at<float>(bk), r.at<float>(bv),
+                                     r.at<float>(bo), r.at<float>(bl), mg, s);
+        BOOST_TEST((same_bits(r.get<float>(bdq), g_dq) && same_bits(r.get<float>(bdk), g_dk) &&
+                    same_bits(r.get<float>(bdv), g_dv)),
+                   what << ": the backward again, other bits");
+        gpu::attention_scratch xg;
+        xg.scores = r.at<float>(ps), xg.dscores = r.at<float>(pds), xg.chunk = B;
+        xg.q = r.at<std::uint16_t>(p16[0]), xg.k = r.at<std::uint16_t>(p16[1]), xg.v = r.at<std::uint16_t>(p16[2]),
+        xg.dout = r.at<std::uint16_t>(p16[3]), xg.p = r.at<std::uint16_t>(p16[4]);
+        gpu::attention_products<gpu::gpu_ops> products(dev, xg);
+        products.forward(r.at<float>(po), r.at<float>(pl), r.at<float>(bq), r.at<float>(bk), r.at<float>(bv), mg, s);
+        products.backward(r.at<float>(pdq), r.at<float>(pdk), r.at<float>(pdv), r.at<float>(bdl), r.at<float>(bdo),
+                          r.at<float>(bq), r.at<float>(bk), r.at<float>(bv), r.at<float>(po), r.at<float>(pl), mg, s);
+
+        const gpu::attention_masks mc(c.documents ? docs.data() : nullptr, c.padding ? lengths.data() : nullptr);
+        gpu::cpu_ops host;
+        std::vector<float> out(q.data.size()), lse(rows), delta(rows), dq(q.data.size()), dk(k.data.size()),
+            dv(v.data.size());
+        host.attention_fused_forward(out.data(), lse.data(), q.data.data(), k.data.data(), v.data.data(), mc, s);
+        host.attention_fused_backward(dq.data(), dk.data(), dv.data(), delta.data(), dout.data.data(), q.data.data(),
+                                      k.data.data(), v.data.data(), out.data(), lse.data(), mc, s);
+        std::vector<float> out32(q.data.size()), lse32(rows), dq32(q.data.size()), dk32(k.data.size()),
+            dv32(v.data.size());
+        host.attention_forward(out32.data(), lse32.data(), q.data.data(), k.data.data(), v.data.data(), mc, s);
+        host.attention_backward(dq32.data(), dk32.data(), dv32.data(), delta.data(), dout.data.data(), q.data.data(),
+                                k.data.data(), v.data.data(), out32.data(), lse32.data(), mc, s);
+        const std::vector<float> p_out = r.get<float>(po), p_lse = r.get<float>(pl), p_dq = r.get<float>(pdq),
+                                 p_dk = r.get<float>(pdk), p_dv = r.get<float>(pdv);
+        for (const auto& [name, gpu_fused, cpu_fused, cpu_f32, gpu_products] :
+             {std::tuple{"out", &g_out, &out, &out32, &p_out}, std::tuple{"lse", &g_lse, &lse, &lse32, &p_lse},
+              std::tuple{"dq", &g_dq, &dq, &dq32, &p_dq}, std::tuple{"dk", &g_dk, &dk, &dk32, &p_dk},
+              std::tuple{"dv", &g_dv, &dv, &dv32, &p_dv}}) {
+            worst_cpu = std::max(worst_cpu, expect_bf16_close(*gpu_fused, *cpu_fused, *cpu_f32, what + ": " + name));
+            double fused_err = 0, products_err = 0;
+            for (std::size_t i = 0; i < gpu_fused->size(); ++i) {
+                fused_err = std::max(fused_err, std::abs(double((*gpu_fused)[i]) - double((*cpu_f32)[i])));
+                products_err = std::max(products_err, std::abs(double((*gpu_products)[i]) - double((*cpu_f32)[i])));
+            }
+            BOOST_TEST(fused_err <= 2 * products_err, what << ": " << name << ": " << fused_err << " from f32, the "
+                                                           << "products in bf16 " << products_err);
+            worst_products = std::max(worst_products, products_err > 0 ? fused_err / products_err : INFINITY);
+        }
+    }
+    BOOST_TEST_MESSAGE("fused attention: |GPU - CPU fused| at most " << worst_cpu << " of |CPU fused - CPU f32|; "
+                                                                     << "its error from f32 at most " << worst_products
+                                                                     << " of the bf16 products'");
+    const gpu::attention_dims narrow{1, 8, 2, 1, 32, 0, true};
+    BOOST_CHECK_THROW(gpu::attention_fused_forward(nullptr, nullptr, nullptr, nullptr, nullptr, {}, narrow), tl::error);
+}
+
+// decoder_step with attention_path::fused (bf16; windowed_tiny widened to a head width of 64: 2 query heads on 1
+// key/value head, 3 x 40 tokens in packed documents, the first layer windowed) on the GPU against the CPU executor's
+// fused step: the loss within 1e-4 relative (the bf16 bound of decoder_step_matches_the_cpu_executor), every gradient
+// as close to the CPU's fused ones as those are to the CPU executor's f32 step with attention by rows
+// (expect_bf16_gradients_close); the same step again gives the same bits. Against the products: the GPU's fused
+// gradients within twice the GPU's bf16 products' distance from that f32 step, per tensor. f32 weights are refused.
+BOOST_AUTO_TEST_CASE(decoder_step_with_fused_attention_matches_the_cpu_executor, needs_device()) {
+    model_config c = windowed_tiny();
+    c.d_model = 128, c.n_heads = 2, c.n_kv_heads = 1;
+    BOOST_TEST_REQUIRE(c.head_dim() == gpu::fused_head_dim);
+    gpu::decoder_plan_options o;
+    o.batch = 3, o.time = 40, o.logits_rows = 50;
+    const step_inputs in(o, c);
+    const std::size_t p = in.weights.size();
+    // The CPU executor: f32 with rows (bf16's reference), then bf16 fused.
+    const auto cpu_run = [&](bool bf16, gpu::attention_path path, std::vector<float>& grads) {
+        gpu::decoder_plan_options oo = o;
+        oo.bf16_weights = bf16, oo.attention = path;
+        const gpu::arena_plan plan = gpu::plan_decoder_step(in.c, oo);
+        std::vector<std::byte> host(plan.bytes());
+        gpu::cpu_ops cpu;
+        gpu::decoder_step<gpu::cpu_ops> step(in.c, oo, plan, host.data(), cpu);
+        load_inputs(step, in, oo, [](float* to, const float* from, std::size_t n) { std::copy(from, from + n, to); });
+        step.zero_gradients();
+        const double loss = step.forward_backward(in.ids.data(), in.targets.data(), in.docs.data());
+        const float* g = reinterpret_cast<const float*>(host.data() + plan.at("gradients").offset);
+        grads.assign(g, g + p);
+        return loss;
+    };
+    std::vector<float> f32_grads, cpu_grads;
+    cpu_run(false, gpu::attention_path::rows, f32_grads);
+    const double cpu_loss = cpu_run(true, gpu::attention_path::fused, cpu_grads);
+
+    o.bf16_weights = true, o.attention = gpu::attention_path::fused;
+    gpu_step g(in, o);
+    const double gpu_loss = g.run(in);
+    BOOST_TEST_MESSAGE("fused: loss CPU executor " << cpu_loss << ", GPU " << gpu_loss);
+    BOOST_TEST(std::abs(gpu_loss - cpu_loss) < 1e-4 * cpu_loss);
+    const std::vector<float> grads = g.download("gradients");
+    BOOST_TEST(g.run(in) == gpu_loss);
+    BOOST_TEST(same_bits(g.download("gradients"), grads));
+    expect_bf16_gradients_close(grads, cpu_grads.data(), f32_grads.data(), gpu::decoder_parameter_layout(in.c),
+                                "fused: ");
+
+    o.attention = gpu::attention_path::products;
+    gpu_step products(in, o);
+    products.run(in);
+    const std::vector<float> product_grads = products.download("gradients");
+    for (const gpu::parameter_slice& sl : gpu::decoder_parameter_layout(in.c)) {
+        double fused_err = 0, products_err = 0;
+        for (std::size_t i = sl.offset; i < sl.offset + sl.size(); ++i) {
+            fused_err = std::max(fused_err, std::abs(double(grads[i]) - double(f32_grads[i])));
+            products_err = std::max(products_err, std::abs(double(product_grads[i]) - double(f32_grads[i])));
+        }
+        BOOST_TEST(fused_err <= 2 * products_err,
+                   sl.name << ": fused " << fused_err << " from f32, products " << products_err);
+    }
+    o.bf16_weights = false, o.attention = gpu::attention_path::fused;
+    BOOST_CHECK_THROW(gpu::plan_decoder_step(in.c, o), tl::error);
 }
 
 // LoRA (rank 4 on all seven projections) on a Qwen2-shaped model (q, k, v biases, tied embeddings) on the GPU

@@ -423,12 +423,16 @@ private:
         return {o_.batch, o_.time, c_.n_heads, c_.n_kv_heads, c_.head_dim(), c_.layer_window(l)};
     }
 
-    // Attention: attention.cu's row kernels, or through products (attention_products.hpp).
+    // Attention: attention.cu's row kernels, through products (attention_products.hpp), or fused
+    // (flash_attention.cu).
     attention_masks masks() const { return attention_masks(doc_start()); }
     void attention_forward(int l) {
         if (o_.attention == attention_path::products)
             return products_.forward(layer(l, "attn"), layer(l, "lse"), layer(l, "q"), layer(l, "k"), layer(l, "v"),
                                      masks(), dims(l));
+        if (o_.attention == attention_path::fused)
+            return ex_.attention_fused_forward(layer(l, "attn"), layer(l, "lse"), layer(l, "q"), layer(l, "k"),
+                                               layer(l, "v"), masks(), dims(l));
         ex_.attention_forward(layer(l, "attn"), layer(l, "lse"), layer(l, "q"), layer(l, "k"), layer(l, "v"), masks(),
                               dims(l));
     }
@@ -438,6 +442,10 @@ private:
             return products_.backward(f("scratch.dq"), f("scratch.dk"), f("scratch.dv"), f("scratch.delta"),
                                       f("scratch.dattn"), layer(l, "q"), layer(l, "k"), layer(l, "v"), layer(l, "attn"),
                                       layer(l, "lse"), masks(), dims(l));
+        if (o_.attention == attention_path::fused)
+            return ex_.attention_fused_backward(f("scratch.dq"), f("scratch.dk"), f("scratch.dv"), f("scratch.delta"),
+                                                f("scratch.dattn"), layer(l, "q"), layer(l, "k"), layer(l, "v"),
+                                                layer(l, "attn"), layer(l, "lse"), masks(), dims(l));
         ex_.attention_backward(f("scratch.dq"), f("scratch.dk"), f("scratch.dv"), f("scratch.delta"),
                                f("scratch.dattn"), layer(l, "q"), layer(l, "k"), layer(l, "v"), layer(l, "attn"),
                                layer(l, "lse"), masks(), dims(l));

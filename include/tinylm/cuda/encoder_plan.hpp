@@ -186,6 +186,8 @@ inline arena_plan plan_encoder_step(const model_config& c, const encoder_plan_op
     refuse(c.positions == position_kind::learned, "positions must be learned");
     refuse(c.qkv_bias && c.dense_bias, "every projection must have a bias");
     refuse(c.moe.n_experts == 0, "mixtures of experts are not supported");
+    refuse(o.attention != attention_path::fused,
+           "attention_path::fused is decoder_step's only so far (rows, products)");
     refuse(o.lora.rank >= 0 && (o.lora.rank == 0 || (o.lora.alpha > 0 && encoder_lora_targets(o.lora) != 0)),
            "LoRA needs alpha > 0 and a target");
     refuse(o.lora.dropout >= 0 && o.lora.dropout < 1, "LoRA dropout must be in [0, 1)");
