@@ -41,6 +41,7 @@
 #include <span>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 using namespace tl;
@@ -137,6 +138,37 @@ struct trained_lora {
 struct trained_qlora {
     static constexpr lora_config value{
         .rank = 2, .alpha = 4, .dropout = 0.05f, .targets = lora_q | lora_v, .quantized_base = true};
+};
+
+// The CPU executor, counting the attention entry points a step calls: which path it dispatched (the steps are
+// templates over their executor; the GPU executor takes the same branches).
+struct counting_cpu_ops : gpu::cpu_ops {
+    int fused_forward = 0, fused_backward = 0, others = 0; // others: the rows' and the products' row steps
+    template <class... A>
+    void attention_fused_forward(A&&... a) {
+        ++fused_forward;
+        gpu::cpu_ops::attention_fused_forward(std::forward<A>(a)...);
+    }
+    template <class... A>
+    void attention_fused_backward(A&&... a) {
+        ++fused_backward;
+        gpu::cpu_ops::attention_fused_backward(std::forward<A>(a)...);
+    }
+    template <class... A>
+    void attention_forward(A&&... a) {
+        ++others;
+        gpu::cpu_ops::attention_forward(std::forward<A>(a)...);
+    }
+    template <class... A>
+    void attention_backward(A&&... a) {
+        ++others;
+        gpu::cpu_ops::attention_backward(std::forward<A>(a)...);
+    }
+    template <class... A>
+    void attention_softmax(A&&... a) {
+        ++others;
+        gpu::cpu_ops::attention_softmax(std::forward<A>(a)...);
+    }
 };
 
 } // namespace
@@ -1027,7 +1059,8 @@ BOOST_AUTO_TEST_CASE(fused_attention_matches_the_cpu_executor_and_the_products, 
 
 // decoder_step with attention_path::fused (bf16; windowed_tiny widened to a head width of 64: 2 query heads on 1
 // key/value head, 3 x 40 tokens in packed documents, the first layer windowed) on the GPU against the CPU executor's
-// fused step: the loss within 1e-4 relative (the bf16 bound of decoder_step_matches_the_cpu_executor), every gradient
+// fused step (which calls the fused kernels' entry points once per layer each way, and no other attention): the loss
+// within 1e-4 relative (the bf16 bound of decoder_step_matches_the_cpu_executor), every gradient
 // as close to the CPU's fused ones as those are to the CPU executor's f32 step with attention by rows
 // (expect_bf16_gradients_close); the same step again gives the same bits. Against the products: the GPU's fused
 // gradients within twice the GPU's bf16 products' distance from that f32 step, per tensor. f32 weights are refused.
@@ -1045,11 +1078,13 @@ BOOST_AUTO_TEST_CASE(decoder_step_with_fused_attention_matches_the_cpu_executor,
         oo.bf16_weights = bf16, oo.attention = path;
         const gpu::arena_plan plan = gpu::plan_decoder_step(in.c, oo);
         std::vector<std::byte> host(plan.bytes());
-        gpu::cpu_ops cpu;
-        gpu::decoder_step<gpu::cpu_ops> step(in.c, oo, plan, host.data(), cpu);
+        counting_cpu_ops cpu;
+        gpu::decoder_step<counting_cpu_ops> step(in.c, oo, plan, host.data(), cpu);
         load_inputs(step, in, oo, [](float* to, const float* from, std::size_t n) { std::copy(from, from + n, to); });
         step.zero_gradients();
         const double loss = step.forward_backward(in.ids.data(), in.targets.data(), in.docs.data());
+        if (path == gpu::attention_path::fused) // one fused forward and backward per layer, nothing else
+            BOOST_TEST((cpu.fused_forward == in.c.n_layers && cpu.fused_backward == in.c.n_layers && cpu.others == 0));
         const float* g = reinterpret_cast<const float*>(host.data() + plan.at("gradients").offset);
         grads.assign(g, g + p);
         return loss;
@@ -1337,6 +1372,96 @@ BOOST_AUTO_TEST_CASE(encoder_step_matches_the_cpu_executor, needs_device()) {
                            0);
             }
         }
+}
+
+// The encoder step with attention_path::fused (bf16; a BERT of width 128 in 2 heads of 64, 2 layers, 3 x 40 tokens
+// right-padded to 40, 23 and 7 real ones: bidirectional attention with padding) on the GPU against the CPU executor's
+// fused step (the fused entry points once per layer each way, no other attention): the hidden states and every gradient
+// as close to the CPU's as those are to the CPU executor's f32 step with attention by rows (expect_bf16_close; the key
+// biases' gradients, 0 but for rounding, and the last LayerNorm's bias, untouched by bf16, left out); the same step
+// twice gives the same bits. f32 is refused.
+BOOST_AUTO_TEST_CASE(encoder_step_with_fused_attention_matches_the_cpu_executor, needs_device()) {
+    model_config c = tl_test::tiny_bert(61, 48);
+    c.d_model = 128, c.n_heads = c.n_kv_heads = 2, c.d_ff = 128, c.init_std = 0.05;
+    BOOST_TEST_REQUIRE(c.head_dim() == gpu::fused_head_dim);
+    const long long B = 3, T = 40;
+    const std::vector<std::int64_t> lengths = {40, 23, 7};
+    std::vector<std::int32_t> ids(std::size_t(B * T)), types(ids.size());
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+        ids[i] = std::int32_t((i * 37 + 11) % std::size_t(c.vocab_size));
+        types[i] = std::int32_t(i % 40 >= 20);
+    }
+    const auto dhidden = random_tensor<float>({B * T, c.d_model}, 73).data;
+    const auto options = [&](bool bf16, gpu::attention_path path) {
+        gpu::encoder_plan_options o;
+        o.batch = B, o.time = T, o.bf16_weights = bf16, o.attention = path;
+        return o;
+    };
+    const std::size_t p =
+        gpu::plan_encoder_step(c, options(true, gpu::attention_path::fused)).at("parameters").bytes / sizeof(float);
+    std::vector<float> weights = random_tensor<float>({index_t(p)}, 74, 0.05).data;
+    for (const gpu::parameter_slice& s : gpu::encoder_parameter_layout(c))
+        if (s.name.find("LayerNorm.weight") != std::string::npos)
+            for (std::size_t i = 0; i < s.size(); ++i)
+                weights[s.offset + i] += 1.0f;
+    // The CPU executor: hidden states and gradients.
+    const auto cpu_run = [&](bool bf16, gpu::attention_path path) {
+        const gpu::encoder_plan_options o = options(bf16, path);
+        const gpu::arena_plan plan = gpu::plan_encoder_step(c, o);
+        std::vector<std::byte> host(plan.bytes());
+        counting_cpu_ops cpu;
+        gpu::encoder_step<counting_cpu_ops> step(c, o, plan, host.data(), cpu);
+        std::copy(weights.begin(), weights.end(), reinterpret_cast<float*>(host.data() + plan.at("parameters").offset));
+        const float* h = step.forward(ids.data(), lengths.data(), types.data());
+        std::pair<std::vector<float>, std::vector<float>> r{{h, h + B * T * c.d_model}, {}};
+        step.backward(dhidden.data());
+        if (path == gpu::attention_path::fused) // one fused forward and backward per layer, nothing else
+            BOOST_TEST((cpu.fused_forward == c.n_layers && cpu.fused_backward == c.n_layers && cpu.others == 0));
+        const float* g = reinterpret_cast<const float*>(host.data() + plan.at("gradients").offset);
+        r.second.assign(g, g + p);
+        return r;
+    };
+    const auto [hidden32, grads32] = cpu_run(false, gpu::attention_path::rows);
+    const auto [cpu_hidden, cpu_grads] = cpu_run(true, gpu::attention_path::fused);
+
+    const gpu::encoder_plan_options o = options(true, gpu::attention_path::fused);
+    const gpu::arena_plan plan = gpu::plan_encoder_step(c, o);
+    gpu::device_arena arena(plan);
+    gpu::blas products(arena.at<std::byte>(plan.at("blas.workspace").offset), gpu::blas_workspace_bytes);
+    gpu::gpu_ops ex{&products, nullptr};
+    gpu::encoder_step<gpu::gpu_ops> step(c, o, plan, arena.at<std::byte>(0), ex);
+    auto download = [&](const char* name) {
+        std::vector<float> v(plan.at(name).bytes / sizeof(float));
+        gpu::synchronize();
+        gpu::copy_to_host(v.data(), arena.at<float>(plan.at(name).offset), v.size() * sizeof(float));
+        return v;
+    };
+    gpu::copy_to_device(arena.at<float>(plan.at("parameters").offset), weights.data(), p * sizeof(float));
+    step.parameters_changed();
+    auto run = [&] {
+        step.zero_gradients();
+        step.forward(ids.data(), lengths.data(), types.data());
+        gpu::copy_to_device(step.dhidden_buffer(), dhidden.data(), dhidden.size() * sizeof(float));
+        step.backward(step.dhidden_buffer());
+    };
+    run();
+    const std::vector<float> hidden = download("hidden"), grads = download("gradients");
+    double worst = expect_bf16_close(hidden, cpu_hidden, hidden32, "hidden states");
+    for (const gpu::parameter_slice& s : gpu::encoder_parameter_layout(c)) {
+        // Left out: the pooler (frozen), the key biases, and the last LayerNorm's bias, whose gradient is the sum of
+        // dhidden: no bf16 in it (encoder_step_matches_the_cpu_executor checks it in f32).
+        if (s.name.starts_with("pooler.") || s.name.find("self.key.bias") != std::string::npos ||
+            s.name == "encoder.layer.1.output.LayerNorm.bias")
+            continue;
+        worst = std::max(worst,
+                         expect_bf16_close({grads.data() + s.offset, s.size()}, {cpu_grads.data() + s.offset, s.size()},
+                                           {grads32.data() + s.offset, s.size()}, s.name));
+    }
+    BOOST_TEST_MESSAGE("encoder, fused: |GPU - CPU bf16| at most " << worst << " of |CPU bf16 - CPU f32|");
+    run();
+    BOOST_TEST(same_bits(download("hidden"), hidden));
+    BOOST_TEST(same_bits(download("gradients"), grads));
+    BOOST_CHECK_THROW(gpu::plan_encoder_step(c, options(false, gpu::attention_path::fused)), tl::error);
 }
 
 // A sentence encoder's contrastive step (src/cuda/ranking.cu against ranking_row.hpp's CPU drivers): pooling forward

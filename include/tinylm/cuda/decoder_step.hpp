@@ -8,8 +8,8 @@
 // The order is model/block.hpp's, with the residual add fused into the next norm:
 //   x_0 = embed(ids); normed1 = rmsnorm(x_0)
 //   per layer l: q, k, v = normed1 W^T; rope(q, k); attn = attention(q, k, v); tmp = attn Wo^T
-//                (attention by attention.cu's row kernels or through products, attention_products.hpp:
-//                decoder_plan_options::attention)
+//                (attention by attention.cu's row kernels, through products, attention_products.hpp, or fused,
+//                flash_attention.cu: decoder_plan_options::attention)
 //                resid = x_l + tmp, normed2 = rmsnorm(resid)                      (fused)
 //                gate, up = normed2 W^T; hidden = swiglu(gate, up); tmp = hidden Wd^T
 //                x_{l+1} = resid + tmp, normed1 of l + 1 (or the final norm) = rmsnorm(x_{l+1})  (fused)
