@@ -27,8 +27,9 @@
 #   math (20)      test_cuda_math (CPU: the kernels' arithmetic and the arena plans)
 #   agree (40)     bench_train --device cuda against --device cpu on config a (1 x 256 tokens, f32, same weights
 #                  and tokens): the losses of 3 steps within 1e-4 relative (the whole step and AdamW, end to end)
-#   bench (150)    bench_train --device cuda --config 150m: batch 64 x 512, bf16 products, 2 warm-up + 5 timed
-#                  steps (builds the 150M tl::decoder on the host first, a few seconds)
+#   bench (300)    bench_train --device cuda --config 150m: batch 64 x 512, bf16 products, 2 warm-up + 5 timed
+#                  steps (builds the 150M tl::decoder on the host first, a few seconds); then the same with
+#                  --attention fused (flash_attention.cu)
 #   peer (230)     pytorch_peer.py --device cuda --config 150m --compile: the same model and step in PyTorch (bf16
 #                  autocast, SDPA, fused AdamW, clipping), 3 warm-up steps (the compilation) + 5 timed
 #   lora (90)      bench_train --device cuda --config qwen0.5b --lora 16: LoRA rank 16 on the seven projections of
@@ -170,6 +171,8 @@ PY
 
 bench() {
   "$(bin bench_train)" --device cuda --config 150m --steps 5 --warmup 2 | tee -a "$jsonl"
+  [ "${PIPESTATUS[0]}" = 0 ] || return 1
+  "$(bin bench_train)" --device cuda --config 150m --steps 5 --warmup 2 --attention fused | tee -a "$jsonl"
   return "${PIPESTATUS[0]}"
 }
 
@@ -235,7 +238,7 @@ stage ldd 10 check_libraries "${programs[@]}"
 stage kernels 120 kernels
 stage math 20 "$(bin test_cuda_math)" --report_level=short
 stage agree 40 agree
-stage bench 150 bench
+stage bench 300 bench
 stage peer 230 peer
 stage lora 90 lora
 stage lorapeer 200 lorapeer

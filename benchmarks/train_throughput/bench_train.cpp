@@ -18,7 +18,7 @@
 // very loop through gpu::cpu_ops (the kernels' CPU drivers, the reference gemm): slow, for checking without a GPU.
 // The device path also takes --config qwen0.5b (tl::presets::qwen2_5_0_5b: q/k/v biases, tied head, GQA 14/2,
 // vocab 151936; batch 16 on cuda), --seq-len, --lora R (peft's LoraConfig r=R, alpha 2R, dropout 0, all seven
-// projections) and --qlora, --attention rows|products, --checkpointing and --plan-only (the arena's size, nothing
+// projections) and --qlora, --attention rows|products|fused, --checkpointing and --plan-only (the arena's size, nothing
 // run). The JSON gives flops_per_token (tl::flops_per_token: 6N + attention, full training's count) and
 // step_flops_per_token (what the step computes: under LoRA no weight gradients of the frozen base; derived in
 // device_step.hpp); the MFU is from the latter.
@@ -110,7 +110,9 @@ int run_on_device(const settings& s, const tl::model_config& c, const bench::wei
     o.time = s.seq_len > 0 ? s.seq_len : std::min<long long>(c.max_seq_len, 512);
     o.logits_rows = s.logits_rows;
     o.bf16_weights = s.precision.empty() ? cuda : s.precision == "bf16";
-    o.attention = s.attention == "rows" ? tl::gpu::attention_path::rows : tl::gpu::attention_path::products;
+    o.attention = s.attention == "rows"    ? tl::gpu::attention_path::rows
+                  : s.attention == "fused" ? tl::gpu::attention_path::fused
+                                           : tl::gpu::attention_path::products;
     o.attention_query_block = s.attention_query_block;
     o.checkpointing = s.checkpointing;
     if (s.lora > 0) { // peft's LoraConfig(r=R, lora_alpha=2R, lora_dropout=0, the seven projections)
@@ -313,9 +315,10 @@ int main(int argc, char** argv) {
                                "cuda, cpu-ops, with --lora: the seven projections in NF4 with double quantisation "
                                "(QLoRA), dequantised before each product");
     auto* attention = app.add_option("--attention", s.attention,
-                                     "cuda, cpu-ops: products (batched products, the default) or rows (the row "
-                                     "kernels, the oracle)")
-                          ->check(CLI::IsMember({"rows", "products"}));
+                                     "cuda, cpu-ops: products (batched products, the default), rows (the row "
+                                     "kernels, the oracle) or fused (flash_attention.cu on tensor cores; bf16, "
+                                     "head width 64)")
+                          ->check(CLI::IsMember({"rows", "products", "fused"}));
     auto* query_block = app.add_option("--attention-query-block", s.attention_query_block,
                                        "cuda, cpu-ops, --attention products: queries per block, whose products skip "
                                        "the tiles no query of the block sees (default 128; 0: whole T x T products)")

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <tinylm/backend/reference.hpp>
+#include <tinylm/cuda/attention_fused.hpp>
 #include <tinylm/cuda/attention_row.hpp>
 #include <tinylm/cuda/blas.hpp>
 #include <tinylm/cuda/dropout_row.hpp>
@@ -116,6 +117,15 @@ struct cpu_ops {
                             const float* k, const float* v, const float* out, const float* lse,
                             const attention_masks& masks, const attention_dims& s) {
         attention_backward_rows(dq, dk, dv, delta, dout, q, k, v, out, lse, masks, s);
+    }
+    void attention_fused_forward(float* out, float* lse, const float* q, const float* k, const float* v,
+                                 const attention_masks& masks, const attention_dims& s) {
+        attention_fused_forward_rows(out, lse, q, k, v, masks, s);
+    }
+    void attention_fused_backward(float* dq, float* dk, float* dv, float* delta, const float* dout, const float* q,
+                                  const float* k, const float* v, const float* out, const float* lse,
+                                  const attention_masks& masks, const attention_dims& s) {
+        attention_fused_backward_rows(dq, dk, dv, delta, dout, q, k, v, out, lse, masks, s);
     }
     void attention_softmax(float* scores, float* lse, const attention_masks& masks, const attention_dims& s,
                            long long b0, long long nb, long long query_block) {

@@ -41,6 +41,7 @@
 #pragma once
 
 #include <tinylm/cuda/arena_plan.hpp>
+#include <tinylm/cuda/attention_fused.hpp>
 #include <tinylm/cuda/attention_row.hpp>
 #include <tinylm/cuda/blas.hpp>
 #include <tinylm/cuda/row_math.hpp>
@@ -132,7 +133,9 @@ inline std::vector<parameter_slice> decoder_parameter_layout(const model_config&
 // CUDA cores; the oracle. products: scores as T x T matrices per (sequence, head) from cuBLASLt's batched
 // products (bf16 on tensor cores with bf16_weights), masked and normalised by a row kernel, then p v; the backward
 // recomputes the scores from q, k and the saved lse. Memory: the scores of attention_sequences sequences at once.
-enum class attention_path { rows, products };
+// fused: flash_attention.cu's kernels (attention_fused.hpp): FlashAttention-2's loop on tensor cores, bf16 operands
+// and f32 accumulation, no scores in memory; needs bf16_weights and a head width of fused_head_dim.
+enum class attention_path { rows, products, fused };
 
 // LoRA: the adapter's matrices, peft's names without "base_model.model." (as tl::decoder's parameter_entries), in a
 // flat block of their own: per layer, per targeted projection in lora_target's order, A (rank, in) then B (out, rank).
@@ -290,6 +293,12 @@ inline arena_plan plan_decoder_step(const model_config& c, const decoder_plan_op
         m += std::to_string(o.attention_sequences);
         m += " at least 0";
         return m;
+    });
+    check(o.attention != attention_path::fused || (o.bf16_weights && c.head_dim() == fused_head_dim), [&] {
+        return "gpu::plan_decoder_step: attention_path::fused computes in bf16 with a head width of " +
+               std::to_string(fused_head_dim) + ": it needs bf16_weights and that width (here " +
+               std::string(o.bf16_weights ? "bf16" : "f32") + ", head width " + std::to_string(c.head_dim()) +
+               "); attention_path::products or rows take any";
     });
     check(o.attention_query_block >= 0, [&] {
         return "gpu::plan_decoder_step: attention_query_block " + std::to_string(o.attention_query_block) +

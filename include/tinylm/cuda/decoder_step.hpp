@@ -8,8 +8,8 @@
 // The order is model/block.hpp's, with the residual add fused into the next norm:
 //   x_0 = embed(ids); normed1 = rmsnorm(x_0)
 //   per layer l: q, k, v = normed1 W^T; rope(q, k); attn = attention(q, k, v); tmp = attn Wo^T
-//                (attention by attention.cu's row kernels or through products, attention_products.hpp:
-//                decoder_plan_options::attention)
+//                (attention by attention.cu's row kernels, through products, attention_products.hpp, or fused,
+//                flash_attention.cu: decoder_plan_options::attention)
 //                resid = x_l + tmp, normed2 = rmsnorm(resid)                      (fused)
 //                gate, up = normed2 W^T; hidden = swiglu(gate, up); tmp = hidden Wd^T
 //                x_{l+1} = resid + tmp, normed1 of l + 1 (or the final norm) = rmsnorm(x_{l+1})  (fused)
@@ -423,12 +423,16 @@ private:
         return {o_.batch, o_.time, c_.n_heads, c_.n_kv_heads, c_.head_dim(), c_.layer_window(l)};
     }
 
-    // Attention: attention.cu's row kernels, or through products (attention_products.hpp).
+    // Attention: attention.cu's row kernels, through products (attention_products.hpp), or fused
+    // (flash_attention.cu).
     attention_masks masks() const { return attention_masks(doc_start()); }
     void attention_forward(int l) {
         if (o_.attention == attention_path::products)
             return products_.forward(layer(l, "attn"), layer(l, "lse"), layer(l, "q"), layer(l, "k"), layer(l, "v"),
                                      masks(), dims(l));
+        if (o_.attention == attention_path::fused)
+            return ex_.attention_fused_forward(layer(l, "attn"), layer(l, "lse"), layer(l, "q"), layer(l, "k"),
+                                               layer(l, "v"), masks(), dims(l));
         ex_.attention_forward(layer(l, "attn"), layer(l, "lse"), layer(l, "q"), layer(l, "k"), layer(l, "v"), masks(),
                               dims(l));
     }
@@ -438,6 +442,10 @@ private:
             return products_.backward(f("scratch.dq"), f("scratch.dk"), f("scratch.dv"), f("scratch.delta"),
                                       f("scratch.dattn"), layer(l, "q"), layer(l, "k"), layer(l, "v"), layer(l, "attn"),
                                       layer(l, "lse"), masks(), dims(l));
+        if (o_.attention == attention_path::fused)
+            return ex_.attention_fused_backward(f("scratch.dq"), f("scratch.dk"), f("scratch.dv"), f("scratch.delta"),
+                                                f("scratch.dattn"), layer(l, "q"), layer(l, "k"), layer(l, "v"),
+                                                layer(l, "attn"), layer(l, "lse"), masks(), dims(l));
         ex_.attention_backward(f("scratch.dq"), f("scratch.dk"), f("scratch.dv"), f("scratch.delta"),
                                f("scratch.dattn"), layer(l, "q"), layer(l, "k"), layer(l, "v"), layer(l, "attn"),
                                layer(l, "lse"), masks(), dims(l));

@@ -125,6 +125,15 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
 void attention_backward(float* dq, float* dk, float* dv, float* delta, const float* dout, const float* q,
                         const float* k, const float* v, const float* out, const float* lse,
                         const attention_masks& masks, const attention_dims& s, void* stream = nullptr);
+// Fused attention on tensor cores (attention_fused.hpp, src/cuda/flash_attention.cu; attention_path::fused): the
+// same layout, masks, lse and results as attention_forward / attention_backward, with bf16 operands and f32
+// accumulation; head_dim fused_head_dim only (refused otherwise: attention_path::products takes any). The backward
+// fills delta first (attention_delta) and is deterministic: no atomics.
+void attention_fused_forward(float* out, float* lse, const float* q, const float* k, const float* v,
+                             const attention_masks& masks, const attention_dims& s, void* stream = nullptr);
+void attention_fused_backward(float* dq, float* dk, float* dv, float* delta, const float* dout, const float* q,
+                              const float* k, const float* v, const float* out, const float* lse,
+                              const attention_masks& masks, const attention_dims& s, void* stream = nullptr);
 // Attention through products (attention_row.hpp, "products"): the row steps between the batched products, over
 // the scores (nb Hq T x T) of sequences b0 .. b0 + nb - 1, computed in query blocks of query_block rows (0: whole
 // rows; attention_row.hpp's attention_computed_keys): each row reads and writes its computed keys only. Softmax:

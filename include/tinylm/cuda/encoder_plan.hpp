@@ -186,6 +186,7 @@ inline arena_plan plan_encoder_step(const model_config& c, const encoder_plan_op
     refuse(c.positions == position_kind::learned, "positions must be learned");
     refuse(c.qkv_bias && c.dense_bias, "every projection must have a bias");
     refuse(c.moe.n_experts == 0, "mixtures of experts are not supported");
+
     refuse(o.lora.rank >= 0 && (o.lora.rank == 0 || (o.lora.alpha > 0 && encoder_lora_targets(o.lora) != 0)),
            "LoRA needs alpha > 0 and a target");
     refuse(o.lora.dropout >= 0 && o.lora.dropout < 1, "LoRA dropout must be in [0, 1)");
@@ -201,6 +202,12 @@ inline arena_plan plan_encoder_step(const model_config& c, const encoder_plan_op
         m += std::to_string(o.attention_sequences);
         m += " at least 0";
         return m;
+    });
+    check(o.attention != attention_path::fused || (o.bf16_weights && c.head_dim() == fused_head_dim), [&] {
+        return "gpu::plan_encoder_step: attention_path::fused computes in bf16 with a head width of " +
+               std::to_string(fused_head_dim) + ": it needs bf16_weights and that width (here " +
+               std::string(o.bf16_weights ? "bf16" : "f32") + ", head width " + std::to_string(c.head_dim()) +
+               "); attention_path::products or rows take any";
     });
     const auto n = std::size_t(o.batch * o.time), d = std::size_t(c.d_model), q = std::size_t(c.q_width()),
                kv = std::size_t(c.kv_width()), f = std::size_t(c.d_ff), h = std::size_t(c.n_heads);

@@ -7,7 +7,7 @@
 //   summed = word[ids] + (position[t] + type[type_ids]);  x_0 = LayerNorm_e(summed)   (t from its text's start)
 //   per layer l: q, k, v = x_l W^T + b; attn = bidirectional attention (right padding: key_lengths; texts
 //                packed into rows: doc_start, attention inside each text)
-//                (attention.cu's row kernels or through products: encoder_plan_options::attention)
+//                (attention.cu's row kernels, through products, or fused: encoder_plan_options::attention)
 //                tmp = attn Wo^T + bo;  resid1 = x_l + tmp, normed1 = LayerNorm_1(resid1)        (fused)
 //                up = normed1 Wu^T + bu; act = gelu(up); tmp = act Wd^T + bd
 //                resid2 = normed1 + tmp, x_{l+1} = LayerNorm_2(resid2)                             (fused)
@@ -414,6 +414,9 @@ private:
             if (o_.attention == attention_path::products)
                 products_.forward(layer(l, "attn"), layer(l, "lse"), layer(l, "q"), layer(l, "k"), layer(l, "v"),
                                   masks(), dims());
+            else if (o_.attention == attention_path::fused)
+                ex_.attention_fused_forward(layer(l, "attn"), layer(l, "lse"), layer(l, "q"), layer(l, "k"),
+                                            layer(l, "v"), masks(), dims());
             else
                 ex_.attention_forward(layer(l, "attn"), layer(l, "lse"), layer(l, "q"), layer(l, "k"), layer(l, "v"),
                                       masks(), dims());
@@ -461,6 +464,10 @@ private:
                 products_.backward(f("scratch.dq"), f("scratch.dk"), f("scratch.dv"), f("scratch.delta"),
                                    f("scratch.dattn"), layer(l, "q"), layer(l, "k"), layer(l, "v"), layer(l, "attn"),
                                    layer(l, "lse"), masks(), dims());
+            else if (o_.attention == attention_path::fused)
+                ex_.attention_fused_backward(f("scratch.dq"), f("scratch.dk"), f("scratch.dv"), f("scratch.delta"),
+                                             f("scratch.dattn"), layer(l, "q"), layer(l, "k"), layer(l, "v"),
+                                             layer(l, "attn"), layer(l, "lse"), masks(), dims());
             else
                 ex_.attention_backward(f("scratch.dq"), f("scratch.dk"), f("scratch.dv"), f("scratch.delta"),
                                        f("scratch.dattn"), layer(l, "q"), layer(l, "k"), layer(l, "v"),

@@ -84,6 +84,15 @@ struct gpu_ops {
                             const attention_masks& masks, const attention_dims& s) {
         gpu::attention_backward(dq, dk, dv, delta, dout, q, k, v, out, lse, masks, s, stream);
     }
+    void attention_fused_forward(float* out, float* lse, const float* q, const float* k, const float* v,
+                                 const attention_masks& masks, const attention_dims& s) {
+        gpu::attention_fused_forward(out, lse, q, k, v, masks, s, stream);
+    }
+    void attention_fused_backward(float* dq, float* dk, float* dv, float* delta, const float* dout, const float* q,
+                                  const float* k, const float* v, const float* out, const float* lse,
+                                  const attention_masks& masks, const attention_dims& s) {
+        gpu::attention_fused_backward(dq, dk, dv, delta, dout, q, k, v, out, lse, masks, s, stream);
+    }
     void attention_softmax(float* scores, float* lse, const attention_masks& masks, const attention_dims& s,
                            long long b0, long long nb, long long query_block) {
         gpu::attention_softmax(scores, lse, masks, s, b0, nb, query_block, stream);
