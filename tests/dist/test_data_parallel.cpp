@@ -27,6 +27,7 @@
 #include <tinylm/train/trainer.hpp>
 
 #include "../support/tiny_bert.hpp"
+#include "data_parallel_checks.hpp"
 
 #include <boost/test/unit_test.hpp>
 
@@ -38,21 +39,10 @@
 #include <unistd.h>
 
 using namespace tl;
+using namespace tl::test;
 using model_t = decoder<presets::tiny>;
 
 namespace {
-
-std::vector<token_t> text_tokens(std::size_t n, std::uint64_t seed) {
-    // A few repeating words as bytes, so the loss falls and the gradients are not noise.
-    const char* words[] = {"peace ", "war ", "and ", "spirit ", "force ", "thought "};
-    counter_rng rng(seed);
-    std::vector<token_t> t;
-    while (t.size() < n)
-        for (const char* c = words[rng.below(6)]; *c; ++c)
-            t.push_back(static_cast<unsigned char>(*c));
-    t.resize(n);
-    return t;
-}
 
 trainer_options ten_steps(int grad_accum, dist::communicator& comm) {
     trainer_options o;
@@ -71,14 +61,6 @@ trainer_options ten_steps(int grad_accum, dist::communicator& comm) {
     return o;
 }
 
-struct outcome {
-    std::vector<double> losses, val_losses;
-    std::vector<std::vector<float>> params;
-    std::vector<std::string> names;
-    std::uint64_t fingerprint = 0;
-    std::size_t buckets = 0, started_during_backward = 0; // the last step's gradient buckets
-};
-
 template <class Source, class Model = model_t, class MakeTrainer>
 outcome train(MakeTrainer&& make) {
     Model model(7);
@@ -94,57 +76,6 @@ outcome train(MakeTrainer&& make) {
     out.buckets = t.gradient_buckets().bucket_count();
     out.started_during_backward = t.gradient_buckets().started_during_backward();
     return out;
-}
-
-double relative(double a, double b) { return std::abs(a - b) / std::max(std::abs(b), 1e-30); }
-
-// `dp` (N ranks) against `one` (one process): losses (rank 0 has them), validation losses and every tensor
-// within 1e-5 relative (tensor norm of the difference over the tensor's norm); the replicas bit-identical.
-// `parameter_bar`: LoRA's B starts at zero, and Adam's normalised steps on its near-zero gradients amplify the
-// rounding of the ranks' different summation order in the small adapter tensors (1e-5 there, 4e-7 elsewhere).
-// `loose`: the one tensor (by name) held to 1e-4 instead, a tensor whose gradient nearly cancels (its rounding is
-// large relative to it), as the last LayerNorm's bias of a sentence encoder (ranking_case_matches_one_process).
-void expect_same_training(const outcome& dp, const outcome& one, dist::communicator& comm, double parameter_bar = 1e-5,
-                          const std::string& loose = {}, double loss_bar = 1e-5) {
-    BOOST_TEST_MESSAGE("rank " << comm.rank() << " of " << comm.size());
-    if (comm.is_root()) {
-        BOOST_REQUIRE_EQUAL(dp.losses.size(), one.losses.size());
-        for (std::size_t i = 0; i < one.losses.size(); ++i)
-            BOOST_TEST(relative(dp.losses[i], one.losses[i]) < loss_bar,
-                       "step " << i + 1 << ": loss " << dp.losses[i] << " vs one process " << one.losses[i]);
-        BOOST_TEST(one.losses.back() < one.losses.front()); // it learned: the comparison is not of noise
-    } else {
-        BOOST_TEST(dp.losses.empty()); // hooks run on rank 0 only
-    }
-    BOOST_REQUIRE_EQUAL(dp.val_losses.size(), one.val_losses.size());
-    for (std::size_t i = 0; i < one.val_losses.size(); ++i)
-        BOOST_TEST(relative(dp.val_losses[i], one.val_losses[i]) < loss_bar);
-    double worst = 0, loose_worst = 0;
-    std::string where;
-    for (std::size_t k = 0; k < one.params.size(); ++k) {
-        double diff = 0, norm = 0;
-        for (std::size_t j = 0; j < one.params[k].size(); ++j) {
-            diff += std::pow(double(dp.params[k][j]) - double(one.params[k][j]), 2);
-            norm += std::pow(double(one.params[k][j]), 2);
-        }
-        const double difference = std::sqrt(diff / std::max(norm, 1e-30));
-        if (!loose.empty() && one.names[k] == loose) {
-            loose_worst = difference;
-        } else if (difference > worst) {
-            worst = difference;
-            where = one.names.empty() ? std::string() : one.names[k];
-        }
-    }
-    BOOST_TEST_MESSAGE("largest relative parameter difference to one process: " << worst << " (" << where << ")");
-    BOOST_TEST(worst < parameter_bar);
-    if (!loose.empty()) {
-        BOOST_TEST_MESSAGE("relative difference of " << loose << ": " << loose_worst);
-        BOOST_TEST(loose_worst < 1e-4);
-    }
-    BOOST_TEST_MESSAGE("bit-identical to one process: " << (dp.fingerprint == one.fingerprint ? "yes" : "no"));
-    std::uint64_t root = dp.fingerprint;
-    comm.broadcast_values(std::span<std::uint64_t>(&root, 1), 0);
-    BOOST_TEST(root == dp.fingerprint, "rank " << comm.rank() << "'s parameters differ from rank 0's");
 }
 
 struct reduction {
@@ -283,60 +214,11 @@ outcome ranking_case_matches_one_process(const ranking_case& c) {
     return dp;
 }
 
+} // namespace
+
 // ---- a device-resident decoder (gpu::device_decoder over gpu::cpu_ops) ------------------------------------------
 
 using device_t = gpu::device_decoder<gpu::cpu_ops>;
-
-// One layer of width 32 over bytes: the CPU executor's reference products stay quick.
-model_config small_device_config() {
-    model_config c = presets::tiny::value;
-    c.d_model = 32, c.n_layers = 1, c.n_heads = 2, c.n_kv_heads = 1, c.d_ff = 64;
-    return c;
-}
-
-// The device models' runs: 3 steps of 2 micro-batches of 5 windows, validation only at the end (7 windows).
-trainer_options device_steps(dist::communicator& comm) {
-    auto o = ten_steps(2, comm);
-    o.batch_size = 5;
-    o.max_steps = 3;
-    o.warmup_steps = 1;
-    o.eval_every = 0;
-    o.eval_windows = 7;
-    return o;
-}
-
-// 3 steps of 2 micro-batches of 5 x 16 tokens: rows 3 + 2 on 2 ranks, 2 + 2 + 1 on 3, so the ranks' shares of the
-// targets differ; validation at the end, in calls of batch_size / ranks windows (the device model's smallest share).
-// Every rank starts from other random weights (seed 7 + rank): the trainer broadcasts rank 0's.
-outcome device_training(dist::communicator& comm, const fs::path& out = {}, long long stop_at = 0) {
-    const auto tokens = text_tokens(20000, 3), val = text_tokens(4000, 4);
-    auto o = device_steps(comm);
-    o.out_dir = out;
-    o.stop_at = stop_at;
-    gpu::device_decoder_options d;
-    d.batch = index_t(dist::part_of(std::size_t(o.batch_size), comm.rank(), comm.size()).count());
-    d.time = o.seq_len, d.logits_rows = 24; // head chunks of 24 tokens, the last partial
-    device_t model(small_device_config(), d);
-    counter_rng rng(7 + std::uint64_t(comm.rank()));
-    for (const parameter_entry& e : model.parameter_entries())
-        for (float& x : e.value)
-            x = e.kind == param_kind::norm ? 1.0f : float(0.05 * rng.normal());
-    model.upload_parameters();
-    token_windows source(tokens, 11);
-    trainer<device_t, token_windows> t(model, source, val, o);
-    outcome r;
-    t.on_step = [&](const step_report& s) { r.losses.push_back(s.loss); };
-    t.run();
-    for (const auto& v : t.state().history["val_loss"])
-        r.val_losses.push_back(v[1].template get<double>());
-    model.download_parameters();
-    for (const parameter_entry& e : model.parameter_entries())
-        r.params.emplace_back(e.value.begin(), e.value.end()), r.names.push_back(e.name);
-    r.fingerprint = dist::parameter_fingerprint(model.parameter_entries());
-    return r;
-}
-
-} // namespace
 
 // The tiny preset with 4 experts of half width, top-2, and a balancing loss weighted 0.5 (50 times the usual 0.01),
 // so that a balancing loss computed per rank instead of over the global batch shows far above the 1e-5 bar.
@@ -849,20 +731,7 @@ BOOST_AUTO_TEST_CASE(device_decoder_without_global_balance_is_refused_on_several
 }
 
 BOOST_AUTO_TEST_CASE(device_decoder_matches_one_process_and_resumes) {
-    dist::communicator& world = dist::world();
-    dist::local_communicator alone;
-    const outcome one = device_training(alone), dp = device_training(world);
-    expect_same_training(dp, one, world, 1e-6, {}, 1e-6);
-    std::uint64_t job = std::uint64_t(::getpid());
-    world.broadcast_values(std::span<std::uint64_t>(&job, 1), 0);
-    const fs::path dir = fs::temp_directory_path() / ("tinylm_device_resume_" + std::to_string(job));
-    device_training(world, dir, 1);
-    const outcome resumed = device_training(world, dir);
-    if (world.is_root()) BOOST_TEST(resumed.losses.size() == 2u);
-    BOOST_TEST(resumed.fingerprint == dp.fingerprint,
-               "rank " << world.rank() << ": the resumed device run differs from the straight one");
-    world.barrier();
-    if (world.is_root()) fs::remove_all(dir);
+    check_device_data_parallel<gpu::cpu_ops>(dist::world(), nullptr, "device");
 }
 
 BOOST_AUTO_TEST_SUITE_END()

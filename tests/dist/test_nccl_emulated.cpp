@@ -21,18 +21,18 @@
 #include <tinylm/model/presets.hpp>
 #include <tinylm/train/trainer.hpp>
 
+#include "data_parallel_checks.hpp"
+
 #include <boost/test/unit_test.hpp>
 
 #include <cmath>
 #include <cstring>
-#include <filesystem>
-#include <unistd.h>
+#include <optional>
 
 // The emulation's NCCL and CUDA runtime (src/cuda/emulation/include), last: it defines CUDA's keywords as macros.
 #include <nccl.h>
 
 using namespace tl;
-namespace fs = std::filesystem;
 
 namespace {
 
@@ -289,127 +289,17 @@ BOOST_AUTO_TEST_CASE(nccl_calls_in_place_and_refusals) {
 
 // ---- the device decoder on the emulation, its gradients through NCCL ----
 
-namespace {
-
-using device_t = gpu::device_decoder<gpu::gpu_ops>;
-
-std::vector<token_t> text_tokens(std::size_t n, std::uint64_t seed) {
-    const char* words[] = {"peace ", "war ", "and ", "spirit ", "force ", "thought "};
-    counter_rng rng(seed);
-    std::vector<token_t> t;
-    while (t.size() < n)
-        for (const char* c = words[rng.below(6)]; *c; ++c)
-            t.push_back(static_cast<unsigned char>(*c));
-    t.resize(n);
-    return t;
-}
-
-// test_dist's small device model: one layer of width 32 over bytes.
-model_config small_device_config() {
-    model_config c = presets::tiny::value;
-    c.d_model = 32, c.n_layers = 1, c.n_heads = 2, c.n_kv_heads = 1, c.d_ff = 64;
-    return c;
-}
-
-struct outcome {
-    std::vector<double> losses, grad_norms, val_losses;
-    std::vector<std::vector<float>> params;
-    std::vector<std::string> names;
-    std::uint64_t fingerprint = 0;
-};
-
-// test_dist's device run: 3 steps of 2 micro-batches of 5 x 16 tokens (rows 3 + 2 on 2 ranks, 2 + 2 + 1 on 3),
-// clipped, validation at the end; every rank starts from other weights (the trainer broadcasts rank 0's). On several
-// ranks the gradients and the broadcast go through an nccl_communicator, made before the model (it picks the GPU).
-outcome device_training(dist::communicator& comm, const fs::path& out = {}, long long stop_at = 0) {
-    const auto tokens = text_tokens(20000, 3), val = text_tokens(4000, 4);
-    trainer_options o;
-    o.batch_size = 5, o.seq_len = 16, o.grad_accum = 2, o.max_steps = 3;
-    o.peak_lr = 3e-3, o.min_lr = 3e-4, o.warmup_steps = 1, o.clip = 0.5;
-    o.eval_every = 0, o.eval_windows = 7, o.checkpoint_every = 0;
-    o.communicator = &comm;
-    o.out_dir = out;
-    o.stop_at = stop_at;
-    std::optional<gpu::nccl_communicator> gpus;
-    if (comm.size() > 1) o.device_communicator = &gpus.emplace(comm);
-    gpu::device_decoder_options d;
-    d.batch = index_t(dist::part_of(std::size_t(o.batch_size), comm.rank(), comm.size()).count());
-    d.time = o.seq_len, d.logits_rows = 24;
-    device_t model(small_device_config(), d);
-    counter_rng rng(7 + std::uint64_t(comm.rank()));
-    for (const parameter_entry& e : model.parameter_entries())
-        for (float& x : e.value)
-            x = e.kind == param_kind::norm ? 1.0f : float(0.05 * rng.normal());
-    model.upload_parameters();
-    token_windows source(tokens, 11);
-    trainer<device_t, token_windows> t(model, source, val, o);
-    outcome r;
-    t.on_step = [&](const step_report& s) { r.losses.push_back(s.loss), r.grad_norms.push_back(s.grad_norm); };
-    t.run();
-    for (const auto& v : t.state().history["val_loss"])
-        r.val_losses.push_back(v[1].template get<double>());
-    model.download_parameters();
-    for (const parameter_entry& e : model.parameter_entries())
-        r.params.emplace_back(e.value.begin(), e.value.end()), r.names.push_back(e.name);
-    r.fingerprint = dist::parameter_fingerprint(model.parameter_entries());
-    return r;
-}
-
-double relative(double a, double b) { return std::abs(a - b) / std::max(std::abs(b), 1e-30); }
-
-} // namespace
-
-// N ranks through NCCL against one process over the whole batch: losses and gradient norms (rank 0's), validation
-// losses and every tensor within 1e-6 relative (the ranks' partial sums round otherwise), replicas bit-identical;
-// stopped after step 1 and resumed from rank 0's checkpoint (broadcast through NCCL), it ends bit-identical to the run
-// that never stopped.
+// tests/dist/data_parallel_checks.hpp's run of the small device decoder, the mirror of test_dist's
+// data_parallel/device_decoder_matches_one_process_and_resumes (which runs cpu_ops over MPI): gpu_ops on the
+// emulation, the gradients and the parameters' broadcast through an nccl_communicator made before any model (it picks
+// the rank's GPU). Against one process: losses, gradient norms before clipping (clipping and Adam hide a wrong scale
+// of the summed gradients from the losses), validation losses and every tensor within 1e-6; replicas bit-identical;
+// stopped and resumed, bit-identical to the straight run.
 BOOST_AUTO_TEST_CASE(device_decoder_through_nccl_matches_one_process_and_resumes) {
     dist::communicator& world = dist::world();
-    dist::local_communicator alone;
-    const outcome one = device_training(alone), dp = device_training(world);
-    if (world.is_root()) {
-        BOOST_REQUIRE_EQUAL(dp.losses.size(), one.losses.size());
-        for (std::size_t i = 0; i < one.losses.size(); ++i) {
-            BOOST_TEST(relative(dp.losses[i], one.losses[i]) < 1e-6,
-                       "step " << i + 1 << ": loss " << dp.losses[i] << " vs one process " << one.losses[i]);
-            // Before clipping: the scale of the summed gradients, which clipping and Adam would hide from the rest.
-            BOOST_TEST(relative(dp.grad_norms[i], one.grad_norms[i]) < 1e-6,
-                       "step " << i + 1 << ": gradient norm " << dp.grad_norms[i] << " vs one process "
-                               << one.grad_norms[i]);
-        }
-        BOOST_TEST(one.losses.back() < one.losses.front()); // it learned: the comparison is not of noise
-    }
-    BOOST_REQUIRE_EQUAL(dp.val_losses.size(), one.val_losses.size());
-    for (std::size_t i = 0; i < one.val_losses.size(); ++i)
-        BOOST_TEST(relative(dp.val_losses[i], one.val_losses[i]) < 1e-6);
-    double worst = 0;
-    std::string where;
-    for (std::size_t k = 0; k < one.params.size(); ++k) {
-        double diff = 0, norm = 0;
-        for (std::size_t j = 0; j < one.params[k].size(); ++j) {
-            diff += std::pow(double(dp.params[k][j]) - double(one.params[k][j]), 2);
-            norm += std::pow(double(one.params[k][j]), 2);
-        }
-        if (const double d = std::sqrt(diff / std::max(norm, 1e-30)); d > worst) worst = d, where = one.names[k];
-    }
-    BOOST_TEST_MESSAGE("rank " << world.rank() << " of " << world.size()
-                               << ": largest relative parameter difference to one process " << worst << " (" << where
-                               << ")");
-    BOOST_TEST(worst < 1e-6);
-    std::uint64_t root = dp.fingerprint;
-    world.broadcast_values(std::span<std::uint64_t>(&root, 1), 0);
-    BOOST_TEST(root == dp.fingerprint, "rank " << world.rank() << "'s parameters differ from rank 0's");
-
-    std::uint64_t job = std::uint64_t(::getpid());
-    world.broadcast_values(std::span<std::uint64_t>(&job, 1), 0);
-    const fs::path dir = fs::temp_directory_path() / ("tinylm_nccl_emulated_resume_" + std::to_string(job));
-    device_training(world, dir, 1);
-    const outcome resumed = device_training(world, dir);
-    if (world.is_root()) BOOST_TEST(resumed.losses.size() == 2u);
-    BOOST_TEST(resumed.fingerprint == dp.fingerprint,
-               "rank " << world.rank() << ": the resumed run through NCCL differs from the straight one");
-    world.barrier();
-    if (world.is_root()) fs::remove_all(dir);
+    std::optional<gpu::nccl_communicator> gpus;
+    if (world.size() > 1) gpus.emplace(world);
+    test::check_device_data_parallel<gpu::gpu_ops>(world, gpus ? &*gpus : nullptr, "nccl_emulated");
 }
 
 BOOST_AUTO_TEST_SUITE_END()
