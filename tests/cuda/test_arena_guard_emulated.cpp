@@ -13,6 +13,7 @@
 
 #include <boost/test/unit_test.hpp>
 
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -110,7 +111,10 @@ BOOST_AUTO_TEST_CASE(copies_and_memsets_past_a_buffer_are_faults_naming_it) {
                  {"cudaMemcpy", "reading", "'first'"});
     expect_fault([&] { gpu::fill_zero(b.arena.at<float>(b.first), sizeof(float) * b.n + 1); },
                  {"cudaMemsetAsync", "'first'"});
-    // exactly the buffer: fine, and "second" is still what was uploaded before
+    // a refused copy wrote nothing: "second" still holds cudaMalloc's NaN bytes
+    gpu::copy_to_host(back.data(), b.arena.at<float>(b.second), sizeof(float) * b.n);
+    BOOST_TEST(std::isnan(back.front()));
+    // exactly the buffer: fine
     gpu::fill_zero(b.arena.at<float>(b.first), sizeof(float) * b.n);
     gpu::copy_to_host(back.data(), b.arena.at<float>(b.first), sizeof(float) * b.n);
     BOOST_TEST(back.front() == 0.0f);
