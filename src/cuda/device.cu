@@ -26,6 +26,12 @@ std::string device_name() {
 device_arena::device_arena(const arena_plan& plan) : bytes_(plan.bytes()) {
     if (bytes_ == 0) return;
     detail::cuda_check(cudaMalloc(&base_, bytes_), "cudaMalloc of the device arena");
+#if defined(TINYLM_CUDA_EMULATION)
+    // The host emulation guards the gap after every buffer (arena_plan.hpp): a kernel, product, copy or memset that
+    // reaches into one is a fault naming the buffer. A GPU has nothing to check them with: the gaps are only unused.
+    for (const arena_plan::entry& e : plan.entries())
+        emulation::guard_gap(at<std::byte>(e.offset + e.bytes), e.guard, e.name.c_str());
+#endif
 }
 
 device_arena::~device_arena() {

@@ -24,10 +24,10 @@ BOOST_AUTO_TEST_CASE(offsets_are_aligned_disjoint_and_in_order) {
     const std::size_t c = plan.add("c", 1, 1024);
     const std::size_t d = plan.add_array<double>("d", 3, 8);
     BOOST_TEST(a == 0u);
-    BOOST_TEST(b == 256u); // 10 bytes, then the next multiple of 256
-    BOOST_TEST(c == 1024u);
-    BOOST_TEST(d == 1032u); // right after c's byte, at the next multiple of 8
-    BOOST_TEST(plan.bytes() == 1032u + 24u);
+    BOOST_TEST(b == 512u);  // 10 bytes, the 256-byte gap, then the next multiple of 256
+    BOOST_TEST(c == 2048u); // b ends at 912, its gap at 1168: the next multiple of 1024
+    BOOST_TEST(d == 2312u); // c's byte and the gap end at 2305, then the next multiple of 8
+    BOOST_TEST(plan.bytes() == 2312u + 24u + 256u);
     BOOST_TEST_REQUIRE(plan.entries().size() == 4u);
     for (std::size_t i = 1; i < plan.entries().size(); ++i) {
         const auto& prev = plan.entries()[i - 1];
@@ -36,29 +36,57 @@ BOOST_AUTO_TEST_CASE(offsets_are_aligned_disjoint_and_in_order) {
     BOOST_TEST(plan.entries()[1].bytes == 400u);
 }
 
+// Every buffer is followed by its gap, at least guard_bytes, the padding to the next buffer's alignment included,
+// and the last one's gap ends the plan: a write one element past any buffer lands in a gap, never in a neighbour.
+BOOST_AUTO_TEST_CASE(every_buffer_is_followed_by_its_guard_gap) {
+    static_assert(gpu::guard_bytes == gpu::default_alignment);
+    gpu::arena_plan plan;
+    plan.add("a", 10);
+    plan.add_array<float>("b", 100);
+    plan.add("c", 1, 1024);
+    plan.add_array<double>("d", 3, 8);
+    plan.add("empty", 0);
+    plan.add("e", 256);
+    const auto& e = plan.entries();
+    BOOST_TEST_REQUIRE(e.size() == 6u);
+    const std::size_t gaps[] = {502, 1136, 263, 480, 256, 256}; // written out: b at 512, c at 2048, d at 2312
+    for (std::size_t i = 0; i < e.size(); ++i) {
+        BOOST_TEST(e[i].guard == gaps[i], e[i].name);
+        BOOST_TEST(e[i].guard >= gpu::guard_bytes, e[i].name);
+        const std::size_t next = i + 1 < e.size() ? e[i + 1].offset : plan.bytes();
+        BOOST_TEST(e[i].offset + e[i].bytes + e[i].guard == next, e[i].name);
+    }
+    BOOST_TEST(plan.at("empty").offset == 2816u); // d's gap ends at 2336 + 256 = 2592: the next multiple of 256
+    BOOST_TEST(plan.at("e").offset == 3072u);     // an empty buffer has its gap too
+    BOOST_TEST(plan.bytes() == 3072u + 256u + 256u);
+}
+
 BOOST_AUTO_TEST_CASE(refuses_bad_alignments_and_overflow) {
     gpu::arena_plan plan;
     BOOST_CHECK_THROW(plan.add("x", 8, 3), tl::error);
     BOOST_CHECK_THROW(plan.add("x", 8, 0), tl::error);
     BOOST_CHECK_THROW(plan.add_array<double>("huge", SIZE_MAX / 4), tl::error);
-    plan.add("big", SIZE_MAX - 100, 1);
-    BOOST_CHECK_THROW(plan.add("after", 1), tl::error);      // rounding up to 256 would wrap around
-    BOOST_CHECK_THROW(plan.add("after", 200, 1), tl::error); // the end would wrap around
+    BOOST_CHECK_THROW(plan.add("big", SIZE_MAX - 100, 1), tl::error); // its gap would wrap around
+    plan.add("big", SIZE_MAX - 300, 1);                               // ends with its gap at SIZE_MAX - 44
+    BOOST_CHECK_THROW(plan.add("after", 1), tl::error);               // rounding up to 256 would wrap around
+    BOOST_CHECK_THROW(plan.add("after", 200, 1), tl::error);          // the end would wrap around
+    BOOST_CHECK_THROW(plan.add("after", 0, 1), tl::error);            // the gap would wrap around
 }
 
 namespace {
 
-// Every buffer starts on a 256-byte boundary and ends before the next one starts (sorted by offset: the plan
-// must not rely on its own order).
+// Every buffer starts on a 256-byte boundary and ends a guard gap (at least guard_bytes) before the next one starts
+// (sorted by offset: the plan must not rely on its own order).
 void expect_aligned_and_disjoint(const gpu::arena_plan& plan) {
     std::vector<gpu::arena_plan::entry> e = plan.entries();
     std::sort(e.begin(), e.end(), [](const auto& a, const auto& b) { return a.offset < b.offset; });
     for (std::size_t i = 0; i < e.size(); ++i) {
         BOOST_TEST_REQUIRE(e[i].offset % 256 == 0u, e[i].name);
         if (i > 0)
-            BOOST_TEST_REQUIRE(e[i].offset >= e[i - 1].offset + e[i - 1].bytes, e[i - 1].name << " / " << e[i].name);
+            BOOST_TEST_REQUIRE(e[i].offset >= e[i - 1].offset + e[i - 1].bytes + gpu::guard_bytes,
+                               e[i - 1].name << " / " << e[i].name);
     }
-    BOOST_TEST(plan.bytes() == e.back().offset + e.back().bytes);
+    BOOST_TEST(plan.bytes() == e.back().offset + e.back().bytes + e.back().guard);
 }
 
 // The sum of decoder_plan.hpp's table, in bytes, written out from the config without the plan.
@@ -97,7 +125,7 @@ BOOST_AUTO_TEST_CASE(decoder_step_plan_holds_the_stated_buffers_disjoint) {
             expect_aligned_and_disjoint(plan);
             const std::size_t stated = table_bytes(c, 3, 17, 20, bf16, products, 2, o.checkpointing);
             BOOST_TEST(plan.bytes() >= stated);
-            BOOST_TEST(plan.bytes() < stated + 256 * plan.entries().size());
+            BOOST_TEST(plan.bytes() < stated + 2 * 256 * plan.entries().size()); // padding and gap
             const std::size_t n = 3 * 17;
             BOOST_TEST(plan.at("parameters").bytes == 4 * std::size_t(parameter_count(c)));
             BOOST_TEST(plan.at("adam.v").bytes == 4 * std::size_t(parameter_count(c)));
@@ -131,10 +159,15 @@ BOOST_AUTO_TEST_CASE(decoder_step_plan_of_the_150m_preset) {
         // bf16 products, attention through products with one chunk of scores
         const std::size_t stated = table_bytes(c, 64, 512, 4096, true, true, 64, checkpointing);
         BOOST_TEST(plan.bytes() >= stated);
-        BOOST_TEST(plan.bytes() < stated + 256 * plan.entries().size());
+        BOOST_TEST(plan.bytes() < stated + 2 * 256 * plan.entries().size()); // padding and gap
+        std::size_t gaps = 0; // the guard gaps, with the alignment's padding they take in
+        for (const auto& e : plan.entries())
+            gaps += e.guard;
+        BOOST_TEST(gaps < 2 * 256 * plan.entries().size());
         BOOST_TEST_MESSAGE("150M preset, batch 64 x 512"
                            << (checkpointing ? ", checkpointing" : "") << ": " << plan.entries().size() << " buffers, "
-                           << plan.bytes() << " bytes (" << double(plan.bytes()) / double(1ull << 30) << " GiB)");
+                           << plan.bytes() << " bytes (" << double(plan.bytes()) / double(1ull << 30) << " GiB), "
+                           << gaps << " bytes of guard gaps");
     }
 }
 

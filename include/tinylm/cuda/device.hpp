@@ -25,7 +25,9 @@ int device_count();
 // The current device's name as CUDA reports it ("NVIDIA H100 80GB HBM3"); empty when there is no device.
 std::string device_name();
 
-// One cudaMalloc of plan.bytes(), freed on destruction; at(offset) is the device address of a planned buffer.
+// One cudaMalloc of plan.bytes(), freed on destruction; at(offset) is the device address of a planned buffer. Under
+// the host emulation the guard gap after every buffer (arena_plan.hpp) is registered with the runtime, which then
+// reports a kernel, product, copy or memset that reaches into one, naming the buffer.
 class device_arena {
 public:
     explicit device_arena(const arena_plan& plan);

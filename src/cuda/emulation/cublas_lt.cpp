@@ -239,5 +239,8 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
             }
         }
     }
+    // A product that wrote past its output's buffer (a leading dimension or a stride too large) into the guard gap
+    // after it: a sticky fault, reported by the next launch check or synchronisation as a GPU's would be.
+    tl::gpu::emulation::check_gaps("cublasLtMatmul");
     return CUBLAS_STATUS_SUCCESS;
 }

@@ -35,6 +35,7 @@
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 uint3 threadIdx{};
@@ -59,9 +60,9 @@ cudaError_t result(cudaError_t e) {
     if (e != cudaSuccess) errors().last = e;
     return e;
 }
-void fault(const std::string& what) {
+void fault(const std::string& what, cudaError_t kind = cudaErrorLaunchFailure) {
     if (errors().sticky != cudaSuccess) return;
-    errors().sticky = errors().last = cudaErrorLaunchFailure;
+    errors().sticky = errors().last = kind;
     errors().detail = what;
     std::fprintf(stderr, "tinylm CUDA emulation: %s\n", what.c_str());
 }
@@ -321,6 +322,82 @@ allocations& memory() {
     return a;
 }
 
+// ---- guard gaps (tinylm_cuda_emulation.hpp, guard_gap): [start, start + bytes) after the buffer `after` ----
+// Each holds the canary: byte k of a gap is canary_byte(k), eight different bytes in turn, so no memset of one value
+// and no small integer or ordinary float restores it by chance.
+struct gap {
+    std::size_t bytes = 0;
+    std::string after;
+};
+struct guard_gaps {
+    std::mutex lock;
+    std::map<char*, gap> by_start;
+    std::vector<unsigned char> canary; // canary_byte(k) for k < the widest gap
+};
+guard_gaps& gaps() {
+    static guard_gaps g;
+    return g;
+}
+unsigned char canary_byte(std::size_t k) {
+    constexpr unsigned char pattern[8] = {0xde, 0xad, 0xbe, 0xef, 0xfe, 0xed, 0xfa, 0xce};
+    return pattern[k % 8];
+}
+
+#if defined(TINYLM_EMULATION_ASAN)
+void poison(char* p, std::size_t bytes) { __asan_poison_memory_region(p, bytes); }
+void unpoison(char* p, std::size_t bytes) { __asan_unpoison_memory_region(p, bytes); }
+#else
+void poison(char*, std::size_t) {}
+void unpoison(char*, std::size_t) {}
+#endif
+
+// Writes the canary into a gap (unpoisoned around it: the copy is the runtime's own). g.lock held.
+void fill(guard_gaps& g, char* start, std::size_t bytes) {
+    while (g.canary.size() < bytes)
+        g.canary.push_back(canary_byte(g.canary.size()));
+    unpoison(start, bytes);
+    std::memcpy(start, g.canary.data(), bytes);
+    poison(start, bytes);
+}
+// The first byte of the gap that is not the canary, or `bytes` when none: a gap is read while AddressSanitizer has it
+// poisoned, so this function is not instrumented (and calls nothing that is). The differences are or-ed first, one
+// pass without a branch that the compiler vectorises: every launch checks every gap.
+[[gnu::no_sanitize_address]] std::size_t first_changed(const char* start, std::size_t bytes,
+                                                       const unsigned char* canary) {
+    const auto* p = reinterpret_cast<const unsigned char*>(start);
+    unsigned char any = 0;
+    for (std::size_t k = 0; k < bytes; ++k)
+        any |= static_cast<unsigned char>(p[k] ^ canary[k]);
+    if (any == 0) return bytes;
+    std::size_t k = 0;
+    while (p[k] == canary[k])
+        ++k;
+    return k;
+}
+
+// The gap that [p, p + bytes) reaches into, if any (gaps are disjoint: the one starting last before its end). g.lock
+// held.
+const std::pair<char* const, gap>* overlapping(guard_gaps& g, const void* p, std::size_t bytes) {
+    const char* c = static_cast<const char*>(p);
+    auto it = g.by_start.lower_bound(const_cast<char*>(c + bytes));
+    if (it == g.by_start.begin()) return nullptr;
+    --it;
+    return it->first + it->second.bytes > c ? &*it : nullptr;
+}
+// A copy or memset whose device range reaches into a gap, read or written: a fault naming the call and the buffer
+// before the gap. Returns whether it does.
+bool reaches_a_gap(const char* call, const void* p, std::size_t bytes, const char* reading_or_writing) {
+    guard_gaps& g = gaps();
+    const std::lock_guard<std::mutex> hold(g.lock);
+    const auto* hit = overlapping(g, p, bytes);
+    if (!hit) return false;
+    fault(std::string(call) + " " + reading_or_writing + " " + std::to_string(bytes) +
+              " bytes reaches into the guard gap after buffer '" + hit->second.after +
+              "' (an access out of the bounds of the buffers planned in this allocation)",
+          cudaErrorIllegalAddress);
+    return true;
+}
+
 } // namespace
 
 void __syncthreads() {
@@ -360,7 +437,36 @@ void run_grid(const char* kernel, dim3 grid, dim3 block, const std::function<voi
         fault(std::string(kernel) + ": " + e.what());
     }
     runner.body = outer;
+    check_gaps(kernel);
 }
+
+void guard_gap(void* start, std::size_t bytes, const char* after) {
+    if (bytes == 0) return;
+    guard_gaps& g = gaps();
+    const std::lock_guard<std::mutex> hold(g.lock);
+    char* c = static_cast<char*>(start);
+    g.by_start[c] = {bytes, after};
+    fill(g, c, bytes);
+}
+
+void check_gaps(const char* call) {
+    if (errors().sticky != cudaSuccess) return;
+    guard_gaps& g = gaps();
+    const std::lock_guard<std::mutex> hold(g.lock);
+    for (auto& [start, gap] : g.by_start) {
+        const std::size_t k = first_changed(start, gap.bytes, g.canary.data());
+        if (k == gap.bytes) continue;
+        fault(std::string(call) + " wrote past the end of buffer '" + gap.after + "': byte " + std::to_string(k) +
+                  " of the " + std::to_string(gap.bytes) +
+                  "-byte guard gap after it changed (or, near the gap's end, the next buffer was written before its "
+                  "start)",
+              cudaErrorIllegalAddress);
+        fill(g, start, gap.bytes); // the canary back, for a test that goes on after forget_fault
+        return;
+    }
+}
+
+void forget_fault() { errors() = {}; }
 
 } // namespace tl::gpu::emulation
 
@@ -382,6 +488,9 @@ const char* cudaGetErrorString(cudaError_t error) {
         break;
     case cudaErrorLaunchFailure:
         text = "unspecified launch failure (" + errors().detail + ")";
+        break;
+    case cudaErrorIllegalAddress:
+        text = "an illegal memory access was encountered (" + errors().detail + ")";
         break;
     default:
         text = "unknown error " + std::to_string(int(error));
@@ -455,10 +564,20 @@ cudaError_t cudaMalloc(void** pointer, std::size_t bytes) {
 
 cudaError_t cudaFree(void* pointer) {
     if (!pointer) return cudaSuccess;
+    std::size_t bytes = 0;
     {
         const std::lock_guard<std::mutex> hold(memory().lock);
-        if (memory().by_start.erase(static_cast<const char*>(pointer)) == 0)
-            return result(cudaErrorInvalidDevicePointer);
+        const auto it = memory().by_start.find(static_cast<const char*>(pointer));
+        if (it == memory().by_start.end()) return result(cudaErrorInvalidDevicePointer);
+        bytes = it->second;
+        memory().by_start.erase(it);
+    }
+    {
+        guard_gaps& g = gaps();
+        const std::lock_guard<std::mutex> hold(g.lock);
+        char* c = static_cast<char*>(pointer);
+        g.by_start.erase(g.by_start.lower_bound(c), g.by_start.lower_bound(c + bytes));
+        unpoison(c, bytes);
     }
     std::free(pointer);
     return cudaSuccess;
@@ -471,6 +590,9 @@ cudaError_t cudaMemcpy(void* dst, const void* src, std::size_t bytes, cudaMemcpy
     const bool device_src = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
     if ((device_dst && !memory().holds(dst, bytes)) || (device_src && !memory().holds(src, bytes)))
         return result(cudaErrorInvalidValue);
+    if ((device_dst && reaches_a_gap("cudaMemcpy", dst, bytes, "writing")) ||
+        (device_src && reaches_a_gap("cudaMemcpy", src, bytes, "reading")))
+        return errors().sticky;
     std::memmove(dst, src, bytes);
     return cudaSuccess;
 }
@@ -479,6 +601,7 @@ cudaError_t cudaMemsetAsync(void* dst, int value, std::size_t bytes, cudaStream_
     if (errors().sticky != cudaSuccess) return errors().sticky;
     if (bytes == 0) return cudaSuccess;
     if (!memory().holds(dst, bytes)) return result(cudaErrorInvalidValue);
+    if (reaches_a_gap("cudaMemsetAsync", dst, bytes, "writing")) return errors().sticky;
     std::memset(dst, value, bytes);
     return cudaSuccess;
 }

@@ -5,8 +5,9 @@
 //
 // What it checks that the CPU executor (gpu::cpu_ops) cannot: the kernels themselves, their indexing, their
 // reductions and barriers, their launch configurations (the limits of CUDA), device memory read before it is written
-// (new allocations are filled with NaN bytes, as cudaMalloc promises nothing), and the cuBLASLt descriptors of
-// blas.cu. What it cannot: anything of the GPU itself (its memory model, warps, timing, the real cuBLASLt).
+// (new allocations are filled with NaN bytes, as cudaMalloc promises nothing), writes past a planned buffer into the
+// guard gap after it (and reads of it under AddressSanitizer), and the cuBLASLt descriptors of blas.cu. What it cannot:
+// anything of the GPU itself (its memory model, warps, timing, the real cuBLASLt).
 #pragma once
 
 #include <cstddef>
@@ -50,6 +51,19 @@ namespace tl::gpu::emulation {
 // Runs `thread` for every thread of every block (tinylm_cuda_emulation.cpp); records a bad configuration or a fault
 // as the CUDA runtime would (cudaGetLastError, and a fault is sticky).
 void run_grid(const char* kernel, dim3 grid, dim3 block, const std::function<void()>& thread);
+
+// ---- guard gaps: out-of-bounds accesses inside one allocation (arena_plan.hpp's gaps between buffers) ----
+// [gap, gap + bytes), inside a cudaMalloc'd allocation, belongs to no buffer: it follows the buffer `after`
+// (device_arena registers each of its plan's gaps, src/cuda/device.cu). The runtime fills it with a canary and checks
+// every gap after each kernel and cuBLASLt product, and refuses a copy or memset whose range reaches into one (read
+// or written): either is a sticky fault, cudaErrorIllegalAddress, whose message names the call and `after`. Under
+// AddressSanitizer the gap is also poisoned, so a kernel's read of it is reported at once. cudaFree of the allocation
+// drops (and unpoisons) its gaps.
+void guard_gap(void* gap, std::size_t bytes, const char* after);
+// Checks every gap (see guard_gap) after `call` ran; cublas_lt.cpp calls it after each product.
+void check_gaps(const char* call);
+// Forgets a sticky fault, as a new process would (a GPU's context is lost for good): for the emulation's own tests.
+void forget_fault();
 
 // TINYLM_LAUNCH under the emulation (src/cuda/launch.cuh): the arguments are converted to the kernel's parameters
 // once, as a launch copies them, and every thread calls the kernel with them.
