@@ -408,8 +408,9 @@ BOOST_AUTO_TEST_CASE(attention_rows_match_the_reference_in_f64) {
 // flash_attention.cu's kernels: q, k, v, dout, p and ds rounded to bf16, f32 sums, the online softmax over key tiles
 // at multiples of 32) against tl::attention_*_reference in f64: head widths 64 and 128, GQA 4 on 2, 70 positions (three
 // key tiles, the last partial), every mask variant of attention_rows_match_the_reference_in_f64. Within the bf16
-// products' bound there, 2e-2 (measured: at most 9.97e-3, on dk); not the f32 rows' result (p, ds rounded: above 1e-4);
-// and the same bits in the forward from inputs rounded to bf16 beforehand (the operands are rounded first).
+// products' bound there, 2e-2 (measured: at most 9.96e-3 over both widths); not the f32 rows' result (p, ds rounded:
+// above 1e-4); and the same bits in the forward from inputs rounded to bf16 beforehand (the operands are rounded
+// first).
 BOOST_AUTO_TEST_CASE(attention_fused_rows_match_the_reference_in_f64) {
     const index_t B = 2, T = 70, Hq = 4, Hkv = 2;
     std::vector<index_t> docs(std::size_t(B * T));
