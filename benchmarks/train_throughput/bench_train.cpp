@@ -317,7 +317,7 @@ int main(int argc, char** argv) {
     auto* attention = app.add_option("--attention", s.attention,
                                      "cuda, cpu-ops: products (batched products, the default), rows (the row "
                                      "kernels, the oracle) or fused (flash_attention.cu on tensor cores; bf16, "
-                                     "head width 64)")
+                                     "head width 64 or 128)")
                           ->check(CLI::IsMember({"rows", "products", "fused"}));
     auto* query_block = app.add_option("--attention-query-block", s.attention_query_block,
                                        "cuda, cpu-ops, --attention products: queries per block, whose products skip "

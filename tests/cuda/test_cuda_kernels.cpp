@@ -950,32 +950,37 @@ BOOST_AUTO_TEST_CASE(decoder_step_matches_the_cpu_executor, needs_device()) {
 
 // Fused attention (flash_attention.cu: tensor cores, bf16 operands) on the GPU against the CPU executor's fused
 // (attention_fused.hpp: the same operands rounded the same way, f32 sums in other orders) and against the products in
-// bf16 on the GPU: 2 x 45 tokens (a partial second tile of 32), head width 64, GQA 4 on 2; causal, a window of 20,
-// documents with a window of 12, with padding too, and bidirectional with documents and padding. Bounds calibrated
-// as expect_bf16_close: |GPU fused - CPU fused| at most |CPU fused - CPU f32 rows| (bf16's own error on each tensor),
-// and |GPU fused - CPU f32 rows| at most twice |GPU products in bf16 - CPU f32 rows| (another bf16 computation of the
-// same thing; both ratios are logged). Deterministic: the backward again gives the same bits. Outputs start as NaN
-// (cudaMalloc's promise is none): every element is written. A head width other than 64 is refused.
+// bf16 on the GPU: 2 x 45 tokens (a partial second tile of 32), GQA 4 on 2; head width 64: causal, a window of 20,
+// documents with a window of 12, with padding too, and bidirectional with documents and padding; head width 128 (its
+// own kernels): the last two. Bounds calibrated as expect_bf16_close: |GPU fused - CPU fused| at most
+// |CPU fused - CPU f32 rows| (bf16's own error on each tensor), and |GPU fused - CPU f32 rows| at most twice
+// |GPU products in bf16 - CPU f32 rows| (another bf16 computation of the same thing; both ratios are logged). Under
+// the host emulation (whose wmma sums in the order of k, as the CPU driver's loops do) the same bits as the CPU
+// executor. Deterministic: the backward again gives the same bits. Outputs start as NaN (cudaMalloc's promise is
+// none): every element is written. Head widths other than 64 and 128 are refused.
 BOOST_AUTO_TEST_CASE(fused_attention_matches_the_cpu_executor_and_the_products, needs_device()) {
     const long long B = 2, T = 45;
-    const int Hq = 4, Hkv = 2, D = gpu::fused_head_dim;
-    const auto q = random_tensor<float>({B, T, Hq, D}, 60), k = random_tensor<float>({B, T, Hkv, D}, 61);
-    const auto v = random_tensor<float>({B, T, Hkv, D}, 62), dout = random_tensor<float>({B, T, Hq, D}, 63);
+    const int Hq = 4, Hkv = 2;
+    const bool emulated = gpu::device_name().starts_with("tinylm CUDA emulation");
     std::vector<std::int64_t> docs(std::size_t(B * T));
     for (long long b = 0; b < B; ++b) // row 0: documents at 0, 17, 33; row 1: at 0 and 28
         for (long long t = 0; t < T; ++t)
             docs[std::size_t(b * T + t)] = b == 0 ? (t >= 33 ? 33 : t >= 17 ? 17 : 0) : (t >= 28 ? 28 : 0);
     const std::vector<std::int64_t> lengths = {45, 30}; // row 1: its second document ends in padding
     struct variant {
-        int window;
+        int D, window;
         bool documents, padding, causal = true;
     };
     double worst_cpu = 0, worst_products = 0;
-    for (const variant c : {variant{0, false, false}, variant{20, false, false}, variant{12, true, false},
-                            variant{12, true, true}, variant{0, true, true, false}}) {
+    for (const variant c : {variant{64, 0, false, false}, variant{64, 20, false, false}, variant{64, 12, true, false},
+                            variant{64, 12, true, true}, variant{64, 0, true, true, false},
+                            variant{128, 12, true, true}, variant{128, 0, true, true, false}}) {
+        const int D = c.D;
+        const auto q = random_tensor<float>({B, T, Hq, D}, 60), k = random_tensor<float>({B, T, Hkv, D}, 61);
+        const auto v = random_tensor<float>({B, T, Hkv, D}, 62), dout = random_tensor<float>({B, T, Hq, D}, 63);
         const gpu::attention_dims s{B, T, Hq, Hkv, D, c.window, c.causal};
         const std::size_t rows = std::size_t(B * Hq * T), scores = std::size_t(B * Hq * T * T);
-        std::string what = "window " + std::to_string(c.window);
+        std::string what = "head width " + std::to_string(D) + ", window " + std::to_string(c.window);
         what += c.documents ? ", documents" : "";
         what += c.padding ? ", padding" : "";
         what += c.causal ? "" : ", bidirectional";
@@ -1040,6 +1045,8 @@ BOOST_AUTO_TEST_CASE(fused_attention_matches_the_cpu_executor_and_the_products, 
               std::tuple{"dq", &g_dq, &dq, &dq32, &p_dq}, std::tuple{"dk", &g_dk, &dk, &dk32, &p_dk},
               std::tuple{"dv", &g_dv, &dv, &dv32, &p_dv}}) {
             worst_cpu = std::max(worst_cpu, expect_bf16_close(*gpu_fused, *cpu_fused, *cpu_f32, what + ": " + name));
+            if (emulated)
+                BOOST_TEST(same_bits(*gpu_fused, *cpu_fused), what << ": " << name << ": emulated, other bits");
             double fused_err = 0, products_err = 0;
             for (std::size_t i = 0; i < gpu_fused->size(); ++i) {
                 fused_err = std::max(fused_err, std::abs(double((*gpu_fused)[i]) - double((*cpu_f32)[i])));
@@ -1053,77 +1060,96 @@ BOOST_AUTO_TEST_CASE(fused_attention_matches_the_cpu_executor_and_the_products, 
     BOOST_TEST_MESSAGE("fused attention: |GPU - CPU fused| at most " << worst_cpu << " of |CPU fused - CPU f32|; "
                                                                      << "its error from f32 at most " << worst_products
                                                                      << " of the bf16 products'");
-    const gpu::attention_dims narrow{1, 8, 2, 1, 32, 0, true};
-    BOOST_CHECK_THROW(gpu::attention_fused_forward(nullptr, nullptr, nullptr, nullptr, nullptr, {}, narrow), tl::error);
+    for (const int refused : {32, 96, 256}) {
+        const gpu::attention_dims other{1, 8, 2, 1, refused, 0, true};
+        BOOST_CHECK_THROW(gpu::attention_fused_forward(nullptr, nullptr, nullptr, nullptr, nullptr, {}, other),
+                          tl::error);
+    }
 }
 
-// decoder_step with attention_path::fused (bf16; windowed_tiny widened to a head width of 64: 2 query heads on 1
-// key/value head, 3 x 40 tokens in packed documents, the first layer windowed) on the GPU against the CPU executor's
+// decoder_step with attention_path::fused (bf16; windowed_tiny widened to a model width of 128: 2 query heads of 64
+// on 1 key/value head, and 1 head of 128, the other instance of the kernels; 3 x 40 tokens in packed documents, the
+// first layer windowed) on the GPU against the CPU executor's
 // fused step (which calls the fused kernels' entry points once per layer each way, and no other attention): the loss
 // within 1e-4 relative (the bf16 bound of decoder_step_matches_the_cpu_executor), every gradient
 // as close to the CPU's fused ones as those are to the CPU executor's f32 step with attention by rows
 // (expect_bf16_gradients_close); the same step again gives the same bits. Against the products: the GPU's fused
-// gradients within twice the GPU's bf16 products' distance from that f32 step, per tensor. f32 weights are refused.
+// gradients within twice the GPU's bf16 products' distance from that f32 step, per tensor. f32 weights are refused,
+// and head widths other than 64 and 128.
 BOOST_AUTO_TEST_CASE(decoder_step_with_fused_attention_matches_the_cpu_executor, needs_device()) {
+    gpu::decoder_plan_options o;
+    for (const int heads : {2, 1}) {
+        model_config c = windowed_tiny();
+        c.d_model = 128, c.n_heads = heads, c.n_kv_heads = 1;
+        BOOST_TEST_REQUIRE(c.head_dim() == 128 / heads);
+        BOOST_TEST_CONTEXT("head width " << c.head_dim()) {
+            o = {};
+            o.batch = 3, o.time = 40, o.logits_rows = 50;
+            const step_inputs in(o, c);
+            const std::size_t p = in.weights.size();
+            // The CPU executor: f32 with rows (bf16's reference), then bf16 fused.
+            const auto cpu_run = [&](bool bf16, gpu::attention_path path, std::vector<float>& grads) {
+                gpu::decoder_plan_options oo = o;
+                oo.bf16_weights = bf16, oo.attention = path;
+                const gpu::arena_plan plan = gpu::plan_decoder_step(in.c, oo);
+                std::vector<std::byte> host(plan.bytes());
+                counting_cpu_ops cpu;
+                gpu::decoder_step<counting_cpu_ops> step(in.c, oo, plan, host.data(), cpu);
+                load_inputs(step, in, oo,
+                            [](float* to, const float* from, std::size_t n) { std::copy(from, from + n, to); });
+                step.zero_gradients();
+                const double loss = step.forward_backward(in.ids.data(), in.targets.data(), in.docs.data());
+                if (path == gpu::attention_path::fused) // one fused forward and backward per layer, nothing else
+                    BOOST_TEST(
+                        (cpu.fused_forward == in.c.n_layers && cpu.fused_backward == in.c.n_layers && cpu.others == 0));
+                const float* g = reinterpret_cast<const float*>(host.data() + plan.at("gradients").offset);
+                grads.assign(g, g + p);
+                return loss;
+            };
+            std::vector<float> f32_grads, cpu_grads;
+            cpu_run(false, gpu::attention_path::rows, f32_grads);
+            const double cpu_loss = cpu_run(true, gpu::attention_path::fused, cpu_grads);
+
+            o.bf16_weights = true, o.attention = gpu::attention_path::fused;
+            gpu_step g(in, o);
+            const double gpu_loss = g.run(in);
+            BOOST_TEST_MESSAGE("fused: loss CPU executor " << cpu_loss << ", GPU " << gpu_loss);
+            BOOST_TEST(std::abs(gpu_loss - cpu_loss) < 1e-4 * cpu_loss);
+            const std::vector<float> grads = g.download("gradients");
+            BOOST_TEST(g.run(in) == gpu_loss);
+            BOOST_TEST(same_bits(g.download("gradients"), grads));
+            expect_bf16_gradients_close(grads, cpu_grads.data(), f32_grads.data(), gpu::decoder_parameter_layout(in.c),
+                                        "fused: ");
+
+            o.attention = gpu::attention_path::products;
+            gpu_step products(in, o);
+            products.run(in);
+            const std::vector<float> product_grads = products.download("gradients");
+            double worst = 0;
+            for (const gpu::parameter_slice& sl : gpu::decoder_parameter_layout(in.c)) {
+                double fused_err = 0, products_err = 0;
+                for (std::size_t i = sl.offset; i < sl.offset + sl.size(); ++i) {
+                    fused_err = std::max(fused_err, std::abs(double(grads[i]) - double(f32_grads[i])));
+                    products_err = std::max(products_err, std::abs(double(product_grads[i]) - double(f32_grads[i])));
+                }
+                BOOST_TEST(fused_err <= 2 * products_err,
+                           sl.name << ": fused " << fused_err << " from f32, products " << products_err);
+                worst = std::max(worst, products_err > 0 ? fused_err / products_err : INFINITY);
+            }
+            BOOST_TEST_MESSAGE("fused: gradients' distance from the f32 step at most " << worst << " of the products'");
+        }
+    }
     model_config c = windowed_tiny();
     c.d_model = 128, c.n_heads = 2, c.n_kv_heads = 1;
-    BOOST_TEST_REQUIRE(c.head_dim() == gpu::fused_head_dim);
-    gpu::decoder_plan_options o;
+    o = {};
     o.batch = 3, o.time = 40, o.logits_rows = 50;
-    const step_inputs in(o, c);
-    const std::size_t p = in.weights.size();
-    // The CPU executor: f32 with rows (bf16's reference), then bf16 fused.
-    const auto cpu_run = [&](bool bf16, gpu::attention_path path, std::vector<float>& grads) {
-        gpu::decoder_plan_options oo = o;
-        oo.bf16_weights = bf16, oo.attention = path;
-        const gpu::arena_plan plan = gpu::plan_decoder_step(in.c, oo);
-        std::vector<std::byte> host(plan.bytes());
-        counting_cpu_ops cpu;
-        gpu::decoder_step<counting_cpu_ops> step(in.c, oo, plan, host.data(), cpu);
-        load_inputs(step, in, oo, [](float* to, const float* from, std::size_t n) { std::copy(from, from + n, to); });
-        step.zero_gradients();
-        const double loss = step.forward_backward(in.ids.data(), in.targets.data(), in.docs.data());
-        if (path == gpu::attention_path::fused) // one fused forward and backward per layer, nothing else
-            BOOST_TEST((cpu.fused_forward == in.c.n_layers && cpu.fused_backward == in.c.n_layers && cpu.others == 0));
-        const float* g = reinterpret_cast<const float*>(host.data() + plan.at("gradients").offset);
-        grads.assign(g, g + p);
-        return loss;
-    };
-    std::vector<float> f32_grads, cpu_grads;
-    cpu_run(false, gpu::attention_path::rows, f32_grads);
-    const double cpu_loss = cpu_run(true, gpu::attention_path::fused, cpu_grads);
-
-    o.bf16_weights = true, o.attention = gpu::attention_path::fused;
-    gpu_step g(in, o);
-    const double gpu_loss = g.run(in);
-    BOOST_TEST_MESSAGE("fused: loss CPU executor " << cpu_loss << ", GPU " << gpu_loss);
-    BOOST_TEST(std::abs(gpu_loss - cpu_loss) < 1e-4 * cpu_loss);
-    const std::vector<float> grads = g.download("gradients");
-    BOOST_TEST(g.run(in) == gpu_loss);
-    BOOST_TEST(same_bits(g.download("gradients"), grads));
-    expect_bf16_gradients_close(grads, cpu_grads.data(), f32_grads.data(), gpu::decoder_parameter_layout(in.c),
-                                "fused: ");
-
-    o.attention = gpu::attention_path::products;
-    gpu_step products(in, o);
-    products.run(in);
-    const std::vector<float> product_grads = products.download("gradients");
-    double worst = 0;
-    for (const gpu::parameter_slice& sl : gpu::decoder_parameter_layout(in.c)) {
-        double fused_err = 0, products_err = 0;
-        for (std::size_t i = sl.offset; i < sl.offset + sl.size(); ++i) {
-            fused_err = std::max(fused_err, std::abs(double(grads[i]) - double(f32_grads[i])));
-            products_err = std::max(products_err, std::abs(double(product_grads[i]) - double(f32_grads[i])));
-        }
-        BOOST_TEST(fused_err <= 2 * products_err,
-                   sl.name << ": fused " << fused_err << " from f32, products " << products_err);
-        worst = std::max(worst, products_err > 0 ? fused_err / products_err : INFINITY);
-    }
-    BOOST_TEST_MESSAGE("fused: gradients' distance from the f32 step at most " << worst << " of the products'");
-    o.bf16_weights = false, o.attention = gpu::attention_path::fused; // refused: f32, a head width other than 64
-    BOOST_CHECK_THROW(gpu::plan_decoder_step(in.c, o), tl::error);
+    o.bf16_weights = false, o.attention = gpu::attention_path::fused; // refused: f32, head widths other than 64, 128
+    BOOST_CHECK_THROW(gpu::plan_decoder_step(c, o), tl::error);
     o.bf16_weights = true;
     BOOST_CHECK_THROW(gpu::plan_decoder_step(windowed_tiny(), o), tl::error);
+    model_config wide = windowed_tiny();
+    wide.d_model = 256, wide.n_heads = 1, wide.n_kv_heads = 1; // head width 256
+    BOOST_CHECK_THROW(gpu::plan_decoder_step(wide, o), tl::error);
 }
 
 // LoRA (rank 4 on all seven projections) on a Qwen2-shaped model (q, k, v biases, tied embeddings) on the GPU
@@ -1374,94 +1400,102 @@ BOOST_AUTO_TEST_CASE(encoder_step_matches_the_cpu_executor, needs_device()) {
         }
 }
 
-// The encoder step with attention_path::fused (bf16; a BERT of width 128 in 2 heads of 64, 2 layers, 3 x 40 tokens
+// The encoder step with attention_path::fused (bf16; a BERT of width 128 in 2 heads of 64, and in 1 of 128 (the
+// other instance of the kernels), 2 layers, 3 x 40 tokens
 // right-padded to 40, 23 and 7 real ones: bidirectional attention with padding) on the GPU against the CPU executor's
 // fused step (the fused entry points once per layer each way, no other attention): the hidden states and every gradient
 // as close to the CPU's as those are to the CPU executor's f32 step with attention by rows (expect_bf16_close; the key
 // biases' gradients, 0 but for rounding, and the last LayerNorm's bias, untouched by bf16, left out); the same step
 // twice gives the same bits. f32 is refused.
 BOOST_AUTO_TEST_CASE(encoder_step_with_fused_attention_matches_the_cpu_executor, needs_device()) {
-    model_config c = tl_test::tiny_bert(61, 48);
-    c.d_model = 128, c.n_heads = c.n_kv_heads = 2, c.d_ff = 128, c.init_std = 0.05;
-    BOOST_TEST_REQUIRE(c.head_dim() == gpu::fused_head_dim);
-    const long long B = 3, T = 40;
-    const std::vector<std::int64_t> lengths = {40, 23, 7};
-    std::vector<std::int32_t> ids(std::size_t(B * T)), types(ids.size());
-    for (std::size_t i = 0; i < ids.size(); ++i) {
-        ids[i] = std::int32_t((i * 37 + 11) % std::size_t(c.vocab_size));
-        types[i] = std::int32_t(i % 40 >= 20);
-    }
-    const auto dhidden = random_tensor<float>({B * T, c.d_model}, 73).data;
-    const auto options = [&](bool bf16, gpu::attention_path path) {
-        gpu::encoder_plan_options o;
-        o.batch = B, o.time = T, o.bf16_weights = bf16, o.attention = path;
-        return o;
-    };
-    const std::size_t p =
-        gpu::plan_encoder_step(c, options(true, gpu::attention_path::fused)).at("parameters").bytes / sizeof(float);
-    std::vector<float> weights = random_tensor<float>({index_t(p)}, 74, 0.05).data;
-    for (const gpu::parameter_slice& s : gpu::encoder_parameter_layout(c))
-        if (s.name.find("LayerNorm.weight") != std::string::npos)
-            for (std::size_t i = 0; i < s.size(); ++i)
-                weights[s.offset + i] += 1.0f;
-    // The CPU executor: hidden states and gradients.
-    const auto cpu_run = [&](bool bf16, gpu::attention_path path) {
-        const gpu::encoder_plan_options o = options(bf16, path);
-        const gpu::arena_plan plan = gpu::plan_encoder_step(c, o);
-        std::vector<std::byte> host(plan.bytes());
-        counting_cpu_ops cpu;
-        gpu::encoder_step<counting_cpu_ops> step(c, o, plan, host.data(), cpu);
-        std::copy(weights.begin(), weights.end(), reinterpret_cast<float*>(host.data() + plan.at("parameters").offset));
-        const float* h = step.forward(ids.data(), lengths.data(), types.data());
-        std::pair<std::vector<float>, std::vector<float>> r{{h, h + B * T * c.d_model}, {}};
-        step.backward(dhidden.data());
-        if (path == gpu::attention_path::fused) // one fused forward and backward per layer, nothing else
-            BOOST_TEST((cpu.fused_forward == c.n_layers && cpu.fused_backward == c.n_layers && cpu.others == 0));
-        const float* g = reinterpret_cast<const float*>(host.data() + plan.at("gradients").offset);
-        r.second.assign(g, g + p);
-        return r;
-    };
-    const auto [hidden32, grads32] = cpu_run(false, gpu::attention_path::rows);
-    const auto [cpu_hidden, cpu_grads] = cpu_run(true, gpu::attention_path::fused);
+    for (const int heads : {2, 1}) {
+        model_config c = tl_test::tiny_bert(61, 48);
+        c.d_model = 128, c.n_heads = c.n_kv_heads = heads, c.d_ff = 128, c.init_std = 0.05;
+        BOOST_TEST_REQUIRE(c.head_dim() == 128 / heads);
+        BOOST_TEST_CONTEXT("head width " << c.head_dim()) {
+            const long long B = 3, T = 40;
+            const std::vector<std::int64_t> lengths = {40, 23, 7};
+            std::vector<std::int32_t> ids(std::size_t(B * T)), types(ids.size());
+            for (std::size_t i = 0; i < ids.size(); ++i) {
+                ids[i] = std::int32_t((i * 37 + 11) % std::size_t(c.vocab_size));
+                types[i] = std::int32_t(i % 40 >= 20);
+            }
+            const auto dhidden = random_tensor<float>({B * T, c.d_model}, 73).data;
+            const auto options = [&](bool bf16, gpu::attention_path path) {
+                gpu::encoder_plan_options o;
+                o.batch = B, o.time = T, o.bf16_weights = bf16, o.attention = path;
+                return o;
+            };
+            const std::size_t p =
+                gpu::plan_encoder_step(c, options(true, gpu::attention_path::fused)).at("parameters").bytes /
+                sizeof(float);
+            std::vector<float> weights = random_tensor<float>({index_t(p)}, 74, 0.05).data;
+            for (const gpu::parameter_slice& s : gpu::encoder_parameter_layout(c))
+                if (s.name.find("LayerNorm.weight") != std::string::npos)
+                    for (std::size_t i = 0; i < s.size(); ++i)
+                        weights[s.offset + i] += 1.0f;
+            // The CPU executor: hidden states and gradients.
+            const auto cpu_run = [&](bool bf16, gpu::attention_path path) {
+                const gpu::encoder_plan_options o = options(bf16, path);
+                const gpu::arena_plan plan = gpu::plan_encoder_step(c, o);
+                std::vector<std::byte> host(plan.bytes());
+                counting_cpu_ops cpu;
+                gpu::encoder_step<counting_cpu_ops> step(c, o, plan, host.data(), cpu);
+                std::copy(weights.begin(), weights.end(),
+                          reinterpret_cast<float*>(host.data() + plan.at("parameters").offset));
+                const float* h = step.forward(ids.data(), lengths.data(), types.data());
+                std::pair<std::vector<float>, std::vector<float>> r{{h, h + B * T * c.d_model}, {}};
+                step.backward(dhidden.data());
+                if (path == gpu::attention_path::fused) // one fused forward and backward per layer, nothing else
+                    BOOST_TEST(
+                        (cpu.fused_forward == c.n_layers && cpu.fused_backward == c.n_layers && cpu.others == 0));
+                const float* g = reinterpret_cast<const float*>(host.data() + plan.at("gradients").offset);
+                r.second.assign(g, g + p);
+                return r;
+            };
+            const auto [hidden32, grads32] = cpu_run(false, gpu::attention_path::rows);
+            const auto [cpu_hidden, cpu_grads] = cpu_run(true, gpu::attention_path::fused);
 
-    const gpu::encoder_plan_options o = options(true, gpu::attention_path::fused);
-    const gpu::arena_plan plan = gpu::plan_encoder_step(c, o);
-    gpu::device_arena arena(plan);
-    gpu::blas products(arena.at<std::byte>(plan.at("blas.workspace").offset), gpu::blas_workspace_bytes);
-    gpu::gpu_ops ex{&products, nullptr};
-    gpu::encoder_step<gpu::gpu_ops> step(c, o, plan, arena.at<std::byte>(0), ex);
-    auto download = [&](const char* name) {
-        std::vector<float> v(plan.at(name).bytes / sizeof(float));
-        gpu::synchronize();
-        gpu::copy_to_host(v.data(), arena.at<float>(plan.at(name).offset), v.size() * sizeof(float));
-        return v;
-    };
-    gpu::copy_to_device(arena.at<float>(plan.at("parameters").offset), weights.data(), p * sizeof(float));
-    step.parameters_changed();
-    auto run = [&] {
-        step.zero_gradients();
-        step.forward(ids.data(), lengths.data(), types.data());
-        gpu::copy_to_device(step.dhidden_buffer(), dhidden.data(), dhidden.size() * sizeof(float));
-        step.backward(step.dhidden_buffer());
-    };
-    run();
-    const std::vector<float> hidden = download("hidden"), grads = download("gradients");
-    double worst = expect_bf16_close(hidden, cpu_hidden, hidden32, "hidden states");
-    for (const gpu::parameter_slice& s : gpu::encoder_parameter_layout(c)) {
-        // Left out: the pooler (frozen), the key biases, and the last LayerNorm's bias, whose gradient is the sum of
-        // dhidden: no bf16 in it (encoder_step_matches_the_cpu_executor checks it in f32).
-        if (s.name.starts_with("pooler.") || s.name.find("self.key.bias") != std::string::npos ||
-            s.name == "encoder.layer.1.output.LayerNorm.bias")
-            continue;
-        worst = std::max(worst,
-                         expect_bf16_close({grads.data() + s.offset, s.size()}, {cpu_grads.data() + s.offset, s.size()},
-                                           {grads32.data() + s.offset, s.size()}, s.name));
+            const gpu::encoder_plan_options o = options(true, gpu::attention_path::fused);
+            const gpu::arena_plan plan = gpu::plan_encoder_step(c, o);
+            gpu::device_arena arena(plan);
+            gpu::blas products(arena.at<std::byte>(plan.at("blas.workspace").offset), gpu::blas_workspace_bytes);
+            gpu::gpu_ops ex{&products, nullptr};
+            gpu::encoder_step<gpu::gpu_ops> step(c, o, plan, arena.at<std::byte>(0), ex);
+            auto download = [&](const char* name) {
+                std::vector<float> v(plan.at(name).bytes / sizeof(float));
+                gpu::synchronize();
+                gpu::copy_to_host(v.data(), arena.at<float>(plan.at(name).offset), v.size() * sizeof(float));
+                return v;
+            };
+            gpu::copy_to_device(arena.at<float>(plan.at("parameters").offset), weights.data(), p * sizeof(float));
+            step.parameters_changed();
+            auto run = [&] {
+                step.zero_gradients();
+                step.forward(ids.data(), lengths.data(), types.data());
+                gpu::copy_to_device(step.dhidden_buffer(), dhidden.data(), dhidden.size() * sizeof(float));
+                step.backward(step.dhidden_buffer());
+            };
+            run();
+            const std::vector<float> hidden = download("hidden"), grads = download("gradients");
+            double worst = expect_bf16_close(hidden, cpu_hidden, hidden32, "hidden states");
+            for (const gpu::parameter_slice& s : gpu::encoder_parameter_layout(c)) {
+                // Left out: the pooler (frozen), the key biases, and the last LayerNorm's bias, whose gradient is the
+                // sum of dhidden: no bf16 in it (encoder_step_matches_the_cpu_executor checks it in f32).
+                if (s.name.starts_with("pooler.") || s.name.find("self.key.bias") != std::string::npos ||
+                    s.name == "encoder.layer.1.output.LayerNorm.bias")
+                    continue;
+                worst = std::max(worst, expect_bf16_close({grads.data() + s.offset, s.size()},
+                                                          {cpu_grads.data() + s.offset, s.size()},
+                                                          {grads32.data() + s.offset, s.size()}, s.name));
+            }
+            BOOST_TEST_MESSAGE("encoder, fused: |GPU - CPU bf16| at most " << worst << " of |CPU bf16 - CPU f32|");
+            run();
+            BOOST_TEST(same_bits(download("hidden"), hidden));
+            BOOST_TEST(same_bits(download("gradients"), grads));
+            BOOST_CHECK_THROW(gpu::plan_encoder_step(c, options(false, gpu::attention_path::fused)), tl::error);
+        }
     }
-    BOOST_TEST_MESSAGE("encoder, fused: |GPU - CPU bf16| at most " << worst << " of |CPU bf16 - CPU f32|");
-    run();
-    BOOST_TEST(same_bits(download("hidden"), hidden));
-    BOOST_TEST(same_bits(download("gradients"), grads));
-    BOOST_CHECK_THROW(gpu::plan_encoder_step(c, options(false, gpu::attention_path::fused)), tl::error);
 }
 
 // A sentence encoder's contrastive step (src/cuda/ranking.cu against ranking_row.hpp's CPU drivers): pooling forward

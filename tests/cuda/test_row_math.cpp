@@ -406,14 +406,13 @@ BOOST_AUTO_TEST_CASE(attention_rows_match_the_reference_in_f64) {
 
 // Fused attention's CPU driver (attention_fused.hpp: gpu::cpu_ops's attention_fused_*, the arithmetic of
 // flash_attention.cu's kernels: q, k, v, dout, p and ds rounded to bf16, f32 sums, the online softmax over key tiles
-// at multiples of 32) against tl::attention_*_reference in f64: head width 64, GQA 4 on 2, 70 positions (three key
-// tiles, the last partial), every mask variant of attention_rows_match_the_reference_in_f64. Within the bf16 products'
-// bound there, 2e-2 (measured: at most 9.97e-3, on dk); not the f32 rows' result (p, ds rounded: above 1e-4); and the
-// same bits in the forward from inputs rounded to bf16 beforehand (the operands are rounded first).
+// at multiples of 32) against tl::attention_*_reference in f64: head widths 64 and 128, GQA 4 on 2, 70 positions (three
+// key tiles, the last partial), every mask variant of attention_rows_match_the_reference_in_f64. Within the bf16
+// products' bound there, 2e-2 (measured: at most 9.96e-3 over both widths); not the f32 rows' result (p, ds rounded:
+// above 1e-4); and the same bits in the forward from inputs rounded to bf16 beforehand (the operands are rounded
+// first).
 BOOST_AUTO_TEST_CASE(attention_fused_rows_match_the_reference_in_f64) {
-    const index_t B = 2, T = 70, Hq = 4, Hkv = 2, D = gpu::fused_head_dim;
-    const auto q = random_tensor<float>({B, T, Hq, D}, 30), k = random_tensor<float>({B, T, Hkv, D}, 31);
-    const auto v = random_tensor<float>({B, T, Hkv, D}, 32), dout = random_tensor<float>({B, T, Hq, D}, 33);
+    const index_t B = 2, T = 70, Hq = 4, Hkv = 2;
     std::vector<index_t> docs(std::size_t(B * T));
     for (index_t b = 0; b < B; ++b) // row 0: documents at 0, 25, 60; row 1: at 0 and 41
         for (index_t t = 0; t < T; ++t)
@@ -424,54 +423,60 @@ BOOST_AUTO_TEST_CASE(attention_fused_rows_match_the_reference_in_f64) {
         bool documents, padding, causal = true;
     };
     double worst = 0;
-    for (const variant c : {variant{0, false, false}, variant{20, false, false}, variant{0, true, false},
-                            variant{12, true, false}, variant{0, false, true}, variant{12, true, true},
-                            variant{0, false, false, false}, variant{0, true, true, false}}) {
-        const gpu::attention_dims s{B, T, int(Hq), int(Hkv), int(D), c.window, c.causal};
-        const gpu::attention_masks ds(c.documents ? docs.data() : nullptr, c.padding ? lengths.data() : nullptr);
-        std::vector<float> out(q.data.size(), NAN), lse(std::size_t(B * Hq * T), NAN), delta(lse.size());
-        std::vector<float> dq(q.data.size(), NAN), dk(k.data.size(), NAN), dv(v.data.size(), NAN);
-        gpu::cpu_ops ex;
-        ex.attention_fused_forward(out.data(), lse.data(), q.data.data(), k.data.data(), v.data.data(), ds, s);
-        ex.attention_fused_backward(dq.data(), dk.data(), dv.data(), delta.data(), dout.data.data(), q.data.data(),
-                                    k.data.data(), v.data.data(), out.data(), lse.data(), ds, s);
+    for (const index_t D : {index_t(64), index_t(128)}) {
+        const auto q = random_tensor<float>({B, T, Hq, D}, 30), k = random_tensor<float>({B, T, Hkv, D}, 31);
+        const auto v = random_tensor<float>({B, T, Hkv, D}, 32), dout = random_tensor<float>({B, T, Hq, D}, 33);
+        for (const variant c : {variant{0, false, false}, variant{20, false, false}, variant{0, true, false},
+                                variant{12, true, false}, variant{0, false, true}, variant{12, true, true},
+                                variant{0, false, false, false}, variant{0, true, true, false}}) {
+            const gpu::attention_dims s{B, T, int(Hq), int(Hkv), int(D), c.window, c.causal};
+            const gpu::attention_masks ds(c.documents ? docs.data() : nullptr, c.padding ? lengths.data() : nullptr);
+            std::vector<float> out(q.data.size(), NAN), lse(std::size_t(B * Hq * T), NAN), delta(lse.size());
+            std::vector<float> dq(q.data.size(), NAN), dk(k.data.size(), NAN), dv(v.data.size(), NAN);
+            gpu::cpu_ops ex;
+            ex.attention_fused_forward(out.data(), lse.data(), q.data.data(), k.data.data(), v.data.data(), ds, s);
+            ex.attention_fused_backward(dq.data(), dk.data(), dv.data(), delta.data(), dout.data.data(), q.data.data(),
+                                        k.data.data(), v.data.data(), out.data(), lse.data(), ds, s);
 
-        std::vector<double> q64 = to_f64(q.data), k64 = to_f64(k.data), v64 = to_f64(v.data), do64 = to_f64(dout.data);
-        std::vector<double> out64(q64.size()), lse64(lse.size()), dq64(q64.size()), dk64(k64.size()), dv64(v64.size());
-        const cview<index_t> dv_docs = c.documents ? cview<index_t>{docs.data(), {B, T}} : cview<index_t>{};
-        const cview<index_t> dv_lengths = c.padding ? cview<index_t>{lengths.data(), {B}} : cview<index_t>{};
-        attention_forward_reference<double>({out64.data(), {B, T, Hq, D}}, {lse64.data(), {B, Hq, T}},
-                                            {q64.data(), {B, T, Hq, D}}, {k64.data(), {B, T, Hkv, D}},
-                                            {v64.data(), {B, T, Hkv, D}}, c.window, 0, dv_docs, c.causal, dv_lengths);
-        attention_backward_reference<double>({dq64.data(), {B, T, Hq, D}}, {dk64.data(), {B, T, Hkv, D}},
-                                             {dv64.data(), {B, T, Hkv, D}}, {do64.data(), {B, T, Hq, D}},
-                                             {q64.data(), {B, T, Hq, D}}, {k64.data(), {B, T, Hkv, D}},
-                                             {v64.data(), {B, T, Hkv, D}}, {out64.data(), {B, T, Hq, D}},
-                                             {lse64.data(), {B, Hq, T}}, c.window, dv_docs, c.causal, dv_lengths);
-        // The forward's operands are rounded to bf16 as the kernel's shared tiles hold them: q, k, v rounded
-        // beforehand give the same bits. (Not the backward's: delta = dout . out is f32 of the unrounded dout.)
-        const auto rounded = [](std::vector<float> x) {
-            for (float& e : x)
-                e = gpu::bf16_rounded(e);
-            return x;
-        };
-        std::vector<float> out16(out.size()), lse16(lse.size());
-        ex.attention_fused_forward(out16.data(), lse16.data(), rounded(q.data).data(), rounded(k.data).data(),
-                                   rounded(v.data).data(), ds, s);
-        BOOST_TEST(std::memcmp(out16.data(), out.data(), out.size() * sizeof(float)) == 0);
-        BOOST_TEST(std::memcmp(lse16.data(), lse.data(), lse.size() * sizeof(float)) == 0);
+            std::vector<double> q64 = to_f64(q.data), k64 = to_f64(k.data), v64 = to_f64(v.data),
+                                do64 = to_f64(dout.data);
+            std::vector<double> out64(q64.size()), lse64(lse.size()), dq64(q64.size()), dk64(k64.size()),
+                dv64(v64.size());
+            const cview<index_t> dv_docs = c.documents ? cview<index_t>{docs.data(), {B, T}} : cview<index_t>{};
+            const cview<index_t> dv_lengths = c.padding ? cview<index_t>{lengths.data(), {B}} : cview<index_t>{};
+            attention_forward_reference<double>(
+                {out64.data(), {B, T, Hq, D}}, {lse64.data(), {B, Hq, T}}, {q64.data(), {B, T, Hq, D}},
+                {k64.data(), {B, T, Hkv, D}}, {v64.data(), {B, T, Hkv, D}}, c.window, 0, dv_docs, c.causal, dv_lengths);
+            attention_backward_reference<double>({dq64.data(), {B, T, Hq, D}}, {dk64.data(), {B, T, Hkv, D}},
+                                                 {dv64.data(), {B, T, Hkv, D}}, {do64.data(), {B, T, Hq, D}},
+                                                 {q64.data(), {B, T, Hq, D}}, {k64.data(), {B, T, Hkv, D}},
+                                                 {v64.data(), {B, T, Hkv, D}}, {out64.data(), {B, T, Hq, D}},
+                                                 {lse64.data(), {B, Hq, T}}, c.window, dv_docs, c.causal, dv_lengths);
+            // The forward's operands are rounded to bf16 as the kernel's shared tiles hold them: q, k, v rounded
+            // beforehand give the same bits. (Not the backward's: delta = dout . out is f32 of the unrounded dout.)
+            const auto rounded = [](std::vector<float> x) {
+                for (float& e : x)
+                    e = gpu::bf16_rounded(e);
+                return x;
+            };
+            std::vector<float> out16(out.size()), lse16(lse.size());
+            ex.attention_fused_forward(out16.data(), lse16.data(), rounded(q.data).data(), rounded(k.data).data(),
+                                       rounded(v.data).data(), ds, s);
+            BOOST_TEST(std::memcmp(out16.data(), out.data(), out.size() * sizeof(float)) == 0);
+            BOOST_TEST(std::memcmp(lse16.data(), lse.data(), lse.size() * sizeof(float)) == 0);
 
-        std::string what = "fused, window " + std::to_string(c.window);
-        what += c.documents ? ", documents" : "";
-        what += c.padding ? ", padding" : "";
-        what += c.causal ? "" : ", bidirectional";
-        for (const auto& [name, got, want] :
-             {std::tuple{"out", &out, &out64}, std::tuple{"lse", &lse, &lse64}, std::tuple{"dq", &dq, &dq64},
-              std::tuple{"dk", &dk, &dk64}, std::tuple{"dv", &dv, &dv64}}) {
-            const double e = max_rel(*got, *want);
-            BOOST_TEST(e < 2e-2, what << ": " << name << " " << e);
-            if (std::string(name) != "lse") BOOST_TEST(e > 1e-4, what << ": " << name << " " << e);
-            worst = std::max(worst, e);
+            std::string what = "fused, head width " + std::to_string(D) + ", window " + std::to_string(c.window);
+            what += c.documents ? ", documents" : "";
+            what += c.padding ? ", padding" : "";
+            what += c.causal ? "" : ", bidirectional";
+            for (const auto& [name, got, want] :
+                 {std::tuple{"out", &out, &out64}, std::tuple{"lse", &lse, &lse64}, std::tuple{"dq", &dq, &dq64},
+                  std::tuple{"dk", &dk, &dk64}, std::tuple{"dv", &dv, &dv64}}) {
+                const double e = max_rel(*got, *want);
+                BOOST_TEST(e < 2e-2, what << ": " << name << " " << e);
+                if (std::string(name) != "lse") BOOST_TEST(e > 1e-4, what << ": " << name << " " << e);
+                worst = std::max(worst, e);
+            }
         }
     }
     BOOST_TEST_MESSAGE("fused attention on the CPU executor: at most " << worst << " from f64");

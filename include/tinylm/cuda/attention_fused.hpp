@@ -21,8 +21,18 @@ namespace tl::gpu {
 
 inline constexpr int fused_query_tile = 32; // queries per block (two 16-row wmma tiles)
 inline constexpr int fused_key_tile = 32;   // keys per step of the online softmax (two 16-column wmma tiles)
-inline constexpr int fused_head_dim = 64;   // the one head width the kernels take (static shared memory: 48 KB)
 inline constexpr int fused_threads = 128;   // 4 warps: one 16 x 16 tile of S each
+// The forward's online softmax runs fused_row_threads threads per query row (every thread of the block), each on
+// fused_lane_keys consecutive keys of the key tile (its lane); the row's maximum and sum combine the lanes' in lane
+// order (fused_rescale, fused_add_lane_sums), which the CPU driver repeats.
+inline constexpr int fused_row_threads = fused_threads / fused_query_tile;
+inline constexpr int fused_lane_keys = fused_key_tile / fused_row_threads;
+static_assert(fused_row_threads * fused_query_tile == fused_threads &&
+              fused_lane_keys * fused_row_threads == fused_key_tile);
+// The head widths the kernels take: each its own instance (the tiles are compile-time sizes), both with static shared
+// memory under 48 KB (flash_attention.cu's header says how 128 fits).
+TINYLM_HD constexpr bool fused_head_dim_supported(int d) { return d == 64 || d == 128; }
+inline constexpr const char* fused_head_dims_text = "64 or 128";
 
 // x rounded to bf16 (round to nearest even, row_math.hpp's bf16_bits), as a float: a product's operand.
 TINYLM_HD inline float bf16_rounded(float x) {
@@ -61,26 +71,59 @@ TINYLM_HD inline bool fused_tile_sees(const long long* first, const long long* l
 struct fused_row_state {
     float max = -INFINITY, sum = 0; // the running maximum of the scaled scores and the sum of exp(score - max)
 };
-// One key tile of n keys j0 .. j0 + n - 1, `score` the unscaled q.k (the product's f32 result), keys outside
-// first .. last masked: updates the row's state, writes p (exp(scaled score - max), 0 where masked) rounded to bf16
-// (the operand of P V) to p[0 .. n), and returns the factor the row's output so far is to be multiplied by. The sum
-// adds p before rounding, as lse is the f32 log-sum-exp of the other paths.
-TINYLM_HD inline float fused_softmax_step(fused_row_state& st, float* p, const float* score, long long j0, int n,
-                                          long long first, long long last, float scale) {
+// One key tile of n keys j0 .. j0 + n - 1, `score` the unscaled q.k (the product's f32 results), keys outside
+// first .. last masked, in fused_row_threads lanes of fused_lane_keys keys (the kernel's threads of a row):
+// fused_lane_max is a lane's maximum of the scaled scores; fused_rescale takes the lanes' (in lane order), updates the
+// row's maximum, rescales its sum and returns the factor the row's output so far is to be multiplied by;
+// fused_lane_exp writes the lane's p (exp(scaled score - max), 0 where masked or past n) rounded to bf16 (the
+// operand of P V) and returns its sum before rounding (lse is the f32 log-sum-exp of the other paths), in key order;
+// fused_add_lane_sums adds the lanes' sums, in lane order, to the row's.
+TINYLM_HD inline float fused_lane_max(const float* score, long long j0, int n, int lane, long long first,
+                                      long long last, float scale) {
+    float m = -INFINITY;
+    for (int t = lane * fused_lane_keys; t < (lane + 1) * fused_lane_keys && t < n; ++t)
+        if (j0 + t >= first && j0 + t <= last) m = score[t] * scale > m ? score[t] * scale : m;
+    return m;
+}
+TINYLM_HD inline float fused_rescale(fused_row_state& st, const float* lane_max) {
     float tile_max = -INFINITY;
-    for (int t = 0; t < n; ++t)
-        if (j0 + t >= first && j0 + t <= last) tile_max = score[t] * scale > tile_max ? score[t] * scale : tile_max;
+    for (int l = 0; l < fused_row_threads; ++l)
+        tile_max = lane_max[l] > tile_max ? lane_max[l] : tile_max;
     float rescale = 1;
     if (tile_max > st.max) { // exp(-inf) = 0 the first time
         rescale = expf(st.max - tile_max);
         st.sum *= rescale;
         st.max = tile_max;
     }
-    for (int t = 0; t < n; ++t) {
-        const float e = j0 + t >= first && j0 + t <= last ? expf(score[t] * scale - st.max) : 0.0f;
-        st.sum += e;
-        p[t] = bf16_rounded(e);
+    return rescale;
+}
+TINYLM_HD inline float fused_lane_exp(float* p, const float* score, long long j0, int n, int lane, long long first,
+                                      long long last, float scale, float max) {
+    float sum = 0;
+    for (int u = 0; u < fused_lane_keys; ++u) {
+        const int t = lane * fused_lane_keys + u;
+        const float e = t < n && j0 + t >= first && j0 + t <= last ? expf(score[t] * scale - max) : 0.0f;
+        sum += e;
+        p[u] = bf16_rounded(e);
     }
+    return sum;
+}
+TINYLM_HD inline void fused_add_lane_sums(fused_row_state& st, const float* lane_sum) {
+    float tile_sum = 0;
+    for (int l = 0; l < fused_row_threads; ++l)
+        tile_sum += lane_sum[l];
+    st.sum += tile_sum;
+}
+// The whole step of one row as the kernel's lanes compute it: p[0 .. fused_key_tile) (0 past n); the factor.
+TINYLM_HD inline float fused_softmax_step(fused_row_state& st, float* p, const float* score, long long j0, int n,
+                                          long long first, long long last, float scale) {
+    float lane_max[fused_row_threads], lane_sum[fused_row_threads];
+    for (int l = 0; l < fused_row_threads; ++l)
+        lane_max[l] = fused_lane_max(score, j0, n, l, first, last, scale);
+    const float rescale = fused_rescale(st, lane_max);
+    for (int l = 0; l < fused_row_threads; ++l)
+        lane_sum[l] = fused_lane_exp(p + l * fused_lane_keys, score, j0, n, l, first, last, scale, st.max);
+    fused_add_lane_sums(st, lane_sum);
     return rescale;
 }
 // The output accumulated so far, rescaled, plus this tile's P V.

@@ -134,7 +134,8 @@ inline std::vector<parameter_slice> decoder_parameter_layout(const model_config&
 // products (bf16 on tensor cores with bf16_weights), masked and normalised by a row kernel, then p v; the backward
 // recomputes the scores from q, k and the saved lse. Memory: the scores of attention_sequences sequences at once.
 // fused: flash_attention.cu's kernels (attention_fused.hpp): FlashAttention-2's loop on tensor cores, bf16 operands
-// and f32 accumulation, no scores in memory; needs bf16_weights and a head width of fused_head_dim.
+// and f32 accumulation, no scores in memory; needs bf16_weights and a head width of 64 or 128
+// (fused_head_dim_supported).
 enum class attention_path { rows, products, fused };
 
 // LoRA: the adapter's matrices, peft's names without "base_model.model." (as tl::decoder's parameter_entries), in a
@@ -294,9 +295,9 @@ inline arena_plan plan_decoder_step(const model_config& c, const decoder_plan_op
         m += " at least 0";
         return m;
     });
-    check(o.attention != attention_path::fused || (o.bf16_weights && c.head_dim() == fused_head_dim), [&] {
+    check(o.attention != attention_path::fused || (o.bf16_weights && fused_head_dim_supported(c.head_dim())), [&] {
         return "gpu::plan_decoder_step: attention_path::fused computes in bf16 with a head width of " +
-               std::to_string(fused_head_dim) + ": it needs bf16_weights and that width (here " +
+               std::string(fused_head_dims_text) + ": it needs bf16_weights and such a width (here " +
                std::string(o.bf16_weights ? "bf16" : "f32") + ", head width " + std::to_string(c.head_dim()) +
                "); attention_path::products or rows take any";
     });

@@ -129,8 +129,8 @@ void attention_backward(float* dq, float* dk, float* dv, float* delta, const flo
                         const attention_masks& masks, const attention_dims& s, void* stream = nullptr);
 // Fused attention on tensor cores (attention_fused.hpp, src/cuda/flash_attention.cu; attention_path::fused): the
 // same layout, masks, lse and results as attention_forward / attention_backward, with bf16 operands and f32
-// accumulation; head_dim fused_head_dim only (refused otherwise: attention_path::products takes any). The backward
-// fills delta first (attention_delta) and is deterministic: no atomics.
+// accumulation; head_dim 64 or 128 (fused_head_dim_supported; refused otherwise: attention_path::products takes any).
+// The backward fills delta first (attention_delta) and is deterministic: no atomics.
 void attention_fused_forward(float* out, float* lse, const float* q, const float* k, const float* v,
                              const attention_masks& masks, const attention_dims& s, void* stream = nullptr);
 void attention_fused_backward(float* dq, float* dk, float* dv, float* delta, const float* dout, const float* q,

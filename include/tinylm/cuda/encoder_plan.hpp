@@ -203,9 +203,9 @@ inline arena_plan plan_encoder_step(const model_config& c, const encoder_plan_op
         m += " at least 0";
         return m;
     });
-    check(o.attention != attention_path::fused || (o.bf16_weights && c.head_dim() == fused_head_dim), [&] {
+    check(o.attention != attention_path::fused || (o.bf16_weights && fused_head_dim_supported(c.head_dim())), [&] {
         return "gpu::plan_encoder_step: attention_path::fused computes in bf16 with a head width of " +
-               std::to_string(fused_head_dim) + ": it needs bf16_weights and that width (here " +
+               std::string(fused_head_dims_text) + ": it needs bf16_weights and such a width (here " +
                std::string(o.bf16_weights ? "bf16" : "f32") + ", head width " + std::to_string(c.head_dim()) +
                "); attention_path::products or rows take any";
     });
