@@ -4,8 +4,11 @@
 // it ends without reaching __syncthreads, the block has no barrier and its other threads run as plain calls, one after
 // the other (a barrier reached then is a divergent one: an error). Otherwise every thread is a fiber, and the scheduler
 // resumes them round after round: a round ends when each has reached the barrier or its end; all must have done the
-// same. TINYLM_CUDA_EMULATION_ORDER=reverse runs the blocks and the threads in the opposite order, so a kernel whose
-// result depends on the order of its threads (a race) gives another result.
+// same. TINYLM_CUDA_EMULATION_ORDER=reverse runs the blocks and the threads in the opposite order, and =shuffle in an
+// order drawn anew for every block and every round (seeded: TINYLM_CUDA_EMULATION_SEED, default 1, so a run repeats),
+// so a kernel whose result depends on the order of its threads (a race, a missing barrier) gives another result. The
+// forward and the reverse order each miss the races whose reader happens to run after its writer; a shuffle puts
+// some reader before its writer in almost any round.
 #include "cuda_runtime.h"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -33,6 +36,8 @@
 #include <map>
 #include <mutex>
 #include <new>
+#include <numeric>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -67,12 +72,51 @@ void fault(const std::string& what, cudaError_t kind = cudaErrorLaunchFailure) {
     std::fprintf(stderr, "tinylm CUDA emulation: %s\n", what.c_str());
 }
 
-bool reverse_order() {
-    static const bool reverse = [] {
+// The order of the blocks of a grid and of the threads of a block (TINYLM_CUDA_EMULATION_ORDER, above).
+enum class run_order { forward, reverse, shuffle };
+run_order order_of_runs() {
+    static const run_order order = [] {
         const char* v = std::getenv("TINYLM_CUDA_EMULATION_ORDER");
-        return v && std::string(v) == "reverse";
+        const std::string name = v ? v : "";
+        if (name.empty() || name == "forward") return run_order::forward;
+        if (name == "reverse") return run_order::reverse;
+        if (name == "shuffle") return run_order::shuffle;
+        std::fprintf(stderr,
+                     "tinylm CUDA emulation: TINYLM_CUDA_EMULATION_ORDER=%s is not forward, reverse or "
+                     "shuffle\n",
+                     name.c_str());
+        std::exit(2);
     }();
-    return reverse;
+    return order;
+}
+// The shuffle's generator: one sequence for the process, so a run with the same seed draws the same orders.
+std::mt19937_64& shuffle_generator() {
+    static std::mt19937_64 g([] {
+        const char* v = std::getenv("TINYLM_CUDA_EMULATION_SEED");
+        return v ? std::strtoull(v, nullptr, 10) : 1ULL;
+    }());
+    return g;
+}
+// Positions 0 .. n - 1 in the run order: forward, reverse, or a fresh shuffle.
+void order_positions(std::vector<std::size_t>& positions, std::size_t n) {
+    positions.resize(n);
+    for (std::size_t i = 0; i < n; ++i)
+        positions[i] = order_of_runs() == run_order::reverse ? n - 1 - i : i;
+    if (order_of_runs() == run_order::shuffle) std::shuffle(positions.begin(), positions.end(), shuffle_generator());
+}
+// The i-th of a grid's `blocks` blocks to run. A shuffle walks them with a stride coprime with their count, from a
+// random start: every block once, in an order other than the index's, without a table of millions of blocks.
+unsigned long long block_in_order(unsigned long long i, unsigned long long blocks, unsigned long long stride,
+                                  unsigned long long start) {
+    switch (order_of_runs()) {
+    case run_order::forward:
+        return i;
+    case run_order::reverse:
+        return blocks - 1 - i;
+    case run_order::shuffle:
+        break;
+    }
+    return static_cast<unsigned long long>((static_cast<unsigned __int128>(i) * stride + start) % blocks);
 }
 
 // ---- switching stacks ----
@@ -256,7 +300,9 @@ struct kernel_fault : std::runtime_error {
 
 // One block; throws kernel_fault when its threads disagree about a barrier.
 void run_block(std::size_t n) {
-    auto order = [&](std::size_t i) { return reverse_order() ? n - 1 - i : i; };
+    static std::vector<std::size_t> positions; // one block runs at a time
+    order_positions(positions, n);
+    auto order = [&](std::size_t i) { return positions[i]; };
     for (std::size_t t = 0; t < n; ++t) {
         const unsigned flat = unsigned(t);
         runner.fibers[t].index = {flat % blockDim.x, flat / blockDim.x % blockDim.y, flat / (blockDim.x * blockDim.y)};
@@ -294,6 +340,7 @@ void run_block(std::size_t n) {
         }
         for (std::size_t t = 0; t < n; ++t)
             runner.fibers[t].st = fiber::state::ready;
+        if (order_of_runs() == run_order::shuffle) order_positions(positions, n);
     }
 }
 
@@ -428,8 +475,15 @@ void run_grid(const char* kernel, dim3 grid, dim3 block, const std::function<voi
     const std::function<void()>* outer = std::exchange(runner.body, &thread);
     const unsigned long long blocks = 1ULL * grid.x * grid.y * grid.z;
     try {
+        unsigned long long stride = 1, start = 0;
+        if (order_of_runs() == run_order::shuffle) {
+            start = shuffle_generator()() % blocks;
+            stride = shuffle_generator()() % blocks;
+            while (std::gcd(stride, blocks) != 1)
+                stride = (stride + 1) % blocks;
+        }
         for (unsigned long long i = 0; i < blocks; ++i) {
-            const unsigned long long b = reverse_order() ? blocks - 1 - i : i;
+            const unsigned long long b = block_in_order(i, blocks, stride, start);
             blockIdx = {unsigned(b % grid.x), unsigned(b / grid.x % grid.y), unsigned(b / (1ULL * grid.x * grid.y))};
             run_block(n);
         }
