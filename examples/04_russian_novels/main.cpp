@@ -28,6 +28,8 @@
 //           the GPU, the prompts sampled on the CPU from the downloaded weights; needs a build with tinylm::cuda);
 //           --device cpu-ops runs the GPU's code path on the CPU (gpu::cpu_ops: slow, a check; docs/gpu.md).
 //           Under mpirun, --device cuda takes one GPU per rank and sums the gradients through NCCL (docs/gpu.md).
+//           --attention products|fused|rows picks how the device model computes attention (fused: one kernel on
+//           tensor cores, with --device cuda and a head width of 64 or 128, as --preset 150m's).
 // Ranks:    mpirun -np N build/examples/04_russian_novels ... trains data parallel (docs/distributed.md; --batch is
 //           the global batch): rank 0 prepares the data (the others wait, then read its cache), prints, logs,
 //           samples and writes; the other ranks only train and validate (examples/common/ranks.hpp).
@@ -68,7 +70,7 @@ using course_preset = tl::presets::named<"150m", tl::presets::russian_novels_150
 template <class Config>
 int train(tl::dist::communicator& world, const recipes::prepared_data& data, tl::trainer_options options,
           std::uint64_t seed, const recipes::sampling_flags& sampling, const std::string& title,
-          const std::string& device) {
+          const std::string& device, const std::string& attention) {
     using model_t = tl::decoder<Config>;
     const bool root = world.is_root();
     tl::check(data.tok.vocab_size() <= std::size_t(Config::value.vocab_size), [&] {
@@ -148,7 +150,7 @@ int train(tl::dist::communicator& world, const recipes::prepared_data& data, tl:
                     run.checkpoint_dir().c_str());
         return 0;
     };
-    return recipes::train_on_device("04_russian_novels", world, options, device, model, train_on);
+    return recipes::train_on_device("04_russian_novels", world, options, device, model, train_on, attention);
 }
 
 } // namespace
@@ -174,7 +176,7 @@ int main(int argc, char** argv) try {
                                 .out_dir = "runs/russian_novels"};
     std::size_t max_files = 0;
     double val_fraction = 0.05;
-    std::string device = "cpu";
+    std::string device = "cpu", attention = "products";
     app.add_option("--preset", preset, "cpu (russian_novels_cpu, 4.5M parameters) or 150m (russian_novels_150m)")
         ->check(CLI::IsMember(tl::presets::names<cpu_preset, course_preset>()));
     app.add_option("--device", device,
@@ -184,6 +186,7 @@ int main(int argc, char** argv) try {
                    "if a step of 64 x 512 tokens takes 0.3 s (an estimate: docs/gpu.md). cpu-ops: the GPU's code path "
                    "on the CPU (slow; a check)")
         ->check(CLI::IsMember({"cpu", "cuda", "cpu-ops"}));
+    recipes::add_attention_option(app, attention);
     CLI::Option_group* data_group = recipes::add_data_options(app, data_flags);
     data_group->add_option("--max-files", max_files, "use only the first N novels (0: all)")
         ->check(recipes::at_least(std::size_t{0}, "novels to use; 0: all"));
@@ -196,7 +199,7 @@ int main(int argc, char** argv) try {
     recipes::add_sampling_options(app, sampling);
     CLI11_PARSE(app, argc, argv);
     tl::dist::communicator& world = recipes::join_world();
-    recipes::check_device("04_russian_novels", device);
+    recipes::check_device("04_russian_novels", device, attention);
     if (device == "cuda") {
         // The whole batch in one step on the GPU.
         const auto unless_given = [&](const char* flag, auto& value, auto fallback) {
@@ -270,7 +273,7 @@ int main(int argc, char** argv) try {
     if (prepare_only) return 0;
     const int rc = tl::presets::visit<cpu_preset, course_preset>(preset, [&]<class P>() {
         return train<P>(world, data, options, run.seed, sampling, "tinylm: Russian novels, " + preset + " preset",
-                        device);
+                        device, attention);
     });
     std::printf("total time %.1f minutes\n", recipes::seconds_since(start) / 60);
     return rc;

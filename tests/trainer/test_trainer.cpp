@@ -414,6 +414,36 @@ BOOST_AUTO_TEST_CASE(device_decoder_trains_as_the_decoder) {
     });
 }
 
+// device_decoder_options::attention reaches the step's plan: rows trains as products (the same arithmetic through
+// other kernels), and fused, which needs bf16 products and a head width of 64 or 128, is refused for the tiny preset
+// (width 16) by the plan, naming it.
+BOOST_AUTO_TEST_CASE(device_decoder_takes_its_attention_path) {
+    const auto train_tokens = byte_tokens(20000, 21), val_tokens = byte_tokens(4000, 22);
+    auto options = device_run({});
+    options.max_steps = 6, options.warmup_steps = 1, options.eval_every = 0;
+    model_t cpu(5);
+    run_record by_path[2];
+    for (const gpu::attention_path path : {gpu::attention_path::products, gpu::attention_path::rows}) {
+        gpu::device_decoder_options d;
+        d.batch = options.batch_size, d.time = options.seq_len, d.attention = path;
+        device_t device(presets::tiny::value, d);
+        device.load_from(cpu);
+        token_windows src(train_tokens, 6);
+        trainer t(device, src, val_tokens, options);
+        record(t, by_path[path == gpu::attention_path::rows]);
+        BOOST_TEST((t.run() == train_outcome::finished));
+    }
+    check_close(by_path[1].loss, by_path[0].loss, 1e-5, "loss, rows against products");
+    check_close(by_path[1].grad_norm, by_path[0].grad_norm, 1e-5, "gradient norm, rows against products");
+    gpu::device_decoder_options fused;
+    fused.batch = options.batch_size, fused.time = options.seq_len, fused.bf16 = true;
+    fused.attention = gpu::attention_path::fused;
+    BOOST_CHECK_EXCEPTION(device_t refused(presets::tiny::value, fused), tl::error, [](const tl::error& e) {
+        return std::string(e.what()).find("attention_path::fused") != std::string::npos &&
+               std::string(e.what()).find("head width 16") != std::string::npos;
+    });
+}
+
 // Stop at step 2, then a fresh device model (other weights) continues to 4 from the checkpoint: bit for bit the
 // weights of 4 steps in one go.
 BOOST_AUTO_TEST_CASE(device_decoder_resumes_bit_identically) {

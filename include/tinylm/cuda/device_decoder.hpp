@@ -65,6 +65,9 @@ struct device_decoder_options {
     long long logits_rows = 4096;
     bool bf16 = false;
     bool checkpointing = false; // gradient checkpointing (decoder_plan_options::checkpointing): planned up front
+    // How the step computes attention (decoder_plan.hpp's attention_path): products (the default), fused (one kernel
+    // on tensor cores; bf16, head width 64 or 128) or rows (the f32 oracle).
+    attention_path attention = attention_path::products;
 };
 
 // The arena and the executor over it: host memory for cpu_ops, one cudaMalloc and a cuBLASLt handle for gpu_ops.
@@ -368,7 +371,7 @@ private:
     static decoder_plan_options step_options(const device_decoder_options& o) {
         decoder_plan_options p;
         p.batch = o.batch, p.time = o.time, p.logits_rows = o.logits_rows, p.bf16_weights = o.bf16;
-        p.checkpointing = o.checkpointing, p.lora = lora;
+        p.checkpointing = o.checkpointing, p.attention = o.attention, p.lora = lora;
         return p;
     }
     const parameter_entry& entry(const std::string& name) const {
