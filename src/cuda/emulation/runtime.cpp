@@ -230,6 +230,8 @@ struct fiber {
     uint3 index{};
     state st = state::ready;
     std::uint64_t warp_result = 0; // what its warp exchange handed it, set by the lane that completed it
+    bool started = false;          // has a stack (start)
+    std::size_t stack = 0;
 };
 
 // A warp exchange some lanes of `mask` have reached (tinylm_cuda_emulation.hpp, warp_exchange): what each passed.
@@ -250,7 +252,8 @@ struct scheduler {
     std::size_t threads = 0; // of the block running
     // The exchanges some lanes wait at: one per mask of a warp (disjoint masks of one warp wait apart).
     std::vector<pending_exchange> exchanges;
-    std::vector<std::size_t> woken; // the lanes an exchange just completed readied, for run_block to resume
+    std::vector<std::size_t> woken;       // the lanes an exchange just completed readied, for run_block to resume
+    std::vector<std::size_t> free_stacks; // of `stacks`, for the threads that start next
     const std::function<void()>* body = nullptr;
     std::exception_ptr failure;
 
@@ -289,20 +292,26 @@ void fiber_main() {
     jump(self->context, runner.main, true);
 }
 
+// A thread gets a stack when it first runs, and gives it back when it ends: the threads of a block without barriers
+// or exchanges all run on one stack, one after the other (its memory stays in the caches, as a plain call's would).
 void start(std::size_t t) {
     fiber& f = runner.fibers[t];
+    f.stack = runner.free_stacks.back();
+    runner.free_stacks.pop_back();
     const std::size_t page = std::size_t(sysconf(_SC_PAGESIZE));
-    reuse(runner.stacks[t].base + page, stack_bytes);
-    f.context.prepare(runner.stacks[t].base + page, stack_bytes, fiber_main, runner.main);
-    f.st = fiber::state::ready;
+    reuse(runner.stacks[f.stack].base + page, stack_bytes);
+    f.context.prepare(runner.stacks[f.stack].base + page, stack_bytes, fiber_main, runner.main);
+    f.started = true;
 }
 
 void resume(std::size_t t) {
     fiber& f = runner.fibers[t];
+    if (!f.started) start(t);
     runner.current = &f;
     threadIdx = f.index;
     jump(runner.main, f.context);
     runner.current = nullptr;
+    if (f.st == fiber::state::done) runner.free_stacks.push_back(f.stack);
 }
 
 std::string where(uint3 thread) {
@@ -358,13 +367,17 @@ void run_block(std::size_t n) {
     runner.threads = n;
     runner.exchanges.clear();
     runner.woken.clear();
-    static std::vector<std::size_t> rank; // a thread's place in the order
-    auto rank_threads = [&] {
-        rank.resize(n);
-        for (std::size_t i = 0; i < n; ++i)
-            rank[order(i)] = i;
+    static std::vector<std::size_t> rank; // a thread's place in the order, drawn when an exchange first needs it
+    bool ranked = false;
+    auto in_run_order = [&](std::vector<std::size_t>& threads) {
+        if (!ranked) {
+            rank.resize(n);
+            for (std::size_t i = 0; i < n; ++i)
+                rank[order(i)] = i;
+            ranked = true;
+        }
+        std::sort(threads.begin(), threads.end(), [&](std::size_t a, std::size_t b) { return rank[a] < rank[b]; });
     };
-    rank_threads();
     // Resumes thread t, then the lanes each exchange it completes readies (in the run order), and theirs: its warp runs
     // ahead to its next barrier or end before the next thread in the order starts, as a thread without exchanges does,
     // so that a warp that reads what another writes before a barrier runs before the writer in one order or another.
@@ -374,22 +387,21 @@ void run_block(std::size_t n) {
         while (!runner.woken.empty()) {
             batch.swap(runner.woken);
             runner.woken.clear();
-            std::sort(batch.begin(), batch.end(), [&](std::size_t a, std::size_t b) { return rank[a] < rank[b]; });
+            in_run_order(batch);
             for (const std::size_t u : batch)
                 if (runner.fibers[u].st == fiber::state::ready) resume(u);
         }
     };
-    for (std::size_t t = 0; t < n; ++t)
-        start(t);
+    runner.free_stacks.resize(n);
+    for (std::size_t t = 0; t < n; ++t) { // every thread ready, to start on its first resume
+        runner.free_stacks[t] = n - 1 - t;
+        runner.fibers[t].st = fiber::state::ready, runner.fibers[t].started = false;
+    }
     for (;;) {
-        // One pass runs every thread to its barrier or end (run_ahead resumes the lanes its exchanges ready); a second
-        // finds none ready, or one readied out of turn.
-        for (bool resumed = true; resumed;) {
-            resumed = false;
-            for (std::size_t i = 0; i < n; ++i)
-                if (runner.fibers[order(i)].st == fiber::state::ready) run_ahead(order(i)), resumed = true;
-            if (runner.failure) std::rethrow_exception(std::exchange(runner.failure, nullptr));
-        }
+        // One pass runs every thread to its barrier or its end: run_ahead resumes the lanes its exchanges ready.
+        for (std::size_t i = 0; i < n; ++i)
+            if (runner.fibers[order(i)].st == fiber::state::ready) run_ahead(order(i));
+        if (runner.failure) std::rethrow_exception(std::exchange(runner.failure, nullptr));
         if (!runner.exchanges.empty()) {
             // Nothing is ready, so a lane of the mask has ended or waits at __syncthreads.
             const pending_exchange& x = runner.exchanges.front();
@@ -412,7 +424,7 @@ void run_block(std::size_t n) {
         }
         for (std::size_t t = 0; t < n; ++t)
             runner.fibers[t].st = fiber::state::ready;
-        if (order_of_runs() == run_order::shuffle) order_positions(positions, n), rank_threads();
+        if (order_of_runs() == run_order::shuffle) order_positions(positions, n), ranked = false;
     }
 }
 
