@@ -139,6 +139,12 @@ __global__ void one_lane_at_a_barrier(int* out) {
     else
         out[flat_thread()] = __shfl_xor_sync(full, flat_thread(), 1);
 }
+// The first thread ends without a barrier the others reach (a divergent barrier, as before warp calls existed).
+__global__ void first_thread_skips_a_barrier(int* out) {
+    if (flat_thread() == 0) return;
+    __syncthreads();
+    out[flat_thread()] = 1;
+}
 
 // ---- the lanes' values, computed here ----
 // Lane l's source in a segment of `width` lanes for each call, or l itself where the call returns var unchanged.
@@ -255,6 +261,7 @@ BOOST_AUTO_TEST_CASE(faults_name_the_call_and_the_lane) {
     expect_fault({"__shfl_down_sync", "__shfl_xor_sync", "the same call"}, different_calls, dim3(32), out.data());
     expect_fault({"__shfl_sync", "0x00000001", "lacks its own lane"}, own_lane_not_in_mask, dim3(32), out.data());
     expect_fault({"waits for lane 9", "__syncthreads"}, one_lane_at_a_barrier, dim3(32), out.data());
+    expect_fault({"__syncthreads", "thread (0, 0, 0) has ended"}, first_thread_skips_a_barrier, dim3(32), out.data());
     // after the faults are forgotten, a good kernel runs again
     run(xor_butterfly, dim3(1), dim3(32), out.data());
     BOOST_TEST(out[0] == 32 * 31 / 2 * 7 + 32);

@@ -254,6 +254,11 @@ struct scheduler {
     std::vector<pending_exchange> exchanges;
     std::vector<std::size_t> woken;       // the lanes an exchange just completed readied, for run_block to resume
     std::vector<std::size_t> free_stacks; // of `stacks`, for the threads that start next
+    // The first round starts the threads in the order *positions; next_start: the next to start. While chaining, a
+    // thread that ends starts that one on its stack (fiber_main).
+    const std::vector<std::size_t>* positions = nullptr;
+    std::size_t next_start = 0;
+    bool chaining = false;
     const std::function<void()>* body = nullptr;
     std::exception_ptr failure;
 
@@ -280,20 +285,31 @@ scheduler runner; // one grid at a time: run_grid holds `launches`
 std::mutex launches;
 
 // A thread's whole life on its fiber: the kernel, then back to the scheduler for good.
+// A thread's whole life on its fiber: the kernel, then back to the scheduler for good. While the scheduler starts the
+// threads of a block's first round (runner.chaining), a thread that ends hands its stack to the next thread in the
+// order, which runs at once, without a switch: a block without barriers or exchanges runs as plain calls on one
+// stack, and a thread that waits is resumed on the stack it waits on.
 void fiber_main() {
     entered(runner.main);
-    try {
-        (*runner.body)();
-    } catch (...) {
-        if (!runner.failure) runner.failure = std::current_exception();
+    for (;;) {
+        try {
+            (*runner.body)();
+        } catch (...) {
+            if (!runner.failure) runner.failure = std::current_exception();
+        }
+        fiber* self = runner.current;
+        self->st = fiber::state::done;
+        if (!runner.chaining || runner.failure || runner.next_start == runner.threads) break;
+        fiber& next = runner.fibers[(*runner.positions)[runner.next_start++]];
+        next.started = true, next.stack = self->stack;
+        runner.current = &next;
+        threadIdx = next.index;
     }
-    fiber* self = runner.current;
-    self->st = fiber::state::done;
-    jump(self->context, runner.main, true);
+    jump(runner.current->context, runner.main, true);
 }
 
-// A thread gets a stack when it first runs, and gives it back when it ends: the threads of a block without barriers
-// or exchanges all run on one stack, one after the other (its memory stays in the caches, as a plain call's would).
+// A thread gets a stack when it first runs (or the stack of the thread before it in a chain, fiber_main), and its last
+// owner gives it back when it ends.
 void start(std::size_t t) {
     fiber& f = runner.fibers[t];
     f.stack = runner.free_stacks.back();
@@ -310,8 +326,8 @@ void resume(std::size_t t) {
     runner.current = &f;
     threadIdx = f.index;
     jump(runner.main, f.context);
-    runner.current = nullptr;
-    if (f.st == fiber::state::done) runner.free_stacks.push_back(f.stack);
+    const fiber* back = std::exchange(runner.current, nullptr); // f, or the last thread of its chain (fiber_main)
+    if (back->st == fiber::state::done) runner.free_stacks.push_back(back->stack);
 }
 
 std::string where(uint3 thread) {
@@ -382,8 +398,10 @@ void run_block(std::size_t n) {
     // ahead to its next barrier or end before the next thread in the order starts, as a thread without exchanges does,
     // so that a warp that reads what another writes before a barrier runs before the writer in one order or another.
     static std::vector<std::size_t> batch;
-    auto run_ahead = [&](std::size_t t) {
+    auto run_ahead = [&](std::size_t t, bool chaining) {
+        runner.chaining = chaining;
         resume(t);
+        runner.chaining = false;
         while (!runner.woken.empty()) {
             batch.swap(runner.woken);
             runner.woken.clear();
@@ -397,10 +415,14 @@ void run_block(std::size_t n) {
         runner.free_stacks[t] = n - 1 - t;
         runner.fibers[t].st = fiber::state::ready, runner.fibers[t].started = false;
     }
+    runner.positions = &positions, runner.next_start = 0;
     for (;;) {
-        // One pass runs every thread to its barrier or its end: run_ahead resumes the lanes its exchanges ready.
+        // One pass runs every thread to its barrier or its end: run_ahead resumes the lanes its exchanges ready. In the
+        // first round the threads start in order, each run by the one before it when that one ended.
+        while (runner.next_start < n && !runner.failure)
+            run_ahead(order(runner.next_start++), true);
         for (std::size_t i = 0; i < n; ++i)
-            if (runner.fibers[order(i)].st == fiber::state::ready) run_ahead(order(i));
+            if (runner.fibers[order(i)].st == fiber::state::ready) run_ahead(order(i), false);
         if (runner.failure) std::rethrow_exception(std::exchange(runner.failure, nullptr));
         if (!runner.exchanges.empty()) {
             // Nothing is ready, so a lane of the mask has ended or waits at __syncthreads.
