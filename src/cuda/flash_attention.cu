@@ -10,10 +10,11 @@
 // 16). The forward keeps O in shared f32 (a row's rescaling needs the element's row, and an accumulator fragment's
 // layout is opaque): each key tile's P V is staged in a buffer of its own and plain threads add it, rescaled, to O.
 // Its online softmax runs 4 threads per query row, every thread of the block (fused_row_threads; each takes 8 keys
-// of the tile, the row's maximum and sum combine the 4 in a fixed order, attention_fused.hpp's, which the CPU driver
-// repeats). The backward accumulates dQ, dK and dV in fragments across the loop (no rescaling). Key tiles that no
-// query of the tile sees, and query tiles that see none of a key tile, are skipped. No atomics: dk, dv walk the query
-// heads of their group and the query tiles in ascending order, so the result is deterministic.
+// of the tile; the 4 lanes of a row are a segment of one warp, which gather each other's maxima and sums by
+// __shfl_sync and combine the 4 in a fixed order, attention_fused.hpp's, which the CPU driver repeats). The backward
+// accumulates dQ, dK and dV in fragments across the loop (no rescaling). Key tiles that no query of the tile sees, and
+// query tiles that see none of a key tile, are skipped. No atomics: dk, dv walk the query heads of their group and the
+// query tiles in ascending order, so the result is deterministic.
 //
 // Head widths 64 and 128: the kernels are templates on D, one instance each, chosen once at the entry points. Both
 // fit in static shared memory (48 KB, no opt-in to more): a buffer whose contents are dead is reused for the f32
@@ -21,7 +22,7 @@
 // dQ, dK and dV at the end in the operand tiles). Dynamic shared memory above 48 KB would need an opt-in per kernel
 // (cudaFuncSetAttribute) and would leave fewer blocks per SM; staging in dead buffers costs one barrier per key tile.
 // Shared memory and registers per block (ptxas, nvcc 13.0 --resource-usage for sm_90; no spills), D = 64 / 128:
-// forward 28032 / 48512 bytes, 60 / 72 registers; dq 27392 / 43776 bytes, 64 / 72 registers; dk and dv 29440 /
+// forward 27520 / 48000 bytes, 56 / 76 registers; dq 27392 / 43776 bytes, 64 / 72 registers; dk and dv 29440 /
 // 45824 bytes, 70 / 130 registers.
 #include "check.cuh"
 
@@ -43,6 +44,8 @@ constexpr int threads = fused_threads, R = fused_row_threads, LK = fused_lane_ke
 static_assert(threads == 128 && BQ == 2 * W && BK == 2 * W,
               "each of the 4 warps takes one 16 x 16 tile of a score tile and a quarter of an output tile");
 static_assert(R * BQ == threads && R * LK == BK, "the forward's softmax: R threads per query row, LK keys each");
+static_assert(32 % R == 0, "the forward's softmax: a row's R lanes are a segment of one warp, for __shfl_sync");
+constexpr unsigned all_lanes = 0xffffffffU; // every thread of the block is a lane of a row
 
 using accumulator = wmma::fragment<wmma::accumulator, W, W, W, float>;
 template <class Layout>
@@ -134,7 +137,7 @@ __global__ void fused_forward_kernel(float* out, float* lse, const float* q, con
     float* scores = reinterpret_cast<float*>(shared + 3 * z::operand + z::pair);
     float* o = reinterpret_cast<float*>(shared + 3 * z::operand + z::pair + z::scores);
     __shared__ long long first[BQ], last[BQ];
-    __shared__ float row_max[BQ], row_sum[BQ], rescale[BQ], lanes[threads]; // lanes: each thread's max, then sum
+    __shared__ float row_max[BQ], row_sum[BQ], rescale[BQ];
     const long long b = blockIdx.z, i0 = (long long)blockIdx.x * BQ;
     const int h = blockIdx.y, warp = threadIdx.x / 32;
     const long long ldq = (long long)s.q_heads * D, ldkv = (long long)s.kv_heads * D;
@@ -152,8 +155,12 @@ __global__ void fused_forward_kernel(float* out, float* lse, const float* q, con
     }
     __syncthreads();
     const attention_span tile = fused_tile_keys(first, last, BQ);
-    // The online softmax's thread: row r, its lane (keys lane LK .. lane LK + LK - 1 of the tile); a warp holds 8 rows.
+    // The online softmax's thread: row r, its lane (keys lane LK .. lane LK + LK - 1 of the tile); a warp holds 8 rows,
+    // each a segment of R lanes, which read each other's maxima and sums by __shfl_sync in lane order (every lane of
+    // the row gathers all R, then combines them as fused_rescale and fused_add_lane_sums do, so every lane holds the
+    // row's state, the CPU driver's bits).
     const int r = threadIdx.x / R, lane = threadIdx.x % R;
+    fused_row_state st;
     for (long long j0 = tile.first / BK * BK; j0 <= tile.last; j0 += BK) {
         load_tile<D>(ks, kh, j0, s.time, BK, ldkv);
         load_tile<D>(vs, vh, j0, s.time, BK, ldkv);
@@ -161,21 +168,21 @@ __global__ void fused_forward_kernel(float* out, float* lse, const float* q, con
         warp_scores<D>(scores, qs, ks, warp);
         __syncthreads();
         const int n = s.time - j0 < BK ? int(s.time - j0) : BK;
-        lanes[threadIdx.x] = fused_lane_max(scores + r * BK, j0, n, lane, first[r], last[r], scale);
-        __syncthreads();
-        fused_row_state st{row_max[r], row_sum[r]};
-        const float row_rescale = fused_rescale(st, lanes + r * R); // every lane of the row alike
+        const float lane_max = fused_lane_max(scores + r * BK, j0, n, lane, first[r], last[r], scale);
+        float row_lanes[R]; // the R lanes' maxima, then their sums
+        for (int l = 0; l < R; ++l)
+            row_lanes[l] = __shfl_sync(all_lanes, lane_max, l, R);
+        const float row_rescale = fused_rescale(st, row_lanes); // every lane of the row alike
         float p[LK];
         const float lane_sum = fused_lane_exp(p, scores + r * BK, j0, n, lane, first[r], last[r], scale, st.max);
         for (int u = 0; u < LK; ++u)
             ps[r * BK + lane * LK + u] = __float2bfloat16(p[u]);
-        __syncthreads(); // every lane has read the maxima
-        lanes[threadIdx.x] = lane_sum;
+        for (int l = 0; l < R; ++l)
+            row_lanes[l] = __shfl_sync(all_lanes, lane_sum, l, R);
+        fused_add_lane_sums(st, row_lanes);
+        if (lane == 0) row_max[r] = st.max, row_sum[r] = st.sum, rescale[r] = row_rescale;
+        // P is whole before the product: a warp's rows of P are written by two warps' lanes.
         __syncthreads();
-        if (lane == 0) {
-            fused_add_lane_sums(st, lanes + r * R);
-            row_max[r] = st.max, row_sum[r] = st.sum, rescale[r] = row_rescale;
-        }
         accumulator acc[z::out_tiles]; // P V, staged over K and V once every warp has read them
         for (int t = 0; t < z::out_tiles; ++t) {
             wmma::fill_fragment(acc[t], 0.0f);

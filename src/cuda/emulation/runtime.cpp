@@ -1,14 +1,16 @@
 // src/cuda/emulation/runtime.cpp: the host emulation's scheduler and runtime API (include/cuda_runtime.h).
 //
-// A grid runs block after block on the calling thread. A block's first thread runs as a fiber (a stack of its own): if
-// it ends without reaching __syncthreads, the block has no barrier and its other threads run as plain calls, one after
-// the other (a barrier reached then is a divergent one: an error). Otherwise every thread is a fiber, and the scheduler
-// resumes them round after round: a round ends when each has reached the barrier or its end; all must have done the
-// same. TINYLM_CUDA_EMULATION_ORDER=reverse runs the blocks and the threads in the opposite order, and =shuffle in an
-// order drawn anew for every block and every round (seeded: TINYLM_CUDA_EMULATION_SEED, default 1, so a run repeats),
-// so a kernel whose result depends on the order of its threads (a race, a missing barrier) gives another result. The
-// forward and the reverse order each miss the races whose reader happens to run after its writer; a shuffle puts
-// some reader before its writer in almost any round.
+// A grid runs block after block on the calling thread. Every thread of a block is a fiber (a stack of its own), run in
+// turn until it ends or waits: at __syncthreads, or at a warp exchange (__shfl*_sync, __syncwarp) that not every lane
+// of its mask has reached. The lane that completes an exchange hands each waiting lane its value and readies it, and
+// the scheduler resumes those lanes at once: a warp runs ahead to its next barrier or its end before the next thread
+// in the order starts (so a race between warps shows in one order or another). A round ends when each thread has
+// reached the barrier or its end; all must have done the same. A block without barriers or exchanges is one round,
+// its threads one after the other, each to its end. TINYLM_CUDA_EMULATION_ORDER=reverse runs the blocks and the
+// threads in the opposite order, and =shuffle in an order drawn anew for every block and every round (seeded:
+// TINYLM_CUDA_EMULATION_SEED, default 1, so a run repeats), so a kernel whose result depends on the order of its
+// threads (a race, a missing barrier) gives another result. The forward and the reverse order each miss the races
+// whose reader happens to run after its writer; a shuffle puts some reader before its writer in almost any round.
 #include "cuda_runtime.h"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -28,6 +30,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -222,10 +225,23 @@ struct fiber_stack {
 };
 
 struct fiber {
-    enum class state { ready, waiting, done };
+    enum class state { ready, waiting, at_warp, done }; // waiting: at __syncthreads
     stack_context context;
     uint3 index{};
     state st = state::ready;
+    std::uint64_t warp_result = 0; // what its warp exchange handed it, set by the lane that completed it
+    bool started = false;          // has a stack (start)
+    std::size_t stack = 0;
+};
+
+// A warp exchange some lanes of `mask` have reached (tinylm_cuda_emulation.hpp, warp_exchange): what each passed.
+struct pending_exchange {
+    using warp_call = tl::gpu::emulation::warp_call;
+    std::size_t warp = 0;
+    unsigned mask = 0, arrived = 0, bytes = 0;
+    warp_call call = warp_call::syncwarp;
+    std::uint64_t bits[warpSize] = {};
+    int operand[warpSize] = {}, width[warpSize] = {};
 };
 
 struct scheduler {
@@ -233,7 +249,16 @@ struct scheduler {
     std::vector<fiber_stack> stacks;
     std::vector<fiber> fibers;
     fiber* current = nullptr;
-    bool direct = false; // threads run as plain calls: the block has no barrier
+    std::size_t threads = 0; // of the block running
+    // The exchanges some lanes wait at: one per mask of a warp (disjoint masks of one warp wait apart).
+    std::vector<pending_exchange> exchanges;
+    std::vector<std::size_t> woken;       // the lanes an exchange just completed readied, for run_block to resume
+    std::vector<std::size_t> free_stacks; // of `stacks`, for the threads that start next
+    // The first round starts the threads in the order *positions; next_start: the next to start. While chaining, a
+    // thread that ends starts that one on its stack (fiber_main).
+    const std::vector<std::size_t>* positions = nullptr;
+    std::size_t next_start = 0;
+    bool chaining = false;
     const std::function<void()>* body = nullptr;
     std::exception_ptr failure;
 
@@ -260,32 +285,49 @@ scheduler runner; // one grid at a time: run_grid holds `launches`
 std::mutex launches;
 
 // A thread's whole life on its fiber: the kernel, then back to the scheduler for good.
+// A thread's whole life on its fiber: the kernel, then back to the scheduler for good. While the scheduler starts the
+// threads of a block's first round (runner.chaining), a thread that ends hands its stack to the next thread in the
+// order, which runs at once, without a switch: a block without barriers or exchanges runs as plain calls on one
+// stack, and a thread that waits is resumed on the stack it waits on.
 void fiber_main() {
     entered(runner.main);
-    try {
-        (*runner.body)();
-    } catch (...) {
-        if (!runner.failure) runner.failure = std::current_exception();
+    for (;;) {
+        try {
+            (*runner.body)();
+        } catch (...) {
+            if (!runner.failure) runner.failure = std::current_exception();
+        }
+        fiber* self = runner.current;
+        self->st = fiber::state::done;
+        if (!runner.chaining || runner.failure || runner.next_start == runner.threads) break;
+        fiber& next = runner.fibers[(*runner.positions)[runner.next_start++]];
+        next.started = true, next.stack = self->stack;
+        runner.current = &next;
+        threadIdx = next.index;
     }
-    fiber* self = runner.current;
-    self->st = fiber::state::done;
-    jump(self->context, runner.main, true);
+    jump(runner.current->context, runner.main, true);
 }
 
+// A thread gets a stack when it first runs (or the stack of the thread before it in a chain, fiber_main), and its last
+// owner gives it back when it ends.
 void start(std::size_t t) {
     fiber& f = runner.fibers[t];
+    f.stack = runner.free_stacks.back();
+    runner.free_stacks.pop_back();
     const std::size_t page = std::size_t(sysconf(_SC_PAGESIZE));
-    reuse(runner.stacks[t].base + page, stack_bytes);
-    f.context.prepare(runner.stacks[t].base + page, stack_bytes, fiber_main, runner.main);
-    f.st = fiber::state::ready;
+    reuse(runner.stacks[f.stack].base + page, stack_bytes);
+    f.context.prepare(runner.stacks[f.stack].base + page, stack_bytes, fiber_main, runner.main);
+    f.started = true;
 }
 
 void resume(std::size_t t) {
     fiber& f = runner.fibers[t];
+    if (!f.started) start(t);
     runner.current = &f;
     threadIdx = f.index;
     jump(runner.main, f.context);
-    runner.current = nullptr;
+    const fiber* back = std::exchange(runner.current, nullptr); // f, or the last thread of its chain (fiber_main)
+    if (back->st == fiber::state::done) runner.free_stacks.push_back(back->stack);
 }
 
 std::string where(uint3 thread) {
@@ -298,7 +340,38 @@ struct kernel_fault : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
-// One block; throws kernel_fault when its threads disagree about a barrier.
+const char* call_name(tl::gpu::emulation::warp_call call) {
+    using tl::gpu::emulation::warp_call;
+    switch (call) {
+    case warp_call::shfl:
+        return "__shfl_sync";
+    case warp_call::shfl_up:
+        return "__shfl_up_sync";
+    case warp_call::shfl_down:
+        return "__shfl_down_sync";
+    case warp_call::shfl_xor:
+        return "__shfl_xor_sync";
+    case warp_call::syncwarp:
+        break;
+    }
+    return "__syncwarp";
+}
+std::string hex(unsigned mask) {
+    char text[16];
+    std::snprintf(text, sizeof text, "0x%08x", mask);
+    return text;
+}
+std::string describe(const pending_exchange& x) {
+    return std::string(call_name(x.call)) + " (mask " + hex(x.mask) + ", " + std::to_string(x.bytes) +
+           "-byte values) of warp " + std::to_string(x.warp);
+}
+// The lanes of `warp` that exist in a block of runner.threads threads: all but in a partial last warp.
+unsigned lanes_present(std::size_t warp) {
+    const std::size_t lanes = std::min<std::size_t>(warpSize, runner.threads - warp * warpSize);
+    return lanes == warpSize ? ~0U : (1U << lanes) - 1;
+}
+
+// One block; throws kernel_fault when its threads disagree about a barrier or a warp exchange.
 void run_block(std::size_t n) {
     static std::vector<std::size_t> positions; // one block runs at a time
     order_positions(positions, n);
@@ -307,27 +380,60 @@ void run_block(std::size_t n) {
         const unsigned flat = unsigned(t);
         runner.fibers[t].index = {flat % blockDim.x, flat / blockDim.x % blockDim.y, flat / (blockDim.x * blockDim.y)};
     }
-    const std::size_t first = order(0);
-    start(first);
-    resume(first);
-    if (runner.failure) std::rethrow_exception(std::exchange(runner.failure, nullptr));
-    if (runner.fibers[first].st == fiber::state::done) {
-        runner.direct = true;
-        struct reset {
-            ~reset() { runner.direct = false; }
-        } r;
-        for (std::size_t i = 1; i < n; ++i) {
-            threadIdx = runner.fibers[order(i)].index;
-            (*runner.body)();
+    runner.threads = n;
+    runner.exchanges.clear();
+    runner.woken.clear();
+    static std::vector<std::size_t> rank; // a thread's place in the order, drawn when an exchange first needs it
+    bool ranked = false;
+    auto in_run_order = [&](std::vector<std::size_t>& threads) {
+        if (!ranked) {
+            rank.resize(n);
+            for (std::size_t i = 0; i < n; ++i)
+                rank[order(i)] = i;
+            ranked = true;
         }
-        return;
+        std::sort(threads.begin(), threads.end(), [&](std::size_t a, std::size_t b) { return rank[a] < rank[b]; });
+    };
+    // Resumes thread t, then the lanes each exchange it completes readies (in the run order), and theirs: its warp runs
+    // ahead to its next barrier or end before the next thread in the order starts, as a thread without exchanges does,
+    // so that a warp that reads what another writes before a barrier runs before the writer in one order or another.
+    static std::vector<std::size_t> batch;
+    auto run_ahead = [&](std::size_t t, bool chaining) {
+        runner.chaining = chaining;
+        resume(t);
+        runner.chaining = false;
+        while (!runner.woken.empty()) {
+            batch.swap(runner.woken);
+            runner.woken.clear();
+            in_run_order(batch);
+            for (const std::size_t u : batch)
+                if (runner.fibers[u].st == fiber::state::ready) resume(u);
+        }
+    };
+    runner.free_stacks.resize(n);
+    for (std::size_t t = 0; t < n; ++t) { // every thread ready, to start on its first resume
+        runner.free_stacks[t] = n - 1 - t;
+        runner.fibers[t].st = fiber::state::ready, runner.fibers[t].started = false;
     }
-    for (std::size_t i = 1; i < n; ++i)
-        start(order(i));
+    runner.positions = &positions, runner.next_start = 0;
     for (;;) {
+        // One pass runs every thread to its barrier or its end: run_ahead resumes the lanes its exchanges ready. In the
+        // first round the threads start in order, each run by the one before it when that one ended.
+        while (runner.next_start < n && !runner.failure)
+            run_ahead(order(runner.next_start++), true);
         for (std::size_t i = 0; i < n; ++i)
-            if (runner.fibers[order(i)].st == fiber::state::ready) resume(order(i));
+            if (runner.fibers[order(i)].st == fiber::state::ready) run_ahead(order(i), false);
         if (runner.failure) std::rethrow_exception(std::exchange(runner.failure, nullptr));
+        if (!runner.exchanges.empty()) {
+            // Nothing is ready, so a lane of the mask has ended or waits at __syncthreads.
+            const pending_exchange& x = runner.exchanges.front();
+            const unsigned missing = x.mask & lanes_present(x.warp) & ~x.arrived;
+            const unsigned lane = unsigned(std::countr_zero(missing));
+            const fiber& f = runner.fibers[x.warp * warpSize + lane];
+            throw kernel_fault(describe(x) + " waits for lane " + std::to_string(lane) + ", " + where(f.index) +
+                               (f.st == fiber::state::done ? ", which has ended" : ", which waits at __syncthreads") +
+                               " (every lane named in the mask must reach the same call)");
+        }
         std::size_t waiting = 0, done = 0;
         for (std::size_t t = 0; t < n; ++t)
             (runner.fibers[t].st == fiber::state::done ? done : waiting) += 1;
@@ -340,7 +446,7 @@ void run_block(std::size_t n) {
         }
         for (std::size_t t = 0; t < n; ++t)
             runner.fibers[t].st = fiber::state::ready;
-        if (order_of_runs() == run_order::shuffle) order_positions(positions, n);
+        if (order_of_runs() == run_order::shuffle) order_positions(positions, n), ranked = false;
     }
 }
 
@@ -448,15 +554,82 @@ bool reaches_a_gap(const char* call, const void* p, std::size_t bytes, const cha
 } // namespace
 
 void __syncthreads() {
-    if (runner.direct)
-        throw kernel_fault("__syncthreads reached by " + where(threadIdx) +
-                           " after the block's first thread ended without reaching it");
     fiber* self = runner.current;
     self->st = fiber::state::waiting;
     jump(self->context, runner.main);
 }
 
 namespace tl::gpu::emulation {
+
+namespace {
+// The lane whose value `lane` reads in exchange x, or `lane` itself where CUDA returns var unchanged: a shift past its
+// segment of width lanes (up or down), or a butterfly into a later segment.
+unsigned source_lane(const pending_exchange& x, unsigned lane) {
+    const unsigned width = unsigned(x.width[lane]), base = lane & ~(width - 1), offset = unsigned(x.operand[lane]);
+    switch (x.call) {
+    case warp_call::shfl:
+        return base + (offset & (width - 1));
+    case warp_call::shfl_up:
+        return lane - base >= offset ? lane - offset : lane;
+    case warp_call::shfl_down:
+        return offset < width - (lane - base) ? lane + offset : lane;
+    case warp_call::shfl_xor: {
+        const unsigned source = lane ^ (offset % warpSize);
+        return source < base + width ? source : lane;
+    }
+    case warp_call::syncwarp:
+        break;
+    }
+    return lane;
+}
+} // namespace
+
+std::uint64_t warp_exchange(warp_call call, unsigned mask, std::uint64_t bits, unsigned bytes, int operand, int width) {
+    fiber* self = runner.current;
+    const std::size_t t = std::size_t(self - runner.fibers.data()), warp = t / warpSize;
+    const unsigned lane = unsigned(t % warpSize);
+    auto caller = [&] { // for a fault's message only: every shuffle of a kernel comes here
+        return std::string(call_name(call)) + " by " + where(self->index) + " (lane " + std::to_string(lane) +
+               " of warp " + std::to_string(warp) + ")";
+    };
+    if (!(mask >> lane & 1U)) throw kernel_fault(caller() + " with mask " + hex(mask) + ", which lacks its own lane");
+    if (width < 1 || width > warpSize || (width & (width - 1)) != 0)
+        throw kernel_fault(caller() + " with width " + std::to_string(width) + " (a power of 2, at most warpSize)");
+    auto x = std::find_if(runner.exchanges.begin(), runner.exchanges.end(),
+                          [&](const pending_exchange& p) { return p.warp == warp && (p.mask & mask) != 0; });
+    if (x == runner.exchanges.end()) {
+        runner.exchanges.emplace_back();
+        x = std::prev(runner.exchanges.end());
+        x->warp = warp, x->mask = mask, x->call = call, x->bytes = bytes;
+    } else if (x->mask != mask || x->call != call || x->bytes != bytes) {
+        throw kernel_fault(caller() + " with mask " + hex(mask) + " while other lanes of its mask wait at " +
+                           describe(*x) + " (the lanes of a mask must reach the same call with the same mask)");
+    }
+    x->arrived |= 1U << lane;
+    x->bits[lane] = bits, x->operand[lane] = operand, x->width[lane] = width;
+    const unsigned named = x->mask & lanes_present(warp);
+    if (x->arrived != named) { // not the last: wait for the lane that will be
+        self->st = fiber::state::at_warp;
+        jump(self->context, runner.main);
+        return self->warp_result;
+    }
+    const pending_exchange complete = *x;
+    runner.exchanges.erase(x);
+    for (unsigned l = 0; l < warpSize; ++l) {
+        if (!(named >> l & 1U)) continue;
+        fiber& f = runner.fibers[warp * warpSize + l];
+        const unsigned source = source_lane(complete, l);
+        if (!(named >> source & 1U))
+            throw kernel_fault(
+                describe(complete) + ": lane " + std::to_string(l) + ", " + where(f.index) + ", reads lane " +
+                std::to_string(source) +
+                ((complete.mask >> source & 1U) ? ", past the block's last thread" : ", which is not in the mask") +
+                " (undefined in CUDA)");
+        f.warp_result = complete.bits[source];
+        if (l != lane) f.st = fiber::state::ready, runner.woken.push_back(warp * warpSize + l);
+    }
+    return self->warp_result;
+}
 
 void run_grid(const char* kernel, dim3 grid, dim3 block, const std::function<void()>& thread) {
     const std::lock_guard<std::mutex> one_at_a_time(launches);

@@ -1,16 +1,20 @@
 // src/cuda/emulation/include/tinylm_cuda_emulation.hpp: CUDA's execution model on the CPU, for the host emulation
 // of tinylm::cuda (docs/gpu.md, "The host emulation"). A C++ compiler builds src/cuda/*.cu unchanged with this
 // header and the cuda_runtime.h and cublasLt.h beside it in place of CUDA's, and the kernels run on the CPU: every
-// block of the grid in turn, every thread of a block as a fiber that yields at __syncthreads.
+// block of the grid in turn, every thread of a block as a fiber that yields at __syncthreads and at the warp-level
+// exchanges (__shfl*_sync, __syncwarp).
 //
 // What it checks that the CPU executor (gpu::cpu_ops) cannot: the kernels themselves, their indexing, their
 // reductions and barriers, their launch configurations (the limits of CUDA), device memory read before it is written
 // (new allocations are filled with NaN bytes, as cudaMalloc promises nothing), writes past a planned buffer into the
 // guard gap after it (and reads of it under AddressSanitizer), and the cuBLASLt descriptors of blas.cu. What it cannot:
-// anything of the GPU itself (its memory model, warps, timing, the real cuBLASLt).
+// anything of the GPU itself (its memory model, warps' lockstep and timing, the real cuBLASLt).
 #pragma once
 
+#include <concepts>
 #include <cstddef>
+#include <cstdint>
+#include <cstring>
 #include <exception>
 #include <functional>
 #include <tuple>
@@ -43,6 +47,57 @@ extern dim3 gridDim;
 // Every thread of the block waits here until all have arrived; a thread that finishes while others wait is an error
 // (CUDA: "the condition must evaluate identically across the entire thread block").
 void __syncthreads();
+
+// A warp: warpSize consecutive threads of the block in its linear order (threadIdx.x + threadIdx.y blockDim.x +
+// threadIdx.z blockDim.x blockDim.y), lane = that index % warpSize; a block whose size is not a multiple of it ends
+// with a partial warp, whose missing lanes count as exited.
+inline constexpr int warpSize = 32;
+
+namespace tl::gpu::emulation {
+// The warp-level calls (CUDA C++ Programming Guide, "Warp Shuffle Functions" and __syncwarp), as a warp barrier:
+// a lane waits until every lane named in `mask` has reached the same call (same kind, same mask, same width of
+// value), then each reads the value its source lane passed. Faults (the runtime's, as for __syncthreads; CUDA calls
+// these undefined): the caller's own bit missing from the mask; lanes of one mask at different calls or masks; a
+// source lane outside the mask or past the block's end; a width that is not a power of 2 up to warpSize; a lane of the
+// mask that ends, or waits at __syncthreads, while others wait for it (stricter than CUDA, which lets a lane of the
+// mask exit). `operand` is srcLane, delta or laneMask; returns the source lane's bits (the caller's own where CUDA
+// returns var unchanged: up or down past the segment, xor into a later segment).
+enum class warp_call { shfl, shfl_up, shfl_down, shfl_xor, syncwarp };
+std::uint64_t warp_exchange(warp_call call, unsigned mask, std::uint64_t bits, unsigned bytes, int operand, int width);
+
+template <class T>
+concept warp_value = std::is_arithmetic_v<T> && sizeof(T) <= sizeof(std::uint64_t);
+
+template <warp_value T>
+T shuffle(warp_call call, unsigned mask, T var, int operand, int width) {
+    std::uint64_t bits = 0;
+    std::memcpy(&bits, &var, sizeof var);
+    bits = warp_exchange(call, mask, bits, sizeof var, operand, width);
+    std::memcpy(&var, &bits, sizeof var);
+    return var;
+}
+} // namespace tl::gpu::emulation
+
+template <tl::gpu::emulation::warp_value T>
+T __shfl_sync(unsigned mask, T var, int srcLane, int width = warpSize) {
+    return tl::gpu::emulation::shuffle(tl::gpu::emulation::warp_call::shfl, mask, var, srcLane, width);
+}
+template <tl::gpu::emulation::warp_value T>
+T __shfl_up_sync(unsigned mask, T var, unsigned delta, int width = warpSize) {
+    return tl::gpu::emulation::shuffle(tl::gpu::emulation::warp_call::shfl_up, mask, var, int(delta), width);
+}
+template <tl::gpu::emulation::warp_value T>
+T __shfl_down_sync(unsigned mask, T var, unsigned delta, int width = warpSize) {
+    return tl::gpu::emulation::shuffle(tl::gpu::emulation::warp_call::shfl_down, mask, var, int(delta), width);
+}
+template <tl::gpu::emulation::warp_value T>
+T __shfl_xor_sync(unsigned mask, T var, int laneMask, int width = warpSize) {
+    return tl::gpu::emulation::shuffle(tl::gpu::emulation::warp_call::shfl_xor, mask, var, laneMask, width);
+}
+// Waits for the lanes of `mask` (the caller's among them), as CUDA's; orders nothing more on the host.
+inline void __syncwarp(unsigned mask = 0xffffffffU) {
+    tl::gpu::emulation::warp_exchange(tl::gpu::emulation::warp_call::syncwarp, mask, 0, 0, 0, warpSize);
+}
 
 using cudaStream_t = struct emulated_stream*;
 
