@@ -132,20 +132,9 @@ void check_dims(const attention_dims& s, const char* what) {
     check(s.q_heads > 0 && s.kv_heads > 0 && s.q_heads % s.kv_heads == 0 && s.head_dim > 0 &&
               s.head_dim <= attention_max_head_dim && s.window >= 0 && (s.causal || s.window == 0),
           [&] {
-              std::string m = what;
-              m += ": unsupported shape (query heads ";
-              m += std::to_string(s.q_heads);
-              m += ", key/value heads ";
-              m += std::to_string(s.kv_heads);
-              m += ", head width ";
-              m += std::to_string(s.head_dim);
-              m += ", window ";
-              m += std::to_string(s.window);
-              m += s.causal ? ", causal" : ", bidirectional";
-              m += "): query heads must be a multiple of key/value heads, the head width at most ";
-              m += std::to_string(attention_max_head_dim);
-              m += ", a window only with causal attention";
-              return m;
+              return std::string(what) + ": unsupported shape (" + attention_shape_text(s) +
+                     "): query heads must be a multiple of key/value heads, the head width at most " +
+                     std::to_string(attention_max_head_dim) + ", a window only with causal attention";
           });
 }
 

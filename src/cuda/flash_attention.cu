@@ -343,22 +343,10 @@ void check_fused(const attention_dims& s, const char* what) {
               s.window >= 0 && (s.causal || s.window == 0) && s.q_heads <= 65535 && s.batch <= 65535 &&
               (s.time + BQ - 1) / BQ <= 0x7fffffffLL,
           [&] {
-              std::string m = what;
-              m += ": unsupported shape (query heads ";
-              m += std::to_string(s.q_heads);
-              m += ", key/value heads ";
-              m += std::to_string(s.kv_heads);
-              m += ", head width ";
-              m += std::to_string(s.head_dim);
-              m += ", window ";
-              m += std::to_string(s.window);
-              m += ", batch ";
-              m += std::to_string(s.batch);
-              m += "): the fused kernels take a head width of ";
-              m += fused_head_dims_text;
-              m += " only (use attention_path::products or rows for others), query heads a multiple of key/value "
-                   "heads, at most 65535 heads and sequences, a window only with causal attention";
-              return m;
+              return std::string(what) + ": unsupported shape (" + attention_shape_text(s) +
+                     "): the fused kernels take a head width of " + fused_head_dims_text +
+                     " only (use attention_path::products or rows for others), query heads a multiple of key/value "
+                     "heads, at most 65535 heads and sequences, a window only with causal attention";
           });
 }
 

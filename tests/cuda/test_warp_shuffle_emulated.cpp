@@ -11,6 +11,8 @@
 
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -152,6 +154,23 @@ int up_source(int l, int delta, int width) { return l % width >= delta ? l - del
 int down_source(int l, int delta, int width) { return l % width + delta < width ? l + delta : l; }
 int xor_source(int l, int mask, int width) { return (l ^ mask) < l / width * width + width ? l ^ mask : l; }
 
+// The order the emulation runs things in (test only: the plain increments are a race on a GPU, not here, where one
+// thread runs at a time): each block's first thread to start notes the block, and every thread notes itself in its
+// block's list for the first barrier's round and again for the second's.
+struct run_log {
+    int* blocks;  // grid: block indices in the order they ran
+    int* threads; // per block, 2 x block size: thread indices, round 1 then round 2
+    int* counts;  // [0]: blocks begun; then per block, the threads seen in round 1 and in round 2
+};
+__global__ void record_order(run_log log) {
+    const int n = int(blockDim.x), b = int(blockIdx.x);
+    int* seen = log.counts + 1 + 2 * b;
+    if (seen[0] == 0) log.blocks[log.counts[0]++] = b;
+    log.threads[2 * n * b + seen[0]++] = flat_thread();
+    __syncthreads();
+    log.threads[2 * n * b + n + seen[1]++] = flat_thread();
+}
+
 } // namespace
 
 BOOST_AUTO_TEST_SUITE(cuda_warp_shuffle_emulated)
@@ -265,6 +284,50 @@ BOOST_AUTO_TEST_CASE(faults_name_the_call_and_the_lane) {
     // after the faults are forgotten, a good kernel runs again
     run(xor_butterfly, dim3(1), dim3(32), out.data());
     BOOST_TEST(out[0] == 32 * 31 / 2 * 7 + 32);
+}
+
+// TINYLM_CUDA_EMULATION_ORDER, as ctest sets it (unset: forward): blocks and threads in index order, in the opposite
+// order, or shuffled: every block and both rounds a permutation, neither of those two orders, and the second round's
+// drawn anew. If the shuffle ran in index order, the default run's races would hide again.
+BOOST_AUTO_TEST_CASE(blocks_and_threads_run_in_the_order_asked_for) {
+    constexpr int blocks = 64, n = 64;
+    std::vector<int> block_order(blocks, -1), thread_order(std::size_t(2 * n * blocks), -1),
+        counts(std::size_t(1 + 2 * blocks), 0);
+    run(record_order, dim3(blocks), dim3(n), run_log{block_order.data(), thread_order.data(), counts.data()});
+    const char* env = std::getenv("TINYLM_CUDA_EMULATION_ORDER");
+    const std::string order = env ? env : "forward";
+    BOOST_TEST_MESSAGE("order " << order);
+    std::vector<int> forward(n), reverse(n), forward_blocks(blocks), reverse_blocks(blocks);
+    for (int i = 0; i < n; ++i)
+        forward[std::size_t(i)] = i, reverse[std::size_t(i)] = n - 1 - i;
+    for (int i = 0; i < blocks; ++i)
+        forward_blocks[std::size_t(i)] = i, reverse_blocks[std::size_t(i)] = blocks - 1 - i;
+    const auto sorted = [](std::vector<int> v) {
+        std::sort(v.begin(), v.end());
+        return v;
+    };
+    BOOST_TEST(sorted(block_order) == forward_blocks, "every block ran once");
+    int first_rounds_shuffled = 0, rounds_redrawn = 0;
+    for (int b = 0; b < blocks; ++b) {
+        const auto at = thread_order.begin() + 2 * n * b;
+        const std::vector<int> round1(at, at + n), round2(at + n, at + 2 * n);
+        BOOST_TEST(sorted(round1) == forward, "block " << b << ": every thread ran round 1 once");
+        BOOST_TEST(sorted(round2) == forward, "block " << b << ": every thread ran round 2 once");
+        if (order == "shuffle") {
+            first_rounds_shuffled += round1 != forward && round1 != reverse;
+            rounds_redrawn += round2 != round1;
+        } else {
+            const std::vector<int>& expected = order == "reverse" ? reverse : forward;
+            BOOST_TEST((round1 == expected && round2 == expected), "block " << b);
+        }
+    }
+    if (order == "shuffle") {
+        BOOST_TEST(first_rounds_shuffled == blocks);
+        BOOST_TEST(rounds_redrawn == blocks);
+        BOOST_TEST((block_order != forward_blocks && block_order != reverse_blocks));
+    } else {
+        BOOST_TEST((block_order == (order == "reverse" ? reverse_blocks : forward_blocks)));
+    }
 }
 
 BOOST_AUTO_TEST_SUITE_END()

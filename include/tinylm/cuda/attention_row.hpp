@@ -20,6 +20,7 @@
 #include <tinylm/cuda/row_math.hpp>
 
 #include <cstdint>
+#include <string>
 
 namespace tl::gpu {
 
@@ -32,6 +33,14 @@ struct attention_dims {
     int window = 0;     // 0: full causal attention
     bool causal = true; // false: bidirectional (an encoder): query i sees every key of its document; no window
 };
+
+// The shape, for the kernels' refusals (host code): "query heads 8, key/value heads 2, head width 64, window 0, causal,
+// batch 2".
+inline std::string attention_shape_text(const attention_dims& s) {
+    return "query heads " + std::to_string(s.q_heads) + ", key/value heads " + std::to_string(s.kv_heads) +
+           ", head width " + std::to_string(s.head_dim) + ", window " + std::to_string(s.window) +
+           (s.causal ? ", causal" : ", bidirectional") + ", batch " + std::to_string(s.batch);
+}
 
 TINYLM_HD inline int attention_kv_head(int h, const attention_dims& s) { return h / (s.q_heads / s.kv_heads); }
 // Offsets (in floats) of row i of head h: queries and outputs, keys and values.
