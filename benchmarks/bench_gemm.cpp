@@ -25,8 +25,10 @@ std::vector<float> random_matrix(std::int64_t n, std::uint64_t seed) {
     return v;
 }
 
-// y (m, n) = x (m, k) W^T with W (n, k): the shape of a linear layer's forward pass.
-template <class B>
+// y (m, n) = x (m, k) W^T with W (n, k): the shape of a linear layer's forward pass. Checked against the
+// reference within f32's rounding, or for bf16 products (bm_linear_gemm_bf16) within bf16's: 2^-7 times the sum
+// of the magnitudes of the terms (docs/precision.md "Accuracy").
+template <class B, bool bf16 = false>
 void bm_linear_gemm(benchmark::State& state) {
     const std::int64_t m = state.range(0), n = state.range(1), k = state.range(2);
     const auto x = random_matrix(m * k, 1), w = random_matrix(n * k, 2);
@@ -47,9 +49,16 @@ void bm_linear_gemm(benchmark::State& state) {
     check.c = expected.data();
     tl::reference_cpu::gemm(check);
     B::gemm(g);
-    for (std::int64_t i = 0; i < check.m * n; ++i)
-        if (std::abs(y[std::size_t(i)] - expected[std::size_t(i)]) > 1e-3f * (1 + std::abs(expected[std::size_t(i)])))
-            throw std::runtime_error("bench_gemm: result differs from the reference");
+    for (std::int64_t i = 0; i < check.m; ++i)
+        for (std::int64_t j = 0; j < n; ++j) {
+            double magnitudes = 0;
+            for (std::int64_t p = 0; p < k; ++p)
+                magnitudes += std::abs(double(x[std::size_t(i * k + p)]) * double(w[std::size_t(j * k + p)]));
+            const double e = expected[std::size_t(i * n + j)],
+                         bound = bf16 ? magnitudes / 128 : 1e-3 * (1 + std::abs(e));
+            if (std::abs(y[std::size_t(i * n + j)] - e) > bound)
+                throw std::runtime_error("bench_gemm: result differs from the reference");
+        }
     for (auto _ : state) {
         B::gemm(g);
         benchmark::DoNotOptimize(y.data());
@@ -69,6 +78,15 @@ void bm_linear_gemm(benchmark::State& state) {
 BENCHMARK(bm_linear_gemm<tl::eigen_cpu>) TINYLM_SHAPES;
 #ifdef TINYLM_HAS_ONEDNN
 BENCHMARK(bm_linear_gemm<tl::onednn_cpu>) TINYLM_SHAPES;
+// The same products in bf16 with f32 accumulation (tl::set_cpu_precision(bf16): the operands' conversion included,
+// as a training step runs them): the ceiling of bf16 training, where the CPU has it.
+void bm_linear_gemm_bf16(benchmark::State& state) {
+    const std::string why = tl::detail::bf16_support();
+    if (!why.empty()) return state.SkipWithError(why.c_str());
+    tl::scoped_cpu_precision bf16(tl::precision::bf16);
+    bm_linear_gemm<tl::onednn_cpu, true>(state);
+}
+BENCHMARK(bm_linear_gemm_bf16) TINYLM_SHAPES;
 #endif
 
 #ifdef TINYLM_HAS_ONEDNN

@@ -223,10 +223,10 @@ void bm_linear_backward(benchmark::State& state) {
 BENCHMARK(bm_linear_forward) LINEAR_SHAPES;
 BENCHMARK(bm_linear_backward) LINEAR_SHAPES;
 
-// Tiled kernels (attention_forward / attention_backward), the same kernels without their AVX2 clones (the
-// baseline x86-64 build of the tiles), and the straightforward reference kernels (attention_*_reference, what
-// ran before) at config B's shapes.
-enum class attention_kernel { tiled, tiled_baseline, reference };
+// Tiled kernels (attention_forward / attention_backward: the best copy the CPU runs, AVX-512 where it has it),
+// the same kernels at AVX2 at most (_avx2) and without their clones (the baseline x86-64 build of the tiles), and
+// the straightforward reference kernels (attention_*_reference, what ran before) at config B's shapes.
+enum class attention_kernel { tiled, tiled_avx2, tiled_baseline, reference };
 template <attention_kernel kernel>
 struct attention_inputs {
     static constexpr index_t b = 8, t = 512;
@@ -238,8 +238,11 @@ struct attention_inputs {
                        lse = std::vector<float>(b * heads * t), dq = std::vector<float>(q.size()),
                        dk = std::vector<float>(k.size()), dv = std::vector<float>(k.size());
     tl::shape qs{b, t, heads, head_dim}, ks{b, t, kv_heads, head_dim};
-    attention_inputs() { tl::detail::allow_avx2_clones = kernel != attention_kernel::tiled_baseline; }
-    ~attention_inputs() { tl::detail::allow_avx2_clones = true; }
+    attention_inputs() {
+        tl::detail::allow_avx2_clones = kernel != attention_kernel::tiled_baseline;
+        tl::detail::allow_avx512_clones = kernel == attention_kernel::tiled;
+    }
+    ~attention_inputs() { tl::detail::allow_avx2_clones = tl::detail::allow_avx512_clones = true; }
     void forward() {
         const auto f = reference ? tl::attention_forward_reference<float> : tl::attention_forward<float>;
         f(view(out, qs), view(lse, {b, heads, t}), view(q, qs), view(k, ks), view(v, ks), 0, 0, {}, true, {});
@@ -271,6 +274,8 @@ void bm_attention_backward(benchmark::State& state) {
     BENCHMARK(bm_attention_##op<attention_kernel::kernel>)->Name(name)->Unit(benchmark::kMillisecond)->UseRealTime()
 ATTENTION_BENCHMARK(forward, tiled, "bm_attention_forward");
 ATTENTION_BENCHMARK(backward, tiled, "bm_attention_backward");
+ATTENTION_BENCHMARK(forward, tiled_avx2, "bm_attention_forward_avx2");
+ATTENTION_BENCHMARK(backward, tiled_avx2, "bm_attention_backward_avx2");
 ATTENTION_BENCHMARK(forward, tiled_baseline, "bm_attention_forward_baseline");
 ATTENTION_BENCHMARK(backward, tiled_baseline, "bm_attention_backward_baseline");
 ATTENTION_BENCHMARK(forward, reference, "bm_attention_forward_reference");

@@ -1,7 +1,8 @@
 // The tiled attention kernels (ops/attention.hpp) against the straightforward reference kernels on random
 // inputs: sequence lengths that are not a multiple of the tile, MHA, GQA and MQA, windows smaller and larger
 // than a tile, packed documents, causal and bidirectional, right padding (key_lengths), and the KV-cache forms
-// (one decoded query, a prefill chunk at q_start > 0).
+// (one decoded query, a prefill chunk at q_start > 0). Each in every copy of the tiles the build has: AVX-512,
+// AVX2 and baseline x86-64 (simd.hpp), where the CPU runs them.
 #include "../support/random.hpp"
 
 #include <tinylm/ops/attention.hpp>
@@ -19,6 +20,21 @@ BOOST_AUTO_TEST_SUITE(attention_tiles)
 
 namespace {
 using real_types = boost::mpl::list<float, double>;
+
+// Runs f with each copy of the tiles allowed in turn (the best the CPU has, then AVX2 at most, then baseline).
+template <class F>
+void for_each_copy(F&& f) {
+    struct copy {
+        const char* name;
+        bool avx512, avx2;
+    };
+    for (const copy c : {copy{"avx512", true, true}, copy{"avx2", false, true}, copy{"baseline", false, false}}) {
+        detail::allow_avx512_clones = c.avx512;
+        detail::allow_avx2_clones = c.avx2;
+        f(c.name);
+    }
+    detail::allow_avx512_clones = detail::allow_avx2_clones = true;
+}
 
 template <class T>
 double tolerance() {
@@ -59,7 +75,7 @@ owned<index_t> document_starts(index_t batch, index_t time, const std::vector<in
 }
 
 template <class T>
-void compare_training(const attention_case& c, std::uint64_t seed) {
+void compare_training(const attention_case& c, std::uint64_t seed, const char* copy) {
     const shape qs{c.batch, c.time, c.q_heads, c.head_dim}, ks{c.batch, c.time, c.kv_heads, c.head_dim};
     auto q = random_tensor<T>(qs, seed), k = random_tensor<T>(ks, seed + 1), v = random_tensor<T>(ks, seed + 2);
     auto dout = random_tensor<T>(qs, seed + 3);
@@ -79,11 +95,14 @@ void compare_training(const attention_case& c, std::uint64_t seed) {
     attention_backward_reference<T>(dq_ref, dk_ref, dv_ref, dout, q, k, v, out_ref, lse_ref, c.window, doc_view,
                                     c.causal, len_view);
     BOOST_TEST(rel_error(out.data, out_ref.data) < tolerance<T>(),
-               c.name << " out " << rel_error(out.data, out_ref.data));
-    BOOST_TEST(rel_error(lse.data, lse_ref.data) < tolerance<T>(), c.name << " lse");
-    BOOST_TEST(rel_error(dq.data, dq_ref.data) < tolerance<T>(), c.name << " dq " << rel_error(dq.data, dq_ref.data));
-    BOOST_TEST(rel_error(dk.data, dk_ref.data) < tolerance<T>(), c.name << " dk " << rel_error(dk.data, dk_ref.data));
-    BOOST_TEST(rel_error(dv.data, dv_ref.data) < tolerance<T>(), c.name << " dv " << rel_error(dv.data, dv_ref.data));
+               c.name << " [" << copy << "] out " << rel_error(out.data, out_ref.data));
+    BOOST_TEST(rel_error(lse.data, lse_ref.data) < tolerance<T>(), c.name << " [" << copy << "] lse");
+    BOOST_TEST(rel_error(dq.data, dq_ref.data) < tolerance<T>(),
+               c.name << " [" << copy << "] dq " << rel_error(dq.data, dq_ref.data));
+    BOOST_TEST(rel_error(dk.data, dk_ref.data) < tolerance<T>(),
+               c.name << " [" << copy << "] dk " << rel_error(dk.data, dk_ref.data));
+    BOOST_TEST(rel_error(dv.data, dv_ref.data) < tolerance<T>(),
+               c.name << " [" << copy << "] dv " << rel_error(dv.data, dv_ref.data));
 }
 } // namespace
 
@@ -110,14 +129,11 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(training_kernels_match_reference, T, real_types) {
         {"causal, window and key lengths (padded queries fall back)", 2, 200, 2, 1, 8, 20, {}, true, {30, 130}},
         {"causal, documents and key lengths", 2, 170, 4, 2, 8, 0, {3, 40, 1, 70, 9, 100}, true, {150, 66}},
     };
-    // Both builds of the tiles: the AVX2 clones (where the CPU has them) and the baseline x86-64 code.
-    for (const bool clones : {true, false}) {
-        detail::allow_avx2_clones = clones;
+    for_each_copy([&](const char* copy) {
         std::uint64_t seed = 100;
         for (const auto& c : cases)
-            compare_training<T>(c, seed += 10);
-    }
-    detail::allow_avx2_clones = true;
+            compare_training<T>(c, seed += 10, copy);
+    });
 }
 
 // KV cache: k and v are the cache (capacity > the positions written), queries start at q_start.
@@ -132,8 +148,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(cache_forward_matches_reference, T, real_types) {
     };
     owned<index_t> lengths({B}); // valid cache positions of each row
     lengths.data = {180, 250};
-    for (const bool clones : {true, false}) { // the AVX2 clones and the baseline code
-        detail::allow_avx2_clones = clones;
+    for_each_copy([&](const char* copy) {
         for (const step st :
              {step{"decode one query", 199, 1, 0, false, false}, step{"decode with a window", 199, 1, 40, false, false},
               step{"prefill chunk", 70, 100, 0, true, false},
@@ -156,11 +171,11 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(cache_forward_matches_reference, T, real_types) {
             attention_forward<T>(out, lse_view, q, k, v, st.window, st.q_start, doc_view, st.causal, len_view);
             attention_forward_reference<T>(out_ref, st.with_lse ? lse_ref.view() : tensor_view<T>{}, q, k, v, st.window,
                                            st.q_start, doc_view, st.causal, len_view);
-            BOOST_TEST(rel_error(out.data, out_ref.data) < tolerance<T>(), st.name);
-            if (st.with_lse) BOOST_TEST(rel_error(lse.data, lse_ref.data) < tolerance<T>(), st.name);
+            BOOST_TEST(rel_error(out.data, out_ref.data) < tolerance<T>(), st.name << " (" << copy << ")");
+            if (st.with_lse)
+                BOOST_TEST(rel_error(lse.data, lse_ref.data) < tolerance<T>(), st.name << " (" << copy << ")");
         }
-    }
-    detail::allow_avx2_clones = true;
+    });
 }
 
 // Scores far apart (large activations): the online maximum must rescale without overflow or underflow.

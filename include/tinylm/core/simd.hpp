@@ -7,6 +7,10 @@
 // The default build targets baseline x86-64 (SSE2) so that its binaries run anywhere; on GCC the hot loops
 // get an AVX2 + FMA copy (a `target` function that inlines the loop body: `flatten`) used when the CPU has
 // them. allow_avx2_clones = false runs the baseline copy (tests, and benchmarks of the difference).
+// The attention tiles, compute-bound, get an AVX-512 copy as well (16 floats a register, 32 registers:
+// docs/performance.md "AVX-512 attention"); allow_avx512_clones = false keeps them at AVX2. The elementwise
+// loops of parallel_ranges stay at AVX2: they are bound by memory, and a third copy of every one would cost
+// compile time for nothing.
 #pragma once
 
 #include <tinylm/core/tensor.hpp>
@@ -57,6 +61,7 @@ inline T fast_exp(T x) {
 inline constexpr index_t min_parallel_work = index_t(1) << 15;
 
 inline bool allow_avx2_clones = true;
+inline bool allow_avx512_clones = true;
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__AVX2__)
 #define TINYLM_AVX2_CLONES 1
@@ -69,6 +74,26 @@ __attribute__((target("avx2,fma"), flatten)) void call_avx2(F& f, index_t begin,
     f(begin, end);
 }
 #endif
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__AVX512F__)
+#define TINYLM_AVX512_CLONES 1
+// The subsets every AVX-512 CPU since Skylake-SP has (Intel, and AMD from Zen 4). __builtin_cpu_supports also
+// asks whether the OS saves the 512-bit registers.
+inline bool cpu_has_avx512() {
+    static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                            __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+                            __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return yes;
+}
+#endif
+
+// True where the attention kernels run their AVX-512 copies.
+inline bool avx512_clones_active() {
+#ifdef TINYLM_AVX512_CLONES
+    return allow_avx2_clones && allow_avx512_clones && cpu_has_avx512();
+#else
+    return false;
+#endif
+}
 
 // True where parallel_ranges (and the attention kernels) run their AVX2 + FMA copies.
 inline bool avx2_clones_active() {

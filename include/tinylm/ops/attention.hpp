@@ -293,38 +293,50 @@ constexpr index_t simd_bytes = 16;
 template <class T, index_t bytes = simd_bytes>
 constexpr index_t register_columns = 2 * bytes / index_t(sizeof(T));
 
+// C[i, 0:W] += sum_p A(i, p) B[p, 0:W] for i < MR, p < kk, with the MR x W block of C in registers over the
+// whole sum (A(i, p) as in tile_nn).
+template <index_t MR, index_t W, class T>
+inline void tile_block(T* C, index_t ldc, const T* A, index_t ars, index_t acs, const T* B, index_t ldb, index_t kk) {
+    T acc[MR][W];
+    for (index_t r = 0; r < MR; ++r)
+        for (index_t cc = 0; cc < W; ++cc)
+            acc[r][cc] = C[r * ldc + cc];
+    for (index_t p = 0; p < kk; ++p) {
+        const T* b = B + p * ldb;
+#pragma GCC unroll 8
+        for (index_t r = 0; r < MR; ++r) {
+            const T a = A[r * ars + p * acs];
+#pragma omp simd
+            for (index_t cc = 0; cc < W; ++cc)
+                acc[r][cc] += a * b[cc];
+        }
+    }
+    for (index_t r = 0; r < MR; ++r)
+        for (index_t cc = 0; cc < W; ++cc)
+            C[r * ldc + cc] = acc[r][cc];
+}
+
 // C[i, 0:n] += sum_p A(i, p) B[p, 0:n] for i < m, p < kk, where A(i, p) = A[i * ars + p * acs] (so that
-// A may be a tile or its transpose): 4 rows x NR columns of C stay in registers over the whole sum.
+// A may be a tile or its transpose), in register blocks (tile_block) of MR rows x NR columns, NR being two
+// vector registers: MR = 4 rows (8 accumulators: SSE and AVX2 have 16 registers), or 8 where the registers are
+// 512-bit (16 accumulators of AVX-512's 32). A remainder of at least NR / 2 columns (a head width of 16 under
+// AVX-512) takes a half-width block before the last columns go one by one.
 template <index_t NR, class T>
 inline void tile_nn(T* C, index_t ldc, const T* A, index_t ars, index_t acs, const T* B, index_t ldb, index_t m,
                     index_t n, index_t kk) {
+    constexpr index_t MR = NR * index_t(sizeof(T)) >= 128 ? 8 : 4;
     index_t i = 0;
-    for (; i + 4 <= m; i += 4) {
+    for (; i + MR <= m; i += MR) {
         T* c0 = C + i * ldc;
         const T* ai = A + i * ars;
         index_t col = 0;
-        for (; col + NR <= n; col += NR) {
-            T acc[4][NR];
-            for (index_t r = 0; r < 4; ++r)
-                for (index_t cc = 0; cc < NR; ++cc)
-                    acc[r][cc] = c0[r * ldc + col + cc];
-            for (index_t p = 0; p < kk; ++p) {
-                const T* b = B + p * ldb + col;
-                const T a0 = ai[p * acs], a1 = ai[ars + p * acs], a2 = ai[2 * ars + p * acs],
-                        a3 = ai[3 * ars + p * acs];
-#pragma omp simd
-                for (index_t cc = 0; cc < NR; ++cc) {
-                    acc[0][cc] += a0 * b[cc];
-                    acc[1][cc] += a1 * b[cc];
-                    acc[2][cc] += a2 * b[cc];
-                    acc[3][cc] += a3 * b[cc];
-                }
-            }
-            for (index_t r = 0; r < 4; ++r)
-                for (index_t cc = 0; cc < NR; ++cc)
-                    c0[r * ldc + col + cc] = acc[r][cc];
+        for (; col + NR <= n; col += NR)
+            tile_block<MR, NR>(c0 + col, ldc, ai, ars, acs, B + col, ldb, kk);
+        if (col + NR / 2 <= n) {
+            tile_block<MR, NR / 2>(c0 + col, ldc, ai, ars, acs, B + col, ldb, kk);
+            col += NR / 2;
         }
-        for (index_t r = 0; r < 4; ++r)
+        for (index_t r = 0; r < MR; ++r)
             for (index_t p = 0; p < kk; ++p) {
                 const T a = ai[r * ars + p * acs];
                 for (index_t cc = col; cc < n; ++cc)
@@ -541,7 +553,8 @@ void attention_backward_group(tensor_view<T> dq, tensor_view<T> dk, tensor_view<
 // The default build targets the baseline x86-64 (SSE2). On GCC, the blocks are compiled a second time for
 // AVX2 + FMA (the whole block inlined into one function with that target) and chosen at run time when the
 // CPU has them (bench_ops: bm_attention_* against bm_attention_*_baseline), the same results to float rounding.
-// Tests turn detail::allow_avx2_clones off to check the baseline kernels on a machine that has AVX2 (simd.hpp).
+// Tests turn detail::allow_avx2_clones off to check the baseline kernels on a machine that has AVX2 (simd.hpp),
+// and allow_avx512_clones off to check the AVX2 ones on a machine that has AVX-512.
 #ifdef TINYLM_AVX2_CLONES
 template <class T, class... Args>
 __attribute__((target("avx2,fma"), flatten)) void attention_forward_block_avx2(Args... args) {
@@ -552,6 +565,43 @@ __attribute__((target("avx2,fma"), flatten)) void attention_backward_group_avx2(
     attention_backward_group<T, register_columns<T, 32>>(args...);
 }
 #endif
+// And for AVX-512 (simd.hpp: allow_avx512_clones): twice the columns per register, so a tile row's 64 columns
+// are two registers. 512-bit vectors asked for explicitly, as some -mtune settings prefer 256.
+#ifdef TINYLM_AVX512_CLONES
+#define TINYLM_AVX512_TARGET "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,prefer-vector-width=512"
+template <class T, class... Args>
+__attribute__((target(TINYLM_AVX512_TARGET), flatten)) void attention_forward_block_avx512(Args... args) {
+    attention_forward_block<T, register_columns<T, 64>>(args...);
+}
+template <class T, class... Args>
+__attribute__((target(TINYLM_AVX512_TARGET), flatten)) void attention_backward_group_avx512(Args... args) {
+    attention_backward_group<T, register_columns<T, 64>>(args...);
+}
+#undef TINYLM_AVX512_TARGET
+#endif
+// The best copy the CPU and the switches allow.
+template <class T, class... Args>
+void attention_forward_block_best(bool avx512, bool avx2, Args... args) {
+#ifdef TINYLM_AVX512_CLONES
+    if (avx512) return attention_forward_block_avx512<T>(args...);
+#endif
+#ifdef TINYLM_AVX2_CLONES
+    if (avx2) return attention_forward_block_avx2<T>(args...);
+#endif
+    (void)avx512, (void)avx2;
+    attention_forward_block<T, register_columns<T>>(args...);
+}
+template <class T, class... Args>
+void attention_backward_group_best(bool avx512, bool avx2, Args... args) {
+#ifdef TINYLM_AVX512_CLONES
+    if (avx512) return attention_backward_group_avx512<T>(args...);
+#endif
+#ifdef TINYLM_AVX2_CLONES
+    if (avx2) return attention_backward_group_avx2<T>(args...);
+#endif
+    (void)avx512, (void)avx2;
+    attention_backward_group<T, register_columns<T>>(args...);
+}
 } // namespace detail
 
 template <class T>
@@ -565,9 +615,7 @@ void attention_forward(tensor_view<T> out, tensor_view<T> lse, cview<T> q, cview
     expect_same_shape("attention", "out", out, q);
     if (lse.data) expect_shape("attention", "lse", lse, {s.batch, s.q_heads, s.time});
     const index_t blocks = (s.time + detail::attention_block - 1) / detail::attention_block;
-#ifdef TINYLM_AVX2_CLONES
-    const bool avx2 = detail::avx2_clones_active();
-#endif
+    const bool avx512 = detail::avx512_clones_active(), avx2 = detail::avx2_clones_active();
     // Multiply-adds (q k and p v): one decoded token over a short cache stays on the calling thread (simd.hpp,
     // min_parallel_work; 8 times the threshold, as each multiply-add also reads a key or value element).
     const index_t keys = std::min(s.causal ? q_start + s.time : s.key_time, s.key_time);
@@ -577,17 +625,9 @@ void attention_forward(tensor_view<T> out, tensor_view<T> lse, cview<T> q, cview
 #pragma omp parallel for collapse(3) schedule(dynamic, 1) if (work >= 8 * detail::min_parallel_work)
     for (index_t b = 0; b < s.batch; ++b)
         for (index_t h = 0; h < s.q_heads; ++h)
-            for (index_t qb = 0; qb < blocks; ++qb) {
-#ifdef TINYLM_AVX2_CLONES
-                if (avx2) {
-                    detail::attention_forward_block_avx2<T>(out, lse, q, k, v, s, q_start, doc_start, key_lengths, b, h,
-                                                            qb);
-                    continue;
-                }
-#endif
-                detail::attention_forward_block<T, detail::register_columns<T>>(out, lse, q, k, v, s, q_start,
-                                                                                doc_start, key_lengths, b, h, qb);
-            }
+            for (index_t qb = 0; qb < blocks; ++qb)
+                detail::attention_forward_block_best<T>(avx512, avx2, out, lse, q, k, v, s, q_start, doc_start,
+                                                        key_lengths, b, h, qb);
 }
 
 template <class T>
@@ -602,24 +642,14 @@ void attention_backward(tensor_view<T> dq, tensor_view<T> dk, tensor_view<T> dv,
     expect_same_shape("attention_backward", "dk", dk, k);
     expect_same_shape("attention_backward", "dv", dv, v);
     expect_same_shape("attention_backward", "dout", dout, q);
-#ifdef TINYLM_AVX2_CLONES
-    const bool avx2 = detail::avx2_clones_active();
-#endif
+    const bool avx512 = detail::avx512_clones_active(), avx2 = detail::avx2_clones_active();
     // One task per (batch, key/value head): it owns dk and dv of that head and dq of its query heads, so no
     // two threads write the same element; the query heads of the group share its K and V tiles.
 #pragma omp parallel for collapse(2) schedule(dynamic, 1)
     for (index_t b = 0; b < s.batch; ++b)
-        for (index_t hk = 0; hk < s.kv_heads; ++hk) {
-#ifdef TINYLM_AVX2_CLONES
-            if (avx2) {
-                detail::attention_backward_group_avx2<T>(dq, dk, dv, dout, q, k, v, out, lse, s, doc_start, key_lengths,
-                                                         b, hk);
-                continue;
-            }
-#endif
-            detail::attention_backward_group<T, detail::register_columns<T>>(dq, dk, dv, dout, q, k, v, out, lse, s,
-                                                                             doc_start, key_lengths, b, hk);
-        }
+        for (index_t hk = 0; hk < s.kv_heads; ++hk)
+            detail::attention_backward_group_best<T>(avx512, avx2, dq, dk, dv, dout, q, k, v, out, lse, s, doc_start,
+                                                     key_lengths, b, hk);
 }
 
 } // namespace tl
