@@ -30,6 +30,8 @@
 //           Under mpirun, --device cuda takes one GPU per rank and sums the gradients through NCCL (docs/gpu.md).
 //           --attention products|fused|rows picks how the device model computes attention (fused: one kernel on
 //           tensor cores, with --device cuda and a head width of 64 or 128, as --preset 150m's).
+//           --precision bf16 runs the CPU's products in bf16 with f32 accumulation (a CPU with AVX-512 BF16 or
+//           AMX: 1.5x f32 on an AMD Zen 5, docs/precision.md); weights, gradients and AdamW stay f32.
 // Ranks:    mpirun -np N build/examples/04_russian_novels ... trains data parallel (docs/distributed.md; --batch is
 //           the global batch): rank 0 prepares the data (the others wait, then read its cache), prints, logs,
 //           samples and writes; the other ranks only train and validate (examples/common/ranks.hpp).
@@ -200,6 +202,7 @@ int main(int argc, char** argv) try {
     CLI11_PARSE(app, argc, argv);
     tl::dist::communicator& world = recipes::join_world();
     recipes::check_device("04_russian_novels", device, attention);
+    options.matmul_precision = recipes::checked_precision("04_russian_novels", run, device);
     if (device == "cuda") {
         // The whole batch in one step on the GPU.
         const auto unless_given = [&](const char* flag, auto& value, auto fallback) {

@@ -78,7 +78,9 @@ template <class Model, class TrainOn>
 auto train_on_device(const std::string& recipe, tl::dist::communicator& world, tl::trainer_options& options,
                      const std::string& device, Model& model, TrainOn&& train_on,
                      const std::string& attention = "products") {
-    if (device == "cpu") return train_on(model, std::string(Model::backend::name));
+    if (device == "cpu")
+        return train_on(model, std::string(Model::backend::name) +
+                                   (options.matmul_precision == tl::precision::bf16 ? " (bf16 products)" : ""));
     tl::gpu::device_decoder_options on_device; // the rank's rows of the global batch (all of it in one process)
     on_device.batch =
         tl::index_t(tl::dist::part_of(std::size_t(options.batch_size), world.rank(), world.size()).count());
