@@ -202,7 +202,7 @@ int main(int argc, char** argv) try {
     CLI11_PARSE(app, argc, argv);
     tl::dist::communicator& world = recipes::join_world();
     recipes::check_device("04_russian_novels", device, attention);
-    options.matmul_precision = recipes::checked_precision("04_russian_novels", run, device);
+    options.matmul_precision = recipes::checked_precision("04_russian_novels", run.precision, device);
     if (device == "cuda") {
         // The whole batch in one step on the GPU.
         const auto unless_given = [&](const char* flag, auto& value, auto fallback) {

@@ -661,7 +661,7 @@ int main(int argc, char** argv) try {
     tl::dist::communicator& world = recipes::join_world();
     const bool root = world.is_root();
     recipes::check_device("05_tatar", device);
-    options.matmul_precision = recipes::checked_precision("05_tatar", run, device);
+    options.matmul_precision = recipes::checked_precision("05_tatar", run.precision, device);
     if (run.smoke) {
         vocab = 400;
         val_fraction = 0.3;

@@ -19,7 +19,8 @@
 // reload check. Under mpirun, cuda takes one GPU per rank and sums the gradients through NCCL.
 #pragma once
 
-#include "../common/ranks.hpp" // also for test_recipes, which lacks examples/common on its path
+#include "../common/options.hpp" // (relative, as ranks.hpp)
+#include "../common/ranks.hpp"   // also for test_recipes, which lacks examples/common on its path
 
 #include <tinylm/cuda/device_decoder.hpp>
 #if defined(TINYLM_HAS_NCCL) && TINYLM_HAS_NCCL
@@ -268,6 +269,7 @@ struct recipe_inputs {
     train_options train = {};
     std::function<void(long long step)> after_step = {}; // after each optimizer step (tests kill the run here)
     std::string device = "cpu";                          // cpu, cuda or cpu-ops (the header comment)
+    std::string precision = "f32"; // --precision: the CPU's products (recipes::checked_precision, checked at start)
 };
 
 // --device's check before any data is read: cuda needs tinylm::cuda in the build and a visible GPU.
@@ -395,7 +397,9 @@ int run(recipe_inputs in) {
                                       .checkpoint_every = int(tr.checkpoint_every),
                                       .out_dir = in.out,
                                       .resume = !tr.fresh,
-                                      .special = special};
+                                      .special = special,
+                                      .matmul_precision =
+                                          in.precision == "bf16" ? tl::precision::bf16 : tl::precision::f32};
     recipes::root_only(world, [&] { // no rank looks for a checkpoint before rank 0 removed it
         if (tr.fresh) fs::remove_all(in.out / "checkpoint");
     });

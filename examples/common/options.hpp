@@ -6,7 +6,7 @@
 //   recipes::show_defaults(app);                      // first: options added later capture their defaults
 //   recipes::add_data_options(app, data);             // --data-dir, --threads
 //   recipes::add_training_options(app, options, run); // --out, --steps, --batch, --lr, ..., --seed, --fresh, --smoke
-//   options.matmul_precision = recipes::checked_precision("04_russian_novels", run, device); // after parsing
+//   options.matmul_precision = recipes::checked_precision("04_russian_novels", run.precision, device); // parsed
 //   recipes::add_sampling_options(app, sampling);     // --sample-tokens, --temperature, --top-k, ...
 #pragma once
 
@@ -55,6 +55,14 @@ inline CLI::Option_group* add_data_options(CLI::App& app, data_flags& d) {
     return g;
 }
 
+// --precision: the CPU's matrix products (the trainer's matmul_precision, through checked_precision).
+inline void add_precision_option(CLI::App& app, std::string& precision) {
+    app.add_option("--precision", precision,
+                   "the CPU's matrix products: f32, or bf16 with f32 accumulation (f32 weights, gradients and AdamW; "
+                   "a CPU with AVX-512 BF16 or AMX; docs/precision.md)")
+        ->check(CLI::IsMember({"f32", "bf16"}));
+}
+
 // A training run: the trainer's settings a recipe exposes, its seed, and how to start it.
 struct run_flags {
     std::uint64_t seed = 1;        // initialisation and batching
@@ -83,10 +91,7 @@ inline CLI::Option_group* add_training_options(CLI::App& app, tl::trainer_option
         ->check(at_least(0, "steps between checkpoints; 0: at the end only"));
     g->add_flag("--gradient-checkpointing", o.gradient_checkpointing,
                 "recompute each block's forward in backward: activations of one layer instead of all");
-    g->add_option("--precision", run.precision,
-                  "the CPU's matrix products: f32, or bf16 with f32 accumulation (f32 weights, gradients and AdamW; "
-                  "a CPU with AVX-512 BF16 or AMX; docs/precision.md)")
-        ->check(CLI::IsMember({"f32", "bf16"}));
+    add_precision_option(*g, run.precision);
     g->add_option("--seed", run.seed, "initialisation and batching seed");
     g->add_flag("--fresh", run.fresh, "discard the checkpoint in --out (the prepared data is kept)");
     g->add_flag("--smoke", run.smoke, "a minute-long run on a few files (for CI)");
@@ -96,8 +101,9 @@ inline CLI::Option_group* add_training_options(CLI::App& app, tl::trainer_option
 // --precision as the trainer's matmul_precision, refused at start (before any data is prepared) where it cannot
 // run: bf16 is the CPU's products (the device models choose their own: --device cuda computes in bf16, cpu-ops in
 // f32), and needs oneDNN on a CPU with AVX-512 BF16 or AMX (tl::set_cpu_precision would refuse it later).
-inline tl::precision checked_precision(const std::string& recipe, const run_flags& run, const std::string& device) {
-    if (run.precision != "bf16") return tl::precision::f32;
+inline tl::precision checked_precision(const std::string& recipe, const std::string& precision,
+                                       const std::string& device) {
+    if (precision != "bf16") return tl::precision::f32;
     tl::check(device == "cpu", recipe + ": --precision bf16 is for the CPU's products (--device cpu); --device " +
                                    device + (device == "cuda" ? " computes in bf16 already" : " computes in f32"));
 #ifdef TINYLM_HAS_ONEDNN
