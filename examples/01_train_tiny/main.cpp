@@ -12,6 +12,7 @@
 // Output:   a line per 100 steps (step, train loss, learning rate, tokens/s), the validation loss in nats
 //           per byte, and a 300-byte sample continuing a prompt.
 #include "cli_checks.hpp"
+#include "options.hpp"
 
 #include <tinylm/core/data_dir.hpp>
 #include <tinylm/dist/communicator.hpp>
@@ -103,7 +104,10 @@ int main(int argc, char** argv) try {
         ->check(recipes::at_least(0, "steps between checkpoints; 0: at the end only"));
     app.add_flag("--fresh", fresh, "start over even if OUT/checkpoint exists");
     app.add_option("--prompt", prompt, "text the sample continues");
+    std::string precision = "f32";
+    recipes::add_precision_option(app, precision);
     CLI11_PARSE(app, argc, argv);
+    options.matmul_precision = recipes::checked_precision("01_train_tiny", precision, "cpu");
     // Under mpirun every rank runs this program; rank 0 alone prints, logs and writes.
     tl::dist::communicator& world = tl::dist::world();
     const bool root = world.is_root();

@@ -21,6 +21,7 @@
 // model gives the new tokens there, KL(original ‖ model) on lines without them, the nearest old tokens of each
 // new one (input and output side), and a greedy continuation of a prompt ending in each word.
 #include "cli_checks.hpp"
+#include "options.hpp"
 
 #include <tinylm/io/hf_any.hpp>
 #include <tinylm/io/peft.hpp>
@@ -88,6 +89,8 @@ struct settings {
     int generate_tokens = 12;
     std::string stage3 = "full"; // full, lora, lora-new-rows
     bool baseline = false;
+    std::string precision = "f32";               // --precision
+    tl::precision products = tl::precision::f32; // what it asks for, checked (recipes::checked_precision)
 };
 
 std::string read_file(const fs::path& p) {
@@ -233,6 +236,7 @@ void train_stage(M& m, const std::vector<tl::token_t>& ids, const settings& s, i
     opt.eval_every = 0;
     opt.checkpoint_every = 0;
     opt.resume = false;
+    opt.matmul_precision = s.products;
     tl::trainer tr(m, src, std::function<double()>{}, opt);
     tr.run();
 }
@@ -391,8 +395,10 @@ int main(int argc, char** argv) {
     app.add_option("--seq-len", s.seq_len, "tokens per sequence")
         ->check(recipes::at_least(tl::index_t{2}, "tokens per sequence"));
     app.add_option("--out", s.out, "checkpoints go to OUT/stage1..3");
+    recipes::add_precision_option(app, s.precision);
     CLI11_PARSE(app, argc, argv);
     try {
+        s.products = recipes::checked_precision("10_new_tokens", s.precision, "cpu");
         recipes::prepare_out_dir(s.out, "--out");
         const std::vector<std::string> lines = lines_of(read_file(s.corpus));
         if (s.tiny) {
@@ -407,10 +413,11 @@ int main(int argc, char** argv) {
             opt.seq_len = std::min<tl::index_t>(s.seq_len, tl::index_t(c.max_seq_len));
             opt.max_steps = s.pretrain_steps;
             opt.peak_lr = 3e-3;
-            opt.warmup_steps = 20;
+            opt.warmup_steps = std::min<long long>(20, s.pretrain_steps / 5); // at most a fifth, as the stages'
             opt.eval_every = 0;
             opt.checkpoint_every = 0;
             opt.resume = false;
+            opt.matmul_precision = s.products;
             tl::trainer tr(model, src, std::function<double()>{}, opt);
             tr.run();
             std::cout << "pretrained the tiny model for " << s.pretrain_steps << " steps\n";
