@@ -81,7 +81,8 @@ int main(int argc, char** argv) try {
         ->check(recipes::at_least(0, "new tokens per sample"));
     app.add_option("--seed", in.train.seed, "split, batching, adapter and sampling seed");
     app.add_flag("--smoke", smoke, "a seconds-long run on a few instructions (for CI)");
-    recipes::add_precision_option(app, in.precision);
+    std::string precision = "f32";
+    recipes::add_precision_option(app, precision);
     app.add_option("--device", in.device,
                    "cpu (tl::decoder), cuda: the GPU (gpu::device_decoder with the same adapter, or every parameter "
                    "with --full: the trained parameters, their gradients and AdamW's moments on the GPU, bf16 "
@@ -91,7 +92,7 @@ int main(int argc, char** argv) try {
     CLI11_PARSE(app, argc, argv);
     tl::dist::communicator& world = recipes::join_world(); // rank 0 prints (examples/common/ranks.hpp)
     recipe::check_device(in.device, "07_sft_instruct");
-    recipes::checked_precision("07_sft_instruct", in.precision, in.device);
+    in.products = recipes::checked_precision("07_sft_instruct", precision, in.device);
     tl::check(!(full && qlora), "07_sft_instruct: --full and --qlora exclude each other");
     // The SFT assignment's four evaluation questions, as the assignment spells them, then eight more.
     in.prompts = {"сколько планет в нашей солнечной системе?",

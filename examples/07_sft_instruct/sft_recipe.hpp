@@ -269,7 +269,7 @@ struct recipe_inputs {
     train_options train = {};
     std::function<void(long long step)> after_step = {}; // after each optimizer step (tests kill the run here)
     std::string device = "cpu";                          // cpu, cuda or cpu-ops (the header comment)
-    std::string precision = "f32"; // --precision: the CPU's products (recipes::checked_precision, checked at start)
+    tl::precision products = tl::precision::f32;         // --precision, as recipes::checked_precision returned it
 };
 
 // --device's check before any data is read: cuda needs tinylm::cuda in the build and a visible GPU.
@@ -398,8 +398,7 @@ int run(recipe_inputs in) {
                                       .out_dir = in.out,
                                       .resume = !tr.fresh,
                                       .special = special,
-                                      .matmul_precision =
-                                          in.precision == "bf16" ? tl::precision::bf16 : tl::precision::f32};
+                                      .matmul_precision = in.products};
     recipes::root_only(world, [&] { // no rank looks for a checkpoint before rank 0 removed it
         if (tr.fresh) fs::remove_all(in.out / "checkpoint");
     });

@@ -100,7 +100,8 @@ int main(int argc, char** argv) try {
     app.add_option("--seed", in.train.seed, "split, batching, adapter and sampling seed");
     app.add_flag("--smoke", o.smoke, "a seconds-long run on a few jokes (for CI)");
     app.add_flag("--data-only", o.data_only, "print the data report (cleaning, histograms) and stop: no base needed");
-    recipes::add_precision_option(app, in.precision);
+    std::string precision = "f32";
+    recipes::add_precision_option(app, precision);
     app.add_option("--device", in.device,
                    "cpu (tl::decoder), cuda: the GPU (gpu::device_decoder with the same LoRA or QLoRA adapter: the "
                    "adapter, its gradients and AdamW's moments on the GPU, the frozen base loaded once, bf16 "
@@ -110,7 +111,7 @@ int main(int argc, char** argv) try {
     CLI11_PARSE(app, argc, argv);
     tl::dist::communicator& world = recipes::join_world(); // rank 0 prints (examples/common/ranks.hpp)
     recipe::check_device(in.device, "08_jokes_lora");
-    recipes::checked_precision("08_jokes_lora", in.precision, in.device);
+    in.products = recipes::checked_precision("08_jokes_lora", precision, in.device);
     // The LoRA ranks compiled in (the rank is part of the model type: one instantiation each).
     const auto with_rank = [&](auto&& f) { return tl::presets::visit_int<4, 8, 16>("--lora-rank", o.lora_rank, f); };
     with_rank([]<int>() { return 0; }); // an uncompiled rank stops here, before any data is read

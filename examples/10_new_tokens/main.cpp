@@ -89,8 +89,7 @@ struct settings {
     int generate_tokens = 12;
     std::string stage3 = "full"; // full, lora, lora-new-rows
     bool baseline = false;
-    std::string precision = "f32";               // --precision
-    tl::precision products = tl::precision::f32; // what it asks for, checked (recipes::checked_precision)
+    tl::precision products = tl::precision::f32; // --precision, as recipes::checked_precision returned it
 };
 
 std::string read_file(const fs::path& p) {
@@ -395,10 +394,11 @@ int main(int argc, char** argv) {
     app.add_option("--seq-len", s.seq_len, "tokens per sequence")
         ->check(recipes::at_least(tl::index_t{2}, "tokens per sequence"));
     app.add_option("--out", s.out, "checkpoints go to OUT/stage1..3");
-    recipes::add_precision_option(app, s.precision);
+    std::string precision = "f32";
+    recipes::add_precision_option(app, precision);
     CLI11_PARSE(app, argc, argv);
     try {
-        s.products = recipes::checked_precision("10_new_tokens", s.precision, "cpu");
+        s.products = recipes::checked_precision("10_new_tokens", precision, "cpu");
         recipes::prepare_out_dir(s.out, "--out");
         const std::vector<std::string> lines = lines_of(read_file(s.corpus));
         if (s.tiny) {
