@@ -8,9 +8,9 @@
 // get an AVX2 + FMA copy (a `target` function that inlines the loop body: `flatten`) used when the CPU has
 // them. allow_avx2_clones = false runs the baseline copy (tests, and benchmarks of the difference).
 // The attention tiles, compute-bound, get an AVX-512 copy as well (16 floats a register, 32 registers:
-// docs/performance.md "AVX-512 attention"); allow_avx512_clones = false keeps them at AVX2. The elementwise
-// loops of parallel_ranges stay at AVX2: they are bound by memory, and a third copy of every one would cost
-// compile time for nothing.
+// docs/performance.md "Current figures: an AVX-512 machine"); allow_avx512_clones = false keeps them at AVX2. The
+// elementwise loops of parallel_ranges stay at AVX2: they are bound by memory, and a third copy of every one would
+// cost compile time for nothing.
 #pragma once
 
 #include <tinylm/core/tensor.hpp>
