@@ -25,7 +25,8 @@
 // forward (no gradient cache: --mini-batch is the CPU's), its texts packed end to end into rows
 // of --max-length (attention inside each text; --device-padded: a padded row per text). Its checkpoints are a CPU run's
 // files (the device's AdamW moments under tl::adamw's names: gpu::ranking_adamw), so either device resumes the
-// other's.
+// other's. --precision bf16: the CPU step's products in bf16 with f32 accumulation (a CPU with AVX-512 BF16 or AMX;
+// docs/precision.md); evaluation stays f32.
 #include "retrieval_data.hpp"
 
 #include <options.hpp>
@@ -83,6 +84,7 @@ struct settings {
     std::size_t smoke_queries = 0; // --smoke: this many test queries and training pairs
     std::string device = "cpu";    // cpu, cuda or cpu-ops (full fine-tuning)
     bool device_padded = false;    // on a device: a row per text (else the texts packed end to end into rows)
+    tl::precision products = tl::precision::f32; // the CPU step's products (--precision, checked_precision)
 };
 
 struct mode_result {
@@ -279,6 +281,8 @@ mode_result train_mode(const std::string& mode, const base_model& b, const recip
     step.join(*model, training_settings(mode, s, seed, first, t.train.size()));
 
     tl::progress_bar bar(s.steps, {.plain_every = 10, .first_step = first}); // stdout: /dev/null but on rank 0
+    // --precision bf16: the CPU step's products while the loop runs (evaluation after it computes in f32).
+    auto products = tl::scoped_matmul_precision<model_t>(s.products);
     std::vector<std::string> texts; // a device step's: anchors, positives, negatives
     tl::index_t device_truncated = 0, device_embedded = 0;
     long long device_real = 0, device_computed = 0, device_padded_rows = 0; // tokens: the encoder's work
@@ -318,6 +322,7 @@ mode_result train_mode(const std::string& mode, const base_model& b, const recip
         if (s.checkpoint_every > 0 && (k + 1) % s.checkpoint_every == 0 && k + 1 < s.steps) save_checkpoint(k + 1);
     }
     bar.finish();
+    products.reset();
     if (world.size() > 1 && first < s.steps)
         std::printf("  data parallel over %d ranks: %zu gradient buckets, %zu started inside the last backward\n",
                     world.size(), step.gradient_buckets().bucket_count(),
@@ -444,6 +449,8 @@ int main(int argc, char** argv) {
     app.add_flag("--device-padded", s.device_padded,
                  "on a device, every text in a row of its own padded to --max-length (the default packs the batch's "
                  "texts end to end into rows of --max-length: the same loss, fewer rows)");
+    std::string precision = "f32";
+    recipes::add_precision_option(app, precision);
     app.add_flag("--fresh", fresh, "discard results and checkpoints in --out");
     app.add_flag("--smoke", smoke, "a minute-long run: 40 test queries, 3 steps, short texts (for CI)");
     CLI11_PARSE(app, argc, argv);
@@ -478,6 +485,9 @@ int main(int argc, char** argv) {
     try {
         // Under mpirun the ranks share the machine: OMP_NUM_THREADS decides unless --threads is given.
         if (world.size() == 1 || app.count("--threads") > 0) omp_set_num_threads(data.threads);
+        s.products = recipes::checked_precision("09_retrieval", precision, s.device);
+        if (s.products == tl::precision::bf16)
+            std::printf("training: bf16 products with f32 accumulation (--precision bf16)\n");
         if (smoke) {
             s.steps = 3, s.batch = 8, s.mini_batch = 4, s.max_length = 32, s.checkpoint_every = 2;
             s.smoke_queries = 40;

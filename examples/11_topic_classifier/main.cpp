@@ -11,7 +11,8 @@
 //   - one on the mean-pooled, normalised sentence embedding of all-MiniLM-L6-v2 (--base): the embeddings are
 //     computed once by the tinylm encoder, which stays frozen; only the head trains;
 //   - with --finetune-epochs N, the encoder itself fine-tuned with a linear head through the trainer
-//     (eval/encoder_classifier.hpp), the epoch kept by accuracy on a validation part of the training split.
+//     (eval/encoder_classifier.hpp), the epoch kept by accuracy on a validation part of the training split
+//     (--precision bf16: its products in bf16 with f32 accumulation, on a CPU with AVX-512 BF16 or AMX).
 // Both report accuracy and macro-F1 on each held-out split, and their means. Then data/balance.hpp samples the
 // classified corpus to a uniform mix (--per-class per theme; 0: the smallest theme's size, no repeats) and
 // <out>/balanced.jsonl gets the chosen rows as they were in the file. --classify FILE.jsonl does the course's
@@ -57,6 +58,7 @@ struct settings {
     int finetune_epochs = 0, finetune_rows = 4;
     tl::index_t row_tokens = 256;
     double finetune_lr = 1e-4, validation_fraction = 0.2;
+    tl::precision products = tl::precision::f32; // the fine-tuning's products (--precision, checked_precision)
 };
 
 struct labelled_rows {
@@ -257,6 +259,7 @@ head_result finetune_and_score(const std::string& name, const std::vector<std::v
     o.min_lr = 0.0, o.warmup_steps = steps_per_epoch, o.decay = tl::decay_kind::linear;
     o.eval_every = int(steps_per_epoch), o.checkpoint_every = 0; // no out_dir: nothing written
     o.adamw.weight_decay = 0.01;
+    o.matmul_precision = s.products; // validation inside the run too
     // The best epoch's weights, kept in memory.
     std::vector<std::vector<float>> best;
     run = {};
@@ -346,6 +349,7 @@ int main(int argc, char** argv) {
     recipes::data_flags data;
     bool smoke = false;
     std::uint64_t seed = 1;
+    std::string precision = "f32"; // --precision: the fine-tuned encoder's products
     s.base = recipes::default_model("all-MiniLM-L6-v2");
 
     CLI::App app{"Classify jokes by theme (bag of n-grams vs a sentence encoder) and balance the corpus by theme"};
@@ -382,6 +386,7 @@ int main(int argc, char** argv) {
         ->check(recipes::in_range(1, 4096, "rows per fine-tuning step"));
     app.add_option("--row-tokens", s.row_tokens, "tokens per row of packed texts (at least --max-length)")
         ->check(recipes::in_range(tl::index_t{8}, tl::index_t{65536}, "tokens per row of packed texts"));
+    recipes::add_precision_option(app, precision);
     app.add_option("--validation-fraction", s.validation_fraction,
                    "share of each theme's training jokes that picks the fine-tuned epoch")
         ->check(recipes::in_range(0.05, 0.9, "share of the training split for validation"));
@@ -400,6 +405,9 @@ int main(int argc, char** argv) {
 
     try {
         omp_set_num_threads(data.threads);
+        s.products = recipes::checked_precision("11_topic_classifier", precision, "cpu");
+        if (s.products == tl::precision::bf16)
+            std::printf("fine-tuning: bf16 products with f32 accumulation (--precision bf16)\n");
         if (smoke) {
             s.smoke_classes = 5, s.head.epochs = 20, s.max_length = 32, s.repeats = 1;
             s.finetune_epochs = 1, s.row_tokens = 128;

@@ -3,9 +3,13 @@
 // them fast, and a short training run in bf16 that tracks the f32 run's loss.
 #include "../support/data.hpp"
 #include "../support/random.hpp"
+#include "../support/tiny_bert.hpp"
 
 #include <tinylm/backend/onednn.hpp>
+#include <tinylm/backend/reference.hpp>
+#include <tinylm/eval/encoder_classifier.hpp>
 #include <tinylm/model/decoder.hpp>
+#include <tinylm/model/encoder.hpp>
 #include <tinylm/model/presets.hpp>
 #include <tinylm/optim/adamw.hpp>
 #include <tinylm/optim/clip.hpp>
@@ -248,6 +252,33 @@ BOOST_AUTO_TEST_CASE(trainer_runs_in_bf16_and_restores_f32, *boost::unit_test::p
     BOOST_TEST(bf16 != f32);
     for (std::size_t s = 0; s < f32.size(); ++s)
         BOOST_TEST(std::abs(bf16[s] - f32[s]) <= 0.02 * f32[s] + 0.02, "step " << s + 1);
+}
+
+// scoped_matmul_precision, the trainer's scope that a training loop of its own (09_retrieval) holds too: bf16
+// while it lives, f32 after; refused for a model that does not compute with oneDNN, whatever the CPU. The
+// fine-tuned classifier (11_topic_classifier) names its encoder's backend, so the trainer finds it.
+BOOST_AUTO_TEST_CASE(scoped_matmul_precision_refuses_other_backends) {
+    using reference_decoder = decoder<presets::tiny, reference_cpu>;
+    BOOST_CHECK_THROW(scoped_matmul_precision<reference_decoder>(precision::bf16), std::runtime_error);
+    BOOST_CHECK_NO_THROW(scoped_matmul_precision<reference_decoder>(precision::f32));
+    using tl_test::tiny_bert_config;
+    static_assert(std::same_as<eval::encoder_classifier<encoder<tiny_bert_config>>::backend, onednn_cpu>);
+    static_assert(
+        std::same_as<eval::encoder_classifier<encoder<tiny_bert_config, reference_cpu>>::backend, reference_cpu>);
+}
+
+BOOST_AUTO_TEST_CASE(scoped_matmul_precision_lives_with_its_scope,
+                     *boost::unit_test::precondition(bf16_precondition{})) {
+    BOOST_TEST_REQUIRE((cpu_precision() == precision::f32));
+    {
+        const auto products = scoped_matmul_precision<decoder<presets::tiny>>(precision::bf16);
+        BOOST_TEST((cpu_precision() == precision::bf16));
+    }
+    BOOST_TEST((cpu_precision() == precision::f32));
+    {
+        const auto products = scoped_matmul_precision<decoder<presets::tiny>>(precision::f32);
+        BOOST_TEST((cpu_precision() == precision::f32));
+    }
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -104,8 +104,19 @@ struct encoder_classifier_options {
     std::uint64_t seed = 1;
 };
 
+namespace detail {
+// The encoder's backend, named as the trainer looks for it (its matmul_precision bf16 needs onednn_cpu).
 template <class Encoder>
-class encoder_classifier {
+struct backend_of_encoder {};
+template <class Encoder>
+requires requires { typename Encoder::backend; }
+struct backend_of_encoder<Encoder> {
+    using backend = typename Encoder::backend;
+};
+} // namespace detail
+
+template <class Encoder>
+class encoder_classifier : public detail::backend_of_encoder<Encoder> {
 public:
     static constexpr bool has_adapter = false; // the checkpoint writes the encoder's folder and the head itself
 

@@ -131,22 +131,28 @@ concept computes_with_onednn = requires {
 }
 &&std::same_as<typename Model::backend, onednn_cpu>;
 #endif
-// The precision of the model's products for the duration of a run: a scoped_cpu_precision for bf16, nothing
-// for f32.
+} // namespace detail
+
+// The model's matrix products in `p` while the returned optional holds its value: a scoped_cpu_precision for
+// bf16, nothing for f32 (reset() ends the scope early). The trainer holds one for the duration of run(); a training
+// loop of its own holds one too (examples/09_retrieval). bf16 needs a model computing with onednn_cpu, and refuses with
+// the reason elsewhere.
 template <class Model>
-auto run_precision(precision p) {
+auto scoped_matmul_precision(precision p) {
 #ifdef TINYLM_HAS_ONEDNN
-    if constexpr (computes_with_onednn<Model>) {
+    if constexpr (detail::computes_with_onednn<Model>) {
         if (p == precision::f32) return std::optional<scoped_cpu_precision>();
         return std::optional<scoped_cpu_precision>(std::in_place, p);
     } else
 #endif
     {
-        check(p == precision::f32, "trainer: matmul_precision bf16 needs the onednn_cpu backend (tinylm::onednn, "
+        check(p == precision::f32, "matmul_precision bf16 needs the onednn_cpu backend (tinylm::onednn, "
                                    "the default backend when oneDNN is enabled); this model computes with another");
-        return 0;
+        return std::optional<int>(); // nothing to scope
     }
 }
+
+namespace detail {
 inline std::atomic<int> interrupt_requests{0};
 // The optimizer a trainer builds when none is given: AdamW, or the model's own (a device model's moments live
 // beside its parameters: gpu::device_adamw).
@@ -302,7 +308,7 @@ public:
     }
 
     train_outcome run() {
-        [[maybe_unused]] const auto products = detail::run_precision<Model>(options_.matmul_precision);
+        [[maybe_unused]] const auto products = scoped_matmul_precision<Model>(options_.matmul_precision);
         restore();
         const bool distributed = comm_.size() > 1;
         if constexpr (DeviceResidentModel<Model> && !DataParallelDeviceModel<Model>)
