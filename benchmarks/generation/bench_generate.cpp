@@ -9,8 +9,11 @@
 // weight matrix once (the output head included; of the embedding only one row) plus the keys and values of every
 // layer up to the current position (averaged over the decode). The bandwidth is a STREAM-style triad
 // a = b + s c over three 128 MiB float arrays (bytes counted as STREAM does: 3 x 4 per element), best of 5.
+// --precision bf16: the decoding steps read bf16 copies of the weights (tl::bf16_decoding_weights, 2 bytes a
+// weight in the count above); the prompt's prefill reads the f32 weights.
 #include "../train_throughput/bench_configs.hpp"
 
+#include <tinylm/backend/decoding_weights.hpp>
 #include <tinylm/eval/generate.hpp>
 #include <tinylm/model/decoder.hpp>
 #include <tinylm/model/registry.hpp>
@@ -21,6 +24,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -65,10 +69,12 @@ std::uint64_t fnv1a(const std::vector<tl::token_t>& tokens) {
 }
 
 template <class Config>
-int run(const std::string& name, int prompt_len, int new_tokens, int repeats) {
+int run(const std::string& name, int prompt_len, int new_tokens, int repeats, bool bf16) {
     using model_t = tl::decoder<Config>;
     constexpr tl::model_config c = Config::value;
     auto model = std::make_unique<model_t>(1);
+    std::optional<tl::bf16_decoding_weights> bf16_copies;
+    if (bf16) bf16_copies.emplace(model->parameter_entries());
     std::vector<tl::token_t> prompt(static_cast<std::size_t>(prompt_len));
     tl::counter_rng rng(7);
     for (auto& t : prompt)
@@ -103,16 +109,17 @@ int run(const std::string& name, int prompt_len, int new_tokens, int repeats) {
                            double(c.vocab_size) * d + d; // layers, final norm, head, one embedding row
     const double mean_position = prompt_len + (new_tokens - 1) / 2.0;
     const double kv_bytes = 4.0 * c.n_layers * 2 * kv * mean_position;
-    const double bytes_per_token = 4.0 * weights + kv_bytes;
+    const double bytes_per_token = (bf16 ? 2.0 : 4.0) * weights + kv_bytes;
     const double tps = bench::median(decode_tps);
     std::printf(
-        "{\"impl\": \"tinylm\", \"config\": \"%s\", \"threads\": %d, \"prompt_tokens\": %d, \"new_tokens\": %d, "
+        "{\"impl\": \"tinylm\", \"config\": \"%s\", \"precision\": \"%s\", \"threads\": %d, \"prompt_tokens\": %d, "
+        "\"new_tokens\": %d, "
         "\"decode_tokens_per_s\": %s, \"decode_tokens_per_s_median\": %.3f, \"prefill_seconds\": %s, "
         "\"bytes_per_token\": %.0f, \"triad_gb_per_s\": %.2f, \"bandwidth_fraction\": %.4f, "
         "\"peak_rss_mib\": %.1f, \"first_tokens\": [%d, %d, %d, %d], \"tokens_fnv1a\": \"%016llx\"}\n",
-        name.c_str(), omp_get_max_threads(), prompt_len, new_tokens, bench::json_array(decode_tps).c_str(), tps,
-        bench::json_array(prefill_seconds).c_str(), bytes_per_token, bandwidth,
-        bytes_per_token * tps / (bandwidth * 1e9), bench::peak_rss_mib(), first_output[0], first_output[1],
+        name.c_str(), bf16 ? "bf16" : "f32", omp_get_max_threads(), prompt_len, new_tokens,
+        bench::json_array(decode_tps).c_str(), tps, bench::json_array(prefill_seconds).c_str(), bytes_per_token,
+        bandwidth, bytes_per_token * tps / (bandwidth * 1e9), bench::peak_rss_mib(), first_output[0], first_output[1],
         first_output[2], first_output[3], static_cast<unsigned long long>(fnv1a(first_output)));
     return 0;
 }
@@ -123,14 +130,18 @@ int main(int argc, char** argv) {
     CLI::App app{"tinylm batch-1 generation speed and memory bandwidth (issue 6; docs/performance.md)"};
     std::string config = "b";
     int prompt_len = 16, new_tokens = 256, repeats = 3;
+    std::string precision = "f32";
     app.add_option("--config", config, "a or b")->check(CLI::IsMember(tl::presets::names<configs>()));
     app.add_option("--prompt", prompt_len, "prompt tokens (random)")->check(CLI::PositiveNumber);
     app.add_option("--new-tokens", new_tokens, "tokens to generate")->check(CLI::Range(2, 4096));
     app.add_option("--repeats", repeats, "timed generations after one warm-up")->check(CLI::PositiveNumber);
+    app.add_option("--precision", precision, "the weights the decoding steps read: f32, or bf16 copies")
+        ->check(CLI::IsMember({"f32", "bf16"}));
     CLI11_PARSE(app, argc, argv);
     try {
-        return tl::presets::visit<configs>(
-            config, [&]<class Config>() { return run<Config>(config, prompt_len, new_tokens, repeats); });
+        return tl::presets::visit<configs>(config, [&]<class Config>() {
+            return run<Config>(config, prompt_len, new_tokens, repeats, precision == "bf16");
+        });
     } catch (const std::exception& e) {
         std::fprintf(stderr, "bench_generate: %s\n", e.what());
         return 1;

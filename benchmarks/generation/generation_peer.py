@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The PyTorch peer of bench_generate: batch-1 greedy generation with the KV cache, Hugging Face generate
 (use_cache=True, do_sample=False, no end-of-sequence token so that all new tokens are produced), LlamaForCausalLM of
-the same shape as tinylm's config (benchmarks/train_throughput/pytorch_peer.py builds it), float32, sdpa attention,
+the same shape as tinylm's config (benchmarks/train_throughput/pytorch_peer.py builds it), float32 (--dtype bf16: the
+model in bfloat16), sdpa attention,
 torch.inference_mode, --threads threads. A streamer timestamps every new token, so decode tokens/s is measured as in
 bench_generate: new tokens after the first over the time between the first and the last. One JSON line on stdout.
 """
@@ -19,6 +20,8 @@ ap.add_argument("--new-tokens", type=int, default=256)
 ap.add_argument("--repeats", type=int, default=3)
 ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--attn", choices=["sdpa", "eager"], default="sdpa")
+ap.add_argument("--dtype", choices=["f32", "bf16"], default="f32",
+                help="the model's weights and compute: float32, or the whole model in bfloat16 (model.to(bfloat16))")
 ap.add_argument("--loop", choices=["generate", "manual"], default="generate",
                 help="model.generate with a timestamping streamer, or a hand-written greedy loop over model() with "
                      "the KV cache and logits_to_keep=1 (no logits processors, no streamer)")
@@ -54,6 +57,8 @@ def main():
     c = pytorch_peer.CONFIGS[args.config]
     torch.manual_seed(1)
     model = LlamaForCausalLM(pytorch_peer.llama_config(c, args.attn)).float().eval()
+    if args.dtype == "bf16":
+        model = model.to(torch.bfloat16)
     g = torch.Generator().manual_seed(7)
     prompt = torch.randint(0, c["vocab_size"], (1, args.prompt), generator=g)
     tps, prefill = [], []
@@ -85,7 +90,7 @@ def main():
                       "decode_tokens_per_s_median": tps_sorted[len(tps) // 2] if len(tps) % 2 else
                       0.5 * (tps_sorted[len(tps) // 2 - 1] + tps_sorted[len(tps) // 2]),
                       "prefill_seconds": prefill, "peak_rss_mib": pytorch_peer.peak_rss_mib(),
-                      "settings": {"torch": torch.__version__, "attn": args.attn, "inference_mode": True, "loop": args.loop,
+                      "settings": {"torch": torch.__version__, "attn": args.attn, "dtype": args.dtype, "inference_mode": True, "loop": args.loop,
                                    "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
                                    "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE")}}))
     return 0

@@ -12,6 +12,8 @@ not land on one of them):
   pytorch          generation_peer.py (HF generate, use_cache, greedy), OMP_WAIT_POLICY unset
   --baseline NAME=PATH adds another bench_generate (a build of an earlier commit) with the default environment;
   --single-thread adds tinylm-1-thread (OMP_NUM_THREADS=1: no parallel regions, nothing to wake).
+  --bf16 adds tinylm-bf16 (bench_generate --precision bf16: the decoding steps read bf16 copies of the weights,
+  default environment) and pytorch-bf16 (generation_peer.py --dtype bf16: the model in bfloat16).
 --policies chooses which of the tinylm wait policies run; --no-peer leaves PyTorch out. OPENBLAS_CORETYPE is unset
 for every process. To add another measurement (a server, say), append a contender in contenders(): a name and a
 function of the round that returns a dict with "decode_tokens_per_s_median".
@@ -62,6 +64,9 @@ def contenders(args, base_env):
         out.append(("tinylm" if policy == "default" else f"tinylm-{policy}", tinylm(exe, policy)))
     if args.single_thread:
         out.append(("tinylm-1-thread", tinylm(exe, "default", 1)))
+    if args.bf16:
+        out.append(("tinylm-bf16", lambda: run_json([exe, *common, "--precision", "bf16"],
+                                                    environment(base_env, args.threads, None))))
     for spec in args.baseline:
         name, _, path = spec.partition("=")
         out.append((name, tinylm(path, "default")))
@@ -69,6 +74,9 @@ def contenders(args, base_env):
         peer = [sys.executable, HERE / "generation_peer.py", *common, "--threads", args.threads, "--loop",
                 args.peer_loop]
         out.append(("pytorch", lambda: run_json(peer, environment(base_env, args.threads, None))))
+        if args.bf16:
+            out.append(("pytorch-bf16", lambda: run_json([*peer, "--dtype", "bf16"],
+                                                         environment(base_env, args.threads, None))))
     return out
 
 
@@ -91,6 +99,7 @@ def main():
     ap.add_argument("--single-thread", action="store_true",
                     help="also tinylm with OMP_NUM_THREADS=1 (no parallel regions at all)")
     ap.add_argument("--no-peer", action="store_true", help="leave PyTorch out")
+    ap.add_argument("--bf16", action="store_true", help="add tinylm-bf16 and pytorch-bf16 (bf16 weights)")
     ap.add_argument("--peer-loop", choices=["generate", "manual"], default="generate",
                     help="generation_peer.py --loop: HF generate, or a hand-written greedy loop")
     ap.add_argument("--out", type=Path)
@@ -121,19 +130,22 @@ def main():
     if tl_runs:
         bw = med([x["triad_gb_per_s"] for x in tl_runs])
         bytes_tok = tl_runs[0]["bytes_per_token"]
-        same = len({x["tokens_fnv1a"] for x in tl_runs if "tokens_fnv1a" in x}) == 1
+        same = all(len({x["tokens_fnv1a"] for x in tl_runs if x.get("precision", "f32") == p}) <= 1
+                   for p in ("f32", "bf16"))
         print(f"memory bandwidth (triad, median): {bw:.1f} GB/s; bytes read per decoded token: {bytes_tok / 1e6:.1f} "
-              f"MB; every tinylm process generated the same tokens: {same}")
+              f"MB (f32 weights); every tinylm process of a precision generated the same tokens: {same}")
     for name, rs in results.items():
         m = med(tps[name])
-        frac = f"  bandwidth fraction {100 * m * bytes_tok / (bw * 1e9):5.1f}%" if tl_runs else ""
+        b = rs[0].get("bytes_per_token", bytes_tok) if tl_runs else 0
+        frac = f"  bandwidth fraction {100 * m * b / (bw * 1e9):5.1f}%" if tl_runs and rs[0].get("impl") == "tinylm" else ""
         print(f"{name:<16} decode {m:8.1f} tokens/s  ({', '.join(f'{x:.1f}' for x in tps[name])}){frac}  "
               f"VmHWM {med([x['peak_rss_mib'] for x in rs]):.0f} MiB")
     names = list(results)
     baselines = [spec.partition("=")[0] for spec in args.baseline]
     pairs = [(a, "tinylm-ACTIVE") for a in names if a not in ("tinylm-ACTIVE", "pytorch")]
-    pairs += [(a, "pytorch") for a in names if a != "pytorch"]
+    pairs += [(a, "pytorch") for a in names if a not in ("pytorch", "pytorch-bf16")]
     pairs += [("tinylm", b) for b in baselines]
+    pairs += [("tinylm-bf16", "tinylm"), ("tinylm-bf16", "pytorch-bf16"), ("pytorch-bf16", "pytorch")]
     for a, b in pairs:
         if a not in tps or b not in tps:
             continue

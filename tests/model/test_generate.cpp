@@ -4,6 +4,7 @@
 #include "../support/random.hpp"
 #include "fixture_configs.hpp"
 
+#include <tinylm/backend/decoding_weights.hpp>
 #include <tinylm/eval/generate.hpp>
 #include <tinylm/io/safetensors.hpp>
 #include <tinylm/model/decoder.hpp>
@@ -76,6 +77,60 @@ BOOST_AUTO_TEST_CASE(greedy_generation_is_the_argmax_of_the_full_forward) {
     const auto stopped =
         generate(model, prompt, {.max_new_tokens = 8, .stop_tokens = {out[2]}, .sampling = {.temperature = 0}});
     BOOST_TEST(stopped.size() == 2u);
+}
+
+// Decoding with bf16 copies of the weights (backend/decoding_weights.hpp): the logits of one-token steps after a
+// prefill. Weights that are bf16 numbers already give the f32 steps' logits (the sums in another order), through
+// every projection and the head (tied to the embedding in qwen2_tied); other weights give logits within bf16's
+// rounding, and different ones (the copies were read); after the copies are gone the f32 logits come back.
+template <class Config>
+void check_bf16_decoding(const std::string& name) {
+    decoder<Config> model(0);
+    const index_t V = Config::value.vocab_size;
+    const std::vector<token_t> prompt{3, 14, 15, 9, 2}, steps{7, 1, 12, 5, 8, 4};
+    auto step_logits = [&] {
+        auto cache = model.make_cache(1, 16);
+        owned<float> logits({1, V});
+        model.forward_cached(cache, cview<token_t>{prompt.data(), {1, index_t(prompt.size())}}, logits);
+        std::vector<float> all;
+        for (const token_t t : steps) {
+            model.forward_cached(cache, cview<token_t>{&t, {1, 1}}, logits);
+            all.insert(all.end(), logits.data.begin(), logits.data.end());
+        }
+        return all;
+    };
+    auto gap = [](const std::vector<float>& a, const std::vector<float>& b) {
+        double worst = 0, scale = 0;
+        for (std::size_t i = 0; i < a.size(); ++i)
+            worst = std::max(worst, double(std::abs(a[i] - b[i]))), scale = std::max(scale, double(std::abs(b[i])));
+        return worst / scale;
+    };
+    for (const bool rounded : {true, false}) {
+        load_fixture(model, name);
+        if (rounded)
+            for (const parameter_entry& e : model.parameter_entries())
+                if (e.value.shape.rank == 2)
+                    for (float& w : e.value)
+                        w = float(bf16(w));
+        const std::vector<float> f32 = step_logits();
+        std::vector<float> with_copies;
+        {
+            const bf16_decoding_weights copies(model.parameter_entries());
+            with_copies = step_logits();
+        }
+        BOOST_TEST_MESSAGE(name << (rounded ? ", bf16 weights" : ", f32 weights") << ": logits gap "
+                                << gap(with_copies, f32));
+        if (rounded)
+            BOOST_TEST(gap(with_copies, f32) < 1e-5, name);
+        else
+            BOOST_TEST((gap(with_copies, f32) > 1e-5 && gap(with_copies, f32) < 2e-2), name);
+        BOOST_TEST(step_logits() == f32, name);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(bf16_decoding_weights_in_the_decoding_steps) {
+    check_bf16_decoding<test::llama_gqa>("llama_gqa");
+    check_bf16_decoding<test::qwen2_tied>("qwen2_tied");
 }
 
 BOOST_AUTO_TEST_CASE(sampling_definitions) {

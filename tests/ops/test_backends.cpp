@@ -2,6 +2,7 @@
 // op in f32 against the same op in f64.
 #include "../support/random.hpp"
 
+#include <tinylm/backend/decoding_weights.hpp>
 #include <tinylm/backend/default.hpp>
 #include <tinylm/ops/activation.hpp>
 #include <tinylm/ops/attention.hpp>
@@ -134,6 +135,112 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(gemm_group_equals_gemm_one_by_one, B, fast_backend
                            B::name << " m=" << m << " avx2=" << avx2 << " product " << i << " (n=" << widths[i] << ")");
         }
     detail::allow_avx2_clones = true;
+}
+
+// bf16_decoding_weights (backend/decoding_weights.hpp): while it lives, a one-row product whose weights lie in a
+// copied tensor reads their bf16 copy (the f32 sums of the bf16-rounded weights, against f64), also through a
+// pointer into the middle of the tensor with a padded stride, and in a group; products of several rows, and
+// weights it did not copy, read f32; after it, the f32 results come back bit for bit. One copy per weight.
+BOOST_AUTO_TEST_CASE_TEMPLATE(bf16_decoding_weights_serve_one_row_products, B, fast_backends) {
+    const index_t rows = 150, k = 45, ld = 48; // a tensor (rows, ld); products read k of each row
+    auto w = random_tensor<float>({rows, ld}, 31), other = random_tensor<float>({rows, ld}, 32);
+    const auto x = random_tensor<float>({3, k}, 33);
+    struct entry {
+        tensor_view<float> value;
+    };
+    const std::vector<entry> entries{{{w.data.data(), {rows, ld}}}, {{nullptr, {rows, ld}}}}; // NF4: no value
+    // c = x B^T over `n` weight rows from row `row0` of `weights`, `m` rows of x.
+    auto product = [&](owned<float>& weights, index_t row0, index_t n, index_t m) {
+        std::vector<float> c(std::size_t(m * n), 0.0f);
+        B::gemm(gemm_args<float>{.trans_b = true,
+                                 .m = m,
+                                 .n = n,
+                                 .k = k,
+                                 .a = x.data.data(),
+                                 .lda = k,
+                                 .b = weights.data.data() + row0 * ld,
+                                 .ldb = ld,
+                                 .c = c.data(),
+                                 .ldc = n});
+        return c;
+    };
+    auto worst_against_f64 = [&](const std::vector<float>& c, owned<float>& weights, index_t row0, bool rounded) {
+        double worst = 0, scale = 0;
+        const index_t n = index_t(c.size());
+        for (index_t j = 0; j < n; ++j) {
+            double s = 0;
+            for (index_t p = 0; p < k; ++p) {
+                const float wv = weights.data[std::size_t((row0 + j) * ld + p)];
+                s += double(x.data[std::size_t(p)]) * (rounded ? double(float(bf16(wv))) : double(wv));
+            }
+            worst = std::max(worst, std::abs(double(c[std::size_t(j)]) - s));
+            scale = std::max(scale, std::abs(s));
+        }
+        return worst / scale;
+    };
+    const std::vector<float> f32_all = product(w, 0, rows, 1), f32_mid = product(w, 10, 100, 1),
+                             f32_other = product(other, 0, rows, 1);
+    std::vector<float> f32_three[2], f32_other_copy[2]; // [avx2]: the baseline copy sums in another order
+    for (const bool avx2 : {false, true}) {
+        detail::allow_avx2_clones = avx2;
+        f32_three[avx2] = product(w, 0, rows, 3), f32_other_copy[avx2] = product(other, 0, rows, 1);
+    }
+    {
+        const bf16_decoding_weights copies(entries);
+        BOOST_TEST(copies.tensors() == 1u);
+        BOOST_TEST(copies.bytes() == std::size_t(rows * ld * 2));
+        BOOST_CHECK_THROW(bf16_decoding_weights{entries}, std::runtime_error); // the same weights again
+        for (const int isa : {512, 2, 0}) { // the AVX-512 copy (where the CPU has it), AVX2, baseline
+            const bool avx2 = isa > 0;
+            detail::allow_avx2_clones = avx2, detail::allow_avx512_clones = isa == 512;
+            const std::vector<float> all = product(w, 0, rows, 1), mid = product(w, 10, 100, 1);
+            BOOST_TEST(worst_against_f64(all, w, 0, true) < f32_tolerance, B::name << " isa=" << isa);
+            BOOST_TEST(worst_against_f64(mid, w, 10, true) < f32_tolerance, B::name << " isa=" << isa);
+            BOOST_TEST(worst_against_f64(all, w, 0, false) > 10 * f32_tolerance); // it did read bf16
+            BOOST_TEST(product(w, 0, rows, 3) == f32_three[avx2]);                // several rows: the f32 weights
+            BOOST_TEST(product(other, 0, rows, 1) == f32_other_copy[avx2]);       // not copied
+        }
+        detail::allow_avx2_clones = detail::allow_avx512_clones = true;
+        // In a group (q, k, v of one token): what each product gives alone.
+        std::vector<float> c0(static_cast<std::size_t>(rows)), c1(100), c2(static_cast<std::size_t>(rows));
+        const std::vector<gemm_args<float>> group{{.trans_b = true,
+                                                   .m = 1,
+                                                   .n = rows,
+                                                   .k = k,
+                                                   .a = x.data.data(),
+                                                   .lda = k,
+                                                   .b = w.data.data(),
+                                                   .ldb = ld,
+                                                   .c = c0.data(),
+                                                   .ldc = rows},
+                                                  {.trans_b = true,
+                                                   .m = 1,
+                                                   .n = 100,
+                                                   .k = k,
+                                                   .a = x.data.data(),
+                                                   .lda = k,
+                                                   .b = w.data.data() + 10 * ld,
+                                                   .ldb = ld,
+                                                   .c = c1.data(),
+                                                   .ldc = 100},
+                                                  {.trans_b = true,
+                                                   .m = 1,
+                                                   .n = rows,
+                                                   .k = k,
+                                                   .a = x.data.data(),
+                                                   .lda = k,
+                                                   .b = other.data.data(),
+                                                   .ldb = ld,
+                                                   .c = c2.data(),
+                                                   .ldc = rows}};
+        gemm_each<B, float>(std::span<const gemm_args<float>>(group));
+        BOOST_TEST(c0 == product(w, 0, rows, 1));
+        BOOST_TEST(c1 == product(w, 10, 100, 1));
+        BOOST_TEST(c2 == f32_other);
+    }
+    BOOST_TEST(product(w, 0, rows, 1) == f32_all);
+    BOOST_TEST(product(w, 10, 100, 1) == f32_mid);
+    BOOST_TEST(worst_against_f64(f32_all, w, 0, false) < f32_tolerance);
 }
 
 BOOST_AUTO_TEST_CASE_TEMPLATE(linear_matches_reference, B, fast_backends) {

@@ -3,6 +3,7 @@
 #include "../support/errors.hpp"
 #include "../support/run_command.hpp"
 
+#include <tinylm/backend/decoding_weights.hpp>
 #include <tinylm/io/gguf.hpp>
 #include <tinylm/io/hf_checkpoint.hpp>
 #include <tinylm/io/peft.hpp>
@@ -20,6 +21,7 @@
 #include <cstdio>
 #include <fstream>
 #include <future>
+#include <optional>
 #include <thread>
 
 namespace fs = std::filesystem;
@@ -70,9 +72,13 @@ const fs::path& chat_folder() {
     return dir;
 }
 
-std::vector<tl::token_t> greedy_reference(const fs::path& dir, std::span<const tl::token_t> prompt, int n) {
+// bf16: the decoding steps read bf16 copies of the weights (tinylm --precision bf16).
+std::vector<tl::token_t> greedy_reference(const fs::path& dir, std::span<const tl::token_t> prompt, int n,
+                                          bool bf16 = false) {
     tl::decoder<tl::families::llama> m(tl::read_hf_folder_config(dir));
     tl::load_pretrained(m, dir);
+    std::optional<tl::bf16_decoding_weights> copies;
+    if (bf16) copies.emplace(m.parameter_entries());
     return tl::generate(m, prompt, {.max_new_tokens = n, .sampling = {.temperature = 0.0}});
 }
 
@@ -408,16 +414,24 @@ BOOST_AUTO_TEST_SUITE_END()
 
 BOOST_AUTO_TEST_SUITE(tinylm_command)
 
+// Also with --precision bf16: the tokens of tl::generate under tl::bf16_decoding_weights.
 BOOST_AUTO_TEST_CASE(generate_greedy_equals_tl_generate) {
-    const std::string out =
-        run_command(std::string(TINYLM_BINARY) + " generate --model " + plain_folder().string() +
-                    " --prompt 'Жили-были' --max-tokens 20 --temperature 0 --json --quiet 2>/dev/null");
-    const nlohmann::json j = nlohmann::json::parse(out);
-    const std::vector<tl::token_t> ids = test_tokenizer().encode("Жили-были");
-    BOOST_TEST(j["tokens"].get<std::vector<tl::token_t>>() == greedy_reference(plain_folder(), ids, 20),
-               boost::test_tools::per_element());
-    BOOST_TEST(j["finish_reason"] == "length");
-    BOOST_TEST(j["prompt_tokens"] == ids.size());
+    for (const std::string precision : {"f32", "bf16"}) {
+        const std::string out = run_command(std::string(TINYLM_BINARY) + " generate --model " +
+                                            plain_folder().string() + " --precision " + precision +
+                                            " --prompt 'Жили-были' --max-tokens 20 --temperature 0 --json --quiet "
+                                            "2>/dev/null");
+        const nlohmann::json j = nlohmann::json::parse(out);
+        const std::vector<tl::token_t> ids = test_tokenizer().encode("Жили-были");
+        BOOST_TEST(j["tokens"].get<std::vector<tl::token_t>>() ==
+                       greedy_reference(plain_folder(), ids, 20, precision == "bf16"),
+                   boost::test_tools::per_element());
+        BOOST_TEST(j["finish_reason"] == "length");
+        BOOST_TEST(j["prompt_tokens"] == ids.size());
+    }
+    const std::string said = run_command(std::string(TINYLM_BINARY) + " generate --model " + plain_folder().string() +
+                                         " --precision bf16 --prompt x --max-tokens 2 " + "2>&1 >/dev/null");
+    BOOST_TEST(said.find("decoding reads bf16 copies of the weights") != std::string::npos, said);
 }
 
 BOOST_AUTO_TEST_CASE(chat_script_on_standard_input) {

@@ -109,7 +109,7 @@ bool set_option(tl::text_generation_options& o, const std::string& name, const s
 }
 
 int run(const chat_flags& f) {
-    const std::unique_ptr<tl::text_model> m = open_model(f.model.model, f.model.adapter);
+    const std::unique_ptr<tl::text_model> m = open_model(f.model);
     const tl::chat_prompt_format format = tl::chat_prompt_format::of(*m);
     tl::text_generation_options options = f.sampling.apply(*m);
     if (!f.sampling.given.max_tokens) options.generation.max_new_tokens = 256;
@@ -193,6 +193,7 @@ void add_chat(CLI::App& app, command& chosen) {
     auto f = std::make_shared<chat_flags>();
     CLI::App* sub = app.add_subcommand("chat", "talk to a model in the terminal (its chat template)");
     add_model_options(*sub, f->model);
+    add_decoding_precision_option(*sub, f->model);
     sub->add_option("--system", f->system, "system message");
     f->sampling.add_to(*sub);
     sub->callback([f, &chosen] { chosen = [f] { return run(*f); }; });

@@ -23,8 +23,10 @@ namespace tinylm_cli {
 
 namespace fs = std::filesystem;
 
-// Loads the model folder with the adapter merged in (empty: none), printing what was loaded to stderr.
-std::unique_ptr<tl::text_model> open_model(const fs::path& model, const fs::path& adapter);
+struct model_flags;
+// Loads the model folder with the adapter merged in (empty: none) and, with --precision bf16, the weights' bf16
+// copies for decoding, printing what was loaded to stderr.
+std::unique_ptr<tl::text_model> open_model(const model_flags& flags);
 
 // Writes the model folder (with the adapter merged in) as a GGUF file for llama.cpp (io/gguf.hpp).
 void export_gguf(const fs::path& model, const fs::path& adapter, const std::string& type, const std::string& name,
@@ -32,6 +34,7 @@ void export_gguf(const fs::path& model, const fs::path& adapter, const std::stri
 
 struct model_flags {
     fs::path model{}, adapter{};
+    std::string precision = "f32"; // the weights one-token decoding steps read (add_decoding_precision_option)
 };
 inline void add_model_options(CLI::App& app, model_flags& m) {
     app.add_option("--model", m.model, "model folder (config.json, model.safetensors, tokenizer.json)")
@@ -39,6 +42,14 @@ inline void add_model_options(CLI::App& app, model_flags& m) {
         ->check(CLI::ExistingDirectory);
     app.add_option("--adapter", m.adapter, "PEFT LoRA adapter folder, merged into the model at load")
         ->check(CLI::ExistingDirectory);
+}
+// --precision, for the commands that decode one sequence at a time (generate, chat, serve).
+inline void add_decoding_precision_option(CLI::App& app, model_flags& m) {
+    app.add_option("--precision", m.precision,
+                   "the weights each decoding step reads: f32, or bf16 copies (half the bytes a token: faster where "
+                   "decoding is bound by memory, any CPU; +half the weights' memory; prompts still read f32; "
+                   "docs/precision.md)")
+        ->check(CLI::IsMember({"f32", "bf16"}));
 }
 
 // Sampling settings given on the command line; the rest come from the model's generation_config.json.

@@ -116,7 +116,7 @@ struct sample {
 };
 
 int run(const generations_flags& f) {
-    const std::unique_ptr<tl::text_model> m = open_model(f.model.model, f.model.adapter);
+    const std::unique_ptr<tl::text_model> m = open_model(f.model);
     const std::vector<std::string> prompts = read_prompts(f.prompts_file);
     const tl::index_t context = m->config().max_seq_len;
 

@@ -35,7 +35,7 @@ std::string read_prompt(const generate_flags& f) {
 }
 
 int run(const generate_flags& f) {
-    const std::unique_ptr<tl::text_model> m = open_model(f.model.model, f.model.adapter);
+    const std::unique_ptr<tl::text_model> m = open_model(f.model);
     tl::text_generation_options o = f.sampling.apply(*m);
     o.skip_special = !f.special;
     const std::string text = read_prompt(f);
@@ -91,6 +91,7 @@ void add_generate(CLI::App& app, command& chosen) {
     auto f = std::make_shared<generate_flags>();
     CLI::App* sub = app.add_subcommand("generate", "continue a prompt (or answer it with --chat), streaming the text");
     add_model_options(*sub, f->model);
+    add_decoding_precision_option(*sub, f->model);
     auto* prompt = sub->add_option("--prompt", f->prompt, "the prompt text");
     sub->add_option("--file", f->file, "read the prompt from a file (- for standard input)")->excludes(prompt);
     sub->add_flag("--chat", f->chat, "apply the model's chat template (a plain User:/Assistant: layout without one)");

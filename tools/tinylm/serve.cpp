@@ -22,7 +22,7 @@ struct serve_flags {
 std::atomic<bool> stop_requested{false};
 
 int run(serve_flags f) {
-    const std::unique_ptr<tl::text_model> m = open_model(f.model.model, f.model.adapter);
+    const std::unique_ptr<tl::text_model> m = open_model(f.model);
     f.server.log = !f.quiet;
     tl::openai_server server(*m, f.server);
     tl::check(server.bind(), [&] {
@@ -52,6 +52,7 @@ void add_serve(CLI::App& app, command& chosen) {
     auto f = std::make_shared<serve_flags>();
     CLI::App* sub = app.add_subcommand("serve", "serve the model over HTTP: /v1/chat/completions, /v1/completions");
     add_model_options(*sub, f->model);
+    add_decoding_precision_option(*sub, f->model);
     sub->add_option("--host", f->server.host, "address to bind (0.0.0.0: every interface, reachable by others)");
     sub->add_option("--port", f->server.port, "TCP port (0: any free port, printed at start)")
         ->check(recipes::in_range(0, 65535, "TCP port; 0: any free port"));

@@ -73,7 +73,7 @@ tl::data::ngram_langid train_langid(const std::vector<std::string>& specs) {
 }
 
 int run(const synth_flags& f) {
-    const std::unique_ptr<tl::text_model> m = open_model(f.model.model, f.model.adapter);
+    const std::unique_ptr<tl::text_model> m = open_model(f.model);
     const std::vector<std::string> topics = read_topics(f.topics);
     tl::check(f.language.empty() || !f.langid_train.empty(),
               "tinylm synth: --language needs --langid-train LANG=FILE (samples of that language and of others)");

@@ -7,37 +7,47 @@
 // row is read once, four rows per pass sharing the loads of a, spread over the OpenMP threads, with an AVX2
 // copy chosen at run time (core/simd.hpp). Sums run in a different order than the GEMM's: results agree to
 // float rounding, not bit for bit. Products that share their input (q, k, v; gate, up) can be run together,
-// in one parallel region (gemv_nt_group, the backends' gemm_group), with the same results.
+// in one parallel region (gemv_nt_group, the backends' gemm_group), with the same results. Weights with a bf16
+// copy (a live bf16_decoding_weights: decoding_weights.hpp) are read from the copy: half the bytes.
 #pragma once
 
 #include <tinylm/backend/backend.hpp>
+#include <tinylm/backend/decoding_weights.hpp>
 #include <tinylm/core/simd.hpp>
 
 #include <algorithm>
+#include <array>
+#include <bit>
+#include <cstdint>
 #include <span>
 
 namespace tl::detail {
 
 inline bool gemv_applies(const gemm_args<float>& g) { return g.m == 1 && !g.trans_a && g.trans_b && g.k > 0; }
 
+// A weight as f32: itself, or its bf16 copy widened exactly (decoding_weights.hpp).
+inline float widen(float w) { return w; }
+inline float widen(std::uint16_t w) { return std::bit_cast<float>(std::uint32_t(w) << 16); }
+
 // Rows [j0, j1) of c (j0 a multiple of 4 from the start of a 64-row block, so that a row is summed the same way
-// whichever call computes it).
-inline void gemv_nt_rows(const gemm_args<float>& g, index_t j0, index_t j1) {
+// whichever call computes it), reading the weights from `b` (g.b, or its bf16 copy: the same strides).
+template <class W>
+void gemv_nt_rows(const gemm_args<float>& g, const W* b, index_t j0, index_t j1) {
     // Locals, not reads through g inside the loop: a pointer read through a reference stops the vectoriser.
     const float* a = g.a;
     const index_t k = g.k, ldb = g.ldb;
     auto store = [&](index_t j, float s) { g.c[j] = g.alpha * s + (g.beta == 0.0f ? 0.0f : g.beta * g.c[j]); };
     index_t j = j0;
     for (; j + 4 <= j1; j += 4) {
-        const float *b0 = g.b + j * ldb, *b1 = b0 + ldb, *b2 = b1 + ldb, *b3 = b2 + ldb;
+        const W *b0 = b + j * ldb, *b1 = b0 + ldb, *b2 = b1 + ldb, *b3 = b2 + ldb;
         float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
 #pragma omp simd reduction(+ : s0, s1, s2, s3)
         for (index_t p = 0; p < k; ++p) {
             const float x = a[p];
-            s0 += x * b0[p];
-            s1 += x * b1[p];
-            s2 += x * b2[p];
-            s3 += x * b3[p];
+            s0 += x * widen(b0[p]);
+            s1 += x * widen(b1[p]);
+            s2 += x * widen(b2[p]);
+            s3 += x * widen(b3[p]);
         }
         store(j, s0);
         store(j + 1, s1);
@@ -45,34 +55,66 @@ inline void gemv_nt_rows(const gemm_args<float>& g, index_t j0, index_t j1) {
         store(j + 3, s3);
     }
     for (; j < j1; ++j) {
-        const float* b0 = g.b + j * ldb;
+        const W* b0 = b + j * ldb;
         float s0 = 0;
 #pragma omp simd reduction(+ : s0)
         for (index_t p = 0; p < k; ++p)
-            s0 += a[p] * b0[p];
+            s0 += a[p] * widen(b0[p]);
         store(j, s0);
     }
 }
 
-inline constexpr index_t gemv_grain = 64; // rows of c per parallel block
+// The bf16 copy of g's weights (decoding_weights.hpp), or nullptr: read the f32 ones.
+inline const std::uint16_t* gemv_bf16_weights(const gemm_args<float>& g) {
+    return decoding_copy_of(g.b, g.b + (g.n - 1) * g.ldb + (g.k - 1));
+}
+#ifdef TINYLM_AVX512_CLONES
+// bf16 weights, 16 widened at a time: at half the bytes of f32 the AVX2 copy is bound by its widening
+// instructions rather than by memory (docs/precision.md, "Decoding with bf16 weights").
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,prefer-vector-width=512"), flatten)) inline void
+gemv_nt_rows_bf16_avx512(const gemm_args<float>& g, const std::uint16_t* b, index_t j0, index_t j1) {
+    gemv_nt_rows<std::uint16_t>(g, b, j0, j1);
+}
+#endif
+// The rows [j0, j1) of c from the weights g reads: its own, or their bf16 copy `b16` when it has one.
+inline void gemv_nt_weights_rows(const gemm_args<float>& g, const std::uint16_t* b16, index_t j0, index_t j1) {
+    if (!b16) return gemv_nt_rows<float>(g, g.b, j0, j1);
+#ifdef TINYLM_AVX512_CLONES
+    if (avx512_clones_active()) return gemv_nt_rows_bf16_avx512(g, b16, j0, j1);
+#endif
+    gemv_nt_rows<std::uint16_t>(g, b16, j0, j1);
+}
+
+inline constexpr index_t gemv_grain = 64;        // rows of c per parallel block
+inline constexpr std::size_t max_gemv_group = 8; // products in one region (q, k, v; gate, up)
 
 inline void gemv_nt(const gemm_args<float>& g) {
-    parallel_ranges(g.n, gemv_grain, [&g](index_t j0, index_t j1) { gemv_nt_rows(g, j0, j1); });
+    const std::uint16_t* b16 = gemv_bf16_weights(g);
+    parallel_ranges(g.n, gemv_grain, [&g, b16](index_t j0, index_t j1) { gemv_nt_weights_rows(g, b16, j0, j1); });
 }
 
 // Several independent products (as q, k and v of one token): the 64-row blocks of all of them spread over the
 // threads in one parallel region instead of one region each; every row is computed as gemv_nt computes it.
 inline void gemv_nt_group(std::span<const gemm_args<float>> gs) {
+    if (gs.size() > max_gemv_group) { // a region per max_gemv_group products (none has that many today)
+        for (std::size_t i = 0; i < gs.size(); i += max_gemv_group)
+            gemv_nt_group(gs.subspan(i, std::min(max_gemv_group, gs.size() - i)));
+        return;
+    }
     index_t blocks = 0;
-    for (const auto& g : gs)
-        blocks += (g.n + gemv_grain - 1) / gemv_grain;
-    parallel_ranges(blocks, 1, [gs](index_t b0, index_t b1) {
+    std::array<const std::uint16_t*, max_gemv_group> b16{};
+    for (std::size_t i = 0; i < gs.size(); ++i) {
+        blocks += (gs[i].n + gemv_grain - 1) / gemv_grain;
+        b16[i] = gemv_bf16_weights(gs[i]);
+    }
+    parallel_ranges(blocks, 1, [gs, &b16](index_t b0, index_t b1) {
         index_t first = 0; // the first block of product i
-        for (const auto& g : gs) {
+        for (std::size_t i = 0; i < gs.size(); ++i) {
+            const gemm_args<float>& g = gs[i];
             const index_t count = (g.n + gemv_grain - 1) / gemv_grain;
             for (index_t b = std::max(b0, first); b < std::min(b1, first + count); ++b) {
                 const index_t j0 = (b - first) * gemv_grain;
-                gemv_nt_rows(g, j0, std::min(g.n, j0 + gemv_grain));
+                gemv_nt_weights_rows(g, b16[i], j0, std::min(g.n, j0 + gemv_grain));
             }
             first += count;
         }

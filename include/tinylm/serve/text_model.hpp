@@ -10,6 +10,7 @@
 // load_text_model instantiates the three decoder families (io/hf_any.hpp): call it from one translation unit.
 #pragma once
 
+#include <tinylm/backend/decoding_weights.hpp>
 #include <tinylm/eval/generate_batch.hpp>
 #include <tinylm/eval/text_generation.hpp>
 #include <tinylm/io/hf_any.hpp>
@@ -46,6 +47,10 @@ public:
     // options' seed + r.
     virtual std::vector<text_completion> complete_batch(std::span<const token_t> prompt, int count,
                                                         const text_generation_options& options) const = 0;
+    // true: from now on the one-row decoding steps (complete) read bf16 copies of the weights, half the bytes
+    // (backend/decoding_weights.hpp; prompts and complete_batch's rows still read f32); false: f32 again.
+    // Returns the copies' bytes.
+    virtual std::size_t use_bf16_decoding(bool on) = 0;
 
     const hf_folder& folder() const { return folder_; }
     const tl::tokenizer& tokenizer() const { return *folder_.tokenizer; }
@@ -113,9 +118,15 @@ public:
                                                 const text_generation_options& options) const override {
         return generate_text_batch(*model_, tokenizer(), prompt, count, options);
     }
+    std::size_t use_bf16_decoding(bool on) override {
+        bf16_.reset();
+        if (on) bf16_.emplace(model_->parameter_entries());
+        return bf16_ ? bf16_->bytes() : 0;
+    }
 
 private:
     std::unique_ptr<Model> model_;
+    std::optional<bf16_decoding_weights> bf16_; // after model_: gone before the weights it copied
 };
 } // namespace detail
 
