@@ -8,6 +8,8 @@ llama.cpp comes from llama-cpp-python built from source (tests/reference/gguf/ll
 its site folder with --llama-site). Both sides use 2 threads, a short prompt and greedy decoding of --new-tokens
 tokens; tinylm's time is `tinylm generate --json`'s "seconds" (prefill and decoding, after loading), llama.cpp's the
 same span around llama_cpp.Llama.eval calls (K/V cache f32 for the f32 file, llama.cpp's default f16 otherwise).
+--half adds tinylm bf16 (`tinylm generate --precision bf16`: the decoding steps read bf16 copies of the weights)
+and llama.cpp f16 (the GGUF in f16, f16 K/V cache): the two 2-bytes-a-weight paths.
 """
 import argparse
 import json
@@ -19,12 +21,12 @@ import time
 from pathlib import Path
 
 
-def tinylm_run(tinylm, model, prompt, n):
+def tinylm_run(tinylm, model, prompt, n, precision="f32"):
     env = dict(os.environ)
     env.pop("OMP_WAIT_POLICY", None)  # the default environment
     out = subprocess.run([tinylm, "generate", "--model", model, "--prompt", prompt, "--max-tokens", str(n),
-                          "--temperature", "0", "--json", "--quiet"], env=env, capture_output=True, text=True,
-                         check=True).stdout
+                          "--temperature", "0", "--json", "--quiet", "--precision", precision], env=env,
+                         capture_output=True, text=True, check=True).stdout
     j = json.loads(out)
     return len(j["tokens"]) / j["seconds"], j["tokens"]
 
@@ -52,13 +54,14 @@ def main():
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--work", default="/tmp/tinylm_llama_cpp_peer")
     p.add_argument("--out", default="")
+    p.add_argument("--half", action="store_true", help="add tinylm bf16 and llama.cpp f16")
     a = p.parse_args()
     sys.path.insert(0, a.llama_site)
     from llama_cpp import Llama
 
     os.makedirs(a.work, exist_ok=True)
     files = {}
-    for t in ("f32", "q8_0"):
+    for t in ("f32", "q8_0") + (("f16",) if a.half else ()):
         files[t] = os.path.join(a.work, f"model-{t}.gguf")
         subprocess.run([a.tinylm, "export-gguf", "--model", a.model, "--type", t, "--out", files[t]], check=True,
                        capture_output=True)
@@ -68,14 +71,19 @@ def main():
     prompt_ids = json.loads(subprocess.run([a.tinylm, "generate", "--model", a.model, "--prompt", a.prompt,
                                             "--max-tokens", "1", "--json", "--quiet"], capture_output=True,
                                            text=True, check=True).stdout)["prompt_tokens"]
-    results = {"tinylm f32": [], "llama.cpp f32": [], "llama.cpp q8_0": []}
+    names = ["tinylm f32", "llama.cpp f32", "llama.cpp q8_0"]
+    if a.half:
+        names += ["tinylm bf16", "llama.cpp f16"]
+    results = {name: [] for name in names}
     same = None
     for r in range(a.rounds):
-        order = list(results)[r % 3:] + list(results)[:r % 3]
+        k = r % len(names)
+        order = names[k:] + names[:k]
         for name in order:
-            if name == "tinylm f32":
-                tps, toks = tinylm_run(a.tinylm, a.model, a.prompt, a.new_tokens)
-                ours = toks
+            if name.startswith("tinylm"):
+                tps, toks = tinylm_run(a.tinylm, a.model, a.prompt, a.new_tokens, name.split()[-1])
+                if name == "tinylm f32":
+                    ours = toks
             else:
                 t = name.split()[-1]
                 ids = llms[t].tokenize(a.prompt.encode(), add_bos=False, special=True)
