@@ -7,7 +7,9 @@
 Starts the server on a free port (default environment: no OMP_WAIT_POLICY), then, in interleaved rounds, sends
 `--requests` chat requests (sampling at temperature 0.8, one seed each, `--max-tokens` new tokens, no stop) with
 1 and with 4 client threads. Each round gives requests/s and completion tokens/s over its wall time; the medians
-over rounds are printed with the per-round values and written as JSON to --out. Standard library only.
+over rounds are printed with the per-round values and written as JSON to --out. `--precisions f32 bf16` starts
+one server per decoding precision (`tinylm serve --precision`) and interleaves them in every round. Standard library
+only.
 """
 import argparse
 import json
@@ -20,9 +22,9 @@ import time
 import urllib.request
 
 
-def start(tinylm, model):
-    proc = subprocess.Popen([tinylm, "serve", "--model", model, "--port", "0", "--quiet"], stderr=subprocess.PIPE,
-                            text=True)
+def start(tinylm, model, precision="f32"):
+    proc = subprocess.Popen([tinylm, "serve", "--model", model, "--port", "0", "--quiet", "--precision", precision],
+                            stderr=subprocess.PIPE, text=True)
     while True:
         line = proc.stderr.readline()
         if not line:
@@ -74,25 +76,32 @@ def main():
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--clients", type=int, nargs="+", default=[1, 4])
+    p.add_argument("--precisions", nargs="+", default=["f32"], choices=["f32", "bf16"],
+                   help="one server per decoding precision (tinylm serve --precision), interleaved")
     p.add_argument("--out", default="")
     a = p.parse_args()
-    proc, port = start(a.tinylm, a.model)
+    servers = {}
     try:
-        ask(port, 0, 4)  # warm-up
-        results = {c: [] for c in a.clients}
+        for precision in a.precisions:
+            servers[precision] = start(a.tinylm, a.model, precision)
+            ask(servers[precision][1], 0, 4)  # warm-up
+        results = {(pr, c): [] for pr in a.precisions for c in a.clients}
         for r in range(a.rounds):
-            for c in a.clients:
-                results[c].append(round_trip(port, c, a.requests, a.max_tokens, 1000 * r + 1))
+            order = a.precisions[r % len(a.precisions):] + a.precisions[:r % len(a.precisions)]
+            for pr in order:
+                for c in a.clients:
+                    results[pr, c].append(round_trip(servers[pr][1], c, a.requests, a.max_tokens, 1000 * r + 1))
     finally:
-        proc.terminate()
-        proc.wait()
+        for proc, _ in servers.values():
+            proc.terminate()
+            proc.wait()
     summary = {}
-    print(f"| clients | requests/s | tokens/s | rounds (requests/s) |\n| ---: | ---: | ---: | --- |")
-    for c, rows in results.items():
+    print(f"| precision | clients | requests/s | tokens/s | rounds (requests/s) |\n| --- | ---: | ---: | ---: | --- |")
+    for (pr, c), rows in results.items():
         rps = statistics.median(x[0] for x in rows)
         tps = statistics.median(x[1] for x in rows)
-        summary[c] = {"requests_per_s": rps, "tokens_per_s": tps, "rounds": rows}
-        print(f"| {c} | {rps:.2f} | {tps:.1f} | {', '.join(f'{x[0]:.2f}' for x in rows)} |")
+        summary[f"{pr} {c}"] = {"requests_per_s": rps, "tokens_per_s": tps, "rounds": rows}
+        print(f"| {pr} | {c} | {rps:.2f} | {tps:.1f} | {', '.join(f'{x[0]:.2f}' for x in rows)} |")
     if a.out:
         with open(a.out, "w") as f:
             json.dump({"model": a.model, "requests": a.requests, "max_tokens": a.max_tokens, "results": summary}, f,
