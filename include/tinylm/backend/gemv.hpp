@@ -21,6 +21,10 @@
 #include <cstdint>
 #include <span>
 
+#ifdef TINYLM_AVX512_CLONES
+#include <immintrin.h>
+#endif
+
 namespace tl::detail {
 
 inline bool gemv_applies(const gemm_args<float>& g) { return g.m == 1 && !g.trans_a && g.trans_b && g.k > 0; }
@@ -69,12 +73,56 @@ inline const std::uint16_t* gemv_bf16_weights(const gemm_args<float>& g) {
     return decoding_copy_of(g.b, g.b + (g.n - 1) * g.ldb + (g.k - 1));
 }
 #ifdef TINYLM_AVX512_CLONES
-// bf16 weights, 16 widened at a time: at half the bytes of f32 the AVX2 copy is bound by its widening
-// instructions rather than by memory (docs/precision.md, "Decoding with bf16 weights").
-__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,prefer-vector-width=512"), flatten)) inline void
-gemv_nt_rows_bf16_avx512(const gemm_args<float>& g, const std::uint16_t* b, index_t j0, index_t j1) {
-    gemv_nt_rows<std::uint16_t>(g, b, j0, j1);
+// gemv_nt_rows for bf16 weights with AVX-512: at half the bytes of f32, widening one by one (vpmovzxwd, then a
+// shift) bounds the loop, not memory (docs/precision.md, "Decoding with bf16 weights"). A 32-bit lane of 32
+// loaded weights holds an even one (low half) and an odd one (high half): a shift and a mask widen 16 of each,
+// and the activations are split into their even and odd elements to match (two permutes per 4 rows x 32). The
+// weights of a row past the last full 32 are widened one by one.
+#define TINYLM_GEMV_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")))
+// Rows [j, j + R) of c.
+template <int R>
+TINYLM_GEMV_AVX512 void gemv_bf16_rows_avx512(const gemm_args<float>& g, const std::uint16_t* b, index_t j) {
+    const float* a = g.a;
+    const index_t k = g.k, ldb = g.ldb, full = k - k % 32;
+    const __m512i even_index = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd_index = _mm512_add_epi32(even_index, _mm512_set1_epi32(1));
+    const __m512i high_half = _mm512_set1_epi32(int(0xffff0000u));
+    // The zero-masking forms: GCC 12 warns about the undefined pass-through of the unmasked ones.
+    const __mmask16 all = 0xffff;
+    __m512 s[R];
+    for (int r = 0; r < R; ++r)
+        s[r] = _mm512_setzero_ps();
+    for (index_t p = 0; p < full; p += 32) {
+        const __m512 lo = _mm512_loadu_ps(a + p), hi = _mm512_loadu_ps(a + p + 16);
+        const __m512 even = _mm512_permutex2var_ps(lo, even_index, hi);
+        const __m512 odd = _mm512_permutex2var_ps(lo, odd_index, hi);
+        for (int r = 0; r < R; ++r) {
+            const __m512i w = _mm512_loadu_si512(b + (j + r) * ldb + p);
+            s[r] = _mm512_fmadd_ps(even, _mm512_castsi512_ps(_mm512_maskz_slli_epi32(all, w, 16)), s[r]);
+            s[r] = _mm512_fmadd_ps(odd, _mm512_castsi512_ps(_mm512_and_si512(w, high_half)), s[r]);
+        }
+    }
+    for (int r = 0; r < R; ++r) {
+        const __m256 half =
+            _mm256_add_ps(_mm512_maskz_extractf32x8_ps(0xff, s[r], 0), _mm512_maskz_extractf32x8_ps(0xff, s[r], 1));
+        __m128 quarter = _mm_add_ps(_mm256_castps256_ps128(half), _mm256_extractf128_ps(half, 1));
+        quarter = _mm_hadd_ps(quarter, quarter);
+        float t = _mm_cvtss_f32(_mm_hadd_ps(quarter, quarter));
+        const std::uint16_t* row = b + (j + r) * ldb;
+        for (index_t p = full; p < k; ++p)
+            t += a[p] * widen(row[p]);
+        g.c[j + r] = g.alpha * t + (g.beta == 0.0f ? 0.0f : g.beta * g.c[j + r]);
+    }
 }
+TINYLM_GEMV_AVX512 inline void gemv_nt_rows_bf16_avx512(const gemm_args<float>& g, const std::uint16_t* b, index_t j0,
+                                                        index_t j1) {
+    index_t j = j0;
+    for (; j + 4 <= j1; j += 4)
+        gemv_bf16_rows_avx512<4>(g, b, j);
+    for (; j < j1; ++j)
+        gemv_bf16_rows_avx512<1>(g, b, j);
+}
+#undef TINYLM_GEMV_AVX512
 #endif
 // The rows [j0, j1) of c from the weights g reads: its own, or their bf16 copy `b16` when it has one.
 inline void gemv_nt_weights_rows(const gemm_args<float>& g, const std::uint16_t* b16, index_t j0, index_t j1) {
