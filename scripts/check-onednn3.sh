@@ -10,7 +10,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${TINYLM_ONEDNN3_BUILD_DIR:-build-onednn3}
-prefix=${TINYLM_ONEDNN3_PREFIX:-$PWD/$build/onednn3}
+# ctest gives an absolute build folder; $PWD/$build would then be a folder inside the source tree.
+case $build in /*) build_dir=$build ;; *) build_dir=$PWD/$build ;; esac
+prefix=${TINYLM_ONEDNN3_PREFIX:-$build_dir/onednn3}
 python=${TINYLM_PYTHON:-python3}
 
 if [ ! -f "$prefix/include/oneapi/dnnl/dnnl_version.h" ] || [ ! -e "$prefix/lib/libdnnl.so.3" ]; then
