@@ -11,6 +11,8 @@
 // a = b + s c over three 128 MiB float arrays (bytes counted as STREAM does: 3 x 4 per element), best of 5.
 // --precision bf16: the decoding steps read bf16 copies of the weights (tl::bf16_decoding_weights, 2 bytes a
 // weight in the count above); the prompt's prefill reads the f32 weights.
+// --isa avx2|baseline: the kernels' copies an older CPU runs (core/simd.hpp), on this one; the default, best, takes
+// the widest the CPU has.
 #include "../train_throughput/bench_configs.hpp"
 
 #include <tinylm/backend/decoding_weights.hpp>
@@ -111,16 +113,19 @@ int run(const std::string& name, int prompt_len, int new_tokens, int repeats, bo
     const double kv_bytes = 4.0 * c.n_layers * 2 * kv * mean_position;
     const double bytes_per_token = (bf16 ? 2.0 : 4.0) * weights + kv_bytes;
     const double tps = bench::median(decode_tps);
-    std::printf(
-        "{\"impl\": \"tinylm\", \"config\": \"%s\", \"precision\": \"%s\", \"threads\": %d, \"prompt_tokens\": %d, "
-        "\"new_tokens\": %d, "
-        "\"decode_tokens_per_s\": %s, \"decode_tokens_per_s_median\": %.3f, \"prefill_seconds\": %s, "
-        "\"bytes_per_token\": %.0f, \"triad_gb_per_s\": %.2f, \"bandwidth_fraction\": %.4f, "
-        "\"peak_rss_mib\": %.1f, \"first_tokens\": [%d, %d, %d, %d], \"tokens_fnv1a\": \"%016llx\"}\n",
-        name.c_str(), bf16 ? "bf16" : "f32", omp_get_max_threads(), prompt_len, new_tokens,
-        bench::json_array(decode_tps).c_str(), tps, bench::json_array(prefill_seconds).c_str(), bytes_per_token,
-        bandwidth, bytes_per_token * tps / (bandwidth * 1e9), bench::peak_rss_mib(), first_output[0], first_output[1],
-        first_output[2], first_output[3], static_cast<unsigned long long>(fnv1a(first_output)));
+    std::printf("{\"impl\": \"tinylm\", \"config\": \"%s\", \"precision\": \"%s\", \"isa\": \"%s\", \"threads\": %d, "
+                "\"prompt_tokens\": %d, "
+                "\"new_tokens\": %d, "
+                "\"decode_tokens_per_s\": %s, \"decode_tokens_per_s_median\": %.3f, \"prefill_seconds\": %s, "
+                "\"bytes_per_token\": %.0f, \"triad_gb_per_s\": %.2f, \"bandwidth_fraction\": %.4f, "
+                "\"peak_rss_mib\": %.1f, \"first_tokens\": [%d, %d, %d, %d], \"tokens_fnv1a\": \"%016llx\"}\n",
+                name.c_str(), bf16 ? "bf16" : "f32",
+                tl::detail::avx512_clones_active() ? "avx512"
+                                                   : (tl::detail::avx2_clones_active() ? "avx2" : "baseline"),
+                omp_get_max_threads(), prompt_len, new_tokens, bench::json_array(decode_tps).c_str(), tps,
+                bench::json_array(prefill_seconds).c_str(), bytes_per_token, bandwidth,
+                bytes_per_token * tps / (bandwidth * 1e9), bench::peak_rss_mib(), first_output[0], first_output[1],
+                first_output[2], first_output[3], static_cast<unsigned long long>(fnv1a(first_output)));
     return 0;
 }
 
@@ -137,7 +142,13 @@ int main(int argc, char** argv) {
     app.add_option("--repeats", repeats, "timed generations after one warm-up")->check(CLI::PositiveNumber);
     app.add_option("--precision", precision, "the weights the decoding steps read: f32, or bf16 copies")
         ->check(CLI::IsMember({"f32", "bf16"}));
+    std::string isa = "best";
+    app.add_option("--isa", isa, "the kernels' copies to run: best (the widest this CPU has), avx2, baseline (SSE2)")
+        ->check(CLI::IsMember({"best", "avx2", "baseline"}))
+        ->capture_default_str();
     CLI11_PARSE(app, argc, argv);
+    tl::detail::allow_avx512_clones = isa == "best";
+    tl::detail::allow_avx2_clones = isa != "baseline";
     try {
         return tl::presets::visit<configs>(config, [&]<class Config>() {
             return run<Config>(config, prompt_len, new_tokens, repeats, precision == "bf16");

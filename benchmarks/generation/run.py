@@ -10,11 +10,13 @@ not land on one of them):
   tinylm-ACTIVE    the same with OMP_WAIT_POLICY=ACTIVE (threads spin between parallel regions)
   tinylm-PASSIVE   the same with OMP_WAIT_POLICY=PASSIVE (threads sleep between parallel regions)
   pytorch          generation_peer.py (HF generate, use_cache, greedy), OMP_WAIT_POLICY unset
-  --baseline NAME=PATH adds another bench_generate (a build of an earlier commit) with the default environment;
+  --baseline NAME=PATH[:flags] adds another bench_generate (a build of an earlier commit) with the default
+  environment, given the extra flags (separated by commas, e.g. before-bf16=/tmp/b/bench_generate:--precision,bf16);
   --single-thread adds tinylm-1-thread (OMP_NUM_THREADS=1: no parallel regions, nothing to wake).
   --bf16 adds tinylm-bf16 (bench_generate --precision bf16: the decoding steps read bf16 copies of the weights,
   default environment) and pytorch-bf16 (generation_peer.py --dtype bf16: the model in bfloat16).
---policies chooses which of the tinylm wait policies run; --no-peer leaves PyTorch out. OPENBLAS_CORETYPE is unset
+--isa avx2|baseline runs every tinylm process with the kernels an older CPU gets (bench_generate --isa; a baseline
+build must take the flag too). --policies chooses which of the tinylm wait policies run; --no-peer leaves PyTorch out. OPENBLAS_CORETYPE is unset
 for every process. To add another measurement (a server, say), append a contender in contenders(): a name and a
 function of the round that returns a dict with "decode_tokens_per_s_median".
 
@@ -54,22 +56,23 @@ def environment(base, threads, wait_policy):
 def contenders(args, base_env):
     """(name, run) pairs; run() returns the process's JSON line as a dict."""
     common = ["--config", args.config, "--new-tokens", args.new_tokens, "--repeats", args.repeats]
+    tinylm_common = [*common, "--isa", args.isa] if args.isa != "best" else common
     exe = Path(args.build) / "benchmarks" / "generation" / "bench_generate"
     out = []
 
-    def tinylm(path, policy, threads=args.threads):
-        return lambda: run_json([path, *common], environment(base_env, threads, POLICIES[policy]))
+    def tinylm(path, policy, threads=args.threads, flags=()):
+        return lambda: run_json([path, *tinylm_common, *flags], environment(base_env, threads, POLICIES[policy]))
 
     for policy in args.policies:
         out.append(("tinylm" if policy == "default" else f"tinylm-{policy}", tinylm(exe, policy)))
     if args.single_thread:
         out.append(("tinylm-1-thread", tinylm(exe, "default", 1)))
     if args.bf16:
-        out.append(("tinylm-bf16", lambda: run_json([exe, *common, "--precision", "bf16"],
-                                                    environment(base_env, args.threads, None))))
+        out.append(("tinylm-bf16", tinylm(exe, "default", flags=("--precision", "bf16"))))
     for spec in args.baseline:
-        name, _, path = spec.partition("=")
-        out.append((name, tinylm(path, "default")))
+        name, _, rest = spec.partition("=")
+        path, _, flags = rest.partition(":")
+        out.append((name, tinylm(path, "default", flags=tuple(f for f in flags.split(",") if f))))
     if not args.no_peer:
         peer = [sys.executable, HERE / "generation_peer.py", *common, "--threads", args.threads, "--loop",
                 args.peer_loop]
@@ -98,6 +101,8 @@ def main():
                     help="another bench_generate binary, run with the default environment")
     ap.add_argument("--single-thread", action="store_true",
                     help="also tinylm with OMP_NUM_THREADS=1 (no parallel regions at all)")
+    ap.add_argument("--isa", choices=["best", "avx2", "baseline"], default="best",
+                    help="the kernels' copies every tinylm process runs (bench_generate --isa)")
     ap.add_argument("--no-peer", action="store_true", help="leave PyTorch out")
     ap.add_argument("--bf16", action="store_true", help="add tinylm-bf16 and pytorch-bf16 (bf16 weights)")
     ap.add_argument("--peer-loop", choices=["generate", "manual"], default="generate",
@@ -144,7 +149,7 @@ def main():
     baselines = [spec.partition("=")[0] for spec in args.baseline]
     pairs = [(a, "tinylm-ACTIVE") for a in names if a not in ("tinylm-ACTIVE", "pytorch")]
     pairs += [(a, "pytorch") for a in names if a not in ("pytorch", "pytorch-bf16")]
-    pairs += [("tinylm", b) for b in baselines]
+    pairs += [(a, b) for b in baselines for a in ("tinylm", "tinylm-bf16")]
     pairs += [("tinylm-bf16", "tinylm"), ("tinylm-bf16", "pytorch-bf16"), ("pytorch-bf16", "pytorch")]
     for a, b in pairs:
         if a not in tps or b not in tps:

@@ -21,7 +21,7 @@
 #include <cstdint>
 #include <span>
 
-#ifdef TINYLM_AVX512_CLONES
+#if defined(TINYLM_AVX512_CLONES) || defined(TINYLM_AVX2_CLONES)
 #include <immintrin.h>
 #endif
 
@@ -124,11 +124,58 @@ TINYLM_GEMV_AVX512 inline void gemv_nt_rows_bf16_avx512(const gemm_args<float>& 
 }
 #undef TINYLM_GEMV_AVX512
 #endif
+#ifdef TINYLM_AVX2_CLONES
+// The same for AVX2 CPUs (16 weights a pass, half the AVX-512 width): the generic loop's widening gives them only
+// 1.2-1.3x f32 (docs/precision.md). Within each 128-bit half, a permute puts a's even elements before its odd ones;
+// a cross-half shuffle then gathers the 8 even and the 8 odd of 16.
+#define TINYLM_GEMV_AVX2 __attribute__((target("avx2,fma")))
+template <int R>
+TINYLM_GEMV_AVX2 void gemv_bf16_rows_avx2(const gemm_args<float>& g, const std::uint16_t* b, index_t j) {
+    const float* a = g.a;
+    const index_t k = g.k, ldb = g.ldb, full = k - k % 16;
+    const __m256i evens_first = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+    const __m256i high_half = _mm256_set1_epi32(int(0xffff0000u));
+    __m256 s[R];
+    for (int r = 0; r < R; ++r)
+        s[r] = _mm256_setzero_ps();
+    for (index_t p = 0; p < full; p += 16) {
+        const __m256 lo = _mm256_permutevar8x32_ps(_mm256_loadu_ps(a + p), evens_first);
+        const __m256 hi = _mm256_permutevar8x32_ps(_mm256_loadu_ps(a + p + 8), evens_first);
+        const __m256 even = _mm256_permute2f128_ps(lo, hi, 0x20), odd = _mm256_permute2f128_ps(lo, hi, 0x31);
+        for (int r = 0; r < R; ++r) {
+            const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + (j + r) * ldb + p));
+            s[r] = _mm256_fmadd_ps(even, _mm256_castsi256_ps(_mm256_slli_epi32(w, 16)), s[r]);
+            s[r] = _mm256_fmadd_ps(odd, _mm256_castsi256_ps(_mm256_and_si256(w, high_half)), s[r]);
+        }
+    }
+    for (int r = 0; r < R; ++r) {
+        __m128 quarter = _mm_add_ps(_mm256_castps256_ps128(s[r]), _mm256_extractf128_ps(s[r], 1));
+        quarter = _mm_hadd_ps(quarter, quarter);
+        float t = _mm_cvtss_f32(_mm_hadd_ps(quarter, quarter));
+        const std::uint16_t* row = b + (j + r) * ldb;
+        for (index_t p = full; p < k; ++p)
+            t += a[p] * widen(row[p]);
+        g.c[j + r] = g.alpha * t + (g.beta == 0.0f ? 0.0f : g.beta * g.c[j + r]);
+    }
+}
+TINYLM_GEMV_AVX2 inline void gemv_nt_rows_bf16_avx2(const gemm_args<float>& g, const std::uint16_t* b, index_t j0,
+                                                    index_t j1) {
+    index_t j = j0;
+    for (; j + 4 <= j1; j += 4)
+        gemv_bf16_rows_avx2<4>(g, b, j);
+    for (; j < j1; ++j)
+        gemv_bf16_rows_avx2<1>(g, b, j);
+}
+#undef TINYLM_GEMV_AVX2
+#endif
 // The rows [j0, j1) of c from the weights g reads: its own, or their bf16 copy `b16` when it has one.
 inline void gemv_nt_weights_rows(const gemm_args<float>& g, const std::uint16_t* b16, index_t j0, index_t j1) {
     if (!b16) return gemv_nt_rows<float>(g, g.b, j0, j1);
 #ifdef TINYLM_AVX512_CLONES
     if (avx512_clones_active()) return gemv_nt_rows_bf16_avx512(g, b16, j0, j1);
+#endif
+#ifdef TINYLM_AVX2_CLONES
+    if (avx2_clones_active()) return gemv_nt_rows_bf16_avx2(g, b16, j0, j1);
 #endif
     gemv_nt_rows<std::uint16_t>(g, b16, j0, j1);
 }
