@@ -9,8 +9,8 @@
 // weight matrix once (the output head included; of the embedding only one row) plus the keys and values of every
 // layer up to the current position (averaged over the decode). The bandwidth is a STREAM-style triad
 // a = b + s c over three 128 MiB float arrays (bytes counted as STREAM does: 3 x 4 per element), best of 5.
-// --precision bf16: the decoding steps read bf16 copies of the weights (tl::bf16_decoding_weights, 2 bytes a
-// weight in the count above); the prompt's prefill reads the f32 weights.
+// --precision bf16|q8_0: the decoding steps read copies of the weights (tl::decoding_weights; in the count above
+// bf16 is 2 bytes a weight, q8_0 1 + 4 / 32); the prompt's prefill reads the f32 weights.
 // --isa avx2|baseline: the kernels' copies an older CPU runs (core/simd.hpp), on this one; the default, best, takes
 // the widest the CPU has.
 #include "../train_throughput/bench_configs.hpp"
@@ -71,12 +71,12 @@ std::uint64_t fnv1a(const std::vector<tl::token_t>& tokens) {
 }
 
 template <class Config>
-int run(const std::string& name, int prompt_len, int new_tokens, int repeats, bool bf16) {
+int run(const std::string& name, int prompt_len, int new_tokens, int repeats, tl::decoding_format format) {
     using model_t = tl::decoder<Config>;
     constexpr tl::model_config c = Config::value;
     auto model = std::make_unique<model_t>(1);
-    std::optional<tl::bf16_decoding_weights> bf16_copies;
-    if (bf16) bf16_copies.emplace(model->parameter_entries());
+    std::optional<tl::decoding_weights> copies;
+    if (format != tl::decoding_format::f32) copies.emplace(model->parameter_entries(), format);
     std::vector<tl::token_t> prompt(static_cast<std::size_t>(prompt_len));
     tl::counter_rng rng(7);
     for (auto& t : prompt)
@@ -111,7 +111,9 @@ int run(const std::string& name, int prompt_len, int new_tokens, int repeats, bo
                            double(c.vocab_size) * d + d; // layers, final norm, head, one embedding row
     const double mean_position = prompt_len + (new_tokens - 1) / 2.0;
     const double kv_bytes = 4.0 * c.n_layers * 2 * kv * mean_position;
-    const double bytes_per_token = (bf16 ? 2.0 : 4.0) * weights + kv_bytes;
+    const double bytes_per_weight =
+        format == tl::decoding_format::bf16 ? 2.0 : (format == tl::decoding_format::q8_0 ? 1.0 + 4.0 / 32 : 4.0);
+    const double bytes_per_token = bytes_per_weight * weights + kv_bytes;
     const double tps = bench::median(decode_tps);
     std::printf("{\"impl\": \"tinylm\", \"config\": \"%s\", \"precision\": \"%s\", \"isa\": \"%s\", \"threads\": %d, "
                 "\"prompt_tokens\": %d, "
@@ -119,7 +121,7 @@ int run(const std::string& name, int prompt_len, int new_tokens, int repeats, bo
                 "\"decode_tokens_per_s\": %s, \"decode_tokens_per_s_median\": %.3f, \"prefill_seconds\": %s, "
                 "\"bytes_per_token\": %.0f, \"triad_gb_per_s\": %.2f, \"bandwidth_fraction\": %.4f, "
                 "\"peak_rss_mib\": %.1f, \"first_tokens\": [%d, %d, %d, %d], \"tokens_fnv1a\": \"%016llx\"}\n",
-                name.c_str(), bf16 ? "bf16" : "f32",
+                name.c_str(), tl::to_string(format),
                 tl::detail::avx512_clones_active() ? "avx512"
                                                    : (tl::detail::avx2_clones_active() ? "avx2" : "baseline"),
                 omp_get_max_threads(), prompt_len, new_tokens, bench::json_array(decode_tps).c_str(), tps,
@@ -140,8 +142,9 @@ int main(int argc, char** argv) {
     app.add_option("--prompt", prompt_len, "prompt tokens (random)")->check(CLI::PositiveNumber);
     app.add_option("--new-tokens", new_tokens, "tokens to generate")->check(CLI::Range(2, 4096));
     app.add_option("--repeats", repeats, "timed generations after one warm-up")->check(CLI::PositiveNumber);
-    app.add_option("--precision", precision, "the weights the decoding steps read: f32, or bf16 copies")
-        ->check(CLI::IsMember({"f32", "bf16"}));
+    app.add_option("--precision", precision, "the weights the decoding steps read: f32, or bf16 or q8_0 copies")
+        ->check(CLI::IsMember({"f32", "bf16", "q8_0"}))
+        ->capture_default_str();
     std::string isa = "best";
     app.add_option("--isa", isa, "the kernels' copies to run: best (the widest this CPU has), avx2, baseline (SSE2)")
         ->check(CLI::IsMember({"best", "avx2", "baseline"}))
@@ -151,7 +154,7 @@ int main(int argc, char** argv) {
     tl::detail::allow_avx2_clones = isa != "baseline";
     try {
         return tl::presets::visit<configs>(config, [&]<class Config>() {
-            return run<Config>(config, prompt_len, new_tokens, repeats, precision == "bf16");
+            return run<Config>(config, prompt_len, new_tokens, repeats, tl::parse_decoding_format(precision));
         });
     } catch (const std::exception& e) {
         std::fprintf(stderr, "bench_generate: %s\n", e.what());

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Batch-1 greedy decoding of one model folder in tinylm (f32) and in llama.cpp (the same model exported to GGUF
+"""Batch-1 greedy decoding of one model folder in tinylm (f32, and q8_0 copies) and in llama.cpp (the same model exported to GGUF
 f32 and q8_0 by `tinylm export-gguf`), interleaved rounds, medians (issue 18: the number to beat).
 
   python3 benchmarks/generation/llama_cpp_peer.py --tinylm build/tools/tinylm --model DIR --new-tokens 256 --rounds 3
@@ -8,6 +8,8 @@ llama.cpp comes from llama-cpp-python built from source (tests/reference/gguf/ll
 its site folder with --llama-site). Both sides use 2 threads, a short prompt and greedy decoding of --new-tokens
 tokens; tinylm's time is `tinylm generate --json`'s "seconds" (prefill and decoding, after loading), llama.cpp's the
 same span around llama_cpp.Llama.eval calls (K/V cache f32 for the f32 file, llama.cpp's default f16 otherwise).
+tinylm q8_0 is `tinylm generate --precision q8_0` (the decoding steps read q8_0 copies of the f32 weights, with f32
+activations and an f32 K/V cache; llama.cpp's q8_0 also rounds the activations to 8 bits).
 --half adds tinylm bf16 (`tinylm generate --precision bf16`: the decoding steps read bf16 copies of the weights)
 and llama.cpp f16 (the GGUF in f16, f16 K/V cache): the two 2-bytes-a-weight paths.
 """
@@ -71,7 +73,7 @@ def main():
     prompt_ids = json.loads(subprocess.run([a.tinylm, "generate", "--model", a.model, "--prompt", a.prompt,
                                             "--max-tokens", "1", "--json", "--quiet"], capture_output=True,
                                            text=True, check=True).stdout)["prompt_tokens"]
-    names = ["tinylm f32", "llama.cpp f32", "llama.cpp q8_0"]
+    names = ["tinylm f32", "llama.cpp f32", "tinylm q8_0", "llama.cpp q8_0"]
     if a.half:
         names += ["tinylm bf16", "llama.cpp f16"]
     results = {name: [] for name in names}

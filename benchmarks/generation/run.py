@@ -15,6 +15,7 @@ not land on one of them):
   --single-thread adds tinylm-1-thread (OMP_NUM_THREADS=1: no parallel regions, nothing to wake).
   --bf16 adds tinylm-bf16 (bench_generate --precision bf16: the decoding steps read bf16 copies of the weights,
   default environment) and pytorch-bf16 (generation_peer.py --dtype bf16: the model in bfloat16).
+  --q8 adds tinylm-q8_0 (bench_generate --precision q8_0: q8_0 copies of the weights, f32 activations).
 --isa avx2|baseline runs every tinylm process with the kernels an older CPU gets (bench_generate --isa; a baseline
 build must take the flag too). --policies chooses which of the tinylm wait policies run; --no-peer leaves PyTorch out. OPENBLAS_CORETYPE is unset
 for every process. To add another measurement (a server, say), append a contender in contenders(): a name and a
@@ -69,6 +70,8 @@ def contenders(args, base_env):
         out.append(("tinylm-1-thread", tinylm(exe, "default", 1)))
     if args.bf16:
         out.append(("tinylm-bf16", tinylm(exe, "default", flags=("--precision", "bf16"))))
+    if args.q8:
+        out.append(("tinylm-q8_0", tinylm(exe, "default", flags=("--precision", "q8_0"))))
     for spec in args.baseline:
         name, _, rest = spec.partition("=")
         path, _, flags = rest.partition(":")
@@ -105,6 +108,7 @@ def main():
                     help="the kernels' copies every tinylm process runs (bench_generate --isa)")
     ap.add_argument("--no-peer", action="store_true", help="leave PyTorch out")
     ap.add_argument("--bf16", action="store_true", help="add tinylm-bf16 and pytorch-bf16 (bf16 weights)")
+    ap.add_argument("--q8", action="store_true", help="add tinylm-q8_0 (q8_0 copies of the weights)")
     ap.add_argument("--peer-loop", choices=["generate", "manual"], default="generate",
                     help="generation_peer.py --loop: HF generate, or a hand-written greedy loop")
     ap.add_argument("--out", type=Path)
@@ -136,7 +140,7 @@ def main():
         bw = med([x["triad_gb_per_s"] for x in tl_runs])
         bytes_tok = tl_runs[0]["bytes_per_token"]
         same = all(len({x["tokens_fnv1a"] for x in tl_runs if x.get("precision", "f32") == p}) <= 1
-                   for p in ("f32", "bf16"))
+                   for p in ("f32", "bf16", "q8_0"))
         print(f"memory bandwidth (triad, median): {bw:.1f} GB/s; bytes read per decoded token: {bytes_tok / 1e6:.1f} "
               f"MB (f32 weights); every tinylm process of a precision generated the same tokens: {same}")
     for name, rs in results.items():
@@ -151,6 +155,7 @@ def main():
     pairs += [(a, "pytorch") for a in names if a not in ("pytorch", "pytorch-bf16")]
     pairs += [(a, b) for b in baselines for a in ("tinylm", "tinylm-bf16")]
     pairs += [("tinylm-bf16", "tinylm"), ("tinylm-bf16", "pytorch-bf16"), ("pytorch-bf16", "pytorch")]
+    pairs += [("tinylm-q8_0", "tinylm"), ("tinylm-q8_0", "tinylm-bf16"), ("tinylm-q8_0", "pytorch-bf16")]
     for a, b in pairs:
         if a not in tps or b not in tps:
             continue

@@ -7,7 +7,7 @@
 Starts the server on a free port (default environment: no OMP_WAIT_POLICY), then, in interleaved rounds, sends
 `--requests` chat requests (sampling at temperature 0.8, one seed each, `--max-tokens` new tokens, no stop) with
 1 and with 4 client threads. Each round gives requests/s and completion tokens/s over its wall time; the medians
-over rounds are printed with the per-round values and written as JSON to --out. `--precisions f32 bf16` starts
+over rounds are printed with the per-round values and written as JSON to --out. `--precisions f32 bf16 q8_0` starts
 one server per decoding precision (`tinylm serve --precision`) and interleaves them in every round. Standard library
 only.
 """
@@ -76,7 +76,7 @@ def main():
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--clients", type=int, nargs="+", default=[1, 4])
-    p.add_argument("--precisions", nargs="+", default=["f32"], choices=["f32", "bf16"],
+    p.add_argument("--precisions", nargs="+", default=["f32"], choices=["f32", "bf16", "q8_0"],
                    help="one server per decoding precision (tinylm serve --precision), interleaved")
     p.add_argument("--out", default="")
     a = p.parse_args()

@@ -16,7 +16,9 @@
 #include <boost/mpl/list.hpp>
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <span>
 #include <vector>
@@ -241,6 +243,124 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(bf16_decoding_weights_serve_one_row_products, B, f
     BOOST_TEST(product(w, 0, rows, 1) == f32_all);
     BOOST_TEST(product(w, 10, 100, 1) == f32_mid);
     BOOST_TEST(worst_against_f64(f32_all, w, 0, false) < f32_tolerance);
+}
+
+// q8_0 copies: rows of 80 weights (blocks of 32, 32 and 16), products reading 75 of them (the last block in part).
+BOOST_AUTO_TEST_CASE_TEMPLATE(q8_0_decoding_weights_serve_one_row_products, B, fast_backends) {
+    const index_t rows = 150, cols = 80, blocks = 3;
+    auto w = random_tensor<float>({rows, cols}, 41);
+    const auto x = random_tensor<float>({3, cols}, 43);
+    w.data[5] = 0.0f;
+    for (index_t p = 32; p < 64; ++p) // an all-zero block: scale 0
+        w.data[std::size_t(7 * cols + p)] = 0.0f;
+    struct entry {
+        tensor_view<float> value;
+    };
+    const std::vector<entry> entries{{{w.data.data(), {rows, cols}}}};
+    // c = x B^T over `n` weight rows from row `row0`, columns [col0, col0 + k), `m` rows of x.
+    auto product = [&](index_t row0, index_t col0, index_t n, index_t k, index_t m) {
+        std::vector<float> c(std::size_t(m * n), 0.0f);
+        B::gemm(gemm_args<float>{.trans_b = true,
+                                 .m = m,
+                                 .n = n,
+                                 .k = k,
+                                 .a = x.data.data(),
+                                 .lda = cols,
+                                 .b = w.data.data() + row0 * cols + col0,
+                                 .ldb = cols,
+                                 .c = c.data(),
+                                 .ldc = n});
+        return c;
+    };
+    // q8_0 by its definition: d = max |w| / 127 over a row's block of 32, codes round(w / d).
+    std::vector<double> dequantized(w.data.size());
+    for (index_t r = 0; r < rows; ++r)
+        for (index_t b = 0; b < blocks; ++b) {
+            const index_t p0 = r * cols + b * 32, p1 = r * cols + std::min(cols, (b + 1) * 32);
+            double largest = 0;
+            for (index_t p = p0; p < p1; ++p)
+                largest = std::max(largest, std::abs(double(w.data[std::size_t(p)])));
+            const double d = largest / 127;
+            for (index_t p = p0; p < p1; ++p)
+                dequantized[std::size_t(p)] = d == 0 ? 0.0 : d * std::round(double(w.data[std::size_t(p)]) / d);
+        }
+    auto worst_against_f64 = [&](const std::vector<float>& c, index_t row0, index_t col0, index_t k, bool q8) {
+        double worst = 0, scale = 0;
+        for (index_t j = 0; j < index_t(c.size()); ++j) {
+            double s = 0;
+            for (index_t p = 0; p < k; ++p) {
+                const std::size_t at = std::size_t((row0 + j) * cols + col0 + p);
+                s += double(x.data[std::size_t(p)]) * (q8 ? dequantized[at] : double(w.data[at]));
+            }
+            worst = std::max(worst, std::abs(double(c[std::size_t(j)]) - s));
+            scale = std::max(scale, std::abs(s));
+        }
+        return worst / scale;
+    };
+    const std::vector<float> f32_all = product(0, 0, rows, 75, 1);
+    std::vector<float> f32_three[2], f32_unaligned[2]; // [avx2]: the baseline copy sums in another order
+    for (const bool avx2 : {false, true}) {
+        detail::allow_avx2_clones = avx2;
+        f32_three[avx2] = product(0, 0, rows, 75, 3), f32_unaligned[avx2] = product(0, 5, rows, 40, 1);
+    }
+    detail::allow_avx2_clones = true;
+    BOOST_CHECK_THROW(decoding_weights(entries, decoding_format::f32), std::runtime_error);
+    BOOST_CHECK_THROW(parse_decoding_format("q4_0"), std::runtime_error);
+    BOOST_TEST((parse_decoding_format("q8_0") == decoding_format::q8_0));
+    {
+        const decoding_weights copies(entries, decoding_format::q8_0);
+        BOOST_TEST(copies.tensors() == 1u);
+        BOOST_TEST(copies.bytes() == std::size_t(rows * cols + rows * blocks * 4));
+        BOOST_CHECK_THROW(bf16_decoding_weights{entries}, std::runtime_error); // the same weights again
+        // The copy's layout: codes element for element, a scale per block, |w - d q| <= d / 2, max |q| = 127.
+        const detail::decoding_copy whole = detail::decoding_copy_of(w.data.data(), rows, cols, cols);
+        BOOST_REQUIRE((whole.format == decoding_format::q8_0));
+        BOOST_TEST(whole.scales_ld == blocks);
+        const auto* codes = static_cast<const std::int8_t*>(whole.data);
+        BOOST_TEST(whole.scales[7 * blocks + 1] == 0.0f);
+        for (index_t r = 0; r < rows; ++r)
+            for (index_t b = 0; b < blocks; ++b) {
+                const float d = whole.scales[r * blocks + b];
+                int largest = 0;
+                for (index_t p = r * cols + b * 32; p < r * cols + std::min(cols, (b + 1) * 32); ++p) {
+                    largest = std::max(largest, std::abs(int(codes[p])));
+                    BOOST_TEST(std::abs(double(w.data[std::size_t(p)]) - double(d) * codes[p]) <= 0.5001 * d);
+                }
+                BOOST_TEST(largest == (d == 0.0f ? 0 : 127));
+            }
+        for (const int isa : {512, 2, 0}) { // the AVX-512 kernel (where the CPU has it), AVX2, generic
+            const bool avx2 = isa > 0;
+            detail::allow_avx2_clones = avx2, detail::allow_avx512_clones = isa == 512;
+            const std::vector<float> all = product(0, 0, rows, 75, 1);
+            BOOST_TEST(worst_against_f64(all, 0, 0, 75, true) < f32_tolerance, B::name << " isa=" << isa);
+            BOOST_TEST(worst_against_f64(all, 0, 0, 75, false) > 10 * f32_tolerance); // it did read q8_0
+            BOOST_TEST(worst_against_f64(product(10, 0, 100, 75, 1), 10, 0, 75, true) < f32_tolerance);
+            BOOST_TEST(worst_against_f64(product(0, 32, rows, 48, 1), 0, 32, 48, true) < f32_tolerance); // block 1 on
+            BOOST_TEST(worst_against_f64(product(3, 64, 1, 16, 1), 3, 64, 16, true) < f32_tolerance);    // one row
+            BOOST_TEST(product(0, 5, rows, 40, 1) == f32_unaligned[avx2]); // not at a block: the f32 weights
+            BOOST_TEST(product(0, 0, rows, 75, 3) == f32_three[avx2]);     // several rows: the f32 weights
+        }
+        detail::allow_avx2_clones = detail::allow_avx512_clones = true;
+        // In a group (q, k, v of one token): what each product gives alone.
+        std::vector<float> c0(static_cast<std::size_t>(rows)), c1(100);
+        auto one_row = [&](index_t row0, index_t n, float* c) {
+            return gemm_args<float>{.trans_b = true,
+                                    .m = 1,
+                                    .n = n,
+                                    .k = 75,
+                                    .a = x.data.data(),
+                                    .lda = cols,
+                                    .b = w.data.data() + row0 * cols,
+                                    .ldb = cols,
+                                    .c = c,
+                                    .ldc = n};
+        };
+        const std::vector<gemm_args<float>> group{one_row(0, rows, c0.data()), one_row(10, 100, c1.data())};
+        gemm_each<B, float>(std::span<const gemm_args<float>>(group));
+        BOOST_TEST(c0 == product(0, 0, rows, 75, 1));
+        BOOST_TEST(c1 == product(10, 0, 100, 75, 1));
+    }
+    BOOST_TEST(product(0, 0, rows, 75, 1) == f32_all); // the copies gone: f32 again, bit for bit
 }
 
 BOOST_AUTO_TEST_CASE_TEMPLATE(linear_matches_reference, B, fast_backends) {

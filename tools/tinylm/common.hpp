@@ -46,10 +46,12 @@ inline void add_model_options(CLI::App& app, model_flags& m) {
 // --precision, for the commands that decode one sequence at a time (generate, chat, serve).
 inline void add_decoding_precision_option(CLI::App& app, model_flags& m) {
     app.add_option("--precision", m.precision,
-                   "the weights each decoding step reads: f32, or bf16 copies (half the bytes a token: faster where "
-                   "decoding is bound by memory, any CPU; +half the weights' memory; prompts still read f32; "
-                   "docs/precision.md)")
-        ->check(CLI::IsMember({"f32", "bf16"}));
+                   "the weights each decoding step reads: f32; bf16 copies (half the bytes a token: faster where "
+                   "decoding is bound by memory, any CPU; +half the weights' memory); or q8_0 copies (8-bit codes, "
+                   "a scale per 32 weights: about a quarter of the bytes, +0.28x the weights' memory). Prompts "
+                   "still read f32 (docs/precision.md)")
+        ->check(CLI::IsMember({"f32", "bf16", "q8_0"}))
+        ->capture_default_str();
 }
 
 // Sampling settings given on the command line; the rest come from the model's generation_config.json.

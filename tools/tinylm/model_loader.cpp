@@ -13,16 +13,17 @@ std::unique_ptr<tl::text_model> open_model(const model_flags& flags) {
     const fs::path &model = flags.model, &adapter = flags.adapter;
     const auto start = std::chrono::steady_clock::now();
     std::unique_ptr<tl::text_model> m = tl::load_text_model(model, adapter);
-    const std::size_t bf16_bytes = m->use_bf16_decoding(flags.precision == "bf16");
+    const tl::decoding_format format = tl::parse_decoding_format(flags.precision);
+    const std::size_t copy_bytes = m->use_decoding_weights(format);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const tl::model_config& c = m->config();
     std::fprintf(stderr, "loaded %s: %s, %.1fM parameters, %d layers, context %d, vocabulary %d (%.1f s)%s%s\n",
                  model.string().c_str(), tl::hf_architecture(c).c_str(), double(m->parameter_count()) / 1e6,
                  int(c.n_layers), int(c.max_seq_len), int(c.vocab_size), seconds,
                  adapter.empty() ? "" : "; adapter: ", adapter.empty() ? "" : m->adapter().summary().c_str());
-    if (bf16_bytes > 0)
-        std::fprintf(stderr, "decoding reads bf16 copies of the weights (%.1f MiB more memory; prompts read f32)\n",
-                     double(bf16_bytes) / (1 << 20));
+    if (copy_bytes > 0)
+        std::fprintf(stderr, "decoding reads %s copies of the weights (%.1f MiB more memory; prompts read f32)\n",
+                     tl::to_string(format), double(copy_bytes) / (1 << 20));
     return m;
 }
 

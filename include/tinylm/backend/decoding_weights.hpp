@@ -1,20 +1,25 @@
-// tinylm/backend/decoding_weights.hpp: bf16 copies of a model's weights for decoding (docs/precision.md,
-// "Decoding with bf16 weights").
+// tinylm/backend/decoding_weights.hpp: bf16 or q8_0 copies of a model's weights for decoding (docs/precision.md,
+// "Decoding with bf16 weights", "Decoding with q8_0 weights").
 //
 // Decoding one token reads every weight matrix once (backend/gemv.hpp), so its speed is the memory bandwidth:
-// bf16 copies halve the bytes a token reads. While a bf16_decoding_weights lives, every one-row product (m = 1,
-// the gemv path of onednn_cpu and eigen_cpu) whose weight lies inside one of the tensors it copied reads the copy
-// instead, widened to f32 exactly (the products and sums stay f32, as llama.cpp's bf16 files compute). Every
-// other product (a prompt's prefill, training, batched decoding of several rows) reads the f32 weights, so a
-// prompt's first token comes from the f32 model and the rest from the bf16 one.
+// smaller copies of the weights mean fewer bytes a token. While a decoding_weights lives, every one-row product
+// (m = 1, the gemv path of onednn_cpu and eigen_cpu) whose weight lies inside one of the tensors it copied reads
+// the copy instead, widened to f32 (the products and sums stay f32). Every other product (a prompt's prefill,
+// training, batched decoding of several rows) reads the f32 weights, so a prompt's first token comes from the f32
+// model and the rest from the copy.
+//   bf16  2 bytes a weight, rounded to nearest even; widening is exact (a shift): any CPU gains.
+//   q8_0  1 byte a weight plus an f32 scale per 32 consecutive weights of a row (1.125 bytes): each block is
+//         rounded to round(w / d) with d = max |w| / 127, as llama.cpp's q8_0 (whose scale is f16). The
+//         activations stay f32 (llama.cpp rounds them to 8 bits too).
 //
-//   tl::bf16_decoding_weights bf16(model.parameter_entries()); // the 2-D weights: half their f32 size more memory
-//   tl::generate(model, prompt, options);                      // its decoding steps read the copies
+//   tl::decoding_weights copies(model.parameter_entries(), tl::decoding_format::q8_0); // after loading
+//   tl::generate(model, prompt, options);                                            // its steps read the copies
 //
 // The copies are a snapshot: the weights must not change while the object lives (no training, loading or
-// merging of adapters: make it after them; `tinylm generate|chat|serve --precision bf16` does). Any CPU gains:
-// widening bf16 is a shift, no AVX-512 BF16 needed. Copies of several models may live at once; they are found
-// by address, through a registry read under a shared lock once per product (and not at all while none lives).
+// merging of adapters: make it after them; `tinylm generate|chat|serve --precision bf16|q8_0` does). Copies of
+// several models may live at once; they are found by address, through a registry read under a shared lock once
+// per product (and not at all while none lives). A q8_0 copy serves a product whose rows start at a block (its
+// first weight a multiple of 32 from a row's start, with the tensor's row stride); any other reads f32.
 #pragma once
 
 #include <tinylm/core/dtype.hpp>
@@ -23,22 +28,51 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <ranges>
 #include <shared_mutex>
+#include <string>
 #include <vector>
 
 namespace tl {
 
+// What a decoding step reads: the f32 weights, or copies (above).
+enum class decoding_format { f32, bf16, q8_0 };
+
+inline const char* to_string(decoding_format f) {
+    return f == decoding_format::bf16 ? "bf16" : (f == decoding_format::q8_0 ? "q8_0" : "f32");
+}
+inline decoding_format parse_decoding_format(const std::string& name) {
+    for (const decoding_format f : {decoding_format::f32, decoding_format::bf16, decoding_format::q8_0})
+        if (name == to_string(f)) return f;
+    throw error("unknown decoding precision '" + name + "': f32, bf16 or q8_0");
+}
+
 namespace detail {
 
-// The f32 range [begin, end) of one weight and its bf16 copy, element for element (same offsets, same strides).
+inline constexpr index_t q8_block = 32; // weights per q8_0 scale, along a row
+
+// The f32 range [begin, end) of one weight (`cols` to a row) and its copy, element for element (same offsets,
+// same strides); q8_0's scales: (rows, ceil(cols / 32)).
 struct decoding_copy_region {
     const float *begin, *end;
-    const std::uint16_t* copy;
+    index_t cols;
+    decoding_format format;
+    const void* copy;
+    const float* scales;
+};
+
+// What a product reads instead of its f32 weights: the copy of its first weight (uint16 for bf16, int8 for q8_0),
+// same strides; for q8_0 the scale of its first block and the scales' row stride. format f32: no copy.
+struct decoding_copy {
+    decoding_format format = decoding_format::f32;
+    const void* data = nullptr;
+    const float* scales = nullptr;
+    index_t scales_ld = 0;
 };
 
 struct decoding_copy_registry {
@@ -52,41 +86,82 @@ inline decoding_copy_registry& decoding_copies() {
     return r;
 }
 
-// The bf16 copy of the f32 elements [first, last] when one registered weight holds them all, else nullptr.
-inline const std::uint16_t* decoding_copy_of(const float* first, const float* last) {
+// The copy serving a product that reads `rows` rows of `k` f32 weights from `first`, `ld` apart, when one
+// registered weight holds them all (and, for q8_0, each row starts at a block of one of its rows); else format f32.
+inline decoding_copy decoding_copy_of(const float* first, index_t rows, index_t k, index_t ld) {
     decoding_copy_registry& r = decoding_copies();
-    if (r.count.load(std::memory_order_acquire) == 0) return nullptr;
+    if (r.count.load(std::memory_order_acquire) == 0 || rows <= 0 || k <= 0) return {};
+    const float* last = first + (rows - 1) * ld + (k - 1);
     std::shared_lock lock(r.mutex);
     // The last region that begins at or before `first`.
     auto it = std::upper_bound(r.regions.begin(), r.regions.end(), first, [](const float* p, const auto& region) {
         return std::less<const float*>{}(p, region.begin);
     });
-    if (it == r.regions.begin()) return nullptr;
+    if (it == r.regions.begin()) return {};
     --it;
-    if (!std::less<const float*>{}(last, it->end)) return nullptr;
-    return it->copy + (first - it->begin);
+    if (!std::less<const float*>{}(last, it->end)) return {};
+    const index_t offset = first - it->begin;
+    if (it->format == decoding_format::bf16)
+        return {.format = it->format, .data = static_cast<const std::uint16_t*>(it->copy) + offset};
+    const index_t row = offset / it->cols, col = offset % it->cols, blocks = (it->cols + q8_block - 1) / q8_block;
+    if (col % q8_block != 0 || col + k > it->cols || (rows > 1 && ld != it->cols)) return {};
+    return {.format = it->format,
+            .data = static_cast<const std::int8_t*>(it->copy) + offset,
+            .scales = it->scales + row * blocks + col / q8_block,
+            .scales_ld = blocks};
+}
+
+// q8_0 of one (rows, cols) weight: codes element for element, a scale per block of 32 along each row.
+inline void quantize_q8_0(const float* w, index_t rows, index_t cols, std::int8_t* codes, float* scales) {
+    const index_t blocks = (cols + q8_block - 1) / q8_block;
+#pragma omp parallel for schedule(static) if (rows * cols >= (index_t(1) << 20))
+    for (index_t r = 0; r < rows; ++r)
+        for (index_t b = 0; b < blocks; ++b) {
+            const index_t p0 = r * cols + b * q8_block, p1 = r * cols + std::min(cols, (b + 1) * q8_block);
+            float largest = 0;
+            for (index_t p = p0; p < p1; ++p)
+                largest = std::max(largest, std::abs(w[p]));
+            const float d = largest / 127.0f, inverse = d != 0.0f ? 1.0f / d : 0.0f;
+            scales[r * blocks + b] = d;
+            for (index_t p = p0; p < p1; ++p)
+                codes[p] = static_cast<std::int8_t>(std::lround(w[p] * inverse));
+        }
 }
 
 } // namespace detail
 
-class bf16_decoding_weights {
+class decoding_weights {
 public:
     // Copies every 2-D parameter (projections, experts, the embedding, which a tied head reads, and the head) of
-    // `entries`: a model's parameter_entries() (model/parameter.hpp), or any range of items with a
-    // tensor_view<float> `value`.
+    // `entries` in `format` (bf16 or q8_0): a model's parameter_entries() (model/parameter.hpp), or any range of
+    // items with a tensor_view<float> `value`.
     template <std::ranges::input_range Entries>
-    explicit bf16_decoding_weights(const Entries& entries) {
+    decoding_weights(const Entries& entries, decoding_format format) : format_(format) {
+        check(format != decoding_format::f32, "decoding_weights: f32 needs no copies (bf16 or q8_0)");
         for (const auto& e : entries) {
             if (e.value.data == nullptr || e.value.shape.rank != 2 || e.value.numel() == 0) continue; // NF4: none
-            const index_t n = e.value.numel();
-            auto copy = std::make_unique<std::uint16_t[]>(std::size_t(n));
+            const index_t n = e.value.numel(), rows = e.value.shape[0], cols = e.value.shape[1];
             const float* w = e.value.data;
+            detail::decoding_copy_region region{w, w + n, cols, format, nullptr, nullptr};
+            if (format == decoding_format::bf16) {
+                auto copy = std::make_unique<std::uint16_t[]>(std::size_t(n));
 #pragma omp parallel for schedule(static) if (n >= (index_t(1) << 20))
-            for (index_t i = 0; i < n; ++i)
-                copy[std::size_t(i)] = bf16::round_to_bf16(w[i]);
-            regions_.push_back({w, w + n, copy.get()});
-            copies_.push_back(std::move(copy));
-            bytes_ += std::size_t(n) * sizeof(std::uint16_t);
+                for (index_t i = 0; i < n; ++i)
+                    copy[std::size_t(i)] = bf16::round_to_bf16(w[i]);
+                region.copy = copy.get();
+                bytes_ += std::size_t(n) * sizeof(std::uint16_t);
+                bf16_.push_back(std::move(copy));
+            } else {
+                const index_t scale_count = rows * ((cols + detail::q8_block - 1) / detail::q8_block);
+                auto codes = std::make_unique<std::int8_t[]>(std::size_t(n));
+                auto scales = std::make_unique<float[]>(std::size_t(scale_count));
+                detail::quantize_q8_0(w, rows, cols, codes.get(), scales.get());
+                region.copy = codes.get(), region.scales = scales.get();
+                bytes_ += std::size_t(n) + std::size_t(scale_count) * sizeof(float);
+                q8_.push_back(std::move(codes));
+                scales_.push_back(std::move(scales));
+            }
+            regions_.push_back(region);
         }
         detail::decoding_copy_registry& r = detail::decoding_copies();
         std::unique_lock lock(r.mutex);
@@ -94,13 +169,13 @@ public:
             for (const detail::decoding_copy_region& other : r.regions)
                 check(!std::less<const float*>{}(mine.begin, other.end) ||
                           !std::less<const float*>{}(other.begin, mine.end),
-                      "bf16_decoding_weights: these weights already have bf16 copies (one object per model)");
+                      "decoding_weights: these weights already have decoding copies (one object per model)");
         r.regions.insert(r.regions.end(), regions_.begin(), regions_.end());
         std::sort(r.regions.begin(), r.regions.end(),
                   [](const auto& a, const auto& b) { return std::less<const float*>{}(a.begin, b.begin); });
         r.count.store(r.regions.size(), std::memory_order_release);
     }
-    ~bf16_decoding_weights() {
+    ~decoding_weights() {
         detail::decoding_copy_registry& r = detail::decoding_copies();
         std::unique_lock lock(r.mutex);
         std::erase_if(r.regions, [&](const detail::decoding_copy_region& region) {
@@ -109,16 +184,27 @@ public:
         });
         r.count.store(r.regions.size(), std::memory_order_release);
     }
-    bf16_decoding_weights(const bf16_decoding_weights&) = delete;
-    bf16_decoding_weights& operator=(const bf16_decoding_weights&) = delete;
+    decoding_weights(const decoding_weights&) = delete;
+    decoding_weights& operator=(const decoding_weights&) = delete;
 
+    decoding_format format() const { return format_; }
     std::size_t bytes() const { return bytes_; } // the copies' memory
-    std::size_t tensors() const { return copies_.size(); }
+    std::size_t tensors() const { return regions_.size(); }
 
 private:
-    std::vector<std::unique_ptr<std::uint16_t[]>> copies_;
+    decoding_format format_;
+    std::vector<std::unique_ptr<std::uint16_t[]>> bf16_;
+    std::vector<std::unique_ptr<std::int8_t[]>> q8_;
+    std::vector<std::unique_ptr<float[]>> scales_;
     std::vector<detail::decoding_copy_region> regions_;
     std::size_t bytes_ = 0;
+};
+
+// bf16 copies (the first format; kept as its own name).
+class bf16_decoding_weights : public decoding_weights {
+public:
+    template <std::ranges::input_range Entries>
+    explicit bf16_decoding_weights(const Entries& entries) : decoding_weights(entries, decoding_format::bf16) {}
 };
 
 } // namespace tl

@@ -8,11 +8,13 @@
 // copy chosen at run time (core/simd.hpp). Sums run in a different order than the GEMM's: results agree to
 // float rounding, not bit for bit. Products that share their input (q, k, v; gate, up) can be run together,
 // in one parallel region (gemv_nt_group, the backends' gemm_group), with the same results. Weights with a bf16
-// copy (a live bf16_decoding_weights: decoding_weights.hpp) are read from the copy: half the bytes.
+// or q8_0 copy (a live decoding_weights: decoding_weights.hpp) are read from the copy: half the bytes, or about a
+// quarter (q8_0's kernels: gemv_q8.hpp).
 #pragma once
 
 #include <tinylm/backend/backend.hpp>
 #include <tinylm/backend/decoding_weights.hpp>
+#include <tinylm/backend/gemv_q8.hpp>
 #include <tinylm/core/simd.hpp>
 
 #include <algorithm>
@@ -68,10 +70,8 @@ void gemv_nt_rows(const gemm_args<float>& g, const W* b, index_t j0, index_t j1)
     }
 }
 
-// The bf16 copy of g's weights (decoding_weights.hpp), or nullptr: read the f32 ones.
-inline const std::uint16_t* gemv_bf16_weights(const gemm_args<float>& g) {
-    return decoding_copy_of(g.b, g.b + (g.n - 1) * g.ldb + (g.k - 1));
-}
+// The copy of g's weights that a product reads (decoding_weights.hpp); format f32: none, read g.b.
+inline decoding_copy gemv_weights_copy(const gemm_args<float>& g) { return decoding_copy_of(g.b, g.n, g.k, g.ldb); }
 #ifdef TINYLM_AVX512_CLONES
 // gemv_nt_rows for bf16 weights with AVX-512: at half the bytes of f32, widening one by one (vpmovzxwd, then a
 // shift) bounds the loop, not memory (docs/precision.md, "Decoding with bf16 weights"). A 32-bit lane of 32
@@ -103,24 +103,15 @@ TINYLM_GEMV_AVX512 void gemv_bf16_rows_avx512(const gemm_args<float>& g, const s
         }
     }
     for (int r = 0; r < R; ++r) {
-        const __m256 half =
-            _mm256_add_ps(_mm512_maskz_extractf32x8_ps(0xff, s[r], 0), _mm512_maskz_extractf32x8_ps(0xff, s[r], 1));
-        __m128 quarter = _mm_add_ps(_mm256_castps256_ps128(half), _mm256_extractf128_ps(half, 1));
-        quarter = _mm_hadd_ps(quarter, quarter);
-        float t = _mm_cvtss_f32(_mm_hadd_ps(quarter, quarter));
+        float t = gemv_sum_avx512(s[r]);
         const std::uint16_t* row = b + (j + r) * ldb;
         for (index_t p = full; p < k; ++p)
             t += a[p] * widen(row[p]);
         g.c[j + r] = g.alpha * t + (g.beta == 0.0f ? 0.0f : g.beta * g.c[j + r]);
     }
 }
-TINYLM_GEMV_AVX512 inline void gemv_nt_rows_bf16_avx512(const gemm_args<float>& g, const std::uint16_t* b, index_t j0,
-                                                        index_t j1) {
-    index_t j = j0;
-    for (; j + 4 <= j1; j += 4)
-        gemv_bf16_rows_avx512<4>(g, b, j);
-    for (; j < j1; ++j)
-        gemv_bf16_rows_avx512<1>(g, b, j);
+inline void gemv_nt_rows_bf16_avx512(const gemm_args<float>& g, const std::uint16_t* b, index_t j0, index_t j1) {
+    by_four_rows(j0, j1, [&](index_t j, auto rows) { gemv_bf16_rows_avx512<decltype(rows)::value>(g, b, j); });
 }
 #undef TINYLM_GEMV_AVX512
 #endif
@@ -149,28 +140,23 @@ TINYLM_GEMV_AVX2 void gemv_bf16_rows_avx2(const gemm_args<float>& g, const std::
         }
     }
     for (int r = 0; r < R; ++r) {
-        __m128 quarter = _mm_add_ps(_mm256_castps256_ps128(s[r]), _mm256_extractf128_ps(s[r], 1));
-        quarter = _mm_hadd_ps(quarter, quarter);
-        float t = _mm_cvtss_f32(_mm_hadd_ps(quarter, quarter));
+        float t = gemv_sum_avx2(s[r]);
         const std::uint16_t* row = b + (j + r) * ldb;
         for (index_t p = full; p < k; ++p)
             t += a[p] * widen(row[p]);
         g.c[j + r] = g.alpha * t + (g.beta == 0.0f ? 0.0f : g.beta * g.c[j + r]);
     }
 }
-TINYLM_GEMV_AVX2 inline void gemv_nt_rows_bf16_avx2(const gemm_args<float>& g, const std::uint16_t* b, index_t j0,
-                                                    index_t j1) {
-    index_t j = j0;
-    for (; j + 4 <= j1; j += 4)
-        gemv_bf16_rows_avx2<4>(g, b, j);
-    for (; j < j1; ++j)
-        gemv_bf16_rows_avx2<1>(g, b, j);
+inline void gemv_nt_rows_bf16_avx2(const gemm_args<float>& g, const std::uint16_t* b, index_t j0, index_t j1) {
+    by_four_rows(j0, j1, [&](index_t j, auto rows) { gemv_bf16_rows_avx2<decltype(rows)::value>(g, b, j); });
 }
 #undef TINYLM_GEMV_AVX2
 #endif
-// The rows [j0, j1) of c from the weights g reads: its own, or their bf16 copy `b16` when it has one.
-inline void gemv_nt_weights_rows(const gemm_args<float>& g, const std::uint16_t* b16, index_t j0, index_t j1) {
-    if (!b16) return gemv_nt_rows<float>(g, g.b, j0, j1);
+// The rows [j0, j1) of c from the weights g reads: its own, or their copy `w` when it has one.
+inline void gemv_nt_weights_rows(const gemm_args<float>& g, const decoding_copy& w, index_t j0, index_t j1) {
+    if (w.format == decoding_format::f32) return gemv_nt_rows<float>(g, g.b, j0, j1);
+    if (w.format == decoding_format::q8_0) return gemv_nt_rows_q8(g, w, j0, j1);
+    const auto* b16 = static_cast<const std::uint16_t*>(w.data);
 #ifdef TINYLM_AVX512_CLONES
     if (avx512_clones_active()) return gemv_nt_rows_bf16_avx512(g, b16, j0, j1);
 #endif
@@ -184,8 +170,8 @@ inline constexpr index_t gemv_grain = 64;        // rows of c per parallel block
 inline constexpr std::size_t max_gemv_group = 8; // products in one region (q, k, v; gate, up)
 
 inline void gemv_nt(const gemm_args<float>& g) {
-    const std::uint16_t* b16 = gemv_bf16_weights(g);
-    parallel_ranges(g.n, gemv_grain, [&g, b16](index_t j0, index_t j1) { gemv_nt_weights_rows(g, b16, j0, j1); });
+    const decoding_copy w = gemv_weights_copy(g);
+    parallel_ranges(g.n, gemv_grain, [&g, &w](index_t j0, index_t j1) { gemv_nt_weights_rows(g, w, j0, j1); });
 }
 
 // Several independent products (as q, k and v of one token): the 64-row blocks of all of them spread over the
@@ -197,19 +183,19 @@ inline void gemv_nt_group(std::span<const gemm_args<float>> gs) {
         return;
     }
     index_t blocks = 0;
-    std::array<const std::uint16_t*, max_gemv_group> b16{};
+    std::array<decoding_copy, max_gemv_group> copies{};
     for (std::size_t i = 0; i < gs.size(); ++i) {
         blocks += (gs[i].n + gemv_grain - 1) / gemv_grain;
-        b16[i] = gemv_bf16_weights(gs[i]);
+        copies[i] = gemv_weights_copy(gs[i]);
     }
-    parallel_ranges(blocks, 1, [gs, &b16](index_t b0, index_t b1) {
+    parallel_ranges(blocks, 1, [gs, &copies](index_t b0, index_t b1) {
         index_t first = 0; // the first block of product i
         for (std::size_t i = 0; i < gs.size(); ++i) {
             const gemm_args<float>& g = gs[i];
             const index_t count = (g.n + gemv_grain - 1) / gemv_grain;
             for (index_t b = std::max(b0, first); b < std::min(b1, first + count); ++b) {
                 const index_t j0 = (b - first) * gemv_grain;
-                gemv_nt_weights_rows(g, b16[i], j0, std::min(g.n, j0 + gemv_grain));
+                gemv_nt_weights_rows(g, copies[i], j0, std::min(g.n, j0 + gemv_grain));
             }
             first += count;
         }

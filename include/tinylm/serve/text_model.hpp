@@ -47,10 +47,10 @@ public:
     // options' seed + r.
     virtual std::vector<text_completion> complete_batch(std::span<const token_t> prompt, int count,
                                                         const text_generation_options& options) const = 0;
-    // true: from now on the one-row decoding steps (complete) read bf16 copies of the weights, half the bytes
-    // (backend/decoding_weights.hpp; prompts and complete_batch's rows still read f32); false: f32 again.
-    // Returns the copies' bytes.
-    virtual std::size_t use_bf16_decoding(bool on) = 0;
+    // From now on the one-row decoding steps (complete) read copies of the weights in `format`: bf16 (half the
+    // bytes), q8_0 (about a quarter) or f32 (the weights themselves, no copies) (backend/decoding_weights.hpp;
+    // prompts and complete_batch's rows still read f32). Returns the copies' bytes.
+    virtual std::size_t use_decoding_weights(decoding_format format) = 0;
 
     const hf_folder& folder() const { return folder_; }
     const tl::tokenizer& tokenizer() const { return *folder_.tokenizer; }
@@ -118,15 +118,15 @@ public:
                                                 const text_generation_options& options) const override {
         return generate_text_batch(*model_, tokenizer(), prompt, count, options);
     }
-    std::size_t use_bf16_decoding(bool on) override {
-        bf16_.reset();
-        if (on) bf16_.emplace(model_->parameter_entries());
-        return bf16_ ? bf16_->bytes() : 0;
+    std::size_t use_decoding_weights(decoding_format format) override {
+        copies_.reset();
+        if (format != decoding_format::f32) copies_.emplace(model_->parameter_entries(), format);
+        return copies_ ? copies_->bytes() : 0;
     }
 
 private:
     std::unique_ptr<Model> model_;
-    std::optional<bf16_decoding_weights> bf16_; // after model_: gone before the weights it copied
+    std::optional<decoding_weights> copies_; // after model_: gone before the weights it copied
 };
 } // namespace detail
 

@@ -1,0 +1,169 @@
+// tinylm/backend/gemv_q8.hpp: the one-row products of gemv.hpp for weights read from a q8_0 copy
+// (decoding_weights.hpp): c_j = alpha * sum over the row's blocks of 32 of d_jb * (a . codes_jb) + beta * c_j.
+//
+// The activations stay f32: each block's codes are widened to f32 (sign extension, then a conversion), multiplied
+// by a and summed in f32, and the block's sum is scaled once. A row is summed in the same order whichever call
+// computes it (gemv_nt or a group); the AVX-512, AVX2 and generic copies sum in different orders.
+#pragma once
+
+#include <tinylm/backend/backend.hpp>
+#include <tinylm/backend/decoding_weights.hpp>
+#include <tinylm/core/simd.hpp>
+
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+
+#if defined(TINYLM_AVX512_CLONES) || defined(TINYLM_AVX2_CLONES)
+#include <immintrin.h>
+#endif
+
+namespace tl::detail {
+
+// Row j of the product (the codes and scales of the product's row 0 are w.data, w.scales): the blocks from
+// `from` (a multiple of 32) to k, one weight at a time; `sum` carries what a kernel summed before them.
+inline float gemv_q8_row_rest(const gemm_args<float>& g, const decoding_copy& w, index_t j, index_t from, float sum) {
+    const std::int8_t* row = static_cast<const std::int8_t*>(w.data) + j * g.ldb;
+    const float* d = w.scales + j * w.scales_ld;
+    for (index_t p0 = from; p0 < g.k; p0 += q8_block) {
+        const index_t p1 = std::min(g.k, p0 + q8_block);
+        float s = 0;
+        for (index_t p = p0; p < p1; ++p)
+            s += g.a[p] * float(row[p]);
+        sum += d[p0 / q8_block] * s;
+    }
+    return sum;
+}
+
+// rows(j, R) for the rows [j0, j1) of a product, R = 4 rows at a time (a kernel's rows share the activations'
+// loads), then one: the kernels' drivers here and in gemv.hpp.
+template <class Rows>
+void by_four_rows(index_t j0, index_t j1, Rows rows) {
+    index_t j = j0;
+    for (; j + 4 <= j1; j += 4)
+        rows(j, std::integral_constant<int, 4>{});
+    for (; j < j1; ++j)
+        rows(j, std::integral_constant<int, 1>{});
+}
+
+inline void gemv_q8_store(const gemm_args<float>& g, index_t j, float sum) {
+    g.c[j] = g.alpha * sum + (g.beta == 0.0f ? 0.0f : g.beta * g.c[j]);
+}
+
+// Rows [j0, j1) of c without vector intrinsics (the baseline build, and parallel_ranges' AVX2 copy of it).
+inline void gemv_nt_rows_q8_generic(const gemm_args<float>& g, const decoding_copy& w, index_t j0, index_t j1) {
+    const float* a = g.a;
+    const index_t k = g.k, ldb = g.ldb, full = k - k % q8_block;
+    const auto* codes = static_cast<const std::int8_t*>(w.data);
+    for (index_t j = j0; j < j1; ++j) {
+        const std::int8_t* row = codes + j * ldb;
+        const float* d = w.scales + j * w.scales_ld;
+        float sum = 0;
+        for (index_t p0 = 0; p0 < full; p0 += q8_block) {
+            float s = 0;
+#pragma omp simd reduction(+ : s)
+            for (index_t p = p0; p < p0 + q8_block; ++p)
+                s += a[p] * float(row[p]);
+            sum += d[p0 / q8_block] * s;
+        }
+        gemv_q8_store(g, j, gemv_q8_row_rest(g, w, j, full, sum));
+    }
+}
+
+#ifdef TINYLM_AVX512_CLONES
+#define TINYLM_GEMV_Q8_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")))
+// The sum of a register's 16 floats (also gemv.hpp's bf16 kernel).
+TINYLM_GEMV_Q8_AVX512 inline float gemv_sum_avx512(__m512 v) {
+    // The zero-masking forms: GCC 12 warns about the undefined pass-through of the unmasked ones.
+    const __m256 half =
+        _mm256_add_ps(_mm512_maskz_extractf32x8_ps(0xff, v, 0), _mm512_maskz_extractf32x8_ps(0xff, v, 1));
+    __m128 quarter = _mm_add_ps(_mm256_castps256_ps128(half), _mm256_extractf128_ps(half, 1));
+    quarter = _mm_hadd_ps(quarter, quarter);
+    return _mm_cvtss_f32(_mm_hadd_ps(quarter, quarter));
+}
+// Rows [j, j + R): per block, 2 x 16 codes widened (vpmovsxbd, vcvtdq2ps) against the same 32 activations.
+template <int R>
+TINYLM_GEMV_Q8_AVX512 void gemv_q8_rows_avx512(const gemm_args<float>& g, const decoding_copy& w, index_t j) {
+    const float* a = g.a;
+    const index_t k = g.k, ldb = g.ldb, full = k - k % q8_block;
+    const auto* codes = static_cast<const std::int8_t*>(w.data);
+    __m512 s[R];
+    for (int r = 0; r < R; ++r)
+        s[r] = _mm512_setzero_ps();
+    // The zero-masking forms: GCC 12 warns about the undefined pass-through of the unmasked ones.
+    const __mmask16 all = 0xffff;
+    for (index_t p = 0; p < full; p += q8_block) {
+        const __m512 a0 = _mm512_loadu_ps(a + p), a1 = _mm512_loadu_ps(a + p + 16);
+        for (int r = 0; r < R; ++r) {
+            const std::int8_t* row = codes + (j + r) * ldb + p;
+            const __m128i c0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row));
+            const __m128i c1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 16));
+            const __m512 w0 = _mm512_maskz_cvtepi32_ps(all, _mm512_maskz_cvtepi8_epi32(all, c0));
+            const __m512 w1 = _mm512_maskz_cvtepi32_ps(all, _mm512_maskz_cvtepi8_epi32(all, c1));
+            const __m512 block = _mm512_fmadd_ps(a1, w1, _mm512_mul_ps(a0, w0));
+            s[r] = _mm512_fmadd_ps(block, _mm512_set1_ps(w.scales[(j + r) * w.scales_ld + p / q8_block]), s[r]);
+        }
+    }
+    for (int r = 0; r < R; ++r)
+        gemv_q8_store(g, j + r, gemv_q8_row_rest(g, w, j + r, full, gemv_sum_avx512(s[r])));
+}
+inline void gemv_nt_rows_q8_avx512(const gemm_args<float>& g, const decoding_copy& w, index_t j0, index_t j1) {
+    by_four_rows(j0, j1, [&](index_t j, auto rows) { gemv_q8_rows_avx512<decltype(rows)::value>(g, w, j); });
+}
+#undef TINYLM_GEMV_Q8_AVX512
+#endif
+
+#ifdef TINYLM_AVX2_CLONES
+#define TINYLM_GEMV_Q8_AVX2 __attribute__((target("avx2,fma")))
+// The sum of a register's 8 floats (also gemv.hpp's bf16 kernel).
+TINYLM_GEMV_Q8_AVX2 inline float gemv_sum_avx2(__m256 v) {
+    __m128 quarter = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    quarter = _mm_hadd_ps(quarter, quarter);
+    return _mm_cvtss_f32(_mm_hadd_ps(quarter, quarter));
+}
+// 8 codes as floats. (A function of its own: a lambda would not inherit the target.)
+TINYLM_GEMV_Q8_AVX2 inline __m256 gemv_q8_widen8(const std::int8_t* p) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
+// Rows [j, j + R): per block, 4 x 8 codes widened against the same 32 activations.
+template <int R>
+TINYLM_GEMV_Q8_AVX2 void gemv_q8_rows_avx2(const gemm_args<float>& g, const decoding_copy& w, index_t j) {
+    const float* a = g.a;
+    const index_t k = g.k, ldb = g.ldb, full = k - k % q8_block;
+    const auto* codes = static_cast<const std::int8_t*>(w.data);
+    __m256 s[R];
+    for (int r = 0; r < R; ++r)
+        s[r] = _mm256_setzero_ps();
+    for (index_t p = 0; p < full; p += q8_block) {
+        const __m256 a0 = _mm256_loadu_ps(a + p), a1 = _mm256_loadu_ps(a + p + 8), a2 = _mm256_loadu_ps(a + p + 16),
+                     a3 = _mm256_loadu_ps(a + p + 24);
+        for (int r = 0; r < R; ++r) {
+            const std::int8_t* row = codes + (j + r) * ldb + p;
+            __m256 block = _mm256_mul_ps(a0, gemv_q8_widen8(row));
+            block = _mm256_fmadd_ps(a1, gemv_q8_widen8(row + 8), block);
+            block = _mm256_fmadd_ps(a2, gemv_q8_widen8(row + 16), block);
+            block = _mm256_fmadd_ps(a3, gemv_q8_widen8(row + 24), block);
+            s[r] = _mm256_fmadd_ps(block, _mm256_set1_ps(w.scales[(j + r) * w.scales_ld + p / q8_block]), s[r]);
+        }
+    }
+    for (int r = 0; r < R; ++r)
+        gemv_q8_store(g, j + r, gemv_q8_row_rest(g, w, j + r, full, gemv_sum_avx2(s[r])));
+}
+inline void gemv_nt_rows_q8_avx2(const gemm_args<float>& g, const decoding_copy& w, index_t j0, index_t j1) {
+    by_four_rows(j0, j1, [&](index_t j, auto rows) { gemv_q8_rows_avx2<decltype(rows)::value>(g, w, j); });
+}
+#undef TINYLM_GEMV_Q8_AVX2
+#endif
+
+// Rows [j0, j1) of c from the q8_0 copy `w` of g's weights, with the widest kernel this CPU runs.
+inline void gemv_nt_rows_q8(const gemm_args<float>& g, const decoding_copy& w, index_t j0, index_t j1) {
+#ifdef TINYLM_AVX512_CLONES
+    if (avx512_clones_active()) return gemv_nt_rows_q8_avx512(g, w, j0, j1);
+#endif
+#ifdef TINYLM_AVX2_CLONES
+    if (avx2_clones_active()) return gemv_nt_rows_q8_avx2(g, w, j0, j1);
+#endif
+    gemv_nt_rows_q8_generic(g, w, j0, j1);
+}
+
+} // namespace tl::detail
