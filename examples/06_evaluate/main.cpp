@@ -57,9 +57,10 @@ int main(int argc, char** argv) try {
     std::printf("configuration: %s, %d layers, d_model %d, vocabulary %d (preset: %s)\n",
                 tl::hf_architecture(config).c_str(), config.n_layers, config.d_model, config.vocab_size,
                 preset ? std::string(*preset).c_str() : "none");
-    return tl::with_pretrained(s.model.checkpoint, [&](auto& model) {
-        return recipes::evaluate::run(model, s, tok, s.model.checkpoint.string());
-    });
+    return tl::with_pretrained(
+        s.model.checkpoint,
+        [&](auto& model) { return recipes::evaluate::run(model, s, tok, s.model.checkpoint.string()); },
+        tl::weights_to_load_for_inference);
 } catch (const std::exception& e) {
     return recipes::report_error(e);
 }

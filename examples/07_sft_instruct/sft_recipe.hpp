@@ -336,7 +336,7 @@ int run(recipe_inputs in) {
     const tl::tokenizer& tok = *folder.tokenizer;
     const chat_format fmt = pick_chat_format(folder, in.chat_format);
     const tl::model_config base_config = tl::read_hf_folder_config(in.base); // sizes read at run time
-    auto model = std::make_unique<Model>(base_config, tr.seed);
+    auto model = std::make_unique<Model>(base_config, tl::weights_to_load, tr.seed);
     load_base(*model, in.base);
     tl::check(tr.time <= model->config().max_seq_len, [&] {
         return "recipe: rows of " + std::to_string(tr.time) + " tokens exceed the model's context of " +
@@ -492,7 +492,7 @@ int run(recipe_inputs in) {
     // Save, reload from the files alone, and compare logits on a validation row.
     const std::vector<float> trained_logits = first_row_logits(*model, val_rows);
     fs::path saved;
-    auto reloaded = std::make_unique<Model>(base_config, tr.seed + 7);
+    auto reloaded = std::make_unique<Model>(base_config, tl::weights_to_load, tr.seed + 7);
     if constexpr (lora) {
         saved = in.out / "adapter";
         tl::save_adapter(*model, saved, in.base.string());

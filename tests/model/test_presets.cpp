@@ -1,10 +1,14 @@
 // Every preset instantiates, validates, and has the parameter count its documentation states.
+#include "../support/random.hpp"
+
+#include <tinylm/core/rng.hpp>
 #include <tinylm/model/decoder.hpp>
 #include <tinylm/model/presets.hpp>
 #include <tinylm/model/registry.hpp>
 
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <string>
 #include <string_view>
 #include <tuple>
@@ -32,6 +36,75 @@ BOOST_AUTO_TEST_CASE(decoder_allocates_what_parameter_count_says) {
     BOOST_TEST(total == parameter_count(presets::tiny::value));
     BOOST_TEST(model.parameter_entries().front().name == "model.embed_tokens.weight");
     BOOST_TEST(model.parameter_entries().back().name == "lm_head.weight");
+}
+
+// Initialisation is its definition, stream i for the i-th tensor of the base walk: weight j = init_std x normal
+// number j of counter_rng(seed, i), norms 1. The embedding (64,000 weights) is drawn in blocks, on every thread.
+BOOST_AUTO_TEST_CASE(decoder_initialises_by_its_definition) {
+    model_config c = presets::tiny::value;
+    c.vocab_size = 1000;
+    const decoder<families::llama, eigen_cpu> model(c, 3);
+    std::uint64_t stream = 0;
+    for (const parameter_entry& e : model.parameter_entries()) {
+        counter_rng rng(3, stream++);
+        const bool norm = e.name.find("norm") != std::string::npos;
+        bool same = true;
+        for (const float w : e.value)
+            same = same && w == (norm ? 1.0f : float(rng.normal() * c.init_std));
+        BOOST_TEST(same, e.name);
+    }
+}
+
+namespace {
+struct small_lora {
+    static constexpr lora_config value{.rank = 2, .alpha = 4, .dropout = 0.1f, .targets = lora_all};
+};
+} // namespace
+
+// A model made for a loader (weights_to_load) has its base at zero and its adapter as the same seed makes it.
+BOOST_AUTO_TEST_CASE(a_model_to_load_has_a_zero_base_and_a_seeded_adapter) {
+    const decoder<presets::tiny, eigen_cpu, small_lora> seeded(11);
+    const decoder<presets::tiny, eigen_cpu, small_lora> to_load(presets::tiny::value, weights_to_load, 11);
+    const auto& a = seeded.parameter_entries();
+    const auto& b = to_load.parameter_entries();
+    BOOST_TEST_REQUIRE(a.size() == b.size());
+    int adapters = 0;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        const bool adapter = a[i].group == param_group::adapter;
+        adapters += adapter;
+        bool expected = true;
+        for (index_t j = 0; j < a[i].value.numel(); ++j)
+            expected = expected && b[i].value.data[j] == (adapter ? a[i].value.data[j] : 0.0f);
+        BOOST_TEST(expected, a[i].name);
+    }
+    BOOST_TEST(adapters == 2 * 7 * 2); // A and B of 7 projections in 2 layers
+}
+
+// weights_to_load_for_inference: no gradient memory, the same logits from the same weights, backward refused.
+BOOST_AUTO_TEST_CASE(a_model_for_inference_has_no_gradients_and_refuses_backward) {
+    decoder<presets::tiny, eigen_cpu> trained(5);
+    decoder<presets::tiny, eigen_cpu> inference(presets::tiny::value, weights_to_load_for_inference);
+    const auto& from = trained.parameter_entries();
+    const auto& to = inference.parameter_entries();
+    BOOST_TEST_REQUIRE(from.size() == to.size());
+    for (std::size_t i = 0; i < from.size(); ++i) {
+        BOOST_TEST(!to[i].grad.data, to[i].name);
+        BOOST_TEST(!to[i].trainable, to[i].name);
+        std::copy(from[i].value.begin(), from[i].value.end(), to[i].value.begin());
+    }
+    BOOST_TEST(inference.parameter_arena_bytes() < trained.parameter_arena_bytes() * 6 / 10);
+    const std::vector<token_t> ids{1, 7, 3, 9, 4, 2}, targets{7, 3, 9, 4, 2, 8};
+    const cview<token_t> x{ids.data(), {1, 6}}, y{targets.data(), {1, 6}};
+    test::owned<float> a({1, 6, presets::tiny::value.vocab_size}), b({1, 6, presets::tiny::value.vocab_size});
+    trained.plan(1, 6);
+    inference.plan(1, 6);
+    trained.logits(x, a);
+    inference.logits(x, b);
+    BOOST_TEST(a.data == b.data);
+    BOOST_TEST(inference.loss(x, y) == trained.loss(x, y));
+    BOOST_CHECK_EXCEPTION(inference.backward(), tl::error, [](const tl::error& e) {
+        return std::string(e.what()).find("no gradient memory") != std::string::npos;
+    });
 }
 
 BOOST_AUTO_TEST_CASE(flops_per_token_counts_matmuls_and_attention) {

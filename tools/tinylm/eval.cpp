@@ -34,15 +34,18 @@ void add_eval(CLI::App& app, command& chosen) {
             const recipes::evaluate::settings& s = f->s;
             const tl::tokenizer tok = tl::load_tokenizer_json(
                 (s.model.tokenizer.empty() ? s.model.checkpoint / "tokenizer.json" : s.model.tokenizer).string());
-            return tl::with_pretrained(s.model.checkpoint, [&](auto& model) {
-                std::string name = s.model.checkpoint.string();
-                if (!f->adapter.empty()) {
-                    std::printf("adapter %s: %s\n", f->adapter.c_str(),
-                                tl::merge_adapter(model, f->adapter).summary().c_str());
-                    name += " + " + f->adapter.string();
-                }
-                return recipes::evaluate::run(model, s, tok, name);
-            });
+            return tl::with_pretrained(
+                s.model.checkpoint,
+                [&](auto& model) {
+                    std::string name = s.model.checkpoint.string();
+                    if (!f->adapter.empty()) {
+                        std::printf("adapter %s: %s\n", f->adapter.c_str(),
+                                    tl::merge_adapter(model, f->adapter).summary().c_str());
+                        name += " + " + f->adapter.string();
+                    }
+                    return recipes::evaluate::run(model, s, tok, name);
+                },
+                tl::weights_to_load_for_inference);
         };
     });
 }

@@ -31,12 +31,16 @@ void export_gguf(const fs::path& model, const fs::path& adapter, const std::stri
                  const fs::path& out) {
     const tl::gguf_options options{.type = tl::parse_gguf_type(type), .name = name};
     const tl::hf_folder folder = tl::read_hf_folder(model);
-    tl::with_pretrained(model, [&](auto& m) {
-        if (!adapter.empty())
-            std::fprintf(stderr, "adapter %s: %s\n", adapter.c_str(), tl::merge_adapter(m, adapter).summary().c_str());
-        tl::write_gguf(m, folder, options, out);
-        return 0;
-    });
+    tl::with_pretrained(
+        model,
+        [&](auto& m) {
+            if (!adapter.empty())
+                std::fprintf(stderr, "adapter %s: %s\n", adapter.c_str(),
+                             tl::merge_adapter(m, adapter).summary().c_str());
+            tl::write_gguf(m, folder, options, out);
+            return 0;
+        },
+        tl::weights_to_load_for_inference);
 }
 
 } // namespace tinylm_cli

@@ -3,6 +3,7 @@
 // the family type (model/families.hpp) and the sizes are given at run time.
 //
 //   tl::with_pretrained(dir, [&](auto& model) { ... model.loss(...) ...; return 0; });
+//   tl::with_pretrained(dir, f, tl::weights_to_load_for_inference); // no gradient memory: to decode or evaluate
 //
 // `f` is called with a decoder<families::llama | qwen2 | mixtral, B>&: write it as a generic lambda. Each
 // family is instantiated once in the calling translation unit (three decoders' worth of compile time).
@@ -23,10 +24,10 @@ inline model_config read_hf_folder_config(const fs::path& dir) {
 }
 
 template <Backend B = default_backend, class F>
-decltype(auto) with_pretrained(const fs::path& dir, F&& f) {
+decltype(auto) with_pretrained(const fs::path& dir, F&& f, weights_to_load_t how = weights_to_load) {
     const model_config c = read_hf_folder_config(dir);
     auto load = [&]<class Family>() -> decltype(auto) {
-        auto model = std::make_unique<decoder<Family, B>>(c);
+        auto model = std::make_unique<decoder<Family, B>>(c, how);
         load_pretrained(*model, dir);
         return f(*model);
     };

@@ -1,7 +1,9 @@
 // tinylm/io/safetensors.hpp: read and write the safetensors format (huggingface.co/docs/safetensors):
 //   8 bytes little-endian header length N, N bytes of JSON {"name": {"dtype", "shape", "data_offsets":
 //   [begin, end]}, "__metadata__": {string: string}}, then the raw little-endian tensor bytes.
-// Reading validates everything against the file size and names the file and the tensor in every error.
+// Reading validates everything against the file size and names the file and the tensor in every error. The reader
+// keeps the header; each tensor's bytes are read from the file when asked for, so loading a model needs its
+// parameters' memory and one tensor's bytes, not the file's size again.
 // Writing goes to "<path>.tmp" and is renamed into place, so a crash never leaves a half-written file.
 #pragma once
 
@@ -20,6 +22,7 @@
 #include <map>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace tl {
@@ -69,9 +72,9 @@ public:
         });
         std::string header(header_len, '\0');
         in.read(header.data(), std::streamsize(header_len));
-        data_.resize(size - 8 - header_len);
-        in.read(reinterpret_cast<char*>(data_.data()), std::streamsize(data_.size()));
         check(bool(in), [&] { return "safetensors: error reading " + path_; });
+        data_at_ = 8 + header_len;
+        data_size_ = size - data_at_;
         parse_header(header);
     }
 
@@ -96,8 +99,11 @@ public:
             return "safetensors: tensor '" + name + "' in " + path_ + " has shape " + s.str() + " but " +
                    out.shape.str() + " was expected";
         });
-        const unsigned char* src = data_.data() + t.begin;
         const index_t n = out.numel();
+        if constexpr (std::is_same_v<T, float> && std::endian::native == std::endian::little)
+            if (t.dtype == "F32") return read_bytes(t, reinterpret_cast<unsigned char*>(out.data)); // as stored
+        const std::vector<unsigned char> bytes = read_bytes(t);
+        const unsigned char* src = bytes.data();
         auto convert = [&]<class S>(S) {
             for (index_t i = 0; i < n; ++i) {
                 S v;
@@ -153,10 +159,24 @@ public:
         check(t.dtype == "U8", [&] {
             return "safetensors: tensor '" + name + "' in " + path_ + " has dtype " + t.dtype + ", expected U8";
         });
-        return {data_.begin() + std::ptrdiff_t(t.begin), data_.begin() + std::ptrdiff_t(t.end)};
+        return read_bytes(t);
     }
 
 private:
+    // The bytes of `t`, read from the file into `out` (t.end - t.begin of them).
+    void read_bytes(const safetensors_tensor& t, unsigned char* out) const {
+        std::ifstream in(path_, std::ios::binary);
+        in.seekg(std::streamoff(data_at_ + t.begin));
+        in.read(reinterpret_cast<char*>(out), std::streamsize(t.end - t.begin));
+        check(bool(in),
+              [&] { return "safetensors: error reading " + path_ + " (changed or truncated since opened?)"; });
+    }
+    std::vector<unsigned char> read_bytes(const safetensors_tensor& t) const {
+        std::vector<unsigned char> bytes(t.end - t.begin);
+        read_bytes(t, bytes.data());
+        return bytes;
+    }
+
     static shape append(shape s, std::int64_t d) {
         check(s.rank < shape::max_rank, "safetensors: tensors of rank above 4 are not supported");
         s.dims[s.rank++] = d;
@@ -197,14 +217,14 @@ private:
                 check(!__builtin_mul_overflow(count, std::uint64_t(d), &count),
                       [&] { return where + ": shape has over 2^64 elements"; });
             }
-            check(!__builtin_mul_overflow(count, std::uint64_t(size), &count) && count <= data_.size(), [&] {
-                return where + ": shape needs more bytes than the " + std::to_string(data_.size()) +
+            check(!__builtin_mul_overflow(count, std::uint64_t(size), &count) && count <= data_size_, [&] {
+                return where + ": shape needs more bytes than the " + std::to_string(data_size_) +
                        "-byte data section holds";
             });
-            check(t.begin <= t.end && t.end <= data_.size() && t.end - t.begin == count, [&] {
+            check(t.begin <= t.end && t.end <= data_size_ && t.end - t.begin == count, [&] {
                 return "safetensors: tensor '" + name + "' in " + path_ + " has data_offsets [" +
                        std::to_string(t.begin) + ", " + std::to_string(t.end) +
-                       "] that do not fit its shape and dtype or the " + std::to_string(data_.size()) +
+                       "] that do not fit its shape and dtype or the " + std::to_string(data_size_) +
                        "-byte data section";
             });
             tensors_[name] = std::move(t);
@@ -212,7 +232,7 @@ private:
     }
 
     std::string path_;
-    std::vector<unsigned char> data_;
+    std::uint64_t data_at_ = 0, data_size_ = 0; // the data section: its offset in the file, its bytes
     std::map<std::string, safetensors_tensor> tensors_;
     std::map<std::string, std::string> metadata_;
 };

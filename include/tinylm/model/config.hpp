@@ -237,6 +237,15 @@ inline void check_batch_shape(const char* who, index_t batch, index_t time, inde
     });
 }
 
+// Makes a model whose base weights a loader fills (decoder(config, weights_to_load, seed)): no random draws.
+// weights_to_load_for_inference also leaves out the base's gradient memory (as much again as the weights), for a
+// model that only decodes or evaluates; its backward refuses.
+struct weights_to_load_t {
+    bool gradients = true;
+};
+inline constexpr weights_to_load_t weights_to_load{};
+inline constexpr weights_to_load_t weights_to_load_for_inference{.gradients = false};
+
 // A named configuration type: `struct my_model { static constexpr model_config value{...}; };`
 template <class C>
 concept ModelConfig = requires {

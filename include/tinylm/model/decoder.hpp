@@ -26,6 +26,7 @@
 #include <tinylm/ops/embedding.hpp>
 
 #include <algorithm>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -61,7 +62,22 @@ public:
         : decoder(C::value, seed, cross_entropy_chunk) {}
     // Sizes from `runtime` where C leaves them dynamic; the fields C fixes must agree with it.
     explicit decoder(const model_config& runtime, std::uint64_t seed = 0, index_t cross_entropy_chunk = 4096)
+        : decoder(runtime, cross_entropy_chunk, std::optional<std::uint64_t>(seed)) {}
+    // For a loader to fill (load_pretrained, with_pretrained, load_text_model): the base starts at zero instead of
+    // random (the normal draws a file then replaces took most of a load: ~15 s of a 0.5B model's); an adapter,
+    // LoRA dropout and everything else as decoder(runtime, seed) makes them.
+    // weights_to_load_for_inference: without the base's gradient memory (backward refuses).
+    decoder(const model_config& runtime, weights_to_load_t load, std::uint64_t seed = 0,
+            index_t cross_entropy_chunk = 4096)
+        : decoder(runtime, cross_entropy_chunk, std::optional<std::uint64_t>(), seed, load.gradients) {}
+
+private:
+    // `init_seed`: the base's random weights, or none (at zero).
+    decoder(const model_config& runtime, index_t cross_entropy_chunk, std::optional<std::uint64_t> init_seed,
+            std::uint64_t adapter_seed = 0, bool base_gradients = true)
         : config_(resolve_config(C::value, runtime)), ce_chunk_(cross_entropy_chunk) {
+        const std::uint64_t seed = init_seed.value_or(adapter_seed);
+        trains_ = has_adapter || base_gradients;
         check(config_.type_vocab_size == 0, "decoder: token type embeddings are the encoder's (model/encoder.hpp)");
         adapter_.dropout_seed = mix64(seed ^ 0x4c6f5241ull);
         adapter_.n_layers = config_.n_layers;
@@ -70,13 +86,20 @@ public:
         final_norm_.eps = config_.norm_eps;
         for (block_t& b : blocks_)
             this->add_layer(b);
-        this->build([&](auto&& visit) { walk_base(visit); }, [&](auto&& visit) { walk_adapters(visit); }, has_adapter,
-                    lora.trainable_embeddings);
+        this->build([&](auto&& visit) { walk_base(visit); }, [&](auto&& visit) { walk_adapters(visit); },
+                    has_adapter || !base_gradients, lora.trainable_embeddings);
         if (config_.tied_embeddings) head_ = embed_, dhead_ = dembed_;
         this->index_quantized(this->base_slots(), config_);
-        init(seed);
+        if (init_seed) {
+            init(seed);
+        } else {
+            this->zero_base();
+            init_adapter(seed);
+        }
         zero_grad();
     }
+
+public:
     decoder(const decoder&) = delete;
     decoder& operator=(const decoder&) = delete;
 
@@ -143,6 +166,7 @@ public:
     // Adds d(loss)/d(parameter) given dhidden = d(loss)/d(hidden states) (B * T, d) of the last forward().
     // Experts: the balancing loss's gradient is added with weight moe.aux_loss_weight.
     void backward_from_hidden(cview<float> dhidden, const backward_hook& hook = {}) {
+        check_trains("decoder::backward_from_hidden");
         check(has_forward_, "decoder::backward_from_hidden: call forward() first");
         expect_shape("decoder::backward_from_hidden", "dhidden", dhidden, {batch_ * time_, config_.d_model});
         copy(dhidden, acts_.scratch.dnormed);
@@ -180,6 +204,7 @@ public:
     // gradient instead of `scale` (a data-parallel rank weights its cross-entropy by its share of the targets, but
     // the balancing loss of the global batch, set_balance_statistics(), by 1).
     void backward(double scale = 1.0, const backward_hook& hook = {}, double aux_scale = -1) {
+        check_trains("decoder::backward");
         check(has_forward_ && has_targets_, "decoder::backward: call loss() first");
         auto& a = acts_;
         head_cross_entropy_backward<B, float>(a.scratch.dnormed, dhead_, a.ce, a.final_normed, head_, flat_targets(),
@@ -428,6 +453,14 @@ private:
     index_t batch_ = 0, time_ = 0, ce_chunk_ = 4096, loss_count_ = 0;
     bool has_forward_ = false, has_targets_ = false, forward_training_ = false, documents_ = false, padded_ = false,
          checkpointing_ = false;
+    bool trains_ = true; // gradient memory (false: made with weights_to_load_for_inference, no adapter)
+
+    void check_trains(const char* who) const {
+        check(trains_, [&] {
+            return std::string(who) + ": this model has no gradient memory (made with weights_to_load_for_inference, "
+                                      "to decode or evaluate); make it with weights_to_load to train";
+        });
+    }
     double aux_loss_ = 0; // experts: the balancing loss of the last forward
     // experts: tokens per expert of each layer in the last forward (apart from the activations, which
     // gradient checkpointing shares between layers)

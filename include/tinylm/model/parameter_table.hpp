@@ -90,20 +90,36 @@ protected:
         std::vector<float> staging;
         for (std::size_t stream = 0; stream < base_.size(); ++stream) {
             const param_slot& s = base_[stream];
-            counter_rng rng(seed, stream);
             if (s.quantized) {
                 staging.resize(std::size_t(s.shape.numel()));
-                for (float& w : staging)
-                    w = float(rng.normal() * std);
+                fill_normal(staging.data(), s.shape.numel(), seed, stream, std);
                 *s.quantized = quantize_nf4(cview<float>{staging.data(), s.shape});
             } else if (s.kind == param_kind::norm) {
                 s.value->fill(1.0f);
             } else if (s.kind == param_kind::bias) {
                 s.value->fill(0.0f);
             } else {
-                for (float& w : *s.value)
-                    w = float(rng.normal() * std);
+                fill_normal(s.value->data, s.value->numel(), seed, stream, std);
             }
+        }
+    }
+    // The base at zero, for a loader to fill (a model made with weights_to_load: model/decoder.hpp).
+    void zero_base() {
+        for (const param_slot& s : base_)
+            if (s.value) s.value->fill(0.0f);
+    }
+
+private:
+    // w[i] = std * normal number i of stream (seed, stream): counters 2i and 2i + 1 (counter_rng::normal), so
+    // blocks of elements can be drawn on several threads, giving what one thread draws.
+    static void fill_normal(float* w, index_t n, std::uint64_t seed, std::uint64_t stream, double std) {
+        constexpr index_t block = index_t(1) << 14;
+#pragma omp parallel for schedule(static) if (n > block)
+        for (index_t b = 0; b < (n + block - 1) / block; ++b) {
+            counter_rng rng(seed, stream);
+            rng.set_counter(std::uint64_t(2 * b * block));
+            for (index_t i = b * block; i < std::min(n, (b + 1) * block); ++i)
+                w[i] = float(rng.normal() * std);
         }
     }
 

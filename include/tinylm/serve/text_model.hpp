@@ -146,7 +146,7 @@ std::unique_ptr<text_model> load_text_model(const fs::path& dir, const fs::path&
     });
     auto load = [&]<class Family>() -> std::unique_ptr<text_model> {
         using model_t = decoder<Family, B>;
-        auto model = std::make_unique<model_t>(c);
+        auto model = std::make_unique<model_t>(c, weights_to_load_for_inference);
         load_pretrained(*model, dir);
         merge_report merged{};
         if (!adapter_dir.empty()) merged = merge_adapter(*model, adapter_dir);

@@ -23,8 +23,12 @@ def main(root: Path) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_CACHE", str(root / "hf_datasets_cache"))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import lm_eval
-    from lm_eval.tasks import TaskManager
+    try:
+        import lm_eval
+        from lm_eval.tasks import TaskManager
+    except ImportError:  # not in tests/reference/requirements.txt: a test that cannot run is skipped, not failed
+        print("skipped: lm_eval is not installed in this Python (pip install lm-eval)")
+        return 77
 
     expected = json.loads((root / "tinylm_results.json").read_text())
     tasks = sorted(expected)
