@@ -60,6 +60,64 @@ BOOST_AUTO_TEST_CASE(kv_cache_matches_full_forward) {
     check_cache_matches_full_forward<test::qwen2_tied>("qwen2_tied");
 }
 
+// A cache cut back (truncate) or copied into a larger one (copy_prefix), then fed other tokens: the logits of a
+// fresh cache fed the same sequence, within f32 rounding (the chunks differ).
+BOOST_AUTO_TEST_CASE(kv_cache_truncate_and_copy_prefix) {
+    decoder<test::llama_gqa, eigen_cpu> model(0);
+    load_fixture(model, "llama_gqa");
+    const index_t V = test::llama_gqa::value.vocab_size;
+    const std::vector<token_t> a{3, 14, 15, 9, 2}, b{7, 1, 12}, c{5, 8, 4, 6};
+    auto last_logits = [&](auto& cache, const std::vector<token_t>& ids) {
+        owned<float> out({1, V});
+        model.forward_cached(cache, cview<token_t>{ids.data(), {1, index_t(ids.size())}}, out);
+        return out.data;
+    };
+    std::vector<token_t> ac = a;
+    ac.insert(ac.end(), c.begin(), c.end());
+    auto fresh = model.make_cache(1, 16);
+    const std::vector<float> want = last_logits(fresh, ac);
+    auto cut = model.make_cache(1, 16);
+    last_logits(cut, a);
+    last_logits(cut, b);
+    cut.truncate(index_t(a.size()));
+    BOOST_TEST(cut.length() == index_t(a.size()));
+    BOOST_TEST(rel_error(last_logits(cut, c), want) < 1e-5);
+    auto small = model.make_cache(1, 8), large = model.make_cache(1, 16);
+    last_logits(small, a);
+    large.copy_prefix(small, index_t(a.size()));
+    BOOST_TEST(rel_error(last_logits(large, c), want) < 1e-5);
+    BOOST_CHECK_THROW(cut.truncate(cut.length() + 1), tl::error);
+}
+
+// prompt_cache: a prompt that extends the last one runs only its new tokens, with the tokens of a fresh generation;
+// a cache too small for the next prompt grows (its prefix copied); another prompt starts over.
+BOOST_AUTO_TEST_CASE(prompt_cache_runs_only_the_new_tokens) {
+    using model_t = decoder<test::llama_gqa, eigen_cpu>;
+    model_t model(0);
+    load_fixture(model, "llama_gqa");
+    const generation_options greedy{.max_new_tokens = 6, .stop_tokens = {}, .sampling = {.temperature = 0}};
+    prompt_cache<model_t> pc;
+    auto run = [&](const std::vector<token_t>& prompt, prompt_cache<model_t>* reuse) {
+        return generate(
+            model, prompt, greedy, [](token_t) { return true; }, reuse);
+    };
+    const std::vector<token_t> first{3, 14, 15, 9};
+    const std::vector<token_t> out1 = run(first, &pc);
+    BOOST_TEST(pc.reused() == 0u);
+    BOOST_TEST(out1 == run(first, nullptr));
+    std::vector<token_t> second = first; // the first turn, its answer, a new message: longer than the cache's room
+    second.insert(second.end(), out1.begin(), out1.end());
+    second.insert(second.end(), {7, 1, 12, 5});
+    const std::vector<token_t> out2 = run(second, &pc);
+    BOOST_TEST(pc.reused() == first.size() + out1.size()); // the answer's last token was fed too (max tokens)
+    BOOST_TEST(out2 == run(second, nullptr));
+    BOOST_TEST(run(second, &pc) == out2); // the same prompt again: all but its last token from the cache
+    BOOST_TEST(pc.reused() == second.size() - 1);
+    const std::vector<token_t> other{4, 14, 15, 9};
+    BOOST_TEST(run(other, &pc) == run(other, nullptr));
+    BOOST_TEST(pc.reused() == 0u);
+}
+
 BOOST_AUTO_TEST_CASE(greedy_generation_is_the_argmax_of_the_full_forward) {
     decoder<test::llama_gqa, eigen_cpu> model(0);
     load_fixture(model, "llama_gqa");

@@ -7,6 +7,7 @@
 #include <editline/readline.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <iostream>
 #include <sstream>
@@ -19,6 +20,8 @@ struct chat_flags {
     model_flags model;
     sampling_flags sampling;
     std::string system;
+    bool prompt_cache = true; // each turn runs only what follows the conversation the KV cache already holds
+    bool quiet = false;
 };
 
 const char* help_text =
@@ -110,6 +113,7 @@ bool set_option(tl::text_generation_options& o, const std::string& name, const s
 
 int run(const chat_flags& f) {
     const std::unique_ptr<tl::text_model> m = open_model(f.model);
+    m->keep_prompt_cache(f.prompt_cache);
     const tl::chat_prompt_format format = tl::chat_prompt_format::of(*m);
     tl::text_generation_options options = f.sampling.apply(*m);
     if (!f.sampling.given.max_tokens) options.generation.max_new_tokens = 256;
@@ -172,6 +176,7 @@ int run(const chat_flags& f) {
         tl::text_generation_options o = options;
         o.generation.sampling.seed = options.generation.sampling.seed + turn;
         interrupted() = false;
+        const auto start = std::chrono::steady_clock::now();
         const tl::text_completion c = m->complete(prompt, o, [&](std::string_view piece) {
             std::fwrite(piece.data(), 1, piece.size(), stdout);
             std::fflush(stdout);
@@ -179,6 +184,11 @@ int run(const chat_flags& f) {
         });
         std::printf(c.reason == tl::finish_reason::cancelled ? " (stopped)\n" : "\n");
         std::fflush(stdout);
+        if (!f.quiet)
+            std::fprintf(stderr, "[%zu prompt tokens (%zu from the cache), %zu new tokens in %.2f s, %s]\n",
+                         c.prompt_tokens, c.cached_tokens, c.tokens.size(),
+                         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
+                         tl::finish_reason_name(c.reason));
         std::string answer = c.text;
         if (format.plain) answer.erase(0, answer.find_first_not_of(' ')); // the layout's own space after "Assistant:"
         turns.push_back({{"role", "assistant"}, {"content", answer}});
@@ -195,6 +205,10 @@ void add_chat(CLI::App& app, command& chosen) {
     add_model_options(*sub, f->model);
     add_decoding_precision_option(*sub, f->model);
     sub->add_option("--system", f->system, "system message");
+    sub->add_flag("--prompt-cache,!--no-prompt-cache", f->prompt_cache,
+                  "keep the KV cache between turns, so that a turn runs only its new tokens (default on; logits then "
+                  "differ from a fresh prefill's by f32 rounding)");
+    sub->add_flag("--quiet", f->quiet, "no statistics on stderr (one line a turn: prompt tokens, cached, new, time)");
     f->sampling.add_to(*sub);
     sub->callback([f, &chosen] { chosen = [f] { return run(*f); }; });
 }

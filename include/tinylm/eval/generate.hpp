@@ -14,6 +14,10 @@
 
 #include <tinylm/eval/sampling.hpp>
 
+#include <algorithm>
+#include <optional>
+#include <span>
+#include <utility>
 #include <vector>
 
 namespace tl {
@@ -24,9 +28,49 @@ struct generation_options {
     sampling_options sampling;
 };
 
+// A KV cache kept from one generation to the next (the turns of a chat, requests that resend a conversation): a
+// prompt that starts with tokens the cache holds runs only the rest through the model. The positions kept were
+// computed as they were then (a generated token by a decoding step, reading decoding weights if there were any),
+// so the logits can differ from a fresh prefill's by f32 rounding (sums in another order).
+template <class Model>
+class prompt_cache {
+public:
+    using cache_type = decltype(std::declval<const Model&>().make_cache(1, 1));
+
+    // The cache for `prompt`, holding its longest prefix the cache had (never the last token: its step gives the
+    // logits), with room for `capacity` positions.
+    cache_type& take(const Model& model, std::span<const token_t> prompt, index_t capacity) {
+        std::size_t keep = 0;
+        const std::size_t limit = std::min(tokens_.size(), prompt.size() - 1);
+        while (keep < limit && tokens_[keep] == prompt[keep])
+            ++keep;
+        if (!cache_ || cache_->capacity() < capacity) { // grow: twice the room, within the model's context
+            const index_t room = std::min<index_t>(model.config().max_seq_len,
+                                                   std::max<index_t>(capacity, cache_ ? 2 * cache_->capacity() : 0));
+            std::optional<cache_type> grown(model.make_cache(1, room));
+            if (keep > 0) grown->copy_prefix(*cache_, index_t(keep));
+            cache_ = std::move(grown);
+        }
+        cache_->truncate(index_t(keep));
+        tokens_.resize(keep);
+        reused_ = keep;
+        return *cache_;
+    }
+    // After a generation: the tokens the cache holds, position by position.
+    void hold(std::span<const token_t> tokens) { tokens_.assign(tokens.begin(), tokens.end()); }
+    std::size_t reused() const { return reused_; } // prompt tokens the last generation took from the cache
+    void clear() { cache_.reset(), tokens_.clear(), reused_ = 0; }
+
+private:
+    std::optional<cache_type> cache_;
+    std::vector<token_t> tokens_;
+    std::size_t reused_ = 0;
+};
+
+// `reuse` (optional): a cache kept between generations (above).
 template <class Model, class OnToken>
 std::vector<token_t> generate(const Model& model, std::span<const token_t> prompt, const generation_options& options,
-                              OnToken&& on_token) {
+                              OnToken&& on_token, prompt_cache<Model>* reuse = nullptr) {
     check(!prompt.empty(), "generate: the prompt must hold at least one token");
     const index_t capacity =
         std::min<index_t>(model.config().max_seq_len, index_t(prompt.size()) + options.max_new_tokens);
@@ -34,10 +78,12 @@ std::vector<token_t> generate(const Model& model, std::span<const token_t> promp
         return "generate: the prompt has " + std::to_string(prompt.size()) + " tokens, the context is " +
                std::to_string(model.config().max_seq_len);
     });
-    auto cache = model.make_cache(1, capacity);
+    std::optional<typename prompt_cache<Model>::cache_type> own;
+    auto& cache = reuse ? reuse->take(model, prompt, capacity) : own.emplace(model.make_cache(1, capacity));
+    const index_t kept = cache.length();
     std::vector<float> logits(std::size_t(model.config().vocab_size));
     const tensor_view<float> logits_view{logits.data(), {1, model.config().vocab_size}};
-    model.forward_cached(cache, cview<token_t>{prompt.data(), {1, index_t(prompt.size())}}, logits_view);
+    model.forward_cached(cache, cview<token_t>{prompt.data() + kept, {1, index_t(prompt.size()) - kept}}, logits_view);
     std::vector<token_t> history(prompt.begin(), prompt.end()), output;
     sampler pick(model.config().vocab_size, options.sampling);
     for (int i = 0; i < options.max_new_tokens; ++i) {
@@ -45,9 +91,10 @@ std::vector<token_t> generate(const Model& model, std::span<const token_t> promp
         if (std::find(options.stop_tokens.begin(), options.stop_tokens.end(), next) != options.stop_tokens.end()) break;
         output.push_back(next);
         history.push_back(next);
-        if (!on_token(next) || cache.length() >= cache.capacity()) break;
+        if (!on_token(next) || cache.length() >= capacity) break;
         model.forward_cached(cache, cview<token_t>{&next, {1, 1}}, logits_view);
     }
+    if (reuse) reuse->hold(std::span<const token_t>(history).first(std::size_t(cache.length())));
     return output;
 }
 

@@ -35,12 +35,15 @@ struct text_completion {
     std::string text;            // what on_text received, joined
     std::vector<token_t> tokens; // the generated ids (up to the stop token or the token completing a stop string)
     std::size_t prompt_tokens = 0;
+    std::size_t cached_tokens = 0; // prompt tokens taken from a prompt_cache (eval/generate.hpp), not run again
     finish_reason reason = finish_reason::stop; // stop: an end token or stop string; length: max tokens or context
 };
 
+// `reuse` (optional): a KV cache kept between generations (eval/generate.hpp, prompt_cache).
 template <class Model, class OnText>
 text_completion generate_text(const Model& model, const tokenizer& tok, std::span<const token_t> prompt,
-                              const text_generation_options& options, OnText&& on_text) {
+                              const text_generation_options& options, OnText&& on_text,
+                              prompt_cache<Model>* reuse = nullptr) {
     text_completion c;
     c.prompt_tokens = prompt.size();
     stream_decoder decoder(tok, options.skip_special);
@@ -52,10 +55,14 @@ text_completion generate_text(const Model& model, const tokenizer& tok, std::spa
         if (!on_text(std::string_view(piece))) cancelled = true;
         return !cancelled;
     };
-    c.tokens = generate(model, prompt, options.generation, [&](token_t id) {
-        const std::string piece = stops.feed(decoder.push(id));
-        return emit(piece) && !stops.stopped();
-    });
+    c.tokens = generate(
+        model, prompt, options.generation,
+        [&](token_t id) {
+            const std::string piece = stops.feed(decoder.push(id));
+            return emit(piece) && !stops.stopped();
+        },
+        reuse);
+    if (reuse) c.cached_tokens = reuse->reused();
     if (!cancelled && !stops.stopped()) emit(stops.feed(decoder.finish()) + stops.flush());
     const index_t used = index_t(prompt.size() + c.tokens.size());
     if (cancelled)

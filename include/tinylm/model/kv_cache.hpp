@@ -8,6 +8,7 @@
 #include <tinylm/model/config.hpp>
 #include <tinylm/model/self_attention.hpp>
 
+#include <algorithm>
 #include <vector>
 
 namespace tl {
@@ -45,6 +46,24 @@ public:
     index_t chunk() const { return chunk_; }
     index_t length() const { return length_; } // positions filled so far
     void clear() { length_ = 0; }
+    // Keeps the first n positions (n <= length()); the next append writes from position n.
+    void truncate(index_t n) {
+        check(n >= 0 && n <= length_, "kv_cache::truncate: beyond the positions filled");
+        length_ = n;
+    }
+    // The first n positions of `from` (same batch, n <= capacity()): keys and values copied, length n.
+    void copy_prefix(const kv_cache& from, index_t n) {
+        check(from.batch_ == batch_ && n <= from.length_ && n <= capacity_ && from.k_.size() == k_.size(),
+              "kv_cache::copy_prefix: another batch, or more positions than either cache has");
+        for (std::size_t l = 0; l < k_.size(); ++l) {
+            const index_t row = k_[l].numel() / (batch_ * capacity_); // Hkv * D
+            for (index_t b = 0; b < batch_; ++b) {
+                std::copy_n(from.k_[l].data + b * from.capacity_ * row, n * row, k_[l].data + b * capacity_ * row);
+                std::copy_n(from.v_[l].data + b * from.capacity_ * row, n * row, v_[l].data + b * capacity_ * row);
+            }
+        }
+        length_ = n;
+    }
 
     tensor_view<float> rope_cos() const { return rope_cos_; }
     tensor_view<float> rope_sin() const { return rope_sin_; }
