@@ -15,6 +15,7 @@
 #include <tinylm/backend/backend.hpp>
 #include <tinylm/backend/decoding_weights.hpp>
 #include <tinylm/backend/gemv_q8.hpp>
+#include <tinylm/backend/gemv_rows.hpp>
 #include <tinylm/core/simd.hpp>
 
 #include <algorithm>
@@ -42,7 +43,6 @@ void gemv_nt_rows(const gemm_args<float>& g, const W* b, index_t j0, index_t j1)
     // Locals, not reads through g inside the loop: a pointer read through a reference stops the vectoriser.
     const float* a = g.a;
     const index_t k = g.k, ldb = g.ldb;
-    auto store = [&](index_t j, float s) { g.c[j] = g.alpha * s + (g.beta == 0.0f ? 0.0f : g.beta * g.c[j]); };
     index_t j = j0;
     for (; j + 4 <= j1; j += 4) {
         const W *b0 = b + j * ldb, *b1 = b0 + ldb, *b2 = b1 + ldb, *b3 = b2 + ldb;
@@ -55,10 +55,10 @@ void gemv_nt_rows(const gemm_args<float>& g, const W* b, index_t j0, index_t j1)
             s2 += x * widen(b2[p]);
             s3 += x * widen(b3[p]);
         }
-        store(j, s0);
-        store(j + 1, s1);
-        store(j + 2, s2);
-        store(j + 3, s3);
+        gemv_store(g, j, s0);
+        gemv_store(g, j + 1, s1);
+        gemv_store(g, j + 2, s2);
+        gemv_store(g, j + 3, s3);
     }
     for (; j < j1; ++j) {
         const W* b0 = b + j * ldb;
@@ -66,7 +66,7 @@ void gemv_nt_rows(const gemm_args<float>& g, const W* b, index_t j0, index_t j1)
 #pragma omp simd reduction(+ : s0)
         for (index_t p = 0; p < k; ++p)
             s0 += a[p] * widen(b0[p]);
-        store(j, s0);
+        gemv_store(g, j, s0);
     }
 }
 
@@ -107,7 +107,7 @@ TINYLM_GEMV_AVX512 void gemv_bf16_rows_avx512(const gemm_args<float>& g, const s
         const std::uint16_t* row = b + (j + r) * ldb;
         for (index_t p = full; p < k; ++p)
             t += a[p] * widen(row[p]);
-        g.c[j + r] = g.alpha * t + (g.beta == 0.0f ? 0.0f : g.beta * g.c[j + r]);
+        gemv_store(g, j + r, t);
     }
 }
 inline void gemv_nt_rows_bf16_avx512(const gemm_args<float>& g, const std::uint16_t* b, index_t j0, index_t j1) {
@@ -144,7 +144,7 @@ TINYLM_GEMV_AVX2 void gemv_bf16_rows_avx2(const gemm_args<float>& g, const std::
         const std::uint16_t* row = b + (j + r) * ldb;
         for (index_t p = full; p < k; ++p)
             t += a[p] * widen(row[p]);
-        g.c[j + r] = g.alpha * t + (g.beta == 0.0f ? 0.0f : g.beta * g.c[j + r]);
+        gemv_store(g, j + r, t);
     }
 }
 inline void gemv_nt_rows_bf16_avx2(const gemm_args<float>& g, const std::uint16_t* b, index_t j0, index_t j1) {

@@ -8,11 +8,11 @@
 
 #include <tinylm/backend/backend.hpp>
 #include <tinylm/backend/decoding_weights.hpp>
+#include <tinylm/backend/gemv_rows.hpp>
 #include <tinylm/core/simd.hpp>
 
 #include <algorithm>
 #include <cstdint>
-#include <type_traits>
 
 #if defined(TINYLM_AVX512_CLONES) || defined(TINYLM_AVX2_CLONES)
 #include <immintrin.h>
@@ -35,21 +35,6 @@ inline float gemv_q8_row_rest(const gemm_args<float>& g, const decoding_copy& w,
     return sum;
 }
 
-// rows(j, R) for the rows [j0, j1) of a product, R = 4 rows at a time (a kernel's rows share the activations'
-// loads), then one: the kernels' drivers here and in gemv.hpp.
-template <class Rows>
-void by_four_rows(index_t j0, index_t j1, Rows rows) {
-    index_t j = j0;
-    for (; j + 4 <= j1; j += 4)
-        rows(j, std::integral_constant<int, 4>{});
-    for (; j < j1; ++j)
-        rows(j, std::integral_constant<int, 1>{});
-}
-
-inline void gemv_q8_store(const gemm_args<float>& g, index_t j, float sum) {
-    g.c[j] = g.alpha * sum + (g.beta == 0.0f ? 0.0f : g.beta * g.c[j]);
-}
-
 // Rows [j0, j1) of c without vector intrinsics (the baseline build, and parallel_ranges' AVX2 copy of it).
 inline void gemv_nt_rows_q8_generic(const gemm_args<float>& g, const decoding_copy& w, index_t j0, index_t j1) {
     const float* a = g.a;
@@ -66,21 +51,12 @@ inline void gemv_nt_rows_q8_generic(const gemm_args<float>& g, const decoding_co
                 s += a[p] * float(row[p]);
             sum += d[p0 / q8_block] * s;
         }
-        gemv_q8_store(g, j, gemv_q8_row_rest(g, w, j, full, sum));
+        gemv_store(g, j, gemv_q8_row_rest(g, w, j, full, sum));
     }
 }
 
 #ifdef TINYLM_AVX512_CLONES
 #define TINYLM_GEMV_Q8_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")))
-// The sum of a register's 16 floats (also gemv.hpp's bf16 kernel).
-TINYLM_GEMV_Q8_AVX512 inline float gemv_sum_avx512(__m512 v) {
-    // The zero-masking forms: GCC 12 warns about the undefined pass-through of the unmasked ones.
-    const __m256 half =
-        _mm256_add_ps(_mm512_maskz_extractf32x8_ps(0xff, v, 0), _mm512_maskz_extractf32x8_ps(0xff, v, 1));
-    __m128 quarter = _mm_add_ps(_mm256_castps256_ps128(half), _mm256_extractf128_ps(half, 1));
-    quarter = _mm_hadd_ps(quarter, quarter);
-    return _mm_cvtss_f32(_mm_hadd_ps(quarter, quarter));
-}
 // Rows [j, j + R): per block, 2 x 16 codes widened (vpmovsxbd, vcvtdq2ps) against the same 32 activations.
 template <int R>
 TINYLM_GEMV_Q8_AVX512 void gemv_q8_rows_avx512(const gemm_args<float>& g, const decoding_copy& w, index_t j) {
@@ -105,7 +81,7 @@ TINYLM_GEMV_Q8_AVX512 void gemv_q8_rows_avx512(const gemm_args<float>& g, const 
         }
     }
     for (int r = 0; r < R; ++r)
-        gemv_q8_store(g, j + r, gemv_q8_row_rest(g, w, j + r, full, gemv_sum_avx512(s[r])));
+        gemv_store(g, j + r, gemv_q8_row_rest(g, w, j + r, full, gemv_sum_avx512(s[r])));
 }
 inline void gemv_nt_rows_q8_avx512(const gemm_args<float>& g, const decoding_copy& w, index_t j0, index_t j1) {
     by_four_rows(j0, j1, [&](index_t j, auto rows) { gemv_q8_rows_avx512<decltype(rows)::value>(g, w, j); });
@@ -115,12 +91,6 @@ inline void gemv_nt_rows_q8_avx512(const gemm_args<float>& g, const decoding_cop
 
 #ifdef TINYLM_AVX2_CLONES
 #define TINYLM_GEMV_Q8_AVX2 __attribute__((target("avx2,fma")))
-// The sum of a register's 8 floats (also gemv.hpp's bf16 kernel).
-TINYLM_GEMV_Q8_AVX2 inline float gemv_sum_avx2(__m256 v) {
-    __m128 quarter = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    quarter = _mm_hadd_ps(quarter, quarter);
-    return _mm_cvtss_f32(_mm_hadd_ps(quarter, quarter));
-}
 // 8 codes as floats. (A function of its own: a lambda would not inherit the target.)
 TINYLM_GEMV_Q8_AVX2 inline __m256 gemv_q8_widen8(const std::int8_t* p) {
     return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
@@ -147,7 +117,7 @@ TINYLM_GEMV_Q8_AVX2 void gemv_q8_rows_avx2(const gemm_args<float>& g, const deco
         }
     }
     for (int r = 0; r < R; ++r)
-        gemv_q8_store(g, j + r, gemv_q8_row_rest(g, w, j + r, full, gemv_sum_avx2(s[r])));
+        gemv_store(g, j + r, gemv_q8_row_rest(g, w, j + r, full, gemv_sum_avx2(s[r])));
 }
 inline void gemv_nt_rows_q8_avx2(const gemm_args<float>& g, const decoding_copy& w, index_t j0, index_t j1) {
     by_four_rows(j0, j1, [&](index_t j, auto rows) { gemv_q8_rows_avx2<decltype(rows)::value>(g, w, j); });

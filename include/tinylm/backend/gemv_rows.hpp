@@ -1,0 +1,53 @@
+// tinylm/backend/gemv_rows.hpp: what the one-row product kernels (gemv.hpp: f32 and bf16 weights, gemv_q8.hpp:
+// q8_0 weights) share: the store of a finished row, the 4-rows-then-1 driver, and the horizontal sums of their
+// AVX-512 and AVX2 accumulators.
+#pragma once
+
+#include <tinylm/backend/backend.hpp>
+#include <tinylm/core/simd.hpp>
+
+#include <type_traits>
+
+#if defined(TINYLM_AVX512_CLONES) || defined(TINYLM_AVX2_CLONES)
+#include <immintrin.h>
+#endif
+
+namespace tl::detail {
+
+// c[j] = alpha * sum + beta * c[j] (c not read when beta is 0: it may hold anything).
+inline void gemv_store(const gemm_args<float>& g, index_t j, float sum) {
+    g.c[j] = g.alpha * sum + (g.beta == 0.0f ? 0.0f : g.beta * g.c[j]);
+}
+
+// rows(j, R) for the rows [j0, j1) of a product, R = 4 rows at a time (a kernel's rows share the activations'
+// loads), then one at a time.
+template <class Rows>
+void by_four_rows(index_t j0, index_t j1, Rows rows) {
+    index_t j = j0;
+    for (; j + 4 <= j1; j += 4)
+        rows(j, std::integral_constant<int, 4>{});
+    for (; j < j1; ++j)
+        rows(j, std::integral_constant<int, 1>{});
+}
+
+#ifdef TINYLM_AVX512_CLONES
+// The sum of a register's 16 floats.
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma"))) inline float gemv_sum_avx512(__m512 v) {
+    // The zero-masking forms: GCC 12 warns about the undefined pass-through of the unmasked ones.
+    const __m256 half =
+        _mm256_add_ps(_mm512_maskz_extractf32x8_ps(0xff, v, 0), _mm512_maskz_extractf32x8_ps(0xff, v, 1));
+    __m128 quarter = _mm_add_ps(_mm256_castps256_ps128(half), _mm256_extractf128_ps(half, 1));
+    quarter = _mm_hadd_ps(quarter, quarter);
+    return _mm_cvtss_f32(_mm_hadd_ps(quarter, quarter));
+}
+#endif
+#ifdef TINYLM_AVX2_CLONES
+// The sum of a register's 8 floats.
+__attribute__((target("avx2,fma"))) inline float gemv_sum_avx2(__m256 v) {
+    __m128 quarter = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    quarter = _mm_hadd_ps(quarter, quarter);
+    return _mm_cvtss_f32(_mm_hadd_ps(quarter, quarter));
+}
+#endif
+
+} // namespace tl::detail
