@@ -12,6 +12,10 @@ tinylm q8_0 is `tinylm generate --precision q8_0` (the decoding steps read q8_0 
 activations and an f32 K/V cache; llama.cpp's q8_0 also rounds the activations to 8 bits).
 --half adds tinylm bf16 (`tinylm generate --precision bf16`: the decoding steps read bf16 copies of the weights)
 and llama.cpp f16 (the GGUF in f16, f16 K/V cache): the two 2-bytes-a-weight paths.
+
+--prefill N measures the prompt instead (llama-bench's "pp"): a prompt of about N tokens (a Russian text repeated)
+and one new token; prompt tokens/s is prompt tokens over the same spans (tinylm: `generate --max-tokens 1`;
+llama.cpp: one eval of the prompt with n_batch 512, its default, then one step, as tinylm also takes).
 """
 import argparse
 import json
@@ -30,7 +34,7 @@ def tinylm_run(tinylm, model, prompt, n, precision="f32"):
                           "--temperature", "0", "--json", "--quiet", "--precision", precision], env=env,
                          capture_output=True, text=True, check=True).stdout
     j = json.loads(out)
-    return len(j["tokens"]) / j["seconds"], j["tokens"]
+    return j["seconds"], j["tokens"]
 
 
 def llama_run(llm, prompt_ids, n):
@@ -40,10 +44,14 @@ def llama_run(llm, prompt_ids, n):
     llm.eval(prompt_ids)
     out = []
     for _ in range(n):
-        nxt = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        if llm._logits_all:
+            last = llm.scores[llm.n_tokens - 1]
+        else:  # only the last position's logits were computed; eval() no longer copies them into scores
+            last = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
+        nxt = int(np.argmax(last))
         out.append(nxt)
         llm.eval([nxt])
-    return n / (time.perf_counter() - start), out
+    return time.perf_counter() - start, out
 
 
 def main():
@@ -57,7 +65,16 @@ def main():
     p.add_argument("--work", default="/tmp/tinylm_llama_cpp_peer")
     p.add_argument("--out", default="")
     p.add_argument("--half", action="store_true", help="add tinylm bf16 and llama.cpp f16")
+    p.add_argument("--prefill", type=int, default=0, help="prompt tokens/s with a prompt of about this many tokens")
     a = p.parse_args()
+    if a.prefill:  # a text repeated to about --prefill tokens in the model's tokenizer
+        text = ("Князь Андрей смотрел на небо и думал о том, как странно устроена жизнь: всё то, что казалось ему "
+                "важным вчера, сегодня стало пустым и ненужным, а то, чего он не замечал, открылось ему вдруг. ")
+        per_copy = json.loads(subprocess.run(
+            [a.tinylm, "generate", "--model", a.model, "--prompt", text * 4, "--max-tokens", "1", "--json",
+             "--quiet"], capture_output=True, text=True, check=True).stdout)["prompt_tokens"] / 4
+        a.prompt = text * max(1, round(a.prefill / per_copy))
+        a.new_tokens = 1
     sys.path.insert(0, a.llama_site)
     from llama_cpp import Llama
 
@@ -67,8 +84,9 @@ def main():
         files[t] = os.path.join(a.work, f"model-{t}.gguf")
         subprocess.run([a.tinylm, "export-gguf", "--model", a.model, "--type", t, "--out", files[t]], check=True,
                        capture_output=True)
-    ctx = 64 + a.new_tokens
-    llms = {t: Llama(files[t], n_ctx=ctx, n_batch=64, n_threads=2, verbose=False, logits_all=True,
+    ctx = 64 + a.new_tokens + 2 * a.prefill  # room for the other tokenizer's count
+    llms = {t: Llama(files[t], n_ctx=ctx, n_batch=512 if a.prefill else 64, n_threads=2, verbose=False,
+                     logits_all=not a.prefill,
                      **({"type_k": 0, "type_v": 0} if t == "f32" else {})) for t in files}
     prompt_ids = json.loads(subprocess.run([a.tinylm, "generate", "--model", a.model, "--prompt", a.prompt,
                                             "--max-tokens", "1", "--json", "--quiet"], capture_output=True,
@@ -83,20 +101,22 @@ def main():
         order = names[k:] + names[:k]
         for name in order:
             if name.startswith("tinylm"):
-                tps, toks = tinylm_run(a.tinylm, a.model, a.prompt, a.new_tokens, name.split()[-1])
+                seconds, toks = tinylm_run(a.tinylm, a.model, a.prompt, a.new_tokens, name.split()[-1])
                 if name == "tinylm f32":
                     ours = toks
             else:
                 t = name.split()[-1]
                 ids = llms[t].tokenize(a.prompt.encode(), add_bos=False, special=True)
-                tps, toks = llama_run(llms[t], ids, a.new_tokens)
+                seconds, toks = llama_run(llms[t], ids, a.new_tokens)
                 if t == "f32":
                     theirs = toks
-            results[name].append(tps)
+                    their_prompt = len(ids)
+            results[name].append((prompt_ids if a.prefill else a.new_tokens) / seconds)
         same = ours == theirs
-    print(f"prompt {prompt_ids} tokens, {a.new_tokens} new tokens, {a.rounds} rounds; tinylm and llama.cpp f32 "
-          f"greedy tokens {'identical' if same else 'DIFFERENT'}")
-    print("| | decode tokens/s (median) | rounds | / llama.cpp f32 |\n| --- | ---: | --- | ---: |")
+    print(f"prompt {prompt_ids} tokens ({their_prompt} in llama.cpp's tokenizer), {a.new_tokens} new tokens, "
+          f"{a.rounds} rounds; tinylm and llama.cpp f32 greedy tokens {'identical' if same else 'DIFFERENT'}")
+    what = "prompt tokens/s" if a.prefill else "decode tokens/s"
+    print(f"| | {what} (median) | rounds | / llama.cpp f32 |\n| --- | ---: | --- | ---: |")
     base = statistics.median(results["llama.cpp f32"])
     summary = {}
     for name, rows in results.items():
@@ -104,7 +124,8 @@ def main():
         summary[name] = {"median": m, "rounds": rows}
         print(f"| {name} | {m:.1f} | {', '.join(f'{x:.1f}' for x in rows)} | {m / base:.2f} |")
     if a.out:
-        json.dump({"model": a.model, "new_tokens": a.new_tokens, "same_greedy_tokens": same, "results": summary},
+        json.dump({"model": a.model, "new_tokens": a.new_tokens, "prompt_tokens": prompt_ids, "measured": what,
+                   "same_greedy_tokens": same, "results": summary},
                   open(a.out, "w"), indent=2)
 
 

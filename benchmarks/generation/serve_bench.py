@@ -22,9 +22,9 @@ import time
 import urllib.request
 
 
-def start(tinylm, model, precision="f32"):
-    proc = subprocess.Popen([tinylm, "serve", "--model", model, "--port", "0", "--quiet", "--precision", precision],
-                            stderr=subprocess.PIPE, text=True)
+def start(tinylm, model, precision="f32", extra=()):
+    proc = subprocess.Popen([tinylm, "serve", "--model", model, "--port", "0", "--quiet", "--precision", precision,
+                             *extra], stderr=subprocess.PIPE, text=True)
     while True:
         line = proc.stderr.readline()
         if not line:

@@ -16,6 +16,8 @@
 #include <cmath>
 #include <filesystem>
 #include <map>
+#include <numeric>
+#include <set>
 
 using namespace tl;
 using namespace tl::test;
@@ -87,6 +89,19 @@ BOOST_AUTO_TEST_CASE(kv_cache_truncate_and_copy_prefix) {
     large.copy_prefix(small, index_t(a.size()));
     BOOST_TEST(rel_error(last_logits(large, c), want) < 1e-5);
     BOOST_CHECK_THROW(cut.truncate(cut.length() + 1), tl::error);
+    // One sequence given to every row of a batch (generate_batch's prompt): each row goes on as the fresh cache.
+    auto rows = model.make_cache(3, 16);
+    rows.copy_prefix(small, index_t(a.size()));
+    std::vector<token_t> c3;
+    for (int r = 0; r < 3; ++r)
+        c3.insert(c3.end(), c.begin(), c.end());
+    owned<float> out({3, V});
+    model.forward_cached(rows, cview<token_t>{c3.data(), {3, index_t(c.size())}}, out);
+    for (index_t r = 0; r < 3; ++r)
+        BOOST_TEST(rel_error(std::vector<float>(out.data.begin() + r * V, out.data.begin() + (r + 1) * V), want) <
+                   1e-5);
+    auto two = model.make_cache(2, 16);
+    BOOST_CHECK_THROW(rows.copy_prefix(two, 0), tl::error); // 2 rows into 3: neither the same batch nor one
 }
 
 // prompt_cache: a prompt that extends the last one runs only its new tokens, with the tokens of a fresh generation;
@@ -116,6 +131,53 @@ BOOST_AUTO_TEST_CASE(prompt_cache_runs_only_the_new_tokens) {
     const std::vector<token_t> other{4, 14, 15, 9};
     BOOST_TEST(run(other, &pc) == run(other, nullptr));
     BOOST_TEST(pc.reused() == 0u);
+}
+
+// Two conversations taking turns in a two-slot cache: each turn finds its own conversation, a third conversation
+// sharing their first tokens starts in the older slot with that prefix copied, and every answer is the one an empty
+// cache gives.
+BOOST_AUTO_TEST_CASE(prompt_cache_slots_keep_conversations_apart) {
+    using model_t = decoder<test::llama_gqa, eigen_cpu>;
+    model_t model(0);
+    load_fixture(model, "llama_gqa");
+    const generation_options greedy{.max_new_tokens = 4, .stop_tokens = {}, .sampling = {.temperature = 0}};
+    prompt_cache<model_t> pc(2);
+    BOOST_TEST(pc.slots() == 2u);
+    auto run = [&](const std::vector<token_t>& prompt, prompt_cache<model_t>* reuse) {
+        return generate(
+            model, prompt, greedy, [](token_t) { return true; }, reuse);
+    };
+    // A conversation's next turn: what it had, the answer, a new message.
+    auto next_turn = [](std::vector<token_t> had, const std::vector<token_t>& answer, std::vector<token_t> message) {
+        had.insert(had.end(), answer.begin(), answer.end());
+        had.insert(had.end(), message.begin(), message.end());
+        return had;
+    };
+    const std::vector<token_t> a1{2, 8, 3, 14, 15}, b1{2, 8, 6, 1, 1};
+    const std::vector<token_t> a_out = run(a1, &pc);
+    const std::size_t a_slot = pc.slot_taken();
+    const std::vector<token_t> b_out = run(b1, &pc); // shares 2 of a's 9 tokens: a slot of its own
+    BOOST_TEST(pc.reused() == 2u);
+    BOOST_TEST(pc.slot_taken() != a_slot);
+    BOOST_TEST(b_out == run(b1, nullptr));
+    const std::vector<token_t> a2 = next_turn(a1, a_out, {7, 9});
+    BOOST_TEST(run(a2, &pc) == run(a2, nullptr));
+    BOOST_TEST(pc.reused() == a1.size() + a_out.size()); // the whole first turn, though b came in between
+    BOOST_TEST(pc.slot_taken() == a_slot);
+    const std::vector<token_t> b2 = next_turn(b1, b_out, {4});
+    BOOST_TEST(run(b2, &pc) == run(b2, nullptr));
+    BOOST_TEST(pc.reused() == b1.size() + b_out.size());
+    const std::vector<token_t> c1{2, 8, 3, 5}; // a new conversation: takes a's slot (the older), with a's prefix
+    BOOST_TEST(run(c1, &pc) == run(c1, nullptr));
+    BOOST_TEST(pc.reused() == 3u);
+    BOOST_TEST(pc.slot_taken() == a_slot);
+    BOOST_TEST(run(b2, &pc) == run(b2, nullptr)); // b is still whole
+    BOOST_TEST(pc.reused() == b2.size() - 1);
+    prompt_cache<model_t> one(1); // one slot: the conversations evict each other
+    run(a1, &one);
+    run(b1, &one);
+    run(a2, &one);
+    BOOST_TEST(one.reused() == 2u);
 }
 
 BOOST_AUTO_TEST_CASE(greedy_generation_is_the_argmax_of_the_full_forward) {
@@ -246,6 +308,44 @@ BOOST_AUTO_TEST_CASE(sampling_definitions) {
     const std::vector<token_t> history{4};
     BOOST_TEST(rep.sample(logits, history) == 0); // 3.0 / 2 = 1.5 < 2.0
     BOOST_CHECK_THROW(sampler(5, {.top_p = 0.0}), tl::error);
+}
+
+// top-p without top-k sorts only as much of the vocabulary as the nucleus needs: the draws stay inside the nucleus
+// of the definition (every token sorted, the smallest most likely set reaching p), here hundreds of tokens wide.
+BOOST_AUTO_TEST_CASE(top_p_nucleus_on_a_wide_vocabulary) {
+    const index_t V = 3000;
+    std::vector<float> logits(static_cast<std::size_t>(V));
+    counter_rng g(5, 1);
+    for (float& z : logits)
+        z = float(1.5 * g.normal());
+    logits[17] = logits[18]; // a tie, broken by id
+    const double top_p = 0.9, temperature = 0.8;
+    std::vector<index_t> order(static_cast<std::size_t>(V));
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](index_t a, index_t b) { return logits[a] > logits[b]; });
+    const float zmax = logits[std::size_t(order[0])];
+    double total = 0;
+    for (float z : logits)
+        total += std::exp((z - zmax) / temperature);
+    std::set<token_t> nucleus;
+    double cumulative = 0, top_weight = 0;
+    for (index_t id : order) {
+        nucleus.insert(token_t(id));
+        cumulative += std::exp((logits[std::size_t(id)] - zmax) / temperature) / total;
+        if (cumulative >= top_p) break;
+    }
+    top_weight = 1 / total / cumulative;       // the most likely token's share of the nucleus
+    BOOST_TEST_REQUIRE(nucleus.size() > 512u); // past the first two sorted prefixes (64, 512)
+    sampler s(V, {.temperature = temperature, .top_k = 0, .top_p = top_p, .seed = 3});
+    int outside = 0, most_likely = 0;
+    const int draws = 4000;
+    for (int i = 0; i < draws; ++i) {
+        const token_t t = s.sample(logits, {});
+        outside += !nucleus.contains(t);
+        most_likely += t == token_t(order[0]);
+    }
+    BOOST_TEST(outside == 0);
+    BOOST_TEST(std::abs(double(most_likely) / draws - top_weight) < 4 * std::sqrt(top_weight / draws) + 1e-3);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -75,12 +75,21 @@ def check_openai(port):
     assert "".join(pieces) == chat.choices[0].message.content, (pieces, chat.choices[0].message.content)
     completion = client.completions.create(model=name, prompt="Жили-были", max_tokens=5, temperature=0)
     assert completion.usage.completion_tokens == 5
+    # The conversation's next turn: its first turn comes from the server's prompt cache (--prompt-cache, on by
+    # default), though another prompt came in between.
+    turn = client.chat.completions.create(
+        model=name, max_tokens=5, temperature=0,
+        messages=[{"role": "user", "content": "Привет"},
+                  {"role": "assistant", "content": chat.choices[0].message.content},
+                  {"role": "user", "content": "Как дела?"}])
+    cached = turn.usage.prompt_tokens_details.cached_tokens
+    assert chat.usage.prompt_tokens <= cached < turn.usage.prompt_tokens, (cached, chat.usage, turn.usage)
     try:
         client.chat.completions.create(model=name, messages=[{"role": "user", "content": "x"}], n=2)
         raise AssertionError("n=2 was accepted")
     except openai.BadRequestError as e:
         assert "n = 1" in str(e), e
-    print(f"openai {openai.__version__}: models, chat, stream, completions, BadRequestError: ok")
+    print(f"openai {openai.__version__}: models, chat, stream, completions, cached_tokens, BadRequestError: ok")
 
 
 def stop_server(proc):

@@ -193,7 +193,9 @@ struct running_server {
     std::unique_ptr<tl::text_model> model;
     std::unique_ptr<tl::openai_server> server;
     std::thread thread;
-    explicit running_server(const fs::path& dir) : model(tl::load_text_model(dir)) {
+    // prompt_cache: conversations kept between requests (text_model::keep_prompt_cache).
+    explicit running_server(const fs::path& dir, int prompt_cache = 0) : model(tl::load_text_model(dir)) {
+        model->keep_prompt_cache(prompt_cache);
         server = std::make_unique<tl::openai_server>(*model, tl::server_options{.port = 0, .log = false});
         BOOST_TEST_REQUIRE(server->bind());
         thread = std::thread([this] { server->listen_after_bind(); });
@@ -310,6 +312,38 @@ BOOST_AUTO_TEST_CASE(chat_completions_with_the_template) {
     BOOST_TEST(r.done);
     BOOST_TEST(r.text == j["choices"][0]["message"]["content"].get<std::string>());
     BOOST_TEST(r.finish_reason == j["choices"][0]["finish_reason"].get<std::string>());
+}
+
+// Two clients' chats taking turns on a server keeping two conversations: each resent conversation runs only its new
+// message (usage.prompt_tokens_details.cached_tokens), and every answer is the one a server without a cache gives.
+BOOST_AUTO_TEST_CASE(chats_resent_by_two_clients_come_from_the_prompt_cache) {
+    running_server cached(chat_folder(), 2), fresh(chat_folder());
+    httplib::Client c = cached.client(), f = fresh.client();
+    auto ask = [](httplib::Client& client, const nlohmann::json& messages) {
+        const nlohmann::json request{{"messages", messages}, {"max_tokens", 12}, {"temperature", 0}};
+        const auto res = client.Post("/v1/chat/completions", request.dump(), "application/json");
+        BOOST_TEST_REQUIRE(res->status == 200);
+        return nlohmann::json::parse(res->body);
+    };
+    std::vector<nlohmann::json> chats(2);
+    std::vector<std::size_t> previous(2, 0); // each conversation's prompt tokens in its last turn
+    for (int turn = 0; turn < 3; ++turn)
+        for (std::size_t who = 0; who < 2; ++who) {
+            chats[who].push_back({{"role", "user"}, {"content", "Вопрос " + std::to_string(turn * 2 + who)}});
+            const nlohmann::json got = ask(c, chats[who]), want = ask(f, chats[who]);
+            const std::string answer = got["choices"][0]["message"]["content"];
+            BOOST_TEST(answer == want["choices"][0]["message"]["content"].get<std::string>());
+            const std::size_t cached_tokens = got["usage"]["prompt_tokens_details"]["cached_tokens"];
+            BOOST_TEST(want["usage"]["prompt_tokens_details"]["cached_tokens"] == 0u);
+            const std::size_t prompt_tokens = got["usage"]["prompt_tokens"];
+            BOOST_TEST(cached_tokens < prompt_tokens);
+            if (turn == 0 && who == 0) BOOST_TEST(cached_tokens == 0u);
+            // Later turns: at least the conversation's previous prompt, though the other came in between (the
+            // answer's tokens may differ from the template's encoding of its text).
+            if (turn > 0) BOOST_TEST(cached_tokens >= previous[who]);
+            previous[who] = prompt_tokens;
+            chats[who].push_back({{"role", "assistant"}, {"content", answer}});
+        }
 }
 
 BOOST_AUTO_TEST_CASE(four_clients_at_once) {

@@ -113,7 +113,7 @@ bool set_option(tl::text_generation_options& o, const std::string& name, const s
 
 int run(const chat_flags& f) {
     const std::unique_ptr<tl::text_model> m = open_model(f.model);
-    m->keep_prompt_cache(f.prompt_cache);
+    m->keep_prompt_cache(f.prompt_cache ? 1 : 0);
     const tl::chat_prompt_format format = tl::chat_prompt_format::of(*m);
     tl::text_generation_options options = f.sampling.apply(*m);
     if (!f.sampling.given.max_tokens) options.generation.max_new_tokens = 256;

@@ -16,6 +16,7 @@ namespace {
 struct serve_flags {
     model_flags model;
     tl::server_options server;
+    int prompt_cache = 4; // conversations whose KV cache is kept between requests
     bool quiet = false;
 };
 
@@ -23,6 +24,7 @@ std::atomic<bool> stop_requested{false};
 
 int run(serve_flags f) {
     const std::unique_ptr<tl::text_model> m = open_model(f.model);
+    m->keep_prompt_cache(f.prompt_cache);
     f.server.log = !f.quiet;
     tl::openai_server server(*m, f.server);
     tl::check(server.bind(), [&] {
@@ -39,6 +41,9 @@ int run(serve_flags f) {
     });
     std::fprintf(stderr, "serving %s on http://%s:%d/v1 (OpenAI-compatible; Ctrl-C stops)\n", m->name().c_str(),
                  f.server.host.c_str(), server.port());
+    if (!f.quiet)
+        std::fprintf(stderr, "prompt cache: %d conversations (--prompt-cache 0: every request from scratch)\n",
+                     f.prompt_cache);
     const bool ok = server.listen_after_bind();
     stop_requested = true;
     watcher.join();
@@ -58,6 +63,10 @@ void add_serve(CLI::App& app, command& chosen) {
         ->check(recipes::in_range(0, 65535, "TCP port; 0: any free port"));
     sub->add_option("--max-waiting", f->server.max_waiting, "requests waiting beyond this are answered 503")
         ->check(recipes::at_least(1, "requests waiting for the model"));
+    sub->add_option("--prompt-cache", f->prompt_cache,
+                    "conversations whose KV cache is kept between requests: a request that resends one runs only "
+                    "its new tokens (usage.prompt_tokens_details.cached_tokens counts the others); 0: off")
+        ->check(recipes::in_range(0, 64, "conversations kept"));
     sub->add_flag("--quiet", f->quiet, "no line per request on stderr");
     sub->callback([f, &chosen] { chosen = [f] { return run(*f); }; });
 }

@@ -28,43 +28,84 @@ struct generation_options {
     sampling_options sampling;
 };
 
-// A KV cache kept from one generation to the next (the turns of a chat, requests that resend a conversation): a
-// prompt that starts with tokens the cache holds runs only the rest through the model. The positions kept were
+// KV caches kept from one generation to the next (the turns of a chat, requests that resend a conversation): a
+// prompt that starts with tokens a cache holds runs only the rest through the model. The positions kept were
 // computed as they were then (a generated token by a decoding step, reading decoding weights if there were any),
 // so the logits can differ from a fresh prefill's by f32 rounding (sums in another order).
+//
+// `slots` caches are kept, one conversation each (a server's clients take turns). A prompt that goes on from the
+// last prompt of a slot (the next turn of a conversation, or the same turn asked again) continues in that slot.
+// Otherwise it starts in an empty or the least recently used slot, with the longest prefix any slot shares with it
+// (a system prompt, the turns before an edited message) copied over: a new conversation evicts the one idle
+// longest, never one that merely shares its first tokens.
 template <class Model>
 class prompt_cache {
 public:
     using cache_type = decltype(std::declval<const Model&>().make_cache(1, 1));
 
-    // The cache for `prompt`, holding its longest prefix the cache had (never the last token: its step gives the
+    explicit prompt_cache(int slots = 1) : slots_(std::size_t(std::max(1, slots))) {}
+
+    // The cache for `prompt`, holding its longest prefix a slot had (never the last token: its step gives the
     // logits), with room for `capacity` positions.
     cache_type& take(const Model& model, std::span<const token_t> prompt, index_t capacity) {
-        std::size_t keep = 0;
-        const std::size_t limit = std::min(tokens_.size(), prompt.size() - 1);
-        while (keep < limit && tokens_[keep] == prompt[keep])
-            ++keep;
-        if (!cache_ || cache_->capacity() < capacity) { // grow: twice the room, within the model's context
-            const index_t room = std::min<index_t>(model.config().max_seq_len,
-                                                   std::max<index_t>(capacity, cache_ ? 2 * cache_->capacity() : 0));
-            std::optional<cache_type> grown(model.make_cache(1, room));
-            if (keep > 0) grown->copy_prefix(*cache_, index_t(keep));
-            cache_ = std::move(grown);
+        std::size_t from = 0, keep = 0; // the slot sharing the longest prefix (a continued one, then the older)
+        bool continues = false;
+        for (std::size_t i = 0; i < slots_.size(); ++i) {
+            const std::vector<token_t>& held = slots_[i].tokens;
+            const std::size_t limit = std::min(held.size(), prompt.size() - 1);
+            std::size_t k = 0;
+            while (k < limit && held[k] == prompt[k])
+                ++k;
+            // The prompt goes on from the slot's last one: a next turn (its answer maybe tokenized anew by the chat
+            // template) or the same turn again.
+            const bool c = k + 1 >= slots_[i].prompt_length;
+            if (k > keep || (k == keep && (c > continues || (c == continues && slots_[i].used < slots_[from].used))))
+                from = i, keep = k, continues = c;
         }
-        cache_->truncate(index_t(keep));
-        tokens_.resize(keep);
+        std::size_t to = from;
+        if (!continues) // another conversation, or this one changed: keep it, start in the least recently used slot
+            for (std::size_t i = 0; i < slots_.size(); ++i)
+                if (slots_[i].used < slots_[to].used) to = i;
+        slot& source = slots_[from];
+        slot& target = slots_[to];
+        if (!target.cache || target.cache->capacity() < capacity) { // grow: twice the room, within the context
+            const index_t had = target.cache ? target.cache->capacity() : 0;
+            const index_t room = std::min<index_t>(model.config().max_seq_len, std::max<index_t>(capacity, 2 * had));
+            std::optional<cache_type> grown(model.make_cache(1, room));
+            if (keep > 0) grown->copy_prefix(*source.cache, index_t(keep));
+            target.cache = std::move(grown);
+        } else if (to != from && keep > 0) {
+            target.cache->copy_prefix(*source.cache, index_t(keep));
+        }
+        target.cache->truncate(index_t(keep));
+        target.tokens.assign(prompt.begin(), prompt.begin() + std::ptrdiff_t(keep));
+        target.prompt_length = prompt.size();
+        target.used = ++clock_;
+        taken_ = to;
         reused_ = keep;
-        return *cache_;
+        return *target.cache;
     }
-    // After a generation: the tokens the cache holds, position by position.
-    void hold(std::span<const token_t> tokens) { tokens_.assign(tokens.begin(), tokens.end()); }
-    std::size_t reused() const { return reused_; } // prompt tokens the last generation took from the cache
-    void clear() { cache_.reset(), tokens_.clear(), reused_ = 0; }
+    // After a generation: the tokens the cache it took holds, position by position.
+    void hold(std::span<const token_t> tokens) { slots_[taken_].tokens.assign(tokens.begin(), tokens.end()); }
+    std::size_t reused() const { return reused_; } // prompt tokens the last generation took from a cache
+    std::size_t slots() const { return slots_.size(); }
+    std::size_t slot_taken() const { return taken_; } // the slot the last generation ran in
+    void clear() {
+        for (slot& s : slots_)
+            s = slot{};
+        reused_ = 0;
+    }
 
 private:
-    std::optional<cache_type> cache_;
-    std::vector<token_t> tokens_;
-    std::size_t reused_ = 0;
+    struct slot {
+        std::optional<cache_type> cache;
+        std::vector<token_t> tokens;   // what the cache holds, position by position
+        std::size_t prompt_length = 0; // of the last generation in it (tokens holds its answer after it)
+        std::uint64_t used = 0;        // when it was last taken (0: never)
+    };
+    std::vector<slot> slots_;
+    std::uint64_t clock_ = 0;
+    std::size_t taken_ = 0, reused_ = 0;
 };
 
 // `reuse` (optional): a cache kept between generations (above).

@@ -2,12 +2,12 @@
 //
 // The KV cache holds `count` sequences of one common length (model/kv_cache.hpp has no per-sequence positions or
 // padding), so the sequences decoded together must share their prompt: the prompt is run through the model once
-// for every row, then each step runs one token of every row in one forward pass, so each weight matrix is read
-// once per step for all rows instead of once per row. Row r samples with seed + r and stops on its own (an end
-// token, a stop string, its on_token returning false); a finished row keeps being fed its last token, and its
-// outputs are ignored, until every row has finished. In exact arithmetic row r equals tl::generate with seed + r;
-// in floating point a batched product may round differently from a single-row one, so a near tie can be sampled
-// differently.
+// and its keys and values copied to every row, then each step runs one token of every row in one forward pass, so
+// each weight matrix is read once per step for all rows instead of once per row. Row r samples with seed + r and stops
+// on its own (an end token, a stop string, its on_token returning false); a finished row keeps being fed its last
+// token, and its outputs are ignored, until every row has finished. Row r's first token is sampled from the logits
+// tl::generate computes; later steps are exact-arithmetic equal to tl::generate with seed + r, but a batched product
+// may round differently from a single-row one, so a near tie can be sampled differently.
 #pragma once
 
 #include <tinylm/eval/text_generation.hpp>
@@ -33,10 +33,14 @@ std::vector<std::vector<token_t>> generate_batch(const Model& model, std::span<c
     auto cache = model.make_cache(count, capacity);
     std::vector<float> logits(rows * vocab);
     const tensor_view<float> logits_view{logits.data(), {count, model.config().vocab_size}};
-    std::vector<token_t> ids;
-    for (std::size_t r = 0; r < rows; ++r)
-        ids.insert(ids.end(), prompt.begin(), prompt.end());
-    model.forward_cached(cache, cview<token_t>{ids.data(), {count, index_t(prompt.size())}}, logits_view);
+    { // the prompt runs once, as tl::generate runs it; every row starts from its keys, values and logits
+        auto one = model.make_cache(1, index_t(prompt.size()));
+        model.forward_cached(one, cview<token_t>{prompt.data(), {1, index_t(prompt.size())}},
+                             tensor_view<float>{logits.data(), {1, model.config().vocab_size}});
+        cache.copy_prefix(one, one.length());
+        for (std::size_t r = 1; r < rows; ++r)
+            std::copy_n(logits.data(), vocab, logits.data() + r * vocab);
+    }
     std::vector<std::vector<token_t>> history(rows, std::vector<token_t>(prompt.begin(), prompt.end())), output(rows);
     std::vector<sampler> pick;
     for (std::size_t r = 0; r < rows; ++r) {

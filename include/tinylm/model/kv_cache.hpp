@@ -51,15 +51,18 @@ public:
         check(n >= 0 && n <= length_, "kv_cache::truncate: beyond the positions filled");
         length_ = n;
     }
-    // The first n positions of `from` (same batch, n <= capacity()): keys and values copied, length n.
+    // The first n positions of `from` (the same batch, or one sequence given to every one here; n <= capacity()):
+    // keys and values copied, length n.
     void copy_prefix(const kv_cache& from, index_t n) {
-        check(from.batch_ == batch_ && n <= from.length_ && n <= capacity_ && from.k_.size() == k_.size(),
+        check((from.batch_ == batch_ || from.batch_ == 1) && n <= from.length_ && n <= capacity_ &&
+                  from.k_.size() == k_.size(),
               "kv_cache::copy_prefix: another batch, or more positions than either cache has");
         for (std::size_t l = 0; l < k_.size(); ++l) {
             const index_t row = k_[l].numel() / (batch_ * capacity_); // Hkv * D
             for (index_t b = 0; b < batch_; ++b) {
-                std::copy_n(from.k_[l].data + b * from.capacity_ * row, n * row, k_[l].data + b * capacity_ * row);
-                std::copy_n(from.v_[l].data + b * from.capacity_ * row, n * row, v_[l].data + b * capacity_ * row);
+                const index_t fb = from.batch_ == 1 ? 0 : b;
+                std::copy_n(from.k_[l].data + fb * from.capacity_ * row, n * row, k_[l].data + b * capacity_ * row);
+                std::copy_n(from.v_[l].data + fb * from.capacity_ * row, n * row, v_[l].data + b * capacity_ * row);
             }
         }
         length_ = n;

@@ -13,9 +13,11 @@
 // generation_config.json defaults (greedy unless it says do_sample), not OpenAI's temperature 1.
 //
 // Requests are served one generation at a time, in arrival order (a mutex is the queue: several clients at once
-// wait their turn; batching them into one forward pass is the next step). A streaming client that disconnects
-// stops its generation at the next token and frees the model. The server binds to 127.0.0.1 unless told
-// otherwise.
+// wait their turn; batching them into one forward pass is the next step). With the model's prompt cache on
+// (text_model::keep_prompt_cache; `tinylm serve --prompt-cache N`), a request that resends a conversation runs
+// only its new tokens; usage.prompt_tokens_details.cached_tokens counts the others, as OpenAI's API does. A streaming
+// client that disconnects stops its generation at the next token and frees the model. The server binds to 127.0.0.1
+// unless told otherwise.
 #pragma once
 
 #include <tinylm/serve/chat_format.hpp>
@@ -303,7 +305,8 @@ private:
     static ojson usage(const text_completion& c) {
         return {{"prompt_tokens", c.prompt_tokens},
                 {"completion_tokens", c.tokens.size()},
-                {"total_tokens", c.prompt_tokens + c.tokens.size()}};
+                {"total_tokens", c.prompt_tokens + c.tokens.size()},
+                {"prompt_tokens_details", {{"cached_tokens", c.cached_tokens}}}};
     }
 
     void handle(const httplib::Request& req, httplib::Response& res, bool chat) {
@@ -372,7 +375,7 @@ private:
                             {"usage", usage(c)}};
             res.set_content(out.dump(), "application/json");
             ++served_;
-            log(req, 200, c.prompt_tokens, c.tokens.size(), start);
+            log(req, 200, c.prompt_tokens, c.tokens.size(), start, c.cached_tokens);
             return;
         }
         res.set_header("Cache-Control", "no-cache");
@@ -408,9 +411,9 @@ private:
                 ++disconnected_;
             }
             if (options_.log)
-                std::fprintf(stderr, "%s %s stream: %zu prompt + %zu new tokens, %.2f s%s\n", "POST", req_path.c_str(),
-                             c.prompt_tokens, c.tokens.size(), seconds_since(start),
-                             connected ? "" : " (client disconnected: stopped)");
+                std::fprintf(stderr, "%s %s stream: %zu prompt%s + %zu new tokens, %.2f s%s\n", "POST",
+                             req_path.c_str(), c.prompt_tokens, from_cache(c.cached_tokens).c_str(), c.tokens.size(),
+                             seconds_since(start), connected ? "" : " (client disconnected: stopped)");
             return connected;
         });
     }
@@ -418,11 +421,14 @@ private:
     static double seconds_since(std::chrono::steady_clock::time_point t) {
         return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
     }
+    static std::string from_cache(std::size_t cached) {
+        return cached > 0 ? " (" + std::to_string(cached) + " from the cache)" : std::string();
+    }
     void log(const httplib::Request& req, int status, std::size_t prompt, std::size_t generated,
-             std::chrono::steady_clock::time_point start) const {
+             std::chrono::steady_clock::time_point start, std::size_t cached = 0) const {
         if (!options_.log) return;
-        std::fprintf(stderr, "%s %s %d: %zu prompt + %zu new tokens, %.2f s\n", req.method.c_str(), req.path.c_str(),
-                     status, prompt, generated, seconds_since(start));
+        std::fprintf(stderr, "%s %s %d: %zu prompt%s + %zu new tokens, %.2f s\n", req.method.c_str(), req.path.c_str(),
+                     status, prompt, from_cache(cached).c_str(), generated, seconds_since(start));
     }
 
     const text_model& model_;

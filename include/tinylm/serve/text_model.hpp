@@ -51,11 +51,12 @@ public:
     // bytes), q8_0 (about a quarter) or f32 (the weights themselves, no copies) (backend/decoding_weights.hpp;
     // prompts and complete_batch's rows still read f32). Returns the copies' bytes.
     virtual std::size_t use_decoding_weights(decoding_format format) = 0;
-    // true: complete() keeps its KV cache for the next call, which runs only the part of its prompt after the
-    // longest prefix the cache holds (a chat's earlier turns; text_completion::cached_tokens counts the rest).
-    // Those positions were computed as they were then, so logits can differ from a fresh prefill's by f32
-    // rounding. false (the default): every call starts from an empty cache.
-    virtual void keep_prompt_cache(bool on) = 0;
+    // slots > 0: complete() keeps its KV caches for the next calls, one conversation per slot; a call runs only
+    // the part of its prompt after the longest prefix a slot holds (a chat's earlier turns;
+    // text_completion::cached_tokens counts the rest; eval/generate.hpp, prompt_cache, says which slot a prompt
+    // takes). Those positions were computed as they were then, so logits can differ from a fresh prefill's by f32
+    // rounding. 0 (the default): every call starts from an empty cache.
+    virtual void keep_prompt_cache(int slots) = 0;
 
     const hf_folder& folder() const { return folder_; }
     const tl::tokenizer& tokenizer() const { return *folder_.tokenizer; }
@@ -117,18 +118,18 @@ public:
     std::int64_t parameter_count() const override { return model_->parameter_count(); }
     text_completion complete(std::span<const token_t> prompt, const text_generation_options& options,
                              const on_text_fn& on_text) const override {
-        return generate_text(*model_, tokenizer(), prompt, options, on_text, keep_cache_ ? &cache_ : nullptr);
+        return generate_text(*model_, tokenizer(), prompt, options, on_text, cache_ ? &*cache_ : nullptr);
     }
     std::vector<text_completion> complete_batch(std::span<const token_t> prompt, int count,
                                                 const text_generation_options& options) const override {
         return generate_text_batch(*model_, tokenizer(), prompt, count, options);
     }
-    void keep_prompt_cache(bool on) override {
-        keep_cache_ = on;
-        cache_.clear();
+    void keep_prompt_cache(int slots) override {
+        cache_.reset();
+        if (slots > 0) cache_.emplace(slots);
     }
     std::size_t use_decoding_weights(decoding_format format) override {
-        cache_.clear(); // its positions were computed with the weights in force then
+        if (cache_) cache_->clear(); // its positions were computed with the weights in force then
         copies_.reset();
         if (format != decoding_format::f32) copies_.emplace(model_->parameter_entries(), format);
         return copies_ ? copies_->bytes() : 0;
@@ -137,8 +138,8 @@ public:
 private:
     std::unique_ptr<Model> model_;
     std::optional<decoding_weights> copies_; // after model_: gone before the weights it copied
-    bool keep_cache_ = false;
-    mutable prompt_cache<Model> cache_; // complete() is const to callers; one call at a time (the server's lock)
+    // complete() is const to callers; one call at a time (the server's lock).
+    mutable std::optional<prompt_cache<Model>> cache_;
 };
 } // namespace detail
 
