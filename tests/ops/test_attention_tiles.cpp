@@ -117,6 +117,8 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(training_kernels_match_reference, T, real_types) {
         {"documents", 2, 170, 4, 2, 8, 0, {3, 40, 1, 70, 9, 100}},
         {"documents and a window", 2, 170, 2, 1, 8, 20, {65, 2, 30}},
         {"head width 64 (config B)", 1, 130, 2, 1, 64, 0, {}},
+        {"a last block of one query (the row kernel), head width 64", 1, 65, 2, 1, 64, 0, {}},
+        {"a last block of one query, GQA, key lengths", 2, 129, 4, 2, 16, 0, {}, true, {129, 70}},
         {"bidirectional, one tile", 2, 37, 2, 2, 16, 0, {}, false},
         {"bidirectional, GQA", 2, 150, 4, 2, 16, 0, {}, false},
         {"bidirectional, MQA, odd head width", 1, 129, 3, 1, 13, 0, {}, false},
@@ -151,7 +153,8 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(cache_forward_matches_reference, T, real_types) {
     for_each_copy([&](const char* copy) {
         for (const step st :
              {step{"decode one query", 199, 1, 0, false, false}, step{"decode with a window", 199, 1, 40, false, false},
-              step{"prefill chunk", 70, 100, 0, true, false},
+              step{"decode with key lengths, lse", 199, 1, 0, true, false, true, true},
+              step{"decode with documents", 60, 1, 0, true, true}, step{"prefill chunk", 70, 100, 0, true, false},
               step{"prefill chunk with a window", 70, 100, 30, false, false},
               step{"prefill chunk with documents", 10, 90, 0, true, true},
               step{"bidirectional chunk", 70, 100, 0, true, false, false},

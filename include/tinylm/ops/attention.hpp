@@ -422,6 +422,85 @@ inline void block_keys(index_t& first, index_t& last, const index_t* lo, const i
     first = *std::min_element(lo, lo + rows);
     last = *std::max_element(hi, hi + rows);
 }
+// One query (a decoding step, or the last row of a block) of one head over its keys first .. last: the scores are
+// dot products along the head (no key tile to transpose for a single row, which cost as much as the product), then
+// the same online softmax as the tiles, a tile of keys at a time; o (zeroed) receives the output row.
+template <class T>
+void attention_forward_row(T* o, tensor_view<T> lse, const T* q, const T* kb, const T* vb, index_t ldk, index_t D,
+                           T scale, index_t first, index_t last, const attention_shape& s, index_t b, index_t h,
+                           index_t i) {
+    constexpr index_t BK = attention_block, lanes = 64 / index_t(sizeof(T)); // an AVX-512 register of T
+    T row_max = -std::numeric_limits<T>::infinity(), row_sum = 0, S[BK];
+    for (index_t j0 = first; j0 <= last; j0 += BK) {
+        const index_t cols = std::min(BK, last + 1 - j0);
+        T tile_max = row_max;
+        index_t j = 0;
+        if (D % lanes == 0) // four keys at a time, in fixed-width partial sums the compiler keeps in registers
+            for (; j + 4 <= cols; j += 4) {
+                T acc[4][lanes] = {};
+                for (index_t c0 = 0; c0 < D; c0 += lanes)
+                    for (index_t r = 0; r < 4; ++r) {
+                        const T* kr = kb + (j0 + j + r) * ldk + c0;
+#pragma omp simd
+                        for (index_t l = 0; l < lanes; ++l)
+                            acc[r][l] += q[c0 + l] * kr[l];
+                    }
+                for (index_t r = 0; r < 4; ++r) {
+                    for (index_t w = lanes / 2; w > 0; w /= 2) // pairwise: halves added, as a register's sum
+                        for (index_t l = 0; l < w; ++l)
+                            acc[r][l] += acc[r][l + w];
+                    S[j + r] = acc[r][0] * scale;
+                }
+            }
+        for (; j < cols; ++j)
+            S[j] = dot(q, kb + (j0 + j) * ldk, D) * scale;
+        for (j = 0; j < cols; ++j)
+            tile_max = std::max(tile_max, S[j]);
+        if (tile_max > row_max) { // rescale what has been summed so far
+            const T factor = std::exp(row_max - tile_max);
+            row_sum *= factor;
+#pragma omp simd
+            for (index_t c = 0; c < D; ++c)
+                o[c] *= factor;
+            row_max = tile_max;
+        }
+        T sum = 0;
+#pragma omp simd reduction(+ : sum)
+        for (index_t j = 0; j < cols; ++j) {
+            const T p = fast_exp(S[j] - row_max);
+            S[j] = p;
+            sum += p;
+        }
+        row_sum += sum;
+        index_t c0 = 0;
+        if (D % lanes == 0) // a register's width of o at a time, summed over the keys in registers
+            for (; c0 < D; c0 += lanes) {
+                T acc[lanes];
+                std::copy_n(o + c0, lanes, acc);
+                for (j = 0; j < cols; ++j) {
+                    const T p = S[j];
+                    const T* vj = vb + (j0 + j) * ldk + c0;
+#pragma omp simd
+                    for (index_t l = 0; l < lanes; ++l)
+                        acc[l] += p * vj[l];
+                }
+                std::copy_n(acc, lanes, o + c0);
+            }
+        for (j = 0; c0 < D && j < cols; ++j) {
+            const T p = S[j];
+            const T* vj = vb + (j0 + j) * ldk;
+#pragma omp simd
+            for (index_t c = 0; c < D; ++c)
+                o[c] += p * vj[c];
+        }
+    }
+    const T inv_sum = T(1) / row_sum;
+#pragma omp simd
+    for (index_t c = 0; c < D; ++c)
+        o[c] *= inv_sum;
+    if (lse.data) lse[(b * s.q_heads + h) * s.time + i] = T(row_max + std::log(row_sum));
+}
+
 // One query block of one head: rows i0 .. i0 + rows - 1 of out (and lse), over the key tiles it sees.
 template <class T, index_t NR>
 void attention_forward_block(tensor_view<T> out, tensor_view<T> lse, cview<T> q, cview<T> k, cview<T> v,
@@ -445,6 +524,7 @@ void attention_forward_block(tensor_view<T> out, tensor_view<T> lse, cview<T> q,
         row_max[r] = neg_inf, row_sum[r] = 0;
         std::fill_n(o0 + r * ldq, D, T(0));
     }
+    if (rows == 1) return attention_forward_row(o0, lse, q0, kb, vb, ldk, D, scale, first, last, s, b, h, i0);
     for (index_t j0 = first; j0 <= last; j0 += BK) {
         const index_t cols = std::min(BK, last + 1 - j0);
         tile_nt<NR>(S, BK, q0, ldq, kb + j0 * ldk, ldk, rows, cols, D, scale);
