@@ -245,6 +245,34 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(bf16_decoding_weights_serve_one_row_products, B, f
     BOOST_TEST(worst_against_f64(f32_all, w, 0, false) < f32_tolerance);
 }
 
+// The q8_0 copies round as std::lround (half away from zero), in vectorisable steps: the halves, the floats next to
+// them (0.49999997 must not round up, as x + 0.5 would), the ends of the code range, random values.
+BOOST_AUTO_TEST_CASE(q8_0_rounding_is_lround) {
+    std::vector<float> xs = {0.0f,
+                             -0.0f,
+                             0.5f,
+                             -0.5f,
+                             1.5f,
+                             -1.5f,
+                             2.5f,
+                             -2.5f,
+                             126.5f,
+                             -126.5f,
+                             127.0f,
+                             -127.0f,
+                             std::nextafter(0.5f, 0.0f),
+                             std::nextafter(-0.5f, 0.0f),
+                             std::nextafter(1.5f, 1.0f),
+                             std::nextafter(1.5f, 2.0f),
+                             std::nextafter(127.0f, 128.0f),
+                             1e-30f};
+    counter_rng rng(9);
+    for (int i = 0; i < 10000; ++i)
+        xs.push_back(float(254.0 * rng.uniform() - 127.0));
+    for (float x : xs)
+        BOOST_TEST(detail::round_half_away(x) == std::lround(x), "x = " << x);
+}
+
 // q8_0 copies: rows of 80 weights (blocks of 32, 32 and 16), products reading 75 of them (the last block in part).
 BOOST_AUTO_TEST_CASE_TEMPLATE(q8_0_decoding_weights_serve_one_row_products, B, fast_backends) {
     const index_t rows = 150, cols = 80, blocks = 3;

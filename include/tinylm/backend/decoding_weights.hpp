@@ -111,6 +111,14 @@ inline decoding_copy decoding_copy_of(const float* first, index_t rows, index_t 
             .scales_ld = blocks};
 }
 
+// std::lround for |x| < 2^31, in operations that vectorise even at SSE2 (truncating conversions, a compare):
+// lround was a library call per weight, half of making a 0.5B model's q8_0 copies.
+inline std::int32_t round_half_away(float x) {
+    const std::int32_t t = static_cast<std::int32_t>(x); // toward zero
+    const float rest = x - static_cast<float>(t);        // exact
+    return t + (rest >= 0.5f ? 1 : 0) - (rest <= -0.5f ? 1 : 0);
+}
+
 // q8_0 of one (rows, cols) weight: codes element for element, a scale per block of 32 along each row.
 inline void quantize_q8_0(const float* w, index_t rows, index_t cols, std::int8_t* codes, float* scales) {
     const index_t blocks = (cols + q8_block - 1) / q8_block;
@@ -124,7 +132,7 @@ inline void quantize_q8_0(const float* w, index_t rows, index_t cols, std::int8_
             const float d = largest / 127.0f, inverse = d != 0.0f ? 1.0f / d : 0.0f;
             scales[r * blocks + b] = d;
             for (index_t p = p0; p < p1; ++p)
-                codes[p] = static_cast<std::int8_t>(std::lround(w[p] * inverse));
+                codes[p] = static_cast<std::int8_t>(round_half_away(w[p] * inverse));
         }
 }
 
