@@ -16,7 +16,7 @@
 #include "../train_throughput/bench_configs.hpp"
 
 #include <tinylm/backend/decoding_weights.hpp>
-#include <tinylm/eval/generate.hpp>
+#include <tinylm/eval/generate_batch.hpp>
 #include <tinylm/model/decoder.hpp>
 #include <tinylm/model/registry.hpp>
 
@@ -71,7 +71,7 @@ std::uint64_t fnv1a(const std::vector<tl::token_t>& tokens) {
 }
 
 template <class Config>
-int run(const std::string& name, int prompt_len, int new_tokens, int repeats, tl::decoding_format format) {
+int run(const std::string& name, int prompt_len, int new_tokens, int repeats, int rows, tl::decoding_format format) {
     using model_t = tl::decoder<Config>;
     constexpr tl::model_config c = Config::value;
     auto model = std::make_unique<model_t>(1);
@@ -89,10 +89,17 @@ int run(const std::string& name, int prompt_len, int new_tokens, int repeats, tl
     for (int r = 0; r < repeats + 1; ++r) { // the first is a warm-up
         std::vector<double> stamps;
         const double t0 = bench::now_seconds();
-        const auto out = tl::generate(*model, prompt, options, [&](tl::token_t) {
-            stamps.push_back(bench::now_seconds());
-            return true;
-        });
+        // One stamp a step: with --rows, the step's first row (every row runs the step's one forward).
+        const auto out = rows == 1
+                             ? tl::generate(*model, prompt, options,
+                                            [&](tl::token_t) {
+                                                stamps.push_back(bench::now_seconds());
+                                                return true;
+                                            })
+                             : tl::generate_batch(*model, prompt, rows, options, [&](std::size_t row, tl::token_t) {
+                                   if (row == 0) stamps.push_back(bench::now_seconds());
+                                   return true;
+                               })[0];
         if (int(out.size()) != new_tokens) {
             std::fprintf(stderr, "bench_generate: generated %zu tokens, expected %d\n", out.size(), new_tokens);
             return 1;
@@ -102,7 +109,7 @@ int run(const std::string& name, int prompt_len, int new_tokens, int repeats, tl
             continue;
         }
         prefill_seconds.push_back(stamps.front() - t0);
-        decode_tps.push_back(double(new_tokens - 1) / (stamps.back() - stamps.front()));
+        decode_tps.push_back(double(rows) * double(new_tokens - 1) / (stamps.back() - stamps.front()));
     }
     const double bandwidth = std::max(bandwidth_before, triad_gb_per_s());
 
@@ -113,21 +120,22 @@ int run(const std::string& name, int prompt_len, int new_tokens, int repeats, tl
     const double kv_bytes = 4.0 * c.n_layers * 2 * kv * mean_position;
     const double bytes_per_weight =
         format == tl::decoding_format::bf16 ? 2.0 : (format == tl::decoding_format::q8_0 ? 1.0 + 4.0 / 32 : 4.0);
-    const double bytes_per_token = bytes_per_weight * weights + kv_bytes;
+    // Rows decoded together read the weights once a step: bytes per generated token, over the step's rows.
+    const double bytes_per_token = (bytes_per_weight * weights + rows * kv_bytes) / rows;
     const double tps = bench::median(decode_tps);
-    std::printf("{\"impl\": \"tinylm\", \"config\": \"%s\", \"precision\": \"%s\", \"isa\": \"%s\", \"threads\": %d, "
-                "\"prompt_tokens\": %d, "
-                "\"new_tokens\": %d, "
-                "\"decode_tokens_per_s\": %s, \"decode_tokens_per_s_median\": %.3f, \"prefill_seconds\": %s, "
-                "\"bytes_per_token\": %.0f, \"triad_gb_per_s\": %.2f, \"bandwidth_fraction\": %.4f, "
-                "\"peak_rss_mib\": %.1f, \"first_tokens\": [%d, %d, %d, %d], \"tokens_fnv1a\": \"%016llx\"}\n",
-                name.c_str(), tl::to_string(format),
-                tl::detail::avx512_clones_active() ? "avx512"
-                                                   : (tl::detail::avx2_clones_active() ? "avx2" : "baseline"),
-                omp_get_max_threads(), prompt_len, new_tokens, bench::json_array(decode_tps).c_str(), tps,
-                bench::json_array(prefill_seconds).c_str(), bytes_per_token, bandwidth,
-                bytes_per_token * tps / (bandwidth * 1e9), bench::peak_rss_mib(), first_output[0], first_output[1],
-                first_output[2], first_output[3], static_cast<unsigned long long>(fnv1a(first_output)));
+    std::printf(
+        "{\"impl\": \"tinylm\", \"config\": \"%s\", \"precision\": \"%s\", \"isa\": \"%s\", \"threads\": %d, "
+        "\"rows\": %d, \"gemv_rows\": %d, \"prompt_tokens\": %d, "
+        "\"new_tokens\": %d, "
+        "\"decode_tokens_per_s\": %s, \"decode_tokens_per_s_median\": %.3f, \"prefill_seconds\": %s, "
+        "\"bytes_per_token\": %.0f, \"triad_gb_per_s\": %.2f, \"bandwidth_fraction\": %.4f, "
+        "\"peak_rss_mib\": %.1f, \"first_tokens\": [%d, %d, %d, %d], \"tokens_fnv1a\": \"%016llx\"}\n",
+        name.c_str(), tl::to_string(format),
+        tl::detail::avx512_clones_active() ? "avx512" : (tl::detail::avx2_clones_active() ? "avx2" : "baseline"),
+        omp_get_max_threads(), rows, int(tl::detail::max_gemv_rows), prompt_len, new_tokens,
+        bench::json_array(decode_tps).c_str(), tps, bench::json_array(prefill_seconds).c_str(), bytes_per_token,
+        bandwidth, bytes_per_token * tps / (bandwidth * 1e9), bench::peak_rss_mib(), first_output[0], first_output[1],
+        first_output[2], first_output[3], static_cast<unsigned long long>(fnv1a(first_output)));
     return 0;
 }
 
@@ -136,14 +144,24 @@ int run(const std::string& name, int prompt_len, int new_tokens, int repeats, tl
 int main(int argc, char** argv) {
     CLI::App app{"tinylm batch-1 generation speed and memory bandwidth (issue 6; docs/performance.md)"};
     std::string config = "b";
-    int prompt_len = 16, new_tokens = 256, repeats = 3;
+    int prompt_len = 16, new_tokens = 256, repeats = 3, rows = 1;
     std::string precision = "f32";
     app.add_option("--config", config, "a or b")->check(CLI::IsMember(tl::presets::names<configs>()));
     app.add_option("--prompt", prompt_len, "prompt tokens (random)")->check(CLI::PositiveNumber);
     app.add_option("--new-tokens", new_tokens, "tokens to generate")->check(CLI::Range(2, 4096));
+    app.add_option("--rows", rows,
+                   "continuations decoded together (tl::generate_batch: one forward a step for all); tokens/s "
+                   "counts every row's")
+        ->check(CLI::Range(1, 64))
+        ->capture_default_str();
     app.add_option("--repeats", repeats, "timed generations after one warm-up")->check(CLI::PositiveNumber);
     app.add_option("--precision", precision, "the weights the decoding steps read: f32, or bf16 or q8_0 copies")
         ->check(CLI::IsMember({"f32", "bf16", "q8_0"}))
+        ->capture_default_str();
+    app.add_option("--gemv-rows", tl::detail::max_gemv_rows,
+                   "products of up to this many rows run the one-row kernels per row (backend/gemv.hpp); 1: the GEMM "
+                   "library for every product of several rows")
+        ->check(CLI::Range(1, 64))
         ->capture_default_str();
     std::string isa = "best";
     app.add_option("--isa", isa, "the kernels' copies to run: best (the widest this CPU has), avx2, baseline (SSE2)")
@@ -154,7 +172,7 @@ int main(int argc, char** argv) {
     tl::detail::allow_avx2_clones = isa != "baseline";
     try {
         return tl::presets::visit<configs>(config, [&]<class Config>() {
-            return run<Config>(config, prompt_len, new_tokens, repeats, tl::parse_decoding_format(precision));
+            return run<Config>(config, prompt_len, new_tokens, repeats, rows, tl::parse_decoding_format(precision));
         });
     } catch (const std::exception& e) {
         std::fprintf(stderr, "bench_generate: %s\n", e.what());

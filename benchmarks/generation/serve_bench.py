@@ -8,8 +8,8 @@ Starts the server on a free port (default environment: no OMP_WAIT_POLICY), then
 `--requests` chat requests (sampling at temperature 0.8, one seed each, `--max-tokens` new tokens, no stop) with
 1 and with 4 client threads. Each round gives requests/s and completion tokens/s over its wall time; the medians
 over rounds are printed with the per-round values and written as JSON to --out. `--precisions f32 bf16 q8_0` starts
-one server per decoding precision (`tinylm serve --precision`) and interleaves them in every round. Standard library
-only.
+one server per decoding precision (`tinylm serve --precision`), `--batches 1 4` one per number of requests decoded
+together (`tinylm serve --batch`), and every round interleaves them. Standard library only.
 """
 import argparse
 import json
@@ -78,30 +78,33 @@ def main():
     p.add_argument("--clients", type=int, nargs="+", default=[1, 4])
     p.add_argument("--precisions", nargs="+", default=["f32"], choices=["f32", "bf16", "q8_0"],
                    help="one server per decoding precision (tinylm serve --precision), interleaved")
+    p.add_argument("--batches", type=int, nargs="+", default=[4],
+                   help="one server per number of requests decoded together (tinylm serve --batch), interleaved")
     p.add_argument("--out", default="")
     a = p.parse_args()
+    kinds = [(pr, b) for pr in a.precisions for b in a.batches]  # one server each
     servers = {}
     try:
-        for precision in a.precisions:
-            servers[precision] = start(a.tinylm, a.model, precision)
-            ask(servers[precision][1], 0, 4)  # warm-up
-        results = {(pr, c): [] for pr in a.precisions for c in a.clients}
+        for pr, b in kinds:
+            servers[pr, b] = start(a.tinylm, a.model, pr, ["--batch", str(b)])
+            ask(servers[pr, b][1], 0, 4)  # warm-up
+        results = {(pr, b, c): [] for pr, b in kinds for c in a.clients}
         for r in range(a.rounds):
-            order = a.precisions[r % len(a.precisions):] + a.precisions[:r % len(a.precisions)]
-            for pr in order:
+            for pr, b in kinds[r % len(kinds):] + kinds[:r % len(kinds)]:
                 for c in a.clients:
-                    results[pr, c].append(round_trip(servers[pr][1], c, a.requests, a.max_tokens, 1000 * r + 1))
+                    results[pr, b, c].append(round_trip(servers[pr, b][1], c, a.requests, a.max_tokens, 1000 * r + 1))
     finally:
         for proc, _ in servers.values():
             proc.terminate()
             proc.wait()
     summary = {}
-    print(f"| precision | clients | requests/s | tokens/s | rounds (requests/s) |\n| --- | ---: | ---: | ---: | --- |")
-    for (pr, c), rows in results.items():
+    print("| precision | batch | clients | requests/s | tokens/s | rounds (requests/s) |\n"
+          "| --- | ---: | ---: | ---: | ---: | --- |")
+    for (pr, b, c), rows in results.items():
         rps = statistics.median(x[0] for x in rows)
         tps = statistics.median(x[1] for x in rows)
-        summary[f"{pr} {c}"] = {"requests_per_s": rps, "tokens_per_s": tps, "rounds": rows}
-        print(f"| {pr} | {c} | {rps:.2f} | {tps:.1f} | {', '.join(f'{x[0]:.2f}' for x in rows)} |")
+        summary[f"{pr} batch {b} clients {c}"] = {"requests_per_s": rps, "tokens_per_s": tps, "rounds": rows}
+        print(f"| {pr} | {b} | {c} | {rps:.2f} | {tps:.1f} | {', '.join(f'{x[0]:.2f}' for x in rows)} |")
     if a.out:
         with open(a.out, "w") as f:
             json.dump({"model": a.model, "requests": a.requests, "max_tokens": a.max_tokens, "results": summary}, f,

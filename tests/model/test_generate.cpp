@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <map>
 #include <numeric>
+#include <optional>
 #include <set>
 
 using namespace tl;
@@ -104,6 +105,68 @@ BOOST_AUTO_TEST_CASE(kv_cache_truncate_and_copy_prefix) {
     BOOST_CHECK_THROW(rows.copy_prefix(two, 0), tl::error); // 2 rows into 3: neither the same batch nor one
 }
 
+// forward_each: sequences of different lengths, each in its own cache (capacities differ), decoded together give
+// the logits each gives alone: bit for bit where the products read decoding copies of the weights (one-row kernels
+// per row), within f32 rounding through the GEMM library; across a sliding window (mistral_window: 4), with tied
+// embeddings and with experts (each token routed on its own). A full cache, or one of two sequences, is refused.
+template <class Config>
+void check_forward_each(const std::string& name) {
+    decoder<Config> model(0);
+    load_fixture(model, name);
+    using cache_t = decltype(model.make_cache(1, 1));
+    const index_t V = Config::value.vocab_size;
+    const std::vector<std::vector<token_t>> prompts{{3, 14, 15, 9, 2}, {7, 1, 12, 5, 8, 4, 6, 11, 13}, {10}};
+    const std::vector<index_t> capacities{16, 24, 12};
+    const std::vector<std::vector<token_t>> steps{{4, 9, 2, 7, 1}, {2, 2, 5, 3, 12}, {6, 0, 8, 14, 3}};
+    auto prefilled = [&](std::size_t r) {
+        cache_t c = model.make_cache(1, capacities[r]);
+        owned<float> logits({1, V});
+        model.forward_cached(c, cview<token_t>{prompts[r].data(), {1, index_t(prompts[r].size())}}, logits);
+        return c;
+    };
+    for (const bool copied : {true, false}) {
+        std::optional<decoding_weights> copies;
+        if (copied) copies.emplace(model.parameter_entries(), decoding_format::q8_0);
+        std::vector<cache_t> alone, together;
+        for (std::size_t r = 0; r < prompts.size(); ++r)
+            alone.push_back(prefilled(r)), together.push_back(prefilled(r));
+        std::vector<cache_t*> caches{&together[0], &together[1], &together[2]};
+        for (std::size_t i = 0; i < steps.front().size(); ++i) {
+            std::vector<token_t> ids;
+            std::vector<float> want;
+            for (std::size_t r = 0; r < prompts.size(); ++r) {
+                ids.push_back(steps[r][i]);
+                owned<float> one({1, V});
+                model.forward_cached(alone[r], cview<token_t>{&steps[r][i], {1, 1}}, one);
+                want.insert(want.end(), one.data.begin(), one.data.end());
+            }
+            owned<float> got({3, V});
+            model.forward_each(caches, ids, got);
+            if (copied)
+                BOOST_TEST(got.data == want, name << " step " << i << " gap " << rel_error(got.data, want));
+            else
+                BOOST_TEST(rel_error(got.data, want) < 1e-5, name << " step " << i);
+            for (std::size_t r = 0; r < prompts.size(); ++r)
+                BOOST_TEST(together[r].length() == alone[r].length());
+        }
+    }
+    cache_t full = model.make_cache(1, 2), two = model.make_cache(2, 8);
+    owned<float> logits({1, V});
+    const std::vector<token_t> pair{1, 2};
+    model.forward_cached(full, cview<token_t>{pair.data(), {1, 2}}, logits);
+    std::vector<cache_t*> refused{&full};
+    BOOST_CHECK_THROW(model.forward_each(refused, std::vector<token_t>{3}, logits), tl::error);
+    refused = {&two};
+    BOOST_CHECK_THROW(model.forward_each(refused, std::vector<token_t>{3}, logits), tl::error);
+}
+
+BOOST_AUTO_TEST_CASE(forward_each_decodes_sequences_together_as_alone) {
+    check_forward_each<test::llama_gqa>("llama_gqa");
+    check_forward_each<test::mistral_window>("mistral_window");
+    check_forward_each<test::qwen2_tied>("qwen2_tied");
+    check_forward_each<test::mixtral_moe>("mixtral_moe");
+}
+
 // prompt_cache: a prompt that extends the last one runs only its new tokens, with the tokens of a fresh generation;
 // a cache too small for the next prompt grows (its prefix copied); another prompt starts over.
 BOOST_AUTO_TEST_CASE(prompt_cache_runs_only_the_new_tokens) {
@@ -178,6 +241,17 @@ BOOST_AUTO_TEST_CASE(prompt_cache_slots_keep_conversations_apart) {
     run(b1, &one);
     run(a2, &one);
     BOOST_TEST(one.reused() == 2u);
+    // Slots in use by generations still running (continuous_batch) are never taken, but their prefixes are copied:
+    // b's next turn while b's slot runs another generation goes to the other slot, with b's tokens.
+    const std::size_t b_slot = 1 - a_slot;
+    const std::vector<std::size_t> in_use{b_slot};
+    auto& cache = pc.take(model, b2, 32, in_use);
+    BOOST_TEST(pc.slot_taken() == a_slot);
+    BOOST_TEST(pc.reused() == b2.size() - 1);
+    BOOST_TEST(cache.length() == index_t(b2.size() - 1));
+    pc.hold(a_slot, b2);
+    const std::vector<std::size_t> all{0, 1};
+    BOOST_CHECK_THROW(pc.take(model, b2, 32, all), tl::error);
 }
 
 BOOST_AUTO_TEST_CASE(greedy_generation_is_the_argmax_of_the_full_forward) {
@@ -209,7 +283,8 @@ void round_to(decoding_format format, const parameter_entry& e) {
             w = float(bf16(w));
         return;
     }
-    const index_t rows = e.value.shape[0], cols = e.value.shape[1];
+    // Stacked experts (E, rows, cols): E * rows rows, as decoding_weights copies them.
+    const index_t cols = e.value.shape[e.value.shape.rank - 1], rows = e.value.numel() / cols;
     for (index_t r = 0; r < rows; ++r)
         for (index_t p0 = 0; p0 < cols; p0 += 32) {
             float* w = e.value.data + r * cols;
@@ -256,7 +331,7 @@ void check_copied_decoding(const std::string& name, decoding_format format) {
         load_fixture(model, name);
         if (rounded)
             for (const parameter_entry& e : model.parameter_entries())
-                if (e.value.shape.rank == 2) round_to(format, e);
+                if (e.value.shape.rank >= 2) round_to(format, e);
         const std::vector<float> f32 = step_logits();
         std::vector<float> with_copies;
         {
@@ -282,6 +357,7 @@ BOOST_AUTO_TEST_CASE(bf16_decoding_weights_in_the_decoding_steps) {
 BOOST_AUTO_TEST_CASE(q8_0_decoding_weights_in_the_decoding_steps) {
     check_copied_decoding<test::llama_gqa>("llama_gqa", decoding_format::q8_0);
     check_copied_decoding<test::qwen2_tied>("qwen2_tied", decoding_format::q8_0);
+    check_copied_decoding<test::mixtral_moe>("mixtral_moe", decoding_format::q8_0); // experts copied too
 }
 
 BOOST_AUTO_TEST_CASE(sampling_definitions) {

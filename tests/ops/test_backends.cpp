@@ -141,24 +141,26 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(gemm_group_equals_gemm_one_by_one, B, fast_backend
 
 // bf16_decoding_weights (backend/decoding_weights.hpp): while it lives, a one-row product whose weights lie in a
 // copied tensor reads their bf16 copy (the f32 sums of the bf16-rounded weights, against f64), also through a
-// pointer into the middle of the tensor with a padded stride, and in a group; products of several rows, and
-// weights it did not copy, read f32; after it, the f32 results come back bit for bit. One copy per weight.
+// pointer into the middle of the tensor with a padded stride, and in a group; products of up to max_gemv_rows rows
+// read it too, each row exactly as alone (sequences decoded together); more rows, and weights it did not copy, read
+// f32; after it, the f32 results come back bit for bit. One copy per weight.
 BOOST_AUTO_TEST_CASE_TEMPLATE(bf16_decoding_weights_serve_one_row_products, B, fast_backends) {
     const index_t rows = 150, k = 45, ld = 48; // a tensor (rows, ld); products read k of each row
     auto w = random_tensor<float>({rows, ld}, 31), other = random_tensor<float>({rows, ld}, 32);
-    const auto x = random_tensor<float>({3, k}, 33);
+    const index_t many = detail::max_gemv_rows + 1; // rows of x: one more than the copies serve
+    const auto x = random_tensor<float>({many, k}, 33);
     struct entry {
         tensor_view<float> value;
     };
     const std::vector<entry> entries{{{w.data.data(), {rows, ld}}}, {{nullptr, {rows, ld}}}}; // NF4: no value
-    // c = x B^T over `n` weight rows from row `row0` of `weights`, `m` rows of x.
-    auto product = [&](owned<float>& weights, index_t row0, index_t n, index_t m) {
+    // c = x B^T over `n` weight rows from row `row0` of `weights`, `m` rows of x from row `x0`.
+    auto product = [&](owned<float>& weights, index_t row0, index_t n, index_t m, index_t x0 = 0) {
         std::vector<float> c(std::size_t(m * n), 0.0f);
         B::gemm(gemm_args<float>{.trans_b = true,
                                  .m = m,
                                  .n = n,
                                  .k = k,
-                                 .a = x.data.data(),
+                                 .a = x.data.data() + x0 * k,
                                  .lda = k,
                                  .b = weights.data.data() + row0 * ld,
                                  .ldb = ld,
@@ -182,10 +184,10 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(bf16_decoding_weights_serve_one_row_products, B, f
     };
     const std::vector<float> f32_all = product(w, 0, rows, 1), f32_mid = product(w, 10, 100, 1),
                              f32_other = product(other, 0, rows, 1);
-    std::vector<float> f32_three[2], f32_other_copy[2]; // [avx2]: the baseline copy sums in another order
+    std::vector<float> f32_many[2], f32_other_copy[2]; // [avx2]: the baseline copy sums in another order
     for (const bool avx2 : {false, true}) {
         detail::allow_avx2_clones = avx2;
-        f32_three[avx2] = product(w, 0, rows, 3), f32_other_copy[avx2] = product(other, 0, rows, 1);
+        f32_many[avx2] = product(w, 0, rows, many), f32_other_copy[avx2] = product(other, 0, rows, 1);
     }
     {
         const bf16_decoding_weights copies(entries);
@@ -199,8 +201,15 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(bf16_decoding_weights_serve_one_row_products, B, f
             BOOST_TEST(worst_against_f64(all, w, 0, true) < f32_tolerance, B::name << " isa=" << isa);
             BOOST_TEST(worst_against_f64(mid, w, 10, true) < f32_tolerance, B::name << " isa=" << isa);
             BOOST_TEST(worst_against_f64(all, w, 0, false) > 10 * f32_tolerance); // it did read bf16
-            BOOST_TEST(product(w, 0, rows, 3) == f32_three[avx2]);                // several rows: the f32 weights
-            BOOST_TEST(product(other, 0, rows, 1) == f32_other_copy[avx2]);       // not copied
+            for (const index_t m : {index_t(3), many - 1}) {                      // rows of x together: each as alone
+                std::vector<float> alone;
+                for (index_t i = 0; i < m; ++i)
+                    for (const float v : product(w, 10, 100, 1, i))
+                        alone.push_back(v);
+                BOOST_TEST(product(w, 10, 100, m) == alone, B::name << " isa=" << isa << " m=" << m);
+            }
+            BOOST_TEST(product(w, 0, rows, many) == f32_many[avx2]);        // more rows: the f32 weights
+            BOOST_TEST(product(other, 0, rows, 1) == f32_other_copy[avx2]); // not copied
         }
         detail::allow_avx2_clones = detail::allow_avx512_clones = true;
         // In a group (q, k, v of one token): what each product gives alone.
@@ -277,7 +286,8 @@ BOOST_AUTO_TEST_CASE(q8_0_rounding_is_lround) {
 BOOST_AUTO_TEST_CASE_TEMPLATE(q8_0_decoding_weights_serve_one_row_products, B, fast_backends) {
     const index_t rows = 150, cols = 80, blocks = 3;
     auto w = random_tensor<float>({rows, cols}, 41);
-    const auto x = random_tensor<float>({3, cols}, 43);
+    const index_t many = detail::max_gemv_rows + 1; // rows of x: one more than the copies serve
+    const auto x = random_tensor<float>({many, cols}, 43);
     w.data[5] = 0.0f;
     for (index_t p = 32; p < 64; ++p) // an all-zero block: scale 0
         w.data[std::size_t(7 * cols + p)] = 0.0f;
@@ -285,14 +295,14 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(q8_0_decoding_weights_serve_one_row_products, B, f
         tensor_view<float> value;
     };
     const std::vector<entry> entries{{{w.data.data(), {rows, cols}}}};
-    // c = x B^T over `n` weight rows from row `row0`, columns [col0, col0 + k), `m` rows of x.
-    auto product = [&](index_t row0, index_t col0, index_t n, index_t k, index_t m) {
+    // c = x B^T over `n` weight rows from row `row0`, columns [col0, col0 + k), `m` rows of x from row `x0`.
+    auto product = [&](index_t row0, index_t col0, index_t n, index_t k, index_t m, index_t x0 = 0) {
         std::vector<float> c(std::size_t(m * n), 0.0f);
         B::gemm(gemm_args<float>{.trans_b = true,
                                  .m = m,
                                  .n = n,
                                  .k = k,
-                                 .a = x.data.data(),
+                                 .a = x.data.data() + x0 * cols,
                                  .lda = cols,
                                  .b = w.data.data() + row0 * cols + col0,
                                  .ldb = cols,
@@ -326,10 +336,10 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(q8_0_decoding_weights_serve_one_row_products, B, f
         return worst / scale;
     };
     const std::vector<float> f32_all = product(0, 0, rows, 75, 1);
-    std::vector<float> f32_three[2], f32_unaligned[2]; // [avx2]: the baseline copy sums in another order
+    std::vector<float> f32_many[2], f32_unaligned[2]; // [avx2]: the baseline copy sums in another order
     for (const bool avx2 : {false, true}) {
         detail::allow_avx2_clones = avx2;
-        f32_three[avx2] = product(0, 0, rows, 75, 3), f32_unaligned[avx2] = product(0, 5, rows, 40, 1);
+        f32_many[avx2] = product(0, 0, rows, 75, many), f32_unaligned[avx2] = product(0, 5, rows, 40, 1);
     }
     detail::allow_avx2_clones = true;
     BOOST_CHECK_THROW(decoding_weights(entries, decoding_format::f32), std::runtime_error);
@@ -366,7 +376,14 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(q8_0_decoding_weights_serve_one_row_products, B, f
             BOOST_TEST(worst_against_f64(product(0, 32, rows, 48, 1), 0, 32, 48, true) < f32_tolerance); // block 1 on
             BOOST_TEST(worst_against_f64(product(3, 64, 1, 16, 1), 3, 64, 16, true) < f32_tolerance);    // one row
             BOOST_TEST(product(0, 5, rows, 40, 1) == f32_unaligned[avx2]); // not at a block: the f32 weights
-            BOOST_TEST(product(0, 0, rows, 75, 3) == f32_three[avx2]);     // several rows: the f32 weights
+            for (const index_t m : {index_t(2), index_t(7), many - 1}) {   // rows of x together: each as alone
+                std::vector<float> alone;
+                for (index_t i = 0; i < m; ++i)
+                    for (const float v : product(10, 0, 101, 75, 1, i))
+                        alone.push_back(v);
+                BOOST_TEST(product(10, 0, 101, 75, m) == alone, B::name << " isa=" << isa << " m=" << m);
+            }
+            BOOST_TEST(product(0, 0, rows, 75, many) == f32_many[avx2]); // more rows: the f32 weights
         }
         detail::allow_avx2_clones = detail::allow_avx512_clones = true;
         // In a group (q, k, v of one token): what each product gives alone.

@@ -15,6 +15,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -57,7 +58,25 @@ def check_plain(port):
     assert text == answer, (text, answer)
     status, body = post(port, "/v1/completions", {"prompt": "x", "bogus": 1})
     assert status == 400 and json.loads(body)["error"]["param"] == "bogus", body
-    print("plain HTTP: chat, stream, 400: ok")
+    # Three clients at once (decoded together: --batch 4 by default), each with its own seed and length.
+    results = [None] * 3
+    start = threading.Barrier(3)
+
+    def ask(i):
+        start.wait()
+        results[i] = post(port, "/v1/completions", {"prompt": "Жили-были " * (i + 1), "max_tokens": 20 + 10 * i,
+                                                    "temperature": 0.8, "seed": i})
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, (status, body) in enumerate(results):
+        assert status == 200, body
+        usage = json.loads(body)["usage"]
+        assert 0 < usage["completion_tokens"] <= 20 + 10 * i, usage
+    print("plain HTTP: chat, stream, 400, three clients at once: ok")
 
 
 def check_openai(port):

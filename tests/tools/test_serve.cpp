@@ -11,6 +11,7 @@
 #include <tinylm/serve/openai_server.hpp>
 #include <tinylm/tokenizer/hf_json.hpp>
 
+#include <boost/test/data/test_case.hpp>
 #include <boost/test/unit_test.hpp>
 
 #include <arpa/inet.h>
@@ -21,6 +22,7 @@
 #include <cstdio>
 #include <fstream>
 #include <future>
+#include <latch>
 #include <optional>
 #include <thread>
 
@@ -105,6 +107,97 @@ BOOST_AUTO_TEST_CASE(greedy_text_equals_tl_generate) {
     if (tl::utf8::is_valid(full)) BOOST_TEST(c.text == full);
     BOOST_TEST(tl::finish_reason_name(c.reason) == std::string("length"));
     BOOST_TEST(c.prompt_tokens == prompt.size());
+}
+
+// complete() from four threads at once, with batch_rows 4: the generations are decoded together (a step held more
+// than one of them) and each gives what it gives alone, token for token: the steps read q8_0 copies of the
+// weights, whose products sum each row as alone. The generations differ in prompt, length (one leaves early),
+// seed and stop string; a fifth waits for a place (batch_rows 4) and joins when one leaves.
+BOOST_AUTO_TEST_CASE(complete_from_several_threads_decodes_them_together) {
+    const auto m = tl::load_text_model(plain_folder());
+    m->use_decoding_weights(tl::decoding_format::q8_0);
+    const std::vector<std::string> prompts = {"Жили-были", "старик со старухой у самого синего моря", "Вопрос",
+                                              "Жили-были старик", "море"};
+    std::vector<tl::text_generation_options> options;
+    for (std::size_t i = 0; i < prompts.size(); ++i) {
+        tl::sampling_overrides u{.temperature = 0.8, .max_tokens = i == 2 ? 7 : 90, .seed = 100 + i};
+        if (i == 3) u.stop = {"о"};
+        options.push_back(m->options_with(u));
+    }
+    auto ask = [&](std::size_t i) {
+        std::string streamed;
+        tl::text_completion c = m->complete(m->tokenizer().encode(prompts[i]), options[i], [&](std::string_view p) {
+            streamed += p;
+            return true;
+        });
+        BOOST_TEST(streamed == c.text);
+        return c;
+    };
+    std::vector<tl::text_completion> alone, together(prompts.size());
+    for (std::size_t i = 0; i < prompts.size(); ++i)
+        alone.push_back(ask(i));
+    BOOST_TEST(m->batch_stats().widest == 1u);
+    m->set_batch_rows(4);
+    BOOST_TEST(m->batch_rows() == 4);
+    std::latch start(std::ptrdiff_t(prompts.size()));
+    std::vector<std::thread> threads;
+    for (std::size_t i = 0; i < prompts.size(); ++i)
+        threads.emplace_back([&, i] {
+            start.arrive_and_wait();
+            together[i] = ask(i);
+        });
+    for (std::thread& t : threads)
+        t.join();
+    for (std::size_t i = 0; i < prompts.size(); ++i) {
+        BOOST_TEST(together[i].tokens == alone[i].tokens, "generation " << i);
+        BOOST_TEST(together[i].text == alone[i].text);
+        BOOST_TEST((together[i].reason == alone[i].reason));
+    }
+    BOOST_TEST(alone[2].tokens.size() == 7u);
+    BOOST_TEST((alone[3].reason == tl::finish_reason::stop)); // the stop string
+    const tl::batch_counts counts = m->batch_stats();
+    BOOST_TEST(counts.widest > 1u);
+    BOOST_TEST(counts.widest <= 4u);
+    BOOST_TEST_MESSAGE("decoding steps " << counts.steps << ", rows " << counts.rows << ", widest " << counts.widest);
+}
+
+// Beside a generation decoded with others: one whose on_text says stop (cancelled: it ends at the next step) and one
+// whose on_text throws (complete() throws it, once the generation has left the batch); the first is unchanged and
+// the model serves the next call.
+BOOST_AUTO_TEST_CASE(a_generation_cancelled_or_throwing_leaves_the_batch) {
+    const auto m = tl::load_text_model(plain_folder());
+    m->use_decoding_weights(tl::decoding_format::q8_0);
+    const tl::text_generation_options o = m->options_with({.temperature = 0.8, .max_tokens = 120, .seed = 5});
+    const std::vector<tl::token_t> prompt = m->tokenizer().encode("Жили-были");
+    const tl::text_completion alone = m->complete(prompt, o, [](std::string_view) { return true; });
+    BOOST_TEST_REQUIRE(alone.tokens.size() > 20u); // long enough to be cancelled half-way
+    m->set_batch_rows(3);
+    std::latch start(3);
+    tl::text_completion kept, cancelled;
+    std::thread a([&] {
+        start.arrive_and_wait();
+        kept = m->complete(prompt, o, [](std::string_view) { return true; });
+    });
+    std::thread b([&] {
+        start.arrive_and_wait();
+        int pieces = 0;
+        cancelled = m->complete(prompt, o, [&](std::string_view) { return ++pieces < 2; });
+    });
+    bool threw = false;
+    std::thread c([&] {
+        start.arrive_and_wait();
+        try {
+            m->complete(prompt, o, [](std::string_view) -> bool { throw std::runtime_error("client gone"); });
+        } catch (const std::runtime_error&) {
+            threw = true;
+        }
+    });
+    a.join(), b.join(), c.join();
+    BOOST_TEST(kept.tokens == alone.tokens);
+    BOOST_TEST((cancelled.reason == tl::finish_reason::cancelled));
+    BOOST_TEST(cancelled.tokens.size() < alone.tokens.size());
+    BOOST_TEST(threw);
+    BOOST_TEST(m->complete(prompt, o, [](std::string_view) { return true; }).tokens == alone.tokens);
 }
 
 BOOST_AUTO_TEST_CASE(stop_strings_end_the_text) {
@@ -193,9 +286,14 @@ struct running_server {
     std::unique_ptr<tl::text_model> model;
     std::unique_ptr<tl::openai_server> server;
     std::thread thread;
-    // prompt_cache: conversations kept between requests (text_model::keep_prompt_cache).
-    explicit running_server(const fs::path& dir, int prompt_cache = 0) : model(tl::load_text_model(dir)) {
+    // prompt_cache: conversations kept between requests (text_model::keep_prompt_cache); batch: requests decoded
+    // together (text_model::set_batch_rows), with q8_0 decoding copies when more than 1 (their products sum each
+    // row as alone, so answers do not depend on which requests ran together).
+    explicit running_server(const fs::path& dir, int prompt_cache = 0, int batch = 1)
+        : model(tl::load_text_model(dir)) {
         model->keep_prompt_cache(prompt_cache);
+        model->set_batch_rows(batch);
+        if (batch > 1) model->use_decoding_weights(tl::decoding_format::q8_0);
         server = std::make_unique<tl::openai_server>(*model, tl::server_options{.port = 0, .log = false});
         BOOST_TEST_REQUIRE(server->bind());
         thread = std::thread([this] { server->listen_after_bind(); });
@@ -346,8 +444,10 @@ BOOST_AUTO_TEST_CASE(chats_resent_by_two_clients_come_from_the_prompt_cache) {
         }
 }
 
-BOOST_AUTO_TEST_CASE(four_clients_at_once) {
-    running_server s(plain_folder());
+// Four clients at once, served one after another (batch 1) and decoded together (batch 4): each gets the answer it
+// gets alone.
+BOOST_DATA_TEST_CASE(four_clients_at_once, boost::unit_test::data::make({1, 4}), batch) {
+    running_server s(plain_folder(), 0, batch);
     std::vector<std::string> alone(4);
     auto ask = [&](int i) {
         httplib::Client c = s.client();

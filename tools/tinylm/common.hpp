@@ -49,7 +49,7 @@ inline void add_decoding_precision_option(CLI::App& app, model_flags& m) {
                    "the weights each decoding step reads: f32; bf16 copies (half the bytes a token: faster where "
                    "decoding is bound by memory, any CPU; +half the weights' memory); or q8_0 copies (8-bit codes, "
                    "a scale per 32 weights: about a quarter of the bytes, +0.28x the weights' memory). Prompts "
-                   "still read f32 (docs/precision.md)")
+                   "of more than 8 tokens still read f32 (docs/precision.md)")
         ->check(CLI::IsMember({"f32", "bf16", "q8_0"}))
         ->capture_default_str();
 }

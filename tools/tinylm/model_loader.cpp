@@ -22,7 +22,8 @@ std::unique_ptr<tl::text_model> open_model(const model_flags& flags) {
                  int(c.n_layers), int(c.max_seq_len), int(c.vocab_size), seconds,
                  adapter.empty() ? "" : "; adapter: ", adapter.empty() ? "" : m->adapter().summary().c_str());
     if (copy_bytes > 0)
-        std::fprintf(stderr, "decoding reads %s copies of the weights (%.1f MiB more memory; prompts read f32)\n",
+        std::fprintf(stderr,
+                     "decoding reads %s copies of the weights (%.1f MiB more memory; prompts over 8 tokens read f32)\n",
                      tl::to_string(format), double(copy_bytes) / (1 << 20));
     return m;
 }

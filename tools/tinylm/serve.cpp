@@ -17,6 +17,7 @@ struct serve_flags {
     model_flags model;
     tl::server_options server;
     int prompt_cache = 4; // conversations whose KV cache is kept between requests
+    int batch = 4;        // requests decoded together
     bool quiet = false;
 };
 
@@ -25,6 +26,7 @@ std::atomic<bool> stop_requested{false};
 int run(serve_flags f) {
     const std::unique_ptr<tl::text_model> m = open_model(f.model);
     m->keep_prompt_cache(f.prompt_cache);
+    m->set_batch_rows(f.batch);
     f.server.log = !f.quiet;
     tl::openai_server server(*m, f.server);
     tl::check(server.bind(), [&] {
@@ -42,12 +44,17 @@ int run(serve_flags f) {
     std::fprintf(stderr, "serving %s on http://%s:%d/v1 (OpenAI-compatible; Ctrl-C stops)\n", m->name().c_str(),
                  f.server.host.c_str(), server.port());
     if (!f.quiet)
-        std::fprintf(stderr, "prompt cache: %d conversations (--prompt-cache 0: every request from scratch)\n",
-                     f.prompt_cache);
+        std::fprintf(stderr,
+                     "batch: up to %d requests decoded together; prompt cache: %d conversations (--prompt-cache 0: "
+                     "every request from scratch)\n",
+                     f.batch, f.prompt_cache);
     const bool ok = server.listen_after_bind();
     stop_requested = true;
     watcher.join();
-    std::fprintf(stderr, "stopped after %zu completed requests\n", server.served());
+    const tl::batch_counts steps = m->batch_stats();
+    std::fprintf(
+        stderr, "stopped after %zu completed requests (%zu decoding steps, %.2f requests a step, at most %zu)\n",
+        server.served(), steps.steps, steps.steps ? double(steps.rows) / double(steps.steps) : 0.0, steps.widest);
     return ok ? 0 : 1;
 }
 
@@ -61,7 +68,13 @@ void add_serve(CLI::App& app, command& chosen) {
     sub->add_option("--host", f->server.host, "address to bind (0.0.0.0: every interface, reachable by others)");
     sub->add_option("--port", f->server.port, "TCP port (0: any free port, printed at start)")
         ->check(recipes::in_range(0, 65535, "TCP port; 0: any free port"));
-    sub->add_option("--max-waiting", f->server.max_waiting, "requests waiting beyond this are answered 503")
+    sub->add_option("--batch", f->batch,
+                    "requests decoded together, one forward a step for all (a request joins at the next step, "
+                    "leaves when it ends); 1: one at a time")
+        ->check(recipes::in_range(1, 64, "requests decoded together"))
+        ->capture_default_str();
+    sub->add_option("--max-waiting", f->server.max_waiting,
+                    "requests waiting for a place in the batch beyond this are answered 503")
         ->check(recipes::at_least(1, "requests waiting for the model"));
     sub->add_option("--prompt-cache", f->prompt_cache,
                     "conversations whose KV cache is kept between requests: a request that resends one runs only "

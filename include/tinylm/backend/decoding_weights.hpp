@@ -2,11 +2,12 @@
 // "Decoding with bf16 weights", "Decoding with q8_0 weights").
 //
 // Decoding one token reads every weight matrix once (backend/gemv.hpp), so its speed is the memory bandwidth:
-// smaller copies of the weights mean fewer bytes a token. While a decoding_weights lives, every one-row product
-// (m = 1, the gemv path of onednn_cpu and eigen_cpu) whose weight lies inside one of the tensors it copied reads
-// the copy instead, widened to f32 (the products and sums stay f32). Every other product (a prompt's prefill,
-// training, batched decoding of several rows) reads the f32 weights, so a prompt's first token comes from the f32
-// model and the rest from the copy.
+// smaller copies of the weights mean fewer bytes a token. While a decoding_weights lives, every product of up to
+// max_gemv_rows (8) rows (the gemv path of onednn_cpu and eigen_cpu: one token, or one token of each of several
+// sequences decoded together) whose weight lies inside one of the tensors it copied reads the copy instead, widened
+// to f32 (the products and sums stay f32; each row summed as alone). Larger products (a prompt's prefill of more
+// than 8 tokens, training) read the f32 weights, so a long prompt's first token comes from the f32 model and the
+// rest from the copy.
 //   bf16  2 bytes a weight, rounded to nearest even; widening is exact (a shift): any CPU gains.
 //   q8_0  1 byte a weight plus an f32 scale per 32 consecutive weights of a row (1.125 bytes): each block is
 //         rounded to round(w / d) with d = max |w| / 127, as llama.cpp's q8_0 (whose scale is f16). The
@@ -140,15 +141,16 @@ inline void quantize_q8_0(const float* w, index_t rows, index_t cols, std::int8_
 
 class decoding_weights {
 public:
-    // Copies every 2-D parameter (projections, experts, the embedding, which a tied head reads, and the head) of
-    // `entries` in `format` (bf16 or q8_0): a model's parameter_entries() (model/parameter.hpp), or any range of
-    // items with a tensor_view<float> `value`.
+    // Copies every parameter of two or more dimensions (projections, the embedding, which a tied head reads, the
+    // head, and stacked experts (E, rows, cols) as one matrix of E * rows rows) of `entries` in `format` (bf16 or
+    // q8_0): a model's parameter_entries() (model/parameter.hpp), or any range of items with a tensor_view<float>
+    // `value`.
     template <std::ranges::input_range Entries>
     decoding_weights(const Entries& entries, decoding_format format) : format_(format) {
         check(format != decoding_format::f32, "decoding_weights: f32 needs no copies (bf16 or q8_0)");
         for (const auto& e : entries) {
-            if (e.value.data == nullptr || e.value.shape.rank != 2 || e.value.numel() == 0) continue; // NF4: none
-            const index_t n = e.value.numel(), rows = e.value.shape[0], cols = e.value.shape[1];
+            if (e.value.data == nullptr || e.value.shape.rank < 2 || e.value.numel() == 0) continue; // NF4: none
+            const index_t n = e.value.numel(), cols = e.value.shape[e.value.shape.rank - 1], rows = n / cols;
             const float* w = e.value.data;
             detail::decoding_copy_region region{w, w + n, cols, format, nullptr, nullptr};
             if (format == decoding_format::bf16) {

@@ -30,7 +30,18 @@
 
 namespace tl::detail {
 
-inline bool gemv_applies(const gemm_args<float>& g) { return g.m == 1 && !g.trans_a && g.trans_b && g.k > 0; }
+// Rows of a (tokens) up to which a product whose weights have a bf16 or q8_0 copy reads the copy (the one-row
+// kernels, per row of a) instead of the f32 weights through the GEMM library: sequences decoded together (several
+// clients of a server, generate_batch's rows). Without a copy, the GEMM library is as fast from 2 rows (config B:
+// docs/performance.md, "Sequences decoded together"). A variable so that benchmarks can compare
+// (bench_generate --gemv-rows); 1: only single rows.
+inline index_t max_gemv_rows = 8;
+
+inline decoding_copy gemv_weights_copy(const gemm_args<float>& g);
+inline bool gemv_applies(const gemm_args<float>& g) {
+    if (g.m < 1 || g.trans_a || !g.trans_b || g.k <= 0) return false;
+    return g.m == 1 || (g.m <= max_gemv_rows && gemv_weights_copy(g).format != decoding_format::f32);
+}
 
 // A weight as f32: itself, or its bf16 copy widened exactly (decoding_weights.hpp).
 inline float widen(float w) { return w; }
@@ -167,11 +178,32 @@ inline void gemv_nt_weights_rows(const gemm_args<float>& g, const decoding_copy&
 }
 
 inline constexpr index_t gemv_grain = 64;        // rows of c per parallel block
+inline constexpr index_t gemv_reuse_rows = 16;   // weight rows read from memory once for all rows of a
 inline constexpr std::size_t max_gemv_group = 8; // products in one region (q, k, v; gate, up)
+
+// Rows [j0, j1) of c for every row of a (m of them). The q8_0 kernels with AVX-512 take them all in one pass over the
+// codes; otherwise 16 weight rows at a time run the one-row kernel for each row of a in turn, so they come from
+// memory once and from the cache for the other rows (16 rows of 4864 bf16 weights: 156 KB, inside a core's L2).
+// Either way a row of c is summed exactly as a product of that row alone sums it (the 4-row groups start at the
+// same places), so sequences decoded together get the logits each would get alone.
+inline void gemv_nt_weights_block(const gemm_args<float>& g, const decoding_copy& w, index_t j0, index_t j1) {
+    if (g.m == 1 || (w.format == decoding_format::q8_0 && gemv_q8_takes_many_rows()))
+        return gemv_nt_weights_rows(g, w, j0, j1);
+    for (index_t s = j0; s < j1; s += gemv_reuse_rows) {
+        const index_t e = std::min(j1, s + gemv_reuse_rows);
+        for (index_t i = 0; i < g.m; ++i) {
+            gemm_args<float> row = g;
+            row.m = 1;
+            row.a = g.a + i * g.lda;
+            row.c = g.c + i * g.ldc;
+            gemv_nt_weights_rows(row, w, s, e);
+        }
+    }
+}
 
 inline void gemv_nt(const gemm_args<float>& g) {
     const decoding_copy w = gemv_weights_copy(g);
-    parallel_ranges(g.n, gemv_grain, [&g, &w](index_t j0, index_t j1) { gemv_nt_weights_rows(g, w, j0, j1); });
+    parallel_ranges(g.n, gemv_grain, [&g, &w](index_t j0, index_t j1) { gemv_nt_weights_block(g, w, j0, j1); });
 }
 
 // Several independent products (as q, k and v of one token): the 64-row blocks of all of them spread over the
@@ -195,7 +227,7 @@ inline void gemv_nt_group(std::span<const gemm_args<float>> gs) {
             const index_t count = (g.n + gemv_grain - 1) / gemv_grain;
             for (index_t b = std::max(b0, first); b < std::min(b1, first + count); ++b) {
                 const index_t j0 = (b - first) * gemv_grain;
-                gemv_nt_weights_rows(g, copies[i], j0, std::min(g.n, j0 + gemv_grain));
+                gemv_nt_weights_block(g, copies[i], j0, std::min(g.n, j0 + gemv_grain));
             }
             first += count;
         }

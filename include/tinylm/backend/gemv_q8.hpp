@@ -57,34 +57,66 @@ inline void gemv_nt_rows_q8_generic(const gemm_args<float>& g, const decoding_co
 
 #ifdef TINYLM_AVX512_CLONES
 #define TINYLM_GEMV_Q8_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")))
-// Rows [j, j + R): per block, 2 x 16 codes widened (vpmovsxbd, vcvtdq2ps) against the same 32 activations.
-template <int R>
-TINYLM_GEMV_Q8_AVX512 void gemv_q8_rows_avx512(const gemm_args<float>& g, const decoding_copy& w, index_t j) {
-    const float* a = g.a;
-    const index_t k = g.k, ldb = g.ldb, full = k - k % q8_block;
+// Rows [j, j + R) of c, for the M rows of a from i0: per block, 2 x 16 codes widened (vpmovsxbd, vcvtdq2ps) once
+// and used against the same 32 activations of each of the M rows. Every (row of a, row of c) is summed as with
+// M = 1: sequences decoded together get what each would get alone.
+template <int R, int M>
+TINYLM_GEMV_Q8_AVX512 void gemv_q8_rows_avx512(const gemm_args<float>& g, const decoding_copy& w, index_t j,
+                                               index_t i0) {
+    const index_t k = g.k, ldb = g.ldb, lda = g.lda, full = k - k % q8_block;
+    const float* a = g.a + i0 * lda;
     const auto* codes = static_cast<const std::int8_t*>(w.data);
-    __m512 s[R];
-    for (int r = 0; r < R; ++r)
-        s[r] = _mm512_setzero_ps();
+    __m512 s[M][R];
+    for (int i = 0; i < M; ++i)
+        for (int r = 0; r < R; ++r)
+            s[i][r] = _mm512_setzero_ps();
     // The zero-masking forms: GCC 12 warns about the undefined pass-through of the unmasked ones.
     const __mmask16 all = 0xffff;
     for (index_t p = 0; p < full; p += q8_block) {
-        const __m512 a0 = _mm512_loadu_ps(a + p), a1 = _mm512_loadu_ps(a + p + 16);
+        __m512 a0[M], a1[M];
+        for (int i = 0; i < M; ++i)
+            a0[i] = _mm512_loadu_ps(a + i * lda + p), a1[i] = _mm512_loadu_ps(a + i * lda + p + 16);
         for (int r = 0; r < R; ++r) {
             const std::int8_t* row = codes + (j + r) * ldb + p;
             const __m128i c0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row));
             const __m128i c1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 16));
             const __m512 w0 = _mm512_maskz_cvtepi32_ps(all, _mm512_maskz_cvtepi8_epi32(all, c0));
             const __m512 w1 = _mm512_maskz_cvtepi32_ps(all, _mm512_maskz_cvtepi8_epi32(all, c1));
-            const __m512 block = _mm512_fmadd_ps(a1, w1, _mm512_mul_ps(a0, w0));
-            s[r] = _mm512_fmadd_ps(block, _mm512_set1_ps(w.scales[(j + r) * w.scales_ld + p / q8_block]), s[r]);
+            const __m512 d = _mm512_set1_ps(w.scales[(j + r) * w.scales_ld + p / q8_block]);
+            for (int i = 0; i < M; ++i)
+                s[i][r] = _mm512_fmadd_ps(_mm512_fmadd_ps(a1[i], w1, _mm512_mul_ps(a0[i], w0)), d, s[i][r]);
         }
     }
-    for (int r = 0; r < R; ++r)
-        gemv_store(g, j + r, gemv_q8_row_rest(g, w, j + r, full, gemv_sum_avx512(s[r])));
+    for (int i = 0; i < M; ++i) {
+        gemm_args<float> one = g;
+        one.a = a + i * lda;
+        one.c = g.c + (i0 + i) * g.ldc;
+        for (int r = 0; r < R; ++r)
+            gemv_store(one, j + r, gemv_q8_row_rest(one, w, j + r, full, gemv_sum_avx512(s[i][r])));
+    }
 }
+// Rows [j0, j1) of c for every row of a, four of a's at a time (4 x 4 accumulators, 8 activations: 26 of the 32
+// registers).
 inline void gemv_nt_rows_q8_avx512(const gemm_args<float>& g, const decoding_copy& w, index_t j0, index_t j1) {
-    by_four_rows(j0, j1, [&](index_t j, auto rows) { gemv_q8_rows_avx512<decltype(rows)::value>(g, w, j); });
+    by_four_rows(j0, j1, [&](index_t j, auto rows) {
+        constexpr int R = decltype(rows)::value;
+        index_t i = 0;
+        for (; i + 4 <= g.m; i += 4)
+            gemv_q8_rows_avx512<R, 4>(g, w, j, i);
+        switch (g.m - i) {
+        case 3:
+            gemv_q8_rows_avx512<R, 3>(g, w, j, i);
+            break;
+        case 2:
+            gemv_q8_rows_avx512<R, 2>(g, w, j, i);
+            break;
+        case 1:
+            gemv_q8_rows_avx512<R, 1>(g, w, j, i);
+            break;
+        default:
+            break;
+        }
+    });
 }
 #undef TINYLM_GEMV_Q8_AVX512
 #endif
@@ -125,7 +157,16 @@ inline void gemv_nt_rows_q8_avx2(const gemm_args<float>& g, const decoding_copy&
 #undef TINYLM_GEMV_Q8_AVX2
 #endif
 
-// Rows [j0, j1) of c from the q8_0 copy `w` of g's weights, with the widest kernel this CPU runs.
+// True where gemv_nt_rows_q8 takes every row of a (g.m of them) in one pass over the codes.
+inline bool gemv_q8_takes_many_rows() {
+#ifdef TINYLM_AVX512_CLONES
+    if (avx512_clones_active()) return true;
+#endif
+    return false;
+}
+
+// Rows [j0, j1) of c from the q8_0 copy `w` of g's weights, with the widest kernel this CPU runs: for every row of a
+// where gemv_q8_takes_many_rows(), else for g.a's first row only (g.m = 1).
 inline void gemv_nt_rows_q8(const gemm_args<float>& g, const decoding_copy& w, index_t j0, index_t j1) {
 #ifdef TINYLM_AVX512_CLONES
     if (avx512_clones_active()) return gemv_nt_rows_q8_avx512(g, w, j0, j1);

@@ -46,8 +46,13 @@ public:
     explicit prompt_cache(int slots = 1) : slots_(std::size_t(std::max(1, slots))) {}
 
     // The cache for `prompt`, holding its longest prefix a slot had (never the last token: its step gives the
-    // logits), with room for `capacity` positions.
-    cache_type& take(const Model& model, std::span<const token_t> prompt, index_t capacity) {
+    // logits), with room for `capacity` positions. `in_use`: slots taken by generations still running (sequences
+    // decoded together: eval/continuous_batch.hpp); their prefixes may be copied, but they are never taken, so
+    // fewer than slots() of them must be given.
+    cache_type& take(const Model& model, std::span<const token_t> prompt, index_t capacity,
+                     std::span<const std::size_t> in_use = {}) {
+        auto busy = [&](std::size_t i) { return std::find(in_use.begin(), in_use.end(), i) != in_use.end(); };
+        check(in_use.size() < slots_.size(), "prompt_cache::take: every slot is in use");
         std::size_t from = 0, keep = 0; // the slot sharing the longest prefix (a continued one, then the older)
         bool continues = false;
         for (std::size_t i = 0; i < slots_.size(); ++i) {
@@ -63,9 +68,13 @@ public:
                 from = i, keep = k, continues = c;
         }
         std::size_t to = from;
-        if (!continues) // another conversation, or this one changed: keep it, start in the least recently used slot
-            for (std::size_t i = 0; i < slots_.size(); ++i)
-                if (slots_[i].used < slots_[to].used) to = i;
+        if (!continues || busy(from)) { // another conversation, or this one changed: keep it, start in the least
+            to = 0;                     // recently used slot
+            while (busy(to))
+                ++to;
+            for (std::size_t i = to + 1; i < slots_.size(); ++i)
+                if (!busy(i) && slots_[i].used < slots_[to].used) to = i;
+        }
         slot& source = slots_[from];
         slot& target = slots_[to];
         if (!target.cache || target.cache->capacity() < capacity) { // grow: twice the room, within the context
@@ -85,8 +94,12 @@ public:
         reused_ = keep;
         return *target.cache;
     }
-    // After a generation: the tokens the cache it took holds, position by position.
-    void hold(std::span<const token_t> tokens) { slots_[taken_].tokens.assign(tokens.begin(), tokens.end()); }
+    // After a generation: the tokens the cache it took holds, position by position (of slot `slot`, or the one the
+    // last take gave).
+    void hold(std::span<const token_t> tokens) { hold(taken_, tokens); }
+    void hold(std::size_t slot, std::span<const token_t> tokens) {
+        slots_[slot].tokens.assign(tokens.begin(), tokens.end());
+    }
     std::size_t reused() const { return reused_; } // prompt tokens the last generation took from a cache
     std::size_t slots() const { return slots_.size(); }
     std::size_t slot_taken() const { return taken_; } // the slot the last generation ran in

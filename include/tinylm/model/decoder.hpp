@@ -277,6 +277,19 @@ public:
         linear_forward<B, float>(last_logits, c.last_normed(), head_);
     }
 
+    // One token for each of several sequences, each in a cache of its own (make_cache(1, ...); any lengths):
+    // one forward for all, logits (n, V). Sequences decoded together (a server's clients): each product reads the
+    // weights once for all of them (kv_cache::append_each).
+    void forward_each(std::span<kv_cache* const> caches, std::span<const token_t> ids,
+                      tensor_view<float> logits) const {
+        const index_t n = index_t(caches.size());
+        expect_shape("decoder::forward_each", "logits", logits, {n, config_.vocab_size});
+        std::vector<float> normed(std::size_t(n * config_.d_model));
+        const tensor_view<float> normed_view{normed.data(), {n, config_.d_model}};
+        kv_cache::append_each(caches, ids, embed_, blocks_, final_norm_, adapter_, normed_view);
+        linear_forward<B, float>(logits, normed_view, head_);
+    }
+
 private:
     using norm_t = typename block_t::norm_t;
     struct activations {

@@ -9,6 +9,7 @@
 #include <tinylm/model/self_attention.hpp>
 
 #include <algorithm>
+#include <span>
 #include <vector>
 
 namespace tl {
@@ -112,6 +113,66 @@ public:
         }
     }
 
+    // One new token for each of several sequences, each in a cache of its own (batch 1; any lengths and
+    // capacities): one forward for all of them, so each product reads the weights once for every sequence (a
+    // server's clients decoded together). Sequence b's token ids[b] is appended to *caches[b]; `normed` (n, d) gets
+    // each new position, final-normed. Each sequence gets what append gives it alone, where the products do
+    // (backend/gemv.hpp: decoding copies of the weights; the f32 GEMM of several rows may round differently).
+    template <class Norm, class Adapter>
+    static void append_each(std::span<kv_cache* const> caches, std::span<const token_t> ids, cview<float> embed,
+                            const std::vector<Block>& blocks, const Norm& final_norm, const Adapter& adapter,
+                            tensor_view<float> normed) {
+        const index_t n = index_t(caches.size()), d = embed.dim(1);
+        check(n > 0 && ids.size() == caches.size(), "forward_each: one token id for each cache");
+        expect_shape("forward_each", "normed", normed, {n, d});
+        kv_cache* widest = caches.front(); // its rope table covers every position below the largest capacity
+        for (index_t b = 0; b < n; ++b) {
+            const kv_cache& c = *caches[std::size_t(b)];
+            check(c.batch_ == 1 && c.length_ < c.capacity_, [&] {
+                return "forward_each: cache " + std::to_string(b) + " must hold one sequence with room for a token (" +
+                       std::to_string(c.length_) + " of " + std::to_string(c.capacity_) + " positions)";
+            });
+            check(ids[std::size_t(b)] >= 0 && ids[std::size_t(b)] < embed.dim(0), [&] {
+                return "forward_each: token id " + std::to_string(ids[std::size_t(b)]) + " is outside the vocabulary";
+            });
+            if (c.capacity_ > widest->capacity_) widest = caches[std::size_t(b)];
+        }
+        auto plan = [&](arena& a) {
+            struct {
+                chunk_views v;
+                tensor_view<index_t> positions;
+            } p{plan_rows(blocks.front(), d, a, n, 1), a.allocate<index_t>({n, 1})};
+            return p;
+        };
+        arena measure = arena::measuring();
+        plan(measure);
+        arena scratch(measure.used());
+        const auto [v, positions] = plan(scratch);
+        std::vector<tensor_view<float>> row_k(caches.size()), row_v(caches.size());
+        for (index_t b = 0; b < n; ++b) {
+            positions[b] = caches[std::size_t(b)]->length_;
+            std::copy_n(embed.row(ids[std::size_t(b)]), d, v.x.row(b));
+        }
+        attention_context ctx{.cos = widest->rope_cos_,
+                              .sin = widest->rope_sin_,
+                              .positions = positions,
+                              .row_start = std::span<const index_t>(positions.data, caches.size())};
+        for (std::size_t l = 0; l < blocks.size(); ++l) {
+            for (std::size_t b = 0; b < caches.size(); ++b)
+                row_k[b] = caches[b]->k_[l], row_v[b] = caches[b]->v_[l];
+            ctx.row_k = row_k;
+            ctx.row_v = row_v;
+            blocks[l].forward(v.x, v.x, v.acts, v.scratch, ctx, adapter, {});
+        }
+        final_norm.forward(normed, {v.last_mean, v.last_rstd}, v.x);
+        for (index_t b = 0; b < n; ++b) {
+            kv_cache& c = *caches[std::size_t(b)];
+            ++c.length_;
+            std::copy_n(v.x.row(b), d, c.last_.row(0));
+            std::copy_n(normed.row(b), d, c.last_normed_.row(0));
+        }
+    }
+
 private:
     struct chunk_views {
         tensor_view<float> x, last_mean, last_rstd; // x (B * t_len, d)
@@ -119,12 +180,15 @@ private:
         typename Block::scratch scratch;
     };
     chunk_views plan_chunk(const Block& b, index_t d, arena& a, index_t t_len) const {
+        return plan_rows(b, d, a, batch_, t_len);
+    }
+    static chunk_views plan_rows(const Block& b, index_t d, arena& a, index_t batch, index_t t_len) {
         chunk_views v;
-        v.x = a.allocate<float>({batch_ * t_len, d});
-        v.last_mean = a.allocate<float>({batch_});
-        v.last_rstd = a.allocate<float>({batch_});
-        v.acts = b.allocate(a, batch_, t_len, false);
-        v.scratch = b.allocate_scratch(a, batch_, t_len, false);
+        v.x = a.allocate<float>({batch * t_len, d});
+        v.last_mean = a.allocate<float>({batch});
+        v.last_rstd = a.allocate<float>({batch});
+        v.acts = b.allocate(a, batch, t_len, false);
+        v.scratch = b.allocate_scratch(a, batch, t_len, false);
         return v;
     }
 

@@ -12,6 +12,8 @@
 #include <tinylm/ops/attention.hpp>
 #include <tinylm/ops/rope.hpp>
 
+#include <span>
+
 namespace tl {
 
 // Where a forward's tokens sit: rope rows, packed documents, and the KV cache when generating.
@@ -22,6 +24,11 @@ struct attention_context {
     cview<index_t> key_lengths{};            // (B) right padding: keys at positions >= key_lengths[b] are unseen
     tensor_view<float> k_cache{}, v_cache{}; // (B, capacity, Hkv, D): generating with a KV cache
     index_t start = 0;                       // cached positions before these
+    // One token of each of B sequences, each with a cache of its own (kv_cache::append_each): this layer's keys and
+    // values of sequence b, (1, capacity_b, Hkv, D), and the positions it holds (the token's position; also in
+    // `positions`, for rope).
+    std::span<const tensor_view<float>> row_k{}, row_v{};
+    std::span<const index_t> row_start{};
 };
 
 template <class Backend, LoraAdapter Adapter>
@@ -85,7 +92,14 @@ public:
             rope_forward<float>(s.q, ctx.cos, ctx.sin, ctx.positions);
             rope_forward<float>(s.k, ctx.cos, ctx.sin, ctx.positions);
         }
-        if (ctx.k_cache.data) { // append to the cache, attend over all of it
+        if (!ctx.row_k.empty()) { // one token of each sequence: append it to its own cache, attend over that
+            const index_t width = kv_heads_ * head_dim_;
+            for (std::size_t b = 0; b < ctx.row_k.size(); ++b) {
+                std::copy_n(s.k.data + index_t(b) * width, width, ctx.row_k[b].data + ctx.row_start[b] * width);
+                std::copy_n(s.v.data + index_t(b) * width, width, ctx.row_v[b].data + ctx.row_start[b] * width);
+            }
+            attention_forward_rows<float>(s.att, s.q, ctx.row_k, ctx.row_v, ctx.row_start, window_, causal_);
+        } else if (ctx.k_cache.data) { // append to the cache, attend over all of it
             const index_t batch = s.k.dim(0), t_len = s.k.dim(1), width = kv_heads_ * head_dim_,
                           capacity = ctx.k_cache.dim(1);
             for (index_t b = 0; b < batch; ++b) {

@@ -48,9 +48,11 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <span>
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <vector>
 
 namespace tl {
 
@@ -708,6 +710,42 @@ void attention_forward(tensor_view<T> out, tensor_view<T> lse, cview<T> q, cview
             for (index_t qb = 0; qb < blocks; ++qb)
                 detail::attention_forward_block_best<T>(avx512, avx2, out, lse, q, k, v, s, q_start, doc_start,
                                                         key_lengths, b, h, qb);
+}
+
+// One query for each of several sequences, each over its own cached keys and values (sequences decoded together,
+// kv_cache::append_each): q and out (R, 1, H, D); k[r] and v[r] (1, capacity_r, Hkv, D), the query of row r at
+// position q_start[r]. One parallel region for every (row, head); row r gets what attention_forward gives it alone.
+template <class T>
+void attention_forward_rows(tensor_view<T> out, cview<T> q, std::span<const tensor_view<T>> k,
+                            std::span<const tensor_view<T>> v, std::span<const index_t> q_start, index_t window = 0,
+                            bool causal = true) {
+    check(q.shape.rank == 4 && q.dim(1) == 1 && index_t(k.size()) == q.dim(0) && v.size() == k.size() &&
+              q_start.size() == k.size(),
+          [&] {
+              return "attention_forward_rows: q must be (R, 1, H, D) with R caches and starts, got " + q.shape.str();
+          });
+    expect_same_shape("attention_forward_rows", "out", out, q);
+    const index_t rows = q.dim(0), heads = q.dim(2), width = heads * q.dim(3);
+    std::vector<attention_shape> shapes;
+    index_t work = 0;
+    for (index_t r = 0; r < rows; ++r) {
+        const std::size_t i = std::size_t(r);
+        expect_same_shape("attention_forward_rows", "v", v[i], k[i]);
+        shapes.push_back(detail::attention_shape_of({1, 1, heads, q.dim(3)}, k[i].shape, window, q_start[i], causal));
+        const index_t keys = std::min(q_start[i] + 1, k[i].dim(1));
+        work += 2 * heads * (window > 0 ? std::min(keys, window) : keys) * q.dim(3);
+    }
+    const bool avx512 = detail::avx512_clones_active(), avx2 = detail::avx2_clones_active();
+#pragma omp parallel for collapse(2) schedule(dynamic, 1) if (work >= 8 * detail::min_parallel_work)
+    for (index_t r = 0; r < rows; ++r)
+        for (index_t h = 0; h < heads; ++h) {
+            const std::size_t i = std::size_t(r);
+            const shape one{1, 1, heads, q.dim(3)};
+            detail::attention_forward_block_best<T>(avx512, avx2, tensor_view<T>{out.data + r * width, one},
+                                                    tensor_view<T>{}, cview<T>{q.data + r * width, one}, cview<T>(k[i]),
+                                                    cview<T>(v[i]), shapes[i], q_start[i], cview<index_t>{},
+                                                    cview<index_t>{}, index_t(0), h, index_t(0));
+        }
 }
 
 template <class T>

@@ -12,8 +12,10 @@
 // {"error": {"message", "type": "invalid_request_error", "param", "code"}}. Fields not given take the model's
 // generation_config.json defaults (greedy unless it says do_sample), not OpenAI's temperature 1.
 //
-// Requests are served one generation at a time, in arrival order (a mutex is the queue: several clients at once
-// wait their turn; batching them into one forward pass is the next step). With the model's prompt cache on
+// Requests in flight together are decoded together, up to the model's batch_rows() (text_model::set_batch_rows;
+// `tinylm serve --batch N`): each step runs one forward for all of them (continuous batching: a request joins at
+// the next step and leaves when it ends; eval/continuous_batch.hpp); the others wait, in arrival order. With the
+// model's prompt cache on
 // (text_model::keep_prompt_cache; `tinylm serve --prompt-cache N`), a request that resends a conversation runs
 // only its new tokens; usage.prompt_tokens_details.cached_tokens counts the others, as OpenAI's API does. A streaming
 // client that disconnects stops its generation at the next token and frees the model. The server binds to 127.0.0.1
@@ -30,7 +32,6 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
-#include <mutex>
 #include <set>
 #include <string>
 
@@ -39,7 +40,7 @@ namespace tl {
 struct server_options {
     std::string host = "127.0.0.1";
     int port = 8080;      // 0: any free port (see openai_server::port())
-    int max_waiting = 64; // requests waiting for the model beyond this are answered 503
+    int max_waiting = 64; // requests waiting for a place in the batch beyond this are answered 503
     bool log = true;      // one line per request on stderr
 };
 
@@ -321,9 +322,10 @@ private:
                                 "invalid_json"};
             }
             j = parse(body, chat);
-            if (waiting_.load() >= options_.max_waiting)
-                throw api_error{503, "The server is busy: " + std::to_string(waiting_.load()) + " requests are waiting",
-                                "", "overloaded"};
+            const int waiting = in_flight_.load() - model_.batch_rows();
+            if (waiting >= options_.max_waiting)
+                throw api_error{503, "The server is busy: " + std::to_string(waiting) + " requests are waiting", "",
+                                "overloaded"};
         } catch (const api_error& e) {
             send_error(res, e);
             log(req, res.status, 0, 0, start);
@@ -356,9 +358,7 @@ private:
         if (!j.stream) {
             text_completion c;
             {
-                ++waiting_;
-                std::lock_guard lock(model_mutex_);
-                --waiting_;
+                const in_flight counted(in_flight_);
                 c = model_.complete(j.prompt, j.options, [](std::string_view) { return true; });
             }
             ojson choice{{"index", 0}};
@@ -385,9 +385,7 @@ private:
                 const std::string line = "data: " + event.dump() + "\n\n";
                 return sink.write(line.data(), line.size());
             };
-            ++waiting_;
-            std::lock_guard lock(model_mutex_);
-            --waiting_;
+            const in_flight counted(in_flight_);
             bool connected = !chat || send(chunk("", nullptr, true));
             text_completion c;
             if (connected)
@@ -435,8 +433,15 @@ private:
     server_options options_;
     const chat_prompt_format format_; // parsed once: the chat template or the plain layout
     httplib::Server http_;
-    std::mutex model_mutex_;
-    std::atomic<int> waiting_{0};
+    // Counts a request from its parse to its last token (waiting for a place in the batch, then decoded).
+    struct in_flight {
+        explicit in_flight(std::atomic<int>& n) : n_(n) { ++n_; }
+        ~in_flight() { --n_; }
+        in_flight(const in_flight&) = delete;
+        in_flight& operator=(const in_flight&) = delete;
+        std::atomic<int>& n_;
+    };
+    std::atomic<int> in_flight_{0};
     std::atomic<std::size_t> served_{0}, disconnected_{0};
     std::atomic<std::uint64_t> next_id_{0};
     std::int64_t created_ =

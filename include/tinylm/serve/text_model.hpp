@@ -11,6 +11,7 @@
 #pragma once
 
 #include <tinylm/backend/decoding_weights.hpp>
+#include <tinylm/eval/continuous_batch.hpp>
 #include <tinylm/eval/generate_batch.hpp>
 #include <tinylm/eval/text_generation.hpp>
 #include <tinylm/io/hf_any.hpp>
@@ -40,19 +41,28 @@ public:
 
     virtual const model_config& config() const = 0;
     virtual std::int64_t parameter_count() const = 0;
-    // Generates from `prompt` (ids), calling on_text with each piece of decoded text; false from it stops.
+    // Generates from `prompt` (ids), calling on_text with each piece of decoded text; false from it stops. May be
+    // called from several threads at once: up to batch_rows() generations are decoded together, one forward a step
+    // for all of them, the others wait their turn (eval/continuous_batch.hpp).
     virtual text_completion complete(std::span<const token_t> prompt, const text_generation_options& options,
                                      const on_text_fn& on_text) const = 0;
+    // Generations complete() decodes together (default 1: one after another). Not while complete() runs.
+    virtual void set_batch_rows(int rows) = 0;
+    virtual int batch_rows() const = 0;
+    // complete()'s decoding steps so far (steps, generations decoded, the most at once).
+    virtual batch_counts batch_stats() const = 0;
     // `count` continuations of one prompt decoded together (eval/generate_batch.hpp): row r samples with the
     // options' seed + r.
     virtual std::vector<text_completion> complete_batch(std::span<const token_t> prompt, int count,
                                                         const text_generation_options& options) const = 0;
-    // From now on the one-row decoding steps (complete) read copies of the weights in `format`: bf16 (half the
-    // bytes), q8_0 (about a quarter) or f32 (the weights themselves, no copies) (backend/decoding_weights.hpp;
-    // prompts and complete_batch's rows still read f32). Returns the copies' bytes.
+    // From now on the decoding steps (complete's, also of several generations together) read copies of the weights
+    // in `format`: bf16 (half the bytes), q8_0 (about a quarter) or f32 (the weights themselves, no copies)
+    // (backend/decoding_weights.hpp: products of up to 8 rows; prompts longer than that read f32). Returns the
+    // copies' bytes.
     virtual std::size_t use_decoding_weights(decoding_format format) = 0;
-    // slots > 0: complete() keeps its KV caches for the next calls, one conversation per slot; a call runs only
-    // the part of its prompt after the longest prefix a slot holds (a chat's earlier turns;
+    // slots > 0: complete() keeps its KV caches for the next calls, one conversation per slot (a generation
+    // running beside others takes a slot they do not hold, or a cache of its own when none is free); a call runs
+    // only the part of its prompt after the longest prefix a slot holds (a chat's earlier turns;
     // text_completion::cached_tokens counts the rest; eval/generate.hpp, prompt_cache, says which slot a prompt
     // takes). Those positions were computed as they were then, so logits can differ from a fresh prefill's by f32
     // rounding. 0 (the default): every call starts from an empty cache.
@@ -113,20 +123,26 @@ public:
         folder_ = std::move(folder);
         adapter_dir_ = std::move(adapter_dir);
         adapter_ = adapter;
+        batch_.emplace(*model_, tokenizer());
     }
     const model_config& config() const override { return model_->config(); }
     std::int64_t parameter_count() const override { return model_->parameter_count(); }
     text_completion complete(std::span<const token_t> prompt, const text_generation_options& options,
                              const on_text_fn& on_text) const override {
-        return generate_text(*model_, tokenizer(), prompt, options, on_text, cache_ ? &*cache_ : nullptr);
+        return batch_->complete(prompt, options, on_text);
     }
+    void set_batch_rows(int rows) override { batch_->set_rows(rows); }
+    int batch_rows() const override { return batch_->rows(); }
+    batch_counts batch_stats() const override { return batch_->stats(); }
     std::vector<text_completion> complete_batch(std::span<const token_t> prompt, int count,
                                                 const text_generation_options& options) const override {
         return generate_text_batch(*model_, tokenizer(), prompt, count, options);
     }
     void keep_prompt_cache(int slots) override {
+        batch_->use_prompt_cache(nullptr);
         cache_.reset();
         if (slots > 0) cache_.emplace(slots);
+        batch_->use_prompt_cache(cache_ ? &*cache_ : nullptr);
     }
     std::size_t use_decoding_weights(decoding_format format) override {
         if (cache_) cache_->clear(); // its positions were computed with the weights in force then
@@ -138,8 +154,9 @@ public:
 private:
     std::unique_ptr<Model> model_;
     std::optional<decoding_weights> copies_; // after model_: gone before the weights it copied
-    // complete() is const to callers; one call at a time (the server's lock).
+    // complete() is const to callers; the batch orders their calls (its own lock).
     mutable std::optional<prompt_cache<Model>> cache_;
+    mutable std::optional<continuous_batch<Model>> batch_; // made once the folder's tokenizer is in place
 };
 } // namespace detail
 
