@@ -200,6 +200,48 @@ BOOST_AUTO_TEST_CASE(a_generation_cancelled_or_throwing_leaves_the_batch) {
     BOOST_TEST(m->complete(prompt, o, [](std::string_view) { return true; }).tokens == alone.tokens);
 }
 
+// A long prompt joining a generation that is decoding runs in parts (prompt_chunk 8: a 60-token prompt in 8 parts,
+// one a step, the other generation decoding a token at each), and the decoding one gives the tokens it gives
+// alone; alone, or with prompt_chunk 0, a prompt runs whole.
+BOOST_AUTO_TEST_CASE(a_long_prompt_joins_in_parts) {
+    const auto m = tl::load_text_model(plain_folder());
+    m->use_decoding_weights(tl::decoding_format::q8_0);
+    const tl::text_generation_options a_options = m->options_with({.temperature = 0.8, .max_tokens = 300, .seed = 9});
+    const tl::text_generation_options b_options = m->options_with({.temperature = 0.0, .max_tokens = 6});
+    const std::vector<tl::token_t> a_prompt = m->tokenizer().encode("Жили-были");
+    std::vector<tl::token_t> b_prompt;
+    for (int i = 0; i < 60; ++i)
+        b_prompt.push_back(m->tokenizer().encode("море")[0]);
+    auto quiet = [](std::string_view) { return true; };
+    const tl::text_completion a_alone = m->complete(a_prompt, a_options, quiet);
+    BOOST_TEST_REQUIRE(a_alone.tokens.size() > 100u);
+    m->complete(b_prompt, b_options, quiet);
+    BOOST_TEST(m->batch_stats().prompt_parts == 0u); // alone: whole
+    for (const int chunk : {8, 0}) {
+        m->set_batch_rows(2);
+        m->set_prompt_chunk(chunk);
+        const std::size_t parts_before = m->batch_stats().prompt_parts;
+        std::promise<void> decoding;
+        tl::text_completion a, b;
+        std::thread a_thread([&] {
+            bool first = true;
+            a = m->complete(a_prompt, a_options, [&](std::string_view) {
+                if (first) decoding.set_value(), first = false;
+                std::this_thread::sleep_for(std::chrono::microseconds(500)); // a slow client: b joins meanwhile
+                return true;
+            });
+        });
+        decoding.get_future().wait();
+        b = m->complete(b_prompt, b_options, quiet);
+        a_thread.join();
+        BOOST_TEST(a.tokens == a_alone.tokens, "chunk " << chunk);
+        BOOST_TEST(b.prompt_tokens == 60u);
+        BOOST_TEST((b.tokens.size() == 6u || b.reason == tl::finish_reason::stop));
+        const std::size_t parts = m->batch_stats().prompt_parts - parts_before;
+        BOOST_TEST(parts == (chunk == 8 ? 7u : 0u), "chunk " << chunk); // 7 parts of 8, then the last 4
+    }
+}
+
 BOOST_AUTO_TEST_CASE(stop_strings_end_the_text) {
     const auto m = tl::load_text_model(plain_folder());
     const std::vector<tl::token_t> prompt = m->tokenizer().encode("Жили-были");

@@ -16,8 +16,9 @@ namespace {
 struct serve_flags {
     model_flags model;
     tl::server_options server;
-    int prompt_cache = 4; // conversations whose KV cache is kept between requests
-    int batch = 4;        // requests decoded together
+    int prompt_cache = 4;   // conversations whose KV cache is kept between requests
+    int batch = 4;          // requests decoded together
+    int prompt_chunk = 256; // prompt tokens a joining request runs a step while others decode
     bool quiet = false;
 };
 
@@ -27,6 +28,7 @@ int run(serve_flags f) {
     const std::unique_ptr<tl::text_model> m = open_model(f.model);
     m->keep_prompt_cache(f.prompt_cache);
     m->set_batch_rows(f.batch);
+    m->set_prompt_chunk(f.prompt_chunk);
     f.server.log = !f.quiet;
     tl::openai_server server(*m, f.server);
     tl::check(server.bind(), [&] {
@@ -72,6 +74,11 @@ void add_serve(CLI::App& app, command& chosen) {
                     "requests decoded together, one forward a step for all (a request joins at the next step, "
                     "leaves when it ends); 1: one at a time")
         ->check(recipes::in_range(1, 64, "requests decoded together"))
+        ->capture_default_str();
+    sub->add_option("--prompt-chunk", f->prompt_chunk,
+                    "prompt tokens a request joining the batch runs a step while others decode, so that their next "
+                    "token waits for a part of a long prompt, not all of it; 0: the whole prompt at once")
+        ->check(recipes::in_range(0, 1 << 20, "prompt tokens a step"))
         ->capture_default_str();
     sub->add_option("--max-waiting", f->server.max_waiting,
                     "requests waiting for a place in the batch beyond this are answered 503")

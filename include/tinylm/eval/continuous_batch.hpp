@@ -6,8 +6,8 @@
 //   tl::text_completion c = batch.complete(prompt_ids, options, [](std::string_view piece) { ...; return true; });
 //
 // complete() may be called from any number of threads. A call joins the batch at the next step, once fewer than
-// `rows` generations are running (the others wait, in arrival order): its prompt runs through the model alone (from
-// a prompt_cache slot when one is given), then each step decodes one token of every running generation in one
+// `rows` generations are running (the others wait, in arrival order): its prompt runs through the model (from a
+// prompt_cache slot when one is given), then each step decodes one token of every running generation in one
 // forward (decoder::forward_each), so each weight matrix is read once a step for all of them. A generation leaves
 // the batch when it ends; the call returns its completion, as generate_text would give it: the same tokens where
 // the products read decoding copies of the weights (bf16, q8_0: summed per row as alone), f32 rounding apart
@@ -17,8 +17,13 @@
 // takes over (one thread running the steps in a row keeps one OpenMP team busy, not one per caller: simd.hpp).
 // Each caller gets its text pieces on its own thread, between steps; on_text returning false cancels its generation
 // at the next step. The driver hands its own pieces over between steps, so a client that reads slowly slows the
-// batch while its thread drives. A prompt runs whole when its generation joins, holding the others' next token back
-// for that long.
+// batch while its thread drives.
+//
+// A joining generation's prompt runs in parts of prompt_chunk() tokens (default 256), one a step, while others are
+// decoding: their next token waits for a part, not for the whole prompt (a 2,000-token prompt of a 0.5B model is
+// seconds). Alone, a prompt runs whole (512 positions a chunk: model/kv_cache.hpp). The parts of a long prompt
+// depend on what else was running, and products of other sizes may round differently: its logits can differ from a
+// lone run's by f32 rounding (prompts of up to 8 tokens, and decoding steps, do not: backend/gemv.hpp).
 #pragma once
 
 #include <tinylm/eval/text_generation.hpp>
@@ -28,6 +33,7 @@
 #include <deque>
 #include <exception>
 #include <functional>
+#include <iterator>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -38,6 +44,7 @@ namespace tl {
 // Decoding steps of a continuous_batch: how many, the generations they decoded (summed over steps), the most in one.
 struct batch_counts {
     std::size_t steps = 0, rows = 0, widest = 0;
+    std::size_t prompt_parts = 0; // prompt runs that left part of their prompt for later steps (others decoding)
 };
 
 template <class Model>
@@ -50,6 +57,13 @@ public:
         set_rows(rows);
     }
 
+    // Prompt tokens a joining generation runs a step while others are decoding (0: all of it at once); alone it
+    // runs all of them. Not while complete() runs.
+    void set_prompt_chunk(index_t tokens) {
+        check(tokens >= 0, "continuous_batch: the prompt chunk must be 0 or more tokens");
+        prompt_chunk_ = tokens;
+    }
+    index_t prompt_chunk() const { return prompt_chunk_; }
     // Generations decoded together (at least 1: one after another). Not while complete() runs.
     void set_rows(int rows) {
         check(rows >= 1, "continuous_batch: rows must be at least 1");
@@ -135,7 +149,7 @@ private:
         finish_reason reason = finish_reason::stop;
     };
 
-    // Runs the prompt of a generation joining the batch; its logits give its first token.
+    // Sets up a generation joining the batch: its cache (a prompt_cache slot's prefix, if any), sampler, decoder.
     void join(generation& g) {
         const index_t context = model_->config().max_seq_len, max_new = g.options.generation.max_new_tokens;
         g.capacity = std::min<index_t>(context, index_t(g.prompt.size()) + max_new);
@@ -154,16 +168,24 @@ private:
         } else {
             g.cache = &g.own.emplace(model_->make_cache(1, std::max<index_t>(g.capacity, 1)));
         }
-        const index_t kept = g.cache->length(), vocab = model_->config().vocab_size;
+        const index_t vocab = model_->config().vocab_size;
         g.logits.resize(std::size_t(vocab));
-        model_->forward_cached(*g.cache, cview<token_t>{g.prompt.data() + kept, {1, index_t(g.prompt.size()) - kept}},
-                               tensor_view<float>{g.logits.data(), {1, vocab}});
         g.pick.emplace(vocab, g.options.generation.sampling);
         g.decoder.emplace(*tok_, g.options.skip_special);
         g.stops.emplace(g.options.stop);
         g.history = g.prompt;
         g.result.prompt_tokens = g.prompt.size();
     }
+
+    // Runs the next part of a generation's prompt (at most `limit` tokens; 0: the rest); the last part's logits give
+    // its first token.
+    void run_prompt(generation& g, index_t limit) {
+        const index_t fed = g.cache->length(), rest = index_t(g.prompt.size()) - fed;
+        const index_t n = limit > 0 ? std::min(limit, rest) : rest;
+        model_->forward_cached(*g.cache, cview<token_t>{g.prompt.data() + fed, {1, n}},
+                               tensor_view<float>{g.logits.data(), {1, model_->config().vocab_size}});
+    }
+    static bool prompt_done(const generation& g) { return g.cache->length() >= index_t(g.prompt.size()); }
 
     // Picks the next token of a running generation; false when it has ended.
     bool pick_next(generation& g, bool cancelled) {
@@ -189,7 +211,8 @@ private:
         if (g.slot) reuse_->hold(*g.slot, std::span<const token_t>(g.history).first(std::size_t(g.cache->length())));
     }
 
-    // One step: generations join, each running one picks its next token, one forward for all that go on.
+    // One step: generations join; prompts run (a part each while others decode); each generation past its prompt
+    // picks its next token; one forward for all of those that go on.
     void step() {
         std::vector<generation*> joining;
         {
@@ -207,6 +230,10 @@ private:
                 end(*g, std::current_exception());
             }
         }
+        // While some generation is decoding, a prompt runs prompt_chunk_ tokens a step, so that the others' next
+        // tokens wait for a part of it rather than all of it.
+        const bool decoding =
+            std::any_of(running_.begin(), running_.end(), [](const generation* g) { return prompt_done(*g); });
         std::vector<generation*> going_on;
         for (generation* g : running_) {
             bool cancelled;
@@ -215,6 +242,15 @@ private:
                 cancelled = g->cancelled;
             }
             try {
+                if (!prompt_done(*g) && !cancelled) {
+                    run_prompt(*g, decoding ? prompt_chunk_ : 0);
+                    if (!prompt_done(*g)) {
+                        std::lock_guard lock(mutex_);
+                        ++stats_.prompt_parts;
+                        going_on.push_back(g);
+                        continue;
+                    }
+                }
                 const std::size_t before = g->text.size();
                 const bool more = pick_next(*g, cancelled);
                 if (!more) finish(*g);
@@ -229,19 +265,23 @@ private:
             }
         }
         running_ = going_on;
-        if (running_.empty()) return;
+        std::vector<generation*> next; // past their prompts
+        std::copy_if(running_.begin(), running_.end(), std::back_inserter(next),
+                     [&](const generation* g) { return prompt_done(*g); });
+        if (next.empty()) return;
         {
             std::lock_guard lock(mutex_);
             ++stats_.steps;
-            stats_.rows += running_.size();
-            stats_.widest = std::max(stats_.widest, running_.size());
+            stats_.rows += next.size();
+            stats_.widest = std::max(stats_.widest, next.size());
         }
         try {
-            forward(running_);
+            forward(next);
         } catch (...) {
-            for (generation* g : running_)
+            for (generation* g : next)
                 end(*g, std::current_exception());
-            running_.clear();
+            std::erase_if(running_,
+                          [&](generation* g) { return std::find(next.begin(), next.end(), g) != next.end(); });
         }
     }
 
@@ -281,6 +321,7 @@ private:
     const tokenizer* tok_;
     prompt_cache<Model>* reuse_ = nullptr;
     std::size_t rows_ = 1;
+    index_t prompt_chunk_ = 256;
     mutable std::mutex mutex_;
     std::condition_variable changed_;
     batch_counts stats_;                 // under mutex_

@@ -49,6 +49,8 @@ public:
     // Generations complete() decodes together (default 1: one after another). Not while complete() runs.
     virtual void set_batch_rows(int rows) = 0;
     virtual int batch_rows() const = 0;
+    // Prompt tokens a generation joining others runs a step while they decode (default 256; 0: all at once).
+    virtual void set_prompt_chunk(int tokens) = 0;
     // complete()'s decoding steps so far (steps, generations decoded, the most at once).
     virtual batch_counts batch_stats() const = 0;
     // `count` continuations of one prompt decoded together (eval/generate_batch.hpp): row r samples with the
@@ -133,6 +135,7 @@ public:
     }
     void set_batch_rows(int rows) override { batch_->set_rows(rows); }
     int batch_rows() const override { return batch_->rows(); }
+    void set_prompt_chunk(int tokens) override { batch_->set_prompt_chunk(tokens); }
     batch_counts batch_stats() const override { return batch_->stats(); }
     std::vector<text_completion> complete_batch(std::span<const token_t> prompt, int count,
                                                 const text_generation_options& options) const override {
