@@ -357,9 +357,13 @@ private:
         };
         if (!j.stream) {
             text_completion c;
+            double first_text = -1; // seconds from the request to the first piece of text
             {
                 const in_flight counted(in_flight_);
-                c = model_.complete(j.prompt, j.options, [](std::string_view) { return true; });
+                c = model_.complete(j.prompt, j.options, [&](std::string_view) {
+                    if (first_text < 0) first_text = seconds_since(start);
+                    return true;
+                });
             }
             ojson choice{{"index", 0}};
             if (chat)
@@ -375,7 +379,7 @@ private:
                             {"usage", usage(c)}};
             res.set_content(out.dump(), "application/json");
             ++served_;
-            log(req, 200, c.prompt_tokens, c.tokens.size(), start, c.cached_tokens);
+            log(req, 200, c.prompt_tokens, c.tokens.size(), start, c.cached_tokens, first_text);
             return;
         }
         res.set_header("Cache-Control", "no-cache");
@@ -388,8 +392,10 @@ private:
             const in_flight counted(in_flight_);
             bool connected = !chat || send(chunk("", nullptr, true));
             text_completion c;
+            double first_text = -1;
             if (connected)
                 c = model_.complete(j.prompt, j.options, [&](std::string_view piece) {
+                    if (first_text < 0) first_text = seconds_since(start);
                     connected = send(chunk(std::string(piece), nullptr, false));
                     return connected;
                 });
@@ -409,9 +415,10 @@ private:
                 ++disconnected_;
             }
             if (options_.log)
-                std::fprintf(stderr, "%s %s stream: %zu prompt%s + %zu new tokens, %.2f s%s\n", "POST",
+                std::fprintf(stderr, "%s %s stream: %zu prompt%s + %zu new tokens, %.2f s%s%s\n", "POST",
                              req_path.c_str(), c.prompt_tokens, from_cache(c.cached_tokens).c_str(), c.tokens.size(),
-                             seconds_since(start), connected ? "" : " (client disconnected: stopped)");
+                             seconds_since(start), first_text_after(first_text).c_str(),
+                             connected ? "" : " (client disconnected: stopped)");
             return connected;
         });
     }
@@ -422,11 +429,19 @@ private:
     static std::string from_cache(std::size_t cached) {
         return cached > 0 ? " (" + std::to_string(cached) + " from the cache)" : std::string();
     }
+    // Time to the first text (waiting for a place in the batch and the prompt): what a streaming user waits for.
+    static std::string first_text_after(double seconds) {
+        if (seconds < 0) return {};
+        char buf[48];
+        std::snprintf(buf, sizeof buf, " (first text after %.2f s)", seconds);
+        return buf;
+    }
     void log(const httplib::Request& req, int status, std::size_t prompt, std::size_t generated,
-             std::chrono::steady_clock::time_point start, std::size_t cached = 0) const {
+             std::chrono::steady_clock::time_point start, std::size_t cached = 0, double first_text = -1) const {
         if (!options_.log) return;
-        std::fprintf(stderr, "%s %s %d: %zu prompt%s + %zu new tokens, %.2f s\n", req.method.c_str(), req.path.c_str(),
-                     status, prompt, from_cache(cached).c_str(), generated, seconds_since(start));
+        std::fprintf(stderr, "%s %s %d: %zu prompt%s + %zu new tokens, %.2f s%s\n", req.method.c_str(),
+                     req.path.c_str(), status, prompt, from_cache(cached).c_str(), generated, seconds_since(start),
+                     first_text_after(first_text).c_str());
     }
 
     const text_model& model_;
