@@ -32,8 +32,8 @@ namespace tl::detail {
 
 // Rows of a (tokens) up to which a product whose weights have a bf16 or q8_0 copy reads the copy (the one-row
 // kernels, per row of a) instead of the f32 weights through the GEMM library: sequences decoded together (several
-// clients of a server, generate_batch's rows). Without a copy, the GEMM library is as fast from 2 rows (config B:
-// docs/performance.md, "Sequences decoded together"). A variable so that benchmarks can compare
+// clients of a server, generate_batch's rows). Without a copy, the GEMM library was faster from 2 rows than the one-row
+// kernel per row (config B: docs/design-notes.md, note 18). A variable so that benchmarks can compare
 // (bench_generate --gemv-rows); 1: only single rows.
 inline index_t max_gemv_rows = 8;
 
@@ -181,11 +181,11 @@ inline constexpr index_t gemv_grain = 64;        // rows of c per parallel block
 inline constexpr index_t gemv_reuse_rows = 16;   // weight rows read from memory once for all rows of a
 inline constexpr std::size_t max_gemv_group = 8; // products in one region (q, k, v; gate, up)
 
-// Rows [j0, j1) of c for every row of a (m of them). The q8_0 kernels with AVX-512 take them all in one pass over the
-// codes; otherwise 16 weight rows at a time run the one-row kernel for each row of a in turn, so they come from
-// memory once and from the cache for the other rows (16 rows of 4864 bf16 weights: 156 KB, inside a core's L2).
-// Either way a row of c is summed exactly as a product of that row alone sums it (the 4-row groups start at the
-// same places), so sequences decoded together get the logits each would get alone.
+// Rows [j0, j1) of c for every row of a (m of them). The q8_0 kernel with AVX-512 takes them four at a time, each
+// block's codes widened once for the four (gemv_q8.hpp); otherwise 16 weight rows at a time run the one-row kernel for
+// each row of a in turn, so they come from memory once and from the cache for the other rows (16 rows of 4864 bf16
+// weights: 156 KB, inside a core's L2). Either way a row of c is summed exactly as a product of that row alone sums it
+// (the 4-row groups start at the same places), so sequences decoded together get the logits each would get alone.
 inline void gemv_nt_weights_block(const gemm_args<float>& g, const decoding_copy& w, index_t j0, index_t j1) {
     if (g.m == 1 || (w.format == decoding_format::q8_0 && gemv_q8_takes_many_rows()))
         return gemv_nt_weights_rows(g, w, j0, j1);
