@@ -94,6 +94,8 @@ def check_openai(port):
     assert "".join(pieces) == chat.choices[0].message.content, (pieces, chat.choices[0].message.content)
     completion = client.completions.create(model=name, prompt="Жили-были", max_tokens=5, temperature=0)
     assert completion.usage.completion_tokens == 5
+    two = client.completions.create(model=name, prompt="Жили-были", max_tokens=5, temperature=0.9, seed=3, n=2)
+    assert [c.index for c in two.choices] == [0, 1] and two.usage.completion_tokens <= 10, two
     # The conversation's next turn: its first turn comes from the server's prompt cache (--prompt-cache, on by
     # default), though another prompt came in between.
     turn = client.chat.completions.create(
@@ -104,11 +106,11 @@ def check_openai(port):
     cached = turn.usage.prompt_tokens_details.cached_tokens
     assert chat.usage.prompt_tokens <= cached < turn.usage.prompt_tokens, (cached, chat.usage, turn.usage)
     try:
-        client.chat.completions.create(model=name, messages=[{"role": "user", "content": "x"}], n=2)
-        raise AssertionError("n=2 was accepted")
+        client.chat.completions.create(model=name, messages=[{"role": "user", "content": "x"}], n=17)
+        raise AssertionError("n=17 was accepted")
     except openai.BadRequestError as e:
-        assert "n = 1" in str(e), e
-    print(f"openai {openai.__version__}: models, chat, stream, completions, cached_tokens, BadRequestError: ok")
+        assert "'n'" in str(e), e
+    print(f"openai {openai.__version__}: models, chat, stream, completions, n = 2, cached_tokens, BadRequestError: ok")
 
 
 def stop_server(proc):

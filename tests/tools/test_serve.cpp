@@ -513,6 +513,52 @@ BOOST_DATA_TEST_CASE(four_clients_at_once, boost::unit_test::data::make({1, 4}),
     BOOST_TEST(s.server->served() == 8u);
 }
 
+// n choices: choice i is what a request with seed + i gets (decoded together: batch 4, q8_0 copies), streamed too
+// (each chunk names its choice); usage counts the prompt once and every choice's tokens.
+BOOST_AUTO_TEST_CASE(n_choices_are_requests_with_seed_plus_i) {
+    running_server s(chat_folder(), 0, 4);
+    httplib::Client c = s.client();
+    auto ask = [&](const nlohmann::json& extra) {
+        nlohmann::json request{{"messages", {{{"role", "user"}, {"content", "Расскажи сказку"}}}},
+                               {"max_tokens", 24},
+                               {"temperature", 0.9},
+                               {"seed", 7}};
+        request.update(extra);
+        const auto res = c.Post("/v1/chat/completions", request.dump(), "application/json");
+        BOOST_TEST_REQUIRE(res->status == 200, res->body);
+        return res->body;
+    };
+    const nlohmann::json three = nlohmann::json::parse(ask({{"n", 3}}));
+    BOOST_TEST_REQUIRE(three["choices"].size() == 3u);
+    std::size_t tokens = 0;
+    for (int i = 0; i < 3; ++i) {
+        const nlohmann::json alone = nlohmann::json::parse(ask({{"seed", 7 + i}}));
+        BOOST_TEST(three["choices"][i]["index"] == i);
+        BOOST_TEST(three["choices"][i]["message"]["content"] == alone["choices"][0]["message"]["content"], i);
+        BOOST_TEST(three["choices"][i]["finish_reason"] == alone["choices"][0]["finish_reason"]);
+        tokens += alone["usage"]["completion_tokens"].get<std::size_t>();
+        BOOST_TEST(three["usage"]["prompt_tokens"] == alone["usage"]["prompt_tokens"]);
+    }
+    BOOST_TEST(three["usage"]["completion_tokens"].get<std::size_t>() == tokens);
+    const std::string body = ask({{"n", 3}, {"stream", true}, {"stream_options", {{"include_usage", true}}}});
+    std::vector<std::string> texts(3);
+    std::size_t at = 0, finishes = 0;
+    while ((at = body.find("data: {", at)) != std::string::npos) {
+        const std::size_t end = body.find("\n\n", at);
+        const nlohmann::json e = nlohmann::json::parse(body.substr(at + 6, end - at - 6));
+        at = end;
+        if (e.contains("usage") && !e["usage"].is_null())
+            BOOST_TEST(e["usage"]["completion_tokens"].get<std::size_t>() == tokens);
+        for (const nlohmann::json& choice : e["choices"]) {
+            texts[choice["index"].get<std::size_t>()] += choice["delta"].value("content", "");
+            if (!choice["finish_reason"].is_null()) ++finishes;
+        }
+    }
+    BOOST_TEST(finishes == 3u);
+    for (std::size_t i = 0; i < 3; ++i)
+        BOOST_TEST(texts[i] == three["choices"][i]["message"]["content"].get<std::string>(), i);
+}
+
 BOOST_AUTO_TEST_CASE(bad_requests_are_400_with_an_error_body) {
     running_server s(plain_folder());
     httplib::Client c = s.client();
@@ -527,7 +573,7 @@ BOOST_AUTO_TEST_CASE(bad_requests_are_400_with_an_error_body) {
         {"/v1/completions", R"({"prompt": "x", "max_tokens": "ten"})"},
         {"/v1/completions", R"({"prompt": "x", "temperature": 3})"},
         {"/v1/completions", R"({"prompt": "x", "top_p": 0})"},
-        {"/v1/completions", R"({"prompt": "x", "n": 2})"},
+        {"/v1/completions", R"({"prompt": "x", "n": 17})"},
         {"/v1/completions", R"({"prompt": "x", "stop": ["a", "b", "c", "d", "e"]})"},
         {"/v1/completions", R"({"prompt": "x", "stop": [""]})"},
         {"/v1/completions", R"({"prompt": "x", "stream": "yes"})"},

@@ -7,8 +7,9 @@
 // Endpoints: POST /v1/chat/completions, POST /v1/completions (both streaming with server-sent events when
 // "stream": true, with usage counts; stream_options.include_usage adds the final usage chunk), GET /v1/models,
 // GET /health. The request fields OpenAI documents for these endpoints are read; tinylm adds top_k, min_p and
-// repetition_penalty. A field it does not know, or cannot honour (n > 1, logprobs, penalties other than 0,
-// tools), a malformed body, or a prompt that does not fit the context, is answered 400 with OpenAI's error body
+// repetition_penalty; n up to 16 choices (choice i samples with seed + i, the choices decoded together). A field it
+// does not know, or cannot honour (best_of, logprobs, penalties other than 0, tools), a malformed body, or a prompt
+// that does not fit the context, is answered 400 with OpenAI's error body
 // {"error": {"message", "type": "invalid_request_error", "param", "code"}}. Fields not given take the model's
 // generation_config.json defaults (greedy unless it says do_sample), not OpenAI's temperature 1.
 //
@@ -32,6 +33,8 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <future>
+#include <mutex>
 #include <set>
 #include <string>
 
@@ -131,7 +134,9 @@ private:
         std::vector<token_t> prompt;
         text_generation_options options;
         bool stream = false, include_usage = false;
+        int n = 1; // choices: choice i samples with the request's seed + i
     };
+    static constexpr int max_choices = 16;
 
     static const ojson& field(const ojson& body, const char* key) {
         static const ojson null = nullptr;
@@ -185,7 +190,6 @@ private:
             if (!v.is_null() && v != fine)
                 throw api_error{400, std::string("'") + key + "': " + why, key, "unsupported"};
         };
-        must_be("n", 1, "only n = 1 is supported");
         must_be("best_of", 1, "only best_of = 1 is supported");
         must_be("presence_penalty", 0, "not supported; use repetition_penalty");
         must_be("frequency_penalty", 0, "not supported; use repetition_penalty");
@@ -234,6 +238,7 @@ private:
             if (s.empty()) throw api_error{400, "'stop' strings must not be empty", "stop", "invalid_value"};
 
         job j;
+        j.n = number<int>(body, "n", 1, max_choices).value_or(1);
         const ojson& stream = field(body, "stream");
         if (!stream.is_null() && !stream.is_boolean())
             throw api_error{400, "'stream' must be a boolean", "stream", "invalid_type"};
@@ -303,11 +308,54 @@ private:
         }
     }
 
-    static ojson usage(const text_completion& c) {
+    // The prompt once, the completions of every choice together, as OpenAI counts them.
+    static ojson usage(const std::vector<text_completion>& cs) {
+        std::size_t generated = 0;
+        for (const text_completion& c : cs)
+            generated += c.tokens.size();
+        const text_completion& c = cs.front();
         return {{"prompt_tokens", c.prompt_tokens},
-                {"completion_tokens", c.tokens.size()},
-                {"total_tokens", c.prompt_tokens + c.tokens.size()},
+                {"completion_tokens", generated},
+                {"total_tokens", c.prompt_tokens + generated},
                 {"prompt_tokens_details", {{"cached_tokens", c.cached_tokens}}}};
+    }
+    static std::size_t generated(const std::vector<text_completion>& cs) {
+        std::size_t n = 0;
+        for (const text_completion& c : cs)
+            n += c.tokens.size();
+        return n;
+    }
+
+    // The j.n choices of a request, each a generation of the model's batch (decoded together up to batch_rows());
+    // choice i samples with the seed + i. on_text(i, piece) runs on choice i's thread; false stops that choice.
+    template <class OnText>
+    std::vector<text_completion> complete_choices(const job& j, OnText on_text) {
+        std::vector<text_completion> out(static_cast<std::size_t>(j.n));
+        auto run = [&](int i) {
+            text_generation_options o = j.options;
+            o.generation.sampling.seed += std::uint64_t(i);
+            const in_flight counted(in_flight_);
+            out[std::size_t(i)] =
+                model_.complete(j.prompt, o, [&](std::string_view piece) { return on_text(i, piece); });
+        };
+        std::vector<std::future<void>> others;
+        for (int i = 1; i < j.n; ++i)
+            others.push_back(std::async(std::launch::async, run, i));
+        std::exception_ptr failed;
+        try {
+            run(0);
+        } catch (...) {
+            failed = std::current_exception();
+        }
+        for (std::future<void>& f : others) {
+            try {
+                f.get();
+            } catch (...) {
+                if (!failed) failed = std::current_exception();
+            }
+        }
+        if (failed) std::rethrow_exception(failed);
+        return out;
     }
 
     void handle(const httplib::Request& req, httplib::Response& res, bool chat) {
@@ -337,8 +385,8 @@ private:
                 .count();
         const std::string name = model_.name();
         // By value: the streaming provider below runs after handle() has returned.
-        auto chunk = [id, created, name, chat](const std::string& piece, const char* finish, bool first) {
-            ojson choice{{"index", 0}};
+        auto chunk = [id, created, name, chat](int index, const std::string& piece, const char* finish, bool first) {
+            ojson choice{{"index", index}};
             if (chat) {
                 ojson delta = ojson::object();
                 if (first) delta["role"] = "assistant";
@@ -356,30 +404,27 @@ private:
                          {"choices", ojson::array({choice})}};
         };
         if (!j.stream) {
-            text_completion c;
-            double first_text = -1; // seconds from the request to the first piece of text
-            {
-                const in_flight counted(in_flight_);
-                c = model_.complete(j.prompt, j.options, [&](std::string_view) {
-                    if (first_text < 0) first_text = seconds_since(start);
-                    return true;
-                });
+            double first_text = -1; // seconds from the request to the first piece of text (of choice 0)
+            const std::vector<text_completion> cs = complete_choices(j, [&](int i, std::string_view) {
+                if (i == 0 && first_text < 0) first_text = seconds_since(start);
+                return true;
+            });
+            ojson choices = ojson::array();
+            for (std::size_t i = 0; i < cs.size(); ++i) {
+                ojson choice{{"index", i}};
+                if (chat)
+                    choice["message"] = {{"role", "assistant"}, {"content", cs[i].text}};
+                else
+                    choice["text"] = cs[i].text, choice["logprobs"] = nullptr;
+                choice["finish_reason"] = finish_reason_name(cs[i].reason);
+                choices.push_back(choice);
             }
-            ojson choice{{"index", 0}};
-            if (chat)
-                choice["message"] = {{"role", "assistant"}, {"content", c.text}};
-            else
-                choice["text"] = c.text, choice["logprobs"] = nullptr;
-            choice["finish_reason"] = finish_reason_name(c.reason);
-            const ojson out{{"id", id},
-                            {"object", chat ? "chat.completion" : "text_completion"},
-                            {"created", created},
-                            {"model", name},
-                            {"choices", ojson::array({choice})},
-                            {"usage", usage(c)}};
+            const ojson out{{"id", id},           {"object", chat ? "chat.completion" : "text_completion"},
+                            {"created", created}, {"model", name},
+                            {"choices", choices}, {"usage", usage(cs)}};
             res.set_content(out.dump(), "application/json");
             ++served_;
-            log(req, 200, c.prompt_tokens, c.tokens.size(), start, c.cached_tokens, first_text);
+            log(req, 200, cs.front().prompt_tokens, generated(cs), start, cs.front().cached_tokens, first_text);
             return;
         }
         res.set_header("Cache-Control", "no-cache");
@@ -389,22 +434,31 @@ private:
                 const std::string line = "data: " + event.dump() + "\n\n";
                 return sink.write(line.data(), line.size());
             };
-            const in_flight counted(in_flight_);
-            bool connected = !chat || send(chunk("", nullptr, true));
-            text_completion c;
-            double first_text = -1;
+            // The choices' threads take turns at the socket; after a failed write none writes again.
+            std::mutex sending;
+            bool connected = true;
+            auto send_one = [&](const ojson& event) {
+                std::lock_guard lock(sending);
+                if (connected) connected = send(event);
+                return connected;
+            };
+            if (chat)
+                for (int i = 0; i < j.n; ++i)
+                    send_one(chunk(i, "", nullptr, true));
+            std::vector<text_completion> cs(static_cast<std::size_t>(j.n));
+            double first_text = -1; // of choice 0
             if (connected)
-                c = model_.complete(j.prompt, j.options, [&](std::string_view piece) {
-                    if (first_text < 0) first_text = seconds_since(start);
-                    connected = send(chunk(std::string(piece), nullptr, false));
-                    return connected;
+                cs = complete_choices(j, [&](int i, std::string_view piece) {
+                    if (i == 0 && first_text < 0) first_text = seconds_since(start);
+                    return send_one(chunk(i, std::string(piece), nullptr, false));
                 });
-            if (connected) connected = send(chunk("", finish_reason_name(c.reason), false));
-            if (connected && j.include_usage) {
-                ojson last = chunk("", nullptr, false);
+            for (int i = 0; i < j.n; ++i)
+                send_one(chunk(i, "", finish_reason_name(cs[std::size_t(i)].reason), false));
+            if (j.include_usage) {
+                ojson last = chunk(0, "", nullptr, false);
                 last["choices"] = ojson::array();
-                last["usage"] = usage(c);
-                connected = send(last);
+                last["usage"] = usage(cs);
+                send_one(last);
             }
             if (connected) {
                 const std::string done = "data: [DONE]\n\n";
@@ -416,8 +470,8 @@ private:
             }
             if (options_.log)
                 std::fprintf(stderr, "%s %s stream: %zu prompt%s + %zu new tokens, %.2f s%s%s\n", "POST",
-                             req_path.c_str(), c.prompt_tokens, from_cache(c.cached_tokens).c_str(), c.tokens.size(),
-                             seconds_since(start), first_text_after(first_text).c_str(),
+                             req_path.c_str(), cs.front().prompt_tokens, from_cache(cs.front().cached_tokens).c_str(),
+                             generated(cs), seconds_since(start), first_text_after(first_text).c_str(),
                              connected ? "" : " (client disconnected: stopped)");
             return connected;
         });
