@@ -151,13 +151,8 @@ private:
 
     // Sets up a generation joining the batch: its cache (a prompt_cache slot's prefix, if any), sampler, decoder.
     void join(generation& g) {
-        const index_t context = model_->config().max_seq_len, max_new = g.options.generation.max_new_tokens;
-        g.capacity = std::min<index_t>(context, index_t(g.prompt.size()) + max_new);
-        check(!g.prompt.empty(), "generate: the prompt must hold at least one token");
-        check(index_t(g.prompt.size()) < g.capacity || max_new == 0, [&] {
-            return "generate: the prompt has " + std::to_string(g.prompt.size()) + " tokens, the context is " +
-                   std::to_string(context);
-        });
+        g.capacity = generation_capacity(model_->config().max_seq_len, g.prompt.size(),
+                                         g.options.generation.max_new_tokens, "generate");
         std::vector<std::size_t> in_use;
         for (const generation* r : running_)
             if (r->slot) in_use.push_back(*r->slot);

@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <optional>
 #include <span>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -121,17 +122,25 @@ private:
     std::size_t taken_ = 0, reused_ = 0;
 };
 
+// The positions a generation's cache needs: the prompt and max_new_tokens, within the context (the model's
+// max_seq_len). Refuses an empty prompt, and one that leaves no room for a token (unless none is asked for). `who`
+// names the caller in the error.
+inline index_t generation_capacity(index_t context, std::size_t prompt, int max_new_tokens, const char* who) {
+    check(prompt > 0, [&] { return std::string(who) + ": the prompt must hold at least one token"; });
+    const index_t capacity = std::min<index_t>(context, index_t(prompt) + max_new_tokens);
+    check(index_t(prompt) < capacity || max_new_tokens == 0, [&] {
+        return std::string(who) + ": the prompt has " + std::to_string(prompt) + " tokens, the context is " +
+               std::to_string(context);
+    });
+    return capacity;
+}
+
 // `reuse` (optional): a cache kept between generations (above).
 template <class Model, class OnToken>
 std::vector<token_t> generate(const Model& model, std::span<const token_t> prompt, const generation_options& options,
                               OnToken&& on_token, prompt_cache<Model>* reuse = nullptr) {
-    check(!prompt.empty(), "generate: the prompt must hold at least one token");
     const index_t capacity =
-        std::min<index_t>(model.config().max_seq_len, index_t(prompt.size()) + options.max_new_tokens);
-    check(index_t(prompt.size()) < capacity || options.max_new_tokens == 0, [&] {
-        return "generate: the prompt has " + std::to_string(prompt.size()) + " tokens, the context is " +
-               std::to_string(model.config().max_seq_len);
-    });
+        generation_capacity(model.config().max_seq_len, prompt.size(), options.max_new_tokens, "generate");
     std::optional<typename prompt_cache<Model>::cache_type> own;
     auto& cache = reuse ? reuse->take(model, prompt, capacity) : own.emplace(model.make_cache(1, capacity));
     const index_t kept = cache.length();

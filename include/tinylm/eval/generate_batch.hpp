@@ -21,14 +21,9 @@ namespace tl {
 template <class Model, class OnToken>
 std::vector<std::vector<token_t>> generate_batch(const Model& model, std::span<const token_t> prompt, int count,
                                                  const generation_options& options, OnToken&& on_token) {
-    check(!prompt.empty(), "generate_batch: the prompt must hold at least one token");
-    check(count >= 1, "generate_batch: count must be at least 1");
     const index_t capacity =
-        std::min<index_t>(model.config().max_seq_len, index_t(prompt.size()) + options.max_new_tokens);
-    check(index_t(prompt.size()) < capacity || options.max_new_tokens == 0, [&] {
-        return "generate_batch: the prompt has " + std::to_string(prompt.size()) + " tokens, the context is " +
-               std::to_string(model.config().max_seq_len);
-    });
+        generation_capacity(model.config().max_seq_len, prompt.size(), options.max_new_tokens, "generate_batch");
+    check(count >= 1, "generate_batch: count must be at least 1");
     const std::size_t rows = std::size_t(count), vocab = std::size_t(model.config().vocab_size);
     auto cache = model.make_cache(count, capacity);
     std::vector<float> logits(rows * vocab);

@@ -309,21 +309,18 @@ private:
     }
 
     // The prompt once, the completions of every choice together, as OpenAI counts them.
-    static ojson usage(const std::vector<text_completion>& cs) {
-        std::size_t generated = 0;
-        for (const text_completion& c : cs)
-            generated += c.tokens.size();
-        const text_completion& c = cs.front();
-        return {{"prompt_tokens", c.prompt_tokens},
-                {"completion_tokens", generated},
-                {"total_tokens", c.prompt_tokens + generated},
-                {"prompt_tokens_details", {{"cached_tokens", c.cached_tokens}}}};
-    }
     static std::size_t generated(const std::vector<text_completion>& cs) {
         std::size_t n = 0;
         for (const text_completion& c : cs)
             n += c.tokens.size();
         return n;
+    }
+    static ojson usage(const std::vector<text_completion>& cs) {
+        const text_completion& c = cs.front();
+        return {{"prompt_tokens", c.prompt_tokens},
+                {"completion_tokens", generated(cs)},
+                {"total_tokens", c.prompt_tokens + generated(cs)},
+                {"prompt_tokens_details", {{"cached_tokens", c.cached_tokens}}}};
     }
 
     // The j.n choices of a request, each a generation of the model's batch (decoded together up to batch_rows());
