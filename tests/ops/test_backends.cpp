@@ -34,19 +34,24 @@ using fast_backends = boost::mpl::list<eigen_cpu>;
 
 namespace {
 constexpr double f32_tolerance = 2e-5;
-}
+// The kernels a product runs: 512 the AVX-512 ones (where the CPU has them), 2 the AVX2 ones, 0 the baseline.
+constexpr int isas[] = {512, 2, 0};
+void use_isa(int isa) { detail::allow_avx2_clones = isa > 0, detail::allow_avx512_clones = isa == 512; }
+std::size_t isa_slot(int isa) { return isa == 512 ? 2 : isa == 2 ? 1 : 0; }
+} // namespace
 
 BOOST_AUTO_TEST_SUITE(backends)
 
-// Odd sizes and padded row strides; m = 1 is the decoding path (backend/gemv.hpp: n over several of its
-// 64-row blocks and a tail of fewer than 4 rows), run with its AVX2 copy and its baseline copy.
+// Odd sizes and padded row strides; m = 1 and 5 are the decoding path (backend/gemv.hpp: n over several of its
+// 64-row blocks and a tail of fewer than 4 rows), m = 1 run with its fastest kernel and its baseline copy.
 BOOST_AUTO_TEST_CASE_TEMPLATE(gemm_matches_reference, B, fast_backends) {
     const index_t k = 45, pad = 3;
     struct size {
         index_t m, n;
         bool avx2;
     };
-    for (const size sz : {size{37, 29, true}, size{1, 29, true}, size{1, 150, true}, size{1, 150, false}}) {
+    for (const size sz :
+         {size{37, 29, true}, size{1, 29, true}, size{1, 150, true}, size{1, 150, false}, size{5, 150, true}}) {
         const index_t m = sz.m, n = sz.n;
         detail::allow_avx2_clones = sz.avx2;
         for (bool ta : {false, true})
@@ -139,6 +144,55 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(gemm_group_equals_gemm_one_by_one, B, fast_backend
     detail::allow_avx2_clones = true;
 }
 
+// f32 products of 2 to max_gemv_rows rows on AVX2 and AVX-512 CPUs (gemv_f32.hpp): every row summed exactly as a
+// product of that row alone (sequences decoded together get the logits each gets alone), with bias (beta = 1) and a
+// padded stride, and close to f64. Odd k (a tail after the last full register), rows of c over several 64-row blocks.
+BOOST_AUTO_TEST_CASE_TEMPLATE(f32_products_of_a_few_rows_sum_each_row_as_alone, B, fast_backends) {
+    const index_t n = 150, k = 45, ld = 48, many = detail::max_gemv_rows;
+    const auto w = random_tensor<float>({n, ld}, 51), x = random_tensor<float>({many, ld}, 52),
+               c0 = random_tensor<float>({many, n}, 53);
+    // c = x B^T + beta c0 for `m` rows of x from row `x0`.
+    auto product = [&](index_t m, index_t x0, float beta) {
+        std::vector<float> c(c0.data.begin() + x0 * n, c0.data.begin() + (x0 + m) * n);
+        B::gemm(gemm_args<float>{.trans_b = true,
+                                 .m = m,
+                                 .n = n,
+                                 .k = k,
+                                 .a = x.data.data() + x0 * ld,
+                                 .lda = ld,
+                                 .b = w.data.data(),
+                                 .ldb = ld,
+                                 .beta = beta,
+                                 .c = c.data(),
+                                 .ldc = n});
+        return c;
+    };
+    for (const int isa : isas) {
+        use_isa(isa);
+        if (!detail::gemv_f32_has_kernel()) continue; // the baseline: the GEMM library's products
+        for (const float beta : {0.0f, 1.0f})
+            for (index_t m = 2; m <= many; ++m) {
+                std::vector<float> alone;
+                for (index_t i = 0; i < m; ++i)
+                    for (const float v : product(1, i, beta))
+                        alone.push_back(v);
+                const std::vector<float> together = product(m, 0, beta);
+                BOOST_TEST(together == alone, B::name << " isa=" << isa << " m=" << m << " beta=" << beta);
+                double worst = 0, scale = 0;
+                for (index_t i = 0; i < m; ++i)
+                    for (index_t j = 0; j < n; ++j) {
+                        double s = beta * double(c0.data[std::size_t(i * n + j)]);
+                        for (index_t p = 0; p < k; ++p)
+                            s += double(x.data[std::size_t(i * ld + p)]) * double(w.data[std::size_t(j * ld + p)]);
+                        worst = std::max(worst, std::abs(double(together[std::size_t(i * n + j)]) - s));
+                        scale = std::max(scale, std::abs(s));
+                    }
+                BOOST_TEST(worst / scale < f32_tolerance, B::name << " isa=" << isa << " m=" << m);
+            }
+    }
+    use_isa(512);
+}
+
 // bf16_decoding_weights (backend/decoding_weights.hpp): while it lives, a one-row product whose weights lie in a
 // copied tensor reads their bf16 copy (the f32 sums of the bf16-rounded weights, against f64), also through a
 // pointer into the middle of the tensor with a padded stride, and in a group; products of up to max_gemv_rows rows
@@ -184,19 +238,18 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(bf16_decoding_weights_serve_one_row_products, B, f
     };
     const std::vector<float> f32_all = product(w, 0, rows, 1), f32_mid = product(w, 10, 100, 1),
                              f32_other = product(other, 0, rows, 1);
-    std::vector<float> f32_many[2], f32_other_copy[2]; // [avx2]: the baseline copy sums in another order
-    for (const bool avx2 : {false, true}) {
-        detail::allow_avx2_clones = avx2;
-        f32_many[avx2] = product(w, 0, rows, many), f32_other_copy[avx2] = product(other, 0, rows, 1);
+    std::vector<float> f32_many[3], f32_other_copy[3]; // [isa_slot]: each kernel sums in its own order
+    for (const int isa : isas) {
+        use_isa(isa);
+        f32_many[isa_slot(isa)] = product(w, 0, rows, many), f32_other_copy[isa_slot(isa)] = product(other, 0, rows, 1);
     }
     {
         const bf16_decoding_weights copies(entries);
         BOOST_TEST(copies.tensors() == 1u);
         BOOST_TEST(copies.bytes() == std::size_t(rows * ld * 2));
         BOOST_CHECK_THROW(bf16_decoding_weights{entries}, std::runtime_error); // the same weights again
-        for (const int isa : {512, 2, 0}) { // the AVX-512 copy (where the CPU has it), AVX2, baseline
-            const bool avx2 = isa > 0;
-            detail::allow_avx2_clones = avx2, detail::allow_avx512_clones = isa == 512;
+        for (const int isa : isas) {
+            use_isa(isa);
             const std::vector<float> all = product(w, 0, rows, 1), mid = product(w, 10, 100, 1);
             BOOST_TEST(worst_against_f64(all, w, 0, true) < f32_tolerance, B::name << " isa=" << isa);
             BOOST_TEST(worst_against_f64(mid, w, 10, true) < f32_tolerance, B::name << " isa=" << isa);
@@ -208,8 +261,8 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(bf16_decoding_weights_serve_one_row_products, B, f
                         alone.push_back(v);
                 BOOST_TEST(product(w, 10, 100, m) == alone, B::name << " isa=" << isa << " m=" << m);
             }
-            BOOST_TEST(product(w, 0, rows, many) == f32_many[avx2]);        // more rows: the f32 weights
-            BOOST_TEST(product(other, 0, rows, 1) == f32_other_copy[avx2]); // not copied
+            BOOST_TEST(product(w, 0, rows, many) == f32_many[isa_slot(isa)]);        // more rows: the f32 weights
+            BOOST_TEST(product(other, 0, rows, 1) == f32_other_copy[isa_slot(isa)]); // not copied
         }
         detail::allow_avx2_clones = detail::allow_avx512_clones = true;
         // In a group (q, k, v of one token): what each product gives alone.
@@ -336,12 +389,13 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(q8_0_decoding_weights_serve_one_row_products, B, f
         return worst / scale;
     };
     const std::vector<float> f32_all = product(0, 0, rows, 75, 1);
-    std::vector<float> f32_many[2], f32_unaligned[2]; // [avx2]: the baseline copy sums in another order
-    for (const bool avx2 : {false, true}) {
-        detail::allow_avx2_clones = avx2;
-        f32_many[avx2] = product(0, 0, rows, 75, many), f32_unaligned[avx2] = product(0, 5, rows, 40, 1);
+    std::vector<float> f32_many[3], f32_unaligned[3]; // [isa_slot]: each kernel sums in its own order
+    for (const int isa : isas) {
+        use_isa(isa);
+        f32_many[isa_slot(isa)] = product(0, 0, rows, 75, many),
+        f32_unaligned[isa_slot(isa)] = product(0, 5, rows, 40, 1);
     }
-    detail::allow_avx2_clones = true;
+    use_isa(512);
     BOOST_CHECK_THROW(decoding_weights(entries, decoding_format::f32), std::runtime_error);
     BOOST_CHECK_THROW(parse_decoding_format("q4_0"), std::runtime_error);
     BOOST_TEST((parse_decoding_format("q8_0") == decoding_format::q8_0));
@@ -366,24 +420,23 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(q8_0_decoding_weights_serve_one_row_products, B, f
                 }
                 BOOST_TEST(largest == (d == 0.0f ? 0 : 127));
             }
-        for (const int isa : {512, 2, 0}) { // the AVX-512 kernel (where the CPU has it), AVX2, generic
-            const bool avx2 = isa > 0;
-            detail::allow_avx2_clones = avx2, detail::allow_avx512_clones = isa == 512;
+        for (const int isa : isas) {
+            use_isa(isa);
             const std::vector<float> all = product(0, 0, rows, 75, 1);
             BOOST_TEST(worst_against_f64(all, 0, 0, 75, true) < f32_tolerance, B::name << " isa=" << isa);
             BOOST_TEST(worst_against_f64(all, 0, 0, 75, false) > 10 * f32_tolerance); // it did read q8_0
             BOOST_TEST(worst_against_f64(product(10, 0, 100, 75, 1), 10, 0, 75, true) < f32_tolerance);
             BOOST_TEST(worst_against_f64(product(0, 32, rows, 48, 1), 0, 32, 48, true) < f32_tolerance); // block 1 on
             BOOST_TEST(worst_against_f64(product(3, 64, 1, 16, 1), 3, 64, 16, true) < f32_tolerance);    // one row
-            BOOST_TEST(product(0, 5, rows, 40, 1) == f32_unaligned[avx2]); // not at a block: the f32 weights
-            for (const index_t m : {index_t(2), index_t(7), many - 1}) {   // rows of x together: each as alone
+            BOOST_TEST(product(0, 5, rows, 40, 1) == f32_unaligned[isa_slot(isa)]); // not at a block: the f32 weights
+            for (const index_t m : {index_t(2), index_t(7), many - 1}) {            // rows of x together: each as alone
                 std::vector<float> alone;
                 for (index_t i = 0; i < m; ++i)
                     for (const float v : product(10, 0, 101, 75, 1, i))
                         alone.push_back(v);
                 BOOST_TEST(product(10, 0, 101, 75, m) == alone, B::name << " isa=" << isa << " m=" << m);
             }
-            BOOST_TEST(product(0, 0, rows, 75, many) == f32_many[avx2]); // more rows: the f32 weights
+            BOOST_TEST(product(0, 0, rows, 75, many) == f32_many[isa_slot(isa)]); // more rows: the f32 weights
         }
         detail::allow_avx2_clones = detail::allow_avx512_clones = true;
         // In a group (q, k, v of one token): what each product gives alone.

@@ -4,6 +4,7 @@
 #include "../support/run_command.hpp"
 
 #include <tinylm/backend/decoding_weights.hpp>
+#include <tinylm/backend/gemv_f32.hpp>
 #include <tinylm/io/gguf.hpp>
 #include <tinylm/io/hf_checkpoint.hpp>
 #include <tinylm/io/peft.hpp>
@@ -110,12 +111,13 @@ BOOST_AUTO_TEST_CASE(greedy_text_equals_tl_generate) {
 }
 
 // complete() from four threads at once, with batch_rows 4: the generations are decoded together (a step held more
-// than one of them) and each gives what it gives alone, token for token: the steps read q8_0 copies of the
-// weights, whose products sum each row as alone. The generations differ in prompt, length (one leaves early),
-// seed and stop string; a fifth waits for a place (batch_rows 4) and joins when one leaves.
-BOOST_AUTO_TEST_CASE(complete_from_several_threads_decodes_them_together) {
+// than one of them) and each gives what it gives alone, token for token: the products of a decoding step sum each
+// row as alone, from q8_0 copies of the weights or (on CPUs with AVX2 or AVX-512) from the f32 weights. The
+// generations differ in prompt, length (one leaves early), seed and stop string; a fifth waits for a place
+// (batch_rows 4) and joins when one leaves.
+void check_decoded_together_as_alone(tl::decoding_format precision) {
     const auto m = tl::load_text_model(plain_folder());
-    m->use_decoding_weights(tl::decoding_format::q8_0);
+    if (precision != tl::decoding_format::f32) m->use_decoding_weights(precision);
     const std::vector<std::string> prompts = {"Жили-были", "старик со старухой у самого синего моря", "Вопрос",
                                               "Жили-были старик", "море"};
     std::vector<tl::text_generation_options> options;
@@ -159,6 +161,10 @@ BOOST_AUTO_TEST_CASE(complete_from_several_threads_decodes_them_together) {
     BOOST_TEST(counts.widest > 1u);
     BOOST_TEST(counts.widest <= 4u);
     BOOST_TEST_MESSAGE("decoding steps " << counts.steps << ", rows " << counts.rows << ", widest " << counts.widest);
+}
+BOOST_AUTO_TEST_CASE(complete_from_several_threads_decodes_them_together) {
+    check_decoded_together_as_alone(tl::decoding_format::q8_0);
+    if (tl::detail::gemv_f32_has_kernel()) check_decoded_together_as_alone(tl::decoding_format::f32);
 }
 
 // Beside a generation decoded with others: one whose on_text says stop (cancelled: it ends at the next step) and one

@@ -43,7 +43,7 @@ inline void add_model_options(CLI::App& app, model_flags& m) {
     app.add_option("--adapter", m.adapter, "PEFT LoRA adapter folder, merged into the model at load")
         ->check(CLI::ExistingDirectory);
 }
-// --precision, for the commands that decode one sequence at a time (generate, chat, serve).
+// --precision, for the commands that decode (generate, chat, serve, eval generations).
 inline void add_decoding_precision_option(CLI::App& app, model_flags& m) {
     app.add_option("--precision", m.precision,
                    "the weights each decoding step reads: f32; bf16 copies (half the bytes a token: faster where "

@@ -8,12 +8,17 @@
 #include <tinylm/data/shards.hpp>
 #include <tinylm/eval/repetition.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <exception>
 #include <fstream>
 #include <iostream>
+#include <latch>
+#include <mutex>
 #include <sstream>
+#include <thread>
 
 namespace tinylm_cli {
 
@@ -28,6 +33,7 @@ struct generations_flags {
     std::vector<double> temperatures{0.7, 1.0, 1.3};
     std::vector<fs::path> corpus;
     int samples = 1;
+    int batch = 4; // generations decoded together
     te::repetition_options rep{};
     bool json = false;
 };
@@ -115,10 +121,49 @@ struct sample {
     std::size_t tokens = 0;
 };
 
+// job(k) for k in [0, count) from `threads` threads, started together (each then takes the next k); the first
+// exception thrown is rethrown here once every thread has stopped.
+template <class Job>
+void run_from_threads(std::size_t count, int threads, const Job& job) {
+    const int n = std::max(1, std::min<int>(threads, int(count)));
+    std::atomic<std::size_t> next{0};
+    std::exception_ptr failed;
+    std::mutex failed_mutex;
+    std::latch started(n);
+    auto work = [&] {
+        started.arrive_and_wait(); // else a small model's first generations end before the other threads start
+        for (std::size_t k; (k = next++) < count;) {
+            try {
+                job(k);
+            } catch (...) {
+                std::lock_guard lock(failed_mutex);
+                if (!failed) failed = std::current_exception();
+                next = count; // the others stop after their current generation
+            }
+        }
+    };
+    std::vector<std::thread> pool;
+    for (int t = 1; t < n; ++t)
+        pool.emplace_back(work);
+    work();
+    for (std::thread& t : pool)
+        t.join();
+    if (failed) std::rethrow_exception(failed);
+}
+
 int run(const generations_flags& f) {
     const std::unique_ptr<tl::text_model> m = open_model(f.model);
+    m->set_batch_rows(f.batch);
     const std::vector<std::string> prompts = read_prompts(f.prompts_file);
     const tl::index_t context = m->config().max_seq_len;
+    std::vector<std::vector<tl::token_t>> prompt_ids;
+    for (std::size_t i = 0; i < prompts.size(); ++i) {
+        prompt_ids.push_back(m->tokenizer().encode(prompts[i], {.add_special_tokens = true}));
+        tl::check(!prompt_ids.back().empty() && tl::index_t(prompt_ids.back().size()) < context, [&] {
+            return "tinylm eval generations: prompt " + std::to_string(i + 1) + " has " +
+                   std::to_string(prompt_ids.back().size()) + " tokens; the context is " + std::to_string(context);
+        });
+    }
 
     std::unique_ptr<te::ngram_index> index;
     std::size_t corpus_bytes = 0;
@@ -179,28 +224,30 @@ int run(const generations_flags& f) {
     { // one token first, so that the first temperature's tokens/s does not include starting the threads
         tl::text_generation_options warm = base;
         warm.generation.max_new_tokens = 1;
-        m->complete(m->tokenizer().encode(prompts.front(), {.add_special_tokens = true}), warm,
-                    [](std::string_view) { return true; });
+        m->complete(prompt_ids.front(), warm, [](std::string_view) { return true; });
     }
     for (const double temperature : f.temperatures) {
-        std::vector<sample> samples;
-        std::size_t tokens = 0;
+        // Prompt i's sample s is generation i * samples + s, with that seed; --batch of them are decoded together
+        // (each gets the tokens it would get alone: text_model::set_batch_rows).
+        std::vector<sample> samples(prompts.size() * std::size_t(f.samples));
+        const tl::batch_counts before = m->batch_stats();
         const auto start = std::chrono::steady_clock::now();
-        for (std::size_t i = 0; i < prompts.size(); ++i) {
-            const std::vector<tl::token_t> ids = m->tokenizer().encode(prompts[i], {.add_special_tokens = true});
-            tl::check(!ids.empty() && tl::index_t(ids.size()) < context, [&] {
-                return "tinylm eval generations: prompt " + std::to_string(i + 1) + " has " +
-                       std::to_string(ids.size()) + " tokens; the context is " + std::to_string(context);
-            });
-            for (int s = 0; s < f.samples; ++s) {
-                tl::text_generation_options o = options_at(temperature);
-                o.generation.sampling.seed = f.sampling.given.seed + i * std::uint64_t(f.samples) + std::uint64_t(s);
-                const tl::text_completion c = m->complete(ids, o, [](std::string_view) { return true; });
-                samples.push_back({i, o.generation.sampling.seed, c.text, c.tokens.size()});
-                tokens += c.tokens.size();
-            }
-        }
+        run_from_threads(samples.size(), f.batch, [&](std::size_t k) {
+            tl::text_generation_options o = options_at(temperature);
+            o.generation.sampling.seed = f.sampling.given.seed + k;
+            const std::size_t i = k / std::size_t(f.samples);
+            const tl::text_completion c = m->complete(prompt_ids[i], o, [](std::string_view) { return true; });
+            samples[k] = {i, o.generation.sampling.seed, c.text, c.tokens.size()};
+        });
         const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        std::size_t tokens = 0;
+        for (const sample& s : samples)
+            tokens += s.tokens;
+        const tl::batch_counts steps = m->batch_stats();
+        std::fprintf(stderr, "temperature %g: %zu generations, %zu tokens in %.1f s (%.1f tokens/s; %.1f a step)\n",
+                     temperature, samples.size(), tokens, seconds, seconds > 0 ? double(tokens) / seconds : 0.0,
+                     steps.steps > before.steps ? double(steps.rows - before.rows) / double(steps.steps - before.steps)
+                                                : 1.0);
         std::vector<std::string> texts;
         for (const sample& s : samples)
             texts.push_back(s.text);
@@ -261,6 +308,7 @@ void add_eval_generations(CLI::App& eval, command& chosen) {
     CLI::App* sub = eval.add_subcommand(
         "generations", "repetition and memorisation of the model's continuations, per prompt and temperature");
     add_model_options(*sub, f->model);
+    add_decoding_precision_option(*sub, f->model);
     sub->add_option("--prompts", f->prompts_file, "prompts, one a line (default: the course's ten prompts)")
         ->check(CLI::ExistingFile);
     sub->add_option("--temperatures", f->temperatures, "sampling temperatures, comma-separated")
@@ -269,6 +317,11 @@ void add_eval_generations(CLI::App& eval, command& chosen) {
     sub->add_option("--corpus", f->corpus, "training text or tinylm token shards, for the copied n-gram rate")
         ->check(CLI::ExistingFile);
     sub->add_option("--samples", f->samples, "continuations per prompt and temperature")->check(CLI::PositiveNumber);
+    sub->add_option("--batch", f->batch,
+                    "continuations decoded together, one forward a step for all (each gets the tokens it gets "
+                    "alone, where the products sum each row as alone: docs/tinylm.md); 1: one at a time")
+        ->check(recipes::in_range(1, 64, "continuations decoded together"))
+        ->capture_default_str();
     sub->add_option("--rep-n", f->rep.rep_n, "n of the repeated n-gram rate")->check(CLI::PositiveNumber);
     sub->add_option("--copy-n", f->rep.copy_n, "n of the copied n-gram rate")->check(CLI::PositiveNumber);
     sub->add_flag("--json", f->json, "print JSON with every generated text instead of markdown");

@@ -1,19 +1,22 @@
-// tinylm/backend/gemv.hpp: c = alpha * a B^T + beta * c for a single row a (m = 1) and B (n, k) row-major:
-// every projection when a model decodes one token (the weights are (out, in), y = x W^T).
+// tinylm/backend/gemv.hpp: c = alpha * a B^T + beta * c for a few rows a (m <= max_gemv_rows) and B (n, k)
+// row-major: every projection when a model decodes one token (the weights are (out, in), y = x W^T), or one token of
+// each of several sequences decoded together (a server's clients, generate_batch's rows).
 //
 // Why not the GEMM library: at m = 1 the product is one pass over the weights, so its speed is the memory
 // bandwidth. sgemm packs B into its own layout first (reading the weights and writing a copy on every call),
 // which at batch 1 costs more than the product (benchmarks/generation: docs/performance.md). Here each weight
-// row is read once, four rows per pass sharing the loads of a, spread over the OpenMP threads, with an AVX2
-// copy chosen at run time (core/simd.hpp). Sums run in a different order than the GEMM's: results agree to
-// float rounding, not bit for bit. Products that share their input (q, k, v; gate, up) can be run together,
-// in one parallel region (gemv_nt_group, the backends' gemm_group), with the same results. Weights with a bf16
-// or q8_0 copy (a live decoding_weights: decoding_weights.hpp) are read from the copy: half the bytes, or about a
-// quarter (q8_0's kernels: gemv_q8.hpp).
+// row is read once, four rows per pass sharing the loads of a, spread over the OpenMP threads, with AVX2 and
+// AVX-512 kernels chosen at run time (core/simd.hpp). Sums run in a different order than the GEMM's: results agree
+// to float rounding, not bit for bit; but each row of a is summed the same way whatever rows ran beside it, so a
+// sequence decoded with others gets the logits it gets alone. Products that share their input (q, k, v; gate, up)
+// can be run together, in one parallel region (gemv_nt_group, the backends' gemm_group), with the same results.
+// Weights with a bf16 or q8_0 copy (a live decoding_weights: decoding_weights.hpp) are read from the copy: half the
+// bytes, or about a quarter (q8_0's kernels: gemv_q8.hpp; f32's: gemv_f32.hpp).
 #pragma once
 
 #include <tinylm/backend/backend.hpp>
 #include <tinylm/backend/decoding_weights.hpp>
+#include <tinylm/backend/gemv_f32.hpp>
 #include <tinylm/backend/gemv_q8.hpp>
 #include <tinylm/backend/gemv_rows.hpp>
 #include <tinylm/core/simd.hpp>
@@ -30,17 +33,17 @@
 
 namespace tl::detail {
 
-// Rows of a (tokens) up to which a product whose weights have a bf16 or q8_0 copy reads the copy (the one-row
-// kernels, per row of a) instead of the f32 weights through the GEMM library: sequences decoded together (several
-// clients of a server, generate_batch's rows). Without a copy, the GEMM library was faster from 2 rows than the one-row
-// kernel per row (config B: docs/design-notes.md, note 18). A variable so that benchmarks can compare
-// (bench_generate --gemv-rows); 1: only single rows.
+// Rows of a (tokens) up to which a product runs here rather than in the GEMM library: sequences decoded together,
+// and short prompts. f32 weights without an AVX2 or AVX-512 kernel (gemv_f32_has_kernel) go to the library from 2
+// rows: running the one-row kernel per row was slower there (docs/design-notes.md, note 18). A variable so that
+// benchmarks can compare (bench_generate --gemv-rows); 1: only single rows.
 inline index_t max_gemv_rows = 8;
 
 inline decoding_copy gemv_weights_copy(const gemm_args<float>& g);
 inline bool gemv_applies(const gemm_args<float>& g) {
     if (g.m < 1 || g.trans_a || !g.trans_b || g.k <= 0) return false;
-    return g.m == 1 || (g.m <= max_gemv_rows && gemv_weights_copy(g).format != decoding_format::f32);
+    if (g.m == 1) return true;
+    return g.m <= max_gemv_rows && (gemv_f32_has_kernel() || gemv_weights_copy(g).format != decoding_format::f32);
 }
 
 // A weight as f32: itself, or its bf16 copy widened exactly (decoding_weights.hpp).
@@ -90,39 +93,58 @@ inline decoding_copy gemv_weights_copy(const gemm_args<float>& g) { return decod
 // and the activations are split into their even and odd elements to match (two permutes per 4 rows x 32). The
 // weights of a row past the last full 32 are widened one by one.
 #define TINYLM_GEMV_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")))
-// Rows [j, j + R) of c.
-template <int R>
-TINYLM_GEMV_AVX512 void gemv_bf16_rows_avx512(const gemm_args<float>& g, const std::uint16_t* b, index_t j) {
-    const float* a = g.a;
-    const index_t k = g.k, ldb = g.ldb, full = k - k % 32;
+// Rows [j, j + R) of c for the M rows of a from i0: each block of 32 weights widened once for the M rows.
+template <int R, int M>
+TINYLM_GEMV_AVX512 void gemv_bf16_rows_avx512(const gemm_args<float>& g, const std::uint16_t* b, index_t j,
+                                              index_t i0) {
+    const index_t k = g.k, ldb = g.ldb, lda = g.lda, full = k - k % 32;
+    const float* a = g.a + i0 * lda;
     const __m512i even_index = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const __m512i odd_index = _mm512_add_epi32(even_index, _mm512_set1_epi32(1));
     const __m512i high_half = _mm512_set1_epi32(int(0xffff0000u));
     // The zero-masking forms: GCC 12 warns about the undefined pass-through of the unmasked ones.
     const __mmask16 all = 0xffff;
-    __m512 s[R];
-    for (int r = 0; r < R; ++r)
-        s[r] = _mm512_setzero_ps();
+    __m512 s[M][R];
+    for (int i = 0; i < M; ++i)
+        for (int r = 0; r < R; ++r)
+            s[i][r] = _mm512_setzero_ps();
     for (index_t p = 0; p < full; p += 32) {
-        const __m512 lo = _mm512_loadu_ps(a + p), hi = _mm512_loadu_ps(a + p + 16);
-        const __m512 even = _mm512_permutex2var_ps(lo, even_index, hi);
-        const __m512 odd = _mm512_permutex2var_ps(lo, odd_index, hi);
+        __m512 even[M], odd[M];
+        for (int i = 0; i < M; ++i) {
+            const __m512 lo = _mm512_loadu_ps(a + i * lda + p), hi = _mm512_loadu_ps(a + i * lda + p + 16);
+            even[i] = _mm512_permutex2var_ps(lo, even_index, hi);
+            odd[i] = _mm512_permutex2var_ps(lo, odd_index, hi);
+        }
         for (int r = 0; r < R; ++r) {
             const __m512i w = _mm512_loadu_si512(b + (j + r) * ldb + p);
-            s[r] = _mm512_fmadd_ps(even, _mm512_castsi512_ps(_mm512_maskz_slli_epi32(all, w, 16)), s[r]);
-            s[r] = _mm512_fmadd_ps(odd, _mm512_castsi512_ps(_mm512_and_si512(w, high_half)), s[r]);
+            const __m512 w_even = _mm512_castsi512_ps(_mm512_maskz_slli_epi32(all, w, 16));
+            const __m512 w_odd = _mm512_castsi512_ps(_mm512_and_si512(w, high_half));
+            for (int i = 0; i < M; ++i) {
+                s[i][r] = _mm512_fmadd_ps(even[i], w_even, s[i][r]);
+                s[i][r] = _mm512_fmadd_ps(odd[i], w_odd, s[i][r]);
+            }
         }
     }
-    for (int r = 0; r < R; ++r) {
-        float t = gemv_sum_avx512(s[r]);
-        const std::uint16_t* row = b + (j + r) * ldb;
-        for (index_t p = full; p < k; ++p)
-            t += a[p] * widen(row[p]);
-        gemv_store(g, j + r, t);
+    for (int i = 0; i < M; ++i) {
+        gemm_args<float> one = g;
+        one.a = a + i * lda;
+        one.c = g.c + (i0 + i) * g.ldc;
+        for (int r = 0; r < R; ++r) {
+            float t = gemv_sum_avx512(s[i][r]);
+            const std::uint16_t* row = b + (j + r) * ldb;
+            for (index_t p = full; p < k; ++p)
+                t += one.a[p] * widen(row[p]);
+            gemv_store(one, j + r, t);
+        }
     }
 }
+// Every row of a, four at a time (4 x 4 accumulators, 8 registers of activations, 2 of widened weights).
 inline void gemv_nt_rows_bf16_avx512(const gemm_args<float>& g, const std::uint16_t* b, index_t j0, index_t j1) {
-    by_four_rows(j0, j1, [&](index_t j, auto rows) { gemv_bf16_rows_avx512<decltype(rows)::value>(g, b, j); });
+    by_rows<4>(0, g.m, [&](index_t i, auto m) {
+        by_four_rows(j0, j1, [&](index_t j, auto r) {
+            gemv_bf16_rows_avx512<decltype(r)::value, decltype(m)::value>(g, b, j, i);
+        });
+    });
 }
 #undef TINYLM_GEMV_AVX512
 #endif
@@ -131,41 +153,67 @@ inline void gemv_nt_rows_bf16_avx512(const gemm_args<float>& g, const std::uint1
 // 1.2-1.3x f32 (docs/precision.md). Within each 128-bit half, a permute puts a's even elements before its odd ones;
 // a cross-half shuffle then gathers the 8 even and the 8 odd of 16.
 #define TINYLM_GEMV_AVX2 __attribute__((target("avx2,fma")))
-template <int R>
-TINYLM_GEMV_AVX2 void gemv_bf16_rows_avx2(const gemm_args<float>& g, const std::uint16_t* b, index_t j) {
-    const float* a = g.a;
-    const index_t k = g.k, ldb = g.ldb, full = k - k % 16;
+// Rows [j, j + R) of c for the M (<= 2) rows of a from i0.
+template <int R, int M>
+TINYLM_GEMV_AVX2 void gemv_bf16_rows_avx2(const gemm_args<float>& g, const std::uint16_t* b, index_t j, index_t i0) {
+    const index_t k = g.k, ldb = g.ldb, lda = g.lda, full = k - k % 16;
+    const float* a = g.a + i0 * lda;
     const __m256i evens_first = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
     const __m256i high_half = _mm256_set1_epi32(int(0xffff0000u));
-    __m256 s[R];
-    for (int r = 0; r < R; ++r)
-        s[r] = _mm256_setzero_ps();
+    __m256 s[M][R];
+    for (int i = 0; i < M; ++i)
+        for (int r = 0; r < R; ++r)
+            s[i][r] = _mm256_setzero_ps();
     for (index_t p = 0; p < full; p += 16) {
-        const __m256 lo = _mm256_permutevar8x32_ps(_mm256_loadu_ps(a + p), evens_first);
-        const __m256 hi = _mm256_permutevar8x32_ps(_mm256_loadu_ps(a + p + 8), evens_first);
-        const __m256 even = _mm256_permute2f128_ps(lo, hi, 0x20), odd = _mm256_permute2f128_ps(lo, hi, 0x31);
+        __m256 even[M], odd[M];
+        for (int i = 0; i < M; ++i) {
+            const __m256 lo = _mm256_permutevar8x32_ps(_mm256_loadu_ps(a + i * lda + p), evens_first);
+            const __m256 hi = _mm256_permutevar8x32_ps(_mm256_loadu_ps(a + i * lda + p + 8), evens_first);
+            even[i] = _mm256_permute2f128_ps(lo, hi, 0x20), odd[i] = _mm256_permute2f128_ps(lo, hi, 0x31);
+        }
         for (int r = 0; r < R; ++r) {
             const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + (j + r) * ldb + p));
-            s[r] = _mm256_fmadd_ps(even, _mm256_castsi256_ps(_mm256_slli_epi32(w, 16)), s[r]);
-            s[r] = _mm256_fmadd_ps(odd, _mm256_castsi256_ps(_mm256_and_si256(w, high_half)), s[r]);
+            const __m256 w_even = _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+            const __m256 w_odd = _mm256_castsi256_ps(_mm256_and_si256(w, high_half));
+            for (int i = 0; i < M; ++i) {
+                s[i][r] = _mm256_fmadd_ps(even[i], w_even, s[i][r]);
+                s[i][r] = _mm256_fmadd_ps(odd[i], w_odd, s[i][r]);
+            }
         }
     }
-    for (int r = 0; r < R; ++r) {
-        float t = gemv_sum_avx2(s[r]);
-        const std::uint16_t* row = b + (j + r) * ldb;
-        for (index_t p = full; p < k; ++p)
-            t += a[p] * widen(row[p]);
-        gemv_store(g, j + r, t);
+    for (int i = 0; i < M; ++i) {
+        gemm_args<float> one = g;
+        one.a = a + i * lda;
+        one.c = g.c + (i0 + i) * g.ldc;
+        for (int r = 0; r < R; ++r) {
+            float t = gemv_sum_avx2(s[i][r]);
+            const std::uint16_t* row = b + (j + r) * ldb;
+            for (index_t p = full; p < k; ++p)
+                t += one.a[p] * widen(row[p]);
+            gemv_store(one, j + r, t);
+        }
     }
 }
 inline void gemv_nt_rows_bf16_avx2(const gemm_args<float>& g, const std::uint16_t* b, index_t j0, index_t j1) {
-    by_four_rows(j0, j1, [&](index_t j, auto rows) { gemv_bf16_rows_avx2<decltype(rows)::value>(g, b, j); });
+    by_rows<2>(0, g.m, [&](index_t i, auto m) {
+        by_four_rows(j0, j1, [&](index_t j, auto r) {
+            gemv_bf16_rows_avx2<decltype(r)::value, decltype(m)::value>(g, b, j, i);
+        });
+    });
 }
 #undef TINYLM_GEMV_AVX2
 #endif
-// The rows [j0, j1) of c from the weights g reads: its own, or their copy `w` when it has one.
+// True where the kernel for weights of format f takes every row of a in one call (else the first only).
+inline bool gemv_takes_many_rows(decoding_format f) {
+    if (f == decoding_format::q8_0) return gemv_q8_takes_many_rows();
+    return avx512_clones_active() || avx2_clones_active(); // f32 (gemv_f32_has_kernel) and bf16
+}
+
+// The rows [j0, j1) of c from the weights g reads (its own, or their copy `w` when it has one): for every row of a
+// where gemv_takes_many_rows(w.format), else for the first.
 inline void gemv_nt_weights_rows(const gemm_args<float>& g, const decoding_copy& w, index_t j0, index_t j1) {
-    if (w.format == decoding_format::f32) return gemv_nt_rows<float>(g, g.b, j0, j1);
+    if (w.format == decoding_format::f32)
+        return gemv_f32_has_kernel() ? gemv_nt_rows_f32(g, j0, j1) : gemv_nt_rows<float>(g, g.b, j0, j1);
     if (w.format == decoding_format::q8_0) return gemv_nt_rows_q8(g, w, j0, j1);
     const auto* b16 = static_cast<const std::uint16_t*>(w.data);
 #ifdef TINYLM_AVX512_CLONES
@@ -178,19 +226,32 @@ inline void gemv_nt_weights_rows(const gemm_args<float>& g, const decoding_copy&
 }
 
 inline constexpr index_t gemv_grain = 64;        // rows of c per parallel block
-inline constexpr index_t gemv_reuse_rows = 16;   // weight rows read from memory once for all rows of a
 inline constexpr std::size_t max_gemv_group = 8; // products in one region (q, k, v; gate, up)
 
-// Rows [j0, j1) of c for every row of a (m of them). The q8_0 kernel with AVX-512 takes them four at a time, each
-// block's codes widened once for the four (gemv_q8.hpp); otherwise 16 weight rows at a time run the one-row kernel for
-// each row of a in turn, so they come from memory once and from the cache for the other rows (16 rows of 4864 bf16
-// weights: 156 KB, inside a core's L2). Either way a row of c is summed exactly as a product of that row alone sums it
-// (the 4-row groups start at the same places), so sequences decoded together get the logits each would get alone.
+// Rows of weights of a product that stay in a core's L2 while every row of a is computed (at least 24, and a
+// multiple of 24: whole groups for the kernels' 4, 6 and 8 rows of c): 256 KB of them, a quarter of a Zen 4/5
+// core's L2.
+inline index_t gemv_rows_in_cache(const gemm_args<float>& g, const decoding_copy& w) {
+    const index_t bytes_per_weight = w.format == decoding_format::f32 ? 4 : w.format == decoding_format::bf16 ? 2 : 1;
+    return std::max<index_t>(24, (index_t(256) << 10) / (g.k * bytes_per_weight) / 24 * 24);
+}
+
+// Rows [j0, j1) of c for every row of a (m of them), gemv_rows_in_cache rows of weights at a time, so that they
+// come from memory once and from the cache for the other rows of a. The kernels of AVX2 and AVX-512 CPUs take the
+// rows of a in groups, each block of weights loaded (and widened) once for a group (gemv_f32.hpp, gemv_q8.hpp,
+// gemv_bf16_rows_*); elsewhere the one-row kernel runs for each row of a in turn. Either way a row of c is summed
+// exactly as a product of that row alone sums it, so sequences decoded together get the logits each would get
+// alone.
 inline void gemv_nt_weights_block(const gemm_args<float>& g, const decoding_copy& w, index_t j0, index_t j1) {
-    if (g.m == 1 || (w.format == decoding_format::q8_0 && gemv_q8_takes_many_rows()))
-        return gemv_nt_weights_rows(g, w, j0, j1);
-    for (index_t s = j0; s < j1; s += gemv_reuse_rows) {
-        const index_t e = std::min(j1, s + gemv_reuse_rows);
+    if (g.m == 1) return gemv_nt_weights_rows(g, w, j0, j1);
+    const bool together = gemv_takes_many_rows(w.format);
+    const index_t step = gemv_rows_in_cache(g, w);
+    for (index_t s = j0; s < j1; s += step) {
+        const index_t e = std::min(j1, s + step);
+        if (together) {
+            gemv_nt_weights_rows(g, w, s, e);
+            continue;
+        }
         for (index_t i = 0; i < g.m; ++i) {
             gemm_args<float> row = g;
             row.m = 1;

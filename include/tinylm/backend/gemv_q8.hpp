@@ -100,24 +100,10 @@ TINYLM_GEMV_Q8_AVX512 void gemv_q8_rows_avx512(const gemm_args<float>& g, const 
 // block's codes come again from L2 for the next four; the other way round, 8 rows of activations (48 KB) were
 // streamed from L2 for every 4 rows of codes, and 8 rows ran slower than 4.
 inline void gemv_nt_rows_q8_avx512(const gemm_args<float>& g, const decoding_copy& w, index_t j0, index_t j1) {
-    index_t i = 0;
-    for (; i + 4 <= g.m; i += 4)
-        by_four_rows(j0, j1, [&](index_t j, auto rows) { gemv_q8_rows_avx512<decltype(rows)::value, 4>(g, w, j, i); });
-    by_four_rows(j0, j1, [&](index_t j, auto rows) {
-        constexpr int R = decltype(rows)::value;
-        switch (g.m - i) {
-        case 3:
-            gemv_q8_rows_avx512<R, 3>(g, w, j, i);
-            break;
-        case 2:
-            gemv_q8_rows_avx512<R, 2>(g, w, j, i);
-            break;
-        case 1:
-            gemv_q8_rows_avx512<R, 1>(g, w, j, i);
-            break;
-        default:
-            break;
-        }
+    by_rows<4>(0, g.m, [&](index_t i, auto m) {
+        by_four_rows(j0, j1, [&](index_t j, auto r) {
+            gemv_q8_rows_avx512<decltype(r)::value, decltype(m)::value>(g, w, j, i);
+        });
     });
 }
 #undef TINYLM_GEMV_Q8_AVX512

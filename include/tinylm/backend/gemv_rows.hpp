@@ -1,6 +1,6 @@
-// tinylm/backend/gemv_rows.hpp: what the one-row product kernels (gemv.hpp: f32 and bf16 weights, gemv_q8.hpp:
-// q8_0 weights) share: the store of a finished row, the 4-rows-then-1 driver, and the horizontal sums of their
-// AVX-512 and AVX2 accumulators.
+// tinylm/backend/gemv_rows.hpp: what the product kernels of decoding (gemv_f32.hpp, gemv.hpp: bf16 weights,
+// gemv_q8.hpp: q8_0 weights) share: the store of a finished row, the drivers over rows (4, then 1; G, then the
+// rest), and the horizontal sums of their AVX-512 and AVX2 accumulators.
 #pragma once
 
 #include <tinylm/backend/backend.hpp>
@@ -28,6 +28,26 @@ void by_four_rows(index_t j0, index_t j1, Rows rows) {
         rows(j, std::integral_constant<int, 4>{});
     for (; j < j1; ++j)
         rows(j, std::integral_constant<int, 1>{});
+}
+
+// rows(i, N) when left == N, for N from 1 up (nothing when left is 0).
+template <int N, class Rows>
+void rows_left(index_t left, index_t i, Rows& rows) {
+    if constexpr (N > 0) {
+        if (left == N) return rows(i, std::integral_constant<int, N>{});
+        rows_left<N - 1>(left, i, rows);
+    }
+}
+
+// rows(j, R) for the rows [j0, j1), G at a time, then the R < G left in one call: rows of c for kernels that sum
+// each row on its own (any grouping gives the same sums), or rows of a for kernels that keep an accumulator for each
+// (row of a, row of c) in registers (a compile-time M).
+template <int G, class Rows>
+void by_rows(index_t j0, index_t j1, Rows rows) {
+    index_t j = j0;
+    for (; j + G <= j1; j += G)
+        rows(j, std::integral_constant<int, G>{});
+    rows_left<G - 1>(j1 - j, j, rows);
 }
 
 #ifdef TINYLM_AVX512_CLONES

@@ -9,9 +9,9 @@
 // `rows` generations are running (the others wait, in arrival order): its prompt runs through the model (from a
 // prompt_cache slot when one is given), then each step decodes one token of every running generation in one
 // forward (decoder::forward_each), so each weight matrix is read once a step for all of them. A generation leaves
-// the batch when it ends; the call returns its completion, as generate_text would give it: the same tokens where
-// the products read decoding copies of the weights (bf16, q8_0: summed per row as alone), f32 rounding apart
-// through the GEMM library's products of several rows.
+// the batch when it ends; the call returns its completion, as generate_text would give it: the same tokens, as the
+// products of a step sum each row as alone (backend/gemv.hpp; f32 weights on CPUs without AVX2 go to the GEMM
+// library, whose products of several rows may round differently).
 //
 // No thread of its own: one caller (the driver) runs the steps until its own generation ends, then another caller
 // takes over (one thread running the steps in a row keeps one OpenMP team busy, not one per caller: simd.hpp).

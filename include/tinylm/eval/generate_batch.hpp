@@ -6,8 +6,9 @@
 // each weight matrix is read once per step for all rows instead of once per row. Row r samples with seed + r and stops
 // on its own (an end token, a stop string, its on_token returning false); a finished row keeps being fed its last
 // token, and its outputs are ignored, until every row has finished. Row r's first token is sampled from the logits
-// tl::generate computes; later steps are exact-arithmetic equal to tl::generate with seed + r, but a batched product
-// may round differently from a single-row one, so a near tie can be sampled differently.
+// tl::generate computes; later steps are tl::generate's with seed + r, bit for bit where the products sum each row as
+// alone (up to 8 rows: backend/gemv.hpp, but for f32 weights on a CPU without AVX2); beyond, a batched product may
+// round differently from a single-row one, so a near tie can be sampled differently.
 #pragma once
 
 #include <tinylm/eval/text_generation.hpp>

@@ -117,7 +117,7 @@ public:
     // capacities): one forward for all of them, so each product reads the weights once for every sequence (a
     // server's clients decoded together). Sequence b's token ids[b] is appended to *caches[b]; `normed` (n, d) gets
     // each new position, final-normed. Each sequence gets what append gives it alone, where the products do
-    // (backend/gemv.hpp: decoding copies of the weights; the f32 GEMM of several rows may round differently).
+    // (backend/gemv.hpp: each row summed as alone, but for f32 weights on a CPU without AVX2).
     // The scratch of one token per sequence is planned and allocated per call: tens of KB for a 0.5B model, beside
     // a step's milliseconds, and the set of caches changes from step to step.
     template <class Norm, class Adapter>
