@@ -159,8 +159,8 @@ int main(int argc, char** argv) {
         ->check(CLI::IsMember({"f32", "bf16", "q8_0"}))
         ->capture_default_str();
     app.add_option("--gemv-rows", tl::detail::max_gemv_rows,
-                   "products of up to this many rows run the one-row kernels per row (backend/gemv.hpp); 1: the GEMM "
-                   "library for every product of several rows")
+                   "products of up to this many rows run tinylm's decoding kernels, each row summed as alone "
+                   "(backend/gemv.hpp); 1: the GEMM library for every product of several rows")
         ->check(CLI::Range(1, 64))
         ->capture_default_str();
     std::string isa = "best";
