@@ -229,34 +229,69 @@ private:
         // tokens wait for a part of it rather than all of it.
         const bool decoding =
             std::any_of(running_.begin(), running_.end(), [](const generation* g) { return prompt_done(*g); });
-        std::vector<generation*> going_on;
-        for (generation* g : running_) {
-            bool cancelled;
+        // Prompts first (a part each while others decode), then every generation past its prompt picks its next
+        // token: those in parallel, as each samples on its own (a sampler, a decoder, stop strings of its own; the
+        // tokenizer is immutable), and over Qwen's 151,936 logits a pick at temperature 0.8 takes 0.6 ms.
+        enum class next { prompt_part, pick, ended };
+        struct state {
+            next what = next::pick;
+            bool cancelled = false, more = false;
+            std::size_t before = 0; // its text's length before this pick
+            std::exception_ptr error;
+        };
+        std::vector<state> states(running_.size());
+        std::vector<std::size_t> picks;
+        for (std::size_t r = 0; r < running_.size(); ++r) {
+            generation& g = *running_[r];
+            state& st = states[r];
             {
                 std::lock_guard lock(mutex_);
-                cancelled = g->cancelled;
+                st.cancelled = g.cancelled;
             }
             try {
-                if (!prompt_done(*g) && !cancelled) {
-                    run_prompt(*g, decoding ? prompt_chunk_ : 0);
-                    if (!prompt_done(*g)) {
+                if (!prompt_done(g) && !st.cancelled) {
+                    run_prompt(g, decoding ? prompt_chunk_ : 0);
+                    if (!prompt_done(g)) {
                         std::lock_guard lock(mutex_);
                         ++stats_.prompt_parts;
-                        going_on.push_back(g);
+                        st.what = next::prompt_part;
                         continue;
                     }
                 }
-                const std::size_t before = g->text.size();
-                const bool more = pick_next(*g, cancelled);
-                if (!more) finish(*g);
-                std::lock_guard lock(mutex_);
-                g->pending += g->text.substr(before);
-                if (more)
-                    going_on.push_back(g);
-                else
-                    end_locked(*g, nullptr);
+                st.before = g.text.size();
+                picks.push_back(r);
             } catch (...) {
-                end(*g, std::current_exception());
+                st.what = next::ended;
+                end(g, std::current_exception());
+            }
+        }
+        const std::ptrdiff_t pick_count = std::ptrdiff_t(picks.size());
+#pragma omp parallel for schedule(dynamic, 1) if (pick_count > 1)
+        for (std::ptrdiff_t p = 0; p < pick_count; ++p) {
+            state& st = states[picks[std::size_t(p)]];
+            try {
+                st.more = pick_next(*running_[picks[std::size_t(p)]], st.cancelled);
+            } catch (...) {
+                st.error = std::current_exception();
+            }
+        }
+        std::vector<generation*> going_on;
+        for (std::size_t r = 0; r < running_.size(); ++r) {
+            generation& g = *running_[r];
+            state& st = states[r];
+            if (st.what == next::prompt_part) going_on.push_back(&g);
+            if (st.what != next::pick) continue;
+            try {
+                if (st.error) std::rethrow_exception(st.error);
+                if (!st.more) finish(g);
+                std::lock_guard lock(mutex_);
+                g.pending += g.text.substr(st.before);
+                if (st.more)
+                    going_on.push_back(&g);
+                else
+                    end_locked(g, nullptr);
+            } catch (...) {
+                end(g, std::current_exception());
             }
         }
         running_ = going_on;
