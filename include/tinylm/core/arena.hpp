@@ -26,12 +26,16 @@ class arena {
 public:
     static constexpr std::size_t alignment = 64; // one cache line; also AVX-512 alignment
 
+    // The pages behind a block: the system's, or (pages::huge) transparent huge pages asked for, for a block that is
+    // read whole again and again (a model's weights: allocate_block).
+    enum class pages { base, huge };
+
     arena() = default;
-    explicit arena(std::size_t capacity_bytes) : capacity_(round_up(capacity_bytes)) {
+    explicit arena(std::size_t capacity_bytes, pages kind = pages::base) : capacity_(round_up(capacity_bytes)) {
         if (capacity_ > 0) {
             check_fits_in_memory(double(capacity_), "arena: the planned block (parameters or activations)",
                                  "a smaller batch, context or model needs less");
-            block_.reset(static_cast<std::byte*>(allocate_block(capacity_)));
+            block_.reset(static_cast<std::byte*>(allocate_block(capacity_, kind)));
         }
     }
     static arena measuring() {
@@ -70,18 +74,19 @@ public:
     bool is_measuring() const { return measuring_; }
 
     static constexpr std::size_t round_up(std::size_t n) { return (n + alignment - 1) / alignment * alignment; }
-    // Blocks of 8 MB and more (a model's weights, a step's activations) start on a 2 MB boundary and ask Linux for
-    // transparent huge pages, which it gives only to memory that asks where THP is "madvise" (Debian's default):
-    // decoding streams every weight once a token, and with 4 KB pages each page is a TLB miss. Config B f32 decode,
-    // 6 interleaved A/B runs: 2-8% more tokens/s (docs/performance.md, "Huge pages"), the same peak memory.
-    static void* allocate_block(std::size_t bytes) {
+    // pages::huge blocks of 8 MB and more start on a 2 MB boundary and ask Linux for transparent huge pages, which it
+    // gives only to memory that asks where THP is "madvise" (Debian's default): decoding streams every weight once a
+    // token, and with 4 KB pages each page is a TLB miss. Config B f32 decode, 6 interleaved A/B runs: 2-8% more
+    // tokens/s (docs/performance.md, "Huge pages"), the same peak memory. Not for every block: a KV cache is touched
+    // a position at a time, and a 2 MB page per layer's keys would make a short conversation hold ~100 MB.
+    static void* allocate_block(std::size_t bytes, pages kind) {
         constexpr std::size_t huge_page = std::size_t(2) << 20;
-        const bool huge = bytes >= 4 * huge_page;
-        void* p = huge ? std::aligned_alloc(huge_page, (bytes + huge_page - 1) / huge_page * huge_page)
-                       : std::aligned_alloc(alignment, bytes);
+        const bool huge = kind == pages::huge && bytes >= 4 * huge_page;
+        const std::size_t whole = (bytes + huge_page - 1) / huge_page * huge_page;
+        void* p = huge ? std::aligned_alloc(huge_page, whole) : std::aligned_alloc(alignment, bytes);
         if (p == nullptr) throw std::bad_alloc();
 #ifdef MADV_HUGEPAGE
-        if (huge) madvise(p, (bytes + huge_page - 1) / huge_page * huge_page, MADV_HUGEPAGE); // a hint: failure is fine
+        if (huge) madvise(p, whole, MADV_HUGEPAGE); // a hint: where it fails, the pages stay 4 KB
 #endif
         return p;
     }

@@ -51,7 +51,7 @@ protected:
         };
         arena measure = arena::measuring();
         run(measure);
-        arena_ = arena(measure.used());
+        arena_ = arena(measure.used(), arena::pages::huge); // read whole every step and every decoded token
         const std::size_t grads_at = run(arena_);
         grad_begin_ = arena_.base() + grads_at;
         grad_end_ = arena_.base() + arena_.used();
