@@ -141,7 +141,7 @@ TINYLM_GEMV_AVX512 void gemv_bf16_rows_avx512(const gemm_args<float>& g, const s
 // Every row of a, four at a time (4 x 4 accumulators, 8 registers of activations, 2 of widened weights).
 inline void gemv_nt_rows_bf16_avx512(const gemm_args<float>& g, const std::uint16_t* b, index_t j0, index_t j1) {
     by_rows<4>(0, g.m, [&](index_t i, auto m) {
-        by_four_rows(j0, j1, [&](index_t j, auto r) {
+        by_rows<4>(j0, j1, [&](index_t j, auto r) {
             gemv_bf16_rows_avx512<decltype(r)::value, decltype(m)::value>(g, b, j, i);
         });
     });
@@ -196,9 +196,8 @@ TINYLM_GEMV_AVX2 void gemv_bf16_rows_avx2(const gemm_args<float>& g, const std::
 }
 inline void gemv_nt_rows_bf16_avx2(const gemm_args<float>& g, const std::uint16_t* b, index_t j0, index_t j1) {
     by_rows<2>(0, g.m, [&](index_t i, auto m) {
-        by_four_rows(j0, j1, [&](index_t j, auto r) {
-            gemv_bf16_rows_avx2<decltype(r)::value, decltype(m)::value>(g, b, j, i);
-        });
+        by_rows<4>(j0, j1,
+                   [&](index_t j, auto r) { gemv_bf16_rows_avx2<decltype(r)::value, decltype(m)::value>(g, b, j, i); });
     });
 }
 #undef TINYLM_GEMV_AVX2

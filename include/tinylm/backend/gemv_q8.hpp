@@ -101,9 +101,8 @@ TINYLM_GEMV_Q8_AVX512 void gemv_q8_rows_avx512(const gemm_args<float>& g, const 
 // streamed from L2 for every 4 rows of codes, and 8 rows ran slower than 4.
 inline void gemv_nt_rows_q8_avx512(const gemm_args<float>& g, const decoding_copy& w, index_t j0, index_t j1) {
     by_rows<4>(0, g.m, [&](index_t i, auto m) {
-        by_four_rows(j0, j1, [&](index_t j, auto r) {
-            gemv_q8_rows_avx512<decltype(r)::value, decltype(m)::value>(g, w, j, i);
-        });
+        by_rows<4>(j0, j1,
+                   [&](index_t j, auto r) { gemv_q8_rows_avx512<decltype(r)::value, decltype(m)::value>(g, w, j, i); });
     });
 }
 #undef TINYLM_GEMV_Q8_AVX512
@@ -140,7 +139,7 @@ TINYLM_GEMV_Q8_AVX2 void gemv_q8_rows_avx2(const gemm_args<float>& g, const deco
         gemv_store(g, j + r, gemv_q8_row_rest(g, w, j + r, full, gemv_sum_avx2(s[r])));
 }
 inline void gemv_nt_rows_q8_avx2(const gemm_args<float>& g, const decoding_copy& w, index_t j0, index_t j1) {
-    by_four_rows(j0, j1, [&](index_t j, auto rows) { gemv_q8_rows_avx2<decltype(rows)::value>(g, w, j); });
+    by_rows<4>(j0, j1, [&](index_t j, auto rows) { gemv_q8_rows_avx2<decltype(rows)::value>(g, w, j); });
 }
 #undef TINYLM_GEMV_Q8_AVX2
 #endif

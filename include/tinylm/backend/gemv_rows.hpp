@@ -1,5 +1,5 @@
 // tinylm/backend/gemv_rows.hpp: what the product kernels of decoding (gemv_f32.hpp, gemv.hpp: bf16 weights,
-// gemv_q8.hpp: q8_0 weights) share: the store of a finished row, the drivers over rows (4, then 1; G, then the
+// gemv_q8.hpp: q8_0 weights) share: the store of a finished row, the driver over rows (G at a time, then the
 // rest), and the horizontal sums of their AVX-512 and AVX2 accumulators.
 #pragma once
 
@@ -17,17 +17,6 @@ namespace tl::detail {
 // c[j] = alpha * sum + beta * c[j] (c not read when beta is 0: it may hold anything).
 inline void gemv_store(const gemm_args<float>& g, index_t j, float sum) {
     g.c[j] = g.alpha * sum + (g.beta == 0.0f ? 0.0f : g.beta * g.c[j]);
-}
-
-// rows(j, R) for the rows [j0, j1) of a product, R = 4 rows at a time (a kernel's rows share the activations'
-// loads), then one at a time.
-template <class Rows>
-void by_four_rows(index_t j0, index_t j1, Rows rows) {
-    index_t j = j0;
-    for (; j + 4 <= j1; j += 4)
-        rows(j, std::integral_constant<int, 4>{});
-    for (; j < j1; ++j)
-        rows(j, std::integral_constant<int, 1>{});
 }
 
 // rows(i, N) when left == N, for N from 1 up (nothing when left is 0).
