@@ -23,6 +23,7 @@
 // first weight a multiple of 32 from a row's start, with the tensor's row stride); any other reads f32.
 #pragma once
 
+#include <tinylm/core/arena.hpp>
 #include <tinylm/core/dtype.hpp>
 #include <tinylm/core/error.hpp>
 #include <tinylm/core/tensor.hpp>
@@ -145,34 +146,43 @@ public:
     // head, and stacked experts (E, rows, cols) as one matrix of E * rows rows) of `entries` in `format` (bf16 or
     // q8_0): a model's parameter_entries() (model/parameter.hpp), or any range of items with a tensor_view<float>
     // `value`.
-    template <std::ranges::input_range Entries>
+    //
+    // The copies live in one block of transparent huge pages (arena::pages::huge), as the f32 weights do: each
+    // token streams them all, and with 4 KB pages each page is a TLB miss.
+    template <std::ranges::forward_range Entries>
     decoding_weights(const Entries& entries, decoding_format format) : format_(format) {
         check(format != decoding_format::f32, "decoding_weights: f32 needs no copies (bf16 or q8_0)");
-        for (const auto& e : entries) {
-            if (e.value.data == nullptr || e.value.shape.rank < 2 || e.value.numel() == 0) continue; // NF4: none
-            const index_t n = e.value.numel(), cols = e.value.shape[e.value.shape.rank - 1], rows = n / cols;
-            const float* w = e.value.data;
-            detail::decoding_copy_region region{w, w + n, cols, format, nullptr, nullptr};
-            if (format == decoding_format::bf16) {
-                auto copy = std::make_unique<std::uint16_t[]>(std::size_t(n));
+        // Twice over the entries: to size the block, then to fill it (the same allocations, as plan_in).
+        auto copy_all = [&](arena& memory) {
+            for (const auto& e : entries) {
+                if (e.value.data == nullptr || e.value.shape.rank < 2 || e.value.numel() == 0) continue; // NF4
+                const index_t n = e.value.numel(), cols = e.value.shape[e.value.shape.rank - 1], rows = n / cols;
+                const float* w = e.value.data;
+                detail::decoding_copy_region region{w, w + n, cols, format, nullptr, nullptr};
+                if (format == decoding_format::bf16) {
+                    const tensor_view<std::uint16_t> copy = memory.allocate<std::uint16_t>({n});
+                    if (copy.data == nullptr) continue;
 #pragma omp parallel for schedule(static) if (n >= (index_t(1) << 20))
-                for (index_t i = 0; i < n; ++i)
-                    copy[std::size_t(i)] = bf16::round_to_bf16(w[i]);
-                region.copy = copy.get();
-                bytes_ += std::size_t(n) * sizeof(std::uint16_t);
-                bf16_.push_back(std::move(copy));
-            } else {
-                const index_t scale_count = rows * ((cols + detail::q8_block - 1) / detail::q8_block);
-                auto codes = std::make_unique<std::int8_t[]>(std::size_t(n));
-                auto scales = std::make_unique<float[]>(std::size_t(scale_count));
-                detail::quantize_q8_0(w, rows, cols, codes.get(), scales.get());
-                region.copy = codes.get(), region.scales = scales.get();
-                bytes_ += std::size_t(n) + std::size_t(scale_count) * sizeof(float);
-                q8_.push_back(std::move(codes));
-                scales_.push_back(std::move(scales));
+                    for (index_t i = 0; i < n; ++i)
+                        copy.data[i] = bf16::round_to_bf16(w[i]);
+                    region.copy = copy.data;
+                    bytes_ += std::size_t(n) * sizeof(std::uint16_t);
+                } else {
+                    const index_t scale_count = rows * ((cols + detail::q8_block - 1) / detail::q8_block);
+                    const tensor_view<std::int8_t> codes = memory.allocate<std::int8_t>({n});
+                    const tensor_view<float> scales = memory.allocate<float>({scale_count});
+                    if (codes.data == nullptr) continue;
+                    detail::quantize_q8_0(w, rows, cols, codes.data, scales.data);
+                    region.copy = codes.data, region.scales = scales.data;
+                    bytes_ += std::size_t(n) + std::size_t(scale_count) * sizeof(float);
+                }
+                regions_.push_back(region);
             }
-            regions_.push_back(region);
-        }
+        };
+        arena measure = arena::measuring();
+        copy_all(measure);
+        memory_ = arena(measure.used(), arena::pages::huge);
+        copy_all(memory_);
         detail::decoding_copy_registry& r = detail::decoding_copies();
         std::unique_lock lock(r.mutex);
         for (const detail::decoding_copy_region& mine : regions_)
@@ -203,9 +213,7 @@ public:
 
 private:
     decoding_format format_;
-    std::vector<std::unique_ptr<std::uint16_t[]>> bf16_;
-    std::vector<std::unique_ptr<std::int8_t[]>> q8_;
-    std::vector<std::unique_ptr<float[]>> scales_;
+    arena memory_; // every copy, and q8_0's scales
     std::vector<detail::decoding_copy_region> regions_;
     std::size_t bytes_ = 0;
 };
@@ -213,7 +221,7 @@ private:
 // bf16 copies (the first format; kept as its own name).
 class bf16_decoding_weights : public decoding_weights {
 public:
-    template <std::ranges::input_range Entries>
+    template <std::ranges::forward_range Entries>
     explicit bf16_decoding_weights(const Entries& entries) : decoding_weights(entries, decoding_format::bf16) {}
 };
 
