@@ -11,6 +11,7 @@
 // a = b + s c over three 128 MiB float arrays (bytes counted as STREAM does: 3 x 4 per element), best of 5.
 // --precision bf16|q8_0: the decoding steps read copies of the weights (tl::decoding_weights; in the count above
 // bf16 is 2 bytes a weight, q8_0 1 + 4 / 32); the prompt's prefill reads the f32 weights.
+// --kv-cache bf16: the KV cache keeps keys and values in bf16 (2 bytes an element in the count above).
 // --isa avx2|baseline: the kernels' copies an older CPU runs (core/simd.hpp), on this one; the default, best, takes
 // the widest the CPU has.
 #include "../train_throughput/bench_configs.hpp"
@@ -34,7 +35,9 @@
 namespace {
 
 // The configurations --config offers, under their command-line names.
-using configs = std::tuple<tl::presets::named<"a", bench::config_a>, tl::presets::named<"b", bench::config_b>>;
+// qwen0.5b: Qwen2.5-0.5B's shape (random weights; context 32768), for long contexts, where the KV cache's bytes count.
+using configs = std::tuple<tl::presets::named<"a", bench::config_a>, tl::presets::named<"b", bench::config_b>,
+                           tl::presets::named<"qwen0.5b", tl::presets::qwen2_5_0_5b>>;
 
 double triad_gb_per_s() {
     const std::size_t n = std::size_t(32) << 20; // 32 Mi floats = 128 MiB per array, 4x the L3
@@ -71,10 +74,12 @@ std::uint64_t fnv1a(const std::vector<tl::token_t>& tokens) {
 }
 
 template <class Config>
-int run(const std::string& name, int prompt_len, int new_tokens, int repeats, int rows, tl::decoding_format format) {
+int run(const std::string& name, int prompt_len, int new_tokens, int repeats, int rows, tl::decoding_format format,
+        tl::kv_precision kv) {
     using model_t = tl::decoder<Config>;
     constexpr tl::model_config c = Config::value;
     auto model = std::make_unique<model_t>(1);
+    model->set_kv_precision(kv);
     std::optional<tl::decoding_weights> copies;
     if (format != tl::decoding_format::f32) copies.emplace(model->parameter_entries(), format);
     std::vector<tl::token_t> prompt(static_cast<std::size_t>(prompt_len));
@@ -113,24 +118,25 @@ int run(const std::string& name, int prompt_len, int new_tokens, int repeats, in
     }
     const double bandwidth = std::max(bandwidth_before, triad_gb_per_s());
 
-    const double d = c.d_model, ff = c.d_ff, q = c.q_width(), kv = c.kv_width();
-    const double weights = c.n_layers * (d * q + 2 * d * kv + q * d + 3 * d * ff + 2 * d) + d +
+    const double d = c.d_model, ff = c.d_ff, q = c.q_width(), kv_width = c.kv_width();
+    const double weights = c.n_layers * (d * q + 2 * d * kv_width + q * d + 3 * d * ff + 2 * d) + d +
                            double(c.vocab_size) * d + d; // layers, final norm, head, one embedding row
     const double mean_position = prompt_len + (new_tokens - 1) / 2.0;
-    const double kv_bytes = 4.0 * c.n_layers * 2 * kv * mean_position;
+    const double kv_bytes = (kv == tl::kv_precision::bf16 ? 2.0 : 4.0) * c.n_layers * 2 * kv_width * mean_position;
     const double bytes_per_weight =
         format == tl::decoding_format::bf16 ? 2.0 : (format == tl::decoding_format::q8_0 ? 1.0 + 4.0 / 32 : 4.0);
     // Rows decoded together read the weights once a step: bytes per generated token, over the step's rows.
     const double bytes_per_token = (bytes_per_weight * weights + rows * kv_bytes) / rows;
     const double tps = bench::median(decode_tps);
     std::printf(
-        "{\"impl\": \"tinylm\", \"config\": \"%s\", \"precision\": \"%s\", \"isa\": \"%s\", \"threads\": %d, "
+        "{\"impl\": \"tinylm\", \"config\": \"%s\", \"precision\": \"%s\", \"kv_cache\": \"%s\", \"isa\": \"%s\", "
+        "\"threads\": %d, "
         "\"rows\": %d, \"gemv_rows\": %d, \"prompt_tokens\": %d, "
         "\"new_tokens\": %d, "
         "\"decode_tokens_per_s\": %s, \"decode_tokens_per_s_median\": %.3f, \"prefill_seconds\": %s, "
         "\"bytes_per_token\": %.0f, \"triad_gb_per_s\": %.2f, \"bandwidth_fraction\": %.4f, "
         "\"peak_rss_mib\": %.1f, \"first_tokens\": [%d, %d, %d, %d], \"tokens_fnv1a\": \"%016llx\"}\n",
-        name.c_str(), tl::to_string(format),
+        name.c_str(), tl::to_string(format), tl::to_string(kv),
         tl::detail::avx512_clones_active() ? "avx512" : (tl::detail::avx2_clones_active() ? "avx2" : "baseline"),
         omp_get_max_threads(), rows, int(tl::detail::max_gemv_rows), prompt_len, new_tokens,
         bench::json_array(decode_tps).c_str(), tps, bench::json_array(prefill_seconds).c_str(), bytes_per_token,
@@ -146,7 +152,7 @@ int main(int argc, char** argv) {
     std::string config = "b";
     int prompt_len = 16, new_tokens = 256, repeats = 3, rows = 1;
     std::string precision = "f32";
-    app.add_option("--config", config, "a or b")->check(CLI::IsMember(tl::presets::names<configs>()));
+    app.add_option("--config", config, "a, b (docs/performance.md) or qwen0.5b (Qwen2.5-0.5B's shape)")->check(CLI::IsMember(tl::presets::names<configs>()));
     app.add_option("--prompt", prompt_len, "prompt tokens (random)")->check(CLI::PositiveNumber);
     app.add_option("--new-tokens", new_tokens, "tokens to generate")->check(CLI::Range(2, 4096));
     app.add_option("--rows", rows,
@@ -163,6 +169,10 @@ int main(int argc, char** argv) {
                    "(backend/gemv.hpp); 1: the GEMM library for every product of several rows")
         ->check(CLI::Range(1, 64))
         ->capture_default_str();
+    std::string kv_cache = "f32";
+    app.add_option("--kv-cache", kv_cache, "the KV cache's keys and values: f32 or bf16")
+        ->check(CLI::IsMember({"f32", "bf16"}))
+        ->capture_default_str();
     std::string isa = "best";
     app.add_option("--isa", isa, "the kernels' copies to run: best (the widest this CPU has), avx2, baseline (SSE2)")
         ->check(CLI::IsMember({"best", "avx2", "baseline"}))
@@ -172,7 +182,8 @@ int main(int argc, char** argv) {
     tl::detail::allow_avx2_clones = isa != "baseline";
     try {
         return tl::presets::visit<configs>(config, [&]<class Config>() {
-            return run<Config>(config, prompt_len, new_tokens, repeats, rows, tl::parse_decoding_format(precision));
+            return run<Config>(config, prompt_len, new_tokens, repeats, rows, tl::parse_decoding_format(precision),
+                               tl::parse_kv_precision(kv_cache));
         });
     } catch (const std::exception& e) {
         std::fprintf(stderr, "bench_generate: %s\n", e.what());

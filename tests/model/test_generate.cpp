@@ -51,6 +51,15 @@ void check_cache_matches_full_forward(const std::string& name) {
     BOOST_TEST_MESSAGE(name << ": cached vs full logits " << worst);
     BOOST_TEST(worst < 1e-5, name);
     BOOST_CHECK_THROW(model.forward_cached(cache, owned<token_t>({B, 6}, 1), last), tl::error); // over capacity
+    // A bf16 cache: keys and values rounded once (8 bits of mantissa), so the logits move by about bf16's rounding
+    // (measured 3.1e-3, 1.6e-2 and 5.0e-3 for llama_gqa, mistral_window and qwen2_tied; bf16 weights: up to 2e-2).
+    model.set_kv_precision(kv_precision::bf16);
+    auto half = model.make_cache(B, 16, /*chunk=*/3);
+    BOOST_TEST((half.precision() == kv_precision::bf16));
+    const double worst_bf16 = cached_vs_full_logits(model, half, ids, {5, 1, 1, 4});
+    BOOST_TEST_MESSAGE(name << ": cached in bf16 vs full logits " << worst_bf16);
+    BOOST_TEST((worst_bf16 > 1e-4 && worst_bf16 < 3e-2), name << " " << worst_bf16); // rounded, and close
+    BOOST_CHECK_THROW(half.copy_prefix(cache, 1), tl::error);                        // another precision
 }
 
 } // namespace
@@ -109,7 +118,8 @@ BOOST_AUTO_TEST_CASE(kv_cache_truncate_and_copy_prefix) {
 // the logits each gives alone: bit for bit where the products read decoding copies of the weights, and for f32
 // weights on CPUs with AVX2 or AVX-512 (backend/gemv.hpp: each row summed as alone), else within f32 rounding
 // through the GEMM library; across a sliding window (mistral_window: 4), with tied
-// embeddings and with experts (each token routed on its own). A full cache, or one of two sequences, is refused.
+// embeddings and with experts (each token routed on its own); with f32 and bf16 KV caches. A full cache, one of two
+// sequences, or caches of two precisions together are refused.
 template <class Config>
 void check_forward_each(const std::string& name) {
     decoder<Config> model(0);
@@ -125,7 +135,9 @@ void check_forward_each(const std::string& name) {
         model.forward_cached(c, cview<token_t>{prompts[r].data(), {1, index_t(prompts[r].size())}}, logits);
         return c;
     };
-    for (const bool copied : {true, false}) {
+    for (const auto& [copied, kv] : {std::pair{true, kv_precision::f32}, std::pair{false, kv_precision::f32},
+                                     std::pair{false, kv_precision::bf16}}) {
+        model.set_kv_precision(kv);
         std::optional<decoding_weights> copies;
         if (copied) copies.emplace(model.parameter_entries(), decoding_format::q8_0);
         std::vector<cache_t> alone, together;
@@ -144,14 +156,17 @@ void check_forward_each(const std::string& name) {
             owned<float> got({3, V});
             model.forward_each(caches, ids, got);
             if (copied || detail::gemv_f32_has_kernel())
-                BOOST_TEST(got.data == want, name << " step " << i << " gap " << rel_error(got.data, want));
+                BOOST_TEST(got.data == want,
+                           name << " step " << i << " kv " << to_string(kv) << " gap " << rel_error(got.data, want));
             else
-                BOOST_TEST(rel_error(got.data, want) < 1e-5, name << " step " << i);
+                BOOST_TEST(rel_error(got.data, want) < 1e-5, name << " step " << i << " kv " << to_string(kv));
             for (std::size_t r = 0; r < prompts.size(); ++r)
                 BOOST_TEST(together[r].length() == alone[r].length());
         }
     }
-    cache_t full = model.make_cache(1, 2), two = model.make_cache(2, 8);
+    cache_t half = model.make_cache(1, 8); // bf16, the last precision above
+    model.set_kv_precision(kv_precision::f32);
+    cache_t full = model.make_cache(1, 2), two = model.make_cache(2, 8), other = model.make_cache(1, 8);
     owned<float> logits({1, V});
     const std::vector<token_t> pair{1, 2};
     model.forward_cached(full, cview<token_t>{pair.data(), {1, 2}}, logits);
@@ -159,6 +174,9 @@ void check_forward_each(const std::string& name) {
     BOOST_CHECK_THROW(model.forward_each(refused, std::vector<token_t>{3}, logits), tl::error);
     refused = {&two};
     BOOST_CHECK_THROW(model.forward_each(refused, std::vector<token_t>{3}, logits), tl::error);
+    refused = {&half, &other}; // caches of two precisions
+    owned<float> two_logits({2, V});
+    BOOST_CHECK_THROW(model.forward_each(refused, std::vector<token_t>{3, 4}, two_logits), tl::error);
 }
 
 BOOST_AUTO_TEST_CASE(forward_each_decodes_sequences_together_as_alone) {

@@ -35,6 +35,7 @@ void export_gguf(const fs::path& model, const fs::path& adapter, const std::stri
 struct model_flags {
     fs::path model{}, adapter{};
     std::string precision = "f32"; // the weights one-token decoding steps read (add_decoding_precision_option)
+    std::string kv_cache = "f32";  // the keys' and values' precision in the KV caches
 };
 inline void add_model_options(CLI::App& app, model_flags& m) {
     app.add_option("--model", m.model, "model folder (config.json, model.safetensors, tokenizer.json)")
@@ -51,6 +52,12 @@ inline void add_decoding_precision_option(CLI::App& app, model_flags& m) {
                    "a scale per 32 weights: about a quarter of the bytes, +0.28x the weights' memory). Prompts "
                    "of more than 8 tokens still read f32 (docs/precision.md)")
         ->check(CLI::IsMember({"f32", "bf16", "q8_0"}))
+        ->capture_default_str();
+    app.add_option("--kv-cache", m.kv_cache,
+                   "the precision of the cached keys and values: f32, or bf16 (half the cache's memory and of "
+                   "the bytes each token reads from it, which dominate at long contexts; rounded once when stored, "
+                   "as llama.cpp's default f16 cache; model/kv_cache.hpp)")
+        ->check(CLI::IsMember({"f32", "bf16"}))
         ->capture_default_str();
 }
 

@@ -15,6 +15,7 @@ std::unique_ptr<tl::text_model> open_model(const model_flags& flags) {
     std::unique_ptr<tl::text_model> m = tl::load_text_model(model, adapter);
     const tl::decoding_format format = tl::parse_decoding_format(flags.precision);
     const std::size_t copy_bytes = m->use_decoding_weights(format);
+    m->use_kv_precision(tl::parse_kv_precision(flags.kv_cache));
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const tl::model_config& c = m->config();
     std::fprintf(stderr, "loaded %s: %s, %.1fM parameters, %d layers, context %d, vocabulary %d (%.1f s)%s%s\n",
@@ -25,6 +26,7 @@ std::unique_ptr<tl::text_model> open_model(const model_flags& flags) {
         std::fprintf(stderr,
                      "decoding reads %s copies of the weights (%.1f MiB more memory; prompts over 8 tokens read f32)\n",
                      tl::to_string(format), double(copy_bytes) / (1 << 20));
+    if (flags.kv_cache != "f32") std::fprintf(stderr, "KV caches keep keys and values in %s\n", flags.kv_cache.c_str());
     return m;
 }
 

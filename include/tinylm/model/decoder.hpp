@@ -264,12 +264,16 @@ public:
     // llama.cpp's batch). Each chunk reads every weight once, so at 64 the weights' traffic bounded a prompt on a
     // 2-core machine: 512 instead gave 1.6x prompt tokens/s for a 0.5B model (docs/performance.md, "Prompts
     // (prefill)"). The chunk's activations are planned once: about 100 KB a position for a 0.5B model.
+    // The caches' precision is the model's setting (kv_cache.hpp; f32 unless set_kv_precision said bf16), so that
+    // generate, generate_batch, the continuous batch and the prompt cache all make the same kind.
     kv_cache make_cache(index_t batch, index_t capacity, index_t chunk = 0) const {
         if (chunk == 0) chunk = std::max<index_t>(16, 512 / std::max<index_t>(batch, 1));
-        kv_cache c(blocks_.front(), config_, batch, capacity, chunk);
+        kv_cache c(blocks_.front(), config_, batch, capacity, chunk, kv_precision_);
         rope_table(c.rope_cos(), c.rope_sin(), config_.rope_theta, 0, rope_scaling());
         return c;
     }
+    void set_kv_precision(kv_precision p) { kv_precision_ = p; }
+    kv_precision kv_cache_precision() const { return kv_precision_; }
     // Appends ids (B, T) to the cache and writes the logits of the last new position, (B, V).
     void forward_cached(kv_cache& c, cview<token_t> ids, tensor_view<float> last_logits) const {
         expect_shape("decoder::forward_cached", "last_logits", last_logits, {c.batch(), config_.vocab_size});
@@ -472,6 +476,7 @@ private:
     bool has_forward_ = false, has_targets_ = false, forward_training_ = false, documents_ = false, padded_ = false,
          checkpointing_ = false;
     bool trains_ = true; // gradient memory (false: made with weights_to_load_for_inference, no adapter)
+    kv_precision kv_precision_ = kv_precision::f32; // of the caches make_cache makes
 
     void check_trains(const char* who) const {
         check(trains_, [&] {

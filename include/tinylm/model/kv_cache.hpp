@@ -2,6 +2,10 @@
 // positions, plus the scratch one chunk of new tokens needs; memory is allocated once, at construction.
 // The model's forward_cached runs each chunk through the same block forward as training (the attention half
 // appends the chunk's keys and values and attends over the cache): there is no second copy of the forward.
+//
+// Keys and values are kept in f32, or in bf16 (kv_precision::bf16: half the memory and half the bytes each decoded
+// token reads, as llama.cpp's f16 cache; each element rounded to nearest even when stored, widened exactly when read,
+// the sums in f32).
 #pragma once
 
 #include <tinylm/core/arena.hpp>
@@ -10,24 +14,37 @@
 
 #include <algorithm>
 #include <span>
+#include <string>
+#include <utility>
 #include <vector>
 
 namespace tl {
+
+enum class kv_precision { f32, bf16 };
+
+inline const char* to_string(kv_precision p) { return p == kv_precision::bf16 ? "bf16" : "f32"; }
+inline kv_precision parse_kv_precision(const std::string& name) {
+    if (name == "f32") return kv_precision::f32;
+    if (name == "bf16") return kv_precision::bf16;
+    throw error("unknown KV cache precision '" + name + "': f32 or bf16");
+}
 
 template <class Block>
 class kv_cache {
 public:
     kv_cache() = default;
-    kv_cache(const Block& b, const model_config& c, index_t batch, index_t capacity, index_t chunk)
-        : batch_(batch), capacity_(capacity), chunk_(std::min(chunk, capacity)) {
+    kv_cache(const Block& b, const model_config& c, index_t batch, index_t capacity, index_t chunk,
+             kv_precision precision = kv_precision::f32)
+        : batch_(batch), capacity_(capacity), chunk_(std::min(chunk, capacity)), precision_(precision) {
         check(batch > 0 && capacity > 0 && chunk > 0, "make_cache: batch, capacity and chunk must be positive");
         auto plan = [&](arena& a) {
             k_.clear();
             v_.clear();
-            for (int l = 0; l < c.n_layers; ++l) {
-                k_.push_back(a.allocate<float>({batch, capacity, c.n_kv_heads, c.head_dim()}));
-                v_.push_back(a.allocate<float>({batch, capacity, c.n_kv_heads, c.head_dim()}));
-            }
+            const shape keys{batch, capacity, c.n_kv_heads, c.head_dim()};
+            for (int l = 0; l < c.n_layers; ++l)
+                for (std::vector<kv_tensor>* kv : {&k_, &v_})
+                    kv->push_back(precision == kv_precision::bf16 ? kv_tensor{.half = a.allocate<bf16>(keys)}
+                                                                  : kv_tensor{.f32 = a.allocate<float>(keys)});
             rope_cos_ = a.allocate<float>({capacity, c.head_dim() / 2});
             rope_sin_ = a.allocate<float>({capacity, c.head_dim() / 2});
             last_ = a.allocate<float>({batch, c.d_model});
@@ -46,26 +63,33 @@ public:
     index_t capacity() const { return capacity_; }
     index_t chunk() const { return chunk_; }
     index_t length() const { return length_; } // positions filled so far
+    kv_precision precision() const { return precision_; }
     void clear() { length_ = 0; }
     // Keeps the first n positions (n <= length()); the next append writes from position n.
     void truncate(index_t n) {
         check(n >= 0 && n <= length_, "kv_cache::truncate: beyond the positions filled");
         length_ = n;
     }
-    // The first n positions of `from` (the same batch, or one sequence given to every one here; n <= capacity()):
-    // keys and values copied, length n.
+    // The first n positions of `from` (the same batch, or one sequence given to every one here; n <= capacity();
+    // the same precision): keys and values copied, length n.
     void copy_prefix(const kv_cache& from, index_t n) {
         check((from.batch_ == batch_ || from.batch_ == 1) && n <= from.length_ && n <= capacity_ &&
-                  from.k_.size() == k_.size(),
-              "kv_cache::copy_prefix: another batch, or more positions than either cache has");
-        for (std::size_t l = 0; l < k_.size(); ++l) {
-            const index_t row = k_[l].numel() / (batch_ * capacity_); // Hkv * D
+                  from.k_.size() == k_.size() && from.precision_ == precision_,
+              "kv_cache::copy_prefix: another batch or precision, or more positions than either cache has");
+        auto copy = [&](const auto& source, const auto& target) {
+            const index_t row = target.numel() / (batch_ * capacity_); // Hkv * D
             for (index_t b = 0; b < batch_; ++b) {
                 const index_t fb = from.batch_ == 1 ? 0 : b;
-                std::copy_n(from.k_[l].data + fb * from.capacity_ * row, n * row, k_[l].data + b * capacity_ * row);
-                std::copy_n(from.v_[l].data + fb * from.capacity_ * row, n * row, v_[l].data + b * capacity_ * row);
+                std::copy_n(source.data + fb * from.capacity_ * row, n * row, target.data + b * capacity_ * row);
             }
-        }
+        };
+        for (std::size_t l = 0; l < k_.size(); ++l)
+            for (const auto& [source, target] : {std::pair{from.k_[l], k_[l]}, std::pair{from.v_[l], v_[l]}}) {
+                if (precision_ == kv_precision::bf16)
+                    copy(source.half, target.half);
+                else
+                    copy(source.f32, target.f32);
+            }
         length_ = n;
     }
 
@@ -130,6 +154,8 @@ public:
         kv_cache* widest = caches.front(); // its rope table covers every position below the largest capacity
         for (index_t b = 0; b < n; ++b) {
             const kv_cache& c = *caches[std::size_t(b)];
+            check(c.precision_ == caches.front()->precision_,
+                  "forward_each: the caches decoded together must have the same precision");
             check(c.batch_ == 1 && c.length_ < c.capacity_, [&] {
                 return "forward_each: cache " + std::to_string(b) + " must hold one sequence with room for a token (" +
                        std::to_string(c.length_) + " of " + std::to_string(c.capacity_) + " positions)";
@@ -150,7 +176,7 @@ public:
         plan(measure);
         arena scratch(measure.used());
         const auto [v, positions] = plan(scratch);
-        std::vector<tensor_view<float>> row_k(caches.size()), row_v(caches.size());
+        std::vector<kv_tensor> row_k(caches.size()), row_v(caches.size());
         for (index_t b = 0; b < n; ++b) {
             positions[b] = caches[std::size_t(b)]->length_;
             std::copy_n(embed.row(ids[std::size_t(b)]), d, v.x.row(b));
@@ -196,7 +222,8 @@ private:
 
     arena arena_, chunk_arena_;
     index_t batch_ = 0, capacity_ = 0, chunk_ = 0, length_ = 0;
-    std::vector<tensor_view<float>> k_, v_;  // per layer (B, capacity, Hkv, D)
+    kv_precision precision_ = kv_precision::f32;
+    std::vector<kv_tensor> k_, v_;           // per layer (B, capacity, Hkv, D)
     tensor_view<float> rope_cos_, rope_sin_; // (capacity, D/2)
     tensor_view<float> last_, last_normed_;  // each sequence's last position: residual stream, final norm
 };

@@ -13,21 +13,30 @@
 #include <tinylm/ops/rope.hpp>
 
 #include <span>
+#include <vector>
 
 namespace tl {
 
+// One layer's cached keys or values, (B, capacity, Hkv, D): f32, or bf16 (kv_cache.hpp, kv_precision::bf16), the
+// other view empty.
+struct kv_tensor {
+    tensor_view<float> f32{};
+    tensor_view<bf16> half{};
+    bool empty() const { return f32.data == nullptr && half.data == nullptr; }
+};
+
 // Where a forward's tokens sit: rope rows, packed documents, and the KV cache when generating.
 struct attention_context {
-    cview<float> cos{}, sin{};               // (T, D/2) rows of the rope table for these positions
-    cview<index_t> positions{};              // (B, T) packed documents: rope row of each token; else empty
-    cview<index_t> doc_start{};              // (B, T) packed documents: first token of each token's document
-    cview<index_t> key_lengths{};            // (B) right padding: keys at positions >= key_lengths[b] are unseen
-    tensor_view<float> k_cache{}, v_cache{}; // (B, capacity, Hkv, D): generating with a KV cache
-    index_t start = 0;                       // cached positions before these
+    cview<float> cos{}, sin{};      // (T, D/2) rows of the rope table for these positions
+    cview<index_t> positions{};     // (B, T) packed documents: rope row of each token; else empty
+    cview<index_t> doc_start{};     // (B, T) packed documents: first token of each token's document
+    cview<index_t> key_lengths{};   // (B) right padding: keys at positions >= key_lengths[b] are unseen
+    kv_tensor k_cache{}, v_cache{}; // generating with a KV cache
+    index_t start = 0;              // cached positions before these
     // One token of each of B sequences, each with a cache of its own (kv_cache::append_each): this layer's keys and
     // values of sequence b, (1, capacity_b, Hkv, D), and the positions it holds (the token's position; also in
     // `positions`, for rope).
-    std::span<const tensor_view<float>> row_k{}, row_v{};
+    std::span<const kv_tensor> row_k{}, row_v{};
     std::span<const index_t> row_start{};
 };
 
@@ -95,20 +104,30 @@ public:
         if (!ctx.row_k.empty()) { // one token of each sequence: append it to its own cache, attend over that
             const index_t width = kv_heads_ * head_dim_;
             for (std::size_t b = 0; b < ctx.row_k.size(); ++b) {
-                std::copy_n(s.k.data + index_t(b) * width, width, ctx.row_k[b].data + ctx.row_start[b] * width);
-                std::copy_n(s.v.data + index_t(b) * width, width, ctx.row_v[b].data + ctx.row_start[b] * width);
+                store_in_cache(ctx.row_k[b], ctx.row_start[b] * width, s.k.data + index_t(b) * width, width);
+                store_in_cache(ctx.row_v[b], ctx.row_start[b] * width, s.v.data + index_t(b) * width, width);
             }
-            attention_forward_rows<float>(s.att, s.q, ctx.row_k, ctx.row_v, ctx.row_start, window_, causal_);
-        } else if (ctx.k_cache.data) { // append to the cache, attend over all of it
+            if (ctx.row_k.front().half.data)
+                attention_forward_rows<float, bf16>(s.att, s.q, halves(ctx.row_k), halves(ctx.row_v), ctx.row_start,
+                                                    window_, causal_);
+            else
+                attention_forward_rows<float>(s.att, s.q, f32s(ctx.row_k), f32s(ctx.row_v), ctx.row_start, window_,
+                                              causal_);
+        } else if (!ctx.k_cache.empty()) { // append to the cache, attend over all of it
+            const tensor_view<float>& f = ctx.k_cache.f32;
             const index_t batch = s.k.dim(0), t_len = s.k.dim(1), width = kv_heads_ * head_dim_,
-                          capacity = ctx.k_cache.dim(1);
+                          capacity = f.data ? f.dim(1) : ctx.k_cache.half.dim(1);
             for (index_t b = 0; b < batch; ++b) {
                 const index_t at = (b * capacity + ctx.start) * width;
-                std::copy_n(s.k.data + b * t_len * width, t_len * width, ctx.k_cache.data + at);
-                std::copy_n(s.v.data + b * t_len * width, t_len * width, ctx.v_cache.data + at);
+                store_in_cache(ctx.k_cache, at, s.k.data + b * t_len * width, t_len * width);
+                store_in_cache(ctx.v_cache, at, s.v.data + b * t_len * width, t_len * width);
             }
-            attention_forward<float>(s.att, s.lse, s.q, ctx.k_cache, ctx.v_cache, window_, ctx.start, {}, causal_,
-                                     ctx.key_lengths);
+            if (f.data)
+                attention_forward<float>(s.att, s.lse, s.q, ctx.k_cache.f32, ctx.v_cache.f32, window_, ctx.start, {},
+                                         causal_, ctx.key_lengths);
+            else
+                attention_forward<float, bf16>(s.att, s.lse, s.q, ctx.k_cache.half, ctx.v_cache.half, window_,
+                                               ctx.start, {}, causal_, ctx.key_lengths);
         } else {
             attention_forward<float>(s.att, s.lse, s.q, s.k, s.v, window_, 0, ctx.doc_start, causal_, ctx.key_lengths);
         }
@@ -128,6 +147,29 @@ public:
         q_.backward(dx, flat(g.dq), x, s.lora_h[0], ad, mode);
         k_.backward(dx, flat(g.dk), x, s.lora_h[1], ad, grad_write::add);
         v_.backward(dx, flat(g.dv), x, s.lora_h[2], ad, grad_write::add);
+    }
+
+    // n keys or values written at element `at` of a cache: copied, or rounded to bf16 (nearest even).
+    static void store_in_cache(const kv_tensor& cache, index_t at, const float* from, index_t n) {
+        if (cache.f32.data) {
+            std::copy_n(from, n, cache.f32.data + at);
+            return;
+        }
+        bf16* to = cache.half.data + at;
+        for (index_t i = 0; i < n; ++i)
+            to[i] = bf16(from[i]);
+    }
+    static std::vector<tensor_view<float>> f32s(std::span<const kv_tensor> caches) {
+        std::vector<tensor_view<float>> views;
+        for (const kv_tensor& c : caches)
+            views.push_back(c.f32);
+        return views;
+    }
+    static std::vector<tensor_view<bf16>> halves(std::span<const kv_tensor> caches) {
+        std::vector<tensor_view<bf16>> views;
+        for (const kv_tensor& c : caches)
+            views.push_back(c.half);
+        return views;
     }
 
     static tensor_view<float> flat(tensor_view<float> t) {

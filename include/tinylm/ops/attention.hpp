@@ -40,6 +40,7 @@
 // document.
 #pragma once
 
+#include <tinylm/core/dtype.hpp>
 #include <tinylm/core/simd.hpp>
 #include <tinylm/ops/common.hpp>
 
@@ -157,13 +158,22 @@ inline key_span query_keys(const attention_shape& s, cview<index_t> doc_start, c
     }
     return span;
 }
+// A key or value element as T: itself, or a bf16 one of a bf16 KV cache widened exactly (a shift, which the loops
+// below vectorise: the cache is read at half the bytes and summed in T as an f32 cache would be).
+template <class T, class KV>
+inline T widen(KV x) {
+    if constexpr (std::is_same_v<KV, bf16>)
+        return T(std::bit_cast<float>(std::uint32_t(x.bits) << 16));
+    else
+        return x;
+}
 // Accumulates in T: f32 in training (vectorised), f64 in the gradient checks.
-template <class T>
-inline T dot(const T* a, const T* b, index_t n) {
+template <class T, class TB = T>
+inline T dot(const T* a, const TB* b, index_t n) {
     T sum = 0;
 #pragma omp simd reduction(+ : sum)
     for (index_t c = 0; c < n; ++c)
-        sum += a[c] * b[c];
+        sum += a[c] * widen<T>(b[c]);
     return sum;
 }
 } // namespace detail
@@ -297,20 +307,20 @@ constexpr index_t register_columns = 2 * bytes / index_t(sizeof(T));
 
 // C[i, 0:W] += sum_p A(i, p) B[p, 0:W] for i < MR, p < kk, with the MR x W block of C in registers over the
 // whole sum (A(i, p) as in tile_nn).
-template <index_t MR, index_t W, class T>
-inline void tile_block(T* C, index_t ldc, const T* A, index_t ars, index_t acs, const T* B, index_t ldb, index_t kk) {
+template <index_t MR, index_t W, class T, class TB>
+inline void tile_block(T* C, index_t ldc, const T* A, index_t ars, index_t acs, const TB* B, index_t ldb, index_t kk) {
     T acc[MR][W];
     for (index_t r = 0; r < MR; ++r)
         for (index_t cc = 0; cc < W; ++cc)
             acc[r][cc] = C[r * ldc + cc];
     for (index_t p = 0; p < kk; ++p) {
-        const T* b = B + p * ldb;
+        const TB* b = B + p * ldb;
 #pragma GCC unroll 8
         for (index_t r = 0; r < MR; ++r) {
             const T a = A[r * ars + p * acs];
 #pragma omp simd
             for (index_t cc = 0; cc < W; ++cc)
-                acc[r][cc] += a * b[cc];
+                acc[r][cc] += a * widen<T>(b[cc]);
         }
     }
     for (index_t r = 0; r < MR; ++r)
@@ -323,8 +333,9 @@ inline void tile_block(T* C, index_t ldc, const T* A, index_t ars, index_t acs, 
 // vector registers: MR = 4 rows (8 accumulators: SSE and AVX2 have 16 registers), or 8 where the registers are
 // 512-bit (16 accumulators of AVX-512's 32). A remainder of at least NR / 2 columns (a head width of 16 under
 // AVX-512) takes a half-width block before the last columns go one by one.
-template <index_t NR, class T>
-inline void tile_nn(T* C, index_t ldc, const T* A, index_t ars, index_t acs, const T* B, index_t ldb, index_t m,
+// B may be a bf16 KV cache's values (widen).
+template <index_t NR, class T, class TB>
+inline void tile_nn(T* C, index_t ldc, const T* A, index_t ars, index_t acs, const TB* B, index_t ldb, index_t m,
                     index_t n, index_t kk) {
     constexpr index_t MR = NR * index_t(sizeof(T)) >= 128 ? 8 : 4;
     index_t i = 0;
@@ -342,25 +353,25 @@ inline void tile_nn(T* C, index_t ldc, const T* A, index_t ars, index_t acs, con
             for (index_t p = 0; p < kk; ++p) {
                 const T a = ai[r * ars + p * acs];
                 for (index_t cc = col; cc < n; ++cc)
-                    c0[r * ldc + cc] += a * B[p * ldb + cc];
+                    c0[r * ldc + cc] += a * widen<T>(B[p * ldb + cc]);
             }
     }
     for (; i < m; ++i)
         for (index_t p = 0; p < kk; ++p) {
             const T a = A[i * ars + p * acs];
-            const T* b = B + p * ldb;
+            const TB* b = B + p * ldb;
             T* c = C + i * ldc;
 #pragma omp simd
             for (index_t cc = 0; cc < n; ++cc)
-                c[cc] += a * b[cc];
+                c[cc] += a * widen<T>(b[cc]);
         }
 }
 
 // C[i, j] = alpha * sum_c A[i, c] B[j, c] for an m x n tile (n <= attention_block; rows of A and B: length
 // kd, strides lda and ldb). B is transposed 64 columns at a time into a stack tile, so that the product is
-// tile_nn's broadcast-and-add, without horizontal sums.
-template <index_t NR, class T>
-inline void tile_nt(T* C, index_t ldc, const T* A, index_t lda, const T* B, index_t ldb, index_t m, index_t n,
+// tile_nn's broadcast-and-add, without horizontal sums. B may be a bf16 KV cache's keys, widened as transposed.
+template <index_t NR, class T, class TB>
+inline void tile_nt(T* C, index_t ldc, const T* A, index_t lda, const TB* B, index_t ldb, index_t m, index_t n,
                     index_t kd, T alpha) {
     constexpr index_t KC = 64, BK = attention_block;
     alignas(64) T Bt[KC * BK];
@@ -370,7 +381,7 @@ inline void tile_nt(T* C, index_t ldc, const T* A, index_t lda, const T* B, inde
         const index_t kc = std::min(KC, kd - c0);
         for (index_t j = 0; j < n; ++j)
             for (index_t c = 0; c < kc; ++c)
-                Bt[c * BK + j] = B[j * ldb + c0 + c];
+                Bt[c * BK + j] = widen<T>(B[j * ldb + c0 + c]);
         tile_nn<NR>(C, ldc, A + c0, lda, index_t(1), Bt, BK, m, n, kc);
     }
     for (index_t i = 0; i < m; ++i) {
@@ -427,8 +438,8 @@ inline void block_keys(index_t& first, index_t& last, const index_t* lo, const i
 // One query (a decoding step, or the last row of a block) of one head over its keys first .. last: the scores are
 // dot products along the head (no key tile to transpose for a single row, which cost as much as the product), then
 // the same online softmax as the tiles, a tile of keys at a time; o (zeroed) receives the output row.
-template <class T>
-void attention_forward_row(T* o, tensor_view<T> lse, const T* q, const T* kb, const T* vb, index_t ldk, index_t D,
+template <class T, class KV>
+void attention_forward_row(T* o, tensor_view<T> lse, const T* q, const KV* kb, const KV* vb, index_t ldk, index_t D,
                            T scale, index_t first, index_t last, const attention_shape& s, index_t b, index_t h,
                            index_t i) {
     constexpr index_t BK = attention_block, lanes = 64 / index_t(sizeof(T)); // an AVX-512 register of T
@@ -442,10 +453,10 @@ void attention_forward_row(T* o, tensor_view<T> lse, const T* q, const T* kb, co
                 T acc[4][lanes] = {};
                 for (index_t c0 = 0; c0 < D; c0 += lanes)
                     for (index_t r = 0; r < 4; ++r) {
-                        const T* kr = kb + (j0 + j + r) * ldk + c0;
+                        const KV* kr = kb + (j0 + j + r) * ldk + c0;
 #pragma omp simd
                         for (index_t l = 0; l < lanes; ++l)
-                            acc[r][l] += q[c0 + l] * kr[l];
+                            acc[r][l] += q[c0 + l] * widen<T>(kr[l]);
                     }
                 for (index_t r = 0; r < 4; ++r) {
                     for (index_t w = lanes / 2; w > 0; w /= 2) // pairwise: halves added, as a register's sum
@@ -481,19 +492,19 @@ void attention_forward_row(T* o, tensor_view<T> lse, const T* q, const T* kb, co
                 std::copy_n(o + c0, lanes, acc);
                 for (j = 0; j < cols; ++j) {
                     const T p = S[j];
-                    const T* vj = vb + (j0 + j) * ldk + c0;
+                    const KV* vj = vb + (j0 + j) * ldk + c0;
 #pragma omp simd
                     for (index_t l = 0; l < lanes; ++l)
-                        acc[l] += p * vj[l];
+                        acc[l] += p * widen<T>(vj[l]);
                 }
                 std::copy_n(acc, lanes, o + c0);
             }
         for (j = 0; c0 < D && j < cols; ++j) {
             const T p = S[j];
-            const T* vj = vb + (j0 + j) * ldk;
+            const KV* vj = vb + (j0 + j) * ldk;
 #pragma omp simd
             for (index_t c = 0; c < D; ++c)
-                o[c] += p * vj[c];
+                o[c] += p * widen<T>(vj[c]);
         }
     }
     const T inv_sum = T(1) / row_sum;
@@ -503,9 +514,10 @@ void attention_forward_row(T* o, tensor_view<T> lse, const T* q, const T* kb, co
     if (lse.data) lse[(b * s.q_heads + h) * s.time + i] = T(row_max + std::log(row_sum));
 }
 
-// One query block of one head: rows i0 .. i0 + rows - 1 of out (and lse), over the key tiles it sees.
-template <class T, index_t NR>
-void attention_forward_block(tensor_view<T> out, tensor_view<T> lse, cview<T> q, cview<T> k, cview<T> v,
+// One query block of one head: rows i0 .. i0 + rows - 1 of out (and lse), over the key tiles it sees. Keys and
+// values are T, or bf16 (a bf16 KV cache: widen).
+template <class T, index_t NR, class KV>
+void attention_forward_block(tensor_view<T> out, tensor_view<T> lse, cview<T> q, cview<KV> k, cview<KV> v,
                              const attention_shape& s, index_t q_start, cview<index_t> doc_start,
                              cview<index_t> key_lengths, index_t b, index_t h, index_t qb) {
     constexpr index_t BQ = attention_block, BK = attention_block;
@@ -515,8 +527,8 @@ void attention_forward_block(tensor_view<T> out, tensor_view<T> lse, cview<T> q,
     const T scale = T(1.0 / std::sqrt(double(D)));
     const T* q0 = q.data + (b * s.time + i0) * ldq + h * D;
     T* o0 = out.data + (b * s.time + i0) * ldq + h * D;
-    const T* kb = k.data + b * s.key_time * ldk + hk * D;
-    const T* vb = v.data + b * s.key_time * ldk + hk * D;
+    const KV* kb = k.data + b * s.key_time * ldk + hk * D;
+    const KV* vb = v.data + b * s.key_time * ldk + hk * D;
     index_t lo[BQ] = {}, hi[BQ] = {};
     T row_max[BQ], row_sum[BQ], S[BQ * BK];
     visible_keys(lo, hi, s, doc_start, key_lengths, b, i0, rows, q_start);
@@ -686,10 +698,11 @@ void attention_backward_group_best(bool avx512, bool avx2, Args... args) {
 }
 } // namespace detail
 
-template <class T>
-void attention_forward(tensor_view<T> out, tensor_view<T> lse, cview<T> q, cview<T> k, cview<T> v, index_t window = 0,
-                       index_t q_start = 0, cview<index_t> doc_start = {}, bool causal = true,
-                       cview<index_t> key_lengths = {}) {
+// KV: the keys' and values' element type, T or bf16 (a bf16 KV cache; the sums stay T).
+template <class T, class KV = T>
+void attention_forward(tensor_view<T> out, tensor_view<T> lse, cview<T> q, cview<std::type_identity_t<KV>> k,
+                       cview<std::type_identity_t<KV>> v, index_t window = 0, index_t q_start = 0,
+                       cview<index_t> doc_start = {}, bool causal = true, cview<index_t> key_lengths = {}) {
     const attention_shape s = detail::attention_shape_of(q.shape, k.shape, window, q_start, causal);
     detail::check_attention_masks(s, key_lengths, "attention");
     detail::check_doc_start_view(doc_start, s, q_start, "attention");
@@ -715,10 +728,10 @@ void attention_forward(tensor_view<T> out, tensor_view<T> lse, cview<T> q, cview
 // One query for each of several sequences, each over its own cached keys and values (sequences decoded together,
 // kv_cache::append_each): q and out (R, 1, H, D); k[r] and v[r] (1, capacity_r, Hkv, D), the query of row r at
 // position q_start[r]. One parallel region for every (row, head); row r gets what attention_forward gives it alone.
-template <class T>
-void attention_forward_rows(tensor_view<T> out, cview<T> q, std::span<const tensor_view<T>> k,
-                            std::span<const tensor_view<T>> v, std::span<const index_t> q_start, index_t window = 0,
-                            bool causal = true) {
+template <class T, class KV = T>
+void attention_forward_rows(tensor_view<T> out, cview<T> q, std::span<const tensor_view<std::type_identity_t<KV>>> k,
+                            std::span<const tensor_view<std::type_identity_t<KV>>> v, std::span<const index_t> q_start,
+                            index_t window = 0, bool causal = true) {
     check(q.shape.rank == 4 && q.dim(1) == 1 && index_t(k.size()) == q.dim(0) && v.size() == k.size() &&
               q_start.size() == k.size(),
           [&] {
@@ -742,9 +755,9 @@ void attention_forward_rows(tensor_view<T> out, cview<T> q, std::span<const tens
             const std::size_t i = std::size_t(r);
             const shape one{1, 1, heads, q.dim(3)};
             detail::attention_forward_block_best<T>(avx512, avx2, tensor_view<T>{out.data + r * width, one},
-                                                    tensor_view<T>{}, cview<T>{q.data + r * width, one}, cview<T>(k[i]),
-                                                    cview<T>(v[i]), shapes[i], q_start[i], cview<index_t>{},
-                                                    cview<index_t>{}, index_t(0), h, index_t(0));
+                                                    tensor_view<T>{}, cview<T>{q.data + r * width, one},
+                                                    cview<KV>(k[i]), cview<KV>(v[i]), shapes[i], q_start[i],
+                                                    cview<index_t>{}, cview<index_t>{}, index_t(0), h, index_t(0));
         }
 }
 

@@ -62,6 +62,9 @@ public:
     // (backend/decoding_weights.hpp: products of up to 8 rows; prompts longer than that read f32). Returns the
     // copies' bytes.
     virtual std::size_t use_decoding_weights(decoding_format format) = 0;
+    // From now on the generations' KV caches keep keys and values in `precision` (model/kv_cache.hpp: bf16 halves
+    // their memory and the bytes a long context's token reads).
+    virtual void use_kv_precision(kv_precision precision) = 0;
     // slots > 0: complete() keeps its KV caches for the next calls, one conversation per slot (a generation
     // running beside others takes a slot they do not hold, or a cache of its own when none is free); a call runs
     // only the part of its prompt after the longest prefix a slot holds (a chat's earlier turns;
@@ -152,6 +155,10 @@ public:
         copies_.reset();
         if (format != decoding_format::f32) copies_.emplace(model_->parameter_entries(), format);
         return copies_ ? copies_->bytes() : 0;
+    }
+    void use_kv_precision(kv_precision precision) override {
+        if (cache_) cache_->clear(); // caches of the other precision
+        model_->set_kv_precision(precision);
     }
 
 private:
