@@ -139,9 +139,10 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(training_kernels_match_reference, T, real_types) {
     });
 }
 
-// KV cache: k and v are the cache (capacity > the positions written), queries start at q_start.
-BOOST_AUTO_TEST_CASE_TEMPLATE(cache_forward_matches_reference, T, real_types) {
-    const index_t B = 2, Hq = 4, Hkv = 2, D = 16, capacity = 260;
+namespace {
+template <class T>
+void check_cache_forward(index_t Hq, index_t Hkv, index_t D) {
+    const index_t B = 2, capacity = 260;
     const shape ks{B, capacity, Hkv, D};
     auto k = random_tensor<T>(ks, 200), v = random_tensor<T>(ks, 201);
     struct step {
@@ -175,25 +176,37 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(cache_forward_matches_reference, T, real_types) {
             attention_forward<T>(out, lse_view, q, k, v, st.window, st.q_start, doc_view, st.causal, len_view);
             attention_forward_reference<T>(out_ref, st.with_lse ? lse_ref.view() : tensor_view<T>{}, q, k, v, st.window,
                                            st.q_start, doc_view, st.causal, len_view);
-            BOOST_TEST(rel_error(out.data, out_ref.data) < tolerance<T>(), st.name << " (" << copy << ")");
+            BOOST_TEST(rel_error(out.data, out_ref.data) < tolerance<T>(),
+                       st.name << ", " << Hq << " heads over " << Hkv << " (" << copy << ")");
             if (st.with_lse)
-                BOOST_TEST(rel_error(lse.data, lse_ref.data) < tolerance<T>(), st.name << " (" << copy << ")");
+                BOOST_TEST(rel_error(lse.data, lse_ref.data) < tolerance<T>(),
+                           st.name << ", " << Hq << " heads over " << Hkv << " (" << copy << ")");
         }
     });
+}
+} // namespace
+
+// KV cache: k and v are the cache (capacity > the positions written), queries start at q_start. Decoding in groups
+// of 4 heads or more runs a group's heads together (attention_forward_group), smaller ones a head at a time (the row
+// kernel): groups of 2, 7 (Qwen2.5-0.5B: 14 heads over 2, head width 64) and 4 (MQA, an odd head width).
+BOOST_AUTO_TEST_CASE_TEMPLATE(cache_forward_matches_reference, T, real_types) {
+    for (const auto& [Hq, Hkv, D] : {std::tuple<index_t, index_t, index_t>{4, 2, 16}, {14, 2, 64}, {4, 1, 13}})
+        check_cache_forward<T>(Hq, Hkv, D);
 }
 
 // A bf16 KV cache (model/kv_cache.hpp): attention_forward<float, bf16> reads each key and value widened exactly, so
 // it gives what the f32 kernels give on the widened cache, to f32 rounding (the same sums; the vectoriser may pick
-// another width for 16-bit loads, and so another order: bit for bit in the AVX-512 copy here, 6e-8 to 4e-7 apart
-// in the AVX2 and baseline ones), in every copy of the tiles: one decoded query (the row kernel: head widths that are
-// and are not a multiple of a register), prefill chunks (the tiles), a window, GQA; and attention_forward_rows, several
-// caches at once.
+// another width for 16-bit loads, and so another order; up to 4e-7 apart here), in every copy of the tiles: one decoded
+// query (the row kernel, groups of 2 heads; attention_forward_group, groups of 4; head widths that are and are not a
+// multiple of a register), prefill chunks (the tiles), a window; and attention_forward_rows, several caches at once.
 BOOST_AUTO_TEST_CASE(bf16_cache_forward_is_the_f32_forward_of_the_widened_cache) {
-    const index_t B = 2, Hq = 4, Hkv = 2, capacity = 200;
-    for (const index_t D : {64, 13}) {
+    const index_t B = 2, Hkv = 2, capacity = 200;
+    for (const std::pair<index_t, index_t> heads_and_width :
+         {std::pair<index_t, index_t>{4, 64}, {4, 13}, {8, 64}, {8, 13}}) {
+        const index_t Hq = heads_and_width.first, D = heads_and_width.second; // captured below: not a binding
         const shape ks{B, capacity, Hkv, D};
-        const owned<float> k = random_tensor<float>(ks, 300 + std::uint64_t(D)),
-                           v = random_tensor<float>(ks, 301 + std::uint64_t(D));
+        const owned<float> k = random_tensor<float>(ks, 300 + std::uint64_t(D + Hq)),
+                           v = random_tensor<float>(ks, 301 + std::uint64_t(D + Hq));
         owned<bf16> k16(ks), v16(ks);
         owned<float> kw(ks), vw(ks); // the bf16 cache widened
         for (std::size_t i = 0; i < k.data.size(); ++i) {
@@ -212,9 +225,11 @@ BOOST_AUTO_TEST_CASE(bf16_cache_forward_is_the_f32_forward_of_the_widened_cache)
                 owned<float> got(qs, 7.0f), want(qs, 7.0f), lse({B, Hq, time}), lse_want({B, Hq, time});
                 attention_forward<float, bf16>(got, lse, q, k16, v16, window, q_start);
                 attention_forward<float>(want, lse_want, q, kw, vw, window, q_start);
-                BOOST_TEST(rel_error(got.data, want.data) < 1e-6,
-                           name << ", D " << D << " (" << copy << ") " << rel_error(got.data, want.data));
-                BOOST_TEST(rel_error(lse.data, lse_want.data) < 1e-6, name << ", D " << D << " (" << copy << ")");
+                BOOST_TEST(rel_error(got.data, want.data) < 1e-6, name << ", " << Hq << " heads, D " << D << " ("
+                                                                       << copy << ") "
+                                                                       << rel_error(got.data, want.data));
+                BOOST_TEST(rel_error(lse.data, lse_want.data) < 1e-6,
+                           name << ", " << Hq << " heads, D " << D << " (" << copy << ")");
             }
             // attention_forward_rows: row r is sequence r of the caches, at position 150 + 20 r.
             const shape one{1, capacity, Hkv, D}, qs{B, 1, Hq, D};
@@ -230,7 +245,8 @@ BOOST_AUTO_TEST_CASE(bf16_cache_forward_is_the_f32_forward_of_the_widened_cache)
             owned<float> got(qs), want(qs);
             attention_forward_rows<float, bf16>(got, q, rows_k16, rows_v16, starts, 40);
             attention_forward_rows<float>(want, q, rows_kw, rows_vw, starts, 40);
-            BOOST_TEST(rel_error(got.data, want.data) < 1e-6, "attention_forward_rows, D " << D << " (" << copy << ")");
+            BOOST_TEST(rel_error(got.data, want.data) < 1e-6,
+                       "attention_forward_rows, " << Hq << " heads, D " << D << " (" << copy << ")");
         });
     }
 }

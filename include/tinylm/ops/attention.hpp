@@ -40,8 +40,8 @@
 // document.
 #pragma once
 
-#include <tinylm/core/dtype.hpp>
 #include <tinylm/core/simd.hpp>
+#include <tinylm/ops/attention_tiles.hpp>
 #include <tinylm/ops/common.hpp>
 
 #include <algorithm>
@@ -157,15 +157,6 @@ inline key_span query_keys(const attention_shape& s, cview<index_t> doc_start, c
         if (span.first > span.last) span = {0, valid - 1}; // a padded query whose own keys are all padding
     }
     return span;
-}
-// A key or value element as T: itself, or a bf16 one of a bf16 KV cache widened exactly (a shift, which the loops
-// below vectorise: the cache is read at half the bytes and summed in T as an f32 cache would be).
-template <class T, class KV>
-inline T widen(KV x) {
-    if constexpr (std::is_same_v<KV, bf16>)
-        return T(std::bit_cast<float>(std::uint32_t(x.bits) << 16));
-    else
-        return x;
 }
 // Accumulates in T: f32 in training (vectorised), f64 in the gradient checks.
 template <class T, class TB = T>
@@ -289,109 +280,9 @@ void attention_backward_reference(tensor_view<T> dq, tensor_view<T> dk, tensor_v
 
 // ---- tiled kernels ------------------------------------------------------------------------------------
 // Flash-style: blocks of queries x blocks of keys. A tile's scores are a small matrix product (tile_nt),
-// its probabilities times values another (tile_nn); both are register-blocked loops that the compiler
-// vectorises. The only memory besides the outputs is a few tiles on the stack.
+// its probabilities times values another (tile_nn): ops/attention_tiles.hpp. The only memory besides the outputs
+// is a few tiles on the stack.
 namespace detail {
-constexpr index_t attention_block = 64; // queries and keys per tile (S, P and dP tiles of 64 x 64)
-
-// Columns of C kept in registers per row by tile_nn: two vector registers of the instruction set in use.
-#if defined(__AVX512F__)
-constexpr index_t simd_bytes = 64;
-#elif defined(__AVX__)
-constexpr index_t simd_bytes = 32;
-#else
-constexpr index_t simd_bytes = 16;
-#endif
-template <class T, index_t bytes = simd_bytes>
-constexpr index_t register_columns = 2 * bytes / index_t(sizeof(T));
-
-// C[i, 0:W] += sum_p A(i, p) B[p, 0:W] for i < MR, p < kk, with the MR x W block of C in registers over the
-// whole sum (A(i, p) as in tile_nn).
-template <index_t MR, index_t W, class T, class TB>
-inline void tile_block(T* C, index_t ldc, const T* A, index_t ars, index_t acs, const TB* B, index_t ldb, index_t kk) {
-    T acc[MR][W];
-    for (index_t r = 0; r < MR; ++r)
-        for (index_t cc = 0; cc < W; ++cc)
-            acc[r][cc] = C[r * ldc + cc];
-    for (index_t p = 0; p < kk; ++p) {
-        const TB* b = B + p * ldb;
-#pragma GCC unroll 8
-        for (index_t r = 0; r < MR; ++r) {
-            const T a = A[r * ars + p * acs];
-#pragma omp simd
-            for (index_t cc = 0; cc < W; ++cc)
-                acc[r][cc] += a * widen<T>(b[cc]);
-        }
-    }
-    for (index_t r = 0; r < MR; ++r)
-        for (index_t cc = 0; cc < W; ++cc)
-            C[r * ldc + cc] = acc[r][cc];
-}
-
-// C[i, 0:n] += sum_p A(i, p) B[p, 0:n] for i < m, p < kk, where A(i, p) = A[i * ars + p * acs] (so that
-// A may be a tile or its transpose), in register blocks (tile_block) of MR rows x NR columns, NR being two
-// vector registers: MR = 4 rows (8 accumulators: SSE and AVX2 have 16 registers), or 8 where the registers are
-// 512-bit (16 accumulators of AVX-512's 32). A remainder of at least NR / 2 columns (a head width of 16 under
-// AVX-512) takes a half-width block before the last columns go one by one.
-// B may be a bf16 KV cache's values (widen).
-template <index_t NR, class T, class TB>
-inline void tile_nn(T* C, index_t ldc, const T* A, index_t ars, index_t acs, const TB* B, index_t ldb, index_t m,
-                    index_t n, index_t kk) {
-    constexpr index_t MR = NR * index_t(sizeof(T)) >= 128 ? 8 : 4;
-    index_t i = 0;
-    for (; i + MR <= m; i += MR) {
-        T* c0 = C + i * ldc;
-        const T* ai = A + i * ars;
-        index_t col = 0;
-        for (; col + NR <= n; col += NR)
-            tile_block<MR, NR>(c0 + col, ldc, ai, ars, acs, B + col, ldb, kk);
-        if (col + NR / 2 <= n) {
-            tile_block<MR, NR / 2>(c0 + col, ldc, ai, ars, acs, B + col, ldb, kk);
-            col += NR / 2;
-        }
-        for (index_t r = 0; r < MR; ++r)
-            for (index_t p = 0; p < kk; ++p) {
-                const T a = ai[r * ars + p * acs];
-                for (index_t cc = col; cc < n; ++cc)
-                    c0[r * ldc + cc] += a * widen<T>(B[p * ldb + cc]);
-            }
-    }
-    for (; i < m; ++i)
-        for (index_t p = 0; p < kk; ++p) {
-            const T a = A[i * ars + p * acs];
-            const TB* b = B + p * ldb;
-            T* c = C + i * ldc;
-#pragma omp simd
-            for (index_t cc = 0; cc < n; ++cc)
-                c[cc] += a * widen<T>(b[cc]);
-        }
-}
-
-// C[i, j] = alpha * sum_c A[i, c] B[j, c] for an m x n tile (n <= attention_block; rows of A and B: length
-// kd, strides lda and ldb). B is transposed 64 columns at a time into a stack tile, so that the product is
-// tile_nn's broadcast-and-add, without horizontal sums. B may be a bf16 KV cache's keys, widened as transposed.
-template <index_t NR, class T, class TB>
-inline void tile_nt(T* C, index_t ldc, const T* A, index_t lda, const TB* B, index_t ldb, index_t m, index_t n,
-                    index_t kd, T alpha) {
-    constexpr index_t KC = 64, BK = attention_block;
-    alignas(64) T Bt[KC * BK];
-    for (index_t i = 0; i < m; ++i)
-        std::fill_n(C + i * ldc, n, T(0));
-    for (index_t c0 = 0; c0 < kd; c0 += KC) {
-        const index_t kc = std::min(KC, kd - c0);
-        for (index_t j = 0; j < n; ++j)
-            for (index_t c = 0; c < kc; ++c)
-                Bt[c * BK + j] = widen<T>(B[j * ldb + c0 + c]);
-        tile_nn<NR>(C, ldc, A + c0, lda, index_t(1), Bt, BK, m, n, kc);
-    }
-    for (index_t i = 0; i < m; ++i) {
-        T* ci = C + i * ldc;
-#pragma omp simd
-        for (index_t j = 0; j < n; ++j)
-            ci[j] *= alpha;
-    }
-}
-
 // The keys a block of queries sees: lo[r] .. hi[r] for its row r (causal, window, document and padding
 // rules; query_keys one row at a time). The block visits the keys min lo .. max hi and no tile outside. In
 // the causal and bidirectional forms alike both bounds grow with r, so that range is lo[0] .. hi[rows - 1]
@@ -514,31 +405,18 @@ void attention_forward_row(T* o, tensor_view<T> lse, const T* q, const KV* kb, c
     if (lse.data) lse[(b * s.q_heads + h) * s.time + i] = T(row_max + std::log(row_sum));
 }
 
-// One query block of one head: rows i0 .. i0 + rows - 1 of out (and lse), over the key tiles it sees. Keys and
-// values are T, or bf16 (a bf16 KV cache: widen).
-template <class T, index_t NR, class KV>
-void attention_forward_block(tensor_view<T> out, tensor_view<T> lse, cview<T> q, cview<KV> k, cview<KV> v,
-                             const attention_shape& s, index_t q_start, cview<index_t> doc_start,
-                             cview<index_t> key_lengths, index_t b, index_t h, index_t qb) {
+// Rows of queries q0 (`ldq` apart) over the key tiles first .. last of one key/value head (kb, vb: `ldk` apart;
+// T, or bf16: widen), row r seeing keys lo[r] .. hi[r]; o0 (`ldo` apart, zeroed) receives the outputs, lse_row(r)
+// (null: none) each row's log-sum-exp. rows <= attention_block.
+template <class T, index_t NR, class KV, class LseRow>
+void attend_tiles(T* o0, index_t ldo, const T* q0, index_t ldq, const KV* kb, const KV* vb, index_t ldk, index_t D,
+                  T scale, index_t rows, const index_t* lo, const index_t* hi, index_t first, index_t last,
+                  LseRow&& lse_row) {
     constexpr index_t BQ = attention_block, BK = attention_block;
     constexpr T neg_inf = -std::numeric_limits<T>::infinity();
-    const index_t D = s.head_dim, hk = h / (s.q_heads / s.kv_heads), ldq = s.q_heads * D, ldk = s.kv_heads * D;
-    const index_t i0 = qb * BQ, rows = std::min(BQ, s.time - i0);
-    const T scale = T(1.0 / std::sqrt(double(D)));
-    const T* q0 = q.data + (b * s.time + i0) * ldq + h * D;
-    T* o0 = out.data + (b * s.time + i0) * ldq + h * D;
-    const KV* kb = k.data + b * s.key_time * ldk + hk * D;
-    const KV* vb = v.data + b * s.key_time * ldk + hk * D;
-    index_t lo[BQ] = {}, hi[BQ] = {};
     T row_max[BQ], row_sum[BQ], S[BQ * BK];
-    visible_keys(lo, hi, s, doc_start, key_lengths, b, i0, rows, q_start);
-    index_t first = 0, last = 0;
-    block_keys(first, last, lo, hi, rows);
-    for (index_t r = 0; r < rows; ++r) {
+    for (index_t r = 0; r < rows; ++r)
         row_max[r] = neg_inf, row_sum[r] = 0;
-        std::fill_n(o0 + r * ldq, D, T(0));
-    }
-    if (rows == 1) return attention_forward_row(o0, lse, q0, kb, vb, ldk, D, scale, first, last, s, b, h, i0);
     for (index_t j0 = first; j0 <= last; j0 += BK) {
         const index_t cols = std::min(BK, last + 1 - j0);
         tile_nt<NR>(S, BK, q0, ldq, kb + j0 * ldk, ldk, rows, cols, D, scale);
@@ -566,7 +444,7 @@ void attention_forward_block(tensor_view<T> out, tensor_view<T> lse, cview<T> q,
             if (new_max > row_max[r]) { // rescale what has been summed so far
                 const T factor = std::exp(row_max[r] - new_max);
                 row_sum[r] *= factor;
-                T* orow = o0 + r * ldq;
+                T* orow = o0 + r * ldo;
 #pragma omp simd
                 for (index_t c = 0; c < D; ++c)
                     orow[c] *= factor;
@@ -574,16 +452,66 @@ void attention_forward_block(tensor_view<T> out, tensor_view<T> lse, cview<T> q,
             }
             row_sum[r] += sum;
         }
-        tile_nn<NR>(o0, ldq, S, BK, index_t(1), vb + j0 * ldk, ldk, rows, D, cols);
+        tile_nn<NR>(o0, ldo, S, BK, index_t(1), vb + j0 * ldk, ldk, rows, D, cols);
     }
     for (index_t r = 0; r < rows; ++r) {
         const T inv_sum = T(1) / row_sum[r];
-        T* orow = o0 + r * ldq;
+        T* orow = o0 + r * ldo;
 #pragma omp simd
         for (index_t c = 0; c < D; ++c)
             orow[c] *= inv_sum;
-        if (lse.data) lse[(b * s.q_heads + h) * s.time + i0 + r] = T(row_max[r] + std::log(row_sum[r]));
+        if (T* l = lse_row(r)) *l = T(row_max[r] + std::log(row_sum[r]));
     }
+}
+
+// One query block of one head: rows i0 .. i0 + rows - 1 of out (and lse), over the key tiles it sees. Keys and
+// values are T, or bf16 (a bf16 KV cache: widen).
+template <class T, index_t NR, class KV>
+void attention_forward_block(tensor_view<T> out, tensor_view<T> lse, cview<T> q, cview<KV> k, cview<KV> v,
+                             const attention_shape& s, index_t q_start, cview<index_t> doc_start,
+                             cview<index_t> key_lengths, index_t b, index_t h, index_t qb) {
+    constexpr index_t BQ = attention_block;
+    const index_t D = s.head_dim, hk = h / (s.q_heads / s.kv_heads), ldq = s.q_heads * D, ldk = s.kv_heads * D;
+    const index_t i0 = qb * BQ, rows = std::min(BQ, s.time - i0);
+    const T scale = T(1.0 / std::sqrt(double(D)));
+    const T* q0 = q.data + (b * s.time + i0) * ldq + h * D;
+    T* o0 = out.data + (b * s.time + i0) * ldq + h * D;
+    const KV* kb = k.data + b * s.key_time * ldk + hk * D;
+    const KV* vb = v.data + b * s.key_time * ldk + hk * D;
+    index_t lo[BQ] = {}, hi[BQ] = {};
+    visible_keys(lo, hi, s, doc_start, key_lengths, b, i0, rows, q_start);
+    index_t first = 0, last = 0;
+    block_keys(first, last, lo, hi, rows);
+    for (index_t r = 0; r < rows; ++r)
+        std::fill_n(o0 + r * ldq, D, T(0));
+    if (rows == 1) return attention_forward_row(o0, lse, q0, kb, vb, ldk, D, scale, first, last, s, b, h, i0);
+    attend_tiles<T, NR>(o0, ldq, q0, ldq, kb, vb, ldk, D, scale, rows, lo, hi, first, last, [&](index_t r) {
+        return lse.data ? lse.data + (b * s.q_heads + h) * s.time + i0 + r : nullptr;
+    });
+}
+
+// Decoding (one query a sequence, time 1) under grouped-query attention: the query heads of key/value head hk are
+// the rows of one tile product, so each key and value row is read once for the group rather than once a head (7
+// times for Qwen2.5-0.5B's 14 heads over 2: at a 4,000-token context the heads re-reading the cache from L3 cost
+// more than the weights' products; docs/performance.md, "Long contexts"). Every head of the group sees the same keys.
+template <class T, index_t NR, class KV>
+void attention_forward_group(tensor_view<T> out, tensor_view<T> lse, cview<T> q, cview<KV> k, cview<KV> v,
+                             const attention_shape& s, index_t q_start, cview<index_t> doc_start,
+                             cview<index_t> key_lengths, index_t b, index_t hk) {
+    const index_t D = s.head_dim, group = s.q_heads / s.kv_heads, ldq = s.q_heads * D, ldk = s.kv_heads * D;
+    const T scale = T(1.0 / std::sqrt(double(D)));
+    const T* q0 = q.data + b * ldq + hk * group * D;
+    T* o0 = out.data + b * ldq + hk * group * D;
+    const KV* kb = k.data + b * s.key_time * ldk + hk * D;
+    const KV* vb = v.data + b * s.key_time * ldk + hk * D;
+    index_t lo[attention_block] = {}, hi[attention_block] = {};
+    visible_keys(lo, hi, s, doc_start, key_lengths, b, 0, 1, q_start);
+    std::fill_n(lo + 1, group - 1, lo[0]);
+    std::fill_n(hi + 1, group - 1, hi[0]);
+    std::fill_n(o0, group * D, T(0));
+    attend_tiles<T, NR>(o0, D, q0, D, kb, vb, ldk, D, scale, group, lo, hi, lo[0], hi[0], [&](index_t r) {
+        return lse.data ? lse.data + (b * s.q_heads + hk * group + r) * s.time : nullptr;
+    });
 }
 
 // One (batch, key/value head): dk and dv of that head, dq of its query heads.
@@ -649,52 +577,62 @@ void attention_backward_group(tensor_view<T> dq, tensor_view<T> dk, tensor_view<
 // CPU has them (bench_ops: bm_attention_* against bm_attention_*_baseline), the same results to float rounding.
 // Tests turn detail::allow_avx2_clones off to check the baseline kernels on a machine that has AVX2 (simd.hpp),
 // and allow_avx512_clones off to check the AVX2 ones on a machine that has AVX-512.
+// The kernels compiled in each copy: a query block of one head, a group's heads decoding, a backward group.
+struct forward_block_kernel {
+    template <class T, index_t NR, class... Args>
+    static void run(Args... args) {
+        attention_forward_block<T, NR>(args...);
+    }
+};
+struct forward_group_kernel {
+    template <class T, index_t NR, class... Args>
+    static void run(Args... args) {
+        attention_forward_group<T, NR>(args...);
+    }
+};
+struct backward_group_kernel {
+    template <class T, index_t NR, class... Args>
+    static void run(Args... args) {
+        attention_backward_group<T, NR>(args...);
+    }
+};
 #ifdef TINYLM_AVX2_CLONES
-template <class T, class... Args>
-__attribute__((target("avx2,fma"), flatten)) void attention_forward_block_avx2(Args... args) {
-    attention_forward_block<T, register_columns<T, 32>>(args...);
-}
-template <class T, class... Args>
-__attribute__((target("avx2,fma"), flatten)) void attention_backward_group_avx2(Args... args) {
-    attention_backward_group<T, register_columns<T, 32>>(args...);
+template <class T, class Kernel, class... Args>
+__attribute__((target("avx2,fma"), flatten)) void attention_avx2(Args... args) {
+    Kernel::template run<T, register_columns<T, 32>>(args...);
 }
 #endif
 // And for AVX-512 (simd.hpp: allow_avx512_clones): twice the columns per register, so a tile row's 64 columns
 // are two registers. 512-bit vectors asked for explicitly, as some -mtune settings prefer 256.
 #ifdef TINYLM_AVX512_CLONES
-#define TINYLM_AVX512_TARGET "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,prefer-vector-width=512"
-template <class T, class... Args>
-__attribute__((target(TINYLM_AVX512_TARGET), flatten)) void attention_forward_block_avx512(Args... args) {
-    attention_forward_block<T, register_columns<T, 64>>(args...);
+template <class T, class Kernel, class... Args>
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,prefer-vector-width=512"), flatten)) void
+attention_avx512(Args... args) {
+    Kernel::template run<T, register_columns<T, 64>>(args...);
 }
-template <class T, class... Args>
-__attribute__((target(TINYLM_AVX512_TARGET), flatten)) void attention_backward_group_avx512(Args... args) {
-    attention_backward_group<T, register_columns<T, 64>>(args...);
-}
-#undef TINYLM_AVX512_TARGET
 #endif
 // The best copy the CPU and the switches allow.
-template <class T, class... Args>
-void attention_forward_block_best(bool avx512, bool avx2, Args... args) {
+template <class T, class Kernel, class... Args>
+void attention_best(bool avx512, bool avx2, Args... args) {
 #ifdef TINYLM_AVX512_CLONES
-    if (avx512) return attention_forward_block_avx512<T>(args...);
+    if (avx512) return attention_avx512<T, Kernel>(args...);
 #endif
 #ifdef TINYLM_AVX2_CLONES
-    if (avx2) return attention_forward_block_avx2<T>(args...);
+    if (avx2) return attention_avx2<T, Kernel>(args...);
 #endif
     (void)avx512, (void)avx2;
-    attention_forward_block<T, register_columns<T>>(args...);
+    Kernel::template run<T, register_columns<T>>(args...);
 }
-template <class T, class... Args>
-void attention_backward_group_best(bool avx512, bool avx2, Args... args) {
-#ifdef TINYLM_AVX512_CLONES
-    if (avx512) return attention_backward_group_avx512<T>(args...);
-#endif
-#ifdef TINYLM_AVX2_CLONES
-    if (avx2) return attention_backward_group_avx2<T>(args...);
-#endif
-    (void)avx512, (void)avx2;
-    attention_backward_group<T, register_columns<T>>(args...);
+} // namespace detail
+
+namespace detail {
+// Decoding (one query a sequence) with groups of 4 query heads or more a key/value head: the group's heads are one
+// tile product (attention_forward_group); else each head on its own (the row kernel). Groups of 7 (Qwen2.5-0.5B, a
+// 4,000-token context) decoded 1.25x faster so, groups of 2 (config B) 0.92x; 4 is a guess between
+// (docs/performance.md, "Long contexts").
+inline bool decodes_by_group(const attention_shape& s) {
+    const index_t group = s.q_heads / s.kv_heads;
+    return s.time == 1 && group >= 4 && group <= attention_block;
 }
 } // namespace detail
 
@@ -716,13 +654,21 @@ void attention_forward(tensor_view<T> out, tensor_view<T> lse, cview<T> q, cview
     const index_t keys = std::min(s.causal ? q_start + s.time : s.key_time, s.key_time);
     const index_t work =
         2 * s.batch * s.q_heads * s.time * (s.window > 0 ? std::min(keys, s.window) : keys) * s.head_dim;
+    if (detail::decodes_by_group(s)) { // one task per (batch, key/value head)
+#pragma omp parallel for collapse(2) schedule(dynamic, 1) if (work >= 8 * detail::min_parallel_work)
+        for (index_t b = 0; b < s.batch; ++b)
+            for (index_t hk = 0; hk < s.kv_heads; ++hk)
+                detail::attention_best<T, detail::forward_group_kernel>(avx512, avx2, out, lse, q, k, v, s, q_start,
+                                                                        doc_start, key_lengths, b, hk);
+        return;
+    }
     // One task per (batch, query head, query block); later blocks see more keys, hence dynamic.
 #pragma omp parallel for collapse(3) schedule(dynamic, 1) if (work >= 8 * detail::min_parallel_work)
     for (index_t b = 0; b < s.batch; ++b)
         for (index_t h = 0; h < s.q_heads; ++h)
             for (index_t qb = 0; qb < blocks; ++qb)
-                detail::attention_forward_block_best<T>(avx512, avx2, out, lse, q, k, v, s, q_start, doc_start,
-                                                        key_lengths, b, h, qb);
+                detail::attention_best<T, detail::forward_block_kernel>(avx512, avx2, out, lse, q, k, v, s, q_start,
+                                                                        doc_start, key_lengths, b, h, qb);
 }
 
 // One query for each of several sequences, each over its own cached keys and values (sequences decoded together,
@@ -749,15 +695,24 @@ void attention_forward_rows(tensor_view<T> out, cview<T> q, std::span<const tens
         work += 2 * heads * (window > 0 ? std::min(keys, window) : keys) * q.dim(3);
     }
     const bool avx512 = detail::avx512_clones_active(), avx2 = detail::avx2_clones_active();
+    // As attention_forward: a task per (row, key/value head) where the group's heads go together, else per head.
+    const bool by_group = rows > 0 && detail::decodes_by_group(shapes.front());
+    const index_t tasks = by_group ? shapes.front().kv_heads : heads;
 #pragma omp parallel for collapse(2) schedule(dynamic, 1) if (work >= 8 * detail::min_parallel_work)
     for (index_t r = 0; r < rows; ++r)
-        for (index_t h = 0; h < heads; ++h) {
+        for (index_t h = 0; h < tasks; ++h) {
             const std::size_t i = std::size_t(r);
             const shape one{1, 1, heads, q.dim(3)};
-            detail::attention_forward_block_best<T>(avx512, avx2, tensor_view<T>{out.data + r * width, one},
-                                                    tensor_view<T>{}, cview<T>{q.data + r * width, one},
-                                                    cview<KV>(k[i]), cview<KV>(v[i]), shapes[i], q_start[i],
-                                                    cview<index_t>{}, cview<index_t>{}, index_t(0), h, index_t(0));
+            const tensor_view<T> out_r{out.data + r * width, one};
+            const cview<T> q_r{q.data + r * width, one};
+            if (by_group)
+                detail::attention_best<T, detail::forward_group_kernel>(
+                    avx512, avx2, out_r, tensor_view<T>{}, q_r, cview<KV>(k[i]), cview<KV>(v[i]), shapes[i], q_start[i],
+                    cview<index_t>{}, cview<index_t>{}, index_t(0), h);
+            else
+                detail::attention_best<T, detail::forward_block_kernel>(
+                    avx512, avx2, out_r, tensor_view<T>{}, q_r, cview<KV>(k[i]), cview<KV>(v[i]), shapes[i], q_start[i],
+                    cview<index_t>{}, cview<index_t>{}, index_t(0), h, index_t(0));
         }
 }
 
@@ -779,8 +734,8 @@ void attention_backward(tensor_view<T> dq, tensor_view<T> dk, tensor_view<T> dv,
 #pragma omp parallel for collapse(2) schedule(dynamic, 1)
     for (index_t b = 0; b < s.batch; ++b)
         for (index_t hk = 0; hk < s.kv_heads; ++hk)
-            detail::attention_backward_group_best<T>(avx512, avx2, dq, dk, dv, dout, q, k, v, out, lse, s, doc_start,
-                                                     key_lengths, b, hk);
+            detail::attention_best<T, detail::backward_group_kernel>(avx512, avx2, dq, dk, dv, dout, q, k, v, out, lse,
+                                                                     s, doc_start, key_lengths, b, hk);
 }
 
 } // namespace tl
