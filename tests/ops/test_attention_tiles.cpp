@@ -201,7 +201,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(cache_forward_matches_reference, T, real_types) {
 // multiple of a register), prefill chunks (the tiles), a window; and attention_forward_rows, several caches at once.
 BOOST_AUTO_TEST_CASE(bf16_cache_forward_is_the_f32_forward_of_the_widened_cache) {
     const index_t B = 2, Hkv = 2, capacity = 200;
-    for (const std::pair<index_t, index_t> heads_and_width :
+    for (const std::pair<index_t, index_t>& heads_and_width :
          {std::pair<index_t, index_t>{4, 64}, {4, 13}, {8, 64}, {8, 13}}) {
         const index_t Hq = heads_and_width.first, D = heads_and_width.second; // captured below: not a binding
         const shape ks{B, capacity, Hkv, D};

@@ -77,9 +77,11 @@ const fs::path& chat_folder() {
 
 // bf16: the decoding steps read bf16 copies of the weights (tinylm --precision bf16).
 std::vector<tl::token_t> greedy_reference(const fs::path& dir, std::span<const tl::token_t> prompt, int n,
-                                          tl::decoding_format format = tl::decoding_format::f32) {
+                                          tl::decoding_format format = tl::decoding_format::f32,
+                                          tl::kv_precision kv = tl::kv_precision::f32) {
     tl::decoder<tl::families::llama> m(tl::read_hf_folder_config(dir));
     tl::load_pretrained(m, dir);
+    m.set_kv_precision(kv);
     std::optional<tl::decoding_weights> copies;
     if (format != tl::decoding_format::f32) copies.emplace(m.parameter_entries(), format);
     return tl::generate(m, prompt, {.max_new_tokens = n, .sampling = {.temperature = 0.0}});
@@ -642,17 +644,24 @@ BOOST_AUTO_TEST_SUITE_END()
 
 BOOST_AUTO_TEST_SUITE(tinylm_command)
 
-// Also with --precision bf16 and q8_0: the tokens of tl::generate under tl::decoding_weights.
+// Also with --precision bf16 and q8_0: the tokens of tl::generate under tl::decoding_weights; with --kv-cache bf16,
+// those of a model whose caches are bf16.
 BOOST_AUTO_TEST_CASE(generate_greedy_equals_tl_generate) {
-    for (const std::string precision : {"f32", "bf16", "q8_0"}) {
-        const std::string out = run_command(std::string(TINYLM_BINARY) + " generate --model " +
-                                            plain_folder().string() + " --precision " + precision +
-                                            " --prompt 'Жили-были' --max-tokens 20 --temperature 0 --json --quiet "
-                                            "2>/dev/null");
+    for (const auto& [precision, kv] : {std::pair<std::string, std::string>{"f32", "f32"},
+                                        {"bf16", "f32"},
+                                        {"q8_0", "f32"},
+                                        {"f32", "bf16"},
+                                        {"q8_0", "bf16"}}) {
+        const std::string out =
+            run_command(std::string(TINYLM_BINARY) + " generate --model " + plain_folder().string() + " --precision " +
+                        precision + " --kv-cache " + kv +
+                        " --prompt 'Жили-были' --max-tokens 20 --temperature 0 --json --quiet "
+                        "2>/dev/null");
         const nlohmann::json j = nlohmann::json::parse(out);
         const std::vector<tl::token_t> ids = test_tokenizer().encode("Жили-были");
-        BOOST_TEST(j["tokens"].get<std::vector<tl::token_t>>() ==
-                       greedy_reference(plain_folder(), ids, 20, tl::parse_decoding_format(precision)),
+        BOOST_TEST(j["tokens"].get<std::vector<tl::token_t>>() == greedy_reference(plain_folder(), ids, 20,
+                                                                                   tl::parse_decoding_format(precision),
+                                                                                   tl::parse_kv_precision(kv)),
                    boost::test_tools::per_element());
         BOOST_TEST(j["finish_reason"] == "length");
         BOOST_TEST(j["prompt_tokens"] == ids.size());
@@ -663,6 +672,9 @@ BOOST_AUTO_TEST_CASE(generate_greedy_equals_tl_generate) {
                         precision + " --prompt x --max-tokens 2 " + "2>&1 >/dev/null");
         BOOST_TEST(said.find("decoding reads " + precision + " copies of the weights") != std::string::npos, said);
     }
+    const std::string said = run_command(std::string(TINYLM_BINARY) + " generate --model " + plain_folder().string() +
+                                         " --kv-cache bf16 --prompt x --max-tokens 2 2>&1 >/dev/null");
+    BOOST_TEST(said.find("KV caches keep keys and values in bf16") != std::string::npos, said);
 }
 
 BOOST_AUTO_TEST_CASE(chat_script_on_standard_input) {
