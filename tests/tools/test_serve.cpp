@@ -110,6 +110,7 @@ BOOST_AUTO_TEST_CASE(greedy_text_equals_tl_generate) {
     if (tl::utf8::is_valid(full)) BOOST_TEST(c.text == full);
     BOOST_TEST(tl::finish_reason_name(c.reason) == std::string("length"));
     BOOST_TEST(c.prompt_tokens == prompt.size());
+    BOOST_TEST(c.first_token_seconds > 0); // the prompt ran before the first token
 }
 
 // complete() from four threads at once, with batch_rows 4: the generations are decoded together (a step held more
@@ -665,6 +666,8 @@ BOOST_AUTO_TEST_CASE(generate_greedy_equals_tl_generate) {
                    boost::test_tools::per_element());
         BOOST_TEST(j["finish_reason"] == "length");
         BOOST_TEST(j["prompt_tokens"] == ids.size());
+        BOOST_TEST((j["first_token_seconds"].get<double>() > 0 &&
+                    j["first_token_seconds"].get<double>() <= j["seconds"].get<double>()));
     }
     for (const std::string precision : {"bf16", "q8_0"}) {
         const std::string said =

@@ -73,15 +73,22 @@ int run(const generate_flags& f) {
                                  {"prompt_tokens", c.prompt_tokens},
                                  {"completion_tokens", c.tokens.size()},
                                  {"finish_reason", tl::finish_reason_name(c.reason)},
-                                 {"seconds", seconds}}; // prefill and decoding, after the model is loaded
+                                 {"seconds", seconds}, // prefill and decoding, after the model is loaded
+                                 {"first_token_seconds", c.first_token_seconds}}; // prefill and the first pick
         std::cout << out.dump() << "\n";
     } else {
         std::fputc('\n', stdout);
     }
-    if (!f.quiet)
-        std::fprintf(stderr, "[%zu prompt tokens, %zu new tokens in %.2f s (%.1f tokens/s, prefill included), %s]\n",
-                     c.prompt_tokens, c.tokens.size(), seconds, double(c.tokens.size()) / std::max(seconds, 1e-9),
+    if (!f.quiet) {
+        // The decoding rate: the tokens after the first over the time after it (the first waits for the prompt).
+        const double decoding = seconds - c.first_token_seconds;
+        char rate[64] = "";
+        if (c.tokens.size() > 1 && decoding > 0)
+            std::snprintf(rate, sizeof rate, "; decoding %.1f tokens/s", double(c.tokens.size() - 1) / decoding);
+        std::fprintf(stderr, "[%zu prompt tokens, %zu new tokens in %.2f s (first after %.2f s%s), %s]\n",
+                     c.prompt_tokens, c.tokens.size(), seconds, c.first_token_seconds, rate,
                      tl::finish_reason_name(c.reason));
+    }
     return 0;
 }
 

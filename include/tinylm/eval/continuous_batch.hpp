@@ -29,6 +29,7 @@
 #include <tinylm/eval/text_generation.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <exception>
@@ -128,6 +129,7 @@ private:
     struct generation {
         generation(std::span<const token_t> p, const text_generation_options& o)
             : prompt(p.begin(), p.end()), options(o) {}
+        std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
         std::vector<token_t> prompt;
         text_generation_options options;
         // The caller's side, under mutex_.
@@ -189,6 +191,9 @@ private:
         if (int(g.result.tokens.size()) >= o.max_new_tokens) return g.reason = finish_reason::length, false;
         const token_t t = g.pick->sample(g.logits, g.history);
         if (std::find(o.stop_tokens.begin(), o.stop_tokens.end(), t) != o.stop_tokens.end()) return false;
+        if (g.result.tokens.empty())
+            g.result.first_token_seconds =
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - g.started).count();
         g.result.tokens.push_back(t);
         g.history.push_back(t);
         g.text += g.stops->feed(g.decoder->push(t));

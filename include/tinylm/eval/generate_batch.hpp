@@ -14,6 +14,7 @@
 #include <tinylm/eval/text_generation.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <vector>
 
 namespace tl {
@@ -79,7 +80,11 @@ std::vector<text_completion> generate_text_batch(const Model& model, const token
         decoders.emplace_back(tok, options.skip_special);
         stops.emplace_back(options.stop);
     }
+    const auto start = std::chrono::steady_clock::now();
     const auto tokens = generate_batch(model, prompt, count, options.generation, [&](std::size_t r, token_t id) {
+        if (out[r].first_token_seconds == 0)
+            out[r].first_token_seconds =
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         out[r].text += stops[r].feed(decoders[r].push(id));
         return !stops[r].stopped();
     });

@@ -13,6 +13,7 @@
 #include <tinylm/eval/stop_strings.hpp>
 #include <tinylm/tokenizer/stream_decoder.hpp>
 
+#include <chrono>
 #include <span>
 #include <string>
 #include <string_view>
@@ -37,6 +38,9 @@ struct text_completion {
     std::size_t prompt_tokens = 0;
     std::size_t cached_tokens = 0; // prompt tokens taken from a prompt_cache (eval/generate.hpp), not run again
     finish_reason reason = finish_reason::stop; // stop: an end token or stop string; length: max tokens or context
+    // Seconds from the call to the first new token (the prompt's prefill, and any wait for a place in a batch; 0 when
+    // none came): the rest, over the tokens after the first, is the decoding rate.
+    double first_token_seconds = 0;
 };
 
 // `reuse` (optional): a KV cache kept between generations (eval/generate.hpp, prompt_cache).
@@ -46,6 +50,7 @@ text_completion generate_text(const Model& model, const tokenizer& tok, std::spa
                               prompt_cache<Model>* reuse = nullptr) {
     text_completion c;
     c.prompt_tokens = prompt.size();
+    const auto start = std::chrono::steady_clock::now();
     stream_decoder decoder(tok, options.skip_special);
     stop_strings stops(options.stop);
     bool cancelled = false;
@@ -58,6 +63,8 @@ text_completion generate_text(const Model& model, const tokenizer& tok, std::spa
     c.tokens = generate(
         model, prompt, options.generation,
         [&](token_t id) {
+            if (c.first_token_seconds == 0)
+                c.first_token_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
             const std::string piece = stops.feed(decoder.push(id));
             return emit(piece) && !stops.stopped();
         },
