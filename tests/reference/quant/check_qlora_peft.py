@@ -56,6 +56,10 @@ def linear4bit_from_tinylm(linear: torch.nn.Linear, state: dict, name: str) -> b
         module=layer, bnb_quantized=True,
     )
     layer.quant_state = qs
+    # On CPUs with AVX-512 BF16, bitsandbytes 0.50 repacks the weight of a Linear4bit in eval mode for a bf16 kernel
+    # (_convert_weight_packed_for_cpu): bf16 products are no f32 reference, and on this hand-made state the repacked
+    # matmul raised "shape '[32, 0]' is invalid" (AMD Zen 5). The portable path dequantises and multiplies in f32.
+    layer.support_avx512bf16_for_cpu = False
     return layer
 
 
