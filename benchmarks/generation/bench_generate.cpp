@@ -12,6 +12,9 @@
 // --precision bf16|q8_0: the decoding steps read copies of the weights (tl::decoding_weights; in the count above
 // bf16 is 2 bytes a weight, q8_0 1 + 4 / 32); the prompt's prefill reads the f32 weights.
 // --kv-cache bf16: the KV cache keeps keys and values in bf16 (2 bytes an element in the count above).
+// --min-group N, --min-group-keys K: decoding attention runs a key/value head's query heads as one tile product
+// for groups of N or more, and groups of 2 or more over K keys or more (ops/attention.hpp, decodes_by_group); else
+// each head alone.
 // --isa avx2|baseline: the kernels' copies an older CPU runs (core/simd.hpp), on this one; the default, best, takes
 // the widest the CPU has.
 #include "../train_throughput/bench_configs.hpp"
@@ -34,10 +37,21 @@
 
 namespace {
 
+// Qwen2.5-0.5B's shape with 7 key/value heads: groups of 2 query heads (as Qwen3-0.6B's 16 over 8), whose decoding
+// attention goes together only over long contexts (ops/attention.hpp, decodes_by_group).
+struct qwen_0_5b_groups_of_2 {
+    static constexpr tl::model_config value = [] {
+        tl::model_config c = tl::presets::qwen2_5_0_5b::value;
+        c.n_kv_heads = 7;
+        return c;
+    }();
+};
+
 // The configurations --config offers, under their command-line names.
 // qwen0.5b: Qwen2.5-0.5B's shape (random weights; context 32768), for long contexts, where the KV cache's bytes count.
 using configs = std::tuple<tl::presets::named<"a", bench::config_a>, tl::presets::named<"b", bench::config_b>,
-                           tl::presets::named<"qwen0.5b", tl::presets::qwen2_5_0_5b>>;
+                           tl::presets::named<"qwen0.5b", tl::presets::qwen2_5_0_5b>,
+                           tl::presets::named<"qwen0.5b-kv7", qwen_0_5b_groups_of_2>>;
 
 double triad_gb_per_s() {
     const std::size_t n = std::size_t(32) << 20; // 32 Mi floats = 128 MiB per array, 4x the L3
@@ -131,16 +145,17 @@ int run(const std::string& name, int prompt_len, int new_tokens, int repeats, in
     std::printf(
         "{\"impl\": \"tinylm\", \"config\": \"%s\", \"precision\": \"%s\", \"kv_cache\": \"%s\", \"isa\": \"%s\", "
         "\"threads\": %d, "
-        "\"rows\": %d, \"gemv_rows\": %d, \"prompt_tokens\": %d, "
+        "\"rows\": %d, \"gemv_rows\": %d, \"min_group\": %d, \"min_group_keys\": %d, \"prompt_tokens\": %d, "
         "\"new_tokens\": %d, "
         "\"decode_tokens_per_s\": %s, \"decode_tokens_per_s_median\": %.3f, \"prefill_seconds\": %s, "
         "\"bytes_per_token\": %.0f, \"triad_gb_per_s\": %.2f, \"bandwidth_fraction\": %.4f, "
         "\"peak_rss_mib\": %.1f, \"first_tokens\": [%d, %d, %d, %d], \"tokens_fnv1a\": \"%016llx\"}\n",
         name.c_str(), tl::to_string(format), tl::to_string(kv),
         tl::detail::avx512_clones_active() ? "avx512" : (tl::detail::avx2_clones_active() ? "avx2" : "baseline"),
-        omp_get_max_threads(), rows, int(tl::detail::max_gemv_rows), prompt_len, new_tokens,
-        bench::json_array(decode_tps).c_str(), tps, bench::json_array(prefill_seconds).c_str(), bytes_per_token,
-        bandwidth, bytes_per_token * tps / (bandwidth * 1e9), bench::peak_rss_mib(), first_output[0], first_output[1],
+        omp_get_max_threads(), rows, int(tl::detail::max_gemv_rows), int(tl::detail::min_decoding_group),
+        int(tl::detail::min_group_keys), prompt_len, new_tokens, bench::json_array(decode_tps).c_str(), tps,
+        bench::json_array(prefill_seconds).c_str(), bytes_per_token, bandwidth,
+        bytes_per_token * tps / (bandwidth * 1e9), bench::peak_rss_mib(), first_output[0], first_output[1],
         first_output[2], first_output[3], static_cast<unsigned long long>(fnv1a(first_output)));
     return 0;
 }
@@ -152,7 +167,10 @@ int main(int argc, char** argv) {
     std::string config = "b";
     int prompt_len = 16, new_tokens = 256, repeats = 3, rows = 1;
     std::string precision = "f32";
-    app.add_option("--config", config, "a, b (docs/performance.md) or qwen0.5b (Qwen2.5-0.5B's shape)")->check(CLI::IsMember(tl::presets::names<configs>()));
+    app.add_option("--config", config,
+                   "a, b (docs/performance.md), qwen0.5b (Qwen2.5-0.5B's shape) or qwen0.5b-kv7 (the same with 7 "
+                   "key/value heads)")
+        ->check(CLI::IsMember(tl::presets::names<configs>()));
     app.add_option("--prompt", prompt_len, "prompt tokens (random)")->check(CLI::PositiveNumber);
     app.add_option("--new-tokens", new_tokens, "tokens to generate")->check(CLI::Range(2, 4096));
     app.add_option("--rows", rows,
@@ -168,6 +186,15 @@ int main(int argc, char** argv) {
                    "products of up to this many rows run tinylm's decoding kernels, each row summed as alone "
                    "(backend/gemv.hpp); 1: the GEMM library for every product of several rows")
         ->check(CLI::Range(1, 64))
+        ->capture_default_str();
+    app.add_option("--min-group", tl::detail::min_decoding_group,
+                   "decoding, a key/value head's query heads go through one tile product from this many a group "
+                   "(ops/attention.hpp); larger than the model's group: each head by the row kernel")
+        ->check(CLI::Range(2, 1 << 20))
+        ->capture_default_str();
+    app.add_option("--min-group-keys", tl::detail::min_group_keys,
+                   "decoding, smaller groups of 2 heads or more go through one tile product over this many keys")
+        ->check(CLI::NonNegativeNumber)
         ->capture_default_str();
     std::string kv_cache = "f32";
     app.add_option("--kv-cache", kv_cache, "the KV cache's keys and values: f32 or bf16")

@@ -281,6 +281,53 @@ ATTENTION_BENCHMARK(backward, tiled_baseline, "bm_attention_backward_baseline");
 ATTENTION_BENCHMARK(forward, reference, "bm_attention_forward_reference");
 ATTENTION_BENCHMARK(backward, reference, "bm_attention_backward_reference");
 
+// One decoding step's attention (time 1) over a cache of `keys` positions, head width 64: Hq query heads over Hkv
+// key/value heads, f32 or bf16 cache (kv_bits 32 or 16), by the path the arguments choose (ops/attention.hpp,
+// decodes_by_group): 0 each head by the row kernel, 1 a group as one tile product. Each iteration is the next of 24
+// layers' caches (a 0.5B model's), so that the caches come from memory as in a model's step rather than from the cache
+// of the previous iteration. Bytes: every cache element read once.
+void bm_attention_decode(benchmark::State& state) {
+    const index_t hq = state.range(0), hkv = state.range(1), keys = state.range(2), D = 64, layers = 24;
+    const bool half = state.range(3) == 16;
+    const index_t path = state.range(4);
+    const index_t saved_min = tl::detail::min_decoding_group, saved_keys = tl::detail::min_group_keys;
+    tl::detail::min_decoding_group = path == 0 ? hq + 1 : 2;
+    tl::detail::min_group_keys = path == 0 ? keys + 1 : 0;
+    const tl::shape qs{1, 1, hq, D}, ks{1, keys, hkv, D};
+    auto q = random_vector<float>(hq * D, 7), out = std::vector<float>(q.size());
+    std::vector<std::vector<float>> k, v;
+    std::vector<std::vector<tl::bf16>> k16, v16;
+    for (index_t l = 0; l < layers; ++l) {
+        auto kl = random_vector<float>(keys * hkv * D, 8 + std::uint64_t(l)),
+             vl = random_vector<float>(keys * hkv * D, 50 + std::uint64_t(l));
+        if (half) {
+            k16.emplace_back(kl.begin(), kl.end()), v16.emplace_back(vl.begin(), vl.end());
+        } else {
+            k.push_back(std::move(kl)), v.push_back(std::move(vl));
+        }
+    }
+    index_t l = 0;
+    for (auto _ : state) {
+        if (half)
+            tl::attention_forward<float, tl::bf16>(view(out, qs), {}, view(q, qs), view(k16[std::size_t(l)], ks),
+                                                   view(v16[std::size_t(l)], ks), 0, keys - 1);
+        else
+            tl::attention_forward<float>(view(out, qs), {}, view(q, qs), view(k[std::size_t(l)], ks),
+                                         view(v[std::size_t(l)], ks), 0, keys - 1);
+        l = (l + 1) % layers;
+    }
+    benchmark::DoNotOptimize(out.data());
+    state.SetBytesProcessed(state.iterations() * 2 * keys * hkv * D * (half ? 2 : 4));
+    tl::detail::min_decoding_group = saved_min, tl::detail::min_group_keys = saved_keys;
+}
+BENCHMARK(bm_attention_decode)
+    ->ArgNames({"hq", "hkv", "keys", "kv_bits", "path"})
+    ->ArgsProduct({{14}, {2}, {256, 1000, 4000}, {32, 16}, {0, 1}})
+    ->ArgsProduct({{8, 12}, {4}, {256, 512, 1000, 4000}, {32}, {0, 1}})
+    ->ArgsProduct({{32}, {8}, {1000, 4000}, {32}, {0, 1}})
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
+
 void bm_rmsnorm_forward(benchmark::State& state) {
     auto x = random_vector<float>(rows * d, 11), w = random_vector<float>(d, 12);
     std::vector<float> y(rows * d), rstd(rows);

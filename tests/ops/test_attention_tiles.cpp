@@ -186,18 +186,52 @@ void check_cache_forward(index_t Hq, index_t Hkv, index_t D) {
 }
 } // namespace
 
+// Runs f with decodes_by_group's key threshold set to `keys`, then restores it.
+template <class F>
+void with_min_group_keys(index_t keys, F&& f) {
+    const index_t saved = detail::min_group_keys;
+    detail::min_group_keys = keys;
+    f();
+    detail::min_group_keys = saved;
+}
+
 // KV cache: k and v are the cache (capacity > the positions written), queries start at q_start. Decoding in groups
 // of 4 heads or more runs a group's heads together (attention_forward_group), smaller ones a head at a time (the row
-// kernel): groups of 2, 7 (Qwen2.5-0.5B: 14 heads over 2, head width 64) and 4 (MQA, an odd head width).
+// kernel) over these few keys, and together too where the key threshold is 0 (decodes_by_group): groups of 2, 3, 7
+// (Qwen2.5-0.5B: 14 heads over 2, head width 64) and 4 (MQA, an odd head width).
 BOOST_AUTO_TEST_CASE_TEMPLATE(cache_forward_matches_reference, T, real_types) {
-    for (const auto& [Hq, Hkv, D] : {std::tuple<index_t, index_t, index_t>{4, 2, 16}, {14, 2, 64}, {4, 1, 13}})
-        check_cache_forward<T>(Hq, Hkv, D);
+    for (const index_t keys : {detail::min_group_keys, index_t(0)})
+        with_min_group_keys(keys, [] {
+            for (const auto& [Hq, Hkv, D] :
+                 {std::tuple<index_t, index_t, index_t>{4, 2, 16}, {6, 2, 64}, {14, 2, 64}, {4, 1, 13}})
+                check_cache_forward<T>(Hq, Hkv, D);
+        });
+}
+
+// Which path a decoding step takes: groups of 4 or more always together, groups of 2 and 3 from min_group_keys
+// visible keys (a window counts its keys), never a head alone (1) or a prefill chunk.
+BOOST_AUTO_TEST_CASE(decoding_groups_go_together_where_they_pay) {
+    const auto by_group = [](index_t hq, index_t hkv, index_t time, index_t q_start, index_t window = 0) {
+        const attention_shape s = detail::attention_shape_of({1, time, hq, 64}, {1, 5000, hkv, 64}, window, q_start);
+        return detail::decodes_by_group(s, q_start);
+    };
+    const index_t keys = detail::min_group_keys;
+    BOOST_TEST(keys > 1);
+    BOOST_TEST(by_group(14, 2, 1, 10));
+    BOOST_TEST(by_group(8, 2, 1, 10));
+    BOOST_TEST(!by_group(8, 4, 1, keys - 2)); // keys - 1 keys seen
+    BOOST_TEST(by_group(8, 4, 1, keys - 1));
+    BOOST_TEST(by_group(12, 4, 1, keys + 100));
+    BOOST_TEST(!by_group(8, 4, 1, keys + 100, 100)); // a window sees 100 keys
+    BOOST_TEST(!by_group(8, 8, 1, keys + 100));
+    BOOST_TEST(!by_group(14, 2, 2, keys + 100));
 }
 
 // A bf16 KV cache (model/kv_cache.hpp): attention_forward<float, bf16> reads each key and value widened exactly, so
 // it gives what the f32 kernels give on the widened cache, to f32 rounding (the same sums; the vectoriser may pick
 // another width for 16-bit loads, and so another order; up to 4e-7 apart here), in every copy of the tiles: one decoded
-// query (the row kernel, groups of 2 heads; attention_forward_group, groups of 4; head widths that are and are not a
+// query (the row kernel, groups of 2 heads; attention_forward_group, groups of 4, and of 2 with the key threshold at
+// 0; head widths that are and are not a
 // multiple of a register), prefill chunks (the tiles), a window; and attention_forward_rows, several caches at once.
 BOOST_AUTO_TEST_CASE(bf16_cache_forward_is_the_f32_forward_of_the_widened_cache) {
     const index_t B = 2, Hkv = 2, capacity = 200;
@@ -214,39 +248,45 @@ BOOST_AUTO_TEST_CASE(bf16_cache_forward_is_the_f32_forward_of_the_widened_cache)
             kw.data[i] = float(k16.data[i]), vw.data[i] = float(v16.data[i]);
         }
         BOOST_TEST(rel_error(kw.data, k.data) > 1e-4); // the cache was rounded: the test compares something
+        const auto both_paths = [](auto&& f) {         // groups of 2 by the row kernel, then together
+            f();
+            with_min_group_keys(0, f);
+        };
         for_each_copy([&](const char* copy) {
-            for (const auto& [name, q_start, time, window] :
-                 {std::tuple{"decode one query", index_t(150), index_t(1), index_t(0)},
-                  std::tuple{"decode with a window", index_t(150), index_t(1), index_t(40)},
-                  std::tuple{"prefill chunk", index_t(30), index_t(100), index_t(0)},
-                  std::tuple{"prefill chunk with a window", index_t(30), index_t(100), index_t(30)}}) {
-                const shape qs{B, time, Hq, D};
-                const owned<float> q = random_tensor<float>(qs, 302 + std::uint64_t(time));
-                owned<float> got(qs, 7.0f), want(qs, 7.0f), lse({B, Hq, time}), lse_want({B, Hq, time});
-                attention_forward<float, bf16>(got, lse, q, k16, v16, window, q_start);
-                attention_forward<float>(want, lse_want, q, kw, vw, window, q_start);
-                BOOST_TEST(rel_error(got.data, want.data) < 1e-6, name << ", " << Hq << " heads, D " << D << " ("
-                                                                       << copy << ") "
-                                                                       << rel_error(got.data, want.data));
-                BOOST_TEST(rel_error(lse.data, lse_want.data) < 1e-6,
-                           name << ", " << Hq << " heads, D " << D << " (" << copy << ")");
-            }
-            // attention_forward_rows: row r is sequence r of the caches, at position 150 + 20 r.
-            const shape one{1, capacity, Hkv, D}, qs{B, 1, Hq, D};
-            std::vector<tensor_view<bf16>> rows_k16, rows_v16;
-            std::vector<tensor_view<float>> rows_kw, rows_vw;
-            for (index_t b = 0; b < B; ++b) {
-                const index_t at = b * capacity * Hkv * D;
-                rows_k16.push_back({k16.data.data() + at, one}), rows_v16.push_back({v16.data.data() + at, one});
-                rows_kw.push_back({kw.data.data() + at, one}), rows_vw.push_back({vw.data.data() + at, one});
-            }
-            const std::vector<index_t> starts{150, 170};
-            const owned<float> q = random_tensor<float>(qs, 310);
-            owned<float> got(qs), want(qs);
-            attention_forward_rows<float, bf16>(got, q, rows_k16, rows_v16, starts, 40);
-            attention_forward_rows<float>(want, q, rows_kw, rows_vw, starts, 40);
-            BOOST_TEST(rel_error(got.data, want.data) < 1e-6,
-                       "attention_forward_rows, " << Hq << " heads, D " << D << " (" << copy << ")");
+            both_paths([&] {
+                for (const auto& [name, q_start, time, window] :
+                     {std::tuple{"decode one query", index_t(150), index_t(1), index_t(0)},
+                      std::tuple{"decode with a window", index_t(150), index_t(1), index_t(40)},
+                      std::tuple{"prefill chunk", index_t(30), index_t(100), index_t(0)},
+                      std::tuple{"prefill chunk with a window", index_t(30), index_t(100), index_t(30)}}) {
+                    const shape qs{B, time, Hq, D};
+                    const owned<float> q = random_tensor<float>(qs, 302 + std::uint64_t(time));
+                    owned<float> got(qs, 7.0f), want(qs, 7.0f), lse({B, Hq, time}), lse_want({B, Hq, time});
+                    attention_forward<float, bf16>(got, lse, q, k16, v16, window, q_start);
+                    attention_forward<float>(want, lse_want, q, kw, vw, window, q_start);
+                    BOOST_TEST(rel_error(got.data, want.data) < 1e-6, name << ", " << Hq << " heads, D " << D << " ("
+                                                                           << copy << ") "
+                                                                           << rel_error(got.data, want.data));
+                    BOOST_TEST(rel_error(lse.data, lse_want.data) < 1e-6,
+                               name << ", " << Hq << " heads, D " << D << " (" << copy << ")");
+                }
+                // attention_forward_rows: row r is sequence r of the caches, at position 150 + 20 r.
+                const shape one{1, capacity, Hkv, D}, qs{B, 1, Hq, D};
+                std::vector<tensor_view<bf16>> rows_k16, rows_v16;
+                std::vector<tensor_view<float>> rows_kw, rows_vw;
+                for (index_t b = 0; b < B; ++b) {
+                    const index_t at = b * capacity * Hkv * D;
+                    rows_k16.push_back({k16.data.data() + at, one}), rows_v16.push_back({v16.data.data() + at, one});
+                    rows_kw.push_back({kw.data.data() + at, one}), rows_vw.push_back({vw.data.data() + at, one});
+                }
+                const std::vector<index_t> starts{150, 170};
+                const owned<float> q = random_tensor<float>(qs, 310);
+                owned<float> got(qs), want(qs);
+                attention_forward_rows<float, bf16>(got, q, rows_k16, rows_v16, starts, 40);
+                attention_forward_rows<float>(want, q, rows_kw, rows_vw, starts, 40);
+                BOOST_TEST(rel_error(got.data, want.data) < 1e-6,
+                           "attention_forward_rows, " << Hq << " heads, D " << D << " (" << copy << ")");
+            });
         });
     }
 }

@@ -176,7 +176,10 @@ public:
         plan(measure);
         arena scratch(measure.used());
         const auto [v, positions] = plan(scratch);
-        std::vector<kv_tensor> row_k(caches.size()), row_v(caches.size());
+        // This layer's caches, in the one precision they share (the views of the other stay empty).
+        const bool half = caches.front()->precision_ == kv_precision::bf16;
+        std::vector<tensor_view<float>> row_k(half ? 0 : caches.size()), row_v(row_k.size());
+        std::vector<tensor_view<bf16>> row_k_half(half ? caches.size() : 0), row_v_half(row_k_half.size());
         for (index_t b = 0; b < n; ++b) {
             positions[b] = caches[std::size_t(b)]->length_;
             std::copy_n(embed.row(ids[std::size_t(b)]), d, v.x.row(b));
@@ -186,10 +189,13 @@ public:
                               .positions = positions,
                               .row_start = std::span<const index_t>(positions.data, caches.size())};
         for (std::size_t l = 0; l < blocks.size(); ++l) {
-            for (std::size_t b = 0; b < caches.size(); ++b)
-                row_k[b] = caches[b]->k_[l], row_v[b] = caches[b]->v_[l];
-            ctx.row_k = row_k;
-            ctx.row_v = row_v;
+            for (std::size_t b = 0; b < caches.size(); ++b) {
+                if (half)
+                    row_k_half[b] = caches[b]->k_[l].half, row_v_half[b] = caches[b]->v_[l].half;
+                else
+                    row_k[b] = caches[b]->k_[l].f32, row_v[b] = caches[b]->v_[l].f32;
+            }
+            ctx.row_k = row_k, ctx.row_v = row_v, ctx.row_k_half = row_k_half, ctx.row_v_half = row_v_half;
             blocks[l].forward(v.x, v.x, v.acts, v.scratch, ctx, adapter, {});
         }
         final_norm.forward(normed, {v.last_mean, v.last_rstd}, v.x);

@@ -34,10 +34,12 @@ struct attention_context {
     kv_tensor k_cache{}, v_cache{}; // generating with a KV cache
     index_t start = 0;              // cached positions before these
     // One token of each of B sequences, each with a cache of its own (kv_cache::append_each): this layer's keys and
-    // values of sequence b, (1, capacity_b, Hkv, D), and the positions it holds (the token's position; also in
-    // `positions`, for rope).
-    std::span<const kv_tensor> row_k{}, row_v{};
+    // values of sequence b, (1, capacity_b, Hkv, D), in the caches' precision (the other lists empty), and the
+    // positions it holds (the token's position; also in `positions`, for rope).
+    std::span<const tensor_view<float>> row_k{}, row_v{};
+    std::span<const tensor_view<bf16>> row_k_half{}, row_v_half{};
     std::span<const index_t> row_start{};
+    bool decodes_rows() const { return !row_k.empty() || !row_k_half.empty(); }
 };
 
 template <class Backend, LoraAdapter Adapter>
@@ -101,18 +103,24 @@ public:
             rope_forward<float>(s.q, ctx.cos, ctx.sin, ctx.positions);
             rope_forward<float>(s.k, ctx.cos, ctx.sin, ctx.positions);
         }
-        if (!ctx.row_k.empty()) { // one token of each sequence: append it to its own cache, attend over that
+        if (ctx.decodes_rows()) { // one token of each sequence: append it to its own cache, attend over that
             const index_t width = kv_heads_ * head_dim_;
-            for (std::size_t b = 0; b < ctx.row_k.size(); ++b) {
-                store_in_cache(ctx.row_k[b], ctx.row_start[b] * width, s.k.data + index_t(b) * width, width);
-                store_in_cache(ctx.row_v[b], ctx.row_start[b] * width, s.v.data + index_t(b) * width, width);
+            for (std::size_t b = 0; b < ctx.row_start.size(); ++b) {
+                const index_t at = ctx.row_start[b] * width;
+                const float *k = s.k.data + index_t(b) * width, *v = s.v.data + index_t(b) * width;
+                if (ctx.row_k.empty()) {
+                    store_in_cache({.half = ctx.row_k_half[b]}, at, k, width);
+                    store_in_cache({.half = ctx.row_v_half[b]}, at, v, width);
+                } else {
+                    store_in_cache({.f32 = ctx.row_k[b]}, at, k, width);
+                    store_in_cache({.f32 = ctx.row_v[b]}, at, v, width);
+                }
             }
-            if (ctx.row_k.front().half.data)
-                attention_forward_rows<float, bf16>(s.att, s.q, halves(ctx.row_k), halves(ctx.row_v), ctx.row_start,
-                                                    window_, causal_);
+            if (ctx.row_k.empty())
+                attention_forward_rows<float, bf16>(s.att, s.q, ctx.row_k_half, ctx.row_v_half, ctx.row_start, window_,
+                                                    causal_);
             else
-                attention_forward_rows<float>(s.att, s.q, f32s(ctx.row_k), f32s(ctx.row_v), ctx.row_start, window_,
-                                              causal_);
+                attention_forward_rows<float>(s.att, s.q, ctx.row_k, ctx.row_v, ctx.row_start, window_, causal_);
         } else if (!ctx.k_cache.empty()) { // append to the cache, attend over all of it
             const tensor_view<float>& f = ctx.k_cache.f32;
             const index_t batch = s.k.dim(0), t_len = s.k.dim(1), width = kv_heads_ * head_dim_,
@@ -158,18 +166,6 @@ public:
         bf16* to = cache.half.data + at;
         for (index_t i = 0; i < n; ++i)
             to[i] = bf16(from[i]);
-    }
-    static std::vector<tensor_view<float>> f32s(std::span<const kv_tensor> caches) {
-        std::vector<tensor_view<float>> views;
-        for (const kv_tensor& c : caches)
-            views.push_back(c.f32);
-        return views;
-    }
-    static std::vector<tensor_view<bf16>> halves(std::span<const kv_tensor> caches) {
-        std::vector<tensor_view<bf16>> views;
-        for (const kv_tensor& c : caches)
-            views.push_back(c.half);
-        return views;
     }
 
     static tensor_view<float> flat(tensor_view<float> t) {

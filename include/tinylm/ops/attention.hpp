@@ -626,13 +626,18 @@ void attention_best(bool avx512, bool avx2, Args... args) {
 } // namespace detail
 
 namespace detail {
-// Decoding (one query a sequence) with groups of 4 query heads or more a key/value head: the group's heads are one
-// tile product (attention_forward_group); else each head on its own (the row kernel). Groups of 7 (Qwen2.5-0.5B, a
-// 4,000-token context) decoded 1.25x faster so, groups of 2 (config B) 0.92x; 4 is a guess between
-// (docs/performance.md, "Long contexts").
-inline bool decodes_by_group(const attention_shape& s) {
+// Decoding (one query a sequence): a key/value head's group of query heads runs as one tile product
+// (attention_forward_group: each key and value read once for the group) rather than a head at a time (the row
+// kernel: each head reads them again) for groups of min_decoding_group heads or more, and for groups of 2 or more
+// over min_group_keys keys or more: below that, a tile's transposition for so few rows costs more than the reads
+// it saves (bench_ops bm_attention_decode; docs/performance.md, "Long contexts"). Variables so that bench_generate
+// --min-group and bench_ops compare the two paths in one program (the same sums, in another order).
+inline index_t min_decoding_group = 4, min_group_keys = 512;
+inline bool decodes_by_group(const attention_shape& s, index_t q_start) {
     const index_t group = s.q_heads / s.kv_heads;
-    return s.time == 1 && group >= 4 && group <= attention_block;
+    if (s.time != 1 || group < 2 || group > attention_block) return false;
+    const index_t keys = s.causal ? std::min(q_start + 1, s.key_time) : s.key_time;
+    return group >= min_decoding_group || (s.window > 0 ? std::min(keys, s.window) : keys) >= min_group_keys;
 }
 } // namespace detail
 
@@ -654,7 +659,7 @@ void attention_forward(tensor_view<T> out, tensor_view<T> lse, cview<T> q, cview
     const index_t keys = std::min(s.causal ? q_start + s.time : s.key_time, s.key_time);
     const index_t work =
         2 * s.batch * s.q_heads * s.time * (s.window > 0 ? std::min(keys, s.window) : keys) * s.head_dim;
-    if (detail::decodes_by_group(s)) { // one task per (batch, key/value head)
+    if (detail::decodes_by_group(s, q_start)) { // one task per (batch, key/value head)
 #pragma omp parallel for collapse(2) schedule(dynamic, 1) if (work >= 8 * detail::min_parallel_work)
         for (index_t b = 0; b < s.batch; ++b)
             for (index_t hk = 0; hk < s.kv_heads; ++hk)
@@ -685,33 +690,41 @@ void attention_forward_rows(tensor_view<T> out, cview<T> q, std::span<const tens
           });
     expect_same_shape("attention_forward_rows", "out", out, q);
     const index_t rows = q.dim(0), heads = q.dim(2), width = heads * q.dim(3);
-    std::vector<attention_shape> shapes;
+    const shape one{1, 1, heads, q.dim(3)};
+    // Each row's shape, checked here (the parallel loop makes them again: no allocation in a decoding step).
+    auto shape_of = [&](std::size_t i) {
+        return detail::attention_shape_of(one, k[i].shape, window, q_start[i], causal);
+    };
     index_t work = 0;
     for (index_t r = 0; r < rows; ++r) {
         const std::size_t i = std::size_t(r);
         expect_same_shape("attention_forward_rows", "v", v[i], k[i]);
-        shapes.push_back(detail::attention_shape_of({1, 1, heads, q.dim(3)}, k[i].shape, window, q_start[i], causal));
+        (void)shape_of(i); // throws on a cache that does not fit
         const index_t keys = std::min(q_start[i] + 1, k[i].dim(1));
         work += 2 * heads * (window > 0 ? std::min(keys, window) : keys) * q.dim(3);
     }
     const bool avx512 = detail::avx512_clones_active(), avx2 = detail::avx2_clones_active();
-    // As attention_forward: a task per (row, key/value head) where the group's heads go together, else per head.
-    const bool by_group = rows > 0 && detail::decodes_by_group(shapes.front());
-    const index_t tasks = by_group ? shapes.front().kv_heads : heads;
+    // As attention_forward: a task per (row, key/value head) where the group's heads go together (decided by the
+    // longest row: either path gives each row its attention), else per head.
+    std::size_t longest = 0;
+    for (std::size_t i = 1; i < k.size(); ++i)
+        if (q_start[i] > q_start[longest]) longest = i;
+    const bool by_group = rows > 0 && detail::decodes_by_group(shape_of(longest), q_start[longest]);
+    const index_t tasks = by_group ? shape_of(0).kv_heads : heads;
 #pragma omp parallel for collapse(2) schedule(dynamic, 1) if (work >= 8 * detail::min_parallel_work)
     for (index_t r = 0; r < rows; ++r)
         for (index_t h = 0; h < tasks; ++h) {
             const std::size_t i = std::size_t(r);
-            const shape one{1, 1, heads, q.dim(3)};
+            const attention_shape s = shape_of(i);
             const tensor_view<T> out_r{out.data + r * width, one};
             const cview<T> q_r{q.data + r * width, one};
             if (by_group)
                 detail::attention_best<T, detail::forward_group_kernel>(
-                    avx512, avx2, out_r, tensor_view<T>{}, q_r, cview<KV>(k[i]), cview<KV>(v[i]), shapes[i], q_start[i],
+                    avx512, avx2, out_r, tensor_view<T>{}, q_r, cview<KV>(k[i]), cview<KV>(v[i]), s, q_start[i],
                     cview<index_t>{}, cview<index_t>{}, index_t(0), h);
             else
                 detail::attention_best<T, detail::forward_block_kernel>(
-                    avx512, avx2, out_r, tensor_view<T>{}, q_r, cview<KV>(k[i]), cview<KV>(v[i]), shapes[i], q_start[i],
+                    avx512, avx2, out_r, tensor_view<T>{}, q_r, cview<KV>(k[i]), cview<KV>(v[i]), s, q_start[i],
                     cview<index_t>{}, cview<index_t>{}, index_t(0), h, index_t(0));
         }
 }
