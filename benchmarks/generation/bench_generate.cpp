@@ -47,11 +47,29 @@ struct qwen_0_5b_groups_of_2 {
     }();
 };
 
+// Qwen3-0.6B's sizes (huggingface.co/Qwen/Qwen3-0.6B/config.json: 16 query heads over 8 key/value heads of width 128,
+// 28 layers) without its q/k norms, which tinylm's decoder does not have: groups of 2 over as many key/value heads
+// as a power of two, for decoding at long contexts.
+struct qwen3_0_6b_shape {
+    static constexpr tl::model_config value{.vocab_size = 151936,
+                                            .d_model = 1024,
+                                            .n_layers = 28,
+                                            .n_heads = 16,
+                                            .n_kv_heads = 8,
+                                            .d_head = 128,
+                                            .d_ff = 3072,
+                                            .max_seq_len = 40960,
+                                            .rope_theta = 1000000.0,
+                                            .norm_eps = 1e-6,
+                                            .tied_embeddings = true};
+};
+
 // The configurations --config offers, under their command-line names.
 // qwen0.5b: Qwen2.5-0.5B's shape (random weights; context 32768), for long contexts, where the KV cache's bytes count.
 using configs = std::tuple<tl::presets::named<"a", bench::config_a>, tl::presets::named<"b", bench::config_b>,
                            tl::presets::named<"qwen0.5b", tl::presets::qwen2_5_0_5b>,
-                           tl::presets::named<"qwen0.5b-kv7", qwen_0_5b_groups_of_2>>;
+                           tl::presets::named<"qwen0.5b-kv7", qwen_0_5b_groups_of_2>,
+                           tl::presets::named<"qwen3-0.6b-shape", qwen3_0_6b_shape>>;
 
 double triad_gb_per_s() {
     const std::size_t n = std::size_t(32) << 20; // 32 Mi floats = 128 MiB per array, 4x the L3
@@ -145,7 +163,8 @@ int run(const std::string& name, int prompt_len, int new_tokens, int repeats, in
     std::printf(
         "{\"impl\": \"tinylm\", \"config\": \"%s\", \"precision\": \"%s\", \"kv_cache\": \"%s\", \"isa\": \"%s\", "
         "\"threads\": %d, "
-        "\"rows\": %d, \"gemv_rows\": %d, \"min_group\": %d, \"min_group_keys\": %d, \"prompt_tokens\": %d, "
+        "\"rows\": %d, \"gemv_rows\": %d, \"min_group\": %d, \"min_long_group\": %d, \"min_group_keys\": %d, "
+        "\"prompt_tokens\": %d, "
         "\"new_tokens\": %d, "
         "\"decode_tokens_per_s\": %s, \"decode_tokens_per_s_median\": %.3f, \"prefill_seconds\": %s, "
         "\"bytes_per_token\": %.0f, \"triad_gb_per_s\": %.2f, \"bandwidth_fraction\": %.4f, "
@@ -153,9 +172,9 @@ int run(const std::string& name, int prompt_len, int new_tokens, int repeats, in
         name.c_str(), tl::to_string(format), tl::to_string(kv),
         tl::detail::avx512_clones_active() ? "avx512" : (tl::detail::avx2_clones_active() ? "avx2" : "baseline"),
         omp_get_max_threads(), rows, int(tl::detail::max_gemv_rows), int(tl::detail::min_decoding_group),
-        int(tl::detail::min_group_keys), prompt_len, new_tokens, bench::json_array(decode_tps).c_str(), tps,
-        bench::json_array(prefill_seconds).c_str(), bytes_per_token, bandwidth,
-        bytes_per_token * tps / (bandwidth * 1e9), bench::peak_rss_mib(), first_output[0], first_output[1],
+        int(tl::detail::min_long_context_group), int(tl::detail::min_group_keys), prompt_len, new_tokens,
+        bench::json_array(decode_tps).c_str(), tps, bench::json_array(prefill_seconds).c_str(), bytes_per_token,
+        bandwidth, bytes_per_token * tps / (bandwidth * 1e9), bench::peak_rss_mib(), first_output[0], first_output[1],
         first_output[2], first_output[3], static_cast<unsigned long long>(fnv1a(first_output)));
     return 0;
 }
@@ -168,8 +187,8 @@ int main(int argc, char** argv) {
     int prompt_len = 16, new_tokens = 256, repeats = 3, rows = 1;
     std::string precision = "f32";
     app.add_option("--config", config,
-                   "a, b (docs/performance.md), qwen0.5b (Qwen2.5-0.5B's shape) or qwen0.5b-kv7 (the same with 7 "
-                   "key/value heads)")
+                   "a, b (docs/performance.md), qwen0.5b (Qwen2.5-0.5B's shape), qwen0.5b-kv7 (the same with 7 "
+                   "key/value heads) or qwen3-0.6b-shape (Qwen3-0.6B's sizes without its q/k norms)")
         ->check(CLI::IsMember(tl::presets::names<configs>()));
     app.add_option("--prompt", prompt_len, "prompt tokens (random)")->check(CLI::PositiveNumber);
     app.add_option("--new-tokens", new_tokens, "tokens to generate")->check(CLI::Range(2, 4096));
@@ -193,7 +212,14 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(2, 1 << 20))
         ->capture_default_str();
     app.add_option("--min-group-keys", tl::detail::min_group_keys,
-                   "decoding, smaller groups of 2 heads or more go through one tile product over this many keys")
+                   "decoding, smaller groups of --min-long-group heads or more go through one tile product over "
+                   "this many keys")
+        ->check(CLI::NonNegativeNumber)
+        ->capture_default_str();
+    app.add_option("--min-long-group", tl::detail::min_long_context_group,
+                   "decoding, the smallest group that goes together from --min-group-keys keys (smaller ones: by "
+                   "the row kernel unless --min-group says otherwise)")
+        ->check(CLI::Range(2, 1 << 20))
         ->check(CLI::NonNegativeNumber)
         ->capture_default_str();
     std::string kv_cache = "f32";

@@ -325,6 +325,9 @@ BENCHMARK(bm_attention_decode)
     ->ArgsProduct({{14}, {2}, {256, 1000, 4000}, {32, 16}, {0, 1}})
     ->ArgsProduct({{8, 12}, {4}, {256, 512, 1000, 4000}, {32}, {0, 1}})
     ->ArgsProduct({{32}, {8}, {1000, 4000}, {32}, {0, 1}})
+    ->ArgsProduct({{8}, {8}, {256, 1000, 4000}, {32, 16}, {0}}) // MHA: always the row kernel
+    ->ArgsProduct({{14}, {7}, {1000, 3000}, {32, 16}, {0, 1}})
+    ->ArgsProduct({{32}, {16}, {1000, 3000}, {32, 16}, {0, 1}}) // key rows 4 KB apart (f32)
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
 

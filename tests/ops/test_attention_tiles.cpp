@@ -186,30 +186,33 @@ void check_cache_forward(index_t Hq, index_t Hkv, index_t D) {
 }
 } // namespace
 
-// Runs f with decodes_by_group's key threshold set to `keys`, then restores it.
+// Runs f with every decoding group of 2 heads or more taking the group path (decodes_by_group's thresholds at their
+// lowest), then restores them.
 template <class F>
-void with_min_group_keys(index_t keys, F&& f) {
-    const index_t saved = detail::min_group_keys;
-    detail::min_group_keys = keys;
+void with_every_group_together(F&& f) {
+    const index_t saved_group = detail::min_long_context_group, saved_keys = detail::min_group_keys;
+    detail::min_long_context_group = 2, detail::min_group_keys = 0;
     f();
-    detail::min_group_keys = saved;
+    detail::min_long_context_group = saved_group, detail::min_group_keys = saved_keys;
 }
 
 // KV cache: k and v are the cache (capacity > the positions written), queries start at q_start. Decoding in groups
 // of 4 heads or more runs a group's heads together (attention_forward_group), smaller ones a head at a time (the row
-// kernel) over these few keys, and together too where the key threshold is 0 (decodes_by_group): groups of 2, 3, 7
-// (Qwen2.5-0.5B: 14 heads over 2, head width 64) and 4 (MQA, an odd head width).
+// kernel) over these few keys, and together too where every group is made to (decodes_by_group): groups of 2, 3, 7
+// (Qwen2.5-0.5B: 14 heads over 2, head width 64), 4 (MQA, an odd head width) and 2 over key rows 4 KB apart in f32
+// (Qwen3-0.6B: 16 over 8 of 128; tile_nt transposes those 8 rows at a time).
 BOOST_AUTO_TEST_CASE_TEMPLATE(cache_forward_matches_reference, T, real_types) {
-    for (const index_t keys : {detail::min_group_keys, index_t(0)})
-        with_min_group_keys(keys, [] {
-            for (const auto& [Hq, Hkv, D] :
-                 {std::tuple<index_t, index_t, index_t>{4, 2, 16}, {6, 2, 64}, {14, 2, 64}, {4, 1, 13}})
-                check_cache_forward<T>(Hq, Hkv, D);
-        });
+    const auto every_shape = [] {
+        for (const auto& [Hq, Hkv, D] :
+             {std::tuple<index_t, index_t, index_t>{4, 2, 16}, {6, 2, 64}, {14, 2, 64}, {4, 1, 13}, {16, 8, 128}})
+            check_cache_forward<T>(Hq, Hkv, D);
+    };
+    every_shape();
+    with_every_group_together(every_shape);
 }
 
-// Which path a decoding step takes: groups of 4 or more always together, groups of 2 and 3 from min_group_keys
-// visible keys (a window counts its keys), never a head alone (1) or a prefill chunk.
+// Which path a decoding step takes: groups of 4 or more always together, groups of 3 from min_group_keys visible keys
+// (a window counts its keys), never groups of 2, a head alone (1) or a prefill chunk.
 BOOST_AUTO_TEST_CASE(decoding_groups_go_together_where_they_pay) {
     const auto by_group = [](index_t hq, index_t hkv, index_t time, index_t q_start, index_t window = 0) {
         const attention_shape s = detail::attention_shape_of({1, time, hq, 64}, {1, 5000, hkv, 64}, window, q_start);
@@ -219,10 +222,11 @@ BOOST_AUTO_TEST_CASE(decoding_groups_go_together_where_they_pay) {
     BOOST_TEST(keys > 1);
     BOOST_TEST(by_group(14, 2, 1, 10));
     BOOST_TEST(by_group(8, 2, 1, 10));
-    BOOST_TEST(!by_group(8, 4, 1, keys - 2)); // keys - 1 keys seen
-    BOOST_TEST(by_group(8, 4, 1, keys - 1));
-    BOOST_TEST(by_group(12, 4, 1, keys + 100));
-    BOOST_TEST(!by_group(8, 4, 1, keys + 100, 100)); // a window sees 100 keys
+    BOOST_TEST(!by_group(12, 4, 1, keys - 2)); // keys - 1 keys seen
+    BOOST_TEST(by_group(12, 4, 1, keys - 1));
+    BOOST_TEST(!by_group(12, 4, 1, keys + 100, 100)); // a window sees 100 keys
+    BOOST_TEST(!by_group(8, 4, 1, keys + 100));
+    BOOST_TEST(!by_group(16, 8, 1, 4000));
     BOOST_TEST(!by_group(8, 8, 1, keys + 100));
     BOOST_TEST(!by_group(14, 2, 2, keys + 100));
 }
@@ -232,11 +236,12 @@ BOOST_AUTO_TEST_CASE(decoding_groups_go_together_where_they_pay) {
 // another width for 16-bit loads, and so another order; up to 4e-7 apart here), in every copy of the tiles: one decoded
 // query (the row kernel, groups of 2 heads; attention_forward_group, groups of 4, and of 2 with the key threshold at
 // 0; head widths that are and are not a
-// multiple of a register), prefill chunks (the tiles), a window; and attention_forward_rows, several caches at once.
+// multiple of a register, and one whose key rows lie 2 KB apart), prefill chunks (the tiles), a window; and
+// attention_forward_rows, several caches at once.
 BOOST_AUTO_TEST_CASE(bf16_cache_forward_is_the_f32_forward_of_the_widened_cache) {
     const index_t B = 2, Hkv = 2, capacity = 200;
     for (const std::pair<index_t, index_t>& heads_and_width :
-         {std::pair<index_t, index_t>{4, 64}, {4, 13}, {8, 64}, {8, 13}}) {
+         {std::pair<index_t, index_t>{4, 64}, {4, 13}, {8, 64}, {8, 13}, {4, 512}}) {
         const index_t Hq = heads_and_width.first, D = heads_and_width.second; // captured below: not a binding
         const shape ks{B, capacity, Hkv, D};
         const owned<float> k = random_tensor<float>(ks, 300 + std::uint64_t(D + Hq)),
@@ -250,7 +255,7 @@ BOOST_AUTO_TEST_CASE(bf16_cache_forward_is_the_f32_forward_of_the_widened_cache)
         BOOST_TEST(rel_error(kw.data, k.data) > 1e-4); // the cache was rounded: the test compares something
         const auto both_paths = [](auto&& f) {         // groups of 2 by the row kernel, then together
             f();
-            with_min_group_keys(0, f);
+            with_every_group_together(f);
         };
         for_each_copy([&](const char* copy) {
             both_paths([&] {

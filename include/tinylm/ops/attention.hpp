@@ -632,16 +632,18 @@ void attention_best(bool avx512, bool avx2, Args... args) {
 namespace detail {
 // Decoding (one query a sequence): a key/value head's group of query heads runs as one tile product
 // (attention_forward_group: each key and value read once for the group) rather than a head at a time (the row
-// kernel: each head reads them again) for groups of min_decoding_group heads or more, and for groups of 2 or more
-// over min_group_keys keys or more: below that, a tile's transposition for so few rows costs more than the reads
-// it saves (bench_ops bm_attention_decode; docs/performance.md, "Long contexts"). Variables so that bench_generate
-// --min-group and bench_ops compare the two paths in one program (the same sums, in another order).
-inline index_t min_decoding_group = 4, min_group_keys = 512;
+// kernel: each head reads them again) for groups of min_decoding_group heads or more, and for groups of
+// min_long_context_group or more over min_group_keys keys or more: below that, a tile's transposition for so few rows
+// costs more than the reads it saves. Groups of 2 stay with the row kernel, which asks for its rows ahead: 1.06-1.9x
+// the tile product in whole models on a Zen 5 (docs/performance.md, "Groups of 2 on an AVX-512 CPU"). Variables so
+// that bench_generate --min-group and bench_ops compare the two paths in one program (the same sums, in another order).
+inline index_t min_decoding_group = 4, min_long_context_group = 3, min_group_keys = 512;
 inline bool decodes_by_group(const attention_shape& s, index_t q_start) {
     const index_t group = s.q_heads / s.kv_heads;
     if (s.time != 1 || group < 2 || group > attention_block) return false;
     const index_t keys = s.causal ? std::min(q_start + 1, s.key_time) : s.key_time;
-    return group >= min_decoding_group || (s.window > 0 ? std::min(keys, s.window) : keys) >= min_group_keys;
+    return group >= min_decoding_group ||
+           (group >= min_long_context_group && (s.window > 0 ? std::min(keys, s.window) : keys) >= min_group_keys);
 }
 } // namespace detail
 

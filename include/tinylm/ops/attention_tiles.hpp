@@ -109,7 +109,11 @@ inline void tile_nn(T* C, index_t ldc, const T* A, index_t ars, index_t acs, con
 // kd, strides lda and ldb). B is transposed 64 columns at a time into a stack tile, so that the product is
 // tile_nn's broadcast-and-add, without horizontal sums. B may be a bf16 KV cache's keys, widened as transposed.
 // The transposition goes a column of B at a time (strided loads the compiler makes gathers, stores in a row): key
-// by key it was scalar copies, most of a decoding group's time (7 rows of queries, attention_forward_group).
+// by key it was scalar copies, most of a decoding group's time (7 rows of queries, attention_forward_group). Rows of B
+// a multiple of 2 KB apart (a KV cache of 8 key/value heads of 128 floats: 4 KB) put 32 or more of the tile's rows in
+// one set of the L1 cache, which holds 8 to 12: each line was evicted before its next column came, and decoding
+// groups went at half the row kernel's speed. Those go 8 rows at a time; other strides keep the long gathers, faster
+// there (bench_ops bm_attention_decode, docs/performance.md "Key rows 4 KB apart").
 template <index_t NR, class T, class TB>
 inline void tile_nt(T* C, index_t ldc, const T* A, index_t lda, const TB* B, index_t ldb, index_t m, index_t n,
                     index_t kd, T alpha) {
@@ -117,14 +121,18 @@ inline void tile_nt(T* C, index_t ldc, const T* A, index_t lda, const TB* B, ind
     alignas(64) T Bt[KC * BK];
     for (index_t i = 0; i < m; ++i)
         std::fill_n(C + i * ldc, n, T(0));
+    const index_t rows_at_once = ldb * index_t(sizeof(TB)) % 4096 == 0 ? 8 : n;
     for (index_t c0 = 0; c0 < kd; c0 += KC) {
         const index_t kc = std::min(KC, kd - c0);
-        for (index_t c = 0; c < kc; ++c) {
-            const TB* bc = B + c0 + c;
-            T* btc = Bt + c * BK;
+        for (index_t j0 = 0; j0 < n; j0 += rows_at_once) {
+            const index_t rows = std::min(rows_at_once, n - j0);
+            for (index_t c = 0; c < kc; ++c) {
+                const TB* bc = B + j0 * ldb + c0 + c;
+                T* btc = Bt + c * BK + j0;
 #pragma omp simd
-            for (index_t j = 0; j < n; ++j)
-                btc[j] = widen<T>(bc[j * ldb]);
+                for (index_t j = 0; j < rows; ++j)
+                    btc[j] = widen<T>(bc[j * ldb]);
+            }
         }
         tile_nn<NR>(C, ldc, A + c0, lda, index_t(1), Bt, BK, m, n, kc);
     }
