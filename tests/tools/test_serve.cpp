@@ -685,8 +685,9 @@ BOOST_AUTO_TEST_CASE(chat_script_on_standard_input) {
     std::ofstream(script) << "Привет!\n/set temperature 0\n/set bogus 1\n/show\nКак дела?\n/reset\nЕщё раз\n";
     const std::string out =
         run_command(std::string(TINYLM_BINARY) + " chat --model " + chat_folder().string() +
-                    " --max-tokens 8 --system 'Ты помощник.' < " + script.string() + " 2>/dev/null");
+                    " --max-tokens 8 --kv-cache bf16 --system 'Ты помощник.' < " + script.string() + " 2>/dev/null");
     BOOST_TEST(out.find("temperature 0, top_k") != std::string::npos, out);
+    BOOST_TEST(out.find("precision f32, kv-cache bf16, prompt cache on") != std::string::npos, out);
     BOOST_TEST(out.find("unknown setting 'bogus'") != std::string::npos);
     BOOST_TEST(out.find("(conversation forgotten)") != std::string::npos);
     fs::remove(script);

@@ -65,11 +65,14 @@ private:
     bool tty_;
 };
 
-void show(const tl::text_generation_options& o) {
+// The settings /set changes, then the ones the command line fixed (the weights' and the cache's precision).
+void show(const tl::text_generation_options& o, const chat_flags& f) {
     const tl::sampling_options& s = o.generation.sampling;
     std::printf("temperature %g, top_k %d, top_p %g, min_p %g, repetition_penalty %g, max_tokens %d, seed %llu\n",
                 s.temperature, s.top_k, s.top_p, s.min_p, s.repetition_penalty, o.generation.max_new_tokens,
                 static_cast<unsigned long long>(s.seed));
+    std::printf("precision %s, kv-cache %s, prompt cache %s (command line)\n", f.model.precision.c_str(),
+                f.model.kv_cache.c_str(), f.prompt_cache ? "on" : "off");
 }
 
 // "/set name value": false (and a message) when the name or value is not valid.
@@ -142,9 +145,9 @@ int run(const chat_flags& f) {
                 turns = nlohmann::ordered_json::array();
                 std::printf("(system message %s; conversation forgotten)\n", system.empty() ? "removed" : "set");
             } else if (cmd == "/set") {
-                if (set_option(options, a, b)) show(options);
+                if (set_option(options, a, b)) show(options, f);
             } else if (cmd == "/show") {
-                show(options);
+                show(options, f);
             } else if (cmd == "/help") {
                 std::printf("%s", help_text);
             } else {
