@@ -220,7 +220,6 @@ int main(int argc, char** argv) {
                    "decoding, the smallest group that goes together from --min-group-keys keys (smaller ones: by "
                    "the row kernel unless --min-group says otherwise)")
         ->check(CLI::Range(2, 1 << 20))
-        ->check(CLI::NonNegativeNumber)
         ->capture_default_str();
     std::string kv_cache = "f32";
     app.add_option("--kv-cache", kv_cache, "the KV cache's keys and values: f32 or bf16")

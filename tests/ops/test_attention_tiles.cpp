@@ -234,14 +234,14 @@ BOOST_AUTO_TEST_CASE(decoding_groups_go_together_where_they_pay) {
 // A bf16 KV cache (model/kv_cache.hpp): attention_forward<float, bf16> reads each key and value widened exactly, so
 // it gives what the f32 kernels give on the widened cache, to f32 rounding (the same sums; the vectoriser may pick
 // another width for 16-bit loads, and so another order; up to 4e-7 apart here), in every copy of the tiles: one decoded
-// query (the row kernel, groups of 2 heads; attention_forward_group, groups of 4, and of 2 with the key threshold at
-// 0; head widths that are and are not a
-// multiple of a register, and one whose key rows lie 2 KB apart), prefill chunks (the tiles), a window; and
-// attention_forward_rows, several caches at once.
+// query (the row kernel, groups of 2 heads; attention_forward_group, groups of 4, and of 2 when every group is made
+// to go together; head widths that are and are not a multiple of a register, and one whose key rows lie 4 KB apart,
+// which tile_nt transposes 8 rows at a time), prefill chunks (the tiles), a window; and attention_forward_rows,
+// several caches at once.
 BOOST_AUTO_TEST_CASE(bf16_cache_forward_is_the_f32_forward_of_the_widened_cache) {
     const index_t B = 2, Hkv = 2, capacity = 200;
     for (const std::pair<index_t, index_t>& heads_and_width :
-         {std::pair<index_t, index_t>{4, 64}, {4, 13}, {8, 64}, {8, 13}, {4, 512}}) {
+         {std::pair<index_t, index_t>{4, 64}, {4, 13}, {8, 64}, {8, 13}, {4, 1024}}) {
         const index_t Hq = heads_and_width.first, D = heads_and_width.second; // captured below: not a binding
         const shape ks{B, capacity, Hkv, D};
         const owned<float> k = random_tensor<float>(ks, 300 + std::uint64_t(D + Hq)),

@@ -110,10 +110,10 @@ inline void tile_nn(T* C, index_t ldc, const T* A, index_t ars, index_t acs, con
 // tile_nn's broadcast-and-add, without horizontal sums. B may be a bf16 KV cache's keys, widened as transposed.
 // The transposition goes a column of B at a time (strided loads the compiler makes gathers, stores in a row): key
 // by key it was scalar copies, most of a decoding group's time (7 rows of queries, attention_forward_group). Rows of B
-// a multiple of 2 KB apart (a KV cache of 8 key/value heads of 128 floats: 4 KB) put 32 or more of the tile's rows in
-// one set of the L1 cache, which holds 8 to 12: each line was evicted before its next column came, and decoding
-// groups went at half the row kernel's speed. Those go 8 rows at a time; other strides keep the long gathers, faster
-// there (bench_ops bm_attention_decode, docs/performance.md "Key rows 4 KB apart").
+// a multiple of 4 KB apart (a KV cache of 8 key/value heads of 128 floats) put all the tile's rows in one set of the
+// L1 cache, which holds 8 to 12: each line was evicted before its next column came, and decoding groups went at half
+// the row kernel's speed. Those go 8 rows at a time; other strides keep the long gathers, faster there (so was 2 KB
+// in a whole model; docs/performance.md, "Groups of 2 on an AVX-512 CPU, and key rows 4 KB apart").
 template <index_t NR, class T, class TB>
 inline void tile_nt(T* C, index_t ldc, const T* A, index_t lda, const TB* B, index_t ldb, index_t m, index_t n,
                     index_t kd, T alpha) {
