@@ -9,8 +9,8 @@
 // weight matrix once (the output head included; of the embedding only one row) plus the keys and values of every
 // layer up to the current position (averaged over the decode). The bandwidth is a STREAM-style triad
 // a = b + s c over three 128 MiB float arrays (bytes counted as STREAM does: 3 x 4 per element), best of 5.
-// --precision bf16|q8_0: the decoding steps read copies of the weights (tl::decoding_weights; in the count above
-// bf16 is 2 bytes a weight, q8_0 1 + 4 / 32); the prompt's prefill reads the f32 weights.
+// --precision bf16|q8_0|q4_0: the decoding steps read copies of the weights (tl::decoding_weights; in the count
+// above bf16 is 2 bytes a weight, q8_0 1 + 4 / 32, q4_0 0.5 + 4 / 32); the prompt's prefill reads the f32 weights.
 // --kv-cache bf16: the KV cache keeps keys and values in bf16 (2 bytes an element in the count above).
 // --min-group N, --min-group-keys K: decoding attention runs a key/value head's query heads as one tile product
 // for groups of N or more, and groups of 2 or more over K keys or more (ops/attention.hpp, decodes_by_group); else
@@ -155,8 +155,10 @@ int run(const std::string& name, int prompt_len, int new_tokens, int repeats, in
                            double(c.vocab_size) * d + d; // layers, final norm, head, one embedding row
     const double mean_position = prompt_len + (new_tokens - 1) / 2.0;
     const double kv_bytes = (kv == tl::kv_precision::bf16 ? 2.0 : 4.0) * c.n_layers * 2 * kv_width * mean_position;
-    const double bytes_per_weight =
-        format == tl::decoding_format::bf16 ? 2.0 : (format == tl::decoding_format::q8_0 ? 1.0 + 4.0 / 32 : 4.0);
+    const double bytes_per_weight = format == tl::decoding_format::bf16   ? 2.0
+                                    : format == tl::decoding_format::q8_0 ? 1.0 + 4.0 / 32
+                                    : format == tl::decoding_format::q4_0 ? 0.5 + 4.0 / 32
+                                                                          : 4.0;
     // Rows decoded together read the weights once a step: bytes per generated token, over the step's rows.
     const double bytes_per_token = (bytes_per_weight * weights + rows * kv_bytes) / rows;
     const double tps = bench::median(decode_tps);
@@ -198,8 +200,8 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(1, 64))
         ->capture_default_str();
     app.add_option("--repeats", repeats, "timed generations after one warm-up")->check(CLI::PositiveNumber);
-    app.add_option("--precision", precision, "the weights the decoding steps read: f32, or bf16 or q8_0 copies")
-        ->check(CLI::IsMember({"f32", "bf16", "q8_0"}))
+    app.add_option("--precision", precision, "the weights the decoding steps read: f32, or bf16, q8_0 or q4_0 copies")
+        ->check(CLI::IsMember({"f32", "bf16", "q8_0", "q4_0"}))
         ->capture_default_str();
     app.add_option("--gemv-rows", tl::detail::max_gemv_rows,
                    "products of up to this many rows run tinylm's decoding kernels, each row summed as alone "

@@ -12,6 +12,9 @@ tinylm q8_0 is `tinylm generate --precision q8_0` (the decoding steps read q8_0 
 activations and an f32 K/V cache; llama.cpp's q8_0 also rounds the activations to 8 bits).
 --half adds tinylm bf16 (`tinylm generate --precision bf16`: the decoding steps read bf16 copies of the weights)
 and llama.cpp f16 (the GGUF in f16, f16 K/V cache): the two 2-bytes-a-weight paths.
+--q4 adds tinylm q4_0 (`--precision q4_0`: q4_0 copies of every matrix, f32 scales, f32 activations) and llama.cpp
+q4_0 (`export-gguf --type q4_0`: every matrix in Q4_0, as `llama-quantize --pure`; f16 scales, activations rounded to
+8 bits, f16 K/V cache).
 
 --prefill N measures the prompt instead (llama-bench's "pp"): a prompt of about N tokens (a Russian text repeated)
 and one new token; prompt tokens/s is prompt tokens over the same spans (tinylm: `generate --max-tokens 1`;
@@ -73,6 +76,7 @@ def main():
     p.add_argument("--work", default="/tmp/tinylm_llama_cpp_peer")
     p.add_argument("--out", default="")
     p.add_argument("--half", action="store_true", help="add tinylm bf16 and llama.cpp f16")
+    p.add_argument("--q4", action="store_true", help="add tinylm q4_0 and llama.cpp q4_0")
     p.add_argument("--prefill", type=int, default=0, help="prompt tokens/s with a prompt of about this many tokens")
     p.add_argument("--context", type=int, default=0,
                    help="decode tokens/s after a prompt of about this many tokens (and tinylm q8_0 --kv-cache bf16)")
@@ -91,7 +95,7 @@ def main():
 
     os.makedirs(a.work, exist_ok=True)
     files = {}
-    for t in ("f32", "q8_0") + (("f16",) if a.half else ()):
+    for t in ("f32", "q8_0") + (("f16",) if a.half else ()) + (("q4_0",) if a.q4 else ()):
         files[t] = os.path.join(a.work, f"model-{t}.gguf")
         subprocess.run([a.tinylm, "export-gguf", "--model", a.model, "--type", t, "--out", files[t]], check=True,
                        capture_output=True)
@@ -106,6 +110,8 @@ def main():
     names = ["tinylm f32", "llama.cpp f32", "tinylm q8_0", "llama.cpp q8_0"]
     if a.half:
         names += ["tinylm bf16", "llama.cpp f16"]
+    if a.q4:
+        names += ["tinylm q4_0", "llama.cpp q4_0"]
     if a.context:
         names += ["tinylm q8_0 kv bf16"]
     results = {name: [] for name in names}

@@ -76,7 +76,7 @@ def main():
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--clients", type=int, nargs="+", default=[1, 4])
-    p.add_argument("--precisions", nargs="+", default=["f32"], choices=["f32", "bf16", "q8_0"],
+    p.add_argument("--precisions", nargs="+", default=["f32"], choices=["f32", "bf16", "q8_0", "q4_0"],
                    help="one server per decoding precision (tinylm serve --precision), interleaved")
     p.add_argument("--batches", type=int, nargs="+", default=[4],
                    help="one server per number of requests decoded together (tinylm serve --batch), interleaved")

@@ -72,7 +72,7 @@ def main():
     p.add_argument("--tinylm", required=True)
     p.add_argument("--model", required=True)
     p.add_argument("--chunks", type=int, nargs="+", default=[0, 256], help="tinylm serve --prompt-chunk settings")
-    p.add_argument("--precision", default="q8_0", choices=["f32", "bf16", "q8_0"])
+    p.add_argument("--precision", default="q8_0", choices=["f32", "bf16", "q8_0", "q4_0"])
     p.add_argument("--prompt-words", type=int, default=1000)
     p.add_argument("--stream-tokens", type=int, default=200)
     p.add_argument("--rounds", type=int, default=3)

@@ -75,7 +75,7 @@ def main():
     p.add_argument("--words", type=int, default=60)
     p.add_argument("--max-tokens", type=int, default=16)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--precision", default="f32", choices=["f32", "bf16", "q8_0"])
+    p.add_argument("--precision", default="f32", choices=["f32", "bf16", "q8_0", "q4_0"])
     p.add_argument("--out", default="")
     a = p.parse_args()
     settings = {"no cache (--prompt-cache 0)": ["--prompt-cache", "0"],

@@ -294,8 +294,9 @@ BOOST_AUTO_TEST_CASE(greedy_generation_is_the_argmax_of_the_full_forward) {
     BOOST_TEST(stopped.size() == 2u);
 }
 
-// The weights of `e` rounded to what a `format` copy holds: bf16, or q8_0 (per row's block of 32, d = max |w| / 127,
-// d round(w / d)).
+// The weights of `e` rounded to what a `format` copy holds: bf16; q8_0 (per row's block of 32, d = max |w| / 127,
+// d round(w / d)); or q4_0 (m the block's weight of largest magnitude, d = m / -8, d (min(15, floor(w / d + 8.5)) -
+// 8)).
 void round_to(decoding_format format, const parameter_entry& e) {
     if (format == decoding_format::bf16) {
         for (float& w : e.value)
@@ -308,12 +309,14 @@ void round_to(decoding_format format, const parameter_entry& e) {
         for (index_t p0 = 0; p0 < cols; p0 += 32) {
             float* w = e.value.data + r * cols;
             const index_t p1 = std::min(cols, p0 + 32);
-            float largest = 0;
+            float largest = 0, m = 0;
             for (index_t p = p0; p < p1; ++p)
-                largest = std::max(largest, std::abs(w[p]));
-            const float d = largest / 127;
+                if (std::abs(w[p]) > largest) largest = std::abs(w[p]), m = w[p];
+            const float d = format == decoding_format::q8_0 ? largest / 127 : m / -8;
             for (index_t p = p0; p < p1; ++p)
-                w[p] = d == 0 ? 0.0f : d * std::round(w[p] / d);
+                w[p] = d == 0                            ? 0.0f
+                       : format == decoding_format::q8_0 ? d * std::round(w[p] / d)
+                                                         : d * (std::min(15.0f, std::floor(w[p] / d + 8.5f)) - 8);
         }
 }
 
@@ -343,9 +346,11 @@ void check_copied_decoding(const std::string& name, decoding_format format) {
             worst = std::max(worst, double(std::abs(a[i] - b[i]))), scale = std::max(scale, double(std::abs(b[i])));
         return worst / scale;
     };
-    // Measured: bf16 4.4e-3 and 4.9e-3, q8_0 1.5e-2 and 1.4e-2 (llama_gqa, qwen2_tied). q8_0's rounding error is
-    // about 4x bf16's on these weights (rms d / sqrt(12) with d = max |w| / 127 over 32, against 2^-9 / sqrt(3) |w|).
-    const double bound = format == decoding_format::bf16 ? 2e-2 : 5e-2;
+    // Measured: bf16 4.4e-3 and 4.9e-3, q8_0 1.5e-2 and 1.4e-2, q4_0 0.36 and 0.36 (llama_gqa, qwen2_tied). q8_0's
+    // rounding error is about 4x bf16's on these weights (rms d / sqrt(12) with d = max |w| / 127 over 32, against 2^-9
+    // / sqrt(3) |w|), q4_0's about 16x q8_0's (d = max |w| / 8): on these tiny random models (32 wide) a third of the
+    // logits' scale; llama.cpp's q4_0 rounds alike.
+    const double bound = format == decoding_format::bf16 ? 2e-2 : format == decoding_format::q8_0 ? 5e-2 : 0.5;
     for (const bool rounded : {true, false}) {
         load_fixture(model, name);
         if (rounded)
@@ -377,6 +382,12 @@ BOOST_AUTO_TEST_CASE(q8_0_decoding_weights_in_the_decoding_steps) {
     check_copied_decoding<test::llama_gqa>("llama_gqa", decoding_format::q8_0);
     check_copied_decoding<test::qwen2_tied>("qwen2_tied", decoding_format::q8_0);
     check_copied_decoding<test::mixtral_moe>("mixtral_moe", decoding_format::q8_0); // experts copied too
+}
+
+BOOST_AUTO_TEST_CASE(q4_0_decoding_weights_in_the_decoding_steps) {
+    check_copied_decoding<test::llama_gqa>("llama_gqa", decoding_format::q4_0);
+    check_copied_decoding<test::qwen2_tied>("qwen2_tied", decoding_format::q4_0);
+    check_copied_decoding<test::mixtral_moe>("mixtral_moe", decoding_format::q4_0); // experts copied too
 }
 
 BOOST_AUTO_TEST_CASE(sampling_definitions) {

@@ -4,6 +4,7 @@
 
 #include <tinylm/backend/decoding_weights.hpp>
 #include <tinylm/backend/default.hpp>
+#include <tinylm/io/gguf_quants.hpp>
 #include <tinylm/ops/activation.hpp>
 #include <tinylm/ops/attention.hpp>
 #include <tinylm/ops/cross_entropy.hpp>
@@ -335,9 +336,52 @@ BOOST_AUTO_TEST_CASE(q8_0_rounding_is_lround) {
         BOOST_TEST(detail::round_half_away(x) == std::lround(x), "x = " << x);
 }
 
-// q8_0 copies: rows of 80 weights (blocks of 32, 32 and 16), products reading 75 of them (the last block in part).
-BOOST_AUTO_TEST_CASE_TEMPLATE(q8_0_decoding_weights_serve_one_row_products, B, fast_backends) {
-    const index_t rows = 150, cols = 80, blocks = 3;
+// What a q8_0 copy stands for, by its definition: d = max |w| / 127 over a row's block of 32, d round(w / d).
+std::vector<double> q8_0_by_definition(const std::vector<float>& w, index_t rows, index_t cols) {
+    std::vector<double> out(w.size());
+    for (index_t r = 0; r < rows; ++r)
+        for (index_t p0 = r * cols; p0 < (r + 1) * cols; p0 += 32) {
+            const index_t p1 = std::min((r + 1) * cols, p0 + 32);
+            double largest = 0;
+            for (index_t p = p0; p < p1; ++p)
+                largest = std::max(largest, std::abs(double(w[std::size_t(p)])));
+            const double d = largest / 127;
+            for (index_t p = p0; p < p1; ++p)
+                out[std::size_t(p)] = d == 0 ? 0.0 : d * std::round(double(w[std::size_t(p)]) / d);
+        }
+    return out;
+}
+
+// What a q4_0 copy stands for: m the block's weight of largest magnitude (the first), d = m / -8,
+// q = min(15, floor(w / d + 8.5)), d (q - 8). In f64; w / d + 8.5 lands on an integer for none of the random weights.
+std::vector<double> q4_0_by_definition(const std::vector<float>& w, index_t rows, index_t cols) {
+    std::vector<double> out(w.size());
+    for (index_t r = 0; r < rows; ++r)
+        for (index_t p0 = r * cols; p0 < (r + 1) * cols; p0 += 32) {
+            const index_t p1 = std::min((r + 1) * cols, p0 + 32);
+            double m = 0;
+            for (index_t p = p0; p < p1; ++p)
+                if (std::abs(double(w[std::size_t(p)])) > std::abs(m)) m = w[std::size_t(p)];
+            const double d = double(float(m) / -8.0f);
+            for (index_t p = p0; p < p1; ++p)
+                out[std::size_t(p)] =
+                    d == 0 ? 0.0 : d * (std::min(15.0, std::floor(double(w[std::size_t(p)]) / d + 8.5)) - 8);
+        }
+    return out;
+}
+
+// Copies in `format` (q8_0 or q4_0) of rows of 80 weights (blocks of 32, 32 and 16; an all-zero block), products
+// reading 75 of them (the last block in part): every kernel (AVX-512, AVX2, baseline) within f32 rounding of the
+// product with the weights the copy stands for (`by_definition`) and far from the f32 weights' (it read the copy);
+// products not starting at a block, or of more rows than max_gemv_rows, read the f32 weights; rows of x together
+// get what each gets alone, also in a group of products; the f32 results again once the copies are gone.
+// `check_layout` looks at the copy of the whole weight.
+template <class B, class Layout>
+void check_quantized_copies_serve_products(decoding_format format,
+                                           std::vector<double> (*by_definition)(const std::vector<float>&, index_t,
+                                                                                index_t),
+                                           std::size_t bytes, Layout check_layout) {
+    const index_t rows = 150, cols = 80;
     auto w = random_tensor<float>({rows, cols}, 41);
     const index_t many = detail::max_gemv_rows + 1; // rows of x: one more than the copies serve
     const auto x = random_tensor<float>({many, cols}, 43);
@@ -363,25 +407,14 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(q8_0_decoding_weights_serve_one_row_products, B, f
                                  .ldc = n});
         return c;
     };
-    // q8_0 by its definition: d = max |w| / 127 over a row's block of 32, codes round(w / d).
-    std::vector<double> dequantized(w.data.size());
-    for (index_t r = 0; r < rows; ++r)
-        for (index_t b = 0; b < blocks; ++b) {
-            const index_t p0 = r * cols + b * 32, p1 = r * cols + std::min(cols, (b + 1) * 32);
-            double largest = 0;
-            for (index_t p = p0; p < p1; ++p)
-                largest = std::max(largest, std::abs(double(w.data[std::size_t(p)])));
-            const double d = largest / 127;
-            for (index_t p = p0; p < p1; ++p)
-                dequantized[std::size_t(p)] = d == 0 ? 0.0 : d * std::round(double(w.data[std::size_t(p)]) / d);
-        }
-    auto worst_against_f64 = [&](const std::vector<float>& c, index_t row0, index_t col0, index_t k, bool q8) {
+    const std::vector<double> dequantized = by_definition(w.data, rows, cols);
+    auto worst_against_f64 = [&](const std::vector<float>& c, index_t row0, index_t col0, index_t k, bool copied) {
         double worst = 0, scale = 0;
         for (index_t j = 0; j < index_t(c.size()); ++j) {
             double s = 0;
             for (index_t p = 0; p < k; ++p) {
                 const std::size_t at = std::size_t((row0 + j) * cols + col0 + p);
-                s += double(x.data[std::size_t(p)]) * (q8 ? dequantized[at] : double(w.data[at]));
+                s += double(x.data[std::size_t(p)]) * (copied ? dequantized[at] : double(w.data[at]));
             }
             worst = std::max(worst, std::abs(double(c[std::size_t(j)]) - s));
             scale = std::max(scale, std::abs(s));
@@ -396,35 +429,22 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(q8_0_decoding_weights_serve_one_row_products, B, f
         f32_unaligned[isa_slot(isa)] = product(0, 5, rows, 40, 1);
     }
     use_isa(512);
-    BOOST_CHECK_THROW(decoding_weights(entries, decoding_format::f32), std::runtime_error);
-    BOOST_CHECK_THROW(parse_decoding_format("q4_0"), std::runtime_error);
-    BOOST_TEST((parse_decoding_format("q8_0") == decoding_format::q8_0));
+    const std::string name = std::string(B::name) + " " + to_string(format);
     {
-        const decoding_weights copies(entries, decoding_format::q8_0);
+        const decoding_weights copies(entries, format);
         BOOST_TEST(copies.tensors() == 1u);
-        BOOST_TEST(copies.bytes() == std::size_t(rows * cols + rows * blocks * 4));
+        BOOST_TEST(copies.bytes() == bytes);
         BOOST_CHECK_THROW(bf16_decoding_weights{entries}, std::runtime_error); // the same weights again
-        // The copy's layout: codes element for element, a scale per block, |w - d q| <= d / 2, max |q| = 127.
         const detail::decoding_copy whole = detail::decoding_copy_of(w.data.data(), rows, cols, cols);
-        BOOST_REQUIRE((whole.format == decoding_format::q8_0));
-        BOOST_TEST(whole.scales_ld == blocks);
-        const auto* codes = static_cast<const std::int8_t*>(whole.data);
-        BOOST_TEST(whole.scales[7 * blocks + 1] == 0.0f);
-        for (index_t r = 0; r < rows; ++r)
-            for (index_t b = 0; b < blocks; ++b) {
-                const float d = whole.scales[r * blocks + b];
-                int largest = 0;
-                for (index_t p = r * cols + b * 32; p < r * cols + std::min(cols, (b + 1) * 32); ++p) {
-                    largest = std::max(largest, std::abs(int(codes[p])));
-                    BOOST_TEST(std::abs(double(w.data[std::size_t(p)]) - double(d) * codes[p]) <= 0.5001 * d);
-                }
-                BOOST_TEST(largest == (d == 0.0f ? 0 : 127));
-            }
+        BOOST_REQUIRE((whole.format == format));
+        BOOST_TEST(whole.scales_ld == 3);
+        BOOST_TEST(whole.scales[7 * 3 + 1] == 0.0f);
+        check_layout(w.data, whole);
         for (const int isa : isas) {
             use_isa(isa);
             const std::vector<float> all = product(0, 0, rows, 75, 1);
-            BOOST_TEST(worst_against_f64(all, 0, 0, 75, true) < f32_tolerance, B::name << " isa=" << isa);
-            BOOST_TEST(worst_against_f64(all, 0, 0, 75, false) > 10 * f32_tolerance); // it did read q8_0
+            BOOST_TEST(worst_against_f64(all, 0, 0, 75, true) < f32_tolerance, name << " isa=" << isa);
+            BOOST_TEST(worst_against_f64(all, 0, 0, 75, false) > 10 * f32_tolerance); // it did read the copy
             BOOST_TEST(worst_against_f64(product(10, 0, 100, 75, 1), 10, 0, 75, true) < f32_tolerance);
             BOOST_TEST(worst_against_f64(product(0, 32, rows, 48, 1), 0, 32, 48, true) < f32_tolerance); // block 1 on
             BOOST_TEST(worst_against_f64(product(3, 64, 1, 16, 1), 3, 64, 16, true) < f32_tolerance);    // one row
@@ -434,7 +454,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(q8_0_decoding_weights_serve_one_row_products, B, f
                 for (index_t i = 0; i < m; ++i)
                     for (const float v : product(10, 0, 101, 75, 1, i))
                         alone.push_back(v);
-                BOOST_TEST(product(10, 0, 101, 75, m) == alone, B::name << " isa=" << isa << " m=" << m);
+                BOOST_TEST(product(10, 0, 101, 75, m) == alone, name << " isa=" << isa << " m=" << m);
             }
             BOOST_TEST(product(0, 0, rows, 75, many) == f32_many[isa_slot(isa)]); // more rows: the f32 weights
         }
@@ -459,6 +479,87 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(q8_0_decoding_weights_serve_one_row_products, B, f
         BOOST_TEST(c1 == product(10, 0, 100, 75, 1));
     }
     BOOST_TEST(product(0, 0, rows, 75, 1) == f32_all); // the copies gone: f32 again, bit for bit
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(q8_0_decoding_weights_serve_one_row_products, B, fast_backends) {
+    struct entry {
+        tensor_view<float> value;
+    };
+    BOOST_CHECK_THROW(decoding_weights(std::vector<entry>{}, decoding_format::f32), std::runtime_error);
+    BOOST_CHECK_THROW(parse_decoding_format("q4_1"), std::runtime_error);
+    BOOST_TEST((parse_decoding_format("q8_0") == decoding_format::q8_0));
+    // The copy's layout: codes element for element, a scale per block, |w - d q| <= d / 2, max |q| = 127.
+    auto layout = [](const std::vector<float>& w, const detail::decoding_copy& whole) {
+        const auto* codes = static_cast<const std::int8_t*>(whole.data);
+        for (index_t r = 0; r < 150; ++r)
+            for (index_t b = 0; b < 3; ++b) {
+                const float d = whole.scales[r * 3 + b];
+                int largest = 0;
+                for (index_t p = r * 80 + b * 32; p < r * 80 + std::min(index_t(80), (b + 1) * 32); ++p) {
+                    largest = std::max(largest, std::abs(int(codes[p])));
+                    BOOST_TEST(std::abs(double(w[std::size_t(p)]) - double(d) * codes[p]) <= 0.5001 * d);
+                }
+                BOOST_TEST(largest == (d == 0.0f ? 0 : 127));
+            }
+    };
+    check_quantized_copies_serve_products<B>(decoding_format::q8_0, q8_0_by_definition, 150 * 80 + 150 * 3 * 4, layout);
+}
+
+// q4_0: 16 bytes a block (a partial last block too), weight i of a block in byte i's low nibble, weight i + 16 in its
+// high one; the weight of largest magnitude exact (code 0), every other within |d| / 2 of its own, or |d| where the
+// code clips at 15.
+BOOST_AUTO_TEST_CASE_TEMPLATE(q4_0_decoding_weights_serve_one_row_products, B, fast_backends) {
+    BOOST_TEST((parse_decoding_format("q4_0") == decoding_format::q4_0));
+    BOOST_TEST(std::string(to_string(decoding_format::q4_0)) == "q4_0");
+    auto layout = [](const std::vector<float>& w, const detail::decoding_copy& whole) {
+        BOOST_TEST(whole.codes_ld == 48);
+        const auto* codes = static_cast<const std::uint8_t*>(whole.data);
+        for (index_t r = 0; r < 150; ++r)
+            for (index_t b = 0; b < 3; ++b) {
+                const float d = whole.scales[r * 3 + b];
+                const index_t first = r * 80 + b * 32, n = std::min(index_t(32), 80 - b * 32);
+                float m = 0;
+                for (index_t p = 0; p < n; ++p)
+                    if (std::abs(w[std::size_t(first + p)]) > std::abs(m)) m = w[std::size_t(first + p)];
+                BOOST_TEST(d == m / -8.0f);
+                for (index_t p = 0; p < 32; ++p) {
+                    const std::uint8_t byte = codes[r * 48 + b * 16 + p % 16];
+                    const int q = p < 16 ? byte & 0x0f : byte >> 4;
+                    if (p >= n) {
+                        BOOST_TEST(q == 8); // past the row: zero
+                        continue;
+                    }
+                    const double v = w[std::size_t(first + p)], error = std::abs(v - double(d) * (q - 8));
+                    if (v == m) BOOST_TEST(error == 0.0);
+                    BOOST_TEST(error <= (q == 15 ? 1.0001 : 0.5001) * std::abs(double(d)), "r " << r << " p " << p);
+                }
+            }
+    };
+    check_quantized_copies_serve_products<B>(decoding_format::q4_0, q4_0_by_definition, 150 * 48 + 150 * 3 * 4, layout);
+}
+
+// Weights that a Q4_0 GGUF file held (gguf::quantize_q4_0, then its dequantisation: d (q - 8) with d the file's f16
+// scale) get the same codes and scale back in a q4_0 copy, so decoding such a model in q4_0 reads the file's values.
+BOOST_AUTO_TEST_CASE(q4_0_copies_of_q4_0_weights_are_the_same_values) {
+    const index_t rows = 20, cols = 96;
+    const auto w = random_tensor<float>({rows, cols}, 47);
+    std::vector<std::uint8_t> file(std::size_t(rows * cols / 32 * gguf::q4_0_bytes));
+    gguf::quantize_q4_0(w.data, file.data());
+    std::vector<float> from_file(w.data.size());
+    gguf::dequantize_q4_0(file.data(), from_file);
+    struct entry {
+        tensor_view<float> value;
+    };
+    const std::vector<entry> entries{{{from_file.data(), {rows, cols}}}};
+    const decoding_weights copies(entries, decoding_format::q4_0);
+    const detail::decoding_copy whole = detail::decoding_copy_of(from_file.data(), rows, cols, cols);
+    BOOST_REQUIRE((whole.format == decoding_format::q4_0));
+    const auto* codes = static_cast<const std::uint8_t*>(whole.data);
+    for (index_t b = 0; b < rows * cols / 32; ++b) {
+        BOOST_TEST(whole.scales[b] == gguf::detail::get_half(file.data() + b * gguf::q4_0_bytes));
+        for (index_t i = 0; i < 16; ++i)
+            BOOST_TEST(codes[b * 16 + i] == file[std::size_t(b * gguf::q4_0_bytes + 2 + i)], "block " << b);
+    }
 }
 
 BOOST_AUTO_TEST_CASE_TEMPLATE(linear_matches_reference, B, fast_backends) {

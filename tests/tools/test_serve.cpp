@@ -645,12 +645,13 @@ BOOST_AUTO_TEST_SUITE_END()
 
 BOOST_AUTO_TEST_SUITE(tinylm_command)
 
-// Also with --precision bf16 and q8_0: the tokens of tl::generate under tl::decoding_weights; with --kv-cache bf16,
-// those of a model whose caches are bf16.
+// Also with --precision bf16, q8_0 and q4_0: the tokens of tl::generate under tl::decoding_weights; with --kv-cache
+// bf16, those of a model whose caches are bf16.
 BOOST_AUTO_TEST_CASE(generate_greedy_equals_tl_generate) {
     for (const auto& [precision, kv] : {std::pair<std::string, std::string>{"f32", "f32"},
                                         {"bf16", "f32"},
                                         {"q8_0", "f32"},
+                                        {"q4_0", "f32"},
                                         {"f32", "bf16"},
                                         {"q8_0", "bf16"}}) {
         const std::string out =
@@ -669,7 +670,7 @@ BOOST_AUTO_TEST_CASE(generate_greedy_equals_tl_generate) {
         BOOST_TEST((j["first_token_seconds"].get<double>() > 0 &&
                     j["first_token_seconds"].get<double>() <= j["seconds"].get<double>()));
     }
-    for (const std::string precision : {"bf16", "q8_0"}) {
+    for (const std::string precision : {"bf16", "q8_0", "q4_0"}) {
         const std::string said =
             run_command(std::string(TINYLM_BINARY) + " generate --model " + plain_folder().string() + " --precision " +
                         precision + " --prompt x --max-tokens 2 " + "2>&1 >/dev/null");

@@ -48,10 +48,12 @@ inline void add_model_options(CLI::App& app, model_flags& m) {
 inline void add_decoding_precision_option(CLI::App& app, model_flags& m) {
     app.add_option("--precision", m.precision,
                    "the weights each decoding step reads: f32; bf16 copies (half the bytes a token: faster where "
-                   "decoding is bound by memory, any CPU; +half the weights' memory); or q8_0 copies (8-bit codes, "
-                   "a scale per 32 weights: about a quarter of the bytes, +0.28x the weights' memory). Prompts "
-                   "of more than 8 tokens still read f32 (docs/precision.md)")
-        ->check(CLI::IsMember({"f32", "bf16", "q8_0"}))
+                   "decoding is bound by memory, any CPU; +half the weights' memory); q8_0 copies (8-bit codes, "
+                   "a scale per 32 weights: about a quarter of the bytes, +0.28x the weights' memory); or q4_0 "
+                   "copies (4-bit codes, a scale per 32: about a sixth of the bytes, +0.16x the memory; the "
+                   "coarsest: logits within a few percent). Prompts of more than 8 tokens still read f32 "
+                   "(docs/precision.md)")
+        ->check(CLI::IsMember({"f32", "bf16", "q8_0", "q4_0"}))
         ->capture_default_str();
     app.add_option("--kv-cache", m.kv_cache,
                    "the precision of the cached keys and values: f32, or bf16 (half the cache's memory and of "

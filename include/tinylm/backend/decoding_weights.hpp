@@ -1,5 +1,5 @@
-// tinylm/backend/decoding_weights.hpp: bf16 or q8_0 copies of a model's weights for decoding (docs/precision.md,
-// "Decoding with bf16 weights", "Decoding with q8_0 weights").
+// tinylm/backend/decoding_weights.hpp: bf16, q8_0 or q4_0 copies of a model's weights for decoding
+// (docs/precision.md, "Decoding with bf16 weights", "Decoding with q8_0 weights", "Decoding with q4_0 weights").
 //
 // Decoding one token reads every weight matrix once (backend/gemv.hpp), so its speed is the memory bandwidth:
 // smaller copies of the weights mean fewer bytes a token. While a decoding_weights lives, every product of up to
@@ -12,15 +12,20 @@
 //   q8_0  1 byte a weight plus an f32 scale per 32 consecutive weights of a row (1.125 bytes): each block is
 //         rounded to round(w / d) with d = max |w| / 127, as llama.cpp's q8_0 (whose scale is f16). The
 //         activations stay f32 (llama.cpp rounds them to 8 bits too).
+//   q4_0  half a byte a weight plus an f32 scale per block of 32 (0.625 bytes): llama.cpp's q4_0 rule with an f32
+//         scale: d = m / -8 where m is the block's weight of largest magnitude (its sign kept), codes
+//         q = min(15, trunc(w / d + 8.5)) standing for d (q - 8); so m is exact and -m clips to 7 d. Byte i of a
+//         block holds weight i in its low nibble and weight i + 16 in its high one (ggml's order). Weights that
+//         came from a Q4_0 GGUF file get their own codes back (d = the file's scale: m = -8 d exactly).
 //
 //   tl::decoding_weights copies(model.parameter_entries(), tl::decoding_format::q8_0); // after loading
 //   tl::generate(model, prompt, options);                                            // its steps read the copies
 //
 // The copies are a snapshot: the weights must not change while the object lives (no training, loading or
-// merging of adapters: make it after them; `tinylm generate|chat|serve --precision bf16|q8_0` does). Copies of
+// merging of adapters: make it after them; `tinylm generate|chat|serve --precision bf16|q8_0|q4_0` does). Copies of
 // several models may live at once; they are found by address, through a registry read under a shared lock once
-// per product (and not at all while none lives). A q8_0 copy serves a product whose rows start at a block (its
-// first weight a multiple of 32 from a row's start, with the tensor's row stride); any other reads f32.
+// per product (and not at all while none lives). A q8_0 or q4_0 copy serves a product whose rows start at a block
+// (its first weight a multiple of 32 from a row's start, with the tensor's row stride); any other reads f32.
 #pragma once
 
 #include <tinylm/core/arena.hpp>
@@ -43,23 +48,37 @@
 namespace tl {
 
 // What a decoding step reads: the f32 weights, or copies (above).
-enum class decoding_format { f32, bf16, q8_0 };
+enum class decoding_format { f32, bf16, q8_0, q4_0 };
 
 inline const char* to_string(decoding_format f) {
-    return f == decoding_format::bf16 ? "bf16" : (f == decoding_format::q8_0 ? "q8_0" : "f32");
+    switch (f) {
+    case decoding_format::bf16:
+        return "bf16";
+    case decoding_format::q8_0:
+        return "q8_0";
+    case decoding_format::q4_0:
+        return "q4_0";
+    default:
+        return "f32";
+    }
 }
 inline decoding_format parse_decoding_format(const std::string& name) {
-    for (const decoding_format f : {decoding_format::f32, decoding_format::bf16, decoding_format::q8_0})
+    for (const decoding_format f :
+         {decoding_format::f32, decoding_format::bf16, decoding_format::q8_0, decoding_format::q4_0})
         if (name == to_string(f)) return f;
-    throw error("unknown decoding precision '" + name + "': f32, bf16 or q8_0");
+    throw error("unknown decoding precision '" + name + "': f32, bf16, q8_0 or q4_0");
 }
 
 namespace detail {
 
-inline constexpr index_t q8_block = 32; // weights per q8_0 scale, along a row
+inline constexpr index_t q8_block = 32; // weights per q8_0 or q4_0 scale, along a row
+inline constexpr index_t q4_block_bytes = q8_block / 2;
 
-// The f32 range [begin, end) of one weight (`cols` to a row) and its copy, element for element (same offsets,
-// same strides); q8_0's scales: (rows, ceil(cols / 32)).
+// Bytes of a row of `cols` weights in a q4_0 copy: 16 a block, a partial last block too.
+inline index_t q4_row_bytes(index_t cols) { return (cols + q8_block - 1) / q8_block * q4_block_bytes; }
+
+// The f32 range [begin, end) of one weight (`cols` to a row) and its copy: bf16 and q8_0 element for element (same
+// offsets, same strides), q4_0 q4_row_bytes(cols) a row; q8_0's and q4_0's scales: (rows, ceil(cols / 32)).
 struct decoding_copy_region {
     const float *begin, *end;
     index_t cols;
@@ -68,13 +87,15 @@ struct decoding_copy_region {
     const float* scales;
 };
 
-// What a product reads instead of its f32 weights: the copy of its first weight (uint16 for bf16, int8 for q8_0),
-// same strides; for q8_0 the scale of its first block and the scales' row stride. format f32: no copy.
+// What a product reads instead of its f32 weights: the copy of its first weight (uint16 for bf16, int8 for q8_0,
+// same strides; for q4_0 the byte of its first block, codes_ld bytes a row); for q8_0 and q4_0 the scale of its
+// first block and the scales' row stride. format f32: no copy.
 struct decoding_copy {
     decoding_format format = decoding_format::f32;
     const void* data = nullptr;
     const float* scales = nullptr;
     index_t scales_ld = 0;
+    index_t codes_ld = 0; // q4_0
 };
 
 struct decoding_copy_registry {
@@ -107,6 +128,12 @@ inline decoding_copy decoding_copy_of(const float* first, index_t rows, index_t 
         return {.format = it->format, .data = static_cast<const std::uint16_t*>(it->copy) + offset};
     const index_t row = offset / it->cols, col = offset % it->cols, blocks = (it->cols + q8_block - 1) / q8_block;
     if (col % q8_block != 0 || col + k > it->cols || (rows > 1 && ld != it->cols)) return {};
+    if (it->format == decoding_format::q4_0)
+        return {.format = it->format,
+                .data = static_cast<const std::uint8_t*>(it->copy) + row * q4_row_bytes(it->cols) + col / 2,
+                .scales = it->scales + row * blocks + col / q8_block,
+                .scales_ld = blocks,
+                .codes_ld = q4_row_bytes(it->cols)};
     return {.format = it->format,
             .data = static_cast<const std::int8_t*>(it->copy) + offset,
             .scales = it->scales + row * blocks + col / q8_block,
@@ -138,20 +165,43 @@ inline void quantize_q8_0(const float* w, index_t rows, index_t cols, std::int8_
         }
 }
 
+// q4_0 of one (rows, cols) weight (the rule in the header): q4_row_bytes(cols) bytes a row, a scale per block of 32
+// along each row; a partial last block's missing weights get code 8 (zero).
+inline void quantize_q4_0(const float* w, index_t rows, index_t cols, std::uint8_t* codes, float* scales) {
+    const index_t blocks = (cols + q8_block - 1) / q8_block, row_bytes = q4_row_bytes(cols);
+#pragma omp parallel for schedule(static) if (rows * cols >= (index_t(1) << 20))
+    for (index_t r = 0; r < rows; ++r)
+        for (index_t b = 0; b < blocks; ++b) {
+            const float* x = w + r * cols + b * q8_block;
+            const index_t n = std::min(q8_block, cols - b * q8_block);
+            float largest = 0, signed_largest = 0; // the first of largest magnitude, as ggml
+            for (index_t p = 0; p < n; ++p)
+                if (std::abs(x[p]) > largest) largest = std::abs(x[p]), signed_largest = x[p];
+            const float d = signed_largest / -8.0f, inverse = d != 0.0f ? 1.0f / d : 0.0f;
+            scales[r * blocks + b] = d;
+            std::uint8_t q[q8_block];
+            for (index_t p = 0; p < q8_block; ++p)
+                q[p] = p < n ? std::uint8_t(std::min(15.0f, std::trunc(x[p] * inverse + 8.5f))) : std::uint8_t(8);
+            std::uint8_t* out = codes + r * row_bytes + b * q4_block_bytes;
+            for (index_t p = 0; p < q4_block_bytes; ++p)
+                out[p] = std::uint8_t(q[p] | (q[p + q4_block_bytes] << 4));
+        }
+}
+
 } // namespace detail
 
 class decoding_weights {
 public:
     // Copies every parameter of two or more dimensions (projections, the embedding, which a tied head reads, the
-    // head, and stacked experts (E, rows, cols) as one matrix of E * rows rows) of `entries` in `format` (bf16 or
-    // q8_0): a model's parameter_entries() (model/parameter.hpp), or any range of items with a tensor_view<float>
-    // `value`.
+    // head, and stacked experts (E, rows, cols) as one matrix of E * rows rows) of `entries` in `format` (bf16,
+    // q8_0 or q4_0): a model's parameter_entries() (model/parameter.hpp), or any range of items with a
+    // tensor_view<float> `value`.
     //
     // The copies live in one block of transparent huge pages (arena::pages::huge), as the f32 weights do: each
     // token streams them all, and with 4 KB pages each page is a TLB miss.
     template <std::ranges::forward_range Entries>
     decoding_weights(const Entries& entries, decoding_format format) : format_(format) {
-        check(format != decoding_format::f32, "decoding_weights: f32 needs no copies (bf16 or q8_0)");
+        check(format != decoding_format::f32, "decoding_weights: f32 needs no copies (bf16, q8_0 or q4_0)");
         // Twice over the entries: to size the block, then to fill it (the same allocations, as plan_in).
         auto copy_all = [&](arena& memory) {
             for (const auto& e : entries) {
@@ -167,6 +217,15 @@ public:
                         copy.data[i] = bf16::round_to_bf16(w[i]);
                     region.copy = copy.data;
                     bytes_ += std::size_t(n) * sizeof(std::uint16_t);
+                } else if (format == decoding_format::q4_0) {
+                    const index_t scale_count = rows * ((cols + detail::q8_block - 1) / detail::q8_block);
+                    const index_t code_bytes = rows * detail::q4_row_bytes(cols);
+                    const tensor_view<std::uint8_t> codes = memory.allocate<std::uint8_t>({code_bytes});
+                    const tensor_view<float> scales = memory.allocate<float>({scale_count});
+                    if (codes.data == nullptr) continue;
+                    detail::quantize_q4_0(w, rows, cols, codes.data, scales.data);
+                    region.copy = codes.data, region.scales = scales.data;
+                    bytes_ += std::size_t(code_bytes) + std::size_t(scale_count) * sizeof(float);
                 } else {
                     const index_t scale_count = rows * ((cols + detail::q8_block - 1) / detail::q8_block);
                     const tensor_view<std::int8_t> codes = memory.allocate<std::int8_t>({n});
@@ -213,7 +272,7 @@ public:
 
 private:
     decoding_format format_;
-    arena memory_; // every copy, and q8_0's scales
+    arena memory_; // every copy, and q8_0's and q4_0's scales
     std::vector<detail::decoding_copy_region> regions_;
     std::size_t bytes_ = 0;
 };

@@ -10,13 +10,15 @@
 // to float rounding, not bit for bit; but each row of a is summed the same way whatever rows ran beside it, so a
 // sequence decoded with others gets the logits it gets alone. Products that share their input (q, k, v; gate, up)
 // can be run together, in one parallel region (gemv_nt_group, the backends' gemm_group), with the same results.
-// Weights with a bf16 or q8_0 copy (a live decoding_weights: decoding_weights.hpp) are read from the copy: half the
-// bytes, or about a quarter (q8_0's kernels: gemv_q8.hpp; f32's: gemv_f32.hpp).
+// Weights with a bf16, q8_0 or q4_0 copy (a live decoding_weights: decoding_weights.hpp) are read from the copy: half
+// the bytes, about a quarter, or about a sixth (q8_0's kernels: gemv_q8.hpp; q4_0's: gemv_q4.hpp; f32's:
+// gemv_f32.hpp).
 #pragma once
 
 #include <tinylm/backend/backend.hpp>
 #include <tinylm/backend/decoding_weights.hpp>
 #include <tinylm/backend/gemv_f32.hpp>
+#include <tinylm/backend/gemv_q4.hpp>
 #include <tinylm/backend/gemv_q8.hpp>
 #include <tinylm/backend/gemv_rows.hpp>
 #include <tinylm/core/simd.hpp>
@@ -204,7 +206,7 @@ inline void gemv_nt_rows_bf16_avx2(const gemm_args<float>& g, const std::uint16_
 #endif
 // True where the kernel for weights of format f takes every row of a in one call (else the first only).
 inline bool gemv_takes_many_rows(decoding_format f) {
-    if (f == decoding_format::q8_0) return gemv_q8_takes_many_rows();
+    if (f == decoding_format::q8_0 || f == decoding_format::q4_0) return gemv_q8_takes_many_rows();
     return avx512_clones_active() || avx2_clones_active(); // f32 (gemv_f32_has_kernel) and bf16
 }
 
@@ -214,6 +216,7 @@ inline void gemv_nt_weights_rows(const gemm_args<float>& g, const decoding_copy&
     if (w.format == decoding_format::f32)
         return gemv_f32_has_kernel() ? gemv_nt_rows_f32(g, j0, j1) : gemv_nt_rows<float>(g, g.b, j0, j1);
     if (w.format == decoding_format::q8_0) return gemv_nt_rows_q8(g, w, j0, j1);
+    if (w.format == decoding_format::q4_0) return gemv_nt_rows_q4(g, w, j0, j1);
     const auto* b16 = static_cast<const std::uint16_t*>(w.data);
 #ifdef TINYLM_AVX512_CLONES
     if (avx512_clones_active()) return gemv_nt_rows_bf16_avx512(g, b16, j0, j1);
@@ -231,15 +234,18 @@ inline constexpr std::size_t max_gemv_group = 8; // products in one region (q, k
 // multiple of 24: whole groups for the kernels' 4, 6 and 8 rows of c): 256 KB of them, a quarter of a Zen 4/5
 // core's L2.
 inline index_t gemv_rows_in_cache(const gemm_args<float>& g, const decoding_copy& w) {
-    const index_t bytes_per_weight = w.format == decoding_format::f32 ? 4 : w.format == decoding_format::bf16 ? 2 : 1;
-    return std::max<index_t>(24, (index_t(256) << 10) / (g.k * bytes_per_weight) / 24 * 24);
+    const index_t row_bytes = w.format == decoding_format::f32    ? 4 * g.k
+                              : w.format == decoding_format::bf16 ? 2 * g.k
+                              : w.format == decoding_format::q8_0 ? g.k
+                                                                  : std::max<index_t>(1, g.k / 2);
+    return std::max<index_t>(24, (index_t(256) << 10) / row_bytes / 24 * 24);
 }
 
 // Rows [j0, j1) of c for every row of a (m of them), gemv_rows_in_cache rows of weights at a time, so that they
 // come from memory once and from the cache for the other rows of a. The kernels of AVX2 and AVX-512 CPUs take the
 // rows of a in groups, each block of weights loaded (and widened) once for a group (gemv_f32.hpp, gemv_q8.hpp,
-// gemv_bf16_rows_*); elsewhere the one-row kernel runs for each row of a in turn. Either way a row of c is summed
-// exactly as a product of that row alone sums it, so sequences decoded together get the logits each would get
+// gemv_q4.hpp, gemv_bf16_rows_*); elsewhere the one-row kernel runs for each row of a in turn. Either way a row of c is
+// summed exactly as a product of that row alone sums it, so sequences decoded together get the logits each would get
 // alone.
 inline void gemv_nt_weights_block(const gemm_args<float>& g, const decoding_copy& w, index_t j0, index_t j1) {
     if (g.m == 1) return gemv_nt_weights_rows(g, w, j0, j1);

@@ -58,7 +58,8 @@ public:
     virtual std::vector<text_completion> complete_batch(std::span<const token_t> prompt, int count,
                                                         const text_generation_options& options) const = 0;
     // From now on the decoding steps (complete's, also of several generations together) read copies of the weights
-    // in `format`: bf16 (half the bytes), q8_0 (about a quarter) or f32 (the weights themselves, no copies)
+    // in `format`: bf16 (half the bytes), q8_0 (about a quarter), q4_0 (about a sixth) or f32 (the weights
+    // themselves, no copies)
     // (backend/decoding_weights.hpp: products of up to 8 rows; prompts longer than that read f32). Returns the
     // copies' bytes.
     virtual std::size_t use_decoding_weights(decoding_format format) = 0;
