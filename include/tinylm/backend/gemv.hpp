@@ -48,6 +48,9 @@ inline bool gemv_applies(const gemm_args<float>& g) {
     return g.m <= max_gemv_rows && (gemv_f32_has_kernel() || gemv_weights_copy(g).format != decoding_format::f32);
 }
 
+// How far ahead the bf16 kernels ask for weights: the rows this many calls further.
+inline constexpr index_t bf16_groups_ahead = 2;
+
 // A weight as f32: itself, or its bf16 copy widened exactly (decoding_weights.hpp).
 inline float widen(float w) { return w; }
 inline float widen(std::uint16_t w) { return std::bit_cast<float>(std::uint32_t(w) << 16); }
@@ -93,7 +96,8 @@ inline decoding_copy gemv_weights_copy(const gemm_args<float>& g) { return decod
 // shift) bounds the loop, not memory (docs/precision.md, "Decoding with bf16 weights"). A 32-bit lane of 32
 // loaded weights holds an even one (low half) and an odd one (high half): a shift and a mask widen 16 of each,
 // and the activations are split into their even and odd elements to match (two permutes per 4 rows x 32). The
-// weights of a row past the last full 32 are widened one by one.
+// weights of a row past the last full 32 are widened one by one. Both bf16 kernels ask for the weights of the rows
+// bf16_groups_ahead calls further while they read these, and keep a pointer a row (as gemv_q8.hpp's kernels).
 #define TINYLM_GEMV_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")))
 // Rows [j, j + R) of c for the M rows of a from i0: each block of 32 weights widened once for the M rows.
 template <int R, int M>
@@ -101,6 +105,10 @@ TINYLM_GEMV_AVX512 void gemv_bf16_rows_avx512(const gemm_args<float>& g, const s
                                               index_t i0) {
     const index_t k = g.k, ldb = g.ldb, lda = g.lda, full = k - k % 32;
     const float* a = g.a + i0 * lda;
+    const std::uint16_t* rows[R];
+    for (int r = 0; r < R; ++r)
+        rows[r] = b + (j + r) * ldb;
+    const char* ahead = reinterpret_cast<const char*>(b + (j + bf16_groups_ahead * R) * ldb);
     const __m512i even_index = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const __m512i odd_index = _mm512_add_epi32(even_index, _mm512_set1_epi32(1));
     const __m512i high_half = _mm512_set1_epi32(int(0xffff0000u));
@@ -111,6 +119,8 @@ TINYLM_GEMV_AVX512 void gemv_bf16_rows_avx512(const gemm_args<float>& g, const s
         for (int r = 0; r < R; ++r)
             s[i][r] = _mm512_setzero_ps();
     for (index_t p = 0; p < full; p += 32) {
+        for (int line = 0; line < R; ++line) // R rows of 32 weights: R cache lines of the rows ahead
+            _mm_prefetch(ahead + (p * R + line * 32) * sizeof(std::uint16_t), _MM_HINT_T0);
         __m512 even[M], odd[M];
         for (int i = 0; i < M; ++i) {
             const __m512 lo = _mm512_loadu_ps(a + i * lda + p), hi = _mm512_loadu_ps(a + i * lda + p + 16);
@@ -118,7 +128,7 @@ TINYLM_GEMV_AVX512 void gemv_bf16_rows_avx512(const gemm_args<float>& g, const s
             odd[i] = _mm512_permutex2var_ps(lo, odd_index, hi);
         }
         for (int r = 0; r < R; ++r) {
-            const __m512i w = _mm512_loadu_si512(b + (j + r) * ldb + p);
+            const __m512i w = _mm512_loadu_si512(rows[r] + p);
             const __m512 w_even = _mm512_castsi512_ps(_mm512_maskz_slli_epi32(all, w, 16));
             const __m512 w_odd = _mm512_castsi512_ps(_mm512_and_si512(w, high_half));
             for (int i = 0; i < M; ++i) {
@@ -133,7 +143,7 @@ TINYLM_GEMV_AVX512 void gemv_bf16_rows_avx512(const gemm_args<float>& g, const s
         one.c = g.c + (i0 + i) * g.ldc;
         for (int r = 0; r < R; ++r) {
             float t = gemv_sum_avx512(s[i][r]);
-            const std::uint16_t* row = b + (j + r) * ldb;
+            const std::uint16_t* row = rows[r];
             for (index_t p = full; p < k; ++p)
                 t += one.a[p] * widen(row[p]);
             gemv_store(one, j + r, t);
@@ -160,6 +170,10 @@ template <int R, int M>
 TINYLM_GEMV_AVX2 void gemv_bf16_rows_avx2(const gemm_args<float>& g, const std::uint16_t* b, index_t j, index_t i0) {
     const index_t k = g.k, ldb = g.ldb, lda = g.lda, full = k - k % 16;
     const float* a = g.a + i0 * lda;
+    const std::uint16_t* rows[R];
+    for (int r = 0; r < R; ++r)
+        rows[r] = b + (j + r) * ldb;
+    const char* ahead = reinterpret_cast<const char*>(b + (j + bf16_groups_ahead * R) * ldb);
     const __m256i evens_first = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
     const __m256i high_half = _mm256_set1_epi32(int(0xffff0000u));
     __m256 s[M][R];
@@ -167,6 +181,9 @@ TINYLM_GEMV_AVX2 void gemv_bf16_rows_avx2(const gemm_args<float>& g, const std::
         for (int r = 0; r < R; ++r)
             s[i][r] = _mm256_setzero_ps();
     for (index_t p = 0; p < full; p += 16) {
+        if (p % 32 == 0)
+            for (int line = 0; line < R; ++line)
+                _mm_prefetch(ahead + (p * R + line * 32) * sizeof(std::uint16_t), _MM_HINT_T0);
         __m256 even[M], odd[M];
         for (int i = 0; i < M; ++i) {
             const __m256 lo = _mm256_permutevar8x32_ps(_mm256_loadu_ps(a + i * lda + p), evens_first);
@@ -174,7 +191,7 @@ TINYLM_GEMV_AVX2 void gemv_bf16_rows_avx2(const gemm_args<float>& g, const std::
             even[i] = _mm256_permute2f128_ps(lo, hi, 0x20), odd[i] = _mm256_permute2f128_ps(lo, hi, 0x31);
         }
         for (int r = 0; r < R; ++r) {
-            const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + (j + r) * ldb + p));
+            const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows[r] + p));
             const __m256 w_even = _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
             const __m256 w_odd = _mm256_castsi256_ps(_mm256_and_si256(w, high_half));
             for (int i = 0; i < M; ++i) {
@@ -189,7 +206,7 @@ TINYLM_GEMV_AVX2 void gemv_bf16_rows_avx2(const gemm_args<float>& g, const std::
         one.c = g.c + (i0 + i) * g.ldc;
         for (int r = 0; r < R; ++r) {
             float t = gemv_sum_avx2(s[i][r]);
-            const std::uint16_t* row = b + (j + r) * ldb;
+            const std::uint16_t* row = rows[r];
             for (index_t p = full; p < k; ++p)
                 t += one.a[p] * widen(row[p]);
             gemv_store(one, j + r, t);
