@@ -490,6 +490,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(q8_0_decoding_weights_serve_one_row_products, B, f
     BOOST_TEST((parse_decoding_format("q8_0") == decoding_format::q8_0));
     // The copy's layout: codes element for element, a scale per block, |w - d q| <= d / 2, max |q| = 127.
     auto layout = [](const std::vector<float>& w, const detail::decoding_copy& whole) {
+        BOOST_TEST(whole.codes_ld == 80);
         const auto* codes = static_cast<const std::int8_t*>(whole.data);
         for (index_t r = 0; r < 150; ++r)
             for (index_t b = 0; b < 3; ++b) {

@@ -88,14 +88,14 @@ struct decoding_copy_region {
 };
 
 // What a product reads instead of its f32 weights: the copy of its first weight (uint16 for bf16, int8 for q8_0,
-// same strides; for q4_0 the byte of its first block, codes_ld bytes a row); for q8_0 and q4_0 the scale of its
-// first block and the scales' row stride. format f32: no copy.
+// same strides; for q4_0 the byte of its first block); for q8_0 and q4_0 the codes' and the scales' row strides and
+// the scale of its first block. format f32: no copy.
 struct decoding_copy {
     decoding_format format = decoding_format::f32;
     const void* data = nullptr;
     const float* scales = nullptr;
     index_t scales_ld = 0;
-    index_t codes_ld = 0; // q4_0
+    index_t codes_ld = 0; // q8_0, q4_0: codes (int8 or bytes) from one row to the next
 };
 
 struct decoding_copy_registry {
@@ -137,7 +137,8 @@ inline decoding_copy decoding_copy_of(const float* first, index_t rows, index_t 
     return {.format = it->format,
             .data = static_cast<const std::int8_t*>(it->copy) + offset,
             .scales = it->scales + row * blocks + col / q8_block,
-            .scales_ld = blocks};
+            .scales_ld = blocks,
+            .codes_ld = it->cols};
 }
 
 // std::lround for |x| < 2^31, in operations that vectorise even at SSE2 (truncating conversions, a compare):

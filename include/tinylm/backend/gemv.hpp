@@ -11,15 +11,14 @@
 // sequence decoded with others gets the logits it gets alone. Products that share their input (q, k, v; gate, up)
 // can be run together, in one parallel region (gemv_nt_group, the backends' gemm_group), with the same results.
 // Weights with a bf16, q8_0 or q4_0 copy (a live decoding_weights: decoding_weights.hpp) are read from the copy: half
-// the bytes, about a quarter, or about a sixth (q8_0's kernels: gemv_q8.hpp; q4_0's: gemv_q4.hpp; f32's:
+// the bytes, about a quarter, or about a sixth (q8_0's and q4_0's kernels: gemv_blocks.hpp; f32's:
 // gemv_f32.hpp).
 #pragma once
 
 #include <tinylm/backend/backend.hpp>
 #include <tinylm/backend/decoding_weights.hpp>
+#include <tinylm/backend/gemv_blocks.hpp>
 #include <tinylm/backend/gemv_f32.hpp>
-#include <tinylm/backend/gemv_q4.hpp>
-#include <tinylm/backend/gemv_q8.hpp>
 #include <tinylm/backend/gemv_rows.hpp>
 #include <tinylm/core/simd.hpp>
 
@@ -97,12 +96,11 @@ inline decoding_copy gemv_weights_copy(const gemm_args<float>& g) { return decod
 // loaded weights holds an even one (low half) and an odd one (high half): a shift and a mask widen 16 of each,
 // and the activations are split into their even and odd elements to match (two permutes per 4 rows x 32). The
 // weights of a row past the last full 32 are widened one by one. Both bf16 kernels ask for the weights of the rows
-// bf16_groups_ahead calls further while they read these, and keep a pointer a row (as gemv_q8.hpp's kernels).
-#define TINYLM_GEMV_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")))
+// bf16_groups_ahead calls further while they read these, and keep a pointer a row (as gemv_blocks.hpp's kernels).
 // Rows [j, j + R) of c for the M rows of a from i0: each block of 32 weights widened once for the M rows.
 template <int R, int M>
-TINYLM_GEMV_AVX512 void gemv_bf16_rows_avx512(const gemm_args<float>& g, const std::uint16_t* b, index_t j,
-                                              index_t i0) {
+TINYLM_TARGET_AVX512 void gemv_bf16_rows_avx512(const gemm_args<float>& g, const std::uint16_t* b, index_t j,
+                                                index_t i0) {
     const index_t k = g.k, ldb = g.ldb, lda = g.lda, full = k - k % 32;
     const float* a = g.a + i0 * lda;
     const std::uint16_t* rows[R];
@@ -158,16 +156,14 @@ inline void gemv_nt_rows_bf16_avx512(const gemm_args<float>& g, const std::uint1
         });
     });
 }
-#undef TINYLM_GEMV_AVX512
 #endif
 #ifdef TINYLM_AVX2_CLONES
 // The same for AVX2 CPUs (16 weights a pass, half the AVX-512 width): the generic loop's widening gives them only
 // 1.2-1.3x f32 (docs/precision.md). Within each 128-bit half, a permute puts a's even elements before its odd ones;
 // a cross-half shuffle then gathers the 8 even and the 8 odd of 16.
-#define TINYLM_GEMV_AVX2 __attribute__((target("avx2,fma")))
 // Rows [j, j + R) of c for the M (<= 2) rows of a from i0.
 template <int R, int M>
-TINYLM_GEMV_AVX2 void gemv_bf16_rows_avx2(const gemm_args<float>& g, const std::uint16_t* b, index_t j, index_t i0) {
+TINYLM_TARGET_AVX2 void gemv_bf16_rows_avx2(const gemm_args<float>& g, const std::uint16_t* b, index_t j, index_t i0) {
     const index_t k = g.k, ldb = g.ldb, lda = g.lda, full = k - k % 16;
     const float* a = g.a + i0 * lda;
     const std::uint16_t* rows[R];
@@ -219,11 +215,10 @@ inline void gemv_nt_rows_bf16_avx2(const gemm_args<float>& g, const std::uint16_
                    [&](index_t j, auto r) { gemv_bf16_rows_avx2<decltype(r)::value, decltype(m)::value>(g, b, j, i); });
     });
 }
-#undef TINYLM_GEMV_AVX2
 #endif
 // True where the kernel for weights of format f takes every row of a in one call (else the first only).
 inline bool gemv_takes_many_rows(decoding_format f) {
-    if (f == decoding_format::q8_0 || f == decoding_format::q4_0) return gemv_q8_takes_many_rows();
+    if (f == decoding_format::q8_0 || f == decoding_format::q4_0) return gemv_blocks_take_many_rows();
     return avx512_clones_active() || avx2_clones_active(); // f32 (gemv_f32_has_kernel) and bf16
 }
 
@@ -232,8 +227,8 @@ inline bool gemv_takes_many_rows(decoding_format f) {
 inline void gemv_nt_weights_rows(const gemm_args<float>& g, const decoding_copy& w, index_t j0, index_t j1) {
     if (w.format == decoding_format::f32)
         return gemv_f32_has_kernel() ? gemv_nt_rows_f32(g, j0, j1) : gemv_nt_rows<float>(g, g.b, j0, j1);
-    if (w.format == decoding_format::q8_0) return gemv_nt_rows_q8(g, w, j0, j1);
-    if (w.format == decoding_format::q4_0) return gemv_nt_rows_q4(g, w, j0, j1);
+    if (w.format == decoding_format::q8_0) return gemv_nt_rows_blocks<q8_0_blocks>(g, w, j0, j1);
+    if (w.format == decoding_format::q4_0) return gemv_nt_rows_blocks<q4_0_blocks>(g, w, j0, j1);
     const auto* b16 = static_cast<const std::uint16_t*>(w.data);
 #ifdef TINYLM_AVX512_CLONES
     if (avx512_clones_active()) return gemv_nt_rows_bf16_avx512(g, b16, j0, j1);
@@ -260,8 +255,8 @@ inline index_t gemv_rows_in_cache(const gemm_args<float>& g, const decoding_copy
 
 // Rows [j0, j1) of c for every row of a (m of them), gemv_rows_in_cache rows of weights at a time, so that they
 // come from memory once and from the cache for the other rows of a. The kernels of AVX2 and AVX-512 CPUs take the
-// rows of a in groups, each block of weights loaded (and widened) once for a group (gemv_f32.hpp, gemv_q8.hpp,
-// gemv_q4.hpp, gemv_bf16_rows_*); elsewhere the one-row kernel runs for each row of a in turn. Either way a row of c is
+// rows of a in groups, each block of weights loaded (and widened) once for a group (gemv_f32.hpp, gemv_blocks.hpp,
+// gemv_bf16_rows_*); elsewhere the one-row kernel runs for each row of a in turn. Either way a row of c is
 // summed exactly as a product of that row alone sums it, so sequences decoded together get the logits each would get
 // alone.
 inline void gemv_nt_weights_block(const gemm_args<float>& g, const decoding_copy& w, index_t j0, index_t j1) {

@@ -35,10 +35,9 @@ inline const float* gemv_f32_prefetch_base(const float* b, index_t ldb, index_t 
 }
 
 #ifdef TINYLM_AVX512_CLONES
-#define TINYLM_GEMV_F32_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")))
 // Rows [j, j + R) of c for the M rows of a from i0.
 template <int R, int M>
-TINYLM_GEMV_F32_AVX512 void gemv_f32_rows_avx512(const gemm_args<float>& g, index_t j, index_t i0) {
+TINYLM_TARGET_AVX512 void gemv_f32_rows_avx512(const gemm_args<float>& g, index_t j, index_t i0) {
     const index_t k = g.k, ldb = g.ldb, lda = g.lda, full = k - k % 16;
     const float* a = g.a + i0 * lda;
     const float* b = g.b + j * ldb;
@@ -68,14 +67,12 @@ TINYLM_GEMV_F32_AVX512 void gemv_f32_rows_avx512(const gemm_args<float>& g, inde
             gemv_store(one, j + r, gemv_f32_row_rest(a + i * lda, b + r * ldb, full, k, gemv_sum_avx512(s[i][r])));
     }
 }
-#undef TINYLM_GEMV_F32_AVX512
 #endif
 
 #ifdef TINYLM_AVX2_CLONES
-#define TINYLM_GEMV_F32_AVX2 __attribute__((target("avx2,fma")))
 // The same with 8 lanes (M <= 2, R <= 4: 8 accumulators, 2 rows of a and a row of weights in the 16 registers).
 template <int R, int M>
-TINYLM_GEMV_F32_AVX2 void gemv_f32_rows_avx2(const gemm_args<float>& g, index_t j, index_t i0) {
+TINYLM_TARGET_AVX2 void gemv_f32_rows_avx2(const gemm_args<float>& g, index_t j, index_t i0) {
     const index_t k = g.k, ldb = g.ldb, lda = g.lda, full = k - k % 8;
     const float* a = g.a + i0 * lda;
     const float* b = g.b + j * ldb;
@@ -103,7 +100,6 @@ TINYLM_GEMV_F32_AVX2 void gemv_f32_rows_avx2(const gemm_args<float>& g, index_t 
             gemv_store(one, j + r, gemv_f32_row_rest(a + i * lda, b + r * ldb, full, k, gemv_sum_avx2(s[i][r])));
     }
 }
-#undef TINYLM_GEMV_F32_AVX2
 #endif
 
 // True where gemv_nt_rows_f32 has a kernel: each row of a summed as alone, the weights read once for several.

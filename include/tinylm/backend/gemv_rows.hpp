@@ -1,6 +1,6 @@
 // tinylm/backend/gemv_rows.hpp: what the product kernels of decoding (gemv_f32.hpp, gemv.hpp: bf16 weights,
-// gemv_q8.hpp: q8_0 weights) share: the store of a finished row, the driver over rows (G at a time, then the
-// rest), and the horizontal sums of their AVX-512 and AVX2 accumulators.
+// gemv_blocks.hpp: q8_0 and q4_0 weights) share: the targets of their AVX-512 and AVX2 copies, the store of a
+// finished row, the driver over rows (G at a time, then the rest), and the horizontal sums of their accumulators.
 #pragma once
 
 #include <tinylm/backend/backend.hpp>
@@ -11,6 +11,11 @@
 #if defined(TINYLM_AVX512_CLONES) || defined(TINYLM_AVX2_CLONES)
 #include <immintrin.h>
 #endif
+
+// The instruction sets of the kernels' AVX-512 and AVX2 copies (parallel_ranges picks one at run time: simd.hpp).
+// A function called from a kernel carries the kernel's target to be inlined into it; a lambda would not inherit it.
+#define TINYLM_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")))
+#define TINYLM_TARGET_AVX2 __attribute__((target("avx2,fma")))
 
 namespace tl::detail {
 
@@ -41,7 +46,7 @@ void by_rows(index_t j0, index_t j1, Rows rows) {
 
 #ifdef TINYLM_AVX512_CLONES
 // The sum of a register's 16 floats.
-__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma"))) inline float gemv_sum_avx512(__m512 v) {
+TINYLM_TARGET_AVX512 inline float gemv_sum_avx512(__m512 v) {
     // The zero-masking forms: GCC 12 warns about the undefined pass-through of the unmasked ones.
     const __m256 half =
         _mm256_add_ps(_mm512_maskz_extractf32x8_ps(0xff, v, 0), _mm512_maskz_extractf32x8_ps(0xff, v, 1));
@@ -52,7 +57,7 @@ __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma"))) inline fl
 #endif
 #ifdef TINYLM_AVX2_CLONES
 // The sum of a register's 8 floats.
-__attribute__((target("avx2,fma"))) inline float gemv_sum_avx2(__m256 v) {
+TINYLM_TARGET_AVX2 inline float gemv_sum_avx2(__m256 v) {
     __m128 quarter = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     quarter = _mm_hadd_ps(quarter, quarter);
     return _mm_cvtss_f32(_mm_hadd_ps(quarter, quarter));
