@@ -9,17 +9,22 @@
 
 #include "options.hpp"
 
+#include <tinylm/backend/decoding_weights.hpp>
+#include <tinylm/backend/gemv.hpp>
 #include <tinylm/eval/bits_per_byte.hpp>
 #include <tinylm/eval/multiple_choice.hpp>
 #include <tinylm/eval/paraphrase_qa.hpp>
 #include <tinylm/eval/unigram.hpp>
+#include <tinylm/model/kv_cache.hpp>
 #include <tinylm/tokenizer/tokenizer.hpp>
 
 #include <CLI/CLI.hpp>
 
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <functional>
+#include <optional>
 #include <sstream>
 
 namespace recipes::evaluate {
@@ -35,6 +40,7 @@ struct settings {
     std::string split = "paragraph";
     te::bpb_options bpb{};
     std::size_t max_docs = 0;
+    std::string precision = "f32", kv_cache = "f32"; // what decoding steps read; not f32: scored by steps
     // mc
     fs::path task, dev;
     te::mc_options mc{};
@@ -101,12 +107,30 @@ int run(Model& model, const settings& s, const tl::tokenizer& tok, const std::st
         });
         te::bpb_options o = s.bpb;
         o.prefix_token = prefix;
+        // The copies serve the products of decoding steps (up to detail::max_gemv_rows rows): the model generation
+        // decodes with. They live for this evaluation only.
+        const tl::decoding_format format = tl::parse_decoding_format(s.precision);
+        o.by_steps = o.by_steps || format != tl::decoding_format::f32 || s.kv_cache != "f32";
+        tl::check(!o.by_steps || o.batch <= tl::detail::max_gemv_rows, [&] {
+            return "--batch: at most " + std::to_string(tl::detail::max_gemv_rows) +
+                   " windows a step when scoring by steps (a product of more rows reads the f32 weights), got " +
+                   std::to_string(o.batch);
+        });
+        std::optional<tl::decoding_weights> copies;
+        if (format != tl::decoding_format::f32) copies.emplace(model.parameter_entries(), format);
+        if constexpr (requires { model.set_kv_precision(tl::kv_precision::f32); })
+            model.set_kv_precision(tl::parse_kv_precision(s.kv_cache));
+        const auto start = std::chrono::steady_clock::now();
         const te::bpb_report r = te::evaluate_bpb(model, tok, std::span<const std::string>(docs), o);
+        const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         std::printf("bpb: %zu documents, %zu bytes, %zu tokens (%zu unscored), %zu windows (context %lld, stride "
-                    "%lld)\n",
+                    "%lld)%s\n",
                     r.documents, r.bytes, r.tokens, r.unscored_tokens, r.windows,
                     static_cast<long long>(o.context ? o.context : c.max_seq_len),
-                    static_cast<long long>(o.stride ? o.stride : (o.context ? o.context : c.max_seq_len)));
+                    static_cast<long long>(o.stride ? o.stride : (o.context ? o.context : c.max_seq_len)),
+                    o.by_steps ? (", by decoding steps: weights " + s.precision + ", KV cache " + s.kv_cache).c_str()
+                               : "");
+        std::printf("%.1f s, %.0f tokens/s\n", seconds, double(r.tokens + r.unscored_tokens) / seconds);
         std::printf("loss %.4f nats/token, perplexity %.2f, bits per byte %.4f\n", r.nats_per_token(), r.perplexity(),
                     r.bits_per_byte());
     } else if (s.command == "mc") {
@@ -162,6 +186,17 @@ inline void add_commands(CLI::App& app, settings& s, const std::function<void(CL
         ->check(at_least(tl::index_t{1}, "windows per forward"));
     bpb->add_option("--max-docs", s.max_docs, "use only the first N documents (0: all)")
         ->check(at_least(std::size_t{0}, "documents to use; 0: all"));
+    bpb->add_flag("--by-steps", s.bpb.by_steps,
+                  "score each token from a decoding step (one token a step, --batch windows together, at most 8), "
+                  "as generation computes it; implied by --precision or --kv-cache other than f32");
+    bpb->add_option("--precision", s.precision,
+                    "the weights the decoding steps read: f32, or bf16, q8_0, q4_0 copies as `tinylm generate "
+                    "--precision` makes them (docs/precision.md): what quantising costs in bits per byte")
+        ->check(CLI::IsMember({"f32", "bf16", "q8_0", "q4_0"}))
+        ->capture_default_str();
+    bpb->add_option("--kv-cache", s.kv_cache, "the precision of the decoding steps' KV cache: f32 or bf16")
+        ->check(CLI::IsMember({"f32", "bf16"}))
+        ->capture_default_str();
     CLI::App* mc = app.add_subcommand("mc", "a multiple-choice task (JSONL: question, choices, answer)");
     common(mc);
     mc->add_option("--task", s.task, "test documents")->required();

@@ -3,6 +3,7 @@
 // per-token computation, Python's random.sample, the Tatar QA data file and its floors.
 #include "../support/data.hpp"
 
+#include <tinylm/backend/decoding_weights.hpp>
 #include <tinylm/eval/bits_per_byte.hpp>
 #include <tinylm/eval/multiple_choice.hpp>
 #include <tinylm/eval/paraphrase_qa.hpp>
@@ -185,6 +186,47 @@ BOOST_AUTO_TEST_CASE(bpb_windows_equal_per_token_losses) {
         evaluate_bpb(m, tok, std::span<const std::string>(docs), {.context = context, .prefix_token = bos});
     BOOST_TEST(d.tokens == tokens);
     BOOST_TEST(d.windows < r.windows);
+}
+
+// By decoding steps (forward_cached, a token a step) the f32 model scores what eval_loss scores; with decoding copies
+// of the weights live, or a bf16 KV cache, the steps read those and the numbers move, by about what the format
+// rounds away (here: q8_0 1e-5 of the nll, q4_0 2.3%, a bf16 cache 5e-5).
+BOOST_AUTO_TEST_CASE(bpb_by_decoding_steps_reads_what_decoding_reads) {
+    eval_model m(7);
+    const tokenizer& tok = test_tokenizer();
+    const std::vector<std::string> docs = {
+        "The sky is blue and the grass is green. Cows eat grass and drink water. Birds fly over the river. "
+        "Алма — җимеш. Чыпчык — кош. Каен — агач.",
+        "Cows drink water.", "Birds fly."};
+    const token_t bos = tok.token_to_id("<bos>");
+    const bpb_options windows{.context = 12, .stride = 5, .batch = 3, .prefix_token = bos};
+    bpb_options steps = windows;
+    steps.by_steps = true;
+    auto bpb = [&](const bpb_options& o) { return evaluate_bpb(m, tok, std::span<const std::string>(docs), o); };
+    const bpb_report whole = bpb(windows), f32 = bpb(steps);
+    BOOST_TEST_REQUIRE(whole.windows > 4u); // several batches, windows of several lengths
+    BOOST_TEST(f32.tokens == whole.tokens);
+    BOOST_TEST(f32.nll == whole.nll, boost::test_tools::tolerance(1e-5));
+    steps.batch = 1;
+    BOOST_TEST(bpb(steps).nll == whole.nll, boost::test_tools::tolerance(1e-5));
+    steps.batch = 3;
+    double moved[2] = {};
+    for (const decoding_format format : {decoding_format::q8_0, decoding_format::q4_0}) {
+        const decoding_weights copies(m.parameter_entries(), format);
+        const bpb_report q = bpb(steps);
+        const double change = std::abs(q.nll - f32.nll) / f32.nll;
+        BOOST_TEST(change > 0.0, to_string(format));
+        BOOST_TEST(change < (format == decoding_format::q8_0 ? 0.001 : 0.05), to_string(format) << " " << change);
+        moved[format == decoding_format::q4_0] = change;
+        BOOST_TEST_MESSAGE("bpb by steps, " << to_string(format) << ": nll " << q.nll << " against " << f32.nll);
+    }
+    BOOST_TEST(moved[0] < moved[1]);
+    m.set_kv_precision(kv_precision::bf16);
+    const bpb_report kv = bpb(steps);
+    BOOST_TEST(kv.nll != f32.nll);
+    BOOST_TEST_MESSAGE("bpb by steps, bf16 KV cache: nll " << kv.nll << " against " << f32.nll);
+    BOOST_TEST(kv.nll == f32.nll, boost::test_tools::tolerance(0.001));
+    BOOST_CHECK_THROW(bpb({.batch = 0}), std::runtime_error);
 }
 
 BOOST_AUTO_TEST_CASE(document_windows_score_each_token_once) {

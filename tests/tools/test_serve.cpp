@@ -694,6 +694,33 @@ BOOST_AUTO_TEST_CASE(chat_script_on_standard_input) {
     fs::remove(script);
 }
 
+// eval bpb through decoding steps: f32 steps give the whole windows' figure; --precision makes the copies the steps
+// read (the figure moves, and the report says what was read); more than 8 windows a step is refused.
+BOOST_AUTO_TEST_CASE(eval_bpb_by_decoding_steps) {
+    const fs::path text = fs::temp_directory_path() / ("tinylm_bpb_text_" + std::to_string(getpid()));
+    std::ofstream(text) << "Жили-были старик со старухой у самого синего моря.\nОни жили в ветхой землянке.\n"
+                           "Старик ловил неводом рыбу, а старуха пряла свою пряжу.\n";
+    auto bpb = [&](const std::string& flags) {
+        return run_command(std::string(TINYLM_BINARY) + " eval bpb --model " + plain_folder().string() + " --text " +
+                           text.string() + " --split line " + flags + " 2>&1");
+    };
+    auto figure = [](const std::string& out) {
+        const std::size_t at = out.find("bits per byte ");
+        BOOST_TEST_REQUIRE(at != std::string::npos, out);
+        return std::stod(out.substr(at + 14));
+    };
+    const std::string whole = bpb(""), steps = bpb("--by-steps --batch 2"), q4 = bpb("--precision q4_0");
+    BOOST_TEST(whole.find("by decoding steps") == std::string::npos, whole);
+    BOOST_TEST(steps.find("by decoding steps: weights f32, KV cache f32") != std::string::npos, steps);
+    BOOST_TEST(q4.find("by decoding steps: weights q4_0, KV cache f32") != std::string::npos, q4);
+    BOOST_TEST(figure(steps) == figure(whole), boost::test_tools::tolerance(2e-4));
+    BOOST_TEST(figure(q4) != figure(whole));
+    const std::string refused = bpb("--precision q8_0 --batch 9 2>&1; echo rc=$?");
+    BOOST_TEST(refused.find("--batch: at most 8 windows a step") != std::string::npos, refused);
+    BOOST_TEST(refused.find("rc=0") == std::string::npos, refused);
+    fs::remove(text);
+}
+
 BOOST_AUTO_TEST_CASE(bad_flags_are_refused) {
     const std::string cmd = std::string(TINYLM_BINARY) + " generate --model /nonexistent --prompt x 2>&1; echo rc=$?";
     FILE* p = popen(cmd.c_str(), "r");

@@ -18,6 +18,12 @@
 //
 // The losses come from the decoder's eval_loss (chunked cross-entropy, no dropout); windows are sorted by
 // length and batched with right padding (targets -100), which causal attention makes exact.
+//
+// By steps (`by_steps`): each window is instead fed one token a step through forward_cached, as generation feeds
+// its tokens, and each target scored from that step's logits. The numbers are then those of the model decoding
+// sees: products of up to 8 rows read the decoding copies of the weights where a decoding_weights is live
+// (--precision bf16, q8_0, q4_0), and attention reads the KV cache in its precision (--kv-cache bf16). With
+// neither, they equal eval_loss's within f32 rounding (a test), at the cost of a forward a token.
 #pragma once
 
 #include <tinylm/core/error.hpp>
@@ -40,6 +46,7 @@ struct bpb_options {
     index_t stride = 0;        // tokens a window advances; 0: context (disjoint windows)
     index_t batch = 8;         // windows per forward
     token_t prefix_token = -1; // predicts each document's first token (<bos>); -1: none
+    bool by_steps = false;     // score from decoding steps, `batch` windows a step (see the header comment)
 };
 
 struct bpb_report {
@@ -108,6 +115,45 @@ double windows_nll(Model& model, std::vector<bpb_window>& windows, index_t batch
     return total;
 }
 
+// The same sum from decoding steps: `batch` windows at a time (longest first) share a cache, each step feeds every
+// window its next token (a window already ended is fed token 0; causal attention keeps that from the others) and
+// scores its target: -ln softmax(logits)[target], summed in double.
+template <class Model>
+double windows_nll_by_steps(const Model& model, std::vector<bpb_window>& windows, index_t batch) {
+    std::stable_sort(windows.begin(), windows.end(),
+                     [](const bpb_window& a, const bpb_window& b) { return a.ids.size() > b.ids.size(); });
+    const std::size_t vocab = std::size_t(model.config().vocab_size);
+    double total = 0;
+    std::vector<token_t> step;
+    std::vector<float> logits;
+    for (std::size_t first = 0; first < windows.size(); first += std::size_t(batch)) {
+        const std::size_t n = std::min(windows.size() - first, std::size_t(batch));
+        const std::size_t T = windows[first].ids.size();
+        auto cache = model.make_cache(index_t(n), index_t(T));
+        step.assign(n, 0);
+        logits.assign(n * vocab, 0.0f);
+        for (std::size_t t = 0; t < T; ++t) {
+            for (std::size_t b = 0; b < n; ++b) {
+                const bpb_window& w = windows[first + b];
+                step[b] = t < w.ids.size() ? w.ids[t] : 0;
+            }
+            model.forward_cached(cache, cview<token_t>{step.data(), {index_t(n), 1}},
+                                 tensor_view<float>{logits.data(), {index_t(n), index_t(vocab)}});
+            for (std::size_t b = 0; b < n; ++b) {
+                const bpb_window& w = windows[first + b];
+                if (t >= w.targets.size() || w.targets[t] < 0) continue;
+                const float* row = logits.data() + b * vocab;
+                const float top = *std::max_element(row, row + vocab);
+                double sum = 0;
+                for (std::size_t v = 0; v < vocab; ++v)
+                    sum += std::exp(double(row[v]) - double(top));
+                total += std::log(sum) + double(top) - double(row[std::size_t(w.targets[t])]);
+            }
+        }
+    }
+    return total;
+}
+
 // Bits per byte of tokenized documents; `bytes` is the UTF-8 size of their text.
 template <class Model>
 bpb_report evaluate_bpb_tokens(Model& model, std::span<const std::vector<token_t>> documents, std::size_t bytes,
@@ -128,7 +174,15 @@ bpb_report evaluate_bpb_tokens(Model& model, std::span<const std::vector<token_t
             windows.push_back(std::move(w));
     }
     r.windows = windows.size();
-    r.nll = windows_nll(model, windows, options.batch);
+    check(options.batch > 0, "evaluate_bpb: batch must be positive, got " + std::to_string(options.batch));
+    if (options.by_steps) {
+        if constexpr (requires { model.make_cache(1, 1); })
+            r.nll = windows_nll_by_steps(model, windows, options.batch);
+        else
+            check(false, "evaluate_bpb: scoring by steps needs a model with a KV cache (forward_cached)");
+    } else {
+        r.nll = windows_nll(model, windows, options.batch);
+    }
     return r;
 }
 
