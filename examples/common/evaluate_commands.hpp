@@ -121,6 +121,15 @@ int run(Model& model, const settings& s, const tl::tokenizer& tok, const std::st
         if constexpr (requires { model.set_kv_precision(tl::kv_precision::f32); })
             model.set_kv_precision(tl::parse_kv_precision(s.kv_cache));
         const auto start = std::chrono::steady_clock::now();
+        auto said = start;
+        o.progress = [&](std::size_t done, std::size_t total) { // on stderr every 10 s, while there is more to do
+            const auto now = std::chrono::steady_clock::now();
+            if (done >= total || now - said < std::chrono::seconds(10)) return;
+            said = now;
+            const double rate = double(done) / std::chrono::duration<double>(now - start).count();
+            std::fprintf(stderr, "bpb: %zu of %zu tokens (%.0f%%), %.0f tokens/s, %.0f s left\n", done, total,
+                         100.0 * double(done) / double(total), rate, double(total - done) / rate);
+        };
         const te::bpb_report r = te::evaluate_bpb(model, tok, std::span<const std::string>(docs), o);
         const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         std::printf("bpb: %zu documents, %zu bytes, %zu tokens (%zu unscored), %zu windows (context %lld, stride "
@@ -130,7 +139,7 @@ int run(Model& model, const settings& s, const tl::tokenizer& tok, const std::st
                     static_cast<long long>(o.stride ? o.stride : (o.context ? o.context : c.max_seq_len)),
                     o.by_steps ? (", by decoding steps: weights " + s.precision + ", KV cache " + s.kv_cache).c_str()
                                : "");
-        std::printf("%.1f s, %.0f tokens/s\n", seconds, double(r.tokens + r.unscored_tokens) / seconds);
+        std::fprintf(stderr, "bpb: %.1f s, %.0f tokens/s\n", seconds, double(r.tokens + r.unscored_tokens) / seconds);
         std::printf("loss %.4f nats/token, perplexity %.2f, bits per byte %.4f\n", r.nats_per_token(), r.perplexity(),
                     r.bits_per_byte());
     } else if (s.command == "mc") {

@@ -204,6 +204,17 @@ BOOST_AUTO_TEST_CASE(bpb_by_decoding_steps_reads_what_decoding_reads) {
     steps.by_steps = true;
     auto bpb = [&](const bpb_options& o) { return evaluate_bpb(m, tok, std::span<const std::string>(docs), o); };
     const bpb_report whole = bpb(windows), f32 = bpb(steps);
+    for (bpb_options o : {windows, steps}) { // progress: after each batch, up to every scored token
+        std::vector<std::size_t> said;
+        o.progress = [&](std::size_t done, std::size_t total) {
+            BOOST_TEST(total == whole.tokens);
+            said.push_back(done);
+        };
+        bpb(o);
+        BOOST_TEST(said.size() == (whole.windows + 2) / 3); // batches of 3
+        BOOST_TEST(std::is_sorted(said.begin(), said.end()));
+        BOOST_TEST((!said.empty() && said.front() > 0 && said.back() == whole.tokens));
+    }
     BOOST_TEST_REQUIRE(whole.windows > 4u); // several batches, windows of several lengths
     BOOST_TEST(f32.tokens == whole.tokens);
     BOOST_TEST(f32.nll == whole.nll, boost::test_tools::tolerance(1e-5));

@@ -7,7 +7,8 @@
 // (gemv_nt or a group); the AVX-512, AVX2 and generic copies sum in different orders. A format gives:
 //   code, block_bytes          the type of its codes, and how many of them a block of 32 weights takes;
 //   weight(row, p), dot(a, b)  weight p of a row, and a block's 32 weights dotted with a (no intrinsics);
-//   widen_avx512<h>, _avx2<q>  a block's weights 16h to 16h + 15, 8q to 8q + 7, as floats (where the build has them).
+//   widen_avx512<h>, _avx2<q>  a block's weights 16h to 16h + 15, 8q to 8q + 7, as floats (where the build has them),
+//   avx2_offset                 what widen_avx2 leaves out of every weight (the kernel adds offset * sum a a block).
 #pragma once
 
 #include <tinylm/backend/backend.hpp>
@@ -155,12 +156,16 @@ TINYLM_TARGET_AVX2 void gemv_blocks_rows_avx2(const gemm_args<float>& g, const d
         const float* x = a + b * q8_block;
         const __m256 a0 = _mm256_loadu_ps(x), a1 = _mm256_loadu_ps(x + 8), a2 = _mm256_loadu_ps(x + 16),
                      a3 = _mm256_loadu_ps(x + 24);
+        // The codes' offset, once a block for all R rows: sum a (w + o) = sum a w + o sum a.
+        const __m256 offset = _mm256_mul_ps(_mm256_set1_ps(float(Blocks::avx2_offset)),
+                                            _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
         for (int r = 0; r < R; ++r) {
             const typename Blocks::code* block = rows.codes[r] + b * Blocks::block_bytes;
             __m256 sum = _mm256_mul_ps(a0, Blocks::template widen_avx2<0>(block));
             sum = _mm256_fmadd_ps(a1, Blocks::template widen_avx2<1>(block), sum);
             sum = _mm256_fmadd_ps(a2, Blocks::template widen_avx2<2>(block), sum);
             sum = _mm256_fmadd_ps(a3, Blocks::template widen_avx2<3>(block), sum);
+            if constexpr (Blocks::avx2_offset != 0) sum = _mm256_add_ps(sum, offset);
             s[r] = _mm256_fmadd_ps(sum, _mm256_set1_ps(rows.scales[r][b]), s[r]);
         }
     }

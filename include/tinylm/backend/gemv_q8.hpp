@@ -16,6 +16,7 @@ namespace tl::detail {
 struct q8_0_blocks {
     using code = std::int8_t;
     static constexpr index_t block_bytes = q8_block;
+    static constexpr int avx2_offset = 0;
 
     // Weight p of a row, unscaled (p from the row's first block).
     static float weight(const code* row, index_t p) { return float(row[p]); }

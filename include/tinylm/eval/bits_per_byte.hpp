@@ -33,6 +33,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <numbers>
 #include <numeric>
 #include <span>
@@ -47,6 +48,8 @@ struct bpb_options {
     index_t batch = 8;         // windows per forward
     token_t prefix_token = -1; // predicts each document's first token (<bos>); -1: none
     bool by_steps = false;     // score from decoding steps, `batch` windows a step (see the header comment)
+    // Called after each batch of windows with the tokens scored so far and in all (long evaluations report with it).
+    std::function<void(std::size_t done, std::size_t total)> progress = nullptr;
 };
 
 struct bpb_report {
@@ -89,9 +92,17 @@ inline std::vector<bpb_window> document_windows(std::span<const token_t> doc, in
     return out;
 }
 
-// Sum of -ln p over the windows' targets, run in right-padded batches.
-template <class Model>
-double windows_nll(Model& model, std::vector<bpb_window>& windows, index_t batch) {
+// The targets a batch of windows scores (for progress).
+inline std::size_t scored_targets(std::span<const bpb_window> windows) {
+    std::size_t n = 0;
+    for (const bpb_window& w : windows)
+        n += std::size_t(std::count_if(w.targets.begin(), w.targets.end(), [](token_t t) { return t >= 0; }));
+    return n;
+}
+
+// Sum of -ln p over the windows' targets, run in right-padded batches; `done(targets)` after each batch.
+template <class Model, class Done>
+double windows_nll(Model& model, std::vector<bpb_window>& windows, index_t batch, Done&& done) {
     std::stable_sort(windows.begin(), windows.end(),
                      [](const bpb_window& a, const bpb_window& b) { return a.ids.size() > b.ids.size(); });
     double total = 0;
@@ -111,6 +122,7 @@ double windows_nll(Model& model, std::vector<bpb_window>& windows, index_t batch
         double loss = model.eval_loss(cview<token_t>{ids.data(), sh}, cview<token_t>{targets.data(), sh});
         if constexpr (Model::is_moe) loss -= double(model.config().moe.aux_loss_weight) * model.aux_loss();
         total += loss * double(model.counted_targets());
+        done(std::span<const bpb_window>(windows).subspan(first, n));
     }
     return total;
 }
@@ -118,8 +130,8 @@ double windows_nll(Model& model, std::vector<bpb_window>& windows, index_t batch
 // The same sum from decoding steps: `batch` windows at a time (longest first) share a cache, each step feeds every
 // window its next token (a window already ended is fed token 0; causal attention keeps that from the others) and
 // scores its target: -ln softmax(logits)[target], summed in double.
-template <class Model>
-double windows_nll_by_steps(const Model& model, std::vector<bpb_window>& windows, index_t batch) {
+template <class Model, class Done>
+double windows_nll_by_steps(const Model& model, std::vector<bpb_window>& windows, index_t batch, Done&& done) {
     std::stable_sort(windows.begin(), windows.end(),
                      [](const bpb_window& a, const bpb_window& b) { return a.ids.size() > b.ids.size(); });
     const std::size_t vocab = std::size_t(model.config().vocab_size);
@@ -150,6 +162,7 @@ double windows_nll_by_steps(const Model& model, std::vector<bpb_window>& windows
                 total += std::log(sum) + double(top) - double(row[std::size_t(w.targets[t])]);
             }
         }
+        done(std::span<const bpb_window>(windows).subspan(first, n));
     }
     return total;
 }
@@ -175,13 +188,18 @@ bpb_report evaluate_bpb_tokens(Model& model, std::span<const std::vector<token_t
     }
     r.windows = windows.size();
     check(options.batch > 0, "evaluate_bpb: batch must be positive, got " + std::to_string(options.batch));
+    std::size_t scored = 0;
+    auto done = [&](std::span<const bpb_window> batch) {
+        scored += scored_targets(batch);
+        if (options.progress) options.progress(scored, r.tokens);
+    };
     if (options.by_steps) {
         if constexpr (requires { model.make_cache(1, 1); })
-            r.nll = windows_nll_by_steps(model, windows, options.batch);
+            r.nll = windows_nll_by_steps(model, windows, options.batch, done);
         else
             check(false, "evaluate_bpb: scoring by steps needs a model with a KV cache (forward_cached)");
     } else {
-        r.nll = windows_nll(model, windows, options.batch);
+        r.nll = windows_nll(model, windows, options.batch, done);
     }
     return r;
 }
