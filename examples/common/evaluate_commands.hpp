@@ -19,6 +19,7 @@
 #include <tinylm/tokenizer/tokenizer.hpp>
 
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include <chrono>
 #include <cstdio>
@@ -41,6 +42,7 @@ struct settings {
     te::bpb_options bpb{};
     std::size_t max_docs = 0;
     std::string precision = "f32", kv_cache = "f32"; // what decoding steps read; not f32: scored by steps
+    bool bpb_json = false;                           // the report as one JSON object on stdout
     // mc
     fs::path task, dev;
     te::mc_options mc{};
@@ -90,8 +92,9 @@ template <class Model>
 int run(Model& model, const settings& s, const tl::tokenizer& tok, const std::string& name) {
     const tl::model_config& c = model.config();
     const tl::token_t prefix = te::default_prefix_token(tok);
-    std::printf("model: %s (%lld parameters), tokenizer %zu tokens, prefix token %d\n", name.c_str(),
-                static_cast<long long>(model.parameter_count()), tok.vocab_size(), prefix);
+    const bool json = s.command == "bpb" && s.bpb_json; // stdout holds the JSON alone
+    std::fprintf(json ? stderr : stdout, "model: %s (%lld parameters), tokenizer %zu tokens, prefix token %d\n",
+                 name.c_str(), static_cast<long long>(model.parameter_count()), tok.vocab_size(), prefix);
     if (s.command == "bpb") {
         std::vector<std::string> docs;
         for (const fs::path& p : s.texts)
@@ -132,11 +135,29 @@ int run(Model& model, const settings& s, const tl::tokenizer& tok, const std::st
         };
         const te::bpb_report r = te::evaluate_bpb(model, tok, std::span<const std::string>(docs), o);
         const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        const long long context = o.context ? o.context : c.max_seq_len, stride = o.stride ? o.stride : context;
+        if (json) {
+            const nlohmann::json j{{"documents", r.documents},
+                                   {"bytes", r.bytes},
+                                   {"tokens", r.tokens},
+                                   {"unscored_tokens", r.unscored_tokens},
+                                   {"windows", r.windows},
+                                   {"context", context},
+                                   {"stride", stride},
+                                   {"by_steps", o.by_steps},
+                                   {"precision", s.precision},
+                                   {"kv_cache", s.kv_cache},
+                                   {"nll", r.nll},
+                                   {"nats_per_token", r.nats_per_token()},
+                                   {"perplexity", r.perplexity()},
+                                   {"bits_per_byte", r.bits_per_byte()},
+                                   {"seconds", seconds}};
+            std::printf("%s\n", j.dump().c_str());
+            return 0;
+        }
         std::printf("bpb: %zu documents, %zu bytes, %zu tokens (%zu unscored), %zu windows (context %lld, stride "
                     "%lld)%s\n",
-                    r.documents, r.bytes, r.tokens, r.unscored_tokens, r.windows,
-                    static_cast<long long>(o.context ? o.context : c.max_seq_len),
-                    static_cast<long long>(o.stride ? o.stride : (o.context ? o.context : c.max_seq_len)),
+                    r.documents, r.bytes, r.tokens, r.unscored_tokens, r.windows, context, stride,
                     o.by_steps ? (", by decoding steps: weights " + s.precision + ", KV cache " + s.kv_cache).c_str()
                                : "");
         std::fprintf(stderr, "bpb: %.1f s, %.0f tokens/s\n", seconds, double(r.tokens + r.unscored_tokens) / seconds);
@@ -206,6 +227,9 @@ inline void add_commands(CLI::App& app, settings& s, const std::function<void(CL
     bpb->add_option("--kv-cache", s.kv_cache, "the precision of the decoding steps' KV cache: f32 or bf16")
         ->check(CLI::IsMember({"f32", "bf16"}))
         ->capture_default_str();
+    bpb->add_flag("--json", s.bpb_json,
+                  "print the report as one JSON object (documents, bytes, tokens, windows, context, stride, by_steps, "
+                  "precision, kv_cache, nll, nats_per_token, perplexity, bits_per_byte, seconds)");
     CLI::App* mc = app.add_subcommand("mc", "a multiple-choice task (JSONL: question, choices, answer)");
     common(mc);
     mc->add_option("--task", s.task, "test documents")->required();

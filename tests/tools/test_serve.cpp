@@ -715,6 +715,15 @@ BOOST_AUTO_TEST_CASE(eval_bpb_by_decoding_steps) {
     BOOST_TEST(q4.find("by decoding steps: weights q4_0, KV cache f32") != std::string::npos, q4);
     BOOST_TEST(figure(steps) == figure(whole), boost::test_tools::tolerance(2e-4));
     BOOST_TEST(figure(q4) != figure(whole));
+    // --json: the report alone on stdout, the figures the text gives.
+    const nlohmann::json j = nlohmann::json::parse(run_command(std::string(TINYLM_BINARY) + " eval bpb --model " +
+                                                               plain_folder().string() + " --text " + text.string() +
+                                                               " --split line --precision q4_0 --json 2>/dev/null"));
+    BOOST_TEST(j["bits_per_byte"].get<double>() == figure(q4), boost::test_tools::tolerance(1e-4));
+    BOOST_TEST(j["precision"] == "q4_0");
+    BOOST_TEST(j["by_steps"] == true);
+    BOOST_TEST(j["documents"] == 3);
+    BOOST_TEST(j["tokens"].get<std::size_t>() > 3u);
     const std::string refused = bpb("--precision q8_0 --batch 9 2>&1; echo rc=$?");
     BOOST_TEST(refused.find("--batch: at most 8 windows a step") != std::string::npos, refused);
     BOOST_TEST(refused.find("rc=0") == std::string::npos, refused);
