@@ -10,7 +10,9 @@
 # JOBS (default 1: this machine's 2 cores are shared), GPU_EXTRA_PROGRAMS (more programs, space-separated, as
 # paths in the build tree: examples/05_tatar/05_tatar), GPU_BUNDLE_DATA (folders of the data dir, ../shared/data
 # or TINYLM_DATA_DIR, to carry along as .gpu/data.tar.xz: "russian_novels/corpus"; mind the 64 MiB),
-# GPU_BUNDLE_NCCL (default OFF: ON links NCCL, for a GPU machine known to have libnccl.so.2).
+# GPU_BUNDLE_PREPARED (a data cache 04_russian_novels --prepare-only wrote, e.g. runs/r150/data_ctx512: its
+# train.bin, val.bin, tokenizer.json and summary.json as .gpu/prepared.tar.xz, 11 MB for the 150M preset's; the
+# novels stage of gpu-check.sh trains from it, no corpus needed), GPU_BUNDLE_NCCL (default OFF: ON links NCCL, for a GPU machine known to have libnccl.so.2).
 #
 # What .gpu/ holds:
 #   bin/        the programs, stripped
@@ -21,6 +23,7 @@
 #               the GPU machine's own are missing or too old for these programs (a newer system copy is
 #               backward compatible, and one process must not mix two libstdc++)
 #   data.tar.xz only with GPU_BUNDLE_DATA: those folders of the data dir (gpu-env.sh unpacks it under /tmp)
+#   prepared.tar.xz  only with GPU_BUNDLE_PREPARED: the folder (named as it is, data_ctx512) with its four files
 #   MANIFEST    the git commit, the build's flags and compilers, the symbol versions required, every file's size
 #               and sha256, the CUDA libraries expected on the GPU machine
 # Not bundled: libcudart, libcublasLt and the rest of the CUDA toolkit (CUDA 13 is on the GPU machine, and they
@@ -109,6 +112,16 @@ if [ -n "${GPU_BUNDLE_DATA:-}" ]; then
   # shellcheck disable=SC2086 # a list of folders
   nice -n 10 tar -C "$data_dir" -cf - $GPU_BUNDLE_DATA | xz -6 -T1 >"$bundle/data.tar.xz"
 fi
+if [ -n "${GPU_BUNDLE_PREPARED:-}" ]; then
+  prepared=${GPU_BUNDLE_PREPARED%/}
+  prepared_files=(train.bin val.bin tokenizer.json summary.json) # what 04 needs to skip the corpus (its main.cpp)
+  for f in "${prepared_files[@]}"; do
+    [ -s "$prepared/$f" ] || { echo "gpu-bundle: GPU_BUNDLE_PREPARED: no $prepared/$f (run 04_russian_novels \
+--preset 150m --prepare-only --out runs/r150 first)" >&2; exit 1; }
+  done
+  name=$(basename "$prepared")
+  nice -n 10 tar -C "$(dirname "$prepared")" -cf - "${prepared_files[@]/#/$name/}" | xz -6 -T1 >"$bundle/prepared.tar.xz"
+fi
 needs() { # the highest version of symbol set $1 (GLIBC, GLIBCXX, ...) the programs and libraries ask for
   for f in "$bundle"/bin/* "$bundle"/lib/*; do objdump -T "$f" 2>/dev/null; done |
     grep -o "$1_[0-9][0-9.]*" | sort -uV | tail -1
@@ -131,8 +144,9 @@ nice -n 10 xz -6 -T1 "$bundle"/lib/* "$bundle"/fallback/*
   echo "needs at most: $needs_line (programs and lib/)"
   echo "cuda libraries expected on the GPU machine: $(printf '%s\n' "${cuda_needed[@]}" | sort -u | tr '\n' ' ')"
   echo "data: ${GPU_BUNDLE_DATA:-none}"
+  echo "prepared: ${GPU_BUNDLE_PREPARED:-none}"
   echo "files (bytes, sha256):"
-  (cd "$bundle" && find bin lib fallback -type f && find . -maxdepth 1 -name data.tar.xz -printf '%P\n') | sort |
+  (cd "$bundle" && find bin lib fallback -type f && find . -maxdepth 1 -name '*.tar.xz' -printf '%P\n') | sort |
     while read -r f; do
       printf '  %-48s %10d %s\n' "$f" "$(stat -c %s "$bundle/$f")" "$(sha256sum "$bundle/$f" | cut -c1-16)"
     done
@@ -175,6 +189,18 @@ elif command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1 && [ "$rc
 else
   echo "gpu-bundle: CHECK FAILED: test_cuda_kernels from the bundle exited $rc (log $build/gpu-bundle.kernels.log)" >&2
   status=1
+fi
+if [ -e "$bundle/prepared.tar.xz" ] && [ -x "$bundle/bin/04_russian_novels" ]; then
+  # 04 takes the unpacked cache without a corpus, as the novels stage of gpu-check.sh runs it.
+  name=$(basename "${GPU_BUNDLE_PREPARED%/}")
+  mkdir -p "$scratch/novels" && cp -r "$unpacked/prepared/$name" "$scratch/novels/"
+  if run_bundled "$bundle/bin/04_russian_novels" --preset 150m --prepare-only --data-dir /nonexistent \
+    --out "$scratch/novels" >"$build/gpu-bundle.prepared.log" 2>&1; then
+    echo "gpu-bundle: 04_russian_novels from the bundle takes the prepared $name without a corpus"
+  else
+    echo "gpu-bundle: CHECK FAILED: 04_russian_novels on the prepared $name (log $build/gpu-bundle.prepared.log)" >&2
+    status=1
+  fi
 fi
 cat "$bundle/MANIFEST"
 tree=$(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)

@@ -9,7 +9,7 @@
 # packages a build needs); without it, it configures and builds build-gpu as scripts/gpu-bundle.sh --build-only
 # does and runs the programs from there. Every stage has its own time limit (seconds, GPU_CHECK_SCALE multiplies
 # them all) and a failing stage does not stop the next; the summary comes last. Logs go under $OUT when it is set
-# (the device tool brings back at most 8 files: this writes 3), else gpu-check-logs/:
+# (the device tool brings back at most 8 files: this writes 3, and the novels stage 3 more), else gpu-check-logs/:
 #   gpu-check.log   everything every stage printed, in order, each stage under a "=== stage" header
 #   bench.jsonl     the JSON lines of bench_train and pytorch_peer.py
 #   summary.txt     one line per stage (PASS / FAIL / TIMEOUT / SKIP, seconds), then the throughput comparison
@@ -38,8 +38,12 @@
 #                  Qwen2 and peft, batch 16 x 512, 3 warm-up steps (the compilation) + 5 timed
 #   qlora (60)     bench_train as lora with --qlora (the projections in NF4; quantised on the host first): tinylm
 #                  only, last, when the budget leaves time for it
-#   novels (180)   NOT in the default list, name it: 04_russian_novels --device cuda, a short run (only when the
-#                  program takes --device and the corpus came along: .gpu/data.tar.xz or TINYLM_DATA_DIR)
+#   novels (180)   NOT in the default list, name it: 04_russian_novels $NOVELS_ARGS --out $NOVELS_OUT (default
+#                  --preset 150m --device cuda --steps 50 --fresh; runs/gpu-check-novels), from the prepared data
+#                  cache the bundle carries (GPU_BUNDLE_PREPARED: copied into NOVELS_OUT, and --data-dir /nonexistent
+#                  so that the cache is what is read) or else the corpus (.gpu/data.tar.xz or TINYLM_DATA_DIR);
+#                  NOVELS_LIMIT (seconds) replaces its limit; report.md, report_loss.svg and log.jsonl come back
+#                  as novels-report.md, novels-report_loss.svg and novels-log.jsonl
 # A budget keeps the whole script under the device tool's 600 s per call: GPU_CHECK_BUDGET seconds (default 585,
 # counted from the script's start; 900 s more without .gpu/, for the build) cut each stage's limit to what is left
 # (less 5 s for the summary), and a stage that would have under 20 s is not started (SKIP (budget)). The limits
@@ -80,16 +84,18 @@ stage() {
   say "=== $name (limit ${limit} s): $*"
   local t0=$SECONDS rc
   # bash -c: the stages are functions of this script (exported below); timeout signals the whole process group.
-  timeout -k 10 "$limit" bash -c '"$@"' stage "$@" 2>&1 | tee -a "$log"
+  # STAGE_LIMIT: a stage that can stop in good order before it is killed does so (novels).
+  STAGE_LIMIT=$limit timeout -k 10 "$limit" bash -c '"$@"' stage "$@" 2>&1 | tee -a "$log"
   rc=${PIPESTATUS[0]}
   local verdict=PASS
   case $rc in
     0) ;;
     124 | 137) verdict=TIMEOUT ;;
     77) verdict="SKIP (77)" ;;
+    130) verdict="STOPPED" ;; # interrupted in good order at its time limit: checkpoint and report written
     *) verdict="FAIL ($rc)" ;;
   esac
-  [ "$rc" -eq 0 ] || failures=$((failures + 1))
+  [ "$rc" -eq 0 ] || [ "$rc" -eq 130 ] || failures=$((failures + 1))
   local what="$*"
   printf '%-8s %-10s %4d s  %s\n' "$name" "$verdict" $((SECONDS - t0)) "${what:0:90}" | tee -a "$summary" >>"$log"
   return 0
@@ -203,16 +209,26 @@ qlora() {
   return "${PIPESTATUS[0]}"
 }
 
-# The hook for 04_russian_novels --device cuda (the branch that adds it fills NOVELS_ARGS): a short run of the
-# 150M preset on the corpus, which must come along (.gpu/data.tar.xz, or TINYLM_DATA_DIR).
-NOVELS_ARGS=${NOVELS_ARGS:-"--preset 150m --device cuda --steps 50 --fresh --out $root/runs/gpu-check-novels"}
+# 04_russian_novels --device cuda: a run of the 150M preset (NOVELS_ARGS, without --out) in NOVELS_OUT, from the
+# bundle's prepared data cache when there is one (NOVELS_DATA_FLAGS: --data-dir /nonexistent), else the corpus.
+# 40 s before the stage's limit it gets SIGINT, on which the trainer finishes its step, saves the checkpoint and
+# the report and exits with 130 (STOPPED): the same command on the still-warm machine resumes the run.
+NOVELS_ARGS=${NOVELS_ARGS:-"--preset 150m --device cuda --steps 50 --fresh"}
+NOVELS_OUT=${NOVELS_OUT:-$root/runs/gpu-check-novels}
+NOVELS_DATA_FLAGS=
 novels() {
+  local rc=0 stop=()
+  [ "${STAGE_LIMIT:-0}" -ge 80 ] && stop=(timeout --preserve-status -s INT -k 30 $((STAGE_LIMIT - 40)))
   # shellcheck disable=SC2086 # word splitting of the arguments is meant
-  "$(bin 04_russian_novels)" $NOVELS_ARGS
+  "${stop[@]}" "$(bin 04_russian_novels)" $NOVELS_ARGS $NOVELS_DATA_FLAGS --out "$NOVELS_OUT" || rc=$?
+  for f in report.md report_loss.svg log.jsonl; do
+    [ -e "$NOVELS_OUT/$f" ] && cp "$NOVELS_OUT/$f" "$out/novels-$f"
+  done
+  return $rc
 }
 
 export -f bin check_libraries machine_info build_programs kernels agree bench peer lora lorapeer qlora novels
-export mode root bundle build jsonl NOVELS_ARGS LORA_ARGS
+export mode root bundle build jsonl out NOVELS_ARGS NOVELS_OUT LORA_ARGS
 
 # The tree that runs may have no .git (the device tool copies files): the bundle's MANIFEST names its commit.
 built_from=$(grep -m1 '^commit:' "$bundle/MANIFEST" 2>/dev/null ||
@@ -244,15 +260,23 @@ stage lora 90 lora
 stage lorapeer 200 lorapeer
 stage qlora 60 qlora
 novels_exe=$(bin 04_russian_novels)
+prepared_dir=${GPU_BUNDLE_UNPACKED:-/nonexistent}/prepared
 if [[ $wanted != *" novels "* ]]; then
   :
 elif [ -z "$novels_exe" ] || ! "$novels_exe" --help 2>/dev/null | grep -q -- '--device'; then
   skip novels "04_russian_novels is not bundled or takes no --device yet"
+elif [ -d "$prepared_dir" ]; then
+  mkdir -p "$NOVELS_OUT" && cp -r "$prepared_dir"/. "$NOVELS_OUT"/ # data_ctx512 (04 reads the cache there)
+  NOVELS_DATA_FLAGS="--data-dir /nonexistent"
+  export NOVELS_DATA_FLAGS
+  stage novels "${NOVELS_LIMIT:-180}" novels
 elif [ -z "${TINYLM_DATA_DIR:-}" ] && [ ! -d "${GPU_BUNDLE_UNPACKED:-/nonexistent}/data" ]; then
-  skip novels "no corpus here: bundle it (GPU_BUNDLE_DATA, docs/gpu.md) or set TINYLM_DATA_DIR"
+  skip novels "no data here: bundle a prepared cache (GPU_BUNDLE_PREPARED) or the corpus (GPU_BUNDLE_DATA), \
+docs/gpu.md; or set TINYLM_DATA_DIR"
 else
   [ -z "${TINYLM_DATA_DIR:-}" ] && export TINYLM_DATA_DIR=$GPU_BUNDLE_UNPACKED/data
-  stage novels 180 novels
+  export NOVELS_DATA_FLAGS
+  stage novels "${NOVELS_LIMIT:-180}" novels
 fi
 
 {

@@ -31,7 +31,7 @@ gpu_unxz() {
 }
 
 # gpu_unpack DIR DEST: DIR/lib/*.xz into DEST/lib, DIR/fallback/*.xz into DEST/fallback, DIR/data.tar.xz into
-# DEST/data; outside the bundle, so that .gpu/ never grows by the 40 MB unpacked (it must stay small to travel).
+# DEST/data, DIR/prepared.tar.xz into DEST/prepared; outside the bundle, so that .gpu/ never grows by the 40 MB unpacked (it must stay small to travel).
 gpu_unpack() {
   local f sub to
   for sub in lib fallback; do
@@ -42,10 +42,12 @@ gpu_unpack() {
       if [ ! -e "$to" ]; then gpu_unxz "$f" "$to.part" && mv "$to.part" "$to" || return 1; fi
     done
   done
-  if [ -e "$1/data.tar.xz" ] && [ ! -d "$2/data" ]; then
-    mkdir -p "$2/data.part" && gpu_unxz "$1/data.tar.xz" "$2/data.tar" && tar -C "$2/data.part" -xf "$2/data.tar" &&
-      rm "$2/data.tar" && mv "$2/data.part" "$2/data" || return 1
-  fi
+  for sub in data prepared; do
+    if [ -e "$1/$sub.tar.xz" ] && [ ! -d "$2/$sub" ]; then
+      mkdir -p "$2/$sub.part" && gpu_unxz "$1/$sub.tar.xz" "$2/$sub.tar" && tar -C "$2/$sub.part" -xf "$2/$sub.tar" &&
+        rm "$2/$sub.tar" && mv "$2/$sub.part" "$2/$sub" || return 1
+    fi
+  done
 }
 
 # gpu_bundle_env DIR: unpacks into ${TMPDIR:-/tmp}/tinylm-gpu-<MANIFEST's hash> (exported as GPU_BUNDLE_UNPACKED)

@@ -54,7 +54,7 @@ int main(int argc, char** argv) try {
         p.init_std = config.init_std;
         return p;
     });
-    std::fprintf(s.bpb_json && s.command == "bpb" ? stderr : stdout, // stdout holds the JSON alone
+    std::fprintf(s.json ? stderr : stdout, // stdout holds the JSON alone
                  "configuration: %s, %d layers, d_model %d, vocabulary %d (preset: %s)\n",
                  tl::hf_architecture(config).c_str(), config.n_layers, config.d_model, config.vocab_size,
                  preset ? std::string(*preset).c_str() : "none");

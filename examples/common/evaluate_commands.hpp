@@ -36,13 +36,13 @@ namespace te = tl::eval;
 struct settings {
     std::string command;
     recipes::checkpoint_flags model;
+    bool json = false; // the report as one JSON object on stdout, everything else on stderr
     // bpb
     std::vector<fs::path> texts;
     std::string split = "paragraph";
     te::bpb_options bpb{};
     std::size_t max_docs = 0;
     std::string precision = "f32", kv_cache = "f32"; // what decoding steps read; not f32: scored by steps
-    bool bpb_json = false;                           // the report as one JSON object on stdout
     // mc
     fs::path task, dev;
     te::mc_options mc{};
@@ -88,11 +88,27 @@ void print_qa(const char* who, const te::qa_report& r) {
     std::printf("%-10s %s\n%-10s by group: %s\n", who, r.summary().c_str(), "", r.group_summary().c_str());
 }
 
+nlohmann::json qa_json(const te::qa_report& r) {
+    nlohmann::json groups = nlohmann::json::object();
+    for (const te::qa_group& g : r.groups)
+        groups[g.name] = {{"correct", g.correct}, {"questions", g.questions}};
+    return {{"accuracy", r.accuracy()},
+            {"correct", r.correct},
+            {"questions", r.questions},
+            {"chance", r.chance},
+            {"consistency", r.consistency()},
+            {"consistent_facts", r.consistent_facts},
+            {"consistent_correct", r.consistent_correct()},
+            {"consistent_correct_facts", r.consistent_correct_facts},
+            {"facts", r.facts},
+            {"groups", groups}};
+}
+
 template <class Model>
 int run(Model& model, const settings& s, const tl::tokenizer& tok, const std::string& name) {
     const tl::model_config& c = model.config();
     const tl::token_t prefix = te::default_prefix_token(tok);
-    const bool json = s.command == "bpb" && s.bpb_json; // stdout holds the JSON alone
+    const bool json = s.json; // stdout holds the JSON alone
     std::fprintf(json ? stderr : stdout, "model: %s (%lld parameters), tokenizer %zu tokens, prefix token %d\n",
                  name.c_str(), static_cast<long long>(model.parameter_count()), tok.vocab_size(), prefix);
     if (s.command == "bpb") {
@@ -170,7 +186,16 @@ int run(Model& model, const settings& s, const tl::tokenizer& tok, const std::st
         te::mc_options o = s.mc;
         o.shots_from_test = s.dev.empty();
         o.loglikelihood.prefix_token = prefix;
+        const auto start = std::chrono::steady_clock::now();
         const te::mc_report r = te::evaluate_mc(model, tok, test, dev, o);
+        const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        if (json) {
+            const nlohmann::json j{
+                {"task", s.task.string()}, {"documents", test.size()}, {"shots", o.num_fewshot}, {"acc", r.acc},
+                {"acc_norm", r.acc_norm},  {"acc_bytes", r.acc_bytes}, {"seconds", seconds}};
+            std::printf("%s\n", j.dump().c_str());
+            return 0;
+        }
         std::printf("mc: %s, %zu documents, %d-shot: acc %.4f, acc_norm %.4f, acc_bytes %.4f\n", s.task.c_str(),
                     test.size(), o.num_fewshot, r.acc, r.acc_norm, r.acc_bytes);
     } else {
@@ -181,21 +206,33 @@ int run(Model& model, const settings& s, const tl::tokenizer& tok, const std::st
                                   : s.qa_score == "mutual-info" ? te::qa_score::mutual_info
                                                                 : te::qa_score::per_char};
         o.loglikelihood.prefix_token = prefix;
-        std::printf("qa: %s, %zu facts, %zu questions\n", s.qa_set_path.c_str(), set.facts.size(),
-                    set.question_count());
-        print_qa("model", te::evaluate_qa(model, tok, set, o));
+        nlohmann::json j{{"set", s.qa_set_path.string()},
+                         {"facts", set.facts.size()},
+                         {"questions", set.question_count()},
+                         {"score", s.qa_score}};
+        auto report = [&](const char* who, const te::qa_report& r) {
+            if (json)
+                j[who] = qa_json(r);
+            else
+                print_qa(who, r);
+        };
+        if (!json)
+            std::printf("qa: %s, %zu facts, %zu questions\n", s.qa_set_path.c_str(), set.facts.size(),
+                        set.question_count());
+        report("model", te::evaluate_qa(model, tok, set, o));
         if (s.floors) {
             Model untrained(c, s.model.seed);
-            print_qa("untrained", te::evaluate_qa(untrained, tok, set, o));
-            if (s.train_texts.empty()) {
-                std::printf("unigram    (give --train-text to compute the unigram floor)\n");
-            } else {
+            report("untrained", te::evaluate_qa(untrained, tok, set, o));
+            if (!s.train_texts.empty()) {
                 te::unigram_model uni(tok.vocab_size());
                 for (const fs::path& p : s.train_texts)
                     uni.add_text(tok, read_file(p), 2);
-                print_qa("unigram", te::evaluate_qa(uni, tok, set, o));
+                report("unigram", te::evaluate_qa(uni, tok, set, o));
+            } else if (!json) {
+                std::printf("unigram    (give --train-text to compute the unigram floor)\n");
             }
         }
+        if (json) std::printf("%s\n", j.dump().c_str());
     }
     return 0;
 }
@@ -227,7 +264,7 @@ inline void add_commands(CLI::App& app, settings& s, const std::function<void(CL
     bpb->add_option("--kv-cache", s.kv_cache, "the precision of the decoding steps' KV cache: f32 or bf16")
         ->check(CLI::IsMember({"f32", "bf16"}))
         ->capture_default_str();
-    bpb->add_flag("--json", s.bpb_json,
+    bpb->add_flag("--json", s.json,
                   "print the report as one JSON object (documents, bytes, tokens, windows, context, stride, by_steps, "
                   "precision, kv_cache, nll, nats_per_token, perplexity, bits_per_byte, seconds)");
     CLI::App* mc = app.add_subcommand("mc", "a multiple-choice task (JSONL: question, choices, answer)");
@@ -237,6 +274,8 @@ inline void add_commands(CLI::App& app, settings& s, const std::function<void(CL
     mc->add_option("--shots", s.mc.num_fewshot, "number of shots")->check(in_range(0, 100, "number of shots"));
     mc->add_option("--fewshot-seed", s.mc.fewshot_seed, "seed of the shot sampler (lm-eval's default 1234)");
     mc->add_option("--template", s.mc.doc_to_text, "prompt, {question} is replaced");
+    mc->add_flag("--json", s.json,
+                 "print the report as one JSON object (task, documents, shots, acc, acc_norm, acc_bytes, seconds)");
     CLI::App* qa = app.add_subcommand("qa", "the paraphrase-consistency QA benchmark");
     common(qa);
     qa->add_option("--set", s.qa_set_path, "facts JSONL");
@@ -244,6 +283,10 @@ inline void add_commands(CLI::App& app, settings& s, const std::function<void(CL
         ->check(CLI::IsMember({"per-char", "sum", "mutual-info"}));
     qa->add_flag("--floors", s.floors, "also score an untrained model and (with --train-text) a unigram model");
     qa->add_option("--train-text", s.train_texts, "training text for the unigram floor");
+    qa->add_flag("--json", s.json,
+                 "print the report as one JSON object (set, facts, questions, score, and for model, untrained and "
+                 "unigram: accuracy, correct, questions, chance, consistency, consistent_facts, consistent_correct, "
+                 "consistent_correct_facts, facts, groups)");
 }
 
 } // namespace recipes::evaluate

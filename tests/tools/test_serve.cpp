@@ -5,6 +5,8 @@
 
 #include <tinylm/backend/decoding_weights.hpp>
 #include <tinylm/backend/gemv_f32.hpp>
+#include <tinylm/eval/multiple_choice.hpp>
+#include <tinylm/eval/paraphrase_qa.hpp>
 #include <tinylm/io/gguf.hpp>
 #include <tinylm/io/hf_checkpoint.hpp>
 #include <tinylm/io/peft.hpp>
@@ -728,6 +730,53 @@ BOOST_AUTO_TEST_CASE(eval_bpb_by_decoding_steps) {
     BOOST_TEST(refused.find("--batch: at most 8 windows a step") != std::string::npos, refused);
     BOOST_TEST(refused.find("rc=0") == std::string::npos, refused);
     fs::remove(text);
+}
+
+// eval mc and qa --json: stdout is the report alone, and its figures are the library's on the same model and data
+// (06_evaluate's rules: shots from the test documents, the tokenizer's prefix token).
+BOOST_AUTO_TEST_CASE(eval_mc_and_qa_json_are_the_library_reports) {
+    const fs::path task = fs::temp_directory_path() / ("tinylm_mc_task_" + std::to_string(getpid()) + ".jsonl");
+    std::ofstream(task)
+        << R"({"question": "Кто ловил рыбу?", "choices": ["старик", "старуха", "море"], "answer": 0})"
+        << "\n"
+        << R"({"question": "Что пряла старуха?", "choices": ["невод", "пряжу"], "answer": 1})"
+        << "\n"
+        << R"({"question": "Где жили старик со старухой?", "choices": ["у моря", "в лесу"], "answer": 0})"
+        << "\n";
+    tl::decoder<tl::families::llama> model(tl::read_hf_folder_config(plain_folder()));
+    tl::load_pretrained(model, plain_folder());
+    const tl::token_t prefix = tl::eval::default_prefix_token(test_tokenizer());
+
+    const nlohmann::json mc =
+        nlohmann::json::parse(run_command(std::string(TINYLM_BINARY) + " eval mc --model " + plain_folder().string() +
+                                          " --task " + task.string() + " --shots 1 --json 2>/dev/null"));
+    const std::vector<tl::eval::mc_doc> docs = tl::eval::load_mc_jsonl(task);
+    tl::eval::mc_options mo{.num_fewshot = 1, .shots_from_test = true};
+    mo.loglikelihood.prefix_token = prefix;
+    const tl::eval::mc_report mr = tl::eval::evaluate_mc(model, test_tokenizer(), docs, docs, mo);
+    BOOST_TEST(mc["documents"] == 3);
+    BOOST_TEST(mc["shots"] == 1);
+    BOOST_TEST(mc["acc"].get<double>() == mr.acc);
+    BOOST_TEST(mc["acc_norm"].get<double>() == mr.acc_norm);
+    BOOST_TEST(mc["acc_bytes"].get<double>() == mr.acc_bytes);
+
+    const fs::path facts = fs::path(TINYLM_SOURCE_DIR) / "benchmarks/tatar_qa/facts.jsonl";
+    const nlohmann::json qa =
+        nlohmann::json::parse(run_command(std::string(TINYLM_BINARY) + " eval qa --model " + plain_folder().string() +
+                                          " --set " + facts.string() + " --score sum --json 2>/dev/null"));
+    const tl::eval::qa_set set = tl::eval::load_qa(facts);
+    tl::eval::qa_options qo{.score = tl::eval::qa_score::sum};
+    qo.loglikelihood.prefix_token = prefix;
+    const tl::eval::qa_report qr = tl::eval::evaluate_qa(model, test_tokenizer(), set, qo);
+    BOOST_TEST(qa["score"] == "sum");
+    BOOST_TEST(qa["questions"] == set.question_count());
+    BOOST_TEST(qa["model"]["correct"] == qr.correct);
+    BOOST_TEST(qa["model"]["questions"] == qr.questions);
+    BOOST_TEST(qa["model"]["consistent_facts"] == qr.consistent_facts);
+    BOOST_TEST(qa["model"]["accuracy"].get<double>() == qr.accuracy());
+    BOOST_TEST(qa["model"]["groups"].size() == qr.groups.size());
+    BOOST_TEST(!qa.contains("untrained")); // only with --floors
+    fs::remove(task);
 }
 
 BOOST_AUTO_TEST_CASE(bad_flags_are_refused) {

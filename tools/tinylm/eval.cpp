@@ -39,8 +39,8 @@ void add_eval(CLI::App& app, command& chosen) {
                 [&](auto& model) {
                     std::string name = s.model.checkpoint.string();
                     if (!f->adapter.empty()) {
-                        std::fprintf(s.bpb_json && s.command == "bpb" ? stderr : stdout, "adapter %s: %s\n",
-                                     f->adapter.c_str(), tl::merge_adapter(model, f->adapter).summary().c_str());
+                        std::fprintf(s.json ? stderr : stdout, "adapter %s: %s\n", f->adapter.c_str(),
+                                     tl::merge_adapter(model, f->adapter).summary().c_str());
                         name += " + " + f->adapter.string();
                     }
                     return recipes::evaluate::run(model, s, tok, name);

@@ -28,6 +28,7 @@
 
 #include <tinylm/core/error.hpp>
 #include <tinylm/core/tensor.hpp>
+#include <tinylm/eval/log_softmax.hpp>
 #include <tinylm/ops/common.hpp>
 #include <tinylm/tokenizer/tokenizer.hpp>
 
@@ -100,11 +101,10 @@ inline std::size_t scored_targets(std::span<const bpb_window> windows) {
     return n;
 }
 
-// Sum of -ln p over the windows' targets, run in right-padded batches; `done(targets)` after each batch.
+// Sum of -ln p over the windows' targets (sorted longest first), run in right-padded batches; `done(windows)`
+// after each batch.
 template <class Model, class Done>
-double windows_nll(Model& model, std::vector<bpb_window>& windows, index_t batch, Done&& done) {
-    std::stable_sort(windows.begin(), windows.end(),
-                     [](const bpb_window& a, const bpb_window& b) { return a.ids.size() > b.ids.size(); });
+double windows_nll(Model& model, std::span<const bpb_window> windows, index_t batch, Done&& done) {
     double total = 0;
     std::vector<token_t> ids, targets;
     for (std::size_t first = 0; first < windows.size(); first += std::size_t(batch)) {
@@ -122,18 +122,16 @@ double windows_nll(Model& model, std::vector<bpb_window>& windows, index_t batch
         double loss = model.eval_loss(cview<token_t>{ids.data(), sh}, cview<token_t>{targets.data(), sh});
         if constexpr (Model::is_moe) loss -= double(model.config().moe.aux_loss_weight) * model.aux_loss();
         total += loss * double(model.counted_targets());
-        done(std::span<const bpb_window>(windows).subspan(first, n));
+        done(windows.subspan(first, n));
     }
     return total;
 }
 
-// The same sum from decoding steps: `batch` windows at a time (longest first) share a cache, each step feeds every
-// window its next token (a window already ended is fed token 0; causal attention keeps that from the others) and
+// The same sum from decoding steps: `batch` windows at a time (sorted longest first) share a cache, each step feeds
+// every window its next token (a window already ended is fed token 0; causal attention keeps that from the others) and
 // scores its target: -ln softmax(logits)[target], summed in double.
 template <class Model, class Done>
-double windows_nll_by_steps(const Model& model, std::vector<bpb_window>& windows, index_t batch, Done&& done) {
-    std::stable_sort(windows.begin(), windows.end(),
-                     [](const bpb_window& a, const bpb_window& b) { return a.ids.size() > b.ids.size(); });
+double windows_nll_by_steps(const Model& model, std::span<const bpb_window> windows, index_t batch, Done&& done) {
     const std::size_t vocab = std::size_t(model.config().vocab_size);
     double total = 0;
     std::vector<token_t> step;
@@ -154,15 +152,11 @@ double windows_nll_by_steps(const Model& model, std::vector<bpb_window>& windows
             for (std::size_t b = 0; b < n; ++b) {
                 const bpb_window& w = windows[first + b];
                 if (t >= w.targets.size() || w.targets[t] < 0) continue;
-                const float* row = logits.data() + b * vocab;
-                const float top = *std::max_element(row, row + vocab);
-                double sum = 0;
-                for (std::size_t v = 0; v < vocab; ++v)
-                    sum += std::exp(double(row[v]) - double(top));
-                total += std::log(sum) + double(top) - double(row[std::size_t(w.targets[t])]);
+                const std::span<const float> row(logits.data() + b * vocab, vocab);
+                total -= log_softmax_at(row, std::size_t(w.targets[t])).value;
             }
         }
-        done(std::span<const bpb_window>(windows).subspan(first, n));
+        done(windows.subspan(first, n));
     }
     return total;
 }
@@ -188,6 +182,9 @@ bpb_report evaluate_bpb_tokens(Model& model, std::span<const std::vector<token_t
     }
     r.windows = windows.size();
     check(options.batch > 0, "evaluate_bpb: batch must be positive, got " + std::to_string(options.batch));
+    // Longest first: a batch is padded to its first window's length, so like lengths share batches.
+    std::stable_sort(windows.begin(), windows.end(),
+                     [](const bpb_window& a, const bpb_window& b) { return a.ids.size() > b.ids.size(); });
     std::size_t scored = 0;
     auto done = [&](std::span<const bpb_window> batch) {
         scored += scored_targets(batch);

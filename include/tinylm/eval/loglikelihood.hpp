@@ -15,6 +15,7 @@
 
 #include <tinylm/core/error.hpp>
 #include <tinylm/core/tensor.hpp>
+#include <tinylm/eval/log_softmax.hpp>
 #include <tinylm/model/config.hpp>
 #include <tinylm/ops/common.hpp>
 #include <tinylm/tokenizer/tokenizer.hpp>
@@ -145,16 +146,13 @@ std::vector<ll_result> score_requests(Model& model, std::span<const token_reques
             const std::size_t len = inputs[i].size();
             ll_result& out = results[i];
             for (std::size_t j = 0; j < cont.size(); ++j) {
-                const float* row = logits.data() + (b * std::size_t(T) + len - cont.size() + j) * std::size_t(vocab);
-                const std::size_t best = std::size_t(std::max_element(row, row + vocab) - row);
-                double lse = 0;
-                const double top = row[best];
-                for (index_t v = 0; v < vocab; ++v)
-                    lse += std::exp(double(row[v]) - top);
-                const double lp = double(row[cont[j]]) - top - std::log(lse);
-                out.token_logprobs.push_back(lp);
-                out.logprob += lp;
-                out.greedy = out.greedy && best == std::size_t(cont[j]);
+                const std::span<const float> row(logits.data() +
+                                                     (b * std::size_t(T) + len - cont.size() + j) * std::size_t(vocab),
+                                                 std::size_t(vocab));
+                const token_log_prob lp = log_softmax_at(row, std::size_t(cont[j]));
+                out.token_logprobs.push_back(lp.value);
+                out.logprob += lp.value;
+                out.greedy = out.greedy && lp.greedy;
             }
         }
     }
