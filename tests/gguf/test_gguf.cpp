@@ -26,10 +26,14 @@
 #include <boost/test/unit_test.hpp>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <random>
 #include <sstream>
 
@@ -67,14 +71,14 @@ void write_file(const fs::path& p, const std::string& text) {
 // Weights N(0, 0.2^2) (norms 1 + N(0, 0.1^2), biases N(0, 0.1^2)) as the fixtures use, so that every tensor
 // matters and greedy decoding is far from ties.
 template <class Model>
-void randomise(Model& model, unsigned seed) {
+void randomise(Model& model, unsigned seed, float std = 0.2f) {
     std::mt19937 rng(seed);
     std::normal_distribution<float> n(0.0f, 1.0f);
     for (const parameter_entry& e : model.parameter_entries())
         for (float& x : e.value)
             x = e.kind == param_kind::norm   ? 1 + 0.1f * n(rng)
                 : e.kind == param_kind::bias ? 0.1f * n(rng)
-                                             : 0.2f * n(rng);
+                                             : std * n(rng);
 }
 
 // A Hugging Face folder for `model`: save_pretrained, the tokenizer file and a tokenizer_config.json.
@@ -195,6 +199,8 @@ void check_values(const gg::reader& r, const std::string& name, const std::vecto
         }
         break;
     }
+    default:
+        BOOST_FAIL(name << ": tinylm wrote " << gg::type_name(t.type));
     }
 }
 
@@ -493,6 +499,31 @@ BOOST_AUTO_TEST_CASE(q8_0_and_q4_0_blocks) {
                }).find("multiple of 32") != std::string::npos);
 }
 
+// Every type tinylm reads, on random blocks: the values of tinylm's reader are the `gguf` package's
+// (gguf.quants.dequantize, the numpy port of ggml's dequantize_row_*), bit for bit. The committed fixture is the
+// output of tests/reference/gguf/make_blocks.py; the torch test gguf_blocks_from_the_gguf_package runs this case on a
+// copy made with the installed package (TINYLM_GGUF_BLOCKS).
+BOOST_AUTO_TEST_CASE(dequantisation_is_the_gguf_package) {
+    const char* env = std::getenv("TINYLM_GGUF_BLOCKS");
+    const fs::path file =
+        env ? fs::path(env) : source_dir / "tests" / "reference" / "gguf" / "fixtures" / "blocks.gguf";
+    const gg::reader r(file);
+    std::vector<std::string> types;
+    for (const gg::tensor_info& t : r.tensors()) {
+        if (t.name.ends_with(".expected")) continue;
+        const std::vector<float> got = r.read_f32(t.name), want = r.read_f32(t.name + ".expected");
+        BOOST_TEST_REQUIRE(got.size() == want.size(), t.name);
+        const auto [g, w] = std::mismatch(got.begin(), got.end(), want.begin(), [](float a, float b) {
+            return std::bit_cast<std::uint32_t>(a) == std::bit_cast<std::uint32_t>(b);
+        });
+        BOOST_TEST((g == got.end()), t.name << "[" << (g - got.begin()) << "]: tinylm " << (g == got.end() ? 0 : *g)
+                                            << ", gguf " << (w == want.end() ? 0 : *w));
+        BOOST_TEST(gg::type_name(t.type) == t.name);
+        types.push_back(t.name);
+    }
+    BOOST_TEST(types.size() == 13u); // every type read but F32 (the expected values are F32)
+}
+
 BOOST_AUTO_TEST_SUITE_END()
 
 BOOST_AUTO_TEST_SUITE(gguf_export)
@@ -755,6 +786,21 @@ BOOST_AUTO_TEST_CASE(errors_name_the_problem) {
     write_file(s.dir / "huge.gguf", huge);
     const std::string overflow = error_of([&] { gg::reader r(s.dir / "huge.gguf"); });
     BOOST_TEST(overflow.find("has more elements than the file could hold") != std::string::npos, overflow);
+    // A type tinylm does not read, and rows that are not whole blocks of theirs: one 1-D tensor each.
+    auto one_tensor = [&](const std::string& name, std::uint32_t type, std::uint64_t n) {
+        std::string f("GGUF", 4);
+        auto add = [&](std::uint64_t v, int bytes) { f.append(reinterpret_cast<const char*>(&v), std::size_t(bytes)); };
+        add(3, 4), add(1, 8), add(0, 8), add(1, 8), f += "t", add(1, 4), add(n, 8), add(type, 4), add(0, 8);
+        f.resize(4096, '\0');
+        write_file(s.dir / name, f);
+        return s.dir / name;
+    };
+    const std::string iq4_xs = error_of([&] { gg::reader r(one_tensor("iq4_xs.gguf", 23, 256)); });
+    BOOST_TEST(iq4_xs.find("tensor t has ggml type IQ4_XS (23), which tinylm does not read (it reads F32, F16, Q4_0") !=
+                   std::string::npos,
+               iq4_xs);
+    const std::string partial = error_of([&] { gg::reader r(one_tensor("partial.gguf", 12, 32)); });
+    BOOST_TEST(partial.find("tensor t rows are not whole blocks of 256 (Q4_K)") != std::string::npos, partial);
 
     // Metadata of the wrong type, or describing no model: the message names the file and the key (fuzz_gguf found
     // the architecture check without the file). Files of metadata only: GGUF v3, no tensors.
@@ -946,6 +992,108 @@ BOOST_AUTO_TEST_CASE(export_for_llama_cpp, *boost::unit_test::disabled()) {
         expected[real + "-tokenizer"] = e;
     }
     write_file(out / "expected.json", expected.dump());
+}
+
+// For ctest -L slow gguf_llama_quantize_read_by_tinylm (tests/reference/gguf/check_llama_quantize.py, llama.cpp's
+// llama_model_quantize): in $TINYLM_GGUF_QUANTIZE_DIR, f32 files of a Llama (byte-fallback tokenizer) and a Qwen2
+// (byte-level, tied, biases) of width 256 with random weights (rows of whole 256-value blocks: llama-quantize uses its
+// K-quants) and of the Qwen2 fixture (width 64: its fallback types), and 4 prompts each in prompts.json.
+BOOST_AUTO_TEST_CASE(export_for_llama_quantize, *boost::unit_test::disabled()) {
+    const char* out_env = std::getenv("TINYLM_GGUF_QUANTIZE_DIR");
+    BOOST_TEST_REQUIRE(out_env != nullptr, "set TINYLM_GGUF_QUANTIZE_DIR");
+    const fs::path out = out_env;
+    fs::create_directories(out);
+    const std::vector<std::string> lines = {"The quick brown fox", "Жили-были старик со старухой", "Hello, world! 123",
+                                            "Сила войска зависит от его духа"};
+    nlohmann::json prompts = nlohmann::json::object();
+    auto add = [&](const std::string& name, const auto& model, const fs::path& folder) {
+        const hf_folder f = read_hf_folder(folder);
+        write_gguf(model, f, {.type = gguf_type::f32, .name = name}, out / (name + "-f32.gguf"));
+        for (const std::string& line : lines)
+            prompts[name].push_back(f.tokenizer->encode(line, {.add_special_tokens = true}));
+    };
+    model_config wide = llama_config();
+    wide.d_model = 256, wide.d_ff = 512, wide.max_seq_len = 128;
+    decoder<families::llama> llama(wide, 7);
+    randomise(llama, 7, 0.0625f); // 1 / sqrt(width): products keep the scale, quantisation errors do not grow
+    make_folder(llama, out / "llama_folder", tokenizer_refs / "trained_byte_fallback.json",
+                {{"bos_token", "<s>"}, {"eos_token", "</s>"}, {"unk_token", "<unk>"}}, special_ids(1, 2));
+    add("llama", llama, out / "llama_folder");
+    model_config q = test::qwen2_tied::value;
+    q.vocab_size = 512, q.d_model = 256, q.d_ff = 512, q.max_seq_len = 128;
+    decoder<families::qwen2> qwen2(q, 8);
+    randomise(qwen2, 8, 0.0625f);
+    make_folder(qwen2, out / "qwen2_folder", tokenizer_refs / "trained_byte_level.json",
+                {{"eos_token", "<|im_end|>"}, {"pad_token", "<|endoftext|>"}}, special_ids(-1, 2));
+    add("qwen2", qwen2, out / "qwen2_folder");
+    decoder<families::qwen2> fixture(read_hf_folder_config(qwen2_fixture));
+    load_pretrained(fixture, qwen2_fixture);
+    add("qwen2-fixture", fixture, qwen2_fixture);
+    write_file(out / "prompts.json", prompts.dump());
+}
+
+// After check_llama_quantize.py: every file llama-quantize made (results.json) read by tinylm. Each tensor's values
+// equal the gguf package's dequantisation (the .expected.gguf beside it) bit for bit; the model loads
+// (gguf_model_config, load_gguf_weights) and its logits after each prompt are llama.cpp's on the same file within
+// quantized_logit_bound of the largest. llama.cpp multiplies quantised weights with activations quantised to 8 bits,
+// tinylm with f32 activations, so the two differ by that rounding: measured 0.021-0.044 on these models, where
+// quantising itself moves llama.cpp's logits by 0.065-1.14 (both printed; docs/gguf.md, "Reading GGUF files").
+BOOST_AUTO_TEST_CASE(read_llama_quantize_files, *boost::unit_test::disabled()) {
+    constexpr double quantized_logit_bound = 0.1;
+    const char* dir_env = std::getenv("TINYLM_GGUF_QUANTIZE_DIR");
+    BOOST_TEST_REQUIRE(dir_env != nullptr, "set TINYLM_GGUF_QUANTIZE_DIR");
+    std::ifstream in(fs::path(dir_env) / "results.json");
+    BOOST_TEST_REQUIRE(bool(in), "no results.json: run check_llama_quantize.py first");
+    const nlohmann::json results = nlohmann::json::parse(in);
+    for (const auto& [file, e] : results.items()) {
+        const gg::reader r(file), expected(e["expected"].get<std::string>());
+        std::map<std::string, int> types;
+        for (const gg::tensor_info& t : r.tensors()) {
+            ++types[gg::type_name(t.type)];
+            const std::vector<float> got = r.read_f32(t.name), want = expected.read_f32(t.name);
+            BOOST_TEST_REQUIRE(got.size() == want.size(), file << ": " << t.name);
+            BOOST_TEST(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)) == 0,
+                       file << ": " << t.name << " (" << gg::type_name(t.type) << ") differs from the gguf package's");
+        }
+        std::string listed;
+        for (const auto& [name, n] : types)
+            listed += (listed.empty() ? "" : ", ") + std::to_string(n) + " " + name;
+        // max |a - b| / max |b| over the prompts' logits
+        auto distance = [](const std::vector<std::vector<float>>& a, const std::vector<std::vector<float>>& b) {
+            double worst = 0;
+            for (std::size_t p = 0; p < a.size(); ++p) {
+                double diff = 0, top = 0;
+                for (std::size_t i = 0; i < a[p].size(); ++i)
+                    diff = std::max(diff, std::fabs(double(a[p][i]) - b[p][i])),
+                    top = std::max(top, std::fabs(double(b[p][i])));
+                worst = std::max(worst, diff / top);
+            }
+            return worst;
+        };
+        const auto llama_cpp = e["logits"].get<std::vector<std::vector<float>>>();
+        const auto llama_cpp_f32 = e["f32_logits"].get<std::vector<std::vector<float>>>();
+        auto logits_of = [&](auto& model) {
+            load_gguf_weights(model, r);
+            std::vector<std::vector<float>> out;
+            for (const auto& prompt : e["prompts"])
+                out.push_back(last_logits(model, prompt.get<std::vector<token_t>>()));
+            return out;
+        };
+        const model_config c = gguf_model_config(r);
+        std::vector<std::vector<float>> tinylm;
+        if (r.at("general.architecture").as_string() == "llama") {
+            decoder<families::llama> model(c);
+            tinylm = logits_of(model);
+        } else {
+            decoder<families::qwen2> model(c);
+            tinylm = logits_of(model);
+        }
+        const double apart = distance(tinylm, llama_cpp), moved = distance(llama_cpp, llama_cpp_f32);
+        BOOST_TEST_MESSAGE(fs::path(file).filename().string()
+                           << ": " << listed << "; logits: tinylm against llama.cpp " << apart
+                           << ", llama.cpp against its f32 logits " << moved << " (max |a - b| / max |b|)");
+        BOOST_TEST(apart <= quantized_logit_bound, file << ": " << apart);
+    }
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -11,7 +11,8 @@
 //   parse_gguf_type("q8_0")                   f32 | f16 | q8_0 | q4_0, else tl::error listing them.
 //   gguf_architecture(config)                 "llama" or "qwen2", else tl::error naming what does not map.
 //   gguf_model_config(reader)                 reading back: the model_config of a llama / qwen2 GGUF file, and
-//   load_gguf_weights(model, reader)          its tensors into a decoder of that config (F32/F16/Q8_0/Q4_0,
+//   load_gguf_weights(model, reader)          its tensors into a decoder of that config (every type of
+//                                             io/gguf_types.hpp: the K-quants of llama-quantize too,
 //                                             dequantised; tl::gguf::reader is io/gguf_file.hpp). No tokenizer.
 //
 // What the file holds (the layout of llama.cpp's own convert_hf_to_gguf.py, checked against llama.cpp's
@@ -435,7 +436,7 @@ void write_gguf(const Model& model, const hf_folder& folder, const gguf_options&
     w.save(out);
 }
 
-// ---- reading back (llama.cpp files of architecture llama or qwen2, F32 / F16 / Q8_0 / Q4_0 tensors) -------
+// ---- reading back (llama.cpp files of architecture llama or qwen2, every type of io/gguf_types.hpp) -------
 
 // The decoder configuration a GGUF file describes: sizes from the architecture's keys, q/k/v biases for qwen2,
 // tied embeddings when there is no output.weight, experts from expert_count. Files with rope_freqs (Llama 3

@@ -20,6 +20,7 @@
 
 #include <tinylm/core/error.hpp>
 #include <tinylm/io/gguf_quants.hpp>
+#include <tinylm/io/gguf_types.hpp>
 
 #include <cstdint>
 #include <cstring>
@@ -56,38 +57,6 @@ enum class value_type : std::uint32_t {
     i64 = 11,
     f64 = 12,
 };
-
-// The ggml element types tinylm writes and reads (ggml.h numbering).
-enum class ggml_type : std::uint32_t { f32 = 0, f16 = 1, q4_0 = 2, q8_0 = 8 };
-
-inline std::string type_name(ggml_type t) {
-    switch (t) {
-    case ggml_type::f32:
-        return "F32";
-    case ggml_type::f16:
-        return "F16";
-    case ggml_type::q4_0:
-        return "Q4_0";
-    case ggml_type::q8_0:
-        return "Q8_0";
-    }
-    return "type " + std::to_string(static_cast<std::uint32_t>(t));
-}
-
-// Bytes of n elements of type t (n a multiple of 32 for the block types).
-inline std::uint64_t type_bytes(ggml_type t, std::uint64_t n) {
-    switch (t) {
-    case ggml_type::f32:
-        return n * 4;
-    case ggml_type::f16:
-        return n * 2;
-    case ggml_type::q4_0:
-        return n / quant_block * q4_0_bytes;
-    case ggml_type::q8_0:
-        return n / quant_block * q8_0_bytes;
-    }
-    return 0;
-}
 
 // A metadata value: a scalar, a string, or an array of one element type.
 struct value {
@@ -282,6 +251,8 @@ public:
         std::uint64_t n = 1;
         for (auto d : dims)
             n *= d;
+        check(type == ggml_type::f32 || type == ggml_type::f16 || type == ggml_type::q8_0 || type == ggml_type::q4_0,
+              [&] { return "gguf: tensor " + name + ": " + type_name(type) + " is read, not written"; });
         check(type == ggml_type::f32 || type == ggml_type::f16 || dims[0] % quant_block == 0, [&] {
             return "gguf: tensor " + name + " has " + std::to_string(dims[0]) + " values per row, not a multiple of " +
                    "32 as " + type_name(type) + " needs";
@@ -361,6 +332,8 @@ public:
         case ggml_type::q4_0:
             quantize_q4_0(values, bytes.data());
             break;
+        default:
+            fail("gguf: " + type_name(t) + " is read, not written");
         }
     }
 
@@ -446,13 +419,16 @@ public:
                            " has more elements than the file could hold";
                 });
             const auto type = get<std::uint32_t>("type of " + t.name);
-            check(type == 0 || type == 1 || type == 2 || type == 8, [&] {
-                return "gguf: " + path.string() + ": tensor " + t.name + " has ggml type " + std::to_string(type) +
-                       " (F32, F16, Q4_0 and Q8_0 are read)";
+            check(readable_type(type), [&] {
+                return "gguf: " + path.string() + ": tensor " + t.name + " has ggml type " + type_name(type) + " (" +
+                       std::to_string(type) + "), which tinylm does not read (it reads " + readable_type_names() +
+                       "; llama.cpp's llama-quantize converts to one of them)";
             });
             t.type = static_cast<ggml_type>(type);
-            check(t.type == ggml_type::f32 || t.type == ggml_type::f16 || t.dims[0] % quant_block == 0,
-                  [&] { return "gguf: " + path.string() + ": tensor " + t.name + " rows are not whole blocks"; });
+            check(t.dims[0] % block_values(t.type) == 0, [&] {
+                return "gguf: " + path.string() + ": tensor " + t.name + " rows are not whole blocks of " +
+                       std::to_string(block_values(t.type)) + " (" + type_name(t.type) + ")";
+            });
             t.offset = get<std::uint64_t>("offset of " + t.name);
             tensors_.push_back(std::move(t));
         }
@@ -505,21 +481,7 @@ public:
         const tensor_info& t = tensor(name);
         const std::vector<std::uint8_t> bytes = read_bytes(name);
         std::vector<float> out(t.numel());
-        switch (t.type) {
-        case ggml_type::f32:
-            std::memcpy(out.data(), bytes.data(), bytes.size());
-            break;
-        case ggml_type::f16:
-            for (std::size_t i = 0; i < out.size(); ++i)
-                out[i] = half_to_float(static_cast<std::uint16_t>(bytes[2 * i] | (bytes[2 * i + 1] << 8)));
-            break;
-        case ggml_type::q8_0:
-            dequantize_q8_0(bytes.data(), out);
-            break;
-        case ggml_type::q4_0:
-            dequantize_q4_0(bytes.data(), out);
-            break;
-        }
+        dequantize(t.type, bytes.data(), out);
         return out;
     }
 

@@ -8,6 +8,6 @@ TINYLM_FUZZ_TARGET(gguf) {
     const auto path = tl_fuzz::scratch::get().write("model.gguf", in);
     const tl::gguf::reader r(path);
     for (const auto& t : r.tensors())
-        (void)r.read_bytes(t.name);
+        (void)r.read_f32(t.name); // every block format's dequantisation on hostile bytes
     (void)tl::gguf_model_config(r);
 }
