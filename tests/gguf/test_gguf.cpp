@@ -16,6 +16,7 @@
 
 #include <tinylm/eval/generate.hpp>
 #include <tinylm/io/gguf.hpp>
+#include <tinylm/io/gguf_folder.hpp>
 #include <tinylm/io/hf_any.hpp>
 #include <tinylm/io/hf_folder.hpp>
 #include <tinylm/optim/adamw.hpp>
@@ -357,6 +358,49 @@ bool has_control_looking_text(const tokenizer& tok, const std::string& line) {
     return false;
 }
 
+// 200 lines of tests/reference/tokenizer/texts.json (Russian, Tatar, English, code, emoji, whitespace runs, special
+// token text), cut at spaces into pieces of at most 120 bytes, then runs of 2 to 10 of their words.
+std::vector<std::string> test_lines() {
+    std::vector<std::string> lines;
+    {
+        std::ifstream in(tokenizer_refs / "texts.json");
+        const nlohmann::json texts = nlohmann::json::parse(in);
+        for (const auto& t : texts) {
+            std::istringstream ss(t["text"].get<std::string>());
+            // The lines of the texts, cut at spaces into pieces of at most 120 bytes.
+            for (std::string line; std::getline(ss, line);) {
+                while (!line.empty() && (line.back() == '\r' || line.back() == ' '))
+                    line.pop_back();
+                std::size_t at = 0;
+                while (at < line.size() && lines.size() < 200) {
+                    std::size_t end = line.size();
+                    if (end - at > 120) {
+                        end = line.rfind(' ', at + 120);
+                        if (end == std::string::npos || end <= at) end = line.find(' ', at + 1);
+                        if (end == std::string::npos) end = line.size();
+                    }
+                    if (end - at >= 2) lines.push_back(line.substr(at, end - at));
+                    at = end;
+                }
+            }
+        }
+    }
+    // Then runs of 2 to 10 words from every second word of each line, until there are 200 lines.
+    for (std::size_t base = 0, n = lines.size(); lines.size() < 200 && base < n; ++base) {
+        std::vector<std::string> words;
+        std::istringstream ws(lines[base]);
+        for (std::string w; ws >> w;)
+            words.push_back(w);
+        for (std::size_t start = 0; start + 2 <= words.size() && lines.size() < 200; start += 2) {
+            std::string line = words[start];
+            for (std::size_t k = start + 1; k < std::min(words.size(), start + 2 + (start + base) % 9); ++k)
+                line += " " + words[k];
+            lines.push_back(line);
+        }
+    }
+    return lines;
+}
+
 // tinylm's logits after the last token of `prompt`.
 template <class Model>
 std::vector<float> last_logits(const Model& model, const std::vector<token_t>& prompt) {
@@ -522,6 +566,98 @@ BOOST_AUTO_TEST_CASE(dequantisation_is_the_gguf_package) {
         types.push_back(t.name);
     }
     BOOST_TEST(types.size() == 13u); // every type read but F32 (the expected values are F32)
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(gguf_folder)
+
+// A GGUF file read as a folder (io/gguf_folder.hpp), for the files export writes: the Qwen2 fixture (byte-level, the
+// Qwen2 split, no NFC, a chat template), the same with the GPT-2 split, a Llama with tinylm's trained byte-fallback
+// tokenizer (metaspace, NFC), a Mixtral with tinylm's trained byte-level tokenizer (NFC). The rebuilt tokenizer gives
+// the folder tokenizer's ids on the 200 lines, with and without special tokens, and decodes them to the same text;
+// the special tokens and the chat template are the folder's; the file loads as a text_model-ready configuration.
+BOOST_AUTO_TEST_CASE(tokenizer_and_folder_from_the_file) {
+    scratch s("folder");
+    make_llama_folder(s.dir / "llama");
+    make_mixtral_folder(s.dir / "mixtral");
+    const std::vector<std::string> lines = test_lines();
+    struct source {
+        std::string name;
+        fs::path dir;
+        bool gpt2_split = false;
+    };
+    for (const source& src : {source{"qwen2", qwen2_fixture}, source{"qwen2-gpt2", qwen2_fixture, true},
+                              source{"llama", s.dir / "llama"}, source{"mixtral", s.dir / "mixtral"}}) {
+        hf_folder folder = read_hf_folder(src.dir);
+        if (src.gpt2_split) folder.tokenizer->pre.pattern = split_pattern::gpt2;
+        const fs::path file = s.dir / (src.name + ".gguf");
+        with_pretrained(src.dir, [&](auto& model) {
+            write_gguf(model, folder, {.type = gguf_type::q8_0}, file);
+            return 0;
+        });
+        const gg::reader r(file);
+        const hf_folder back = read_gguf_folder(r);
+        const tokenizer &want = *folder.tokenizer, &got = *back.tokenizer;
+        BOOST_TEST(got.vocab_size() == want.vocab_size(), src.name);
+        BOOST_TEST(got.norm.nfc == want.norm.nfc, src.name);
+        std::size_t same = 0, decoded = 0;
+        for (const std::string& line : lines)
+            for (const bool special : {false, true}) {
+                const std::vector<token_t> ids = want.encode(line, {.add_special_tokens = special});
+                const std::vector<token_t> again = got.encode(line, {.add_special_tokens = special});
+                same += ids == again;
+                decoded += got.decode(ids) == want.decode(ids);
+                if (ids != again) {
+                    std::string a, b;
+                    for (token_t t : ids)
+                        a += std::to_string(t) + " ";
+                    for (token_t t : again)
+                        b += std::to_string(t) + " ";
+                    BOOST_TEST_MESSAGE(src.name << ": \"" << line << "\": folder " << a << "file " << b);
+                }
+            }
+        BOOST_TEST(same == 2 * lines.size(), src.name << ": " << same << " of " << 2 * lines.size() << " encodings");
+        BOOST_TEST(decoded == 2 * lines.size(), src.name);
+        BOOST_TEST(std::uint64_t(back.special.eos_id) == r.at("tokenizer.ggml.eos_token_id").as_uint(), src.name);
+        if (folder.special.eos_id >= 0) BOOST_TEST(back.special.eos == folder.special.eos, src.name);
+        BOOST_TEST(back.generation.eos_token_ids == std::vector<token_t>{back.special.eos_id},
+                   boost::test_tools::per_element());
+        BOOST_TEST(bool(back.chat) == bool(folder.chat), src.name);
+        if (back.chat && folder.chat) BOOST_TEST(back.chat->source() == folder.chat->source(), src.name);
+        BOOST_TEST(back.config["architectures"] == folder.config["architectures"], src.name);
+    }
+    // The real Llama 2 (32,000 tokens, byte fallback) and Qwen3 (151,669 byte-level tokens, NFC) tokenizers of the
+    // shared data, when present, on a tiny model of their vocabulary: the same ids on the 200 lines.
+    for (const std::string real : {"llama2", "qwen3"}) {
+        const fs::path src = tl_test::data_path(fs::path("tokenizers") / real / "tokenizer.json");
+        if (src.empty()) {
+            BOOST_TEST_MESSAGE("skipped " << real << ": no shared data");
+            continue;
+        }
+        const tokenizer tok = load_tokenizer_json(src.string());
+        model_config c = test::llama_gqa::value;
+        c.vocab_size = int(tok.vocab_size());
+        c.tied_embeddings = true;
+        decoder<families::llama> model(c, 1);
+        const nlohmann::json tok_config =
+            real == "llama2" ? nlohmann::json{{"bos_token", "<s>"}, {"eos_token", "</s>"}, {"unk_token", "<unk>"}}
+                             : nlohmann::json{{"eos_token", "<|im_end|>"}, {"pad_token", "<|endoftext|>"}};
+        make_folder(model, s.dir / real, src, tok_config, special_ids(real == "llama2" ? 1 : -1, -1));
+        write_gguf(model, read_hf_folder(s.dir / real), {.type = gguf_type::f32}, s.dir / (real + ".gguf"));
+        const tokenizer got = gguf_tokenizer(gg::reader(s.dir / (real + ".gguf")));
+        std::size_t same = 0;
+        for (const std::string& line : lines)
+            same += got.encode(line, {.add_special_tokens = true}) == tok.encode(line, {.add_special_tokens = true});
+        BOOST_TEST(same == lines.size(), real << ": " << same << " of " << lines.size());
+    }
+    // What is not read is refused by name: a tokenizer model or split llama.cpp has but tinylm does not.
+    gg::writer w;
+    w.add("tokenizer.ggml.model", gg::value::str("bert"));
+    w.save(s.dir / "bert.gguf");
+    BOOST_TEST(tl_test::error_of([&] {
+                   gguf_tokenizer(gg::reader(s.dir / "bert.gguf"));
+               }).find("tokenizer.ggml.model \"bert\" is not read (gpt2 and llama are)") != std::string::npos);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
@@ -881,43 +1017,7 @@ BOOST_AUTO_TEST_CASE(export_for_llama_cpp, *boost::unit_test::disabled()) {
     BOOST_TEST_REQUIRE(out_env != nullptr, "set TINYLM_GGUF_LLAMA_DIR");
     const fs::path out = out_env;
     fs::create_directories(out);
-    std::vector<std::string> lines;
-    {
-        std::ifstream in(tokenizer_refs / "texts.json");
-        const nlohmann::json texts = nlohmann::json::parse(in);
-        for (const auto& t : texts) {
-            std::istringstream ss(t["text"].get<std::string>());
-            // The lines of the texts, cut at spaces into pieces of at most 120 bytes.
-            for (std::string line; std::getline(ss, line);) {
-                while (!line.empty() && (line.back() == '\r' || line.back() == ' '))
-                    line.pop_back();
-                std::size_t at = 0;
-                while (at < line.size() && lines.size() < 200) {
-                    std::size_t end = line.size();
-                    if (end - at > 120) {
-                        end = line.rfind(' ', at + 120);
-                        if (end == std::string::npos || end <= at) end = line.find(' ', at + 1);
-                        if (end == std::string::npos) end = line.size();
-                    }
-                    if (end - at >= 2) lines.push_back(line.substr(at, end - at));
-                    at = end;
-                }
-            }
-        }
-    }
-    // Then runs of 2 to 10 words from every second word of each line, until there are 200 lines.
-    for (std::size_t base = 0, n = lines.size(); lines.size() < 200 && base < n; ++base) {
-        std::vector<std::string> words;
-        std::istringstream ws(lines[base]);
-        for (std::string w; ws >> w;)
-            words.push_back(w);
-        for (std::size_t start = 0; start + 2 <= words.size() && lines.size() < 200; start += 2) {
-            std::string line = words[start];
-            for (std::size_t k = start + 1; k < std::min(words.size(), start + 2 + (start + base) % 9); ++k)
-                line += " " + words[k];
-            lines.push_back(line);
-        }
-    }
+    const std::vector<std::string> lines = test_lines();
     BOOST_TEST_REQUIRE(lines.size() == 200u);
     make_llama_folder(out / "llama", lines);
     make_mixtral_folder(out / "mixtral");

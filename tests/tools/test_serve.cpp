@@ -683,6 +683,42 @@ BOOST_AUTO_TEST_CASE(generate_greedy_equals_tl_generate) {
     BOOST_TEST(said.find("KV caches keep keys and values in bf16") != std::string::npos, said);
 }
 
+// --model FILE.gguf: the tokenizer, special tokens and weights come from the file. Exported in f32 (weights bit for
+// bit, the llama q/k permutation undone), it generates the folder's tokens; a chat through the file's template
+// answers like the folder.
+BOOST_AUTO_TEST_CASE(generate_and_chat_from_a_gguf_file) {
+    const fs::path dir = fs::temp_directory_path() / ("tinylm_tools_gguf_" + std::to_string(getpid()));
+    fs::create_directories(dir);
+    for (const fs::path& folder : {plain_folder(), chat_folder()})
+        tl::with_pretrained(folder, [&](auto& m) {
+            tl::write_gguf(m, tl::read_hf_folder(folder), {.type = tl::gguf_type::f32},
+                           dir / (folder.filename().string() + ".gguf"));
+            return 0;
+        });
+    auto generate = [](const fs::path& model) {
+        return nlohmann::json::parse(run_command(std::string(TINYLM_BINARY) + " generate --model " + model.string() +
+                                                 " --prompt 'Жили-были' --max-tokens 16 --temperature 0 --json "
+                                                 "--quiet 2>/dev/null"));
+    };
+    const nlohmann::json folder = generate(plain_folder()),
+                         file = generate(dir / (plain_folder().filename().string() + ".gguf"));
+    BOOST_TEST(file["tokens"] == folder["tokens"]);
+    BOOST_TEST(file["text"] == folder["text"]);
+    BOOST_TEST(file["prompt_tokens"] == folder["prompt_tokens"]);
+    const fs::path script = dir / "chat.txt";
+    std::ofstream(script) << "Привет!\n/set temperature 0\nКак дела?\n";
+    auto chat = [&](const fs::path& model) {
+        return run_command(std::string(TINYLM_BINARY) + " chat --model " + model.string() + " --max-tokens 8 < " +
+                           script.string() + " 2>/dev/null");
+    };
+    BOOST_TEST(chat(dir / (chat_folder().filename().string() + ".gguf")) == chat(chat_folder()));
+    const std::string refused = run_command(std::string(TINYLM_BINARY) + " generate --model " + script.string() +
+                                            " --prompt x 2>&1; echo rc=$?");
+    BOOST_TEST(refused.find("not a folder or a .gguf file") != std::string::npos, refused);
+    BOOST_TEST(refused.find("rc=0") == std::string::npos, refused);
+    fs::remove_all(dir);
+}
+
 BOOST_AUTO_TEST_CASE(chat_script_on_standard_input) {
     const fs::path script = fs::temp_directory_path() / ("tinylm_chat_script_" + std::to_string(getpid()));
     std::ofstream(script) << "Привет!\n/set temperature 0\n/set bogus 1\n/show\nКак дела?\n/reset\nЕщё раз\n";

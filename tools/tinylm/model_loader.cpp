@@ -32,6 +32,8 @@ std::unique_ptr<tl::text_model> open_model(const model_flags& flags) {
 
 void export_gguf(const fs::path& model, const fs::path& adapter, const std::string& type, const std::string& name,
                  const fs::path& out) {
+    tl::check(fs::is_directory(model),
+              [&] { return "--model: export-gguf writes a model folder as GGUF; " + model.string() + " is a file"; });
     const tl::gguf_options options{.type = tl::parse_gguf_type(type), .name = name};
     const tl::hf_folder folder = tl::read_hf_folder(model);
     tl::with_pretrained(

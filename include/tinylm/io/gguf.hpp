@@ -39,6 +39,8 @@
 //    merges. Token types: normal, control (special added tokens), user-defined (other added tokens), byte
 //    (<0xNN>), unknown (<unk>), unused (padding rows of an embedding larger than the vocabulary, named
 //    [PAD<id>]). bos/eos/pad/unk ids, add_bos_token/add_eos_token from the post-processor, the chat template.
+//    tinylm.tokenizer.nfc: whether the tokenizer applies NFC (llama.cpp ignores the key and applies none; tinylm
+//    reading the file back applies it: io/gguf_folder.hpp).
 //    Not representable (tl::error): byte-level BPE with no split pattern, normalizers other than NFC (bytes)
 //    or the metaspace Prepend/Replace (llama). NFC is not applied by llama.cpp: same ids for NFC text.
 #pragma once
@@ -380,6 +382,7 @@ void write_gguf(const Model& model, const hf_folder& folder, const gguf_options&
     id_key("padding_token_id", pad);
     w.add("tokenizer.ggml.add_bos_token", gg::value::boolean(!tok.prefix_tokens.empty()));
     w.add("tokenizer.ggml.add_eos_token", gg::value::boolean(!tok.suffix_tokens.empty()));
+    w.add("tinylm.tokenizer.nfc", gg::value::boolean(tok.norm.nfc)); // for reading back (io/gguf_folder.hpp)
     if (folder.chat) w.add("tokenizer.chat_template", gg::value::str(folder.chat->source()));
 
     // Tensors, in the model's order; experts split from transformers' fused gate_up.

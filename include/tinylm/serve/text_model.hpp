@@ -1,7 +1,7 @@
 // tinylm/serve/text_model.hpp: a model folder loaded for talking to: the decoder (any Llama, Mistral, Qwen2 or
-// Mixtral folder, sizes read at run time), a LoRA adapter merged in, the tokenizer, the chat template and the
-// sampling defaults of generation_config.json, behind one small interface. The `tinylm` command's generate,
-// chat and serve share it, and code that only talks to a model (a server, a REPL) compiles without a decoder.
+// Mixtral folder, sizes read at run time, or a llama / qwen2 GGUF file), a LoRA adapter merged in, the tokenizer, the
+// chat template and the sampling defaults of generation_config.json, behind one small interface. The `tinylm` command's
+// generate, chat and serve share it, and code that only talks to a model (a server, a REPL) compiles without a decoder.
 //
 //   std::unique_ptr<tl::text_model> m = tl::load_text_model("runs/russian_novels/checkpoint");
 //   auto ids = m->tokenizer().encode("Жили-были");
@@ -14,6 +14,7 @@
 #include <tinylm/eval/continuous_batch.hpp>
 #include <tinylm/eval/generate_batch.hpp>
 #include <tinylm/eval/text_generation.hpp>
+#include <tinylm/io/gguf_folder.hpp>
 #include <tinylm/io/hf_any.hpp>
 #include <tinylm/io/hf_folder.hpp>
 #include <tinylm/io/peft_merge.hpp>
@@ -172,23 +173,30 @@ private:
 } // namespace detail
 
 // Loads `dir` (config.json, weights, tokenizer.json required; tokenizer_config.json, generation_config.json and
-// a chat template used when present) and merges the adapter in `adapter_dir` when one is given.
+// a chat template used when present), or a GGUF file of architecture llama or qwen2 (io/gguf_folder.hpp: the
+// tokenizer rebuilt from the file, the weights dequantised to f32), and merges the adapter in `adapter_dir` when
+// one is given.
 template <Backend B = default_backend>
 std::unique_ptr<text_model> load_text_model(const fs::path& dir, const fs::path& adapter_dir = {}) {
-    hf_folder folder = read_hf_folder(dir);
+    std::optional<gguf::reader> file;
+    if (fs::is_regular_file(dir)) file.emplace(dir);
+    hf_folder folder = file ? read_gguf_folder(*file) : read_hf_folder(dir);
     check(folder.tokenizer.has_value(), [&] { return "text_model: " + dir.string() + " has no tokenizer.json"; });
     if (folder.generation.eos_token_ids.empty() && folder.special.eos_id >= 0)
         folder.generation.eos_token_ids.push_back(folder.special.eos_id);
-    const model_config c = read_hf_folder_config(dir);
+    const model_config c = file ? gguf_model_config(*file) : read_hf_folder_config(dir);
     check(index_t(folder.tokenizer->vocab_size()) <= c.vocab_size, [&] {
-        return "text_model: " + (dir / "tokenizer.json").string() + " has " +
+        return "text_model: the tokenizer of " + dir.string() + " has " +
                std::to_string(folder.tokenizer->vocab_size()) + " tokens, more than the model's vocabulary of " +
                std::to_string(c.vocab_size);
     });
     auto load = [&]<class Family>() -> std::unique_ptr<text_model> {
         using model_t = decoder<Family, B>;
         auto model = std::make_unique<model_t>(c, weights_to_load_for_inference);
-        load_pretrained(*model, dir);
+        if (file)
+            load_gguf_weights(*model, *file);
+        else
+            load_pretrained(*model, dir);
         merge_report merged{};
         if (!adapter_dir.empty()) merged = merge_adapter(*model, adapter_dir);
         return std::make_unique<detail::text_model_of<model_t>>(std::move(model), std::move(folder), adapter_dir,

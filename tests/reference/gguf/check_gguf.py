@@ -243,6 +243,8 @@ def expected_metadata(entry: dict, cfg: dict, arch: str) -> dict:
             md[f"tokenizer.ggml.{key}_token_id"] = v
     md["tokenizer.ggml.add_bos_token"] = bool(prefix)
     md["tokenizer.ggml.add_eos_token"] = False
+    norms = tj.get("normalizer") or {}
+    md["tinylm.tokenizer.nfc"] = any(n.get("type") == "NFC" for n in norms.get("normalizers", [norms]) if n)
     template_path = os.path.join(folder, "chat_template.jinja")
     if os.path.exists(template_path):
         with open(template_path, encoding="utf-8") as f:
