@@ -650,6 +650,30 @@ BOOST_AUTO_TEST_CASE(tokenizer_and_folder_from_the_file) {
         for (const std::string& line : lines)
             same += got.encode(line, {.add_special_tokens = true}) == tok.encode(line, {.add_special_tokens = true});
         BOOST_TEST(same == lines.size(), real << ": " << same << " of " << lines.size());
+        if (real != "llama2") continue;
+        // As llama.cpp's converter writes Llama 2 (scores, no merges): the merges made from the scores are the
+        // tokenizer.json's, in order, and so are the ids.
+        const gg::reader full(s.dir / "llama2.gguf");
+        gg::writer w;
+        for (const auto& [key, value] : full.metadata())
+            if (key != "tokenizer.ggml.merges") w.add(key, value);
+        w.save(s.dir / "llama2-scores.gguf");
+        const std::vector<std::string> made = detail::merges_from_scores(full.at("tokenizer.ggml.tokens").strings(),
+                                                                         full.at("tokenizer.ggml.scores").floats());
+        const std::vector<std::string>& written = full.at("tokenizer.ggml.merges").strings();
+        BOOST_TEST(made.size() == written.size());
+        BOOST_TEST(written.size() == tok.model.merges.size()); // 58,980
+        std::size_t first_difference = 0;
+        while (first_difference < std::min(made.size(), written.size()) &&
+               made[first_difference] == written[first_difference])
+            ++first_difference;
+        BOOST_TEST(first_difference == written.size(), "merge " << first_difference << " differs");
+        const tokenizer from_scores = gguf_tokenizer(gg::reader(s.dir / "llama2-scores.gguf"));
+        same = 0;
+        for (const std::string& line : lines)
+            same += from_scores.encode(line, {.add_special_tokens = true}) ==
+                    tok.encode(line, {.add_special_tokens = true});
+        BOOST_TEST(same == lines.size(), "llama2 from scores: " << same << " of " << lines.size());
     }
     // What is not read is refused by name: a tokenizer model or split llama.cpp has but tinylm does not.
     gg::writer w;

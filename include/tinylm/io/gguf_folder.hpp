@@ -10,8 +10,9 @@
 //  - "gpt2" (byte-level BPE): tokens in GPT-2's byte-to-character spelling, merges "a b", the split of
 //    tokenizer.ggml.pre ("qwen2", or "gpt-2"/"default": GPT-2's).
 //  - "llama" (characters with byte fallback, metaspace): "▁" for spaces, prepended when add_space_prefix, <0xNN>
-//    byte tokens, <unk> fused; the merges must be in the file (tinylm writes them; files llama.cpp converted from
-//    SentencePiece models hold scores only and are refused).
+//    byte tokens, <unk> fused; the merges of the file (tinylm writes them), or, in the files llama.cpp converted from
+//    SentencePiece models (scores only), merges made from the scores as transformers makes them
+//    (detail::merges_from_scores).
 // NFC as tinylm.tokenizer.nfc says (tinylm writes it); files without the key: NFC for byte-level BPE (as Qwen's
 // tokenizers), none for "llama" (as Llama 2's); llama.cpp itself applies none.
 // Token types: control and unknown tokens become special added tokens (matched in text, as llama.cpp and Hugging
@@ -23,10 +24,50 @@
 
 #include <tinylm/io/gguf.hpp>
 
+#include <algorithm>
 #include <string>
+#include <string_view>
+#include <unordered_map>
 #include <vector>
 
 namespace tl {
+
+namespace detail {
+// The merges of a SentencePiece BPE vocabulary that has scores only (what llama.cpp's converter stores for Llama 2,
+// TinyLlama, Mistral): every split of a token into two tokens, at a character boundary, is a merge; merges rank by
+// the score of the token they make, highest first, ties in token order, the splits of one token by (left id, right
+// id). This is transformers' SentencePieceExtractor, which made the merges of these models' tokenizer.json.
+inline std::vector<std::string> merges_from_scores(const std::vector<std::string>& tokens,
+                                                   const std::vector<double>& scores) {
+    check(scores.size() == tokens.size(), "gguf: tokenizer.ggml.scores and tokenizer.ggml.tokens differ in length");
+    std::unordered_map<std::string_view, std::size_t> id;
+    for (std::size_t i = 0; i < tokens.size(); ++i)
+        id.emplace(tokens[i], i);
+    struct merge {
+        double score;
+        std::size_t left, right;
+    };
+    std::vector<merge> found;
+    for (std::size_t i = 0; i < tokens.size(); ++i) {
+        const std::string_view t = tokens[i];
+        if (t.empty()) continue;
+        const std::size_t first = found.size();
+        for (std::size_t at = 0; unicode::next(t, at), at < t.size();) {
+            const auto l = id.find(t.substr(0, at)), r = id.find(t.substr(at));
+            if (l != id.end() && r != id.end()) found.push_back({scores[i], l->second, r->second});
+        }
+        std::sort(found.begin() + std::ptrdiff_t(first), found.end(), [](const merge& a, const merge& b) {
+            return a.left != b.left ? a.left < b.left : a.right < b.right;
+        });
+    }
+    std::stable_sort(found.begin(), found.end(), [](const merge& a, const merge& b) { return a.score > b.score; });
+    std::vector<std::string> out;
+    out.reserve(found.size());
+    for (const merge& m : found)
+        out.push_back(tokens[m.left] + " " + tokens[m.right]);
+    return out;
+}
+} // namespace detail
 
 inline tokenizer gguf_tokenizer(const gguf::reader& r) {
     const std::string where = "gguf: " + r.path().string() + ": ";
@@ -80,11 +121,12 @@ inline tokenizer gguf_tokenizer(const gguf::reader& r) {
         tok.model.add_token(raw);
         if (types[id] == ex::unknown && !byte_level) tok.model.unk = token_t(id);
     }
-    check(r.find("tokenizer.ggml.merges") != nullptr, [&] {
-        return where + "has no tokenizer.ggml.merges (a SentencePiece model converted by llama.cpp keeps scores only, "
-                       "which tinylm does not turn into merges)";
+    check(r.find("tokenizer.ggml.merges") != nullptr || (!byte_level && r.find("tokenizer.ggml.scores")), [&] {
+        return where + "has neither tokenizer.ggml.merges nor (for a llama tokenizer) tokenizer.ggml.scores";
     });
-    const std::vector<std::string>& merges = r.at("tokenizer.ggml.merges").strings();
+    const std::vector<std::string> merges =
+        r.find("tokenizer.ggml.merges") ? r.at("tokenizer.ggml.merges").strings()
+                                        : detail::merges_from_scores(spelled, r.at("tokenizer.ggml.scores").floats());
     std::string left, right;
     auto id_of = [&](const std::string& s, std::size_t m) {
         std::string bytes = s;
