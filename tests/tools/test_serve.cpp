@@ -685,7 +685,7 @@ BOOST_AUTO_TEST_CASE(generate_greedy_equals_tl_generate) {
 
 // --model FILE.gguf: the tokenizer, special tokens and weights come from the file. Exported in f32 (weights bit for
 // bit, the llama q/k permutation undone), it generates the folder's tokens; a chat through the file's template
-// answers like the folder.
+// answers like the folder; eval bpb gives the folder's figure.
 BOOST_AUTO_TEST_CASE(generate_and_chat_from_a_gguf_file) {
     const fs::path dir = fs::temp_directory_path() / ("tinylm_tools_gguf_" + std::to_string(getpid()));
     fs::create_directories(dir);
@@ -712,6 +712,17 @@ BOOST_AUTO_TEST_CASE(generate_and_chat_from_a_gguf_file) {
                            script.string() + " 2>/dev/null");
     };
     BOOST_TEST(chat(dir / (chat_folder().filename().string() + ".gguf")) == chat(chat_folder()));
+    // eval bpb reads the file too (tokenizer and weights from it): the folder's figure.
+    const fs::path text = dir / "text.txt";
+    std::ofstream(text) << "Жили-были старик со старухой у самого синего моря.\nОни жили в ветхой землянке.\n";
+    auto bpb = [&](const fs::path& model) {
+        return nlohmann::json::parse(run_command(std::string(TINYLM_BINARY) + " eval bpb --model " + model.string() +
+                                                 " --text " + text.string() + " --split line --json 2>/dev/null"));
+    };
+    const nlohmann::json from_file = bpb(dir / (plain_folder().filename().string() + ".gguf"));
+    BOOST_TEST(from_file["bits_per_byte"].get<double>() == bpb(plain_folder())["bits_per_byte"].get<double>(),
+               boost::test_tools::tolerance(1e-12));
+    BOOST_TEST(from_file["tokens"].get<int>() > 10);
     const std::string refused = run_command(std::string(TINYLM_BINARY) + " generate --model " + script.string() +
                                             " --prompt x 2>&1; echo rc=$?");
     BOOST_TEST(refused.find("not a folder or a .gguf file") != std::string::npos, refused);

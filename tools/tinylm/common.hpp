@@ -32,6 +32,17 @@ std::unique_ptr<tl::text_model> open_model(const model_flags& flags);
 void export_gguf(const fs::path& model, const fs::path& adapter, const std::string& type, const std::string& name,
                  const fs::path& out);
 
+// --model: an existing folder, or a .gguf file.
+inline CLI::Validator existing_model_path() {
+    return CLI::Validator(
+        [](std::string& p) {
+            return fs::is_directory(p) || (fs::is_regular_file(p) && fs::path(p).extension() == ".gguf")
+                       ? std::string()
+                       : "not a folder or a .gguf file: " + p;
+        },
+        "DIR|FILE.gguf");
+}
+
 struct model_flags {
     fs::path model{}, adapter{};
     std::string precision = "f32"; // the weights one-token decoding steps read (add_decoding_precision_option)
@@ -42,13 +53,7 @@ inline void add_model_options(CLI::App& app, model_flags& m) {
                    "model folder (config.json, model.safetensors, tokenizer.json), or a GGUF file (llama or qwen2; "
                    "its tokenizer and chat template from the file, its weights dequantised to f32: docs/gguf.md)")
         ->required()
-        ->check(CLI::ExistingDirectory | CLI::Validator(
-                                             [](std::string& p) {
-                                                 return fs::is_regular_file(p) && fs::path(p).extension() == ".gguf"
-                                                            ? std::string()
-                                                            : std::string("not a folder or a .gguf file");
-                                             },
-                                             "DIR|FILE.gguf"));
+        ->check(existing_model_path());
     app.add_option("--adapter", m.adapter, "PEFT LoRA adapter folder, merged into the model at load")
         ->check(CLI::ExistingDirectory);
 }

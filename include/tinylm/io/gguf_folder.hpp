@@ -4,6 +4,7 @@
 //
 //   tl::gguf::reader r("model.gguf");
 //   tl::hf_folder folder = tl::read_gguf_folder(r);   // folder.tokenizer, .special, .chat, .generation
+//   tl::with_gguf(r, [&](auto& model) { ... });       // the decoder of the file's family, its weights loaded
 //
 // The tokenizer is the inverse of what write_gguf stores (io/gguf.hpp's header), which is also what llama.cpp's
 // converter stores for these tokenizers:
@@ -23,6 +24,7 @@
 #pragma once
 
 #include <tinylm/io/gguf.hpp>
+#include <tinylm/io/hf_any.hpp>
 
 #include <algorithm>
 #include <string>
@@ -183,6 +185,21 @@ inline hf_folder read_gguf_folder(const gguf::reader& r) {
         f.chat = chat_template(t->as_string(), r.path().string() + ": tokenizer.chat_template");
     f.config = hf_config_json(gguf_model_config(r), {.bos = s.bos_id, .eos = s.eos_id, .pad = s.pad_id});
     return f;
+}
+
+// Builds the decoder a GGUF file describes (llama, llama with experts: mixtral, qwen2), loads its weights and calls
+// f(model), as with_pretrained (io/hf_any.hpp) does for a folder.
+template <Backend B = default_backend, class F>
+decltype(auto) with_gguf(const gguf::reader& r, F&& f, weights_to_load_t how = weights_to_load) {
+    const model_config c = gguf_model_config(r);
+    auto load = [&]<class Family>() -> decltype(auto) {
+        auto model = std::make_unique<decoder<Family, B>>(c, how);
+        load_gguf_weights(*model, r);
+        return f(*model);
+    };
+    if (c.moe.n_experts > 0) return load.template operator()<families::mixtral>();
+    if (c.qkv_bias) return load.template operator()<families::qwen2>();
+    return load.template operator()<families::llama>();
 }
 
 } // namespace tl
