@@ -685,7 +685,7 @@ BOOST_AUTO_TEST_CASE(generate_greedy_equals_tl_generate) {
 
 // --model FILE.gguf: the tokenizer, special tokens and weights come from the file. Exported in f32 (weights bit for
 // bit, the llama q/k permutation undone), it generates the folder's tokens; a chat through the file's template
-// answers like the folder; eval bpb gives the folder's figure.
+// answers like the folder; eval bpb gives the folder's figure; info describes it.
 BOOST_AUTO_TEST_CASE(generate_and_chat_from_a_gguf_file) {
     const fs::path dir = fs::temp_directory_path() / ("tinylm_tools_gguf_" + std::to_string(getpid()));
     fs::create_directories(dir);
@@ -712,6 +712,17 @@ BOOST_AUTO_TEST_CASE(generate_and_chat_from_a_gguf_file) {
                            script.string() + " 2>/dev/null");
     };
     BOOST_TEST(chat(dir / (chat_folder().filename().string() + ".gguf")) == chat(chat_folder()));
+    // info describes the file: the folder's architecture and tokenizer, the file's tensor types.
+    const nlohmann::json info =
+        nlohmann::json::parse(run_command(std::string(TINYLM_BINARY) + " info " +
+                                          (dir / (plain_folder().filename().string() + ".gguf")).string() + " --json"));
+    const nlohmann::json folder_info =
+        nlohmann::json::parse(run_command(std::string(TINYLM_BINARY) + " info " + plain_folder().string() + " --json"));
+    BOOST_TEST(info["architecture"] == folder_info["architecture"]);
+    BOOST_TEST(info["parameters"] == folder_info["parameters"]);
+    BOOST_TEST(info["tokenizer"] == folder_info["tokenizer"]);
+    BOOST_TEST(info["tensor_dtypes"]["F32"].get<int>() > 0);
+    BOOST_TEST(info.contains("file"));
     // eval bpb reads the file too (tokenizer and weights from it): the folder's figure.
     const fs::path text = dir / "text.txt";
     std::ofstream(text) << "Жили-были старик со старухой у самого синего моря.\nОни жили в ветхой землянке.\n";

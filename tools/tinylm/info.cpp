@@ -1,6 +1,9 @@
-// tinylm info: what a model folder holds, read from its files without loading the weights: architecture, sizes,
-// parameter count, tensor dtypes, tokenizer, special tokens, chat template, sampling defaults, adapter.
+// tinylm info: what a model folder (or a GGUF file) holds, read from its files without loading the weights:
+// architecture, sizes, parameter count, tensor dtypes, tokenizer, special tokens, chat template, sampling defaults,
+// adapter.
 #include "common.hpp"
+
+#include <tinylm/io/gguf_folder.hpp>
 
 #include <cstdio>
 #include <fstream>
@@ -62,8 +65,10 @@ std::map<std::string, int> tensor_dtypes(const fs::path& dir) {
 
 nlohmann::ordered_json describe(const info_flags& f) {
     nlohmann::ordered_json out;
-    const tl::hf_folder folder = tl::read_hf_folder(f.dir);
-    out["folder"] = fs::absolute(f.dir).lexically_normal().string();
+    std::optional<tl::gguf::reader> file; // a GGUF file: its metadata and tensor table (io/gguf_folder.hpp)
+    if (fs::is_regular_file(f.dir)) file.emplace(f.dir);
+    const tl::hf_folder folder = file ? tl::read_gguf_folder(*file) : tl::read_hf_folder(f.dir);
+    out[file ? "file" : "folder"] = fs::absolute(f.dir).lexically_normal().string();
     const std::string model_type = folder.config.value("model_type", "");
     out["model_type"] = model_type;
     if (model_type == "bert") {
@@ -72,7 +77,7 @@ nlohmann::ordered_json describe(const info_flags& f) {
                               "max_position_embeddings", "vocab_size"})
             if (folder.config.contains(k)) out[k] = folder.config[k];
     } else {
-        const tl::model_config c = tl::read_hf_folder_config(f.dir);
+        const tl::model_config c = file ? tl::gguf_model_config(*file) : tl::read_hf_folder_config(f.dir);
         out["architecture"] = tl::hf_architecture(c);
         out["parameters"] = tl::parameter_count(c);
         out["layers"] = c.n_layers;
@@ -88,8 +93,14 @@ nlohmann::ordered_json describe(const info_flags& f) {
         if (c.sliding_window > 0) out["sliding_window"] = c.sliding_window;
         if (c.moe.n_experts > 0) out["experts"] = {{"count", c.moe.n_experts}, {"per_token", c.moe.top_k}};
     }
+    std::map<std::string, int> counts;
+    if (file)
+        for (const tl::gguf::tensor_info& t : file->tensors())
+            ++counts[tl::gguf::type_name(t.type)];
+    else
+        counts = tensor_dtypes(f.dir);
     nlohmann::ordered_json dtypes = nlohmann::ordered_json::object();
-    for (const auto& [dtype, n] : tensor_dtypes(f.dir))
+    for (const auto& [dtype, n] : counts)
         dtypes[dtype] = n;
     out["tensor_dtypes"] = dtypes;
     if (folder.tokenizer) {
@@ -118,7 +129,7 @@ nlohmann::ordered_json describe(const info_flags& f) {
                           {"lora_alpha", a.value("lora_alpha", 0.0)},
                           {"target_modules", a.contains("target_modules") ? a["target_modules"] : nullptr}};
     }
-    if (fs::exists(f.dir / "README.md")) out["model_card"] = (f.dir / "README.md").string();
+    if (!file && fs::exists(f.dir / "README.md")) out["model_card"] = (f.dir / "README.md").string();
     return out;
 }
 
@@ -137,8 +148,9 @@ int run(const info_flags& f) {
 
 void add_info(CLI::App& app, command& chosen) {
     auto f = std::make_shared<info_flags>();
-    CLI::App* sub = app.add_subcommand("info", "describe a model folder (architecture, sizes, tokenizer, defaults)");
-    sub->add_option("dir", f->dir, "model folder")->required()->check(CLI::ExistingDirectory);
+    CLI::App* sub = app.add_subcommand(
+        "info", "describe a model folder or GGUF file (architecture, sizes, tensor types, tokenizer, defaults)");
+    sub->add_option("dir", f->dir, "model folder, or a GGUF file")->required()->check(existing_model_path());
     sub->add_option("--adapter", f->adapter, "PEFT adapter folder to describe too")->check(CLI::ExistingDirectory);
     sub->add_flag("--json", f->json, "print JSON");
     sub->callback([f, &chosen] { chosen = [f] { return run(*f); }; });
