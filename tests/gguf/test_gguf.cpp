@@ -35,6 +35,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <random>
 #include <sstream>
 
@@ -585,12 +586,13 @@ BOOST_AUTO_TEST_CASE(tokenizer_and_folder_from_the_file) {
     struct source {
         std::string name;
         fs::path dir;
-        bool gpt2_split = false;
+        std::optional<split_pattern> split{};
     };
-    for (const source& src : {source{"qwen2", qwen2_fixture}, source{"qwen2-gpt2", qwen2_fixture, true},
+    for (const source& src : {source{"qwen2", qwen2_fixture}, source{"qwen2-gpt2", qwen2_fixture, split_pattern::gpt2},
+                              source{"qwen2-llama3", qwen2_fixture, split_pattern::llama3},
                               source{"llama", s.dir / "llama"}, source{"mixtral", s.dir / "mixtral"}}) {
         hf_folder folder = read_hf_folder(src.dir);
-        if (src.gpt2_split) folder.tokenizer->pre.pattern = split_pattern::gpt2;
+        if (src.split) folder.tokenizer->pre.pattern = *src.split;
         const fs::path file = s.dir / (src.name + ".gguf");
         with_pretrained(src.dir, [&](auto& model) {
             write_gguf(model, folder, {.type = gguf_type::q8_0}, file);
@@ -601,6 +603,7 @@ BOOST_AUTO_TEST_CASE(tokenizer_and_folder_from_the_file) {
         const tokenizer &want = *folder.tokenizer, &got = *back.tokenizer;
         BOOST_TEST(got.vocab_size() == want.vocab_size(), src.name);
         BOOST_TEST(got.norm.nfc == want.norm.nfc, src.name);
+        BOOST_TEST((got.pre.pattern == want.pre.pattern), src.name);
         std::size_t same = 0, decoded = 0;
         for (const std::string& line : lines)
             for (const bool special : {false, true}) {
@@ -1048,12 +1051,13 @@ BOOST_AUTO_TEST_CASE(export_for_llama_cpp, *boost::unit_test::disabled()) {
     nlohmann::json expected = nlohmann::json::object();
     for (const auto& named :
          {std::pair{std::string("qwen2"), qwen2_fixture}, std::pair{std::string("llama"), out / "llama"},
-          std::pair{std::string("mixtral"), out / "mixtral"},
-          std::pair{std::string("qwen2-gpt2-split"), qwen2_fixture}}) {
+          std::pair{std::string("mixtral"), out / "mixtral"}, std::pair{std::string("qwen2-gpt2-split"), qwen2_fixture},
+          std::pair{std::string("qwen2-llama3-split"), qwen2_fixture}}) {
         const std::string& name = named.first;
         const fs::path& dir = named.second;
         hf_folder folder = read_hf_folder(dir);
-        if (name.ends_with("gpt2-split")) folder.tokenizer->pre.pattern = split_pattern::gpt2; // pre "gpt-2"
+        if (name.ends_with("gpt2-split")) folder.tokenizer->pre.pattern = split_pattern::gpt2;     // "gpt-2"
+        if (name.ends_with("llama3-split")) folder.tokenizer->pre.pattern = split_pattern::llama3; // "llama-bpe"
         with_pretrained(dir, [&](auto& model) {
             nlohmann::json e;
             for (const gguf_type t : {gguf_type::f32, gguf_type::q8_0}) {

@@ -1,5 +1,7 @@
-// The splitting scanners against hand-worked matches of the GPT-2 and Qwen2 regexes, the byte-level map,
-// UTF-8 validation.
+// The splitting scanners against hand-worked matches of the GPT-2, Qwen2 and Llama 3 regexes and against Hugging
+// Face's Split pre-tokenizer on the test texts, the byte-level map, UTF-8 validation.
+#include "tokenizer_test_util.hpp"
+
 #include <tinylm/tokenizer/pretokenizer.hpp>
 
 #include <boost/test/unit_test.hpp>
@@ -34,6 +36,27 @@ BOOST_AUTO_TEST_CASE(qwen2_pattern) {
     BOOST_TEST(split("«Фауст»\n\nГлава", qwen2) == (v{"«Фауст", "»\n\n", "Глава"}));
     BOOST_TEST(split("a \n\n b", qwen2) == (v{"a", " \n\n", " b"}));
     BOOST_TEST(split("a\t\tb", qwen2) == (v{"a", "\t", "\tb"}));
+}
+
+BOOST_AUTO_TEST_CASE(llama3_pattern) {
+    using enum tl::split_pattern;
+    BOOST_TEST(split("IT'S 1234567", llama3) == (v{"IT", "'S", " ", "123", "456", "7"}));
+    BOOST_TEST(split("x1y22z333w4444", llama3) == (v{"x", "1", "y", "22", "z", "333", "w", "444", "4"}));
+    BOOST_TEST(split("«Фауст»\n\nГлава", llama3) == (v{"«Фауст", "»\n\n", "Глава"}));
+}
+
+// Every pattern on the test texts and some digit runs, as Hugging Face `tokenizers` cuts them with a Split
+// pre-tokenizer of the pattern's regex (expected_splits.json, from make_reference.py).
+BOOST_AUTO_TEST_CASE(splits_equal_hugging_face) {
+    const nlohmann::json want = tl::test::read_json(tl::test::reference_dir() + "/expected_splits.json");
+    std::vector<tl::test::test_text> texts = tl::test::test_texts();
+    for (std::size_t i = 0; i < want["extra_texts"].size(); ++i)
+        texts.push_back({"extra_" + std::to_string(i), want["extra_texts"][i].get<std::string>()});
+    for (const auto& [name, pattern] :
+         {std::pair{"gpt2", tl::split_pattern::gpt2}, std::pair{"qwen2", tl::split_pattern::qwen2},
+          std::pair{"llama3", tl::split_pattern::llama3}})
+        for (const auto& t : texts)
+            BOOST_TEST(split(t.text, pattern) == want[name][t.name].get<v>(), name << " / " << t.name);
 }
 
 BOOST_AUTO_TEST_CASE(byte_level_map_round_trips) {

@@ -32,11 +32,11 @@
 //    the requested type; a matrix whose rows are not whole 32-value blocks falls back to F16 for q8_0 / q4_0.
 //    Blocks are ggml's reference quantisers' (io/gguf_quants.hpp), bit for bit.
 //  - Tokenizer. Byte-level BPE -> tokenizer.ggml.model "gpt2": tokens in GPT-2's byte-to-character spelling,
-//    merges "a b", tokenizer.ggml.pre "gpt-2" or "qwen2" (llama.cpp's split regexes for these names equal
-//    tinylm's split_pattern::gpt2 and ::qwen2). Byte fallback with metaspace (Llama 2 style) -> "llama": the
-//    SentencePiece tokenizer of llama.cpp, which merges the adjacent pair whose result has the highest score;
-//    a token's score is minus the rank of the merge that makes it, so it merges in the order of the BPE
-//    merges. Token types: normal, control (special added tokens), user-defined (other added tokens), byte
+//    merges "a b", tokenizer.ggml.pre "gpt-2", "qwen2" or "llama-bpe" (llama.cpp's split regexes for these names
+//    equal tinylm's split_pattern::gpt2, ::qwen2 and ::llama3). Byte fallback with metaspace (Llama 2 style) ->
+//    "llama": the SentencePiece tokenizer of llama.cpp, which merges the adjacent pair whose result has the highest
+//    score; a token's score is minus the rank of the merge that makes it, so it merges in the order of the BPE merges.
+//    Token types: normal, control (special added tokens), user-defined (other added tokens), byte
 //    (<0xNN>), unknown (<unk>), unused (padding rows of an embedding larger than the vocabulary, named
 //    [PAD<id>]). bos/eos/pad/unk ids, add_bos_token/add_eos_token from the post-processor, the chat template.
 //    tinylm.tokenizer.nfc: whether the tokenizer applies NFC (llama.cpp ignores the key and applies none; tinylm
@@ -246,6 +246,8 @@ inline vocab_tables vocab_of(const tokenizer& tok, std::int64_t n_vocab, const s
             v.pre = "gpt-2";
         else if (tok.pre.pattern == split_pattern::qwen2)
             v.pre = "qwen2";
+        else if (tok.pre.pattern == split_pattern::llama3)
+            v.pre = "llama-bpe";
         else
             refuse("byte-level BPE without a split pattern has no llama.cpp pre-tokenizer");
         if (!tok.norm.prepend.empty() || !tok.norm.replace.empty() || tok.pre.metaspace_replace)

@@ -9,7 +9,7 @@
 // The tokenizer is the inverse of what write_gguf stores (io/gguf.hpp's header), which is also what llama.cpp's
 // converter stores for these tokenizers:
 //  - "gpt2" (byte-level BPE): tokens in GPT-2's byte-to-character spelling, merges "a b", the split of
-//    tokenizer.ggml.pre ("qwen2", or "gpt-2"/"default": GPT-2's).
+//    tokenizer.ggml.pre ("qwen2", "llama-bpe": Llama 3's, or "gpt-2"/"default": GPT-2's).
 //  - "llama" (characters with byte fallback, metaspace): "▁" for spaces, prepended when add_space_prefix, <0xNN>
 //    byte tokens, <unk> fused; the merges of the file (tinylm writes them), or, in the files llama.cpp converted from
 //    SentencePiece models (scores only), merges made from the scores as transformers makes them
@@ -88,10 +88,13 @@ inline tokenizer gguf_tokenizer(const gguf::reader& r) {
     tok.norm.nfc = nfc ? nfc->as_bool() : byte_level;
     if (byte_level) {
         const std::string pre = r.find("tokenizer.ggml.pre") ? r.at("tokenizer.ggml.pre").as_string() : "default";
-        check(pre == "qwen2" || pre == "gpt-2" || pre == "default", [&] {
-            return where + "tokenizer.ggml.pre \"" + pre + "\" has no tinylm split (qwen2, gpt-2 and default do)";
+        check(pre == "qwen2" || pre == "llama-bpe" || pre == "gpt-2" || pre == "default", [&] {
+            return where + "tokenizer.ggml.pre \"" + pre +
+                   "\" has no tinylm split (qwen2, llama-bpe, gpt-2 and default do)";
         });
-        tok.pre.pattern = pre == "qwen2" ? split_pattern::qwen2 : split_pattern::gpt2;
+        tok.pre.pattern = pre == "qwen2"       ? split_pattern::qwen2
+                          : pre == "llama-bpe" ? split_pattern::llama3
+                                               : split_pattern::gpt2;
     } else {
         const bool prefix =
             r.find("tokenizer.ggml.add_space_prefix") && r.at("tokenizer.ggml.add_space_prefix").as_bool();

@@ -25,6 +25,8 @@ inline constexpr std::string_view gpt2_regex =
     R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
 inline constexpr std::string_view qwen2_regex =
     R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+inline constexpr std::string_view llama3_regex =
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 
 namespace detail {
 
@@ -134,10 +136,12 @@ struct json_reader {
             need(p.pattern == split_pattern::none, "pre_tokenizer: two splitting patterns");
             if (re == qwen2_regex)
                 p.pattern = split_pattern::qwen2;
+            else if (re == llama3_regex)
+                p.pattern = split_pattern::llama3;
             else if (re == gpt2_regex)
                 p.pattern = split_pattern::gpt2;
             else
-                bad("pre_tokenizer Split: the regex " + re + " is not one tinylm implements (GPT-2, Qwen2)");
+                bad("pre_tokenizer Split: the regex " + re + " is not one tinylm implements (GPT-2, Qwen2, Llama 3)");
         } else if (t == "Metaspace") {
             need(j.value("replacement", std::string(metaspace)) == metaspace,
                  "pre_tokenizer Metaspace: only the replacement \"\u2581\" is supported");
@@ -393,7 +397,9 @@ inline std::string to_tokenizer_json(const tokenizer& tok, const json_write_opti
     if (model.byte_level) {
         ojson pre = byte_level_step;
         if (tok.pre.pattern != split_pattern::none) {
-            const std::string_view re = tok.pre.pattern == split_pattern::qwen2 ? qwen2_regex : gpt2_regex;
+            const std::string_view re = tok.pre.pattern == split_pattern::qwen2    ? qwen2_regex
+                                        : tok.pre.pattern == split_pattern::llama3 ? llama3_regex
+                                                                                   : gpt2_regex;
             pre = {{"type", "Sequence"},
                    {"pretokenizers",
                     {{{"type", "Split"}, {"pattern", {{"Regex", re}}}, {"behavior", "Isolated"}, {"invert", false}},

@@ -5,6 +5,7 @@
 //   gpt2:  's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
 //   qwen2: (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+
 //          |\s+(?!\S)|\s+
+//   llama3: qwen2's with \p{N}{1,3} for \p{N} (digits in groups of up to three; Llama 3's tokenizer.json)
 // Also here: the GPT-2 byte-to-character map of the byte-level style, and the metaspace split of the
 // Llama/SentencePiece style ("▁" replaces spaces and starts each word).
 #pragma once
@@ -19,9 +20,10 @@
 namespace tl {
 
 enum class split_pattern {
-    none,  // the whole text is one word
-    gpt2,  // GPT-2's pattern (ByteLevel with use_regex)
-    qwen2, // Qwen2/Qwen3's pattern (single digits, letters may take one leading symbol)
+    none,   // the whole text is one word
+    gpt2,   // GPT-2's pattern (ByteLevel with use_regex)
+    qwen2,  // Qwen2/Qwen3's pattern (single digits, letters may take one leading symbol)
+    llama3, // Llama 3's: Qwen2's with digits in groups of up to three
 };
 
 namespace detail {
@@ -100,7 +102,8 @@ inline std::size_t match_gpt2(std::string_view s, std::size_t i) {
     return space_run(s, i);
 }
 
-inline std::size_t match_qwen2(std::string_view s, std::size_t i) {
+// Qwen2's pattern; with max_digits 3, Llama 3's.
+inline std::size_t match_qwen2(std::string_view s, std::size_t i, int max_digits = 1) {
     if (std::size_t n = contraction(s, i, true)) return i + n;
     const cp_at p0 = peek(s, i);
     // [^\r\n\p{L}\p{N}]?\p{L}+
@@ -109,8 +112,16 @@ inline std::size_t match_qwen2(std::string_view s, std::size_t i) {
         const cp_at p1 = peek(s, i + p0.len);
         if (p1.len && is_l(p1.c)) return run_end(s, i + p0.len, is_l);
     }
-    // \p{N}
-    if (is_n(p0.c)) return i + p0.len;
+    // \p{N}{1,max_digits}
+    if (is_n(p0.c)) {
+        std::size_t j = i + p0.len;
+        for (int n = 1; n < max_digits; ++n) {
+            const cp_at p = peek(s, j);
+            if (!p.len || !is_n(p.c)) break;
+            j += p.len;
+        }
+        return j;
+    }
     // ' '?[^\s\p{L}\p{N}]+[\r\n]*
     {
         std::size_t j = i;
@@ -148,8 +159,9 @@ void split_words(std::string_view text, split_pattern pattern, Emit&& emit) {
     }
     std::size_t i = 0;
     while (i < text.size()) {
-        const std::size_t end =
-            pattern == split_pattern::gpt2 ? detail::match_gpt2(text, i) : detail::match_qwen2(text, i);
+        const std::size_t end = pattern == split_pattern::gpt2     ? detail::match_gpt2(text, i)
+                                : pattern == split_pattern::llama3 ? detail::match_qwen2(text, i, 3)
+                                                                   : detail::match_qwen2(text, i);
         emit(text.substr(i, end - i));
         i = end;
     }

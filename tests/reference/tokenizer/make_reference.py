@@ -20,6 +20,9 @@ import tokenizers
 from tokenizers import Tokenizer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+QWEN2_REGEX = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+LLAMA3_REGEX = QWEN2_REGEX.replace(r"|\p{N}|", r"|\p{N}{1,3}|")
+GPT2_REGEX = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
 REPO = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
 
 
@@ -72,6 +75,17 @@ def main():
                   "ids_with_special": encode_all(tok, texts, add_special_tokens=True)}
         dump(os.path.join(args.out, f"expected_{name}.json"), result)
         print(f"wrote expected_{name}.json")
+    # The words of each splitting regex (GPT-2, Qwen2, Llama 3: Qwen2's with \p{N}{1,3}), as a Split pre-tokenizer
+    # (behavior Isolated) cuts the texts and some digit runs: tinylm's scanners must cut them alike.
+    from tokenizers import Regex, pre_tokenizers
+    digits = ["1234567 89 0.5 12,345,678", "2024-12-07 at 10:30", "x1y22z333w4444", "٣٤٥٦٧ ١٢", "ⅫⅣ 1²³ 12345678901"]
+    splits = {"tokenizers_version": tokenizers.__version__, "extra_texts": digits}
+    for name, regex in (("gpt2", GPT2_REGEX), ("qwen2", QWEN2_REGEX), ("llama3", LLAMA3_REGEX)):
+        pre = pre_tokenizers.Split(Regex(regex), behavior="isolated")
+        splits[name] = {t["name"]: [w for w, _ in pre.pre_tokenize_str(t["text"])] for t in texts}
+        splits[name].update({f"extra_{i}": [w for w, _ in pre.pre_tokenize_str(d)] for i, d in enumerate(digits)})
+    dump(os.path.join(args.out, "expected_splits.json"), splits)
+    print("wrote expected_splits.json")
     for fname in sorted(os.listdir(HERE)):
         if fname.startswith("trained_") and fname.endswith(".json"):
             tok = Tokenizer.from_file(os.path.join(HERE, fname))
