@@ -1173,7 +1173,9 @@ BOOST_AUTO_TEST_CASE(read_llama_quantize_files, *boost::unit_test::disabled()) {
     std::ifstream in(fs::path(dir_env) / "results.json");
     BOOST_TEST_REQUIRE(bool(in), "no results.json: run check_llama_quantize.py first");
     const nlohmann::json results = nlohmann::json::parse(in);
-    for (const auto& [file, e] : results.items()) {
+    for (const auto& item : results.items()) { // (no structured binding: the lambdas below read it)
+        const std::string file = item.key();
+        const nlohmann::json& e = item.value();
         const gg::reader r(file), expected(e["expected"].get<std::string>());
         std::map<std::string, int> types;
         for (const gg::tensor_info& t : r.tensors()) {
