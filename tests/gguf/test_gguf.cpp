@@ -832,6 +832,22 @@ BOOST_AUTO_TEST_CASE(llama3_rope_factors) {
     BOOST_TEST((f[1] > 1.0f && f[1] < 8.0f)); // 2 pi * 500000^(2/8) = 167, between 64 and 256: smoothed
     BOOST_TEST(f[3] == 8.0f);                 // 2 pi * 500000^(6/8) > 256: scaled by the factor
     check_tensors(r, model, gguf_type::f32, "llama");
+    // Read back: the scaling is recognised from the factors, and the model gives the same logits.
+    BOOST_TEST((gguf_model_config(r).rope_scaling == c.rope_scaling));
+    decoder<families::llama> back(gguf_model_config(r));
+    load_gguf_weights(back, r);
+    const std::vector<token_t> prompt = {5, 17, 3, 200, 41, 9, 77, 12};
+    const std::vector<float> got = last_logits(back, prompt), want = last_logits(model, prompt);
+    for (std::size_t i = 0; i < want.size(); ++i) // the file keeps norm_eps in f32: 1e-5 comes back 1e-5 (1 + 2.5e-8)
+        BOOST_TEST(got[i] == want[i], boost::test_tools::tolerance(1e-5f));
+    // Factors that are no Llama 3 scaling are refused, naming the tensor.
+    model_config other = c;
+    other.rope_scaling.high_freq_factor = 3;
+    decoder<families::llama> odd(other, 3);
+    const gg::reader odd_file = export_and_read(odd, folder, gguf_type::f32, s.dir / "odd.gguf");
+    BOOST_TEST(tl_test::error_of([&] {
+                   gguf_model_config(odd_file);
+               }).find("rope_freqs holds factors that are not Llama 3's rope scaling") != std::string::npos);
 }
 
 BOOST_AUTO_TEST_CASE(read_back_into_a_decoder) {

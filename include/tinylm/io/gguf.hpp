@@ -211,6 +211,28 @@ inline std::vector<float> llama3_rope_factors(const model_config& c) {
     return f;
 }
 
+// The Llama 3 rope_scaling whose factors (llama3_rope_factors) a file's rope_freqs holds: factor the largest, and the
+// low and high frequency factors (1 and 4) and original context (a power of two, 16 to 1,048,576) of every
+// Llama 3.x tried in turn; the one that gives every factor within 1e-6 (relative) is it, else tl::error.
+inline rope_scaling_config llama3_scaling_of(model_config c, const std::vector<float>& f, const std::string& where) {
+    check(f.size() == std::size_t(c.head_dim() / 2), [&] {
+        return where + ": rope_freqs has " + std::to_string(f.size()) +
+               " factors, not head_dim / 2 = " + std::to_string(c.head_dim() / 2);
+    });
+    const float largest = *std::max_element(f.begin(), f.end());
+    for (int original = 16; original <= (1 << 20); original *= 2) {
+        c.rope_scaling = {
+            .factor = largest, .low_freq_factor = 1, .high_freq_factor = 4, .original_max_position = original};
+        const std::vector<float> g = llama3_rope_factors(c);
+        bool same = true;
+        for (std::size_t i = 0; i < f.size() && same; ++i)
+            same = std::fabs(double(f[i]) - double(g[i])) <= 1e-6 * std::fabs(double(g[i]));
+        if (same) return c.rope_scaling;
+    }
+    fail(where + ": rope_freqs holds factors that are not Llama 3's rope scaling (factor " + std::to_string(largest) +
+         ", low/high frequency factors 1/4, original context a power of two)");
+}
+
 inline std::vector<std::uint64_t> gguf_dims(const shape& s) {
     std::vector<std::uint64_t> d;
     for (int i = s.rank - 1; i >= 0; --i)
@@ -444,15 +466,13 @@ void write_gguf(const Model& model, const hf_folder& folder, const gguf_options&
 // ---- reading back (llama.cpp files of architecture llama or qwen2, every type of io/gguf_types.hpp) -------
 
 // The decoder configuration a GGUF file describes: sizes from the architecture's keys, q/k/v biases for qwen2,
-// tied embeddings when there is no output.weight, experts from expert_count. Files with rope_freqs (Llama 3
-// scaling) are refused: the scaling parameters are not in the file.
+// tied embeddings when there is no output.weight, experts from expert_count, Llama 3 rope scaling recognised from
+// rope_freqs (llama3_scaling_of).
 inline model_config gguf_model_config(const gguf::reader& r) {
     const std::string arch = r.at("general.architecture").as_string();
     check(arch == "llama" || arch == "qwen2", [&] {
         return "gguf: " + r.path().string() + ": architecture \"" + arch + "\" is not read (llama and qwen2 are)";
     });
-    check(r.find_tensor("rope_freqs.weight") == nullptr,
-          [&] { return "gguf: " + r.path().string() + ": rope_freqs (Llama 3 rope scaling) is not read back"; });
     const std::string a = arch + ".";
     auto u = [&](const std::string& key) {
         const std::uint64_t v = r.at(a + key).as_uint();
@@ -481,6 +501,9 @@ inline model_config gguf_model_config(const gguf::reader& r) {
         c.moe.n_experts = u("expert_count");
         c.moe.top_k = u("expert_used_count");
     }
+    if (r.find_tensor("rope_freqs.weight") && c.n_heads > 0 && c.head_dim() > 0)
+        c.rope_scaling =
+            detail::gguf_export::llama3_scaling_of(c, r.read_f32("rope_freqs.weight"), "gguf: " + r.path().string());
     try {
         check_config(c);
     } catch (const error& e) {
