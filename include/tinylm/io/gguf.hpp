@@ -49,6 +49,7 @@
 #include <tinylm/io/hf_config.hpp>
 #include <tinylm/io/hf_folder.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
