@@ -186,7 +186,7 @@ std::unique_ptr<text_model> load_text_model(const fs::path& dir, const fs::path&
         folder.generation.eos_token_ids.push_back(folder.special.eos_id);
     const model_config c = file ? gguf_model_config(*file) : read_hf_folder_config(dir);
     check(index_t(folder.tokenizer->vocab_size()) <= c.vocab_size, [&] {
-        return "text_model: the tokenizer of " + dir.string() + " has " +
+        return "text_model: " + (file ? dir : dir / "tokenizer.json").string() + " has " +
                std::to_string(folder.tokenizer->vocab_size()) + " tokens, more than the model's vocabulary of " +
                std::to_string(c.vocab_size);
     });
