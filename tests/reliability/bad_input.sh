@@ -10,6 +10,7 @@
 #   $W/model     a random tiny Llama checkpoint (tokenizer.json of 500 + 3 tokens, vocabulary 503)
 #   $W/notok     the same without tokenizer.json           $W/othertok   with another model's tokenizer.json (649)
 #   $W/badconfig config.json says vocabulary 600           $W/truncated  model.safetensors cut to half
+#   $W/model.gguf $W/model exported in q8_0                 $W/cut.gguf   its first 2,000 bytes
 #   $W/run       01_train_tiny after 2 steps (checkpoint every step); $W/flip, $W/nan, $W/old, $W/pos, $W/negpos,
 #                $W/bigstep, $W/typestep, $W/typelog, $W/disk are copies of it, damaged as their names say
 #                (see make_fixtures)
@@ -60,6 +61,8 @@ make_fixtures() {
     grep -q '"vocab_size": 600' "$W/badconfig/config.json" || return 1
     cp -r "$W/model" "$W/truncated"
     truncate -s $(($(stat -c %s "$W/model/model.safetensors") / 2)) "$W/truncated/model.safetensors"
+    tinylm export-gguf --model "$W/model" --type q8_0 --out "$W/model.gguf" 2>/dev/null || return 1
+    head -c 2000 "$W/model.gguf" >"$W/cut.gguf"
 
     # A training run with a checkpoint, and copies of it damaged in one way each.
     01_train_tiny --text "$src/README.md" --steps 2 --checkpoint-every 1 --out "$W/run" >/dev/null || return 1
