@@ -402,6 +402,22 @@ std::vector<std::string> test_lines() {
     return lines;
 }
 
+// A tiny Llama of a real tokenizer's vocabulary (tokenizer.json `src` of the shared data: "llama2" or "qwen3") as
+// a folder `dir` with that tokenizer and its special tokens, written to `file` as f32 GGUF; returns the tokenizer.
+tokenizer real_tokenizer_gguf(const std::string& real, const fs::path& src, const fs::path& dir, const fs::path& file) {
+    const tokenizer tok = load_tokenizer_json(src.string());
+    model_config c = test::llama_gqa::value;
+    c.vocab_size = int(tok.vocab_size());
+    c.tied_embeddings = true;
+    decoder<families::llama> model(c, 1);
+    const nlohmann::json tok_config =
+        real == "llama2" ? nlohmann::json{{"bos_token", "<s>"}, {"eos_token", "</s>"}, {"unk_token", "<unk>"}}
+                         : nlohmann::json{{"eos_token", "<|im_end|>"}, {"pad_token", "<|endoftext|>"}};
+    make_folder(model, dir, src, tok_config, special_ids(real == "llama2" ? 1 : -1, -1));
+    write_gguf(model, read_hf_folder(dir), {.type = gguf_type::f32, .name = real}, file);
+    return tok;
+}
+
 // tinylm's logits after the last token of `prompt`.
 template <class Model>
 std::vector<float> last_logits(const Model& model, const std::vector<token_t>& prompt) {
@@ -638,16 +654,7 @@ BOOST_AUTO_TEST_CASE(tokenizer_and_folder_from_the_file) {
             BOOST_TEST_MESSAGE("skipped " << real << ": no shared data");
             continue;
         }
-        const tokenizer tok = load_tokenizer_json(src.string());
-        model_config c = test::llama_gqa::value;
-        c.vocab_size = int(tok.vocab_size());
-        c.tied_embeddings = true;
-        decoder<families::llama> model(c, 1);
-        const nlohmann::json tok_config =
-            real == "llama2" ? nlohmann::json{{"bos_token", "<s>"}, {"eos_token", "</s>"}, {"unk_token", "<unk>"}}
-                             : nlohmann::json{{"eos_token", "<|im_end|>"}, {"pad_token", "<|endoftext|>"}};
-        make_folder(model, s.dir / real, src, tok_config, special_ids(real == "llama2" ? 1 : -1, -1));
-        write_gguf(model, read_hf_folder(s.dir / real), {.type = gguf_type::f32}, s.dir / (real + ".gguf"));
+        const tokenizer tok = real_tokenizer_gguf(real, src, s.dir / real, s.dir / (real + ".gguf"));
         const tokenizer got = gguf_tokenizer(gg::reader(s.dir / (real + ".gguf")));
         std::size_t same = 0;
         for (const std::string& line : lines)
@@ -1111,19 +1118,9 @@ BOOST_AUTO_TEST_CASE(export_for_llama_cpp, *boost::unit_test::disabled()) {
     for (const std::string real : {"llama2", "qwen3"}) {
         const fs::path src = tl_test::data_path(fs::path("tokenizers") / real / "tokenizer.json");
         if (src.empty()) continue;
-        const tokenizer tok = load_tokenizer_json(src.string());
-        model_config c = test::llama_gqa::value;
-        c.vocab_size = int(tok.vocab_size());
-        c.tied_embeddings = true;
-        decoder<families::llama> model(c, 1);
-        const nlohmann::json tok_config =
-            real == "llama2" ? nlohmann::json{{"bos_token", "<s>"}, {"eos_token", "</s>"}, {"unk_token", "<unk>"}}
-                             : nlohmann::json{{"eos_token", "<|im_end|>"}, {"pad_token", "<|endoftext|>"}};
-        make_folder(model, out / real, src, tok_config, special_ids(real == "llama2" ? 1 : -1, -1));
-        const hf_folder folder = read_hf_folder(out / real);
-        nlohmann::json e;
         const fs::path file = out / (real + "-tokenizer-f32.gguf");
-        write_gguf(model, folder, {.type = gguf_type::f32, .name = real}, file);
+        const tokenizer tok = real_tokenizer_gguf(real, src, out / real, file);
+        nlohmann::json e;
         e["files"]["f32"] = file.string();
         e["tokenizer_only"] = true;
         e["lines"] = lines;
