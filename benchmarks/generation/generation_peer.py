@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The PyTorch peer of bench_generate: batch-1 greedy generation with the KV cache, Hugging Face generate
 (use_cache=True, do_sample=False, no end-of-sequence token so that all new tokens are produced), LlamaForCausalLM of
-the same shape as tinylm's config (benchmarks/train_throughput/pytorch_peer.py builds it), float32 (--dtype bf16: the
+the same shape as tinylm's config (benchmarks/train_throughput/pytorch_peer.py builds it; --config qwen3-0.6b:
+Qwen3ForCausalLM with tl::presets::qwen3_0_6b's fields), float32 (--dtype bf16: the
 model in bfloat16), sdpa attention,
 torch.inference_mode, --threads threads. A streamer timestamps every new token, so decode tokens/s is measured as in
 bench_generate: new tokens after the first over the time between the first and the last. One JSON line on stdout.
@@ -14,7 +15,7 @@ import time
 from pathlib import Path
 
 ap = argparse.ArgumentParser(description=__doc__)
-ap.add_argument("--config", choices=["a", "b"], default="b")
+ap.add_argument("--config", choices=["a", "b", "qwen3-0.6b"], default="b")
 ap.add_argument("--prompt", type=int, default=16)
 ap.add_argument("--new-tokens", type=int, default=256)
 ap.add_argument("--repeats", type=int, default=3)
@@ -30,11 +31,26 @@ for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[var] = str(args.threads)
 
 import torch  # noqa: E402
-from transformers import LlamaForCausalLM  # noqa: E402
+from transformers import LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM  # noqa: E402
 from transformers.generation.streamers import BaseStreamer  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "train_throughput"))
 import pytorch_peer  # noqa: E402
+
+# tl::presets::qwen3_0_6b (huggingface.co/Qwen/Qwen3-0.6B/config.json)
+QWEN3_0_6B = dict(vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
+                  num_attention_heads=16, num_key_value_heads=8, head_dim=128, max_position_embeddings=40960,
+                  rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}, rms_norm_eps=1e-6,
+                  tie_word_embeddings=True, attention_bias=False, use_sliding_window=False)
+
+
+def build_model():
+    if args.config == "qwen3-0.6b":
+        cfg = Qwen3Config(**QWEN3_0_6B)
+        cfg._attn_implementation = args.attn
+        return QWEN3_0_6B, Qwen3ForCausalLM(cfg)
+    c = pytorch_peer.CONFIGS[args.config]
+    return c, LlamaForCausalLM(pytorch_peer.llama_config(c, args.attn))
 
 
 class Stamps(BaseStreamer):
@@ -54,9 +70,9 @@ class Stamps(BaseStreamer):
 def main():
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(1)
-    c = pytorch_peer.CONFIGS[args.config]
     torch.manual_seed(1)
-    model = LlamaForCausalLM(pytorch_peer.llama_config(c, args.attn)).float().eval()
+    c, model = build_model()
+    model = model.float().eval()
     if args.dtype == "bf16":
         model = model.to(torch.bfloat16)
     g = torch.Generator().manual_seed(7)

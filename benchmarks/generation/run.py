@@ -93,7 +93,7 @@ def med(xs):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", default="build")
-    ap.add_argument("--config", default="b", choices=["a", "b"])
+    ap.add_argument("--config", default="b", choices=["a", "b", "qwen3-0.6b"])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=2, help="generations per process after one warm-up")
     ap.add_argument("--new-tokens", type=int, default=256)

@@ -156,6 +156,15 @@ void make_mixtral_folder(const fs::path& dir) {
     make_folder(model, dir, tokenizer_refs / "trained_byte_level.json",
                 {{"eos_token", "<|im_end|>"}, {"pad_token", "<|endoftext|>"}}, special_ids(-1, 2));
 }
+// Qwen3's structure (QK-norm, heads of 16 on d_model 32, tied embeddings) in the llama family, byte-level tokenizer.
+void make_qwen3_folder(const fs::path& dir) {
+    model_config c = test::qwen3_qknorm::value;
+    c.vocab_size = 512;
+    decoder<families::llama> model(c, 8);
+    randomise(model, 8);
+    make_folder(model, dir, tokenizer_refs / "trained_byte_level.json",
+                {{"eos_token", "<|im_end|>"}, {"pad_token", "<|endoftext|>"}}, special_ids(-1, 2));
+}
 
 std::vector<std::uint64_t> dims_of(const parameter_entry& e) {
     std::vector<std::uint64_t> d;
@@ -725,6 +734,41 @@ BOOST_AUTO_TEST_CASE(qwen2_fixture_all_types) {
     }
 }
 
+// Qwen3: architecture qwen3, the q/k norms as attn_q_norm / attn_k_norm of the head width in F32 whatever the type,
+// q/k rows not permuted (NEOX RoPE), a query width (64) other than embedding_length (32).
+BOOST_AUTO_TEST_CASE(qwen3_qk_norm) {
+    scratch s("qwen3");
+    make_qwen3_folder(s.dir / "qwen3");
+    const hf_folder folder = read_hf_folder(s.dir / "qwen3");
+    decoder<families::llama> model(read_hf_folder_config(s.dir / "qwen3"));
+    load_pretrained(model, s.dir / "qwen3");
+    const model_config& c = model.config();
+    BOOST_TEST_REQUIRE(c.qk_norm);
+    BOOST_TEST(gguf_architecture(c) == "qwen3");
+    for (const gguf_type t : all_types) {
+        BOOST_TEST_CONTEXT("type " << to_string(t)) {
+            const gg::reader r = export_and_read(model, folder, t, s.dir / (to_string(t) + ".gguf"));
+            check_architecture(r, c, "qwen3", t);
+            check_tensors(r, model, t, "qwen3");
+            for (const char* norm : {"blk.1.attn_q_norm.weight", "blk.1.attn_k_norm.weight"}) {
+                BOOST_TEST(r.tensor(norm).dims == std::vector<std::uint64_t>{16}, norm);
+                BOOST_TEST((r.tensor(norm).type == gg::ggml_type::f32), norm);
+            }
+            BOOST_TEST(r.tensor("blk.0.attn_q.weight").dims == (std::vector<std::uint64_t>{32, 64}));
+            BOOST_TEST(r.at("qwen3.attention.key_length").as_uint() == 16u);
+            BOOST_TEST(r.find_tensor("output.weight") == nullptr); // tied
+        }
+    }
+    round_trip<families::llama>(model, folder, s.dir);
+    // A Qwen3 file's weights do not fit a model without QK-norm (the tensors it lacks are named).
+    model_config plain = c;
+    plain.qk_norm = false;
+    BOOST_TEST(tl_test::error_of([&] {
+                   decoder<families::llama> other(plain);
+                   load_pretrained(other, s.dir / "qwen3");
+               }).find("QK-norm") != std::string::npos);
+}
+
 BOOST_AUTO_TEST_CASE(llama_byte_fallback_and_rope_permutation) {
     scratch s("llama");
     make_llama_folder(s.dir / "llama");
@@ -1037,10 +1081,11 @@ BOOST_AUTO_TEST_CASE(export_for_python, *boost::unit_test::disabled()) {
     fs::create_directories(out);
     make_llama_folder(out / "llama");
     make_mixtral_folder(out / "mixtral");
+    make_qwen3_folder(out / "qwen3");
     nlohmann::json manifest = nlohmann::json::array();
     for (const auto& named :
          {std::pair{std::string("qwen2"), qwen2_fixture}, std::pair{std::string("llama"), out / "llama"},
-          std::pair{std::string("mixtral"), out / "mixtral"}}) {
+          std::pair{std::string("mixtral"), out / "mixtral"}, std::pair{std::string("qwen3"), out / "qwen3"}}) {
         const std::string& name = named.first;
         const fs::path& dir = named.second;
         const hf_folder folder = read_hf_folder(dir);
@@ -1071,10 +1116,12 @@ BOOST_AUTO_TEST_CASE(export_for_llama_cpp, *boost::unit_test::disabled()) {
     BOOST_TEST_REQUIRE(lines.size() == 200u);
     make_llama_folder(out / "llama", lines);
     make_mixtral_folder(out / "mixtral");
+    make_qwen3_folder(out / "qwen3");
     nlohmann::json expected = nlohmann::json::object();
     for (const auto& named :
          {std::pair{std::string("qwen2"), qwen2_fixture}, std::pair{std::string("llama"), out / "llama"},
-          std::pair{std::string("mixtral"), out / "mixtral"}, std::pair{std::string("qwen2-gpt2-split"), qwen2_fixture},
+          std::pair{std::string("mixtral"), out / "mixtral"}, std::pair{std::string("qwen3"), out / "qwen3"},
+          std::pair{std::string("qwen2-gpt2-split"), qwen2_fixture},
           std::pair{std::string("qwen2-llama3-split"), qwen2_fixture}}) {
         const std::string& name = named.first;
         const fs::path& dir = named.second;
@@ -1136,9 +1183,10 @@ BOOST_AUTO_TEST_CASE(export_for_llama_cpp, *boost::unit_test::disabled()) {
 }
 
 // For ctest -L slow gguf_llama_quantize_read_by_tinylm (tests/reference/gguf/check_llama_quantize.py, llama.cpp's
-// llama_model_quantize): in $TINYLM_GGUF_QUANTIZE_DIR, f32 files of a Llama (byte-fallback tokenizer) and a Qwen2
-// (byte-level, tied, biases) of width 256 with random weights (rows of whole 256-value blocks: llama-quantize uses its
-// K-quants) and of the Qwen2 fixture (width 64: its fallback types), and 4 prompts each in prompts.json.
+// llama_model_quantize): in $TINYLM_GGUF_QUANTIZE_DIR, f32 files of a Llama (byte-fallback tokenizer), a Qwen2
+// (byte-level, tied, biases) and a Qwen3 (QK-norm, heads of 128) of width 256 with random weights (rows of whole
+// 256-value blocks: llama-quantize uses its K-quants) and of the Qwen2 fixture (width 64: its fallback types), and 4
+// prompts each in prompts.json.
 BOOST_AUTO_TEST_CASE(export_for_llama_quantize, *boost::unit_test::disabled()) {
     const char* out_env = std::getenv("TINYLM_GGUF_QUANTIZE_DIR");
     BOOST_TEST_REQUIRE(out_env != nullptr, "set TINYLM_GGUF_QUANTIZE_DIR");
@@ -1167,6 +1215,13 @@ BOOST_AUTO_TEST_CASE(export_for_llama_quantize, *boost::unit_test::disabled()) {
     make_folder(qwen2, out / "qwen2_folder", tokenizer_refs / "trained_byte_level.json",
                 {{"eos_token", "<|im_end|>"}, {"pad_token", "<|endoftext|>"}}, special_ids(-1, 2));
     add("qwen2", qwen2, out / "qwen2_folder");
+    model_config q3 = test::qwen3_qknorm::value; // heads of 128: a query width (512) twice d_model, as Qwen3-0.6B's
+    q3.vocab_size = 512, q3.d_model = 256, q3.d_head = 128, q3.d_ff = 512, q3.max_seq_len = 128;
+    decoder<families::llama> qwen3(q3, 9);
+    randomise(qwen3, 9, 0.0625f);
+    make_folder(qwen3, out / "qwen3_folder", tokenizer_refs / "trained_byte_level.json",
+                {{"eos_token", "<|im_end|>"}, {"pad_token", "<|endoftext|>"}}, special_ids(-1, 2));
+    add("qwen3", qwen3, out / "qwen3_folder");
     decoder<families::qwen2> fixture(read_hf_folder_config(qwen2_fixture));
     load_pretrained(fixture, qwen2_fixture);
     add("qwen2-fixture", fixture, qwen2_fixture);
@@ -1224,7 +1279,7 @@ BOOST_AUTO_TEST_CASE(read_llama_quantize_files, *boost::unit_test::disabled()) {
         };
         const model_config c = gguf_model_config(r);
         std::vector<std::vector<float>> tinylm;
-        if (r.at("general.architecture").as_string() == "llama") {
+        if (!c.qkv_bias) { // llama, qwen3
             decoder<families::llama> model(c);
             tinylm = logits_of(model);
         } else {

@@ -420,7 +420,7 @@ BOOST_AUTO_TEST_CASE(errors_name_the_file_and_the_problem) {
     const std::string arch = read_error(j);
     BOOST_TEST(contains(arch, "test/config.json: architecture GPT2LMHeadModel is not supported"));
     BOOST_TEST(contains(arch, "LlamaForCausalLM, MistralForCausalLM, MinistralForCausalLM, Qwen2ForCausalLM, "
-                              "MixtralForCausalLM"));
+                              "Qwen3ForCausalLM, MixtralForCausalLM"));
     j.erase("architectures");
     j["model_type"] = "gemma2";
     BOOST_TEST(contains(read_error(j), "test/config.json: model_type \"gemma2\" is not supported"));

@@ -42,6 +42,20 @@ struct qwen2_tied {
                                         .norm_eps = 1e-6,
                                         .tied_embeddings = true};
 };
+struct qwen3_qknorm { // Qwen3ForCausalLM: QK-norm, heads of 16 (query width 64 on hidden 32), tied embeddings
+    static constexpr model_config value{.vocab_size = 64,
+                                        .d_model = 32,
+                                        .n_layers = 2,
+                                        .n_heads = 4,
+                                        .n_kv_heads = 2,
+                                        .d_head = 16,
+                                        .d_ff = 48,
+                                        .max_seq_len = 64,
+                                        .rope_theta = 1000000.0,
+                                        .qk_norm = true,
+                                        .norm_eps = 1e-6,
+                                        .tied_embeddings = true};
+};
 struct mixtral_moe { // MixtralForCausalLM: 4 experts, top-2, router_aux_loss_coef 0.02 (output_router_logits)
     static constexpr model_config value{.vocab_size = 64,
                                         .d_model = 32,

@@ -98,6 +98,7 @@ BOOST_AUTO_TEST_CASE(recomputed_gradients_are_bit_identical) {
     check_identical<decoder<test::llama_gqa, default_backend>>("dense");
     check_identical<decoder<test::llama_gqa, default_backend>>("dense, packed documents", true);
     check_identical<decoder<test::ministral_layers, default_backend>>("per-layer sliding window");
+    check_identical<decoder<test::qwen3_qknorm, default_backend>>("QK-norm");
     check_identical<decoder<test::mixtral_moe, default_backend>>("moe, pooled balance");
     check_identical<decoder<moe_per_layer, default_backend>>("moe, per-layer balance");
     check_identical<decoder<test::llama_gqa, default_backend, lora_dropout>>("lora with dropout");

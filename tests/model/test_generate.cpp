@@ -70,6 +70,7 @@ BOOST_AUTO_TEST_CASE(kv_cache_matches_full_forward) {
     check_cache_matches_full_forward<test::llama_gqa>("llama_gqa");
     check_cache_matches_full_forward<test::mistral_window>("mistral_window"); // window 4 < 11 positions
     check_cache_matches_full_forward<test::qwen2_tied>("qwen2_tied");
+    check_cache_matches_full_forward<test::qwen3_qknorm>("qwen3_qknorm");
 }
 
 // A cache cut back (truncate) or copied into a larger one (copy_prefix), then fed other tokens: the logits of a
@@ -183,6 +184,7 @@ BOOST_AUTO_TEST_CASE(forward_each_decodes_sequences_together_as_alone) {
     check_forward_each<test::llama_gqa>("llama_gqa");
     check_forward_each<test::mistral_window>("mistral_window");
     check_forward_each<test::qwen2_tied>("qwen2_tied");
+    check_forward_each<test::qwen3_qknorm>("qwen3_qknorm");
     check_forward_each<test::mixtral_moe>("mixtral_moe");
 }
 

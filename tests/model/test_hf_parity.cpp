@@ -8,6 +8,7 @@
 #include "../support/random.hpp"
 #include "fixture_configs.hpp"
 
+#include <tinylm/io/hf_config.hpp>
 #include <tinylm/io/safetensors.hpp>
 #include <tinylm/model/decoder.hpp>
 #include <tinylm/optim/adamw.hpp>
@@ -126,6 +127,9 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(mistral_window_matches_transformers, B, all_backen
 BOOST_AUTO_TEST_CASE_TEMPLATE(qwen2_tied_matches_transformers, B, all_backends) {
     check_fixture<test::qwen2_tied, B>("qwen2_tied");
 }
+BOOST_AUTO_TEST_CASE_TEMPLATE(qwen3_qknorm_matches_transformers, B, all_backends) {
+    check_fixture<test::qwen3_qknorm, B>("qwen3_qknorm");
+}
 BOOST_AUTO_TEST_CASE_TEMPLATE(mixtral_moe_matches_transformers, B, all_backends) {
     check_fixture<test::mixtral_moe, B>("mixtral_moe");
 }
@@ -135,6 +139,11 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(ministral_layers_matches_transformers, B, all_back
 
 BOOST_AUTO_TEST_CASE(fixture_config_matches_the_cpp_config) {
     // Guards against the Python and C++ sides drifting apart.
+    const auto qwen3 =
+        nlohmann::json::parse(safetensors_reader(tl_test::fixture_path("qwen3_qknorm")).metadata().at("config"));
+    model_config read = read_hf_config(qwen3, "qwen3_qknorm");
+    read.init_std = test::qwen3_qknorm::value.init_std;
+    BOOST_TEST((read == test::qwen3_qknorm::value)); // QK-norm and the head width 16 come from config.json
     const auto cfg =
         nlohmann::json::parse(safetensors_reader(tl_test::fixture_path("qwen2_tied")).metadata().at("config"));
     BOOST_TEST(cfg.at("hidden_size").get<int>() == test::qwen2_tied::value.d_model);

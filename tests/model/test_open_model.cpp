@@ -276,6 +276,16 @@ struct post_rms_swiglu {
     }();
 };
 
+// Qwen3's QK-norm, with heads wider than d_model / n_heads (as Qwen3's).
+struct qk_norm_block {
+    static constexpr model_config value = [] {
+        model_config c = small_block;
+        c.qk_norm = true;
+        c.d_head = 6;
+        return c;
+    }();
+};
+
 // BERT's layout: bidirectional attention, post-norm, LayerNorm, GELU.
 struct bert_like {
     static constexpr model_config value = [] {
@@ -290,6 +300,7 @@ BOOST_AUTO_TEST_CASE(pre_and_post_norm_blocks_match_finite_differences) {
     BOOST_TEST(worst_finite_difference_error<pre_rms_swiglu>("pre-norm, RMSNorm, SwiGLU") < 0.05);
     BOOST_TEST(worst_finite_difference_error<post_layernorm_gelu>("post-norm, LayerNorm, GELU") < 0.05);
     BOOST_TEST(worst_finite_difference_error<post_rms_swiglu>("post-norm, RMSNorm, SwiGLU") < 0.05);
+    BOOST_TEST(worst_finite_difference_error<qk_norm_block>("pre-norm with QK-norm (Qwen3)") < 0.05);
 }
 
 // Bidirectional: a position sees later tokens; right padding (key_lengths) hides the padded ones entirely.

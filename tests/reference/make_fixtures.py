@@ -48,12 +48,15 @@ from transformers import (
     MixtralForCausalLM,
     Qwen2Config,
     Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
 )
 from transformers.models.llama import modeling_llama
 from transformers.models.ministral import modeling_ministral
 from transformers.models.mistral import modeling_mistral
 from transformers.models.mixtral import modeling_mixtral
 from transformers.models.qwen2 import modeling_qwen2
+from transformers.models.qwen3 import modeling_qwen3
 
 B, T = 2, 12
 IGNORE_INDEX = -100
@@ -91,6 +94,12 @@ CONFIGS = {
         COMMON, num_key_value_heads=2, rms_norm_eps=1e-6,
         rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
         tie_word_embeddings=True, use_sliding_window=False), 1004),
+    # QK-norm (Qwen3): an RMSNorm of each query and key head before RoPE. head_dim 16 with 4 heads on hidden 32 (the
+    # query width 64 is not hidden_size, as Qwen3-0.6B's 16 x 128 on 1024); tied embeddings, as the small Qwen3s.
+    "qwen3_qknorm": (Qwen3Config, Qwen3ForCausalLM, dict(
+        COMMON, head_dim=16, num_key_value_heads=2, rms_norm_eps=1e-6,
+        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+        tie_word_embeddings=True, attention_bias=False, use_sliding_window=False), 1007),
     # Mixture of experts: 4 SwiGLU experts of width 48, top-2 routing with renormalised weights. With
     # output_router_logits=True, HF's loss is cross-entropy + router_aux_loss_coef * load-balancing loss.
     # Seed 1013: no top-k near-tie (margin 2e-3) and no gradient element near AdamW's eps (smallest |g| 3.5e-7;
@@ -120,6 +129,8 @@ _ROPE_CLASSES = [modeling_llama.LlamaRotaryEmbedding, modeling_mistral.MistralRo
                  modeling_qwen2.Qwen2RotaryEmbedding, modeling_mixtral.MixtralRotaryEmbedding]
 _RMSNORM_CLASSES.append(modeling_ministral.MinistralRMSNorm)
 _ROPE_CLASSES.append(modeling_ministral.MinistralRotaryEmbedding)
+_RMSNORM_CLASSES.append(modeling_qwen3.Qwen3RMSNorm)
+_ROPE_CLASSES.append(modeling_qwen3.Qwen3RotaryEmbedding)
 
 
 def _make_rmsnorm_forward(orig):

@@ -704,6 +704,7 @@ BOOST_AUTO_TEST_CASE(export_for_transformers, *boost::unit_test::disabled()) {
     export_one<test::llama_gqa>(dir, "llama_gqa");
     export_one<test::mistral_window>(dir, "mistral_window");
     export_one<test::qwen2_tied>(dir, "qwen2_tied");
+    export_one<test::qwen3_qknorm>(dir, "qwen3_qknorm");
 }
 
 BOOST_AUTO_TEST_SUITE_END()

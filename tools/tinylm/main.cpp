@@ -9,7 +9,7 @@
 //   tinylm info DIR
 //   tinylm export-gguf --model DIR [--adapter DIR] --type q8_0 --out model.gguf
 //
-// Any Llama, Mistral, Qwen2 or Mixtral folder in the Hugging Face layout loads, whatever its sizes; a PEFT LoRA
+// Any Llama, Mistral, Qwen2, Qwen3 or Mixtral folder in the Hugging Face layout loads, whatever its sizes; a PEFT LoRA
 // adapter is merged at load. `tinylm <command> --help` lists every option with its default. docs/tinylm.md.
 #include "common.hpp"
 

@@ -275,6 +275,7 @@ inline arena_plan plan_decoder_step(const model_config& c, const decoder_plan_op
     refuse(c.mlp == mlp_kind::swiglu, "the MLP must be SwiGLU");
     refuse(c.positions == position_kind::rope, "positions must be rotary");
     refuse(!c.dense_bias, "biases on the output and MLP projections are not supported (q, k, v biases are)");
+    refuse(!c.qk_norm, "QK-norm (Qwen3's q_norm and k_norm) is not supported on the GPU yet");
     refuse(o.lora.rank == 0 || (o.lora.alpha > 0 && o.lora.targets != 0), "LoRA needs alpha > 0 and a target");
     refuse(o.lora.dropout >= 0 && o.lora.dropout < 1, "LoRA dropout must be in [0, 1)");
     refuse(!o.lora.trainable_embeddings, "LoRA with trainable embeddings is not supported on the GPU yet");

@@ -2,15 +2,15 @@
 // built on it: llama-cli, llama-server, ollama, LM Studio, llama-cpp-python) runs.
 //
 //   tl::hf_folder folder = tl::read_hf_folder(dir);             // tokenizer, special tokens, chat template
-//   tl::with_pretrained(dir, [&](auto& model) {                  // io/hf_any.hpp: llama, qwen2 or mixtral
+//   tl::with_pretrained(dir, [&](auto& model) {                  // io/hf_any.hpp: llama, qwen2, qwen3, mixtral
 //       tl::write_gguf(model, folder, {.type = tl::gguf_type::q8_0}, "model-q8_0.gguf");
 //       return 0;
 //   });
 //
 //   write_gguf(model, folder, options, out)   GGUF v3, general.alignment 32, written to "<out>.tmp" and renamed.
 //   parse_gguf_type("q8_0")                   f32 | f16 | q8_0 | q4_0, else tl::error listing them.
-//   gguf_architecture(config)                 "llama" or "qwen2", else tl::error naming what does not map.
-//   gguf_model_config(reader)                 reading back: the model_config of a llama / qwen2 GGUF file, and
+//   gguf_architecture(config)                 "llama", "qwen2" or "qwen3", else tl::error naming what does not map.
+//   gguf_model_config(reader)                 reading back: the model_config of a llama / qwen2 / qwen3 file, and
 //   load_gguf_weights(model, reader)          its tensors into a decoder of that config (every type of
 //                                             io/gguf_types.hpp: the K-quants of llama-quantize too,
 //                                             dequantised; tl::gguf::reader is io/gguf_file.hpp). No tokenizer.
@@ -20,13 +20,14 @@
 //  - Architecture. Llama and Mistral -> `llama`; Mixtral -> `llama` with experts (expert_count,
 //    expert_used_count, blk.N.ffn_{gate,up,down}_exps stacked [.., .., n_experts]; router blk.N.ffn_gate_inp);
 //    Qwen2 -> `qwen2` (q/k/v biases; tied embeddings: no output.weight, llama.cpp reuses token_embd).
+//    Qwen3 -> `qwen3` (QK-norm: blk.N.attn_q_norm / attn_k_norm of the head width, F32).
 //    Ministral's per-layer sliding window and q/k/v biases with a window have no llama.cpp architecture here:
 //    tl::error. Mistral's window: llama.cpp's `llama` attends to the whole context, which equals the window
 //    as long as the context is no longer than it, so context_length is written as min(max_seq_len, window).
 //    Llama 3 rope_scaling: the per-frequency factors as rope_freqs.weight, as the converter computes them.
 //  - The q/k permutation of `llama`: its RoPE rotates adjacent pairs (x0, x1), (x2, x3)...; Hugging Face
 //    rotates halves (x_i, x_{i+D/2}). Rows of q_proj (per query head) and k_proj (per KV head) are reordered
-//    so that row 2i + t of a head is HF row t * D/2 + i. `qwen2` uses NEOX RoPE (halves): no permutation.
+//    so that row 2i + t of a head is HF row t * D/2 + i. `qwen2`/`qwen3` use NEOX RoPE (halves): no permutation.
 //  - Dimensions fastest first: an HF (out, in) matrix is {in, out}; bytes are the same row-major data.
 //  - Types: 1-D tensors, norms and the MoE router stay F32 (as the converter does); every other matrix takes
 //    the requested type; a matrix whose rows are not whole 32-value blocks falls back to F16 for q8_0 / q4_0.
@@ -105,6 +106,10 @@ inline std::string gguf_architecture(const model_config& c) {
         });
         return "qwen2";
     }
+    if (hf == "Qwen3ForCausalLM") {
+        check(c.rope_scaling.factor <= 0, "gguf: unsupported architecture: Qwen3 with rope_scaling");
+        return "qwen3"; // q_width may differ from d_model (Qwen3-0.6B: 16 heads of 128 on 1024)
+    }
     check(hf != "MinistralForCausalLM",
           "gguf: unsupported architecture: MinistralForCausalLM (a sliding window in some layers only) has no "
           "llama.cpp architecture here");
@@ -172,7 +177,8 @@ inline std::string tensor_name(const std::string& hf) {
         {"self_attn.v_proj.weight", "attn_v.weight"},      {"self_attn.v_proj.bias", "attn_v.bias"},
         {"self_attn.o_proj.weight", "attn_output.weight"}, {"mlp.gate_proj.weight", "ffn_gate.weight"},
         {"mlp.up_proj.weight", "ffn_up.weight"},           {"mlp.down_proj.weight", "ffn_down.weight"},
-        {"mlp.gate.weight", "ffn_gate_inp.weight"},
+        {"mlp.gate.weight", "ffn_gate_inp.weight"},        {"self_attn.q_norm.weight", "attn_q_norm.weight"},
+        {"self_attn.k_norm.weight", "attn_k_norm.weight"},
     };
     const auto it = names.find(rest);
     return it == names.end() ? std::string() : "blk." + layer + "." + it->second;
@@ -331,9 +337,9 @@ inline vocab_tables vocab_of(const tokenizer& tok, std::int64_t n_vocab, const s
 
 } // namespace detail::gguf_export
 
-// Writes `model` (a decoder of the llama, qwen2 or mixtral family; a LoRA adapter must be merged, else tl::error) with
-// the tokenizer,
-// special tokens and chat template of `folder` as a GGUF file at `out`. See the top of this file.
+// Writes `model` (a decoder of the llama (qwen3 too), qwen2 or mixtral family; a LoRA adapter must be merged, else
+// tl::error) with the tokenizer, special tokens and chat template of `folder` as a GGUF file at `out`. See the top of
+// this file.
 template <class Model>
 void write_gguf(const Model& model, const hf_folder& folder, const gguf_options& options, const fs::path& out) {
     static_assert(!has_quantized_base<Model>, "write_gguf: a QLoRA model's base is NF4; merge into an f32 model");
@@ -464,15 +470,16 @@ void write_gguf(const Model& model, const hf_folder& folder, const gguf_options&
     w.save(out);
 }
 
-// ---- reading back (llama.cpp files of architecture llama or qwen2, every type of io/gguf_types.hpp) -------
+// ---- reading back (llama.cpp files of architecture llama, qwen2 or qwen3, every type of io/gguf_types.hpp) -------
 
 // The decoder configuration a GGUF file describes: sizes from the architecture's keys, q/k/v biases for qwen2,
-// tied embeddings when there is no output.weight, experts from expert_count, Llama 3 rope scaling recognised from
-// rope_freqs (llama3_scaling_of).
+// QK-norm for qwen3, tied embeddings when there is no output.weight, experts from expert_count, Llama 3 rope scaling
+// recognised from rope_freqs (llama3_scaling_of).
 inline model_config gguf_model_config(const gguf::reader& r) {
     const std::string arch = r.at("general.architecture").as_string();
-    check(arch == "llama" || arch == "qwen2", [&] {
-        return "gguf: " + r.path().string() + ": architecture \"" + arch + "\" is not read (llama and qwen2 are)";
+    check(arch == "llama" || arch == "qwen2" || arch == "qwen3", [&] {
+        return "gguf: " + r.path().string() + ": architecture \"" + arch +
+               "\" is not read (llama, qwen2 and qwen3 are)";
     });
     const std::string a = arch + ".";
     auto u = [&](const std::string& key) {
@@ -497,6 +504,7 @@ inline model_config gguf_model_config(const gguf::reader& r) {
     if (const gguf::value* v = r.find(a + "rope.freq_base")) c.rope_theta = v->as_float();
     c.norm_eps = r.at(a + "attention.layer_norm_rms_epsilon").as_float();
     c.qkv_bias = arch == "qwen2";
+    c.qk_norm = arch == "qwen3";
     c.tied_embeddings = r.find_tensor("output.weight") == nullptr;
     if (r.find(a + "expert_count") && u("expert_count") > 0) {
         c.moe.n_experts = u("expert_count");

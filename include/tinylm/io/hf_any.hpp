@@ -1,5 +1,5 @@
-// tinylm/io/hf_any.hpp: one call loads any Llama, Mistral, Ministral, Qwen2 or Mixtral folder, whatever its
-// sizes, without a rebuild: config.json is read into a model_config (io/hf_config.hpp), its structure picks
+// tinylm/io/hf_any.hpp: one call loads any Llama, Mistral, Ministral, Qwen2, Qwen3 or Mixtral folder, whatever
+// its sizes, without a rebuild: config.json is read into a model_config (io/hf_config.hpp), its structure picks
 // the family type (model/families.hpp) and the sizes are given at run time.
 //
 //   tl::with_pretrained(dir, [&](auto& model) { ... model.loss(...) ...; return 0; });

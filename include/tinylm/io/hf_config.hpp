@@ -83,8 +83,15 @@ inline hf_rope hf_rope_of(const nlohmann::json& j, const std::string& where) {
 inline std::string hf_architecture(const model_config& c) {
     check(c.norm == norm_kind::rmsnorm && c.mlp == mlp_kind::swiglu && c.norm_position == norm_placement::pre &&
               c.attention == attention_kind::causal,
-          "hf_checkpoint: only causal pre-norm RMSNorm + SwiGLU decoders map onto Llama, Qwen2, Mistral or Mixtral");
+          "hf_checkpoint: only causal pre-norm RMSNorm + SwiGLU decoders map onto Llama, Qwen2, Qwen3, Mistral or "
+          "Mixtral");
     const bool per_layer_window = c.sliding_window > 0 && c.full_attention_every > 0;
+    if (c.qk_norm) {
+        check(!c.qkv_bias && c.moe.n_experts == 0 && c.sliding_window == 0,
+              "hf_checkpoint: QK-norm (qk_norm) with q/k/v biases, experts or a sliding window has no Hugging Face "
+              "architecture here (Qwen3ForCausalLM has none of them)");
+        return "Qwen3ForCausalLM";
+    }
     if (c.moe.n_experts > 0) {
         check(!c.qkv_bias, "hf_checkpoint: experts with q/k/v biases have no Hugging Face architecture here");
         check(!per_layer_window, "hf_checkpoint: experts with a per-layer sliding window have no Hugging Face "
@@ -109,6 +116,7 @@ inline nlohmann::json hf_config_json(const model_config& c, special_token_ids sp
     nlohmann::json j{
         {"architectures", {arch}},
         {"model_type", arch == "Qwen2ForCausalLM"       ? "qwen2"
+                       : arch == "Qwen3ForCausalLM"     ? "qwen3"
                        : arch == "MistralForCausalLM"   ? "mistral"
                        : arch == "MixtralForCausalLM"   ? "mixtral"
                        : arch == "MinistralForCausalLM" ? "ministral"
@@ -137,7 +145,9 @@ inline nlohmann::json hf_config_json(const model_config& c, special_token_ids sp
         for (int l = 0; l < c.n_layers; ++l)
             j["layer_types"].push_back(c.layer_window(l) > 0 ? "sliding_attention" : "full_attention");
     }
-    if (arch == "Qwen2ForCausalLM") j["use_sliding_window"] = false, j["sliding_window"] = nullptr;
+    if (arch == "Qwen2ForCausalLM" || arch == "Qwen3ForCausalLM")
+        j["use_sliding_window"] = false, j["sliding_window"] = nullptr;
+    if (arch == "Qwen3ForCausalLM") j["attention_bias"] = false;
     if (arch == "MixtralForCausalLM") {
         j["sliding_window"] = c.sliding_window > 0 ? nlohmann::json(c.sliding_window) : nlohmann::json(nullptr);
         j["num_local_experts"] = c.moe.n_experts;
@@ -251,6 +261,10 @@ inline void check_hf_config(const nlohmann::json& j, const model_config& c, cons
     if (file_bias != c.qkv_bias)
         diffs += std::string("\n  q/k/v biases: ") + (file_bias ? "present" : "absent") + " in the file, " +
                  (c.qkv_bias ? "present" : "absent") + " in the model";
+    const bool file_qk_norm = model_type == "qwen3";
+    if (file_qk_norm != c.qk_norm)
+        diffs += std::string("\n  QK-norm (Qwen3's q_norm and k_norm): ") + (file_qk_norm ? "present" : "absent") +
+                 " in the file, " + (c.qk_norm ? "present" : "absent") + " in the model (qk_norm)";
     // Experts: Mixtral's num_local_experts / num_experts_per_tok (absent: a dense MLP). The aux-loss weight
     // is a training setting: checked only when the file says that its loss uses it (output_router_logits).
     const int file_experts = json_field_or(j, "num_local_experts", 0, file);
@@ -269,7 +283,7 @@ inline void check_hf_config(const nlohmann::json& j, const model_config& c, cons
 // The architectures read_hf_config reads.
 inline const std::vector<std::string>& hf_supported_architectures() {
     static const std::vector<std::string> a = {"LlamaForCausalLM", "MistralForCausalLM", "MinistralForCausalLM",
-                                               "Qwen2ForCausalLM", "MixtralForCausalLM"};
+                                               "Qwen2ForCausalLM", "Qwen3ForCausalLM",   "MixtralForCausalLM"};
     return a;
 }
 
@@ -290,6 +304,7 @@ inline model_config read_hf_config(const nlohmann::json& j, const std::string& w
                : t == "mistral"   ? "MistralForCausalLM"
                : t == "ministral" ? "MinistralForCausalLM"
                : t == "qwen2"     ? "Qwen2ForCausalLM"
+               : t == "qwen3"     ? "Qwen3ForCausalLM"
                : t == "mixtral"   ? "MixtralForCausalLM"
                                   : "";
         if (arch.empty()) arch = "model_type \"" + t + "\"";
@@ -379,6 +394,7 @@ inline model_config read_hf_config(const nlohmann::json& j, const std::string& w
               " is not supported; tinylm's MLP is SwiGLU with SiLU (\"silu\")");
     if (flag("mlp_bias", false)) error("mlp_bias true is not supported (tinylm's MLP has no biases)");
     c.qkv_bias = arch == "Qwen2ForCausalLM";
+    c.qk_norm = arch == "Qwen3ForCausalLM";
     if (!c.qkv_bias && flag("attention_bias", false))
         error("attention_bias true is not supported for " + arch +
               " (q/k/v/o biases; tinylm has q/k/v biases only, as Qwen2)");
@@ -386,10 +402,10 @@ inline model_config read_hf_config(const nlohmann::json& j, const std::string& w
     // Attention windows.
     const int window = given("sliding_window") ? integer("sliding_window") : 0;
     if (window < 0) error("sliding_window must be positive or null");
-    if (arch == "Qwen2ForCausalLM") {
+    if (arch == "Qwen2ForCausalLM" || arch == "Qwen3ForCausalLM") {
         if (flag("use_sliding_window", false))
-            error("use_sliding_window true is not supported for Qwen2ForCausalLM (its window applies from "
-                  "max_window_layers on; tinylm's windows with q/k/v biases have no Hugging Face architecture)");
+            error("use_sliding_window true is not supported for " + arch +
+                  " (its window applies from max_window_layers on; tinylm writes no such per-layer window)");
     } else if (arch != "LlamaForCausalLM" && window > 0) {
         std::vector<bool> slides(std::size_t(c.n_layers), true); // Mistral, Mixtral: every layer
         if (arch == "MinistralForCausalLM" && given("layer_types")) {

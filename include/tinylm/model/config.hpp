@@ -158,6 +158,10 @@ struct model_config {
     double rope_theta = 10000.0;
     bool qkv_bias = false;   // Qwen2 has biases on q, k and v projections
     bool dense_bias = false; // BERT also has biases on the output projection and on both MLP projections
+    // Qwen3's QK-norm: each head's query and key go through an RMSNorm of the head width (one weight for all query
+    // heads, one for all key heads) after their projections, before RoPE. A family type (families::llama) takes it
+    // from the checkpoint, as tied_embeddings: Qwen3 is Llama's structure with it.
+    bool qk_norm = false;
     position_kind positions = position_kind::rope;
     int type_vocab_size = 0; // encoders: token type (segment) embeddings added to the input (BERT: 2)
 
@@ -197,6 +201,7 @@ constexpr std::int64_t parameter_count(const model_config& c) {
     std::int64_t attn = d * q + 2 * d * kv + q * d;
     if (c.qkv_bias) attn += q + 2 * kv;
     if (c.dense_bias) attn += d;
+    if (c.qk_norm) attn += 2 * c.head_dim();
     std::int64_t mlp = c.mlp == mlp_kind::swiglu ? 3 * d * ff : 2 * d * ff;
     if (c.dense_bias) mlp += ff + d;
     if (c.moe.n_experts > 0) mlp = c.moe.n_experts * (3 * d * ff + d); // experts and the router's row each
@@ -323,7 +328,7 @@ inline void check_config(const model_config& c) {
 
 // The configuration a model of type C runs with: C's fixed fields, and `runtime`'s where C says dynamic.
 // A fixed field that `runtime` contradicts is an error naming it (a checkpoint of another shape); the
-// structure (norm, MLP kind, q/k/v biases, experts or not) must agree. The flags tied_embeddings and
+// structure (norm, MLP kind, q/k/v biases, experts or not) must agree. The flags tied_embeddings, qk_norm and
 // moe.balance_per_layer come from `runtime` when C has any dynamic size.
 inline model_config resolve_config(const model_config& fixed, const model_config& runtime) {
     model_config c = fixed;
@@ -340,10 +345,12 @@ inline model_config resolve_config(const model_config& fixed, const model_config
     const bool family = has_dynamic_fields(fixed);
     if (family) {
         c.tied_embeddings = runtime.tied_embeddings;
+        c.qk_norm = runtime.qk_norm;
         c.moe.balance_per_layer = runtime.moe.balance_per_layer;
         c.rope_scaling = runtime.rope_scaling;
-    } else if (c.tied_embeddings != runtime.tied_embeddings) {
-        diffs += "\n  tied_embeddings differs";
+    } else {
+        if (c.tied_embeddings != runtime.tied_embeddings) diffs += "\n  tied_embeddings differs";
+        if (c.qk_norm != runtime.qk_norm) diffs += "\n  qk_norm (Qwen3's norm of each query and key head) differs";
     }
     if (c.mlp != runtime.mlp || c.norm != runtime.norm || c.qkv_bias != runtime.qkv_bias ||
         c.dense_bias != runtime.dense_bias || c.norm_position != runtime.norm_position ||

@@ -1,7 +1,8 @@
 // tinylm/model/families.hpp: configuration types whose sizes are all read at run time, one per structure.
 // A family fixes what changes the code (norm and MLP kind, q/k/v biases, experts or not) and leaves every
 // size tl::dynamic, so decoder<families::llama>(config) holds any Llama-shaped checkpoint without a rebuild:
-//   llama   Llama 1-3 (rope_scaling), Mistral and Ministral (the window is a size), TinyLlama, SmolLM
+//   llama   Llama 1-3 (rope_scaling), Mistral and Ministral (the window is a size), TinyLlama, SmolLM, and Qwen3
+//           (QK-norm: the flag model_config::qk_norm comes from the checkpoint, as tied_embeddings does)
 //   qwen2   Qwen2 / Qwen2.5 (q/k/v biases)
 //   mixtral Mixtral (experts)
 //   bert    BERT-family encoders (model/encoder.hpp): post-norm LayerNorm blocks, GELU, learned positions and

@@ -90,6 +90,24 @@ struct qwen2_5_0_5b {
 };
 static_assert(parameter_count(qwen2_5_0_5b::value) == 494'032'768); // the published 0.49B
 
+// Qwen3-0.6B (huggingface.co/Qwen/Qwen3-0.6B/config.json): GQA 16/8 with heads of 128 (a query width of 2048 on
+// d_model 1024), QK-norm, tied embeddings.
+struct qwen3_0_6b {
+    static constexpr model_config value{.vocab_size = 151936,
+                                        .d_model = 1024,
+                                        .n_layers = 28,
+                                        .n_heads = 16,
+                                        .n_kv_heads = 8,
+                                        .d_head = 128,
+                                        .d_ff = 3072,
+                                        .max_seq_len = 40960,
+                                        .rope_theta = 1000000.0,
+                                        .qk_norm = true,
+                                        .norm_eps = 1e-6,
+                                        .tied_embeddings = true};
+};
+static_assert(parameter_count(qwen3_0_6b::value) == 596'049'920); // transformers' Qwen3ForCausalLM of that config
+
 // TinyLlama-1.1B (huggingface.co/TinyLlama/TinyLlama-1.1B-Chat-v1.0/config.json): GQA 32/4, untied.
 struct tinyllama_1_1b {
     static constexpr model_config value{.vocab_size = 32000,
@@ -103,7 +121,7 @@ struct tinyllama_1_1b {
 static_assert(parameter_count(tinyllama_1_1b::value) == 1'100'048'384); // the published 1.1B
 
 static_assert(validate_config<tiny>() && validate_config<russian_novels_150m>() && validate_config<qwen2_5_0_5b>() &&
-              validate_config<tinyllama_1_1b>());
+              validate_config<qwen3_0_6b>() && validate_config<tinyllama_1_1b>());
 
 // A small BERT-layout encoder (model/encoder.hpp) to train from scratch on a tinylm BPE tokenizer, whose size gives
 // the vocabulary at run time (embed/bpe_batches.hpp makes its batches): 4 layers of width 256, context 256. Its

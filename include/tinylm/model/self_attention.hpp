@@ -1,6 +1,6 @@
 // tinylm/model/self_attention.hpp: the attention half of a block, forward and backward:
-//   q, k, v = projections of x;  rope(q), rope(k) (unless positions are learned embeddings);  att = softmax(q k^T /
-//   sqrt(D) + mask) v;  y = o(att)
+//   q, k, v = projections of x;  q, k = rmsnorm of each head (Qwen3's QK-norm, model_config::qk_norm);
+//   rope(q), rope(k) (unless positions are learned embeddings);  att = softmax(q k^T / sqrt(D) + mask) v;  y = o(att)
 // with GQA (n_kv_heads key/value heads shared by n_heads query heads), causal (decoders) or bidirectional
 // (encoders: model_config::attention), an optional sliding window (causal only), right padding (key_lengths),
 // and packed documents (doc_start: no attention across documents, RoPE positions restart).
@@ -8,6 +8,7 @@
 // everything cached: the same forward serves training, evaluation and generation.
 #pragma once
 
+#include <tinylm/model/norm.hpp>
 #include <tinylm/model/projection.hpp>
 #include <tinylm/ops/attention.hpp>
 #include <tinylm/ops/rope.hpp>
@@ -46,13 +47,20 @@ template <class Backend, LoraAdapter Adapter>
 class self_attention {
 public:
     using projection_t = projection<Backend, Adapter>;
+    using qk_norm_t = norm_layer<norm_kind::rmsnorm>;
+    using norm_stats = qk_norm_t::stats;
     struct activations {
         tensor_view<float> q, k, v, att, lse; // (B, T, H, D), lse (B, H, T) (empty when not training)
         std::array<tensor_view<float>, 4> lora_h;
+        // QK-norm: the projections' q and k before their norm (training only; else normed in place) and the rows'
+        // rstd, one a head of each token.
+        tensor_view<float> q_in, k_in;
+        norm_stats q_stats, k_stats;
     };
     // Gradients of the backward, shared by all layers.
     struct scratch {
         tensor_view<float> dq, dk, dv, datt;
+        tensor_view<float> dq_in, dk_in; // QK-norm: d(loss)/d(q, k before their norm)
     };
 
     self_attention() = default;
@@ -61,7 +69,10 @@ public:
           causal_(c.attention == attention_kind::causal), q_(c.d_model, c.q_width(), layer, proj::q, c.qkv_bias),
           k_(c.d_model, c.kv_width(), layer, proj::k, c.qkv_bias),
           v_(c.d_model, c.kv_width(), layer, proj::v, c.qkv_bias),
-          o_(c.q_width(), c.d_model, layer, proj::o, c.dense_bias), rope_(c.positions == position_kind::rope) {}
+          o_(c.q_width(), c.d_model, layer, proj::o, c.dense_bias), rope_(c.positions == position_kind::rope),
+          qk_norm_(c.qk_norm) {
+        q_norm_.eps = k_norm_.eps = c.norm_eps;
+    }
 
     template <class Visit>
     void walk(Visit&& visit, const std::string& prefix) {
@@ -69,6 +80,10 @@ public:
         k_.walk(visit, prefix + "self_attn.k_proj", param_group::attention);
         v_.walk(visit, prefix + "self_attn.v_proj", param_group::attention);
         o_.walk(visit, prefix + "self_attn.o_proj", param_group::attention);
+        if (qk_norm_) {
+            q_norm_.walk(visit, prefix + "self_attn.q_norm", head_dim_);
+            k_norm_.walk(visit, prefix + "self_attn.k_norm", head_dim_);
+        }
     }
     template <class F>
     void for_each_projection(F&& f) {
@@ -85,20 +100,42 @@ public:
         const projection_t* p[] = {&q_, &k_, &v_, &o_};
         for (int t = 0; t < 4; ++t)
             if (p[t]->targeted()) s.lora_h[std::size_t(t)] = a.allocate<float>({batch * time, projection_t::lora.rank});
+        if (qk_norm_) {
+            if (training) {
+                s.q_in = a.allocate<float>({batch, time, heads_, head_dim_});
+                s.k_in = a.allocate<float>({batch, time, kv_heads_, head_dim_});
+            }
+            s.q_stats = norm_stats::allocate(a, batch * time * heads_);
+            s.k_stats = norm_stats::allocate(a, batch * time * kv_heads_);
+        }
         return s;
     }
     scratch allocate_scratch(arena& a, index_t batch, index_t time) const {
-        return {a.allocate<float>({batch, time, heads_, head_dim_}),
-                a.allocate<float>({batch, time, kv_heads_, head_dim_}),
-                a.allocate<float>({batch, time, kv_heads_, head_dim_}),
-                a.allocate<float>({batch * time, heads_ * head_dim_})};
+        scratch g;
+        g.dq = a.allocate<float>({batch, time, heads_, head_dim_});
+        g.dk = a.allocate<float>({batch, time, kv_heads_, head_dim_});
+        g.dv = a.allocate<float>({batch, time, kv_heads_, head_dim_});
+        g.datt = a.allocate<float>({batch * time, heads_ * head_dim_});
+        if (qk_norm_) {
+            g.dq_in = a.allocate<float>({batch, time, heads_, head_dim_});
+            g.dk_in = a.allocate<float>({batch, time, kv_heads_, head_dim_});
+        }
+        return g;
     }
 
     // y (N, d) = the attention half applied to x (N, d).
     void forward(tensor_view<float> y, cview<float> x, const activations& s, const attention_context& ctx,
                  const adapter_state& ad) const {
-        forward_together<projection_t, 3>({&q_, &k_, &v_}, {flat(s.q), flat(s.k), flat(s.v)}, x,
+        // With QK-norm the projections write q_in and k_in when training (the norm's backward reads them), else
+        // q and k, normed in place.
+        const bool keep_inputs = qk_norm_ && s.q_in.data;
+        const tensor_view<float> q = keep_inputs ? s.q_in : s.q, k = keep_inputs ? s.k_in : s.k;
+        forward_together<projection_t, 3>({&q_, &k_, &v_}, {flat(q), flat(k), flat(s.v)}, x,
                                           {s.lora_h[0], s.lora_h[1], s.lora_h[2]}, ad);
+        if (qk_norm_) {
+            q_norm_.forward(head_rows(s.q), s.q_stats, head_rows(q));
+            k_norm_.forward(head_rows(s.k), s.k_stats, head_rows(k));
+        }
         if (rope_) {
             rope_forward<float>(s.q, ctx.cos, ctx.sin, ctx.positions);
             rope_forward<float>(s.k, ctx.cos, ctx.sin, ctx.positions);
@@ -152,8 +189,14 @@ public:
             rope_backward<float>(g.dq, ctx.cos, ctx.sin, ctx.positions);
             rope_backward<float>(g.dk, ctx.cos, ctx.sin, ctx.positions);
         }
-        q_.backward(dx, flat(g.dq), x, s.lora_h[0], ad, mode);
-        k_.backward(dx, flat(g.dk), x, s.lora_h[1], ad, grad_write::add);
+        tensor_view<float> dq = g.dq, dk = g.dk;
+        if (qk_norm_) {
+            q_norm_.backward(head_rows(g.dq_in), head_rows(g.dq), head_rows(s.q_in), s.q_stats, grad_write::assign);
+            k_norm_.backward(head_rows(g.dk_in), head_rows(g.dk), head_rows(s.k_in), s.k_stats, grad_write::assign);
+            dq = g.dq_in, dk = g.dk_in;
+        }
+        q_.backward(dx, flat(dq), x, s.lora_h[0], ad, mode);
+        k_.backward(dx, flat(dk), x, s.lora_h[1], ad, grad_write::add);
         v_.backward(dx, flat(g.dv), x, s.lora_h[2], ad, grad_write::add);
     }
 
@@ -171,12 +214,16 @@ public:
     static tensor_view<float> flat(tensor_view<float> t) {
         return t.reshaped({t.dim(0) * t.dim(1), t.numel() / (t.dim(0) * t.dim(1))});
     }
+    // (B, T, H, D) as (B T H, D): one row a head of a token, the rows QK-norm normalises.
+    static tensor_view<float> head_rows(tensor_view<float> t) { return t.reshaped({t.numel() / t.dim(3), t.dim(3)}); }
 
 private:
     index_t heads_ = 0, kv_heads_ = 0, head_dim_ = 0, window_ = 0;
     bool causal_ = true;
     projection_t q_, k_, v_, o_;
     bool rope_ = true; // false: positions are learned embeddings added to the input (BERT)
+    bool qk_norm_ = false;
+    qk_norm_t q_norm_, k_norm_; // Qwen3: weights of the head width, shared by the heads
 };
 
 } // namespace tl

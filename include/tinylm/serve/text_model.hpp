@@ -1,7 +1,8 @@
-// tinylm/serve/text_model.hpp: a model folder loaded for talking to: the decoder (any Llama, Mistral, Qwen2 or
-// Mixtral folder, sizes read at run time, or a llama / qwen2 GGUF file), a LoRA adapter merged in, the tokenizer, the
-// chat template and the sampling defaults of generation_config.json, behind one small interface. The `tinylm` command's
-// generate, chat and serve share it, and code that only talks to a model (a server, a REPL) compiles without a decoder.
+// tinylm/serve/text_model.hpp: a model folder loaded for talking to: the decoder (any Llama, Mistral, Qwen2, Qwen3 or
+// Mixtral folder, sizes read at run time, or a llama / qwen2 / qwen3 GGUF file), a LoRA adapter merged in, the
+// tokenizer, the chat template and the sampling defaults of generation_config.json, behind one small interface. The
+// `tinylm` command's generate, chat and serve share it, and code that only talks to a model (a server, a REPL) compiles
+// without a decoder.
 //
 //   std::unique_ptr<tl::text_model> m = tl::load_text_model("runs/russian_novels/checkpoint");
 //   auto ids = m->tokenizer().encode("Жили-были");

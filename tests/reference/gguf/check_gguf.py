@@ -73,6 +73,8 @@ def expected_tensors(folder: str, cfg: dict, arch: str) -> dict[str, np.ndarray]
         "mlp.up_proj.weight": "ffn_up.weight",
         "mlp.down_proj.weight": "ffn_down.weight",
         "mlp.gate.weight": "ffn_gate_inp.weight",
+        "self_attn.q_norm.weight": "attn_q_norm.weight",
+        "self_attn.k_norm.weight": "attn_k_norm.weight",
     }
     out: dict[str, np.ndarray] = {}
     for name, w in weights.items():
@@ -267,7 +269,7 @@ def check_file(entry: dict) -> None:
     path = entry["file"]
     where = os.path.basename(path)
     cfg = read_json(os.path.join(entry["folder"], "config.json"))
-    arch = "qwen2" if cfg["model_type"] == "qwen2" else "llama"
+    arch = cfg["model_type"] if cfg["model_type"] in ("qwen2", "qwen3") else "llama"
     r = gguf.GGUFReader(path)
     expect(int(r.fields["GGUF.version"].contents()) == 3, f"{where}: version")
     expect(r.alignment == 32 and r.data_offset % 32 == 0, f"{where}: alignment {r.alignment}, data at {r.data_offset}")
