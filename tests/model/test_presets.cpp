@@ -130,7 +130,8 @@ BOOST_AUTO_TEST_CASE(plan_rejects_contexts_beyond_the_model) {
 BOOST_AUTO_TEST_CASE(registry_visits_by_name) {
     const std::vector<std::string_view> all = presets::names();
     BOOST_TEST((all == std::vector<std::string_view>{"tiny", "russian_novels_150m", "russian_novels_cpu", "tatar_dense",
-                                                     "tatar_moe", "tatar_sliding", "qwen2_5_0_5b", "tinyllama_1_1b"}));
+                                                     "tatar_moe", "tatar_sliding", "qwen2_5_0_5b", "qwen3_0_6b",
+                                                     "tinyllama_1_1b"}));
     // Every name reaches the preset of that name, through either calling convention.
     for (const std::string_view name : all) {
         const model_config c = presets::visit(name, []<class P>() { return P::value; });

@@ -49,9 +49,10 @@ struct model_flags {
     std::string kv_cache = "f32";  // the keys' and values' precision in the KV caches
 };
 inline void add_model_options(CLI::App& app, model_flags& m) {
-    app.add_option("--model", m.model,
-                   "model folder (config.json, model.safetensors, tokenizer.json), or a GGUF file (llama or qwen2; "
-                   "its tokenizer and chat template from the file, its weights dequantised to f32: docs/gguf.md)")
+    app.add_option(
+           "--model", m.model,
+           "model folder (config.json, model.safetensors, tokenizer.json), or a GGUF file (llama, qwen2 or qwen3; "
+           "its tokenizer and chat template from the file, its weights dequantised to f32: docs/gguf.md)")
         ->required()
         ->check(existing_model_path());
     app.add_option("--adapter", m.adapter, "PEFT LoRA adapter folder, merged into the model at load")

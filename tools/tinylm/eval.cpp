@@ -23,7 +23,7 @@ void add_eval(CLI::App& app, command& chosen) {
     sub->require_subcommand(1);
     recipes::evaluate::add_commands(*sub, f->s, [f](CLI::App* cmd) {
         cmd->add_option("--model", f->s.model.checkpoint,
-                        "model folder, or a GGUF file (llama or qwen2: its tokenizer from the file, its weights "
+                        "model folder, or a GGUF file (llama, qwen2 or qwen3: its tokenizer from the file, its weights "
                         "dequantised to f32; what a llama.cpp quantisation costs in bits per byte)")
             ->required()
             ->check(existing_model_path());

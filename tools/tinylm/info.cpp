@@ -90,6 +90,8 @@ nlohmann::ordered_json describe(const info_flags& f) {
         out["vocab_size"] = c.vocab_size;
         out["tied_embeddings"] = c.tied_embeddings;
         out["rope_theta"] = c.rope_theta;
+        if (c.qkv_bias) out["qkv_bias"] = true;
+        if (c.qk_norm) out["qk_norm"] = true;
         if (c.sliding_window > 0) out["sliding_window"] = c.sliding_window;
         if (c.moe.n_experts > 0) out["experts"] = {{"count", c.moe.n_experts}, {"per_token", c.moe.top_k}};
     }

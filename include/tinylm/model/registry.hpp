@@ -57,7 +57,8 @@ struct named {
 using all = std::tuple<named<"tiny", tiny>, named<"russian_novels_150m", russian_novels_150m>,
                        named<"russian_novels_cpu", russian_novels_cpu>, named<"tatar_dense", tatar_dense>,
                        named<"tatar_moe", tatar_moe>, named<"tatar_sliding", tatar_sliding>,
-                       named<"qwen2_5_0_5b", qwen2_5_0_5b>, named<"tinyllama_1_1b", tinyllama_1_1b>>;
+                       named<"qwen2_5_0_5b", qwen2_5_0_5b>, named<"qwen3_0_6b", qwen3_0_6b>,
+                       named<"tinyllama_1_1b", tinyllama_1_1b>>;
 
 namespace detail {
 template <class T>

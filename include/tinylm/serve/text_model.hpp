@@ -174,7 +174,7 @@ private:
 } // namespace detail
 
 // Loads `dir` (config.json, weights, tokenizer.json required; tokenizer_config.json, generation_config.json and
-// a chat template used when present), or a GGUF file of architecture llama or qwen2 (io/gguf_folder.hpp: the
+// a chat template used when present), or a GGUF file of architecture llama, qwen2 or qwen3 (io/gguf_folder.hpp: the
 // tokenizer rebuilt from the file, the weights dequantised to f32), and merges the adapter in `adapter_dir` when
 // one is given.
 template <Backend B = default_backend>
