@@ -49,12 +49,7 @@ int main(int argc, char** argv) try {
                     tl::hf_architecture(c).c_str(), static_cast<long long>(model.parameter_count()),
                     preset.empty() ? config_json.c_str() : preset.c_str(), c.vocab_size, out.c_str());
     };
-    if (c.moe.n_experts > 0)
-        write.template operator()<tl::families::mixtral>();
-    else if (c.qkv_bias)
-        write.template operator()<tl::families::qwen2>();
-    else
-        write.template operator()<tl::families::llama>();
+    tl::visit_family(c, write);
     return 0;
 } catch (const std::exception& e) {
     return recipes::report_error(e);

@@ -237,9 +237,14 @@ BOOST_AUTO_TEST_CASE(a_frozen_lora_base_cannot_be_unfrozen) {
 }
 
 // The whole model's gradients against central differences of its own f32 loss, in each block layout.
-template <class Config>
+template <class Config, class Adapter = no_adapter>
 double worst_finite_difference_error(const char* label) {
-    decoder<Config, reference_cpu> m(17);
+    decoder<Config, reference_cpu, Adapter> m(17);
+    counter_rng rng(5);
+    for (const parameter_entry& e : m.parameter_entries()) // B starts at zero: give A a gradient too
+        if (e.name.find("lora_B") != std::string::npos)
+            for (float& x : e.value)
+                x = 0.2f * (float(rng.uniform()) - 0.5f);
     const batch b = random_batch(2, 7, Config::value.vocab_size, 5);
     m.zero_grad();
     m.loss(b.ids, b.targets);
@@ -286,6 +291,10 @@ struct qk_norm_block {
     }();
 };
 
+struct qk_norm_lora {
+    static constexpr lora_config value{.rank = 2, .alpha = 4, .dropout = 0, .targets = lora_all};
+};
+
 // BERT's layout: bidirectional attention, post-norm, LayerNorm, GELU.
 struct bert_like {
     static constexpr model_config value = [] {
@@ -301,6 +310,8 @@ BOOST_AUTO_TEST_CASE(pre_and_post_norm_blocks_match_finite_differences) {
     BOOST_TEST(worst_finite_difference_error<post_layernorm_gelu>("post-norm, LayerNorm, GELU") < 0.05);
     BOOST_TEST(worst_finite_difference_error<post_rms_swiglu>("post-norm, RMSNorm, SwiGLU") < 0.05);
     BOOST_TEST(worst_finite_difference_error<qk_norm_block>("pre-norm with QK-norm (Qwen3)") < 0.05);
+    // LoRA on every projection of a QK-norm model: the adapters' gradients through the frozen norms.
+    BOOST_TEST((worst_finite_difference_error<qk_norm_block, qk_norm_lora>("QK-norm with LoRA") < 0.05));
 }
 
 // Bidirectional: a position sees later tokens; right padding (key_lengths) hides the padded ones entirely.

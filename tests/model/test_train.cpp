@@ -100,8 +100,9 @@ struct decoder_step_on_the_cpu {
 // packed documents, with either attention path (products: in one chunk of scores and in chunks of one sequence,
 // whole or in query blocks of 5 and 3 rows that skip the masked tiles, over scores' scratch that starts as NaN);
 // the tiny preset, a Qwen2-shaped model (q, k, v biases, tied embeddings: the fixtures' qwen2_tied) and a
-// Ministral-shaped one (a window of 4 in layers 0 and 2, full attention in layer 1, GQA: ministral_layers).
-using step_configs = boost::mpl::list<presets::tiny, test::qwen2_tied, test::ministral_layers>;
+// Ministral-shaped one (a window of 4 in layers 0 and 2, full attention in layer 1, GQA: ministral_layers) and a
+// Qwen3-shaped one (QK-norm, heads of 16 on d_model 32: qwen3_qknorm).
+using step_configs = boost::mpl::list<presets::tiny, test::qwen2_tied, test::ministral_layers, test::qwen3_qknorm>;
 BOOST_AUTO_TEST_CASE_TEMPLATE(cuda_decoder_step_on_the_cpu_matches_the_decoder, Config, step_configs) {
     decoder<Config> model(42);
     const model_config& c = Config::value;

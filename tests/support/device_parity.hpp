@@ -141,6 +141,7 @@ void expect_parity_on_every_fixture(const char* where, double bf16_gradient_boun
                                      {"mistral_window", tl::test::mistral_window::value},
                                      {"qwen2_tied", tl::test::qwen2_tied::value},
                                      {"ministral_layers", tl::test::ministral_layers::value},
+                                     {"qwen3_qknorm", tl::test::qwen3_qknorm::value},
                                      {"llama_gqa_lora", tl::test::llama_gqa::value}}; // peft: r 4, all 7 projections
     for (const named_config& fixture : fixtures)
         for (const bool bf16 : {false, true}) {

@@ -112,6 +112,10 @@ inline std::vector<parameter_slice> decoder_parameter_layout(const model_config&
             if (c.qkv_bias) add(p + name + ".bias", 1, out);
         }
         add(p + "self_attn.o_proj.weight", d, q);
+        if (c.qk_norm) { // Qwen3: after o_proj, as tl::decoder's walk
+            add(p + "self_attn.q_norm.weight", 1, std::size_t(c.head_dim()));
+            add(p + "self_attn.k_norm.weight", 1, std::size_t(c.head_dim()));
+        }
         add(p + "post_attention_layernorm.weight", 1, d);
         if (c.moe.n_experts > 0) { // Mixtral's names (model/mlp.hpp): the router, then the experts stacked
             const auto e = std::size_t(c.moe.n_experts);
@@ -256,6 +260,15 @@ inline void plan_moe_scratch(arena_plan& plan, const model_config& c, std::size_
     plan.add_array<double>("moe.aux", layers * e);
 }
 
+// QK-norm (Qwen3): what a layer keeps for the norms' backward, under `prefix`: q_in, k_in (the projections' outputs
+// before their norm; q and k hold the normed values) and the rows' rstd_q, rstd_k (one a head of each token).
+inline void plan_qk_norm(arena_plan& plan, const std::string& prefix, const model_config& c, std::size_t n) {
+    plan.add_array<float>(prefix + "q_in", n * std::size_t(c.q_width()));
+    plan.add_array<float>(prefix + "k_in", n * std::size_t(c.kv_width()));
+    plan.add_array<float>(prefix + "rstd_q", n * std::size_t(c.n_heads));
+    plan.add_array<float>(prefix + "rstd_k", n * std::size_t(c.n_kv_heads));
+}
+
 // The gradient norm's partial sums and cuBLASLt's workspace.
 inline void plan_optimizer(arena_plan& plan) {
     plan.add_array<double>("grad_norm.partials", std::size_t(grad_norm_blocks));
@@ -275,7 +288,6 @@ inline arena_plan plan_decoder_step(const model_config& c, const decoder_plan_op
     refuse(c.mlp == mlp_kind::swiglu, "the MLP must be SwiGLU");
     refuse(c.positions == position_kind::rope, "positions must be rotary");
     refuse(!c.dense_bias, "biases on the output and MLP projections are not supported (q, k, v biases are)");
-    refuse(!c.qk_norm, "QK-norm (Qwen3's q_norm and k_norm) is not supported on the GPU yet");
     refuse(o.lora.rank == 0 || (o.lora.alpha > 0 && o.lora.targets != 0), "LoRA needs alpha > 0 and a target");
     refuse(o.lora.dropout >= 0 && o.lora.dropout < 1, "LoRA dropout must be in [0, 1)");
     refuse(!o.lora.trainable_embeddings, "LoRA with trainable embeddings is not supported on the GPU yet");
@@ -375,6 +387,7 @@ inline arena_plan plan_decoder_step(const model_config& c, const decoder_plan_op
         plan.add_array<float>(at + "v", n * kv);
         plan.add_array<float>(at + "attn", n * q);
         plan.add_array<float>(at + "lse", h * n);
+        if (c.qk_norm) plan_qk_norm(plan, at, c, n);
         for (const char* name : {"resid", "normed2"})
             plan.add_array<float>(at + name, n * d);
         plan.add_array<float>(at + "rstd2", n);
@@ -392,6 +405,7 @@ inline arena_plan plan_decoder_step(const model_config& c, const decoder_plan_op
         plan.add_array<float>("work.v", n * kv);
         plan.add_array<float>("work.attn", n * q);
         plan.add_array<float>("work.lse", h * n);
+        if (c.qk_norm) plan_qk_norm(plan, "work.", c, n);
         for (const char* name : {"work.resid", "work.normed2"})
             plan.add_array<float>(name, n * d);
         plan.add_array<float>("work.rstd2", n);
@@ -423,6 +437,10 @@ inline arena_plan plan_decoder_step(const model_config& c, const decoder_plan_op
         plan.add_array<float>(name, n * q);
     for (const char* name : {"scratch.dk", "scratch.dv"})
         plan.add_array<float>(name, n * kv);
+    if (c.qk_norm) {
+        plan.add_array<float>("scratch.dq_in", n * q);
+        plan.add_array<float>("scratch.dk_in", n * kv);
+    }
     for (const char* name : {"scratch.dgate", "scratch.dup", "scratch.dhidden"})
         if (!moe) plan.add_array<float>(name, n * f);
     if (moe) plan_moe_scratch(plan, c, n);

@@ -469,9 +469,16 @@ private:
         const int d = c_.d_model, q = c_.q_width(), ff = c_.d_ff, L = c_.n_layers;
         const float eps = float(c_.norm_eps);
         const void* normed1 = operand(layer(l, "normed1"), n * d, "scratch.bf16.a");
-        project(l, proj::q, layer(l, "q"), normed1);
-        project(l, proj::k, layer(l, "k"), normed1);
+        const bool qk_norm = c_.qk_norm; // Qwen3: q and k projected into q_in, k_in, then normed per head
+        project(l, proj::q, layer(l, qk_norm ? "q_in" : "q"), normed1);
+        project(l, proj::k, layer(l, qk_norm ? "k_in" : "k"), normed1);
         project(l, proj::v, layer(l, "v"), normed1);
+        if (qk_norm) {
+            ex_.rmsnorm_forward(layer(l, "q"), layer(l, "rstd_q"), layer(l, "q_in"),
+                                weight(l, "self_attn.q_norm.weight"), n * c_.n_heads, c_.head_dim(), eps);
+            ex_.rmsnorm_forward(layer(l, "k"), layer(l, "rstd_k"), layer(l, "k_in"),
+                                weight(l, "self_attn.k_norm.weight"), n * c_.n_kv_heads, c_.head_dim(), eps);
+        }
         ex_.rope(layer(l, "q"), f("rope.cos"), f("rope.sin"), positions(), o_.batch, o_.time, c_.n_heads, c_.head_dim(),
                  1.0);
         ex_.rope(layer(l, "k"), f("rope.cos"), f("rope.sin"), positions(), o_.batch, o_.time, c_.n_kv_heads,
@@ -558,6 +565,16 @@ private:
                          operand(f("scratch.dup"), n * ff, "scratch.bf16.a"), normed2);
     }
 
+    // QK-norm's backward for q or k (`which`) of layer l: d(its input) into `dx` from d(its output) `dy`, the norm
+    // weight's gradient accumulated (none under an adapter: frozen, as every norm).
+    void qk_norm_backward(int l, const char* dx, const char* dy, const char* which, int heads) {
+        const std::string w = "model.layers." + std::to_string(l) + ".self_attn." + which + "_norm.weight";
+        const long long rows = n_ * heads;
+        ex_.zero(f(dx), std::size_t(rows * c_.head_dim()) * sizeof(float));
+        ex_.residual_rmsnorm_backward(f(dx), norm_gradient(w), f(dy), layer(l, std::string(which) + "_in"),
+                                      parameter(w), layer(l, std::string("rstd_") + which), rows, c_.head_dim());
+    }
+
     void backward() {
         const long long n = n_;
         const int d = c_.d_model, q = c_.q_width(), L = c_.n_layers;
@@ -590,11 +607,16 @@ private:
                      c_.head_dim(), -1.0);
             ex_.rope(f("scratch.dk"), f("rope.cos"), f("rope.sin"), positions(), o_.batch, o_.time, c_.n_kv_heads,
                      c_.head_dim(), -1.0);
+            const char *dq = "scratch.dq", *dk = "scratch.dk";
+            if (c_.qk_norm) { // through the per-head norms: d q_in, d k_in
+                qk_norm_backward(l, "scratch.dq_in", dq, "q", c_.n_heads);
+                qk_norm_backward(l, "scratch.dk_in", dk, "k", c_.n_kv_heads);
+                dq = "scratch.dq_in", dk = "scratch.dk_in";
+            }
             const void* normed1 =
                 input(reads_input(proj::q) || reads_input(proj::k) || reads_input(proj::v), layer(l, "normed1"), n * d);
             // d normed1 = the input gradients of q, k and v, in this order
-            for (const auto& [p, gradient] :
-                 {std::pair{proj::q, "scratch.dq"}, {proj::k, "scratch.dk"}, {proj::v, "scratch.dv"}}) {
+            for (const auto& [p, gradient] : {std::pair{proj::q, dq}, {proj::k, dk}, {proj::v, "scratch.dv"}}) {
                 const long long width = (long long)projection_shape(c_, p).out;
                 project_backward(l, p, f("scratch.dnormed"), p == proj::q ? 0.0f : 1.0f, f(gradient),
                                  operand(f(gradient), n * width, "scratch.bf16.a"), normed1);

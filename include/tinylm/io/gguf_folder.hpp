@@ -200,9 +200,7 @@ decltype(auto) with_gguf(const gguf::reader& r, F&& f, weights_to_load_t how = w
         load_gguf_weights(*model, r);
         return f(*model);
     };
-    if (c.moe.n_experts > 0) return load.template operator()<families::mixtral>();
-    if (c.qkv_bias) return load.template operator()<families::qwen2>();
-    return load.template operator()<families::llama>();
+    return visit_family(c, load);
 }
 
 } // namespace tl

@@ -31,9 +31,7 @@ decltype(auto) with_pretrained(const fs::path& dir, F&& f, weights_to_load_t how
         load_pretrained(*model, dir);
         return f(*model);
     };
-    if (c.moe.n_experts > 0) return load.template operator()<families::mixtral>();
-    if (c.qkv_bias) return load.template operator()<families::qwen2>();
-    return load.template operator()<families::llama>();
+    return visit_family(c, load);
 }
 
 } // namespace tl

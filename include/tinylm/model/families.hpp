@@ -65,3 +65,17 @@ struct bert {
 };
 
 } // namespace tl::families
+
+namespace tl {
+
+// Calls f.template operator()<Family>() with the decoder family whose structure `c` has (experts: mixtral; q/k/v
+// biases: qwen2; else llama, Qwen3's QK-norm included) and returns what it returns. Write f as a generic lambda,
+// `[&]<class Family>() { tl::decoder<Family> model(c); ... }`: each family is instantiated once where it is called.
+template <class F>
+decltype(auto) visit_family(const model_config& c, F&& f) {
+    if (c.moe.n_experts > 0) return f.template operator()<families::mixtral>();
+    if (c.qkv_bias) return f.template operator()<families::qwen2>();
+    return f.template operator()<families::llama>();
+}
+
+} // namespace tl

@@ -203,9 +203,7 @@ std::unique_ptr<text_model> load_text_model(const fs::path& dir, const fs::path&
         return std::make_unique<detail::text_model_of<model_t>>(std::move(model), std::move(folder), adapter_dir,
                                                                 merged);
     };
-    if (c.moe.n_experts > 0) return load.template operator()<families::mixtral>();
-    if (c.qkv_bias) return load.template operator()<families::qwen2>();
-    return load.template operator()<families::llama>();
+    return visit_family(c, load);
 }
 
 } // namespace tl
