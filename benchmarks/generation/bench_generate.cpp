@@ -51,17 +51,11 @@ struct qwen_0_5b_groups_of_2 {
 // 28 layers) without its q/k norms (the decoder had none when docs/performance.md measured it): groups of 2 over as
 // many key/value heads as a power of two, for decoding at long contexts. qwen3-0.6b is Qwen3-0.6B itself.
 struct qwen3_0_6b_shape {
-    static constexpr tl::model_config value{.vocab_size = 151936,
-                                            .d_model = 1024,
-                                            .n_layers = 28,
-                                            .n_heads = 16,
-                                            .n_kv_heads = 8,
-                                            .d_head = 128,
-                                            .d_ff = 3072,
-                                            .max_seq_len = 40960,
-                                            .rope_theta = 1000000.0,
-                                            .norm_eps = 1e-6,
-                                            .tied_embeddings = true};
+    static constexpr tl::model_config value = [] {
+        tl::model_config c = tl::presets::qwen3_0_6b::value;
+        c.qk_norm = false;
+        return c;
+    }();
 };
 
 // The configurations --config offers, under their command-line names.
